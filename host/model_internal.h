@@ -1,0 +1,14 @@
+/* Shared validation of model configurations, weights and caches; `fn` is the
+ * public function the check runs for and starts every message. */
+#ifndef FLASHGPT_HOST_MODEL_INTERNAL_H
+#define FLASHGPT_HOST_MODEL_INTERNAL_H
+
+#include "flashgpt/model.h"
+
+fg_status fgi_check_config(const char *fn, const fg_config *cfg);
+fg_status fgi_check_layer_weights(const char *fn, const fg_config *cfg,
+                                  const fg_layer_weights *lw, int layer);
+fg_status fgi_check_weights(const char *fn, const fg_config *cfg,
+                            const fg_weights *w);
+
+#endif /* FLASHGPT_HOST_MODEL_INTERNAL_H */

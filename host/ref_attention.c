@@ -1,0 +1,214 @@
+/* CPU reference: causal attention, its streamed (flash) form, split/merge of
+ * heads, multi-head and grouped-query attention (SPEC 3, 4, 5, 7, 9).
+ *
+ * Conventions: bottom-right causal alignment (query i sees keys
+ * j <= i + kv_len - q_len), scores scaled by 1/sqrt(head_dim), masked keys
+ * skipped rather than given a large negative score. GQA: query head h reads
+ * kv head h / (n_q_head / n_kv_head); K/V are indexed, never replicated.
+ * Dense and streamed attention differ only in summation order, both in
+ * double, so they agree to float rounding for every block size. */
+#include "check.h"
+#include "flashgpt/ops.h"
+#include "ref_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double dot(const float *a, const float *b, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+/* acc = acc * alpha + p * v */
+static void scale_add(double *acc, double alpha, double p, const float *v, int n)
+{
+    for (int i = 0; i < n; i++) acc[i] = acc[i] * alpha + p * (double)v[i];
+}
+
+static void dense_row(double *acc, const float *q, const float *k, const float *v,
+                      int visible, int d, double scale, double *scores)
+{
+    double max = -INFINITY, sum = 0.0;
+    for (int j = 0; j < visible; j++) {
+        scores[j] = dot(q, k + (size_t)j * d, d) * scale;
+        if (scores[j] > max) max = scores[j];
+    }
+    memset(acc, 0, sizeof(double) * (size_t)d);
+    for (int j = 0; j < visible; j++) {
+        double p = exp(scores[j] - max);
+        sum += p;
+        scale_add(acc, 1.0, p, v + (size_t)j * d, d);
+    }
+    for (int i = 0; i < d; i++) acc[i] /= sum;
+}
+
+/* Online softmax over key blocks [start, start + block): running max m,
+ * running sum l and accumulator acc are rescaled by exp(m_old - m_new)
+ * whenever a block raises the max. Blocks wholly past `visible` are never
+ * touched; the last block may be short. */
+static void flash_row(double *acc, const float *q, const float *k, const float *v,
+                      int visible, int d, double scale, int block, double *scores)
+{
+    double m = -INFINITY, l = 0.0;
+    memset(acc, 0, sizeof(double) * (size_t)d);
+    for (long long start = 0; start < visible; start += block) {
+        long long end = start + block < visible ? start + block : visible;
+        double block_max = -INFINITY;
+        for (long long j = start; j < end; j++) {
+            scores[j - start] = dot(q, k + (size_t)j * d, d) * scale;
+            if (scores[j - start] > block_max) block_max = scores[j - start];
+        }
+        double m_new = block_max > m ? block_max : m;
+        double alpha = exp(m - m_new); /* 0 on the first block (m = -inf) */
+        l *= alpha;
+        for (int i = 0; i < d; i++) acc[i] *= alpha;
+        for (long long j = start; j < end; j++) {
+            double p = exp(scores[j - start] - m_new);
+            l += p;
+            scale_add(acc, 1.0, p, v + (size_t)j * d, d);
+        }
+        m = m_new;
+    }
+    for (int i = 0; i < d; i++) acc[i] /= l;
+}
+
+size_t fgi_attend_scratch(int kv_len, int head_dim)
+{
+    return (size_t)kv_len + (size_t)head_dim;
+}
+
+void fgi_attend_head(float *out, size_t out_stride, const float *q,
+                     size_t q_stride, const float *k, const float *v,
+                     int q_len, int kv_len, int head_dim, int block_size,
+                     double *scratch)
+{
+    const double scale = 1.0 / sqrt((double)head_dim);
+    const int shift = kv_len - q_len;
+    double *scores = scratch, *acc = scratch + kv_len;
+    for (int i = 0; i < q_len; i++) {
+        const float *qi = q + (size_t)i * q_stride;
+        int visible = i + shift + 1;
+        if (block_size <= 0)
+            dense_row(acc, qi, k, v, visible, head_dim, scale, scores);
+        else
+            flash_row(acc, qi, k, v, visible, head_dim, scale, block_size, scores);
+        float *oi = out + (size_t)i * out_stride;
+        for (int c = 0; c < head_dim; c++) oi[c] = (float)acc[c];
+    }
+}
+
+/* Validates and runs grouped-query attention; MHA, single-head attention and
+ * the flash form are special cases with their own names in messages. */
+static fg_status attention_checked(const char *fn, float *out, const float *q,
+                                   const float *k, const float *v, int n_q_head,
+                                   int n_kv_head, int q_len, int kv_len,
+                                   int head_dim, int block_size)
+{
+    size_t q_elems, kv_elems;
+    FG_TRY(fg_check_ptr(fn, "out", out));
+    FG_TRY(fg_check_ptr(fn, "q", q));
+    FG_TRY(fg_check_ptr(fn, "k", k));
+    FG_TRY(fg_check_ptr(fn, "v", v));
+    FG_TRY(fg_check_min(fn, "n_q_head", n_q_head, 1));
+    FG_TRY(fg_check_min(fn, "n_kv_head", n_kv_head, 1));
+    if (n_q_head % n_kv_head != 0)
+        return fg_fail(FG_ERR_INVALID_ARG,
+                       "%s: n_q_head (%d) must be a multiple of n_kv_head (%d)",
+                       fn, n_q_head, n_kv_head);
+    FG_TRY(fg_check_attention_dims(fn, q_len, kv_len, head_dim));
+    FG_TRY(fg_check_elems(fn, "q (n_q_head*q_len*head_dim)", &q_elems, 3,
+                          (long long)n_q_head, (long long)q_len,
+                          (long long)head_dim));
+    FG_TRY(fg_check_elems(fn, "k (n_kv_head*kv_len*head_dim)", &kv_elems, 3,
+                          (long long)n_kv_head, (long long)kv_len,
+                          (long long)head_dim));
+    const size_t out_bytes = q_elems * sizeof(float), kv_bytes = kv_elems * sizeof(float);
+    FG_TRY(fg_check_disjoint(fn, "out", out, out_bytes, "q", q, out_bytes));
+    FG_TRY(fg_check_disjoint(fn, "out", out, out_bytes, "k", k, kv_bytes));
+    FG_TRY(fg_check_disjoint(fn, "out", out, out_bytes, "v", v, kv_bytes));
+
+    double *scratch;
+    FG_TRY(fg_alloc(fn, (void **)&scratch, fgi_attend_scratch(kv_len, head_dim),
+                    sizeof(double)));
+    const int group = n_q_head / n_kv_head;
+    const size_t q_head = (size_t)q_len * head_dim, kv_head = (size_t)kv_len * head_dim;
+    for (int h = 0; h < n_q_head; h++) {
+        size_t kvh = (size_t)(h / group);
+        fgi_attend_head(out + h * q_head, (size_t)head_dim, q + h * q_head,
+                        (size_t)head_dim, k + kvh * kv_head, v + kvh * kv_head,
+                        q_len, kv_len, head_dim, block_size, scratch);
+    }
+    free(scratch);
+    return FG_OK;
+}
+
+fg_status fg_ref_attention(float *out, const float *q, const float *k,
+                           const float *v, int q_len, int kv_len, int head_dim)
+{
+    return attention_checked("fg_ref_attention", out, q, k, v, 1, 1, q_len,
+                             kv_len, head_dim, 0);
+}
+
+fg_status fg_ref_attention_flash(float *out, const float *q, const float *k,
+                                 const float *v, int q_len, int kv_len,
+                                 int head_dim, int block_size)
+{
+    FG_TRY(fg_check_min("fg_ref_attention_flash", "block_size", block_size, 1));
+    return attention_checked("fg_ref_attention_flash", out, q, k, v, 1, 1, q_len,
+                             kv_len, head_dim, block_size);
+}
+
+fg_status fg_ref_mha(float *out, const float *q, const float *k, const float *v,
+                     int n_head, int q_len, int kv_len, int head_dim)
+{
+    return attention_checked("fg_ref_mha", out, q, k, v, n_head, n_head, q_len,
+                             kv_len, head_dim, 0);
+}
+
+fg_status fg_ref_gqa(float *out, const float *q, const float *k, const float *v,
+                     int n_q_head, int n_kv_head, int q_len, int kv_len,
+                     int head_dim)
+{
+    return attention_checked("fg_ref_gqa", out, q, k, v, n_q_head, n_kv_head,
+                             q_len, kv_len, head_dim, 0);
+}
+
+/* (a, b, d) <-> (b, a, d) transpose of the two leading axes. */
+static fg_status swap_leading_axes(const char *fn, float *out, const float *x,
+                                   int a, int b, int d, const char *a_name,
+                                   const char *b_name)
+{
+    size_t elems;
+    FG_TRY(fg_check_ptr(fn, "out", out));
+    FG_TRY(fg_check_ptr(fn, "x", x));
+    FG_TRY(fg_check_min(fn, a_name, a, 1));
+    FG_TRY(fg_check_min(fn, b_name, b, 1));
+    FG_TRY(fg_check_min(fn, "head_dim", d, 1));
+    FG_TRY(fg_check_elems(fn, "x", &elems, 3, (long long)a, (long long)b,
+                          (long long)d));
+    FG_TRY(fg_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
+                             elems * sizeof(float)));
+    for (size_t i = 0; i < (size_t)a; i++)
+        for (size_t j = 0; j < (size_t)b; j++)
+            memcpy(out + (j * a + i) * d, x + (i * b + j) * d, sizeof(float) * (size_t)d);
+    return FG_OK;
+}
+
+fg_status fg_ref_split_heads(float *out, const float *x, int seq, int n_head,
+                             int head_dim)
+{
+    /* x (seq, n_head, d) -> out (n_head, seq, d) */
+    return swap_leading_axes("fg_ref_split_heads", out, x, seq, n_head, head_dim,
+                             "seq", "n_head");
+}
+
+fg_status fg_ref_merge_heads(float *out, const float *x, int n_head, int seq,
+                             int head_dim)
+{
+    /* x (n_head, seq, d) -> out (seq, n_head, d) */
+    return swap_leading_axes("fg_ref_merge_heads", out, x, n_head, seq, head_dim,
+                             "n_head", "seq");
+}

@@ -1,0 +1,281 @@
+/* CPU reference decoder: attention layer with KV cache, pre-norm block and
+ * the forward pass (SPEC 10-12), for the GPT-2 and Llama families.
+ *
+ * q, k, v are read straight out of the fused projection (T, [q | k | v]) and
+ * each head's output is written straight into its columns of the merged
+ * (T, n_head*d) buffer, so no split/merge copies are made. New keys are
+ * rotated (RoPE) before they are cached; cached keys are never rotated again.
+ * All scratch memory is taken before anything is written, so a call either
+ * completes or fails with outputs and cache untouched. */
+#include "check.h"
+#include "flashgpt/model.h"
+#include "flashgpt/ops.h"
+#include "model_internal.h"
+#include "ref_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    float *x;      /* (T, C) residual stream (forward only) */
+    float *h;      /* (T, C) normalised sublayer input */
+    float *delta;  /* (T, C) sublayer output */
+    float *qkv;    /* (T, qkv_width) */
+    float *att;    /* (T, n_head*d) merged head outputs */
+    float *mlp;    /* (T, n_inner), twice for SwiGLU */
+    double *acc;   /* one linear output row */
+    double *attn;  /* attention scratch for kv_len keys */
+    void *block;
+} workspace;
+
+static int max3(int a, int b, int c)
+{
+    int m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+static fg_status workspace_create(const char *fn, workspace *ws,
+                                  const fg_config *c, int T, int kv_len)
+{
+    const int d = c->n_embd / c->n_head, qkv_w = fg_config_qkv_width(c);
+    const size_t n_acc = (size_t)max3(qkv_w, c->n_embd, c->n_inner);
+    const size_t n_attn = fgi_attend_scratch(kv_len, d);
+    size_t row_floats, floats;
+    /* per token: x, h, delta (3C), qkv, att (n_head*d), mlp (2*n_inner) */
+    FG_TRY(fg_check_elems(fn, "workspace row", &row_floats, 1,
+                          3LL * c->n_embd + qkv_w + (long long)c->n_head * d +
+                              2LL * c->n_inner));
+    FG_TRY(fg_check_elems(fn, "workspace", &floats, 2, (long long)row_floats,
+                          (long long)T));
+    const size_t doubles = n_acc + n_attn;
+    double *block;
+    FG_TRY(fg_alloc(fn, (void **)&block, doubles + (floats + 1) / 2, sizeof(double)));
+
+    const size_t tc = (size_t)T * c->n_embd;
+    ws->block = block;
+    ws->acc = block;
+    ws->attn = block + n_acc;
+    ws->x = (float *)(block + doubles);
+    ws->h = ws->x + tc;
+    ws->delta = ws->h + tc;
+    ws->qkv = ws->delta + tc;
+    ws->att = ws->qkv + (size_t)T * qkv_w;
+    ws->mlp = ws->att + (size_t)T * c->n_head * d;
+    return FG_OK;
+}
+
+/* The cache must match the configuration and have room for T more tokens in
+ * `layer` (or in every layer when layer < 0, which also requires all layers
+ * to hold the same number of tokens). */
+static fg_status check_cache(const char *fn, const fg_config *c,
+                             const fg_kv_cache *cache, int layer, int T)
+{
+    FG_TRY(fg_check_ptr(fn, "cache", cache));
+    if (cache->n_layer != c->n_layer || cache->n_kv_head != c->n_kv_head ||
+        cache->head_dim != c->n_embd / c->n_head || cache->layers == NULL)
+        return fg_fail(FG_ERR_INVALID_ARG,
+                       "%s: cache (n_layer %d, n_kv_head %d, head_dim %d) does not "
+                       "match the config (n_layer %d, n_kv_head %d, head_dim %d)",
+                       fn, cache->n_layer, cache->n_kv_head, cache->head_dim,
+                       c->n_layer, c->n_kv_head, c->n_embd / c->n_head);
+    if (layer >= c->n_layer)
+        return fg_fail(FG_ERR_INVALID_ARG,
+                       "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
+                       c->n_layer, layer);
+    const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
+    const int len = cache->layers[first].len;
+    for (int l = first; l <= last; l++) {
+        if (cache->layers[l].len != len || len < 0)
+            return fg_fail(FG_ERR_INVALID_ARG,
+                           "%s: cache layers hold different token counts "
+                           "(layer 0: %d, layer %d: %d)",
+                           fn, len, l, cache->layers[l].len);
+    }
+    if ((long long)len + T > cache->capacity)
+        return fg_fail(FG_ERR_INVALID_ARG,
+                       "%s: KV cache capacity exceeded: %d cached + %d new tokens "
+                       "> capacity %d",
+                       fn, len, T, cache->capacity);
+    return FG_OK;
+}
+
+/* Checks the (T, C) activations in/out of a layer or block; out may equal x. */
+static fg_status check_activations(const char *fn, const float *out,
+                                   const float *x, int T, const fg_config *c)
+{
+    size_t elems;
+    FG_TRY(fg_check_ptr(fn, "out", out));
+    FG_TRY(fg_check_ptr(fn, "x", x));
+    FG_TRY(fg_check_min(fn, "T", T, 1));
+    FG_TRY(fg_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
+                          (long long)c->n_embd));
+    if (out != x)
+        FG_TRY(fg_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
+                                 elems * sizeof(float)));
+    return FG_OK;
+}
+
+static void attention_layer(float *out, const float *x, int T, const fg_config *c,
+                            const fg_layer_weights *lw, fg_kv_cache *cache,
+                            int layer, workspace *ws)
+{
+    const int C = c->n_embd, nh = c->n_head, nkv = c->n_kv_head, d = C / nh;
+    const int qkv_w = fg_config_qkv_width(c), cap = cache->capacity;
+    fg_kv_layer *kl = &cache->layers[layer];
+    const int L = kl->len, kv_len = L + T;
+
+    fgi_linear(ws->qkv, x, lw->c_attn_w, lw->c_attn_b, T, C, qkv_w, ws->acc);
+    for (int t = 0; t < T; t++) {
+        float *row = ws->qkv + (size_t)t * qkv_w;
+        for (int h = 0; h < nh && c->use_rope; h++)
+            fgi_rope_vector(row + (size_t)h * d, d, L + t, c->rope_base);
+        for (int g = 0; g < nkv; g++) {
+            const size_t slot = ((size_t)g * cap + (size_t)(L + t)) * d;
+            memcpy(kl->k + slot, row + (size_t)(nh + g) * d, sizeof(float) * d);
+            memcpy(kl->v + slot, row + (size_t)(nh + nkv + g) * d, sizeof(float) * d);
+            if (c->use_rope) fgi_rope_vector(kl->k + slot, d, L + t, c->rope_base);
+        }
+    }
+    const int group = nh / nkv, block = c->use_flash ? c->flash_block : 0;
+    for (int h = 0; h < nh; h++) {
+        const size_t kv_head = (size_t)(h / group) * cap * d;
+        fgi_attend_head(ws->att + (size_t)h * d, (size_t)nh * d,
+                        ws->qkv + (size_t)h * d, (size_t)qkv_w, kl->k + kv_head,
+                        kl->v + kv_head, T, kv_len, d, block, ws->attn);
+    }
+    fgi_linear(out, ws->att, lw->c_proj_w, lw->c_proj_b, T, nh * d, C, ws->acc);
+    kl->len = kv_len;
+}
+
+static void norm_rows(float *y, const float *x, const float *g, const float *b,
+                      int T, const fg_config *c)
+{
+    const size_t C = (size_t)c->n_embd;
+    for (size_t t = 0; t < (size_t)T; t++) {
+        if (c->arch == FG_ARCH_LLAMA)
+            fgi_rms_norm_row(y + t * C, x + t * C, g, (int)C, c->norm_eps);
+        else
+            fgi_layer_norm_row(y + t * C, x + t * C, g, b, (int)C, c->norm_eps);
+    }
+}
+
+static void add_rows(float *x, const float *delta, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] += delta[i];
+}
+
+static void block_forward(float *x, int T, const fg_config *c,
+                          const fg_layer_weights *lw, fg_kv_cache *cache,
+                          int layer, workspace *ws)
+{
+    const int C = c->n_embd;
+    const size_t n = (size_t)T * C;
+    norm_rows(ws->h, x, lw->ln_1_g, lw->ln_1_b, T, c);
+    attention_layer(ws->delta, ws->h, T, c, lw, cache, layer, ws);
+    add_rows(x, ws->delta, n);
+    norm_rows(ws->h, x, lw->ln_2_g, lw->ln_2_b, T, c);
+    if (c->arch == FG_ARCH_LLAMA)
+        fgi_swiglu_mlp(ws->delta, ws->h, lw->fc_w, lw->up_w, lw->mlp_proj_w, T, C,
+                       c->n_inner, ws->mlp, ws->acc);
+    else
+        fgi_gelu_mlp(ws->delta, ws->h, lw->fc_w, lw->fc_b, lw->mlp_proj_w,
+                     lw->mlp_proj_b, T, C, c->n_inner, ws->mlp, ws->acc);
+    add_rows(x, ws->delta, n);
+}
+
+/* Checks shared by the layer and the block. */
+static fg_status check_layer_call(const char *fn, const float *out, const float *x,
+                                  int T, const fg_config *c,
+                                  const fg_layer_weights *lw,
+                                  const fg_kv_cache *cache, int layer)
+{
+    FG_TRY(fgi_check_config(fn, c));
+    FG_TRY(fgi_check_layer_weights(fn, c, lw, layer));
+    FG_TRY(check_activations(fn, out, x, T, c));
+    FG_TRY(fg_check_min(fn, "layer", layer, 0));
+    return check_cache(fn, c, cache, layer, T);
+}
+
+fg_status fg_ref_attention_layer(float *out, const float *x, int T,
+                                 const fg_config *cfg,
+                                 const fg_layer_weights *lw,
+                                 fg_kv_cache *cache, int layer)
+{
+    static const char fn[] = "fg_ref_attention_layer";
+    workspace ws;
+    FG_TRY(check_layer_call(fn, out, x, T, cfg, lw, cache, layer));
+    FG_TRY(workspace_create(fn, &ws, cfg, T, cache->layers[layer].len + T));
+    attention_layer(out, x, T, cfg, lw, cache, layer, &ws);
+    free(ws.block);
+    return FG_OK;
+}
+
+fg_status fg_ref_block(float *x, int T, const fg_config *cfg,
+                       const fg_layer_weights *lw, fg_kv_cache *cache, int layer)
+{
+    static const char fn[] = "fg_ref_block";
+    workspace ws;
+    FG_TRY(check_layer_call(fn, x, x, T, cfg, lw, cache, layer));
+    FG_TRY(workspace_create(fn, &ws, cfg, T, cache->layers[layer].len + T));
+    block_forward(x, T, cfg, lw, cache, layer, &ws);
+    free(ws.block);
+    return FG_OK;
+}
+
+static fg_status check_forward(const char *fn, const float *logits,
+                               const float *probs, const fg_config *c,
+                               const fg_weights *w, const fg_kv_cache *cache,
+                               const int *ids, int T)
+{
+    size_t elems;
+    FG_TRY(fgi_check_config(fn, c));
+    FG_TRY(fgi_check_weights(fn, c, w));
+    FG_TRY(fg_check_ptr(fn, "logits", logits));
+    FG_TRY(fg_check_ptr(fn, "ids", ids));
+    FG_TRY(fg_check_min(fn, "T", T, 1));
+    FG_TRY(fg_check_elems(fn, "logits (T*vocab_size)", &elems, 2, (long long)T,
+                          (long long)c->vocab_size));
+    if (probs != NULL && probs != logits)
+        FG_TRY(fg_check_disjoint(fn, "probs", probs, elems * sizeof(float),
+                                 "logits", logits, elems * sizeof(float)));
+    FG_TRY(check_cache(fn, c, cache, -1, T));
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            return fg_fail(FG_ERR_INVALID_ARG,
+                           "%s: ids[%d] = %d is outside the vocabulary [0, %d)", fn,
+                           t, ids[t], c->vocab_size);
+    const long long end = (long long)cache->layers[0].len + T;
+    if (w->wpe != NULL && end > c->n_ctx)
+        return fg_fail(FG_ERR_INVALID_ARG,
+                       "%s: position %lld is past the position table (n_ctx %d)",
+                       fn, end - 1, c->n_ctx);
+    return FG_OK;
+}
+
+fg_status fg_ref_forward(float *logits, float *probs, const fg_config *cfg,
+                         const fg_weights *w, fg_kv_cache *cache,
+                         const int *ids, int T)
+{
+    static const char fn[] = "fg_ref_forward";
+    workspace ws;
+    FG_TRY(check_forward(fn, logits, probs, cfg, w, cache, ids, T));
+    const int L = cache->layers[0].len;
+    FG_TRY(workspace_create(fn, &ws, cfg, T, L + T));
+
+    const size_t C = (size_t)cfg->n_embd, V = (size_t)cfg->vocab_size;
+    for (size_t t = 0; t < (size_t)T; t++) {
+        const float *tok = w->wte + (size_t)ids[t] * C;
+        const float *pos = w->wpe ? w->wpe + (L + t) * C : NULL;
+        for (size_t i = 0; i < C; i++) ws.x[t * C + i] = tok[i] + (pos ? pos[i] : 0.0f);
+    }
+    for (int l = 0; l < cfg->n_layer; l++)
+        block_forward(ws.x, T, cfg, &w->layers[l], cache, l, &ws);
+    norm_rows(ws.h, ws.x, w->ln_f_g, w->ln_f_b, T, cfg);
+    fgi_linear_transposed(logits, ws.h, w->lm_head ? w->lm_head : w->wte, T,
+                          (int)C, (int)V);
+    if (probs != NULL)
+        for (size_t t = 0; t < (size_t)T; t++)
+            fgi_softmax_slice(probs + t * V, logits + t * V, (int)V, 1);
+    free(ws.block);
+    return FG_OK;
+}

@@ -1,0 +1,70 @@
+/* CPU reference: softmax over any axis and the causal mask (SPEC 1, 2).
+ *
+ * Softmax views x as (outer, n, inner) and normalises each of the
+ * outer*inner slices of n values (stride inner). It is max-shifted and sums
+ * in double; -inf entries get 0, an all -inf slice gives zeros, and +inf
+ * entries share the probability equally (the limit of the shifted form). */
+#include "check.h"
+#include "flashgpt/ops.h"
+#include "ref_internal.h"
+
+#include <math.h>
+
+void fgi_softmax_slice(float *y, const float *x, int n, size_t stride)
+{
+    double max = -INFINITY;
+    for (int j = 0; j < n; j++)
+        if (x[j * stride] > max) max = x[j * stride];
+
+    if (max == -INFINITY || max == INFINITY) {
+        int n_top = 0;
+        for (int j = 0; j < n; j++) n_top += (x[j * stride] == max);
+        float share = (max == INFINITY) ? 1.0f / (float)n_top : 0.0f;
+        for (int j = 0; j < n; j++) y[j * stride] = (x[j * stride] == max) ? share : 0.0f;
+        return;
+    }
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) sum += exp((double)x[j * stride] - max);
+    for (int j = 0; j < n; j++)
+        y[j * stride] = (float)(exp((double)x[j * stride] - max) / sum);
+}
+
+fg_status fg_ref_softmax(float *y, const float *x, int outer, int n, int inner)
+{
+    static const char fn[] = "fg_ref_softmax";
+    size_t elems;
+    FG_TRY(fg_check_ptr(fn, "y", y));
+    FG_TRY(fg_check_ptr(fn, "x", x));
+    FG_TRY(fg_check_min(fn, "outer", outer, 1));
+    FG_TRY(fg_check_min(fn, "n", n, 1));
+    FG_TRY(fg_check_min(fn, "inner", inner, 1));
+    FG_TRY(fg_check_elems(fn, "x (outer*n*inner)", &elems, 3, (long long)outer,
+                          (long long)n, (long long)inner));
+    if (y != x)
+        FG_TRY(fg_check_disjoint(fn, "y", y, elems * sizeof(float), "x", x,
+                                 elems * sizeof(float)));
+
+    for (size_t o = 0; o < (size_t)outer; o++) {
+        size_t base = o * (size_t)n * (size_t)inner;
+        for (size_t i = 0; i < (size_t)inner; i++)
+            fgi_softmax_slice(y + base + i, x + base + i, n, (size_t)inner);
+    }
+    return FG_OK;
+}
+
+fg_status fg_ref_causal_mask(uint8_t *mask, int q_len, int kv_len)
+{
+    static const char fn[] = "fg_ref_causal_mask";
+    size_t elems;
+    FG_TRY(fg_check_ptr(fn, "mask", mask));
+    FG_TRY(fg_check_attention_dims(fn, q_len, kv_len, 1));
+    FG_TRY(fg_check_elems(fn, "mask (q_len*kv_len)", &elems, 2,
+                          (long long)q_len, (long long)kv_len));
+
+    const long long shift = (long long)kv_len - q_len;
+    for (size_t i = 0; i < (size_t)q_len; i++) {
+        uint8_t *row = mask + i * (size_t)kv_len;
+        for (long long j = 0; j < kv_len; j++) row[j] = (j > (long long)i + shift);
+    }
+    return FG_OK;
+}

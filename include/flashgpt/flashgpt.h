@@ -1,0 +1,11 @@
+/* flashgpt: a GPT-style transformer decoder in C with CUDA kernels.
+ * The umbrella header: the whole public API. */
+#ifndef FLASHGPT_H
+#define FLASHGPT_H
+
+#include "flashgpt/status.h"
+#include "flashgpt/ops.h"
+#include "flashgpt/model.h"
+#include "flashgpt/cuda.h"
+
+#endif /* FLASHGPT_H */

@@ -1,0 +1,115 @@
+/* flashgpt CPU reference operations (fg_ref_*).
+ *
+ * The exact, readable definition of every operation; the CUDA path and the
+ * tests are held to it. Conventions (see SPEC.md):
+ *  - contiguous row-major fp32; shapes in the comments;
+ *  - reductions (dot products, sums, means, variances) accumulate in double,
+ *    RoPE angles are computed in double;
+ *  - attention is causal with bottom-right alignment: with
+ *    shift = kv_len - q_len, query i sees keys j <= i + shift; masked keys are
+ *    skipped (probability exactly 0), and 1 <= q_len <= kv_len is required;
+ *    scores are scaled by 1/sqrt(head_dim);
+ *  - on bad arguments a function returns FG_ERR_INVALID_ARG, sets
+ *    fg_last_error() and writes nothing; outputs must not overlap inputs
+ *    unless a function says in-place use is allowed. */
+#ifndef FLASHGPT_OPS_H
+#define FLASHGPT_OPS_H
+
+#include "flashgpt/status.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Softmax over the middle axis of x viewed as (outer, n, inner); last axis:
+ * inner = 1. Max-shifted; -inf entries get 0, an all -inf slice gives zeros.
+ * y == x (in place) is allowed. */
+fg_status fg_ref_softmax(float *y, const float *x, int outer, int n, int inner);
+
+/* mask (q_len, kv_len): 1 where key j is masked for query i (j > i + shift). */
+fg_status fg_ref_causal_mask(uint8_t *mask, int q_len, int kv_len);
+
+/* Single-head causal attention.
+ * q (q_len, head_dim), k v (kv_len, head_dim) -> out (q_len, head_dim). */
+fg_status fg_ref_attention(float *out, const float *q, const float *k,
+                           const float *v, int q_len, int kv_len, int head_dim);
+
+/* The same result with keys/values streamed in blocks of block_size (>= 1)
+ * keeping a running max, running sum and unnormalised accumulator per row. */
+fg_status fg_ref_attention_flash(float *out, const float *q, const float *k,
+                                 const float *v, int q_len, int kv_len,
+                                 int head_dim, int block_size);
+
+/* x (seq, n_head*head_dim) -> out (n_head, seq, head_dim); head h takes
+ * columns [h*head_dim, (h+1)*head_dim). */
+fg_status fg_ref_split_heads(float *out, const float *x, int seq, int n_head,
+                             int head_dim);
+
+/* The inverse: x (n_head, seq, head_dim) -> out (seq, n_head*head_dim). */
+fg_status fg_ref_merge_heads(float *out, const float *x, int n_head, int seq,
+                             int head_dim);
+
+/* Per-head causal attention. q (n_head, q_len, d), k v (n_head, kv_len, d)
+ * -> out (n_head, q_len, d). */
+fg_status fg_ref_mha(float *out, const float *q, const float *k, const float *v,
+                     int n_head, int q_len, int kv_len, int head_dim);
+
+/* Grouped-query attention: query head h reads kv head h / (n_q_head /
+ * n_kv_head). q (n_q_head, q_len, d), k v (n_kv_head, kv_len, d)
+ * -> out (n_q_head, q_len, d). n_q_head % n_kv_head == 0. */
+fg_status fg_ref_gqa(float *out, const float *q, const float *k, const float *v,
+                     int n_q_head, int n_kv_head, int q_len, int kv_len,
+                     int head_dim);
+
+/* RoPE in place on x (n_head, seq, head_dim), interleaved pairs: pair j
+ * (dims 2j, 2j+1) at position p turns by theta = p * base^(-2j/head_dim):
+ * (a, b) -> (a cos - b sin, b cos + a sin). pos: seq absolute positions
+ * (>= 0), shared by all heads. head_dim even, base > 0. */
+fg_status fg_ref_rope(float *x, int n_head, int seq, int head_dim,
+                      const int *pos, double base);
+
+/* y (rows, out) = x (rows, in) @ w (in, out) + b (out); b may be NULL. */
+fg_status fg_ref_linear(float *y, const float *x, const float *w, const float *b,
+                        int rows, int in, int out);
+
+/* GELU, tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), n elements.
+ * y == x allowed. */
+fg_status fg_ref_gelu(float *y, const float *x, int n);
+
+/* LayerNorm over the last axis with biased variance:
+ * y = g * (x - mean) / sqrt(var + eps) + b. x y (rows, cols), g b (cols).
+ * y == x allowed. eps >= 0 (GPT-2 uses 1e-5). */
+fg_status fg_ref_layer_norm(float *y, const float *x, const float *g,
+                            const float *b, int rows, int cols, float eps);
+
+/* GPT-2 MLP: y = linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj).
+ * x y (rows, hidden), w_fc (hidden, inner), w_proj (inner, hidden);
+ * biases may be NULL. */
+fg_status fg_ref_ffn(float *y, const float *x, const float *w_fc,
+                     const float *b_fc, const float *w_proj,
+                     const float *b_proj, int rows, int hidden, int inner);
+
+/* Llama family ---------------------------------------------------------- */
+
+/* RMSNorm: y = g * x / sqrt(mean(x^2) + eps). x y (rows, cols), g (cols).
+ * y == x allowed. */
+fg_status fg_ref_rms_norm(float *y, const float *x, const float *g, int rows,
+                          int cols, float eps);
+
+/* y = silu(gate) * up elementwise, silu(a) = a / (1 + exp(-a)); n elements.
+ * y may equal gate or up. */
+fg_status fg_ref_silu_mul(float *y, const float *gate, const float *up, int n);
+
+/* SwiGLU MLP: y = (silu(x @ w_gate) * (x @ w_up)) @ w_down.
+ * x y (rows, hidden), w_gate w_up (hidden, inner), w_down (inner, hidden). */
+fg_status fg_ref_swiglu_ffn(float *y, const float *x, const float *w_gate,
+                            const float *w_up, const float *w_down, int rows,
+                            int hidden, int inner);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHGPT_OPS_H */

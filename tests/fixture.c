@@ -1,0 +1,67 @@
+/* Random in-memory models (see fixture.h). */
+#include "fixture.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static const float *tensor(fg_test_model *m, fg_rng *rng, size_t n, double mean,
+                           double scale)
+{
+    float *p = fg_buf_normal(rng, n, scale);
+    for (size_t i = 0; i < n; i++) p[i] += (float)mean;
+    m->tensors = realloc(m->tensors, sizeof(float *) * (size_t)(m->n_tensors + 1));
+    cr_assert(m->tensors != NULL);
+    m->tensors[m->n_tensors++] = p;
+    return p;
+}
+
+void fg_test_model_init(fg_test_model *m, const fg_config *cfg, fg_rng *rng,
+                        int untied)
+{
+    const size_t C = (size_t)cfg->n_embd, I = (size_t)cfg->n_inner;
+    const size_t qkv = (size_t)fg_config_qkv_width(cfg), att = C;
+    const int gpt2 = cfg->arch == FG_ARCH_GPT2;
+    const double proj = 1.0 / sqrt((double)C);
+    *m = (fg_test_model){.cfg = *cfg};
+    m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
+    cr_assert(m->layers != NULL);
+
+    m->w.wte = tensor(m, rng, (size_t)cfg->vocab_size * C, 0.0, 0.5);
+    if (gpt2 && !cfg->use_rope) m->w.wpe = tensor(m, rng, (size_t)cfg->n_ctx * C, 0.0, 0.2);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        fg_layer_weights *lw = &m->layers[l];
+        lw->ln_1_g = tensor(m, rng, C, 1.0, 0.1);
+        lw->c_attn_w = tensor(m, rng, C * qkv, 0.0, proj);
+        lw->c_proj_w = tensor(m, rng, att * C, 0.0, proj);
+        lw->ln_2_g = tensor(m, rng, C, 1.0, 0.1);
+        lw->fc_w = tensor(m, rng, C * I, 0.0, proj);
+        lw->mlp_proj_w = tensor(m, rng, I * C, 0.0, 1.0 / sqrt((double)I));
+        if (gpt2) {
+            lw->ln_1_b = tensor(m, rng, C, 0.0, 0.1);
+            lw->c_attn_b = tensor(m, rng, qkv, 0.0, 0.1);
+            lw->c_proj_b = tensor(m, rng, C, 0.0, 0.1);
+            lw->ln_2_b = tensor(m, rng, C, 0.0, 0.1);
+            lw->fc_b = tensor(m, rng, I, 0.0, 0.1);
+            lw->mlp_proj_b = tensor(m, rng, C, 0.0, 0.1);
+        } else {
+            lw->up_w = tensor(m, rng, C * I, 0.0, proj);
+        }
+    }
+    m->w.layers = m->layers;
+    m->w.ln_f_g = tensor(m, rng, C, 1.0, 0.1);
+    if (gpt2) m->w.ln_f_b = tensor(m, rng, C, 0.0, 0.1);
+    if (untied) m->w.lm_head = tensor(m, rng, (size_t)cfg->vocab_size * C, 0.0, 0.5);
+}
+
+void fg_test_model_free(fg_test_model *m)
+{
+    for (int i = 0; i < m->n_tensors; i++) fg_buf_free(m->tensors[i]);
+    free(m->tensors);
+    free(m->layers);
+    *m = (fg_test_model){0};
+}
+
+void fg_test_random_ids(int *ids, int n, int vocab, fg_rng *rng)
+{
+    for (int i = 0; i < n; i++) ids[i] = fg_rng_int(rng, 0, vocab - 1);
+}

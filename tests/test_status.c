@@ -1,0 +1,54 @@
+/* Status codes and the thread-local error message. */
+#include "support.h"
+
+#include <pthread.h>
+#include <string.h>
+
+Test(status, every_code_has_a_distinct_name)
+{
+    const fg_status codes[] = {FG_OK, FG_ERR_INVALID_ARG, FG_ERR_OOM, FG_ERR_CUDA,
+                               FG_ERR_IO, FG_ERR_FORMAT, FG_ERR_UNSUPPORTED};
+    const int n = (int)(sizeof codes / sizeof codes[0]);
+    for (int i = 0; i < n; i++) {
+        cr_assert(fg_status_str(codes[i]) != NULL);
+        cr_assert(strcmp(fg_status_str(codes[i]), "unknown status") != 0);
+        for (int j = 0; j < i; j++)
+            cr_assert(strcmp(fg_status_str(codes[i]), fg_status_str(codes[j])) != 0);
+    }
+    cr_assert_str_eq(fg_status_str((fg_status)99), "unknown status");
+    cr_assert_eq(FG_OK, 0);
+}
+
+Test(status, message_names_function_argument_and_value)
+{
+    float x[4] = {1, 2, 3, 4}, y[4];
+    fg_clear_error();
+    cr_assert_str_eq(fg_last_error(), "");
+    fg_assert_status(fg_ref_softmax(y, x, 1, 0, 1), FG_ERR_INVALID_ARG, "fg_ref_softmax");
+    cr_assert(strstr(fg_last_error(), "'n'") != NULL, "%s", fg_last_error());
+    cr_assert(strstr(fg_last_error(), "got 0") != NULL, "%s", fg_last_error());
+    fg_assert_status(fg_ref_gelu(NULL, x, 4), FG_ERR_INVALID_ARG, "'y' is NULL");
+    fg_clear_error();
+    cr_assert_str_eq(fg_last_error(), "");
+}
+
+static void *fail_in_thread(void *arg)
+{
+    (void)arg;
+    float x[2] = {1, 2};
+    fg_ref_gelu(x, x, -7);
+    return strstr(fg_last_error(), "-7") ? (void *)1 : NULL;
+}
+
+Test(status, message_is_thread_local)
+{
+    float x[2] = {1, 2};
+    fg_ref_softmax(x, x, 1, 2, -3);
+    pthread_t th;
+    void *other_ok = NULL;
+    cr_assert_eq(pthread_create(&th, NULL, fail_in_thread, NULL), 0);
+    cr_assert_eq(pthread_join(th, &other_ok), 0);
+    cr_assert(other_ok != NULL, "the other thread saw its own message");
+    cr_assert(strstr(fg_last_error(), "-3") != NULL,
+              "this thread's message survived: %s", fg_last_error());
+}
