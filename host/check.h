@@ -10,6 +10,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FG_TRY(expr)                                                      \
     do {                                                                  \
         fg_status fg_try_status_ = (expr);                                \
@@ -49,5 +53,9 @@ fg_status fg_check_attention_dims(const char *fn, int q_len, int kv_len,
 
 /* malloc that reports FG_ERR_OOM naming the function; *out is NULL on failure. */
 fg_status fg_alloc(const char *fn, void **out, size_t count, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* FLASHGPT_HOST_CHECK_H */

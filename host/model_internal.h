@@ -5,10 +5,18 @@
 
 #include "flashgpt/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 fg_status fgi_check_config(const char *fn, const fg_config *cfg);
 fg_status fgi_check_layer_weights(const char *fn, const fg_config *cfg,
                                   const fg_layer_weights *lw, int layer);
 fg_status fgi_check_weights(const char *fn, const fg_config *cfg,
                             const fg_weights *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* FLASHGPT_HOST_MODEL_INTERNAL_H */

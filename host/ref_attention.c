@@ -7,7 +7,7 @@
  * kv head h / (n_q_head / n_kv_head); K/V are indexed, never replicated.
  * Dense and streamed attention differ only in summation order, both in
  * double, so they agree to float rounding for every block size. */
-#include "check.h"
+#include "validate.h"
 #include "flashgpt/ops.h"
 #include "ref_internal.h"
 
@@ -107,30 +107,9 @@ static fg_status attention_checked(const char *fn, float *out, const float *q,
                                    int n_kv_head, int q_len, int kv_len,
                                    int head_dim, int block_size)
 {
-    size_t q_elems, kv_elems;
-    FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(fg_check_ptr(fn, "q", q));
-    FG_TRY(fg_check_ptr(fn, "k", k));
-    FG_TRY(fg_check_ptr(fn, "v", v));
-    FG_TRY(fg_check_min(fn, "n_q_head", n_q_head, 1));
-    FG_TRY(fg_check_min(fn, "n_kv_head", n_kv_head, 1));
-    if (n_q_head % n_kv_head != 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
-                       "%s: n_q_head (%d) must be a multiple of n_kv_head (%d)",
-                       fn, n_q_head, n_kv_head);
-    FG_TRY(fg_check_attention_dims(fn, q_len, kv_len, head_dim));
-    FG_TRY(fg_check_elems(fn, "q (n_q_head*q_len*head_dim)", &q_elems, 3,
-                          (long long)n_q_head, (long long)q_len,
-                          (long long)head_dim));
-    FG_TRY(fg_check_elems(fn, "k (n_kv_head*kv_len*head_dim)", &kv_elems, 3,
-                          (long long)n_kv_head, (long long)kv_len,
-                          (long long)head_dim));
-    const size_t out_bytes = q_elems * sizeof(float), kv_bytes = kv_elems * sizeof(float);
-    FG_TRY(fg_check_disjoint(fn, "out", out, out_bytes, "q", q, out_bytes));
-    FG_TRY(fg_check_disjoint(fn, "out", out, out_bytes, "k", k, kv_bytes));
-    FG_TRY(fg_check_disjoint(fn, "out", out, out_bytes, "v", v, kv_bytes));
-
     double *scratch;
+    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
+                               head_dim));
     FG_TRY(fg_alloc(fn, (void **)&scratch, fgi_attend_scratch(kv_len, head_dim),
                     sizeof(double)));
     const int group = n_q_head / n_kv_head;
@@ -176,21 +155,12 @@ fg_status fg_ref_gqa(float *out, const float *q, const float *k, const float *v,
                              q_len, kv_len, head_dim, 0);
 }
 
-/* (a, b, d) <-> (b, a, d) transpose of the two leading axes. */
+/* (a, b, d) -> (b, a, d): transpose of the two leading axes. */
 static fg_status swap_leading_axes(const char *fn, float *out, const float *x,
                                    int a, int b, int d, const char *a_name,
                                    const char *b_name)
 {
-    size_t elems;
-    FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, a_name, a, 1));
-    FG_TRY(fg_check_min(fn, b_name, b, 1));
-    FG_TRY(fg_check_min(fn, "head_dim", d, 1));
-    FG_TRY(fg_check_elems(fn, "x", &elems, 3, (long long)a, (long long)b,
-                          (long long)d));
-    FG_TRY(fg_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
-                             elems * sizeof(float)));
+    FG_TRY(fgi_check_swap_heads(fn, out, x, a, b, d, a_name, b_name));
     for (size_t i = 0; i < (size_t)a; i++)
         for (size_t j = 0; j < (size_t)b; j++)
             memcpy(out + (j * a + i) * d, x + (i * b + j) * d, sizeof(float) * (size_t)d);

@@ -4,7 +4,7 @@
  * Weights are (in, out): y = x @ w + b. Norms use the biased variance (mean
  * of squares about the mean) computed in two passes in double; GELU is the
  * tanh form GPT-2 was trained with. */
-#include "check.h"
+#include "validate.h"
 #include "flashgpt/ops.h"
 #include "ref_internal.h"
 
@@ -96,76 +96,11 @@ void fgi_swiglu_mlp(float *y, const float *x, const float *w_gate,
     fgi_linear(y, gate, w_down, NULL, rows, inner, hidden, acc);
 }
 
-/* Checks an elementwise op's count and that y either is `x` or lies apart. */
-static fg_status check_elementwise(const char *fn, float *y, const char *x_name,
-                                   const float *x, int n)
-{
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, x_name, x));
-    FG_TRY(fg_check_min(fn, "n", n, 1));
-    if (y != x)
-        FG_TRY(fg_check_disjoint(fn, "y", y, sizeof(float) * (size_t)n, x_name, x,
-                                 sizeof(float) * (size_t)n));
-    return FG_OK;
-}
-
-/* Checks a (rows, cols) row-wise op whose output may alias its input. */
-static fg_status check_rowwise(const char *fn, float *y, const float *x,
-                               const float *g, int rows, int cols, float eps)
-{
-    size_t elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_ptr(fn, "g", g));
-    FG_TRY(fg_check_min(fn, "rows", rows, 1));
-    FG_TRY(fg_check_min(fn, "cols", cols, 1));
-    if (!(eps >= 0.0f) || !isfinite(eps))
-        return fg_fail(FG_ERR_INVALID_ARG,
-                       "%s: argument 'eps' must be finite and >= 0 (got %g)", fn,
-                       (double)eps);
-    FG_TRY(fg_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
-                          (long long)cols));
-    if (y != x)
-        FG_TRY(fg_check_disjoint(fn, "y", y, elems * sizeof(float), "x", x,
-                                 elems * sizeof(float)));
-    return FG_OK;
-}
-
-/* Checks y (rows, y_cols) computed from x (rows, x_cols); *y_elems gets
- * rows*y_cols for the weight checks. */
-static fg_status check_rows_io(const char *fn, const float *y, const float *x,
-                               int rows, int x_cols, int y_cols, size_t *y_elems)
-{
-    size_t x_elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, "rows", rows, 1));
-    FG_TRY(fg_check_elems(fn, "x", &x_elems, 2, (long long)rows, (long long)x_cols));
-    FG_TRY(fg_check_elems(fn, "y", y_elems, 2, (long long)rows, (long long)y_cols));
-    return fg_check_disjoint(fn, "y", y, *y_elems * sizeof(float), "x", x,
-                             x_elems * sizeof(float));
-}
-
-/* Checks a weight w (in, out) that must not overlap the output y. */
-static fg_status check_weight(const char *fn, const char *name, const float *w,
-                              int in, int out, const float *y, size_t y_elems)
-{
-    size_t w_elems;
-    FG_TRY(fg_check_ptr(fn, name, w));
-    FG_TRY(fg_check_elems(fn, name, &w_elems, 2, (long long)in, (long long)out));
-    return fg_check_disjoint(fn, "y", y, y_elems * sizeof(float), name, w,
-                             w_elems * sizeof(float));
-}
-
 fg_status fg_ref_linear(float *y, const float *x, const float *w, const float *b,
                         int rows, int in, int out)
 {
     static const char fn[] = "fg_ref_linear";
-    size_t y_elems;
-    FG_TRY(fg_check_min(fn, "in", in, 1));
-    FG_TRY(fg_check_min(fn, "out", out, 1));
-    FG_TRY(check_rows_io(fn, y, x, rows, in, out, &y_elems));
-    FG_TRY(check_weight(fn, "w", w, in, out, y, y_elems));
+    FG_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
     double *acc;
     FG_TRY(fg_alloc(fn, (void **)&acc, (size_t)out, sizeof(double)));
     fgi_linear(y, x, w, b, rows, in, out, acc);
@@ -175,7 +110,7 @@ fg_status fg_ref_linear(float *y, const float *x, const float *w, const float *b
 
 fg_status fg_ref_gelu(float *y, const float *x, int n)
 {
-    FG_TRY(check_elementwise("fg_ref_gelu", y, "x", x, n));
+    FG_TRY(fgi_check_elementwise("fg_ref_gelu", y, "x", x, n));
     for (int i = 0; i < n; i++) y[i] = (float)fgi_gelu(x[i]);
     return FG_OK;
 }
@@ -183,8 +118,8 @@ fg_status fg_ref_gelu(float *y, const float *x, int n)
 fg_status fg_ref_silu_mul(float *y, const float *gate, const float *up, int n)
 {
     static const char fn[] = "fg_ref_silu_mul";
-    FG_TRY(check_elementwise(fn, y, "gate", gate, n));
-    FG_TRY(check_elementwise(fn, y, "up", up, n));
+    FG_TRY(fgi_check_elementwise(fn, y, "gate", gate, n));
+    FG_TRY(fgi_check_elementwise(fn, y, "up", up, n));
     for (int i = 0; i < n; i++) y[i] = (float)(fgi_silu(gate[i]) * up[i]);
     return FG_OK;
 }
@@ -192,7 +127,7 @@ fg_status fg_ref_silu_mul(float *y, const float *gate, const float *up, int n)
 fg_status fg_ref_layer_norm(float *y, const float *x, const float *g,
                             const float *b, int rows, int cols, float eps)
 {
-    FG_TRY(check_rowwise("fg_ref_layer_norm", y, x, g, rows, cols, eps));
+    FG_TRY(fgi_check_rowwise("fg_ref_layer_norm", y, x, g, rows, cols, eps));
     for (size_t r = 0; r < (size_t)rows; r++)
         fgi_layer_norm_row(y + r * cols, x + r * cols, g, b, cols, eps);
     return FG_OK;
@@ -201,16 +136,10 @@ fg_status fg_ref_layer_norm(float *y, const float *x, const float *g,
 fg_status fg_ref_rms_norm(float *y, const float *x, const float *g, int rows,
                           int cols, float eps)
 {
-    FG_TRY(check_rowwise("fg_ref_rms_norm", y, x, g, rows, cols, eps));
+    FG_TRY(fgi_check_rowwise("fg_ref_rms_norm", y, x, g, rows, cols, eps));
     for (size_t r = 0; r < (size_t)rows; r++)
         fgi_rms_norm_row(y + r * cols, x + r * cols, g, cols, eps);
     return FG_OK;
-}
-
-static fg_status check_mlp_dims(const char *fn, int hidden, int inner)
-{
-    FG_TRY(fg_check_min(fn, "hidden", hidden, 1));
-    return fg_check_min(fn, "inner", inner, 1);
 }
 
 /* Workspace for an MLP: the (rows, inner) hidden activations (two of them for
@@ -234,11 +163,7 @@ fg_status fg_ref_ffn(float *y, const float *x, const float *w_fc,
                      const float *b_proj, int rows, int hidden, int inner)
 {
     static const char fn[] = "fg_ref_ffn";
-    size_t y_elems;
-    FG_TRY(check_mlp_dims(fn, hidden, inner));
-    FG_TRY(check_rows_io(fn, y, x, rows, hidden, hidden, &y_elems));
-    FG_TRY(check_weight(fn, "w_fc", w_fc, hidden, inner, y, y_elems));
-    FG_TRY(check_weight(fn, "w_proj", w_proj, inner, hidden, y, y_elems));
+    FG_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
     float *h;
     double *acc;
     FG_TRY(mlp_workspace(fn, &h, 1, &acc, rows, hidden, inner));
@@ -253,12 +178,7 @@ fg_status fg_ref_swiglu_ffn(float *y, const float *x, const float *w_gate,
                             int hidden, int inner)
 {
     static const char fn[] = "fg_ref_swiglu_ffn";
-    size_t y_elems;
-    FG_TRY(check_mlp_dims(fn, hidden, inner));
-    FG_TRY(check_rows_io(fn, y, x, rows, hidden, hidden, &y_elems));
-    FG_TRY(check_weight(fn, "w_gate", w_gate, hidden, inner, y, y_elems));
-    FG_TRY(check_weight(fn, "w_up", w_up, hidden, inner, y, y_elems));
-    FG_TRY(check_weight(fn, "w_down", w_down, inner, hidden, y, y_elems));
+    FG_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
     float *h;
     double *acc;
     FG_TRY(mlp_workspace(fn, &h, 2, &acc, rows, hidden, inner));

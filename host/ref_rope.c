@@ -5,7 +5,7 @@
  * double from the position itself (no table), so position 100000 is as exact
  * as position 1. Llama checkpoints in Hugging Face layout use half-split
  * pairs instead; their loader permutes q/k rows into this pairing. */
-#include "check.h"
+#include "validate.h"
 #include "flashgpt/ops.h"
 #include "ref_internal.h"
 
@@ -27,26 +27,8 @@ fg_status fg_ref_rope(float *x, int n_head, int seq, int head_dim,
                       const int *pos, double base)
 {
     static const char fn[] = "fg_ref_rope";
-    size_t elems;
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_ptr(fn, "pos", pos));
-    FG_TRY(fg_check_min(fn, "n_head", n_head, 1));
-    FG_TRY(fg_check_min(fn, "seq", seq, 1));
-    FG_TRY(fg_check_min(fn, "head_dim", head_dim, 2));
-    if (head_dim % 2 != 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
-                       "%s: argument 'head_dim' must be even (got %d)", fn, head_dim);
-    if (!(base > 0.0) || !isfinite(base))
-        return fg_fail(FG_ERR_INVALID_ARG,
-                       "%s: argument 'base' must be finite and > 0 (got %g)", fn, base);
-    FG_TRY(fg_check_elems(fn, "x (n_head*seq*head_dim)", &elems, 3,
-                          (long long)n_head, (long long)seq, (long long)head_dim));
-    for (int t = 0; t < seq; t++)
-        if (pos[t] < 0)
-            return fg_fail(FG_ERR_INVALID_ARG,
-                           "%s: argument 'pos[%d]' must be >= 0 (got %d)", fn, t,
-                           pos[t]);
-
+    FG_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
+    FG_TRY(fgi_check_positions(fn, pos, seq));
     for (size_t h = 0; h < (size_t)n_head; h++)
         for (size_t t = 0; t < (size_t)seq; t++)
             fgi_rope_vector(x + (h * seq + t) * head_dim, head_dim, pos[t], base);

@@ -4,7 +4,7 @@
  * outer*inner slices of n values (stride inner). It is max-shifted and sums
  * in double; -inf entries get 0, an all -inf slice gives zeros, and +inf
  * entries share the probability equally (the limit of the shifted form). */
-#include "check.h"
+#include "validate.h"
 #include "flashgpt/ops.h"
 #include "ref_internal.h"
 
@@ -31,19 +31,7 @@ void fgi_softmax_slice(float *y, const float *x, int n, size_t stride)
 
 fg_status fg_ref_softmax(float *y, const float *x, int outer, int n, int inner)
 {
-    static const char fn[] = "fg_ref_softmax";
-    size_t elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, "outer", outer, 1));
-    FG_TRY(fg_check_min(fn, "n", n, 1));
-    FG_TRY(fg_check_min(fn, "inner", inner, 1));
-    FG_TRY(fg_check_elems(fn, "x (outer*n*inner)", &elems, 3, (long long)outer,
-                          (long long)n, (long long)inner));
-    if (y != x)
-        FG_TRY(fg_check_disjoint(fn, "y", y, elems * sizeof(float), "x", x,
-                                 elems * sizeof(float)));
-
+    FG_TRY(fgi_check_softmax("fg_ref_softmax", y, x, outer, n, inner));
     for (size_t o = 0; o < (size_t)outer; o++) {
         size_t base = o * (size_t)n * (size_t)inner;
         for (size_t i = 0; i < (size_t)inner; i++)
@@ -54,13 +42,7 @@ fg_status fg_ref_softmax(float *y, const float *x, int outer, int n, int inner)
 
 fg_status fg_ref_causal_mask(uint8_t *mask, int q_len, int kv_len)
 {
-    static const char fn[] = "fg_ref_causal_mask";
-    size_t elems;
-    FG_TRY(fg_check_ptr(fn, "mask", mask));
-    FG_TRY(fg_check_attention_dims(fn, q_len, kv_len, 1));
-    FG_TRY(fg_check_elems(fn, "mask (q_len*kv_len)", &elems, 2,
-                          (long long)q_len, (long long)kv_len));
-
+    FG_TRY(fgi_check_causal_mask("fg_ref_causal_mask", mask, q_len, kv_len));
     const long long shift = (long long)kv_len - q_len;
     for (size_t i = 0; i < (size_t)q_len; i++) {
         uint8_t *row = mask + i * (size_t)kv_len;

@@ -1,0 +1,54 @@
+/* Internal interface of the attention kernels (cuda/attention.cu), used by
+ * the public fg_cuda_attention / _flash / mha / gqa / gqa_lse entry points
+ * and by the GPU decoder, which reads q straight out of its fused q|k|v
+ * projection and writes each head into its columns of the merged output.
+ *
+ * Layout, in floats: query row i of head h is at
+ *   q + h*q_head_stride + i*q_row_stride          (head_dim contiguous floats)
+ * its output at out + h*out_head_stride + i*out_row_stride; key/value row j of
+ * kv head g at k + g*kv_head_stride + j*head_dim (rows contiguous; the
+ * decoder's cache has kv_head_stride = capacity*head_dim). Query head h reads
+ * kv head h / (n_q_head / n_kv_head). Causal, bottom-right aligned, scale
+ * 1/sqrt(head_dim). A batch folds into the head axis (B*H query heads,
+ * B*H_kv kv heads) because groups are contiguous. */
+#ifndef FLASHGPT_CUDA_ATTENTION_INTERNAL_H
+#define FLASHGPT_CUDA_ATTENTION_INTERNAL_H
+
+#include "flashgpt/cuda.h"
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    float *out;
+    long long out_head_stride, out_row_stride;
+    float *lse; /* (n_q_head, q_len) natural-log log-sum-exp, or NULL */
+    const float *q;
+    long long q_head_stride, q_row_stride;
+    const float *k, *v;
+    long long kv_head_stride;
+    int n_q_head, n_kv_head, q_len, kv_len, head_dim;
+    int block_size; /* key tile request; 0: the kernel's default */
+} fgi_attention_args;
+
+/* Device scratch bytes enough for any call with at most these sizes (the
+ * split-KV partials); the decoder allocates this once at creation. */
+size_t fgi_cuda_attention_workspace_bound(int n_q_head, int max_q_len,
+                                          int max_kv_len, int head_dim);
+
+/* Enqueues attention for already-validated arguments. workspace: at least
+ * fgi_cuda_attention_workspace_bound(...) bytes for these sizes, or NULL to
+ * have the call take (and release) stream-ordered scratch itself. Returns
+ * FG_ERR_UNSUPPORTED for a head_dim without a kernel. */
+fg_status fgi_cuda_attention(const char *fn, const fgi_attention_args *a,
+                             void *workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHGPT_CUDA_ATTENTION_INTERNAL_H */

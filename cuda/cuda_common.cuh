@@ -1,0 +1,45 @@
+/* Shared helpers of the CUDA path: error checking that turns every CUDA /
+ * cuBLAS failure into FG_ERR_CUDA with the error text in fg_last_error(),
+ * and small device utilities. Included by cuda/*.cu only. */
+#ifndef FLASHGPT_CUDA_COMMON_CUH
+#define FLASHGPT_CUDA_COMMON_CUH
+
+#include "check.h"
+#include "flashgpt/cuda.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+/* Returns FG_ERR_CUDA from the enclosing function when `call` fails. */
+#define FG_CUDA_TRY(fn, call)                                                   \
+    do {                                                                        \
+        cudaError_t fg_cuda_err_ = (call);                                      \
+        if (fg_cuda_err_ != cudaSuccess)                                        \
+            return fg_fail(FG_ERR_CUDA, "%s: %s failed: %s (%s)", (fn), #call,  \
+                           cudaGetErrorString(fg_cuda_err_),                    \
+                           cudaGetErrorName(fg_cuda_err_));                     \
+    } while (0)
+
+/* Checks the launch just made (bad configuration, missing device code...). */
+#define FG_CUDA_LAUNCHED(fn, kernel_name)                                       \
+    do {                                                                        \
+        cudaError_t fg_cuda_err_ = cudaGetLastError();                          \
+        if (fg_cuda_err_ != cudaSuccess)                                        \
+            return fg_fail(FG_ERR_CUDA, "%s: launch of %s failed: %s", (fn),    \
+                           (kernel_name), cudaGetErrorString(fg_cuda_err_));    \
+    } while (0)
+
+#define FG_CUBLAS_TRY(fn, call)                                                 \
+    do {                                                                        \
+        cublasStatus_t fg_blas_st_ = (call);                                    \
+        if (fg_blas_st_ != CUBLAS_STATUS_SUCCESS)                               \
+            return fg_fail(FG_ERR_CUDA, "%s: %s failed: %s", (fn), #call,       \
+                           cublasGetStatusString(fg_blas_st_));                 \
+    } while (0)
+
+static inline unsigned fg_ceil_div(long long a, long long b)
+{
+    return (unsigned)((a + b - 1) / b);
+}
+
+#endif /* FLASHGPT_CUDA_COMMON_CUH */

@@ -1,0 +1,24 @@
+/* GPU test support through the public fg_cuda_* memory API (so GPU tests
+ * compile in every build): skipping without a device, device buffers with a
+ * guard region after them, outputs poisoned with NaN. */
+#ifndef FLASHGPT_TESTS_GPU_SUPPORT_H
+#define FLASHGPT_TESTS_GPU_SUPPORT_H
+
+#include "support.h"
+
+/* Skips the current test, visibly, when no usable GPU is present. */
+void fg_require_gpu(void);
+
+/* Device copy of n host floats, followed by a guard region. */
+float *fg_dev_upload(const float *host, size_t n);
+/* Device buffer of n floats filled with NaN, followed by a guard region. */
+float *fg_dev_poisoned(size_t n);
+/* Device copy of n host ints (no guard). */
+int *fg_dev_upload_ints(const int *host, size_t n);
+/* Host copy (fg_buf_* buffer, free with fg_buf_free) of n device floats. */
+float *fg_dev_download(const float *dev, size_t n);
+/* Asserts the guard region after the n device floats is intact. */
+void fg_dev_assert_guard(const float *dev, size_t n, const char *what);
+void fg_dev_free(void *dev);
+
+#endif /* FLASHGPT_TESTS_GPU_SUPPORT_H */
