@@ -100,7 +100,7 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
                           (long long)c->n_head + 2LL * c->n_kv_head,
                           (long long)(c->n_embd / c->n_head)));
     if (elems > (size_t)0x7fffffff)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: q|k|v width %zu does not fit an int",
+        return fg_fail(FG_ERR_INVALID_ARG, "%s: q|k|v projection width %zu overflows an int",
                        fn, elems);
     FG_TRY(fg_check_elems(fn, "c_attn_w", &elems, 2, (long long)c->n_embd,
                           (long long)fg_config_qkv_width(c)));
