@@ -223,9 +223,9 @@ fg_status fg_ref_block(float *x, int T, const fg_config *cfg,
 }
 
 static fg_status check_forward(const char *fn, const float *logits,
-                               const float *probs, const fg_config *c,
-                               const fg_weights *w, const fg_kv_cache *cache,
-                               const int *ids, int T)
+                               const float *probs, int logit_rows,
+                               const fg_config *c, const fg_weights *w,
+                               const fg_kv_cache *cache, const int *ids, int T)
 {
     size_t elems;
     FG_TRY(fgi_check_config(fn, c));
@@ -233,8 +233,8 @@ static fg_status check_forward(const char *fn, const float *logits,
     FG_TRY(fg_check_ptr(fn, "logits", logits));
     FG_TRY(fg_check_ptr(fn, "ids", ids));
     FG_TRY(fg_check_min(fn, "T", T, 1));
-    FG_TRY(fg_check_elems(fn, "logits (T*vocab_size)", &elems, 2, (long long)T,
-                          (long long)c->vocab_size));
+    FG_TRY(fg_check_elems(fn, "logits (T*vocab_size)", &elems, 2,
+                          (long long)logit_rows, (long long)c->vocab_size));
     if (probs != NULL && probs != logits)
         FG_TRY(fg_check_disjoint(fn, "probs", probs, elems * sizeof(float),
                                  "logits", logits, elems * sizeof(float)));
@@ -252,13 +252,13 @@ static fg_status check_forward(const char *fn, const float *logits,
     return FG_OK;
 }
 
-fg_status fg_ref_forward(float *logits, float *probs, const fg_config *cfg,
-                         const fg_weights *w, fg_kv_cache *cache,
-                         const int *ids, int T)
+/* The forward pass; logits for the last logit_rows tokens (T or 1). */
+static fg_status forward(const char *fn, float *logits, float *probs,
+                         int logit_rows, const fg_config *cfg, const fg_weights *w,
+                         fg_kv_cache *cache, const int *ids, int T)
 {
-    static const char fn[] = "fg_ref_forward";
     workspace ws;
-    FG_TRY(check_forward(fn, logits, probs, cfg, w, cache, ids, T));
+    FG_TRY(check_forward(fn, logits, probs, logit_rows, cfg, w, cache, ids, T));
     const int L = cache->layers[0].len;
     FG_TRY(workspace_create(fn, &ws, cfg, T, L + T));
 
@@ -270,12 +270,27 @@ fg_status fg_ref_forward(float *logits, float *probs, const fg_config *cfg,
     }
     for (int l = 0; l < cfg->n_layer; l++)
         block_forward(ws.x, T, cfg, &w->layers[l], cache, l, &ws);
-    norm_rows(ws.h, ws.x, w->ln_f_g, w->ln_f_b, T, cfg);
-    fgi_linear_transposed(logits, ws.h, w->lm_head ? w->lm_head : w->wte, T,
+    const float *last = ws.x + (size_t)(T - logit_rows) * C;
+    norm_rows(ws.h, last, w->ln_f_g, w->ln_f_b, logit_rows, cfg);
+    fgi_linear_transposed(logits, ws.h, w->lm_head ? w->lm_head : w->wte, logit_rows,
                           (int)C, (int)V);
     if (probs != NULL)
-        for (size_t t = 0; t < (size_t)T; t++)
+        for (size_t t = 0; t < (size_t)logit_rows; t++)
             fgi_softmax_slice(probs + t * V, logits + t * V, (int)V, 1);
     free(ws.block);
     return FG_OK;
+}
+
+fg_status fg_ref_forward(float *logits, float *probs, const fg_config *cfg,
+                         const fg_weights *w, fg_kv_cache *cache,
+                         const int *ids, int T)
+{
+    return forward("fg_ref_forward", logits, probs, T, cfg, w, cache, ids, T);
+}
+
+fg_status fg_ref_forward_last(float *logits, const fg_config *cfg,
+                              const fg_weights *w, fg_kv_cache *cache,
+                              const int *ids, int T)
+{
+    return forward("fg_ref_forward_last", logits, NULL, 1, cfg, w, cache, ids, T);
 }

@@ -123,6 +123,12 @@ fg_status fg_ref_forward(float *logits, float *probs, const fg_config *cfg,
                          const fg_weights *w, fg_kv_cache *cache,
                          const int *ids, int T);
 
+/* fg_ref_forward computing only the last token's logits (vocab): what
+ * generation needs, without the classifier cost of the other T-1 rows. */
+fg_status fg_ref_forward_last(float *logits, const fg_config *cfg,
+                              const fg_weights *w, fg_kv_cache *cache,
+                              const int *ids, int T);
+
 #ifdef __cplusplus
 }
 #endif

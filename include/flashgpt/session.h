@@ -1,0 +1,54 @@
+/* flashgpt decoding session: a model's configuration and weights, a KV cache
+ * of fixed capacity on one device, and the logits of the last token.
+ *
+ * Generation = one batched forward over the prompt (prefill), then one
+ * forward per new token (decode). Device AUTO picks CUDA when a GPU is
+ * usable (fg_cuda_available()) and the CPU reference otherwise; on CUDA the
+ * weights are uploaded once at creation and the cache lives in device
+ * memory. */
+#ifndef FLASHGPT_SESSION_H
+#define FLASHGPT_SESSION_H
+
+#include "flashgpt/model.h"
+#include "flashgpt/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { FG_DEVICE_AUTO = 0, FG_DEVICE_CPU = 1, FG_DEVICE_CUDA = 2 } fg_device;
+
+/* "auto", "cpu" or "cuda" */
+fg_status fg_device_parse(const char *name, fg_device *device);
+const char *fg_device_name(fg_device device);
+
+typedef struct fg_session fg_session;
+
+/* ctx: cache capacity in tokens, 1 .. cfg->n_ctx (0: cfg->n_ctx). cfg and w
+ * must stay valid for the session's life. Device CUDA without a usable GPU
+ * is an error (FG_ERR_CUDA or FG_ERR_UNSUPPORTED), AUTO then falls back to
+ * the CPU. */
+fg_status fg_session_create(fg_session **session, const fg_config *cfg,
+                            const fg_weights *w, fg_device device, int ctx);
+void fg_session_destroy(fg_session *session); /* NULL is a no-op */
+
+fg_device fg_session_device(const fg_session *session); /* CPU or CUDA */
+int fg_session_len(const fg_session *session);          /* tokens so far */
+int fg_session_capacity(const fg_session *session);
+fg_status fg_session_reset(fg_session *session);        /* forget all tokens */
+
+/* Appends the T tokens ids to the session. all_logits, when not NULL, gets
+ * the (T, vocab) logits of every new token; the last token's logits are
+ * kept either way (fg_session_logits). Running past the capacity is
+ * FG_ERR_INVALID_ARG ("context full") with the session unchanged. */
+fg_status fg_session_forward(fg_session *session, const int *ids, int T,
+                             float *all_logits);
+
+/* Logits (vocab) of the last token forwarded; NULL before the first. */
+const float *fg_session_logits(const fg_session *session);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHGPT_SESSION_H */

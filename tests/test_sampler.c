@@ -1,0 +1,154 @@
+/* Token sampling: greedy, temperature, top-k, top-p, reproducibility. */
+#include "support.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static fg_sampler *make(int vocab, float temperature, int top_k, float top_p, uint64_t seed)
+{
+    fg_sampler_config c = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = seed};
+    fg_sampler *s = NULL;
+    cr_assert_eq(fg_sampler_create(&s, vocab, &c), FG_OK, "%s", fg_last_error());
+    return s;
+}
+
+static int draw(fg_sampler *s, const float *logits)
+{
+    int t = -1;
+    cr_assert_eq(fg_sampler_sample(s, logits, &t), FG_OK, "%s", fg_last_error());
+    return t;
+}
+
+Test(sampler, greedy_is_argmax_lowest_id_on_ties)
+{
+    fg_rng rng = fg_rng_make(60);
+    float *logits = fg_buf_normal(&rng, 100, 3.0);
+    int best = 0;
+    for (int i = 1; i < 100; i++) if (logits[i] > logits[best]) best = i;
+    fg_sampler *s = make(100, 0.0f, 0, 1.0f, fg_rng_next(&rng));
+    for (int i = 0; i < 5; i++) cr_assert_eq(draw(s, logits), best);
+    const float tie[4] = {1.0f, 3.0f, -INFINITY, 3.0f};
+    fg_sampler *t = make(4, 0.0f, 0, 1.0f, 1);
+    cr_assert_eq(draw(t, tie), 1);
+    fg_sampler_destroy(s), fg_sampler_destroy(t), fg_buf_free(logits);
+}
+
+Test(sampler, same_seed_same_draws_other_seed_other_draws)
+{
+    fg_rng rng = fg_rng_make(61);
+    float *logits = fg_buf_normal(&rng, 50, 0.5);
+    const uint64_t seed = fg_rng_next(&rng);
+    fg_sampler *a = make(50, 1.0f, 0, 1.0f, seed), *b = make(50, 1.0f, 0, 1.0f, seed);
+    fg_sampler *c = make(50, 1.0f, 0, 1.0f, seed + 1);
+    int differ = 0;
+    for (int i = 0; i < 200; i++) {
+        int x = draw(a, logits), y = draw(b, logits), z = draw(c, logits);
+        cr_assert_eq(x, y, "draw %d differs under the same seed", i);
+        differ += (x != z);
+    }
+    cr_assert(differ > 100, "another seed gives other draws (%d of 200 differ)", differ);
+    fg_sampler_destroy(a), fg_sampler_destroy(b), fg_sampler_destroy(c), fg_buf_free(logits);
+}
+
+/* Frequencies follow softmax(logits / T). */
+Test(sampler, temperature_frequencies)
+{
+    fg_rng rng = fg_rng_make(62);
+    const int V = 6, n = 40000;
+    float *logits = fg_buf_normal(&rng, V, 1.0);
+    const float temps[2] = {0.7f, 2.0f};
+    for (int k = 0; k < 2; k++) {
+        fg_sampler *s = make(V, temps[k], 0, 1.0f, fg_rng_next(&rng));
+        int counts[6] = {0};
+        for (int i = 0; i < n; i++) counts[draw(s, logits)]++;
+        double z = 0;
+        for (int i = 0; i < V; i++) z += exp(logits[i] / temps[k]);
+        for (int i = 0; i < V; i++) {
+            double p = exp(logits[i] / temps[k]) / z, f = (double)counts[i] / n;
+            double sd = sqrt(p * (1 - p) / n);
+            cr_assert(fabs(f - p) < 5 * sd + 1e-4, "T=%g id %d: frequency %g, probability %g (seed %llu)",
+                      (double)temps[k], i, f, p, (unsigned long long)fg_test_seed());
+        }
+        fg_sampler_destroy(s);
+    }
+    fg_buf_free(logits);
+}
+
+static int rank_of(const float *logits, int V, int id)
+{
+    int r = 0;
+    for (int i = 0; i < V; i++) r += logits[i] > logits[id] || (logits[i] == logits[id] && i < id);
+    return r;
+}
+
+Test(sampler, top_k_keeps_the_k_most_likely)
+{
+    fg_rng rng = fg_rng_make(63);
+    const int V = 40;
+    float *logits = fg_buf_normal(&rng, V, 1.0);
+    for (int k = 1; k <= 5; k++) {
+        fg_sampler *s = make(V, 1.5f, k, 1.0f, fg_rng_next(&rng));
+        int seen[40] = {0};
+        for (int i = 0; i < 3000; i++) {
+            int t = draw(s, logits);
+            cr_assert(rank_of(logits, V, t) < k, "top_k %d drew id %d of rank %d", k, t,
+                      rank_of(logits, V, t));
+            seen[t] = 1;
+        }
+        int distinct = 0;
+        for (int i = 0; i < V; i++) distinct += seen[i];
+        cr_assert_eq(distinct, k, "all %d kept ids are drawn", k);
+        fg_sampler_destroy(s);
+    }
+    fg_buf_free(logits);
+}
+
+/* Nucleus: the smallest prefix (by probability) reaching top_p. */
+Test(sampler, top_p_keeps_the_nucleus)
+{
+    const float logits[5] = {2.0f, 1.0f, 0.0f, -1.0f, 3.0f};
+    double z = 0, p[5];
+    for (int i = 0; i < 5; i++) z += exp(logits[i]);
+    for (int i = 0; i < 5; i++) p[i] = exp(logits[i]) / z;
+    /* order by probability: ids 4, 0, 1, 2, 3 */
+    const int order[5] = {4, 0, 1, 2, 3};
+    const float top_ps[4] = {0.5f, 0.9f, 0.97f, 1.0f};
+    for (int k = 0; k < 4; k++) {
+        int keep = 0;
+        double cum = 0;
+        while (keep < 5 && (cum < top_ps[k] || keep == 0)) cum += p[order[keep++]];
+        fg_sampler *s = make(5, 1.0f, 0, top_ps[k], 1234 + k);
+        int seen[5] = {0};
+        for (int i = 0; i < 4000; i++) seen[draw(s, logits)] = 1;
+        for (int r = 0; r < 5; r++)
+            cr_assert_eq(seen[order[r]], r < keep, "top_p %g: id %d (rank %d) drawn=%d, nucleus %d",
+                         (double)top_ps[k], order[r], r, seen[order[r]], keep);
+        fg_sampler_destroy(s);
+    }
+}
+
+Test(sampler, bad_input)
+{
+    fg_sampler *s = NULL;
+    fg_sampler_config c = fg_sampler_defaults();
+    fg_assert_status(fg_sampler_create(&s, 0, &c), FG_ERR_INVALID_ARG, "'vocab_size'");
+    c.temperature = -1.0f;
+    fg_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "temperature");
+    c = fg_sampler_defaults(), c.top_p = 0.0f;
+    fg_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "top_p");
+    c.top_p = 1.5f;
+    fg_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "top_p");
+    fg_assert_status(fg_sampler_create(&s, 4, NULL), FG_ERR_INVALID_ARG, "'cfg' is NULL");
+    cr_assert_null(s);
+    s = make(3, 1.0f, 0, 1.0f, 7);
+    int t = 99;
+    const float nan_row[3] = {0.0f, NAN, 1.0f}, inf_row[3] = {-INFINITY, -INFINITY, -INFINITY};
+    const float ok_row[3] = {-INFINITY, 0.5f, -INFINITY};
+    fg_assert_status(fg_sampler_sample(s, nan_row, &t), FG_ERR_INVALID_ARG, "logits[1]");
+    fg_assert_status(fg_sampler_sample(s, inf_row, &t), FG_ERR_INVALID_ARG, "-inf");
+    fg_assert_status(fg_sampler_sample(s, NULL, &t), FG_ERR_INVALID_ARG, "'logits' is NULL");
+    cr_assert_eq(t, 99, "token untouched on failure");
+    for (int i = 0; i < 50; i++) cr_assert_eq(draw(s, ok_row), 1, "-inf ids are never drawn");
+    fg_sampler_destroy(s);
+    fg_sampler_destroy(NULL);
+}
