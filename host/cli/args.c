@@ -1,0 +1,131 @@
+/* Option parsing for the flashgpt verbs: --name VALUE, --name=VALUE,
+ * -x VALUE, flags, and --help, with full validation of numbers. */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_usage_error(const char *verb, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "flashgpt %s: ", verb);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'flashgpt %s --help'.\n", verb);
+    return CLI_USAGE_ERROR;
+}
+
+int cli_runtime_error(const char *verb, const char *what)
+{
+    fprintf(stderr, "flashgpt %s: %s: %s\n", verb, what, fg_last_error());
+    return CLI_RUNTIME_ERROR;
+}
+
+void cli_print_help(const cli_command *cmd)
+{
+    printf("usage: flashgpt %s %s\n\n%s\n\noptions:\n", cmd->verb, cmd->synopsis,
+           cmd->description);
+    for (int i = 0; i < cmd->n_options; i++) {
+        const cli_option *o = &cmd->options[i];
+        char left[64];
+        if (o->short_name)
+            snprintf(left, sizeof left, "-%c, --%s%s%s", o->short_name, o->name,
+                     o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        else
+            snprintf(left, sizeof left, "    --%s%s%s", o->name, o->metavar ? " " : "",
+                     o->metavar ? o->metavar : "");
+        printf("  %-28s %s\n", left, o->help);
+    }
+    printf("  %-28s %s\n", "-h, --help", "show this help and exit");
+}
+
+static int parse_value(const cli_command *cmd, const cli_option *o, const char *text)
+{
+    char *end = NULL;
+    errno = 0;
+    switch (o->kind) {
+    case OPT_STRING:
+        *(const char **)o->target = text;
+        return CLI_OK;
+    case OPT_INT: {
+        long v = strtol(text, &end, 10);
+        if (*text == '\0' || *end != '\0' || errno || v < INT_MIN || v > INT_MAX)
+            return cli_usage_error(cmd->verb, "--%s needs an integer (got '%s')", o->name, text);
+        *(int *)o->target = (int)v;
+        return CLI_OK;
+    }
+    case OPT_FLOAT: {
+        float v = strtof(text, &end);
+        if (*text == '\0' || *end != '\0' || errno || !isfinite(v))
+            return cli_usage_error(cmd->verb, "--%s needs a number (got '%s')", o->name, text);
+        *(float *)o->target = v;
+        return CLI_OK;
+    }
+    case OPT_U64: {
+        unsigned long long v = strtoull(text, &end, 0);
+        if (*text == '\0' || *text == '-' || *end != '\0' || errno)
+            return cli_usage_error(cmd->verb, "--%s needs a non-negative integer (got '%s')",
+                                   o->name, text);
+        *(uint64_t *)o->target = (uint64_t)v;
+        return CLI_OK;
+    }
+    case OPT_FLAG:
+        break;
+    }
+    return cli_usage_error(cmd->verb, "--%s takes no value", o->name);
+}
+
+static const cli_option *find_option(const cli_command *cmd, const char *arg,
+                                     const char **inline_value)
+{
+    *inline_value = NULL;
+    if (arg[1] != '-') { /* -x */
+        if (arg[2] != '\0') return NULL;
+        for (int i = 0; i < cmd->n_options; i++)
+            if (cmd->options[i].short_name && cmd->options[i].short_name == arg[1])
+                return &cmd->options[i];
+        return NULL;
+    }
+    const char *name = arg + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    for (int i = 0; i < cmd->n_options; i++)
+        if (strlen(cmd->options[i].name) == len && strncmp(cmd->options[i].name, name, len) == 0) {
+            if (eq) *inline_value = eq + 1;
+            return &cmd->options[i];
+        }
+    return NULL;
+}
+
+int cli_parse(const cli_command *cmd, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            cli_print_help(cmd);
+            return CLI_HELP_SHOWN;
+        }
+        if (arg[0] != '-' || arg[1] == '\0')
+            return cli_usage_error(cmd->verb, "unexpected argument '%s'", arg);
+        const char *value;
+        const cli_option *o = find_option(cmd, arg, &value);
+        if (o == NULL) return cli_usage_error(cmd->verb, "unknown option '%s'", arg);
+        if (o->kind == OPT_FLAG) {
+            if (value) return cli_usage_error(cmd->verb, "--%s takes no value", o->name);
+            *(int *)o->target = 1;
+            continue;
+        }
+        if (value == NULL) {
+            if (i + 1 >= argc) return cli_usage_error(cmd->verb, "%s needs a value", arg);
+            value = argv[++i];
+        }
+        int rc = parse_value(cmd, o, value);
+        if (rc != CLI_OK) return rc;
+    }
+    return CLI_OK;
+}

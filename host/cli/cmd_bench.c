@@ -1,0 +1,171 @@
+/* flashgpt bench: built-in model presets with deterministic random weights
+ * (no files needed): prefill and decode tokens/s on the chosen device and,
+ * on a GPU, the CPU-vs-GPU check of the logits on the first tokens. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char VERB[] = "bench";
+enum { CHECK_TOKENS = 4 };
+
+typedef struct {
+    const char *name, *about;
+    fg_config cfg;
+} preset;
+
+static int find_preset(const char *name, preset *out)
+{
+    fg_config llama = fg_config_llama(16, 2048, 32, 8, 8192, 128256, 2048);
+    llama.rope_base = 500000.0;
+    const preset all[] = {
+        {"tiny", "2-layer GPT-2 shape for smoke tests", fg_config_gpt2(2, 64, 4, 512, 256)},
+        {"gpt2-124m", "GPT-2 small: 12 layers, 768 wide, 12 heads", fg_config_gpt2(12, 768, 12, 50257, 1024)},
+        {"gpt2-350m", "GPT-2 medium: 24 layers, 1024 wide, 16 heads", fg_config_gpt2(24, 1024, 16, 50257, 1024)},
+        {"llama-1b", "Llama-3.2-1B shape: 16 layers, 2048 wide, GQA 32/8, vocab 128256", llama},
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(all[i].name, name) == 0) {
+            *out = all[i];
+            return 1;
+        }
+    fprintf(stderr, "flashgpt bench: unknown preset '%s'; presets:", name);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fprintf(stderr, " %s", all[i].name);
+    fprintf(stderr, "\n");
+    return 0;
+}
+
+static double n_params(const fg_config *c)
+{
+    const double C = c->n_embd, I = c->n_inner, qkv = fg_config_qkv_width(c);
+    const double mlp = c->arch == FG_ARCH_LLAMA ? 3 * C * I : 2 * C * I + I + C;
+    const double layer = C * qkv + C * C + mlp + (c->arch == FG_ARCH_GPT2 ? qkv + 5 * C : 2 * C);
+    const double wpe = (c->arch == FG_ARCH_GPT2 && !c->use_rope) ? (double)c->n_ctx * C : 0;
+    return (double)c->vocab_size * C + wpe + c->n_layer * layer + C;
+}
+
+/* Deterministic pseudo-random prompt ids. */
+static void prompt_ids(int *ids, int n, int vocab)
+{
+    for (int i = 0; i < n; i++) ids[i] = (int)((2654435761ULL * (unsigned)(i + 1)) % (unsigned)vocab);
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Prefill n_prompt ids, then n_gen greedy decode steps; prints tokens/s. */
+static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
+{
+    double t0 = cli_now();
+    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK)
+        return cli_runtime_error(VERB, "prefill failed");
+    const double t_prefill = cli_now() - t0;
+    cli_progress progress;
+    cli_progress_start(&progress, "decode");
+    t0 = cli_now();
+    for (int i = 0; i < n_gen; i++) {
+        int next = argmax(fg_session_logits(s), vocab);
+        if (fg_session_forward(s, &next, 1, NULL) != FG_OK)
+            return cli_runtime_error(VERB, "decode step failed");
+        cli_progress_update(&progress, i + 1, n_gen);
+    }
+    const double t_decode = cli_now() - t0;
+    cli_progress_end(&progress);
+    printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, t_prefill, n_prompt / t_prefill);
+    if (n_gen > 0)
+        printf("decode:  %d tokens in %.3f s = %.1f tokens/s (batch 1)\n", n_gen, t_decode,
+               n_gen / t_decode);
+    return CLI_OK;
+}
+
+/* CPU reference vs GPU on the first prompt tokens. */
+static int check_against_cpu(const fg_model *m, const int *ids, int n)
+{
+    const fg_config *cfg = fg_model_config(m);
+    const size_t count = (size_t)n * cfg->vocab_size;
+    float *a = malloc(sizeof(float) * count), *b = malloc(sizeof(float) * count);
+    fg_session *cpu = NULL, *gpu = NULL;
+    int rc = CLI_RUNTIME_ERROR;
+    printf("check: CPU reference vs GPU on the first %d tokens ... ", n);
+    fflush(stdout);
+    if (a && b && fg_session_create(&cpu, cfg, fg_model_weights(m), FG_DEVICE_CPU, n) == FG_OK &&
+        fg_session_create(&gpu, cfg, fg_model_weights(m), FG_DEVICE_CUDA, n) == FG_OK &&
+        fg_session_forward(cpu, ids, n, a) == FG_OK && fg_session_forward(gpu, ids, n, b) == FG_OK) {
+        double max_abs, rel_l2;
+        int ok = cli_compare_logits(b, a, count, &max_abs, &rel_l2);
+        printf("max abs %.3g, relative L2 %.3g: %s\n", max_abs, rel_l2, ok ? "ok" : "FAILED");
+        rc = ok ? CLI_OK : CLI_RUNTIME_ERROR;
+    } else {
+        printf("\n");
+        cli_runtime_error(VERB, "check failed to run");
+    }
+    fg_session_destroy(cpu);
+    fg_session_destroy(gpu);
+    free(a);
+    free(b);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *preset_name = "gpt2-124m", *device_name = "auto";
+    int n_prompt = -1, n_gen = -1, no_check = 0;
+    uint64_t seed = 1;
+    const cli_option opts[] = {
+        {"preset", 0, OPT_STRING, &preset_name, "NAME", "tiny, gpt2-124m (default), gpt2-350m, llama-1b"},
+        {"prompt", 0, OPT_INT, &n_prompt, "N", "prompt tokens (default 128 on cuda, 16 on cpu)"},
+        {"gen", 0, OPT_INT, &n_gen, "N", "generated tokens (default 128 on cuda, 16 on cpu)"},
+        {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu or cuda (default auto)"},
+        {"seed", 0, OPT_U64, &seed, "S", "seed of the random weights (default 1)"},
+        {"no-check", 0, OPT_FLAG, &no_check, NULL, "skip the CPU-vs-GPU check"},
+    };
+    const cli_command cmd = {VERB, "[--preset NAME] [options]",
+                             "Benchmark prefill and decode on a built-in model shape with "
+                             "deterministic random weights (no files needed).",
+                             opts, (int)(sizeof opts / sizeof opts[0])};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
+    preset p;
+    fg_device device;
+    if (!find_preset(preset_name, &p)) return CLI_USAGE_ERROR;
+    if (fg_device_parse(device_name, &device) != FG_OK)
+        return cli_usage_error(VERB, "--device must be auto, cpu or cuda (got '%s')", device_name);
+    if (device == FG_DEVICE_AUTO) device = fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU;
+    if (n_prompt < 0) n_prompt = device == FG_DEVICE_CUDA ? 128 : 16;
+    if (n_gen < 0) n_gen = device == FG_DEVICE_CUDA ? 128 : 16;
+    if (n_prompt < 1 || (long long)n_prompt + n_gen > p.cfg.n_ctx)
+        return cli_usage_error(VERB, "need 1 <= --prompt and --prompt + --gen <= %d (the context)",
+                               p.cfg.n_ctx);
+
+    printf("preset %s (%s): %.1fM parameters, fp32, device %s\n", p.name, p.about,
+           n_params(&p.cfg) / 1e6, fg_device_name(device));
+    fflush(stdout);
+    fg_model *model = NULL;
+    fg_session *s = NULL;
+    int *ids = malloc(sizeof(int) * (size_t)n_prompt);
+    double t0 = cli_now();
+    if (ids == NULL || fg_model_create_random(&model, &p.cfg, seed) != FG_OK) {
+        rc = cli_runtime_error(VERB, "cannot create the model");
+        goto done;
+    }
+    prompt_ids(ids, n_prompt, p.cfg.vocab_size);
+    if (fg_session_create(&s, &p.cfg, fg_model_weights(model), device, n_prompt + n_gen) != FG_OK) {
+        rc = cli_runtime_error(VERB, "cannot start a session");
+        goto done;
+    }
+    printf("setup: %.1f s (weights, upload, KV cache of %d tokens)\n", cli_now() - t0,
+           n_prompt + n_gen);
+    rc = time_session(s, ids, n_prompt, n_gen, p.cfg.vocab_size);
+    if (rc == CLI_OK && device == FG_DEVICE_CUDA && !no_check)
+        rc = check_against_cpu(model, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);
+done:
+    fg_session_destroy(s);
+    fg_model_destroy(model);
+    free(ids);
+    return rc;
+}

@@ -1,0 +1,80 @@
+/* flashgpt logits: token ids through the decoder (one prefill, or one token
+ * at a time), (T, vocab) float32 logits written as a .npy file. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char VERB[] = "logits";
+
+static int run(fg_model *model, fg_device device, const int *ids, int T, int incremental,
+               const char *out_path)
+{
+    const fg_config *cfg = fg_model_config(model);
+    const size_t V = (size_t)cfg->vocab_size;
+    fg_session *s = NULL;
+    float *logits = malloc(sizeof(float) * V * (size_t)T);
+    int rc = CLI_RUNTIME_ERROR;
+    if (logits == NULL) {
+        fprintf(stderr, "flashgpt logits: cannot allocate %d x %zu logits\n", T, V);
+        return rc;
+    }
+    if (T > cfg->n_ctx) {
+        fprintf(stderr, "flashgpt logits: %d tokens exceed the model's context (%d)\n", T, cfg->n_ctx);
+        goto done;
+    }
+    if (fg_session_create(&s, cfg, fg_model_weights(model), device, T) != FG_OK) {
+        cli_runtime_error(VERB, "cannot start a session");
+        goto done;
+    }
+    for (int t = 0; t < T; t += incremental ? 1 : T)
+        if (fg_session_forward(s, ids + t, incremental ? 1 : T, logits + (size_t)t * V) != FG_OK) {
+            cli_runtime_error(VERB, "forward failed");
+            goto done;
+        }
+    if (cli_write_npy(out_path, logits, T, (int)V) != FG_OK) {
+        cli_runtime_error(VERB, "cannot write the logits");
+        goto done;
+    }
+    fprintf(stderr, "device %s: wrote (%d, %zu) logits to %s\n",
+            fg_device_name(fg_session_device(s)), T, V, out_path);
+    rc = CLI_OK;
+done:
+    fg_session_destroy(s);
+    free(logits);
+    return rc;
+}
+
+int cmd_logits(int argc, char **argv)
+{
+    const char *model_path = NULL, *tokens = NULL, *out = NULL, *device_name = "auto";
+    int incremental = 0;
+    const cli_option opts[] = {
+        {"model", 'm', OPT_STRING, &model_path, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
+        {"tokens", 0, OPT_STRING, &tokens, "IDS", "comma-separated token ids, e.g. 1,2,3 (required)"},
+        {"out", 'o', OPT_STRING, &out, "FILE.npy", "output file (required)"},
+        {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu or cuda (default auto)"},
+        {"incremental", 0, OPT_FLAG, &incremental, NULL, "feed one token at a time instead of one prefill"},
+    };
+    const cli_command cmd = {VERB, "-m PATH --tokens IDS --out FILE.npy [options]",
+                             "Run token ids through the decoder and write their (T, vocab) float32 "
+                             "logits as a NumPy .npy file. Needs no tokenizer.",
+                             opts, (int)(sizeof opts / sizeof opts[0])};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
+    if (model_path == NULL || tokens == NULL || out == NULL)
+        return cli_usage_error(VERB, "-m, --tokens and --out are required");
+    fg_device device;
+    if (fg_device_parse(device_name, &device) != FG_OK)
+        return cli_usage_error(VERB, "--device must be auto, cpu or cuda (got '%s')", device_name);
+    int *ids = NULL, T = 0;
+    if (cli_parse_ids(tokens, &ids, &T) != 0)
+        return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers (got '%s')",
+                               tokens);
+    fg_model *model = NULL;
+    if (fg_model_load(&model, model_path) != FG_OK) rc = cli_runtime_error(VERB, "cannot load the model");
+    else rc = run(model, device, ids, T, incremental, out);
+    fg_model_destroy(model);
+    free(ids);
+    return rc;
+}

@@ -1,0 +1,133 @@
+/* flashgpt verify: the same input through the CPU reference and the GPU;
+ * prints max abs and relative L2 error of the logits and whether greedy
+ * choices agree; exits 1 beyond the SPEC fp32 tolerance. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char VERB[] = "verify";
+enum { DECODE_STEPS = 4 };
+
+static int argmax(const float *x, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return (int)best;
+}
+
+typedef struct {
+    double max_abs, rel_l2;
+    int ok, greedy_agree, rows;
+} verdict;
+
+static void compare_rows(verdict *v, const float *gpu, const float *cpu, int rows, size_t V)
+{
+    double max_abs, rel_l2;
+    v->ok &= cli_compare_logits(gpu, cpu, (size_t)rows * V, &max_abs, &rel_l2);
+    if (max_abs > v->max_abs) v->max_abs = max_abs;
+    if (rel_l2 > v->rel_l2) v->rel_l2 = rel_l2;
+    for (int r = 0; r < rows; r++)
+        v->greedy_agree += argmax(gpu + r * V, V) == argmax(cpu + r * V, V);
+    v->rows += rows;
+}
+
+/* Prefill on both devices, then DECODE_STEPS greedy steps (the CPU's choice
+ * fed to both so their inputs stay identical). */
+static int run(fg_model *model, const int *ids, int T)
+{
+    const fg_config *cfg = fg_model_config(model);
+    const size_t V = (size_t)cfg->vocab_size;
+    const int ctx = T + DECODE_STEPS;
+    fg_session *cpu = NULL, *gpu = NULL;
+    float *a = malloc(sizeof(float) * V * (size_t)T), *b = malloc(sizeof(float) * V * (size_t)T);
+    verdict v = {.ok = 1};
+    int rc = CLI_RUNTIME_ERROR;
+    if (a == NULL || b == NULL) {
+        fprintf(stderr, "flashgpt verify: out of memory for %d x %zu logits\n", T, V);
+        goto done;
+    }
+    if (ctx > cfg->n_ctx) {
+        fprintf(stderr, "flashgpt verify: %d tokens + %d decode steps exceed the context (%d)\n", T,
+                DECODE_STEPS, cfg->n_ctx);
+        goto done;
+    }
+    if (fg_session_create(&gpu, cfg, fg_model_weights(model), FG_DEVICE_CUDA, ctx) != FG_OK) {
+        cli_runtime_error(VERB, "verify needs a GPU");
+        goto done;
+    }
+    if (fg_session_create(&cpu, cfg, fg_model_weights(model), FG_DEVICE_CPU, ctx) != FG_OK ||
+        fg_session_forward(cpu, ids, T, a) != FG_OK || fg_session_forward(gpu, ids, T, b) != FG_OK) {
+        cli_runtime_error(VERB, "prefill failed");
+        goto done;
+    }
+    compare_rows(&v, b, a, T, V);
+    for (int step = 0; step < DECODE_STEPS; step++) {
+        int next = argmax(fg_session_logits(cpu), V);
+        if (fg_session_forward(cpu, &next, 1, NULL) != FG_OK ||
+            fg_session_forward(gpu, &next, 1, NULL) != FG_OK) {
+            cli_runtime_error(VERB, "decode step failed");
+            goto done;
+        }
+        compare_rows(&v, fg_session_logits(gpu), fg_session_logits(cpu), 1, V);
+    }
+    printf("prefill %d tokens + %d decode steps, vocab %zu\n", T, DECODE_STEPS, V);
+    printf("max abs error %.3g, relative L2 error %.3g, greedy agreement %d/%d\n", v.max_abs,
+           v.rel_l2, v.greedy_agree, v.rows);
+    printf("%s (tolerance: relative L2 <= 1e-5, |gpu - cpu| <= 1e-4 + 1e-4 |cpu|)\n",
+           v.ok ? "PASS" : "FAIL");
+    rc = v.ok ? CLI_OK : CLI_RUNTIME_ERROR;
+done:
+    fg_session_destroy(cpu);
+    fg_session_destroy(gpu);
+    free(a);
+    free(b);
+    return rc;
+}
+
+int cmd_verify(int argc, char **argv)
+{
+    const char *model_path = NULL, *tokens = NULL, *prompt = NULL, *tok_path = NULL;
+    const cli_option opts[] = {
+        {"model", 'm', OPT_STRING, &model_path, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
+        {"tokens", 0, OPT_STRING, &tokens, "IDS", "comma-separated token ids"},
+        {"prompt", 'p', OPT_STRING, &prompt, "TEXT", "prompt text (needs the tokenizer)"},
+        {"tokenizer", 't', OPT_STRING, &tok_path, "PATH", "tokenizer (default: beside the model)"},
+    };
+    const cli_command cmd = {VERB, "-m PATH [--tokens IDS | -p PROMPT] [options]",
+                             "Run the same input on the CPU reference and on the GPU and compare "
+                             "the logits (default input: 16 fixed token ids).",
+                             opts, (int)(sizeof opts / sizeof opts[0])};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
+    if (model_path == NULL) return cli_usage_error(VERB, "-m PATH is required");
+    if (tokens && prompt) return cli_usage_error(VERB, "give --tokens or -p, not both");
+    int *ids = NULL, T = 0;
+    if (tokens && cli_parse_ids(tokens, &ids, &T) != 0)
+        return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers");
+
+    fg_model *model = NULL;
+    fg_tokenizer *tok = NULL;
+    if (fg_model_load(&model, model_path) != FG_OK) {
+        free(ids);
+        return cli_runtime_error(VERB, "cannot load the model");
+    }
+    const fg_config *cfg = fg_model_config(model);
+    if (prompt) {
+        if (cli_load_tokenizer(&tok, tok_path, model_path, cfg->vocab_size) != FG_OK)
+            rc = cli_runtime_error(VERB, "cannot load the tokenizer");
+        else if (cli_encode_prompt(tok, cfg, prompt, &ids, &T) != FG_OK)
+            rc = cli_runtime_error(VERB, "cannot encode the prompt");
+    } else if (ids == NULL) {
+        T = cfg->n_ctx - DECODE_STEPS < 16 ? cfg->n_ctx - DECODE_STEPS : 16;
+        ids = malloc(sizeof(int) * (size_t)(T > 0 ? T : 1));
+        for (int i = 0; ids && i < T; i++) ids[i] = (int)((7919LL * i + 1) % cfg->vocab_size);
+        if (ids == NULL || T < 1) rc = cli_usage_error(VERB, "the model's context is too short");
+    }
+    if (rc == CLI_OK) rc = run(model, ids, T);
+    fg_tokenizer_destroy(tok);
+    fg_model_destroy(model);
+    free(ids);
+    return rc;
+}
