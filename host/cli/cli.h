@@ -60,6 +60,9 @@ fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
 int cli_compare_logits(const float *gpu, const float *cpu, size_t n,
                        double *max_abs, double *rel_l2);
 
+/* Index of the largest of n values (the first among ties). */
+int cli_argmax(const float *x, size_t n);
+
 /* Writes a (rows, cols) float32 array as NumPy .npy, atomically: to a
  * temporary file renamed into place. */
 fg_status cli_write_npy(const char *path, const float *data, int rows, int cols);

@@ -51,13 +51,6 @@ static void prompt_ids(int *ids, int n, int vocab)
     for (int i = 0; i < n; i++) ids[i] = (int)((2654435761ULL * (unsigned)(i + 1)) % (unsigned)vocab);
 }
 
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* Prefill n_prompt ids, then n_gen greedy decode steps; prints tokens/s. */
 static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
 {
@@ -69,7 +62,7 @@ static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, 
     cli_progress_start(&progress, "decode");
     t0 = cli_now();
     for (int i = 0; i < n_gen; i++) {
-        int next = argmax(fg_session_logits(s), vocab);
+        int next = cli_argmax(fg_session_logits(s), vocab);
         if (fg_session_forward(s, &next, 1, NULL) != FG_OK)
             return cli_runtime_error(VERB, "decode step failed");
         cli_progress_update(&progress, i + 1, n_gen);

@@ -10,13 +10,6 @@
 static const char VERB[] = "verify";
 enum { DECODE_STEPS = 4 };
 
-static int argmax(const float *x, size_t n)
-{
-    size_t best = 0;
-    for (size_t i = 1; i < n; i++) if (x[i] > x[best]) best = i;
-    return (int)best;
-}
-
 typedef struct {
     double max_abs, rel_l2;
     int ok, greedy_agree, rows;
@@ -29,7 +22,7 @@ static void compare_rows(verdict *v, const float *gpu, const float *cpu, int row
     if (max_abs > v->max_abs) v->max_abs = max_abs;
     if (rel_l2 > v->rel_l2) v->rel_l2 = rel_l2;
     for (int r = 0; r < rows; r++)
-        v->greedy_agree += argmax(gpu + r * V, V) == argmax(cpu + r * V, V);
+        v->greedy_agree += cli_argmax(gpu + r * V, V) == cli_argmax(cpu + r * V, V);
     v->rows += rows;
 }
 
@@ -64,7 +57,7 @@ static int run(fg_model *model, const int *ids, int T)
     }
     compare_rows(&v, b, a, T, V);
     for (int step = 0; step < DECODE_STEPS; step++) {
-        int next = argmax(fg_session_logits(cpu), V);
+        int next = cli_argmax(fg_session_logits(cpu), V);
         if (fg_session_forward(cpu, &next, 1, NULL) != FG_OK ||
             fg_session_forward(gpu, &next, 1, NULL) != FG_OK) {
             cli_runtime_error(VERB, "decode step failed");

@@ -131,6 +131,13 @@ fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
     return FG_OK;
 }
 
+int cli_argmax(const float *x, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return (int)best;
+}
+
 int cli_compare_logits(const float *gpu, const float *cpu, size_t n,
                        double *max_abs, double *rel_l2)
 {
