@@ -1,0 +1,396 @@
+/* The owning model object, loader dispatch, random models, and the plumbing
+ * every format shares: readers over files or memory and tensor reads that
+ * convert and re-lay-out while they copy.
+ *
+ * A model is three allocations: the struct, its layer table and one arena of
+ * floats holding every weight in the layout of model.h. The arena is sized
+ * from the configuration and is only allocated after a loader has checked
+ * that the file really holds every tensor, so a lying header can never make
+ * it larger than twice the file (F16 widened to F32).
+ * Random weights come from one splitmix64 stream per tensor; each value is
+ * an Irwin-Hall sum of four 16-bit uniforms, close enough to normal for a
+ * benchmark and far cheaper than Box-Muller. */
+#define _POSIX_C_SOURCE 200809L
+#define _FILE_OFFSET_BITS 64
+#include "half.h"
+#include "loader_internal.h"
+#include "model_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/* Messages ------------------------------------------------------------------- */
+
+fg_status fgi_file_error(fg_status status, const char *fn, const char *file,
+                         const char *fmt, ...)
+{
+    char problem[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(problem, sizeof problem, fmt, ap);
+    va_end(ap);
+    return fg_fail(status, "%s: %s: %s", fn, file, problem);
+}
+
+fg_status fgi_config_format_error(const char *fn, const char *file)
+{
+    /* copy first: fg_fail writes the buffer fg_last_error() returns */
+    char problem[512];
+    const char *msg = fg_last_error();
+    const size_t fn_len = strlen(fn);
+    if (strncmp(msg, fn, fn_len) == 0 && strncmp(msg + fn_len, ": ", 2) == 0)
+        msg += fn_len + 2;
+    snprintf(problem, sizeof problem, "%s", msg);
+    return fgi_file_error(FG_ERR_FORMAT, fn, file, "invalid configuration: %s",
+                          problem);
+}
+
+/* The model object -------------------------------------------------------------- */
+
+typedef struct {
+    float *base; /* NULL: only count */
+    size_t used;
+} arena_cursor;
+
+static const float *take(arena_cursor *a, size_t n)
+{
+    const float *p = a->base ? a->base + a->used : NULL;
+    a->used += n;
+    return p;
+}
+
+static void layout_layer(arena_cursor *a, const fg_config *c,
+                         const fgi_model_parts *parts, fg_layer_weights *lw)
+{
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner;
+    const size_t qkv = (size_t)fg_config_qkv_width(c);
+    const size_t att = (size_t)c->n_head * (size_t)(c->n_embd / c->n_head);
+    const int b = parts->biases;
+    lw->ln_1_g = take(a, C);
+    lw->ln_1_b = b ? take(a, C) : NULL;
+    lw->c_attn_w = take(a, C * qkv);
+    lw->c_attn_b = parts->qkv_bias ? take(a, qkv) : NULL;
+    lw->c_proj_w = take(a, att * C);
+    lw->c_proj_b = b ? take(a, C) : NULL;
+    lw->ln_2_g = take(a, C);
+    lw->ln_2_b = b ? take(a, C) : NULL;
+    lw->fc_w = take(a, C * I);
+    lw->fc_b = b ? take(a, I) : NULL;
+    lw->up_w = c->arch == FG_ARCH_LLAMA ? take(a, C * I) : NULL;
+    lw->mlp_proj_w = take(a, I * C);
+    lw->mlp_proj_b = b ? take(a, C) : NULL;
+}
+
+static void layout_model(arena_cursor *a, const fg_config *c,
+                         const fgi_model_parts *parts, fg_weights *w)
+{
+    const size_t C = (size_t)c->n_embd;
+    w->wte = take(a, (size_t)c->vocab_size * C);
+    w->wpe = parts->wpe ? take(a, (size_t)c->n_ctx * C) : NULL;
+    w->ln_f_g = take(a, C);
+    w->ln_f_b = parts->biases ? take(a, C) : NULL;
+    w->lm_head = parts->lm_head ? take(a, (size_t)c->vocab_size * C) : NULL;
+}
+
+/* Floats in the arena. Each tensor fits (fgi_check_config), so one layer's
+ * sum cannot overflow; the sum over layers is checked. */
+static fg_status arena_floats(const char *fn, const fg_config *c,
+                              const fgi_model_parts *parts, size_t *total)
+{
+    arena_cursor count = {NULL, 0};
+    fg_layer_weights lw;
+    fg_weights w;
+    size_t layers;
+    layout_layer(&count, c, parts, &lw);
+    FG_TRY(fg_check_elems(fn, "the model's layers", &layers, 2,
+                          (long long)count.used, (long long)c->n_layer));
+    count.used = 0;
+    layout_model(&count, c, parts, &w);
+    if (layers > (size_t)PTRDIFF_MAX / sizeof(double) - count.used)
+        return fg_fail(FG_ERR_INVALID_ARG, "%s: the model's size overflows", fn);
+    *total = layers + count.used;
+    return FG_OK;
+}
+
+fg_status fgi_model_alloc(const char *fn, fg_model **model, const fg_config *cfg,
+                          const fgi_model_parts *parts)
+{
+    size_t total = 0;
+    fg_model *m;
+    *model = NULL;
+    FG_TRY(arena_floats(fn, cfg, parts, &total));
+    FG_TRY(fg_alloc(fn, (void **)&m, 1, sizeof *m));
+    fg_status st = fg_alloc(fn, (void **)&m->layers, (size_t)cfg->n_layer,
+                            sizeof *m->layers);
+    if (st == FG_OK) st = fg_alloc(fn, (void **)&m->arena, total, sizeof(float));
+    if (st != FG_OK) {
+        fg_model_destroy(m);
+        return st;
+    }
+    m->cfg = *cfg;
+    arena_cursor a = {m->arena, 0};
+    for (int l = 0; l < cfg->n_layer; l++) layout_layer(&a, cfg, parts, &m->layers[l]);
+    layout_model(&a, cfg, parts, &m->weights);
+    m->weights.layers = m->layers;
+    *model = m;
+    return FG_OK;
+}
+
+float *fgi_writable(const float *weight) { return (float *)weight; }
+
+void fg_model_destroy(fg_model *model)
+{
+    if (model == NULL) return;
+    free(model->arena);
+    free(model->layers);
+    free(model);
+}
+
+const fg_config *fg_model_config(const fg_model *model)
+{
+    return model ? &model->cfg : NULL;
+}
+
+const fg_weights *fg_model_weights(const fg_model *model)
+{
+    return model ? &model->weights : NULL;
+}
+
+/* Random models ------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    uint64_t seed;
+    uint64_t tensor; /* index of the next tensor: one stream each */
+} random_fill;
+
+/* n values of mean + std * (approximately standard normal). */
+static void fill(random_fill *rf, const float *weight, size_t n, double mean,
+                 double std)
+{
+    if (weight == NULL) return;
+    float *p = fgi_writable(weight);
+    uint64_t state = rf->seed ^ (++rf->tensor * 0xd1b54a32d192ed03ULL);
+    /* four 16-bit uniforms sum to mean 2 * 65535, variance 4 * (65536^2 - 1) / 12 */
+    const float scale = (float)(std * sqrt(3.0) / 65536.0), center = 2.0f * 65535.0f;
+    const float offset = (float)mean;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t z = splitmix64(&state);
+        const uint32_t sum = (uint32_t)(z & 0xffff) + (uint32_t)((z >> 16) & 0xffff) +
+                             (uint32_t)((z >> 32) & 0xffff) + (uint32_t)(z >> 48);
+        p[i] = offset + scale * ((float)sum - center);
+    }
+}
+
+static void randomize(fg_model *m, uint64_t seed)
+{
+    const fg_config *c = &m->cfg;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner;
+    const size_t qkv = (size_t)fg_config_qkv_width(c), V = (size_t)c->vocab_size;
+    const size_t att = (size_t)c->n_head * (C / (size_t)c->n_head);
+    const double gain = 0.05, bias = 0.02, embed = 1.0 / sqrt((double)C);
+    random_fill rf = {seed, 0};
+    fill(&rf, m->weights.wte, V * C, 0.0, embed);
+    fill(&rf, m->weights.wpe, (size_t)c->n_ctx * C, 0.0, embed);
+    for (int l = 0; l < c->n_layer; l++) {
+        const fg_layer_weights *lw = &m->layers[l];
+        fill(&rf, lw->ln_1_g, C, 1.0, gain);
+        fill(&rf, lw->ln_1_b, C, 0.0, bias);
+        fill(&rf, lw->c_attn_w, C * qkv, 0.0, 1.0 / sqrt((double)C));
+        fill(&rf, lw->c_attn_b, qkv, 0.0, bias);
+        fill(&rf, lw->c_proj_w, att * C, 0.0, 1.0 / sqrt((double)att));
+        fill(&rf, lw->c_proj_b, C, 0.0, bias);
+        fill(&rf, lw->ln_2_g, C, 1.0, gain);
+        fill(&rf, lw->ln_2_b, C, 0.0, bias);
+        fill(&rf, lw->fc_w, C * I, 0.0, 1.0 / sqrt((double)C));
+        fill(&rf, lw->fc_b, I, 0.0, bias);
+        fill(&rf, lw->up_w, C * I, 0.0, 1.0 / sqrt((double)C));
+        fill(&rf, lw->mlp_proj_w, I * C, 0.0, 1.0 / sqrt((double)I));
+        fill(&rf, lw->mlp_proj_b, C, 0.0, bias);
+    }
+    fill(&rf, m->weights.ln_f_g, C, 1.0, gain);
+    fill(&rf, m->weights.ln_f_b, C, 0.0, bias);
+    fill(&rf, m->weights.lm_head, V * C, 0.0, embed);
+}
+
+fg_status fg_model_create_random(fg_model **model, const fg_config *cfg,
+                                 uint64_t seed)
+{
+    static const char fn[] = "fg_model_create_random";
+    FG_TRY(fg_check_ptr(fn, "model", model));
+    *model = NULL;
+    FG_TRY(fgi_check_config(fn, cfg));
+    const int gpt2 = cfg->arch == FG_ARCH_GPT2;
+    const fgi_model_parts parts = {.wpe = gpt2 && !cfg->use_rope, .biases = gpt2,
+                                   .qkv_bias = gpt2, .lm_head = 0};
+    fg_model *m;
+    FG_TRY(fgi_model_alloc(fn, &m, cfg, &parts));
+    randomize(m, seed);
+    *model = m;
+    return FG_OK;
+}
+
+/* Dispatch ------------------------------------------------------------------------ */
+
+fg_status fg_model_load(fg_model **model, const char *path)
+{
+    static const char fn[] = "fg_model_load";
+    struct stat st;
+    FG_TRY(fg_check_ptr(fn, "model", model));
+    *model = NULL;
+    FG_TRY(fg_check_ptr(fn, "path", path));
+    if (stat(path, &st) != 0) {
+        char reason[128];
+        strerror_r(errno, reason, sizeof reason);
+        return fgi_file_error(FG_ERR_IO, fn, path, "cannot open (%s)", reason);
+    }
+    if (S_ISDIR(st.st_mode)) return fgi_hf_load_folder(model, fn, path);
+    return fgi_llama2c_load_file(model, fn, path);
+}
+
+/* Readers --------------------------------------------------------------------------- */
+
+fg_status fgi_reader_open(fgi_reader *r, const char *fn, const char *path)
+{
+    struct stat st;
+    char reason[128];
+    *r = (fgi_reader){.fn = fn, .name = path};
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        strerror_r(errno, reason, sizeof reason);
+        return fgi_file_error(FG_ERR_IO, fn, path, "cannot open (%s)", reason);
+    }
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0) {
+        fclose(f);
+        return fgi_file_error(FG_ERR_IO, fn, path, "not a regular file");
+    }
+    r->file = f;
+    r->size = (uint64_t)st.st_size;
+    return FG_OK;
+}
+
+void fgi_reader_memory(fgi_reader *r, const char *fn, const char *name,
+                       const void *data, size_t size)
+{
+    *r = (fgi_reader){.fn = fn, .name = name, .size = size, .mem = data};
+}
+
+void fgi_reader_close(fgi_reader *r)
+{
+    if (r->file) fclose(r->file);
+    r->file = NULL;
+}
+
+fg_status fgi_reader_read(const fgi_reader *r, void *dst, uint64_t offset,
+                          size_t bytes)
+{
+    if (offset > r->size || bytes > r->size - offset)
+        return fgi_file_error(FG_ERR_FORMAT, r->fn, r->name,
+                              "needs bytes up to %llu + %zu but the file has %llu",
+                              (unsigned long long)offset, bytes,
+                              (unsigned long long)r->size);
+    if (bytes == 0) return FG_OK;
+    if (r->mem) {
+        memcpy(dst, r->mem + offset, bytes);
+        return FG_OK;
+    }
+    if (fseeko(r->file, (off_t)offset, SEEK_SET) != 0 ||
+        fread(dst, 1, bytes, r->file) != bytes)
+        return fgi_file_error(FG_ERR_IO, r->fn, r->name,
+                              "read of %zu bytes at %llu failed (file changed?)",
+                              bytes, (unsigned long long)offset);
+    return FG_OK;
+}
+
+/* Tensor reads ---------------------------------------------------------------------- */
+
+static uint32_t load_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static void decode(float *dst, const unsigned char *raw, size_t n, fgi_dtype dtype)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (dtype == FGI_F32) {
+            uint32_t bits = load_le32(raw + 4 * i);
+            memcpy(&dst[i], &bits, sizeof bits);
+        } else {
+            const uint16_t h = (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8);
+            dst[i] = dtype == FGI_F16 ? fgi_f16_to_f32(h) : fgi_bf16_to_f32(h);
+        }
+    }
+}
+
+/* n values from the file, converted, in chunks so no raw copy is needed. */
+static fg_status read_floats(const fgi_reader *r, uint64_t offset,
+                             fgi_dtype dtype, size_t n, float *dst)
+{
+    unsigned char raw[32768];
+    const size_t elem = dtype == FGI_F32 ? 4 : 2, per_chunk = sizeof raw / elem;
+    for (size_t done = 0; done < n;) {
+        const size_t k = n - done < per_chunk ? n - done : per_chunk;
+        FG_TRY(fgi_reader_read(r, raw, offset + done * elem, k * elem));
+        decode(dst + done, raw, k, dtype);
+        done += k;
+    }
+    return FG_OK;
+}
+
+size_t fgi_rope_interleaved_row(size_t r, int head_dim)
+{
+    const size_t d = (size_t)head_dim, half = d / 2, head = r / d, j = r % d;
+    return head * d + (j < half ? 2 * j : 2 * (j - half) + 1);
+}
+
+static size_t placed_row(const fgi_placement *p, size_t r)
+{
+    return p->rope_head_dim > 0 ? fgi_rope_interleaved_row(r, p->rope_head_dim) : r;
+}
+
+static void place(const fgi_placement *p, const float *src, size_t rows,
+                  size_t cols)
+{
+    if (!p->transpose) {
+        for (size_t r = 0; r < rows; r++)
+            memcpy(p->dst + placed_row(p, r) * p->dst_stride, src + r * cols,
+                   cols * sizeof(float));
+        return;
+    }
+    /* bands of source rows, so destination rows are written in short runs
+     * instead of one float per cache line */
+    enum { band = 32 };
+    for (size_t r0 = 0; r0 < rows; r0 += band) {
+        const size_t r1 = rows - r0 < band ? rows : r0 + band;
+        for (size_t c = 0; c < cols; c++) {
+            float *out = p->dst + c * p->dst_stride;
+            for (size_t r = r0; r < r1; r++) out[placed_row(p, r)] = src[r * cols + c];
+        }
+    }
+}
+
+fg_status fgi_read_tensor(const fgi_reader *r, const fgi_tensor_read *t,
+                          float *scratch)
+{
+    const fgi_placement *p = &t->place;
+    const int direct = !p->transpose && p->rope_head_dim == 0 &&
+                       (p->dst_stride == t->cols || t->rows == 1);
+    const size_t n = t->rows * t->cols;
+    if (direct) return read_floats(r, t->offset, t->dtype, n, p->dst);
+    FG_TRY(read_floats(r, t->offset, t->dtype, n, scratch));
+    place(p, scratch, t->rows, t->cols);
+    return FG_OK;
+}

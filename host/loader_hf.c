@@ -1,0 +1,596 @@
+/* Hugging Face checkpoint folders: config.json + model.safetensors, for
+ * model_type "gpt2" and "llama".
+ *
+ * The configuration is parsed with cJSON and every value range-checked
+ * before anything is sized from it. Tensors are then visited twice by one
+ * family-specific walk: a checking pass (every tensor present, dtype
+ * convertible, shape exactly as the configuration implies; nothing
+ * allocated) and, only if that passes, a loading pass that allocates the
+ * model and reads each tensor into its place. So the model is never larger
+ * than the tensors the file really holds.
+ *
+ * Layout conversions (see model.h for the target layout):
+ *  - GPT-2 Conv1D weights are already (in, out); c_attn is already [q|k|v].
+ *  - Llama nn.Linear weights are (out, in): transposed; q, k, v fill the
+ *    column blocks of the fused c_attn_w; o/gate/up/down transposed.
+ *  - Llama q_proj and k_proj rows are stored for half-split rotary: within a
+ *    head, feature j is rotated with feature j + d/2. Our RoPE rotates the
+ *    pairs (2j, 2j+1) at the same frequency index j, so each head's rows are
+ *    reordered (new 2j <- old j, new 2j+1 <- old j + d/2). The same reorder
+ *    of q and k leaves every q.k product unchanged and turns the half-split
+ *    rotation into the interleaved one, so attention is exactly preserved;
+ *    v and the output projection are untouched. */
+#define _POSIX_C_SOURCE 200809L
+#include "loader_internal.h"
+#include "model_internal.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_CONFIG_BYTES ((uint64_t)1 << 20)
+#define MAX_SIZE (1 << 24)  /* widths, vocabulary, context */
+#define MAX_COUNT (1 << 16) /* layers, heads */
+
+/* config.json ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *fn, *file;
+    const cJSON *root;
+} config_source;
+
+/* Absent and null both mean "not given". */
+static const cJSON *config_key(const config_source *s, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s->root, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+static void describe(const cJSON *v, char *buf, size_t size)
+{
+    if (cJSON_IsNumber(v)) snprintf(buf, size, "%.17g", v->valuedouble);
+    else if (cJSON_IsString(v)) snprintf(buf, size, "\"%.40s\"", v->valuestring);
+    else if (cJSON_IsBool(v)) snprintf(buf, size, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    else snprintf(buf, size, "%s", cJSON_IsArray(v) ? "an array" : "an object");
+}
+
+static fg_status missing_key(const config_source *s, const char *key)
+{
+    return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file, "missing key \"%s\"", key);
+}
+
+/* An integer in [1, max]; fallback < 1 means the key is required. */
+static fg_status get_int(const config_source *s, const char *key, long long fallback,
+                         long long max, int *out)
+{
+    const cJSON *v = config_key(s, key);
+    char got[64];
+    if (v == NULL) {
+        if (fallback < 1) return missing_key(s, key);
+        *out = (int)fallback;
+        return FG_OK;
+    }
+    if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
+        v->valuedouble >= 1.0 && v->valuedouble <= (double)max) {
+        *out = (int)v->valuedouble;
+        return FG_OK;
+    }
+    describe(v, got, sizeof got);
+    return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                          "\"%s\" must be an integer in [1, %lld] (got %s)", key, max,
+                          got);
+}
+
+/* A number in [lo, hi] (lo excluded when open_lo). */
+static fg_status get_number(const config_source *s, const char *key, double fallback,
+                            double lo, int open_lo, double hi, double *out)
+{
+    const cJSON *v = config_key(s, key);
+    char got[64];
+    if (v == NULL) {
+        *out = fallback;
+        return FG_OK;
+    }
+    if (cJSON_IsNumber(v) && (open_lo ? v->valuedouble > lo : v->valuedouble >= lo) &&
+        v->valuedouble <= hi) {
+        *out = v->valuedouble;
+        return FG_OK;
+    }
+    describe(v, got, sizeof got);
+    return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                          "\"%s\" must be a number in %c%g, %g] (got %s)", key,
+                          open_lo ? '(' : '[', lo, hi, got);
+}
+
+/* true / false (or 0 / 1). */
+static fg_status get_flag(const config_source *s, const char *key, int fallback,
+                          int *out)
+{
+    const cJSON *v = config_key(s, key);
+    char got[64];
+    if (v == NULL) {
+        *out = fallback;
+        return FG_OK;
+    }
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v);
+        return FG_OK;
+    }
+    if (cJSON_IsNumber(v) && (v->valuedouble == 0.0 || v->valuedouble == 1.0)) {
+        *out = v->valuedouble == 1.0;
+        return FG_OK;
+    }
+    describe(v, got, sizeof got);
+    return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                          "\"%s\" must be true or false (got %s)", key, got);
+}
+
+/* NULL when absent; a non-string is malformed. */
+static fg_status get_string(const config_source *s, const char *key, const char **out)
+{
+    const cJSON *v = config_key(s, key);
+    *out = NULL;
+    if (v == NULL) return FG_OK;
+    if (!cJSON_IsString(v))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file, "\"%s\" must be a string",
+                              key);
+    *out = v->valuestring;
+    return FG_OK;
+}
+
+/* The value of an optional string key must be one of `allowed` (NULL-ended). */
+static fg_status require_one_of(const config_source *s, const char *key,
+                                const char *const *allowed)
+{
+    const char *value;
+    FG_TRY(get_string(s, key, &value));
+    if (value == NULL) return FG_OK;
+    for (size_t i = 0; allowed[i] != NULL; i++)
+        if (strcmp(value, allowed[i]) == 0) return FG_OK;
+    return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                          "\"%s\": \"%.40s\" is not supported (supported: %s)", key,
+                          value, allowed[0]);
+}
+
+static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
+{
+    static const char *const gelu_tanh[] = {"gelu_new", "gelu_pytorch_tanh",
+                                            "gelu_fast", NULL};
+    fg_config *c = &out->cfg;
+    int n_layer, n_head, n_embd, vocab, n_ctx, flag;
+    double eps, base;
+    FG_TRY(get_int(s, "n_layer", 0, MAX_COUNT, &n_layer));
+    FG_TRY(get_int(s, "n_head", 0, MAX_COUNT, &n_head));
+    FG_TRY(get_int(s, "n_embd", 0, MAX_SIZE, &n_embd));
+    FG_TRY(get_int(s, "vocab_size", 0, MAX_SIZE, &vocab));
+    /* older configs call the context n_ctx */
+    FG_TRY(get_int(s, config_key(s, "n_positions") || !config_key(s, "n_ctx")
+                          ? "n_positions" : "n_ctx",
+                   0, MAX_SIZE, &n_ctx));
+    *c = fg_config_gpt2(n_layer, n_embd, n_head, vocab, n_ctx);
+    FG_TRY(get_int(s, "n_inner", 4LL * n_embd, MAX_SIZE, &c->n_inner));
+    FG_TRY(get_number(s, "layer_norm_epsilon", 1e-5, 0.0, 0, 1.0, &eps));
+    c->norm_eps = (float)eps;
+    FG_TRY(get_int(s, "n_kv_head", n_head, MAX_COUNT, &c->n_kv_head));
+    FG_TRY(get_flag(s, "use_rope", 0, &c->use_rope));
+    FG_TRY(get_number(s, "rope_base", 10000.0, 0.0, 1, 1e12, &base));
+    c->rope_base = base;
+    FG_TRY(require_one_of(s, "activation_function", gelu_tanh));
+    /* attention variants this engine does not compute */
+    FG_TRY(get_flag(s, "scale_attn_weights", 1, &flag));
+    if (!flag)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"scale_attn_weights\": false is not supported");
+    FG_TRY(get_flag(s, "scale_attn_by_inverse_layer_idx", 0, &flag));
+    if (flag)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"scale_attn_by_inverse_layer_idx\" is not supported");
+    out->tied = 1;
+    return FG_OK;
+}
+
+static fg_status parse_llama(const config_source *s, fgi_hf_config *out)
+{
+    static const char *const silu[] = {"silu", NULL};
+    fg_config *c = &out->cfg;
+    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim;
+    double eps, theta;
+    if (config_key(s, "rope_scaling") != NULL)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"rope_scaling\" is set; scaled RoPE is not supported");
+    FG_TRY(get_int(s, "num_hidden_layers", 0, MAX_COUNT, &n_layer));
+    FG_TRY(get_int(s, "num_attention_heads", 0, MAX_COUNT, &n_head));
+    FG_TRY(get_int(s, "num_key_value_heads", n_head, MAX_COUNT, &n_kv));
+    FG_TRY(get_int(s, "hidden_size", 0, MAX_SIZE, &n_embd));
+    FG_TRY(get_int(s, "intermediate_size", 0, MAX_SIZE, &n_inner));
+    FG_TRY(get_int(s, "vocab_size", 0, MAX_SIZE, &vocab));
+    FG_TRY(get_int(s, "max_position_embeddings", 2048, MAX_SIZE, &n_ctx));
+    *c = fg_config_llama(n_layer, n_embd, n_head, n_kv, n_inner, vocab, n_ctx);
+    FG_TRY(get_number(s, "rms_norm_eps", 1e-6, 0.0, 0, 1.0, &eps));
+    c->norm_eps = (float)eps;
+    FG_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &theta));
+    c->rope_base = theta;
+    FG_TRY(get_flag(s, "tie_word_embeddings", 0, &out->tied));
+    FG_TRY(require_one_of(s, "hidden_act", silu));
+    if (config_key(s, "head_dim") == NULL) return FG_OK;
+    FG_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
+    if ((long long)head_dim * n_head != n_embd)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"head_dim\" %d times %d heads differs from "
+                              "hidden_size %d; not supported", head_dim, n_head,
+                              n_embd);
+    return FG_OK;
+}
+
+fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *file,
+                              const char *json, size_t len)
+{
+    config_source s = {fn, file, NULL};
+    const char *type, *end = NULL;
+    char *text;
+    *out = (fgi_hf_config){0};
+    if (len > MAX_CONFIG_BYTES)
+        return fgi_file_error(FG_ERR_FORMAT, fn, file, "is %zu bytes, over the %llu-byte "
+                              "limit for a config", len,
+                              (unsigned long long)MAX_CONFIG_BYTES);
+    if (memchr(json, '\0', len) != NULL)
+        return fgi_file_error(FG_ERR_FORMAT, fn, file, "contains a NUL byte");
+    FG_TRY(fg_alloc(fn, (void **)&text, len + 1, 1));
+    memcpy(text, json, len);
+    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
+    s.root = root;
+    fg_status st = FG_OK;
+    if (root == NULL)
+        st = fgi_file_error(FG_ERR_FORMAT, fn, file, "not valid JSON (near byte %zu)",
+                            end != NULL && end >= text ? (size_t)(end - text) : 0);
+    else if (!cJSON_IsObject(root))
+        st = fgi_file_error(FG_ERR_FORMAT, fn, file, "not a JSON object");
+    if (st == FG_OK) st = get_string(&s, "model_type", &type);
+    if (st == FG_OK && type == NULL) st = missing_key(&s, "model_type");
+    if (st == FG_OK) {
+        if (strcmp(type, "gpt2") == 0) st = parse_gpt2(&s, out);
+        else if (strcmp(type, "llama") == 0) st = parse_llama(&s, out);
+        else
+            st = fgi_file_error(FG_ERR_UNSUPPORTED, fn, file,
+                                "model_type \"%.40s\" is not supported (gpt2, llama)",
+                                type);
+    }
+    if (st == FG_OK && fgi_check_config(fn, &out->cfg) != FG_OK)
+        st = fgi_config_format_error(fn, file);
+    cJSON_Delete(root);
+    free(text);
+    if (st != FG_OK) *out = (fgi_hf_config){0};
+    return st;
+}
+
+/* Tensors --------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *fn;
+    const fgi_reader *r;
+    const fgi_st_header *h;
+    fg_model *model;       /* NULL during the checking pass */
+    float *scratch;
+    size_t scratch_floats; /* largest tensor that needs re-laying-out */
+    char name[256];
+} loading;
+
+static const char *tensor_name(loading *ld, const char *fmt, ...) FG_PRINTF(2, 3);
+static const char *tensor_name(loading *ld, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ld->name, sizeof ld->name, fmt, ap);
+    va_end(ap);
+    return ld->name;
+}
+
+static void format_shape(char *buf, size_t size, const int64_t *shape, int n_dims)
+{
+    size_t at = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < n_dims && at < size; i++)
+        at += (size_t)snprintf(buf + at, size - at, "%s%lld", i ? ", " : "",
+                               (long long)shape[i]);
+    if (at < size) snprintf(buf + at, size - at, "]");
+}
+
+static int same_shape(const fgi_st_tensor *t, const int64_t *shape, int n_dims)
+{
+    if (t->n_dims != n_dims) return 0;
+    for (int i = 0; i < n_dims; i++)
+        if (t->shape[i] != shape[i]) return 0;
+    return 1;
+}
+
+static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
+                             const int64_t *shape, int n_dims)
+{
+    char got[128], want[128];
+    if (same_shape(t, shape, n_dims)) return FG_OK;
+    format_shape(got, sizeof got, t->shape, t->n_dims);
+    format_shape(want, sizeof want, shape, n_dims);
+    return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
+                          "tensor '%s' has shape %s, expected %s", t->name, got, want);
+}
+
+/* One tensor, read as (rows, cols). Its stored shape is [rows, cols], or
+ * [rows * cols] for a vector. */
+static fg_status tensor(loading *ld, const char *name, int vector, size_t rows,
+                        size_t cols, fgi_placement place)
+{
+    fgi_st_tensor *t = fgi_safetensors_find(ld->h, name);
+    fgi_dtype dtype;
+    if (t == NULL)
+        return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
+                              "missing tensor '%s'", name);
+    FG_TRY(fgi_safetensors_dtype(t, ld->fn, ld->r->name, &dtype));
+    if (ld->model == NULL) {
+        const int64_t matrix[2] = {(int64_t)rows, (int64_t)cols};
+        const int64_t flat[1] = {(int64_t)(rows * cols)};
+        FG_TRY(check_shape(ld, t, vector ? flat : matrix, vector ? 1 : 2));
+        t->used = 1;
+        if ((place.transpose || place.rope_head_dim || place.dst_stride != cols) &&
+            rows * cols > ld->scratch_floats)
+            ld->scratch_floats = rows * cols;
+        return FG_OK;
+    }
+    const fgi_tensor_read read = {.offset = ld->h->data_start + t->begin,
+                                  .dtype = dtype, .rows = rows, .cols = cols,
+                                  .place = place};
+    return fgi_read_tensor(ld->r, &read, ld->scratch);
+}
+
+static fgi_placement copy_to(const float *dst, size_t cols)
+{
+    return (fgi_placement){fgi_writable(dst), cols, 0, 0};
+}
+
+/* A stored (out, in) matrix into the columns of an (in, stride) one. */
+static fgi_placement transpose_to(const float *dst, size_t stride, int rope_head_dim)
+{
+    return (fgi_placement){fgi_writable(dst), stride, 1, rope_head_dim};
+}
+
+static const float *offset(const float *p, size_t n) { return p ? p + n : NULL; }
+
+static fg_status gpt2_tensors(loading *ld, const fg_config *c, const char *pre,
+                              const fgi_model_parts *parts)
+{
+    static const fg_layer_weights none;
+    static const fg_weights none_w;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t qkv = (size_t)fg_config_qkv_width(c);
+    const fg_weights *w = ld->model ? &ld->model->weights : &none_w;
+    FG_TRY(tensor(ld, tensor_name(ld, "%swte.weight", pre), 0, V, C, copy_to(w->wte, C)));
+    if (parts->wpe)
+        FG_TRY(tensor(ld, tensor_name(ld, "%swpe.weight", pre), 0, (size_t)c->n_ctx, C,
+                      copy_to(w->wpe, C)));
+    for (int l = 0; l < c->n_layer; l++) {
+        const fg_layer_weights *lw = ld->model ? &ld->model->layers[l] : &none;
+#define LAYER(suffix) tensor_name(ld, "%sh.%d." suffix, pre, l)
+        FG_TRY(tensor(ld, LAYER("ln_1.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
+        FG_TRY(tensor(ld, LAYER("ln_1.bias"), 1, 1, C, copy_to(lw->ln_1_b, C)));
+        FG_TRY(tensor(ld, LAYER("attn.c_attn.weight"), 0, C, qkv, copy_to(lw->c_attn_w, qkv)));
+        FG_TRY(tensor(ld, LAYER("attn.c_attn.bias"), 1, 1, qkv, copy_to(lw->c_attn_b, qkv)));
+        FG_TRY(tensor(ld, LAYER("attn.c_proj.weight"), 0, C, C, copy_to(lw->c_proj_w, C)));
+        FG_TRY(tensor(ld, LAYER("attn.c_proj.bias"), 1, 1, C, copy_to(lw->c_proj_b, C)));
+        FG_TRY(tensor(ld, LAYER("ln_2.weight"), 1, 1, C, copy_to(lw->ln_2_g, C)));
+        FG_TRY(tensor(ld, LAYER("ln_2.bias"), 1, 1, C, copy_to(lw->ln_2_b, C)));
+        FG_TRY(tensor(ld, LAYER("mlp.c_fc.weight"), 0, C, I, copy_to(lw->fc_w, I)));
+        FG_TRY(tensor(ld, LAYER("mlp.c_fc.bias"), 1, 1, I, copy_to(lw->fc_b, I)));
+        FG_TRY(tensor(ld, LAYER("mlp.c_proj.weight"), 0, I, C, copy_to(lw->mlp_proj_w, C)));
+        FG_TRY(tensor(ld, LAYER("mlp.c_proj.bias"), 1, 1, C, copy_to(lw->mlp_proj_b, C)));
+#undef LAYER
+    }
+    FG_TRY(tensor(ld, tensor_name(ld, "%sln_f.weight", pre), 1, 1, C, copy_to(w->ln_f_g, C)));
+    return tensor(ld, tensor_name(ld, "%sln_f.bias", pre), 1, 1, C, copy_to(w->ln_f_b, C));
+}
+
+static fg_status llama_tensors(loading *ld, const fg_config *c,
+                               const fgi_model_parts *parts)
+{
+    static const fg_layer_weights none;
+    static const fg_weights none_w;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const int d = c->n_embd / c->n_head;
+    const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
+    const size_t qkv = (size_t)fg_config_qkv_width(c);
+    const fg_weights *w = ld->model ? &ld->model->weights : &none_w;
+    FG_TRY(tensor(ld, "model.embed_tokens.weight", 0, V, C, copy_to(w->wte, C)));
+    for (int l = 0; l < c->n_layer; l++) {
+        const fg_layer_weights *lw = ld->model ? &ld->model->layers[l] : &none;
+#define LAYER(suffix) tensor_name(ld, "model.layers.%d." suffix, l)
+        FG_TRY(tensor(ld, LAYER("input_layernorm.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
+        FG_TRY(tensor(ld, LAYER("self_attn.q_proj.weight"), 0, nq, C,
+                      transpose_to(lw->c_attn_w, qkv, d)));
+        FG_TRY(tensor(ld, LAYER("self_attn.k_proj.weight"), 0, nkv, C,
+                      transpose_to(offset(lw->c_attn_w, nq), qkv, d)));
+        FG_TRY(tensor(ld, LAYER("self_attn.v_proj.weight"), 0, nkv, C,
+                      transpose_to(offset(lw->c_attn_w, nq + nkv), qkv, 0)));
+        if (parts->qkv_bias) {
+            /* a bias is a column of rows: permuted like the weight's rows */
+            const fgi_placement q = {fgi_writable(lw->c_attn_b), 1, 0, d};
+            const fgi_placement k = {fgi_writable(offset(lw->c_attn_b, nq)), 1, 0, d};
+            const fgi_placement v = {fgi_writable(offset(lw->c_attn_b, nq + nkv)), 1, 0, 0};
+            FG_TRY(tensor(ld, LAYER("self_attn.q_proj.bias"), 1, nq, 1, q));
+            FG_TRY(tensor(ld, LAYER("self_attn.k_proj.bias"), 1, nkv, 1, k));
+            FG_TRY(tensor(ld, LAYER("self_attn.v_proj.bias"), 1, nkv, 1, v));
+        }
+        FG_TRY(tensor(ld, LAYER("self_attn.o_proj.weight"), 0, C, nq,
+                      transpose_to(lw->c_proj_w, C, 0)));
+        FG_TRY(tensor(ld, LAYER("post_attention_layernorm.weight"), 1, 1, C,
+                      copy_to(lw->ln_2_g, C)));
+        FG_TRY(tensor(ld, LAYER("mlp.gate_proj.weight"), 0, I, C, transpose_to(lw->fc_w, I, 0)));
+        FG_TRY(tensor(ld, LAYER("mlp.up_proj.weight"), 0, I, C, transpose_to(lw->up_w, I, 0)));
+        FG_TRY(tensor(ld, LAYER("mlp.down_proj.weight"), 0, C, I,
+                      transpose_to(lw->mlp_proj_w, C, 0)));
+#undef LAYER
+    }
+    FG_TRY(tensor(ld, "model.norm.weight", 1, 1, C, copy_to(w->ln_f_g, C)));
+    if (parts->lm_head)
+        FG_TRY(tensor(ld, "lm_head.weight", 0, V, C, copy_to(w->lm_head, C)));
+    return FG_OK;
+}
+
+/* name == head + decimal digits + tail */
+static int is_layer_buffer(const char *name, const char *head, const char *tail)
+{
+    const size_t n = strlen(head);
+    if (strncmp(name, head, n) != 0) return 0;
+    const char *p = name + n, *digits = p;
+    while (*p >= '0' && *p <= '9') p++;
+    return p > digits && strcmp(p, tail) == 0;
+}
+
+/* Tensors the model does not need: buffers that carry no weights, and a
+ * classifier copy when the classifier is tied. Anything else unused would
+ * change what the model computes, so it is refused. */
+static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
+                              const char *pre)
+{
+    const fg_config *c = &hc->cfg;
+    const int64_t classifier[2] = {c->vocab_size, c->n_embd};
+    char head[64];
+    snprintf(head, sizeof head, "%sh.", pre);
+    for (size_t i = 0; i < ld->h->n_tensors; i++) {
+        const fgi_st_tensor *t = &ld->h->tensors[i];
+        if (t->used) continue;
+        if (strcmp(t->name, "lm_head.weight") == 0 && hc->tied) {
+            FG_TRY(check_shape(ld, t, classifier, 2));
+            continue;
+        }
+        if (c->arch == FG_ARCH_GPT2 && (is_layer_buffer(t->name, head, ".attn.bias") ||
+                                        is_layer_buffer(t->name, head, ".attn.masked_bias")))
+            continue;
+        if (c->arch == FG_ARCH_LLAMA &&
+            is_layer_buffer(t->name, "model.layers.", ".self_attn.rotary_emb.inv_freq"))
+            continue;
+        return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r->name,
+                              "tensor '%s' is not used by the %s loader (an unsupported "
+                              "variant?)", t->name,
+                              c->arch == FG_ARCH_GPT2 ? "gpt2" : "llama");
+    }
+    return FG_OK;
+}
+
+static fg_status walk(loading *ld, const fgi_hf_config *hc, const char *pre,
+                      const fgi_model_parts *parts)
+{
+    if (hc->cfg.arch == FG_ARCH_GPT2) return gpt2_tensors(ld, &hc->cfg, pre, parts);
+    return llama_tensors(ld, &hc->cfg, parts);
+}
+
+static fg_status load_tensors(fg_model **model, const char *fn,
+                              const fgi_hf_config *hc, const fgi_reader *r,
+                              const fgi_st_header *h)
+{
+    const fg_config *c = &hc->cfg;
+    const int gpt2 = c->arch == FG_ARCH_GPT2;
+    const char *pre = gpt2 && fgi_safetensors_find(h, "transformer.wte.weight")
+                          ? "transformer." : "";
+    char wpe[32];
+    snprintf(wpe, sizeof wpe, "%swpe.weight", pre);
+    const fgi_model_parts parts = {
+        .wpe = gpt2 && (!c->use_rope || fgi_safetensors_find(h, wpe) != NULL),
+        .biases = gpt2,
+        .qkv_bias = gpt2 || fgi_safetensors_find(h, "model.layers.0.self_attn.q_proj.bias"),
+        .lm_head = !hc->tied,
+    };
+    loading ld = {.fn = fn, .r = r, .h = h};
+    FG_TRY(walk(&ld, hc, pre, &parts));
+    FG_TRY(check_unused(&ld, hc, pre));
+
+    fg_model *m;
+    FG_TRY(fgi_model_alloc(fn, &m, c, &parts));
+    fg_status st = fg_alloc(fn, (void **)&ld.scratch, ld.scratch_floats, sizeof(float));
+    ld.model = m;
+    if (st == FG_OK) st = walk(&ld, hc, pre, &parts);
+    free(ld.scratch);
+    if (st == FG_OK) st = fgi_check_weights(fn, c, &m->weights);
+    if (st != FG_OK) {
+        fg_model_destroy(m);
+        return st;
+    }
+    *model = m;
+    return FG_OK;
+}
+
+fg_status fgi_hf_load(fg_model **model, const char *fn, const fgi_hf_config *config,
+                      const fgi_reader *st)
+{
+    fgi_st_header h;
+    *model = NULL;
+    FG_TRY(fgi_safetensors_open(&h, st));
+    fg_status status = load_tensors(model, fn, config, st, &h);
+    fgi_safetensors_free(&h);
+    return status;
+}
+
+/* The folder ----------------------------------------------------------------------- */
+
+static fg_status join(const char *fn, const char *dir, const char *file, char **out)
+{
+    const size_t a = strlen(dir), b = strlen(file);
+    FG_TRY(fg_alloc(fn, (void **)out, a + b + 2, 1));
+    snprintf(*out, a + b + 2, "%s/%s", dir, file);
+    return FG_OK;
+}
+
+static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path)
+{
+    fgi_reader r;
+    char *text = NULL;
+    FG_TRY(fgi_reader_open(&r, fn, path));
+    fg_status st = FG_OK;
+    if (r.size > MAX_CONFIG_BYTES)
+        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "is %llu bytes, over the %llu-byte "
+                            "limit for a config", (unsigned long long)r.size,
+                            (unsigned long long)MAX_CONFIG_BYTES);
+    if (st == FG_OK) st = fg_alloc(fn, (void **)&text, (size_t)r.size, 1);
+    if (st == FG_OK) st = fgi_reader_read(&r, text, 0, (size_t)r.size);
+    if (st == FG_OK) st = fgi_hf_config_parse(hc, fn, path, text, (size_t)r.size);
+    free(text);
+    fgi_reader_close(&r);
+    return st;
+}
+
+static fg_status load_folder(fg_model **model, const char *fn, const char *config_path,
+                             const char *weights_path, const char *index_path)
+{
+    fgi_hf_config hc;
+    fgi_reader r;
+    FG_TRY(read_config(&hc, fn, config_path));
+    if (access(weights_path, F_OK) != 0 && access(index_path, F_OK) == 0)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, fn, index_path,
+                              "sharded checkpoints are not supported; merge the "
+                              "shards into one model.safetensors");
+    FG_TRY(fgi_reader_open(&r, fn, weights_path));
+    fg_status st = fgi_hf_load(model, fn, &hc, &r);
+    fgi_reader_close(&r);
+    return st;
+}
+
+fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir)
+{
+    char *config = NULL, *weights = NULL, *index = NULL;
+    fg_status st = join(fn, dir, "config.json", &config);
+    if (st == FG_OK) st = join(fn, dir, "model.safetensors", &weights);
+    if (st == FG_OK) st = join(fn, dir, "model.safetensors.index.json", &index);
+    if (st == FG_OK) st = load_folder(model, fn, config, weights, index);
+    free(config);
+    free(weights);
+    free(index);
+    return st;
+}
+
+fg_status fg_model_load_hf(fg_model **model, const char *dir)
+{
+    static const char fn[] = "fg_model_load_hf";
+    FG_TRY(fg_check_ptr(fn, "model", model));
+    *model = NULL;
+    FG_TRY(fg_check_ptr(fn, "dir", dir));
+    return fgi_hf_load_folder(model, fn, dir);
+}

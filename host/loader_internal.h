@@ -1,0 +1,187 @@
+/* Internal interfaces of the model loaders (prefix fgi_).
+ *
+ * Data flows one way: a reader (a file, or a memory image for the fuzzers)
+ * -> a format parser that validates every size against the reader's length
+ * -> a list of tensor reads -> an fg_model whose weights live in one arena.
+ * The parse-from-memory entry points exist so that fuzzers need no files.
+ * `fn` is always the public function being run; it starts every message,
+ * followed by the file name: "<fn>: <file>: <problem>". */
+#ifndef FLASHGPT_HOST_LOADER_INTERNAL_H
+#define FLASHGPT_HOST_LOADER_INTERNAL_H
+
+#include "check.h"
+#include "flashgpt/loader.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The model object ------------------------------------------------------------ */
+
+struct fg_model {
+    fg_config cfg;
+    fg_weights weights;       /* views into arena */
+    fg_layer_weights *layers; /* n_layer entries, weights.layers */
+    float *arena;             /* every weight of the model */
+};
+
+/* Which optional tensors a model carries. */
+typedef struct {
+    int wpe;      /* GPT-2 learned position table (n_ctx, C) */
+    int biases;   /* GPT-2 norm, projection and MLP biases */
+    int qkv_bias; /* c_attn_b; with biases for GPT-2, optional for Llama */
+    int lm_head;  /* separate classifier (vocab, C); else tied to wte */
+} fgi_model_parts;
+
+/* Allocates a model for cfg (which must already be valid) with zeroed
+ * weights laid out in one arena. */
+fg_status fgi_model_alloc(const char *fn, fg_model **model, const fg_config *cfg,
+                          const fgi_model_parts *parts);
+
+/* The model owns the arena its const weight views point into, so a loader
+ * may write through them. */
+float *fgi_writable(const float *weight);
+
+/* "<fn>: <file>: <problem>" with the given status. */
+fg_status fgi_file_error(fg_status status, const char *fn, const char *file,
+                         const char *fmt, ...) FG_PRINTF(4, 5);
+
+/* Re-reports a failed fgi_check_config (FG_ERR_INVALID_ARG, message
+ * "<fn>: <problem>") as a malformed file. */
+fg_status fgi_config_format_error(const char *fn, const char *file);
+
+/* Readers ----------------------------------------------------------------------- */
+
+typedef struct {
+    const char *fn;           /* public function, for messages */
+    const char *name;         /* file name, for messages */
+    uint64_t size;            /* length in bytes */
+    FILE *file;               /* a file on disk, or ... */
+    const unsigned char *mem; /* ... an image in memory */
+} fgi_reader;
+
+/* Opens a regular file: FG_ERR_IO when missing, unreadable or a folder. */
+fg_status fgi_reader_open(fgi_reader *r, const char *fn, const char *path);
+void fgi_reader_memory(fgi_reader *r, const char *fn, const char *name,
+                       const void *data, size_t size);
+void fgi_reader_close(fgi_reader *r); /* no-op for memory readers */
+/* Exactly `bytes` bytes at `offset`; past the end is FG_ERR_FORMAT. */
+fg_status fgi_reader_read(const fgi_reader *r, void *dst, uint64_t offset,
+                          size_t bytes);
+
+/* Tensor reads ------------------------------------------------------------------ */
+
+typedef enum { FGI_F32 = 0, FGI_F16 = 1, FGI_BF16 = 2 } fgi_dtype;
+
+/* Where a stored (rows, cols) matrix goes. Source row r (after the optional
+ * RoPE permutation) becomes destination row r, or destination column r when
+ * transposed; destination rows are dst_stride floats apart, so a matrix can
+ * fill a column block of a wider one (the fused q|k|v projection). */
+typedef struct {
+    float *dst;
+    size_t dst_stride;
+    int transpose;
+    int rope_head_dim; /* > 0: rows are heads of this size in half-split
+                          rotary order; reorder them to interleaved pairs */
+} fgi_placement;
+
+typedef struct {
+    uint64_t offset;   /* absolute byte offset in the file */
+    fgi_dtype dtype;   /* little-endian storage */
+    size_t rows, cols; /* stored row-major; a vector is (1, n) */
+    fgi_placement place;
+} fgi_tensor_read;
+
+/* Reads, converts to float and places one tensor; scratch must hold
+ * rows*cols floats unless the placement is a plain contiguous copy. */
+fg_status fgi_read_tensor(const fgi_reader *r, const fgi_tensor_read *t,
+                          float *scratch);
+
+/* The destination row of source row r of a half-split rotary matrix with
+ * heads of head_dim rows: feature j < d/2 of a head goes to 2j, feature
+ * j + d/2 to 2j + 1. */
+size_t fgi_rope_interleaved_row(size_t r, int head_dim);
+
+/* safetensors ------------------------------------------------------------------- */
+
+#define FGI_ST_MAX_DIMS 8
+/* Far above any real header (a few hundred bytes per tensor), low enough
+ * that parsing cannot take unbounded memory. */
+#define FGI_ST_MAX_HEADER ((uint64_t)16 << 20)
+
+typedef struct {
+    char *name;
+    char dtype[8];   /* as written in the file, e.g. "BF16" */
+    int dtype_bytes;
+    int n_dims;
+    int64_t shape[FGI_ST_MAX_DIMS];
+    uint64_t begin, end; /* relative to the data region */
+    int used;            /* set by the model loader */
+} fgi_st_tensor;
+
+typedef struct {
+    fgi_st_tensor *tensors; /* sorted by name */
+    size_t n_tensors;
+    uint64_t data_start;    /* 8 + header length */
+    uint64_t data_size;
+} fgi_st_header;
+
+/* Parses and validates the JSON header (json_len bytes, need not end in
+ * NUL) of a file whose data region holds data_size bytes: every entry's
+ * dtype, shape and offsets, sizes in 64 bits, no duplicate names, tensors
+ * contiguous, in order of offset and covering the data region exactly. */
+fg_status fgi_safetensors_parse_header(fgi_st_header *h, const char *fn,
+                                       const char *file, const char *json,
+                                       size_t json_len, uint64_t data_size);
+/* Reads the 8-byte length and the header from r, then parses them. */
+fg_status fgi_safetensors_open(fgi_st_header *h, const fgi_reader *r);
+void fgi_safetensors_free(fgi_st_header *h);
+fgi_st_tensor *fgi_safetensors_find(const fgi_st_header *h, const char *name);
+/* The loader's dtype for a tensor; FG_ERR_UNSUPPORTED for dtypes other than
+ * F32, F16 and BF16. */
+fg_status fgi_safetensors_dtype(const fgi_st_tensor *t, const char *fn,
+                                const char *file, fgi_dtype *dtype);
+
+/* Hugging Face folder ------------------------------------------------------------ */
+
+typedef struct {
+    fg_config cfg;
+    int tied; /* classifier tied to the embeddings */
+} fgi_hf_config;
+
+/* Parses config.json text (len bytes, need not end in NUL). */
+fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn,
+                              const char *file, const char *json, size_t len);
+/* Builds the model from a parsed configuration and the safetensors file. */
+fg_status fgi_hf_load(fg_model **model, const char *fn,
+                      const fgi_hf_config *config, const fgi_reader *st);
+/* The whole folder: dir/config.json and dir/model.safetensors. */
+fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir);
+
+/* llama2.c checkpoint --------------------------------------------------------------- */
+
+#define FGI_LLAMA2C_HEADER_BYTES 28
+
+typedef struct {
+    fg_config cfg;
+    int tied;       /* vocab_size > 0: classifier tied to the embeddings */
+    int seq_len;    /* rows of the stored RoPE tables */
+} fgi_llama2c_header;
+
+/* Parses the 7-int32 header from the first len bytes of a file of
+ * file_size bytes, whose size must be exactly what the header implies. */
+fg_status fgi_llama2c_parse_header(fgi_llama2c_header *h, const char *fn,
+                                   const char *file, const unsigned char *bytes,
+                                   size_t len, uint64_t file_size);
+fg_status fgi_llama2c_load(fg_model **model, const fgi_reader *r);
+fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHGPT_HOST_LOADER_INTERNAL_H */

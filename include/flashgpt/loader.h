@@ -1,0 +1,60 @@
+/* flashgpt model loading: an owning model object built from a checkpoint on
+ * disk (Hugging Face folder or llama2.c file) or from deterministic random
+ * weights.
+ *
+ * Whatever the source, the model holds one configuration and its weights in
+ * host fp32 memory in the layout of model.h: matrices (in, out), the fused
+ * [q | k | v] projection, interleaved RoPE pairs, classifier (vocab, C) or
+ * NULL when tied to wte. Loaders convert into that layout while reading
+ * (F16/BF16 -> F32, transposes, q/k/v fusion, RoPE row permutation).
+ *
+ * Every size, offset and shape in a file is checked against the file length
+ * and the configuration before anything large is allocated or read:
+ * malformed files give FG_ERR_FORMAT naming the file and the problem, a
+ * missing or unreadable file FG_ERR_IO, a valid file using a feature this
+ * build does not implement FG_ERR_UNSUPPORTED. On failure *model is NULL. */
+#ifndef FLASHGPT_LOADER_H
+#define FLASHGPT_LOADER_H
+
+#include "flashgpt/model.h"
+#include "flashgpt/status.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Owns its configuration and all weight memory (host, fp32). */
+typedef struct fg_model fg_model;
+
+/* path is a folder (Hugging Face: config.json + model.safetensors) or a file
+ * (llama2.c legacy checkpoint). */
+fg_status fg_model_load(fg_model **model, const char *path);
+
+/* Hugging Face folder: config.json (model_type "gpt2" or "llama") and
+ * model.safetensors (F32, F16 or BF16 tensors). */
+fg_status fg_model_load_hf(fg_model **model, const char *dir);
+
+/* llama2.c legacy checkpoint (Llama family, eps 1e-5, RoPE base 10000). */
+fg_status fg_model_load_llama2c(fg_model **model, const char *path);
+
+/* A model of configuration cfg with pseudo-random weights that depend only
+ * on (cfg, seed): norm gains near 1, projections with variance 1/fan_in,
+ * embeddings and classifier with variance 1/n_embd, small biases. GPT-2
+ * gets every bias and a tied classifier (wpe unless use_rope); Llama gets a
+ * tied classifier and no biases. Bad configurations are FG_ERR_INVALID_ARG. */
+fg_status fg_model_create_random(fg_model **model, const fg_config *cfg,
+                                 uint64_t seed);
+
+void fg_model_destroy(fg_model *model); /* NULL is a no-op */
+
+/* Views owned by the model, valid until fg_model_destroy; NULL for NULL. */
+const fg_config *fg_model_config(const fg_model *model);
+const fg_weights *fg_model_weights(const fg_model *model);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHGPT_LOADER_H */

@@ -1,0 +1,1429 @@
+/* Model loaders: Hugging Face folders (GPT-2, Llama), llama2.c checkpoints,
+ * random models, and every class of malformed file.
+ *
+ * The files are written here from random in-memory models (fixture.h) by a
+ * small safetensors / llama2.c writer of this file, in the layout each
+ * format really uses (Llama q/k rows in half-split rotary order, (out, in)
+ * matrices, F16/BF16 rounding done here), then loaded and compared with the
+ * in-memory model weight by weight and logit by logit. Everything is
+ * written to a fresh mkdtemp folder that is removed after each test. */
+#define _POSIX_C_SOURCE 200809L
+#include "fixture.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Temporary folder ------------------------------------------------------------- */
+
+static char tmp_root[64];
+
+static void make_tmp(void)
+{
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/fg_loader_XXXXXX");
+    cr_assert(mkdtemp(tmp_root) != NULL, "mkdtemp failed");
+}
+
+static void remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char child[1024];
+            snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+            remove_tree(child);
+        }
+        if (d) closedir(d);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+static void remove_tmp(void)
+{
+    if (tmp_root[0]) remove_tree(tmp_root);
+}
+
+/* A path under the temporary folder (rotating static buffers). */
+static const char *tmp_path(const char *fmt, ...)
+{
+    static char bufs[8][512];
+    static int next;
+    char rel[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    va_end(ap);
+    char *p = bufs[next++ % 8];
+    snprintf(p, 512, "%s/%s", tmp_root, rel);
+    return p;
+}
+
+static const char *make_dir(const char *name)
+{
+    const char *dir = tmp_path("%s", name);
+    cr_assert(mkdir(dir, 0700) == 0, "mkdir %s failed", dir);
+    return dir;
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL, "cannot write %s", path);
+    cr_assert(fwrite(data, 1, n, f) == n);
+    fclose(f);
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    write_file(path, text, strlen(text));
+}
+
+/* Growing byte and text buffers ---------------------------------------------------- */
+
+typedef struct {
+    unsigned char *p;
+    size_t len, cap;
+} bytes;
+
+static void put(bytes *b, const void *data, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        cr_assert(b->p != NULL);
+    }
+    if (n) memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static void put_text(bytes *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put_text(bytes *b, const char *fmt, ...)
+{
+    char tmp[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0 && (size_t)n < sizeof tmp);
+    put(b, tmp, (size_t)n);
+}
+
+static void put_le32(bytes *b, uint32_t v)
+{
+    unsigned char c[4] = {(unsigned char)v, (unsigned char)(v >> 8),
+                          (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    put(b, c, 4);
+}
+
+static void put_f32(bytes *b, float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    put_le32(b, u);
+}
+
+/* 16-bit formats, written from their definitions ---------------------------------- */
+
+static uint16_t bf16_bits(float x)
+{ /* round to nearest even on the dropped 16 bits */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float bf16_value(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static double f16_value(uint16_t h)
+{
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const double sign = (h & 0x8000) ? -1.0 : 1.0;
+    if (e == 0) return sign * ldexp(m, -24);
+    if (e == 31) return m ? NAN : sign * INFINITY;
+    return sign * ldexp(1024 + m, e - 25);
+}
+
+/* Nearest binary16 (ties to even) of a value in the normal float range. */
+static uint16_t f16_bits(float x)
+{
+    const double a = fabs((double)x);
+    const uint16_t sign = signbit(x) ? 0x8000 : 0;
+    int e2;
+    cr_assert(a < 65504.0, "test value %g does not fit binary16", a);
+    if (a == 0.0) return sign;
+    frexp(a, &e2);
+    const int top = e2 - 1 < -14 ? -14 : e2 - 1; /* exponent of the leading bit */
+    const double quantum = ldexp(1.0, top - 10);
+    const double v = nearbyint(a / quantum) * quantum;
+    frexp(v, &e2);
+    if (e2 - 1 < -14) return (uint16_t)(sign | (uint16_t)(v / ldexp(1.0, -24)));
+    return (uint16_t)(sign | (uint16_t)((e2 - 1 + 15) << 10) |
+                      (uint16_t)(v / ldexp(1.0, e2 - 11) - 1024.0));
+}
+
+static float round_to(const char *dtype, float x)
+{
+    if (strcmp(dtype, "BF16") == 0) return bf16_value(bf16_bits(x));
+    if (strcmp(dtype, "F16") == 0) return (float)f16_value(f16_bits(x));
+    return x;
+}
+
+static void put_value(bytes *b, const char *dtype, float x)
+{
+    if (strcmp(dtype, "F32") == 0) {
+        put_f32(b, x);
+    } else {
+        const uint16_t h = strcmp(dtype, "BF16") == 0 ? bf16_bits(x) : f16_bits(x);
+        const unsigned char c[2] = {(unsigned char)h, (unsigned char)(h >> 8)};
+        put(b, c, 2);
+    }
+}
+
+/* A safetensors writer --------------------------------------------------------------- */
+
+typedef struct {
+    char name[128];
+    char dtype[8];
+    int n_dims;
+    long long shape[2];
+    const float *data; /* converted to dtype while writing, or ... */
+    bytes raw;         /* ... these bytes as they are */
+} st_tensor;
+
+typedef struct {
+    st_tensor t[256];
+    int n;
+} st_list;
+
+static st_tensor *st_add(st_list *l, const char *dtype, const float *data, int n_dims,
+                         long long d0, long long d1, const char *fmt, ...)
+{
+    cr_assert(l->n < 256);
+    st_tensor *t = &l->t[l->n++];
+    *t = (st_tensor){.n_dims = n_dims, .shape = {d0, d1}, .data = data};
+    snprintf(t->dtype, sizeof t->dtype, "%s", dtype);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    return t;
+}
+
+static size_t st_count(const st_tensor *t)
+{
+    return t->n_dims == 1 ? (size_t)t->shape[0] : (size_t)(t->shape[0] * t->shape[1]);
+}
+
+static void st_free(st_list *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->t[i].raw.p);
+    l->n = 0;
+}
+
+/* The JSON header (offsets in list order) and the data region. */
+static void st_build(const st_list *l, bytes *json, bytes *data)
+{
+    put_text(json, "{\"__metadata__\": {\"format\": \"pt\"}");
+    for (int i = 0; i < l->n; i++) {
+        const st_tensor *t = &l->t[i];
+        const size_t begin = data->len;
+        if (t->data)
+            for (size_t k = 0; k < st_count(t); k++) put_value(data, t->dtype, t->data[k]);
+        else
+            put(data, t->raw.p, t->raw.len);
+        put_text(json, ", \"%s\": {\"dtype\": \"%s\", \"shape\": [", t->name, t->dtype);
+        for (int d = 0; d < t->n_dims; d++)
+            put_text(json, "%s%lld", d ? ", " : "", t->shape[d]);
+        put_text(json, "], \"data_offsets\": [%zu, %zu]}", begin, data->len);
+    }
+    put_text(json, "}");
+    while (json->len % 8) put(json, " ", 1); /* padding, as writers do */
+}
+
+static void st_write_parts(const char *path, const void *json, size_t json_len,
+                           const void *data, size_t data_len, uint64_t length_field)
+{
+    bytes file = {0};
+    put_le32(&file, (uint32_t)length_field);
+    put_le32(&file, (uint32_t)(length_field >> 32));
+    put(&file, json, json_len);
+    put(&file, data, data_len);
+    write_file(path, file.p, file.len);
+    free(file.p);
+}
+
+static void st_write(const char *path, const st_list *l)
+{
+    bytes json = {0}, data = {0};
+    st_build(l, &json, &data);
+    st_write_parts(path, json.p, json.len, data.p, data.len, json.len);
+    free(json.p);
+    free(data.p);
+}
+
+/* Model weights as a list ------------------------------------------------------------ */
+
+typedef struct {
+    char name[64];
+    const float *p;
+    size_t n;
+} weight;
+
+/* Every weight pointer of a model (NULL ones too, so lists of two models line
+ * up), with its element count. */
+static int weight_list(const fg_config *c, const fg_weights *w, weight *out, int max)
+{
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t qkv = (size_t)fg_config_qkv_width(c);
+    int n = 0;
+#define ADD(ptr, count, ...)                                                    \
+    do {                                                                        \
+        cr_assert(n < max);                                                     \
+        snprintf(out[n].name, sizeof out[n].name, __VA_ARGS__);                 \
+        out[n].p = (ptr);                                                       \
+        out[n].n = (count);                                                     \
+        n++;                                                                    \
+    } while (0)
+    ADD(w->wte, V * C, "wte");
+    ADD(w->wpe, (size_t)c->n_ctx * C, "wpe");
+    for (int l = 0; l < c->n_layer; l++) {
+        const fg_layer_weights *lw = &w->layers[l];
+        ADD(lw->ln_1_g, C, "layer %d ln_1_g", l);
+        ADD(lw->ln_1_b, C, "layer %d ln_1_b", l);
+        ADD(lw->c_attn_w, C * qkv, "layer %d c_attn_w", l);
+        ADD(lw->c_attn_b, qkv, "layer %d c_attn_b", l);
+        ADD(lw->c_proj_w, C * C, "layer %d c_proj_w", l);
+        ADD(lw->c_proj_b, C, "layer %d c_proj_b", l);
+        ADD(lw->ln_2_g, C, "layer %d ln_2_g", l);
+        ADD(lw->ln_2_b, C, "layer %d ln_2_b", l);
+        ADD(lw->fc_w, C * I, "layer %d fc_w", l);
+        ADD(lw->fc_b, I, "layer %d fc_b", l);
+        ADD(lw->up_w, C * I, "layer %d up_w", l);
+        ADD(lw->mlp_proj_w, I * C, "layer %d mlp_proj_w", l);
+        ADD(lw->mlp_proj_b, C, "layer %d mlp_proj_b", l);
+    }
+    ADD(w->ln_f_g, C, "ln_f_g");
+    ADD(w->ln_f_b, C, "ln_f_b");
+    ADD(w->lm_head, V * C, "lm_head");
+#undef ADD
+    return n;
+}
+
+#define MAX_WEIGHTS 512
+
+/* Rounds every weight of an in-memory model to dtype, in place. */
+static void round_model(fg_test_model *m, const char *dtype)
+{
+    static weight list[MAX_WEIGHTS];
+    const int n = weight_list(&m->cfg, &m->w, list, MAX_WEIGHTS);
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; list[i].p && k < list[i].n; k++) {
+            float *p = (float *)list[i].p;
+            p[k] = round_to(dtype, p[k]);
+        }
+}
+
+static void assert_same_config(const fg_config *got, const fg_config *want)
+{
+    cr_assert_eq(got->arch, want->arch);
+    cr_assert_eq(got->n_layer, want->n_layer);
+    cr_assert_eq(got->n_embd, want->n_embd);
+    cr_assert_eq(got->n_head, want->n_head);
+    cr_assert_eq(got->n_kv_head, want->n_kv_head);
+    cr_assert_eq(got->n_inner, want->n_inner);
+    cr_assert_eq(got->vocab_size, want->vocab_size);
+    cr_assert_eq(got->n_ctx, want->n_ctx);
+    cr_assert(got->norm_eps == want->norm_eps, "eps %g vs %g", got->norm_eps, want->norm_eps);
+    cr_assert_eq(got->use_rope, want->use_rope);
+    if (want->use_rope) cr_assert(got->rope_base == want->rope_base);
+    cr_assert_eq(got->use_flash, 0);
+}
+
+/* Every weight bitwise equal, and NULL exactly where the model has none. */
+static void assert_same_weights(const fg_model *loaded, const fg_test_model *m)
+{
+    static weight a[MAX_WEIGHTS], b[MAX_WEIGHTS];
+    assert_same_config(fg_model_config(loaded), &m->cfg);
+    cr_assert_eq(fg_weights_validate(fg_model_config(loaded), fg_model_weights(loaded)), FG_OK,
+                 "%s", fg_last_error());
+    const int n = weight_list(&m->cfg, fg_model_weights(loaded), a, MAX_WEIGHTS);
+    cr_assert_eq(weight_list(&m->cfg, &m->w, b, MAX_WEIGHTS), n);
+    for (int i = 0; i < n; i++) {
+        cr_assert((a[i].p == NULL) == (b[i].p == NULL), "%s: loaded %s, expected %s",
+                  a[i].name, a[i].p ? "present" : "NULL", b[i].p ? "present" : "NULL");
+        if (a[i].p) fg_assert_same(a[i].p, b[i].p, a[i].n * sizeof(float), a[i].name);
+    }
+}
+
+/* Logits of T random tokens through both models must agree bitwise. */
+static void assert_same_logits(const fg_model *loaded, const fg_test_model *m, fg_rng *rng)
+{
+    const fg_config *c = &m->cfg;
+    const int T = c->n_ctx < 7 ? c->n_ctx : 7;
+    int ids[7];
+    fg_test_random_ids(ids, T, c->vocab_size, rng);
+    const size_t n = (size_t)T * c->vocab_size;
+    float *got = fg_buf_nan(n), *want = fg_buf_nan(n);
+    fg_kv_cache *ca, *cb;
+    cr_assert_eq(fg_kv_cache_create(&ca, c, T), FG_OK);
+    cr_assert_eq(fg_kv_cache_create(&cb, c, T), FG_OK);
+    cr_assert_eq(fg_ref_forward(got, NULL, fg_model_config(loaded), fg_model_weights(loaded),
+                                ca, ids, T), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_ref_forward(want, NULL, c, &m->w, cb, ids, T), FG_OK);
+    fg_assert_guard(got, n, "loaded logits");
+    fg_assert_close(got, want, n, 0.0, 0.0, 0.0, "logits of the loaded model");
+    fg_kv_cache_destroy(ca), fg_kv_cache_destroy(cb);
+    fg_buf_free(got), fg_buf_free(want);
+}
+
+static fg_model *load_ok(fg_status (*loader)(fg_model **, const char *), const char *path)
+{
+    fg_model *m = (fg_model *)(uintptr_t)1;
+    const fg_status st = loader(&m, path);
+    cr_assert_eq(st, FG_OK, "loading %s: %s (%s) (seed %llu)", path, fg_status_str(st),
+                 fg_last_error(), (unsigned long long)fg_test_seed());
+    cr_assert(m != NULL);
+    return m;
+}
+
+/* Expects failure with `code`, *model NULL, and a message naming the file
+ * (or its folder) and mentioning `needle`. */
+static void load_fails(fg_status (*loader)(fg_model **, const char *), const char *path,
+                       fg_status code, const char *needle)
+{
+    fg_model *m = (fg_model *)(uintptr_t)1;
+    fg_assert_status(loader(&m, path), code, needle);
+    cr_assert(m == NULL, "the model pointer must be NULL after a failure");
+    cr_assert(strstr(fg_last_error(), tmp_root) != NULL || tmp_root[0] == '\0',
+              "message \"%s\" does not name the file", fg_last_error());
+}
+
+/* GPT-2 folders ------------------------------------------------------------------------ */
+
+static void gpt2_entries(st_list *l, const fg_test_model *m, const char *dtype,
+                         const char *pre)
+{
+    const fg_config *c = &m->cfg;
+    const long long C = c->n_embd, I = c->n_inner, qkv = fg_config_qkv_width(c);
+    st_add(l, dtype, m->w.wte, 2, c->vocab_size, C, "%swte.weight", pre);
+    if (m->w.wpe) st_add(l, dtype, m->w.wpe, 2, c->n_ctx, C, "%swpe.weight", pre);
+    for (int i = 0; i < c->n_layer; i++) {
+        const fg_layer_weights *w = &m->layers[i];
+        st_add(l, dtype, w->ln_1_g, 1, C, 0, "%sh.%d.ln_1.weight", pre, i);
+        st_add(l, dtype, w->ln_1_b, 1, C, 0, "%sh.%d.ln_1.bias", pre, i);
+        st_add(l, dtype, w->c_attn_w, 2, C, qkv, "%sh.%d.attn.c_attn.weight", pre, i);
+        st_add(l, dtype, w->c_attn_b, 1, qkv, 0, "%sh.%d.attn.c_attn.bias", pre, i);
+        st_add(l, dtype, w->c_proj_w, 2, C, C, "%sh.%d.attn.c_proj.weight", pre, i);
+        st_add(l, dtype, w->c_proj_b, 1, C, 0, "%sh.%d.attn.c_proj.bias", pre, i);
+        st_add(l, dtype, w->ln_2_g, 1, C, 0, "%sh.%d.ln_2.weight", pre, i);
+        st_add(l, dtype, w->ln_2_b, 1, C, 0, "%sh.%d.ln_2.bias", pre, i);
+        st_add(l, dtype, w->fc_w, 2, C, I, "%sh.%d.mlp.c_fc.weight", pre, i);
+        st_add(l, dtype, w->fc_b, 1, I, 0, "%sh.%d.mlp.c_fc.bias", pre, i);
+        st_add(l, dtype, w->mlp_proj_w, 2, I, C, "%sh.%d.mlp.c_proj.weight", pre, i);
+        st_add(l, dtype, w->mlp_proj_b, 1, C, 0, "%sh.%d.mlp.c_proj.bias", pre, i);
+    }
+    st_add(l, dtype, m->w.ln_f_g, 1, C, 0, "%sln_f.weight", pre);
+    st_add(l, dtype, m->w.ln_f_b, 1, C, 0, "%sln_f.bias", pre);
+}
+
+static void write_gpt2_config(const char *dir, const fg_config *c)
+{
+    bytes j = {0};
+    put_text(&j, "{\"model_type\": \"gpt2\", \"activation_function\": \"gelu_new\", "
+                 "\"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"n_positions\": %d, "
+                 "\"n_ctx\": %d, \"vocab_size\": %d, \"layer_norm_epsilon\": %.9g",
+             c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->n_ctx, c->vocab_size,
+             (double)c->norm_eps);
+    if (c->n_inner == 4 * c->n_embd) put_text(&j, ", \"n_inner\": null");
+    else put_text(&j, ", \"n_inner\": %d", c->n_inner);
+    if (c->n_kv_head != c->n_head) put_text(&j, ", \"n_kv_head\": %d", c->n_kv_head);
+    if (c->use_rope) put_text(&j, ", \"use_rope\": true, \"rope_base\": %.17g", c->rope_base);
+    put_text(&j, "}");
+    put(&j, "", 1);
+    write_text(dir, "config.json", (const char *)j.p);
+    free(j.p);
+}
+
+static fg_config random_gpt2_config(fg_rng *rng)
+{
+    const int n_head = fg_rng_int(rng, 1, 4), d = 2 * fg_rng_int(rng, 2, 4);
+    fg_config c = fg_config_gpt2(fg_rng_int(rng, 1, 3), n_head * d, n_head,
+                                 fg_rng_int(rng, 20, 60), fg_rng_int(rng, 8, 16));
+    c.norm_eps = (float)(1e-5 * (1.0 + fg_rng_uniform(rng)));
+    if (fg_rng_int(rng, 0, 1)) c.n_inner = fg_rng_int(rng, 5, 40);
+    return c;
+}
+
+/* Writes m as a GPT-2 folder, loads it, compares weights and logits. */
+static void gpt2_round_trip(fg_test_model *m, const char *dtype, const char *pre, int extras,
+                            fg_rng *rng)
+{
+    const char *dir = make_dir("gpt2");
+    st_list *l = calloc(1, sizeof *l);
+    round_model(m, dtype);
+    gpt2_entries(l, m, dtype, pre);
+    if (extras) { /* buffers and a tied classifier copy, which must be ignored */
+        static const float causal[4] = {1, 0, 1, 1};
+        for (int i = 0; i < m->cfg.n_layer; i++) {
+            st_add(l, "F32", causal, 2, 2, 2, "%sh.%d.attn.bias", pre, i);
+            st_add(l, "F32", causal, 1, 1, 0, "%sh.%d.attn.masked_bias", pre, i);
+        }
+        st_add(l, dtype, m->w.wte, 2, m->cfg.vocab_size, m->cfg.n_embd, "lm_head.weight");
+    }
+    st_write(tmp_path("gpt2/model.safetensors"), l);
+    write_gpt2_config(dir, &m->cfg);
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    assert_same_weights(loaded, m);
+    assert_same_logits(loaded, m, rng);
+    fg_model_destroy(loaded);
+    /* the dispatcher takes folders to the same loader */
+    loaded = load_ok(fg_model_load, dir);
+    assert_same_weights(loaded, m);
+    fg_model_destroy(loaded);
+    st_free(l);
+    free(l);
+}
+
+TestSuite(hf_gpt2, .init = make_tmp, .fini = remove_tmp);
+
+Test(hf_gpt2, f32_with_transformer_prefix_and_ignored_buffers)
+{
+    fg_rng rng = fg_rng_make(101);
+    fg_config c = random_gpt2_config(&rng);
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, 0);
+    gpt2_round_trip(&m, "F32", "transformer.", 1, &rng);
+    fg_test_model_free(&m);
+}
+
+Test(hf_gpt2, bf16_without_prefix)
+{
+    fg_rng rng = fg_rng_make(102);
+    fg_config c = random_gpt2_config(&rng);
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, 0);
+    gpt2_round_trip(&m, "BF16", "", 0, &rng);
+    fg_test_model_free(&m);
+}
+
+Test(hf_gpt2, f16_gqa_rope_through_seed_keys)
+{
+    fg_rng rng = fg_rng_make(103);
+    fg_config c = fg_config_gpt2(2, 4 * 8, 4, fg_rng_int(&rng, 20, 60), 12);
+    c.n_kv_head = fg_rng_int(&rng, 0, 1) ? 2 : 1;
+    c.use_rope = 1;
+    c.rope_base = 500.0 + 20000.0 * fg_rng_uniform(&rng);
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, 0);
+    cr_assert(m.w.wpe == NULL);
+    gpt2_round_trip(&m, "F16", fg_rng_int(&rng, 0, 1) ? "transformer." : "", 1, &rng);
+    fg_test_model_free(&m);
+}
+
+/* Every binary16 bit pattern through the loader: zeros, subnormals, normals,
+ * infinities and NaNs, compared with the value the format defines. */
+Test(hf_gpt2, f16_every_bit_pattern_converts_exactly)
+{
+    fg_rng rng = fg_rng_make(104);
+    fg_config c = fg_config_gpt2(1, 64, 4, 1024, 8); /* wte: 65536 values */
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, 0);
+    const char *dir = make_dir("gpt2");
+    st_list *l = calloc(1, sizeof *l);
+    gpt2_entries(l, &m, "F16", "");
+    for (int k = 0; k < 65536; k++) {
+        const unsigned char b[2] = {(unsigned char)k, (unsigned char)(k >> 8)};
+        put(&l->t[0].raw, b, 2);
+    }
+    l->t[0].data = NULL;
+    st_write(tmp_path("gpt2/model.safetensors"), l);
+    write_gpt2_config(dir, &c);
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    const float *wte = fg_model_weights(loaded)->wte;
+    for (int k = 0; k < 65536; k++) {
+        const double want = f16_value((uint16_t)k);
+        if (isnan(want)) {
+            cr_assert(isnan(wte[k]), "f16 0x%04x gives %g, expected NaN", k, (double)wte[k]);
+        } else {
+            cr_assert(wte[k] == want && !signbit(wte[k]) == !signbit(want),
+                      "f16 0x%04x gives %.10g, expected %.10g", k, (double)wte[k], want);
+        }
+        cr_assert(!signbit(wte[k]) == !(k & 0x8000), "f16 0x%04x: sign lost", k);
+    }
+    /* a few values checked by hand: 1, -2, smallest subnormal, largest finite */
+    cr_assert(wte[0x3c00] == 1.0f && wte[0xc000] == -2.0f);
+    cr_assert(wte[0x0001] == 0x1p-24f && wte[0x7bff] == 65504.0f);
+    cr_assert(isinf(wte[0x7c00]) && wte[0xfc00] < 0);
+    fg_model_destroy(loaded);
+    st_free(l);
+    free(l);
+    fg_test_model_free(&m);
+}
+
+/* Llama folders ------------------------------------------------------------------------ */
+
+/* Row r of a Hugging Face q/k projection (half-split rotary) is row
+ * interleaved(r) of ours: feature j < d/2 of a head is our 2j, feature
+ * j + d/2 is our 2j + 1. */
+static size_t interleaved_feature(size_t r, size_t d)
+{
+    const size_t head = r / d, j = r % d;
+    return head * d + (j < d / 2 ? 2 * j : 2 * (j - d / 2) + 1);
+}
+
+typedef struct {
+    float *q, *k, *v, *o, *gate, *up, *down, *qb, *kb, *vb;
+} hf_llama_layer;
+
+/* Hugging Face (out, in) matrices from our (in, out) layout. */
+static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_weights *w)
+{
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, d = C / (size_t)c->n_head;
+    const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
+    const size_t qkv = (size_t)fg_config_qkv_width(c);
+    *h = (hf_llama_layer){fg_buf_nan(nq * C), fg_buf_nan(nkv * C), fg_buf_nan(nkv * C),
+                          fg_buf_nan(C * nq), fg_buf_nan(I * C), fg_buf_nan(I * C),
+                          fg_buf_nan(C * I), NULL, NULL, NULL};
+    for (size_t i = 0; i < C; i++) {
+        const float *row = w->c_attn_w + i * qkv;
+        for (size_t r = 0; r < nq; r++) h->q[r * C + i] = row[interleaved_feature(r, d)];
+        for (size_t r = 0; r < nkv; r++) {
+            h->k[r * C + i] = row[nq + interleaved_feature(r, d)];
+            h->v[r * C + i] = row[nq + nkv + r];
+        }
+        for (size_t r = 0; r < I; r++) {
+            h->gate[r * C + i] = w->fc_w[i * I + r];
+            h->up[r * C + i] = w->up_w[i * I + r];
+        }
+        for (size_t r = 0; r < C; r++) h->o[i * nq + r] = w->c_proj_w[r * C + i];
+    }
+    for (size_t r = 0; r < I; r++)
+        for (size_t o = 0; o < C; o++) h->down[o * I + r] = w->mlp_proj_w[r * C + o];
+    if (w->c_attn_b) {
+        h->qb = fg_buf_nan(nq), h->kb = fg_buf_nan(nkv), h->vb = fg_buf_nan(nkv);
+        for (size_t r = 0; r < nq; r++) h->qb[r] = w->c_attn_b[interleaved_feature(r, d)];
+        for (size_t r = 0; r < nkv; r++) {
+            h->kb[r] = w->c_attn_b[nq + interleaved_feature(r, d)];
+            h->vb[r] = w->c_attn_b[nq + nkv + r];
+        }
+    }
+}
+
+static void free_hf_layer(hf_llama_layer *h)
+{
+    float **all[] = {&h->q, &h->k, &h->v, &h->o, &h->gate, &h->up, &h->down,
+                     &h->qb, &h->kb, &h->vb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fg_buf_free(*all[i]);
+}
+
+static void write_llama_config(const char *dir, const fg_config *c, int tied,
+                               const char *extra)
+{
+    bytes j = {0};
+    put_text(&j, "{\"model_type\": \"llama\", \"hidden_act\": \"silu\", "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+                 "\"num_key_value_heads\": %d, \"hidden_size\": %d, "
+                 "\"intermediate_size\": %d, \"vocab_size\": %d, "
+                 "\"max_position_embeddings\": %d, \"rms_norm_eps\": %.9g, "
+                 "\"rope_theta\": %.17g, \"tie_word_embeddings\": %s, "
+                 "\"rope_scaling\": null%s}",
+             c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->n_inner, c->vocab_size,
+             c->n_ctx, (double)c->norm_eps, c->rope_base, tied ? "true" : "false",
+             extra ? extra : "");
+    put(&j, "", 1);
+    write_text(dir, "config.json", (const char *)j.p);
+    free(j.p);
+}
+
+/* Writes m as a Hugging Face Llama folder; hf receives the per-layer
+ * matrices (the caller frees them). */
+static void write_llama_folder(const char *dir, const fg_test_model *m, const char *dtype,
+                               hf_llama_layer *hf)
+{
+    const fg_config *c = &m->cfg;
+    const long long C = c->n_embd, I = c->n_inner, d = C / c->n_head;
+    const long long nq = c->n_head * d, nkv = c->n_kv_head * d;
+    st_list *l = calloc(1, sizeof *l);
+    st_add(l, dtype, m->w.wte, 2, c->vocab_size, C, "model.embed_tokens.weight");
+    for (int i = 0; i < c->n_layer; i++) {
+        const fg_layer_weights *w = &m->layers[i];
+        hf_llama_layer *h = &hf[i];
+        to_hf_layer(h, c, w);
+        st_add(l, dtype, w->ln_1_g, 1, C, 0, "model.layers.%d.input_layernorm.weight", i);
+        st_add(l, dtype, h->q, 2, nq, C, "model.layers.%d.self_attn.q_proj.weight", i);
+        st_add(l, dtype, h->k, 2, nkv, C, "model.layers.%d.self_attn.k_proj.weight", i);
+        st_add(l, dtype, h->v, 2, nkv, C, "model.layers.%d.self_attn.v_proj.weight", i);
+        if (h->qb) {
+            st_add(l, dtype, h->qb, 1, nq, 0, "model.layers.%d.self_attn.q_proj.bias", i);
+            st_add(l, dtype, h->kb, 1, nkv, 0, "model.layers.%d.self_attn.k_proj.bias", i);
+            st_add(l, dtype, h->vb, 1, nkv, 0, "model.layers.%d.self_attn.v_proj.bias", i);
+        }
+        st_add(l, dtype, h->o, 2, C, nq, "model.layers.%d.self_attn.o_proj.weight", i);
+        st_add(l, dtype, w->ln_2_g, 1, C, 0,
+               "model.layers.%d.post_attention_layernorm.weight", i);
+        st_add(l, dtype, h->gate, 2, I, C, "model.layers.%d.mlp.gate_proj.weight", i);
+        st_add(l, dtype, h->up, 2, I, C, "model.layers.%d.mlp.up_proj.weight", i);
+        st_add(l, dtype, h->down, 2, C, I, "model.layers.%d.mlp.down_proj.weight", i);
+        /* the rotary buffer some exports carry, to be ignored */
+        st_add(l, "F32", w->ln_1_g, 1, d / 2, 0,
+               "model.layers.%d.self_attn.rotary_emb.inv_freq", i);
+    }
+    st_add(l, dtype, m->w.ln_f_g, 1, C, 0, "model.norm.weight");
+    if (m->w.lm_head) st_add(l, dtype, m->w.lm_head, 2, c->vocab_size, C, "lm_head.weight");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    st_write(path, l);
+    write_llama_config(dir, c, m->w.lm_head == NULL, NULL);
+    st_free(l);
+    free(l);
+}
+
+static fg_config random_llama_config(fg_rng *rng)
+{
+    const int n_kv = fg_rng_int(rng, 1, 2), n_head = n_kv * fg_rng_int(rng, 1, 3);
+    const int d = 2 * fg_rng_int(rng, 2, 5);
+    fg_config c = fg_config_llama(fg_rng_int(rng, 1, 3), n_head * d, n_head, n_kv,
+                                  fg_rng_int(rng, 8, 48), fg_rng_int(rng, 20, 60),
+                                  fg_rng_int(rng, 8, 16));
+    c.norm_eps = (float)(1e-6 * (1.0 + 9.0 * fg_rng_uniform(rng)));
+    c.rope_base = 100.0 + 20000.0 * fg_rng_uniform(rng);
+    return c;
+}
+
+static void llama_round_trip(const char *dtype, int untied, int qkv_bias, uint64_t stream)
+{
+    fg_rng rng = fg_rng_make(stream);
+    fg_config c = random_llama_config(&rng);
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, untied);
+    float *biases[3] = {NULL, NULL, NULL};
+    for (int i = 0; qkv_bias && i < c.n_layer; i++) {
+        biases[i] = fg_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
+        m.layers[i].c_attn_b = biases[i];
+    }
+    round_model(&m, dtype);
+    const char *dir = make_dir("llama");
+    hf_llama_layer hf[3];
+    write_llama_folder(dir, &m, dtype, hf);
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    assert_same_weights(loaded, &m);
+    assert_same_logits(loaded, &m, &rng);
+    fg_model_destroy(loaded);
+    for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+    for (int i = 0; i < 3; i++) fg_buf_free(biases[i]);
+    fg_test_model_free(&m);
+}
+
+TestSuite(hf_llama, .init = make_tmp, .fini = remove_tmp);
+
+Test(hf_llama, f16_tied) { llama_round_trip("F16", 0, 0, 201); }
+Test(hf_llama, f32_untied) { llama_round_trip("F32", 1, 0, 202); }
+Test(hf_llama, bf16_untied_with_qkv_bias) { llama_round_trip("BF16", 1, 1, 203); }
+
+/* The permutation must turn Hugging Face's half-split rotation into our
+ * interleaved one. Independently of how the test laid the file out: apply
+ * HF's rotate_half RoPE to q/k computed from the stored HF matrices, and our
+ * RoPE to q/k computed from the loaded model; every query-key score at
+ * every pair of positions must agree. */
+Test(hf_llama, permuted_rope_preserves_every_attention_score)
+{
+    fg_rng rng = fg_rng_make(204);
+    fg_config c = fg_config_llama(1, 4 * 8, 4, 2, 24, 30, 64);
+    c.rope_base = 1000.0 + 9000.0 * fg_rng_uniform(&rng);
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, 0);
+    const char *dir = make_dir("llama");
+    hf_llama_layer hf[1];
+    write_llama_folder(dir, &m, "F32", hf);
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    const fg_layer_weights *lw = &fg_model_weights(loaded)->layers[0];
+    const int C = c.n_embd, d = C / c.n_head, nq = c.n_head * d, nkv = c.n_kv_head * d;
+    const int qkv = fg_config_qkv_width(&c), group = c.n_head / c.n_kv_head;
+    float *x = fg_buf_normal(&rng, 2 * (size_t)C, 1.0);
+    for (int trial = 0; trial < 20; trial++) {
+        const int p = fg_rng_int(&rng, 0, 5000), s = fg_rng_int(&rng, 0, 5000);
+        double q_hf[64], k_hf[64];
+        float q[64], k[64];
+        for (int r = 0; r < nq; r++) {
+            double a = 0, b = 0;
+            for (int i = 0; i < C; i++) {
+                a += (double)hf[0].q[r * C + i] * x[i];
+                b += (double)lw->c_attn_w[(size_t)i * qkv + r] * x[i];
+            }
+            q_hf[r] = a, q[r] = (float)b;
+        }
+        for (int r = 0; r < nkv; r++) {
+            double a = 0, b = 0;
+            for (int i = 0; i < C; i++) {
+                a += (double)hf[0].k[r * C + i] * x[C + i];
+                b += (double)lw->c_attn_w[(size_t)i * qkv + nq + r] * x[C + i];
+            }
+            k_hf[r] = a, k[r] = (float)b;
+        }
+        /* HF: out = x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1] */
+        for (int h = 0; h < c.n_head + c.n_kv_head; h++) {
+            double *v = h < c.n_head ? q_hf + h * d : k_hf + (h - c.n_head) * d;
+            const int pos = h < c.n_head ? p : s;
+            for (int j = 0; j < d / 2; j++) {
+                const double ang = pos * pow(c.rope_base, -2.0 * j / d);
+                const double a = v[j], b = v[j + d / 2];
+                v[j] = a * cos(ang) - b * sin(ang);
+                v[j + d / 2] = b * cos(ang) + a * sin(ang);
+            }
+        }
+        cr_assert_eq(fg_ref_rope(q, c.n_head, 1, d, &p, c.rope_base), FG_OK);
+        cr_assert_eq(fg_ref_rope(k, c.n_kv_head, 1, d, &s, c.rope_base), FG_OK);
+        for (int h = 0; h < c.n_head; h++) {
+            const int g = h / group;
+            double want = 0, got = 0, scale = 0;
+            for (int j = 0; j < d; j++) {
+                want += q_hf[h * d + j] * k_hf[g * d + j];
+                got += (double)q[h * d + j] * k[g * d + j];
+                scale += fabs(q_hf[h * d + j] * k_hf[g * d + j]);
+            }
+            cr_assert(fabs(got - want) <= 1e-5 * scale + 1e-6,
+                      "head %d, positions %d/%d: score %.9g, expected %.9g (seed %llu)", h,
+                      p, s, got, want, (unsigned long long)fg_test_seed());
+        }
+    }
+    fg_buf_free(x);
+    free_hf_layer(&hf[0]);
+    fg_model_destroy(loaded);
+    fg_test_model_free(&m);
+}
+
+/* llama2.c checkpoints -------------------------------------------------------------- */
+
+/* The legacy file of a Llama model: header, (out, in) matrices, RoPE
+ * tables, classifier when untied (negative vocab_size). */
+static void llama2c_bytes(bytes *b, const fg_test_model *m)
+{
+    const fg_config *c = &m->cfg;
+    const int C = c->n_embd, I = c->n_inner, L = c->n_layer, V = c->vocab_size;
+    const int hs = C / c->n_head, kv = c->n_kv_head * hs, qkv = fg_config_qkv_width(c);
+    const int header[7] = {C, I, L, c->n_head, c->n_kv_head, m->w.lm_head ? -V : V,
+                           c->n_ctx};
+    for (int i = 0; i < 7; i++) put_le32(b, (uint32_t)header[i]);
+    for (size_t i = 0; i < (size_t)V * C; i++) put_f32(b, m->w.wte[i]);
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < C; i++) put_f32(b, m->layers[l].ln_1_g[i]);
+    const int col0[3] = {0, C, C + kv}, rows[3] = {C, kv, kv}; /* wq, wk, wv */
+    for (int t = 0; t < 3; t++)
+        for (int l = 0; l < L; l++)
+            for (int o = 0; o < rows[t]; o++)
+                for (int i = 0; i < C; i++)
+                    put_f32(b, m->layers[l].c_attn_w[(size_t)i * qkv + col0[t] + o]);
+    for (int l = 0; l < L; l++) /* wo */
+        for (int o = 0; o < C; o++)
+            for (int i = 0; i < C; i++) put_f32(b, m->layers[l].c_proj_w[(size_t)i * C + o]);
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < C; i++) put_f32(b, m->layers[l].ln_2_g[i]);
+    for (int l = 0; l < L; l++) /* w1 */
+        for (int o = 0; o < I; o++)
+            for (int i = 0; i < C; i++) put_f32(b, m->layers[l].fc_w[(size_t)i * I + o]);
+    for (int l = 0; l < L; l++) /* w2 */
+        for (int o = 0; o < C; o++)
+            for (int i = 0; i < I; i++) put_f32(b, m->layers[l].mlp_proj_w[(size_t)i * C + o]);
+    for (int l = 0; l < L; l++) /* w3 */
+        for (int o = 0; o < I; o++)
+            for (int i = 0; i < C; i++) put_f32(b, m->layers[l].up_w[(size_t)i * I + o]);
+    for (int i = 0; i < C; i++) put_f32(b, m->w.ln_f_g[i]);
+    for (int part = 0; part < 2; part++) /* freq_cis_real, freq_cis_imag */
+        for (int p = 0; p < c->n_ctx; p++)
+            for (int j = 0; j < hs / 2; j++) {
+                const double ang = p * pow(10000.0, -2.0 * j / hs);
+                put_f32(b, (float)(part ? sin(ang) : cos(ang)));
+            }
+    if (m->w.lm_head)
+        for (size_t i = 0; i < (size_t)V * C; i++) put_f32(b, m->w.lm_head[i]);
+}
+
+TestSuite(llama2c, .init = make_tmp, .fini = remove_tmp);
+
+static void llama2c_round_trip(int untied, uint64_t stream)
+{
+    fg_rng rng = fg_rng_make(stream);
+    fg_config c = random_llama_config(&rng);
+    c.norm_eps = 1e-5f, c.rope_base = 10000.0; /* fixed by the format */
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, untied);
+    bytes b = {0};
+    llama2c_bytes(&b, &m);
+    const char *path = tmp_path("model.bin");
+    write_file(path, b.p, b.len);
+    fg_model *loaded = load_ok(fg_model_load_llama2c, path);
+    assert_same_weights(loaded, &m);
+    assert_same_logits(loaded, &m, &rng);
+    fg_model_destroy(loaded);
+    loaded = load_ok(fg_model_load, path); /* a file goes to the llama2.c loader */
+    assert_same_weights(loaded, &m);
+    fg_model_destroy(loaded);
+    free(b.p);
+    fg_test_model_free(&m);
+}
+
+Test(llama2c, tied_classifier) { llama2c_round_trip(0, 301); }
+Test(llama2c, separate_classifier) { llama2c_round_trip(1, 302); }
+
+static float file_float(const unsigned char *file, size_t index)
+{
+    float f;
+    memcpy(&f, file + 28 + 4 * index, 4);
+    return f;
+}
+
+Test(llama2c, stories260k_loads_with_its_configuration)
+{
+    const char *path = fg_model_path("stories260K/stories260K.bin");
+    if (path == NULL) cr_skip_test("stories260K not found under the models folder");
+    char path_copy[4096];
+    snprintf(path_copy, sizeof path_copy, "%s", path);
+    fg_model *m = load_ok(fg_model_load, path_copy);
+    const fg_config *c = fg_model_config(m);
+    const fg_weights *w = fg_model_weights(m);
+    cr_assert_eq(c->arch, FG_ARCH_LLAMA);
+    cr_assert(c->n_embd == 64 && c->n_layer == 5 && c->n_head == 8 && c->n_kv_head == 4);
+    cr_assert(c->vocab_size == 512 && c->n_ctx == 512 && c->n_inner == 172,
+              "vocab %d ctx %d hidden %d", c->vocab_size, c->n_ctx, c->n_inner);
+    cr_assert(c->norm_eps == 1e-5f && c->use_rope == 1 && c->rope_base == 10000.0);
+    cr_assert(w->lm_head == NULL && w->wpe == NULL, "stories260K has a tied classifier");
+
+    /* spot-check values against the file: an embedding row, a transposed
+     * wq of layer 3 and a transposed w2 of layer 4 */
+    FILE *f = fopen(path_copy, "rb");
+    cr_assert(f != NULL);
+    unsigned char *file = malloc(1056540);
+    cr_assert(fread(file, 1, 1056540, f) == 1056540);
+    fclose(f);
+    const size_t C = 64, L = 5, V = 512, H = 172, kv = 32, qkv = 128;
+    for (size_t i = 0; i < C; i++)
+        cr_assert(w->wte[7 * C + i] == file_float(file, 7 * C + i));
+    const size_t wq = V * C + L * C, w2 = wq + L * C * C * 2 + L * kv * C * 2 + L * C + L * H * C;
+    for (size_t o = 0; o < C; o++)
+        for (size_t i = 0; i < C; i++)
+            cr_assert(w->layers[3].c_attn_w[i * qkv + o] == file_float(file, wq + 3 * C * C + o * C + i));
+    for (size_t o = 0; o < C; o++)
+        for (size_t i = 0; i < H; i++)
+            cr_assert(w->layers[4].mlp_proj_w[i * C + o] == file_float(file, w2 + 4 * C * H + o * H + i));
+    free(file);
+
+    float *logits = fg_buf_nan(V);
+    fg_kv_cache *kvc;
+    const int bos = 1;
+    cr_assert_eq(fg_kv_cache_create(&kvc, c, 4), FG_OK);
+    cr_assert_eq(fg_ref_forward(logits, NULL, c, w, kvc, &bos, 1), FG_OK);
+    for (size_t i = 0; i < V; i++) cr_assert(isfinite(logits[i]));
+    fg_kv_cache_destroy(kvc);
+    fg_buf_free(logits);
+    fg_model_destroy(m);
+}
+
+/* Random models ------------------------------------------------------------------------- */
+
+static double mean_of(const float *p, size_t n, double *var)
+{
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++) s += p[i];
+    const double mean = s / (double)n;
+    for (size_t i = 0; i < n; i++) s2 += (p[i] - mean) * (p[i] - mean);
+    *var = s2 / (double)n;
+    return mean;
+}
+
+Test(random_model, deterministic_scaled_and_usable)
+{
+    fg_rng rng = fg_rng_make(401);
+    const uint64_t seed = fg_rng_next(&rng);
+    const fg_config configs[2] = {fg_config_gpt2(2, 96, 4, 300, 32),
+                                  fg_config_llama(2, 128, 8, 2, 320, 300, 32)};
+    for (int k = 0; k < 2; k++) {
+        const fg_config *c = &configs[k];
+        fg_model *a, *b, *other;
+        cr_assert_eq(fg_model_create_random(&a, c, seed), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_model_create_random(&b, c, seed), FG_OK);
+        cr_assert_eq(fg_model_create_random(&other, c, seed + 1), FG_OK);
+        assert_same_config(fg_model_config(a), c);
+        cr_assert_eq(fg_weights_validate(c, fg_model_weights(a)), FG_OK, "%s", fg_last_error());
+        static weight wa[MAX_WEIGHTS], wb[MAX_WEIGHTS], wo[MAX_WEIGHTS];
+        const int n = weight_list(c, fg_model_weights(a), wa, MAX_WEIGHTS);
+        weight_list(c, fg_model_weights(b), wb, MAX_WEIGHTS);
+        weight_list(c, fg_model_weights(other), wo, MAX_WEIGHTS);
+        for (int i = 0; i < n; i++) {
+            if (!wa[i].p) continue;
+            fg_assert_same(wa[i].p, wb[i].p, wa[i].n * sizeof(float), wa[i].name);
+            cr_assert(memcmp(wa[i].p, wo[i].p, wa[i].n * sizeof(float)) != 0,
+                      "%s does not depend on the seed", wa[i].name);
+        }
+        const fg_weights *w = fg_model_weights(a);
+        const fg_layer_weights *lw = &w->layers[1];
+        const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner;
+        double var, mean = mean_of(lw->ln_1_g, C, &var);
+        cr_assert(fabs(mean - 1.0) < 0.03 && var > 0 && var < 0.01, "gain mean %g var %g", mean, var);
+        mean = mean_of(lw->fc_w, C * I, &var);
+        cr_assert(fabs(mean) < 0.01 && fabs(var * C - 1.0) < 0.05, "fc_w mean %g var*fan_in %g",
+                  mean, var * C);
+        mean = mean_of(lw->mlp_proj_w, I * C, &var);
+        cr_assert(fabs(var * I - 1.0) < 0.05, "mlp_proj_w var*fan_in %g", var * I);
+        mean = mean_of(w->wte, (size_t)c->vocab_size * C, &var);
+        cr_assert(fabs(var * C - 1.0) < 0.05, "wte var*n_embd %g", var * C);
+        cr_assert((w->ln_f_b != NULL) == (c->arch == FG_ARCH_GPT2));
+        cr_assert(w->lm_head == NULL);
+
+        /* logits stay O(1) */
+        int ids[5];
+        fg_test_random_ids(ids, 5, c->vocab_size, &rng);
+        float *logits = fg_buf_nan(5 * (size_t)c->vocab_size);
+        fg_kv_cache *kvc;
+        cr_assert_eq(fg_kv_cache_create(&kvc, c, 5), FG_OK);
+        cr_assert_eq(fg_ref_forward(logits, NULL, c, w, kvc, ids, 5), FG_OK);
+        double lv, lm = mean_of(logits, 5 * (size_t)c->vocab_size, &lv);
+        cr_assert(isfinite(lm) && lv > 0.05 && lv < 20.0, "logit mean %g variance %g", lm, lv);
+        fg_kv_cache_destroy(kvc);
+        fg_buf_free(logits);
+        fg_model_destroy(a), fg_model_destroy(b), fg_model_destroy(other);
+    }
+}
+
+Test(random_model, bad_arguments)
+{
+    fg_config c = fg_config_gpt2(1, 30, 4, 10, 8); /* 30 % 4 != 0 */
+    fg_model *m = (fg_model *)(uintptr_t)1;
+    fg_assert_status(fg_model_create_random(NULL, &c, 1), FG_ERR_INVALID_ARG, "'model'");
+    fg_assert_status(fg_model_create_random(&m, NULL, 1), FG_ERR_INVALID_ARG, "'config'");
+    cr_assert(m == NULL);
+    fg_assert_status(fg_model_create_random(&m, &c, 1), FG_ERR_INVALID_ARG, "multiple");
+    fg_assert_status(fg_model_load(NULL, "x"), FG_ERR_INVALID_ARG, "'model'");
+    fg_assert_status(fg_model_load(&m, NULL), FG_ERR_INVALID_ARG, "'path'");
+    fg_assert_status(fg_model_load_hf(&m, NULL), FG_ERR_INVALID_ARG, "'dir'");
+    fg_assert_status(fg_model_load_llama2c(NULL, "x"), FG_ERR_INVALID_ARG, "'model'");
+    cr_assert(fg_model_config(NULL) == NULL && fg_model_weights(NULL) == NULL);
+    fg_model_destroy(NULL);
+}
+
+/* Malformed files -------------------------------------------------------------------------- */
+
+TestSuite(malformed, .init = make_tmp, .fini = remove_tmp);
+
+/* A small valid GPT-2 folder "base" and its parts, for editing. */
+typedef struct {
+    fg_test_model m;
+    st_list *l;
+    bytes json, data;
+} base_gpt2;
+
+static void base_init(base_gpt2 *b, fg_rng *rng)
+{
+    fg_config c = fg_config_gpt2(1, 8, 2, 6, 4);
+    fg_test_model_init(&b->m, &c, rng, 0);
+    b->l = calloc(1, sizeof *b->l);
+    gpt2_entries(b->l, &b->m, "F32", "");
+    b->json = (bytes){0}, b->data = (bytes){0};
+    st_build(b->l, &b->json, &b->data);
+    put(&b->json, "", 1);
+    b->json.len--; /* NUL-terminated for string edits */
+}
+
+static void base_free(base_gpt2 *b)
+{
+    st_free(b->l);
+    free(b->l);
+    free(b->json.p), free(b->data.p);
+    fg_test_model_free(&b->m);
+}
+
+/* A folder with the base config and this safetensors content. */
+static const char *folder_with(const base_gpt2 *b, const char *name, const char *json,
+                               const void *data, size_t data_len, uint64_t length_field)
+{
+    const char *dir = make_dir(name);
+    write_gpt2_config(dir, &b->m.cfg);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    st_write_parts(path, json, strlen(json), data, data_len, length_field);
+    return dir;
+}
+
+/* The base header with the first occurrence of `from` replaced by `to`. */
+static char *edited(const base_gpt2 *b, const char *from, const char *to)
+{
+    const char *json = (const char *)b->json.p, *at = strstr(json, from);
+    cr_assert(at != NULL, "'%s' not in the header", from);
+    char *out = malloc(strlen(json) + strlen(to) + 1);
+    const size_t head = (size_t)(at - json);
+    memcpy(out, json, head);
+    strcpy(out + head, to);
+    strcat(out, at + strlen(from));
+    return out;
+}
+
+static void expect_header_edit(const base_gpt2 *b, const char *name, const char *from,
+                               const char *to, fg_status code, const char *needle)
+{
+    char *json = edited(b, from, to);
+    const char *dir = folder_with(b, name, json, b->data.p, b->data.len, strlen(json));
+    load_fails(fg_model_load_hf, dir, code, needle);
+    free(json);
+}
+
+Test(malformed, base_folder_is_valid)
+{
+    fg_rng rng = fg_rng_make(501);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    const char *dir = folder_with(&b, "ok", (const char *)b.json.p, b.data.p, b.data.len,
+                                  b.json.len);
+    fg_model *m = load_ok(fg_model_load_hf, dir);
+    assert_same_weights(m, &b.m);
+    fg_model_destroy(m);
+    base_free(&b);
+}
+
+Test(malformed, safetensors_truncated_or_lying_about_sizes)
+{
+    fg_rng rng = fg_rng_make(502);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    const char *json = (const char *)b.json.p;
+    const size_t jl = b.json.len;
+    bytes whole = {0};
+    put_le32(&whole, (uint32_t)jl), put_le32(&whole, 0);
+    put(&whole, json, jl), put(&whole, b.data.p, b.data.len);
+    const size_t cuts[] = {0, 5, 8, 8 + jl / 2, 8 + jl, whole.len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "cut%zu", i);
+        const char *dir = make_dir(name);
+        write_gpt2_config(dir, &b.m.cfg);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        write_file(path, whole.p, cuts[i]);
+        load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, NULL);
+    }
+    /* the length field points past the end, or is absurd */
+    load_fails(fg_model_load_hf, folder_with(&b, "len1", json, b.data.p, b.data.len, jl + b.data.len + 1),
+               FG_ERR_FORMAT, "past the end");
+    load_fails(fg_model_load_hf, folder_with(&b, "len2", json, b.data.p, b.data.len, UINT64_MAX),
+               FG_ERR_FORMAT, "past the end");
+    /* shorter length: the header is cut mid-JSON */
+    load_fails(fg_model_load_hf, folder_with(&b, "len3", json, b.data.p, b.data.len, jl - 9),
+               FG_ERR_FORMAT, "JSON");
+    /* bytes after the last tensor */
+    bytes more = {0};
+    put(&more, b.data.p, b.data.len), put(&more, "junk", 4);
+    load_fails(fg_model_load_hf, folder_with(&b, "tail", json, more.p, more.len, jl),
+               FG_ERR_FORMAT, "data region");
+    free(more.p), free(whole.p);
+    base_free(&b);
+}
+
+Test(malformed, safetensors_bad_header_entries)
+{
+    fg_rng rng = fg_rng_make(503);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    char first[160], dup[400];
+    /* the first tensor entry as written, e.g. "wte.weight": {...} */
+    const char *e0 = strstr((const char *)b.json.p, "\"wte.weight\"");
+    cr_assert(e0 != NULL);
+    const char *e1 = strchr(e0, '}');
+    snprintf(first, sizeof first, "%.*s", (int)(e1 - e0 + 1), e0);
+
+    expect_header_edit(&b, "json", "{\"__metadata__\"", "{{\"__metadata__\"", FG_ERR_FORMAT,
+                       "not valid JSON");
+    expect_header_edit(&b, "notobj", "{\"__metadata__\": {\"format\": \"pt\"}, ",
+                       "[1, {\"a\": {\"format\": \"pt\"}, ", FG_ERR_FORMAT, NULL);
+    expect_header_edit(&b, "meta", "{\"format\": \"pt\"}", "[1]", FG_ERR_FORMAT, "__metadata__");
+    expect_header_edit(&b, "dtype", "\"dtype\": \"F32\"", "\"dtype\": \"Q4\"", FG_ERR_FORMAT,
+                       "unknown dtype 'Q4'");
+    expect_header_edit(&b, "nodtype", "\"dtype\": \"F32\"", "\"type\": \"F32\"", FG_ERR_FORMAT,
+                       "dtype");
+    expect_header_edit(&b, "noshape", "\"shape\"", "\"shap\"", FG_ERR_FORMAT, "shape");
+    expect_header_edit(&b, "negshape", "\"shape\": [6", "\"shape\": [-6", FG_ERR_FORMAT,
+                       "non-negative integer");
+    expect_header_edit(&b, "fracshape", "\"shape\": [6", "\"shape\": [6.5", FG_ERR_FORMAT,
+                       "non-negative integer");
+    expect_header_edit(&b, "strshape", "\"shape\": [6", "\"shape\": [\"6\"", FG_ERR_FORMAT,
+                       "non-negative integer");
+    expect_header_edit(&b, "bigshape", "\"shape\": [6", "\"shape\": [1e300", FG_ERR_FORMAT,
+                       "non-negative integer");
+    expect_header_edit(&b, "overflow", "\"shape\": [6", "\"shape\": [4294967296, 4294967296, 6",
+                       FG_ERR_FORMAT, "more than");
+    expect_header_edit(&b, "nooffsets", "\"data_offsets\"", "\"offsets\"", FG_ERR_FORMAT,
+                       "data_offsets");
+    expect_header_edit(&b, "threeoffsets", "\"data_offsets\": [0, ", "\"data_offsets\": [0, 0, ",
+                       FG_ERR_FORMAT, "data_offsets");
+    expect_header_edit(&b, "reversed", "\"data_offsets\": [0, 192]", "\"data_offsets\": [192, 0]",
+                       FG_ERR_FORMAT, "not within");
+    expect_header_edit(&b, "pastend", "\"data_offsets\": [0, 192]",
+                       "\"data_offsets\": [0, 99999999]", FG_ERR_FORMAT, "not within");
+    /* the byte count disagrees with shape x dtype */
+    expect_header_edit(&b, "bytes", "\"dtype\": \"F32\"", "\"dtype\": \"F16\"", FG_ERR_FORMAT,
+                       "need 96");
+    /* two tensors on the same bytes, and a gap */
+    snprintf(dup, sizeof dup, "%s, \"extra\": {\"dtype\": \"F32\", \"shape\": [48], "
+                              "\"data_offsets\": [0, 192]}", first);
+    expect_header_edit(&b, "overlap", first, dup, FG_ERR_FORMAT, "must not overlap");
+    expect_header_edit(&b, "gap", "\"data_offsets\": [0, 192]", "\"data_offsets\": [4, 196]",
+                       FG_ERR_FORMAT, NULL);
+    /* the same name twice */
+    snprintf(dup, sizeof dup, "%s, %s", first, first);
+    expect_header_edit(&b, "duplicate", first, dup, FG_ERR_FORMAT, "duplicate tensor name 'wte.weight'");
+    /* a NUL inside the header */
+    char *json = edited(&b, "\"format\"", "\"for\x01" "at\"");
+    *strchr(json, '\x01') = '\0';
+    const size_t jl = strlen(json) + 1 + strlen(json + strlen(json) + 1);
+    const char *dir = make_dir("nul");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write_parts(tmp_path("nul/model.safetensors"), json, jl, b.data.p, b.data.len, jl);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "NUL");
+    free(json);
+    base_free(&b);
+}
+
+/* Files whose header is valid but whose tensors do not fit the config. */
+Test(malformed, safetensors_missing_or_misshapen_tensors)
+{
+    fg_rng rng = fg_rng_make(504);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    const char *dir;
+    st_list *l = calloc(1, sizeof *l);
+
+    /* drop one tensor: ln_f.bias is last */
+    *l = *b.l;
+    l->n--;
+    dir = make_dir("missing");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("missing/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "missing tensor 'ln_f.bias'");
+
+    /* c_attn weight written transposed */
+    *l = *b.l;
+    for (int i = 0; i < l->n; i++)
+        if (strstr(l->t[i].name, "c_attn.weight")) {
+            const long long t = l->t[i].shape[0];
+            l->t[i].shape[0] = l->t[i].shape[1], l->t[i].shape[1] = t;
+        }
+    dir = make_dir("shape");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("shape/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "has shape [24, 8], expected [8, 24]");
+
+    /* a 1-D tensor stored as 2-D */
+    *l = *b.l;
+    l->t[l->n - 1].n_dims = 2, l->t[l->n - 1].shape[1] = 1;
+    dir = make_dir("rank");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("rank/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "expected [8]");
+
+    /* a needed tensor in a dtype the loader cannot convert */
+    dir = make_dir("f64");
+    write_gpt2_config(dir, &b.m.cfg);
+    char *json = edited(&b, "\"dtype\": \"F32\", \"shape\": [6, 8], \"data_offsets\": [0, 192]",
+                        "\"dtype\": \"F64\", \"shape\": [6, 4], \"data_offsets\": [0, 192]");
+    st_write_parts(tmp_path("f64/model.safetensors"), json, strlen(json), b.data.p, b.data.len,
+                   strlen(json));
+    load_fails(fg_model_load_hf, dir, FG_ERR_UNSUPPORTED, "only F32, F16 and BF16");
+    free(json);
+
+    /* an unknown extra tensor would change the model: refused */
+    *l = *b.l;
+    st_add(l, "F32", b.m.w.ln_f_g, 1, 8, 0, "h.0.attn.c_attn.extra");
+    dir = make_dir("extra");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("extra/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_UNSUPPORTED, "'h.0.attn.c_attn.extra' is not used");
+
+    /* a classifier copy of the wrong shape */
+    *l = *b.l;
+    st_add(l, "F32", b.m.w.wte, 2, 8, 6, "lm_head.weight");
+    dir = make_dir("lmhead");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("lmhead/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "'lm_head.weight' has shape [8, 6]");
+
+    /* the config claims more layers (and a wider model) than the file holds */
+    *l = *b.l;
+    const fg_config keep = b.m.cfg;
+    b.m.cfg.n_layer = 4000;
+    dir = make_dir("layers");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("layers/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "missing tensor 'h.1.ln_1.weight'");
+    b.m.cfg = keep;
+    b.m.cfg.n_embd = 1 << 23, b.m.cfg.vocab_size = 1 << 23;
+    dir = make_dir("wide");
+    write_gpt2_config(dir, &b.m.cfg);
+    st_write(tmp_path("wide/model.safetensors"), l);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "has shape [6, 8], expected [8388608, 8388608]");
+    b.m.cfg = keep;
+    l->n = 0; /* entries are shared with the base list */
+    free(l);
+    base_free(&b);
+}
+
+static void expect_config(const base_gpt2 *b, const char *name, const char *config,
+                          fg_status code, const char *needle)
+{
+    const char *dir = folder_with(b, name, (const char *)b->json.p, b->data.p, b->data.len,
+                                  b->json.len);
+    write_text(dir, "config.json", config);
+    load_fails(fg_model_load_hf, dir, code, needle);
+}
+
+#define GPT2_KEYS "\"n_layer\": 1, \"n_head\": 2, \"n_positions\": 4, \"vocab_size\": 6"
+
+Test(malformed, config_json)
+{
+    fg_rng rng = fg_rng_make(505);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    expect_config(&b, "c1", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8",
+                  FG_ERR_FORMAT, "not valid JSON");
+    expect_config(&b, "c2", "[\"gpt2\"]", FG_ERR_FORMAT, "not a JSON object");
+    expect_config(&b, "c3", "{" GPT2_KEYS ", \"n_embd\": 8}", FG_ERR_FORMAT,
+                  "missing key \"model_type\"");
+    expect_config(&b, "c4", "{\"model_type\": \"bert\", " GPT2_KEYS ", \"n_embd\": 8}",
+                  FG_ERR_UNSUPPORTED, "model_type \"bert\"");
+    expect_config(&b, "c5", "{\"model_type\": 2, " GPT2_KEYS ", \"n_embd\": 8}",
+                  FG_ERR_FORMAT, "must be a string");
+    expect_config(&b, "c6", "{\"model_type\": \"gpt2\", " GPT2_KEYS "}", FG_ERR_FORMAT,
+                  "missing key \"n_embd\"");
+    expect_config(&b, "c7", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 1e9}",
+                  FG_ERR_FORMAT, "\"n_embd\" must be an integer in [1, 16777216] (got 1000000000)");
+    expect_config(&b, "c8", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8.5}",
+                  FG_ERR_FORMAT, "(got 8.5)");
+    expect_config(&b, "c9", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": -8}",
+                  FG_ERR_FORMAT, "(got -8)");
+    expect_config(&b, "c10", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": \"8\"}",
+                  FG_ERR_FORMAT, "(got \"8\")");
+    expect_config(&b, "c11", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 9}",
+                  FG_ERR_FORMAT, "invalid configuration: config.n_embd (9) must be a multiple");
+    expect_config(&b, "c12", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8, "
+                             "\"layer_norm_epsilon\": -1}", FG_ERR_FORMAT, "layer_norm_epsilon");
+    expect_config(&b, "c13", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8, "
+                             "\"use_rope\": \"yes\"}", FG_ERR_FORMAT, "use_rope");
+    expect_config(&b, "c14", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8, "
+                             "\"activation_function\": \"relu\"}", FG_ERR_UNSUPPORTED, "relu");
+    expect_config(&b, "c15", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8, "
+                             "\"n_kv_head\": 3}", FG_ERR_FORMAT, "n_kv_head");
+    expect_config(&b, "c16", "", FG_ERR_FORMAT, "not valid JSON");
+    expect_config(&b, "c17", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
+                             "\"num_attention_heads\": 2, \"hidden_size\": 8, "
+                             "\"intermediate_size\": 8, \"vocab_size\": 6, "
+                             "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}",
+                  FG_ERR_UNSUPPORTED, "rope_scaling");
+    expect_config(&b, "c18", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
+                             "\"num_attention_heads\": 2, \"hidden_size\": 8, "
+                             "\"intermediate_size\": 0, \"vocab_size\": 6}",
+                  FG_ERR_FORMAT, "\"intermediate_size\" must be an integer");
+    /* valid JSON of the wrong family for these tensors */
+    expect_config(&b, "c19", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
+                             "\"num_attention_heads\": 2, \"hidden_size\": 8, "
+                             "\"intermediate_size\": 32, \"vocab_size\": 6}",
+                  FG_ERR_FORMAT, "missing tensor 'model.embed_tokens.weight'");
+    base_free(&b);
+}
+
+Test(malformed, missing_files_are_io_errors)
+{
+    fg_rng rng = fg_rng_make(506);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    load_fails(fg_model_load, tmp_path("nothing-here"), FG_ERR_IO, "cannot open");
+    load_fails(fg_model_load_llama2c, tmp_path("nothing.bin"), FG_ERR_IO, "cannot open");
+    load_fails(fg_model_load_hf, tmp_path("nothing"), FG_ERR_IO, "config.json");
+    const char *dir = make_dir("noweights");
+    write_gpt2_config(dir, &b.m.cfg);
+    load_fails(fg_model_load_hf, dir, FG_ERR_IO, "model.safetensors");
+    write_text(dir, "model.safetensors.index.json", "{}");
+    load_fails(fg_model_load_hf, dir, FG_ERR_UNSUPPORTED, "sharded");
+    /* a folder given as a llama2.c file */
+    load_fails(fg_model_load_llama2c, dir, FG_ERR_IO, "not a regular file");
+    base_free(&b);
+}
+
+static void expect_llama2c(const char *name, const void *data, size_t n, fg_status code,
+                           const char *needle)
+{
+    const char *path = tmp_path("%s.bin", name);
+    write_file(path, data, n);
+    load_fails(fg_model_load_llama2c, path, code, needle);
+    load_fails(fg_model_load, path, code, needle);
+}
+
+Test(malformed, llama2c_files)
+{
+    fg_rng rng = fg_rng_make(507);
+    fg_config c = fg_config_llama(2, 16, 4, 2, 24, 10, 6);
+    fg_test_model m;
+    fg_test_model_init(&m, &c, &rng, 1);
+    bytes b = {0};
+    llama2c_bytes(&b, &m);
+    int32_t h[7];
+    memcpy(h, b.p, sizeof h);
+    expect_llama2c("empty", b.p, 0, FG_ERR_FORMAT, "shorter than the 28-byte header");
+    expect_llama2c("short", b.p, 20, FG_ERR_FORMAT, "shorter than the 28-byte header");
+    expect_llama2c("header", b.p, 28, FG_ERR_FORMAT, "implies");
+    expect_llama2c("trunc", b.p, b.len - 4, FG_ERR_FORMAT, "implies");
+    bytes longer = {0};
+    put(&longer, b.p, b.len), put(&longer, "x", 1);
+    expect_llama2c("long", longer.p, longer.len, FG_ERR_FORMAT, "implies");
+    free(longer.p);
+    /* untied file whose header claims a tied classifier: size mismatch */
+    const int32_t tied_vocab = 10;
+    memcpy(b.p + 20, &tied_vocab, 4);
+    expect_llama2c("tied", b.p, b.len, FG_ERR_FORMAT, "implies");
+    static const struct {
+        int field;
+        int32_t value;
+        const char *needle;
+    } edits[] = {
+        {0, -16, "dim is -16"}, {2, 0, "n_layers is 0"}, {5, 0, "vocab_size is 0"},
+        {5, INT32_MIN, "vocab_size"}, {6, -1, "seq_len"},
+        {3, 3, "must be a multiple"},        /* dim 16 % 3 heads */
+        {4, 3, "must be a multiple"},        /* 4 heads % 3 kv heads */
+        {3, 16, "even head_dim"},            /* head_dim 1 */
+        {0, 0x7fffffff, "invalid configuration"}, /* dim not divisible */
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        memcpy(b.p, h, sizeof h);
+        memcpy(b.p + 4 * edits[i].field, &edits[i].value, 4);
+        char name[32];
+        snprintf(name, sizeof name, "edit%zu", i);
+        expect_llama2c(name, b.p, b.len, FG_ERR_FORMAT, edits[i].needle);
+    }
+    /* dimensions whose file size overflows 64 bits, and ones that are merely
+     * huge: both refused before any allocation */
+    const int32_t huge[7] = {1 << 30, 0x7fffffff, 0x7fffffff, 1 << 20, 1 << 20, 1 << 30, 1 << 30};
+    memcpy(b.p, huge, sizeof huge);
+    expect_llama2c("huge", b.p, b.len, FG_ERR_FORMAT, NULL);
+    const int32_t big[7] = {1 << 16, 1 << 16, 64, 1 << 10, 1 << 10, 1 << 16, 1 << 16};
+    memcpy(b.p, big, sizeof big);
+    expect_llama2c("big", b.p, b.len, FG_ERR_FORMAT, "implies");
+    /* a versioned export */
+    const uint32_t magic = 0x616b3432;
+    memcpy(b.p, &magic, 4);
+    expect_llama2c("magic", b.p, b.len, FG_ERR_UNSUPPORTED, "ak42");
+    free(b.p);
+    fg_test_model_free(&m);
+}
