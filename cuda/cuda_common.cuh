@@ -1,6 +1,6 @@
 /* Shared helpers of the CUDA path: error checking that turns every CUDA /
  * cuBLAS failure into FG_ERR_CUDA with the error text in fg_last_error(),
- * and small device utilities. Included by cuda/*.cu only. */
+ * and small device utilities. Included by the .cu files in cuda/ only. */
 #ifndef FLASHGPT_CUDA_COMMON_CUH
 #define FLASHGPT_CUDA_COMMON_CUH
 
@@ -10,14 +10,18 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-/* Returns FG_ERR_CUDA from the enclosing function when `call` fails. */
+/* Returns FG_ERR_CUDA from the enclosing function when `call` fails. The
+ * runtime also records the error as "last error"; it is cleared here so that
+ * the next FG_CUDA_LAUNCHED does not report it a second time. */
 #define FG_CUDA_TRY(fn, call)                                                   \
     do {                                                                        \
         cudaError_t fg_cuda_err_ = (call);                                      \
-        if (fg_cuda_err_ != cudaSuccess)                                        \
+        if (fg_cuda_err_ != cudaSuccess) {                                      \
+            (void)cudaGetLastError();                                           \
             return fg_fail(FG_ERR_CUDA, "%s: %s failed: %s (%s)", (fn), #call,  \
                            cudaGetErrorString(fg_cuda_err_),                    \
                            cudaGetErrorName(fg_cuda_err_));                     \
+        }                                                                       \
     } while (0)
 
 /* Checks the launch just made (bad configuration, missing device code...). */

@@ -79,6 +79,8 @@ UNAVAILABLE(fg_cuda_block, (float *x, int T, fg_cuda_model *model, fg_cuda_kv_ca
                             int layer))
 UNAVAILABLE(fg_cuda_forward, (float *logits, float *probs, fg_cuda_model *model,
                               fg_cuda_kv_cache *cache, const int *ids, int T))
+UNAVAILABLE(fg_cuda_forward_last, (float *logits, fg_cuda_model *model, fg_cuda_kv_cache *cache,
+                                   const int *ids, int T))
 #else
 /* ISO C forbids an empty translation unit. */
 typedef int fg_cuda_unavailable_unused;

@@ -137,6 +137,11 @@ fg_status fg_cuda_block(float *x, int T, fg_cuda_model *model,
 fg_status fg_cuda_forward(float *logits, float *probs, fg_cuda_model *model,
                           fg_cuda_kv_cache *cache, const int *ids, int T);
 
+/* fg_cuda_forward computing only the last token's logits (host, vocab),
+ * like fg_ref_forward_last. */
+fg_status fg_cuda_forward_last(float *logits, fg_cuda_model *model,
+                               fg_cuda_kv_cache *cache, const int *ids, int T);
+
 #ifdef __cplusplus
 }
 #endif

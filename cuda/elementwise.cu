@@ -1,0 +1,131 @@
+/* CUDA elementwise operations: GELU, bias + GELU, SiLU-multiply and the
+ * residual add (SPEC 6 and "Model families").
+ *
+ * GELU is the tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))); SiLU is
+ * a / (1 + exp(-a)); both in fp32 with the accurate expf. Biases are
+ * (cols) vectors broadcast over rows. In place (y == x) is allowed.
+ * Design: grid-stride loops, one element per thread per step, 64-bit
+ * indices; bias + GELU and SiLU-multiply read their inputs once and write
+ * once, which is all a memory-bound elementwise pass can do. */
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+#include "reduce.cuh"
+#include "validate.h"
+
+namespace {
+
+/* 0.5(1 + tanh(z)) == 1 / (1 + exp(-2z)): the same function without the
+ * cancellation of 1 + tanh(z) for negative z. */
+__device__ inline float gelu(float x)
+{
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    const float z = k * (x + 0.044715f * x * x * x);
+    return x / (1.0f + expf(-2.0f * z));
+}
+
+__device__ inline float silu(float a) { return a / (1.0f + expf(-a)); }
+
+#define GRID_STRIDE(e, total)                                                   \
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;        \
+         e < (total); e += (long long)gridDim.x * blockDim.x)
+
+__global__ void bias_gelu_kernel(float *y, const float *x, const float *b,
+                                 long long rows, int cols)
+{
+    GRID_STRIDE(e, rows * cols)
+    {
+        const float v = b ? x[e] + b[e % cols] : x[e];
+        y[e] = gelu(v);
+    }
+}
+
+__global__ void silu_mul_kernel(float *y, const float *gate, const float *up,
+                                long long rows, int cols, long long in_row_stride)
+{
+    GRID_STRIDE(e, rows * cols)
+    {
+        const long long in = (e / cols) * in_row_stride + e % cols;
+        y[e] = silu(gate[in]) * up[in];
+    }
+}
+
+__global__ void add_rows_kernel(float *x, const float *delta, const float *b,
+                                long long rows, int cols)
+{
+    GRID_STRIDE(e, rows * cols)
+    {
+        x[e] += b ? delta[e] + b[e % cols] : delta[e];
+    }
+}
+
+static const int kThreads = 256;
+
+} // namespace
+
+extern "C" fg_status fgi_cuda_bias_gelu(const char *fn, float *y, const float *x,
+                                        const float *b, long long rows, int cols,
+                                        cudaStream_t stream)
+{
+    bias_gelu_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
+        y, x, b, rows, cols);
+    FG_CUDA_LAUNCHED(fn, "bias_gelu_kernel");
+    return FG_OK;
+}
+
+extern "C" fg_status fgi_cuda_silu_mul_rows(const char *fn, float *y, const float *gate,
+                                            const float *up, long long rows, int cols,
+                                            long long in_row_stride, cudaStream_t stream)
+{
+    silu_mul_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
+        y, gate, up, rows, cols, in_row_stride);
+    FG_CUDA_LAUNCHED(fn, "silu_mul_kernel");
+    return FG_OK;
+}
+
+extern "C" fg_status fgi_cuda_add_rows(const char *fn, float *x, const float *delta,
+                                       const float *b, long long rows, int cols,
+                                       cudaStream_t stream)
+{
+    add_rows_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
+        x, delta, b, rows, cols);
+    FG_CUDA_LAUNCHED(fn, "add_rows_kernel");
+    return FG_OK;
+}
+
+extern "C" fg_status fg_cuda_gelu(float *y, const float *x, int n, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_gelu";
+    FG_TRY(fgi_check_elementwise(fn, y, "x", x, n));
+    FG_TRY(fgi_cuda_check_device(fn));
+    return fgi_cuda_bias_gelu(fn, y, x, NULL, 1, n, stream);
+}
+
+/* b may be NULL; y == x allowed; b must not overlap y. */
+extern "C" fg_status fg_cuda_bias_gelu(float *y, const float *x, const float *b, int rows,
+                                       int cols, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_bias_gelu";
+    size_t elems;
+    FG_TRY(fg_check_ptr(fn, "y", y));
+    FG_TRY(fg_check_ptr(fn, "x", x));
+    FG_TRY(fg_check_min(fn, "rows", rows, 1));
+    FG_TRY(fg_check_min(fn, "cols", cols, 1));
+    FG_TRY(fg_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
+                          (long long)cols));
+    const size_t bytes = sizeof(float) * elems;
+    if (y != x) FG_TRY(fg_check_disjoint(fn, "y", y, bytes, "x", x, bytes));
+    if (b != NULL)
+        FG_TRY(fg_check_disjoint(fn, "y", y, bytes, "b", b, sizeof(float) * (size_t)cols));
+    FG_TRY(fgi_cuda_check_device(fn));
+    return fgi_cuda_bias_gelu(fn, y, x, b, rows, cols, stream);
+}
+
+extern "C" fg_status fg_cuda_silu_mul(float *y, const float *gate, const float *up, int n,
+                                      cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_silu_mul";
+    FG_TRY(fgi_check_elementwise(fn, y, "gate", gate, n));
+    FG_TRY(fgi_check_elementwise(fn, y, "up", up, n));
+    FG_TRY(fgi_cuda_check_device(fn));
+    return fgi_cuda_silu_mul_rows(fn, y, gate, up, 1, n, n, stream);
+}

@@ -1,0 +1,58 @@
+/* CUDA split / merge of attention heads (SPEC 4): pure layout changes.
+ *
+ * split: x (seq, n_head*head_dim) -> out (n_head, seq, head_dim), head h
+ * taking columns [h*head_dim, (h+1)*head_dim); merge is the inverse. The GPU
+ * decoder never needs them: it reads q in place from its fused projection
+ * and writes each head straight into its columns of the merged output.
+ * Design: both are the same (a, b, d) -> (b, a, d) swap of the two outer
+ * axes; one thread per output element, so writes are coalesced and reads
+ * come in contiguous runs of head_dim floats. */
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+#include "reduce.cuh"
+#include "validate.h"
+
+namespace {
+
+/* x (a, b, d) -> out (b, a, d). */
+__global__ void swap_outer_axes_kernel(float *__restrict__ out,
+                                       const float *__restrict__ x, int a, int b, int d)
+{
+    const long long total = (long long)a * b * d;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long k = e % d, rest = e / d;  /* out index (jb, ia, k) */
+        const long long ia = rest % a, jb = rest / a;
+        out[e] = x[(ia * b + jb) * d + k];
+    }
+}
+
+static fg_status swap_outer_axes(const char *fn, float *out, const float *x, int a,
+                                 int b, int d, cudaStream_t stream)
+{
+    const int threads = 256;
+    swap_outer_axes_kernel<<<fgi_grid_blocks((long long)a * b * d, threads), threads, 0,
+                             stream>>>(out, x, a, b, d);
+    FG_CUDA_LAUNCHED(fn, "swap_outer_axes_kernel");
+    return FG_OK;
+}
+
+} // namespace
+
+extern "C" fg_status fg_cuda_split_heads(float *out, const float *x, int seq, int n_head,
+                                         int head_dim, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_split_heads";
+    FG_TRY(fgi_check_swap_heads(fn, out, x, seq, n_head, head_dim, "seq", "n_head"));
+    FG_TRY(fgi_cuda_check_device(fn));
+    return swap_outer_axes(fn, out, x, seq, n_head, head_dim, stream);
+}
+
+extern "C" fg_status fg_cuda_merge_heads(float *out, const float *x, int n_head, int seq,
+                                         int head_dim, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_merge_heads";
+    FG_TRY(fgi_check_swap_heads(fn, out, x, n_head, seq, head_dim, "n_head", "seq"));
+    FG_TRY(fgi_cuda_check_device(fn));
+    return swap_outer_axes(fn, out, x, n_head, seq, head_dim, stream);
+}

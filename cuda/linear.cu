@@ -1,0 +1,147 @@
+/* CUDA linear layers and MLPs through cuBLAS (SPEC 6, "Model families").
+ *
+ * Row-major y (rows, out) = x (rows, in) @ w (in, out) + b. cuBLAS is
+ * column-major, where a row-major (r, c) buffer reads as its (c, r)
+ * transpose, so y^T = w^T x^T is one column-major SGEMM with the operands
+ * swapped and no copies; the classifier's w^T with w (out, in) is the same
+ * call with op(A) = A^T. A bias is broadcast into y first and the GEMM then
+ * accumulates into it (beta = 1). Math mode is CUBLAS_DEFAULT_MATH, which
+ * for fp32 never drops to TF32, so results stay within the fp32 tolerance.
+ * Design: all the arithmetic is cuBLAS SGEMM; the only kernel here is the
+ * bias broadcast. The standalone fg_cuda_linear / ffn / swiglu_ffn have no
+ * place to keep a cuBLAS handle (the library has no globals), so each call
+ * creates and destroys one (slow: a convenience path for tests and one-off
+ * use); the decoder owns a persistent handle and calls fgi_cuda_gemm. */
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+#include "reduce.cuh"
+#include "validate.h"
+
+extern "C" fg_status fgi_cuda_blas_create(const char *fn, cublasHandle_t *handle,
+                                          cudaStream_t stream)
+{
+    cublasHandle_t h = NULL;
+    *handle = NULL;
+    FG_CUBLAS_TRY(fn, cublasCreate(&h));
+    cublasStatus_t st = cublasSetStream(h, stream);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        cublasDestroy(h);
+        return fg_fail(FG_ERR_CUDA, "%s: configuring the cuBLAS handle failed: %s", fn,
+                       cublasGetStatusString(st));
+    }
+    *handle = h;
+    return FG_OK;
+}
+
+namespace {
+
+/* y (rows, cols): every row = b (cols). */
+__global__ void broadcast_rows_kernel(float *y, const float *b, long long rows, int cols)
+{
+    const long long total = rows * cols;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x)
+        y[e] = b[e % cols];
+}
+
+} // namespace
+
+extern "C" fg_status fgi_cuda_gemm(const char *fn, cublasHandle_t handle, float *y,
+                                   const float *x, const float *w, const float *b,
+                                   int rows, int in, int out, int w_transposed,
+                                   cudaStream_t stream)
+{
+    const float one = 1.0f, zero = 0.0f;
+    if (b != NULL) {
+        const int threads = 256;
+        broadcast_rows_kernel<<<fgi_grid_blocks((long long)rows * out, threads), threads,
+                                0, stream>>>(y, b, rows, out);
+        FG_CUDA_LAUNCHED(fn, "broadcast_rows_kernel");
+    }
+    /* column-major: y^T (out, rows) = op(A) (out, in) * x^T (in, rows) */
+    FG_CUBLAS_TRY(fn, cublasSgemm(handle, w_transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                  CUBLAS_OP_N, out, rows, in, &one, w,
+                                  w_transposed ? in : out, x, in, b ? &one : &zero, y,
+                                  out));
+    return FG_OK;
+}
+
+namespace {
+
+/* Resources of one standalone call, released on every path. */
+struct standalone_call {
+    cublasHandle_t blas = NULL;
+    void *scratch = NULL;
+    cudaStream_t stream = 0;
+    ~standalone_call()
+    {
+        if (scratch && cudaFreeAsync(scratch, stream) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (blas) (void)cublasDestroy(blas);
+    }
+    fg_status begin(const char *fn, cudaStream_t s, size_t scratch_bytes)
+    {
+        stream = s;
+        FG_TRY(fgi_cuda_check_device(fn));
+        FG_TRY(fgi_cuda_blas_create(fn, &blas, s));
+        if (scratch_bytes > 0) {
+            cudaError_t err = cudaMallocAsync(&scratch, scratch_bytes, s);
+            if (err != cudaSuccess) {
+                scratch = NULL;
+                (void)cudaGetLastError();
+                return fg_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
+                               "%s: %zu bytes of device scratch: %s", fn, scratch_bytes,
+                               cudaGetErrorString(err));
+            }
+        }
+        return FG_OK;
+    }
+};
+
+} // namespace
+
+extern "C" fg_status fg_cuda_linear(float *y, const float *x, const float *w,
+                                    const float *b, int rows, int in, int out,
+                                    cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_linear";
+    FG_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
+    standalone_call call;
+    FG_TRY(call.begin(fn, stream, 0));
+    return fgi_cuda_gemm(fn, call.blas, y, x, w, b, rows, in, out, 0, stream);
+}
+
+extern "C" fg_status fg_cuda_ffn(float *y, const float *x, const float *w_fc,
+                                 const float *b_fc, const float *w_proj,
+                                 const float *b_proj, int rows, int hidden, int inner,
+                                 cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_ffn";
+    FG_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
+    standalone_call call;
+    FG_TRY(call.begin(fn, stream, sizeof(float) * (size_t)rows * (size_t)inner));
+    float *h = (float *)call.scratch; /* (rows, inner) */
+    FG_TRY(fgi_cuda_gemm(fn, call.blas, h, x, w_fc, NULL, rows, hidden, inner, 0, stream));
+    FG_TRY(fgi_cuda_bias_gelu(fn, h, h, b_fc, rows, inner, stream));
+    return fgi_cuda_gemm(fn, call.blas, y, h, w_proj, b_proj, rows, inner, hidden, 0,
+                         stream);
+}
+
+extern "C" fg_status fg_cuda_swiglu_ffn(float *y, const float *x, const float *w_gate,
+                                        const float *w_up, const float *w_down, int rows,
+                                        int hidden, int inner, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_swiglu_ffn";
+    FG_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
+    const size_t n = (size_t)rows * (size_t)inner;
+    standalone_call call;
+    FG_TRY(call.begin(fn, stream, 2 * sizeof(float) * n));
+    float *gate = (float *)call.scratch, *up = gate + n; /* (rows, inner) each */
+    FG_TRY(fgi_cuda_gemm(fn, call.blas, gate, x, w_gate, NULL, rows, hidden, inner, 0,
+                         stream));
+    FG_TRY(fgi_cuda_gemm(fn, call.blas, up, x, w_up, NULL, rows, hidden, inner, 0, stream));
+    FG_TRY(fgi_cuda_silu_mul_rows(fn, gate, gate, up, rows, inner, inner, stream));
+    return fgi_cuda_gemm(fn, call.blas, y, gate, w_down, NULL, rows, inner, hidden, 0,
+                         stream);
+}

@@ -1,0 +1,151 @@
+/* CUDA LayerNorm and RMSNorm over the last axis, alone or fused with the
+ * residual add before them (SPEC 6 and "Model families").
+ *
+ * LayerNorm: y = g * (x - mean) / sqrt(var + eps) + b with the biased
+ * variance; RMSNorm: y = g * x / sqrt(mean(x^2) + eps). The fused form first
+ * does x += delta (+ bias), stores the new x, and normalises it. y == x is
+ * allowed. Sums are fp32; LayerNorm centres every value on the row's first
+ * element before summing, then takes the variance in a second pass around
+ * the mean, so a large common offset costs no precision.
+ * Design: one block per row; the row is read from global memory once into
+ * shared memory (rows up to 12000 floats; longer rows are re-read from
+ * global), block reductions use warp shuffles, and the affine is applied in
+ * the final write pass. */
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+#include "reduce.cuh"
+#include "validate.h"
+
+/* Rows cached in dynamic shared memory: static + dynamic shared memory must
+ * stay within the 48 KiB a launch gets without opting in. */
+#define NORM_SMEM_FLOATS 12000
+
+namespace {
+
+/* CACHE: the row lives in shared memory after the first pass. */
+template <bool RMS, bool CACHE>
+__global__ void norm_kernel(fgi_norm_args a)
+{
+    extern __shared__ float row_cache[];
+    __shared__ float scratch[32];
+    const long long r = blockIdx.x;
+    const int cols = a.cols;
+    float *x = a.x + r * cols, *y = a.y + r * cols;
+    const float *delta = a.delta ? a.delta + r * cols : NULL;
+
+    /* The value of element j after the (optional) residual add. */
+    auto input = [&](int j) {
+        float v = x[j];
+        if (delta) v += a.delta_bias ? delta[j] + a.delta_bias[j] : delta[j];
+        return v;
+    };
+    /* LayerNorm's shift: every thread reads element 0 before anyone writes x. */
+    const float shift = RMS ? 0.0f : input(0);
+    if (delta) __syncthreads();
+
+    float acc = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float v = input(j);
+        if (delta) x[j] = v;
+        if (CACHE) row_cache[j] = v;
+        acc += RMS ? v * v : v - shift;
+    }
+    acc = fgi_block_reduce(acc, 0.0f, fgi_sum_op(), scratch);
+    /* Later passes read back only elements this thread wrote (or x itself). */
+    auto value = [&](int j) { return CACHE ? row_cache[j] : x[j]; };
+
+    if (RMS) {
+        const float inv_rms = 1.0f / sqrtf(acc / (float)cols + a.eps);
+        for (int j = threadIdx.x; j < cols; j += blockDim.x)
+            y[j] = a.g[j] * (value(j) * inv_rms);
+        return;
+    }
+    const float centred_mean = acc / (float)cols; /* mean - shift */
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float d = (value(j) - shift) - centred_mean;
+        ss += d * d;
+    }
+    ss = fgi_block_reduce(ss, 0.0f, fgi_sum_op(), scratch);
+    const float inv_std = 1.0f / sqrtf(ss / (float)cols + a.eps);
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float norm = ((value(j) - shift) - centred_mean) * inv_std;
+        y[j] = a.g[j] * norm + (a.b ? a.b[j] : 0.0f);
+    }
+}
+
+template <bool RMS>
+static fg_status launch_norm(const char *fn, const fgi_norm_args *a, cudaStream_t stream)
+{
+    const int threads = fgi_row_threads(a->cols, 8);
+    if (a->cols <= NORM_SMEM_FLOATS) {
+        norm_kernel<RMS, true><<<(unsigned)a->rows, threads,
+                                 sizeof(float) * (size_t)a->cols, stream>>>(*a);
+    } else {
+        norm_kernel<RMS, false><<<(unsigned)a->rows, threads, 0, stream>>>(*a);
+    }
+    FG_CUDA_LAUNCHED(fn, "norm_kernel");
+    return FG_OK;
+}
+
+} // namespace
+
+extern "C" fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
+                                   cudaStream_t stream)
+{
+    if (a->rows > 0x7fffffffLL)
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: more than 2^31-1 rows (got %lld)", fn,
+                       a->rows);
+    return a->rms ? launch_norm<true>(fn, a, stream) : launch_norm<false>(fn, a, stream);
+}
+
+static fg_status norm(const char *fn, float *y, float *x, const float *delta,
+                      const float *g, const float *b, int rows, int cols, float eps,
+                      int rms, cudaStream_t stream)
+{
+    FG_TRY(fgi_cuda_check_device(fn));
+    fgi_norm_args a;
+    a.y = y;
+    a.x = x;
+    a.delta = delta;
+    a.delta_bias = NULL;
+    a.g = g;
+    a.b = b;
+    a.rows = rows;
+    a.cols = cols;
+    a.eps = eps;
+    a.rms = rms;
+    return fgi_cuda_norm(fn, &a, stream);
+}
+
+extern "C" fg_status fg_cuda_layer_norm(float *y, const float *x, const float *g,
+                                        const float *b, int rows, int cols, float eps,
+                                        cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_layer_norm";
+    FG_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
+    /* x is only read: the kernel writes x only when a delta is given. */
+    return norm(fn, y, (float *)x, NULL, g, b, rows, cols, eps, 0, stream);
+}
+
+extern "C" fg_status fg_cuda_rms_norm(float *y, const float *x, const float *g, int rows,
+                                      int cols, float eps, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_rms_norm";
+    FG_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
+    return norm(fn, y, (float *)x, NULL, g, NULL, rows, cols, eps, 1, stream);
+}
+
+/* delta (rows, cols) must not overlap x or y (y == x is allowed). */
+extern "C" fg_status fg_cuda_add_layer_norm(float *y, float *x, const float *delta,
+                                            const float *g, const float *b, int rows,
+                                            int cols, float eps, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_add_layer_norm";
+    FG_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
+    FG_TRY(fg_check_ptr(fn, "delta", delta));
+    const size_t bytes = sizeof(float) * (size_t)rows * (size_t)cols;
+    FG_TRY(fg_check_disjoint(fn, "delta", delta, bytes, "x", x, bytes));
+    FG_TRY(fg_check_disjoint(fn, "delta", delta, bytes, "y", y, bytes));
+    return norm(fn, y, x, delta, g, b, rows, cols, eps, 0, stream);
+}

@@ -1,0 +1,96 @@
+/* Internal launchers of the CUDA path (prefix fgi_cuda_), shared by the
+ * public fg_cuda_* entry points and the GPU decoder (cuda/decoder.cu).
+ *
+ * Callers validate arguments first: these functions only enqueue work on
+ * `stream`, check each launch, and return FG_ERR_CUDA with the CUDA / cuBLAS
+ * error text on failure. `fn` is the public function being served and
+ * starts every message. Sizes are element counts; matrices are row-major. */
+#ifndef FLASHGPT_CUDA_OPS_INTERNAL_H
+#define FLASHGPT_CUDA_OPS_INTERNAL_H
+
+#include "flashgpt/cuda.h"
+
+#include <cublas_v2.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* FG_OK when a CUDA device can be used; else FG_ERR_CUDA "no CUDA device". */
+fg_status fgi_cuda_check_device(const char *fn);
+
+/* A cuBLAS handle bound to `stream`, fp32 math without TF32 or other
+ * reduced-precision shortcuts. Destroy it with cublasDestroy. */
+fg_status fgi_cuda_blas_create(const char *fn, cublasHandle_t *handle,
+                               cudaStream_t stream);
+
+/* y (rows, out) = x (rows, in) @ W + b (b (out) or NULL). W is w (in, out)
+ * when w_transposed is 0, and w^T with w (out, in) when it is 1 (the tied
+ * classifier). The handle must already be bound to `stream`. */
+fg_status fgi_cuda_gemm(const char *fn, cublasHandle_t handle, float *y,
+                        const float *x, const float *w, const float *b,
+                        int rows, int in, int out, int w_transposed,
+                        cudaStream_t stream);
+
+/* Softmax over the middle axis of (outer, n, inner); y == x allowed. */
+fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,
+                           long long outer, int n, long long inner,
+                           cudaStream_t stream);
+
+/* Row-wise LayerNorm (rms = 0) or RMSNorm (rms = 1) of x (rows, cols),
+ * optionally fused with the residual add before it:
+ *   if delta: x += delta + delta_bias   (delta_bias (cols) may be NULL)
+ *   y = norm(x) * g + b                 (b may be NULL; ignored for RMSNorm)
+ * y == x allowed; delta must not overlap x or y. */
+typedef struct {
+    float *y;
+    float *x;
+    const float *delta, *delta_bias;
+    const float *g, *b;
+    long long rows;
+    int cols;
+    float eps;
+    int rms;
+} fgi_norm_args;
+fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
+                        cudaStream_t stream);
+
+/* x (rows, cols) += delta (rows, cols) + b (cols); b may be NULL. */
+fg_status fgi_cuda_add_rows(const char *fn, float *x, const float *delta,
+                            const float *b, long long rows, int cols,
+                            cudaStream_t stream);
+
+/* y (rows, cols) = gelu(x + b) with b (cols) or NULL; y == x allowed. */
+fg_status fgi_cuda_bias_gelu(const char *fn, float *y, const float *x,
+                             const float *b, long long rows, int cols,
+                             cudaStream_t stream);
+
+/* y (rows, cols, contiguous) = silu(gate) * up, where row r of gate and up
+ * starts at r * in_row_stride (so both can be halves of one fused
+ * (rows, 2*cols) projection). y may equal gate or up when in_row_stride
+ * equals cols. */
+fg_status fgi_cuda_silu_mul_rows(const char *fn, float *y, const float *gate,
+                                 const float *up, long long rows, int cols,
+                                 long long in_row_stride, cudaStream_t stream);
+
+/* The decoder's "bias + RoPE + append to cache" step on the fused projection
+ * qkv (T, [q | k | v]) of width (n_head + 2*n_kv_head)*head_dim: adds the
+ * q|k|v bias (may be NULL), rotates q in place and k (when use_rope) for
+ * positions pos0 .. pos0+T-1, and writes k and v into the cache rows
+ * pos0 .. pos0+T-1 of k_cache / v_cache (n_kv_head, capacity, head_dim). */
+typedef struct {
+    float *qkv;
+    const float *bias;
+    float *k_cache, *v_cache;
+    int T, n_head, n_kv_head, head_dim, capacity, pos0;
+    int use_rope;
+    double rope_base;
+} fgi_qkv_append_args;
+fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_append_args *a,
+                                   cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHGPT_CUDA_OPS_INTERNAL_H */

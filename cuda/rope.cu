@@ -1,0 +1,132 @@
+/* CUDA rotary position embedding (SPEC 8), standalone and fused into the
+ * decoder's "q|k|v bias + RoPE + append to the KV cache" step.
+ *
+ * Interleaved pairs: pair j = (x[2j], x[2j+1]) at absolute position p turns
+ * by theta = p * base^(-2j/head_dim). The angle, its sine and cosine and the
+ * rotation are computed in double, as in host/ref_rope.c: in fp32, p * inv_freq
+ * at p = 100000 would already be off by about 0.004 rad.
+ * Design: one thread per pair (per head, token and pair index); the fused
+ * kernel walks the whole (T, [q | k | v]) projection, rotating q in place and
+ * writing rotated k and plain v straight into their cache rows. */
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+#include "reduce.cuh"
+#include "validate.h"
+
+#include <stdlib.h>
+
+namespace {
+
+__device__ inline void rotate_pair(float *a, float *b, long long pos, int pair,
+                                   int head_dim, double base)
+{
+    const double inv_freq = pow(base, -2.0 * pair / (double)head_dim);
+    const double theta = (double)pos * inv_freq;
+    double s, c;
+    sincos(theta, &s, &c);
+    const double x0 = *a, x1 = *b;
+    *a = (float)(x0 * c - x1 * s);
+    *b = (float)(x1 * c + x0 * s);
+}
+
+/* x (n_head, seq, head_dim) in place; pos (seq) on the device. */
+__global__ void rope_kernel(float *x, long long n_rows, int seq, int head_dim,
+                            const int *pos, double base)
+{
+    const int half = head_dim / 2;
+    const long long pairs = n_rows * half;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < pairs;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long row = e / half;
+        const int pair = (int)(e % half);
+        float *v = x + row * head_dim + 2 * pair;
+        rotate_pair(v, v + 1, pos[row % seq], pair, head_dim, base);
+    }
+}
+
+} // namespace
+
+/* The positions are checked on the host (they must be >= 0) before any
+ * launch: this standalone op pays a device-to-host copy and a stream
+ * synchronisation for that. The decoder computes its positions itself and
+ * uses the fused kernel below instead. */
+extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
+                                  const int *pos, double base, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_rope";
+    FG_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
+    FG_TRY(fgi_cuda_check_device(fn));
+    int *host_pos;
+    FG_TRY(fg_alloc(fn, (void **)&host_pos, (size_t)seq, sizeof(int)));
+    cudaError_t err = cudaMemcpyAsync(host_pos, pos, sizeof(int) * (size_t)seq,
+                                      cudaMemcpyDeviceToHost, stream);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(host_pos);
+        return fg_fail(FG_ERR_CUDA, "%s: copying 'pos' to the host failed: %s", fn,
+                       cudaGetErrorString(err));
+    }
+    fg_status st = fgi_check_positions(fn, host_pos, seq);
+    free(host_pos);
+    if (st != FG_OK) return st;
+
+    const long long rows = (long long)n_head * seq;
+    const int threads = 256;
+    rope_kernel<<<fgi_grid_blocks(rows * (head_dim / 2), threads), threads, 0, stream>>>(
+        x, rows, seq, head_dim, pos, base);
+    FG_CUDA_LAUNCHED(fn, "rope_kernel");
+    return FG_OK;
+}
+
+namespace {
+
+/* qkv (T, heads*head_dim) with heads = n_head + 2*n_kv_head. One thread per
+ * (token, head, pair); an odd head_dim (possible without RoPE) leaves a last
+ * "pair" of one element. */
+__global__ void qkv_rope_append_kernel(fgi_qkv_append_args a)
+{
+    const int heads = a.n_head + 2 * a.n_kv_head, pairs = (a.head_dim + 1) / 2;
+    const long long width = (long long)heads * a.head_dim;
+    const long long total = (long long)a.T * heads * pairs;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const int pair = (int)(e % pairs);
+        const int head = (int)((e / pairs) % heads);
+        const long long t = e / ((long long)pairs * heads);
+        const long long col = (long long)head * a.head_dim + 2 * pair;
+        const bool has_second = 2 * pair + 1 < a.head_dim;
+        float *row = a.qkv + t * width;
+        float v0 = row[col], v1 = has_second ? row[col + 1] : 0.0f;
+        if (a.bias) {
+            v0 += a.bias[col];
+            if (has_second) v1 += a.bias[col + 1];
+        }
+        const long long pos = (long long)a.pos0 + t;
+        const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
+        if (a.use_rope && (is_q || is_k)) rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base);
+        float *dst;
+        if (is_q) {
+            dst = row + col;
+        } else {
+            const int g = is_k ? head - a.n_head : head - a.n_head - a.n_kv_head;
+            float *cache = is_k ? a.k_cache : a.v_cache;
+            dst = cache + ((long long)g * a.capacity + pos) * a.head_dim + 2 * pair;
+        }
+        dst[0] = v0;
+        if (has_second) dst[1] = v1;
+    }
+}
+
+} // namespace
+
+extern "C" fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_append_args *a,
+                                              cudaStream_t stream)
+{
+    const long long heads = a->n_head + 2LL * a->n_kv_head;
+    const long long total = (long long)a->T * heads * ((a->head_dim + 1) / 2);
+    const int threads = 256;
+    qkv_rope_append_kernel<<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(*a);
+    FG_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
+    return FG_OK;
+}

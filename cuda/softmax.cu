@@ -1,0 +1,128 @@
+/* CUDA softmax over the middle axis of (outer, n, inner), and the causal mask
+ * (SPEC 1, 2).
+ *
+ * Semantics are those of host/ref_softmax.c: max-shifted; -inf entries get 0;
+ * a slice that is all -inf gives zeros; when the maximum is +inf the +inf
+ * entries share the probability equally and the rest get 0. y == x allowed
+ * (each element is read and written by the same thread).
+ * Design: contiguous rows (inner == 1) get one block per row: a block max,
+ * a block sum of expf(x - max), then a write pass, all in fp32 with
+ * warp-shuffle reductions; strided slices (inner > 1) get one thread per
+ * slice, so neighbouring threads read neighbouring addresses. */
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+#include "reduce.cuh"
+#include "validate.h"
+
+#include <math.h>
+
+namespace {
+
+/* One slice of n values at `stride`, walked by `step` cooperating threads
+ * starting at `first`; `reduce_*` combine the partials of the cooperating
+ * threads (identity for a single thread). */
+template <typename MaxAll, typename SumAll, typename CountAll>
+__device__ void softmax_slice(float *y, const float *x, int n, long long stride,
+                              int first, int step, MaxAll max_all, SumAll sum_all,
+                              CountAll count_all)
+{
+    float m = -INFINITY;
+    for (int j = first; j < n; j += step) m = fmaxf(m, x[j * stride]);
+    m = max_all(m);
+    if (m == INFINITY || m == -INFINITY) {
+        int top = 0;
+        for (int j = first; j < n; j += step) top += (x[j * stride] == m);
+        top = count_all(top);
+        const float share = (m == INFINITY) ? 1.0f / (float)top : 0.0f;
+        for (int j = first; j < n; j += step)
+            y[j * stride] = (x[j * stride] == m) ? share : 0.0f;
+        return;
+    }
+    float s = 0.0f;
+    for (int j = first; j < n; j += step) s += expf(x[j * stride] - m);
+    s = sum_all(s);
+    for (int j = first; j < n; j += step) y[j * stride] = expf(x[j * stride] - m) / s;
+}
+
+/* x, y (rows, n): block r handles row r. */
+__global__ void softmax_rows_kernel(float *y, const float *x, int n)
+{
+    __shared__ float fscratch[32];
+    __shared__ int iscratch[32];
+    const long long row = blockIdx.x;
+    softmax_slice(
+        y + row * n, x + row * n, n, 1, threadIdx.x, blockDim.x,
+        [&](float v) { return fgi_block_reduce(v, -INFINITY, fgi_max_op(), fscratch); },
+        [&](float v) { return fgi_block_reduce(v, 0.0f, fgi_sum_op(), fscratch); },
+        [&](int v) { return fgi_block_reduce(v, 0, fgi_sum_op(), iscratch); });
+}
+
+/* x, y (outer, n, inner): thread s handles slice (s / inner, s % inner). */
+__global__ void softmax_strided_kernel(float *y, const float *x, long long outer,
+                                       int n, long long inner)
+{
+    const long long slices = outer * inner;
+    for (long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x; s < slices;
+         s += (long long)gridDim.x * blockDim.x) {
+        const long long base = (s / inner) * n * inner + s % inner;
+        softmax_slice(
+            y + base, x + base, n, inner, 0, 1, [](float v) { return v; },
+            [](float v) { return v; }, [](int v) { return v; });
+    }
+}
+
+} // namespace
+
+extern "C" fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,
+                                      long long outer, int n, long long inner,
+                                      cudaStream_t stream)
+{
+    if (inner == 1 && outer <= 0x7fffffffLL) {
+        const int threads = fgi_row_threads(n, 8);
+        softmax_rows_kernel<<<(unsigned)outer, threads, 0, stream>>>(y, x, n);
+        FG_CUDA_LAUNCHED(fn, "softmax_rows_kernel");
+        return FG_OK;
+    }
+    const int threads = 256;
+    softmax_strided_kernel<<<fgi_grid_blocks(outer * inner, threads), threads, 0,
+                             stream>>>(y, x, outer, n, inner);
+    FG_CUDA_LAUNCHED(fn, "softmax_strided_kernel");
+    return FG_OK;
+}
+
+extern "C" fg_status fg_cuda_softmax(float *y, const float *x, int outer, int n,
+                                     int inner, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_softmax";
+    FG_TRY(fgi_check_softmax(fn, y, x, outer, n, inner));
+    FG_TRY(fgi_cuda_check_device(fn));
+    return fgi_cuda_softmax(fn, y, x, outer, n, inner, stream);
+}
+
+namespace {
+
+/* mask (q_len, kv_len): 1 where key j is masked for query i (j > i + shift). */
+__global__ void causal_mask_kernel(uint8_t *mask, int q_len, int kv_len)
+{
+    const long long total = (long long)q_len * kv_len, shift = (long long)kv_len - q_len;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long i = e / kv_len, j = e % kv_len;
+        mask[e] = (uint8_t)(j > i + shift);
+    }
+}
+
+} // namespace
+
+extern "C" fg_status fg_cuda_causal_mask(uint8_t *mask, int q_len, int kv_len,
+                                         cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_causal_mask";
+    FG_TRY(fgi_check_causal_mask(fn, mask, q_len, kv_len));
+    FG_TRY(fgi_cuda_check_device(fn));
+    const int threads = 256;
+    causal_mask_kernel<<<fgi_grid_blocks((long long)q_len * kv_len, threads), threads,
+                         0, stream>>>(mask, q_len, kv_len);
+    FG_CUDA_LAUNCHED(fn, "causal_mask_kernel");
+    return FG_OK;
+}
