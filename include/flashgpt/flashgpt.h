@@ -7,5 +7,9 @@
 #include "flashgpt/ops.h"
 #include "flashgpt/model.h"
 #include "flashgpt/cuda.h"
+#include "flashgpt/session.h"
+#include "flashgpt/sampler.h"
+#include "flashgpt/loader.h"
+#include "flashgpt/tokenizer.h"
 
 #endif /* FLASHGPT_H */
