@@ -47,6 +47,32 @@ fg_status fgi_cuda_attention(const char *fn, const fgi_attention_args *a,
                              void *workspace, size_t workspace_bytes,
                              cudaStream_t stream);
 
+/* For tests and benchmarks: pick a kernel and a split count instead of the
+ * automatic choice, and learn what ran. */
+typedef enum {
+    FGI_ATTENTION_AUTO = 0,
+    FGI_ATTENTION_TILED = 1,   /* tiled flash kernel: head_dim 32, 64, 80, 96,
+                                  128 or 256 with 16-byte aligned rows */
+    FGI_ATTENTION_DECODE = 2,  /* query rows of a KV group packed together:
+                                  head_dim % 4 == 0, <= 256, aligned rows */
+    FGI_ATTENTION_GENERIC = 3  /* any head_dim up to 1024, any alignment */
+} fgi_attention_kernel;
+
+typedef struct {
+    fgi_attention_kernel kernel; /* request; AUTO: the dispatcher decides */
+    int n_splits;                /* request; 0: automatic, >= 1: split the keys
+                                    into about this many parts (capped by the
+                                    key count and the workspace) */
+    fgi_attention_kernel used_kernel; /* out: the kernel that ran */
+    int used_splits;                  /* out: the key splits that ran */
+} fgi_attention_tuning;
+
+/* fgi_cuda_attention with an optional tuning request (NULL: automatic).
+ * A kernel that cannot serve these arguments is FG_ERR_UNSUPPORTED. */
+fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attention_args *a,
+                                   fgi_attention_tuning *tuning, void *workspace,
+                                   size_t workspace_bytes, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,219 @@
+/* Attention benchmark: causal prefill and GQA decode through the same entry
+ * the decoder uses (fgi_cuda_attention with a preallocated workspace).
+ *
+ * Method: CUDA events around each call, a few warm-up calls, the median of
+ * --runs calls (default 30, at least 20); the inputs rotate among enough
+ * buffer sets to exceed 4x a 50 MB L2, so no run starts with its K/V cached.
+ * Output, one line per case (stable, machine-readable, read by
+ * bench/sdpa_peer.py):
+ *   prefill B=8 H=16 S=1024 D=64 ms=0.1234 tflops=12.34
+ *   decode B=1 Hq=32 Hkv=8 D=128 kv=4096 ms=0.0123 gbps=1234.5
+ * prefill counts 4*B*H*S^2*D flops halved for causal; decode counts the K and
+ * V bytes read, 2*B*Hkv*kv*D*4. Numbers go to stdout (and --out FILE), never
+ * to a test verdict.
+ * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode] */
+#include "flashgpt/flashgpt.h"
+#include "../cuda/attention_internal.h"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ROTATE_BYTES ((size_t)200 << 20) /* 4x the H100's 50 MB L2 */
+#define MAX_SETS 16
+#define MAX_TOTAL_BYTES ((size_t)24 << 30)
+#define WARMUP 3
+
+typedef struct {
+    const char *kind; /* "prefill" or "decode" */
+    int B, Hq, Hkv, S, kv, D;
+} bench_case;
+
+static const bench_case cases[] = {
+    {"prefill", 8, 16, 16, 1024, 1024, 64},
+    {"prefill", 4, 16, 16, 4096, 4096, 64},
+    {"prefill", 2, 16, 16, 8192, 8192, 128},
+    {"prefill", 4, 32, 32, 4096, 4096, 128},
+    {"decode", 1, 32, 8, 1, 4096, 128},
+    {"decode", 8, 32, 8, 1, 4096, 128},
+    {"decode", 1, 32, 8, 1, 32768, 128},
+    {"decode", 8, 32, 8, 1, 32768, 128},
+};
+
+static int check(fg_status st, const char *what)
+{
+    if (st != FG_OK) fprintf(stderr, "bench_attention: %s: %s\n", what, fg_last_error());
+    return st == FG_OK;
+}
+
+static int check_cuda(cudaError_t err, const char *what)
+{
+    if (err != cudaSuccess)
+        fprintf(stderr, "bench_attention: %s: %s\n", what, cudaGetErrorString(err));
+    return err == cudaSuccess;
+}
+
+static int compare_floats(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Normal-ish values in [-2, 2) from a small LCG: enough for timing. */
+static void fill_random(float *x, size_t n, unsigned long long *state)
+{
+    for (size_t i = 0; i < n; i++) {
+        *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double u = (double)(*state >> 11) * 0x1.0p-53;
+        x[i] = (float)(4.0 * u - 2.0);
+    }
+}
+
+typedef struct {
+    float *q, *k, *v, *out;
+} buffer_set;
+
+/* Times one case; returns the median milliseconds or a negative value. */
+static double time_case(const bench_case *c, int runs)
+{
+    const int n_q = c->B * c->Hq, n_kv = c->B * c->Hkv; /* batch folds into heads */
+    const size_t q_elems = (size_t)n_q * c->S * c->D, kv_elems = (size_t)n_kv * c->kv * c->D;
+    const size_t set_bytes = sizeof(float) * (2 * q_elems + 2 * kv_elems);
+    int n_sets = (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
+    if (n_sets < 2) n_sets = 2;
+    if (n_sets > MAX_SETS) n_sets = MAX_SETS;
+    while (n_sets > 1 && (size_t)n_sets * set_bytes > MAX_TOTAL_BYTES) n_sets--;
+
+    buffer_set sets[MAX_SETS];
+    memset(sets, 0, sizeof sets);
+    float *host_q = malloc(sizeof(float) * q_elems), *host_kv = malloc(sizeof(float) * kv_elems);
+    void *workspace = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float *times = calloc((size_t)runs, sizeof(float));
+    double median = -1.0;
+    int ok = host_q != NULL && host_kv != NULL && times != NULL;
+    unsigned long long state = 0x5eedULL;
+    if (ok) fill_random(host_q, q_elems, &state), fill_random(host_kv, kv_elems, &state);
+    for (int s = 0; ok && s < n_sets; s++) {
+        ok = check(fg_cuda_malloc((void **)&sets[s].q, sizeof(float) * q_elems), "malloc q") &&
+             check(fg_cuda_malloc((void **)&sets[s].out, sizeof(float) * q_elems), "malloc out") &&
+             check(fg_cuda_malloc((void **)&sets[s].k, sizeof(float) * kv_elems), "malloc k") &&
+             check(fg_cuda_malloc((void **)&sets[s].v, sizeof(float) * kv_elems), "malloc v") &&
+             check(fg_cuda_upload(sets[s].q, host_q, sizeof(float) * q_elems), "upload q") &&
+             check(fg_cuda_upload(sets[s].k, host_kv, sizeof(float) * kv_elems), "upload k") &&
+             check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
+    }
+    const size_t ws_bytes = fgi_cuda_attention_workspace_bound(n_q, c->S, c->kv, c->D);
+    if (ok && ws_bytes > 0) ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace");
+    ok = ok && check_cuda(cudaEventCreate(&start), "event") && check_cuda(cudaEventCreate(&stop), "event");
+
+    for (int r = -WARMUP; ok && r < runs; r++) {
+        const buffer_set *b = &sets[(r + WARMUP) % n_sets];
+        fgi_attention_args a;
+        memset(&a, 0, sizeof a);
+        a.out = b->out, a.out_head_stride = (long long)c->S * c->D, a.out_row_stride = c->D;
+        a.q = b->q, a.q_head_stride = (long long)c->S * c->D, a.q_row_stride = c->D;
+        a.k = b->k, a.v = b->v, a.kv_head_stride = (long long)c->kv * c->D;
+        a.n_q_head = n_q, a.n_kv_head = n_kv, a.q_len = c->S, a.kv_len = c->kv;
+        a.head_dim = c->D;
+        ok = check_cuda(cudaEventRecord(start, NULL), "record") &&
+             check(fgi_cuda_attention("bench_attention", &a, workspace, ws_bytes, NULL), "attention") &&
+             check_cuda(cudaEventRecord(stop, NULL), "record") &&
+             check_cuda(cudaEventSynchronize(stop), "synchronize");
+        float ms = 0.0f;
+        if (ok && r >= 0) ok = check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        if (ok && r >= 0) times[r] = ms;
+    }
+    if (ok) {
+        /* A finite first output row, or the timing means nothing. */
+        float first[8];
+        ok = check(fg_cuda_download(first, sets[0].out, sizeof first), "download");
+        for (int i = 0; ok && i < 8; i++)
+            if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
+                fprintf(stderr, "bench_attention: non-finite output\n");
+                ok = 0;
+            }
+    }
+    if (ok) {
+        qsort(times, (size_t)runs, sizeof(float), compare_floats);
+        median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    for (int s = 0; s < n_sets; s++) {
+        fg_cuda_free(sets[s].q), fg_cuda_free(sets[s].k);
+        fg_cuda_free(sets[s].v), fg_cuda_free(sets[s].out);
+    }
+    fg_cuda_free(workspace);
+    free(host_q), free(host_kv), free(times);
+    return median;
+}
+
+static void report(FILE *out, const bench_case *c, double ms)
+{
+    if (strcmp(c->kind, "prefill") == 0) {
+        const double flops = 4.0 * c->B * c->Hq * (double)c->S * c->S * c->D / 2.0;
+        fprintf(out, "prefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f\n", c->B, c->Hq, c->S, c->D,
+                ms, flops / (ms * 1e-3) / 1e12);
+    } else {
+        const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
+        fprintf(out, "decode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f\n", c->B, c->Hq,
+                c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9);
+    }
+    fflush(out);
+}
+
+int main(int argc, char **argv)
+{
+    int runs = 30;
+    const char *out_path = NULL, *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out_path = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (runs < 20) {
+        fprintf(stderr, "bench_attention: --runs must be at least 20\n");
+        return 2;
+    }
+    if (!fg_cuda_available()) {
+        fprintf(stderr, "bench_attention: no usable CUDA device\n");
+        return 1;
+    }
+    char name[256] = "";
+    int sms = 0;
+    size_t total = 0;
+    if (!check(fg_cuda_device_info(name, sizeof name, &sms, &total), "device info")) return 1;
+    FILE *file = out_path ? fopen(out_path, "w") : NULL;
+    if (out_path && !file) {
+        fprintf(stderr, "bench_attention: cannot write %s\n", out_path);
+        return 1;
+    }
+    char date[32];
+    const time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M", gmtime(&now));
+    printf("# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs\n", date, name, sms, runs);
+    if (file) fprintf(file, "# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs\n", date,
+                      name, sms, runs);
+    int failed = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (only && strcmp(only, cases[i].kind) != 0) continue;
+        const double ms = time_case(&cases[i], runs);
+        if (ms < 0) {
+            failed = 1;
+            printf("%s B=%d failed\n", cases[i].kind, cases[i].B);
+            continue;
+        }
+        report(stdout, &cases[i], ms);
+        if (file) report(file, &cases[i], ms);
+    }
+    if (file) fclose(file);
+    return failed;
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""PyTorch SDPA peer for bench/bench_attention.c.
+
+Times torch.nn.functional.scaled_dot_product_attention in fp32 on the same
+shapes with the same method (CUDA events around each call, warm-up, median of
+--runs calls, inputs rotated among enough buffer sets to exceed 4x a 50 MB
+L2), prints one line per case in bench_attention's format prefixed with
+"peer", and, given bench_attention's output (--ours FILE, or "-" for stdin),
+one "ratio" line per case: ratio = our throughput / peer throughput
+(= peer ms / our ms; above 1 means flashgpt is faster), then a short table.
+
+Alignment: prefill uses is_causal=True with q_len == kv_len, where PyTorch's
+top-left causal mask equals flashgpt's bottom-right one; decode (q_len 1)
+needs no mask. GQA: enable_gqa=True where this PyTorch has it, else K/V are
+expanded with repeat_interleave once, outside the timed region (noted as
+"gqa=repeat"; the peer then reads 4x the K/V bytes, while GB/s is still
+counted on the un-replicated bytes so that ratios compare times).
+TF32 is disabled so the peer computes in fp32 like flashgpt.
+
+Usage: sdpa_peer.py [--runs N] [--ours FILE|-] [--only prefill|decode]
+"""
+import argparse
+import re
+import sys
+
+CASES = [
+    ("prefill", 8, 16, 16, 1024, 1024, 64),
+    ("prefill", 4, 16, 16, 4096, 4096, 64),
+    ("prefill", 2, 16, 16, 8192, 8192, 128),
+    ("prefill", 4, 32, 32, 4096, 4096, 128),
+    ("decode", 1, 32, 8, 1, 4096, 128),
+    ("decode", 8, 32, 8, 1, 4096, 128),
+    ("decode", 1, 32, 8, 1, 32768, 128),
+    ("decode", 8, 32, 8, 1, 32768, 128),
+]
+ROTATE_BYTES = 200 << 20
+MAX_SETS = 16
+MAX_TOTAL_BYTES = 24 << 30
+WARMUP = 3
+
+
+def case_key(kind, B, Hq, Hkv, S, kv, D):
+    if kind == "prefill":
+        return "prefill B=%d H=%d S=%d D=%d" % (B, Hq, S, D)
+    return "decode B=%d Hq=%d Hkv=%d D=%d kv=%d" % (B, Hq, Hkv, D, kv)
+
+
+def throughput(kind, B, Hq, Hkv, S, kv, D, ms):
+    if kind == "prefill":
+        return "tflops", 4.0 * B * Hq * S * S * D / 2.0 / (ms * 1e-3) / 1e12
+    return "gbps", 2.0 * B * Hkv * kv * D * 4 / (ms * 1e-3) / 1e9
+
+
+def time_case(torch, F, case, runs, has_gqa):
+    kind, B, Hq, Hkv, S, kv, D = case
+    set_bytes = 4 * (2 * B * Hq * S * D + 2 * B * Hkv * kv * D)
+    n_sets = max(2, min(MAX_SETS, -(-ROTATE_BYTES // set_bytes)))
+    while n_sets > 1 and n_sets * set_bytes > MAX_TOTAL_BYTES:
+        n_sets -= 1
+    gen = torch.Generator(device="cuda").manual_seed(1234)
+    sets = []
+    for _ in range(n_sets):
+        q = torch.randn(B, Hq, S, D, device="cuda", dtype=torch.float32, generator=gen)
+        k = torch.randn(B, Hkv, kv, D, device="cuda", dtype=torch.float32, generator=gen)
+        v = torch.randn(B, Hkv, kv, D, device="cuda", dtype=torch.float32, generator=gen)
+        if Hkv != Hq and not has_gqa:
+            k = k.repeat_interleave(Hq // Hkv, dim=1)
+            v = v.repeat_interleave(Hq // Hkv, dim=1)
+        sets.append((q, k, v))
+    kwargs = {"is_causal": kind == "prefill"}
+    if Hkv != Hq and has_gqa:
+        kwargs["enable_gqa"] = True
+    start = torch.cuda.Event(enable_timing=True)
+    stop = torch.cuda.Event(enable_timing=True)
+    times = []
+    with torch.no_grad():
+        for r in range(-WARMUP, runs):
+            q, k, v = sets[(r + WARMUP) % n_sets]
+            start.record()
+            out = F.scaled_dot_product_attention(q, k, v, **kwargs)
+            stop.record()
+            stop.synchronize()
+            if r >= 0:
+                times.append(start.elapsed_time(stop))
+    if not torch.isfinite(out).all():
+        raise RuntimeError("non-finite SDPA output")
+    del sets, out
+    torch.cuda.empty_cache()
+    times.sort()
+    mid = len(times) // 2
+    return times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])
+
+
+def parse_ours(text):
+    ours = {}
+    for line in text.splitlines():
+        m = re.match(r"^((?:prefill|decode)\b.*?) ms=([0-9.eE+-]+)", line.strip())
+        if m:
+            ours[m.group(1)] = float(m.group(2))
+    return ours
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--ours", help="bench_attention output file, or - for stdin")
+    ap.add_argument("--only", choices=["prefill", "decode"])
+    args = ap.parse_args()
+    if args.runs < 20:
+        sys.exit("sdpa_peer.py: --runs must be at least 20")
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as e:
+        sys.exit("sdpa_peer.py: PyTorch is not available: %s" % e)
+    if not torch.cuda.is_available():
+        sys.exit("sdpa_peer.py: no CUDA device visible to PyTorch")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    import inspect
+    try:
+        has_gqa = "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
+    except (TypeError, ValueError):
+        has_gqa = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
+    ours = {}
+    if args.ours:
+        text = sys.stdin.read() if args.ours == "-" else open(args.ours).read()
+        ours = parse_ours(text)
+    print("# sdpa_peer torch %s, %s, fp32 (TF32 off), gqa=%s, median of %d runs"
+          % (torch.__version__, torch.cuda.get_device_name(), "enable_gqa" if has_gqa else "repeat",
+             args.runs))
+    rows = []
+    for case in CASES:
+        if args.only and case[0] != args.only:
+            continue
+        key = case_key(*case)
+        try:
+            ms = time_case(torch, F, case, args.runs, has_gqa)
+        except Exception as e:  # report the case, keep going
+            print("peer %s failed: %s" % (key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            rows.append((key, ours.get(key), None))
+            continue
+        unit, value = throughput(*case, ms)
+        print("peer %s ms=%.4f %s=%.2f" % (key, ms, unit, value))
+        rows.append((key, ours.get(key), ms))
+        sys.stdout.flush()
+    if ours:
+        for key, our_ms, peer_ms in rows:
+            if our_ms and peer_ms:
+                print("ratio %s ours_ms=%.4f peer_ms=%.4f ratio=%.2f"
+                      % (key, our_ms, peer_ms, peer_ms / our_ms))
+        print()
+        print("%-44s %10s %10s %7s" % ("case", "ours ms", "peer ms", "ratio"))
+        for key, our_ms, peer_ms in rows:
+            fmt = lambda x: "%10.4f" % x if x else "%10s" % "-"
+            ratio = "%7.2f" % (peer_ms / our_ms) if our_ms and peer_ms else "%7s" % "-"
+            print("%-44s %s %s %s" % (key, fmt(our_ms), fmt(peer_ms), ratio))
+    return 0 if all(r[2] is not None for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

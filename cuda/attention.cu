@@ -1,0 +1,405 @@
+/* Attention on the GPU: the public fg_cuda_attention / _flash / mha / gqa /
+ * gqa_lse entry points and fgi_cuda_attention, which the decoder calls with
+ * strided q (its fused projection), a KV cache and merged output columns.
+ *
+ * Conventions: SPEC 3, 5, 7, 9 and cuda/attention_internal.h (causal with
+ * bottom-right alignment, scale 1/sqrt(head_dim), query head h reads KV head
+ * h / (n_q_head / n_kv_head), fp32 throughout). Arguments are validated with
+ * the reference's validators before anything is enqueued.
+ *
+ * Design: three kernel families share one online-softmax scheme and one
+ * split-KV partial format (cuda/attention_kernels.cuh):
+ *  - decode (cuda/attention_decode.cu) when a KV head serves few query rows
+ *    (group * q_len <= 16), and for any head_dim % 4 == 0 up to 256 that has
+ *    no tiled kernel: the query rows of a group share every K/V load;
+ *  - tiled flash (cuda/attention_tiled.cu) for head_dim 32/64/80/96/128/256;
+ *  - generic (cuda/attention_generic.cu) for the rest (head_dim % 4 != 0 or
+ *    above 256, rows not 16-byte aligned).
+ * When the blocks of a call would not fill the GPU (SM count queried per
+ * call), the keys are split across blocks and combine_splits merges the
+ * partials; splits need workspace (the caller's, else stream-ordered
+ * scratch taken and released by the call).
+ *
+ * flash block_size: the tiled kernel's key tile is the largest supported
+ * size (16, 32, 64; head_dim 256: 16, 32) not above block_size, or the
+ * smallest when block_size is below all; the decode and generic kernels
+ * stream keys in their own fixed steps. The result never depends on it. */
+#include "attention_kernels.cuh"
+#include "ops_internal.h"
+#include "validate.h"
+
+#include <limits.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int kMaxSplits = 128;
+/* At most this many (split, query row) partial rows: bounds the workspace
+ * (about 17 MB at head_dim 128) whatever the GPU size. */
+constexpr long long kSplitRowBudget = 32768;
+/* Automatic splits keep at least this many keys each. */
+constexpr int kMinSplitKeys = 64;
+/* Query rows per KV head up to which the decode kernel is chosen. */
+constexpr long long kDecodeMaxRows = 16;
+/* Key positions are int; keeping kv_len this far below INT_MAX lets the
+ * kernels add a tile to a key index without overflow. */
+constexpr int kMaxKvLen = INT_MAX - 4096;
+
+bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) == 0; }
+
+bool rows_vectorisable(const fgi_attention_args *a)
+{
+    return a->head_dim % 4 == 0 && aligned16(a->q) && aligned16(a->k) &&
+           aligned16(a->v) && aligned16(a->out) && a->q_head_stride % 4 == 0 &&
+           a->q_row_stride % 4 == 0 && a->kv_head_stride % 4 == 0 &&
+           a->out_head_stride % 4 == 0 && a->out_row_stride % 4 == 0;
+}
+
+bool has_tiled_kernel(int head_dim)
+{
+    return head_dim == 32 || head_dim == 64 || head_dim == 80 || head_dim == 96 ||
+           head_dim == 128 || head_dim == 256;
+}
+
+/* The tiled kernel's default key tile: the best fit of registers and
+ * shared memory per head_dim (2+ blocks per SM on A100 and H100). */
+int default_key_tile(int head_dim) { return head_dim == 96 || head_dim >= 128 ? 32 : 64; }
+
+/* The largest supported tile <= request (the smallest if below all) whose
+ * shared memory fits; 0 if none fits. */
+int pick_key_tile(int head_dim, int request, int smem_limit)
+{
+    int tile = request <= 0 ? default_key_tile(head_dim) : request >= 64 ? 64 : request >= 32 ? 32 : 16;
+    if (head_dim == 256 && tile == 64) tile = 32;
+    for (; tile >= 16; tile /= 2) {
+        const size_t bytes = fgi_tiled_smem_bytes(head_dim, tile);
+        if (bytes > 0 && bytes <= (size_t)smem_limit) return tile;
+    }
+    return 0;
+}
+
+long long ceil_div_ll(long long a, long long b) { return (a + b - 1) / b; }
+
+struct device_limits {
+    int sm_count;
+    int smem_optin; /* max dynamic shared memory per block */
+};
+
+fg_status query_device(const char *fn, device_limits *lim)
+{
+    int device = 0;
+    FG_TRY(fgi_cuda_check_device(fn));
+    FG_CUDA_TRY(fn, cudaGetDevice(&device));
+    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(&lim->sm_count, cudaDevAttrMultiProcessorCount, device));
+    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(&lim->smem_optin,
+                                           cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return FG_OK;
+}
+
+/* Which kernel serves this call, and its key tile (tiled kernel only). */
+struct kernel_choice {
+    fgi_attention_kernel kernel;
+    int key_tile;
+};
+
+fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
+                        fgi_attention_kernel request, const device_limits &lim,
+                        kernel_choice *out)
+{
+    const long long rows_per_kv = (long long)(a->n_q_head / a->n_kv_head) * a->q_len;
+    const bool vec = rows_vectorisable(a);
+    const bool decode_ok = vec && a->head_dim <= 256 && rows_per_kv <= INT_MAX;
+    const int tile = vec && has_tiled_kernel(a->head_dim)
+                         ? pick_key_tile(a->head_dim, a->block_size, lim.smem_optin)
+                         : 0;
+    const bool generic_ok = a->head_dim <= FGI_GENERIC_MAX_HEAD_DIM;
+    fgi_attention_kernel k = request;
+    if (k == FGI_ATTENTION_AUTO) {
+        if (decode_ok && (rows_per_kv <= kDecodeMaxRows || tile == 0))
+            k = FGI_ATTENTION_DECODE;
+        else if (tile > 0)
+            k = FGI_ATTENTION_TILED;
+        else
+            k = FGI_ATTENTION_GENERIC;
+    }
+    const bool ok = (k == FGI_ATTENTION_DECODE && decode_ok) ||
+                    (k == FGI_ATTENTION_TILED && tile > 0) ||
+                    (k == FGI_ATTENTION_GENERIC && generic_ok);
+    if (!ok)
+        return fg_fail(FG_ERR_UNSUPPORTED,
+                       "%s: no attention kernel (%d requested) for head_dim %d with these "
+                       "strides and alignment (the generic kernel takes head_dim <= %d)",
+                       fn, (int)request, a->head_dim, FGI_GENERIC_MAX_HEAD_DIM);
+    out->kernel = k;
+    out->key_tile = k == FGI_ATTENTION_TILED ? tile : 0;
+    return FG_OK;
+}
+
+/* Blocks per split and key granularity of a split for the chosen kernel. */
+long long blocks_per_split(const fgi_attn_problem &p, const kernel_choice &c)
+{
+    switch (c.kernel) {
+    case FGI_ATTENTION_TILED:
+        return (long long)p.n_q_head * ceil_div_ll(p.q_len, fgi_tiled_rows(p.head_dim));
+    case FGI_ATTENTION_DECODE: return fgi_decode_blocks(p);
+    default: return fgi_generic_blocks(p);
+    }
+}
+
+/* Sets p->n_splits / keys_per_split: `want` parts, rounded to whole
+ * granules of keys, without empty trailing splits. */
+void set_splits(fgi_attn_problem *p, long long want, int granule)
+{
+    if (want < 1) want = 1;
+    long long per = ceil_div_ll(p->kv_len, want);
+    per = ceil_div_ll(per, granule) * granule;
+    if (per > p->kv_len) per = p->kv_len;
+    p->keys_per_split = (int)per;
+    p->n_splits = (int)ceil_div_ll(p->kv_len, per);
+}
+
+/* Number of splits wanted for this call before workspace limits. */
+long long wanted_splits(const fgi_attn_problem &p, const kernel_choice &c, int request,
+                        int sm_count, int granule)
+{
+    long long want;
+    if (request > 0) {
+        want = request;
+        if (want > ceil_div_ll(p.kv_len, granule)) want = ceil_div_ll(p.kv_len, granule);
+    } else {
+        const long long blocks = blocks_per_split(p, c);
+        /* The memory-bound decode kernel wants more blocks in flight. */
+        const long long target = (long long)sm_count * (c.kernel == FGI_ATTENTION_DECODE ? 4 : 2);
+        want = blocks < sm_count ? ceil_div_ll(target, blocks) : 1;
+        const long long by_keys = p.kv_len / kMinSplitKeys;
+        if (want > by_keys) want = by_keys;
+    }
+    if (want > kMaxSplits) want = kMaxSplits;
+    const long long rows = (long long)p.n_q_head * p.q_len;
+    if (want * rows > kSplitRowBudget) want = kSplitRowBudget / rows;
+    return want < 1 ? 1 : want;
+}
+
+size_t split_bytes_per_row(int head_dim) { return sizeof(float) * ((size_t)head_dim + 2); }
+
+/* Points the partial arrays into a 16-byte aligned workspace. */
+void place_partials(fgi_attn_problem *p, void *workspace)
+{
+    const long long rows = (long long)p->n_splits * p->n_q_head * p->q_len;
+    p->part_o = static_cast<float *>(workspace);
+    p->part_m = p->part_o + rows * p->head_dim;
+    p->part_l = p->part_m + rows;
+}
+
+fgi_attn_problem make_problem(const fgi_attention_args *a)
+{
+    fgi_attn_problem p = {};
+    p.out = a->out;
+    p.out_head_stride = a->out_head_stride;
+    p.out_row_stride = a->out_row_stride;
+    p.lse = a->lse;
+    p.q = a->q;
+    p.q_head_stride = a->q_head_stride;
+    p.q_row_stride = a->q_row_stride;
+    p.k = a->k;
+    p.v = a->v;
+    p.kv_head_stride = a->kv_head_stride;
+    p.n_q_head = a->n_q_head;
+    p.n_kv_head = a->n_kv_head;
+    p.group = a->n_q_head / a->n_kv_head;
+    p.q_len = a->q_len;
+    p.kv_len = a->kv_len;
+    p.head_dim = a->head_dim;
+    p.shift = a->kv_len - a->q_len;
+    p.q_scale = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
+    p.n_splits = 1;
+    p.keys_per_split = a->kv_len;
+    return p;
+}
+
+fg_status launch_main(const char *fn, const fgi_attn_problem &p, const kernel_choice &c,
+                      cudaStream_t stream)
+{
+    switch (c.kernel) {
+    case FGI_ATTENTION_TILED: return fgi_launch_tiled(fn, p, c.key_tile, stream);
+    case FGI_ATTENTION_DECODE: return fgi_launch_decode(fn, p, stream);
+    default: return fgi_launch_generic(fn, p, stream);
+    }
+}
+
+fg_status launch_all(const char *fn, const fgi_attn_problem &p, const kernel_choice &c,
+                     cudaStream_t stream)
+{
+    FG_TRY(launch_main(fn, p, c, stream));
+    if (p.n_splits > 1) FG_TRY(fgi_launch_combine(fn, p, stream));
+    return FG_OK;
+}
+
+/* Shared by the public entry points: contiguous (heads, rows, head_dim). */
+fg_status run_contiguous(const char *fn, float *out, float *lse, const float *q,
+                         const float *k, const float *v, int n_q_head, int n_kv_head,
+                         int q_len, int kv_len, int head_dim, int block_size,
+                         cudaStream_t stream)
+{
+    fgi_attention_args a = {};
+    a.out = out;
+    a.out_head_stride = (long long)q_len * head_dim;
+    a.out_row_stride = head_dim;
+    a.lse = lse;
+    a.q = q;
+    a.q_head_stride = (long long)q_len * head_dim;
+    a.q_row_stride = head_dim;
+    a.k = k;
+    a.v = v;
+    a.kv_head_stride = (long long)kv_len * head_dim;
+    a.n_q_head = n_q_head;
+    a.n_kv_head = n_kv_head;
+    a.q_len = q_len;
+    a.kv_len = kv_len;
+    a.head_dim = head_dim;
+    a.block_size = block_size;
+    return fgi_cuda_attention(fn, &a, nullptr, 0, stream);
+}
+
+} // namespace
+
+extern "C" size_t fgi_cuda_attention_workspace_bound(int n_q_head, int max_q_len,
+                                                     int max_kv_len, int head_dim)
+{
+    if (n_q_head < 1 || max_q_len < 1 || max_kv_len < 1 || head_dim < 1) return 0;
+    /* The automatic policy's limits (wanted_splits); +16 for alignment. */
+    long long splits = max_kv_len / kMinSplitKeys;
+    if (splits > kMaxSplits) splits = kMaxSplits;
+    if (splits < 2) return 0;
+    const long long rows = (long long)n_q_head * max_q_len;
+    const long long part_rows =
+        rows >= kSplitRowBudget / splits ? kSplitRowBudget : rows * splits;
+    return (size_t)part_rows * split_bytes_per_row(head_dim) + 16;
+}
+
+extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attention_args *a,
+                                              fgi_attention_tuning *tuning, void *workspace,
+                                              size_t workspace_bytes, cudaStream_t stream)
+{
+    /* Callers validate; this only keeps a caller's bug from dividing by zero
+     * or launching on NULL. */
+    if (a == nullptr || a->out == nullptr || a->q == nullptr || a->k == nullptr ||
+        a->v == nullptr || a->n_q_head < 1 || a->n_kv_head < 1 ||
+        a->n_q_head % a->n_kv_head != 0 || a->q_len < 1 || a->kv_len < a->q_len ||
+        a->head_dim < 1)
+        return fg_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
+    if (a->kv_len > kMaxKvLen)
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: kv_len %d is above the supported %d", fn,
+                       a->kv_len, kMaxKvLen);
+    device_limits lim = {};
+    FG_TRY(query_device(fn, &lim));
+    kernel_choice choice = {};
+    FG_TRY(choose_kernel(fn, a, tuning ? tuning->kernel : FGI_ATTENTION_AUTO, lim, &choice));
+
+    fgi_attn_problem p = make_problem(a);
+    if (blocks_per_split(p, choice) > INT_MAX)
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
+                       fn, a->n_q_head, a->q_len);
+    const int granule = choice.kernel == FGI_ATTENTION_TILED ? choice.key_tile : 32;
+    long long want = wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule);
+
+    /* Workspace: the caller's (aligned, capped), else stream-ordered scratch. */
+    const size_t per_split = (size_t)p.n_q_head * p.q_len * split_bytes_per_row(p.head_dim);
+    void *scratch = nullptr;
+    if (want > 1 && workspace != nullptr) {
+        const uintptr_t at = ((uintptr_t)workspace + 15u) & ~(uintptr_t)15u;
+        const size_t lost = at - (uintptr_t)workspace;
+        const size_t usable = workspace_bytes > lost ? workspace_bytes - lost : 0;
+        if ((size_t)want > usable / per_split) want = (long long)(usable / per_split);
+        workspace = (void *)at;
+    }
+    set_splits(&p, want, granule);
+    if (p.n_splits > 1 && workspace == nullptr) {
+        if (cudaMallocAsync(&scratch, per_split * p.n_splits, stream) != cudaSuccess) {
+            (void)cudaGetLastError(); /* no pool or no memory: run unsplit instead */
+            scratch = nullptr;
+            set_splits(&p, 1, granule);
+        }
+        workspace = scratch;
+    }
+    if (p.n_splits > 1) place_partials(&p, workspace);
+
+    fg_status st = launch_all(fn, p, choice, stream);
+    if (scratch != nullptr) {
+        const cudaError_t err = cudaFreeAsync(scratch, stream);
+        if (err != cudaSuccess && st == FG_OK)
+            st = fg_fail(FG_ERR_CUDA, "%s: cudaFreeAsync failed: %s", fn, cudaGetErrorString(err));
+    }
+    if (st == FG_OK && tuning != nullptr) {
+        tuning->used_kernel = choice.kernel;
+        tuning->used_splits = p.n_splits;
+    }
+    return st;
+}
+
+extern "C" fg_status fgi_cuda_attention(const char *fn, const fgi_attention_args *a,
+                                        void *workspace, size_t workspace_bytes,
+                                        cudaStream_t stream)
+{
+    return fgi_cuda_attention_tuned(fn, a, nullptr, workspace, workspace_bytes, stream);
+}
+
+extern "C" fg_status fg_cuda_attention(float *out, const float *q, const float *k,
+                                       const float *v, int q_len, int kv_len, int head_dim,
+                                       cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_attention";
+    FG_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
+    return run_contiguous(fn, out, nullptr, q, k, v, 1, 1, q_len, kv_len, head_dim, 0, stream);
+}
+
+extern "C" fg_status fg_cuda_attention_flash(float *out, const float *q, const float *k,
+                                             const float *v, int q_len, int kv_len,
+                                             int head_dim, int block_size,
+                                             cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_attention_flash";
+    FG_TRY(fg_check_min(fn, "block_size", block_size, 1));
+    FG_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
+    return run_contiguous(fn, out, nullptr, q, k, v, 1, 1, q_len, kv_len, head_dim, block_size,
+                          stream);
+}
+
+extern "C" fg_status fg_cuda_mha(float *out, const float *q, const float *k, const float *v,
+                                 int n_head, int q_len, int kv_len, int head_dim,
+                                 cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_mha";
+    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_head, n_head, q_len, kv_len, head_dim));
+    return run_contiguous(fn, out, nullptr, q, k, v, n_head, n_head, q_len, kv_len, head_dim, 0,
+                          stream);
+}
+
+extern "C" fg_status fg_cuda_gqa(float *out, const float *q, const float *k, const float *v,
+                                 int n_q_head, int n_kv_head, int q_len, int kv_len,
+                                 int head_dim, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_gqa";
+    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
+    return run_contiguous(fn, out, nullptr, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
+                          head_dim, 0, stream);
+}
+
+extern "C" fg_status fg_cuda_gqa_lse(float *out, float *lse, const float *q, const float *k,
+                                     const float *v, int n_q_head, int n_kv_head, int q_len,
+                                     int kv_len, int head_dim, cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_gqa_lse";
+    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
+    FG_TRY(fg_check_ptr(fn, "lse", lse));
+    /* Sizes were checked above, so these products fit. */
+    const size_t lse_bytes = sizeof(float) * (size_t)n_q_head * (size_t)q_len;
+    const size_t q_bytes = lse_bytes * (size_t)head_dim;
+    const size_t kv_bytes = sizeof(float) * (size_t)n_kv_head * (size_t)kv_len * (size_t)head_dim;
+    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "out", out, q_bytes));
+    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "q", q, q_bytes));
+    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "k", k, kv_bytes));
+    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "v", v, kv_bytes));
+    return run_contiguous(fn, out, lse, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim, 0,
+                          stream);
+}

@@ -1,0 +1,291 @@
+/* Decode attention ("flash-decoding") in fp32 and the split-KV combine step.
+ * Conventions: cuda/attention_kernels.cuh (log2-unit scores, bottom-right
+ * causal alignment, split-KV partials).
+ *
+ * Design: the query rows that share a KV head (group heads x q_len) are
+ * packed into chunks of RB rows; one block of 4 warps serves a (KV head, row
+ * chunk, key split), so each K/V byte is read once for the whole group. Each
+ * warp streams its own keys straight from global memory (U rows of K and V
+ * in flight per step, a row per warp-wide coalesced load, lanes split the
+ * head dims), keeps an online softmax per row, and the 4 warps merge through
+ * shared memory. combine_splits merges the per-split partials (a warp per
+ * query row) into the output and the log-sum-exp. */
+#include "attention_kernels.cuh"
+
+namespace {
+
+constexpr int kWarps = FGI_ATTN_THREADS / 32;
+
+template <int C, int RB>
+struct DecodeShape {
+    /* Keys per warp step: enough loads in flight, without spilling. */
+    static constexpr int U = (C == 1 && RB <= 4) ? 8 : 4;
+};
+
+/* C: float4 per lane per head row (head_dim <= 128*C); RB: packed rows. */
+template <int C, int RB>
+__global__ void __launch_bounds__(FGI_ATTN_THREADS)
+    decode_attention_kernel(const fgi_attn_problem p, int n_row_chunks)
+{
+    constexpr int U = DecodeShape<C, RB>::U;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int D = p.head_dim, F = D / 4;
+    const int rows = p.group * p.q_len; /* query rows sharing this KV head */
+    const int kv_head = (int)(blockIdx.x / (unsigned)n_row_chunks);
+    const int m0 = (int)(blockIdx.x % (unsigned)n_row_chunks) * RB;
+    const int split = (int)blockIdx.y;
+
+    /* Packed row m is query i = m % q_len of head kv_head*group + m / q_len.
+     * Padding rows past the end repeat the last real row and are never
+     * written, so every load stays in bounds. */
+    float4 qr[RB][C];
+    int last_key[RB];
+    int max_last = 0;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const int m = min(m0 + r, rows - 1);
+        const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
+        const float4 *q_row =
+            reinterpret_cast<const float4 *>(p.q + h * p.q_head_stride + i * p.q_row_stride);
+#pragma unroll
+        for (int c = 0; c < C; c++) {
+            const int f = lane + 32 * c;
+            qr[r][c] = f < F ? fgi_scale4(__ldg(q_row + f), p.q_scale)
+                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        last_key[r] = i + p.shift;
+        max_last = max(max_last, last_key[r]);
+    }
+    const int key_begin = split * p.keys_per_split;
+    const int key_end = min(key_begin + min(p.keys_per_split, p.kv_len - key_begin),
+                            max_last + 1);
+
+    float m_run[RB], l_run[RB];
+    float4 acc[RB][C];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        m_run[r] = -INFINITY;
+        l_run[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < C; c++) acc[r][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+
+    const float4 *k_head = reinterpret_cast<const float4 *>(p.k + kv_head * p.kv_head_stride);
+    const float4 *v_head = reinterpret_cast<const float4 *>(p.v + kv_head * p.kv_head_stride);
+    /* The loop bounds depend on the warp only, so the shuffles inside are
+     * reached by all 32 lanes. */
+    for (int j0 = key_begin + warp * U; j0 < key_end; j0 += kWarps * U) {
+        float4 kk[U][C], vv[U][C];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int c = 0; c < C; c++) {
+                const int f = lane + 32 * c;
+                if (j0 + u < key_end && f < F) {
+                    const long long at = (long long)(j0 + u) * F + f;
+                    kk[u][c] = __ldg(k_head + at);
+                    vv[u][c] = __ldg(v_head + at);
+                } else {
+                    kk[u][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    vv[u][c] = kk[u][c];
+                }
+            }
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            float s[U];
+            float mx = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                float part = 0.0f;
+#pragma unroll
+                for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[u][c], part);
+                s[u] = fgi_group_sum<32>(part);
+                if (j0 + u >= key_end || j0 + u > last_key[r]) s[u] = -INFINITY;
+                mx = fmaxf(mx, s[u]);
+            }
+            const float m_new = fmaxf(m_run[r], mx);
+            const float base = fgi_exp_base(m_new);
+            const float alpha = exp2f(m_run[r] - base);
+            m_run[r] = m_new;
+            float sum = 0.0f;
+#pragma unroll
+            for (int c = 0; c < C; c++) acc[r][c] = fgi_scale4(acc[r][c], alpha);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const float pu = exp2f(s[u] - base);
+                sum += pu;
+#pragma unroll
+                for (int c = 0; c < C; c++) {
+                    acc[r][c].x = fmaf(pu, vv[u][c].x, acc[r][c].x);
+                    acc[r][c].y = fmaf(pu, vv[u][c].y, acc[r][c].y);
+                    acc[r][c].z = fmaf(pu, vv[u][c].z, acc[r][c].z);
+                    acc[r][c].w = fmaf(pu, vv[u][c].w, acc[r][c].w);
+                }
+            }
+            l_run[r] = l_run[r] * alpha + sum;
+        }
+    }
+
+    /* Merge the warps: (kWarps, RB) maxima and sums, (kWarps, RB, D) outputs. */
+    float *m_s = fgi_attention_smem();
+    float *l_s = m_s + kWarps * RB;
+    float *o_s = l_s + kWarps * RB;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        if (lane == 0) {
+            m_s[warp * RB + r] = m_run[r];
+            l_s[warp * RB + r] = l_run[r];
+        }
+#pragma unroll
+        for (int c = 0; c < C; c++) {
+            const int f = lane + 32 * c;
+            if (f < F) reinterpret_cast<float4 *>(o_s + (warp * RB + r) * D)[f] = acc[r][c];
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < RB * F; idx += FGI_ATTN_THREADS) {
+        const int r = idx / F, f = idx % F, m = m0 + r;
+        if (m >= rows) continue;
+        float big = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kWarps; w++) big = fmaxf(big, m_s[w * RB + r]);
+        const float base = fgi_exp_base(big);
+        float sum = 0.0f;
+        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int w = 0; w < kWarps; w++) {
+            const float wt = exp2f(m_s[w * RB + r] - base);
+            const float4 ow = reinterpret_cast<const float4 *>(o_s + (w * RB + r) * D)[f];
+            sum = fmaf(wt, l_s[w * RB + r], sum);
+            o.x = fmaf(wt, ow.x, o.x);
+            o.y = fmaf(wt, ow.y, o.y);
+            o.z = fmaf(wt, ow.z, o.z);
+            o.w = fmaf(wt, ow.w, o.w);
+        }
+        const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
+        if (p.n_splits == 1) {
+            const float inv = 1.0f / sum;
+            reinterpret_cast<float4 *>(p.out + h * p.out_head_stride + i * p.out_row_stride)[f] =
+                fgi_scale4(o, inv);
+            if (f == 0 && p.lse != nullptr)
+                p.lse[(long long)h * p.q_len + i] = big * FGI_LN2 + logf(sum);
+        } else {
+            const long long part = fgi_part_row(p, split, h, i);
+            reinterpret_cast<float4 *>(p.part_o + part * D)[f] = o;
+            if (f == 0) {
+                p.part_m[part] = big;
+                p.part_l[part] = sum;
+            }
+        }
+    }
+}
+
+/* A warp per query row: weights exp2(m_s - max) of the splits, then the
+ * weighted sum of the partial outputs over the summed weights. */
+__global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const fgi_attn_problem p)
+{
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float *weight = fgi_attention_smem() + warp * p.n_splits;
+    const long long rows = (long long)p.n_q_head * p.q_len;
+    const long long row = (long long)blockIdx.x * kWarps + warp;
+    if (row >= rows) return; /* a whole warp; this kernel has no block barrier */
+    const int h = (int)(row / p.q_len), i = (int)(row % p.q_len);
+
+    float big = -INFINITY;
+    for (int s = lane; s < p.n_splits; s += 32) big = fmaxf(big, p.part_m[s * rows + row]);
+    big = fgi_group_max<32>(big);
+    const float base = fgi_exp_base(big);
+    float sum = 0.0f;
+    for (int s = lane; s < p.n_splits; s += 32) {
+        const float wt = exp2f(p.part_m[s * rows + row] - base);
+        weight[s] = wt;
+        sum = fmaf(wt, p.part_l[s * rows + row], sum);
+    }
+    sum = fgi_group_sum<32>(sum);
+    __syncwarp();
+
+    const float inv = 1.0f / sum;
+    float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
+    for (int d = lane; d < p.head_dim; d += 32) {
+        float acc = 0.0f;
+        for (int s = 0; s < p.n_splits; s++)
+            acc = fmaf(weight[s], p.part_o[(s * rows + row) * p.head_dim + d], acc);
+        dst[d] = acc * inv;
+    }
+    if (lane == 0 && p.lse != nullptr) p.lse[row] = big * FGI_LN2 + logf(sum);
+}
+
+/* Rows per block for this problem: the group's rows rounded up to a power
+ * of two, at most 8 (4 for head_dim > 128, to stay within registers). */
+int decode_rows_per_block(const fgi_attn_problem &p)
+{
+    const long long rows = (long long)p.group * p.q_len;
+    const int cap = p.head_dim <= 128 ? 8 : 4;
+    int rb = 1;
+    while (rb < cap && rb < rows) rb *= 2;
+    return rb;
+}
+
+template <int C, int RB>
+fg_status launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+{
+    const int chunks = (int)(((long long)p.group * p.q_len + RB - 1) / RB);
+    const size_t smem = sizeof(float) * (size_t)kWarps * RB * (p.head_dim + 2);
+    void (*kernel)(fgi_attn_problem, int) = decode_attention_kernel<C, RB>;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * chunks), (unsigned)p.n_splits, 1);
+    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p, chunks));
+    FG_CUDA_LAUNCHED(fn, "decode_attention_kernel");
+    return FG_OK;
+}
+
+template <int C>
+fg_status launch_decode_rows(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+{
+    switch (decode_rows_per_block(p)) {
+    case 1: return launch_decode<C, 1>(fn, p, stream);
+    case 2: return launch_decode<C, 2>(fn, p, stream);
+    case 4: return launch_decode<C, 4>(fn, p, stream);
+    default:
+        if constexpr (C == 1)
+            return launch_decode<C, 8>(fn, p, stream);
+        else
+            return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode kernel for %d rows per block",
+                           fn, decode_rows_per_block(p));
+    }
+}
+
+} // namespace
+
+long long fgi_decode_blocks(const fgi_attn_problem &p)
+{
+    const long long rows = (long long)p.group * p.q_len;
+    const int rb = decode_rows_per_block(p);
+    return (long long)p.n_kv_head * ((rows + rb - 1) / rb);
+}
+
+fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+{
+    if (p.head_dim % 4 != 0 || p.head_dim > 256)
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
+                       p.head_dim);
+    if (p.head_dim <= 128) return launch_decode_rows<1>(fn, p, stream);
+    return launch_decode_rows<2>(fn, p, stream);
+}
+
+fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+{
+    const long long rows = (long long)p.n_q_head * p.q_len;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((rows + kWarps - 1) / kWarps), 1, 1);
+    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.dynamicSmemBytes = sizeof(float) * (size_t)kWarps * p.n_splits;
+    cfg.stream = stream;
+    void (*kernel)(fgi_attn_problem) = combine_splits_kernel;
+    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FG_CUDA_LAUNCHED(fn, "combine_splits_kernel");
+    return FG_OK;
+}

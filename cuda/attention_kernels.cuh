@@ -1,0 +1,123 @@
+/* Shared pieces of the attention kernels (cuda/attention_*.cu): the problem
+ * description every kernel receives, the split-KV partial layout, small
+ * device helpers, and the launchers that cuda/attention.cu dispatches to.
+ *
+ * Conventions: scores are kept in log2 units. q is multiplied once by
+ * q_scale = log2(e) / sqrt(head_dim), so exp(score) == exp2(q_scaled . k)
+ * and the log-sum-exp in natural log is (m + log2(l)) * ln 2 for a running
+ * max m and running sum l. A row's keys are j <= i + shift (shift = kv_len -
+ * q_len, bottom-right causal alignment). Split-KV: split s covers keys
+ * [s*keys_per_split, (s+1)*keys_per_split) and writes its unnormalised
+ * output, max and sum per row; combine_splits merges them. */
+#ifndef FLASHGPT_CUDA_ATTENTION_KERNELS_CUH
+#define FLASHGPT_CUDA_ATTENTION_KERNELS_CUH
+
+#include "attention_internal.h"
+#include "cuda_common.cuh"
+
+#include <math.h>
+
+struct fgi_attn_problem {
+    float *out;
+    long long out_head_stride, out_row_stride;
+    float *lse; /* (n_q_head, q_len) or NULL */
+    const float *q;
+    long long q_head_stride, q_row_stride;
+    const float *k, *v;
+    long long kv_head_stride;
+    int n_q_head, n_kv_head, group, q_len, kv_len, head_dim, shift;
+    float q_scale; /* log2(e) / sqrt(head_dim) */
+    int n_splits, keys_per_split;
+    /* Split-KV partials, row index (split*n_q_head + h)*q_len + i: */
+    float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
+    float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */
+    float *part_l; /* (n_splits, n_q_head, q_len) running sum */
+};
+
+#define FGI_LN2 0.693147180559945309f
+#define FGI_ATTN_THREADS 128 /* every attention kernel runs 4 warps per block */
+
+/* The block's dynamic shared memory (sized at launch), 16-byte aligned. */
+__device__ __forceinline__ float *fgi_attention_smem()
+{
+    extern __shared__ float4 fgi_attention_smem_base[];
+    return reinterpret_cast<float *>(fgi_attention_smem_base);
+}
+
+/* Row index of query (h, i) in the partial arrays of split s. */
+__device__ __forceinline__ long long fgi_part_row(const fgi_attn_problem &p, int s,
+                                                  int h, int i)
+{
+    return ((long long)s * p.n_q_head + h) * p.q_len + i;
+}
+
+/* Sum / max over groups of `width` lanes (width a power of two <= 32).
+ * Every lane of the warp must call these (full-mask shuffles). */
+template <int width>
+__device__ __forceinline__ float fgi_group_sum(float v)
+{
+#pragma unroll
+    for (int offset = width / 2; offset > 0; offset >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+template <int width>
+__device__ __forceinline__ float fgi_group_max(float v)
+{
+#pragma unroll
+    for (int offset = width / 2; offset > 0; offset >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+/* The value to subtract before exp2 for running max m: m itself, or 0 while
+ * no key has been seen (m = -inf), so that -inf - -inf never makes a NaN. */
+__device__ __forceinline__ float fgi_exp_base(float m)
+{
+    return m == -INFINITY ? 0.0f : m;
+}
+
+__device__ __forceinline__ float4 fgi_scale4(float4 a, float s)
+{
+    return make_float4(a.x * s, a.y * s, a.z * s, a.w * s);
+}
+
+__device__ __forceinline__ float fgi_dot4(float4 a, float4 b, float acc)
+{
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+    acc = fmaf(a.z, b.z, acc);
+    return fmaf(a.w, b.w, acc);
+}
+
+/* Launchers (host). Each checks its launch and returns FG_ERR_CUDA on
+ * failure; the problem is already validated and its splits chosen. */
+
+/* Tiled flash kernel: head_dim 32, 64, 80, 96, 128 or 256; key tile
+ * key_tile (16, 32 or 64; 64 not for head_dim 256). */
+fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_tile,
+                           cudaStream_t stream);
+/* Query rows of the tiled kernel per block for this head_dim. */
+int fgi_tiled_rows(int head_dim);
+/* Dynamic shared memory bytes of the tiled kernel. */
+size_t fgi_tiled_smem_bytes(int head_dim, int key_tile);
+
+/* Decode kernel (head_dim % 4 == 0, <= 256): one block per (kv head, chunk
+ * of packed query rows, split). */
+fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p,
+                            cudaStream_t stream);
+/* Blocks of the decode kernel per split (kv heads x row chunks). */
+long long fgi_decode_blocks(const fgi_attn_problem &p);
+
+/* Generic kernel (any head_dim <= FGI_GENERIC_MAX_HEAD_DIM): a warp per row. */
+#define FGI_GENERIC_MAX_HEAD_DIM 1024
+fg_status fgi_launch_generic(const char *fn, const fgi_attn_problem &p,
+                             cudaStream_t stream);
+long long fgi_generic_blocks(const fgi_attn_problem &p);
+
+/* Merges the split partials into out (and lse). */
+fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p,
+                             cudaStream_t stream);
+
+#endif /* FLASHGPT_CUDA_ATTENTION_KERNELS_CUH */

@@ -1,0 +1,353 @@
+/* Tiled flash attention in fp32 for head_dim 32, 64, 80, 96, 128 and 256:
+ * the kernel for prefill and for any query length with many rows per KV
+ * head (cuda/attention.cu decides). Conventions: cuda/attention_kernels.cuh
+ * (log2-unit scores, bottom-right causal alignment, split-KV partials).
+ *
+ * Design: a block of 128 threads holds BM query rows (scaled q) in shared
+ * memory and streams BN-key tiles of K and V through shared memory with
+ * cp.async (V of tile t loads during the scores of t, K of t+1 during P.V of
+ * t); thread (ty, tx) of a 16 x 8 grid owns query rows ty + 16i for both the
+ * scores (keys tx + 8j) and the output (dims tx*VEC + 8*VEC*jv), so the
+ * online softmax rescaling stays in registers and row reductions are 8-lane
+ * shuffles. Key tiles past the diagonal of the block's last row are never
+ * loaded; only tiles that cross it are masked. All math is FFMA (no TF32). */
+#include "attention_kernels.cuh"
+
+#include <cuda_pipeline.h>
+
+namespace {
+
+constexpr int kRowThreads = 16; /* thread rows of the 16 x 8 grid */
+constexpr int kColThreads = 8;  /* thread columns */
+
+template <int D, int BN>
+struct TiledShape {
+    static constexpr int BM = D <= 128 ? 64 : 32;   /* query rows per block */
+    static constexpr int TM = BM / kRowThreads;     /* query rows per thread */
+    static constexpr int TN = BN / kColThreads;     /* keys per thread */
+    static constexpr int F = D / 4;                 /* float4 per head row */
+    static constexpr int DP = D + 4;                /* padded q/k/v row: conflict-free float4 reads */
+    static constexpr int BNP = BN + 8;              /* padded p row: conflict-free writes */
+    static constexpr int DT = D / kColThreads;      /* output dims per thread */
+    static constexpr int VEC = DT % 4 == 0 ? 4 : (DT % 2 == 0 ? 2 : 1);
+    static constexpr int NV = DT / VEC;             /* output vectors per row per thread */
+    static constexpr int SMEM_FLOATS = BM * DP + 2 * BN * DP + BM * BNP;
+    static_assert(D % 32 == 0 || D == 80 || D == 96, "head_dim without a tiled kernel");
+    static_assert(BN % kColThreads == 0 && BN % 4 == 0, "key tile");
+};
+
+/* n floats (n = 4, 2, 1) from 4n-byte aligned shared or global memory. */
+template <int N>
+__device__ __forceinline__ void load_floats(float (&dst)[N], const float *src)
+{
+    if constexpr (N == 4) {
+        const float4 t = *reinterpret_cast<const float4 *>(src);
+        dst[0] = t.x, dst[1] = t.y, dst[2] = t.z, dst[3] = t.w;
+    } else if constexpr (N == 2) {
+        const float2 t = *reinterpret_cast<const float2 *>(src);
+        dst[0] = t.x, dst[1] = t.y;
+    } else {
+        dst[0] = *src;
+    }
+}
+
+/* Stores src[first .. first+N) * scale. */
+template <int N, int LEN>
+__device__ __forceinline__ void store_floats(float *dst, const float (&src)[LEN],
+                                             int first, float scale)
+{
+    if constexpr (N == 4) {
+        *reinterpret_cast<float4 *>(dst) =
+            make_float4(src[first] * scale, src[first + 1] * scale,
+                        src[first + 2] * scale, src[first + 3] * scale);
+    } else if constexpr (N == 2) {
+        *reinterpret_cast<float2 *>(dst) =
+            make_float2(src[first] * scale, src[first + 1] * scale);
+    } else {
+        *dst = src[first] * scale;
+    }
+}
+
+/* Enqueues the copy of keys (or values) [key0, key0 + BN) of one head into
+ * a (BN, DP) shared tile; rows at or past key_end are zero-filled so that
+ * masked entries (p = 0) never meet garbage (0 * NaN would poison a row). */
+template <int D, int BN>
+__device__ __forceinline__ void load_kv_tile_async(float *tile, const float *head,
+                                                   int key0, int key_end)
+{
+    using S = TiledShape<D, BN>;
+    for (int idx = threadIdx.x; idx < BN * S::F; idx += FGI_ATTN_THREADS) {
+        const int r = idx / S::F, f = idx % S::F;
+        float *dst = tile + r * S::DP + 4 * f;
+        if (key0 + r < key_end)
+            __pipeline_memcpy_async(dst, head + (long long)(key0 + r) * D + 4 * f, 16);
+        else
+            *reinterpret_cast<float4 *>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+}
+
+/* Min blocks 1: without it ptxas caps some shapes at 128 registers and spills. */
+template <int D, int BN>
+__global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
+    tiled_attention_kernel(const fgi_attn_problem p)
+{
+    using S = TiledShape<D, BN>;
+    constexpr int BM = S::BM, TM = S::TM, TN = S::TN, F = S::F, DP = S::DP;
+    constexpr int BNP = S::BNP, DT = S::DT, VEC = S::VEC, NV = S::NV;
+    float *q_s = fgi_attention_smem(); /* (BM, DP) */
+    float *k_s = q_s + BM * DP;                             /* (BN, DP) */
+    float *v_s = k_s + BN * DP;                             /* (BN, DP) */
+    float *p_s = v_s + BN * DP;                             /* (BM, BNP) */
+
+    const int tid = threadIdx.x, ty = tid / kColThreads, tx = tid % kColThreads;
+    /* Causal work grows with the query index: the last query tiles go first. */
+    const int n_q_tiles = (p.q_len + BM - 1) / BM;
+    const int head = (int)(blockIdx.x % (unsigned)p.n_q_head);
+    const int q_tile = n_q_tiles - 1 - (int)(blockIdx.x / (unsigned)p.n_q_head);
+    const int split = (int)blockIdx.y;
+    const int q0 = q_tile * BM;
+    const int kv_head = head / p.group;
+    const float *q_head = p.q + head * p.q_head_stride;
+    const float *k_head = p.k + kv_head * p.kv_head_stride;
+    const float *v_head = p.v + kv_head * p.kv_head_stride;
+
+    /* Keys of this split, cut after the last key the block's last row sees:
+     * the tiles wholly above the diagonal are never loaded. */
+    const int key_begin = split * p.keys_per_split;
+    const int rows_end = min(q0 + BM, p.q_len);
+    const int key_end = min(key_begin + min(p.keys_per_split, p.kv_len - key_begin),
+                            rows_end + p.shift);
+    const int n_tiles = key_end > key_begin ? (key_end - key_begin + BN - 1) / BN : 0;
+
+    for (int idx = tid; idx < BM * F; idx += FGI_ATTN_THREADS) {
+        const int r = idx / F, f = idx % F;
+        float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (q0 + r < p.q_len)
+            val = fgi_scale4(
+                __ldg(reinterpret_cast<const float4 *>(q_head + (q0 + r) * p.q_row_stride) + f),
+                p.q_scale);
+        *reinterpret_cast<float4 *>(q_s + r * DP + 4 * f) = val;
+    }
+
+    float o[TM][DT];
+    float m_run[TM], l_run[TM]; /* l_run: this thread's share of the row sum */
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        m_run[i] = -INFINITY;
+        l_run[i] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DT; d++) o[i][d] = 0.0f;
+    }
+
+    if (n_tiles > 0) {
+        load_kv_tile_async<D, BN>(k_s, k_head, key_begin, key_end);
+        __pipeline_commit();
+    }
+    for (int t = 0; t < n_tiles; t++) {
+        const int key0 = key_begin + t * BN;
+        load_kv_tile_async<D, BN>(v_s, v_head, key0, key_end);
+        __pipeline_commit();
+        __pipeline_wait_prior(1); /* K tile t has landed; V tile t may be in flight */
+        __syncthreads();
+
+        float s[TM][TN];
+#pragma unroll
+        for (int i = 0; i < TM; i++)
+#pragma unroll
+            for (int j = 0; j < TN; j++) s[i][j] = 0.0f;
+#pragma unroll 4
+        for (int f = 0; f < F; f++) {
+            float4 qv[TM], kv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+                qv[i] = *reinterpret_cast<const float4 *>(q_s + (ty + kRowThreads * i) * DP + 4 * f);
+#pragma unroll
+            for (int j = 0; j < TN; j++)
+                kv[j] = *reinterpret_cast<const float4 *>(k_s + (tx + kColThreads * j) * DP + 4 * f);
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int j = 0; j < TN; j++) s[i][j] = fgi_dot4(qv[i], kv[j], s[i][j]);
+        }
+
+        /* Only a tile that crosses the diagonal or the end of the keys
+         * needs masking (the condition is the same for the whole block). */
+        if (key0 + BN > key_end || key0 + BN - 1 - q0 > p.shift) {
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int j = 0; j < TN; j++) {
+                    const int key = key0 + tx + kColThreads * j;
+                    const int row = q0 + ty + kRowThreads * i;
+                    if (key >= key_end || key - row > p.shift) s[i][j] = -INFINITY;
+                }
+        }
+
+#pragma unroll
+        for (int i = 0; i < TM; i++) {
+            float mx = s[i][0];
+#pragma unroll
+            for (int j = 1; j < TN; j++) mx = fmaxf(mx, s[i][j]);
+            mx = fgi_group_max<kColThreads>(mx);
+            const float m_new = fmaxf(m_run[i], mx);
+            const float base = fgi_exp_base(m_new);
+            const float alpha = exp2f(m_run[i] - base);
+            m_run[i] = m_new;
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < TN; j++) {
+                const float pij = exp2f(s[i][j] - base);
+                sum += pij;
+                p_s[(ty + kRowThreads * i) * BNP + tx + kColThreads * j] = pij;
+            }
+            l_run[i] = l_run[i] * alpha + sum;
+#pragma unroll
+            for (int d = 0; d < DT; d++) o[i][d] *= alpha;
+        }
+
+        __pipeline_wait_prior(0); /* V tile t has landed */
+        __syncthreads();          /* p and V visible; every thread is done with K */
+        if (t + 1 < n_tiles) {
+            load_kv_tile_async<D, BN>(k_s, k_head, key0 + BN, key_end);
+            __pipeline_commit();
+        }
+
+#pragma unroll 2
+        for (int c = 0; c < BN; c += 4) {
+            float pc[TM][4];
+#pragma unroll
+            for (int i = 0; i < TM; i++) load_floats<4>(pc[i], p_s + (ty + kRowThreads * i) * BNP + c);
+#pragma unroll
+            for (int cc = 0; cc < 4; cc++) {
+                const float *v_row = v_s + (c + cc) * DP + tx * VEC;
+#pragma unroll
+                for (int jv = 0; jv < NV; jv++) {
+                    float vv[VEC];
+                    load_floats<VEC>(vv, v_row + kColThreads * VEC * jv);
+#pragma unroll
+                    for (int i = 0; i < TM; i++)
+#pragma unroll
+                        for (int e = 0; e < VEC; e++)
+                            o[i][jv * VEC + e] = fmaf(pc[i][cc], vv[e], o[i][jv * VEC + e]);
+                }
+            }
+        }
+        __syncthreads(); /* done with V and p before they are overwritten */
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; i++) l_run[i] = fgi_group_sum<kColThreads>(l_run[i]);
+
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        const int row = q0 + ty + kRowThreads * i;
+        if (row >= p.q_len) continue;
+        if (p.n_splits == 1) {
+            const float inv = 1.0f / l_run[i];
+            float *dst = p.out + head * p.out_head_stride + row * p.out_row_stride + tx * VEC;
+#pragma unroll
+            for (int jv = 0; jv < NV; jv++)
+                store_floats<VEC>(dst + kColThreads * VEC * jv, o[i], jv * VEC, inv);
+            if (p.lse != nullptr && tx == 0)
+                p.lse[(long long)head * p.q_len + row] = m_run[i] * FGI_LN2 + logf(l_run[i]);
+        } else {
+            const long long part = fgi_part_row(p, split, head, row);
+            float *dst = p.part_o + part * D + tx * VEC;
+#pragma unroll
+            for (int jv = 0; jv < NV; jv++)
+                store_floats<VEC>(dst + kColThreads * VEC * jv, o[i], jv * VEC, 1.0f);
+            if (tx == 0) {
+                p.part_m[part] = m_run[i];
+                p.part_l[part] = l_run[i];
+            }
+        }
+    }
+}
+
+template <int D, int BN>
+fg_status launch(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+{
+    using S = TiledShape<D, BN>;
+    const size_t smem = sizeof(float) * S::SMEM_FLOATS;
+    void (*kernel)(fgi_attn_problem) = tiled_attention_kernel<D, BN>;
+    if (smem > 48 * 1024)
+        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem));
+    const long long blocks = (long long)p.n_q_head * ((p.q_len + S::BM - 1) / S::BM);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)blocks, (unsigned)p.n_splits, 1);
+    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FG_CUDA_LAUNCHED(fn, "tiled_attention_kernel");
+    return FG_OK;
+}
+
+template <int D>
+fg_status launch_tile(const char *fn, const fgi_attn_problem &p, int key_tile,
+                      cudaStream_t stream)
+{
+    switch (key_tile) {
+    case 16: return launch<D, 16>(fn, p, stream);
+    case 32: return launch<D, 32>(fn, p, stream);
+    case 64:
+        if constexpr (D <= 128) return launch<D, 64>(fn, p, stream);
+        break;
+    default: break;
+    }
+    return fg_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d with key tile %d",
+                   fn, D, key_tile);
+}
+
+template <int D, int BN>
+constexpr size_t smem_bytes()
+{
+    return sizeof(float) * TiledShape<D, BN>::SMEM_FLOATS;
+}
+
+template <int D>
+size_t smem_for_tile(int key_tile)
+{
+    switch (key_tile) {
+    case 16: return smem_bytes<D, 16>();
+    case 32: return smem_bytes<D, 32>();
+    case 64:
+        if constexpr (D <= 128) return smem_bytes<D, 64>();
+        else return 0;
+    default: return 0;
+    }
+}
+
+} // namespace
+
+int fgi_tiled_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
+
+size_t fgi_tiled_smem_bytes(int head_dim, int key_tile)
+{
+    switch (head_dim) {
+    case 32: return smem_for_tile<32>(key_tile);
+    case 64: return smem_for_tile<64>(key_tile);
+    case 80: return smem_for_tile<80>(key_tile);
+    case 96: return smem_for_tile<96>(key_tile);
+    case 128: return smem_for_tile<128>(key_tile);
+    case 256: return smem_for_tile<256>(key_tile);
+    default: return 0;
+    }
+}
+
+fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_tile,
+                           cudaStream_t stream)
+{
+    switch (p.head_dim) {
+    case 32: return launch_tile<32>(fn, p, key_tile, stream);
+    case 64: return launch_tile<64>(fn, p, key_tile, stream);
+    case 80: return launch_tile<80>(fn, p, key_tile, stream);
+    case 96: return launch_tile<96>(fn, p, key_tile, stream);
+    case 128: return launch_tile<128>(fn, p, key_tile, stream);
+    case 256: return launch_tile<256>(fn, p, key_tile, stream);
+    default:
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d", fn,
+                       p.head_dim);
+    }
+}

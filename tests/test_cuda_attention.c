@@ -1,0 +1,682 @@
+/* GPU attention (cuda/attention*.cu) against the CPU reference: single-head,
+ * flash (every key tile), MHA, GQA/MQA, log-sum-exp, split-KV against one
+ * pass for each kernel family, the decoder's strided layout (fused q|k|v
+ * projection, KV cache, merged output) and argument checking.
+ *
+ * Every family runs at least 50 random shapes covering q_len = 1,
+ * q_len = kv_len and kv_len >> q_len, lengths that are not tile multiples
+ * and every head_dim with a fast path plus odd ones. Inputs are fresh draws
+ * (seed in every message), outputs start as NaN and end in a guard region.
+ * FG_TEST_QUICK=1 runs fewer, smaller shapes (for compute-sanitizer).
+ * GPU tests skip visibly without a device; argument tests run everywhere:
+ * a CUDA build refuses bad input with FG_ERR_INVALID_ARG before touching
+ * a device, a CPU-only build answers FG_ERR_UNSUPPORTED. */
+#include "gpu_support.h"
+#include "../cuda/attention_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* SPEC tolerances for fp32 GPU vs CPU reference. */
+#define ATOL 1e-4
+#define RTOL 1e-4
+#define REL_L2 1e-5
+
+/* Head dims: every tiled fast path, then ones only the decode (multiples
+ * of 4) or generic kernels serve. */
+static const int head_dims[] = {32, 64, 80, 96, 128, 256, 8, 40, 72, 16, 12, 3, 17};
+#define N_HEAD_DIMS ((int)(sizeof head_dims / sizeof head_dims[0]))
+/* Query lengths around every tile size (16, 32, 64 keys; 32, 64 rows). */
+static const int lengths[] = {1, 2, 3, 17, 31, 33, 63, 64, 65, 127, 129, 200, 1000};
+#define N_LENGTHS ((int)(sizeof lengths / sizeof lengths[0]))
+
+static int quick_mode(void)
+{
+    const char *env = getenv("FG_TEST_QUICK");
+    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
+}
+
+static int n_cases(void) { return quick_mode() ? 6 : 50; }
+
+/* Upper bound on n_q_head * q_len * kv_len * head_dim per case, which keeps
+ * the double-precision reference cheap. */
+static double case_budget(void) { return quick_mode() ? 2e6 : 3e7; }
+
+typedef struct {
+    int n_q, n_kv, q_len, kv_len, d;
+} shape;
+
+/* Case c of a family: head_dim cycles through head_dims, and for each head
+ * dim the length pattern cycles through decode (q = 1), square (q = kv),
+ * a few extra keys, and kv >> q. ratio: query heads per KV head (0: MQA). */
+static shape make_shape(fg_rng *r, int c, int ratio)
+{
+    shape s;
+    s.d = head_dims[c % N_HEAD_DIMS];
+    switch ((c / N_HEAD_DIMS + c) % 4) {
+    case 0:
+        s.q_len = 1;
+        s.kv_len = lengths[fg_rng_int(r, 0, N_LENGTHS - 1)] + fg_rng_int(r, 0, 300);
+        break;
+    case 1:
+        s.q_len = s.kv_len = lengths[fg_rng_int(r, 0, N_LENGTHS - 1)];
+        break;
+    case 2:
+        s.q_len = lengths[fg_rng_int(r, 0, N_LENGTHS - 1)];
+        s.kv_len = s.q_len + fg_rng_int(r, 1, 70);
+        break;
+    default:
+        s.q_len = lengths[fg_rng_int(r, 0, 4)];
+        s.kv_len = s.q_len + fg_rng_int(r, 500, 3000);
+        break;
+    }
+    if (ratio == 0) {
+        s.n_kv = 1;
+        s.n_q = fg_rng_int(r, 2, 8);
+    } else {
+        s.n_kv = fg_rng_int(r, 1, 3);
+        s.n_q = s.n_kv * ratio;
+    }
+    const int group = s.n_q / s.n_kv;
+    while ((double)s.n_q * s.q_len * s.kv_len * s.d > case_budget()) {
+        if (s.kv_len - s.q_len > 64)
+            s.kv_len = s.q_len + (s.kv_len - s.q_len) / 2;
+        else if (s.n_kv > 1)
+            s.n_kv--, s.n_q = s.n_kv * group;
+        else if (ratio == 0 && s.n_q > 2)
+            s.n_q--;
+        else if (s.q_len > 1)
+            s.q_len = (s.q_len + 1) / 2, s.kv_len = s.q_len + (s.kv_len - s.q_len) / 2;
+        else
+            s.kv_len = (s.kv_len + 1) / 2;
+    }
+    return s;
+}
+
+static void describe(char *buf, size_t len, const char *family, int c, shape s)
+{
+    snprintf(buf, len, "%s case %d (n_q_head %d, n_kv_head %d, q_len %d, kv_len %d, head_dim %d)",
+             family, c, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d);
+}
+
+/* Random q (n_q, q_len, d), k and v (n_kv, kv_len, d) on host and device. */
+typedef struct {
+    size_t nq, nkv;
+    float *q, *k, *v;    /* host */
+    float *dq, *dk, *dv; /* device */
+} inputs;
+
+static void inputs_make(inputs *in, fg_rng *r, shape s, double scale)
+{
+    in->nq = (size_t)s.n_q * s.q_len * s.d;
+    in->nkv = (size_t)s.n_kv * s.kv_len * s.d;
+    in->q = fg_buf_normal(r, in->nq, scale);
+    in->k = fg_buf_normal(r, in->nkv, scale);
+    in->v = fg_buf_normal(r, in->nkv, 1.0);
+    in->dq = fg_dev_upload(in->q, in->nq);
+    in->dk = fg_dev_upload(in->k, in->nkv);
+    in->dv = fg_dev_upload(in->v, in->nkv);
+}
+
+static void inputs_free(inputs *in)
+{
+    fg_buf_free(in->q), fg_buf_free(in->k), fg_buf_free(in->v);
+    fg_dev_free(in->dq), fg_dev_free(in->dk), fg_dev_free(in->dv);
+}
+
+static void expect_ok(fg_status st, const char *what)
+{
+    cr_assert(st == FG_OK, "%s: %s: %s (seed %llu)", what, fg_status_str(st), fg_last_error(),
+              (unsigned long long)fg_test_seed());
+    st = fg_cuda_synchronize(NULL);
+    cr_assert(st == FG_OK, "%s: synchronize: %s (seed %llu)", what, fg_last_error(),
+              (unsigned long long)fg_test_seed());
+}
+
+/* Guard intact, then every element within SPEC tolerance of ref. */
+static void expect_close_dev(const float *dev, const float *ref, size_t n, const char *what)
+{
+    fg_dev_assert_guard(dev, n, what);
+    float *got = fg_dev_download(dev, n);
+    fg_assert_close(got, ref, n, ATOL, RTOL, REL_L2, what);
+    fg_buf_free(got);
+}
+
+/* The internal entry with a kernel / split request; what actually ran is
+ * returned in *t. CPU-only builds have no GPU kernels to ask for. */
+static fg_status run_tuned(const fgi_attention_args *a, fgi_attention_tuning *t, void *ws,
+                           size_t ws_bytes)
+{
+#ifdef FG_HAVE_CUDA
+    return fgi_cuda_attention_tuned("test", a, t, ws, ws_bytes, NULL);
+#else
+    (void)a, (void)t, (void)ws, (void)ws_bytes;
+    return FG_ERR_UNSUPPORTED;
+#endif
+}
+
+/* Contiguous (heads, rows, d) arguments for the internal entry. */
+static fgi_attention_args contiguous_args(float *out, float *lse, const inputs *in, shape s)
+{
+    fgi_attention_args a;
+    memset(&a, 0, sizeof a);
+    a.out = out;
+    a.out_head_stride = (long long)s.q_len * s.d;
+    a.out_row_stride = s.d;
+    a.lse = lse;
+    a.q = in->dq;
+    a.q_head_stride = (long long)s.q_len * s.d;
+    a.q_row_stride = s.d;
+    a.k = in->dk;
+    a.v = in->dv;
+    a.kv_head_stride = (long long)s.kv_len * s.d;
+    a.n_q_head = s.n_q;
+    a.n_kv_head = s.n_kv;
+    a.q_len = s.q_len;
+    a.kv_len = s.kv_len;
+    a.head_dim = s.d;
+    return a;
+}
+
+/* Natural-log log-sum-exp of the scaled scores of every query row, in
+ * double, straight from the definition: (n_q, q_len). */
+static float *reference_lse(const inputs *in, shape s)
+{
+    float *lse = fg_buf_nan((size_t)s.n_q * s.q_len);
+    double *scores = malloc(sizeof(double) * (size_t)s.kv_len);
+    cr_assert(scores != NULL);
+    const int group = s.n_q / s.n_kv, shift = s.kv_len - s.q_len;
+    const double scale = 1.0 / sqrt((double)s.d);
+    for (int h = 0; h < s.n_q; h++)
+        for (int i = 0; i < s.q_len; i++) {
+            const float *q = in->q + ((size_t)h * s.q_len + i) * s.d;
+            const float *k = in->k + (size_t)(h / group) * s.kv_len * s.d;
+            double big = -INFINITY, sum = 0.0;
+            for (int j = 0; j <= i + shift; j++) {
+                double dot = 0.0;
+                for (int e = 0; e < s.d; e++) dot += (double)q[e] * k[(size_t)j * s.d + e];
+                scores[j] = dot * scale;
+                if (scores[j] > big) big = scores[j];
+            }
+            for (int j = 0; j <= i + shift; j++) sum += exp(scores[j] - big);
+            lse[(size_t)h * s.q_len + i] = (float)(big + log(sum));
+        }
+    free(scores);
+    return lse;
+}
+
+static float *reference_gqa(const inputs *in, shape s)
+{
+    float *ref = fg_buf_nan(in->nq);
+    cr_assert_eq(fg_ref_gqa(ref, in->q, in->k, in->v, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d),
+                 FG_OK, "%s", fg_last_error());
+    return ref;
+}
+
+/* Families ------------------------------------------------------------------ */
+
+Test(cuda_attention, single_head_random_shapes)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(101);
+    for (int c = 0; c < n_cases(); c++) {
+        shape s = make_shape(&rng, c, 1);
+        s.n_q = s.n_kv = 1;
+        char what[200];
+        describe(what, sizeof what, "fg_cuda_attention", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *out = fg_dev_poisoned(in.nq), *ref = fg_buf_nan(in.nq);
+        cr_assert_eq(fg_ref_attention(ref, in.q, in.k, in.v, s.q_len, s.kv_len, s.d), FG_OK);
+        expect_ok(fg_cuda_attention(out, in.dq, in.dk, in.dv, s.q_len, s.kv_len, s.d, NULL), what);
+        expect_close_dev(out, ref, in.nq, what);
+        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+    }
+}
+
+/* Every block size maps to some key tile (1..15 -> 16, 16..31 -> 16,
+ * 32..63 -> 32, >= 64 -> 64); the result must match the streamed
+ * reference with the same block size, whichever tile serves it. */
+Test(cuda_attention, flash_every_block_size)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(102);
+    const int fixed_blocks[] = {1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000};
+    const int n_fixed = (int)(sizeof fixed_blocks / sizeof fixed_blocks[0]);
+    for (int c = 0; c < n_cases(); c++) {
+        shape s = make_shape(&rng, c, 1);
+        s.n_q = s.n_kv = 1;
+        const int block = c < n_fixed ? fixed_blocks[c] : fg_rng_int(&rng, 1, s.kv_len + 1);
+        char what[240];
+        describe(what, sizeof what, "fg_cuda_attention_flash", c, s);
+        snprintf(what + strlen(what), sizeof what - strlen(what), " block_size %d", block);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *out = fg_dev_poisoned(in.nq), *ref = fg_buf_nan(in.nq);
+        cr_assert_eq(fg_ref_attention_flash(ref, in.q, in.k, in.v, s.q_len, s.kv_len, s.d, block),
+                     FG_OK);
+        expect_ok(fg_cuda_attention_flash(out, in.dq, in.dk, in.dv, s.q_len, s.kv_len, s.d, block,
+                                          NULL),
+                  what);
+        expect_close_dev(out, ref, in.nq, what);
+        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+    }
+}
+
+Test(cuda_attention, mha_random_shapes)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(103);
+    for (int c = 0; c < n_cases(); c++) {
+        const shape s = make_shape(&rng, c, 1);
+        char what[200];
+        describe(what, sizeof what, "fg_cuda_mha", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *out = fg_dev_poisoned(in.nq), *ref = fg_buf_nan(in.nq);
+        cr_assert_eq(fg_ref_mha(ref, in.q, in.k, in.v, s.n_q, s.q_len, s.kv_len, s.d), FG_OK);
+        expect_ok(fg_cuda_mha(out, in.dq, in.dk, in.dv, s.n_q, s.q_len, s.kv_len, s.d, NULL), what);
+        expect_close_dev(out, ref, in.nq, what);
+        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+    }
+}
+
+/* Group ratios 1, 2, 4, 8 and MQA (one KV head for every query head). */
+Test(cuda_attention, gqa_and_mqa_random_shapes)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(104);
+    const int ratios[] = {1, 2, 4, 8, 0};
+    for (int c = 0; c < n_cases(); c++) {
+        const shape s = make_shape(&rng, c, ratios[c % 5]);
+        char what[200];
+        describe(what, sizeof what, "fg_cuda_gqa", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *out = fg_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
+        expect_ok(fg_cuda_gqa(out, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d, NULL),
+                  what);
+        expect_close_dev(out, ref, in.nq, what);
+        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+    }
+}
+
+Test(cuda_attention, gqa_lse_matches_double_log_sum_exp)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(105);
+    const int ratios[] = {4, 1, 8, 0, 2};
+    for (int c = 0; c < n_cases(); c++) {
+        const shape s = make_shape(&rng, c, ratios[c % 5]);
+        char what[200], what_lse[220];
+        describe(what, sizeof what, "fg_cuda_gqa_lse", c, s);
+        snprintf(what_lse, sizeof what_lse, "%s lse", what);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        const size_t n_rows = (size_t)s.n_q * s.q_len;
+        float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+        float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+        expect_ok(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len,
+                                  s.d, NULL),
+                  what);
+        expect_close_dev(out, ref, in.nq, what);
+        expect_close_dev(lse, ref_lse, n_rows, what_lse);
+        fg_dev_free(out), fg_dev_free(lse), fg_buf_free(ref), fg_buf_free(ref_lse);
+        inputs_free(&in);
+    }
+}
+
+/* Each kernel family that can serve a shape runs in one pass and with the
+ * keys split across blocks; both must match the reference (output and
+ * lse), and the split must really have happened. */
+Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(106);
+    const int ratios[] = {1, 4, 0, 2, 8};
+    for (int c = 0; c < n_cases(); c++) {
+        const shape s = make_shape(&rng, c, ratios[c % 5]);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        const size_t n_rows = (size_t)s.n_q * s.q_len;
+        float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+        const fgi_attention_kernel kernels[] = {FGI_ATTENTION_TILED, FGI_ATTENTION_DECODE,
+                                                FGI_ATTENTION_GENERIC};
+        const int fast = s.d == 32 || s.d == 64 || s.d == 80 || s.d == 96 || s.d == 128 || s.d == 256;
+        const int can[] = {fast, s.d % 4 == 0 && s.d <= 256, 1};
+        for (int kk = 0; kk < 3; kk++) {
+            if (!can[kk]) continue;
+            for (int split = 0; split < 2; split++) {
+                char what[260];
+                describe(what, sizeof what, "split-KV", c, s);
+                const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
+                snprintf(what + strlen(what), sizeof what - strlen(what), " kernel %d, %d splits",
+                         (int)kernels[kk], want);
+                float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+                fgi_attention_args a = contiguous_args(out, lse, &in, s);
+                fgi_attention_tuning t = {kernels[kk], want, FGI_ATTENTION_AUTO, 0};
+                expect_ok(run_tuned(&a, &t, NULL, 0), what);
+                cr_assert_eq(t.used_kernel, kernels[kk], "%s: ran kernel %d", what, (int)t.used_kernel);
+                if (!split)
+                    cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
+                else if (s.kv_len > 64 && 2 * n_rows <= 16384)
+                    cr_assert(t.used_splits >= 2, "%s: ran %d splits", what, t.used_splits);
+                expect_close_dev(out, ref, in.nq, what);
+                strcat(what, " lse");
+                expect_close_dev(lse, ref_lse, n_rows, what);
+                fg_dev_free(out), fg_dev_free(lse);
+            }
+        }
+        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+    }
+}
+
+/* Long-context decode shapes pick the decode kernel and split the keys by
+ * themselves when the KV heads alone would leave most of the GPU idle. */
+Test(cuda_attention, decode_splits_automatically)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(107);
+    char name[64];
+    int sm_count = 0;
+    size_t total = 0;
+    cr_assert_eq(fg_cuda_device_info(name, sizeof name, &sm_count, &total), FG_OK, "%s",
+                 fg_last_error());
+    const int n = quick_mode() ? 3 : 12;
+    for (int c = 0; c < n; c++) {
+        shape s;
+        s.d = (const int[]){128, 64, 96, 256, 40, 8}[c % 6];
+        s.n_kv = fg_rng_int(&rng, 1, 2);
+        s.n_q = s.n_kv * (const int[]){4, 1, 8, 2}[c % 4];
+        s.q_len = fg_rng_int(&rng, 1, 2);
+        s.kv_len = quick_mode() ? fg_rng_int(&rng, 200, 600) : fg_rng_int(&rng, 1500, 5000);
+        char what[220];
+        describe(what, sizeof what, "auto decode", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *out = fg_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
+        fgi_attention_args a = contiguous_args(out, NULL, &in, s);
+        fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0};
+        expect_ok(run_tuned(&a, &t, NULL, 0), what);
+        cr_assert_eq(t.used_kernel, FGI_ATTENTION_DECODE, "%s: ran kernel %d", what,
+                     (int)t.used_kernel);
+        /* blocks per split: KV heads x row chunks (at most 4 chunks here) */
+        if (sm_count > 4 * s.n_kv && s.kv_len >= 128)
+            cr_assert(t.used_splits >= 2, "%s: %d SMs but %d splits", what, sm_count, t.used_splits);
+        expect_close_dev(out, ref, in.nq, what);
+        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+    }
+}
+
+/* The decoder's layout: q read from the fused (T, [q | k | v]) projection,
+ * k and v from a (n_kv, capacity, d) cache holding more rows than kv_len,
+ * output written into merged (T, n_q*d) columns, workspace from the caller
+ * (sized by fgi_cuda_attention_workspace_bound). Inputs stay unchanged. */
+Test(cuda_attention, strided_decoder_layout)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(108);
+    const int ratios[] = {2, 1, 4, 0, 8};
+    for (int c = 0; c < n_cases(); c++) {
+        const shape s = make_shape(&rng, c, ratios[c % 5]);
+        const int T = s.q_len, d = s.d, cap = s.kv_len + fg_rng_int(&rng, 0, 40);
+        const size_t width = (size_t)(s.n_q + 2 * s.n_kv) * d;
+        const size_t n_proj = (size_t)T * width, n_cache = (size_t)s.n_kv * cap * d;
+        const size_t n_out = (size_t)T * s.n_q * d, n_rows = (size_t)s.n_q * T;
+        char what[220];
+        describe(what, sizeof what, "strided", c, s);
+        float *proj = fg_buf_normal(&rng, n_proj, 1.0);
+        float *kc = fg_buf_normal(&rng, n_cache, 1.0), *vc = fg_buf_normal(&rng, n_cache, 1.0);
+        float *dproj = fg_dev_upload(proj, n_proj), *dk = fg_dev_upload(kc, n_cache);
+        float *dv = fg_dev_upload(vc, n_cache);
+        float *out = fg_dev_poisoned(n_out), *lse = fg_dev_poisoned(n_rows);
+
+        /* Contiguous copies for the reference, then merge its heads. */
+        inputs in = {(size_t)s.n_q * T * d, (size_t)s.n_kv * s.kv_len * d, NULL, NULL, NULL,
+                     NULL, NULL, NULL};
+        in.q = fg_buf_nan(in.nq), in.k = fg_buf_nan(in.nkv), in.v = fg_buf_nan(in.nkv);
+        for (int h = 0; h < s.n_q; h++)
+            for (int i = 0; i < T; i++)
+                memcpy(in.q + ((size_t)h * T + i) * d, proj + (size_t)i * width + (size_t)h * d,
+                       sizeof(float) * d);
+        for (int g = 0; g < s.n_kv; g++) {
+            memcpy(in.k + (size_t)g * s.kv_len * d, kc + (size_t)g * cap * d,
+                   sizeof(float) * s.kv_len * d);
+            memcpy(in.v + (size_t)g * s.kv_len * d, vc + (size_t)g * cap * d,
+                   sizeof(float) * s.kv_len * d);
+        }
+        float *ref_heads = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+        float *ref = fg_buf_nan(n_out);
+        for (int h = 0; h < s.n_q; h++)
+            for (int i = 0; i < T; i++)
+                memcpy(ref + ((size_t)i * s.n_q + h) * d, ref_heads + ((size_t)h * T + i) * d,
+                       sizeof(float) * d);
+
+        fgi_attention_args a;
+        memset(&a, 0, sizeof a);
+        a.out = out, a.out_head_stride = d, a.out_row_stride = (long long)s.n_q * d;
+        a.lse = lse;
+        a.q = dproj, a.q_head_stride = d, a.q_row_stride = (long long)width;
+        a.k = dk, a.v = dv, a.kv_head_stride = (long long)cap * d;
+        a.n_q_head = s.n_q, a.n_kv_head = s.n_kv, a.q_len = T, a.kv_len = s.kv_len;
+        a.head_dim = d;
+        a.block_size = c % 3 == 0 ? 0 : fg_rng_int(&rng, 1, 80);
+#ifdef FG_HAVE_CUDA
+        const size_t ws_bytes = fgi_cuda_attention_workspace_bound(s.n_q, T, cap, d);
+#else
+        const size_t ws_bytes = 0;
+#endif
+        void *ws = NULL;
+        if (ws_bytes > 0) cr_assert_eq(fg_cuda_malloc(&ws, ws_bytes), FG_OK);
+        /* Alternate automatic splits with a forced split into the workspace. */
+        fgi_attention_tuning t = {FGI_ATTENTION_AUTO, c % 2 ? 0 : fg_rng_int(&rng, 2, 6),
+                                  FGI_ATTENTION_AUTO, 0};
+        expect_ok(run_tuned(&a, &t, ws, ws_bytes), what);
+        expect_close_dev(out, ref, n_out, what);
+        strcat(what, " lse");
+        expect_close_dev(lse, ref_lse, n_rows, what);
+
+        float *proj_after = fg_dev_download(dproj, n_proj), *k_after = fg_dev_download(dk, n_cache);
+        float *v_after = fg_dev_download(dv, n_cache);
+        fg_assert_same(proj_after, proj, sizeof(float) * n_proj, "q|k|v projection after attention");
+        fg_assert_same(k_after, kc, sizeof(float) * n_cache, "k cache after attention");
+        fg_assert_same(v_after, vc, sizeof(float) * n_cache, "v cache after attention");
+        fg_buf_free(proj_after), fg_buf_free(k_after), fg_buf_free(v_after);
+
+        if (ws) fg_dev_free(ws);
+        fg_buf_free(ref), fg_buf_free(ref_heads), fg_buf_free(ref_lse);
+        fg_buf_free(in.q), fg_buf_free(in.k), fg_buf_free(in.v);
+        fg_buf_free(proj), fg_buf_free(kc), fg_buf_free(vc);
+        fg_dev_free(dproj), fg_dev_free(dk), fg_dev_free(dv), fg_dev_free(out), fg_dev_free(lse);
+    }
+}
+
+/* Pointers one float off 16-byte alignment cannot use the vector kernels;
+ * the result must not change. */
+Test(cuda_attention, unaligned_pointers)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(109);
+    const int n = quick_mode() ? 4 : 12;
+    for (int c = 0; c < n; c++) {
+        shape s = make_shape(&rng, c, c % 2 ? 2 : 1);
+        char what[200];
+        describe(what, sizeof what, "unaligned", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *ref = reference_gqa(&in, s);
+        float *q1 = fg_buf_nan(in.nq + 1), *k1 = fg_buf_nan(in.nkv + 1), *v1 = fg_buf_nan(in.nkv + 1);
+        memcpy(q1 + 1, in.q, sizeof(float) * in.nq);
+        memcpy(k1 + 1, in.k, sizeof(float) * in.nkv);
+        memcpy(v1 + 1, in.v, sizeof(float) * in.nkv);
+        float *dq = fg_dev_upload(q1, in.nq + 1), *dk = fg_dev_upload(k1, in.nkv + 1);
+        float *dv = fg_dev_upload(v1, in.nkv + 1), *out = fg_dev_poisoned(in.nq + 1);
+        expect_ok(fg_cuda_gqa(out + 1, dq + 1, dk + 1, dv + 1, s.n_q, s.n_kv, s.q_len, s.kv_len,
+                              s.d, NULL),
+                  what);
+        expect_close_dev(out + 1, ref, in.nq, what);
+        float *first = fg_dev_download(out, 1);
+        cr_assert(isnan(first[0]), "%s: wrote before the output", what);
+        fg_buf_free(first);
+        fg_buf_free(q1), fg_buf_free(k1), fg_buf_free(v1), fg_buf_free(ref);
+        fg_dev_free(dq), fg_dev_free(dk), fg_dev_free(dv), fg_dev_free(out);
+        inputs_free(&in);
+    }
+}
+
+/* Scores in the hundreds (exp would overflow without the running max):
+ * every output row stays finite and inside the range of the values it
+ * averages, and lse lies in [max score, max score + log(keys seen)]. */
+Test(cuda_attention, large_scores_stay_finite)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(110);
+    const int n = quick_mode() ? 4 : 12;
+    for (int c = 0; c < n; c++) {
+        shape s = make_shape(&rng, c, c % 3 ? 4 : 1);
+        char what[200];
+        describe(what, sizeof what, "large scores", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 12.0); /* scores ~ N(0, 144^2) */
+        const size_t n_rows = (size_t)s.n_q * s.q_len;
+        float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+        expect_ok(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len,
+                                  s.d, NULL),
+                  what);
+        float *got = fg_dev_download(out, in.nq), *got_lse = fg_dev_download(lse, n_rows);
+        const int group = s.n_q / s.n_kv, shift = s.kv_len - s.q_len;
+        const double scale = 1.0 / sqrt((double)s.d);
+        for (int h = 0; h < s.n_q; h++)
+            for (int i = 0; i < s.q_len; i++) {
+                const float *q = in.q + ((size_t)h * s.q_len + i) * s.d;
+                const size_t kv0 = (size_t)(h / group) * s.kv_len * s.d;
+                double big = -INFINITY;
+                for (int j = 0; j <= i + shift; j++) {
+                    double dot = 0.0;
+                    for (int e = 0; e < s.d; e++) dot += (double)q[e] * in.k[kv0 + (size_t)j * s.d + e];
+                    if (dot * scale > big) big = dot * scale;
+                }
+                const double l = got_lse[(size_t)h * s.q_len + i];
+                cr_assert(isfinite(l) && l >= big - 1e-5 * fabs(big) - 1e-3 &&
+                              l <= big + log(i + shift + 1.0) + 1e-5 * fabs(big) + 1e-3,
+                          "%s: lse of row (%d, %d) is %g, max score %g (seed %llu)", what, h, i, l,
+                          big, (unsigned long long)fg_test_seed());
+                for (int e = 0; e < s.d; e++) {
+                    double lo = INFINITY, hi = -INFINITY;
+                    for (int j = 0; j <= i + shift; j++) {
+                        const double x = in.v[kv0 + (size_t)j * s.d + e];
+                        lo = x < lo ? x : lo, hi = x > hi ? x : hi;
+                    }
+                    const double o = got[((size_t)h * s.q_len + i) * s.d + e];
+                    cr_assert(isfinite(o) && o >= lo - 1e-5 && o <= hi + 1e-5,
+                              "%s: out (%d, %d, %d) = %g outside [%g, %g] (seed %llu)", what, h, i,
+                              e, o, lo, hi, (unsigned long long)fg_test_seed());
+                }
+            }
+        fg_buf_free(got), fg_buf_free(got_lse);
+        fg_dev_free(out), fg_dev_free(lse), inputs_free(&in);
+    }
+}
+
+/* Argument checking ---------------------------------------------------------- */
+
+/* A CUDA build validates before touching a device; a CPU-only build has no
+ * GPU path at all and says so. */
+static void expect_refused(fg_status st, const char *needle)
+{
+#ifdef FG_HAVE_CUDA
+    fg_assert_status(st, FG_ERR_INVALID_ARG, needle);
+#else
+    (void)needle;
+    fg_assert_status(st, FG_ERR_UNSUPPORTED, "without CUDA");
+#endif
+}
+
+Test(cuda_attention, bad_arguments_are_refused)
+{
+    /* Host buffers: a refused call must never dereference them. */
+    static float q[64], k[64], v[64], out[64], lse[16];
+    expect_refused(fg_cuda_attention(NULL, q, k, v, 2, 2, 4, NULL), "'out' is NULL");
+    expect_refused(fg_cuda_attention(out, NULL, k, v, 2, 2, 4, NULL), "'q' is NULL");
+    expect_refused(fg_cuda_attention(out, q, NULL, v, 2, 2, 4, NULL), "'k' is NULL");
+    expect_refused(fg_cuda_attention(out, q, k, NULL, 2, 2, 4, NULL), "'v' is NULL");
+    expect_refused(fg_cuda_attention(out, q, k, v, 0, 2, 4, NULL), "'q_len'");
+    expect_refused(fg_cuda_attention(out, q, k, v, 3, 2, 4, NULL), "'kv_len' must be >= q_len");
+    expect_refused(fg_cuda_attention(out, q, k, v, 2, 2, 0, NULL), "'head_dim'");
+    expect_refused(fg_cuda_attention(out, q, k, v, 1 << 30, 1 << 30, 1 << 30, NULL), "overflow");
+    expect_refused(fg_cuda_attention(q, q, k, v, 2, 2, 4, NULL), "overlap");
+    expect_refused(fg_cuda_attention(out, q, k, out + 4, 2, 2, 4, NULL), "overlap");
+    expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 2, 4, 0, NULL), "'block_size'");
+    expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 2, 4, -3, NULL), "'block_size'");
+    expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 1, 4, 8, NULL), "'kv_len'");
+    expect_refused(fg_cuda_mha(out, q, k, v, 0, 2, 2, 4, NULL), "'n_q_head'");
+    expect_refused(fg_cuda_mha(out, q, k, v, 2, 2, 2, -1, NULL), "'head_dim'");
+    expect_refused(fg_cuda_gqa(out, q, k, v, 3, 2, 2, 2, 4, NULL), "multiple of n_kv_head");
+    expect_refused(fg_cuda_gqa(out, q, k, v, 2, 0, 2, 2, 4, NULL), "'n_kv_head'");
+    expect_refused(fg_cuda_gqa_lse(out, NULL, q, k, v, 2, 1, 2, 2, 4, NULL), "'lse' is NULL");
+    expect_refused(fg_cuda_gqa_lse(out, out + 2, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
+    expect_refused(fg_cuda_gqa_lse(out, q + 1, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
+    expect_refused(fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 3, 2, 4, NULL), "'kv_len'");
+}
+
+/* Valid arguments on a machine without a GPU: a clear error, not a crash. */
+Test(cuda_attention, no_device_is_a_clear_error)
+{
+    if (fg_cuda_available()) cr_skip_test("a GPU is present: this checks the no-GPU path");
+    static float q[64], k[64], v[64], out[64], lse[16];
+    fg_status st = fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 2, 3, 4, NULL);
+#ifdef FG_HAVE_CUDA
+    fg_assert_status(st, FG_ERR_CUDA, "fg_cuda_gqa_lse");
+#else
+    fg_assert_status(st, FG_ERR_UNSUPPORTED, "without CUDA");
+#endif
+    for (int i = 0; i < 64; i++) cr_assert(out[i] == 0.0f, "output written without a device");
+}
+
+/* On the device, a refused call leaves the output exactly as it was. */
+Test(cuda_attention, refused_calls_write_nothing)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(111);
+    const shape s = {4, 2, 5, 9, 64};
+    inputs in;
+    inputs_make(&in, &rng, s, 1.0);
+    float *before = fg_buf_normal(&rng, in.nq, 1.0), *before_lse = fg_buf_normal(&rng, 20, 1.0);
+    float *out = fg_dev_upload(before, in.nq), *lse = fg_dev_upload(before_lse, 20);
+    fg_assert_status(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, 4, 2, 5, 4, 64, NULL),
+                     FG_ERR_INVALID_ARG, "'kv_len'");
+    fg_assert_status(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, 4, 3, 5, 9, 64, NULL),
+                     FG_ERR_INVALID_ARG, "multiple");
+    fg_assert_status(fg_cuda_attention_flash(out, in.dq, in.dk, in.dv, 5, 9, 64, 0, NULL),
+                     FG_ERR_INVALID_ARG, "'block_size'");
+    fg_assert_status(fg_cuda_mha(out, in.dq, in.dk, out, 2, 5, 9, 64, NULL), FG_ERR_INVALID_ARG,
+                     "overlap");
+    cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
+    float *after = fg_dev_download(out, in.nq), *after_lse = fg_dev_download(lse, 20);
+    fg_assert_same(after, before, sizeof(float) * in.nq, "output after refused calls");
+    fg_assert_same(after_lse, before_lse, sizeof(float) * 20, "lse after refused calls");
+    fg_buf_free(before), fg_buf_free(before_lse), fg_buf_free(after), fg_buf_free(after_lse);
+    fg_dev_free(out), fg_dev_free(lse), inputs_free(&in);
+}
+
+/* A kernel that cannot serve the arguments is refused, not run. */
+Test(cuda_attention, forced_kernel_that_cannot_serve_is_unsupported)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(112);
+    const shape s = {2, 1, 3, 7, 17}; /* head_dim 17: neither tiled nor decode */
+    inputs in;
+    inputs_make(&in, &rng, s, 1.0);
+    float *out = fg_dev_poisoned(in.nq);
+    fgi_attention_args a = contiguous_args(out, NULL, &in, s);
+    fgi_attention_tuning t = {FGI_ATTENTION_TILED, 0, FGI_ATTENTION_AUTO, 0};
+    fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
+    t.kernel = FGI_ATTENTION_DECODE;
+    fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
+    cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
+    float *got = fg_dev_download(out, in.nq);
+    for (size_t i = 0; i < in.nq; i++) cr_assert(isnan(got[i]), "refused kernel wrote output");
+    fg_buf_free(got), fg_dev_free(out), inputs_free(&in);
+}
