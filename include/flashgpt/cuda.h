@@ -51,8 +51,9 @@ fg_status fg_cuda_causal_mask(uint8_t *mask, int q_len, int kv_len,
 fg_status fg_cuda_attention(float *out, const float *q, const float *k,
                             const float *v, int q_len, int kv_len, int head_dim,
                             cudaStream_t stream);
-/* block_size selects the key tile among the kernel's supported sizes (the
- * nearest supported one not above it); the result does not depend on it. */
+/* block_size (>= 1) selects the key tile among the kernel's supported sizes:
+ * the largest one not above it, or the smallest when it is below all; the
+ * result does not depend on it. */
 fg_status fg_cuda_attention_flash(float *out, const float *q, const float *k,
                                   const float *v, int q_len, int kv_len,
                                   int head_dim, int block_size,
