@@ -437,8 +437,8 @@ static fg_status check_layer_call(const char *fn, const float *out, const float 
 {
     size_t elems;
     FG_TRY(fg_check_ptr(fn, "model", m));
+    FG_TRY(fg_check_ptr(fn, "x", x)); /* first: fg_cuda_block passes x as out too */
     FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(fg_check_ptr(fn, "x", x));
     FG_TRY(check_tokens(fn, m, T));
     FG_TRY(fg_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
                           (long long)m->cfg.n_embd));

@@ -10,7 +10,12 @@
  * Argument tests need no device and run in every build: FG_ERR_INVALID_ARG
  * from a CUDA build (with or without a GPU), FG_ERR_UNSUPPORTED from a build
  * without CUDA. Head dims are ones the attention kernels support (32, 64,
- * 80, 96, 128). */
+ * 80, 96, 128).
+ *
+ * FG_TEST_QUICK=1 (scripts/gpu-check's compute-sanitizer runs, the emulated
+ * CI stage) keeps 5 of the 10 models (both families, MHA / GQA / MQA,
+ * learned positions and RoPE, flash tiles 7, 32 and 64, tied and untied,
+ * d 32 to 128) and shorter call sequences. */
 #include "fixture.h"
 #include "gpu_support.h"
 
@@ -21,6 +26,12 @@
 #define ATOL 1e-4
 #define RTOL 1e-4
 #define L2 1e-5
+
+static int quick_mode(void)
+{
+    const char *env = getenv("FG_TEST_QUICK");
+    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
+}
 
 static void ok(fg_status st, const char *what)
 {
@@ -84,6 +95,11 @@ static int make_cases(decoder_case *cases)
     cases[n++] = (decoder_case){"llama MQA, untied, d 64", llama(3, 256, 4, 1, 300, 0, 97, 64), 1};
     cases[n++] = (decoder_case){"llama GQA 2/1, flash block 32, d 96",
                                 llama(2, 192, 2, 1, 500, 32, 103, 64), 0};
+    if (quick_mode()) {
+        static const int keep[] = {0, 3, 4, 7, 9}; /* increasing: copies never clobber */
+        n = (int)(sizeof keep / sizeof *keep);
+        for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
+    }
     return n;
 }
 
@@ -123,7 +139,15 @@ static void compare_forwards(const decoder_case *c, fg_rng *rng, const int *chun
         fg_assert_guard(logits, n, what);
         fg_assert_guard(probs, n, what);
         fg_assert_close(logits, ref_logits, n, ATOL, RTOL, L2, what);
-        if (with_probs) fg_assert_close(probs, ref_probs, n, ATOL, RTOL, L2, what);
+        if (with_probs) {
+            /* probs = softmax(logits), held to the reference softmax of the GPU's own
+             * logits: with |logits| ~ 20, an fp32 logit error of 1e-6 relative (checked
+             * above) alone moves the probabilities by up to ~1e-5 relative L2. */
+            char what_p[240];
+            snprintf(what_p, sizeof what_p, "%s: probs", what);
+            ok(fg_ref_softmax(ref_probs, logits, T, V, 1), "reference softmax");
+            fg_assert_close(probs, ref_probs, n, ATOL, RTOL, L2, what_p);
+        }
         for (int l = 0; l < cfg->n_layer; l++)
             cr_assert_eq(fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len,
                          "%s: layer %d holds %d tokens, reference %d", what, l,
@@ -142,10 +166,14 @@ Test(cuda_decoder, prefill_then_decode_matches_reference)
     fg_rng rng = fg_rng_make(201);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
-    const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8};
-    for (int i = 0; i < n_cases; i++)
-        compare_forwards(&cases[i], &rng, chunks, (int)(sizeof chunks / sizeof *chunks), 8, 30,
-                         0);
+    const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8}, quick_chunks[] = {7, 1, 3, 1};
+    for (int i = 0; i < n_cases; i++) {
+        if (quick_mode())
+            compare_forwards(&cases[i], &rng, quick_chunks, 4, 8, 30, 0);
+        else
+            compare_forwards(&cases[i], &rng, chunks, (int)(sizeof chunks / sizeof *chunks), 8,
+                             30, 0);
+    }
 }
 
 Test(cuda_decoder, forward_last_matches_reference)
@@ -155,9 +183,9 @@ Test(cuda_decoder, forward_last_matches_reference)
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     const int chunks[] = {6, 1, 1, 4, 1};
+    const int n_chunks = quick_mode() ? 3 : (int)(sizeof chunks / sizeof *chunks);
     for (int i = 0; i < n_cases; i++)
-        compare_forwards(&cases[i], &rng, chunks, (int)(sizeof chunks / sizeof *chunks), 6, 20,
-                         1);
+        compare_forwards(&cases[i], &rng, chunks, n_chunks, 6, 20, 1);
 }
 
 /* One token per call from the start, and one long prefill (T = max_tokens). */
@@ -170,7 +198,7 @@ Test(cuda_decoder, single_tokens_and_long_prefill_match_reference)
     const int singles[] = {1, 1, 1, 1, 1, 1};
     const int long_prefill[] = {37, 1, 2};
     for (int i = 0; i < n_cases; i += 2)
-        compare_forwards(&cases[i], &rng, singles, 6, 4, 6, 0);
+        compare_forwards(&cases[i], &rng, singles, quick_mode() ? 3 : 6, 4, 6, 0);
     for (int i = 1; i < n_cases; i += 2)
         compare_forwards(&cases[i], &rng, long_prefill, 3, 37, 40, 0);
 }

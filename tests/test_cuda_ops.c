@@ -10,6 +10,10 @@
  * fg_ref_* result at the SPEC fp32 tolerance. Inputs are scaled like real
  * activations (weights ~ 1/sqrt(fan_in)) so outputs are O(1).
  *
+ * FG_TEST_QUICK=1 (scripts/gpu-check's compute-sanitizer runs, the emulated
+ * CI stage) runs 10 trials per test instead, which still visits every
+ * `trial % k` special case below (k <= 10), with the largest sizes capped.
+ *
  * Bad-argument tests need no device and run in every build: a CUDA build
  * (with or without a GPU) validates first and returns FG_ERR_INVALID_ARG;
  * a build without CUDA returns FG_ERR_UNSUPPORTED from every entry point. */
@@ -23,6 +27,18 @@
 #define ATOL 1e-4
 #define RTOL 1e-4
 #define L2 1e-5
+
+static int quick_mode(void)
+{
+    const char *env = getenv("FG_TEST_QUICK");
+    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
+}
+
+/* Trials of a test: `full` normally, 10 in quick mode. */
+static int trials(int full) { return quick_mode() ? 10 : full; }
+
+/* A size limit: `full` normally, `quick` in quick mode. */
+static int size_max(int full, int quick) { return quick_mode() ? quick : full; }
 
 static void ok(fg_status st, const char *what)
 {
@@ -81,11 +97,11 @@ Test(cuda_softmax, random_shapes_match_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(101);
-    for (int trial = 0; trial < 64; trial++) {
+    for (int trial = 0; trial < trials(64); trial++) {
         int outer, n, inner;
         switch (trial % 4) {
         case 0: /* last axis, many rows */
-            outer = awkward_len(&rng, 300), n = awkward_len(&rng, 3000), inner = 1;
+            outer = awkward_len(&rng, size_max(300, 40)), n = awkward_len(&rng, 3000), inner = 1;
             break;
         case 1: /* a middle axis */
             outer = awkward_len(&rng, 6), n = awkward_len(&rng, 400),
@@ -121,7 +137,7 @@ Test(cuda_softmax, extreme_values_match_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(102);
-    for (int trial = 0; trial < 50; trial++) {
+    for (int trial = 0; trial < trials(50); trial++) {
         const int outer = fg_rng_int(&rng, 1, 8), n = awkward_len(&rng, 600);
         const int inner = trial % 2 ? 1 : fg_rng_int(&rng, 2, 9);
         const size_t total = (size_t)outer * n * inner;
@@ -153,7 +169,7 @@ Test(cuda_causal_mask, random_shapes_match_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(103);
-    for (int trial = 0; trial < 50; trial++) {
+    for (int trial = 0; trial < trials(50); trial++) {
         const int q = awkward_len(&rng, 300);
         const int kv = trial % 3 == 0 ? q : q + awkward_len(&rng, 2000) - 1;
         const size_t bytes = (size_t)q * kv, floats = (bytes + 3) / 4;
@@ -182,7 +198,7 @@ Test(cuda_rope, random_shapes_and_large_positions_match_reference)
     fg_require_gpu();
     static const double bases[] = {10000.0, 500000.0, 1000000.0, 100.0, 2.5};
     fg_rng rng = fg_rng_make(104);
-    for (int trial = 0; trial < 60; trial++) {
+    for (int trial = 0; trial < trials(60); trial++) {
         const int n_head = fg_rng_int(&rng, 1, 9), seq = awkward_len(&rng, 60);
         const int head_dim = trial % 6 == 0 ? 2 : 2 * fg_rng_int(&rng, 1, 128);
         const double base = bases[fg_rng_int(&rng, 0, 4)];
@@ -231,7 +247,7 @@ Test(cuda_layout, split_and_merge_match_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(106);
-    for (int trial = 0; trial < 100; trial++) {
+    for (int trial = 0; trial < trials(100); trial++) {
         const int seq = awkward_len(&rng, 200), n_head = fg_rng_int(&rng, 1, 16);
         const int d = trial % 7 == 0 ? 1 : awkward_len(&rng, 130);
         const size_t total = (size_t)seq * n_head * d;
@@ -299,7 +315,7 @@ Test(cuda_norm, layer_norm_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(107);
-    for (int trial = 0; trial < 60; trial++) {
+    for (int trial = 0; trial < trials(60); trial++) {
         const int rows = trial % 5 == 0 ? 1 : awkward_len(&rng, 64), cols = norm_cols(&rng);
         const float eps = norm_eps(&rng);
         const size_t total = (size_t)rows * cols;
@@ -325,7 +341,7 @@ Test(cuda_norm, rms_norm_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(108);
-    for (int trial = 0; trial < 60; trial++) {
+    for (int trial = 0; trial < trials(60); trial++) {
         const int rows = trial % 5 == 0 ? 1 : awkward_len(&rng, 64), cols = norm_cols(&rng);
         const float eps = norm_eps(&rng);
         const size_t total = (size_t)rows * cols;
@@ -351,7 +367,7 @@ Test(cuda_norm, add_layer_norm_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(109);
-    for (int trial = 0; trial < 60; trial++) {
+    for (int trial = 0; trial < trials(60); trial++) {
         const int rows = trial % 5 == 0 ? 1 : awkward_len(&rng, 64), cols = norm_cols(&rng);
         const float eps = norm_eps(&rng);
         const size_t total = (size_t)rows * cols;
@@ -384,11 +400,15 @@ Test(cuda_norm, add_layer_norm_matches_reference)
 
 /* Elementwise ---------------------------------------------------------------------- */
 
-/* Mostly N(0, 2); every 17th value large (+-5 .. +-60) to reach the tails. */
+/* Mostly N(0, 2); every 17th value from index 1 on large (+-5 .. +-60) to
+ * reach the tails. Not index 0: a one-element input far in GELU's negative
+ * tail (x < -6, output < 1e-10) leaves the relative L2 check measuring that
+ * tiny value alone, and no fp32 GELU (nor the double tanh-form reference,
+ * whose 1 + tanh cancels there) is accurate to 1e-5 relative there. */
 static float *activation_input(fg_rng *r, size_t n)
 {
     float *x = fg_buf_normal(r, n, 2.0);
-    for (size_t i = 0; i < n; i += 17) x[i] = (float)(x[i] * (2.5 + 10.0 * fg_rng_uniform(r)));
+    for (size_t i = 1; i < n; i += 17) x[i] = (float)(x[i] * (2.5 + 10.0 * fg_rng_uniform(r)));
     return x;
 }
 
@@ -396,8 +416,9 @@ Test(cuda_elementwise, gelu_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(110);
-    for (int trial = 0; trial < 50; trial++) {
-        const int n = trial % 4 == 0 ? fg_rng_int(&rng, 100000, 1500000) : awkward_len(&rng, 5000);
+    for (int trial = 0; trial < trials(50); trial++) {
+        const int n = trial % 4 == 0 ? fg_rng_int(&rng, 100000, size_max(1500000, 200000))
+                                      : awkward_len(&rng, 5000);
         const int in_place = trial % 3 == 1;
         float *x = activation_input(&rng, (size_t)n), *ref = fg_buf_nan((size_t)n);
         ok(fg_ref_gelu(ref, x, n), "reference");
@@ -416,7 +437,7 @@ Test(cuda_elementwise, bias_gelu_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(111);
-    for (int trial = 0; trial < 50; trial++) {
+    for (int trial = 0; trial < trials(50); trial++) {
         const int rows = awkward_len(&rng, 80), cols = awkward_len(&rng, 4000);
         const size_t total = (size_t)rows * cols;
         const int with_bias = trial % 4 != 0, in_place = trial % 3 == 1;
@@ -441,8 +462,9 @@ Test(cuda_elementwise, silu_mul_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(112);
-    for (int trial = 0; trial < 50; trial++) {
-        const int n = trial % 4 == 0 ? fg_rng_int(&rng, 100000, 1500000) : awkward_len(&rng, 5000);
+    for (int trial = 0; trial < trials(50); trial++) {
+        const int n = trial % 4 == 0 ? fg_rng_int(&rng, 100000, size_max(1500000, 200000))
+                                      : awkward_len(&rng, 5000);
         const int mode = trial % 3; /* 0: separate output, 1: y == gate, 2: y == up */
         float *gate = activation_input(&rng, (size_t)n), *up = fg_buf_normal(&rng, (size_t)n, 1.5);
         float *ref = fg_buf_nan((size_t)n);
@@ -465,10 +487,10 @@ Test(cuda_linear, random_shapes_match_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(113);
-    for (int trial = 0; trial < 60; trial++) {
+    for (int trial = 0; trial < trials(60); trial++) {
         int rows = awkward_len(&rng, 70), in = awkward_len(&rng, 700), out = awkward_len(&rng, 700);
-        if (trial % 10 == 0) rows = 1, in = 4096, out = fg_rng_int(&rng, 1000, 3000);
-        if (trial % 10 == 5) rows = fg_rng_int(&rng, 200, 400);
+        if (trial % 10 == 0) rows = 1, in = 4096, out = fg_rng_int(&rng, 1000, size_max(3000, 1500));
+        if (trial % 10 == 5) rows = fg_rng_int(&rng, 200, size_max(400, 250));
         const int with_bias = trial % 3 != 0;
         const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
         float *x = fg_buf_normal(&rng, nx, 1.0);
@@ -491,7 +513,7 @@ Test(cuda_linear, gelu_ffn_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(114);
-    for (int trial = 0; trial < 50; trial++) {
+    for (int trial = 0; trial < trials(50); trial++) {
         const int rows = awkward_len(&rng, 40), hidden = awkward_len(&rng, 300);
         const int inner = trial % 2 ? 4 * hidden : awkward_len(&rng, 700);
         const int with_bias = trial % 3 != 0;
@@ -525,7 +547,7 @@ Test(cuda_linear, swiglu_ffn_matches_reference)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(115);
-    for (int trial = 0; trial < 50; trial++) {
+    for (int trial = 0; trial < trials(50); trial++) {
         const int rows = awkward_len(&rng, 40), hidden = awkward_len(&rng, 300);
         const int inner = awkward_len(&rng, 800);
         const size_t nx = (size_t)rows * hidden, nw = (size_t)hidden * inner;

@@ -1,0 +1,69 @@
+/* fg_emu internals shared by the emulator's translation units (memory.cpp,
+ * runtime.cpp, scheduler.cpp, cublas.cpp). Not included by emulated code. */
+#ifndef FG_EMU_INTERNAL_H
+#define FG_EMU_INTERNAL_H
+
+#include "fake/cuda_runtime.h"
+
+#include <mutex>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define FG_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FG_EMU_ASAN 1
+#endif
+#endif
+#ifndef FG_EMU_ASAN
+#define FG_EMU_ASAN 0
+#endif
+
+#if FG_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#define FG_EMU_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define FG_EMU_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define FG_EMU_POISON(p, n) ((void)(p), (void)(n))
+#define FG_EMU_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+namespace fg_emu {
+
+/* Every entry point of the emulated runtime holds this lock: the emulator
+ * itself is single-threaded (kernels run on the calling thread). */
+std::recursive_mutex &api_lock();
+
+/* A line "fg_emu: ..." on stderr (for misuse that is also reported as an
+ * error code, so the caller sees both). */
+void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Environment knobs, read once. */
+long env_long(const char *name, long fallback);
+
+/* Device ---------------------------------------------------------------------- */
+bool device_present(); /* false with FG_EMU_NO_GPU=1 */
+int sm_count();
+constexpr size_t kSharedPerBlockDefault = 48 * 1024;
+constexpr size_t kSharedPerBlockOptin = 227 * 1024;
+constexpr size_t kSharedPerSM = 228 * 1024;
+
+/* Streams ----------------------------------------------------------------------- */
+bool valid_stream(cudaStream_t stream);
+
+/* Device memory (memory.cpp) --------------------------------------------------------- */
+cudaError_t device_alloc(void **ptr, size_t bytes, const char *fn);
+cudaError_t device_free(void *ptr, const char *fn);
+/* True when [p, p + bytes) lies inside one live allocation; otherwise, with
+ * `fn` and `what` naming the call and the argument, notes why. */
+bool device_range_ok(const void *p, size_t bytes, const char *fn, const char *what);
+/* Checks every live allocation's guard zones; `when` names the moment. */
+void check_all_guards(const char *when);
+size_t device_bytes_total();
+size_t device_bytes_used();
+
+/* Scheduler (scheduler.cpp) ------------------------------------------------------------- */
+bool in_kernel();
+
+} // namespace fg_emu
+
+#endif /* FG_EMU_INTERNAL_H */

@@ -1,0 +1,560 @@
+/* fg_emu: the CUDA runtime API and device language, emulated on the CPU.
+ *
+ * Included instead of the toolkit's cuda_runtime.h when flashgpt is built
+ * with -DFG_CUDA_EMU=ON (a testing aid, never for production; see
+ * tools/cuda_emu/README.md). It covers what flashgpt's cuda/ sources use:
+ *  - host API: devices, device memory (host memory with guard zones and a
+ *    quarantine for freed blocks), copies, streams and events (all work is
+ *    synchronous), errors, function attributes, kernel launches;
+ *  - device language: every CUDA thread is a fiber; __syncthreads, __syncwarp
+ *    and warp shuffles are rendezvous points checked for divergence; shared
+ *    memory is per block and starts as NaN.
+ * Two constructs cannot be expressed with macros: `kernel<<<...>>>(...)` and
+ * `__shared__` declarations. tools/cuda_emu/translate.cmake rewrites them
+ * (line for line) before compilation; see the README. */
+#ifndef FG_EMU_CUDA_RUNTIME_H
+#define FG_EMU_CUDA_RUNTIME_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Host API types (values as in the CUDA 12/13 headers) -------------------------- */
+
+typedef struct CUstream_st *cudaStream_t;
+typedef struct CUevent_st *cudaEvent_t;
+
+typedef enum cudaError {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInitializationError = 3,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidPitchValue = 12,
+    cudaErrorInvalidDevicePointer = 17,
+    cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorNoDevice = 100,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorInvalidResourceHandle = 400,
+    cudaErrorNotReady = 600,
+    cudaErrorIllegalAddress = 700,
+    cudaErrorLaunchOutOfResources = 701,
+    cudaErrorLaunchFailure = 719,
+    cudaErrorNotSupported = 801
+} cudaError_t;
+
+typedef enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4
+} cudaMemcpyKind;
+
+typedef enum cudaDeviceAttr {
+    cudaDevAttrMaxThreadsPerBlock = 1,
+    cudaDevAttrMaxSharedMemoryPerBlock = 8,
+    cudaDevAttrWarpSize = 10,
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrComputeCapabilityMajor = 75,
+    cudaDevAttrComputeCapabilityMinor = 76,
+    cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+    cudaDevAttrMemoryPoolsSupported = 115
+} cudaDeviceAttr;
+
+typedef enum cudaFuncAttribute {
+    cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+    cudaFuncAttributePreferredSharedMemoryCarveout = 9
+} cudaFuncAttribute;
+
+#define cudaStreamLegacy ((cudaStream_t)0x1)
+#define cudaStreamPerThread ((cudaStream_t)0x2)
+#define cudaStreamDefault 0x00
+#define cudaStreamNonBlocking 0x01
+#define cudaEventDefault 0x00
+#define cudaEventBlockingSync 0x01
+#define cudaEventDisableTiming 0x02
+
+/* The fields flashgpt (and typical callers) read. */
+typedef struct cudaDeviceProp {
+    char name[256];
+    size_t totalGlobalMem;
+    size_t sharedMemPerBlock;
+    int regsPerBlock;
+    int warpSize;
+    int maxThreadsPerBlock;
+    int maxThreadsDim[3];
+    int maxGridSize[3];
+    size_t totalConstMem;
+    int major;
+    int minor;
+    int multiProcessorCount;
+    int l2CacheSize;
+    int maxThreadsPerMultiProcessor;
+    size_t sharedMemPerMultiprocessor;
+    size_t sharedMemPerBlockOptin;
+    int memoryBusWidth;
+} cudaDeviceProp;
+
+typedef struct uint3 {
+    unsigned x, y, z;
+} uint3;
+
+#ifdef __cplusplus
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+    constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+};
+#else
+typedef struct dim3 {
+    unsigned x, y, z;
+} dim3;
+#endif
+
+typedef struct cudaLaunchConfig_t {
+    dim3 gridDim;
+    dim3 blockDim;
+    size_t dynamicSmemBytes;
+    cudaStream_t stream;
+    void *attrs; /* launch attributes are not emulated: numAttrs must be 0 */
+    unsigned int numAttrs;
+} cudaLaunchConfig_t;
+
+/* Host API functions ------------------------------------------------------------- */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+cudaError_t cudaGetDeviceCount(int *count);
+cudaError_t cudaGetDevice(int *device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
+cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
+
+cudaError_t cudaMalloc(void **ptr, size_t bytes);
+cudaError_t cudaFree(void *ptr);
+cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t stream);
+cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream);
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                         size_t height, cudaMemcpyKind kind);
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+                              size_t width, size_t height, cudaMemcpyKind kind,
+                              cudaStream_t stream);
+cudaError_t cudaMemset(void *dst, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream);
+
+cudaError_t cudaStreamCreate(cudaStream_t *stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamQuery(cudaStream_t stream);
+
+cudaError_t cudaEventCreate(cudaEvent_t *event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventQuery(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
+
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+const char *cudaGetErrorString(cudaError_t error);
+const char *cudaGetErrorName(cudaError_t error);
+#ifdef __cplusplus
+}
+#endif
+
+/* Device language (C++ only) -------------------------------------------------------- */
+#ifdef __cplusplus
+
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __constant__
+#define __align__(n) alignas(n)
+/* translate.cmake turns every __shared__ declaration into the forms below;
+ * one it could not parse stops the build here. */
+#define __shared__ fg_emu_untranslated_shared_declaration
+
+struct alignas(8) float2 {
+    float x, y;
+};
+struct float3 {
+    float x, y, z;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) int2 {
+    int x, y;
+};
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(16) double2 {
+    double x, y;
+};
+static inline float2 make_float2(float x, float y) { return {x, y}; }
+static inline float3 make_float3(float x, float y, float z) { return {x, y, z}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline int2 make_int2(int x, int y) { return {x, y}; }
+static inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+static inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return {x, y, z}; }
+
+/* The built-in index variables: the scheduler keeps threadIdx equal to the
+ * running fiber's index (they are plain globals, so an opaque call such as a
+ * barrier makes the compiler reload them). */
+static constexpr int warpSize = 32;
+extern uint3 threadIdx;
+extern uint3 blockIdx;
+extern dim3 blockDim;
+extern dim3 gridDim;
+
+namespace fg_emu {
+
+/* Reports a fault in emulated device code (with the block and thread) and
+ * aborts: the emulator's equivalent of a device-side error. */
+[[noreturn]] void fault(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Barriers and warp collectives (scheduler.cpp). */
+void sync_threads(const char *file, int line);
+void sync_warp(unsigned mask, const char *file, int line);
+enum warp_collective {
+    shfl_idx,
+    shfl_up,
+    shfl_down,
+    shfl_xor,
+    vote_ballot,
+    vote_any,
+    vote_all,
+    warp_barrier /* __syncwarp */
+};
+uint64_t warp_collective_op(warp_collective kind, unsigned mask, uint64_t value, int arg, int width,
+                            const char *file, int line);
+unsigned active_mask();
+
+/* Shared memory of the running block (scheduler.cpp). */
+void *dynamic_shared_base();
+void *static_shared_alloc(const void *tag, size_t bytes, size_t align);
+template <typename T> inline T *dynamic_shared() { return static_cast<T *>(dynamic_shared_base()); }
+template <typename T> inline T &static_shared(const void *tag)
+{
+    return *static_cast<T *>(static_shared_alloc(tag, sizeof(T), alignof(T)));
+}
+
+/* cp.async (cuda_pipeline.h). */
+void async_copy(void *dst_shared, const void *src_global, size_t bytes, size_t zfill);
+void async_commit();
+void async_wait_prior(size_t groups);
+
+/* Device memory checks (memory.cpp). */
+void check_global_read(const void *p, size_t bytes, size_t align, const char *what);
+enum pointer_kind { host_pointer, device_pointer, freed_pointer };
+pointer_kind classify_pointer(const void *p);
+
+/* Launches (scheduler.cpp): runs body(ctx) for every thread of every block. */
+struct launch_config {
+    const char *name;
+    dim3 grid, block;
+    size_t smem;
+    cudaStream_t stream;
+};
+cudaError_t launch(const launch_config &cfg, const void *kernel, void (*body)(void *), void *ctx);
+cudaError_t set_dynamic_smem_limit(const void *kernel, int bytes);
+void check_kernel_argument(const launch_config &cfg, int index, const void *p);
+/* Makes `err` the last error (unless it is cudaSuccess) and returns it. */
+cudaError_t record_error(cudaError_t err);
+
+template <typename T> inline void check_argument(const launch_config &cfg, int index, const T &v)
+{
+    if constexpr (std::is_pointer_v<T> && !std::is_function_v<std::remove_pointer_t<T>>)
+        check_kernel_argument(cfg, index, static_cast<const void *>(v));
+    else
+        (void)cfg, (void)index, (void)v;
+}
+
+/* Converts the arguments to the kernel's parameter types (as a launch does),
+ * checks pointer arguments, and runs the grid. Every thread gets its own
+ * copy of the parameters. */
+template <typename... P, typename... A>
+cudaError_t launch_kernel(const launch_config &cfg, void (*kernel)(P...), A &&...args)
+{
+    static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong argument count");
+    struct bound {
+        void (*kernel)(P...);
+        std::tuple<std::decay_t<P>...> params;
+    } b{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
+    std::apply(
+        [&](const auto &...v) {
+            int i = 0;
+            (check_argument(cfg, i++, v), ...);
+            (void)i;
+        },
+        b.params);
+    auto run = [](void *ctx) {
+        bound *self = static_cast<bound *>(ctx);
+        std::apply(self->kernel, self->params);
+    };
+    return launch(cfg, reinterpret_cast<const void *>(kernel), run, &b);
+}
+
+/* The translated form of `kernel<<<grid, block, smem, stream>>>(args...)`:
+ *   kernel << kernel_config(name, grid, block, smem, stream) >> launch_args(args...) */
+inline launch_config kernel_config(const char *name, dim3 grid, dim3 block, size_t smem = 0,
+                                   cudaStream_t stream = 0)
+{
+    return launch_config{name, grid, block, smem, stream};
+}
+
+template <typename... P> struct configured_kernel {
+    void (*kernel)(P...);
+    launch_config cfg;
+};
+template <typename... P>
+inline configured_kernel<P...> operator<<(void (*kernel)(P...), const launch_config &cfg)
+{
+    return {kernel, cfg};
+}
+template <typename... A> struct launch_arguments {
+    std::tuple<A...> values;
+};
+template <typename... A> inline launch_arguments<A &&...> launch_args(A &&...args)
+{
+    return {std::forward_as_tuple(std::forward<A>(args)...)};
+}
+template <typename... P, typename... A>
+inline void operator>>(const configured_kernel<P...> &k, launch_arguments<A...> &&a)
+{
+    /* a <<<>>> launch reports only through cudaGetLastError */
+    std::apply(
+        [&](auto &&...v) { (void)launch_kernel(k.cfg, k.kernel, std::forward<decltype(v)>(v)...); },
+        std::move(a.values));
+}
+
+} // namespace fg_emu
+
+/* __shared__ T name[dims]; (block scope) -> one object per block. */
+#define FG_EMU_STATIC_SHARED(type, name, dims)                                                     \
+    static const char fg_emu_tag_##name = 0;                                                       \
+    type(&name) dims = fg_emu::static_shared<type dims>(&fg_emu_tag_##name)
+
+#define __syncthreads() fg_emu::sync_threads(__FILE__, __LINE__)
+#define __syncwarp(...) fg_emu::sync_warp(fg_emu_mask_or_full(__VA_ARGS__), __FILE__, __LINE__)
+static inline unsigned fg_emu_mask_or_full() { return 0xffffffffu; }
+static inline unsigned fg_emu_mask_or_full(unsigned mask) { return mask; }
+static inline void __threadfence() {}
+static inline void __threadfence_block() {}
+static inline unsigned __activemask() { return fg_emu::active_mask(); }
+
+namespace fg_emu {
+template <typename T> inline uint64_t to_bits(T v)
+{
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8,
+                  "shuffle of an unsupported type");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof v);
+    return bits;
+}
+template <typename T> inline T from_bits(uint64_t bits)
+{
+    T v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+template <typename T>
+inline T shuffle(warp_collective kind, unsigned mask, T v, int arg, int width, const char *file,
+                 int line)
+{
+    return from_bits<T>(warp_collective_op(kind, mask, to_bits(v), arg, width, file, line));
+}
+} // namespace fg_emu
+
+#define __shfl_sync(mask, v, ...)                                                                  \
+    fg_emu::shuffle(fg_emu::shfl_idx, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+#define __shfl_up_sync(mask, v, ...)                                                               \
+    fg_emu::shuffle(fg_emu::shfl_up, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+#define __shfl_down_sync(mask, v, ...)                                                             \
+    fg_emu::shuffle(fg_emu::shfl_down, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+#define __shfl_xor_sync(mask, v, ...)                                                              \
+    fg_emu::shuffle(fg_emu::shfl_xor, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+/* (arg) or (arg, width), then the call site */
+#define FG_EMU_SHFL_ARGS(...)                                                                      \
+    FG_EMU_SHFL_PICK(__VA_ARGS__, FG_EMU_SHFL_W, FG_EMU_SHFL_1)(__VA_ARGS__)
+#define FG_EMU_SHFL_PICK(a, b, name, ...) name
+#define FG_EMU_SHFL_1(arg) (arg), 32, __FILE__, __LINE__
+#define FG_EMU_SHFL_W(arg, width) (arg), (width), __FILE__, __LINE__
+#define __ballot_sync(mask, pred)                                                                  \
+    ((unsigned)fg_emu::warp_collective_op(fg_emu::vote_ballot, mask, (pred) ? 1 : 0, 0, 32,        \
+                                          __FILE__, __LINE__))
+#define __any_sync(mask, pred)                                                                     \
+    ((int)fg_emu::warp_collective_op(fg_emu::vote_any, mask, (pred) ? 1 : 0, 0, 32, __FILE__,      \
+                                     __LINE__))
+#define __all_sync(mask, pred)                                                                     \
+    ((int)fg_emu::warp_collective_op(fg_emu::vote_all, mask, (pred) ? 1 : 0, 0, 32, __FILE__,      \
+                                     __LINE__))
+
+/* Read-only global loads: checked against the live device allocations. */
+template <typename T> static inline T __ldg(const T *p)
+{
+    fg_emu::check_global_read(p, sizeof(T), alignof(T), "__ldg");
+    return *p;
+}
+
+/* Atomics: fibers never run at the same time, so plain read-modify-writes. */
+template <typename T> static inline T atomicAdd(T *p, T v)
+{
+    T old = *p;
+    *p = old + v;
+    return old;
+}
+template <typename T> static inline T atomicSub(T *p, T v)
+{
+    T old = *p;
+    *p = old - v;
+    return old;
+}
+template <typename T> static inline T atomicExch(T *p, T v)
+{
+    T old = *p;
+    *p = v;
+    return old;
+}
+template <typename T> static inline T atomicMax(T *p, T v)
+{
+    T old = *p;
+    if (v > old) *p = v;
+    return old;
+}
+template <typename T> static inline T atomicMin(T *p, T v)
+{
+    T old = *p;
+    if (v < old) *p = v;
+    return old;
+}
+template <typename T> static inline T atomicCAS(T *p, T cmp, T v)
+{
+    T old = *p;
+    if (old == cmp) *p = v;
+    return old;
+}
+
+/* min / max for any pair of arithmetic types, with the usual conversions. */
+template <typename A, typename B,
+          typename = std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>>>
+static inline std::common_type_t<A, B> min(A a, B b)
+{
+    return b < a ? b : a;
+}
+template <typename A, typename B,
+          typename = std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>>>
+static inline std::common_type_t<A, B> max(A a, B b)
+{
+    return a < b ? b : a;
+}
+
+/* Math intrinsics. The accurate functions (expf, exp2f, sqrtf, ...) are the C
+ * library's, which are at least as accurate as CUDA's; the fast __ forms are
+ * computed the way the hardware approximates them (through exp2 / log2). */
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+static inline float __fdividef(float a, float b) { return a / b; }
+/* glibc declares its own __expf, __logf... (exact ones): macros take the names. */
+#define __expf fg_emu_fast_expf
+#define __exp10f fg_emu_fast_exp10f
+#define __logf fg_emu_fast_logf
+#define __log2f fg_emu_fast_log2f
+#define __powf fg_emu_fast_powf
+#define __sinf fg_emu_fast_sinf
+#define __cosf fg_emu_fast_cosf
+#define __tanf fg_emu_fast_tanf
+#define __sincosf fg_emu_fast_sincosf
+static inline float fg_emu_fast_expf(float x) { return exp2f(x * 1.4426950408889634f); }
+static inline float fg_emu_fast_exp10f(float x) { return exp2f(x * 3.3219280948873623f); }
+static inline float fg_emu_fast_logf(float x) { return log2f(x) * 0.6931471805599453f; }
+static inline float fg_emu_fast_log2f(float x) { return log2f(x); }
+static inline float fg_emu_fast_powf(float a, float b) { return exp2f(b * log2f(a)); }
+static inline float fg_emu_fast_sinf(float x) { return sinf(x); }
+static inline float fg_emu_fast_cosf(float x) { return cosf(x); }
+static inline float fg_emu_fast_tanf(float x) { return tanf(x); }
+static inline void fg_emu_fast_sincosf(float x, float *s, float *c) { *s = sinf(x), *c = cosf(x); }
+static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __frcp_rn(float a) { return 1.0f / a; }
+static inline float __fsqrt_rn(float a) { return sqrtf(a); }
+static inline float __int_as_float(int v)
+{
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+static inline int __float_as_int(float f)
+{
+    int v;
+    memcpy(&v, &f, 4);
+    return v;
+}
+static inline float __uint_as_float(unsigned v)
+{
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+static inline unsigned __float_as_uint(float f)
+{
+    unsigned v;
+    memcpy(&v, &f, 4);
+    return v;
+}
+static inline int __popc(unsigned v) { return __builtin_popcount(v); }
+static inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
+static inline int __ffs(int v) { return __builtin_ffs(v); }
+static inline int __clz(int v) { return v == 0 ? 32 : __builtin_clz((unsigned)v); }
+
+/* Host-side C++ API templates. */
+template <typename T>
+static inline cudaError_t cudaFuncSetAttribute(T *kernel, cudaFuncAttribute attr, int value)
+{
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+        return fg_emu::record_error(attr == cudaFuncAttributePreferredSharedMemoryCarveout
+                                        ? cudaSuccess
+                                        : cudaErrorInvalidValue);
+    return fg_emu::set_dynamic_smem_limit(reinterpret_cast<const void *>(kernel), value);
+}
+
+template <typename... P, typename... A>
+static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *config, void (*kernel)(P...),
+                                             A &&...args)
+{
+    if (config == nullptr || config->numAttrs != 0)
+        return fg_emu::record_error(cudaErrorInvalidValue);
+    const fg_emu::launch_config cfg = {"(cudaLaunchKernelEx)", config->gridDim, config->blockDim,
+                                       config->dynamicSmemBytes, config->stream};
+    return fg_emu::launch_kernel(cfg, kernel, std::forward<A>(args)...);
+}
+
+#endif /* __cplusplus */
+#endif /* FG_EMU_CUDA_RUNTIME_H */

@@ -1,0 +1,446 @@
+/* fg_emu self-test: what the emulator promises in README.md, checked on small
+ * kernels written for it. Built and registered with CTest only in a
+ * -DFG_CUDA_EMU=ON build (translated like the sources in cuda/).
+ *
+ * Results are compared with what the CUDA programming guide defines
+ * (computed here from the formulas, lane by lane); the misuse cases run in a
+ * forked child and must end in SIGABRT with the expected "fg_emu:" report.
+ * Exit status 0 when everything holds; every failure is printed. */
+#include <cublas_v2.h>
+#include <cuda_pipeline.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            failures++;                                                                            \
+            fprintf(stderr, "selftest: FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+template <typename T> static T *device_array(size_t n)
+{
+    void *p = nullptr;
+    if (cudaMalloc(&p, n * sizeof(T)) != cudaSuccess) abort();
+    return static_cast<T *>(p);
+}
+
+template <typename T> static std::vector<T> download(const T *d, size_t n)
+{
+    std::vector<T> h(n);
+    if (cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) abort();
+    return h;
+}
+
+/* Warp collectives ------------------------------------------------------------------- */
+
+/* out (n, 6): idx with width 8, up 3 with width 16, down 5, xor 6, ballot,
+ * any/all packed; lanes take part as `mask` says (others write -1). */
+__global__ void collectives_kernel(int *out, unsigned mask)
+{
+    const int lane = threadIdx.x % 32;
+    int *o = out + 6 * threadIdx.x;
+    if (!(mask >> lane & 1)) {
+        for (int k = 0; k < 6; k++) o[k] = -1;
+        return;
+    }
+    const int v = 100 + (int)threadIdx.x;
+    o[0] = __shfl_sync(mask, v, lane + 3, 8);
+    o[1] = __shfl_up_sync(mask, v, 3, 16);
+    o[2] = __shfl_down_sync(mask, v, 5, 8);
+    o[3] = __shfl_xor_sync(mask, v, 6);
+    o[4] = (int)__ballot_sync(mask, lane % 3 == 0);
+    o[5] = __any_sync(mask, lane == 4) * 2 + __all_sync(mask, lane < 40);
+}
+
+static void test_collectives()
+{
+    /* a full warp, and a block of 40 threads whose second warp has 8 lanes */
+    for (int n : {32, 40}) {
+        int *d = device_array<int>(6 * (size_t)n);
+        collectives_kernel<<<1, n>>>(d, n == 32 ? 0xffffffffu : 0xffu);
+        CHECK(cudaGetLastError() == cudaSuccess, "launch");
+        const std::vector<int> h = download(d, 6 * (size_t)n);
+        for (int t = n == 32 ? 0 : 32; t < n; t++) {
+            const int lane = t % 32, warp0 = t - lane, v = 100 + t;
+            const int members = n == 32 ? 32 : 8;
+            auto value = [&](int l) { return 100 + warp0 + l; };
+            const int *o = &h[6 * (size_t)t];
+            CHECK(o[0] == value((lane & ~7) + (lane + 3) % 8), "shfl idx lane %d: %d", lane, o[0]);
+            CHECK(o[1] == (lane % 16 >= 3 ? value(lane - 3) : v), "shfl up lane %d: %d", lane,
+                  o[1]);
+            CHECK(o[2] == (lane % 8 + 5 < 8 ? value(lane + 5) : v), "shfl down lane %d: %d", lane,
+                  o[2]);
+            if ((lane ^ 6) < members) CHECK(o[3] == value(lane ^ 6), "shfl xor lane %d", lane);
+            unsigned ballot = 0;
+            for (int l = 0; l < members; l++)
+                if (l % 3 == 0) ballot |= 1u << l;
+            CHECK((unsigned)o[4] == ballot, "ballot lane %d: %x", lane, o[4]);
+            CHECK(o[5] == 2 * (members > 4) + 1, "any/all lane %d: %d", lane, o[5]);
+        }
+        cudaFree(d);
+    }
+}
+
+/* Shared memory --------------------------------------------------------------------- */
+
+/* out (blocks, 3): NaN seen before the first write, the block's own value
+ * after the barrier, the dynamic shared memory's first word (NaN). */
+__global__ void shared_kernel(float *out)
+{
+    __shared__ float cell[4];
+    extern __shared__ float dyn[];
+    const bool was_nan = isnan(cell[threadIdx.x % 4]);
+    __syncthreads();
+    if (threadIdx.x == 0) cell[0] = (float)blockIdx.x;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        out[3 * blockIdx.x] = was_nan ? 1.0f : 0.0f;
+        out[3 * blockIdx.x + 1] = cell[0];
+        out[3 * blockIdx.x + 2] = dyn[0];
+    }
+}
+
+__global__ void empty_kernel(float *) {}
+
+static void test_shared()
+{
+    float *d = device_array<float>(3 * 5);
+    shared_kernel<<<5, 64, 256>>>(d);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    const std::vector<float> h = download(d, 15);
+    for (int b = 0; b < 5; b++) {
+        CHECK(h[3 * b] == 1.0f, "block %d: static shared memory did not start as NaN", b);
+        CHECK(h[3 * b + 1] == (float)b, "block %d: static shared object not per block", b);
+        CHECK(isnan(h[3 * b + 2]), "block %d: dynamic shared memory did not start as NaN", b);
+    }
+    /* the 48 KiB default, the opt-in attribute, its 227 KiB ceiling */
+    empty_kernel<<<1, 32, 49 * 1024>>>(d);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue, "49 KiB without opting in must fail");
+    CHECK(cudaFuncSetAttribute(empty_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               100 * 1024) == cudaSuccess,
+          "opt in");
+    empty_kernel<<<1, 32, 99 * 1024>>>(d);
+    CHECK(cudaGetLastError() == cudaSuccess, "99 KiB after opting in to 100 KiB");
+    CHECK(cudaFuncSetAttribute(empty_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               228 * 1024) == cudaErrorInvalidValue,
+          "above 227 KiB");
+    (void)cudaGetLastError();
+    empty_kernel<<<1, 1025>>>(d);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "1025 threads per block");
+    empty_kernel<<<dim3(1, 65536), 32>>>(d);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "grid y 65536");
+    cudaFree(d);
+}
+
+/* out (32): a 16-byte cp.async per lane whose last 4 bytes are zero-filled;
+ * out[0] also records whether the destination read NaN before the wait. */
+__global__ void async_kernel(float *out, const float *in)
+{
+    extern __shared__ float4 tile[];
+    float *t = reinterpret_cast<float *>(tile);
+    __pipeline_memcpy_async(t + 4 * threadIdx.x, in + 4 * threadIdx.x, 16, 4);
+    __pipeline_commit();
+    const bool pending_nan = isnan(t[4 * threadIdx.x]);
+    __pipeline_wait_prior(0);
+    out[threadIdx.x] = t[4 * threadIdx.x] + t[4 * threadIdx.x + 2] + t[4 * threadIdx.x + 3];
+    if (threadIdx.x == 0 && !pending_nan) out[0] = -1.0f;
+}
+
+static void test_async_copy()
+{
+    std::vector<float> host(128);
+    for (int i = 0; i < 128; i++) host[(size_t)i] = (float)i;
+    float *in = device_array<float>(128), *out = device_array<float>(32);
+    cudaMemcpy(in, host.data(), sizeof(float) * 128, cudaMemcpyHostToDevice);
+    async_kernel<<<1, 32, 512>>>(out, in);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    const std::vector<float> h = download(out, 32);
+    CHECK(h[0] != -1.0f, "cp.async destination readable before the wait");
+    for (int l = 0; l < 32; l++)
+        CHECK(h[(size_t)l] == (float)(4 * l) + (float)(4 * l + 2) + 0.0f, "lane %d: %g", l,
+              h[(size_t)l]);
+    cudaFree(in), cudaFree(out);
+}
+
+__global__ void count_kernel(int *counter) { atomicAdd(counter, 1); }
+
+static void test_atomics_and_blocks()
+{
+    int *c = device_array<int>(1);
+    cudaMemset(c, 0, sizeof(int));
+    count_kernel<<<dim3(3, 2, 2), dim3(8, 2, 3)>>>(c);
+    CHECK(download(c, 1)[0] == 12 * 48, "atomicAdd over 12 blocks of 48 threads: %d",
+          download(c, 1)[0]);
+    cudaFree(c);
+}
+
+/* Host API ---------------------------------------------------------------------------- */
+
+static void test_host_api()
+{
+    int n = 0, value = 0;
+    CHECK(cudaGetDeviceCount(&n) == cudaSuccess && n == 1, "one device");
+    CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) ==
+                  cudaSuccess &&
+              value == 227 * 1024,
+          "opt-in shared memory %d", value);
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.multiProcessorCount > 0 &&
+              prop.major == 9,
+          "properties");
+
+    char *d = device_array<char>(100);
+    char host[200] = {0};
+    CHECK(cudaMemcpy(d, host, 101, cudaMemcpyHostToDevice) == cudaErrorInvalidValue,
+          "a copy past the end of the allocation");
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue, "recorded as the last error");
+    CHECK(cudaGetLastError() == cudaSuccess, "and cleared by reading it");
+    CHECK(cudaMemcpy(host, d, 10, cudaMemcpyHostToDevice) == cudaErrorInvalidValue,
+          "host destination with kind HostToDevice");
+    CHECK(cudaMemcpy2D(d, 10, host, 20, 11, 3, cudaMemcpyHostToDevice) ==
+              cudaErrorInvalidPitchValue,
+          "width above a pitch");
+    CHECK(cudaMemset(d + 50, 0, 51) == cudaErrorInvalidValue, "memset past the end");
+    CHECK(cudaFree(host) == cudaErrorInvalidValue, "free of host memory");
+    CHECK(cudaFree(d) == cudaSuccess, "free");
+    CHECK(cudaFree(d) == cudaErrorInvalidValue, "double free");
+    CHECK(cudaMemcpy(host, d, 10, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue,
+          "copy from freed memory");
+    (void)cudaGetLastError();
+
+    cudaStream_t s = nullptr;
+    cudaEvent_t a = nullptr, b = nullptr;
+    float ms = -1.0f;
+    CHECK(cudaStreamCreate(&s) == cudaSuccess, "stream");
+    CHECK(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess, "events");
+    CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorInvalidResourceHandle,
+          "elapsed time of events never recorded");
+    CHECK(cudaEventRecord(a, s) == cudaSuccess && cudaEventRecord(b, s) == cudaSuccess &&
+              cudaEventSynchronize(b) == cudaSuccess &&
+              cudaEventElapsedTime(&ms, a, b) == cudaSuccess && ms >= 0.0f,
+          "event timing");
+    CHECK(cudaStreamDestroy(s) == cudaSuccess, "destroy");
+    CHECK(cudaStreamSynchronize(s) == cudaErrorInvalidResourceHandle, "destroyed stream");
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    (void)cudaGetLastError();
+
+    setenv("FG_EMU_NO_GPU", "1", 1);
+    CHECK(cudaGetDeviceCount(&n) == cudaErrorNoDevice && n == 0, "FG_EMU_NO_GPU");
+    unsetenv("FG_EMU_NO_GPU");
+    (void)cudaGetLastError();
+}
+
+/* cuBLAS ------------------------------------------------------------------------------- */
+
+static void test_sgemm()
+{
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "create");
+    const int m = 5, n = 3, k = 4, ld = 7; /* column-major with padding rows */
+    std::vector<float> A(ld * 7), B(ld * 7), C(ld * n);
+    for (size_t i = 0; i < A.size(); i++) A[i] = (float)((i * 7) % 11) - 5.0f;
+    for (size_t i = 0; i < B.size(); i++) B[i] = (float)((i * 5) % 13) * 0.25f - 1.0f;
+    for (size_t i = 0; i < C.size(); i++) C[i] = (float)i * 0.5f;
+    float *dA = device_array<float>(A.size()), *dB = device_array<float>(B.size());
+    float *dC = device_array<float>(C.size());
+    cudaMemcpy(dA, A.data(), A.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB, B.data(), B.size() * 4, cudaMemcpyHostToDevice);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (float beta : {0.0f, 0.5f}) {
+                std::vector<float> c0 = C;
+                if (beta == 0.0f) /* C is not read: NaN there must not matter */
+                    for (float &x : c0) x = NAN;
+                cudaMemcpy(dC, c0.data(), C.size() * 4, cudaMemcpyHostToDevice);
+                const float alpha = 1.5f;
+                CHECK(cublasSgemm(h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                  m, n, k, &alpha, dA, ld, dB, ld, &beta, dC,
+                                  ld) == CUBLAS_STATUS_SUCCESS,
+                      "sgemm");
+                const std::vector<float> got = download(dC, C.size());
+                for (int j = 0; j < n; j++)
+                    for (int i = 0; i < m; i++) {
+                        double s = 0.0;
+                        for (int l = 0; l < k; l++)
+                            s += (double)(ta ? A[(size_t)i * ld + l] : A[(size_t)l * ld + i]) *
+                                 (tb ? B[(size_t)l * ld + j] : B[(size_t)j * ld + l]);
+                        const double want =
+                            alpha * s + (beta == 0.0f ? 0.0 : beta * C[(size_t)j * ld + i]);
+                        CHECK(fabs(got[(size_t)j * ld + i] - want) <= 1e-5 * (1.0 + fabs(want)),
+                              "op %d%d beta %g at (%d, %d): %g, want %g", ta, tb, beta, i, j,
+                              got[(size_t)j * ld + i], want);
+                    }
+                CHECK(got[(size_t)m] == c0[(size_t)m] ||
+                          (isnan(got[(size_t)m]) && isnan(c0[(size_t)m])),
+                      "row padding of C written");
+            }
+    const float one = 1.0f;
+    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA, m - 1, dB, ld, &one, dC,
+                      ld) == CUBLAS_STATUS_INVALID_VALUE,
+          "lda < m");
+    CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, dA, k - 1, dB, ld, &one, dC,
+                      ld) == CUBLAS_STATUS_INVALID_VALUE,
+          "lda < k for op T");
+    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, -1, n, k, &one, dA, ld, dB, ld, &one, dC, ld) ==
+              CUBLAS_STATUS_INVALID_VALUE,
+          "m < 0");
+
+    /* TF32 rounds the inputs: 1 + 2^-12 times 1 is no longer exact */
+    const float x = 1.0f + 1.0f / 4096.0f, zero = 0.0f;
+    cudaMemcpy(dA, &x, 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB, &one, 4, cudaMemcpyHostToDevice);
+    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, dA, 1, dB, 1, &zero, dC, 1);
+    CHECK(download(dC, 1)[0] == x, "fp32 GEMM exact");
+    CHECK(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH) == CUBLAS_STATUS_SUCCESS, "tf32");
+    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, dA, 1, dB, 1, &zero, dC, 1);
+    CHECK(download(dC, 1)[0] == 1.0f, "TF32 GEMM rounds to 10 mantissa bits");
+    CHECK(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS, "destroy");
+    CHECK(cublasDestroy(h) == CUBLAS_STATUS_NOT_INITIALIZED, "destroy twice");
+    cudaFree(dA), cudaFree(dB), cudaFree(dC);
+}
+
+/* Misuse: each case runs in a child that must abort with the report -------------------- */
+
+__global__ void divergent_barrier_kernel()
+{
+    if (threadIdx.x < 32)
+        __syncthreads();
+    else
+        __syncthreads();
+}
+
+__global__ void exited_barrier_kernel()
+{
+    if (threadIdx.x >= 32) return;
+    __syncthreads();
+}
+
+__global__ void shuffle_outside_mask_kernel(int *out)
+{
+    if (threadIdx.x < 16) out[threadIdx.x] = __shfl_sync(0xffffu, 1, 20);
+}
+
+__global__ void deadlock_kernel()
+{
+    if (threadIdx.x < 16)
+        __syncwarp();
+    else
+        __syncthreads();
+}
+
+__global__ void write_kernel(float *p, int at) { p[at] = 1.0f; }
+
+__global__ void ldg_kernel(float *out, const float *p, int at) { out[0] = __ldg(p + at); }
+
+__global__ void async_to_global_kernel(float *dst, const float *src)
+{
+    __pipeline_memcpy_async(dst, src, 16);
+}
+
+__global__ void big_static_kernel(float *out)
+{
+    __shared__ float big[13000]; /* 52 KB > 48 KiB */
+    big[threadIdx.x] = 1.0f;
+    out[0] = big[0];
+}
+
+static void misuse(const char *what, const char *expected, void (*body)())
+{
+    int fds[2];
+    if (pipe(fds) != 0) abort();
+    fflush(stdout), fflush(stderr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        setenv("FG_EMU_REPORT_LEAKS", "0", 1);
+        body();
+        _exit(0); /* no fault: the parent reports it */
+    }
+    close(fds[1]);
+    std::string text;
+    char buf[512];
+    ssize_t got;
+    while ((got = read(fds[0], buf, sizeof buf)) > 0) text.append(buf, (size_t)got);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+#if defined(__SANITIZE_ADDRESS__)
+    /* AddressSanitizer may see a bad access first and end the run itself */
+    if (text.find("ERROR: AddressSanitizer") != std::string::npos) return;
+#endif
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: the run did not abort", what);
+    CHECK(text.find(expected) != std::string::npos, "%s: report lacks \"%s\":\n%s", what, expected,
+          text.c_str());
+}
+
+static void test_misuse()
+{
+    misuse("divergent __syncthreads", "different __syncthreads",
+           [] { divergent_barrier_kernel<<<1, 64>>>(); });
+    misuse("__syncthreads after an exit", "have exited",
+           [] { exited_barrier_kernel<<<1, 64>>>(); });
+    misuse("shuffle from a lane outside the mask", "is not in the mask", [] {
+        int *d = device_array<int>(32);
+        shuffle_outside_mask_kernel<<<1, 32>>>(d);
+    });
+    misuse("deadlock", "deadlock", [] { deadlock_kernel<<<1, 64>>>(); });
+    misuse("host pointer as kernel argument", "is not device memory", [] {
+        static float host[4];
+        write_kernel<<<1, 1>>>(host, 0);
+    });
+    misuse("freed pointer as kernel argument", "freed device memory", [] {
+        float *d = device_array<float>(4);
+        cudaFree(d);
+        write_kernel<<<1, 1>>>(d, 0);
+    });
+    misuse("write past an allocation", "written past its end", [] {
+        float *d = device_array<float>(10);
+        write_kernel<<<1, 1>>>(d, 12);
+    });
+    misuse("__ldg past an allocation", "past the end of device allocation", [] {
+        float *d = device_array<float>(10);
+        ldg_kernel<<<1, 1>>>(d, d, 10);
+    });
+    misuse("cp.async into global memory", "not inside this block's shared memory", [] {
+        float *d = device_array<float>(8);
+        async_to_global_kernel<<<1, 1>>>(d, d + 4);
+    });
+    misuse("static shared memory above 48 KiB", "exceed", [] {
+        float *d = device_array<float>(1);
+        big_static_kernel<<<1, 32>>>(d);
+    });
+}
+
+int main()
+{
+    test_collectives();
+    test_shared();
+    test_async_copy();
+    test_atomics_and_blocks();
+    test_host_api();
+    test_sgemm();
+    test_misuse();
+    if (failures) {
+        fprintf(stderr, "selftest: %d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("fg_emu selftest: all checks passed\n");
+    return 0;
+}
