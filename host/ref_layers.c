@@ -12,10 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 0.5 * (1 + tanh(z)) == 1 / (1 + exp(-2z)): the same function without the
+ * cancellation of 1 + tanh(z) in the far negative tail. */
 double fgi_gelu(double x)
 {
     const double k = 0.7978845608028654; /* sqrt(2/pi) */
-    return 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
+    const double z = k * (x + 0.044715 * x * x * x);
+    return x / (1.0 + exp(-2.0 * z));
 }
 
 double fgi_silu(double x) { return x / (1.0 + exp(-x)); }

@@ -59,6 +59,12 @@ Test(gelu, known_points)
     float y[7];
     cr_assert_eq(fg_ref_gelu(y, x, 7), FG_OK);
     fg_assert_close(y, expect, 7, 1e-7, 1e-6, 0, "gelu");
+    /* far negative tail, where 1 + tanh(z) cancels in double: the value from
+     * the tanh form evaluated with 50-digit decimals */
+    const float tail_x = -8.0f, tail_expect = -3.107782937501111e-21f;
+    float tail_y;
+    cr_assert_eq(fg_ref_gelu(&tail_y, &tail_x, 1), FG_OK);
+    fg_assert_close(&tail_y, &tail_expect, 1, 0.0, 1e-6, 0, "gelu(-8)");
     cr_assert_eq(fg_ref_gelu((float *)x, x, 7), FG_OK, "in place allowed");
     fg_assert_same(x, y, sizeof y, "in-place gelu");
 }
