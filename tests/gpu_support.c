@@ -12,6 +12,25 @@ void fg_require_gpu(void)
         cr_skip_test("no usable CUDA device (or a build without CUDA): GPU test skipped");
 }
 
+void fg_expect_refused(fg_status status, const char *needle)
+{
+#ifdef FG_HAVE_CUDA
+    fg_assert_status(status, FG_ERR_INVALID_ARG, needle);
+#else
+    (void)needle;
+    fg_assert_status(status, FG_ERR_UNSUPPORTED, "without CUDA");
+#endif
+}
+
+void fg_expect_no_device(fg_status status)
+{
+#ifdef FG_HAVE_CUDA
+    fg_assert_status(status, FG_ERR_CUDA, "no CUDA device");
+#else
+    fg_assert_status(status, FG_ERR_UNSUPPORTED, "without CUDA");
+#endif
+}
+
 static void check(fg_status st, const char *what)
 {
     cr_assert(st == FG_OK, "%s: %s: %s", what, fg_status_str(st), fg_last_error());

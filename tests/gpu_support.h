@@ -9,6 +9,15 @@
 /* Skips the current test, visibly, when no usable GPU is present. */
 void fg_require_gpu(void);
 
+/* A call refused for its arguments: FG_ERR_INVALID_ARG naming `needle` in a
+ * CUDA build (arguments are checked before any device access), and
+ * FG_ERR_UNSUPPORTED ("without CUDA") in a build without CUDA. */
+void fg_expect_refused(fg_status status, const char *needle);
+
+/* A valid call with no usable device: FG_ERR_CUDA ("no CUDA device") in a
+ * CUDA build, FG_ERR_UNSUPPORTED ("without CUDA") without CUDA. */
+void fg_expect_no_device(fg_status status);
+
 /* Device copy of n host floats, followed by a guard region. */
 float *fg_dev_upload(const float *host, size_t n);
 /* Device buffer of n floats filled with NaN, followed by a guard region. */

@@ -67,18 +67,6 @@ static void expect_device_same(const float *dev, const float *ref, size_t n,
     fg_buf_free(got);
 }
 
-/* A refused call: FG_ERR_INVALID_ARG naming `needle` in a CUDA build,
- * FG_ERR_UNSUPPORTED in a build without CUDA. */
-static void expect_refused(fg_status st, const char *needle)
-{
-#ifdef FG_HAVE_CUDA
-    fg_assert_status(st, FG_ERR_INVALID_ARG, needle);
-#else
-    (void)needle;
-    fg_assert_status(st, FG_ERR_UNSUPPORTED, "without CUDA");
-#endif
-}
-
 /* A length that is often awkward: 1, just around a power of two, or random. */
 static int awkward_len(fg_rng *r, int max)
 {
@@ -586,39 +574,39 @@ Test(cuda_args, bad_arguments_are_refused_and_write_nothing)
     uint8_t mask[16];
     memset(mask, 7, sizeof mask);
 
-    expect_refused(fg_cuda_softmax(NULL, a, 1, 4, 1, 0), "'y' is NULL");
-    expect_refused(fg_cuda_softmax(b, a, 1, 0, 1, 0), "'n'");
-    expect_refused(fg_cuda_softmax(b, a, 1 << 30, 1 << 30, 1 << 30, 0), "overflow");
-    expect_refused(fg_cuda_softmax(a + 1, a, 2, 8, 1, 0), "overlap");
-    expect_refused(fg_cuda_causal_mask(mask, 3, 2, 0), "'kv_len' must be >= q_len");
-    expect_refused(fg_cuda_causal_mask(NULL, 2, 2, 0), "'mask' is NULL");
-    expect_refused(fg_cuda_rope(a, 1, 4, 3, pos, 10000.0, 0), "even");
-    expect_refused(fg_cuda_rope(a, 1, 4, 4, NULL, 10000.0, 0), "'pos' is NULL");
-    expect_refused(fg_cuda_rope(a, 1, 4, 4, pos, -1.0, 0), "'base'");
-    expect_refused(fg_cuda_rope(a, 0, 4, 4, pos, 10000.0, 0), "'n_head'");
-    expect_refused(fg_cuda_split_heads(b, NULL, 2, 2, 2, 0), "'x' is NULL");
-    expect_refused(fg_cuda_merge_heads(b, a, 2, 0, 2, 0), "'seq'");
-    expect_refused(fg_cuda_split_heads(a + 2, a, 2, 2, 2, 0), "overlap");
-    expect_refused(fg_cuda_linear(b, a, c, NULL, 2, 0, 3, 0), "'in'");
-    expect_refused(fg_cuda_linear(b, a, NULL, NULL, 2, 3, 3, 0), "'w' is NULL");
-    expect_refused(fg_cuda_linear(b, a, c, NULL, 1 << 30, 1 << 30, 4, 0), "overflow");
-    expect_refused(fg_cuda_linear(a, a, c, NULL, 2, 3, 3, 0), "overlap");
-    expect_refused(fg_cuda_gelu(b, a, 0, 0), "'n'");
-    expect_refused(fg_cuda_bias_gelu(b, a, c, 0, 4, 0), "'rows'");
-    expect_refused(fg_cuda_bias_gelu(b, a, c, 2, -1, 0), "'cols'");
-    expect_refused(fg_cuda_bias_gelu(b, a, b + 1, 2, 4, 0), "overlap");
-    expect_refused(fg_cuda_silu_mul(b, a, NULL, 4, 0), "'up' is NULL");
-    expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 4, -1.0f, 0), "'eps'");
-    expect_refused(fg_cuda_layer_norm(b, a, NULL, d, 2, 4, 1e-5f, 0), "'g' is NULL");
-    expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 0, 1e-5f, 0), "'cols'");
-    expect_refused(fg_cuda_rms_norm(b, a, c, 0, 4, 1e-5f, 0), "'rows'");
-    expect_refused(fg_cuda_rms_norm(b, a, c, 2, 4, NAN, 0), "'eps'");
-    expect_refused(fg_cuda_add_layer_norm(b, a, NULL, c, d, 2, 4, 1e-5f, 0), "'delta' is NULL");
-    expect_refused(fg_cuda_add_layer_norm(b, a, a + 4, c, d, 2, 4, 1e-5f, 0), "overlap");
-    expect_refused(fg_cuda_ffn(b, a, c, NULL, d, NULL, 2, 4, 0, 0), "'inner'");
-    expect_refused(fg_cuda_ffn(b, a, NULL, NULL, d, NULL, 2, 4, 4, 0), "'w_fc' is NULL");
-    expect_refused(fg_cuda_swiglu_ffn(b, a, c, NULL, d, 2, 4, 4, 0), "'w_up' is NULL");
-    expect_refused(fg_cuda_swiglu_ffn(b, a, c, c, d, 2, 0, 4, 0), "'hidden'");
+    fg_expect_refused(fg_cuda_softmax(NULL, a, 1, 4, 1, 0), "'y' is NULL");
+    fg_expect_refused(fg_cuda_softmax(b, a, 1, 0, 1, 0), "'n'");
+    fg_expect_refused(fg_cuda_softmax(b, a, 1 << 30, 1 << 30, 1 << 30, 0), "overflow");
+    fg_expect_refused(fg_cuda_softmax(a + 1, a, 2, 8, 1, 0), "overlap");
+    fg_expect_refused(fg_cuda_causal_mask(mask, 3, 2, 0), "'kv_len' must be >= q_len");
+    fg_expect_refused(fg_cuda_causal_mask(NULL, 2, 2, 0), "'mask' is NULL");
+    fg_expect_refused(fg_cuda_rope(a, 1, 4, 3, pos, 10000.0, 0), "even");
+    fg_expect_refused(fg_cuda_rope(a, 1, 4, 4, NULL, 10000.0, 0), "'pos' is NULL");
+    fg_expect_refused(fg_cuda_rope(a, 1, 4, 4, pos, -1.0, 0), "'base'");
+    fg_expect_refused(fg_cuda_rope(a, 0, 4, 4, pos, 10000.0, 0), "'n_head'");
+    fg_expect_refused(fg_cuda_split_heads(b, NULL, 2, 2, 2, 0), "'x' is NULL");
+    fg_expect_refused(fg_cuda_merge_heads(b, a, 2, 0, 2, 0), "'seq'");
+    fg_expect_refused(fg_cuda_split_heads(a + 2, a, 2, 2, 2, 0), "overlap");
+    fg_expect_refused(fg_cuda_linear(b, a, c, NULL, 2, 0, 3, 0), "'in'");
+    fg_expect_refused(fg_cuda_linear(b, a, NULL, NULL, 2, 3, 3, 0), "'w' is NULL");
+    fg_expect_refused(fg_cuda_linear(b, a, c, NULL, 1 << 30, 1 << 30, 4, 0), "overflow");
+    fg_expect_refused(fg_cuda_linear(a, a, c, NULL, 2, 3, 3, 0), "overlap");
+    fg_expect_refused(fg_cuda_gelu(b, a, 0, 0), "'n'");
+    fg_expect_refused(fg_cuda_bias_gelu(b, a, c, 0, 4, 0), "'rows'");
+    fg_expect_refused(fg_cuda_bias_gelu(b, a, c, 2, -1, 0), "'cols'");
+    fg_expect_refused(fg_cuda_bias_gelu(b, a, b + 1, 2, 4, 0), "overlap");
+    fg_expect_refused(fg_cuda_silu_mul(b, a, NULL, 4, 0), "'up' is NULL");
+    fg_expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 4, -1.0f, 0), "'eps'");
+    fg_expect_refused(fg_cuda_layer_norm(b, a, NULL, d, 2, 4, 1e-5f, 0), "'g' is NULL");
+    fg_expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 0, 1e-5f, 0), "'cols'");
+    fg_expect_refused(fg_cuda_rms_norm(b, a, c, 0, 4, 1e-5f, 0), "'rows'");
+    fg_expect_refused(fg_cuda_rms_norm(b, a, c, 2, 4, NAN, 0), "'eps'");
+    fg_expect_refused(fg_cuda_add_layer_norm(b, a, NULL, c, d, 2, 4, 1e-5f, 0), "'delta' is NULL");
+    fg_expect_refused(fg_cuda_add_layer_norm(b, a, a + 4, c, d, 2, 4, 1e-5f, 0), "overlap");
+    fg_expect_refused(fg_cuda_ffn(b, a, c, NULL, d, NULL, 2, 4, 0, 0), "'inner'");
+    fg_expect_refused(fg_cuda_ffn(b, a, NULL, NULL, d, NULL, 2, 4, 4, 0), "'w_fc' is NULL");
+    fg_expect_refused(fg_cuda_swiglu_ffn(b, a, c, NULL, d, 2, 4, 4, 0), "'w_up' is NULL");
+    fg_expect_refused(fg_cuda_swiglu_ffn(b, a, c, c, d, 2, 0, 4, 0), "'hidden'");
 
     fg_assert_same(a, a0, n * sizeof(float), "a after refused calls");
     fg_assert_same(b, b0, n * sizeof(float), "b after refused calls");
@@ -636,18 +624,18 @@ Test(cuda_args, memory_functions_check_their_arguments)
     char name[8];
     int sms = -1;
     size_t bytes = 7;
-    expect_refused(fg_cuda_malloc(NULL, 16), "'ptr' is NULL");
-    expect_refused(fg_cuda_malloc(&p, 0), "'bytes'");
+    fg_expect_refused(fg_cuda_malloc(NULL, 16), "'ptr' is NULL");
+    fg_expect_refused(fg_cuda_malloc(&p, 0), "'bytes'");
 #ifdef FG_HAVE_CUDA
     cr_assert(p == NULL, "fg_cuda_malloc clears *ptr on failure");
 #endif
-    expect_refused(fg_cuda_upload(NULL, host, 16), "'dst_device' is NULL");
-    expect_refused(fg_cuda_download(host, NULL, 16), "'src_device' is NULL");
-    expect_refused(fg_cuda_memset(NULL, 0, 16), "'dst_device' is NULL");
-    expect_refused(fg_cuda_memset(host, 300, 16), "'byte'");
-    expect_refused(fg_cuda_device_info(NULL, 8, &sms, &bytes), "'name' is NULL");
-    expect_refused(fg_cuda_device_info(name, 0, &sms, &bytes), "'name_len'");
-    expect_refused(fg_cuda_device_info(name, 8, NULL, &bytes), "'sm_count' is NULL");
+    fg_expect_refused(fg_cuda_upload(NULL, host, 16), "'dst_device' is NULL");
+    fg_expect_refused(fg_cuda_download(host, NULL, 16), "'src_device' is NULL");
+    fg_expect_refused(fg_cuda_memset(NULL, 0, 16), "'dst_device' is NULL");
+    fg_expect_refused(fg_cuda_memset(host, 300, 16), "'byte'");
+    fg_expect_refused(fg_cuda_device_info(NULL, 8, &sms, &bytes), "'name' is NULL");
+    fg_expect_refused(fg_cuda_device_info(name, 0, &sms, &bytes), "'name_len'");
+    fg_expect_refused(fg_cuda_device_info(name, 8, NULL, &bytes), "'sm_count' is NULL");
     cr_assert(sms == -1 && bytes == 7, "refused device_info wrote its outputs");
     cr_assert(host[0] == 1 && host[3] == 4);
     fg_assert_status(fg_cuda_free(NULL), FG_OK, NULL);
@@ -658,25 +646,18 @@ Test(cuda_args, memory_functions_check_their_arguments)
 Test(cuda_args, no_device_is_a_clear_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: the no-device path is not reachable");
-#ifdef FG_HAVE_CUDA
-    const fg_status expected = FG_ERR_CUDA;
-    const char *needle = "no CUDA device";
-#else
-    const fg_status expected = FG_ERR_UNSUPPORTED;
-    const char *needle = "without CUDA";
-#endif
     float a[64] = {1}, b[64] = {2}, c[64] = {3};
     int pos[4] = {0, 1, 2, 3};
     void *p = NULL;
-    fg_assert_status(fg_cuda_malloc(&p, 64), expected, needle);
+    fg_expect_no_device(fg_cuda_malloc(&p, 64));
     cr_assert(p == NULL);
-    fg_assert_status(fg_cuda_upload(a, b, 16), expected, needle);
-    fg_assert_status(fg_cuda_synchronize(0), expected, needle);
-    fg_assert_status(fg_cuda_softmax(b, a, 1, 4, 1, 0), expected, needle);
-    fg_assert_status(fg_cuda_rope(a, 1, 4, 4, pos, 10000.0, 0), expected, needle);
-    fg_assert_status(fg_cuda_layer_norm(b, a, c, NULL, 2, 4, 1e-5f, 0), expected, needle);
-    fg_assert_status(fg_cuda_linear(b, a, c, NULL, 2, 4, 4, 0), expected, needle);
-    fg_assert_status(fg_cuda_gelu(b, a, 4, 0), expected, needle);
-    fg_assert_status(fg_cuda_split_heads(b, a, 2, 2, 2, 0), expected, needle);
+    fg_expect_no_device(fg_cuda_upload(a, b, 16));
+    fg_expect_no_device(fg_cuda_synchronize(0));
+    fg_expect_no_device(fg_cuda_softmax(b, a, 1, 4, 1, 0));
+    fg_expect_no_device(fg_cuda_rope(a, 1, 4, 4, pos, 10000.0, 0));
+    fg_expect_no_device(fg_cuda_layer_norm(b, a, c, NULL, 2, 4, 1e-5f, 0));
+    fg_expect_no_device(fg_cuda_linear(b, a, c, NULL, 2, 4, 4, 0));
+    fg_expect_no_device(fg_cuda_gelu(b, a, 4, 0));
+    fg_expect_no_device(fg_cuda_split_heads(b, a, 2, 2, 2, 0));
     cr_assert(a[0] == 1 && b[0] == 2 && c[0] == 3, "nothing was written");
 }
