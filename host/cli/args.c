@@ -129,3 +129,10 @@ int cli_parse(const cli_command *cmd, int argc, char **argv)
     }
     return CLI_OK;
 }
+
+int cli_parse_device(const char *verb, const char *name, fg_device *device)
+{
+    if (fg_device_parse(name, device) != FG_OK)
+        return cli_usage_error(verb, "--device must be auto, cpu or cuda (got '%s')", name);
+    return CLI_OK;
+}

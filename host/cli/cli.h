@@ -38,6 +38,9 @@ int cli_usage_error(const char *verb, const char *fmt, ...);
 /* "flashgpt VERB: what: <fg_last_error()>" on stderr; returns 1. */
 int cli_runtime_error(const char *verb, const char *what);
 
+/* --device NAME: CLI_OK, or a usage error (printed) for an unknown name. */
+int cli_parse_device(const char *verb, const char *name, fg_device *device);
+
 double cli_now(void); /* monotonic seconds */
 
 /* "1,2,3" -> ids (malloc'd). Returns 0, or -1 for a malformed list. */

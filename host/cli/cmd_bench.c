@@ -126,8 +126,7 @@ int cmd_bench(int argc, char **argv)
     preset p;
     fg_device device;
     if (!find_preset(preset_name, &p)) return CLI_USAGE_ERROR;
-    if (fg_device_parse(device_name, &device) != FG_OK)
-        return cli_usage_error(VERB, "--device must be auto, cpu or cuda (got '%s')", device_name);
+    if (cli_parse_device(VERB, device_name, &device) != CLI_OK) return CLI_USAGE_ERROR;
     if (device == FG_DEVICE_AUTO) device = fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU;
     if (n_prompt < 0) n_prompt = device == FG_DEVICE_CUDA ? 128 : 16;
     if (n_gen < 0) n_gen = device == FG_DEVICE_CUDA ? 128 : 16;

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 
 typedef struct {
-    const char *model, *tokenizer, *prompt, *device;
+    const char *model, *tokenizer, *prompt, *device_name;
+    fg_device device;
     int n, top_k, ctx;
     float temperature, top_p;
     uint64_t seed;
@@ -28,9 +29,6 @@ static void emit(const fg_tokenizer *tok, int prev, int id)
 static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
 {
     const fg_config *cfg = fg_model_config(model);
-    fg_device device;
-    if (fg_device_parse(a->device, &device) != FG_OK)
-        return cli_usage_error(VERB, "--device must be auto, cpu or cuda (got '%s')", a->device);
     int *ids = NULL, n_prompt = 0, rc = CLI_RUNTIME_ERROR;
     fg_session *s = NULL;
     fg_sampler *sampler = NULL;
@@ -49,7 +47,7 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         rc = cli_usage_error(VERB, "%s", fg_last_error());
         goto done;
     }
-    if (fg_session_create(&s, cfg, fg_model_weights(model), device, a->ctx) != FG_OK) {
+    if (fg_session_create(&s, cfg, fg_model_weights(model), a->device, a->ctx) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
@@ -92,7 +90,7 @@ done:
 
 int cmd_generate(int argc, char **argv)
 {
-    generate_args a = {.prompt = "", .device = "auto", .n = 64, .temperature = 1.0f,
+    generate_args a = {.prompt = "", .device_name = "auto", .n = 64, .temperature = 1.0f,
                        .top_p = 1.0f};
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &a.model, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
@@ -103,7 +101,7 @@ int cmd_generate(int argc, char **argv)
         {"top-k", 0, OPT_INT, &a.top_k, "K", "keep the K most likely tokens (default: all)"},
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
         {"seed", 0, OPT_U64, &a.seed, "S", "sampling seed (default 0)"},
-        {"device", 0, OPT_STRING, &a.device, "D", "auto, cpu or cuda (default auto)"},
+        {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu or cuda (default auto)"},
         {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: the model's)"},
     };
     const cli_command cmd = {VERB, "-m PATH [options]",
@@ -114,6 +112,7 @@ int cmd_generate(int argc, char **argv)
     if (a.model == NULL) return cli_usage_error(VERB, "-m PATH is required");
     if (a.n < 0) return cli_usage_error(VERB, "-n must be >= 0 (got %d)", a.n);
     if (a.ctx < 0) return cli_usage_error(VERB, "--ctx must be >= 0 (got %d)", a.ctx);
+    if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;
 
     fg_model *model = NULL;
     fg_tokenizer *tok = NULL;

@@ -65,8 +65,7 @@ int cmd_logits(int argc, char **argv)
     if (model_path == NULL || tokens == NULL || out == NULL)
         return cli_usage_error(VERB, "-m, --tokens and --out are required");
     fg_device device;
-    if (fg_device_parse(device_name, &device) != FG_OK)
-        return cli_usage_error(VERB, "--device must be auto, cpu or cuda (got '%s')", device_name);
+    if (cli_parse_device(VERB, device_name, &device) != CLI_OK) return CLI_USAGE_ERROR;
     int *ids = NULL, T = 0;
     if (cli_parse_ids(tokens, &ids, &T) != 0)
         return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers (got '%s')",
