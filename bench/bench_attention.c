@@ -11,7 +11,10 @@
  * prefill counts 4*B*H*S^2*D flops halved for causal; decode counts the K and
  * V bytes read, 2*B*Hkv*kv*D*4. Numbers go to stdout (and --out FILE), never
  * to a test verdict.
- * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode] */
+ * --sweep adds, per case, lines "sweep <case> kernel=K splits=N tile=T ..."
+ * for a grid of forced kernels, split counts and key tiles (tuning data; the
+ * automatic choice is the plain line).
+ * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode] [--sweep] */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention_internal.h"
 
@@ -75,40 +78,20 @@ typedef struct {
     float *q, *k, *v, *out;
 } buffer_set;
 
-/* Times one case; returns the median milliseconds or a negative value. */
-static double time_case(const bench_case *c, int runs)
+/* A forced configuration; all zero: the automatic choice. */
+typedef struct {
+    fgi_attention_kernel kernel;
+    int n_splits, block_size;
+} bench_tuning;
+
+/* Median milliseconds of one configuration over the rotated buffer sets, or
+ * a negative value when the call fails (the reason is on stderr). */
+static double time_tuning(const bench_case *c, const bench_tuning *tune, const buffer_set *sets,
+                          int n_sets, void *workspace, size_t ws_bytes, cudaEvent_t start,
+                          cudaEvent_t stop, float *times, int runs)
 {
     const int n_q = c->B * c->Hq, n_kv = c->B * c->Hkv; /* batch folds into heads */
-    const size_t q_elems = (size_t)n_q * c->S * c->D, kv_elems = (size_t)n_kv * c->kv * c->D;
-    const size_t set_bytes = sizeof(float) * (2 * q_elems + 2 * kv_elems);
-    int n_sets = (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
-    if (n_sets < 2) n_sets = 2;
-    if (n_sets > MAX_SETS) n_sets = MAX_SETS;
-    while (n_sets > 1 && (size_t)n_sets * set_bytes > MAX_TOTAL_BYTES) n_sets--;
-
-    buffer_set sets[MAX_SETS];
-    memset(sets, 0, sizeof sets);
-    float *host_q = malloc(sizeof(float) * q_elems), *host_kv = malloc(sizeof(float) * kv_elems);
-    void *workspace = NULL;
-    cudaEvent_t start = NULL, stop = NULL;
-    float *times = calloc((size_t)runs, sizeof(float));
-    double median = -1.0;
-    int ok = host_q != NULL && host_kv != NULL && times != NULL;
-    unsigned long long state = 0x5eedULL;
-    if (ok) fill_random(host_q, q_elems, &state), fill_random(host_kv, kv_elems, &state);
-    for (int s = 0; ok && s < n_sets; s++) {
-        ok = check(fg_cuda_malloc((void **)&sets[s].q, sizeof(float) * q_elems), "malloc q") &&
-             check(fg_cuda_malloc((void **)&sets[s].out, sizeof(float) * q_elems), "malloc out") &&
-             check(fg_cuda_malloc((void **)&sets[s].k, sizeof(float) * kv_elems), "malloc k") &&
-             check(fg_cuda_malloc((void **)&sets[s].v, sizeof(float) * kv_elems), "malloc v") &&
-             check(fg_cuda_upload(sets[s].q, host_q, sizeof(float) * q_elems), "upload q") &&
-             check(fg_cuda_upload(sets[s].k, host_kv, sizeof(float) * kv_elems), "upload k") &&
-             check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
-    }
-    const size_t ws_bytes = fgi_cuda_attention_workspace_bound(n_q, c->S, c->kv, c->D);
-    if (ok && ws_bytes > 0) ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace");
-    ok = ok && check_cuda(cudaEventCreate(&start), "event") && check_cuda(cudaEventCreate(&stop), "event");
-
+    int ok = 1;
     for (int r = -WARMUP; ok && r < runs; r++) {
         const buffer_set *b = &sets[(r + WARMUP) % n_sets];
         fgi_attention_args a;
@@ -118,8 +101,11 @@ static double time_case(const bench_case *c, int runs)
         a.k = b->k, a.v = b->v, a.kv_head_stride = (long long)c->kv * c->D;
         a.n_q_head = n_q, a.n_kv_head = n_kv, a.q_len = c->S, a.kv_len = c->kv;
         a.head_dim = c->D;
+        a.block_size = tune->block_size;
+        fgi_attention_tuning t = {tune->kernel, tune->n_splits, FGI_ATTENTION_AUTO, 0};
         ok = check_cuda(cudaEventRecord(start, NULL), "record") &&
-             check(fgi_cuda_attention("bench_attention", &a, workspace, ws_bytes, NULL), "attention") &&
+             check(fgi_cuda_attention_tuned("bench_attention", &a, &t, workspace, ws_bytes, NULL),
+                   "attention") &&
              check_cuda(cudaEventRecord(stop, NULL), "record") &&
              check_cuda(cudaEventSynchronize(stop), "synchronize");
         float ms = 0.0f;
@@ -136,10 +122,50 @@ static double time_case(const bench_case *c, int runs)
                 ok = 0;
             }
     }
-    if (ok) {
-        qsort(times, (size_t)runs, sizeof(float), compare_floats);
-        median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    if (!ok) return -1.0;
+    qsort(times, (size_t)runs, sizeof(float), compare_floats);
+    return runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+}
+
+/* Times one case under each of n_tunes configurations (one set of buffers
+ * for all): medians[i] gets milliseconds, negative where a call failed.
+ * Returns 0 when the buffers could not be set up. */
+static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes, int runs,
+                     double *medians)
+{
+    const int n_q = c->B * c->Hq, n_kv = c->B * c->Hkv;
+    const size_t q_elems = (size_t)n_q * c->S * c->D, kv_elems = (size_t)n_kv * c->kv * c->D;
+    const size_t set_bytes = sizeof(float) * (2 * q_elems + 2 * kv_elems);
+    int n_sets = (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
+    if (n_sets < 2) n_sets = 2;
+    if (n_sets > MAX_SETS) n_sets = MAX_SETS;
+    while (n_sets > 1 && (size_t)n_sets * set_bytes > MAX_TOTAL_BYTES) n_sets--;
+
+    buffer_set sets[MAX_SETS];
+    memset(sets, 0, sizeof sets);
+    float *host_q = malloc(sizeof(float) * q_elems), *host_kv = malloc(sizeof(float) * kv_elems);
+    void *workspace = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float *times = calloc((size_t)runs, sizeof(float));
+    int ok = host_q != NULL && host_kv != NULL && times != NULL;
+    unsigned long long state = 0x5eedULL;
+    if (ok) fill_random(host_q, q_elems, &state), fill_random(host_kv, kv_elems, &state);
+    for (int s = 0; ok && s < n_sets; s++) {
+        ok = check(fg_cuda_malloc((void **)&sets[s].q, sizeof(float) * q_elems), "malloc q") &&
+             check(fg_cuda_malloc((void **)&sets[s].out, sizeof(float) * q_elems), "malloc out") &&
+             check(fg_cuda_malloc((void **)&sets[s].k, sizeof(float) * kv_elems), "malloc k") &&
+             check(fg_cuda_malloc((void **)&sets[s].v, sizeof(float) * kv_elems), "malloc v") &&
+             check(fg_cuda_upload(sets[s].q, host_q, sizeof(float) * q_elems), "upload q") &&
+             check(fg_cuda_upload(sets[s].k, host_kv, sizeof(float) * kv_elems), "upload k") &&
+             check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
     }
+    const size_t ws_bytes = fgi_cuda_attention_workspace_bound(n_q, c->S, c->kv, c->D);
+    if (ok && ws_bytes > 0) ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace");
+    ok = ok && check_cuda(cudaEventCreate(&start), "event") && check_cuda(cudaEventCreate(&stop), "event");
+    for (int i = 0; i < n_tunes; i++)
+        medians[i] = ok ? time_tuning(c, &tunes[i], sets, n_sets, workspace, ws_bytes, start, stop,
+                                      times, runs)
+                        : -1.0;
     if (start) cudaEventDestroy(start);
     if (stop) cudaEventDestroy(stop);
     for (int s = 0; s < n_sets; s++) {
@@ -148,33 +174,68 @@ static double time_case(const bench_case *c, int runs)
     }
     fg_cuda_free(workspace);
     free(host_q), free(host_kv), free(times);
-    return median;
+    return ok;
 }
 
-static void report(FILE *out, const bench_case *c, double ms)
+static void report(FILE *out, const char *prefix, const bench_case *c, double ms)
 {
     if (strcmp(c->kind, "prefill") == 0) {
         const double flops = 4.0 * c->B * c->Hq * (double)c->S * c->S * c->D / 2.0;
-        fprintf(out, "prefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f\n", c->B, c->Hq, c->S, c->D,
-                ms, flops / (ms * 1e-3) / 1e12);
+        fprintf(out, "%sprefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f\n", prefix, c->B, c->Hq,
+                c->S, c->D, ms, flops / (ms * 1e-3) / 1e12);
     } else {
         const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
-        fprintf(out, "decode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f\n", c->B, c->Hq,
-                c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9);
+        fprintf(out, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f\n", prefix, c->B,
+                c->Hq, c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9);
     }
     fflush(out);
+}
+
+/* The configurations timed for one case: the automatic choice first, then
+ * with --sweep a tuning grid (prefill: key tiles; decode: both kernels x
+ * split counts). Returns the count. */
+#define MAX_TUNES 24
+static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
+{
+    static const int tiles[] = {16, 32, 64};
+    static const int splits[] = {1, 2, 4, 8, 16, 32, 64, 128};
+    int n = 0;
+    tunes[n++] = (bench_tuning){FGI_ATTENTION_AUTO, 0, 0};
+    if (!sweep) return n;
+    if (strcmp(c->kind, "prefill") == 0) {
+        for (int i = 0; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_TILED, 0, tiles[i]};
+    } else {
+        for (int k = FGI_ATTENTION_TILED; k <= FGI_ATTENTION_DECODE; k++)
+            for (int i = 0; i < 8; i++)
+                tunes[n++] = (bench_tuning){(fgi_attention_kernel)k, splits[i], 0};
+    }
+    return n;
+}
+
+static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t, double ms)
+{
+    static const char *names[] = {"auto", "tiled", "decode", "generic"};
+    char prefix[96] = "";
+    if (t->kernel != FGI_ATTENTION_AUTO)
+        snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d tile=%d ", names[t->kernel],
+                 t->n_splits, t->block_size);
+    report(stdout, prefix, c, ms);
+    if (file) report(file, prefix, c, ms);
 }
 
 int main(int argc, char **argv)
 {
     int runs = 30;
     const char *out_path = NULL, *only = NULL;
+    int sweep = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out_path = argv[++i];
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+        else if (strcmp(argv[i], "--sweep") == 0) sweep = 1;
         else {
-            fprintf(stderr, "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode]\n",
+            fprintf(stderr,
+                    "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] [--sweep]\n",
                     argv[0]);
             return 2;
         }
@@ -205,14 +266,16 @@ int main(int argc, char **argv)
     int failed = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;
-        const double ms = time_case(&cases[i], runs);
-        if (ms < 0) {
+        bench_tuning tunes[MAX_TUNES];
+        double medians[MAX_TUNES];
+        const int n = case_tunings(&cases[i], sweep, tunes);
+        if (!time_case(&cases[i], tunes, n, runs, medians) || medians[0] < 0) {
             failed = 1;
             printf("%s B=%d failed\n", cases[i].kind, cases[i].B);
             continue;
         }
-        report(stdout, &cases[i], ms);
-        if (file) report(file, &cases[i], ms);
+        for (int t = 0; t < n; t++)
+            if (medians[t] >= 0) report_tuning(file, &cases[i], &tunes[t], medians[t]);
     }
     if (file) fclose(file);
     return failed;
