@@ -185,12 +185,15 @@ Test(cli, logits_npy_matches_the_library)
              "/usr/bin/python3 -c 'import numpy as n; a = n.load(\"%s\"); assert a.shape == (6, 512) and "
              "a.dtype == n.float32; print(repr(float(a[2, 7])))' 2>/dev/null",
              out);
+    /* A note, not cr_log_warn: Criterion 2.4 exits 1 after any warning. */
     FILE *py = popen(args, "r");
     char line[64] = "";
-    if (py && fgets(line, sizeof line, py) && pclose(py) == 0)
+    const int got_line = py != NULL && fgets(line, sizeof line, py) != NULL;
+    const int py_status = py != NULL ? pclose(py) : -1;
+    if (got_line && py_status == 0)
         cr_assert_float_eq(strtof(line, NULL), expect[2 * 512 + 7], 0.0, "numpy reads %s", line);
-    else if (py)
-        cr_log_warn("python3 with numpy not available: skipped the NumPy read-back");
+    else
+        cr_log_info("python3 with numpy not available: skipped the NumPy read-back");
 
     /* a token outside the vocabulary is a runtime error naming it; no file */
     snprintf(args, sizeof args, "logits -m '%s' --tokens 1,512 --out %s/c.npy --device cpu", model, dir);
