@@ -192,29 +192,30 @@ static void report(FILE *out, const char *prefix, const bench_case *c, double ms
 }
 
 /* The configurations timed for one case: the automatic choice first, then
- * with --sweep a tuning grid (prefill: key tiles; decode: both kernels x
- * split counts). Returns the count. */
+ * with --sweep a tuning grid (prefill: the FFMA tiled kernel at each key
+ * tile and the 3xTF32 tensor-core kernel; decode: the decode kernel at each
+ * split count). Returns the count. */
 #define MAX_TUNES 24
 static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
 {
     static const int tiles[] = {16, 32, 64};
-    static const int splits[] = {1, 2, 4, 8, 16, 32, 64, 128};
+    static const int splits[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128};
     int n = 0;
     tunes[n++] = (bench_tuning){FGI_ATTENTION_AUTO, 0, 0};
     if (!sweep) return n;
     if (strcmp(c->kind, "prefill") == 0) {
         for (int i = 0; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_TILED, 0, tiles[i]};
+        tunes[n++] = (bench_tuning){FGI_ATTENTION_MMA, 0, 0};
     } else {
-        for (int k = FGI_ATTENTION_TILED; k <= FGI_ATTENTION_DECODE; k++)
-            for (int i = 0; i < 8; i++)
-                tunes[n++] = (bench_tuning){(fgi_attention_kernel)k, splits[i], 0};
+        for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++)
+            tunes[n++] = (bench_tuning){FGI_ATTENTION_DECODE, splits[i], 0};
     }
     return n;
 }
 
 static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t, double ms)
 {
-    static const char *names[] = {"auto", "tiled", "decode", "generic"};
+    static const char *names[] = {"auto", "tiled", "decode", "generic", "mma"};
     char prefix[96] = "";
     if (t->kernel != FGI_ATTENTION_AUTO)
         snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d tile=%d ", names[t->kernel],

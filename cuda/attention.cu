@@ -7,12 +7,15 @@
  * h / (n_q_head / n_kv_head), fp32 throughout). Arguments are validated with
  * the reference's validators before anything is enqueued.
  *
- * Design: three kernel families share one online-softmax scheme and one
+ * Design: four kernel families share one online-softmax scheme and one
  * split-KV partial format (cuda/attention_kernels.cuh):
  *  - decode (cuda/attention_decode.cu) when a KV head serves few query rows
  *    (group * q_len <= 16), and for any head_dim % 4 == 0 up to 256 that has
  *    no tiled kernel: the query rows of a group share every K/V load;
- *  - tiled flash (cuda/attention_tiled.cu) for head_dim 32/64/80/96/128/256;
+ *  - mma flash (cuda/attention_mma.cu, 3xTF32 tensor cores, fp32 accuracy)
+ *    for head_dim 32/64/80/96/128 otherwise;
+ *  - tiled flash (cuda/attention_tiled.cu, FFMA) for head_dim 256, and for
+ *    32/64/80/96/128 when forced;
  *  - generic (cuda/attention_generic.cu) for the rest (head_dim % 4 != 0 or
  *    above 256, rows not 16-byte aligned).
  * When the blocks of a call would not fill the GPU (SM count queried per
@@ -22,8 +25,10 @@
  *
  * flash block_size: the tiled kernel's key tile is the largest supported
  * size (16, 32, 64; head_dim 256: 16, 32) not above block_size, or the
- * smallest when block_size is below all; the decode and generic kernels
- * stream keys in their own fixed steps. The result never depends on it. */
+ * smallest when block_size is below all; the mma kernel's likewise (32, 64);
+ * 0 picks each kernel's default per head_dim. The decode and generic
+ * kernels stream keys in their own fixed steps. The result never depends
+ * on it. */
 #include "attention_kernels.cuh"
 #include "ops_internal.h"
 #include "validate.h"
@@ -78,6 +83,17 @@ int pick_key_tile(int head_dim, int request, int smem_limit)
     return 0;
 }
 
+/* The mma kernel's tile: the same rule over its tiles (32, 64). */
+int pick_mma_key_tile(int head_dim, int request, int smem_limit)
+{
+    int tile = request <= 0 ? fgi_mma_default_key_tile(head_dim) : request >= 64 ? 64 : 32;
+    for (; tile >= 32; tile /= 2) {
+        const size_t bytes = fgi_mma_smem_bytes(head_dim, tile);
+        if (bytes > 0 && bytes <= (size_t)smem_limit) return tile;
+    }
+    return 0;
+}
+
 long long ceil_div_ll(long long a, long long b) { return (a + b - 1) / b; }
 
 struct device_limits {
@@ -96,7 +112,7 @@ fg_status query_device(const char *fn, device_limits *lim)
     return FG_OK;
 }
 
-/* Which kernel serves this call, and its key tile (tiled kernel only). */
+/* Which kernel serves this call, and its key tile (tiled and mma only). */
 struct kernel_choice {
     fgi_attention_kernel kernel;
     int key_tile;
@@ -113,10 +129,16 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
                          ? pick_key_tile(a->head_dim, a->block_size, lim.smem_optin)
                          : 0;
     const bool generic_ok = a->head_dim <= FGI_GENERIC_MAX_HEAD_DIM;
+    const int mma_tile = vec && fgi_mma_supported(a->head_dim)
+                             ? pick_mma_key_tile(a->head_dim, a->block_size, lim.smem_optin)
+                             : 0;
+    const bool mma_ok = mma_tile > 0;
     fgi_attention_kernel k = request;
     if (k == FGI_ATTENTION_AUTO) {
-        if (decode_ok && (rows_per_kv <= kDecodeMaxRows || tile == 0))
+        if (decode_ok && (rows_per_kv <= kDecodeMaxRows || (tile == 0 && !mma_ok)))
             k = FGI_ATTENTION_DECODE;
+        else if (mma_ok)
+            k = FGI_ATTENTION_MMA;
         else if (tile > 0)
             k = FGI_ATTENTION_TILED;
         else
@@ -124,6 +146,7 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
     }
     const bool ok = (k == FGI_ATTENTION_DECODE && decode_ok) ||
                     (k == FGI_ATTENTION_TILED && tile > 0) ||
+                    (k == FGI_ATTENTION_MMA && mma_ok) ||
                     (k == FGI_ATTENTION_GENERIC && generic_ok);
     if (!ok)
         return fg_fail(FG_ERR_UNSUPPORTED,
@@ -131,7 +154,9 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
                        "strides and alignment (the generic kernel takes head_dim <= %d)",
                        fn, (int)request, a->head_dim, FGI_GENERIC_MAX_HEAD_DIM);
     out->kernel = k;
-    out->key_tile = k == FGI_ATTENTION_TILED ? tile : 0;
+    out->key_tile = k == FGI_ATTENTION_TILED ? tile
+                    : k == FGI_ATTENTION_MMA ? mma_tile
+                                             : 0;
     return FG_OK;
 }
 
@@ -141,6 +166,8 @@ long long blocks_per_split(const fgi_attn_problem &p, const kernel_choice &c)
     switch (c.kernel) {
     case FGI_ATTENTION_TILED:
         return (long long)p.n_q_head * ceil_div_ll(p.q_len, fgi_tiled_rows(p.head_dim));
+    case FGI_ATTENTION_MMA:
+        return (long long)p.n_q_head * ceil_div_ll(p.q_len, fgi_mma_rows(p.head_dim));
     case FGI_ATTENTION_DECODE: return fgi_decode_blocks(p);
     default: return fgi_generic_blocks(p);
     }
@@ -156,6 +183,7 @@ void set_splits(fgi_attn_problem *p, long long want, int granule)
     if (per > p->kv_len) per = p->kv_len;
     p->keys_per_split = (int)per;
     p->n_splits = (int)ceil_div_ll(p->kv_len, per);
+    p->split_granule = granule;
 }
 
 /* Number of splits wanted for this call before workspace limits. */
@@ -169,7 +197,7 @@ long long wanted_splits(const fgi_attn_problem &p, const kernel_choice &c, int r
     } else {
         const long long blocks = blocks_per_split(p, c);
         /* The memory-bound decode kernel wants more blocks in flight. */
-        const long long target = (long long)sm_count * (c.kernel == FGI_ATTENTION_DECODE ? 4 : 2);
+        const long long target = (long long)sm_count * 2;
         want = blocks < sm_count ? ceil_div_ll(target, blocks) : 1;
         const long long by_keys = p.kv_len / kMinSplitKeys;
         if (want > by_keys) want = by_keys;
@@ -214,6 +242,8 @@ fgi_attn_problem make_problem(const fgi_attention_args *a)
     p.q_scale = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
     p.n_splits = 1;
     p.keys_per_split = a->kv_len;
+    p.kv_len_dev = a->kv_len_dev;
+    p.split_granule = 1;
     return p;
 }
 
@@ -222,6 +252,7 @@ fg_status launch_main(const char *fn, const fgi_attn_problem &p, const kernel_ch
 {
     switch (c.kernel) {
     case FGI_ATTENTION_TILED: return fgi_launch_tiled(fn, p, c.key_tile, stream);
+    case FGI_ATTENTION_MMA: return fgi_launch_mma(fn, p, c.key_tile, stream);
     case FGI_ATTENTION_DECODE: return fgi_launch_decode(fn, p, stream);
     default: return fgi_launch_generic(fn, p, stream);
     }
@@ -296,11 +327,16 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
     kernel_choice choice = {};
     FG_TRY(choose_kernel(fn, a, tuning ? tuning->kernel : FGI_ATTENTION_AUTO, lim, &choice));
 
+    if (a->kv_len_dev != nullptr && choice.kernel != FGI_ATTENTION_DECODE)
+        return fg_fail(FG_ERR_UNSUPPORTED,
+                       "%s: a device-side key count needs the decode kernel (head_dim %d, %d "
+                       "query rows per KV head)",
+                       fn, a->head_dim, a->n_q_head / a->n_kv_head * a->q_len);
     fgi_attn_problem p = make_problem(a);
     if (blocks_per_split(p, choice) > INT_MAX)
         return fg_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
                        fn, a->n_q_head, a->q_len);
-    const int granule = choice.kernel == FGI_ATTENTION_TILED ? choice.key_tile : 32;
+    const int granule = choice.key_tile > 0 ? choice.key_tile : 32; /* tiled, mma: whole tiles */
     long long want = wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule);
 
     /* Workspace: the caller's (aligned, capped), else stream-ordered scratch. */

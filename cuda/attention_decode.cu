@@ -4,36 +4,64 @@
  *
  * Design: the query rows that share a KV head (group heads x q_len) are
  * packed into chunks of RB rows; one block of 4 warps serves a (KV head, row
- * chunk, key split), so each K/V byte is read once for the whole group. Each
- * warp streams its own keys straight from global memory (U rows of K and V
- * in flight per step, a row per warp-wide coalesced load, lanes split the
- * head dims), keeps an online softmax per row, and the 4 warps merge through
- * shared memory. combine_splits merges the per-split partials (a warp per
- * query row) into the output and the log-sum-exp. */
+ * chunk, key split), so each K/V byte is read once for the whole group. K/V
+ * stream through a ring of 16-key shared stages filled by cp.async 2-3
+ * stages ahead (tens of KiB in flight per block); each warp takes 4 keys of
+ * a stage (lanes split the head dims), keeps an online softmax per row, and
+ * the 4 warps merge through shared memory. combine_splits merges the
+ * per-split partials (a block per query row, a thread per dim) into the
+ * output and the log-sum-exp. */
 #include "attention_kernels.cuh"
+
+#include <cuda_pipeline.h>
 
 namespace {
 
 constexpr int kWarps = FGI_ATTN_THREADS / 32;
+constexpr int kStageKeys = 16; /* keys per ring stage: 4 per warp */
+constexpr int kKeysPerWarp = kStageKeys / kWarps;
 
-template <int C, int RB>
-struct DecodeShape {
-    /* Keys per warp step: enough loads in flight, without spilling. */
-    static constexpr int U = (C == 1 && RB <= 4) ? 8 : 4;
+/* Ring depth: about 48-64 KiB of K/V in flight per block (3 blocks per SM). */
+template <int C>
+struct DecodeRing {
+    static constexpr int STAGES = C == 1 ? 4 : 3;
 };
+
+/* Enqueues keys [key0, key0 + kStageKeys) of one head's K and V into a ring
+ * stage; rows at or past key_end are zero-filled (never NaN garbage). */
+__device__ __forceinline__ void load_stage_async(float *stage, const float *k_head,
+                                                 const float *v_head, int key0, int key_end,
+                                                 int D)
+{
+    const int F = D / 4;
+    float *k_s = stage, *v_s = stage + kStageKeys * D;
+    for (int idx = threadIdx.x; idx < kStageKeys * F; idx += FGI_ATTN_THREADS) {
+        const int r = idx / F, f = idx % F;
+        if (key0 + r < key_end) {
+            const long long at = (long long)(key0 + r) * D + 4 * f;
+            __pipeline_memcpy_async(k_s + r * D + 4 * f, k_head + at, 16);
+            __pipeline_memcpy_async(v_s + r * D + 4 * f, v_head + at, 16);
+        } else {
+            const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *reinterpret_cast<float4 *>(k_s + r * D + 4 * f) = zero;
+            *reinterpret_cast<float4 *>(v_s + r * D + 4 * f) = zero;
+        }
+    }
+}
 
 /* C: float4 per lane per head row (head_dim <= 128*C); RB: packed rows. */
 template <int C, int RB>
 __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     decode_attention_kernel(const fgi_attn_problem p, int n_row_chunks)
 {
-    constexpr int U = DecodeShape<C, RB>::U;
+    using Ring = DecodeRing<C>;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int D = p.head_dim, F = D / 4;
     const int rows = p.group * p.q_len; /* query rows sharing this KV head */
     const int kv_head = (int)(blockIdx.x / (unsigned)n_row_chunks);
     const int m0 = (int)(blockIdx.x % (unsigned)n_row_chunks) * RB;
     const int split = (int)blockIdx.y;
+    const fgi_key_plan keys = fgi_plan_keys(p);
 
     /* Packed row m is query i = m % q_len of head kv_head*group + m / q_len.
      * Padding rows past the end repeat the last real row and are never
@@ -53,12 +81,13 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
             qr[r][c] = f < F ? fgi_scale4(__ldg(q_row + f), p.q_scale)
                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
-        last_key[r] = i + p.shift;
+        last_key[r] = i + keys.shift;
         max_last = max(max_last, last_key[r]);
     }
-    const int key_begin = split * p.keys_per_split;
-    const int key_end = min(key_begin + min(p.keys_per_split, p.kv_len - key_begin),
+    const int key_begin = split * keys.keys_per_split;
+    const int key_end = min(key_begin + min(keys.keys_per_split, keys.kv_len - key_begin),
                             max_last + 1);
+    const int n_stages = key_end > key_begin ? (key_end - key_begin + kStageKeys - 1) / kStageKeys : 0;
 
     float m_run[RB], l_run[RB];
     float4 acc[RB][C];
@@ -70,32 +99,49 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
         for (int c = 0; c < C; c++) acc[r][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
 
-    const float4 *k_head = reinterpret_cast<const float4 *>(p.k + kv_head * p.kv_head_stride);
-    const float4 *v_head = reinterpret_cast<const float4 *>(p.v + kv_head * p.kv_head_stride);
-    /* The loop bounds depend on the warp only, so the shuffles inside are
-     * reached by all 32 lanes. */
-    for (int j0 = key_begin + warp * U; j0 < key_end; j0 += kWarps * U) {
-        float4 kk[U][C], vv[U][C];
+    /* K/V stream through a ring of shared stages with cp.async, STAGES - 1
+     * stages ahead of the math, so each block keeps tens of KiB in flight. */
+    float *ring = fgi_attention_smem();
+    const int stage_floats = 2 * kStageKeys * D;
+    const float *k_head = p.k + kv_head * p.kv_head_stride;
+    const float *v_head = p.v + kv_head * p.kv_head_stride;
 #pragma unroll
-        for (int u = 0; u < U; u++)
+    for (int t = 0; t < Ring::STAGES - 1; t++) {
+        if (t < n_stages)
+            load_stage_async(ring + t * stage_floats, k_head, v_head, key_begin + t * kStageKeys,
+                             key_end, D);
+        __pipeline_commit(); /* empty groups keep the wait count uniform */
+    }
+    for (int t = 0; t < n_stages; t++) {
+        __pipeline_wait_prior(Ring::STAGES - 2); /* stage t has landed (this thread's part) */
+        __syncthreads(); /* ...everyone's; and the slot refilled below is free */
+        const int ahead = t + Ring::STAGES - 1;
+        if (ahead < n_stages)
+            load_stage_async(ring + (ahead % Ring::STAGES) * stage_floats, k_head, v_head,
+                             key_begin + ahead * kStageKeys, key_end, D);
+        __pipeline_commit();
+
+        const float *k_s = ring + (t % Ring::STAGES) * stage_floats;
+        const float *v_s = k_s + kStageKeys * D;
+        const int j0 = key_begin + t * kStageKeys + warp * kKeysPerWarp;
+        float4 kk[kKeysPerWarp][C], vv[kKeysPerWarp][C];
+#pragma unroll
+        for (int u = 0; u < kKeysPerWarp; u++)
 #pragma unroll
             for (int c = 0; c < C; c++) {
-                const int f = lane + 32 * c;
-                if (j0 + u < key_end && f < F) {
-                    const long long at = (long long)(j0 + u) * F + f;
-                    kk[u][c] = __ldg(k_head + at);
-                    vv[u][c] = __ldg(v_head + at);
-                } else {
-                    kk[u][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    vv[u][c] = kk[u][c];
-                }
+                const int f = lane + 32 * c, row = warp * kKeysPerWarp + u;
+                const bool in = f < F;
+                kk[u][c] = in ? reinterpret_cast<const float4 *>(k_s + row * D)[f]
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                vv[u][c] = in ? reinterpret_cast<const float4 *>(v_s + row * D)[f]
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
         for (int r = 0; r < RB; r++) {
-            float s[U];
+            float s[kKeysPerWarp];
             float mx = -INFINITY;
 #pragma unroll
-            for (int u = 0; u < U; u++) {
+            for (int u = 0; u < kKeysPerWarp; u++) {
                 float part = 0.0f;
 #pragma unroll
                 for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[u][c], part);
@@ -111,7 +157,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
 #pragma unroll
             for (int c = 0; c < C; c++) acc[r][c] = fgi_scale4(acc[r][c], alpha);
 #pragma unroll
-            for (int u = 0; u < U; u++) {
+            for (int u = 0; u < kKeysPerWarp; u++) {
                 const float pu = exp2f(s[u] - base);
                 sum += pu;
 #pragma unroll
@@ -125,6 +171,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
             l_run[r] = l_run[r] * alpha + sum;
         }
     }
+    __pipeline_wait_prior(0);
+    __syncthreads(); /* the ring is reused for the merge below */
 
     /* Merge the warps: (kWarps, RB) maxima and sums, (kWarps, RB, D) outputs. */
     float *m_s = fgi_attention_smem();
@@ -180,39 +228,53 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     }
 }
 
-/* A warp per query row: weights exp2(m_s - max) of the splits, then the
- * weighted sum of the partial outputs over the summed weights. */
+/* A block per query row: the split weights exp2(m_s - max) once in shared
+ * memory, then each thread sums its dims over the splits (independent loads
+ * in flight) and divides by the weighted sum of the partial sums. */
 __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const fgi_attn_problem p)
 {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    float *weight = fgi_attention_smem() + warp * p.n_splits;
+    float *weight = fgi_attention_smem(); /* (n_splits) */
+    __shared__ float row_stats[2]; /* max, sum */
     const long long rows = (long long)p.n_q_head * p.q_len;
-    const long long row = (long long)blockIdx.x * kWarps + warp;
-    if (row >= rows) return; /* a whole warp; this kernel has no block barrier */
+    const long long row = blockIdx.x;
     const int h = (int)(row / p.q_len), i = (int)(row % p.q_len);
-
-    float big = -INFINITY;
-    for (int s = lane; s < p.n_splits; s += 32) big = fmaxf(big, p.part_m[s * rows + row]);
-    big = fgi_group_max<32>(big);
-    const float base = fgi_exp_base(big);
-    float sum = 0.0f;
-    for (int s = lane; s < p.n_splits; s += 32) {
-        const float wt = exp2f(p.part_m[s * rows + row] - base);
-        weight[s] = wt;
-        sum = fmaf(wt, p.part_l[s * rows + row], sum);
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        float big = -INFINITY;
+        for (int s = lane; s < p.n_splits; s += 32) big = fmaxf(big, p.part_m[s * rows + row]);
+        big = fgi_group_max<32>(big);
+        const float base = fgi_exp_base(big);
+        float sum = 0.0f;
+        for (int s = lane; s < p.n_splits; s += 32) {
+            const float wt = exp2f(p.part_m[s * rows + row] - base);
+            weight[s] = wt;
+            sum = fmaf(wt, p.part_l[s * rows + row], sum);
+        }
+        sum = fgi_group_sum<32>(sum);
+        if (lane == 0) row_stats[0] = big, row_stats[1] = sum;
     }
-    sum = fgi_group_sum<32>(sum);
-    __syncwarp();
+    __syncthreads();
 
-    const float inv = 1.0f / sum;
+    const float inv = 1.0f / row_stats[1];
     float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
-    for (int d = lane; d < p.head_dim; d += 32) {
+    const float *src = p.part_o + row * p.head_dim;
+    const long long split_stride = rows * p.head_dim;
+    for (int d = threadIdx.x; d < p.head_dim; d += FGI_ATTN_THREADS) {
         float acc = 0.0f;
-        for (int s = 0; s < p.n_splits; s++)
-            acc = fmaf(weight[s], p.part_o[(s * rows + row) * p.head_dim + d], acc);
+#pragma unroll 8
+        for (int s = 0; s < p.n_splits; s++) acc = fmaf(weight[s], src[s * split_stride + d], acc);
         dst[d] = acc * inv;
     }
-    if (lane == 0 && p.lse != nullptr) p.lse[row] = big * FGI_LN2 + logf(sum);
+    if (threadIdx.x == 0 && p.lse != nullptr) p.lse[row] = row_stats[0] * FGI_LN2 + logf(row_stats[1]);
+}
+
+/* The ring, or the warp merge after it, whichever is larger. */
+template <int C, int RB>
+size_t decode_smem_bytes(int head_dim)
+{
+    const size_t ring = (size_t)DecodeRing<C>::STAGES * 2 * kStageKeys * head_dim;
+    const size_t merge = (size_t)kWarps * RB * (head_dim + 2);
+    return sizeof(float) * (ring > merge ? ring : merge);
 }
 
 /* Rows per block for this problem: the group's rows rounded up to a power
@@ -230,8 +292,11 @@ template <int C, int RB>
 fg_status launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
 {
     const int chunks = (int)(((long long)p.group * p.q_len + RB - 1) / RB);
-    const size_t smem = sizeof(float) * (size_t)kWarps * RB * (p.head_dim + 2);
+    const size_t smem = decode_smem_bytes<C, RB>(p.head_dim);
     void (*kernel)(fgi_attn_problem, int) = decode_attention_kernel<C, RB>;
+    if (smem > 48 * 1024)
+        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * chunks), (unsigned)p.n_splits, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
@@ -280,9 +345,9 @@ fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p, cudaStre
 {
     const long long rows = (long long)p.n_q_head * p.q_len;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((rows + kWarps - 1) / kWarps), 1, 1);
+    cfg.gridDim = dim3((unsigned)rows, 1, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
-    cfg.dynamicSmemBytes = sizeof(float) * (size_t)kWarps * p.n_splits;
+    cfg.dynamicSmemBytes = sizeof(float) * (size_t)p.n_splits;
     cfg.stream = stream;
     void (*kernel)(fgi_attn_problem) = combine_splits_kernel;
     FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));

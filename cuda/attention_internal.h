@@ -32,6 +32,10 @@ typedef struct {
     long long kv_head_stride;
     int n_q_head, n_kv_head, q_len, kv_len, head_dim;
     int block_size; /* key tile request; 0: the kernel's default */
+    /* Device int or NULL. Set, the kernels read the key count from it at
+     * run time (at most kv_len, which then only sizes the split plan), so a
+     * captured CUDA graph serves every step; decode kernel only. */
+    const int *kv_len_dev;
 } fgi_attention_args;
 
 /* Device scratch bytes enough for any call with at most these sizes (the
@@ -55,7 +59,9 @@ typedef enum {
                                   128 or 256 with 16-byte aligned rows */
     FGI_ATTENTION_DECODE = 2,  /* query rows of a KV group packed together:
                                   head_dim % 4 == 0, <= 256, aligned rows */
-    FGI_ATTENTION_GENERIC = 3  /* any head_dim up to 1024, any alignment */
+    FGI_ATTENTION_GENERIC = 3, /* any head_dim up to 1024, any alignment */
+    FGI_ATTENTION_MMA = 4      /* 3xTF32 tensor cores: head_dim 32, 64, 80, 96
+                                  or 128 with 16-byte aligned rows */
 } fgi_attention_kernel;
 
 typedef struct {

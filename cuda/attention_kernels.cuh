@@ -28,6 +28,10 @@ struct fgi_attn_problem {
     int n_q_head, n_kv_head, group, q_len, kv_len, head_dim, shift;
     float q_scale; /* log2(e) / sqrt(head_dim) */
     int n_splits, keys_per_split;
+    /* Device key count read at run time, or NULL (see fgi_attention_args);
+     * with it the kernel derives kv_len, shift and keys_per_split itself. */
+    const int *kv_len_dev;
+    int split_granule; /* keys_per_split is a multiple of this */
     /* Split-KV partials, row index (split*n_q_head + h)*q_len + i: */
     float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
     float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */
@@ -42,6 +46,22 @@ __device__ __forceinline__ float *fgi_attention_smem()
 {
     extern __shared__ float4 fgi_attention_smem_base[];
     return reinterpret_cast<float *>(fgi_attention_smem_base);
+}
+
+/* The key count, causal shift and keys per split of this launch: the
+ * problem's, or derived from the device key count exactly as the host's
+ * split plan would (ceil(kv_len / n_splits) rounded up to the granule). */
+struct fgi_key_plan {
+    int kv_len, shift, keys_per_split;
+};
+
+__device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attn_problem &p)
+{
+    if (p.kv_len_dev == nullptr) return {p.kv_len, p.shift, p.keys_per_split};
+    const int kv_len = *p.kv_len_dev;
+    int per = (kv_len + p.n_splits - 1) / p.n_splits;
+    per = (per + p.split_granule - 1) / p.split_granule * p.split_granule;
+    return {kv_len, kv_len - p.q_len, per};
 }
 
 /* Row index of query (h, i) in the partial arrays of split s. */
@@ -102,6 +122,17 @@ fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_ti
 int fgi_tiled_rows(int head_dim);
 /* Dynamic shared memory bytes of the tiled kernel. */
 size_t fgi_tiled_smem_bytes(int head_dim, int key_tile);
+
+/* Tensor-core (3xTF32) flash kernel: head_dim 32, 64, 80, 96 or 128; key
+ * tile key_tile (32 or 64). */
+fg_status fgi_launch_mma(const char *fn, const fgi_attn_problem &p, int key_tile,
+                         cudaStream_t stream);
+bool fgi_mma_supported(int head_dim);
+/* Query rows of the mma kernel per block, its default key tile and its
+ * dynamic shared memory bytes (0 where unsupported). */
+int fgi_mma_rows(int head_dim);
+int fgi_mma_default_key_tile(int head_dim);
+size_t fgi_mma_smem_bytes(int head_dim, int key_tile);
 
 /* Decode kernel (head_dim % 4 == 0, <= 256): one block per (kv head, chunk
  * of packed query rows, split). */

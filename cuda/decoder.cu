@@ -18,9 +18,16 @@
  * strides straight from the projection and writes each head into its
  * columns of the merged buffer; output GEMM; one kernel does the residual
  * add (with the projection bias) and the next norm; the MLP likewise ends
- * in the fused add + norm of the following layer (or the final norm). */
+ * in the fused add + norm of the following layer (or the final norm).
+ * Decode steps (fg_cuda_forward_last with T = 1): about ten launches per
+ * layer cost more host time than the GPU needs for them, so the step is
+ * captured once per (model, cache) as a CUDA graph whose kernels read the
+ * token, its position and the key count from the cache's device step
+ * record; each step then copies those three ints in, replays the graph and
+ * copies the logits out. Where capture fails, the step runs uncaptured. */
 #include "attention_internal.h"
 #include "cuda_common.cuh"
+#include "decoder_internal.h"
 #include "model_internal.h"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -58,6 +65,8 @@ struct fg_cuda_model {
     void *attn_ws; /* attention workspace, sized for attn_ws_kv keys */
     size_t attn_ws_bytes;
     int attn_ws_kv;
+    const fg_cuda_kv_cache *graph_cache; /* the cache whose graph was captured last */
+    cudaStream_t capture_stream; /* private, for capture: the legacy stream 0 cannot be captured */
 };
 
 struct fg_cuda_kv_cache {
@@ -65,6 +74,14 @@ struct fg_cuda_kv_cache {
     size_t layer_floats; /* n_kv_head * capacity * head_dim */
     float *data; /* device: layer l keys at 2l*layer_floats, values at (2l+1)* */
     int *len;    /* host (n_layer) */
+    int *step;   /* device (3): token id, position, key count of a graph step */
+    /* The captured decode step, valid while graph_model->graph_cache is this
+     * cache and the model's attention workspace is graph_ws. */
+    cudaGraphExec_t graph;
+    const fg_cuda_model *graph_model;
+    const void *graph_ws;
+    int graph_unavailable; /* capture failed once: run steps uncaptured */
+    long long graph_steps; /* steps replayed through the graph */
 };
 
 static float *cache_k(const fg_cuda_kv_cache *c, int layer)
@@ -264,6 +281,7 @@ extern "C" void fg_cuda_model_destroy(fg_cuda_model *m)
 {
     if (m == NULL) return;
     if (m->blas) cublasDestroy(m->blas);
+    if (m->capture_stream) cudaStreamDestroy(m->capture_stream);
     if (m->weights) cudaFree(m->weights);
     if (m->activations) cudaFree(m->activations);
     if (m->ids) cudaFree(m->ids);
@@ -328,7 +346,10 @@ extern "C" const fg_config *fg_cuda_model_config(const fg_cuda_model *model)
 extern "C" void fg_cuda_kv_cache_destroy(fg_cuda_kv_cache *cache)
 {
     if (cache == NULL) return;
-    if (cache->data && cudaFree(cache->data) != cudaSuccess) (void)cudaGetLastError();
+    if (cache->graph) cudaGraphExecDestroy(cache->graph);
+    if (cache->data) cudaFree(cache->data);
+    if (cache->step) cudaFree(cache->step);
+    (void)cudaGetLastError();
     free(cache->len);
     free(cache);
 }
@@ -358,12 +379,18 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, const fg_
     c->layer_floats = per_layer;
     fg_status st = fg_alloc(fn, (void **)&c->len, (size_t)cfg->n_layer, sizeof(int));
     if (st == FG_OK) st = cuda_alloc(fn, (void **)&c->data, sizeof(float) * all, "the KV cache");
+    if (st == FG_OK) st = cuda_alloc(fn, (void **)&c->step, 3 * sizeof(int), "the step record");
     if (st != FG_OK) {
         fg_cuda_kv_cache_destroy(c);
         return st;
     }
     *cache = c;
     return FG_OK;
+}
+
+extern "C" long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache)
+{
+    return cache != NULL ? cache->graph_steps : 0;
 }
 
 extern "C" fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache)
@@ -501,10 +528,12 @@ static fg_status norm_rows(const char *fn, fg_cuda_model *m, float *y, float *x,
 
 /* out (T, C) = attention of the normalised input x_in (T, C) at positions
  * L .. L+T-1, appending k and v to the cache; the c_proj bias is added only
- * with proj_bias (the block adds it in its fused residual add instead). */
+ * with proj_bias (the block adds it in its fused residual add instead).
+ * With a device step record (T = 1) the position and key count are read
+ * from it at run time and L is ignored. */
 static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache *cache,
                                     int layer, int L, int T, const float *x_in, float *out,
-                                    int proj_bias)
+                                    int proj_bias, const int *step)
 {
     const fg_config *c = &m->cfg;
     const layer_weights *lw = &m->layers[layer];
@@ -523,6 +552,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     qa.head_dim = d;
     qa.capacity = cache->capacity;
     qa.pos0 = L;
+    qa.pos0_dev = step != NULL ? step + 1 : NULL;
     qa.use_rope = c->use_rope;
     qa.rope_base = c->rope_base;
     FG_TRY(fgi_cuda_qkv_rope_append(fn, &qa, m->stream));
@@ -542,7 +572,8 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     aa.n_q_head = c->n_head;
     aa.n_kv_head = c->n_kv_head;
     aa.q_len = T;
-    aa.kv_len = L + T;
+    aa.kv_len = step != NULL ? cache->capacity : L + T; /* with step: the plan's bound */
+    aa.kv_len_dev = step != NULL ? step + 2 : NULL;
     aa.head_dim = d;
     aa.block_size = c->use_flash ? c->flash_block : 0;
     FG_TRY(fgi_cuda_attention(fn, &aa, m->attn_ws, m->attn_ws_bytes, m->stream));
@@ -579,10 +610,10 @@ static fg_status mlp_sublayer(const char *fn, fg_cuda_model *m, int layer, int T
  * (the next layer's norm_1 or the final norm); without it x is just updated. */
 static fg_status layer_forward(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache *cache,
                                int layer, int L, int T, float *x, const float *next_g,
-                               const float *next_b)
+                               const float *next_b, const int *step)
 {
     const layer_weights *lw = &m->layers[layer];
-    FG_TRY(attention_sublayer(fn, m, cache, layer, L, T, m->h, m->delta, 0));
+    FG_TRY(attention_sublayer(fn, m, cache, layer, L, T, m->h, m->delta, 0, step));
     FG_TRY(norm_rows(fn, m, m->h, x, m->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, T));
     FG_TRY(mlp_sublayer(fn, m, layer, T));
     if (next_g != NULL)
@@ -601,7 +632,7 @@ extern "C" fg_status fg_cuda_attention_layer(float *out, const float *x, int T,
     FG_TRY(fgi_cuda_check_device(fn));
     FG_TRY(ensure_attention_workspace(fn, model, cache->capacity));
     const int L = cache->len[layer];
-    FG_TRY(attention_sublayer(fn, model, cache, layer, L, T, x, out, 1));
+    FG_TRY(attention_sublayer(fn, model, cache, layer, L, T, x, out, 1, NULL));
     cache->len[layer] = L + T;
     return FG_OK;
 }
@@ -616,41 +647,44 @@ extern "C" fg_status fg_cuda_block(float *x, int T, fg_cuda_model *model,
     const layer_weights *lw = &model->layers[layer];
     const int L = cache->len[layer];
     FG_TRY(norm_rows(fn, model, model->h, x, NULL, NULL, lw->ln_1_g, lw->ln_1_b, T));
-    FG_TRY(layer_forward(fn, model, cache, layer, L, T, x, NULL, NULL));
+    FG_TRY(layer_forward(fn, model, cache, layer, L, T, x, NULL, NULL, NULL));
     cache->len[layer] = L + T;
     return FG_OK;
 }
 
 namespace {
 
-/* x (T, C) = wte[ids] + wpe[pos0 + t] (wpe may be NULL). */
+/* x (T, C) = wte[ids] + wpe[pos0 + t] (wpe may be NULL); pos_dev, when set,
+ * holds pos0 in device memory. */
 __global__ void embed_kernel(float *x, const int *ids, const float *wte, const float *wpe,
-                             int T, int C, int pos0)
+                             int T, int C, int pos0, const int *pos_dev)
 {
     const long long total = (long long)T * C;
+    const int p0 = pos_dev != nullptr ? *pos_dev : pos0;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
         const long long t = e / C, i = e % C;
         const float tok = wte[(long long)ids[t] * C + i];
-        x[e] = tok + (wpe ? wpe[(pos0 + t) * C + i] : 0.0f);
+        x[e] = tok + (wpe ? wpe[(p0 + t) * C + i] : 0.0f);
     }
 }
 
 } // namespace
 
-/* Enqueues the whole forward for validated arguments, with logits for the
- * last logit_rows tokens (T or 1), and waits for it. */
-static fg_status forward(const char *fn, float *logits, float *probs, int logit_rows,
-                         fg_cuda_model *m, fg_cuda_kv_cache *cache, const int *ids, int T)
+/* Enqueues the device work of a forward over T tokens at position L, logits
+ * for the last logit_rows rows into m->logits: token ids from ids_dev. With
+ * a device step record (T = 1, a graph capture) the token is step[0] and
+ * the position step[1]; L is then ignored. */
+static fg_status enqueue_forward(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache *cache,
+                                 const int *ids_dev, int L, int T, int logit_rows,
+                                 const int *step)
 {
     const fg_config *c = &m->cfg;
-    const int C = c->n_embd, V = c->vocab_size, L = cache->len[0];
-    const size_t logit_bytes = sizeof(float) * (size_t)logit_rows * (size_t)V;
-    FG_CUDA_TRY(fn, cudaMemcpyAsync(m->ids, ids, sizeof(int) * (size_t)T,
-                                    cudaMemcpyHostToDevice, m->stream));
+    const int C = c->n_embd, V = c->vocab_size;
     const int threads = 256;
     embed_kernel<<<fgi_grid_blocks((long long)T * C, threads), threads, 0, m->stream>>>(
-        m->x, m->ids, m->wte, m->wpe, T, C, L);
+        m->x, step != NULL ? step : ids_dev, m->wte, m->wpe, T, C, L,
+        step != NULL ? step + 1 : NULL);
     FG_CUDA_LAUNCHED(fn, "embed_kernel");
     FG_TRY(norm_rows(fn, m, m->h, m->x, NULL, NULL, m->layers[0].ln_1_g,
                      m->layers[0].ln_1_b, T));
@@ -658,19 +692,107 @@ static fg_status forward(const char *fn, float *logits, float *probs, int logit_
         const int last = l + 1 == c->n_layer;
         const float *next_g = last ? m->ln_f_g : m->layers[l + 1].ln_1_g;
         const float *next_b = last ? m->ln_f_b : m->layers[l + 1].ln_1_b;
-        FG_TRY(layer_forward(fn, m, cache, l, L, T, m->x, next_g, next_b));
+        FG_TRY(layer_forward(fn, m, cache, l, L, T, m->x, next_g, next_b, step));
     }
     /* every row of m->h is ln_f(x); only the last logit_rows go to the classifier */
     const float *last = m->h + (size_t)(T - logit_rows) * C;
-    FG_TRY(fgi_cuda_gemm(fn, m->blas, m->logits, last, m->classifier, NULL, logit_rows, C, V,
-                         1, m->stream));
+    return fgi_cuda_gemm(fn, m->blas, m->logits, last, m->classifier, NULL, logit_rows, C, V, 1,
+                         m->stream);
+}
+
+/* Runs the whole forward for validated arguments, with logits for the last
+ * logit_rows tokens (T or 1), and waits for it. */
+static fg_status forward(const char *fn, float *logits, float *probs, int logit_rows,
+                         fg_cuda_model *m, fg_cuda_kv_cache *cache, const int *ids, int T)
+{
+    const size_t logit_bytes = sizeof(float) * (size_t)logit_rows * (size_t)m->cfg.vocab_size;
+    FG_CUDA_TRY(fn, cudaMemcpyAsync(m->ids, ids, sizeof(int) * (size_t)T,
+                                    cudaMemcpyHostToDevice, m->stream));
+    FG_TRY(enqueue_forward(fn, m, cache, m->ids, cache->len[0], T, logit_rows, NULL));
     FG_CUDA_TRY(fn, cudaMemcpyAsync(logits, m->logits, logit_bytes, cudaMemcpyDeviceToHost,
                                     m->stream));
     if (probs != NULL) {
-        FG_TRY(fgi_cuda_softmax(fn, m->logits, m->logits, logit_rows, V, 1, m->stream));
+        FG_TRY(fgi_cuda_softmax(fn, m->logits, m->logits, logit_rows, m->cfg.vocab_size, 1,
+                                m->stream));
         FG_CUDA_TRY(fn, cudaMemcpyAsync(probs, m->logits, logit_bytes,
                                         cudaMemcpyDeviceToHost, m->stream));
     }
+    FG_CUDA_TRY(fn, cudaStreamSynchronize(m->stream));
+    return FG_OK;
+}
+
+/* Decode-step graph --------------------------------------------------------------- */
+
+static int graph_is_current(const fg_cuda_model *m, const fg_cuda_kv_cache *cache)
+{
+    return cache->graph != NULL && cache->graph_model == m && m->graph_cache == cache &&
+           cache->graph_ws == m->attn_ws;
+}
+
+/* Captures the one-token step of (m, cache) into cache->graph, on the
+ * model's private capture stream (the graph is launched on m->stream). A
+ * failure (a kernel that cannot read its key count from the device, a
+ * library that refuses capture) leaves no graph and clears the CUDA error
+ * state; the caller then runs the step uncaptured. */
+static fg_status capture_step(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache *cache)
+{
+    if (cache->graph != NULL) {
+        cudaGraphExecDestroy(cache->graph);
+        cache->graph = NULL;
+    }
+    if (m->capture_stream == NULL)
+        FG_CUDA_TRY(fn, cudaStreamCreateWithFlags(&m->capture_stream, cudaStreamNonBlocking));
+    FG_CUBLAS_TRY(fn, cublasSetStream(m->blas, m->capture_stream));
+    const cudaStream_t user_stream = m->stream;
+    m->stream = m->capture_stream; /* every enqueue below reads m->stream */
+    cudaGraph_t graph = NULL;
+    cudaError_t err = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
+    fg_status st = FG_OK;
+    if (err == cudaSuccess) {
+        st = enqueue_forward(fn, m, cache, NULL, 0, 1, 1, cache->step);
+        err = cudaStreamEndCapture(m->stream, &graph);
+    }
+    m->stream = user_stream;
+    const cublasStatus_t restored = cublasSetStream(m->blas, user_stream);
+    if (restored != CUBLAS_STATUS_SUCCESS) {
+        if (graph != NULL) cudaGraphDestroy(graph);
+        (void)cudaGetLastError();
+        return fg_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
+                       cublasGetStatusString(restored));
+    }
+    if (st == FG_OK && err == cudaSuccess) err = cudaGraphInstantiate(&cache->graph, graph, 0);
+    if (graph != NULL) cudaGraphDestroy(graph);
+    if (st != FG_OK || err != cudaSuccess) {
+        (void)cudaGetLastError();
+        cache->graph = NULL;
+        return st != FG_OK ? st
+                           : fg_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
+                                     cudaGetErrorString(err));
+    }
+    cache->graph_model = m;
+    cache->graph_ws = m->attn_ws;
+    m->graph_cache = cache;
+    return FG_OK;
+}
+
+/* One decode step through the graph; FG_ERR_UNSUPPORTED (nothing enqueued)
+ * when this (model, cache) cannot be captured. */
+static fg_status graph_step(const char *fn, float *logits, fg_cuda_model *m,
+                            fg_cuda_kv_cache *cache, int id)
+{
+    if (cache->graph_unavailable) return FG_ERR_UNSUPPORTED;
+    if (!graph_is_current(m, cache) && capture_step(fn, m, cache) != FG_OK) {
+        cache->graph_unavailable = 1;
+        return FG_ERR_UNSUPPORTED;
+    }
+    const int L = cache->len[0];
+    const int step[3] = {id, L, L + 1};
+    FG_CUDA_TRY(fn, cudaMemcpyAsync(cache->step, step, sizeof step, cudaMemcpyHostToDevice,
+                                    m->stream));
+    FG_CUDA_TRY(fn, cudaGraphLaunch(cache->graph, m->stream));
+    cache->graph_steps++;
+    FG_CUDA_TRY(fn, cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)m->cfg.vocab_size,
+                                    cudaMemcpyDeviceToHost, m->stream));
     FG_CUDA_TRY(fn, cudaStreamSynchronize(m->stream));
     return FG_OK;
 }
@@ -686,7 +808,10 @@ static fg_status checked_forward(const char *fn, float *logits, float *probs,
     FG_TRY(check_forward(fn, logits, probs, logit_rows, model, cache, ids, T));
     FG_TRY(fgi_cuda_check_device(fn));
     FG_TRY(ensure_attention_workspace(fn, model, cache->capacity));
-    FG_TRY(forward(fn, logits, probs, logit_rows, model, cache, ids, T));
+    fg_status st = FG_ERR_UNSUPPORTED;
+    if (last_only && T == 1) st = graph_step(fn, logits, model, cache, ids[0]);
+    if (st == FG_ERR_UNSUPPORTED) st = forward(fn, logits, probs, logit_rows, model, cache, ids, T);
+    FG_TRY(st);
     for (int l = 0; l < cache->n_layer; l++) cache->len[l] += T;
     return FG_OK;
 }

@@ -83,6 +83,7 @@ typedef struct {
     const float *bias;
     float *k_cache, *v_cache;
     int T, n_head, n_kv_head, head_dim, capacity, pos0;
+    const int *pos0_dev; /* device int read at run time instead of pos0, or NULL */
     int use_rope;
     double rope_base;
 } fgi_qkv_append_args;

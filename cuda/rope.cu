@@ -89,6 +89,7 @@ __global__ void qkv_rope_append_kernel(fgi_qkv_append_args a)
     const int heads = a.n_head + 2 * a.n_kv_head, pairs = (a.head_dim + 1) / 2;
     const long long width = (long long)heads * a.head_dim;
     const long long total = (long long)a.T * heads * pairs;
+    const int pos0 = a.pos0_dev != nullptr ? *a.pos0_dev : a.pos0;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
         const int pair = (int)(e % pairs);
@@ -102,7 +103,7 @@ __global__ void qkv_rope_append_kernel(fgi_qkv_append_args a)
             v0 += a.bias[col];
             if (has_second) v1 += a.bias[col + 1];
         }
-        const long long pos = (long long)a.pos0 + t;
+        const long long pos = (long long)pos0 + t;
         const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
         if (a.use_rope && (is_q || is_k)) rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base);
         float *dst;

@@ -4,6 +4,7 @@
 #ifndef FG_HAVE_CUDA
 #include "check.h"
 #include "flashgpt/cuda.h"
+#include "../cuda/decoder_internal.h"
 
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 
@@ -19,6 +20,7 @@ static fg_status no_cuda(const char *fn)
     fg_status name params { return no_cuda(#name); }
 
 int fg_cuda_available(void) { return 0; }
+long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache) { return 0; }
 UNAVAILABLE(fg_cuda_device_info, (char *name, size_t name_len, int *sm_count, size_t *total_bytes))
 UNAVAILABLE(fg_cuda_malloc, (void **ptr, size_t bytes))
 fg_status fg_cuda_free(void *ptr) { return ptr ? no_cuda("fg_cuda_free") : FG_OK; }

@@ -1,6 +1,7 @@
 /* GPU attention (cuda/attention*.cu) against the CPU reference: single-head,
  * flash (every key tile), MHA, GQA/MQA, log-sum-exp, split-KV against one
- * pass for each kernel family, the decoder's strided layout (fused q|k|v
+ * pass for each kernel family, the tensor-core (3xTF32) kernel forced on
+ * its head dims, the decoder's strided layout (fused q|k|v
  * projection, KV cache, merged output) and argument checking.
  *
  * Every family runs at least 50 random shapes covering q_len = 1,
@@ -343,10 +344,10 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
         const size_t n_rows = (size_t)s.n_q * s.q_len;
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
         const fgi_attention_kernel kernels[] = {FGI_ATTENTION_TILED, FGI_ATTENTION_DECODE,
-                                                FGI_ATTENTION_GENERIC};
+                                                FGI_ATTENTION_GENERIC, FGI_ATTENTION_MMA};
         const int fast = s.d == 32 || s.d == 64 || s.d == 80 || s.d == 96 || s.d == 128 || s.d == 256;
-        const int can[] = {fast, s.d % 4 == 0 && s.d <= 256, 1};
-        for (int kk = 0; kk < 3; kk++) {
+        const int can[] = {fast, s.d % 4 == 0 && s.d <= 256, 1, fast && s.d != 256};
+        for (int kk = 0; kk < 4; kk++) {
             if (!can[kk]) continue;
             for (int split = 0; split < 2; split++) {
                 char what[260];
@@ -368,6 +369,62 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
                 expect_close_dev(lse, ref_lse, n_rows, what);
                 fg_dev_free(out), fg_dev_free(lse);
             }
+        }
+        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+    }
+}
+
+/* The tensor-core (3xTF32) kernel forced on its head dims (32, 64, 80, 96,
+ * 128) across the length patterns (q_len = 1, q_len = kv_len, a few extra
+ * keys, kv_len >> q_len; lengths off the 64-row / 32- and 64-key tiles),
+ * GQA ratios 1, 2, 4, 8 and MQA, one pass and forced splits, with lse: held
+ * to the fp32 tolerances, which plain (1x) TF32 would miss by about 10x.
+ * Prefill shapes (more than 16 rows per KV head) pick it by themselves. */
+Test(cuda_attention, mma_kernel_random_shapes)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(113);
+    const int ratios[] = {1, 2, 4, 8, 0};
+    for (int c = 0; c < n_cases(); c++) {
+        /* Case index whose head_dims entry is mma dim c % 5 (entries 0..4),
+         * with the length pattern still cycling. */
+        const int cm = (c / 5) * N_HEAD_DIMS + c % 5;
+        const shape s = make_shape(&rng, cm, ratios[(c + c / 5) % 5]);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        const size_t n_rows = (size_t)s.n_q * s.q_len;
+        float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+        for (int split = 0; split < 2; split++) {
+            char what[260];
+            describe(what, sizeof what, "mma", c, s);
+            const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
+            snprintf(what + strlen(what), sizeof what - strlen(what), ", %d splits", want);
+            float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+            fgi_attention_args a = contiguous_args(out, lse, &in, s);
+            fgi_attention_tuning t = {FGI_ATTENTION_MMA, want, FGI_ATTENTION_AUTO, 0};
+            expect_ok(run_tuned(&a, &t, NULL, 0), what);
+            cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
+                         (int)t.used_kernel);
+            if (!split)
+                cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
+            else if (s.kv_len > 64 && 2 * n_rows <= 16384)
+                cr_assert(t.used_splits >= 2, "%s: ran %d splits", what, t.used_splits);
+            expect_close_dev(out, ref, in.nq, what);
+            strcat(what, " lse");
+            expect_close_dev(lse, ref_lse, n_rows, what);
+            fg_dev_free(out), fg_dev_free(lse);
+        }
+        if ((long long)(s.n_q / s.n_kv) * s.q_len > 16) {
+            char what[220];
+            describe(what, sizeof what, "auto prefill", c, s);
+            float *out = fg_dev_poisoned(in.nq);
+            fgi_attention_args a = contiguous_args(out, NULL, &in, s);
+            fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0};
+            expect_ok(run_tuned(&a, &t, NULL, 0), what);
+            cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
+                         (int)t.used_kernel);
+            expect_close_dev(out, ref, in.nq, what);
+            fg_dev_free(out);
         }
         fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
     }
@@ -657,6 +714,8 @@ Test(cuda_attention, forced_kernel_that_cannot_serve_is_unsupported)
     fgi_attention_tuning t = {FGI_ATTENTION_TILED, 0, FGI_ATTENTION_AUTO, 0};
     fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
     t.kernel = FGI_ATTENTION_DECODE;
+    fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
+    t.kernel = FGI_ATTENTION_MMA;
     fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
     cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
     float *got = fg_dev_download(out, in.nq);

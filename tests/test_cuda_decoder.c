@@ -18,6 +18,7 @@
  * d 32 to 128) and shorter call sequences. */
 #include "fixture.h"
 #include "gpu_support.h"
+#include "../cuda/decoder_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +177,88 @@ Test(cuda_decoder, forward_last_matches_reference)
     const int n_chunks = quick_mode() ? 3 : (int)(sizeof chunks / sizeof *chunks);
     for (int i = 0; i < n_cases; i++)
         compare_forwards(&cases[i], &rng, chunks, n_chunks, 6, 20, 1);
+}
+
+/* One decode step on both paths (fg_*_forward_last, T = 1), compared. */
+static void step_both(const decoder_case *c, const fg_test_model *tm, fg_kv_cache *ref_cache,
+                      fg_cuda_model *model, fg_cuda_kv_cache *cache, fg_rng *rng,
+                      const char *label)
+{
+    const int V = c->cfg.vocab_size;
+    int id;
+    fg_test_random_ids(&id, 1, V, rng);
+    float *ref = fg_buf_nan((size_t)V), *got = fg_buf_nan((size_t)V);
+    char what[200];
+    snprintf(what, sizeof what, "%s: %s step at position %d", c->name, label,
+             fg_cuda_kv_cache_len(cache, 0));
+    ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, &id, 1), "reference");
+    ok(fg_cuda_forward_last(got, model, cache, &id, 1), what);
+    fg_assert_guard(got, (size_t)V, what);
+    fg_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
+    fg_buf_free(ref), fg_buf_free(got);
+}
+
+static void prefill_both(const decoder_case *c, const fg_test_model *tm, fg_kv_cache *ref_cache,
+                         fg_cuda_model *model, fg_cuda_kv_cache *cache, fg_rng *rng, int T)
+{
+    const int V = c->cfg.vocab_size;
+    int ids[8];
+    fg_test_random_ids(ids, T, V, rng);
+    float *ref = fg_buf_nan((size_t)V), *got = fg_buf_nan((size_t)V);
+    ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, ids, T), "reference prefill");
+    ok(fg_cuda_forward_last(got, model, cache, ids, T), c->name);
+    fg_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, c->name);
+    fg_buf_free(ref), fg_buf_free(got);
+}
+
+/* Decode steps replay a captured CUDA graph whose kernels read the token,
+ * position and key count from device memory: every step must still match
+ * the reference as the key count grows past split boundaries, with two
+ * caches taking turns on one model (each turn recaptures) and after a
+ * reset. Where the decode kernel serves the shape (head_dim % 4 == 0, group
+ * <= 16: every case here) the steps must really have gone through it. */
+Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(209);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i++) {
+        const decoder_case *c = &cases[i];
+        const int cap = c->cfg.n_ctx, steps = quick_mode() ? 6 : cap - 8;
+        fg_test_model tm;
+        fg_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_kv_cache *ref_a, *ref_b;
+        fg_cuda_model *model;
+        fg_cuda_kv_cache *a, *b;
+        ok(fg_kv_cache_create(&ref_a, &c->cfg, cap), "reference cache");
+        ok(fg_kv_cache_create(&ref_b, &c->cfg, cap), "reference cache");
+        ok(fg_cuda_model_create(&model, &c->cfg, &tm.w, 4, 0), c->name);
+        ok(fg_cuda_kv_cache_create(&a, &c->cfg, cap), c->name);
+        ok(fg_cuda_kv_cache_create(&b, &c->cfg, cap / 2), c->name);
+
+        prefill_both(c, &tm, ref_a, model, a, &rng, 3);
+        for (int k = 0; k < steps; k++) step_both(c, &tm, ref_a, model, a, &rng, "cache A");
+        prefill_both(c, &tm, ref_b, model, b, &rng, 2);
+        for (int k = 0; k < 3; k++) {
+            step_both(c, &tm, ref_b, model, b, &rng, "cache B");
+            step_both(c, &tm, ref_a, model, a, &rng, "cache A again");
+        }
+        ok(fg_cuda_kv_cache_reset(a), "reset");
+        ok(fg_kv_cache_reset(ref_a), "reference reset");
+        prefill_both(c, &tm, ref_a, model, a, &rng, 1);
+        step_both(c, &tm, ref_a, model, a, &rng, "cache A after reset");
+
+        /* cache A: the steps, 3 turns, and the one-token prefill and step after the reset */
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(a), steps + 5,
+                     "%s: %lld of %d steps of cache A ran through the graph", c->name,
+                     fgi_cuda_kv_cache_graph_steps(a), steps + 5);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(b), 3, "%s: cache B's graph steps", c->name);
+        fg_cuda_kv_cache_destroy(a), fg_cuda_kv_cache_destroy(b);
+        fg_cuda_model_destroy(model);
+        fg_kv_cache_destroy(ref_a), fg_kv_cache_destroy(ref_b);
+        fg_test_model_free(&tm);
+    }
 }
 
 /* One token per call from the start, and one long prefill (T = max_tokens). */

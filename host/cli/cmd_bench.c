@@ -51,9 +51,31 @@ static void prompt_ids(int *ids, int n, int vocab)
     for (int i = 0; i < n; i++) ids[i] = (int)((2654435761ULL * (unsigned)(i + 1)) % (unsigned)vocab);
 }
 
+/* On the GPU the first use of each kernel loads its module and cuBLAS picks
+ * its algorithms: one untimed prefill and a few decode steps pay for that,
+ * as warm-up does in any benchmark (bench/hf_peer.py warms its peer too). */
+#define WARMUP_DECODE_STEPS 4
+
+static int warm_up(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
+{
+    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK)
+        return cli_runtime_error(VERB, "warm-up prefill failed");
+    for (int i = 0; i < WARMUP_DECODE_STEPS && i < n_gen; i++) {
+        int next = cli_argmax(fg_session_logits(s), vocab);
+        if (fg_session_forward(s, &next, 1, NULL) != FG_OK)
+            return cli_runtime_error(VERB, "warm-up decode step failed");
+    }
+    if (fg_session_reset(s) != FG_OK) return cli_runtime_error(VERB, "cannot reset the session");
+    return CLI_OK;
+}
+
 /* Prefill n_prompt ids, then n_gen greedy decode steps; prints tokens/s. */
 static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
 {
+    if (fg_session_device(s) == FG_DEVICE_CUDA) {
+        const int rc = warm_up(s, ids, n_prompt, n_gen, vocab);
+        if (rc != CLI_OK) return rc;
+    }
     double t0 = cli_now();
     if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK)
         return cli_runtime_error(VERB, "prefill failed");

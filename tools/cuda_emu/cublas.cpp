@@ -10,12 +10,18 @@
  * would read or write out of bounds). The arithmetic is naive fp32 with the
  * k-sum in order; CUBLAS_TF32_TENSOR_OP_MATH rounds A and B to TF32 (10-bit
  * mantissa) first, as tensor cores do, so a handle left in TF32 mode fails
- * fp32 tolerances here as it would on the GPU. Pointer mode host or device. */
+ * fp32 tolerances here as it would on the GPU. Pointer mode host or device.
+ *
+ * On a handle whose stream captures, a call is checked and recorded as a
+ * graph node (graph.cpp): like cuBLAS, it keeps the math mode and the host
+ * scalars alpha / beta of the call (device-mode scalars and the matrices are
+ * read at replay). */
 #include "emu_internal.h"
 #include "fake/cublas_v2.h"
 
 #include <stdlib.h>
 
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -56,6 +62,84 @@ void require_matrix(const char *name, const float *p, int rows, int cols, int ld
              "this reads or writes out of bounds",
              name, rows, cols, ld);
         abort();
+    }
+}
+
+/* One SGEMM with everything it depends on at its call. */
+struct sgemm_call {
+    cublasOperation_t transa, transb;
+    int m, n, k;
+    float alpha_value, beta_value; /* pointer mode host: read at the call */
+    const float *alpha, *beta;     /* pointer mode device: read when it runs */
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float *C;
+    int ldc;
+    cublasMath_t math;
+    cublasPointerMode_t pointer_mode;
+};
+
+/* The device memory the call touches (alpha = 0 or k = 0: A and B are not
+ * read; device-mode alpha is unknown before it runs, so A and B count). */
+void require_operands(const sgemm_call &c, bool alpha_known)
+{
+    const bool ta = c.transa != CUBLAS_OP_N, tb = c.transb != CUBLAS_OP_N;
+    if (c.pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
+        require_matrix("alpha", c.alpha, 1, 1, 1);
+        require_matrix("beta", c.beta, 1, 1, 1);
+    }
+    const bool use_ab = c.k > 0 && (!alpha_known || c.alpha_value != 0.0f);
+    if (use_ab) {
+        require_matrix("A", c.A, ta ? c.k : c.m, ta ? c.m : c.k, c.lda);
+        require_matrix("B", c.B, tb ? c.n : c.k, tb ? c.k : c.n, c.ldb);
+    }
+    require_matrix("C", c.C, c.m, c.n, c.ldc);
+}
+
+void run_sgemm(const sgemm_call &call)
+{
+    sgemm_call c = call;
+    if (c.pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
+        require_matrix("alpha", c.alpha, 1, 1, 1);
+        require_matrix("beta", c.beta, 1, 1, 1);
+        c.alpha_value = *c.alpha;
+        c.beta_value = *c.beta;
+    }
+    require_operands(c, true);
+    const int m = c.m, n = c.n, k = c.k, lda = c.lda, ldb = c.ldb;
+    const float *A = c.A, *B = c.B;
+    const bool ta = c.transa != CUBLAS_OP_N, tb = c.transb != CUBLAS_OP_N;
+    const float a_scale = c.alpha_value, c_scale = c.beta_value;
+    const bool use_ab = k > 0 && a_scale != 0.0f;
+    const bool tf32 = (c.math & 0x0f) == CUBLAS_TF32_TENSOR_OP_MATH;
+    auto a_at = [&](int i, int l) {
+        const float v = ta ? A[(size_t)i * lda + l] : A[(size_t)l * lda + i];
+        return tf32 ? to_tf32(v) : v;
+    };
+    auto b_at = [&](int l, int j) {
+        const float v = tb ? B[(size_t)l * ldb + j] : B[(size_t)j * ldb + l];
+        return tf32 ? to_tf32(v) : v;
+    };
+    std::vector<float> acc((size_t)m);
+    for (int j = 0; j < n; j++) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        if (use_ab && !ta && !tf32) {
+            for (int l = 0; l < k; l++) { /* column axpy: contiguous in A */
+                const float b = b_at(l, j), *a = A + (size_t)l * lda;
+                for (int i = 0; i < m; i++) acc[(size_t)i] = fmaf(a[i], b, acc[(size_t)i]);
+            }
+        } else if (use_ab) {
+            for (int i = 0; i < m; i++) {
+                float s = 0.0f;
+                for (int l = 0; l < k; l++) s = fmaf(a_at(i, l), b_at(l, j), s);
+                acc[(size_t)i] = s;
+            }
+        }
+        float *col = c.C + (size_t)j * c.ldc;
+        for (int i = 0; i < m; i++)
+            col[i] = a_scale * acc[(size_t)i] + (c_scale == 0.0f ? 0.0f : c_scale * col[i]);
     }
 }
 
@@ -191,47 +275,24 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
         !at_least(ldb, b_rows) || !at_least(ldc, m) || alpha == nullptr || beta == nullptr)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!valid_stream(handle->stream)) return CUBLAS_STATUS_EXECUTION_FAILED;
+    bool record = false;
+    if (capture_gate("cublasSgemm", handle->stream, &record) != cudaSuccess)
+        return CUBLAS_STATUS_EXECUTION_FAILED; /* its kernel launch would fail */
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    if (handle->pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
-        require_matrix("alpha", alpha, 1, 1, 1);
-        require_matrix("beta", beta, 1, 1, 1);
+    sgemm_call call = {transa, transb, m, n, k, 0.0f, 0.0f, alpha, beta, A, lda, B, ldb, C, ldc,
+                       handle->math, handle->pointer_mode};
+    const bool host_scalars = handle->pointer_mode == CUBLAS_POINTER_MODE_HOST;
+    if (host_scalars) call.alpha_value = *alpha, call.beta_value = *beta;
+    if (!record) {
+        run_sgemm(call);
+        return CUBLAS_STATUS_SUCCESS;
     }
-    const float a_scale = *alpha, c_scale = *beta;
-    const bool use_ab = k > 0 && a_scale != 0.0f;
-    if (use_ab) {
-        require_matrix("A", A, a_rows, ta ? m : k, lda);
-        require_matrix("B", B, b_rows, tb ? k : n, ldb);
-    }
-    require_matrix("C", C, m, n, ldc);
-
-    const bool tf32 = (handle->math & 0x0f) == CUBLAS_TF32_TENSOR_OP_MATH;
-    auto a_at = [&](int i, int l) {
-        const float v = ta ? A[(size_t)i * lda + l] : A[(size_t)l * lda + i];
-        return tf32 ? to_tf32(v) : v;
-    };
-    auto b_at = [&](int l, int j) {
-        const float v = tb ? B[(size_t)l * ldb + j] : B[(size_t)j * ldb + l];
-        return tf32 ? to_tf32(v) : v;
-    };
-    std::vector<float> acc((size_t)m);
-    for (int j = 0; j < n; j++) {
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        if (use_ab && !ta && !tf32) {
-            for (int l = 0; l < k; l++) { /* column axpy: contiguous in A */
-                const float b = b_at(l, j), *a = A + (size_t)l * lda;
-                for (int i = 0; i < m; i++) acc[(size_t)i] = fmaf(a[i], b, acc[(size_t)i]);
-            }
-        } else if (use_ab) {
-            for (int i = 0; i < m; i++) {
-                float s = 0.0f;
-                for (int l = 0; l < k; l++) s = fmaf(a_at(i, l), b_at(l, j), s);
-                acc[(size_t)i] = s;
-            }
-        }
-        float *c = C + (size_t)j * ldc;
-        for (int i = 0; i < m; i++)
-            c[i] = a_scale * acc[(size_t)i] + (c_scale == 0.0f ? 0.0f : c_scale * c[i]);
-    }
+    require_operands(call, host_scalars);
+    auto node = std::make_shared<const sgemm_call>(call);
+    capture_record(handle->stream, [node](cudaStream_t) {
+        run_sgemm(*node);
+        return cudaSuccess;
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -5,6 +5,7 @@
 
 #include "fake/cuda_runtime.h"
 
+#include <functional>
 #include <mutex>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -49,6 +50,33 @@ constexpr size_t kSharedPerSM = 228 * 1024;
 
 /* Streams ----------------------------------------------------------------------- */
 bool valid_stream(cudaStream_t stream);
+bool is_legacy_stream(cudaStream_t stream); /* 0 or cudaStreamLegacy */
+/* Whether the legacy stream waits for it (not cudaStreamNonBlocking). */
+bool stream_blocks_legacy(cudaStream_t stream);
+
+/* Stream capture (graph.cpp) ------------------------------------------------------ */
+/* One recorded operation; it re-checks and runs its work on the stream the
+ * graph is launched in. */
+using graph_node = std::function<cudaError_t(cudaStream_t)>;
+/* Gate for work enqueued on `stream`: sets *record when the stream captures
+ * (record the work with capture_record, do not run it); fails with
+ * cudaErrorStreamCaptureInvalidated on an invalidated capture and with
+ * cudaErrorStreamCaptureImplicit for legacy-stream work while a blocking
+ * stream captures (that invalidates the capture, as on a GPU). */
+cudaError_t capture_gate(const char *fn, cudaStream_t stream, bool *record);
+void capture_record(cudaStream_t stream, graph_node node);
+/* Gate for "potentially unsafe" calls (cudaMalloc, cudaFree, synchronous
+ * copies and memsets, synchronizations): cudaErrorStreamCaptureUnsupported
+ * while a capture forbids them (any Global-mode capture, or a ThreadLocal /
+ * Global one of this thread); the forbidding captures are invalidated. */
+cudaError_t capture_unsafe_gate(const char *fn);
+/* Gate for calls never allowed on a capturing stream (synchronize, query,
+ * stream-ordered allocation): cudaErrorStreamCaptureUnsupported, and the
+ * capture is invalidated. */
+cudaError_t capture_stream_gate(const char *fn, cudaStream_t stream);
+/* cudaDeviceSynchronize waits for every stream: refused during any capture. */
+cudaError_t capture_device_sync_gate(const char *fn);
+bool stream_capturing(cudaStream_t stream); /* active or invalidated */
 
 /* Device memory (memory.cpp) --------------------------------------------------------- */
 cudaError_t device_alloc(void **ptr, size_t bytes, const char *fn);

@@ -8,7 +8,11 @@
  * the thread's "last error" as the CUDA runtime does; misuse that a real GPU
  * would answer with an error code (a range past an allocation, a host
  * pointer given as device memory, a double free) is also described on
- * stderr. FG_EMU_NO_GPU=1 makes the emulated machine have no device. */
+ * stderr. FG_EMU_NO_GPU=1 makes the emulated machine have no device.
+ *
+ * Stream capture (graph.cpp) hooks in here: work on a capturing stream is
+ * checked and recorded instead of run, and what a capture forbids fails with
+ * the CUDA error codes (each call says which gate it passes). */
 #include "emu_internal.h"
 
 #include <stdarg.h>
@@ -16,6 +20,7 @@
 #include <stdlib.h>
 
 #include <chrono>
+#include <map>
 #include <set>
 
 namespace fg_emu {
@@ -60,12 +65,14 @@ thread_local cudaError_t last_error = cudaSuccess;
 struct event_state {
     unsigned flags;
     bool recorded;
+    bool captured; /* last recorded in a capture: unusable until recorded outside */
     std::chrono::steady_clock::time_point at;
 };
 
-std::set<cudaStream_t> &streams()
+/* Live streams and their creation flags. */
+std::map<cudaStream_t, unsigned> &streams()
 {
-    static std::set<cudaStream_t> s;
+    static std::map<cudaStream_t, unsigned> s;
     return s;
 }
 
@@ -110,6 +117,84 @@ cudaError_t check_copy(const char *fn, void *dst, const void *src, size_t bytes,
     return cudaSuccess;
 }
 
+/* The checks and the work of each copy and memset, without the capture
+ * gates: direct calls and graph replays both end here. */
+cudaError_t copy_now(const char *fn, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    if (bytes == 0) return cudaSuccess;
+    if (dst == nullptr || src == nullptr) return cudaErrorInvalidValue;
+    const cudaError_t err = check_copy(fn, dst, src, bytes, kind);
+    if (err == cudaSuccess) memmove(dst, src, bytes);
+    return err;
+}
+
+struct copy_2d {
+    void *dst;
+    size_t dpitch;
+    const void *src;
+    size_t spitch, width, height;
+    cudaMemcpyKind kind;
+};
+
+cudaError_t check_copy_2d(const char *fn, const copy_2d &c)
+{
+    if (c.dst == nullptr || c.src == nullptr) return cudaErrorInvalidValue;
+    if (c.width > c.dpitch || c.width > c.spitch) {
+        note("%s: width %zu is larger than a pitch (dpitch %zu, spitch %zu)", fn, c.width,
+             c.dpitch, c.spitch);
+        return cudaErrorInvalidPitchValue;
+    }
+    const size_t h = c.height;
+    if (h > 1 && (c.dpitch > SIZE_MAX / 2 / (h - 1) || c.spitch > SIZE_MAX / 2 / (h - 1)))
+        return cudaErrorInvalidValue;
+    /* each side spans (height - 1) pitches and one last row */
+    const size_t dst_span = (h - 1) * c.dpitch + c.width, src_span = (h - 1) * c.spitch + c.width;
+    cudaError_t err = check_copy(fn, c.dst, c.src, 0, c.kind);
+    if (err == cudaSuccess &&
+        (c.kind == cudaMemcpyHostToDevice || c.kind == cudaMemcpyDeviceToDevice) &&
+        !device_range_ok(c.dst, dst_span, fn, "destination rows"))
+        err = cudaErrorInvalidValue;
+    if (err == cudaSuccess &&
+        (c.kind == cudaMemcpyDeviceToHost || c.kind == cudaMemcpyDeviceToDevice) &&
+        !device_range_ok(c.src, src_span, fn, "source rows"))
+        err = cudaErrorInvalidValue;
+    return err;
+}
+
+cudaError_t copy_2d_now(const char *fn, const copy_2d &c)
+{
+    if (c.width == 0 || c.height == 0) return cudaSuccess;
+    const cudaError_t err = check_copy_2d(fn, c);
+    if (err != cudaSuccess) return err;
+    for (size_t r = 0; r < c.height; r++)
+        memmove(static_cast<char *>(c.dst) + r * c.dpitch,
+                static_cast<const char *>(c.src) + r * c.spitch, c.width);
+    return cudaSuccess;
+}
+
+cudaError_t memset_now(const char *fn, void *dst, int value, size_t bytes)
+{
+    if (bytes == 0) return cudaSuccess;
+    if (!device_range_ok(dst, bytes, fn, "destination")) return cudaErrorInvalidValue;
+    memset(dst, value, bytes);
+    return cudaSuccess;
+}
+
+void event_record_now(cudaEvent_t e)
+{
+    state_of(e)->recorded = true;
+    state_of(e)->captured = false;
+    state_of(e)->at = std::chrono::steady_clock::now();
+}
+
+/* Events last recorded in a capture cannot be waited for or timed. */
+cudaError_t check_not_captured(const char *fn, cudaEvent_t e)
+{
+    if (!state_of(e)->captured) return cudaSuccess;
+    note("%s: event %p was last recorded in a stream capture", fn, (void *)e);
+    return cudaErrorCapturedEvent;
+}
+
 } // namespace
 
 cudaError_t record_error(cudaError_t err)
@@ -122,6 +207,15 @@ bool valid_stream(cudaStream_t s)
 {
     return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread ||
            streams().count(s) > 0;
+}
+
+bool is_legacy_stream(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy; }
+
+bool stream_blocks_legacy(cudaStream_t s)
+{
+    if (s == cudaStreamPerThread) return true;
+    auto it = streams().find(s);
+    return it != streams().end() && (it->second & cudaStreamNonBlocking) == 0;
 }
 
 } // namespace fg_emu
@@ -138,6 +232,12 @@ using namespace fg_emu;
             note("%s: invalid stream handle %p", fn, (void *)(s));                                 \
             return record_error(cudaErrorInvalidResourceHandle);                                   \
         }                                                                                          \
+    } while (0)
+/* Returns the error of a failed capture gate. */
+#define EMU_GATE(call)                                                                             \
+    do {                                                                                           \
+        const cudaError_t gate_err_ = (call);                                                      \
+        if (gate_err_ != cudaSuccess) return record_error(gate_err_);                              \
     } while (0)
 
 extern "C" {
@@ -218,6 +318,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device)
 cudaError_t cudaDeviceSynchronize(void)
 {
     EMU_API_BEGIN;
+    EMU_GATE(capture_device_sync_gate("cudaDeviceSynchronize"));
     return cudaSuccess;
 }
 
@@ -235,19 +336,26 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 cudaError_t cudaMalloc(void **ptr, size_t bytes)
 {
     EMU_API_BEGIN;
+    EMU_GATE(capture_unsafe_gate("cudaMalloc"));
     return record_error(device_alloc(ptr, bytes, "cudaMalloc"));
 }
 
 cudaError_t cudaFree(void *ptr)
 {
     EMU_API_BEGIN;
+    EMU_GATE(capture_unsafe_gate("cudaFree"));
     return record_error(device_free(ptr, "cudaFree"));
 }
 
+/* Graph memory nodes are not emulated: stream-ordered allocation on a
+ * capturing stream is refused (a GPU would allow it). */
 cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t stream)
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaMallocAsync", stream);
+    EMU_GATE(capture_stream_gate("cudaMallocAsync (graph memory nodes are not emulated)", stream));
+    bool record = false;
+    EMU_GATE(capture_gate("cudaMallocAsync", stream, &record));
     return record_error(device_alloc(ptr, bytes, "cudaMallocAsync"));
 }
 
@@ -255,18 +363,20 @@ cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream)
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaFreeAsync", stream);
+    EMU_GATE(capture_stream_gate("cudaFreeAsync (graph memory nodes are not emulated)", stream));
+    bool record = false;
+    EMU_GATE(capture_gate("cudaFreeAsync", stream, &record));
     return record_error(device_free(ptr, "cudaFreeAsync"));
 }
 
+/* Synchronous copies and memsets run on the legacy stream. */
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
     EMU_API_BEGIN;
-    if (bytes == 0) return cudaSuccess;
-    if (dst == nullptr || src == nullptr) return record_error(cudaErrorInvalidValue);
-    const cudaError_t err = check_copy("cudaMemcpy", dst, src, bytes, kind);
-    if (err != cudaSuccess) return record_error(err);
-    memmove(dst, src, bytes);
-    return cudaSuccess;
+    EMU_GATE(capture_unsafe_gate("cudaMemcpy"));
+    bool record = false;
+    EMU_GATE(capture_gate("cudaMemcpy", nullptr, &record));
+    return record_error(copy_now("cudaMemcpy", dst, src, bytes, kind));
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
@@ -274,11 +384,15 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaMemcpyAsync", stream);
+    bool record = false;
+    EMU_GATE(capture_gate("cudaMemcpyAsync", stream, &record));
+    if (!record) return record_error(copy_now("cudaMemcpyAsync", dst, src, bytes, kind));
     if (bytes == 0) return cudaSuccess;
     if (dst == nullptr || src == nullptr) return record_error(cudaErrorInvalidValue);
-    const cudaError_t err = check_copy("cudaMemcpyAsync", dst, src, bytes, kind);
-    if (err != cudaSuccess) return record_error(err);
-    memmove(dst, src, bytes);
+    EMU_GATE(check_copy("cudaMemcpyAsync", dst, src, bytes, kind));
+    capture_record(stream, [=](cudaStream_t) {
+        return copy_now("cudaMemcpyAsync (graph replay)", dst, src, bytes, kind);
+    });
     return cudaSuccess;
 }
 
@@ -287,37 +401,23 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaMemcpy2D", stream);
+    bool record = false;
+    EMU_GATE(capture_gate("cudaMemcpy2DAsync", stream, &record));
+    const copy_2d c = {dst, dpitch, src, spitch, width, height, kind};
+    if (!record) return record_error(copy_2d_now("cudaMemcpy2D", c));
     if (width == 0 || height == 0) return cudaSuccess;
-    if (dst == nullptr || src == nullptr) return record_error(cudaErrorInvalidValue);
-    if (width > dpitch || width > spitch) {
-        note("cudaMemcpy2D: width %zu is larger than a pitch (dpitch %zu, spitch %zu)", width,
-             dpitch, spitch);
-        return record_error(cudaErrorInvalidPitchValue);
-    }
-    if (height > 1 &&
-        (dpitch > SIZE_MAX / 2 / (height - 1) || spitch > SIZE_MAX / 2 / (height - 1)))
-        return record_error(cudaErrorInvalidValue);
-    /* each side spans (height - 1) pitches and one last row */
-    const size_t dst_span = (height - 1) * dpitch + width, src_span = (height - 1) * spitch + width;
-    cudaError_t err = check_copy("cudaMemcpy2D", dst, src, 0, kind);
-    if (err == cudaSuccess &&
-        (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) &&
-        !device_range_ok(dst, dst_span, "cudaMemcpy2D", "destination rows"))
-        err = cudaErrorInvalidValue;
-    if (err == cudaSuccess &&
-        (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) &&
-        !device_range_ok(src, src_span, "cudaMemcpy2D", "source rows"))
-        err = cudaErrorInvalidValue;
-    if (err != cudaSuccess) return record_error(err);
-    for (size_t r = 0; r < height; r++)
-        memmove(static_cast<char *>(dst) + r * dpitch, static_cast<const char *>(src) + r * spitch,
-                width);
+    EMU_GATE(check_copy_2d("cudaMemcpy2DAsync", c));
+    capture_record(stream, [c](cudaStream_t) {
+        return copy_2d_now("cudaMemcpy2DAsync (graph replay)", c);
+    });
     return cudaSuccess;
 }
 
 cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                          size_t height, cudaMemcpyKind kind)
 {
+    EMU_API_BEGIN;
+    EMU_GATE(capture_unsafe_gate("cudaMemcpy2D"));
     return cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, nullptr);
 }
 
@@ -325,15 +425,22 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t str
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaMemset", stream);
+    bool record = false;
+    EMU_GATE(capture_gate("cudaMemsetAsync", stream, &record));
+    if (!record) return record_error(memset_now("cudaMemset", dst, value, bytes));
     if (bytes == 0) return cudaSuccess;
-    if (!device_range_ok(dst, bytes, "cudaMemset", "destination"))
+    if (!device_range_ok(dst, bytes, "cudaMemsetAsync", "destination"))
         return record_error(cudaErrorInvalidValue);
-    memset(dst, value, bytes);
+    capture_record(stream, [=](cudaStream_t) {
+        return memset_now("cudaMemsetAsync (graph replay)", dst, value, bytes);
+    });
     return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void *dst, int value, size_t bytes)
 {
+    EMU_API_BEGIN;
+    EMU_GATE(capture_unsafe_gate("cudaMemset"));
     return cudaMemsetAsync(dst, value, bytes, nullptr);
 }
 
@@ -346,7 +453,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags)
         return record_error(cudaErrorInvalidValue);
     /* a unique address that is never dereferenced */
     cudaStream_t s = reinterpret_cast<cudaStream_t>(new char[1]);
-    streams().insert(s);
+    streams()[s] = flags;
     *stream = s;
     return cudaSuccess;
 }
@@ -356,10 +463,15 @@ cudaError_t cudaStreamCreate(cudaStream_t *stream) { return cudaStreamCreateWith
 cudaError_t cudaStreamDestroy(cudaStream_t stream)
 {
     EMU_API_BEGIN;
-    if (streams().erase(stream) == 0) {
+    if (streams().count(stream) == 0) {
         note("cudaStreamDestroy: %p is not a live stream", (void *)stream);
         return record_error(cudaErrorInvalidResourceHandle);
     }
+    if (stream_capturing(stream)) {
+        note("cudaStreamDestroy: stream %p is capturing; end the capture first", (void *)stream);
+        return record_error(cudaErrorIllegalState);
+    }
+    streams().erase(stream);
     delete[] reinterpret_cast<char *>(stream);
     return cudaSuccess;
 }
@@ -368,6 +480,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaStreamSynchronize", stream);
+    EMU_GATE(capture_stream_gate("cudaStreamSynchronize", stream));
+    EMU_GATE(capture_unsafe_gate("cudaStreamSynchronize"));
+    bool record = false;
+    EMU_GATE(capture_gate("cudaStreamSynchronize", stream, &record));
     return cudaSuccess;
 }
 
@@ -375,6 +491,10 @@ cudaError_t cudaStreamQuery(cudaStream_t stream)
 {
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaStreamQuery", stream);
+    EMU_GATE(capture_stream_gate("cudaStreamQuery", stream));
+    EMU_GATE(capture_unsafe_gate("cudaStreamQuery"));
+    bool record = false;
+    EMU_GATE(capture_gate("cudaStreamQuery", stream, &record));
     return cudaSuccess;
 }
 
@@ -384,7 +504,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags)
 {
     EMU_API_BEGIN;
     if (event == nullptr || flags > 0x0f) return record_error(cudaErrorInvalidValue);
-    event_state *e = new event_state{flags, false, {}};
+    event_state *e = new event_state{flags, false, false, {}};
     cudaEvent_t handle = reinterpret_cast<cudaEvent_t>(e);
     events().insert(handle);
     *event = handle;
@@ -409,21 +529,40 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
     EMU_API_BEGIN;
     EMU_STREAM_CHECK("cudaEventRecord", stream);
     if (!valid_event(event)) return record_error(cudaErrorInvalidResourceHandle);
-    state_of(event)->recorded = true;
-    state_of(event)->at = std::chrono::steady_clock::now();
+    bool record = false;
+    EMU_GATE(capture_gate("cudaEventRecord", stream, &record));
+    if (!record) {
+        event_record_now(event);
+        return cudaSuccess;
+    }
+    state_of(event)->captured = true;
+    capture_record(stream, [event](cudaStream_t) {
+        if (!valid_event(event)) {
+            note("cudaEventRecord (graph replay): event %p was destroyed", (void *)event);
+            return cudaErrorInvalidResourceHandle;
+        }
+        event_record_now(event);
+        return cudaSuccess;
+    });
     return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event)
 {
     EMU_API_BEGIN;
-    return valid_event(event) ? cudaSuccess : record_error(cudaErrorInvalidResourceHandle);
+    if (!valid_event(event)) return record_error(cudaErrorInvalidResourceHandle);
+    EMU_GATE(check_not_captured("cudaEventSynchronize", event));
+    EMU_GATE(capture_unsafe_gate("cudaEventSynchronize"));
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event)
 {
     EMU_API_BEGIN;
-    return valid_event(event) ? cudaSuccess : record_error(cudaErrorInvalidResourceHandle);
+    if (!valid_event(event)) return record_error(cudaErrorInvalidResourceHandle);
+    EMU_GATE(check_not_captured("cudaEventQuery", event));
+    EMU_GATE(capture_unsafe_gate("cudaEventQuery"));
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
@@ -433,6 +572,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
     if (!valid_event(start) || !valid_event(end))
         return record_error(cudaErrorInvalidResourceHandle);
     const event_state *a = state_of(start), *b = state_of(end);
+    EMU_GATE(check_not_captured("cudaEventElapsedTime", start));
+    EMU_GATE(check_not_captured("cudaEventElapsedTime", end));
     if ((a->flags | b->flags) & cudaEventDisableTiming)
         return record_error(cudaErrorInvalidResourceHandle);
     if (!a->recorded || !b->recorded) return record_error(cudaErrorInvalidResourceHandle);
@@ -467,11 +608,17 @@ const char *cudaGetErrorName(cudaError_t error)
         NAME(cudaErrorNoDevice)
         NAME(cudaErrorInvalidDevice)
         NAME(cudaErrorInvalidResourceHandle)
+        NAME(cudaErrorIllegalState)
         NAME(cudaErrorNotReady)
         NAME(cudaErrorIllegalAddress)
         NAME(cudaErrorLaunchOutOfResources)
         NAME(cudaErrorLaunchFailure)
         NAME(cudaErrorNotSupported)
+        NAME(cudaErrorStreamCaptureUnsupported)
+        NAME(cudaErrorStreamCaptureInvalidated)
+        NAME(cudaErrorStreamCaptureImplicit)
+        NAME(cudaErrorCapturedEvent)
+        NAME(cudaErrorStreamCaptureWrongThread)
 #undef NAME
     }
     return "cudaErrorUnknown";
@@ -491,11 +638,21 @@ const char *cudaGetErrorString(cudaError_t error)
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalState: return "the resource is not in a state that permits the call";
     case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorCapturedEvent:
+        return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread:
+        return "capture sequence was begun on a different thread (not in relaxed mode)";
     }
     return "unrecognized error code";
 }

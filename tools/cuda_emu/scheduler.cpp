@@ -101,8 +101,7 @@ struct fiber_pool {
 } fibers;
 std::vector<emu_thread> threads;
 emu_thread *cur = nullptr;
-void (*body_fn)(void *) = nullptr;
-void *body_ctx = nullptr;
+const kernel_call *body_call = nullptr;
 const launch_config *cur_cfg = nullptr;
 unsigned long launch_serial = 0;
 bool in_launch = false;
@@ -288,7 +287,7 @@ void fiber_entry()
 #endif
     for (;;) {
         emu_thread *t = running->t;
-        body_fn(body_ctx);
+        body_call->run_thread();
         land_copies(t, 1L << 62); /* copies still in flight land, unread */
         t->state = run_state::done;
         switch_to(&main_fiber);
@@ -702,14 +701,14 @@ void check_kernel_argument(const launch_config &cfg, int index, const void *p)
     abort();
 }
 
-cudaError_t launch(const launch_config &cfg, const void *kernel, void (*body)(void *), void *ctx)
+namespace {
+
+/* The checks of a launch (as the GPU answers them at the launch call). */
+cudaError_t check_launch(const launch_config &cfg, const void *kernel)
 {
-    std::lock_guard<std::recursive_mutex> lock(api_lock());
-    if (in_launch) fault("a kernel launch from device code (dynamic parallelism) is not emulated");
-    if (!device_present()) return record_error(cudaErrorNoDevice);
     if (!valid_stream(cfg.stream)) {
         note("launch of %s: invalid stream handle %p", cfg.name, (void *)cfg.stream);
-        return record_error(cudaErrorInvalidResourceHandle);
+        return cudaErrorInvalidResourceHandle;
     }
     const dim3 g = cfg.grid, b = cfg.block;
     const unsigned long long n = (unsigned long long)b.x * b.y * b.z;
@@ -717,23 +716,35 @@ cudaError_t launch(const launch_config &cfg, const void *kernel, void (*body)(vo
         g.x < 1 || g.y < 1 || g.z < 1 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) {
         note("launch of %s: invalid configuration: grid (%u,%u,%u), block (%u,%u,%u)", cfg.name,
              g.x, g.y, g.z, b.x, b.y, b.z);
-        return record_error(cudaErrorInvalidConfiguration);
+        return cudaErrorInvalidConfiguration;
     }
     auto limit = dynamic_smem_limits.find(kernel);
-    const bool opted_in = limit != dynamic_smem_limits.end();
-    const size_t dyn_limit = opted_in ? (size_t)limit->second : kSharedPerBlockDefault;
+    const size_t dyn_limit =
+        limit != dynamic_smem_limits.end() ? (size_t)limit->second : kSharedPerBlockDefault;
     if (cfg.smem > dyn_limit) {
         note("launch of %s: %zu bytes of dynamic shared memory > the kernel's limit of %zu "
              "(cudaFuncAttributeMaxDynamicSharedMemorySize)",
              cfg.name, cfg.smem, dyn_limit);
-        return record_error(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     }
+    return cudaSuccess;
+}
+
+/* Checks the launch and its arguments, then runs every block. */
+cudaError_t run_launch(const launch_config &cfg, const kernel_call &call)
+{
+    const void *kernel = call.kernel();
+    const cudaError_t err = check_launch(cfg, kernel);
+    if (err != cudaSuccess) return err;
+    call.check_arguments(cfg);
     static const bool trace = env_long("FG_EMU_TRACE", 0) != 0;
     static const bool seeded = [] {
         rng.seed((unsigned)env_long("FG_EMU_SEED", 12345));
         return true;
     }();
     (void)seeded;
+    const dim3 g = cfg.grid, b = cfg.block;
+    const unsigned long long n = (unsigned long long)b.x * b.y * b.z;
     launch_serial++;
     if (trace)
         fprintf(stderr, "fg_emu: launch #%lu %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu\n",
@@ -742,12 +753,11 @@ cudaError_t launch(const launch_config &cfg, const void *kernel, void (*body)(vo
     in_launch = true;
     main_fiber.started = true; /* the host thread: always resumed by _longjmp */
     cur_cfg = &cfg;
-    body_fn = body;
-    body_ctx = ctx;
+    body_call = &call;
     blockDim = b;
     gridDim = g;
     shared.dynamic_bytes = cfg.smem;
-    shared.limit = opted_in ? kSharedPerBlockOptin : kSharedPerBlockDefault;
+    shared.limit = dynamic_smem_limits.count(kernel) ? kSharedPerBlockOptin : kSharedPerBlockDefault;
     threads.resize((size_t)n);
     const unsigned long long blocks = (unsigned long long)g.x * g.y * g.z;
     const block_walk walk(blocks);
@@ -759,10 +769,34 @@ cudaError_t launch(const launch_config &cfg, const void *kernel, void (*body)(vo
     FG_EMU_UNPOISON(arena, kArenaBytes);
     in_launch = false;
     cur_cfg = nullptr;
-    body_fn = nullptr;
+    body_call = nullptr;
     char when[160];
     snprintf(when, sizeof when, "after kernel %s (launch #%lu)", cfg.name, launch_serial);
     check_all_guards(when);
+    return cudaSuccess;
+}
+
+} // namespace
+
+cudaError_t launch(const launch_config &cfg, std::shared_ptr<const kernel_call> call)
+{
+    std::lock_guard<std::recursive_mutex> lock(api_lock());
+    if (in_launch) fault("a kernel launch from device code (dynamic parallelism) is not emulated");
+    if (!device_present()) return record_error(cudaErrorNoDevice);
+    if (!valid_stream(cfg.stream)) return record_error(check_launch(cfg, call->kernel()));
+    bool record = false;
+    cudaError_t err = capture_gate(cfg.name, cfg.stream, &record);
+    if (err != cudaSuccess) return record_error(err);
+    if (!record) return record_error(run_launch(cfg, *call));
+    /* a kernel node: checked now as a launch is, and again at every replay */
+    err = check_launch(cfg, call->kernel());
+    if (err != cudaSuccess) return record_error(err);
+    call->check_arguments(cfg);
+    capture_record(cfg.stream, [cfg, call](cudaStream_t stream) {
+        launch_config at = cfg;
+        at.stream = stream;
+        return run_launch(at, *call);
+    });
     return cudaSuccess;
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 static int failures = 0;
@@ -315,6 +316,338 @@ static void test_sgemm()
     cudaFree(dA), cudaFree(dB), cudaFree(dC);
 }
 
+/* CUDA graphs (stream capture) ----------------------------------------------------------- */
+
+/* y (n) = a * x + b */
+__global__ void axpb_kernel(float *y, const float *x, float a, float b, int n)
+{
+    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) y[i] = a * x[i] + b;
+}
+
+static cudaStreamCaptureStatus capture_status(cudaStream_t s)
+{
+    cudaStreamCaptureStatus st = (cudaStreamCaptureStatus)-1;
+    if (cudaStreamIsCapturing(s, &st) != cudaSuccess) return (cudaStreamCaptureStatus)-1;
+    return st;
+}
+
+static bool all_nan(const std::vector<float> &v)
+{
+    for (float x : v)
+        if (!isnan(x)) return false;
+    return true;
+}
+
+static float byte_pattern_float(unsigned char b)
+{
+    const uint32_t bits = 0x01010101u * b;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Capture a copy in, a kernel, a memset, an SGEMM and a copy out; nothing
+ * runs at capture; replays follow the input data, with the kernel's and
+ * SGEMM's host arguments as they were at capture. */
+static void test_graph_capture_and_replay()
+{
+    const int n = 70, m = 3, k = 10; /* Y (k, cols) column-major, cols = n / k = 7 */
+    const int cols = n / k;
+    cudaStream_t s = nullptr;
+    CHECK(cudaStreamCreate(&s) == cudaSuccess, "stream");
+    cublasHandle_t h = nullptr;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS && cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS,
+          "cublas on the stream");
+    float *dx = device_array<float>(n), *dy = device_array<float>(n);
+    float *dz = device_array<float>(n), *dA = device_array<float>((size_t)m * k);
+    float *dC = device_array<float>((size_t)m * cols), *dw = device_array<float>(n);
+    std::vector<float> A((size_t)m * k);
+    for (size_t i = 0; i < A.size(); i++) A[i] = 0.25f * (float)((i * 5) % 7) - 0.5f;
+    cudaMemcpy(dA, A.data(), A.size() * 4, cudaMemcpyHostToDevice);
+    std::vector<float> host_in((size_t)n, NAN), host_out((size_t)m * cols, NAN);
+
+    CHECK(capture_status(s) == cudaStreamCaptureStatusNone, "not capturing yet");
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
+    CHECK(capture_status(s) == cudaStreamCaptureStatusActive, "capturing");
+    float scale = 2.0f, shift = 1.0f, alpha = 0.5f, beta = 0.0f;
+    const unsigned char fill = 0x3f;
+    CHECK(cudaMemcpyAsync(dx, host_in.data(), n * 4, cudaMemcpyHostToDevice, s) == cudaSuccess,
+          "captured copy in");
+    axpb_kernel<<<(n + 31) / 32, 32, 0, s>>>(dy, dx, scale, shift, n);
+    CHECK(cudaGetLastError() == cudaSuccess, "captured launch");
+    CHECK(cudaMemsetAsync(dz, fill, n * 4, s) == cudaSuccess, "captured memset");
+    float ex_scale = 3.0f; /* w = 3 y - 2, through cudaLaunchKernelEx */
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = dim3((n + 63) / 64), lc.blockDim = dim3(64), lc.stream = s;
+    CHECK(cudaLaunchKernelEx(&lc, axpb_kernel, dw, dy, ex_scale, -2.0f, n) == cudaSuccess,
+          "captured cudaLaunchKernelEx");
+    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, m, cols, k, &alpha, dA, m, dy, k, &beta, dC,
+                      m) == CUBLAS_STATUS_SUCCESS,
+          "captured sgemm");
+    CHECK(cudaMemcpyAsync(host_out.data(), dC, host_out.size() * 4, cudaMemcpyDeviceToHost, s) ==
+              cudaSuccess,
+          "captured copy out");
+    /* a captured copy with a bad range fails at the call and leaves the capture usable */
+    CHECK(cudaMemcpyAsync(dx, host_in.data(), (n + 1) * 4, cudaMemcpyHostToDevice, s) ==
+              cudaErrorInvalidValue,
+          "captured copy past the end");
+    (void)cudaGetLastError();
+    CHECK(capture_status(s) == cudaStreamCaptureStatusActive, "still capturing after an arg error");
+    /* arguments were taken by value: later changes must not reach the replay */
+    scale = 100.0f, shift = -100.0f, alpha = 100.0f, ex_scale = 100.0f;
+    cudaGraph_t g = nullptr;
+    CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess && g != nullptr, "end capture");
+    CHECK(capture_status(s) == cudaStreamCaptureStatusNone, "capture ended");
+
+    CHECK(all_nan(download(dx, n)) && all_nan(download(dy, n)) && all_nan(download(dz, n)) &&
+              all_nan(download(dw, n)) &&
+              all_nan(download(dC, (size_t)m * cols)) && all_nan(host_out),
+          "work ran at capture time");
+
+    cudaGraphExec_t e = nullptr;
+    CHECK(cudaGraphInstantiate(&e, g, 0) == cudaSuccess && e != nullptr, "instantiate");
+    CHECK(cudaGraphDestroy(g) == cudaSuccess, "graph destroyed before the exec");
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < n; i++) host_in[(size_t)i] = (float)((i * (3 + round)) % 11) - 4.5f;
+        std::fill(host_out.begin(), host_out.end(), NAN);
+        CHECK(cudaGraphLaunch(e, s) == cudaSuccess, "launch round %d", round);
+        CHECK(cudaStreamSynchronize(s) == cudaSuccess, "sync");
+        const std::vector<float> y = download(dy, n), z = download(dz, n), w = download(dw, n);
+        for (int i = 0; i < n; i++) {
+            CHECK(y[(size_t)i] == 2.0f * host_in[(size_t)i] + 1.0f, "round %d y[%d] = %g", round,
+                  i, y[(size_t)i]);
+            CHECK(w[(size_t)i] == 3.0f * y[(size_t)i] - 2.0f, "round %d w[%d] = %g", round, i,
+                  w[(size_t)i]);
+            CHECK(z[(size_t)i] == byte_pattern_float(fill), "round %d memset z[%d]", round, i);
+        }
+        for (int j = 0; j < cols; j++)
+            for (int i = 0; i < m; i++) {
+                double want = 0.0;
+                for (int l = 0; l < k; l++)
+                    want += (double)A[(size_t)l * m + i] *
+                            (2.0 * host_in[(size_t)j * k + l] + 1.0);
+                want *= 0.5;
+                const float got = host_out[(size_t)j * m + i];
+                CHECK(fabs(got - want) <= 1e-5 * (1.0 + fabs(want)),
+                      "round %d C(%d, %d) = %g, want %g", round, i, j, got, want);
+            }
+    }
+
+    /* an exec launched inside another capture becomes part of that graph */
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin outer");
+    CHECK(cudaGraphLaunch(e, s) == cudaSuccess, "graph launch captured");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess, "end outer");
+    cudaGraphExec_t outer = nullptr;
+    CHECK(cudaGraphInstantiate(&outer, g, 0) == cudaSuccess, "instantiate outer");
+    CHECK(cudaGraphExecDestroy(e) == cudaSuccess, "inner exec destroyed first");
+    for (int i = 0; i < n; i++) host_in[(size_t)i] = (float)(i % 5) + 0.25f;
+    CHECK(cudaGraphLaunch(outer, s) == cudaSuccess, "outer launch");
+    const std::vector<float> y = download(dy, n);
+    for (int i = 0; i < n; i++)
+        CHECK(y[(size_t)i] == 2.0f * host_in[(size_t)i] + 1.0f, "nested y[%d] = %g", i,
+              y[(size_t)i]);
+    CHECK(cudaGraphExecDestroy(outer) == cudaSuccess && cudaGraphDestroy(g) == cudaSuccess,
+          "destroy outer");
+
+    cublasDestroy(h);
+    cudaFree(dx), cudaFree(dy), cudaFree(dz), cudaFree(dA), cudaFree(dC), cudaFree(dw);
+    cudaStreamDestroy(s);
+}
+
+/* Begins a capture on s, makes `call` (which must fail with `want`), and
+ * checks that the capture is invalidated: further work on s is refused and
+ * EndCapture returns cudaErrorStreamCaptureInvalidated with a NULL graph. */
+template <typename F>
+static void expect_invalidating(const char *what, cudaStream_t s, cudaStreamCaptureMode mode,
+                                cudaError_t want, F call)
+{
+    float *d = device_array<float>(4);
+    CHECK(cudaStreamBeginCapture(s, mode) == cudaSuccess, "%s: begin", what);
+    const cudaError_t got = call();
+    CHECK(got == want, "%s: got %s, want %s", what, cudaGetErrorName(got), cudaGetErrorName(want));
+    CHECK(cudaGetLastError() == want, "%s: not the last error", what);
+    CHECK(capture_status(s) == cudaStreamCaptureStatusInvalidated, "%s: capture not invalidated",
+          what);
+    CHECK(cudaMemsetAsync(d, 0, 16, s) == cudaErrorStreamCaptureInvalidated,
+          "%s: work accepted on an invalidated capture", what);
+    cudaGraph_t g = reinterpret_cast<cudaGraph_t>(&g);
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated && g == nullptr,
+          "%s: EndCapture of an invalidated capture", what);
+    CHECK(capture_status(s) == cudaStreamCaptureStatusNone, "%s: capture not ended", what);
+    (void)cudaGetLastError();
+    cudaFree(d);
+}
+
+static void test_graph_capture_rules()
+{
+    cudaStream_t s = nullptr, quiet = nullptr;
+    cudaEvent_t ev = nullptr;
+    CHECK(cudaStreamCreate(&s) == cudaSuccess, "stream");
+    CHECK(cudaStreamCreateWithFlags(&quiet, cudaStreamNonBlocking) == cudaSuccess, "stream");
+    CHECK(cudaEventCreate(&ev) == cudaSuccess, "event");
+    float *d = device_array<float>(16);
+    std::vector<float> host(16, 3.0f);
+
+    expect_invalidating("cudaMalloc", s, cudaStreamCaptureModeGlobal,
+                        cudaErrorStreamCaptureUnsupported, [] {
+                            void *p = nullptr;
+                            return cudaMalloc(&p, 64);
+                        });
+    expect_invalidating("synchronous cudaMemcpy", s, cudaStreamCaptureModeGlobal,
+                        cudaErrorStreamCaptureUnsupported, [&] {
+                            return cudaMemcpy(d, host.data(), 64, cudaMemcpyHostToDevice);
+                        });
+    CHECK(all_nan(download(d, 16)), "the refused cudaMemcpy copied");
+    expect_invalidating("cudaMemset", s, cudaStreamCaptureModeGlobal,
+                        cudaErrorStreamCaptureUnsupported, [&] { return cudaMemset(d, 0, 64); });
+    expect_invalidating("cudaFree", s, cudaStreamCaptureModeGlobal,
+                        cudaErrorStreamCaptureUnsupported, [&] { return cudaFree(d); });
+    expect_invalidating("cudaStreamSynchronize of the capturing stream", s,
+                        cudaStreamCaptureModeRelaxed, cudaErrorStreamCaptureUnsupported,
+                        [&] { return cudaStreamSynchronize(s); });
+    expect_invalidating("cudaStreamSynchronize of another stream", s, cudaStreamCaptureModeGlobal,
+                        cudaErrorStreamCaptureUnsupported,
+                        [&] { return cudaStreamSynchronize(quiet); });
+    expect_invalidating("cudaDeviceSynchronize", s, cudaStreamCaptureModeRelaxed,
+                        cudaErrorStreamCaptureUnsupported, [] { return cudaDeviceSynchronize(); });
+    expect_invalidating("cudaEventSynchronize", s, cudaStreamCaptureModeGlobal,
+                        cudaErrorStreamCaptureUnsupported, [&] { return cudaEventSynchronize(ev); });
+    expect_invalidating("cudaMallocAsync on the capturing stream", s, cudaStreamCaptureModeRelaxed,
+                        cudaErrorStreamCaptureUnsupported, [&] {
+                            void *p = nullptr;
+                            return cudaMallocAsync(&p, 64, s);
+                        });
+    expect_invalidating("a launch on the legacy stream", s, cudaStreamCaptureModeRelaxed,
+                        cudaErrorStreamCaptureImplicit, [&] {
+                            axpb_kernel<<<1, 16>>>(d, d, 1.0f, 0.0f, 16);
+                            return cudaPeekAtLastError();
+                        });
+    CHECK(all_nan(download(d, 16)), "the refused legacy-stream launch ran");
+
+    /* Relaxed mode permits the unsafe calls; a non-blocking stream's capture
+     * does not involve the legacy stream. */
+    CHECK(cudaStreamBeginCapture(quiet, cudaStreamCaptureModeRelaxed) == cudaSuccess, "relaxed");
+    void *p = nullptr;
+    CHECK(cudaMalloc(&p, 64) == cudaSuccess && cudaFree(p) == cudaSuccess, "relaxed: cudaMalloc");
+    CHECK(cudaMemcpy(d, host.data(), 64, cudaMemcpyHostToDevice) == cudaSuccess,
+          "relaxed, non-blocking: cudaMemcpy on the legacy stream");
+    CHECK(download(d, 16)[0] == 3.0f, "relaxed: the synchronous copy ran");
+    cudaGraph_t g = nullptr;
+    CHECK(capture_status(quiet) == cudaStreamCaptureStatusActive, "relaxed capture intact");
+    CHECK(cudaStreamEndCapture(quiet, &g) == cudaSuccess && cudaGraphDestroy(g) == cudaSuccess,
+          "relaxed end");
+
+    /* ThreadLocal: another thread's unsafe calls are its own business. */
+    CHECK(cudaStreamBeginCapture(quiet, cudaStreamCaptureModeThreadLocal) == cudaSuccess, "local");
+    cudaError_t other = (cudaError_t)-1;
+    std::thread([&] {
+        void *q = nullptr;
+        other = cudaMalloc(&q, 64);
+        if (other == cudaSuccess) other = cudaFree(q);
+    }).join();
+    CHECK(other == cudaSuccess, "thread-local capture blocked another thread: %s",
+          cudaGetErrorName(other));
+    CHECK(cudaMalloc(&p, 64) == cudaErrorStreamCaptureUnsupported, "own thread, thread-local");
+    CHECK(cudaStreamEndCapture(quiet, &g) == cudaErrorStreamCaptureInvalidated, "local end");
+    /* Global: EndCapture belongs to the capturing thread */
+    CHECK(cudaStreamBeginCapture(quiet, cudaStreamCaptureModeGlobal) == cudaSuccess, "global");
+    std::thread([&] { other = cudaStreamEndCapture(quiet, &g); }).join();
+    CHECK(other == cudaErrorStreamCaptureWrongThread, "EndCapture from another thread: %s",
+          cudaGetErrorName(other));
+    CHECK(cudaStreamEndCapture(quiet, &g) == cudaSuccess && cudaGraphDestroy(g) == cudaSuccess,
+          "global end");
+
+    /* An event recorded in a capture cannot be waited for until a replay records it. */
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin");
+    CHECK(cudaEventRecord(ev, s) == cudaSuccess, "captured event record");
+    CHECK(cudaEventQuery(ev) == cudaErrorCapturedEvent, "query of a captured event");
+    CHECK(capture_status(s) == cudaStreamCaptureStatusActive, "captured-event query invalidated");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess, "end");
+    CHECK(cudaEventSynchronize(ev) == cudaErrorCapturedEvent, "sync of a captured event");
+    cudaGraphExec_t e = nullptr;
+    CHECK(cudaGraphInstantiate(&e, g, 0) == cudaSuccess && cudaGraphLaunch(e, s) == cudaSuccess,
+          "event graph");
+    CHECK(cudaEventSynchronize(ev) == cudaSuccess, "event recorded by the replay");
+    cudaGraphExecDestroy(e), cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+
+    cudaFree(d);
+    cudaEventDestroy(ev);
+    cudaStreamDestroy(s), cudaStreamDestroy(quiet);
+}
+
+static void test_graph_misuse_codes()
+{
+    cudaStream_t s = nullptr, dead = nullptr;
+    CHECK(cudaStreamCreate(&s) == cudaSuccess && cudaStreamCreate(&dead) == cudaSuccess, "streams");
+    CHECK(cudaStreamDestroy(dead) == cudaSuccess, "destroy");
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t e = nullptr;
+    cudaStreamCaptureStatus st;
+
+    CHECK(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal) ==
+              cudaErrorStreamCaptureUnsupported,
+          "capture of the legacy stream");
+    CHECK(cudaStreamBeginCapture(cudaStreamLegacy, cudaStreamCaptureModeGlobal) ==
+              cudaErrorStreamCaptureUnsupported,
+          "capture of cudaStreamLegacy");
+    CHECK(cudaStreamBeginCapture(s, (cudaStreamCaptureMode)7) == cudaErrorInvalidValue, "mode 7");
+    CHECK(cudaStreamBeginCapture(dead, cudaStreamCaptureModeGlobal) ==
+              cudaErrorInvalidResourceHandle,
+          "destroyed stream");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorIllegalState, "end without a capture");
+    CHECK(cudaGetLastError() == cudaErrorIllegalState, "recorded as the last error");
+    CHECK(cudaStreamIsCapturing(s, nullptr) == cudaErrorInvalidValue, "NULL status");
+
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin");
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaErrorIllegalState,
+          "begin twice");
+    CHECK(cudaStreamIsCapturing(nullptr, &st) == cudaErrorStreamCaptureImplicit,
+          "legacy stream query while a blocking stream captures");
+    CHECK(capture_status(s) == cudaStreamCaptureStatusActive, "the query does not invalidate");
+    CHECK(cudaStreamDestroy(s) == cudaErrorIllegalState, "destroy of a capturing stream");
+    CHECK(cudaStreamEndCapture(s, nullptr) == cudaErrorInvalidValue, "NULL graph pointer");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess && g != nullptr, "empty capture");
+    (void)cudaGetLastError();
+
+    CHECK(cudaGraphInstantiate(nullptr, g, 0) == cudaErrorInvalidValue, "NULL exec pointer");
+    CHECK(cudaGraphInstantiate(&e, nullptr, 0) == cudaErrorInvalidValue, "NULL graph");
+    CHECK(cudaGraphInstantiate(&e, g, 1ull << 20) == cudaErrorInvalidValue, "unknown flag");
+    CHECK(cudaGraphInstantiate(&e, g) == cudaSuccess, "instantiate an empty graph");
+    CHECK(cudaGraphLaunch(e, s) == cudaSuccess, "launch an empty graph");
+    CHECK(cudaGraphLaunch(e, dead) == cudaErrorInvalidResourceHandle, "launch on a dead stream");
+    CHECK(cudaGraphLaunch(nullptr, s) == cudaErrorInvalidValue, "launch of NULL");
+    CHECK(cudaGraphDestroy(g) == cudaSuccess, "destroy graph");
+    CHECK(cudaGraphDestroy(g) == cudaErrorInvalidValue, "destroy graph twice");
+    CHECK(cudaGraphInstantiate(&e, g, 0) == cudaErrorInvalidValue, "instantiate a destroyed graph");
+    CHECK(cudaGraphExecDestroy(e) == cudaSuccess, "destroy exec");
+    CHECK(cudaGraphExecDestroy(e) == cudaErrorInvalidValue, "destroy exec twice");
+    CHECK(cudaGraphLaunch(e, s) == cudaErrorInvalidValue, "launch of a destroyed exec");
+    CHECK(strcmp(cudaGetErrorName(cudaErrorStreamCaptureInvalidated),
+                 "cudaErrorStreamCaptureInvalidated") == 0 &&
+              (int)cudaErrorStreamCaptureUnsupported == 900 &&
+              (int)cudaErrorStreamCaptureInvalidated == 901 && (int)cudaErrorIllegalState == 401,
+          "error names and values");
+
+    /* cuBLAS on an invalidated capture fails like its kernel launch would */
+    cublasHandle_t h = nullptr;
+    float *d = device_array<float>(4);
+    const float one = 1.0f;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS && cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS,
+          "cublas");
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin");
+    CHECK(cudaStreamSynchronize(s) == cudaErrorStreamCaptureUnsupported, "sync in capture");
+    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, d, 1, d, 1, &one, d, 1) ==
+              CUBLAS_STATUS_EXECUTION_FAILED,
+          "sgemm on an invalidated capture");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated, "end");
+    (void)cudaGetLastError();
+    cublasDestroy(h);
+    cudaFree(d);
+    cudaStreamDestroy(s);
+}
+
 /* Misuse: each case runs in a child that must abort with the report -------------------- */
 
 __global__ void divergent_barrier_kernel()
@@ -426,6 +759,32 @@ static void test_misuse()
         float *d = device_array<float>(1);
         big_static_kernel<<<1, 32>>>(d);
     });
+    /* a replayed kernel node gets the checks of a direct launch */
+    misuse("graph replay with a kernel argument freed after capture", "freed device memory", [] {
+        cudaStream_t s = nullptr;
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t e = nullptr;
+        float *d = device_array<float>(4);
+        cudaStreamCreate(&s);
+        cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+        write_kernel<<<1, 1, 0, s>>>(d, 0);
+        cudaStreamEndCapture(s, &g);
+        cudaGraphInstantiate(&e, g, 0);
+        cudaFree(d);
+        cudaGraphLaunch(e, s);
+    });
+    misuse("graph replay writing past an allocation", "written past its end", [] {
+        cudaStream_t s = nullptr;
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t e = nullptr;
+        float *d = device_array<float>(10);
+        cudaStreamCreate(&s);
+        cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+        write_kernel<<<1, 1, 0, s>>>(d, 12);
+        if (cudaStreamEndCapture(s, &g) != cudaSuccess) return;
+        cudaGraphInstantiate(&e, g, 0);
+        cudaGraphLaunch(e, s);
+    });
 }
 
 int main()
@@ -436,6 +795,9 @@ int main()
     test_atomics_and_blocks();
     test_host_api();
     test_sgemm();
+    test_graph_capture_and_replay();
+    test_graph_capture_rules();
+    test_graph_misuse_codes();
     test_misuse();
     if (failures) {
         fprintf(stderr, "selftest: %d check(s) failed\n", failures);

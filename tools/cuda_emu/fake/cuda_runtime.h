@@ -5,7 +5,8 @@
  * tools/cuda_emu/README.md). It covers what flashgpt's cuda/ sources use:
  *  - host API: devices, device memory (host memory with guard zones and a
  *    quarantine for freed blocks), copies, streams and events (all work is
- *    synchronous), errors, function attributes, kernel launches;
+ *    synchronous), errors, function attributes, kernel launches, CUDA graphs
+ *    made by stream capture (recorded, then replayed at cudaGraphLaunch);
  *  - device language: every CUDA thread is a fiber; __syncthreads, __syncwarp
  *    and warp shuffles are rendezvous points checked for divergence; shared
  *    memory is per block and starts as NaN.
@@ -37,11 +38,17 @@ typedef enum cudaError {
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorIllegalState = 401,
     cudaErrorNotReady = 600,
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
     cudaErrorLaunchFailure = 719,
-    cudaErrorNotSupported = 801
+    cudaErrorNotSupported = 801,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureImplicit = 906,
+    cudaErrorCapturedEvent = 907,
+    cudaErrorStreamCaptureWrongThread = 908
 } cudaError_t;
 
 typedef enum cudaMemcpyKind {
@@ -123,7 +130,36 @@ typedef struct cudaLaunchConfig_t {
     unsigned int numAttrs;
 } cudaLaunchConfig_t;
 
+/* CUDA graphs made by stream capture (tools/cuda_emu/graph.cpp). */
+typedef struct CUgraph_st *cudaGraph_t;
+typedef struct CUgraphExec_st *cudaGraphExec_t;
+
+typedef enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2
+} cudaStreamCaptureMode;
+
+typedef enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2
+} cudaStreamCaptureStatus;
+
+typedef enum cudaGraphInstantiateFlags {
+    cudaGraphInstantiateFlagAutoFreeOnLaunch = 1,
+    cudaGraphInstantiateFlagUpload = 2,
+    cudaGraphInstantiateFlagDeviceLaunch = 4,
+    cudaGraphInstantiateFlagUseNodePriority = 8
+} cudaGraphInstantiateFlags;
+
 /* Host API functions ------------------------------------------------------------- */
+
+#ifdef __cplusplus
+#define FG_EMU_DEFAULT_ZERO = 0 /* a default argument, as the toolkit's headers give */
+#else
+#define FG_EMU_DEFAULT_ZERO
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -165,6 +201,15 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
+                                 unsigned long long flags FG_EMU_DEFAULT_ZERO);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t error);
@@ -176,6 +221,7 @@ const char *cudaGetErrorName(cudaError_t error);
 /* Device language (C++ only) -------------------------------------------------------- */
 #ifdef __cplusplus
 
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -274,14 +320,25 @@ void check_global_read(const void *p, size_t bytes, size_t align, const char *wh
 enum pointer_kind { host_pointer, device_pointer, freed_pointer };
 pointer_kind classify_pointer(const void *p);
 
-/* Launches (scheduler.cpp): runs body(ctx) for every thread of every block. */
+/* Launches (scheduler.cpp). */
 struct launch_config {
     const char *name;
     dim3 grid, block;
     size_t smem;
     cudaStream_t stream;
 };
-cudaError_t launch(const launch_config &cfg, const void *kernel, void (*body)(void *), void *ctx);
+/* A kernel with its arguments, held by value: a captured launch keeps it
+ * until the graph is destroyed, so later changes of the caller's variables
+ * do not reach the replay (as with CUDA's kernel nodes). */
+struct kernel_call {
+    virtual ~kernel_call() = default;
+    virtual const void *kernel() const = 0;
+    virtual void check_arguments(const launch_config &cfg) const = 0;
+    virtual void run_thread() const = 0; /* one CUDA thread */
+};
+/* Checks the launch and runs the grid now, or records it when cfg.stream is
+ * capturing. */
+cudaError_t launch(const launch_config &cfg, std::shared_ptr<const kernel_call> call);
 cudaError_t set_dynamic_smem_limit(const void *kernel, int bytes);
 void check_kernel_argument(const launch_config &cfg, int index, const void *p);
 /* Makes `err` the last error (unless it is cudaSuccess) and returns it. */
@@ -295,29 +352,34 @@ template <typename T> inline void check_argument(const launch_config &cfg, int i
         (void)cfg, (void)index, (void)v;
 }
 
-/* Converts the arguments to the kernel's parameter types (as a launch does),
- * checks pointer arguments, and runs the grid. Every thread gets its own
- * copy of the parameters. */
+/* The arguments converted to the kernel's parameter types (as a launch
+ * does); every thread gets its own copy of them. */
+template <typename... P> struct bound_kernel final : kernel_call {
+    void (*fn)(P...);
+    std::tuple<std::decay_t<P>...> params;
+    template <typename... A>
+    explicit bound_kernel(void (*f)(P...), A &&...args) : fn(f), params(std::forward<A>(args)...)
+    {
+    }
+    const void *kernel() const override { return reinterpret_cast<const void *>(fn); }
+    void check_arguments(const launch_config &cfg) const override
+    {
+        std::apply(
+            [&](const auto &...v) {
+                int i = 0;
+                (check_argument(cfg, i++, v), ...);
+                (void)i;
+            },
+            params);
+    }
+    void run_thread() const override { std::apply(fn, params); }
+};
+
 template <typename... P, typename... A>
 cudaError_t launch_kernel(const launch_config &cfg, void (*kernel)(P...), A &&...args)
 {
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong argument count");
-    struct bound {
-        void (*kernel)(P...);
-        std::tuple<std::decay_t<P>...> params;
-    } b{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-    std::apply(
-        [&](const auto &...v) {
-            int i = 0;
-            (check_argument(cfg, i++, v), ...);
-            (void)i;
-        },
-        b.params);
-    auto run = [](void *ctx) {
-        bound *self = static_cast<bound *>(ctx);
-        std::apply(self->kernel, self->params);
-    };
-    return launch(cfg, reinterpret_cast<const void *>(kernel), run, &b);
+    return launch(cfg, std::make_shared<bound_kernel<P...>>(kernel, std::forward<A>(args)...));
 }
 
 /* The translated form of `kernel<<<grid, block, smem, stream>>>(args...)`:
