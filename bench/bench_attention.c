@@ -205,7 +205,7 @@ static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
     if (!sweep) return n;
     if (strcmp(c->kind, "prefill") == 0) {
         for (int i = 0; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_TILED, 0, tiles[i]};
-        tunes[n++] = (bench_tuning){FGI_ATTENTION_MMA, 0, 0};
+        for (int i = 1; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_MMA, 0, tiles[i]};
     } else {
         for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++)
             tunes[n++] = (bench_tuning){FGI_ATTENTION_DECODE, splits[i], 0};

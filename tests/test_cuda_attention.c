@@ -1,8 +1,8 @@
 /* GPU attention (cuda/attention*.cu) against the CPU reference: single-head,
  * flash (every key tile), MHA, GQA/MQA, log-sum-exp, split-KV against one
  * pass for each kernel family, the tensor-core (3xTF32) kernel forced on
- * its head dims, the decoder's strided layout (fused q|k|v
- * projection, KV cache, merged output) and argument checking.
+ * its head dims and with each key tile, the decoder's strided layout (fused
+ * q|k|v projection, KV cache, merged output) and argument checking.
  *
  * Every family runs at least 50 random shapes covering q_len = 1,
  * q_len = kv_len and kv_len >> q_len, lengths that are not tile multiples
@@ -425,6 +425,60 @@ Test(cuda_attention, mma_kernel_random_shapes)
                          (int)t.used_kernel);
             expect_close_dev(out, ref, in.nq, what);
             fg_dev_free(out);
+        }
+        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+    }
+}
+
+/* A length off both mma key tiles (32, 64) and the 64-row query tile. */
+static int length_off_tiles(fg_rng *r, int lo, int hi)
+{
+    int n = fg_rng_int(r, lo, hi);
+    while (n % 32 == 0) n = fg_rng_int(r, lo, hi);
+    return n;
+}
+
+/* The mma kernel with each key tile forced through block_size (32 -> 32,
+ * 64 -> 64, and a random request: 0 is the default tile, below 32 the
+ * smallest, otherwise the largest tile not above it) on every mma head_dim,
+ * GQA, lengths off the tiles, one pass and forced splits (whose key ranges
+ * are whole tiles), with lse. */
+Test(cuda_attention, mma_kernel_every_key_tile)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(114);
+    static const int mma_dims[] = {32, 64, 80, 96, 128};
+    const int n = quick_mode() ? 5 : 15;
+    for (int c = 0; c < n; c++) {
+        shape s;
+        s.d = mma_dims[c % 5];
+        s.n_kv = fg_rng_int(&rng, 1, 2);
+        s.n_q = s.n_kv * fg_rng_int(&rng, 1, 3);
+        s.q_len = length_off_tiles(&rng, 17, quick_mode() ? 100 : 200);
+        s.kv_len = s.q_len + length_off_tiles(&rng, 1, c % 2 ? 300 : 90);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        const size_t n_rows = (size_t)s.n_q * s.q_len;
+        float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+        const int requests[] = {32, 64, c % 3 == 0 ? 0 : fg_rng_int(&rng, 1, 130)};
+        for (int r = 0; r < 3; r++) {
+            const int want = r == (c % 3) ? fg_rng_int(&rng, 2, 5) : 1;
+            char what[260];
+            describe(what, sizeof what, "mma key tile", c, s);
+            snprintf(what + strlen(what), sizeof what - strlen(what), ", block_size %d, %d splits",
+                     requests[r], want);
+            float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+            fgi_attention_args a = contiguous_args(out, lse, &in, s);
+            a.block_size = requests[r];
+            fgi_attention_tuning t = {FGI_ATTENTION_MMA, want, FGI_ATTENTION_AUTO, 0};
+            expect_ok(run_tuned(&a, &t, NULL, 0), what);
+            cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
+                         (int)t.used_kernel);
+            if (want == 1) cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
+            expect_close_dev(out, ref, in.nq, what);
+            strcat(what, " lse");
+            expect_close_dev(lse, ref_lse, n_rows, what);
+            fg_dev_free(out), fg_dev_free(lse);
         }
         fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
     }
