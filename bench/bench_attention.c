@@ -160,7 +160,9 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
              check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
     }
     const size_t ws_bytes = fgi_cuda_attention_workspace_bound(n_q, c->S, c->kv, c->D);
-    if (ok && ws_bytes > 0) ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace");
+    if (ok && ws_bytes > 0)
+        ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace") &&
+             check(fg_cuda_memset(workspace, 0, ws_bytes), "zero workspace");
     ok = ok && check_cuda(cudaEventCreate(&start), "event") && check_cuda(cudaEventCreate(&stop), "event");
     for (int i = 0; i < n_tunes; i++)
         medians[i] = ok ? time_tuning(c, &tunes[i], sets, n_sets, workspace, ws_bytes, start, stop,

@@ -38,12 +38,14 @@
 
 namespace {
 
-constexpr int kMaxSplits = 128;
+constexpr int kMaxSplits = FGI_MAX_SPLITS;
 /* At most this many (split, query row) partial rows: bounds the workspace
  * (about 17 MB at head_dim 128) whatever the GPU size. */
 constexpr long long kSplitRowBudget = 32768;
-/* Automatic splits keep at least this many keys each. */
+/* Automatic splits keep at least this many keys each (decode: more, so
+ * that a block's cp.async ring runs several stages). */
 constexpr int kMinSplitKeys = 64;
+constexpr int kDecodeMinSplitKeys = 128;
 /* Query rows per KV head up to which the decode kernel is chosen. */
 constexpr long long kDecodeMaxRows = 16;
 /* Key positions are int; keeping kv_len this far below INT_MAX lets the
@@ -194,9 +196,17 @@ long long wanted_splits(const fgi_attn_problem &p, const kernel_choice &c, int r
     if (request > 0) {
         want = request;
         if (want > ceil_div_ll(p.kv_len, granule)) want = ceil_div_ll(p.kv_len, granule);
+    } else if (c.kernel == FGI_ATTENTION_DECODE) {
+        /* Memory-bound: as many splits as fill one wave of resident blocks,
+         * never more (H100 sweep in bench/RESULTS.md: 1.3 waves ran 20%
+         * slower than one; single-wave plans were within a few % of the
+         * best for every case). */
+        const long long resident = (long long)sm_count * fgi_decode_blocks_per_sm(p);
+        want = resident / blocks_per_split(p, c);
+        const long long by_keys = p.kv_len / kDecodeMinSplitKeys;
+        if (want > by_keys) want = by_keys;
     } else {
         const long long blocks = blocks_per_split(p, c);
-        /* The memory-bound decode kernel wants more blocks in flight. */
         const long long target = (long long)sm_count * 2;
         want = blocks < sm_count ? ceil_div_ll(target, blocks) : 1;
         const long long by_keys = p.kv_len / kMinSplitKeys;
@@ -210,11 +220,15 @@ long long wanted_splits(const fgi_attn_problem &p, const kernel_choice &c, int r
 
 size_t split_bytes_per_row(int head_dim) { return sizeof(float) * ((size_t)head_dim + 2); }
 
-/* Points the partial arrays into a 16-byte aligned workspace. */
-void place_partials(fgi_attn_problem *p, void *workspace)
+/* Points the partial arrays into a 16-byte aligned workspace, after its
+ * merge counters (a fixed region, so calls of any size never overlap it). */
+void place_partials(fgi_attn_problem *p, void *workspace, long long blocks_per_split,
+                    fgi_attention_kernel kernel)
 {
     const long long rows = (long long)p->n_splits * p->n_q_head * p->q_len;
-    p->part_o = static_cast<float *>(workspace);
+    if (kernel == FGI_ATTENTION_DECODE && blocks_per_split <= FGI_SPLIT_COUNTERS)
+        p->split_counters = static_cast<int *>(workspace);
+    p->part_o = reinterpret_cast<float *>(static_cast<char *>(workspace) + FGI_SPLIT_COUNTER_BYTES);
     p->part_m = p->part_o + rows * p->head_dim;
     p->part_l = p->part_m + rows;
 }
@@ -262,7 +276,7 @@ fg_status launch_all(const char *fn, const fgi_attn_problem &p, const kernel_cho
                      cudaStream_t stream)
 {
     FG_TRY(launch_main(fn, p, c, stream));
-    if (p.n_splits > 1) FG_TRY(fgi_launch_combine(fn, p, stream));
+    if (p.n_splits > 1 && p.split_counters == nullptr) FG_TRY(fgi_launch_combine(fn, p, stream));
     return FG_OK;
 }
 
@@ -305,7 +319,7 @@ extern "C" size_t fgi_cuda_attention_workspace_bound(int n_q_head, int max_q_len
     const long long rows = (long long)n_q_head * max_q_len;
     const long long part_rows =
         rows >= kSplitRowBudget / splits ? kSplitRowBudget : rows * splits;
-    return (size_t)part_rows * split_bytes_per_row(head_dim) + 16;
+    return FGI_SPLIT_COUNTER_BYTES + (size_t)part_rows * split_bytes_per_row(head_dim) + 16;
 }
 
 extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attention_args *a,
@@ -345,20 +359,24 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
     if (want > 1 && workspace != nullptr) {
         const uintptr_t at = ((uintptr_t)workspace + 15u) & ~(uintptr_t)15u;
         const size_t lost = at - (uintptr_t)workspace;
-        const size_t usable = workspace_bytes > lost ? workspace_bytes - lost : 0;
+        size_t usable = workspace_bytes > lost ? workspace_bytes - lost : 0;
+        usable = usable > FGI_SPLIT_COUNTER_BYTES ? usable - FGI_SPLIT_COUNTER_BYTES : 0;
         if ((size_t)want > usable / per_split) want = (long long)(usable / per_split);
         workspace = (void *)at;
     }
     set_splits(&p, want, granule);
     if (p.n_splits > 1 && workspace == nullptr) {
-        if (cudaMallocAsync(&scratch, per_split * p.n_splits, stream) != cudaSuccess) {
+        if (cudaMallocAsync(&scratch, FGI_SPLIT_COUNTER_BYTES + per_split * p.n_splits, stream) !=
+                cudaSuccess ||
+            cudaMemsetAsync(scratch, 0, FGI_SPLIT_COUNTER_BYTES, stream) != cudaSuccess) {
             (void)cudaGetLastError(); /* no pool or no memory: run unsplit instead */
+            if (scratch != nullptr) (void)cudaFreeAsync(scratch, stream);
             scratch = nullptr;
             set_splits(&p, 1, granule);
         }
         workspace = scratch;
     }
-    if (p.n_splits > 1) place_partials(&p, workspace);
+    if (p.n_splits > 1) place_partials(&p, workspace, blocks_per_split(p, choice), choice.kernel);
 
     fg_status st = launch_all(fn, p, choice, stream);
     if (scratch != nullptr) {

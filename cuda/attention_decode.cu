@@ -49,6 +49,53 @@ __device__ __forceinline__ void load_stage_async(float *stage, const float *k_he
     }
 }
 
+/* Run by the last block of a (KV head, row chunk) column to finish: merges
+ * every split's partial of its rows into the output and the log-sum-exp,
+ * with the arithmetic of combine_splits_kernel. The partials of other
+ * blocks are read through L2 (__ldcg: L1 is not coherent); the maxima and
+ * sums go to shared memory first (stats: 2 * RB * n_splits floats) so that
+ * every load of a phase is in flight at once. */
+template <int RB>
+__device__ void merge_column(const fgi_attn_problem &p, int kv_head, int m0, int rows,
+                             float *stats)
+{
+    const int D = p.head_dim, F = D / 4, S = p.n_splits;
+    float *m_s = stats, *l_s = stats + RB * S; /* (RB, n_splits) each */
+    for (int idx = threadIdx.x; idx < RB * S; idx += FGI_ATTN_THREADS) {
+        const int r = idx / S, s = idx % S, m = min(m0 + r, rows - 1);
+        const long long part =
+            fgi_part_row(p, s, kv_head * p.group + m / p.q_len, m % p.q_len);
+        m_s[idx] = __ldcg(p.part_m + part);
+        l_s[idx] = __ldcg(p.part_l + part);
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < RB * F; idx += FGI_ATTN_THREADS) {
+        const int r = idx / F, f = idx % F, m = m0 + r;
+        if (m >= rows) continue;
+        const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
+        float big = -INFINITY;
+        for (int s = 0; s < S; s++) big = fmaxf(big, m_s[r * S + s]);
+        const float base = fgi_exp_base(big);
+        float sum = 0.0f;
+        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 16
+        for (int s = 0; s < S; s++) {
+            const float wt = exp2f(m_s[r * S + s] - base);
+            const float4 os = __ldcg(
+                reinterpret_cast<const float4 *>(p.part_o + fgi_part_row(p, s, h, i) * D) + f);
+            sum = fmaf(wt, l_s[r * S + s], sum);
+            o.x = fmaf(wt, os.x, o.x);
+            o.y = fmaf(wt, os.y, o.y);
+            o.z = fmaf(wt, os.z, o.z);
+            o.w = fmaf(wt, os.w, o.w);
+        }
+        reinterpret_cast<float4 *>(p.out + h * p.out_head_stride + i * p.out_row_stride)[f] =
+            fgi_scale4(o, 1.0f / sum);
+        if (f == 0 && p.lse != nullptr)
+            p.lse[(long long)h * p.q_len + i] = big * FGI_LN2 + logf(sum);
+    }
+}
+
 /* C: float4 per lane per head row (head_dim <= 128*C); RB: packed rows. */
 template <int C, int RB>
 __global__ void __launch_bounds__(FGI_ATTN_THREADS)
@@ -226,6 +273,25 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
             }
         }
     }
+
+    /* Split-KV without a combine launch: each block publishes its partials
+     * (fence, then a ticket); the column's last block merges them all and
+     * zeroes the counter for the next launch. */
+    if (p.n_splits > 1 && p.split_counters != nullptr) {
+        __shared__ int merge_here[1];
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const int done = atomicAdd(p.split_counters + blockIdx.x, 1);
+            merge_here[0] = done == p.n_splits - 1;
+            if (merge_here[0]) p.split_counters[blockIdx.x] = 0;
+        }
+        __syncthreads();
+        if (merge_here[0]) {
+            __threadfence();
+            merge_column<RB>(p, kv_head, m0, rows, fgi_attention_smem()); /* ring is free */
+        }
+    }
 }
 
 /* A block per query row: the split weights exp2(m_s - max) once in shared
@@ -233,7 +299,9 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
  * in flight) and divides by the weighted sum of the partial sums. */
 __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const fgi_attn_problem p)
 {
-    float *weight = fgi_attention_smem(); /* (n_splits) */
+    /* Padded: the unrolled split loop below may load a few weights ahead
+     * (compute-sanitizer saw 12-byte reads past an n_splits-sized array). */
+    __shared__ float weight[FGI_MAX_SPLITS + 8];
     __shared__ float row_stats[2]; /* max, sum */
     const long long rows = (long long)p.n_q_head * p.q_len;
     const long long row = blockIdx.x;
@@ -268,13 +336,16 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
     if (threadIdx.x == 0 && p.lse != nullptr) p.lse[row] = row_stats[0] * FGI_LN2 + logf(row_stats[1]);
 }
 
-/* The ring, or the warp merge after it, whichever is larger. */
+/* The ring, or the warp merge or the split merge after it, whichever is
+ * largest. */
 template <int C, int RB>
 size_t decode_smem_bytes(int head_dim)
 {
     const size_t ring = (size_t)DecodeRing<C>::STAGES * 2 * kStageKeys * head_dim;
     const size_t merge = (size_t)kWarps * RB * (head_dim + 2);
-    return sizeof(float) * (ring > merge ? ring : merge);
+    const size_t stats = (size_t)2 * RB * FGI_MAX_SPLITS; /* merge_column */
+    const size_t most = ring > merge ? ring : merge;
+    return sizeof(float) * (most > stats ? most : stats);
 }
 
 /* Rows per block for this problem: the group's rows rounded up to a power
@@ -294,7 +365,8 @@ fg_status launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t 
     const int chunks = (int)(((long long)p.group * p.q_len + RB - 1) / RB);
     const size_t smem = decode_smem_bytes<C, RB>(p.head_dim);
     void (*kernel)(fgi_attn_problem, int) = decode_attention_kernel<C, RB>;
-    if (smem > 48 * 1024)
+    /* Static shared memory (the merge flag) counts against the same 48 KiB. */
+    if (smem + 64 > 48 * 1024)
         FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem));
     cudaLaunchConfig_t cfg = {};
@@ -332,6 +404,16 @@ long long fgi_decode_blocks(const fgi_attn_problem &p)
     return (long long)p.n_kv_head * ((rows + rb - 1) / rb);
 }
 
+int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
+{
+    /* The largest instantiation's footprint for this head_dim (RB = 8 or 4),
+     * plus the 1 KiB the hardware reserves per block, in 228 KiB. */
+    const size_t smem = p.head_dim <= 128 ? decode_smem_bytes<1, 8>(p.head_dim)
+                                          : decode_smem_bytes<2, 4>(p.head_dim);
+    const size_t fit = (size_t)228 * 1024 / (smem + 1024);
+    return fit < 1 ? 1 : fit > 4 ? 4 : (int)fit;
+}
+
 fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
 {
     if (p.head_dim % 4 != 0 || p.head_dim > 256)
@@ -347,7 +429,7 @@ fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p, cudaStre
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)rows, 1, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
-    cfg.dynamicSmemBytes = sizeof(float) * (size_t)p.n_splits;
+    cfg.dynamicSmemBytes = 0;
     cfg.stream = stream;
     void (*kernel)(fgi_attn_problem) = combine_splits_kernel;
     FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));

@@ -39,7 +39,9 @@ typedef struct {
 } fgi_attention_args;
 
 /* Device scratch bytes enough for any call with at most these sizes (the
- * split-KV partials); the decoder allocates this once at creation. */
+ * split-KV partials and the decode kernel's merge counters). The decoder
+ * allocates this once. A workspace must be zero-filled once when it is
+ * allocated: the counters at its start are left at zero by every call. */
 size_t fgi_cuda_attention_workspace_bound(int n_q_head, int max_q_len,
                                           int max_kv_len, int head_dim);
 

@@ -32,6 +32,11 @@ struct fgi_attn_problem {
      * with it the kernel derives kv_len, shift and keys_per_split itself. */
     const int *kv_len_dev;
     int split_granule; /* keys_per_split is a multiple of this */
+    /* Decode kernel with splits: one zeroed int per block of a split (grid
+     * x). The last block of a column to finish merges all the column's
+     * splits itself and resets its int, so no combine launch follows; NULL:
+     * combine_splits merges. */
+    int *split_counters;
     /* Split-KV partials, row index (split*n_q_head + h)*q_len + i: */
     float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
     float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */
@@ -39,6 +44,11 @@ struct fgi_attn_problem {
 };
 
 #define FGI_LN2 0.693147180559945309f
+/* Most key splits of one call. */
+#define FGI_MAX_SPLITS 128
+/* Counters at the start of every attention workspace (decode merging). */
+#define FGI_SPLIT_COUNTERS 4096
+#define FGI_SPLIT_COUNTER_BYTES (FGI_SPLIT_COUNTERS * 4)
 #define FGI_ATTN_THREADS 128 /* every attention kernel runs 4 warps per block */
 
 /* The block's dynamic shared memory (sized at launch), 16-byte aligned. */
@@ -140,6 +150,8 @@ fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p,
                             cudaStream_t stream);
 /* Blocks of the decode kernel per split (kv heads x row chunks). */
 long long fgi_decode_blocks(const fgi_attn_problem &p);
+/* Decode blocks resident per SM, by shared memory (at most 4). */
+int fgi_decode_blocks_per_sm(const fgi_attn_problem &p);
 
 /* Generic kernel (any head_dim <= FGI_GENERIC_MAX_HEAD_DIM): a warp per row. */
 #define FGI_GENERIC_MAX_HEAD_DIM 1024

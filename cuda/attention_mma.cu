@@ -31,9 +31,9 @@ namespace {
 constexpr int kWarps = FGI_ATTN_THREADS / 32;
 constexpr int kWarpRows = 16; /* query rows per warp (the mma's M) */
 
-/* Key tile when the caller asks for none (as before the tile became a
- * choice; the H100 sweep decides): 32 at head_dim 128, 64 elsewhere. */
-constexpr int default_key_tile(int head_dim) { return head_dim >= 128 ? 32 : 64; }
+/* Key tile when the caller asks for none: 64 (H100 sweep of 2026-11-26 in
+ * bench/RESULTS.md: 64 beat 32 by 3% at head_dim 64, 3-7% at 128). */
+constexpr int default_key_tile(int head_dim) { return head_dim > 0 ? 64 : 0; }
 
 /* Blocks per SM that ptxas's register cap (__launch_bounds__) aims for,
  * per (D, BN): the most that fit shared memory (227 KiB per SM on the

@@ -259,6 +259,13 @@ static fg_status ensure_attention_workspace(const char *fn, fg_cuda_model *m, in
     }
     void *p;
     FG_TRY(cuda_alloc(fn, &p, bytes, "the attention workspace"));
+    const cudaError_t zeroed = cudaMemset(p, 0, bytes); /* the workspace contract */
+    if (zeroed != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaFree(p);
+        return fg_fail(FG_ERR_CUDA, "%s: cudaMemset of the attention workspace failed: %s", fn,
+                       cudaGetErrorString(zeroed));
+    }
     if (m->attn_ws != NULL) {
         cudaError_t err = cudaStreamSynchronize(m->stream); /* old one may be in use */
         if (err != cudaSuccess) {

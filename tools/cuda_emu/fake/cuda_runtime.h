@@ -484,6 +484,13 @@ template <typename T> static inline T __ldg(const T *p)
     return *p;
 }
 
+/* Loads cached in L2 only (written by other blocks of the same launch). */
+template <typename T> static inline T __ldcg(const T *p)
+{
+    fg_emu::check_global_read(p, sizeof(T), alignof(T), "__ldcg");
+    return *p;
+}
+
 /* Atomics: fibers never run at the same time, so plain read-modify-writes. */
 template <typename T> static inline T atomicAdd(T *p, T v)
 {
