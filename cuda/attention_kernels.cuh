@@ -17,6 +17,8 @@
 
 #include <math.h>
 
+#include <type_traits>
+
 struct fgi_attn_problem {
     float *out;
     long long out_head_stride, out_row_stride;
@@ -119,6 +121,18 @@ __device__ __forceinline__ float fgi_dot4(float4 a, float4 b, float acc)
     acc = fmaf(a.y, b.y, acc);
     acc = fmaf(a.z, b.z, acc);
     return fmaf(a.w, b.w, acc);
+}
+
+/* Host dispatch from a run-time head_dim to a kernel family's compile-time
+ * instantiations: calls body(std::integral_constant<int, D>()) for the D of
+ * Ds equal to head_dim and returns its result; `none` when none matches. */
+template <int... Ds, typename R, typename Body>
+R fgi_for_head_dim(int head_dim, R none, Body body)
+{
+    R result = none;
+    (void)((head_dim == Ds ? (result = body(std::integral_constant<int, Ds>()), true) : false) ||
+           ...);
+    return result;
 }
 
 /* Launchers (host). Each checks its launch and returns FG_ERR_CUDA on

@@ -325,29 +325,19 @@ int fgi_tiled_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 
 size_t fgi_tiled_smem_bytes(int head_dim, int key_tile)
 {
-    switch (head_dim) {
-    case 32: return smem_for_tile<32>(key_tile);
-    case 64: return smem_for_tile<64>(key_tile);
-    case 80: return smem_for_tile<80>(key_tile);
-    case 96: return smem_for_tile<96>(key_tile);
-    case 128: return smem_for_tile<128>(key_tile);
-    case 256: return smem_for_tile<256>(key_tile);
-    default: return 0;
-    }
+    return fgi_for_head_dim<32, 64, 80, 96, 128, 256>(
+        head_dim, (size_t)0, [&](auto d) { return smem_for_tile<decltype(d)::value>(key_tile); });
 }
 
 fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_tile,
                            cudaStream_t stream)
 {
-    switch (p.head_dim) {
-    case 32: return launch_tile<32>(fn, p, key_tile, stream);
-    case 64: return launch_tile<64>(fn, p, key_tile, stream);
-    case 80: return launch_tile<80>(fn, p, key_tile, stream);
-    case 96: return launch_tile<96>(fn, p, key_tile, stream);
-    case 128: return launch_tile<128>(fn, p, key_tile, stream);
-    case 256: return launch_tile<256>(fn, p, key_tile, stream);
-    default:
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d", fn,
-                       p.head_dim);
-    }
+    bool known = false;
+    const fg_status st = fgi_for_head_dim<32, 64, 80, 96, 128, 256>(p.head_dim, FG_OK, [&](auto d) {
+        known = true;
+        return launch_tile<decltype(d)::value>(fn, p, key_tile, stream);
+    });
+    return known ? st
+                 : fg_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d",
+                           fn, p.head_dim);
 }

@@ -332,6 +332,27 @@ Test(cuda_attention, gqa_lse_matches_double_log_sum_exp)
 /* Each kernel family that can serve a shape runs in one pass and with the
  * keys split across blocks; both must match the reference (output and
  * lse), and the split must really have happened. */
+/* Runs one forced (kernel, splits) request into fresh poisoned outputs and
+ * checks what ran, the output and the lse; `what` gets " lse" appended. */
+static void run_forced(const inputs *in, shape s, fgi_attention_kernel kernel, int want,
+                       const float *ref, const float *ref_lse, char *what)
+{
+    const size_t n_rows = (size_t)s.n_q * s.q_len;
+    float *out = fg_dev_poisoned(in->nq), *lse = fg_dev_poisoned(n_rows);
+    fgi_attention_args a = contiguous_args(out, lse, in, s);
+    fgi_attention_tuning t = {kernel, want, FGI_ATTENTION_AUTO, 0};
+    expect_ok(run_tuned(&a, &t, NULL, 0), what);
+    cr_assert_eq(t.used_kernel, kernel, "%s: ran kernel %d", what, (int)t.used_kernel);
+    if (want == 1)
+        cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
+    else if (s.kv_len > 64 && 2 * n_rows <= 16384)
+        cr_assert(t.used_splits >= 2, "%s: ran %d splits", what, t.used_splits);
+    expect_close_dev(out, ref, in->nq, what);
+    strcat(what, " lse");
+    expect_close_dev(lse, ref_lse, n_rows, what);
+    fg_dev_free(out), fg_dev_free(lse);
+}
+
 Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
 {
     fg_require_gpu();
@@ -341,7 +362,6 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
         const shape s = make_shape(&rng, c, ratios[c % 5]);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        const size_t n_rows = (size_t)s.n_q * s.q_len;
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
         const fgi_attention_kernel kernels[] = {FGI_ATTENTION_TILED, FGI_ATTENTION_DECODE,
                                                 FGI_ATTENTION_GENERIC, FGI_ATTENTION_MMA};
@@ -355,19 +375,7 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
                 const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
                 snprintf(what + strlen(what), sizeof what - strlen(what), " kernel %d, %d splits",
                          (int)kernels[kk], want);
-                float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
-                fgi_attention_args a = contiguous_args(out, lse, &in, s);
-                fgi_attention_tuning t = {kernels[kk], want, FGI_ATTENTION_AUTO, 0};
-                expect_ok(run_tuned(&a, &t, NULL, 0), what);
-                cr_assert_eq(t.used_kernel, kernels[kk], "%s: ran kernel %d", what, (int)t.used_kernel);
-                if (!split)
-                    cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
-                else if (s.kv_len > 64 && 2 * n_rows <= 16384)
-                    cr_assert(t.used_splits >= 2, "%s: ran %d splits", what, t.used_splits);
-                expect_close_dev(out, ref, in.nq, what);
-                strcat(what, " lse");
-                expect_close_dev(lse, ref_lse, n_rows, what);
-                fg_dev_free(out), fg_dev_free(lse);
+                run_forced(&in, s, kernels[kk], want, ref, ref_lse, what);
             }
         }
         fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
@@ -392,27 +400,13 @@ Test(cuda_attention, mma_kernel_random_shapes)
         const shape s = make_shape(&rng, cm, ratios[(c + c / 5) % 5]);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        const size_t n_rows = (size_t)s.n_q * s.q_len;
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
         for (int split = 0; split < 2; split++) {
             char what[260];
             describe(what, sizeof what, "mma", c, s);
             const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
             snprintf(what + strlen(what), sizeof what - strlen(what), ", %d splits", want);
-            float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
-            fgi_attention_args a = contiguous_args(out, lse, &in, s);
-            fgi_attention_tuning t = {FGI_ATTENTION_MMA, want, FGI_ATTENTION_AUTO, 0};
-            expect_ok(run_tuned(&a, &t, NULL, 0), what);
-            cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
-                         (int)t.used_kernel);
-            if (!split)
-                cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
-            else if (s.kv_len > 64 && 2 * n_rows <= 16384)
-                cr_assert(t.used_splits >= 2, "%s: ran %d splits", what, t.used_splits);
-            expect_close_dev(out, ref, in.nq, what);
-            strcat(what, " lse");
-            expect_close_dev(lse, ref_lse, n_rows, what);
-            fg_dev_free(out), fg_dev_free(lse);
+            run_forced(&in, s, FGI_ATTENTION_MMA, want, ref, ref_lse, what);
         }
         if ((long long)(s.n_q / s.n_kv) * s.q_len > 16) {
             char what[220];

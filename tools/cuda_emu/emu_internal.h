@@ -94,4 +94,17 @@ bool in_kernel();
 
 } // namespace fg_emu
 
+/* Every API function: lock, check for a device, run, record the error
+ * (after `using namespace fg_emu`). */
+#define EMU_API_BEGIN                                                                              \
+    std::lock_guard<std::recursive_mutex> emu_lock_(api_lock());                                   \
+    if (!device_present()) return record_error(cudaErrorNoDevice)
+#define EMU_STREAM_CHECK(fn, s)                                                                    \
+    do {                                                                                           \
+        if (!valid_stream(s)) {                                                                    \
+            note("%s: invalid stream handle %p", fn, (void *)(s));                                 \
+            return record_error(cudaErrorInvalidResourceHandle);                                   \
+        }                                                                                          \
+    } while (0)
+
 #endif /* FG_EMU_INTERNAL_H */
