@@ -308,6 +308,24 @@ fg_status run_contiguous(const char *fn, float *out, float *lse, const float *q,
 
 } // namespace
 
+fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attn_problem),
+                                 const char *kernel_name, size_t smem, int rows_per_block,
+                                 const fgi_attn_problem &p, cudaStream_t stream)
+{
+    if (smem > 48 * 1024)
+        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem));
+    const long long blocks = (long long)p.n_q_head * ceil_div_ll(p.q_len, rows_per_block);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)blocks, (unsigned)p.n_splits, 1);
+    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FG_CUDA_LAUNCHED(fn, kernel_name);
+    return FG_OK;
+}
+
 extern "C" size_t fgi_cuda_attention_workspace_bound(int n_q_head, int max_q_len,
                                                      int max_kv_len, int head_dim)
 {

@@ -138,6 +138,13 @@ R fgi_for_head_dim(int head_dim, R none, Body body)
 /* Launchers (host). Each checks its launch and returns FG_ERR_CUDA on
  * failure; the problem is already validated and its splits chosen. */
 
+/* The launch of the query-tile kernels (tiled, mma): a block per
+ * rows_per_block query rows of each head (grid x), the key splits in grid y,
+ * `smem` dynamic shared bytes (the opt-in limit raised above 48 KiB). */
+fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attn_problem),
+                                 const char *kernel_name, size_t smem, int rows_per_block,
+                                 const fgi_attn_problem &p, cudaStream_t stream);
+
 /* Tiled flash kernel: head_dim 32, 64, 80, 96, 128 or 256; key tile
  * key_tile (16, 32 or 64; 64 not for head_dim 256). */
 fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_tile,

@@ -305,21 +305,8 @@ constexpr size_t smem_bytes()
 template <int D, int BN>
 fg_status launch(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
 {
-    using S = MmaShape<D, BN>;
-    const size_t smem = smem_bytes<D, BN>();
-    void (*kernel)(fgi_attn_problem) = mma_attention_kernel<D, BN>;
-    if (smem > 48 * 1024)
-        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem));
-    const long long blocks = (long long)p.n_q_head * ((p.q_len + S::BM - 1) / S::BM);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)blocks, (unsigned)p.n_splits, 1);
-    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
-    FG_CUDA_LAUNCHED(fn, "mma_attention_kernel");
-    return FG_OK;
+    return fgi_launch_query_tiles(fn, mma_attention_kernel<D, BN>, "mma_attention_kernel",
+                                  smem_bytes<D, BN>(), MmaShape<D, BN>::BM, p, stream);
 }
 
 template <int D>
