@@ -19,9 +19,12 @@
  *  - generic (cuda/attention_generic.cu) for the rest (head_dim % 4 != 0 or
  *    above 256, rows not 16-byte aligned).
  * When the blocks of a call would not fill the GPU (SM count queried per
- * call), the keys are split across blocks and combine_splits merges the
- * partials; splits need workspace (the caller's, else stream-ordered
- * scratch taken and released by the call).
+ * call), the keys are split across blocks: the decode kernel's splits are
+ * merged by the last block of each column (counters at the start of the
+ * workspace), the other kernels' by combine_splits. Splits need workspace
+ * (the caller's, zero-filled once, else stream-ordered scratch taken,
+ * zeroed and released by the call). With a device key count
+ * (kv_len_dev, the decoder's captured graph) only the decode kernel runs.
  *
  * flash block_size: the tiled kernel's key tile is the largest supported
  * size (16, 32, 64; head_dim 256: 16, 32) not above block_size, or the
