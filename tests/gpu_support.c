@@ -1,6 +1,7 @@
 /* GPU test support (see gpu_support.h). */
 #include "gpu_support.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define GUARD_FLOATS 64
@@ -86,3 +87,9 @@ void fg_dev_assert_guard(const float *dev, size_t n, const char *what)
 }
 
 void fg_dev_free(void *dev) { check(fg_cuda_free(dev), "fg_cuda_free"); }
+
+int fg_test_quick(void)
+{
+    const char *env = getenv("FG_TEST_QUICK");
+    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
+}

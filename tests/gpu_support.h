@@ -9,6 +9,10 @@
 /* Skips the current test, visibly, when no usable GPU is present. */
 void fg_require_gpu(void);
 
+/* FG_TEST_QUICK set (and not "0"): GPU tests run fewer, smaller cases (the
+ * compute-sanitizer runs of scripts/gpu-check, the emulated CI stage). */
+int fg_test_quick(void);
+
 /* A call refused for its arguments: FG_ERR_INVALID_ARG naming `needle` in a
  * CUDA build (arguments are checked before any device access), and
  * FG_ERR_UNSUPPORTED ("without CUDA") in a build without CUDA. */

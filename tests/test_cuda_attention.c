@@ -33,17 +33,11 @@ static const int head_dims[] = {32, 64, 80, 96, 128, 256, 8, 40, 72, 16, 12, 3, 
 static const int lengths[] = {1, 2, 3, 17, 31, 33, 63, 64, 65, 127, 129, 200, 1000};
 #define N_LENGTHS ((int)(sizeof lengths / sizeof lengths[0]))
 
-static int quick_mode(void)
-{
-    const char *env = getenv("FG_TEST_QUICK");
-    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
-}
-
-static int n_cases(void) { return quick_mode() ? 6 : 50; }
+static int n_cases(void) { return fg_test_quick() ? 6 : 50; }
 
 /* Upper bound on n_q_head * q_len * kv_len * head_dim per case, which keeps
  * the double-precision reference cheap. */
-static double case_budget(void) { return quick_mode() ? 2e6 : 3e7; }
+static double case_budget(void) { return fg_test_quick() ? 2e6 : 3e7; }
 
 typedef struct {
     int n_q, n_kv, q_len, kv_len, d;
@@ -442,13 +436,13 @@ Test(cuda_attention, mma_kernel_every_key_tile)
     fg_require_gpu();
     fg_rng rng = fg_rng_make(114);
     static const int mma_dims[] = {32, 64, 80, 96, 128};
-    const int n = quick_mode() ? 5 : 15;
+    const int n = fg_test_quick() ? 5 : 15;
     for (int c = 0; c < n; c++) {
         shape s;
         s.d = mma_dims[c % 5];
         s.n_kv = fg_rng_int(&rng, 1, 2);
         s.n_q = s.n_kv * fg_rng_int(&rng, 1, 3);
-        s.q_len = length_off_tiles(&rng, 17, quick_mode() ? 100 : 200);
+        s.q_len = length_off_tiles(&rng, 17, fg_test_quick() ? 100 : 200);
         s.kv_len = s.q_len + length_off_tiles(&rng, 1, c % 2 ? 300 : 90);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
@@ -489,14 +483,14 @@ Test(cuda_attention, decode_splits_automatically)
     size_t total = 0;
     cr_assert_eq(fg_cuda_device_info(name, sizeof name, &sm_count, &total), FG_OK, "%s",
                  fg_last_error());
-    const int n = quick_mode() ? 3 : 12;
+    const int n = fg_test_quick() ? 3 : 12;
     for (int c = 0; c < n; c++) {
         shape s;
         s.d = (const int[]){128, 64, 96, 256, 40, 8}[c % 6];
         s.n_kv = fg_rng_int(&rng, 1, 2);
         s.n_q = s.n_kv * (const int[]){4, 1, 8, 2}[c % 4];
         s.q_len = fg_rng_int(&rng, 1, 2);
-        s.kv_len = quick_mode() ? fg_rng_int(&rng, 200, 600) : fg_rng_int(&rng, 1500, 5000);
+        s.kv_len = fg_test_quick() ? fg_rng_int(&rng, 200, 600) : fg_rng_int(&rng, 1500, 5000);
         char what[220];
         describe(what, sizeof what, "auto decode", c, s);
         inputs in;
@@ -620,7 +614,7 @@ Test(cuda_attention, unaligned_pointers)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(109);
-    const int n = quick_mode() ? 4 : 12;
+    const int n = fg_test_quick() ? 4 : 12;
     for (int c = 0; c < n; c++) {
         shape s = make_shape(&rng, c, c % 2 ? 2 : 1);
         char what[200];
@@ -654,7 +648,7 @@ Test(cuda_attention, large_scores_stay_finite)
 {
     fg_require_gpu();
     fg_rng rng = fg_rng_make(110);
-    const int n = quick_mode() ? 4 : 12;
+    const int n = fg_test_quick() ? 4 : 12;
     for (int c = 0; c < n; c++) {
         shape s = make_shape(&rng, c, c % 3 ? 4 : 1);
         char what[200];

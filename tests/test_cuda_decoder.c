@@ -28,12 +28,6 @@
 #define RTOL 1e-4
 #define L2 1e-5
 
-static int quick_mode(void)
-{
-    const char *env = getenv("FG_TEST_QUICK");
-    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
-}
-
 static void ok(fg_status st, const char *what)
 {
     cr_assert(st == FG_OK, "%s: %s: %s (seed %llu)", what, fg_status_str(st),
@@ -86,7 +80,7 @@ static int make_cases(decoder_case *cases)
     cases[n++] = (decoder_case){"llama MQA, untied, d 64", llama(3, 256, 4, 1, 300, 0, 97, 64), 1};
     cases[n++] = (decoder_case){"llama GQA 2/1, flash block 32, d 96",
                                 llama(2, 192, 2, 1, 500, 32, 103, 64), 0};
-    if (quick_mode()) {
+    if (fg_test_quick()) {
         static const int keep[] = {0, 3, 4, 7, 9}; /* increasing: copies never clobber */
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
@@ -159,7 +153,7 @@ Test(cuda_decoder, prefill_then_decode_matches_reference)
     const int n_cases = make_cases(cases);
     const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8}, quick_chunks[] = {7, 1, 3, 1};
     for (int i = 0; i < n_cases; i++) {
-        if (quick_mode())
+        if (fg_test_quick())
             compare_forwards(&cases[i], &rng, quick_chunks, 4, 8, 30, 0);
         else
             compare_forwards(&cases[i], &rng, chunks, (int)(sizeof chunks / sizeof *chunks), 8,
@@ -174,40 +168,28 @@ Test(cuda_decoder, forward_last_matches_reference)
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     const int chunks[] = {6, 1, 1, 4, 1};
-    const int n_chunks = quick_mode() ? 3 : (int)(sizeof chunks / sizeof *chunks);
+    const int n_chunks = fg_test_quick() ? 3 : (int)(sizeof chunks / sizeof *chunks);
     for (int i = 0; i < n_cases; i++)
         compare_forwards(&cases[i], &rng, chunks, n_chunks, 6, 20, 1);
 }
 
-/* One decode step on both paths (fg_*_forward_last, T = 1), compared. */
-static void step_both(const decoder_case *c, const fg_test_model *tm, fg_kv_cache *ref_cache,
-                      fg_cuda_model *model, fg_cuda_kv_cache *cache, fg_rng *rng,
-                      const char *label)
-{
-    const int V = c->cfg.vocab_size;
-    int id;
-    fg_test_random_ids(&id, 1, V, rng);
-    float *ref = fg_buf_nan((size_t)V), *got = fg_buf_nan((size_t)V);
-    char what[200];
-    snprintf(what, sizeof what, "%s: %s step at position %d", c->name, label,
-             fg_cuda_kv_cache_len(cache, 0));
-    ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, &id, 1), "reference");
-    ok(fg_cuda_forward_last(got, model, cache, &id, 1), what);
-    fg_assert_guard(got, (size_t)V, what);
-    fg_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
-    fg_buf_free(ref), fg_buf_free(got);
-}
-
-static void prefill_both(const decoder_case *c, const fg_test_model *tm, fg_kv_cache *ref_cache,
-                         fg_cuda_model *model, fg_cuda_kv_cache *cache, fg_rng *rng, int T)
+/* T tokens through fg_*_forward_last on both paths (T = 1: a decode step,
+ * which the GPU runs through its graph), the last row's logits compared. */
+static void forward_last_both(const decoder_case *c, const fg_test_model *tm,
+                              fg_kv_cache *ref_cache, fg_cuda_model *model,
+                              fg_cuda_kv_cache *cache, fg_rng *rng, int T, const char *label)
 {
     const int V = c->cfg.vocab_size;
     int ids[8];
     fg_test_random_ids(ids, T, V, rng);
     float *ref = fg_buf_nan((size_t)V), *got = fg_buf_nan((size_t)V);
-    ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, ids, T), "reference prefill");
-    ok(fg_cuda_forward_last(got, model, cache, ids, T), c->name);
-    fg_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, c->name);
+    char what[200];
+    snprintf(what, sizeof what, "%s: %s, %d tokens at position %d", c->name, label, T,
+             fg_cuda_kv_cache_len(cache, 0));
+    ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, ids, T), "reference");
+    ok(fg_cuda_forward_last(got, model, cache, ids, T), what);
+    fg_assert_guard(got, (size_t)V, what);
+    fg_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
     fg_buf_free(ref), fg_buf_free(got);
 }
 
@@ -228,7 +210,7 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         /* Positions stay below n_ctx; a 256-token cache makes the captured
          * plan split the keys (merged by the decode kernel's counters, which
          * every replay must leave at zero). */
-        const int cap = 256, steps = quick_mode() ? 6 : c->cfg.n_ctx - 8;
+        const int cap = 256, steps = fg_test_quick() ? 6 : c->cfg.n_ctx - 8;
         fg_test_model tm;
         fg_test_model_init(&tm, &c->cfg, &rng, c->untied);
         fg_kv_cache *ref_a, *ref_b;
@@ -240,17 +222,18 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         ok(fg_cuda_kv_cache_create(&a, &c->cfg, cap), c->name);
         ok(fg_cuda_kv_cache_create(&b, &c->cfg, cap / 2), c->name);
 
-        prefill_both(c, &tm, ref_a, model, a, &rng, 3);
-        for (int k = 0; k < steps; k++) step_both(c, &tm, ref_a, model, a, &rng, "cache A");
-        prefill_both(c, &tm, ref_b, model, b, &rng, 2);
+        forward_last_both(c, &tm, ref_a, model, a, &rng, 3, "cache A prefill");
+        for (int k = 0; k < steps; k++)
+            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A");
+        forward_last_both(c, &tm, ref_b, model, b, &rng, 2, "cache B prefill");
         for (int k = 0; k < 3; k++) {
-            step_both(c, &tm, ref_b, model, b, &rng, "cache B");
-            step_both(c, &tm, ref_a, model, a, &rng, "cache A again");
+            forward_last_both(c, &tm, ref_b, model, b, &rng, 1, "cache B");
+            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A again");
         }
         ok(fg_cuda_kv_cache_reset(a), "reset");
         ok(fg_kv_cache_reset(ref_a), "reference reset");
-        prefill_both(c, &tm, ref_a, model, a, &rng, 1);
-        step_both(c, &tm, ref_a, model, a, &rng, "cache A after reset");
+        for (int k = 0; k < 2; k++)
+            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A after reset");
 
         /* cache A: the steps, 3 turns, and the one-token prefill and step after the reset */
         cr_assert_eq(fgi_cuda_kv_cache_graph_steps(a), steps + 5,
@@ -274,7 +257,7 @@ Test(cuda_decoder, single_tokens_and_long_prefill_match_reference)
     const int singles[] = {1, 1, 1, 1, 1, 1};
     const int long_prefill[] = {37, 1, 2};
     for (int i = 0; i < n_cases; i += 2)
-        compare_forwards(&cases[i], &rng, singles, quick_mode() ? 3 : 6, 4, 6, 0);
+        compare_forwards(&cases[i], &rng, singles, fg_test_quick() ? 3 : 6, 4, 6, 0);
     for (int i = 1; i < n_cases; i += 2)
         compare_forwards(&cases[i], &rng, long_prefill, 3, 37, 40, 0);
 }

@@ -28,17 +28,11 @@
 #define RTOL 1e-4
 #define L2 1e-5
 
-static int quick_mode(void)
-{
-    const char *env = getenv("FG_TEST_QUICK");
-    return env != NULL && *env != '\0' && strcmp(env, "0") != 0;
-}
-
 /* Trials of a test: `full` normally, 10 in quick mode. */
-static int trials(int full) { return quick_mode() ? 10 : full; }
+static int trials(int full) { return fg_test_quick() ? 10 : full; }
 
 /* A size limit: `full` normally, `quick` in quick mode. */
-static int size_max(int full, int quick) { return quick_mode() ? quick : full; }
+static int size_max(int full, int quick) { return fg_test_quick() ? quick : full; }
 
 static void ok(fg_status st, const char *what)
 {
