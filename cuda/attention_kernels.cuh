@@ -76,6 +76,31 @@ __device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attn_problem &p)
     return {kv_len, kv_len - p.q_len, per};
 }
 
+/* The work of one block of a query-tile kernel (tiled, mma): query rows
+ * [q0, q0 + rows_per_block) of query head `head`, keys [key_begin, key_end)
+ * of its split. The last query tiles go first (causal work grows with the
+ * query index); the keys stop after the last one the tile's last row sees,
+ * so tiles wholly above the diagonal are never loaded. */
+struct fgi_tile_work {
+    int head, kv_head, split, q0, key_begin, key_end;
+};
+
+__device__ __forceinline__ fgi_tile_work fgi_query_tile_work(const fgi_attn_problem &p,
+                                                            int rows_per_block)
+{
+    fgi_tile_work w;
+    const int n_q_tiles = (p.q_len + rows_per_block - 1) / rows_per_block;
+    w.head = (int)(blockIdx.x % (unsigned)p.n_q_head);
+    w.kv_head = w.head / p.group;
+    w.split = (int)blockIdx.y;
+    w.q0 = (n_q_tiles - 1 - (int)(blockIdx.x / (unsigned)p.n_q_head)) * rows_per_block;
+    w.key_begin = w.split * p.keys_per_split;
+    const int rows_end = min(w.q0 + rows_per_block, p.q_len);
+    w.key_end = min(w.key_begin + min(p.keys_per_split, p.kv_len - w.key_begin),
+                    rows_end + p.shift);
+    return w;
+}
+
 /* Row index of query (h, i) in the partial arrays of split s. */
 __device__ __forceinline__ long long fgi_part_row(const fgi_attn_problem &p, int s,
                                                   int h, int i)

@@ -122,23 +122,12 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
     float *k_s = smem + S::Q_FLOATS; /* (BN, KP) */
     float *v_s = k_s + BN * KP;     /* (BN, VP) */
 
-    /* Causal work grows with the query index: the last query tiles go first. */
-    const int n_q_tiles = (p.q_len + BM - 1) / BM;
-    const int head = (int)(blockIdx.x % (unsigned)p.n_q_head);
-    const int q_tile = n_q_tiles - 1 - (int)(blockIdx.x / (unsigned)p.n_q_head);
-    const int split = (int)blockIdx.y;
-    const int q0 = q_tile * BM;
+    const fgi_tile_work w = fgi_query_tile_work(p, BM);
+    const int head = w.head, split = w.split, q0 = w.q0;
+    const int key_begin = w.key_begin, key_end = w.key_end;
     const int warp_row0 = q0 + warp * kWarpRows;
-    const int kv_head = head / p.group;
-    const float *k_head = p.k + kv_head * p.kv_head_stride;
-    const float *v_head = p.v + kv_head * p.kv_head_stride;
-
-    /* Keys of this split, cut after the last key the block's last row sees:
-     * the tiles wholly above the diagonal are never loaded. */
-    const int key_begin = split * p.keys_per_split;
-    const int rows_end = min(q0 + BM, p.q_len);
-    const int key_end = min(key_begin + min(p.keys_per_split, p.kv_len - key_begin),
-                            rows_end + p.shift);
+    const float *k_head = p.k + w.kv_head * p.kv_head_stride;
+    const float *v_head = p.v + w.kv_head * p.kv_head_stride;
     const int n_tiles = key_end > key_begin ? (key_end - key_begin + BN - 1) / BN : 0;
 
     if (n_tiles > 0) {
