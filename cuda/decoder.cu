@@ -439,19 +439,7 @@ static fg_status check_cache(const char *fn, const fg_cuda_model *m,
                        "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
                        c->n_layer, layer);
     const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
-    const int len = cache->len[first];
-    for (int l = first; l <= last; l++)
-        if (cache->len[l] != len)
-            return fg_fail(FG_ERR_INVALID_ARG,
-                           "%s: cache layers hold different token counts "
-                           "(layer 0: %d, layer %d: %d)",
-                           fn, len, l, cache->len[l]);
-    if ((long long)len + T > cache->capacity)
-        return fg_fail(FG_ERR_INVALID_ARG,
-                       "%s: KV cache capacity exceeded: %d cached + %d new tokens "
-                       "> capacity %d",
-                       fn, len, T, cache->capacity);
-    return FG_OK;
+    return fgi_check_cache_lens(fn, cache->len, sizeof(int), first, last, T, cache->capacity);
 }
 
 static fg_status check_tokens(const char *fn, const fg_cuda_model *m, int T)

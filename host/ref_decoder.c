@@ -83,20 +83,8 @@ static fg_status check_cache(const char *fn, const fg_config *c,
                        "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
                        c->n_layer, layer);
     const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
-    const int len = cache->layers[first].len;
-    for (int l = first; l <= last; l++) {
-        if (cache->layers[l].len != len || len < 0)
-            return fg_fail(FG_ERR_INVALID_ARG,
-                           "%s: cache layers hold different token counts "
-                           "(layer 0: %d, layer %d: %d)",
-                           fn, len, l, cache->layers[l].len);
-    }
-    if ((long long)len + T > cache->capacity)
-        return fg_fail(FG_ERR_INVALID_ARG,
-                       "%s: KV cache capacity exceeded: %d cached + %d new tokens "
-                       "> capacity %d",
-                       fn, len, T, cache->capacity);
-    return FG_OK;
+    return fgi_check_cache_lens(fn, &cache->layers[0].len, sizeof cache->layers[0], first, last,
+                                T, cache->capacity);
 }
 
 /* Checks the (T, C) activations in/out of a layer or block; out may equal x. */
