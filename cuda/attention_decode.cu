@@ -6,11 +6,15 @@
  * packed into chunks of RB rows; one block of 4 warps serves a (KV head, row
  * chunk, key split), so each K/V byte is read once for the whole group. K/V
  * stream through a ring of 16-key shared stages filled by cp.async 2-3
- * stages ahead (tens of KiB in flight per block); each warp takes 4 keys of
- * a stage (lanes split the head dims), keeps an online softmax per row, and
- * the 4 warps merge through shared memory. combine_splits merges the
+ * stages ahead (tens of KiB in flight per block). A key is served by a
+ * group of 8 or 16 lanes (each holds a slice of the head dims), so a warp
+ * takes 2-4 keys at once and a score costs 3-4 shuffle levels; each lane
+ * group keeps its own online softmax per row (rescaled only when a score
+ * passes the running max by kRescaleSlack), and the (warp, group) slots
+ * merge through shared memory at the end. combine_splits merges the
  * per-split partials (a block per query row, a thread per dim) into the
- * output and the log-sum-exp. */
+ * output and the log-sum-exp when the decode kernel does not merge them
+ * itself. */
 #include "attention_kernels.cuh"
 
 #include <cuda_pipeline.h>
@@ -21,30 +25,31 @@ constexpr int kWarps = FGI_ATTN_THREADS / 32;
 constexpr int kStageKeys = 16; /* keys per ring stage: 4 per warp */
 constexpr int kKeysPerWarp = kStageKeys / kWarps;
 
-/* Ring depth: about 48-64 KiB of K/V in flight per block (3 blocks per SM). */
-template <int C>
-struct DecodeRing {
-    static constexpr int STAGES = C == 1 ? 4 : 3;
-};
+/* Ring depth for a head_dim class (lanes per key x float4 per lane = the
+ * float4 per head row): about 48-64 KiB of K/V in flight per block. */
+constexpr int decode_stages(int lpk, int c) { return lpk * c <= 32 ? 4 : 3; }
 
 /* Enqueues keys [key0, key0 + kStageKeys) of one head's K and V into a ring
- * stage; rows at or past key_end are zero-filled (never NaN garbage). */
+ * stage; rows at or past key_end are zero-filled (never NaN garbage). A
+ * stage is one contiguous run of keys in memory and in the ring, so the copy
+ * is flat: no row/column split (an integer division per float4 by a
+ * run-time head_dim cost more issue slots than the attention math). */
 __device__ __forceinline__ void load_stage_async(float *stage, const float *k_head,
                                                  const float *v_head, int key0, int key_end,
                                                  int D)
 {
-    const int F = D / 4;
-    float *k_s = stage, *v_s = stage + kStageKeys * D;
-    for (int idx = threadIdx.x; idx < kStageKeys * F; idx += FGI_ATTN_THREADS) {
-        const int r = idx / F, f = idx % F;
-        if (key0 + r < key_end) {
-            const long long at = (long long)(key0 + r) * D + 4 * f;
-            __pipeline_memcpy_async(k_s + r * D + 4 * f, k_head + at, 16);
-            __pipeline_memcpy_async(v_s + r * D + 4 * f, v_head + at, 16);
+    const int n4 = kStageKeys * D / 4;                       /* float4 per stage */
+    const int valid4 = min(kStageKeys, key_end - key0) * D / 4; /* the rest: zeros */
+    const float4 *k_src = reinterpret_cast<const float4 *>(k_head + (long long)key0 * D);
+    const float4 *v_src = reinterpret_cast<const float4 *>(v_head + (long long)key0 * D);
+    float4 *k_dst = reinterpret_cast<float4 *>(stage);
+    float4 *v_dst = k_dst + n4;
+    for (int idx = threadIdx.x; idx < n4; idx += FGI_ATTN_THREADS) {
+        if (idx < valid4) {
+            __pipeline_memcpy_async(k_dst + idx, k_src + idx, 16);
+            __pipeline_memcpy_async(v_dst + idx, v_src + idx, 16);
         } else {
-            const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            *reinterpret_cast<float4 *>(k_s + r * D + 4 * f) = zero;
-            *reinterpret_cast<float4 *>(v_s + r * D + 4 * f) = zero;
+            k_dst[idx] = v_dst[idx] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     }
 }
@@ -96,13 +101,36 @@ __device__ void merge_column(const fgi_attn_problem &p, int kv_head, int m0, int
     }
 }
 
-/* C: float4 per lane per head row (head_dim <= 128*C); RB: packed rows. */
-template <int C, int RB>
+/* The decode kernel's instantiation: LPK lanes per key (a power of two, 8
+ * or 16), C float4 per lane per head row (head_dim <= 4 * LPK * C), RB
+ * packed query rows; q and the accumulator take 8 * C * RB registers, kept
+ * at most 128. */
+template <int LPK_, int C_, int RB_>
+struct DecodeShape {
+    static constexpr int LPK = LPK_, C = C_, RB = RB_;
+    static constexpr int GROUPS = 32 / LPK;                /* keys a warp takes at once */
+    static constexpr int PASSES = kKeysPerWarp / GROUPS;   /* per stage */
+    static constexpr int SLOTS = kWarps * GROUPS;          /* partial softmaxes per block */
+    static constexpr int STAGES = decode_stages(LPK, C);
+    static_assert(LPK == 8 || LPK == 16, "lanes per key");
+    static_assert(kKeysPerWarp % GROUPS == 0, "whole passes per stage");
+    static_assert(C * RB <= 16, "register budget");
+};
+
+/* A running maximum is raised only when a score passes it by more than
+ * this (log2 units), so exp2(score - max) <= 2^8 stays far from overflow
+ * while the accumulator is rescaled only a few times per split instead of
+ * once per key; max and sum stay a consistent pair, which is all the merges
+ * and the log-sum-exp need. */
+constexpr float kRescaleSlack = 8.0f;
+
+template <class Shape>
 __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     decode_attention_kernel(const fgi_attn_problem p, int n_row_chunks)
 {
-    using Ring = DecodeRing<C>;
+    constexpr int LPK = Shape::LPK, C = Shape::C, RB = Shape::RB, GROUPS = Shape::GROUPS;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int sub = lane % LPK, grp = lane / LPK; /* lane within its key group; group */
     const int D = p.head_dim, F = D / 4;
     const int rows = p.group * p.q_len; /* query rows sharing this KV head */
     const int kv_head = (int)(blockIdx.x / (unsigned)n_row_chunks);
@@ -112,7 +140,9 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
 
     /* Packed row m is query i = m % q_len of head kv_head*group + m / q_len.
      * Padding rows past the end repeat the last real row and are never
-     * written, so every load stays in bounds. */
+     * written, so every load stays in bounds. The lane holds float4 number
+     * sub + LPK * c of each row (c < C): a key group reads whole 16-byte
+     * runs of a row, conflict-free. */
     float4 qr[RB][C];
     int last_key[RB];
     int max_last = 0;
@@ -124,7 +154,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
             reinterpret_cast<const float4 *>(p.q + h * p.q_head_stride + i * p.q_row_stride);
 #pragma unroll
         for (int c = 0; c < C; c++) {
-            const int f = lane + 32 * c;
+            const int f = sub + LPK * c;
             qr[r][c] = f < F ? fgi_scale4(__ldg(q_row + f), p.q_scale)
                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
@@ -136,6 +166,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
                             max_last + 1);
     const int n_stages = key_end > key_begin ? (key_end - key_begin + kStageKeys - 1) / kStageKeys : 0;
 
+    /* One online softmax per (key group, row): this lane's dims of it. */
     float m_run[RB], l_run[RB];
     float4 acc[RB][C];
 #pragma unroll
@@ -153,88 +184,95 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     const float *k_head = p.k + kv_head * p.kv_head_stride;
     const float *v_head = p.v + kv_head * p.kv_head_stride;
 #pragma unroll
-    for (int t = 0; t < Ring::STAGES - 1; t++) {
+    for (int t = 0; t < Shape::STAGES - 1; t++) {
         if (t < n_stages)
             load_stage_async(ring + t * stage_floats, k_head, v_head, key_begin + t * kStageKeys,
                              key_end, D);
         __pipeline_commit(); /* empty groups keep the wait count uniform */
     }
     for (int t = 0; t < n_stages; t++) {
-        __pipeline_wait_prior(Ring::STAGES - 2); /* stage t has landed (this thread's part) */
+        __pipeline_wait_prior(Shape::STAGES - 2); /* stage t has landed (this thread's part) */
         __syncthreads(); /* ...everyone's; and the slot refilled below is free */
-        const int ahead = t + Ring::STAGES - 1;
+        const int ahead = t + Shape::STAGES - 1;
         if (ahead < n_stages)
-            load_stage_async(ring + (ahead % Ring::STAGES) * stage_floats, k_head, v_head,
+            load_stage_async(ring + (ahead % Shape::STAGES) * stage_floats, k_head, v_head,
                              key_begin + ahead * kStageKeys, key_end, D);
         __pipeline_commit();
 
-        const float *k_s = ring + (t % Ring::STAGES) * stage_floats;
+        const float *k_s = ring + (t % Shape::STAGES) * stage_floats;
         const float *v_s = k_s + kStageKeys * D;
-        const int j0 = key_begin + t * kStageKeys + warp * kKeysPerWarp;
-        float4 kk[kKeysPerWarp][C], vv[kKeysPerWarp][C];
 #pragma unroll
-        for (int u = 0; u < kKeysPerWarp; u++)
+        for (int pass = 0; pass < Shape::PASSES; pass++) {
+            const int row = warp * kKeysPerWarp + pass * GROUPS + grp; /* key in the stage */
+            const int j = key_begin + t * kStageKeys + row;
+            float4 kk[C], vv[C];
 #pragma unroll
             for (int c = 0; c < C; c++) {
-                const int f = lane + 32 * c, row = warp * kKeysPerWarp + u;
+                const int f = sub + LPK * c;
                 const bool in = f < F;
-                kk[u][c] = in ? reinterpret_cast<const float4 *>(k_s + row * D)[f]
-                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                vv[u][c] = in ? reinterpret_cast<const float4 *>(v_s + row * D)[f]
-                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                kk[c] = in ? reinterpret_cast<const float4 *>(k_s + row * D)[f]
+                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                vv[c] = in ? reinterpret_cast<const float4 *>(v_s + row * D)[f]
+                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
+            /* Every row's score first (independent chains interleave),
+             * then one vote for the rare rescale, then P V. */
+            float s[RB];
+            bool raise = false;
 #pragma unroll
-        for (int r = 0; r < RB; r++) {
-            float s[kKeysPerWarp];
-            float mx = -INFINITY;
-#pragma unroll
-            for (int u = 0; u < kKeysPerWarp; u++) {
+            for (int r = 0; r < RB; r++) {
                 float part = 0.0f;
 #pragma unroll
-                for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[u][c], part);
-                s[u] = fgi_group_sum<32>(part);
-                if (j0 + u >= key_end || j0 + u > last_key[r]) s[u] = -INFINITY;
-                mx = fmaxf(mx, s[u]);
+                for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[c], part);
+                s[r] = fgi_group_sum<LPK>(part); /* the group's lanes hold the row */
+                if (j >= key_end || j > last_key[r]) s[r] = -INFINITY;
+                raise = raise || s[r] > m_run[r] + kRescaleSlack;
             }
-            const float m_new = fmaxf(m_run[r], mx);
-            const float base = fgi_exp_base(m_new);
-            const float alpha = exp2f(m_run[r] - base);
-            m_run[r] = m_new;
-            float sum = 0.0f;
+            if (__any_sync(0xffffffffu, raise)) { /* rare after the first keys */
 #pragma unroll
-            for (int c = 0; c < C; c++) acc[r][c] = fgi_scale4(acc[r][c], alpha);
+                for (int r = 0; r < RB; r++) {
+                    const bool up = s[r] > m_run[r] + kRescaleSlack;
+                    const float alpha = up ? exp2f(m_run[r] - s[r]) : 1.0f;
+                    if (up) m_run[r] = s[r];
+                    l_run[r] *= alpha;
 #pragma unroll
-            for (int u = 0; u < kKeysPerWarp; u++) {
-                const float pu = exp2f(s[u] - base);
-                sum += pu;
-#pragma unroll
-                for (int c = 0; c < C; c++) {
-                    acc[r][c].x = fmaf(pu, vv[u][c].x, acc[r][c].x);
-                    acc[r][c].y = fmaf(pu, vv[u][c].y, acc[r][c].y);
-                    acc[r][c].z = fmaf(pu, vv[u][c].z, acc[r][c].z);
-                    acc[r][c].w = fmaf(pu, vv[u][c].w, acc[r][c].w);
+                    for (int c = 0; c < C; c++) acc[r][c] = fgi_scale4(acc[r][c], alpha);
                 }
             }
-            l_run[r] = l_run[r] * alpha + sum;
+#pragma unroll
+            for (int r = 0; r < RB; r++) {
+                const float pr = exp2f(s[r] - fgi_exp_base(m_run[r])); /* masked: 0 */
+                l_run[r] += pr;
+#pragma unroll
+                for (int c = 0; c < C; c++) {
+                    acc[r][c].x = fmaf(pr, vv[c].x, acc[r][c].x);
+                    acc[r][c].y = fmaf(pr, vv[c].y, acc[r][c].y);
+                    acc[r][c].z = fmaf(pr, vv[c].z, acc[r][c].z);
+                    acc[r][c].w = fmaf(pr, vv[c].w, acc[r][c].w);
+                }
+            }
         }
     }
     __pipeline_wait_prior(0);
     __syncthreads(); /* the ring is reused for the merge below */
 
-    /* Merge the warps: (kWarps, RB) maxima and sums, (kWarps, RB, D) outputs. */
+    /* Merge the (warp, key group) slots: (SLOTS, RB) maxima and sums,
+     * (SLOTS, RB, D) outputs. */
+    constexpr int SLOTS = Shape::SLOTS;
+    const int slot = warp * GROUPS + grp;
     float *m_s = fgi_attention_smem();
-    float *l_s = m_s + kWarps * RB;
-    float *o_s = l_s + kWarps * RB;
+    float *l_s = m_s + SLOTS * RB;
+    float *o_s = l_s + SLOTS * RB;
 #pragma unroll
     for (int r = 0; r < RB; r++) {
-        if (lane == 0) {
-            m_s[warp * RB + r] = m_run[r];
-            l_s[warp * RB + r] = l_run[r];
+        if (sub == 0) {
+            m_s[slot * RB + r] = m_run[r];
+            l_s[slot * RB + r] = l_run[r];
         }
 #pragma unroll
         for (int c = 0; c < C; c++) {
-            const int f = lane + 32 * c;
-            if (f < F) reinterpret_cast<float4 *>(o_s + (warp * RB + r) * D)[f] = acc[r][c];
+            const int f = sub + LPK * c;
+            if (f < F) reinterpret_cast<float4 *>(o_s + (slot * RB + r) * D)[f] = acc[r][c];
         }
     }
     __syncthreads();
@@ -243,12 +281,12 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
         if (m >= rows) continue;
         float big = -INFINITY;
 #pragma unroll
-        for (int w = 0; w < kWarps; w++) big = fmaxf(big, m_s[w * RB + r]);
+        for (int w = 0; w < SLOTS; w++) big = fmaxf(big, m_s[w * RB + r]);
         const float base = fgi_exp_base(big);
         float sum = 0.0f;
         float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-        for (int w = 0; w < kWarps; w++) {
+        for (int w = 0; w < SLOTS; w++) {
             const float wt = exp2f(m_s[w * RB + r] - base);
             const float4 ow = reinterpret_cast<const float4 *>(o_s + (w * RB + r) * D)[f];
             sum = fmaf(wt, l_s[w * RB + r], sum);
@@ -336,39 +374,108 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
     if (threadIdx.x == 0 && p.lse != nullptr) p.lse[row] = row_stats[0] * FGI_LN2 + logf(row_stats[1]);
 }
 
-/* The ring, or the warp merge or the split merge after it, whichever is
- * largest. */
-template <int C, int RB>
-size_t decode_smem_bytes(int head_dim)
-{
-    const size_t ring = (size_t)DecodeRing<C>::STAGES * 2 * kStageKeys * head_dim;
-    const size_t merge = (size_t)kWarps * RB * (head_dim + 2);
-    const size_t stats = (size_t)2 * RB * FGI_MAX_SPLITS; /* merge_column */
-    const size_t most = ring > merge ? ring : merge;
-    return sizeof(float) * (most > stats ? most : stats);
-}
+/* The decode kernel for a problem: RB = the group's rows rounded up to a
+ * power of two, at most 8 (4 for head_dim > 128); the fewest lanes per key
+ * whose float4 columns cover the head with C * RB <= 16. */
+struct decode_plan {
+    int lpk, c, rb;
+};
 
-/* Rows per block for this problem: the group's rows rounded up to a power
- * of two, at most 8 (4 for head_dim > 128, to stay within registers). */
-int decode_rows_per_block(const fgi_attn_problem &p)
+decode_plan plan_decode(const fgi_attn_problem &p)
 {
     const long long rows = (long long)p.group * p.q_len;
     const int cap = p.head_dim <= 128 ? 8 : 4;
     int rb = 1;
     while (rb < cap && rb < rows) rb *= 2;
-    return rb;
+    if (p.head_dim <= 64) return {8, 2, rb};
+    if (p.head_dim <= 128) return rb <= 4 ? decode_plan{8, 4, rb} : decode_plan{16, 2, rb};
+    return {16, 4, rb};
 }
 
-template <int C, int RB>
-fg_status launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+/* The ring, or the slot merge or the split merge after it, whichever is
+ * largest. */
+size_t decode_smem_bytes(const decode_plan &s, int head_dim)
 {
-    const int chunks = (int)(((long long)p.group * p.q_len + RB - 1) / RB);
-    const size_t smem = decode_smem_bytes<C, RB>(p.head_dim);
-    void (*kernel)(fgi_attn_problem, int) = decode_attention_kernel<C, RB>;
-    /* Static shared memory (the merge flag) counts against the same 48 KiB. */
-    if (smem + 64 > 48 * 1024)
-        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem));
+    const size_t ring = (size_t)decode_stages(s.lpk, s.c) * 2 * kStageKeys * head_dim;
+    const size_t merge = (size_t)kWarps * (32 / s.lpk) * s.rb * (head_dim + 2);
+    const size_t stats = (size_t)2 * s.rb * FGI_MAX_SPLITS; /* merge_column */
+    const size_t most = ring > merge ? ring : merge;
+    return sizeof(float) * (most > stats ? most : stats);
+}
+
+using decode_kernel_fn = void (*)(fgi_attn_problem, int);
+
+template <int LPK, int C>
+decode_kernel_fn kernel_for_rows(int rb)
+{
+    switch (rb) {
+    case 1: return decode_attention_kernel<DecodeShape<LPK, C, 1>>;
+    case 2: return decode_attention_kernel<DecodeShape<LPK, C, 2>>;
+    case 4: return decode_attention_kernel<DecodeShape<LPK, C, 4>>;
+    case 8:
+        if constexpr (C * 8 <= 16) return decode_attention_kernel<DecodeShape<LPK, C, 8>>;
+        [[fallthrough]];
+    default: return nullptr;
+    }
+}
+
+/* The instantiation for a plan (plan_decode makes only these), with its
+ * dynamic shared memory allowed (above 48 KiB it must be opted into;
+ * static shared memory, the merge flag, counts against the same 48 KiB). */
+fg_status prepare_decode(const char *fn, const fgi_attn_problem &p, decode_kernel_fn *kernel,
+                         size_t *smem)
+{
+    const decode_plan s = plan_decode(p);
+    *kernel = s.lpk == 8 && s.c == 2    ? kernel_for_rows<8, 2>(s.rb)
+              : s.lpk == 8 && s.c == 4  ? kernel_for_rows<8, 4>(s.rb)
+              : s.lpk == 16 && s.c == 2 ? (s.rb == 8 ? kernel_for_rows<16, 2>(8) : nullptr)
+              : s.lpk == 16 && s.c == 4 ? kernel_for_rows<16, 4>(s.rb)
+                                        : nullptr;
+    if (*kernel == nullptr)
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode kernel for %d rows per block", fn, s.rb);
+    *smem = decode_smem_bytes(s, p.head_dim);
+    if (*smem + 64 > 48 * 1024)
+        FG_CUDA_TRY(fn, cudaFuncSetAttribute(*kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)*smem));
+    return FG_OK;
+}
+
+} // namespace
+
+long long fgi_decode_blocks(const fgi_attn_problem &p)
+{
+    const long long rows = (long long)p.group * p.q_len;
+    const int rb = plan_decode(p).rb;
+    return (long long)p.n_kv_head * ((rows + rb - 1) / rb);
+}
+
+int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
+{
+    /* The occupancy calculator counts registers (up to about 220 per thread
+     * for 4 rows at head_dim 128) as well as shared memory. */
+    decode_kernel_fn kernel = nullptr;
+    size_t smem = 0;
+    int blocks = 0;
+    if (prepare_decode("fgi_decode_blocks_per_sm", p, &kernel, &smem) != FG_OK ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, FGI_ATTN_THREADS, smem) !=
+            cudaSuccess) {
+        (void)cudaGetLastError();
+        fg_clear_error();
+        return 1; /* planning only: one block per SM is always a safe guess */
+    }
+    return blocks < 1 ? 1 : blocks > 4 ? 4 : blocks;
+}
+
+fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+{
+    if (p.head_dim % 4 != 0 || p.head_dim > 256)
+        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
+                       p.head_dim);
+    decode_kernel_fn kernel = nullptr;
+    size_t smem = 0;
+    FG_TRY(prepare_decode(fn, p, &kernel, &smem));
+    const int rb = plan_decode(p).rb;
+    const int chunks = (int)(((long long)p.group * p.q_len + rb - 1) / rb);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * chunks), (unsigned)p.n_splits, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
@@ -377,50 +484,6 @@ fg_status launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t 
     FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p, chunks));
     FG_CUDA_LAUNCHED(fn, "decode_attention_kernel");
     return FG_OK;
-}
-
-template <int C>
-fg_status launch_decode_rows(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
-{
-    switch (decode_rows_per_block(p)) {
-    case 1: return launch_decode<C, 1>(fn, p, stream);
-    case 2: return launch_decode<C, 2>(fn, p, stream);
-    case 4: return launch_decode<C, 4>(fn, p, stream);
-    default:
-        if constexpr (C == 1)
-            return launch_decode<C, 8>(fn, p, stream);
-        else
-            return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode kernel for %d rows per block",
-                           fn, decode_rows_per_block(p));
-    }
-}
-
-} // namespace
-
-long long fgi_decode_blocks(const fgi_attn_problem &p)
-{
-    const long long rows = (long long)p.group * p.q_len;
-    const int rb = decode_rows_per_block(p);
-    return (long long)p.n_kv_head * ((rows + rb - 1) / rb);
-}
-
-int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
-{
-    /* The largest instantiation's footprint for this head_dim (RB = 8 or 4),
-     * plus the 1 KiB the hardware reserves per block, in 228 KiB. */
-    const size_t smem = p.head_dim <= 128 ? decode_smem_bytes<1, 8>(p.head_dim)
-                                          : decode_smem_bytes<2, 4>(p.head_dim);
-    const size_t fit = (size_t)228 * 1024 / (smem + 1024);
-    return fit < 1 ? 1 : fit > 4 ? 4 : (int)fit;
-}
-
-fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
-{
-    if (p.head_dim % 4 != 0 || p.head_dim > 256)
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
-                       p.head_dim);
-    if (p.head_dim <= 128) return launch_decode_rows<1>(fn, p, stream);
-    return launch_decode_rows<2>(fn, p, stream);
 }
 
 fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)

@@ -11,39 +11,37 @@
  * difference is exact in fp32); a*b ~= big_a*big_b + big_a*small_b +
  * small_a*big_b, leaving out only small*small (~2^-22 relative).
  *
- * On the GPU both are inline PTX. In the CPU emulator (tools/cuda_emu, whose
- * fake cuda_runtime.h defines FG_EMU_CUDA_RUNTIME_H) the product gathers the
- * A rows and B columns each lane needs with warp shuffles and accumulates
- * the (exact) tf32 products in fp32, and the rounding is done on the bits:
- * round to nearest, ties away from zero, 10 mantissa bits (cvt.rna). */
+ * Rounding on the integer unit: the tensor core reads a .tf32 operand's top
+ * 19 bits and ignores the low 13 (ptxas itself feeds cvt.rna's unmasked sum
+ * to HMMA), so adding half a tf32 ulp (0x1000) to the bits is a complete
+ * round-to-nearest, ties away from zero: cvt.rna's result for every finite
+ * x. cvt.rna costs 4 instructions on sm_90 (an inf/NaN test and select
+ * around the add and mask); this split costs 4 for both parts (add, mask,
+ * subtract, add), which matters because the split, not the mma, filled the
+ * issue slots of the attention kernel. x = +-inf or NaN still gives a NaN
+ * product (small = x - big is NaN), as with cvt.rna.
+ *
+ * On the GPU the product is inline PTX. In the CPU emulator (tools/cuda_emu,
+ * whose fake cuda_runtime.h defines FG_EMU_CUDA_RUNTIME_H) it gathers the
+ * A rows and B columns each lane needs with warp shuffles, drops the low 13
+ * bits of every operand as the tensor core does, and accumulates the
+ * (exact) tf32 products in fp32. */
 #ifndef FLASHGPT_CUDA_MMA_TF32_CUH
 #define FLASHGPT_CUDA_MMA_TF32_CUH
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-/* x rounded to tf32 (cvt.rna.tf32.f32): the bit pattern of a float whose
- * low 13 mantissa bits are zero. */
-__device__ __forceinline__ uint32_t fgi_to_tf32(float x)
-{
-#ifdef FG_EMU_CUDA_RUNTIME_H
-    const uint32_t bits = __float_as_uint(x);
-    if ((bits & 0x7f800000u) == 0x7f800000u) return bits; /* inf / NaN stay */
-    /* Adding half of the dropped range to the magnitude rounds half away
-     * from zero; a carry into the exponent is the correct rounding too. */
-    return (bits + 0x1000u) & 0xffffe000u;
-#else
-    uint32_t out;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(out) : "f"(x));
-    return out;
-#endif
-}
+constexpr uint32_t FGI_TF32_HALF_ULP = 0x1000u;   /* half of the 13 dropped bits */
+constexpr uint32_t FGI_TF32_MASK = 0xffffe000u;     /* sign, exponent, 10 mantissa bits */
 
-/* x = big + small, both tf32 (bit patterns for the mma operands). */
+/* x = big + small as mma operands. big is masked (its value is needed for
+ * the difference); small keeps low bits that the mma drops after the
+ * rounding add. */
 __device__ __forceinline__ void fgi_split_tf32(float x, uint32_t &big, uint32_t &small)
 {
-    big = fgi_to_tf32(x);
-    small = fgi_to_tf32(x - __uint_as_float(big));
+    big = (__float_as_uint(x) + FGI_TF32_HALF_ULP) & FGI_TF32_MASK;
+    small = __float_as_uint(x - __uint_as_float(big)) + FGI_TF32_HALF_ULP;
 }
 
 #ifdef FG_EMU_CUDA_RUNTIME_H
@@ -64,18 +62,18 @@ __device__ __forceinline__ void fgi_mma_tf32(float (&d)[4], const uint32_t (&a)[
     const uint64_t a_lo = fgi_pack2(a[0], a[1]), a_hi = fgi_pack2(a[2], a[3]);
     const uint64_t b_pair = fgi_pack2(b[0], b[1]);
     float row_g[8], row_g8[8], col0[8], col1[8]; /* A rows g, g+8; B cols 2t, 2t+1 */
+    const auto tf32 = [](uint32_t bits) { return __uint_as_float(bits & FGI_TF32_MASK); };
     for (int src = 0; src < 4; src++) {
         /* lane (g, src) holds A[g][src], A[g+8][src], A[g][src+4], A[g+8][src+4] */
         const uint64_t lo = __shfl_sync(0xffffffffu, a_lo, 4 * g + src);
         const uint64_t hi = __shfl_sync(0xffffffffu, a_hi, 4 * g + src);
-        row_g[src] = __uint_as_float((uint32_t)lo), row_g8[src] = __uint_as_float((uint32_t)(lo >> 32));
-        row_g[src + 4] = __uint_as_float((uint32_t)hi);
-        row_g8[src + 4] = __uint_as_float((uint32_t)(hi >> 32));
+        row_g[src] = tf32((uint32_t)lo), row_g8[src] = tf32((uint32_t)(lo >> 32));
+        row_g[src + 4] = tf32((uint32_t)hi), row_g8[src + 4] = tf32((uint32_t)(hi >> 32));
         /* lane (n, src) holds B[src][n], B[src+4][n] */
         const uint64_t c0 = __shfl_sync(0xffffffffu, b_pair, 4 * (2 * t) + src);
         const uint64_t c1 = __shfl_sync(0xffffffffu, b_pair, 4 * (2 * t + 1) + src);
-        col0[src] = __uint_as_float((uint32_t)c0), col0[src + 4] = __uint_as_float((uint32_t)(c0 >> 32));
-        col1[src] = __uint_as_float((uint32_t)c1), col1[src + 4] = __uint_as_float((uint32_t)(c1 >> 32));
+        col0[src] = tf32((uint32_t)c0), col0[src + 4] = tf32((uint32_t)(c0 >> 32));
+        col1[src] = tf32((uint32_t)c1), col1[src + 4] = tf32((uint32_t)(c1 >> 32));
     }
     /* tf32 x tf32 products are exact in fp32; the sums round in fp32. */
     for (int k = 0; k < 8; k++) {

@@ -510,6 +510,48 @@ Test(cuda_attention, decode_splits_automatically)
     }
 }
 
+/* Scores that climb along the keys (every query positive, every key
+ * shifted up in proportion to its index): the decode kernel raises its
+ * running maxima again and again inside each split, the path that random
+ * scores take only near the start. Forced decode kernel, one split and
+ * several, output and log-sum-exp against the reference. */
+Test(cuda_attention, decode_rising_scores)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(112);
+    const int n = fg_test_quick() ? 4 : 12;
+    for (int c = 0; c < n; c++) {
+        shape s;
+        s.d = (const int[]){128, 64, 256, 80}[c % 4];
+        s.n_kv = fg_rng_int(&rng, 1, 2);
+        s.n_q = s.n_kv * (const int[]){4, 8, 1, 2}[(c / 4 + c) % 4];
+        s.q_len = fg_rng_int(&rng, 1, 2);
+        s.kv_len = fg_rng_int(&rng, 300, fg_test_quick() ? 700 : 2500);
+        char what[240];
+        describe(what, sizeof what, "rising decode", c, s);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        /* score(j) - score(0) ~ rise * j natural-log units (q . 1 ~ 0.8 d) */
+        const double rise = fg_rng_uniform(&rng) * 0.2 + 0.02;
+        for (size_t e = 0; e < in.nq; e++) in.q[e] = fabsf(in.q[e]);
+        for (int h = 0; h < s.n_kv; h++)
+            for (int j = 0; j < s.kv_len; j++)
+                for (int e = 0; e < s.d; e++)
+                    in.k[((size_t)h * s.kv_len + j) * s.d + e] +=
+                        (float)(rise * j / (0.8 * sqrt((double)s.d)));
+        fg_dev_free(in.dq), fg_dev_free(in.dk);
+        in.dq = fg_dev_upload(in.q, in.nq);
+        in.dk = fg_dev_upload(in.k, in.nkv);
+        float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+        const size_t len = strlen(what);
+        for (int want = 1; want <= 8; want += 7) {
+            snprintf(what + len, sizeof what - len, ", %d split(s)", want);
+            run_forced(&in, s, FGI_ATTENTION_DECODE, want, ref, ref_lse, what);
+        }
+        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+    }
+}
+
 /* The decoder's layout: q read from the fused (T, [q | k | v]) projection,
  * k and v from a (n_kv, capacity, d) cache holding more rows than kv_len,
  * output written into merged (T, n_q*d) columns, workspace from the caller

@@ -691,6 +691,25 @@ cudaError_t set_dynamic_smem_limit(const void *kernel, int bytes)
     return cudaSuccess;
 }
 
+/* Resident blocks per SM by threads (2048) and shared memory (the bytes
+ * plus 1 KiB reserved per block) only: registers are not modelled. */
+cudaError_t occupancy(int *blocks, const void *kernel, int block_size, size_t smem)
+{
+    std::lock_guard<std::recursive_mutex> lock(api_lock());
+    if (!device_present()) return record_error(cudaErrorNoDevice);
+    if (blocks == nullptr || kernel == nullptr || block_size < 1 || block_size > 1024)
+        return record_error(cudaErrorInvalidValue);
+    auto limit = dynamic_smem_limits.find(kernel);
+    if (smem > (limit != dynamic_smem_limits.end() ? (size_t)limit->second : kSharedPerBlockDefault)) {
+        *blocks = 0;
+        return cudaSuccess;
+    }
+    const size_t by_smem = kSharedPerSM / (smem + 1024);
+    const size_t by_threads = 2048 / (size_t)block_size;
+    *blocks = (int)std::min<size_t>({by_smem, by_threads, 32});
+    return cudaSuccess;
+}
+
 void check_kernel_argument(const launch_config &cfg, int index, const void *p)
 {
     if (p == nullptr) return;

@@ -142,6 +142,16 @@ static void test_shared()
                                228 * 1024) == cudaErrorInvalidValue,
           "above 227 KiB");
     (void)cudaGetLastError();
+    /* occupancy by shared memory (227 KiB / (99 + 1) KiB) and by threads */
+    int blocks = -1;
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, empty_kernel, 128, 99 * 1024) ==
+                  cudaSuccess &&
+              blocks == 2,
+          "occupancy at 99 KiB: %d blocks", blocks);
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, empty_kernel, 1024, 0) ==
+                  cudaSuccess &&
+              blocks == 2,
+          "occupancy at 1024 threads: %d blocks", blocks);
     empty_kernel<<<1, 1025>>>(d);
     CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "1025 threads per block");
     empty_kernel<<<dim3(1, 65536), 32>>>(d);

@@ -340,6 +340,7 @@ struct kernel_call {
  * capturing. */
 cudaError_t launch(const launch_config &cfg, std::shared_ptr<const kernel_call> call);
 cudaError_t set_dynamic_smem_limit(const void *kernel, int bytes);
+cudaError_t occupancy(int *blocks, const void *kernel, int block_size, size_t smem);
 void check_kernel_argument(const launch_config &cfg, int index, const void *p);
 /* Makes `err` the last error (unless it is cudaSuccess) and returns it. */
 cudaError_t record_error(cudaError_t err);
@@ -612,6 +613,15 @@ static inline cudaError_t cudaFuncSetAttribute(T *kernel, cudaFuncAttribute attr
                                         ? cudaSuccess
                                         : cudaErrorInvalidValue);
     return fg_emu::set_dynamic_smem_limit(reinterpret_cast<const void *>(kernel), value);
+}
+
+template <typename T>
+static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, T *kernel,
+                                                                        int block_size,
+                                                                        size_t dynamic_smem)
+{
+    return fg_emu::occupancy(blocks, reinterpret_cast<const void *>(kernel), block_size,
+                             dynamic_smem);
 }
 
 template <typename... P, typename... A>
