@@ -14,7 +14,9 @@
  * --sweep adds, per case, lines "sweep <case> kernel=K splits=N tile=T ..."
  * for a grid of forced kernels, split counts and key tiles (tuning data; the
  * automatic choice is the plain line).
- * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode] [--sweep] */
+ * --case N runs only the N-th case of the table (1-based), for a profiler.
+ * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode]
+ *                        [--case N] [--sweep] */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention_internal.h"
 
@@ -230,18 +232,25 @@ int main(int argc, char **argv)
 {
     int runs = 30;
     const char *out_path = NULL, *only = NULL;
-    int sweep = 0;
+    int sweep = 0, only_case = 0;
+    const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out_path = argv[++i];
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+        else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) only_case = atoi(argv[++i]);
         else if (strcmp(argv[i], "--sweep") == 0) sweep = 1;
         else {
             fprintf(stderr,
-                    "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] [--sweep]\n",
-                    argv[0]);
+                    "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] "
+                    "[--case 1..%d] [--sweep]\n",
+                    argv[0], n_cases);
             return 2;
         }
+    }
+    if (only_case < 0 || only_case > n_cases) {
+        fprintf(stderr, "bench_attention: --case must be 1 to %d\n", n_cases);
+        return 2;
     }
     if (runs < 20) {
         fprintf(stderr, "bench_attention: --runs must be at least 20\n");
@@ -267,8 +276,9 @@ int main(int argc, char **argv)
     if (file) fprintf(file, "# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs\n", date,
                       name, sms, runs);
     int failed = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (int i = 0; i < n_cases; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;
+        if (only_case && i + 1 != only_case) continue;
         bench_tuning tunes[MAX_TUNES];
         double medians[MAX_TUNES];
         const int n = case_tunings(&cases[i], sweep, tunes);
