@@ -11,9 +11,10 @@
  * prefill counts 4*B*H*S^2*D flops halved for causal; decode counts the K and
  * V bytes read, 2*B*Hkv*kv*D*4. Numbers go to stdout (and --out FILE), never
  * to a test verdict.
- * --sweep adds, per case, lines "sweep <case> kernel=K splits=N tile=T ..."
- * for a grid of forced kernels, split counts and key tiles (tuning data; the
- * automatic choice is the plain line).
+ * --sweep adds, per case, lines "sweep kernel=K splits=N tile=T <case> ..."
+ * (or lanes=L for the decode kernel's lanes per key; splits=0: automatic)
+ * for a grid of forced kernels, split counts, key tiles and lane counts
+ * (tuning data; the automatic choice is the plain line).
  * --case N runs only the N-th case of the table (1-based), for a profiler.
  * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode]
  *                        [--case N] [--sweep] */
@@ -83,7 +84,7 @@ typedef struct {
 /* A forced configuration; all zero: the automatic choice. */
 typedef struct {
     fgi_attention_kernel kernel;
-    int n_splits, block_size;
+    int n_splits, block_size, decode_lanes;
 } bench_tuning;
 
 /* Median milliseconds of one configuration over the rotated buffer sets, or
@@ -104,7 +105,8 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const b
         a.n_q_head = n_q, a.n_kv_head = n_kv, a.q_len = c->S, a.kv_len = c->kv;
         a.head_dim = c->D;
         a.block_size = tune->block_size;
-        fgi_attention_tuning t = {tune->kernel, tune->n_splits, FGI_ATTENTION_AUTO, 0};
+        fgi_attention_tuning t = {tune->kernel, tune->n_splits, FGI_ATTENTION_AUTO, 0,
+                                  tune->decode_lanes};
         ok = check_cuda(cudaEventRecord(start, NULL), "record") &&
              check(fgi_cuda_attention_tuned("bench_attention", &a, &t, workspace, ws_bytes, NULL),
                    "attention") &&
@@ -198,21 +200,25 @@ static void report(FILE *out, const char *prefix, const bench_case *c, double ms
 /* The configurations timed for one case: the automatic choice first, then
  * with --sweep a tuning grid (prefill: the FFMA tiled kernel at each key
  * tile and the 3xTF32 tensor-core kernel; decode: the decode kernel at each
- * split count). Returns the count. */
+ * split count, then 8 and 16 lanes per key at a few). Returns the count. */
 #define MAX_TUNES 24
 static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
 {
     static const int tiles[] = {16, 32, 64};
     static const int splits[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128};
+    static const int lane_splits[] = {0, 16, 32, 48}; /* 0: the automatic count */
     int n = 0;
-    tunes[n++] = (bench_tuning){FGI_ATTENTION_AUTO, 0, 0};
+    tunes[n++] = (bench_tuning){FGI_ATTENTION_AUTO, 0, 0, 0};
     if (!sweep) return n;
     if (strcmp(c->kind, "prefill") == 0) {
-        for (int i = 0; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_TILED, 0, tiles[i]};
-        for (int i = 1; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_MMA, 0, tiles[i]};
+        for (int i = 0; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_TILED, 0, tiles[i], 0};
+        for (int i = 1; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_MMA, 0, tiles[i], 0};
     } else {
         for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++)
-            tunes[n++] = (bench_tuning){FGI_ATTENTION_DECODE, splits[i], 0};
+            tunes[n++] = (bench_tuning){FGI_ATTENTION_DECODE, splits[i], 0, 0};
+        for (int lanes = 8; lanes <= 16; lanes += 8)
+            for (size_t i = 0; i < sizeof lane_splits / sizeof lane_splits[0]; i++)
+                tunes[n++] = (bench_tuning){FGI_ATTENTION_DECODE, lane_splits[i], 0, lanes};
     }
     return n;
 }
@@ -221,7 +227,10 @@ static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t
 {
     static const char *names[] = {"auto", "tiled", "decode", "generic", "mma"};
     char prefix[96] = "";
-    if (t->kernel != FGI_ATTENTION_AUTO)
+    if (t->kernel != FGI_ATTENTION_AUTO && t->decode_lanes != 0)
+        snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d lanes=%d ", names[t->kernel],
+                 t->n_splits, t->decode_lanes);
+    else if (t->kernel != FGI_ATTENTION_AUTO)
         snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d tile=%d ", names[t->kernel],
                  t->n_splits, t->block_size);
     report(stdout, prefix, c, ms);

@@ -375,8 +375,11 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
 }
 
 /* The decode kernel for a problem: RB = the group's rows rounded up to a
- * power of two, at most 8 (4 for head_dim > 128); the fewest lanes per key
- * whose float4 columns cover the head with C * RB <= 16. */
+ * power of two, at most 8 (4 for head_dim > 128); LPK = the requested
+ * lanes per key, else 8 where head_dim <= 128 and 8 lanes keep C * RB <=
+ * 16, else 16; C = the float4 per lane that cover the head_dim class (64,
+ * 128 or 256), at least 2; RB halves until C * RB <= 16. Instantiated
+ * (LPK, C): (8, 2), (8, 4), (16, 2), (16, 4). */
 struct decode_plan {
     int lpk, c, rb;
 };
@@ -387,9 +390,13 @@ decode_plan plan_decode(const fgi_attn_problem &p)
     const int cap = p.head_dim <= 128 ? 8 : 4;
     int rb = 1;
     while (rb < cap && rb < rows) rb *= 2;
-    if (p.head_dim <= 64) return {8, 2, rb};
-    if (p.head_dim <= 128) return rb <= 4 ? decode_plan{8, 4, rb} : decode_plan{16, 2, rb};
-    return {16, 4, rb};
+    const int class_f4 = p.head_dim <= 64 ? 16 : p.head_dim <= 128 ? 32 : 64;
+    const auto c_for = [&](int lanes) { return class_f4 / lanes > 2 ? class_f4 / lanes : 2; };
+    int lpk = p.decode_lanes;
+    if (lpk == 0) lpk = class_f4 <= 32 && c_for(8) * rb <= 16 ? 8 : 16;
+    const int c = c_for(lpk);
+    while (c * rb > 16 && rb > 1) rb /= 2;
+    return {lpk, c, rb};
 }
 
 /* The ring, or the slot merge or the split merge after it, whichever is
@@ -428,11 +435,13 @@ fg_status prepare_decode(const char *fn, const fgi_attn_problem &p, decode_kerne
     const decode_plan s = plan_decode(p);
     *kernel = s.lpk == 8 && s.c == 2    ? kernel_for_rows<8, 2>(s.rb)
               : s.lpk == 8 && s.c == 4  ? kernel_for_rows<8, 4>(s.rb)
-              : s.lpk == 16 && s.c == 2 ? (s.rb == 8 ? kernel_for_rows<16, 2>(8) : nullptr)
+              : s.lpk == 16 && s.c == 2 ? kernel_for_rows<16, 2>(s.rb)
               : s.lpk == 16 && s.c == 4 ? kernel_for_rows<16, 4>(s.rb)
                                         : nullptr;
     if (*kernel == nullptr)
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode kernel for %d rows per block", fn, s.rb);
+        return fg_fail(FG_ERR_UNSUPPORTED,
+                       "%s: no decode kernel with %d lanes per key for head_dim %d", fn, s.lpk,
+                       p.head_dim);
     *smem = decode_smem_bytes(s, p.head_dim);
     if (*smem + 64 > 48 * 1024)
         FG_CUDA_TRY(fn, cudaFuncSetAttribute(*kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

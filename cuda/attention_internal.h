@@ -73,6 +73,8 @@ typedef struct {
                                     key count and the workspace) */
     fgi_attention_kernel used_kernel; /* out: the kernel that ran */
     int used_splits;                  /* out: the key splits that ran */
+    int decode_lanes; /* request; 0: automatic, 8 or 16: lanes of a warp per key
+                         in the decode kernel (8 only for head_dim <= 128) */
 } fgi_attention_tuning;
 
 /* fgi_cuda_attention with an optional tuning request (NULL: automatic).

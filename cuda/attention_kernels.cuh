@@ -39,6 +39,7 @@ struct fgi_attn_problem {
      * splits itself and resets its int, so no combine launch follows; NULL:
      * combine_splits merges. */
     int *split_counters;
+    int decode_lanes; /* decode kernel: lanes per key requested (0: automatic) */
     /* Split-KV partials, row index (split*n_q_head + h)*q_len + i: */
     float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
     float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */

@@ -329,12 +329,12 @@ Test(cuda_attention, gqa_lse_matches_double_log_sum_exp)
 /* Runs one forced (kernel, splits) request into fresh poisoned outputs and
  * checks what ran, the output and the lse; `what` gets " lse" appended. */
 static void run_forced(const inputs *in, shape s, fgi_attention_kernel kernel, int want,
-                       const float *ref, const float *ref_lse, char *what)
+                       int lanes, const float *ref, const float *ref_lse, char *what)
 {
     const size_t n_rows = (size_t)s.n_q * s.q_len;
     float *out = fg_dev_poisoned(in->nq), *lse = fg_dev_poisoned(n_rows);
     fgi_attention_args a = contiguous_args(out, lse, in, s);
-    fgi_attention_tuning t = {kernel, want, FGI_ATTENTION_AUTO, 0};
+    fgi_attention_tuning t = {kernel, want, FGI_ATTENTION_AUTO, 0, lanes};
     expect_ok(run_tuned(&a, &t, NULL, 0), what);
     cr_assert_eq(t.used_kernel, kernel, "%s: ran kernel %d", what, (int)t.used_kernel);
     if (want == 1)
@@ -369,7 +369,7 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
                 const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
                 snprintf(what + strlen(what), sizeof what - strlen(what), " kernel %d, %d splits",
                          (int)kernels[kk], want);
-                run_forced(&in, s, kernels[kk], want, ref, ref_lse, what);
+                run_forced(&in, s, kernels[kk], want, 0, ref, ref_lse, what);
             }
         }
         fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
@@ -400,14 +400,14 @@ Test(cuda_attention, mma_kernel_random_shapes)
             describe(what, sizeof what, "mma", c, s);
             const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
             snprintf(what + strlen(what), sizeof what - strlen(what), ", %d splits", want);
-            run_forced(&in, s, FGI_ATTENTION_MMA, want, ref, ref_lse, what);
+            run_forced(&in, s, FGI_ATTENTION_MMA, want, 0, ref, ref_lse, what);
         }
         if ((long long)(s.n_q / s.n_kv) * s.q_len > 16) {
             char what[220];
             describe(what, sizeof what, "auto prefill", c, s);
             float *out = fg_dev_poisoned(in.nq);
             fgi_attention_args a = contiguous_args(out, NULL, &in, s);
-            fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0};
+            fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0, 0};
             expect_ok(run_tuned(&a, &t, NULL, 0), what);
             cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
                          (int)t.used_kernel);
@@ -458,7 +458,7 @@ Test(cuda_attention, mma_kernel_every_key_tile)
             float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
             fgi_attention_args a = contiguous_args(out, lse, &in, s);
             a.block_size = requests[r];
-            fgi_attention_tuning t = {FGI_ATTENTION_MMA, want, FGI_ATTENTION_AUTO, 0};
+            fgi_attention_tuning t = {FGI_ATTENTION_MMA, want, FGI_ATTENTION_AUTO, 0, 0};
             expect_ok(run_tuned(&a, &t, NULL, 0), what);
             cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
                          (int)t.used_kernel);
@@ -497,7 +497,7 @@ Test(cuda_attention, decode_splits_automatically)
         inputs_make(&in, &rng, s, 1.0);
         float *out = fg_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
         fgi_attention_args a = contiguous_args(out, NULL, &in, s);
-        fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0};
+        fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0, 0};
         expect_ok(run_tuned(&a, &t, NULL, 0), what);
         cr_assert_eq(t.used_kernel, FGI_ATTENTION_DECODE, "%s: ran kernel %d", what,
                      (int)t.used_kernel);
@@ -513,12 +513,13 @@ Test(cuda_attention, decode_splits_automatically)
 /* Scores that climb along the keys (every query positive, every key
  * shifted up in proportion to its index): the decode kernel raises its
  * running maxima again and again inside each split, the path that random
- * scores take only near the start. Forced decode kernel, one split and
- * several, output and log-sum-exp against the reference. */
+ * scores take only near the start. Forced decode kernel with 8 and 16
+ * lanes per key, one split and several, output and log-sum-exp against
+ * the reference. */
 Test(cuda_attention, decode_rising_scores)
 {
     fg_require_gpu();
-    fg_rng rng = fg_rng_make(112);
+    fg_rng rng = fg_rng_make(115);
     const int n = fg_test_quick() ? 4 : 12;
     for (int c = 0; c < n; c++) {
         shape s;
@@ -544,9 +545,13 @@ Test(cuda_attention, decode_rising_scores)
         in.dk = fg_dev_upload(in.k, in.nkv);
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
         const size_t len = strlen(what);
-        for (int want = 1; want <= 8; want += 7) {
-            snprintf(what + len, sizeof what - len, ", %d split(s)", want);
-            run_forced(&in, s, FGI_ATTENTION_DECODE, want, ref, ref_lse, what);
+        for (int lanes = 8; lanes <= 16; lanes += 8) {
+            if (lanes == 8 && s.d > 128) continue; /* 16 lanes only there */
+            for (int want = 1; want <= 8; want += 7) {
+                snprintf(what + len, sizeof what - len, ", %d lanes per key, %d split(s)", lanes,
+                         want);
+                run_forced(&in, s, FGI_ATTENTION_DECODE, want, lanes, ref, ref_lse, what);
+            }
         }
         fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
     }
@@ -617,7 +622,7 @@ Test(cuda_attention, strided_decoder_layout)
         }
         /* Alternate automatic splits with a forced split into the workspace. */
         fgi_attention_tuning t = {FGI_ATTENTION_AUTO, c % 2 ? 0 : fg_rng_int(&rng, 2, 6),
-                                  FGI_ATTENTION_AUTO, 0};
+                                  FGI_ATTENTION_AUTO, 0, 0};
         expect_ok(run_tuned(&a, &t, ws, ws_bytes), what);
         expect_close_dev(out, ref, n_out, what);
         char what_lse[300];
@@ -802,6 +807,39 @@ Test(cuda_attention, refused_calls_write_nothing)
 }
 
 /* A kernel that cannot serve the arguments is refused, not run. */
+/* Lanes-per-key requests the decode kernel has no instantiation for, or
+ * made of another kernel, are refused before anything is written. */
+Test(cuda_attention, decode_lanes_request_that_cannot_serve_is_unsupported)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(116);
+    const struct {
+        shape s;
+        fgi_attention_kernel kernel;
+        int lanes;
+    } bad[] = {
+        {{4, 1, 1, 40, 256}, FGI_ATTENTION_DECODE, 8}, /* 8 lanes: head_dim <= 128 only */
+        {{4, 1, 1, 40, 64}, FGI_ATTENTION_DECODE, 12},
+        {{4, 1, 1, 40, 64}, FGI_ATTENTION_DECODE, 32},
+        {{2, 2, 40, 40, 64}, FGI_ATTENTION_MMA, 16}, /* not a decode kernel */
+    };
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        char what[200];
+        describe(what, sizeof what, "lanes request", (int)c, bad[c].s);
+        inputs in;
+        inputs_make(&in, &rng, bad[c].s, 1.0);
+        float *out = fg_dev_poisoned(in.nq);
+        fgi_attention_args a = contiguous_args(out, NULL, &in, bad[c].s);
+        fgi_attention_tuning t = {bad[c].kernel, 0, FGI_ATTENTION_AUTO, 0, bad[c].lanes};
+        cr_log_info("%s: %d lanes per key", what, bad[c].lanes);
+        fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "lanes per key");
+        cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
+        float *got = fg_dev_download(out, in.nq);
+        for (size_t i = 0; i < in.nq; i++) cr_assert(isnan(got[i]), "%s: wrote output", what);
+        fg_buf_free(got), fg_dev_free(out), inputs_free(&in);
+    }
+}
+
 Test(cuda_attention, forced_kernel_that_cannot_serve_is_unsupported)
 {
     fg_require_gpu();
@@ -811,7 +849,7 @@ Test(cuda_attention, forced_kernel_that_cannot_serve_is_unsupported)
     inputs_make(&in, &rng, s, 1.0);
     float *out = fg_dev_poisoned(in.nq);
     fgi_attention_args a = contiguous_args(out, NULL, &in, s);
-    fgi_attention_tuning t = {FGI_ATTENTION_TILED, 0, FGI_ATTENTION_AUTO, 0};
+    fgi_attention_tuning t = {FGI_ATTENTION_TILED, 0, FGI_ATTENTION_AUTO, 0, 0};
     fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
     t.kernel = FGI_ATTENTION_DECODE;
     fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
