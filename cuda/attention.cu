@@ -369,13 +369,11 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
                        fn, a->head_dim, a->n_q_head / a->n_kv_head * a->q_len);
     fgi_attn_problem p = make_problem(a);
     if (tuning != nullptr && tuning->decode_lanes != 0) {
-        const int lanes = tuning->decode_lanes;
-        if (choice.kernel != FGI_ATTENTION_DECODE ||
-            !(lanes == 16 || (lanes == 8 && a->head_dim <= 128)))
+        p.decode_lanes = tuning->decode_lanes;
+        if (choice.kernel != FGI_ATTENTION_DECODE || !fgi_decode_supported(p))
             return fg_fail(FG_ERR_UNSUPPORTED,
                            "%s: no decode kernel with %d lanes per key for head_dim %d", fn,
-                           lanes, a->head_dim);
-        p.decode_lanes = lanes;
+                           p.decode_lanes, a->head_dim);
     }
     if (blocks_per_split(p, choice) > INT_MAX)
         return fg_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",

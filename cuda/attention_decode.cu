@@ -426,48 +426,70 @@ decode_kernel_fn kernel_for_rows(int rb)
     }
 }
 
-/* The instantiation for a plan (plan_decode makes only these), with its
- * dynamic shared memory allowed (above 48 KiB it must be opted into;
- * static shared memory, the merge flag, counts against the same 48 KiB). */
-fg_status prepare_decode(const char *fn, const fgi_attn_problem &p, decode_kernel_fn *kernel,
-                         size_t *smem)
+/* The instantiation for a plan, or NULL (a lanes request without one). */
+decode_kernel_fn kernel_for_plan(const decode_plan &s)
+{
+    return s.lpk == 8 && s.c == 2    ? kernel_for_rows<8, 2>(s.rb)
+           : s.lpk == 8 && s.c == 4  ? kernel_for_rows<8, 4>(s.rb)
+           : s.lpk == 16 && s.c == 2 ? kernel_for_rows<16, 2>(s.rb)
+           : s.lpk == 16 && s.c == 4 ? kernel_for_rows<16, 4>(s.rb)
+                                     : nullptr;
+}
+
+/* Blocks per (KV head, split): the group's query rows in chunks of rb. */
+int decode_row_chunks(const fgi_attn_problem &p, int rb)
+{
+    return (int)(((long long)p.group * p.q_len + rb - 1) / rb);
+}
+
+/* What a launch of the decode kernel for a problem needs. */
+struct decode_launch {
+    decode_kernel_fn kernel;
+    size_t smem;
+    int row_chunks;
+};
+
+/* The instantiation for the problem's plan (plan_decode makes only these),
+ * with its dynamic shared memory allowed (above 48 KiB it must be opted
+ * into; static shared memory, the merge flag, counts against the same
+ * 48 KiB). */
+fg_status prepare_decode(const char *fn, const fgi_attn_problem &p, decode_launch *out)
 {
     const decode_plan s = plan_decode(p);
-    *kernel = s.lpk == 8 && s.c == 2    ? kernel_for_rows<8, 2>(s.rb)
-              : s.lpk == 8 && s.c == 4  ? kernel_for_rows<8, 4>(s.rb)
-              : s.lpk == 16 && s.c == 2 ? kernel_for_rows<16, 2>(s.rb)
-              : s.lpk == 16 && s.c == 4 ? kernel_for_rows<16, 4>(s.rb)
-                                        : nullptr;
-    if (*kernel == nullptr)
+    const decode_kernel_fn kernel = kernel_for_plan(s);
+    if (kernel == nullptr)
         return fg_fail(FG_ERR_UNSUPPORTED,
                        "%s: no decode kernel with %d lanes per key for head_dim %d", fn, s.lpk,
                        p.head_dim);
-    *smem = decode_smem_bytes(s, p.head_dim);
-    if (*smem + 64 > 48 * 1024)
-        FG_CUDA_TRY(fn, cudaFuncSetAttribute(*kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)*smem));
+    const size_t smem = decode_smem_bytes(s, p.head_dim);
+    if (smem + 64 > 48 * 1024)
+        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem));
+    *out = {kernel, smem, decode_row_chunks(p, s.rb)};
     return FG_OK;
 }
 
 } // namespace
 
+bool fgi_decode_supported(const fgi_attn_problem &p)
+{
+    return p.head_dim % 4 == 0 && p.head_dim <= 256 && kernel_for_plan(plan_decode(p)) != nullptr;
+}
+
 long long fgi_decode_blocks(const fgi_attn_problem &p)
 {
-    const long long rows = (long long)p.group * p.q_len;
-    const int rb = plan_decode(p).rb;
-    return (long long)p.n_kv_head * ((rows + rb - 1) / rb);
+    return (long long)p.n_kv_head * decode_row_chunks(p, plan_decode(p).rb);
 }
 
 int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
 {
     /* The occupancy calculator counts registers (up to about 220 per thread
      * for 4 rows at head_dim 128) as well as shared memory. */
-    decode_kernel_fn kernel = nullptr;
-    size_t smem = 0;
+    decode_launch l = {};
     int blocks = 0;
-    if (prepare_decode("fgi_decode_blocks_per_sm", p, &kernel, &smem) != FG_OK ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, FGI_ATTN_THREADS, smem) !=
-            cudaSuccess) {
+    if (prepare_decode("fgi_decode_blocks_per_sm", p, &l) != FG_OK ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, l.kernel, FGI_ATTN_THREADS,
+                                                      l.smem) != cudaSuccess) {
         (void)cudaGetLastError();
         fg_clear_error();
         return 1; /* planning only: one block per SM is always a safe guess */
@@ -477,20 +499,17 @@ int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
 
 fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
 {
-    if (p.head_dim % 4 != 0 || p.head_dim > 256)
+    if (p.head_dim % 4 != 0 || p.head_dim > 256) /* no plan at all: say why */
         return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
                        p.head_dim);
-    decode_kernel_fn kernel = nullptr;
-    size_t smem = 0;
-    FG_TRY(prepare_decode(fn, p, &kernel, &smem));
-    const int rb = plan_decode(p).rb;
-    const int chunks = (int)(((long long)p.group * p.q_len + rb - 1) / rb);
+    decode_launch l = {};
+    FG_TRY(prepare_decode(fn, p, &l));
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * chunks), (unsigned)p.n_splits, 1);
+    cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * l.row_chunks), (unsigned)p.n_splits, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
-    cfg.dynamicSmemBytes = smem;
+    cfg.dynamicSmemBytes = l.smem;
     cfg.stream = stream;
-    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p, chunks));
+    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, l.kernel, p, l.row_chunks));
     FG_CUDA_LAUNCHED(fn, "decode_attention_kernel");
     return FG_OK;
 }

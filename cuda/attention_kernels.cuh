@@ -195,6 +195,9 @@ size_t fgi_mma_smem_bytes(int head_dim, int key_tile);
  * of packed query rows, split). */
 fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p,
                             cudaStream_t stream);
+/* Whether the decode kernel has an instantiation for the problem (its
+ * head_dim and decode_lanes request). */
+bool fgi_decode_supported(const fgi_attn_problem &p);
 /* Blocks of the decode kernel per split (kv heads x row chunks). */
 long long fgi_decode_blocks(const fgi_attn_problem &p);
 /* Decode blocks resident per SM, by shared memory (at most 4). */

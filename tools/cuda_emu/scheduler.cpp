@@ -106,6 +106,14 @@ const launch_config *cur_cfg = nullptr;
 unsigned long launch_serial = 0;
 bool in_launch = false;
 std::map<const void *, int> dynamic_smem_limits;
+
+/* A kernel's dynamic shared memory limit: its attribute, else 48 KiB. */
+size_t dynamic_smem_limit(const void *kernel)
+{
+    auto limit = dynamic_smem_limits.find(kernel);
+    return limit != dynamic_smem_limits.end() ? (size_t)limit->second : kSharedPerBlockDefault;
+}
+
 std::mt19937 rng;
 #if FG_EMU_ASAN
 const void *main_stack_bottom = nullptr;
@@ -699,8 +707,7 @@ cudaError_t occupancy(int *blocks, const void *kernel, int block_size, size_t sm
     if (!device_present()) return record_error(cudaErrorNoDevice);
     if (blocks == nullptr || kernel == nullptr || block_size < 1 || block_size > 1024)
         return record_error(cudaErrorInvalidValue);
-    auto limit = dynamic_smem_limits.find(kernel);
-    if (smem > (limit != dynamic_smem_limits.end() ? (size_t)limit->second : kSharedPerBlockDefault)) {
+    if (smem > dynamic_smem_limit(kernel)) {
         *blocks = 0;
         return cudaSuccess;
     }
@@ -737,9 +744,7 @@ cudaError_t check_launch(const launch_config &cfg, const void *kernel)
              g.x, g.y, g.z, b.x, b.y, b.z);
         return cudaErrorInvalidConfiguration;
     }
-    auto limit = dynamic_smem_limits.find(kernel);
-    const size_t dyn_limit =
-        limit != dynamic_smem_limits.end() ? (size_t)limit->second : kSharedPerBlockDefault;
+    const size_t dyn_limit = dynamic_smem_limit(kernel);
     if (cfg.smem > dyn_limit) {
         note("launch of %s: %zu bytes of dynamic shared memory > the kernel's limit of %zu "
              "(cudaFuncAttributeMaxDynamicSharedMemorySize)",
