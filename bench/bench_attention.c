@@ -4,10 +4,16 @@
  * Method: CUDA events around each call, a few warm-up calls, the median of
  * --runs calls (default 30, at least 20); the inputs rotate among enough
  * buffer sets to exceed 4x a 50 MB L2, so no run starts with its K/V cached.
+ * Each call is queued behind a short GPU hold (bench/gpu_hold.cu, --hold-us,
+ * default 1000; 0: none), so the events time the GPU's work and not the
+ * host's planning and launch latency, as a captured decode step runs; the
+ * automatic line also gives call_ms, the median of a call on an idle stream
+ * (the old method, host included), and a warning line counts calls whose
+ * enqueueing outlasted the hold.
  * Output, one line per case (stable, machine-readable, read by
  * bench/sdpa_peer.py):
- *   prefill B=8 H=16 S=1024 D=64 ms=0.1234 tflops=12.34
- *   decode B=1 Hq=32 Hkv=8 D=128 kv=4096 ms=0.0123 gbps=1234.5
+ *   prefill B=8 H=16 S=1024 D=64 ms=0.1234 tflops=12.34 call_ms=0.1300
+ *   decode B=1 Hq=32 Hkv=8 D=128 kv=4096 ms=0.0123 gbps=1234.5 call_ms=0.0200
  * prefill counts 4*B*H*S^2*D flops halved for causal; decode counts the K and
  * V bytes read, 2*B*Hkv*kv*D*4. Numbers go to stdout (and --out FILE), never
  * to a test verdict.
@@ -17,11 +23,14 @@
  * (tuning data; the automatic choice is the plain line).
  * --case N runs only the N-th case of the table (1-based), for a profiler.
  * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode]
- *                        [--case N] [--sweep] */
+ *                        [--case N] [--hold-us N] [--sweep] */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention_internal.h"
+#include "gpu_hold.h"
 
 #include <cuda_runtime.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +40,8 @@
 #define MAX_SETS 16
 #define MAX_TOTAL_BYTES ((size_t)24 << 30)
 #define WARMUP 3
+#define MAX_TUNES 24 /* configurations per case (case_tunings) */
+#define DEFAULT_HOLD_US 1000
 
 typedef struct {
     const char *kind; /* "prefill" or "decode" */
@@ -87,16 +98,42 @@ typedef struct {
     int n_splits, block_size, decode_lanes;
 } bench_tuning;
 
+/* The buffers of one case: rotated input sets and the split workspace. */
+typedef struct {
+    const buffer_set *sets;
+    int n_sets;
+    void *workspace;
+    size_t ws_bytes;
+} case_buffers;
+
+/* How calls are timed: events around each call; hold_us > 0 queues a GPU
+ * hold (bench/gpu_hold.cu) before the start event, so the events time the
+ * GPU's work alone; hold_us == 0 times a call on an idle stream, the host's
+ * planning and the launch latency included. */
+typedef struct {
+    cudaEvent_t start, stop;
+    float *times; /* runs entries */
+    int runs;
+    unsigned hold_us;
+    int exposed; /* calls whose enqueueing outlasted the hold */
+} call_timer;
+
+static double host_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
 /* Median milliseconds of one configuration over the rotated buffer sets, or
  * a negative value when the call fails (the reason is on stderr). */
-static double time_tuning(const bench_case *c, const bench_tuning *tune, const buffer_set *sets,
-                          int n_sets, void *workspace, size_t ws_bytes, cudaEvent_t start,
-                          cudaEvent_t stop, float *times, int runs)
+static double time_tuning(const bench_case *c, const bench_tuning *tune, const case_buffers *buf,
+                          call_timer *timer)
 {
     const int n_q = c->B * c->Hq, n_kv = c->B * c->Hkv; /* batch folds into heads */
     int ok = 1;
-    for (int r = -WARMUP; ok && r < runs; r++) {
-        const buffer_set *b = &sets[(r + WARMUP) % n_sets];
+    for (int r = -WARMUP; ok && r < timer->runs; r++) {
+        const buffer_set *b = &buf->sets[(r + WARMUP) % buf->n_sets];
         fgi_attention_args a;
         memset(&a, 0, sizeof a);
         a.out = b->out, a.out_head_stride = (long long)c->S * c->D, a.out_row_stride = c->D;
@@ -107,19 +144,25 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const b
         a.block_size = tune->block_size;
         fgi_attention_tuning t = {tune->kernel, tune->n_splits, FGI_ATTENTION_AUTO, 0,
                                   tune->decode_lanes};
-        ok = check_cuda(cudaEventRecord(start, NULL), "record") &&
-             check(fgi_cuda_attention_tuned("bench_attention", &a, &t, workspace, ws_bytes, NULL),
+        const double enqueue_start = host_us();
+        ok = (timer->hold_us == 0 || check_cuda(bench_gpu_hold(timer->hold_us, NULL), "hold")) &&
+             check_cuda(cudaEventRecord(timer->start, NULL), "record") &&
+             check(fgi_cuda_attention_tuned("bench_attention", &a, &t, buf->workspace,
+                                            buf->ws_bytes, NULL),
                    "attention") &&
-             check_cuda(cudaEventRecord(stop, NULL), "record") &&
-             check_cuda(cudaEventSynchronize(stop), "synchronize");
+             check_cuda(cudaEventRecord(timer->stop, NULL), "record");
+        if (ok && timer->hold_us > 0 && r >= 0 && host_us() - enqueue_start >= timer->hold_us)
+            timer->exposed++;
+        ok = ok && check_cuda(cudaEventSynchronize(timer->stop), "synchronize");
         float ms = 0.0f;
-        if (ok && r >= 0) ok = check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-        if (ok && r >= 0) times[r] = ms;
+        if (ok && r >= 0)
+            ok = check_cuda(cudaEventElapsedTime(&ms, timer->start, timer->stop), "elapsed");
+        if (ok && r >= 0) timer->times[r] = ms;
     }
     if (ok) {
         /* A finite first output row, or the timing means nothing. */
         float first[8];
-        ok = check(fg_cuda_download(first, sets[0].out, sizeof first), "download");
+        ok = check(fg_cuda_download(first, buf->sets[0].out, sizeof first), "download");
         for (int i = 0; ok && i < 8; i++)
             if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
                 fprintf(stderr, "bench_attention: non-finite output\n");
@@ -127,15 +170,26 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const b
             }
     }
     if (!ok) return -1.0;
-    qsort(times, (size_t)runs, sizeof(float), compare_floats);
-    return runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    const int runs = timer->runs;
+    qsort(timer->times, (size_t)runs, sizeof(float), compare_floats);
+    return runs % 2 ? timer->times[runs / 2]
+                    : 0.5 * (timer->times[runs / 2 - 1] + timer->times[runs / 2]);
 }
 
+/* What one case measured: per configuration, the median milliseconds of the
+ * GPU's work (negative where a call failed); for the first (automatic) one
+ * also the median of a call on an idle stream; and the calls whose
+ * enqueueing outlasted the hold (their host time leaked into the number). */
+typedef struct {
+    double medians[MAX_TUNES];
+    double idle_call_ms;
+    int exposed;
+} case_times;
+
 /* Times one case under each of n_tunes configurations (one set of buffers
- * for all): medians[i] gets milliseconds, negative where a call failed.
- * Returns 0 when the buffers could not be set up. */
+ * for all). Returns 0 when the buffers could not be set up. */
 static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes, int runs,
-                     double *medians)
+                     unsigned hold_us, case_times *out)
 {
     const int n_q = c->B * c->Hq, n_kv = c->B * c->Hkv;
     const size_t q_elems = (size_t)n_q * c->S * c->D, kv_elems = (size_t)n_kv * c->kv * c->D;
@@ -168,10 +222,13 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
         ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace") &&
              check(fg_cuda_memset(workspace, 0, ws_bytes), "zero workspace");
     ok = ok && check_cuda(cudaEventCreate(&start), "event") && check_cuda(cudaEventCreate(&stop), "event");
+    const case_buffers buf = {sets, n_sets, workspace, ws_bytes};
+    call_timer timer = {start, stop, times, runs, hold_us, 0};
     for (int i = 0; i < n_tunes; i++)
-        medians[i] = ok ? time_tuning(c, &tunes[i], sets, n_sets, workspace, ws_bytes, start, stop,
-                                      times, runs)
-                        : -1.0;
+        out->medians[i] = ok ? time_tuning(c, &tunes[i], &buf, &timer) : -1.0;
+    out->exposed = timer.exposed;
+    timer.hold_us = 0;
+    out->idle_call_ms = ok && hold_us > 0 ? time_tuning(c, &tunes[0], &buf, &timer) : -1.0;
     if (start) cudaEventDestroy(start);
     if (stop) cudaEventDestroy(stop);
     for (int s = 0; s < n_sets; s++) {
@@ -183,25 +240,40 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
     return ok;
 }
 
-static void report(FILE *out, const char *prefix, const bench_case *c, double ms)
+/* One result line; suffix (may be empty) goes after the rate. */
+static void report(FILE *out, const char *prefix, const bench_case *c, double ms,
+                   const char *suffix)
 {
     if (strcmp(c->kind, "prefill") == 0) {
         const double flops = 4.0 * c->B * c->Hq * (double)c->S * c->S * c->D / 2.0;
-        fprintf(out, "%sprefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f\n", prefix, c->B, c->Hq,
-                c->S, c->D, ms, flops / (ms * 1e-3) / 1e12);
+        fprintf(out, "%sprefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f%s\n", prefix, c->B, c->Hq,
+                c->S, c->D, ms, flops / (ms * 1e-3) / 1e12, suffix);
     } else {
         const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
-        fprintf(out, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f\n", prefix, c->B,
-                c->Hq, c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9);
+        fprintf(out, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f%s\n", prefix, c->B,
+                c->Hq, c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9, suffix);
     }
     fflush(out);
+}
+
+/* printf to stdout and, when open, to the --out file. */
+static void print_both(FILE *file, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (file) {
+        va_start(ap, fmt);
+        vfprintf(file, fmt, ap);
+        va_end(ap);
+    }
 }
 
 /* The configurations timed for one case: the automatic choice first, then
  * with --sweep a tuning grid (prefill: the FFMA tiled kernel at each key
  * tile and the 3xTF32 tensor-core kernel; decode: the decode kernel at each
  * split count, then 8 and 16 lanes per key at a few). Returns the count. */
-#define MAX_TUNES 24
 static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
 {
     static const int tiles[] = {16, 32, 64};
@@ -223,7 +295,8 @@ static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
     return n;
 }
 
-static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t, double ms)
+static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t, double ms,
+                          const char *suffix)
 {
     static const char *names[] = {"auto", "tiled", "decode", "generic", "mma"};
     char prefix[96] = "";
@@ -233,8 +306,8 @@ static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t
     else if (t->kernel != FGI_ATTENTION_AUTO)
         snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d tile=%d ", names[t->kernel],
                  t->n_splits, t->block_size);
-    report(stdout, prefix, c, ms);
-    if (file) report(file, prefix, c, ms);
+    report(stdout, prefix, c, ms, suffix);
+    if (file) report(file, prefix, c, ms, suffix);
 }
 
 int main(int argc, char **argv)
@@ -242,23 +315,29 @@ int main(int argc, char **argv)
     int runs = 30;
     const char *out_path = NULL, *only = NULL;
     int sweep = 0, only_case = 0;
+    long hold_us = DEFAULT_HOLD_US;
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out_path = argv[++i];
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) only_case = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--hold-us") == 0 && i + 1 < argc) hold_us = atol(argv[++i]);
         else if (strcmp(argv[i], "--sweep") == 0) sweep = 1;
         else {
             fprintf(stderr,
                     "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] "
-                    "[--case 1..%d] [--sweep]\n",
+                    "[--case 1..%d] [--hold-us N] [--sweep]\n",
                     argv[0], n_cases);
             return 2;
         }
     }
     if (only_case < 0 || only_case > n_cases) {
         fprintf(stderr, "bench_attention: --case must be 1 to %d\n", n_cases);
+        return 2;
+    }
+    if (hold_us < 0 || hold_us > 100000) {
+        fprintf(stderr, "bench_attention: --hold-us must be 0 to 100000\n");
         return 2;
     }
     if (runs < 20) {
@@ -281,23 +360,37 @@ int main(int argc, char **argv)
     char date[32];
     const time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M", gmtime(&now));
-    printf("# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs\n", date, name, sms, runs);
-    if (file) fprintf(file, "# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs\n", date,
-                      name, sms, runs);
+    print_both(file, "# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs, ", date,
+               name, sms, runs);
+    if (hold_us > 0)
+        print_both(file, "GPU time (each call queued behind a %ld us hold); call_ms: a call on an "
+                         "idle stream, host planning and launch latency included\n", hold_us);
+    else
+        print_both(file, "each call on an idle stream (host planning and launch latency "
+                         "included)\n");
     int failed = 0;
     for (int i = 0; i < n_cases; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;
         if (only_case && i + 1 != only_case) continue;
         bench_tuning tunes[MAX_TUNES];
-        double medians[MAX_TUNES];
+        case_times times;
         const int n = case_tunings(&cases[i], sweep, tunes);
-        if (!time_case(&cases[i], tunes, n, runs, medians) || medians[0] < 0) {
+        if (!time_case(&cases[i], tunes, n, runs, (unsigned)hold_us, &times) ||
+            times.medians[0] < 0) {
             failed = 1;
             printf("%s B=%d failed\n", cases[i].kind, cases[i].B);
             continue;
         }
+        char call[48] = "";
+        if (hold_us > 0 && times.idle_call_ms >= 0)
+            snprintf(call, sizeof call, " call_ms=%.4f", times.idle_call_ms);
         for (int t = 0; t < n; t++)
-            if (medians[t] >= 0) report_tuning(file, &cases[i], &tunes[t], medians[t]);
+            if (times.medians[t] >= 0)
+                report_tuning(file, &cases[i], &tunes[t], times.medians[t], t == 0 ? call : "");
+        if (times.exposed > 0)
+            print_both(file, "# warning: %d calls of this case took longer to enqueue than the "
+                             "%ld us hold; their host time is in the numbers above\n",
+                       times.exposed, hold_us);
     }
     if (file) fclose(file);
     return failed;

@@ -4,7 +4,10 @@
 Times torch.nn.functional.scaled_dot_product_attention in fp32 on the same
 shapes with the same method (CUDA events around each call, warm-up, median of
 --runs calls, inputs rotated among enough buffer sets to exceed 4x a 50 MB
-L2), prints one line per case in bench_attention's format prefixed with
+L2; each call queued behind a GPU hold of --hold-us, default 1000, so the
+events time the GPU's work and not the host's dispatch; torch.cuda._sleep
+is the hold here, calibrated once; call_ms is a call on an idle stream,
+host included), prints one line per case in bench_attention's format prefixed with
 "peer", and, given bench_attention's output (--ours FILE, or "-" for stdin),
 one "ratio" line per case: ratio = our throughput / peer throughput
 (= peer ms / our ms; above 1 means flashgpt is faster), then a short table.
@@ -17,11 +20,12 @@ expanded with repeat_interleave once, outside the timed region (noted as
 counted on the un-replicated bytes so that ratios compare times).
 TF32 is disabled so the peer computes in fp32 like flashgpt.
 
-Usage: sdpa_peer.py [--runs N] [--ours FILE|-] [--only prefill|decode]
+Usage: sdpa_peer.py [--runs N] [--ours FILE|-] [--only prefill|decode] [--hold-us N]
 """
 import argparse
 import re
 import sys
+import time
 
 CASES = [
     ("prefill", 8, 16, 16, 1024, 1024, 64),
@@ -51,7 +55,26 @@ def throughput(kind, B, Hq, Hkv, S, kv, D, ms):
     return "gbps", 2.0 * B * Hkv * kv * D * 4 / (ms * 1e-3) / 1e9
 
 
-def time_case(torch, F, case, runs, has_gqa):
+def hold_cycles(torch, hold_us):
+    """torch.cuda._sleep cycles that last about hold_us on this GPU (0: no hold)."""
+    if hold_us <= 0:
+        return 0
+    if not hasattr(torch.cuda, "_sleep"):
+        sys.exit("sdpa_peer.py: this PyTorch has no torch.cuda._sleep; use --hold-us 0")
+    probe = 10 ** 6
+    start = torch.cuda.Event(enable_timing=True)
+    stop = torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(probe)  # warm-up
+    start.record()
+    torch.cuda._sleep(probe)
+    stop.record()
+    stop.synchronize()
+    return max(1, int(probe * hold_us / (start.elapsed_time(stop) * 1000.0)))
+
+
+def time_case(torch, F, case, runs, has_gqa, hold_us, cycles):
+    """(median ms with the hold, calls whose dispatch outlasted it, median ms
+    of a call on an idle stream)."""
     kind, B, Hq, Hkv, S, kv, D = case
     set_bytes = 4 * (2 * B * Hq * S * D + 2 * B * Hkv * kv * D)
     n_sets = max(2, min(MAX_SETS, -(-ROTATE_BYTES // set_bytes)))
@@ -72,23 +95,34 @@ def time_case(torch, F, case, runs, has_gqa):
         kwargs["enable_gqa"] = True
     start = torch.cuda.Event(enable_timing=True)
     stop = torch.cuda.Event(enable_timing=True)
-    times = []
-    with torch.no_grad():
-        for r in range(-WARMUP, runs):
-            q, k, v = sets[(r + WARMUP) % n_sets]
-            start.record()
-            out = F.scaled_dot_product_attention(q, k, v, **kwargs)
-            stop.record()
-            stop.synchronize()
-            if r >= 0:
-                times.append(start.elapsed_time(stop))
-    if not torch.isfinite(out).all():
-        raise RuntimeError("non-finite SDPA output")
-    del sets, out
+
+    def median_ms(sleep):
+        times, exposed = [], 0
+        with torch.no_grad():
+            for r in range(-WARMUP, runs):
+                q, k, v = sets[(r + WARMUP) % n_sets]
+                t0 = time.perf_counter()
+                if sleep:
+                    torch.cuda._sleep(sleep)
+                start.record()
+                out = F.scaled_dot_product_attention(q, k, v, **kwargs)
+                stop.record()
+                if sleep and r >= 0 and (time.perf_counter() - t0) * 1e6 >= hold_us:
+                    exposed += 1
+                stop.synchronize()
+                if r >= 0:
+                    times.append(start.elapsed_time(stop))
+        if not torch.isfinite(out).all():
+            raise RuntimeError("non-finite SDPA output")
+        times.sort()
+        mid = len(times) // 2
+        return (times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])), exposed
+
+    ms, exposed = median_ms(cycles)
+    call_ms = median_ms(0)[0] if cycles else None
+    del sets
     torch.cuda.empty_cache()
-    times.sort()
-    mid = len(times) // 2
-    return times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])
+    return ms, exposed, call_ms
 
 
 def parse_ours(text):
@@ -105,9 +139,13 @@ def main():
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--ours", help="bench_attention output file, or - for stdin")
     ap.add_argument("--only", choices=["prefill", "decode"])
+    ap.add_argument("--hold-us", type=int, default=1000,
+                    help="GPU hold before each timed call, microseconds (0: none)")
     args = ap.parse_args()
     if args.runs < 20:
         sys.exit("sdpa_peer.py: --runs must be at least 20")
+    if not 0 <= args.hold_us <= 100000:
+        sys.exit("sdpa_peer.py: --hold-us must be 0 to 100000")
     try:
         import torch
         import torch.nn.functional as F
@@ -126,22 +164,30 @@ def main():
     if args.ours:
         text = sys.stdin.read() if args.ours == "-" else open(args.ours).read()
         ours = parse_ours(text)
-    print("# sdpa_peer torch %s, %s, fp32 (TF32 off), gqa=%s, median of %d runs"
+    cycles = hold_cycles(torch, args.hold_us)
+    print("# sdpa_peer torch %s, %s, fp32 (TF32 off), gqa=%s, median of %d runs, %s"
           % (torch.__version__, torch.cuda.get_device_name(), "enable_gqa" if has_gqa else "repeat",
-             args.runs))
+             args.runs, "GPU time (each call queued behind a %d us hold); call_ms: a call on an "
+             "idle stream, host dispatch included" % args.hold_us if cycles else
+             "each call on an idle stream (host dispatch included)"))
     rows = []
     for case in CASES:
         if args.only and case[0] != args.only:
             continue
         key = case_key(*case)
         try:
-            ms = time_case(torch, F, case, args.runs, has_gqa)
+            ms, exposed, call_ms = time_case(torch, F, case, args.runs, has_gqa, args.hold_us,
+                                             cycles)
         except Exception as e:  # report the case, keep going
             print("peer %s failed: %s" % (key, str(e).splitlines()[0] if str(e) else type(e).__name__))
             rows.append((key, ours.get(key), None))
             continue
         unit, value = throughput(*case, ms)
-        print("peer %s ms=%.4f %s=%.2f" % (key, ms, unit, value))
+        print("peer %s ms=%.4f %s=%.2f%s" % (key, ms, unit, value,
+                                             " call_ms=%.4f" % call_ms if call_ms else ""))
+        if exposed:
+            print("# warning: %d calls of this case took longer to dispatch than the %d us "
+                  "hold; their host time is in the numbers above" % (exposed, args.hold_us))
         rows.append((key, ours.get(key), ms))
         sys.stdout.flush()
     if ours:

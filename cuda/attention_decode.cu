@@ -140,42 +140,21 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
 
     /* Packed row m is query i = m % q_len of head kv_head*group + m / q_len.
      * Padding rows past the end repeat the last real row and are never
-     * written, so every load stays in bounds. The lane holds float4 number
-     * sub + LPK * c of each row (c < C): a key group reads whole 16-byte
-     * runs of a row, conflict-free. */
-    float4 qr[RB][C];
+     * written, so every load stays in bounds. The keys each row sees come
+     * from indices alone, so the K/V prologue is issued before q's loads
+     * and hides their latency (every block is on the critical path of a
+     * one-wave decode launch). */
     int last_key[RB];
     int max_last = 0;
 #pragma unroll
     for (int r = 0; r < RB; r++) {
-        const int m = min(m0 + r, rows - 1);
-        const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
-        const float4 *q_row =
-            reinterpret_cast<const float4 *>(p.q + h * p.q_head_stride + i * p.q_row_stride);
-#pragma unroll
-        for (int c = 0; c < C; c++) {
-            const int f = sub + LPK * c;
-            qr[r][c] = f < F ? fgi_scale4(__ldg(q_row + f), p.q_scale)
-                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-        last_key[r] = i + keys.shift;
+        last_key[r] = min(m0 + r, rows - 1) % p.q_len + keys.shift;
         max_last = max(max_last, last_key[r]);
     }
     const int key_begin = split * keys.keys_per_split;
     const int key_end = min(key_begin + min(keys.keys_per_split, keys.kv_len - key_begin),
                             max_last + 1);
     const int n_stages = key_end > key_begin ? (key_end - key_begin + kStageKeys - 1) / kStageKeys : 0;
-
-    /* One online softmax per (key group, row): this lane's dims of it. */
-    float m_run[RB], l_run[RB];
-    float4 acc[RB][C];
-#pragma unroll
-    for (int r = 0; r < RB; r++) {
-        m_run[r] = -INFINITY;
-        l_run[r] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < C; c++) acc[r][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
 
     /* K/V stream through a ring of shared stages with cp.async, STAGES - 1
      * stages ahead of the math, so each block keeps tens of KiB in flight. */
@@ -189,6 +168,34 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
             load_stage_async(ring + t * stage_floats, k_head, v_head, key_begin + t * kStageKeys,
                              key_end, D);
         __pipeline_commit(); /* empty groups keep the wait count uniform */
+    }
+
+    /* The lane holds float4 number sub + LPK * c of each q row (c < C): a
+     * key group reads whole 16-byte runs of a row, conflict-free. */
+    float4 qr[RB][C];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const int m = min(m0 + r, rows - 1);
+        const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
+        const float4 *q_row =
+            reinterpret_cast<const float4 *>(p.q + h * p.q_head_stride + i * p.q_row_stride);
+#pragma unroll
+        for (int c = 0; c < C; c++) {
+            const int f = sub + LPK * c;
+            qr[r][c] = f < F ? fgi_scale4(__ldg(q_row + f), p.q_scale)
+                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+
+    /* One online softmax per (key group, row): this lane's dims of it. */
+    float m_run[RB], l_run[RB];
+    float4 acc[RB][C];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        m_run[r] = -INFINITY;
+        l_run[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < C; c++) acc[r][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
     for (int t = 0; t < n_stages; t++) {
         __pipeline_wait_prior(Shape::STAGES - 2); /* stage t has landed (this thread's part) */
@@ -487,9 +494,19 @@ int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
      * for 4 rows at head_dim 128) as well as shared memory. */
     decode_launch l = {};
     int blocks = 0;
-    if (prepare_decode("fgi_decode_blocks_per_sm", p, &l) != FG_OK ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, l.kernel, FGI_ATTN_THREADS,
-                                                      l.smem) != cudaSuccess) {
+    bool ok = false;
+    if (prepare_decode("fgi_decode_blocks_per_sm", p, &l) == FG_OK) {
+        /* The decoder plans inside a stream capture (ThreadLocal mode). The
+         * query is pure, but CUDA does not list it as capture-safe, so it runs
+         * with this thread in Relaxed mode: it can never invalidate a capture. */
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        if (cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess) {
+            ok = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, l.kernel, FGI_ATTN_THREADS,
+                                                               l.smem) == cudaSuccess;
+            (void)cudaThreadExchangeStreamCaptureMode(&mode);
+        }
+    }
+    if (!ok) {
         (void)cudaGetLastError();
         fg_clear_error();
         return 1; /* planning only: one block per SM is always a safe guess */

@@ -71,12 +71,27 @@ registry<CUgraphExec_st> &execs()
     return r;
 }
 
-/* A capture of the calling thread that is not Relaxed, or any Global one,
- * forbids potentially unsafe calls (the CUDA runtime's rule). */
+/* The calling thread's capture interaction mode
+ * (cudaThreadExchangeStreamCaptureMode; Global unless changed). */
+cudaStreamCaptureMode &thread_mode()
+{
+    static thread_local cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+    return mode;
+}
+
+/* The CUDA runtime's rule for potentially unsafe calls: a thread in Relaxed
+ * mode may make them; otherwise a capture of the calling thread that was not
+ * begun Relaxed forbids them, and in Global thread mode so does any other
+ * thread's Global capture. */
 bool forbids_unsafe(const capture &c)
 {
-    return c.mode == cudaStreamCaptureModeGlobal ||
-           (c.mode == cudaStreamCaptureModeThreadLocal && c.thread == std::this_thread::get_id());
+    const bool own = c.thread == std::this_thread::get_id();
+    switch (thread_mode()) {
+    case cudaStreamCaptureModeRelaxed: return false;
+    case cudaStreamCaptureModeThreadLocal: return own && c.mode != cudaStreamCaptureModeRelaxed;
+    default:
+        return own ? c.mode != cudaStreamCaptureModeRelaxed : c.mode == cudaStreamCaptureModeGlobal;
+    }
 }
 
 bool valid_mode(cudaStreamCaptureMode mode)
@@ -208,6 +223,17 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
     CUgraph_st *g = new CUgraph_st{std::move(nodes)};
     graphs().live.insert(g);
     *graph = g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode *mode)
+{
+    EMU_API_BEGIN;
+    if (mode == nullptr || !valid_mode(*mode)) {
+        note("cudaThreadExchangeStreamCaptureMode: %s", mode ? "invalid mode" : "NULL mode");
+        return record_error(cudaErrorInvalidValue);
+    }
+    std::swap(*mode, thread_mode());
     return cudaSuccess;
 }
 

@@ -560,6 +560,21 @@ static void test_graph_capture_rules()
           cudaGetErrorName(other));
     CHECK(cudaMalloc(&p, 64) == cudaErrorStreamCaptureUnsupported, "own thread, thread-local");
     CHECK(cudaStreamEndCapture(quiet, &g) == cudaErrorStreamCaptureInvalidated, "local end");
+    /* A thread switched to Relaxed (cudaThreadExchangeStreamCaptureMode) may
+     * make unsafe calls during its own capture; switching back restores. */
+    CHECK(cudaStreamBeginCapture(quiet, cudaStreamCaptureModeThreadLocal) == cudaSuccess, "local");
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    CHECK(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess &&
+              mode == cudaStreamCaptureModeGlobal,
+          "exchange: the thread's mode was not Global");
+    CHECK(cudaMalloc(&p, 64) == cudaSuccess && cudaFree(p) == cudaSuccess,
+          "relaxed thread: cudaMalloc during its capture");
+    CHECK(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess &&
+              mode == cudaStreamCaptureModeRelaxed,
+          "exchange back");
+    CHECK(capture_status(quiet) == cudaStreamCaptureStatusActive, "relaxed calls kept the capture");
+    CHECK(cudaMalloc(&p, 64) == cudaErrorStreamCaptureUnsupported, "mode restored");
+    CHECK(cudaStreamEndCapture(quiet, &g) == cudaErrorStreamCaptureInvalidated, "local end");
     /* Global: EndCapture belongs to the capturing thread */
     CHECK(cudaStreamBeginCapture(quiet, cudaStreamCaptureModeGlobal) == cudaSuccess, "global");
     std::thread([&] { other = cudaStreamEndCapture(quiet, &g); }).join();
