@@ -240,22 +240,6 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
     return ok;
 }
 
-/* One result line; suffix (may be empty) goes after the rate. */
-static void report(FILE *out, const char *prefix, const bench_case *c, double ms,
-                   const char *suffix)
-{
-    if (strcmp(c->kind, "prefill") == 0) {
-        const double flops = 4.0 * c->B * c->Hq * (double)c->S * c->S * c->D / 2.0;
-        fprintf(out, "%sprefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f%s\n", prefix, c->B, c->Hq,
-                c->S, c->D, ms, flops / (ms * 1e-3) / 1e12, suffix);
-    } else {
-        const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
-        fprintf(out, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f%s\n", prefix, c->B,
-                c->Hq, c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9, suffix);
-    }
-    fflush(out);
-}
-
 /* printf to stdout and, when open, to the --out file. */
 static void print_both(FILE *file, const char *fmt, ...)
 {
@@ -263,10 +247,28 @@ static void print_both(FILE *file, const char *fmt, ...)
     va_start(ap, fmt);
     vprintf(fmt, ap);
     va_end(ap);
+    fflush(stdout);
     if (file) {
         va_start(ap, fmt);
         vfprintf(file, fmt, ap);
         va_end(ap);
+        fflush(file);
+    }
+}
+
+/* One result line (stdout and the --out file); suffix (may be empty) goes
+ * after the rate. */
+static void report(FILE *file, const char *prefix, const bench_case *c, double ms,
+                   const char *suffix)
+{
+    if (strcmp(c->kind, "prefill") == 0) {
+        const double flops = 4.0 * c->B * c->Hq * (double)c->S * c->S * c->D / 2.0;
+        print_both(file, "%sprefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f%s\n", prefix, c->B,
+                   c->Hq, c->S, c->D, ms, flops / (ms * 1e-3) / 1e12, suffix);
+    } else {
+        const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
+        print_both(file, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f%s\n", prefix,
+                   c->B, c->Hq, c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9, suffix);
     }
 }
 
@@ -306,8 +308,7 @@ static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t
     else if (t->kernel != FGI_ATTENTION_AUTO)
         snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d tile=%d ", names[t->kernel],
                  t->n_splits, t->block_size);
-    report(stdout, prefix, c, ms, suffix);
-    if (file) report(file, prefix, c, ms, suffix);
+    report(file, prefix, c, ms, suffix);
 }
 
 int main(int argc, char **argv)
