@@ -5,6 +5,7 @@
 
 #include "fake/cuda_runtime.h"
 
+#include <cstdarg>
 #include <functional>
 #include <mutex>
 
@@ -37,6 +38,8 @@ std::recursive_mutex &api_lock();
 /* A line "fg_emu: ..." on stderr (for misuse that is also reported as an
  * error code, so the caller sees both). */
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same line with `prefix` after "fg_emu: " (fault reports share it). */
+void vnote(const char *prefix, const char *fmt, va_list ap);
 
 /* Environment knobs, read once. */
 long env_long(const char *name, long fallback);

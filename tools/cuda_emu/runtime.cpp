@@ -31,13 +31,18 @@ std::recursive_mutex &api_lock()
     return m;
 }
 
+void vnote(const char *prefix, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "fg_emu: %s", prefix);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fg_emu: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vnote("", fmt, ap);
     va_end(ap);
 }
 

@@ -571,9 +571,7 @@ void fault(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fg_emu: device fault: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vnote("device fault: ", fmt, ap);
     va_end(ap);
     if (in_launch)
         fprintf(stderr,
