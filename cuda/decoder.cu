@@ -48,7 +48,7 @@ struct fg_cuda_model {
     fg_config cfg;
     int max_tokens, head_dim, qkv_width;
     cudaStream_t stream;
-    cublasHandle_t blas;
+    fgi_linear_ctx lin; /* cuBLAS handle bound to the stream; GEMV workspace */
     float *weights; /* one device block holding every tensor */
     layer_weights *layers; /* host array of n_layer */
     const float *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
@@ -287,12 +287,13 @@ static fg_status ensure_attention_workspace(const char *fn, fg_cuda_model *m, in
 extern "C" void fg_cuda_model_destroy(fg_cuda_model *m)
 {
     if (m == NULL) return;
-    if (m->blas) cublasDestroy(m->blas);
+    if (m->lin.blas) cublasDestroy(m->lin.blas);
     if (m->capture_stream) cudaStreamDestroy(m->capture_stream);
     if (m->weights) cudaFree(m->weights);
     if (m->activations) cudaFree(m->activations);
     if (m->ids) cudaFree(m->ids);
     if (m->attn_ws) cudaFree(m->attn_ws);
+    if (m->lin.gemv_ws) cudaFree(m->lin.gemv_ws);
     (void)cudaGetLastError();
     free(m->layers);
     free(m);
@@ -304,7 +305,10 @@ static fg_status model_init(const char *fn, fg_cuda_model *m, const fg_weights *
     FG_TRY(fg_alloc(fn, (void **)&m->layers, (size_t)m->cfg.n_layer, sizeof(layer_weights)));
     FG_TRY(layout_activations(fn, m, NULL, &total));
     FG_TRY(fgi_cuda_check_device(fn));
-    FG_TRY(fgi_cuda_blas_create(fn, &m->blas, m->stream));
+    FG_TRY(fgi_cuda_blas_create(fn, &m->lin.blas, m->stream));
+    FG_TRY(fgi_cuda_sm_count(fn, &m->lin.sm_count));
+    FG_TRY(cuda_alloc(fn, &m->lin.gemv_ws, FGI_GEMV_WORKSPACE_BYTES, "the GEMV workspace"));
+    FG_CUDA_TRY(fn, cudaMemset(m->lin.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES));
     FG_TRY(upload_weights(fn, m, w));
     FG_TRY(cuda_alloc(fn, (void **)&m->activations, sizeof(float) * total, "activations"));
     FG_TRY(layout_activations(fn, m, m->activations, &total));
@@ -533,8 +537,8 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     const fg_config *c = &m->cfg;
     const layer_weights *lw = &m->layers[layer];
     const int C = c->n_embd, d = m->head_dim, W = m->qkv_width;
-    FG_TRY(fgi_cuda_gemm(fn, m->blas, m->qkv, x_in, lw->c_attn_w, NULL, T, C, W, 0,
-                         m->stream));
+    FG_TRY(fgi_cuda_linear_layer(fn, &m->lin, m->qkv, x_in, lw->c_attn_w, NULL, T, C, W, 0,
+                                 FGI_ACT_NONE, m->stream));
 
     fgi_qkv_append_args qa;
     qa.qkv = m->qkv;
@@ -573,9 +577,9 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     aa.block_size = c->use_flash ? c->flash_block : 0;
     FG_TRY(fgi_cuda_attention(fn, &aa, m->attn_ws, m->attn_ws_bytes, m->stream));
 
-    return fgi_cuda_gemm(fn, m->blas, out, m->att, lw->c_proj_w,
-                         proj_bias ? lw->c_proj_b : NULL, T, c->n_head * d, C, 0,
-                         m->stream);
+    return fgi_cuda_linear_layer(fn, &m->lin, out, m->att, lw->c_proj_w,
+                                 proj_bias ? lw->c_proj_b : NULL, T, c->n_head * d, C, 0,
+                                 FGI_ACT_NONE, m->stream);
 }
 
 /* m->delta (T, C) = MLP of m->h without the output bias. */
@@ -587,17 +591,17 @@ static fg_status mlp_sublayer(const char *fn, fg_cuda_model *m, int layer, int T
     if (c->arch == FG_ARCH_LLAMA) {
         float *gate_up = m->mlp; /* (T, 2I): [gate | up] per row */
         float *act = m->mlp_act; /* (T, I) */
-        FG_TRY(fgi_cuda_gemm(fn, m->blas, gate_up, m->h, lw->fc_w, NULL, T, C, 2 * I, 0,
-                             m->stream));
+        FG_TRY(fgi_cuda_linear_layer(fn, &m->lin, gate_up, m->h, lw->fc_w, NULL, T, C, 2 * I,
+                                     0, FGI_ACT_NONE, m->stream));
         FG_TRY(fgi_cuda_silu_mul_rows(fn, act, gate_up, gate_up + I, T, I, 2LL * I,
                                       m->stream));
-        return fgi_cuda_gemm(fn, m->blas, m->delta, act, lw->mlp_proj_w, NULL, T, I, C, 0,
-                             m->stream);
+        return fgi_cuda_linear_layer(fn, &m->lin, m->delta, act, lw->mlp_proj_w, NULL, T, I, C,
+                                     0, FGI_ACT_NONE, m->stream);
     }
-    FG_TRY(fgi_cuda_gemm(fn, m->blas, m->mlp, m->h, lw->fc_w, NULL, T, C, I, 0, m->stream));
-    FG_TRY(fgi_cuda_bias_gelu(fn, m->mlp, m->mlp, lw->fc_b, T, I, m->stream));
-    return fgi_cuda_gemm(fn, m->blas, m->delta, m->mlp, lw->mlp_proj_w, NULL, T, I, C, 0,
-                         m->stream);
+    FG_TRY(fgi_cuda_linear_layer(fn, &m->lin, m->mlp, m->h, lw->fc_w, lw->fc_b, T, C, I, 0,
+                                 FGI_ACT_GELU, m->stream));
+    return fgi_cuda_linear_layer(fn, &m->lin, m->delta, m->mlp, lw->mlp_proj_w, NULL, T, I, C,
+                                 0, FGI_ACT_NONE, m->stream);
 }
 
 /* One pre-norm block on x (T, C), with m->h already holding norm_1(x). With
@@ -691,8 +695,8 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_model *m, fg_cuda_kv_ca
     }
     /* every row of m->h is ln_f(x); only the last logit_rows go to the classifier */
     const float *last = m->h + (size_t)(T - logit_rows) * C;
-    return fgi_cuda_gemm(fn, m->blas, m->logits, last, m->classifier, NULL, logit_rows, C, V, 1,
-                         m->stream);
+    return fgi_cuda_linear_layer(fn, &m->lin, m->logits, last, m->classifier, NULL, logit_rows,
+                                 C, V, 1, FGI_ACT_NONE, m->stream);
 }
 
 /* Runs the whole forward for validated arguments, with logits for the last
@@ -737,7 +741,7 @@ static fg_status capture_step(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache
     }
     if (m->capture_stream == NULL)
         FG_CUDA_TRY(fn, cudaStreamCreateWithFlags(&m->capture_stream, cudaStreamNonBlocking));
-    FG_CUBLAS_TRY(fn, cublasSetStream(m->blas, m->capture_stream));
+    FG_CUBLAS_TRY(fn, cublasSetStream(m->lin.blas, m->capture_stream));
     const cudaStream_t user_stream = m->stream;
     m->stream = m->capture_stream; /* every enqueue below reads m->stream */
     cudaGraph_t graph = NULL;
@@ -748,7 +752,7 @@ static fg_status capture_step(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache
         err = cudaStreamEndCapture(m->stream, &graph);
     }
     m->stream = user_stream;
-    const cublasStatus_t restored = cublasSetStream(m->blas, user_stream);
+    const cublasStatus_t restored = cublasSetStream(m->lin.blas, user_stream);
     if (restored != CUBLAS_STATUS_SUCCESS) {
         if (graph != NULL) cudaGraphDestroy(graph);
         (void)cudaGetLastError();

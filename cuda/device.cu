@@ -24,6 +24,14 @@ extern "C" fg_status fgi_cuda_check_device(const char *fn)
     return FG_OK;
 }
 
+extern "C" fg_status fgi_cuda_sm_count(const char *fn, int *sm_count)
+{
+    int device = 0;
+    FG_CUDA_TRY(fn, cudaGetDevice(&device));
+    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
+    return FG_OK;
+}
+
 extern "C" int fg_cuda_available(void)
 {
     int count = 0;

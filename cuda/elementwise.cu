@@ -1,29 +1,18 @@
 /* CUDA elementwise operations: GELU, bias + GELU, SiLU-multiply and the
  * residual add (SPEC 6 and "Model families").
  *
- * GELU is the tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))); SiLU is
- * a / (1 + exp(-a)); both in fp32 with the accurate expf. Biases are
+ * GELU (tanh form) and SiLU come from activation.cuh. Biases are
  * (cols) vectors broadcast over rows. In place (y == x) is allowed.
  * Design: grid-stride loops, one element per thread per step, 64-bit
  * indices; bias + GELU and SiLU-multiply read their inputs once and write
  * once, which is all a memory-bound elementwise pass can do. */
+#include "activation.cuh"
 #include "cuda_common.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 #include "validate.h"
 
 namespace {
-
-/* 0.5(1 + tanh(z)) == 1 / (1 + exp(-2z)): the same function without the
- * cancellation of 1 + tanh(z) for negative z. */
-__device__ inline float gelu(float x)
-{
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    const float z = k * (x + 0.044715f * x * x * x);
-    return x / (1.0f + expf(-2.0f * z));
-}
-
-__device__ inline float silu(float a) { return a / (1.0f + expf(-a)); }
 
 #define GRID_STRIDE(e, total)                                                   \
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;        \
@@ -35,7 +24,7 @@ __global__ void bias_gelu_kernel(float *y, const float *x, const float *b,
     GRID_STRIDE(e, rows * cols)
     {
         const float v = b ? x[e] + b[e % cols] : x[e];
-        y[e] = gelu(v);
+        y[e] = fgi_gelu(v);
     }
 }
 
@@ -45,7 +34,7 @@ __global__ void silu_mul_kernel(float *y, const float *gate, const float *up,
     GRID_STRIDE(e, rows * cols)
     {
         const long long in = (e / cols) * in_row_stride + e % cols;
-        y[e] = silu(gate[in]) * up[in];
+        y[e] = fgi_silu(gate[in]) * up[in];
     }
 }
 

@@ -7,11 +7,12 @@
  * call with op(A) = A^T. A bias is broadcast into y first and the GEMM then
  * accumulates into it (beta = 1). Math mode is CUBLAS_DEFAULT_MATH, which
  * for fp32 never drops to TF32, so results stay within the fp32 tolerance.
- * Design: all the arithmetic is cuBLAS SGEMM; the only kernel here is the
- * bias broadcast. The standalone fg_cuda_linear / ffn / swiglu_ffn have no
- * place to keep a cuBLAS handle (the library has no globals), so each call
- * creates and destroys one (slow: a convenience path for tests and one-off
- * use); the decoder owns a persistent handle and calls fgi_cuda_gemm. */
+ * Design: up to FGI_GEMV_MAX_ROWS rows run on the GEMV kernel (cuda/gemv.cu),
+ * the rest on cuBLAS SGEMM; the only kernel here is the bias broadcast.
+ * The standalone fg_cuda_linear / ffn / swiglu_ffn have no place to keep a
+ * cuBLAS handle or workspace (the library has no globals), so each call
+ * makes and frees them (slow: a convenience path for tests and one-off use);
+ * the decoder keeps both and calls fgi_cuda_linear_layer. */
 #include "cuda_common.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -47,13 +48,16 @@ __global__ void broadcast_rows_kernel(float *y, const float *b, long long rows, 
 
 } // namespace
 
-extern "C" fg_status fgi_cuda_gemm(const char *fn, cublasHandle_t handle, float *y,
-                                   const float *x, const float *w, const float *b,
-                                   int rows, int in, int out, int w_transposed,
-                                   cudaStream_t stream)
+/* cuBLAS: the bias is broadcast into y first and the GEMM accumulates into
+ * it; with an activation the GEMM writes y and one bias + activation pass
+ * follows. */
+static fg_status blas_linear(const char *fn, cublasHandle_t handle, float *y, const float *x,
+                             const float *w, const float *b, int rows, int in, int out,
+                             int w_transposed, fgi_activation act, cudaStream_t stream)
 {
     const float one = 1.0f, zero = 0.0f;
-    if (b != NULL) {
+    const int accumulate = b != NULL && act == FGI_ACT_NONE;
+    if (accumulate) {
         const int threads = 256;
         broadcast_rows_kernel<<<fgi_grid_blocks((long long)rows * out, threads), threads,
                                 0, stream>>>(y, b, rows, out);
@@ -62,38 +66,59 @@ extern "C" fg_status fgi_cuda_gemm(const char *fn, cublasHandle_t handle, float 
     /* column-major: y^T (out, rows) = op(A) (out, in) * x^T (in, rows) */
     FG_CUBLAS_TRY(fn, cublasSgemm(handle, w_transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   CUBLAS_OP_N, out, rows, in, &one, w,
-                                  w_transposed ? in : out, x, in, b ? &one : &zero, y,
-                                  out));
+                                  w_transposed ? in : out, x, in, accumulate ? &one : &zero,
+                                  y, out));
+    if (act == FGI_ACT_GELU) FG_TRY(fgi_cuda_bias_gelu(fn, y, y, b, rows, out, stream));
     return FG_OK;
+}
+
+extern "C" fg_status fgi_cuda_linear_layer(const char *fn, const fgi_linear_ctx *ctx, float *y,
+                                           const float *x, const float *w, const float *b,
+                                           int rows, int in, int out, int w_transposed,
+                                           fgi_activation act, cudaStream_t stream)
+{
+    if (ctx->gemv_ws != NULL && fgi_cuda_gemv_applies(rows, w_transposed))
+        return fgi_cuda_gemv(fn, ctx, y, x, w, b, rows, in, out, act, stream);
+    return blas_linear(fn, ctx->blas, y, x, w, b, rows, in, out, w_transposed, act, stream);
 }
 
 namespace {
 
-/* Resources of one standalone call, released on every path. */
+/* Resources of one standalone call, released on every path: a cuBLAS
+ * handle and one stream-ordered allocation holding the caller's scratch
+ * and, where the GEMV path serves these rows, its workspace. */
 struct standalone_call {
-    cublasHandle_t blas = NULL;
+    fgi_linear_ctx ctx = {NULL, NULL, 0};
     void *scratch = NULL;
+    void *block = NULL;
     cudaStream_t stream = 0;
     ~standalone_call()
     {
-        if (scratch && cudaFreeAsync(scratch, stream) != cudaSuccess)
-            (void)cudaGetLastError();
-        if (blas) (void)cublasDestroy(blas);
+        if (block && cudaFreeAsync(block, stream) != cudaSuccess) (void)cudaGetLastError();
+        if (ctx.blas) (void)cublasDestroy(ctx.blas);
     }
-    fg_status begin(const char *fn, cudaStream_t s, size_t scratch_bytes)
+    fg_status begin(const char *fn, cudaStream_t s, size_t scratch_bytes, int rows)
     {
         stream = s;
         FG_TRY(fgi_cuda_check_device(fn));
-        FG_TRY(fgi_cuda_blas_create(fn, &blas, s));
-        if (scratch_bytes > 0) {
-            cudaError_t err = cudaMallocAsync(&scratch, scratch_bytes, s);
-            if (err != cudaSuccess) {
-                scratch = NULL;
-                (void)cudaGetLastError();
-                return fg_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
-                               "%s: %zu bytes of device scratch: %s", fn, scratch_bytes,
-                               cudaGetErrorString(err));
-            }
+        FG_TRY(fgi_cuda_blas_create(fn, &ctx.blas, s));
+        const int gemv = fgi_cuda_gemv_applies(rows, 0);
+        const size_t scratch_rounded = (scratch_bytes + 255) / 256 * 256;
+        const size_t bytes = scratch_rounded + (gemv ? FGI_GEMV_WORKSPACE_BYTES : 0);
+        if (bytes == 0) return FG_OK;
+        cudaError_t err = cudaMallocAsync(&block, bytes, s);
+        if (err != cudaSuccess) {
+            block = NULL;
+            (void)cudaGetLastError();
+            return fg_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
+                           "%s: %zu bytes of device scratch: %s", fn, bytes,
+                           cudaGetErrorString(err));
+        }
+        if (scratch_bytes > 0) scratch = block;
+        if (gemv) {
+            ctx.gemv_ws = static_cast<char *>(block) + scratch_rounded;
+            FG_CUDA_TRY(fn, cudaMemsetAsync(ctx.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES, s));
+            FG_TRY(fgi_cuda_sm_count(fn, &ctx.sm_count));
         }
         return FG_OK;
     }
@@ -108,8 +133,9 @@ extern "C" fg_status fg_cuda_linear(float *y, const float *x, const float *w,
     static const char fn[] = "fg_cuda_linear";
     FG_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
     standalone_call call;
-    FG_TRY(call.begin(fn, stream, 0));
-    return fgi_cuda_gemm(fn, call.blas, y, x, w, b, rows, in, out, 0, stream);
+    FG_TRY(call.begin(fn, stream, 0, rows));
+    return fgi_cuda_linear_layer(fn, &call.ctx, y, x, w, b, rows, in, out, 0, FGI_ACT_NONE,
+                                 stream);
 }
 
 extern "C" fg_status fg_cuda_ffn(float *y, const float *x, const float *w_fc,
@@ -120,12 +146,12 @@ extern "C" fg_status fg_cuda_ffn(float *y, const float *x, const float *w_fc,
     static const char fn[] = "fg_cuda_ffn";
     FG_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
     standalone_call call;
-    FG_TRY(call.begin(fn, stream, sizeof(float) * (size_t)rows * (size_t)inner));
+    FG_TRY(call.begin(fn, stream, sizeof(float) * (size_t)rows * (size_t)inner, rows));
     float *h = (float *)call.scratch; /* (rows, inner) */
-    FG_TRY(fgi_cuda_gemm(fn, call.blas, h, x, w_fc, NULL, rows, hidden, inner, 0, stream));
-    FG_TRY(fgi_cuda_bias_gelu(fn, h, h, b_fc, rows, inner, stream));
-    return fgi_cuda_gemm(fn, call.blas, y, h, w_proj, b_proj, rows, inner, hidden, 0,
-                         stream);
+    FG_TRY(fgi_cuda_linear_layer(fn, &call.ctx, h, x, w_fc, b_fc, rows, hidden, inner, 0,
+                                 FGI_ACT_GELU, stream));
+    return fgi_cuda_linear_layer(fn, &call.ctx, y, h, w_proj, b_proj, rows, inner, hidden, 0,
+                                 FGI_ACT_NONE, stream);
 }
 
 extern "C" fg_status fg_cuda_swiglu_ffn(float *y, const float *x, const float *w_gate,
@@ -136,12 +162,13 @@ extern "C" fg_status fg_cuda_swiglu_ffn(float *y, const float *x, const float *w
     FG_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
     const size_t n = (size_t)rows * (size_t)inner;
     standalone_call call;
-    FG_TRY(call.begin(fn, stream, 2 * sizeof(float) * n));
+    FG_TRY(call.begin(fn, stream, 2 * sizeof(float) * n, rows));
     float *gate = (float *)call.scratch, *up = gate + n; /* (rows, inner) each */
-    FG_TRY(fgi_cuda_gemm(fn, call.blas, gate, x, w_gate, NULL, rows, hidden, inner, 0,
-                         stream));
-    FG_TRY(fgi_cuda_gemm(fn, call.blas, up, x, w_up, NULL, rows, hidden, inner, 0, stream));
+    FG_TRY(fgi_cuda_linear_layer(fn, &call.ctx, gate, x, w_gate, NULL, rows, hidden, inner, 0,
+                                 FGI_ACT_NONE, stream));
+    FG_TRY(fgi_cuda_linear_layer(fn, &call.ctx, up, x, w_up, NULL, rows, hidden, inner, 0,
+                                 FGI_ACT_NONE, stream));
     FG_TRY(fgi_cuda_silu_mul_rows(fn, gate, gate, up, rows, inner, inner, stream));
-    return fgi_cuda_gemm(fn, call.blas, y, gate, w_down, NULL, rows, inner, hidden, 0,
-                         stream);
+    return fgi_cuda_linear_layer(fn, &call.ctx, y, gate, w_down, NULL, rows, inner, hidden, 0,
+                                 FGI_ACT_NONE, stream);
 }

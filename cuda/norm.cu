@@ -7,7 +7,8 @@
  * allowed. Sums are fp32; LayerNorm centres every value on the row's first
  * element before summing, then takes the variance in a second pass around
  * the mean, so a large common offset costs no precision.
- * Design: one block per row; the row is read from global memory once into
+ * Design: one block per row, a thread per element up to 1024 columns; the
+ * row is read from global memory once into
  * shared memory (rows up to 12000 floats; longer rows are re-read from
  * global), block reductions use warp shuffles, and the affine is applied in
  * the final write pass. */
@@ -77,7 +78,11 @@ __global__ void norm_kernel(fgi_norm_args a)
 template <bool RMS>
 static fg_status launch_norm(const char *fn, const fgi_norm_args *a, cudaStream_t stream)
 {
-    const int threads = fgi_row_threads(a->cols, 8);
+    /* An element per thread up to 1024 columns: each pass is then one round
+     * of independent loads, not a chain of dependent ones (the residual
+     * store into x keeps the compiler from hoisting the next loads). At one
+     * row per decode step, the chain was the kernel's whole time. */
+    const int threads = fgi_row_threads(a->cols, 1);
     if (a->cols <= NORM_SMEM_FLOATS) {
         norm_kernel<RMS, true><<<(unsigned)a->rows, threads,
                                  sizeof(float) * (size_t)a->cols, stream>>>(*a);

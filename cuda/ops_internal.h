@@ -24,13 +24,41 @@ fg_status fgi_cuda_check_device(const char *fn);
 fg_status fgi_cuda_blas_create(const char *fn, cublasHandle_t *handle,
                                cudaStream_t stream);
 
-/* y (rows, out) = x (rows, in) @ W + b (b (out) or NULL). W is w (in, out)
- * when w_transposed is 0, and w^T with w (out, in) when it is 1 (the tied
- * classifier). The handle must already be bound to `stream`. */
-fg_status fgi_cuda_gemm(const char *fn, cublasHandle_t handle, float *y,
-                        const float *x, const float *w, const float *b,
-                        int rows, int in, int out, int w_transposed,
-                        cudaStream_t stream);
+typedef enum { FGI_ACT_NONE = 0, FGI_ACT_GELU = 1 } fgi_activation;
+
+/* The small-row GEMV path (cuda/gemv.cu) serves 1 .. FGI_GEMV_MAX_ROWS rows
+ * with an untransposed w. Its workspace: FGI_GEMV_WORKSPACE_BYTES of device
+ * memory whose first 4096 bytes (ticket counters) are zeroed once when it
+ * is allocated; every call leaves them zero again. */
+#define FGI_GEMV_MAX_ROWS 4
+#define FGI_GEMV_WORKSPACE_BYTES (4096 + 4 * 1024 * 128 * FGI_GEMV_MAX_ROWS)
+#define FGI_GEMV_COUNTER_BYTES 4096
+
+/* What a linear layer runs with: a cuBLAS handle bound to the stream, and
+ * the GEMV workspace (NULL: always cuBLAS) with the device's SM count. */
+typedef struct {
+    cublasHandle_t blas;
+    void *gemv_ws;
+    int sm_count;
+} fgi_linear_ctx;
+
+/* y (rows, out) = act(x (rows, in) @ W + b) (b (out) or NULL). W is
+ * w (in, out) when w_transposed is 0, and w^T with w (out, in) when it is 1
+ * (the tied classifier). y must not overlap x. Few rows go to the GEMV
+ * kernel when ctx has its workspace; the rest to cuBLAS SGEMM. */
+fg_status fgi_cuda_linear_layer(const char *fn, const fgi_linear_ctx *ctx, float *y,
+                                const float *x, const float *w, const float *b, int rows,
+                                int in, int out, int w_transposed, fgi_activation act,
+                                cudaStream_t stream);
+
+/* The GEMV path itself (fgi_cuda_gemv_applies says when it may be used). */
+int fgi_cuda_gemv_applies(int rows, int w_transposed);
+fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
+                        const float *x, const float *w, const float *b, int rows,
+                        int in, int out, fgi_activation act, cudaStream_t stream);
+
+/* The current device's multiprocessor count. */
+fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);
 
 /* Softmax over the middle axis of (outer, n, inner); y == x allowed. */
 fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,

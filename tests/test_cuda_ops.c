@@ -491,6 +491,48 @@ Test(cuda_linear, random_shapes_match_reference)
     }
 }
 
+/* One to four rows take the GEMV kernel (split over `in`, partials summed by
+ * each column tile's last block): wide and narrow `in` (one slice or many),
+ * `out` a multiple of 4 (vector loads) or not, tails of the 128-column tile.
+ * A second identical call must give the same bits: the sum order is fixed.
+ * (That each call leaves the tile counters at zero is checked where two
+ * GEMVs share a workspace: the FFN tests and the GPU decoder's tests.) */
+Test(cuda_linear, few_rows_match_reference_and_repeat_bitwise)
+{
+    fg_require_gpu();
+    fg_rng rng = fg_rng_make(117);
+    for (int trial = 0; trial < trials(60); trial++) {
+        const int rows = 1 + trial % 4;
+        const int in = trial % 3 == 0 ? fg_rng_int(&rng, 1, 70)
+                                      : fg_rng_int(&rng, 500, size_max(4096, 1500));
+        int out = trial % 5 == 0 ? awkward_len(&rng, 1100) : 4 * fg_rng_int(&rng, 1, 700);
+        if (trial % 7 == 0) out = 128 * fg_rng_int(&rng, 1, 12);
+        const int with_bias = trial % 4 != 3;
+        const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
+        float *x = fg_buf_normal(&rng, nx, 1.0);
+        float *w = fg_buf_normal(&rng, nw, 1.0 / sqrt((double)in));
+        float *b = fg_buf_normal(&rng, (size_t)out, 0.5), *ref = fg_buf_nan(ny);
+        ok(fg_ref_linear(ref, x, w, with_bias ? b : NULL, rows, in, out), "reference");
+        float *dx = fg_dev_upload(x, nx), *dw = fg_dev_upload(w, nw);
+        float *db = fg_dev_upload(b, (size_t)out), *dy = fg_dev_poisoned(ny);
+        char what[128];
+        snprintf(what, sizeof what, "linear rows %d in %d out %d%s", rows, in, out,
+                 with_bias ? "" : " no bias");
+        ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
+        expect_device_close(dy, ref, ny, what);
+        float *first = fg_dev_download(dy, ny);
+        fg_dev_free(dy);
+        dy = fg_dev_poisoned(ny);
+        ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
+        ok(fg_cuda_synchronize(0), what);
+        float *second = fg_dev_download(dy, ny);
+        fg_assert_same(first, second, sizeof(float) * ny, what);
+        fg_dev_free(dx), fg_dev_free(dw), fg_dev_free(db), fg_dev_free(dy);
+        fg_buf_free(x), fg_buf_free(w), fg_buf_free(b), fg_buf_free(ref);
+        fg_buf_free(first), fg_buf_free(second);
+    }
+}
+
 Test(cuda_linear, gelu_ffn_matches_reference)
 {
     fg_require_gpu();

@@ -1,0 +1,234 @@
+/* Linear layers of one to four rows without cuBLAS (the decode step):
+ * y (rows, out) = act(x (rows, in) @ w (in, out) + b), w row-major.
+ *
+ * Why: with so few rows a linear layer only streams w once, so its speed is
+ * the card's memory bandwidth. cuBLAS's fp32 GEMM read GPT-2 small's layer
+ * weights at 0.6-1.0 TB/s there (ncu on an H100, 2026-11-26), a third of it.
+ * Conventions: y must not overlap x; b (out) may be NULL; act is none or the
+ * tanh GELU of activation.cuh (the bias + GELU pass fused into the GEMV).
+ * The result is deterministic: a fixed summation order and no float atomics.
+ * Design: a block owns 128 columns (a float4 per lane) and a slice of `in`;
+ * its 8 warps take interleaved rows of the slice with 8 loads in flight each
+ * and are summed in shared memory. Where a column tile has several slices,
+ * each block writes a partial and the tile's last block (ticket counter,
+ * left at zero for the next call) adds them in slice order. */
+#include "activation.cuh"
+#include "cuda_common.cuh"
+#include "ops_internal.h"
+
+namespace {
+
+constexpr int kThreads = 256, kWarps = kThreads / 32;
+constexpr int kTileCols = 128; /* 32 lanes x float4 */
+constexpr int kUnroll = 8;     /* w rows in flight per warp */
+constexpr int kMinSliceRows = kWarps * kUnroll;
+/* Partials of at most this many (tile, slice) blocks fit the workspace. */
+constexpr int kMaxSplitBlocks = 1024;
+
+static_assert(FGI_GEMV_COUNTER_BYTES == sizeof(int) * kMaxSplitBlocks &&
+                  FGI_GEMV_WORKSPACE_BYTES ==
+                      FGI_GEMV_COUNTER_BYTES +
+                          sizeof(float) * kMaxSplitBlocks * kTileCols * FGI_GEMV_MAX_ROWS,
+              "the GEMV workspace holds the counters and the largest partials");
+
+struct gemv_args {
+    float *y;
+    const float *x, *w, *b;
+    int in, out;
+    int slice_rows, n_slices;
+    int gelu;
+    int *counters; /* (tiles) */
+    float *part;   /* (n_slices, rows, out) */
+};
+
+/* Four columns c .. c+3 of w row i; VEC: out % 4 == 0 and w 16-byte
+ * aligned, so the caller's c < out covers all four. */
+template <bool VEC>
+__device__ inline float4 load_w4(const float *w, int i, int c, int out)
+{
+    const float *p = w + (long long)i * out + c;
+    if (VEC) return __ldg(reinterpret_cast<const float4 *>(p));
+    float4 v;
+    v.x = __ldg(p);
+    v.y = c + 1 < out ? __ldg(p + 1) : 0.0f;
+    v.z = c + 2 < out ? __ldg(p + 2) : 0.0f;
+    v.w = c + 3 < out ? __ldg(p + 3) : 0.0f;
+    return v;
+}
+
+__device__ inline void fma4(float4 &acc, float s, const float4 &v)
+{
+    acc.x = fmaf(s, v.x, acc.x);
+    acc.y = fmaf(s, v.y, acc.y);
+    acc.z = fmaf(s, v.z, acc.z);
+    acc.w = fmaf(s, v.w, acc.w);
+}
+
+__device__ inline float finish(const gemv_args &a, float sum, int col)
+{
+    const float v = a.b ? sum + a.b[col] : sum;
+    return a.gelu ? fgi_gelu(v) : v;
+}
+
+/* This block's sums of its slice for the tile's columns, into acc. */
+template <int R, bool VEC>
+__device__ inline void slice_sums(const gemv_args &a, int c, float4 (&acc)[R])
+{
+    const int warp = threadIdx.x >> 5;
+    const int k0 = (int)blockIdx.y * a.slice_rows, k1 = min(a.in, k0 + a.slice_rows);
+    int i = k0 + warp;
+    for (; i + (kUnroll - 1) * kWarps < k1; i += kUnroll * kWarps) {
+        float4 wv[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) wv[u] = load_w4<VEC>(a.w, i + u * kWarps, c, a.out);
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                fma4(acc[r], __ldg(a.x + (long long)r * a.in + i + u * kWarps), wv[u]);
+    }
+    for (; i < k1; i += kWarps) {
+        const float4 wv = load_w4<VEC>(a.w, i, c, a.out);
+#pragma unroll
+        for (int r = 0; r < R; r++) fma4(acc[r], __ldg(a.x + (long long)r * a.in + i), wv);
+    }
+}
+
+/* Adds the slices' partials of the tile in slice order (the tile's last
+ * block). With one row two thread halves take alternate slices and meet in
+ * shared memory, so twice as many loads are in flight. */
+template <int R>
+__device__ void sum_partials(const gemv_args &a, float *halves)
+{
+    constexpr int kOutputs = R * kTileCols;
+    constexpr int kGroups = kOutputs < kThreads ? kThreads / kOutputs : 1;
+    const int group = threadIdx.x / (kThreads / kGroups);
+    for (int e = threadIdx.x % (kThreads / kGroups); e < kOutputs; e += kThreads / kGroups) {
+        const int r = e / kTileCols, col = blockIdx.x * kTileCols + e % kTileCols;
+        float s = 0.0f;
+        if (col < a.out)
+            for (int sl = group; sl < a.n_slices; sl += kGroups)
+                s += __ldcg(a.part + ((long long)sl * R + r) * a.out + col);
+        if (kGroups == 1) {
+            if (col < a.out) a.y[(long long)r * a.out + col] = finish(a, s, col);
+        } else {
+            halves[group * kOutputs + e] = s;
+        }
+    }
+    if (kGroups == 1) return;
+    __syncthreads();
+    for (int e = threadIdx.x; e < kOutputs; e += kThreads) {
+        const int r = e / kTileCols, col = blockIdx.x * kTileCols + e % kTileCols;
+        float s = 0.0f;
+        for (int g = 0; g < kGroups; g++) s += halves[g * kOutputs + e];
+        if (col < a.out) a.y[(long long)r * a.out + col] = finish(a, s, col);
+    }
+}
+
+/* Minimum blocks per SM 1: under the default bounds ptxas saved registers
+ * by interleaving the FMAs with the loads, leaving only three of the eight
+ * in flight (SASS, sm_90); with this bound all eight are issued first. */
+template <int R, bool VEC>
+__global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args a)
+{
+    __shared__ float4 warp_sums[kWarps][R][32];
+    __shared__ int last_block[1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int c = blockIdx.x * kTileCols + lane * 4;
+
+    float4 acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (c < a.out) slice_sums<R, VEC>(a, c, acc);
+#pragma unroll
+    for (int r = 0; r < R; r++) warp_sums[warp][r][lane] = acc[r];
+    __syncthreads();
+
+    /* Sum the warps for each (row, column) of the tile, warp order fixed. */
+    const float *sums = reinterpret_cast<const float *>(warp_sums);
+    for (int e = threadIdx.x; e < R * kTileCols; e += kThreads) {
+        const int r = e / kTileCols, col = blockIdx.x * kTileCols + e % kTileCols;
+        float s = 0.0f;
+        for (int w = 0; w < kWarps; w++) s += sums[(w * R + r) * kTileCols + e % kTileCols];
+        if (col >= a.out) continue;
+        if (a.n_slices == 1)
+            a.y[(long long)r * a.out + col] = finish(a, s, col);
+        else
+            a.part[((long long)blockIdx.y * R + r) * a.out + col] = s;
+    }
+    if (a.n_slices == 1) return;
+
+    /* Publish the partial (fence, then a ticket); the last block sums. */
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const int ticket = atomicAdd(a.counters + blockIdx.x, 1);
+        last_block[0] = ticket == a.n_slices - 1;
+        if (last_block[0]) a.counters[blockIdx.x] = 0;
+    }
+    __syncthreads();
+    if (!last_block[0]) return;
+    __threadfence();
+    sum_partials<R>(a, reinterpret_cast<float *>(warp_sums)); /* warp sums are consumed */
+}
+
+template <int R>
+fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
+                      cudaStream_t stream)
+{
+    if (vec)
+        gemv_kernel<R, true><<<grid, kThreads, 0, stream>>>(a);
+    else
+        gemv_kernel<R, false><<<grid, kThreads, 0, stream>>>(a);
+    FG_CUDA_LAUNCHED(fn, "gemv_kernel");
+    return FG_OK;
+}
+
+} // namespace
+
+/* Slices per column tile: about two blocks per SM in all (8 warps with 8
+ * loads each keep enough bytes in flight), slices of at least
+ * kMinSliceRows rows, and partials that fit the workspace. */
+static int plan_slices(int in, int tiles, int sm_count)
+{
+    const long long target = 2LL * (sm_count > 0 ? sm_count : 1);
+    long long n = (target + tiles - 1) / tiles;
+    const long long by_rows = (in + kMinSliceRows - 1) / kMinSliceRows;
+    if (n > by_rows) n = by_rows;
+    if (n * tiles > kMaxSplitBlocks) n = kMaxSplitBlocks / tiles;
+    return n < 1 ? 1 : (int)n;
+}
+
+extern "C" int fgi_cuda_gemv_applies(int rows, int w_transposed)
+{
+    return rows >= 1 && rows <= FGI_GEMV_MAX_ROWS && !w_transposed;
+}
+
+extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
+                                   const float *x, const float *w, const float *b, int rows,
+                                   int in, int out, fgi_activation act, cudaStream_t stream)
+{
+    gemv_args a;
+    a.y = y;
+    a.x = x;
+    a.w = w;
+    a.b = b;
+    a.in = in;
+    a.out = out;
+    a.gelu = act == FGI_ACT_GELU;
+    const int tiles = (int)fg_ceil_div(out, kTileCols);
+    a.n_slices = plan_slices(in, tiles, ctx->sm_count);
+    a.slice_rows = (int)fg_ceil_div(in, a.n_slices);
+    a.n_slices = (int)fg_ceil_div(in, a.slice_rows); /* no empty slice */
+    a.counters = static_cast<int *>(ctx->gemv_ws);
+    a.part = reinterpret_cast<float *>(static_cast<char *>(ctx->gemv_ws) +
+                                       FGI_GEMV_COUNTER_BYTES);
+    const bool vec = out % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+    const dim3 grid((unsigned)tiles, (unsigned)a.n_slices);
+    switch (rows) {
+    case 1: return launch_rows<1>(fn, a, grid, vec, stream);
+    case 2: return launch_rows<2>(fn, a, grid, vec, stream);
+    case 3: return launch_rows<3>(fn, a, grid, vec, stream);
+    default: return launch_rows<4>(fn, a, grid, vec, stream);
+    }
+}
