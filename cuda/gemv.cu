@@ -94,35 +94,57 @@ __device__ inline void slice_sums(const gemv_args &a, int c, float4 (&acc)[R])
     }
 }
 
-/* Adds the slices' partials of the tile in slice order (the tile's last
- * block). With one row two thread halves take alternate slices and meet in
- * shared memory, so twice as many loads are in flight. */
-template <int R>
-__device__ void sum_partials(const gemv_args &a, float *halves)
+/* Partial of slice sl, row r, columns c .. c+3 (zeros past out), through
+ * L2: other blocks wrote it and L1 is not coherent. */
+template <int R, bool VEC>
+__device__ inline float4 load_part4(const gemv_args &a, int sl, int r, int c)
 {
-    constexpr int kOutputs = R * kTileCols;
-    constexpr int kGroups = kOutputs < kThreads ? kThreads / kOutputs : 1;
-    const int group = threadIdx.x / (kThreads / kGroups);
-    for (int e = threadIdx.x % (kThreads / kGroups); e < kOutputs; e += kThreads / kGroups) {
-        const int r = e / kTileCols, col = blockIdx.x * kTileCols + e % kTileCols;
-        float s = 0.0f;
-        if (col < a.out)
+    const float *p = a.part + ((long long)sl * R + r) * a.out + c;
+    if (VEC) return __ldcg(reinterpret_cast<const float4 *>(p));
+    float4 v;
+    v.x = __ldcg(p);
+    v.y = c + 1 < a.out ? __ldcg(p + 1) : 0.0f;
+    v.z = c + 2 < a.out ? __ldcg(p + 2) : 0.0f;
+    v.w = c + 3 < a.out ? __ldcg(p + 3) : 0.0f;
+    return v;
+}
+
+__device__ inline void add4(float4 &s, const float4 &v)
+{
+    s.x += v.x;
+    s.y += v.y;
+    s.z += v.z;
+    s.w += v.w;
+}
+
+/* The tile's last block adds the slices' partials: each thread takes four
+ * columns of one row and every kGroups-th slice, so all its loads are in
+ * flight at once; the groups then meet in shared memory in group order. */
+template <int R, bool VEC>
+__device__ void sum_partials(const gemv_args &a, float4 *scratch)
+{
+    constexpr int kQuads = R * kTileCols / 4;   /* (row, 4 columns) of the tile */
+    constexpr int kGroups = kThreads / kQuads;  /* 8, 4, 2, 2 for 1 .. 4 rows */
+    const int q = threadIdx.x % kQuads, group = threadIdx.x / kQuads;
+    const int r = q / 32, c = blockIdx.x * kTileCols + (q % 32) * 4;
+    if (group < kGroups) {
+        float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (c < a.out) {
+#pragma unroll 4
             for (int sl = group; sl < a.n_slices; sl += kGroups)
-                s += __ldcg(a.part + ((long long)sl * R + r) * a.out + col);
-        if (kGroups == 1) {
-            if (col < a.out) a.y[(long long)r * a.out + col] = finish(a, s, col);
-        } else {
-            halves[group * kOutputs + e] = s;
+                add4(s, load_part4<R, VEC>(a, sl, r, c));
         }
+        scratch[group * kQuads + q] = s;
     }
-    if (kGroups == 1) return;
     __syncthreads();
-    for (int e = threadIdx.x; e < kOutputs; e += kThreads) {
-        const int r = e / kTileCols, col = blockIdx.x * kTileCols + e % kTileCols;
-        float s = 0.0f;
-        for (int g = 0; g < kGroups; g++) s += halves[g * kOutputs + e];
-        if (col < a.out) a.y[(long long)r * a.out + col] = finish(a, s, col);
-    }
+    if (threadIdx.x >= kQuads || c >= a.out) return;
+    float4 s = scratch[q];
+    for (int g = 1; g < kGroups; g++) add4(s, scratch[g * kQuads + q]);
+    float *y = a.y + (long long)r * a.out + c;
+    y[0] = finish(a, s.x, c);
+    if (c + 1 < a.out) y[1] = finish(a, s.y, c + 1);
+    if (c + 2 < a.out) y[2] = finish(a, s.z, c + 2);
+    if (c + 3 < a.out) y[3] = finish(a, s.w, c + 3);
 }
 
 /* Minimum blocks per SM 1: under the default bounds ptxas saved registers
@@ -169,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args a)
     __syncthreads();
     if (!last_block[0]) return;
     __threadfence();
-    sum_partials<R>(a, reinterpret_cast<float *>(warp_sums)); /* warp sums are consumed */
+    sum_partials<R, VEC>(a, &warp_sums[0][0][0]); /* the warp sums are consumed */
 }
 
 template <int R>
@@ -188,13 +210,15 @@ fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
 
 /* Slices per column tile: about two blocks per SM in all (8 warps with 8
  * loads each keep enough bytes in flight), slices of at least
- * kMinSliceRows rows, and partials that fit the workspace. */
-static int plan_slices(int in, int tiles, int sm_count)
+ * kMinSliceRows rows, and partials that fit the workspace; a forced count
+ * (benchmarks) still obeys the workspace. */
+static int plan_slices(int in, int tiles, int sm_count, int forced)
 {
     const long long target = 2LL * (sm_count > 0 ? sm_count : 1);
     long long n = (target + tiles - 1) / tiles;
     const long long by_rows = (in + kMinSliceRows - 1) / kMinSliceRows;
     if (n > by_rows) n = by_rows;
+    if (forced > 0) n = forced < in ? forced : in;
     if (n * tiles > kMaxSplitBlocks) n = kMaxSplitBlocks / tiles;
     return n < 1 ? 1 : (int)n;
 }
@@ -217,7 +241,7 @@ extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, fl
     a.out = out;
     a.gelu = act == FGI_ACT_GELU;
     const int tiles = (int)fg_ceil_div(out, kTileCols);
-    a.n_slices = plan_slices(in, tiles, ctx->sm_count);
+    a.n_slices = plan_slices(in, tiles, ctx->sm_count, ctx->gemv_slices);
     a.slice_rows = (int)fg_ceil_div(in, a.n_slices);
     a.n_slices = (int)fg_ceil_div(in, a.slice_rows); /* no empty slice */
     a.counters = static_cast<int *>(ctx->gemv_ws);

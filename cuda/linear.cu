@@ -88,7 +88,7 @@ namespace {
  * handle and one stream-ordered allocation holding the caller's scratch
  * and, where the GEMV path serves these rows, its workspace. */
 struct standalone_call {
-    fgi_linear_ctx ctx = {NULL, NULL, 0};
+    fgi_linear_ctx ctx = {NULL, NULL, 0, 0};
     void *scratch = NULL;
     void *block = NULL;
     cudaStream_t stream = 0;

@@ -40,6 +40,7 @@ typedef struct {
     cublasHandle_t blas;
     void *gemv_ws;
     int sm_count;
+    int gemv_slices; /* 0: the automatic split of `in`; > 0: forced (benchmarks) */
 } fgi_linear_ctx;
 
 /* y (rows, out) = act(x (rows, in) @ W + b) (b (out) or NULL). W is
