@@ -10,8 +10,7 @@
  * chains (default 20), divided by CHAIN. GB/s counts the weight bytes.
  * Output, one line per (case, path), numbers to stdout only:
  *   linear rows=1 in=768 out=2304 act=none path=gemv slices=0 us=3.210 gbps=2205.3
- * (slices=0: the automatic plan; path=gemv-serial: the GEMV without
- * programmatic dependent launch). --sweep adds forced slice counts.
+ * (slices=0: the automatic plan). --sweep adds forced slice counts.
  * Usage: bench_linear [--runs N] [--sweep] */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/ops_internal.h"
@@ -142,9 +141,6 @@ static int run_case(const linear_case *c, const fgi_linear_ctx *gemv, const fgi_
     ok = ok && times != NULL;
     if (ok) {
         report(c, "gemv", 0, time_path(c, &buf, gemv, runs, times));
-        fgi_linear_ctx serial = *gemv; /* without programmatic dependent launch */
-        serial.pdl = 0;
-        report(c, "gemv-serial", 0, time_path(c, &buf, &serial, runs, times));
         report(c, "cublas", 0, time_path(c, &buf, blas, runs, times));
         static const int slices[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
         for (size_t i = 0; sweep && i < sizeof slices / sizeof slices[0]; i++) {
@@ -179,9 +175,8 @@ int main(int argc, char **argv)
     if (!check(fg_cuda_device_info(name, sizeof name, &sm_count, &total), "device")) return 1;
     printf("# bench_linear %s (%d SMs), fp32, median of %d chains of %d calls, GPU time\n", name,
            sm_count, runs, CHAIN);
-    fgi_linear_ctx gemv = {NULL, NULL, 0, 0, 0}, blas;
-    int ok = check(fgi_cuda_linear_device("bench_linear", &gemv), "device") &&
-             check(fgi_cuda_blas_create("bench_linear", &gemv.blas, NULL), "cuBLAS") &&
+    fgi_linear_ctx gemv = {NULL, NULL, sm_count, 0}, blas;
+    int ok = check(fgi_cuda_blas_create("bench_linear", &gemv.blas, NULL), "cuBLAS") &&
              check(fg_cuda_malloc(&gemv.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace") &&
              check(fg_cuda_memset(gemv.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "zero counters");
     blas = gemv;

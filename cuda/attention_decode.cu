@@ -136,7 +136,6 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     const int kv_head = (int)(blockIdx.x / (unsigned)n_row_chunks);
     const int m0 = (int)(blockIdx.x % (unsigned)n_row_chunks) * RB;
     const int split = (int)blockIdx.y;
-    fgi_allow_next_grid(); /* the output projection's GEMV may prefetch its weights */
     const fgi_key_plan keys = fgi_plan_keys(p);
 
     /* Packed row m is query i = m % q_len of head kv_head*group + m / q_len.

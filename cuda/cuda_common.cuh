@@ -41,28 +41,6 @@
                            cublasGetStatusString(fg_blas_st_));                 \
     } while (0)
 
-/* Programmatic dependent launch (sm_90 and later; no-ops elsewhere and in
- * the emulator, which runs kernels one after another). A kernel launched
- * with programmatic stream serialization may start before the previous
- * kernel in the stream has finished; it must call fgi_wait_for_prior_grid
- * before it reads anything that kernel (or an earlier one) wrote, and the
- * wait returns once that grid has completed and its writes are visible.
- * fgi_allow_next_grid lets such a dependent grid launch early; it does not
- * publish anything, so any kernel may call it at its start. */
-__device__ inline void fgi_wait_for_prior_grid()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-__device__ inline void fgi_allow_next_grid()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 static inline unsigned fg_ceil_div(long long a, long long b)
 {
     return (unsigned)((a + b - 1) / b);

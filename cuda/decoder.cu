@@ -306,7 +306,7 @@ static fg_status model_init(const char *fn, fg_cuda_model *m, const fg_weights *
     FG_TRY(layout_activations(fn, m, NULL, &total));
     FG_TRY(fgi_cuda_check_device(fn));
     FG_TRY(fgi_cuda_blas_create(fn, &m->lin.blas, m->stream));
-    FG_TRY(fgi_cuda_linear_device(fn, &m->lin));
+    FG_TRY(fgi_cuda_sm_count(fn, &m->lin.sm_count));
     FG_TRY(cuda_alloc(fn, &m->lin.gemv_ws, FGI_GEMV_WORKSPACE_BYTES, "the GEMV workspace"));
     FG_CUDA_TRY(fn, cudaMemset(m->lin.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES));
     FG_TRY(upload_weights(fn, m, w));

@@ -24,13 +24,11 @@ extern "C" fg_status fgi_cuda_check_device(const char *fn)
     return FG_OK;
 }
 
-extern "C" fg_status fgi_cuda_linear_device(const char *fn, fgi_linear_ctx *ctx)
+extern "C" fg_status fgi_cuda_sm_count(const char *fn, int *sm_count)
 {
-    int device = 0, major = 0;
+    int device = 0;
     FG_CUDA_TRY(fn, cudaGetDevice(&device));
-    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, device));
-    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    ctx->pdl = major >= 9;
+    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
     return FG_OK;
 }
 

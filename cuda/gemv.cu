@@ -70,49 +70,27 @@ __device__ inline float finish(const gemv_args &a, float sum, int col)
     return a.gelu ? fgi_gelu(v) : v;
 }
 
-/* x (rows, in) element (r, i): written by the kernel before this one, so
- * read through L2 after the wait (this grid may have started before it). */
-__device__ inline float x_at(const gemv_args &a, int r, int i)
-{
-    return __ldcg(a.x + (long long)r * a.in + i);
-}
-
-/* This block's sums of its slice for the tile's columns (c < out), into acc.
- * The first kUnroll rows of w are loaded before waiting for the previous
- * kernel (w does not depend on it), so under programmatic dependent launch
- * they stream while that kernel finishes. Every thread waits. */
+/* This block's sums of its slice for the tile's columns, into acc. */
 template <int R, bool VEC>
 __device__ inline void slice_sums(const gemv_args &a, int c, float4 (&acc)[R])
 {
     const int warp = threadIdx.x >> 5;
     const int k0 = (int)blockIdx.y * a.slice_rows, k1 = min(a.in, k0 + a.slice_rows);
-    const bool mine = c < a.out;
     int i = k0 + warp;
-    float4 wv[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; u++)
-        wv[u] = mine && i + u * kWarps < k1 ? load_w4<VEC>(a.w, i + u * kWarps, c, a.out)
-                                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    fgi_wait_for_prior_grid();
-    if (!mine) return;
-#pragma unroll
-    for (int u = 0; u < kUnroll; u++)
-        if (i + u * kWarps < k1)
-#pragma unroll
-            for (int r = 0; r < R; r++) fma4(acc[r], x_at(a, r, i + u * kWarps), wv[u]);
-    i += kUnroll * kWarps;
     for (; i + (kUnroll - 1) * kWarps < k1; i += kUnroll * kWarps) {
+        float4 wv[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; u++) wv[u] = load_w4<VEC>(a.w, i + u * kWarps, c, a.out);
 #pragma unroll
         for (int u = 0; u < kUnroll; u++)
 #pragma unroll
-            for (int r = 0; r < R; r++) fma4(acc[r], x_at(a, r, i + u * kWarps), wv[u]);
+            for (int r = 0; r < R; r++)
+                fma4(acc[r], __ldg(a.x + (long long)r * a.in + i + u * kWarps), wv[u]);
     }
     for (; i < k1; i += kWarps) {
-        const float4 w1 = load_w4<VEC>(a.w, i, c, a.out);
+        const float4 wv = load_w4<VEC>(a.w, i, c, a.out);
 #pragma unroll
-        for (int r = 0; r < R; r++) fma4(acc[r], x_at(a, r, i), w1);
+        for (int r = 0; r < R; r++) fma4(acc[r], __ldg(a.x + (long long)r * a.in + i), wv);
     }
 }
 
@@ -183,8 +161,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args a)
     float4 acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    fgi_allow_next_grid(); /* the next kernel may start its own prologue */
-    slice_sums<R, VEC>(a, c, acc);
+    if (c < a.out) slice_sums<R, VEC>(a, c, acc);
 #pragma unroll
     for (int r = 0; r < R; r++) warp_sums[warp][r][lane] = acc[r];
     __syncthreads();
@@ -217,27 +194,14 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args a)
     sum_partials<R, VEC>(a, &warp_sums[0][0][0]); /* the warp sums are consumed */
 }
 
-/* Launched with programmatic stream serialization where the device has it
- * (ctx->pdl): the grid may start before the previous kernel ends and waits
- * for it in slice_sums. */
 template <int R>
-fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec, int pdl,
+fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
                       cudaStream_t stream)
 {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = 0;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 1 : 0;
     if (vec)
-        FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, gemv_kernel<R, true>, a));
+        gemv_kernel<R, true><<<grid, kThreads, 0, stream>>>(a);
     else
-        FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, gemv_kernel<R, false>, a));
+        gemv_kernel<R, false><<<grid, kThreads, 0, stream>>>(a);
     FG_CUDA_LAUNCHED(fn, "gemv_kernel");
     return FG_OK;
 }
@@ -286,9 +250,9 @@ extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, fl
     const bool vec = out % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
     const dim3 grid((unsigned)tiles, (unsigned)a.n_slices);
     switch (rows) {
-    case 1: return launch_rows<1>(fn, a, grid, vec, ctx->pdl, stream);
-    case 2: return launch_rows<2>(fn, a, grid, vec, ctx->pdl, stream);
-    case 3: return launch_rows<3>(fn, a, grid, vec, ctx->pdl, stream);
-    default: return launch_rows<4>(fn, a, grid, vec, ctx->pdl, stream);
+    case 1: return launch_rows<1>(fn, a, grid, vec, stream);
+    case 2: return launch_rows<2>(fn, a, grid, vec, stream);
+    case 3: return launch_rows<3>(fn, a, grid, vec, stream);
+    default: return launch_rows<4>(fn, a, grid, vec, stream);
     }
 }

@@ -88,7 +88,7 @@ namespace {
  * handle and one stream-ordered allocation holding the caller's scratch
  * and, where the GEMV path serves these rows, its workspace. */
 struct standalone_call {
-    fgi_linear_ctx ctx = {NULL, NULL, 0, 0, 0};
+    fgi_linear_ctx ctx = {NULL, NULL, 0, 0};
     void *scratch = NULL;
     void *block = NULL;
     cudaStream_t stream = 0;
@@ -118,7 +118,7 @@ struct standalone_call {
         if (gemv) {
             ctx.gemv_ws = static_cast<char *>(block) + scratch_rounded;
             FG_CUDA_TRY(fn, cudaMemsetAsync(ctx.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES, s));
-            FG_TRY(fgi_cuda_linear_device(fn, &ctx));
+            FG_TRY(fgi_cuda_sm_count(fn, &ctx.sm_count));
         }
         return FG_OK;
     }

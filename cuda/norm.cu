@@ -29,7 +29,6 @@ __global__ void norm_kernel(fgi_norm_args a)
 {
     extern __shared__ float row_cache[];
     __shared__ float scratch[32];
-    fgi_allow_next_grid(); /* a decode step's next GEMV may prefetch its weights */
     const long long r = blockIdx.x;
     const int cols = a.cols;
     float *x = a.x + r * cols, *y = a.y + r * cols;

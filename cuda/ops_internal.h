@@ -35,18 +35,13 @@ typedef enum { FGI_ACT_NONE = 0, FGI_ACT_GELU = 1 } fgi_activation;
 #define FGI_GEMV_COUNTER_BYTES 4096
 
 /* What a linear layer runs with: a cuBLAS handle bound to the stream, and
- * the GEMV workspace (NULL: always cuBLAS) with facts of the device
- * (fgi_cuda_linear_device fills them). */
+ * the GEMV workspace (NULL: always cuBLAS) with the device's SM count. */
 typedef struct {
     cublasHandle_t blas;
     void *gemv_ws;
     int sm_count;
-    int pdl;         /* programmatic dependent launch (compute capability 9.0+) */
     int gemv_slices; /* 0: the automatic split of `in`; > 0: forced (benchmarks) */
 } fgi_linear_ctx;
-
-/* Fills ctx->sm_count and ctx->pdl for the current device. */
-fg_status fgi_cuda_linear_device(const char *fn, fgi_linear_ctx *ctx);
 
 /* y (rows, out) = act(x (rows, in) @ W + b) (b (out) or NULL). W is
  * w (in, out) when w_transposed is 0, and w^T with w (out, in) when it is 1
@@ -62,6 +57,9 @@ int fgi_cuda_gemv_applies(int rows, int w_transposed);
 fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
                         const float *x, const float *w, const float *b, int rows,
                         int in, int out, fgi_activation act, cudaStream_t stream);
+
+/* The current device's multiprocessor count. */
+fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);
 
 /* Softmax over the middle axis of (outer, n, inner); y == x allowed. */
 fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,

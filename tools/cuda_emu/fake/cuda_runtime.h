@@ -121,26 +121,12 @@ typedef struct dim3 {
 } dim3;
 #endif
 
-/* The one launch attribute emulated: programmatic stream serialization.
- * Kernels run one after another here, so a dependent grid never overlaps
- * its predecessor and griddepcontrol has nothing to do. */
-typedef enum cudaLaunchAttributeID {
-    cudaLaunchAttributeProgrammaticStreamSerialization
-} cudaLaunchAttributeID;
-typedef union cudaLaunchAttributeValue {
-    unsigned int programmaticStreamSerializationAllowed;
-} cudaLaunchAttributeValue;
-typedef struct cudaLaunchAttribute {
-    cudaLaunchAttributeID id;
-    cudaLaunchAttributeValue val;
-} cudaLaunchAttribute;
-
 typedef struct cudaLaunchConfig_t {
     dim3 gridDim;
     dim3 blockDim;
     size_t dynamicSmemBytes;
     cudaStream_t stream;
-    cudaLaunchAttribute *attrs;
+    void *attrs; /* launch attributes are not emulated: numAttrs must be 0 */
     unsigned int numAttrs;
 } cudaLaunchConfig_t;
 
@@ -643,11 +629,8 @@ template <typename... P, typename... A>
 static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *config, void (*kernel)(P...),
                                              A &&...args)
 {
-    if (config == nullptr || (config->numAttrs != 0 && config->attrs == nullptr))
+    if (config == nullptr || config->numAttrs != 0)
         return fg_emu::record_error(cudaErrorInvalidValue);
-    for (unsigned i = 0; i < config->numAttrs; i++)
-        if (config->attrs[i].id != cudaLaunchAttributeProgrammaticStreamSerialization)
-            return fg_emu::record_error(cudaErrorInvalidValue);
     const fg_emu::launch_config cfg = {"(cudaLaunchKernelEx)", config->gridDim, config->blockDim,
                                        config->dynamicSmemBytes, config->stream};
     return fg_emu::launch_kernel(cfg, kernel, std::forward<A>(args)...);
