@@ -208,13 +208,15 @@ fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
 
 } // namespace
 
-/* Slices per column tile: about two blocks per SM in all (8 warps with 8
- * loads each keep enough bytes in flight), slices of at least
- * kMinSliceRows rows, and partials that fit the workspace; a forced count
- * (benchmarks) still obeys the workspace. */
+/* Slices per column tile: about one block per SM in all (its 8 warps with
+ * 8 loads each keep 32 KB in flight), slices of at least kMinSliceRows
+ * rows, and partials that fit the workspace; a forced count (benchmarks)
+ * still obeys the workspace. bench_linear's H100 sweep (bench/RESULTS.md):
+ * the counts this gives were within about 0.5 us of the best at every
+ * decode shape; two blocks per SM were up to 1 us slower. */
 static int plan_slices(int in, int tiles, int sm_count, int forced)
 {
-    const long long target = 2LL * (sm_count > 0 ? sm_count : 1);
+    const long long target = sm_count > 0 ? sm_count : 1;
     long long n = (target + tiles - 1) / tiles;
     const long long by_rows = (in + kMinSliceRows - 1) / kMinSliceRows;
     if (n > by_rows) n = by_rows;
