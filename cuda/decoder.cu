@@ -19,6 +19,9 @@
  * columns of the merged buffer; output GEMM; one kernel does the residual
  * add (with the projection bias) and the next norm; the MLP likewise ends
  * in the fused add + norm of the following layer (or the final norm).
+ * Linear layers go through fgi_cuda_linear_layer: cuBLAS SGEMM for prefill,
+ * the GEMV kernel for a decode step's single row (its epilogue also adds
+ * GPT-2's c_fc bias and applies GELU, so that pass is not a launch).
  * Decode steps (fg_cuda_forward_last with T = 1): about ten launches per
  * layer cost more host time than the GPU needs for them, so the step is
  * captured once per (model, cache) as a CUDA graph whose kernels read the

@@ -465,6 +465,37 @@ Test(cuda_elementwise, silu_mul_matches_reference)
 
 /* Linear and MLPs ------------------------------------------------------------------ */
 
+/* One random linear layer on the GPU against the reference; with
+ * repeat_bitwise a second identical call must give the same bits. */
+static void check_linear(fg_rng *rng, int rows, int in, int out, int with_bias,
+                         int repeat_bitwise)
+{
+    const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
+    float *x = fg_buf_normal(rng, nx, 1.0);
+    float *w = fg_buf_normal(rng, nw, 1.0 / sqrt((double)in));
+    float *b = fg_buf_normal(rng, (size_t)out, 0.5), *ref = fg_buf_nan(ny);
+    ok(fg_ref_linear(ref, x, w, with_bias ? b : NULL, rows, in, out), "reference");
+    float *dx = fg_dev_upload(x, nx), *dw = fg_dev_upload(w, nw);
+    float *db = fg_dev_upload(b, (size_t)out), *dy = fg_dev_poisoned(ny);
+    char what[128];
+    snprintf(what, sizeof what, "linear rows %d in %d out %d%s", rows, in, out,
+             with_bias ? "" : " no bias");
+    ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
+    expect_device_close(dy, ref, ny, what);
+    if (repeat_bitwise) {
+        float *first = fg_dev_download(dy, ny);
+        fg_dev_free(dy);
+        dy = fg_dev_poisoned(ny);
+        ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
+        ok(fg_cuda_synchronize(0), what);
+        float *second = fg_dev_download(dy, ny);
+        fg_assert_same(first, second, sizeof(float) * ny, what);
+        fg_buf_free(first), fg_buf_free(second);
+    }
+    fg_dev_free(dx), fg_dev_free(dw), fg_dev_free(db), fg_dev_free(dy);
+    fg_buf_free(x), fg_buf_free(w), fg_buf_free(b), fg_buf_free(ref);
+}
+
 Test(cuda_linear, random_shapes_match_reference)
 {
     fg_require_gpu();
@@ -473,21 +504,7 @@ Test(cuda_linear, random_shapes_match_reference)
         int rows = awkward_len(&rng, 70), in = awkward_len(&rng, 700), out = awkward_len(&rng, 700);
         if (trial % 10 == 0) rows = 1, in = 4096, out = fg_rng_int(&rng, 1000, size_max(3000, 1500));
         if (trial % 10 == 5) rows = fg_rng_int(&rng, 200, size_max(400, 250));
-        const int with_bias = trial % 3 != 0;
-        const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
-        float *x = fg_buf_normal(&rng, nx, 1.0);
-        float *w = fg_buf_normal(&rng, nw, 1.0 / sqrt((double)in));
-        float *b = fg_buf_normal(&rng, (size_t)out, 0.5), *ref = fg_buf_nan(ny);
-        ok(fg_ref_linear(ref, x, w, with_bias ? b : NULL, rows, in, out), "reference");
-        float *dx = fg_dev_upload(x, nx), *dw = fg_dev_upload(w, nw);
-        float *db = fg_dev_upload(b, (size_t)out), *dy = fg_dev_poisoned(ny);
-        char what[128];
-        snprintf(what, sizeof what, "linear rows %d in %d out %d%s", rows, in, out,
-                 with_bias ? "" : " no bias");
-        ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
-        expect_device_close(dy, ref, ny, what);
-        fg_dev_free(dx), fg_dev_free(dw), fg_dev_free(db), fg_dev_free(dy);
-        fg_buf_free(x), fg_buf_free(w), fg_buf_free(b), fg_buf_free(ref);
+        check_linear(&rng, rows, in, out, trial % 3 != 0, 0);
     }
 }
 
@@ -507,29 +524,7 @@ Test(cuda_linear, few_rows_match_reference_and_repeat_bitwise)
                                       : fg_rng_int(&rng, 500, size_max(4096, 1500));
         int out = trial % 5 == 0 ? awkward_len(&rng, 1100) : 4 * fg_rng_int(&rng, 1, 700);
         if (trial % 7 == 0) out = 128 * fg_rng_int(&rng, 1, 12);
-        const int with_bias = trial % 4 != 3;
-        const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
-        float *x = fg_buf_normal(&rng, nx, 1.0);
-        float *w = fg_buf_normal(&rng, nw, 1.0 / sqrt((double)in));
-        float *b = fg_buf_normal(&rng, (size_t)out, 0.5), *ref = fg_buf_nan(ny);
-        ok(fg_ref_linear(ref, x, w, with_bias ? b : NULL, rows, in, out), "reference");
-        float *dx = fg_dev_upload(x, nx), *dw = fg_dev_upload(w, nw);
-        float *db = fg_dev_upload(b, (size_t)out), *dy = fg_dev_poisoned(ny);
-        char what[128];
-        snprintf(what, sizeof what, "linear rows %d in %d out %d%s", rows, in, out,
-                 with_bias ? "" : " no bias");
-        ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
-        expect_device_close(dy, ref, ny, what);
-        float *first = fg_dev_download(dy, ny);
-        fg_dev_free(dy);
-        dy = fg_dev_poisoned(ny);
-        ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
-        ok(fg_cuda_synchronize(0), what);
-        float *second = fg_dev_download(dy, ny);
-        fg_assert_same(first, second, sizeof(float) * ny, what);
-        fg_dev_free(dx), fg_dev_free(dw), fg_dev_free(db), fg_dev_free(dy);
-        fg_buf_free(x), fg_buf_free(w), fg_buf_free(b), fg_buf_free(ref);
-        fg_buf_free(first), fg_buf_free(second);
+        check_linear(&rng, rows, in, out, trial % 4 != 3, 1);
     }
 }
 
