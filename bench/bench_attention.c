@@ -27,7 +27,7 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention_internal.h"
-#include "gpu_hold.h"
+#include "bench_common.h"
 
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -58,35 +58,6 @@ static const bench_case cases[] = {
     {"decode", 1, 32, 8, 1, 32768, 128},
     {"decode", 8, 32, 8, 1, 32768, 128},
 };
-
-static int check(fg_status st, const char *what)
-{
-    if (st != FG_OK) fprintf(stderr, "bench_attention: %s: %s\n", what, fg_last_error());
-    return st == FG_OK;
-}
-
-static int check_cuda(cudaError_t err, const char *what)
-{
-    if (err != cudaSuccess)
-        fprintf(stderr, "bench_attention: %s: %s\n", what, cudaGetErrorString(err));
-    return err == cudaSuccess;
-}
-
-static int compare_floats(const void *a, const void *b)
-{
-    const float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* Normal-ish values in [-2, 2) from a small LCG: enough for timing. */
-static void fill_random(float *x, size_t n, unsigned long long *state)
-{
-    for (size_t i = 0; i < n; i++) {
-        *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
-        const double u = (double)(*state >> 11) * 0x1.0p-53;
-        x[i] = (float)(4.0 * u - 2.0);
-    }
-}
 
 typedef struct {
     float *q, *k, *v, *out;
@@ -145,24 +116,24 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const c
         fgi_attention_tuning t = {tune->kernel, tune->n_splits, FGI_ATTENTION_AUTO, 0,
                                   tune->decode_lanes};
         const double enqueue_start = host_us();
-        ok = (timer->hold_us == 0 || check_cuda(bench_gpu_hold(timer->hold_us, NULL), "hold")) &&
-             check_cuda(cudaEventRecord(timer->start, NULL), "record") &&
-             check(fgi_cuda_attention_tuned("bench_attention", &a, &t, buf->workspace,
+        ok = (timer->hold_us == 0 || bench_check_cuda(bench_gpu_hold(timer->hold_us, NULL), "hold")) &&
+             bench_check_cuda(cudaEventRecord(timer->start, NULL), "record") &&
+             bench_check(fgi_cuda_attention_tuned("bench_attention", &a, &t, buf->workspace,
                                             buf->ws_bytes, NULL),
                    "attention") &&
-             check_cuda(cudaEventRecord(timer->stop, NULL), "record");
+             bench_check_cuda(cudaEventRecord(timer->stop, NULL), "record");
         if (ok && timer->hold_us > 0 && r >= 0 && host_us() - enqueue_start >= timer->hold_us)
             timer->exposed++;
-        ok = ok && check_cuda(cudaEventSynchronize(timer->stop), "synchronize");
+        ok = ok && bench_check_cuda(cudaEventSynchronize(timer->stop), "synchronize");
         float ms = 0.0f;
         if (ok && r >= 0)
-            ok = check_cuda(cudaEventElapsedTime(&ms, timer->start, timer->stop), "elapsed");
+            ok = bench_check_cuda(cudaEventElapsedTime(&ms, timer->start, timer->stop), "elapsed");
         if (ok && r >= 0) timer->times[r] = ms;
     }
     if (ok) {
         /* A finite first output row, or the timing means nothing. */
         float first[8];
-        ok = check(fg_cuda_download(first, buf->sets[0].out, sizeof first), "download");
+        ok = bench_check(fg_cuda_download(first, buf->sets[0].out, sizeof first), "download");
         for (int i = 0; ok && i < 8; i++)
             if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
                 fprintf(stderr, "bench_attention: non-finite output\n");
@@ -170,10 +141,7 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const c
             }
     }
     if (!ok) return -1.0;
-    const int runs = timer->runs;
-    qsort(timer->times, (size_t)runs, sizeof(float), compare_floats);
-    return runs % 2 ? timer->times[runs / 2]
-                    : 0.5 * (timer->times[runs / 2 - 1] + timer->times[runs / 2]);
+    return bench_median(timer->times, timer->runs);
 }
 
 /* What one case measured: per configuration, the median milliseconds of the
@@ -207,21 +175,24 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
     float *times = calloc((size_t)runs, sizeof(float));
     int ok = host_q != NULL && host_kv != NULL && times != NULL;
     unsigned long long state = 0x5eedULL;
-    if (ok) fill_random(host_q, q_elems, &state), fill_random(host_kv, kv_elems, &state);
+    if (ok) {
+        bench_fill_random(host_q, q_elems, 2.0, &state);
+        bench_fill_random(host_kv, kv_elems, 2.0, &state);
+    }
     for (int s = 0; ok && s < n_sets; s++) {
-        ok = check(fg_cuda_malloc((void **)&sets[s].q, sizeof(float) * q_elems), "malloc q") &&
-             check(fg_cuda_malloc((void **)&sets[s].out, sizeof(float) * q_elems), "malloc out") &&
-             check(fg_cuda_malloc((void **)&sets[s].k, sizeof(float) * kv_elems), "malloc k") &&
-             check(fg_cuda_malloc((void **)&sets[s].v, sizeof(float) * kv_elems), "malloc v") &&
-             check(fg_cuda_upload(sets[s].q, host_q, sizeof(float) * q_elems), "upload q") &&
-             check(fg_cuda_upload(sets[s].k, host_kv, sizeof(float) * kv_elems), "upload k") &&
-             check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
+        ok = bench_check(fg_cuda_malloc((void **)&sets[s].q, sizeof(float) * q_elems), "malloc q") &&
+             bench_check(fg_cuda_malloc((void **)&sets[s].out, sizeof(float) * q_elems), "malloc out") &&
+             bench_check(fg_cuda_malloc((void **)&sets[s].k, sizeof(float) * kv_elems), "malloc k") &&
+             bench_check(fg_cuda_malloc((void **)&sets[s].v, sizeof(float) * kv_elems), "malloc v") &&
+             bench_check(fg_cuda_upload(sets[s].q, host_q, sizeof(float) * q_elems), "upload q") &&
+             bench_check(fg_cuda_upload(sets[s].k, host_kv, sizeof(float) * kv_elems), "upload k") &&
+             bench_check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
     }
     const size_t ws_bytes = fgi_cuda_attention_workspace_bound(n_q, c->S, c->kv, c->D);
     if (ok && ws_bytes > 0)
-        ok = check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace") &&
-             check(fg_cuda_memset(workspace, 0, ws_bytes), "zero workspace");
-    ok = ok && check_cuda(cudaEventCreate(&start), "event") && check_cuda(cudaEventCreate(&stop), "event");
+        ok = bench_check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace") &&
+             bench_check(fg_cuda_memset(workspace, 0, ws_bytes), "zero workspace");
+    ok = ok && bench_check_cuda(cudaEventCreate(&start), "event") && bench_check_cuda(cudaEventCreate(&stop), "event");
     const case_buffers buf = {sets, n_sets, workspace, ws_bytes};
     call_timer timer = {start, stop, times, runs, hold_us, 0};
     for (int i = 0; i < n_tunes; i++)
@@ -352,7 +323,7 @@ int main(int argc, char **argv)
     char name[256] = "";
     int sms = 0;
     size_t total = 0;
-    if (!check(fg_cuda_device_info(name, sizeof name, &sms, &total), "device info")) return 1;
+    if (!bench_check(fg_cuda_device_info(name, sizeof name, &sms, &total), "device info")) return 1;
     FILE *file = out_path ? fopen(out_path, "w") : NULL;
     if (out_path && !file) {
         fprintf(stderr, "bench_attention: cannot write %s\n", out_path);

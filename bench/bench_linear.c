@@ -14,7 +14,7 @@
  * Usage: bench_linear [--runs N] [--sweep] */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/ops_internal.h"
-#include "gpu_hold.h"
+#include "bench_common.h"
 
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -46,24 +46,6 @@ static const linear_case cases[] = {
     {4, 768, 3072, FGI_ACT_GELU},
 };
 
-static int check(fg_status st, const char *what)
-{
-    if (st != FG_OK) fprintf(stderr, "bench_linear: %s: %s\n", what, fg_last_error());
-    return st == FG_OK;
-}
-
-static int check_cuda(cudaError_t err, const char *what)
-{
-    if (err != cudaSuccess) fprintf(stderr, "bench_linear: %s: %s\n", what, cudaGetErrorString(err));
-    return err == cudaSuccess;
-}
-
-static int compare_floats(const void *a, const void *b)
-{
-    const float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 typedef struct {
     float *x, *y, *b;
     float *w[MAX_SETS];
@@ -77,21 +59,20 @@ static double time_path(const linear_case *c, const case_buffers *buf, const fgi
 {
     int ok = 1, next = 0;
     for (int r = -2; ok && r < runs; r++) { /* two warm-up chains */
-        ok = check_cuda(bench_gpu_hold(HOLD_US, NULL), "hold") &&
-             check_cuda(cudaEventRecord(buf->start, NULL), "record");
+        ok = bench_check_cuda(bench_gpu_hold(HOLD_US, NULL), "hold") &&
+             bench_check_cuda(cudaEventRecord(buf->start, NULL), "record");
         for (int i = 0; ok && i < CHAIN; i++, next = (next + 1) % buf->n_sets)
-            ok = check(fgi_cuda_linear_layer("bench_linear", ctx, buf->y, buf->x, buf->w[next],
+            ok = bench_check(fgi_cuda_linear_layer("bench_linear", ctx, buf->y, buf->x, buf->w[next],
                                              buf->b, c->rows, c->in, c->out, 0, c->act, NULL),
                        "linear");
-        ok = ok && check_cuda(cudaEventRecord(buf->stop, NULL), "record") &&
-             check_cuda(cudaEventSynchronize(buf->stop), "synchronize");
+        ok = ok && bench_check_cuda(cudaEventRecord(buf->stop, NULL), "record") &&
+             bench_check_cuda(cudaEventSynchronize(buf->stop), "synchronize");
         float ms = 0.0f;
-        if (ok && r >= 0) ok = check_cuda(cudaEventElapsedTime(&ms, buf->start, buf->stop), "elapsed");
+        if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, buf->start, buf->stop), "elapsed");
         if (ok && r >= 0) times[r] = ms * 1000.0f / CHAIN;
     }
     if (!ok) return -1.0;
-    qsort(times, (size_t)runs, sizeof(float), compare_floats);
-    return runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    return bench_median(times, runs);
 }
 
 static void report(const linear_case *c, const char *path, int slices, double us)
@@ -107,12 +88,9 @@ static float *device_random(size_t n, unsigned long long *state, int *ok)
 {
     float *host = malloc(sizeof(float) * n), *dev = NULL;
     *ok = *ok && host != NULL;
-    for (size_t i = 0; *ok && i < n; i++) {
-        *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
-        host[i] = (float)((double)(*state >> 11) * 0x1.0p-53 - 0.5);
-    }
-    *ok = *ok && check(fg_cuda_malloc((void **)&dev, sizeof(float) * n), "malloc") &&
-          check(fg_cuda_upload(dev, host, sizeof(float) * n), "upload");
+    if (*ok) bench_fill_random(host, n, 0.5, state);
+    *ok = *ok && bench_check(fg_cuda_malloc((void **)&dev, sizeof(float) * n), "malloc") &&
+          bench_check(fg_cuda_upload(dev, host, sizeof(float) * n), "upload");
     free(host);
     return dev;
 }
@@ -130,13 +108,13 @@ static int run_case(const linear_case *c, const fgi_linear_ctx *gemv, const fgi_
     buf.x = device_random((size_t)c->rows * c->in, &state, &ok);
     buf.b = device_random((size_t)c->out, &state, &ok);
     buf.w[0] = device_random(w_elems, &state, &ok);
-    ok = ok && check(fg_cuda_malloc((void **)&buf.y, sizeof(float) * c->rows * c->out), "malloc y");
+    ok = ok && bench_check(fg_cuda_malloc((void **)&buf.y, sizeof(float) * c->rows * c->out), "malloc y");
     for (int s = 1; ok && s < buf.n_sets; s++)
-        ok = check(fg_cuda_malloc((void **)&buf.w[s], sizeof(float) * w_elems), "malloc w") &&
-             check_cuda(cudaMemcpy(buf.w[s], buf.w[0], sizeof(float) * w_elems,
+        ok = bench_check(fg_cuda_malloc((void **)&buf.w[s], sizeof(float) * w_elems), "malloc w") &&
+             bench_check_cuda(cudaMemcpy(buf.w[s], buf.w[0], sizeof(float) * w_elems,
                                    cudaMemcpyDeviceToDevice), "copy w");
-    ok = ok && check_cuda(cudaEventCreate(&buf.start), "event") &&
-         check_cuda(cudaEventCreate(&buf.stop), "event");
+    ok = ok && bench_check_cuda(cudaEventCreate(&buf.start), "event") &&
+         bench_check_cuda(cudaEventCreate(&buf.stop), "event");
     float *times = calloc((size_t)runs, sizeof(float));
     ok = ok && times != NULL;
     if (ok) {
@@ -172,13 +150,13 @@ int main(int argc, char **argv)
     char name[256];
     int sm_count = 0;
     size_t total = 0;
-    if (!check(fg_cuda_device_info(name, sizeof name, &sm_count, &total), "device")) return 1;
+    if (!bench_check(fg_cuda_device_info(name, sizeof name, &sm_count, &total), "device")) return 1;
     printf("# bench_linear %s (%d SMs), fp32, median of %d chains of %d calls, GPU time\n", name,
            sm_count, runs, CHAIN);
     fgi_linear_ctx gemv = {NULL, NULL, sm_count, 0}, blas;
-    int ok = check(fgi_cuda_blas_create("bench_linear", &gemv.blas, NULL), "cuBLAS") &&
-             check(fg_cuda_malloc(&gemv.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace") &&
-             check(fg_cuda_memset(gemv.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "zero counters");
+    int ok = bench_check(fgi_cuda_blas_create("bench_linear", &gemv.blas, NULL), "cuBLAS") &&
+             bench_check(fg_cuda_malloc(&gemv.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace") &&
+             bench_check(fg_cuda_memset(gemv.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "zero counters");
     blas = gemv;
     blas.gemv_ws = NULL;
     for (size_t i = 0; ok && i < sizeof cases / sizeof cases[0]; i++)

@@ -9,7 +9,7 @@
  * do_bench (whose cache flush runs before the start event) hide the host
  * the same way. The spin reads the global nanosecond timer and touches no
  * memory, so it leaves the caches and DRAM alone. */
-#include "gpu_hold.h"
+#include "bench_common.h"
 
 #include <stdint.h>
 
