@@ -183,8 +183,7 @@ long long blocks_per_split(const fgi_attn_problem &p, const kernel_choice &c)
 void set_splits(fgi_attn_problem *p, long long want, int granule)
 {
     if (want < 1) want = 1;
-    long long per = ceil_div_ll(p->kv_len, want);
-    per = ceil_div_ll(per, granule) * granule;
+    long long per = fgi_keys_per_split<long long>(p->kv_len, want, granule);
     if (per > p->kv_len) per = p->kv_len;
     p->keys_per_split = (int)per;
     p->n_splits = (int)ceil_div_ll(p->kv_len, per);

@@ -61,9 +61,20 @@ __device__ __forceinline__ float *fgi_attention_smem()
     return reinterpret_cast<float *>(fgi_attention_smem_base);
 }
 
+/* Keys per split when kv_len keys go to `parts` splits: ceil(kv_len /
+ * parts) rounded up to whole granules. The host's split plan (long long)
+ * and the kernels reading a device key count (int: no 64-bit division on
+ * the device) both use it. */
+template <typename I>
+__host__ __device__ __forceinline__ I fgi_keys_per_split(I kv_len, I parts, I granule)
+{
+    const I per = (kv_len + parts - 1) / parts;
+    return (per + granule - 1) / granule * granule;
+}
+
 /* The key count, causal shift and keys per split of this launch: the
- * problem's, or derived from the device key count exactly as the host's
- * split plan would (ceil(kv_len / n_splits) rounded up to the granule). */
+ * problem's, or derived from the device key count as the host's split plan
+ * would (fgi_keys_per_split over the planned n_splits). */
 struct fgi_key_plan {
     int kv_len, shift, keys_per_split;
 };
@@ -72,9 +83,7 @@ __device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attn_problem &p)
 {
     if (p.kv_len_dev == nullptr) return {p.kv_len, p.shift, p.keys_per_split};
     const int kv_len = *p.kv_len_dev;
-    int per = (kv_len + p.n_splits - 1) / p.n_splits;
-    per = (per + p.split_granule - 1) / p.split_granule * p.split_granule;
-    return {kv_len, kv_len - p.q_len, per};
+    return {kv_len, kv_len - p.q_len, fgi_keys_per_split(kv_len, p.n_splits, p.split_granule)};
 }
 
 /* The work of one block of a query-tile kernel (tiled, mma): query rows
