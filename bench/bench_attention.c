@@ -26,7 +26,7 @@
  *                        [--case N] [--hold-us N] [--sweep] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "flashgpt/flashgpt.h"
-#include "../cuda/attention_internal.h"
+#include "../cuda/attention/attention_internal.h"
 #include "bench_common.h"
 
 #include <cuda_runtime.h>

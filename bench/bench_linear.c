@@ -13,7 +13,7 @@
  * (slices=0: the automatic plan). --sweep adds forced slice counts.
  * Usage: bench_linear [--runs N] [--sweep] */
 #include "flashgpt/flashgpt.h"
-#include "../cuda/ops_internal.h"
+#include "../cuda/ops/ops_internal.h"
 #include "bench_common.h"
 
 #include <cuda_runtime.h>

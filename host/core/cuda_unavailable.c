@@ -4,7 +4,7 @@
 #ifndef FG_HAVE_CUDA
 #include "check.h"
 #include "flashgpt/cuda.h"
-#include "../cuda/decoder_internal.h"
+#include "../../cuda/engine/decoder_internal.h"
 
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 

@@ -18,7 +18,7 @@
  * d 32 to 128) and shorter call sequences. */
 #include "fixture.h"
 #include "gpu_support.h"
-#include "../cuda/decoder_internal.h"
+#include "../../cuda/engine/decoder_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
