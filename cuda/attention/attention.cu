@@ -109,10 +109,10 @@ struct device_limits {
 fg_status query_device(const char *fn, device_limits *lim)
 {
     int device = 0;
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_CUDA_TRY(fn, cudaGetDevice(&device));
-    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(&lim->sm_count, cudaDevAttrMultiProcessorCount, device));
-    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(&lim->smem_optin,
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_CUDA_TRY(fn, cudaGetDevice(&device));
+    FGI_CUDA_TRY(fn, cudaDeviceGetAttribute(&lim->sm_count, cudaDevAttrMultiProcessorCount, device));
+    FGI_CUDA_TRY(fn, cudaDeviceGetAttribute(&lim->smem_optin,
                                            cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     return FG_OK;
 }
@@ -154,7 +154,7 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
                     (k == FGI_ATTENTION_MMA && mma_ok) ||
                     (k == FGI_ATTENTION_GENERIC && generic_ok);
     if (!ok)
-        return fg_fail(FG_ERR_UNSUPPORTED,
+        return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no attention kernel (%d requested) for head_dim %d with these "
                        "strides and alignment (the generic kernel takes head_dim <= %d)",
                        fn, (int)request, a->head_dim, FGI_GENERIC_MAX_HEAD_DIM);
@@ -166,7 +166,7 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
 }
 
 /* Blocks per split and key granularity of a split for the chosen kernel. */
-long long blocks_per_split(const fgi_attn_problem &p, const kernel_choice &c)
+long long blocks_per_split(const fgi_attention_problem &p, const kernel_choice &c)
 {
     switch (c.kernel) {
     case FGI_ATTENTION_TILED:
@@ -180,7 +180,7 @@ long long blocks_per_split(const fgi_attn_problem &p, const kernel_choice &c)
 
 /* Sets p->n_splits / keys_per_split: `want` parts, rounded to whole
  * granules of keys, without empty trailing splits. */
-void set_splits(fgi_attn_problem *p, long long want, int granule)
+void set_splits(fgi_attention_problem *p, long long want, int granule)
 {
     if (want < 1) want = 1;
     long long per = fgi_keys_per_split<long long>(p->kv_len, want, granule);
@@ -191,7 +191,7 @@ void set_splits(fgi_attn_problem *p, long long want, int granule)
 }
 
 /* Number of splits wanted for this call before workspace limits. */
-long long wanted_splits(const fgi_attn_problem &p, const kernel_choice &c, int request,
+long long wanted_splits(const fgi_attention_problem &p, const kernel_choice &c, int request,
                         int sm_count, int granule)
 {
     long long want;
@@ -224,7 +224,7 @@ size_t split_bytes_per_row(int head_dim) { return sizeof(float) * ((size_t)head_
 
 /* Points the partial arrays into a 16-byte aligned workspace, after its
  * merge counters (a fixed region, so calls of any size never overlap it). */
-void place_partials(fgi_attn_problem *p, void *workspace, long long blocks_per_split,
+void place_partials(fgi_attention_problem *p, void *workspace, long long blocks_per_split,
                     fgi_attention_kernel kernel)
 {
     const long long rows = (long long)p->n_splits * p->n_q_head * p->q_len;
@@ -235,9 +235,9 @@ void place_partials(fgi_attn_problem *p, void *workspace, long long blocks_per_s
     p->part_l = p->part_m + rows;
 }
 
-fgi_attn_problem make_problem(const fgi_attention_args *a)
+fgi_attention_problem make_problem(const fgi_attention_args *a)
 {
-    fgi_attn_problem p = {};
+    fgi_attention_problem p = {};
     p.out = a->out;
     p.out_head_stride = a->out_head_stride;
     p.out_row_stride = a->out_row_stride;
@@ -263,7 +263,7 @@ fgi_attn_problem make_problem(const fgi_attention_args *a)
     return p;
 }
 
-fg_status launch_main(const char *fn, const fgi_attn_problem &p, const kernel_choice &c,
+fg_status launch_main(const char *fn, const fgi_attention_problem &p, const kernel_choice &c,
                       cudaStream_t stream)
 {
     switch (c.kernel) {
@@ -274,11 +274,11 @@ fg_status launch_main(const char *fn, const fgi_attn_problem &p, const kernel_ch
     }
 }
 
-fg_status launch_all(const char *fn, const fgi_attn_problem &p, const kernel_choice &c,
+fg_status launch_all(const char *fn, const fgi_attention_problem &p, const kernel_choice &c,
                      cudaStream_t stream)
 {
-    FG_TRY(launch_main(fn, p, c, stream));
-    if (p.n_splits > 1 && p.split_counters == nullptr) FG_TRY(fgi_launch_combine(fn, p, stream));
+    FGI_TRY(launch_main(fn, p, c, stream));
+    if (p.n_splits > 1 && p.split_counters == nullptr) FGI_TRY(fgi_launch_combine(fn, p, stream));
     return FG_OK;
 }
 
@@ -310,12 +310,12 @@ fg_status run_contiguous(const char *fn, float *out, float *lse, const float *q,
 
 } // namespace
 
-fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attn_problem),
+fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attention_problem),
                                  const char *kernel_name, size_t smem, int rows_per_block,
-                                 const fgi_attn_problem &p, cudaStream_t stream)
+                                 const fgi_attention_problem &p, cudaStream_t stream)
 {
     if (smem > 48 * 1024)
-        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem));
     const long long blocks = (long long)p.n_q_head * ceil_div_ll(p.q_len, rows_per_block);
     cudaLaunchConfig_t cfg = {};
@@ -323,8 +323,8 @@ fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attn_problem
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
-    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
-    FG_CUDA_LAUNCHED(fn, kernel_name);
+    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FGI_CUDA_LAUNCHED(fn, kernel_name);
     return FG_OK;
 }
 
@@ -352,30 +352,30 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
         a->v == nullptr || a->n_q_head < 1 || a->n_kv_head < 1 ||
         a->n_q_head % a->n_kv_head != 0 || a->q_len < 1 || a->kv_len < a->q_len ||
         a->head_dim < 1)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
     if (a->kv_len > kMaxKvLen)
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: kv_len %d is above the supported %d", fn,
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: kv_len %d is above the supported %d", fn,
                        a->kv_len, kMaxKvLen);
     device_limits lim = {};
-    FG_TRY(query_device(fn, &lim));
+    FGI_TRY(query_device(fn, &lim));
     kernel_choice choice = {};
-    FG_TRY(choose_kernel(fn, a, tuning ? tuning->kernel : FGI_ATTENTION_AUTO, lim, &choice));
+    FGI_TRY(choose_kernel(fn, a, tuning ? tuning->kernel : FGI_ATTENTION_AUTO, lim, &choice));
 
     if (a->kv_len_dev != nullptr && choice.kernel != FGI_ATTENTION_DECODE)
-        return fg_fail(FG_ERR_UNSUPPORTED,
+        return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: a device-side key count needs the decode kernel (head_dim %d, %d "
                        "query rows per KV head)",
                        fn, a->head_dim, a->n_q_head / a->n_kv_head * a->q_len);
-    fgi_attn_problem p = make_problem(a);
+    fgi_attention_problem p = make_problem(a);
     if (tuning != nullptr && tuning->decode_lanes != 0) {
         p.decode_lanes = tuning->decode_lanes;
         if (choice.kernel != FGI_ATTENTION_DECODE || !fgi_decode_supported(p))
-            return fg_fail(FG_ERR_UNSUPPORTED,
+            return fgi_fail(FG_ERR_UNSUPPORTED,
                            "%s: no decode kernel with %d lanes per key for head_dim %d", fn,
                            p.decode_lanes, a->head_dim);
     }
     if (blocks_per_split(p, choice) > INT_MAX)
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
                        fn, a->n_q_head, a->q_len);
     const int granule = choice.key_tile > 0 ? choice.key_tile : 32; /* tiled, mma: whole tiles */
     long long want = wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule);
@@ -409,7 +409,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
     if (scratch != nullptr) {
         const cudaError_t err = cudaFreeAsync(scratch, stream);
         if (err != cudaSuccess && st == FG_OK)
-            st = fg_fail(FG_ERR_CUDA, "%s: cudaFreeAsync failed: %s", fn, cudaGetErrorString(err));
+            st = fgi_fail(FG_ERR_CUDA, "%s: cudaFreeAsync failed: %s", fn, cudaGetErrorString(err));
     }
     if (st == FG_OK && tuning != nullptr) {
         tuning->used_kernel = choice.kernel;
@@ -430,7 +430,7 @@ extern "C" fg_status fg_cuda_attention(float *out, const float *q, const float *
                                        cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_attention";
-    FG_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
     return run_contiguous(fn, out, nullptr, q, k, v, 1, 1, q_len, kv_len, head_dim, 0, stream);
 }
 
@@ -440,8 +440,8 @@ extern "C" fg_status fg_cuda_attention_flash(float *out, const float *q, const f
                                              cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_attention_flash";
-    FG_TRY(fg_check_min(fn, "block_size", block_size, 1));
-    FG_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_min(fn, "block_size", block_size, 1));
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
     return run_contiguous(fn, out, nullptr, q, k, v, 1, 1, q_len, kv_len, head_dim, block_size,
                           stream);
 }
@@ -451,7 +451,7 @@ extern "C" fg_status fg_cuda_mha(float *out, const float *q, const float *k, con
                                  cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_mha";
-    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_head, n_head, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_head, n_head, q_len, kv_len, head_dim));
     return run_contiguous(fn, out, nullptr, q, k, v, n_head, n_head, q_len, kv_len, head_dim, 0,
                           stream);
 }
@@ -461,7 +461,7 @@ extern "C" fg_status fg_cuda_gqa(float *out, const float *q, const float *k, con
                                  int head_dim, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_gqa";
-    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
     return run_contiguous(fn, out, nullptr, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
                           head_dim, 0, stream);
 }
@@ -471,16 +471,16 @@ extern "C" fg_status fg_cuda_gqa_lse(float *out, float *lse, const float *q, con
                                      int kv_len, int head_dim, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_gqa_lse";
-    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
-    FG_TRY(fg_check_ptr(fn, "lse", lse));
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_ptr(fn, "lse", lse));
     /* Sizes were checked above, so these products fit. */
     const size_t lse_bytes = sizeof(float) * (size_t)n_q_head * (size_t)q_len;
     const size_t q_bytes = lse_bytes * (size_t)head_dim;
     const size_t kv_bytes = sizeof(float) * (size_t)n_kv_head * (size_t)kv_len * (size_t)head_dim;
-    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "out", out, q_bytes));
-    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "q", q, q_bytes));
-    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "k", k, kv_bytes));
-    FG_TRY(fg_check_disjoint(fn, "lse", lse, lse_bytes, "v", v, kv_bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "out", out, q_bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "q", q, q_bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "k", k, kv_bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "v", v, kv_bytes));
     return run_contiguous(fn, out, lse, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim, 0,
                           stream);
 }

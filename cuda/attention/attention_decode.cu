@@ -61,7 +61,7 @@ __device__ __forceinline__ void load_stage_async(float *stage, const float *k_he
  * sums go to shared memory first (stats: 2 * RB * n_splits floats) so that
  * every load of a phase is in flight at once. */
 template <int RB>
-__device__ void merge_column(const fgi_attn_problem &p, int kv_head, int m0, int rows,
+__device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0, int rows,
                              float *stats)
 {
     const int D = p.head_dim, F = D / 4, S = p.n_splits;
@@ -126,7 +126,7 @@ constexpr float kRescaleSlack = 8.0f;
 
 template <class Shape>
 __global__ void __launch_bounds__(FGI_ATTN_THREADS)
-    decode_attention_kernel(const fgi_attn_problem p, int n_row_chunks)
+    decode_attention_kernel(const fgi_attention_problem p, int n_row_chunks)
 {
     constexpr int LPK = Shape::LPK, C = Shape::C, RB = Shape::RB, GROUPS = Shape::GROUPS;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -342,7 +342,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
 /* A block per query row: the split weights exp2(m_s - max) once in shared
  * memory, then each thread sums its dims over the splits (independent loads
  * in flight) and divides by the weighted sum of the partial sums. */
-__global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const fgi_attn_problem p)
+__global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const fgi_attention_problem p)
 {
     /* Padded: the unrolled split loop below may load a few weights ahead
      * (compute-sanitizer saw 12-byte reads past an n_splits-sized array). */
@@ -391,7 +391,7 @@ struct decode_plan {
     int lpk, c, rb;
 };
 
-decode_plan plan_decode(const fgi_attn_problem &p)
+decode_plan plan_decode(const fgi_attention_problem &p)
 {
     const long long rows = (long long)p.group * p.q_len;
     const int cap = p.head_dim <= 128 ? 8 : 4;
@@ -417,7 +417,7 @@ size_t decode_smem_bytes(const decode_plan &s, int head_dim)
     return sizeof(float) * (most > stats ? most : stats);
 }
 
-using decode_kernel_fn = void (*)(fgi_attn_problem, int);
+using decode_kernel_fn = void (*)(fgi_attention_problem, int);
 
 template <int LPK, int C>
 decode_kernel_fn kernel_for_rows(int rb)
@@ -444,7 +444,7 @@ decode_kernel_fn kernel_for_plan(const decode_plan &s)
 }
 
 /* Blocks per (KV head, split): the group's query rows in chunks of rb. */
-int decode_row_chunks(const fgi_attn_problem &p, int rb)
+int decode_row_chunks(const fgi_attention_problem &p, int rb)
 {
     return (int)(((long long)p.group * p.q_len + rb - 1) / rb);
 }
@@ -460,17 +460,17 @@ struct decode_launch {
  * with its dynamic shared memory allowed (above 48 KiB it must be opted
  * into; static shared memory, the merge flag, counts against the same
  * 48 KiB). */
-fg_status prepare_decode(const char *fn, const fgi_attn_problem &p, decode_launch *out)
+fg_status prepare_decode(const char *fn, const fgi_attention_problem &p, decode_launch *out)
 {
     const decode_plan s = plan_decode(p);
     const decode_kernel_fn kernel = kernel_for_plan(s);
     if (kernel == nullptr)
-        return fg_fail(FG_ERR_UNSUPPORTED,
+        return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no decode kernel with %d lanes per key for head_dim %d", fn, s.lpk,
                        p.head_dim);
     const size_t smem = decode_smem_bytes(s, p.head_dim);
     if (smem + 64 > 48 * 1024)
-        FG_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem));
     *out = {kernel, smem, decode_row_chunks(p, s.rb)};
     return FG_OK;
@@ -478,17 +478,17 @@ fg_status prepare_decode(const char *fn, const fgi_attn_problem &p, decode_launc
 
 } // namespace
 
-bool fgi_decode_supported(const fgi_attn_problem &p)
+bool fgi_decode_supported(const fgi_attention_problem &p)
 {
     return p.head_dim % 4 == 0 && p.head_dim <= 256 && kernel_for_plan(plan_decode(p)) != nullptr;
 }
 
-long long fgi_decode_blocks(const fgi_attn_problem &p)
+long long fgi_decode_blocks(const fgi_attention_problem &p)
 {
     return (long long)p.n_kv_head * decode_row_chunks(p, plan_decode(p).rb);
 }
 
-int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
+int fgi_decode_blocks_per_sm(const fgi_attention_problem &p)
 {
     /* The occupancy calculator counts registers (up to about 220 per thread
      * for 4 rows at head_dim 128) as well as shared memory. */
@@ -514,24 +514,24 @@ int fgi_decode_blocks_per_sm(const fgi_attn_problem &p)
     return blocks < 1 ? 1 : blocks > 4 ? 4 : blocks;
 }
 
-fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+fg_status fgi_launch_decode(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
     if (p.head_dim % 4 != 0 || p.head_dim > 256) /* no plan at all: say why */
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
                        p.head_dim);
     decode_launch l = {};
-    FG_TRY(prepare_decode(fn, p, &l));
+    FGI_TRY(prepare_decode(fn, p, &l));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * l.row_chunks), (unsigned)p.n_splits, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
     cfg.dynamicSmemBytes = l.smem;
     cfg.stream = stream;
-    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, l.kernel, p, l.row_chunks));
-    FG_CUDA_LAUNCHED(fn, "decode_attention_kernel");
+    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, l.kernel, p, l.row_chunks));
+    FGI_CUDA_LAUNCHED(fn, "decode_attention_kernel");
     return FG_OK;
 }
 
-fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+fg_status fgi_launch_combine(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
     const long long rows = (long long)p.n_q_head * p.q_len;
     cudaLaunchConfig_t cfg = {};
@@ -539,8 +539,8 @@ fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p, cudaStre
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
     cfg.dynamicSmemBytes = 0;
     cfg.stream = stream;
-    void (*kernel)(fgi_attn_problem) = combine_splits_kernel;
-    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
-    FG_CUDA_LAUNCHED(fn, "combine_splits_kernel");
+    void (*kernel)(fgi_attention_problem) = combine_splits_kernel;
+    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FGI_CUDA_LAUNCHED(fn, "combine_splits_kernel");
     return FG_OK;
 }

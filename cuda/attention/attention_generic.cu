@@ -15,7 +15,7 @@ namespace {
 
 constexpr int kWarps = FGI_ATTN_THREADS / 32;
 
-__global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(const fgi_attn_problem p)
+__global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(const fgi_attention_problem p)
 {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int D = p.head_dim;
@@ -85,23 +85,23 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
 
 } // namespace
 
-long long fgi_generic_blocks(const fgi_attn_problem &p)
+long long fgi_generic_blocks(const fgi_attention_problem &p)
 {
     return ((long long)p.n_q_head * p.q_len + kWarps - 1) / kWarps;
 }
 
-fg_status fgi_launch_generic(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+fg_status fgi_launch_generic(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
     if (p.head_dim > FGI_GENERIC_MAX_HEAD_DIM)
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: head_dim %d is above the supported %d", fn,
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: head_dim %d is above the supported %d", fn,
                        p.head_dim, FGI_GENERIC_MAX_HEAD_DIM);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)fgi_generic_blocks(p), (unsigned)p.n_splits, 1);
     cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
     cfg.dynamicSmemBytes = sizeof(float) * (size_t)kWarps * (2 * p.head_dim + 32);
     cfg.stream = stream;
-    void (*kernel)(fgi_attn_problem) = generic_attention_kernel;
-    FG_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
-    FG_CUDA_LAUNCHED(fn, "generic_attention_kernel");
+    void (*kernel)(fgi_attention_problem) = generic_attention_kernel;
+    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FGI_CUDA_LAUNCHED(fn, "generic_attention_kernel");
     return FG_OK;
 }

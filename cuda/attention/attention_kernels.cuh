@@ -19,7 +19,7 @@
 
 #include <type_traits>
 
-struct fgi_attn_problem {
+struct fgi_attention_problem {
     float *out;
     long long out_head_stride, out_row_stride;
     float *lse; /* (n_q_head, q_len) or NULL */
@@ -79,7 +79,7 @@ struct fgi_key_plan {
     int kv_len, shift, keys_per_split;
 };
 
-__device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attn_problem &p)
+__device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attention_problem &p)
 {
     if (p.kv_len_dev == nullptr) return {p.kv_len, p.shift, p.keys_per_split};
     const int kv_len = *p.kv_len_dev;
@@ -95,7 +95,7 @@ struct fgi_tile_work {
     int head, kv_head, split, q0, key_begin, key_end;
 };
 
-__device__ __forceinline__ fgi_tile_work fgi_query_tile_work(const fgi_attn_problem &p,
+__device__ __forceinline__ fgi_tile_work fgi_query_tile_work(const fgi_attention_problem &p,
                                                             int rows_per_block)
 {
     fgi_tile_work w;
@@ -112,7 +112,7 @@ __device__ __forceinline__ fgi_tile_work fgi_query_tile_work(const fgi_attn_prob
 }
 
 /* Row index of query (h, i) in the partial arrays of split s. */
-__device__ __forceinline__ long long fgi_part_row(const fgi_attn_problem &p, int s,
+__device__ __forceinline__ long long fgi_part_row(const fgi_attention_problem &p, int s,
                                                   int h, int i)
 {
     return ((long long)s * p.n_q_head + h) * p.q_len + i;
@@ -176,13 +176,13 @@ R fgi_for_head_dim(int head_dim, R none, Body body)
 /* The launch of the query-tile kernels (tiled, mma): a block per
  * rows_per_block query rows of each head (grid x), the key splits in grid y,
  * `smem` dynamic shared bytes (the opt-in limit raised above 48 KiB). */
-fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attn_problem),
+fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attention_problem),
                                  const char *kernel_name, size_t smem, int rows_per_block,
-                                 const fgi_attn_problem &p, cudaStream_t stream);
+                                 const fgi_attention_problem &p, cudaStream_t stream);
 
 /* Tiled flash kernel: head_dim 32, 64, 80, 96, 128 or 256; key tile
  * key_tile (16, 32 or 64; 64 not for head_dim 256). */
-fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_tile,
+fg_status fgi_launch_tiled(const char *fn, const fgi_attention_problem &p, int key_tile,
                            cudaStream_t stream);
 /* Query rows of the tiled kernel per block for this head_dim. */
 int fgi_tiled_rows(int head_dim);
@@ -191,7 +191,7 @@ size_t fgi_tiled_smem_bytes(int head_dim, int key_tile);
 
 /* Tensor-core (3xTF32) flash kernel: head_dim 32, 64, 80, 96 or 128; key
  * tile key_tile (32 or 64). */
-fg_status fgi_launch_mma(const char *fn, const fgi_attn_problem &p, int key_tile,
+fg_status fgi_launch_mma(const char *fn, const fgi_attention_problem &p, int key_tile,
                          cudaStream_t stream);
 bool fgi_mma_supported(int head_dim);
 /* Query rows of the mma kernel per block, its default key tile and its
@@ -202,24 +202,24 @@ size_t fgi_mma_smem_bytes(int head_dim, int key_tile);
 
 /* Decode kernel (head_dim % 4 == 0, <= 256): one block per (kv head, chunk
  * of packed query rows, split). */
-fg_status fgi_launch_decode(const char *fn, const fgi_attn_problem &p,
+fg_status fgi_launch_decode(const char *fn, const fgi_attention_problem &p,
                             cudaStream_t stream);
 /* Whether the decode kernel has an instantiation for the problem (its
  * head_dim and decode_lanes request). */
-bool fgi_decode_supported(const fgi_attn_problem &p);
+bool fgi_decode_supported(const fgi_attention_problem &p);
 /* Blocks of the decode kernel per split (kv heads x row chunks). */
-long long fgi_decode_blocks(const fgi_attn_problem &p);
+long long fgi_decode_blocks(const fgi_attention_problem &p);
 /* Decode blocks resident per SM, by shared memory (at most 4). */
-int fgi_decode_blocks_per_sm(const fgi_attn_problem &p);
+int fgi_decode_blocks_per_sm(const fgi_attention_problem &p);
 
 /* Generic kernel (any head_dim <= FGI_GENERIC_MAX_HEAD_DIM): a warp per row. */
 #define FGI_GENERIC_MAX_HEAD_DIM 1024
-fg_status fgi_launch_generic(const char *fn, const fgi_attn_problem &p,
+fg_status fgi_launch_generic(const char *fn, const fgi_attention_problem &p,
                              cudaStream_t stream);
-long long fgi_generic_blocks(const fgi_attn_problem &p);
+long long fgi_generic_blocks(const fgi_attention_problem &p);
 
 /* Merges the split partials into out (and lse). */
-fg_status fgi_launch_combine(const char *fn, const fgi_attn_problem &p,
+fg_status fgi_launch_combine(const char *fn, const fgi_attention_problem &p,
                              cudaStream_t stream);
 
 #endif /* FLASHGPT_CUDA_ATTENTION_KERNELS_CUH */

@@ -92,7 +92,7 @@ __device__ __forceinline__ void load_tile_async(float *tile, const float *head, 
 /* The lane's q fragments (scaled) for its warp's rows, parked in its own
  * slots of q_frag: only this lane reads them back, so no barrier. */
 template <int KS>
-__device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attn_problem &p,
+__device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attention_problem &p,
                                        const float *q_head, int row0, int lane)
 {
     const int g = lane / 4, t = lane % 4;
@@ -111,7 +111,7 @@ __device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attn_problem &p
 
 template <int D, int BN_>
 __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCKS))
-    mma_attention_kernel(const fgi_attn_problem p)
+    mma_attention_kernel(const fgi_attention_problem p)
 {
     using S = MmaShape<D, BN_>;
     constexpr int BM = S::BM, BN = S::BN, KS = S::KS, NT = S::NT, KP = S::KP, VP = S::VP;
@@ -292,7 +292,7 @@ constexpr size_t smem_bytes()
 }
 
 template <int D, int BN>
-fg_status launch(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+fg_status launch(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
     return fgi_launch_query_tiles(fn, mma_attention_kernel<D, BN>, "mma_attention_kernel",
                                   smem_bytes<D, BN>(), MmaShape<D, BN>::BM, p, stream);
@@ -305,12 +305,12 @@ size_t smem_bytes_for(int key_tile)
 }
 
 template <int D>
-fg_status launch_tile(const char *fn, const fgi_attn_problem &p, int key_tile,
+fg_status launch_tile(const char *fn, const fgi_attention_problem &p, int key_tile,
                       cudaStream_t stream)
 {
     if (key_tile == 32) return launch<D, 32>(fn, p, stream);
     if (key_tile == 64) return launch<D, 64>(fn, p, stream);
-    return fg_fail(FG_ERR_UNSUPPORTED, "%s: no mma attention kernel for key tile %d", fn,
+    return fgi_fail(FG_ERR_UNSUPPORTED, "%s: no mma attention kernel for key tile %d", fn,
                    key_tile);
 }
 
@@ -339,7 +339,7 @@ size_t fgi_mma_smem_bytes(int head_dim, int key_tile)
         head_dim, (size_t)0, [&](auto d) { return smem_bytes_for<decltype(d)::value>(key_tile); });
 }
 
-fg_status fgi_launch_mma(const char *fn, const fgi_attn_problem &p, int key_tile,
+fg_status fgi_launch_mma(const char *fn, const fgi_attention_problem &p, int key_tile,
                          cudaStream_t stream)
 {
     bool known = false;
@@ -348,6 +348,6 @@ fg_status fgi_launch_mma(const char *fn, const fgi_attn_problem &p, int key_tile
         return launch_tile<decltype(d)::value>(fn, p, key_tile, stream);
     });
     return known ? st
-                 : fg_fail(FG_ERR_UNSUPPORTED, "%s: no mma attention kernel for head_dim %d", fn,
+                 : fgi_fail(FG_ERR_UNSUPPORTED, "%s: no mma attention kernel for head_dim %d", fn,
                            p.head_dim);
 }

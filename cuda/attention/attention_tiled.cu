@@ -89,7 +89,7 @@ __device__ __forceinline__ void load_kv_tile_async(float *tile, const float *hea
 /* Min blocks 1: without it ptxas caps some shapes at 128 registers and spills. */
 template <int D, int BN>
 __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
-    tiled_attention_kernel(const fgi_attn_problem p)
+    tiled_attention_kernel(const fgi_attention_problem p)
 {
     using S = TiledShape<D, BN>;
     constexpr int BM = S::BM, TM = S::TM, TN = S::TN, F = S::F, DP = S::DP;
@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
 }
 
 template <int D, int BN>
-fg_status launch(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
+fg_status launch(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
     using S = TiledShape<D, BN>;
     return fgi_launch_query_tiles(fn, tiled_attention_kernel<D, BN>, "tiled_attention_kernel",
@@ -262,7 +262,7 @@ fg_status launch(const char *fn, const fgi_attn_problem &p, cudaStream_t stream)
 }
 
 template <int D>
-fg_status launch_tile(const char *fn, const fgi_attn_problem &p, int key_tile,
+fg_status launch_tile(const char *fn, const fgi_attention_problem &p, int key_tile,
                       cudaStream_t stream)
 {
     switch (key_tile) {
@@ -273,7 +273,7 @@ fg_status launch_tile(const char *fn, const fgi_attn_problem &p, int key_tile,
         break;
     default: break;
     }
-    return fg_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d with key tile %d",
+    return fgi_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d with key tile %d",
                    fn, D, key_tile);
 }
 
@@ -306,7 +306,7 @@ size_t fgi_tiled_smem_bytes(int head_dim, int key_tile)
         head_dim, (size_t)0, [&](auto d) { return smem_for_tile<decltype(d)::value>(key_tile); });
 }
 
-fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_tile,
+fg_status fgi_launch_tiled(const char *fn, const fgi_attention_problem &p, int key_tile,
                            cudaStream_t stream)
 {
     bool known = false;
@@ -315,6 +315,6 @@ fg_status fgi_launch_tiled(const char *fn, const fgi_attn_problem &p, int key_ti
         return launch_tile<decltype(d)::value>(fn, p, key_tile, stream);
     });
     return known ? st
-                 : fg_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d",
+                 : fgi_fail(FG_ERR_UNSUPPORTED, "%s: no tiled attention kernel for head_dim %d",
                            fn, p.head_dim);
 }

@@ -12,36 +12,36 @@
 
 /* Returns FG_ERR_CUDA from the enclosing function when `call` fails. The
  * runtime also records the error as "last error"; it is cleared here so that
- * the next FG_CUDA_LAUNCHED does not report it a second time. */
-#define FG_CUDA_TRY(fn, call)                                                   \
+ * the next FGI_CUDA_LAUNCHED does not report it a second time. */
+#define FGI_CUDA_TRY(fn, call)                                                   \
     do {                                                                        \
-        cudaError_t fg_cuda_err_ = (call);                                      \
-        if (fg_cuda_err_ != cudaSuccess) {                                      \
+        cudaError_t fgi_cuda_err_ = (call);                                      \
+        if (fgi_cuda_err_ != cudaSuccess) {                                      \
             (void)cudaGetLastError();                                           \
-            return fg_fail(FG_ERR_CUDA, "%s: %s failed: %s (%s)", (fn), #call,  \
-                           cudaGetErrorString(fg_cuda_err_),                    \
-                           cudaGetErrorName(fg_cuda_err_));                     \
+            return fgi_fail(FG_ERR_CUDA, "%s: %s failed: %s (%s)", (fn), #call,  \
+                           cudaGetErrorString(fgi_cuda_err_),                    \
+                           cudaGetErrorName(fgi_cuda_err_));                     \
         }                                                                       \
     } while (0)
 
 /* Checks the launch just made (bad configuration, missing device code...). */
-#define FG_CUDA_LAUNCHED(fn, kernel_name)                                       \
+#define FGI_CUDA_LAUNCHED(fn, kernel_name)                                       \
     do {                                                                        \
-        cudaError_t fg_cuda_err_ = cudaGetLastError();                          \
-        if (fg_cuda_err_ != cudaSuccess)                                        \
-            return fg_fail(FG_ERR_CUDA, "%s: launch of %s failed: %s", (fn),    \
-                           (kernel_name), cudaGetErrorString(fg_cuda_err_));    \
+        cudaError_t fgi_cuda_err_ = cudaGetLastError();                          \
+        if (fgi_cuda_err_ != cudaSuccess)                                        \
+            return fgi_fail(FG_ERR_CUDA, "%s: launch of %s failed: %s", (fn),    \
+                           (kernel_name), cudaGetErrorString(fgi_cuda_err_));    \
     } while (0)
 
-#define FG_CUBLAS_TRY(fn, call)                                                 \
+#define FGI_CUBLAS_TRY(fn, call)                                                 \
     do {                                                                        \
-        cublasStatus_t fg_blas_st_ = (call);                                    \
-        if (fg_blas_st_ != CUBLAS_STATUS_SUCCESS)                               \
-            return fg_fail(FG_ERR_CUDA, "%s: %s failed: %s", (fn), #call,       \
-                           cublasGetStatusString(fg_blas_st_));                 \
+        cublasStatus_t fgi_blas_st_ = (call);                                    \
+        if (fgi_blas_st_ != CUBLAS_STATUS_SUCCESS)                               \
+            return fgi_fail(FG_ERR_CUDA, "%s: %s failed: %s", (fn), #call,       \
+                           cublasGetStatusString(fgi_blas_st_));                 \
     } while (0)
 
-static inline unsigned fg_ceil_div(long long a, long long b)
+static inline unsigned fgi_ceil_div(long long a, long long b)
 {
     return (unsigned)((a + b - 1) / b);
 }

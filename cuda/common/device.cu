@@ -16,19 +16,19 @@ extern "C" fg_status fgi_cuda_check_device(const char *fn)
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
-        return fg_fail(FG_ERR_CUDA, "%s: no CUDA device: %s", fn,
+        return fgi_fail(FG_ERR_CUDA, "%s: no CUDA device: %s", fn,
                        cudaGetErrorString(err));
     }
     if (count < 1)
-        return fg_fail(FG_ERR_CUDA, "%s: no CUDA device: none was found", fn);
+        return fgi_fail(FG_ERR_CUDA, "%s: no CUDA device: none was found", fn);
     return FG_OK;
 }
 
 extern "C" fg_status fgi_cuda_sm_count(const char *fn, int *sm_count)
 {
     int device = 0;
-    FG_CUDA_TRY(fn, cudaGetDevice(&device));
-    FG_CUDA_TRY(fn, cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
+    FGI_CUDA_TRY(fn, cudaGetDevice(&device));
+    FGI_CUDA_TRY(fn, cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
     return FG_OK;
 }
 
@@ -46,17 +46,17 @@ extern "C" fg_status fg_cuda_device_info(char *name, size_t name_len, int *sm_co
                                          size_t *total_bytes)
 {
     static const char fn[] = "fg_cuda_device_info";
-    FG_TRY(fg_check_ptr(fn, "name", name));
+    FGI_TRY(fgi_check_ptr(fn, "name", name));
     if (name_len < 1)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: argument 'name_len' must be >= 1 (got 0)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'name_len' must be >= 1 (got 0)",
                        fn);
-    FG_TRY(fg_check_ptr(fn, "sm_count", sm_count));
-    FG_TRY(fg_check_ptr(fn, "total_bytes", total_bytes));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_ptr(fn, "sm_count", sm_count));
+    FGI_TRY(fgi_check_ptr(fn, "total_bytes", total_bytes));
+    FGI_TRY(fgi_cuda_check_device(fn));
     int device = 0;
     cudaDeviceProp prop;
-    FG_CUDA_TRY(fn, cudaGetDevice(&device));
-    FG_CUDA_TRY(fn, cudaGetDeviceProperties(&prop, device));
+    FGI_CUDA_TRY(fn, cudaGetDevice(&device));
+    FGI_CUDA_TRY(fn, cudaGetDeviceProperties(&prop, device));
     snprintf(name, name_len, "%s", prop.name);
     *sm_count = prop.multiProcessorCount;
     *total_bytes = prop.totalGlobalMem;
@@ -66,17 +66,17 @@ extern "C" fg_status fg_cuda_device_info(char *name, size_t name_len, int *sm_co
 extern "C" fg_status fg_cuda_malloc(void **ptr, size_t bytes)
 {
     static const char fn[] = "fg_cuda_malloc";
-    FG_TRY(fg_check_ptr(fn, "ptr", ptr));
+    FGI_TRY(fgi_check_ptr(fn, "ptr", ptr));
     *ptr = NULL;
     if (bytes < 1)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: argument 'bytes' must be >= 1 (got 0)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'bytes' must be >= 1 (got 0)",
                        fn);
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_cuda_check_device(fn));
     void *p = NULL;
     cudaError_t err = cudaMalloc(&p, bytes);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
-        return fg_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
+        return fgi_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
                        "%s: cudaMalloc of %zu bytes failed: %s", fn, bytes,
                        cudaGetErrorString(err));
     }
@@ -87,7 +87,7 @@ extern "C" fg_status fg_cuda_malloc(void **ptr, size_t bytes)
 extern "C" fg_status fg_cuda_free(void *ptr)
 {
     if (ptr == NULL) return FG_OK;
-    FG_CUDA_TRY("fg_cuda_free", cudaFree(ptr));
+    FGI_CUDA_TRY("fg_cuda_free", cudaFree(ptr));
     return FG_OK;
 }
 
@@ -96,11 +96,11 @@ static fg_status copy(const char *fn, void *dst, const char *dst_name,
                       const void *src, const char *src_name, size_t bytes,
                       cudaMemcpyKind kind)
 {
-    FG_TRY(fg_check_ptr(fn, dst_name, dst));
-    FG_TRY(fg_check_ptr(fn, src_name, src));
+    FGI_TRY(fgi_check_ptr(fn, dst_name, dst));
+    FGI_TRY(fgi_check_ptr(fn, src_name, src));
     if (bytes == 0) return FG_OK;
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_CUDA_TRY(fn, cudaMemcpy(dst, src, bytes, kind));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_CUDA_TRY(fn, cudaMemcpy(dst, src, bytes, kind));
     return FG_OK;
 }
 
@@ -120,20 +120,20 @@ extern "C" fg_status fg_cuda_download(void *dst_host, const void *src_device,
 extern "C" fg_status fg_cuda_memset(void *dst_device, int byte, size_t bytes)
 {
     static const char fn[] = "fg_cuda_memset";
-    FG_TRY(fg_check_ptr(fn, "dst_device", dst_device));
+    FGI_TRY(fgi_check_ptr(fn, "dst_device", dst_device));
     if (byte < 0 || byte > 255)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'byte' must be in [0, 255] (got %d)", fn, byte);
     if (bytes == 0) return FG_OK;
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_CUDA_TRY(fn, cudaMemset(dst_device, byte, bytes));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_CUDA_TRY(fn, cudaMemset(dst_device, byte, bytes));
     return FG_OK;
 }
 
 extern "C" fg_status fg_cuda_synchronize(cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_synchronize";
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_CUDA_TRY(fn, cudaStreamSynchronize(stream));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_CUDA_TRY(fn, cudaStreamSynchronize(stream));
     return FG_OK;
 }

@@ -65,9 +65,9 @@ struct fg_cuda_model {
     float *mlp_act; /* Llama (max_tokens, n_inner) silu(gate) * up; GPT-2 unused */
     float *logits; /* (max_tokens, vocab) */
     int *ids;      /* (max_tokens) */
-    void *attn_ws; /* attention workspace, sized for attn_ws_kv keys */
-    size_t attn_ws_bytes;
-    int attn_ws_kv;
+    void *attention_ws; /* attention workspace, sized for attention_ws_kv keys */
+    size_t attention_ws_bytes;
+    int attention_ws_kv;
     const fg_cuda_kv_cache *graph_cache; /* the cache whose graph was captured last */
     cudaStream_t capture_stream; /* private, for capture: the legacy stream 0 cannot be captured */
 };
@@ -103,7 +103,7 @@ static fg_status cuda_alloc(const char *fn, void **p, size_t bytes, const char *
     if (err == cudaSuccess) return FG_OK;
     *p = NULL;
     (void)cudaGetLastError();
-    return fg_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
+    return fgi_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
                    "%s: allocating %zu bytes of device memory for %s failed: %s", fn,
                    bytes, what, cudaGetErrorString(err));
 }
@@ -122,7 +122,7 @@ static fg_status arena_take(arena *a, size_t n, size_t *offset)
     const size_t limit = (size_t)PTRDIFF_MAX / sizeof(float) / 2;
     const size_t rounded = (n + 63) / 64 * 64;
     if (rounded > limit || a->used > limit - rounded)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu floats)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu floats)",
                        a->fn, limit);
     *offset = a->used;
     a->used += rounded;
@@ -134,9 +134,9 @@ static fg_status put(arena *a, const float **dst, const float *src, size_t n)
     size_t off = 0;
     *dst = NULL;
     if (src == NULL) return FG_OK;
-    FG_TRY(arena_take(a, n, &off));
+    FGI_TRY(arena_take(a, n, &off));
     if (a->base == NULL) return FG_OK;
-    FG_CUDA_TRY(a->fn, cudaMemcpy(a->base + off, src, sizeof(float) * n,
+    FGI_CUDA_TRY(a->fn, cudaMemcpy(a->base + off, src, sizeof(float) * n,
                                   cudaMemcpyHostToDevice));
     *dst = a->base + off;
     return FG_OK;
@@ -148,13 +148,13 @@ static fg_status put_side_by_side(arena *a, const float **dst, const float *gate
 {
     size_t off = 0;
     *dst = NULL;
-    FG_TRY(arena_take(a, 2 * rows * cols, &off));
+    FGI_TRY(arena_take(a, 2 * rows * cols, &off));
     if (a->base == NULL) return FG_OK;
     const size_t row_bytes = sizeof(float) * cols;
     float *base = a->base + off;
-    FG_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
+    FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
                                     cudaMemcpyHostToDevice));
-    FG_CUDA_TRY(a->fn, cudaMemcpy2D(base + cols, 2 * row_bytes, up, row_bytes, row_bytes,
+    FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base + cols, 2 * row_bytes, up, row_bytes, row_bytes,
                                     rows, cudaMemcpyHostToDevice));
     *dst = base;
     return FG_OK;
@@ -165,30 +165,30 @@ static fg_status place_weights(arena *a, fg_cuda_model *m, const fg_weights *w)
     const fg_config *c = &m->cfg;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t W = (size_t)m->qkv_width, A = (size_t)c->n_head * m->head_dim;
-    FG_TRY(put(a, &m->wte, w->wte, V * C));
-    FG_TRY(put(a, &m->wpe, w->wpe, (size_t)c->n_ctx * C));
-    FG_TRY(put(a, &m->ln_f_g, w->ln_f_g, C));
-    FG_TRY(put(a, &m->ln_f_b, w->ln_f_b, C));
-    FG_TRY(put(a, &m->classifier, w->lm_head, V * C));
+    FGI_TRY(put(a, &m->wte, w->wte, V * C));
+    FGI_TRY(put(a, &m->wpe, w->wpe, (size_t)c->n_ctx * C));
+    FGI_TRY(put(a, &m->ln_f_g, w->ln_f_g, C));
+    FGI_TRY(put(a, &m->ln_f_b, w->ln_f_b, C));
+    FGI_TRY(put(a, &m->classifier, w->lm_head, V * C));
     if (w->lm_head == NULL) m->classifier = m->wte;
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *src = &w->layers[l];
         layer_weights *dst = &m->layers[l];
-        FG_TRY(put(a, &dst->ln_1_g, src->ln_1_g, C));
-        FG_TRY(put(a, &dst->ln_1_b, src->ln_1_b, C));
-        FG_TRY(put(a, &dst->c_attn_w, src->c_attn_w, C * W));
-        FG_TRY(put(a, &dst->c_attn_b, src->c_attn_b, W));
-        FG_TRY(put(a, &dst->c_proj_w, src->c_proj_w, A * C));
-        FG_TRY(put(a, &dst->c_proj_b, src->c_proj_b, C));
-        FG_TRY(put(a, &dst->ln_2_g, src->ln_2_g, C));
-        FG_TRY(put(a, &dst->ln_2_b, src->ln_2_b, C));
+        FGI_TRY(put(a, &dst->ln_1_g, src->ln_1_g, C));
+        FGI_TRY(put(a, &dst->ln_1_b, src->ln_1_b, C));
+        FGI_TRY(put(a, &dst->c_attn_w, src->c_attn_w, C * W));
+        FGI_TRY(put(a, &dst->c_attn_b, src->c_attn_b, W));
+        FGI_TRY(put(a, &dst->c_proj_w, src->c_proj_w, A * C));
+        FGI_TRY(put(a, &dst->c_proj_b, src->c_proj_b, C));
+        FGI_TRY(put(a, &dst->ln_2_g, src->ln_2_g, C));
+        FGI_TRY(put(a, &dst->ln_2_b, src->ln_2_b, C));
         if (c->arch == FG_ARCH_LLAMA)
-            FG_TRY(put_side_by_side(a, &dst->fc_w, src->fc_w, src->up_w, C, I));
+            FGI_TRY(put_side_by_side(a, &dst->fc_w, src->fc_w, src->up_w, C, I));
         else
-            FG_TRY(put(a, &dst->fc_w, src->fc_w, C * I));
-        FG_TRY(put(a, &dst->fc_b, src->fc_b, I));
-        FG_TRY(put(a, &dst->mlp_proj_w, src->mlp_proj_w, I * C));
-        FG_TRY(put(a, &dst->mlp_proj_b, src->mlp_proj_b, C));
+            FGI_TRY(put(a, &dst->fc_w, src->fc_w, C * I));
+        FGI_TRY(put(a, &dst->fc_b, src->fc_b, I));
+        FGI_TRY(put(a, &dst->mlp_proj_w, src->mlp_proj_w, I * C));
+        FGI_TRY(put(a, &dst->mlp_proj_b, src->mlp_proj_b, C));
     }
     return FG_OK;
 }
@@ -196,8 +196,8 @@ static fg_status place_weights(arena *a, fg_cuda_model *m, const fg_weights *w)
 static fg_status upload_weights(const char *fn, fg_cuda_model *m, const fg_weights *w)
 {
     arena a = {fn, NULL, 0};
-    FG_TRY(place_weights(&a, m, w)); /* counting pass */
-    FG_TRY(cuda_alloc(fn, (void **)&m->weights, sizeof(float) * a.used, "the weights"));
+    FGI_TRY(place_weights(&a, m, w)); /* counting pass */
+    FGI_TRY(cuda_alloc(fn, (void **)&m->weights, sizeof(float) * a.used, "the weights"));
     a.base = m->weights;
     a.used = 0;
     return place_weights(&a, m, w);
@@ -209,7 +209,7 @@ static fg_status carve(const char *fn, float **dst, float **next, size_t *total,
                        long long cols, const char *what)
 {
     size_t n;
-    FG_TRY(fg_check_elems(fn, what, &n, 2, (long long)rows, cols));
+    FGI_TRY(fgi_check_elems(fn, what, &n, 2, (long long)rows, cols));
     n = (n + 63) / 64 * 64;
     if (next != NULL) {
         *dst = *next;
@@ -228,21 +228,21 @@ static fg_status layout_activations(const char *fn, fg_cuda_model *m, float *bas
     const int llama = c->arch == FG_ARCH_LLAMA;
     float *next = base, **cursor = base ? &next : NULL;
     *total = 0;
-    FG_TRY(carve(fn, &m->x, cursor, total, T, c->n_embd, "activations x (max_tokens*n_embd)"));
-    FG_TRY(carve(fn, &m->h, cursor, total, T, c->n_embd, "activations h"));
-    FG_TRY(carve(fn, &m->delta, cursor, total, T, c->n_embd, "activations delta"));
-    FG_TRY(carve(fn, &m->qkv, cursor, total, T, m->qkv_width, "q|k|v (max_tokens*qkv_width)"));
-    FG_TRY(carve(fn, &m->att, cursor, total, T, (long long)c->n_head * m->head_dim,
+    FGI_TRY(carve(fn, &m->x, cursor, total, T, c->n_embd, "activations x (max_tokens*n_embd)"));
+    FGI_TRY(carve(fn, &m->h, cursor, total, T, c->n_embd, "activations h"));
+    FGI_TRY(carve(fn, &m->delta, cursor, total, T, c->n_embd, "activations delta"));
+    FGI_TRY(carve(fn, &m->qkv, cursor, total, T, m->qkv_width, "q|k|v (max_tokens*qkv_width)"));
+    FGI_TRY(carve(fn, &m->att, cursor, total, T, (long long)c->n_head * m->head_dim,
                  "attention output"));
-    FG_TRY(carve(fn, &m->mlp, cursor, total, T, (llama ? 2LL : 1LL) * c->n_inner,
+    FGI_TRY(carve(fn, &m->mlp, cursor, total, T, (llama ? 2LL : 1LL) * c->n_inner,
                  "MLP activations"));
-    FG_TRY(carve(fn, &m->mlp_act, cursor, total, T, llama ? c->n_inner : 0,
+    FGI_TRY(carve(fn, &m->mlp_act, cursor, total, T, llama ? c->n_inner : 0,
                  "SwiGLU product"));
-    FG_TRY(carve(fn, &m->logits, cursor, total, T, c->vocab_size,
+    FGI_TRY(carve(fn, &m->logits, cursor, total, T, c->vocab_size,
                  "logits (max_tokens*vocab_size)"));
     const size_t limit = (size_t)PTRDIFF_MAX / sizeof(float) / 2;
     if (*total > limit)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: activation buffers for max_tokens %d are too large (%zu floats)",
                        fn, T, *total);
     return FG_OK;
@@ -251,37 +251,37 @@ static fg_status layout_activations(const char *fn, fg_cuda_model *m, float *bas
 /* Makes the attention workspace cover caches of up to `capacity` tokens. */
 static fg_status ensure_attention_workspace(const char *fn, fg_cuda_model *m, int capacity)
 {
-    if (m->attn_ws != NULL && capacity <= m->attn_ws_kv) return FG_OK;
-    const int kv = capacity > m->attn_ws_kv ? capacity : m->attn_ws_kv;
+    if (m->attention_ws != NULL && capacity <= m->attention_ws_kv) return FG_OK;
+    const int kv = capacity > m->attention_ws_kv ? capacity : m->attention_ws_kv;
     size_t bytes = fgi_cuda_attention_workspace_bound(m->cfg.n_head, m->max_tokens, kv,
                                                       m->head_dim);
     if (bytes < 256) bytes = 256; /* never NULL: NULL asks the kernel to allocate */
-    if (m->attn_ws != NULL && bytes <= m->attn_ws_bytes) {
-        m->attn_ws_kv = kv;
+    if (m->attention_ws != NULL && bytes <= m->attention_ws_bytes) {
+        m->attention_ws_kv = kv;
         return FG_OK;
     }
     void *p;
-    FG_TRY(cuda_alloc(fn, &p, bytes, "the attention workspace"));
+    FGI_TRY(cuda_alloc(fn, &p, bytes, "the attention workspace"));
     const cudaError_t zeroed = cudaMemset(p, 0, bytes); /* the workspace contract */
     if (zeroed != cudaSuccess) {
         (void)cudaGetLastError();
         cudaFree(p);
-        return fg_fail(FG_ERR_CUDA, "%s: cudaMemset of the attention workspace failed: %s", fn,
+        return fgi_fail(FG_ERR_CUDA, "%s: cudaMemset of the attention workspace failed: %s", fn,
                        cudaGetErrorString(zeroed));
     }
-    if (m->attn_ws != NULL) {
+    if (m->attention_ws != NULL) {
         cudaError_t err = cudaStreamSynchronize(m->stream); /* old one may be in use */
         if (err != cudaSuccess) {
             (void)cudaGetLastError();
             cudaFree(p);
-            return fg_fail(FG_ERR_CUDA, "%s: cudaStreamSynchronize failed: %s", fn,
+            return fgi_fail(FG_ERR_CUDA, "%s: cudaStreamSynchronize failed: %s", fn,
                            cudaGetErrorString(err));
         }
-        cudaFree(m->attn_ws);
+        cudaFree(m->attention_ws);
     }
-    m->attn_ws = p;
-    m->attn_ws_bytes = bytes;
-    m->attn_ws_kv = kv;
+    m->attention_ws = p;
+    m->attention_ws_bytes = bytes;
+    m->attention_ws_kv = kv;
     return FG_OK;
 }
 
@@ -295,7 +295,7 @@ extern "C" void fg_cuda_model_destroy(fg_cuda_model *m)
     if (m->weights) cudaFree(m->weights);
     if (m->activations) cudaFree(m->activations);
     if (m->ids) cudaFree(m->ids);
-    if (m->attn_ws) cudaFree(m->attn_ws);
+    if (m->attention_ws) cudaFree(m->attention_ws);
     if (m->lin.gemv_ws) cudaFree(m->lin.gemv_ws);
     (void)cudaGetLastError();
     free(m->layers);
@@ -305,17 +305,17 @@ extern "C" void fg_cuda_model_destroy(fg_cuda_model *m)
 static fg_status model_init(const char *fn, fg_cuda_model *m, const fg_weights *w)
 {
     size_t total;
-    FG_TRY(fg_alloc(fn, (void **)&m->layers, (size_t)m->cfg.n_layer, sizeof(layer_weights)));
-    FG_TRY(layout_activations(fn, m, NULL, &total));
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_TRY(fgi_cuda_blas_create(fn, &m->lin.blas, m->stream));
-    FG_TRY(fgi_cuda_sm_count(fn, &m->lin.sm_count));
-    FG_TRY(cuda_alloc(fn, &m->lin.gemv_ws, FGI_GEMV_WORKSPACE_BYTES, "the GEMV workspace"));
-    FG_CUDA_TRY(fn, cudaMemset(m->lin.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES));
-    FG_TRY(upload_weights(fn, m, w));
-    FG_TRY(cuda_alloc(fn, (void **)&m->activations, sizeof(float) * total, "activations"));
-    FG_TRY(layout_activations(fn, m, m->activations, &total));
-    FG_TRY(cuda_alloc(fn, (void **)&m->ids, sizeof(int) * (size_t)m->max_tokens, "token ids"));
+    FGI_TRY(fgi_alloc(fn, (void **)&m->layers, (size_t)m->cfg.n_layer, sizeof(layer_weights)));
+    FGI_TRY(layout_activations(fn, m, NULL, &total));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_cuda_blas_create(fn, &m->lin.blas, m->stream));
+    FGI_TRY(fgi_cuda_sm_count(fn, &m->lin.sm_count));
+    FGI_TRY(cuda_alloc(fn, &m->lin.gemv_ws, FGI_GEMV_WORKSPACE_BYTES, "the GEMV workspace"));
+    FGI_CUDA_TRY(fn, cudaMemset(m->lin.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES));
+    FGI_TRY(upload_weights(fn, m, w));
+    FGI_TRY(cuda_alloc(fn, (void **)&m->activations, sizeof(float) * total, "activations"));
+    FGI_TRY(layout_activations(fn, m, m->activations, &total));
+    FGI_TRY(cuda_alloc(fn, (void **)&m->ids, sizeof(int) * (size_t)m->max_tokens, "token ids"));
     const int kv = m->cfg.n_ctx > m->max_tokens ? m->cfg.n_ctx : m->max_tokens;
     return ensure_attention_workspace(fn, m, kv);
 }
@@ -325,17 +325,17 @@ extern "C" fg_status fg_cuda_model_create(fg_cuda_model **model, const fg_config
                                           cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_model_create";
-    FG_TRY(fg_check_ptr(fn, "model", model));
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
-    FG_TRY(fgi_check_config(fn, cfg));
-    FG_TRY(fgi_check_weights(fn, cfg, w));
-    FG_TRY(fg_check_min(fn, "max_tokens", max_tokens, 1));
+    FGI_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_weights(fn, cfg, w));
+    FGI_TRY(fgi_check_min(fn, "max_tokens", max_tokens, 1));
     if (cfg->arch == FG_ARCH_LLAMA && cfg->n_inner > 0x7fffffff / 2)
-        return fg_fail(FG_ERR_UNSUPPORTED,
+        return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: config.n_inner %d is too large for the fused gate|up GEMM", fn,
                        cfg->n_inner);
     fg_cuda_model *m;
-    FG_TRY(fg_alloc(fn, (void **)&m, 1, sizeof *m));
+    FGI_TRY(fgi_alloc(fn, (void **)&m, 1, sizeof *m));
     m->cfg = *cfg;
     m->max_tokens = max_tokens;
     m->head_dim = cfg->n_embd / cfg->n_head;
@@ -373,25 +373,25 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, const fg_
 {
     static const char fn[] = "fg_cuda_kv_cache_create";
     size_t per_layer, all;
-    FG_TRY(fg_check_ptr(fn, "cache", cache));
+    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
     *cache = NULL;
-    FG_TRY(fgi_check_config(fn, cfg));
-    FG_TRY(fg_check_min(fn, "capacity", capacity, 1));
+    FGI_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_min(fn, "capacity", capacity, 1));
     const int head_dim = cfg->n_embd / cfg->n_head;
-    FG_TRY(fg_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)", &per_layer,
+    FGI_TRY(fgi_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)", &per_layer,
                           3, (long long)cfg->n_kv_head, (long long)capacity,
                           (long long)head_dim));
-    FG_TRY(fg_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)", &all, 2,
+    FGI_TRY(fgi_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)", &all, 2,
                           (long long)per_layer, 2LL * cfg->n_layer));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_cuda_check_device(fn));
     fg_cuda_kv_cache *c;
-    FG_TRY(fg_alloc(fn, (void **)&c, 1, sizeof *c));
+    FGI_TRY(fgi_alloc(fn, (void **)&c, 1, sizeof *c));
     c->n_layer = cfg->n_layer;
     c->n_kv_head = cfg->n_kv_head;
     c->head_dim = head_dim;
     c->capacity = capacity;
     c->layer_floats = per_layer;
-    fg_status st = fg_alloc(fn, (void **)&c->len, (size_t)cfg->n_layer, sizeof(int));
+    fg_status st = fgi_alloc(fn, (void **)&c->len, (size_t)cfg->n_layer, sizeof(int));
     if (st == FG_OK) st = cuda_alloc(fn, (void **)&c->data, sizeof(float) * all, "the KV cache");
     if (st == FG_OK) st = cuda_alloc(fn, (void **)&c->step, 3 * sizeof(int), "the step record");
     if (st != FG_OK) {
@@ -409,7 +409,7 @@ extern "C" long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache
 
 extern "C" fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache)
 {
-    FG_TRY(fg_check_ptr("fg_cuda_kv_cache_reset", "cache", cache));
+    FGI_TRY(fgi_check_ptr("fg_cuda_kv_cache_reset", "cache", cache));
     for (int l = 0; l < cache->n_layer; l++) cache->len[l] = 0;
     return FG_OK;
 }
@@ -433,16 +433,16 @@ static fg_status check_cache(const char *fn, const fg_cuda_model *m,
                              const fg_cuda_kv_cache *cache, int layer, int T)
 {
     const fg_config *c = &m->cfg;
-    FG_TRY(fg_check_ptr(fn, "cache", cache));
+    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
     if (cache->n_layer != c->n_layer || cache->n_kv_head != c->n_kv_head ||
         cache->head_dim != m->head_dim)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: cache (n_layer %d, n_kv_head %d, head_dim %d) does not "
                        "match the model (n_layer %d, n_kv_head %d, head_dim %d)",
                        fn, cache->n_layer, cache->n_kv_head, cache->head_dim, c->n_layer,
                        c->n_kv_head, m->head_dim);
     if (layer >= c->n_layer)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
                        c->n_layer, layer);
     const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
@@ -451,9 +451,9 @@ static fg_status check_cache(const char *fn, const fg_cuda_model *m,
 
 static fg_status check_tokens(const char *fn, const fg_cuda_model *m, int T)
 {
-    FG_TRY(fg_check_min(fn, "T", T, 1));
+    FGI_TRY(fgi_check_min(fn, "T", T, 1));
     if (T > m->max_tokens)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'T' must be <= the model's max_tokens (%d) (got %d)",
                        fn, m->max_tokens, T);
     return FG_OK;
@@ -465,16 +465,16 @@ static fg_status check_layer_call(const char *fn, const float *out, const float 
                                   int layer)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "model", m));
-    FG_TRY(fg_check_ptr(fn, "x", x)); /* first: fg_cuda_block passes x as out too */
-    FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(check_tokens(fn, m, T));
-    FG_TRY(fg_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
+    FGI_TRY(fgi_check_ptr(fn, "model", m));
+    FGI_TRY(fgi_check_ptr(fn, "x", x)); /* first: fg_cuda_block passes x as out too */
+    FGI_TRY(fgi_check_ptr(fn, "out", out));
+    FGI_TRY(check_tokens(fn, m, T));
+    FGI_TRY(fgi_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
                           (long long)m->cfg.n_embd));
     if (out != x)
-        FG_TRY(fg_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
+        FGI_TRY(fgi_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
                                  elems * sizeof(float)));
-    FG_TRY(fg_check_min(fn, "layer", layer, 0));
+    FGI_TRY(fgi_check_min(fn, "layer", layer, 0));
     return check_cache(fn, m, cache, layer, T);
 }
 
@@ -484,25 +484,25 @@ static fg_status check_forward(const char *fn, const float *logits, const float 
                                const fg_cuda_kv_cache *cache, const int *ids, int T)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "model", m));
+    FGI_TRY(fgi_check_ptr(fn, "model", m));
     const fg_config *c = &m->cfg;
-    FG_TRY(fg_check_ptr(fn, "logits", logits));
-    FG_TRY(fg_check_ptr(fn, "ids", ids));
-    FG_TRY(check_tokens(fn, m, T));
-    FG_TRY(fg_check_elems(fn, "logits (T*vocab_size)", &elems, 2, (long long)logit_rows,
+    FGI_TRY(fgi_check_ptr(fn, "logits", logits));
+    FGI_TRY(fgi_check_ptr(fn, "ids", ids));
+    FGI_TRY(check_tokens(fn, m, T));
+    FGI_TRY(fgi_check_elems(fn, "logits (T*vocab_size)", &elems, 2, (long long)logit_rows,
                           (long long)c->vocab_size));
     if (probs != NULL && probs != logits)
-        FG_TRY(fg_check_disjoint(fn, "probs", probs, elems * sizeof(float), "logits",
+        FGI_TRY(fgi_check_disjoint(fn, "probs", probs, elems * sizeof(float), "logits",
                                  logits, elems * sizeof(float)));
-    FG_TRY(check_cache(fn, m, cache, -1, T));
+    FGI_TRY(check_cache(fn, m, cache, -1, T));
     for (int t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: ids[%d] = %d is outside the vocabulary [0, %d)", fn, t,
                            ids[t], c->vocab_size);
     const long long end = (long long)cache->len[0] + T;
     if (m->wpe != NULL && end > c->n_ctx)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: position %lld is past the position table (n_ctx %d)", fn,
                        end - 1, c->n_ctx);
     return FG_OK;
@@ -540,7 +540,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     const fg_config *c = &m->cfg;
     const layer_weights *lw = &m->layers[layer];
     const int C = c->n_embd, d = m->head_dim, W = m->qkv_width;
-    FG_TRY(fgi_cuda_linear_layer(fn, &m->lin, m->qkv, x_in, lw->c_attn_w, NULL, T, C, W, 0,
+    FGI_TRY(fgi_cuda_linear_layer(fn, &m->lin, m->qkv, x_in, lw->c_attn_w, NULL, T, C, W, 0,
                                  FGI_ACT_NONE, m->stream));
 
     fgi_qkv_append_args qa;
@@ -557,7 +557,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     qa.pos0_dev = step != NULL ? step + 1 : NULL;
     qa.use_rope = c->use_rope;
     qa.rope_base = c->rope_base;
-    FG_TRY(fgi_cuda_qkv_rope_append(fn, &qa, m->stream));
+    FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, m->stream));
 
     fgi_attention_args aa;
     memset(&aa, 0, sizeof aa);
@@ -578,7 +578,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_model *m, fg_cuda_kv
     aa.kv_len_dev = step != NULL ? step + 2 : NULL;
     aa.head_dim = d;
     aa.block_size = c->use_flash ? c->flash_block : 0;
-    FG_TRY(fgi_cuda_attention(fn, &aa, m->attn_ws, m->attn_ws_bytes, m->stream));
+    FGI_TRY(fgi_cuda_attention(fn, &aa, m->attention_ws, m->attention_ws_bytes, m->stream));
 
     return fgi_cuda_linear_layer(fn, &m->lin, out, m->att, lw->c_proj_w,
                                  proj_bias ? lw->c_proj_b : NULL, T, c->n_head * d, C, 0,
@@ -594,14 +594,14 @@ static fg_status mlp_sublayer(const char *fn, fg_cuda_model *m, int layer, int T
     if (c->arch == FG_ARCH_LLAMA) {
         float *gate_up = m->mlp; /* (T, 2I): [gate | up] per row */
         float *act = m->mlp_act; /* (T, I) */
-        FG_TRY(fgi_cuda_linear_layer(fn, &m->lin, gate_up, m->h, lw->fc_w, NULL, T, C, 2 * I,
+        FGI_TRY(fgi_cuda_linear_layer(fn, &m->lin, gate_up, m->h, lw->fc_w, NULL, T, C, 2 * I,
                                      0, FGI_ACT_NONE, m->stream));
-        FG_TRY(fgi_cuda_silu_mul_rows(fn, act, gate_up, gate_up + I, T, I, 2LL * I,
+        FGI_TRY(fgi_cuda_silu_mul_rows(fn, act, gate_up, gate_up + I, T, I, 2LL * I,
                                       m->stream));
         return fgi_cuda_linear_layer(fn, &m->lin, m->delta, act, lw->mlp_proj_w, NULL, T, I, C,
                                      0, FGI_ACT_NONE, m->stream);
     }
-    FG_TRY(fgi_cuda_linear_layer(fn, &m->lin, m->mlp, m->h, lw->fc_w, lw->fc_b, T, C, I, 0,
+    FGI_TRY(fgi_cuda_linear_layer(fn, &m->lin, m->mlp, m->h, lw->fc_w, lw->fc_b, T, C, I, 0,
                                  FGI_ACT_GELU, m->stream));
     return fgi_cuda_linear_layer(fn, &m->lin, m->delta, m->mlp, lw->mlp_proj_w, NULL, T, I, C,
                                  0, FGI_ACT_NONE, m->stream);
@@ -615,9 +615,9 @@ static fg_status layer_forward(const char *fn, fg_cuda_model *m, fg_cuda_kv_cach
                                const float *next_b, const int *step)
 {
     const layer_weights *lw = &m->layers[layer];
-    FG_TRY(attention_sublayer(fn, m, cache, layer, L, T, m->h, m->delta, 0, step));
-    FG_TRY(norm_rows(fn, m, m->h, x, m->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, T));
-    FG_TRY(mlp_sublayer(fn, m, layer, T));
+    FGI_TRY(attention_sublayer(fn, m, cache, layer, L, T, m->h, m->delta, 0, step));
+    FGI_TRY(norm_rows(fn, m, m->h, x, m->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, T));
+    FGI_TRY(mlp_sublayer(fn, m, layer, T));
     if (next_g != NULL)
         return norm_rows(fn, m, m->h, x, m->delta, lw->mlp_proj_b, next_g, next_b, T);
     return fgi_cuda_add_rows(fn, x, m->delta, lw->mlp_proj_b, T, m->cfg.n_embd, m->stream);
@@ -630,11 +630,11 @@ extern "C" fg_status fg_cuda_attention_layer(float *out, const float *x, int T,
                                              int layer)
 {
     static const char fn[] = "fg_cuda_attention_layer";
-    FG_TRY(check_layer_call(fn, out, x, T, model, cache, layer));
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_TRY(ensure_attention_workspace(fn, model, cache->capacity));
+    FGI_TRY(check_layer_call(fn, out, x, T, model, cache, layer));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(ensure_attention_workspace(fn, model, cache->capacity));
     const int L = cache->len[layer];
-    FG_TRY(attention_sublayer(fn, model, cache, layer, L, T, x, out, 1, NULL));
+    FGI_TRY(attention_sublayer(fn, model, cache, layer, L, T, x, out, 1, NULL));
     cache->len[layer] = L + T;
     return FG_OK;
 }
@@ -643,13 +643,13 @@ extern "C" fg_status fg_cuda_block(float *x, int T, fg_cuda_model *model,
                                    fg_cuda_kv_cache *cache, int layer)
 {
     static const char fn[] = "fg_cuda_block";
-    FG_TRY(check_layer_call(fn, x, x, T, model, cache, layer));
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_TRY(ensure_attention_workspace(fn, model, cache->capacity));
+    FGI_TRY(check_layer_call(fn, x, x, T, model, cache, layer));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(ensure_attention_workspace(fn, model, cache->capacity));
     const layer_weights *lw = &model->layers[layer];
     const int L = cache->len[layer];
-    FG_TRY(norm_rows(fn, model, model->h, x, NULL, NULL, lw->ln_1_g, lw->ln_1_b, T));
-    FG_TRY(layer_forward(fn, model, cache, layer, L, T, x, NULL, NULL, NULL));
+    FGI_TRY(norm_rows(fn, model, model->h, x, NULL, NULL, lw->ln_1_g, lw->ln_1_b, T));
+    FGI_TRY(layer_forward(fn, model, cache, layer, L, T, x, NULL, NULL, NULL));
     cache->len[layer] = L + T;
     return FG_OK;
 }
@@ -687,14 +687,14 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_model *m, fg_cuda_kv_ca
     embed_kernel<<<fgi_grid_blocks((long long)T * C, threads), threads, 0, m->stream>>>(
         m->x, step != NULL ? step : ids_dev, m->wte, m->wpe, T, C, L,
         step != NULL ? step + 1 : NULL);
-    FG_CUDA_LAUNCHED(fn, "embed_kernel");
-    FG_TRY(norm_rows(fn, m, m->h, m->x, NULL, NULL, m->layers[0].ln_1_g,
+    FGI_CUDA_LAUNCHED(fn, "embed_kernel");
+    FGI_TRY(norm_rows(fn, m, m->h, m->x, NULL, NULL, m->layers[0].ln_1_g,
                      m->layers[0].ln_1_b, T));
     for (int l = 0; l < c->n_layer; l++) {
         const int last = l + 1 == c->n_layer;
         const float *next_g = last ? m->ln_f_g : m->layers[l + 1].ln_1_g;
         const float *next_b = last ? m->ln_f_b : m->layers[l + 1].ln_1_b;
-        FG_TRY(layer_forward(fn, m, cache, l, L, T, m->x, next_g, next_b, step));
+        FGI_TRY(layer_forward(fn, m, cache, l, L, T, m->x, next_g, next_b, step));
     }
     /* every row of m->h is ln_f(x); only the last logit_rows go to the classifier */
     const float *last = m->h + (size_t)(T - logit_rows) * C;
@@ -708,18 +708,18 @@ static fg_status forward(const char *fn, float *logits, float *probs, int logit_
                          fg_cuda_model *m, fg_cuda_kv_cache *cache, const int *ids, int T)
 {
     const size_t logit_bytes = sizeof(float) * (size_t)logit_rows * (size_t)m->cfg.vocab_size;
-    FG_CUDA_TRY(fn, cudaMemcpyAsync(m->ids, ids, sizeof(int) * (size_t)T,
+    FGI_CUDA_TRY(fn, cudaMemcpyAsync(m->ids, ids, sizeof(int) * (size_t)T,
                                     cudaMemcpyHostToDevice, m->stream));
-    FG_TRY(enqueue_forward(fn, m, cache, m->ids, cache->len[0], T, logit_rows, NULL));
-    FG_CUDA_TRY(fn, cudaMemcpyAsync(logits, m->logits, logit_bytes, cudaMemcpyDeviceToHost,
+    FGI_TRY(enqueue_forward(fn, m, cache, m->ids, cache->len[0], T, logit_rows, NULL));
+    FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, m->logits, logit_bytes, cudaMemcpyDeviceToHost,
                                     m->stream));
     if (probs != NULL) {
-        FG_TRY(fgi_cuda_softmax(fn, m->logits, m->logits, logit_rows, m->cfg.vocab_size, 1,
+        FGI_TRY(fgi_cuda_softmax(fn, m->logits, m->logits, logit_rows, m->cfg.vocab_size, 1,
                                 m->stream));
-        FG_CUDA_TRY(fn, cudaMemcpyAsync(probs, m->logits, logit_bytes,
+        FGI_CUDA_TRY(fn, cudaMemcpyAsync(probs, m->logits, logit_bytes,
                                         cudaMemcpyDeviceToHost, m->stream));
     }
-    FG_CUDA_TRY(fn, cudaStreamSynchronize(m->stream));
+    FGI_CUDA_TRY(fn, cudaStreamSynchronize(m->stream));
     return FG_OK;
 }
 
@@ -728,7 +728,7 @@ static fg_status forward(const char *fn, float *logits, float *probs, int logit_
 static int graph_is_current(const fg_cuda_model *m, const fg_cuda_kv_cache *cache)
 {
     return cache->graph != NULL && cache->graph_model == m && m->graph_cache == cache &&
-           cache->graph_ws == m->attn_ws;
+           cache->graph_ws == m->attention_ws;
 }
 
 /* Captures the one-token step of (m, cache) into cache->graph, on the
@@ -743,8 +743,8 @@ static fg_status capture_step(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache
         cache->graph = NULL;
     }
     if (m->capture_stream == NULL)
-        FG_CUDA_TRY(fn, cudaStreamCreateWithFlags(&m->capture_stream, cudaStreamNonBlocking));
-    FG_CUBLAS_TRY(fn, cublasSetStream(m->lin.blas, m->capture_stream));
+        FGI_CUDA_TRY(fn, cudaStreamCreateWithFlags(&m->capture_stream, cudaStreamNonBlocking));
+    FGI_CUBLAS_TRY(fn, cublasSetStream(m->lin.blas, m->capture_stream));
     const cudaStream_t user_stream = m->stream;
     m->stream = m->capture_stream; /* every enqueue below reads m->stream */
     cudaGraph_t graph = NULL;
@@ -759,7 +759,7 @@ static fg_status capture_step(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache
     if (restored != CUBLAS_STATUS_SUCCESS) {
         if (graph != NULL) cudaGraphDestroy(graph);
         (void)cudaGetLastError();
-        return fg_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
+        return fgi_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
                        cublasGetStatusString(restored));
     }
     if (st == FG_OK && err == cudaSuccess) err = cudaGraphInstantiate(&cache->graph, graph, 0);
@@ -768,11 +768,11 @@ static fg_status capture_step(const char *fn, fg_cuda_model *m, fg_cuda_kv_cache
         (void)cudaGetLastError();
         cache->graph = NULL;
         return st != FG_OK ? st
-                           : fg_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
+                           : fgi_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
                                      cudaGetErrorString(err));
     }
     cache->graph_model = m;
-    cache->graph_ws = m->attn_ws;
+    cache->graph_ws = m->attention_ws;
     m->graph_cache = cache;
     return FG_OK;
 }
@@ -789,13 +789,13 @@ static fg_status graph_step(const char *fn, float *logits, fg_cuda_model *m,
     }
     const int L = cache->len[0];
     const int step[3] = {id, L, L + 1};
-    FG_CUDA_TRY(fn, cudaMemcpyAsync(cache->step, step, sizeof step, cudaMemcpyHostToDevice,
+    FGI_CUDA_TRY(fn, cudaMemcpyAsync(cache->step, step, sizeof step, cudaMemcpyHostToDevice,
                                     m->stream));
-    FG_CUDA_TRY(fn, cudaGraphLaunch(cache->graph, m->stream));
+    FGI_CUDA_TRY(fn, cudaGraphLaunch(cache->graph, m->stream));
     cache->graph_steps++;
-    FG_CUDA_TRY(fn, cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)m->cfg.vocab_size,
+    FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)m->cfg.vocab_size,
                                     cudaMemcpyDeviceToHost, m->stream));
-    FG_CUDA_TRY(fn, cudaStreamSynchronize(m->stream));
+    FGI_CUDA_TRY(fn, cudaStreamSynchronize(m->stream));
     return FG_OK;
 }
 
@@ -807,13 +807,13 @@ static fg_status checked_forward(const char *fn, float *logits, float *probs,
                                  fg_cuda_kv_cache *cache, const int *ids, int T)
 {
     const int logit_rows = last_only ? 1 : T;
-    FG_TRY(check_forward(fn, logits, probs, logit_rows, model, cache, ids, T));
-    FG_TRY(fgi_cuda_check_device(fn));
-    FG_TRY(ensure_attention_workspace(fn, model, cache->capacity));
+    FGI_TRY(check_forward(fn, logits, probs, logit_rows, model, cache, ids, T));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(ensure_attention_workspace(fn, model, cache->capacity));
     fg_status st = FG_ERR_UNSUPPORTED;
     if (last_only && T == 1) st = graph_step(fn, logits, model, cache, ids[0]);
     if (st == FG_ERR_UNSUPPORTED) st = forward(fn, logits, probs, logit_rows, model, cache, ids, T);
-    FG_TRY(st);
+    FGI_TRY(st);
     for (int l = 0; l < cache->n_layer; l++) cache->len[l] += T;
     return FG_OK;
 }

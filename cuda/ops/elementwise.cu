@@ -57,7 +57,7 @@ extern "C" fg_status fgi_cuda_bias_gelu(const char *fn, float *y, const float *x
 {
     bias_gelu_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
         y, x, b, rows, cols);
-    FG_CUDA_LAUNCHED(fn, "bias_gelu_kernel");
+    FGI_CUDA_LAUNCHED(fn, "bias_gelu_kernel");
     return FG_OK;
 }
 
@@ -67,7 +67,7 @@ extern "C" fg_status fgi_cuda_silu_mul_rows(const char *fn, float *y, const floa
 {
     silu_mul_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
         y, gate, up, rows, cols, in_row_stride);
-    FG_CUDA_LAUNCHED(fn, "silu_mul_kernel");
+    FGI_CUDA_LAUNCHED(fn, "silu_mul_kernel");
     return FG_OK;
 }
 
@@ -77,15 +77,15 @@ extern "C" fg_status fgi_cuda_add_rows(const char *fn, float *x, const float *de
 {
     add_rows_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
         x, delta, b, rows, cols);
-    FG_CUDA_LAUNCHED(fn, "add_rows_kernel");
+    FGI_CUDA_LAUNCHED(fn, "add_rows_kernel");
     return FG_OK;
 }
 
 extern "C" fg_status fg_cuda_gelu(float *y, const float *x, int n, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_gelu";
-    FG_TRY(fgi_check_elementwise(fn, y, "x", x, n));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_elementwise(fn, y, "x", x, n));
+    FGI_TRY(fgi_cuda_check_device(fn));
     return fgi_cuda_bias_gelu(fn, y, x, NULL, 1, n, stream);
 }
 
@@ -95,17 +95,17 @@ extern "C" fg_status fg_cuda_bias_gelu(float *y, const float *x, const float *b,
 {
     static const char fn[] = "fg_cuda_bias_gelu";
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, "rows", rows, 1));
-    FG_TRY(fg_check_min(fn, "cols", cols, 1));
-    FG_TRY(fg_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
+    FGI_TRY(fgi_check_ptr(fn, "y", y));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_min(fn, "rows", rows, 1));
+    FGI_TRY(fgi_check_min(fn, "cols", cols, 1));
+    FGI_TRY(fgi_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
                           (long long)cols));
     const size_t bytes = sizeof(float) * elems;
-    if (y != x) FG_TRY(fg_check_disjoint(fn, "y", y, bytes, "x", x, bytes));
+    if (y != x) FGI_TRY(fgi_check_disjoint(fn, "y", y, bytes, "x", x, bytes));
     if (b != NULL)
-        FG_TRY(fg_check_disjoint(fn, "y", y, bytes, "b", b, sizeof(float) * (size_t)cols));
-    FG_TRY(fgi_cuda_check_device(fn));
+        FGI_TRY(fgi_check_disjoint(fn, "y", y, bytes, "b", b, sizeof(float) * (size_t)cols));
+    FGI_TRY(fgi_cuda_check_device(fn));
     return fgi_cuda_bias_gelu(fn, y, x, b, rows, cols, stream);
 }
 
@@ -113,8 +113,8 @@ extern "C" fg_status fg_cuda_silu_mul(float *y, const float *gate, const float *
                                       cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_silu_mul";
-    FG_TRY(fgi_check_elementwise(fn, y, "gate", gate, n));
-    FG_TRY(fgi_check_elementwise(fn, y, "up", up, n));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_elementwise(fn, y, "gate", gate, n));
+    FGI_TRY(fgi_check_elementwise(fn, y, "up", up, n));
+    FGI_TRY(fgi_cuda_check_device(fn));
     return fgi_cuda_silu_mul_rows(fn, y, gate, up, 1, n, n, stream);
 }

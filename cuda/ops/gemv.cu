@@ -204,7 +204,7 @@ fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
         gemv_kernel<R, true><<<grid, kThreads, 0, stream>>>(a);
     else
         gemv_kernel<R, false><<<grid, kThreads, 0, stream>>>(a);
-    FG_CUDA_LAUNCHED(fn, "gemv_kernel");
+    FGI_CUDA_LAUNCHED(fn, "gemv_kernel");
     return FG_OK;
 }
 
@@ -244,10 +244,10 @@ extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, fl
     a.in = in;
     a.out = out;
     a.gelu = act == FGI_ACT_GELU;
-    const int tiles = (int)fg_ceil_div(out, kTileCols);
+    const int tiles = (int)fgi_ceil_div(out, kTileCols);
     a.n_slices = plan_slices(in, tiles, ctx->sm_count, ctx->gemv_slices);
-    a.slice_rows = (int)fg_ceil_div(in, a.n_slices);
-    a.n_slices = (int)fg_ceil_div(in, a.slice_rows); /* no empty slice */
+    a.slice_rows = (int)fgi_ceil_div(in, a.n_slices);
+    a.n_slices = (int)fgi_ceil_div(in, a.slice_rows); /* no empty slice */
     a.counters = static_cast<int *>(ctx->gemv_ws);
     a.part = reinterpret_cast<float *>(static_cast<char *>(ctx->gemv_ws) +
                                        FGI_GEMV_COUNTER_BYTES);

@@ -33,7 +33,7 @@ static fg_status swap_outer_axes(const char *fn, float *out, const float *x, int
     const int threads = 256;
     swap_outer_axes_kernel<<<fgi_grid_blocks((long long)a * b * d, threads), threads, 0,
                              stream>>>(out, x, a, b, d);
-    FG_CUDA_LAUNCHED(fn, "swap_outer_axes_kernel");
+    FGI_CUDA_LAUNCHED(fn, "swap_outer_axes_kernel");
     return FG_OK;
 }
 
@@ -43,8 +43,8 @@ extern "C" fg_status fg_cuda_split_heads(float *out, const float *x, int seq, in
                                          int head_dim, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_split_heads";
-    FG_TRY(fgi_check_swap_heads(fn, out, x, seq, n_head, head_dim, "seq", "n_head"));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_swap_heads(fn, out, x, seq, n_head, head_dim, "seq", "n_head"));
+    FGI_TRY(fgi_cuda_check_device(fn));
     return swap_outer_axes(fn, out, x, seq, n_head, head_dim, stream);
 }
 
@@ -52,7 +52,7 @@ extern "C" fg_status fg_cuda_merge_heads(float *out, const float *x, int n_head,
                                          int head_dim, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_merge_heads";
-    FG_TRY(fgi_check_swap_heads(fn, out, x, n_head, seq, head_dim, "n_head", "seq"));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_swap_heads(fn, out, x, n_head, seq, head_dim, "n_head", "seq"));
+    FGI_TRY(fgi_cuda_check_device(fn));
     return swap_outer_axes(fn, out, x, n_head, seq, head_dim, stream);
 }

@@ -23,12 +23,12 @@ extern "C" fg_status fgi_cuda_blas_create(const char *fn, cublasHandle_t *handle
 {
     cublasHandle_t h = NULL;
     *handle = NULL;
-    FG_CUBLAS_TRY(fn, cublasCreate(&h));
+    FGI_CUBLAS_TRY(fn, cublasCreate(&h));
     cublasStatus_t st = cublasSetStream(h, stream);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
     if (st != CUBLAS_STATUS_SUCCESS) {
         cublasDestroy(h);
-        return fg_fail(FG_ERR_CUDA, "%s: configuring the cuBLAS handle failed: %s", fn,
+        return fgi_fail(FG_ERR_CUDA, "%s: configuring the cuBLAS handle failed: %s", fn,
                        cublasGetStatusString(st));
     }
     *handle = h;
@@ -61,14 +61,14 @@ static fg_status blas_linear(const char *fn, cublasHandle_t handle, float *y, co
         const int threads = 256;
         broadcast_rows_kernel<<<fgi_grid_blocks((long long)rows * out, threads), threads,
                                 0, stream>>>(y, b, rows, out);
-        FG_CUDA_LAUNCHED(fn, "broadcast_rows_kernel");
+        FGI_CUDA_LAUNCHED(fn, "broadcast_rows_kernel");
     }
     /* column-major: y^T (out, rows) = op(A) (out, in) * x^T (in, rows) */
-    FG_CUBLAS_TRY(fn, cublasSgemm(handle, w_transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
+    FGI_CUBLAS_TRY(fn, cublasSgemm(handle, w_transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   CUBLAS_OP_N, out, rows, in, &one, w,
                                   w_transposed ? in : out, x, in, accumulate ? &one : &zero,
                                   y, out));
-    if (act == FGI_ACT_GELU) FG_TRY(fgi_cuda_bias_gelu(fn, y, y, b, rows, out, stream));
+    if (act == FGI_ACT_GELU) FGI_TRY(fgi_cuda_bias_gelu(fn, y, y, b, rows, out, stream));
     return FG_OK;
 }
 
@@ -100,8 +100,8 @@ struct standalone_call {
     fg_status begin(const char *fn, cudaStream_t s, size_t scratch_bytes, int rows)
     {
         stream = s;
-        FG_TRY(fgi_cuda_check_device(fn));
-        FG_TRY(fgi_cuda_blas_create(fn, &ctx.blas, s));
+        FGI_TRY(fgi_cuda_check_device(fn));
+        FGI_TRY(fgi_cuda_blas_create(fn, &ctx.blas, s));
         const int gemv = fgi_cuda_gemv_applies(rows, 0);
         const size_t scratch_rounded = (scratch_bytes + 255) / 256 * 256;
         const size_t bytes = scratch_rounded + (gemv ? FGI_GEMV_WORKSPACE_BYTES : 0);
@@ -110,15 +110,15 @@ struct standalone_call {
         if (err != cudaSuccess) {
             block = NULL;
             (void)cudaGetLastError();
-            return fg_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
+            return fgi_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
                            "%s: %zu bytes of device scratch: %s", fn, bytes,
                            cudaGetErrorString(err));
         }
         if (scratch_bytes > 0) scratch = block;
         if (gemv) {
             ctx.gemv_ws = static_cast<char *>(block) + scratch_rounded;
-            FG_CUDA_TRY(fn, cudaMemsetAsync(ctx.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES, s));
-            FG_TRY(fgi_cuda_sm_count(fn, &ctx.sm_count));
+            FGI_CUDA_TRY(fn, cudaMemsetAsync(ctx.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES, s));
+            FGI_TRY(fgi_cuda_sm_count(fn, &ctx.sm_count));
         }
         return FG_OK;
     }
@@ -131,9 +131,9 @@ extern "C" fg_status fg_cuda_linear(float *y, const float *x, const float *w,
                                     cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_linear";
-    FG_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
+    FGI_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
     standalone_call call;
-    FG_TRY(call.begin(fn, stream, 0, rows));
+    FGI_TRY(call.begin(fn, stream, 0, rows));
     return fgi_cuda_linear_layer(fn, &call.ctx, y, x, w, b, rows, in, out, 0, FGI_ACT_NONE,
                                  stream);
 }
@@ -144,11 +144,11 @@ extern "C" fg_status fg_cuda_ffn(float *y, const float *x, const float *w_fc,
                                  cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_ffn";
-    FG_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
+    FGI_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
     standalone_call call;
-    FG_TRY(call.begin(fn, stream, sizeof(float) * (size_t)rows * (size_t)inner, rows));
+    FGI_TRY(call.begin(fn, stream, sizeof(float) * (size_t)rows * (size_t)inner, rows));
     float *h = (float *)call.scratch; /* (rows, inner) */
-    FG_TRY(fgi_cuda_linear_layer(fn, &call.ctx, h, x, w_fc, b_fc, rows, hidden, inner, 0,
+    FGI_TRY(fgi_cuda_linear_layer(fn, &call.ctx, h, x, w_fc, b_fc, rows, hidden, inner, 0,
                                  FGI_ACT_GELU, stream));
     return fgi_cuda_linear_layer(fn, &call.ctx, y, h, w_proj, b_proj, rows, inner, hidden, 0,
                                  FGI_ACT_NONE, stream);
@@ -159,16 +159,16 @@ extern "C" fg_status fg_cuda_swiglu_ffn(float *y, const float *x, const float *w
                                         int hidden, int inner, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_swiglu_ffn";
-    FG_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
+    FGI_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
     const size_t n = (size_t)rows * (size_t)inner;
     standalone_call call;
-    FG_TRY(call.begin(fn, stream, 2 * sizeof(float) * n, rows));
+    FGI_TRY(call.begin(fn, stream, 2 * sizeof(float) * n, rows));
     float *gate = (float *)call.scratch, *up = gate + n; /* (rows, inner) each */
-    FG_TRY(fgi_cuda_linear_layer(fn, &call.ctx, gate, x, w_gate, NULL, rows, hidden, inner, 0,
+    FGI_TRY(fgi_cuda_linear_layer(fn, &call.ctx, gate, x, w_gate, NULL, rows, hidden, inner, 0,
                                  FGI_ACT_NONE, stream));
-    FG_TRY(fgi_cuda_linear_layer(fn, &call.ctx, up, x, w_up, NULL, rows, hidden, inner, 0,
+    FGI_TRY(fgi_cuda_linear_layer(fn, &call.ctx, up, x, w_up, NULL, rows, hidden, inner, 0,
                                  FGI_ACT_NONE, stream));
-    FG_TRY(fgi_cuda_silu_mul_rows(fn, gate, gate, up, rows, inner, inner, stream));
+    FGI_TRY(fgi_cuda_silu_mul_rows(fn, gate, gate, up, rows, inner, inner, stream));
     return fgi_cuda_linear_layer(fn, &call.ctx, y, gate, w_down, NULL, rows, inner, hidden, 0,
                                  FGI_ACT_NONE, stream);
 }

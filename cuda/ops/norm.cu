@@ -89,7 +89,7 @@ static fg_status launch_norm(const char *fn, const fgi_norm_args *a, cudaStream_
     } else {
         norm_kernel<RMS, false><<<(unsigned)a->rows, threads, 0, stream>>>(*a);
     }
-    FG_CUDA_LAUNCHED(fn, "norm_kernel");
+    FGI_CUDA_LAUNCHED(fn, "norm_kernel");
     return FG_OK;
 }
 
@@ -99,7 +99,7 @@ extern "C" fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
                                    cudaStream_t stream)
 {
     if (a->rows > 0x7fffffffLL)
-        return fg_fail(FG_ERR_UNSUPPORTED, "%s: more than 2^31-1 rows (got %lld)", fn,
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: more than 2^31-1 rows (got %lld)", fn,
                        a->rows);
     return a->rms ? launch_norm<true>(fn, a, stream) : launch_norm<false>(fn, a, stream);
 }
@@ -108,7 +108,7 @@ static fg_status norm(const char *fn, float *y, float *x, const float *delta,
                       const float *g, const float *b, int rows, int cols, float eps,
                       int rms, cudaStream_t stream)
 {
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_cuda_check_device(fn));
     fgi_norm_args a;
     a.y = y;
     a.x = x;
@@ -128,7 +128,7 @@ extern "C" fg_status fg_cuda_layer_norm(float *y, const float *x, const float *g
                                         cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_layer_norm";
-    FG_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
+    FGI_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
     /* x is only read: the kernel writes x only when a delta is given. */
     return norm(fn, y, (float *)x, NULL, g, b, rows, cols, eps, 0, stream);
 }
@@ -137,7 +137,7 @@ extern "C" fg_status fg_cuda_rms_norm(float *y, const float *x, const float *g, 
                                       int cols, float eps, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_rms_norm";
-    FG_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
+    FGI_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
     return norm(fn, y, (float *)x, NULL, g, NULL, rows, cols, eps, 1, stream);
 }
 
@@ -147,10 +147,10 @@ extern "C" fg_status fg_cuda_add_layer_norm(float *y, float *x, const float *del
                                             int cols, float eps, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_add_layer_norm";
-    FG_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
-    FG_TRY(fg_check_ptr(fn, "delta", delta));
+    FGI_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
+    FGI_TRY(fgi_check_ptr(fn, "delta", delta));
     const size_t bytes = sizeof(float) * (size_t)rows * (size_t)cols;
-    FG_TRY(fg_check_disjoint(fn, "delta", delta, bytes, "x", x, bytes));
-    FG_TRY(fg_check_disjoint(fn, "delta", delta, bytes, "y", y, bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "delta", delta, bytes, "x", x, bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "delta", delta, bytes, "y", y, bytes));
     return norm(fn, y, x, delta, g, b, rows, cols, eps, 0, stream);
 }

@@ -54,17 +54,17 @@ extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
                                   const int *pos, double base, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_rope";
-    FG_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
+    FGI_TRY(fgi_cuda_check_device(fn));
     int *host_pos;
-    FG_TRY(fg_alloc(fn, (void **)&host_pos, (size_t)seq, sizeof(int)));
+    FGI_TRY(fgi_alloc(fn, (void **)&host_pos, (size_t)seq, sizeof(int)));
     cudaError_t err = cudaMemcpyAsync(host_pos, pos, sizeof(int) * (size_t)seq,
                                       cudaMemcpyDeviceToHost, stream);
     if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
         free(host_pos);
-        return fg_fail(FG_ERR_CUDA, "%s: copying 'pos' to the host failed: %s", fn,
+        return fgi_fail(FG_ERR_CUDA, "%s: copying 'pos' to the host failed: %s", fn,
                        cudaGetErrorString(err));
     }
     fg_status st = fgi_check_positions(fn, host_pos, seq);
@@ -75,7 +75,7 @@ extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
     const int threads = 256;
     rope_kernel<<<fgi_grid_blocks(rows * (head_dim / 2), threads), threads, 0, stream>>>(
         x, rows, seq, head_dim, pos, base);
-    FG_CUDA_LAUNCHED(fn, "rope_kernel");
+    FGI_CUDA_LAUNCHED(fn, "rope_kernel");
     return FG_OK;
 }
 
@@ -128,6 +128,6 @@ extern "C" fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_appe
     const long long total = (long long)a->T * heads * ((a->head_dim + 1) / 2);
     const int threads = 256;
     qkv_rope_append_kernel<<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(*a);
-    FG_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
+    FGI_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
     return FG_OK;
 }

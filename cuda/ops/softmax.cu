@@ -80,13 +80,13 @@ extern "C" fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,
     if (inner == 1 && outer <= 0x7fffffffLL) {
         const int threads = fgi_row_threads(n, 8);
         softmax_rows_kernel<<<(unsigned)outer, threads, 0, stream>>>(y, x, n);
-        FG_CUDA_LAUNCHED(fn, "softmax_rows_kernel");
+        FGI_CUDA_LAUNCHED(fn, "softmax_rows_kernel");
         return FG_OK;
     }
     const int threads = 256;
     softmax_strided_kernel<<<fgi_grid_blocks(outer * inner, threads), threads, 0,
                              stream>>>(y, x, outer, n, inner);
-    FG_CUDA_LAUNCHED(fn, "softmax_strided_kernel");
+    FGI_CUDA_LAUNCHED(fn, "softmax_strided_kernel");
     return FG_OK;
 }
 
@@ -94,8 +94,8 @@ extern "C" fg_status fg_cuda_softmax(float *y, const float *x, int outer, int n,
                                      int inner, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_softmax";
-    FG_TRY(fgi_check_softmax(fn, y, x, outer, n, inner));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_softmax(fn, y, x, outer, n, inner));
+    FGI_TRY(fgi_cuda_check_device(fn));
     return fgi_cuda_softmax(fn, y, x, outer, n, inner, stream);
 }
 
@@ -118,11 +118,11 @@ extern "C" fg_status fg_cuda_causal_mask(uint8_t *mask, int q_len, int kv_len,
                                          cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_causal_mask";
-    FG_TRY(fgi_check_causal_mask(fn, mask, q_len, kv_len));
-    FG_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(fgi_check_causal_mask(fn, mask, q_len, kv_len));
+    FGI_TRY(fgi_cuda_check_device(fn));
     const int threads = 256;
     causal_mask_kernel<<<fgi_grid_blocks((long long)q_len * kv_len, threads), threads,
                          0, stream>>>(mask, q_len, kv_len);
-    FG_CUDA_LAUNCHED(fn, "causal_mask_kernel");
+    FGI_CUDA_LAUNCHED(fn, "causal_mask_kernel");
     return FG_OK;
 }

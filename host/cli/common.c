@@ -71,15 +71,15 @@ static void folder_of(char *buf, size_t cap, const char *path)
 static fg_status join(char *buf, size_t cap, const char *folder, const char *name)
 {
     int n = snprintf(buf, cap, "%s/%s", folder, name);
-    if (n < 0 || (size_t)n >= cap) return fg_fail(FG_ERR_IO, "path too long: %s/%s", folder, name);
+    if (n < 0 || (size_t)n >= cap) return fgi_fail(FG_ERR_IO, "path too long: %s/%s", folder, name);
     return FG_OK;
 }
 
 static fg_status gpt2_in_folder(fg_tokenizer **tok, const char *folder)
 {
     char vocab[4096], merges[4096];
-    FG_TRY(join(vocab, sizeof vocab, folder, "vocab.json"));
-    FG_TRY(join(merges, sizeof merges, folder, "merges.txt"));
+    FGI_TRY(join(vocab, sizeof vocab, folder, "vocab.json"));
+    FGI_TRY(join(merges, sizeof merges, folder, "merges.txt"));
     return fg_tokenizer_load_gpt2(tok, vocab, merges);
 }
 
@@ -92,19 +92,19 @@ fg_status cli_load_tokenizer(fg_tokenizer **tok, const char *tok_path,
         const size_t n = strlen(tok_path);
         if (n >= 5 && strcmp(tok_path + n - 5, ".json") == 0) {
             folder_of(folder, sizeof folder, tok_path);
-            FG_TRY(join(path, sizeof path, folder, "merges.txt"));
+            FGI_TRY(join(path, sizeof path, folder, "merges.txt"));
             return fg_tokenizer_load_gpt2(tok, tok_path, path);
         }
         return fg_tokenizer_load_llama2c(tok, tok_path, vocab_size);
     }
     folder_of(folder, sizeof folder, model_path);
-    FG_TRY(join(path, sizeof path, folder, "vocab.json"));
+    FGI_TRY(join(path, sizeof path, folder, "vocab.json"));
     if (is_file(path)) return gpt2_in_folder(tok, folder);
-    FG_TRY(join(path, sizeof path, folder, "tokenizer.bin"));
+    FGI_TRY(join(path, sizeof path, folder, "tokenizer.bin"));
     snprintf(numbered, sizeof numbered, "tok%d.bin", vocab_size);
-    if (!is_file(path)) FG_TRY(join(path, sizeof path, folder, numbered));
+    if (!is_file(path)) FGI_TRY(join(path, sizeof path, folder, numbered));
     if (is_file(path)) return fg_tokenizer_load_llama2c(tok, path, vocab_size);
-    return fg_fail(FG_ERR_IO,
+    return fgi_fail(FG_ERR_IO,
                    "no tokenizer beside %s (looked for vocab.json + merges.txt, "
                    "tokenizer.bin, tok%d.bin); pass -t",
                    model_path, vocab_size);
@@ -119,9 +119,9 @@ fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
     fg_status st = fg_tokenizer_encode(tok, prompt, len, add_bos, NULL, 0, &needed);
     if (st != FG_OK && needed == 0) return st;
     if (needed == 0)
-        return fg_fail(FG_ERR_INVALID_ARG, "the prompt encodes to no tokens");
+        return fgi_fail(FG_ERR_INVALID_ARG, "the prompt encodes to no tokens");
     int *out = malloc(sizeof(int) * (size_t)needed);
-    if (out == NULL) return fg_fail(FG_ERR_OOM, "cannot allocate %d token ids", needed);
+    if (out == NULL) return fgi_fail(FG_ERR_OOM, "cannot allocate %d token ids", needed);
     st = fg_tokenizer_encode(tok, prompt, len, add_bos, out, needed, n);
     if (st != FG_OK) {
         free(out);
@@ -170,9 +170,9 @@ fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
 
     char tmp[4200];
     int tn = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (tn < 0 || (size_t)tn >= sizeof tmp) return fg_fail(FG_ERR_IO, "path too long: %s", path);
+    if (tn < 0 || (size_t)tn >= sizeof tmp) return fgi_fail(FG_ERR_IO, "path too long: %s", path);
     FILE *f = fopen(tmp, "wb");
-    if (f == NULL) return fg_fail(FG_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    if (f == NULL) return fgi_fail(FG_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
     const unsigned char hl[2] = {(unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8)};
     const size_t n = (size_t)rows * (size_t)cols;
@@ -182,7 +182,7 @@ fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
     if (!ok || rename(tmp, path) != 0) {
         int err = errno;
         remove(tmp);
-        return fg_fail(FG_ERR_IO, "cannot write %s: %s", path, strerror(err));
+        return fgi_fail(FG_ERR_IO, "cannot write %s: %s", path, strerror(err));
     }
     return FG_OK;
 }

@@ -2,7 +2,7 @@
  *
  * Each check returns FG_OK, or sets the thread-local message in the form
  * "<function>: argument '<name>' <problem> (got <value>)" and returns
- * FG_ERR_INVALID_ARG. FG_TRY propagates a failure to the caller. */
+ * FG_ERR_INVALID_ARG. FGI_TRY propagates a failure to the caller. */
 #ifndef FLASHGPT_HOST_CHECK_H
 #define FLASHGPT_HOST_CHECK_H
 
@@ -14,45 +14,45 @@
 extern "C" {
 #endif
 
-#define FG_TRY(expr)                                                      \
+#define FGI_TRY(expr)                                                      \
     do {                                                                  \
-        fg_status fg_try_status_ = (expr);                                \
-        if (fg_try_status_ != FG_OK) return fg_try_status_;               \
+        fg_status fgi_try_status_ = (expr);                                \
+        if (fgi_try_status_ != FG_OK) return fgi_try_status_;               \
     } while (0)
 
 #if defined(__GNUC__) || defined(__clang__)
-#define FG_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define FGI_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
-#define FG_PRINTF(a, b)
+#define FGI_PRINTF(a, b)
 #endif
 
 /* Sets the thread-local message and returns `status`. */
-fg_status fg_fail(fg_status status, const char *fmt, ...) FG_PRINTF(2, 3);
+fg_status fgi_fail(fg_status status, const char *fmt, ...) FGI_PRINTF(2, 3);
 
-fg_status fg_check_ptr(const char *fn, const char *name, const void *ptr);
+fg_status fgi_check_ptr(const char *fn, const char *name, const void *ptr);
 
 /* value >= min */
-fg_status fg_check_min(const char *fn, const char *name, long long value,
+fg_status fgi_check_min(const char *fn, const char *name, long long value,
                        long long min);
 
 /* The product of `count` non-negative dimensions, as an element count, into
  * *elems. Fails when it (times 8, so a double copy fits too) would not fit
  * in ptrdiff_t. `what` names the tensor, e.g. "q (n_head*q_len*head_dim)". */
-fg_status fg_check_elems(const char *fn, const char *what, size_t *elems,
+fg_status fgi_check_elems(const char *fn, const char *what, size_t *elems,
                          int count, ...);
 
 /* The byte ranges [a, a+a_bytes) and [b, b+b_bytes) must not overlap. */
-fg_status fg_check_disjoint(const char *fn, const char *a_name, const void *a,
+fg_status fgi_check_disjoint(const char *fn, const char *a_name, const void *a,
                             size_t a_bytes, const char *b_name, const void *b,
                             size_t b_bytes);
 
 /* Attention lengths: q_len >= 1, kv_len >= q_len (bottom-right causal
  * alignment leaves no query without a key), head_dim >= 1. */
-fg_status fg_check_attention_dims(const char *fn, int q_len, int kv_len,
+fg_status fgi_check_attention_dims(const char *fn, int q_len, int kv_len,
                                   int head_dim);
 
 /* malloc that reports FG_ERR_OOM naming the function; *out is NULL on failure. */
-fg_status fg_alloc(const char *fn, void **out, size_t count, size_t size);
+fg_status fgi_alloc(const char *fn, void **out, size_t count, size_t size);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,7 @@
 
 static fg_status no_cuda(const char *fn)
 {
-    return fg_fail(FG_ERR_UNSUPPORTED,
+    return fgi_fail(FG_ERR_UNSUPPORTED,
                    "%s: this flashgpt was built without CUDA (no toolkit found, "
                    "or -DFG_CUDA=OFF)",
                    fn);
@@ -85,5 +85,5 @@ UNAVAILABLE(fg_cuda_forward_last, (float *logits, fg_cuda_model *model, fg_cuda_
                                    const int *ids, int T))
 #else
 /* ISO C forbids an empty translation unit. */
-typedef int fg_cuda_unavailable_unused;
+typedef int fgi_cuda_unavailable_unused;
 #endif /* FG_HAVE_CUDA */

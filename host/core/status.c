@@ -25,7 +25,7 @@ const char *fg_last_error(void) { return last_error; }
 
 void fg_clear_error(void) { last_error[0] = '\0'; }
 
-fg_status fg_fail(fg_status status, const char *fmt, ...)
+fg_status fgi_fail(fg_status status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

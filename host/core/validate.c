@@ -9,24 +9,24 @@ fg_status fgi_check_softmax(const char *fn, const float *y, const float *x,
                             int outer, int n, int inner)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, "outer", outer, 1));
-    FG_TRY(fg_check_min(fn, "n", n, 1));
-    FG_TRY(fg_check_min(fn, "inner", inner, 1));
-    FG_TRY(fg_check_elems(fn, "x (outer*n*inner)", &elems, 3, (long long)outer,
+    FGI_TRY(fgi_check_ptr(fn, "y", y));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_min(fn, "outer", outer, 1));
+    FGI_TRY(fgi_check_min(fn, "n", n, 1));
+    FGI_TRY(fgi_check_min(fn, "inner", inner, 1));
+    FGI_TRY(fgi_check_elems(fn, "x (outer*n*inner)", &elems, 3, (long long)outer,
                           (long long)n, (long long)inner));
     if (y == x) return FG_OK;
-    return fg_check_disjoint(fn, "y", y, FLOATS(elems), "x", x, FLOATS(elems));
+    return fgi_check_disjoint(fn, "y", y, FLOATS(elems), "x", x, FLOATS(elems));
 }
 
 fg_status fgi_check_causal_mask(const char *fn, const uint8_t *mask, int q_len,
                                 int kv_len)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "mask", mask));
-    FG_TRY(fg_check_attention_dims(fn, q_len, kv_len, 1));
-    return fg_check_elems(fn, "mask (q_len*kv_len)", &elems, 2, (long long)q_len,
+    FGI_TRY(fgi_check_ptr(fn, "mask", mask));
+    FGI_TRY(fgi_check_attention_dims(fn, q_len, kv_len, 1));
+    return fgi_check_elems(fn, "mask (q_len*kv_len)", &elems, 2, (long long)q_len,
                           (long long)kv_len);
 }
 
@@ -35,25 +35,25 @@ fg_status fgi_check_attention(const char *fn, const float *out, const float *q,
                               int n_kv_head, int q_len, int kv_len, int head_dim)
 {
     size_t q_elems, kv_elems;
-    FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(fg_check_ptr(fn, "q", q));
-    FG_TRY(fg_check_ptr(fn, "k", k));
-    FG_TRY(fg_check_ptr(fn, "v", v));
-    FG_TRY(fg_check_min(fn, "n_q_head", n_q_head, 1));
-    FG_TRY(fg_check_min(fn, "n_kv_head", n_kv_head, 1));
+    FGI_TRY(fgi_check_ptr(fn, "out", out));
+    FGI_TRY(fgi_check_ptr(fn, "q", q));
+    FGI_TRY(fgi_check_ptr(fn, "k", k));
+    FGI_TRY(fgi_check_ptr(fn, "v", v));
+    FGI_TRY(fgi_check_min(fn, "n_q_head", n_q_head, 1));
+    FGI_TRY(fgi_check_min(fn, "n_kv_head", n_kv_head, 1));
     if (n_q_head % n_kv_head != 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: n_q_head (%d) must be a multiple of n_kv_head (%d)",
                        fn, n_q_head, n_kv_head);
-    FG_TRY(fg_check_attention_dims(fn, q_len, kv_len, head_dim));
-    FG_TRY(fg_check_elems(fn, "q (n_q_head*q_len*head_dim)", &q_elems, 3,
+    FGI_TRY(fgi_check_attention_dims(fn, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_elems(fn, "q (n_q_head*q_len*head_dim)", &q_elems, 3,
                           (long long)n_q_head, (long long)q_len, (long long)head_dim));
-    FG_TRY(fg_check_elems(fn, "k (n_kv_head*kv_len*head_dim)", &kv_elems, 3,
+    FGI_TRY(fgi_check_elems(fn, "k (n_kv_head*kv_len*head_dim)", &kv_elems, 3,
                           (long long)n_kv_head, (long long)kv_len,
                           (long long)head_dim));
-    FG_TRY(fg_check_disjoint(fn, "out", out, FLOATS(q_elems), "q", q, FLOATS(q_elems)));
-    FG_TRY(fg_check_disjoint(fn, "out", out, FLOATS(q_elems), "k", k, FLOATS(kv_elems)));
-    return fg_check_disjoint(fn, "out", out, FLOATS(q_elems), "v", v, FLOATS(kv_elems));
+    FGI_TRY(fgi_check_disjoint(fn, "out", out, FLOATS(q_elems), "q", q, FLOATS(q_elems)));
+    FGI_TRY(fgi_check_disjoint(fn, "out", out, FLOATS(q_elems), "k", k, FLOATS(kv_elems)));
+    return fgi_check_disjoint(fn, "out", out, FLOATS(q_elems), "v", v, FLOATS(kv_elems));
 }
 
 fg_status fgi_check_swap_heads(const char *fn, const float *out, const float *x,
@@ -61,32 +61,32 @@ fg_status fgi_check_swap_heads(const char *fn, const float *out, const float *x,
                                const char *b_name)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, a_name, a, 1));
-    FG_TRY(fg_check_min(fn, b_name, b, 1));
-    FG_TRY(fg_check_min(fn, "head_dim", head_dim, 1));
-    FG_TRY(fg_check_elems(fn, "x", &elems, 3, (long long)a, (long long)b,
+    FGI_TRY(fgi_check_ptr(fn, "out", out));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_min(fn, a_name, a, 1));
+    FGI_TRY(fgi_check_min(fn, b_name, b, 1));
+    FGI_TRY(fgi_check_min(fn, "head_dim", head_dim, 1));
+    FGI_TRY(fgi_check_elems(fn, "x", &elems, 3, (long long)a, (long long)b,
                           (long long)head_dim));
-    return fg_check_disjoint(fn, "out", out, FLOATS(elems), "x", x, FLOATS(elems));
+    return fgi_check_disjoint(fn, "out", out, FLOATS(elems), "x", x, FLOATS(elems));
 }
 
 fg_status fgi_check_rope(const char *fn, const float *x, int n_head, int seq,
                          int head_dim, const int *pos, double base)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_ptr(fn, "pos", pos));
-    FG_TRY(fg_check_min(fn, "n_head", n_head, 1));
-    FG_TRY(fg_check_min(fn, "seq", seq, 1));
-    FG_TRY(fg_check_min(fn, "head_dim", head_dim, 2));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_ptr(fn, "pos", pos));
+    FGI_TRY(fgi_check_min(fn, "n_head", n_head, 1));
+    FGI_TRY(fgi_check_min(fn, "seq", seq, 1));
+    FGI_TRY(fgi_check_min(fn, "head_dim", head_dim, 2));
     if (head_dim % 2 != 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'head_dim' must be even (got %d)", fn, head_dim);
     if (!(base > 0.0) || !isfinite(base))
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'base' must be finite and > 0 (got %g)", fn, base);
-    return fg_check_elems(fn, "x (n_head*seq*head_dim)", &elems, 3,
+    return fgi_check_elems(fn, "x (n_head*seq*head_dim)", &elems, 3,
                           (long long)n_head, (long long)seq, (long long)head_dim);
 }
 
@@ -94,7 +94,7 @@ fg_status fgi_check_positions(const char *fn, const int *pos, int seq)
 {
     for (int t = 0; t < seq; t++)
         if (pos[t] < 0)
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: argument 'pos[%d]' must be >= 0 (got %d)", fn, t,
                            pos[t]);
     return FG_OK;
@@ -105,12 +105,12 @@ static fg_status check_rows_io(const char *fn, const float *y, const float *x,
                                int rows, int x_cols, int y_cols, size_t *y_elems)
 {
     size_t x_elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, "rows", rows, 1));
-    FG_TRY(fg_check_elems(fn, "x", &x_elems, 2, (long long)rows, (long long)x_cols));
-    FG_TRY(fg_check_elems(fn, "y", y_elems, 2, (long long)rows, (long long)y_cols));
-    return fg_check_disjoint(fn, "y", y, FLOATS(*y_elems), "x", x, FLOATS(x_elems));
+    FGI_TRY(fgi_check_ptr(fn, "y", y));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_min(fn, "rows", rows, 1));
+    FGI_TRY(fgi_check_elems(fn, "x", &x_elems, 2, (long long)rows, (long long)x_cols));
+    FGI_TRY(fgi_check_elems(fn, "y", y_elems, 2, (long long)rows, (long long)y_cols));
+    return fgi_check_disjoint(fn, "y", y, FLOATS(*y_elems), "x", x, FLOATS(x_elems));
 }
 
 /* A weight w (in, out) that must not overlap the output y. */
@@ -118,29 +118,29 @@ static fg_status check_weight(const char *fn, const char *name, const float *w,
                               int in, int out, const float *y, size_t y_elems)
 {
     size_t w_elems;
-    FG_TRY(fg_check_ptr(fn, name, w));
-    FG_TRY(fg_check_elems(fn, name, &w_elems, 2, (long long)in, (long long)out));
-    return fg_check_disjoint(fn, "y", y, FLOATS(y_elems), name, w, FLOATS(w_elems));
+    FGI_TRY(fgi_check_ptr(fn, name, w));
+    FGI_TRY(fgi_check_elems(fn, name, &w_elems, 2, (long long)in, (long long)out));
+    return fgi_check_disjoint(fn, "y", y, FLOATS(y_elems), name, w, FLOATS(w_elems));
 }
 
 fg_status fgi_check_linear(const char *fn, const float *y, const float *x,
                            const float *w, int rows, int in, int out)
 {
     size_t y_elems;
-    FG_TRY(fg_check_min(fn, "in", in, 1));
-    FG_TRY(fg_check_min(fn, "out", out, 1));
-    FG_TRY(check_rows_io(fn, y, x, rows, in, out, &y_elems));
+    FGI_TRY(fgi_check_min(fn, "in", in, 1));
+    FGI_TRY(fgi_check_min(fn, "out", out, 1));
+    FGI_TRY(check_rows_io(fn, y, x, rows, in, out, &y_elems));
     return check_weight(fn, "w", w, in, out, y, y_elems);
 }
 
 fg_status fgi_check_elementwise(const char *fn, const float *y, const char *x_name,
                                 const float *x, int n)
 {
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, x_name, x));
-    FG_TRY(fg_check_min(fn, "n", n, 1));
+    FGI_TRY(fgi_check_ptr(fn, "y", y));
+    FGI_TRY(fgi_check_ptr(fn, x_name, x));
+    FGI_TRY(fgi_check_min(fn, "n", n, 1));
     if (y == x) return FG_OK;
-    return fg_check_disjoint(fn, "y", y, FLOATS((size_t)n), x_name, x,
+    return fgi_check_disjoint(fn, "y", y, FLOATS((size_t)n), x_name, x,
                              FLOATS((size_t)n));
 }
 
@@ -148,30 +148,30 @@ fg_status fgi_check_rowwise(const char *fn, const float *y, const float *x,
                             const float *g, int rows, int cols, float eps)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "y", y));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_ptr(fn, "g", g));
-    FG_TRY(fg_check_min(fn, "rows", rows, 1));
-    FG_TRY(fg_check_min(fn, "cols", cols, 1));
+    FGI_TRY(fgi_check_ptr(fn, "y", y));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_ptr(fn, "g", g));
+    FGI_TRY(fgi_check_min(fn, "rows", rows, 1));
+    FGI_TRY(fgi_check_min(fn, "cols", cols, 1));
     if (!(eps >= 0.0f) || !isfinite(eps))
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'eps' must be finite and >= 0 (got %g)", fn,
                        (double)eps);
-    FG_TRY(fg_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
+    FGI_TRY(fgi_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
                           (long long)cols));
     if (y == x) return FG_OK;
-    return fg_check_disjoint(fn, "y", y, FLOATS(elems), "x", x, FLOATS(elems));
+    return fgi_check_disjoint(fn, "y", y, FLOATS(elems), "x", x, FLOATS(elems));
 }
 
 static fg_status check_mlp_io(const char *fn, const float *y, const float *x,
                               int rows, int hidden, int inner, size_t *y_elems)
 {
     size_t h_elems;
-    FG_TRY(fg_check_min(fn, "hidden", hidden, 1));
-    FG_TRY(fg_check_min(fn, "inner", inner, 1));
-    FG_TRY(check_rows_io(fn, y, x, rows, hidden, hidden, y_elems));
+    FGI_TRY(fgi_check_min(fn, "hidden", hidden, 1));
+    FGI_TRY(fgi_check_min(fn, "inner", inner, 1));
+    FGI_TRY(check_rows_io(fn, y, x, rows, hidden, hidden, y_elems));
     /* the hidden activations, twice for SwiGLU */
-    return fg_check_elems(fn, "hidden activations (2*rows*inner)", &h_elems, 3,
+    return fgi_check_elems(fn, "hidden activations (2*rows*inner)", &h_elems, 3,
                           (long long)rows, (long long)inner, 2LL);
 }
 
@@ -180,8 +180,8 @@ fg_status fgi_check_ffn(const char *fn, const float *y, const float *x,
                         int hidden, int inner)
 {
     size_t y_elems;
-    FG_TRY(check_mlp_io(fn, y, x, rows, hidden, inner, &y_elems));
-    FG_TRY(check_weight(fn, "w_fc", w_fc, hidden, inner, y, y_elems));
+    FGI_TRY(check_mlp_io(fn, y, x, rows, hidden, inner, &y_elems));
+    FGI_TRY(check_weight(fn, "w_fc", w_fc, hidden, inner, y, y_elems));
     return check_weight(fn, "w_proj", w_proj, inner, hidden, y, y_elems);
 }
 
@@ -190,8 +190,8 @@ fg_status fgi_check_swiglu(const char *fn, const float *y, const float *x,
                            const float *w_down, int rows, int hidden, int inner)
 {
     size_t y_elems;
-    FG_TRY(check_mlp_io(fn, y, x, rows, hidden, inner, &y_elems));
-    FG_TRY(check_weight(fn, "w_gate", w_gate, hidden, inner, y, y_elems));
-    FG_TRY(check_weight(fn, "w_up", w_up, hidden, inner, y, y_elems));
+    FGI_TRY(check_mlp_io(fn, y, x, rows, hidden, inner, &y_elems));
+    FGI_TRY(check_weight(fn, "w_gate", w_gate, hidden, inner, y, y_elems));
+    FGI_TRY(check_weight(fn, "w_up", w_up, hidden, inner, y, y_elems));
     return check_weight(fn, "w_down", w_down, inner, hidden, y, y_elems);
 }

@@ -34,12 +34,12 @@ fg_status fgi_file_error(fg_status status, const char *fn, const char *file,
     va_start(ap, fmt);
     vsnprintf(problem, sizeof problem, fmt, ap);
     va_end(ap);
-    return fg_fail(status, "%s: %s: %s", fn, file, problem);
+    return fgi_fail(status, "%s: %s: %s", fn, file, problem);
 }
 
 fg_status fgi_config_format_error(const char *fn, const char *file)
 {
-    /* copy first: fg_fail writes the buffer fg_last_error() returns */
+    /* copy first: fgi_fail writes the buffer fg_last_error() returns */
     char problem[512];
     const char *msg = fg_last_error();
     const size_t fn_len = strlen(fn);
@@ -107,12 +107,12 @@ static fg_status arena_floats(const char *fn, const fg_config *c,
     fg_weights w;
     size_t layers;
     layout_layer(&count, c, parts, &lw);
-    FG_TRY(fg_check_elems(fn, "the model's layers", &layers, 2,
+    FGI_TRY(fgi_check_elems(fn, "the model's layers", &layers, 2,
                           (long long)count.used, (long long)c->n_layer));
     count.used = 0;
     layout_model(&count, c, parts, &w);
     if (layers > (size_t)PTRDIFF_MAX / sizeof(double) - count.used)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: the model's size overflows", fn);
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the model's size overflows", fn);
     *total = layers + count.used;
     return FG_OK;
 }
@@ -123,11 +123,11 @@ fg_status fgi_model_alloc(const char *fn, fg_model **model, const fg_config *cfg
     size_t total = 0;
     fg_model *m;
     *model = NULL;
-    FG_TRY(arena_floats(fn, cfg, parts, &total));
-    FG_TRY(fg_alloc(fn, (void **)&m, 1, sizeof *m));
-    fg_status st = fg_alloc(fn, (void **)&m->layers, (size_t)cfg->n_layer,
+    FGI_TRY(arena_floats(fn, cfg, parts, &total));
+    FGI_TRY(fgi_alloc(fn, (void **)&m, 1, sizeof *m));
+    fg_status st = fgi_alloc(fn, (void **)&m->layers, (size_t)cfg->n_layer,
                             sizeof *m->layers);
-    if (st == FG_OK) st = fg_alloc(fn, (void **)&m->arena, total, sizeof(float));
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&m->arena, total, sizeof(float));
     if (st != FG_OK) {
         fg_model_destroy(m);
         return st;
@@ -229,14 +229,14 @@ fg_status fg_model_create_random(fg_model **model, const fg_config *cfg,
                                  uint64_t seed)
 {
     static const char fn[] = "fg_model_create_random";
-    FG_TRY(fg_check_ptr(fn, "model", model));
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
-    FG_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_config(fn, cfg));
     const int gpt2 = cfg->arch == FG_ARCH_GPT2;
     const fgi_model_parts parts = {.wpe = gpt2 && !cfg->use_rope, .biases = gpt2,
                                    .qkv_bias = gpt2, .lm_head = 0};
     fg_model *m;
-    FG_TRY(fgi_model_alloc(fn, &m, cfg, &parts));
+    FGI_TRY(fgi_model_alloc(fn, &m, cfg, &parts));
     randomize(m, seed);
     *model = m;
     return FG_OK;
@@ -248,9 +248,9 @@ fg_status fg_model_load(fg_model **model, const char *path)
 {
     static const char fn[] = "fg_model_load";
     struct stat st;
-    FG_TRY(fg_check_ptr(fn, "model", model));
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
-    FG_TRY(fg_check_ptr(fn, "path", path));
+    FGI_TRY(fgi_check_ptr(fn, "path", path));
     if (stat(path, &st) != 0) {
         char reason[128];
         strerror_r(errno, reason, sizeof reason);
@@ -343,7 +343,7 @@ static fg_status read_floats(const fgi_reader *r, uint64_t offset,
     const size_t elem = dtype == FGI_F32 ? 4 : 2, per_chunk = sizeof raw / elem;
     for (size_t done = 0; done < n;) {
         const size_t k = n - done < per_chunk ? n - done : per_chunk;
-        FG_TRY(fgi_reader_read(r, raw, offset + done * elem, k * elem));
+        FGI_TRY(fgi_reader_read(r, raw, offset + done * elem, k * elem));
         decode(dst + done, raw, k, dtype);
         done += k;
     }
@@ -390,7 +390,7 @@ fg_status fgi_read_tensor(const fgi_reader *r, const fgi_tensor_read *t,
                        (p->dst_stride == t->cols || t->rows == 1);
     const size_t n = t->rows * t->cols;
     if (direct) return read_floats(r, t->offset, t->dtype, n, p->dst);
-    FG_TRY(read_floats(r, t->offset, t->dtype, n, scratch));
+    FGI_TRY(read_floats(r, t->offset, t->dtype, n, scratch));
     place(p, scratch, t->rows, t->cols);
     return FG_OK;
 }

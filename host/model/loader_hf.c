@@ -146,7 +146,7 @@ static fg_status require_one_of(const config_source *s, const char *key,
                                 const char *const *allowed)
 {
     const char *value;
-    FG_TRY(get_string(s, key, &value));
+    FGI_TRY(get_string(s, key, &value));
     if (value == NULL) return FG_OK;
     for (size_t i = 0; allowed[i] != NULL; i++)
         if (strcmp(value, allowed[i]) == 0) return FG_OK;
@@ -162,29 +162,29 @@ static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
     fg_config *c = &out->cfg;
     int n_layer, n_head, n_embd, vocab, n_ctx, flag;
     double eps, base;
-    FG_TRY(get_int(s, "n_layer", 0, MAX_COUNT, &n_layer));
-    FG_TRY(get_int(s, "n_head", 0, MAX_COUNT, &n_head));
-    FG_TRY(get_int(s, "n_embd", 0, MAX_SIZE, &n_embd));
-    FG_TRY(get_int(s, "vocab_size", 0, MAX_SIZE, &vocab));
+    FGI_TRY(get_int(s, "n_layer", 0, MAX_COUNT, &n_layer));
+    FGI_TRY(get_int(s, "n_head", 0, MAX_COUNT, &n_head));
+    FGI_TRY(get_int(s, "n_embd", 0, MAX_SIZE, &n_embd));
+    FGI_TRY(get_int(s, "vocab_size", 0, MAX_SIZE, &vocab));
     /* older configs call the context n_ctx */
-    FG_TRY(get_int(s, config_key(s, "n_positions") || !config_key(s, "n_ctx")
+    FGI_TRY(get_int(s, config_key(s, "n_positions") || !config_key(s, "n_ctx")
                           ? "n_positions" : "n_ctx",
                    0, MAX_SIZE, &n_ctx));
     *c = fg_config_gpt2(n_layer, n_embd, n_head, vocab, n_ctx);
-    FG_TRY(get_int(s, "n_inner", 4LL * n_embd, MAX_SIZE, &c->n_inner));
-    FG_TRY(get_number(s, "layer_norm_epsilon", 1e-5, 0.0, 0, 1.0, &eps));
+    FGI_TRY(get_int(s, "n_inner", 4LL * n_embd, MAX_SIZE, &c->n_inner));
+    FGI_TRY(get_number(s, "layer_norm_epsilon", 1e-5, 0.0, 0, 1.0, &eps));
     c->norm_eps = (float)eps;
-    FG_TRY(get_int(s, "n_kv_head", n_head, MAX_COUNT, &c->n_kv_head));
-    FG_TRY(get_flag(s, "use_rope", 0, &c->use_rope));
-    FG_TRY(get_number(s, "rope_base", 10000.0, 0.0, 1, 1e12, &base));
+    FGI_TRY(get_int(s, "n_kv_head", n_head, MAX_COUNT, &c->n_kv_head));
+    FGI_TRY(get_flag(s, "use_rope", 0, &c->use_rope));
+    FGI_TRY(get_number(s, "rope_base", 10000.0, 0.0, 1, 1e12, &base));
     c->rope_base = base;
-    FG_TRY(require_one_of(s, "activation_function", gelu_tanh));
+    FGI_TRY(require_one_of(s, "activation_function", gelu_tanh));
     /* attention variants this engine does not compute */
-    FG_TRY(get_flag(s, "scale_attn_weights", 1, &flag));
+    FGI_TRY(get_flag(s, "scale_attn_weights", 1, &flag));
     if (!flag)
         return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
                               "\"scale_attn_weights\": false is not supported");
-    FG_TRY(get_flag(s, "scale_attn_by_inverse_layer_idx", 0, &flag));
+    FGI_TRY(get_flag(s, "scale_attn_by_inverse_layer_idx", 0, &flag));
     if (flag)
         return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
                               "\"scale_attn_by_inverse_layer_idx\" is not supported");
@@ -201,22 +201,22 @@ static fg_status parse_llama(const config_source *s, fgi_hf_config *out)
     if (config_key(s, "rope_scaling") != NULL)
         return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
                               "\"rope_scaling\" is set; scaled RoPE is not supported");
-    FG_TRY(get_int(s, "num_hidden_layers", 0, MAX_COUNT, &n_layer));
-    FG_TRY(get_int(s, "num_attention_heads", 0, MAX_COUNT, &n_head));
-    FG_TRY(get_int(s, "num_key_value_heads", n_head, MAX_COUNT, &n_kv));
-    FG_TRY(get_int(s, "hidden_size", 0, MAX_SIZE, &n_embd));
-    FG_TRY(get_int(s, "intermediate_size", 0, MAX_SIZE, &n_inner));
-    FG_TRY(get_int(s, "vocab_size", 0, MAX_SIZE, &vocab));
-    FG_TRY(get_int(s, "max_position_embeddings", 2048, MAX_SIZE, &n_ctx));
+    FGI_TRY(get_int(s, "num_hidden_layers", 0, MAX_COUNT, &n_layer));
+    FGI_TRY(get_int(s, "num_attention_heads", 0, MAX_COUNT, &n_head));
+    FGI_TRY(get_int(s, "num_key_value_heads", n_head, MAX_COUNT, &n_kv));
+    FGI_TRY(get_int(s, "hidden_size", 0, MAX_SIZE, &n_embd));
+    FGI_TRY(get_int(s, "intermediate_size", 0, MAX_SIZE, &n_inner));
+    FGI_TRY(get_int(s, "vocab_size", 0, MAX_SIZE, &vocab));
+    FGI_TRY(get_int(s, "max_position_embeddings", 2048, MAX_SIZE, &n_ctx));
     *c = fg_config_llama(n_layer, n_embd, n_head, n_kv, n_inner, vocab, n_ctx);
-    FG_TRY(get_number(s, "rms_norm_eps", 1e-6, 0.0, 0, 1.0, &eps));
+    FGI_TRY(get_number(s, "rms_norm_eps", 1e-6, 0.0, 0, 1.0, &eps));
     c->norm_eps = (float)eps;
-    FG_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &theta));
+    FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &theta));
     c->rope_base = theta;
-    FG_TRY(get_flag(s, "tie_word_embeddings", 0, &out->tied));
-    FG_TRY(require_one_of(s, "hidden_act", silu));
+    FGI_TRY(get_flag(s, "tie_word_embeddings", 0, &out->tied));
+    FGI_TRY(require_one_of(s, "hidden_act", silu));
     if (config_key(s, "head_dim") == NULL) return FG_OK;
-    FG_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
+    FGI_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
     if ((long long)head_dim * n_head != n_embd)
         return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
                               "\"head_dim\" %d times %d heads differs from "
@@ -238,7 +238,7 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
                               (unsigned long long)MAX_CONFIG_BYTES);
     if (memchr(json, '\0', len) != NULL)
         return fgi_file_error(FG_ERR_FORMAT, fn, file, "contains a NUL byte");
-    FG_TRY(fg_alloc(fn, (void **)&text, len + 1, 1));
+    FGI_TRY(fgi_alloc(fn, (void **)&text, len + 1, 1));
     memcpy(text, json, len);
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     s.root = root;
@@ -278,7 +278,7 @@ typedef struct {
     char name[256];
 } loading;
 
-static const char *tensor_name(loading *ld, const char *fmt, ...) FG_PRINTF(2, 3);
+static const char *tensor_name(loading *ld, const char *fmt, ...) FGI_PRINTF(2, 3);
 static const char *tensor_name(loading *ld, const char *fmt, ...)
 {
     va_list ap;
@@ -326,11 +326,11 @@ static fg_status tensor(loading *ld, const char *name, int vector, size_t rows,
     if (t == NULL)
         return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
                               "missing tensor '%s'", name);
-    FG_TRY(fgi_safetensors_dtype(t, ld->fn, ld->r->name, &dtype));
+    FGI_TRY(fgi_safetensors_dtype(t, ld->fn, ld->r->name, &dtype));
     if (ld->model == NULL) {
         const int64_t matrix[2] = {(int64_t)rows, (int64_t)cols};
         const int64_t flat[1] = {(int64_t)(rows * cols)};
-        FG_TRY(check_shape(ld, t, vector ? flat : matrix, vector ? 1 : 2));
+        FGI_TRY(check_shape(ld, t, vector ? flat : matrix, vector ? 1 : 2));
         t->used = 1;
         if ((place.transpose || place.rope_head_dim || place.dst_stride != cols) &&
             rows * cols > ld->scratch_floats)
@@ -364,28 +364,28 @@ static fg_status gpt2_tensors(loading *ld, const fg_config *c, const char *pre,
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
     const fg_weights *w = ld->model ? &ld->model->weights : &none_w;
-    FG_TRY(tensor(ld, tensor_name(ld, "%swte.weight", pre), 0, V, C, copy_to(w->wte, C)));
+    FGI_TRY(tensor(ld, tensor_name(ld, "%swte.weight", pre), 0, V, C, copy_to(w->wte, C)));
     if (parts->wpe)
-        FG_TRY(tensor(ld, tensor_name(ld, "%swpe.weight", pre), 0, (size_t)c->n_ctx, C,
+        FGI_TRY(tensor(ld, tensor_name(ld, "%swpe.weight", pre), 0, (size_t)c->n_ctx, C,
                       copy_to(w->wpe, C)));
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *lw = ld->model ? &ld->model->layers[l] : &none;
 #define LAYER(suffix) tensor_name(ld, "%sh.%d." suffix, pre, l)
-        FG_TRY(tensor(ld, LAYER("ln_1.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
-        FG_TRY(tensor(ld, LAYER("ln_1.bias"), 1, 1, C, copy_to(lw->ln_1_b, C)));
-        FG_TRY(tensor(ld, LAYER("attn.c_attn.weight"), 0, C, qkv, copy_to(lw->c_attn_w, qkv)));
-        FG_TRY(tensor(ld, LAYER("attn.c_attn.bias"), 1, 1, qkv, copy_to(lw->c_attn_b, qkv)));
-        FG_TRY(tensor(ld, LAYER("attn.c_proj.weight"), 0, C, C, copy_to(lw->c_proj_w, C)));
-        FG_TRY(tensor(ld, LAYER("attn.c_proj.bias"), 1, 1, C, copy_to(lw->c_proj_b, C)));
-        FG_TRY(tensor(ld, LAYER("ln_2.weight"), 1, 1, C, copy_to(lw->ln_2_g, C)));
-        FG_TRY(tensor(ld, LAYER("ln_2.bias"), 1, 1, C, copy_to(lw->ln_2_b, C)));
-        FG_TRY(tensor(ld, LAYER("mlp.c_fc.weight"), 0, C, I, copy_to(lw->fc_w, I)));
-        FG_TRY(tensor(ld, LAYER("mlp.c_fc.bias"), 1, 1, I, copy_to(lw->fc_b, I)));
-        FG_TRY(tensor(ld, LAYER("mlp.c_proj.weight"), 0, I, C, copy_to(lw->mlp_proj_w, C)));
-        FG_TRY(tensor(ld, LAYER("mlp.c_proj.bias"), 1, 1, C, copy_to(lw->mlp_proj_b, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_1.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_1.bias"), 1, 1, C, copy_to(lw->ln_1_b, C)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_attn.weight"), 0, C, qkv, copy_to(lw->c_attn_w, qkv)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_attn.bias"), 1, 1, qkv, copy_to(lw->c_attn_b, qkv)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_proj.weight"), 0, C, C, copy_to(lw->c_proj_w, C)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_proj.bias"), 1, 1, C, copy_to(lw->c_proj_b, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_2.weight"), 1, 1, C, copy_to(lw->ln_2_g, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_2.bias"), 1, 1, C, copy_to(lw->ln_2_b, C)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_fc.weight"), 0, C, I, copy_to(lw->fc_w, I)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_fc.bias"), 1, 1, I, copy_to(lw->fc_b, I)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_proj.weight"), 0, I, C, copy_to(lw->mlp_proj_w, C)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_proj.bias"), 1, 1, C, copy_to(lw->mlp_proj_b, C)));
 #undef LAYER
     }
-    FG_TRY(tensor(ld, tensor_name(ld, "%sln_f.weight", pre), 1, 1, C, copy_to(w->ln_f_g, C)));
+    FGI_TRY(tensor(ld, tensor_name(ld, "%sln_f.weight", pre), 1, 1, C, copy_to(w->ln_f_g, C)));
     return tensor(ld, tensor_name(ld, "%sln_f.bias", pre), 1, 1, C, copy_to(w->ln_f_b, C));
 }
 
@@ -399,39 +399,39 @@ static fg_status llama_tensors(loading *ld, const fg_config *c,
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
     const fg_weights *w = ld->model ? &ld->model->weights : &none_w;
-    FG_TRY(tensor(ld, "model.embed_tokens.weight", 0, V, C, copy_to(w->wte, C)));
+    FGI_TRY(tensor(ld, "model.embed_tokens.weight", 0, V, C, copy_to(w->wte, C)));
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *lw = ld->model ? &ld->model->layers[l] : &none;
 #define LAYER(suffix) tensor_name(ld, "model.layers.%d." suffix, l)
-        FG_TRY(tensor(ld, LAYER("input_layernorm.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
-        FG_TRY(tensor(ld, LAYER("self_attn.q_proj.weight"), 0, nq, C,
+        FGI_TRY(tensor(ld, LAYER("input_layernorm.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
+        FGI_TRY(tensor(ld, LAYER("self_attn.q_proj.weight"), 0, nq, C,
                       transpose_to(lw->c_attn_w, qkv, d)));
-        FG_TRY(tensor(ld, LAYER("self_attn.k_proj.weight"), 0, nkv, C,
+        FGI_TRY(tensor(ld, LAYER("self_attn.k_proj.weight"), 0, nkv, C,
                       transpose_to(offset(lw->c_attn_w, nq), qkv, d)));
-        FG_TRY(tensor(ld, LAYER("self_attn.v_proj.weight"), 0, nkv, C,
+        FGI_TRY(tensor(ld, LAYER("self_attn.v_proj.weight"), 0, nkv, C,
                       transpose_to(offset(lw->c_attn_w, nq + nkv), qkv, 0)));
         if (parts->qkv_bias) {
             /* a bias is a column of rows: permuted like the weight's rows */
             const fgi_placement q = {fgi_writable(lw->c_attn_b), 1, 0, d};
             const fgi_placement k = {fgi_writable(offset(lw->c_attn_b, nq)), 1, 0, d};
             const fgi_placement v = {fgi_writable(offset(lw->c_attn_b, nq + nkv)), 1, 0, 0};
-            FG_TRY(tensor(ld, LAYER("self_attn.q_proj.bias"), 1, nq, 1, q));
-            FG_TRY(tensor(ld, LAYER("self_attn.k_proj.bias"), 1, nkv, 1, k));
-            FG_TRY(tensor(ld, LAYER("self_attn.v_proj.bias"), 1, nkv, 1, v));
+            FGI_TRY(tensor(ld, LAYER("self_attn.q_proj.bias"), 1, nq, 1, q));
+            FGI_TRY(tensor(ld, LAYER("self_attn.k_proj.bias"), 1, nkv, 1, k));
+            FGI_TRY(tensor(ld, LAYER("self_attn.v_proj.bias"), 1, nkv, 1, v));
         }
-        FG_TRY(tensor(ld, LAYER("self_attn.o_proj.weight"), 0, C, nq,
+        FGI_TRY(tensor(ld, LAYER("self_attn.o_proj.weight"), 0, C, nq,
                       transpose_to(lw->c_proj_w, C, 0)));
-        FG_TRY(tensor(ld, LAYER("post_attention_layernorm.weight"), 1, 1, C,
+        FGI_TRY(tensor(ld, LAYER("post_attention_layernorm.weight"), 1, 1, C,
                       copy_to(lw->ln_2_g, C)));
-        FG_TRY(tensor(ld, LAYER("mlp.gate_proj.weight"), 0, I, C, transpose_to(lw->fc_w, I, 0)));
-        FG_TRY(tensor(ld, LAYER("mlp.up_proj.weight"), 0, I, C, transpose_to(lw->up_w, I, 0)));
-        FG_TRY(tensor(ld, LAYER("mlp.down_proj.weight"), 0, C, I,
+        FGI_TRY(tensor(ld, LAYER("mlp.gate_proj.weight"), 0, I, C, transpose_to(lw->fc_w, I, 0)));
+        FGI_TRY(tensor(ld, LAYER("mlp.up_proj.weight"), 0, I, C, transpose_to(lw->up_w, I, 0)));
+        FGI_TRY(tensor(ld, LAYER("mlp.down_proj.weight"), 0, C, I,
                       transpose_to(lw->mlp_proj_w, C, 0)));
 #undef LAYER
     }
-    FG_TRY(tensor(ld, "model.norm.weight", 1, 1, C, copy_to(w->ln_f_g, C)));
+    FGI_TRY(tensor(ld, "model.norm.weight", 1, 1, C, copy_to(w->ln_f_g, C)));
     if (parts->lm_head)
-        FG_TRY(tensor(ld, "lm_head.weight", 0, V, C, copy_to(w->lm_head, C)));
+        FGI_TRY(tensor(ld, "lm_head.weight", 0, V, C, copy_to(w->lm_head, C)));
     return FG_OK;
 }
 
@@ -459,7 +459,7 @@ static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
         const fgi_st_tensor *t = &ld->h->tensors[i];
         if (t->used) continue;
         if (strcmp(t->name, "lm_head.weight") == 0 && hc->tied) {
-            FG_TRY(check_shape(ld, t, classifier, 2));
+            FGI_TRY(check_shape(ld, t, classifier, 2));
             continue;
         }
         if (c->arch == FG_ARCH_GPT2 && (is_layer_buffer(t->name, head, ".attn.bias") ||
@@ -500,12 +500,12 @@ static fg_status load_tensors(fg_model **model, const char *fn,
         .lm_head = !hc->tied,
     };
     loading ld = {.fn = fn, .r = r, .h = h};
-    FG_TRY(walk(&ld, hc, pre, &parts));
-    FG_TRY(check_unused(&ld, hc, pre));
+    FGI_TRY(walk(&ld, hc, pre, &parts));
+    FGI_TRY(check_unused(&ld, hc, pre));
 
     fg_model *m;
-    FG_TRY(fgi_model_alloc(fn, &m, c, &parts));
-    fg_status st = fg_alloc(fn, (void **)&ld.scratch, ld.scratch_floats, sizeof(float));
+    FGI_TRY(fgi_model_alloc(fn, &m, c, &parts));
+    fg_status st = fgi_alloc(fn, (void **)&ld.scratch, ld.scratch_floats, sizeof(float));
     ld.model = m;
     if (st == FG_OK) st = walk(&ld, hc, pre, &parts);
     free(ld.scratch);
@@ -523,7 +523,7 @@ fg_status fgi_hf_load(fg_model **model, const char *fn, const fgi_hf_config *con
 {
     fgi_st_header h;
     *model = NULL;
-    FG_TRY(fgi_safetensors_open(&h, st));
+    FGI_TRY(fgi_safetensors_open(&h, st));
     fg_status status = load_tensors(model, fn, config, st, &h);
     fgi_safetensors_free(&h);
     return status;
@@ -534,7 +534,7 @@ fg_status fgi_hf_load(fg_model **model, const char *fn, const fgi_hf_config *con
 static fg_status join(const char *fn, const char *dir, const char *file, char **out)
 {
     const size_t a = strlen(dir), b = strlen(file);
-    FG_TRY(fg_alloc(fn, (void **)out, a + b + 2, 1));
+    FGI_TRY(fgi_alloc(fn, (void **)out, a + b + 2, 1));
     snprintf(*out, a + b + 2, "%s/%s", dir, file);
     return FG_OK;
 }
@@ -543,13 +543,13 @@ static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path
 {
     fgi_reader r;
     char *text = NULL;
-    FG_TRY(fgi_reader_open(&r, fn, path));
+    FGI_TRY(fgi_reader_open(&r, fn, path));
     fg_status st = FG_OK;
     if (r.size > MAX_CONFIG_BYTES)
         st = fgi_file_error(FG_ERR_FORMAT, fn, path, "is %llu bytes, over the %llu-byte "
                             "limit for a config", (unsigned long long)r.size,
                             (unsigned long long)MAX_CONFIG_BYTES);
-    if (st == FG_OK) st = fg_alloc(fn, (void **)&text, (size_t)r.size, 1);
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&text, (size_t)r.size, 1);
     if (st == FG_OK) st = fgi_reader_read(&r, text, 0, (size_t)r.size);
     if (st == FG_OK) st = fgi_hf_config_parse(hc, fn, path, text, (size_t)r.size);
     free(text);
@@ -562,12 +562,12 @@ static fg_status load_folder(fg_model **model, const char *fn, const char *confi
 {
     fgi_hf_config hc;
     fgi_reader r;
-    FG_TRY(read_config(&hc, fn, config_path));
+    FGI_TRY(read_config(&hc, fn, config_path));
     if (access(weights_path, F_OK) != 0 && access(index_path, F_OK) == 0)
         return fgi_file_error(FG_ERR_UNSUPPORTED, fn, index_path,
                               "sharded checkpoints are not supported; merge the "
                               "shards into one model.safetensors");
-    FG_TRY(fgi_reader_open(&r, fn, weights_path));
+    FGI_TRY(fgi_reader_open(&r, fn, weights_path));
     fg_status st = fgi_hf_load(model, fn, &hc, &r);
     fgi_reader_close(&r);
     return st;
@@ -589,8 +589,8 @@ fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir)
 fg_status fg_model_load_hf(fg_model **model, const char *dir)
 {
     static const char fn[] = "fg_model_load_hf";
-    FG_TRY(fg_check_ptr(fn, "model", model));
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
-    FG_TRY(fg_check_ptr(fn, "dir", dir));
+    FGI_TRY(fgi_check_ptr(fn, "dir", dir));
     return fgi_hf_load_folder(model, fn, dir);
 }

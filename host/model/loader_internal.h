@@ -48,7 +48,7 @@ float *fgi_writable(const float *weight);
 
 /* "<fn>: <file>: <problem>" with the given status. */
 fg_status fgi_file_error(fg_status status, const char *fn, const char *file,
-                         const char *fmt, ...) FG_PRINTF(4, 5);
+                         const char *fmt, ...) FGI_PRINTF(4, 5);
 
 /* Re-reports a failed fgi_check_config (FG_ERR_INVALID_ARG, message
  * "<fn>: <problem>") as a malformed file. */

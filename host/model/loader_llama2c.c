@@ -134,27 +134,27 @@ static fg_status read_arrays(array_stream *s, fg_model *m, int seq_len)
     const size_t head = dim / (size_t)c->n_head, kv = head * (size_t)c->n_kv_head;
     const size_t qkv = (size_t)fg_config_qkv_width(c), L = (size_t)c->n_layer;
     fg_layer_weights *lw = m->layers;
-    FG_TRY(next(s, (size_t)c->vocab_size, dim, copy_to(m->weights.wte, dim)));
-    for (size_t l = 0; l < L; l++) FG_TRY(next(s, 1, dim, copy_to(lw[l].ln_1_g, dim)));
+    FGI_TRY(next(s, (size_t)c->vocab_size, dim, copy_to(m->weights.wte, dim)));
+    for (size_t l = 0; l < L; l++) FGI_TRY(next(s, 1, dim, copy_to(lw[l].ln_1_g, dim)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, dim, dim, transpose_to(lw[l].c_attn_w, qkv)));
+        FGI_TRY(next(s, dim, dim, transpose_to(lw[l].c_attn_w, qkv)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, kv, dim, transpose_to(lw[l].c_attn_w + dim, qkv)));
+        FGI_TRY(next(s, kv, dim, transpose_to(lw[l].c_attn_w + dim, qkv)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, kv, dim, transpose_to(lw[l].c_attn_w + dim + kv, qkv)));
+        FGI_TRY(next(s, kv, dim, transpose_to(lw[l].c_attn_w + dim + kv, qkv)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, dim, dim, transpose_to(lw[l].c_proj_w, dim)));
-    for (size_t l = 0; l < L; l++) FG_TRY(next(s, 1, dim, copy_to(lw[l].ln_2_g, dim)));
+        FGI_TRY(next(s, dim, dim, transpose_to(lw[l].c_proj_w, dim)));
+    for (size_t l = 0; l < L; l++) FGI_TRY(next(s, 1, dim, copy_to(lw[l].ln_2_g, dim)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, hidden, dim, transpose_to(lw[l].fc_w, hidden)));
+        FGI_TRY(next(s, hidden, dim, transpose_to(lw[l].fc_w, hidden)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, dim, hidden, transpose_to(lw[l].mlp_proj_w, dim)));
+        FGI_TRY(next(s, dim, hidden, transpose_to(lw[l].mlp_proj_w, dim)));
     for (size_t l = 0; l < L; l++)
-        FG_TRY(next(s, hidden, dim, transpose_to(lw[l].up_w, hidden)));
-    FG_TRY(next(s, 1, dim, copy_to(m->weights.ln_f_g, dim)));
+        FGI_TRY(next(s, hidden, dim, transpose_to(lw[l].up_w, hidden)));
+    FGI_TRY(next(s, 1, dim, copy_to(m->weights.ln_f_g, dim)));
     s->at += (uint64_t)seq_len * (head / 2) * 2 * sizeof(float); /* RoPE tables */
     if (m->weights.lm_head)
-        FG_TRY(next(s, (size_t)c->vocab_size, dim, copy_to(m->weights.lm_head, dim)));
+        FGI_TRY(next(s, (size_t)c->vocab_size, dim, copy_to(m->weights.lm_head, dim)));
     return FG_OK;
 }
 
@@ -164,8 +164,8 @@ fg_status fgi_llama2c_load(fg_model **model, const fgi_reader *r)
     const size_t n = r->size < sizeof header ? (size_t)r->size : sizeof header;
     fgi_llama2c_header h;
     *model = NULL;
-    FG_TRY(fgi_reader_read(r, header, 0, n));
-    FG_TRY(fgi_llama2c_parse_header(&h, r->fn, r->name, header, n, r->size));
+    FGI_TRY(fgi_reader_read(r, header, 0, n));
+    FGI_TRY(fgi_llama2c_parse_header(&h, r->fn, r->name, header, n, r->size));
 
     const fg_config *c = &h.cfg;
     const size_t dim = (size_t)c->n_embd, hidden = (size_t)c->n_inner;
@@ -173,9 +173,9 @@ fg_status fgi_llama2c_load(fg_model **model, const fgi_reader *r)
     /* every array fits in the file, which the header was checked against */
     const size_t scratch_floats = dim * (dim > hidden ? dim : hidden);
     fg_model *m;
-    FG_TRY(fgi_model_alloc(r->fn, &m, c, &parts));
+    FGI_TRY(fgi_model_alloc(r->fn, &m, c, &parts));
     array_stream s = {r, FGI_LLAMA2C_HEADER_BYTES, NULL};
-    fg_status st = fg_alloc(r->fn, (void **)&s.scratch, scratch_floats, sizeof(float));
+    fg_status st = fgi_alloc(r->fn, (void **)&s.scratch, scratch_floats, sizeof(float));
     if (st == FG_OK) st = read_arrays(&s, m, h.seq_len);
     free(s.scratch);
     if (st == FG_OK) st = fgi_check_weights(r->fn, c, &m->weights);
@@ -190,7 +190,7 @@ fg_status fgi_llama2c_load(fg_model **model, const fgi_reader *r)
 fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *path)
 {
     fgi_reader r;
-    FG_TRY(fgi_reader_open(&r, fn, path));
+    FGI_TRY(fgi_reader_open(&r, fn, path));
     fg_status st = fgi_llama2c_load(model, &r);
     fgi_reader_close(&r);
     return st;
@@ -199,8 +199,8 @@ fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *pa
 fg_status fg_model_load_llama2c(fg_model **model, const char *path)
 {
     static const char fn[] = "fg_model_load_llama2c";
-    FG_TRY(fg_check_ptr(fn, "model", model));
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
-    FG_TRY(fg_check_ptr(fn, "path", path));
+    FGI_TRY(fgi_check_ptr(fn, "path", path));
     return fgi_llama2c_load_file(model, fn, path);
 }

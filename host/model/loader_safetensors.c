@@ -117,10 +117,10 @@ static fg_status parse_entry(const source *s, const cJSON *entry,
     if (!cJSON_IsObject(entry))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "header entry '%s' is not an object", name);
-    FG_TRY(parse_dtype(s, name, entry, t));
-    FG_TRY(parse_extent(s, name, entry, data_size, t));
+    FGI_TRY(parse_dtype(s, name, entry, t));
+    FGI_TRY(parse_extent(s, name, entry, data_size, t));
     const size_t len = strlen(name);
-    FG_TRY(fg_alloc(s->fn, (void **)&t->name, len + 1, 1));
+    FGI_TRY(fgi_alloc(s->fn, (void **)&t->name, len + 1, 1));
     memcpy(t->name, name, len + 1);
     return FG_OK;
 }
@@ -147,7 +147,7 @@ static fg_status check_layout(const source *s, const fgi_st_header *h)
             return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                                   "duplicate tensor name '%s'", h->tensors[i].name);
     const fgi_st_tensor **order;
-    FG_TRY(fg_alloc(s->fn, (void **)&order, h->n_tensors, sizeof *order));
+    FGI_TRY(fgi_alloc(s->fn, (void **)&order, h->n_tensors, sizeof *order));
     for (size_t i = 0; i < h->n_tensors; i++) order[i] = &h->tensors[i];
     if (h->n_tensors > 0) qsort(order, h->n_tensors, sizeof *order, by_offset);
     uint64_t at = 0;
@@ -179,7 +179,7 @@ static fg_status parse_tree(const source *s, const cJSON *root, fgi_st_header *h
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "header is not a JSON object");
     cJSON_ArrayForEach(entry, root) n++;
-    FG_TRY(fg_alloc(s->fn, (void **)&h->tensors, n, sizeof *h->tensors));
+    FGI_TRY(fgi_alloc(s->fn, (void **)&h->tensors, n, sizeof *h->tensors));
     cJSON_ArrayForEach(entry, root)
     {
         if (strcmp(entry->string, "__metadata__") == 0) {
@@ -188,7 +188,7 @@ static fg_status parse_tree(const source *s, const cJSON *root, fgi_st_header *h
                                       "\"__metadata__\" is not an object");
             continue;
         }
-        FG_TRY(parse_entry(s, entry, h->data_size, &h->tensors[h->n_tensors]));
+        FGI_TRY(parse_entry(s, entry, h->data_size, &h->tensors[h->n_tensors]));
         h->n_tensors++;
     }
     if (h->n_tensors > 0)
@@ -209,7 +209,7 @@ fg_status fgi_safetensors_parse_header(fgi_st_header *h, const char *fn,
                               json_len, (unsigned long long)FGI_ST_MAX_HEADER);
     if (memchr(json, '\0', json_len) != NULL)
         return fgi_file_error(FG_ERR_FORMAT, fn, file, "header contains a NUL byte");
-    FG_TRY(fg_alloc(fn, (void **)&text, json_len + 1, 1));
+    FGI_TRY(fgi_alloc(fn, (void **)&text, json_len + 1, 1));
     memcpy(text, json, json_len);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
@@ -237,7 +237,7 @@ fg_status fgi_safetensors_open(fgi_st_header *h, const fgi_reader *r)
         return fgi_file_error(FG_ERR_FORMAT, r->fn, r->name,
                               "file is %llu bytes, too short for the 8-byte header "
                               "length", (unsigned long long)r->size);
-    FG_TRY(fgi_reader_read(r, prefix, 0, 8));
+    FGI_TRY(fgi_reader_read(r, prefix, 0, 8));
     for (int i = 7; i >= 0; i--) n = n << 8 | prefix[i];
     if (n > r->size - 8)
         return fgi_file_error(FG_ERR_FORMAT, r->fn, r->name,
@@ -250,7 +250,7 @@ fg_status fgi_safetensors_open(fgi_st_header *h, const fgi_reader *r)
                               (unsigned long long)n,
                               (unsigned long long)FGI_ST_MAX_HEADER);
     char *json;
-    FG_TRY(fg_alloc(r->fn, (void **)&json, (size_t)n, 1));
+    FGI_TRY(fgi_alloc(r->fn, (void **)&json, (size_t)n, 1));
     fg_status st = fgi_reader_read(r, json, 8, (size_t)n);
     if (st == FG_OK)
         st = fgi_safetensors_parse_header(h, r->fn, r->name, json, (size_t)n,

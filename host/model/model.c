@@ -39,7 +39,7 @@ static fg_status check_field_min(const char *fn, const char *field, int value,
                                  int min)
 {
     if (value < min)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: config.%s must be >= %d (got %d)", fn, field, min, value);
     return FG_OK;
 }
@@ -47,7 +47,7 @@ static fg_status check_field_min(const char *fn, const char *field, int value,
 static fg_status check_flag(const char *fn, const char *field, int value)
 {
     if (value != 0 && value != 1)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: config.%s must be 0 or 1 (got %d)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: config.%s must be 0 or 1 (got %d)",
                        fn, field, value);
     return FG_OK;
 }
@@ -55,60 +55,60 @@ static fg_status check_flag(const char *fn, const char *field, int value)
 fg_status fgi_check_config(const char *fn, const fg_config *c)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "config", c));
+    FGI_TRY(fgi_check_ptr(fn, "config", c));
     if (c->arch != FG_ARCH_GPT2 && c->arch != FG_ARCH_LLAMA)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: config.arch is unknown (got %d)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: config.arch is unknown (got %d)",
                        fn, (int)c->arch);
-    FG_TRY(check_field_min(fn, "n_layer", c->n_layer, 1));
-    FG_TRY(check_field_min(fn, "n_embd", c->n_embd, 1));
-    FG_TRY(check_field_min(fn, "n_head", c->n_head, 1));
-    FG_TRY(check_field_min(fn, "n_kv_head", c->n_kv_head, 1));
-    FG_TRY(check_field_min(fn, "n_inner", c->n_inner, 1));
-    FG_TRY(check_field_min(fn, "vocab_size", c->vocab_size, 1));
-    FG_TRY(check_field_min(fn, "n_ctx", c->n_ctx, 1));
-    FG_TRY(check_flag(fn, "use_rope", c->use_rope));
-    FG_TRY(check_flag(fn, "use_flash", c->use_flash));
+    FGI_TRY(check_field_min(fn, "n_layer", c->n_layer, 1));
+    FGI_TRY(check_field_min(fn, "n_embd", c->n_embd, 1));
+    FGI_TRY(check_field_min(fn, "n_head", c->n_head, 1));
+    FGI_TRY(check_field_min(fn, "n_kv_head", c->n_kv_head, 1));
+    FGI_TRY(check_field_min(fn, "n_inner", c->n_inner, 1));
+    FGI_TRY(check_field_min(fn, "vocab_size", c->vocab_size, 1));
+    FGI_TRY(check_field_min(fn, "n_ctx", c->n_ctx, 1));
+    FGI_TRY(check_flag(fn, "use_rope", c->use_rope));
+    FGI_TRY(check_flag(fn, "use_flash", c->use_flash));
     if (c->n_embd % c->n_head != 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: config.n_embd (%d) must be a multiple of config.n_head (%d)",
                        fn, c->n_embd, c->n_head);
     if (c->n_head % c->n_kv_head != 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: config.n_head (%d) must be a multiple of config.n_kv_head (%d)",
                        fn, c->n_head, c->n_kv_head);
     if (!(c->norm_eps >= 0.0f) || !isfinite(c->norm_eps))
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: config.norm_eps must be finite and >= 0 (got %g)", fn,
                        (double)c->norm_eps);
     if (c->arch == FG_ARCH_LLAMA && !c->use_rope)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: config.use_rope must be 1 for the llama family", fn);
     if (c->use_rope) {
         int head_dim = c->n_embd / c->n_head;
         if (head_dim % 2 != 0)
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: RoPE needs an even head_dim (n_embd / n_head = %d)",
                            fn, head_dim);
         if (!(c->rope_base > 0.0) || !isfinite(c->rope_base))
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: config.rope_base must be finite and > 0 (got %g)", fn,
                            c->rope_base);
     }
-    if (c->use_flash) FG_TRY(check_field_min(fn, "flash_block", c->flash_block, 1));
+    if (c->use_flash) FGI_TRY(check_field_min(fn, "flash_block", c->flash_block, 1));
     /* The largest matrices must be addressable, and the q|k|v width an int. */
-    FG_TRY(fg_check_elems(fn, "q|k|v projection width", &elems, 2,
+    FGI_TRY(fgi_check_elems(fn, "q|k|v projection width", &elems, 2,
                           (long long)c->n_head + 2LL * c->n_kv_head,
                           (long long)(c->n_embd / c->n_head)));
     if (elems > (size_t)0x7fffffff)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: q|k|v projection width %zu overflows an int",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: q|k|v projection width %zu overflows an int",
                        fn, elems);
-    FG_TRY(fg_check_elems(fn, "c_attn_w", &elems, 2, (long long)c->n_embd,
+    FGI_TRY(fgi_check_elems(fn, "c_attn_w", &elems, 2, (long long)c->n_embd,
                           (long long)fg_config_qkv_width(c)));
-    FG_TRY(fg_check_elems(fn, "wte (vocab_size*n_embd)", &elems, 2,
+    FGI_TRY(fgi_check_elems(fn, "wte (vocab_size*n_embd)", &elems, 2,
                           (long long)c->vocab_size, (long long)c->n_embd));
-    FG_TRY(fg_check_elems(fn, "wpe (n_ctx*n_embd)", &elems, 2,
+    FGI_TRY(fgi_check_elems(fn, "wpe (n_ctx*n_embd)", &elems, 2,
                           (long long)c->n_ctx, (long long)c->n_embd));
-    return fg_check_elems(fn, "fc_w (n_embd*n_inner)", &elems, 3,
+    return fgi_check_elems(fn, "fc_w (n_embd*n_inner)", &elems, 3,
                           (long long)c->n_embd, (long long)c->n_inner, 2LL);
 }
 
@@ -135,8 +135,8 @@ static fg_status check_presence(const char *fn, const char *what, int layer,
     if (rule == ABSENT && p != NULL) problem = "must be NULL for this model family";
     if (problem == NULL) return FG_OK;
     if (layer < 0)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: weights.%s %s", fn, what, problem);
-    return fg_fail(FG_ERR_INVALID_ARG, "%s: weights.layers[%d].%s %s", fn, layer,
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: weights.%s %s", fn, what, problem);
+    return fgi_fail(FG_ERR_INVALID_ARG, "%s: weights.layers[%d].%s %s", fn, layer,
                    what, problem);
 }
 
@@ -147,41 +147,41 @@ fg_status fgi_check_layer_weights(const char *fn, const fg_config *c,
      * optional q|k|v bias (as some Llama-style models carry). */
     const int gpt2 = c->arch == FG_ARCH_GPT2;
     const enum presence bias = gpt2 ? OPTIONAL : ABSENT;
-    FG_TRY(fg_check_ptr(fn, "layer weights", lw));
-    FG_TRY(check_presence(fn, "ln_1_g", layer, lw->ln_1_g, REQUIRED));
-    FG_TRY(check_presence(fn, "ln_1_b", layer, lw->ln_1_b, bias));
-    FG_TRY(check_presence(fn, "c_attn_w", layer, lw->c_attn_w, REQUIRED));
-    FG_TRY(check_presence(fn, "c_proj_w", layer, lw->c_proj_w, REQUIRED));
-    FG_TRY(check_presence(fn, "c_proj_b", layer, lw->c_proj_b, bias));
-    FG_TRY(check_presence(fn, "ln_2_g", layer, lw->ln_2_g, REQUIRED));
-    FG_TRY(check_presence(fn, "ln_2_b", layer, lw->ln_2_b, bias));
-    FG_TRY(check_presence(fn, "fc_w", layer, lw->fc_w, REQUIRED));
-    FG_TRY(check_presence(fn, "fc_b", layer, lw->fc_b, bias));
-    FG_TRY(check_presence(fn, "up_w", layer, lw->up_w, gpt2 ? ABSENT : REQUIRED));
-    FG_TRY(check_presence(fn, "mlp_proj_w", layer, lw->mlp_proj_w, REQUIRED));
+    FGI_TRY(fgi_check_ptr(fn, "layer weights", lw));
+    FGI_TRY(check_presence(fn, "ln_1_g", layer, lw->ln_1_g, REQUIRED));
+    FGI_TRY(check_presence(fn, "ln_1_b", layer, lw->ln_1_b, bias));
+    FGI_TRY(check_presence(fn, "c_attn_w", layer, lw->c_attn_w, REQUIRED));
+    FGI_TRY(check_presence(fn, "c_proj_w", layer, lw->c_proj_w, REQUIRED));
+    FGI_TRY(check_presence(fn, "c_proj_b", layer, lw->c_proj_b, bias));
+    FGI_TRY(check_presence(fn, "ln_2_g", layer, lw->ln_2_g, REQUIRED));
+    FGI_TRY(check_presence(fn, "ln_2_b", layer, lw->ln_2_b, bias));
+    FGI_TRY(check_presence(fn, "fc_w", layer, lw->fc_w, REQUIRED));
+    FGI_TRY(check_presence(fn, "fc_b", layer, lw->fc_b, bias));
+    FGI_TRY(check_presence(fn, "up_w", layer, lw->up_w, gpt2 ? ABSENT : REQUIRED));
+    FGI_TRY(check_presence(fn, "mlp_proj_w", layer, lw->mlp_proj_w, REQUIRED));
     return check_presence(fn, "mlp_proj_b", layer, lw->mlp_proj_b, bias);
 }
 
 fg_status fgi_check_weights(const char *fn, const fg_config *c, const fg_weights *w)
 {
     const int gpt2 = c->arch == FG_ARCH_GPT2;
-    FG_TRY(fg_check_ptr(fn, "weights", w));
-    FG_TRY(check_presence(fn, "wte", -1, w->wte, REQUIRED));
+    FGI_TRY(fgi_check_ptr(fn, "weights", w));
+    FGI_TRY(check_presence(fn, "wte", -1, w->wte, REQUIRED));
     /* GPT-2 needs its position table unless RoPE supplies positions. */
-    FG_TRY(check_presence(fn, "wpe", -1, w->wpe,
+    FGI_TRY(check_presence(fn, "wpe", -1, w->wpe,
                           !gpt2 ? ABSENT : c->use_rope ? OPTIONAL : REQUIRED));
-    FG_TRY(check_presence(fn, "layers", -1, w->layers, REQUIRED));
-    FG_TRY(check_presence(fn, "ln_f_g", -1, w->ln_f_g, REQUIRED));
-    FG_TRY(check_presence(fn, "ln_f_b", -1, w->ln_f_b, gpt2 ? OPTIONAL : ABSENT));
+    FGI_TRY(check_presence(fn, "layers", -1, w->layers, REQUIRED));
+    FGI_TRY(check_presence(fn, "ln_f_g", -1, w->ln_f_g, REQUIRED));
+    FGI_TRY(check_presence(fn, "ln_f_b", -1, w->ln_f_b, gpt2 ? OPTIONAL : ABSENT));
     for (int l = 0; l < c->n_layer; l++)
-        FG_TRY(fgi_check_layer_weights(fn, c, &w->layers[l], l));
+        FGI_TRY(fgi_check_layer_weights(fn, c, &w->layers[l], l));
     return FG_OK;
 }
 
 fg_status fg_weights_validate(const fg_config *cfg, const fg_weights *w)
 {
     static const char fn[] = "fg_weights_validate";
-    FG_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_config(fn, cfg));
     return fgi_check_weights(fn, cfg, w);
 }
 
@@ -190,21 +190,21 @@ fg_status fg_kv_cache_create(fg_kv_cache **cache, const fg_config *cfg,
 {
     static const char fn[] = "fg_kv_cache_create";
     size_t per_layer, all;
-    FG_TRY(fg_check_ptr(fn, "cache", cache));
+    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
     *cache = NULL;
-    FG_TRY(fgi_check_config(fn, cfg));
-    FG_TRY(fg_check_min(fn, "capacity", capacity, 1));
+    FGI_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_min(fn, "capacity", capacity, 1));
     const int head_dim = cfg->n_embd / cfg->n_head;
-    FG_TRY(fg_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)",
+    FGI_TRY(fgi_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)",
                           &per_layer, 3, (long long)cfg->n_kv_head,
                           (long long)capacity, (long long)head_dim));
-    FG_TRY(fg_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)",
+    FGI_TRY(fgi_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)",
                           &all, 2, (long long)per_layer, 2LL * cfg->n_layer));
 
     const size_t header = sizeof(fg_kv_cache) + sizeof(fg_kv_layer) * (size_t)cfg->n_layer;
     const size_t header_floats = (header + sizeof(float) - 1) / sizeof(float);
     float *block;
-    FG_TRY(fg_alloc(fn, (void **)&block, header_floats + all, sizeof(float)));
+    FGI_TRY(fgi_alloc(fn, (void **)&block, header_floats + all, sizeof(float)));
 
     fg_kv_cache *c = (fg_kv_cache *)(void *)block;
     c->n_layer = cfg->n_layer;
@@ -226,7 +226,7 @@ void fg_kv_cache_destroy(fg_kv_cache *cache) { free(cache); }
 
 fg_status fg_kv_cache_reset(fg_kv_cache *cache)
 {
-    FG_TRY(fg_check_ptr("fg_kv_cache_reset", "cache", cache));
+    FGI_TRY(fgi_check_ptr("fg_kv_cache_reset", "cache", cache));
     for (int l = 0; l < cache->n_layer; l++) cache->layers[l].len = 0;
     return FG_OK;
 }
@@ -239,13 +239,13 @@ fg_status fgi_check_cache_lens(const char *fn, const int *lens, size_t stride_by
     for (int l = first; l <= last; l++) {
         const int len_l = *(const int *)(base + (size_t)l * stride_bytes);
         if (len_l != len || len < 0)
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: cache layers hold different token counts "
                            "(layer 0: %d, layer %d: %d)",
                            fn, len, l, len_l);
     }
     if ((long long)len + T > capacity)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: KV cache capacity exceeded: %d cached + %d new tokens "
                        "> capacity %d",
                        fn, len, T, capacity);

@@ -108,9 +108,9 @@ static fg_status attention_checked(const char *fn, float *out, const float *q,
                                    int head_dim, int block_size)
 {
     double *scratch;
-    FG_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
                                head_dim));
-    FG_TRY(fg_alloc(fn, (void **)&scratch, fgi_attend_scratch(kv_len, head_dim),
+    FGI_TRY(fgi_alloc(fn, (void **)&scratch, fgi_attend_scratch(kv_len, head_dim),
                     sizeof(double)));
     const int group = n_q_head / n_kv_head;
     const size_t q_head = (size_t)q_len * head_dim, kv_head = (size_t)kv_len * head_dim;
@@ -135,7 +135,7 @@ fg_status fg_ref_attention_flash(float *out, const float *q, const float *k,
                                  const float *v, int q_len, int kv_len,
                                  int head_dim, int block_size)
 {
-    FG_TRY(fg_check_min("fg_ref_attention_flash", "block_size", block_size, 1));
+    FGI_TRY(fgi_check_min("fg_ref_attention_flash", "block_size", block_size, 1));
     return attention_checked("fg_ref_attention_flash", out, q, k, v, 1, 1, q_len,
                              kv_len, head_dim, block_size);
 }
@@ -160,7 +160,7 @@ static fg_status swap_leading_axes(const char *fn, float *out, const float *x,
                                    int a, int b, int d, const char *a_name,
                                    const char *b_name)
 {
-    FG_TRY(fgi_check_swap_heads(fn, out, x, a, b, d, a_name, b_name));
+    FGI_TRY(fgi_check_swap_heads(fn, out, x, a, b, d, a_name, b_name));
     for (size_t i = 0; i < (size_t)a; i++)
         for (size_t j = 0; j < (size_t)b; j++)
             memcpy(out + (j * a + i) * d, x + (i * b + j) * d, sizeof(float) * (size_t)d);

@@ -24,7 +24,7 @@ typedef struct {
     float *att;    /* (T, n_head*d) merged head outputs */
     float *mlp;    /* (T, n_inner), twice for SwiGLU */
     double *acc;   /* one linear output row */
-    double *attn;  /* attention scratch for kv_len keys */
+    double *attention;  /* attention scratch for kv_len keys */
     void *block;
 } workspace;
 
@@ -39,22 +39,22 @@ static fg_status workspace_create(const char *fn, workspace *ws,
 {
     const int d = c->n_embd / c->n_head, qkv_w = fg_config_qkv_width(c);
     const size_t n_acc = (size_t)max3(qkv_w, c->n_embd, c->n_inner);
-    const size_t n_attn = fgi_attend_scratch(kv_len, d);
+    const size_t n_attention = fgi_attend_scratch(kv_len, d);
     size_t row_floats, floats;
     /* per token: x, h, delta (3C), qkv, att (n_head*d), mlp (2*n_inner) */
-    FG_TRY(fg_check_elems(fn, "workspace row", &row_floats, 1,
+    FGI_TRY(fgi_check_elems(fn, "workspace row", &row_floats, 1,
                           3LL * c->n_embd + qkv_w + (long long)c->n_head * d +
                               2LL * c->n_inner));
-    FG_TRY(fg_check_elems(fn, "workspace", &floats, 2, (long long)row_floats,
+    FGI_TRY(fgi_check_elems(fn, "workspace", &floats, 2, (long long)row_floats,
                           (long long)T));
-    const size_t doubles = n_acc + n_attn;
+    const size_t doubles = n_acc + n_attention;
     double *block;
-    FG_TRY(fg_alloc(fn, (void **)&block, doubles + (floats + 1) / 2, sizeof(double)));
+    FGI_TRY(fgi_alloc(fn, (void **)&block, doubles + (floats + 1) / 2, sizeof(double)));
 
     const size_t tc = (size_t)T * c->n_embd;
     ws->block = block;
     ws->acc = block;
-    ws->attn = block + n_acc;
+    ws->attention = block + n_acc;
     ws->x = (float *)(block + doubles);
     ws->h = ws->x + tc;
     ws->delta = ws->h + tc;
@@ -70,16 +70,16 @@ static fg_status workspace_create(const char *fn, workspace *ws,
 static fg_status check_cache(const char *fn, const fg_config *c,
                              const fg_kv_cache *cache, int layer, int T)
 {
-    FG_TRY(fg_check_ptr(fn, "cache", cache));
+    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
     if (cache->n_layer != c->n_layer || cache->n_kv_head != c->n_kv_head ||
         cache->head_dim != c->n_embd / c->n_head || cache->layers == NULL)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: cache (n_layer %d, n_kv_head %d, head_dim %d) does not "
                        "match the config (n_layer %d, n_kv_head %d, head_dim %d)",
                        fn, cache->n_layer, cache->n_kv_head, cache->head_dim,
                        c->n_layer, c->n_kv_head, c->n_embd / c->n_head);
     if (layer >= c->n_layer)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
                        c->n_layer, layer);
     const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
@@ -92,13 +92,13 @@ static fg_status check_activations(const char *fn, const float *out,
                                    const float *x, int T, const fg_config *c)
 {
     size_t elems;
-    FG_TRY(fg_check_ptr(fn, "out", out));
-    FG_TRY(fg_check_ptr(fn, "x", x));
-    FG_TRY(fg_check_min(fn, "T", T, 1));
-    FG_TRY(fg_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
+    FGI_TRY(fgi_check_ptr(fn, "out", out));
+    FGI_TRY(fgi_check_ptr(fn, "x", x));
+    FGI_TRY(fgi_check_min(fn, "T", T, 1));
+    FGI_TRY(fgi_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
                           (long long)c->n_embd));
     if (out != x)
-        FG_TRY(fg_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
+        FGI_TRY(fgi_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
                                  elems * sizeof(float)));
     return FG_OK;
 }
@@ -129,7 +129,7 @@ static void attention_layer(float *out, const float *x, int T, const fg_config *
         const size_t kv_head = (size_t)(h / group) * cap * d;
         fgi_attend_head(ws->att + (size_t)h * d, (size_t)nh * d,
                         ws->qkv + (size_t)h * d, (size_t)qkv_w, kl->k + kv_head,
-                        kl->v + kv_head, T, kv_len, d, block, ws->attn);
+                        kl->v + kv_head, T, kv_len, d, block, ws->attention);
     }
     fgi_linear(out, ws->att, lw->c_proj_w, lw->c_proj_b, T, nh * d, C, ws->acc);
     kl->len = kv_len;
@@ -177,10 +177,10 @@ static fg_status check_layer_call(const char *fn, const float *out, const float 
                                   const fg_layer_weights *lw,
                                   const fg_kv_cache *cache, int layer)
 {
-    FG_TRY(fgi_check_config(fn, c));
-    FG_TRY(fgi_check_layer_weights(fn, c, lw, layer));
-    FG_TRY(check_activations(fn, out, x, T, c));
-    FG_TRY(fg_check_min(fn, "layer", layer, 0));
+    FGI_TRY(fgi_check_config(fn, c));
+    FGI_TRY(fgi_check_layer_weights(fn, c, lw, layer));
+    FGI_TRY(check_activations(fn, out, x, T, c));
+    FGI_TRY(fgi_check_min(fn, "layer", layer, 0));
     return check_cache(fn, c, cache, layer, T);
 }
 
@@ -191,8 +191,8 @@ fg_status fg_ref_attention_layer(float *out, const float *x, int T,
 {
     static const char fn[] = "fg_ref_attention_layer";
     workspace ws;
-    FG_TRY(check_layer_call(fn, out, x, T, cfg, lw, cache, layer));
-    FG_TRY(workspace_create(fn, &ws, cfg, T, cache->layers[layer].len + T));
+    FGI_TRY(check_layer_call(fn, out, x, T, cfg, lw, cache, layer));
+    FGI_TRY(workspace_create(fn, &ws, cfg, T, cache->layers[layer].len + T));
     attention_layer(out, x, T, cfg, lw, cache, layer, &ws);
     free(ws.block);
     return FG_OK;
@@ -203,8 +203,8 @@ fg_status fg_ref_block(float *x, int T, const fg_config *cfg,
 {
     static const char fn[] = "fg_ref_block";
     workspace ws;
-    FG_TRY(check_layer_call(fn, x, x, T, cfg, lw, cache, layer));
-    FG_TRY(workspace_create(fn, &ws, cfg, T, cache->layers[layer].len + T));
+    FGI_TRY(check_layer_call(fn, x, x, T, cfg, lw, cache, layer));
+    FGI_TRY(workspace_create(fn, &ws, cfg, T, cache->layers[layer].len + T));
     block_forward(x, T, cfg, lw, cache, layer, &ws);
     free(ws.block);
     return FG_OK;
@@ -216,25 +216,25 @@ static fg_status check_forward(const char *fn, const float *logits,
                                const fg_kv_cache *cache, const int *ids, int T)
 {
     size_t elems;
-    FG_TRY(fgi_check_config(fn, c));
-    FG_TRY(fgi_check_weights(fn, c, w));
-    FG_TRY(fg_check_ptr(fn, "logits", logits));
-    FG_TRY(fg_check_ptr(fn, "ids", ids));
-    FG_TRY(fg_check_min(fn, "T", T, 1));
-    FG_TRY(fg_check_elems(fn, "logits (T*vocab_size)", &elems, 2,
+    FGI_TRY(fgi_check_config(fn, c));
+    FGI_TRY(fgi_check_weights(fn, c, w));
+    FGI_TRY(fgi_check_ptr(fn, "logits", logits));
+    FGI_TRY(fgi_check_ptr(fn, "ids", ids));
+    FGI_TRY(fgi_check_min(fn, "T", T, 1));
+    FGI_TRY(fgi_check_elems(fn, "logits (T*vocab_size)", &elems, 2,
                           (long long)logit_rows, (long long)c->vocab_size));
     if (probs != NULL && probs != logits)
-        FG_TRY(fg_check_disjoint(fn, "probs", probs, elems * sizeof(float),
+        FGI_TRY(fgi_check_disjoint(fn, "probs", probs, elems * sizeof(float),
                                  "logits", logits, elems * sizeof(float)));
-    FG_TRY(check_cache(fn, c, cache, -1, T));
+    FGI_TRY(check_cache(fn, c, cache, -1, T));
     for (int t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: ids[%d] = %d is outside the vocabulary [0, %d)", fn,
                            t, ids[t], c->vocab_size);
     const long long end = (long long)cache->layers[0].len + T;
     if (w->wpe != NULL && end > c->n_ctx)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: position %lld is past the position table (n_ctx %d)",
                        fn, end - 1, c->n_ctx);
     return FG_OK;
@@ -246,9 +246,9 @@ static fg_status forward(const char *fn, float *logits, float *probs,
                          fg_kv_cache *cache, const int *ids, int T)
 {
     workspace ws;
-    FG_TRY(check_forward(fn, logits, probs, logit_rows, cfg, w, cache, ids, T));
+    FGI_TRY(check_forward(fn, logits, probs, logit_rows, cfg, w, cache, ids, T));
     const int L = cache->layers[0].len;
-    FG_TRY(workspace_create(fn, &ws, cfg, T, L + T));
+    FGI_TRY(workspace_create(fn, &ws, cfg, T, L + T));
 
     const size_t C = (size_t)cfg->n_embd, V = (size_t)cfg->vocab_size;
     for (size_t t = 0; t < (size_t)T; t++) {

@@ -103,9 +103,9 @@ fg_status fg_ref_linear(float *y, const float *x, const float *w, const float *b
                         int rows, int in, int out)
 {
     static const char fn[] = "fg_ref_linear";
-    FG_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
+    FGI_TRY(fgi_check_linear(fn, y, x, w, rows, in, out));
     double *acc;
-    FG_TRY(fg_alloc(fn, (void **)&acc, (size_t)out, sizeof(double)));
+    FGI_TRY(fgi_alloc(fn, (void **)&acc, (size_t)out, sizeof(double)));
     fgi_linear(y, x, w, b, rows, in, out, acc);
     free(acc);
     return FG_OK;
@@ -113,7 +113,7 @@ fg_status fg_ref_linear(float *y, const float *x, const float *w, const float *b
 
 fg_status fg_ref_gelu(float *y, const float *x, int n)
 {
-    FG_TRY(fgi_check_elementwise("fg_ref_gelu", y, "x", x, n));
+    FGI_TRY(fgi_check_elementwise("fg_ref_gelu", y, "x", x, n));
     for (int i = 0; i < n; i++) y[i] = (float)fgi_gelu(x[i]);
     return FG_OK;
 }
@@ -121,8 +121,8 @@ fg_status fg_ref_gelu(float *y, const float *x, int n)
 fg_status fg_ref_silu_mul(float *y, const float *gate, const float *up, int n)
 {
     static const char fn[] = "fg_ref_silu_mul";
-    FG_TRY(fgi_check_elementwise(fn, y, "gate", gate, n));
-    FG_TRY(fgi_check_elementwise(fn, y, "up", up, n));
+    FGI_TRY(fgi_check_elementwise(fn, y, "gate", gate, n));
+    FGI_TRY(fgi_check_elementwise(fn, y, "up", up, n));
     for (int i = 0; i < n; i++) y[i] = (float)(fgi_silu(gate[i]) * up[i]);
     return FG_OK;
 }
@@ -130,7 +130,7 @@ fg_status fg_ref_silu_mul(float *y, const float *gate, const float *up, int n)
 fg_status fg_ref_layer_norm(float *y, const float *x, const float *g,
                             const float *b, int rows, int cols, float eps)
 {
-    FG_TRY(fgi_check_rowwise("fg_ref_layer_norm", y, x, g, rows, cols, eps));
+    FGI_TRY(fgi_check_rowwise("fg_ref_layer_norm", y, x, g, rows, cols, eps));
     for (size_t r = 0; r < (size_t)rows; r++)
         fgi_layer_norm_row(y + r * cols, x + r * cols, g, b, cols, eps);
     return FG_OK;
@@ -139,7 +139,7 @@ fg_status fg_ref_layer_norm(float *y, const float *x, const float *g,
 fg_status fg_ref_rms_norm(float *y, const float *x, const float *g, int rows,
                           int cols, float eps)
 {
-    FG_TRY(fgi_check_rowwise("fg_ref_rms_norm", y, x, g, rows, cols, eps));
+    FGI_TRY(fgi_check_rowwise("fg_ref_rms_norm", y, x, g, rows, cols, eps));
     for (size_t r = 0; r < (size_t)rows; r++)
         fgi_rms_norm_row(y + r * cols, x + r * cols, g, cols, eps);
     return FG_OK;
@@ -151,10 +151,10 @@ static fg_status mlp_workspace(const char *fn, float **hidden, int n_hidden,
                                double **acc, int rows, int hidden_dim, int inner)
 {
     size_t h_elems;
-    FG_TRY(fg_check_elems(fn, "hidden activations (rows*inner)", &h_elems, 3,
+    FGI_TRY(fgi_check_elems(fn, "hidden activations (rows*inner)", &h_elems, 3,
                           (long long)rows, (long long)inner, (long long)n_hidden));
-    FG_TRY(fg_alloc(fn, (void **)hidden, h_elems, sizeof(float)));
-    fg_status st = fg_alloc(fn, (void **)acc,
+    FGI_TRY(fgi_alloc(fn, (void **)hidden, h_elems, sizeof(float)));
+    fg_status st = fgi_alloc(fn, (void **)acc,
                             (size_t)(inner > hidden_dim ? inner : hidden_dim),
                             sizeof(double));
     if (st != FG_OK) free(*hidden);
@@ -166,10 +166,10 @@ fg_status fg_ref_ffn(float *y, const float *x, const float *w_fc,
                      const float *b_proj, int rows, int hidden, int inner)
 {
     static const char fn[] = "fg_ref_ffn";
-    FG_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
+    FGI_TRY(fgi_check_ffn(fn, y, x, w_fc, w_proj, rows, hidden, inner));
     float *h;
     double *acc;
-    FG_TRY(mlp_workspace(fn, &h, 1, &acc, rows, hidden, inner));
+    FGI_TRY(mlp_workspace(fn, &h, 1, &acc, rows, hidden, inner));
     fgi_gelu_mlp(y, x, w_fc, b_fc, w_proj, b_proj, rows, hidden, inner, h, acc);
     free(acc);
     free(h);
@@ -181,10 +181,10 @@ fg_status fg_ref_swiglu_ffn(float *y, const float *x, const float *w_gate,
                             int hidden, int inner)
 {
     static const char fn[] = "fg_ref_swiglu_ffn";
-    FG_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
+    FGI_TRY(fgi_check_swiglu(fn, y, x, w_gate, w_up, w_down, rows, hidden, inner));
     float *h;
     double *acc;
-    FG_TRY(mlp_workspace(fn, &h, 2, &acc, rows, hidden, inner));
+    FGI_TRY(mlp_workspace(fn, &h, 2, &acc, rows, hidden, inner));
     fgi_swiglu_mlp(y, x, w_gate, w_up, w_down, rows, hidden, inner, h, acc);
     free(acc);
     free(h);

@@ -27,8 +27,8 @@ fg_status fg_ref_rope(float *x, int n_head, int seq, int head_dim,
                       const int *pos, double base)
 {
     static const char fn[] = "fg_ref_rope";
-    FG_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
-    FG_TRY(fgi_check_positions(fn, pos, seq));
+    FGI_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
+    FGI_TRY(fgi_check_positions(fn, pos, seq));
     for (size_t h = 0; h < (size_t)n_head; h++)
         for (size_t t = 0; t < (size_t)seq; t++)
             fgi_rope_vector(x + (h * seq + t) * head_dim, head_dim, pos[t], base);

@@ -31,7 +31,7 @@ void fgi_softmax_slice(float *y, const float *x, int n, size_t stride)
 
 fg_status fg_ref_softmax(float *y, const float *x, int outer, int n, int inner)
 {
-    FG_TRY(fgi_check_softmax("fg_ref_softmax", y, x, outer, n, inner));
+    FGI_TRY(fgi_check_softmax("fg_ref_softmax", y, x, outer, n, inner));
     for (size_t o = 0; o < (size_t)outer; o++) {
         size_t base = o * (size_t)n * (size_t)inner;
         for (size_t i = 0; i < (size_t)inner; i++)
@@ -42,7 +42,7 @@ fg_status fg_ref_softmax(float *y, const float *x, int outer, int n, int inner)
 
 fg_status fg_ref_causal_mask(uint8_t *mask, int q_len, int kv_len)
 {
-    FG_TRY(fgi_check_causal_mask("fg_ref_causal_mask", mask, q_len, kv_len));
+    FGI_TRY(fgi_check_causal_mask("fg_ref_causal_mask", mask, q_len, kv_len));
     const long long shift = (long long)kv_len - q_len;
     for (size_t i = 0; i < (size_t)q_len; i++) {
         uint8_t *row = mask + i * (size_t)kv_len;

@@ -37,20 +37,20 @@ fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
                             const fg_sampler_config *cfg)
 {
     static const char fn[] = "fg_sampler_create";
-    FG_TRY(fg_check_ptr(fn, "sampler", sampler));
+    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
     *sampler = NULL;
-    FG_TRY(fg_check_ptr(fn, "cfg", cfg));
-    FG_TRY(fg_check_min(fn, "vocab_size", vocab_size, 1));
+    FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
+    FGI_TRY(fgi_check_min(fn, "vocab_size", vocab_size, 1));
     if (!(cfg->temperature >= 0.0f) || !isfinite(cfg->temperature))
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: temperature must be finite and >= 0 (got %g)", fn,
                        (double)cfg->temperature);
     if (!(cfg->top_p > 0.0f && cfg->top_p <= 1.0f))
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: top_p must be in (0, 1] (got %g)", fn,
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: top_p must be in (0, 1] (got %g)", fn,
                        (double)cfg->top_p);
     fg_sampler *s;
-    FG_TRY(fg_alloc(fn, (void **)&s, 1, sizeof *s));
-    fg_status st = fg_alloc(fn, (void **)&s->cand, (size_t)vocab_size, sizeof *s->cand);
+    FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
+    fg_status st = fgi_alloc(fn, (void **)&s->cand, (size_t)vocab_size, sizeof *s->cand);
     if (st != FG_OK) {
         fg_sampler_destroy(s);
         return st;
@@ -80,19 +80,19 @@ static int by_prob_then_id(const void *a, const void *b)
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int *token)
 {
     static const char fn[] = "fg_sampler_sample";
-    FG_TRY(fg_check_ptr(fn, "sampler", s));
-    FG_TRY(fg_check_ptr(fn, "logits", logits));
-    FG_TRY(fg_check_ptr(fn, "token", token));
+    FGI_TRY(fgi_check_ptr(fn, "sampler", s));
+    FGI_TRY(fgi_check_ptr(fn, "logits", logits));
+    FGI_TRY(fgi_check_ptr(fn, "token", token));
     const int V = s->vocab_size;
     int best = -1;
     for (int i = 0; i < V; i++) {
         if (isnan(logits[i]) || logits[i] == INFINITY)
-            return fg_fail(FG_ERR_INVALID_ARG, "%s: logits[%d] is %g", fn, i,
+            return fgi_fail(FG_ERR_INVALID_ARG, "%s: logits[%d] is %g", fn, i,
                            (double)logits[i]);
         if (logits[i] != -INFINITY && (best < 0 || logits[i] > logits[best])) best = i;
     }
     if (best < 0)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: every logit is -inf", fn);
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: every logit is -inf", fn);
     if (s->cfg.temperature == 0.0f) {
         *token = best;
         return FG_OK;

@@ -23,15 +23,15 @@ struct fg_session {
 fg_status fg_device_parse(const char *name, fg_device *device)
 {
     static const char fn[] = "fg_device_parse";
-    FG_TRY(fg_check_ptr(fn, "name", name));
-    FG_TRY(fg_check_ptr(fn, "device", device));
+    FGI_TRY(fgi_check_ptr(fn, "name", name));
+    FGI_TRY(fgi_check_ptr(fn, "device", device));
     const fg_device all[] = {FG_DEVICE_AUTO, FG_DEVICE_CPU, FG_DEVICE_CUDA};
     for (int i = 0; i < 3; i++)
         if (strcmp(name, fg_device_name(all[i])) == 0) {
             *device = all[i];
             return FG_OK;
         }
-    return fg_fail(FG_ERR_INVALID_ARG,
+    return fgi_fail(FG_ERR_INVALID_ARG,
                    "%s: unknown device '%s' (expected auto, cpu or cuda)", fn, name);
 }
 
@@ -50,8 +50,8 @@ static fg_status open_device(const char *fn, fg_session *s)
     if (s->device == FG_DEVICE_CPU)
         return fg_kv_cache_create(&s->host_cache, s->cfg, s->capacity);
     if (!fg_cuda_available())
-        return fg_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
-    FG_TRY(fg_cuda_model_create(&s->gpu_model, s->cfg, s->w, s->capacity, NULL));
+        return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
+    FGI_TRY(fg_cuda_model_create(&s->gpu_model, s->cfg, s->w, s->capacity, NULL));
     return fg_cuda_kv_cache_create(&s->gpu_cache, s->cfg, s->capacity);
 }
 
@@ -59,26 +59,26 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
                             const fg_weights *w, fg_device device, int ctx)
 {
     static const char fn[] = "fg_session_create";
-    FG_TRY(fg_check_ptr(fn, "session", session));
+    FGI_TRY(fgi_check_ptr(fn, "session", session));
     *session = NULL;
-    FG_TRY(fgi_check_config(fn, cfg));
-    FG_TRY(fgi_check_weights(fn, cfg, w));
+    FGI_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_weights(fn, cfg, w));
     if (device != FG_DEVICE_AUTO && device != FG_DEVICE_CPU && device != FG_DEVICE_CUDA)
-        return fg_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)device);
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)device);
     if (ctx < 0 || ctx > cfg->n_ctx)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: ctx must be in 0 .. %d, the model's context (got %d)", fn,
                        cfg->n_ctx, ctx);
 
     fg_session *s;
-    FG_TRY(fg_alloc(fn, (void **)&s, 1, sizeof *s));
+    FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
     s->cfg = cfg;
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
     s->device = device == FG_DEVICE_AUTO
                     ? (fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
                     : device;
-    fg_status st = fg_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,
+    fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,
                             sizeof(float));
     if (st == FG_OK) st = open_device(fn, s);
     if (st != FG_OK) {
@@ -110,8 +110,8 @@ const float *fg_session_logits(const fg_session *s)
 
 fg_status fg_session_reset(fg_session *s)
 {
-    FG_TRY(fg_check_ptr("fg_session_reset", "session", s));
-    FG_TRY(s->host_cache ? fg_kv_cache_reset(s->host_cache) : fg_cuda_kv_cache_reset(s->gpu_cache));
+    FGI_TRY(fgi_check_ptr("fg_session_reset", "session", s));
+    FGI_TRY(s->host_cache ? fg_kv_cache_reset(s->host_cache) : fg_cuda_kv_cache_reset(s->gpu_cache));
     s->len = 0;
     s->has_logits = 0;
     return FG_OK;
@@ -124,11 +124,11 @@ static fg_status forward_on_device(fg_session *s, const int *ids, int T,
     if (s->device == FG_DEVICE_CPU) {
         if (all_logits == NULL)
             return fg_ref_forward_last(s->last_logits, s->cfg, s->w, s->host_cache, ids, T);
-        FG_TRY(fg_ref_forward(all_logits, NULL, s->cfg, s->w, s->host_cache, ids, T));
+        FGI_TRY(fg_ref_forward(all_logits, NULL, s->cfg, s->w, s->host_cache, ids, T));
     } else {
         if (all_logits == NULL)
             return fg_cuda_forward_last(s->last_logits, s->gpu_model, s->gpu_cache, ids, T);
-        FG_TRY(fg_cuda_forward(all_logits, NULL, s->gpu_model, s->gpu_cache, ids, T));
+        FGI_TRY(fg_cuda_forward(all_logits, NULL, s->gpu_model, s->gpu_cache, ids, T));
     }
     memcpy(s->last_logits, all_logits + (size_t)(T - 1) * V, V * sizeof(float));
     return FG_OK;
@@ -137,14 +137,14 @@ static fg_status forward_on_device(fg_session *s, const int *ids, int T,
 fg_status fg_session_forward(fg_session *s, const int *ids, int T, float *all_logits)
 {
     static const char fn[] = "fg_session_forward";
-    FG_TRY(fg_check_ptr(fn, "session", s));
-    FG_TRY(fg_check_ptr(fn, "ids", ids));
-    FG_TRY(fg_check_min(fn, "T", T, 1));
+    FGI_TRY(fgi_check_ptr(fn, "session", s));
+    FGI_TRY(fgi_check_ptr(fn, "ids", ids));
+    FGI_TRY(fgi_check_min(fn, "T", T, 1));
     if ((long long)s->len + T > s->capacity)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: context full: %d tokens cached + %d new > ctx %d", fn,
                        s->len, T, s->capacity);
-    FG_TRY(forward_on_device(s, ids, T, all_logits));
+    FGI_TRY(forward_on_device(s, ids, T, all_logits));
     s->len += T;
     s->has_logits = 1;
     return FG_OK;

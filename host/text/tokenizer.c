@@ -1,5 +1,5 @@
 /* Tokenizers, the shared part: argument checking and dispatch of the public
- * fg_tokenizer_* calls, the spelling -> id hash map, the BPE merge engine
+ * fgi_tokenizer_* calls, the spelling -> id hash map, the BPE merge engine
  * both formats use, and whole-file reading.
  *
  * The merge engine keeps the symbols in a doubly linked list and every
@@ -23,13 +23,13 @@ fg_status fgi_tokenizer_new(const char *fn, fg_tokenizer **tok, fgi_tokenizer_ki
                             int vocab_size)
 {
     fg_tokenizer *t = NULL;
-    FG_TRY(fg_alloc(fn, (void **)&t, 1, sizeof *t));
+    FGI_TRY(fgi_alloc(fn, (void **)&t, 1, sizeof *t));
     t->kind = kind;
     t->vocab_size = vocab_size;
     t->bos = t->eos = t->dummy_prefix = -1;
-    fg_status st = fg_alloc(fn, (void **)&t->spelling_at, (size_t)vocab_size + 1, sizeof(size_t));
+    fg_status st = fgi_alloc(fn, (void **)&t->spelling_at, (size_t)vocab_size + 1, sizeof(size_t));
     if (st == FG_OK)
-        st = fg_alloc(fn, (void **)&t->output_at, (size_t)vocab_size + 1, sizeof(size_t));
+        st = fgi_alloc(fn, (void **)&t->output_at, (size_t)vocab_size + 1, sizeof(size_t));
     if (st != FG_OK) {
         fg_tokenizer_destroy(t);
         return st;
@@ -61,17 +61,17 @@ fg_status fg_tokenizer_encode(const fg_tokenizer *tok, const char *text, size_t 
                               int add_bos, int *ids, int capacity, int *n_ids)
 {
     static const char fn[] = "fg_tokenizer_encode";
-    FG_TRY(fg_check_ptr(fn, "tok", tok));
-    FG_TRY(fg_check_ptr(fn, "text", text));
-    FG_TRY(fg_check_ptr(fn, "n_ids", n_ids));
-    FG_TRY(fg_check_min(fn, "capacity", capacity, 0));
-    if (capacity > 0) FG_TRY(fg_check_ptr(fn, "ids", ids));
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(fn, "text", text));
+    FGI_TRY(fgi_check_ptr(fn, "n_ids", n_ids));
+    FGI_TRY(fgi_check_min(fn, "capacity", capacity, 0));
+    if (capacity > 0) FGI_TRY(fgi_check_ptr(fn, "ids", ids));
     if (len > (size_t)INT_MAX - 2)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'len' must be <= %d bytes (got %zu)", fn,
                        INT_MAX - 2, len);
     if (add_bos && tok->bos < 0)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'add_bos' is set but this vocabulary has no BOS token",
                        fn);
 
@@ -79,7 +79,7 @@ fg_status fg_tokenizer_encode(const fg_tokenizer *tok, const char *text, size_t 
     int *out = NULL;
     fgi_bpe_work work;
     memset(&work, 0, sizeof work);
-    FG_TRY(fg_alloc(fn, (void **)&out, len + 2, sizeof *out));
+    FGI_TRY(fgi_alloc(fn, (void **)&out, len + 2, sizeof *out));
     fg_status st = fgi_bpe_work_init(fn, &work, tok, len + 1);
     if (st != FG_OK) {
         free(out);
@@ -95,7 +95,7 @@ fg_status fg_tokenizer_encode(const fg_tokenizer *tok, const char *text, size_t 
 
     *n_ids = count;
     if (count > capacity)
-        st = fg_fail(FG_ERR_INVALID_ARG,
+        st = fgi_fail(FG_ERR_INVALID_ARG,
                      "%s: argument 'capacity' is too small: the text needs %d ids (got %d)",
                      fn, count, capacity);
     else if (count > 0)
@@ -108,7 +108,7 @@ static fg_status check_id(const char *fn, const char *name, const fg_tokenizer *
                           int id)
 {
     if (id < 0 || id >= tok->vocab_size)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument '%s' must be a token id in [0, %d) (got %d)", fn,
                        name, tok->vocab_size, id);
     return FG_OK;
@@ -131,11 +131,11 @@ fg_status fg_tokenizer_piece(const fg_tokenizer *tok, int prev, int id,
                              const char **bytes, size_t *len)
 {
     static const char fn[] = "fg_tokenizer_piece";
-    FG_TRY(fg_check_ptr(fn, "tok", tok));
-    FG_TRY(fg_check_ptr(fn, "bytes", bytes));
-    FG_TRY(fg_check_ptr(fn, "len", len));
-    if (prev != -1) FG_TRY(check_id(fn, "prev", tok, prev));
-    FG_TRY(check_id(fn, "id", tok, id));
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(fn, "bytes", bytes));
+    FGI_TRY(fgi_check_ptr(fn, "len", len));
+    if (prev != -1) FGI_TRY(check_id(fn, "prev", tok, prev));
+    FGI_TRY(check_id(fn, "id", tok, id));
     *bytes = piece_of(tok, prev, id, len);
     return FG_OK;
 }
@@ -144,15 +144,15 @@ fg_status fg_tokenizer_decode(const fg_tokenizer *tok, const int *ids, int n, ch
                               size_t cap, size_t *len)
 {
     static const char fn[] = "fg_tokenizer_decode";
-    FG_TRY(fg_check_ptr(fn, "tok", tok));
-    FG_TRY(fg_check_ptr(fn, "ids", ids));
-    FG_TRY(fg_check_ptr(fn, "len", len));
-    FG_TRY(fg_check_min(fn, "n", n, 0));
-    if (cap > 0) FG_TRY(fg_check_ptr(fn, "out", out));
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(fn, "ids", ids));
+    FGI_TRY(fgi_check_ptr(fn, "len", len));
+    FGI_TRY(fgi_check_min(fn, "n", n, 0));
+    if (cap > 0) FGI_TRY(fgi_check_ptr(fn, "out", out));
     size_t total = 0, piece_len;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= tok->vocab_size)
-            return fg_fail(FG_ERR_INVALID_ARG,
+            return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: argument 'ids' holds %d at index %d, outside [0, %d)", fn,
                            ids[i], i, tok->vocab_size);
         piece_of(tok, i > 0 ? ids[i - 1] : -1, ids[i], &piece_len);
@@ -160,7 +160,7 @@ fg_status fg_tokenizer_decode(const fg_tokenizer *tok, const int *ids, int n, ch
     }
     *len = total;
     if (total > cap)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'cap' is too small: the ids decode to %zu bytes (got %zu)",
                        fn, total, cap);
     if (total == 0) return FG_OK; /* out may be NULL */
@@ -180,17 +180,17 @@ fg_status fgi_tokenizer_read_file(const char *fn, const char *path, char **data,
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return fg_fail(FG_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
+        return fgi_fail(FG_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
     struct stat info;
     if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode)) {
         fclose(f);
-        return fg_fail(FG_ERR_IO, "%s: '%s' is not a regular file", fn, path);
+        return fgi_fail(FG_ERR_IO, "%s: '%s' is not a regular file", fn, path);
     }
     size_t size = (size_t)info.st_size;
     char *buf = NULL;
-    fg_status st = fg_alloc(fn, (void **)&buf, size + 1, 1);
+    fg_status st = fgi_alloc(fn, (void **)&buf, size + 1, 1);
     if (st == FG_OK && fread(buf, 1, size, f) != size)
-        st = fg_fail(FG_ERR_IO, "%s: cannot read %zu bytes from '%s'", fn, size, path);
+        st = fgi_fail(FG_ERR_IO, "%s: cannot read %zu bytes from '%s'", fn, size, path);
     fclose(f);
     if (st != FG_OK) {
         free(buf);
@@ -241,7 +241,7 @@ fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entr
 {
     size_t capacity = 16;
     while (capacity < 2 * n_entries) capacity *= 2; /* load factor <= 1/2 */
-    FG_TRY(fg_alloc(fn, (void **)&map->slots, capacity, sizeof *map->slots));
+    FGI_TRY(fgi_alloc(fn, (void **)&map->slots, capacity, sizeof *map->slots));
     for (size_t i = 0; i < capacity; i++) map->slots[i] = -1;
     map->mask = capacity - 1;
     return FG_OK;
@@ -284,13 +284,13 @@ fg_status fgi_bpe_work_init(const char *fn, fgi_bpe_work *work, const fg_tokeniz
 {
     memset(work, 0, sizeof *work);
     /* The heap receives the n - 1 initial pairs plus at most two per merge. */
-    fg_status st = fg_alloc(fn, (void **)&work->id, max_symbols, sizeof(int));
-    if (st == FG_OK) st = fg_alloc(fn, (void **)&work->prev, max_symbols, sizeof(int));
-    if (st == FG_OK) st = fg_alloc(fn, (void **)&work->next, max_symbols, sizeof(int));
-    if (st == FG_OK) st = fg_alloc(fn, (void **)&work->pending, max_symbols, sizeof(int));
+    fg_status st = fgi_alloc(fn, (void **)&work->id, max_symbols, sizeof(int));
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&work->prev, max_symbols, sizeof(int));
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&work->next, max_symbols, sizeof(int));
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&work->pending, max_symbols, sizeof(int));
     if (st == FG_OK)
-        st = fg_alloc(fn, (void **)&work->heap, max_symbols, 3 * sizeof(fgi_bpe_candidate));
-    if (st == FG_OK) st = fg_alloc(fn, (void **)&work->scratch, 2 * tok->max_spelling + 1, 1);
+        st = fgi_alloc(fn, (void **)&work->heap, max_symbols, 3 * sizeof(fgi_bpe_candidate));
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&work->scratch, 2 * tok->max_spelling + 1, 1);
     if (st != FG_OK) fgi_bpe_work_free(work);
     return st;
 }

@@ -233,7 +233,7 @@ static fg_status format_error(const char *file, const char *problem, const char 
                               size_t token_len)
 {
     char quoted[256];
-    return fg_fail(FG_ERR_FORMAT, "%s: %s: %s \"%s\"", load_fn, file, problem,
+    return fgi_fail(FG_ERR_FORMAT, "%s: %s: %s \"%s\"", load_fn, file, problem,
                    fgi_quote_bytes(quoted, sizeof quoted, token, token_len));
 }
 
@@ -243,7 +243,7 @@ static fg_status read_vocab_entries(fg_tokenizer *t, const cJSON *root, const ch
 {
     const int n = t->vocab_size;
     const char **keys = NULL;
-    FG_TRY(fg_alloc(load_fn, (void **)&keys, (size_t)n, sizeof *keys));
+    FGI_TRY(fgi_alloc(load_fn, (void **)&keys, (size_t)n, sizeof *keys));
     fg_status st = FG_OK;
     size_t total = 0;
     for (const cJSON *item = root->child; item != NULL && st == FG_OK; item = item->next) {
@@ -253,14 +253,14 @@ static fg_status read_vocab_entries(fg_tokenizer *t, const cJSON *root, const ch
         if (!cJSON_IsNumber(item))
             st = format_error(name, "the id is not a number for token", key, key_len);
         else if (!(v >= 0.0 && v < (double)n) || v != (double)(int)v)
-            st = fg_fail(FG_ERR_FORMAT,
+            st = fgi_fail(FG_ERR_FORMAT,
                          "%s: %s: token id %.17g is not an integer in [0, %d) (the number of tokens)",
                          load_fn, name, v, n);
         else if (keys[(int)v] != NULL)
-            st = fg_fail(FG_ERR_FORMAT, "%s: %s: token id %d is used twice", load_fn, name,
+            st = fgi_fail(FG_ERR_FORMAT, "%s: %s: token id %d is used twice", load_fn, name,
                          (int)v);
         else if (key_len == 0)
-            st = fg_fail(FG_ERR_FORMAT, "%s: %s: token id %d has an empty spelling", load_fn,
+            st = fgi_fail(FG_ERR_FORMAT, "%s: %s: token id %d has an empty spelling", load_fn,
                          name, (int)v);
         else {
             uint32_t cp;
@@ -271,7 +271,7 @@ static fg_status read_vocab_entries(fg_tokenizer *t, const cJSON *root, const ch
             total += key_len;
         }
     }
-    if (st == FG_OK) st = fg_alloc(load_fn, (void **)&t->spelling, total, 1);
+    if (st == FG_OK) st = fgi_alloc(load_fn, (void **)&t->spelling, total, 1);
     if (st == FG_OK) {
         size_t at = 0;
         for (int id = 0; id < n; id++) {
@@ -294,7 +294,7 @@ static fg_status build_outputs(fg_tokenizer *t)
     for (int cp = 0; cp < ALPHABET_END; cp++) codepoint_byte[cp] = -1;
     for (int b = 0; b < 256; b++) codepoint_byte[byte_to_codepoint(b)] = b;
 
-    FG_TRY(fg_alloc(load_fn, (void **)&t->output, t->spelling_at[t->vocab_size], 1));
+    FGI_TRY(fgi_alloc(load_fn, (void **)&t->output, t->spelling_at[t->vocab_size], 1));
     size_t at = 0;
     for (int id = 0; id < t->vocab_size; id++) {
         const unsigned char *s = (const unsigned char *)t->spelling + t->spelling_at[id];
@@ -319,17 +319,17 @@ static fg_status parse_vocab(fg_tokenizer **out, const char *json, size_t len,
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (root == NULL)
-        return fg_fail(FG_ERR_FORMAT, "%s: %s: not valid JSON", load_fn, name);
+        return fgi_fail(FG_ERR_FORMAT, "%s: %s: not valid JSON", load_fn, name);
     while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
         end++;
     if (end != json + len) {
         cJSON_Delete(root);
-        return fg_fail(FG_ERR_FORMAT, "%s: %s: unexpected data after the JSON object (byte %zu)",
+        return fgi_fail(FG_ERR_FORMAT, "%s: %s: unexpected data after the JSON object (byte %zu)",
                        load_fn, name, (size_t)(end - json));
     }
     if (!cJSON_IsObject(root) || cJSON_GetArraySize(root) < 1) {
         cJSON_Delete(root);
-        return fg_fail(FG_ERR_FORMAT,
+        return fgi_fail(FG_ERR_FORMAT,
                        "%s: %s: expected a non-empty JSON object of token -> id", load_fn,
                        name);
     }
@@ -341,7 +341,7 @@ static fg_status parse_vocab(fg_tokenizer **out, const char *json, size_t len,
     for (int id = 0; st == FG_OK && id < t->vocab_size; id++) {
         int other = fgi_string_map_insert(&t->lookup, t, id);
         if (other >= 0)
-            st = fg_fail(FG_ERR_FORMAT, "%s: %s: tokens %d and %d have the same spelling",
+            st = fgi_fail(FG_ERR_FORMAT, "%s: %s: tokens %d and %d have the same spelling",
                          load_fn, name, other, id);
     }
     if (st == FG_OK) st = build_outputs(t);
@@ -350,7 +350,7 @@ static fg_status parse_vocab(fg_tokenizer **out, const char *json, size_t len,
         size_t n = utf8_encode(byte_to_codepoint(b), spelled);
         t->byte_token[b] = fgi_string_map_find(&t->lookup, t, spelled, n);
         if (t->byte_token[b] < 0)
-            st = fg_fail(FG_ERR_FORMAT, "%s: %s: no token for byte 0x%02X (spelled U+%04X)",
+            st = fgi_fail(FG_ERR_FORMAT, "%s: %s: no token for byte 0x%02X (spelled U+%04X)",
                          load_fn, name, (unsigned)b, (unsigned)byte_to_codepoint(b));
     }
     if (st != FG_OK) {
@@ -367,7 +367,7 @@ static fg_status not_in_vocabulary(const char *name, int line_no, const char *wh
                                    const char *a, size_t a_len, const char *b, size_t b_len)
 {
     char quoted_a[128], quoted_b[128];
-    return fg_fail(FG_ERR_FORMAT, "%s: %s line %d: %s \"%s%s\" is not in the vocabulary",
+    return fgi_fail(FG_ERR_FORMAT, "%s: %s line %d: %s \"%s%s\" is not in the vocabulary",
                    load_fn, name, line_no, what,
                    fgi_quote_bytes(quoted_a, sizeof quoted_a, a, a_len),
                    fgi_quote_bytes(quoted_b, sizeof quoted_b, b, b_len));
@@ -383,7 +383,7 @@ static fg_status add_merge(fg_tokenizer *t, const char *line, size_t n, int line
     size_t left_len = space ? (size_t)(space - line) : 0;
     if (space == NULL || left_len == 0 || left_len + 1 == n ||
         memchr(space + 1, ' ', n - left_len - 1) != NULL)
-        return fg_fail(FG_ERR_FORMAT, "%s: %s line %d: expected \"left right\", got \"%s\"",
+        return fgi_fail(FG_ERR_FORMAT, "%s: %s line %d: expected \"left right\", got \"%s\"",
                        load_fn, name, line_no, fgi_quote_bytes(quoted, sizeof quoted, line, n));
     const char *right_text = space + 1;
     size_t right_len = n - left_len - 1;
@@ -403,7 +403,7 @@ static fg_status add_merge(fg_tokenizer *t, const char *line, size_t n, int line
                                  right_len);
     fgi_merge_slot *slot = merge_slot(t, left, right);
     if (slot->left >= 0)
-        return fg_fail(FG_ERR_FORMAT, "%s: %s line %d: repeats the merge of rank %d (\"%s\")",
+        return fgi_fail(FG_ERR_FORMAT, "%s: %s line %d: repeats the merge of rank %d (\"%s\")",
                        load_fn, name, line_no, slot->rank,
                        fgi_quote_bytes(quoted, sizeof quoted, line, n));
     *slot = (fgi_merge_slot){left, right, rank, merged};
@@ -415,12 +415,12 @@ static fg_status parse_merges(fg_tokenizer *t, const char *text, size_t len, con
     size_t lines = 1, capacity = 16;
     for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
     while (capacity < 2 * lines) capacity *= 2; /* load factor <= 1/2 */
-    FG_TRY(fg_alloc(load_fn, (void **)&t->merges, capacity, sizeof *t->merges));
+    FGI_TRY(fgi_alloc(load_fn, (void **)&t->merges, capacity, sizeof *t->merges));
     for (size_t i = 0; i < capacity; i++) t->merges[i].left = -1;
     t->merges_mask = capacity - 1;
 
     char *scratch = NULL;
-    FG_TRY(fg_alloc(load_fn, (void **)&scratch, t->max_spelling, 1));
+    FGI_TRY(fgi_alloc(load_fn, (void **)&scratch, t->max_spelling, 1));
     fg_status st = FG_OK;
     int line_no = 0, rank = 0;
     for (size_t pos = 0; pos < len && st == FG_OK;) {
@@ -442,11 +442,11 @@ fg_status fgi_tokenizer_gpt2_from_memory(fg_tokenizer **tok, const char *vocab_j
                                          size_t merges_len, const char *vocab_name,
                                          const char *merges_name)
 {
-    FG_TRY(fg_check_ptr(load_fn, "tok", tok));
-    FG_TRY(fg_check_ptr(load_fn, "vocab_json", vocab_json));
-    FG_TRY(fg_check_ptr(load_fn, "merges_txt", merges_txt));
+    FGI_TRY(fgi_check_ptr(load_fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(load_fn, "vocab_json", vocab_json));
+    FGI_TRY(fgi_check_ptr(load_fn, "merges_txt", merges_txt));
     fg_tokenizer *t = NULL;
-    FG_TRY(parse_vocab(&t, vocab_json, vocab_len, vocab_name ? vocab_name : "vocab.json"));
+    FGI_TRY(parse_vocab(&t, vocab_json, vocab_len, vocab_name ? vocab_name : "vocab.json"));
     fg_status st = parse_merges(t, merges_txt, merges_len, merges_name ? merges_name : "merges.txt");
     if (st != FG_OK) {
         fg_tokenizer_destroy(t);
@@ -459,12 +459,12 @@ fg_status fgi_tokenizer_gpt2_from_memory(fg_tokenizer **tok, const char *vocab_j
 fg_status fg_tokenizer_load_gpt2(fg_tokenizer **tok, const char *vocab_json_path,
                                  const char *merges_txt_path)
 {
-    FG_TRY(fg_check_ptr(load_fn, "tok", tok));
-    FG_TRY(fg_check_ptr(load_fn, "vocab_json_path", vocab_json_path));
-    FG_TRY(fg_check_ptr(load_fn, "merges_txt_path", merges_txt_path));
+    FGI_TRY(fgi_check_ptr(load_fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(load_fn, "vocab_json_path", vocab_json_path));
+    FGI_TRY(fgi_check_ptr(load_fn, "merges_txt_path", merges_txt_path));
     char *vocab = NULL, *merges = NULL;
     size_t vocab_len = 0, merges_len = 0;
-    FG_TRY(fgi_tokenizer_read_file(load_fn, vocab_json_path, &vocab, &vocab_len));
+    FGI_TRY(fgi_tokenizer_read_file(load_fn, vocab_json_path, &vocab, &vocab_len));
     fg_status st = fgi_tokenizer_read_file(load_fn, merges_txt_path, &merges, &merges_len);
     if (st == FG_OK)
         st = fgi_tokenizer_gpt2_from_memory(tok, vocab, vocab_len, merges, merges_len,

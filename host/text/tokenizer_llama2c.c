@@ -61,34 +61,34 @@ static fg_status read_records(fg_tokenizer *t, const unsigned char *data, size_t
 {
     const int32_t max_len = read_i32le(data);
     if (max_len < 1 || (size_t)max_len > len - 4)
-        return fg_fail(FG_ERR_FORMAT,
+        return fgi_fail(FG_ERR_FORMAT,
                        "%s: %s: max_token_length %d is outside [1, %zu] (the file size)",
                        load_fn, name, (int)max_len, len - 4);
     /* Each token needs at least its 8 header bytes. */
     if ((size_t)t->vocab_size > (len - 4) / 8)
-        return fg_fail(FG_ERR_FORMAT,
+        return fgi_fail(FG_ERR_FORMAT,
                        "%s: %s: %zu bytes cannot hold %d tokens (8 header bytes each)",
                        load_fn, name, len, t->vocab_size);
-    FG_TRY(fg_alloc(load_fn, (void **)&t->scores, (size_t)t->vocab_size, sizeof(float)));
-    FG_TRY(fg_alloc(load_fn, (void **)&t->spelling, len, 1)); /* pieces fit in the file */
+    FGI_TRY(fgi_alloc(load_fn, (void **)&t->scores, (size_t)t->vocab_size, sizeof(float)));
+    FGI_TRY(fgi_alloc(load_fn, (void **)&t->spelling, len, 1)); /* pieces fit in the file */
 
     size_t pos = 4, at = 0;
     for (int id = 0; id < t->vocab_size; id++) {
         if (len - pos < 8)
-            return fg_fail(FG_ERR_FORMAT,
+            return fgi_fail(FG_ERR_FORMAT,
                            "%s: %s: token %d: header at offset %zu runs past the end (%zu bytes)",
                            load_fn, name, id, pos, len);
         float score = read_f32le(data + pos);
         int32_t n = read_i32le(data + pos + 4);
         pos += 8;
         if (isnan(score))
-            return fg_fail(FG_ERR_FORMAT, "%s: %s: token %d: score is NaN", load_fn, name, id);
+            return fgi_fail(FG_ERR_FORMAT, "%s: %s: token %d: score is NaN", load_fn, name, id);
         if (n < 0 || n > max_len)
-            return fg_fail(FG_ERR_FORMAT,
+            return fgi_fail(FG_ERR_FORMAT,
                            "%s: %s: token %d: length %d is outside [0, %d] (max_token_length)",
                            load_fn, name, id, (int)n, (int)max_len);
         if ((size_t)n > len - pos)
-            return fg_fail(FG_ERR_FORMAT,
+            return fgi_fail(FG_ERR_FORMAT,
                            "%s: %s: token %d: %d bytes at offset %zu run past the end (%zu bytes)",
                            load_fn, name, id, (int)n, pos, len);
         t->scores[id] = score;
@@ -100,7 +100,7 @@ static fg_status read_records(fg_tokenizer *t, const unsigned char *data, size_t
     }
     t->spelling_at[t->vocab_size] = at;
     if (pos != len)
-        return fg_fail(FG_ERR_FORMAT,
+        return fgi_fail(FG_ERR_FORMAT,
                        "%s: %s: %zu bytes left after token %d (is vocab_size %d right?)",
                        load_fn, name, len - pos, t->vocab_size - 1, t->vocab_size);
     return FG_OK;
@@ -115,7 +115,7 @@ static fg_status check_byte_tokens(const fg_tokenizer *t, const char *name)
         size_t n = fgi_spelling_len(t, id);
         if (n != 6 || memcmp(t->spelling + t->spelling_at[id], expect, 6) != 0) {
             char quoted[256];
-            return fg_fail(FG_ERR_FORMAT,
+            return fgi_fail(FG_ERR_FORMAT,
                            "%s: %s: token %d is \"%s\", expected the byte token %s", load_fn,
                            name, id,
                            fgi_quote_bytes(quoted, sizeof quoted,
@@ -129,7 +129,7 @@ static fg_status check_byte_tokens(const fg_tokenizer *t, const char *name)
 /* Output bytes: byte tokens their byte, BOS/EOS nothing, the rest the piece. */
 static fg_status build_outputs(fg_tokenizer *t)
 {
-    FG_TRY(fg_alloc(load_fn, (void **)&t->output, t->spelling_at[t->vocab_size], 1));
+    FGI_TRY(fgi_alloc(load_fn, (void **)&t->output, t->spelling_at[t->vocab_size], 1));
     size_t at = 0;
     for (int id = 0; id < t->vocab_size; id++) {
         t->output_at[id] = at;
@@ -148,7 +148,7 @@ static fg_status build_outputs(fg_tokenizer *t)
 
 static fg_status build_lookup(fg_tokenizer *t)
 {
-    FG_TRY(fgi_string_map_init(load_fn, &t->lookup, (size_t)(t->vocab_size - FIRST_PIECE)));
+    FGI_TRY(fgi_string_map_init(load_fn, &t->lookup, (size_t)(t->vocab_size - FIRST_PIECE)));
     for (int id = FIRST_PIECE; id < t->vocab_size; id++)
         fgi_string_map_insert(&t->lookup, t, id); /* a duplicate keeps the lower id */
     int space = fgi_string_map_find(&t->lookup, t, " ", 1);
@@ -159,7 +159,7 @@ static fg_status build_lookup(fg_tokenizer *t)
 static fg_status check_vocab_size(int vocab_size)
 {
     if (vocab_size < FIRST_PIECE)
-        return fg_fail(FG_ERR_INVALID_ARG,
+        return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'vocab_size' must be >= %d (<unk>, BOS, EOS and 256 "
                        "byte tokens) (got %d)",
                        load_fn, FIRST_PIECE, vocab_size);
@@ -169,16 +169,16 @@ static fg_status check_vocab_size(int vocab_size)
 fg_status fgi_tokenizer_llama2c_from_memory(fg_tokenizer **tok, const unsigned char *data,
                                             size_t len, int vocab_size, const char *name)
 {
-    FG_TRY(fg_check_ptr(load_fn, "tok", tok));
-    FG_TRY(fg_check_ptr(load_fn, "data", data));
-    FG_TRY(check_vocab_size(vocab_size));
+    FGI_TRY(fgi_check_ptr(load_fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(load_fn, "data", data));
+    FGI_TRY(check_vocab_size(vocab_size));
     if (name == NULL) name = "tokenizer.bin";
     if (len < 4)
-        return fg_fail(FG_ERR_FORMAT,
+        return fgi_fail(FG_ERR_FORMAT,
                        "%s: %s: %zu bytes is too short for the max_token_length header",
                        load_fn, name, len);
     fg_tokenizer *t = NULL;
-    FG_TRY(fgi_tokenizer_new(load_fn, &t, FGI_TOKENIZER_LLAMA2C, vocab_size));
+    FGI_TRY(fgi_tokenizer_new(load_fn, &t, FGI_TOKENIZER_LLAMA2C, vocab_size));
     t->bos = LLAMA2C_BOS;
     t->eos = LLAMA2C_EOS;
     t->strip_space_after_bos = 1;
@@ -196,12 +196,12 @@ fg_status fgi_tokenizer_llama2c_from_memory(fg_tokenizer **tok, const unsigned c
 
 fg_status fg_tokenizer_load_llama2c(fg_tokenizer **tok, const char *path, int vocab_size)
 {
-    FG_TRY(fg_check_ptr(load_fn, "tok", tok));
-    FG_TRY(fg_check_ptr(load_fn, "path", path));
-    FG_TRY(check_vocab_size(vocab_size));
+    FGI_TRY(fgi_check_ptr(load_fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(load_fn, "path", path));
+    FGI_TRY(check_vocab_size(vocab_size));
     char *data = NULL;
     size_t len = 0;
-    FG_TRY(fgi_tokenizer_read_file(load_fn, path, &data, &len));
+    FGI_TRY(fgi_tokenizer_read_file(load_fn, path, &data, &len));
     fg_status st = fgi_tokenizer_llama2c_from_memory(tok, (const unsigned char *)data, len,
                                                      vocab_size, path);
     free(data);

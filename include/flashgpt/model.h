@@ -110,7 +110,7 @@ fg_status fg_ref_attention_layer(float *out, const float *x, int T,
                                  fg_kv_cache *cache, int layer);
 
 /* SPEC 11. Pre-norm block in place on x (T, C):
- * x += attn(norm_1(x)); x += mlp(norm_2(x)). */
+ * x += attention(norm_1(x)); x += mlp(norm_2(x)). */
 fg_status fg_ref_block(float *x, int T, const fg_config *cfg,
                        const fg_layer_weights *lw, fg_kv_cache *cache,
                        int layer);

@@ -96,7 +96,7 @@ Test(cli, bench_tiny_preset_runs_without_files)
 Test(cli, verify_without_gpu_is_a_runtime_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: covered by the GPU checks");
-    const char *model = fg_model_path("stories260K/stories260K.bin");
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
     if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     char args[4200];
     snprintf(args, sizeof args, "verify -m '%s'", model);
@@ -107,7 +107,7 @@ Test(cli, verify_without_gpu_is_a_runtime_error)
 
 Test(cli, generate_stories260k_greedy)
 {
-    const char *model = fg_model_path("stories260K/stories260K.bin");
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
     if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     char args[4200];
     snprintf(args, sizeof args, "generate -m '%s' --temperature 0 -n 30 --device cpu", model);
@@ -137,7 +137,7 @@ static float *read_npy(const char *path, int *rows, int *cols)
     cr_assert(hlen < (int)sizeof dict && fread(dict, 1, (size_t)hlen, f) == (size_t)hlen);
     cr_assert(strstr(dict, "'descr': '<f4'") && strstr(dict, "'fortran_order': False"), "%s", dict);
     cr_assert_eq(sscanf(strstr(dict, "'shape': ("), "'shape': (%d, %d)", rows, cols), 2);
-    float *data = fg_buf_nan((size_t)*rows * *cols);
+    float *data = fgi_buf_nan((size_t)*rows * *cols);
     cr_assert_eq(fread(data, sizeof(float), (size_t)*rows * *cols, f), (size_t)*rows * *cols);
     char extra;
     cr_assert_eq(fread(&extra, 1, 1, f), 0, "nothing after the data");
@@ -147,18 +147,18 @@ static float *read_npy(const char *path, int *rows, int *cols)
 
 Test(cli, logits_npy_matches_the_library)
 {
-    const char *model_path = fg_model_path("stories260K/stories260K.bin");
+    const char *model_path = fgi_model_path("stories260K/stories260K.bin");
     if (model_path == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     char model[4096], dir[] = "/tmp/fg_npy_XXXXXX", out[64], out_inc[64], args[8400];
     snprintf(model, sizeof model, "%s", model_path);
     cr_assert_not_null(mkdtemp(dir));
     snprintf(out, sizeof out, "%s/a.npy", dir);
     snprintf(out_inc, sizeof out_inc, "%s/b.npy", dir);
-    fg_rng rng = fg_rng_make(80);
+    fgi_rng rng = fgi_rng_make(80);
     int ids[6];
     char list[64] = "";
     for (int i = 0; i < 6; i++) {
-        ids[i] = fg_rng_int(&rng, 0, 511);
+        ids[i] = fgi_rng_int(&rng, 0, 511);
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", ids[i]);
     }
     snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device cpu", model, list, out);
@@ -175,10 +175,10 @@ Test(cli, logits_npy_matches_the_library)
     cr_assert_eq(fg_model_load(&m, model), FG_OK, "%s", fg_last_error());
     fg_kv_cache *cache;
     cr_assert_eq(fg_kv_cache_create(&cache, fg_model_config(m), 6), FG_OK);
-    float *expect = fg_buf_nan(6 * 512);
+    float *expect = fgi_buf_nan(6 * 512);
     cr_assert_eq(fg_ref_forward(expect, NULL, fg_model_config(m), fg_model_weights(m), cache, ids, 6), FG_OK);
-    fg_assert_same(a, expect, sizeof(float) * 6 * 512, "prefill logits in the .npy");
-    fg_assert_close(b, expect, 6 * 512, 1e-5, 1e-5, 1e-6, "incremental logits in the .npy");
+    fgi_assert_same(a, expect, sizeof(float) * 6 * 512, "prefill logits in the .npy");
+    fgi_assert_close(b, expect, 6 * 512, 1e-5, 1e-5, 1e-6, "incremental logits in the .npy");
 
     /* NumPy itself can read it, where NumPy is installed */
     snprintf(args, sizeof args,
@@ -203,6 +203,6 @@ Test(cli, logits_npy_matches_the_library)
     snprintf(args, sizeof args, "%s/c.npy", dir);
     cr_assert_neq(access(args, F_OK), 0, "no partial output file");
     fg_kv_cache_destroy(cache), fg_model_destroy(m);
-    fg_buf_free(a), fg_buf_free(b), fg_buf_free(expect);
+    fgi_buf_free(a), fgi_buf_free(b), fgi_buf_free(expect);
     remove(out), remove(out_inc), rmdir(dir);
 }

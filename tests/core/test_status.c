@@ -24,10 +24,10 @@ Test(status, message_names_function_argument_and_value)
     float x[4] = {1, 2, 3, 4}, y[4];
     fg_clear_error();
     cr_assert_str_eq(fg_last_error(), "");
-    fg_assert_status(fg_ref_softmax(y, x, 1, 0, 1), FG_ERR_INVALID_ARG, "fg_ref_softmax");
+    fgi_assert_status(fg_ref_softmax(y, x, 1, 0, 1), FG_ERR_INVALID_ARG, "fg_ref_softmax");
     cr_assert(strstr(fg_last_error(), "'n'") != NULL, "%s", fg_last_error());
     cr_assert(strstr(fg_last_error(), "got 0") != NULL, "%s", fg_last_error());
-    fg_assert_status(fg_ref_gelu(NULL, x, 4), FG_ERR_INVALID_ARG, "'y' is NULL");
+    fgi_assert_status(fg_ref_gelu(NULL, x, 4), FG_ERR_INVALID_ARG, "'y' is NULL");
     fg_clear_error();
     cr_assert_str_eq(fg_last_error(), "");
 }

@@ -33,11 +33,11 @@ static const int head_dims[] = {32, 64, 80, 96, 128, 256, 8, 40, 72, 16, 12, 3, 
 static const int lengths[] = {1, 2, 3, 17, 31, 33, 63, 64, 65, 127, 129, 200, 1000};
 #define N_LENGTHS ((int)(sizeof lengths / sizeof lengths[0]))
 
-static int n_cases(void) { return fg_test_quick() ? 6 : 50; }
+static int n_cases(void) { return fgi_test_quick() ? 6 : 50; }
 
 /* Upper bound on n_q_head * q_len * kv_len * head_dim per case, which keeps
  * the double-precision reference cheap. */
-static double case_budget(void) { return fg_test_quick() ? 2e6 : 3e7; }
+static double case_budget(void) { return fgi_test_quick() ? 2e6 : 3e7; }
 
 typedef struct {
     int n_q, n_kv, q_len, kv_len, d;
@@ -46,32 +46,32 @@ typedef struct {
 /* Case c of a family: head_dim cycles through head_dims, and for each head
  * dim the length pattern cycles through decode (q = 1), square (q = kv),
  * a few extra keys, and kv >> q. ratio: query heads per KV head (0: MQA). */
-static shape make_shape(fg_rng *r, int c, int ratio)
+static shape make_shape(fgi_rng *r, int c, int ratio)
 {
     shape s;
     s.d = head_dims[c % N_HEAD_DIMS];
     switch ((c / N_HEAD_DIMS + c) % 4) {
     case 0:
         s.q_len = 1;
-        s.kv_len = lengths[fg_rng_int(r, 0, N_LENGTHS - 1)] + fg_rng_int(r, 0, 300);
+        s.kv_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)] + fgi_rng_int(r, 0, 300);
         break;
     case 1:
-        s.q_len = s.kv_len = lengths[fg_rng_int(r, 0, N_LENGTHS - 1)];
+        s.q_len = s.kv_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)];
         break;
     case 2:
-        s.q_len = lengths[fg_rng_int(r, 0, N_LENGTHS - 1)];
-        s.kv_len = s.q_len + fg_rng_int(r, 1, 70);
+        s.q_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)];
+        s.kv_len = s.q_len + fgi_rng_int(r, 1, 70);
         break;
     default:
-        s.q_len = lengths[fg_rng_int(r, 0, 4)];
-        s.kv_len = s.q_len + fg_rng_int(r, 500, 3000);
+        s.q_len = lengths[fgi_rng_int(r, 0, 4)];
+        s.kv_len = s.q_len + fgi_rng_int(r, 500, 3000);
         break;
     }
     if (ratio == 0) {
         s.n_kv = 1;
-        s.n_q = fg_rng_int(r, 2, 8);
+        s.n_q = fgi_rng_int(r, 2, 8);
     } else {
-        s.n_kv = fg_rng_int(r, 1, 3);
+        s.n_kv = fgi_rng_int(r, 1, 3);
         s.n_q = s.n_kv * ratio;
     }
     const int group = s.n_q / s.n_kv;
@@ -103,40 +103,40 @@ typedef struct {
     float *dq, *dk, *dv; /* device */
 } inputs;
 
-static void inputs_make(inputs *in, fg_rng *r, shape s, double scale)
+static void inputs_make(inputs *in, fgi_rng *r, shape s, double scale)
 {
     in->nq = (size_t)s.n_q * s.q_len * s.d;
     in->nkv = (size_t)s.n_kv * s.kv_len * s.d;
-    in->q = fg_buf_normal(r, in->nq, scale);
-    in->k = fg_buf_normal(r, in->nkv, scale);
-    in->v = fg_buf_normal(r, in->nkv, 1.0);
-    in->dq = fg_dev_upload(in->q, in->nq);
-    in->dk = fg_dev_upload(in->k, in->nkv);
-    in->dv = fg_dev_upload(in->v, in->nkv);
+    in->q = fgi_buf_normal(r, in->nq, scale);
+    in->k = fgi_buf_normal(r, in->nkv, scale);
+    in->v = fgi_buf_normal(r, in->nkv, 1.0);
+    in->dq = fgi_dev_upload(in->q, in->nq);
+    in->dk = fgi_dev_upload(in->k, in->nkv);
+    in->dv = fgi_dev_upload(in->v, in->nkv);
 }
 
 static void inputs_free(inputs *in)
 {
-    fg_buf_free(in->q), fg_buf_free(in->k), fg_buf_free(in->v);
-    fg_dev_free(in->dq), fg_dev_free(in->dk), fg_dev_free(in->dv);
+    fgi_buf_free(in->q), fgi_buf_free(in->k), fgi_buf_free(in->v);
+    fgi_dev_free(in->dq), fgi_dev_free(in->dk), fgi_dev_free(in->dv);
 }
 
 static void expect_ok(fg_status st, const char *what)
 {
     cr_assert(st == FG_OK, "%s: %s: %s (seed %llu)", what, fg_status_str(st), fg_last_error(),
-              (unsigned long long)fg_test_seed());
+              (unsigned long long)fgi_test_seed());
     st = fg_cuda_synchronize(NULL);
     cr_assert(st == FG_OK, "%s: synchronize: %s (seed %llu)", what, fg_last_error(),
-              (unsigned long long)fg_test_seed());
+              (unsigned long long)fgi_test_seed());
 }
 
 /* Guard intact, then every element within SPEC tolerance of ref. */
 static void expect_close_dev(const float *dev, const float *ref, size_t n, const char *what)
 {
-    fg_dev_assert_guard(dev, n, what);
-    float *got = fg_dev_download(dev, n);
-    fg_assert_close(got, ref, n, ATOL, RTOL, REL_L2, what);
-    fg_buf_free(got);
+    fgi_dev_assert_guard(dev, n, what);
+    float *got = fgi_dev_download(dev, n);
+    fgi_assert_close(got, ref, n, ATOL, RTOL, REL_L2, what);
+    fgi_buf_free(got);
 }
 
 /* The internal entry with a kernel / split request; what actually ran is
@@ -179,7 +179,7 @@ static fgi_attention_args contiguous_args(float *out, float *lse, const inputs *
  * double, straight from the definition: (n_q, q_len). */
 static float *reference_lse(const inputs *in, shape s)
 {
-    float *lse = fg_buf_nan((size_t)s.n_q * s.q_len);
+    float *lse = fgi_buf_nan((size_t)s.n_q * s.q_len);
     double *scores = malloc(sizeof(double) * (size_t)s.kv_len);
     cr_assert(scores != NULL);
     const int group = s.n_q / s.n_kv, shift = s.kv_len - s.q_len;
@@ -204,7 +204,7 @@ static float *reference_lse(const inputs *in, shape s)
 
 static float *reference_gqa(const inputs *in, shape s)
 {
-    float *ref = fg_buf_nan(in->nq);
+    float *ref = fgi_buf_nan(in->nq);
     cr_assert_eq(fg_ref_gqa(ref, in->q, in->k, in->v, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d),
                  FG_OK, "%s", fg_last_error());
     return ref;
@@ -214,8 +214,8 @@ static float *reference_gqa(const inputs *in, shape s)
 
 Test(cuda_attention, single_head_random_shapes)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(101);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(101);
     for (int c = 0; c < n_cases(); c++) {
         shape s = make_shape(&rng, c, 1);
         s.n_q = s.n_kv = 1;
@@ -223,11 +223,11 @@ Test(cuda_attention, single_head_random_shapes)
         describe(what, sizeof what, "fg_cuda_attention", c, s);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        float *out = fg_dev_poisoned(in.nq), *ref = fg_buf_nan(in.nq);
+        float *out = fgi_dev_poisoned(in.nq), *ref = fgi_buf_nan(in.nq);
         cr_assert_eq(fg_ref_attention(ref, in.q, in.k, in.v, s.q_len, s.kv_len, s.d), FG_OK);
         expect_ok(fg_cuda_attention(out, in.dq, in.dk, in.dv, s.q_len, s.kv_len, s.d, NULL), what);
         expect_close_dev(out, ref, in.nq, what);
-        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+        fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
     }
 }
 
@@ -236,53 +236,53 @@ Test(cuda_attention, single_head_random_shapes)
  * reference with the same block size, whichever tile serves it. */
 Test(cuda_attention, flash_every_block_size)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(102);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(102);
     const int fixed_blocks[] = {1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000};
     const int n_fixed = (int)(sizeof fixed_blocks / sizeof fixed_blocks[0]);
     for (int c = 0; c < n_cases(); c++) {
         shape s = make_shape(&rng, c, 1);
         s.n_q = s.n_kv = 1;
-        const int block = c < n_fixed ? fixed_blocks[c] : fg_rng_int(&rng, 1, s.kv_len + 1);
+        const int block = c < n_fixed ? fixed_blocks[c] : fgi_rng_int(&rng, 1, s.kv_len + 1);
         char what[240];
         describe(what, sizeof what, "fg_cuda_attention_flash", c, s);
         snprintf(what + strlen(what), sizeof what - strlen(what), " block_size %d", block);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        float *out = fg_dev_poisoned(in.nq), *ref = fg_buf_nan(in.nq);
+        float *out = fgi_dev_poisoned(in.nq), *ref = fgi_buf_nan(in.nq);
         cr_assert_eq(fg_ref_attention_flash(ref, in.q, in.k, in.v, s.q_len, s.kv_len, s.d, block),
                      FG_OK);
         expect_ok(fg_cuda_attention_flash(out, in.dq, in.dk, in.dv, s.q_len, s.kv_len, s.d, block,
                                           NULL),
                   what);
         expect_close_dev(out, ref, in.nq, what);
-        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+        fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
     }
 }
 
 Test(cuda_attention, mha_random_shapes)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(103);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(103);
     for (int c = 0; c < n_cases(); c++) {
         const shape s = make_shape(&rng, c, 1);
         char what[200];
         describe(what, sizeof what, "fg_cuda_mha", c, s);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        float *out = fg_dev_poisoned(in.nq), *ref = fg_buf_nan(in.nq);
+        float *out = fgi_dev_poisoned(in.nq), *ref = fgi_buf_nan(in.nq);
         cr_assert_eq(fg_ref_mha(ref, in.q, in.k, in.v, s.n_q, s.q_len, s.kv_len, s.d), FG_OK);
         expect_ok(fg_cuda_mha(out, in.dq, in.dk, in.dv, s.n_q, s.q_len, s.kv_len, s.d, NULL), what);
         expect_close_dev(out, ref, in.nq, what);
-        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+        fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
     }
 }
 
 /* Group ratios 1, 2, 4, 8 and MQA (one KV head for every query head). */
 Test(cuda_attention, gqa_and_mqa_random_shapes)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(104);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(104);
     const int ratios[] = {1, 2, 4, 8, 0};
     for (int c = 0; c < n_cases(); c++) {
         const shape s = make_shape(&rng, c, ratios[c % 5]);
@@ -290,18 +290,18 @@ Test(cuda_attention, gqa_and_mqa_random_shapes)
         describe(what, sizeof what, "fg_cuda_gqa", c, s);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        float *out = fg_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
+        float *out = fgi_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
         expect_ok(fg_cuda_gqa(out, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d, NULL),
                   what);
         expect_close_dev(out, ref, in.nq, what);
-        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+        fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
     }
 }
 
 Test(cuda_attention, gqa_lse_matches_double_log_sum_exp)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(105);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(105);
     const int ratios[] = {4, 1, 8, 0, 2};
     for (int c = 0; c < n_cases(); c++) {
         const shape s = make_shape(&rng, c, ratios[c % 5]);
@@ -311,14 +311,14 @@ Test(cuda_attention, gqa_lse_matches_double_log_sum_exp)
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
         const size_t n_rows = (size_t)s.n_q * s.q_len;
-        float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+        float *out = fgi_dev_poisoned(in.nq), *lse = fgi_dev_poisoned(n_rows);
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
         expect_ok(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len,
                                   s.d, NULL),
                   what);
         expect_close_dev(out, ref, in.nq, what);
         expect_close_dev(lse, ref_lse, n_rows, what_lse);
-        fg_dev_free(out), fg_dev_free(lse), fg_buf_free(ref), fg_buf_free(ref_lse);
+        fgi_dev_free(out), fgi_dev_free(lse), fgi_buf_free(ref), fgi_buf_free(ref_lse);
         inputs_free(&in);
     }
 }
@@ -332,7 +332,7 @@ static void run_forced(const inputs *in, shape s, fgi_attention_kernel kernel, i
                        int lanes, const float *ref, const float *ref_lse, char *what)
 {
     const size_t n_rows = (size_t)s.n_q * s.q_len;
-    float *out = fg_dev_poisoned(in->nq), *lse = fg_dev_poisoned(n_rows);
+    float *out = fgi_dev_poisoned(in->nq), *lse = fgi_dev_poisoned(n_rows);
     fgi_attention_args a = contiguous_args(out, lse, in, s);
     fgi_attention_tuning t = {kernel, want, FGI_ATTENTION_AUTO, 0, lanes};
     expect_ok(run_tuned(&a, &t, NULL, 0), what);
@@ -344,13 +344,13 @@ static void run_forced(const inputs *in, shape s, fgi_attention_kernel kernel, i
     expect_close_dev(out, ref, in->nq, what);
     strcat(what, " lse");
     expect_close_dev(lse, ref_lse, n_rows, what);
-    fg_dev_free(out), fg_dev_free(lse);
+    fgi_dev_free(out), fgi_dev_free(lse);
 }
 
 Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(106);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(106);
     const int ratios[] = {1, 4, 0, 2, 8};
     for (int c = 0; c < n_cases(); c++) {
         const shape s = make_shape(&rng, c, ratios[c % 5]);
@@ -366,13 +366,13 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
             for (int split = 0; split < 2; split++) {
                 char what[260];
                 describe(what, sizeof what, "split-KV", c, s);
-                const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
+                const int want = split ? fgi_rng_int(&rng, 2, 9) : 1;
                 snprintf(what + strlen(what), sizeof what - strlen(what), " kernel %d, %d splits",
                          (int)kernels[kk], want);
                 run_forced(&in, s, kernels[kk], want, 0, ref, ref_lse, what);
             }
         }
-        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+        fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
     }
 }
 
@@ -384,8 +384,8 @@ Test(cuda_attention, split_kv_matches_one_pass_for_every_kernel)
  * Prefill shapes (more than 16 rows per KV head) pick it by themselves. */
 Test(cuda_attention, mma_kernel_random_shapes)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(113);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(113);
     const int ratios[] = {1, 2, 4, 8, 0};
     for (int c = 0; c < n_cases(); c++) {
         /* Case index whose head_dims entry is mma dim c % 5 (entries 0..4),
@@ -398,31 +398,31 @@ Test(cuda_attention, mma_kernel_random_shapes)
         for (int split = 0; split < 2; split++) {
             char what[260];
             describe(what, sizeof what, "mma", c, s);
-            const int want = split ? fg_rng_int(&rng, 2, 9) : 1;
+            const int want = split ? fgi_rng_int(&rng, 2, 9) : 1;
             snprintf(what + strlen(what), sizeof what - strlen(what), ", %d splits", want);
             run_forced(&in, s, FGI_ATTENTION_MMA, want, 0, ref, ref_lse, what);
         }
         if ((long long)(s.n_q / s.n_kv) * s.q_len > 16) {
             char what[220];
             describe(what, sizeof what, "auto prefill", c, s);
-            float *out = fg_dev_poisoned(in.nq);
+            float *out = fgi_dev_poisoned(in.nq);
             fgi_attention_args a = contiguous_args(out, NULL, &in, s);
             fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0, 0};
             expect_ok(run_tuned(&a, &t, NULL, 0), what);
             cr_assert_eq(t.used_kernel, FGI_ATTENTION_MMA, "%s: ran kernel %d", what,
                          (int)t.used_kernel);
             expect_close_dev(out, ref, in.nq, what);
-            fg_dev_free(out);
+            fgi_dev_free(out);
         }
-        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+        fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
     }
 }
 
 /* A length off both mma key tiles (32, 64) and the 64-row query tile. */
-static int length_off_tiles(fg_rng *r, int lo, int hi)
+static int length_off_tiles(fgi_rng *r, int lo, int hi)
 {
-    int n = fg_rng_int(r, lo, hi);
-    while (n % 32 == 0) n = fg_rng_int(r, lo, hi);
+    int n = fgi_rng_int(r, lo, hi);
+    while (n % 32 == 0) n = fgi_rng_int(r, lo, hi);
     return n;
 }
 
@@ -433,29 +433,29 @@ static int length_off_tiles(fg_rng *r, int lo, int hi)
  * are whole tiles), with lse. */
 Test(cuda_attention, mma_kernel_every_key_tile)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(114);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(114);
     static const int mma_dims[] = {32, 64, 80, 96, 128};
-    const int n = fg_test_quick() ? 5 : 15;
+    const int n = fgi_test_quick() ? 5 : 15;
     for (int c = 0; c < n; c++) {
         shape s;
         s.d = mma_dims[c % 5];
-        s.n_kv = fg_rng_int(&rng, 1, 2);
-        s.n_q = s.n_kv * fg_rng_int(&rng, 1, 3);
-        s.q_len = length_off_tiles(&rng, 17, fg_test_quick() ? 100 : 200);
+        s.n_kv = fgi_rng_int(&rng, 1, 2);
+        s.n_q = s.n_kv * fgi_rng_int(&rng, 1, 3);
+        s.q_len = length_off_tiles(&rng, 17, fgi_test_quick() ? 100 : 200);
         s.kv_len = s.q_len + length_off_tiles(&rng, 1, c % 2 ? 300 : 90);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
         const size_t n_rows = (size_t)s.n_q * s.q_len;
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
-        const int requests[] = {32, 64, c % 3 == 0 ? 0 : fg_rng_int(&rng, 1, 130)};
+        const int requests[] = {32, 64, c % 3 == 0 ? 0 : fgi_rng_int(&rng, 1, 130)};
         for (int r = 0; r < 3; r++) {
-            const int want = r == (c % 3) ? fg_rng_int(&rng, 2, 5) : 1;
+            const int want = r == (c % 3) ? fgi_rng_int(&rng, 2, 5) : 1;
             char what[260];
             describe(what, sizeof what, "mma key tile", c, s);
             snprintf(what + strlen(what), sizeof what - strlen(what), ", block_size %d, %d splits",
                      requests[r], want);
-            float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+            float *out = fgi_dev_poisoned(in.nq), *lse = fgi_dev_poisoned(n_rows);
             fgi_attention_args a = contiguous_args(out, lse, &in, s);
             a.block_size = requests[r];
             fgi_attention_tuning t = {FGI_ATTENTION_MMA, want, FGI_ATTENTION_AUTO, 0, 0};
@@ -466,9 +466,9 @@ Test(cuda_attention, mma_kernel_every_key_tile)
             expect_close_dev(out, ref, in.nq, what);
             strcat(what, " lse");
             expect_close_dev(lse, ref_lse, n_rows, what);
-            fg_dev_free(out), fg_dev_free(lse);
+            fgi_dev_free(out), fgi_dev_free(lse);
         }
-        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+        fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
     }
 }
 
@@ -476,26 +476,26 @@ Test(cuda_attention, mma_kernel_every_key_tile)
  * themselves when the KV heads alone would leave most of the GPU idle. */
 Test(cuda_attention, decode_splits_automatically)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(107);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(107);
     char name[64];
     int sm_count = 0;
     size_t total = 0;
     cr_assert_eq(fg_cuda_device_info(name, sizeof name, &sm_count, &total), FG_OK, "%s",
                  fg_last_error());
-    const int n = fg_test_quick() ? 3 : 12;
+    const int n = fgi_test_quick() ? 3 : 12;
     for (int c = 0; c < n; c++) {
         shape s;
         s.d = (const int[]){128, 64, 96, 256, 40, 8}[c % 6];
-        s.n_kv = fg_rng_int(&rng, 1, 2);
+        s.n_kv = fgi_rng_int(&rng, 1, 2);
         s.n_q = s.n_kv * (const int[]){4, 1, 8, 2}[c % 4];
-        s.q_len = fg_rng_int(&rng, 1, 2);
-        s.kv_len = fg_test_quick() ? fg_rng_int(&rng, 200, 600) : fg_rng_int(&rng, 1500, 5000);
+        s.q_len = fgi_rng_int(&rng, 1, 2);
+        s.kv_len = fgi_test_quick() ? fgi_rng_int(&rng, 200, 600) : fgi_rng_int(&rng, 1500, 5000);
         char what[220];
         describe(what, sizeof what, "auto decode", c, s);
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
-        float *out = fg_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
+        float *out = fgi_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
         fgi_attention_args a = contiguous_args(out, NULL, &in, s);
         fgi_attention_tuning t = {FGI_ATTENTION_AUTO, 0, FGI_ATTENTION_AUTO, 0, 0};
         expect_ok(run_tuned(&a, &t, NULL, 0), what);
@@ -506,7 +506,7 @@ Test(cuda_attention, decode_splits_automatically)
         if (sm_count > 4 * s.n_kv && s.kv_len >= 256)
             cr_assert(t.used_splits >= 2, "%s: %d SMs but %d splits", what, sm_count, t.used_splits);
         expect_close_dev(out, ref, in.nq, what);
-        fg_dev_free(out), fg_buf_free(ref), inputs_free(&in);
+        fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
     }
 }
 
@@ -518,16 +518,16 @@ Test(cuda_attention, decode_splits_automatically)
  * the reference. */
 Test(cuda_attention, decode_rising_scores)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(115);
-    const int n = fg_test_quick() ? 4 : 12;
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(115);
+    const int n = fgi_test_quick() ? 4 : 12;
     for (int c = 0; c < n; c++) {
         shape s;
         s.d = (const int[]){128, 64, 256, 80}[c % 4];
-        s.n_kv = fg_rng_int(&rng, 1, 2);
+        s.n_kv = fgi_rng_int(&rng, 1, 2);
         s.n_q = s.n_kv * (const int[]){4, 8, 1, 2}[(c / 4 + c) % 4];
-        s.q_len = fg_rng_int(&rng, 1, 2);
-        s.kv_len = fg_rng_int(&rng, 300, fg_test_quick() ? 700 : 2500);
+        s.q_len = fgi_rng_int(&rng, 1, 2);
+        s.kv_len = fgi_rng_int(&rng, 300, fgi_test_quick() ? 700 : 2500);
         char what[240];
         describe(what, sizeof what, "rising decode", c, s);
         inputs in;
@@ -537,16 +537,16 @@ Test(cuda_attention, decode_rising_scores)
          * units, 5.5 here) yet small enough that fp32 scores keep the
          * reference and the kernel within SPEC tolerance of each other (at
          * |score| ~ 450 both drift apart by more than 1e-5). */
-        const double rise = (20.0 + 40.0 * fg_rng_uniform(&rng)) / s.kv_len;
+        const double rise = (20.0 + 40.0 * fgi_rng_uniform(&rng)) / s.kv_len;
         for (size_t e = 0; e < in.nq; e++) in.q[e] = fabsf(in.q[e]);
         for (int h = 0; h < s.n_kv; h++)
             for (int j = 0; j < s.kv_len; j++)
                 for (int e = 0; e < s.d; e++)
                     in.k[((size_t)h * s.kv_len + j) * s.d + e] +=
                         (float)(rise * j / (0.8 * sqrt((double)s.d)));
-        fg_dev_free(in.dq), fg_dev_free(in.dk);
-        in.dq = fg_dev_upload(in.q, in.nq);
-        in.dk = fg_dev_upload(in.k, in.nkv);
+        fgi_dev_free(in.dq), fgi_dev_free(in.dk);
+        in.dq = fgi_dev_upload(in.q, in.nq);
+        in.dk = fgi_dev_upload(in.k, in.nkv);
         float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
         const size_t len = strlen(what);
         for (int lanes = 8; lanes <= 16; lanes += 8) {
@@ -557,7 +557,7 @@ Test(cuda_attention, decode_rising_scores)
                 run_forced(&in, s, FGI_ATTENTION_DECODE, want, lanes, ref, ref_lse, what);
             }
         }
-        fg_buf_free(ref), fg_buf_free(ref_lse), inputs_free(&in);
+        fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
     }
 }
 
@@ -567,27 +567,27 @@ Test(cuda_attention, decode_rising_scores)
  * (sized by fgi_cuda_attention_workspace_bound). Inputs stay unchanged. */
 Test(cuda_attention, strided_decoder_layout)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(108);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(108);
     const int ratios[] = {2, 1, 4, 0, 8};
     for (int c = 0; c < n_cases(); c++) {
         const shape s = make_shape(&rng, c, ratios[c % 5]);
-        const int T = s.q_len, d = s.d, cap = s.kv_len + fg_rng_int(&rng, 0, 40);
+        const int T = s.q_len, d = s.d, cap = s.kv_len + fgi_rng_int(&rng, 0, 40);
         const size_t width = (size_t)(s.n_q + 2 * s.n_kv) * d;
         const size_t n_proj = (size_t)T * width, n_cache = (size_t)s.n_kv * cap * d;
         const size_t n_out = (size_t)T * s.n_q * d, n_rows = (size_t)s.n_q * T;
         char what[220];
         describe(what, sizeof what, "strided", c, s);
-        float *proj = fg_buf_normal(&rng, n_proj, 1.0);
-        float *kc = fg_buf_normal(&rng, n_cache, 1.0), *vc = fg_buf_normal(&rng, n_cache, 1.0);
-        float *dproj = fg_dev_upload(proj, n_proj), *dk = fg_dev_upload(kc, n_cache);
-        float *dv = fg_dev_upload(vc, n_cache);
-        float *out = fg_dev_poisoned(n_out), *lse = fg_dev_poisoned(n_rows);
+        float *proj = fgi_buf_normal(&rng, n_proj, 1.0);
+        float *kc = fgi_buf_normal(&rng, n_cache, 1.0), *vc = fgi_buf_normal(&rng, n_cache, 1.0);
+        float *dproj = fgi_dev_upload(proj, n_proj), *dk = fgi_dev_upload(kc, n_cache);
+        float *dv = fgi_dev_upload(vc, n_cache);
+        float *out = fgi_dev_poisoned(n_out), *lse = fgi_dev_poisoned(n_rows);
 
         /* Contiguous copies for the reference, then merge its heads. */
         inputs in = {(size_t)s.n_q * T * d, (size_t)s.n_kv * s.kv_len * d, NULL, NULL, NULL,
                      NULL, NULL, NULL};
-        in.q = fg_buf_nan(in.nq), in.k = fg_buf_nan(in.nkv), in.v = fg_buf_nan(in.nkv);
+        in.q = fgi_buf_nan(in.nq), in.k = fgi_buf_nan(in.nkv), in.v = fgi_buf_nan(in.nkv);
         for (int h = 0; h < s.n_q; h++)
             for (int i = 0; i < T; i++)
                 memcpy(in.q + ((size_t)h * T + i) * d, proj + (size_t)i * width + (size_t)h * d,
@@ -599,7 +599,7 @@ Test(cuda_attention, strided_decoder_layout)
                    sizeof(float) * s.kv_len * d);
         }
         float *ref_heads = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
-        float *ref = fg_buf_nan(n_out);
+        float *ref = fgi_buf_nan(n_out);
         for (int h = 0; h < s.n_q; h++)
             for (int i = 0; i < T; i++)
                 memcpy(ref + ((size_t)i * s.n_q + h) * d, ref_heads + ((size_t)h * T + i) * d,
@@ -613,7 +613,7 @@ Test(cuda_attention, strided_decoder_layout)
         a.k = dk, a.v = dv, a.kv_head_stride = (long long)cap * d;
         a.n_q_head = s.n_q, a.n_kv_head = s.n_kv, a.q_len = T, a.kv_len = s.kv_len;
         a.head_dim = d;
-        a.block_size = c % 3 == 0 ? 0 : fg_rng_int(&rng, 1, 80);
+        a.block_size = c % 3 == 0 ? 0 : fgi_rng_int(&rng, 1, 80);
 #ifdef FG_HAVE_CUDA
         const size_t ws_bytes = fgi_cuda_attention_workspace_bound(s.n_q, T, cap, d);
 #else
@@ -625,7 +625,7 @@ Test(cuda_attention, strided_decoder_layout)
             cr_assert_eq(fg_cuda_memset(ws, 0, ws_bytes), FG_OK);
         }
         /* Alternate automatic splits with a forced split into the workspace. */
-        fgi_attention_tuning t = {FGI_ATTENTION_AUTO, c % 2 ? 0 : fg_rng_int(&rng, 2, 6),
+        fgi_attention_tuning t = {FGI_ATTENTION_AUTO, c % 2 ? 0 : fgi_rng_int(&rng, 2, 6),
                                   FGI_ATTENTION_AUTO, 0, 0};
         expect_ok(run_tuned(&a, &t, ws, ws_bytes), what);
         expect_close_dev(out, ref, n_out, what);
@@ -635,27 +635,27 @@ Test(cuda_attention, strided_decoder_layout)
 
         /* The same workspace again into fresh poisoned outputs: the decode
          * kernel's merge counters must have been left at zero. */
-        float *out2 = fg_dev_poisoned(n_out), *lse2 = fg_dev_poisoned(n_rows);
+        float *out2 = fgi_dev_poisoned(n_out), *lse2 = fgi_dev_poisoned(n_rows);
         a.out = out2, a.lse = lse2;
         strcat(what, " (workspace reused)");
         expect_ok(run_tuned(&a, &t, ws, ws_bytes), what);
         expect_close_dev(out2, ref, n_out, what);
         strcat(what, " lse");
         expect_close_dev(lse2, ref_lse, n_rows, what);
-        fg_dev_free(out2), fg_dev_free(lse2);
+        fgi_dev_free(out2), fgi_dev_free(lse2);
 
-        float *proj_after = fg_dev_download(dproj, n_proj), *k_after = fg_dev_download(dk, n_cache);
-        float *v_after = fg_dev_download(dv, n_cache);
-        fg_assert_same(proj_after, proj, sizeof(float) * n_proj, "q|k|v projection after attention");
-        fg_assert_same(k_after, kc, sizeof(float) * n_cache, "k cache after attention");
-        fg_assert_same(v_after, vc, sizeof(float) * n_cache, "v cache after attention");
-        fg_buf_free(proj_after), fg_buf_free(k_after), fg_buf_free(v_after);
+        float *proj_after = fgi_dev_download(dproj, n_proj), *k_after = fgi_dev_download(dk, n_cache);
+        float *v_after = fgi_dev_download(dv, n_cache);
+        fgi_assert_same(proj_after, proj, sizeof(float) * n_proj, "q|k|v projection after attention");
+        fgi_assert_same(k_after, kc, sizeof(float) * n_cache, "k cache after attention");
+        fgi_assert_same(v_after, vc, sizeof(float) * n_cache, "v cache after attention");
+        fgi_buf_free(proj_after), fgi_buf_free(k_after), fgi_buf_free(v_after);
 
-        if (ws) fg_dev_free(ws);
-        fg_buf_free(ref), fg_buf_free(ref_heads), fg_buf_free(ref_lse);
-        fg_buf_free(in.q), fg_buf_free(in.k), fg_buf_free(in.v);
-        fg_buf_free(proj), fg_buf_free(kc), fg_buf_free(vc);
-        fg_dev_free(dproj), fg_dev_free(dk), fg_dev_free(dv), fg_dev_free(out), fg_dev_free(lse);
+        if (ws) fgi_dev_free(ws);
+        fgi_buf_free(ref), fgi_buf_free(ref_heads), fgi_buf_free(ref_lse);
+        fgi_buf_free(in.q), fgi_buf_free(in.k), fgi_buf_free(in.v);
+        fgi_buf_free(proj), fgi_buf_free(kc), fgi_buf_free(vc);
+        fgi_dev_free(dproj), fgi_dev_free(dk), fgi_dev_free(dv), fgi_dev_free(out), fgi_dev_free(lse);
     }
 }
 
@@ -663,9 +663,9 @@ Test(cuda_attention, strided_decoder_layout)
  * the result must not change. */
 Test(cuda_attention, unaligned_pointers)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(109);
-    const int n = fg_test_quick() ? 4 : 12;
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(109);
+    const int n = fgi_test_quick() ? 4 : 12;
     for (int c = 0; c < n; c++) {
         shape s = make_shape(&rng, c, c % 2 ? 2 : 1);
         char what[200];
@@ -673,21 +673,21 @@ Test(cuda_attention, unaligned_pointers)
         inputs in;
         inputs_make(&in, &rng, s, 1.0);
         float *ref = reference_gqa(&in, s);
-        float *q1 = fg_buf_nan(in.nq + 1), *k1 = fg_buf_nan(in.nkv + 1), *v1 = fg_buf_nan(in.nkv + 1);
+        float *q1 = fgi_buf_nan(in.nq + 1), *k1 = fgi_buf_nan(in.nkv + 1), *v1 = fgi_buf_nan(in.nkv + 1);
         memcpy(q1 + 1, in.q, sizeof(float) * in.nq);
         memcpy(k1 + 1, in.k, sizeof(float) * in.nkv);
         memcpy(v1 + 1, in.v, sizeof(float) * in.nkv);
-        float *dq = fg_dev_upload(q1, in.nq + 1), *dk = fg_dev_upload(k1, in.nkv + 1);
-        float *dv = fg_dev_upload(v1, in.nkv + 1), *out = fg_dev_poisoned(in.nq + 1);
+        float *dq = fgi_dev_upload(q1, in.nq + 1), *dk = fgi_dev_upload(k1, in.nkv + 1);
+        float *dv = fgi_dev_upload(v1, in.nkv + 1), *out = fgi_dev_poisoned(in.nq + 1);
         expect_ok(fg_cuda_gqa(out + 1, dq + 1, dk + 1, dv + 1, s.n_q, s.n_kv, s.q_len, s.kv_len,
                               s.d, NULL),
                   what);
         expect_close_dev(out + 1, ref, in.nq, what);
-        float *first = fg_dev_download(out, 1);
+        float *first = fgi_dev_download(out, 1);
         cr_assert(isnan(first[0]), "%s: wrote before the output", what);
-        fg_buf_free(first);
-        fg_buf_free(q1), fg_buf_free(k1), fg_buf_free(v1), fg_buf_free(ref);
-        fg_dev_free(dq), fg_dev_free(dk), fg_dev_free(dv), fg_dev_free(out);
+        fgi_buf_free(first);
+        fgi_buf_free(q1), fgi_buf_free(k1), fgi_buf_free(v1), fgi_buf_free(ref);
+        fgi_dev_free(dq), fgi_dev_free(dk), fgi_dev_free(dv), fgi_dev_free(out);
         inputs_free(&in);
     }
 }
@@ -697,9 +697,9 @@ Test(cuda_attention, unaligned_pointers)
  * averages, and lse lies in [max score, max score + log(keys seen)]. */
 Test(cuda_attention, large_scores_stay_finite)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(110);
-    const int n = fg_test_quick() ? 4 : 12;
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(110);
+    const int n = fgi_test_quick() ? 4 : 12;
     for (int c = 0; c < n; c++) {
         shape s = make_shape(&rng, c, c % 3 ? 4 : 1);
         char what[200];
@@ -707,11 +707,11 @@ Test(cuda_attention, large_scores_stay_finite)
         inputs in;
         inputs_make(&in, &rng, s, 12.0); /* scores ~ N(0, 144^2) */
         const size_t n_rows = (size_t)s.n_q * s.q_len;
-        float *out = fg_dev_poisoned(in.nq), *lse = fg_dev_poisoned(n_rows);
+        float *out = fgi_dev_poisoned(in.nq), *lse = fgi_dev_poisoned(n_rows);
         expect_ok(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len,
                                   s.d, NULL),
                   what);
-        float *got = fg_dev_download(out, in.nq), *got_lse = fg_dev_download(lse, n_rows);
+        float *got = fgi_dev_download(out, in.nq), *got_lse = fgi_dev_download(lse, n_rows);
         const int group = s.n_q / s.n_kv, shift = s.kv_len - s.q_len;
         const double scale = 1.0 / sqrt((double)s.d);
         for (int h = 0; h < s.n_q; h++)
@@ -728,7 +728,7 @@ Test(cuda_attention, large_scores_stay_finite)
                 cr_assert(isfinite(l) && l >= big - 1e-5 * fabs(big) - 1e-3 &&
                               l <= big + log(i + shift + 1.0) + 1e-5 * fabs(big) + 1e-3,
                           "%s: lse of row (%d, %d) is %g, max score %g (seed %llu)", what, h, i, l,
-                          big, (unsigned long long)fg_test_seed());
+                          big, (unsigned long long)fgi_test_seed());
                 for (int e = 0; e < s.d; e++) {
                     double lo = INFINITY, hi = -INFINITY;
                     for (int j = 0; j <= i + shift; j++) {
@@ -738,11 +738,11 @@ Test(cuda_attention, large_scores_stay_finite)
                     const double o = got[((size_t)h * s.q_len + i) * s.d + e];
                     cr_assert(isfinite(o) && o >= lo - 1e-5 && o <= hi + 1e-5,
                               "%s: out (%d, %d, %d) = %g outside [%g, %g] (seed %llu)", what, h, i,
-                              e, o, lo, hi, (unsigned long long)fg_test_seed());
+                              e, o, lo, hi, (unsigned long long)fgi_test_seed());
                 }
             }
-        fg_buf_free(got), fg_buf_free(got_lse);
-        fg_dev_free(out), fg_dev_free(lse), inputs_free(&in);
+        fgi_buf_free(got), fgi_buf_free(got_lse);
+        fgi_dev_free(out), fgi_dev_free(lse), inputs_free(&in);
     }
 }
 
@@ -752,27 +752,27 @@ Test(cuda_attention, bad_arguments_are_refused)
 {
     /* Host buffers: a refused call must never dereference them. */
     static float q[64], k[64], v[64], out[64], lse[16];
-    fg_expect_refused(fg_cuda_attention(NULL, q, k, v, 2, 2, 4, NULL), "'out' is NULL");
-    fg_expect_refused(fg_cuda_attention(out, NULL, k, v, 2, 2, 4, NULL), "'q' is NULL");
-    fg_expect_refused(fg_cuda_attention(out, q, NULL, v, 2, 2, 4, NULL), "'k' is NULL");
-    fg_expect_refused(fg_cuda_attention(out, q, k, NULL, 2, 2, 4, NULL), "'v' is NULL");
-    fg_expect_refused(fg_cuda_attention(out, q, k, v, 0, 2, 4, NULL), "'q_len'");
-    fg_expect_refused(fg_cuda_attention(out, q, k, v, 3, 2, 4, NULL), "'kv_len' must be >= q_len");
-    fg_expect_refused(fg_cuda_attention(out, q, k, v, 2, 2, 0, NULL), "'head_dim'");
-    fg_expect_refused(fg_cuda_attention(out, q, k, v, 1 << 30, 1 << 30, 1 << 30, NULL), "overflow");
-    fg_expect_refused(fg_cuda_attention(q, q, k, v, 2, 2, 4, NULL), "overlap");
-    fg_expect_refused(fg_cuda_attention(out, q, k, out + 4, 2, 2, 4, NULL), "overlap");
-    fg_expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 2, 4, 0, NULL), "'block_size'");
-    fg_expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 2, 4, -3, NULL), "'block_size'");
-    fg_expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 1, 4, 8, NULL), "'kv_len'");
-    fg_expect_refused(fg_cuda_mha(out, q, k, v, 0, 2, 2, 4, NULL), "'n_q_head'");
-    fg_expect_refused(fg_cuda_mha(out, q, k, v, 2, 2, 2, -1, NULL), "'head_dim'");
-    fg_expect_refused(fg_cuda_gqa(out, q, k, v, 3, 2, 2, 2, 4, NULL), "multiple of n_kv_head");
-    fg_expect_refused(fg_cuda_gqa(out, q, k, v, 2, 0, 2, 2, 4, NULL), "'n_kv_head'");
-    fg_expect_refused(fg_cuda_gqa_lse(out, NULL, q, k, v, 2, 1, 2, 2, 4, NULL), "'lse' is NULL");
-    fg_expect_refused(fg_cuda_gqa_lse(out, out + 2, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
-    fg_expect_refused(fg_cuda_gqa_lse(out, q + 1, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
-    fg_expect_refused(fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 3, 2, 4, NULL), "'kv_len'");
+    fgi_expect_refused(fg_cuda_attention(NULL, q, k, v, 2, 2, 4, NULL), "'out' is NULL");
+    fgi_expect_refused(fg_cuda_attention(out, NULL, k, v, 2, 2, 4, NULL), "'q' is NULL");
+    fgi_expect_refused(fg_cuda_attention(out, q, NULL, v, 2, 2, 4, NULL), "'k' is NULL");
+    fgi_expect_refused(fg_cuda_attention(out, q, k, NULL, 2, 2, 4, NULL), "'v' is NULL");
+    fgi_expect_refused(fg_cuda_attention(out, q, k, v, 0, 2, 4, NULL), "'q_len'");
+    fgi_expect_refused(fg_cuda_attention(out, q, k, v, 3, 2, 4, NULL), "'kv_len' must be >= q_len");
+    fgi_expect_refused(fg_cuda_attention(out, q, k, v, 2, 2, 0, NULL), "'head_dim'");
+    fgi_expect_refused(fg_cuda_attention(out, q, k, v, 1 << 30, 1 << 30, 1 << 30, NULL), "overflow");
+    fgi_expect_refused(fg_cuda_attention(q, q, k, v, 2, 2, 4, NULL), "overlap");
+    fgi_expect_refused(fg_cuda_attention(out, q, k, out + 4, 2, 2, 4, NULL), "overlap");
+    fgi_expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 2, 4, 0, NULL), "'block_size'");
+    fgi_expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 2, 4, -3, NULL), "'block_size'");
+    fgi_expect_refused(fg_cuda_attention_flash(out, q, k, v, 2, 1, 4, 8, NULL), "'kv_len'");
+    fgi_expect_refused(fg_cuda_mha(out, q, k, v, 0, 2, 2, 4, NULL), "'n_q_head'");
+    fgi_expect_refused(fg_cuda_mha(out, q, k, v, 2, 2, 2, -1, NULL), "'head_dim'");
+    fgi_expect_refused(fg_cuda_gqa(out, q, k, v, 3, 2, 2, 2, 4, NULL), "multiple of n_kv_head");
+    fgi_expect_refused(fg_cuda_gqa(out, q, k, v, 2, 0, 2, 2, 4, NULL), "'n_kv_head'");
+    fgi_expect_refused(fg_cuda_gqa_lse(out, NULL, q, k, v, 2, 1, 2, 2, 4, NULL), "'lse' is NULL");
+    fgi_expect_refused(fg_cuda_gqa_lse(out, out + 2, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
+    fgi_expect_refused(fg_cuda_gqa_lse(out, q + 1, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
+    fgi_expect_refused(fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 3, 2, 4, NULL), "'kv_len'");
 }
 
 /* Valid arguments on a machine without a GPU: a clear error, not a crash. */
@@ -780,34 +780,34 @@ Test(cuda_attention, no_device_is_a_clear_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: this checks the no-GPU path");
     static float q[64], k[64], v[64], out[64], lse[16];
-    fg_expect_no_device(fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 2, 3, 4, NULL));
+    fgi_expect_no_device(fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 2, 3, 4, NULL));
     for (int i = 0; i < 64; i++) cr_assert(out[i] == 0.0f, "output written without a device");
 }
 
 /* On the device, a refused call leaves the output exactly as it was. */
 Test(cuda_attention, refused_calls_write_nothing)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(111);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(111);
     const shape s = {4, 2, 5, 9, 64};
     inputs in;
     inputs_make(&in, &rng, s, 1.0);
-    float *before = fg_buf_normal(&rng, in.nq, 1.0), *before_lse = fg_buf_normal(&rng, 20, 1.0);
-    float *out = fg_dev_upload(before, in.nq), *lse = fg_dev_upload(before_lse, 20);
-    fg_assert_status(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, 4, 2, 5, 4, 64, NULL),
+    float *before = fgi_buf_normal(&rng, in.nq, 1.0), *before_lse = fgi_buf_normal(&rng, 20, 1.0);
+    float *out = fgi_dev_upload(before, in.nq), *lse = fgi_dev_upload(before_lse, 20);
+    fgi_assert_status(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, 4, 2, 5, 4, 64, NULL),
                      FG_ERR_INVALID_ARG, "'kv_len'");
-    fg_assert_status(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, 4, 3, 5, 9, 64, NULL),
+    fgi_assert_status(fg_cuda_gqa_lse(out, lse, in.dq, in.dk, in.dv, 4, 3, 5, 9, 64, NULL),
                      FG_ERR_INVALID_ARG, "multiple");
-    fg_assert_status(fg_cuda_attention_flash(out, in.dq, in.dk, in.dv, 5, 9, 64, 0, NULL),
+    fgi_assert_status(fg_cuda_attention_flash(out, in.dq, in.dk, in.dv, 5, 9, 64, 0, NULL),
                      FG_ERR_INVALID_ARG, "'block_size'");
-    fg_assert_status(fg_cuda_mha(out, in.dq, in.dk, out, 2, 5, 9, 64, NULL), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_mha(out, in.dq, in.dk, out, 2, 5, 9, 64, NULL), FG_ERR_INVALID_ARG,
                      "overlap");
     cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
-    float *after = fg_dev_download(out, in.nq), *after_lse = fg_dev_download(lse, 20);
-    fg_assert_same(after, before, sizeof(float) * in.nq, "output after refused calls");
-    fg_assert_same(after_lse, before_lse, sizeof(float) * 20, "lse after refused calls");
-    fg_buf_free(before), fg_buf_free(before_lse), fg_buf_free(after), fg_buf_free(after_lse);
-    fg_dev_free(out), fg_dev_free(lse), inputs_free(&in);
+    float *after = fgi_dev_download(out, in.nq), *after_lse = fgi_dev_download(lse, 20);
+    fgi_assert_same(after, before, sizeof(float) * in.nq, "output after refused calls");
+    fgi_assert_same(after_lse, before_lse, sizeof(float) * 20, "lse after refused calls");
+    fgi_buf_free(before), fgi_buf_free(before_lse), fgi_buf_free(after), fgi_buf_free(after_lse);
+    fgi_dev_free(out), fgi_dev_free(lse), inputs_free(&in);
 }
 
 /* A kernel that cannot serve the arguments is refused, not run. */
@@ -815,8 +815,8 @@ Test(cuda_attention, refused_calls_write_nothing)
  * made of another kernel, are refused before anything is written. */
 Test(cuda_attention, decode_lanes_request_that_cannot_serve_is_unsupported)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(116);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(116);
     const struct {
         shape s;
         fgi_attention_kernel kernel;
@@ -832,35 +832,35 @@ Test(cuda_attention, decode_lanes_request_that_cannot_serve_is_unsupported)
         describe(what, sizeof what, "lanes request", (int)c, bad[c].s);
         inputs in;
         inputs_make(&in, &rng, bad[c].s, 1.0);
-        float *out = fg_dev_poisoned(in.nq);
+        float *out = fgi_dev_poisoned(in.nq);
         fgi_attention_args a = contiguous_args(out, NULL, &in, bad[c].s);
         fgi_attention_tuning t = {bad[c].kernel, 0, FGI_ATTENTION_AUTO, 0, bad[c].lanes};
         cr_log_info("%s: %d lanes per key", what, bad[c].lanes);
-        fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "lanes per key");
+        fgi_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "lanes per key");
         cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
-        float *got = fg_dev_download(out, in.nq);
+        float *got = fgi_dev_download(out, in.nq);
         for (size_t i = 0; i < in.nq; i++) cr_assert(isnan(got[i]), "%s: wrote output", what);
-        fg_buf_free(got), fg_dev_free(out), inputs_free(&in);
+        fgi_buf_free(got), fgi_dev_free(out), inputs_free(&in);
     }
 }
 
 Test(cuda_attention, forced_kernel_that_cannot_serve_is_unsupported)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(112);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(112);
     const shape s = {2, 1, 3, 7, 17}; /* head_dim 17: neither tiled nor decode */
     inputs in;
     inputs_make(&in, &rng, s, 1.0);
-    float *out = fg_dev_poisoned(in.nq);
+    float *out = fgi_dev_poisoned(in.nq);
     fgi_attention_args a = contiguous_args(out, NULL, &in, s);
     fgi_attention_tuning t = {FGI_ATTENTION_TILED, 0, FGI_ATTENTION_AUTO, 0, 0};
-    fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
+    fgi_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
     t.kernel = FGI_ATTENTION_DECODE;
-    fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
+    fgi_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
     t.kernel = FGI_ATTENTION_MMA;
-    fg_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
+    fgi_assert_status(run_tuned(&a, &t, NULL, 0), FG_ERR_UNSUPPORTED, "head_dim 17");
     cr_assert_eq(fg_cuda_synchronize(NULL), FG_OK);
-    float *got = fg_dev_download(out, in.nq);
+    float *got = fgi_dev_download(out, in.nq);
     for (size_t i = 0; i < in.nq; i++) cr_assert(isnan(got[i]), "refused kernel wrote output");
-    fg_buf_free(got), fg_dev_free(out), inputs_free(&in);
+    fgi_buf_free(got), fgi_dev_free(out), inputs_free(&in);
 }

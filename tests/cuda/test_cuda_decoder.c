@@ -6,7 +6,7 @@
  * attention layer and block; fg_cuda_forward_last; refused inputs leave
  * the cache unchanged.
  *
- * GPU tests call fg_require_gpu() first and show as skipped without a GPU.
+ * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Argument tests need no device and run in every build: FG_ERR_INVALID_ARG
  * from a CUDA build (with or without a GPU), FG_ERR_UNSUPPORTED from a build
  * without CUDA. Head dims are ones the attention kernels support (32, 64,
@@ -31,7 +31,7 @@
 static void ok(fg_status st, const char *what)
 {
     cr_assert(st == FG_OK, "%s: %s: %s (seed %llu)", what, fg_status_str(st),
-              fg_last_error(), (unsigned long long)fg_test_seed());
+              fg_last_error(), (unsigned long long)fgi_test_seed());
 }
 
 typedef struct {
@@ -80,7 +80,7 @@ static int make_cases(decoder_case *cases)
     cases[n++] = (decoder_case){"llama MQA, untied, d 64", llama(3, 256, 4, 1, 300, 0, 97, 64), 1};
     cases[n++] = (decoder_case){"llama GQA 2/1, flash block 32, d 96",
                                 llama(2, 192, 2, 1, 500, 32, 103, 64), 0};
-    if (fg_test_quick()) {
+    if (fgi_test_quick()) {
         static const int keep[] = {0, 3, 4, 7, 9}; /* increasing: copies never clobber */
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
@@ -90,13 +90,13 @@ static int make_cases(decoder_case *cases)
 
 /* Runs the chunks (token counts) through both decoders, comparing every
  * call; with last_only through fg_*_forward_last (the last row's logits). */
-static void compare_forwards(const decoder_case *c, fg_rng *rng, const int *chunks,
+static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chunks,
                              int n_chunks, int max_tokens, int capacity, int last_only)
 {
     const fg_config *cfg = &c->cfg;
     const int V = cfg->vocab_size;
-    fg_test_model tm;
-    fg_test_model_init(&tm, cfg, rng, c->untied);
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, cfg, rng, c->untied);
     fg_kv_cache *ref_cache;
     fg_cuda_model *model;
     fg_cuda_kv_cache *cache;
@@ -108,9 +108,9 @@ static void compare_forwards(const decoder_case *c, fg_rng *rng, const int *chun
         const int T = chunks[k], with_probs = !last_only && k % 2 == 0;
         const size_t n = (size_t)(last_only ? 1 : T) * V;
         int ids[64];
-        fg_test_random_ids(ids, T, V, rng);
-        float *ref_logits = fg_buf_nan(n), *ref_probs = fg_buf_nan(n);
-        float *logits = fg_buf_nan(n), *probs = fg_buf_nan(n);
+        fgi_test_random_ids(ids, T, V, rng);
+        float *ref_logits = fgi_buf_nan(n), *ref_probs = fgi_buf_nan(n);
+        float *logits = fgi_buf_nan(n), *probs = fgi_buf_nan(n);
         char what[200];
         snprintf(what, sizeof what, "%s: %s call %d (T %d after %d cached)", c->name,
                  last_only ? "forward_last" : "forward", k, T, fg_cuda_kv_cache_len(cache, 0));
@@ -121,9 +121,9 @@ static void compare_forwards(const decoder_case *c, fg_rng *rng, const int *chun
             ok(fg_ref_forward(ref_logits, ref_probs, cfg, &tm.w, ref_cache, ids, T), "reference");
             ok(fg_cuda_forward(logits, with_probs ? probs : NULL, model, cache, ids, T), what);
         }
-        fg_assert_guard(logits, n, what);
-        fg_assert_guard(probs, n, what);
-        fg_assert_close(logits, ref_logits, n, ATOL, RTOL, L2, what);
+        fgi_assert_guard(logits, n, what);
+        fgi_assert_guard(probs, n, what);
+        fgi_assert_close(logits, ref_logits, n, ATOL, RTOL, L2, what);
         if (with_probs) {
             /* probs = softmax(logits), held to the reference softmax of the GPU's own
              * logits: with |logits| ~ 20, an fp32 logit error of 1e-6 relative (checked
@@ -131,29 +131,29 @@ static void compare_forwards(const decoder_case *c, fg_rng *rng, const int *chun
             char what_p[240];
             snprintf(what_p, sizeof what_p, "%s: probs", what);
             ok(fg_ref_softmax(ref_probs, logits, T, V, 1), "reference softmax");
-            fg_assert_close(probs, ref_probs, n, ATOL, RTOL, L2, what_p);
+            fgi_assert_close(probs, ref_probs, n, ATOL, RTOL, L2, what_p);
         }
         for (int l = 0; l < cfg->n_layer; l++)
             cr_assert_eq(fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len,
                          "%s: layer %d holds %d tokens, reference %d", what, l,
                          fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len);
-        fg_buf_free(ref_logits), fg_buf_free(ref_probs), fg_buf_free(logits), fg_buf_free(probs);
+        fgi_buf_free(ref_logits), fgi_buf_free(ref_probs), fgi_buf_free(logits), fgi_buf_free(probs);
     }
     fg_cuda_kv_cache_destroy(cache);
     fg_cuda_model_destroy(model);
     fg_kv_cache_destroy(ref_cache);
-    fg_test_model_free(&tm);
+    fgi_test_model_free(&tm);
 }
 
 Test(cuda_decoder, prefill_then_decode_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(201);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(201);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8}, quick_chunks[] = {7, 1, 3, 1};
     for (int i = 0; i < n_cases; i++) {
-        if (fg_test_quick())
+        if (fgi_test_quick())
             compare_forwards(&cases[i], &rng, quick_chunks, 4, 8, 30, 0);
         else
             compare_forwards(&cases[i], &rng, chunks, (int)(sizeof chunks / sizeof *chunks), 8,
@@ -163,34 +163,34 @@ Test(cuda_decoder, prefill_then_decode_matches_reference)
 
 Test(cuda_decoder, forward_last_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(208);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(208);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     const int chunks[] = {6, 1, 1, 4, 1};
-    const int n_chunks = fg_test_quick() ? 3 : (int)(sizeof chunks / sizeof *chunks);
+    const int n_chunks = fgi_test_quick() ? 3 : (int)(sizeof chunks / sizeof *chunks);
     for (int i = 0; i < n_cases; i++)
         compare_forwards(&cases[i], &rng, chunks, n_chunks, 6, 20, 1);
 }
 
 /* T tokens through fg_*_forward_last on both paths (T = 1: a decode step,
  * which the GPU runs through its graph), the last row's logits compared. */
-static void forward_last_both(const decoder_case *c, const fg_test_model *tm,
+static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
                               fg_kv_cache *ref_cache, fg_cuda_model *model,
-                              fg_cuda_kv_cache *cache, fg_rng *rng, int T, const char *label)
+                              fg_cuda_kv_cache *cache, fgi_rng *rng, int T, const char *label)
 {
     const int V = c->cfg.vocab_size;
     int ids[8];
-    fg_test_random_ids(ids, T, V, rng);
-    float *ref = fg_buf_nan((size_t)V), *got = fg_buf_nan((size_t)V);
+    fgi_test_random_ids(ids, T, V, rng);
+    float *ref = fgi_buf_nan((size_t)V), *got = fgi_buf_nan((size_t)V);
     char what[200];
     snprintf(what, sizeof what, "%s: %s, %d tokens at position %d", c->name, label, T,
              fg_cuda_kv_cache_len(cache, 0));
     ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, ids, T), "reference");
     ok(fg_cuda_forward_last(got, model, cache, ids, T), what);
-    fg_assert_guard(got, (size_t)V, what);
-    fg_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
-    fg_buf_free(ref), fg_buf_free(got);
+    fgi_assert_guard(got, (size_t)V, what);
+    fgi_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
+    fgi_buf_free(ref), fgi_buf_free(got);
 }
 
 /* Decode steps replay a captured CUDA graph whose kernels read the token,
@@ -201,8 +201,8 @@ static void forward_last_both(const decoder_case *c, const fg_test_model *tm,
  * <= 16: every case here) the steps must really have gone through it. */
 Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(209);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(209);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
@@ -210,9 +210,9 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         /* Positions stay below n_ctx; a 256-token cache makes the captured
          * plan split the keys (merged by the decode kernel's counters, which
          * every replay must leave at zero). */
-        const int cap = 256, steps = fg_test_quick() ? 6 : c->cfg.n_ctx - 8;
-        fg_test_model tm;
-        fg_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        const int cap = 256, steps = fgi_test_quick() ? 6 : c->cfg.n_ctx - 8;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         fg_kv_cache *ref_a, *ref_b;
         fg_cuda_model *model;
         fg_cuda_kv_cache *a, *b;
@@ -243,21 +243,21 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         fg_cuda_kv_cache_destroy(a), fg_cuda_kv_cache_destroy(b);
         fg_cuda_model_destroy(model);
         fg_kv_cache_destroy(ref_a), fg_kv_cache_destroy(ref_b);
-        fg_test_model_free(&tm);
+        fgi_test_model_free(&tm);
     }
 }
 
 /* One token per call from the start, and one long prefill (T = max_tokens). */
 Test(cuda_decoder, single_tokens_and_long_prefill_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(202);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(202);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     const int singles[] = {1, 1, 1, 1, 1, 1};
     const int long_prefill[] = {37, 1, 2};
     for (int i = 0; i < n_cases; i += 2)
-        compare_forwards(&cases[i], &rng, singles, fg_test_quick() ? 3 : 6, 4, 6, 0);
+        compare_forwards(&cases[i], &rng, singles, fgi_test_quick() ? 3 : 6, 4, 6, 0);
     for (int i = 1; i < n_cases; i += 2)
         compare_forwards(&cases[i], &rng, long_prefill, 3, 37, 40, 0);
 }
@@ -265,34 +265,34 @@ Test(cuda_decoder, single_tokens_and_long_prefill_match_reference)
 /* Prefilling T tokens at once and feeding them one at a time agree on the GPU. */
 Test(cuda_decoder, prefill_equals_incremental)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(203);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(203);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
         const fg_config *cfg = &cases[i].cfg;
         const int T = 9, V = cfg->vocab_size;
-        fg_test_model tm;
-        fg_test_model_init(&tm, cfg, &rng, cases[i].untied);
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, cfg, &rng, cases[i].untied);
         fg_cuda_model *model;
         fg_cuda_kv_cache *all, *one;
         ok(fg_cuda_model_create(&model, cfg, &tm.w, T, 0), cases[i].name);
         ok(fg_cuda_kv_cache_create(&all, cfg, T), "cache");
         ok(fg_cuda_kv_cache_create(&one, cfg, T), "cache");
         int ids[9];
-        fg_test_random_ids(ids, T, V, &rng);
-        float *prefill = fg_buf_nan((size_t)T * V), *step = fg_buf_nan((size_t)T * V);
+        fgi_test_random_ids(ids, T, V, &rng);
+        float *prefill = fgi_buf_nan((size_t)T * V), *step = fgi_buf_nan((size_t)T * V);
         ok(fg_cuda_forward(prefill, NULL, model, all, ids, T), cases[i].name);
         for (int t = 0; t < T; t++)
             ok(fg_cuda_forward(step + (size_t)t * V, NULL, model, one, ids + t, 1),
                cases[i].name);
         char what[160];
         snprintf(what, sizeof what, "%s: prefill vs one token at a time", cases[i].name);
-        fg_assert_close(step, prefill, (size_t)T * V, ATOL, RTOL, L2, what);
-        fg_buf_free(prefill), fg_buf_free(step);
+        fgi_assert_close(step, prefill, (size_t)T * V, ATOL, RTOL, L2, what);
+        fgi_buf_free(prefill), fgi_buf_free(step);
         fg_cuda_kv_cache_destroy(all), fg_cuda_kv_cache_destroy(one);
         fg_cuda_model_destroy(model);
-        fg_test_model_free(&tm);
+        fgi_test_model_free(&tm);
     }
 }
 
@@ -300,16 +300,16 @@ Test(cuda_decoder, prefill_equals_incremental)
  * fg_ref_attention_layer / fg_ref_block, over several calls per layer. */
 Test(cuda_decoder, attention_layer_and_block_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(204);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(204);
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     const int chunks[] = {5, 1, 3, 1};
     for (int i = 0; i < n_cases; i++) {
         const fg_config *cfg = &cases[i].cfg;
         const int C = cfg->n_embd, layer = cfg->n_layer - 1;
-        fg_test_model tm;
-        fg_test_model_init(&tm, cfg, &rng, cases[i].untied);
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, cfg, &rng, cases[i].untied);
         fg_kv_cache *ref_cache;
         fg_cuda_model *model;
         fg_cuda_kv_cache *cache;
@@ -319,8 +319,8 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
         for (int k = 0; k < 4; k++) {
             const int T = chunks[k], block = k % 2 == 1;
             const size_t n = (size_t)T * C;
-            float *x = fg_buf_normal(&rng, n, 1.0), *ref = fg_buf_copy(x, n);
-            float *dx = fg_dev_upload(x, n);
+            float *x = fgi_buf_normal(&rng, n, 1.0), *ref = fgi_buf_copy(x, n);
+            float *dx = fgi_dev_upload(x, n);
             char what[200];
             snprintf(what, sizeof what, "%s: %s, layer %d, call %d (T %d)", cases[i].name,
                      block ? "block" : "attention layer", layer, k, T);
@@ -328,33 +328,33 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
                 ok(fg_ref_block(ref, T, cfg, &tm.layers[layer], ref_cache, layer), "reference");
                 ok(fg_cuda_block(dx, T, model, cache, layer), what);
                 ok(fg_cuda_synchronize(0), what);
-                float *got = fg_dev_download(dx, n);
-                fg_dev_assert_guard(dx, n, what);
-                fg_assert_close(got, ref, n, ATOL, RTOL, L2, what);
-                fg_buf_free(got);
+                float *got = fgi_dev_download(dx, n);
+                fgi_dev_assert_guard(dx, n, what);
+                fgi_assert_close(got, ref, n, ATOL, RTOL, L2, what);
+                fgi_buf_free(got);
             } else {
-                float *dout = fg_dev_poisoned(n);
+                float *dout = fgi_dev_poisoned(n);
                 ok(fg_ref_attention_layer(ref, x, T, cfg, &tm.layers[layer], ref_cache, layer),
                    "reference");
                 ok(fg_cuda_attention_layer(dout, dx, T, model, cache, layer), what);
                 ok(fg_cuda_synchronize(0), what);
-                float *got = fg_dev_download(dout, n);
-                fg_dev_assert_guard(dout, n, what);
-                fg_assert_close(got, ref, n, ATOL, RTOL, L2, what);
-                fg_buf_free(got);
-                fg_dev_free(dout);
+                float *got = fgi_dev_download(dout, n);
+                fgi_dev_assert_guard(dout, n, what);
+                fgi_assert_close(got, ref, n, ATOL, RTOL, L2, what);
+                fgi_buf_free(got);
+                fgi_dev_free(dout);
             }
             cr_assert_eq(fg_cuda_kv_cache_len(cache, layer), ref_cache->layers[layer].len, "%s",
                          what);
             cr_assert_eq(fg_cuda_kv_cache_len(cache, 0), layer == 0 ? ref_cache->layers[0].len : 0,
                          "%s: only the given layer grows", what);
-            fg_dev_free(dx);
-            fg_buf_free(x), fg_buf_free(ref);
+            fgi_dev_free(dx);
+            fgi_buf_free(x), fgi_buf_free(ref);
         }
         fg_cuda_kv_cache_destroy(cache);
         fg_cuda_model_destroy(model);
         fg_kv_cache_destroy(ref_cache);
-        fg_test_model_free(&tm);
+        fgi_test_model_free(&tm);
     }
 }
 
@@ -370,12 +370,12 @@ static void expect_lengths(const fg_cuda_kv_cache *cache, int n_layer, int len, 
  * it was; later calls still agree with the reference. */
 Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(205);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(205);
     const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 53, 12);
     const int V = cfg.vocab_size, max_tokens = 6;
-    fg_test_model tm;
-    fg_test_model_init(&tm, &cfg, &rng, 0);
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
     fg_kv_cache *ref_cache;
     fg_cuda_model *model;
     fg_cuda_kv_cache *cache, *other;
@@ -387,77 +387,77 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     ok(fg_cuda_kv_cache_create(&other, &other_cfg, 16), "mismatched cache");
 
     int ids[8];
-    float *logits = fg_buf_normal(&rng, (size_t)8 * V, 1.0), *ref = fg_buf_nan((size_t)8 * V);
-    float *before = fg_buf_copy(logits, (size_t)8 * V);
-    fg_test_random_ids(ids, 8, V, &rng);
-    float *act = fg_buf_normal(&rng, (size_t)8 * cfg.n_embd, 1.0);
-    float *dx = fg_dev_upload(act, (size_t)8 * cfg.n_embd);
+    float *logits = fgi_buf_normal(&rng, (size_t)8 * V, 1.0), *ref = fgi_buf_nan((size_t)8 * V);
+    float *before = fgi_buf_copy(logits, (size_t)8 * V);
+    fgi_test_random_ids(ids, 8, V, &rng);
+    float *act = fgi_buf_normal(&rng, (size_t)8 * cfg.n_embd, 1.0);
+    float *dx = fgi_dev_upload(act, (size_t)8 * cfg.n_embd);
 
     /* 4 tokens cached, then the refusals */
     ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, ref_cache, ids, 4), "reference");
     ok(fg_cuda_forward(logits, NULL, model, cache, ids, 4), "prefill");
-    fg_assert_close(logits, ref, (size_t)4 * V, ATOL, RTOL, L2, "prefill");
+    fgi_assert_close(logits, ref, (size_t)4 * V, ATOL, RTOL, L2, "prefill");
     memcpy(before, logits, sizeof(float) * 8 * (size_t)V);
 
     ids[1] = V;
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "outside the vocabulary");
     ids[1] = -1;
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "ids[1] = -1");
-    fg_test_random_ids(ids, 8, V, &rng);
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, max_tokens + 1),
+    fgi_test_random_ids(ids, 8, V, &rng);
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, max_tokens + 1),
                      FG_ERR_INVALID_ARG, "max_tokens");
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 0), FG_ERR_INVALID_ARG, "'T'");
-    fg_assert_status(fg_cuda_forward(NULL, NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 0), FG_ERR_INVALID_ARG, "'T'");
+    fgi_assert_status(fg_cuda_forward(NULL, NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
                      "'logits' is NULL");
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, cache, NULL, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, NULL, 2), FG_ERR_INVALID_ARG,
                      "'ids' is NULL");
-    fg_assert_status(fg_cuda_forward(logits, logits + 1, model, cache, ids, 2),
+    fgi_assert_status(fg_cuda_forward(logits, logits + 1, model, cache, ids, 2),
                      FG_ERR_INVALID_ARG, "overlap");
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, NULL, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, NULL, ids, 2), FG_ERR_INVALID_ARG,
                      "'cache' is NULL");
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, other, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, other, ids, 2), FG_ERR_INVALID_ARG,
                      "does not match");
-    fg_assert_status(fg_cuda_forward_last(NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward_last(NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
                      "'logits' is NULL");
-    fg_assert_status(fg_cuda_forward_last(logits, model, cache, ids, max_tokens + 1),
+    fgi_assert_status(fg_cuda_forward_last(logits, model, cache, ids, max_tokens + 1),
                      FG_ERR_INVALID_ARG, "max_tokens");
-    fg_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, 2), FG_ERR_INVALID_ARG,
                      "'layer' must be < n_layer");
-    fg_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, -1), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, -1), FG_ERR_INVALID_ARG,
                      "'layer'");
-    fg_assert_status(fg_cuda_block(dx, max_tokens + 1, model, cache, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(dx, max_tokens + 1, model, cache, 0), FG_ERR_INVALID_ARG,
                      "max_tokens");
-    fg_assert_status(fg_cuda_block(NULL, 2, model, cache, 0), FG_ERR_INVALID_ARG, "'x' is NULL");
-    fg_assert_status(fg_cuda_attention_layer(dx + 1, dx, 2, model, cache, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(NULL, 2, model, cache, 0), FG_ERR_INVALID_ARG, "'x' is NULL");
+    fgi_assert_status(fg_cuda_attention_layer(dx + 1, dx, 2, model, cache, 0), FG_ERR_INVALID_ARG,
                      "overlap");
     expect_lengths(cache, cfg.n_layer, 4, "after refused calls");
     expect_lengths(other, other_cfg.n_layer, 0, "the mismatched cache");
-    fg_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused calls");
+    fgi_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused calls");
 
     /* positions 4..9 are in the table; 10..12 would pass n_ctx = 12 */
     ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, ref_cache, ids, 6), "reference");
     ok(fg_cuda_forward(logits, NULL, model, cache, ids, 6), "after refusals");
-    fg_assert_close(logits, ref, (size_t)6 * V, ATOL, RTOL, L2, "forward after refused calls");
+    fgi_assert_close(logits, ref, (size_t)6 * V, ATOL, RTOL, L2, "forward after refused calls");
     memcpy(before, logits, sizeof(float) * 8 * (size_t)V);
-    fg_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "past the position table");
     expect_lengths(cache, cfg.n_layer, 10, "after a refused position");
-    fg_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused position");
+    fgi_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused position");
 
     /* capacity: a RoPE model has no position table, so only the cache limits it */
     fg_config rope_cfg = gpt2(2, 64, 2, 1, 1, 0, 53, 12);
-    fg_test_model rope_tm;
-    fg_test_model_init(&rope_tm, &rope_cfg, &rng, 0);
+    fgi_test_model rope_tm;
+    fgi_test_model_init(&rope_tm, &rope_cfg, &rng, 0);
     fg_cuda_model *rope_model;
     fg_cuda_kv_cache *small;
     ok(fg_cuda_model_create(&rope_model, &rope_cfg, &rope_tm.w, max_tokens, 0), "rope model");
     ok(fg_cuda_kv_cache_create(&small, &rope_cfg, 6), "small cache");
     ok(fg_cuda_forward(logits, NULL, rope_model, small, ids, 4), "rope prefill");
-    fg_assert_status(fg_cuda_forward(logits, NULL, rope_model, small, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, rope_model, small, ids, 3), FG_ERR_INVALID_ARG,
                      "capacity exceeded");
-    fg_assert_status(fg_cuda_block(dx, 3, rope_model, small, 1), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(dx, 3, rope_model, small, 1), FG_ERR_INVALID_ARG,
                      "capacity exceeded");
     expect_lengths(small, rope_cfg.n_layer, 4, "after a refused append");
     ok(fg_cuda_forward(logits, NULL, rope_model, small, ids, 2), "filling the cache exactly");
@@ -465,76 +465,76 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     ok(fg_cuda_kv_cache_reset(small), "reset");
     expect_lengths(small, rope_cfg.n_layer, 0, "after reset");
 
-    fg_dev_free(dx);
+    fgi_dev_free(dx);
     fg_cuda_kv_cache_destroy(small);
     fg_cuda_model_destroy(rope_model);
-    fg_test_model_free(&rope_tm);
+    fgi_test_model_free(&rope_tm);
     fg_cuda_kv_cache_destroy(other);
     fg_cuda_kv_cache_destroy(cache);
     fg_cuda_model_destroy(model);
     fg_kv_cache_destroy(ref_cache);
-    fg_test_model_free(&tm);
-    fg_buf_free(logits), fg_buf_free(ref), fg_buf_free(before), fg_buf_free(act);
+    fgi_test_model_free(&tm);
+    fgi_buf_free(logits), fgi_buf_free(ref), fgi_buf_free(before), fgi_buf_free(act);
 }
 
 /* Argument checks that need no device ------------------------------------------- */
 
 Test(cuda_decoder_args, bad_arguments_are_refused)
 {
-    fg_rng rng = fg_rng_make(206);
+    fgi_rng rng = fgi_rng_make(206);
     const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 53, 12);
-    fg_test_model tm;
-    fg_test_model_init(&tm, &cfg, &rng, 0);
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
     fg_cuda_model *model = NULL;
     fg_cuda_kv_cache *cache = NULL;
     float logits[64], x[64];
     int ids[2] = {1, 2};
 
-    fg_expect_refused(fg_cuda_model_create(NULL, &cfg, &tm.w, 4, 0), "'model' is NULL");
-    fg_expect_refused(fg_cuda_model_create(&model, NULL, &tm.w, 4, 0), "'config' is NULL");
+    fgi_expect_refused(fg_cuda_model_create(NULL, &cfg, &tm.w, 4, 0), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_model_create(&model, NULL, &tm.w, 4, 0), "'config' is NULL");
     fg_config bad = cfg;
     bad.n_head = 0;
-    fg_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "config.n_head");
+    fgi_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "config.n_head");
     bad = cfg;
     bad.n_kv_head = 3;
-    fg_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "n_kv_head");
-    fg_expect_refused(fg_cuda_model_create(&model, &cfg, NULL, 4, 0), "'weights' is NULL");
+    fgi_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "n_kv_head");
+    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, NULL, 4, 0), "'weights' is NULL");
     const float *saved = tm.layers[1].c_attn_w;
     tm.layers[1].c_attn_w = NULL;
-    fg_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0), "layers[1].c_attn_w is NULL");
+    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0), "layers[1].c_attn_w is NULL");
     tm.layers[1].c_attn_w = saved;
-    fg_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 0, 0), "'max_tokens'");
+    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 0, 0), "'max_tokens'");
     cr_assert(model == NULL, "a refused create leaves *model NULL");
 
-    fg_expect_refused(fg_cuda_kv_cache_create(NULL, &cfg, 8), "'cache' is NULL");
-    fg_expect_refused(fg_cuda_kv_cache_create(&cache, &cfg, 0), "'capacity'");
-    fg_expect_refused(fg_cuda_kv_cache_create(&cache, NULL, 8), "'config' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_create(NULL, &cfg, 8), "'cache' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, &cfg, 0), "'capacity'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, NULL, 8), "'config' is NULL");
     cr_assert(cache == NULL);
-    fg_expect_refused(fg_cuda_kv_cache_reset(NULL), "'cache' is NULL");
-    fg_expect_refused(fg_cuda_forward(logits, NULL, NULL, cache, ids, 2), "'model' is NULL");
-    fg_expect_refused(fg_cuda_forward_last(logits, NULL, cache, ids, 2), "'model' is NULL");
-    fg_expect_refused(fg_cuda_attention_layer(x, x, 2, NULL, cache, 0), "'model' is NULL");
-    fg_expect_refused(fg_cuda_block(x, 2, NULL, cache, 0), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_reset(NULL), "'cache' is NULL");
+    fgi_expect_refused(fg_cuda_forward(logits, NULL, NULL, cache, ids, 2), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_forward_last(logits, NULL, cache, ids, 2), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_attention_layer(x, x, 2, NULL, cache, 0), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_block(x, 2, NULL, cache, 0), "'model' is NULL");
 
     cr_assert_eq(fg_cuda_kv_cache_len(NULL, 0), -1);
     cr_assert_eq(fg_cuda_kv_cache_capacity(NULL), -1);
     cr_assert(fg_cuda_model_config(NULL) == NULL);
     fg_cuda_model_destroy(NULL);
     fg_cuda_kv_cache_destroy(NULL);
-    fg_test_model_free(&tm);
+    fgi_test_model_free(&tm);
 }
 
 Test(cuda_decoder_args, no_device_is_a_clear_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: the no-device path is not reachable");
-    fg_rng rng = fg_rng_make(207);
+    fgi_rng rng = fgi_rng_make(207);
     const fg_config cfg = llama(2, 64, 2, 1, 96, 0, 53, 12);
-    fg_test_model tm;
-    fg_test_model_init(&tm, &cfg, &rng, 1);
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 1);
     fg_cuda_model *model = NULL;
     fg_cuda_kv_cache *cache = NULL;
-    fg_expect_no_device(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0));
-    fg_expect_no_device(fg_cuda_kv_cache_create(&cache, &cfg, 8));
+    fgi_expect_no_device(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0));
+    fgi_expect_no_device(fg_cuda_kv_cache_create(&cache, &cfg, 8));
     cr_assert(model == NULL && cache == NULL);
-    fg_test_model_free(&tm);
+    fgi_test_model_free(&tm);
 }

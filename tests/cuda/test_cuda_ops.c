@@ -3,7 +3,7 @@
  * fused add + LayerNorm, GELU / bias + GELU / SiLU-multiply, linear, GELU MLP
  * and SwiGLU MLP; plus argument checking and the no-device error.
  *
- * GPU tests call fg_require_gpu() first and show as skipped without a GPU.
+ * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Each draws at least 50 random shapes (odd sizes, single rows, long rows),
  * fresh inputs per run (seed in every failure message), poisons outputs with
  * NaN, checks the guard region after every output, and compares with the
@@ -29,15 +29,15 @@
 #define L2 1e-5
 
 /* Trials of a test: `full` normally, 10 in quick mode. */
-static int trials(int full) { return fg_test_quick() ? 10 : full; }
+static int trials(int full) { return fgi_test_quick() ? 10 : full; }
 
 /* A size limit: `full` normally, `quick` in quick mode. */
-static int size_max(int full, int quick) { return fg_test_quick() ? quick : full; }
+static int size_max(int full, int quick) { return fgi_test_quick() ? quick : full; }
 
 static void ok(fg_status st, const char *what)
 {
     cr_assert(st == FG_OK, "%s: %s: %s (seed %llu)", what, fg_status_str(st),
-              fg_last_error(), (unsigned long long)fg_test_seed());
+              fg_last_error(), (unsigned long long)fgi_test_seed());
 }
 
 /* Waits for the GPU, then checks dev's guard and compares n floats to ref. */
@@ -45,40 +45,40 @@ static void expect_device_close(const float *dev, const float *ref, size_t n,
                                 const char *what)
 {
     ok(fg_cuda_synchronize(0), what);
-    float *got = fg_dev_download(dev, n);
-    fg_dev_assert_guard(dev, n, what);
-    fg_assert_close(got, ref, n, ATOL, RTOL, L2, what);
-    fg_buf_free(got);
+    float *got = fgi_dev_download(dev, n);
+    fgi_dev_assert_guard(dev, n, what);
+    fgi_assert_close(got, ref, n, ATOL, RTOL, L2, what);
+    fgi_buf_free(got);
 }
 
 static void expect_device_same(const float *dev, const float *ref, size_t n,
                                const char *what)
 {
     ok(fg_cuda_synchronize(0), what);
-    float *got = fg_dev_download(dev, n);
-    fg_dev_assert_guard(dev, n, what);
-    fg_assert_same(got, ref, n * sizeof(float), what);
-    fg_buf_free(got);
+    float *got = fgi_dev_download(dev, n);
+    fgi_dev_assert_guard(dev, n, what);
+    fgi_assert_same(got, ref, n * sizeof(float), what);
+    fgi_buf_free(got);
 }
 
 /* A length that is often awkward: 1, just around a power of two, or random. */
-static int awkward_len(fg_rng *r, int max)
+static int awkward_len(fgi_rng *r, int max)
 {
     static const int specials[] = {1, 2, 3, 31, 32, 33, 127, 255, 257, 1023, 1025};
-    int pick = fg_rng_int(r, 0, 3);
+    int pick = fgi_rng_int(r, 0, 3);
     if (pick == 0) {
-        int v = specials[fg_rng_int(r, 0, (int)(sizeof specials / sizeof *specials) - 1)];
+        int v = specials[fgi_rng_int(r, 0, (int)(sizeof specials / sizeof *specials) - 1)];
         return v <= max ? v : max;
     }
-    return fg_rng_int(r, 1, max);
+    return fgi_rng_int(r, 1, max);
 }
 
 /* Softmax and causal mask ------------------------------------------------------- */
 
 Test(cuda_softmax, random_shapes_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(101);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(101);
     for (int trial = 0; trial < trials(64); trial++) {
         int outer, n, inner;
         switch (trial % 4) {
@@ -87,10 +87,10 @@ Test(cuda_softmax, random_shapes_match_reference)
             break;
         case 1: /* a middle axis */
             outer = awkward_len(&rng, 6), n = awkward_len(&rng, 400),
-            inner = fg_rng_int(&rng, 2, 70);
+            inner = fgi_rng_int(&rng, 2, 70);
             break;
         case 2: /* one long row, like a vocabulary */
-            outer = fg_rng_int(&rng, 1, 3), n = fg_rng_int(&rng, 20000, 70000), inner = 1;
+            outer = fgi_rng_int(&rng, 1, 3), n = fgi_rng_int(&rng, 20000, 70000), inner = 1;
             break;
         default: /* first axis of a small tensor */
             outer = 1, n = awkward_len(&rng, 50), inner = awkward_len(&rng, 2000);
@@ -98,18 +98,18 @@ Test(cuda_softmax, random_shapes_match_reference)
         }
         const size_t total = (size_t)outer * n * inner;
         const double scale = trial % 8 == 3 ? 1000.0 : 4.0;
-        float *x = fg_buf_normal(&rng, total, scale), *ref = fg_buf_nan(total);
+        float *x = fgi_buf_normal(&rng, total, scale), *ref = fgi_buf_nan(total);
         ok(fg_ref_softmax(ref, x, outer, n, inner), "reference softmax");
         const int in_place = trial % 5 == 2;
-        float *dx = fg_dev_upload(x, total), *dy = in_place ? dx : fg_dev_poisoned(total);
+        float *dx = fgi_dev_upload(x, total), *dy = in_place ? dx : fgi_dev_poisoned(total);
         char what[160];
         snprintf(what, sizeof what, "softmax (%d, %d, %d)%s, trial %d", outer, n, inner,
                  in_place ? " in place" : "", trial);
         ok(fg_cuda_softmax(dy, dx, outer, n, inner, 0), what);
         expect_device_close(dy, ref, total, what);
-        if (!in_place) fg_dev_free(dy);
-        fg_dev_free(dx);
-        fg_buf_free(x), fg_buf_free(ref);
+        if (!in_place) fgi_dev_free(dy);
+        fgi_dev_free(dx);
+        fgi_buf_free(x), fgi_buf_free(ref);
     }
 }
 
@@ -117,40 +117,40 @@ Test(cuda_softmax, random_shapes_match_reference)
  * both kernels (contiguous rows and strided slices). */
 Test(cuda_softmax, extreme_values_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(102);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(102);
     for (int trial = 0; trial < trials(50); trial++) {
-        const int outer = fg_rng_int(&rng, 1, 8), n = awkward_len(&rng, 600);
-        const int inner = trial % 2 ? 1 : fg_rng_int(&rng, 2, 9);
+        const int outer = fgi_rng_int(&rng, 1, 8), n = awkward_len(&rng, 600);
+        const int inner = trial % 2 ? 1 : fgi_rng_int(&rng, 2, 9);
         const size_t total = (size_t)outer * n * inner;
-        float *x = fg_buf_normal(&rng, total, 3.0), *ref = fg_buf_nan(total);
+        float *x = fgi_buf_normal(&rng, total, 3.0), *ref = fgi_buf_nan(total);
         for (int o = 0; o < outer; o++)
             for (int i = 0; i < inner; i++) {
-                const int kind = fg_rng_int(&rng, 0, 4);
+                const int kind = fgi_rng_int(&rng, 0, 4);
                 for (int j = 0; j < n; j++) {
                     float *v = &x[((size_t)o * n + j) * inner + i];
                     if (kind == 0) *v = (j % 2 ? 1000.0f : -1000.0f);
-                    if (kind == 1 && fg_rng_int(&rng, 0, 2) == 0) *v = -INFINITY;
+                    if (kind == 1 && fgi_rng_int(&rng, 0, 2) == 0) *v = -INFINITY;
                     if (kind == 2) *v = -INFINITY;
-                    if (kind == 3 && fg_rng_int(&rng, 0, 3) == 0) *v = INFINITY;
+                    if (kind == 3 && fgi_rng_int(&rng, 0, 3) == 0) *v = INFINITY;
                 }
             }
         ok(fg_ref_softmax(ref, x, outer, n, inner), "reference softmax");
-        float *dx = fg_dev_upload(x, total), *dy = fg_dev_poisoned(total);
+        float *dx = fgi_dev_upload(x, total), *dy = fgi_dev_poisoned(total);
         char what[160];
         snprintf(what, sizeof what, "softmax with +-1000/+-inf (%d, %d, %d), trial %d",
                  outer, n, inner, trial);
         ok(fg_cuda_softmax(dy, dx, outer, n, inner, 0), what);
         expect_device_close(dy, ref, total, what);
-        fg_dev_free(dy), fg_dev_free(dx);
-        fg_buf_free(x), fg_buf_free(ref);
+        fgi_dev_free(dy), fgi_dev_free(dx);
+        fgi_buf_free(x), fgi_buf_free(ref);
     }
 }
 
 Test(cuda_causal_mask, random_shapes_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(103);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(103);
     for (int trial = 0; trial < trials(50); trial++) {
         const int q = awkward_len(&rng, 300);
         const int kv = trial % 3 == 0 ? q : q + awkward_len(&rng, 2000) - 1;
@@ -158,17 +158,17 @@ Test(cuda_causal_mask, random_shapes_match_reference)
         uint8_t *ref = malloc(bytes), *got = malloc(floats * 4);
         cr_assert(ref && got);
         ok(fg_ref_causal_mask(ref, q, kv), "reference mask");
-        float *dm = fg_dev_poisoned(floats); /* every byte 0xff */
+        float *dm = fgi_dev_poisoned(floats); /* every byte 0xff */
         char what[96];
         snprintf(what, sizeof what, "causal mask (%d, %d)", q, kv);
         ok(fg_cuda_causal_mask((uint8_t *)dm, q, kv, 0), what);
         ok(fg_cuda_synchronize(0), what);
         ok(fg_cuda_download(got, dm, floats * 4), what);
-        fg_dev_assert_guard(dm, floats, what);
-        fg_assert_same(got, ref, bytes, what);
+        fgi_dev_assert_guard(dm, floats, what);
+        fgi_assert_same(got, ref, bytes, what);
         for (size_t b = bytes; b < floats * 4; b++)
             cr_assert(got[b] == 0xff, "%s: wrote past the end (byte %zu)", what, b);
-        fg_dev_free(dm);
+        fgi_dev_free(dm);
         free(ref), free(got);
     }
 }
@@ -177,65 +177,65 @@ Test(cuda_causal_mask, random_shapes_match_reference)
 
 Test(cuda_rope, random_shapes_and_large_positions_match_reference)
 {
-    fg_require_gpu();
+    fgi_require_gpu();
     static const double bases[] = {10000.0, 500000.0, 1000000.0, 100.0, 2.5};
-    fg_rng rng = fg_rng_make(104);
+    fgi_rng rng = fgi_rng_make(104);
     for (int trial = 0; trial < trials(60); trial++) {
-        const int n_head = fg_rng_int(&rng, 1, 9), seq = awkward_len(&rng, 60);
-        const int head_dim = trial % 6 == 0 ? 2 : 2 * fg_rng_int(&rng, 1, 128);
-        const double base = bases[fg_rng_int(&rng, 0, 4)];
+        const int n_head = fgi_rng_int(&rng, 1, 9), seq = awkward_len(&rng, 60);
+        const int head_dim = trial % 6 == 0 ? 2 : 2 * fgi_rng_int(&rng, 1, 128);
+        const double base = bases[fgi_rng_int(&rng, 0, 4)];
         const size_t total = (size_t)n_head * seq * head_dim;
         int *pos = malloc(sizeof(int) * (size_t)seq);
         cr_assert(pos);
-        const int start = fg_rng_int(&rng, 0, 100000 - seq);
+        const int start = fgi_rng_int(&rng, 0, 100000 - seq);
         for (int t = 0; t < seq; t++)
-            pos[t] = trial % 2 ? start + t : fg_rng_int(&rng, 0, 100000);
+            pos[t] = trial % 2 ? start + t : fgi_rng_int(&rng, 0, 100000);
         pos[0] = trial % 3 == 0 ? 100000 : pos[0];
-        float *x = fg_buf_normal(&rng, total, 1.5), *ref = fg_buf_copy(x, total);
+        float *x = fgi_buf_normal(&rng, total, 1.5), *ref = fgi_buf_copy(x, total);
         ok(fg_ref_rope(ref, n_head, seq, head_dim, pos, base), "reference rope");
-        float *dx = fg_dev_upload(x, total);
-        int *dpos = fg_dev_upload_ints(pos, (size_t)seq);
+        float *dx = fgi_dev_upload(x, total);
+        int *dpos = fgi_dev_upload_ints(pos, (size_t)seq);
         char what[160];
         snprintf(what, sizeof what, "rope (%d, %d, %d) base %g, trial %d", n_head, seq,
                  head_dim, base, trial);
         ok(fg_cuda_rope(dx, n_head, seq, head_dim, dpos, base, 0), what);
         expect_device_close(dx, ref, total, what);
-        fg_dev_free(dx), fg_dev_free(dpos);
-        fg_buf_free(x), fg_buf_free(ref);
+        fgi_dev_free(dx), fgi_dev_free(dpos);
+        fgi_buf_free(x), fgi_buf_free(ref);
         free(pos);
     }
 }
 
 Test(cuda_rope, negative_position_is_refused_before_any_write)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(105);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(105);
     const int n_head = 3, seq = 5, d = 8;
     const size_t total = (size_t)n_head * seq * d;
     int pos[5] = {0, 7, 3, -2, 9};
-    float *x = fg_buf_normal(&rng, total, 1.0);
-    float *dx = fg_dev_upload(x, total);
-    int *dpos = fg_dev_upload_ints(pos, 5);
-    fg_assert_status(fg_cuda_rope(dx, n_head, seq, d, dpos, 10000.0, 0), FG_ERR_INVALID_ARG,
+    float *x = fgi_buf_normal(&rng, total, 1.0);
+    float *dx = fgi_dev_upload(x, total);
+    int *dpos = fgi_dev_upload_ints(pos, 5);
+    fgi_assert_status(fg_cuda_rope(dx, n_head, seq, d, dpos, 10000.0, 0), FG_ERR_INVALID_ARG,
                      "pos[3]");
     expect_device_same(dx, x, total, "x after a refused rope");
-    fg_dev_free(dx), fg_dev_free(dpos);
-    fg_buf_free(x);
+    fgi_dev_free(dx), fgi_dev_free(dpos);
+    fgi_buf_free(x);
 }
 
 /* Split / merge heads ------------------------------------------------------------ */
 
 Test(cuda_layout, split_and_merge_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(106);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(106);
     for (int trial = 0; trial < trials(100); trial++) {
-        const int seq = awkward_len(&rng, 200), n_head = fg_rng_int(&rng, 1, 16);
+        const int seq = awkward_len(&rng, 200), n_head = fgi_rng_int(&rng, 1, 16);
         const int d = trial % 7 == 0 ? 1 : awkward_len(&rng, 130);
         const size_t total = (size_t)seq * n_head * d;
         const int split = trial % 2 == 0;
-        float *x = fg_buf_normal(&rng, total, 1.0), *ref = fg_buf_nan(total);
-        float *dx = fg_dev_upload(x, total), *dy = fg_dev_poisoned(total);
+        float *x = fgi_buf_normal(&rng, total, 1.0), *ref = fgi_buf_nan(total);
+        float *dx = fgi_dev_upload(x, total), *dy = fgi_dev_poisoned(total);
         char what[128];
         snprintf(what, sizeof what, "%s heads (seq %d, n_head %d, d %d)",
                  split ? "split" : "merge", seq, n_head, d);
@@ -247,8 +247,8 @@ Test(cuda_layout, split_and_merge_match_reference)
             ok(fg_cuda_merge_heads(dy, dx, n_head, seq, d, 0), what);
         }
         expect_device_same(dy, ref, total, what); /* a pure copy: bit-exact */
-        fg_dev_free(dx), fg_dev_free(dy);
-        fg_buf_free(x), fg_buf_free(ref);
+        fgi_dev_free(dx), fgi_dev_free(dy);
+        fgi_buf_free(x), fgi_buf_free(ref);
     }
 }
 
@@ -256,28 +256,28 @@ Test(cuda_layout, split_and_merge_match_reference)
 
 /* cols: tiny, odd, around warp and block sizes, the kernel's shared-memory
  * row limit (12000) and beyond it. */
-static int norm_cols(fg_rng *r)
+static int norm_cols(fgi_rng *r)
 {
     static const int specials[] = {1, 2, 5, 31, 33, 768, 1000, 4097, 8192,
                                    8193, 12000, 12001, 12288, 20000};
-    if (fg_rng_int(r, 0, 1) == 0)
-        return specials[fg_rng_int(r, 0, (int)(sizeof specials / sizeof *specials) - 1)];
-    return fg_rng_int(r, 1, 3000);
+    if (fgi_rng_int(r, 0, 1) == 0)
+        return specials[fgi_rng_int(r, 0, (int)(sizeof specials / sizeof *specials) - 1)];
+    return fgi_rng_int(r, 1, 3000);
 }
 
-static float norm_eps(fg_rng *r)
+static float norm_eps(fgi_rng *r)
 {
     static const float eps[] = {1e-5f, 1e-6f, 1e-3f};
-    return eps[fg_rng_int(r, 0, 2)];
+    return eps[fgi_rng_int(r, 0, 2)];
 }
 
 /* x (rows, cols) ~ offset + scale * N(0, 1), offset and scale per row. */
-static float *norm_input(fg_rng *r, int rows, int cols)
+static float *norm_input(fgi_rng *r, int rows, int cols)
 {
-    float *x = fg_buf_normal(r, (size_t)rows * cols, 1.0);
+    float *x = fgi_buf_normal(r, (size_t)rows * cols, 1.0);
     for (int i = 0; i < rows; i++) {
-        const double offset = fg_rng_int(r, 0, 2) ? 0.0 : 40.0 * fg_rng_normal(r);
-        const double scale = 0.2 + 4.0 * fg_rng_uniform(r);
+        const double offset = fgi_rng_int(r, 0, 2) ? 0.0 : 40.0 * fgi_rng_normal(r);
+        const double scale = 0.2 + 4.0 * fgi_rng_uniform(r);
         for (int j = 0; j < cols; j++) {
             float *v = &x[(size_t)i * cols + j];
             *v = (float)(offset + scale * *v);
@@ -286,82 +286,82 @@ static float *norm_input(fg_rng *r, int rows, int cols)
     return x;
 }
 
-static float *gain(fg_rng *r, int cols)
+static float *gain(fgi_rng *r, int cols)
 {
-    float *g = fg_buf_normal(r, (size_t)cols, 0.3);
+    float *g = fgi_buf_normal(r, (size_t)cols, 0.3);
     for (int j = 0; j < cols; j++) g[j] += 1.0f;
     return g;
 }
 
 Test(cuda_norm, layer_norm_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(107);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(107);
     for (int trial = 0; trial < trials(60); trial++) {
         const int rows = trial % 5 == 0 ? 1 : awkward_len(&rng, 64), cols = norm_cols(&rng);
         const float eps = norm_eps(&rng);
         const size_t total = (size_t)rows * cols;
         const int with_bias = trial % 3 != 0, in_place = trial % 4 == 1;
         float *x = norm_input(&rng, rows, cols), *g = gain(&rng, cols);
-        float *b = fg_buf_normal(&rng, (size_t)cols, 0.5), *ref = fg_buf_nan(total);
+        float *b = fgi_buf_normal(&rng, (size_t)cols, 0.5), *ref = fgi_buf_nan(total);
         ok(fg_ref_layer_norm(ref, x, g, with_bias ? b : NULL, rows, cols, eps), "reference");
-        float *dx = fg_dev_upload(x, total), *dg = fg_dev_upload(g, (size_t)cols);
-        float *db = fg_dev_upload(b, (size_t)cols);
-        float *dy = in_place ? dx : fg_dev_poisoned(total);
+        float *dx = fgi_dev_upload(x, total), *dg = fgi_dev_upload(g, (size_t)cols);
+        float *db = fgi_dev_upload(b, (size_t)cols);
+        float *dy = in_place ? dx : fgi_dev_poisoned(total);
         char what[160];
         snprintf(what, sizeof what, "layer_norm (%d, %d) eps %g%s%s", rows, cols,
                  (double)eps, with_bias ? "" : " no bias", in_place ? " in place" : "");
         ok(fg_cuda_layer_norm(dy, dx, dg, with_bias ? db : NULL, rows, cols, eps, 0), what);
         expect_device_close(dy, ref, total, what);
-        if (!in_place) fg_dev_free(dy);
-        fg_dev_free(dx), fg_dev_free(dg), fg_dev_free(db);
-        fg_buf_free(x), fg_buf_free(g), fg_buf_free(b), fg_buf_free(ref);
+        if (!in_place) fgi_dev_free(dy);
+        fgi_dev_free(dx), fgi_dev_free(dg), fgi_dev_free(db);
+        fgi_buf_free(x), fgi_buf_free(g), fgi_buf_free(b), fgi_buf_free(ref);
     }
 }
 
 Test(cuda_norm, rms_norm_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(108);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(108);
     for (int trial = 0; trial < trials(60); trial++) {
         const int rows = trial % 5 == 0 ? 1 : awkward_len(&rng, 64), cols = norm_cols(&rng);
         const float eps = norm_eps(&rng);
         const size_t total = (size_t)rows * cols;
         const int in_place = trial % 4 == 1;
         float *x = norm_input(&rng, rows, cols), *g = gain(&rng, cols);
-        float *ref = fg_buf_nan(total);
+        float *ref = fgi_buf_nan(total);
         ok(fg_ref_rms_norm(ref, x, g, rows, cols, eps), "reference");
-        float *dx = fg_dev_upload(x, total), *dg = fg_dev_upload(g, (size_t)cols);
-        float *dy = in_place ? dx : fg_dev_poisoned(total);
+        float *dx = fgi_dev_upload(x, total), *dg = fgi_dev_upload(g, (size_t)cols);
+        float *dy = in_place ? dx : fgi_dev_poisoned(total);
         char what[160];
         snprintf(what, sizeof what, "rms_norm (%d, %d) eps %g%s", rows, cols, (double)eps,
                  in_place ? " in place" : "");
         ok(fg_cuda_rms_norm(dy, dx, dg, rows, cols, eps, 0), what);
         expect_device_close(dy, ref, total, what);
-        if (!in_place) fg_dev_free(dy);
-        fg_dev_free(dx), fg_dev_free(dg);
-        fg_buf_free(x), fg_buf_free(g), fg_buf_free(ref);
+        if (!in_place) fgi_dev_free(dy);
+        fgi_dev_free(dx), fgi_dev_free(dg);
+        fgi_buf_free(x), fgi_buf_free(g), fgi_buf_free(ref);
     }
 }
 
 /* x += delta must be the plain fp32 sum (bit-exact), y = LayerNorm(x). */
 Test(cuda_norm, add_layer_norm_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(109);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(109);
     for (int trial = 0; trial < trials(60); trial++) {
         const int rows = trial % 5 == 0 ? 1 : awkward_len(&rng, 64), cols = norm_cols(&rng);
         const float eps = norm_eps(&rng);
         const size_t total = (size_t)rows * cols;
         const int with_bias = trial % 3 != 0, in_place = trial % 4 == 1;
-        float *x = norm_input(&rng, rows, cols), *delta = fg_buf_normal(&rng, total, 2.0);
-        float *g = gain(&rng, cols), *b = fg_buf_normal(&rng, (size_t)cols, 0.5);
-        float *sum = fg_buf_nan(total), *ref = fg_buf_nan(total);
+        float *x = norm_input(&rng, rows, cols), *delta = fgi_buf_normal(&rng, total, 2.0);
+        float *g = gain(&rng, cols), *b = fgi_buf_normal(&rng, (size_t)cols, 0.5);
+        float *sum = fgi_buf_nan(total), *ref = fgi_buf_nan(total);
         for (size_t i = 0; i < total; i++) sum[i] = x[i] + delta[i];
         ok(fg_ref_layer_norm(ref, sum, g, with_bias ? b : NULL, rows, cols, eps), "reference");
-        float *dx = fg_dev_upload(x, total), *dd = fg_dev_upload(delta, total);
-        float *dg = fg_dev_upload(g, (size_t)cols), *db = fg_dev_upload(b, (size_t)cols);
-        float *dy = in_place ? dx : fg_dev_poisoned(total);
+        float *dx = fgi_dev_upload(x, total), *dd = fgi_dev_upload(delta, total);
+        float *dg = fgi_dev_upload(g, (size_t)cols), *db = fgi_dev_upload(b, (size_t)cols);
+        float *dy = in_place ? dx : fgi_dev_poisoned(total);
         char what[160];
         snprintf(what, sizeof what, "add_layer_norm (%d, %d) eps %g%s%s", rows, cols,
                  (double)eps, with_bias ? "" : " no bias", in_place ? " y == x" : "");
@@ -372,11 +372,11 @@ Test(cuda_norm, add_layer_norm_matches_reference)
             char what_x[200];
             snprintf(what_x, sizeof what_x, "%s: updated x", what);
             expect_device_same(dx, sum, total, what_x);
-            fg_dev_free(dy);
+            fgi_dev_free(dy);
         }
-        fg_dev_free(dx), fg_dev_free(dd), fg_dev_free(dg), fg_dev_free(db);
-        fg_buf_free(x), fg_buf_free(delta), fg_buf_free(g), fg_buf_free(b);
-        fg_buf_free(sum), fg_buf_free(ref);
+        fgi_dev_free(dx), fgi_dev_free(dd), fgi_dev_free(dg), fgi_dev_free(db);
+        fgi_buf_free(x), fgi_buf_free(delta), fgi_buf_free(g), fgi_buf_free(b);
+        fgi_buf_free(sum), fgi_buf_free(ref);
     }
 }
 
@@ -387,79 +387,79 @@ Test(cuda_norm, add_layer_norm_matches_reference)
  * tail (x < -6, output < 1e-10) leaves the relative L2 check measuring that
  * tiny value alone, and no fp32 GELU (nor the double tanh-form reference,
  * whose 1 + tanh cancels there) is accurate to 1e-5 relative there. */
-static float *activation_input(fg_rng *r, size_t n)
+static float *activation_input(fgi_rng *r, size_t n)
 {
-    float *x = fg_buf_normal(r, n, 2.0);
-    for (size_t i = 1; i < n; i += 17) x[i] = (float)(x[i] * (2.5 + 10.0 * fg_rng_uniform(r)));
+    float *x = fgi_buf_normal(r, n, 2.0);
+    for (size_t i = 1; i < n; i += 17) x[i] = (float)(x[i] * (2.5 + 10.0 * fgi_rng_uniform(r)));
     return x;
 }
 
 Test(cuda_elementwise, gelu_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(110);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(110);
     for (int trial = 0; trial < trials(50); trial++) {
-        const int n = trial % 4 == 0 ? fg_rng_int(&rng, 100000, size_max(1500000, 200000))
+        const int n = trial % 4 == 0 ? fgi_rng_int(&rng, 100000, size_max(1500000, 200000))
                                       : awkward_len(&rng, 5000);
         const int in_place = trial % 3 == 1;
-        float *x = activation_input(&rng, (size_t)n), *ref = fg_buf_nan((size_t)n);
+        float *x = activation_input(&rng, (size_t)n), *ref = fgi_buf_nan((size_t)n);
         ok(fg_ref_gelu(ref, x, n), "reference");
-        float *dx = fg_dev_upload(x, (size_t)n), *dy = in_place ? dx : fg_dev_poisoned((size_t)n);
+        float *dx = fgi_dev_upload(x, (size_t)n), *dy = in_place ? dx : fgi_dev_poisoned((size_t)n);
         char what[96];
         snprintf(what, sizeof what, "gelu n %d%s", n, in_place ? " in place" : "");
         ok(fg_cuda_gelu(dy, dx, n, 0), what);
         expect_device_close(dy, ref, (size_t)n, what);
-        if (!in_place) fg_dev_free(dy);
-        fg_dev_free(dx);
-        fg_buf_free(x), fg_buf_free(ref);
+        if (!in_place) fgi_dev_free(dy);
+        fgi_dev_free(dx);
+        fgi_buf_free(x), fgi_buf_free(ref);
     }
 }
 
 Test(cuda_elementwise, bias_gelu_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(111);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(111);
     for (int trial = 0; trial < trials(50); trial++) {
         const int rows = awkward_len(&rng, 80), cols = awkward_len(&rng, 4000);
         const size_t total = (size_t)rows * cols;
         const int with_bias = trial % 4 != 0, in_place = trial % 3 == 1;
-        float *x = activation_input(&rng, total), *b = fg_buf_normal(&rng, (size_t)cols, 1.0);
-        float *sum = fg_buf_copy(x, total), *ref = fg_buf_nan(total);
+        float *x = activation_input(&rng, total), *b = fgi_buf_normal(&rng, (size_t)cols, 1.0);
+        float *sum = fgi_buf_copy(x, total), *ref = fgi_buf_nan(total);
         for (size_t i = 0; with_bias && i < total; i++) sum[i] = x[i] + b[i % (size_t)cols];
         ok(fg_ref_gelu(ref, sum, (int)total), "reference");
-        float *dx = fg_dev_upload(x, total), *db = fg_dev_upload(b, (size_t)cols);
-        float *dy = in_place ? dx : fg_dev_poisoned(total);
+        float *dx = fgi_dev_upload(x, total), *db = fgi_dev_upload(b, (size_t)cols);
+        float *dy = in_place ? dx : fgi_dev_poisoned(total);
         char what[128];
         snprintf(what, sizeof what, "bias_gelu (%d, %d)%s%s", rows, cols,
                  with_bias ? "" : " no bias", in_place ? " in place" : "");
         ok(fg_cuda_bias_gelu(dy, dx, with_bias ? db : NULL, rows, cols, 0), what);
         expect_device_close(dy, ref, total, what);
-        if (!in_place) fg_dev_free(dy);
-        fg_dev_free(dx), fg_dev_free(db);
-        fg_buf_free(x), fg_buf_free(b), fg_buf_free(sum), fg_buf_free(ref);
+        if (!in_place) fgi_dev_free(dy);
+        fgi_dev_free(dx), fgi_dev_free(db);
+        fgi_buf_free(x), fgi_buf_free(b), fgi_buf_free(sum), fgi_buf_free(ref);
     }
 }
 
 Test(cuda_elementwise, silu_mul_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(112);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(112);
     for (int trial = 0; trial < trials(50); trial++) {
-        const int n = trial % 4 == 0 ? fg_rng_int(&rng, 100000, size_max(1500000, 200000))
+        const int n = trial % 4 == 0 ? fgi_rng_int(&rng, 100000, size_max(1500000, 200000))
                                       : awkward_len(&rng, 5000);
         const int mode = trial % 3; /* 0: separate output, 1: y == gate, 2: y == up */
-        float *gate = activation_input(&rng, (size_t)n), *up = fg_buf_normal(&rng, (size_t)n, 1.5);
-        float *ref = fg_buf_nan((size_t)n);
+        float *gate = activation_input(&rng, (size_t)n), *up = fgi_buf_normal(&rng, (size_t)n, 1.5);
+        float *ref = fgi_buf_nan((size_t)n);
         ok(fg_ref_silu_mul(ref, gate, up, n), "reference");
-        float *dg = fg_dev_upload(gate, (size_t)n), *du = fg_dev_upload(up, (size_t)n);
-        float *dy = mode == 1 ? dg : mode == 2 ? du : fg_dev_poisoned((size_t)n);
+        float *dg = fgi_dev_upload(gate, (size_t)n), *du = fgi_dev_upload(up, (size_t)n);
+        float *dy = mode == 1 ? dg : mode == 2 ? du : fgi_dev_poisoned((size_t)n);
         char what[96];
         snprintf(what, sizeof what, "silu_mul n %d mode %d", n, mode);
         ok(fg_cuda_silu_mul(dy, dg, du, n, 0), what);
         expect_device_close(dy, ref, (size_t)n, what);
-        if (mode == 0) fg_dev_free(dy);
-        fg_dev_free(dg), fg_dev_free(du);
-        fg_buf_free(gate), fg_buf_free(up), fg_buf_free(ref);
+        if (mode == 0) fgi_dev_free(dy);
+        fgi_dev_free(dg), fgi_dev_free(du);
+        fgi_buf_free(gate), fgi_buf_free(up), fgi_buf_free(ref);
     }
 }
 
@@ -467,43 +467,43 @@ Test(cuda_elementwise, silu_mul_matches_reference)
 
 /* One random linear layer on the GPU against the reference; with
  * repeat_bitwise a second identical call must give the same bits. */
-static void check_linear(fg_rng *rng, int rows, int in, int out, int with_bias,
+static void check_linear(fgi_rng *rng, int rows, int in, int out, int with_bias,
                          int repeat_bitwise)
 {
     const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
-    float *x = fg_buf_normal(rng, nx, 1.0);
-    float *w = fg_buf_normal(rng, nw, 1.0 / sqrt((double)in));
-    float *b = fg_buf_normal(rng, (size_t)out, 0.5), *ref = fg_buf_nan(ny);
+    float *x = fgi_buf_normal(rng, nx, 1.0);
+    float *w = fgi_buf_normal(rng, nw, 1.0 / sqrt((double)in));
+    float *b = fgi_buf_normal(rng, (size_t)out, 0.5), *ref = fgi_buf_nan(ny);
     ok(fg_ref_linear(ref, x, w, with_bias ? b : NULL, rows, in, out), "reference");
-    float *dx = fg_dev_upload(x, nx), *dw = fg_dev_upload(w, nw);
-    float *db = fg_dev_upload(b, (size_t)out), *dy = fg_dev_poisoned(ny);
+    float *dx = fgi_dev_upload(x, nx), *dw = fgi_dev_upload(w, nw);
+    float *db = fgi_dev_upload(b, (size_t)out), *dy = fgi_dev_poisoned(ny);
     char what[128];
     snprintf(what, sizeof what, "linear rows %d in %d out %d%s", rows, in, out,
              with_bias ? "" : " no bias");
     ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
     expect_device_close(dy, ref, ny, what);
     if (repeat_bitwise) {
-        float *first = fg_dev_download(dy, ny);
-        fg_dev_free(dy);
-        dy = fg_dev_poisoned(ny);
+        float *first = fgi_dev_download(dy, ny);
+        fgi_dev_free(dy);
+        dy = fgi_dev_poisoned(ny);
         ok(fg_cuda_linear(dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0), what);
         ok(fg_cuda_synchronize(0), what);
-        float *second = fg_dev_download(dy, ny);
-        fg_assert_same(first, second, sizeof(float) * ny, what);
-        fg_buf_free(first), fg_buf_free(second);
+        float *second = fgi_dev_download(dy, ny);
+        fgi_assert_same(first, second, sizeof(float) * ny, what);
+        fgi_buf_free(first), fgi_buf_free(second);
     }
-    fg_dev_free(dx), fg_dev_free(dw), fg_dev_free(db), fg_dev_free(dy);
-    fg_buf_free(x), fg_buf_free(w), fg_buf_free(b), fg_buf_free(ref);
+    fgi_dev_free(dx), fgi_dev_free(dw), fgi_dev_free(db), fgi_dev_free(dy);
+    fgi_buf_free(x), fgi_buf_free(w), fgi_buf_free(b), fgi_buf_free(ref);
 }
 
 Test(cuda_linear, random_shapes_match_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(113);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(113);
     for (int trial = 0; trial < trials(60); trial++) {
         int rows = awkward_len(&rng, 70), in = awkward_len(&rng, 700), out = awkward_len(&rng, 700);
-        if (trial % 10 == 0) rows = 1, in = 4096, out = fg_rng_int(&rng, 1000, size_max(3000, 1500));
-        if (trial % 10 == 5) rows = fg_rng_int(&rng, 200, size_max(400, 250));
+        if (trial % 10 == 0) rows = 1, in = 4096, out = fgi_rng_int(&rng, 1000, size_max(3000, 1500));
+        if (trial % 10 == 5) rows = fgi_rng_int(&rng, 200, size_max(400, 250));
         check_linear(&rng, rows, in, out, trial % 3 != 0, 0);
     }
 }
@@ -516,38 +516,38 @@ Test(cuda_linear, random_shapes_match_reference)
  * GEMVs share a workspace: the FFN tests and the GPU decoder's tests.) */
 Test(cuda_linear, few_rows_match_reference_and_repeat_bitwise)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(117);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(117);
     for (int trial = 0; trial < trials(60); trial++) {
         const int rows = 1 + trial % 4;
-        const int in = trial % 3 == 0 ? fg_rng_int(&rng, 1, 70)
-                                      : fg_rng_int(&rng, 500, size_max(4096, 1500));
-        int out = trial % 5 == 0 ? awkward_len(&rng, 1100) : 4 * fg_rng_int(&rng, 1, 700);
-        if (trial % 7 == 0) out = 128 * fg_rng_int(&rng, 1, 12);
+        const int in = trial % 3 == 0 ? fgi_rng_int(&rng, 1, 70)
+                                      : fgi_rng_int(&rng, 500, size_max(4096, 1500));
+        int out = trial % 5 == 0 ? awkward_len(&rng, 1100) : 4 * fgi_rng_int(&rng, 1, 700);
+        if (trial % 7 == 0) out = 128 * fgi_rng_int(&rng, 1, 12);
         check_linear(&rng, rows, in, out, trial % 4 != 3, 1);
     }
 }
 
 Test(cuda_linear, gelu_ffn_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(114);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(114);
     for (int trial = 0; trial < trials(50); trial++) {
         const int rows = awkward_len(&rng, 40), hidden = awkward_len(&rng, 300);
         const int inner = trial % 2 ? 4 * hidden : awkward_len(&rng, 700);
         const int with_bias = trial % 3 != 0;
         const size_t nx = (size_t)rows * hidden, nfc = (size_t)hidden * inner;
-        float *x = fg_buf_normal(&rng, nx, 1.0);
-        float *w_fc = fg_buf_normal(&rng, nfc, 1.0 / sqrt((double)hidden));
-        float *w_proj = fg_buf_normal(&rng, nfc, 1.0 / sqrt((double)inner));
-        float *b_fc = fg_buf_normal(&rng, (size_t)inner, 0.3);
-        float *b_proj = fg_buf_normal(&rng, (size_t)hidden, 0.3), *ref = fg_buf_nan(nx);
+        float *x = fgi_buf_normal(&rng, nx, 1.0);
+        float *w_fc = fgi_buf_normal(&rng, nfc, 1.0 / sqrt((double)hidden));
+        float *w_proj = fgi_buf_normal(&rng, nfc, 1.0 / sqrt((double)inner));
+        float *b_fc = fgi_buf_normal(&rng, (size_t)inner, 0.3);
+        float *b_proj = fgi_buf_normal(&rng, (size_t)hidden, 0.3), *ref = fgi_buf_nan(nx);
         ok(fg_ref_ffn(ref, x, w_fc, with_bias ? b_fc : NULL, w_proj, with_bias ? b_proj : NULL,
                       rows, hidden, inner),
            "reference");
-        float *dx = fg_dev_upload(x, nx), *dfc = fg_dev_upload(w_fc, nfc);
-        float *dproj = fg_dev_upload(w_proj, nfc), *dbfc = fg_dev_upload(b_fc, (size_t)inner);
-        float *dbproj = fg_dev_upload(b_proj, (size_t)hidden), *dy = fg_dev_poisoned(nx);
+        float *dx = fgi_dev_upload(x, nx), *dfc = fgi_dev_upload(w_fc, nfc);
+        float *dproj = fgi_dev_upload(w_proj, nfc), *dbfc = fgi_dev_upload(b_fc, (size_t)inner);
+        float *dbproj = fgi_dev_upload(b_proj, (size_t)hidden), *dy = fgi_dev_poisoned(nx);
         char what[128];
         snprintf(what, sizeof what, "ffn rows %d hidden %d inner %d%s", rows, hidden, inner,
                  with_bias ? "" : " no bias");
@@ -555,37 +555,37 @@ Test(cuda_linear, gelu_ffn_matches_reference)
                        rows, hidden, inner, 0),
            what);
         expect_device_close(dy, ref, nx, what);
-        fg_dev_free(dx), fg_dev_free(dfc), fg_dev_free(dproj), fg_dev_free(dbfc);
-        fg_dev_free(dbproj), fg_dev_free(dy);
-        fg_buf_free(x), fg_buf_free(w_fc), fg_buf_free(w_proj), fg_buf_free(b_fc);
-        fg_buf_free(b_proj), fg_buf_free(ref);
+        fgi_dev_free(dx), fgi_dev_free(dfc), fgi_dev_free(dproj), fgi_dev_free(dbfc);
+        fgi_dev_free(dbproj), fgi_dev_free(dy);
+        fgi_buf_free(x), fgi_buf_free(w_fc), fgi_buf_free(w_proj), fgi_buf_free(b_fc);
+        fgi_buf_free(b_proj), fgi_buf_free(ref);
     }
 }
 
 Test(cuda_linear, swiglu_ffn_matches_reference)
 {
-    fg_require_gpu();
-    fg_rng rng = fg_rng_make(115);
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(115);
     for (int trial = 0; trial < trials(50); trial++) {
         const int rows = awkward_len(&rng, 40), hidden = awkward_len(&rng, 300);
         const int inner = awkward_len(&rng, 800);
         const size_t nx = (size_t)rows * hidden, nw = (size_t)hidden * inner;
-        float *x = fg_buf_normal(&rng, nx, 1.0);
-        float *w_gate = fg_buf_normal(&rng, nw, 1.0 / sqrt((double)hidden));
-        float *w_up = fg_buf_normal(&rng, nw, 1.0 / sqrt((double)hidden));
-        float *w_down = fg_buf_normal(&rng, nw, 1.0 / sqrt((double)inner));
-        float *ref = fg_buf_nan(nx);
+        float *x = fgi_buf_normal(&rng, nx, 1.0);
+        float *w_gate = fgi_buf_normal(&rng, nw, 1.0 / sqrt((double)hidden));
+        float *w_up = fgi_buf_normal(&rng, nw, 1.0 / sqrt((double)hidden));
+        float *w_down = fgi_buf_normal(&rng, nw, 1.0 / sqrt((double)inner));
+        float *ref = fgi_buf_nan(nx);
         ok(fg_ref_swiglu_ffn(ref, x, w_gate, w_up, w_down, rows, hidden, inner), "reference");
-        float *dx = fg_dev_upload(x, nx), *dg = fg_dev_upload(w_gate, nw);
-        float *du = fg_dev_upload(w_up, nw), *dd = fg_dev_upload(w_down, nw);
-        float *dy = fg_dev_poisoned(nx);
+        float *dx = fgi_dev_upload(x, nx), *dg = fgi_dev_upload(w_gate, nw);
+        float *du = fgi_dev_upload(w_up, nw), *dd = fgi_dev_upload(w_down, nw);
+        float *dy = fgi_dev_poisoned(nx);
         char what[128];
         snprintf(what, sizeof what, "swiglu_ffn rows %d hidden %d inner %d", rows, hidden, inner);
         ok(fg_cuda_swiglu_ffn(dy, dx, dg, du, dd, rows, hidden, inner, 0), what);
         expect_device_close(dy, ref, nx, what);
-        fg_dev_free(dx), fg_dev_free(dg), fg_dev_free(du), fg_dev_free(dd), fg_dev_free(dy);
-        fg_buf_free(x), fg_buf_free(w_gate), fg_buf_free(w_up), fg_buf_free(w_down);
-        fg_buf_free(ref);
+        fgi_dev_free(dx), fgi_dev_free(dg), fgi_dev_free(du), fgi_dev_free(dd), fgi_dev_free(dy);
+        fgi_buf_free(x), fgi_buf_free(w_gate), fgi_buf_free(w_up), fgi_buf_free(w_down);
+        fgi_buf_free(ref);
     }
 }
 
@@ -595,57 +595,57 @@ Test(cuda_linear, swiglu_ffn_matches_reference)
  * them, which the tests check. */
 Test(cuda_args, bad_arguments_are_refused_and_write_nothing)
 {
-    fg_rng rng = fg_rng_make(116);
+    fgi_rng rng = fgi_rng_make(116);
     const size_t n = 256;
-    float *a = fg_buf_normal(&rng, n, 1.0), *b = fg_buf_normal(&rng, n, 1.0);
-    float *c = fg_buf_normal(&rng, n, 1.0), *d = fg_buf_normal(&rng, n, 1.0);
-    float *a0 = fg_buf_copy(a, n), *b0 = fg_buf_copy(b, n);
-    float *c0 = fg_buf_copy(c, n), *d0 = fg_buf_copy(d, n);
+    float *a = fgi_buf_normal(&rng, n, 1.0), *b = fgi_buf_normal(&rng, n, 1.0);
+    float *c = fgi_buf_normal(&rng, n, 1.0), *d = fgi_buf_normal(&rng, n, 1.0);
+    float *a0 = fgi_buf_copy(a, n), *b0 = fgi_buf_copy(b, n);
+    float *c0 = fgi_buf_copy(c, n), *d0 = fgi_buf_copy(d, n);
     int pos[4] = {0, 1, 2, 3};
     uint8_t mask[16];
     memset(mask, 7, sizeof mask);
 
-    fg_expect_refused(fg_cuda_softmax(NULL, a, 1, 4, 1, 0), "'y' is NULL");
-    fg_expect_refused(fg_cuda_softmax(b, a, 1, 0, 1, 0), "'n'");
-    fg_expect_refused(fg_cuda_softmax(b, a, 1 << 30, 1 << 30, 1 << 30, 0), "overflow");
-    fg_expect_refused(fg_cuda_softmax(a + 1, a, 2, 8, 1, 0), "overlap");
-    fg_expect_refused(fg_cuda_causal_mask(mask, 3, 2, 0), "'kv_len' must be >= q_len");
-    fg_expect_refused(fg_cuda_causal_mask(NULL, 2, 2, 0), "'mask' is NULL");
-    fg_expect_refused(fg_cuda_rope(a, 1, 4, 3, pos, 10000.0, 0), "even");
-    fg_expect_refused(fg_cuda_rope(a, 1, 4, 4, NULL, 10000.0, 0), "'pos' is NULL");
-    fg_expect_refused(fg_cuda_rope(a, 1, 4, 4, pos, -1.0, 0), "'base'");
-    fg_expect_refused(fg_cuda_rope(a, 0, 4, 4, pos, 10000.0, 0), "'n_head'");
-    fg_expect_refused(fg_cuda_split_heads(b, NULL, 2, 2, 2, 0), "'x' is NULL");
-    fg_expect_refused(fg_cuda_merge_heads(b, a, 2, 0, 2, 0), "'seq'");
-    fg_expect_refused(fg_cuda_split_heads(a + 2, a, 2, 2, 2, 0), "overlap");
-    fg_expect_refused(fg_cuda_linear(b, a, c, NULL, 2, 0, 3, 0), "'in'");
-    fg_expect_refused(fg_cuda_linear(b, a, NULL, NULL, 2, 3, 3, 0), "'w' is NULL");
-    fg_expect_refused(fg_cuda_linear(b, a, c, NULL, 1 << 30, 1 << 30, 4, 0), "overflow");
-    fg_expect_refused(fg_cuda_linear(a, a, c, NULL, 2, 3, 3, 0), "overlap");
-    fg_expect_refused(fg_cuda_gelu(b, a, 0, 0), "'n'");
-    fg_expect_refused(fg_cuda_bias_gelu(b, a, c, 0, 4, 0), "'rows'");
-    fg_expect_refused(fg_cuda_bias_gelu(b, a, c, 2, -1, 0), "'cols'");
-    fg_expect_refused(fg_cuda_bias_gelu(b, a, b + 1, 2, 4, 0), "overlap");
-    fg_expect_refused(fg_cuda_silu_mul(b, a, NULL, 4, 0), "'up' is NULL");
-    fg_expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 4, -1.0f, 0), "'eps'");
-    fg_expect_refused(fg_cuda_layer_norm(b, a, NULL, d, 2, 4, 1e-5f, 0), "'g' is NULL");
-    fg_expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 0, 1e-5f, 0), "'cols'");
-    fg_expect_refused(fg_cuda_rms_norm(b, a, c, 0, 4, 1e-5f, 0), "'rows'");
-    fg_expect_refused(fg_cuda_rms_norm(b, a, c, 2, 4, NAN, 0), "'eps'");
-    fg_expect_refused(fg_cuda_add_layer_norm(b, a, NULL, c, d, 2, 4, 1e-5f, 0), "'delta' is NULL");
-    fg_expect_refused(fg_cuda_add_layer_norm(b, a, a + 4, c, d, 2, 4, 1e-5f, 0), "overlap");
-    fg_expect_refused(fg_cuda_ffn(b, a, c, NULL, d, NULL, 2, 4, 0, 0), "'inner'");
-    fg_expect_refused(fg_cuda_ffn(b, a, NULL, NULL, d, NULL, 2, 4, 4, 0), "'w_fc' is NULL");
-    fg_expect_refused(fg_cuda_swiglu_ffn(b, a, c, NULL, d, 2, 4, 4, 0), "'w_up' is NULL");
-    fg_expect_refused(fg_cuda_swiglu_ffn(b, a, c, c, d, 2, 0, 4, 0), "'hidden'");
+    fgi_expect_refused(fg_cuda_softmax(NULL, a, 1, 4, 1, 0), "'y' is NULL");
+    fgi_expect_refused(fg_cuda_softmax(b, a, 1, 0, 1, 0), "'n'");
+    fgi_expect_refused(fg_cuda_softmax(b, a, 1 << 30, 1 << 30, 1 << 30, 0), "overflow");
+    fgi_expect_refused(fg_cuda_softmax(a + 1, a, 2, 8, 1, 0), "overlap");
+    fgi_expect_refused(fg_cuda_causal_mask(mask, 3, 2, 0), "'kv_len' must be >= q_len");
+    fgi_expect_refused(fg_cuda_causal_mask(NULL, 2, 2, 0), "'mask' is NULL");
+    fgi_expect_refused(fg_cuda_rope(a, 1, 4, 3, pos, 10000.0, 0), "even");
+    fgi_expect_refused(fg_cuda_rope(a, 1, 4, 4, NULL, 10000.0, 0), "'pos' is NULL");
+    fgi_expect_refused(fg_cuda_rope(a, 1, 4, 4, pos, -1.0, 0), "'base'");
+    fgi_expect_refused(fg_cuda_rope(a, 0, 4, 4, pos, 10000.0, 0), "'n_head'");
+    fgi_expect_refused(fg_cuda_split_heads(b, NULL, 2, 2, 2, 0), "'x' is NULL");
+    fgi_expect_refused(fg_cuda_merge_heads(b, a, 2, 0, 2, 0), "'seq'");
+    fgi_expect_refused(fg_cuda_split_heads(a + 2, a, 2, 2, 2, 0), "overlap");
+    fgi_expect_refused(fg_cuda_linear(b, a, c, NULL, 2, 0, 3, 0), "'in'");
+    fgi_expect_refused(fg_cuda_linear(b, a, NULL, NULL, 2, 3, 3, 0), "'w' is NULL");
+    fgi_expect_refused(fg_cuda_linear(b, a, c, NULL, 1 << 30, 1 << 30, 4, 0), "overflow");
+    fgi_expect_refused(fg_cuda_linear(a, a, c, NULL, 2, 3, 3, 0), "overlap");
+    fgi_expect_refused(fg_cuda_gelu(b, a, 0, 0), "'n'");
+    fgi_expect_refused(fg_cuda_bias_gelu(b, a, c, 0, 4, 0), "'rows'");
+    fgi_expect_refused(fg_cuda_bias_gelu(b, a, c, 2, -1, 0), "'cols'");
+    fgi_expect_refused(fg_cuda_bias_gelu(b, a, b + 1, 2, 4, 0), "overlap");
+    fgi_expect_refused(fg_cuda_silu_mul(b, a, NULL, 4, 0), "'up' is NULL");
+    fgi_expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 4, -1.0f, 0), "'eps'");
+    fgi_expect_refused(fg_cuda_layer_norm(b, a, NULL, d, 2, 4, 1e-5f, 0), "'g' is NULL");
+    fgi_expect_refused(fg_cuda_layer_norm(b, a, c, d, 2, 0, 1e-5f, 0), "'cols'");
+    fgi_expect_refused(fg_cuda_rms_norm(b, a, c, 0, 4, 1e-5f, 0), "'rows'");
+    fgi_expect_refused(fg_cuda_rms_norm(b, a, c, 2, 4, NAN, 0), "'eps'");
+    fgi_expect_refused(fg_cuda_add_layer_norm(b, a, NULL, c, d, 2, 4, 1e-5f, 0), "'delta' is NULL");
+    fgi_expect_refused(fg_cuda_add_layer_norm(b, a, a + 4, c, d, 2, 4, 1e-5f, 0), "overlap");
+    fgi_expect_refused(fg_cuda_ffn(b, a, c, NULL, d, NULL, 2, 4, 0, 0), "'inner'");
+    fgi_expect_refused(fg_cuda_ffn(b, a, NULL, NULL, d, NULL, 2, 4, 4, 0), "'w_fc' is NULL");
+    fgi_expect_refused(fg_cuda_swiglu_ffn(b, a, c, NULL, d, 2, 4, 4, 0), "'w_up' is NULL");
+    fgi_expect_refused(fg_cuda_swiglu_ffn(b, a, c, c, d, 2, 0, 4, 0), "'hidden'");
 
-    fg_assert_same(a, a0, n * sizeof(float), "a after refused calls");
-    fg_assert_same(b, b0, n * sizeof(float), "b after refused calls");
-    fg_assert_same(c, c0, n * sizeof(float), "c after refused calls");
-    fg_assert_same(d, d0, n * sizeof(float), "d after refused calls");
+    fgi_assert_same(a, a0, n * sizeof(float), "a after refused calls");
+    fgi_assert_same(b, b0, n * sizeof(float), "b after refused calls");
+    fgi_assert_same(c, c0, n * sizeof(float), "c after refused calls");
+    fgi_assert_same(d, d0, n * sizeof(float), "d after refused calls");
     for (int i = 0; i < 16; i++) cr_assert_eq(mask[i], 7);
-    fg_buf_free(a), fg_buf_free(b), fg_buf_free(c), fg_buf_free(d);
-    fg_buf_free(a0), fg_buf_free(b0), fg_buf_free(c0), fg_buf_free(d0);
+    fgi_buf_free(a), fgi_buf_free(b), fgi_buf_free(c), fgi_buf_free(d);
+    fgi_buf_free(a0), fgi_buf_free(b0), fgi_buf_free(c0), fgi_buf_free(d0);
 }
 
 Test(cuda_args, memory_functions_check_their_arguments)
@@ -655,21 +655,21 @@ Test(cuda_args, memory_functions_check_their_arguments)
     char name[8];
     int sms = -1;
     size_t bytes = 7;
-    fg_expect_refused(fg_cuda_malloc(NULL, 16), "'ptr' is NULL");
-    fg_expect_refused(fg_cuda_malloc(&p, 0), "'bytes'");
+    fgi_expect_refused(fg_cuda_malloc(NULL, 16), "'ptr' is NULL");
+    fgi_expect_refused(fg_cuda_malloc(&p, 0), "'bytes'");
 #ifdef FG_HAVE_CUDA
     cr_assert(p == NULL, "fg_cuda_malloc clears *ptr on failure");
 #endif
-    fg_expect_refused(fg_cuda_upload(NULL, host, 16), "'dst_device' is NULL");
-    fg_expect_refused(fg_cuda_download(host, NULL, 16), "'src_device' is NULL");
-    fg_expect_refused(fg_cuda_memset(NULL, 0, 16), "'dst_device' is NULL");
-    fg_expect_refused(fg_cuda_memset(host, 300, 16), "'byte'");
-    fg_expect_refused(fg_cuda_device_info(NULL, 8, &sms, &bytes), "'name' is NULL");
-    fg_expect_refused(fg_cuda_device_info(name, 0, &sms, &bytes), "'name_len'");
-    fg_expect_refused(fg_cuda_device_info(name, 8, NULL, &bytes), "'sm_count' is NULL");
+    fgi_expect_refused(fg_cuda_upload(NULL, host, 16), "'dst_device' is NULL");
+    fgi_expect_refused(fg_cuda_download(host, NULL, 16), "'src_device' is NULL");
+    fgi_expect_refused(fg_cuda_memset(NULL, 0, 16), "'dst_device' is NULL");
+    fgi_expect_refused(fg_cuda_memset(host, 300, 16), "'byte'");
+    fgi_expect_refused(fg_cuda_device_info(NULL, 8, &sms, &bytes), "'name' is NULL");
+    fgi_expect_refused(fg_cuda_device_info(name, 0, &sms, &bytes), "'name_len'");
+    fgi_expect_refused(fg_cuda_device_info(name, 8, NULL, &bytes), "'sm_count' is NULL");
     cr_assert(sms == -1 && bytes == 7, "refused device_info wrote its outputs");
     cr_assert(host[0] == 1 && host[3] == 4);
-    fg_assert_status(fg_cuda_free(NULL), FG_OK, NULL);
+    fgi_assert_status(fg_cuda_free(NULL), FG_OK, NULL);
 }
 
 /* Without a usable device every operation reports it (after its argument
@@ -680,15 +680,15 @@ Test(cuda_args, no_device_is_a_clear_error)
     float a[64] = {1}, b[64] = {2}, c[64] = {3};
     int pos[4] = {0, 1, 2, 3};
     void *p = NULL;
-    fg_expect_no_device(fg_cuda_malloc(&p, 64));
+    fgi_expect_no_device(fg_cuda_malloc(&p, 64));
     cr_assert(p == NULL);
-    fg_expect_no_device(fg_cuda_upload(a, b, 16));
-    fg_expect_no_device(fg_cuda_synchronize(0));
-    fg_expect_no_device(fg_cuda_softmax(b, a, 1, 4, 1, 0));
-    fg_expect_no_device(fg_cuda_rope(a, 1, 4, 4, pos, 10000.0, 0));
-    fg_expect_no_device(fg_cuda_layer_norm(b, a, c, NULL, 2, 4, 1e-5f, 0));
-    fg_expect_no_device(fg_cuda_linear(b, a, c, NULL, 2, 4, 4, 0));
-    fg_expect_no_device(fg_cuda_gelu(b, a, 4, 0));
-    fg_expect_no_device(fg_cuda_split_heads(b, a, 2, 2, 2, 0));
+    fgi_expect_no_device(fg_cuda_upload(a, b, 16));
+    fgi_expect_no_device(fg_cuda_synchronize(0));
+    fgi_expect_no_device(fg_cuda_softmax(b, a, 1, 4, 1, 0));
+    fgi_expect_no_device(fg_cuda_rope(a, 1, 4, 4, pos, 10000.0, 0));
+    fgi_expect_no_device(fg_cuda_layer_norm(b, a, c, NULL, 2, 4, 1e-5f, 0));
+    fgi_expect_no_device(fg_cuda_linear(b, a, c, NULL, 2, 4, 4, 0));
+    fgi_expect_no_device(fg_cuda_gelu(b, a, 4, 0));
+    fgi_expect_no_device(fg_cuda_split_heads(b, a, 2, 2, 2, 0));
     cr_assert(a[0] == 1 && b[0] == 2 && c[0] == 3, "nothing was written");
 }

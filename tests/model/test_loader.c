@@ -330,7 +330,7 @@ static int weight_list(const fg_config *c, const fg_weights *w, weight *out, int
 #define MAX_WEIGHTS 512
 
 /* Rounds every weight of an in-memory model to dtype, in place. */
-static void round_model(fg_test_model *m, const char *dtype)
+static void round_model(fgi_test_model *m, const char *dtype)
 {
     static weight list[MAX_WEIGHTS];
     const int n = weight_list(&m->cfg, &m->w, list, MAX_WEIGHTS);
@@ -358,7 +358,7 @@ static void assert_same_config(const fg_config *got, const fg_config *want)
 }
 
 /* Every weight bitwise equal, and NULL exactly where the model has none. */
-static void assert_same_weights(const fg_model *loaded, const fg_test_model *m)
+static void assert_same_weights(const fg_model *loaded, const fgi_test_model *m)
 {
     static weight a[MAX_WEIGHTS], b[MAX_WEIGHTS];
     assert_same_config(fg_model_config(loaded), &m->cfg);
@@ -369,29 +369,29 @@ static void assert_same_weights(const fg_model *loaded, const fg_test_model *m)
     for (int i = 0; i < n; i++) {
         cr_assert((a[i].p == NULL) == (b[i].p == NULL), "%s: loaded %s, expected %s",
                   a[i].name, a[i].p ? "present" : "NULL", b[i].p ? "present" : "NULL");
-        if (a[i].p) fg_assert_same(a[i].p, b[i].p, a[i].n * sizeof(float), a[i].name);
+        if (a[i].p) fgi_assert_same(a[i].p, b[i].p, a[i].n * sizeof(float), a[i].name);
     }
 }
 
 /* Logits of T random tokens through both models must agree bitwise. */
-static void assert_same_logits(const fg_model *loaded, const fg_test_model *m, fg_rng *rng)
+static void assert_same_logits(const fg_model *loaded, const fgi_test_model *m, fgi_rng *rng)
 {
     const fg_config *c = &m->cfg;
     const int T = c->n_ctx < 7 ? c->n_ctx : 7;
     int ids[7];
-    fg_test_random_ids(ids, T, c->vocab_size, rng);
+    fgi_test_random_ids(ids, T, c->vocab_size, rng);
     const size_t n = (size_t)T * c->vocab_size;
-    float *got = fg_buf_nan(n), *want = fg_buf_nan(n);
+    float *got = fgi_buf_nan(n), *want = fgi_buf_nan(n);
     fg_kv_cache *ca, *cb;
     cr_assert_eq(fg_kv_cache_create(&ca, c, T), FG_OK);
     cr_assert_eq(fg_kv_cache_create(&cb, c, T), FG_OK);
     cr_assert_eq(fg_ref_forward(got, NULL, fg_model_config(loaded), fg_model_weights(loaded),
                                 ca, ids, T), FG_OK, "%s", fg_last_error());
     cr_assert_eq(fg_ref_forward(want, NULL, c, &m->w, cb, ids, T), FG_OK);
-    fg_assert_guard(got, n, "loaded logits");
-    fg_assert_close(got, want, n, 0.0, 0.0, 0.0, "logits of the loaded model");
+    fgi_assert_guard(got, n, "loaded logits");
+    fgi_assert_close(got, want, n, 0.0, 0.0, 0.0, "logits of the loaded model");
     fg_kv_cache_destroy(ca), fg_kv_cache_destroy(cb);
-    fg_buf_free(got), fg_buf_free(want);
+    fgi_buf_free(got), fgi_buf_free(want);
 }
 
 static fg_model *load_ok(fg_status (*loader)(fg_model **, const char *), const char *path)
@@ -399,7 +399,7 @@ static fg_model *load_ok(fg_status (*loader)(fg_model **, const char *), const c
     fg_model *m = (fg_model *)(uintptr_t)1;
     const fg_status st = loader(&m, path);
     cr_assert_eq(st, FG_OK, "loading %s: %s (%s) (seed %llu)", path, fg_status_str(st),
-                 fg_last_error(), (unsigned long long)fg_test_seed());
+                 fg_last_error(), (unsigned long long)fgi_test_seed());
     cr_assert(m != NULL);
     return m;
 }
@@ -410,7 +410,7 @@ static void load_fails(fg_status (*loader)(fg_model **, const char *), const cha
                        fg_status code, const char *needle)
 {
     fg_model *m = (fg_model *)(uintptr_t)1;
-    fg_assert_status(loader(&m, path), code, needle);
+    fgi_assert_status(loader(&m, path), code, needle);
     cr_assert(m == NULL, "the model pointer must be NULL after a failure");
     cr_assert(strstr(fg_last_error(), tmp_root) != NULL || tmp_root[0] == '\0',
               "message \"%s\" does not name the file", fg_last_error());
@@ -418,7 +418,7 @@ static void load_fails(fg_status (*loader)(fg_model **, const char *), const cha
 
 /* GPT-2 folders ------------------------------------------------------------------------ */
 
-static void gpt2_entries(st_list *l, const fg_test_model *m, const char *dtype,
+static void gpt2_entries(st_list *l, const fgi_test_model *m, const char *dtype,
                          const char *pre)
 {
     const fg_config *c = &m->cfg;
@@ -462,19 +462,19 @@ static void write_gpt2_config(const char *dir, const fg_config *c)
     free(j.p);
 }
 
-static fg_config random_gpt2_config(fg_rng *rng)
+static fg_config random_gpt2_config(fgi_rng *rng)
 {
-    const int n_head = fg_rng_int(rng, 1, 4), d = 2 * fg_rng_int(rng, 2, 4);
-    fg_config c = fg_config_gpt2(fg_rng_int(rng, 1, 3), n_head * d, n_head,
-                                 fg_rng_int(rng, 20, 60), fg_rng_int(rng, 8, 16));
-    c.norm_eps = (float)(1e-5 * (1.0 + fg_rng_uniform(rng)));
-    if (fg_rng_int(rng, 0, 1)) c.n_inner = fg_rng_int(rng, 5, 40);
+    const int n_head = fgi_rng_int(rng, 1, 4), d = 2 * fgi_rng_int(rng, 2, 4);
+    fg_config c = fg_config_gpt2(fgi_rng_int(rng, 1, 3), n_head * d, n_head,
+                                 fgi_rng_int(rng, 20, 60), fgi_rng_int(rng, 8, 16));
+    c.norm_eps = (float)(1e-5 * (1.0 + fgi_rng_uniform(rng)));
+    if (fgi_rng_int(rng, 0, 1)) c.n_inner = fgi_rng_int(rng, 5, 40);
     return c;
 }
 
 /* Writes m as a GPT-2 folder, loads it, compares weights and logits. */
-static void gpt2_round_trip(fg_test_model *m, const char *dtype, const char *pre, int extras,
-                            fg_rng *rng)
+static void gpt2_round_trip(fgi_test_model *m, const char *dtype, const char *pre, int extras,
+                            fgi_rng *rng)
 {
     const char *dir = make_dir("gpt2");
     st_list *l = calloc(1, sizeof *l);
@@ -506,46 +506,46 @@ TestSuite(hf_gpt2, .init = make_tmp, .fini = remove_tmp);
 
 Test(hf_gpt2, f32_with_transformer_prefix_and_ignored_buffers)
 {
-    fg_rng rng = fg_rng_make(101);
+    fgi_rng rng = fgi_rng_make(101);
     fg_config c = random_gpt2_config(&rng);
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, 0);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
     gpt2_round_trip(&m, "F32", "transformer.", 1, &rng);
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }
 
 Test(hf_gpt2, bf16_without_prefix)
 {
-    fg_rng rng = fg_rng_make(102);
+    fgi_rng rng = fgi_rng_make(102);
     fg_config c = random_gpt2_config(&rng);
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, 0);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
     gpt2_round_trip(&m, "BF16", "", 0, &rng);
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }
 
 Test(hf_gpt2, f16_gqa_rope_through_seed_keys)
 {
-    fg_rng rng = fg_rng_make(103);
-    fg_config c = fg_config_gpt2(2, 4 * 8, 4, fg_rng_int(&rng, 20, 60), 12);
-    c.n_kv_head = fg_rng_int(&rng, 0, 1) ? 2 : 1;
+    fgi_rng rng = fgi_rng_make(103);
+    fg_config c = fg_config_gpt2(2, 4 * 8, 4, fgi_rng_int(&rng, 20, 60), 12);
+    c.n_kv_head = fgi_rng_int(&rng, 0, 1) ? 2 : 1;
     c.use_rope = 1;
-    c.rope_base = 500.0 + 20000.0 * fg_rng_uniform(&rng);
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, 0);
+    c.rope_base = 500.0 + 20000.0 * fgi_rng_uniform(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
     cr_assert(m.w.wpe == NULL);
-    gpt2_round_trip(&m, "F16", fg_rng_int(&rng, 0, 1) ? "transformer." : "", 1, &rng);
-    fg_test_model_free(&m);
+    gpt2_round_trip(&m, "F16", fgi_rng_int(&rng, 0, 1) ? "transformer." : "", 1, &rng);
+    fgi_test_model_free(&m);
 }
 
 /* Every binary16 bit pattern through the loader: zeros, subnormals, normals,
  * infinities and NaNs, compared with the value the format defines. */
 Test(hf_gpt2, f16_every_bit_pattern_converts_exactly)
 {
-    fg_rng rng = fg_rng_make(104);
+    fgi_rng rng = fgi_rng_make(104);
     fg_config c = fg_config_gpt2(1, 64, 4, 1024, 8); /* wte: 65536 values */
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, 0);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
     const char *dir = make_dir("gpt2");
     st_list *l = calloc(1, sizeof *l);
     gpt2_entries(l, &m, "F16", "");
@@ -575,7 +575,7 @@ Test(hf_gpt2, f16_every_bit_pattern_converts_exactly)
     fg_model_destroy(loaded);
     st_free(l);
     free(l);
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }
 
 /* Llama folders ------------------------------------------------------------------------ */
@@ -599,9 +599,9 @@ static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_we
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, d = C / (size_t)c->n_head;
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
-    *h = (hf_llama_layer){fg_buf_nan(nq * C), fg_buf_nan(nkv * C), fg_buf_nan(nkv * C),
-                          fg_buf_nan(C * nq), fg_buf_nan(I * C), fg_buf_nan(I * C),
-                          fg_buf_nan(C * I), NULL, NULL, NULL};
+    *h = (hf_llama_layer){fgi_buf_nan(nq * C), fgi_buf_nan(nkv * C), fgi_buf_nan(nkv * C),
+                          fgi_buf_nan(C * nq), fgi_buf_nan(I * C), fgi_buf_nan(I * C),
+                          fgi_buf_nan(C * I), NULL, NULL, NULL};
     for (size_t i = 0; i < C; i++) {
         const float *row = w->c_attn_w + i * qkv;
         for (size_t r = 0; r < nq; r++) h->q[r * C + i] = row[interleaved_feature(r, d)];
@@ -618,7 +618,7 @@ static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_we
     for (size_t r = 0; r < I; r++)
         for (size_t o = 0; o < C; o++) h->down[o * I + r] = w->mlp_proj_w[r * C + o];
     if (w->c_attn_b) {
-        h->qb = fg_buf_nan(nq), h->kb = fg_buf_nan(nkv), h->vb = fg_buf_nan(nkv);
+        h->qb = fgi_buf_nan(nq), h->kb = fgi_buf_nan(nkv), h->vb = fgi_buf_nan(nkv);
         for (size_t r = 0; r < nq; r++) h->qb[r] = w->c_attn_b[interleaved_feature(r, d)];
         for (size_t r = 0; r < nkv; r++) {
             h->kb[r] = w->c_attn_b[nq + interleaved_feature(r, d)];
@@ -631,7 +631,7 @@ static void free_hf_layer(hf_llama_layer *h)
 {
     float **all[] = {&h->q, &h->k, &h->v, &h->o, &h->gate, &h->up, &h->down,
                      &h->qb, &h->kb, &h->vb};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fg_buf_free(*all[i]);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fgi_buf_free(*all[i]);
 }
 
 static void write_llama_config(const char *dir, const fg_config *c, int tied,
@@ -655,7 +655,7 @@ static void write_llama_config(const char *dir, const fg_config *c, int tied,
 
 /* Writes m as a Hugging Face Llama folder; hf receives the per-layer
  * matrices (the caller frees them). */
-static void write_llama_folder(const char *dir, const fg_test_model *m, const char *dtype,
+static void write_llama_folder(const char *dir, const fgi_test_model *m, const char *dtype,
                                hf_llama_layer *hf)
 {
     const fg_config *c = &m->cfg;
@@ -696,27 +696,27 @@ static void write_llama_folder(const char *dir, const fg_test_model *m, const ch
     free(l);
 }
 
-static fg_config random_llama_config(fg_rng *rng)
+static fg_config random_llama_config(fgi_rng *rng)
 {
-    const int n_kv = fg_rng_int(rng, 1, 2), n_head = n_kv * fg_rng_int(rng, 1, 3);
-    const int d = 2 * fg_rng_int(rng, 2, 5);
-    fg_config c = fg_config_llama(fg_rng_int(rng, 1, 3), n_head * d, n_head, n_kv,
-                                  fg_rng_int(rng, 8, 48), fg_rng_int(rng, 20, 60),
-                                  fg_rng_int(rng, 8, 16));
-    c.norm_eps = (float)(1e-6 * (1.0 + 9.0 * fg_rng_uniform(rng)));
-    c.rope_base = 100.0 + 20000.0 * fg_rng_uniform(rng);
+    const int n_kv = fgi_rng_int(rng, 1, 2), n_head = n_kv * fgi_rng_int(rng, 1, 3);
+    const int d = 2 * fgi_rng_int(rng, 2, 5);
+    fg_config c = fg_config_llama(fgi_rng_int(rng, 1, 3), n_head * d, n_head, n_kv,
+                                  fgi_rng_int(rng, 8, 48), fgi_rng_int(rng, 20, 60),
+                                  fgi_rng_int(rng, 8, 16));
+    c.norm_eps = (float)(1e-6 * (1.0 + 9.0 * fgi_rng_uniform(rng)));
+    c.rope_base = 100.0 + 20000.0 * fgi_rng_uniform(rng);
     return c;
 }
 
 static void llama_round_trip(const char *dtype, int untied, int qkv_bias, uint64_t stream)
 {
-    fg_rng rng = fg_rng_make(stream);
+    fgi_rng rng = fgi_rng_make(stream);
     fg_config c = random_llama_config(&rng);
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, untied);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, untied);
     float *biases[3] = {NULL, NULL, NULL};
     for (int i = 0; qkv_bias && i < c.n_layer; i++) {
-        biases[i] = fg_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
+        biases[i] = fgi_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
         m.layers[i].c_attn_b = biases[i];
     }
     round_model(&m, dtype);
@@ -728,8 +728,8 @@ static void llama_round_trip(const char *dtype, int untied, int qkv_bias, uint64
     assert_same_logits(loaded, &m, &rng);
     fg_model_destroy(loaded);
     for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
-    for (int i = 0; i < 3; i++) fg_buf_free(biases[i]);
-    fg_test_model_free(&m);
+    for (int i = 0; i < 3; i++) fgi_buf_free(biases[i]);
+    fgi_test_model_free(&m);
 }
 
 TestSuite(hf_llama, .init = make_tmp, .fini = remove_tmp);
@@ -745,11 +745,11 @@ Test(hf_llama, bf16_untied_with_qkv_bias) { llama_round_trip("BF16", 1, 1, 203);
  * every pair of positions must agree. */
 Test(hf_llama, permuted_rope_preserves_every_attention_score)
 {
-    fg_rng rng = fg_rng_make(204);
+    fgi_rng rng = fgi_rng_make(204);
     fg_config c = fg_config_llama(1, 4 * 8, 4, 2, 24, 30, 64);
-    c.rope_base = 1000.0 + 9000.0 * fg_rng_uniform(&rng);
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, 0);
+    c.rope_base = 1000.0 + 9000.0 * fgi_rng_uniform(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
     const char *dir = make_dir("llama");
     hf_llama_layer hf[1];
     write_llama_folder(dir, &m, "F32", hf);
@@ -757,9 +757,9 @@ Test(hf_llama, permuted_rope_preserves_every_attention_score)
     const fg_layer_weights *lw = &fg_model_weights(loaded)->layers[0];
     const int C = c.n_embd, d = C / c.n_head, nq = c.n_head * d, nkv = c.n_kv_head * d;
     const int qkv = fg_config_qkv_width(&c), group = c.n_head / c.n_kv_head;
-    float *x = fg_buf_normal(&rng, 2 * (size_t)C, 1.0);
+    float *x = fgi_buf_normal(&rng, 2 * (size_t)C, 1.0);
     for (int trial = 0; trial < 20; trial++) {
-        const int p = fg_rng_int(&rng, 0, 5000), s = fg_rng_int(&rng, 0, 5000);
+        const int p = fgi_rng_int(&rng, 0, 5000), s = fgi_rng_int(&rng, 0, 5000);
         double q_hf[64], k_hf[64];
         float q[64], k[64];
         for (int r = 0; r < nq; r++) {
@@ -801,20 +801,20 @@ Test(hf_llama, permuted_rope_preserves_every_attention_score)
             }
             cr_assert(fabs(got - want) <= 1e-5 * scale + 1e-6,
                       "head %d, positions %d/%d: score %.9g, expected %.9g (seed %llu)", h,
-                      p, s, got, want, (unsigned long long)fg_test_seed());
+                      p, s, got, want, (unsigned long long)fgi_test_seed());
         }
     }
-    fg_buf_free(x);
+    fgi_buf_free(x);
     free_hf_layer(&hf[0]);
     fg_model_destroy(loaded);
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }
 
 /* llama2.c checkpoints -------------------------------------------------------------- */
 
 /* The legacy file of a Llama model: header, (out, in) matrices, RoPE
  * tables, classifier when untied (negative vocab_size). */
-static void llama2c_bytes(bytes *b, const fg_test_model *m)
+static void llama2c_bytes(bytes *b, const fgi_test_model *m)
 {
     const fg_config *c = &m->cfg;
     const int C = c->n_embd, I = c->n_inner, L = c->n_layer, V = c->vocab_size;
@@ -860,11 +860,11 @@ TestSuite(llama2c, .init = make_tmp, .fini = remove_tmp);
 
 static void llama2c_round_trip(int untied, uint64_t stream)
 {
-    fg_rng rng = fg_rng_make(stream);
+    fgi_rng rng = fgi_rng_make(stream);
     fg_config c = random_llama_config(&rng);
     c.norm_eps = 1e-5f, c.rope_base = 10000.0; /* fixed by the format */
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, untied);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, untied);
     bytes b = {0};
     llama2c_bytes(&b, &m);
     const char *path = tmp_path("model.bin");
@@ -877,7 +877,7 @@ static void llama2c_round_trip(int untied, uint64_t stream)
     assert_same_weights(loaded, &m);
     fg_model_destroy(loaded);
     free(b.p);
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }
 
 Test(llama2c, tied_classifier) { llama2c_round_trip(0, 301); }
@@ -892,7 +892,7 @@ static float file_float(const unsigned char *file, size_t index)
 
 Test(llama2c, stories260k_loads_with_its_configuration)
 {
-    const char *path = fg_model_path("stories260K/stories260K.bin");
+    const char *path = fgi_model_path("stories260K/stories260K.bin");
     if (path == NULL) cr_skip_test("stories260K not found under the models folder");
     char path_copy[4096];
     snprintf(path_copy, sizeof path_copy, "%s", path);
@@ -925,14 +925,14 @@ Test(llama2c, stories260k_loads_with_its_configuration)
             cr_assert(w->layers[4].mlp_proj_w[i * C + o] == file_float(file, w2 + 4 * C * H + o * H + i));
     free(file);
 
-    float *logits = fg_buf_nan(V);
+    float *logits = fgi_buf_nan(V);
     fg_kv_cache *kvc;
     const int bos = 1;
     cr_assert_eq(fg_kv_cache_create(&kvc, c, 4), FG_OK);
     cr_assert_eq(fg_ref_forward(logits, NULL, c, w, kvc, &bos, 1), FG_OK);
     for (size_t i = 0; i < V; i++) cr_assert(isfinite(logits[i]));
     fg_kv_cache_destroy(kvc);
-    fg_buf_free(logits);
+    fgi_buf_free(logits);
     fg_model_destroy(m);
 }
 
@@ -950,8 +950,8 @@ static double mean_of(const float *p, size_t n, double *var)
 
 Test(random_model, deterministic_scaled_and_usable)
 {
-    fg_rng rng = fg_rng_make(401);
-    const uint64_t seed = fg_rng_next(&rng);
+    fgi_rng rng = fgi_rng_make(401);
+    const uint64_t seed = fgi_rng_next(&rng);
     const fg_config configs[2] = {fg_config_gpt2(2, 96, 4, 300, 32),
                                   fg_config_llama(2, 128, 8, 2, 320, 300, 32)};
     for (int k = 0; k < 2; k++) {
@@ -968,7 +968,7 @@ Test(random_model, deterministic_scaled_and_usable)
         weight_list(c, fg_model_weights(other), wo, MAX_WEIGHTS);
         for (int i = 0; i < n; i++) {
             if (!wa[i].p) continue;
-            fg_assert_same(wa[i].p, wb[i].p, wa[i].n * sizeof(float), wa[i].name);
+            fgi_assert_same(wa[i].p, wb[i].p, wa[i].n * sizeof(float), wa[i].name);
             cr_assert(memcmp(wa[i].p, wo[i].p, wa[i].n * sizeof(float)) != 0,
                       "%s does not depend on the seed", wa[i].name);
         }
@@ -989,15 +989,15 @@ Test(random_model, deterministic_scaled_and_usable)
 
         /* logits stay O(1) */
         int ids[5];
-        fg_test_random_ids(ids, 5, c->vocab_size, &rng);
-        float *logits = fg_buf_nan(5 * (size_t)c->vocab_size);
+        fgi_test_random_ids(ids, 5, c->vocab_size, &rng);
+        float *logits = fgi_buf_nan(5 * (size_t)c->vocab_size);
         fg_kv_cache *kvc;
         cr_assert_eq(fg_kv_cache_create(&kvc, c, 5), FG_OK);
         cr_assert_eq(fg_ref_forward(logits, NULL, c, w, kvc, ids, 5), FG_OK);
         double lv, lm = mean_of(logits, 5 * (size_t)c->vocab_size, &lv);
         cr_assert(isfinite(lm) && lv > 0.05 && lv < 20.0, "logit mean %g variance %g", lm, lv);
         fg_kv_cache_destroy(kvc);
-        fg_buf_free(logits);
+        fgi_buf_free(logits);
         fg_model_destroy(a), fg_model_destroy(b), fg_model_destroy(other);
     }
 }
@@ -1006,14 +1006,14 @@ Test(random_model, bad_arguments)
 {
     fg_config c = fg_config_gpt2(1, 30, 4, 10, 8); /* 30 % 4 != 0 */
     fg_model *m = (fg_model *)(uintptr_t)1;
-    fg_assert_status(fg_model_create_random(NULL, &c, 1), FG_ERR_INVALID_ARG, "'model'");
-    fg_assert_status(fg_model_create_random(&m, NULL, 1), FG_ERR_INVALID_ARG, "'config'");
+    fgi_assert_status(fg_model_create_random(NULL, &c, 1), FG_ERR_INVALID_ARG, "'model'");
+    fgi_assert_status(fg_model_create_random(&m, NULL, 1), FG_ERR_INVALID_ARG, "'config'");
     cr_assert(m == NULL);
-    fg_assert_status(fg_model_create_random(&m, &c, 1), FG_ERR_INVALID_ARG, "multiple");
-    fg_assert_status(fg_model_load(NULL, "x"), FG_ERR_INVALID_ARG, "'model'");
-    fg_assert_status(fg_model_load(&m, NULL), FG_ERR_INVALID_ARG, "'path'");
-    fg_assert_status(fg_model_load_hf(&m, NULL), FG_ERR_INVALID_ARG, "'dir'");
-    fg_assert_status(fg_model_load_llama2c(NULL, "x"), FG_ERR_INVALID_ARG, "'model'");
+    fgi_assert_status(fg_model_create_random(&m, &c, 1), FG_ERR_INVALID_ARG, "multiple");
+    fgi_assert_status(fg_model_load(NULL, "x"), FG_ERR_INVALID_ARG, "'model'");
+    fgi_assert_status(fg_model_load(&m, NULL), FG_ERR_INVALID_ARG, "'path'");
+    fgi_assert_status(fg_model_load_hf(&m, NULL), FG_ERR_INVALID_ARG, "'dir'");
+    fgi_assert_status(fg_model_load_llama2c(NULL, "x"), FG_ERR_INVALID_ARG, "'model'");
     cr_assert(fg_model_config(NULL) == NULL && fg_model_weights(NULL) == NULL);
     fg_model_destroy(NULL);
 }
@@ -1024,15 +1024,15 @@ TestSuite(malformed, .init = make_tmp, .fini = remove_tmp);
 
 /* A small valid GPT-2 folder "base" and its parts, for editing. */
 typedef struct {
-    fg_test_model m;
+    fgi_test_model m;
     st_list *l;
     bytes json, data;
 } base_gpt2;
 
-static void base_init(base_gpt2 *b, fg_rng *rng)
+static void base_init(base_gpt2 *b, fgi_rng *rng)
 {
     fg_config c = fg_config_gpt2(1, 8, 2, 6, 4);
-    fg_test_model_init(&b->m, &c, rng, 0);
+    fgi_test_model_init(&b->m, &c, rng, 0);
     b->l = calloc(1, sizeof *b->l);
     gpt2_entries(b->l, &b->m, "F32", "");
     b->json = (bytes){0}, b->data = (bytes){0};
@@ -1046,7 +1046,7 @@ static void base_free(base_gpt2 *b)
     st_free(b->l);
     free(b->l);
     free(b->json.p), free(b->data.p);
-    fg_test_model_free(&b->m);
+    fgi_test_model_free(&b->m);
 }
 
 /* A folder with the base config and this safetensors content. */
@@ -1085,7 +1085,7 @@ static void expect_header_edit(const base_gpt2 *b, const char *name, const char 
 
 Test(malformed, base_folder_is_valid)
 {
-    fg_rng rng = fg_rng_make(501);
+    fgi_rng rng = fgi_rng_make(501);
     base_gpt2 b;
     base_init(&b, &rng);
     const char *dir = folder_with(&b, "ok", (const char *)b.json.p, b.data.p, b.data.len,
@@ -1098,7 +1098,7 @@ Test(malformed, base_folder_is_valid)
 
 Test(malformed, safetensors_truncated_or_lying_about_sizes)
 {
-    fg_rng rng = fg_rng_make(502);
+    fgi_rng rng = fgi_rng_make(502);
     base_gpt2 b;
     base_init(&b, &rng);
     const char *json = (const char *)b.json.p;
@@ -1136,7 +1136,7 @@ Test(malformed, safetensors_truncated_or_lying_about_sizes)
 
 Test(malformed, safetensors_bad_header_entries)
 {
-    fg_rng rng = fg_rng_make(503);
+    fgi_rng rng = fgi_rng_make(503);
     base_gpt2 b;
     base_init(&b, &rng);
     char first[160], dup[400];
@@ -1201,7 +1201,7 @@ Test(malformed, safetensors_bad_header_entries)
 /* Files whose header is valid but whose tensors do not fit the config. */
 Test(malformed, safetensors_missing_or_misshapen_tensors)
 {
-    fg_rng rng = fg_rng_make(504);
+    fgi_rng rng = fgi_rng_make(504);
     base_gpt2 b;
     base_init(&b, &rng);
     const char *dir;
@@ -1294,7 +1294,7 @@ static void expect_config(const base_gpt2 *b, const char *name, const char *conf
 
 Test(malformed, config_json)
 {
-    fg_rng rng = fg_rng_make(505);
+    fgi_rng rng = fgi_rng_make(505);
     base_gpt2 b;
     base_init(&b, &rng);
     expect_config(&b, "c1", "{\"model_type\": \"gpt2\", " GPT2_KEYS ", \"n_embd\": 8",
@@ -1346,7 +1346,7 @@ Test(malformed, config_json)
 
 Test(malformed, missing_files_are_io_errors)
 {
-    fg_rng rng = fg_rng_make(506);
+    fgi_rng rng = fgi_rng_make(506);
     base_gpt2 b;
     base_init(&b, &rng);
     load_fails(fg_model_load, tmp_path("nothing-here"), FG_ERR_IO, "cannot open");
@@ -1373,10 +1373,10 @@ static void expect_llama2c(const char *name, const void *data, size_t n, fg_stat
 
 Test(malformed, llama2c_files)
 {
-    fg_rng rng = fg_rng_make(507);
+    fgi_rng rng = fgi_rng_make(507);
     fg_config c = fg_config_llama(2, 16, 4, 2, 24, 10, 6);
-    fg_test_model m;
-    fg_test_model_init(&m, &c, &rng, 1);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
     bytes b = {0};
     llama2c_bytes(&b, &m);
     int32_t h[7];
@@ -1425,5 +1425,5 @@ Test(malformed, llama2c_files)
     memcpy(b.p, &magic, 4);
     expect_llama2c("magic", b.p, b.len, FG_ERR_UNSUPPORTED, "ak42");
     free(b.p);
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }

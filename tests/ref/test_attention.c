@@ -16,13 +16,13 @@ static const shape shapes[] = {{1, 1, 4},  {5, 5, 8},   {1, 17, 16}, {3, 40, 8},
 
 Test(attention, single_key_returns_its_value)
 {
-    fg_rng rng = fg_rng_make(10);
-    float *q = fg_buf_normal(&rng, 8, 1.0), *k = fg_buf_normal(&rng, 8, 1.0);
-    float *v = fg_buf_normal(&rng, 8, 1.0), *out = fg_buf_nan(8);
+    fgi_rng rng = fgi_rng_make(10);
+    float *q = fgi_buf_normal(&rng, 8, 1.0), *k = fgi_buf_normal(&rng, 8, 1.0);
+    float *v = fgi_buf_normal(&rng, 8, 1.0), *out = fgi_buf_nan(8);
     cr_assert_eq(fg_ref_attention(out, q, k, v, 1, 1, 8), FG_OK);
-    fg_assert_same(out, v, 8 * sizeof(float), "attention over one key");
-    fg_assert_guard(out, 8, "out");
-    fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(out);
+    fgi_assert_same(out, v, 8 * sizeof(float), "attention over one key");
+    fgi_assert_guard(out, 8, "out");
+    fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(out);
 }
 
 /* q_len = kv_len = 2, head_dim 2, worked by hand: query 0 sees key 0 only;
@@ -39,61 +39,61 @@ Test(attention, hand_computed_two_tokens)
     const double p0 = exp(s10) / (exp(s10) + exp(s11)), p1 = 1.0 - p0;
     const float expect[4] = {1.0f, 2.0f, (float)(p0 * 1.0 + p1 * 3.0),
                              (float)(p0 * 2.0 + p1 * -4.0)};
-    fg_assert_close(out, expect, 4, 1e-7, 1e-6, 0, "two-token attention");
+    fgi_assert_close(out, expect, 4, 1e-7, 1e-6, 0, "two-token attention");
 }
 
 /* Each output is a convex combination of the visible values only: changing a
  * masked key or value must not change it. */
 Test(attention, masked_keys_have_no_influence)
 {
-    fg_rng rng = fg_rng_make(11);
+    fgi_rng rng = fgi_rng_make(11);
     const int q_len = 4, kv_len = 9, d = 8, shift = kv_len - q_len;
-    float *q = fg_buf_normal(&rng, (size_t)q_len * d, 1.0);
-    float *k = fg_buf_normal(&rng, (size_t)kv_len * d, 1.0);
-    float *v = fg_buf_normal(&rng, (size_t)kv_len * d, 1.0);
-    float *out = fg_buf_nan((size_t)q_len * d), *out2 = fg_buf_nan((size_t)q_len * d);
+    float *q = fgi_buf_normal(&rng, (size_t)q_len * d, 1.0);
+    float *k = fgi_buf_normal(&rng, (size_t)kv_len * d, 1.0);
+    float *v = fgi_buf_normal(&rng, (size_t)kv_len * d, 1.0);
+    float *out = fgi_buf_nan((size_t)q_len * d), *out2 = fgi_buf_nan((size_t)q_len * d);
     cr_assert_eq(fg_ref_attention(out, q, k, v, q_len, kv_len, d), FG_OK);
     /* the last key is visible only to the last query */
     for (int c = 0; c < d; c++) {
-        k[(kv_len - 1) * d + c] = 1e3f * (float)fg_rng_normal(&rng);
-        v[(kv_len - 1) * d + c] = 1e3f * (float)fg_rng_normal(&rng);
+        k[(kv_len - 1) * d + c] = 1e3f * (float)fgi_rng_normal(&rng);
+        v[(kv_len - 1) * d + c] = 1e3f * (float)fgi_rng_normal(&rng);
     }
     cr_assert_eq(fg_ref_attention(out2, q, k, v, q_len, kv_len, d), FG_OK);
-    fg_assert_same(out2, out, sizeof(float) * (size_t)(q_len - 1) * d,
+    fgi_assert_same(out2, out, sizeof(float) * (size_t)(q_len - 1) * d,
                    "rows that cannot see the changed key");
     cr_assert(memcmp(out2 + (q_len - 1) * d, out + (q_len - 1) * d, sizeof(float) * d) != 0,
               "the last row sees every key (shift %d)", shift);
-    fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(out), fg_buf_free(out2);
+    fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(out), fgi_buf_free(out2);
 }
 
 /* KV-cache consistency: the last m queries of a full causal attention equal
  * attention of those m queries alone over all keys (bottom-right alignment). */
 Test(attention, suffix_of_queries_matches_full_attention)
 {
-    fg_rng rng = fg_rng_make(12);
+    fgi_rng rng = fgi_rng_make(12);
     const int n = 21, d = 16;
-    float *q = fg_buf_normal(&rng, (size_t)n * d, 1.0), *k = fg_buf_normal(&rng, (size_t)n * d, 1.0);
-    float *v = fg_buf_normal(&rng, (size_t)n * d, 1.0), *full = fg_buf_nan((size_t)n * d);
+    float *q = fgi_buf_normal(&rng, (size_t)n * d, 1.0), *k = fgi_buf_normal(&rng, (size_t)n * d, 1.0);
+    float *v = fgi_buf_normal(&rng, (size_t)n * d, 1.0), *full = fgi_buf_nan((size_t)n * d);
     cr_assert_eq(fg_ref_attention(full, q, k, v, n, n, d), FG_OK);
     for (int m = 1; m <= n; m++) {
-        float *part = fg_buf_nan((size_t)m * d);
+        float *part = fgi_buf_nan((size_t)m * d);
         cr_assert_eq(fg_ref_attention(part, q + (size_t)(n - m) * d, k, v, m, n, d), FG_OK);
-        fg_assert_close(part, full + (size_t)(n - m) * d, (size_t)m * d, 1e-6, 1e-6, 0,
+        fgi_assert_close(part, full + (size_t)(n - m) * d, (size_t)m * d, 1e-6, 1e-6, 0,
                         "suffix queries");
-        fg_buf_free(part);
+        fgi_buf_free(part);
     }
-    fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(full);
+    fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(full);
 }
 
 Test(attention, outputs_lie_within_visible_values)
 {
-    fg_rng rng = fg_rng_make(13);
+    fgi_rng rng = fgi_rng_make(13);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const shape sh = shapes[s];
-        float *q = fg_buf_normal(&rng, (size_t)sh.q_len * sh.d, 2.0);
-        float *k = fg_buf_normal(&rng, (size_t)sh.kv_len * sh.d, 2.0);
-        float *v = fg_buf_normal(&rng, (size_t)sh.kv_len * sh.d, 1.0);
-        float *out = fg_buf_nan((size_t)sh.q_len * sh.d);
+        float *q = fgi_buf_normal(&rng, (size_t)sh.q_len * sh.d, 2.0);
+        float *k = fgi_buf_normal(&rng, (size_t)sh.kv_len * sh.d, 2.0);
+        float *v = fgi_buf_normal(&rng, (size_t)sh.kv_len * sh.d, 1.0);
+        float *out = fgi_buf_nan((size_t)sh.q_len * sh.d);
         cr_assert_eq(fg_ref_attention(out, q, k, v, sh.q_len, sh.kv_len, sh.d), FG_OK);
         for (int i = 0; i < sh.q_len; i++)
             for (int c = 0; c < sh.d; c++) {
@@ -106,134 +106,134 @@ Test(attention, outputs_lie_within_visible_values)
                 cr_assert(o >= lo - 1e-6f && o <= hi + 1e-6f, "out[%d][%d] = %g outside [%g, %g]", i,
                           c, o, lo, hi);
             }
-        fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(out);
+        fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(out);
     }
 }
 
 Test(attention_flash, equals_dense_for_every_block_size)
 {
-    fg_rng rng = fg_rng_make(14);
+    fgi_rng rng = fgi_rng_make(14);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const shape sh = shapes[s];
         const size_t nq = (size_t)sh.q_len * sh.d, nkv = (size_t)sh.kv_len * sh.d;
-        float *q = fg_buf_normal(&rng, nq, 3.0), *k = fg_buf_normal(&rng, nkv, 3.0);
-        float *v = fg_buf_normal(&rng, nkv, 1.0), *dense = fg_buf_nan(nq);
+        float *q = fgi_buf_normal(&rng, nq, 3.0), *k = fgi_buf_normal(&rng, nkv, 3.0);
+        float *v = fgi_buf_normal(&rng, nkv, 1.0), *dense = fgi_buf_nan(nq);
         cr_assert_eq(fg_ref_attention(dense, q, k, v, sh.q_len, sh.kv_len, sh.d), FG_OK);
         for (int block = 1; block <= sh.kv_len + 1; block++) {
-            float *flash = fg_buf_nan(nq);
+            float *flash = fgi_buf_nan(nq);
             cr_assert_eq(fg_ref_attention_flash(flash, q, k, v, sh.q_len, sh.kv_len, sh.d, block),
                          FG_OK);
-            fg_assert_guard(flash, nq, "flash out");
-            fg_assert_close(flash, dense, nq, 1e-6, 1e-6, 1e-6, "flash vs dense");
-            fg_buf_free(flash);
+            fgi_assert_guard(flash, nq, "flash out");
+            fgi_assert_close(flash, dense, nq, 1e-6, 1e-6, 1e-6, "flash vs dense");
+            fgi_buf_free(flash);
         }
-        fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(dense);
+        fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(dense);
     }
 }
 
 Test(heads, split_places_columns_and_merge_inverts)
 {
-    fg_rng rng = fg_rng_make(15);
+    fgi_rng rng = fgi_rng_make(15);
     for (int trial = 0; trial < 20; trial++) {
-        const int seq = fg_rng_int(&rng, 1, 9), nh = fg_rng_int(&rng, 1, 6), d = fg_rng_int(&rng, 1, 7);
+        const int seq = fgi_rng_int(&rng, 1, 9), nh = fgi_rng_int(&rng, 1, 6), d = fgi_rng_int(&rng, 1, 7);
         const size_t n = (size_t)seq * nh * d;
-        float *x = fg_buf_normal(&rng, n, 1.0), *s = fg_buf_nan(n), *m = fg_buf_nan(n);
+        float *x = fgi_buf_normal(&rng, n, 1.0), *s = fgi_buf_nan(n), *m = fgi_buf_nan(n);
         cr_assert_eq(fg_ref_split_heads(s, x, seq, nh, d), FG_OK);
         for (int h = 0; h < nh; h++)
             for (int t = 0; t < seq; t++)
                 for (int c = 0; c < d; c++)
                     cr_assert_eq(s[((size_t)h * seq + t) * d + c], x[(size_t)t * nh * d + h * d + c]);
         cr_assert_eq(fg_ref_merge_heads(m, s, nh, seq, d), FG_OK);
-        fg_assert_same(m, x, n * sizeof(float), "merge(split(x))");
-        fg_assert_guard(s, n, "split"), fg_assert_guard(m, n, "merge");
-        fg_buf_free(x), fg_buf_free(s), fg_buf_free(m);
+        fgi_assert_same(m, x, n * sizeof(float), "merge(split(x))");
+        fgi_assert_guard(s, n, "split"), fgi_assert_guard(m, n, "merge");
+        fgi_buf_free(x), fgi_buf_free(s), fgi_buf_free(m);
     }
 }
 
 Test(mha, each_head_is_single_head_attention)
 {
-    fg_rng rng = fg_rng_make(16);
+    fgi_rng rng = fgi_rng_make(16);
     const int nh = 3, q_len = 5, kv_len = 11, d = 8;
     const size_t hq = (size_t)q_len * d, hk = (size_t)kv_len * d;
-    float *q = fg_buf_normal(&rng, nh * hq, 1.0), *k = fg_buf_normal(&rng, nh * hk, 1.0);
-    float *v = fg_buf_normal(&rng, nh * hk, 1.0), *out = fg_buf_nan(nh * hq);
-    float *one = fg_buf_nan(hq);
+    float *q = fgi_buf_normal(&rng, nh * hq, 1.0), *k = fgi_buf_normal(&rng, nh * hk, 1.0);
+    float *v = fgi_buf_normal(&rng, nh * hk, 1.0), *out = fgi_buf_nan(nh * hq);
+    float *one = fgi_buf_nan(hq);
     cr_assert_eq(fg_ref_mha(out, q, k, v, nh, q_len, kv_len, d), FG_OK);
     for (int h = 0; h < nh; h++) {
         cr_assert_eq(fg_ref_attention(one, q + h * hq, k + h * hk, v + h * hk, q_len, kv_len, d), FG_OK);
-        fg_assert_same(out + h * hq, one, hq * sizeof(float), "head of MHA");
+        fgi_assert_same(out + h * hq, one, hq * sizeof(float), "head of MHA");
     }
-    fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(out), fg_buf_free(one);
+    fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(out), fgi_buf_free(one);
 }
 
 Test(gqa, equal_heads_is_mha)
 {
-    fg_rng rng = fg_rng_make(17);
+    fgi_rng rng = fgi_rng_make(17);
     const int nh = 4, q_len = 3, kv_len = 7, d = 16;
     const size_t nq = (size_t)nh * q_len * d, nk = (size_t)nh * kv_len * d;
-    float *q = fg_buf_normal(&rng, nq, 1.0), *k = fg_buf_normal(&rng, nk, 1.0);
-    float *v = fg_buf_normal(&rng, nk, 1.0), *a = fg_buf_nan(nq), *b = fg_buf_nan(nq);
+    float *q = fgi_buf_normal(&rng, nq, 1.0), *k = fgi_buf_normal(&rng, nk, 1.0);
+    float *v = fgi_buf_normal(&rng, nk, 1.0), *a = fgi_buf_nan(nq), *b = fgi_buf_nan(nq);
     cr_assert_eq(fg_ref_gqa(a, q, k, v, nh, nh, q_len, kv_len, d), FG_OK);
     cr_assert_eq(fg_ref_mha(b, q, k, v, nh, q_len, kv_len, d), FG_OK);
-    fg_assert_same(a, b, nq * sizeof(float), "GQA(n_kv = n_q) vs MHA");
-    fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(a), fg_buf_free(b);
+    fgi_assert_same(a, b, nq * sizeof(float), "GQA(n_kv = n_q) vs MHA");
+    fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(a), fgi_buf_free(b);
 }
 
 /* GQA with n_kv heads equals MHA on K/V where each kv head is repeated for
  * its group of query heads; n_kv = 1 is MQA. */
 Test(gqa, equals_mha_on_repeated_kv)
 {
-    fg_rng rng = fg_rng_make(18);
+    fgi_rng rng = fgi_rng_make(18);
     const int n_q = 8, kv_options[] = {1, 2, 4, 8};
     for (int o = 0; o < 4; o++) {
         const int n_kv = kv_options[o], group = n_q / n_kv;
-        const int q_len = fg_rng_int(&rng, 1, 6), kv_len = q_len + fg_rng_int(&rng, 0, 12),
-                  d = 2 * fg_rng_int(&rng, 1, 8);
+        const int q_len = fgi_rng_int(&rng, 1, 6), kv_len = q_len + fgi_rng_int(&rng, 0, 12),
+                  d = 2 * fgi_rng_int(&rng, 1, 8);
         const size_t hk = (size_t)kv_len * d, nq = (size_t)n_q * q_len * d;
-        float *q = fg_buf_normal(&rng, nq, 1.0);
-        float *k = fg_buf_normal(&rng, n_kv * hk, 1.0), *v = fg_buf_normal(&rng, n_kv * hk, 1.0);
-        float *k_rep = fg_buf_nan(n_q * hk), *v_rep = fg_buf_nan(n_q * hk);
+        float *q = fgi_buf_normal(&rng, nq, 1.0);
+        float *k = fgi_buf_normal(&rng, n_kv * hk, 1.0), *v = fgi_buf_normal(&rng, n_kv * hk, 1.0);
+        float *k_rep = fgi_buf_nan(n_q * hk), *v_rep = fgi_buf_nan(n_q * hk);
         for (int h = 0; h < n_q; h++) {
             memcpy(k_rep + h * hk, k + (h / group) * hk, hk * sizeof(float));
             memcpy(v_rep + h * hk, v + (h / group) * hk, hk * sizeof(float));
         }
-        float *a = fg_buf_nan(nq), *b = fg_buf_nan(nq);
+        float *a = fgi_buf_nan(nq), *b = fgi_buf_nan(nq);
         cr_assert_eq(fg_ref_gqa(a, q, k, v, n_q, n_kv, q_len, kv_len, d), FG_OK);
         cr_assert_eq(fg_ref_mha(b, q, k_rep, v_rep, n_q, q_len, kv_len, d), FG_OK);
-        fg_assert_same(a, b, nq * sizeof(float), "GQA vs MHA on repeated K/V");
-        fg_assert_guard(a, nq, "gqa out");
-        fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(k_rep), fg_buf_free(v_rep);
-        fg_buf_free(a), fg_buf_free(b);
+        fgi_assert_same(a, b, nq * sizeof(float), "GQA vs MHA on repeated K/V");
+        fgi_assert_guard(a, nq, "gqa out");
+        fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(k_rep), fgi_buf_free(v_rep);
+        fgi_buf_free(a), fgi_buf_free(b);
     }
 }
 
 Test(attention, bad_arguments_write_nothing)
 {
-    fg_rng rng = fg_rng_make(19);
+    fgi_rng rng = fgi_rng_make(19);
     const size_t n = 256;
-    float *q = fg_buf_normal(&rng, n, 1.0), *k = fg_buf_normal(&rng, n, 1.0);
-    float *v = fg_buf_normal(&rng, n, 1.0), *out = fg_buf_normal(&rng, n, 1.0);
-    float *before = fg_buf_copy(out, n);
+    float *q = fgi_buf_normal(&rng, n, 1.0), *k = fgi_buf_normal(&rng, n, 1.0);
+    float *v = fgi_buf_normal(&rng, n, 1.0), *out = fgi_buf_normal(&rng, n, 1.0);
+    float *before = fgi_buf_copy(out, n);
     const fg_status E = FG_ERR_INVALID_ARG;
-    fg_assert_status(fg_ref_attention(NULL, q, k, v, 2, 2, 4), E, "'out' is NULL");
-    fg_assert_status(fg_ref_attention(out, NULL, k, v, 2, 2, 4), E, "'q' is NULL");
-    fg_assert_status(fg_ref_attention(out, q, NULL, v, 2, 2, 4), E, "'k' is NULL");
-    fg_assert_status(fg_ref_attention(out, q, k, NULL, 2, 2, 4), E, "'v' is NULL");
-    fg_assert_status(fg_ref_attention(out, q, k, v, 0, 2, 4), E, "'q_len'");
-    fg_assert_status(fg_ref_attention(out, q, k, v, 3, 2, 4), E, "'kv_len' must be >= q_len");
-    fg_assert_status(fg_ref_attention(out, q, k, v, 2, 2, 0), E, "'head_dim'");
-    fg_assert_status(fg_ref_attention(out, q, k, v, 1 << 30, 1 << 30, 1 << 30), E, "overflow");
-    fg_assert_status(fg_ref_attention(q, q, k, v, 2, 2, 4), E, "overlap");
-    fg_assert_status(fg_ref_attention_flash(out, q, k, v, 2, 2, 4, 0), E, "'block_size'");
-    fg_assert_status(fg_ref_attention_flash(out, q, k, v, 2, 1, 4, 4), E, "'kv_len'");
-    fg_assert_status(fg_ref_mha(out, q, k, v, 0, 2, 2, 4), E, "'n_q_head'");
-    fg_assert_status(fg_ref_gqa(out, q, k, v, 6, 4, 2, 2, 4), E, "multiple of n_kv_head");
-    fg_assert_status(fg_ref_gqa(out, q, k, v, 4, 0, 2, 2, 4), E, "'n_kv_head'");
-    fg_assert_status(fg_ref_gqa(out, q, k, v, 4, 2, 2, 2, -1), E, "'head_dim'");
-    fg_assert_status(fg_ref_split_heads(out, q, 4, 0, 4), E, "'n_head'");
-    fg_assert_status(fg_ref_split_heads(out, NULL, 4, 2, 4), E, "'x' is NULL");
-    fg_assert_status(fg_ref_merge_heads(out, out + 1, 2, 4, 4), E, "overlap");
-    fg_assert_status(fg_ref_merge_heads(out, q, 2, 0, 4), E, "'seq'");
-    fg_assert_same(out, before, n * sizeof(float), "out after refused calls");
-    fg_buf_free(q), fg_buf_free(k), fg_buf_free(v), fg_buf_free(out), fg_buf_free(before);
+    fgi_assert_status(fg_ref_attention(NULL, q, k, v, 2, 2, 4), E, "'out' is NULL");
+    fgi_assert_status(fg_ref_attention(out, NULL, k, v, 2, 2, 4), E, "'q' is NULL");
+    fgi_assert_status(fg_ref_attention(out, q, NULL, v, 2, 2, 4), E, "'k' is NULL");
+    fgi_assert_status(fg_ref_attention(out, q, k, NULL, 2, 2, 4), E, "'v' is NULL");
+    fgi_assert_status(fg_ref_attention(out, q, k, v, 0, 2, 4), E, "'q_len'");
+    fgi_assert_status(fg_ref_attention(out, q, k, v, 3, 2, 4), E, "'kv_len' must be >= q_len");
+    fgi_assert_status(fg_ref_attention(out, q, k, v, 2, 2, 0), E, "'head_dim'");
+    fgi_assert_status(fg_ref_attention(out, q, k, v, 1 << 30, 1 << 30, 1 << 30), E, "overflow");
+    fgi_assert_status(fg_ref_attention(q, q, k, v, 2, 2, 4), E, "overlap");
+    fgi_assert_status(fg_ref_attention_flash(out, q, k, v, 2, 2, 4, 0), E, "'block_size'");
+    fgi_assert_status(fg_ref_attention_flash(out, q, k, v, 2, 1, 4, 4), E, "'kv_len'");
+    fgi_assert_status(fg_ref_mha(out, q, k, v, 0, 2, 2, 4), E, "'n_q_head'");
+    fgi_assert_status(fg_ref_gqa(out, q, k, v, 6, 4, 2, 2, 4), E, "multiple of n_kv_head");
+    fgi_assert_status(fg_ref_gqa(out, q, k, v, 4, 0, 2, 2, 4), E, "'n_kv_head'");
+    fgi_assert_status(fg_ref_gqa(out, q, k, v, 4, 2, 2, 2, -1), E, "'head_dim'");
+    fgi_assert_status(fg_ref_split_heads(out, q, 4, 0, 4), E, "'n_head'");
+    fgi_assert_status(fg_ref_split_heads(out, NULL, 4, 2, 4), E, "'x' is NULL");
+    fgi_assert_status(fg_ref_merge_heads(out, out + 1, 2, 4, 4), E, "overlap");
+    fgi_assert_status(fg_ref_merge_heads(out, q, 2, 0, 4), E, "'seq'");
+    fgi_assert_same(out, before, n * sizeof(float), "out after refused calls");
+    fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(out), fgi_buf_free(before);
 }

@@ -8,7 +8,7 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 /* fp32 results of double-accumulated math against float64 NumPy */
-#define CHECK(got, ref, what) fg_assert_close(got, ref, N(ref), 1e-6, 1e-5, 1e-6, what)
+#define CHECK(got, ref, what) fgi_assert_close(got, ref, N(ref), 1e-6, 1e-5, 1e-6, what)
 
 Test(golden, softmax_both_axes)
 {
@@ -21,14 +21,14 @@ Test(golden, softmax_both_axes)
 
 Test(golden, attention_dense_and_every_flash_block)
 {
-    float out[N(golden_attn_out)];
-    cr_assert_eq(fg_ref_attention(out, golden_attn_q, golden_attn_k, golden_attn_v, 4, 9, 8), FG_OK);
-    CHECK(out, golden_attn_out, "attention");
+    float out[N(golden_attention_out)];
+    cr_assert_eq(fg_ref_attention(out, golden_attention_q, golden_attention_k, golden_attention_v, 4, 9, 8), FG_OK);
+    CHECK(out, golden_attention_out, "attention");
     for (int block = 1; block <= 10; block++) {
         memset(out, 0xff, sizeof out);
-        cr_assert_eq(fg_ref_attention_flash(out, golden_attn_q, golden_attn_k, golden_attn_v, 4, 9, 8,
+        cr_assert_eq(fg_ref_attention_flash(out, golden_attention_q, golden_attention_k, golden_attention_v, 4, 9, 8,
                                             block), FG_OK);
-        CHECK(out, golden_attn_out, "flash attention");
+        CHECK(out, golden_attention_out, "flash attention");
     }
 }
 
@@ -86,15 +86,15 @@ static void check_model(const fg_config *cfg, const fg_weights *w, const int *id
 {
     fg_kv_cache *cache;
     cr_assert_eq(fg_kv_cache_create(&cache, cfg, T), FG_OK, "%s", fg_last_error());
-    float *logits = fg_buf_nan(n_expect);
+    float *logits = fgi_buf_nan(n_expect);
     cr_assert_eq(fg_ref_forward(logits, NULL, cfg, w, cache, ids, T), FG_OK, "%s", fg_last_error());
-    fg_assert_close(logits, expect, n_expect, 1e-5, 1e-5, 1e-6, what);
+    fgi_assert_close(logits, expect, n_expect, 1e-5, 1e-5, 1e-6, what);
     cr_assert_eq(fg_kv_cache_reset(cache), FG_OK);
     const size_t V = (size_t)cfg->vocab_size;
     for (int t = 0; t < T; t++)
         cr_assert_eq(fg_ref_forward(logits + t * V, NULL, cfg, w, cache, ids + t, 1), FG_OK);
-    fg_assert_close(logits, expect, n_expect, 1e-5, 1e-5, 1e-6, what);
-    fg_buf_free(logits);
+    fgi_assert_close(logits, expect, n_expect, 1e-5, 1e-5, 1e-6, what);
+    fgi_buf_free(logits);
     fg_kv_cache_destroy(cache);
 }
 

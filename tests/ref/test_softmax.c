@@ -13,19 +13,19 @@ Test(softmax, hand_computed_row)
     const float expect[3] = {(float)(exp(1.0) / z), (float)(exp(2.0) / z),
                              (float)(exp(3.0) / z)};
     cr_assert_eq(fg_ref_softmax(y, x, 1, 3, 1), FG_OK);
-    fg_assert_close(y, expect, 3, 1e-7, 1e-6, 0, "softmax [1,2,3]");
+    fgi_assert_close(y, expect, 3, 1e-7, 1e-6, 0, "softmax [1,2,3]");
 }
 
 Test(softmax, rows_sum_to_one_on_every_axis)
 {
-    fg_rng rng = fg_rng_make(1);
+    fgi_rng rng = fgi_rng_make(1);
     for (int trial = 0; trial < 40; trial++) {
-        int outer = fg_rng_int(&rng, 1, 5), n = fg_rng_int(&rng, 1, 40),
-            inner = fg_rng_int(&rng, 1, 6);
+        int outer = fgi_rng_int(&rng, 1, 5), n = fgi_rng_int(&rng, 1, 40),
+            inner = fgi_rng_int(&rng, 1, 6);
         size_t total = (size_t)outer * n * inner;
-        float *x = fg_buf_normal(&rng, total, 5.0), *y = fg_buf_nan(total);
+        float *x = fgi_buf_normal(&rng, total, 5.0), *y = fgi_buf_nan(total);
         cr_assert_eq(fg_ref_softmax(y, x, outer, n, inner), FG_OK);
-        fg_assert_guard(y, total, "softmax output");
+        fgi_assert_guard(y, total, "softmax output");
         for (int o = 0; o < outer; o++)
             for (int i = 0; i < inner; i++) {
                 double sum = 0.0;
@@ -35,10 +35,10 @@ Test(softmax, rows_sum_to_one_on_every_axis)
                     sum += p;
                 }
                 cr_assert(fabs(sum - 1.0) < 1e-5, "slice sums to %.9g (seed %llu)", sum,
-                          (unsigned long long)fg_test_seed());
+                          (unsigned long long)fgi_test_seed());
             }
-        fg_buf_free(x);
-        fg_buf_free(y);
+        fgi_buf_free(x);
+        fgi_buf_free(y);
     }
 }
 
@@ -46,11 +46,11 @@ Test(softmax, rows_sum_to_one_on_every_axis)
  * the end, taking last-axis softmax, and transposing back. */
 Test(softmax, middle_axis_matches_transposed_last_axis)
 {
-    fg_rng rng = fg_rng_make(2);
+    fgi_rng rng = fgi_rng_make(2);
     const int A = 3, B = 7, C = 5;
     const size_t n = (size_t)A * B * C;
-    float *x = fg_buf_normal(&rng, n, 3.0), *y = fg_buf_nan(n);
-    float *xt = fg_buf_nan(n), *yt = fg_buf_nan(n), *back = fg_buf_nan(n);
+    float *x = fgi_buf_normal(&rng, n, 3.0), *y = fgi_buf_nan(n);
+    float *xt = fgi_buf_nan(n), *yt = fgi_buf_nan(n), *back = fgi_buf_nan(n);
     for (int a = 0; a < A; a++)
         for (int b = 0; b < B; b++)
             for (int c = 0; c < C; c++) xt[((size_t)a * C + c) * B + b] = x[((size_t)a * B + b) * C + c];
@@ -59,27 +59,27 @@ Test(softmax, middle_axis_matches_transposed_last_axis)
     for (int a = 0; a < A; a++)
         for (int b = 0; b < B; b++)
             for (int c = 0; c < C; c++) back[((size_t)a * B + b) * C + c] = yt[((size_t)a * C + c) * B + b];
-    fg_assert_same(y, back, n * sizeof(float), "axis-1 softmax vs transposed");
-    fg_buf_free(x), fg_buf_free(y), fg_buf_free(xt), fg_buf_free(yt), fg_buf_free(back);
+    fgi_assert_same(y, back, n * sizeof(float), "axis-1 softmax vs transposed");
+    fgi_buf_free(x), fgi_buf_free(y), fgi_buf_free(xt), fgi_buf_free(yt), fgi_buf_free(back);
 }
 
 Test(softmax, shift_invariant)
 {
-    fg_rng rng = fg_rng_make(3);
+    fgi_rng rng = fgi_rng_make(3);
     const int rows = 6, n = 33;
-    float *x = fg_buf_normal(&rng, (size_t)rows * n, 2.0);
-    float *xs = fg_buf_copy(x, (size_t)rows * n);
-    float *y = fg_buf_nan((size_t)rows * n), *ys = fg_buf_nan((size_t)rows * n);
+    float *x = fgi_buf_normal(&rng, (size_t)rows * n, 2.0);
+    float *xs = fgi_buf_copy(x, (size_t)rows * n);
+    float *y = fgi_buf_nan((size_t)rows * n), *ys = fgi_buf_nan((size_t)rows * n);
     for (int r = 0; r < rows; r++) {
-        float c = (float)(100.0 * fg_rng_normal(&rng));
+        float c = (float)(100.0 * fgi_rng_normal(&rng));
         for (int j = 0; j < n; j++) xs[r * n + j] = x[r * n + j] + c;
     }
     cr_assert_eq(fg_ref_softmax(y, x, rows, n, 1), FG_OK);
     cr_assert_eq(fg_ref_softmax(ys, xs, rows, n, 1), FG_OK);
     /* x + c is rounded to float, so the shifted inputs differ by up to an ulp
      * of c: allow that much relative change in each probability. */
-    fg_assert_close(ys, y, (size_t)rows * n, 1e-6, 1e-4, 0, "softmax(x + c) vs softmax(x)");
-    fg_buf_free(x), fg_buf_free(xs), fg_buf_free(y), fg_buf_free(ys);
+    fgi_assert_close(ys, y, (size_t)rows * n, 1e-6, 1e-4, 0, "softmax(x + c) vs softmax(x)");
+    fgi_buf_free(x), fgi_buf_free(xs), fgi_buf_free(y), fgi_buf_free(ys);
 }
 
 Test(softmax, large_magnitudes_stay_finite)
@@ -109,30 +109,30 @@ Test(softmax, infinities)
 
 Test(softmax, in_place_equals_out_of_place)
 {
-    fg_rng rng = fg_rng_make(4);
+    fgi_rng rng = fgi_rng_make(4);
     const size_t n = 4 * 9 * 3;
-    float *x = fg_buf_normal(&rng, n, 4.0), *y = fg_buf_nan(n);
+    float *x = fgi_buf_normal(&rng, n, 4.0), *y = fgi_buf_nan(n);
     cr_assert_eq(fg_ref_softmax(y, x, 4, 9, 3), FG_OK);
     cr_assert_eq(fg_ref_softmax(x, x, 4, 9, 3), FG_OK);
-    fg_assert_same(x, y, n * sizeof(float), "in-place softmax");
-    fg_buf_free(x), fg_buf_free(y);
+    fgi_assert_same(x, y, n * sizeof(float), "in-place softmax");
+    fgi_buf_free(x), fgi_buf_free(y);
 }
 
 Test(softmax, bad_arguments_write_nothing)
 {
-    fg_rng rng = fg_rng_make(5);
-    float *x = fg_buf_normal(&rng, 64, 1.0), *y = fg_buf_normal(&rng, 64, 1.0);
-    float *before = fg_buf_copy(y, 64);
-    fg_assert_status(fg_ref_softmax(NULL, x, 1, 4, 1), FG_ERR_INVALID_ARG, "'y' is NULL");
-    fg_assert_status(fg_ref_softmax(y, NULL, 1, 4, 1), FG_ERR_INVALID_ARG, "'x' is NULL");
-    fg_assert_status(fg_ref_softmax(y, x, 0, 4, 1), FG_ERR_INVALID_ARG, "'outer'");
-    fg_assert_status(fg_ref_softmax(y, x, 1, -4, 1), FG_ERR_INVALID_ARG, "'n'");
-    fg_assert_status(fg_ref_softmax(y, x, 1, 4, 0), FG_ERR_INVALID_ARG, "'inner'");
-    fg_assert_status(fg_ref_softmax(y, x, 1 << 30, 1 << 30, 1 << 30), FG_ERR_INVALID_ARG,
+    fgi_rng rng = fgi_rng_make(5);
+    float *x = fgi_buf_normal(&rng, 64, 1.0), *y = fgi_buf_normal(&rng, 64, 1.0);
+    float *before = fgi_buf_copy(y, 64);
+    fgi_assert_status(fg_ref_softmax(NULL, x, 1, 4, 1), FG_ERR_INVALID_ARG, "'y' is NULL");
+    fgi_assert_status(fg_ref_softmax(y, NULL, 1, 4, 1), FG_ERR_INVALID_ARG, "'x' is NULL");
+    fgi_assert_status(fg_ref_softmax(y, x, 0, 4, 1), FG_ERR_INVALID_ARG, "'outer'");
+    fgi_assert_status(fg_ref_softmax(y, x, 1, -4, 1), FG_ERR_INVALID_ARG, "'n'");
+    fgi_assert_status(fg_ref_softmax(y, x, 1, 4, 0), FG_ERR_INVALID_ARG, "'inner'");
+    fgi_assert_status(fg_ref_softmax(y, x, 1 << 30, 1 << 30, 1 << 30), FG_ERR_INVALID_ARG,
                      "overflow");
-    fg_assert_status(fg_ref_softmax(y + 1, y, 2, 8, 1), FG_ERR_INVALID_ARG, "overlap");
-    fg_assert_same(y, before, 64 * sizeof(float), "output after refused calls");
-    fg_buf_free(x), fg_buf_free(y), fg_buf_free(before);
+    fgi_assert_status(fg_ref_softmax(y + 1, y, 2, 8, 1), FG_ERR_INVALID_ARG, "overlap");
+    fgi_assert_same(y, before, 64 * sizeof(float), "output after refused calls");
+    fgi_buf_free(x), fgi_buf_free(y), fgi_buf_free(before);
 }
 
 Test(causal_mask, counts_and_alignment)
@@ -174,9 +174,9 @@ Test(causal_mask, bad_arguments_write_nothing)
 {
     uint8_t m[8];
     memset(m, 7, sizeof m);
-    fg_assert_status(fg_ref_causal_mask(NULL, 2, 2), FG_ERR_INVALID_ARG, "'mask' is NULL");
-    fg_assert_status(fg_ref_causal_mask(m, 0, 2), FG_ERR_INVALID_ARG, "'q_len'");
-    fg_assert_status(fg_ref_causal_mask(m, 3, 2), FG_ERR_INVALID_ARG, "'kv_len' must be >= q_len");
-    fg_assert_status(fg_ref_causal_mask(m, 1 << 30, 1 << 30), FG_ERR_INVALID_ARG, "overflow");
+    fgi_assert_status(fg_ref_causal_mask(NULL, 2, 2), FG_ERR_INVALID_ARG, "'mask' is NULL");
+    fgi_assert_status(fg_ref_causal_mask(m, 0, 2), FG_ERR_INVALID_ARG, "'q_len'");
+    fgi_assert_status(fg_ref_causal_mask(m, 3, 2), FG_ERR_INVALID_ARG, "'kv_len' must be >= q_len");
+    fgi_assert_status(fg_ref_causal_mask(m, 1 << 30, 1 << 30), FG_ERR_INVALID_ARG, "overflow");
     for (int i = 0; i < 8; i++) cr_assert_eq(m[i], 7);
 }

@@ -21,23 +21,23 @@ static int draw(fg_sampler *s, const float *logits)
 
 Test(sampler, greedy_is_argmax_lowest_id_on_ties)
 {
-    fg_rng rng = fg_rng_make(60);
-    float *logits = fg_buf_normal(&rng, 100, 3.0);
+    fgi_rng rng = fgi_rng_make(60);
+    float *logits = fgi_buf_normal(&rng, 100, 3.0);
     int best = 0;
     for (int i = 1; i < 100; i++) if (logits[i] > logits[best]) best = i;
-    fg_sampler *s = make(100, 0.0f, 0, 1.0f, fg_rng_next(&rng));
+    fg_sampler *s = make(100, 0.0f, 0, 1.0f, fgi_rng_next(&rng));
     for (int i = 0; i < 5; i++) cr_assert_eq(draw(s, logits), best);
     const float tie[4] = {1.0f, 3.0f, -INFINITY, 3.0f};
     fg_sampler *t = make(4, 0.0f, 0, 1.0f, 1);
     cr_assert_eq(draw(t, tie), 1);
-    fg_sampler_destroy(s), fg_sampler_destroy(t), fg_buf_free(logits);
+    fg_sampler_destroy(s), fg_sampler_destroy(t), fgi_buf_free(logits);
 }
 
 Test(sampler, same_seed_same_draws_other_seed_other_draws)
 {
-    fg_rng rng = fg_rng_make(61);
-    float *logits = fg_buf_normal(&rng, 50, 0.5);
-    const uint64_t seed = fg_rng_next(&rng);
+    fgi_rng rng = fgi_rng_make(61);
+    float *logits = fgi_buf_normal(&rng, 50, 0.5);
+    const uint64_t seed = fgi_rng_next(&rng);
     fg_sampler *a = make(50, 1.0f, 0, 1.0f, seed), *b = make(50, 1.0f, 0, 1.0f, seed);
     fg_sampler *c = make(50, 1.0f, 0, 1.0f, seed + 1);
     int differ = 0;
@@ -47,18 +47,18 @@ Test(sampler, same_seed_same_draws_other_seed_other_draws)
         differ += (x != z);
     }
     cr_assert(differ > 100, "another seed gives other draws (%d of 200 differ)", differ);
-    fg_sampler_destroy(a), fg_sampler_destroy(b), fg_sampler_destroy(c), fg_buf_free(logits);
+    fg_sampler_destroy(a), fg_sampler_destroy(b), fg_sampler_destroy(c), fgi_buf_free(logits);
 }
 
 /* Frequencies follow softmax(logits / T). */
 Test(sampler, temperature_frequencies)
 {
-    fg_rng rng = fg_rng_make(62);
+    fgi_rng rng = fgi_rng_make(62);
     const int V = 6, n = 40000;
-    float *logits = fg_buf_normal(&rng, V, 1.0);
+    float *logits = fgi_buf_normal(&rng, V, 1.0);
     const float temps[2] = {0.7f, 2.0f};
     for (int k = 0; k < 2; k++) {
-        fg_sampler *s = make(V, temps[k], 0, 1.0f, fg_rng_next(&rng));
+        fg_sampler *s = make(V, temps[k], 0, 1.0f, fgi_rng_next(&rng));
         int counts[6] = {0};
         for (int i = 0; i < n; i++) counts[draw(s, logits)]++;
         double z = 0;
@@ -67,11 +67,11 @@ Test(sampler, temperature_frequencies)
             double p = exp(logits[i] / temps[k]) / z, f = (double)counts[i] / n;
             double sd = sqrt(p * (1 - p) / n);
             cr_assert(fabs(f - p) < 5 * sd + 1e-4, "T=%g id %d: frequency %g, probability %g (seed %llu)",
-                      (double)temps[k], i, f, p, (unsigned long long)fg_test_seed());
+                      (double)temps[k], i, f, p, (unsigned long long)fgi_test_seed());
         }
         fg_sampler_destroy(s);
     }
-    fg_buf_free(logits);
+    fgi_buf_free(logits);
 }
 
 static int rank_of(const float *logits, int V, int id)
@@ -83,11 +83,11 @@ static int rank_of(const float *logits, int V, int id)
 
 Test(sampler, top_k_keeps_the_k_most_likely)
 {
-    fg_rng rng = fg_rng_make(63);
+    fgi_rng rng = fgi_rng_make(63);
     const int V = 40;
-    float *logits = fg_buf_normal(&rng, V, 1.0);
+    float *logits = fgi_buf_normal(&rng, V, 1.0);
     for (int k = 1; k <= 5; k++) {
-        fg_sampler *s = make(V, 1.5f, k, 1.0f, fg_rng_next(&rng));
+        fg_sampler *s = make(V, 1.5f, k, 1.0f, fgi_rng_next(&rng));
         int seen[40] = {0};
         for (int i = 0; i < 3000; i++) {
             int t = draw(s, logits);
@@ -100,7 +100,7 @@ Test(sampler, top_k_keeps_the_k_most_likely)
         cr_assert_eq(distinct, k, "all %d kept ids are drawn", k);
         fg_sampler_destroy(s);
     }
-    fg_buf_free(logits);
+    fgi_buf_free(logits);
 }
 
 /* Nucleus: the smallest prefix (by probability) reaching top_p. */
@@ -131,22 +131,22 @@ Test(sampler, bad_input)
 {
     fg_sampler *s = NULL;
     fg_sampler_config c = fg_sampler_defaults();
-    fg_assert_status(fg_sampler_create(&s, 0, &c), FG_ERR_INVALID_ARG, "'vocab_size'");
+    fgi_assert_status(fg_sampler_create(&s, 0, &c), FG_ERR_INVALID_ARG, "'vocab_size'");
     c.temperature = -1.0f;
-    fg_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "temperature");
+    fgi_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "temperature");
     c = fg_sampler_defaults(), c.top_p = 0.0f;
-    fg_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "top_p");
+    fgi_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "top_p");
     c.top_p = 1.5f;
-    fg_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "top_p");
-    fg_assert_status(fg_sampler_create(&s, 4, NULL), FG_ERR_INVALID_ARG, "'cfg' is NULL");
+    fgi_assert_status(fg_sampler_create(&s, 4, &c), FG_ERR_INVALID_ARG, "top_p");
+    fgi_assert_status(fg_sampler_create(&s, 4, NULL), FG_ERR_INVALID_ARG, "'cfg' is NULL");
     cr_assert_null(s);
     s = make(3, 1.0f, 0, 1.0f, 7);
     int t = 99;
     const float nan_row[3] = {0.0f, NAN, 1.0f}, inf_row[3] = {-INFINITY, -INFINITY, -INFINITY};
     const float ok_row[3] = {-INFINITY, 0.5f, -INFINITY};
-    fg_assert_status(fg_sampler_sample(s, nan_row, &t), FG_ERR_INVALID_ARG, "logits[1]");
-    fg_assert_status(fg_sampler_sample(s, inf_row, &t), FG_ERR_INVALID_ARG, "-inf");
-    fg_assert_status(fg_sampler_sample(s, NULL, &t), FG_ERR_INVALID_ARG, "'logits' is NULL");
+    fgi_assert_status(fg_sampler_sample(s, nan_row, &t), FG_ERR_INVALID_ARG, "logits[1]");
+    fgi_assert_status(fg_sampler_sample(s, inf_row, &t), FG_ERR_INVALID_ARG, "-inf");
+    fgi_assert_status(fg_sampler_sample(s, NULL, &t), FG_ERR_INVALID_ARG, "'logits' is NULL");
     cr_assert_eq(t, 99, "token untouched on failure");
     for (int i = 0; i < 50; i++) cr_assert_eq(draw(s, ok_row), 1, "-inf ids are never drawn");
     fg_sampler_destroy(s);

@@ -12,15 +12,15 @@ static fg_config cfg_small(void)
 
 Test(session, prefill_and_decode_match_reference)
 {
-    fg_rng rng = fg_rng_make(70);
+    fgi_rng rng = fgi_rng_make(70);
     fg_config cfg = cfg_small();
-    fg_test_model m;
-    fg_test_model_init(&m, &cfg, &rng, 1);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 1);
     int ids[9];
-    fg_test_random_ids(ids, 9, cfg.vocab_size, &rng);
+    fgi_test_random_ids(ids, 9, cfg.vocab_size, &rng);
     fg_kv_cache *cache;
     cr_assert_eq(fg_kv_cache_create(&cache, &cfg, 9), FG_OK);
-    float *expect = fg_buf_nan((size_t)9 * cfg.vocab_size);
+    float *expect = fgi_buf_nan((size_t)9 * cfg.vocab_size);
     cr_assert_eq(fg_ref_forward(expect, NULL, &cfg, &m.w, cache, ids, 9), FG_OK);
 
     fg_session *s;
@@ -28,30 +28,30 @@ Test(session, prefill_and_decode_match_reference)
     cr_assert_null(fg_session_logits(s));
     cr_assert_eq(fg_session_device(s), FG_DEVICE_CPU);
     cr_assert_eq(fg_session_capacity(s), 9);
-    float *all = fg_buf_nan((size_t)6 * cfg.vocab_size);
+    float *all = fgi_buf_nan((size_t)6 * cfg.vocab_size);
     cr_assert_eq(fg_session_forward(s, ids, 6, all), FG_OK, "%s", fg_last_error());
-    fg_assert_close(all, expect, (size_t)6 * cfg.vocab_size, 1e-5, 1e-5, 1e-6, "prefill logits");
-    fg_assert_same(fg_session_logits(s), all + 5 * cfg.vocab_size, sizeof(float) * cfg.vocab_size,
+    fgi_assert_close(all, expect, (size_t)6 * cfg.vocab_size, 1e-5, 1e-5, 1e-6, "prefill logits");
+    fgi_assert_same(fg_session_logits(s), all + 5 * cfg.vocab_size, sizeof(float) * cfg.vocab_size,
                    "last row kept");
     for (int t = 6; t < 9; t++) {
         cr_assert_eq(fg_session_forward(s, ids + t, 1, NULL), FG_OK);
-        fg_assert_close(fg_session_logits(s), expect + (size_t)t * cfg.vocab_size, cfg.vocab_size,
+        fgi_assert_close(fg_session_logits(s), expect + (size_t)t * cfg.vocab_size, cfg.vocab_size,
                         1e-5, 1e-5, 1e-6, "decode step logits");
     }
     cr_assert_eq(fg_session_len(s), 9);
     /* the context is full: a clear error, nothing changes */
-    fg_assert_status(fg_session_forward(s, ids, 1, NULL), FG_ERR_INVALID_ARG, "context full");
+    fgi_assert_status(fg_session_forward(s, ids, 1, NULL), FG_ERR_INVALID_ARG, "context full");
     cr_assert_eq(fg_session_len(s), 9);
     cr_assert_eq(fg_session_reset(s), FG_OK);
     cr_assert_eq(fg_session_len(s), 0);
     cr_assert_null(fg_session_logits(s));
     cr_assert_eq(fg_session_forward(s, ids, 9, NULL), FG_OK, "full context after a reset");
-    fg_assert_close(fg_session_logits(s), expect + (size_t)8 * cfg.vocab_size, cfg.vocab_size, 1e-5,
+    fgi_assert_close(fg_session_logits(s), expect + (size_t)8 * cfg.vocab_size, cfg.vocab_size, 1e-5,
                     1e-5, 1e-6, "last-row-only prefill");
     fg_session_destroy(s);
     fg_kv_cache_destroy(cache);
-    fg_buf_free(expect), fg_buf_free(all);
-    fg_test_model_free(&m);
+    fgi_buf_free(expect), fgi_buf_free(all);
+    fgi_test_model_free(&m);
 }
 
 Test(session, device_choice_and_bad_input)
@@ -61,28 +61,28 @@ Test(session, device_choice_and_bad_input)
     cr_assert_eq(d, FG_DEVICE_CUDA);
     cr_assert_eq(fg_device_parse("auto", &d), FG_OK);
     cr_assert_eq(d, FG_DEVICE_AUTO);
-    fg_assert_status(fg_device_parse("gpu", &d), FG_ERR_INVALID_ARG, "unknown device 'gpu'");
+    fgi_assert_status(fg_device_parse("gpu", &d), FG_ERR_INVALID_ARG, "unknown device 'gpu'");
     cr_assert_str_eq(fg_device_name(FG_DEVICE_CPU), "cpu");
 
-    fg_rng rng = fg_rng_make(71);
+    fgi_rng rng = fgi_rng_make(71);
     fg_config cfg = cfg_small();
-    fg_test_model m;
-    fg_test_model_init(&m, &cfg, &rng, 0);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 0);
     fg_session *s = NULL;
-    fg_assert_status(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CPU, 13), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CPU, 13), FG_ERR_INVALID_ARG,
                      "ctx must be in 0 .. 12");
-    fg_assert_status(fg_session_create(&s, &cfg, NULL, FG_DEVICE_CPU, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_session_create(&s, &cfg, NULL, FG_DEVICE_CPU, 0), FG_ERR_INVALID_ARG,
                      "'weights' is NULL");
-    fg_assert_status(fg_session_create(&s, &cfg, &m.w, (fg_device)9, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_session_create(&s, &cfg, &m.w, (fg_device)9, 0), FG_ERR_INVALID_ARG,
                      "unknown device");
     cr_assert_null(s);
     cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_AUTO, 0), FG_OK, "%s", fg_last_error());
     cr_assert_eq(fg_session_capacity(s), cfg.n_ctx, "ctx 0 means the model's context");
     cr_assert_eq(fg_session_device(s), fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU);
     int bad[2] = {1, cfg.vocab_size};
-    fg_assert_status(fg_session_forward(s, bad, 2, NULL), FG_ERR_INVALID_ARG, "outside the vocabulary");
+    fgi_assert_status(fg_session_forward(s, bad, 2, NULL), FG_ERR_INVALID_ARG, "outside the vocabulary");
     cr_assert_eq(fg_session_len(s), 0);
-    fg_assert_status(fg_session_forward(s, bad, 0, NULL), FG_ERR_INVALID_ARG, "'T'");
+    fgi_assert_status(fg_session_forward(s, bad, 0, NULL), FG_ERR_INVALID_ARG, "'T'");
     fg_session_destroy(s);
     if (!fg_cuda_available()) {
         fg_status st = fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CUDA, 0);
@@ -90,5 +90,5 @@ Test(session, device_choice_and_bad_input)
                   fg_status_str(st));
         cr_assert_null(s);
     }
-    fg_test_model_free(&m);
+    fgi_test_model_free(&m);
 }

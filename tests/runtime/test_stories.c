@@ -11,9 +11,9 @@ static const char expected[] = "Once upon a time, there was a little girl named 
 static void greedy_story(fg_device device)
 {
     char model_file[4096];
-    const char *model_path = fg_model_path("stories260K/stories260K.bin");
+    const char *model_path = fgi_model_path("stories260K/stories260K.bin");
     if (model_path) snprintf(model_file, sizeof model_file, "%s", model_path);
-    const char *tok_path = fg_model_path("stories260K/tok512.bin"); /* static buffer */
+    const char *tok_path = fgi_model_path("stories260K/tok512.bin"); /* static buffer */
     if (model_path == NULL || tok_path == NULL)
         cr_skip_test("stories260K not found under FG_MODELS_DIR (../shared/models)");
     fg_model *m = NULL;
@@ -53,6 +53,6 @@ Test(stories260k, greedy_from_bos_on_cpu) { greedy_story(FG_DEVICE_CPU); }
 
 Test(stories260k, greedy_from_bos_on_gpu)
 {
-    fg_require_gpu();
+    fgi_require_gpu();
     greedy_story(FG_DEVICE_CUDA);
 }

@@ -4,10 +4,10 @@
 #include <math.h>
 #include <stdlib.h>
 
-static const float *tensor(fg_test_model *m, fg_rng *rng, size_t n, double mean,
+static const float *tensor(fgi_test_model *m, fgi_rng *rng, size_t n, double mean,
                            double scale)
 {
-    float *p = fg_buf_normal(rng, n, scale);
+    float *p = fgi_buf_normal(rng, n, scale);
     for (size_t i = 0; i < n; i++) p[i] += (float)mean;
     m->tensors = realloc(m->tensors, sizeof(float *) * (size_t)(m->n_tensors + 1));
     cr_assert(m->tensors != NULL);
@@ -15,14 +15,14 @@ static const float *tensor(fg_test_model *m, fg_rng *rng, size_t n, double mean,
     return p;
 }
 
-void fg_test_model_init(fg_test_model *m, const fg_config *cfg, fg_rng *rng,
+void fgi_test_model_init(fgi_test_model *m, const fg_config *cfg, fgi_rng *rng,
                         int untied)
 {
     const size_t C = (size_t)cfg->n_embd, I = (size_t)cfg->n_inner;
     const size_t qkv = (size_t)fg_config_qkv_width(cfg), att = C;
     const int gpt2 = cfg->arch == FG_ARCH_GPT2;
     const double proj = 1.0 / sqrt((double)C);
-    *m = (fg_test_model){.cfg = *cfg};
+    *m = (fgi_test_model){.cfg = *cfg};
     m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
     cr_assert(m->layers != NULL);
 
@@ -53,15 +53,15 @@ void fg_test_model_init(fg_test_model *m, const fg_config *cfg, fg_rng *rng,
     if (untied) m->w.lm_head = tensor(m, rng, (size_t)cfg->vocab_size * C, 0.0, 0.5);
 }
 
-void fg_test_model_free(fg_test_model *m)
+void fgi_test_model_free(fgi_test_model *m)
 {
-    for (int i = 0; i < m->n_tensors; i++) fg_buf_free(m->tensors[i]);
+    for (int i = 0; i < m->n_tensors; i++) fgi_buf_free(m->tensors[i]);
     free(m->tensors);
     free(m->layers);
-    *m = (fg_test_model){0};
+    *m = (fgi_test_model){0};
 }
 
-void fg_test_random_ids(int *ids, int n, int vocab, fg_rng *rng)
+void fgi_test_random_ids(int *ids, int n, int vocab, fgi_rng *rng)
 {
-    for (int i = 0; i < n; i++) ids[i] = fg_rng_int(rng, 0, vocab - 1);
+    for (int i = 0; i < n; i++) ids[i] = fgi_rng_int(rng, 0, vocab - 1);
 }

@@ -11,16 +11,16 @@ typedef struct {
     fg_layer_weights *layers;
     float **tensors; /* every allocation, for freeing */
     int n_tensors;
-} fg_test_model;
+} fgi_test_model;
 
 /* Fills a model for `cfg` with random weights (norm gains near 1, small
  * projections so activations stay O(1)). GPT-2 gets every bias and a wpe
  * unless use_rope; Llama gets a separate lm_head when untied is set. */
-void fg_test_model_init(fg_test_model *m, const fg_config *cfg, fg_rng *rng,
+void fgi_test_model_init(fgi_test_model *m, const fg_config *cfg, fgi_rng *rng,
                         int untied);
-void fg_test_model_free(fg_test_model *m);
+void fgi_test_model_free(fgi_test_model *m);
 
 /* Random token ids in [0, vocab). */
-void fg_test_random_ids(int *ids, int n, int vocab, fg_rng *rng);
+void fgi_test_random_ids(int *ids, int n, int vocab, fgi_rng *rng);
 
 #endif /* FLASHGPT_TESTS_FIXTURE_H */

@@ -7,28 +7,28 @@
 #define GUARD_FLOATS 64
 static const uint32_t dev_guard_pattern = 0x7fc0beef;
 
-void fg_require_gpu(void)
+void fgi_require_gpu(void)
 {
     if (!fg_cuda_available())
         cr_skip_test("no usable CUDA device (or a build without CUDA): GPU test skipped");
 }
 
-void fg_expect_refused(fg_status status, const char *needle)
+void fgi_expect_refused(fg_status status, const char *needle)
 {
 #ifdef FG_HAVE_CUDA
-    fg_assert_status(status, FG_ERR_INVALID_ARG, needle);
+    fgi_assert_status(status, FG_ERR_INVALID_ARG, needle);
 #else
     (void)needle;
-    fg_assert_status(status, FG_ERR_UNSUPPORTED, "without CUDA");
+    fgi_assert_status(status, FG_ERR_UNSUPPORTED, "without CUDA");
 #endif
 }
 
-void fg_expect_no_device(fg_status status)
+void fgi_expect_no_device(fg_status status)
 {
 #ifdef FG_HAVE_CUDA
-    fg_assert_status(status, FG_ERR_CUDA, "no CUDA device");
+    fgi_assert_status(status, FG_ERR_CUDA, "no CUDA device");
 #else
-    fg_assert_status(status, FG_ERR_UNSUPPORTED, "without CUDA");
+    fgi_assert_status(status, FG_ERR_UNSUPPORTED, "without CUDA");
 #endif
 }
 
@@ -47,21 +47,21 @@ static float *dev_alloc_guarded(size_t n)
     return p;
 }
 
-float *fg_dev_upload(const float *host, size_t n)
+float *fgi_dev_upload(const float *host, size_t n)
 {
     float *d = dev_alloc_guarded(n);
     check(fg_cuda_upload(d, host, sizeof(float) * n), "fg_cuda_upload");
     return d;
 }
 
-float *fg_dev_poisoned(size_t n)
+float *fgi_dev_poisoned(size_t n)
 {
     float *d = dev_alloc_guarded(n);
     check(fg_cuda_memset(d, 0xff, sizeof(float) * n), "fg_cuda_memset"); /* 0xffffffff: NaN */
     return d;
 }
 
-int *fg_dev_upload_ints(const int *host, size_t n)
+int *fgi_dev_upload_ints(const int *host, size_t n)
 {
     void *p = NULL;
     check(fg_cuda_malloc(&p, sizeof(int) * (n ? n : 1)), "fg_cuda_malloc");
@@ -69,26 +69,26 @@ int *fg_dev_upload_ints(const int *host, size_t n)
     return p;
 }
 
-float *fg_dev_download(const float *dev, size_t n)
+float *fgi_dev_download(const float *dev, size_t n)
 {
-    float *h = fg_buf_nan(n);
+    float *h = fgi_buf_nan(n);
     check(fg_cuda_download(h, dev, sizeof(float) * n), "fg_cuda_download");
     return h;
 }
 
-void fg_dev_assert_guard(const float *dev, size_t n, const char *what)
+void fgi_dev_assert_guard(const float *dev, size_t n, const char *what)
 {
     uint32_t guard[GUARD_FLOATS];
     check(fg_cuda_download(guard, dev + n, sizeof guard), "download guard");
     for (int i = 0; i < GUARD_FLOATS; i++)
         cr_assert(guard[i] == dev_guard_pattern,
                   "%s: device guard overwritten %d elements past the end (seed %llu)",
-                  what, i, (unsigned long long)fg_test_seed());
+                  what, i, (unsigned long long)fgi_test_seed());
 }
 
-void fg_dev_free(void *dev) { check(fg_cuda_free(dev), "fg_cuda_free"); }
+void fgi_dev_free(void *dev) { check(fg_cuda_free(dev), "fg_cuda_free"); }
 
-int fg_test_quick(void)
+int fgi_test_quick(void)
 {
     const char *env = getenv("FG_TEST_QUICK");
     return env != NULL && *env != '\0' && strcmp(env, "0") != 0;

@@ -12,7 +12,7 @@
 #define GUARD_FLOATS 64
 static const uint32_t guard_pattern = 0x7fc0dead; /* a NaN nobody computes */
 
-uint64_t fg_test_seed(void)
+uint64_t fgi_test_seed(void)
 {
     static uint64_t seed;
     static int have_seed;
@@ -31,14 +31,14 @@ uint64_t fg_test_seed(void)
     return seed;
 }
 
-fg_rng fg_rng_make(uint64_t stream)
+fgi_rng fgi_rng_make(uint64_t stream)
 {
-    fg_rng r = {fg_test_seed() ^ (stream * 0x9e3779b97f4a7c15ULL)};
-    fg_rng_next(&r);
+    fgi_rng r = {fgi_test_seed() ^ (stream * 0x9e3779b97f4a7c15ULL)};
+    fgi_rng_next(&r);
     return r;
 }
 
-uint64_t fg_rng_next(fg_rng *r)
+uint64_t fgi_rng_next(fgi_rng *r)
 { /* splitmix64 */
     uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -46,18 +46,18 @@ uint64_t fg_rng_next(fg_rng *r)
     return z ^ (z >> 31);
 }
 
-double fg_rng_uniform(fg_rng *r) { return (double)(fg_rng_next(r) >> 11) * 0x1.0p-53; }
+double fgi_rng_uniform(fgi_rng *r) { return (double)(fgi_rng_next(r) >> 11) * 0x1.0p-53; }
 
-double fg_rng_normal(fg_rng *r)
+double fgi_rng_normal(fgi_rng *r)
 {
-    double u1 = fg_rng_uniform(r), u2 = fg_rng_uniform(r);
+    double u1 = fgi_rng_uniform(r), u2 = fgi_rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-int fg_rng_int(fg_rng *r, int lo, int hi)
+int fgi_rng_int(fgi_rng *r, int lo, int hi)
 {
-    return lo + (int)(fg_rng_next(r) % (uint64_t)((long long)hi - lo + 1));
+    return lo + (int)(fgi_rng_next(r) % (uint64_t)((long long)hi - lo + 1));
 }
 
 static float *buf_alloc(size_t n)
@@ -68,38 +68,38 @@ static float *buf_alloc(size_t n)
     return p;
 }
 
-float *fg_buf_normal(fg_rng *r, size_t n, double scale)
+float *fgi_buf_normal(fgi_rng *r, size_t n, double scale)
 {
     float *p = buf_alloc(n);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(scale * fg_rng_normal(r));
+    for (size_t i = 0; i < n; i++) p[i] = (float)(scale * fgi_rng_normal(r));
     return p;
 }
 
-float *fg_buf_nan(size_t n)
+float *fgi_buf_nan(size_t n)
 {
     float *p = buf_alloc(n);
     for (size_t i = 0; i < n; i++) p[i] = NAN;
     return p;
 }
 
-float *fg_buf_copy(const float *src, size_t n)
+float *fgi_buf_copy(const float *src, size_t n)
 {
     float *p = buf_alloc(n);
     memcpy(p, src, sizeof(float) * n);
     return p;
 }
 
-void fg_buf_free(float *p) { free(p); }
+void fgi_buf_free(float *p) { free(p); }
 
-void fg_assert_guard(const float *p, size_t n, const char *what)
+void fgi_assert_guard(const float *p, size_t n, const char *what)
 {
     for (size_t i = 0; i < GUARD_FLOATS; i++)
         cr_assert(memcmp(p + n + i, &guard_pattern, 4) == 0,
                   "%s: guard region overwritten at element %zu past the end (seed %llu)",
-                  what, i, (unsigned long long)fg_test_seed());
+                  what, i, (unsigned long long)fgi_test_seed());
 }
 
-double fg_rel_l2(const float *got, const float *ref, size_t n)
+double fgi_rel_l2(const float *got, const float *ref, size_t n)
 {
     double num = 0.0, den = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -110,7 +110,7 @@ double fg_rel_l2(const float *got, const float *ref, size_t n)
     return den > 0.0 ? sqrt(num / den) : sqrt(num);
 }
 
-double fg_max_abs_diff(const float *got, const float *ref, size_t n)
+double fgi_max_abs_diff(const float *got, const float *ref, size_t n)
 {
     double m = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -120,7 +120,7 @@ double fg_max_abs_diff(const float *got, const float *ref, size_t n)
     return m;
 }
 
-void fg_assert_close(const float *got, const float *ref, size_t n, double atol,
+void fgi_assert_close(const float *got, const float *ref, size_t n, double atol,
                      double rtol, double l2, const char *what)
 {
     for (size_t i = 0; i < n; i++) {
@@ -129,22 +129,22 @@ void fg_assert_close(const float *got, const float *ref, size_t n, double atol,
                                   : (memcmp(&got[i], &ref[i], 4) == 0 || (isnan(got[i]) && isnan(ref[i])));
         cr_assert(ok, "%s: element %zu is %.9g, expected %.9g (|diff| %.3g > %.3g) (seed %llu)",
                   what, i, (double)got[i], (double)ref[i], diff,
-                  atol + rtol * fabs(ref[i]), (unsigned long long)fg_test_seed());
+                  atol + rtol * fabs(ref[i]), (unsigned long long)fgi_test_seed());
     }
     if (l2 > 0.0) {
-        double e = fg_rel_l2(got, ref, n);
+        double e = fgi_rel_l2(got, ref, n);
         cr_assert(e <= l2, "%s: relative L2 error %.3g > %.3g (seed %llu)", what, e, l2,
-                  (unsigned long long)fg_test_seed());
+                  (unsigned long long)fgi_test_seed());
     }
 }
 
-void fg_assert_same(const void *a, const void *b, size_t bytes, const char *what)
+void fgi_assert_same(const void *a, const void *b, size_t bytes, const char *what)
 {
     cr_assert(memcmp(a, b, bytes) == 0, "%s: contents changed (seed %llu)", what,
-              (unsigned long long)fg_test_seed());
+              (unsigned long long)fgi_test_seed());
 }
 
-void fg_assert_status(fg_status status, fg_status expected, const char *needle)
+void fgi_assert_status(fg_status status, fg_status expected, const char *needle)
 {
     cr_assert(status == expected, "status %d (%s), expected %d (%s); message: %s",
               (int)status, fg_status_str(status), (int)expected,
@@ -154,7 +154,7 @@ void fg_assert_status(fg_status status, fg_status expected, const char *needle)
                   "message \"%s\" does not mention \"%s\"", fg_last_error(), needle);
 }
 
-const char *fg_model_path(const char *relative)
+const char *fgi_model_path(const char *relative)
 {
     static char path[4096];
     const char *dir = getenv("FG_MODELS_DIR");

@@ -110,7 +110,7 @@ static int encode(const fg_tokenizer *tok, const char *text, size_t len, int add
     for (int i = 0; i < MAX_IDS; i++) ids[i] = INT_MIN;
     fg_status st = fg_tokenizer_encode(tok, text, len, add_bos, ids, MAX_IDS - 16, &n);
     cr_assert_eq(st, FG_OK, "encode of %zu bytes failed: %s (seed %llu)", len, fg_last_error(),
-                 (unsigned long long)fg_test_seed());
+                 (unsigned long long)fgi_test_seed());
     cr_assert(n >= 0 && n <= MAX_IDS - 16);
     for (int i = 0; i < n; i++)
         cr_assert(ids[i] >= 0 && ids[i] < fg_tokenizer_vocab_size(tok), "ids[%d] = %d", i, ids[i]);
@@ -157,31 +157,31 @@ static void assert_round_trip(const fg_tokenizer *tok, const char *text, size_t 
     char *back = decode(tok, ids, n, &back_len);
     cr_assert(back_len == len && memcmp(back, text, len) == 0,
               "%s: %zu bytes decode to %zu different bytes (seed %llu)", what, len, back_len,
-              (unsigned long long)fg_test_seed());
+              (unsigned long long)fgi_test_seed());
     free(back);
 }
 
 static void assert_ids(const int *got, int n_got, const int *want, int n_want, const char *what)
 {
     cr_assert_eq(n_got, n_want, "%s: %d ids, expected %d (seed %llu)", what, n_got, n_want,
-                 (unsigned long long)fg_test_seed());
+                 (unsigned long long)fgi_test_seed());
     for (int i = 0; i < n_want; i++)
         cr_assert_eq(got[i], want[i], "%s: ids[%d] = %d, expected %d (seed %llu)", what, i,
-                     got[i], want[i], (unsigned long long)fg_test_seed());
+                     got[i], want[i], (unsigned long long)fgi_test_seed());
 }
 
 /* Random text: valid UTF-8 of every length class, or arbitrary bytes. */
-static size_t random_utf8(fg_rng *rng, char *out, size_t max_chars)
+static size_t random_utf8(fgi_rng *rng, char *out, size_t max_chars)
 {
-    size_t len = 0, n = (size_t)fg_rng_int(rng, 0, (int)max_chars);
+    size_t len = 0, n = (size_t)fgi_rng_int(rng, 0, (int)max_chars);
     for (size_t i = 0; i < n; i++) {
         uint32_t cp;
-        switch (fg_rng_int(rng, 0, 4)) {
-        case 0: cp = (uint32_t)fg_rng_int(rng, 0, 0x7F); break;
-        case 1: cp = (uint32_t)fg_rng_int(rng, 0x20, 0x7E); break;
-        case 2: cp = (uint32_t)fg_rng_int(rng, 0x80, 0x7FF); break;
-        case 3: cp = (uint32_t)fg_rng_int(rng, 0x800, 0xFFFF); break;
-        default: cp = (uint32_t)fg_rng_int(rng, 0x10000, 0x10FFFF); break;
+        switch (fgi_rng_int(rng, 0, 4)) {
+        case 0: cp = (uint32_t)fgi_rng_int(rng, 0, 0x7F); break;
+        case 1: cp = (uint32_t)fgi_rng_int(rng, 0x20, 0x7E); break;
+        case 2: cp = (uint32_t)fgi_rng_int(rng, 0x80, 0x7FF); break;
+        case 3: cp = (uint32_t)fgi_rng_int(rng, 0x800, 0xFFFF); break;
+        default: cp = (uint32_t)fgi_rng_int(rng, 0x10000, 0x10FFFF); break;
         }
         if (cp >= 0xD800 && cp <= 0xDFFF) cp = ' ';
         if (cp < 0x80) out[len++] = (char)cp;
@@ -202,10 +202,10 @@ static size_t random_utf8(fg_rng *rng, char *out, size_t max_chars)
     return len;
 }
 
-static size_t random_bytes(fg_rng *rng, char *out, size_t max_len)
+static size_t random_bytes(fgi_rng *rng, char *out, size_t max_len)
 {
-    size_t n = (size_t)fg_rng_int(rng, 0, (int)max_len);
-    for (size_t i = 0; i < n; i++) out[i] = (char)fg_rng_int(rng, 0, 255);
+    size_t n = (size_t)fgi_rng_int(rng, 0, (int)max_len);
+    for (size_t i = 0; i < n; i++) out[i] = (char)fgi_rng_int(rng, 0, 255);
     return n;
 }
 
@@ -425,7 +425,7 @@ Test(gpt2_synthetic, merges_stay_inside_pretokens, .init = make_tmp_dir, .fini =
 Test(gpt2_synthetic, random_merge_tables_match_naive_loop, .init = make_tmp_dir,
      .fini = remove_tmp_dir)
 {
-    fg_rng rng = fg_rng_make(100);
+    fgi_rng rng = fgi_rng_make(100);
     for (int table = 0; table < 12; table++) {
         static char tokens[40][16];
         const char *extra[40];
@@ -433,8 +433,8 @@ Test(gpt2_synthetic, random_merge_tables_match_naive_loop, .init = make_tmp_dir,
         const char *pool[43] = {"a", "b", "c"};
         int n_extra = 0, n_pool = 3;
         for (int tries = 0; tries < 400 && n_extra < 30; tries++) {
-            const char *x = pool[fg_rng_int(&rng, 0, n_pool - 1)];
-            const char *y = pool[fg_rng_int(&rng, 0, n_pool - 1)];
+            const char *x = pool[fgi_rng_int(&rng, 0, n_pool - 1)];
+            const char *y = pool[fgi_rng_int(&rng, 0, n_pool - 1)];
             char joined[32];
             snprintf(joined, sizeof joined, "%s%s", x, y);
             int known = strlen(joined) > 8;
@@ -447,7 +447,7 @@ Test(gpt2_synthetic, random_merge_tables_match_naive_loop, .init = make_tmp_dir,
             n_extra++;
         }
         for (int i = n_extra - 1; i > 0; i--) { /* shuffle the priorities */
-            int j = fg_rng_int(&rng, 0, i);
+            int j = fgi_rng_int(&rng, 0, i);
             merge_pair t = merges[i];
             merges[i] = merges[j];
             merges[j] = t;
@@ -455,8 +455,8 @@ Test(gpt2_synthetic, random_merge_tables_match_naive_loop, .init = make_tmp_dir,
         fg_tokenizer *tok = synthetic_gpt2(extra, n_extra, merges, n_extra, 0);
         for (int k = 0; k < 40; k++) {
             char text[64];
-            int len = fg_rng_int(&rng, 1, 40);
-            for (int i = 0; i < len; i++) text[i] = (char)('a' + fg_rng_int(&rng, 0, 2));
+            int len = fgi_rng_int(&rng, 1, 40);
+            for (int i = 0; i < len; i++) text[i] = (char)('a' + fgi_rng_int(&rng, 0, 2));
             text[len] = '\0';
             int want[64], got[MAX_IDS];
             int n_want = naive_gpt2(text, extra, n_extra, merges, n_extra, want);
@@ -486,7 +486,7 @@ Test(gpt2_synthetic, bytes_round_trip_and_bos, .init = make_tmp_dir, .fini = rem
     char *back = decode(tok, ids, n, &len);
     cr_assert(len == sizeof eot && memcmp(back, eot, sizeof eot - 1) == 0 && back[len - 1] == 'x');
     free(back);
-    fg_rng rng = fg_rng_make(101);
+    fgi_rng rng = fgi_rng_make(101);
     char text[1024];
     for (int k = 0; k < 50; k++) {
         size_t tl = random_bytes(&rng, text, 300);
@@ -497,7 +497,7 @@ Test(gpt2_synthetic, bytes_round_trip_and_bos, .init = make_tmp_dir, .fini = rem
     tok = synthetic_gpt2(NULL, 0, NULL, 0, 0); /* no <|endoftext|>: no BOS */
     cr_assert_eq(fg_tokenizer_bos(tok), -1);
     cr_assert_eq(fg_tokenizer_eos(tok), -1);
-    fg_assert_status(fg_tokenizer_encode(tok, "x", 1, 1, ids, 8, &n), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_tokenizer_encode(tok, "x", 1, 1, ids, 8, &n), FG_ERR_INVALID_ARG,
                      "no BOS");
     fg_tokenizer_destroy(tok);
 }
@@ -531,7 +531,7 @@ static void expect_gpt2_format_error(const char *vocab, size_t vocab_len, const 
     const char *mp = write_file("merges.txt", merges, strlen(merges));
     fg_tokenizer *tok = (fg_tokenizer *)&tok; /* must stay untouched */
     fg_tokenizer *const before = tok;
-    fg_assert_status(fg_tokenizer_load_gpt2(&tok, vp, mp), FG_ERR_FORMAT, needle);
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, mp), FG_ERR_FORMAT, needle);
     cr_assert(tok == before, "a failed load wrote *tok");
     const char *file = strstr(needle, "line") ? "merges.txt" : "vocab.json";
     cr_assert(strstr(fg_last_error(), file) != NULL, "message \"%s\" does not name %s",
@@ -625,15 +625,15 @@ Test(gpt2_files, missing_files_are_io_errors, .init = make_tmp_dir, .fini = remo
     const char *vp = write_file("vocab.json", v.data, v.len);
     const char *mp = write_file("merges.txt", "", 0);
     fg_tokenizer *tok = NULL;
-    fg_assert_status(fg_tokenizer_load_gpt2(&tok, tmp_path("absent.json"), mp), FG_ERR_IO,
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, tmp_path("absent.json"), mp), FG_ERR_IO,
                      "absent.json");
-    fg_assert_status(fg_tokenizer_load_gpt2(&tok, vp, tmp_path("absent.txt")), FG_ERR_IO,
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, tmp_path("absent.txt")), FG_ERR_IO,
                      "absent.txt");
-    fg_assert_status(fg_tokenizer_load_gpt2(&tok, tmp_dir, mp), FG_ERR_IO, "regular file");
-    fg_assert_status(fg_tokenizer_load_gpt2(NULL, vp, mp), FG_ERR_INVALID_ARG, "'tok'");
-    fg_assert_status(fg_tokenizer_load_gpt2(&tok, NULL, mp), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, tmp_dir, mp), FG_ERR_IO, "regular file");
+    fgi_assert_status(fg_tokenizer_load_gpt2(NULL, vp, mp), FG_ERR_INVALID_ARG, "'tok'");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, NULL, mp), FG_ERR_INVALID_ARG,
                      "'vocab_json_path'");
-    fg_assert_status(fg_tokenizer_load_gpt2(&tok, vp, NULL), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, NULL), FG_ERR_INVALID_ARG,
                      "'merges_txt_path'");
     cr_assert(tok == NULL);
     cr_assert_eq(fg_tokenizer_load_gpt2(&tok, vp, mp), FG_OK, "%s", fg_last_error());
@@ -645,11 +645,11 @@ Test(gpt2_files, missing_files_are_io_errors, .init = make_tmp_dir, .fini = remo
 
 static fg_tokenizer *real_gpt2(void)
 {
-    const char *found = fg_model_path("gpt2-tokenizer/encoder.json");
+    const char *found = fgi_model_path("gpt2-tokenizer/encoder.json");
     if (found == NULL) cr_skip_test("../shared/models/gpt2-tokenizer is absent");
     char vocab[4096];
     snprintf(vocab, sizeof vocab, "%s", found);
-    const char *merges = fg_model_path("gpt2-tokenizer/vocab.bpe");
+    const char *merges = fgi_model_path("gpt2-tokenizer/vocab.bpe");
     if (merges == NULL) cr_skip_test("gpt2-tokenizer/vocab.bpe is absent");
     fg_tokenizer *tok = NULL;
     cr_assert_eq(fg_tokenizer_load_gpt2(&tok, vocab, merges), FG_OK, "%s", fg_last_error());
@@ -677,7 +677,7 @@ Test(gpt2_real, hello_world_and_special_token)
 Test(gpt2_real, every_word_token_encodes_to_itself)
 {
     fg_tokenizer *tok = real_gpt2();
-    FILE *f = fopen(fg_model_path("gpt2-tokenizer/encoder.json"), "rb");
+    FILE *f = fopen(fgi_model_path("gpt2-tokenizer/encoder.json"), "rb");
     cr_assert(f != NULL);
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
@@ -734,14 +734,14 @@ Test(gpt2_real, encoding_splits_like_the_pattern)
     static const char *const contractions[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
     static const char *const spaces[] = {"\n", "\t", "  ", "\n\n", "\xe3\x80\x80", "\xc2\xa0",
                                          " \n", "\r\n", "\xe2\x80\x89"};
-    fg_rng rng = fg_rng_make(200);
+    fgi_rng rng = fgi_rng_make(200);
     for (int trial = 0; trial < 300; trial++) {
         bytes_buf text = {0};
         int ids[MAX_IDS], want[MAX_IDS], part[MAX_IDS], n_want = 0;
-        int prev_kind = -1, n_chunks = fg_rng_int(&rng, 1, 12);
+        int prev_kind = -1, n_chunks = fgi_rng_int(&rng, 1, 12);
         for (int c = 0; c < n_chunks; c++) {
             bytes_buf chunk = {0};
-            int kind = fg_rng_int(&rng, 0, 4);
+            int kind = fgi_rng_int(&rng, 0, 4);
             if (kind == 3 && prev_kind != 0 && prev_kind != 1) kind = 0;
             if (kind == 4 && prev_kind == 4) kind = 2;
             if (kind <= 2) {
@@ -749,15 +749,15 @@ Test(gpt2_real, encoding_splits_like_the_pattern)
                  * same class or a whitespace chunk before it; at the start and
                  * after a contraction it is optional. */
                 int optional = c == 0 || prev_kind == 3;
-                if (!optional || fg_rng_int(&rng, 0, 1)) buf_str(&chunk, " ");
+                if (!optional || fgi_rng_int(&rng, 0, 1)) buf_str(&chunk, " ");
                 const char *const *set = kind == 0 ? letters : kind == 1 ? numbers : punct;
                 int set_n = kind == 0 ? 11 : kind == 1 ? 6 : 15;
-                for (int k = fg_rng_int(&rng, 1, 6); k > 0; k--)
-                    buf_str(&chunk, set[fg_rng_int(&rng, 0, set_n - 1)]);
+                for (int k = fgi_rng_int(&rng, 1, 6); k > 0; k--)
+                    buf_str(&chunk, set[fgi_rng_int(&rng, 0, set_n - 1)]);
             } else if (kind == 3) {
-                buf_str(&chunk, contractions[fg_rng_int(&rng, 0, 6)]);
+                buf_str(&chunk, contractions[fgi_rng_int(&rng, 0, 6)]);
             } else {
-                buf_str(&chunk, spaces[fg_rng_int(&rng, 0, 8)]);
+                buf_str(&chunk, spaces[fgi_rng_int(&rng, 0, 8)]);
             }
             buf_add(&text, chunk.data, chunk.len);
             int n = encode(tok, chunk.data, chunk.len, 0, part);
@@ -801,7 +801,7 @@ Test(gpt2_real, encoding_splits_like_the_pattern)
 Test(gpt2_real, random_utf8_and_bytes_round_trip)
 {
     fg_tokenizer *tok = real_gpt2();
-    fg_rng rng = fg_rng_make(201);
+    fgi_rng rng = fgi_rng_make(201);
     char text[2048];
     for (int k = 0; k < 300; k++) {
         size_t len = random_utf8(&rng, text, 200);
@@ -980,7 +980,7 @@ Test(llama2c_synthetic, ties_floor_and_special_spellings, .init = make_tmp_dir,
 Test(llama2c_synthetic, random_score_tables_match_naive_loop, .init = make_tmp_dir,
      .fini = remove_tmp_dir)
 {
-    fg_rng rng = fg_rng_make(300);
+    fgi_rng rng = fgi_rng_make(300);
     static const char *const alphabet[] = {"a", "b", " ", "\xc3\xa9"};
     for (int table = 0; table < 10; table++) {
         /* every string of 1-3 alphabet characters is a candidate piece */
@@ -993,10 +993,10 @@ Test(llama2c_synthetic, random_score_tables_match_naive_loop, .init = make_tmp_d
                 char s[16] = "";
                 for (int k = 0, c = code; k < len; k++, c /= 4) strcat(s, alphabet[c % 4]);
                 /* drop some pieces (single characters too: byte fallback) */
-                if (fg_rng_int(&rng, 0, 3) == 0) continue;
+                if (fgi_rng_int(&rng, 0, 3) == 0) continue;
                 strcpy(texts[n_pieces], s);
                 /* few distinct scores, so ties happen */
-                float score = (float)-fg_rng_int(&rng, 0, 6);
+                float score = (float)-fgi_rng_int(&rng, 0, 6);
                 pieces[n_pieces] = (scored_piece){texts[n_pieces], score};
                 n_pieces++;
             }
@@ -1004,8 +1004,8 @@ Test(llama2c_synthetic, random_score_tables_match_naive_loop, .init = make_tmp_d
         fg_tokenizer *tok = synthetic_llama2c(pieces, n_pieces);
         for (int k = 0; k < 40; k++) {
             char text[128] = "";
-            for (int i = fg_rng_int(&rng, 0, 25); i > 0; i--)
-                strcat(text, alphabet[fg_rng_int(&rng, 0, 3)]);
+            for (int i = fgi_rng_int(&rng, 0, 25); i > 0; i--)
+                strcat(text, alphabet[fgi_rng_int(&rng, 0, 3)]);
             int want[MAX_IDS], got[MAX_IDS];
             int n_want = naive_llama2c(text, pieces, n_pieces, want);
             int n_got = encode(tok, text, strlen(text), 0, got);
@@ -1024,7 +1024,7 @@ static void expect_llama_error(const void *data, size_t len, int vocab_size, fg_
     const char *path = write_file("tok.bin", data, len);
     fg_tokenizer *tok = (fg_tokenizer *)&tok;
     fg_tokenizer *const before = tok;
-    fg_assert_status(fg_tokenizer_load_llama2c(&tok, path, vocab_size), want, needle);
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, path, vocab_size), want, needle);
     cr_assert(tok == before, "a failed load wrote *tok");
     if (want == FG_ERR_FORMAT)
         cr_assert(strstr(fg_last_error(), "tok.bin") != NULL, "message \"%s\" lacks the file",
@@ -1104,10 +1104,10 @@ Test(llama2c_files, malformed_files_are_format_errors, .init = make_tmp_dir,
     expect_llama_error(bad.data, bad.len, vocab, FG_ERR_FORMAT, "3 bytes left");
 
     fg_tokenizer *tok = NULL;
-    fg_assert_status(fg_tokenizer_load_llama2c(&tok, tmp_path("absent.bin"), vocab), FG_ERR_IO,
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, tmp_path("absent.bin"), vocab), FG_ERR_IO,
                      "absent.bin");
-    fg_assert_status(fg_tokenizer_load_llama2c(&tok, NULL, vocab), FG_ERR_INVALID_ARG, "'path'");
-    fg_assert_status(fg_tokenizer_load_llama2c(NULL, "x", vocab), FG_ERR_INVALID_ARG, "'tok'");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, NULL, vocab), FG_ERR_INVALID_ARG, "'path'");
+    fgi_assert_status(fg_tokenizer_load_llama2c(NULL, "x", vocab), FG_ERR_INVALID_ARG, "'tok'");
     cr_assert(tok == NULL);
     free(good.data);
     free(bad.data);
@@ -1117,7 +1117,7 @@ Test(llama2c_files, malformed_files_are_format_errors, .init = make_tmp_dir,
 
 static fg_tokenizer *real_llama2c(void)
 {
-    const char *path = fg_model_path("stories260K/tok512.bin");
+    const char *path = fgi_model_path("stories260K/tok512.bin");
     if (path == NULL) cr_skip_test("../shared/models/stories260K is absent");
     fg_tokenizer *tok = NULL;
     cr_assert_eq(fg_tokenizer_load_llama2c(&tok, path, 512), FG_OK, "%s", fg_last_error());
@@ -1127,7 +1127,7 @@ static fg_tokenizer *real_llama2c(void)
 /* The file's pieces, read here independently (fixed 512 tokens). */
 static char **read_tok512(int *n)
 {
-    FILE *f = fopen(fg_model_path("stories260K/tok512.bin"), "rb");
+    FILE *f = fopen(fgi_model_path("stories260K/tok512.bin"), "rb");
     cr_assert(f != NULL);
     char **pieces = calloc(512, sizeof *pieces);
     int32_t max_len, len;
@@ -1194,7 +1194,7 @@ Test(llama2c_real, pieces_encode_to_themselves)
 Test(llama2c_real, random_utf8_and_bytes_round_trip)
 {
     fg_tokenizer *tok = real_llama2c();
-    fg_rng rng = fg_rng_make(301);
+    fgi_rng rng = fgi_rng_make(301);
     char text[2048];
     for (int k = 0; k < 300; k++) {
         size_t len = random_utf8(&rng, text, 200);
@@ -1223,7 +1223,7 @@ static fg_tokenizer *any_tokenizer(int which)
 
 Test(tokenizer_api, capacity_is_checked_and_reported, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
-    fg_rng rng = fg_rng_make(400);
+    fgi_rng rng = fgi_rng_make(400);
     for (int which = 0; which < 2; which++) {
         fg_tokenizer *tok = any_tokenizer(which);
         char text[256];
@@ -1235,12 +1235,12 @@ Test(tokenizer_api, capacity_is_checked_and_reported, .init = make_tmp_dir, .fin
 
         int ids[MAX_IDS], got = -1;
         for (int i = 0; i < MAX_IDS; i++) ids[i] = -77;
-        fg_assert_status(fg_tokenizer_encode(tok, text, len, 1, ids, n - 1, &got),
+        fgi_assert_status(fg_tokenizer_encode(tok, text, len, 1, ids, n - 1, &got),
                          FG_ERR_INVALID_ARG, "'capacity' is too small");
         cr_assert_eq(got, n, "*n_ids must report the ids needed");
         for (int i = 0; i < MAX_IDS; i++) cr_assert_eq(ids[i], -77, "a refused encode wrote ids");
         got = -1;
-        fg_assert_status(fg_tokenizer_encode(tok, text, len, 1, NULL, 0, &got),
+        fgi_assert_status(fg_tokenizer_encode(tok, text, len, 1, NULL, 0, &got),
                          FG_ERR_INVALID_ARG, "'capacity'");
         cr_assert_eq(got, n);
         cr_assert_eq(fg_tokenizer_encode(tok, text, len, 1, ids, n, &got), FG_OK);
@@ -1248,12 +1248,12 @@ Test(tokenizer_api, capacity_is_checked_and_reported, .init = make_tmp_dir, .fin
         cr_assert_eq(ids[n], -77);
 
         size_t need = 0, out_len = 12345;
-        fg_assert_status(fg_tokenizer_decode(tok, full, n, NULL, 0, &need), FG_ERR_INVALID_ARG,
+        fgi_assert_status(fg_tokenizer_decode(tok, full, n, NULL, 0, &need), FG_ERR_INVALID_ARG,
                          "'cap' is too small");
         cr_assert(need >= len, "%zu bytes decode to %zu", len, need);
         char out[1024];
         memset(out, 0x5A, sizeof out);
-        fg_assert_status(fg_tokenizer_decode(tok, full, n, out, need - 1, &out_len),
+        fgi_assert_status(fg_tokenizer_decode(tok, full, n, out, need - 1, &out_len),
                          FG_ERR_INVALID_ARG, "'cap' is too small");
         cr_assert_eq(out_len, need);
         for (size_t i = 0; i < sizeof out; i++) cr_assert_eq(out[i], 0x5A, "a refused decode wrote");
@@ -1276,15 +1276,15 @@ Test(tokenizer_api, ids_outside_the_vocabulary_are_refused, .init = make_tmp_dir
             int ids[3] = {fg_tokenizer_eos(tok), bad_ids[b], 5};
             size_t len = 777;
             memset(out, 0x33, sizeof out);
-            fg_assert_status(fg_tokenizer_decode(tok, ids, 3, out, sizeof out, &len),
+            fgi_assert_status(fg_tokenizer_decode(tok, ids, 3, out, sizeof out, &len),
                              FG_ERR_INVALID_ARG, "outside [0,");
             cr_assert_eq(len, 777u, "a refused decode set *len");
             for (size_t i = 0; i < sizeof out; i++) cr_assert_eq(out[i], 0x33);
             const char *p = (const char *)out;
-            fg_assert_status(fg_tokenizer_piece(tok, -1, bad_ids[b], &p, &len),
+            fgi_assert_status(fg_tokenizer_piece(tok, -1, bad_ids[b], &p, &len),
                              FG_ERR_INVALID_ARG, "'id'");
             if (bad_ids[b] != -1)
-                fg_assert_status(fg_tokenizer_piece(tok, bad_ids[b], 5, &p, &len),
+                fgi_assert_status(fg_tokenizer_piece(tok, bad_ids[b], 5, &p, &len),
                                  FG_ERR_INVALID_ARG, "'prev'");
             cr_assert(p == (const char *)out && len == 777u);
         }
@@ -1299,24 +1299,24 @@ Test(tokenizer_api, bad_arguments, .init = make_tmp_dir, .fini = remove_tmp_dir)
     size_t len = 99;
     const char *p = NULL;
     char out[8];
-    fg_assert_status(fg_tokenizer_encode(NULL, "a", 1, 0, ids, 8, &n), FG_ERR_INVALID_ARG, "'tok'");
-    fg_assert_status(fg_tokenizer_encode(tok, NULL, 1, 0, ids, 8, &n), FG_ERR_INVALID_ARG, "'text'");
-    fg_assert_status(fg_tokenizer_encode(tok, "a", 1, 0, ids, 8, NULL), FG_ERR_INVALID_ARG, "'n_ids'");
-    fg_assert_status(fg_tokenizer_encode(tok, "a", 1, 0, ids, -1, &n), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_tokenizer_encode(NULL, "a", 1, 0, ids, 8, &n), FG_ERR_INVALID_ARG, "'tok'");
+    fgi_assert_status(fg_tokenizer_encode(tok, NULL, 1, 0, ids, 8, &n), FG_ERR_INVALID_ARG, "'text'");
+    fgi_assert_status(fg_tokenizer_encode(tok, "a", 1, 0, ids, 8, NULL), FG_ERR_INVALID_ARG, "'n_ids'");
+    fgi_assert_status(fg_tokenizer_encode(tok, "a", 1, 0, ids, -1, &n), FG_ERR_INVALID_ARG,
                      "'capacity'");
-    fg_assert_status(fg_tokenizer_encode(tok, "a", 1, 0, NULL, 8, &n), FG_ERR_INVALID_ARG, "'ids'");
-    fg_assert_status(fg_tokenizer_encode(tok, "a", (size_t)INT_MAX, 0, ids, 8, &n),
+    fgi_assert_status(fg_tokenizer_encode(tok, "a", 1, 0, NULL, 8, &n), FG_ERR_INVALID_ARG, "'ids'");
+    fgi_assert_status(fg_tokenizer_encode(tok, "a", (size_t)INT_MAX, 0, ids, 8, &n),
                      FG_ERR_INVALID_ARG, "'len'");
     cr_assert_eq(n, -9);
-    fg_assert_status(fg_tokenizer_decode(NULL, ids, 0, out, 8, &len), FG_ERR_INVALID_ARG, "'tok'");
-    fg_assert_status(fg_tokenizer_decode(tok, NULL, 0, out, 8, &len), FG_ERR_INVALID_ARG, "'ids'");
-    fg_assert_status(fg_tokenizer_decode(tok, ids, -1, out, 8, &len), FG_ERR_INVALID_ARG, "'n'");
-    fg_assert_status(fg_tokenizer_decode(tok, ids, 0, NULL, 8, &len), FG_ERR_INVALID_ARG, "'out'");
-    fg_assert_status(fg_tokenizer_decode(tok, ids, 0, out, 8, NULL), FG_ERR_INVALID_ARG, "'len'");
+    fgi_assert_status(fg_tokenizer_decode(NULL, ids, 0, out, 8, &len), FG_ERR_INVALID_ARG, "'tok'");
+    fgi_assert_status(fg_tokenizer_decode(tok, NULL, 0, out, 8, &len), FG_ERR_INVALID_ARG, "'ids'");
+    fgi_assert_status(fg_tokenizer_decode(tok, ids, -1, out, 8, &len), FG_ERR_INVALID_ARG, "'n'");
+    fgi_assert_status(fg_tokenizer_decode(tok, ids, 0, NULL, 8, &len), FG_ERR_INVALID_ARG, "'out'");
+    fgi_assert_status(fg_tokenizer_decode(tok, ids, 0, out, 8, NULL), FG_ERR_INVALID_ARG, "'len'");
     cr_assert_eq(len, 99u);
-    fg_assert_status(fg_tokenizer_piece(NULL, -1, 5, &p, &len), FG_ERR_INVALID_ARG, "'tok'");
-    fg_assert_status(fg_tokenizer_piece(tok, -1, 5, NULL, &len), FG_ERR_INVALID_ARG, "'bytes'");
-    fg_assert_status(fg_tokenizer_piece(tok, -1, 5, &p, NULL), FG_ERR_INVALID_ARG, "'len'");
+    fgi_assert_status(fg_tokenizer_piece(NULL, -1, 5, &p, &len), FG_ERR_INVALID_ARG, "'tok'");
+    fgi_assert_status(fg_tokenizer_piece(tok, -1, 5, NULL, &len), FG_ERR_INVALID_ARG, "'bytes'");
+    fgi_assert_status(fg_tokenizer_piece(tok, -1, 5, &p, NULL), FG_ERR_INVALID_ARG, "'len'");
     cr_assert_eq(fg_tokenizer_vocab_size(NULL), 0);
     cr_assert_eq(fg_tokenizer_bos(NULL), -1);
     cr_assert_eq(fg_tokenizer_eos(NULL), -1);

@@ -1,4 +1,4 @@
-/* fg_emu cuBLAS: handles and SGEMM on the CPU.
+/* fgi_emu cuBLAS: handles and SGEMM on the CPU.
  *
  * cublasSgemm follows cuBLAS exactly in what it computes and refuses:
  * column-major C (m, n) = alpha * op(A) (m, k) * op(B) (k, n) + beta * C,
@@ -33,7 +33,7 @@ struct cublasContext {
 
 namespace {
 
-using namespace fg_emu;
+using namespace fgi_emu;
 
 std::set<cublasHandle_t> &handles()
 {

@@ -1,4 +1,4 @@
-/* fg_emu internals shared by the emulator's translation units (memory.cpp,
+/* fgi_emu internals shared by the emulator's translation units (memory.cpp,
  * runtime.cpp, scheduler.cpp, cublas.cpp). Not included by emulated code. */
 #ifndef FG_EMU_INTERNAL_H
 #define FG_EMU_INTERNAL_H
@@ -29,16 +29,16 @@
 #define FG_EMU_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-namespace fg_emu {
+namespace fgi_emu {
 
 /* Every entry point of the emulated runtime holds this lock: the emulator
  * itself is single-threaded (kernels run on the calling thread). */
 std::recursive_mutex &api_lock();
 
-/* A line "fg_emu: ..." on stderr (for misuse that is also reported as an
+/* A line "fgi_emu: ..." on stderr (for misuse that is also reported as an
  * error code, so the caller sees both). */
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* The same line with `prefix` after "fg_emu: " (fault reports share it). */
+/* The same line with `prefix` after "fgi_emu: " (fault reports share it). */
 void vnote(const char *prefix, const char *fmt, va_list ap);
 
 /* Environment knobs, read once. */
@@ -95,10 +95,10 @@ size_t device_bytes_used();
 /* Scheduler (scheduler.cpp) ------------------------------------------------------------- */
 bool in_kernel();
 
-} // namespace fg_emu
+} // namespace fgi_emu
 
 /* Every API function: lock, check for a device, run, record the error
- * (after `using namespace fg_emu`). */
+ * (after `using namespace fgi_emu`). */
 #define EMU_API_BEGIN                                                                              \
     std::lock_guard<std::recursive_mutex> emu_lock_(api_lock());                                   \
     if (!device_present()) return record_error(cudaErrorNoDevice)

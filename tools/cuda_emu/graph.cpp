@@ -1,4 +1,4 @@
-/* fg_emu CUDA graphs: stream capture, instantiation and replay.
+/* fgi_emu CUDA graphs: stream capture, instantiation and replay.
  *
  * While a stream captures, the work enqueued on it (kernel launches, async
  * copies and memsets, event records, cuBLAS calls on a handle bound to it) is
@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-using fg_emu::graph_node;
+using fgi_emu::graph_node;
 using node_list = std::vector<graph_node>;
 
 struct CUgraph_st {
@@ -31,7 +31,7 @@ struct CUgraphExec_st {
     std::shared_ptr<const node_list> nodes;
 };
 
-namespace fg_emu {
+namespace fgi_emu {
 namespace {
 
 struct capture {
@@ -173,9 +173,9 @@ cudaError_t capture_device_sync_gate(const char *fn)
     return cudaErrorStreamCaptureUnsupported;
 }
 
-} // namespace fg_emu
+} // namespace fgi_emu
 
-using namespace fg_emu;
+using namespace fgi_emu;
 
 
 extern "C" {

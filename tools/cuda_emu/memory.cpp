@@ -1,4 +1,4 @@
-/* fg_emu device memory: host memory laid out so that misuse shows.
+/* fgi_emu device memory: host memory laid out so that misuse shows.
  *
  * Every allocation is [front guard | user bytes | back guard], the user
  * pointer 256-byte aligned as cudaMalloc's. New memory and the guards are
@@ -18,7 +18,7 @@
 #include <deque>
 #include <map>
 
-namespace fg_emu {
+namespace fgi_emu {
 namespace {
 
 constexpr size_t kAlign = 256;
@@ -99,11 +99,11 @@ bool guards_intact(const block &b, const char *when)
     if (!back_ok)
         while ((unsigned char)back[at] == kFill) at++;
     fprintf(stderr,
-            "fg_emu: %s: device allocation #%lu (%zu bytes at %p) was written %s "
+            "fgi_emu: %s: device allocation #%lu (%zu bytes at %p) was written %s "
             "(found %s)\n",
             when, b.serial, b.bytes, (void *)b.user, back_ok ? "before its start" : "past its end",
             back_ok ? "in the front guard" : "in the back guard");
-    if (!back_ok) fprintf(stderr, "fg_emu:   first overwritten byte: %zu past the end\n", at);
+    if (!back_ok) fprintf(stderr, "fgi_emu:   first overwritten byte: %zu past the end\n", at);
     return false;
 }
 
@@ -125,7 +125,7 @@ void trim_quarantine(size_t limit)
         FG_EMU_UNPOISON(b.raw, b.raw_bytes);
         if (!all_fill(b.raw, b.raw_bytes)) {
             fprintf(stderr,
-                    "fg_emu: device allocation #%lu (%zu bytes at %p) was written after "
+                    "fgi_emu: device allocation #%lu (%zu bytes at %p) was written after "
                     "cudaFree\n",
                     b.serial, b.bytes, (void *)b.user);
             abort();
@@ -141,7 +141,7 @@ registry::~registry()
 {
     /* at exit: report what was never freed, check what remains */
     if (live_count > 0 && env_long("FG_EMU_REPORT_LEAKS", 1))
-        fprintf(stderr, "fg_emu: %zu device allocation(s), %zu bytes, never freed\n", live_count,
+        fprintf(stderr, "fgi_emu: %zu device allocation(s), %zu bytes, never freed\n", live_count,
                 live_bytes);
     for (auto &kv : blocks)
         if (!kv.second.freed) guards_intact(kv.second, "at exit");
@@ -268,4 +268,4 @@ void check_global_read(const void *p, size_t bytes, size_t align, const char *wh
     }
 }
 
-} // namespace fg_emu
+} // namespace fgi_emu

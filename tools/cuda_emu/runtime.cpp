@@ -1,4 +1,4 @@
-/* fg_emu host API: the device (an H100-like description), errors, copies and
+/* fgi_emu host API: the device (an H100-like description), errors, copies and
  * memsets (checked against the device allocations), streams and events.
  *
  * All work is synchronous: a kernel or copy is complete when its call
@@ -23,7 +23,7 @@
 #include <map>
 #include <set>
 
-namespace fg_emu {
+namespace fgi_emu {
 
 std::recursive_mutex &api_lock()
 {
@@ -33,7 +33,7 @@ std::recursive_mutex &api_lock()
 
 void vnote(const char *prefix, const char *fmt, va_list ap)
 {
-    fprintf(stderr, "fg_emu: %s", prefix);
+    fprintf(stderr, "fgi_emu: %s", prefix);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
 }
@@ -223,9 +223,9 @@ bool stream_blocks_legacy(cudaStream_t s)
     return it != streams().end() && (it->second & cudaStreamNonBlocking) == 0;
 }
 
-} // namespace fg_emu
+} // namespace fgi_emu
 
-using namespace fg_emu;
+using namespace fgi_emu;
 
 /* Returns the error of a failed capture gate. */
 #define EMU_GATE(call)                                                                             \
@@ -267,7 +267,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
     if (prop == nullptr) return record_error(cudaErrorInvalidValue);
     if (device != 0) return record_error(cudaErrorInvalidDevice);
     memset(prop, 0, sizeof *prop);
-    snprintf(prop->name, sizeof prop->name, "NVIDIA H100 (fg_emu CPU emulation)");
+    snprintf(prop->name, sizeof prop->name, "NVIDIA H100 (fgi_emu CPU emulation)");
     prop->totalGlobalMem = device_bytes_total();
     prop->sharedMemPerBlock = kSharedPerBlockDefault;
     prop->regsPerBlock = 65536;

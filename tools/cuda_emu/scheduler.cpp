@@ -1,4 +1,4 @@
-/* fg_emu kernel execution: blocks one after another, the threads of a block
+/* fgi_emu kernel execution: blocks one after another, the threads of a block
  * as fibers, barriers and warp collectives as rendezvous points.
  *
  * A thread runs until it reaches __syncthreads, a warp collective or its
@@ -46,7 +46,7 @@ uint3 blockIdx;
 dim3 blockDim;
 dim3 gridDim;
 
-namespace fg_emu {
+namespace fgi_emu {
 namespace {
 
 enum class run_state { unstarted, runnable, at_barrier, at_warp, done };
@@ -434,14 +434,14 @@ bool release_barrier(int n, int done)
 
 [[noreturn]] void deadlock(int n)
 {
-    fprintf(stderr, "fg_emu: deadlock in kernel %s: no thread of block (%u,%u,%u) can go on\n",
+    fprintf(stderr, "fgi_emu: deadlock in kernel %s: no thread of block (%u,%u,%u) can go on\n",
             cur_cfg->name, blockIdx.x, blockIdx.y, blockIdx.z);
     int shown = 0;
     for (int i = 0; i < n && shown < 12; i++) {
         const emu_thread &t = threads[i];
         if (t.state == run_state::done) continue;
         const bool warp = t.state == run_state::at_warp;
-        fprintf(stderr, "fg_emu:   thread %d (lane %d): %s%s at %s:%d", i, i % 32,
+        fprintf(stderr, "fgi_emu:   thread %d (lane %d): %s%s at %s:%d", i, i % 32,
                 warp ? op_name(t.op) : "__syncthreads", warp ? "" : "", t.file, t.line);
         if (warp) fprintf(stderr, " mask 0x%08x", t.mask);
         fputc('\n', stderr);
@@ -575,7 +575,7 @@ void fault(const char *fmt, ...)
     va_end(ap);
     if (in_launch)
         fprintf(stderr,
-                "fg_emu:   in kernel %s (launch #%lu, grid (%u,%u,%u), block (%u,%u,%u)), "
+                "fgi_emu:   in kernel %s (launch #%lu, grid (%u,%u,%u), block (%u,%u,%u)), "
                 "block (%u,%u,%u)",
                 cur_cfg->name, launch_serial, gridDim.x, gridDim.y, gridDim.z, blockDim.x,
                 blockDim.y, blockDim.z, blockIdx.x, blockIdx.y, blockIdx.z);
@@ -769,7 +769,7 @@ cudaError_t run_launch(const launch_config &cfg, const kernel_call &call)
     const unsigned long long n = (unsigned long long)b.x * b.y * b.z;
     launch_serial++;
     if (trace)
-        fprintf(stderr, "fg_emu: launch #%lu %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu\n",
+        fprintf(stderr, "fgi_emu: launch #%lu %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu\n",
                 launch_serial, cfg.name, g.x, g.y, g.z, b.x, b.y, b.z, cfg.smem);
 
     in_launch = true;
@@ -822,4 +822,4 @@ cudaError_t launch(const launch_config &cfg, std::shared_ptr<const kernel_call> 
     return cudaSuccess;
 }
 
-} // namespace fg_emu
+} // namespace fgi_emu

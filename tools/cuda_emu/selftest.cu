@@ -1,10 +1,10 @@
-/* fg_emu self-test: what the emulator promises in README.md, checked on small
+/* fgi_emu self-test: what the emulator promises in README.md, checked on small
  * kernels written for it. Built and registered with CTest only in a
  * -DFG_CUDA_EMU=ON build (translated like the sources in cuda/).
  *
  * Results are compared with what the CUDA programming guide defines
  * (computed here from the formulas, lane by lane); the misuse cases run in a
- * forked child and must end in SIGABRT with the expected "fg_emu:" report.
+ * forked child and must end in SIGABRT with the expected "fgi_emu:" report.
  * Exit status 0 when everything holds; every failure is printed. */
 #include <cublas_v2.h>
 #include <cuda_pipeline.h>
@@ -828,6 +828,6 @@ int main()
         fprintf(stderr, "selftest: %d check(s) failed\n", failures);
         return 1;
     }
-    printf("fg_emu selftest: all checks passed\n");
+    printf("fgi_emu selftest: all checks passed\n");
     return 0;
 }

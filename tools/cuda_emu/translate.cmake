@@ -1,11 +1,11 @@
-# fg_emu source translation: cmake -DIN=<cuda source> -DOUT=<C++ file> -P translate.cmake
+# fgi_emu source translation: cmake -DIN=<cuda source> -DOUT=<C++ file> -P translate.cmake
 #
 # Rewrites the two CUDA constructs that no macro can express, line for line
 # (a #line directive keeps diagnostics pointing at the original file):
 #   name<<<grid, block[, smem[, stream]]>>>(args)
-#     -> name << fg_emu::kernel_config("name", grid, block[, smem[, stream]])
-#             >> fg_emu::launch_args(args)
-#   extern __shared__ T name[];     -> T *const name = fg_emu::dynamic_shared<T>();
+#     -> name << fgi_emu::kernel_config("name", grid, block[, smem[, stream]])
+#             >> fgi_emu::launch_args(args)
+#   extern __shared__ T name[];     -> T *const name = fgi_emu::dynamic_shared<T>();
 #   __shared__ T name[dims];        -> FG_EMU_STATIC_SHARED(T, name, [dims]);
 # Everything else is compiled as it is, against tools/cuda_emu/fake. A
 # __shared__ declaration these patterns miss (one per line, a simple type,
@@ -20,12 +20,12 @@ set(type "[A-Za-z_][A-Za-z0-9_: ]*[A-Za-z0-9_]")
 set(sp "[ \t]")
 
 # (two passes: CMake refuses a reference to an optional group that did not match)
-string(REGEX REPLACE "(${id})(<[^<>;{}()]*>)<<<" "\\1\\2 << fg_emu::kernel_config(\"\\1\", "
+string(REGEX REPLACE "(${id})(<[^<>;{}()]*>)<<<" "\\1\\2 << fgi_emu::kernel_config(\"\\1\", "
        text "${text}")
-string(REGEX REPLACE "(${id})<<<" "\\1 << fg_emu::kernel_config(\"\\1\", " text "${text}")
-string(REPLACE ">>>(" ") >> fg_emu::launch_args(" text "${text}")
+string(REGEX REPLACE "(${id})<<<" "\\1 << fgi_emu::kernel_config(\"\\1\", " text "${text}")
+string(REPLACE ">>>(" ") >> fgi_emu::launch_args(" text "${text}")
 string(REGEX REPLACE "extern${sp}+__shared__${sp}+(${type})${sp}+(${id})${sp}*\\[${sp}*\\]${sp}*;"
-       "\\1 *const \\2 = fg_emu::dynamic_shared<\\1>();" text "${text}")
+       "\\1 *const \\2 = fgi_emu::dynamic_shared<\\1>();" text "${text}")
 string(REGEX REPLACE "__shared__${sp}+(${type})${sp}+(${id})${sp}*((\\[[^];\n]*\\])*)${sp}*;"
        "FG_EMU_STATIC_SHARED(\\1, \\2, \\3);" text "${text}")
 

@@ -167,8 +167,8 @@ def main():
     emit("softmax_axis2", softmax(x, 2))
     # 3/7. single-head attention, q_len < kv_len
     q, k, v = draw(4, 8), draw(9, 8), draw(9, 8)
-    emit("attn_q", q), emit("attn_k", k), emit("attn_v", v)
-    emit("attn_out", causal_attention(q, k, v))
+    emit("attention_q", q), emit("attention_k", k), emit("attention_v", v)
+    emit("attention_out", causal_attention(q, k, v))
     # 5. MHA, q_len == kv_len
     q, k, v = draw(3, 5, 8), draw(3, 5, 8), draw(3, 5, 8)
     emit("mha_q", q), emit("mha_k", k), emit("mha_v", v)

@@ -1,4 +1,4 @@
-/* fg_emu: the part of cuBLAS flashgpt uses, on the CPU (tools/cuda_emu/
+/* fgi_emu: the part of cuBLAS flashgpt uses, on the CPU (tools/cuda_emu/
  * cublas.cpp): handles bound to a stream, math and pointer modes, and SGEMM
  * with cuBLAS's column-major semantics and argument checks. */
 #ifndef FG_EMU_CUBLAS_V2_H

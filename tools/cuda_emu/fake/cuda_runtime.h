@@ -1,4 +1,4 @@
-/* fg_emu: the CUDA runtime API and device language, emulated on the CPU.
+/* fgi_emu: the CUDA runtime API and device language, emulated on the CPU.
  *
  * Included instead of the toolkit's cuda_runtime.h when flashgpt is built
  * with -DFG_CUDA_EMU=ON (a testing aid, never for production; see
@@ -237,7 +237,7 @@ const char *cudaGetErrorName(cudaError_t error);
 #define __align__(n) alignas(n)
 /* translate.cmake turns every __shared__ declaration into the forms below;
  * one it could not parse stops the build here. */
-#define __shared__ fg_emu_untranslated_shared_declaration
+#define __shared__ fgi_emu_untranslated_shared_declaration
 
 struct alignas(8) float2 {
     float x, y;
@@ -279,7 +279,7 @@ extern uint3 blockIdx;
 extern dim3 blockDim;
 extern dim3 gridDim;
 
-namespace fg_emu {
+namespace fgi_emu {
 
 /* Reports a fault in emulated device code (with the block and thread) and
  * aborts: the emulator's equivalent of a device-side error. */
@@ -417,22 +417,22 @@ inline void operator>>(const configured_kernel<P...> &k, launch_arguments<A...> 
         std::move(a.values));
 }
 
-} // namespace fg_emu
+} // namespace fgi_emu
 
 /* __shared__ T name[dims]; (block scope) -> one object per block. */
 #define FG_EMU_STATIC_SHARED(type, name, dims)                                                     \
-    static const char fg_emu_tag_##name = 0;                                                       \
-    type(&name) dims = fg_emu::static_shared<type dims>(&fg_emu_tag_##name)
+    static const char fgi_emu_tag_##name = 0;                                                       \
+    type(&name) dims = fgi_emu::static_shared<type dims>(&fgi_emu_tag_##name)
 
-#define __syncthreads() fg_emu::sync_threads(__FILE__, __LINE__)
-#define __syncwarp(...) fg_emu::sync_warp(fg_emu_mask_or_full(__VA_ARGS__), __FILE__, __LINE__)
-static inline unsigned fg_emu_mask_or_full() { return 0xffffffffu; }
-static inline unsigned fg_emu_mask_or_full(unsigned mask) { return mask; }
+#define __syncthreads() fgi_emu::sync_threads(__FILE__, __LINE__)
+#define __syncwarp(...) fgi_emu::sync_warp(fgi_emu_mask_or_full(__VA_ARGS__), __FILE__, __LINE__)
+static inline unsigned fgi_emu_mask_or_full() { return 0xffffffffu; }
+static inline unsigned fgi_emu_mask_or_full(unsigned mask) { return mask; }
 static inline void __threadfence() {}
 static inline void __threadfence_block() {}
-static inline unsigned __activemask() { return fg_emu::active_mask(); }
+static inline unsigned __activemask() { return fgi_emu::active_mask(); }
 
-namespace fg_emu {
+namespace fgi_emu {
 template <typename T> inline uint64_t to_bits(T v)
 {
     static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8,
@@ -453,16 +453,16 @@ inline T shuffle(warp_collective kind, unsigned mask, T v, int arg, int width, c
 {
     return from_bits<T>(warp_collective_op(kind, mask, to_bits(v), arg, width, file, line));
 }
-} // namespace fg_emu
+} // namespace fgi_emu
 
 #define __shfl_sync(mask, v, ...)                                                                  \
-    fg_emu::shuffle(fg_emu::shfl_idx, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+    fgi_emu::shuffle(fgi_emu::shfl_idx, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
 #define __shfl_up_sync(mask, v, ...)                                                               \
-    fg_emu::shuffle(fg_emu::shfl_up, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+    fgi_emu::shuffle(fgi_emu::shfl_up, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
 #define __shfl_down_sync(mask, v, ...)                                                             \
-    fg_emu::shuffle(fg_emu::shfl_down, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+    fgi_emu::shuffle(fgi_emu::shfl_down, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
 #define __shfl_xor_sync(mask, v, ...)                                                              \
-    fg_emu::shuffle(fg_emu::shfl_xor, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
+    fgi_emu::shuffle(fgi_emu::shfl_xor, mask, v, FG_EMU_SHFL_ARGS(__VA_ARGS__))
 /* (arg) or (arg, width), then the call site */
 #define FG_EMU_SHFL_ARGS(...)                                                                      \
     FG_EMU_SHFL_PICK(__VA_ARGS__, FG_EMU_SHFL_W, FG_EMU_SHFL_1)(__VA_ARGS__)
@@ -470,26 +470,26 @@ inline T shuffle(warp_collective kind, unsigned mask, T v, int arg, int width, c
 #define FG_EMU_SHFL_1(arg) (arg), 32, __FILE__, __LINE__
 #define FG_EMU_SHFL_W(arg, width) (arg), (width), __FILE__, __LINE__
 #define __ballot_sync(mask, pred)                                                                  \
-    ((unsigned)fg_emu::warp_collective_op(fg_emu::vote_ballot, mask, (pred) ? 1 : 0, 0, 32,        \
+    ((unsigned)fgi_emu::warp_collective_op(fgi_emu::vote_ballot, mask, (pred) ? 1 : 0, 0, 32,        \
                                           __FILE__, __LINE__))
 #define __any_sync(mask, pred)                                                                     \
-    ((int)fg_emu::warp_collective_op(fg_emu::vote_any, mask, (pred) ? 1 : 0, 0, 32, __FILE__,      \
+    ((int)fgi_emu::warp_collective_op(fgi_emu::vote_any, mask, (pred) ? 1 : 0, 0, 32, __FILE__,      \
                                      __LINE__))
 #define __all_sync(mask, pred)                                                                     \
-    ((int)fg_emu::warp_collective_op(fg_emu::vote_all, mask, (pred) ? 1 : 0, 0, 32, __FILE__,      \
+    ((int)fgi_emu::warp_collective_op(fgi_emu::vote_all, mask, (pred) ? 1 : 0, 0, 32, __FILE__,      \
                                      __LINE__))
 
 /* Read-only global loads: checked against the live device allocations. */
 template <typename T> static inline T __ldg(const T *p)
 {
-    fg_emu::check_global_read(p, sizeof(T), alignof(T), "__ldg");
+    fgi_emu::check_global_read(p, sizeof(T), alignof(T), "__ldg");
     return *p;
 }
 
 /* Loads cached in L2 only (written by other blocks of the same launch). */
 template <typename T> static inline T __ldcg(const T *p)
 {
-    fg_emu::check_global_read(p, sizeof(T), alignof(T), "__ldcg");
+    fgi_emu::check_global_read(p, sizeof(T), alignof(T), "__ldcg");
     return *p;
 }
 
@@ -552,24 +552,24 @@ static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline float __fdividef(float a, float b) { return a / b; }
 /* glibc declares its own __expf, __logf... (exact ones): macros take the names. */
-#define __expf fg_emu_fast_expf
-#define __exp10f fg_emu_fast_exp10f
-#define __logf fg_emu_fast_logf
-#define __log2f fg_emu_fast_log2f
-#define __powf fg_emu_fast_powf
-#define __sinf fg_emu_fast_sinf
-#define __cosf fg_emu_fast_cosf
-#define __tanf fg_emu_fast_tanf
-#define __sincosf fg_emu_fast_sincosf
-static inline float fg_emu_fast_expf(float x) { return exp2f(x * 1.4426950408889634f); }
-static inline float fg_emu_fast_exp10f(float x) { return exp2f(x * 3.3219280948873623f); }
-static inline float fg_emu_fast_logf(float x) { return log2f(x) * 0.6931471805599453f; }
-static inline float fg_emu_fast_log2f(float x) { return log2f(x); }
-static inline float fg_emu_fast_powf(float a, float b) { return exp2f(b * log2f(a)); }
-static inline float fg_emu_fast_sinf(float x) { return sinf(x); }
-static inline float fg_emu_fast_cosf(float x) { return cosf(x); }
-static inline float fg_emu_fast_tanf(float x) { return tanf(x); }
-static inline void fg_emu_fast_sincosf(float x, float *s, float *c) { *s = sinf(x), *c = cosf(x); }
+#define __expf fgi_emu_fast_expf
+#define __exp10f fgi_emu_fast_exp10f
+#define __logf fgi_emu_fast_logf
+#define __log2f fgi_emu_fast_log2f
+#define __powf fgi_emu_fast_powf
+#define __sinf fgi_emu_fast_sinf
+#define __cosf fgi_emu_fast_cosf
+#define __tanf fgi_emu_fast_tanf
+#define __sincosf fgi_emu_fast_sincosf
+static inline float fgi_emu_fast_expf(float x) { return exp2f(x * 1.4426950408889634f); }
+static inline float fgi_emu_fast_exp10f(float x) { return exp2f(x * 3.3219280948873623f); }
+static inline float fgi_emu_fast_logf(float x) { return log2f(x) * 0.6931471805599453f; }
+static inline float fgi_emu_fast_log2f(float x) { return log2f(x); }
+static inline float fgi_emu_fast_powf(float a, float b) { return exp2f(b * log2f(a)); }
+static inline float fgi_emu_fast_sinf(float x) { return sinf(x); }
+static inline float fgi_emu_fast_cosf(float x) { return cosf(x); }
+static inline float fgi_emu_fast_tanf(float x) { return tanf(x); }
+static inline void fgi_emu_fast_sincosf(float x, float *s, float *c) { *s = sinf(x), *c = cosf(x); }
 static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
 static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline float __fadd_rn(float a, float b) { return a + b; }
@@ -610,10 +610,10 @@ template <typename T>
 static inline cudaError_t cudaFuncSetAttribute(T *kernel, cudaFuncAttribute attr, int value)
 {
     if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
-        return fg_emu::record_error(attr == cudaFuncAttributePreferredSharedMemoryCarveout
+        return fgi_emu::record_error(attr == cudaFuncAttributePreferredSharedMemoryCarveout
                                         ? cudaSuccess
                                         : cudaErrorInvalidValue);
-    return fg_emu::set_dynamic_smem_limit(reinterpret_cast<const void *>(kernel), value);
+    return fgi_emu::set_dynamic_smem_limit(reinterpret_cast<const void *>(kernel), value);
 }
 
 template <typename T>
@@ -621,7 +621,7 @@ static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *blo
                                                                         int block_size,
                                                                         size_t dynamic_smem)
 {
-    return fg_emu::occupancy(blocks, reinterpret_cast<const void *>(kernel), block_size,
+    return fgi_emu::occupancy(blocks, reinterpret_cast<const void *>(kernel), block_size,
                              dynamic_smem);
 }
 
@@ -630,10 +630,10 @@ static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *config, v
                                              A &&...args)
 {
     if (config == nullptr || config->numAttrs != 0)
-        return fg_emu::record_error(cudaErrorInvalidValue);
-    const fg_emu::launch_config cfg = {"(cudaLaunchKernelEx)", config->gridDim, config->blockDim,
+        return fgi_emu::record_error(cudaErrorInvalidValue);
+    const fgi_emu::launch_config cfg = {"(cudaLaunchKernelEx)", config->gridDim, config->blockDim,
                                        config->dynamicSmemBytes, config->stream};
-    return fg_emu::launch_kernel(cfg, kernel, std::forward<A>(args)...);
+    return fgi_emu::launch_kernel(cfg, kernel, std::forward<A>(args)...);
 }
 
 #endif /* __cplusplus */
