@@ -5,7 +5,7 @@
  * Llama configuration (fuzz/corpus/safetensors holds files that fit them).
  * Every allocation is bounded by the input size. */
 #include "loader_internal.h"
-#include "model_internal.h"
+#include "config_internal.h"
 
 #include <stdlib.h>
 

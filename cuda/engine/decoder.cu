@@ -31,7 +31,7 @@
 #include "attention_internal.h"
 #include "cuda_common.cuh"
 #include "decoder_internal.h"
-#include "model_internal.h"
+#include "config_internal.h"
 #include "ops_internal.h"
 #include "reduce.cuh"
 

@@ -3,7 +3,7 @@
  * convert and re-lay-out while they copy.
  *
  * A model is three allocations: the struct, its layer table and one arena of
- * floats holding every weight in the layout of model.h. The arena is sized
+ * floats holding every weight in the layout of decoder.h. The arena is sized
  * from the configuration and is only allocated after a loader has checked
  * that the file really holds every tensor, so a lying header can never make
  * it larger than twice the file (F16 widened to F32).
@@ -14,7 +14,7 @@
 #define _FILE_OFFSET_BITS 64
 #include "half.h"
 #include "loader_internal.h"
-#include "model_internal.h"
+#include "config_internal.h"
 
 #include <errno.h>
 #include <math.h>

@@ -9,7 +9,7 @@
  * model and reads each tensor into its place. So the model is never larger
  * than the tensors the file really holds.
  *
- * Layout conversions (see model.h for the target layout):
+ * Layout conversions (see decoder.h for the target layout):
  *  - GPT-2 Conv1D weights are already (in, out); c_attn is already [q|k|v].
  *  - Llama nn.Linear weights are (out, in): transposed; q, k, v fill the
  *    column blocks of the fused c_attn_w; o/gate/up/down transposed.
@@ -22,7 +22,7 @@
  *    v and the output projection are untouched. */
 #define _POSIX_C_SOURCE 200809L
 #include "loader_internal.h"
-#include "model_internal.h"
+#include "config_internal.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -7,13 +7,13 @@
  * w1 (L, hidden, dim), w2 (L, dim, hidden), w3 (L, hidden, dim),
  * rms_final (dim), freq_cis_real and freq_cis_imag (seq_len, head_size/2),
  * and, when vocab_size is negative, a separate classifier wcls (vocab, dim).
- * Matrices are stored (out, in) and are transposed into model.h's (in, out);
+ * Matrices are stored (out, in) and are transposed into decoder.h's (in, out);
  * the file's RoPE already rotates interleaved pairs, so q/k rows keep their
  * order. The stored RoPE tables are skipped: angles are recomputed from
  * positions with base 10000. The file must be exactly as long as the header
  * implies (checked in 64 bits before anything is allocated). */
 #include "loader_internal.h"
-#include "model_internal.h"
+#include "config_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

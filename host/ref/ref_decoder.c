@@ -8,9 +8,9 @@
  * All scratch memory is taken before anything is written, so a call either
  * completes or fails with outputs and cache untouched. */
 #include "check.h"
-#include "flashgpt/model.h"
+#include "flashgpt/decoder.h"
 #include "flashgpt/ops.h"
-#include "model_internal.h"
+#include "config_internal.h"
 #include "ref_internal.h"
 
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #include "check.h"
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
-#include "model_internal.h"
+#include "config_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

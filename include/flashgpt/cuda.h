@@ -16,7 +16,7 @@
 #ifndef FLASHGPT_CUDA_H
 #define FLASHGPT_CUDA_H
 
-#include "flashgpt/model.h"
+#include "flashgpt/decoder.h"
 #include "flashgpt/status.h"
 
 #include <stddef.h>

@@ -5,7 +5,7 @@
 
 #include "flashgpt/status.h"
 #include "flashgpt/ops.h"
-#include "flashgpt/model.h"
+#include "flashgpt/decoder.h"
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
 #include "flashgpt/sampler.h"

@@ -3,7 +3,7 @@
  * weights.
  *
  * Whatever the source, the model holds one configuration and its weights in
- * host fp32 memory in the layout of model.h: matrices (in, out), the fused
+ * host fp32 memory in the layout of decoder.h: matrices (in, out), the fused
  * [q | k | v] projection, interleaved RoPE pairs, classifier (vocab, C) or
  * NULL when tied to wte. Loaders convert into that layout while reading
  * (F16/BF16 -> F32, transposes, q/k/v fusion, RoPE row permutation).
@@ -16,7 +16,7 @@
 #ifndef FLASHGPT_LOADER_H
 #define FLASHGPT_LOADER_H
 
-#include "flashgpt/model.h"
+#include "flashgpt/decoder.h"
 #include "flashgpt/status.h"
 
 #include <stdint.h>

@@ -9,7 +9,7 @@
 #ifndef FLASHGPT_SESSION_H
 #define FLASHGPT_SESSION_H
 
-#include "flashgpt/model.h"
+#include "flashgpt/decoder.h"
 #include "flashgpt/status.h"
 
 #ifdef __cplusplus

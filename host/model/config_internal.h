@@ -3,7 +3,7 @@
 #ifndef FLASHGPT_HOST_MODEL_INTERNAL_H
 #define FLASHGPT_HOST_MODEL_INTERNAL_H
 
-#include "flashgpt/model.h"
+#include "flashgpt/decoder.h"
 
 #include <stddef.h>
 

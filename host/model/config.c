@@ -5,8 +5,8 @@
  * The KV cache is one allocation: the struct, its layer table, then per layer
  * k and v blocks of (n_kv_head, capacity, head_dim). */
 #include "check.h"
-#include "flashgpt/model.h"
-#include "model_internal.h"
+#include "flashgpt/decoder.h"
+#include "config_internal.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -10,8 +10,8 @@
  * Matrices are stored (in, out) so that y = x @ w; the classifier is
  * (vocab, C) and logits = x @ classifier^T. The weights struct only points at
  * memory the caller owns (loaders fill it; tests build it in memory). */
-#ifndef FLASHGPT_MODEL_H
-#define FLASHGPT_MODEL_H
+#ifndef FLASHGPT_DECODER_H
+#define FLASHGPT_DECODER_H
 
 #include "flashgpt/status.h"
 
@@ -133,4 +133,4 @@ fg_status fg_ref_forward_last(float *logits, const fg_config *cfg,
 }
 #endif
 
-#endif /* FLASHGPT_MODEL_H */
+#endif /* FLASHGPT_DECODER_H */
