@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes host/unicode_tables.h: the code point classes the GPT-2
+"""Writes host/text/unicode_tables.h: the code point classes the GPT-2
 pre-tokeniser needs (\\p{L}, \\p{N} and \\s of its pattern), as sorted
 inclusive ranges, from the Unicode database bundled with this Python.
 
-Usage: python3 scripts/gen_unicode_tables.py > host/unicode_tables.h
+Usage: python3 scripts/gen_unicode_tables.py > host/text/unicode_tables.h
 
 Classes:
   letter:     general category L* (Lu Ll Lt Lm Lo)
@@ -62,7 +62,7 @@ def main():
               ("fgi_unicode_whitespace", ranges(is_whitespace))]
     out = sys.stdout
     out.write("/* GENERATED FILE, do not edit: python3 scripts/gen_unicode_tables.py"
-              " > host/unicode_tables.h\n")
+              " > host/text/unicode_tables.h\n")
     out.write(" * (Unicode %s, from Python %d.%d's unicodedata).\n"
               % (unicodedata.unidata_version, *sys.version_info[:2]))
     out.write(" *\n * Sorted, disjoint, inclusive code point ranges of the classes the GPT-2\n"

@@ -1,4 +1,4 @@
-/* GENERATED FILE, do not edit: python3 scripts/gen_unicode_tables.py > host/unicode_tables.h
+/* GENERATED FILE, do not edit: python3 scripts/gen_unicode_tables.py > host/text/unicode_tables.h
  * (Unicode 14.0.0, from Python 3.11's unicodedata).
  *
  * Sorted, disjoint, inclusive code point ranges of the classes the GPT-2

@@ -1,5 +1,5 @@
 /* The CPU reference against golden vectors from an independent NumPy
- * implementation (tests/golden/gen_golden.py, float64). */
+ * implementation (tests/ref/golden/gen_golden.py, float64). */
 #include "golden/golden_data.h"
 #include "support.h"
 
