@@ -116,6 +116,14 @@ Test(cli, generate_stories260k_greedy)
     cr_assert(strncmp(r->out, "Once upon a time, there was a little girl named Lily.", 53) == 0,
               "got: %s", r->out);
     cr_assert(strstr(r->err, "tokens/s") != NULL, "speeds on stderr: %s", r->err);
+    /* greedy stories260K emits BOS after its first story: the text stops
+     * there (one story, no second "Once upon a time") */
+    snprintf(args, sizeof args, "generate -m '%s' --temperature 0 -n 500 --device cpu", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    const char *second = strstr(r->out + 1, "Once upon a time");
+    cr_assert(second == NULL, "generation went past the end of the story: %s", r->out);
+    cr_assert(strstr(r->err, "decode 500 tokens") == NULL, "stopped early: %s", r->err);
     /* running past the context is a clear error */
     snprintf(args, sizeof args, "generate -m '%s' -n 100 --ctx 20 --device cpu", model);
     r = run(args);
