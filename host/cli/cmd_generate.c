@@ -120,7 +120,7 @@ int cmd_generate(int argc, char **argv)
 
     fg_model *model = NULL;
     fg_tokenizer *tok = NULL;
-    if (fg_model_load(&model, a.model) != FG_OK) return cli_runtime_error(VERB, "cannot load the model");
+    if (cli_load_model(&model, a.model) != FG_OK) return cli_runtime_error(VERB, "cannot load the model");
     if (cli_load_tokenizer(&tok, a.tokenizer, a.model, fg_model_config(model)->vocab_size) != FG_OK)
         rc = cli_runtime_error(VERB, "cannot load the tokenizer");
     else
