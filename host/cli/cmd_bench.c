@@ -62,15 +62,14 @@ static int warm_up(fg_session *s, const int *ids, int n_prompt, int n_gen, int v
 {
     cli_progress progress;
     cli_progress_start(&progress, "bench: warm-up");
-    int rc = CLI_OK;
-    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK)
-        rc = CLI_RUNTIME_ERROR;
-    for (int i = 0; rc == CLI_OK && i < WARMUP_DECODE_STEPS && i < n_gen; i++) {
+    const char *failed = NULL;
+    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK) failed = "warm-up prefill failed";
+    for (int i = 0; failed == NULL && i < WARMUP_DECODE_STEPS && i < n_gen; i++) {
         int next = cli_argmax(fg_session_logits(s), vocab);
-        if (fg_session_forward(s, &next, 1, NULL) != FG_OK) rc = CLI_RUNTIME_ERROR;
+        if (fg_session_forward(s, &next, 1, NULL) != FG_OK) failed = "warm-up decode step failed";
     }
     cli_progress_end(&progress);
-    if (rc != CLI_OK) return cli_runtime_error(VERB, "warm-up failed");
+    if (failed != NULL) return cli_runtime_error(VERB, failed);
     if (fg_session_reset(s) != FG_OK) return cli_runtime_error(VERB, "cannot reset the session");
     return CLI_OK;
 }
@@ -83,8 +82,8 @@ static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, 
         if (rc != CLI_OK) return rc;
     }
     /* Progress lines go to stderr outside the timed prefill; in the decode
-     * loop an update costs a branch off a terminal and a clock read and, ten
-     * times a second at most, one short write on one. */
+     * loop an update is one branch off a terminal, and on one a clock read
+     * and at most ten short writes a second. */
     cli_progress progress;
     cli_progress_start(&progress, "bench: prefill");
     double t0 = cli_now();
