@@ -70,16 +70,25 @@ int cli_argmax(const float *x, size_t n);
  * temporary file renamed into place. */
 fg_status cli_write_npy(const char *path, const float *data, int rows, int cols);
 
-/* Progress on stderr for loops that take more than a couple of seconds:
- * silent for the first two, then "what: done/total" every half second. */
+/* Progress on stderr, only when stderr is a terminal (a pipe or a file
+ * gets nothing, so logs and captured output stay clean): one line,
+ * rewritten in place and erased by cli_progress_end, so that what the verb
+ * prints afterwards starts on a clean line. start shows the phase at once;
+ * update and bytes add a count or bytes and rate, ten times a second at
+ * most. Never print to stdout between start and end. */
 typedef struct {
-    const char *what;
+    char what[64];
     double start, last;
-    int shown;
+    int tty;   /* stderr is a terminal */
+    int shown; /* a line is on the terminal */
 } cli_progress;
 void cli_progress_start(cli_progress *p, const char *what);
-void cli_progress_update(cli_progress *p, long done, long total);
+void cli_progress_update(cli_progress *p, long done, long total); /* "what 3/128 (1.2 s)" */
+void cli_progress_bytes(cli_progress *p, uint64_t done, uint64_t total); /* "what 1.20/4.90 GB, 350 MB/s" */
 void cli_progress_end(cli_progress *p);
+
+/* fg_model_load showing "loading FILE: bytes, rate" on a terminal. */
+fg_status cli_load_model(fg_model **model, const char *path);
 
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);

@@ -1,6 +1,8 @@
 /* flashgpt bench: built-in model presets with deterministic random weights
  * (no files needed): prefill and decode tokens/s on the chosen device and,
- * on a GPU, the CPU-vs-GPU check of the logits on the first tokens. */
+ * on a GPU, the CPU-vs-GPU check of the logits on the first tokens. On a
+ * terminal, stderr shows the phase (weights, session, warm-up, prefill)
+ * and the decode count while they run; results go to stdout. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -58,13 +60,16 @@ static void prompt_ids(int *ids, int n, int vocab)
 
 static int warm_up(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
 {
-    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK)
-        return cli_runtime_error(VERB, "warm-up prefill failed");
-    for (int i = 0; i < WARMUP_DECODE_STEPS && i < n_gen; i++) {
+    cli_progress progress;
+    cli_progress_start(&progress, "bench: warm-up");
+    const char *failed = NULL;
+    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK) failed = "warm-up prefill failed";
+    for (int i = 0; failed == NULL && i < WARMUP_DECODE_STEPS && i < n_gen; i++) {
         int next = cli_argmax(fg_session_logits(s), vocab);
-        if (fg_session_forward(s, &next, 1, NULL) != FG_OK)
-            return cli_runtime_error(VERB, "warm-up decode step failed");
+        if (fg_session_forward(s, &next, 1, NULL) != FG_OK) failed = "warm-up decode step failed";
     }
+    cli_progress_end(&progress);
+    if (failed != NULL) return cli_runtime_error(VERB, failed);
     if (fg_session_reset(s) != FG_OK) return cli_runtime_error(VERB, "cannot reset the session");
     return CLI_OK;
 }
@@ -76,17 +81,24 @@ static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, 
         const int rc = warm_up(s, ids, n_prompt, n_gen, vocab);
         if (rc != CLI_OK) return rc;
     }
-    double t0 = cli_now();
-    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK)
-        return cli_runtime_error(VERB, "prefill failed");
-    const double t_prefill = cli_now() - t0;
+    /* Progress lines go to stderr outside the timed prefill; in the decode
+     * loop an update is one branch off a terminal, and on one a clock read
+     * and at most ten short writes a second. */
     cli_progress progress;
-    cli_progress_start(&progress, "decode");
+    cli_progress_start(&progress, "bench: prefill");
+    double t0 = cli_now();
+    const fg_status prefill = fg_session_forward(s, ids, n_prompt, NULL);
+    const double t_prefill = cli_now() - t0;
+    cli_progress_end(&progress);
+    if (prefill != FG_OK) return cli_runtime_error(VERB, "prefill failed");
+    cli_progress_start(&progress, "bench: decode");
     t0 = cli_now();
     for (int i = 0; i < n_gen; i++) {
         int next = cli_argmax(fg_session_logits(s), vocab);
-        if (fg_session_forward(s, &next, 1, NULL) != FG_OK)
+        if (fg_session_forward(s, &next, 1, NULL) != FG_OK) {
+            cli_progress_end(&progress);
             return cli_runtime_error(VERB, "decode step failed");
+        }
         cli_progress_update(&progress, i + 1, n_gen);
     }
     const double t_decode = cli_now() - t0;
@@ -162,13 +174,22 @@ int cmd_bench(int argc, char **argv)
     fg_model *model = NULL;
     fg_session *s = NULL;
     int *ids = malloc(sizeof(int) * (size_t)n_prompt);
+    cli_progress progress;
     double t0 = cli_now();
-    if (ids == NULL || fg_model_create_random(&model, &p.cfg, seed) != FG_OK) {
+    cli_progress_start(&progress, "bench: random weights");
+    const int made = ids != NULL && fg_model_create_random(&model, &p.cfg, seed) == FG_OK;
+    cli_progress_end(&progress);
+    if (!made) {
         rc = cli_runtime_error(VERB, "cannot create the model");
         goto done;
     }
     prompt_ids(ids, n_prompt, p.cfg.vocab_size);
-    if (fg_session_create(&s, &p.cfg, fg_model_weights(model), device, n_prompt + n_gen) != FG_OK) {
+    cli_progress_start(&progress, device == FG_DEVICE_CUDA ? "bench: upload and KV cache"
+                                                           : "bench: KV cache");
+    const fg_status started =
+        fg_session_create(&s, &p.cfg, fg_model_weights(model), device, n_prompt + n_gen);
+    cli_progress_end(&progress);
+    if (started != FG_OK) {
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }

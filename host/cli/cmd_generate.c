@@ -67,7 +67,10 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
             cli_runtime_error(VERB, "sampling failed");
             goto done;
         }
-        if (next == fg_tokenizer_eos(tok)) break;
+        /* EOS ends the text; so does BOS: models trained on documents
+         * joined by BOS (llama2.c's, stories260K) emit it where the next
+         * document would begin, and what came before is complete. */
+        if (next == fg_tokenizer_eos(tok) || next == fg_tokenizer_bos(tok)) break;
         emit(tok, prev, next);
         prev = next;
         if (made + 1 < a->n && fg_session_forward(s, &next, 1, NULL) != FG_OK) {
@@ -77,6 +80,7 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
     }
     const double t_decode = cli_now() - t0;
     printf("\n");
+    fflush(stdout); /* the text before the speeds when both go to one file */
     fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s\n",
             fg_device_name(fg_session_device(s)), n_prompt, n_prompt / t_prefill, made,
             made > 0 ? made / t_decode : 0.0);
@@ -96,7 +100,7 @@ int cmd_generate(int argc, char **argv)
         {"model", 'm', OPT_STRING, &a.model, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
         {"tokenizer", 't', OPT_STRING, &a.tokenizer, "PATH", "tokenizer (default: beside the model)"},
         {"prompt", 'p', OPT_STRING, &a.prompt, "TEXT", "prompt text (default: empty)"},
-        {"max-tokens", 'n', OPT_INT, &a.n, "N", "tokens to generate (default 64)"},
+        {"max-tokens", 'n', OPT_INT, &a.n, "N", "at most N tokens (default 64; EOS or BOS ends the text sooner)"},
         {"temperature", 0, OPT_FLOAT, &a.temperature, "T", "0 for greedy (default 1)"},
         {"top-k", 0, OPT_INT, &a.top_k, "K", "keep the K most likely tokens (default: all)"},
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
@@ -116,7 +120,7 @@ int cmd_generate(int argc, char **argv)
 
     fg_model *model = NULL;
     fg_tokenizer *tok = NULL;
-    if (fg_model_load(&model, a.model) != FG_OK) return cli_runtime_error(VERB, "cannot load the model");
+    if (cli_load_model(&model, a.model) != FG_OK) return cli_runtime_error(VERB, "cannot load the model");
     if (cli_load_tokenizer(&tok, a.tokenizer, a.model, fg_model_config(model)->vocab_size) != FG_OK)
         rc = cli_runtime_error(VERB, "cannot load the tokenizer");
     else

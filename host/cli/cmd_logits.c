@@ -71,7 +71,7 @@ int cmd_logits(int argc, char **argv)
         return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers (got '%s')",
                                tokens);
     fg_model *model = NULL;
-    if (fg_model_load(&model, model_path) != FG_OK) rc = cli_runtime_error(VERB, "cannot load the model");
+    if (cli_load_model(&model, model_path) != FG_OK) rc = cli_runtime_error(VERB, "cannot load the model");
     else rc = run(model, device, ids, T, incremental, out);
     fg_model_destroy(model);
     free(ids);

@@ -102,7 +102,7 @@ int cmd_verify(int argc, char **argv)
 
     fg_model *model = NULL;
     fg_tokenizer *tok = NULL;
-    if (fg_model_load(&model, model_path) != FG_OK) {
+    if (cli_load_model(&model, model_path) != FG_OK) {
         free(ids);
         return cli_runtime_error(VERB, "cannot load the model");
     }

@@ -186,26 +186,3 @@ fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
     }
     return FG_OK;
 }
-
-void cli_progress_start(cli_progress *p, const char *what)
-{
-    p->what = what;
-    p->start = p->last = cli_now();
-    p->shown = 0;
-}
-
-void cli_progress_update(cli_progress *p, long done, long total)
-{
-    const double now = cli_now();
-    if (now - p->start < 2.0 || now - p->last < 0.5) return;
-    fprintf(stderr, "\r%s: %ld/%ld (%.0f s)", p->what, done, total, now - p->start);
-    fflush(stderr);
-    p->last = now;
-    p->shown = 1;
-}
-
-void cli_progress_end(cli_progress *p)
-{
-    if (p->shown) fprintf(stderr, "\r%s: done in %.1f s\n", p->what, cli_now() - p->start);
-    p->shown = 0;
-}

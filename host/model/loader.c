@@ -244,9 +244,9 @@ fg_status fg_model_create_random(fg_model **model, const fg_config *cfg,
 
 /* Dispatch ------------------------------------------------------------------------ */
 
-fg_status fg_model_load(fg_model **model, const char *path)
+static fg_status load(const char *fn, fg_model **model, const char *path,
+                      fgi_progress *progress)
 {
-    static const char fn[] = "fg_model_load";
     struct stat st;
     FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
@@ -256,8 +256,46 @@ fg_status fg_model_load(fg_model **model, const char *path)
         strerror_r(errno, reason, sizeof reason);
         return fgi_file_error(FG_ERR_IO, fn, path, "cannot open (%s)", reason);
     }
-    if (S_ISDIR(st.st_mode)) return fgi_hf_load_folder(model, fn, path);
-    return fgi_llama2c_load_file(model, fn, path);
+    if (S_ISDIR(st.st_mode)) return fgi_hf_load_folder(model, fn, path, progress);
+    return fgi_llama2c_load_file(model, fn, path, progress);
+}
+
+fg_status fg_model_load(fg_model **model, const char *path)
+{
+    return load("fg_model_load", model, path, NULL);
+}
+
+fg_status fg_model_load_with_progress(fg_model **model, const char *path,
+                                      fg_load_progress_fn progress, void *user)
+{
+    fgi_progress p = {.fn = progress, .user = user};
+    return load("fg_model_load_with_progress", model, path, &p);
+}
+
+/* Load progress ------------------------------------------------------------------- */
+
+void fgi_progress_begin(fgi_progress *p, uint64_t total)
+{
+    if (p == NULL || p->fn == NULL) return;
+    p->done = 0;
+    p->total = total;
+    p->fn(0, total, p->user);
+}
+
+void fgi_progress_add(fgi_progress *p, uint64_t bytes)
+{
+    if (p == NULL || p->fn == NULL) return;
+    /* the tensors are within the file, so this only guards the contract */
+    p->done = bytes < p->total - p->done ? p->done + bytes : p->total;
+    p->fn(p->done, p->total, p->user);
+}
+
+void fgi_progress_finish(fgi_progress *p)
+{
+    /* headers and skipped tables are never counted: end at exactly total */
+    if (p == NULL || p->fn == NULL) return;
+    p->done = p->total;
+    p->fn(p->total, p->total, p->user);
 }
 
 /* Readers --------------------------------------------------------------------------- */
@@ -344,6 +382,7 @@ static fg_status read_floats(const fgi_reader *r, uint64_t offset,
     for (size_t done = 0; done < n;) {
         const size_t k = n - done < per_chunk ? n - done : per_chunk;
         FGI_TRY(fgi_reader_read(r, raw, offset + done * elem, k * elem));
+        fgi_progress_add(r->progress, k * elem);
         decode(dst + done, raw, k, dtype);
         done += k;
     }

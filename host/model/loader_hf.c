@@ -558,7 +558,8 @@ static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path
 }
 
 static fg_status load_folder(fg_model **model, const char *fn, const char *config_path,
-                             const char *weights_path, const char *index_path)
+                             const char *weights_path, const char *index_path,
+                             fgi_progress *progress)
 {
     fgi_hf_config hc;
     fgi_reader r;
@@ -568,18 +569,22 @@ static fg_status load_folder(fg_model **model, const char *fn, const char *confi
                               "sharded checkpoints are not supported; merge the "
                               "shards into one model.safetensors");
     FGI_TRY(fgi_reader_open(&r, fn, weights_path));
+    r.progress = progress;
+    fgi_progress_begin(progress, r.size);
     fg_status st = fgi_hf_load(model, fn, &hc, &r);
     fgi_reader_close(&r);
+    if (st == FG_OK) fgi_progress_finish(progress);
     return st;
 }
 
-fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir)
+fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir,
+                             fgi_progress *progress)
 {
     char *config = NULL, *weights = NULL, *index = NULL;
     fg_status st = join(fn, dir, "config.json", &config);
     if (st == FG_OK) st = join(fn, dir, "model.safetensors", &weights);
     if (st == FG_OK) st = join(fn, dir, "model.safetensors.index.json", &index);
-    if (st == FG_OK) st = load_folder(model, fn, config, weights, index);
+    if (st == FG_OK) st = load_folder(model, fn, config, weights, index, progress);
     free(config);
     free(weights);
     free(index);
@@ -592,5 +597,5 @@ fg_status fg_model_load_hf(fg_model **model, const char *dir)
     FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
     FGI_TRY(fgi_check_ptr(fn, "dir", dir));
-    return fgi_hf_load_folder(model, fn, dir);
+    return fgi_hf_load_folder(model, fn, dir, NULL);
 }

@@ -54,6 +54,20 @@ fg_status fgi_file_error(fg_status status, const char *fn, const char *file,
  * "<fn>: <problem>") as a malformed file. */
 fg_status fgi_config_format_error(const char *fn, const char *file);
 
+/* Load progress ------------------------------------------------------------------ */
+
+/* A caller's fg_load_progress_fn and the bytes counted so far. Every
+ * function here is a no-op for NULL or a NULL fn. */
+typedef struct {
+    fg_load_progress_fn fn;
+    void *user;
+    uint64_t done, total;
+} fgi_progress;
+
+void fgi_progress_begin(fgi_progress *p, uint64_t total); /* reports 0 */
+void fgi_progress_add(fgi_progress *p, uint64_t bytes);
+void fgi_progress_finish(fgi_progress *p);                /* reports total */
+
 /* Readers ----------------------------------------------------------------------- */
 
 typedef struct {
@@ -62,6 +76,7 @@ typedef struct {
     uint64_t size;            /* length in bytes */
     FILE *file;               /* a file on disk, or ... */
     const unsigned char *mem; /* ... an image in memory */
+    fgi_progress *progress;   /* tensor bytes read are counted here; NULL: not */
 } fgi_reader;
 
 /* Opens a regular file: FG_ERR_IO when missing, unreadable or a folder. */
@@ -159,8 +174,10 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn,
 /* Builds the model from a parsed configuration and the safetensors file. */
 fg_status fgi_hf_load(fg_model **model, const char *fn,
                       const fgi_hf_config *config, const fgi_reader *st);
-/* The whole folder: dir/config.json and dir/model.safetensors. */
-fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir);
+/* The whole folder: dir/config.json and dir/model.safetensors; progress
+ * (may be NULL) counts the reads of model.safetensors. */
+fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir,
+                             fgi_progress *progress);
 
 /* llama2.c checkpoint --------------------------------------------------------------- */
 
@@ -178,7 +195,8 @@ fg_status fgi_llama2c_parse_header(fgi_llama2c_header *h, const char *fn,
                                    const char *file, const unsigned char *bytes,
                                    size_t len, uint64_t file_size);
 fg_status fgi_llama2c_load(fg_model **model, const fgi_reader *r);
-fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *path);
+fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *path,
+                                fgi_progress *progress);
 
 #ifdef __cplusplus
 }

@@ -187,12 +187,16 @@ fg_status fgi_llama2c_load(fg_model **model, const fgi_reader *r)
     return FG_OK;
 }
 
-fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *path)
+fg_status fgi_llama2c_load_file(fg_model **model, const char *fn, const char *path,
+                                fgi_progress *progress)
 {
     fgi_reader r;
     FGI_TRY(fgi_reader_open(&r, fn, path));
+    r.progress = progress;
+    fgi_progress_begin(progress, r.size);
     fg_status st = fgi_llama2c_load(model, &r);
     fgi_reader_close(&r);
+    if (st == FG_OK) fgi_progress_finish(progress);
     return st;
 }
 
@@ -202,5 +206,5 @@ fg_status fg_model_load_llama2c(fg_model **model, const char *path)
     FGI_TRY(fgi_check_ptr(fn, "model", model));
     *model = NULL;
     FGI_TRY(fgi_check_ptr(fn, "path", path));
-    return fgi_llama2c_load_file(model, fn, path);
+    return fgi_llama2c_load_file(model, fn, path, NULL);
 }

@@ -32,6 +32,18 @@ typedef struct fg_model fg_model;
  * (llama2.c legacy checkpoint). */
 fg_status fg_model_load(fg_model **model, const char *path);
 
+/* Progress of a load: `done` of the weight file's `total` bytes are read.
+ * Called on the loading thread, once with done 0 before the weights are
+ * read, after every chunk read (tens of kilobytes, so keep it cheap), and
+ * with done == total when the load has succeeded; never after a failure
+ * has been found. It must not call back into the loader. */
+typedef void (*fg_load_progress_fn)(uint64_t done, uint64_t total, void *user);
+
+/* fg_model_load reporting progress to `progress` (NULL: none) with `user`
+ * passed through, so that a program can show a multi-GB load advancing. */
+fg_status fg_model_load_with_progress(fg_model **model, const char *path,
+                                      fg_load_progress_fn progress, void *user);
+
 /* Hugging Face folder: config.json (model_type "gpt2" or "llama") and
  * model.safetensors (F32, F16 or BF16 tensors). */
 fg_status fg_model_load_hf(fg_model **model, const char *dir);

@@ -1,7 +1,10 @@
-/* The flashgpt command: exit codes, messages, files (runs the binary). */
-#define _POSIX_C_SOURCE 200809L
+/* The flashgpt command: exit codes, messages, files, progress on a terminal
+ * (runs the binary). */
+#define _XOPEN_SOURCE 700 /* posix_openpt and friends */
 #include "support.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +41,45 @@ static cli_result *run(const char *args)
     slurp(err, r.err, sizeof r.err);
     remove(out), remove(err), rmdir(dir);
     return &r;
+}
+
+/* Runs flashgpt with argv (argv[0] is ignored) with stderr on a new
+ * pseudo-terminal and stdout to /dev/null; returns what the terminal
+ * received (static buffer) and the exit status in *code. */
+static const char *run_on_terminal(const char *const *argv, int *code)
+{
+    static char got[65536];
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    cr_assert(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0, "no pty: %s",
+              strerror(errno));
+    /* opened here, before the fork, so that the master never reads a
+     * terminal nobody has opened yet */
+    const int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+    cr_assert(slave >= 0, "cannot open the pty: %s", strerror(errno));
+    const pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        const int null = open("/dev/null", O_WRONLY);
+        if (null < 0 || dup2(slave, STDERR_FILENO) < 0 || dup2(null, STDOUT_FILENO) < 0) _exit(126);
+        close(master), close(slave), close(null);
+        execv(FG_CLI_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    close(slave);
+    size_t len = 0;
+    for (;;) { /* until EIO: every holder of the terminal has closed it */
+        const ssize_t n = read(master, got + len, sizeof got - 1 - len);
+        if (n > 0 && (len += (size_t)n) < sizeof got - 1) continue;
+        if (n < 0 && errno == EINTR) continue;
+        break;
+    }
+    got[len] = '\0';
+    close(master);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "flashgpt did not exit normally");
+    *code = WEXITSTATUS(status);
+    return got;
 }
 
 static int count_lines(const char *s)
@@ -93,6 +135,43 @@ Test(cli, bench_tiny_preset_runs_without_files)
     cr_assert(strstr(r->out, "prefill: 8 tokens") && strstr(r->out, "decode:  4 tokens"), "%s", r->out);
 }
 
+Test(cli, progress_on_a_terminal_only)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char model_copy[4096];
+    snprintf(model_copy, sizeof model_copy, "%s", model);
+    /* on a terminal: bench's phases and decode count, the bytes of a load,
+     * and every line erased at the end */
+    const char *bench[] = {"flashgpt", "bench", "--preset", "tiny", "--prompt", "8", "--gen", "4",
+                           "--device", "cpu", NULL};
+    int code;
+    const char *tty = run_on_terminal(bench, &code);
+    cr_assert_eq(code, 0, "%s", tty);
+    cr_assert(strstr(tty, "bench: random weights") && strstr(tty, "bench: prefill") &&
+              strstr(tty, "bench: decode 4/4"), "%s", tty);
+    const size_t len = strlen(tty);
+    cr_assert(len >= 4 && strcmp(tty + len - 4, "\r\033[K") == 0, "the last line is erased: %s", tty);
+    const char *generate[] = {"flashgpt", "generate", "-m", model_copy, "-n", "2", "--device", "cpu",
+                              NULL};
+    tty = run_on_terminal(generate, &code);
+    cr_assert_eq(code, 0, "%s", tty);
+    cr_assert(strstr(tty, "loading stories260K.bin 1.06/1.06 MB") != NULL, "%s", tty);
+    cr_assert(strstr(tty, "\r\033[Kdevice cpu:") != NULL, "erased before the speeds: %s", tty);
+
+    /* off a terminal: results only */
+    cli_result *r = run("bench --preset tiny --prompt 8 --gen 4 --device cpu");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_empty(r->err);
+    char args[4200];
+    snprintf(args, sizeof args, "generate -m '%s' -n 2 --device cpu", model_copy);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(count_lines(r->err) == 1 && strchr(r->err, '\r') == NULL &&
+              strchr(r->err, '\033') == NULL && strncmp(r->err, "device cpu:", 11) == 0,
+              "only the speeds: %s", r->err);
+}
+
 Test(cli, verify_without_gpu_is_a_runtime_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: covered by the GPU checks");
@@ -116,6 +195,14 @@ Test(cli, generate_stories260k_greedy)
     cr_assert(strncmp(r->out, "Once upon a time, there was a little girl named Lily.", 53) == 0,
               "got: %s", r->out);
     cr_assert(strstr(r->err, "tokens/s") != NULL, "speeds on stderr: %s", r->err);
+    /* greedy stories260K emits BOS after its first story: the text stops
+     * there (one story, no second "Once upon a time") */
+    snprintf(args, sizeof args, "generate -m '%s' --temperature 0 -n 500 --device cpu", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    const char *second = strstr(r->out + 1, "Once upon a time");
+    cr_assert(second == NULL, "generation went past the end of the story: %s", r->out);
+    cr_assert(strstr(r->err, "decode 500 tokens") == NULL, "stopped early: %s", r->err);
     /* running past the context is a clear error */
     snprintf(args, sizeof args, "generate -m '%s' -n 100 --ctx 20 --device cpu", model);
     r = run(args);

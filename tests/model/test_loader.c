@@ -416,6 +416,50 @@ static void load_fails(fg_status (*loader)(fg_model **, const char *), const cha
               "message \"%s\" does not name the file", fg_last_error());
 }
 
+/* Load progress: every call a loader makes to an fg_load_progress_fn. */
+typedef struct {
+    int calls, ordered; /* ordered: done never decreased, total never changed */
+    uint64_t first_done, last_done, total;
+} progress_log;
+
+static void record_progress(uint64_t done, uint64_t total, void *user)
+{
+    progress_log *log = user;
+    if (log->calls++ == 0) {
+        log->first_done = done, log->total = total, log->ordered = 1;
+    } else if (done < log->last_done || total != log->total) {
+        log->ordered = 0;
+    }
+    if (done > total) log->ordered = 0;
+    log->last_done = done;
+}
+
+/* Loads path with progress and checks the reports: 0 first, then rising,
+ * total the size of the weight file, done == total last, and more calls
+ * than the two ends when the file holds more than one chunk of tensors. */
+static fg_model *load_with_progress_ok(const char *path, uint64_t weight_file_bytes)
+{
+    progress_log log = {0};
+    fg_model *m = (fg_model *)(uintptr_t)1;
+    const fg_status st = fg_model_load_with_progress(&m, path, record_progress, &log);
+    cr_assert_eq(st, FG_OK, "loading %s: %s (seed %llu)", path, fg_last_error(),
+                 (unsigned long long)fgi_test_seed());
+    cr_assert(m != NULL);
+    cr_assert(log.calls >= 2 && log.ordered, "%d calls, ordered %d", log.calls, log.ordered);
+    cr_assert_eq(log.first_done, 0);
+    cr_assert_eq(log.total, weight_file_bytes);
+    cr_assert_eq(log.last_done, weight_file_bytes);
+    if (weight_file_bytes > 3 * 32768) cr_assert_gt(log.calls, 3, "progress while reading");
+    return m;
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    return (uint64_t)st.st_size;
+}
+
 /* GPT-2 folders ------------------------------------------------------------------------ */
 
 static void gpt2_entries(st_list *l, const fgi_test_model *m, const char *dtype,
@@ -496,6 +540,9 @@ static void gpt2_round_trip(fgi_test_model *m, const char *dtype, const char *pr
     fg_model_destroy(loaded);
     /* the dispatcher takes folders to the same loader */
     loaded = load_ok(fg_model_load, dir);
+    assert_same_weights(loaded, m);
+    fg_model_destroy(loaded);
+    loaded = load_with_progress_ok(dir, file_size(tmp_path("gpt2/model.safetensors")));
     assert_same_weights(loaded, m);
     fg_model_destroy(loaded);
     st_free(l);
@@ -876,12 +923,48 @@ static void llama2c_round_trip(int untied, uint64_t stream)
     loaded = load_ok(fg_model_load, path); /* a file goes to the llama2.c loader */
     assert_same_weights(loaded, &m);
     fg_model_destroy(loaded);
+    loaded = load_with_progress_ok(path, b.len);
+    assert_same_weights(loaded, &m);
+    fg_model_destroy(loaded);
     free(b.p);
     fgi_test_model_free(&m);
 }
 
 Test(llama2c, tied_classifier) { llama2c_round_trip(0, 301); }
 Test(llama2c, separate_classifier) { llama2c_round_trip(1, 302); }
+
+Test(llama2c, progress_never_reports_the_end_of_a_failed_load)
+{
+    fgi_rng rng = fgi_rng_make(303);
+    fg_config c = random_llama_config(&rng);
+    c.norm_eps = 1e-5f, c.rope_base = 10000.0;
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    bytes b = {0};
+    llama2c_bytes(&b, &m);
+    const char *path = tmp_path("short.bin");
+    write_file(path, b.p, b.len - 4); /* one float short */
+    progress_log log = {0};
+    fg_model *loaded = (fg_model *)(uintptr_t)1;
+    fgi_assert_status(fg_model_load_with_progress(&loaded, path, record_progress, &log),
+                      FG_ERR_FORMAT, "short.bin");
+    cr_assert(loaded == NULL);
+    cr_assert(log.calls == 0 || log.last_done < log.total, "a failed load reported completion");
+    /* no callback is the same as fg_model_load; bad arguments are refused */
+    write_file(path, b.p, b.len);
+    loaded = NULL;
+    cr_assert_eq(fg_model_load_with_progress(&loaded, path, NULL, NULL), FG_OK, "%s", fg_last_error());
+    assert_same_weights(loaded, &m);
+    fg_model_destroy(loaded);
+    fgi_assert_status(fg_model_load_with_progress(NULL, path, record_progress, &log),
+                      FG_ERR_INVALID_ARG, "model");
+    loaded = (fg_model *)(uintptr_t)1;
+    fgi_assert_status(fg_model_load_with_progress(&loaded, NULL, record_progress, &log),
+                      FG_ERR_INVALID_ARG, "path");
+    cr_assert(loaded == NULL);
+    free(b.p);
+    fgi_test_model_free(&m);
+}
 
 static float file_float(const unsigned char *file, size_t index)
 {
@@ -896,6 +979,7 @@ Test(llama2c, stories260k_loads_with_its_configuration)
     if (path == NULL) cr_skip_test("stories260K not found under the models folder");
     char path_copy[4096];
     snprintf(path_copy, sizeof path_copy, "%s", path);
+    fg_model_destroy(load_with_progress_ok(path_copy, 1056540)); /* 33 chunks */
     fg_model *m = load_ok(fg_model_load, path_copy);
     const fg_config *c = fg_model_config(m);
     const fg_weights *w = fg_model_weights(m);

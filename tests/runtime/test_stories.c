@@ -15,7 +15,7 @@ static void greedy_story(fg_device device)
     if (model_path) snprintf(model_file, sizeof model_file, "%s", model_path);
     const char *tok_path = fgi_model_path("stories260K/tok512.bin"); /* static buffer */
     if (model_path == NULL || tok_path == NULL)
-        cr_skip_test("stories260K not found under FG_MODELS_DIR (../shared/models)");
+        cr_skip_test("stories260K not found under FG_MODELS_DIR");
     fg_model *m = NULL;
     fg_tokenizer *tok = NULL;
     fg_session *s = NULL;

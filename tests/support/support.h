@@ -46,7 +46,8 @@ void fgi_assert_same(const void *a, const void *b, size_t bytes, const char *wha
  * mentions `needle`. */
 void fgi_assert_status(fg_status status, fg_status expected, const char *needle);
 
-/* Path to a file under ../shared/models (FG_MODELS_DIR overrides); NULL
+/* Path to a file under the models folder: the repository's models/ (the
+ * FG_MODELS_DIR variable, of CMake or of the environment, overrides); NULL
  * when it does not exist. Returns a static buffer. */
 const char *fgi_model_path(const char *relative);
 

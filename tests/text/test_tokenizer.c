@@ -2,9 +2,9 @@
  * tokenizer.bin. Small vocabularies are written by the tests (expected ids
  * follow from their construction, and random merge tables are checked
  * against a naive merge loop written here from the algorithms'
- * definitions); the real files under ../shared/models give the documented
- * known facts and are skipped when absent. Files go to a mkdtemp directory
- * that each test removes. */
+ * definitions); the real files under models/ (FG_MODELS_DIR) give the
+ * documented known facts (skipped when FG_MODELS_DIR lacks them). Files go
+ * to a mkdtemp directory that each test removes. */
 #define _POSIX_C_SOURCE 200809L
 #include "support.h"
 
@@ -646,7 +646,7 @@ Test(gpt2_files, missing_files_are_io_errors, .init = make_tmp_dir, .fini = remo
 static fg_tokenizer *real_gpt2(void)
 {
     const char *found = fgi_model_path("gpt2-tokenizer/encoder.json");
-    if (found == NULL) cr_skip_test("../shared/models/gpt2-tokenizer is absent");
+    if (found == NULL) cr_skip_test("gpt2-tokenizer/encoder.json not found under FG_MODELS_DIR");
     char vocab[4096];
     snprintf(vocab, sizeof vocab, "%s", found);
     const char *merges = fgi_model_path("gpt2-tokenizer/vocab.bpe");
@@ -1118,7 +1118,7 @@ Test(llama2c_files, malformed_files_are_format_errors, .init = make_tmp_dir,
 static fg_tokenizer *real_llama2c(void)
 {
     const char *path = fgi_model_path("stories260K/tok512.bin");
-    if (path == NULL) cr_skip_test("../shared/models/stories260K is absent");
+    if (path == NULL) cr_skip_test("stories260K/tok512.bin not found under FG_MODELS_DIR");
     fg_tokenizer *tok = NULL;
     cr_assert_eq(fg_tokenizer_load_llama2c(&tok, path, 512), FG_OK, "%s", fg_last_error());
     return tok;
