@@ -46,6 +46,12 @@ __attribute__((format(printf, 2, 3)))
 #endif
 fg_status cli_fail(fg_status status, const char *fmt, ...);
 const char *cli_error_message(void);
+/* Returns the status of expr from the calling function unless it is FG_OK. */
+#define CLI_TRY(expr)                                                          \
+    do {                                                                       \
+        const fg_status cli_try_status_ = (expr);                              \
+        if (cli_try_status_ != FG_OK) return cli_try_status_;                  \
+    } while (0)
 
 /* --device NAME: CLI_OK, or a usage error (printed) for an unknown name. */
 int cli_parse_device(const char *verb, const char *name, fg_device *device);
