@@ -23,7 +23,7 @@ int cli_usage_error(const char *verb, const char *fmt, ...)
 
 int cli_runtime_error(const char *verb, const char *what)
 {
-    fprintf(stderr, "flashgpt %s: %s: %s\n", verb, what, fg_last_error());
+    fprintf(stderr, "flashgpt %s: %s: %s\n", verb, what, cli_error_message());
     return CLI_RUNTIME_ERROR;
 }
 

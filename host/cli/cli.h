@@ -35,8 +35,23 @@ void cli_print_help(const cli_command *cmd);
 
 /* "flashgpt VERB: message" + a hint to --help on stderr; returns 2. */
 int cli_usage_error(const char *verb, const char *fmt, ...);
-/* "flashgpt VERB: what: <fg_last_error()>" on stderr; returns 1. */
+/* "flashgpt VERB: what: <cli_error_message()>" on stderr; returns 1. */
 int cli_runtime_error(const char *verb, const char *what);
+
+/* The command's own failure messages, beside the library's fg_last_error():
+ * cli_fail records one and returns status; cli_error_message returns (and
+ * forgets) it when there is one, else fg_last_error(). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+fg_status cli_fail(fg_status status, const char *fmt, ...);
+const char *cli_error_message(void);
+/* Returns the status of expr from the calling function unless it is FG_OK. */
+#define CLI_TRY(expr)                                                          \
+    do {                                                                       \
+        const fg_status cli_try_status_ = (expr);                              \
+        if (cli_try_status_ != FG_OK) return cli_try_status_;                  \
+    } while (0)
 
 /* --device NAME: CLI_OK, or a usage error (printed) for an unknown name. */
 int cli_parse_device(const char *verb, const char *name, fg_device *device);
@@ -46,15 +61,13 @@ double cli_now(void); /* monotonic seconds */
 /* "1,2,3" -> ids (malloc'd). Returns 0, or -1 for a malformed list. */
 int cli_parse_ids(const char *list, int **ids, int *n);
 
-/* The tokenizer: tok_path when given (a folder with vocab.json + merges.txt,
- * a vocab.json, or a llama2.c tokenizer .bin), else found beside the model:
- * vocab.json + merges.txt in its folder, or tokenizer.bin / tok<vocab>.bin
- * next to a llama2.c file. */
+/* The model's tokenizer: fg_tokenizer_load_for_model (tok_path from -t),
+ * its "nothing found" message ending in a hint to -t. */
 fg_status cli_load_tokenizer(fg_tokenizer **tok, const char *tok_path,
                              const char *model_path, int vocab_size);
 
-/* Prompt -> ids: Llama-family models get BOS first; an empty GPT-2 prompt
- * starts from <|endoftext|>. Returns ids (malloc'd) and their count. */
+/* Prompt -> ids by fg_prompt_encode (the library's BOS rule). Returns ids
+ * (malloc'd) and their count. */
 fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
                             const char *prompt, int **ids, int *n);
 

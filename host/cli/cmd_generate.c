@@ -1,5 +1,7 @@
 /* flashgpt generate: prompt -> one batched prefill -> one decode step per
- * new token, streaming text to stdout; speeds and device to stderr. */
+ * new token, streaming text to stdout; speeds and device to stderr. The
+ * policy (tokenizer, BOS, stop conditions, the loop) is the library's
+ * fg_generate; this file is options and output. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -15,14 +17,25 @@ typedef struct {
 
 static const char VERB[] = "generate";
 
-/* Streams the token's bytes. */
-static void emit(const fg_tokenizer *tok, int prev, int id)
+/* fg_generate's callback: streams each token's bytes as they come. */
+static int emit(void *user, int id, const char *bytes, size_t len)
 {
-    const char *bytes;
-    size_t len;
-    if (fg_tokenizer_piece(tok, prev, id, &bytes, &len) == FG_OK && len > 0) {
+    (void)user, (void)id;
+    if (len > 0) {
         fwrite(bytes, 1, len, stdout);
         fflush(stdout);
+    }
+    return 0;
+}
+
+/* What the command calls each step of fg_generate in its messages. */
+static const char *failed_step(fg_generate_step step)
+{
+    switch (step) {
+    case FG_GENERATE_PREFILL: return "prefill failed";
+    case FG_GENERATE_SAMPLE: return "sampling failed";
+    case FG_GENERATE_DECODE: return "decode step failed";
+    default: return "generation failed";
     }
 }
 
@@ -37,6 +50,8 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         cli_runtime_error(VERB, "cannot encode the prompt");
         goto done;
     }
+    /* The library would stop at a full context; the command refuses up
+     * front instead, before printing anything. */
     const int ctx = a->ctx ? a->ctx : cfg->n_ctx;
     if ((long long)n_prompt + a->n > ctx) {
         fprintf(stderr, "flashgpt generate: the prompt (%d tokens) plus -n %d exceeds the context (%d)\n",
@@ -51,39 +66,20 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    for (int i = 0; i < n_prompt; i++) emit(tok, i ? ids[i - 1] : -1, ids[i]);
-
-    double t0 = cli_now();
-    if (fg_session_forward(s, ids, n_prompt, NULL) != FG_OK) {
-        cli_runtime_error(VERB, "prefill failed");
+    fg_generate_config gc = fg_generate_defaults();
+    gc.max_new_tokens = a->n;
+    gc.echo_prompt = 1;
+    gc.on_token = emit;
+    fg_generate_result r = {0};
+    if (fg_generate(s, tok, sampler, ids, n_prompt, &gc, &r) != FG_OK) {
+        cli_runtime_error(VERB, failed_step(r.failed));
         goto done;
     }
-    const double t_prefill = cli_now() - t0;
-    int prev = ids[n_prompt - 1], made = 0;
-    t0 = cli_now();
-    for (; made < a->n; made++) {
-        int next;
-        if (fg_sampler_sample(sampler, fg_session_logits(s), &next) != FG_OK) {
-            cli_runtime_error(VERB, "sampling failed");
-            goto done;
-        }
-        /* EOS ends the text; so does BOS: models trained on documents
-         * joined by BOS (llama2.c's, stories260K) emit it where the next
-         * document would begin, and what came before is complete. */
-        if (next == fg_tokenizer_eos(tok) || next == fg_tokenizer_bos(tok)) break;
-        emit(tok, prev, next);
-        prev = next;
-        if (made + 1 < a->n && fg_session_forward(s, &next, 1, NULL) != FG_OK) {
-            cli_runtime_error(VERB, "decode step failed");
-            goto done;
-        }
-    }
-    const double t_decode = cli_now() - t0;
     printf("\n");
     fflush(stdout); /* the text before the speeds when both go to one file */
     fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s\n",
-            fg_device_name(fg_session_device(s)), n_prompt, n_prompt / t_prefill, made,
-            made > 0 ? made / t_decode : 0.0);
+            fg_device_name(fg_session_device(s)), n_prompt, n_prompt / r.prefill_seconds,
+            r.n_generated, r.n_generated > 0 ? r.n_generated / r.decode_seconds : 0.0);
     rc = CLI_OK;
 done:
     fg_session_destroy(s);

@@ -1,19 +1,42 @@
-/* Shared helpers of the flashgpt verbs: timing, token lists, finding the
- * tokenizer beside a model, prompt encoding, logits comparison and .npy
- * output. */
+/* Shared helpers of the flashgpt verbs: the command's own error messages,
+ * timing, token lists, loading the tokenizer and encoding the prompt (the
+ * rules are the library's, see flashgpt/generate.h), logits comparison and
+ * .npy output. Public headers only: the command is a client of the library
+ * like any other. */
 #define _POSIX_C_SOURCE 200809L
-#include "check.h"
 #include "cli.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The command's own last failure, for messages the library cannot write
+ * (its fg_last_error() is read-only to clients); cli_error_message takes it. */
+static char cli_error[512]; /* the size of the library's, so long messages cut alike */
+
+fg_status cli_fail(fg_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cli_error, sizeof cli_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+const char *cli_error_message(void)
+{
+    static char taken[sizeof cli_error];
+    if (cli_error[0] == '\0') return fg_last_error();
+    memcpy(taken, cli_error, sizeof taken);
+    cli_error[0] = '\0';
+    return taken;
+}
 
 double cli_now(void)
 {
@@ -45,84 +68,29 @@ int cli_parse_ids(const char *list, int **ids, int *n)
     return 0;
 }
 
-static int is_dir(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int is_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* dir of path (path itself when it is a folder) into buf */
-static void folder_of(char *buf, size_t cap, const char *path)
-{
-    snprintf(buf, cap, "%s", path);
-    if (is_dir(buf)) return;
-    char *slash = strrchr(buf, '/');
-    if (slash) *slash = '\0';
-    else snprintf(buf, cap, ".");
-}
-
-/* folder/name into buf; a path too long for buf is an error. */
-static fg_status join(char *buf, size_t cap, const char *folder, const char *name)
-{
-    int n = snprintf(buf, cap, "%s/%s", folder, name);
-    if (n < 0 || (size_t)n >= cap) return fgi_fail(FG_ERR_IO, "path too long: %s/%s", folder, name);
-    return FG_OK;
-}
-
-static fg_status gpt2_in_folder(fg_tokenizer **tok, const char *folder)
-{
-    char vocab[4096], merges[4096];
-    FGI_TRY(join(vocab, sizeof vocab, folder, "vocab.json"));
-    FGI_TRY(join(merges, sizeof merges, folder, "merges.txt"));
-    return fg_tokenizer_load_gpt2(tok, vocab, merges);
-}
-
+/* The library's "nothing found" message names what it looked for; only
+ * the command knows the option that fixes it. */
 fg_status cli_load_tokenizer(fg_tokenizer **tok, const char *tok_path,
                              const char *model_path, int vocab_size)
 {
-    char folder[4096], path[4096], numbered[64];
-    if (tok_path != NULL) {
-        if (is_dir(tok_path)) return gpt2_in_folder(tok, tok_path);
-        const size_t n = strlen(tok_path);
-        if (n >= 5 && strcmp(tok_path + n - 5, ".json") == 0) {
-            folder_of(folder, sizeof folder, tok_path);
-            FGI_TRY(join(path, sizeof path, folder, "merges.txt"));
-            return fg_tokenizer_load_gpt2(tok, tok_path, path);
-        }
-        return fg_tokenizer_load_llama2c(tok, tok_path, vocab_size);
-    }
-    folder_of(folder, sizeof folder, model_path);
-    FGI_TRY(join(path, sizeof path, folder, "vocab.json"));
-    if (is_file(path)) return gpt2_in_folder(tok, folder);
-    FGI_TRY(join(path, sizeof path, folder, "tokenizer.bin"));
-    snprintf(numbered, sizeof numbered, "tok%d.bin", vocab_size);
-    if (!is_file(path)) FGI_TRY(join(path, sizeof path, folder, numbered));
-    if (is_file(path)) return fg_tokenizer_load_llama2c(tok, path, vocab_size);
-    return fgi_fail(FG_ERR_IO,
-                   "no tokenizer beside %s (looked for vocab.json + merges.txt, "
-                   "tokenizer.bin, tok%d.bin); pass -t",
-                   model_path, vocab_size);
+    static const char not_found[] = "no tokenizer beside ";
+    const fg_status st = fg_tokenizer_load_for_model(tok, model_path, tok_path, vocab_size);
+    if (st != FG_OK && tok_path == NULL &&
+        strncmp(fg_last_error(), not_found, sizeof not_found - 1) == 0)
+        return cli_fail(st, "%s; pass -t", fg_last_error());
+    return st;
 }
 
 fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
                             const char *prompt, int **ids, int *n)
 {
     const size_t len = strlen(prompt);
-    const int add_bos = cfg->arch == FG_ARCH_LLAMA || len == 0;
     int needed = 0;
-    fg_status st = fg_tokenizer_encode(tok, prompt, len, add_bos, NULL, 0, &needed);
-    if (st != FG_OK && needed == 0) return st;
-    if (needed == 0)
-        return fgi_fail(FG_ERR_INVALID_ARG, "the prompt encodes to no tokens");
+    fg_status st = fg_prompt_encode(tok, cfg, prompt, len, NULL, 0, &needed);
+    if (needed == 0) return st;
     int *out = malloc(sizeof(int) * (size_t)needed);
-    if (out == NULL) return fgi_fail(FG_ERR_OOM, "cannot allocate %d token ids", needed);
-    st = fg_tokenizer_encode(tok, prompt, len, add_bos, out, needed, n);
+    if (out == NULL) return cli_fail(FG_ERR_OOM, "cannot allocate %d token ids", needed);
+    st = fg_prompt_encode(tok, cfg, prompt, len, out, needed, n);
     if (st != FG_OK) {
         free(out);
         return st;
@@ -170,9 +138,9 @@ fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
 
     char tmp[4200];
     int tn = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (tn < 0 || (size_t)tn >= sizeof tmp) return fgi_fail(FG_ERR_IO, "path too long: %s", path);
+    if (tn < 0 || (size_t)tn >= sizeof tmp) return cli_fail(FG_ERR_IO, "path too long: %s", path);
     FILE *f = fopen(tmp, "wb");
-    if (f == NULL) return fgi_fail(FG_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    if (f == NULL) return cli_fail(FG_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
     const unsigned char hl[2] = {(unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8)};
     const size_t n = (size_t)rows * (size_t)cols;
@@ -182,7 +150,7 @@ fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
     if (!ok || rename(tmp, path) != 0) {
         int err = errno;
         remove(tmp);
-        return fgi_fail(FG_ERR_IO, "cannot write %s: %s", path, strerror(err));
+        return cli_fail(FG_ERR_IO, "cannot write %s: %s", path, strerror(err));
     }
     return FG_OK;
 }

@@ -11,5 +11,6 @@
 #include "flashgpt/sampler.h"
 #include "flashgpt/loader.h"
 #include "flashgpt/tokenizer.h"
+#include "flashgpt/generate.h"
 
 #endif /* FLASHGPT_H */

@@ -128,6 +128,29 @@ Test(cli, runtime_errors_exit_1_with_one_line)
     cr_assert(strstr(r->err, "/nonexistent/model.bin") != NULL, "names the file: %s", r->err);
 }
 
+/* The library finds the tokenizer (fg_tokenizer_load_for_model); the
+ * command adds the option that fixes a miss. */
+Test(cli, missing_tokenizer_names_what_was_looked_for)
+{
+    const char *found = fgi_model_path("stories260K/stories260K.bin");
+    if (found == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char dir[] = "/tmp/fg_cli_tok_XXXXXX", model[64], args[4200], want[256];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(model, sizeof model, "%s/lonely.bin", dir);
+    cr_assert_eq(symlink(found, model), 0);
+    snprintf(args, sizeof args, "generate -m %s -n 2 --device cpu", model);
+    cli_result *r = run(args);
+    snprintf(want, sizeof want,
+             "flashgpt generate: cannot load the tokenizer: no tokenizer beside %s (looked for "
+             "vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
+             model);
+    cr_assert_eq(r->code, 1);
+    cr_assert_str_eq(r->err, want);
+    cr_assert_str_eq(r->out, "");
+    unlink(model);
+    rmdir(dir);
+}
+
 Test(cli, bench_tiny_preset_runs_without_files)
 {
     cli_result *r = run("bench --preset tiny --prompt 8 --gen 4 --device cpu");

@@ -1,0 +1,334 @@
+/* Generation policy (see generate.h): finding a model's tokenizer, the BOS
+ * rule, and the prefill / sample / feed-back loop with its stop conditions.
+ * Built on the public session, sampler and tokenizer calls only, so that it
+ * holds no device-specific code. */
+#define _POSIX_C_SOURCE 200809L
+#include "check.h"
+#include "flashgpt/generate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* --- the tokenizer of a model ----------------------------------------------- */
+
+enum { PATH_CAP = 4096 };
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The folder of path (path itself when it is a folder; "." for a bare file
+ * name) into buf. */
+static fg_status folder_of(const char *fn, char *buf, size_t cap, const char *path)
+{
+    const int n = snprintf(buf, cap, "%s", path);
+    if (n < 0 || (size_t)n >= cap)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: path too long (%zu bytes): %.64s...", fn,
+                       strlen(path), path);
+    if (is_dir(buf)) return FG_OK;
+    char *slash = strrchr(buf, '/');
+    if (slash) *slash = '\0';
+    else snprintf(buf, cap, ".");
+    return FG_OK;
+}
+
+/* folder/name into buf; a path too long for buf is an error. */
+static fg_status join(const char *fn, char *buf, size_t cap, const char *folder,
+                      const char *name)
+{
+    const int n = snprintf(buf, cap, "%s/%s", folder, name);
+    if (n < 0 || (size_t)n >= cap)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: path too long: %.64s.../%s", fn, folder, name);
+    return FG_OK;
+}
+
+static fg_status gpt2_in_folder(const char *fn, fg_tokenizer **tok, const char *folder)
+{
+    char vocab[PATH_CAP], merges[PATH_CAP];
+    FGI_TRY(join(fn, vocab, sizeof vocab, folder, "vocab.json"));
+    FGI_TRY(join(fn, merges, sizeof merges, folder, "merges.txt"));
+    return fg_tokenizer_load_gpt2(tok, vocab, merges);
+}
+
+/* An explicit tokenizer path: a GPT-2 folder, a vocab.json, or llama2.c. */
+static fg_status load_given(const char *fn, fg_tokenizer **tok, const char *tok_path,
+                            int vocab_size)
+{
+    char folder[PATH_CAP], merges[PATH_CAP];
+    if (is_dir(tok_path)) return gpt2_in_folder(fn, tok, tok_path);
+    const size_t n = strlen(tok_path);
+    if (n >= 5 && strcmp(tok_path + n - 5, ".json") == 0) {
+        FGI_TRY(folder_of(fn, folder, sizeof folder, tok_path));
+        FGI_TRY(join(fn, merges, sizeof merges, folder, "merges.txt"));
+        return fg_tokenizer_load_gpt2(tok, tok_path, merges);
+    }
+    return fg_tokenizer_load_llama2c(tok, tok_path, vocab_size);
+}
+
+fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path,
+                                      const char *tok_path, int vocab_size)
+{
+    static const char fn[] = "fg_tokenizer_load_for_model";
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    *tok = NULL;
+    FGI_TRY(fgi_check_min(fn, "vocab_size", vocab_size, 1));
+    if (tok_path != NULL) return load_given(fn, tok, tok_path, vocab_size);
+    if (model_path == NULL)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                       "%s: arguments 'model_path' and 'tok_path' are both NULL", fn);
+
+    /* GPT-2 first: a Hugging Face folder may hold stray .bin files, while a
+     * vocab.json beside a model is never anything but GPT-2's. */
+    char folder[PATH_CAP], path[PATH_CAP], numbered[32];
+    FGI_TRY(folder_of(fn, folder, sizeof folder, model_path));
+    FGI_TRY(join(fn, path, sizeof path, folder, "vocab.json"));
+    if (is_file(path)) return gpt2_in_folder(fn, tok, folder);
+    FGI_TRY(join(fn, path, sizeof path, folder, "tokenizer.bin"));
+    if (!is_file(path)) {
+        snprintf(numbered, sizeof numbered, "tok%d.bin", vocab_size);
+        FGI_TRY(join(fn, path, sizeof path, folder, numbered));
+    }
+    if (is_file(path)) return fg_tokenizer_load_llama2c(tok, path, vocab_size);
+    /* No function name in front: front ends append their own hint to it. */
+    return fgi_fail(FG_ERR_IO,
+                   "no tokenizer beside %s (looked for vocab.json + merges.txt, "
+                   "tokenizer.bin, tok%d.bin)",
+                   model_path, vocab_size);
+}
+
+/* --- prompts -------------------------------------------------------------------- */
+
+int fg_prompt_wants_bos(const fg_config *cfg, size_t prompt_len)
+{
+    if (cfg == NULL) return -1;
+    switch (cfg->arch) {
+    case FG_ARCH_LLAMA: return 1;
+    case FG_ARCH_GPT2: return prompt_len == 0;
+    }
+    return -1;
+}
+
+fg_status fg_prompt_encode(const fg_tokenizer *tok, const fg_config *cfg, const char *text,
+                           size_t len, int *ids, int capacity, int *n_ids)
+{
+    static const char fn[] = "fg_prompt_encode";
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
+    FGI_TRY(fgi_check_ptr(fn, "n_ids", n_ids));
+    if (len > 0) FGI_TRY(fgi_check_ptr(fn, "text", text));
+    FGI_TRY(fgi_check_min(fn, "capacity", capacity, 0));
+    if (capacity > 0) FGI_TRY(fgi_check_ptr(fn, "ids", ids));
+    if (fg_prompt_wants_bos(cfg, len) < 0)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'cfg' has an unknown arch %d", fn,
+                       (int)cfg->arch);
+
+    /* One call: an empty result writes nothing, so ids stays untouched on
+     * every failure; the tokenizer sizes and refuses small capacities. */
+    const int add_bos = fg_prompt_wants_bos(cfg, len);
+    FGI_TRY(fg_tokenizer_encode(tok, len > 0 ? text : "", len, add_bos, ids, capacity, n_ids));
+    if (*n_ids == 0) return fgi_fail(FG_ERR_INVALID_ARG, "%s: the prompt encodes to no tokens", fn);
+    return FG_OK;
+}
+
+/* --- generation ----------------------------------------------------------------- */
+
+const char *fg_stop_reason_str(fg_stop_reason reason)
+{
+    switch (reason) {
+    case FG_STOP_NONE: return "none";
+    case FG_STOP_EOS: return "eos";
+    case FG_STOP_MAX_TOKENS: return "max tokens";
+    case FG_STOP_CONTEXT_FULL: return "context full";
+    case FG_STOP_CANCELLED: return "cancelled";
+    }
+    return "unknown stop reason";
+}
+
+fg_generate_config fg_generate_defaults(void)
+{
+    fg_generate_config c = {.max_new_tokens = 64};
+    return c;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The bytes id adds after prev; none for ids this tokenizer does not know
+ * (a model may pad its vocabulary beyond the tokenizer's). */
+static void piece_of(const fg_tokenizer *tok, int prev, int id, const char **bytes, size_t *len)
+{
+    const int vocab = fg_tokenizer_vocab_size(tok);
+    *bytes = "";
+    *len = 0;
+    if (id < 0 || id >= vocab || prev < -1 || prev >= vocab) return;
+    if (fg_tokenizer_piece(tok, prev, id, bytes, len) != FG_OK) {
+        *bytes = "";
+        *len = 0;
+    }
+}
+
+static int is_stop(const fg_tokenizer *tok, const fg_generate_config *cfg, int id)
+{
+    /* EOS ends the text; so does BOS: models trained on documents joined by
+     * BOS (llama2.c's, stories260K) emit it where the next document would
+     * begin, and what came before is complete. */
+    if (!cfg->ignore_eos && (id == fg_tokenizer_eos(tok) || id == fg_tokenizer_bos(tok))) return 1;
+    for (int i = 0; i < cfg->n_stop_ids; i++)
+        if (id == cfg->stop_ids[i]) return 1;
+    return 0;
+}
+
+static fg_status check_generate(const char *fn, const fg_session *session,
+                                const fg_tokenizer *tok, const fg_sampler *sampler,
+                                const int *prompt, int n_prompt,
+                                const fg_generate_config *cfg, const fg_generate_result *result)
+{
+    FGI_TRY(fgi_check_ptr(fn, "session", session));
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
+    FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
+    FGI_TRY(fgi_check_ptr(fn, "result", result));
+    FGI_TRY(fgi_check_ptr(fn, "prompt", prompt));
+    FGI_TRY(fgi_check_min(fn, "n_prompt", n_prompt, 1));
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0)
+            return fgi_fail(FG_ERR_INVALID_ARG,
+                           "%s: argument 'prompt' holds %d at index %d, not a token id", fn,
+                           prompt[i], i);
+    FGI_TRY(fgi_check_min(fn, "cfg->max_new_tokens", cfg->max_new_tokens, 0));
+    FGI_TRY(fgi_check_min(fn, "cfg->n_stop_ids", cfg->n_stop_ids, 0));
+    if (cfg->n_stop_ids > 0) FGI_TRY(fgi_check_ptr(fn, "cfg->stop_ids", cfg->stop_ids));
+    for (int i = 0; i < cfg->n_stop_ids; i++)
+        if (cfg->stop_ids[i] < 0)
+            return fgi_fail(FG_ERR_INVALID_ARG,
+                           "%s: argument 'cfg->stop_ids' holds %d at index %d, not a token id",
+                           fn, cfg->stop_ids[i], i);
+    const int free_slots = fg_session_capacity(session) - fg_session_len(session);
+    if (n_prompt > free_slots)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                       "%s: the prompt (%d tokens) does not fit in the session "
+                       "(%d of its %d tokens free)",
+                       fn, n_prompt, free_slots, fg_session_capacity(session));
+    return FG_OK;
+}
+
+/* The loop after the prefill: sample, stop or pass on, feed back. */
+static fg_status decode(fg_session *session, const fg_tokenizer *tok, fg_sampler *sampler,
+                        int prev, const fg_generate_config *cfg, fg_generate_result *r)
+{
+    while (r->n_generated < cfg->max_new_tokens) {
+        int next;
+        const fg_status drawn = fg_sampler_sample(sampler, fg_session_logits(session), &next);
+        if (drawn != FG_OK) {
+            r->failed = FG_GENERATE_SAMPLE;
+            return drawn;
+        }
+        if (is_stop(tok, cfg, next)) {
+            r->stop = FG_STOP_EOS;
+            return FG_OK;
+        }
+        r->n_generated++;
+        const char *bytes;
+        size_t len;
+        piece_of(tok, prev, next, &bytes, &len);
+        if (cfg->on_token != NULL && cfg->on_token(cfg->user, next, bytes, len) != 0) {
+            r->stop = FG_STOP_CANCELLED;
+            return FG_OK;
+        }
+        prev = next;
+        if (r->n_generated == cfg->max_new_tokens) break;
+        if (fg_session_len(session) >= fg_session_capacity(session)) {
+            r->stop = FG_STOP_CONTEXT_FULL;
+            return FG_OK;
+        }
+        const fg_status st = fg_session_forward(session, &next, 1, NULL);
+        if (st != FG_OK) {
+            r->failed = FG_GENERATE_DECODE;
+            return st;
+        }
+    }
+    r->stop = FG_STOP_MAX_TOKENS;
+    return FG_OK;
+}
+
+fg_status fg_generate(fg_session *session, const fg_tokenizer *tok, fg_sampler *sampler,
+                      const int *prompt, int n_prompt, const fg_generate_config *cfg,
+                      fg_generate_result *result)
+{
+    static const char fn[] = "fg_generate";
+    FGI_TRY(check_generate(fn, session, tok, sampler, prompt, n_prompt, cfg, result));
+    fg_generate_result r = {.stop = FG_STOP_NONE, .failed = FG_GENERATE_OK, .n_prompt = n_prompt};
+
+    if (cfg->echo_prompt && cfg->on_token != NULL)
+        for (int i = 0; i < n_prompt; i++) {
+            const char *bytes;
+            size_t len;
+            piece_of(tok, i > 0 ? prompt[i - 1] : -1, prompt[i], &bytes, &len);
+            if (cfg->on_token(cfg->user, prompt[i], bytes, len) != 0) {
+                r.stop = FG_STOP_CANCELLED;
+                *result = r;
+                return FG_OK;
+            }
+        }
+
+    double t0 = now_seconds();
+    fg_status st = fg_session_forward(session, prompt, n_prompt, NULL);
+    r.prefill_seconds = now_seconds() - t0;
+    if (st != FG_OK) {
+        r.failed = FG_GENERATE_PREFILL;
+        *result = r;
+        return st;
+    }
+    t0 = now_seconds();
+    st = decode(session, tok, sampler, prompt[n_prompt - 1], cfg, &r);
+    r.decode_seconds = now_seconds() - t0;
+    if (st != FG_OK) r.stop = FG_STOP_NONE;
+    *result = r;
+    return st;
+}
+
+fg_status fg_generate_text(fg_session *session, const fg_config *model_cfg,
+                           const fg_tokenizer *tok, fg_sampler *sampler, const char *text,
+                           size_t len, const fg_generate_config *cfg,
+                           fg_generate_result *result)
+{
+    static const char fn[] = "fg_generate_text";
+    FGI_TRY(fgi_check_ptr(fn, "result", result));
+    FGI_TRY(fgi_check_ptr(fn, "session", session));
+    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
+    FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
+    FGI_TRY(fgi_check_ptr(fn, "model_cfg", model_cfg));
+    FGI_TRY(fgi_check_ptr(fn, "tok", tok));
+    FGI_TRY(fg_config_validate(model_cfg));
+    if (len > 0) FGI_TRY(fgi_check_ptr(fn, "text", text));
+
+    /* The arguments are valid: a failure from here on is the text's. */
+    fg_generate_result failed = {.stop = FG_STOP_NONE, .failed = FG_GENERATE_ENCODE};
+    int n = 0, *ids = NULL;
+    fg_status st = fg_prompt_encode(tok, model_cfg, text, len, NULL, 0, &n);
+    if (n > 0) st = fgi_alloc(fn, (void **)&ids, (size_t)n, sizeof *ids);
+    if (st == FG_OK) st = fg_prompt_encode(tok, model_cfg, text, len, ids, n, &n);
+    if (st != FG_OK) {
+        free(ids);
+        *result = failed;
+        return st;
+    }
+    st = fg_generate(session, tok, sampler, ids, n, cfg, result);
+    free(ids);
+    return st;
+}
