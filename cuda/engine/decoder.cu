@@ -425,38 +425,18 @@ extern "C" int fg_cuda_kv_cache_capacity(const fg_cuda_kv_cache *cache)
     return cache ? cache->capacity : -1;
 }
 
-/* Validation (mirrors host/ref_decoder.c) ------------------------------------- */
+/* Validation (host/model/decoder_check.c, shared with the CPU reference) ------ */
 
-/* The cache must match the model and have room for T more tokens in `layer`
- * (in every layer, all holding the same count, when layer < 0). */
-static fg_status check_cache(const char *fn, const fg_cuda_model *m,
-                             const fg_cuda_kv_cache *cache, int layer, int T)
+static const fgi_cache_shape *cache_shape(fgi_cache_shape *shape, const fg_cuda_kv_cache *cache)
 {
-    const fg_config *c = &m->cfg;
-    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
-    if (cache->n_layer != c->n_layer || cache->n_kv_head != c->n_kv_head ||
-        cache->head_dim != m->head_dim)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: cache (n_layer %d, n_kv_head %d, head_dim %d) does not "
-                       "match the model (n_layer %d, n_kv_head %d, head_dim %d)",
-                       fn, cache->n_layer, cache->n_kv_head, cache->head_dim, c->n_layer,
-                       c->n_kv_head, m->head_dim);
-    if (layer >= c->n_layer)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
-                       c->n_layer, layer);
-    const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
-    return fgi_check_cache_lens(fn, cache->len, sizeof(int), first, last, T, cache->capacity);
-}
-
-static fg_status check_tokens(const char *fn, const fg_cuda_model *m, int T)
-{
-    FGI_TRY(fgi_check_min(fn, "T", T, 1));
-    if (T > m->max_tokens)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: argument 'T' must be <= the model's max_tokens (%d) (got %d)",
-                       fn, m->max_tokens, T);
-    return FG_OK;
+    if (cache == NULL) return NULL;
+    shape->n_layer = cache->n_layer;
+    shape->n_kv_head = cache->n_kv_head;
+    shape->head_dim = cache->head_dim;
+    shape->capacity = cache->capacity;
+    shape->lens = cache->len;
+    shape->len_stride = sizeof(int);
+    return shape;
 }
 
 /* Device activations in/out of a layer or block (T, C); out may equal x. */
@@ -464,18 +444,10 @@ static fg_status check_layer_call(const char *fn, const float *out, const float 
                                   const fg_cuda_model *m, const fg_cuda_kv_cache *cache,
                                   int layer)
 {
-    size_t elems;
+    fgi_cache_shape shape;
     FGI_TRY(fgi_check_ptr(fn, "model", m));
-    FGI_TRY(fgi_check_ptr(fn, "x", x)); /* first: fg_cuda_block passes x as out too */
-    FGI_TRY(fgi_check_ptr(fn, "out", out));
-    FGI_TRY(check_tokens(fn, m, T));
-    FGI_TRY(fgi_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
-                          (long long)m->cfg.n_embd));
-    if (out != x)
-        FGI_TRY(fgi_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
-                                 elems * sizeof(float)));
-    FGI_TRY(fgi_check_min(fn, "layer", layer, 0));
-    return check_cache(fn, m, cache, layer, T);
+    return fgi_check_layer_call(fn, &m->cfg, out, x, T, m->max_tokens,
+                                cache_shape(&shape, cache), layer);
 }
 
 /* logit_rows: T (fg_cuda_forward) or 1 (fg_cuda_forward_last). */
@@ -483,29 +455,10 @@ static fg_status check_forward(const char *fn, const float *logits, const float 
                                int logit_rows, const fg_cuda_model *m,
                                const fg_cuda_kv_cache *cache, const int *ids, int T)
 {
-    size_t elems;
+    fgi_cache_shape shape;
     FGI_TRY(fgi_check_ptr(fn, "model", m));
-    const fg_config *c = &m->cfg;
-    FGI_TRY(fgi_check_ptr(fn, "logits", logits));
-    FGI_TRY(fgi_check_ptr(fn, "ids", ids));
-    FGI_TRY(check_tokens(fn, m, T));
-    FGI_TRY(fgi_check_elems(fn, "logits (T*vocab_size)", &elems, 2, (long long)logit_rows,
-                          (long long)c->vocab_size));
-    if (probs != NULL && probs != logits)
-        FGI_TRY(fgi_check_disjoint(fn, "probs", probs, elems * sizeof(float), "logits",
-                                 logits, elems * sizeof(float)));
-    FGI_TRY(check_cache(fn, m, cache, -1, T));
-    for (int t = 0; t < T; t++)
-        if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return fgi_fail(FG_ERR_INVALID_ARG,
-                           "%s: ids[%d] = %d is outside the vocabulary [0, %d)", fn, t,
-                           ids[t], c->vocab_size);
-    const long long end = (long long)cache->len[0] + T;
-    if (m->wpe != NULL && end > c->n_ctx)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: position %lld is past the position table (n_ctx %d)", fn,
-                       end - 1, c->n_ctx);
-    return FG_OK;
+    return fgi_check_forward_call(fn, &m->cfg, m->wpe != NULL, logits, probs, logit_rows, ids,
+                                  T, m->max_tokens, cache_shape(&shape, cache));
 }
 
 /* The layer pipeline ------------------------------------------------------------ */
