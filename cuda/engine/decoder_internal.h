@@ -13,10 +13,14 @@ extern "C" {
 
 /* X(fallback, return type, name, (parameters)), as in flashgpt/cuda_api.h.
  * fgi_cuda_kv_cache_graph_steps: decode steps (fg_cuda_forward_last with
- * T = 1) that this cache has run through a captured CUDA graph since it was
- * created; 0 for NULL. */
+ * T = 1) that this cache has run through a captured CUDA graph, on any
+ * runner, since it was created; 0 for NULL.
+ * fgi_cuda_runner_graph_captures: decode-step graphs this runner has
+ * captured since it was created (one per cache while it keeps them); 0 for
+ * NULL. */
 #define FGI_CUDA_INTERNAL_API(X) \
-    X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache))
+    X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache)) \
+    X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner))
 
 #define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
 FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)

@@ -30,12 +30,10 @@ extern "C" {
 
 typedef struct CUstream_st *cudaStream_t;
 
-/* Objects of the GPU decoder (functions in cuda_api.h). */
-/* Weights uploaded once (from the same host fg_weights the CPU path uses),
- * a cuBLAS handle, the stream, and activation buffers for up to max_tokens
- * tokens per call, all allocated at creation. */
-typedef struct fg_cuda_model fg_cuda_model;
-/* Keys and values of every layer in device memory, fixed capacity. */
+/* Objects of the GPU decoder (functions in cuda_api.h): weights in device
+ * memory, a runner that executes them on a stream, and a KV cache. */
+typedef struct fg_cuda_weights fg_cuda_weights;
+typedef struct fg_cuda_runner fg_cuda_runner;
 typedef struct fg_cuda_kv_cache fg_cuda_kv_cache;
 
 /* Every entry point, declared from the list that also makes the no-CUDA

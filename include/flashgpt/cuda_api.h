@@ -95,35 +95,59 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn, (float *y, const float *x, con
 
 /* Decoder on the GPU -------------------------------------------------------- */
 
-FG_CUDA_FN(STATUS, fg_status, fg_cuda_model_create, (fg_cuda_model **model, const fg_config *cfg,
-                                                     const fg_weights *w, int max_tokens,
-                                                     cudaStream_t stream))
-FG_CUDA_FN(VOID, void, fg_cuda_model_destroy, (fg_cuda_model *model))
-FG_CUDA_FN(NULL, const fg_config *, fg_cuda_model_config, (const fg_cuda_model *model))
+/* Weights: the configuration and every weight uploaded once, from the same
+ * host fg_weights the CPU path uses (the host memory can be freed after).
+ * Read only after creation: any number of runners may share one, and it
+ * must outlive them. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create, (fg_cuda_weights **weights,
+                                                       const fg_config *cfg,
+                                                       const fg_weights *w))
+FG_CUDA_FN(VOID, void, fg_cuda_weights_destroy, (fg_cuda_weights *weights)) /* NULL: no-op */
+FG_CUDA_FN(NULL, const fg_config *, fg_cuda_weights_config, (const fg_cuda_weights *weights))
 
-FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create, (fg_cuda_kv_cache **cache,
-                                                        const fg_config *cfg, int capacity))
-FG_CUDA_FN(VOID, void, fg_cuda_kv_cache_destroy, (fg_cuda_kv_cache *cache))
+/* Runner: executes the decoder for one weights object on one stream (NULL:
+ * the legacy default stream), with a cuBLAS handle, workspaces and
+ * activation buffers for up to max_tokens tokens per call, all allocated at
+ * creation. It keeps the decode-step CUDA graph of each cache it steps (a
+ * few), so caches may take turns on one runner at no capture cost. One
+ * thread at a time per runner. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_runner_create, (fg_cuda_runner **runner,
+                                                      const fg_cuda_weights *weights,
+                                                      int max_tokens, cudaStream_t stream))
+FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL: no-op */
+
+/* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
+ * for capacity tokens, in device memory. It depends on no model or runner:
+ * any runner whose configuration has the same n_layer, n_kv_head and
+ * head_dim (n_embd / n_head) can use it. One sequence. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create, (fg_cuda_kv_cache **cache, int n_layer,
+                                                        int n_kv_head, int head_dim,
+                                                        int capacity))
+FG_CUDA_FN(VOID, void, fg_cuda_kv_cache_destroy, (fg_cuda_kv_cache *cache)) /* NULL: no-op */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_reset, (fg_cuda_kv_cache *cache))
-/* Tokens cached (every layer holds the same number after a forward). */
+/* Tokens cached in a layer (every layer holds the same number after a
+ * forward); -1 for NULL or a layer out of range. */
 FG_CUDA_FN(MINUS1, int, fg_cuda_kv_cache_len, (const fg_cuda_kv_cache *cache, int layer))
 FG_CUDA_FN(MINUS1, int, fg_cuda_kv_cache_capacity, (const fg_cuda_kv_cache *cache))
 
-/* SPEC 10 / 11 on device activations x, out (T, C); same semantics as
- * fg_ref_attention_layer / fg_ref_block. */
+/* SPEC 10 / 11 on device activations x, out (T, C), T <= the runner's
+ * max_tokens; same semantics as fg_ref_attention_layer / fg_ref_block.
+ * Enqueued on the runner's stream. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_layer, (float *out, const float *x, int T,
-                                                        fg_cuda_model *model,
+                                                        fg_cuda_runner *runner,
                                                         fg_cuda_kv_cache *cache, int layer))
-FG_CUDA_FN(STATUS, fg_status, fg_cuda_block, (float *x, int T, fg_cuda_model *model,
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_block, (float *x, int T, fg_cuda_runner *runner,
                                               fg_cuda_kv_cache *cache, int layer))
 
 /* SPEC 12: host ids (T) in, host logits (T, vocab) out (probs optional, host),
- * like fg_ref_forward. */
-FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward, (float *logits, float *probs, fg_cuda_model *model,
-                                                fg_cuda_kv_cache *cache, const int *ids, int T))
+ * like fg_ref_forward; returns when the logits are written. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward, (float *logits, float *probs,
+                                                fg_cuda_runner *runner, fg_cuda_kv_cache *cache,
+                                                const int *ids, int T))
 
 /* fg_cuda_forward computing only the last token's logits (host, vocab),
- * like fg_ref_forward_last. */
-FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last, (float *logits, fg_cuda_model *model,
+ * like fg_ref_forward_last. With T = 1 (a decode step) it replays the
+ * runner's captured graph for this cache. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last, (float *logits, fg_cuda_runner *runner,
                                                      fg_cuda_kv_cache *cache, const int *ids,
                                                      int T))

@@ -34,6 +34,27 @@ static void ok(fg_status st, const char *what)
               fg_last_error(), (unsigned long long)fgi_test_seed());
 }
 
+/* A cache shaped for cfg. */
+static fg_status cache_create(fg_cuda_kv_cache **cache, const fg_config *cfg, int capacity)
+{
+    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, cfg->n_embd / cfg->n_head,
+                                   capacity);
+}
+
+/* Weights uploaded and one runner on the legacy stream. */
+static void open_runner(fg_cuda_weights **weights, fg_cuda_runner **runner, const fg_config *cfg,
+                        const fg_weights *w, int max_tokens, const char *what)
+{
+    ok(fg_cuda_weights_create(weights, cfg, w), what);
+    ok(fg_cuda_runner_create(runner, *weights, max_tokens, 0), what);
+}
+
+static void close_runner(fg_cuda_weights *weights, fg_cuda_runner *runner)
+{
+    fg_cuda_runner_destroy(runner);
+    fg_cuda_weights_destroy(weights);
+}
+
 typedef struct {
     const char *name;
     fg_config cfg;
@@ -98,11 +119,12 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
     fgi_test_model tm;
     fgi_test_model_init(&tm, cfg, rng, c->untied);
     fg_kv_cache *ref_cache;
-    fg_cuda_model *model;
+    fg_cuda_weights *weights;
+    fg_cuda_runner *runner;
     fg_cuda_kv_cache *cache;
     ok(fg_kv_cache_create(&ref_cache, cfg, capacity), "reference cache");
-    ok(fg_cuda_model_create(&model, cfg, &tm.w, max_tokens, 0), c->name);
-    ok(fg_cuda_kv_cache_create(&cache, cfg, capacity), c->name);
+    open_runner(&weights, &runner, cfg, &tm.w, max_tokens, c->name);
+    ok(cache_create(&cache, cfg, capacity), c->name);
     cr_assert_eq(fg_cuda_kv_cache_capacity(cache), capacity);
     for (int k = 0; k < n_chunks; k++) {
         const int T = chunks[k], with_probs = !last_only && k % 2 == 0;
@@ -116,10 +138,10 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
                  last_only ? "forward_last" : "forward", k, T, fg_cuda_kv_cache_len(cache, 0));
         if (last_only) {
             ok(fg_ref_forward_last(ref_logits, cfg, &tm.w, ref_cache, ids, T), "reference");
-            ok(fg_cuda_forward_last(logits, model, cache, ids, T), what);
+            ok(fg_cuda_forward_last(logits, runner, cache, ids, T), what);
         } else {
             ok(fg_ref_forward(ref_logits, ref_probs, cfg, &tm.w, ref_cache, ids, T), "reference");
-            ok(fg_cuda_forward(logits, with_probs ? probs : NULL, model, cache, ids, T), what);
+            ok(fg_cuda_forward(logits, with_probs ? probs : NULL, runner, cache, ids, T), what);
         }
         fgi_assert_guard(logits, n, what);
         fgi_assert_guard(probs, n, what);
@@ -140,7 +162,7 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
         fgi_buf_free(ref_logits), fgi_buf_free(ref_probs), fgi_buf_free(logits), fgi_buf_free(probs);
     }
     fg_cuda_kv_cache_destroy(cache);
-    fg_cuda_model_destroy(model);
+    close_runner(weights, runner);
     fg_kv_cache_destroy(ref_cache);
     fgi_test_model_free(&tm);
 }
@@ -176,7 +198,7 @@ Test(cuda_decoder, forward_last_matches_reference)
 /* T tokens through fg_*_forward_last on both paths (T = 1: a decode step,
  * which the GPU runs through its graph), the last row's logits compared. */
 static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
-                              fg_kv_cache *ref_cache, fg_cuda_model *model,
+                              fg_kv_cache *ref_cache, fg_cuda_runner *runner,
                               fg_cuda_kv_cache *cache, fgi_rng *rng, int T, const char *label)
 {
     const int V = c->cfg.vocab_size;
@@ -187,7 +209,7 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
     snprintf(what, sizeof what, "%s: %s, %d tokens at position %d", c->name, label, T,
              fg_cuda_kv_cache_len(cache, 0));
     ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, ids, T), "reference");
-    ok(fg_cuda_forward_last(got, model, cache, ids, T), what);
+    ok(fg_cuda_forward_last(got, runner, cache, ids, T), what);
     fgi_assert_guard(got, (size_t)V, what);
     fgi_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
     fgi_buf_free(ref), fgi_buf_free(got);
@@ -196,7 +218,7 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
 /* Decode steps replay a captured CUDA graph whose kernels read the token,
  * position and key count from device memory: every step must still match
  * the reference as the key count grows past split boundaries, with two
- * caches taking turns on one model (each turn recaptures) and after a
+ * caches taking turns on one runner (each keeps its own graph) and after a
  * reset. Where the decode kernel serves the shape (head_dim % 4 == 0, group
  * <= 16: every case here) the steps must really have gone through it. */
 Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
@@ -214,26 +236,27 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         fgi_test_model tm;
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         fg_kv_cache *ref_a, *ref_b;
-        fg_cuda_model *model;
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
         fg_cuda_kv_cache *a, *b;
         ok(fg_kv_cache_create(&ref_a, &c->cfg, cap), "reference cache");
         ok(fg_kv_cache_create(&ref_b, &c->cfg, cap), "reference cache");
-        ok(fg_cuda_model_create(&model, &c->cfg, &tm.w, 4, 0), c->name);
-        ok(fg_cuda_kv_cache_create(&a, &c->cfg, cap), c->name);
-        ok(fg_cuda_kv_cache_create(&b, &c->cfg, cap / 2), c->name);
+        open_runner(&weights, &runner, &c->cfg, &tm.w, 4, c->name);
+        ok(cache_create(&a, &c->cfg, cap), c->name);
+        ok(cache_create(&b, &c->cfg, cap / 2), c->name);
 
-        forward_last_both(c, &tm, ref_a, model, a, &rng, 3, "cache A prefill");
+        forward_last_both(c, &tm, ref_a, runner, a, &rng, 3, "cache A prefill");
         for (int k = 0; k < steps; k++)
-            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A");
-        forward_last_both(c, &tm, ref_b, model, b, &rng, 2, "cache B prefill");
+            forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A");
+        forward_last_both(c, &tm, ref_b, runner, b, &rng, 2, "cache B prefill");
         for (int k = 0; k < 3; k++) {
-            forward_last_both(c, &tm, ref_b, model, b, &rng, 1, "cache B");
-            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A again");
+            forward_last_both(c, &tm, ref_b, runner, b, &rng, 1, "cache B");
+            forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A again");
         }
         ok(fg_cuda_kv_cache_reset(a), "reset");
         ok(fg_kv_cache_reset(ref_a), "reference reset");
         for (int k = 0; k < 2; k++)
-            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A after reset");
+            forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A after reset");
 
         /* cache A: the steps, 3 turns, and the one-token prefill and step after the reset */
         cr_assert_eq(fgi_cuda_kv_cache_graph_steps(a), steps + 5,
@@ -241,7 +264,7 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
                      fgi_cuda_kv_cache_graph_steps(a), steps + 5);
         cr_assert_eq(fgi_cuda_kv_cache_graph_steps(b), 3, "%s: cache B's graph steps", c->name);
         fg_cuda_kv_cache_destroy(a), fg_cuda_kv_cache_destroy(b);
-        fg_cuda_model_destroy(model);
+        close_runner(weights, runner);
         fg_kv_cache_destroy(ref_a), fg_kv_cache_destroy(ref_b);
         fgi_test_model_free(&tm);
     }
@@ -274,24 +297,25 @@ Test(cuda_decoder, prefill_equals_incremental)
         const int T = 9, V = cfg->vocab_size;
         fgi_test_model tm;
         fgi_test_model_init(&tm, cfg, &rng, cases[i].untied);
-        fg_cuda_model *model;
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
         fg_cuda_kv_cache *all, *one;
-        ok(fg_cuda_model_create(&model, cfg, &tm.w, T, 0), cases[i].name);
-        ok(fg_cuda_kv_cache_create(&all, cfg, T), "cache");
-        ok(fg_cuda_kv_cache_create(&one, cfg, T), "cache");
+        open_runner(&weights, &runner, cfg, &tm.w, T, cases[i].name);
+        ok(cache_create(&all, cfg, T), "cache");
+        ok(cache_create(&one, cfg, T), "cache");
         int ids[9];
         fgi_test_random_ids(ids, T, V, &rng);
         float *prefill = fgi_buf_nan((size_t)T * V), *step = fgi_buf_nan((size_t)T * V);
-        ok(fg_cuda_forward(prefill, NULL, model, all, ids, T), cases[i].name);
+        ok(fg_cuda_forward(prefill, NULL, runner, all, ids, T), cases[i].name);
         for (int t = 0; t < T; t++)
-            ok(fg_cuda_forward(step + (size_t)t * V, NULL, model, one, ids + t, 1),
+            ok(fg_cuda_forward(step + (size_t)t * V, NULL, runner, one, ids + t, 1),
                cases[i].name);
         char what[160];
         snprintf(what, sizeof what, "%s: prefill vs one token at a time", cases[i].name);
         fgi_assert_close(step, prefill, (size_t)T * V, ATOL, RTOL, L2, what);
         fgi_buf_free(prefill), fgi_buf_free(step);
         fg_cuda_kv_cache_destroy(all), fg_cuda_kv_cache_destroy(one);
-        fg_cuda_model_destroy(model);
+        close_runner(weights, runner);
         fgi_test_model_free(&tm);
     }
 }
@@ -311,11 +335,12 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
         fgi_test_model tm;
         fgi_test_model_init(&tm, cfg, &rng, cases[i].untied);
         fg_kv_cache *ref_cache;
-        fg_cuda_model *model;
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
         fg_cuda_kv_cache *cache;
         ok(fg_kv_cache_create(&ref_cache, cfg, 12), "reference cache");
-        ok(fg_cuda_model_create(&model, cfg, &tm.w, 5, 0), cases[i].name);
-        ok(fg_cuda_kv_cache_create(&cache, cfg, 12), "cache");
+        open_runner(&weights, &runner, cfg, &tm.w, 5, cases[i].name);
+        ok(cache_create(&cache, cfg, 12), "cache");
         for (int k = 0; k < 4; k++) {
             const int T = chunks[k], block = k % 2 == 1;
             const size_t n = (size_t)T * C;
@@ -326,7 +351,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
                      block ? "block" : "attention layer", layer, k, T);
             if (block) {
                 ok(fg_ref_block(ref, T, cfg, &tm.layers[layer], ref_cache, layer), "reference");
-                ok(fg_cuda_block(dx, T, model, cache, layer), what);
+                ok(fg_cuda_block(dx, T, runner, cache, layer), what);
                 ok(fg_cuda_synchronize(0), what);
                 float *got = fgi_dev_download(dx, n);
                 fgi_dev_assert_guard(dx, n, what);
@@ -336,7 +361,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
                 float *dout = fgi_dev_poisoned(n);
                 ok(fg_ref_attention_layer(ref, x, T, cfg, &tm.layers[layer], ref_cache, layer),
                    "reference");
-                ok(fg_cuda_attention_layer(dout, dx, T, model, cache, layer), what);
+                ok(fg_cuda_attention_layer(dout, dx, T, runner, cache, layer), what);
                 ok(fg_cuda_synchronize(0), what);
                 float *got = fgi_dev_download(dout, n);
                 fgi_dev_assert_guard(dout, n, what);
@@ -352,7 +377,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
             fgi_buf_free(x), fgi_buf_free(ref);
         }
         fg_cuda_kv_cache_destroy(cache);
-        fg_cuda_model_destroy(model);
+        close_runner(weights, runner);
         fg_kv_cache_destroy(ref_cache);
         fgi_test_model_free(&tm);
     }
@@ -377,14 +402,15 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
     fg_kv_cache *ref_cache;
-    fg_cuda_model *model;
+    fg_cuda_weights *weights;
+    fg_cuda_runner *runner;
     fg_cuda_kv_cache *cache, *other;
     ok(fg_kv_cache_create(&ref_cache, &cfg, 16), "reference cache");
-    ok(fg_cuda_model_create(&model, &cfg, &tm.w, max_tokens, 0), "model");
-    ok(fg_cuda_kv_cache_create(&cache, &cfg, 16), "cache");
+    open_runner(&weights, &runner, &cfg, &tm.w, max_tokens, "runner");
+    ok(cache_create(&cache, &cfg, 16), "cache");
     fg_config other_cfg = cfg;
     other_cfg.n_layer = 3;
-    ok(fg_cuda_kv_cache_create(&other, &other_cfg, 16), "mismatched cache");
+    ok(cache_create(&other, &other_cfg, 16), "mismatched cache");
 
     int ids[8];
     float *logits = fgi_buf_normal(&rng, (size_t)8 * V, 1.0), *ref = fgi_buf_nan((size_t)8 * V);
@@ -395,42 +421,42 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
 
     /* 4 tokens cached, then the refusals */
     ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, ref_cache, ids, 4), "reference");
-    ok(fg_cuda_forward(logits, NULL, model, cache, ids, 4), "prefill");
+    ok(fg_cuda_forward(logits, NULL, runner, cache, ids, 4), "prefill");
     fgi_assert_close(logits, ref, (size_t)4 * V, ATOL, RTOL, L2, "prefill");
     memcpy(before, logits, sizeof(float) * 8 * (size_t)V);
 
     ids[1] = V;
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "outside the vocabulary");
     ids[1] = -1;
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "ids[1] = -1");
     fgi_test_random_ids(ids, 8, V, &rng);
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, max_tokens + 1),
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, max_tokens + 1),
                      FG_ERR_INVALID_ARG, "max_tokens");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 0), FG_ERR_INVALID_ARG, "'T'");
-    fgi_assert_status(fg_cuda_forward(NULL, NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 0), FG_ERR_INVALID_ARG, "'T'");
+    fgi_assert_status(fg_cuda_forward(NULL, NULL, runner, cache, ids, 2), FG_ERR_INVALID_ARG,
                      "'logits' is NULL");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, NULL, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, NULL, 2), FG_ERR_INVALID_ARG,
                      "'ids' is NULL");
-    fgi_assert_status(fg_cuda_forward(logits, logits + 1, model, cache, ids, 2),
+    fgi_assert_status(fg_cuda_forward(logits, logits + 1, runner, cache, ids, 2),
                      FG_ERR_INVALID_ARG, "overlap");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, NULL, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, NULL, ids, 2), FG_ERR_INVALID_ARG,
                      "'cache' is NULL");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, other, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, other, ids, 2), FG_ERR_INVALID_ARG,
                      "does not match");
-    fgi_assert_status(fg_cuda_forward_last(NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward_last(NULL, runner, cache, ids, 2), FG_ERR_INVALID_ARG,
                      "'logits' is NULL");
-    fgi_assert_status(fg_cuda_forward_last(logits, model, cache, ids, max_tokens + 1),
+    fgi_assert_status(fg_cuda_forward_last(logits, runner, cache, ids, max_tokens + 1),
                      FG_ERR_INVALID_ARG, "max_tokens");
-    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, runner, cache, 2), FG_ERR_INVALID_ARG,
                      "'layer' must be < n_layer");
-    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, -1), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, runner, cache, -1), FG_ERR_INVALID_ARG,
                      "'layer'");
-    fgi_assert_status(fg_cuda_block(dx, max_tokens + 1, model, cache, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(dx, max_tokens + 1, runner, cache, 0), FG_ERR_INVALID_ARG,
                      "max_tokens");
-    fgi_assert_status(fg_cuda_block(NULL, 2, model, cache, 0), FG_ERR_INVALID_ARG, "'x' is NULL");
-    fgi_assert_status(fg_cuda_attention_layer(dx + 1, dx, 2, model, cache, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(NULL, 2, runner, cache, 0), FG_ERR_INVALID_ARG, "'x' is NULL");
+    fgi_assert_status(fg_cuda_attention_layer(dx + 1, dx, 2, runner, cache, 0), FG_ERR_INVALID_ARG,
                      "overlap");
     expect_lengths(cache, cfg.n_layer, 4, "after refused calls");
     expect_lengths(other, other_cfg.n_layer, 0, "the mismatched cache");
@@ -438,10 +464,10 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
 
     /* positions 4..9 are in the table; 10..12 would pass n_ctx = 12 */
     ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, ref_cache, ids, 6), "reference");
-    ok(fg_cuda_forward(logits, NULL, model, cache, ids, 6), "after refusals");
+    ok(fg_cuda_forward(logits, NULL, runner, cache, ids, 6), "after refusals");
     fgi_assert_close(logits, ref, (size_t)6 * V, ATOL, RTOL, L2, "forward after refused calls");
     memcpy(before, logits, sizeof(float) * 8 * (size_t)V);
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "past the position table");
     expect_lengths(cache, cfg.n_layer, 10, "after a refused position");
     fgi_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused position");
@@ -450,28 +476,29 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     fg_config rope_cfg = gpt2(2, 64, 2, 1, 1, 0, 53, 12);
     fgi_test_model rope_tm;
     fgi_test_model_init(&rope_tm, &rope_cfg, &rng, 0);
-    fg_cuda_model *rope_model;
+    fg_cuda_weights *rope_weights;
+    fg_cuda_runner *rope_runner;
     fg_cuda_kv_cache *small;
-    ok(fg_cuda_model_create(&rope_model, &rope_cfg, &rope_tm.w, max_tokens, 0), "rope model");
-    ok(fg_cuda_kv_cache_create(&small, &rope_cfg, 6), "small cache");
-    ok(fg_cuda_forward(logits, NULL, rope_model, small, ids, 4), "rope prefill");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, rope_model, small, ids, 3), FG_ERR_INVALID_ARG,
+    open_runner(&rope_weights, &rope_runner, &rope_cfg, &rope_tm.w, max_tokens, "rope runner");
+    ok(cache_create(&small, &rope_cfg, 6), "small cache");
+    ok(fg_cuda_forward(logits, NULL, rope_runner, small, ids, 4), "rope prefill");
+    fgi_assert_status(fg_cuda_forward(logits, NULL, rope_runner, small, ids, 3), FG_ERR_INVALID_ARG,
                      "capacity exceeded");
-    fgi_assert_status(fg_cuda_block(dx, 3, rope_model, small, 1), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(dx, 3, rope_runner, small, 1), FG_ERR_INVALID_ARG,
                      "capacity exceeded");
     expect_lengths(small, rope_cfg.n_layer, 4, "after a refused append");
-    ok(fg_cuda_forward(logits, NULL, rope_model, small, ids, 2), "filling the cache exactly");
+    ok(fg_cuda_forward(logits, NULL, rope_runner, small, ids, 2), "filling the cache exactly");
     expect_lengths(small, rope_cfg.n_layer, 6, "full cache");
     ok(fg_cuda_kv_cache_reset(small), "reset");
     expect_lengths(small, rope_cfg.n_layer, 0, "after reset");
 
     fgi_dev_free(dx);
     fg_cuda_kv_cache_destroy(small);
-    fg_cuda_model_destroy(rope_model);
+    close_runner(rope_weights, rope_runner);
     fgi_test_model_free(&rope_tm);
     fg_cuda_kv_cache_destroy(other);
     fg_cuda_kv_cache_destroy(cache);
-    fg_cuda_model_destroy(model);
+    close_runner(weights, runner);
     fg_kv_cache_destroy(ref_cache);
     fgi_test_model_free(&tm);
     fgi_buf_free(logits), fgi_buf_free(ref), fgi_buf_free(before), fgi_buf_free(act);
@@ -485,41 +512,49 @@ Test(cuda_decoder_args, bad_arguments_are_refused)
     const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 53, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
-    fg_cuda_model *model = NULL;
+    fg_cuda_weights *weights = NULL;
+    fg_cuda_runner *runner = NULL;
     fg_cuda_kv_cache *cache = NULL;
     float logits[64], x[64];
     int ids[2] = {1, 2};
 
-    fgi_expect_refused(fg_cuda_model_create(NULL, &cfg, &tm.w, 4, 0), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_model_create(&model, NULL, &tm.w, 4, 0), "'config' is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(NULL, &cfg, &tm.w), "'weights' is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, NULL, &tm.w), "'config' is NULL");
     fg_config bad = cfg;
     bad.n_head = 0;
-    fgi_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "config.n_head");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &bad, &tm.w), "config.n_head");
     bad = cfg;
     bad.n_kv_head = 3;
-    fgi_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "n_kv_head");
-    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, NULL, 4, 0), "'weights' is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &bad, &tm.w), "n_kv_head");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &cfg, NULL), "'weights' is NULL");
     const float *saved = tm.layers[1].c_attn_w;
     tm.layers[1].c_attn_w = NULL;
-    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0), "layers[1].c_attn_w is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &cfg, &tm.w), "layers[1].c_attn_w is NULL");
     tm.layers[1].c_attn_w = saved;
-    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 0, 0), "'max_tokens'");
-    cr_assert(model == NULL, "a refused create leaves *model NULL");
+    cr_assert(weights == NULL, "a refused create leaves *weights NULL");
+    fgi_expect_refused(fg_cuda_runner_create(NULL, weights, 4, 0), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_runner_create(&runner, NULL, 4, 0), "'weights' is NULL");
+    cr_assert(runner == NULL, "a refused create leaves *runner NULL");
 
-    fgi_expect_refused(fg_cuda_kv_cache_create(NULL, &cfg, 8), "'cache' is NULL");
-    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, &cfg, 0), "'capacity'");
-    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, NULL, 8), "'config' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_create(NULL, 2, 2, 32, 8), "'cache' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 2, 32, 0), "'capacity'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 0, 2, 32, 8), "'n_layer'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 0, 32, 8), "'n_kv_head'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 2, -1, 8), "'head_dim'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 1 << 20, 1 << 30, 1 << 20),
+                       "overflows");
     cr_assert(cache == NULL);
     fgi_expect_refused(fg_cuda_kv_cache_reset(NULL), "'cache' is NULL");
-    fgi_expect_refused(fg_cuda_forward(logits, NULL, NULL, cache, ids, 2), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_forward_last(logits, NULL, cache, ids, 2), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_attention_layer(x, x, 2, NULL, cache, 0), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_block(x, 2, NULL, cache, 0), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_forward(logits, NULL, NULL, cache, ids, 2), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_forward_last(logits, NULL, cache, ids, 2), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_attention_layer(x, x, 2, NULL, cache, 0), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_block(x, 2, NULL, cache, 0), "'runner' is NULL");
 
     cr_assert_eq(fg_cuda_kv_cache_len(NULL, 0), -1);
     cr_assert_eq(fg_cuda_kv_cache_capacity(NULL), -1);
-    cr_assert(fg_cuda_model_config(NULL) == NULL);
-    fg_cuda_model_destroy(NULL);
+    cr_assert(fg_cuda_weights_config(NULL) == NULL);
+    fg_cuda_runner_destroy(NULL);
+    fg_cuda_weights_destroy(NULL);
     fg_cuda_kv_cache_destroy(NULL);
     fgi_test_model_free(&tm);
 }
@@ -531,10 +566,10 @@ Test(cuda_decoder_args, no_device_is_a_clear_error)
     const fg_config cfg = llama(2, 64, 2, 1, 96, 0, 53, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 1);
-    fg_cuda_model *model = NULL;
+    fg_cuda_weights *weights = NULL;
     fg_cuda_kv_cache *cache = NULL;
-    fgi_expect_no_device(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0));
-    fgi_expect_no_device(fg_cuda_kv_cache_create(&cache, &cfg, 8));
-    cr_assert(model == NULL && cache == NULL);
+    fgi_expect_no_device(fg_cuda_weights_create(&weights, &cfg, &tm.w));
+    fgi_expect_no_device(cache_create(&cache, &cfg, 8));
+    cr_assert(weights == NULL && cache == NULL);
     fgi_test_model_free(&tm);
 }
