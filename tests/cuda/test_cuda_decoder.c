@@ -4,7 +4,9 @@
  * SPEC fp32 tolerance after every call; GPT-2 with and without GQA, RoPE and
  * flash attention, Llama with GQA / MQA, tied and untied; the standalone
  * attention layer and block; fg_cuda_forward_last; refused inputs leave
- * the cache unchanged.
+ * the cache unchanged; runners sharing one weights object, caches taking
+ * turns on one runner (one graph capture each) and caches created after
+ * one was destroyed.
  *
  * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Argument tests need no device and run in every build: FG_ERR_INVALID_ARG
@@ -502,6 +504,202 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     fg_kv_cache_destroy(ref_cache);
     fgi_test_model_free(&tm);
     fgi_buf_free(logits), fgi_buf_free(ref), fgi_buf_free(before), fgi_buf_free(act);
+}
+
+/* Weights, runners and caches as separate objects ------------------------------ */
+
+/* fg_cuda_forward_last of `ids` (T) into a fresh poisoned buffer (vocab). */
+static float *last_logits(fg_cuda_runner *runner, fg_cuda_kv_cache *cache, const int *ids, int T,
+                          int V, const char *what)
+{
+    float *out = fgi_buf_nan((size_t)V);
+    ok(fg_cuda_forward_last(out, runner, cache, ids, T), what);
+    fgi_assert_guard(out, (size_t)V, what);
+    return out;
+}
+
+/* Two runners reading one weights object, used in turn, compute exactly
+ * what a runner with weights of its own computes (same kernels, same
+ * inputs: bit for bit), prefill and graph steps alike; and the reference
+ * agrees within tolerance. */
+Test(cuda_decoder, runners_sharing_weights_match_a_lone_runner_bit_for_bit)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(210);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i++) {
+        const decoder_case *c = &cases[i];
+        const int V = c->cfg.vocab_size, cap = 16, steps = fgi_test_quick() ? 3 : 6;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_cuda_weights *shared, *own;
+        fg_cuda_runner *r1, *r2, *lone;
+        fg_cuda_kv_cache *c1, *c2, *c0;
+        fg_kv_cache *ref_cache;
+        ok(fg_kv_cache_create(&ref_cache, &c->cfg, cap), "reference cache");
+        open_runner(&own, &lone, &c->cfg, &tm.w, 5, c->name);
+        ok(fg_cuda_weights_create(&shared, &c->cfg, &tm.w), c->name);
+        ok(fg_cuda_runner_create(&r1, shared, 5, 0), c->name);
+        ok(fg_cuda_runner_create(&r2, shared, 5, 0), c->name);
+        cr_assert(fg_cuda_weights_config(shared) != NULL &&
+                  fg_cuda_weights_config(shared)->n_layer == c->cfg.n_layer);
+        ok(cache_create(&c0, &c->cfg, cap), c->name);
+        ok(cache_create(&c1, &c->cfg, cap), c->name);
+        ok(cache_create(&c2, &c->cfg, cap), c->name);
+        for (int k = 0; k <= steps; k++) {
+            const int T = k == 0 ? 5 : 1;
+            int ids[5];
+            fgi_test_random_ids(ids, T, V, &rng);
+            char what[200];
+            snprintf(what, sizeof what, "%s: call %d (T %d)", c->name, k, T);
+            float *want = last_logits(lone, c0, ids, T, V, what);
+            float *got1 = last_logits(r1, c1, ids, T, V, what);
+            float *got2 = last_logits(r2, c2, ids, T, V, what);
+            float *ref = fgi_buf_nan((size_t)V);
+            ok(fg_ref_forward_last(ref, &c->cfg, &tm.w, ref_cache, ids, T), "reference");
+            fgi_assert_close(want, ref, (size_t)V, ATOL, RTOL, L2, what);
+            fgi_assert_same(got1, want, sizeof(float) * (size_t)V, what);
+            fgi_assert_same(got2, want, sizeof(float) * (size_t)V, what);
+            fgi_buf_free(want), fgi_buf_free(got1), fgi_buf_free(got2), fgi_buf_free(ref);
+        }
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(c1), steps, "%s: graph steps of runner 1",
+                     c->name);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(c2), steps, "%s: graph steps of runner 2",
+                     c->name);
+        fg_cuda_kv_cache_destroy(c0), fg_cuda_kv_cache_destroy(c1), fg_cuda_kv_cache_destroy(c2);
+        fg_cuda_runner_destroy(r1), fg_cuda_runner_destroy(r2);
+        fg_cuda_weights_destroy(shared);
+        close_runner(own, lone);
+        fg_kv_cache_destroy(ref_cache);
+        fgi_test_model_free(&tm);
+    }
+}
+
+/* Two caches taking turns on one runner: each is captured once (the runner
+ * keeps both graphs), and every step equals, bit for bit, the same step on
+ * a runner that only ever sees that cache. Refused calls in between (a
+ * cache of another shape, a bad token) capture nothing and change nothing. */
+Test(cuda_decoder, alternating_caches_keep_their_graphs)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(211);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i++) {
+        const decoder_case *c = &cases[i];
+        const int V = c->cfg.vocab_size, turns = fgi_test_quick() ? 3 : 8;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_cuda_weights *weights;
+        fg_cuda_runner *shared, *alone_a, *alone_b;
+        fg_cuda_kv_cache *a, *b, *solo_a, *solo_b, *odd;
+        open_runner(&weights, &shared, &c->cfg, &tm.w, 4, c->name);
+        ok(fg_cuda_runner_create(&alone_a, weights, 4, 0), c->name);
+        ok(fg_cuda_runner_create(&alone_b, weights, 4, 0), c->name);
+        ok(cache_create(&a, &c->cfg, 24), c->name);
+        ok(cache_create(&solo_a, &c->cfg, 24), c->name);
+        ok(cache_create(&b, &c->cfg, 12), c->name); /* another capacity: another plan */
+        ok(cache_create(&solo_b, &c->cfg, 12), c->name);
+        ok(fg_cuda_kv_cache_create(&odd, c->cfg.n_layer + 1, c->cfg.n_kv_head,
+                                   c->cfg.n_embd / c->cfg.n_head, 12),
+           c->name);
+        for (int k = 0; k <= turns; k++) {
+            const int T = k == 0 ? 3 : 1;
+            for (int which = 0; which < 2; which++) {
+                fg_cuda_kv_cache *cache = which ? b : a, *solo = which ? solo_b : solo_a;
+                fg_cuda_runner *alone = which ? alone_b : alone_a;
+                int ids[3];
+                fgi_test_random_ids(ids, T, V, &rng);
+                char what[200];
+                snprintf(what, sizeof what, "%s: cache %c, turn %d (T %d)", c->name,
+                         which ? 'B' : 'A', k, T);
+                float *want = last_logits(alone, solo, ids, T, V, what);
+                float *got = last_logits(shared, cache, ids, T, V, what);
+                fgi_assert_same(got, want, sizeof(float) * (size_t)V, what);
+                fgi_buf_free(want), fgi_buf_free(got);
+            }
+            /* refusals: nothing captured, no token counted */
+            const long long captures = fgi_cuda_runner_graph_captures(shared);
+            const int len_a = fg_cuda_kv_cache_len(a, 0);
+            float *logits = fgi_buf_nan((size_t)V);
+            int bad = V;
+            fgi_assert_status(fg_cuda_forward_last(logits, shared, odd, &bad, 1),
+                              FG_ERR_INVALID_ARG, "does not match");
+            fgi_assert_status(fg_cuda_forward_last(logits, shared, a, &bad, 1),
+                              FG_ERR_INVALID_ARG, "outside the vocabulary");
+            fgi_assert_guard(logits, (size_t)V, "logits of refused calls");
+            for (size_t j = 0; j < (size_t)V; j++)
+                cr_assert(logits[j] != logits[j], "%s: a refused call wrote logits", c->name);
+            cr_assert_eq(fgi_cuda_runner_graph_captures(shared), captures,
+                         "%s: a refused call captured", c->name);
+            cr_assert_eq(fg_cuda_kv_cache_len(a, 0), len_a);
+            expect_lengths(odd, c->cfg.n_layer + 1, 0, "the mismatched cache");
+            fgi_buf_free(logits);
+        }
+        cr_assert_eq(fgi_cuda_runner_graph_captures(shared), 2,
+                     "%s: %lld captures for two caches taking %d turns", c->name,
+                     fgi_cuda_runner_graph_captures(shared), turns);
+        cr_assert_eq(fgi_cuda_runner_graph_captures(alone_a), 1, "%s", c->name);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(a), turns, "%s", c->name);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(b), turns, "%s", c->name);
+        fg_cuda_kv_cache_destroy(a), fg_cuda_kv_cache_destroy(b), fg_cuda_kv_cache_destroy(odd);
+        fg_cuda_kv_cache_destroy(solo_a), fg_cuda_kv_cache_destroy(solo_b);
+        fg_cuda_runner_destroy(alone_a), fg_cuda_runner_destroy(alone_b);
+        close_runner(weights, shared);
+        fgi_test_model_free(&tm);
+    }
+}
+
+/* A cache destroyed after its graph was captured, then new caches (which
+ * may well reuse its memory, at another capacity): their steps capture
+ * their own graphs and agree with the reference. More caches than the
+ * runner keeps graphs for, in turn, also stay correct. */
+Test(cuda_decoder, new_caches_never_replay_a_destroyed_cache_graph)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(212);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i += fgi_test_quick() ? 2 : 1) {
+        const decoder_case *c = &cases[i];
+        enum { N = 6 }; /* more caches than a runner keeps graphs for */
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
+        fg_cuda_kv_cache *old;
+        fg_kv_cache *ref_old;
+        open_runner(&weights, &runner, &c->cfg, &tm.w, 4, c->name);
+        ok(cache_create(&old, &c->cfg, 20), c->name);
+        ok(fg_kv_cache_create(&ref_old, &c->cfg, 20), "reference cache");
+        forward_last_both(c, &tm, ref_old, runner, old, &rng, 2, "doomed cache prefill");
+        for (int k = 0; k < 2; k++)
+            forward_last_both(c, &tm, ref_old, runner, old, &rng, 1, "doomed cache");
+        cr_assert_eq(fgi_cuda_runner_graph_captures(runner), 1, "%s", c->name);
+        fg_cuda_kv_cache_destroy(old);
+        fg_kv_cache_destroy(ref_old);
+
+        fg_cuda_kv_cache *caches[N];
+        fg_kv_cache *refs[N];
+        for (int j = 0; j < N; j++) {
+            const int cap = j % 2 ? 20 : 9;
+            ok(cache_create(&caches[j], &c->cfg, cap), c->name);
+            ok(fg_kv_cache_create(&refs[j], &c->cfg, cap), "reference cache");
+            forward_last_both(c, &tm, refs[j], runner, caches[j], &rng, 1, "new cache");
+        }
+        cr_assert_eq(fgi_cuda_runner_graph_captures(runner), 1 + N,
+                     "%s: each new cache captures its own graph", c->name);
+        for (int round = 0; round < 2; round++)
+            for (int j = 0; j < N; j++)
+                forward_last_both(c, &tm, refs[j], runner, caches[j], &rng, 1,
+                                  "caches in turn");
+        for (int j = 0; j < N; j++)
+            cr_assert_eq(fgi_cuda_kv_cache_graph_steps(caches[j]), 3, "%s: cache %d", c->name, j);
+        for (int j = 0; j < N; j++) fg_cuda_kv_cache_destroy(caches[j]), fg_kv_cache_destroy(refs[j]);
+        close_runner(weights, runner);
+        fgi_test_model_free(&tm);
+    }
 }
 
 /* Argument checks that need no device ------------------------------------------- */
