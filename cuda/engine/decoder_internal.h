@@ -1,5 +1,7 @@
-/* Internal queries of the GPU decoder (cuda/decoder.cu), for tests. Plain C;
- * a build without CUDA answers 0 (host/cuda_unavailable.c). */
+/* Internal queries of the GPU decoder (cuda/engine/decoder.cu), for tests.
+ * Plain C. Like the public API (flashgpt/cuda_api.h) they come from a list,
+ * FGI_CUDA_INTERNAL_API, that host/core/cuda_unavailable.c also expands into
+ * the stubs of a build without CUDA (each answers 0). */
 #ifndef FLASHGPT_CUDA_DECODER_INTERNAL_H
 #define FLASHGPT_CUDA_DECODER_INTERNAL_H
 
@@ -9,9 +11,20 @@
 extern "C" {
 #endif
 
-/* Decode steps (fg_cuda_forward_last with T = 1) that this cache has run
- * through its captured CUDA graph since it was created; 0 for NULL. */
-long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache);
+/* X(fallback, return type, name, (parameters)), as in flashgpt/cuda_api.h.
+ * fgi_cuda_kv_cache_graph_steps: decode steps (fg_cuda_forward_last with
+ * T = 1) that this cache has run through a captured CUDA graph, on any
+ * runner, since it was created; 0 for NULL.
+ * fgi_cuda_runner_graph_captures: decode-step graphs this runner has
+ * captured since it was created (one per cache while it keeps them); 0 for
+ * NULL. */
+#define FGI_CUDA_INTERNAL_API(X) \
+    X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache)) \
+    X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner))
+
+#define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
+FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)
+#undef FGI_CUDA_DECLARE
 
 #ifdef __cplusplus
 }

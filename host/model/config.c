@@ -230,24 +230,3 @@ fg_status fg_kv_cache_reset(fg_kv_cache *cache)
     for (int l = 0; l < cache->n_layer; l++) cache->layers[l].len = 0;
     return FG_OK;
 }
-
-fg_status fgi_check_cache_lens(const char *fn, const int *lens, size_t stride_bytes, int first,
-                               int last, int T, int capacity)
-{
-    const char *base = (const char *)lens;
-    const int len = *(const int *)(base + (size_t)first * stride_bytes);
-    for (int l = first; l <= last; l++) {
-        const int len_l = *(const int *)(base + (size_t)l * stride_bytes);
-        if (len_l != len || len < 0)
-            return fgi_fail(FG_ERR_INVALID_ARG,
-                           "%s: cache layers hold different token counts "
-                           "(layer 0: %d, layer %d: %d)",
-                           fn, len, l, len_l);
-    }
-    if ((long long)len + T > capacity)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: KV cache capacity exceeded: %d cached + %d new tokens "
-                       "> capacity %d",
-                       fn, len, T, capacity);
-    return FG_OK;
-}

@@ -64,43 +64,17 @@ static fg_status workspace_create(const char *fn, workspace *ws,
     return FG_OK;
 }
 
-/* The cache must match the configuration and have room for T more tokens in
- * `layer` (or in every layer when layer < 0, which also requires all layers
- * to hold the same number of tokens). */
-static fg_status check_cache(const char *fn, const fg_config *c,
-                             const fg_kv_cache *cache, int layer, int T)
+/* The shared checks' view of a host cache (NULL for NULL). */
+static const fgi_cache_shape *cache_shape(fgi_cache_shape *shape, const fg_kv_cache *cache)
 {
-    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
-    if (cache->n_layer != c->n_layer || cache->n_kv_head != c->n_kv_head ||
-        cache->head_dim != c->n_embd / c->n_head || cache->layers == NULL)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: cache (n_layer %d, n_kv_head %d, head_dim %d) does not "
-                       "match the config (n_layer %d, n_kv_head %d, head_dim %d)",
-                       fn, cache->n_layer, cache->n_kv_head, cache->head_dim,
-                       c->n_layer, c->n_kv_head, c->n_embd / c->n_head);
-    if (layer >= c->n_layer)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: argument 'layer' must be < n_layer (%d) (got %d)", fn,
-                       c->n_layer, layer);
-    const int first = layer < 0 ? 0 : layer, last = layer < 0 ? c->n_layer - 1 : layer;
-    return fgi_check_cache_lens(fn, &cache->layers[0].len, sizeof cache->layers[0], first, last,
-                                T, cache->capacity);
-}
-
-/* Checks the (T, C) activations in/out of a layer or block; out may equal x. */
-static fg_status check_activations(const char *fn, const float *out,
-                                   const float *x, int T, const fg_config *c)
-{
-    size_t elems;
-    FGI_TRY(fgi_check_ptr(fn, "out", out));
-    FGI_TRY(fgi_check_ptr(fn, "x", x));
-    FGI_TRY(fgi_check_min(fn, "T", T, 1));
-    FGI_TRY(fgi_check_elems(fn, "x (T*n_embd)", &elems, 2, (long long)T,
-                          (long long)c->n_embd));
-    if (out != x)
-        FGI_TRY(fgi_check_disjoint(fn, "out", out, elems * sizeof(float), "x", x,
-                                 elems * sizeof(float)));
-    return FG_OK;
+    if (cache == NULL) return NULL;
+    shape->n_layer = cache->n_layer;
+    shape->n_kv_head = cache->n_kv_head;
+    shape->head_dim = cache->head_dim;
+    shape->capacity = cache->capacity;
+    shape->lens = cache->layers ? &cache->layers[0].len : NULL;
+    shape->len_stride = sizeof cache->layers[0];
+    return shape;
 }
 
 static void attention_layer(float *out, const float *x, int T, const fg_config *c,
@@ -177,11 +151,10 @@ static fg_status check_layer_call(const char *fn, const float *out, const float 
                                   const fg_layer_weights *lw,
                                   const fg_kv_cache *cache, int layer)
 {
+    fgi_cache_shape shape;
     FGI_TRY(fgi_check_config(fn, c));
     FGI_TRY(fgi_check_layer_weights(fn, c, lw, layer));
-    FGI_TRY(check_activations(fn, out, x, T, c));
-    FGI_TRY(fgi_check_min(fn, "layer", layer, 0));
-    return check_cache(fn, c, cache, layer, T);
+    return fgi_check_layer_call(fn, c, out, x, T, 0, cache_shape(&shape, cache), layer);
 }
 
 fg_status fg_ref_attention_layer(float *out, const float *x, int T,
@@ -215,29 +188,11 @@ static fg_status check_forward(const char *fn, const float *logits,
                                const fg_config *c, const fg_weights *w,
                                const fg_kv_cache *cache, const int *ids, int T)
 {
-    size_t elems;
+    fgi_cache_shape shape;
     FGI_TRY(fgi_check_config(fn, c));
     FGI_TRY(fgi_check_weights(fn, c, w));
-    FGI_TRY(fgi_check_ptr(fn, "logits", logits));
-    FGI_TRY(fgi_check_ptr(fn, "ids", ids));
-    FGI_TRY(fgi_check_min(fn, "T", T, 1));
-    FGI_TRY(fgi_check_elems(fn, "logits (T*vocab_size)", &elems, 2,
-                          (long long)logit_rows, (long long)c->vocab_size));
-    if (probs != NULL && probs != logits)
-        FGI_TRY(fgi_check_disjoint(fn, "probs", probs, elems * sizeof(float),
-                                 "logits", logits, elems * sizeof(float)));
-    FGI_TRY(check_cache(fn, c, cache, -1, T));
-    for (int t = 0; t < T; t++)
-        if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return fgi_fail(FG_ERR_INVALID_ARG,
-                           "%s: ids[%d] = %d is outside the vocabulary [0, %d)", fn,
-                           t, ids[t], c->vocab_size);
-    const long long end = (long long)cache->layers[0].len + T;
-    if (w->wpe != NULL && end > c->n_ctx)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: position %lld is past the position table (n_ctx %d)",
-                       fn, end - 1, c->n_ctx);
-    return FG_OK;
+    return fgi_check_forward_call(fn, c, w->wpe != NULL, logits, probs, logit_rows, ids, T, 0,
+                                  cache_shape(&shape, cache));
 }
 
 /* The forward pass; logits for the last logit_rows tokens (T or 1). */

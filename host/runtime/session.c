@@ -1,6 +1,7 @@
 /* Decoding sessions (see session.h): one code path per device behind the
  * same calls. The CPU path runs fg_ref_forward / fg_ref_forward_last on a
- * host cache; the CUDA path owns an fg_cuda_model and an fg_cuda_kv_cache. */
+ * host cache; the CUDA path owns the uploaded weights, a runner and a KV
+ * cache (fg_cuda_weights, fg_cuda_runner, fg_cuda_kv_cache). */
 #include "check.h"
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
@@ -16,7 +17,8 @@ struct fg_session {
     int capacity, len, has_logits;
     float *last_logits;            /* (vocab) */
     fg_kv_cache *host_cache;       /* CPU */
-    fg_cuda_model *gpu_model;      /* CUDA */
+    fg_cuda_weights *gpu_weights;  /* CUDA */
+    fg_cuda_runner *gpu_runner;    /* CUDA */
     fg_cuda_kv_cache *gpu_cache;   /* CUDA */
 };
 
@@ -51,8 +53,10 @@ static fg_status open_device(const char *fn, fg_session *s)
         return fg_kv_cache_create(&s->host_cache, s->cfg, s->capacity);
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
-    FGI_TRY(fg_cuda_model_create(&s->gpu_model, s->cfg, s->w, s->capacity, NULL));
-    return fg_cuda_kv_cache_create(&s->gpu_cache, s->cfg, s->capacity);
+    FGI_TRY(fg_cuda_weights_create(&s->gpu_weights, s->cfg, s->w));
+    FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights, s->capacity, NULL));
+    return fg_cuda_kv_cache_create(&s->gpu_cache, s->cfg->n_layer, s->cfg->n_kv_head,
+                                   s->cfg->n_embd / s->cfg->n_head, s->capacity);
 }
 
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
@@ -94,7 +98,8 @@ void fg_session_destroy(fg_session *s)
     if (s == NULL) return;
     fg_kv_cache_destroy(s->host_cache);
     fg_cuda_kv_cache_destroy(s->gpu_cache);
-    fg_cuda_model_destroy(s->gpu_model);
+    fg_cuda_runner_destroy(s->gpu_runner); /* before the weights it reads */
+    fg_cuda_weights_destroy(s->gpu_weights);
     free(s->last_logits);
     free(s);
 }
@@ -127,8 +132,8 @@ static fg_status forward_on_device(fg_session *s, const int *ids, int T,
         FGI_TRY(fg_ref_forward(all_logits, NULL, s->cfg, s->w, s->host_cache, ids, T));
     } else {
         if (all_logits == NULL)
-            return fg_cuda_forward_last(s->last_logits, s->gpu_model, s->gpu_cache, ids, T);
-        FGI_TRY(fg_cuda_forward(all_logits, NULL, s->gpu_model, s->gpu_cache, ids, T));
+            return fg_cuda_forward_last(s->last_logits, s->gpu_runner, s->gpu_cache, ids, T);
+        FGI_TRY(fg_cuda_forward(all_logits, NULL, s->gpu_runner, s->gpu_cache, ids, T));
     }
     memcpy(s->last_logits, all_logits + (size_t)(T - 1) * V, V * sizeof(float));
     return FG_OK;

@@ -12,7 +12,9 @@
  *    clear FG_ERR_CUDA / FG_ERR_UNSUPPORTED, never a crash;
  *  - tolerance against the reference: SPEC "Tolerances" (fp32).
  * This header needs no CUDA header: cudaStream_t is declared here exactly as
- * the CUDA runtime declares it. */
+ * the CUDA runtime declares it. The functions themselves, with their
+ * comments, are listed in flashgpt/cuda_api.h, which this header expands
+ * into declarations. */
 #ifndef FLASHGPT_CUDA_H
 #define FLASHGPT_CUDA_H
 
@@ -28,120 +30,17 @@ extern "C" {
 
 typedef struct CUstream_st *cudaStream_t;
 
-/* Device and memory -------------------------------------------------------- */
-
-/* 1 when this build has CUDA and a device can be used, else 0 (never fails). */
-int fg_cuda_available(void);
-/* Name, multiprocessor count and memory of the current device. */
-fg_status fg_cuda_device_info(char *name, size_t name_len, int *sm_count,
-                              size_t *total_bytes);
-fg_status fg_cuda_malloc(void **ptr, size_t bytes);
-fg_status fg_cuda_free(void *ptr); /* NULL is a no-op */
-fg_status fg_cuda_upload(void *dst_device, const void *src_host, size_t bytes);
-fg_status fg_cuda_download(void *dst_host, const void *src_device, size_t bytes);
-fg_status fg_cuda_memset(void *dst_device, int byte, size_t bytes);
-fg_status fg_cuda_synchronize(cudaStream_t stream);
-
-/* Operations (device pointers) --------------------------------------------- */
-
-fg_status fg_cuda_softmax(float *y, const float *x, int outer, int n, int inner,
-                          cudaStream_t stream);
-fg_status fg_cuda_causal_mask(uint8_t *mask, int q_len, int kv_len,
-                              cudaStream_t stream);
-fg_status fg_cuda_attention(float *out, const float *q, const float *k,
-                            const float *v, int q_len, int kv_len, int head_dim,
-                            cudaStream_t stream);
-/* block_size (>= 1) selects the key tile among the kernel's supported sizes:
- * the largest one not above it, or the smallest when it is below all; the
- * result does not depend on it. */
-fg_status fg_cuda_attention_flash(float *out, const float *q, const float *k,
-                                  const float *v, int q_len, int kv_len,
-                                  int head_dim, int block_size,
-                                  cudaStream_t stream);
-fg_status fg_cuda_split_heads(float *out, const float *x, int seq, int n_head,
-                              int head_dim, cudaStream_t stream);
-fg_status fg_cuda_merge_heads(float *out, const float *x, int n_head, int seq,
-                              int head_dim, cudaStream_t stream);
-fg_status fg_cuda_mha(float *out, const float *q, const float *k, const float *v,
-                      int n_head, int q_len, int kv_len, int head_dim,
-                      cudaStream_t stream);
-fg_status fg_cuda_gqa(float *out, const float *q, const float *k, const float *v,
-                      int n_q_head, int n_kv_head, int q_len, int kv_len,
-                      int head_dim, cudaStream_t stream);
-/* GQA that also writes each query row's log-sum-exp of the scaled scores,
- * lse (n_q_head, q_len) (natural log). */
-fg_status fg_cuda_gqa_lse(float *out, float *lse, const float *q, const float *k,
-                          const float *v, int n_q_head, int n_kv_head, int q_len,
-                          int kv_len, int head_dim, cudaStream_t stream);
-/* pos: seq positions in device memory. */
-fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
-                       const int *pos, double base, cudaStream_t stream);
-fg_status fg_cuda_linear(float *y, const float *x, const float *w, const float *b,
-                         int rows, int in, int out, cudaStream_t stream);
-fg_status fg_cuda_gelu(float *y, const float *x, int n, cudaStream_t stream);
-/* y = gelu(x + b) with b (cols) broadcast over rows; b may be NULL. */
-fg_status fg_cuda_bias_gelu(float *y, const float *x, const float *b, int rows,
-                            int cols, cudaStream_t stream);
-fg_status fg_cuda_layer_norm(float *y, const float *x, const float *g,
-                             const float *b, int rows, int cols, float eps,
-                             cudaStream_t stream);
-/* Fused residual add + LayerNorm: x += delta (in place), then
- * y = layer_norm(x). */
-fg_status fg_cuda_add_layer_norm(float *y, float *x, const float *delta,
-                                 const float *g, const float *b, int rows,
-                                 int cols, float eps, cudaStream_t stream);
-fg_status fg_cuda_ffn(float *y, const float *x, const float *w_fc,
-                      const float *b_fc, const float *w_proj,
-                      const float *b_proj, int rows, int hidden, int inner,
-                      cudaStream_t stream);
-fg_status fg_cuda_rms_norm(float *y, const float *x, const float *g, int rows,
-                           int cols, float eps, cudaStream_t stream);
-fg_status fg_cuda_silu_mul(float *y, const float *gate, const float *up, int n,
-                           cudaStream_t stream);
-fg_status fg_cuda_swiglu_ffn(float *y, const float *x, const float *w_gate,
-                             const float *w_up, const float *w_down, int rows,
-                             int hidden, int inner, cudaStream_t stream);
-
-/* Decoder on the GPU -------------------------------------------------------- */
-
-/* Weights uploaded once (from the same host fg_weights the CPU path uses),
- * a cuBLAS handle, the stream, and activation buffers for up to max_tokens
- * tokens per call, all allocated at creation. */
-typedef struct fg_cuda_model fg_cuda_model;
-/* Keys and values of every layer in device memory, fixed capacity. */
+/* Objects of the GPU decoder (functions in cuda_api.h): weights in device
+ * memory, a runner that executes them on a stream, and a KV cache. */
+typedef struct fg_cuda_weights fg_cuda_weights;
+typedef struct fg_cuda_runner fg_cuda_runner;
 typedef struct fg_cuda_kv_cache fg_cuda_kv_cache;
 
-fg_status fg_cuda_model_create(fg_cuda_model **model, const fg_config *cfg,
-                               const fg_weights *w, int max_tokens,
-                               cudaStream_t stream);
-void fg_cuda_model_destroy(fg_cuda_model *model);
-const fg_config *fg_cuda_model_config(const fg_cuda_model *model);
-
-fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, const fg_config *cfg,
-                                  int capacity);
-void fg_cuda_kv_cache_destroy(fg_cuda_kv_cache *cache);
-fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache);
-/* Tokens cached (every layer holds the same number after a forward). */
-int fg_cuda_kv_cache_len(const fg_cuda_kv_cache *cache, int layer);
-int fg_cuda_kv_cache_capacity(const fg_cuda_kv_cache *cache);
-
-/* SPEC 10 / 11 on device activations x, out (T, C); same semantics as
- * fg_ref_attention_layer / fg_ref_block. */
-fg_status fg_cuda_attention_layer(float *out, const float *x, int T,
-                                  fg_cuda_model *model, fg_cuda_kv_cache *cache,
-                                  int layer);
-fg_status fg_cuda_block(float *x, int T, fg_cuda_model *model,
-                        fg_cuda_kv_cache *cache, int layer);
-
-/* SPEC 12: host ids (T) in, host logits (T, vocab) out (probs optional, host),
- * like fg_ref_forward. */
-fg_status fg_cuda_forward(float *logits, float *probs, fg_cuda_model *model,
-                          fg_cuda_kv_cache *cache, const int *ids, int T);
-
-/* fg_cuda_forward computing only the last token's logits (host, vocab),
- * like fg_ref_forward_last. */
-fg_status fg_cuda_forward_last(float *logits, fg_cuda_model *model,
-                               fg_cuda_kv_cache *cache, const int *ids, int T);
+/* Every entry point, declared from the list that also makes the no-CUDA
+ * stubs. */
+#define FG_CUDA_FN(fallback, ret, name, params) ret name params;
+#include "flashgpt/cuda_api.h"
+#undef FG_CUDA_FN
 
 #ifdef __cplusplus
 }

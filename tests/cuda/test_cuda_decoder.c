@@ -4,7 +4,9 @@
  * SPEC fp32 tolerance after every call; GPT-2 with and without GQA, RoPE and
  * flash attention, Llama with GQA / MQA, tied and untied; the standalone
  * attention layer and block; fg_cuda_forward_last; refused inputs leave
- * the cache unchanged.
+ * the cache unchanged; runners sharing one weights object, caches taking
+ * turns on one runner (one graph capture each) and caches created after
+ * one was destroyed.
  *
  * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Argument tests need no device and run in every build: FG_ERR_INVALID_ARG
@@ -32,6 +34,27 @@ static void ok(fg_status st, const char *what)
 {
     cr_assert(st == FG_OK, "%s: %s: %s (seed %llu)", what, fg_status_str(st),
               fg_last_error(), (unsigned long long)fgi_test_seed());
+}
+
+/* A cache shaped for cfg. */
+static fg_status cache_create(fg_cuda_kv_cache **cache, const fg_config *cfg, int capacity)
+{
+    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, cfg->n_embd / cfg->n_head,
+                                   capacity);
+}
+
+/* Weights uploaded and one runner on the legacy stream. */
+static void open_runner(fg_cuda_weights **weights, fg_cuda_runner **runner, const fg_config *cfg,
+                        const fg_weights *w, int max_tokens, const char *what)
+{
+    ok(fg_cuda_weights_create(weights, cfg, w), what);
+    ok(fg_cuda_runner_create(runner, *weights, max_tokens, 0), what);
+}
+
+static void close_runner(fg_cuda_weights *weights, fg_cuda_runner *runner)
+{
+    fg_cuda_runner_destroy(runner);
+    fg_cuda_weights_destroy(weights);
 }
 
 typedef struct {
@@ -98,11 +121,12 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
     fgi_test_model tm;
     fgi_test_model_init(&tm, cfg, rng, c->untied);
     fg_kv_cache *ref_cache;
-    fg_cuda_model *model;
+    fg_cuda_weights *weights;
+    fg_cuda_runner *runner;
     fg_cuda_kv_cache *cache;
     ok(fg_kv_cache_create(&ref_cache, cfg, capacity), "reference cache");
-    ok(fg_cuda_model_create(&model, cfg, &tm.w, max_tokens, 0), c->name);
-    ok(fg_cuda_kv_cache_create(&cache, cfg, capacity), c->name);
+    open_runner(&weights, &runner, cfg, &tm.w, max_tokens, c->name);
+    ok(cache_create(&cache, cfg, capacity), c->name);
     cr_assert_eq(fg_cuda_kv_cache_capacity(cache), capacity);
     for (int k = 0; k < n_chunks; k++) {
         const int T = chunks[k], with_probs = !last_only && k % 2 == 0;
@@ -116,10 +140,10 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
                  last_only ? "forward_last" : "forward", k, T, fg_cuda_kv_cache_len(cache, 0));
         if (last_only) {
             ok(fg_ref_forward_last(ref_logits, cfg, &tm.w, ref_cache, ids, T), "reference");
-            ok(fg_cuda_forward_last(logits, model, cache, ids, T), what);
+            ok(fg_cuda_forward_last(logits, runner, cache, ids, T), what);
         } else {
             ok(fg_ref_forward(ref_logits, ref_probs, cfg, &tm.w, ref_cache, ids, T), "reference");
-            ok(fg_cuda_forward(logits, with_probs ? probs : NULL, model, cache, ids, T), what);
+            ok(fg_cuda_forward(logits, with_probs ? probs : NULL, runner, cache, ids, T), what);
         }
         fgi_assert_guard(logits, n, what);
         fgi_assert_guard(probs, n, what);
@@ -140,7 +164,7 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
         fgi_buf_free(ref_logits), fgi_buf_free(ref_probs), fgi_buf_free(logits), fgi_buf_free(probs);
     }
     fg_cuda_kv_cache_destroy(cache);
-    fg_cuda_model_destroy(model);
+    close_runner(weights, runner);
     fg_kv_cache_destroy(ref_cache);
     fgi_test_model_free(&tm);
 }
@@ -176,7 +200,7 @@ Test(cuda_decoder, forward_last_matches_reference)
 /* T tokens through fg_*_forward_last on both paths (T = 1: a decode step,
  * which the GPU runs through its graph), the last row's logits compared. */
 static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
-                              fg_kv_cache *ref_cache, fg_cuda_model *model,
+                              fg_kv_cache *ref_cache, fg_cuda_runner *runner,
                               fg_cuda_kv_cache *cache, fgi_rng *rng, int T, const char *label)
 {
     const int V = c->cfg.vocab_size;
@@ -187,7 +211,7 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
     snprintf(what, sizeof what, "%s: %s, %d tokens at position %d", c->name, label, T,
              fg_cuda_kv_cache_len(cache, 0));
     ok(fg_ref_forward_last(ref, &c->cfg, &tm->w, ref_cache, ids, T), "reference");
-    ok(fg_cuda_forward_last(got, model, cache, ids, T), what);
+    ok(fg_cuda_forward_last(got, runner, cache, ids, T), what);
     fgi_assert_guard(got, (size_t)V, what);
     fgi_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
     fgi_buf_free(ref), fgi_buf_free(got);
@@ -196,7 +220,7 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
 /* Decode steps replay a captured CUDA graph whose kernels read the token,
  * position and key count from device memory: every step must still match
  * the reference as the key count grows past split boundaries, with two
- * caches taking turns on one model (each turn recaptures) and after a
+ * caches taking turns on one runner (each keeps its own graph) and after a
  * reset. Where the decode kernel serves the shape (head_dim % 4 == 0, group
  * <= 16: every case here) the steps must really have gone through it. */
 Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
@@ -214,26 +238,27 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         fgi_test_model tm;
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         fg_kv_cache *ref_a, *ref_b;
-        fg_cuda_model *model;
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
         fg_cuda_kv_cache *a, *b;
         ok(fg_kv_cache_create(&ref_a, &c->cfg, cap), "reference cache");
         ok(fg_kv_cache_create(&ref_b, &c->cfg, cap), "reference cache");
-        ok(fg_cuda_model_create(&model, &c->cfg, &tm.w, 4, 0), c->name);
-        ok(fg_cuda_kv_cache_create(&a, &c->cfg, cap), c->name);
-        ok(fg_cuda_kv_cache_create(&b, &c->cfg, cap / 2), c->name);
+        open_runner(&weights, &runner, &c->cfg, &tm.w, 4, c->name);
+        ok(cache_create(&a, &c->cfg, cap), c->name);
+        ok(cache_create(&b, &c->cfg, cap / 2), c->name);
 
-        forward_last_both(c, &tm, ref_a, model, a, &rng, 3, "cache A prefill");
+        forward_last_both(c, &tm, ref_a, runner, a, &rng, 3, "cache A prefill");
         for (int k = 0; k < steps; k++)
-            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A");
-        forward_last_both(c, &tm, ref_b, model, b, &rng, 2, "cache B prefill");
+            forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A");
+        forward_last_both(c, &tm, ref_b, runner, b, &rng, 2, "cache B prefill");
         for (int k = 0; k < 3; k++) {
-            forward_last_both(c, &tm, ref_b, model, b, &rng, 1, "cache B");
-            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A again");
+            forward_last_both(c, &tm, ref_b, runner, b, &rng, 1, "cache B");
+            forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A again");
         }
         ok(fg_cuda_kv_cache_reset(a), "reset");
         ok(fg_kv_cache_reset(ref_a), "reference reset");
         for (int k = 0; k < 2; k++)
-            forward_last_both(c, &tm, ref_a, model, a, &rng, 1, "cache A after reset");
+            forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A after reset");
 
         /* cache A: the steps, 3 turns, and the one-token prefill and step after the reset */
         cr_assert_eq(fgi_cuda_kv_cache_graph_steps(a), steps + 5,
@@ -241,7 +266,7 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
                      fgi_cuda_kv_cache_graph_steps(a), steps + 5);
         cr_assert_eq(fgi_cuda_kv_cache_graph_steps(b), 3, "%s: cache B's graph steps", c->name);
         fg_cuda_kv_cache_destroy(a), fg_cuda_kv_cache_destroy(b);
-        fg_cuda_model_destroy(model);
+        close_runner(weights, runner);
         fg_kv_cache_destroy(ref_a), fg_kv_cache_destroy(ref_b);
         fgi_test_model_free(&tm);
     }
@@ -274,24 +299,25 @@ Test(cuda_decoder, prefill_equals_incremental)
         const int T = 9, V = cfg->vocab_size;
         fgi_test_model tm;
         fgi_test_model_init(&tm, cfg, &rng, cases[i].untied);
-        fg_cuda_model *model;
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
         fg_cuda_kv_cache *all, *one;
-        ok(fg_cuda_model_create(&model, cfg, &tm.w, T, 0), cases[i].name);
-        ok(fg_cuda_kv_cache_create(&all, cfg, T), "cache");
-        ok(fg_cuda_kv_cache_create(&one, cfg, T), "cache");
+        open_runner(&weights, &runner, cfg, &tm.w, T, cases[i].name);
+        ok(cache_create(&all, cfg, T), "cache");
+        ok(cache_create(&one, cfg, T), "cache");
         int ids[9];
         fgi_test_random_ids(ids, T, V, &rng);
         float *prefill = fgi_buf_nan((size_t)T * V), *step = fgi_buf_nan((size_t)T * V);
-        ok(fg_cuda_forward(prefill, NULL, model, all, ids, T), cases[i].name);
+        ok(fg_cuda_forward(prefill, NULL, runner, all, ids, T), cases[i].name);
         for (int t = 0; t < T; t++)
-            ok(fg_cuda_forward(step + (size_t)t * V, NULL, model, one, ids + t, 1),
+            ok(fg_cuda_forward(step + (size_t)t * V, NULL, runner, one, ids + t, 1),
                cases[i].name);
         char what[160];
         snprintf(what, sizeof what, "%s: prefill vs one token at a time", cases[i].name);
         fgi_assert_close(step, prefill, (size_t)T * V, ATOL, RTOL, L2, what);
         fgi_buf_free(prefill), fgi_buf_free(step);
         fg_cuda_kv_cache_destroy(all), fg_cuda_kv_cache_destroy(one);
-        fg_cuda_model_destroy(model);
+        close_runner(weights, runner);
         fgi_test_model_free(&tm);
     }
 }
@@ -311,11 +337,12 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
         fgi_test_model tm;
         fgi_test_model_init(&tm, cfg, &rng, cases[i].untied);
         fg_kv_cache *ref_cache;
-        fg_cuda_model *model;
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
         fg_cuda_kv_cache *cache;
         ok(fg_kv_cache_create(&ref_cache, cfg, 12), "reference cache");
-        ok(fg_cuda_model_create(&model, cfg, &tm.w, 5, 0), cases[i].name);
-        ok(fg_cuda_kv_cache_create(&cache, cfg, 12), "cache");
+        open_runner(&weights, &runner, cfg, &tm.w, 5, cases[i].name);
+        ok(cache_create(&cache, cfg, 12), "cache");
         for (int k = 0; k < 4; k++) {
             const int T = chunks[k], block = k % 2 == 1;
             const size_t n = (size_t)T * C;
@@ -326,7 +353,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
                      block ? "block" : "attention layer", layer, k, T);
             if (block) {
                 ok(fg_ref_block(ref, T, cfg, &tm.layers[layer], ref_cache, layer), "reference");
-                ok(fg_cuda_block(dx, T, model, cache, layer), what);
+                ok(fg_cuda_block(dx, T, runner, cache, layer), what);
                 ok(fg_cuda_synchronize(0), what);
                 float *got = fgi_dev_download(dx, n);
                 fgi_dev_assert_guard(dx, n, what);
@@ -336,7 +363,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
                 float *dout = fgi_dev_poisoned(n);
                 ok(fg_ref_attention_layer(ref, x, T, cfg, &tm.layers[layer], ref_cache, layer),
                    "reference");
-                ok(fg_cuda_attention_layer(dout, dx, T, model, cache, layer), what);
+                ok(fg_cuda_attention_layer(dout, dx, T, runner, cache, layer), what);
                 ok(fg_cuda_synchronize(0), what);
                 float *got = fgi_dev_download(dout, n);
                 fgi_dev_assert_guard(dout, n, what);
@@ -352,7 +379,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
             fgi_buf_free(x), fgi_buf_free(ref);
         }
         fg_cuda_kv_cache_destroy(cache);
-        fg_cuda_model_destroy(model);
+        close_runner(weights, runner);
         fg_kv_cache_destroy(ref_cache);
         fgi_test_model_free(&tm);
     }
@@ -377,14 +404,15 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
     fg_kv_cache *ref_cache;
-    fg_cuda_model *model;
+    fg_cuda_weights *weights;
+    fg_cuda_runner *runner;
     fg_cuda_kv_cache *cache, *other;
     ok(fg_kv_cache_create(&ref_cache, &cfg, 16), "reference cache");
-    ok(fg_cuda_model_create(&model, &cfg, &tm.w, max_tokens, 0), "model");
-    ok(fg_cuda_kv_cache_create(&cache, &cfg, 16), "cache");
+    open_runner(&weights, &runner, &cfg, &tm.w, max_tokens, "runner");
+    ok(cache_create(&cache, &cfg, 16), "cache");
     fg_config other_cfg = cfg;
     other_cfg.n_layer = 3;
-    ok(fg_cuda_kv_cache_create(&other, &other_cfg, 16), "mismatched cache");
+    ok(cache_create(&other, &other_cfg, 16), "mismatched cache");
 
     int ids[8];
     float *logits = fgi_buf_normal(&rng, (size_t)8 * V, 1.0), *ref = fgi_buf_nan((size_t)8 * V);
@@ -395,42 +423,42 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
 
     /* 4 tokens cached, then the refusals */
     ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, ref_cache, ids, 4), "reference");
-    ok(fg_cuda_forward(logits, NULL, model, cache, ids, 4), "prefill");
+    ok(fg_cuda_forward(logits, NULL, runner, cache, ids, 4), "prefill");
     fgi_assert_close(logits, ref, (size_t)4 * V, ATOL, RTOL, L2, "prefill");
     memcpy(before, logits, sizeof(float) * 8 * (size_t)V);
 
     ids[1] = V;
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "outside the vocabulary");
     ids[1] = -1;
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "ids[1] = -1");
     fgi_test_random_ids(ids, 8, V, &rng);
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, max_tokens + 1),
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, max_tokens + 1),
                      FG_ERR_INVALID_ARG, "max_tokens");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 0), FG_ERR_INVALID_ARG, "'T'");
-    fgi_assert_status(fg_cuda_forward(NULL, NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 0), FG_ERR_INVALID_ARG, "'T'");
+    fgi_assert_status(fg_cuda_forward(NULL, NULL, runner, cache, ids, 2), FG_ERR_INVALID_ARG,
                      "'logits' is NULL");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, NULL, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, NULL, 2), FG_ERR_INVALID_ARG,
                      "'ids' is NULL");
-    fgi_assert_status(fg_cuda_forward(logits, logits + 1, model, cache, ids, 2),
+    fgi_assert_status(fg_cuda_forward(logits, logits + 1, runner, cache, ids, 2),
                      FG_ERR_INVALID_ARG, "overlap");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, NULL, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, NULL, ids, 2), FG_ERR_INVALID_ARG,
                      "'cache' is NULL");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, other, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, other, ids, 2), FG_ERR_INVALID_ARG,
                      "does not match");
-    fgi_assert_status(fg_cuda_forward_last(NULL, model, cache, ids, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward_last(NULL, runner, cache, ids, 2), FG_ERR_INVALID_ARG,
                      "'logits' is NULL");
-    fgi_assert_status(fg_cuda_forward_last(logits, model, cache, ids, max_tokens + 1),
+    fgi_assert_status(fg_cuda_forward_last(logits, runner, cache, ids, max_tokens + 1),
                      FG_ERR_INVALID_ARG, "max_tokens");
-    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, 2), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, runner, cache, 2), FG_ERR_INVALID_ARG,
                      "'layer' must be < n_layer");
-    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, model, cache, -1), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_attention_layer(dx, dx, 2, runner, cache, -1), FG_ERR_INVALID_ARG,
                      "'layer'");
-    fgi_assert_status(fg_cuda_block(dx, max_tokens + 1, model, cache, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(dx, max_tokens + 1, runner, cache, 0), FG_ERR_INVALID_ARG,
                      "max_tokens");
-    fgi_assert_status(fg_cuda_block(NULL, 2, model, cache, 0), FG_ERR_INVALID_ARG, "'x' is NULL");
-    fgi_assert_status(fg_cuda_attention_layer(dx + 1, dx, 2, model, cache, 0), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(NULL, 2, runner, cache, 0), FG_ERR_INVALID_ARG, "'x' is NULL");
+    fgi_assert_status(fg_cuda_attention_layer(dx + 1, dx, 2, runner, cache, 0), FG_ERR_INVALID_ARG,
                      "overlap");
     expect_lengths(cache, cfg.n_layer, 4, "after refused calls");
     expect_lengths(other, other_cfg.n_layer, 0, "the mismatched cache");
@@ -438,10 +466,10 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
 
     /* positions 4..9 are in the table; 10..12 would pass n_ctx = 12 */
     ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, ref_cache, ids, 6), "reference");
-    ok(fg_cuda_forward(logits, NULL, model, cache, ids, 6), "after refusals");
+    ok(fg_cuda_forward(logits, NULL, runner, cache, ids, 6), "after refusals");
     fgi_assert_close(logits, ref, (size_t)6 * V, ATOL, RTOL, L2, "forward after refused calls");
     memcpy(before, logits, sizeof(float) * 8 * (size_t)V);
-    fgi_assert_status(fg_cuda_forward(logits, NULL, model, cache, ids, 3), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_forward(logits, NULL, runner, cache, ids, 3), FG_ERR_INVALID_ARG,
                      "past the position table");
     expect_lengths(cache, cfg.n_layer, 10, "after a refused position");
     fgi_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused position");
@@ -450,31 +478,228 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     fg_config rope_cfg = gpt2(2, 64, 2, 1, 1, 0, 53, 12);
     fgi_test_model rope_tm;
     fgi_test_model_init(&rope_tm, &rope_cfg, &rng, 0);
-    fg_cuda_model *rope_model;
+    fg_cuda_weights *rope_weights;
+    fg_cuda_runner *rope_runner;
     fg_cuda_kv_cache *small;
-    ok(fg_cuda_model_create(&rope_model, &rope_cfg, &rope_tm.w, max_tokens, 0), "rope model");
-    ok(fg_cuda_kv_cache_create(&small, &rope_cfg, 6), "small cache");
-    ok(fg_cuda_forward(logits, NULL, rope_model, small, ids, 4), "rope prefill");
-    fgi_assert_status(fg_cuda_forward(logits, NULL, rope_model, small, ids, 3), FG_ERR_INVALID_ARG,
+    open_runner(&rope_weights, &rope_runner, &rope_cfg, &rope_tm.w, max_tokens, "rope runner");
+    ok(cache_create(&small, &rope_cfg, 6), "small cache");
+    ok(fg_cuda_forward(logits, NULL, rope_runner, small, ids, 4), "rope prefill");
+    fgi_assert_status(fg_cuda_forward(logits, NULL, rope_runner, small, ids, 3), FG_ERR_INVALID_ARG,
                      "capacity exceeded");
-    fgi_assert_status(fg_cuda_block(dx, 3, rope_model, small, 1), FG_ERR_INVALID_ARG,
+    fgi_assert_status(fg_cuda_block(dx, 3, rope_runner, small, 1), FG_ERR_INVALID_ARG,
                      "capacity exceeded");
     expect_lengths(small, rope_cfg.n_layer, 4, "after a refused append");
-    ok(fg_cuda_forward(logits, NULL, rope_model, small, ids, 2), "filling the cache exactly");
+    ok(fg_cuda_forward(logits, NULL, rope_runner, small, ids, 2), "filling the cache exactly");
     expect_lengths(small, rope_cfg.n_layer, 6, "full cache");
     ok(fg_cuda_kv_cache_reset(small), "reset");
     expect_lengths(small, rope_cfg.n_layer, 0, "after reset");
 
     fgi_dev_free(dx);
     fg_cuda_kv_cache_destroy(small);
-    fg_cuda_model_destroy(rope_model);
+    close_runner(rope_weights, rope_runner);
     fgi_test_model_free(&rope_tm);
     fg_cuda_kv_cache_destroy(other);
     fg_cuda_kv_cache_destroy(cache);
-    fg_cuda_model_destroy(model);
+    close_runner(weights, runner);
     fg_kv_cache_destroy(ref_cache);
     fgi_test_model_free(&tm);
     fgi_buf_free(logits), fgi_buf_free(ref), fgi_buf_free(before), fgi_buf_free(act);
+}
+
+/* Weights, runners and caches as separate objects ------------------------------ */
+
+/* fg_cuda_forward_last of `ids` (T) into a fresh poisoned buffer (vocab). */
+static float *last_logits(fg_cuda_runner *runner, fg_cuda_kv_cache *cache, const int *ids, int T,
+                          int V, const char *what)
+{
+    float *out = fgi_buf_nan((size_t)V);
+    ok(fg_cuda_forward_last(out, runner, cache, ids, T), what);
+    fgi_assert_guard(out, (size_t)V, what);
+    return out;
+}
+
+/* Two runners reading one weights object, used in turn, compute exactly
+ * what a runner with weights of its own computes (same kernels, same
+ * inputs: bit for bit), prefill and graph steps alike; and the reference
+ * agrees within tolerance. */
+Test(cuda_decoder, runners_sharing_weights_match_a_lone_runner_bit_for_bit)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(210);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i++) {
+        const decoder_case *c = &cases[i];
+        const int V = c->cfg.vocab_size, cap = 16, steps = fgi_test_quick() ? 3 : 6;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_cuda_weights *shared, *own;
+        fg_cuda_runner *r1, *r2, *lone;
+        fg_cuda_kv_cache *c1, *c2, *c0;
+        fg_kv_cache *ref_cache;
+        ok(fg_kv_cache_create(&ref_cache, &c->cfg, cap), "reference cache");
+        open_runner(&own, &lone, &c->cfg, &tm.w, 5, c->name);
+        ok(fg_cuda_weights_create(&shared, &c->cfg, &tm.w), c->name);
+        ok(fg_cuda_runner_create(&r1, shared, 5, 0), c->name);
+        ok(fg_cuda_runner_create(&r2, shared, 5, 0), c->name);
+        cr_assert(fg_cuda_weights_config(shared) != NULL &&
+                  fg_cuda_weights_config(shared)->n_layer == c->cfg.n_layer);
+        ok(cache_create(&c0, &c->cfg, cap), c->name);
+        ok(cache_create(&c1, &c->cfg, cap), c->name);
+        ok(cache_create(&c2, &c->cfg, cap), c->name);
+        for (int k = 0; k <= steps; k++) {
+            const int T = k == 0 ? 5 : 1;
+            int ids[5];
+            fgi_test_random_ids(ids, T, V, &rng);
+            char what[200];
+            snprintf(what, sizeof what, "%s: call %d (T %d)", c->name, k, T);
+            float *want = last_logits(lone, c0, ids, T, V, what);
+            float *got1 = last_logits(r1, c1, ids, T, V, what);
+            float *got2 = last_logits(r2, c2, ids, T, V, what);
+            float *ref = fgi_buf_nan((size_t)V);
+            ok(fg_ref_forward_last(ref, &c->cfg, &tm.w, ref_cache, ids, T), "reference");
+            fgi_assert_close(want, ref, (size_t)V, ATOL, RTOL, L2, what);
+            fgi_assert_same(got1, want, sizeof(float) * (size_t)V, what);
+            fgi_assert_same(got2, want, sizeof(float) * (size_t)V, what);
+            fgi_buf_free(want), fgi_buf_free(got1), fgi_buf_free(got2), fgi_buf_free(ref);
+        }
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(c1), steps, "%s: graph steps of runner 1",
+                     c->name);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(c2), steps, "%s: graph steps of runner 2",
+                     c->name);
+        fg_cuda_kv_cache_destroy(c0), fg_cuda_kv_cache_destroy(c1), fg_cuda_kv_cache_destroy(c2);
+        fg_cuda_runner_destroy(r1), fg_cuda_runner_destroy(r2);
+        fg_cuda_weights_destroy(shared);
+        close_runner(own, lone);
+        fg_kv_cache_destroy(ref_cache);
+        fgi_test_model_free(&tm);
+    }
+}
+
+/* Two caches taking turns on one runner: each is captured once (the runner
+ * keeps both graphs), and every step equals, bit for bit, the same step on
+ * a runner that only ever sees that cache. Refused calls in between (a
+ * cache of another shape, a bad token) capture nothing and change nothing. */
+Test(cuda_decoder, alternating_caches_keep_their_graphs)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(211);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i++) {
+        const decoder_case *c = &cases[i];
+        const int V = c->cfg.vocab_size, turns = fgi_test_quick() ? 3 : 8;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_cuda_weights *weights;
+        fg_cuda_runner *shared, *alone_a, *alone_b;
+        fg_cuda_kv_cache *a, *b, *solo_a, *solo_b, *odd;
+        open_runner(&weights, &shared, &c->cfg, &tm.w, 4, c->name);
+        ok(fg_cuda_runner_create(&alone_a, weights, 4, 0), c->name);
+        ok(fg_cuda_runner_create(&alone_b, weights, 4, 0), c->name);
+        ok(cache_create(&a, &c->cfg, 24), c->name);
+        ok(cache_create(&solo_a, &c->cfg, 24), c->name);
+        ok(cache_create(&b, &c->cfg, 12), c->name); /* another capacity: another plan */
+        ok(cache_create(&solo_b, &c->cfg, 12), c->name);
+        ok(fg_cuda_kv_cache_create(&odd, c->cfg.n_layer + 1, c->cfg.n_kv_head,
+                                   c->cfg.n_embd / c->cfg.n_head, 12),
+           c->name);
+        for (int k = 0; k <= turns; k++) {
+            const int T = k == 0 ? 3 : 1;
+            for (int which = 0; which < 2; which++) {
+                fg_cuda_kv_cache *cache = which ? b : a, *solo = which ? solo_b : solo_a;
+                fg_cuda_runner *alone = which ? alone_b : alone_a;
+                int ids[3];
+                fgi_test_random_ids(ids, T, V, &rng);
+                char what[200];
+                snprintf(what, sizeof what, "%s: cache %c, turn %d (T %d)", c->name,
+                         which ? 'B' : 'A', k, T);
+                float *want = last_logits(alone, solo, ids, T, V, what);
+                float *got = last_logits(shared, cache, ids, T, V, what);
+                fgi_assert_same(got, want, sizeof(float) * (size_t)V, what);
+                fgi_buf_free(want), fgi_buf_free(got);
+            }
+            /* refusals: nothing captured, no token counted */
+            const long long captures = fgi_cuda_runner_graph_captures(shared);
+            const int len_a = fg_cuda_kv_cache_len(a, 0);
+            float *logits = fgi_buf_nan((size_t)V);
+            int bad = V;
+            fgi_assert_status(fg_cuda_forward_last(logits, shared, odd, &bad, 1),
+                              FG_ERR_INVALID_ARG, "does not match");
+            fgi_assert_status(fg_cuda_forward_last(logits, shared, a, &bad, 1),
+                              FG_ERR_INVALID_ARG, "outside the vocabulary");
+            fgi_assert_guard(logits, (size_t)V, "logits of refused calls");
+            for (size_t j = 0; j < (size_t)V; j++)
+                cr_assert(logits[j] != logits[j], "%s: a refused call wrote logits", c->name);
+            cr_assert_eq(fgi_cuda_runner_graph_captures(shared), captures,
+                         "%s: a refused call captured", c->name);
+            cr_assert_eq(fg_cuda_kv_cache_len(a, 0), len_a);
+            expect_lengths(odd, c->cfg.n_layer + 1, 0, "the mismatched cache");
+            fgi_buf_free(logits);
+        }
+        cr_assert_eq(fgi_cuda_runner_graph_captures(shared), 2,
+                     "%s: %lld captures for two caches taking %d turns", c->name,
+                     fgi_cuda_runner_graph_captures(shared), turns);
+        cr_assert_eq(fgi_cuda_runner_graph_captures(alone_a), 1, "%s", c->name);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(a), turns, "%s", c->name);
+        cr_assert_eq(fgi_cuda_kv_cache_graph_steps(b), turns, "%s", c->name);
+        fg_cuda_kv_cache_destroy(a), fg_cuda_kv_cache_destroy(b), fg_cuda_kv_cache_destroy(odd);
+        fg_cuda_kv_cache_destroy(solo_a), fg_cuda_kv_cache_destroy(solo_b);
+        fg_cuda_runner_destroy(alone_a), fg_cuda_runner_destroy(alone_b);
+        close_runner(weights, shared);
+        fgi_test_model_free(&tm);
+    }
+}
+
+/* A cache destroyed after its graph was captured, then new caches (which
+ * may well reuse its memory, at another capacity): their steps capture
+ * their own graphs and agree with the reference. More caches than the
+ * runner keeps graphs for, in turn, also stay correct. */
+Test(cuda_decoder, new_caches_never_replay_a_destroyed_cache_graph)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(212);
+    decoder_case cases[16];
+    const int n_cases = make_cases(cases);
+    for (int i = 0; i < n_cases; i += fgi_test_quick() ? 2 : 1) {
+        const decoder_case *c = &cases[i];
+        enum { N = 6 }; /* more caches than a runner keeps graphs for */
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+        fg_cuda_weights *weights;
+        fg_cuda_runner *runner;
+        fg_cuda_kv_cache *old;
+        fg_kv_cache *ref_old;
+        open_runner(&weights, &runner, &c->cfg, &tm.w, 4, c->name);
+        ok(cache_create(&old, &c->cfg, 20), c->name);
+        ok(fg_kv_cache_create(&ref_old, &c->cfg, 20), "reference cache");
+        forward_last_both(c, &tm, ref_old, runner, old, &rng, 2, "doomed cache prefill");
+        for (int k = 0; k < 2; k++)
+            forward_last_both(c, &tm, ref_old, runner, old, &rng, 1, "doomed cache");
+        cr_assert_eq(fgi_cuda_runner_graph_captures(runner), 1, "%s", c->name);
+        fg_cuda_kv_cache_destroy(old);
+        fg_kv_cache_destroy(ref_old);
+
+        fg_cuda_kv_cache *caches[N];
+        fg_kv_cache *refs[N];
+        for (int j = 0; j < N; j++) {
+            const int cap = j % 2 ? 20 : 9;
+            ok(cache_create(&caches[j], &c->cfg, cap), c->name);
+            ok(fg_kv_cache_create(&refs[j], &c->cfg, cap), "reference cache");
+            forward_last_both(c, &tm, refs[j], runner, caches[j], &rng, 1, "new cache");
+        }
+        cr_assert_eq(fgi_cuda_runner_graph_captures(runner), 1 + N,
+                     "%s: each new cache captures its own graph", c->name);
+        for (int round = 0; round < 2; round++)
+            for (int j = 0; j < N; j++)
+                forward_last_both(c, &tm, refs[j], runner, caches[j], &rng, 1,
+                                  "caches in turn");
+        for (int j = 0; j < N; j++)
+            cr_assert_eq(fgi_cuda_kv_cache_graph_steps(caches[j]), 3, "%s: cache %d", c->name, j);
+        for (int j = 0; j < N; j++) fg_cuda_kv_cache_destroy(caches[j]), fg_kv_cache_destroy(refs[j]);
+        close_runner(weights, runner);
+        fgi_test_model_free(&tm);
+    }
 }
 
 /* Argument checks that need no device ------------------------------------------- */
@@ -485,41 +710,49 @@ Test(cuda_decoder_args, bad_arguments_are_refused)
     const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 53, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
-    fg_cuda_model *model = NULL;
+    fg_cuda_weights *weights = NULL;
+    fg_cuda_runner *runner = NULL;
     fg_cuda_kv_cache *cache = NULL;
     float logits[64], x[64];
     int ids[2] = {1, 2};
 
-    fgi_expect_refused(fg_cuda_model_create(NULL, &cfg, &tm.w, 4, 0), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_model_create(&model, NULL, &tm.w, 4, 0), "'config' is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(NULL, &cfg, &tm.w), "'weights' is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, NULL, &tm.w), "'config' is NULL");
     fg_config bad = cfg;
     bad.n_head = 0;
-    fgi_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "config.n_head");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &bad, &tm.w), "config.n_head");
     bad = cfg;
     bad.n_kv_head = 3;
-    fgi_expect_refused(fg_cuda_model_create(&model, &bad, &tm.w, 4, 0), "n_kv_head");
-    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, NULL, 4, 0), "'weights' is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &bad, &tm.w), "n_kv_head");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &cfg, NULL), "'weights' is NULL");
     const float *saved = tm.layers[1].c_attn_w;
     tm.layers[1].c_attn_w = NULL;
-    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0), "layers[1].c_attn_w is NULL");
+    fgi_expect_refused(fg_cuda_weights_create(&weights, &cfg, &tm.w), "layers[1].c_attn_w is NULL");
     tm.layers[1].c_attn_w = saved;
-    fgi_expect_refused(fg_cuda_model_create(&model, &cfg, &tm.w, 0, 0), "'max_tokens'");
-    cr_assert(model == NULL, "a refused create leaves *model NULL");
+    cr_assert(weights == NULL, "a refused create leaves *weights NULL");
+    fgi_expect_refused(fg_cuda_runner_create(NULL, weights, 4, 0), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_runner_create(&runner, NULL, 4, 0), "'weights' is NULL");
+    cr_assert(runner == NULL, "a refused create leaves *runner NULL");
 
-    fgi_expect_refused(fg_cuda_kv_cache_create(NULL, &cfg, 8), "'cache' is NULL");
-    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, &cfg, 0), "'capacity'");
-    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, NULL, 8), "'config' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_create(NULL, 2, 2, 32, 8), "'cache' is NULL");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 2, 32, 0), "'capacity'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 0, 2, 32, 8), "'n_layer'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 0, 32, 8), "'n_kv_head'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 2, -1, 8), "'head_dim'");
+    fgi_expect_refused(fg_cuda_kv_cache_create(&cache, 2, 1 << 20, 1 << 30, 1 << 20),
+                       "overflows");
     cr_assert(cache == NULL);
     fgi_expect_refused(fg_cuda_kv_cache_reset(NULL), "'cache' is NULL");
-    fgi_expect_refused(fg_cuda_forward(logits, NULL, NULL, cache, ids, 2), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_forward_last(logits, NULL, cache, ids, 2), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_attention_layer(x, x, 2, NULL, cache, 0), "'model' is NULL");
-    fgi_expect_refused(fg_cuda_block(x, 2, NULL, cache, 0), "'model' is NULL");
+    fgi_expect_refused(fg_cuda_forward(logits, NULL, NULL, cache, ids, 2), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_forward_last(logits, NULL, cache, ids, 2), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_attention_layer(x, x, 2, NULL, cache, 0), "'runner' is NULL");
+    fgi_expect_refused(fg_cuda_block(x, 2, NULL, cache, 0), "'runner' is NULL");
 
     cr_assert_eq(fg_cuda_kv_cache_len(NULL, 0), -1);
     cr_assert_eq(fg_cuda_kv_cache_capacity(NULL), -1);
-    cr_assert(fg_cuda_model_config(NULL) == NULL);
-    fg_cuda_model_destroy(NULL);
+    cr_assert(fg_cuda_weights_config(NULL) == NULL);
+    fg_cuda_runner_destroy(NULL);
+    fg_cuda_weights_destroy(NULL);
     fg_cuda_kv_cache_destroy(NULL);
     fgi_test_model_free(&tm);
 }
@@ -531,10 +764,10 @@ Test(cuda_decoder_args, no_device_is_a_clear_error)
     const fg_config cfg = llama(2, 64, 2, 1, 96, 0, 53, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 1);
-    fg_cuda_model *model = NULL;
+    fg_cuda_weights *weights = NULL;
     fg_cuda_kv_cache *cache = NULL;
-    fgi_expect_no_device(fg_cuda_model_create(&model, &cfg, &tm.w, 4, 0));
-    fgi_expect_no_device(fg_cuda_kv_cache_create(&cache, &cfg, 8));
-    cr_assert(model == NULL && cache == NULL);
+    fgi_expect_no_device(fg_cuda_weights_create(&weights, &cfg, &tm.w));
+    fgi_expect_no_device(cache_create(&cache, &cfg, 8));
+    cr_assert(weights == NULL && cache == NULL);
     fgi_test_model_free(&tm);
 }

@@ -472,7 +472,7 @@ Test(layer_bad_input, refused_without_touching_the_cache)
     fgi_assert_status(fg_ref_attention_layer(out, out + 1, 1, &c, lw, f.cache, 0), E, "overlap");
     fgi_assert_status(fg_ref_attention_layer(out, x, -2, &c, lw, f.cache, 0), E, "'T'");
     fgi_assert_status(fg_ref_block(x, 4, &c, lw, f.cache, 0), E, "capacity exceeded");
-    fgi_assert_status(fg_ref_block(NULL, 1, &c, lw, f.cache, 0), E, "'out' is NULL");
+    fgi_assert_status(fg_ref_block(NULL, 1, &c, lw, f.cache, 0), E, "'x' is NULL");
     fgi_assert_same(out, out_copy, sizeof(float) * 4 * C, "out after refused calls");
     bad_check_untouched(&f);
     fgi_buf_free(x), fgi_buf_free(out), fgi_buf_free(out_copy);

@@ -1,0 +1,153 @@
+/* The list of every fg_cuda_* entry point (an X-macro file: no include
+ * guard, included on purpose more than once). flashgpt/cuda.h declares the
+ * API from it; host/core/cuda_unavailable.c turns the same list into the
+ * stubs of a build without CUDA, so a function cannot be declared without
+ * its stub. Read it as the reference of the CUDA API: types and
+ * conventions are in flashgpt/cuda.h.
+ *
+ * Each entry is FG_CUDA_FN(fallback, return type, name, (parameters));
+ * fallback says what the no-CUDA stub does:
+ *   STATUS  returns FG_ERR_UNSUPPORTED with a message naming the function;
+ *   FREE    as STATUS, but a NULL pointer is FG_OK (free's contract);
+ *   VOID    nothing (destroy functions: NULL and non-NULL alike);
+ *   ZERO    returns 0;    MINUS1  returns -1;    NULL  returns NULL. */
+#ifndef FG_CUDA_FN
+#error "flashgpt/cuda_api.h is an X-macro list: include flashgpt/cuda.h instead"
+#endif
+
+/* Device and memory -------------------------------------------------------- */
+
+/* 1 when this build has CUDA and a device can be used, else 0 (never fails). */
+FG_CUDA_FN(ZERO, int, fg_cuda_available, (void))
+/* Name, multiprocessor count and memory of the current device. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_device_info, (char *name, size_t name_len, int *sm_count,
+                                                    size_t *total_bytes))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_malloc, (void **ptr, size_t bytes))
+FG_CUDA_FN(FREE, fg_status, fg_cuda_free, (void *ptr)) /* NULL is a no-op */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_upload, (void *dst_device, const void *src_host,
+                                               size_t bytes))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_download, (void *dst_host, const void *src_device,
+                                                 size_t bytes))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_memset, (void *dst_device, int byte, size_t bytes))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_synchronize, (cudaStream_t stream))
+
+/* Operations (device pointers) --------------------------------------------- */
+
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_softmax, (float *y, const float *x, int outer, int n,
+                                                int inner, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_causal_mask, (uint8_t *mask, int q_len, int kv_len,
+                                                    cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention, (float *out, const float *q, const float *k,
+                                                  const float *v, int q_len, int kv_len,
+                                                  int head_dim, cudaStream_t stream))
+/* block_size (>= 1) selects the key tile among the kernel's supported sizes:
+ * the largest one not above it, or the smallest when it is below all; the
+ * result does not depend on it. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_flash, (float *out, const float *q, const float *k,
+                                                        const float *v, int q_len, int kv_len,
+                                                        int head_dim, int block_size,
+                                                        cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_split_heads, (float *out, const float *x, int seq, int n_head,
+                                                    int head_dim, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_merge_heads, (float *out, const float *x, int n_head, int seq,
+                                                    int head_dim, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_mha, (float *out, const float *q, const float *k,
+                                            const float *v, int n_head, int q_len, int kv_len,
+                                            int head_dim, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa, (float *out, const float *q, const float *k,
+                                            const float *v, int n_q_head, int n_kv_head, int q_len,
+                                            int kv_len, int head_dim, cudaStream_t stream))
+/* GQA that also writes each query row's log-sum-exp of the scaled scores,
+ * lse (n_q_head, q_len) (natural log). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse, (float *out, float *lse, const float *q,
+                                                const float *k, const float *v, int n_q_head,
+                                                int n_kv_head, int q_len, int kv_len, int head_dim,
+                                                cudaStream_t stream))
+/* pos: seq positions in device memory. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope, (float *x, int n_head, int seq, int head_dim,
+                                             const int *pos, double base, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear, (float *y, const float *x, const float *w,
+                                               const float *b, int rows, int in, int out,
+                                               cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gelu, (float *y, const float *x, int n, cudaStream_t stream))
+/* y = gelu(x + b) with b (cols) broadcast over rows; b may be NULL. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_bias_gelu, (float *y, const float *x, const float *b,
+                                                  int rows, int cols, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_layer_norm, (float *y, const float *x, const float *g,
+                                                   const float *b, int rows, int cols, float eps,
+                                                   cudaStream_t stream))
+/* Fused residual add + LayerNorm: x += delta (in place), then
+ * y = layer_norm(x). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_add_layer_norm, (float *y, float *x, const float *delta,
+                                                       const float *g, const float *b, int rows,
+                                                       int cols, float eps, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_ffn, (float *y, const float *x, const float *w_fc,
+                                            const float *b_fc, const float *w_proj,
+                                            const float *b_proj, int rows, int hidden, int inner,
+                                            cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_rms_norm, (float *y, const float *x, const float *g, int rows,
+                                                 int cols, float eps, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_silu_mul, (float *y, const float *gate, const float *up,
+                                                 int n, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn, (float *y, const float *x, const float *w_gate,
+                                                   const float *w_up, const float *w_down, int rows,
+                                                   int hidden, int inner, cudaStream_t stream))
+
+/* Decoder on the GPU -------------------------------------------------------- */
+
+/* Weights: the configuration and every weight uploaded once, from the same
+ * host fg_weights the CPU path uses (the host memory can be freed after).
+ * Read only after creation: any number of runners may share one, and it
+ * must outlive them. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create, (fg_cuda_weights **weights,
+                                                       const fg_config *cfg,
+                                                       const fg_weights *w))
+FG_CUDA_FN(VOID, void, fg_cuda_weights_destroy, (fg_cuda_weights *weights)) /* NULL: no-op */
+FG_CUDA_FN(NULL, const fg_config *, fg_cuda_weights_config, (const fg_cuda_weights *weights))
+
+/* Runner: executes the decoder for one weights object on one stream (NULL:
+ * the legacy default stream), with a cuBLAS handle, workspaces and
+ * activation buffers for up to max_tokens tokens per call, all allocated at
+ * creation. It keeps the decode-step CUDA graph of each cache it steps (a
+ * few), so caches may take turns on one runner at no capture cost. One
+ * thread at a time per runner. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_runner_create, (fg_cuda_runner **runner,
+                                                      const fg_cuda_weights *weights,
+                                                      int max_tokens, cudaStream_t stream))
+FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL: no-op */
+
+/* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
+ * for capacity tokens, in device memory. It depends on no model or runner:
+ * any runner whose configuration has the same n_layer, n_kv_head and
+ * head_dim (n_embd / n_head) can use it. One sequence. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create, (fg_cuda_kv_cache **cache, int n_layer,
+                                                        int n_kv_head, int head_dim,
+                                                        int capacity))
+FG_CUDA_FN(VOID, void, fg_cuda_kv_cache_destroy, (fg_cuda_kv_cache *cache)) /* NULL: no-op */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_reset, (fg_cuda_kv_cache *cache))
+/* Tokens cached in a layer (every layer holds the same number after a
+ * forward); -1 for NULL or a layer out of range. */
+FG_CUDA_FN(MINUS1, int, fg_cuda_kv_cache_len, (const fg_cuda_kv_cache *cache, int layer))
+FG_CUDA_FN(MINUS1, int, fg_cuda_kv_cache_capacity, (const fg_cuda_kv_cache *cache))
+
+/* SPEC 10 / 11 on device activations x, out (T, C), T <= the runner's
+ * max_tokens; same semantics as fg_ref_attention_layer / fg_ref_block.
+ * Enqueued on the runner's stream. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_layer, (float *out, const float *x, int T,
+                                                        fg_cuda_runner *runner,
+                                                        fg_cuda_kv_cache *cache, int layer))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_block, (float *x, int T, fg_cuda_runner *runner,
+                                              fg_cuda_kv_cache *cache, int layer))
+
+/* SPEC 12: host ids (T) in, host logits (T, vocab) out (probs optional, host),
+ * like fg_ref_forward; returns when the logits are written. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward, (float *logits, float *probs,
+                                                fg_cuda_runner *runner, fg_cuda_kv_cache *cache,
+                                                const int *ids, int T))
+
+/* fg_cuda_forward computing only the last token's logits (host, vocab),
+ * like fg_ref_forward_last. With T = 1 (a decode step) it replays the
+ * runner's captured graph for this cache. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last, (float *logits, fg_cuda_runner *runner,
+                                                     fg_cuda_kv_cache *cache, const int *ids,
+                                                     int T))
