@@ -11,18 +11,21 @@
  *  - fgi_vec<T, N>: N elements moved by one aligned access of N*sizeof(T)
  *    bytes (4, 8 or 16); fgi_pack<T> is the 16-byte one (fgi_pack<T>::N
  *    elements: 4 for f32, 8 for bf16/f16), the unit of wide loads, of
- *    cp.async and of a lane's share of a row. Memory is reached through a
- *    same-sized unsigned carrier (uint4/uint2/unsigned), so the bits of any
- *    type travel unchanged and every access is one LD/ST of that width.
- *  - Pointers are element pointers (const T *) and must be aligned to the
- *    access: element offsets a multiple of N.
+ *    cp.async and of a lane's share of a row. Plain loads and stores move
+ *    the aligned struct; ldg / ldcg go through a same-sized unsigned
+ *    carrier (uint4/uint2/unsigned: the intrinsics take only built-in
+ *    types), so the bits of any type travel unchanged, one access each.
+ *  - Pointers are element pointers (const T *) aligned to the access
+ *    (element offsets a multiple of N); fgi_cp_async also takes pack
+ *    pointers, and the fgi_*4 helpers an index in groups of four, so code
+ *    that walked float4 pointers keeps its address arithmetic.
  *  - Cache hints keep the names of the CUDA intrinsics: ldg (read-only path,
  *    data no thread of the launch writes), ldcg (L2 only: data other blocks
  *    of the same launch wrote; L1 is not coherent), plain load/store
  *    (shared memory, or data this thread wrote).
- *  - fgi_*4 move four elements as a float4: the unit of kernels whose math
- *    is float4-shaped (attention); for f32 they are exactly the float4
- *    access they replace.
+ *  - fgi_*4 / fgi_*2 move four / two elements as a float4 / float2: the
+ *    unit of kernels whose math is float4-shaped (attention); for f32 they
+ *    are exactly the float4 / float2 access they replace.
  * Adding a type: specialise fgi_elem<T> (include its CUDA header here, once
  * the emulator, tools/cuda_emu/fake, can compile it) and instantiate the
  * kernels' templates for T; nothing else in this file depends on T. */
@@ -34,6 +37,8 @@
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 #include <string.h>
+
+#include <type_traits>
 
 /* Element traits; no primary definition, so an unsupported type is a
  * compile-time error. */
@@ -80,12 +85,6 @@ struct alignas(N_ * sizeof(T)) fgi_vec {
         memcpy(&v.e[0], &bits, sizeof bits);
         return v;
     }
-    __device__ __forceinline__ carrier bits() const
-    {
-        carrier b;
-        memcpy(&b, &e[0], sizeof b);
-        return b;
-    }
     __device__ __forceinline__ static fgi_vec zero()
     {
         fgi_vec v;
@@ -103,7 +102,7 @@ using fgi_pack = fgi_vec<T, 16 / (int)sizeof(T)>;
 template <typename V, typename T>
 __device__ __forceinline__ V fgi_load(const T *p)
 {
-    return V::from_bits(*reinterpret_cast<const typename V::carrier *>(p));
+    return *reinterpret_cast<const V *>(p);
 }
 
 template <typename V, typename T>
@@ -121,7 +120,7 @@ __device__ __forceinline__ V fgi_ldcg(const T *p)
 template <typename T, int N>
 __device__ __forceinline__ void fgi_store(T *p, const fgi_vec<T, N> &v)
 {
-    *reinterpret_cast<typename fgi_vec<T, N>::carrier *>(p) = v.bits();
+    *reinterpret_cast<fgi_vec<T, N> *>(p) = v;
 }
 
 /* cp.async of one 16-byte pack from global into shared memory (both
@@ -132,7 +131,20 @@ __device__ __forceinline__ void fgi_cp_async_pack(T *dst_shared, const T *src_gl
     __pipeline_memcpy_async(dst_shared, src_global, 16);
 }
 
-/* Four elements as a float4 (p aligned to 4 * sizeof(T)). */
+/* The same, addressed in packs (p[i] is elements i*N .. i*N+N-1). */
+template <typename T, int N>
+__device__ __forceinline__ void fgi_cp_async(fgi_vec<T, N> *dst_shared,
+                                             const fgi_vec<T, N> *src_global)
+{
+    static_assert(N * sizeof(T) == 16, "cp.async of 16-byte packs");
+    __pipeline_memcpy_async(dst_shared, src_global, 16);
+}
+
+/* Four elements as a float4: elements 4i .. 4i+3 from p (p + 4i aligned to
+ * 4 * sizeof(T)); indexing in groups keeps the address arithmetic of the
+ * float4-pointer code these replace. For float they are the plain float4
+ * accesses, so nvcc schedules them as before (through fgi_vec, one
+ * conditional shared load was split into four scalar loads). */
 template <typename T>
 __device__ __forceinline__ float4 fgi_to_float4(const fgi_vec<T, 4> &v)
 {
@@ -151,27 +163,82 @@ __device__ __forceinline__ fgi_vec<T, 4> fgi_from_float4(const float4 &f)
 }
 
 template <typename T>
-__device__ __forceinline__ float4 fgi_load4(const T *p)
+__device__ __forceinline__ float4 fgi_load4(const T *p, int i = 0)
 {
-    return fgi_to_float4(fgi_load<fgi_vec<T, 4>>(p));
+    if constexpr (std::is_same<T, float>::value)
+        return reinterpret_cast<const float4 *>(p)[i];
+    else
+        return fgi_to_float4(fgi_load<fgi_vec<T, 4>>(p + 4 * i));
 }
 
 template <typename T>
-__device__ __forceinline__ float4 fgi_ldg4(const T *p)
+__device__ __forceinline__ float4 fgi_ldg4(const T *p, int i = 0)
 {
-    return fgi_to_float4(fgi_ldg<fgi_vec<T, 4>>(p));
+    if constexpr (std::is_same<T, float>::value)
+        return __ldg(reinterpret_cast<const float4 *>(p) + i);
+    else
+        return fgi_to_float4(fgi_ldg<fgi_vec<T, 4>>(p + 4 * i));
 }
 
 template <typename T>
-__device__ __forceinline__ float4 fgi_ldcg4(const T *p)
+__device__ __forceinline__ float4 fgi_ldcg4(const T *p, int i = 0)
 {
-    return fgi_to_float4(fgi_ldcg<fgi_vec<T, 4>>(p));
+    if constexpr (std::is_same<T, float>::value)
+        return __ldcg(reinterpret_cast<const float4 *>(p) + i);
+    else
+        return fgi_to_float4(fgi_ldcg<fgi_vec<T, 4>>(p + 4 * i));
+}
+
+template <typename T>
+__device__ __forceinline__ void fgi_store4(T *p, int i, const float4 &f)
+{
+    if constexpr (std::is_same<T, float>::value)
+        reinterpret_cast<float4 *>(p)[i] = f;
+    else
+        fgi_store(p + 4 * i, fgi_from_float4<T>(f));
 }
 
 template <typename T>
 __device__ __forceinline__ void fgi_store4(T *p, const float4 &f)
 {
-    fgi_store(p, fgi_from_float4<T>(f));
+    fgi_store4(p, 0, f);
+}
+
+/* Two elements as a float2 (p aligned to 2 * sizeof(T)); float2 itself
+ * for float, as above. */
+template <typename T>
+__device__ __forceinline__ float2 fgi_load2(const T *p)
+{
+    if constexpr (std::is_same<T, float>::value) {
+        return *reinterpret_cast<const float2 *>(p);
+    } else {
+        const fgi_vec<T, 2> v = fgi_load<fgi_vec<T, 2>>(p);
+        return make_float2(v.get(0), v.get(1));
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ float2 fgi_ldg2(const T *p)
+{
+    if constexpr (std::is_same<T, float>::value) {
+        return __ldg(reinterpret_cast<const float2 *>(p));
+    } else {
+        const fgi_vec<T, 2> v = fgi_ldg<fgi_vec<T, 2>>(p);
+        return make_float2(v.get(0), v.get(1));
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void fgi_store2(T *p, const float2 &f)
+{
+    if constexpr (std::is_same<T, float>::value) {
+        *reinterpret_cast<float2 *>(p) = f;
+    } else {
+        fgi_vec<T, 2> v;
+        v.set(0, f.x);
+        v.set(1, f.y);
+        fgi_store(p, v);
+    }
 }
 
 /* Single elements, converted. */
