@@ -16,6 +16,7 @@
  * output and the log-sum-exp when the decode kernel does not merge them
  * itself. */
 #include "attention_kernels.cuh"
+#include "dtype.cuh"
 
 #include <cuda_pipeline.h>
 
@@ -38,18 +39,19 @@ __device__ __forceinline__ void load_stage_async(float *stage, const float *k_he
                                                  const float *v_head, int key0, int key_end,
                                                  int D)
 {
-    const int n4 = kStageKeys * D / 4;                       /* float4 per stage */
-    const int valid4 = min(kStageKeys, key_end - key0) * D / 4; /* the rest: zeros */
-    const float4 *k_src = reinterpret_cast<const float4 *>(k_head + (long long)key0 * D);
-    const float4 *v_src = reinterpret_cast<const float4 *>(v_head + (long long)key0 * D);
-    float4 *k_dst = reinterpret_cast<float4 *>(stage);
-    float4 *v_dst = k_dst + n4;
+    using P = fgi_pack<float>;                                  /* one 16-byte copy */
+    const int n4 = kStageKeys * D / P::N;                       /* packs per stage */
+    const int valid4 = min(kStageKeys, key_end - key0) * D / P::N; /* the rest: zeros */
+    const P *k_src = reinterpret_cast<const P *>(k_head + (long long)key0 * D);
+    const P *v_src = reinterpret_cast<const P *>(v_head + (long long)key0 * D);
+    P *k_dst = reinterpret_cast<P *>(stage);
+    P *v_dst = k_dst + n4;
     for (int idx = threadIdx.x; idx < n4; idx += FGI_ATTN_THREADS) {
         if (idx < valid4) {
-            __pipeline_memcpy_async(k_dst + idx, k_src + idx, 16);
-            __pipeline_memcpy_async(v_dst + idx, v_src + idx, 16);
+            fgi_cp_async(k_dst + idx, k_src + idx);
+            fgi_cp_async(v_dst + idx, v_src + idx);
         } else {
-            k_dst[idx] = v_dst[idx] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            k_dst[idx] = v_dst[idx] = P::zero();
         }
     }
 }
@@ -86,16 +88,15 @@ __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0
 #pragma unroll 16
         for (int s = 0; s < S; s++) {
             const float wt = exp2f(m_s[r * S + s] - base);
-            const float4 os = __ldcg(
-                reinterpret_cast<const float4 *>(p.part_o + fgi_part_row(p, s, h, i) * D) + f);
+            const float4 os = fgi_ldcg4(p.part_o + fgi_part_row(p, s, h, i) * D, f);
             sum = fmaf(wt, l_s[r * S + s], sum);
             o.x = fmaf(wt, os.x, o.x);
             o.y = fmaf(wt, os.y, o.y);
             o.z = fmaf(wt, os.z, o.z);
             o.w = fmaf(wt, os.w, o.w);
         }
-        reinterpret_cast<float4 *>(p.out + h * p.out_head_stride + i * p.out_row_stride)[f] =
-            fgi_scale4(o, 1.0f / sum);
+        fgi_store4(p.out + h * p.out_head_stride + i * p.out_row_stride, f,
+                   fgi_scale4(o, 1.0f / sum));
         if (f == 0 && p.lse != nullptr)
             p.lse[(long long)h * p.q_len + i] = big * FGI_LN2 + logf(sum);
     }
@@ -177,12 +178,11 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     for (int r = 0; r < RB; r++) {
         const int m = min(m0 + r, rows - 1);
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
-        const float4 *q_row =
-            reinterpret_cast<const float4 *>(p.q + h * p.q_head_stride + i * p.q_row_stride);
+        const float *q_row = p.q + h * p.q_head_stride + i * p.q_row_stride;
 #pragma unroll
         for (int c = 0; c < C; c++) {
             const int f = sub + LPK * c;
-            qr[r][c] = f < F ? fgi_scale4(__ldg(q_row + f), p.q_scale)
+            qr[r][c] = f < F ? fgi_scale4(fgi_ldg4(q_row, f), p.q_scale)
                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     }
@@ -217,10 +217,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
             for (int c = 0; c < C; c++) {
                 const int f = sub + LPK * c;
                 const bool in = f < F;
-                kk[c] = in ? reinterpret_cast<const float4 *>(k_s + row * D)[f]
-                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                vv[c] = in ? reinterpret_cast<const float4 *>(v_s + row * D)[f]
-                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                kk[c] = in ? fgi_load4(k_s + row * D, f) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                vv[c] = in ? fgi_load4(v_s + row * D, f) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
             /* Every row's score first (independent chains interleave),
              * then one vote for the rare rescale, then P V. */
@@ -305,13 +303,13 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
         if (p.n_splits == 1) {
             const float inv = 1.0f / sum;
-            reinterpret_cast<float4 *>(p.out + h * p.out_head_stride + i * p.out_row_stride)[f] =
-                fgi_scale4(o, inv);
+            fgi_store4(p.out + h * p.out_head_stride + i * p.out_row_stride, f,
+                       fgi_scale4(o, inv));
             if (f == 0 && p.lse != nullptr)
                 p.lse[(long long)h * p.q_len + i] = big * FGI_LN2 + logf(sum);
         } else {
             const long long part = fgi_part_row(p, split, h, i);
-            reinterpret_cast<float4 *>(p.part_o + part * D)[f] = o;
+            fgi_store4(p.part_o + part * D, f, o);
             if (f == 0) {
                 p.part_m[part] = big;
                 p.part_l[part] = sum;
@@ -376,7 +374,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
         float acc = 0.0f;
 #pragma unroll 8
         for (int s = 0; s < p.n_splits; s++) acc = fmaf(weight[s], src[s * split_stride + d], acc);
-        dst[d] = acc * inv;
+        fgi_store1(dst + d, acc * inv);
     }
     if (threadIdx.x == 0 && p.lse != nullptr) p.lse[row] = row_stats[0] * FGI_LN2 + logf(row_stats[1]);
 }

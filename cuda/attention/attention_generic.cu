@@ -10,6 +10,7 @@
  * output accumulator lives in shared memory (each lane owns its dims), so
  * head_dim is a runtime value. Only warp barriers: warps leave freely. */
 #include "attention_kernels.cuh"
+#include "dtype.cuh"
 
 namespace {
 
@@ -32,7 +33,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
     const float *v_head = p.v + (h / p.group) * p.kv_head_stride;
 
     for (int d = lane; d < D; d += 32) {
-        q_s[d] = q[d] * p.q_scale;
+        q_s[d] = fgi_load1(q + d) * p.q_scale;
         o_s[d] = 0.0f;
     }
     __syncwarp();
@@ -47,7 +48,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
         if (j < key_end) {
             const float *k_row = k_head + (long long)j * D;
             float dot = 0.0f;
-            for (int d = 0; d < D; d++) dot = fmaf(q_s[d], k_row[d], dot);
+            for (int d = 0; d < D; d++) dot = fmaf(q_s[d], fgi_load1(k_row + d), dot);
             s = dot;
         }
         const float m_new = fmaxf(m_run, fgi_group_max<32>(s));
@@ -62,7 +63,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
         for (int d = lane; d < D; d += 32) {
             const float *v_col = v_head + (long long)j0 * D + d;
             float acc = o_s[d] * alpha;
-            for (int t = 0; t < n; t++) acc = fmaf(p_s[t], v_col[(long long)t * D], acc);
+            for (int t = 0; t < n; t++)
+                acc = fmaf(p_s[t], fgi_load1(v_col + (long long)t * D), acc);
             o_s[d] = acc;
         }
         __syncwarp(); /* p_s is rewritten by the next chunk */
@@ -71,11 +73,11 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
     if (p.n_splits == 1) {
         const float inv = 1.0f / l_run;
         float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
-        for (int d = lane; d < D; d += 32) dst[d] = o_s[d] * inv;
+        for (int d = lane; d < D; d += 32) fgi_store1(dst + d, o_s[d] * inv);
         if (lane == 0 && p.lse != nullptr) p.lse[row] = m_run * FGI_LN2 + logf(l_run);
     } else {
         const long long part = fgi_part_row(p, split, h, i);
-        for (int d = lane; d < D; d += 32) p.part_o[part * D + d] = o_s[d];
+        for (int d = lane; d < D; d += 32) fgi_store1(p.part_o + part * D + d, o_s[d]);
         if (lane == 0) {
             p.part_m[part] = m_run;
             p.part_l[part] = l_run;

@@ -22,6 +22,7 @@
  * Then the S accumulator of a key block is already the A fragment of P
  * (no shuffles), and a K fragment is one float2 from a key row. */
 #include "attention_kernels.cuh"
+#include "dtype.cuh"
 #include "mma_tf32.cuh"
 
 #include <cuda_pipeline.h>
@@ -83,9 +84,9 @@ __device__ __forceinline__ void load_tile_async(float *tile, const float *head, 
         const int r = idx / F, f = idx % F;
         float *dst = tile + r * PITCH + 4 * f;
         if (key0 + r < key_end)
-            __pipeline_memcpy_async(dst, head + (long long)(key0 + r) * D + 4 * f, 16);
+            fgi_cp_async_pack(dst, head + (long long)(key0 + r) * D + 4 * f);
         else
-            *reinterpret_cast<float4 *>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            fgi_store4(dst, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
     }
 }
 
@@ -101,8 +102,8 @@ __device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attention_probl
     const float *q1 = q_head + (long long)r1 * p.q_row_stride + 2 * t;
     for (int ks = 0; ks < KS; ks++) {
         float2 x0 = make_float2(0.0f, 0.0f), x1 = make_float2(0.0f, 0.0f);
-        if (r0 < p.q_len) x0 = __ldg(reinterpret_cast<const float2 *>(q0 + 8 * ks));
-        if (r1 < p.q_len) x1 = __ldg(reinterpret_cast<const float2 *>(q1 + 8 * ks));
+        if (r0 < p.q_len) x0 = fgi_ldg2(q0 + 8 * ks);
+        if (r1 < p.q_len) x1 = fgi_ldg2(q1 + 8 * ks);
         /* a0 (g, k 2t), a1 (g+8, 2t), a2 (g, 2t+1), a3 (g+8, 2t+1) */
         q_frag[ks * 32 + lane] = make_float4(x0.x * p.q_scale, x1.x * p.q_scale,
                                              x0.y * p.q_scale, x1.y * p.q_scale);
@@ -169,8 +170,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
                 fgi_split_tf32(qa.w, a_big[3], a_small[3]);
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
-                    const float2 kv =
-                        *reinterpret_cast<const float2 *>(k_s + (8 * j + g) * KP + 8 * ks + 2 * t);
+                    const float2 kv = fgi_load2(k_s + (8 * j + g) * KP + 8 * ks + 2 * t);
                     uint32_t b_big[2], b_small[2];
                     fgi_split_tf32(kv.x, b_big[0], b_small[0]);
                     fgi_split_tf32(kv.y, b_big[1], b_small[1]);
@@ -247,8 +247,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
             for (int kk = 0; kk < NT; kk++) {
                 const float *v0 = v_s + (8 * kk + 2 * t) * VP + 8 * n + g;
                 uint32_t b_big[2], b_small[2];
-                fgi_split_tf32(v0[0], b_big[0], b_small[0]);
-                fgi_split_tf32(v0[VP], b_big[1], b_small[1]);
+                fgi_split_tf32(fgi_load1(v0), b_big[0], b_small[0]);
+                fgi_split_tf32(fgi_load1(v0 + VP), b_big[1], b_small[1]);
                 fgi_mma_3xtf32(part, p_big[kk], p_small[kk], b_big, b_small);
             }
 #pragma unroll
@@ -267,8 +267,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
             float *dst = p.out + head * p.out_head_stride + row * p.out_row_stride + 2 * t;
 #pragma unroll
             for (int n = 0; n < KS; n++)
-                *reinterpret_cast<float2 *>(dst + 8 * n) =
-                    make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
+                fgi_store2(dst + 8 * n, make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv));
             if (p.lse != nullptr && t == 0)
                 p.lse[(long long)head * p.q_len + row] = m_run[h] * FGI_LN2 + logf(l);
         } else {
@@ -276,7 +275,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
             float *dst = p.part_o + part * D + 2 * t;
 #pragma unroll
             for (int n = 0; n < KS; n++)
-                *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+                fgi_store2(dst + 8 * n, make_float2(o[n][2 * h], o[n][2 * h + 1]));
             if (t == 0) {
                 p.part_m[part] = m_run[h];
                 p.part_l[part] = l;

@@ -12,6 +12,7 @@
  * shuffles. Key tiles past the diagonal of the block's last row are never
  * loaded; only tiles that cross it are masked. All math is FFMA (no TF32). */
 #include "attention_kernels.cuh"
+#include "dtype.cuh"
 
 #include <cuda_pipeline.h>
 
@@ -36,35 +37,34 @@ struct TiledShape {
     static_assert(BN % kColThreads == 0 && BN % 4 == 0, "key tile");
 };
 
-/* n floats (n = 4, 2, 1) from 4n-byte aligned shared or global memory. */
-template <int N>
-__device__ __forceinline__ void load_floats(float (&dst)[N], const float *src)
+/* n elements (n = 4, 2, 1) from N*sizeof(T)-byte aligned shared or global
+ * memory, as floats. */
+template <int N, typename T>
+__device__ __forceinline__ void load_floats(float (&dst)[N], const T *src)
 {
     if constexpr (N == 4) {
-        const float4 t = *reinterpret_cast<const float4 *>(src);
+        const float4 t = fgi_load4(src);
         dst[0] = t.x, dst[1] = t.y, dst[2] = t.z, dst[3] = t.w;
     } else if constexpr (N == 2) {
-        const float2 t = *reinterpret_cast<const float2 *>(src);
+        const float2 t = fgi_load2(src);
         dst[0] = t.x, dst[1] = t.y;
     } else {
-        dst[0] = *src;
+        dst[0] = fgi_load1(src);
     }
 }
 
-/* Stores src[first .. first+N) * scale. */
-template <int N, int LEN>
-__device__ __forceinline__ void store_floats(float *dst, const float (&src)[LEN],
-                                             int first, float scale)
+/* Stores src[first .. first+N) * scale as elements of type T. */
+template <int N, int LEN, typename T>
+__device__ __forceinline__ void store_floats(T *dst, const float (&src)[LEN], int first,
+                                             float scale)
 {
     if constexpr (N == 4) {
-        *reinterpret_cast<float4 *>(dst) =
-            make_float4(src[first] * scale, src[first + 1] * scale,
-                        src[first + 2] * scale, src[first + 3] * scale);
+        fgi_store4(dst, make_float4(src[first] * scale, src[first + 1] * scale,
+                                    src[first + 2] * scale, src[first + 3] * scale));
     } else if constexpr (N == 2) {
-        *reinterpret_cast<float2 *>(dst) =
-            make_float2(src[first] * scale, src[first + 1] * scale);
+        fgi_store2(dst, make_float2(src[first] * scale, src[first + 1] * scale));
     } else {
-        *dst = src[first] * scale;
+        fgi_store1(dst, src[first] * scale);
     }
 }
 
@@ -80,9 +80,9 @@ __device__ __forceinline__ void load_kv_tile_async(float *tile, const float *hea
         const int r = idx / S::F, f = idx % S::F;
         float *dst = tile + r * S::DP + 4 * f;
         if (key0 + r < key_end)
-            __pipeline_memcpy_async(dst, head + (long long)(key0 + r) * D + 4 * f, 16);
+            fgi_cp_async_pack(dst, head + (long long)(key0 + r) * D + 4 * f);
         else
-            *reinterpret_cast<float4 *>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            fgi_store4(dst, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
     }
 }
 
@@ -112,10 +112,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
         const int r = idx / F, f = idx % F;
         float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (q0 + r < p.q_len)
-            val = fgi_scale4(
-                __ldg(reinterpret_cast<const float4 *>(q_head + (q0 + r) * p.q_row_stride) + f),
-                p.q_scale);
-        *reinterpret_cast<float4 *>(q_s + r * DP + 4 * f) = val;
+            val = fgi_scale4(fgi_ldg4(q_head + (q0 + r) * p.q_row_stride, f), p.q_scale);
+        fgi_store4(q_s + r * DP + 4 * f, val);
     }
 
     float o[TM][DT];
@@ -149,10 +147,10 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
             float4 qv[TM], kv[TN];
 #pragma unroll
             for (int i = 0; i < TM; i++)
-                qv[i] = *reinterpret_cast<const float4 *>(q_s + (ty + kRowThreads * i) * DP + 4 * f);
+                qv[i] = fgi_load4(q_s + (ty + kRowThreads * i) * DP + 4 * f);
 #pragma unroll
             for (int j = 0; j < TN; j++)
-                kv[j] = *reinterpret_cast<const float4 *>(k_s + (tx + kColThreads * j) * DP + 4 * f);
+                kv[j] = fgi_load4(k_s + (tx + kColThreads * j) * DP + 4 * f);
 #pragma unroll
             for (int i = 0; i < TM; i++)
 #pragma unroll

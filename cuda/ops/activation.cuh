@@ -3,7 +3,9 @@
  *
  * GELU is the tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), written
  * as x / (1 + exp(-2z)) to avoid the cancellation of 1 + tanh(z) for
- * negative z; SiLU is a / (1 + exp(-a)); both in fp32 with the accurate expf. */
+ * negative z; SiLU is a / (1 + exp(-a)); both in fp32 with the accurate expf.
+ * They take and return fp32 whatever the tensors' element type: kernels
+ * convert on load and round on store (cuda/common/dtype.cuh). */
 #ifndef FLASHGPT_CUDA_ACTIVATION_CUH
 #define FLASHGPT_CUDA_ACTIVATION_CUH
 

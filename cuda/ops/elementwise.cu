@@ -3,11 +3,14 @@
  *
  * GELU (tanh form) and SiLU come from activation.cuh. Biases are
  * (cols) vectors broadcast over rows. In place (y == x) is allowed.
+ * Element type: tensors hold T (cuda/common/dtype.cuh; only float is
+ * instantiated), converted to fp32 on load and rounded back on store.
  * Design: grid-stride loops, one element per thread per step, 64-bit
  * indices; bias + GELU and SiLU-multiply read their inputs once and write
  * once, which is all a memory-bound elementwise pass can do. */
 #include "activation.cuh"
 #include "cuda_common.cuh"
+#include "dtype.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 #include "validate.h"
@@ -18,32 +21,34 @@ namespace {
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;        \
          e < (total); e += (long long)gridDim.x * blockDim.x)
 
-__global__ void bias_gelu_kernel(float *y, const float *x, const float *b,
-                                 long long rows, int cols)
+template <typename T>
+__global__ void bias_gelu_kernel(T *y, const T *x, const T *b, long long rows, int cols)
 {
     GRID_STRIDE(e, rows * cols)
     {
-        const float v = b ? x[e] + b[e % cols] : x[e];
-        y[e] = fgi_gelu(v);
+        const float v = b ? fgi_load1(x + e) + fgi_load1(b + e % cols) : fgi_load1(x + e);
+        fgi_store1(y + e, fgi_gelu(v));
     }
 }
 
-__global__ void silu_mul_kernel(float *y, const float *gate, const float *up,
-                                long long rows, int cols, long long in_row_stride)
+template <typename T>
+__global__ void silu_mul_kernel(T *y, const T *gate, const T *up, long long rows, int cols,
+                                long long in_row_stride)
 {
     GRID_STRIDE(e, rows * cols)
     {
         const long long in = (e / cols) * in_row_stride + e % cols;
-        y[e] = fgi_silu(gate[in]) * up[in];
+        fgi_store1(y + e, fgi_silu(fgi_load1(gate + in)) * fgi_load1(up + in));
     }
 }
 
-__global__ void add_rows_kernel(float *x, const float *delta, const float *b,
-                                long long rows, int cols)
+template <typename T>
+__global__ void add_rows_kernel(T *x, const T *delta, const T *b, long long rows, int cols)
 {
     GRID_STRIDE(e, rows * cols)
     {
-        x[e] += b ? delta[e] + b[e % cols] : delta[e];
+        fgi_store1(x + e, fgi_load1(x + e) + (b ? fgi_load1(delta + e) + fgi_load1(b + e % cols)
+                                                : fgi_load1(delta + e)));
     }
 }
 
@@ -55,7 +60,7 @@ extern "C" fg_status fgi_cuda_bias_gelu(const char *fn, float *y, const float *x
                                         const float *b, long long rows, int cols,
                                         cudaStream_t stream)
 {
-    bias_gelu_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
+    bias_gelu_kernel<float><<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
         y, x, b, rows, cols);
     FGI_CUDA_LAUNCHED(fn, "bias_gelu_kernel");
     return FG_OK;
@@ -65,7 +70,7 @@ extern "C" fg_status fgi_cuda_silu_mul_rows(const char *fn, float *y, const floa
                                             const float *up, long long rows, int cols,
                                             long long in_row_stride, cudaStream_t stream)
 {
-    silu_mul_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
+    silu_mul_kernel<float><<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
         y, gate, up, rows, cols, in_row_stride);
     FGI_CUDA_LAUNCHED(fn, "silu_mul_kernel");
     return FG_OK;
@@ -75,7 +80,7 @@ extern "C" fg_status fgi_cuda_add_rows(const char *fn, float *x, const float *de
                                        const float *b, long long rows, int cols,
                                        cudaStream_t stream)
 {
-    add_rows_kernel<<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
+    add_rows_kernel<float><<<fgi_grid_blocks(rows * cols, kThreads), kThreads, 0, stream>>>(
         x, delta, b, rows, cols);
     FGI_CUDA_LAUNCHED(fn, "add_rows_kernel");
     return FG_OK;

@@ -9,33 +9,50 @@
  * Conventions: y must not overlap x; b (out) may be NULL; act is none or the
  * tanh GELU of activation.cuh (the bias + GELU pass fused into the GEMV).
  * The result is deterministic: a fixed summation order and no float atomics.
- * Design: a block owns 128 columns (a float4 per lane) and a slice of `in`;
+ * Element type: w, x, b and y hold T (cuda/common/dtype.cuh; only float is
+ * instantiated); sums and the workspace partials are fp32.
+ * Design: a block owns 32 lanes x one 16-byte pack of columns (128 for f32)
+ * and a slice of `in`;
  * its 8 warps take interleaved rows of the slice with 8 loads in flight each
  * and are summed in shared memory. Where a column tile has several slices,
  * each block writes a partial and the tile's last block (ticket counter,
  * left at zero for the next call) adds them in slice order. */
 #include "activation.cuh"
 #include "cuda_common.cuh"
+#include "dtype.cuh"
 #include "ops_internal.h"
 
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
-constexpr int kTileCols = 128; /* 32 lanes x float4 */
 constexpr int kUnroll = 8;     /* w rows in flight per warp */
 constexpr int kMinSliceRows = kWarps * kUnroll;
-/* Partials of at most this many (tile, slice) blocks fit the workspace. */
-constexpr int kMaxSplitBlocks = 1024;
 
-static_assert(FGI_GEMV_COUNTER_BYTES == sizeof(int) * kMaxSplitBlocks &&
+/* Columns per lane and per block for element type T: a lane loads one
+ * 16-byte pack of each w row (4 floats; 8 for a 2-byte type). */
+template <typename T>
+constexpr int kVec = fgi_pack<T>::N;
+template <typename T>
+constexpr int kTileCols = 32 * kVec<T>;
+
+/* Partials (fp32, whatever T is) of at most this many (tile, slice) blocks
+ * fit the workspace; its counters cover as many tiles. */
+template <typename T>
+constexpr int kMaxSplitBlocks = (FGI_GEMV_WORKSPACE_BYTES - FGI_GEMV_COUNTER_BYTES) /
+                                (int)(sizeof(float) * kTileCols<T> * FGI_GEMV_MAX_ROWS);
+
+static_assert(FGI_GEMV_COUNTER_BYTES == sizeof(int) * kMaxSplitBlocks<float> &&
                   FGI_GEMV_WORKSPACE_BYTES ==
                       FGI_GEMV_COUNTER_BYTES +
-                          sizeof(float) * kMaxSplitBlocks * kTileCols * FGI_GEMV_MAX_ROWS,
+                          sizeof(float) * kMaxSplitBlocks<float> * kTileCols<float> *
+                              FGI_GEMV_MAX_ROWS,
               "the GEMV workspace holds the counters and the largest partials");
 
+/* y, x, w and b hold elements of type T; sums and partials are fp32. */
+template <typename T>
 struct gemv_args {
-    float *y;
-    const float *x, *w, *b;
+    T *y;
+    const T *x, *w, *b;
     int in, out;
     int slice_rows, n_slices;
     int gelu;
@@ -43,71 +60,79 @@ struct gemv_args {
     float *part;   /* (n_slices, rows, out) */
 };
 
-/* Four columns c .. c+3 of w row i; VEC: out % 4 == 0 and w 16-byte
- * aligned, so the caller's c < out covers all four. */
-template <bool VEC>
-__device__ inline float4 load_w4(const float *w, int i, int c, int out)
+/* The lane's pack of columns c .. c+kVec-1 of w row i, as floats; VEC: out
+ * is a multiple of kVec and w 16-byte aligned, so the caller's c < out
+ * covers the whole pack; else columns past out read as 0. */
+template <typename T, bool VEC>
+__device__ inline void load_w(float (&v)[kVec<T>], const T *w, int i, int c, int out)
 {
-    const float *p = w + (long long)i * out + c;
-    if (VEC) return __ldg(reinterpret_cast<const float4 *>(p));
-    float4 v;
-    v.x = __ldg(p);
-    v.y = c + 1 < out ? __ldg(p + 1) : 0.0f;
-    v.z = c + 2 < out ? __ldg(p + 2) : 0.0f;
-    v.w = c + 3 < out ? __ldg(p + 3) : 0.0f;
-    return v;
+    const T *p = w + (long long)i * out + c;
+    if constexpr (VEC) {
+        const fgi_pack<T> pk = fgi_ldg<fgi_pack<T>>(p);
+#pragma unroll
+        for (int e = 0; e < kVec<T>; e++) v[e] = pk.get(e);
+    } else {
+        v[0] = fgi_ldg1(p);
+#pragma unroll
+        for (int e = 1; e < kVec<T>; e++) v[e] = c + e < out ? fgi_ldg1(p + e) : 0.0f;
+    }
 }
 
-__device__ inline void fma4(float4 &acc, float s, const float4 &v)
+template <int N>
+__device__ inline void fma_n(float (&acc)[N], float s, const float (&v)[N])
 {
-    acc.x = fmaf(s, v.x, acc.x);
-    acc.y = fmaf(s, v.y, acc.y);
-    acc.z = fmaf(s, v.z, acc.z);
-    acc.w = fmaf(s, v.w, acc.w);
+#pragma unroll
+    for (int e = 0; e < N; e++) acc[e] = fmaf(s, v[e], acc[e]);
 }
 
-__device__ inline float finish(const gemv_args &a, float sum, int col)
+template <typename T>
+__device__ inline float finish(const gemv_args<T> &a, float sum, int col)
 {
-    const float v = a.b ? sum + a.b[col] : sum;
+    const float v = a.b ? sum + fgi_load1(a.b + col) : sum;
     return a.gelu ? fgi_gelu(v) : v;
 }
 
 /* This block's sums of its slice for the tile's columns, into acc. */
-template <int R, bool VEC>
-__device__ inline void slice_sums(const gemv_args &a, int c, float4 (&acc)[R])
+template <typename T, int R, bool VEC>
+__device__ inline void slice_sums(const gemv_args<T> &a, int c, float (&acc)[R][kVec<T>])
 {
     const int warp = threadIdx.x >> 5;
     const int k0 = (int)blockIdx.y * a.slice_rows, k1 = min(a.in, k0 + a.slice_rows);
     int i = k0 + warp;
     for (; i + (kUnroll - 1) * kWarps < k1; i += kUnroll * kWarps) {
-        float4 wv[kUnroll];
+        float wv[kUnroll][kVec<T>];
 #pragma unroll
-        for (int u = 0; u < kUnroll; u++) wv[u] = load_w4<VEC>(a.w, i + u * kWarps, c, a.out);
+        for (int u = 0; u < kUnroll; u++) load_w<T, VEC>(wv[u], a.w, i + u * kWarps, c, a.out);
 #pragma unroll
         for (int u = 0; u < kUnroll; u++)
 #pragma unroll
             for (int r = 0; r < R; r++)
-                fma4(acc[r], __ldg(a.x + (long long)r * a.in + i + u * kWarps), wv[u]);
+                fma_n(acc[r], fgi_ldg1(a.x + (long long)r * a.in + i + u * kWarps), wv[u]);
     }
+    /* The remainder (< kUnroll rows per warp), unrolled as nvcc 13 chose
+     * for sm_90 before the element-type templates; pinned, since they
+     * moved its heuristic for 3 unaligned rows (4 -> 2 rows in flight). */
+#pragma unroll(R == 4 && !VEC ? 2 : 4)
     for (; i < k1; i += kWarps) {
-        const float4 wv = load_w4<VEC>(a.w, i, c, a.out);
+        float wv[kVec<T>];
+        load_w<T, VEC>(wv, a.w, i, c, a.out);
 #pragma unroll
-        for (int r = 0; r < R; r++) fma4(acc[r], __ldg(a.x + (long long)r * a.in + i), wv);
+        for (int r = 0; r < R; r++) fma_n(acc[r], fgi_ldg1(a.x + (long long)r * a.in + i), wv);
     }
 }
 
 /* Partial of slice sl, row r, columns c .. c+3 (zeros past out), through
  * L2: other blocks wrote it and L1 is not coherent. */
-template <int R, bool VEC>
-__device__ inline float4 load_part4(const gemv_args &a, int sl, int r, int c)
+template <typename T, int R, bool VEC>
+__device__ inline float4 load_part4(const gemv_args<T> &a, int sl, int r, int c)
 {
     const float *p = a.part + ((long long)sl * R + r) * a.out + c;
-    if (VEC) return __ldcg(reinterpret_cast<const float4 *>(p));
+    if constexpr (VEC) return fgi_ldcg4(p);
     float4 v;
-    v.x = __ldcg(p);
-    v.y = c + 1 < a.out ? __ldcg(p + 1) : 0.0f;
-    v.z = c + 2 < a.out ? __ldcg(p + 2) : 0.0f;
-    v.w = c + 3 < a.out ? __ldcg(p + 3) : 0.0f;
+    v.x = fgi_ldcg1(p);
+    v.y = c + 1 < a.out ? fgi_ldcg1(p + 1) : 0.0f;
+    v.z = c + 2 < a.out ? fgi_ldcg1(p + 2) : 0.0f;
+    v.w = c + 3 < a.out ? fgi_ldcg1(p + 3) : 0.0f;
     return v;
 }
 
@@ -121,20 +146,23 @@ __device__ inline void add4(float4 &s, const float4 &v)
 
 /* The tile's last block adds the slices' partials: each thread takes four
  * columns of one row and every kGroups-th slice, so all its loads are in
- * flight at once; the groups then meet in shared memory in group order. */
-template <int R, bool VEC>
-__device__ void sum_partials(const gemv_args &a, float4 *scratch)
+ * flight at once; the groups then meet in shared memory in group order.
+ * VEC (out a multiple of kVec) keeps whole quads in bounds. */
+template <typename T, int R, bool VEC>
+__device__ void sum_partials(const gemv_args<T> &a, float4 *scratch)
 {
-    constexpr int kQuads = R * kTileCols / 4;   /* (row, 4 columns) of the tile */
-    constexpr int kGroups = kThreads / kQuads;  /* 8, 4, 2, 2 for 1 .. 4 rows */
+    constexpr int kRowQuads = kTileCols<T> / 4;  /* 4 columns of a tile row */
+    constexpr int kQuads = R * kRowQuads;        /* (row, 4 columns) of the tile */
+    constexpr int kGroups = kThreads / kQuads;   /* f32: 8, 4, 2, 2 for 1 .. 4 rows */
+    static_assert(kGroups >= 1, "a thread per quad");
     const int q = threadIdx.x % kQuads, group = threadIdx.x / kQuads;
-    const int r = q / 32, c = blockIdx.x * kTileCols + (q % 32) * 4;
+    const int r = q / kRowQuads, c = blockIdx.x * kTileCols<T> + (q % kRowQuads) * 4;
     if (group < kGroups) {
         float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (c < a.out) {
 #pragma unroll 4
             for (int sl = group; sl < a.n_slices; sl += kGroups)
-                add4(s, load_part4<R, VEC>(a, sl, r, c));
+                add4(s, load_part4<T, R, VEC>(a, sl, r, c));
         }
         scratch[group * kQuads + q] = s;
     }
@@ -142,41 +170,49 @@ __device__ void sum_partials(const gemv_args &a, float4 *scratch)
     if (threadIdx.x >= kQuads || c >= a.out) return;
     float4 s = scratch[q];
     for (int g = 1; g < kGroups; g++) add4(s, scratch[g * kQuads + q]);
-    float *y = a.y + (long long)r * a.out + c;
-    y[0] = finish(a, s.x, c);
-    if (c + 1 < a.out) y[1] = finish(a, s.y, c + 1);
-    if (c + 2 < a.out) y[2] = finish(a, s.z, c + 2);
-    if (c + 3 < a.out) y[3] = finish(a, s.w, c + 3);
+    T *y = a.y + (long long)r * a.out + c;
+    fgi_store1(y, finish(a, s.x, c));
+    if (c + 1 < a.out) fgi_store1(y + 1, finish(a, s.y, c + 1));
+    if (c + 2 < a.out) fgi_store1(y + 2, finish(a, s.z, c + 2));
+    if (c + 3 < a.out) fgi_store1(y + 3, finish(a, s.w, c + 3));
 }
 
 /* Minimum blocks per SM 1: under the default bounds ptxas saved registers
  * by interleaving the FMAs with the loads, leaving only three of the eight
  * in flight (SASS, sm_90); with this bound all eight are issued first. */
-template <int R, bool VEC>
-__global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args a)
+template <typename T, int R, bool VEC>
+__global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args<T> a)
 {
-    __shared__ float4 warp_sums[kWarps][R][32];
+    constexpr int V = kVec<T>, TC = kTileCols<T>;
+    /* (warp, row, tile column) sums, 4 columns per float4 */
+    __shared__ float4 warp_sums[kWarps][R][TC / 4];
     __shared__ int last_block[1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int c = blockIdx.x * kTileCols + lane * 4;
+    const int c = blockIdx.x * TC + lane * V;
 
-    float4 acc[R];
+    float acc[R][V];
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (c < a.out) slice_sums<R, VEC>(a, c, acc);
+    for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int r = 0; r < R; r++) warp_sums[warp][r][lane] = acc[r];
+        for (int e = 0; e < V; e++) acc[r][e] = 0.0f;
+    if (c < a.out) slice_sums<T, R, VEC>(a, c, acc);
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int e = 0; e < V; e += 4)
+            warp_sums[warp][r][lane * (V / 4) + e / 4] =
+                make_float4(acc[r][e], acc[r][e + 1], acc[r][e + 2], acc[r][e + 3]);
     __syncthreads();
 
     /* Sum the warps for each (row, column) of the tile, warp order fixed. */
     const float *sums = reinterpret_cast<const float *>(warp_sums);
-    for (int e = threadIdx.x; e < R * kTileCols; e += kThreads) {
-        const int r = e / kTileCols, col = blockIdx.x * kTileCols + e % kTileCols;
+    for (int e = threadIdx.x; e < R * TC; e += kThreads) {
+        const int r = e / TC, col = blockIdx.x * TC + e % TC;
         float s = 0.0f;
-        for (int w = 0; w < kWarps; w++) s += sums[(w * R + r) * kTileCols + e % kTileCols];
+        for (int w = 0; w < kWarps; w++) s += sums[(w * R + r) * TC + e % TC];
         if (col >= a.out) continue;
         if (a.n_slices == 1)
-            a.y[(long long)r * a.out + col] = finish(a, s, col);
+            fgi_store1(a.y + (long long)r * a.out + col, finish(a, s, col));
         else
             a.part[((long long)blockIdx.y * R + r) * a.out + col] = s;
     }
@@ -193,22 +229,20 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args a)
     __syncthreads();
     if (!last_block[0]) return;
     __threadfence();
-    sum_partials<R, VEC>(a, &warp_sums[0][0][0]); /* the warp sums are consumed */
+    sum_partials<T, R, VEC>(a, &warp_sums[0][0][0]); /* the warp sums are consumed */
 }
 
-template <int R>
-fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
+template <typename T, int R>
+fg_status launch_rows(const char *fn, const gemv_args<T> &a, dim3 grid, bool vec,
                       cudaStream_t stream)
 {
     if (vec)
-        gemv_kernel<R, true><<<grid, kThreads, 0, stream>>>(a);
+        gemv_kernel<T, R, true><<<grid, kThreads, 0, stream>>>(a);
     else
-        gemv_kernel<R, false><<<grid, kThreads, 0, stream>>>(a);
+        gemv_kernel<T, R, false><<<grid, kThreads, 0, stream>>>(a);
     FGI_CUDA_LAUNCHED(fn, "gemv_kernel");
     return FG_OK;
 }
-
-} // namespace
 
 /* Slices per column tile: about one block per SM in all (its 8 warps with
  * 8 loads each keep 32 KB in flight), slices of at least kMinSliceRows
@@ -216,27 +250,25 @@ fg_status launch_rows(const char *fn, const gemv_args &a, dim3 grid, bool vec,
  * still obeys the workspace. bench_linear's H100 sweep (bench/RESULTS.md):
  * the counts this gives were within about 0.5 us of the best at every
  * decode shape; two blocks per SM were up to 1 us slower. */
-static int plan_slices(int in, int tiles, int sm_count, int forced)
+template <typename T>
+int plan_slices(int in, int tiles, int sm_count, int forced)
 {
     const long long target = sm_count > 0 ? sm_count : 1;
     long long n = (target + tiles - 1) / tiles;
     const long long by_rows = (in + kMinSliceRows - 1) / kMinSliceRows;
     if (n > by_rows) n = by_rows;
     if (forced > 0) n = forced < in ? forced : in;
-    if (n * tiles > kMaxSplitBlocks) n = kMaxSplitBlocks / tiles;
+    if (n * tiles > kMaxSplitBlocks<T>) n = kMaxSplitBlocks<T> / tiles;
     return n < 1 ? 1 : (int)n;
 }
 
-extern "C" int fgi_cuda_gemv_applies(int rows, int w_transposed)
+/* The GEMV for element type T (see fgi_cuda_gemv). */
+template <typename T>
+fg_status launch_gemv(const char *fn, const fgi_linear_ctx *ctx, T *y, const T *x, const T *w,
+                      const T *b, int rows, int in, int out, fgi_activation act,
+                      cudaStream_t stream)
 {
-    return rows >= 1 && rows <= FGI_GEMV_MAX_ROWS && !w_transposed;
-}
-
-extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
-                                   const float *x, const float *w, const float *b, int rows,
-                                   int in, int out, fgi_activation act, cudaStream_t stream)
-{
-    gemv_args a;
+    gemv_args<T> a;
     a.y = y;
     a.x = x;
     a.w = w;
@@ -244,19 +276,33 @@ extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, fl
     a.in = in;
     a.out = out;
     a.gelu = act == FGI_ACT_GELU;
-    const int tiles = (int)fgi_ceil_div(out, kTileCols);
-    a.n_slices = plan_slices(in, tiles, ctx->sm_count, ctx->gemv_slices);
+    const int tiles = (int)fgi_ceil_div(out, kTileCols<T>);
+    a.n_slices = plan_slices<T>(in, tiles, ctx->sm_count, ctx->gemv_slices);
     a.slice_rows = (int)fgi_ceil_div(in, a.n_slices);
     a.n_slices = (int)fgi_ceil_div(in, a.slice_rows); /* no empty slice */
     a.counters = static_cast<int *>(ctx->gemv_ws);
     a.part = reinterpret_cast<float *>(static_cast<char *>(ctx->gemv_ws) +
                                        FGI_GEMV_COUNTER_BYTES);
-    const bool vec = out % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+    const bool vec = out % kVec<T> == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
     const dim3 grid((unsigned)tiles, (unsigned)a.n_slices);
     switch (rows) {
-    case 1: return launch_rows<1>(fn, a, grid, vec, stream);
-    case 2: return launch_rows<2>(fn, a, grid, vec, stream);
-    case 3: return launch_rows<3>(fn, a, grid, vec, stream);
-    default: return launch_rows<4>(fn, a, grid, vec, stream);
+    case 1: return launch_rows<T, 1>(fn, a, grid, vec, stream);
+    case 2: return launch_rows<T, 2>(fn, a, grid, vec, stream);
+    case 3: return launch_rows<T, 3>(fn, a, grid, vec, stream);
+    default: return launch_rows<T, 4>(fn, a, grid, vec, stream);
     }
+}
+
+} // namespace
+
+extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
+                                   const float *x, const float *w, const float *b, int rows,
+                                   int in, int out, fgi_activation act, cudaStream_t stream)
+{
+    return launch_gemv<float>(fn, ctx, y, x, w, b, rows, in, out, act, stream);
+}
+
+extern "C" int fgi_cuda_gemv_applies(int rows, int w_transposed)
+{
+    return rows >= 1 && rows <= FGI_GEMV_MAX_ROWS && !w_transposed;
 }

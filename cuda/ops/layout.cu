@@ -6,7 +6,9 @@
  * and writes each head straight into its columns of the merged output.
  * Design: both are the same (a, b, d) -> (b, a, d) swap of the two outer
  * axes; one thread per output element, so writes are coalesced and reads
- * come in contiguous runs of head_dim floats. */
+ * come in contiguous runs of head_dim elements. A pure copy: the kernel is
+ * templated on the element type T and never converts (only float is
+ * instantiated). */
 #include "cuda_common.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -15,8 +17,9 @@
 namespace {
 
 /* x (a, b, d) -> out (b, a, d). */
-__global__ void swap_outer_axes_kernel(float *__restrict__ out,
-                                       const float *__restrict__ x, int a, int b, int d)
+template <typename T>
+__global__ void swap_outer_axes_kernel(T *__restrict__ out, const T *__restrict__ x, int a,
+                                       int b, int d)
 {
     const long long total = (long long)a * b * d;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
@@ -31,7 +34,7 @@ static fg_status swap_outer_axes(const char *fn, float *out, const float *x, int
                                  int b, int d, cudaStream_t stream)
 {
     const int threads = 256;
-    swap_outer_axes_kernel<<<fgi_grid_blocks((long long)a * b * d, threads), threads, 0,
+    swap_outer_axes_kernel<float><<<fgi_grid_blocks((long long)a * b * d, threads), threads, 0,
                              stream>>>(out, x, a, b, d);
     FGI_CUDA_LAUNCHED(fn, "swap_outer_axes_kernel");
     return FG_OK;

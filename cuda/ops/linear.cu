@@ -12,7 +12,8 @@
  * The standalone fg_cuda_linear / ffn / swiglu_ffn have no place to keep a
  * cuBLAS handle or workspace (the library has no globals), so each call
  * makes and frees them (slow: a convenience path for tests and one-off use);
- * the decoder keeps both and calls fgi_cuda_linear_layer. */
+ * the decoder keeps both and calls fgi_cuda_linear_layer. Element type: f32
+ * only here (SGEMM); the GEMV and the bias broadcast are templated on it. */
 #include "cuda_common.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -37,8 +38,9 @@ extern "C" fg_status fgi_cuda_blas_create(const char *fn, cublasHandle_t *handle
 
 namespace {
 
-/* y (rows, cols): every row = b (cols). */
-__global__ void broadcast_rows_kernel(float *y, const float *b, long long rows, int cols)
+/* y (rows, cols): every row = b (cols); a copy of elements of type T. */
+template <typename T>
+__global__ void broadcast_rows_kernel(T *y, const T *b, long long rows, int cols)
 {
     const long long total = rows * cols;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
@@ -59,7 +61,7 @@ static fg_status blas_linear(const char *fn, cublasHandle_t handle, float *y, co
     const int accumulate = b != NULL && act == FGI_ACT_NONE;
     if (accumulate) {
         const int threads = 256;
-        broadcast_rows_kernel<<<fgi_grid_blocks((long long)rows * out, threads), threads,
+        broadcast_rows_kernel<float><<<fgi_grid_blocks((long long)rows * out, threads), threads,
                                 0, stream>>>(y, b, rows, out);
         FGI_CUDA_LAUNCHED(fn, "broadcast_rows_kernel");
     }

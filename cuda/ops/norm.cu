@@ -11,8 +11,11 @@
  * row is read from global memory once into
  * shared memory (rows up to 12000 floats; longer rows are re-read from
  * global), block reductions use warp shuffles, and the affine is applied in
- * the final write pass. */
+ * the final write pass. Element type: x, y, delta, its bias, g and b hold T
+ * (cuda/common/dtype.cuh; only float is instantiated); sums and the row
+ * cache are fp32. */
 #include "cuda_common.cuh"
+#include "dtype.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 #include "validate.h"
@@ -23,21 +26,36 @@
 
 namespace {
 
+/* fgi_norm_args for element type T (the same fields, in the same order). */
+template <typename T>
+struct norm_view {
+    T *y;
+    T *x;
+    const T *delta, *delta_bias;
+    const T *g, *b;
+    long long rows;
+    int cols;
+    float eps;
+    int rms;
+};
+
 /* CACHE: the row lives in shared memory after the first pass. */
-template <bool RMS, bool CACHE>
-__global__ void norm_kernel(fgi_norm_args a)
+template <typename T, bool RMS, bool CACHE>
+__global__ void norm_kernel(norm_view<T> a)
 {
     extern __shared__ float row_cache[];
     __shared__ float scratch[32];
     const long long r = blockIdx.x;
     const int cols = a.cols;
-    float *x = a.x + r * cols, *y = a.y + r * cols;
-    const float *delta = a.delta ? a.delta + r * cols : NULL;
+    T *x = a.x + r * cols, *y = a.y + r * cols;
+    const T *delta = a.delta ? a.delta + r * cols : NULL;
 
     /* The value of element j after the (optional) residual add. */
     auto input = [&](int j) {
-        float v = x[j];
-        if (delta) v += a.delta_bias ? delta[j] + a.delta_bias[j] : delta[j];
+        float v = fgi_load1(x + j);
+        if (delta)
+            v += a.delta_bias ? fgi_load1(delta + j) + fgi_load1(a.delta_bias + j)
+                              : fgi_load1(delta + j);
         return v;
     };
     /* LayerNorm's shift: every thread reads element 0 before anyone writes x. */
@@ -47,18 +65,18 @@ __global__ void norm_kernel(fgi_norm_args a)
     float acc = 0.0f;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
         const float v = input(j);
-        if (delta) x[j] = v;
+        if (delta) fgi_store1(x + j, v);
         if (CACHE) row_cache[j] = v;
         acc += RMS ? v * v : v - shift;
     }
     acc = fgi_block_reduce(acc, 0.0f, fgi_sum_op(), scratch);
     /* Later passes read back only elements this thread wrote (or x itself). */
-    auto value = [&](int j) { return CACHE ? row_cache[j] : x[j]; };
+    auto value = [&](int j) { return CACHE ? row_cache[j] : fgi_load1(x + j); };
 
     if (RMS) {
         const float inv_rms = 1.0f / sqrtf(acc / (float)cols + a.eps);
         for (int j = threadIdx.x; j < cols; j += blockDim.x)
-            y[j] = a.g[j] * (value(j) * inv_rms);
+            fgi_store1(y + j, fgi_load1(a.g + j) * (value(j) * inv_rms));
         return;
     }
     const float centred_mean = acc / (float)cols; /* mean - shift */
@@ -71,23 +89,23 @@ __global__ void norm_kernel(fgi_norm_args a)
     const float inv_std = 1.0f / sqrtf(ss / (float)cols + a.eps);
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
         const float norm = ((value(j) - shift) - centred_mean) * inv_std;
-        y[j] = a.g[j] * norm + (a.b ? a.b[j] : 0.0f);
+        fgi_store1(y + j, fgi_load1(a.g + j) * norm + (a.b ? fgi_load1(a.b + j) : 0.0f));
     }
 }
 
-template <bool RMS>
-static fg_status launch_norm(const char *fn, const fgi_norm_args *a, cudaStream_t stream)
+template <typename T, bool RMS>
+fg_status launch_norm(const char *fn, const norm_view<T> &a, cudaStream_t stream)
 {
     /* An element per thread up to 1024 columns: each pass is then one round
      * of independent loads, not a chain of dependent ones (the residual
      * store into x keeps the compiler from hoisting the next loads). At one
      * row per decode step, the chain was the kernel's whole time. */
-    const int threads = fgi_row_threads(a->cols, 1);
-    if (a->cols <= NORM_SMEM_FLOATS) {
-        norm_kernel<RMS, true><<<(unsigned)a->rows, threads,
-                                 sizeof(float) * (size_t)a->cols, stream>>>(*a);
+    const int threads = fgi_row_threads(a.cols, 1);
+    if (a.cols <= NORM_SMEM_FLOATS) {
+        norm_kernel<T, RMS, true><<<(unsigned)a.rows, threads,
+                                    sizeof(float) * (size_t)a.cols, stream>>>(a);
     } else {
-        norm_kernel<RMS, false><<<(unsigned)a->rows, threads, 0, stream>>>(*a);
+        norm_kernel<T, RMS, false><<<(unsigned)a.rows, threads, 0, stream>>>(a);
     }
     FGI_CUDA_LAUNCHED(fn, "norm_kernel");
     return FG_OK;
@@ -101,7 +119,10 @@ extern "C" fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
     if (a->rows > 0x7fffffffLL)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: more than 2^31-1 rows (got %lld)", fn,
                        a->rows);
-    return a->rms ? launch_norm<true>(fn, a, stream) : launch_norm<false>(fn, a, stream);
+    const norm_view<float> v = {a->y, a->x, a->delta, a->delta_bias, a->g, a->b,
+                                a->rows, a->cols, a->eps, a->rms};
+    return a->rms ? launch_norm<float, true>(fn, v, stream)
+                  : launch_norm<float, false>(fn, v, stream);
 }
 
 static fg_status norm(const char *fn, float *y, float *x, const float *delta,

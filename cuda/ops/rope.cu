@@ -7,8 +7,11 @@
  * at p = 100000 would already be off by about 0.004 rad.
  * Design: one thread per pair (per head, token and pair index); the fused
  * kernel walks the whole (T, [q | k | v]) projection, rotating q in place and
- * writing rotated k and plain v straight into their cache rows. */
+ * writing rotated k and plain v straight into their cache rows. Element
+ * type: x, qkv, its bias and the caches hold T (cuda/common/dtype.cuh;
+ * only float is instantiated). */
 #include "cuda_common.cuh"
+#include "dtype.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 #include "validate.h"
@@ -17,21 +20,26 @@
 
 namespace {
 
-__device__ inline void rotate_pair(float *a, float *b, long long pos, int pair,
-                                   int head_dim, double base)
+/* Rotates the pair (*a, *b) in place: elements of type E (T in memory, or
+ * float locals), read only after the angle is known, as few registers stay
+ * live across sincos. */
+template <typename E>
+__device__ inline void rotate_pair(E *a, E *b, long long pos, int pair, int head_dim,
+                                   double base)
 {
     const double inv_freq = pow(base, -2.0 * pair / (double)head_dim);
     const double theta = (double)pos * inv_freq;
     double s, c;
     sincos(theta, &s, &c);
-    const double x0 = *a, x1 = *b;
-    *a = (float)(x0 * c - x1 * s);
-    *b = (float)(x1 * c + x0 * s);
+    const double x0 = fgi_load1(a), x1 = fgi_load1(b);
+    fgi_store1(a, (float)(x0 * c - x1 * s));
+    fgi_store1(b, (float)(x1 * c + x0 * s));
 }
 
 /* x (n_head, seq, head_dim) in place; pos (seq) on the device. */
-__global__ void rope_kernel(float *x, long long n_rows, int seq, int head_dim,
-                            const int *pos, double base)
+template <typename T>
+__global__ void rope_kernel(T *x, long long n_rows, int seq, int head_dim, const int *pos,
+                            double base)
 {
     const int half = head_dim / 2;
     const long long pairs = n_rows * half;
@@ -39,7 +47,7 @@ __global__ void rope_kernel(float *x, long long n_rows, int seq, int head_dim,
          e += (long long)gridDim.x * blockDim.x) {
         const long long row = e / half;
         const int pair = (int)(e % half);
-        float *v = x + row * head_dim + 2 * pair;
+        T *v = x + row * head_dim + 2 * pair;
         rotate_pair(v, v + 1, pos[row % seq], pair, head_dim, base);
     }
 }
@@ -73,7 +81,7 @@ extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
 
     const long long rows = (long long)n_head * seq;
     const int threads = 256;
-    rope_kernel<<<fgi_grid_blocks(rows * (head_dim / 2), threads), threads, 0, stream>>>(
+    rope_kernel<float><<<fgi_grid_blocks(rows * (head_dim / 2), threads), threads, 0, stream>>>(
         x, rows, seq, head_dim, pos, base);
     FGI_CUDA_LAUNCHED(fn, "rope_kernel");
     return FG_OK;
@@ -81,14 +89,28 @@ extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
 
 namespace {
 
+/* fgi_qkv_append_args for element type T (the same fields, in the same
+ * order). */
+template <typename T>
+struct qkv_append_view {
+    T *qkv;
+    const T *bias;
+    T *k_cache, *v_cache;
+    int tokens, n_head, n_kv_head, head_dim, capacity, pos0; /* tokens: fgi_qkv_append_args::T */
+    const int *pos0_dev;
+    int use_rope;
+    double rope_base;
+};
+
 /* qkv (T, heads*head_dim) with heads = n_head + 2*n_kv_head. One thread per
  * (token, head, pair); an odd head_dim (possible without RoPE) leaves a last
  * "pair" of one element. */
-__global__ void qkv_rope_append_kernel(fgi_qkv_append_args a)
+template <typename T>
+__global__ void qkv_rope_append_kernel(qkv_append_view<T> a)
 {
     const int heads = a.n_head + 2 * a.n_kv_head, pairs = (a.head_dim + 1) / 2;
     const long long width = (long long)heads * a.head_dim;
-    const long long total = (long long)a.T * heads * pairs;
+    const long long total = (long long)a.tokens * heads * pairs;
     const int pos0 = a.pos0_dev != nullptr ? *a.pos0_dev : a.pos0;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
@@ -97,25 +119,25 @@ __global__ void qkv_rope_append_kernel(fgi_qkv_append_args a)
         const long long t = e / ((long long)pairs * heads);
         const long long col = (long long)head * a.head_dim + 2 * pair;
         const bool has_second = 2 * pair + 1 < a.head_dim;
-        float *row = a.qkv + t * width;
-        float v0 = row[col], v1 = has_second ? row[col + 1] : 0.0f;
+        T *row = a.qkv + t * width;
+        float v0 = fgi_load1(row + col), v1 = has_second ? fgi_load1(row + col + 1) : 0.0f;
         if (a.bias) {
-            v0 += a.bias[col];
-            if (has_second) v1 += a.bias[col + 1];
+            v0 += fgi_load1(a.bias + col);
+            if (has_second) v1 += fgi_load1(a.bias + col + 1);
         }
         const long long pos = (long long)pos0 + t;
         const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
         if (a.use_rope && (is_q || is_k)) rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base);
-        float *dst;
+        T *dst;
         if (is_q) {
             dst = row + col;
         } else {
             const int g = is_k ? head - a.n_head : head - a.n_head - a.n_kv_head;
-            float *cache = is_k ? a.k_cache : a.v_cache;
+            T *cache = is_k ? a.k_cache : a.v_cache;
             dst = cache + ((long long)g * a.capacity + pos) * a.head_dim + 2 * pair;
         }
-        dst[0] = v0;
-        if (has_second) dst[1] = v1;
+        fgi_store1(dst, v0);
+        if (has_second) fgi_store1(dst + 1, v1);
     }
 }
 
@@ -127,7 +149,11 @@ extern "C" fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_appe
     const long long heads = a->n_head + 2LL * a->n_kv_head;
     const long long total = (long long)a->T * heads * ((a->head_dim + 1) / 2);
     const int threads = 256;
-    qkv_rope_append_kernel<<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(*a);
+    const qkv_append_view<float> v = {a->qkv,       a->bias,     a->k_cache,  a->v_cache,
+                                      a->T,         a->n_head,   a->n_kv_head, a->head_dim,
+                                      a->capacity,  a->pos0,     a->pos0_dev, a->use_rope,
+                                      a->rope_base};
+    qkv_rope_append_kernel<float><<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(v);
     FGI_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
     return FG_OK;
 }

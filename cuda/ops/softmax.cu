@@ -8,8 +8,11 @@
  * Design: contiguous rows (inner == 1) get one block per row: a block max,
  * a block sum of expf(x - max), then a write pass, all in fp32 with
  * warp-shuffle reductions; strided slices (inner > 1) get one thread per
- * slice, so neighbouring threads read neighbouring addresses. */
+ * slice, so neighbouring threads read neighbouring addresses. Element type:
+ * x and y hold T (cuda/common/dtype.cuh; only float is instantiated); the
+ * arithmetic is fp32. */
 #include "cuda_common.cuh"
+#include "dtype.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 #include "validate.h"
@@ -21,31 +24,32 @@ namespace {
 /* One slice of n values at `stride`, walked by `step` cooperating threads
  * starting at `first`; `reduce_*` combine the partials of the cooperating
  * threads (identity for a single thread). */
-template <typename MaxAll, typename SumAll, typename CountAll>
-__device__ void softmax_slice(float *y, const float *x, int n, long long stride,
-                              int first, int step, MaxAll max_all, SumAll sum_all,
-                              CountAll count_all)
+template <typename T, typename MaxAll, typename SumAll, typename CountAll>
+__device__ void softmax_slice(T *y, const T *x, int n, long long stride, int first, int step,
+                              MaxAll max_all, SumAll sum_all, CountAll count_all)
 {
     float m = -INFINITY;
-    for (int j = first; j < n; j += step) m = fmaxf(m, x[j * stride]);
+    for (int j = first; j < n; j += step) m = fmaxf(m, fgi_load1(x + j * stride));
     m = max_all(m);
     if (m == INFINITY || m == -INFINITY) {
         int top = 0;
-        for (int j = first; j < n; j += step) top += (x[j * stride] == m);
+        for (int j = first; j < n; j += step) top += (fgi_load1(x + j * stride) == m);
         top = count_all(top);
         const float share = (m == INFINITY) ? 1.0f / (float)top : 0.0f;
         for (int j = first; j < n; j += step)
-            y[j * stride] = (x[j * stride] == m) ? share : 0.0f;
+            fgi_store1(y + j * stride, (fgi_load1(x + j * stride) == m) ? share : 0.0f);
         return;
     }
     float s = 0.0f;
-    for (int j = first; j < n; j += step) s += expf(x[j * stride] - m);
+    for (int j = first; j < n; j += step) s += expf(fgi_load1(x + j * stride) - m);
     s = sum_all(s);
-    for (int j = first; j < n; j += step) y[j * stride] = expf(x[j * stride] - m) / s;
+    for (int j = first; j < n; j += step)
+        fgi_store1(y + j * stride, expf(fgi_load1(x + j * stride) - m) / s);
 }
 
 /* x, y (rows, n): block r handles row r. */
-__global__ void softmax_rows_kernel(float *y, const float *x, int n)
+template <typename T>
+__global__ void softmax_rows_kernel(T *y, const T *x, int n)
 {
     __shared__ float fscratch[32];
     __shared__ int iscratch[32];
@@ -58,8 +62,9 @@ __global__ void softmax_rows_kernel(float *y, const float *x, int n)
 }
 
 /* x, y (outer, n, inner): thread s handles slice (s / inner, s % inner). */
-__global__ void softmax_strided_kernel(float *y, const float *x, long long outer,
-                                       int n, long long inner)
+template <typename T>
+__global__ void softmax_strided_kernel(T *y, const T *x, long long outer, int n,
+                                       long long inner)
 {
     const long long slices = outer * inner;
     for (long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x; s < slices;
@@ -79,12 +84,12 @@ extern "C" fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,
 {
     if (inner == 1 && outer <= 0x7fffffffLL) {
         const int threads = fgi_row_threads(n, 8);
-        softmax_rows_kernel<<<(unsigned)outer, threads, 0, stream>>>(y, x, n);
+        softmax_rows_kernel<float><<<(unsigned)outer, threads, 0, stream>>>(y, x, n);
         FGI_CUDA_LAUNCHED(fn, "softmax_rows_kernel");
         return FG_OK;
     }
     const int threads = 256;
-    softmax_strided_kernel<<<fgi_grid_blocks(outer * inner, threads), threads, 0,
+    softmax_strided_kernel<float><<<fgi_grid_blocks(outer * inner, threads), threads, 0,
                              stream>>>(y, x, outer, n, inner);
     FGI_CUDA_LAUNCHED(fn, "softmax_strided_kernel");
     return FG_OK;

@@ -4,6 +4,7 @@
 #define FLASHGPT_H
 
 #include "flashgpt/status.h"
+#include "flashgpt/dtype.h"
 #include "flashgpt/ops.h"
 #include "flashgpt/decoder.h"
 #include "flashgpt/cuda.h"

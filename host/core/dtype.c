@@ -1,0 +1,95 @@
+/* Element type names, sizes and parsing (flashgpt/dtype.h).
+ *
+ * Design: one table of (type, accepted spellings); the first spelling is the
+ * canonical name. Parsing is ASCII case-insensitive and locale-free (no
+ * strcasecmp/tolower, whose behaviour depends on the C locale). */
+#include "check.h"
+#include "flashgpt/dtype.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    fg_dtype dtype;
+    size_t size;
+    const char *names[5]; /* canonical first; NULL-terminated */
+} dtype_entry;
+
+static const dtype_entry dtypes[] = {
+    {FG_DTYPE_F32, 4, {"f32", "fp32", "float32", "float", NULL}},
+    {FG_DTYPE_BF16, 2, {"bf16", "bfloat16", NULL, NULL, NULL}},
+    {FG_DTYPE_F16, 2, {"f16", "fp16", "float16", "half", NULL}},
+};
+#define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
+
+static const dtype_entry *find(fg_dtype dtype)
+{
+    for (size_t i = 0; i < N_DTYPES; i++)
+        if (dtypes[i].dtype == dtype) return &dtypes[i];
+    return NULL;
+}
+
+const char *fg_dtype_name(fg_dtype dtype)
+{
+    const dtype_entry *e = find(dtype);
+    return e ? e->names[0] : "unknown dtype";
+}
+
+size_t fg_dtype_size(fg_dtype dtype)
+{
+    const dtype_entry *e = find(dtype);
+    return e ? e->size : 0;
+}
+
+static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
+/* name is lower case; text matches it ignoring ASCII case. */
+static int same_name(const char *text, const char *name)
+{
+    for (; *name != '\0'; text++, name++)
+        if (ascii_lower(*text) != *name) return 0;
+    return *text == '\0';
+}
+
+/* The first bytes of untrusted text as printable ASCII: \\, \" and \xHH for
+ * the rest, "..." when cut; out holds at least 4 * max + 4 bytes. */
+static void escape_text(char *out, const char *text, size_t max)
+{
+    size_t n = 0;
+    for (; *text != '\0' && max > 0; text++, max--) {
+        const unsigned char c = (unsigned char)*text;
+        if (c == '\\' || c == '"') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            out[n++] = (char)c;
+        } else {
+            n += (size_t)snprintf(out + n, 5, "\\x%02x", c);
+        }
+    }
+    if (*text != '\0') {
+        memcpy(out + n, "...", 3);
+        n += 3;
+    }
+    out[n] = '\0';
+}
+
+fg_status fg_dtype_parse(const char *text, fg_dtype *out)
+{
+    static const char fn[] = "fg_dtype_parse";
+    FGI_TRY(fgi_check_ptr(fn, "text", text));
+    FGI_TRY(fgi_check_ptr(fn, "out", out));
+    for (size_t i = 0; i < N_DTYPES; i++)
+        for (const char *const *name = dtypes[i].names; *name != NULL; name++)
+            if (same_name(text, *name)) {
+                *out = dtypes[i].dtype;
+                return FG_OK;
+            }
+    enum { kShown = 32 };
+    char shown[4 * kShown + 4];
+    escape_text(shown, text, kShown);
+    return fgi_fail(FG_ERR_INVALID_ARG,
+                    "%s: argument 'text' is not an element type: \"%s\" (expected f32, "
+                    "bf16 or f16)",
+                    fn, shown);
+}
