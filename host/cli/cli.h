@@ -11,6 +11,8 @@
 
 enum { CLI_OK = 0, CLI_RUNTIME_ERROR = 1, CLI_USAGE_ERROR = 2, CLI_HELP_SHOWN = 3 };
 
+/* OPT_INT is a count: decimal digits in [0, INT_MAX]; OPT_U64 (seeds):
+ * decimal digits in [0, UINT64_MAX]; OPT_FLOAT: a finite float. */
 typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
 
 typedef struct {
@@ -42,6 +44,10 @@ int cli_runtime_error(const char *verb, const char *what);
 int cli_parse_device(const char *verb, const char *name, fg_device *device);
 
 double cli_now(void); /* monotonic seconds */
+
+/* Decimal digits only (no sign, space or prefix), at most max, into *value.
+ * Returns 0, or -1 when malformed or out of range. */
+int cli_parse_decimal(const char *text, uint64_t max, uint64_t *value);
 
 /* "1,2,3" -> ids (malloc'd). Returns 0, or -1 for a malformed list. */
 int cli_parse_ids(const char *list, int **ids, int *n);

@@ -30,15 +30,22 @@ int cli_parse_ids(const char *list, int **ids, int *n)
     if (out == NULL) return -1;
     const char *p = list;
     for (int i = 0; i < count; i++) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT_MAX || (*end != ',' && *end != '\0')) {
+        /* each id is decimal digits only, like every count on the command line */
+        char digits[24];
+        const size_t len = strcspn(p, ",");
+        uint64_t v;
+        if (len >= sizeof digits) {
+            free(out);
+            return -1;
+        }
+        memcpy(digits, p, len);
+        digits[len] = '\0';
+        if (cli_parse_decimal(digits, INT_MAX, &v) != 0) {
             free(out);
             return -1;
         }
         out[i] = (int)v;
-        p = end + (*end == ',');
+        p += len + (p[len] == ',');
     }
     *ids = out;
     *n = count;

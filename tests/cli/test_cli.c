@@ -206,3 +206,61 @@ Test(cli, logits_npy_matches_the_library)
     fgi_buf_free(a), fgi_buf_free(b), fgi_buf_free(expect);
     remove(out), remove(out_inc), rmdir(dir);
 }
+
+/* Counts and seeds are decimal digits within their range; the refusal names
+ * the rule. Floats accept their smallest positive values. */
+Test(cli, numbers_are_decimal_and_in_range)
+{
+    const char *bad[] = {"bench --preset tiny --prompt -5", "bench --preset tiny --gen -5",
+                         "bench --preset tiny --prompt ' 8'", "bench --preset tiny --prompt +8",
+                         "bench --preset tiny --prompt 0x8", "bench --preset tiny --gen 2147483648",
+                         "bench --preset tiny --seed -1", "bench --preset tiny --seed 0x10",
+                         "bench --preset tiny --seed 18446744073709551616",
+                         "bench --preset tiny --seed ''", "generate -m x --top-k -1",
+                         "generate -m x --ctx -3", "generate -m x --temperature 1e39",
+                         "generate -m x --top-p ' 0.5'", "generate -m x --temperature 1e-60",
+                         "logits -m x --tokens '1, 2' --out y.npy",
+                         "logits -m x --tokens +1 --out y.npy"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cli_result *r = run(bad[i]);
+        cr_assert_eq(r->code, 2, "'%s' exits %d: %s", bad[i], r->code, r->err);
+        cr_assert(strlen(r->err) > 0, "'%s' says why", bad[i]);
+    }
+    cli_result *r = run("bench --preset tiny --prompt -5");
+    cr_assert(strstr(r->err, "decimal integer in [0, 2147483647]") != NULL, "the rule: %s", r->err);
+    r = run("bench --preset tiny --seed 0x10");
+    cr_assert(strstr(r->err, "decimal integer in [0, 18446744073709551615]") != NULL, "%s", r->err);
+    /* leading zeros are decimal (base 0 refused 08 and read 010 as 8) */
+    cr_assert_eq(run("bench --preset tiny --prompt 2 --gen 1 --device cpu --seed 08")->code, 0);
+    cr_assert_eq(run("bench --preset tiny --prompt 2 --gen 1 --device cpu --seed 18446744073709551615")
+                     ->code, 0);
+    r = run("bench --preset tiny --prompt 004 --gen 02 --device cpu");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "prefill: 4 tokens") && strstr(r->out, "decode:  2 tokens"), "%s", r->out);
+
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[4400], with_010[16384];
+    snprintf(args, sizeof args, "generate -m '%s' -n 24 --device cpu --seed 010", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    snprintf(with_010, sizeof with_010, "%s", r->out);
+    snprintf(args, sizeof args, "generate -m '%s' -n 24 --device cpu --seed 10", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, with_010, "--seed 010 is ten");
+    /* the smallest positive floats are numbers: a subnormal temperature is
+     * (in effect) greedy, a subnormal top-p keeps the single best token */
+    snprintf(args, sizeof args, "generate -m '%s' -n 12 --device cpu --temperature 0", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    snprintf(with_010, sizeof with_010, "%s", r->out);
+    snprintf(args, sizeof args, "generate -m '%s' -n 12 --device cpu --temperature 1e-45", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, with_010);
+    snprintf(args, sizeof args, "generate -m '%s' -n 12 --device cpu --top-p 1.4e-45 --seed 3", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, with_010);
+}
