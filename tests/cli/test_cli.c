@@ -264,3 +264,41 @@ Test(cli, numbers_are_decimal_and_in_range)
     cr_assert_eq(r->code, 0, "%s", r->err);
     cr_assert_str_eq(r->out, with_010);
 }
+
+/* Runs `flashgpt TAIL` where TAIL carries its own stdout redirection;
+ * stderr into err. Returns the exit code. */
+static int run_redirected(const char *tail, char *err, size_t cap)
+{
+    char cmd[8400], dir[] = "/tmp/fg_cli_XXXXXX", path[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/err", dir);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>%s", FG_CLI_PATH, tail, path);
+    int status = system(cmd);
+    slurp(path, err, cap);
+    remove(path), rmdir(dir);
+    cr_assert(status != -1 && WIFEXITED(status), "could not run: %s", cmd);
+    return WEXITSTATUS(status);
+}
+
+/* A stdout that cannot be written (a full disk: /dev/full) is a runtime
+ * error with its cause, never exit 0. */
+Test(cli, unwritable_stdout_exits_1)
+{
+    if (access("/dev/full", W_OK) != 0) cr_skip_test("no writable /dev/full");
+    const char *cases[] = {"bench --preset tiny --prompt 4 --gen 2 --device cpu >/dev/full",
+                           "bench --help >/dev/full", "--help >/dev/full"};
+    char err[4096], tail[4400];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int code = run_redirected(cases[i], err, sizeof err);
+        cr_assert_eq(code, 1, "'%s' exits %d: %s", cases[i], code, err);
+        cr_assert(strstr(err, "cannot write to standard output: No space left on device"),
+                  "'%s' names the cause: %s", cases[i], err);
+        cr_assert_eq(count_lines(err), 1, "%s", err);
+    }
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    snprintf(tail, sizeof tail, "generate -m '%s' -n 8 --device cpu >/dev/full", model);
+    int code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "generate exits %d: %s", code, err);
+    cr_assert(strstr(err, "cannot write to standard output: No space left on device"), "%s", err);
+}
