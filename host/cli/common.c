@@ -1,6 +1,5 @@
 /* Shared helpers of the flashgpt verbs: timing, token lists, finding the
- * tokenizer beside a model, prompt encoding, logits comparison and .npy
- * output. */
+ * tokenizer beside a model, prompt encoding and logits comparison. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "cli.h"
@@ -160,38 +159,6 @@ int cli_compare_logits(const float *gpu, const float *cpu, size_t n,
     *max_abs = worst;
     *rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
     return ok && *rel_l2 <= 1e-5;
-}
-
-fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
-{
-    /* NumPy format 1.0: magic, version, little-endian header length, then an
-     * ASCII dict padded with spaces so that data starts 64-byte aligned. */
-    char header[256];
-    int len = snprintf(header, sizeof header,
-                       "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows,
-                       cols);
-    const int total = ((10 + len + 1 + 63) / 64) * 64;
-    memset(header + len, ' ', (size_t)(total - 10 - len - 1));
-    header[total - 10 - 1] = '\n';
-    const unsigned short hlen = (unsigned short)(total - 10);
-
-    char tmp[4200];
-    int tn = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (tn < 0 || (size_t)tn >= sizeof tmp) return fgi_fail(FG_ERR_IO, "path too long: %s", path);
-    FILE *f = fopen(tmp, "wb");
-    if (f == NULL) return fgi_fail(FG_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
-    const unsigned char hl[2] = {(unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8)};
-    const size_t n = (size_t)rows * (size_t)cols;
-    int ok = fwrite(magic, 1, 8, f) == 8 && fwrite(hl, 1, 2, f) == 2 &&
-             fwrite(header, 1, (size_t)hlen, f) == hlen && fwrite(data, sizeof(float), n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int err = errno;
-        remove(tmp);
-        return fgi_fail(FG_ERR_IO, "cannot write %s: %s", path, strerror(err));
-    }
-    return FG_OK;
 }
 
 void cli_progress_start(cli_progress *p, const char *what)

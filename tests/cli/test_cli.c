@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -301,4 +302,95 @@ Test(cli, unwritable_stdout_exits_1)
     int code = run_redirected(tail, err, sizeof err);
     cr_assert_eq(code, 1, "generate exits %d: %s", code, err);
     cr_assert(strstr(err, "cannot write to standard output: No space left on device"), "%s", err);
+}
+
+/* Number of entries in dir other than . and .. */
+static int count_entries(const char *dir)
+{
+    char cmd[256], line[32] = "";
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    cr_assert_not_null(fgets(line, sizeof line, p));
+    pclose(p);
+    return atoi(line);
+}
+
+/* --out by the kind of file it names: a regular file (or a link to one) is
+ * replaced whole through a temporary file, a FIFO or character device is
+ * written in place and stays what it is, other kinds are refused; no
+ * temporary file survives a failure. */
+Test(cli, logits_out_never_replaces_what_is_not_a_regular_file)
+{
+    const char *model_path = fgi_model_path("stories260K/stories260K.bin");
+    if (model_path == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char model[4096], dir[] = "/tmp/fg_out_XXXXXX", path[128], path2[128], args[8400];
+    snprintf(model, sizeof model, "%s", model_path);
+    cr_assert_not_null(mkdtemp(dir));
+    struct stat st;
+
+    /* a symbolic link to a regular file: the target is replaced, the link stays */
+    snprintf(path, sizeof path, "%s/target.npy", dir);
+    snprintf(path2, sizeof path2, "%s/link.npy", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("old", f), fclose(f);
+    cr_assert_eq(chmod(path, 0640), 0);
+    cr_assert_eq(symlink("target.npy", path2), 0);
+    snprintf(args, sizeof args, "logits -m '%s' --tokens 1,2 --out %s --device cpu", model, path2);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(lstat(path2, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
+    cr_assert(stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 4096, "target rewritten");
+    cr_assert_eq(st.st_mode & 0777, 0640, "keeps the replaced file's mode (got %o)",
+                 (unsigned)(st.st_mode & 0777));
+    remove(path2), remove(path);
+
+    /* a FIFO is written in place (a reader gets the whole file) and stays a FIFO */
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    snprintf(path2, sizeof path2, "%s/copy.npy", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    snprintf(args, sizeof args, "cat %s > %s & '%s' logits -m '%s' --tokens 1,2 --out %s --device cpu "
+             "2>/dev/null; s=$?; wait; exit $s", path, path2, FG_CLI_PATH, model, path);
+    int status = system(args);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s", args);
+    cr_assert(lstat(path, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO is still a FIFO");
+    int rows, cols;
+    float *got = read_npy(path2, &rows, &cols);
+    cr_assert(rows == 2 && cols == 512);
+    fgi_buf_free(got);
+    remove(path), remove(path2);
+
+    /* a link to a character device: written in place, neither replaced */
+    snprintf(path, sizeof path, "%s/null", dir);
+    cr_assert_eq(symlink("/dev/null", path), 0);
+    snprintf(args, sizeof args, "logits -m '%s' --tokens 1 --out %s --device cpu", model, path);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(lstat(path, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
+    cr_assert(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode), "/dev/null is a device");
+    remove(path);
+
+    /* refused kinds: a folder, a dangling link; a full device fails the write */
+    snprintf(path, sizeof path, "%s/dangling", dir);
+    cr_assert_eq(symlink("nothing-here", path), 0);
+    const char *refused[] = {dir, path, "/dev/full"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "logits -m '%s' --tokens 1 --out %s --device cpu", model, refused[i]);
+        r = run(args);
+        cr_assert_eq(r->code, 1, "%s: %s", refused[i], r->err);
+        cr_assert(strstr(r->err, refused[i]) != NULL && count_lines(r->err) == 1, "%s", r->err);
+    }
+    cr_assert(lstat(path, &st) == 0 && S_ISLNK(st.st_mode), "the dangling link is untouched");
+    remove(path);
+
+    /* a write that fails half way (file size limit) leaves no file behind */
+    cr_assert_eq(count_entries(dir), 0);
+    snprintf(path, sizeof path, "%s/big.npy", dir);
+    snprintf(args, sizeof args, "trap '' XFSZ; ulimit -f 2; '%s' logits -m '%s' --tokens 1,2,3,4,5,6 "
+             "--out %s --device cpu 2>/dev/null", FG_CLI_PATH, model, path);
+    status = system(args);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit %d", WEXITSTATUS(status));
+    cr_assert_eq(count_entries(dir), 0, "no output and no temporary file left");
+    rmdir(dir);
 }
