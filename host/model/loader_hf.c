@@ -21,6 +21,7 @@
  *    rotation into the interleaved one, so attention is exactly preserved;
  *    v and the output projection are untouched. */
 #define _POSIX_C_SOURCE 200809L
+#include "input.h"
 #include "loader_internal.h"
 #include "config_internal.h"
 
@@ -541,19 +542,11 @@ static fg_status join(const char *fn, const char *dir, const char *file, char **
 
 static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path)
 {
-    fgi_reader r;
     char *text = NULL;
-    FGI_TRY(fgi_reader_open(&r, fn, path));
-    fg_status st = FG_OK;
-    if (r.size > MAX_CONFIG_BYTES)
-        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "is %llu bytes, over the %llu-byte "
-                            "limit for a config", (unsigned long long)r.size,
-                            (unsigned long long)MAX_CONFIG_BYTES);
-    if (st == FG_OK) st = fgi_alloc(fn, (void **)&text, (size_t)r.size, 1);
-    if (st == FG_OK) st = fgi_reader_read(&r, text, 0, (size_t)r.size);
-    if (st == FG_OK) st = fgi_hf_config_parse(hc, fn, path, text, (size_t)r.size);
+    size_t len = 0;
+    FGI_TRY(fgi_load_input(fn, path, MAX_CONFIG_BYTES, "a config", &text, &len));
+    fg_status st = fgi_hf_config_parse(hc, fn, path, text, len);
     free(text);
-    fgi_reader_close(&r);
     return st;
 }
 

@@ -8,6 +8,7 @@
  * so stale entries are skipped instead of removed. That makes a sequence of
  * n symbols O(n log n) where rescanning for the best pair would be O(n^2). */
 #define _POSIX_C_SOURCE 200809L
+#include "input.h"
 #include "tokenizer_internal.h"
 
 #include <errno.h>
@@ -178,27 +179,7 @@ fg_status fg_tokenizer_decode(const fg_tokenizer *tok, const int *ids, int n, ch
 fg_status fgi_tokenizer_read_file(const char *fn, const char *path, char **data,
                                   size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return fgi_fail(FG_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
-    struct stat info;
-    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode)) {
-        fclose(f);
-        return fgi_fail(FG_ERR_IO, "%s: '%s' is not a regular file", fn, path);
-    }
-    size_t size = (size_t)info.st_size;
-    char *buf = NULL;
-    fg_status st = fgi_alloc(fn, (void **)&buf, size + 1, 1);
-    if (st == FG_OK && fread(buf, 1, size, f) != size)
-        st = fgi_fail(FG_ERR_IO, "%s: cannot read %zu bytes from '%s'", fn, size, path);
-    fclose(f);
-    if (st != FG_OK) {
-        free(buf);
-        return st;
-    }
-    *data = buf;
-    *len = size;
-    return FG_OK;
+    return fgi_load_input(fn, path, UINT64_MAX, "a tokenizer file", data, len);
 }
 
 const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n)

@@ -1362,6 +1362,37 @@ Test(malformed, missing_files_are_io_errors)
     base_free(&b);
 }
 
+/* Inputs that are not regular files are refused at once, naming the kind
+ * and the path: a FIFO used to block the open forever (hence the timeout). */
+Test(malformed, non_regular_inputs_are_refused_without_blocking, .timeout = 20)
+{
+    fgi_rng rng = fgi_rng_make(507);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    const char *fifo = tmp_path("model.fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    load_fails(fg_model_load, fifo, FG_ERR_IO, "is a FIFO, not a regular file");
+    load_fails(fg_model_load_llama2c, fifo, FG_ERR_IO, "is a FIFO");
+    /* model.safetensors as a FIFO beside a sound config */
+    const char *dir = make_dir("fifo_weights");
+    write_gpt2_config(dir, &b.m.cfg);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    load_fails(fg_model_load, dir, FG_ERR_IO, "model.safetensors: is a FIFO");
+    /* config.json as a FIFO */
+    dir = make_dir("fifo_config");
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_IO, "config.json: is a FIFO");
+    /* a character device */
+    fg_model *m = NULL;
+    fgi_assert_status(fg_model_load_llama2c(&m, "/dev/zero"), FG_ERR_IO,
+                      "/dev/zero: is a character device, not a regular file");
+    cr_assert_null(m);
+    base_free(&b);
+}
+
 static void expect_llama2c(const char *name, const void *data, size_t n, fg_status code,
                            const char *needle)
 {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* --- temporary files ------------------------------------------------------ */
@@ -1034,6 +1035,29 @@ static void expect_llama_error(const void *data, size_t len, int vocab_size, fg_
 static void patch_i32(bytes_buf *b, size_t at, int32_t v)
 {
     for (int i = 0; i < 4; i++) b->data[at + (size_t)i] = (char)((uint32_t)v >> (8 * i));
+}
+
+/* Tokenizer inputs that are not regular files are refused at once with
+ * their kind and path (a FIFO used to block forever: hence the timeout). */
+Test(tokenizer_files, non_regular_inputs_are_refused_without_blocking, .init = make_tmp_dir,
+     .fini = remove_tmp_dir, .timeout = 20)
+{
+    bytes_buf v = {0};
+    byte_vocab(&v, "", -1);
+    const char *vp = write_file("vocab.json", v.data, v.len);
+    const char *mp = write_file("merges.txt", "", 0);
+    const char *fifo = tmp_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    fg_tokenizer *tok = NULL;
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, fifo, mp), FG_ERR_IO, "fifo: is a FIFO");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, fifo), FG_ERR_IO, "fifo: is a FIFO");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, fifo, 512), FG_ERR_IO,
+                      "fifo: is a FIFO, not a regular file");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, "/dev/zero", 512), FG_ERR_IO,
+                      "/dev/zero: is a character device");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, tmp_dir, mp), FG_ERR_IO, "is a folder");
+    cr_assert_null(tok);
+    free(v.data);
 }
 
 Test(llama2c_files, malformed_files_are_format_errors, .init = make_tmp_dir,
