@@ -176,10 +176,10 @@ fg_status fg_tokenizer_decode(const fg_tokenizer *tok, const int *ids, int n, ch
 
 /* --- files and messages --------------------------------------------------- */
 
-fg_status fgi_tokenizer_read_file(const char *fn, const char *path, char **data,
-                                  size_t *len)
+fg_status fgi_tokenizer_read_file(const char *fn, const char *path, uint64_t max_bytes,
+                                  const char *what, char **data, size_t *len)
 {
-    return fgi_load_input(fn, path, UINT64_MAX, "a tokenizer file", data, len);
+    return fgi_load_input(fn, path, max_bytes, what, data, len);
 }
 
 const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n)

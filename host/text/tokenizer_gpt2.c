@@ -464,8 +464,10 @@ fg_status fg_tokenizer_load_gpt2(fg_tokenizer **tok, const char *vocab_json_path
     FGI_TRY(fgi_check_ptr(load_fn, "merges_txt_path", merges_txt_path));
     char *vocab = NULL, *merges = NULL;
     size_t vocab_len = 0, merges_len = 0;
-    FGI_TRY(fgi_tokenizer_read_file(load_fn, vocab_json_path, &vocab, &vocab_len));
-    fg_status st = fgi_tokenizer_read_file(load_fn, merges_txt_path, &merges, &merges_len);
+    FGI_TRY(fgi_tokenizer_read_file(load_fn, vocab_json_path, FGI_TOKENIZER_MAX_BYTES,
+                                    "a vocab.json", &vocab, &vocab_len));
+    fg_status st = fgi_tokenizer_read_file(load_fn, merges_txt_path, FGI_TOKENIZER_MAX_BYTES,
+                                           "a merges.txt", &merges, &merges_len);
     if (st == FG_OK)
         st = fgi_tokenizer_gpt2_from_memory(tok, vocab, vocab_len, merges, merges_len,
                                             vocab_json_path, merges_txt_path);

@@ -83,9 +83,16 @@ void fgi_llama2c_encode(const fg_tokenizer *tok, const unsigned char *text, size
 
 /* --- shared helpers (host/tokenizer.c) --- */
 
-/* Reads a whole regular file; FG_ERR_IO naming fn and path on failure. */
-fg_status fgi_tokenizer_read_file(const char *fn, const char *path, char **data,
-                                  size_t *len);
+/* Tokenizer files are read whole, so their size is checked first: no real
+ * vocabulary comes near this (GPT-2's vocab.json is 1 MB, merges.txt 0.5 MB,
+ * a 256K-token vocabulary under 10 MB); a larger file is refused before a
+ * byte of it is read instead of costing its size in memory. */
+#define FGI_TOKENIZER_MAX_BYTES ((uint64_t)64 << 20)
+
+/* Reads a whole regular file of at most max_bytes (`what` names the limit
+ * in the message); FG_ERR_IO / FG_ERR_FORMAT naming fn and path. */
+fg_status fgi_tokenizer_read_file(const char *fn, const char *path, uint64_t max_bytes,
+                                  const char *what, char **data, size_t *len);
 
 /* A zeroed tokenizer of the given kind and vocabulary size with its offset
  * arrays allocated; free with fg_tokenizer_destroy. */

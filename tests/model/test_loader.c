@@ -1393,6 +1393,20 @@ Test(malformed, non_regular_inputs_are_refused_without_blocking, .timeout = 20)
     base_free(&b);
 }
 
+/* A config.json over its limit is refused from its size, before any read:
+ * a sparse 3 GiB file takes no time and no memory. */
+Test(malformed, oversized_config_is_refused_before_reading, .timeout = 20)
+{
+    const char *dir = make_dir("huge_config");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(ftruncate(fileno(f), (off_t)3 << 30), 0);
+    fclose(f);
+    load_fails(fg_model_load, dir, FG_ERR_FORMAT, "is 3221225472 bytes, over the");
+}
+
 static void expect_llama2c(const char *name, const void *data, size_t n, fg_status code,
                            const char *needle)
 {

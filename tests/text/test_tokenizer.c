@@ -1060,6 +1060,30 @@ Test(tokenizer_files, non_regular_inputs_are_refused_without_blocking, .init = m
     free(v.data);
 }
 
+/* Tokenizer files are read whole, so their size is checked first: a sparse
+ * 3 GiB file is refused at once (it used to be read into memory), and one
+ * just over the limit too. */
+Test(tokenizer_files, oversized_files_are_refused_before_reading, .init = make_tmp_dir,
+     .fini = remove_tmp_dir, .timeout = 20)
+{
+    bytes_buf v = {0};
+    byte_vocab(&v, "", -1);
+    const char *vp = write_file("vocab.json", v.data, v.len);
+    const char *mp = write_file("merges.txt", "", 0);
+    const char *huge = write_file("huge", "", 0), *over = write_file("over", "", 0);
+    cr_assert_eq(truncate(huge, (off_t)3 << 30), 0);
+    cr_assert_eq(truncate(over, ((off_t)64 << 20) + 1), 0);
+    fg_tokenizer *tok = NULL;
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, huge, mp), FG_ERR_FORMAT,
+                      "huge: is 3221225472 bytes, over the 67108864-byte limit for a vocab.json");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, over), FG_ERR_FORMAT,
+                      "over: is 67108865 bytes, over the 67108864-byte limit for a merges.txt");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, huge, 512), FG_ERR_FORMAT,
+                      "limit for a tokenizer.bin");
+    cr_assert_null(tok);
+    free(v.data);
+}
+
 Test(llama2c_files, malformed_files_are_format_errors, .init = make_tmp_dir,
      .fini = remove_tmp_dir)
 {
