@@ -1,6 +1,7 @@
 /* Option parsing for the flashgpt verbs: --name VALUE, --name=VALUE,
  * -x VALUE, flags, and --help, with full validation of numbers: counts and
  * seeds are plain decimal digits within their range, floats finite. */
+#include "check.h"
 #include "cli.h"
 
 #include <ctype.h>
@@ -14,12 +15,15 @@
 
 int cli_usage_error(const char *verb, const char *fmt, ...)
 {
+    /* messages echo arguments: escaped, they cannot split the line or send
+     * escape sequences to the terminal */
+    char raw[1024], safe[2048];
     va_list ap;
-    fprintf(stderr, "flashgpt %s: ", verb);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry 'flashgpt %s --help'.\n", verb);
+    fprintf(stderr, "flashgpt %s: %s\nTry 'flashgpt %s --help'.\n", verb,
+            fgi_escape_text(safe, sizeof safe, raw), verb);
     return CLI_USAGE_ERROR;
 }
 

@@ -1,6 +1,7 @@
 /* flashgpt bench: built-in model presets with deterministic random weights
  * (no files needed): prefill and decode tokens/s on the chosen device and,
  * on a GPU, the CPU-vs-GPU check of the logits on the first tokens. */
+#include "check.h"
 #include "cli.h"
 
 #include <stdio.h>
@@ -30,7 +31,9 @@ static int find_preset(const char *name, preset *out)
             *out = all[i];
             return 1;
         }
-    fprintf(stderr, "flashgpt bench: unknown preset '%s'; presets:", name);
+    char quoted[256];
+    fprintf(stderr, "flashgpt bench: unknown preset '%s'; presets:",
+            fgi_quote_text(quoted, sizeof quoted, name));
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fprintf(stderr, " %s", all[i].name);
     fprintf(stderr, "\n");
     return 0;

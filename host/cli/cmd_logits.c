@@ -1,5 +1,6 @@
 /* flashgpt logits: token ids through the decoder (one prefill, or one token
  * at a time), (T, vocab) float32 logits written as a .npy file. */
+#include "check.h"
 #include "cli.h"
 
 #include <stdio.h>
@@ -36,8 +37,10 @@ static int run(fg_model *model, fg_device device, const int *ids, int T, int inc
         cli_runtime_error(VERB, "cannot write the logits");
         goto done;
     }
+    char shown[1024];
     fprintf(stderr, "device %s: wrote (%d, %zu) logits to %s\n",
-            fg_device_name(fg_session_device(s)), T, V, out_path);
+            fg_device_name(fg_session_device(s)), T, V,
+            fgi_escape_text(shown, sizeof shown, out_path));
     rc = CLI_OK;
 done:
     fg_session_destroy(s);

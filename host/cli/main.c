@@ -2,6 +2,7 @@
  * Whatever a verb returns, stdout is flushed and closed here and a failure
  * (a full disk, a closed pipe) turns success into exit 1 with the cause:
  * output that silently went missing must not look like a successful run. */
+#include "check.h"
 #include "cli.h"
 
 #include <errno.h>
@@ -57,7 +58,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         if (strcmp(argv[1], verbs[i].name) == 0)
             return finish_stdout(verbs[i].name, verbs[i].run(argc - 2, argv + 2));
-    fprintf(stderr, "flashgpt: unknown verb '%s'\n", argv[1]);
+    char verb[256];
+    fprintf(stderr, "flashgpt: unknown verb '%s'\n", fgi_quote_text(verb, sizeof verb, argv[1]));
     usage(stderr);
     return CLI_USAGE_ERROR;
 }

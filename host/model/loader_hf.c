@@ -53,7 +53,9 @@ static const cJSON *config_key(const config_source *s, const char *key)
 static void describe(const cJSON *v, char *buf, size_t size)
 {
     if (cJSON_IsNumber(v)) snprintf(buf, size, "%.17g", v->valuedouble);
-    else if (cJSON_IsString(v)) snprintf(buf, size, "\"%.40s\"", v->valuestring);
+    else if (cJSON_IsString(v))
+        snprintf(buf, size, "\"%s\"",
+                 fgi_quote_bytes((char[200]){0}, 200, v->valuestring, strlen(v->valuestring)));
     else if (cJSON_IsBool(v)) snprintf(buf, size, "%s", cJSON_IsTrue(v) ? "true" : "false");
     else snprintf(buf, size, "%s", cJSON_IsArray(v) ? "an array" : "an object");
 }
@@ -152,8 +154,9 @@ static fg_status require_one_of(const config_source *s, const char *key,
     for (size_t i = 0; allowed[i] != NULL; i++)
         if (strcmp(value, allowed[i]) == 0) return FG_OK;
     return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                          "\"%s\": \"%.40s\" is not supported (supported: %s)", key,
-                          value, allowed[0]);
+                          "\"%s\": \"%s\" is not supported (supported: %s)", key,
+                          fgi_quote_bytes((char[200]){0}, 200, value, strlen(value)),
+                          allowed[0]);
 }
 
 static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
@@ -256,8 +259,8 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
         else if (strcmp(type, "llama") == 0) st = parse_llama(&s, out);
         else
             st = fgi_file_error(FG_ERR_UNSUPPORTED, fn, file,
-                                "model_type \"%.40s\" is not supported (gpt2, llama)",
-                                type);
+                                "model_type \"%s\" is not supported (gpt2, llama)",
+                                fgi_quote_bytes((char[200]){0}, 200, type, strlen(type)));
     }
     if (st == FG_OK && fgi_check_config(fn, &out->cfg) != FG_OK)
         st = fgi_config_format_error(fn, file);
@@ -314,7 +317,8 @@ static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
     format_shape(got, sizeof got, t->shape, t->n_dims);
     format_shape(want, sizeof want, shape, n_dims);
     return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
-                          "tensor '%s' has shape %s, expected %s", t->name, got, want);
+                          "tensor '%s' has shape %s, expected %s", FGI_QUOTE(t->name), got,
+                          want);
 }
 
 /* One tensor, read as (rows, cols). Its stored shape is [rows, cols], or
@@ -471,7 +475,7 @@ static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
             continue;
         return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r->name,
                               "tensor '%s' is not used by the %s loader (an unsupported "
-                              "variant?)", t->name,
+                              "variant?)", FGI_QUOTE(t->name),
                               c->arch == FG_ARCH_GPT2 ? "gpt2" : "llama");
     }
     return FG_OK;

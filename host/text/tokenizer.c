@@ -182,30 +182,6 @@ fg_status fgi_tokenizer_read_file(const char *fn, const char *path, uint64_t max
     return fgi_load_input(fn, path, max_bytes, what, data, len);
 }
 
-const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const size_t shown = 48;
-    size_t at = 0;
-    for (size_t i = 0; i < n && i < shown && at + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7F && c != '\\' && c != '"') {
-            buf[at++] = (char)c;
-        } else {
-            buf[at++] = '\\';
-            buf[at++] = 'x';
-            buf[at++] = hex[c >> 4];
-            buf[at++] = hex[c & 15];
-        }
-    }
-    if (n > shown && at + 4 < cap) {
-        memcpy(buf + at, "...", 3);
-        at += 3;
-    }
-    buf[at] = '\0';
-    return buf;
-}
-
 /* --- spelling -> id map --------------------------------------------------- */
 
 static uint64_t hash_bytes(const char *s, size_t n)

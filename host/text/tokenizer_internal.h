@@ -107,9 +107,6 @@ int fgi_string_map_insert(fgi_string_map *map, const fg_tokenizer *tok, int id);
 int fgi_string_map_find(const fgi_string_map *map, const fg_tokenizer *tok,
                         const char *s, size_t n);
 
-/* Writes a short printable rendering of s[0 .. n) into buf for messages:
- * non-printable bytes as \xNN, long strings cut with "...". Returns buf. */
-const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n);
 
 /* --- BPE merge engine --- */
 

@@ -394,3 +394,22 @@ Test(cli, logits_out_never_replaces_what_is_not_a_regular_file)
     cr_assert_eq(count_entries(dir), 0, "no output and no temporary file left");
     rmdir(dir);
 }
+
+/* Arguments echoed in messages are escaped: a newline cannot split the
+ * message, an escape sequence cannot reach the terminal. */
+Test(cli, echoed_arguments_are_escaped)
+{
+    const char *cases[] = {"bench --preset \"$(printf 'x\\n\\033[2J')\"",
+                           "bench --prompt \"$(printf '1\\n\\033[31m')\"",
+                           "\"$(printf 'verb\\n\\033[2J')\"",
+                           "generate -m \"$(printf '/nonexistent/m\\n\\033[2J.bin')\""};
+    const int lines[] = {1, 2, 0, 1};
+    for (int i = 0; i < 4; i++) {
+        cli_result *r = run(cases[i]);
+        cr_assert_neq(r->code, 0);
+        cr_assert(strchr(r->err, '\033') == NULL, "'%s': %s", cases[i], r->err);
+        cr_assert(strstr(r->err, "\\x0A\\x1B[") != NULL, "'%s': %s", cases[i], r->err);
+        if (lines[i] > 0)
+            cr_assert_eq(count_lines(r->err), lines[i], "'%s': %s", cases[i], r->err);
+    }
+}

@@ -1,5 +1,6 @@
 /* Status codes and the thread-local error message. */
 #include "support.h"
+#include "../../host/core/check.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -51,4 +52,31 @@ Test(status, message_is_thread_local)
     cr_assert(other_ok != NULL, "the other thread saw its own message");
     cr_assert(strstr(fg_last_error(), "-3") != NULL,
               "this thread's message survived: %s", fg_last_error());
+}
+
+/* The safety net under every message: whatever text a call site formats
+ * into it, the stored message is one line of printable ASCII. */
+Test(status, messages_escape_control_and_non_ascii_bytes)
+{
+    cr_assert_eq(fgi_fail(FG_ERR_FORMAT, "name '%s' bad", "a\nb\x1b[2J\xc2\x9b\t"), FG_ERR_FORMAT);
+    cr_assert_str_eq(fg_last_error(), "name 'a\\x0Ab\\x1B[2J\\xC2\\x9B\\x09' bad");
+    /* a message of nothing but control bytes is cut at a whole escape */
+    char many[600];
+    memset(many, '\n', sizeof many - 1);
+    many[sizeof many - 1] = '\0';
+    fgi_fail(FG_ERR_FORMAT, "%s", many);
+    const char *m = fg_last_error();
+    const size_t len = strlen(m);
+    cr_assert(len > 400 && len % 4 == 0, "%zu", len);
+    for (size_t i = 0; i < len; i += 4) cr_assert(strncmp(m + i, "\\x0A", 4) == 0);
+
+    char buf[64];
+    cr_assert_str_eq(fgi_quote_text(buf, sizeof buf, "it's \"q\" \\ \x7f"),
+                     "it\\x27s \\x22q\\x22 \\x5C \\x7F");
+    /* cut with "..." when it does not fit, never mid-escape */
+    memset(many, '\x01', 40);
+    many[40] = '\0';
+    fgi_quote_text(buf, sizeof buf, many);
+    cr_assert(strlen(buf) < sizeof buf && strcmp(buf + strlen(buf) - 3, "...") == 0, "%s", buf);
+    cr_assert_eq((strlen(buf) - 3) % 4, 0, "%s", buf);
 }

@@ -1407,6 +1407,39 @@ Test(malformed, oversized_config_is_refused_before_reading, .timeout = 20)
     load_fails(fg_model_load, dir, FG_ERR_FORMAT, "is 3221225472 bytes, over the");
 }
 
+/* Asserts the last message is one line of printable ASCII. */
+static void assert_message_is_safe(void)
+{
+    for (const unsigned char *p = (const unsigned char *)fg_last_error(); *p; p++)
+        cr_assert(*p >= 0x20 && *p < 0x7F, "byte 0x%02X in \"%s\"", *p, fg_last_error());
+}
+
+/* Names and strings from files reach messages quoted and escaped: a newline
+ * cannot split the one-line error, an escape sequence cannot reach the
+ * terminal. */
+Test(malformed, untrusted_text_in_messages_is_escaped)
+{
+    fgi_rng rng = fgi_rng_make(508);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    expect_header_edit(&b, "evil_key", "{", "{\"x\\n\\u001b[2J\\u009b'\": 5, ", FG_ERR_FORMAT,
+                       "header entry 'x\\x0A\\x1B[2J\\xC2\\x9B\\x27' is not an object");
+    assert_message_is_safe();
+    expect_header_edit(&b, "evil_dtype", "\"F32\"", "\"F\\r\\u001b]0;pwn\\u0007\"", FG_ERR_FORMAT,
+                       "unknown dtype 'F\\x0D\\x1B]0;pwn\\x07'");
+    assert_message_is_safe();
+    expect_config(&b, "evil_type", "{\"model_type\": \"gpt2\\n\\u001b[31mred\"}", FG_ERR_UNSUPPORTED,
+                  "model_type \"gpt2\\x0A\\x1B[31mred\" is not supported");
+    assert_message_is_safe();
+    expect_config(&b, "evil_value", "{\"model_type\": \"gpt2\", \"n_layer\": \"1\\n2\"}",
+                  FG_ERR_FORMAT, "(got \"1\\x0A2\")");
+    assert_message_is_safe();
+    /* a path with control characters, named escaped */
+    load_fails(fg_model_load, tmp_path("no\nsuch\x1b[2J"), FG_ERR_IO, "no\\x0Asuch\\x1B[2J");
+    assert_message_is_safe();
+    base_free(&b);
+}
+
 static void expect_llama2c(const char *name, const void *data, size_t n, fg_status code,
                            const char *needle)
 {
