@@ -184,16 +184,6 @@ fg_status fgi_tokenizer_read_file(const char *fn, const char *path, uint64_t max
 
 /* --- spelling -> id map --------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{ /* FNV-1a */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entries)
 {
     size_t capacity = 16;
@@ -201,6 +191,7 @@ fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entr
     FGI_TRY(fgi_alloc(fn, (void **)&map->slots, capacity, sizeof *map->slots));
     for (size_t i = 0; i < capacity; i++) map->slots[i] = -1;
     map->mask = capacity - 1;
+    map->key = fgi_hash_key_random();
     return FG_OK;
 }
 
@@ -208,7 +199,7 @@ fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entr
 static size_t map_slot(const fgi_string_map *map, const fg_tokenizer *tok, const char *s,
                        size_t n)
 {
-    size_t i = (size_t)hash_bytes(s, n) & map->mask;
+    size_t i = (size_t)fgi_hash_bytes(&map->key, s, n) & map->mask;
     for (;;) {
         int id = map->slots[i];
         if (id < 0) return i;

@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "flashgpt/tokenizer.h"
+#include "hash.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -18,10 +19,13 @@ extern "C" {
 typedef enum { FGI_TOKENIZER_GPT2 = 0, FGI_TOKENIZER_LLAMA2C = 1 } fgi_tokenizer_kind;
 
 /* Open addressing map from a token's spelling to its id; the keys live in
- * the tokenizer's spelling arena, so the map only stores ids. */
+ * the tokenizer's spelling arena, so the map only stores ids. The spellings
+ * come from a file: the hash is keyed (hash.h) so that no file can make
+ * them collide. */
 typedef struct {
-    int32_t *slots; /* capacity entries: an id, or -1 when empty */
-    size_t mask;    /* capacity - 1; capacity is a power of two */
+    int32_t *slots;   /* capacity entries: an id, or -1 when empty */
+    size_t mask;      /* capacity - 1; capacity is a power of two */
+    fgi_hash_key key; /* drawn for this map */
 } fgi_string_map;
 
 /* GPT-2 merge table slot: the pair (left, right) merges into `merged`. */
@@ -47,6 +51,7 @@ struct fg_tokenizer {
     int byte_token[256];   /* id of the single-byte token of each byte */
     fgi_merge_slot *merges;
     size_t merges_mask;    /* merge table capacity - 1 (power of two) */
+    fgi_hash_key merges_key; /* keyed like the spelling map: pairs come from a file */
 
     /* llama2.c */
     float *scores;         /* vocab_size merge scores: higher merges first */
