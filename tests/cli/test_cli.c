@@ -270,14 +270,18 @@ Test(cli, numbers_are_decimal_and_in_range)
  * stderr into err. Returns the exit code. */
 static int run_redirected(const char *tail, char *err, size_t cap)
 {
-    char cmd[8400], dir[] = "/tmp/fg_cli_XXXXXX", path[64];
+    char dir[] = "/tmp/fg_cli_XXXXXX", path[64];
+    const size_t cmd_cap = strlen(tail) + strlen(FG_CLI_PATH) + 128;
+    char *cmd = malloc(cmd_cap);
+    cr_assert_not_null(cmd);
     cr_assert_not_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/err", dir);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>%s", FG_CLI_PATH, tail, path);
+    snprintf(cmd, cmd_cap, "'%s' %s 2>%s", FG_CLI_PATH, tail, path);
     int status = system(cmd);
     slurp(path, err, cap);
     remove(path), rmdir(dir);
-    cr_assert(status != -1 && WIFEXITED(status), "could not run: %s", cmd);
+    cr_assert(status != -1 && WIFEXITED(status), "could not run: %.200s", cmd);
+    free(cmd);
     return WEXITSTATUS(status);
 }
 
@@ -412,4 +416,45 @@ Test(cli, echoed_arguments_are_escaped)
         if (lines[i] > 0)
             cr_assert_eq(count_lines(r->err), lines[i], "'%s': %s", cases[i], r->err);
     }
+}
+
+/* A request is checked before anything is allocated for it: too many
+ * tokens are reported as exceeding the context (not as a failed allocation
+ * of their logits), an id outside the vocabulary by its value. */
+Test(cli, requests_are_checked_before_allocating)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    enum { IDS = 60000 }; /* (60000, 512) float logits: 123 MB */
+    const size_t cap = 2 * IDS + 8400;
+    char *list = malloc(2 * IDS + 1), *tail = malloc(cap), err[4096];
+    cr_assert(list && tail);
+    for (int i = 0; i < IDS; i++) memcpy(list + 2 * i, "1,", 2);
+    list[2 * IDS - 1] = '\0';
+    snprintf(tail, cap, "logits -m '%s' --tokens %s --out /tmp/never.npy --device cpu", model, list);
+    int code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "60000 tokens exceed the model's context (512)"), "%s", err);
+#if !defined(__SANITIZE_ADDRESS__) /* ASan cannot run under an address-space limit */
+    /* with too little memory for the logits, the cause is still the context */
+    char *limited = malloc(cap + 256);
+    cr_assert_not_null(limited);
+    /* run_redirected prefixes the binary: a harmless first command, then the
+     * limited run (80 MB of address space, less than the logits need) */
+    snprintf(limited, cap + 256, "--help >/dev/null; ulimit -v 80000; '%s' logits -m '%s' --tokens %s "
+             "--out /tmp/never.npy --device cpu", FG_CLI_PATH, model, list);
+    code = run_redirected(limited, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "exceed the model's context") != NULL, "%s", err);
+    free(limited);
+#endif
+    snprintf(tail, cap, "verify -m '%s' --tokens %s", model, list);
+    code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "exceed the context (512)"), "%s", err);
+    snprintf(tail, cap, "verify -m '%s' --tokens 1,2,99999", model);
+    code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "token id 99999 (at 2) is outside the vocabulary [0, 512)"), "%s", err);
+    free(list), free(tail);
 }
