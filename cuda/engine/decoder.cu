@@ -316,8 +316,10 @@ static fg_status model_init(const char *fn, fg_cuda_model *m, const fg_weights *
     FGI_TRY(cuda_alloc(fn, (void **)&m->activations, sizeof(float) * total, "activations"));
     FGI_TRY(layout_activations(fn, m, m->activations, &total));
     FGI_TRY(cuda_alloc(fn, (void **)&m->ids, sizeof(int) * (size_t)m->max_tokens, "token ids"));
-    const int kv = m->cfg.n_ctx > m->max_tokens ? m->cfg.n_ctx : m->max_tokens;
-    return ensure_attention_workspace(fn, m, kv);
+    /* sized for max_tokens keys now, grown to a cache's capacity when one is
+     * used: sizing it for n_ctx reserved memory for positions a config only
+     * claims (millions of them) */
+    return ensure_attention_workspace(fn, m, m->max_tokens);
 }
 
 extern "C" fg_status fg_cuda_model_create(fg_cuda_model **model, const fg_config *cfg,

@@ -175,8 +175,8 @@ int cmd_bench(int argc, char **argv)
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    printf("setup: %.1f s (weights, upload, KV cache of %d tokens)\n", cli_now() - t0,
-           n_prompt + n_gen);
+    printf("setup: %.1f s (weights, upload, KV cache of %d tokens: %.2f MiB)\n", cli_now() - t0,
+           n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0);
     rc = time_session(s, ids, n_prompt, n_gen, p.cfg.vocab_size);
     if (rc == CLI_OK && device == FG_DEVICE_CUDA && !no_check)
         rc = check_against_cpu(model, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);

@@ -47,7 +47,9 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         rc = cli_usage_error(VERB, "%s", fg_last_error());
         goto done;
     }
-    if (fg_session_create(&s, cfg, fg_model_weights(model), a->device, a->ctx) != FG_OK) {
+    /* the cache holds what this run needs (or --ctx), not the model's context */
+    if (fg_session_create(&s, cfg, fg_model_weights(model), a->device, a->ctx) != FG_OK ||
+        fg_session_reserve(s, a->ctx ? a->ctx : n_prompt + a->n) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
@@ -77,9 +79,10 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
     }
     const double t_decode = cli_now() - t0;
     printf("\n");
-    fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s\n",
+    fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s, "
+            "KV cache %.2f MiB\n",
             fg_device_name(fg_session_device(s)), n_prompt, n_prompt / t_prefill, made,
-            made > 0 ? made / t_decode : 0.0);
+            made > 0 ? made / t_decode : 0.0, fg_session_cache_bytes(s) / 1048576.0);
     rc = CLI_OK;
 done:
     fg_session_destroy(s);
@@ -102,7 +105,7 @@ int cmd_generate(int argc, char **argv)
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
         {"seed", 0, OPT_U64, &a.seed, "S", "sampling seed (default 0)"},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu or cuda (default auto)"},
-        {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: the model's)"},
+        {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: prompt + -n)"},
     };
     const cli_command cmd = {VERB, "-m PATH [options]",
                              "Generate text from a prompt, streaming it to stdout.", opts,

@@ -458,3 +458,25 @@ Test(cli, requests_are_checked_before_allocating)
     cr_assert(strstr(err, "token id 99999 (at 2) is outside the vocabulary [0, 512)"), "%s", err);
     free(list), free(tail);
 }
+
+/* generate sizes the KV cache to the run (prompt + -n, at least 64
+ * tokens) or to --ctx, not to the model's context, and reports it. */
+Test(cli, generate_sizes_and_reports_the_kv_cache)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[4400];
+    /* stories260K: 5 layers x 4 kv heads x head_dim 8, K and V: 1280 bytes a token */
+    snprintf(args, sizeof args, "generate -m '%s' -n 30 --temperature 0 --device cpu", model);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->err, "KV cache 0.08 MiB") != NULL, "64 tokens: %s", r->err);
+    snprintf(args, sizeof args, "generate -m '%s' -n 200 --temperature 0 --device cpu", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->err, "KV cache 0.25 MiB") != NULL, "201 tokens: %s", r->err);
+    snprintf(args, sizeof args, "generate -m '%s' -n 30 --temperature 0 --device cpu --ctx 512", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->err, "KV cache 0.62 MiB") != NULL, "--ctx 512: %s", r->err);
+}
