@@ -480,3 +480,26 @@ Test(cli, generate_sizes_and_reports_the_kv_cache)
     cr_assert_eq(r->code, 0, "%s", r->err);
     cr_assert(strstr(r->err, "KV cache 0.62 MiB") != NULL, "--ctx 512: %s", r->err);
 }
+
+/* A FIFO as the model or the tokenizer is refused at once, naming it (the
+ * open used to wait for a writer forever: hence the timeout). */
+Test(cli, fifo_inputs_are_refused_without_blocking, .timeout = 30)
+{
+    char dir[] = "/tmp/fg_fifo_XXXXXX", fifo[64], args[4400];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/pipe.bin", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "generate -m %s --device cpu", fifo);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 1, "%s", r->err);
+    cr_assert(strstr(r->err, "pipe.bin: is a FIFO, not a regular file") && count_lines(r->err) == 1,
+              "%s", r->err);
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model != NULL) {
+        snprintf(args, sizeof args, "generate -m '%s' -t %s --device cpu", model, fifo);
+        r = run(args);
+        cr_assert_eq(r->code, 1, "%s", r->err);
+        cr_assert(strstr(r->err, "pipe.bin: is a FIFO") && count_lines(r->err) == 1, "%s", r->err);
+    }
+    remove(fifo), rmdir(dir);
+}
