@@ -4,6 +4,7 @@
  * accepted configuration is then run against a safetensors file with no
  * tensors, which must fail cleanly (missing tensor) without allocating the
  * model the configuration describes. */
+#include "message_check.h"
 #include "loader_internal.h"
 
 #include <stdlib.h>
@@ -21,6 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                              (const char *)data, size);
     if (st != FG_OK) {
         if (st != FG_ERR_FORMAT && st != FG_ERR_UNSUPPORTED && st != FG_ERR_OOM) abort();
+        fuzz_check_message();
         return 0;
     }
     if (fg_config_validate(&config.cfg) != FG_OK) abort();
@@ -28,5 +30,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fg_model *model = NULL;
     fgi_reader_memory(&r, "fuzz", "<no tensors>", no_tensors, sizeof no_tensors);
     if (fgi_hf_load(&model, "fuzz", &config, &r) != FG_ERR_FORMAT || model != NULL) abort();
+    fuzz_check_message();
     return 0;
 }

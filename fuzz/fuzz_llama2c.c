@@ -2,6 +2,7 @@
  * file (in memory); the header parser and then the full loader run over it.
  * A file is accepted only when its size is exactly what its header implies,
  * so the model allocated is never larger than the input. */
+#include "message_check.h"
 #include "loader_internal.h"
 
 #include <stdlib.h>
@@ -25,5 +26,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (model != NULL) {
         abort();
     }
+    fuzz_check_message();
     return 0;
 }

@@ -4,6 +4,7 @@
  * and the full Hugging Face loader runs over it for a tiny GPT-2 and a tiny
  * Llama configuration (fuzz/corpus/safetensors holds files that fit them).
  * Every allocation is bounded by the input size. */
+#include "message_check.h"
 #include "loader_internal.h"
 #include "config_internal.h"
 
@@ -38,6 +39,7 @@ static void load(const fgi_reader *r, const fgi_hf_config *config)
     } else if (model != NULL) {
         abort();
     }
+    fuzz_check_message();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -49,11 +51,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         read_every_tensor(&r, &h);
         fgi_safetensors_free(&h);
     }
+    fuzz_check_message();
     /* 1 layer, C 4, 2 heads, vocab 3, context 2 (GPT-2: tied, with wpe;
      * Llama: 1 KV head, MLP 6, untied) */
     fgi_hf_config gpt2 = {fg_config_gpt2(1, 4, 2, 3, 2), 1};
     fgi_hf_config llama = {fg_config_llama(1, 4, 2, 1, 6, 3, 2), 0};
     load(&r, &gpt2);
     load(&r, &llama);
+    fuzz_check_message();
     return 0;
 }

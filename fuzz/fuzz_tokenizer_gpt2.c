@@ -3,6 +3,7 @@
  * (fixed ones and slices of the input) must round-trip through encode and
  * decode, the streamed pieces must match decode, and every id must be in
  * the vocabulary; any violation aborts. */
+#include "message_check.h"
 #include "tokenizer_check.h"
 #include "tokenizer_internal.h"
 
@@ -24,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                   "vocab.json", "merges.txt");
     if (st != FG_OK) {
         if (tok != NULL) abort();
+        fuzz_check_message();
         return 0;
     }
     static const char *const samples[] = {
@@ -35,5 +37,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check_text(tok, merges, merges_len < 200 ? merges_len : 200, 0);
     if (fg_tokenizer_bos(tok) >= 0) fuzz_check_text(tok, samples[3], strlen(samples[3]), 1);
     fg_tokenizer_destroy(tok);
+    fuzz_check_message();
     return 0;
 }

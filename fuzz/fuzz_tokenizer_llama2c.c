@@ -5,6 +5,7 @@
  * decodes to nothing and the dummy space is dropped after it), the streamed
  * pieces must match decode and every id must be in the vocabulary; any
  * violation aborts. */
+#include "message_check.h"
 #include "tokenizer_check.h"
 #include "tokenizer_internal.h"
 
@@ -22,6 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                      "tokenizer.bin");
     if (st != FG_OK) {
         if (tok != NULL) abort();
+        fuzz_check_message();
         return 0;
     }
     static const char *const samples[] = {
@@ -32,5 +34,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t tail = size - 1 < 200 ? size - 1 : 200;
     fuzz_check_text(tok, (const char *)data + size - tail, tail, 1);
     fg_tokenizer_destroy(tok);
+    fuzz_check_message();
     return 0;
 }

@@ -402,8 +402,10 @@ static fg_status runner_init(const char *fn, fg_cuda_runner *r)
     FGI_TRY(layout_activations(fn, r, r->activations, &total));
     FGI_TRY(cuda_alloc(fn, (void **)&r->ids, sizeof(int) * (size_t)r->max_tokens, "token ids"));
     FGI_TRY(cuda_alloc(fn, (void **)&r->step, 3 * sizeof(int), "the step record"));
-    const int n_ctx = r->w->cfg.n_ctx;
-    return ensure_attention_workspace(fn, r, n_ctx > r->max_tokens ? n_ctx : r->max_tokens);
+    /* sized for max_tokens keys now, grown to a cache's capacity when one is
+     * used: sizing it for n_ctx reserved memory for positions a config only
+     * claims (millions of them) */
+    return ensure_attention_workspace(fn, r, r->max_tokens);
 }
 
 extern "C" fg_status fg_cuda_runner_create(fg_cuda_runner **runner,

@@ -1,7 +1,9 @@
 /* Option parsing for the flashgpt verbs: --name VALUE, --name=VALUE,
- * -x VALUE, flags, and --help, with full validation of numbers. */
+ * -x VALUE, flags, and --help, with full validation of numbers: counts and
+ * seeds are plain decimal digits within their range, floats finite. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -12,12 +14,15 @@
 
 int cli_usage_error(const char *verb, const char *fmt, ...)
 {
+    /* messages echo arguments: escaped, they cannot split the line or send
+     * escape sequences to the terminal */
+    char raw[1024], safe[2048];
     va_list ap;
-    fprintf(stderr, "flashgpt %s: ", verb);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry 'flashgpt %s --help'.\n", verb);
+    fprintf(stderr, "flashgpt %s: %s\nTry 'flashgpt %s --help'.\n", verb,
+            fg_escape_text(safe, sizeof safe, raw), verb);
     return CLI_USAGE_ERROR;
 }
 
@@ -45,36 +50,57 @@ void cli_print_help(const cli_command *cmd)
     printf("  %-28s %s\n", "-h, --help", "show this help and exit");
 }
 
+int cli_parse_decimal(const char *text, uint64_t max, uint64_t *value)
+{
+    /* Digits only: no sign, no space, no base prefix (strtoull's base 0 read
+     * "010" as 8 and refused "08"; its sign handling wraps "-5" around). */
+    uint64_t v = 0;
+    if (*text == '\0') return -1;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        const uint64_t digit = (uint64_t)(*p - '0');
+        if (v > (max - digit) / 10) return -1;
+        v = v * 10 + digit;
+    }
+    *value = v;
+    return 0;
+}
+
 static int parse_value(const cli_command *cmd, const cli_option *o, const char *text)
 {
     char *end = NULL;
+    uint64_t v;
     errno = 0;
     switch (o->kind) {
     case OPT_STRING:
         *(const char **)o->target = text;
         return CLI_OK;
-    case OPT_INT: {
-        long v = strtol(text, &end, 10);
-        if (*text == '\0' || *end != '\0' || errno || v < INT_MIN || v > INT_MAX)
-            return cli_usage_error(cmd->verb, "--%s needs an integer (got '%s')", o->name, text);
+    case OPT_INT:
+        if (cli_parse_decimal(text, INT_MAX, &v) != 0)
+            return cli_usage_error(cmd->verb, "--%s needs a decimal integer in [0, %d] (got '%s')",
+                                   o->name, INT_MAX, text);
         *(int *)o->target = (int)v;
         return CLI_OK;
-    }
     case OPT_FLOAT: {
-        float v = strtof(text, &end);
-        if (*text == '\0' || *end != '\0' || errno || !isfinite(v))
-            return cli_usage_error(cmd->verb, "--%s needs a number (got '%s')", o->name, text);
-        *(float *)o->target = v;
+        /* strtof reports ERANGE for subnormal results too: those are numbers
+         * (the smallest positive temperature or top-p is valid); only a
+         * result that overflowed, or a nonzero text that rounded to zero, is
+         * out of range. */
+        float f = strtof(text, &end);
+        const int range = errno == ERANGE && (isinf(f) || f == 0.0f);
+        if (*text == '\0' || isspace((unsigned char)*text) || *end != '\0' || range ||
+            !isfinite(f))
+            return cli_usage_error(cmd->verb, "--%s needs a finite number within float range "
+                                   "(got '%s')", o->name, text);
+        *(float *)o->target = f;
         return CLI_OK;
     }
-    case OPT_U64: {
-        unsigned long long v = strtoull(text, &end, 0);
-        if (*text == '\0' || *text == '-' || *end != '\0' || errno)
-            return cli_usage_error(cmd->verb, "--%s needs a non-negative integer (got '%s')",
-                                   o->name, text);
-        *(uint64_t *)o->target = (uint64_t)v;
+    case OPT_U64:
+        if (cli_parse_decimal(text, UINT64_MAX, &v) != 0)
+            return cli_usage_error(cmd->verb, "--%s needs a decimal integer in [0, %llu] (got '%s')",
+                                   o->name, (unsigned long long)UINT64_MAX, text);
+        *(uint64_t *)o->target = v;
         return CLI_OK;
-    }
     case OPT_FLAG:
         break;
     }

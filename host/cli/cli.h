@@ -11,6 +11,8 @@
 
 enum { CLI_OK = 0, CLI_RUNTIME_ERROR = 1, CLI_USAGE_ERROR = 2, CLI_HELP_SHOWN = 3 };
 
+/* OPT_INT is a count: decimal digits in [0, INT_MAX]; OPT_U64 (seeds):
+ * decimal digits in [0, UINT64_MAX]; OPT_FLOAT: a finite float. */
 typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
 
 typedef struct {
@@ -58,6 +60,10 @@ int cli_parse_device(const char *verb, const char *name, fg_device *device);
 
 double cli_now(void); /* monotonic seconds */
 
+/* Decimal digits only (no sign, space or prefix), at most max, into *value.
+ * Returns 0, or -1 when malformed or out of range. */
+int cli_parse_decimal(const char *text, uint64_t max, uint64_t *value);
+
 /* "1,2,3" -> ids (malloc'd). Returns 0, or -1 for a malformed list. */
 int cli_parse_ids(const char *list, int **ids, int *n);
 
@@ -79,8 +85,26 @@ int cli_compare_logits(const float *gpu, const float *cpu, size_t n,
 /* Index of the largest of n values (the first among ties). */
 int cli_argmax(const float *x, size_t n);
 
-/* Writes a (rows, cols) float32 array as NumPy .npy, atomically: to a
- * temporary file renamed into place. */
+/* Output files (output.c). A path that is, or will be, a regular file is
+ * written through a temporary file (mode 0600, same folder) renamed over it
+ * once complete, so a failure leaves the old file or nothing; a symbolic
+ * link to a regular file replaces its target, never the link. A FIFO or a
+ * character device (/dev/null, a pipe from the shell) is written in place:
+ * it is never replaced. Anything else (a folder, a block device, a dangling
+ * link) is refused. Every failure removes the temporary file. */
+typedef struct {
+    int fd;
+    char *target; /* the file finally written: path, or a link's target */
+    char *tmp;    /* temporary file, NULL when writing in place */
+    const char *path;
+} cli_output;
+fg_status cli_output_open(cli_output *o, const char *path);
+fg_status cli_output_write(cli_output *o, const void *data, size_t n);
+/* Closes and renames into place; on failure everything is cleaned up. */
+fg_status cli_output_commit(cli_output *o);
+void cli_output_abort(cli_output *o); /* closes, removes the temporary file */
+
+/* Writes a (rows, cols) float32 array as NumPy .npy through cli_output. */
 fg_status cli_write_npy(const char *path, const float *data, int rows, int cols);
 
 /* Progress on stderr, only when stderr is a terminal (a pipe or a file

@@ -32,7 +32,9 @@ static int find_preset(const char *name, preset *out)
             *out = all[i];
             return 1;
         }
-    fprintf(stderr, "flashgpt bench: unknown preset '%s'; presets:", name);
+    char quoted[256];
+    fprintf(stderr, "flashgpt bench: unknown preset '%s'; presets:",
+            fg_quote_text(quoted, sizeof quoted, name));
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fprintf(stderr, " %s", all[i].name);
     fprintf(stderr, "\n");
     return 0;
@@ -193,8 +195,8 @@ int cmd_bench(int argc, char **argv)
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    printf("setup: %.1f s (weights, upload, KV cache of %d tokens)\n", cli_now() - t0,
-           n_prompt + n_gen);
+    printf("setup: %.1f s (weights, upload, KV cache of %d tokens: %.2f MiB)\n", cli_now() - t0,
+           n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0);
     rc = time_session(s, ids, n_prompt, n_gen, p.cfg.vocab_size);
     if (rc == CLI_OK && device == FG_DEVICE_CUDA && !no_check)
         rc = check_against_cpu(model, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);

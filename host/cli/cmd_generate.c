@@ -4,8 +4,10 @@
  * fg_generate; this file is options and output. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     const char *model, *tokenizer, *prompt, *device_name;
@@ -17,13 +19,14 @@ typedef struct {
 
 static const char VERB[] = "generate";
 
-/* fg_generate's callback: streams each token's bytes as they come. */
+/* fg_generate's callback: streams each token's bytes as they come. A failed
+ * write (disk full, closed pipe) stops the generation: user gets its errno. */
 static int emit(void *user, int id, const char *bytes, size_t len)
 {
-    (void)user, (void)id;
-    if (len > 0) {
-        fwrite(bytes, 1, len, stdout);
-        fflush(stdout);
+    (void)id;
+    if (len > 0 && (fwrite(bytes, 1, len, stdout) != len || fflush(stdout) != 0)) {
+        *(int *)user = errno ? errno : EIO;
+        return 1;
     }
     return 0;
 }
@@ -62,7 +65,9 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         rc = cli_usage_error(VERB, "%s", fg_last_error());
         goto done;
     }
-    if (fg_session_create(&s, cfg, fg_model_weights(model), a->device, a->ctx) != FG_OK) {
+    /* the cache holds what this run needs (or --ctx), not the model's context */
+    if (fg_session_create(&s, cfg, fg_model_weights(model), a->device, a->ctx) != FG_OK ||
+        fg_session_reserve(s, a->ctx ? a->ctx : n_prompt + a->n) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
@@ -70,16 +75,26 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
     gc.max_new_tokens = a->n;
     gc.echo_prompt = 1;
     gc.on_token = emit;
+    int write_error = 0;
+    gc.user = &write_error;
     fg_generate_result r = {0};
     if (fg_generate(s, tok, sampler, ids, n_prompt, &gc, &r) != FG_OK) {
         cli_runtime_error(VERB, failed_step(r.failed));
         goto done;
     }
+    if (write_error != 0) {
+        fprintf(stderr, "flashgpt %s: cannot write to standard output: %s\n", VERB,
+                strerror(write_error));
+        clearerr(stdout); /* reported here, once */
+        goto done;
+    }
     printf("\n");
     fflush(stdout); /* the text before the speeds when both go to one file */
-    fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s\n",
+    fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s, "
+            "KV cache %.2f MiB\n",
             fg_device_name(fg_session_device(s)), n_prompt, n_prompt / r.prefill_seconds,
-            r.n_generated, r.n_generated > 0 ? r.n_generated / r.decode_seconds : 0.0);
+            r.n_generated, r.n_generated > 0 ? r.n_generated / r.decode_seconds : 0.0,
+            fg_session_cache_bytes(s) / 1048576.0);
     rc = CLI_OK;
 done:
     fg_session_destroy(s);
@@ -102,7 +117,7 @@ int cmd_generate(int argc, char **argv)
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
         {"seed", 0, OPT_U64, &a.seed, "S", "sampling seed (default 0)"},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu or cuda (default auto)"},
-        {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: the model's)"},
+        {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: prompt + -n)"},
     };
     const cli_command cmd = {VERB, "-m PATH [options]",
                              "Generate text from a prompt, streaming it to stdout.", opts,

@@ -13,15 +13,25 @@ static int run(fg_model *model, fg_device device, const int *ids, int T, int inc
     const fg_config *cfg = fg_model_config(model);
     const size_t V = (size_t)cfg->vocab_size;
     fg_session *s = NULL;
-    float *logits = malloc(sizeof(float) * V * (size_t)T);
+    float *logits = NULL;
     int rc = CLI_RUNTIME_ERROR;
+    /* everything about the request is checked before anything is allocated
+     * for it: an oversized request is reported as what it is, not as the
+     * failed allocation of its logits */
+    if (T > cfg->n_ctx) {
+        fprintf(stderr, "flashgpt logits: %d tokens exceed the model's context (%d)\n", T, cfg->n_ctx);
+        return rc;
+    }
+    for (int t = 0; t < T; t++)
+        if (ids[t] >= cfg->vocab_size) {
+            fprintf(stderr, "flashgpt logits: token id %d (at %d) is outside the vocabulary [0, %d)\n",
+                    ids[t], t, cfg->vocab_size);
+            return rc;
+        }
+    logits = malloc(sizeof(float) * V * (size_t)T);
     if (logits == NULL) {
         fprintf(stderr, "flashgpt logits: cannot allocate %d x %zu logits\n", T, V);
         return rc;
-    }
-    if (T > cfg->n_ctx) {
-        fprintf(stderr, "flashgpt logits: %d tokens exceed the model's context (%d)\n", T, cfg->n_ctx);
-        goto done;
     }
     if (fg_session_create(&s, cfg, fg_model_weights(model), device, T) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
@@ -36,8 +46,10 @@ static int run(fg_model *model, fg_device device, const int *ids, int T, int inc
         cli_runtime_error(VERB, "cannot write the logits");
         goto done;
     }
+    char shown[1024];
     fprintf(stderr, "device %s: wrote (%d, %zu) logits to %s\n",
-            fg_device_name(fg_session_device(s)), T, V, out_path);
+            fg_device_name(fg_session_device(s)), T, V,
+            fg_escape_text(shown, sizeof shown, out_path));
     rc = CLI_OK;
 done:
     fg_session_destroy(s);

@@ -34,16 +34,25 @@ static int run(fg_model *model, const int *ids, int T)
     const size_t V = (size_t)cfg->vocab_size;
     const int ctx = T + DECODE_STEPS;
     fg_session *cpu = NULL, *gpu = NULL;
-    float *a = malloc(sizeof(float) * V * (size_t)T), *b = malloc(sizeof(float) * V * (size_t)T);
+    float *a = NULL, *b = NULL;
     verdict v = {.ok = 1};
     int rc = CLI_RUNTIME_ERROR;
-    if (a == NULL || b == NULL) {
-        fprintf(stderr, "flashgpt verify: out of memory for %d x %zu logits\n", T, V);
-        goto done;
-    }
-    if (ctx > cfg->n_ctx) {
+    /* the request is checked before anything is allocated for it */
+    if ((long long)T + DECODE_STEPS > cfg->n_ctx) {
         fprintf(stderr, "flashgpt verify: %d tokens + %d decode steps exceed the context (%d)\n", T,
                 DECODE_STEPS, cfg->n_ctx);
+        goto done;
+    }
+    for (int t = 0; t < T; t++)
+        if (ids[t] >= cfg->vocab_size) {
+            fprintf(stderr, "flashgpt verify: token id %d (at %d) is outside the vocabulary [0, %d)\n",
+                    ids[t], t, cfg->vocab_size);
+            goto done;
+        }
+    a = malloc(sizeof(float) * V * (size_t)T);
+    b = malloc(sizeof(float) * V * (size_t)T);
+    if (a == NULL || b == NULL) {
+        fprintf(stderr, "flashgpt verify: out of memory for %d x %zu logits\n", T, V);
         goto done;
     }
     if (fg_session_create(&gpu, cfg, fg_model_weights(model), FG_DEVICE_CUDA, ctx) != FG_OK) {

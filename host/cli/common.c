@@ -18,14 +18,18 @@
 
 /* The command's own last failure, for messages the library cannot write
  * (its fg_last_error() is read-only to clients); cli_error_message takes it. */
-static char cli_error[512]; /* the size of the library's, so long messages cut alike */
+/* as the library's: a message formats into 512 bytes, escaping may lengthen
+ * it, so long messages are cut alike */
+static char cli_error[1024];
 
 fg_status cli_fail(fg_status status, const char *fmt, ...)
 {
+    char raw[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cli_error, sizeof cli_error, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    fg_escape_text(cli_error, sizeof cli_error, raw); /* one printable line, as the library's */
     return status;
 }
 
@@ -53,15 +57,22 @@ int cli_parse_ids(const char *list, int **ids, int *n)
     if (out == NULL) return -1;
     const char *p = list;
     for (int i = 0; i < count; i++) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT_MAX || (*end != ',' && *end != '\0')) {
+        /* each id is decimal digits only, like every count on the command line */
+        char digits[24];
+        const size_t len = strcspn(p, ",");
+        uint64_t v;
+        if (len >= sizeof digits) {
+            free(out);
+            return -1;
+        }
+        memcpy(digits, p, len);
+        digits[len] = '\0';
+        if (cli_parse_decimal(digits, INT_MAX, &v) != 0) {
             free(out);
             return -1;
         }
         out[i] = (int)v;
-        p = end + (*end == ',');
+        p += len + (p[len] == ',');
     }
     *ids = out;
     *n = count;
@@ -121,36 +132,4 @@ int cli_compare_logits(const float *gpu, const float *cpu, size_t n,
     *max_abs = worst;
     *rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
     return ok && *rel_l2 <= 1e-5;
-}
-
-fg_status cli_write_npy(const char *path, const float *data, int rows, int cols)
-{
-    /* NumPy format 1.0: magic, version, little-endian header length, then an
-     * ASCII dict padded with spaces so that data starts 64-byte aligned. */
-    char header[256];
-    int len = snprintf(header, sizeof header,
-                       "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows,
-                       cols);
-    const int total = ((10 + len + 1 + 63) / 64) * 64;
-    memset(header + len, ' ', (size_t)(total - 10 - len - 1));
-    header[total - 10 - 1] = '\n';
-    const unsigned short hlen = (unsigned short)(total - 10);
-
-    char tmp[4200];
-    int tn = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (tn < 0 || (size_t)tn >= sizeof tmp) return cli_fail(FG_ERR_IO, "path too long: %s", path);
-    FILE *f = fopen(tmp, "wb");
-    if (f == NULL) return cli_fail(FG_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
-    const unsigned char hl[2] = {(unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8)};
-    const size_t n = (size_t)rows * (size_t)cols;
-    int ok = fwrite(magic, 1, 8, f) == 8 && fwrite(hl, 1, 2, f) == 2 &&
-             fwrite(header, 1, (size_t)hlen, f) == hlen && fwrite(data, sizeof(float), n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int err = errno;
-        remove(tmp);
-        return cli_fail(FG_ERR_IO, "cannot write %s: %s", path, strerror(err));
-    }
-    return FG_OK;
 }

@@ -1,8 +1,31 @@
-/* flashgpt: the command-line program. `flashgpt VERB --help` for each verb. */
+/* flashgpt: the command-line program. `flashgpt VERB --help` for each verb.
+ * Whatever a verb returns, stdout is flushed and closed here and a failure
+ * (a full disk, a closed pipe) turns success into exit 1 with the cause:
+ * output that silently went missing must not look like a successful run. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Flushes and closes stdout; rc, or 1 (cause on stderr) when any write to
+ * it failed, now or earlier (the stream's error flag is sticky). */
+static int finish_stdout(const char *verb, int rc)
+{
+    int failed = ferror(stdout) != 0, err = 0;
+    if (fflush(stdout) != 0) {
+        failed = 1;
+        err = errno;
+    }
+    if (fclose(stdout) != 0) {
+        failed = 1;
+        if (err == 0) err = errno;
+    }
+    if (!failed) return rc;
+    fprintf(stderr, "flashgpt%s%s: cannot write to standard output: %s\n", verb ? " " : "",
+            verb ? verb : "", err ? strerror(err) : "a write failed");
+    return rc != CLI_OK ? rc : CLI_RUNTIME_ERROR;
+}
 
 static void usage(FILE *to)
 {
@@ -29,11 +52,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return CLI_OK;
+        return finish_stdout(NULL, CLI_OK);
     }
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
-        if (strcmp(argv[1], verbs[i].name) == 0) return verbs[i].run(argc - 2, argv + 2);
-    fprintf(stderr, "flashgpt: unknown verb '%s'\n", argv[1]);
+        if (strcmp(argv[1], verbs[i].name) == 0)
+            return finish_stdout(verbs[i].name, verbs[i].run(argc - 2, argv + 2));
+    char verb[256];
+    fprintf(stderr, "flashgpt: unknown verb '%s'\n", fg_quote_text(verb, sizeof verb, argv[1]));
     usage(stderr);
     return CLI_USAGE_ERROR;
 }

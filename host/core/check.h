@@ -26,8 +26,18 @@ extern "C" {
 #define FGI_PRINTF(a, b)
 #endif
 
-/* Sets the thread-local message and returns `status`. */
+/* Sets the thread-local message and returns `status`. Bytes outside
+ * printable ASCII in the formatted message are stored as \xNN, so the
+ * message is one line and safe to print, whatever text it quotes. */
 fg_status fgi_fail(fg_status status, const char *fmt, ...) FGI_PRINTF(2, 3);
+
+/* Untrusted names for messages (the caller adds the quotes): see
+ * fg_quote_text (public, flashgpt/status.h); fgi_quote_bytes shows at most
+ * 48 bytes of s[0 .. n). Returns buf. */
+const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n);
+/* fg_quote_text into a buffer that lives until the end of the enclosing
+ * block: for message arguments, e.g. fgi_fail(..., "'%s'", FGI_QUOTE(name)). */
+#define FGI_QUOTE(s) fg_quote_text((char[520]){0}, 520, (s))
 
 fg_status fgi_check_ptr(const char *fn, const char *name, const void *ptr);
 

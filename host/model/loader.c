@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
 #include "half.h"
+#include "input.h"
 #include "loader_internal.h"
 #include "config_internal.h"
 
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 /* Messages ------------------------------------------------------------------- */
 
@@ -302,20 +304,19 @@ void fgi_progress_finish(fgi_progress *p)
 
 fg_status fgi_reader_open(fgi_reader *r, const char *fn, const char *path)
 {
-    struct stat st;
-    char reason[128];
+    /* never read whole: tensors are read one at a time at their offsets, so
+     * the file's size needs no cap here (each format bounds its header) */
+    int fd;
+    uint64_t size;
     *r = (fgi_reader){.fn = fn, .name = path};
-    FILE *f = fopen(path, "rb");
+    FGI_TRY(fgi_open_input(fn, path, &fd, &size));
+    FILE *f = fdopen(fd, "rb");
     if (f == NULL) {
-        strerror_r(errno, reason, sizeof reason);
-        return fgi_file_error(FG_ERR_IO, fn, path, "cannot open (%s)", reason);
-    }
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0) {
-        fclose(f);
-        return fgi_file_error(FG_ERR_IO, fn, path, "not a regular file");
+        close(fd);
+        return fgi_file_error(FG_ERR_OOM, fn, path, "cannot set up reading");
     }
     r->file = f;
-    r->size = (uint64_t)st.st_size;
+    r->size = size;
     return FG_OK;
 }
 

@@ -21,6 +21,7 @@
  *    rotation into the interleaved one, so attention is exactly preserved;
  *    v and the output projection are untouched. */
 #define _POSIX_C_SOURCE 200809L
+#include "input.h"
 #include "loader_internal.h"
 #include "config_internal.h"
 
@@ -52,7 +53,9 @@ static const cJSON *config_key(const config_source *s, const char *key)
 static void describe(const cJSON *v, char *buf, size_t size)
 {
     if (cJSON_IsNumber(v)) snprintf(buf, size, "%.17g", v->valuedouble);
-    else if (cJSON_IsString(v)) snprintf(buf, size, "\"%.40s\"", v->valuestring);
+    else if (cJSON_IsString(v))
+        snprintf(buf, size, "\"%s\"",
+                 fgi_quote_bytes((char[200]){0}, 200, v->valuestring, strlen(v->valuestring)));
     else if (cJSON_IsBool(v)) snprintf(buf, size, "%s", cJSON_IsTrue(v) ? "true" : "false");
     else snprintf(buf, size, "%s", cJSON_IsArray(v) ? "an array" : "an object");
 }
@@ -151,8 +154,9 @@ static fg_status require_one_of(const config_source *s, const char *key,
     for (size_t i = 0; allowed[i] != NULL; i++)
         if (strcmp(value, allowed[i]) == 0) return FG_OK;
     return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                          "\"%s\": \"%.40s\" is not supported (supported: %s)", key,
-                          value, allowed[0]);
+                          "\"%s\": \"%s\" is not supported (supported: %s)", key,
+                          fgi_quote_bytes((char[200]){0}, 200, value, strlen(value)),
+                          allowed[0]);
 }
 
 static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
@@ -255,8 +259,8 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
         else if (strcmp(type, "llama") == 0) st = parse_llama(&s, out);
         else
             st = fgi_file_error(FG_ERR_UNSUPPORTED, fn, file,
-                                "model_type \"%.40s\" is not supported (gpt2, llama)",
-                                type);
+                                "model_type \"%s\" is not supported (gpt2, llama)",
+                                fgi_quote_bytes((char[200]){0}, 200, type, strlen(type)));
     }
     if (st == FG_OK && fgi_check_config(fn, &out->cfg) != FG_OK)
         st = fgi_config_format_error(fn, file);
@@ -313,7 +317,8 @@ static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
     format_shape(got, sizeof got, t->shape, t->n_dims);
     format_shape(want, sizeof want, shape, n_dims);
     return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
-                          "tensor '%s' has shape %s, expected %s", t->name, got, want);
+                          "tensor '%s' has shape %s, expected %s", FGI_QUOTE(t->name), got,
+                          want);
 }
 
 /* One tensor, read as (rows, cols). Its stored shape is [rows, cols], or
@@ -470,7 +475,7 @@ static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
             continue;
         return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r->name,
                               "tensor '%s' is not used by the %s loader (an unsupported "
-                              "variant?)", t->name,
+                              "variant?)", FGI_QUOTE(t->name),
                               c->arch == FG_ARCH_GPT2 ? "gpt2" : "llama");
     }
     return FG_OK;
@@ -541,19 +546,11 @@ static fg_status join(const char *fn, const char *dir, const char *file, char **
 
 static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path)
 {
-    fgi_reader r;
     char *text = NULL;
-    FGI_TRY(fgi_reader_open(&r, fn, path));
-    fg_status st = FG_OK;
-    if (r.size > MAX_CONFIG_BYTES)
-        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "is %llu bytes, over the %llu-byte "
-                            "limit for a config", (unsigned long long)r.size,
-                            (unsigned long long)MAX_CONFIG_BYTES);
-    if (st == FG_OK) st = fgi_alloc(fn, (void **)&text, (size_t)r.size, 1);
-    if (st == FG_OK) st = fgi_reader_read(&r, text, 0, (size_t)r.size);
-    if (st == FG_OK) st = fgi_hf_config_parse(hc, fn, path, text, (size_t)r.size);
+    size_t len = 0;
+    FGI_TRY(fgi_load_input(fn, path, MAX_CONFIG_BYTES, "a config", &text, &len));
+    fg_status st = fgi_hf_config_parse(hc, fn, path, text, len);
     free(text);
-    fgi_reader_close(&r);
     return st;
 }
 

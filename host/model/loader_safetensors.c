@@ -47,7 +47,7 @@ static fg_status parse_dtype(const source *s, const char *name, const cJSON *ent
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(entry, "dtype");
     if (!cJSON_IsString(dtype))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                              "tensor '%s' has no \"dtype\" string", name);
+                              "tensor '%s' has no \"dtype\" string", FGI_QUOTE(name));
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
         if (strcmp(dtype->valuestring, dtypes[i].name) == 0) {
             snprintf(t->dtype, sizeof t->dtype, "%s", dtypes[i].name);
@@ -56,8 +56,9 @@ static fg_status parse_dtype(const source *s, const char *name, const cJSON *ent
         }
     }
     return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                          "tensor '%s' has unknown dtype '%.32s'", name,
-                          dtype->valuestring);
+                          "tensor '%s' has unknown dtype '%s'", FGI_QUOTE(name),
+                          fgi_quote_bytes((char[200]){0}, 200, dtype->valuestring,
+                                          strlen(dtype->valuestring)));
 }
 
 /* Shape and offsets; the byte count they imply must match. */
@@ -71,18 +72,18 @@ static fg_status parse_extent(const source *s, const char *name, const cJSON *en
     int overflow = 0;
     if (!cJSON_IsArray(shape))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                              "tensor '%s' has no \"shape\" array", name);
+                              "tensor '%s' has no \"shape\" array", FGI_QUOTE(name));
     cJSON_ArrayForEach(dim, shape)
     {
         uint64_t n;
         if (t->n_dims == FGI_ST_MAX_DIMS)
             return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                                  "tensor '%s' has more than %d dimensions", name,
+                                  "tensor '%s' has more than %d dimensions", FGI_QUOTE(name),
                                   FGI_ST_MAX_DIMS);
         if (!json_count(dim, &n))
             return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                                   "tensor '%s' has a shape entry that is not a "
-                                  "non-negative integer", name);
+                                  "non-negative integer", FGI_QUOTE(name));
         t->shape[t->n_dims++] = (int64_t)n;
         overflow |= __builtin_mul_overflow(bytes, n, &bytes);
     }
@@ -90,17 +91,17 @@ static fg_status parse_extent(const source *s, const char *name, const cJSON *en
         !json_count(offsets->child, &begin) || !json_count(offsets->child->next, &end))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "tensor '%s' needs \"data_offsets\": [begin, end] "
-                              "of non-negative integers", name);
+                              "of non-negative integers", FGI_QUOTE(name));
     if (begin > end || end > data_size)
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "tensor '%s' data_offsets [%llu, %llu] are not within "
-                              "the %llu-byte data region", name,
+                              "the %llu-byte data region", FGI_QUOTE(name),
                               (unsigned long long)begin, (unsigned long long)end,
                               (unsigned long long)data_size);
     if (overflow || bytes != end - begin)
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "tensor '%s' spans %llu bytes but its shape and dtype "
-                              "%s need %s%llu", name,
+                              "%s need %s%llu", FGI_QUOTE(name),
                               (unsigned long long)(end - begin), t->dtype,
                               overflow ? "more than " : "",
                               overflow ? (unsigned long long)UINT64_MAX
@@ -116,7 +117,7 @@ static fg_status parse_entry(const source *s, const cJSON *entry,
     const char *name = entry->string;
     if (!cJSON_IsObject(entry))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                              "header entry '%s' is not an object", name);
+                              "header entry '%s' is not an object", FGI_QUOTE(name));
     FGI_TRY(parse_dtype(s, name, entry, t));
     FGI_TRY(parse_extent(s, name, entry, data_size, t));
     const size_t len = strlen(name);
@@ -145,7 +146,7 @@ static fg_status check_layout(const source *s, const fgi_st_header *h)
     for (size_t i = 1; i < h->n_tensors; i++)
         if (strcmp(h->tensors[i - 1].name, h->tensors[i].name) == 0)
             return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                                  "duplicate tensor name '%s'", h->tensors[i].name);
+                                  "duplicate tensor name '%s'", FGI_QUOTE(h->tensors[i].name));
     const fgi_st_tensor **order;
     FGI_TRY(fgi_alloc(s->fn, (void **)&order, h->n_tensors, sizeof *order));
     for (size_t i = 0; i < h->n_tensors; i++) order[i] = &h->tensors[i];
@@ -157,7 +158,7 @@ static fg_status check_layout(const source *s, const fgi_st_header *h)
             st = fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                                 "tensor '%s' starts at data byte %llu, but the previous "
                                 "tensor ends at %llu (tensors must be contiguous and "
-                                "must not overlap)", order[i]->name,
+                                "must not overlap)", FGI_QUOTE(order[i]->name),
                                 (unsigned long long)order[i]->begin,
                                 (unsigned long long)at);
         at = order[i]->end;
@@ -283,6 +284,6 @@ fg_status fgi_safetensors_dtype(const fgi_st_tensor *t, const char *fn,
     else
         return fgi_file_error(FG_ERR_UNSUPPORTED, fn, file,
                               "tensor '%s' has dtype %s; only F32, F16 and BF16 "
-                              "are supported", t->name, t->dtype);
+                              "are supported", FGI_QUOTE(t->name), t->dtype);
     return FG_OK;
 }

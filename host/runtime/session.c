@@ -1,7 +1,15 @@
 /* Decoding sessions (see session.h): one code path per device behind the
  * same calls. The CPU path runs fg_ref_forward / fg_ref_forward_last on a
  * host cache; the CUDA path owns the uploaded weights, a runner and a KV
- * cache (fg_cuda_weights, fg_cuda_runner, fg_cuda_kv_cache). */
+ * cache (fg_cuda_weights, fg_cuda_runner, fg_cuda_kv_cache).
+ *
+ * The cache holds `allocated` tokens, at most `capacity` (the most the
+ * session accepts). A session created with ctx 0 starts small and grows
+ * (doubling) as tokens arrive: sizing it to the model's context at once
+ * reserved gigabytes for a config that claims millions of positions. Growing
+ * copies the host cache; the device cache is opaque here, so a CUDA session
+ * keeps the ids it has seen and replays them into the larger cache (the
+ * weights stay where they are). */
 #include "check.h"
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
@@ -15,6 +23,8 @@ struct fg_session {
     const fg_weights *w;
     fg_device device;
     int capacity, len, has_logits;
+    int allocated;                 /* tokens the cache holds now, <= capacity */
+    int *history;                  /* CUDA: the ids cached so far (allocated) */
     float *last_logits;            /* (vocab) */
     fg_kv_cache *host_cache;       /* CPU */
     fg_cuda_weights *gpu_weights;  /* CUDA */
@@ -47,16 +57,99 @@ const char *fg_device_name(fg_device device)
     return "unknown";
 }
 
+/* First cache size of a session created with ctx 0. */
+enum { FIRST_ALLOCATION = 64 };
+
+/* A device cache shaped for cfg (the cache itself knows nothing of models). */
+static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *cfg, int tokens)
+{
+    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, cfg->n_embd / cfg->n_head,
+                                   tokens);
+}
+
 static fg_status open_device(const char *fn, fg_session *s)
 {
     if (s->device == FG_DEVICE_CPU)
-        return fg_kv_cache_create(&s->host_cache, s->cfg, s->capacity);
+        return fg_kv_cache_create(&s->host_cache, s->cfg, s->allocated);
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
+    FGI_TRY(fgi_alloc(fn, (void **)&s->history, (size_t)s->allocated, sizeof(int)));
     FGI_TRY(fg_cuda_weights_create(&s->gpu_weights, s->cfg, s->w));
-    FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights, s->capacity, NULL));
-    return fg_cuda_kv_cache_create(&s->gpu_cache, s->cfg->n_layer, s->cfg->n_kv_head,
-                                   s->cfg->n_embd / s->cfg->n_head, s->capacity);
+    FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights, s->allocated, NULL));
+    return create_device_cache(&s->gpu_cache, s->cfg, s->allocated);
+}
+
+/* Host cache of `tokens` holding a copy of every cached token of old. */
+static fg_status grow_host(fg_session *s, int tokens)
+{
+    fg_kv_cache *c, *old = s->host_cache;
+    FGI_TRY(fg_kv_cache_create(&c, s->cfg, tokens));
+    const size_t d = (size_t)old->head_dim;
+    for (int l = 0; l < old->n_layer; l++) {
+        const size_t n = (size_t)old->layers[l].len * d;
+        for (size_t h = 0; h < (size_t)old->n_kv_head; h++) { /* (n_kv_head, capacity, head_dim) */
+            memcpy(c->layers[l].k + h * (size_t)tokens * d, old->layers[l].k + h * (size_t)old->capacity * d,
+                   n * sizeof(float));
+            memcpy(c->layers[l].v + h * (size_t)tokens * d, old->layers[l].v + h * (size_t)old->capacity * d,
+                   n * sizeof(float));
+        }
+        c->layers[l].len = old->layers[l].len;
+    }
+    fg_kv_cache_destroy(old);
+    s->host_cache = c;
+    return FG_OK;
+}
+
+/* Device runner and cache for `tokens`, the cached ids replayed into them;
+ * the session is unchanged unless all of it succeeds. */
+static fg_status grow_device(const char *fn, fg_session *s, int tokens)
+{
+    fg_cuda_runner *r = NULL;
+    fg_cuda_kv_cache *c = NULL;
+    int *history = NULL;
+    float *scratch = NULL;
+    fg_status st = fgi_alloc(fn, (void **)&history, (size_t)tokens, sizeof(int));
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&scratch, (size_t)s->cfg->vocab_size, sizeof(float));
+    if (st == FG_OK) st = fg_cuda_runner_create(&r, s->gpu_weights, tokens, NULL);
+    if (st == FG_OK) st = create_device_cache(&c, s->cfg, tokens);
+    if (st == FG_OK && s->len > 0)
+        st = fg_cuda_forward_last(scratch, r, c, s->history, s->len);
+    free(scratch);
+    if (st != FG_OK) {
+        fg_cuda_kv_cache_destroy(c);
+        fg_cuda_runner_destroy(r);
+        free(history);
+        return st;
+    }
+    if (s->len > 0) memcpy(history, s->history, sizeof(int) * (size_t)s->len);
+    fg_cuda_kv_cache_destroy(s->gpu_cache);
+    fg_cuda_runner_destroy(s->gpu_runner);
+    free(s->history);
+    s->gpu_cache = c;
+    s->gpu_runner = r;
+    s->history = history;
+    return FG_OK;
+}
+
+fg_status fg_session_reserve(fg_session *s, int tokens)
+{
+    static const char fn[] = "fg_session_reserve";
+    FGI_TRY(fgi_check_ptr(fn, "session", s));
+    if (tokens < 1 || tokens > s->capacity)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: tokens must be in 1 .. %d, the session's "
+                        "capacity (got %d)", fn, s->capacity, tokens);
+    if (tokens <= s->allocated) return FG_OK;
+    FGI_TRY(s->device == FG_DEVICE_CPU ? grow_host(s, tokens) : grow_device(fn, s, tokens));
+    s->allocated = tokens;
+    return FG_OK;
+}
+
+size_t fg_session_cache_bytes(const fg_session *s)
+{
+    if (s == NULL) return 0;
+    const fg_config *c = s->cfg;
+    return 2 * sizeof(float) * (size_t)c->n_layer * (size_t)c->n_kv_head *
+           (size_t)(c->n_embd / c->n_head) * (size_t)s->allocated;
 }
 
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
@@ -79,6 +172,7 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
     s->cfg = cfg;
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
+    s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
     s->device = device == FG_DEVICE_AUTO
                     ? (fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
                     : device;
@@ -100,6 +194,7 @@ void fg_session_destroy(fg_session *s)
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner); /* before the weights it reads */
     fg_cuda_weights_destroy(s->gpu_weights);
+    free(s->history);
     free(s->last_logits);
     free(s);
 }
@@ -149,7 +244,16 @@ fg_status fg_session_forward(fg_session *s, const int *ids, int T, float *all_lo
         return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: context full: %d tokens cached + %d new > ctx %d", fn,
                        s->len, T, s->capacity);
+    for (int t = 0; t < T; t++) /* before the cache grows for them */
+        if (ids[t] < 0 || ids[t] >= s->cfg->vocab_size)
+            return fgi_fail(FG_ERR_INVALID_ARG, "%s: ids[%d] = %d is outside the vocabulary "
+                            "[0, %d)", fn, t, ids[t], s->cfg->vocab_size);
+    if (s->len + T > s->allocated) { /* double, or at once to what is needed */
+        const long long want = 2LL * s->allocated > s->len + T ? 2LL * s->allocated : s->len + T;
+        FGI_TRY(fg_session_reserve(s, want < s->capacity ? (int)want : s->capacity));
+    }
     FGI_TRY(forward_on_device(s, ids, T, all_logits));
+    if (s->history) memcpy(s->history + s->len, ids, sizeof(int) * (size_t)T);
     s->len += T;
     s->has_logits = 1;
     return FG_OK;

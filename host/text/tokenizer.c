@@ -8,6 +8,7 @@
  * so stale entries are skipped instead of removed. That makes a sequence of
  * n symbols O(n log n) where rescanning for the best pair would be O(n^2). */
 #define _POSIX_C_SOURCE 200809L
+#include "input.h"
 #include "tokenizer_internal.h"
 
 #include <errno.h>
@@ -175,67 +176,13 @@ fg_status fg_tokenizer_decode(const fg_tokenizer *tok, const int *ids, int n, ch
 
 /* --- files and messages --------------------------------------------------- */
 
-fg_status fgi_tokenizer_read_file(const char *fn, const char *path, char **data,
-                                  size_t *len)
+fg_status fgi_tokenizer_read_file(const char *fn, const char *path, uint64_t max_bytes,
+                                  const char *what, char **data, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return fgi_fail(FG_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
-    struct stat info;
-    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode)) {
-        fclose(f);
-        return fgi_fail(FG_ERR_IO, "%s: '%s' is not a regular file", fn, path);
-    }
-    size_t size = (size_t)info.st_size;
-    char *buf = NULL;
-    fg_status st = fgi_alloc(fn, (void **)&buf, size + 1, 1);
-    if (st == FG_OK && fread(buf, 1, size, f) != size)
-        st = fgi_fail(FG_ERR_IO, "%s: cannot read %zu bytes from '%s'", fn, size, path);
-    fclose(f);
-    if (st != FG_OK) {
-        free(buf);
-        return st;
-    }
-    *data = buf;
-    *len = size;
-    return FG_OK;
-}
-
-const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const size_t shown = 48;
-    size_t at = 0;
-    for (size_t i = 0; i < n && i < shown && at + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7F && c != '\\' && c != '"') {
-            buf[at++] = (char)c;
-        } else {
-            buf[at++] = '\\';
-            buf[at++] = 'x';
-            buf[at++] = hex[c >> 4];
-            buf[at++] = hex[c & 15];
-        }
-    }
-    if (n > shown && at + 4 < cap) {
-        memcpy(buf + at, "...", 3);
-        at += 3;
-    }
-    buf[at] = '\0';
-    return buf;
+    return fgi_load_input(fn, path, max_bytes, what, data, len);
 }
 
 /* --- spelling -> id map --------------------------------------------------- */
-
-static uint64_t hash_bytes(const char *s, size_t n)
-{ /* FNV-1a */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entries)
 {
@@ -244,6 +191,7 @@ fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entr
     FGI_TRY(fgi_alloc(fn, (void **)&map->slots, capacity, sizeof *map->slots));
     for (size_t i = 0; i < capacity; i++) map->slots[i] = -1;
     map->mask = capacity - 1;
+    map->key = fgi_hash_key_random();
     return FG_OK;
 }
 
@@ -251,7 +199,7 @@ fg_status fgi_string_map_init(const char *fn, fgi_string_map *map, size_t n_entr
 static size_t map_slot(const fgi_string_map *map, const fg_tokenizer *tok, const char *s,
                        size_t n)
 {
-    size_t i = (size_t)hash_bytes(s, n) & map->mask;
+    size_t i = (size_t)fgi_hash_bytes(&map->key, s, n) & map->mask;
     for (;;) {
         int id = map->slots[i];
         if (id < 0) return i;

@@ -184,18 +184,15 @@ static size_t next_chunk(const unsigned char *s, size_t len, size_t pos)
 
 /* --- merges ----------------------------------------------------------------- */
 
-static size_t pair_hash(int left, int right, size_t mask)
+static size_t pair_hash(const fg_tokenizer *tok, int left, int right)
 {
-    uint64_t h = ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return (size_t)h & mask;
+    const int32_t pair[2] = {left, right};
+    return (size_t)fgi_hash_bytes(&tok->merges_key, pair, sizeof pair) & tok->merges_mask;
 }
 
 static fgi_merge_slot *merge_slot(const fg_tokenizer *tok, int left, int right)
 {
-    size_t i = pair_hash(left, right, tok->merges_mask);
+    size_t i = pair_hash(tok, left, right);
     while (tok->merges[i].left >= 0 &&
            (tok->merges[i].left != left || tok->merges[i].right != right))
         i = (i + 1) & tok->merges_mask;
@@ -418,6 +415,7 @@ static fg_status parse_merges(fg_tokenizer *t, const char *text, size_t len, con
     FGI_TRY(fgi_alloc(load_fn, (void **)&t->merges, capacity, sizeof *t->merges));
     for (size_t i = 0; i < capacity; i++) t->merges[i].left = -1;
     t->merges_mask = capacity - 1;
+    t->merges_key = fgi_hash_key_random();
 
     char *scratch = NULL;
     FGI_TRY(fgi_alloc(load_fn, (void **)&scratch, t->max_spelling, 1));
@@ -464,8 +462,10 @@ fg_status fg_tokenizer_load_gpt2(fg_tokenizer **tok, const char *vocab_json_path
     FGI_TRY(fgi_check_ptr(load_fn, "merges_txt_path", merges_txt_path));
     char *vocab = NULL, *merges = NULL;
     size_t vocab_len = 0, merges_len = 0;
-    FGI_TRY(fgi_tokenizer_read_file(load_fn, vocab_json_path, &vocab, &vocab_len));
-    fg_status st = fgi_tokenizer_read_file(load_fn, merges_txt_path, &merges, &merges_len);
+    FGI_TRY(fgi_tokenizer_read_file(load_fn, vocab_json_path, FGI_TOKENIZER_MAX_BYTES,
+                                    "a vocab.json", &vocab, &vocab_len));
+    fg_status st = fgi_tokenizer_read_file(load_fn, merges_txt_path, FGI_TOKENIZER_MAX_BYTES,
+                                           "a merges.txt", &merges, &merges_len);
     if (st == FG_OK)
         st = fgi_tokenizer_gpt2_from_memory(tok, vocab, vocab_len, merges, merges_len,
                                             vocab_json_path, merges_txt_path);

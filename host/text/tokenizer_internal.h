@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "flashgpt/tokenizer.h"
+#include "hash.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -18,10 +19,13 @@ extern "C" {
 typedef enum { FGI_TOKENIZER_GPT2 = 0, FGI_TOKENIZER_LLAMA2C = 1 } fgi_tokenizer_kind;
 
 /* Open addressing map from a token's spelling to its id; the keys live in
- * the tokenizer's spelling arena, so the map only stores ids. */
+ * the tokenizer's spelling arena, so the map only stores ids. The spellings
+ * come from a file: the hash is keyed (hash.h) so that no file can make
+ * them collide. */
 typedef struct {
-    int32_t *slots; /* capacity entries: an id, or -1 when empty */
-    size_t mask;    /* capacity - 1; capacity is a power of two */
+    int32_t *slots;   /* capacity entries: an id, or -1 when empty */
+    size_t mask;      /* capacity - 1; capacity is a power of two */
+    fgi_hash_key key; /* drawn for this map */
 } fgi_string_map;
 
 /* GPT-2 merge table slot: the pair (left, right) merges into `merged`. */
@@ -47,6 +51,7 @@ struct fg_tokenizer {
     int byte_token[256];   /* id of the single-byte token of each byte */
     fgi_merge_slot *merges;
     size_t merges_mask;    /* merge table capacity - 1 (power of two) */
+    fgi_hash_key merges_key; /* keyed like the spelling map: pairs come from a file */
 
     /* llama2.c */
     float *scores;         /* vocab_size merge scores: higher merges first */
@@ -83,9 +88,16 @@ void fgi_llama2c_encode(const fg_tokenizer *tok, const unsigned char *text, size
 
 /* --- shared helpers (host/tokenizer.c) --- */
 
-/* Reads a whole regular file; FG_ERR_IO naming fn and path on failure. */
-fg_status fgi_tokenizer_read_file(const char *fn, const char *path, char **data,
-                                  size_t *len);
+/* Tokenizer files are read whole, so their size is checked first: no real
+ * vocabulary comes near this (GPT-2's vocab.json is 1 MB, merges.txt 0.5 MB,
+ * a 256K-token vocabulary under 10 MB); a larger file is refused before a
+ * byte of it is read instead of costing its size in memory. */
+#define FGI_TOKENIZER_MAX_BYTES ((uint64_t)64 << 20)
+
+/* Reads a whole regular file of at most max_bytes (`what` names the limit
+ * in the message); FG_ERR_IO / FG_ERR_FORMAT naming fn and path. */
+fg_status fgi_tokenizer_read_file(const char *fn, const char *path, uint64_t max_bytes,
+                                  const char *what, char **data, size_t *len);
 
 /* A zeroed tokenizer of the given kind and vocabulary size with its offset
  * arrays allocated; free with fg_tokenizer_destroy. */
@@ -100,9 +112,6 @@ int fgi_string_map_insert(fgi_string_map *map, const fg_tokenizer *tok, int id);
 int fgi_string_map_find(const fgi_string_map *map, const fg_tokenizer *tok,
                         const char *s, size_t n);
 
-/* Writes a short printable rendering of s[0 .. n) into buf for messages:
- * non-printable bytes as \xNN, long strings cut with "...". Returns buf. */
-const char *fgi_quote_bytes(char *buf, size_t cap, const char *s, size_t n);
 
 /* --- BPE merge engine --- */
 

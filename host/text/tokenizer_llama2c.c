@@ -201,7 +201,8 @@ fg_status fg_tokenizer_load_llama2c(fg_tokenizer **tok, const char *path, int vo
     FGI_TRY(check_vocab_size(vocab_size));
     char *data = NULL;
     size_t len = 0;
-    FGI_TRY(fgi_tokenizer_read_file(load_fn, path, &data, &len));
+    FGI_TRY(fgi_tokenizer_read_file(load_fn, path, FGI_TOKENIZER_MAX_BYTES, "a tokenizer.bin",
+                                    &data, &len));
     fg_status st = fgi_tokenizer_llama2c_from_memory(tok, (const unsigned char *)data, len,
                                                      vocab_size, path);
     free(data);

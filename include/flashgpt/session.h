@@ -12,6 +12,8 @@
 #include "flashgpt/decoder.h"
 #include "flashgpt/status.h"
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -24,8 +26,10 @@ const char *fg_device_name(fg_device device);
 
 typedef struct fg_session fg_session;
 
-/* ctx: cache capacity in tokens, 1 .. cfg->n_ctx (0: cfg->n_ctx). cfg and w
- * must stay valid for the session's life. Device CUDA without a usable GPU
+/* ctx: the most tokens the session takes, 1 .. cfg->n_ctx, with a cache of
+ * that size allocated at once; 0: up to cfg->n_ctx tokens, with a cache that
+ * starts small and grows as tokens arrive (fg_session_reserve sizes it
+ * ahead). cfg and w must stay valid for the session's life. Device CUDA without a usable GPU
  * is an error (FG_ERR_CUDA or FG_ERR_UNSUPPORTED), AUTO then falls back to
  * the CPU. */
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
@@ -36,6 +40,13 @@ fg_device fg_session_device(const fg_session *session); /* CPU or CUDA */
 int fg_session_len(const fg_session *session);          /* tokens so far */
 int fg_session_capacity(const fg_session *session);
 fg_status fg_session_reset(fg_session *session);        /* forget all tokens */
+
+/* Grows the cache to hold `tokens` tokens (1 .. the capacity) without further
+ * growth; the cached tokens are kept. A no-op when it is already that large;
+ * on failure the session is unchanged. */
+fg_status fg_session_reserve(fg_session *session, int tokens);
+/* Bytes of KV cache the session holds now (keys and values, every layer). */
+size_t fg_session_cache_bytes(const fg_session *session);
 
 /* Appends the T tokens ids to the session. all_logits, when not NULL, gets
  * the (T, vocab) logits of every new token; the last token's logits are

@@ -7,6 +7,8 @@
 #ifndef FLASHGPT_STATUS_H
 #define FLASHGPT_STATUS_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -26,6 +28,15 @@ const char *fg_status_str(fg_status status);
 
 /* The message of this thread's most recent failure ("" if none yet). */
 const char *fg_last_error(void);
+
+/* Untrusted text (names from files, paths, user input) made safe for a
+ * one-line message or log: fg_escape_text copies the NUL-ended `in` into
+ * `out` (cap bytes, cut at a whole escape) with every byte outside printable
+ * ASCII as \xNN; fg_quote_text also escapes \ " and ' (for text the
+ * caller puts between quotes) and ends a cut text with "...". Both return
+ * out; out NULL or cap 0 writes nothing, in NULL reads as "(null)". */
+const char *fg_escape_text(char *out, size_t cap, const char *in);
+const char *fg_quote_text(char *out, size_t cap, const char *in);
 
 /* Forget this thread's message (fg_last_error() returns "" afterwards). */
 void fg_clear_error(void);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -315,4 +316,300 @@ Test(cli, logits_npy_matches_the_library)
     fg_kv_cache_destroy(cache), fg_model_destroy(m);
     fgi_buf_free(a), fgi_buf_free(b), fgi_buf_free(expect);
     remove(out), remove(out_inc), rmdir(dir);
+}
+
+/* Counts and seeds are decimal digits within their range; the refusal names
+ * the rule. Floats accept their smallest positive values. */
+Test(cli, numbers_are_decimal_and_in_range)
+{
+    const char *bad[] = {"bench --preset tiny --prompt -5", "bench --preset tiny --gen -5",
+                         "bench --preset tiny --prompt ' 8'", "bench --preset tiny --prompt +8",
+                         "bench --preset tiny --prompt 0x8", "bench --preset tiny --gen 2147483648",
+                         "bench --preset tiny --seed -1", "bench --preset tiny --seed 0x10",
+                         "bench --preset tiny --seed 18446744073709551616",
+                         "bench --preset tiny --seed ''", "generate -m x --top-k -1",
+                         "generate -m x --ctx -3", "generate -m x --temperature 1e39",
+                         "generate -m x --top-p ' 0.5'", "generate -m x --temperature 1e-60",
+                         "logits -m x --tokens '1, 2' --out y.npy",
+                         "logits -m x --tokens +1 --out y.npy"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cli_result *r = run(bad[i]);
+        cr_assert_eq(r->code, 2, "'%s' exits %d: %s", bad[i], r->code, r->err);
+        cr_assert(strlen(r->err) > 0, "'%s' says why", bad[i]);
+    }
+    cli_result *r = run("bench --preset tiny --prompt -5");
+    cr_assert(strstr(r->err, "decimal integer in [0, 2147483647]") != NULL, "the rule: %s", r->err);
+    r = run("bench --preset tiny --seed 0x10");
+    cr_assert(strstr(r->err, "decimal integer in [0, 18446744073709551615]") != NULL, "%s", r->err);
+    /* leading zeros are decimal (base 0 refused 08 and read 010 as 8) */
+    cr_assert_eq(run("bench --preset tiny --prompt 2 --gen 1 --device cpu --seed 08")->code, 0);
+    cr_assert_eq(run("bench --preset tiny --prompt 2 --gen 1 --device cpu --seed 18446744073709551615")
+                     ->code, 0);
+    r = run("bench --preset tiny --prompt 004 --gen 02 --device cpu");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "prefill: 4 tokens") && strstr(r->out, "decode:  2 tokens"), "%s", r->out);
+
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[4400], with_010[16384];
+    snprintf(args, sizeof args, "generate -m '%s' -n 24 --device cpu --seed 010", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    snprintf(with_010, sizeof with_010, "%s", r->out);
+    snprintf(args, sizeof args, "generate -m '%s' -n 24 --device cpu --seed 10", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, with_010, "--seed 010 is ten");
+    /* the smallest positive floats are numbers: a subnormal temperature is
+     * (in effect) greedy, a subnormal top-p keeps the single best token */
+    snprintf(args, sizeof args, "generate -m '%s' -n 12 --device cpu --temperature 0", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    snprintf(with_010, sizeof with_010, "%s", r->out);
+    snprintf(args, sizeof args, "generate -m '%s' -n 12 --device cpu --temperature 1e-45", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, with_010);
+    snprintf(args, sizeof args, "generate -m '%s' -n 12 --device cpu --top-p 1.4e-45 --seed 3", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, with_010);
+}
+
+/* Runs `flashgpt TAIL` where TAIL carries its own stdout redirection;
+ * stderr into err. Returns the exit code. */
+static int run_redirected(const char *tail, char *err, size_t cap)
+{
+    char dir[] = "/tmp/fg_cli_XXXXXX", path[64];
+    const size_t cmd_cap = strlen(tail) + strlen(FG_CLI_PATH) + 128;
+    char *cmd = malloc(cmd_cap);
+    cr_assert_not_null(cmd);
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/err", dir);
+    snprintf(cmd, cmd_cap, "'%s' %s 2>%s", FG_CLI_PATH, tail, path);
+    int status = system(cmd);
+    slurp(path, err, cap);
+    remove(path), rmdir(dir);
+    cr_assert(status != -1 && WIFEXITED(status), "could not run: %.200s", cmd);
+    free(cmd);
+    return WEXITSTATUS(status);
+}
+
+/* A stdout that cannot be written (a full disk: /dev/full) is a runtime
+ * error with its cause, never exit 0. */
+Test(cli, unwritable_stdout_exits_1)
+{
+    if (access("/dev/full", W_OK) != 0) cr_skip_test("no writable /dev/full");
+    const char *cases[] = {"bench --preset tiny --prompt 4 --gen 2 --device cpu >/dev/full",
+                           "bench --help >/dev/full", "--help >/dev/full"};
+    char err[4096], tail[4400];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int code = run_redirected(cases[i], err, sizeof err);
+        cr_assert_eq(code, 1, "'%s' exits %d: %s", cases[i], code, err);
+        cr_assert(strstr(err, "cannot write to standard output: No space left on device"),
+                  "'%s' names the cause: %s", cases[i], err);
+        cr_assert_eq(count_lines(err), 1, "%s", err);
+    }
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    snprintf(tail, sizeof tail, "generate -m '%s' -n 8 --device cpu >/dev/full", model);
+    int code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "generate exits %d: %s", code, err);
+    cr_assert(strstr(err, "cannot write to standard output: No space left on device"), "%s", err);
+}
+
+/* Number of entries in dir other than . and .. */
+static int count_entries(const char *dir)
+{
+    char cmd[256], line[32] = "";
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    cr_assert_not_null(fgets(line, sizeof line, p));
+    pclose(p);
+    return atoi(line);
+}
+
+/* --out by the kind of file it names: a regular file (or a link to one) is
+ * replaced whole through a temporary file, a FIFO or character device is
+ * written in place and stays what it is, other kinds are refused; no
+ * temporary file survives a failure. */
+Test(cli, logits_out_never_replaces_what_is_not_a_regular_file)
+{
+    const char *model_path = fgi_model_path("stories260K/stories260K.bin");
+    if (model_path == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char model[4096], dir[] = "/tmp/fg_out_XXXXXX", path[128], path2[128], args[8400];
+    snprintf(model, sizeof model, "%s", model_path);
+    cr_assert_not_null(mkdtemp(dir));
+    struct stat st;
+
+    /* a symbolic link to a regular file: the target is replaced, the link stays */
+    snprintf(path, sizeof path, "%s/target.npy", dir);
+    snprintf(path2, sizeof path2, "%s/link.npy", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("old", f), fclose(f);
+    cr_assert_eq(chmod(path, 0640), 0);
+    cr_assert_eq(symlink("target.npy", path2), 0);
+    snprintf(args, sizeof args, "logits -m '%s' --tokens 1,2 --out %s --device cpu", model, path2);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(lstat(path2, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
+    cr_assert(stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 4096, "target rewritten");
+    cr_assert_eq(st.st_mode & 0777, 0640, "keeps the replaced file's mode (got %o)",
+                 (unsigned)(st.st_mode & 0777));
+    remove(path2), remove(path);
+
+    /* a FIFO is written in place (a reader gets the whole file) and stays a FIFO */
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    snprintf(path2, sizeof path2, "%s/copy.npy", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    snprintf(args, sizeof args, "cat %s > %s & '%s' logits -m '%s' --tokens 1,2 --out %s --device cpu "
+             "2>/dev/null; s=$?; wait; exit $s", path, path2, FG_CLI_PATH, model, path);
+    int status = system(args);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s", args);
+    cr_assert(lstat(path, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO is still a FIFO");
+    int rows, cols;
+    float *got = read_npy(path2, &rows, &cols);
+    cr_assert(rows == 2 && cols == 512);
+    fgi_buf_free(got);
+    remove(path), remove(path2);
+
+    /* a link to a character device: written in place, neither replaced */
+    snprintf(path, sizeof path, "%s/null", dir);
+    cr_assert_eq(symlink("/dev/null", path), 0);
+    snprintf(args, sizeof args, "logits -m '%s' --tokens 1 --out %s --device cpu", model, path);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(lstat(path, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
+    cr_assert(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode), "/dev/null is a device");
+    remove(path);
+
+    /* refused kinds: a folder, a dangling link; a full device fails the write */
+    snprintf(path, sizeof path, "%s/dangling", dir);
+    cr_assert_eq(symlink("nothing-here", path), 0);
+    const char *refused[] = {dir, path, "/dev/full"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "logits -m '%s' --tokens 1 --out %s --device cpu", model, refused[i]);
+        r = run(args);
+        cr_assert_eq(r->code, 1, "%s: %s", refused[i], r->err);
+        cr_assert(strstr(r->err, refused[i]) != NULL && count_lines(r->err) == 1, "%s", r->err);
+    }
+    cr_assert(lstat(path, &st) == 0 && S_ISLNK(st.st_mode), "the dangling link is untouched");
+    remove(path);
+
+    /* a write that fails half way (file size limit) leaves no file behind */
+    cr_assert_eq(count_entries(dir), 0);
+    snprintf(path, sizeof path, "%s/big.npy", dir);
+    snprintf(args, sizeof args, "trap '' XFSZ; ulimit -f 2; '%s' logits -m '%s' --tokens 1,2,3,4,5,6 "
+             "--out %s --device cpu 2>/dev/null", FG_CLI_PATH, model, path);
+    status = system(args);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit %d", WEXITSTATUS(status));
+    cr_assert_eq(count_entries(dir), 0, "no output and no temporary file left");
+    rmdir(dir);
+}
+
+/* Arguments echoed in messages are escaped: a newline cannot split the
+ * message, an escape sequence cannot reach the terminal. */
+Test(cli, echoed_arguments_are_escaped)
+{
+    const char *cases[] = {"bench --preset \"$(printf 'x\\n\\033[2J')\"",
+                           "bench --prompt \"$(printf '1\\n\\033[31m')\"",
+                           "\"$(printf 'verb\\n\\033[2J')\"",
+                           "generate -m \"$(printf '/nonexistent/m\\n\\033[2J.bin')\""};
+    const int lines[] = {1, 2, 0, 1};
+    for (int i = 0; i < 4; i++) {
+        cli_result *r = run(cases[i]);
+        cr_assert_neq(r->code, 0);
+        cr_assert(strchr(r->err, '\033') == NULL, "'%s': %s", cases[i], r->err);
+        cr_assert(strstr(r->err, "\\x0A\\x1B[") != NULL, "'%s': %s", cases[i], r->err);
+        if (lines[i] > 0)
+            cr_assert_eq(count_lines(r->err), lines[i], "'%s': %s", cases[i], r->err);
+    }
+}
+
+/* A request is checked before anything is allocated for it: too many
+ * tokens are reported as exceeding the context (not as a failed allocation
+ * of their logits), an id outside the vocabulary by its value. */
+Test(cli, requests_are_checked_before_allocating)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    enum { IDS = 60000 }; /* (60000, 512) float logits: 123 MB */
+    const size_t cap = 2 * IDS + 8400;
+    char *list = malloc(2 * IDS + 1), *tail = malloc(cap), err[4096];
+    cr_assert(list && tail);
+    for (int i = 0; i < IDS; i++) memcpy(list + 2 * i, "1,", 2);
+    list[2 * IDS - 1] = '\0';
+    snprintf(tail, cap, "logits -m '%s' --tokens %s --out /tmp/never.npy --device cpu", model, list);
+    int code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "60000 tokens exceed the model's context (512)"), "%s", err);
+#if !defined(__SANITIZE_ADDRESS__) /* ASan cannot run under an address-space limit */
+    /* with too little memory for the logits, the cause is still the context */
+    char *limited = malloc(cap + 256);
+    cr_assert_not_null(limited);
+    /* run_redirected prefixes the binary: a harmless first command, then the
+     * limited run (80 MB of address space, less than the logits need) */
+    snprintf(limited, cap + 256, "--help >/dev/null; ulimit -v 80000; '%s' logits -m '%s' --tokens %s "
+             "--out /tmp/never.npy --device cpu", FG_CLI_PATH, model, list);
+    code = run_redirected(limited, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "exceed the model's context") != NULL, "%s", err);
+    free(limited);
+#endif
+    snprintf(tail, cap, "verify -m '%s' --tokens %s", model, list);
+    code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "exceed the context (512)"), "%s", err);
+    snprintf(tail, cap, "verify -m '%s' --tokens 1,2,99999", model);
+    code = run_redirected(tail, err, sizeof err);
+    cr_assert_eq(code, 1, "%s", err);
+    cr_assert(strstr(err, "token id 99999 (at 2) is outside the vocabulary [0, 512)"), "%s", err);
+    free(list), free(tail);
+}
+
+/* generate sizes the KV cache to the run (prompt + -n, at least 64
+ * tokens) or to --ctx, not to the model's context, and reports it. */
+Test(cli, generate_sizes_and_reports_the_kv_cache)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[4400];
+    /* stories260K: 5 layers x 4 kv heads x head_dim 8, K and V: 1280 bytes a token */
+    snprintf(args, sizeof args, "generate -m '%s' -n 30 --temperature 0 --device cpu", model);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->err, "KV cache 0.08 MiB") != NULL, "64 tokens: %s", r->err);
+    snprintf(args, sizeof args, "generate -m '%s' -n 200 --temperature 0 --device cpu", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->err, "KV cache 0.25 MiB") != NULL, "201 tokens: %s", r->err);
+    snprintf(args, sizeof args, "generate -m '%s' -n 30 --temperature 0 --device cpu --ctx 512", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->err, "KV cache 0.62 MiB") != NULL, "--ctx 512: %s", r->err);
+}
+
+/* A FIFO as the model or the tokenizer is refused at once, naming it (the
+ * open used to wait for a writer forever: hence the timeout). */
+Test(cli, fifo_inputs_are_refused_without_blocking, .timeout = 30)
+{
+    char dir[] = "/tmp/fg_fifo_XXXXXX", fifo[64], args[4400];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/pipe.bin", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "generate -m %s --device cpu", fifo);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 1, "%s", r->err);
+    cr_assert(strstr(r->err, "pipe.bin: is a FIFO, not a regular file") && count_lines(r->err) == 1,
+              "%s", r->err);
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model != NULL) {
+        snprintf(args, sizeof args, "generate -m '%s' -t %s --device cpu", model, fifo);
+        r = run(args);
+        cr_assert_eq(r->code, 1, "%s", r->err);
+        cr_assert(strstr(r->err, "pipe.bin: is a FIFO") && count_lines(r->err) == 1, "%s", r->err);
+    }
+    remove(fifo), rmdir(dir);
 }

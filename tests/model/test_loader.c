@@ -1446,6 +1446,84 @@ Test(malformed, missing_files_are_io_errors)
     base_free(&b);
 }
 
+/* Inputs that are not regular files are refused at once, naming the kind
+ * and the path: a FIFO used to block the open forever (hence the timeout). */
+Test(malformed, non_regular_inputs_are_refused_without_blocking, .timeout = 20)
+{
+    fgi_rng rng = fgi_rng_make(507);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    const char *fifo = tmp_path("model.fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    load_fails(fg_model_load, fifo, FG_ERR_IO, "is a FIFO, not a regular file");
+    load_fails(fg_model_load_llama2c, fifo, FG_ERR_IO, "is a FIFO");
+    /* model.safetensors as a FIFO beside a sound config */
+    const char *dir = make_dir("fifo_weights");
+    write_gpt2_config(dir, &b.m.cfg);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    load_fails(fg_model_load, dir, FG_ERR_IO, "model.safetensors: is a FIFO");
+    /* config.json as a FIFO */
+    dir = make_dir("fifo_config");
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_IO, "config.json: is a FIFO");
+    /* a character device */
+    fg_model *m = NULL;
+    fgi_assert_status(fg_model_load_llama2c(&m, "/dev/zero"), FG_ERR_IO,
+                      "/dev/zero: is a character device, not a regular file");
+    cr_assert_null(m);
+    base_free(&b);
+}
+
+/* A config.json over its limit is refused from its size, before any read:
+ * a sparse 3 GiB file takes no time and no memory. */
+Test(malformed, oversized_config_is_refused_before_reading, .timeout = 20)
+{
+    const char *dir = make_dir("huge_config");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(ftruncate(fileno(f), (off_t)3 << 30), 0);
+    fclose(f);
+    load_fails(fg_model_load, dir, FG_ERR_FORMAT, "is 3221225472 bytes, over the");
+}
+
+/* Asserts the last message is one line of printable ASCII. */
+static void assert_message_is_safe(void)
+{
+    for (const unsigned char *p = (const unsigned char *)fg_last_error(); *p; p++)
+        cr_assert(*p >= 0x20 && *p < 0x7F, "byte 0x%02X in \"%s\"", *p, fg_last_error());
+}
+
+/* Names and strings from files reach messages quoted and escaped: a newline
+ * cannot split the one-line error, an escape sequence cannot reach the
+ * terminal. */
+Test(malformed, untrusted_text_in_messages_is_escaped)
+{
+    fgi_rng rng = fgi_rng_make(508);
+    base_gpt2 b;
+    base_init(&b, &rng);
+    expect_header_edit(&b, "evil_key", "{", "{\"x\\n\\u001b[2J\\u009b'\": 5, ", FG_ERR_FORMAT,
+                       "header entry 'x\\x0A\\x1B[2J\\xC2\\x9B\\x27' is not an object");
+    assert_message_is_safe();
+    expect_header_edit(&b, "evil_dtype", "\"F32\"", "\"F\\r\\u001b]0;pwn\\u0007\"", FG_ERR_FORMAT,
+                       "unknown dtype 'F\\x0D\\x1B]0;pwn\\x07'");
+    assert_message_is_safe();
+    expect_config(&b, "evil_type", "{\"model_type\": \"gpt2\\n\\u001b[31mred\"}", FG_ERR_UNSUPPORTED,
+                  "model_type \"gpt2\\x0A\\x1B[31mred\" is not supported");
+    assert_message_is_safe();
+    expect_config(&b, "evil_value", "{\"model_type\": \"gpt2\", \"n_layer\": \"1\\n2\"}",
+                  FG_ERR_FORMAT, "(got \"1\\x0A2\")");
+    assert_message_is_safe();
+    /* a path with control characters, named escaped */
+    load_fails(fg_model_load, tmp_path("no\nsuch\x1b[2J"), FG_ERR_IO, "no\\x0Asuch\\x1B[2J");
+    assert_message_is_safe();
+    base_free(&b);
+}
+
 static void expect_llama2c(const char *name, const void *data, size_t n, fg_status code,
                            const char *needle)
 {

@@ -92,3 +92,76 @@ Test(session, device_choice_and_bad_input)
     }
     fgi_test_model_free(&m);
 }
+
+/* A session created with ctx 0 takes up to the model's context but holds
+ * only what it has been given: a config claiming 16 million positions
+ * costs a small cache, grown (keeping every cached token) as tokens come.
+ * On the CPU the grown session's logits are bitwise those of a session
+ * sized for the whole run; on a GPU they match it within the SPEC
+ * tolerance (the device cache is rebuilt by replaying the ids). */
+Test(session, cache_grows_as_tokens_arrive)
+{
+    fgi_rng rng = fgi_rng_make(72);
+    fg_config cfg = fg_config_llama(2, 32, 4, 2, 48, 37, 1 << 24);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 1);
+    enum { PREFILL = 40, STEPS = 60, TOTAL = PREFILL + STEPS };
+    int ids[TOTAL];
+    fgi_test_random_ids(ids, TOTAL, cfg.vocab_size, &rng);
+    const size_t per_token = 2 * sizeof(float) * 2 * 2 * 8; /* K+V, layers, kv heads, head_dim */
+
+    /* the reference: a CPU session sized for the run at once */
+    fg_session *ref;
+    cr_assert_eq(fg_session_create(&ref, &cfg, &m.w, FG_DEVICE_CPU, TOTAL), FG_OK, "%s",
+                 fg_last_error());
+    cr_assert_eq(fg_session_cache_bytes(ref), per_token * TOTAL);
+    float *want = fgi_buf_nan((size_t)TOTAL * cfg.vocab_size);
+    cr_assert_eq(fg_session_forward(ref, ids, PREFILL, want), FG_OK);
+    for (int t = PREFILL; t < TOTAL; t++)
+        cr_assert_eq(fg_session_forward(ref, ids + t, 1, want + (size_t)t * cfg.vocab_size), FG_OK);
+
+    const fg_device devices[] = {FG_DEVICE_CPU, FG_DEVICE_CUDA};
+    for (int d = 0; d < 2; d++) {
+        if (devices[d] == FG_DEVICE_CUDA && !fg_cuda_available()) continue;
+        fg_session *s;
+        cr_assert_eq(fg_session_create(&s, &cfg, &m.w, devices[d], 0), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_capacity(s), cfg.n_ctx, "ctx 0 takes the model's context");
+        cr_assert_leq(fg_session_cache_bytes(s), per_token * 64, "starts small (%zu bytes)",
+                      fg_session_cache_bytes(s));
+        float *got = fgi_buf_nan((size_t)TOTAL * cfg.vocab_size);
+        cr_assert_eq(fg_session_forward(s, ids, PREFILL, got), FG_OK, "%s", fg_last_error());
+        for (int t = PREFILL; t < TOTAL; t++)
+            cr_assert_eq(fg_session_forward(s, ids + t, 1, got + (size_t)t * cfg.vocab_size), FG_OK,
+                         "%s", fg_last_error());
+        const size_t bytes = fg_session_cache_bytes(s);
+        cr_assert(bytes >= per_token * TOTAL && bytes <= per_token * 2 * TOTAL,
+                  "grew to what was needed (%zu bytes)", bytes);
+        if (devices[d] == FG_DEVICE_CPU)
+            fgi_assert_same(got, want, sizeof(float) * TOTAL * cfg.vocab_size, "grown CPU session");
+        else
+            fgi_assert_close(got, want, (size_t)TOTAL * cfg.vocab_size, 1e-4, 1e-4, 1e-5,
+                             "grown GPU session");
+        /* reserve: ahead of time, never past the capacity, never shrinking */
+        cr_assert_eq(fg_session_reserve(s, 300), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_cache_bytes(s), per_token * 300);
+        cr_assert_eq(fg_session_reserve(s, 10), FG_OK);
+        cr_assert_eq(fg_session_cache_bytes(s), per_token * 300);
+        fgi_assert_status(fg_session_reserve(s, 0), FG_ERR_INVALID_ARG, "tokens must be in 1 ..");
+        cr_assert_eq(fg_session_len(s), TOTAL, "the tokens survive");
+        /* a bad id is refused before the cache grows for it */
+        cr_assert_eq(fg_session_reset(s), FG_OK);
+        int bad[400];
+        for (int i = 0; i < 400; i++) bad[i] = i == 399 ? cfg.vocab_size : 1;
+        fgi_assert_status(fg_session_forward(s, bad, 400, NULL), FG_ERR_INVALID_ARG, "ids[399]");
+        cr_assert_eq(fg_session_cache_bytes(s), per_token * 300, "no growth for a refused request");
+        fg_session_destroy(s);
+        fgi_buf_free(got);
+    }
+    fg_session *fixed;
+    cr_assert_eq(fg_session_create(&fixed, &cfg, &m.w, FG_DEVICE_CPU, 20), FG_OK);
+    fgi_assert_status(fg_session_reserve(fixed, 21), FG_ERR_INVALID_ARG, "capacity (got 21)");
+    fg_session_destroy(fixed);
+    fg_session_destroy(ref);
+    fgi_buf_free(want);
+    fgi_test_model_free(&m);
+}

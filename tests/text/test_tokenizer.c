@@ -7,6 +7,7 @@
  * to a mkdtemp directory that each test removes. */
 #define _POSIX_C_SOURCE 200809L
 #include "support.h"
+#include "tokenizer_internal.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -15,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* --- temporary files ------------------------------------------------------ */
@@ -1034,6 +1037,178 @@ static void expect_llama_error(const void *data, size_t len, int vocab_size, fg_
 static void patch_i32(bytes_buf *b, size_t at, int32_t v)
 {
     for (int i = 0; i < 4; i++) b->data[at + (size_t)i] = (char)((uint32_t)v >> (8 * i));
+}
+
+/* --- hash flooding --- */
+
+enum { FLOOD_TOKENS = 200000, FLOOD_BITS = 19 }; /* the map of 200,256 spellings has 2^19 slots */
+
+/* FNV-1a, the unkeyed hash the spelling map used to have: the low bits of
+ * its state depend only on the low bits before, and each step inverts. */
+static uint32_t fnv_step(uint32_t low, unsigned char c)
+{
+    return (uint32_t)(((uint64_t)(low ^ c) * 0x100000001b3ULL) & ((1u << FLOOD_BITS) - 1));
+}
+
+/* FLOOD_TOKENS distinct 7-character spellings whose FNV-1a hashes share
+ * their low FLOOD_BITS bits, i.e. one slot of the old map: every 3-letter
+ * suffix is walked backwards from slot 0, then 4-letter prefixes are tried
+ * until their state is one a suffix leads home from (meet in the middle).
+ * Returns "spelling\0" records, 8 bytes each. */
+static char *fnv_flood(void)
+{
+    static const char alphabet[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+    const uint32_t mask = (1u << FLOOD_BITS) - 1;
+    uint64_t inv = 0x100000001b3ULL; /* Newton: inverse of the FNV prime mod 2^64 */
+    for (int i = 0; i < 6; i++) inv *= 2 - 0x100000001b3ULL * inv;
+    int32_t *suffix_of = malloc(sizeof(int32_t) << FLOOD_BITS);
+    cr_assert_not_null(suffix_of);
+    for (uint32_t i = 0; i <= mask; i++) suffix_of[i] = -1;
+    for (int sfx = 0; sfx < 64 * 64 * 64; sfx++) {
+        uint32_t state = 0; /* the final state: slot 0; undo the last letter first */
+        for (int k = 0; k <= 2; k++) {
+            const unsigned char c = (unsigned char)alphabet[(sfx >> (6 * k)) & 63];
+            state = (uint32_t)((state * inv) & mask) ^ c;
+        }
+        if (suffix_of[state] < 0) suffix_of[state] = sfx;
+    }
+    char *out = malloc((size_t)FLOOD_TOKENS * 8);
+    cr_assert_not_null(out);
+    int made = 0;
+    for (int pre = 0; pre < 64 * 64 * 64 * 64 && made < FLOOD_TOKENS; pre++) {
+        char *w = out + (size_t)made * 8;
+        uint32_t state = 0xcbf29ce484222325ULL & mask;
+        for (int k = 3; k >= 0; k--) {
+            w[3 - k] = alphabet[(pre >> (6 * k)) & 63];
+            state = fnv_step(state, (unsigned char)w[3 - k]);
+        }
+        const int sfx = suffix_of[state];
+        if (sfx < 0) continue;
+        for (int k = 2; k >= 0; k--) {
+            w[4 + 2 - k] = alphabet[(sfx >> (6 * k)) & 63];
+            state = fnv_step(state, (unsigned char)w[4 + 2 - k]);
+        }
+        w[7] = '\0';
+        cr_assert_eq(state, 0, "the flood generator is wrong");
+        made++;
+    }
+    cr_assert_eq(made, FLOOD_TOKENS);
+    free(suffix_of);
+    return out;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A vocab.json whose 200,000 spellings all collided in the old unkeyed
+ * spelling map took over 20 s to load (quadratic); under the keyed hash it
+ * loads like any vocabulary of its size (0.04 s; the bound leaves a margin
+ * of more than 50 for slow and sanitized builds). */
+Test(tokenizer_files, colliding_vocabulary_loads_in_linear_time, .init = make_tmp_dir,
+     .fini = remove_tmp_dir, .timeout = 120)
+{
+    char *flood = fnv_flood();
+    char *tail = malloc((size_t)FLOOD_TOKENS * 24);
+    cr_assert_not_null(tail);
+    size_t at = 0;
+    for (int i = 0; i < FLOOD_TOKENS; i++)
+        at += (size_t)sprintf(tail + at, ",\"%s\": %d", flood + (size_t)i * 8, 256 + i);
+    bytes_buf v = {0};
+    byte_vocab(&v, tail, -1);
+    const char *vp = write_file("vocab.json", v.data, v.len);
+    const char *mp = write_file("merges.txt", "", 0);
+    fg_tokenizer *tok = NULL;
+    const double t0 = now_seconds();
+    cr_assert_eq(fg_tokenizer_load_gpt2(&tok, vp, mp), FG_OK, "%s", fg_last_error());
+    const double took = now_seconds() - t0;
+    cr_assert_lt(took, 2.5, "loading the colliding vocabulary took %.2f s", took);
+    /* every spelling is found: they were really inserted */
+    int ids[16], n = 0;
+    for (int i = 0; i < FLOOD_TOKENS; i += 9973) {
+        cr_assert_eq(fg_tokenizer_encode(tok, flood + (size_t)i * 8, 7, 0, ids, 16, &n), FG_OK);
+        cr_assert_eq(n, 7, "no merges: one id per byte");
+    }
+    fg_tokenizer_destroy(tok);
+    free(v.data), free(tail), free(flood);
+}
+
+/* Structurally: each table draws its own key, so two loads of one file
+ * place their spellings and merges differently (a fixed hash would place
+ * them identically, which is what a crafted file relies on). */
+Test(tokenizer_files, every_table_has_its_own_hash_key, .init = make_tmp_dir,
+     .fini = remove_tmp_dir)
+{
+    bytes_buf v = {0};
+    byte_vocab(&v, ",\"ab\": 256, \"abc\": 257", -1);
+    const char *vp = write_file("vocab.json", v.data, v.len);
+    const char *mp = write_file("merges.txt", "a b\nab c\n", 9);
+    fg_tokenizer *a = NULL, *b = NULL;
+    cr_assert_eq(fg_tokenizer_load_gpt2(&a, vp, mp), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_tokenizer_load_gpt2(&b, vp, mp), FG_OK, "%s", fg_last_error());
+    cr_assert(a->lookup.key.k0 != b->lookup.key.k0 || a->lookup.key.k1 != b->lookup.key.k1);
+    cr_assert(a->merges_key.k0 != b->merges_key.k0 || a->merges_key.k1 != b->merges_key.k1);
+    cr_assert(a->lookup.key.k0 != a->merges_key.k0 || a->lookup.key.k1 != a->merges_key.k1);
+    /* the slot layouts differ, the results do not */
+    cr_assert(memcmp(a->lookup.slots, b->lookup.slots,
+                     sizeof(int32_t) * (a->lookup.mask + 1)) != 0, "same layout twice");
+    int ia[8], ib[8], na, nb;
+    cr_assert_eq(fg_tokenizer_encode(a, "abcab", 5, 0, ia, 8, &na), FG_OK);
+    cr_assert_eq(fg_tokenizer_encode(b, "abcab", 5, 0, ib, 8, &nb), FG_OK);
+    cr_assert(na == 2 && nb == 2 && ia[0] == 257 && ib[0] == 257 && ia[1] == 256 && ib[1] == 256);
+    fg_tokenizer_destroy(a), fg_tokenizer_destroy(b);
+    free(v.data);
+}
+
+/* Tokenizer inputs that are not regular files are refused at once with
+ * their kind and path (a FIFO used to block forever: hence the timeout). */
+Test(tokenizer_files, non_regular_inputs_are_refused_without_blocking, .init = make_tmp_dir,
+     .fini = remove_tmp_dir, .timeout = 20)
+{
+    bytes_buf v = {0};
+    byte_vocab(&v, "", -1);
+    const char *vp = write_file("vocab.json", v.data, v.len);
+    const char *mp = write_file("merges.txt", "", 0);
+    const char *fifo = tmp_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    fg_tokenizer *tok = NULL;
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, fifo, mp), FG_ERR_IO, "fifo: is a FIFO");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, fifo), FG_ERR_IO, "fifo: is a FIFO");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, fifo, 512), FG_ERR_IO,
+                      "fifo: is a FIFO, not a regular file");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, "/dev/zero", 512), FG_ERR_IO,
+                      "/dev/zero: is a character device");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, tmp_dir, mp), FG_ERR_IO, "is a folder");
+    cr_assert_null(tok);
+    free(v.data);
+}
+
+/* Tokenizer files are read whole, so their size is checked first: a sparse
+ * 3 GiB file is refused at once (it used to be read into memory), and one
+ * just over the limit too. */
+Test(tokenizer_files, oversized_files_are_refused_before_reading, .init = make_tmp_dir,
+     .fini = remove_tmp_dir, .timeout = 20)
+{
+    bytes_buf v = {0};
+    byte_vocab(&v, "", -1);
+    const char *vp = write_file("vocab.json", v.data, v.len);
+    const char *mp = write_file("merges.txt", "", 0);
+    const char *huge = write_file("huge", "", 0), *over = write_file("over", "", 0);
+    cr_assert_eq(truncate(huge, (off_t)3 << 30), 0);
+    cr_assert_eq(truncate(over, ((off_t)64 << 20) + 1), 0);
+    fg_tokenizer *tok = NULL;
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, huge, mp), FG_ERR_FORMAT,
+                      "huge: is 3221225472 bytes, over the 67108864-byte limit for a vocab.json");
+    fgi_assert_status(fg_tokenizer_load_gpt2(&tok, vp, over), FG_ERR_FORMAT,
+                      "over: is 67108865 bytes, over the 67108864-byte limit for a merges.txt");
+    fgi_assert_status(fg_tokenizer_load_llama2c(&tok, huge, 512), FG_ERR_FORMAT,
+                      "limit for a tokenizer.bin");
+    cr_assert_null(tok);
+    free(v.data);
 }
 
 Test(llama2c_files, malformed_files_are_format_errors, .init = make_tmp_dir,
