@@ -6,7 +6,6 @@
 #include "check.h"
 #include "flashgpt/dtype.h"
 
-#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -51,29 +50,6 @@ static int same_name(const char *text, const char *name)
     return *text == '\0';
 }
 
-/* The first bytes of untrusted text as printable ASCII: \\, \" and \xHH for
- * the rest, "..." when cut; out holds at least 4 * max + 4 bytes. */
-static void escape_text(char *out, const char *text, size_t max)
-{
-    size_t n = 0;
-    for (; *text != '\0' && max > 0; text++, max--) {
-        const unsigned char c = (unsigned char)*text;
-        if (c == '\\' || c == '"') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c >= 0x20 && c < 0x7f) {
-            out[n++] = (char)c;
-        } else {
-            n += (size_t)snprintf(out + n, 5, "\\x%02x", c);
-        }
-    }
-    if (*text != '\0') {
-        memcpy(out + n, "...", 3);
-        n += 3;
-    }
-    out[n] = '\0';
-}
-
 fg_status fg_dtype_parse(const char *text, fg_dtype *out)
 {
     static const char fn[] = "fg_dtype_parse";
@@ -85,11 +61,9 @@ fg_status fg_dtype_parse(const char *text, fg_dtype *out)
                 *out = dtypes[i].dtype;
                 return FG_OK;
             }
-    enum { kShown = 32 };
-    char shown[4 * kShown + 4];
-    escape_text(shown, text, kShown);
+    char shown[256];
     return fgi_fail(FG_ERR_INVALID_ARG,
                     "%s: argument 'text' is not an element type: \"%s\" (expected f32, "
                     "bf16 or f16)",
-                    fn, shown);
+                    fn, fgi_quote_bytes(shown, sizeof shown, text, strlen(text)));
 }

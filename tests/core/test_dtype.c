@@ -70,7 +70,7 @@ Test(dtype, bad_text_is_escaped_and_cut)
 {
     fg_dtype got = FG_DTYPE_F32;
     fgi_assert_status(fg_dtype_parse("b\nf\"1\\6\x7f", &got), FG_ERR_INVALID_ARG,
-                      "\"b\\x0af\\\"1\\\\6\\x7f\"");
+                      "\"b\\x0Af\\x221\\x5C6\\x7F\"");
     char long_text[300];
     memset(long_text, 'q', sizeof long_text - 1);
     long_text[sizeof long_text - 1] = '\0';
