@@ -41,6 +41,10 @@ int cli_runtime_error(const char *verb, const char *what);
 /* --device NAME: CLI_OK, or a usage error (printed) for an unknown name. */
 int cli_parse_device(const char *verb, const char *name, fg_device *device);
 
+/* --threads N for the CPU device (0: one per online core; ignored by the
+ * other devices): CLI_OK, or a runtime error (printed). */
+int cli_apply_threads(const char *verb, fg_session *s, int n_threads);
+
 double cli_now(void); /* monotonic seconds */
 
 /* "1,2,3" -> ids (malloc'd). Returns 0, or -1 for a malformed list. */
