@@ -250,6 +250,7 @@ fg_status fgi_cpu_runner_set_threads(fgi_cpu_runner *r, int n_threads)
 
 typedef struct {
     const fgi_cpu_kernels *k;
+    int n_chunks;
     float *y;
     size_t ldy;
     const float *x;
@@ -260,19 +261,26 @@ typedef struct {
     fgi_cpu_epilogue epi;
 } gemm_job;
 
-static void gemm_task(void *ctx, int t, int n)
+static void gemm_task(void *ctx, int chunk, int thread)
 {
     const gemm_job *j = ctx;
-    const int np = j->w->n_panels;
-    const int p0 = (int)((long long)np * t / n), p1 = (int)((long long)np * (t + 1) / n);
+    const int np = j->w->n_panels, n = j->n_chunks;
+    const int p0 = (int)((long long)np * chunk / n), p1 = (int)((long long)np * (chunk + 1) / n);
+    (void)thread;
     if (p0 < p1) j->k->gemm(j->y, j->ldy, j->x, j->ldx, j->rows, j->w, j->b, p0, p1, j->epi);
 }
 
 static void gemm(fgi_cpu_runner *r, float *y, size_t ldy, const float *x, size_t ldx, int rows,
                  const fgi_cpu_mat *w, const float *b, fgi_cpu_epilogue epi)
 {
-    gemm_job j = {r->k, y, ldy, x, ldx, rows, w, b, epi};
-    fgi_cpu_pool_run(r->pool, gemm_task, &j);
+    /* a few chunks per thread, so that threads the system runs late lose
+     * little; none smaller than one panel, none at all for tiny products */
+    const int threads = fgi_cpu_pool_threads(r->pool);
+    const double macs = (double)rows * w->in * w->out;
+    int n = macs < 32768.0 ? 1 : 4 * threads;
+    if (n > w->n_panels) n = w->n_panels;
+    gemm_job j = {r->k, n, y, ldy, x, ldx, rows, w, b, epi};
+    fgi_cpu_pool_run(r->pool, gemm_task, &j, n);
 }
 
 typedef struct {
@@ -280,7 +288,8 @@ typedef struct {
     int layer, T, L;
 } attention_job;
 
-static void attention_task(void *ctx, int t, int n)
+/* chunk: one (token, head) pair */
+static void attention_task(void *ctx, int chunk, int thread)
 {
     const attention_job *j = ctx;
     const fgi_cpu_runner *r = j->r;
@@ -289,14 +298,12 @@ static void attention_task(void *ctx, int t, int n)
     const size_t qkv_w = (size_t)fg_config_qkv_width(c), cap = (size_t)r->capacity;
     const size_t layer_off = (size_t)j->layer * c->n_kv_head * cap * d;
     const float scale = (float)(1.0 / sqrt((double)d));
-    float *scores = r->scores + (size_t)t * cap;
-    for (long long task = t; task < (long long)j->T * nh; task += n) {
-        const int row = (int)(task / nh), h = (int)(task % nh);
-        const size_t kv = layer_off + (size_t)(h / group) * cap * d;
-        r->k->attend_row(r->att + (size_t)row * nh * d + (size_t)h * d,
-                         r->qkv + (size_t)row * qkv_w + (size_t)h * d, r->kc + kv, r->vc + kv,
-                         j->L + row + 1, d, scale, scores);
-    }
+    float *scores = r->scores + (size_t)thread * cap;
+    const int row = chunk / nh, h = chunk % nh;
+    const size_t kv = layer_off + (size_t)(h / group) * cap * d;
+    r->k->attend_row(r->att + (size_t)row * nh * d + (size_t)h * d,
+                     r->qkv + (size_t)row * qkv_w + (size_t)h * d, r->kc + kv, r->vc + kv,
+                     j->L + row + 1, d, scale, scores);
 }
 
 typedef struct {
@@ -307,34 +314,32 @@ typedef struct {
     size_t ld;
 } rows_job;
 
-static void norm_task(void *ctx, int t, int n)
+/* chunk: one row */
+static void norm_task(void *ctx, int row, int thread)
 {
     const rows_job *j = ctx;
     const fg_config *c = &j->r->c;
-    const int r0 = (int)((long long)j->rows * t / n), r1 = (int)((long long)j->rows * (t + 1) / n);
-    for (int row = r0; row < r1; row++)
-        j->r->k->norm_row(j->y + (size_t)row * j->ld, j->x + (size_t)row * j->ld, j->g, j->b,
+    (void)thread;
+    j->r->k->norm_row(j->y + (size_t)row * j->ld, j->x + (size_t)row * j->ld, j->g, j->b,
                           c->n_embd, c->norm_eps, c->arch == FG_ARCH_GPT2);
 }
 
-static void swiglu_task(void *ctx, int t, int n)
+static void swiglu_task(void *ctx, int row, int thread)
 {
     const rows_job *j = ctx;
     const int I = j->r->c.n_inner;
-    const int r0 = (int)((long long)j->rows * t / n), r1 = (int)((long long)j->rows * (t + 1) / n);
-    for (int row = r0; row < r1; row++) {
-        float *gate = j->y + (size_t)row * j->ld;
-        j->r->k->silu_mul(gate, gate + I, (size_t)I);
-    }
+    float *gate = j->y + (size_t)row * j->ld;
+    (void)thread;
+    j->r->k->silu_mul(gate, gate + I, (size_t)I);
 }
 
 /* Few rows are not worth waking the other threads for. */
 static void run_rows(fgi_cpu_runner *r, fgi_cpu_task task, rows_job *j)
 {
     if (j->rows < 8)
-        task(j, 0, 1);
+        for (int row = 0; row < j->rows; row++) task(j, row, 0);
     else
-        fgi_cpu_pool_run(r->pool, task, j);
+        fgi_cpu_pool_run(r->pool, task, j, j->rows);
 }
 
 static void norm(fgi_cpu_runner *r, float *y, const float *x, const float *g, const float *b,
@@ -388,7 +393,7 @@ static void block(fgi_cpu_runner *r, int l, int T, int L)
     gemm(r, r->qkv, qkv_w, r->h, C, T, &p->qkv, lw->c_attn_b, FGI_EPI_STORE);
     append_kv(r, l, T, L);
     attention_job aj = {r, l, T, L};
-    fgi_cpu_pool_run(r->pool, attention_task, &aj);
+    fgi_cpu_pool_run(r->pool, attention_task, &aj, T * c->n_head);
     gemm(r, r->x, C, r->att, att_w, T, &p->proj, lw->c_proj_b, FGI_EPI_ADD);
 
     norm(r, r->h, r->x, lw->ln_2_g, lw->ln_2_b, T);

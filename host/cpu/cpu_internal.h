@@ -5,7 +5,8 @@
  *
  * Pieces:
  *  - fgi_cpu_pool: n threads (the caller is thread 0) running one task at a
- *    time; workers spin briefly, then sleep, between tasks.
+ *    time, cut into chunks the threads claim; workers spin briefly, then
+ *    sleep, between tasks.
  *  - fgi_cpu_kernels: the arithmetic (panel GEMM with fused epilogues,
  *    attention rows, norms, activations), compiled once per instruction set
  *    (generic x86-64 / other, AVX2+FMA, AVX-512) from cpu_kernels.inc and
@@ -28,15 +29,18 @@ extern "C" {
 
 /* ---- thread pool ---------------------------------------------------------- */
 typedef struct fgi_cpu_pool fgi_cpu_pool;
-typedef void (*fgi_cpu_task)(void *ctx, int thread, int n_threads);
+/* One chunk of a task; thread (0 .. n_threads-1, 0 = the caller) tells
+ * which per-thread scratch the chunk may use. */
+typedef void (*fgi_cpu_task)(void *ctx, int chunk, int thread);
 
 /* n_threads >= 1 (1: no worker threads, tasks run on the caller). */
 fg_status fgi_cpu_pool_create(fgi_cpu_pool **pool, int n_threads);
 void fgi_cpu_pool_destroy(fgi_cpu_pool *pool); /* NULL is a no-op */
 int fgi_cpu_pool_threads(const fgi_cpu_pool *pool);
-/* Runs task(ctx, t, n) for every t in 0 .. n-1 (t = 0 on the caller) and
- * returns when all have finished. */
-void fgi_cpu_pool_run(fgi_cpu_pool *pool, fgi_cpu_task task, void *ctx);
+/* Runs task(ctx, c, thread) for every chunk c in 0 .. n_chunks-1, each once,
+ * on whichever threads claim them (the caller included), and returns when
+ * all have finished. */
+void fgi_cpu_pool_run(fgi_cpu_pool *pool, fgi_cpu_task task, void *ctx, int n_chunks);
 
 /* Online processors (at least 1). */
 int fgi_cpu_online_cores(void);

@@ -2,12 +2,20 @@
  *
  * A decode step runs a few dozen short parallel tasks (one per linear layer
  * and attention), microseconds apart, so waking sleeping threads through the
- * kernel for each would cost more than the work. Workers therefore spin on a
+ * kernel for each would cost more than the work: workers spin on a
  * generation counter for a while after each task and only then sleep on a
- * condition variable; the caller bumps the counter, and broadcasts only when
- * someone sleeps. A worker that goes to sleep re-checks the counter under
- * the mutex, and the caller bumps it before taking the mutex, so no wake-up
- * is lost. */
+ * condition variable (the caller broadcasts only when someone sleeps).
+ *
+ * A task is cut into chunks that the threads claim one at a time from a
+ * shared counter, the caller too, and the caller returns once every chunk
+ * is done. So a worker the operating system has not scheduled (a busy or
+ * oversubscribed machine) delays nothing: the others take its chunks, and
+ * when it wakes the task is gone. The counter holds the task's generation
+ * in its high half and the next chunk in its low half; a claim is a
+ * compare-and-swap on both, so a late worker can never claim a chunk of a
+ * task other than the one it read. Before the caller rewrites the task's
+ * fields it closes the counter (same generation, chunk index past any
+ * task), so a claim in flight against the previous task fails. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "cpu_internal.h"
@@ -15,6 +23,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -25,7 +34,7 @@
 #endif
 
 /* About 50-100 us of spinning before a worker sleeps. */
-enum { SPIN_BEFORE_SLEEP = 4000, SPIN_BEFORE_YIELD = 4000 };
+enum { SPIN_BEFORE_SLEEP = 4000, SPIN_BEFORE_YIELD = 2000 };
 
 typedef struct {
     fgi_cpu_pool *pool;
@@ -39,18 +48,41 @@ struct fgi_cpu_pool {
     int n_started;
     pthread_mutex_t mutex;
     pthread_cond_t wake;
-    atomic_uint generation; /* bumped once per task */
-    atomic_int pending;     /* workers still running the current task */
+    atomic_uint generation;   /* the current task's; workers wait for it to change */
+    _Atomic uint64_t next;    /* generation << 32 | next chunk to claim */
+    atomic_int done;          /* chunks of the current task finished */
     atomic_int sleepers;
     atomic_int stop;
+    unsigned last_generation; /* the caller's copy */
+    /* the current task; written by the caller while the counter is closed */
     fgi_cpu_task task;
     void *ctx;
+    int n_chunks;
 };
 
 int fgi_cpu_online_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n >= 1 ? (n > 1024 ? 1024 : (int)n) : 1;
+}
+
+/* Claims and runs chunks of task `generation` until none is left. */
+static void work(fgi_cpu_pool *pool, unsigned generation, int thread)
+{
+    for (;;) {
+        uint64_t c = atomic_load_explicit(&pool->next, memory_order_acquire);
+        if ((unsigned)(c >> 32) != generation) return;
+        const unsigned chunk = (unsigned)c;
+        /* read before the claim; a claim that succeeds proves they were this task's */
+        const fgi_cpu_task task = pool->task;
+        void *ctx = pool->ctx;
+        if (chunk >= (unsigned)pool->n_chunks) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool->next, &c, c + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        task(ctx, (int)chunk, thread);
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+    }
 }
 
 static void *worker_main(void *p)
@@ -77,8 +109,7 @@ static void *worker_main(void *p)
         }
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) return NULL;
-        pool->task(pool->ctx, arg->index, pool->n_threads);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+        work(pool, g, arg->index);
     }
 }
 
@@ -86,9 +117,9 @@ static void *worker_main(void *p)
  * of sleepers here, and a worker's increment of sleepers and read of
  * generation, must not be reordered, or each could miss the other's write
  * and the worker would sleep through the task. */
-static void bump(fgi_cpu_pool *pool)
+static void bump(fgi_cpu_pool *pool, unsigned generation)
 {
-    atomic_fetch_add(&pool->generation, 1);
+    atomic_store(&pool->generation, generation);
     if (atomic_load(&pool->sleepers) > 0) {
         pthread_mutex_lock(&pool->mutex);
         pthread_cond_broadcast(&pool->wake);
@@ -101,7 +132,7 @@ void fgi_cpu_pool_destroy(fgi_cpu_pool *pool)
     if (pool == NULL) return;
     if (pool->n_started > 0) {
         atomic_store(&pool->stop, 1);
-        bump(pool);
+        bump(pool, ++pool->last_generation);
         for (int i = 0; i < pool->n_started; i++) pthread_join(pool->threads[i], NULL);
     }
     pthread_cond_destroy(&pool->wake);
@@ -119,7 +150,8 @@ fg_status fgi_cpu_pool_create(fgi_cpu_pool **out, int n_threads)
     FGI_TRY(fgi_alloc(fn, (void **)&pool, 1, sizeof *pool));
     pool->n_threads = n_threads;
     atomic_init(&pool->generation, 0);
-    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->next, 0);
+    atomic_init(&pool->done, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
     if (pthread_mutex_init(&pool->mutex, NULL) != 0) {
@@ -155,19 +187,25 @@ fg_status fgi_cpu_pool_create(fgi_cpu_pool **out, int n_threads)
 
 int fgi_cpu_pool_threads(const fgi_cpu_pool *pool) { return pool->n_threads; }
 
-void fgi_cpu_pool_run(fgi_cpu_pool *pool, fgi_cpu_task task, void *ctx)
+void fgi_cpu_pool_run(fgi_cpu_pool *pool, fgi_cpu_task task, void *ctx, int n_chunks)
 {
-    if (pool->n_threads == 1) {
-        task(ctx, 0, 1);
+    if (pool->n_threads == 1 || n_chunks <= 1) {
+        for (int c = 0; c < n_chunks; c++) task(ctx, c, 0);
         return;
     }
+    const unsigned g = ++pool->last_generation;
+    /* close: a claim still in flight against the previous task now fails */
+    atomic_exchange(&pool->next, (uint64_t)g << 32 | 0xffffffffu);
+    atomic_thread_fence(memory_order_seq_cst);
     pool->task = task;
     pool->ctx = ctx;
-    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
-    bump(pool);
-    task(ctx, 0, pool->n_threads);
+    pool->n_chunks = n_chunks;
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->next, (uint64_t)g << 32, memory_order_release);
+    bump(pool, g);
+    work(pool, g, 0);
     int spins = 0;
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&pool->done, memory_order_acquire) < n_chunks) {
         if (++spins < SPIN_BEFORE_YIELD) {
             CPU_RELAX();
         } else {
