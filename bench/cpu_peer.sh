@@ -10,7 +10,9 @@
 # ../shared/peers/llama2c_random_model.py (NumPy), then for each shape:
 #  - decode: llama2.c single-threaded and OpenMP on THREADS threads, 256
 #    steps from BOS (its own "achieved tok/s"), against `flashgpt bench -m`
-#    with a 1-token prompt and 255 greedy decode steps on THREADS threads;
+#    with a 1-token prompt and 255 greedy decode steps on 1 thread (fg 1t,
+#    x 1t against llama2.c's single thread) and on THREADS threads (fg,
+#    x omp against its OpenMP build);
 #  - prefill: a 256-token prompt in one `flashgpt bench` prefill, against
 #    llama2.c's token-by-token loop over 256 tokens (256 / its tok/s, the
 #    OpenMP build) and against flashgpt's own decode loop.
@@ -46,22 +48,23 @@ l2c_toks() { # binary model -> llama2.c's achieved tok/s over 256 steps from BOS
 fg_field() { # field (prefill|decode) then flashgpt bench args -> tokens/s
   local field=$1
   shift
-  "$FG" bench "$@" --device cpu --threads "$THREADS" --no-check 2>/dev/null |
+  "$FG" bench "$@" --device cpu --threads "${THREADS}" --no-check 2>/dev/null |
     sed -n "s/^$field: *[0-9]* tokens in [0-9.]* s = \([0-9.]*\) tokens\/s.*/\1/p"
 }
 
-printf '%-12s %9s %9s %9s %7s | %11s %11s %9s %9s\n' shape "l2c 1t" "l2c omp" flashgpt "x omp" \
-  "fg prefill" "l2c 256 tb" "x l2c" "x own"
+printf '%-12s %8s %8s %8s %7s %8s %7s | %11s %11s %8s %8s\n' shape "l2c 1t" "l2c omp" "fg 1t" \
+  "x 1t" "fg" "x omp" "fg prefill" "l2c 256 tb" "x l2c" "x own"
 for name in stories15M stories110M; do
   model="$WORK/$name.bin"
   one=$(l2c_toks "$WORK/run" "$model")
   omp=$(OMP_NUM_THREADS=$THREADS l2c_toks "$WORK/runomp" "$model")
+  dec1=$(THREADS=1 fg_field decode -m "$model" --prompt 1 --gen 255)
   dec=$(fg_field decode -m "$model" --prompt 1 --gen 255)
   pre=$(fg_field prefill -m "$model" --prompt 256 --gen 0)
-  awk -v n="$name" -v one="$one" -v omp="$omp" -v dec="$dec" -v pre="$pre" 'BEGIN {
+  awk -v n="$name" -v one="$one" -v omp="$omp" -v dec1="$dec1" -v dec="$dec" -v pre="$pre" 'BEGIN {
     # prefill speed-ups: time of 256 tokens one at a time / time of one 256-token prefill
-    printf "%-12s %9.1f %9.1f %9.1f %6.2fx | %9.1f/s %9.1f/s %8.2fx %8.2fx\n",
-      n, one, omp, dec, dec / omp, pre, omp, pre / omp, pre / dec }'
+    printf "%-12s %8.1f %8.1f %8.1f %6.2fx %8.1f %6.2fx | %9.1f/s %9.1f/s %7.1fx %7.1fx\n",
+      n, one, omp, dec1, dec1 / one, dec, dec / omp, pre, omp, pre / omp, pre / dec }'
 done
 echo "tokens/s; $THREADS threads for llama2.c OpenMP and flashgpt; $(nproc) online cores;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg)"
