@@ -54,10 +54,13 @@ struct fgi_cpu_pool {
     atomic_int sleepers;
     atomic_int stop;
     unsigned last_generation; /* the caller's copy */
-    /* the current task; written by the caller while the counter is closed */
-    fgi_cpu_task task;
-    void *ctx;
-    int n_chunks;
+    /* the current task; written by the caller while the counter is closed.
+     * Atomic (relaxed) because a late worker may read them while they
+     * change; the claim's compare-and-swap decides whether what it read
+     * counts. */
+    _Atomic(fgi_cpu_task) task;
+    _Atomic(void *) ctx;
+    atomic_int n_chunks;
 };
 
 int fgi_cpu_online_cores(void)
@@ -74,9 +77,9 @@ static void work(fgi_cpu_pool *pool, unsigned generation, int thread)
         if ((unsigned)(c >> 32) != generation) return;
         const unsigned chunk = (unsigned)c;
         /* read before the claim; a claim that succeeds proves they were this task's */
-        const fgi_cpu_task task = pool->task;
-        void *ctx = pool->ctx;
-        if (chunk >= (unsigned)pool->n_chunks) return;
+        const fgi_cpu_task task = atomic_load_explicit(&pool->task, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&pool->ctx, memory_order_relaxed);
+        if (chunk >= (unsigned)atomic_load_explicit(&pool->n_chunks, memory_order_relaxed)) return;
         if (!atomic_compare_exchange_weak_explicit(&pool->next, &c, c + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
@@ -151,6 +154,9 @@ fg_status fgi_cpu_pool_create(fgi_cpu_pool **out, int n_threads)
     pool->n_threads = n_threads;
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->next, 0);
+    atomic_init(&pool->task, NULL);
+    atomic_init(&pool->ctx, NULL);
+    atomic_init(&pool->n_chunks, 0);
     atomic_init(&pool->done, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
@@ -197,9 +203,9 @@ void fgi_cpu_pool_run(fgi_cpu_pool *pool, fgi_cpu_task task, void *ctx, int n_ch
     /* close: a claim still in flight against the previous task now fails */
     atomic_exchange(&pool->next, (uint64_t)g << 32 | 0xffffffffu);
     atomic_thread_fence(memory_order_seq_cst);
-    pool->task = task;
-    pool->ctx = ctx;
-    pool->n_chunks = n_chunks;
+    atomic_store_explicit(&pool->task, task, memory_order_relaxed);
+    atomic_store_explicit(&pool->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&pool->n_chunks, n_chunks, memory_order_relaxed);
     atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
     atomic_store_explicit(&pool->next, (uint64_t)g << 32, memory_order_release);
     bump(pool, g);
