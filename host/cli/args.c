@@ -159,6 +159,13 @@ int cli_parse(const cli_command *cmd, int argc, char **argv)
 int cli_parse_device(const char *verb, const char *name, fg_device *device)
 {
     if (fg_device_parse(name, device) != FG_OK)
-        return cli_usage_error(verb, "--device must be auto, cpu or cuda (got '%s')", name);
+        return cli_usage_error(verb, "--device must be auto, cpu, cuda or ref (got '%s')", name);
+    return CLI_OK;
+}
+
+int cli_apply_threads(const char *verb, fg_session *s, int n_threads)
+{
+    if (fg_session_set_threads(s, n_threads) != FG_OK)
+        return cli_runtime_error(verb, "cannot set the thread count");
     return CLI_OK;
 }

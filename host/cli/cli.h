@@ -58,6 +58,10 @@ const char *cli_error_message(void);
 /* --device NAME: CLI_OK, or a usage error (printed) for an unknown name. */
 int cli_parse_device(const char *verb, const char *name, fg_device *device);
 
+/* --threads N for the CPU device (0: one per online core; ignored by the
+ * other devices): CLI_OK, or a runtime error (printed). */
+int cli_apply_threads(const char *verb, fg_session *s, int n_threads);
+
 double cli_now(void); /* monotonic seconds */
 
 /* Decimal digits only (no sign, space or prefix), at most max, into *value.

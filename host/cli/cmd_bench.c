@@ -1,8 +1,10 @@
 /* flashgpt bench: built-in model presets with deterministic random weights
- * (no files needed): prefill and decode tokens/s on the chosen device and,
- * on a GPU, the CPU-vs-GPU check of the logits on the first tokens. On a
- * terminal, stderr shows the phase (weights, session, warm-up, prefill)
- * and the decode count while they run; results go to stdout. */
+ * (no files needed), or a model file (-m: the same checkpoint a peer such as
+ * llama2.c runs): prefill and decode tokens/s on the chosen device and, on
+ * the GPU or the fast CPU path, the check of their logits against the exact
+ * reference on the first tokens. On a terminal, stderr shows the phase
+ * (weights, session, warm-up, prefill) and the decode count while they run;
+ * results go to stdout. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -79,7 +81,7 @@ static int warm_up(fg_session *s, const int *ids, int n_prompt, int n_gen, int v
 /* Prefill n_prompt ids, then n_gen greedy decode steps; prints tokens/s. */
 static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
 {
-    if (fg_session_device(s) == FG_DEVICE_CUDA) {
+    if (fg_session_device(s) != FG_DEVICE_REF) { /* the fast CPU path: first-touch page faults */
         const int rc = warm_up(s, ids, n_prompt, n_gen, vocab);
         if (rc != CLI_OK) return rc;
     }
@@ -112,18 +114,18 @@ static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, 
     return CLI_OK;
 }
 
-/* CPU reference vs GPU on the first prompt tokens. */
-static int check_against_cpu(const fg_model *m, const int *ids, int n)
+/* Exact reference vs the benchmarked device on the first prompt tokens. */
+static int check_against_ref(const fg_model *m, fg_device device, const int *ids, int n)
 {
     const fg_config *cfg = fg_model_config(m);
     const size_t count = (size_t)n * cfg->vocab_size;
     float *a = malloc(sizeof(float) * count), *b = malloc(sizeof(float) * count);
     fg_session *cpu = NULL, *gpu = NULL;
     int rc = CLI_RUNTIME_ERROR;
-    printf("check: CPU reference vs GPU on the first %d tokens ... ", n);
+    printf("check: exact reference vs %s on the first %d tokens ... ", fg_device_name(device), n);
     fflush(stdout);
-    if (a && b && fg_session_create(&cpu, cfg, fg_model_weights(m), FG_DEVICE_CPU, n) == FG_OK &&
-        fg_session_create(&gpu, cfg, fg_model_weights(m), FG_DEVICE_CUDA, n) == FG_OK &&
+    if (a && b && fg_session_create(&cpu, cfg, fg_model_weights(m), FG_DEVICE_REF, n) == FG_OK &&
+        fg_session_create(&gpu, cfg, fg_model_weights(m), device, n) == FG_OK &&
         fg_session_forward(cpu, ids, n, a) == FG_OK && fg_session_forward(gpu, ids, n, b) == FG_OK) {
         double max_abs, rel_l2;
         int ok = cli_compare_logits(b, a, count, &max_abs, &rel_l2);
@@ -142,16 +144,18 @@ static int check_against_cpu(const fg_model *m, const int *ids, int n)
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *preset_name = "gpt2-124m", *device_name = "auto";
-    int n_prompt = -1, n_gen = -1, no_check = 0;
+    const char *preset_name = "gpt2-124m", *device_name = "auto", *model_path = NULL;
+    int n_prompt = -1, n_gen = -1, no_check = 0, threads = 0;
     uint64_t seed = 1;
     const cli_option opts[] = {
         {"preset", 0, OPT_STRING, &preset_name, "NAME", "tiny, gpt2-124m (default), gpt2-350m, llama-1b"},
-        {"prompt", 0, OPT_INT, &n_prompt, "N", "prompt tokens (default 128 on cuda, 16 on cpu)"},
-        {"gen", 0, OPT_INT, &n_gen, "N", "generated tokens (default 128 on cuda, 16 on cpu)"},
-        {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu or cuda (default auto)"},
+        {"model", 'm', OPT_STRING, &model_path, "PATH", "a model file or folder instead of a preset"},
+        {"prompt", 0, OPT_INT, &n_prompt, "N", "prompt tokens (default 128; 16 on ref)"},
+        {"gen", 0, OPT_INT, &n_gen, "N", "generated tokens (default 128; 16 on ref)"},
+        {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
+        {"threads", 0, OPT_INT, &threads, "N", "CPU threads (default: one per online core)"},
         {"seed", 0, OPT_U64, &seed, "S", "seed of the random weights (default 1)"},
-        {"no-check", 0, OPT_FLAG, &no_check, NULL, "skip the CPU-vs-GPU check"},
+        {"no-check", 0, OPT_FLAG, &no_check, NULL, "skip the check against the exact reference"},
     };
     const cli_command cmd = {VERB, "[--preset NAME] [options]",
                              "Benchmark prefill and decode on a built-in model shape with "
@@ -161,26 +165,38 @@ int cmd_bench(int argc, char **argv)
     if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
     preset p;
     fg_device device;
-    if (!find_preset(preset_name, &p)) return CLI_USAGE_ERROR;
+    if (model_path == NULL && !find_preset(preset_name, &p)) return CLI_USAGE_ERROR;
     if (cli_parse_device(VERB, device_name, &device) != CLI_OK) return CLI_USAGE_ERROR;
+    if (threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", threads);
     if (device == FG_DEVICE_AUTO) device = fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU;
-    if (n_prompt < 0) n_prompt = device == FG_DEVICE_CUDA ? 128 : 16;
-    if (n_gen < 0) n_gen = device == FG_DEVICE_CUDA ? 128 : 16;
-    if (n_prompt < 1 || (long long)n_prompt + n_gen > p.cfg.n_ctx)
-        return cli_usage_error(VERB, "need 1 <= --prompt and --prompt + --gen <= %d (the context)",
-                               p.cfg.n_ctx);
+    if (n_prompt < 0) n_prompt = device == FG_DEVICE_REF ? 16 : 128;
+    if (n_gen < 0) n_gen = device == FG_DEVICE_REF ? 16 : 128;
 
-    printf("preset %s (%s): %.1fM parameters, fp32, device %s\n", p.name, p.about,
-           n_params(&p.cfg) / 1e6, fg_device_name(device));
-    fflush(stdout);
     fg_model *model = NULL;
     fg_session *s = NULL;
-    int *ids = malloc(sizeof(int) * (size_t)n_prompt);
+    int *ids = NULL;
     cli_progress progress;
     double t0 = cli_now();
-    cli_progress_start(&progress, "bench: random weights");
-    const int made = ids != NULL && fg_model_create_random(&model, &p.cfg, seed) == FG_OK;
-    cli_progress_end(&progress);
+    if (model_path != NULL) {
+        if (cli_load_model(&model, model_path) != FG_OK)
+            return cli_runtime_error(VERB, "cannot load the model");
+        p = (preset){model_path, "model file", *fg_model_config(model)};
+    }
+    if (n_prompt < 1 || n_gen < 0 || (long long)n_prompt + n_gen > p.cfg.n_ctx) {
+        fg_model_destroy(model);
+        return cli_usage_error(VERB, "need 1 <= --prompt and --prompt + --gen <= %d (the context)",
+                               p.cfg.n_ctx);
+    }
+    printf("%s %s (%s): %.1fM parameters, fp32, device %s\n", model_path ? "model" : "preset",
+           p.name, p.about, n_params(&p.cfg) / 1e6, fg_device_name(device));
+    fflush(stdout);
+    ids = malloc(sizeof(int) * (size_t)n_prompt);
+    int made = ids != NULL && model != NULL;
+    if (ids != NULL && model == NULL) {
+        cli_progress_start(&progress, "bench: random weights");
+        made = fg_model_create_random(&model, &p.cfg, seed) == FG_OK;
+        cli_progress_end(&progress);
+    }
     if (!made) {
         rc = cli_runtime_error(VERB, "cannot create the model");
         goto done;
@@ -195,11 +211,17 @@ int cmd_bench(int argc, char **argv)
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    printf("setup: %.1f s (weights, upload, KV cache of %d tokens: %.2f MiB)\n", cli_now() - t0,
-           n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0);
+    if ((rc = cli_apply_threads(VERB, s, threads)) != CLI_OK) goto done;
+    if (device == FG_DEVICE_CPU)
+        printf("setup: %.1f s (weights, packing, KV cache of %d tokens: %.2f MiB), %d threads\n",
+               cli_now() - t0, n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0,
+               fg_session_threads(s));
+    else
+        printf("setup: %.1f s (weights, upload, KV cache of %d tokens: %.2f MiB)\n",
+               cli_now() - t0, n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0);
     rc = time_session(s, ids, n_prompt, n_gen, p.cfg.vocab_size);
-    if (rc == CLI_OK && device == FG_DEVICE_CUDA && !no_check)
-        rc = check_against_cpu(model, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);
+    if (rc == CLI_OK && device != FG_DEVICE_REF && !no_check)
+        rc = check_against_ref(model, device, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);
 done:
     fg_session_destroy(s);
     fg_model_destroy(model);

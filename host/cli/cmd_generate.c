@@ -12,7 +12,7 @@
 typedef struct {
     const char *model, *tokenizer, *prompt, *device_name;
     fg_device device;
-    int n, top_k, ctx;
+    int n, top_k, ctx, threads;
     float temperature, top_p;
     uint64_t seed;
 } generate_args;
@@ -71,6 +71,7 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
+    if (cli_apply_threads(VERB, s, a->threads) != CLI_OK) goto done;
     fg_generate_config gc = fg_generate_defaults();
     gc.max_new_tokens = a->n;
     gc.echo_prompt = 1;
@@ -116,8 +117,9 @@ int cmd_generate(int argc, char **argv)
         {"top-k", 0, OPT_INT, &a.top_k, "K", "keep the K most likely tokens (default: all)"},
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
         {"seed", 0, OPT_U64, &a.seed, "S", "sampling seed (default 0)"},
-        {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu or cuda (default auto)"},
+        {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
         {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: prompt + -n)"},
+        {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads (default: one per online core)"},
     };
     const cli_command cmd = {VERB, "-m PATH [options]",
                              "Generate text from a prompt, streaming it to stdout.", opts,
@@ -127,6 +129,7 @@ int cmd_generate(int argc, char **argv)
     if (a.model == NULL) return cli_usage_error(VERB, "-m PATH is required");
     if (a.n < 0) return cli_usage_error(VERB, "-n must be >= 0 (got %d)", a.n);
     if (a.ctx < 0) return cli_usage_error(VERB, "--ctx must be >= 0 (got %d)", a.ctx);
+    if (a.threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", a.threads);
     if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;
 
     fg_model *model = NULL;

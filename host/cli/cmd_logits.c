@@ -7,8 +7,8 @@
 
 static const char VERB[] = "logits";
 
-static int run(fg_model *model, fg_device device, const int *ids, int T, int incremental,
-               const char *out_path)
+static int run(fg_model *model, fg_device device, int threads, const int *ids, int T,
+               int incremental, const char *out_path)
 {
     const fg_config *cfg = fg_model_config(model);
     const size_t V = (size_t)cfg->vocab_size;
@@ -37,6 +37,7 @@ static int run(fg_model *model, fg_device device, const int *ids, int T, int inc
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
+    if (cli_apply_threads(VERB, s, threads) != CLI_OK) goto done;
     for (int t = 0; t < T; t += incremental ? 1 : T)
         if (fg_session_forward(s, ids + t, incremental ? 1 : T, logits + (size_t)t * V) != FG_OK) {
             cli_runtime_error(VERB, "forward failed");
@@ -60,12 +61,13 @@ done:
 int cmd_logits(int argc, char **argv)
 {
     const char *model_path = NULL, *tokens = NULL, *out = NULL, *device_name = "auto";
-    int incremental = 0;
+    int incremental = 0, threads = 0;
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &model_path, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
         {"tokens", 0, OPT_STRING, &tokens, "IDS", "comma-separated token ids, e.g. 1,2,3 (required)"},
         {"out", 'o', OPT_STRING, &out, "FILE.npy", "output file (required)"},
-        {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu or cuda (default auto)"},
+        {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
+        {"threads", 0, OPT_INT, &threads, "N", "CPU threads (default: one per online core)"},
         {"incremental", 0, OPT_FLAG, &incremental, NULL, "feed one token at a time instead of one prefill"},
     };
     const cli_command cmd = {VERB, "-m PATH --tokens IDS --out FILE.npy [options]",
@@ -77,6 +79,7 @@ int cmd_logits(int argc, char **argv)
     if (model_path == NULL || tokens == NULL || out == NULL)
         return cli_usage_error(VERB, "-m, --tokens and --out are required");
     fg_device device;
+    if (threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", threads);
     if (cli_parse_device(VERB, device_name, &device) != CLI_OK) return CLI_USAGE_ERROR;
     int *ids = NULL, T = 0;
     if (cli_parse_ids(tokens, &ids, &T) != 0)
@@ -84,7 +87,7 @@ int cmd_logits(int argc, char **argv)
                                tokens);
     fg_model *model = NULL;
     if (cli_load_model(&model, model_path) != FG_OK) rc = cli_runtime_error(VERB, "cannot load the model");
-    else rc = run(model, device, ids, T, incremental, out);
+    else rc = run(model, device, threads, ids, T, incremental, out);
     fg_model_destroy(model);
     free(ids);
     return rc;

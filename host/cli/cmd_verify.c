@@ -59,7 +59,7 @@ static int run(fg_model *model, const int *ids, int T)
         cli_runtime_error(VERB, "verify needs a GPU");
         goto done;
     }
-    if (fg_session_create(&cpu, cfg, fg_model_weights(model), FG_DEVICE_CPU, ctx) != FG_OK ||
+    if (fg_session_create(&cpu, cfg, fg_model_weights(model), FG_DEVICE_REF, ctx) != FG_OK ||
         fg_session_forward(cpu, ids, T, a) != FG_OK || fg_session_forward(gpu, ids, T, b) != FG_OK) {
         cli_runtime_error(VERB, "prefill failed");
         goto done;

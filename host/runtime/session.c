@@ -1,19 +1,22 @@
 /* Decoding sessions (see session.h): one code path per device behind the
- * same calls. The CPU path runs fg_ref_forward / fg_ref_forward_last on a
- * host cache; the CUDA path owns the uploaded weights, a runner and a KV
- * cache (fg_cuda_weights, fg_cuda_runner, fg_cuda_kv_cache).
+ * same calls. The reference path runs fg_ref_forward / fg_ref_forward_last
+ * on a host cache; the fast CPU path owns an fgi_cpu_runner (host/cpu: its
+ * own packed weights, cache and threads); the CUDA path owns the uploaded
+ * weights, a runner and a KV cache (fg_cuda_weights, fg_cuda_runner,
+ * fg_cuda_kv_cache).
  *
  * The cache holds `allocated` tokens, at most `capacity` (the most the
  * session accepts). A session created with ctx 0 starts small and grows
  * (doubling) as tokens arrive: sizing it to the model's context at once
  * reserved gigabytes for a config that claims millions of positions. Growing
- * copies the host cache; the device cache is opaque here, so a CUDA session
+ * copies the host caches; the device cache is opaque here, so a CUDA session
  * keeps the ids it has seen and replays them into the larger cache (the
  * weights stay where they are). */
 #include "check.h"
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
 #include "config_internal.h"
+#include "cpu_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +29,8 @@ struct fg_session {
     int allocated;                 /* tokens the cache holds now, <= capacity */
     int *history;                  /* CUDA: the ids cached so far (allocated) */
     float *last_logits;            /* (vocab) */
-    fg_kv_cache *host_cache;       /* CPU */
+    fg_kv_cache *host_cache;       /* REF */
+    fgi_cpu_runner *cpu;           /* CPU */
     fg_cuda_weights *gpu_weights;  /* CUDA */
     fg_cuda_runner *gpu_runner;    /* CUDA */
     fg_cuda_kv_cache *gpu_cache;   /* CUDA */
@@ -37,14 +41,14 @@ fg_status fg_device_parse(const char *name, fg_device *device)
     static const char fn[] = "fg_device_parse";
     FGI_TRY(fgi_check_ptr(fn, "name", name));
     FGI_TRY(fgi_check_ptr(fn, "device", device));
-    const fg_device all[] = {FG_DEVICE_AUTO, FG_DEVICE_CPU, FG_DEVICE_CUDA};
-    for (int i = 0; i < 3; i++)
+    const fg_device all[] = {FG_DEVICE_AUTO, FG_DEVICE_CPU, FG_DEVICE_CUDA, FG_DEVICE_REF};
+    for (int i = 0; i < 4; i++)
         if (strcmp(name, fg_device_name(all[i])) == 0) {
             *device = all[i];
             return FG_OK;
         }
     return fgi_fail(FG_ERR_INVALID_ARG,
-                   "%s: unknown device '%s' (expected auto, cpu or cuda)", fn, name);
+                   "%s: unknown device '%s' (expected auto, cpu, cuda or ref)", fn, name);
 }
 
 const char *fg_device_name(fg_device device)
@@ -53,6 +57,7 @@ const char *fg_device_name(fg_device device)
     case FG_DEVICE_AUTO: return "auto";
     case FG_DEVICE_CPU: return "cpu";
     case FG_DEVICE_CUDA: return "cuda";
+    case FG_DEVICE_REF: return "ref";
     }
     return "unknown";
 }
@@ -69,8 +74,11 @@ static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *
 
 static fg_status open_device(const char *fn, fg_session *s)
 {
-    if (s->device == FG_DEVICE_CPU)
+    if (s->device == FG_DEVICE_REF)
         return fg_kv_cache_create(&s->host_cache, s->cfg, s->allocated);
+    if (s->device == FG_DEVICE_CPU)
+        return fgi_cpu_runner_create(fn, &s->cpu, s->cfg, s->w, s->allocated, 0,
+                                     FGI_CPU_ISA_AUTO);
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
     FGI_TRY(fgi_alloc(fn, (void **)&s->history, (size_t)s->allocated, sizeof(int)));
@@ -139,7 +147,12 @@ fg_status fg_session_reserve(fg_session *s, int tokens)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: tokens must be in 1 .. %d, the session's "
                         "capacity (got %d)", fn, s->capacity, tokens);
     if (tokens <= s->allocated) return FG_OK;
-    FGI_TRY(s->device == FG_DEVICE_CPU ? grow_host(s, tokens) : grow_device(fn, s, tokens));
+    if (s->device == FG_DEVICE_REF)
+        FGI_TRY(grow_host(s, tokens));
+    else if (s->device == FG_DEVICE_CPU)
+        FGI_TRY(fgi_cpu_runner_reserve(fn, s->cpu, tokens));
+    else
+        FGI_TRY(grow_device(fn, s, tokens));
     s->allocated = tokens;
     return FG_OK;
 }
@@ -160,7 +173,8 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
     *session = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_weights(fn, cfg, w));
-    if (device != FG_DEVICE_AUTO && device != FG_DEVICE_CPU && device != FG_DEVICE_CUDA)
+    if (device != FG_DEVICE_AUTO && device != FG_DEVICE_CPU && device != FG_DEVICE_CUDA &&
+        device != FG_DEVICE_REF)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)device);
     if (ctx < 0 || ctx > cfg->n_ctx)
         return fgi_fail(FG_ERR_INVALID_ARG,
@@ -191,6 +205,7 @@ void fg_session_destroy(fg_session *s)
 {
     if (s == NULL) return;
     fg_kv_cache_destroy(s->host_cache);
+    fgi_cpu_runner_destroy(s->cpu);
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner); /* before the weights it reads */
     fg_cuda_weights_destroy(s->gpu_weights);
@@ -211,7 +226,10 @@ const float *fg_session_logits(const fg_session *s)
 fg_status fg_session_reset(fg_session *s)
 {
     FGI_TRY(fgi_check_ptr("fg_session_reset", "session", s));
-    FGI_TRY(s->host_cache ? fg_kv_cache_reset(s->host_cache) : fg_cuda_kv_cache_reset(s->gpu_cache));
+    if (s->cpu)
+        fgi_cpu_runner_reset(s->cpu);
+    else
+        FGI_TRY(s->host_cache ? fg_kv_cache_reset(s->host_cache) : fg_cuda_kv_cache_reset(s->gpu_cache));
     s->len = 0;
     s->has_logits = 0;
     return FG_OK;
@@ -222,6 +240,9 @@ static fg_status forward_on_device(fg_session *s, const int *ids, int T,
 {
     const size_t V = (size_t)s->cfg->vocab_size;
     if (s->device == FG_DEVICE_CPU) {
+        if (all_logits == NULL) return fgi_cpu_forward(s->cpu, s->last_logits, 1, ids, T);
+        FGI_TRY(fgi_cpu_forward(s->cpu, all_logits, T, ids, T));
+    } else if (s->device == FG_DEVICE_REF) {
         if (all_logits == NULL)
             return fg_ref_forward_last(s->last_logits, s->cfg, s->w, s->host_cache, ids, T);
         FGI_TRY(fg_ref_forward(all_logits, NULL, s->cfg, s->w, s->host_cache, ids, T));
@@ -257,4 +278,21 @@ fg_status fg_session_forward(fg_session *s, const int *ids, int T, float *all_lo
     s->len += T;
     s->has_logits = 1;
     return FG_OK;
+}
+
+fg_status fg_session_set_threads(fg_session *s, int n_threads)
+{
+    FGI_TRY(fgi_check_ptr("fg_session_set_threads", "session", s));
+    if (n_threads < 0 || n_threads > 1024)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                        "fg_session_set_threads: argument 'n_threads' must be in 0 .. 1024 "
+                        "(0: every core) (got %d)",
+                        n_threads);
+    if (s->cpu == NULL) return FG_OK; /* only the fast CPU path has threads of its own */
+    return fgi_cpu_runner_set_threads(s->cpu, n_threads);
+}
+
+int fg_session_threads(const fg_session *s)
+{
+    return (s && s->cpu) ? fgi_cpu_runner_threads(s->cpu) : 1;
 }

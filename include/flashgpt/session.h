@@ -2,10 +2,14 @@
  * of fixed capacity on one device, and the logits of the last token.
  *
  * Generation = one batched forward over the prompt (prefill), then one
- * forward per new token (decode). Device AUTO picks CUDA when a GPU is
- * usable (fg_cuda_available()) and the CPU reference otherwise; on CUDA the
- * weights are uploaded once at creation and the cache lives in device
- * memory. */
+ * forward per new token (decode). Devices:
+ *  - CUDA: the GPU; weights uploaded once at creation, cache in device memory;
+ *  - CPU: the fast CPU path (fp32, threads, weights repacked once at
+ *    creation: a second copy of them in host memory), held to the reference
+ *    at the fp32 tolerance of SPEC "Tolerances";
+ *  - REF: the exact CPU reference (fg_ref_forward: double accumulation,
+ *    strict order), slow, what tests compare against;
+ *  - AUTO: CUDA when a GPU is usable (fg_cuda_available()), else CPU. */
 #ifndef FLASHGPT_SESSION_H
 #define FLASHGPT_SESSION_H
 
@@ -18,9 +22,14 @@
 extern "C" {
 #endif
 
-typedef enum { FG_DEVICE_AUTO = 0, FG_DEVICE_CPU = 1, FG_DEVICE_CUDA = 2 } fg_device;
+typedef enum {
+    FG_DEVICE_AUTO = 0,
+    FG_DEVICE_CPU = 1, /* fast CPU path */
+    FG_DEVICE_CUDA = 2,
+    FG_DEVICE_REF = 3, /* exact CPU reference */
+} fg_device;
 
-/* "auto", "cpu" or "cuda" */
+/* "auto", "cpu", "cuda" or "ref" */
 fg_status fg_device_parse(const char *name, fg_device *device);
 const char *fg_device_name(fg_device device);
 
@@ -31,12 +40,12 @@ typedef struct fg_session fg_session;
  * starts small and grows as tokens arrive (fg_session_reserve sizes it
  * ahead). cfg and w must stay valid for the session's life. Device CUDA without a usable GPU
  * is an error (FG_ERR_CUDA or FG_ERR_UNSUPPORTED), AUTO then falls back to
- * the CPU. */
+ * the CPU. The CPU device starts with one thread per online core. */
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
                             const fg_weights *w, fg_device device, int ctx);
 void fg_session_destroy(fg_session *session); /* NULL is a no-op */
 
-fg_device fg_session_device(const fg_session *session); /* CPU or CUDA */
+fg_device fg_session_device(const fg_session *session); /* CPU, CUDA or REF */
 int fg_session_len(const fg_session *session);          /* tokens so far */
 int fg_session_capacity(const fg_session *session);
 fg_status fg_session_reset(fg_session *session);        /* forget all tokens */
@@ -54,6 +63,11 @@ size_t fg_session_cache_bytes(const fg_session *session);
  * FG_ERR_INVALID_ARG ("context full") with the session unchanged. */
 fg_status fg_session_forward(fg_session *session, const int *ids, int T,
                              float *all_logits);
+
+/* Threads of the CPU device: n_threads >= 1, or 0 for one per online core
+ * (at most 1024). Other devices accept and ignore it. */
+fg_status fg_session_set_threads(fg_session *session, int n_threads);
+int fg_session_threads(const fg_session *session); /* 1 on other devices */
 
 /* Logits (vocab) of the last token forwarded; NULL before the first. */
 const float *fg_session_logits(const fg_session *session);

@@ -99,7 +99,8 @@ Test(cli, usage_errors_exit_2)
     const char *bad[] = {"generate", "generate -m", "generate -m x --max-tokens abc",
                          "generate -m x --temperature nan", "logits -m x --tokens 1,,2 --out y.npy",
                          "logits --tokens 1,2", "bench --preset nope", "bench --device gpu",
-                         "bench --prompt 0", "bench --bogus", "verify --tokens 1 -p hi -m x",
+                         "bench --prompt 0", "bench --bogus", "bench --threads -1",
+                         "generate -m x --threads -2", "logits -m x --tokens 1 --out y.npy --threads -1", "verify --tokens 1 -p hi -m x",
                          "generate -m x stray"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run(bad[i]);
@@ -154,9 +155,15 @@ Test(cli, missing_tokenizer_names_what_was_looked_for)
 
 Test(cli, bench_tiny_preset_runs_without_files)
 {
-    cli_result *r = run("bench --preset tiny --prompt 8 --gen 4 --device cpu");
+    cli_result *r = run("bench --preset tiny --prompt 8 --gen 4 --device cpu --threads 2");
     cr_assert_eq(r->code, 0, "%s", r->err);
     cr_assert(strstr(r->out, "prefill: 8 tokens") && strstr(r->out, "decode:  4 tokens"), "%s", r->out);
+    cr_assert(strstr(r->out, "2 threads") && strstr(r->out, "exact reference vs cpu") &&
+                  strstr(r->out, ": ok"),
+              "fast CPU path checked against the reference: %s", r->out);
+    r = run("bench --preset tiny --prompt 8 --gen 4 --device ref");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "device ref") && strstr(r->out, "decode:  4 tokens"), "%s", r->out);
 }
 
 Test(cli, progress_on_a_terminal_only)
@@ -272,10 +279,10 @@ Test(cli, logits_npy_matches_the_library)
         ids[i] = fgi_rng_int(&rng, 0, 511);
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", ids[i]);
     }
-    snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device cpu", model, list, out);
+    snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device ref", model, list, out);
     cli_result *r = run(args);
     cr_assert_eq(r->code, 0, "%s", r->err);
-    snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device cpu --incremental", model,
+    snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device ref --incremental", model,
              list, out_inc);
     cr_assert_eq(run(args)->code, 0);
 
@@ -290,6 +297,18 @@ Test(cli, logits_npy_matches_the_library)
     cr_assert_eq(fg_ref_forward(expect, NULL, fg_model_config(m), fg_model_weights(m), cache, ids, 6), FG_OK);
     fgi_assert_same(a, expect, sizeof(float) * 6 * 512, "prefill logits in the .npy");
     fgi_assert_close(b, expect, 6 * 512, 1e-5, 1e-5, 1e-6, "incremental logits in the .npy");
+    /* the fast CPU path, prefill and one token at a time: SPEC fp32 tolerance */
+    for (int inc = 0; inc < 2; inc++) {
+        snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device cpu --threads 2%s",
+                 model, list, out_inc, inc ? " --incremental" : "");
+        r = run(args);
+        cr_assert_eq(r->code, 0, "%s", r->err);
+        cr_assert(strstr(r->err, "device cpu") != NULL, "%s", r->err);
+        float *c = read_npy(out_inc, &rows2, &cols2);
+        cr_assert(rows2 == 6 && cols2 == 512);
+        fgi_assert_close(c, expect, 6 * 512, 1e-4, 1e-4, 1e-5, "fast CPU logits in the .npy");
+        fgi_buf_free(c);
+    }
 
     /* NumPy itself can read it, where NumPy is installed */
     snprintf(args, sizeof args,

@@ -1,5 +1,6 @@
-/* Sessions: prefill + decode on the CPU equal the reference forward;
- * context limits; device choice. */
+/* Sessions: prefill + decode on the exact reference device equal the
+ * reference forward, on the fast CPU device they match it at the SPEC fp32
+ * tolerance; context limits; device choice; thread counts. */
 #include "fixture.h"
 
 #include <string.h>
@@ -10,7 +11,7 @@ static fg_config cfg_small(void)
     return c;
 }
 
-Test(session, prefill_and_decode_match_reference)
+static void prefill_and_decode(fg_device device, double atol, double rtol, double l2)
 {
     fgi_rng rng = fgi_rng_make(70);
     fg_config cfg = cfg_small();
@@ -24,19 +25,19 @@ Test(session, prefill_and_decode_match_reference)
     cr_assert_eq(fg_ref_forward(expect, NULL, &cfg, &m.w, cache, ids, 9), FG_OK);
 
     fg_session *s;
-    cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CPU, 9), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_create(&s, &cfg, &m.w, device, 9), FG_OK, "%s", fg_last_error());
     cr_assert_null(fg_session_logits(s));
-    cr_assert_eq(fg_session_device(s), FG_DEVICE_CPU);
+    cr_assert_eq(fg_session_device(s), device);
     cr_assert_eq(fg_session_capacity(s), 9);
     float *all = fgi_buf_nan((size_t)6 * cfg.vocab_size);
     cr_assert_eq(fg_session_forward(s, ids, 6, all), FG_OK, "%s", fg_last_error());
-    fgi_assert_close(all, expect, (size_t)6 * cfg.vocab_size, 1e-5, 1e-5, 1e-6, "prefill logits");
+    fgi_assert_close(all, expect, (size_t)6 * cfg.vocab_size, atol, rtol, l2, "prefill logits");
     fgi_assert_same(fg_session_logits(s), all + 5 * cfg.vocab_size, sizeof(float) * cfg.vocab_size,
                    "last row kept");
     for (int t = 6; t < 9; t++) {
         cr_assert_eq(fg_session_forward(s, ids + t, 1, NULL), FG_OK);
         fgi_assert_close(fg_session_logits(s), expect + (size_t)t * cfg.vocab_size, cfg.vocab_size,
-                        1e-5, 1e-5, 1e-6, "decode step logits");
+                        atol, rtol, l2, "decode step logits");
     }
     cr_assert_eq(fg_session_len(s), 9);
     /* the context is full: a clear error, nothing changes */
@@ -46,11 +47,42 @@ Test(session, prefill_and_decode_match_reference)
     cr_assert_eq(fg_session_len(s), 0);
     cr_assert_null(fg_session_logits(s));
     cr_assert_eq(fg_session_forward(s, ids, 9, NULL), FG_OK, "full context after a reset");
-    fgi_assert_close(fg_session_logits(s), expect + (size_t)8 * cfg.vocab_size, cfg.vocab_size, 1e-5,
-                    1e-5, 1e-6, "last-row-only prefill");
+    fgi_assert_close(fg_session_logits(s), expect + (size_t)8 * cfg.vocab_size, cfg.vocab_size, atol,
+                    rtol, l2, "last-row-only prefill");
     fg_session_destroy(s);
     fg_kv_cache_destroy(cache);
     fgi_buf_free(expect), fgi_buf_free(all);
+    fgi_test_model_free(&m);
+}
+
+Test(session, prefill_and_decode_match_reference) { prefill_and_decode(FG_DEVICE_REF, 1e-5, 1e-5, 1e-6); }
+
+/* the fast CPU path: SPEC fp32 tolerance */
+Test(session, fast_cpu_prefill_and_decode_match_reference)
+{
+    prefill_and_decode(FG_DEVICE_CPU, 1e-4, 1e-4, 1e-5);
+}
+
+Test(session, threads)
+{
+    fgi_rng rng = fgi_rng_make(72);
+    fg_config cfg = cfg_small();
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 0);
+    fg_session *s;
+    cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CPU, 0), FG_OK, "%s", fg_last_error());
+    cr_assert_geq(fg_session_threads(s), 1, "one thread per online core");
+    cr_assert_eq(fg_session_set_threads(s, 3), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_threads(s), 3);
+    fgi_assert_status(fg_session_set_threads(s, -1), FG_ERR_INVALID_ARG, "n_threads");
+    fgi_assert_status(fg_session_set_threads(NULL, 1), FG_ERR_INVALID_ARG, "'session'");
+    cr_assert_eq(fg_session_threads(s), 3);
+    fg_session_destroy(s);
+    cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_REF, 0), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_set_threads(s, 4), FG_OK, "other devices accept and ignore it");
+    cr_assert_eq(fg_session_threads(s), 1);
+    fgi_assert_status(fg_session_set_threads(s, -1), FG_ERR_INVALID_ARG, "n_threads");
+    fg_session_destroy(s);
     fgi_test_model_free(&m);
 }
 
@@ -63,6 +95,11 @@ Test(session, device_choice_and_bad_input)
     cr_assert_eq(d, FG_DEVICE_AUTO);
     fgi_assert_status(fg_device_parse("gpu", &d), FG_ERR_INVALID_ARG, "unknown device 'gpu'");
     cr_assert_str_eq(fg_device_name(FG_DEVICE_CPU), "cpu");
+    cr_assert_eq(fg_device_parse("ref", &d), FG_OK);
+    cr_assert_eq(d, FG_DEVICE_REF);
+    cr_assert_str_eq(fg_device_name(FG_DEVICE_REF), "ref");
+    cr_assert_eq(fg_device_parse("cpu", &d), FG_OK);
+    cr_assert_eq(d, FG_DEVICE_CPU);
 
     fgi_rng rng = fgi_rng_make(71);
     fg_config cfg = cfg_small();

@@ -49,6 +49,7 @@ static void greedy_story(fg_device device)
     fg_model_destroy(m);
 }
 
+Test(stories260k, greedy_from_bos_on_ref) { greedy_story(FG_DEVICE_REF); }
 Test(stories260k, greedy_from_bos_on_cpu) { greedy_story(FG_DEVICE_CPU); }
 
 Test(stories260k, greedy_from_bos_on_gpu)
