@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
                 float part = 0.0f;
 #pragma unroll
                 for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[c], part);
-                s[r] = fgi_group_sum<LPK>(part); /* the group's lanes hold the row */
+                s[r] = fgi_warp_sum<LPK>(part); /* the group's lanes hold the row */
                 if (j >= key_end || j > last_key[r]) s[r] = -INFINITY;
                 raise = raise || s[r] > m_run[r] + kRescaleSlack;
             }
@@ -355,7 +355,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
         const int lane = threadIdx.x;
         float big = -INFINITY;
         for (int s = lane; s < p.n_splits; s += 32) big = fmaxf(big, p.part_m[s * rows + row]);
-        big = fgi_group_max<32>(big);
+        big = fgi_warp_max<32>(big);
         const float base = fgi_exp_base(big);
         float sum = 0.0f;
         for (int s = lane; s < p.n_splits; s += 32) {
@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
             weight[s] = wt;
             sum = fmaf(wt, p.part_l[s * rows + row], sum);
         }
-        sum = fgi_group_sum<32>(sum);
+        sum = fgi_warp_sum<32>(sum);
         if (lane == 0) row_stats[0] = big, row_stats[1] = sum;
     }
     __syncthreads();

@@ -50,12 +50,12 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
             for (int d = 0; d < D; d++) dot = fmaf(q_s[d], k_row[d], dot);
             s = dot;
         }
-        const float m_new = fmaxf(m_run, fgi_group_max<32>(s));
+        const float m_new = fmaxf(m_run, fgi_warp_max<32>(s));
         const float base = fgi_exp_base(m_new);
         const float alpha = exp2f(m_run - base);
         m_run = m_new;
         const float pj = exp2f(s - base);
-        l_run = l_run * alpha + fgi_group_sum<32>(pj);
+        l_run = l_run * alpha + fgi_warp_sum<32>(pj);
         p_s[lane] = pj;
         __syncwarp();
         const int n = min(32, key_end - j0);

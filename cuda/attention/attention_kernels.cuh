@@ -14,6 +14,7 @@
 
 #include "attention_internal.h"
 #include "cuda_common.cuh"
+#include "reduce.cuh"
 
 #include <math.h>
 
@@ -116,26 +117,6 @@ __device__ __forceinline__ long long fgi_part_row(const fgi_attention_problem &p
                                                   int h, int i)
 {
     return ((long long)s * p.n_q_head + h) * p.q_len + i;
-}
-
-/* Sum / max over groups of `width` lanes (width a power of two <= 32).
- * Every lane of the warp must call these (full-mask shuffles). */
-template <int width>
-__device__ __forceinline__ float fgi_group_sum(float v)
-{
-#pragma unroll
-    for (int offset = width / 2; offset > 0; offset >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-template <int width>
-__device__ __forceinline__ float fgi_group_max(float v)
-{
-#pragma unroll
-    for (int offset = width / 2; offset > 0; offset >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
 }
 
 /* The value to subtract before exp2 for running max m: m itself, or 0 while

@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
             float mx = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
 #pragma unroll
             for (int j = 1; j < NT; j++) mx = fmaxf(mx, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
-            mx = fgi_group_max<4>(mx); /* the quad holds the row */
+            mx = fgi_warp_max<4>(mx); /* the quad holds the row */
             const float m_new = fmaxf(m_run[h], mx);
             const float base = fgi_exp_base(m_new);
             const float alpha = exp2f(m_run[h] - base);
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
 
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        const float l = fgi_group_sum<4>(l_run[h]);
+        const float l = fgi_warp_sum<4>(l_run[h]);
         const int row = warp_row0 + g + 8 * h;
         if (row >= p.q_len) continue;
         if (p.n_splits == 1) {

@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
             float mx = s[i][0];
 #pragma unroll
             for (int j = 1; j < TN; j++) mx = fmaxf(mx, s[i][j]);
-            mx = fgi_group_max<kColThreads>(mx);
+            mx = fgi_warp_max<kColThreads>(mx);
             const float m_new = fmaxf(m_run[i], mx);
             const float base = fgi_exp_base(m_new);
             const float alpha = exp2f(m_run[i] - base);
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
     }
 
 #pragma unroll
-    for (int i = 0; i < TM; i++) l_run[i] = fgi_group_sum<kColThreads>(l_run[i]);
+    for (int i = 0; i < TM; i++) l_run[i] = fgi_warp_sum<kColThreads>(l_run[i]);
 
 #pragma unroll
     for (int i = 0; i < TM; i++) {
