@@ -15,6 +15,7 @@
 #include "attention_internal.h"
 #include "cuda_common.cuh"
 #include "reduce.cuh"
+#include "softmax_state.cuh"
 
 #include <math.h>
 
@@ -47,7 +48,6 @@ struct fgi_attention_problem {
     float *part_l; /* (n_splits, n_q_head, q_len) running sum */
 };
 
-#define FGI_LN2 0.693147180559945309f
 /* Most key splits of one call. */
 #define FGI_MAX_SPLITS 128
 /* Counters at the start of every attention workspace (decode merging). */
