@@ -8,7 +8,8 @@
  * max m and running sum l. A row's keys are j <= i + shift (shift = kv_len -
  * q_len, bottom-right causal alignment). Split-KV: split s covers keys
  * [s*keys_per_split, (s+1)*keys_per_split) and writes its unnormalised
- * output, max and sum per row; combine_splits merges them. */
+ * output, max and sum per row; combine_splits merges them. The running
+ * max / sum arithmetic itself is softmax_state.cuh's. */
 #ifndef FLASHGPT_CUDA_ATTENTION_KERNELS_CUH
 #define FLASHGPT_CUDA_ATTENTION_KERNELS_CUH
 
@@ -117,13 +118,6 @@ __device__ __forceinline__ long long fgi_part_row(const fgi_attention_problem &p
                                                   int h, int i)
 {
     return ((long long)s * p.n_q_head + h) * p.q_len + i;
-}
-
-/* The value to subtract before exp2 for running max m: m itself, or 0 while
- * no key has been seen (m = -inf), so that -inf - -inf never makes a NaN. */
-__device__ __forceinline__ float fgi_exp_base(float m)
-{
-    return m == -INFINITY ? 0.0f : m;
 }
 
 __device__ __forceinline__ float4 fgi_scale4(float4 a, float s)

@@ -98,7 +98,7 @@ __device__ __forceinline__ float fgi_softmax_update(fgi_softmax_state &st, float
             s[k + e] = exp2f(s[k + e] - base);
             g += s[k + e];
         }
-        sum += g;
+        sum = N == V ? g : sum + g; /* one group: no 0 + g */
     }
     if constexpr (whole_row) sum = fgi_warp_sum<width>(sum);
     st.sum = st.sum * alpha + sum;
