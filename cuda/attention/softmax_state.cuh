@@ -15,8 +15,9 @@
  * factor it multiplies its accumulator (update) or the part's accumulator
  * (merge) by.
  *
- * Design: three ways to fold scores in, one per kernel shape, each the
- * arithmetic the kernels had before (same instruction sequence on sm_90):
+ * Design: three ways to fold scores in, one per kernel shape, each with
+ * the floating-point operations, in the order, that the kernels had before
+ * (sm_90 comparisons in the commits that moved the kernels onto it):
  *  - fgi_softmax_update: a tile of scores, eager (tiled, mma, generic).
  *    The max rises to the tile's at once; the tile's probabilities replace
  *    the scores in place for the caller's P V.
