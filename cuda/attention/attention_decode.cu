@@ -348,7 +348,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
         big = fgi_warp_max<32>(big);
         fgi_softmax_state merged = fgi_softmax_merge_begin(big); /* this lane's splits */
         for (int s = lane; s < p.n_splits; s += 32)
-            weight[s] = fgi_softmax_merge(merged, {p.part_m[s * rows + row], p.part_l[s * rows + row]});
+            weight[s] = fgi_softmax_merge(merged,
+                                          {p.part_m[s * rows + row], p.part_l[s * rows + row]});
         fgi_softmax_reduce_sum<32>(merged);
         if (lane == 0) row_stats[0] = merged.max, row_stats[1] = merged.sum;
     }

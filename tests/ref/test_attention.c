@@ -161,8 +161,8 @@ Test(softmax_state, merged_parts_equal_one_pass)
         double wa, wb;
         fgi_ref_softmax_merge(&part[0], &part[1], &wa, &wb);
         cr_assert_eq(part[0].max, whole.max, "split %d: max", split);
-        cr_assert(fabs(part[0].sum - whole.sum) <= 1e-12 * whole.sum, "split %d: sum %.17g vs %.17g",
-                  split, part[0].sum, whole.sum);
+        cr_assert(fabs(part[0].sum - whole.sum) <= 1e-12 * whole.sum,
+                  "split %d: sum %.17g vs %.17g", split, part[0].sum, whole.sum);
         for (int c = 0; c < D; c++) {
             const double got = acc[0][c] * wa + acc[1][c] * wb;
             cr_assert(fabs(got - whole_acc[c]) <= 1e-12 * (1.0 + fabs(whole_acc[c])),
