@@ -7,8 +7,9 @@
  * h / (n_q_head / n_kv_head), fp32 throughout). Arguments are validated with
  * the reference's validators before anything is enqueued.
  *
- * Design: four kernel families share one online-softmax scheme and one
- * split-KV partial format (cuda/attention_kernels.cuh):
+ * Design: four kernel families share one online-softmax state
+ * (cuda/attention/softmax_state.cuh) and one split-KV partial format
+ * (cuda/attention_kernels.cuh):
  *  - decode (cuda/attention_decode.cu) when a KV head serves few query rows
  *    (group * q_len <= 16), and for any head_dim % 4 == 0 up to 256 that has
  *    no tiled kernel: the query rows of a group share every K/V load;

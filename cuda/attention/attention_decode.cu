@@ -82,23 +82,21 @@ __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
         float big = -INFINITY;
         for (int s = 0; s < S; s++) big = fmaxf(big, m_s[r * S + s]);
-        const float base = fgi_exp_base(big);
-        float sum = 0.0f;
+        fgi_softmax_state row = fgi_softmax_merge_begin(big);
         float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll 16
         for (int s = 0; s < S; s++) {
-            const float wt = exp2f(m_s[r * S + s] - base);
+            const float wt = fgi_softmax_merge(row, {m_s[r * S + s], l_s[r * S + s]});
             const float4 os = fgi_ldcg4(p.part_o + fgi_part_row(p, s, h, i) * D, f);
-            sum = fmaf(wt, l_s[r * S + s], sum);
             o.x = fmaf(wt, os.x, o.x);
             o.y = fmaf(wt, os.y, o.y);
             o.z = fmaf(wt, os.z, o.z);
             o.w = fmaf(wt, os.w, o.w);
         }
         fgi_store4(p.out + h * p.out_head_stride + i * p.out_row_stride, f,
-                   fgi_scale4(o, 1.0f / sum));
+                   fgi_scale4(o, fgi_softmax_inv_sum(row)));
         if (f == 0 && p.lse != nullptr)
-            p.lse[(long long)h * p.q_len + i] = big * FGI_LN2 + logf(sum);
+            p.lse[(long long)h * p.q_len + i] = fgi_softmax_lse(row);
     }
 }
 
@@ -119,10 +117,9 @@ struct DecodeShape {
 };
 
 /* A running maximum is raised only when a score passes it by more than
- * this (log2 units), so exp2(score - max) <= 2^8 stays far from overflow
- * while the accumulator is rescaled only a few times per split instead of
- * once per key; max and sum stay a consistent pair, which is all the merges
- * and the log-sum-exp need. */
+ * this (log2 units: fgi_softmax_lazy_*), so exp2(score - max) <= 2^8 stays
+ * far from overflow while the accumulator is rescaled only a few times per
+ * split instead of once per key. */
 constexpr float kRescaleSlack = 8.0f;
 
 template <class Shape>
@@ -188,12 +185,11 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
     }
 
     /* One online softmax per (key group, row): this lane's dims of it. */
-    float m_run[RB], l_run[RB];
+    fgi_softmax_state st[RB];
     float4 acc[RB][C];
 #pragma unroll
     for (int r = 0; r < RB; r++) {
-        m_run[r] = -INFINITY;
-        l_run[r] = 0.0f;
+        st[r] = fgi_softmax_init();
 #pragma unroll
         for (int c = 0; c < C; c++) acc[r][c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
@@ -229,25 +225,21 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
                 float part = 0.0f;
 #pragma unroll
                 for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[c], part);
-                s[r] = fgi_group_sum<LPK>(part); /* the group's lanes hold the row */
+                s[r] = fgi_warp_sum<LPK>(part); /* the group's lanes hold the row */
                 if (j >= key_end || j > last_key[r]) s[r] = -INFINITY;
-                raise = raise || s[r] > m_run[r] + kRescaleSlack;
+                raise = raise || fgi_softmax_lazy_wants_raise(st[r], s[r], kRescaleSlack);
             }
             if (__any_sync(0xffffffffu, raise)) { /* rare after the first keys */
 #pragma unroll
                 for (int r = 0; r < RB; r++) {
-                    const bool up = s[r] > m_run[r] + kRescaleSlack;
-                    const float alpha = up ? exp2f(m_run[r] - s[r]) : 1.0f;
-                    if (up) m_run[r] = s[r];
-                    l_run[r] *= alpha;
+                    const float alpha = fgi_softmax_lazy_raise(st[r], s[r], kRescaleSlack);
 #pragma unroll
                     for (int c = 0; c < C; c++) acc[r][c] = fgi_scale4(acc[r][c], alpha);
                 }
             }
 #pragma unroll
             for (int r = 0; r < RB; r++) {
-                const float pr = exp2f(s[r] - fgi_exp_base(m_run[r])); /* masked: 0 */
-                l_run[r] += pr;
+                const float pr = fgi_softmax_lazy_add(st[r], s[r]); /* masked: 0 */
 #pragma unroll
                 for (int c = 0; c < C; c++) {
                     acc[r][c].x = fmaf(pr, vv[c].x, acc[r][c].x);
@@ -271,8 +263,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
 #pragma unroll
     for (int r = 0; r < RB; r++) {
         if (sub == 0) {
-            m_s[slot * RB + r] = m_run[r];
-            l_s[slot * RB + r] = l_run[r];
+            m_s[slot * RB + r] = st[r].max;
+            l_s[slot * RB + r] = st[r].sum;
         }
 #pragma unroll
         for (int c = 0; c < C; c++) {
@@ -287,14 +279,12 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
         float big = -INFINITY;
 #pragma unroll
         for (int w = 0; w < SLOTS; w++) big = fmaxf(big, m_s[w * RB + r]);
-        const float base = fgi_exp_base(big);
-        float sum = 0.0f;
+        fgi_softmax_state row = fgi_softmax_merge_begin(big);
         float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
         for (int w = 0; w < SLOTS; w++) {
-            const float wt = exp2f(m_s[w * RB + r] - base);
+            const float wt = fgi_softmax_merge(row, {m_s[w * RB + r], l_s[w * RB + r]});
             const float4 ow = reinterpret_cast<const float4 *>(o_s + (w * RB + r) * D)[f];
-            sum = fmaf(wt, l_s[w * RB + r], sum);
             o.x = fmaf(wt, ow.x, o.x);
             o.y = fmaf(wt, ow.y, o.y);
             o.z = fmaf(wt, ow.z, o.z);
@@ -302,17 +292,17 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
         }
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
         if (p.n_splits == 1) {
-            const float inv = 1.0f / sum;
+            const float inv = fgi_softmax_inv_sum(row);
             fgi_store4(p.out + h * p.out_head_stride + i * p.out_row_stride, f,
                        fgi_scale4(o, inv));
             if (f == 0 && p.lse != nullptr)
-                p.lse[(long long)h * p.q_len + i] = big * FGI_LN2 + logf(sum);
+                p.lse[(long long)h * p.q_len + i] = fgi_softmax_lse(row);
         } else {
             const long long part = fgi_part_row(p, split, h, i);
             fgi_store4(p.part_o + part * D, f, o);
             if (f == 0) {
-                p.part_m[part] = big;
-                p.part_l[part] = sum;
+                p.part_m[part] = row.max;
+                p.part_l[part] = row.sum;
             }
         }
     }
@@ -353,20 +343,18 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
         const int lane = threadIdx.x;
         float big = -INFINITY;
         for (int s = lane; s < p.n_splits; s += 32) big = fmaxf(big, p.part_m[s * rows + row]);
-        big = fgi_group_max<32>(big);
-        const float base = fgi_exp_base(big);
-        float sum = 0.0f;
-        for (int s = lane; s < p.n_splits; s += 32) {
-            const float wt = exp2f(p.part_m[s * rows + row] - base);
-            weight[s] = wt;
-            sum = fmaf(wt, p.part_l[s * rows + row], sum);
-        }
-        sum = fgi_group_sum<32>(sum);
-        if (lane == 0) row_stats[0] = big, row_stats[1] = sum;
+        big = fgi_warp_max<32>(big);
+        fgi_softmax_state merged = fgi_softmax_merge_begin(big); /* this lane's splits */
+        for (int s = lane; s < p.n_splits; s += 32)
+            weight[s] = fgi_softmax_merge(merged,
+                                          {p.part_m[s * rows + row], p.part_l[s * rows + row]});
+        fgi_softmax_reduce_sum<32>(merged);
+        if (lane == 0) row_stats[0] = merged.max, row_stats[1] = merged.sum;
     }
     __syncthreads();
 
-    const float inv = 1.0f / row_stats[1];
+    const fgi_softmax_state merged = {row_stats[0], row_stats[1]};
+    const float inv = fgi_softmax_inv_sum(merged);
     float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
     const float *src = p.part_o + row * p.head_dim;
     const long long split_stride = rows * p.head_dim;
@@ -376,7 +364,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
         for (int s = 0; s < p.n_splits; s++) acc = fmaf(weight[s], src[s * split_stride + d], acc);
         fgi_store1(dst + d, acc * inv);
     }
-    if (threadIdx.x == 0 && p.lse != nullptr) p.lse[row] = row_stats[0] * FGI_LN2 + logf(row_stats[1]);
+    if (threadIdx.x == 0 && p.lse != nullptr) p.lse[row] = fgi_softmax_lse(merged);
 }
 
 /* The decode kernel for a problem: RB = the group's rows rounded up to a

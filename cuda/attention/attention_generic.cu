@@ -41,23 +41,18 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
     const int key_begin = split * p.keys_per_split;
     const int key_end = min(key_begin + min(p.keys_per_split, p.kv_len - key_begin),
                             i + p.shift + 1);
-    float m_run = -INFINITY, l_run = 0.0f;
+    fgi_softmax_state st = fgi_softmax_init(); /* sum: the whole row's */
     for (int j0 = key_begin; j0 < key_end; j0 += 32) {
         const int j = j0 + lane;
-        float s = -INFINITY;
+        float s[1] = {-INFINITY}; /* this lane's key of the chunk */
         if (j < key_end) {
             const float *k_row = k_head + (long long)j * D;
             float dot = 0.0f;
             for (int d = 0; d < D; d++) dot = fmaf(q_s[d], fgi_load1(k_row + d), dot);
-            s = dot;
+            s[0] = dot;
         }
-        const float m_new = fmaxf(m_run, fgi_group_max<32>(s));
-        const float base = fgi_exp_base(m_new);
-        const float alpha = exp2f(m_run - base);
-        m_run = m_new;
-        const float pj = exp2f(s - base);
-        l_run = l_run * alpha + fgi_group_sum<32>(pj);
-        p_s[lane] = pj;
+        const float alpha = fgi_softmax_update<32, 1, true>(st, s);
+        p_s[lane] = s[0];
         __syncwarp();
         const int n = min(32, key_end - j0);
         for (int d = lane; d < D; d += 32) {
@@ -71,16 +66,16 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(con
     }
 
     if (p.n_splits == 1) {
-        const float inv = 1.0f / l_run;
+        const float inv = fgi_softmax_inv_sum(st);
         float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
         for (int d = lane; d < D; d += 32) fgi_store1(dst + d, o_s[d] * inv);
-        if (lane == 0 && p.lse != nullptr) p.lse[row] = m_run * FGI_LN2 + logf(l_run);
+        if (lane == 0 && p.lse != nullptr) p.lse[row] = fgi_softmax_lse(st);
     } else {
         const long long part = fgi_part_row(p, split, h, i);
         for (int d = lane; d < D; d += 32) fgi_store1(p.part_o + part * D + d, o_s[d]);
         if (lane == 0) {
-            p.part_m[part] = m_run;
-            p.part_l[part] = l_run;
+            p.part_m[part] = st.max;
+            p.part_l[part] = st.sum;
         }
     }
 }

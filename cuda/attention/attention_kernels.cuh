@@ -8,12 +8,15 @@
  * max m and running sum l. A row's keys are j <= i + shift (shift = kv_len -
  * q_len, bottom-right causal alignment). Split-KV: split s covers keys
  * [s*keys_per_split, (s+1)*keys_per_split) and writes its unnormalised
- * output, max and sum per row; combine_splits merges them. */
+ * output, max and sum per row; combine_splits merges them. The running
+ * max / sum arithmetic itself is softmax_state.cuh's. */
 #ifndef FLASHGPT_CUDA_ATTENTION_KERNELS_CUH
 #define FLASHGPT_CUDA_ATTENTION_KERNELS_CUH
 
 #include "attention_internal.h"
 #include "cuda_common.cuh"
+#include "reduce.cuh"
+#include "softmax_state.cuh"
 
 #include <math.h>
 
@@ -46,7 +49,6 @@ struct fgi_attention_problem {
     float *part_l; /* (n_splits, n_q_head, q_len) running sum */
 };
 
-#define FGI_LN2 0.693147180559945309f
 /* Most key splits of one call. */
 #define FGI_MAX_SPLITS 128
 /* Counters at the start of every attention workspace (decode merging). */
@@ -116,33 +118,6 @@ __device__ __forceinline__ long long fgi_part_row(const fgi_attention_problem &p
                                                   int h, int i)
 {
     return ((long long)s * p.n_q_head + h) * p.q_len + i;
-}
-
-/* Sum / max over groups of `width` lanes (width a power of two <= 32).
- * Every lane of the warp must call these (full-mask shuffles). */
-template <int width>
-__device__ __forceinline__ float fgi_group_sum(float v)
-{
-#pragma unroll
-    for (int offset = width / 2; offset > 0; offset >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-template <int width>
-__device__ __forceinline__ float fgi_group_max(float v)
-{
-#pragma unroll
-    for (int offset = width / 2; offset > 0; offset >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-/* The value to subtract before exp2 for running max m: m itself, or 0 while
- * no key has been seen (m = -inf), so that -inf - -inf never makes a NaN. */
-__device__ __forceinline__ float fgi_exp_base(float m)
-{
-    return m == -INFINITY ? 0.0f : m;
 }
 
 __device__ __forceinline__ float4 fgi_scale4(float4 a, float s)

@@ -138,12 +138,12 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
     park_q<KS>(q_frag, p, p.q + head * p.q_head_stride, warp_row0, lane);
 
     /* Accumulator fragments of O (16, D): o[n] holds rows g, g+8 and
-     * dims 8n + 2t, 8n + 2t + 1. Row statistics for rows g (0) and g+8 (1);
-     * l_run is this lane's share of the row sum (a quad adds up at the end). */
+     * dims 8n + 2t, 8n + 2t + 1. Softmax states for rows g (0) and g+8 (1);
+     * their sums are this lane's share (a quad adds up at the end). */
     float o[KS][4];
 #pragma unroll
     for (int n = 0; n < KS; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+    fgi_softmax_state st[2] = {fgi_softmax_init(), fgi_softmax_init()};
 
     for (int tile = 0; tile < n_tiles; tile++) {
         const int key0 = key_begin + tile * BN;
@@ -196,25 +196,16 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
                 }
         }
 
-        /* Online softmax per row half h (row g + 8h: elements 2h, 2h+1). */
+        /* Online softmax per row half h (row g + 8h: elements 2h, 2h+1 of
+         * every s[j], a fragment pair; the quad holds the row). */
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            float mx = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
+            float row[2 * NT];
 #pragma unroll
-            for (int j = 1; j < NT; j++) mx = fmaxf(mx, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
-            mx = fgi_group_max<4>(mx); /* the quad holds the row */
-            const float m_new = fmaxf(m_run[h], mx);
-            const float base = fgi_exp_base(m_new);
-            const float alpha = exp2f(m_run[h] - base);
-            m_run[h] = m_new;
-            float sum = 0.0f;
+            for (int j = 0; j < NT; j++) row[2 * j] = s[j][2 * h], row[2 * j + 1] = s[j][2 * h + 1];
+            const float alpha = fgi_softmax_update<4, 2>(st[h], row);
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                s[j][2 * h] = exp2f(s[j][2 * h] - base);
-                s[j][2 * h + 1] = exp2f(s[j][2 * h + 1] - base);
-                sum += s[j][2 * h] + s[j][2 * h + 1];
-            }
-            l_run[h] = l_run[h] * alpha + sum;
+            for (int j = 0; j < NT; j++) s[j][2 * h] = row[2 * j], s[j][2 * h + 1] = row[2 * j + 1];
 #pragma unroll
             for (int n = 0; n < KS; n++) o[n][2 * h] *= alpha, o[n][2 * h + 1] *= alpha;
         }
@@ -259,17 +250,17 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
 
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        const float l = fgi_group_sum<4>(l_run[h]);
+        fgi_softmax_reduce_sum<4>(st[h]);
         const int row = warp_row0 + g + 8 * h;
         if (row >= p.q_len) continue;
         if (p.n_splits == 1) {
-            const float inv = 1.0f / l;
+            const float inv = fgi_softmax_inv_sum(st[h]);
             float *dst = p.out + head * p.out_head_stride + row * p.out_row_stride + 2 * t;
 #pragma unroll
             for (int n = 0; n < KS; n++)
                 fgi_store2(dst + 8 * n, make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv));
             if (p.lse != nullptr && t == 0)
-                p.lse[(long long)head * p.q_len + row] = m_run[h] * FGI_LN2 + logf(l);
+                p.lse[(long long)head * p.q_len + row] = fgi_softmax_lse(st[h]);
         } else {
             const long long part = fgi_part_row(p, split, head, row);
             float *dst = p.part_o + part * D + 2 * t;
@@ -277,8 +268,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCK
             for (int n = 0; n < KS; n++)
                 fgi_store2(dst + 8 * n, make_float2(o[n][2 * h], o[n][2 * h + 1]));
             if (t == 0) {
-                p.part_m[part] = m_run[h];
-                p.part_l[part] = l;
+                p.part_m[part] = st[h].max;
+                p.part_l[part] = st[h].sum;
             }
         }
     }

@@ -117,11 +117,10 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
     }
 
     float o[TM][DT];
-    float m_run[TM], l_run[TM]; /* l_run: this thread's share of the row sum */
+    fgi_softmax_state st[TM]; /* sum: this thread's share of the row's */
 #pragma unroll
     for (int i = 0; i < TM; i++) {
-        m_run[i] = -INFINITY;
-        l_run[i] = 0.0f;
+        st[i] = fgi_softmax_init();
 #pragma unroll
         for (int d = 0; d < DT; d++) o[i][d] = 0.0f;
     }
@@ -170,24 +169,14 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
                 }
         }
 
+        /* Online softmax per row (its keys over the 8 lanes of a thread
+         * row); the probabilities go to p_s for P V. */
 #pragma unroll
         for (int i = 0; i < TM; i++) {
-            float mx = s[i][0];
+            const float alpha = fgi_softmax_update<kColThreads>(st[i], s[i]);
 #pragma unroll
-            for (int j = 1; j < TN; j++) mx = fmaxf(mx, s[i][j]);
-            mx = fgi_group_max<kColThreads>(mx);
-            const float m_new = fmaxf(m_run[i], mx);
-            const float base = fgi_exp_base(m_new);
-            const float alpha = exp2f(m_run[i] - base);
-            m_run[i] = m_new;
-            float sum = 0.0f;
-#pragma unroll
-            for (int j = 0; j < TN; j++) {
-                const float pij = exp2f(s[i][j] - base);
-                sum += pij;
-                p_s[(ty + kRowThreads * i) * BNP + tx + kColThreads * j] = pij;
-            }
-            l_run[i] = l_run[i] * alpha + sum;
+            for (int j = 0; j < TN; j++)
+                p_s[(ty + kRowThreads * i) * BNP + tx + kColThreads * j] = s[i][j];
 #pragma unroll
             for (int d = 0; d < DT; d++) o[i][d] *= alpha;
         }
@@ -223,20 +212,20 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
     }
 
 #pragma unroll
-    for (int i = 0; i < TM; i++) l_run[i] = fgi_group_sum<kColThreads>(l_run[i]);
+    for (int i = 0; i < TM; i++) fgi_softmax_reduce_sum<kColThreads>(st[i]);
 
 #pragma unroll
     for (int i = 0; i < TM; i++) {
         const int row = q0 + ty + kRowThreads * i;
         if (row >= p.q_len) continue;
         if (p.n_splits == 1) {
-            const float inv = 1.0f / l_run[i];
+            const float inv = fgi_softmax_inv_sum(st[i]);
             float *dst = p.out + head * p.out_head_stride + row * p.out_row_stride + tx * VEC;
 #pragma unroll
             for (int jv = 0; jv < NV; jv++)
                 store_floats<VEC>(dst + kColThreads * VEC * jv, o[i], jv * VEC, inv);
             if (p.lse != nullptr && tx == 0)
-                p.lse[(long long)head * p.q_len + row] = m_run[i] * FGI_LN2 + logf(l_run[i]);
+                p.lse[(long long)head * p.q_len + row] = fgi_softmax_lse(st[i]);
         } else {
             const long long part = fgi_part_row(p, split, head, row);
             float *dst = p.part_o + part * D + tx * VEC;
@@ -244,8 +233,8 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
             for (int jv = 0; jv < NV; jv++)
                 store_floats<VEC>(dst + kColThreads * VEC * jv, o[i], jv * VEC, 1.0f);
             if (tx == 0) {
-                p.part_m[part] = m_run[i];
-                p.part_l[part] = l_run[i];
+                p.part_m[part] = st[i].max;
+                p.part_l[part] = st[i].sum;
             }
         }
     }

@@ -1,4 +1,11 @@
-/* Warp and block reductions shared by the row kernels (softmax, norms).
+/* Warp and block reductions, the one copy every kernel uses (row kernels:
+ * softmax, norms; attention: row max / sum over the lanes that share a row).
+ *
+ * A warp reduction over `width` lanes (a power of two <= 32) combines each
+ * aligned group of `width` lanes and leaves the group's result in every lane
+ * of it; every lane of the warp must call it (full-mask shuffles). The
+ * butterfly order is fixed (offsets width/2, ..., 1), so a result does not
+ * depend on which lane computes it.
  *
  * A block reduction leaves the result in every thread. It needs blockDim.x to
  * be a multiple of 32 (at most 1024) and a 32-entry __shared__ scratch array,
@@ -11,20 +18,36 @@
 
 struct fgi_sum_op {
     template <typename T>
-    __device__ T operator()(T a, T b) const { return a + b; }
+    __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
 };
 
 /* fmaxf ignores NaN, like the reference's `x > max` scan. */
 struct fgi_max_op {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
 
-template <typename T, typename Op>
-__device__ inline T fgi_warp_reduce(T v, Op op)
+template <int width = 32, typename T, typename Op>
+__device__ __forceinline__ T fgi_warp_reduce(T v, Op op)
 {
-    for (int offset = 16; offset > 0; offset >>= 1)
+    static_assert(width >= 1 && width <= 32 && (width & (width - 1)) == 0,
+                  "a warp reduction spans a power of two of lanes, at most 32");
+#pragma unroll
+    for (int offset = width / 2; offset > 0; offset >>= 1)
         v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
     return v;
+}
+
+/* Sum / max over aligned groups of `width` lanes. */
+template <int width = 32>
+__device__ __forceinline__ float fgi_warp_sum(float v)
+{
+    return fgi_warp_reduce<width>(v, fgi_sum_op());
+}
+
+template <int width = 32>
+__device__ __forceinline__ float fgi_warp_max(float v)
+{
+    return fgi_warp_reduce<width>(v, fgi_max_op());
 }
 
 template <typename T, typename Op>

@@ -10,6 +10,7 @@
 #include "validate.h"
 #include "flashgpt/ops.h"
 #include "ref_internal.h"
+#include "ref_softmax_state.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -45,34 +46,25 @@ static void dense_row(double *acc, const float *q, const float *k, const float *
     for (int i = 0; i < d; i++) acc[i] /= sum;
 }
 
-/* Online softmax over key blocks [start, start + block): running max m,
- * running sum l and accumulator acc are rescaled by exp(m_old - m_new)
- * whenever a block raises the max. Blocks wholly past `visible` are never
- * touched; the last block may be short. */
+/* Online softmax over key blocks [start, start + block) (ref_softmax_state.h):
+ * the running state and the accumulator acc are rescaled by exp(m_old -
+ * m_new) whenever a block raises the max. Blocks wholly past `visible` are
+ * never touched; the last block may be short. */
 static void flash_row(double *acc, const float *q, const float *k, const float *v,
                       int visible, int d, double scale, int block, double *scores)
 {
-    double m = -INFINITY, l = 0.0;
+    fgi_ref_softmax st = fgi_ref_softmax_init();
     memset(acc, 0, sizeof(double) * (size_t)d);
     for (long long start = 0; start < visible; start += block) {
         long long end = start + block < visible ? start + block : visible;
-        double block_max = -INFINITY;
-        for (long long j = start; j < end; j++) {
+        for (long long j = start; j < end; j++)
             scores[j - start] = dot(q, k + (size_t)j * d, d) * scale;
-            if (scores[j - start] > block_max) block_max = scores[j - start];
-        }
-        double m_new = block_max > m ? block_max : m;
-        double alpha = exp(m - m_new); /* 0 on the first block (m = -inf) */
-        l *= alpha;
+        const double alpha = fgi_ref_softmax_update(&st, scores, end - start);
         for (int i = 0; i < d; i++) acc[i] *= alpha;
-        for (long long j = start; j < end; j++) {
-            double p = exp(scores[j - start] - m_new);
-            l += p;
-            scale_add(acc, 1.0, p, v + (size_t)j * d, d);
-        }
-        m = m_new;
+        for (long long j = start; j < end; j++)
+            scale_add(acc, 1.0, scores[j - start], v + (size_t)j * d, d);
     }
-    for (int i = 0; i < d; i++) acc[i] /= l;
+    fgi_ref_softmax_normalise(&st, acc, d);
 }
 
 size_t fgi_attend_scratch(int kv_len, int head_dim)

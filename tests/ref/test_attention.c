@@ -1,6 +1,7 @@
 /* Attention family (SPEC 3, 4, 5, 7, 9): single head, streamed (flash),
  * split/merge heads, MHA and GQA. */
 #include "support.h"
+#include "../../host/ref/ref_softmax_state.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -129,6 +130,46 @@ Test(attention_flash, equals_dense_for_every_block_size)
         }
         fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(dense);
     }
+}
+
+/* The reference's online-softmax state (ref_softmax_state.h): the states of
+ * two disjoint parts of a row's keys, merged, give the state and the
+ * accumulator of one pass over all of them, for every split point (the
+ * algebra of the GPU's split-KV merge). */
+Test(softmax_state, merged_parts_equal_one_pass)
+{
+    enum { N = 37, D = 3 };
+    fgi_rng rng = fgi_rng_make(15);
+    float *sc = fgi_buf_normal(&rng, N, 4.0), *v = fgi_buf_normal(&rng, (size_t)N * D, 1.0);
+    double p[N], whole_acc[D] = {0.0};
+    for (int j = 0; j < N; j++) p[j] = sc[j];
+    fgi_ref_softmax whole = fgi_ref_softmax_init();
+    fgi_ref_softmax_update(&whole, p, N);
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < D; c++) whole_acc[c] += p[j] * v[j * D + c];
+    for (int split = 0; split <= N; split++) {
+        fgi_ref_softmax part[2] = {fgi_ref_softmax_init(), fgi_ref_softmax_init()};
+        double acc[2][D] = {{0.0}};
+        for (int h = 0; h < 2; h++) {
+            const int lo = h ? split : 0, hi = h ? N : split;
+            if (hi == lo) continue; /* an empty part stays the initial state */
+            for (int j = lo; j < hi; j++) p[j] = sc[j];
+            fgi_ref_softmax_update(&part[h], p + lo, hi - lo);
+            for (int j = lo; j < hi; j++)
+                for (int c = 0; c < D; c++) acc[h][c] += p[j] * v[j * D + c];
+        }
+        double wa, wb;
+        fgi_ref_softmax_merge(&part[0], &part[1], &wa, &wb);
+        cr_assert_eq(part[0].max, whole.max, "split %d: max", split);
+        cr_assert(fabs(part[0].sum - whole.sum) <= 1e-12 * whole.sum,
+                  "split %d: sum %.17g vs %.17g", split, part[0].sum, whole.sum);
+        for (int c = 0; c < D; c++) {
+            const double got = acc[0][c] * wa + acc[1][c] * wb;
+            cr_assert(fabs(got - whole_acc[c]) <= 1e-12 * (1.0 + fabs(whole_acc[c])),
+                      "split %d, dim %d: %.17g vs %.17g", split, c, got, whole_acc[c]);
+        }
+    }
+    fgi_buf_free(sc), fgi_buf_free(v);
 }
 
 Test(heads, split_places_columns_and_merge_inverts)
