@@ -1,5 +1,5 @@
 /* Linear-layer benchmark at decode shapes (one to four rows): the GEMV kernel
- * (cuda/gemv.cu) against cuBLAS SGEMM, through the entry the decoder uses
+ * (cuda/ops/gemv.cu) against cuBLAS SGEMM, through the entry the decoder uses
  * (fgi_cuda_linear_layer).
  *
  * Method: a chain of CHAIN back-to-back calls, each on the next of enough

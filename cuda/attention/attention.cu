@@ -2,22 +2,22 @@
  * gqa_lse entry points and fgi_cuda_attention, which the decoder calls with
  * strided q (its fused projection), a KV cache and merged output columns.
  *
- * Conventions: SPEC 3, 5, 7, 9 and cuda/attention_internal.h (causal with
+ * Conventions: docs/contract.md §6, §9, §7, §10 and cuda/attention/attention_internal.h (causal with
  * bottom-right alignment, scale 1/sqrt(head_dim), query head h reads KV head
  * h / (n_q_head / n_kv_head), fp32 throughout). Arguments are validated with
  * the reference's validators before anything is enqueued.
  *
  * Design: four kernel families share one online-softmax state
  * (cuda/attention/softmax_state.cuh) and one split-KV partial format
- * (cuda/attention_kernels.cuh):
- *  - decode (cuda/attention_decode.cu) when a KV head serves few query rows
+ * (cuda/attention/attention_kernels.cuh):
+ *  - decode (cuda/attention/attention_decode.cu) when a KV head serves few query rows
  *    (group * q_len <= 16), and for any head_dim % 4 == 0 up to 256 that has
  *    no tiled kernel: the query rows of a group share every K/V load;
- *  - mma flash (cuda/attention_mma.cu, 3xTF32 tensor cores, fp32 accuracy)
+ *  - mma flash (cuda/attention/attention_mma.cu, 3xTF32 tensor cores, fp32 accuracy)
  *    for head_dim 32/64/80/96/128 otherwise;
- *  - tiled flash (cuda/attention_tiled.cu, FFMA) for head_dim 256, and for
+ *  - tiled flash (cuda/attention/attention_tiled.cu, FFMA) for head_dim 256, and for
  *    32/64/80/96/128 when forced;
- *  - generic (cuda/attention_generic.cu) for the rest (head_dim % 4 != 0 or
+ *  - generic (cuda/attention/attention_generic.cu) for the rest (head_dim % 4 != 0 or
  *    above 256, rows not 16-byte aligned).
  * When the blocks of a call would not fill the GPU (SM count queried per
  * call), the keys are split across blocks: the decode kernel's splits are

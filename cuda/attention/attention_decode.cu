@@ -1,5 +1,5 @@
 /* Decode attention ("flash-decoding") in fp32 and the split-KV combine step.
- * Conventions: cuda/attention_kernels.cuh (log2-unit scores, bottom-right
+ * Conventions: cuda/attention/attention_kernels.cuh (log2-unit scores, bottom-right
  * causal alignment, split-KV partials).
  *
  * Design: the query rows that share a KV head (group heads x q_len) are

@@ -1,7 +1,7 @@
 /* Generic attention kernel in fp32 for any head_dim up to
  * FGI_GENERIC_MAX_HEAD_DIM and any alignment (e.g. stories260K's head_dim 8
- * with unaligned strides): the correctness fallback of cuda/attention.cu.
- * Conventions: cuda/attention_kernels.cuh.
+ * with unaligned strides): the correctness fallback of cuda/attention/attention.cu.
+ * Conventions: cuda/attention/attention_kernels.cuh.
  *
  * Design: a warp per query row; lane l scores key j0 + l of each 32-key
  * chunk (dot product against the scaled q in shared memory), the chunk's

@@ -1,4 +1,4 @@
-/* Internal interface of the attention kernels (cuda/attention.cu), used by
+/* Internal interface of the attention kernels (cuda/attention/attention.cu), used by
  * the public fg_cuda_attention / _flash / mha / gqa / gqa_lse entry points
  * and by the GPU decoder, which reads q straight out of its fused q|k|v
  * projection and writes each head into its columns of the merged output.

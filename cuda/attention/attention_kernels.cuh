@@ -1,6 +1,6 @@
 /* Shared pieces of the attention kernels (cuda/attention_*.cu): the problem
  * description every kernel receives, the split-KV partial layout, small
- * device helpers, and the launchers that cuda/attention.cu dispatches to.
+ * device helpers, and the launchers that cuda/attention/attention.cu dispatches to.
  *
  * Conventions: scores are kept in log2 units. q is multiplied once by
  * q_scale = log2(e) / sqrt(head_dim), so exp(score) == exp2(q_scaled . k)

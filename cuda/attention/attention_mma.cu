@@ -1,7 +1,7 @@
 /* Flash attention on the tensor cores with fp32 accuracy (3xTF32) for
- * head_dim 32, 64, 80, 96 and 128: the prefill kernel cuda/attention.cu
+ * head_dim 32, 64, 80, 96 and 128: the prefill kernel cuda/attention/attention.cu
  * picks by default for those head dims. Same contract as the FFMA tiled
- * kernel (cuda/attention_tiled.cu; conventions in attention_kernels.cuh:
+ * kernel (cuda/attention/attention_tiled.cu; conventions in attention_kernels.cuh:
  * log2-unit scores, bottom-right causal alignment, split-KV partials).
  *
  * Design: 4 warps, each owns 16 query rows (BM = 64); BN-key tiles of K and

@@ -1,6 +1,6 @@
 /* Tiled flash attention in fp32 for head_dim 32, 64, 80, 96, 128 and 256:
  * the kernel for prefill and for any query length with many rows per KV
- * head (cuda/attention.cu decides). Conventions: cuda/attention_kernels.cuh
+ * head (cuda/attention/attention.cu decides). Conventions: cuda/attention/attention_kernels.cuh
  * (log2-unit scores, bottom-right causal alignment, split-KV partials).
  *
  * Design: a block of 128 threads holds BM query rows (scaled q) in shared

@@ -1,4 +1,4 @@
-/* The decoder on the GPU (SPEC 10-12): attention layer with KV cache,
+/* The decoder on the GPU (docs/contract.md §16-§18): attention layer with KV cache,
  * pre-norm block and forward pass, GPT-2 and Llama families, with exactly the
  * semantics of host/ref/ref_decoder.c.
  *

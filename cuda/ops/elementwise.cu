@@ -1,5 +1,5 @@
 /* CUDA elementwise operations: GELU, bias + GELU, SiLU-multiply and the
- * residual add (SPEC 6 and "Model families").
+ * residual add (docs/contract.md §12-§14).
  *
  * GELU (tanh form) and SiLU come from activation.cuh. Biases are
  * (cols) vectors broadcast over rows. In place (y == x) is allowed.

@@ -1,4 +1,4 @@
-/* CUDA split / merge of attention heads (SPEC 4): pure layout changes.
+/* CUDA split / merge of attention heads (docs/contract.md §8): pure layout changes.
  *
  * split: x (seq, n_head*head_dim) -> out (n_head, seq, head_dim), head h
  * taking columns [h*head_dim, (h+1)*head_dim); merge is the inverse. The GPU

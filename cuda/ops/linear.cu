@@ -1,4 +1,4 @@
-/* CUDA linear layers and MLPs through cuBLAS (SPEC 6, "Model families").
+/* CUDA linear layers and MLPs through cuBLAS (docs/contract.md §12-§14).
  *
  * Row-major y (rows, out) = x (rows, in) @ w (in, out) + b. cuBLAS is
  * column-major, where a row-major (r, c) buffer reads as its (c, r)
@@ -7,7 +7,7 @@
  * call with op(A) = A^T. A bias is broadcast into y first and the GEMM then
  * accumulates into it (beta = 1). Math mode is CUBLAS_DEFAULT_MATH, which
  * for fp32 never drops to TF32, so results stay within the fp32 tolerance.
- * Design: up to FGI_GEMV_MAX_ROWS rows run on the GEMV kernel (cuda/gemv.cu),
+ * Design: up to FGI_GEMV_MAX_ROWS rows run on the GEMV kernel (cuda/ops/gemv.cu),
  * the rest on cuBLAS SGEMM; the only kernel here is the bias broadcast.
  * The standalone fg_cuda_linear / ffn / swiglu_ffn have no place to keep a
  * cuBLAS handle or workspace (the library has no globals), so each call

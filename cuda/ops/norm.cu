@@ -1,5 +1,5 @@
 /* CUDA LayerNorm and RMSNorm over the last axis, alone or fused with the
- * residual add before them (SPEC 6 and "Model families").
+ * residual add before them (docs/contract.md §12-§14).
  *
  * LayerNorm: y = g * (x - mean) / sqrt(var + eps) + b with the biased
  * variance; RMSNorm: y = g * x / sqrt(mean(x^2) + eps). The fused form first

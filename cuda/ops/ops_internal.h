@@ -1,5 +1,5 @@
 /* Internal launchers of the CUDA path (prefix fgi_cuda_), shared by the
- * public fg_cuda_* entry points and the GPU decoder (cuda/decoder.cu).
+ * public fg_cuda_* entry points and the GPU decoder (cuda/engine/decoder.cu).
  *
  * Callers validate arguments first: these functions only enqueue work on
  * `stream`, check each launch, and return FG_ERR_CUDA with the CUDA / cuBLAS
@@ -26,7 +26,7 @@ fg_status fgi_cuda_blas_create(const char *fn, cublasHandle_t *handle,
 
 typedef enum { FGI_ACT_NONE = 0, FGI_ACT_GELU = 1 } fgi_activation;
 
-/* The small-row GEMV path (cuda/gemv.cu) serves 1 .. FGI_GEMV_MAX_ROWS rows
+/* The small-row GEMV path (cuda/ops/gemv.cu) serves 1 .. FGI_GEMV_MAX_ROWS rows
  * with an untransposed w. Its workspace: FGI_GEMV_WORKSPACE_BYTES of device
  * memory whose first 4096 bytes (ticket counters) are zeroed once when it
  * is allocated; every call leaves them zero again. */

@@ -1,9 +1,9 @@
-/* CUDA rotary position embedding (SPEC 8), standalone and fused into the
+/* CUDA rotary position embedding (docs/contract.md §11), standalone and fused into the
  * decoder's "q|k|v bias + RoPE + append to the KV cache" step.
  *
  * Interleaved pairs: pair j = (x[2j], x[2j+1]) at absolute position p turns
  * by theta = p * base^(-2j/head_dim). The angle, its sine and cosine and the
- * rotation are computed in double, as in host/ref_rope.c: in fp32, p * inv_freq
+ * rotation are computed in double, as in host/ref/ref_rope.c: in fp32, p * inv_freq
  * at p = 100000 would already be off by about 0.004 rad.
  * Design: one thread per pair (per head, token and pair index); the fused
  * kernel walks the whole (T, [q | k | v]) projection, rotating q in place and

@@ -1,7 +1,7 @@
 /* CUDA softmax over the middle axis of (outer, n, inner), and the causal mask
- * (SPEC 1, 2).
+ * (docs/contract.md §4, §5).
  *
- * Semantics are those of host/ref_softmax.c: max-shifted; -inf entries get 0;
+ * Semantics are those of host/ref/ref_softmax.c: max-shifted; -inf entries get 0;
  * a slice that is all -inf gives zeros; when the maximum is +inf the +inf
  * entries share the probability equally and the rest get 0. y == x allowed
  * (each element is read and written by the same thread).

@@ -81,7 +81,7 @@ fg_status cli_load_tokenizer(fg_tokenizer **tok, const char *tok_path,
 fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
                             const char *prompt, int **ids, int *n);
 
-/* Compares GPU logits with the CPU reference over n values (SPEC fp32
+/* Compares GPU logits with the CPU reference over n values (docs/contract.md §32, fp32
  * tolerance); fills the error measures, returns 1 within tolerance. */
 int cli_compare_logits(const float *gpu, const float *cpu, size_t n,
                        double *max_abs, double *rel_l2);

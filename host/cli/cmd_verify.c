@@ -1,6 +1,6 @@
 /* flashgpt verify: the same input through the CPU reference and the GPU;
  * prints max abs and relative L2 error of the logits and whether greedy
- * choices agree; exits 1 beyond the SPEC fp32 tolerance. */
+ * choices agree; exits 1 beyond the fp32 tolerance (docs/contract.md §32). */
 #include "cli.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Fast CPU decoder (see cpu_internal.h): the forward pass of SPEC 10-12 for
+/* Fast CPU decoder (see cpu_internal.h): the forward pass of docs/contract.md §16-§18 for
  * both families on packed fp32 weights and a host KV cache.
  *
  * Per layer: norm -> fused q|k|v GEMM -> RoPE (cos/sin table built once, in

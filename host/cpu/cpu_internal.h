@@ -1,7 +1,7 @@
 /* The fast CPU decoder (device "cpu"): fp32 arithmetic, weights repacked
  * once into column panels, a thread pool created once per runner, prefill as
  * matrix-matrix products. It is held to the exact reference (fg_ref_*,
- * device "ref") at the SPEC's fp32 tolerance, not bit for bit.
+ * device "ref") at the fp32 tolerance (docs/contract.md §32), not bit for bit.
  *
  * Pieces:
  *  - fgi_cpu_pool: n threads (the caller is thread 0) running one task at a

@@ -1,5 +1,5 @@
 /* CPU reference: causal attention, its streamed (flash) form, split/merge of
- * heads, multi-head and grouped-query attention (SPEC 3, 4, 5, 7, 9).
+ * heads, multi-head and grouped-query attention (docs/contract.md §6, §8, §9, §7, §10).
  *
  * Conventions: bottom-right causal alignment (query i sees keys
  * j <= i + kv_len - q_len), scores scaled by 1/sqrt(head_dim), masked keys

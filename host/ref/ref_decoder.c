@@ -1,5 +1,5 @@
 /* CPU reference decoder: attention layer with KV cache, pre-norm block and
- * the forward pass (SPEC 10-12), for the GPT-2 and Llama families.
+ * the forward pass (docs/contract.md §16-§18), for the GPT-2 and Llama families.
  *
  * q, k, v are read straight out of the fused projection (T, [q | k | v]) and
  * each head's output is written straight into its columns of the merged

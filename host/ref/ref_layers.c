@@ -1,5 +1,5 @@
 /* CPU reference: linear, GELU, LayerNorm, the GPT-2 MLP, and the Llama
- * family's RMSNorm, SiLU-multiply and SwiGLU MLP (SPEC 6, "Model families").
+ * family's RMSNorm, SiLU-multiply and SwiGLU MLP (docs/contract.md §12-§14).
  *
  * Weights are (in, out): y = x @ w + b. Norms use the biased variance (mean
  * of squares about the mean) computed in two passes in double; GELU is the

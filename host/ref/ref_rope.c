@@ -1,4 +1,4 @@
-/* CPU reference: rotary position embedding (SPEC 8).
+/* CPU reference: rotary position embedding (docs/contract.md §11).
  *
  * Interleaved pairs: pair j = (x[2j], x[2j+1]) at absolute position p turns
  * by theta = p * base^(-2j/head_dim). Angles and the rotation are computed in

@@ -1,4 +1,4 @@
-/* CPU reference: softmax over any axis and the causal mask (SPEC 1, 2).
+/* CPU reference: softmax over any axis and the causal mask (docs/contract.md §4, §5).
  *
  * Softmax views x as (outer, n, inner) and normalises each of the
  * outer*inner slices of n values (stride inner). It is max-shifted and sums

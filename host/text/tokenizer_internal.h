@@ -1,5 +1,5 @@
 /* The tokenizer object and the pieces shared by the GPT-2 and llama2.c
- * tokenizers (host/tokenizer.c): the spelling -> id hash map, the BPE merge
+ * tokenizers (host/text/tokenizer.c): the spelling -> id hash map, the BPE merge
  * engine, file reading and message helpers. The parse-from-memory entry
  * points are what the file loaders and the fuzzers call. */
 #ifndef FLASHGPT_HOST_TOKENIZER_INTERNAL_H
@@ -86,7 +86,7 @@ void fgi_gpt2_encode(const fg_tokenizer *tok, const unsigned char *text, size_t 
 void fgi_llama2c_encode(const fg_tokenizer *tok, const unsigned char *text, size_t len,
                         int add_bos, int *out, int *count, fgi_bpe_work *work);
 
-/* --- shared helpers (host/tokenizer.c) --- */
+/* --- shared helpers (host/text/tokenizer.c) --- */
 
 /* Tokenizer files are read whole, so their size is checked first: no real
  * vocabulary comes near this (GPT-2's vocab.json is 1 MB, merges.txt 0.5 MB,

@@ -10,7 +10,7 @@
  *  - failures of CUDA or cuBLAS calls return FG_ERR_CUDA with the CUDA error
  *    text in fg_last_error(); no usable GPU (or a build without CUDA) is a
  *    clear FG_ERR_CUDA / FG_ERR_UNSUPPORTED, never a crash;
- *  - tolerance against the reference: SPEC "Tolerances" (fp32).
+ *  - tolerance against the reference: docs/contract.md §32 (fp32).
  * This header needs no CUDA header: cudaStream_t is declared here exactly as
  * the CUDA runtime declares it. The functions themselves, with their
  * comments, are listed in flashgpt/cuda_api.h, which this header expands

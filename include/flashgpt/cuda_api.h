@@ -130,7 +130,7 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_reset, (fg_cuda_kv_cache *cache))
 FG_CUDA_FN(MINUS1, int, fg_cuda_kv_cache_len, (const fg_cuda_kv_cache *cache, int layer))
 FG_CUDA_FN(MINUS1, int, fg_cuda_kv_cache_capacity, (const fg_cuda_kv_cache *cache))
 
-/* SPEC 10 / 11 on device activations x, out (T, C), T <= the runner's
+/* docs/contract.md §16 / §17 on device activations x, out (T, C), T <= the runner's
  * max_tokens; same semantics as fg_ref_attention_layer / fg_ref_block.
  * Enqueued on the runner's stream. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_layer, (float *out, const float *x, int T,
@@ -139,7 +139,7 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_layer, (float *out, const float 
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_block, (float *x, int T, fg_cuda_runner *runner,
                                               fg_cuda_kv_cache *cache, int layer))
 
-/* SPEC 12: host ids (T) in, host logits (T, vocab) out (probs optional, host),
+/* docs/contract.md §18: host ids (T) in, host logits (T, vocab) out (probs optional, host),
  * like fg_ref_forward; returns when the logits are written. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward, (float *logits, float *probs,
                                                 fg_cuda_runner *runner, fg_cuda_kv_cache *cache,

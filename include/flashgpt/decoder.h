@@ -1,5 +1,5 @@
 /* flashgpt model description, weights, KV cache and the CPU reference
- * decoder (SPEC operations 10-12).
+ * decoder (docs/contract.md §16-§18).
  *
  * Two families share one configuration and one weights layout:
  *  - GPT-2: learned wpe (optional with use_rope), LayerNorm, GELU MLP,
@@ -99,7 +99,7 @@ fg_status fg_kv_cache_create(fg_kv_cache **cache, const fg_config *cfg,
 void fg_kv_cache_destroy(fg_kv_cache *cache); /* NULL is a no-op */
 fg_status fg_kv_cache_reset(fg_kv_cache *cache); /* forget every token */
 
-/* SPEC 10. Attention layer with KV cache: out (T, C) from the normalised
+/* docs/contract.md §16. Attention layer with KV cache: out (T, C) from the normalised
  * input x (T, C). The T new tokens take positions L .. L+T-1 with
  * L = cache->layers[layer].len; their (rotated) k and v are appended and
  * that layer's len grows by T. Fails without touching the cache when
@@ -109,13 +109,13 @@ fg_status fg_ref_attention_layer(float *out, const float *x, int T,
                                  const fg_layer_weights *lw,
                                  fg_kv_cache *cache, int layer);
 
-/* SPEC 11. Pre-norm block in place on x (T, C):
+/* docs/contract.md §17. Pre-norm block in place on x (T, C):
  * x += attention(norm_1(x)); x += mlp(norm_2(x)). */
 fg_status fg_ref_block(float *x, int T, const fg_config *cfg,
                        const fg_layer_weights *lw, fg_kv_cache *cache,
                        int layer);
 
-/* SPEC 12. Decoder forward: appends the T tokens `ids` to every layer of the
+/* docs/contract.md §18. Decoder forward: appends the T tokens `ids` to every layer of the
  * cache (all layers must hold the same number of tokens) and writes
  * logits (T, vocab); probs (T, vocab) = softmax(logits) when not NULL.
  * On any error nothing is written and the cache is unchanged. */

@@ -1,7 +1,7 @@
 /* flashgpt CPU reference operations (fg_ref_*).
  *
  * The exact, readable definition of every operation; the CUDA path and the
- * tests are held to it. Conventions (see SPEC.md):
+ * tests are held to it. Conventions (docs/contract.md §2, §3):
  *  - contiguous row-major fp32; shapes in the comments;
  *  - reductions (dot products, sums, means, variances) accumulate in double,
  *    RoPE angles are computed in double;

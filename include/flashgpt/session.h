@@ -6,7 +6,7 @@
  *  - CUDA: the GPU; weights uploaded once at creation, cache in device memory;
  *  - CPU: the fast CPU path (fp32, threads, weights repacked once at
  *    creation: a second copy of them in host memory), held to the reference
- *    at the fp32 tolerance of SPEC "Tolerances";
+ *    at the fp32 tolerance of docs/contract.md §32;
  *  - REF: the exact CPU reference (fg_ref_forward: double accumulation,
  *    strict order), slow, what tests compare against;
  *  - AUTO: CUDA when a GPU is usable (fg_cuda_available()), else CPU. */

@@ -297,7 +297,7 @@ Test(cli, logits_npy_matches_the_library)
     cr_assert_eq(fg_ref_forward(expect, NULL, fg_model_config(m), fg_model_weights(m), cache, ids, 6), FG_OK);
     fgi_assert_same(a, expect, sizeof(float) * 6 * 512, "prefill logits in the .npy");
     fgi_assert_close(b, expect, 6 * 512, 1e-5, 1e-5, 1e-6, "incremental logits in the .npy");
-    /* the fast CPU path, prefill and one token at a time: SPEC fp32 tolerance */
+    /* the fast CPU path, prefill and one token at a time: fp32 tolerance (docs/contract.md §32) */
     for (int inc = 0; inc < 2; inc++) {
         snprintf(args, sizeof args, "logits -m '%s' --tokens %s --out %s --device cpu --threads 2%s",
                  model, list, out_inc, inc ? " --incremental" : "");

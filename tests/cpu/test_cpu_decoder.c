@@ -1,7 +1,7 @@
 /* The fast CPU decoder (host/cpu) against the exact reference decoder
- * (SPEC 10-12), like tests/cuda/test_cuda_decoder.c holds the GPU: the same
+ * (docs/contract.md §16-§18), like tests/cuda/test_cuda_decoder.c holds the GPU: the same
  * random in-memory model on both paths, prefill then decode steps and short
- * chunks, logits compared at the SPEC fp32 tolerance after every call.
+ * chunks, logits compared at the fp32 tolerance (docs/contract.md §32) after every call.
  * Fixed cases cover both families (GPT-2 with learned positions or RoPE,
  * MHA / GQA / MQA, flash on; Llama tied and untied) and random ones draw
  * shapes (head dims that are not multiples of the 16-float panel, vocab and

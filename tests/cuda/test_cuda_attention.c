@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* SPEC tolerances for fp32 GPU vs CPU reference. */
+/* tolerances of docs/contract.md §32 for fp32 GPU vs CPU reference. */
 #define ATOL 1e-4
 #define RTOL 1e-4
 #define REL_L2 1e-5
@@ -130,7 +130,7 @@ static void expect_ok(fg_status st, const char *what)
               (unsigned long long)fgi_test_seed());
 }
 
-/* Guard intact, then every element within SPEC tolerance of ref. */
+/* Guard intact, then every element within tolerance (docs/contract.md §32) of ref. */
 static void expect_close_dev(const float *dev, const float *ref, size_t n, const char *what)
 {
     fgi_dev_assert_guard(dev, n, what);
@@ -535,7 +535,7 @@ Test(cuda_attention, decode_rising_scores)
         /* score(j) - score(0) ~ rise * j natural-log units (q . 1 ~ 0.8 d):
          * 20-60 in all, several times the kernel's rescale slack (8 log2
          * units, 5.5 here) yet small enough that fp32 scores keep the
-         * reference and the kernel within SPEC tolerance of each other (at
+         * reference and the kernel within tolerance (docs/contract.md §32) of each other (at
          * |score| ~ 450 both drift apart by more than 1e-5). */
         const double rise = (20.0 + 40.0 * fgi_rng_uniform(&rng)) / s.kv_len;
         for (size_t e = 0; e < in.nq; e++) in.q[e] = fabsf(in.q[e]);

@@ -1,7 +1,7 @@
-/* The GPU decoder against the CPU reference decoder (SPEC 10-12): the same
- * random in-memory model (tests/fixture.h) on both paths, a prefill then
+/* The GPU decoder against the CPU reference decoder (docs/contract.md §16-§18): the same
+ * random in-memory model (tests/support/fixture.h) on both paths, a prefill then
  * decode steps and a short chunk, logits and probabilities compared at the
- * SPEC fp32 tolerance after every call; GPT-2 with and without GQA, RoPE and
+ * fp32 tolerance (docs/contract.md §32) after every call; GPT-2 with and without GQA, RoPE and
  * flash attention, Llama with GQA / MQA, tied and untied; the standalone
  * attention layer and block; fg_cuda_forward_last; refused inputs leave
  * the cache unchanged; runners sharing one weights object, caches taking

@@ -7,7 +7,7 @@
  * Each draws at least 50 random shapes (odd sizes, single rows, long rows),
  * fresh inputs per run (seed in every failure message), poisons outputs with
  * NaN, checks the guard region after every output, and compares with the
- * fg_ref_* result at the SPEC fp32 tolerance. Inputs are scaled like real
+ * fg_ref_* result at the fp32 tolerance (docs/contract.md §32). Inputs are scaled like real
  * activations (weights ~ 1/sqrt(fan_in)) so outputs are O(1).
  *
  * FG_TEST_QUICK=1 (scripts/gpu-check's compute-sanitizer runs, the emulated

@@ -1,4 +1,4 @@
-/* Attention family (SPEC 3, 4, 5, 7, 9): single head, streamed (flash),
+/* Attention family (docs/contract.md §6, §8, §9, §7, §10): single head, streamed (flash),
  * split/merge heads, MHA and GQA. */
 #include "support.h"
 #include "../../host/ref/ref_softmax_state.h"

@@ -1,4 +1,4 @@
-/* Decoder (SPEC 10-12): attention layer with KV cache, block, forward; both
+/* Decoder (docs/contract.md §16-§18): attention layer with KV cache, block, forward; both
  * model families; prefill vs incremental; flash vs dense; bad input. */
 #include "fixture.h"
 
@@ -145,7 +145,7 @@ Test(decoder, probs_are_softmax_of_logits)
     fgi_test_model_free(&m);
 }
 
-/* SPEC 10 rebuilt from the public operations: linear, split heads, RoPE at
+/* docs/contract.md §16 rebuilt from the public operations: linear, split heads, RoPE at
  * positions L.., GQA over the whole history, merge heads, linear. */
 static void check_layer_against_ops(fg_config cfg, uint64_t stream)
 {
@@ -224,7 +224,7 @@ Test(attention_layer, equals_public_ops_mha) { check_layer_against_ops(gpt2_cfg(
 Test(attention_layer, equals_public_ops_gqa_rope) { check_layer_against_ops(gpt2_gqa_rope_cfg(), 48); }
 Test(attention_layer, equals_public_ops_llama) { check_layer_against_ops(llama_cfg(), 49); }
 
-/* SPEC 11 rebuilt: x += attention(norm_1(x)); x += mlp(norm_2(x)). */
+/* docs/contract.md §17 rebuilt: x += attention(norm_1(x)); x += mlp(norm_2(x)). */
 static void check_block_against_ops(fg_config cfg, uint64_t stream)
 {
     fgi_rng rng = fgi_rng_make(stream);
@@ -262,7 +262,7 @@ static void check_block_against_ops(fg_config cfg, uint64_t stream)
 Test(block, equals_public_ops_gpt2) { check_block_against_ops(gpt2_gqa_rope_cfg(), 50); }
 Test(block, equals_public_ops_llama) { check_block_against_ops(llama_cfg(), 51); }
 
-/* SPEC 12 rebuilt: embeddings (+ positions), blocks, final norm, classifier. */
+/* docs/contract.md §18 rebuilt: embeddings (+ positions), blocks, final norm, classifier. */
 static void check_forward_against_blocks(fg_config cfg, int untied, uint64_t stream)
 {
     fgi_rng rng = fgi_rng_make(stream);

@@ -1,4 +1,4 @@
-/* Linear, GELU, LayerNorm, the GPT-2 MLP (SPEC 6) and the Llama family's
+/* Linear, GELU, LayerNorm, the GPT-2 MLP (docs/contract.md §12) and the Llama family's
  * RMSNorm, SiLU-multiply and SwiGLU MLP. */
 #include "support.h"
 

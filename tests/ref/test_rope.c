@@ -1,4 +1,4 @@
-/* Rotary position embedding (SPEC 8). */
+/* Rotary position embedding (docs/contract.md §11). */
 #include "support.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Softmax over any axis and the causal mask (SPEC 1, 2). */
+/* Softmax over any axis and the causal mask (docs/contract.md §4, §5). */
 #include "support.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 /* Sessions: prefill + decode on the exact reference device equal the
- * reference forward, on the fast CPU device they match it at the SPEC fp32
- * tolerance; context limits; device choice; thread counts. */
+ * reference forward, on the fast CPU device they match it at the fp32
+ * tolerance (docs/contract.md §32); context limits; device choice; thread counts. */
 #include "fixture.h"
 
 #include <string.h>
@@ -57,7 +57,7 @@ static void prefill_and_decode(fg_device device, double atol, double rtol, doubl
 
 Test(session, prefill_and_decode_match_reference) { prefill_and_decode(FG_DEVICE_REF, 1e-5, 1e-5, 1e-6); }
 
-/* the fast CPU path: SPEC fp32 tolerance */
+/* the fast CPU path: fp32 tolerance (docs/contract.md §32) */
 Test(session, fast_cpu_prefill_and_decode_match_reference)
 {
     prefill_and_decode(FG_DEVICE_CPU, 1e-4, 1e-4, 1e-5);
@@ -134,8 +134,8 @@ Test(session, device_choice_and_bad_input)
  * only what it has been given: a config claiming 16 million positions
  * costs a small cache, grown (keeping every cached token) as tokens come.
  * On the CPU the grown session's logits are bitwise those of a session
- * sized for the whole run; on a GPU they match it within the SPEC
- * tolerance (the device cache is rebuilt by replaying the ids). */
+ * sized for the whole run; on a GPU they match it within the
+ * fp32 tolerance of docs/contract.md §32 (the device cache is rebuilt by replaying the ids). */
 Test(session, cache_grows_as_tokens_arrive)
 {
     fgi_rng rng = fgi_rng_make(72);

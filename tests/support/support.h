@@ -1,6 +1,6 @@
 /* Test support: a seeded random generator (fresh seed per run, printed in
  * every failure message; FG_TEST_SEED=<n> replays a run), buffers with a
- * guard region, and comparisons with the SPEC tolerances. */
+ * guard region, and comparisons with the tolerances of docs/contract.md §32. */
 #ifndef FLASHGPT_TESTS_SUPPORT_H
 #define FLASHGPT_TESTS_SUPPORT_H
 
