@@ -1,7 +1,6 @@
 /* Status codes and the thread-local error message. */
 #include "support.h"
-#include "../../host/core/check.h"
-#include "../../host/core/hash.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <pthread.h>
 #include <string.h>

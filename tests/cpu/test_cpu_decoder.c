@@ -10,7 +10,7 @@
  * cases (rows that do not fill a micro-tile) by prefills of every length
  * up to 19. Refused inputs leave the cache unchanged. */
 #include "fixture.h"
-#include "../../host/cpu/cpu_internal.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
  * a CUDA build refuses bad input with FG_ERR_INVALID_ARG before touching
  * a device, a CPU-only build answers FG_ERR_UNSUPPORTED. */
 #include "gpu_support.h"
-#include "../../cuda/attention/attention_internal.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <math.h>
 #include <stdio.h>

@@ -20,7 +20,7 @@
  * d 32 to 128) and shorter call sequences. */
 #include "fixture.h"
 #include "gpu_support.h"
-#include "../../cuda/engine/decoder_internal.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* Attention family (docs/contract.md §6, §8, §9, §7, §10): single head, streamed (flash),
  * split/merge heads, MHA and GQA. */
 #include "support.h"
-#include "../../host/ref/ref_softmax_state.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <math.h>
 #include <stdlib.h>

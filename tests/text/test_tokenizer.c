@@ -7,7 +7,7 @@
  * to a mkdtemp directory that each test removes. */
 #define _POSIX_C_SOURCE 200809L
 #include "support.h"
-#include "tokenizer_internal.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -1,0 +1,30 @@
+/* Test-only access to the library's internal interfaces: the one header a
+ * test includes when it checks something the public API does not show.
+ * Tests include the public flashgpt/ headers and tests/support; the rest of
+ * the library they reach through here, so the internal surface they depend
+ * on is listed in one place:
+ *  - check.h: fgi_fail / argument checks and message quoting (test_status);
+ *  - hash.h: the keyed hash of tables built from files (test_status);
+ *  - tokenizer_internal.h: the spelling table's key (test_tokenizer);
+ *  - ref_softmax_state.h: the reference's online-softmax state and its
+ *    merge, which no public op exposes (test_attention);
+ *  - cpu_internal.h: the fast CPU path's kernels per instruction set and its
+ *    runner (test_cpu_decoder);
+ *  - attention_internal.h: forcing an attention kernel and its tuning, and
+ *    the workspace bound (test_cuda_attention);
+ *  - decoder_internal.h: graph-step and capture counters of the GPU decoder
+ *    (test_cuda_decoder).
+ * The build gives test executables (only them) the library's private
+ * include directories for this header. */
+#ifndef FLASHGPT_TESTS_INTERNAL_H
+#define FLASHGPT_TESTS_INTERNAL_H
+
+#include "attention_internal.h"
+#include "check.h"
+#include "cpu_internal.h"
+#include "decoder_internal.h"
+#include "hash.h"
+#include "ref_softmax_state.h"
+#include "tokenizer_internal.h"
+
+#endif /* FLASHGPT_TESTS_INTERNAL_H */
