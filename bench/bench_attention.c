@@ -22,13 +22,28 @@
  * for a grid of forced kernels, split counts, key tiles and lane counts
  * (tuning data; the automatic choice is the plain line).
  * --case N runs only the N-th case of the table (1-based), for a profiler.
+ *
+ * Sweeps for charts (issue 19; bench/plot.py draws them), run instead of the
+ * table: --sweep-prefill times causal prefill at S = 512 .. 16384 (H 16, the
+ * batch keeping B*S = 16384 tokens) at D 64 and 128; --sweep-decode times
+ * GQA decode (32/8 heads, D 128) at kv = 1k .. 128k, batch 1 and 8;
+ * --ceilings measures the card's lines for those charts: cuBLAS SGEMM on
+ * 8192-square fp32 matrices (TFLOP/s, no TF32) and a device-to-device copy
+ * of 1 GiB (GB/s counting the read and the write). The same points are in
+ * bench/sdpa_peer.py. --csv FILE appends one row per point (header when the
+ * file is new): date, card, --commit, peer version ("-" for ours), sweep,
+ * implementation, dtype, shape, ms, value, unit. --tiny shrinks every sweep
+ * to a few small points, to prove the code path on the CUDA emulator.
  * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode]
- *                        [--case N] [--hold-us N] [--sweep] */
+ *                        [--case N] [--hold-us N] [--sweep]
+ *                        [--sweep-prefill] [--sweep-decode] [--ceilings]
+ *                        [--csv FILE] [--commit ID] [--tiny] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention/attention_internal.h"
 #include "bench_common.h"
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -282,11 +297,181 @@ static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t
     report(file, prefix, c, ms, suffix);
 }
 
+/* Sweep points (issue 19); bench/sdpa_peer.py holds the same lists. */
+static const int sweep_seqs[] = {512, 1024, 2048, 4096, 8192, 16384};
+static const int sweep_kvs[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
+static const int tiny_lens[] = {16, 32};
+#define SWEEP_PREFILL_TOKENS 16384 /* B*S per prefill point */
+
+/* The sweep's cases, in order: prefill (kind 'p') or decode ('d'); tiny:
+ * a few emulator-sized points. Returns the count (at most max). */
+static int sweep_cases(char kind, int tiny, bench_case *out, int max)
+{
+    int n = 0;
+    const int *lens = kind == 'p' ? sweep_seqs : sweep_kvs;
+    int n_lens = kind == 'p' ? (int)(sizeof sweep_seqs / sizeof sweep_seqs[0])
+                             : (int)(sizeof sweep_kvs / sizeof sweep_kvs[0]);
+    if (tiny) lens = tiny_lens, n_lens = 2;
+    for (int outer = 0; outer < 2; outer++)
+        for (int i = 0; i < n_lens && n < max; i++) {
+            const int len = lens[i];
+            if (kind == 'p') {
+                const int D = outer == 0 ? 64 : 128;
+                const int H = tiny ? 2 : 16;
+                const int B = tiny ? 1 : (len >= SWEEP_PREFILL_TOKENS ? 1 : SWEEP_PREFILL_TOKENS / len);
+                out[n++] = (bench_case){"prefill", B, H, H, len, len, D};
+            } else {
+                const int B = outer == 0 ? 1 : 8;
+                out[n++] = tiny ? (bench_case){"decode", B, 4, 2, 1, len, 32}
+                                : (bench_case){"decode", B, 32, 8, 1, len, 128};
+            }
+        }
+    return n;
+}
+
+/* Where --csv rows go, and what every row carries. */
+typedef struct {
+    FILE *file;
+    char date[32], card[256];
+    const char *commit;
+} csv_sink;
+
+static void csv_row(const csv_sink *csv, const char *sweep, const bench_case *c, double ms,
+                    double value, const char *unit)
+{
+    if (!csv->file) return;
+    /* card names hold no commas or quotes (nvidia-smi style), so no quoting */
+    if (c)
+        fprintf(csv->file, "%s,%s,%s,-,%s,flashgpt,fp32,%d,%d,%d,%d,%d,%d,%.5f,%.6g,%s\n",
+                csv->date, csv->card, csv->commit, sweep, c->B, c->Hq, c->Hkv, c->S, c->kv, c->D,
+                ms, value, unit);
+    else
+        fprintf(csv->file, "%s,%s,%s,-,%s,%s,fp32,,,,,,,%.5f,%.6g,%s\n", csv->date, csv->card,
+                csv->commit, sweep, strcmp(sweep, "ceiling_gemm") == 0 ? "cublas" : "cudaMemcpy",
+                ms, value, unit);
+    fflush(csv->file);
+}
+
+/* The card's ceilings for the sweep charts: cuBLAS SGEMM (n x n, fp32
+ * inputs and math; the default math mode, so no TF32) and a device-to-
+ * device copy of copy_bytes (GB/s = 2 * bytes / time: each byte is read
+ * and written). Median of runs (at least 20), CUDA events around each call.
+ * Returns 0 on a failure (reported on stderr). */
+static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const csv_sink *csv)
+{
+    const size_t mat = (size_t)n * n;
+    float *a = NULL, *b = NULL, *c = NULL;
+    void *src = NULL, *dst = NULL;
+    cublasHandle_t blas = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float *times = calloc((size_t)runs, sizeof(float));
+    float *host = malloc(sizeof(float) * mat);
+    int ok = times != NULL && host != NULL;
+    unsigned long long state = 0xc0ffeeULL;
+    if (ok) bench_fill_random(host, mat, 1.0, &state);
+    ok = ok && bench_check(fg_cuda_malloc((void **)&a, sizeof(float) * mat), "malloc a") &&
+         bench_check(fg_cuda_malloc((void **)&b, sizeof(float) * mat), "malloc b") &&
+         bench_check(fg_cuda_malloc((void **)&c, sizeof(float) * mat), "malloc c") &&
+         bench_check(fg_cuda_upload(a, host, sizeof(float) * mat), "upload a") &&
+         bench_check(fg_cuda_upload(b, host, sizeof(float) * mat), "upload b") &&
+         bench_check(fg_cuda_malloc(&src, copy_bytes), "malloc src") &&
+         bench_check(fg_cuda_malloc(&dst, copy_bytes), "malloc dst") &&
+         bench_check(fg_cuda_memset(src, 1, copy_bytes), "memset src") &&
+         bench_check_cuda(cudaEventCreate(&start), "event") &&
+         bench_check_cuda(cudaEventCreate(&stop), "event");
+    if (ok && cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_attention: cublasCreate failed\n");
+        ok = 0;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    for (int which = 0; ok && which < 2; which++) {
+        for (int r = -WARMUP; ok && r < runs; r++) {
+            ok = bench_check_cuda(cudaEventRecord(start, NULL), "record");
+            if (ok && which == 0 &&
+                cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c,
+                            n) != CUBLAS_STATUS_SUCCESS) {
+                fprintf(stderr, "bench_attention: cublasSgemm failed\n");
+                ok = 0;
+            }
+            if (ok && which == 1)
+                ok = bench_check_cuda(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice,
+                                                      NULL),
+                                      "copy");
+            ok = ok && bench_check_cuda(cudaEventRecord(stop, NULL), "record") &&
+                 bench_check_cuda(cudaEventSynchronize(stop), "synchronize");
+            float ms = 0.0f;
+            if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+            if (ok && r >= 0) times[r] = ms;
+        }
+        if (!ok) break;
+        const double ms = bench_median(times, runs);
+        if (which == 0) {
+            /* a finite product, or the timing means nothing */
+            float first[8];
+            ok = bench_check(fg_cuda_download(first, c, sizeof first), "download");
+            for (int i = 0; ok && i < 8; i++)
+                if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
+                    fprintf(stderr, "bench_attention: non-finite SGEMM output\n");
+                    ok = 0;
+                }
+            const double tflops = 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
+            if (ok) print_both(out, "ceiling gemm n=%d ms=%.4f tflops=%.2f\n", n, ms, tflops);
+            if (ok) csv_row(csv, "ceiling_gemm", NULL, ms, tflops, "TFLOP/s");
+        } else {
+            const double gbps = 2.0 * (double)copy_bytes / (ms * 1e-3) / 1e9;
+            print_both(out, "ceiling copy bytes=%zu ms=%.4f gbps=%.1f\n", copy_bytes, ms, gbps);
+            csv_row(csv, "ceiling_copy", NULL, ms, gbps, "GB/s");
+        }
+    }
+    if (blas) cublasDestroy(blas);
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    fg_cuda_free(a), fg_cuda_free(b), fg_cuda_free(c), fg_cuda_free(src), fg_cuda_free(dst);
+    free(times), free(host);
+    return ok;
+}
+
+/* Runs one sweep (kind 'p' or 'd') through the automatic configuration;
+ * one plain result line and one CSV row per point. Returns 0 if any point
+ * failed. */
+static int run_sweep(char kind, int tiny, int runs, unsigned hold_us, FILE *out,
+                     const csv_sink *csv)
+{
+    bench_case points[32];
+    const int n = sweep_cases(kind, tiny, points, 32);
+    int all_ok = 1;
+    for (int i = 0; i < n; i++) {
+        const bench_case *c = &points[i];
+        bench_tuning automatic = {FGI_ATTENTION_AUTO, 0, 0, 0};
+        case_times times;
+        if (!time_case(c, &automatic, 1, runs, hold_us, &times) || times.medians[0] < 0) {
+            printf("%s B=%d S=%d kv=%d failed\n", c->kind, c->B, c->S, c->kv);
+            all_ok = 0;
+            continue;
+        }
+        const double ms = times.medians[0];
+        report(out, "", c, ms, "");
+        if (kind == 'p')
+            csv_row(csv, "prefill", c, ms,
+                    4.0 * c->B * c->Hq * (double)c->S * c->S * c->D / 2.0 / (ms * 1e-3) / 1e12,
+                    "TFLOP/s");
+        else
+            csv_row(csv, "decode", c, ms,
+                    2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float) / (ms * 1e-3) / 1e9,
+                    "GB/s");
+        if (times.exposed > 0)
+            print_both(out, "# warning: %d calls took longer to enqueue than the hold\n",
+                       times.exposed);
+    }
+    return all_ok;
+}
+
 int main(int argc, char **argv)
 {
     int runs = 30;
     const char *out_path = NULL, *only = NULL;
-    int sweep = 0, only_case = 0;
+    int sweep = 0, only_case = 0, sweep_prefill = 0, sweep_decode = 0, ceilings = 0, tiny = 0;
+    const char *csv_path = NULL, *commit = "unknown";
     long hold_us = DEFAULT_HOLD_US;
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 1; i < argc; i++) {
@@ -296,10 +481,17 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) only_case = atoi(argv[++i]);
         else if (strcmp(argv[i], "--hold-us") == 0 && i + 1 < argc) hold_us = atol(argv[++i]);
         else if (strcmp(argv[i], "--sweep") == 0) sweep = 1;
+        else if (strcmp(argv[i], "--sweep-prefill") == 0) sweep_prefill = 1;
+        else if (strcmp(argv[i], "--sweep-decode") == 0) sweep_decode = 1;
+        else if (strcmp(argv[i], "--ceilings") == 0) ceilings = 1;
+        else if (strcmp(argv[i], "--tiny") == 0) tiny = 1;
+        else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) csv_path = argv[++i];
+        else if (strcmp(argv[i], "--commit") == 0 && i + 1 < argc) commit = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] "
-                    "[--case 1..%d] [--hold-us N] [--sweep]\n",
+                    "[--case 1..%d] [--hold-us N] [--sweep] [--sweep-prefill] [--sweep-decode] "
+                    "[--ceilings] [--csv FILE] [--commit ID] [--tiny]\n",
                     argv[0], n_cases);
             return 2;
         }
@@ -340,6 +532,39 @@ int main(int argc, char **argv)
     else
         print_both(file, "each call on an idle stream (host planning and launch latency "
                          "included)\n");
+    if (sweep_prefill || sweep_decode || ceilings) {
+        /* the chart sweeps replace the table */
+        csv_sink csv = {NULL, "", "", commit};
+        strftime(csv.date, sizeof csv.date, "%Y-%m-%dT%H:%MZ", gmtime(&now));
+        for (size_t k = 0; k < sizeof csv.card - 1 && name[k]; k++)
+            csv.card[k] = name[k] == ',' ? ' ' : name[k];
+        for (const char *p = commit; *p; p++)
+            if (*p == ',' || *p == '\n') {
+                fprintf(stderr, "bench_attention: --commit must not hold commas or newlines\n");
+                if (file) fclose(file);
+                return 2;
+            }
+        if (csv_path) {
+            csv.file = fopen(csv_path, "a");
+            if (!csv.file) {
+                fprintf(stderr, "bench_attention: cannot append to %s\n", csv_path);
+                if (file) fclose(file);
+                return 1;
+            }
+            if (ftell(csv.file) == 0)
+                fprintf(csv.file, "date,card,commit,peer_version,sweep,impl,dtype,B,Hq,Hkv,S,kv,D,"
+                                  "ms,value,unit\n");
+        }
+        int ok = 1;
+        if (ceilings)
+            ok = measure_ceilings(tiny ? 64 : 8192, tiny ? ((size_t)1 << 20) : ((size_t)1 << 30),
+                                  runs, file, &csv) && ok;
+        if (sweep_prefill) ok = run_sweep('p', tiny, runs, (unsigned)hold_us, file, &csv) && ok;
+        if (sweep_decode) ok = run_sweep('d', tiny, runs, (unsigned)hold_us, file, &csv) && ok;
+        if (csv.file) fclose(csv.file);
+        if (file) fclose(file);
+        return ok ? 0 : 1;
+    }
     int failed = 0;
     for (int i = 0; i < n_cases; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;

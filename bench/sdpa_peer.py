@@ -20,8 +20,16 @@ expanded with repeat_interleave once, outside the timed region (noted as
 counted on the un-replicated bytes so that ratios compare times).
 TF32 is disabled so the peer computes in fp32 like flashgpt.
 
+Sweeps for charts (issue 19; bench/plot.py draws them), instead of the
+table: --sweep-prefill and --sweep-decode time the same points as
+bench_attention's options of those names (SWEEP_SEQS / SWEEP_KVS below);
+--csv FILE appends one row per point in bench_attention's CSV columns, the
+peer version being "torch <version>".
+
 Usage: sdpa_peer.py [--runs N] [--ours FILE|-] [--only prefill|decode] [--hold-us N]
+                    [--sweep-prefill] [--sweep-decode] [--csv FILE] [--commit ID]
 """
+import datetime
 import argparse
 import re
 import sys
@@ -37,6 +45,22 @@ CASES = [
     ("decode", 1, 32, 8, 1, 32768, 128),
     ("decode", 8, 32, 8, 1, 32768, 128),
 ]
+# The sweep points: bench_attention.c's sweep_cases, kept identical.
+SWEEP_SEQS = [512, 1024, 2048, 4096, 8192, 16384]
+SWEEP_KVS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+SWEEP_PREFILL_TOKENS = 16384  # B*S per prefill point
+CSV_HEADER = "date,card,commit,peer_version,sweep,impl,dtype,B,Hq,Hkv,S,kv,D,ms,value,unit"
+
+
+def sweep_cases(kind):
+    """Prefill: H 16, B*S = 16384 tokens, at D 64 then 128; decode: GQA 32/8,
+    D 128, batch 1 then 8."""
+    if kind == "prefill":
+        return [("prefill", max(1, SWEEP_PREFILL_TOKENS // s), 16, 16, s, s, d)
+                for d in (64, 128) for s in SWEEP_SEQS]
+    return [("decode", b, 32, 8, 1, kv, 128) for b in (1, 8) for kv in SWEEP_KVS]
+
+
 ROTATE_BYTES = 200 << 20
 MAX_SETS = 16
 MAX_TOTAL_BYTES = 24 << 30
@@ -134,6 +158,44 @@ def parse_ours(text):
     return ours
 
 
+def run_sweeps(torch, F, args, has_gqa, cycles):
+    """The chart sweeps: one peer line per point and, with --csv, one row."""
+    csv = None
+    if args.csv:
+        csv = open(args.csv, "a")
+        if csv.tell() == 0:
+            csv.write(CSV_HEADER + "\n")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    card = torch.cuda.get_device_name().replace(",", " ")
+    peer = "torch %s" % torch.__version__
+    cases = []
+    if args.sweep_prefill:
+        cases += sweep_cases("prefill")
+    if args.sweep_decode:
+        cases += sweep_cases("decode")
+    ok = True
+    for case in cases:
+        key = case_key(*case)
+        try:
+            ms = time_case(torch, F, case, args.runs, has_gqa, args.hold_us, cycles)[0]
+        except Exception as e:  # report the point, keep going
+            print("peer %s failed: %s" % (key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            ok = False
+            continue
+        unit, value = throughput(*case, ms)
+        print("peer %s ms=%.4f %s=%.2f" % (key, ms, unit, value))
+        sys.stdout.flush()
+        if csv:
+            kind, B, Hq, Hkv, S, kv, D = case
+            csv.write("%s,%s,%s,%s,%s,sdpa,fp32,%d,%d,%d,%d,%d,%d,%.5f,%.6g,%s\n"
+                      % (date, card, args.commit, peer, kind, B, Hq, Hkv, S, kv, D, ms, value,
+                         "TFLOP/s" if unit == "tflops" else "GB/s"))
+            csv.flush()
+    if csv:
+        csv.close()
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=30)
@@ -141,7 +203,13 @@ def main():
     ap.add_argument("--only", choices=["prefill", "decode"])
     ap.add_argument("--hold-us", type=int, default=1000,
                     help="GPU hold before each timed call, microseconds (0: none)")
+    ap.add_argument("--sweep-prefill", action="store_true", help="the prefill sweep, not the table")
+    ap.add_argument("--sweep-decode", action="store_true", help="the decode sweep, not the table")
+    ap.add_argument("--csv", help="append one row per sweep point to this file")
+    ap.add_argument("--commit", default="unknown", help="the flashgpt commit, for the CSV rows")
     args = ap.parse_args()
+    if "," in args.commit or "\n" in args.commit:
+        sys.exit("sdpa_peer.py: --commit must not hold commas or newlines")
     if args.runs < 20:
         sys.exit("sdpa_peer.py: --runs must be at least 20")
     if not 0 <= args.hold_us <= 100000:
@@ -170,6 +238,8 @@ def main():
              args.runs, "GPU time (each call queued behind a %d us hold); call_ms: a call on an "
              "idle stream, host dispatch included" % args.hold_us if cycles else
              "each call on an idle stream (host dispatch included)"))
+    if args.sweep_prefill or args.sweep_decode:
+        return run_sweeps(torch, F, args, has_gqa, cycles)
     rows = []
     for case in CASES:
         if args.only and case[0] != args.only:
