@@ -196,15 +196,121 @@ static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
     return FG_OK;
 }
 
-static fg_status parse_llama(const config_source *s, fgi_hf_config *out)
+/* RoPE settings: transformers <= 4 writes "rope_theta" (and "rope_scaling"
+ * for scaled variants); transformers 5 writes "rope_parameters"
+ * {rope_theta, rope_type, ...}. Both are read, and when both give a theta
+ * they must agree. Only unscaled RoPE ("default") is computed: any other
+ * rope type, or any other parameter, would change the angles, so it is
+ * refused with the key named rather than silently ignored. */
+static fg_status rope_object(const config_source *s, const char *key, double *theta,
+                             int *has_theta)
+{
+    const cJSON *obj = config_key(s, key), *item;
+    if (obj == NULL) return FG_OK;
+    if (!cJSON_IsObject(obj))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file, "\"%s\" must be an object",
+                              key);
+    cJSON_ArrayForEach(item, obj)
+    {
+        const char *name = item->string;
+        char got[64];
+        if (strcmp(name, "rope_type") == 0 || strcmp(name, "type") == 0) {
+            if (cJSON_IsString(item) && strcmp(item->valuestring, "default") == 0) continue;
+            describe(item, got, sizeof got);
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"%s.%s\": %s is not supported (scaled RoPE is not "
+                                  "implemented; supported: \"default\")", key,
+                                  FGI_QUOTE(name), got);
+        }
+        if (strcmp(name, "rope_theta") == 0) {
+            if (!cJSON_IsNumber(item) || !(item->valuedouble > 0.0) ||
+                !(item->valuedouble <= 1e12)) {
+                describe(item, got, sizeof got);
+                return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                      "\"%s.rope_theta\" must be a number in (0, 1e+12] "
+                                      "(got %s)", key, got);
+            }
+            *theta = item->valuedouble;
+            *has_theta = 1;
+            continue;
+        }
+        if (cJSON_IsNull(item)) continue;
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"%s.%s\" is not supported (it changes the RoPE angles)",
+                              key, FGI_QUOTE(name));
+    }
+    return FG_OK;
+}
+
+static fg_status parse_rope(const config_source *s, double *base)
+{
+    double top, nested = 0.0;
+    int has_nested = 0, unused = 0;
+    FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &top));
+    FGI_TRY(rope_object(s, "rope_scaling", &nested, &unused));
+    FGI_TRY(rope_object(s, "rope_parameters", &nested, &has_nested));
+    if (has_nested && config_key(s, "rope_theta") != NULL && nested != top)
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"rope_theta\" (%.17g) and \"rope_parameters.rope_theta\" "
+                              "(%.17g) disagree", top, nested);
+    *base = has_nested ? nested : top;
+    return FG_OK;
+}
+
+/* A key that must be absent, null or false: set, it changes the math in a
+ * way this engine does not compute. */
+static fg_status refuse_if_true(const config_source *s, const char *key, const char *why)
+{
+    int flag;
+    FGI_TRY(get_flag(s, key, 0, &flag));
+    if (flag)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"%s\": true is not supported (%s)", key, why);
+    return FG_OK;
+}
+
+/* Sliding-window attention is not implemented: a window is only accepted
+ * where it cannot apply, i.e. it spans every position the model has, and
+ * transformers 5's per-layer "layer_types" must all be full attention.
+ * Qwen2 (use_sliding_window false) keeps an inert "sliding_window". */
+static fg_status check_window(const config_source *s, int n_ctx, int window_inert)
+{
+    int window;
+    const cJSON *types = config_key(s, "layer_types"), *item;
+    if (types != NULL) {
+        if (!cJSON_IsArray(types))
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"layer_types\" must be an array");
+        cJSON_ArrayForEach(item, types)
+        {
+            if (cJSON_IsString(item) && strcmp(item->valuestring, "full_attention") == 0)
+                continue;
+            char got[64];
+            describe(item, got, sizeof got);
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"layer_types\": %s is not supported (only "
+                                  "\"full_attention\")", got);
+        }
+    }
+    if (window_inert || config_key(s, "sliding_window") == NULL) return FG_OK;
+    FGI_TRY(get_int(s, "sliding_window", 0, 0x7fffffff, &window));
+    if (window < n_ctx)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"sliding_window\" %d is smaller than "
+                              "max_position_embeddings %d; sliding-window attention is "
+                              "not supported", window, n_ctx);
+    return FG_OK;
+}
+
+/* model_type llama, mistral and qwen2: one architecture (RMSNorm, RoPE,
+ * GQA, SwiGLU). Qwen2 adds biases on q, k and v (always present). */
+static fg_status parse_llama(const config_source *s, const char *type, fgi_hf_config *out)
 {
     static const char *const silu[] = {"silu", NULL};
+    const int qwen2 = strcmp(type, "qwen2") == 0;
     fg_config *c = &out->cfg;
-    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim;
-    double eps, theta;
-    if (config_key(s, "rope_scaling") != NULL)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"rope_scaling\" is set; scaled RoPE is not supported");
+    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim, sliding;
+    double eps;
     FGI_TRY(get_int(s, "num_hidden_layers", 0, MAX_COUNT, &n_layer));
     FGI_TRY(get_int(s, "num_attention_heads", 0, MAX_COUNT, &n_head));
     FGI_TRY(get_int(s, "num_key_value_heads", n_head, MAX_COUNT, &n_kv));
@@ -215,10 +321,23 @@ static fg_status parse_llama(const config_source *s, fgi_hf_config *out)
     *c = fg_config_llama(n_layer, n_embd, n_head, n_kv, n_inner, vocab, n_ctx);
     FGI_TRY(get_number(s, "rms_norm_eps", 1e-6, 0.0, 0, 1.0, &eps));
     c->norm_eps = (float)eps;
-    FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &theta));
-    c->rope_base = theta;
-    FGI_TRY(get_flag(s, "tie_word_embeddings", 0, &out->tied));
+    FGI_TRY(parse_rope(s, &c->rope_base));
+    /* transformers' default differs: Llama and Mistral untied, Qwen2 tied */
+    FGI_TRY(get_flag(s, "tie_word_embeddings", qwen2, &out->tied));
     FGI_TRY(require_one_of(s, "hidden_act", silu));
+    /* Llama's attention_bias also adds an o_proj bias, which the layer has
+     * no slot for; Qwen2 always has q/k/v biases and no such key. */
+    FGI_TRY(refuse_if_true(s, "attention_bias", "biases on the attention projections"));
+    FGI_TRY(refuse_if_true(s, "mlp_bias", "biases on the MLP projections"));
+    out->qkv_bias = qwen2;
+    if (qwen2) {
+        FGI_TRY(get_flag(s, "use_sliding_window", 0, &sliding));
+        if (sliding)
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"use_sliding_window\": true is not supported "
+                                  "(sliding-window attention)");
+    }
+    FGI_TRY(check_window(s, n_ctx, qwen2));
     if (config_key(s, "head_dim") == NULL) return FG_OK;
     FGI_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
     if ((long long)head_dim * n_head != n_embd)
@@ -256,10 +375,13 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
     if (st == FG_OK && type == NULL) st = missing_key(&s, "model_type");
     if (st == FG_OK) {
         if (strcmp(type, "gpt2") == 0) st = parse_gpt2(&s, out);
-        else if (strcmp(type, "llama") == 0) st = parse_llama(&s, out);
+        else if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0 ||
+                 strcmp(type, "qwen2") == 0)
+            st = parse_llama(&s, type, out);
         else
             st = fgi_file_error(FG_ERR_UNSUPPORTED, fn, file,
-                                "model_type \"%s\" is not supported (gpt2, llama)",
+                                "model_type \"%s\" is not supported (gpt2, llama, "
+                                "mistral, qwen2)",
                                 fgi_quote_bytes((char[200]){0}, 200, type, strlen(type)));
     }
     if (st == FG_OK && fgi_check_config(fn, &out->cfg) != FG_OK)
@@ -501,7 +623,9 @@ static fg_status load_tensors(fg_model **model, const char *fn,
     const fgi_model_parts parts = {
         .wpe = gpt2 && (!c->use_rope || fgi_safetensors_find(h, wpe) != NULL),
         .biases = gpt2,
-        .qkv_bias = gpt2 || fgi_safetensors_find(h, "model.layers.0.self_attn.q_proj.bias"),
+        /* Qwen2 always has them; a Llama file may carry them */
+        .qkv_bias = gpt2 || hc->qkv_bias ||
+                    fgi_safetensors_find(h, "model.layers.0.self_attn.q_proj.bias"),
         .lm_head = !hc->tied,
     };
     loading ld = {.fn = fn, .r = r, .h = h};

@@ -165,7 +165,8 @@ fg_status fgi_safetensors_dtype(const fgi_st_tensor *t, const char *fn,
 
 typedef struct {
     fg_config cfg;
-    int tied; /* classifier tied to the embeddings */
+    int tied;     /* classifier tied to the embeddings */
+    int qkv_bias; /* q/k/v biases required (Qwen2); else optional (Llama) */
 } fgi_hf_config;
 
 /* Parses config.json text (len bytes, need not end in NUL). */

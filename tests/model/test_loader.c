@@ -785,6 +785,180 @@ Test(hf_llama, f16_tied) { llama_round_trip("F16", 0, 0, 201); }
 Test(hf_llama, f32_untied) { llama_round_trip("F32", 1, 0, 202); }
 Test(hf_llama, bf16_untied_with_qkv_bias) { llama_round_trip("BF16", 1, 1, 203); }
 
+static void assert_message_is_safe(void)
+{
+    for (const unsigned char *p = (const unsigned char *)fg_last_error(); *p; p++)
+        cr_assert(*p >= 0x20 && *p < 0x7F, "byte 0x%02X in \"%s\"", *p, fg_last_error());
+}
+
+/* Config variants of the Llama architecture (issue 14): the model written
+ * as a Llama folder, its config.json then replaced by one of `type` whose
+ * RoPE / family keys are `keys` (a JSON fragment starting with ", ").
+ * Returns the folder. */
+static const char *llama_variant(const char *name, const fgi_test_model *m, const char *type,
+                                 const char *keys)
+{
+    const fg_config *c = &m->cfg;
+    const char *dir = make_dir(name);
+    hf_llama_layer hf[3];
+    write_llama_folder(dir, m, "F32", hf);
+    for (int i = 0; i < c->n_layer; i++) free_hf_layer(&hf[i]);
+    bytes j = {0};
+    put_text(&j, "{\"model_type\": \"%s\", \"hidden_act\": \"silu\", "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+                 "\"num_key_value_heads\": %d, \"hidden_size\": %d, "
+                 "\"intermediate_size\": %d, \"vocab_size\": %d, "
+                 "\"max_position_embeddings\": %d, \"rms_norm_eps\": %.9g%s}",
+             type, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->n_inner,
+             c->vocab_size, c->n_ctx, (double)c->norm_eps, keys);
+    put(&j, "", 1);
+    write_text(dir, "config.json", (const char *)j.p);
+    free(j.p);
+    return dir;
+}
+
+static const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static const char *fmt(const char *f, ...)
+{
+    static char buf[8][512];
+    static int next;
+    char *b = buf[next++ % 8];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(b, sizeof buf[0], f, ap);
+    va_end(ap);
+    return b;
+}
+
+/* The model loads with the written configuration and computes m's logits. */
+static void variant_loads(const char *dir, const fgi_test_model *m, fgi_rng *rng)
+{
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    assert_same_weights(loaded, m);
+    assert_same_logits(loaded, m, rng);
+    fg_model_destroy(loaded);
+}
+
+/* transformers 5 writes theta inside "rope_parameters"; it used to be
+ * ignored (theta silently 10000). */
+Test(hf_llama, rope_theta_from_rope_parameters_or_top_level)
+{
+    fgi_rng rng = fgi_rng_make(204);
+    fg_config c = random_llama_config(&rng);
+    c.rope_base = 500000.0 * (0.5 + fgi_rng_uniform(&rng));
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
+    const double t = c.rope_base;
+    const char *tied = ", \"tie_word_embeddings\": false";
+    variant_loads(llama_variant("v5", &m, "llama", fmt("%s, \"rope_parameters\": {\"rope_theta\": "
+                                "%.17g, \"rope_type\": \"default\"}", tied, t)), &m, &rng);
+    variant_loads(llama_variant("both", &m, "llama", fmt("%s, \"rope_theta\": %.17g, "
+                                "\"rope_parameters\": {\"rope_theta\": %.17g}, "
+                                "\"rope_scaling\": {\"rope_type\": \"default\"}", tied, t, t)),
+                  &m, &rng);
+    variant_loads(llama_variant("v4", &m, "llama", fmt("%s, \"rope_theta\": %.17g, "
+                                "\"rope_parameters\": null", tied, t)), &m, &rng);
+    load_fails(fg_model_load_hf, llama_variant("disagree", &m, "llama",
+               fmt("%s, \"rope_theta\": 10000, \"rope_parameters\": {\"rope_theta\": %.17g}",
+                   tied, t)), FG_ERR_FORMAT, "disagree");
+    load_fails(fg_model_load_hf, llama_variant("neg", &m, "llama",
+               ", \"rope_parameters\": {\"rope_theta\": -1}"), FG_ERR_FORMAT,
+               "\"rope_parameters.rope_theta\" must be a number");
+    load_fails(fg_model_load_hf, llama_variant("notobj", &m, "llama",
+               ", \"rope_parameters\": 5"), FG_ERR_FORMAT, "\"rope_parameters\" must be an object");
+    fgi_test_model_free(&m);
+}
+
+/* Scaled RoPE and any other RoPE parameter change the angles: refused with
+ * the key named, never ignored. */
+Test(hf_llama, scaled_or_unknown_rope_is_refused_with_the_key_named)
+{
+    fgi_rng rng = fgi_rng_make(205);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    static const struct {
+        const char *keys, *needle;
+    } cases[] = {
+        {", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+         "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+         "\"original_max_position_embeddings\": 8192}",
+         "\"rope_scaling.rope_type\": \"llama3\" is not supported"},
+        {", \"rope_parameters\": {\"rope_theta\": 500000.0, \"rope_type\": \"linear\", "
+         "\"factor\": 2.0}", "\"rope_parameters.rope_type\": \"linear\" is not supported"},
+        {", \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2.0}",
+         "\"rope_scaling.type\": \"dynamic\""},
+        {", \"rope_parameters\": {\"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.5}",
+         "\"rope_parameters.partial_rotary_factor\" is not supported"},
+        {", \"rope_parameters\": {\"rope_type\": 3}", "\"rope_parameters.rope_type\": 3"},
+        {", \"rope_parameters\": {\"x\\n\\u001b[2J\": 1}",
+         "\"rope_parameters.x\\x0A\\x1B[2J\" is not supported"},
+        {", \"attention_bias\": true", "\"attention_bias\": true is not supported"},
+        {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported"},
+        {", \"head_dim\": 2", "\"head_dim\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        load_fails(fg_model_load_hf, llama_variant(fmt("r%zu", i), &m, "llama", cases[i].keys),
+                   FG_ERR_UNSUPPORTED, cases[i].needle);
+        assert_message_is_safe();
+    }
+    fgi_test_model_free(&m);
+}
+
+/* Mistral is the Llama architecture; its sliding window is accepted only
+ * where it cannot apply (null, or at least max_position_embeddings). */
+Test(hf_llama, mistral_with_and_without_a_window)
+{
+    fgi_rng rng = fgi_rng_make(206);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
+    const char *base = fmt(", \"rope_theta\": %.17g", c.rope_base);
+    variant_loads(llama_variant("m1", &m, "mistral", fmt("%s, \"sliding_window\": null", base)),
+                  &m, &rng);
+    variant_loads(llama_variant("m2", &m, "mistral", fmt("%s, \"sliding_window\": %d, "
+                                "\"layer_types\": [\"full_attention\"]", base, c.n_ctx)),
+                  &m, &rng);
+    load_fails(fg_model_load_hf, llama_variant("m3", &m, "mistral",
+               fmt("%s, \"sliding_window\": %d", base, c.n_ctx - 1)), FG_ERR_UNSUPPORTED,
+               "\"sliding_window\"");
+    load_fails(fg_model_load_hf, llama_variant("m4", &m, "mistral",
+               fmt("%s, \"layer_types\": [\"sliding_attention\"]", base)), FG_ERR_UNSUPPORTED,
+               "\"layer_types\": \"sliding_attention\"");
+    fgi_test_model_free(&m);
+}
+
+/* Qwen2: q/k/v biases always, classifier tied unless the config says not,
+ * sliding window only when switched on. */
+Test(hf_llama, qwen2_biases_tied_and_untied)
+{
+    fgi_rng rng = fgi_rng_make(207);
+    for (int untied = 0; untied < 2; untied++) {
+        fg_config c = random_llama_config(&rng);
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, untied);
+        float *biases[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < c.n_layer; i++) {
+            biases[i] = fgi_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
+            m.layers[i].c_attn_b = biases[i];
+        }
+        const char *keys = fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 1, "
+                               "\"max_window_layers\": 1", c.rope_base,
+                               untied ? ", \"tie_word_embeddings\": false" : "");
+        variant_loads(llama_variant(fmt("q%d", untied), &m, "qwen2",
+                                    fmt("%s, \"use_sliding_window\": false", keys)), &m, &rng);
+        load_fails(fg_model_load_hf, llama_variant(fmt("qs%d", untied), &m, "qwen2",
+                   fmt("%s, \"use_sliding_window\": true", keys)), FG_ERR_UNSUPPORTED,
+                   "\"use_sliding_window\": true");
+        for (int i = 0; i < 3; i++) fgi_buf_free(biases[i]);
+        for (int i = 0; i < c.n_layer; i++) m.layers[i].c_attn_b = NULL;
+        /* written without biases: Qwen2 needs them */
+        load_fails(fg_model_load_hf, llama_variant(fmt("qn%d", untied), &m, "qwen2", keys),
+                   FG_ERR_FORMAT, "missing tensor 'model.layers.0.self_attn.q_proj.bias'");
+        fgi_test_model_free(&m);
+    }
+}
+
 /* The permutation must turn Hugging Face's half-split rotation into our
  * interleaved one. Independently of how the test laid the file out: apply
  * HF's rotate_half RoPE to q/k computed from the stored HF matrices, and our
@@ -1492,12 +1666,6 @@ Test(malformed, oversized_config_is_refused_before_reading, .timeout = 20)
 }
 
 /* Asserts the last message is one line of printable ASCII. */
-static void assert_message_is_safe(void)
-{
-    for (const unsigned char *p = (const unsigned char *)fg_last_error(); *p; p++)
-        cr_assert(*p >= 0x20 && *p < 0x7F, "byte 0x%02X in \"%s\"", *p, fg_last_error());
-}
-
 /* Names and strings from files reach messages quoted and escaped: a newline
  * cannot split the one-line error, an escape sequence cannot reach the
  * terminal. */
