@@ -1,5 +1,6 @@
-/* Hugging Face checkpoint folders: config.json + model.safetensors, for
- * model_type "gpt2" and "llama".
+/* Hugging Face checkpoint folders: config.json + model.safetensors, or
+ * model.safetensors.index.json and its shards, for model_type "gpt2" and
+ * the Llama architecture ("llama", "mistral", "qwen2").
  *
  * The configuration is parsed with cJSON and every value range-checked
  * before anything is sized from it. Tensors are then visited twice by one
@@ -7,7 +8,9 @@
  * convertible, shape exactly as the configuration implies; nothing
  * allocated) and, only if that passes, a loading pass that allocates the
  * model and reads each tensor into its place. So the model is never larger
- * than the tensors the file really holds.
+ * than the tensors the file really holds. A sharded checkpoint is the same
+ * walk over several files (every shard header parsed and checked against
+ * the index first).
  *
  * Layout conversions (see decoder.h for the target layout):
  *  - GPT-2 Conv1D weights are already (in, out); c_attn is already [q|k|v].
@@ -394,10 +397,14 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
 
 /* Tensors --------------------------------------------------------------------------- */
 
+/* The checkpoint: one safetensors file, or the shards of an index; `file`
+ * names it in messages about the model as a whole (a missing tensor). No
+ * tensor name is in two shards (checked when the shards are opened). */
 typedef struct {
-    const char *fn;
-    const fgi_reader *r;
-    const fgi_st_header *h;
+    const char *fn, *file;
+    size_t n_shards;
+    const fgi_reader *r;    /* n_shards readers */
+    const fgi_st_header *h; /* their headers */
     fg_model *model;       /* NULL during the checking pass */
     float *scratch;
     size_t scratch_floats; /* largest tensor that needs re-laying-out */
@@ -431,14 +438,28 @@ static int same_shape(const fgi_st_tensor *t, const int64_t *shape, int n_dims)
     return 1;
 }
 
-static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
+/* The tensor called `name` in any shard, and which shard holds it. */
+static fgi_st_tensor *find_tensor(const loading *ld, const char *name, size_t *shard)
+{
+    for (size_t i = 0; i < ld->n_shards; i++) {
+        fgi_st_tensor *t = fgi_safetensors_find(&ld->h[i], name);
+        if (t != NULL) {
+            if (shard != NULL) *shard = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* `file`: the shard holding t */
+static fg_status check_shape(const loading *ld, const char *file, const fgi_st_tensor *t,
                              const int64_t *shape, int n_dims)
 {
     char got[128], want[128];
     if (same_shape(t, shape, n_dims)) return FG_OK;
     format_shape(got, sizeof got, t->shape, t->n_dims);
     format_shape(want, sizeof want, shape, n_dims);
-    return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
+    return fgi_file_error(FG_ERR_FORMAT, ld->fn, file,
                           "tensor '%s' has shape %s, expected %s", FGI_QUOTE(t->name), got,
                           want);
 }
@@ -448,26 +469,28 @@ static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
 static fg_status tensor(loading *ld, const char *name, int vector, size_t rows,
                         size_t cols, fgi_placement place)
 {
-    fgi_st_tensor *t = fgi_safetensors_find(ld->h, name);
+    size_t shard = 0;
+    fgi_st_tensor *t = find_tensor(ld, name, &shard);
+    const fgi_reader *r = &ld->r[shard];
     fgi_dtype dtype;
     if (t == NULL)
-        return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
+        return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->file,
                               "missing tensor '%s'", name);
-    FGI_TRY(fgi_safetensors_dtype(t, ld->fn, ld->r->name, &dtype));
+    FGI_TRY(fgi_safetensors_dtype(t, ld->fn, r->name, &dtype));
     if (ld->model == NULL) {
         const int64_t matrix[2] = {(int64_t)rows, (int64_t)cols};
         const int64_t flat[1] = {(int64_t)(rows * cols)};
-        FGI_TRY(check_shape(ld, t, vector ? flat : matrix, vector ? 1 : 2));
+        FGI_TRY(check_shape(ld, r->name, t, vector ? flat : matrix, vector ? 1 : 2));
         t->used = 1;
         if ((place.transpose || place.rope_head_dim || place.dst_stride != cols) &&
             rows * cols > ld->scratch_floats)
             ld->scratch_floats = rows * cols;
         return FG_OK;
     }
-    const fgi_tensor_read read = {.offset = ld->h->data_start + t->begin,
+    const fgi_tensor_read read = {.offset = ld->h[shard].data_start + t->begin,
                                   .dtype = dtype, .rows = rows, .cols = cols,
                                   .place = place};
-    return fgi_read_tensor(ld->r, &read, ld->scratch);
+    return fgi_read_tensor(r, &read, ld->scratch);
 }
 
 static fgi_placement copy_to(const float *dst, size_t cols)
@@ -575,18 +598,16 @@ static int is_layer_buffer(const char *name, const char *head, const char *tail)
 /* Tensors the model does not need: buffers that carry no weights, and a
  * classifier copy when the classifier is tied. Anything else unused would
  * change what the model computes, so it is refused. */
-static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
-                              const char *pre)
+static fg_status check_unused_shard(const loading *ld, const fgi_hf_config *hc,
+                                    const char *head, size_t s)
 {
     const fg_config *c = &hc->cfg;
     const int64_t classifier[2] = {c->vocab_size, c->n_embd};
-    char head[64];
-    snprintf(head, sizeof head, "%sh.", pre);
-    for (size_t i = 0; i < ld->h->n_tensors; i++) {
-        const fgi_st_tensor *t = &ld->h->tensors[i];
+    for (size_t i = 0; i < ld->h[s].n_tensors; i++) {
+        const fgi_st_tensor *t = &ld->h[s].tensors[i];
         if (t->used) continue;
         if (strcmp(t->name, "lm_head.weight") == 0 && hc->tied) {
-            FGI_TRY(check_shape(ld, t, classifier, 2));
+            FGI_TRY(check_shape(ld, ld->r[s].name, t, classifier, 2));
             continue;
         }
         if (c->arch == FG_ARCH_GPT2 && (is_layer_buffer(t->name, head, ".attn.bias") ||
@@ -595,11 +616,20 @@ static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
         if (c->arch == FG_ARCH_LLAMA &&
             is_layer_buffer(t->name, "model.layers.", ".self_attn.rotary_emb.inv_freq"))
             continue;
-        return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r->name,
+        return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r[s].name,
                               "tensor '%s' is not used by the %s loader (an unsupported "
                               "variant?)", FGI_QUOTE(t->name),
                               c->arch == FG_ARCH_GPT2 ? "gpt2" : "llama");
     }
+    return FG_OK;
+}
+
+static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
+                              const char *pre)
+{
+    char head[64];
+    snprintf(head, sizeof head, "%sh.", pre);
+    for (size_t s = 0; s < ld->n_shards; s++) FGI_TRY(check_unused_shard(ld, hc, head, s));
     return FG_OK;
 }
 
@@ -610,25 +640,24 @@ static fg_status walk(loading *ld, const fgi_hf_config *hc, const char *pre,
     return llama_tensors(ld, &hc->cfg, parts);
 }
 
-static fg_status load_tensors(fg_model **model, const char *fn,
-                              const fgi_hf_config *hc, const fgi_reader *r,
-                              const fgi_st_header *h)
+/* ld: fn, file and the shards; the rest is filled here. */
+static fg_status load_tensors(fg_model **model, const fgi_hf_config *hc, loading ld)
 {
+    const char *fn = ld.fn;
     const fg_config *c = &hc->cfg;
     const int gpt2 = c->arch == FG_ARCH_GPT2;
-    const char *pre = gpt2 && fgi_safetensors_find(h, "transformer.wte.weight")
+    const char *pre = gpt2 && find_tensor(&ld, "transformer.wte.weight", NULL)
                           ? "transformer." : "";
     char wpe[32];
     snprintf(wpe, sizeof wpe, "%swpe.weight", pre);
     const fgi_model_parts parts = {
-        .wpe = gpt2 && (!c->use_rope || fgi_safetensors_find(h, wpe) != NULL),
+        .wpe = gpt2 && (!c->use_rope || find_tensor(&ld, wpe, NULL) != NULL),
         .biases = gpt2,
         /* Qwen2 always has them; a Llama file may carry them */
         .qkv_bias = gpt2 || hc->qkv_bias ||
-                    fgi_safetensors_find(h, "model.layers.0.self_attn.q_proj.bias"),
+                    find_tensor(&ld, "model.layers.0.self_attn.q_proj.bias", NULL),
         .lm_head = !hc->tied,
     };
-    loading ld = {.fn = fn, .r = r, .h = h};
     FGI_TRY(walk(&ld, hc, pre, &parts));
     FGI_TRY(check_unused(&ld, hc, pre));
 
@@ -653,9 +682,192 @@ fg_status fgi_hf_load(fg_model **model, const char *fn, const fgi_hf_config *con
     fgi_st_header h;
     *model = NULL;
     FGI_TRY(fgi_safetensors_open(&h, st));
-    fg_status status = load_tensors(model, fn, config, st, &h);
+    const loading ld = {.fn = fn, .file = st->name, .n_shards = 1, .r = st, .h = &h};
+    fg_status status = load_tensors(model, config, ld);
     fgi_safetensors_free(&h);
     return status;
+}
+
+/* Sharded checkpoints ----------------------------------------------------------------
+ *
+ * model.safetensors.index.json: {"metadata": {...}, "weight_map": {tensor:
+ * shard file}}. The index and the shards must agree exactly: every tensor
+ * of the index is in the shard it names, every tensor of every shard is in
+ * the index under that shard (so no tensor is in two shards), and no tensor
+ * is listed twice. A shard must be a plain file name: the index cannot
+ * make the loader open anything outside the folder. */
+
+#define MAX_INDEX_BYTES ((uint64_t)64 << 20)
+#define MAX_SHARDS 65536
+
+typedef struct {
+    const char *name; /* points into the parsed JSON */
+    size_t shard;
+} index_entry;
+
+typedef struct {
+    cJSON *root;
+    const char **files; /* distinct shard names, in order of first mention */
+    size_t n_files;
+    index_entry *entries; /* sorted by name */
+    size_t n_entries;
+} shard_index;
+
+static void index_free(shard_index *x)
+{
+    cJSON_Delete(x->root);
+    free(x->files);
+    free(x->entries);
+    *x = (shard_index){0};
+}
+
+static int by_entry_name(const void *a, const void *b)
+{
+    return strcmp(((const index_entry *)a)->name, ((const index_entry *)b)->name);
+}
+
+static const index_entry *index_find(const shard_index *x, const char *name)
+{
+    const index_entry key = {name, 0};
+    return x->n_entries ? bsearch(&key, x->entries, x->n_entries, sizeof key, by_entry_name)
+                        : NULL;
+}
+
+static fg_status index_entries(shard_index *x, const char *fn, const char *path,
+                               const cJSON *map)
+{
+    const cJSON *item;
+    size_t n = 0;
+    cJSON_ArrayForEach(item, map) n++;
+    if (n == 0) return fgi_file_error(FG_ERR_FORMAT, fn, path, "\"weight_map\" is empty");
+    FGI_TRY(fgi_alloc(fn, (void **)&x->entries, n, sizeof *x->entries));
+    FGI_TRY(fgi_alloc(fn, (void **)&x->files, n, sizeof *x->files));
+    cJSON_ArrayForEach(item, map)
+    {
+        const char *file = cJSON_IsString(item) ? item->valuestring : NULL;
+        if (file == NULL)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "\"weight_map\" entry '%s' is not a file name string",
+                                  FGI_QUOTE(item->string));
+        if (file[0] == '\0' || strchr(file, '/') != NULL || strcmp(file, ".") == 0 ||
+            strcmp(file, "..") == 0)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "tensor '%s' is mapped to '%s', which is not a file "
+                                  "in the checkpoint's folder", FGI_QUOTE(item->string),
+                                  FGI_QUOTE(file));
+        size_t f = 0;
+        while (f < x->n_files && strcmp(x->files[f], file) != 0) f++;
+        if (f == x->n_files) {
+            if (x->n_files == MAX_SHARDS)
+                return fgi_file_error(FG_ERR_FORMAT, fn, path, "names more than %d shards",
+                                      MAX_SHARDS);
+            x->files[x->n_files++] = file;
+        }
+        x->entries[x->n_entries++] = (index_entry){item->string, f};
+    }
+    qsort(x->entries, x->n_entries, sizeof *x->entries, by_entry_name);
+    for (size_t i = 1; i < x->n_entries; i++)
+        if (strcmp(x->entries[i - 1].name, x->entries[i].name) == 0)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "tensor '%s' is listed twice in \"weight_map\"",
+                                  FGI_QUOTE(x->entries[i].name));
+    return FG_OK;
+}
+
+static fg_status read_index(shard_index *x, const char *fn, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    const char *end = NULL;
+    *x = (shard_index){0};
+    FGI_TRY(fgi_load_input(fn, path, MAX_INDEX_BYTES, "a safetensors index", &text, &len));
+    fg_status st = FG_OK;
+    if (memchr(text, '\0', len) != NULL)
+        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "contains a NUL byte");
+    if (st == FG_OK) {
+        x->root = cJSON_ParseWithOpts(text, &end, 1);
+        if (x->root == NULL)
+            st = fgi_file_error(FG_ERR_FORMAT, fn, path, "not valid JSON (near byte %zu)",
+                                end != NULL && end >= text ? (size_t)(end - text) : 0);
+    }
+    const cJSON *map = st == FG_OK ? cJSON_GetObjectItemCaseSensitive(x->root, "weight_map")
+                                   : NULL;
+    if (st == FG_OK && !cJSON_IsObject(map))
+        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "needs a \"weight_map\" object");
+    if (st == FG_OK) st = index_entries(x, fn, path, map);
+    free(text);
+    if (st != FG_OK) index_free(x);
+    return st;
+}
+
+/* Index and shards agree exactly (see above). */
+static fg_status check_shards(const shard_index *x, const char *fn, const char *path,
+                              const fgi_reader *r, const fgi_st_header *h)
+{
+    for (size_t s = 0; s < x->n_files; s++)
+        for (size_t i = 0; i < h[s].n_tensors; i++) {
+            const char *name = h[s].tensors[i].name;
+            const index_entry *e = index_find(x, name);
+            if (e == NULL)
+                return fgi_file_error(FG_ERR_FORMAT, fn, r[s].name,
+                                      "tensor '%s' is not in the index", FGI_QUOTE(name));
+            if (e->shard != s)
+                return fgi_file_error(FG_ERR_FORMAT, fn, r[s].name,
+                                      "tensor '%s' is also here, but the index maps it "
+                                      "to '%s'", FGI_QUOTE(name),
+                                      FGI_QUOTE(x->files[e->shard]));
+        }
+    for (size_t i = 0; i < x->n_entries; i++)
+        if (fgi_safetensors_find(&h[x->entries[i].shard], x->entries[i].name) == NULL)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "maps tensor '%s' to '%s', which does not hold it",
+                                  FGI_QUOTE(x->entries[i].name),
+                                  FGI_QUOTE(x->files[x->entries[i].shard]));
+    return FG_OK;
+}
+
+static fg_status join(const char *fn, const char *dir, const char *file, char **out);
+
+static fg_status load_sharded(fg_model **model, const char *fn, const fgi_hf_config *hc,
+                              const char *dir, const char *index_path,
+                              fgi_progress *progress)
+{
+    shard_index x;
+    FGI_TRY(read_index(&x, fn, index_path));
+    char **paths = NULL;
+    fgi_reader *r = NULL;
+    fgi_st_header *h = NULL;
+    size_t opened = 0, parsed = 0;
+    uint64_t total = 0;
+    fg_status st = fgi_alloc(fn, (void **)&paths, x.n_files, sizeof *paths);
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&r, x.n_files, sizeof *r);
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&h, x.n_files, sizeof *h);
+    for (size_t s = 0; st == FG_OK && s < x.n_files; s++) {
+        st = join(fn, dir, x.files[s], &paths[s]);
+        if (st == FG_OK) st = fgi_reader_open(&r[s], fn, paths[s]);
+        if (st != FG_OK) break;
+        opened++;
+        r[s].progress = progress;
+        total += r[s].size;
+        st = fgi_safetensors_open(&h[s], &r[s]);
+        if (st == FG_OK) parsed++;
+    }
+    if (st == FG_OK) st = check_shards(&x, fn, index_path, r, h);
+    if (st == FG_OK) {
+        fgi_progress_begin(progress, total);
+        const loading ld = {.fn = fn, .file = index_path, .n_shards = x.n_files, .r = r,
+                            .h = h};
+        st = load_tensors(model, hc, ld);
+        if (st == FG_OK) fgi_progress_finish(progress);
+    }
+    for (size_t s = 0; s < parsed; s++) fgi_safetensors_free(&h[s]);
+    for (size_t s = 0; s < opened; s++) fgi_reader_close(&r[s]);
+    for (size_t s = 0; paths != NULL && s < x.n_files; s++) free(paths[s]);
+    free(paths);
+    free(r);
+    free(h);
+    index_free(&x);
+    return st;
 }
 
 /* The folder ----------------------------------------------------------------------- */
@@ -678,17 +890,16 @@ static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path
     return st;
 }
 
-static fg_status load_folder(fg_model **model, const char *fn, const char *config_path,
-                             const char *weights_path, const char *index_path,
-                             fgi_progress *progress)
+static fg_status load_folder(fg_model **model, const char *fn, const char *dir,
+                             const char *config_path, const char *weights_path,
+                             const char *index_path, fgi_progress *progress)
 {
     fgi_hf_config hc;
     fgi_reader r;
     FGI_TRY(read_config(&hc, fn, config_path));
+    /* one file when there is one (as transformers prefers), else the shards */
     if (access(weights_path, F_OK) != 0 && access(index_path, F_OK) == 0)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, fn, index_path,
-                              "sharded checkpoints are not supported; merge the "
-                              "shards into one model.safetensors");
+        return load_sharded(model, fn, &hc, dir, index_path, progress);
     FGI_TRY(fgi_reader_open(&r, fn, weights_path));
     r.progress = progress;
     fgi_progress_begin(progress, r.size);
@@ -705,7 +916,7 @@ fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir,
     fg_status st = join(fn, dir, "config.json", &config);
     if (st == FG_OK) st = join(fn, dir, "model.safetensors", &weights);
     if (st == FG_OK) st = join(fn, dir, "model.safetensors.index.json", &index);
-    if (st == FG_OK) st = load_folder(model, fn, config, weights, index, progress);
+    if (st == FG_OK) st = load_folder(model, fn, dir, config, weights, index, progress);
     free(config);
     free(weights);
     free(index);

@@ -702,13 +702,12 @@ static void write_llama_config(const char *dir, const fg_config *c, int tied,
 
 /* Writes m as a Hugging Face Llama folder; hf receives the per-layer
  * matrices (the caller frees them). */
-static void write_llama_folder(const char *dir, const fgi_test_model *m, const char *dtype,
-                               hf_llama_layer *hf)
+static void llama_list(st_list *l, const fgi_test_model *m, const char *dtype,
+                       hf_llama_layer *hf)
 {
     const fg_config *c = &m->cfg;
     const long long C = c->n_embd, I = c->n_inner, d = C / c->n_head;
     const long long nq = c->n_head * d, nkv = c->n_kv_head * d;
-    st_list *l = calloc(1, sizeof *l);
     st_add(l, dtype, m->w.wte, 2, c->vocab_size, C, "model.embed_tokens.weight");
     for (int i = 0; i < c->n_layer; i++) {
         const fg_layer_weights *w = &m->layers[i];
@@ -735,10 +734,17 @@ static void write_llama_folder(const char *dir, const fgi_test_model *m, const c
     }
     st_add(l, dtype, m->w.ln_f_g, 1, C, 0, "model.norm.weight");
     if (m->w.lm_head) st_add(l, dtype, m->w.lm_head, 2, c->vocab_size, C, "lm_head.weight");
+}
+
+static void write_llama_folder(const char *dir, const fgi_test_model *m, const char *dtype,
+                               hf_llama_layer *hf)
+{
+    st_list *l = calloc(1, sizeof *l);
+    llama_list(l, m, dtype, hf);
     char path[1024];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_write(path, l);
-    write_llama_config(dir, c, m->w.lm_head == NULL, NULL);
+    write_llama_config(dir, &m->cfg, m->w.lm_head == NULL, NULL);
     st_free(l);
     free(l);
 }
@@ -957,6 +963,188 @@ Test(hf_llama, qwen2_biases_tied_and_untied)
                    FG_ERR_FORMAT, "missing tensor 'model.layers.0.self_attn.q_proj.bias'");
         fgi_test_model_free(&m);
     }
+}
+
+/* Sharded checkpoints ------------------------------------------------------------- */
+
+static const char *shard_name(int k, int n)
+{
+    return fmt("model-%05d-of-%05d.safetensors", k + 1, n);
+}
+
+/* Writes l as n shards (tensor i in shard i % n) and the index, plus a
+ * config for m. `skip` (may be NULL) is left out of the index, `extra` is
+ * appended inside "weight_map", and with `dup` the first tensor is written
+ * into the last shard as well. Returns the bytes of all shards. */
+static uint64_t write_sharded(const char *dir, const fgi_test_model *m, const st_list *l,
+                              int n, const char *skip, const char *extra, int dup)
+{
+    uint64_t total = 0;
+    bytes idx = {0};
+    int first = 1;
+    put_text(&idx, "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {");
+    for (int k = 0; k < n; k++) {
+        st_list *part = calloc(1, sizeof *part);
+        for (int i = k; i < l->n; i += n) {
+            part->t[part->n++] = l->t[i]; /* shallow: the list keeps ownership */
+            if (skip != NULL && strcmp(l->t[i].name, skip) == 0) continue;
+            put_text(&idx, "%s\"%s\": \"%s\"", first ? "" : ", ", l->t[i].name,
+                     shard_name(k, n));
+            first = 0;
+        }
+        if (dup && k == n - 1) part->t[part->n++] = l->t[0];
+        const char *path = tmp_path("%s/%s", strrchr(dir, '/') + 1, shard_name(k, n));
+        st_write(path, part);
+        total += file_size(path);
+        free(part);
+    }
+    put_text(&idx, "%s}}", extra ? extra : "");
+    put(&idx, "", 1);
+    write_text(dir, "model.safetensors.index.json", (const char *)idx.p);
+    free(idx.p);
+    write_llama_config(dir, &m->cfg, m->w.lm_head == NULL, NULL);
+    return total;
+}
+
+TestSuite(hf_sharded, .init = make_tmp, .fini = remove_tmp);
+
+/* The shards of an index load exactly like the one file they were cut from. */
+Test(hf_sharded, shards_load_like_the_single_file)
+{
+    fgi_rng rng = fgi_rng_make(208);
+    for (int untied = 0; untied < 2; untied++) {
+        fg_config c = random_llama_config(&rng);
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, untied);
+        round_model(&m, "BF16");
+        hf_llama_layer hf[3];
+        st_list *l = calloc(1, sizeof *l);
+        llama_list(l, &m, "BF16", hf);
+        const char *one = make_dir(fmt("one%d", untied));
+        st_write(tmp_path("one%d/model.safetensors", untied), l);
+        write_llama_config(one, &c, !untied, NULL);
+        const char *many = make_dir(fmt("many%d", untied));
+        const uint64_t shard_bytes = write_sharded(many, &m, l, 3 + untied, NULL, NULL, 0);
+        fg_model *a = load_ok(fg_model_load_hf, one);
+        fg_model *b = load_with_progress_ok(many, shard_bytes);
+        assert_same_weights(b, &m);
+        assert_same_logits(b, &m, &rng);
+        const fg_weights *wa = fg_model_weights(a), *wb = fg_model_weights(b);
+        cr_assert(memcmp(wa->wte, wb->wte, sizeof(float) * (size_t)c.vocab_size *
+                         (size_t)c.n_embd) == 0);
+        fg_model_destroy(a);
+        fg_model_destroy(b);
+        /* one shard is a valid index too */
+        const char *single = make_dir(fmt("single%d", untied));
+        write_sharded(single, &m, l, 1, NULL, NULL, 0);
+        b = load_ok(fg_model_load_hf, single);
+        assert_same_weights(b, &m);
+        fg_model_destroy(b);
+        for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+        st_free(l);
+        free(l);
+        fgi_test_model_free(&m);
+    }
+}
+
+Test(hf_sharded, index_and_shards_must_agree)
+{
+    fgi_rng rng = fgi_rng_make(209);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
+    hf_llama_layer hf[3];
+    st_list *l = calloc(1, sizeof *l);
+    llama_list(l, &m, "F32", hf);
+    const char *dir;
+    /* a tensor the index names but its shard does not hold */
+    dir = make_dir("ghost");
+    write_sharded(dir, &m, l, 3, NULL, ", \"model.ghost\": \"model-00002-of-00003.safetensors\"", 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "index.json: maps tensor 'model.ghost' to 'model-00002-of-00003.safetensors', "
+               "which does not hold it");
+    /* a tensor of a shard that the index does not list */
+    dir = make_dir("unlisted");
+    write_sharded(dir, &m, l, 3, "model.norm.weight", NULL, 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "tensor 'model.norm.weight' is not in the index");
+    /* listed twice */
+    dir = make_dir("twice");
+    write_sharded(dir, &m, l, 2, NULL, ", \"model.norm.weight\": \"model-00001-of-00002.safetensors\"",
+                  0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "tensor 'model.norm.weight' is listed twice");
+    /* stored in two shards */
+    dir = make_dir("two");
+    write_sharded(dir, &m, l, 3, NULL, NULL, 1);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "model-00003-of-00003.safetensors: tensor 'model.embed_tokens.weight' is also "
+               "here, but the index maps it to 'model-00001-of-00003.safetensors'");
+    /* a tensor the model needs in neither */
+    dir = make_dir("absent");
+    st_list *fewer = calloc(1, sizeof *fewer);
+    *fewer = *l;
+    fewer->n--; /* lm_head, last */
+    write_sharded(dir, &m, fewer, 2, NULL, NULL, 0);
+    free(fewer);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "model.safetensors.index.json: missing tensor 'lm_head.weight'");
+    /* a shard file that is not there */
+    dir = make_dir("lost");
+    write_sharded(dir, &m, l, 3, NULL, NULL, 0);
+    cr_assert(remove(tmp_path("lost/%s", shard_name(1, 3))) == 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_IO, "model-00002-of-00003.safetensors");
+    for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+    st_free(l);
+    free(l);
+    fgi_test_model_free(&m);
+}
+
+/* The index can only name files in the checkpoint's own folder. */
+Test(hf_sharded, malformed_or_escaping_index)
+{
+    fgi_rng rng = fgi_rng_make(210);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    hf_llama_layer hf[3];
+    st_list *l = calloc(1, sizeof *l);
+    llama_list(l, &m, "F32", hf);
+    static const struct {
+        const char *extra, *needle;
+    } escapes[] = {
+        {", \"x\": \"../model.safetensors\"", "mapped to '../model.safetensors', which is not a file"},
+        {", \"x\": \"/etc/passwd\"", "mapped to '/etc/passwd'"},
+        {", \"x\": \"..\"", "mapped to '..'"},
+        {", \"x\": \"\"", "mapped to ''"},
+        {", \"x\": 3", "entry 'x' is not a file name string"},
+        {", \"x\\n\\u001b\": \"a/b\"", "tensor 'x\\x0A\\x1B' is mapped to 'a/b'"},
+    };
+    for (size_t i = 0; i < sizeof escapes / sizeof escapes[0]; i++) {
+        const char *dir = make_dir(fmt("esc%zu", i));
+        write_sharded(dir, &m, l, 2, NULL, escapes[i].extra, 0);
+        load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, escapes[i].needle);
+        assert_message_is_safe();
+    }
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        {"{}", "needs a \"weight_map\" object"},
+        {"{\"weight_map\": []}", "needs a \"weight_map\" object"},
+        {"{\"weight_map\": {}}", "\"weight_map\" is empty"},
+        {"{\"weight_map\": {", "not valid JSON"},
+        {"", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *dir = make_dir(fmt("bad%zu", i));
+        write_sharded(dir, &m, l, 2, NULL, NULL, 0);
+        write_text(dir, "model.safetensors.index.json", bad[i].text);
+        load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, bad[i].needle);
+    }
+    for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+    st_free(l);
+    free(l);
+    fgi_test_model_free(&m);
 }
 
 /* The permutation must turn Hugging Face's half-split rotation into our
@@ -1614,7 +1802,7 @@ Test(malformed, missing_files_are_io_errors)
     write_gpt2_config(dir, &b.m.cfg);
     load_fails(fg_model_load_hf, dir, FG_ERR_IO, "model.safetensors");
     write_text(dir, "model.safetensors.index.json", "{}");
-    load_fails(fg_model_load_hf, dir, FG_ERR_UNSUPPORTED, "sharded");
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "needs a \"weight_map\" object");
     /* a folder given as a llama2.c file */
     load_fails(fg_model_load_llama2c, dir, FG_ERR_IO, "not a regular file");
     base_free(&b);
