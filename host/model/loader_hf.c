@@ -201,14 +201,61 @@ static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
 
 /* RoPE settings: transformers <= 4 writes "rope_theta" (and "rope_scaling"
  * for scaled variants); transformers 5 writes "rope_parameters"
- * {rope_theta, rope_type, ...}. Both are read, and when both give a theta
- * they must agree. Only unscaled RoPE ("default") is computed: any other
- * rope type, or any other parameter, would change the angles, so it is
- * refused with the key named rather than silently ignored. */
-static fg_status rope_object(const config_source *s, const char *key, double *theta,
-                             int *has_theta)
+ * {rope_theta, rope_type, ...}. Both are read, and when both give a theta,
+ * or both a scaling, they must agree. Rope types "default", "linear" and
+ * "llama3" are computed (fg_config_rope_inv_freq); any other type, and any
+ * key the type does not use, would change (or pretend to change) the
+ * angles, so it is refused with the key named rather than ignored. */
+typedef struct {
+    int has_theta;
+    double theta;
+    fg_rope_scaling type;
+    double factor, low, high;
+    int original;
+    unsigned seen; /* ROPE_KEY_* bits */
+} rope_spec;
+
+enum { KEY_FACTOR = 1, KEY_LOW = 2, KEY_HIGH = 4, KEY_ORIGINAL = 8 };
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} rope_keys[] = {{"factor", KEY_FACTOR}, {"low_freq_factor", KEY_LOW},
+                 {"high_freq_factor", KEY_HIGH},
+                 {"original_max_position_embeddings", KEY_ORIGINAL}};
+
+static fg_status rope_value(const config_source *s, const char *key, const cJSON *item,
+                            rope_spec *r)
+{
+    const char *name = item->string;
+    char got[64];
+    for (size_t k = 0; k < sizeof rope_keys / sizeof rope_keys[0]; k++) {
+        if (strcmp(name, rope_keys[k].name) != 0) continue;
+        const double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
+        const int original = rope_keys[k].bit == KEY_ORIGINAL;
+        if (!(v > 0.0 && v <= 1e12) || (original && (v != floor(v) || v > MAX_SIZE))) {
+            describe(item, got, sizeof got);
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"%s.%s\" must be a%s number in (0, %g] (got %s)", key,
+                                  name, original ? "n integer" : "",
+                                  original ? (double)MAX_SIZE : 1e12, got);
+        }
+        r->seen |= rope_keys[k].bit;
+        if (rope_keys[k].bit == KEY_FACTOR) r->factor = v;
+        if (rope_keys[k].bit == KEY_LOW) r->low = v;
+        if (rope_keys[k].bit == KEY_HIGH) r->high = v;
+        if (original) r->original = (int)v;
+        return FG_OK;
+    }
+    return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                          "\"%s.%s\" is not supported (it changes the RoPE angles)", key,
+                          FGI_QUOTE(name));
+}
+
+static fg_status rope_object(const config_source *s, const char *key, rope_spec *r)
 {
     const cJSON *obj = config_key(s, key), *item;
+    *r = (rope_spec){0};
     if (obj == NULL) return FG_OK;
     if (!cJSON_IsObject(obj))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file, "\"%s\" must be an object",
@@ -217,13 +264,20 @@ static fg_status rope_object(const config_source *s, const char *key, double *th
     {
         const char *name = item->string;
         char got[64];
+        if (cJSON_IsNull(item)) continue;
         if (strcmp(name, "rope_type") == 0 || strcmp(name, "type") == 0) {
-            if (cJSON_IsString(item) && strcmp(item->valuestring, "default") == 0) continue;
-            describe(item, got, sizeof got);
-            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                                  "\"%s.%s\": %s is not supported (scaled RoPE is not "
-                                  "implemented; supported: \"default\")", key,
-                                  FGI_QUOTE(name), got);
+            const char *v = cJSON_IsString(item) ? item->valuestring : "";
+            if (strcmp(v, "default") == 0) r->type = FG_ROPE_DEFAULT;
+            else if (strcmp(v, "linear") == 0) r->type = FG_ROPE_LINEAR;
+            else if (strcmp(v, "llama3") == 0) r->type = FG_ROPE_LLAMA3;
+            else {
+                describe(item, got, sizeof got);
+                return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                      "\"%s.%s\": %s is not supported (supported: "
+                                      "\"default\", \"linear\", \"llama3\")", key,
+                                      FGI_QUOTE(name), got);
+            }
+            continue;
         }
         if (strcmp(name, "rope_theta") == 0) {
             if (!cJSON_IsNumber(item) || !(item->valuedouble > 0.0) ||
@@ -233,30 +287,71 @@ static fg_status rope_object(const config_source *s, const char *key, double *th
                                       "\"%s.rope_theta\" must be a number in (0, 1e+12] "
                                       "(got %s)", key, got);
             }
-            *theta = item->valuedouble;
-            *has_theta = 1;
+            r->theta = item->valuedouble;
+            r->has_theta = 1;
             continue;
         }
-        if (cJSON_IsNull(item)) continue;
-        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"%s.%s\" is not supported (it changes the RoPE angles)",
-                              key, FGI_QUOTE(name));
+        FGI_TRY(rope_value(s, key, item, r));
     }
+    /* exactly the keys the type uses */
+    const unsigned want = r->type == FG_ROPE_LINEAR   ? KEY_FACTOR
+                          : r->type == FG_ROPE_LLAMA3 ? KEY_FACTOR | KEY_LOW | KEY_HIGH |
+                                                            KEY_ORIGINAL
+                                                      : 0u;
+    const char *type = r->type == FG_ROPE_LINEAR   ? "linear"
+                       : r->type == FG_ROPE_LLAMA3 ? "llama3" : "default";
+    for (size_t k = 0; k < sizeof rope_keys / sizeof rope_keys[0]; k++) {
+        const unsigned bit = rope_keys[k].bit;
+        if ((r->seen & bit) && !(want & bit))
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"%s.%s\" is not used by rope type \"%s\"", key,
+                                  rope_keys[k].name, type);
+        if (!(r->seen & bit) && (want & bit))
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"%s\" of rope type \"%s\" needs \"%s\"", key, type,
+                                  rope_keys[k].name);
+    }
+    if (r->type != FG_ROPE_DEFAULT && !(r->factor >= 1.0))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"%s.factor\" must be >= 1 (got %.17g)", key, r->factor);
+    if (r->type == FG_ROPE_LLAMA3 && !(r->high > r->low))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"%s.high_freq_factor\" (%.17g) must be greater than "
+                              "\"%s.low_freq_factor\" (%.17g)", key, r->high, key, r->low);
     return FG_OK;
 }
 
-static fg_status parse_rope(const config_source *s, double *base)
+static int same_scaling(const rope_spec *a, const rope_spec *b)
 {
-    double top, nested = 0.0;
-    int has_nested = 0, unused = 0;
+    return a->type == b->type && a->factor == b->factor && a->low == b->low &&
+           a->high == b->high && a->original == b->original;
+}
+
+static fg_status parse_rope(const config_source *s, fg_config *c)
+{
+    double top;
+    rope_spec v4, v5;
     FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &top));
-    FGI_TRY(rope_object(s, "rope_scaling", &nested, &unused));
-    FGI_TRY(rope_object(s, "rope_parameters", &nested, &has_nested));
-    if (has_nested && config_key(s, "rope_theta") != NULL && nested != top)
+    FGI_TRY(rope_object(s, "rope_scaling", &v4));
+    FGI_TRY(rope_object(s, "rope_parameters", &v5));
+    if (v4.has_theta)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"rope_scaling.rope_theta\" is not supported (theta belongs "
+                              "in \"rope_theta\" or \"rope_parameters\")");
+    if (v5.has_theta && config_key(s, "rope_theta") != NULL && v5.theta != top)
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "\"rope_theta\" (%.17g) and \"rope_parameters.rope_theta\" "
-                              "(%.17g) disagree", top, nested);
-    *base = has_nested ? nested : top;
+                              "(%.17g) disagree", top, v5.theta);
+    if (v4.type != FG_ROPE_DEFAULT && v5.type != FG_ROPE_DEFAULT && !same_scaling(&v4, &v5))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"rope_scaling\" and \"rope_parameters\" disagree");
+    const rope_spec *r = v5.type != FG_ROPE_DEFAULT ? &v5 : &v4;
+    c->rope_base = v5.has_theta ? v5.theta : top;
+    c->rope_scaling = r->type;
+    c->rope_factor = r->factor;
+    c->rope_low_freq_factor = r->low;
+    c->rope_high_freq_factor = r->high;
+    c->rope_original_ctx = r->original;
     return FG_OK;
 }
 
@@ -324,7 +419,7 @@ static fg_status parse_llama(const config_source *s, const char *type, fgi_hf_co
     *c = fg_config_llama(n_layer, n_embd, n_head, n_kv, n_inner, vocab, n_ctx);
     FGI_TRY(get_number(s, "rms_norm_eps", 1e-6, 0.0, 0, 1.0, &eps));
     c->norm_eps = (float)eps;
-    FGI_TRY(parse_rope(s, &c->rope_base));
+    FGI_TRY(parse_rope(s, c));
     /* transformers' default differs: Llama and Mistral untied, Qwen2 tied */
     FGI_TRY(get_flag(s, "tie_word_embeddings", qwen2, &out->tied));
     FGI_TRY(require_one_of(s, "hidden_act", silu));

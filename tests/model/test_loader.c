@@ -354,6 +354,11 @@ static void assert_same_config(const fg_config *got, const fg_config *want)
     cr_assert(got->norm_eps == want->norm_eps, "eps %g vs %g", got->norm_eps, want->norm_eps);
     cr_assert_eq(got->use_rope, want->use_rope);
     if (want->use_rope) cr_assert(got->rope_base == want->rope_base);
+    cr_assert_eq(got->rope_scaling, want->rope_scaling);
+    cr_assert(got->rope_factor == want->rope_factor);
+    cr_assert(got->rope_low_freq_factor == want->rope_low_freq_factor);
+    cr_assert(got->rope_high_freq_factor == want->rope_high_freq_factor);
+    cr_assert_eq(got->rope_original_ctx, want->rope_original_ctx);
     cr_assert_eq(got->use_flash, 0);
 }
 
@@ -875,9 +880,85 @@ Test(hf_llama, rope_theta_from_rope_parameters_or_top_level)
     fgi_test_model_free(&m);
 }
 
-/* Scaled RoPE and any other RoPE parameter change the angles: refused with
- * the key named, never ignored. */
-Test(hf_llama, scaled_or_unknown_rope_is_refused_with_the_key_named)
+/* Scaled RoPE as Llama 3.1/3.2 and linear-scaled models set it, in both
+ * config forms; the loaded configuration carries it and the logits are
+ * the reference's with those frequencies. */
+Test(hf_llama, linear_and_llama3_rope_scaling_load)
+{
+    fgi_rng rng = fgi_rng_make(211);
+    for (int k = 0; k < 4; k++) {
+        fg_config c = random_llama_config(&rng);
+        const int llama3 = k % 2, v5 = k / 2;
+        c.rope_base = 500000.0;
+        c.rope_scaling = llama3 ? FG_ROPE_LLAMA3 : FG_ROPE_LINEAR;
+        c.rope_factor = 1.0 + 7.0 * fgi_rng_uniform(&rng);
+        if (llama3) {
+            c.rope_low_freq_factor = 1.0;
+            c.rope_high_freq_factor = 4.0;
+            c.rope_original_ctx = 8192;
+        }
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, 1);
+        const char *params =
+            llama3 ? fmt("\"rope_type\": \"llama3\", \"factor\": %.17g, \"low_freq_factor\": 1.0, "
+                         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192",
+                         c.rope_factor)
+                   : fmt("\"type\": \"linear\", \"factor\": %.17g", c.rope_factor);
+        const char *keys = v5 ? fmt(", \"rope_parameters\": {\"rope_theta\": 500000.0, %s}", params)
+                              : fmt(", \"rope_theta\": 500000.0, \"rope_scaling\": {%s}", params);
+        variant_loads(llama_variant(fmt("s%d", k), &m, "llama",
+                                    fmt("%s, \"tie_word_embeddings\": false", keys)), &m, &rng);
+        fgi_test_model_free(&m);
+    }
+}
+
+/* Llama 3.1's frequencies (d 128, theta 500000, factor 8, low 1, high 4,
+ * original context 8192): 29 kept, 6 blended, 29 divided. Expected values
+ * from an independent float64 NumPy transcription of transformers'
+ * _compute_llama3_parameters (its torch.where form):
+ *   inv = 1/theta**(arange(0,d,2)/d); wl = 2*pi/inv
+ *   il = where(wl > orig/low, inv/factor, inv)
+ *   sm = (orig/wl - low)/(high - low); smoothed = (1-sm)*il/factor + sm*il
+ *   il = where(~(wl < orig/high) & ~(wl > orig/low), smoothed, il) */
+Test(hf_llama, llama3_frequencies_match_transformers)
+{
+    static const double want[64] = {1, 0.81461723385654472, 0.66360123769608836, 0.54058100463576697, 0.44036660267178046, 0.35873022375128993, 0.29222782257301516, 0.23805382048035076, 0.19392274474868576, 0.15797280990904319, 0.12868737343265052, 0.10483095217796996, 0.085397100285765609, 0.069565949614160322, 0.056669621445291044, 0.04616405026546052, 0.037606030930863933, 0.030634520893224042, 0.024955408670558694, 0.020329105980970156, 0.016560440080994446, 0.01349041989022675, 0.010989528534539824, 0.008952259336194401, 0.0072926647372171102, 0.0059407303756749668, 0.0048394213457198928, 0.0039422760301166563, 0.0032114459947525913, 0.0021665707635033591, 0.0013718935677611381, 0.00085675141291963208, 0.0005248461609929549, 0.00031269375038406517, 0.00017850781276799638, 9.5562123539646833e-05, 7.7846552739324512e-05, 6.3415143457776137e-05, 5.1659068748189563e-05, 4.2082367687255257e-05, 3.4281021959525912e-05, 2.7925911282444464e-05, 2.2748928601828186e-05, 1.8531669290821308e-05, 1.509621717643313e-05, 1.2297638677963614e-05, 1.0017868402809974e-05, 8.1607282474359434e-06, 6.6478698711812362e-06, 5.4154693654999229e-06, 4.4115346745584042e-06, 3.5937121736509999e-06, 2.9274998701761677e-06, 2.3847918463583037e-06, 1.942692537204043e-06, 1.5825508208909103e-06, 1.2891731721515574e-06, 1.0501826834601687e-06, 8.5549691264436605e-07, 6.9690252855116753e-07, 5.6770881007598369e-07, 4.6246538050008837e-07, 3.7673226901739645e-07, 3.0689259889145111e-07};
+    fg_config c = fg_config_llama(1, 128 * 4, 4, 4, 8, 8, 131072);
+    c.rope_base = 500000.0;
+    c.rope_scaling = FG_ROPE_LLAMA3;
+    c.rope_factor = 8.0;
+    c.rope_low_freq_factor = 1.0;
+    c.rope_high_freq_factor = 4.0;
+    c.rope_original_ctx = 8192;
+    cr_assert_eq(fg_config_validate(&c), FG_OK, "%s", fg_last_error());
+    for (int j = 0; j < 64; j++) {
+        const double got = fg_config_rope_inv_freq(&c, j);
+        cr_assert(fabs(got - want[j]) <= 1e-14 * want[j], "pair %d: %.17g vs %.17g", j, got,
+                  want[j]);
+    }
+    /* linear: every frequency over the factor */
+    c.rope_scaling = FG_ROPE_LINEAR;
+    for (int j = 0; j < 64; j++)
+        cr_assert(fg_config_rope_inv_freq(&c, j) == pow(500000.0, -2.0 * j / 128.0) / 8.0);
+    cr_assert(fg_config_rope_inv_freq(&c, 64) == 0.0);
+    cr_assert(fg_config_rope_inv_freq(NULL, 0) == 0.0);
+    /* invalid scaling parameters are refused by validation */
+    c.rope_factor = 0.5;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_factor");
+    c.rope_factor = 8.0;
+    c.rope_scaling = FG_ROPE_LLAMA3;
+    c.rope_high_freq_factor = 1.0;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_low_freq_factor");
+    c.rope_high_freq_factor = 4.0;
+    c.rope_original_ctx = 0;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_original_ctx");
+    c.rope_scaling = (fg_rope_scaling)7;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_scaling");
+}
+
+/* Other rope types and any other RoPE parameter change the angles in ways
+ * not computed here: refused with the key named, never ignored. */
+Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
 {
     fgi_rng rng = fgi_rng_make(205);
     fg_config c = random_llama_config(&rng);
@@ -885,27 +966,50 @@ Test(hf_llama, scaled_or_unknown_rope_is_refused_with_the_key_named)
     fgi_test_model_init(&m, &c, &rng, 0);
     static const struct {
         const char *keys, *needle;
+        fg_status code;
     } cases[] = {
-        {", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
-         "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
-         "\"original_max_position_embeddings\": 8192}",
-         "\"rope_scaling.rope_type\": \"llama3\" is not supported"},
-        {", \"rope_parameters\": {\"rope_theta\": 500000.0, \"rope_type\": \"linear\", "
-         "\"factor\": 2.0}", "\"rope_parameters.rope_type\": \"linear\" is not supported"},
-        {", \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2.0}",
-         "\"rope_scaling.type\": \"dynamic\""},
+        {", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}",
+         "\"rope_scaling.rope_type\": \"yarn\" is not supported", FG_ERR_UNSUPPORTED},
+        {", \"rope_parameters\": {\"rope_theta\": 500000.0, \"rope_type\": \"dynamic\", "
+         "\"factor\": 2.0}", "\"rope_parameters.rope_type\": \"dynamic\" is not supported",
+         FG_ERR_UNSUPPORTED},
         {", \"rope_parameters\": {\"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.5}",
-         "\"rope_parameters.partial_rotary_factor\" is not supported"},
-        {", \"rope_parameters\": {\"rope_type\": 3}", "\"rope_parameters.rope_type\": 3"},
+         "\"rope_parameters.partial_rotary_factor\" is not supported", FG_ERR_UNSUPPORTED},
+        {", \"rope_parameters\": {\"rope_type\": 3}", "\"rope_parameters.rope_type\": 3",
+         FG_ERR_UNSUPPORTED},
         {", \"rope_parameters\": {\"x\\n\\u001b[2J\": 1}",
-         "\"rope_parameters.x\\x0A\\x1B[2J\" is not supported"},
-        {", \"attention_bias\": true", "\"attention_bias\": true is not supported"},
-        {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported"},
-        {", \"head_dim\": 2", "\"head_dim\""},
+         "\"rope_parameters.x\\x0A\\x1B[2J\" is not supported", FG_ERR_UNSUPPORTED},
+        {", \"rope_scaling\": {\"rope_type\": \"default\", \"factor\": 2.0}",
+         "\"rope_scaling.factor\" is not used by rope type \"default\"", FG_ERR_UNSUPPORTED},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"low_freq_factor\": 2.0, "
+         "\"factor\": 2.0}", "\"rope_scaling.low_freq_factor\" is not used by rope type "
+         "\"linear\"", FG_ERR_UNSUPPORTED},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\"}",
+         "\"rope_scaling\" of rope type \"linear\" needs \"factor\"", FG_ERR_FORMAT},
+        {", \"rope_parameters\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+         "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}",
+         "needs \"original_max_position_embeddings\"", FG_ERR_FORMAT},
+        {", \"rope_parameters\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+         "\"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0, "
+         "\"original_max_position_embeddings\": 8192}",
+         "\"rope_parameters.high_freq_factor\" (4) must be greater than", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 0.5}",
+         "\"rope_scaling.factor\" must be >= 1", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": \"2\"}",
+         "\"rope_scaling.factor\" must be a number", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}, "
+         "\"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": 4.0}",
+         "\"rope_scaling\" and \"rope_parameters\" disagree", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_theta\": 5.0}", "\"rope_scaling.rope_theta\"",
+         FG_ERR_UNSUPPORTED},
+        {", \"attention_bias\": true", "\"attention_bias\": true is not supported",
+         FG_ERR_UNSUPPORTED},
+        {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported", FG_ERR_UNSUPPORTED},
+        {", \"head_dim\": 2", "\"head_dim\"", FG_ERR_UNSUPPORTED},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         load_fails(fg_model_load_hf, llama_variant(fmt("r%zu", i), &m, "llama", cases[i].keys),
-                   FG_ERR_UNSUPPORTED, cases[i].needle);
+                   cases[i].code, cases[i].needle);
         assert_message_is_safe();
     }
     fgi_test_model_free(&m);
@@ -1776,7 +1880,7 @@ Test(malformed, config_json)
     expect_config(&b, "c17", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
                              "\"num_attention_heads\": 2, \"hidden_size\": 8, "
                              "\"intermediate_size\": 8, \"vocab_size\": 6, "
-                             "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}",
+                             "\"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2.0}}",
                   FG_ERR_UNSUPPORTED, "rope_scaling");
     expect_config(&b, "c18", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
                              "\"num_attention_heads\": 2, \"hidden_size\": 8, "
