@@ -9,6 +9,7 @@
  * written to a fresh mkdtemp folder that is removed after each test. */
 #define _POSIX_C_SOURCE 200809L
 #include "fixture.h"
+#include "hf/hf_golden.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -1250,6 +1251,41 @@ Test(hf_sharded, malformed_or_escaping_index)
     free(l);
     fgi_test_model_free(&m);
 }
+
+/* Committed checkpoints (tests/model/hf, made by gen_hf.py): the reference
+ * decoder's logits against an independent float64 NumPy transcription of
+ * transformers' forward pass (its rotate_half RoPE, its llama3 / linear
+ * frequency formulas), at the fp32 rule of docs/contract.md §32. Llama 3
+ * with rope_parameters (theta 500000, llama3) in three BF16 shards; Qwen2
+ * with biases, tied head and linear rope_scaling; Mistral in two shards. */
+static void golden_logits(const char *folder, const float *want, fg_rope_scaling scaling)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/model/hf/%s", FG_SOURCE_DIR, folder);
+    fg_model *m = load_ok(fg_model_load_hf, dir);
+    const fg_config *c = fg_model_config(m);
+    cr_assert_eq(c->rope_scaling, scaling, "%s", folder);
+    fg_kv_cache *cache = NULL;
+    cr_assert_eq(fg_kv_cache_create(&cache, c, HF_GOLDEN_T), FG_OK, "%s", fg_last_error());
+    float *logits = fgi_buf_nan((size_t)HF_GOLDEN_T * HF_GOLDEN_VOCAB);
+    cr_assert_eq(fg_ref_forward(logits, NULL, c, fg_model_weights(m), cache, hf_golden_ids,
+                                HF_GOLDEN_T), FG_OK, "%s", fg_last_error());
+    fgi_assert_close(logits, want, (size_t)HF_GOLDEN_T * HF_GOLDEN_VOCAB, 1e-4, 1e-4, 1e-5,
+                     folder);
+    fgi_buf_free(logits);
+    fg_kv_cache_destroy(cache);
+    fg_model_destroy(m);
+}
+
+Test(hf_golden, llama3_rope_parameters_bf16_sharded)
+{
+    golden_logits("llama3", hf_golden_llama3, FG_ROPE_LLAMA3);
+}
+Test(hf_golden, qwen2_biases_tied_linear_scaling)
+{
+    golden_logits("qwen2", hf_golden_qwen2, FG_ROPE_LINEAR);
+}
+Test(hf_golden, mistral_sharded) { golden_logits("mistral", hf_golden_mistral, FG_ROPE_DEFAULT); }
 
 /* The permutation must turn Hugging Face's half-split rotation into our
  * interleaved one. Independently of how the test laid the file out: apply
