@@ -334,19 +334,30 @@ static fg_status parse_rope(const config_source *s, fg_config *c)
     FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &top));
     FGI_TRY(rope_object(s, "rope_scaling", &v4));
     FGI_TRY(rope_object(s, "rope_parameters", &v5));
-    if (v4.has_theta)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"rope_scaling.rope_theta\" is not supported (theta belongs "
-                              "in \"rope_theta\" or \"rope_parameters\")");
-    if (v5.has_theta && config_key(s, "rope_theta") != NULL && v5.theta != top)
-        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                              "\"rope_theta\" (%.17g) and \"rope_parameters.rope_theta\" "
-                              "(%.17g) disagree", top, v5.theta);
+    /* every theta given must be the same one */
+    const struct {
+        const char *key;
+        int has;
+        double theta;
+    } thetas[] = {{"rope_theta", config_key(s, "rope_theta") != NULL, top},
+                  {"rope_scaling.rope_theta", v4.has_theta, v4.theta},
+                  {"rope_parameters.rope_theta", v5.has_theta, v5.theta}};
+    double theta = top;
+    const char *from = NULL;
+    for (size_t i = 0; i < 3; i++) {
+        if (!thetas[i].has) continue;
+        if (from != NULL && thetas[i].theta != theta)
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"%s\" (%.17g) and \"%s\" (%.17g) disagree", from,
+                                  theta, thetas[i].key, thetas[i].theta);
+        from = thetas[i].key;
+        theta = thetas[i].theta;
+    }
     if (v4.type != FG_ROPE_DEFAULT && v5.type != FG_ROPE_DEFAULT && !same_scaling(&v4, &v5))
         return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
                               "\"rope_scaling\" and \"rope_parameters\" disagree");
     const rope_spec *r = v5.type != FG_ROPE_DEFAULT ? &v5 : &v4;
-    c->rope_base = v5.has_theta ? v5.theta : top;
+    c->rope_base = theta;
     c->rope_scaling = r->type;
     c->rope_factor = r->factor;
     c->rope_low_freq_factor = r->low;
@@ -869,22 +880,26 @@ static fg_status index_entries(shard_index *x, const char *fn, const char *path,
     return FG_OK;
 }
 
-static fg_status read_index(shard_index *x, const char *fn, const char *path)
+/* The index text (len bytes, need not end in NUL). */
+static fg_status parse_index(shard_index *x, const char *fn, const char *path,
+                             const char *json, size_t len)
 {
-    char *text = NULL;
-    size_t len = 0;
     const char *end = NULL;
+    char *text;
     *x = (shard_index){0};
-    FGI_TRY(fgi_load_input(fn, path, MAX_INDEX_BYTES, "a safetensors index", &text, &len));
+    if (len > MAX_INDEX_BYTES)
+        return fgi_file_error(FG_ERR_FORMAT, fn, path, "is %zu bytes, over the %llu-byte "
+                              "limit for a safetensors index", len,
+                              (unsigned long long)MAX_INDEX_BYTES);
+    if (memchr(json, '\0', len) != NULL)
+        return fgi_file_error(FG_ERR_FORMAT, fn, path, "contains a NUL byte");
+    FGI_TRY(fgi_alloc(fn, (void **)&text, len + 1, 1));
+    memcpy(text, json, len);
     fg_status st = FG_OK;
-    if (memchr(text, '\0', len) != NULL)
-        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "contains a NUL byte");
-    if (st == FG_OK) {
-        x->root = cJSON_ParseWithOpts(text, &end, 1);
-        if (x->root == NULL)
-            st = fgi_file_error(FG_ERR_FORMAT, fn, path, "not valid JSON (near byte %zu)",
-                                end != NULL && end >= text ? (size_t)(end - text) : 0);
-    }
+    x->root = cJSON_ParseWithOpts(text, &end, 1);
+    if (x->root == NULL)
+        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "not valid JSON (near byte %zu)",
+                            end != NULL && end >= text ? (size_t)(end - text) : 0);
     const cJSON *map = st == FG_OK ? cJSON_GetObjectItemCaseSensitive(x->root, "weight_map")
                                    : NULL;
     if (st == FG_OK && !cJSON_IsObject(map))
@@ -892,6 +907,28 @@ static fg_status read_index(shard_index *x, const char *fn, const char *path)
     if (st == FG_OK) st = index_entries(x, fn, path, map);
     free(text);
     if (st != FG_OK) index_free(x);
+    return st;
+}
+
+fg_status fgi_hf_index_parse(const char *fn, const char *file, const char *json, size_t len,
+                             size_t *n_shards, size_t *n_tensors)
+{
+    shard_index x;
+    FGI_TRY(parse_index(&x, fn, file, json, len));
+    *n_shards = x.n_files;
+    *n_tensors = x.n_entries;
+    index_free(&x);
+    return FG_OK;
+}
+
+static fg_status read_index(shard_index *x, const char *fn, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    *x = (shard_index){0};
+    FGI_TRY(fgi_load_input(fn, path, MAX_INDEX_BYTES, "a safetensors index", &text, &len));
+    fg_status st = parse_index(x, fn, path, text, len);
+    free(text);
     return st;
 }
 

@@ -870,6 +870,8 @@ Test(hf_llama, rope_theta_from_rope_parameters_or_top_level)
                   &m, &rng);
     variant_loads(llama_variant("v4", &m, "llama", fmt("%s, \"rope_theta\": %.17g, "
                                 "\"rope_parameters\": null", tied, t)), &m, &rng);
+    variant_loads(llama_variant("alias", &m, "llama", fmt("%s, \"rope_scaling\": {\"rope_theta\": "
+                                "%.17g, \"rope_type\": \"default\"}", tied, t)), &m, &rng);
     load_fails(fg_model_load_hf, llama_variant("disagree", &m, "llama",
                fmt("%s, \"rope_theta\": 10000, \"rope_parameters\": {\"rope_theta\": %.17g}",
                    tied, t)), FG_ERR_FORMAT, "disagree");
@@ -1001,8 +1003,11 @@ Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
         {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}, "
          "\"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": 4.0}",
          "\"rope_scaling\" and \"rope_parameters\" disagree", FG_ERR_FORMAT},
-        {", \"rope_scaling\": {\"rope_theta\": 5.0}", "\"rope_scaling.rope_theta\"",
-         FG_ERR_UNSUPPORTED},
+        {", \"rope_theta\": 10000, \"rope_scaling\": {\"rope_theta\": 5.0}",
+         "\"rope_theta\" (10000) and \"rope_scaling.rope_theta\" (5) disagree", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_theta\": 5.0}, \"rope_parameters\": {\"rope_theta\": 6}",
+         "\"rope_scaling.rope_theta\" (5) and \"rope_parameters.rope_theta\" (6) disagree",
+         FG_ERR_FORMAT},
         {", \"attention_bias\": true", "\"attention_bias\": true is not supported",
          FG_ERR_UNSUPPORTED},
         {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported", FG_ERR_UNSUPPORTED},
