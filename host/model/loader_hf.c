@@ -212,7 +212,7 @@ typedef struct {
     fg_rope_scaling type;
     double factor, low, high;
     int original;
-    unsigned seen; /* ROPE_KEY_* bits */
+    unsigned seen; /* KEY_* bits of the keys given */
 } rope_spec;
 
 enum { KEY_FACTOR = 1, KEY_LOW = 2, KEY_HIGH = 4, KEY_ORIGINAL = 8 };
@@ -255,6 +255,7 @@ static fg_status rope_value(const config_source *s, const char *key, const cJSON
 static fg_status rope_object(const config_source *s, const char *key, rope_spec *r)
 {
     const cJSON *obj = config_key(s, key), *item;
+    int typed = 0;
     *r = (rope_spec){0};
     if (obj == NULL) return FG_OK;
     if (!cJSON_IsObject(obj))
@@ -267,6 +268,7 @@ static fg_status rope_object(const config_source *s, const char *key, rope_spec 
         if (cJSON_IsNull(item)) continue;
         if (strcmp(name, "rope_type") == 0 || strcmp(name, "type") == 0) {
             const char *v = cJSON_IsString(item) ? item->valuestring : "";
+            const fg_rope_scaling before = r->type;
             if (strcmp(v, "default") == 0) r->type = FG_ROPE_DEFAULT;
             else if (strcmp(v, "linear") == 0) r->type = FG_ROPE_LINEAR;
             else if (strcmp(v, "llama3") == 0) r->type = FG_ROPE_LLAMA3;
@@ -277,6 +279,11 @@ static fg_status rope_object(const config_source *s, const char *key, rope_spec 
                                       "\"default\", \"linear\", \"llama3\")", key,
                                       FGI_QUOTE(name), got);
             }
+            /* "type" (older) and "rope_type" may both be there: one type */
+            if (typed && r->type != before)
+                return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                      "\"%s.type\" and \"%s.rope_type\" disagree", key, key);
+            typed = 1;
             continue;
         }
         if (strcmp(name, "rope_theta") == 0) {

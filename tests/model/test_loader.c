@@ -996,6 +996,9 @@ Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
          "\"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0, "
          "\"original_max_position_embeddings\": 8192}",
          "\"rope_parameters.high_freq_factor\" (4) must be greater than", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"type\": \"linear\", \"rope_type\": \"default\", "
+         "\"factor\": 2.0}", "\"rope_scaling.type\" and \"rope_scaling.rope_type\" disagree",
+         FG_ERR_FORMAT},
         {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 0.5}",
          "\"rope_scaling.factor\" must be >= 1", FG_ERR_FORMAT},
         {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": \"2\"}",
