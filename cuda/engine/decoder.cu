@@ -347,6 +347,15 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     *weights = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_weights(fn, cfg, host));
+    /* The RoPE kernels (and the fused rope + cache append) derive each
+     * frequency from rope_base alone; scaled frequencies are not passed to
+     * them yet, so a scaled model is refused here, where every CUDA
+     * computation starts, rather than computed wrong. */
+    if (cfg->use_rope && cfg->rope_scaling != FG_ROPE_DEFAULT)
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: scaled RoPE (config.rope_scaling %d) is not supported on the "
+                       "CUDA path; use the CPU path (--device cpu)", fn,
+                       (int)cfg->rope_scaling);
     if (cfg->arch == FG_ARCH_LLAMA && cfg->n_inner > 0x7fffffff / 2)
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: config.n_inner %d is too large for the fused gate|up GEMM", fn,

@@ -168,7 +168,7 @@ static void fill_rope(const fg_config *c, int d, int capacity, float *cos_t, flo
 {
     const int half = d / 2;
     for (int j = 0; j < half; j++) {
-        const double inv_freq = pow(c->rope_base, -2.0 * j / (double)d);
+        const double inv_freq = fg_config_rope_inv_freq(c, j);
         for (int p = 0; p < capacity; p++) {
             const double theta = (double)p * inv_freq;
             cos_t[(size_t)p * half + j] = (float)cos(theta);

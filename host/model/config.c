@@ -52,6 +52,28 @@ static fg_status check_flag(const char *fn, const char *field, int value)
     return FG_OK;
 }
 
+static fg_status check_rope_scaling(const char *fn, const fg_config *c)
+{
+    const int type = (int)c->rope_scaling;
+    if (type == FG_ROPE_DEFAULT) return FG_OK;
+    if (type != FG_ROPE_LINEAR && type != FG_ROPE_LLAMA3)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: config.rope_scaling is unknown (got %d)",
+                        fn, type);
+    if (!(c->rope_factor >= 1.0) || !isfinite(c->rope_factor))
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                        "%s: config.rope_factor must be finite and >= 1 (got %g)", fn,
+                        c->rope_factor);
+    if (type == FG_ROPE_LINEAR) return FG_OK;
+    if (!(c->rope_low_freq_factor > 0.0) ||
+        !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+        !isfinite(c->rope_high_freq_factor))
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                        "%s: config.rope_low_freq_factor and rope_high_freq_factor must "
+                        "be finite with 0 < low < high (got %g, %g)", fn,
+                        c->rope_low_freq_factor, c->rope_high_freq_factor);
+    return check_field_min(fn, "rope_original_ctx", c->rope_original_ctx, 1);
+}
+
 fg_status fgi_check_config(const char *fn, const fg_config *c)
 {
     size_t elems;
@@ -94,6 +116,7 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
                            "%s: config.rope_base must be finite and > 0 (got %g)", fn,
                            c->rope_base);
     }
+    if (c->use_rope) FGI_TRY(check_rope_scaling(fn, c));
     if (c->use_flash) FGI_TRY(check_field_min(fn, "flash_block", c->flash_block, 1));
     /* The largest matrices must be addressable, and the q|k|v width an int. */
     FGI_TRY(fgi_check_elems(fn, "q|k|v projection width", &elems, 2,
@@ -115,6 +138,26 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
 fg_status fg_config_validate(const fg_config *cfg)
 {
     return fgi_check_config("fg_config_validate", cfg);
+}
+
+/* transformers' _compute_llama3_parameters, per frequency: by wavelength
+ * 2*pi/inv against the original context, short wavelengths (below
+ * ctx/high) keep their frequency, long ones (above ctx/low) are divided by
+ * the factor, and those between blend the two linearly in ctx/wavelen. */
+double fg_config_rope_inv_freq(const fg_config *c, int j)
+{
+    if (c == NULL || c->n_head < 1 || j < 0 || j >= c->n_embd / c->n_head / 2) return 0.0;
+    const int d = c->n_embd / c->n_head;
+    const double inv = pow(c->rope_base, -2.0 * j / (double)d);
+    if (c->rope_scaling == FG_ROPE_LINEAR) return inv / c->rope_factor;
+    if (c->rope_scaling != FG_ROPE_LLAMA3) return inv;
+    const double ctx = (double)c->rope_original_ctx, pi = 3.14159265358979323846;
+    const double wavelen = 2.0 * pi / inv;
+    if (wavelen < ctx / c->rope_high_freq_factor) return inv;
+    if (wavelen > ctx / c->rope_low_freq_factor) return inv / c->rope_factor;
+    const double smooth = (ctx / wavelen - c->rope_low_freq_factor) /
+                          (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return (1.0 - smooth) * inv / c->rope_factor + smooth * inv;
 }
 
 int fg_config_qkv_width(const fg_config *cfg)

@@ -1,5 +1,6 @@
-/* Hugging Face checkpoint folders: config.json + model.safetensors, for
- * model_type "gpt2" and "llama".
+/* Hugging Face checkpoint folders: config.json + model.safetensors, or
+ * model.safetensors.index.json and its shards, for model_type "gpt2" and
+ * the Llama architecture ("llama", "mistral", "qwen2").
  *
  * The configuration is parsed with cJSON and every value range-checked
  * before anything is sized from it. Tensors are then visited twice by one
@@ -7,7 +8,9 @@
  * convertible, shape exactly as the configuration implies; nothing
  * allocated) and, only if that passes, a loading pass that allocates the
  * model and reads each tensor into its place. So the model is never larger
- * than the tensors the file really holds.
+ * than the tensors the file really holds. A sharded checkpoint is the same
+ * walk over several files (every shard header parsed and checked against
+ * the index first).
  *
  * Layout conversions (see decoder.h for the target layout):
  *  - GPT-2 Conv1D weights are already (in, out); c_attn is already [q|k|v].
@@ -196,15 +199,234 @@ static fg_status parse_gpt2(const config_source *s, fgi_hf_config *out)
     return FG_OK;
 }
 
-static fg_status parse_llama(const config_source *s, fgi_hf_config *out)
+/* RoPE settings: transformers <= 4 writes "rope_theta" (and "rope_scaling"
+ * for scaled variants); transformers 5 writes "rope_parameters"
+ * {rope_theta, rope_type, ...}. Both are read, and when both give a theta,
+ * or both a scaling, they must agree. Rope types "default", "linear" and
+ * "llama3" are computed (fg_config_rope_inv_freq); any other type, and any
+ * key the type does not use, would change (or pretend to change) the
+ * angles, so it is refused with the key named rather than ignored. */
+typedef struct {
+    int has_theta;
+    double theta;
+    fg_rope_scaling type;
+    double factor, low, high;
+    int original;
+    unsigned seen; /* KEY_* bits of the keys given */
+} rope_spec;
+
+enum { KEY_FACTOR = 1, KEY_LOW = 2, KEY_HIGH = 4, KEY_ORIGINAL = 8 };
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} rope_keys[] = {{"factor", KEY_FACTOR}, {"low_freq_factor", KEY_LOW},
+                 {"high_freq_factor", KEY_HIGH},
+                 {"original_max_position_embeddings", KEY_ORIGINAL}};
+
+static fg_status rope_value(const config_source *s, const char *key, const cJSON *item,
+                            rope_spec *r)
+{
+    const char *name = item->string;
+    char got[64];
+    for (size_t k = 0; k < sizeof rope_keys / sizeof rope_keys[0]; k++) {
+        if (strcmp(name, rope_keys[k].name) != 0) continue;
+        const double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
+        const int original = rope_keys[k].bit == KEY_ORIGINAL;
+        if (!(v > 0.0 && v <= 1e12) || (original && (v != floor(v) || v > MAX_SIZE))) {
+            describe(item, got, sizeof got);
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"%s.%s\" must be a%s number in (0, %g] (got %s)", key,
+                                  name, original ? "n integer" : "",
+                                  original ? (double)MAX_SIZE : 1e12, got);
+        }
+        r->seen |= rope_keys[k].bit;
+        if (rope_keys[k].bit == KEY_FACTOR) r->factor = v;
+        if (rope_keys[k].bit == KEY_LOW) r->low = v;
+        if (rope_keys[k].bit == KEY_HIGH) r->high = v;
+        if (original) r->original = (int)v;
+        return FG_OK;
+    }
+    return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                          "\"%s.%s\" is not supported (it changes the RoPE angles)", key,
+                          FGI_QUOTE(name));
+}
+
+static fg_status rope_object(const config_source *s, const char *key, rope_spec *r)
+{
+    const cJSON *obj = config_key(s, key), *item;
+    int typed = 0;
+    *r = (rope_spec){0};
+    if (obj == NULL) return FG_OK;
+    if (!cJSON_IsObject(obj))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file, "\"%s\" must be an object",
+                              key);
+    cJSON_ArrayForEach(item, obj)
+    {
+        const char *name = item->string;
+        char got[64];
+        if (cJSON_IsNull(item)) continue;
+        if (strcmp(name, "rope_type") == 0 || strcmp(name, "type") == 0) {
+            const char *v = cJSON_IsString(item) ? item->valuestring : "";
+            const fg_rope_scaling before = r->type;
+            if (strcmp(v, "default") == 0) r->type = FG_ROPE_DEFAULT;
+            else if (strcmp(v, "linear") == 0) r->type = FG_ROPE_LINEAR;
+            else if (strcmp(v, "llama3") == 0) r->type = FG_ROPE_LLAMA3;
+            else {
+                describe(item, got, sizeof got);
+                return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                      "\"%s.%s\": %s is not supported (supported: "
+                                      "\"default\", \"linear\", \"llama3\")", key,
+                                      FGI_QUOTE(name), got);
+            }
+            /* "type" (older) and "rope_type" may both be there: one type */
+            if (typed && r->type != before)
+                return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                      "\"%s.type\" and \"%s.rope_type\" disagree", key, key);
+            typed = 1;
+            continue;
+        }
+        if (strcmp(name, "rope_theta") == 0) {
+            if (!cJSON_IsNumber(item) || !(item->valuedouble > 0.0) ||
+                !(item->valuedouble <= 1e12)) {
+                describe(item, got, sizeof got);
+                return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                      "\"%s.rope_theta\" must be a number in (0, 1e+12] "
+                                      "(got %s)", key, got);
+            }
+            r->theta = item->valuedouble;
+            r->has_theta = 1;
+            continue;
+        }
+        FGI_TRY(rope_value(s, key, item, r));
+    }
+    /* exactly the keys the type uses */
+    const unsigned want = r->type == FG_ROPE_LINEAR   ? KEY_FACTOR
+                          : r->type == FG_ROPE_LLAMA3 ? KEY_FACTOR | KEY_LOW | KEY_HIGH |
+                                                            KEY_ORIGINAL
+                                                      : 0u;
+    const char *type = r->type == FG_ROPE_LINEAR   ? "linear"
+                       : r->type == FG_ROPE_LLAMA3 ? "llama3" : "default";
+    for (size_t k = 0; k < sizeof rope_keys / sizeof rope_keys[0]; k++) {
+        const unsigned bit = rope_keys[k].bit;
+        if ((r->seen & bit) && !(want & bit))
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"%s.%s\" is not used by rope type \"%s\"", key,
+                                  rope_keys[k].name, type);
+        if (!(r->seen & bit) && (want & bit))
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"%s\" of rope type \"%s\" needs \"%s\"", key, type,
+                                  rope_keys[k].name);
+    }
+    if (r->type != FG_ROPE_DEFAULT && !(r->factor >= 1.0))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"%s.factor\" must be >= 1 (got %.17g)", key, r->factor);
+    if (r->type == FG_ROPE_LLAMA3 && !(r->high > r->low))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"%s.high_freq_factor\" (%.17g) must be greater than "
+                              "\"%s.low_freq_factor\" (%.17g)", key, r->high, key, r->low);
+    return FG_OK;
+}
+
+static int same_scaling(const rope_spec *a, const rope_spec *b)
+{
+    return a->type == b->type && a->factor == b->factor && a->low == b->low &&
+           a->high == b->high && a->original == b->original;
+}
+
+static fg_status parse_rope(const config_source *s, fg_config *c)
+{
+    double top;
+    rope_spec v4, v5;
+    FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &top));
+    FGI_TRY(rope_object(s, "rope_scaling", &v4));
+    FGI_TRY(rope_object(s, "rope_parameters", &v5));
+    /* every theta given must be the same one */
+    const struct {
+        const char *key;
+        int has;
+        double theta;
+    } thetas[] = {{"rope_theta", config_key(s, "rope_theta") != NULL, top},
+                  {"rope_scaling.rope_theta", v4.has_theta, v4.theta},
+                  {"rope_parameters.rope_theta", v5.has_theta, v5.theta}};
+    double theta = top;
+    const char *from = NULL;
+    for (size_t i = 0; i < 3; i++) {
+        if (!thetas[i].has) continue;
+        if (from != NULL && thetas[i].theta != theta)
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"%s\" (%.17g) and \"%s\" (%.17g) disagree", from,
+                                  theta, thetas[i].key, thetas[i].theta);
+        from = thetas[i].key;
+        theta = thetas[i].theta;
+    }
+    if (v4.type != FG_ROPE_DEFAULT && v5.type != FG_ROPE_DEFAULT && !same_scaling(&v4, &v5))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"rope_scaling\" and \"rope_parameters\" disagree");
+    const rope_spec *r = v5.type != FG_ROPE_DEFAULT ? &v5 : &v4;
+    c->rope_base = theta;
+    c->rope_scaling = r->type;
+    c->rope_factor = r->factor;
+    c->rope_low_freq_factor = r->low;
+    c->rope_high_freq_factor = r->high;
+    c->rope_original_ctx = r->original;
+    return FG_OK;
+}
+
+/* A key that must be absent, null or false: set, it changes the math in a
+ * way this engine does not compute. */
+static fg_status refuse_if_true(const config_source *s, const char *key, const char *why)
+{
+    int flag;
+    FGI_TRY(get_flag(s, key, 0, &flag));
+    if (flag)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"%s\": true is not supported (%s)", key, why);
+    return FG_OK;
+}
+
+/* Sliding-window attention is not implemented: a window is only accepted
+ * where it cannot apply, i.e. it spans every position the model has, and
+ * transformers 5's per-layer "layer_types" must all be full attention.
+ * Qwen2 (use_sliding_window false) keeps an inert "sliding_window". */
+static fg_status check_window(const config_source *s, int n_ctx, int window_inert)
+{
+    int window;
+    const cJSON *types = config_key(s, "layer_types"), *item;
+    if (types != NULL) {
+        if (!cJSON_IsArray(types))
+            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                                  "\"layer_types\" must be an array");
+        cJSON_ArrayForEach(item, types)
+        {
+            if (cJSON_IsString(item) && strcmp(item->valuestring, "full_attention") == 0)
+                continue;
+            char got[64];
+            describe(item, got, sizeof got);
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"layer_types\": %s is not supported (only "
+                                  "\"full_attention\")", got);
+        }
+    }
+    if (window_inert || config_key(s, "sliding_window") == NULL) return FG_OK;
+    FGI_TRY(get_int(s, "sliding_window", 0, 0x7fffffff, &window));
+    if (window < n_ctx)
+        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                              "\"sliding_window\" %d is smaller than "
+                              "max_position_embeddings %d; sliding-window attention is "
+                              "not supported", window, n_ctx);
+    return FG_OK;
+}
+
+/* model_type llama, mistral and qwen2: one architecture (RMSNorm, RoPE,
+ * GQA, SwiGLU). Qwen2 adds biases on q, k and v (always present). */
+static fg_status parse_llama(const config_source *s, const char *type, fgi_hf_config *out)
 {
     static const char *const silu[] = {"silu", NULL};
+    const int qwen2 = strcmp(type, "qwen2") == 0;
     fg_config *c = &out->cfg;
-    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim;
-    double eps, theta;
-    if (config_key(s, "rope_scaling") != NULL)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"rope_scaling\" is set; scaled RoPE is not supported");
+    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim, sliding;
+    double eps;
     FGI_TRY(get_int(s, "num_hidden_layers", 0, MAX_COUNT, &n_layer));
     FGI_TRY(get_int(s, "num_attention_heads", 0, MAX_COUNT, &n_head));
     FGI_TRY(get_int(s, "num_key_value_heads", n_head, MAX_COUNT, &n_kv));
@@ -215,10 +437,23 @@ static fg_status parse_llama(const config_source *s, fgi_hf_config *out)
     *c = fg_config_llama(n_layer, n_embd, n_head, n_kv, n_inner, vocab, n_ctx);
     FGI_TRY(get_number(s, "rms_norm_eps", 1e-6, 0.0, 0, 1.0, &eps));
     c->norm_eps = (float)eps;
-    FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &theta));
-    c->rope_base = theta;
-    FGI_TRY(get_flag(s, "tie_word_embeddings", 0, &out->tied));
+    FGI_TRY(parse_rope(s, c));
+    /* transformers' default differs: Llama and Mistral untied, Qwen2 tied */
+    FGI_TRY(get_flag(s, "tie_word_embeddings", qwen2, &out->tied));
     FGI_TRY(require_one_of(s, "hidden_act", silu));
+    /* Llama's attention_bias also adds an o_proj bias, which the layer has
+     * no slot for; Qwen2 always has q/k/v biases and no such key. */
+    FGI_TRY(refuse_if_true(s, "attention_bias", "biases on the attention projections"));
+    FGI_TRY(refuse_if_true(s, "mlp_bias", "biases on the MLP projections"));
+    out->qkv_bias = qwen2;
+    if (qwen2) {
+        FGI_TRY(get_flag(s, "use_sliding_window", 0, &sliding));
+        if (sliding)
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"use_sliding_window\": true is not supported "
+                                  "(sliding-window attention)");
+    }
+    FGI_TRY(check_window(s, n_ctx, qwen2));
     if (config_key(s, "head_dim") == NULL) return FG_OK;
     FGI_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
     if ((long long)head_dim * n_head != n_embd)
@@ -256,10 +491,13 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
     if (st == FG_OK && type == NULL) st = missing_key(&s, "model_type");
     if (st == FG_OK) {
         if (strcmp(type, "gpt2") == 0) st = parse_gpt2(&s, out);
-        else if (strcmp(type, "llama") == 0) st = parse_llama(&s, out);
+        else if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0 ||
+                 strcmp(type, "qwen2") == 0)
+            st = parse_llama(&s, type, out);
         else
             st = fgi_file_error(FG_ERR_UNSUPPORTED, fn, file,
-                                "model_type \"%s\" is not supported (gpt2, llama)",
+                                "model_type \"%s\" is not supported (gpt2, llama, "
+                                "mistral, qwen2)",
                                 fgi_quote_bytes((char[200]){0}, 200, type, strlen(type)));
     }
     if (st == FG_OK && fgi_check_config(fn, &out->cfg) != FG_OK)
@@ -272,10 +510,14 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn, const char *fi
 
 /* Tensors --------------------------------------------------------------------------- */
 
+/* The checkpoint: one safetensors file, or the shards of an index; `file`
+ * names it in messages about the model as a whole (a missing tensor). No
+ * tensor name is in two shards (checked when the shards are opened). */
 typedef struct {
-    const char *fn;
-    const fgi_reader *r;
-    const fgi_st_header *h;
+    const char *fn, *file;
+    size_t n_shards;
+    const fgi_reader *r;    /* n_shards readers */
+    const fgi_st_header *h; /* their headers */
     fg_model *model;       /* NULL during the checking pass */
     float *scratch;
     size_t scratch_floats; /* largest tensor that needs re-laying-out */
@@ -309,14 +551,28 @@ static int same_shape(const fgi_st_tensor *t, const int64_t *shape, int n_dims)
     return 1;
 }
 
-static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
+/* The tensor called `name` in any shard, and which shard holds it. */
+static fgi_st_tensor *find_tensor(const loading *ld, const char *name, size_t *shard)
+{
+    for (size_t i = 0; i < ld->n_shards; i++) {
+        fgi_st_tensor *t = fgi_safetensors_find(&ld->h[i], name);
+        if (t != NULL) {
+            if (shard != NULL) *shard = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* `file`: the shard holding t */
+static fg_status check_shape(const loading *ld, const char *file, const fgi_st_tensor *t,
                              const int64_t *shape, int n_dims)
 {
     char got[128], want[128];
     if (same_shape(t, shape, n_dims)) return FG_OK;
     format_shape(got, sizeof got, t->shape, t->n_dims);
     format_shape(want, sizeof want, shape, n_dims);
-    return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
+    return fgi_file_error(FG_ERR_FORMAT, ld->fn, file,
                           "tensor '%s' has shape %s, expected %s", FGI_QUOTE(t->name), got,
                           want);
 }
@@ -326,26 +582,28 @@ static fg_status check_shape(const loading *ld, const fgi_st_tensor *t,
 static fg_status tensor(loading *ld, const char *name, int vector, size_t rows,
                         size_t cols, fgi_placement place)
 {
-    fgi_st_tensor *t = fgi_safetensors_find(ld->h, name);
+    size_t shard = 0;
+    fgi_st_tensor *t = find_tensor(ld, name, &shard);
+    const fgi_reader *r = &ld->r[shard];
     fgi_dtype dtype;
     if (t == NULL)
-        return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->r->name,
+        return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->file,
                               "missing tensor '%s'", name);
-    FGI_TRY(fgi_safetensors_dtype(t, ld->fn, ld->r->name, &dtype));
+    FGI_TRY(fgi_safetensors_dtype(t, ld->fn, r->name, &dtype));
     if (ld->model == NULL) {
         const int64_t matrix[2] = {(int64_t)rows, (int64_t)cols};
         const int64_t flat[1] = {(int64_t)(rows * cols)};
-        FGI_TRY(check_shape(ld, t, vector ? flat : matrix, vector ? 1 : 2));
+        FGI_TRY(check_shape(ld, r->name, t, vector ? flat : matrix, vector ? 1 : 2));
         t->used = 1;
         if ((place.transpose || place.rope_head_dim || place.dst_stride != cols) &&
             rows * cols > ld->scratch_floats)
             ld->scratch_floats = rows * cols;
         return FG_OK;
     }
-    const fgi_tensor_read read = {.offset = ld->h->data_start + t->begin,
+    const fgi_tensor_read read = {.offset = ld->h[shard].data_start + t->begin,
                                   .dtype = dtype, .rows = rows, .cols = cols,
                                   .place = place};
-    return fgi_read_tensor(ld->r, &read, ld->scratch);
+    return fgi_read_tensor(r, &read, ld->scratch);
 }
 
 static fgi_placement copy_to(const float *dst, size_t cols)
@@ -453,18 +711,16 @@ static int is_layer_buffer(const char *name, const char *head, const char *tail)
 /* Tensors the model does not need: buffers that carry no weights, and a
  * classifier copy when the classifier is tied. Anything else unused would
  * change what the model computes, so it is refused. */
-static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
-                              const char *pre)
+static fg_status check_unused_shard(const loading *ld, const fgi_hf_config *hc,
+                                    const char *head, size_t s)
 {
     const fg_config *c = &hc->cfg;
     const int64_t classifier[2] = {c->vocab_size, c->n_embd};
-    char head[64];
-    snprintf(head, sizeof head, "%sh.", pre);
-    for (size_t i = 0; i < ld->h->n_tensors; i++) {
-        const fgi_st_tensor *t = &ld->h->tensors[i];
+    for (size_t i = 0; i < ld->h[s].n_tensors; i++) {
+        const fgi_st_tensor *t = &ld->h[s].tensors[i];
         if (t->used) continue;
         if (strcmp(t->name, "lm_head.weight") == 0 && hc->tied) {
-            FGI_TRY(check_shape(ld, t, classifier, 2));
+            FGI_TRY(check_shape(ld, ld->r[s].name, t, classifier, 2));
             continue;
         }
         if (c->arch == FG_ARCH_GPT2 && (is_layer_buffer(t->name, head, ".attn.bias") ||
@@ -473,11 +729,20 @@ static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
         if (c->arch == FG_ARCH_LLAMA &&
             is_layer_buffer(t->name, "model.layers.", ".self_attn.rotary_emb.inv_freq"))
             continue;
-        return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r->name,
+        return fgi_file_error(FG_ERR_UNSUPPORTED, ld->fn, ld->r[s].name,
                               "tensor '%s' is not used by the %s loader (an unsupported "
                               "variant?)", FGI_QUOTE(t->name),
                               c->arch == FG_ARCH_GPT2 ? "gpt2" : "llama");
     }
+    return FG_OK;
+}
+
+static fg_status check_unused(const loading *ld, const fgi_hf_config *hc,
+                              const char *pre)
+{
+    char head[64];
+    snprintf(head, sizeof head, "%sh.", pre);
+    for (size_t s = 0; s < ld->n_shards; s++) FGI_TRY(check_unused_shard(ld, hc, head, s));
     return FG_OK;
 }
 
@@ -488,23 +753,24 @@ static fg_status walk(loading *ld, const fgi_hf_config *hc, const char *pre,
     return llama_tensors(ld, &hc->cfg, parts);
 }
 
-static fg_status load_tensors(fg_model **model, const char *fn,
-                              const fgi_hf_config *hc, const fgi_reader *r,
-                              const fgi_st_header *h)
+/* ld: fn, file and the shards; the rest is filled here. */
+static fg_status load_tensors(fg_model **model, const fgi_hf_config *hc, loading ld)
 {
+    const char *fn = ld.fn;
     const fg_config *c = &hc->cfg;
     const int gpt2 = c->arch == FG_ARCH_GPT2;
-    const char *pre = gpt2 && fgi_safetensors_find(h, "transformer.wte.weight")
+    const char *pre = gpt2 && find_tensor(&ld, "transformer.wte.weight", NULL)
                           ? "transformer." : "";
     char wpe[32];
     snprintf(wpe, sizeof wpe, "%swpe.weight", pre);
     const fgi_model_parts parts = {
-        .wpe = gpt2 && (!c->use_rope || fgi_safetensors_find(h, wpe) != NULL),
+        .wpe = gpt2 && (!c->use_rope || find_tensor(&ld, wpe, NULL) != NULL),
         .biases = gpt2,
-        .qkv_bias = gpt2 || fgi_safetensors_find(h, "model.layers.0.self_attn.q_proj.bias"),
+        /* Qwen2 always has them; a Llama file may carry them */
+        .qkv_bias = gpt2 || hc->qkv_bias ||
+                    find_tensor(&ld, "model.layers.0.self_attn.q_proj.bias", NULL),
         .lm_head = !hc->tied,
     };
-    loading ld = {.fn = fn, .r = r, .h = h};
     FGI_TRY(walk(&ld, hc, pre, &parts));
     FGI_TRY(check_unused(&ld, hc, pre));
 
@@ -529,9 +795,218 @@ fg_status fgi_hf_load(fg_model **model, const char *fn, const fgi_hf_config *con
     fgi_st_header h;
     *model = NULL;
     FGI_TRY(fgi_safetensors_open(&h, st));
-    fg_status status = load_tensors(model, fn, config, st, &h);
+    const loading ld = {.fn = fn, .file = st->name, .n_shards = 1, .r = st, .h = &h};
+    fg_status status = load_tensors(model, config, ld);
     fgi_safetensors_free(&h);
     return status;
+}
+
+/* Sharded checkpoints ----------------------------------------------------------------
+ *
+ * model.safetensors.index.json: {"metadata": {...}, "weight_map": {tensor:
+ * shard file}}. The index and the shards must agree exactly: every tensor
+ * of the index is in the shard it names, every tensor of every shard is in
+ * the index under that shard (so no tensor is in two shards), and no tensor
+ * is listed twice. A shard must be a plain file name: the index cannot
+ * make the loader open anything outside the folder. */
+
+#define MAX_INDEX_BYTES ((uint64_t)64 << 20)
+#define MAX_SHARDS 65536
+
+typedef struct {
+    const char *name; /* points into the parsed JSON */
+    size_t shard;
+} index_entry;
+
+typedef struct {
+    cJSON *root;
+    const char **files; /* distinct shard names, in order of first mention */
+    size_t n_files;
+    index_entry *entries; /* sorted by name */
+    size_t n_entries;
+} shard_index;
+
+static void index_free(shard_index *x)
+{
+    cJSON_Delete(x->root);
+    free(x->files);
+    free(x->entries);
+    *x = (shard_index){0};
+}
+
+static int by_entry_name(const void *a, const void *b)
+{
+    return strcmp(((const index_entry *)a)->name, ((const index_entry *)b)->name);
+}
+
+static const index_entry *index_find(const shard_index *x, const char *name)
+{
+    const index_entry key = {name, 0};
+    return x->n_entries ? bsearch(&key, x->entries, x->n_entries, sizeof key, by_entry_name)
+                        : NULL;
+}
+
+static fg_status index_entries(shard_index *x, const char *fn, const char *path,
+                               const cJSON *map)
+{
+    const cJSON *item;
+    size_t n = 0;
+    cJSON_ArrayForEach(item, map) n++;
+    if (n == 0) return fgi_file_error(FG_ERR_FORMAT, fn, path, "\"weight_map\" is empty");
+    FGI_TRY(fgi_alloc(fn, (void **)&x->entries, n, sizeof *x->entries));
+    FGI_TRY(fgi_alloc(fn, (void **)&x->files, n, sizeof *x->files));
+    cJSON_ArrayForEach(item, map)
+    {
+        const char *file = cJSON_IsString(item) ? item->valuestring : NULL;
+        if (file == NULL)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "\"weight_map\" entry '%s' is not a file name string",
+                                  FGI_QUOTE(item->string));
+        if (file[0] == '\0' || strchr(file, '/') != NULL || strcmp(file, ".") == 0 ||
+            strcmp(file, "..") == 0)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "tensor '%s' is mapped to '%s', which is not a file "
+                                  "in the checkpoint's folder", FGI_QUOTE(item->string),
+                                  FGI_QUOTE(file));
+        size_t f = 0;
+        while (f < x->n_files && strcmp(x->files[f], file) != 0) f++;
+        if (f == x->n_files) {
+            if (x->n_files == MAX_SHARDS)
+                return fgi_file_error(FG_ERR_FORMAT, fn, path, "names more than %d shards",
+                                      MAX_SHARDS);
+            x->files[x->n_files++] = file;
+        }
+        x->entries[x->n_entries++] = (index_entry){item->string, f};
+    }
+    qsort(x->entries, x->n_entries, sizeof *x->entries, by_entry_name);
+    for (size_t i = 1; i < x->n_entries; i++)
+        if (strcmp(x->entries[i - 1].name, x->entries[i].name) == 0)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "tensor '%s' is listed twice in \"weight_map\"",
+                                  FGI_QUOTE(x->entries[i].name));
+    return FG_OK;
+}
+
+/* The index text (len bytes, need not end in NUL). */
+static fg_status parse_index(shard_index *x, const char *fn, const char *path,
+                             const char *json, size_t len)
+{
+    const char *end = NULL;
+    char *text;
+    *x = (shard_index){0};
+    if (len > MAX_INDEX_BYTES)
+        return fgi_file_error(FG_ERR_FORMAT, fn, path, "is %zu bytes, over the %llu-byte "
+                              "limit for a safetensors index", len,
+                              (unsigned long long)MAX_INDEX_BYTES);
+    if (memchr(json, '\0', len) != NULL)
+        return fgi_file_error(FG_ERR_FORMAT, fn, path, "contains a NUL byte");
+    FGI_TRY(fgi_alloc(fn, (void **)&text, len + 1, 1));
+    memcpy(text, json, len);
+    fg_status st = FG_OK;
+    x->root = cJSON_ParseWithOpts(text, &end, 1);
+    if (x->root == NULL)
+        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "not valid JSON (near byte %zu)",
+                            end != NULL && end >= text ? (size_t)(end - text) : 0);
+    const cJSON *map = st == FG_OK ? cJSON_GetObjectItemCaseSensitive(x->root, "weight_map")
+                                   : NULL;
+    if (st == FG_OK && !cJSON_IsObject(map))
+        st = fgi_file_error(FG_ERR_FORMAT, fn, path, "needs a \"weight_map\" object");
+    if (st == FG_OK) st = index_entries(x, fn, path, map);
+    free(text);
+    if (st != FG_OK) index_free(x);
+    return st;
+}
+
+fg_status fgi_hf_index_parse(const char *fn, const char *file, const char *json, size_t len,
+                             size_t *n_shards, size_t *n_tensors)
+{
+    shard_index x;
+    FGI_TRY(parse_index(&x, fn, file, json, len));
+    *n_shards = x.n_files;
+    *n_tensors = x.n_entries;
+    index_free(&x);
+    return FG_OK;
+}
+
+static fg_status read_index(shard_index *x, const char *fn, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    *x = (shard_index){0};
+    FGI_TRY(fgi_load_input(fn, path, MAX_INDEX_BYTES, "a safetensors index", &text, &len));
+    fg_status st = parse_index(x, fn, path, text, len);
+    free(text);
+    return st;
+}
+
+/* Index and shards agree exactly (see above). */
+static fg_status check_shards(const shard_index *x, const char *fn, const char *path,
+                              const fgi_reader *r, const fgi_st_header *h)
+{
+    for (size_t s = 0; s < x->n_files; s++)
+        for (size_t i = 0; i < h[s].n_tensors; i++) {
+            const char *name = h[s].tensors[i].name;
+            const index_entry *e = index_find(x, name);
+            if (e == NULL)
+                return fgi_file_error(FG_ERR_FORMAT, fn, r[s].name,
+                                      "tensor '%s' is not in the index", FGI_QUOTE(name));
+            if (e->shard != s)
+                return fgi_file_error(FG_ERR_FORMAT, fn, r[s].name,
+                                      "tensor '%s' is also here, but the index maps it "
+                                      "to '%s'", FGI_QUOTE(name),
+                                      FGI_QUOTE(x->files[e->shard]));
+        }
+    for (size_t i = 0; i < x->n_entries; i++)
+        if (fgi_safetensors_find(&h[x->entries[i].shard], x->entries[i].name) == NULL)
+            return fgi_file_error(FG_ERR_FORMAT, fn, path,
+                                  "maps tensor '%s' to '%s', which does not hold it",
+                                  FGI_QUOTE(x->entries[i].name),
+                                  FGI_QUOTE(x->files[x->entries[i].shard]));
+    return FG_OK;
+}
+
+static fg_status join(const char *fn, const char *dir, const char *file, char **out);
+
+static fg_status load_sharded(fg_model **model, const char *fn, const fgi_hf_config *hc,
+                              const char *dir, const char *index_path,
+                              fgi_progress *progress)
+{
+    shard_index x;
+    FGI_TRY(read_index(&x, fn, index_path));
+    char **paths = NULL;
+    fgi_reader *r = NULL;
+    fgi_st_header *h = NULL;
+    size_t opened = 0, parsed = 0;
+    uint64_t total = 0;
+    fg_status st = fgi_alloc(fn, (void **)&paths, x.n_files, sizeof *paths);
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&r, x.n_files, sizeof *r);
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&h, x.n_files, sizeof *h);
+    for (size_t s = 0; st == FG_OK && s < x.n_files; s++) {
+        st = join(fn, dir, x.files[s], &paths[s]);
+        if (st == FG_OK) st = fgi_reader_open(&r[s], fn, paths[s]);
+        if (st != FG_OK) break;
+        opened++;
+        r[s].progress = progress;
+        total += r[s].size;
+        st = fgi_safetensors_open(&h[s], &r[s]);
+        if (st == FG_OK) parsed++;
+    }
+    if (st == FG_OK) st = check_shards(&x, fn, index_path, r, h);
+    if (st == FG_OK) {
+        fgi_progress_begin(progress, total);
+        const loading ld = {.fn = fn, .file = index_path, .n_shards = x.n_files, .r = r,
+                            .h = h};
+        st = load_tensors(model, hc, ld);
+        if (st == FG_OK) fgi_progress_finish(progress);
+    }
+    for (size_t s = 0; s < parsed; s++) fgi_safetensors_free(&h[s]);
+    for (size_t s = 0; s < opened; s++) fgi_reader_close(&r[s]);
+    for (size_t s = 0; paths != NULL && s < x.n_files; s++) free(paths[s]);
+    free(paths);
+    free(r);
+    free(h);
+    index_free(&x);
+    return st;
 }
 
 /* The folder ----------------------------------------------------------------------- */
@@ -554,17 +1029,16 @@ static fg_status read_config(fgi_hf_config *hc, const char *fn, const char *path
     return st;
 }
 
-static fg_status load_folder(fg_model **model, const char *fn, const char *config_path,
-                             const char *weights_path, const char *index_path,
-                             fgi_progress *progress)
+static fg_status load_folder(fg_model **model, const char *fn, const char *dir,
+                             const char *config_path, const char *weights_path,
+                             const char *index_path, fgi_progress *progress)
 {
     fgi_hf_config hc;
     fgi_reader r;
     FGI_TRY(read_config(&hc, fn, config_path));
+    /* one file when there is one (as transformers prefers), else the shards */
     if (access(weights_path, F_OK) != 0 && access(index_path, F_OK) == 0)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, fn, index_path,
-                              "sharded checkpoints are not supported; merge the "
-                              "shards into one model.safetensors");
+        return load_sharded(model, fn, &hc, dir, index_path, progress);
     FGI_TRY(fgi_reader_open(&r, fn, weights_path));
     r.progress = progress;
     fgi_progress_begin(progress, r.size);
@@ -581,7 +1055,7 @@ fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir,
     fg_status st = join(fn, dir, "config.json", &config);
     if (st == FG_OK) st = join(fn, dir, "model.safetensors", &weights);
     if (st == FG_OK) st = join(fn, dir, "model.safetensors.index.json", &index);
-    if (st == FG_OK) st = load_folder(model, fn, config, weights, index, progress);
+    if (st == FG_OK) st = load_folder(model, fn, dir, config, weights, index, progress);
     free(config);
     free(weights);
     free(index);

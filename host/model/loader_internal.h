@@ -165,7 +165,8 @@ fg_status fgi_safetensors_dtype(const fgi_st_tensor *t, const char *fn,
 
 typedef struct {
     fg_config cfg;
-    int tied; /* classifier tied to the embeddings */
+    int tied;     /* classifier tied to the embeddings */
+    int qkv_bias; /* q/k/v biases required (Qwen2); else optional (Llama) */
 } fgi_hf_config;
 
 /* Parses config.json text (len bytes, need not end in NUL). */
@@ -174,8 +175,15 @@ fg_status fgi_hf_config_parse(fgi_hf_config *out, const char *fn,
 /* Builds the model from a parsed configuration and the safetensors file. */
 fg_status fgi_hf_load(fg_model **model, const char *fn,
                       const fgi_hf_config *config, const fgi_reader *st);
-/* The whole folder: dir/config.json and dir/model.safetensors; progress
- * (may be NULL) counts the reads of model.safetensors. */
+/* Parses and checks model.safetensors.index.json text (len bytes, need
+ * not end in NUL): a non-empty "weight_map" of tensor -> plain file name,
+ * no tensor twice; *n_shards distinct files, *n_tensors entries. (The
+ * folder loader then checks the index against the shards.) */
+fg_status fgi_hf_index_parse(const char *fn, const char *file, const char *json, size_t len,
+                             size_t *n_shards, size_t *n_tensors);
+/* The whole folder: dir/config.json and dir/model.safetensors (or the
+ * shards of dir/model.safetensors.index.json); progress (may be NULL)
+ * counts the reads of the weight files. */
 fg_status fgi_hf_load_folder(fg_model **model, const char *fn, const char *dir,
                              fgi_progress *progress);
 

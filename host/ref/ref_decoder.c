@@ -90,12 +90,12 @@ static void attention_layer(float *out, const float *x, int T, const fg_config *
     for (int t = 0; t < T; t++) {
         float *row = ws->qkv + (size_t)t * qkv_w;
         for (int h = 0; h < nh && c->use_rope; h++)
-            fgi_rope_vector(row + (size_t)h * d, d, L + t, c->rope_base);
+            fgi_rope_vector_cfg(row + (size_t)h * d, L + t, c);
         for (int g = 0; g < nkv; g++) {
             const size_t slot = ((size_t)g * cap + (size_t)(L + t)) * d;
             memcpy(kl->k + slot, row + (size_t)(nh + g) * d, sizeof(float) * d);
             memcpy(kl->v + slot, row + (size_t)(nh + nkv + g) * d, sizeof(float) * d);
-            if (c->use_rope) fgi_rope_vector(kl->k + slot, d, L + t, c->rope_base);
+            if (c->use_rope) fgi_rope_vector_cfg(kl->k + slot, L + t, c);
         }
     }
     const int group = nh / nkv, block = c->use_flash ? c->flash_block : 0;

@@ -5,6 +5,8 @@
 #ifndef FLASHGPT_HOST_REF_INTERNAL_H
 #define FLASHGPT_HOST_REF_INTERNAL_H
 
+#include "flashgpt/decoder.h"
+
 #include <stddef.h>
 
 double fgi_gelu(double x);
@@ -16,6 +18,9 @@ void fgi_softmax_slice(float *y, const float *x, int n, size_t stride);
 
 /* RoPE of one head vector (head_dim values) at absolute position pos. */
 void fgi_rope_vector(float *x, int head_dim, int pos, double base);
+/* The same with the configuration's (possibly scaled) inverse frequencies,
+ * head_dim = n_embd / n_head. */
+void fgi_rope_vector_cfg(float *x, int pos, const fg_config *c);
 
 void fgi_layer_norm_row(float *y, const float *x, const float *g,
                         const float *b, int cols, float eps);

@@ -3,7 +3,8 @@
  * Interleaved pairs: pair j = (x[2j], x[2j+1]) at absolute position p turns
  * by theta = p * base^(-2j/head_dim). Angles and the rotation are computed in
  * double from the position itself (no table), so position 100000 is as exact
- * as position 1. Llama checkpoints in Hugging Face layout use half-split
+ * as position 1. The decoder rotates with its configuration's inverse
+ * frequencies (fg_config_rope_inv_freq: scaled RoPE). Llama checkpoints in Hugging Face layout use half-split
  * pairs instead; their loader permutes q/k rows into this pairing. */
 #include "validate.h"
 #include "flashgpt/ops.h"
@@ -20,6 +21,18 @@ void fgi_rope_vector(float *x, int head_dim, int pos, double base)
         double a = x[2 * j], b = x[2 * j + 1];
         x[2 * j] = (float)(a * c - b * s);
         x[2 * j + 1] = (float)(b * c + a * s);
+    }
+}
+
+void fgi_rope_vector_cfg(float *x, int pos, const fg_config *c)
+{
+    const int head_dim = c->n_embd / c->n_head;
+    for (int j = 0; j < head_dim / 2; j++) {
+        double theta = (double)pos * fg_config_rope_inv_freq(c, j);
+        double cs = cos(theta), sn = sin(theta);
+        double a = x[2 * j], b = x[2 * j + 1];
+        x[2 * j] = (float)(a * cs - b * sn);
+        x[2 * j + 1] = (float)(b * cs + a * sn);
     }
 }
 

@@ -21,6 +21,16 @@ extern "C" {
 
 typedef enum { FG_ARCH_GPT2 = 0, FG_ARCH_LLAMA = 1 } fg_arch;
 
+/* RoPE frequency scaling, as Hugging Face's rope_type (docs/contract.md
+ * §14): none, "linear" (every inverse frequency divided by rope_factor) or
+ * "llama3" (low frequencies divided by rope_factor, high ones kept, a
+ * smooth blend between, by wavelength against rope_original_ctx). */
+typedef enum {
+    FG_ROPE_DEFAULT = 0,
+    FG_ROPE_LINEAR = 1,
+    FG_ROPE_LLAMA3 = 2
+} fg_rope_scaling;
+
 typedef struct {
     fg_arch arch;
     int n_layer;
@@ -35,6 +45,13 @@ typedef struct {
     double rope_base;
     int use_flash;   /* 0: dense attention; 1: keys streamed in blocks */
     int flash_block; /* key block size when use_flash (>= 1) */
+    /* RoPE scaling (0 / unused with FG_ROPE_DEFAULT); the CUDA path
+     * refuses anything but FG_ROPE_DEFAULT */
+    fg_rope_scaling rope_scaling;
+    double rope_factor;           /* linear, llama3: >= 1 */
+    double rope_low_freq_factor;  /* llama3: 0 < low < high */
+    double rope_high_freq_factor; /* llama3 */
+    int rope_original_ctx;        /* llama3: original_max_position_embeddings */
 } fg_config;
 
 /* A GPT-2 configuration with the usual defaults (n_kv_head = n_head,
@@ -50,6 +67,12 @@ fg_config fg_config_llama(int n_layer, int n_embd, int n_head, int n_kv_head,
 /* Checks every field and their relations (n_embd % n_head,
  * n_head % n_kv_head, even head_dim with RoPE, ...). */
 fg_status fg_config_validate(const fg_config *cfg);
+
+/* RoPE inverse frequency of pair j (0 <= j < head_dim/2), in double:
+ * base^(-2j/head_dim), then scaled as cfg->rope_scaling says. The
+ * reference and the fast CPU path both rotate by pos * this. 0 for a
+ * NULL cfg or j out of range. */
+double fg_config_rope_inv_freq(const fg_config *cfg, int j);
 
 /* Width of the fused q|k|v projection: (n_head + 2 * n_kv_head) * head_dim. */
 int fg_config_qkv_width(const fg_config *cfg);

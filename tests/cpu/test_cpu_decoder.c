@@ -65,6 +65,20 @@ static int make_cases(decoder_case *cases, fgi_rng *rng)
     ADD("llama GQA 4/2, tied, d 32", llama(2, 128, 4, 2, 200, 131, 64), 0);
     ADD("llama GQA 6/2, untied, d 48", llama(2, 288, 6, 2, 344, 257, 64), 1);
     ADD("llama MQA, untied, d 8", llama(3, 32, 4, 1, 48, 37, 64), 1);
+    /* scaled RoPE: Llama 3.1's factors with original context 32, so that
+     * at d 32 pair 0 is kept, pair 1 blended and the rest divided; and
+     * linear with factor 2.5 */
+    fg_config scaled = llama(2, 128, 4, 2, 200, 131, 64);
+    scaled.rope_base = 500000.0;
+    scaled.rope_scaling = FG_ROPE_LLAMA3;
+    scaled.rope_factor = 8.0;
+    scaled.rope_low_freq_factor = 1.0;
+    scaled.rope_high_freq_factor = 4.0;
+    scaled.rope_original_ctx = 32;
+    ADD("llama3-scaled RoPE, d 32", scaled, 1);
+    scaled.rope_scaling = FG_ROPE_LINEAR;
+    scaled.rope_factor = 2.5;
+    ADD("linear-scaled RoPE, d 32", scaled, 0);
     /* random shapes of both families */
     for (int k = 0; k < 4; k++) {
         const int llama_family = k % 2, n_head = fgi_rng_int(rng, 1, 6);

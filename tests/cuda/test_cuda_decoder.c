@@ -757,6 +757,28 @@ Test(cuda_decoder_args, bad_arguments_are_refused)
     fgi_test_model_free(&tm);
 }
 
+/* The CUDA RoPE kernels take only the base: a scaled configuration is
+ * refused before any device work, never computed unscaled. */
+Test(cuda_decoder_args, scaled_rope_is_refused)
+{
+    fgi_rng rng = fgi_rng_make(207);
+    fg_config cfg = fg_config_llama(1, 32, 2, 1, 40, 29, 16);
+    cfg.rope_scaling = FG_ROPE_LINEAR;
+    cfg.rope_factor = 2.0;
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
+    fg_cuda_weights *weights = NULL;
+#ifdef FG_HAVE_CUDA
+    fgi_assert_status(fg_cuda_weights_create(&weights, &cfg, &tm.w), FG_ERR_UNSUPPORTED,
+                      "scaled RoPE (config.rope_scaling 1) is not supported on the CUDA path");
+#else
+    fgi_assert_status(fg_cuda_weights_create(&weights, &cfg, &tm.w), FG_ERR_UNSUPPORTED,
+                      "without CUDA");
+#endif
+    cr_assert(weights == NULL);
+    fgi_test_model_free(&tm);
+}
+
 Test(cuda_decoder_args, no_device_is_a_clear_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: the no-device path is not reachable");

@@ -9,6 +9,7 @@
  * written to a fresh mkdtemp folder that is removed after each test. */
 #define _POSIX_C_SOURCE 200809L
 #include "fixture.h"
+#include "hf/hf_golden.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -354,6 +355,11 @@ static void assert_same_config(const fg_config *got, const fg_config *want)
     cr_assert(got->norm_eps == want->norm_eps, "eps %g vs %g", got->norm_eps, want->norm_eps);
     cr_assert_eq(got->use_rope, want->use_rope);
     if (want->use_rope) cr_assert(got->rope_base == want->rope_base);
+    cr_assert_eq(got->rope_scaling, want->rope_scaling);
+    cr_assert(got->rope_factor == want->rope_factor);
+    cr_assert(got->rope_low_freq_factor == want->rope_low_freq_factor);
+    cr_assert(got->rope_high_freq_factor == want->rope_high_freq_factor);
+    cr_assert_eq(got->rope_original_ctx, want->rope_original_ctx);
     cr_assert_eq(got->use_flash, 0);
 }
 
@@ -702,13 +708,12 @@ static void write_llama_config(const char *dir, const fg_config *c, int tied,
 
 /* Writes m as a Hugging Face Llama folder; hf receives the per-layer
  * matrices (the caller frees them). */
-static void write_llama_folder(const char *dir, const fgi_test_model *m, const char *dtype,
-                               hf_llama_layer *hf)
+static void llama_list(st_list *l, const fgi_test_model *m, const char *dtype,
+                       hf_llama_layer *hf)
 {
     const fg_config *c = &m->cfg;
     const long long C = c->n_embd, I = c->n_inner, d = C / c->n_head;
     const long long nq = c->n_head * d, nkv = c->n_kv_head * d;
-    st_list *l = calloc(1, sizeof *l);
     st_add(l, dtype, m->w.wte, 2, c->vocab_size, C, "model.embed_tokens.weight");
     for (int i = 0; i < c->n_layer; i++) {
         const fg_layer_weights *w = &m->layers[i];
@@ -735,10 +740,17 @@ static void write_llama_folder(const char *dir, const fgi_test_model *m, const c
     }
     st_add(l, dtype, m->w.ln_f_g, 1, C, 0, "model.norm.weight");
     if (m->w.lm_head) st_add(l, dtype, m->w.lm_head, 2, c->vocab_size, C, "lm_head.weight");
+}
+
+static void write_llama_folder(const char *dir, const fgi_test_model *m, const char *dtype,
+                               hf_llama_layer *hf)
+{
+    st_list *l = calloc(1, sizeof *l);
+    llama_list(l, m, dtype, hf);
     char path[1024];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_write(path, l);
-    write_llama_config(dir, c, m->w.lm_head == NULL, NULL);
+    write_llama_config(dir, &m->cfg, m->w.lm_head == NULL, NULL);
     st_free(l);
     free(l);
 }
@@ -784,6 +796,504 @@ TestSuite(hf_llama, .init = make_tmp, .fini = remove_tmp);
 Test(hf_llama, f16_tied) { llama_round_trip("F16", 0, 0, 201); }
 Test(hf_llama, f32_untied) { llama_round_trip("F32", 1, 0, 202); }
 Test(hf_llama, bf16_untied_with_qkv_bias) { llama_round_trip("BF16", 1, 1, 203); }
+
+static void assert_message_is_safe(void)
+{
+    for (const unsigned char *p = (const unsigned char *)fg_last_error(); *p; p++)
+        cr_assert(*p >= 0x20 && *p < 0x7F, "byte 0x%02X in \"%s\"", *p, fg_last_error());
+}
+
+/* Config variants of the Llama architecture (issue 14): the model written
+ * as a Llama folder, its config.json then replaced by one of `type` whose
+ * RoPE / family keys are `keys` (a JSON fragment starting with ", ").
+ * Returns the folder. */
+static const char *llama_variant(const char *name, const fgi_test_model *m, const char *type,
+                                 const char *keys)
+{
+    const fg_config *c = &m->cfg;
+    const char *dir = make_dir(name);
+    hf_llama_layer hf[3];
+    write_llama_folder(dir, m, "F32", hf);
+    for (int i = 0; i < c->n_layer; i++) free_hf_layer(&hf[i]);
+    bytes j = {0};
+    put_text(&j, "{\"model_type\": \"%s\", \"hidden_act\": \"silu\", "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+                 "\"num_key_value_heads\": %d, \"hidden_size\": %d, "
+                 "\"intermediate_size\": %d, \"vocab_size\": %d, "
+                 "\"max_position_embeddings\": %d, \"rms_norm_eps\": %.9g%s}",
+             type, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->n_inner,
+             c->vocab_size, c->n_ctx, (double)c->norm_eps, keys);
+    put(&j, "", 1);
+    write_text(dir, "config.json", (const char *)j.p);
+    free(j.p);
+    return dir;
+}
+
+static const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static const char *fmt(const char *f, ...)
+{
+    static char buf[8][512];
+    static int next;
+    char *b = buf[next++ % 8];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(b, sizeof buf[0], f, ap);
+    va_end(ap);
+    return b;
+}
+
+/* The model loads with the written configuration and computes m's logits. */
+static void variant_loads(const char *dir, const fgi_test_model *m, fgi_rng *rng)
+{
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    assert_same_weights(loaded, m);
+    assert_same_logits(loaded, m, rng);
+    fg_model_destroy(loaded);
+}
+
+/* transformers 5 writes theta inside "rope_parameters"; it used to be
+ * ignored (theta silently 10000). */
+Test(hf_llama, rope_theta_from_rope_parameters_or_top_level)
+{
+    fgi_rng rng = fgi_rng_make(204);
+    fg_config c = random_llama_config(&rng);
+    c.rope_base = 500000.0 * (0.5 + fgi_rng_uniform(&rng));
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
+    const double t = c.rope_base;
+    const char *tied = ", \"tie_word_embeddings\": false";
+    variant_loads(llama_variant("v5", &m, "llama", fmt("%s, \"rope_parameters\": {\"rope_theta\": "
+                                "%.17g, \"rope_type\": \"default\"}", tied, t)), &m, &rng);
+    variant_loads(llama_variant("both", &m, "llama", fmt("%s, \"rope_theta\": %.17g, "
+                                "\"rope_parameters\": {\"rope_theta\": %.17g}, "
+                                "\"rope_scaling\": {\"rope_type\": \"default\"}", tied, t, t)),
+                  &m, &rng);
+    variant_loads(llama_variant("v4", &m, "llama", fmt("%s, \"rope_theta\": %.17g, "
+                                "\"rope_parameters\": null", tied, t)), &m, &rng);
+    variant_loads(llama_variant("alias", &m, "llama", fmt("%s, \"rope_scaling\": {\"rope_theta\": "
+                                "%.17g, \"rope_type\": \"default\"}", tied, t)), &m, &rng);
+    load_fails(fg_model_load_hf, llama_variant("disagree", &m, "llama",
+               fmt("%s, \"rope_theta\": 10000, \"rope_parameters\": {\"rope_theta\": %.17g}",
+                   tied, t)), FG_ERR_FORMAT, "disagree");
+    load_fails(fg_model_load_hf, llama_variant("neg", &m, "llama",
+               ", \"rope_parameters\": {\"rope_theta\": -1}"), FG_ERR_FORMAT,
+               "\"rope_parameters.rope_theta\" must be a number");
+    load_fails(fg_model_load_hf, llama_variant("notobj", &m, "llama",
+               ", \"rope_parameters\": 5"), FG_ERR_FORMAT, "\"rope_parameters\" must be an object");
+    fgi_test_model_free(&m);
+}
+
+/* Scaled RoPE as Llama 3.1/3.2 and linear-scaled models set it, in both
+ * config forms; the loaded configuration carries it and the logits are
+ * the reference's with those frequencies. */
+Test(hf_llama, linear_and_llama3_rope_scaling_load)
+{
+    fgi_rng rng = fgi_rng_make(211);
+    for (int k = 0; k < 4; k++) {
+        fg_config c = random_llama_config(&rng);
+        const int llama3 = k % 2, v5 = k / 2;
+        c.rope_base = 500000.0;
+        c.rope_scaling = llama3 ? FG_ROPE_LLAMA3 : FG_ROPE_LINEAR;
+        c.rope_factor = 1.0 + 7.0 * fgi_rng_uniform(&rng);
+        if (llama3) {
+            c.rope_low_freq_factor = 1.0;
+            c.rope_high_freq_factor = 4.0;
+            c.rope_original_ctx = 8192;
+        }
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, 1);
+        const char *params =
+            llama3 ? fmt("\"rope_type\": \"llama3\", \"factor\": %.17g, \"low_freq_factor\": 1.0, "
+                         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192",
+                         c.rope_factor)
+                   : fmt("\"type\": \"linear\", \"factor\": %.17g", c.rope_factor);
+        const char *keys = v5 ? fmt(", \"rope_parameters\": {\"rope_theta\": 500000.0, %s}", params)
+                              : fmt(", \"rope_theta\": 500000.0, \"rope_scaling\": {%s}", params);
+        variant_loads(llama_variant(fmt("s%d", k), &m, "llama",
+                                    fmt("%s, \"tie_word_embeddings\": false", keys)), &m, &rng);
+        fgi_test_model_free(&m);
+    }
+}
+
+/* Llama 3.1's frequencies (d 128, theta 500000, factor 8, low 1, high 4,
+ * original context 8192): 29 kept, 6 blended, 29 divided. Expected values
+ * from an independent float64 NumPy transcription of transformers'
+ * _compute_llama3_parameters (its torch.where form):
+ *   inv = 1/theta**(arange(0,d,2)/d); wl = 2*pi/inv
+ *   il = where(wl > orig/low, inv/factor, inv)
+ *   sm = (orig/wl - low)/(high - low); smoothed = (1-sm)*il/factor + sm*il
+ *   il = where(~(wl < orig/high) & ~(wl > orig/low), smoothed, il) */
+Test(hf_llama, llama3_frequencies_match_transformers)
+{
+    static const double want[64] = {1, 0.81461723385654472, 0.66360123769608836, 0.54058100463576697, 0.44036660267178046, 0.35873022375128993, 0.29222782257301516, 0.23805382048035076, 0.19392274474868576, 0.15797280990904319, 0.12868737343265052, 0.10483095217796996, 0.085397100285765609, 0.069565949614160322, 0.056669621445291044, 0.04616405026546052, 0.037606030930863933, 0.030634520893224042, 0.024955408670558694, 0.020329105980970156, 0.016560440080994446, 0.01349041989022675, 0.010989528534539824, 0.008952259336194401, 0.0072926647372171102, 0.0059407303756749668, 0.0048394213457198928, 0.0039422760301166563, 0.0032114459947525913, 0.0021665707635033591, 0.0013718935677611381, 0.00085675141291963208, 0.0005248461609929549, 0.00031269375038406517, 0.00017850781276799638, 9.5562123539646833e-05, 7.7846552739324512e-05, 6.3415143457776137e-05, 5.1659068748189563e-05, 4.2082367687255257e-05, 3.4281021959525912e-05, 2.7925911282444464e-05, 2.2748928601828186e-05, 1.8531669290821308e-05, 1.509621717643313e-05, 1.2297638677963614e-05, 1.0017868402809974e-05, 8.1607282474359434e-06, 6.6478698711812362e-06, 5.4154693654999229e-06, 4.4115346745584042e-06, 3.5937121736509999e-06, 2.9274998701761677e-06, 2.3847918463583037e-06, 1.942692537204043e-06, 1.5825508208909103e-06, 1.2891731721515574e-06, 1.0501826834601687e-06, 8.5549691264436605e-07, 6.9690252855116753e-07, 5.6770881007598369e-07, 4.6246538050008837e-07, 3.7673226901739645e-07, 3.0689259889145111e-07};
+    fg_config c = fg_config_llama(1, 128 * 4, 4, 4, 8, 8, 131072);
+    c.rope_base = 500000.0;
+    c.rope_scaling = FG_ROPE_LLAMA3;
+    c.rope_factor = 8.0;
+    c.rope_low_freq_factor = 1.0;
+    c.rope_high_freq_factor = 4.0;
+    c.rope_original_ctx = 8192;
+    cr_assert_eq(fg_config_validate(&c), FG_OK, "%s", fg_last_error());
+    for (int j = 0; j < 64; j++) {
+        const double got = fg_config_rope_inv_freq(&c, j);
+        cr_assert(fabs(got - want[j]) <= 1e-14 * want[j], "pair %d: %.17g vs %.17g", j, got,
+                  want[j]);
+    }
+    /* linear: every frequency over the factor */
+    c.rope_scaling = FG_ROPE_LINEAR;
+    for (int j = 0; j < 64; j++)
+        cr_assert(fg_config_rope_inv_freq(&c, j) == pow(500000.0, -2.0 * j / 128.0) / 8.0);
+    cr_assert(fg_config_rope_inv_freq(&c, 64) == 0.0);
+    cr_assert(fg_config_rope_inv_freq(NULL, 0) == 0.0);
+    /* invalid scaling parameters are refused by validation */
+    c.rope_factor = 0.5;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_factor");
+    c.rope_factor = 8.0;
+    c.rope_scaling = FG_ROPE_LLAMA3;
+    c.rope_high_freq_factor = 1.0;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_low_freq_factor");
+    c.rope_high_freq_factor = 4.0;
+    c.rope_original_ctx = 0;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_original_ctx");
+    c.rope_scaling = (fg_rope_scaling)7;
+    fgi_assert_status(fg_config_validate(&c), FG_ERR_INVALID_ARG, "rope_scaling");
+}
+
+/* Other rope types and any other RoPE parameter change the angles in ways
+ * not computed here: refused with the key named, never ignored. */
+Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
+{
+    fgi_rng rng = fgi_rng_make(205);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    static const struct {
+        const char *keys, *needle;
+        fg_status code;
+    } cases[] = {
+        {", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}",
+         "\"rope_scaling.rope_type\": \"yarn\" is not supported", FG_ERR_UNSUPPORTED},
+        {", \"rope_parameters\": {\"rope_theta\": 500000.0, \"rope_type\": \"dynamic\", "
+         "\"factor\": 2.0}", "\"rope_parameters.rope_type\": \"dynamic\" is not supported",
+         FG_ERR_UNSUPPORTED},
+        {", \"rope_parameters\": {\"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.5}",
+         "\"rope_parameters.partial_rotary_factor\" is not supported", FG_ERR_UNSUPPORTED},
+        {", \"rope_parameters\": {\"rope_type\": 3}", "\"rope_parameters.rope_type\": 3",
+         FG_ERR_UNSUPPORTED},
+        {", \"rope_parameters\": {\"x\\n\\u001b[2J\": 1}",
+         "\"rope_parameters.x\\x0A\\x1B[2J\" is not supported", FG_ERR_UNSUPPORTED},
+        {", \"rope_scaling\": {\"rope_type\": \"default\", \"factor\": 2.0}",
+         "\"rope_scaling.factor\" is not used by rope type \"default\"", FG_ERR_UNSUPPORTED},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"low_freq_factor\": 2.0, "
+         "\"factor\": 2.0}", "\"rope_scaling.low_freq_factor\" is not used by rope type "
+         "\"linear\"", FG_ERR_UNSUPPORTED},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\"}",
+         "\"rope_scaling\" of rope type \"linear\" needs \"factor\"", FG_ERR_FORMAT},
+        {", \"rope_parameters\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+         "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}",
+         "needs \"original_max_position_embeddings\"", FG_ERR_FORMAT},
+        {", \"rope_parameters\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+         "\"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0, "
+         "\"original_max_position_embeddings\": 8192}",
+         "\"rope_parameters.high_freq_factor\" (4) must be greater than", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"type\": \"linear\", \"rope_type\": \"default\", "
+         "\"factor\": 2.0}", "\"rope_scaling.type\" and \"rope_scaling.rope_type\" disagree",
+         FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 0.5}",
+         "\"rope_scaling.factor\" must be >= 1", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": \"2\"}",
+         "\"rope_scaling.factor\" must be a number", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}, "
+         "\"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": 4.0}",
+         "\"rope_scaling\" and \"rope_parameters\" disagree", FG_ERR_FORMAT},
+        {", \"rope_theta\": 10000, \"rope_scaling\": {\"rope_theta\": 5.0}",
+         "\"rope_theta\" (10000) and \"rope_scaling.rope_theta\" (5) disagree", FG_ERR_FORMAT},
+        {", \"rope_scaling\": {\"rope_theta\": 5.0}, \"rope_parameters\": {\"rope_theta\": 6}",
+         "\"rope_scaling.rope_theta\" (5) and \"rope_parameters.rope_theta\" (6) disagree",
+         FG_ERR_FORMAT},
+        {", \"attention_bias\": true", "\"attention_bias\": true is not supported",
+         FG_ERR_UNSUPPORTED},
+        {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported", FG_ERR_UNSUPPORTED},
+        {", \"head_dim\": 2", "\"head_dim\"", FG_ERR_UNSUPPORTED},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        load_fails(fg_model_load_hf, llama_variant(fmt("r%zu", i), &m, "llama", cases[i].keys),
+                   cases[i].code, cases[i].needle);
+        assert_message_is_safe();
+    }
+    fgi_test_model_free(&m);
+}
+
+/* Mistral is the Llama architecture; its sliding window is accepted only
+ * where it cannot apply (null, or at least max_position_embeddings). */
+Test(hf_llama, mistral_with_and_without_a_window)
+{
+    fgi_rng rng = fgi_rng_make(206);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
+    const char *base = fmt(", \"rope_theta\": %.17g", c.rope_base);
+    variant_loads(llama_variant("m1", &m, "mistral", fmt("%s, \"sliding_window\": null", base)),
+                  &m, &rng);
+    variant_loads(llama_variant("m2", &m, "mistral", fmt("%s, \"sliding_window\": %d, "
+                                "\"layer_types\": [\"full_attention\"]", base, c.n_ctx)),
+                  &m, &rng);
+    load_fails(fg_model_load_hf, llama_variant("m3", &m, "mistral",
+               fmt("%s, \"sliding_window\": %d", base, c.n_ctx - 1)), FG_ERR_UNSUPPORTED,
+               "\"sliding_window\"");
+    load_fails(fg_model_load_hf, llama_variant("m4", &m, "mistral",
+               fmt("%s, \"layer_types\": [\"sliding_attention\"]", base)), FG_ERR_UNSUPPORTED,
+               "\"layer_types\": \"sliding_attention\"");
+    fgi_test_model_free(&m);
+}
+
+/* Qwen2: q/k/v biases always, classifier tied unless the config says not,
+ * sliding window only when switched on. */
+Test(hf_llama, qwen2_biases_tied_and_untied)
+{
+    fgi_rng rng = fgi_rng_make(207);
+    for (int untied = 0; untied < 2; untied++) {
+        fg_config c = random_llama_config(&rng);
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, untied);
+        float *biases[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < c.n_layer; i++) {
+            biases[i] = fgi_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
+            m.layers[i].c_attn_b = biases[i];
+        }
+        const char *keys = fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 1, "
+                               "\"max_window_layers\": 1", c.rope_base,
+                               untied ? ", \"tie_word_embeddings\": false" : "");
+        variant_loads(llama_variant(fmt("q%d", untied), &m, "qwen2",
+                                    fmt("%s, \"use_sliding_window\": false", keys)), &m, &rng);
+        load_fails(fg_model_load_hf, llama_variant(fmt("qs%d", untied), &m, "qwen2",
+                   fmt("%s, \"use_sliding_window\": true", keys)), FG_ERR_UNSUPPORTED,
+                   "\"use_sliding_window\": true");
+        for (int i = 0; i < 3; i++) fgi_buf_free(biases[i]);
+        for (int i = 0; i < c.n_layer; i++) m.layers[i].c_attn_b = NULL;
+        /* written without biases: Qwen2 needs them */
+        load_fails(fg_model_load_hf, llama_variant(fmt("qn%d", untied), &m, "qwen2", keys),
+                   FG_ERR_FORMAT, "missing tensor 'model.layers.0.self_attn.q_proj.bias'");
+        fgi_test_model_free(&m);
+    }
+}
+
+/* Sharded checkpoints ------------------------------------------------------------- */
+
+static const char *shard_name(int k, int n)
+{
+    return fmt("model-%05d-of-%05d.safetensors", k + 1, n);
+}
+
+/* Writes l as n shards (tensor i in shard i % n) and the index, plus a
+ * config for m. `skip` (may be NULL) is left out of the index, `extra` is
+ * appended inside "weight_map", and with `dup` the first tensor is written
+ * into the last shard as well. Returns the bytes of all shards. */
+static uint64_t write_sharded(const char *dir, const fgi_test_model *m, const st_list *l,
+                              int n, const char *skip, const char *extra, int dup)
+{
+    uint64_t total = 0;
+    bytes idx = {0};
+    int first = 1;
+    put_text(&idx, "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {");
+    for (int k = 0; k < n; k++) {
+        st_list *part = calloc(1, sizeof *part);
+        for (int i = k; i < l->n; i += n) {
+            part->t[part->n++] = l->t[i]; /* shallow: the list keeps ownership */
+            if (skip != NULL && strcmp(l->t[i].name, skip) == 0) continue;
+            put_text(&idx, "%s\"%s\": \"%s\"", first ? "" : ", ", l->t[i].name,
+                     shard_name(k, n));
+            first = 0;
+        }
+        if (dup && k == n - 1) part->t[part->n++] = l->t[0];
+        const char *path = tmp_path("%s/%s", strrchr(dir, '/') + 1, shard_name(k, n));
+        st_write(path, part);
+        total += file_size(path);
+        free(part);
+    }
+    put_text(&idx, "%s}}", extra ? extra : "");
+    put(&idx, "", 1);
+    write_text(dir, "model.safetensors.index.json", (const char *)idx.p);
+    free(idx.p);
+    write_llama_config(dir, &m->cfg, m->w.lm_head == NULL, NULL);
+    return total;
+}
+
+TestSuite(hf_sharded, .init = make_tmp, .fini = remove_tmp);
+
+/* The shards of an index load exactly like the one file they were cut from. */
+Test(hf_sharded, shards_load_like_the_single_file)
+{
+    fgi_rng rng = fgi_rng_make(208);
+    for (int untied = 0; untied < 2; untied++) {
+        fg_config c = random_llama_config(&rng);
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, untied);
+        round_model(&m, "BF16");
+        hf_llama_layer hf[3];
+        st_list *l = calloc(1, sizeof *l);
+        llama_list(l, &m, "BF16", hf);
+        const char *one = make_dir(fmt("one%d", untied));
+        st_write(tmp_path("one%d/model.safetensors", untied), l);
+        write_llama_config(one, &c, !untied, NULL);
+        const char *many = make_dir(fmt("many%d", untied));
+        const uint64_t shard_bytes = write_sharded(many, &m, l, 3 + untied, NULL, NULL, 0);
+        fg_model *a = load_ok(fg_model_load_hf, one);
+        fg_model *b = load_with_progress_ok(many, shard_bytes);
+        assert_same_weights(b, &m);
+        assert_same_logits(b, &m, &rng);
+        const fg_weights *wa = fg_model_weights(a), *wb = fg_model_weights(b);
+        cr_assert(memcmp(wa->wte, wb->wte, sizeof(float) * (size_t)c.vocab_size *
+                         (size_t)c.n_embd) == 0);
+        fg_model_destroy(a);
+        fg_model_destroy(b);
+        /* one shard is a valid index too */
+        const char *single = make_dir(fmt("single%d", untied));
+        write_sharded(single, &m, l, 1, NULL, NULL, 0);
+        b = load_ok(fg_model_load_hf, single);
+        assert_same_weights(b, &m);
+        fg_model_destroy(b);
+        for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+        st_free(l);
+        free(l);
+        fgi_test_model_free(&m);
+    }
+}
+
+Test(hf_sharded, index_and_shards_must_agree)
+{
+    fgi_rng rng = fgi_rng_make(209);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 1);
+    hf_llama_layer hf[3];
+    st_list *l = calloc(1, sizeof *l);
+    llama_list(l, &m, "F32", hf);
+    const char *dir;
+    /* a tensor the index names but its shard does not hold */
+    dir = make_dir("ghost");
+    write_sharded(dir, &m, l, 3, NULL, ", \"model.ghost\": \"model-00002-of-00003.safetensors\"", 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "index.json: maps tensor 'model.ghost' to 'model-00002-of-00003.safetensors', "
+               "which does not hold it");
+    /* a tensor of a shard that the index does not list */
+    dir = make_dir("unlisted");
+    write_sharded(dir, &m, l, 3, "model.norm.weight", NULL, 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "tensor 'model.norm.weight' is not in the index");
+    /* listed twice */
+    dir = make_dir("twice");
+    write_sharded(dir, &m, l, 2, NULL, ", \"model.norm.weight\": \"model-00001-of-00002.safetensors\"",
+                  0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "tensor 'model.norm.weight' is listed twice");
+    /* stored in two shards */
+    dir = make_dir("two");
+    write_sharded(dir, &m, l, 3, NULL, NULL, 1);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "model-00003-of-00003.safetensors: tensor 'model.embed_tokens.weight' is also "
+               "here, but the index maps it to 'model-00001-of-00003.safetensors'");
+    /* a tensor the model needs in neither */
+    dir = make_dir("absent");
+    st_list *fewer = calloc(1, sizeof *fewer);
+    *fewer = *l;
+    fewer->n--; /* lm_head, last */
+    write_sharded(dir, &m, fewer, 2, NULL, NULL, 0);
+    free(fewer);
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT,
+               "model.safetensors.index.json: missing tensor 'lm_head.weight'");
+    /* a shard file that is not there */
+    dir = make_dir("lost");
+    write_sharded(dir, &m, l, 3, NULL, NULL, 0);
+    cr_assert(remove(tmp_path("lost/%s", shard_name(1, 3))) == 0);
+    load_fails(fg_model_load_hf, dir, FG_ERR_IO, "model-00002-of-00003.safetensors");
+    for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+    st_free(l);
+    free(l);
+    fgi_test_model_free(&m);
+}
+
+/* The index can only name files in the checkpoint's own folder. */
+Test(hf_sharded, malformed_or_escaping_index)
+{
+    fgi_rng rng = fgi_rng_make(210);
+    fg_config c = random_llama_config(&rng);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    hf_llama_layer hf[3];
+    st_list *l = calloc(1, sizeof *l);
+    llama_list(l, &m, "F32", hf);
+    static const struct {
+        const char *extra, *needle;
+    } escapes[] = {
+        {", \"x\": \"../model.safetensors\"", "mapped to '../model.safetensors', which is not a file"},
+        {", \"x\": \"/etc/passwd\"", "mapped to '/etc/passwd'"},
+        {", \"x\": \"..\"", "mapped to '..'"},
+        {", \"x\": \"\"", "mapped to ''"},
+        {", \"x\": 3", "entry 'x' is not a file name string"},
+        {", \"x\\n\\u001b\": \"a/b\"", "tensor 'x\\x0A\\x1B' is mapped to 'a/b'"},
+    };
+    for (size_t i = 0; i < sizeof escapes / sizeof escapes[0]; i++) {
+        const char *dir = make_dir(fmt("esc%zu", i));
+        write_sharded(dir, &m, l, 2, NULL, escapes[i].extra, 0);
+        load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, escapes[i].needle);
+        assert_message_is_safe();
+    }
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        {"{}", "needs a \"weight_map\" object"},
+        {"{\"weight_map\": []}", "needs a \"weight_map\" object"},
+        {"{\"weight_map\": {}}", "\"weight_map\" is empty"},
+        {"{\"weight_map\": {", "not valid JSON"},
+        {"", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *dir = make_dir(fmt("bad%zu", i));
+        write_sharded(dir, &m, l, 2, NULL, NULL, 0);
+        write_text(dir, "model.safetensors.index.json", bad[i].text);
+        load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, bad[i].needle);
+    }
+    for (int i = 0; i < c.n_layer; i++) free_hf_layer(&hf[i]);
+    st_free(l);
+    free(l);
+    fgi_test_model_free(&m);
+}
+
+/* Committed checkpoints (tests/model/hf, made by gen_hf.py): the reference
+ * decoder's logits against an independent float64 NumPy transcription of
+ * transformers' forward pass (its rotate_half RoPE, its llama3 / linear
+ * frequency formulas), at the fp32 rule of docs/contract.md §32. Llama 3
+ * with rope_parameters (theta 500000, llama3) in three BF16 shards; Qwen2
+ * with biases, tied head and linear rope_scaling; Mistral in two shards. */
+static void golden_logits(const char *folder, const float *want, fg_rope_scaling scaling)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/model/hf/%s", FG_SOURCE_DIR, folder);
+    fg_model *m = load_ok(fg_model_load_hf, dir);
+    const fg_config *c = fg_model_config(m);
+    cr_assert_eq(c->rope_scaling, scaling, "%s", folder);
+    fg_kv_cache *cache = NULL;
+    cr_assert_eq(fg_kv_cache_create(&cache, c, HF_GOLDEN_T), FG_OK, "%s", fg_last_error());
+    float *logits = fgi_buf_nan((size_t)HF_GOLDEN_T * HF_GOLDEN_VOCAB);
+    cr_assert_eq(fg_ref_forward(logits, NULL, c, fg_model_weights(m), cache, hf_golden_ids,
+                                HF_GOLDEN_T), FG_OK, "%s", fg_last_error());
+    fgi_assert_close(logits, want, (size_t)HF_GOLDEN_T * HF_GOLDEN_VOCAB, 1e-4, 1e-4, 1e-5,
+                     folder);
+    fgi_buf_free(logits);
+    fg_kv_cache_destroy(cache);
+    fg_model_destroy(m);
+}
+
+Test(hf_golden, llama3_rope_parameters_bf16_sharded)
+{
+    golden_logits("llama3", hf_golden_llama3, FG_ROPE_LLAMA3);
+}
+Test(hf_golden, qwen2_biases_tied_linear_scaling)
+{
+    golden_logits("qwen2", hf_golden_qwen2, FG_ROPE_LINEAR);
+}
+Test(hf_golden, mistral_sharded) { golden_logits("mistral", hf_golden_mistral, FG_ROPE_DEFAULT); }
 
 /* The permutation must turn Hugging Face's half-split rotation into our
  * interleaved one. Independently of how the test laid the file out: apply
@@ -1414,7 +1924,7 @@ Test(malformed, config_json)
     expect_config(&b, "c17", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
                              "\"num_attention_heads\": 2, \"hidden_size\": 8, "
                              "\"intermediate_size\": 8, \"vocab_size\": 6, "
-                             "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}",
+                             "\"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2.0}}",
                   FG_ERR_UNSUPPORTED, "rope_scaling");
     expect_config(&b, "c18", "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, "
                              "\"num_attention_heads\": 2, \"hidden_size\": 8, "
@@ -1440,7 +1950,7 @@ Test(malformed, missing_files_are_io_errors)
     write_gpt2_config(dir, &b.m.cfg);
     load_fails(fg_model_load_hf, dir, FG_ERR_IO, "model.safetensors");
     write_text(dir, "model.safetensors.index.json", "{}");
-    load_fails(fg_model_load_hf, dir, FG_ERR_UNSUPPORTED, "sharded");
+    load_fails(fg_model_load_hf, dir, FG_ERR_FORMAT, "needs a \"weight_map\" object");
     /* a folder given as a llama2.c file */
     load_fails(fg_model_load_llama2c, dir, FG_ERR_IO, "not a regular file");
     base_free(&b);
@@ -1492,12 +2002,6 @@ Test(malformed, oversized_config_is_refused_before_reading, .timeout = 20)
 }
 
 /* Asserts the last message is one line of printable ASCII. */
-static void assert_message_is_safe(void)
-{
-    for (const unsigned char *p = (const unsigned char *)fg_last_error(); *p; p++)
-        cr_assert(*p >= 0x20 && *p < 0x7F, "byte 0x%02X in \"%s\"", *p, fg_last_error());
-}
-
 /* Names and strings from files reach messages quoted and escaped: a newline
  * cannot split the one-line error, an escape sequence cannot reach the
  * terminal. */
