@@ -6,7 +6,9 @@
  * attention layer and block; fg_cuda_forward_last; refused inputs leave
  * the cache unchanged; runners sharing one weights object, caches taking
  * turns on one runner (one graph capture each) and caches created after
- * one was destroyed.
+ * one was destroyed. After every call the device KV cache is read back
+ * and held to the reference cache (what the fused bias + RoPE + append
+ * kernel stored, which the logits alone cannot show).
  *
  * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Argument tests need no device and run in every build: FG_ERR_INVALID_ARG
@@ -111,6 +113,36 @@ static int make_cases(decoder_case *cases)
     return n;
 }
 
+/* What the fused "bias + RoPE + append" kernel left in every layer of the
+ * device cache, held to the reference cache row by row (the cached tokens
+ * of each KV head; rows past them are not part of the contract). The
+ * logits alone cannot see a key rotated one position too far together
+ * with its query (scores depend on relative position only), and any other
+ * reader of the cache would get it wrong. */
+static void expect_cache_matches(const fg_cuda_kv_cache *cache, const fg_kv_cache *ref_cache,
+                                 const char *what)
+{
+    /* The two caches may differ in capacity (the row stride of a kv head). */
+    const int n_kv = ref_cache->n_kv_head, d = ref_cache->head_dim, cap = ref_cache->capacity;
+    const int gcap = fg_cuda_kv_cache_capacity(cache);
+    const size_t n = (size_t)n_kv * gcap * d;
+    float *k = fgi_buf_nan(n), *v = fgi_buf_nan(n);
+    for (int l = 0; l < ref_cache->n_layer; l++) {
+        ok(fgi_cuda_kv_cache_read(cache, l, k, v), what);
+        const int len = ref_cache->layers[l].len;
+        for (int g = 0; g < n_kv; g++) {
+            const size_t at = (size_t)g * gcap * d, ref_at = (size_t)g * cap * d;
+            const size_t rows = (size_t)len * d;
+            char w[300];
+            snprintf(w, sizeof w, "%s: cached keys of layer %d, kv head %d", what, l, g);
+            fgi_assert_close(k + at, ref_cache->layers[l].k + ref_at, rows, ATOL, RTOL, L2, w);
+            snprintf(w, sizeof w, "%s: cached values of layer %d, kv head %d", what, l, g);
+            fgi_assert_close(v + at, ref_cache->layers[l].v + ref_at, rows, ATOL, RTOL, L2, w);
+        }
+    }
+    fgi_buf_free(k), fgi_buf_free(v);
+}
+
 /* Runs the chunks (token counts) through both decoders, comparing every
  * call; with last_only through fg_*_forward_last (the last row's logits). */
 static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chunks,
@@ -161,6 +193,7 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
             cr_assert_eq(fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len,
                          "%s: layer %d holds %d tokens, reference %d", what, l,
                          fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len);
+        expect_cache_matches(cache, ref_cache, what);
         fgi_buf_free(ref_logits), fgi_buf_free(ref_probs), fgi_buf_free(logits), fgi_buf_free(probs);
     }
     fg_cuda_kv_cache_destroy(cache);
@@ -204,7 +237,8 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
                               fg_cuda_kv_cache *cache, fgi_rng *rng, int T, const char *label)
 {
     const int V = c->cfg.vocab_size;
-    int ids[8];
+    int ids[64];
+    cr_assert(T <= 64);
     fgi_test_random_ids(ids, T, V, rng);
     float *ref = fgi_buf_nan((size_t)V), *got = fgi_buf_nan((size_t)V);
     char what[200];
@@ -214,6 +248,7 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
     ok(fg_cuda_forward_last(got, runner, cache, ids, T), what);
     fgi_assert_guard(got, (size_t)V, what);
     fgi_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
+    expect_cache_matches(cache, ref_cache, what);
     fgi_buf_free(ref), fgi_buf_free(got);
 }
 

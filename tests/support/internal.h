@@ -13,7 +13,7 @@
  *  - attention_internal.h: forcing an attention kernel and its tuning, and
  *    the workspace bound (test_cuda_attention);
  *  - decoder_internal.h: graph-step and capture counters of the GPU decoder
- *    (test_cuda_decoder).
+ *    and a read-back of its device KV cache (test_cuda_decoder).
  * The build gives test executables (only them) the library's private
  * include directories for this header. */
 #ifndef FLASHGPT_TESTS_INTERNAL_H
