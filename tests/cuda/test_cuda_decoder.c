@@ -265,11 +265,19 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
-        const decoder_case *c = &cases[i];
-        /* Positions stay below n_ctx; a 256-token cache makes the captured
-         * plan split the keys (merged by the decode kernel's counters, which
+        /* 80 positions at least, so that the steps cross the 32- and 64-key
+         * split edges and reach a third split in quick mode too: a long
+         * prefill (58 tokens) there, then steps from 59 to 67 keys. */
+        decoder_case cc = cases[i];
+        if (cc.cfg.n_ctx < 80) cc.cfg.n_ctx = 80;
+        const decoder_case *c = &cc;
+        /* Positions stay below n_ctx; a 512-token cache makes the captured
+         * plan split the keys in four (at least 128 keys each at capture),
+         * which at run time are 32-key multiples: 3 non-empty splits at 65
+         * keys and more (merged by the decode kernel's counters, which
          * every replay must leave at zero). */
-        const int cap = 256, steps = fgi_test_quick() ? 6 : c->cfg.n_ctx - 8;
+        const int cap = 512, steps = fgi_test_quick() ? 6 : c->cfg.n_ctx - 8;
+        const int prefill = fgi_test_quick() ? 58 : 3;
         fgi_test_model tm;
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         fg_kv_cache *ref_a, *ref_b;
@@ -278,11 +286,11 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         fg_cuda_kv_cache *a, *b;
         ok(fg_kv_cache_create(&ref_a, &c->cfg, cap), "reference cache");
         ok(fg_kv_cache_create(&ref_b, &c->cfg, cap), "reference cache");
-        open_runner(&weights, &runner, &c->cfg, &tm.w, 4, c->name);
+        open_runner(&weights, &runner, &c->cfg, &tm.w, prefill, c->name);
         ok(cache_create(&a, &c->cfg, cap), c->name);
         ok(cache_create(&b, &c->cfg, cap / 2), c->name);
 
-        forward_last_both(c, &tm, ref_a, runner, a, &rng, 3, "cache A prefill");
+        forward_last_both(c, &tm, ref_a, runner, a, &rng, prefill, "cache A prefill");
         for (int k = 0; k < steps; k++)
             forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A");
         forward_last_both(c, &tm, ref_b, runner, b, &rng, 2, "cache B prefill");
