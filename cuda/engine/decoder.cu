@@ -501,6 +501,24 @@ extern "C" long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache
     return cache != NULL ? cache->graph_steps : 0;
 }
 
+extern "C" fg_status fgi_cuda_kv_cache_read(const fg_cuda_kv_cache *cache, int layer, float *k,
+                                            float *v)
+{
+    static const char fn[] = "fgi_cuda_kv_cache_read";
+    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
+    FGI_TRY(fgi_check_ptr(fn, "k", k));
+    FGI_TRY(fgi_check_ptr(fn, "v", v));
+    if (layer < 0 || layer >= cache->n_layer)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: 'layer' is %d, the cache has %d layers", fn,
+                       layer, cache->n_layer);
+    /* The runners' streams may still be writing the cache. */
+    FGI_CUDA_TRY(fn, cudaDeviceSynchronize());
+    const size_t bytes = sizeof(float) * (size_t)cache->n_kv_head * cache->kv_head_stride;
+    FGI_CUDA_TRY(fn, cudaMemcpy(k, cache_k(cache, layer), bytes, cudaMemcpyDeviceToHost));
+    FGI_CUDA_TRY(fn, cudaMemcpy(v, cache_v(cache, layer), bytes, cudaMemcpyDeviceToHost));
+    return FG_OK;
+}
+
 extern "C" fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache)
 {
     FGI_TRY(fgi_check_ptr("fg_cuda_kv_cache_reset", "cache", cache));

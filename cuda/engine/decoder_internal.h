@@ -17,10 +17,18 @@ extern "C" {
  * runner, since it was created; 0 for NULL.
  * fgi_cuda_runner_graph_captures: decode-step graphs this runner has
  * captured since it was created (one per cache while it keeps them); 0 for
- * NULL. */
+ * NULL.
+ * fgi_cuda_kv_cache_read: copies layer `layer` of sequence 0 of the cache,
+ * keys into k and values into v (host, each (n_kv_head, capacity,
+ * head_dim) floats, rows past the cached length as the device holds them),
+ * after the device has finished all work; so tests can hold what fused
+ * kernels leave in the cache to the reference, not only the logits (a key
+ * rotated to the wrong position leaves every score unchanged). */
 #define FGI_CUDA_INTERNAL_API(X) \
     X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache)) \
-    X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner))
+    X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner)) \
+    X(STATUS, fg_status, fgi_cuda_kv_cache_read, \
+      (const fg_cuda_kv_cache *cache, int layer, float *k, float *v))
 
 #define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
 FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)

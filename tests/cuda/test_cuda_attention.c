@@ -2,7 +2,9 @@
  * flash (every key tile), MHA, GQA/MQA, log-sum-exp, split-KV against one
  * pass for each kernel family, the tensor-core (3xTF32) kernel forced on
  * its head dims and with each key tile, the decoder's strided layout (fused
- * q|k|v projection, KV cache, merged output) and argument checking.
+ * q|k|v projection, KV cache, merged output), a deterministic sweep of the
+ * causal shift around every key tile of every forced kernel, and argument
+ * checking.
  *
  * Every family runs at least 50 random shapes covering q_len = 1,
  * q_len = kv_len and kv_len >> q_len, lengths that are not tile multiples
@@ -863,4 +865,66 @@ Test(cuda_attention, forced_kernel_that_cannot_serve_is_unsupported)
     float *got = fgi_dev_download(out, in.nq);
     for (size_t i = 0; i < in.nq; i++) cr_assert(isnan(got[i]), "refused kernel wrote output");
     fgi_buf_free(got), fgi_dev_free(out), inputs_free(&in);
+}
+
+/* Causal diagonal, deterministically: a kernel that skips or masks a key
+ * tile by testing "wholly above the diagonal" one key off is wrong only when
+ * the causal shift (kv_len - q_len) is two less than a multiple of the key
+ * tile (one key either side it is invisible), so random shapes hit it by
+ * chance. Every forced kernel with every key tile it has (tiled 16, 32, 64;
+ * mma 32, 64; decode's 16-key ring stage and 32-key split granule; generic's
+ * 32-key chunk) runs shifts tile-2, tile-1, tile, tile+1 and 2*tile-2, with
+ * a few query rows (3) and with rows on both sides of the 64-row query tile
+ * edge (66), in one pass and in three splits (whose edges are whole tiles
+ * too). Cheap shapes (head_dim 32, two query heads on one KV head) keep the
+ * emulated quick run short; the sweep is the same in quick and full mode. */
+Test(cuda_attention, causal_diagonal_sweep_every_kernel_and_tile)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(117);
+    static const struct {
+        fgi_attention_kernel kernel;
+        int tile; /* key tile (block_size request) or the kernel's key granule */
+        int block_size;
+    } configs[] = {
+        {FGI_ATTENTION_TILED, 16, 16}, {FGI_ATTENTION_TILED, 32, 32},
+        {FGI_ATTENTION_TILED, 64, 64}, {FGI_ATTENTION_MMA, 32, 32},
+        {FGI_ATTENTION_MMA, 64, 64},   {FGI_ATTENTION_DECODE, 16, 0},
+        {FGI_ATTENTION_DECODE, 32, 0}, {FGI_ATTENTION_GENERIC, 32, 0},
+    };
+    static const int q_lens[] = {3, 66};
+    for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
+        const int T = configs[ci].tile;
+        const int shifts[] = {T - 2, T - 1, T, T + 1, 2 * T - 2};
+        for (int si = 0; si < 5; si++)
+            for (int qi = 0; qi < 2; qi++) {
+                shape s = {2, 1, q_lens[qi], q_lens[qi] + shifts[si], 32};
+                inputs in;
+                inputs_make(&in, &rng, s, 1.0);
+                float *ref = reference_gqa(&in, s), *ref_lse = reference_lse(&in, s);
+                for (int split = 0; split < 2; split++) {
+                    const int want = split ? 3 : 1;
+                    char what[260];
+                    describe(what, sizeof what, "causal diagonal", (int)ci, s);
+                    snprintf(what + strlen(what), sizeof what - strlen(what),
+                             " kernel %d, tile %d, shift %d, %d splits",
+                             (int)configs[ci].kernel, T, shifts[si], want);
+                    const size_t n_rows = (size_t)s.n_q * s.q_len;
+                    float *out = fgi_dev_poisoned(in.nq), *lse = fgi_dev_poisoned(n_rows);
+                    fgi_attention_args a = contiguous_args(out, lse, &in, s);
+                    a.block_size = configs[ci].block_size;
+                    fgi_attention_tuning t = {configs[ci].kernel, want, FGI_ATTENTION_AUTO, 0, 0};
+                    expect_ok(run_tuned(&a, &t, NULL, 0), what);
+                    cr_assert_eq(t.used_kernel, configs[ci].kernel, "%s: ran kernel %d", what,
+                                 (int)t.used_kernel);
+                    if (want == 1)
+                        cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what, t.used_splits);
+                    expect_close_dev(out, ref, in.nq, what);
+                    strcat(what, " lse");
+                    expect_close_dev(lse, ref_lse, n_rows, what);
+                    fgi_dev_free(out), fgi_dev_free(lse);
+                }
+                fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
+            }
+    }
 }

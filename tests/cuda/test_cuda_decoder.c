@@ -6,7 +6,9 @@
  * attention layer and block; fg_cuda_forward_last; refused inputs leave
  * the cache unchanged; runners sharing one weights object, caches taking
  * turns on one runner (one graph capture each) and caches created after
- * one was destroyed.
+ * one was destroyed. After every call the device KV cache is read back
+ * and held to the reference cache (what the fused bias + RoPE + append
+ * kernel stored, which the logits alone cannot show).
  *
  * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Argument tests need no device and run in every build: FG_ERR_INVALID_ARG
@@ -111,6 +113,36 @@ static int make_cases(decoder_case *cases)
     return n;
 }
 
+/* What the fused "bias + RoPE + append" kernel left in every layer of the
+ * device cache, held to the reference cache row by row (the cached tokens
+ * of each KV head; rows past them are not part of the contract). The
+ * logits alone cannot see a key rotated one position too far together
+ * with its query (scores depend on relative position only), and any other
+ * reader of the cache would get it wrong. */
+static void expect_cache_matches(const fg_cuda_kv_cache *cache, const fg_kv_cache *ref_cache,
+                                 const char *what)
+{
+    /* The two caches may differ in capacity (the row stride of a kv head). */
+    const int n_kv = ref_cache->n_kv_head, d = ref_cache->head_dim, cap = ref_cache->capacity;
+    const int gcap = fg_cuda_kv_cache_capacity(cache);
+    const size_t n = (size_t)n_kv * gcap * d;
+    float *k = fgi_buf_nan(n), *v = fgi_buf_nan(n);
+    for (int l = 0; l < ref_cache->n_layer; l++) {
+        ok(fgi_cuda_kv_cache_read(cache, l, k, v), what);
+        const int len = ref_cache->layers[l].len;
+        for (int g = 0; g < n_kv; g++) {
+            const size_t at = (size_t)g * gcap * d, ref_at = (size_t)g * cap * d;
+            const size_t rows = (size_t)len * d;
+            char w[300];
+            snprintf(w, sizeof w, "%s: cached keys of layer %d, kv head %d", what, l, g);
+            fgi_assert_close(k + at, ref_cache->layers[l].k + ref_at, rows, ATOL, RTOL, L2, w);
+            snprintf(w, sizeof w, "%s: cached values of layer %d, kv head %d", what, l, g);
+            fgi_assert_close(v + at, ref_cache->layers[l].v + ref_at, rows, ATOL, RTOL, L2, w);
+        }
+    }
+    fgi_buf_free(k), fgi_buf_free(v);
+}
+
 /* Runs the chunks (token counts) through both decoders, comparing every
  * call; with last_only through fg_*_forward_last (the last row's logits). */
 static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chunks,
@@ -161,6 +193,7 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
             cr_assert_eq(fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len,
                          "%s: layer %d holds %d tokens, reference %d", what, l,
                          fg_cuda_kv_cache_len(cache, l), ref_cache->layers[l].len);
+        expect_cache_matches(cache, ref_cache, what);
         fgi_buf_free(ref_logits), fgi_buf_free(ref_probs), fgi_buf_free(logits), fgi_buf_free(probs);
     }
     fg_cuda_kv_cache_destroy(cache);
@@ -204,7 +237,8 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
                               fg_cuda_kv_cache *cache, fgi_rng *rng, int T, const char *label)
 {
     const int V = c->cfg.vocab_size;
-    int ids[8];
+    int ids[64];
+    cr_assert(T <= 64);
     fgi_test_random_ids(ids, T, V, rng);
     float *ref = fgi_buf_nan((size_t)V), *got = fgi_buf_nan((size_t)V);
     char what[200];
@@ -214,6 +248,7 @@ static void forward_last_both(const decoder_case *c, const fgi_test_model *tm,
     ok(fg_cuda_forward_last(got, runner, cache, ids, T), what);
     fgi_assert_guard(got, (size_t)V, what);
     fgi_assert_close(got, ref, (size_t)V, ATOL, RTOL, L2, what);
+    expect_cache_matches(cache, ref_cache, what);
     fgi_buf_free(ref), fgi_buf_free(got);
 }
 
@@ -230,11 +265,19 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
     decoder_case cases[16];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
-        const decoder_case *c = &cases[i];
-        /* Positions stay below n_ctx; a 256-token cache makes the captured
-         * plan split the keys (merged by the decode kernel's counters, which
+        /* 80 positions at least, so that the steps cross the 32- and 64-key
+         * split edges and reach a third split in quick mode too: a long
+         * prefill (58 tokens) there, then steps from 59 to 67 keys. */
+        decoder_case cc = cases[i];
+        if (cc.cfg.n_ctx < 80) cc.cfg.n_ctx = 80;
+        const decoder_case *c = &cc;
+        /* Positions stay below n_ctx; a 512-token cache makes the captured
+         * plan split the keys in four (at least 128 keys each at capture),
+         * which at run time are 32-key multiples: 3 non-empty splits at 65
+         * keys and more (merged by the decode kernel's counters, which
          * every replay must leave at zero). */
-        const int cap = 256, steps = fgi_test_quick() ? 6 : c->cfg.n_ctx - 8;
+        const int cap = 512, steps = fgi_test_quick() ? 6 : c->cfg.n_ctx - 8;
+        const int prefill = fgi_test_quick() ? 58 : 3;
         fgi_test_model tm;
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         fg_kv_cache *ref_a, *ref_b;
@@ -243,11 +286,11 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
         fg_cuda_kv_cache *a, *b;
         ok(fg_kv_cache_create(&ref_a, &c->cfg, cap), "reference cache");
         ok(fg_kv_cache_create(&ref_b, &c->cfg, cap), "reference cache");
-        open_runner(&weights, &runner, &c->cfg, &tm.w, 4, c->name);
+        open_runner(&weights, &runner, &c->cfg, &tm.w, prefill, c->name);
         ok(cache_create(&a, &c->cfg, cap), c->name);
         ok(cache_create(&b, &c->cfg, cap / 2), c->name);
 
-        forward_last_both(c, &tm, ref_a, runner, a, &rng, 3, "cache A prefill");
+        forward_last_both(c, &tm, ref_a, runner, a, &rng, prefill, "cache A prefill");
         for (int k = 0; k < steps; k++)
             forward_last_both(c, &tm, ref_a, runner, a, &rng, 1, "cache A");
         forward_last_both(c, &tm, ref_b, runner, b, &rng, 2, "cache B prefill");

@@ -1,7 +1,9 @@
 /* GPU vs CPU reference for every non-attention operation of the CUDA path:
  * softmax and causal mask, RoPE, split/merge heads, LayerNorm / RMSNorm /
  * fused add + LayerNorm, GELU / bias + GELU / SiLU-multiply, linear, GELU MLP
- * and SwiGLU MLP; plus argument checking and the no-device error.
+ * and SwiGLU MLP; the decoder's fused q|k|v bias + RoPE + cache append
+ * kernel against the reference ops it replaces, cache contents included;
+ * plus argument checking and the no-device error.
  *
  * GPU tests call fgi_require_gpu() first and show as skipped without a GPU.
  * Each draws at least 50 random shapes (odd sizes, single rows, long rows),
@@ -18,6 +20,7 @@
  * (with or without a GPU) validates first and returns FG_ERR_INVALID_ARG;
  * a build without CUDA returns FG_ERR_UNSUPPORTED from every entry point. */
 #include "gpu_support.h"
+#include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <math.h>
 #include <stdio.h>
@@ -203,6 +206,103 @@ Test(cuda_rope, random_shapes_and_large_positions_match_reference)
         fgi_dev_free(dx), fgi_dev_free(dpos);
         fgi_buf_free(x), fgi_buf_free(ref);
         free(pos);
+    }
+}
+
+/* The decoder's fused "q|k|v bias + RoPE + append" kernel against the
+ * reference ops it replaces: q (bias added, rotated by fg_ref_rope) in place
+ * in the projection, rotated k and plain v in cache rows pos0 .. pos0+T-1,
+ * and every other cache row as it was. RoPE scores depend only on relative
+ * position, so a kernel rotating q and k one position too far passes every
+ * logit check; only what it stores shows it. With and without bias and
+ * RoPE, the position from the host or from a device int (graph replays),
+ * odd head dims without RoPE. */
+Test(cuda_fused, qkv_rope_append_matches_reference_ops)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(120);
+    for (int trial = 0; trial < trials(60); trial++) {
+        const int use_rope = trial % 4 != 3, with_bias = trial % 3 != 1, dev_pos = trial % 2;
+        const int n_kv = fgi_rng_int(&rng, 1, 3), n_head = n_kv * fgi_rng_int(&rng, 1, 3);
+        const int d = use_rope ? 2 * fgi_rng_int(&rng, 1, 40) : fgi_rng_int(&rng, 1, 80);
+        const int T = fgi_rng_int(&rng, 1, 9), cap = T + fgi_rng_int(&rng, 0, 40);
+        const int pos0 = fgi_rng_int(&rng, 0, cap - T);
+        const double base = trial % 5 == 0 ? 500000.0 : 10000.0;
+        const int heads = n_head + 2 * n_kv, width = heads * d;
+        const size_t n_qkv = (size_t)T * width, n_cache = (size_t)n_kv * cap * d;
+        float *qkv = fgi_buf_normal(&rng, n_qkv, 1.0), *bias = fgi_buf_normal(&rng, width, 0.5);
+        float *kc = fgi_buf_normal(&rng, n_cache, 1.0), *vc = fgi_buf_normal(&rng, n_cache, 1.0);
+
+        /* Reference: bias, then (n_head, T, d) and (n_kv, T, d) blocks of q
+         * and k rotated by fg_ref_rope at positions pos0 .. pos0+T-1. */
+        float *ref_qkv = fgi_buf_copy(qkv, n_qkv);
+        float *ref_k = fgi_buf_copy(kc, n_cache), *ref_v = fgi_buf_copy(vc, n_cache);
+        float *full = fgi_buf_copy(qkv, n_qkv);
+        if (with_bias)
+            for (int t = 0; t < T; t++)
+                for (int c = 0; c < width; c++) full[(size_t)t * width + c] += bias[c];
+        float *qh = fgi_buf_nan((size_t)n_head * T * d), *kh = fgi_buf_nan((size_t)n_kv * T * d);
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < n_head; h++)
+                memcpy(qh + ((size_t)h * T + t) * d, full + (size_t)t * width + (size_t)h * d,
+                       sizeof(float) * d);
+            for (int g = 0; g < n_kv; g++)
+                memcpy(kh + ((size_t)g * T + t) * d,
+                       full + (size_t)t * width + (size_t)(n_head + g) * d, sizeof(float) * d);
+        }
+        if (use_rope) {
+            int pos[16];
+            for (int t = 0; t < T; t++) pos[t] = pos0 + t;
+            ok(fg_ref_rope(qh, n_head, T, d, pos, base), "reference rope of q");
+            ok(fg_ref_rope(kh, n_kv, T, d, pos, base), "reference rope of k");
+        }
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < n_head; h++)
+                memcpy(ref_qkv + (size_t)t * width + (size_t)h * d, qh + ((size_t)h * T + t) * d,
+                       sizeof(float) * d);
+            for (int g = 0; g < n_kv; g++) {
+                const size_t row = ((size_t)g * cap + pos0 + t) * d;
+                memcpy(ref_k + row, kh + ((size_t)g * T + t) * d, sizeof(float) * d);
+                memcpy(ref_v + row, full + (size_t)t * width + (size_t)(n_head + n_kv + g) * d,
+                       sizeof(float) * d);
+            }
+        }
+
+        float *dqkv = fgi_dev_upload(qkv, n_qkv), *dbias = fgi_dev_upload(bias, (size_t)width);
+        float *dk = fgi_dev_upload(kc, n_cache), *dv = fgi_dev_upload(vc, n_cache);
+        int *dpos0 = fgi_dev_upload_ints(&pos0, 1);
+        char what[200];
+        snprintf(what, sizeof what,
+                 "qkv rope append (T %d, n_head %d, n_kv_head %d, head_dim %d, capacity %d, "
+                 "pos0 %d%s%s%s), trial %d",
+                 T, n_head, n_kv, d, cap, pos0, use_rope ? ", rope" : "",
+                 with_bias ? ", bias" : "", dev_pos ? ", device pos0" : "", trial);
+#ifdef FG_HAVE_CUDA
+        const fgi_qkv_append_args a = {dqkv, with_bias ? dbias : NULL, dk, dv, T, n_head, n_kv, d,
+                                       cap, dev_pos ? -1 : pos0, dev_pos ? dpos0 : NULL,
+                                       use_rope, base};
+        ok(fgi_cuda_qkv_rope_append("test", &a, 0), what);
+#endif
+        /* q columns of the projection; k and v columns are the kernel's
+         * scratch (not part of what it promises). */
+        ok(fg_cuda_synchronize(0), what);
+        float *got = fgi_dev_download(dqkv, n_qkv);
+        for (int t = 0; t < T; t++) {
+            char w[260];
+            snprintf(w, sizeof w, "%s: q of token %d", what, t);
+            fgi_assert_close(got + (size_t)t * width, ref_qkv + (size_t)t * width,
+                             (size_t)n_head * d, ATOL, RTOL, L2, w);
+        }
+        char w[260];
+        snprintf(w, sizeof w, "%s: k cache", what);
+        expect_device_close(dk, ref_k, n_cache, w);
+        snprintf(w, sizeof w, "%s: v cache", what);
+        expect_device_close(dv, ref_v, n_cache, w);
+        fgi_buf_free(got), fgi_buf_free(qh), fgi_buf_free(kh), fgi_buf_free(full);
+        fgi_buf_free(qkv), fgi_buf_free(bias), fgi_buf_free(kc), fgi_buf_free(vc);
+        fgi_buf_free(ref_qkv), fgi_buf_free(ref_k), fgi_buf_free(ref_v);
+        fgi_dev_free(dqkv), fgi_dev_free(dbias), fgi_dev_free(dk), fgi_dev_free(dv);
+        fgi_dev_free(dpos0);
     }
 }
 

@@ -12,8 +12,11 @@
  *    runner (test_cpu_decoder);
  *  - attention_internal.h: forcing an attention kernel and its tuning, and
  *    the workspace bound (test_cuda_attention);
+ *  - ops_internal.h (CUDA builds only: it needs cuBLAS's header): the
+ *    decoder's fused kernels, held to the reference ops they replace
+ *    (test_cuda_ops);
  *  - decoder_internal.h: graph-step and capture counters of the GPU decoder
- *    (test_cuda_decoder).
+ *    and a read-back of its device KV cache (test_cuda_decoder).
  * The build gives test executables (only them) the library's private
  * include directories for this header. */
 #ifndef FLASHGPT_TESTS_INTERNAL_H
@@ -26,5 +29,8 @@
 #include "hash.h"
 #include "ref_softmax_state.h"
 #include "tokenizer_internal.h"
+#ifdef FG_HAVE_CUDA
+#include "ops_internal.h"
+#endif
 
 #endif /* FLASHGPT_TESTS_INTERNAL_H */

@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "support.h"
 
+#include <criterion/hooks.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,20 @@ uint64_t fgi_test_seed(void)
         have_seed = 1;
     }
     return seed;
+}
+
+/* Once per test executable, in Criterion's runner before any test starts:
+ * the seed of this run, printed, and put in the environment so that every
+ * test process (Criterion runs each test in its own) draws from the same
+ * one; a failing run (CI included) is then replayed by one FG_TEST_SEED. */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    const unsigned long long seed = (unsigned long long)fgi_test_seed();
+    char text[32];
+    snprintf(text, sizeof text, "%llu", seed);
+    if (setenv("FG_TEST_SEED", text, 1) != 0) perror("setenv FG_TEST_SEED");
+    fprintf(stderr, "test seed %llu (FG_TEST_SEED=%llu replays it)\n", seed, seed);
 }
 
 fgi_rng fgi_rng_make(uint64_t stream)
