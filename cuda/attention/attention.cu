@@ -321,7 +321,7 @@ fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attention_pr
     const long long blocks = (long long)p.n_q_head * ceil_div_ll(p.q_len, rows_per_block);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)blocks, (unsigned)p.n_splits, 1);
-    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.blockDim = dim3(FGI_ATTENTION_THREADS, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));

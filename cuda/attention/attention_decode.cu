@@ -22,7 +22,7 @@
 
 namespace {
 
-constexpr int kWarps = FGI_ATTN_THREADS / 32;
+constexpr int kWarps = FGI_ATTENTION_THREADS / 32;
 constexpr int kStageKeys = 16; /* keys per ring stage: 4 per warp */
 constexpr int kKeysPerWarp = kStageKeys / kWarps;
 
@@ -46,7 +46,7 @@ __device__ __forceinline__ void load_stage_async(float *stage, const float *k_he
     const P *v_src = reinterpret_cast<const P *>(v_head + (long long)key0 * D);
     P *k_dst = reinterpret_cast<P *>(stage);
     P *v_dst = k_dst + n4;
-    for (int idx = threadIdx.x; idx < n4; idx += FGI_ATTN_THREADS) {
+    for (int idx = threadIdx.x; idx < n4; idx += FGI_ATTENTION_THREADS) {
         if (idx < valid4) {
             fgi_cp_async(k_dst + idx, k_src + idx);
             fgi_cp_async(v_dst + idx, v_src + idx);
@@ -68,7 +68,7 @@ __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0
 {
     const int D = p.head_dim, F = D / 4, S = p.n_splits;
     float *m_s = stats, *l_s = stats + RB * S; /* (RB, n_splits) each */
-    for (int idx = threadIdx.x; idx < RB * S; idx += FGI_ATTN_THREADS) {
+    for (int idx = threadIdx.x; idx < RB * S; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / S, s = idx % S, m = min(m0 + r, rows - 1);
         const long long part =
             fgi_part_row(p, s, kv_head * p.group + m / p.q_len, m % p.q_len);
@@ -76,7 +76,7 @@ __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0
         l_s[idx] = __ldcg(p.part_l + part);
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < RB * F; idx += FGI_ATTN_THREADS) {
+    for (int idx = threadIdx.x; idx < RB * F; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / F, f = idx % F, m = m0 + r;
         if (m >= rows) continue;
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
@@ -123,7 +123,7 @@ struct DecodeShape {
 constexpr float kRescaleSlack = 8.0f;
 
 template <class Shape>
-__global__ void __launch_bounds__(FGI_ATTN_THREADS)
+__global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
     decode_attention_kernel(const fgi_attention_problem p, int n_row_chunks)
 {
     constexpr int LPK = Shape::LPK, C = Shape::C, RB = Shape::RB, GROUPS = Shape::GROUPS;
@@ -273,7 +273,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
         }
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < RB * F; idx += FGI_ATTN_THREADS) {
+    for (int idx = threadIdx.x; idx < RB * F; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / F, f = idx % F, m = m0 + r;
         if (m >= rows) continue;
         float big = -INFINITY;
@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS)
 /* A block per query row: the split weights exp2(m_s - max) once in shared
  * memory, then each thread sums its dims over the splits (independent loads
  * in flight) and divides by the weighted sum of the partial sums. */
-__global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const fgi_attention_problem p)
+__global__ void __launch_bounds__(FGI_ATTENTION_THREADS) combine_splits_kernel(const fgi_attention_problem p)
 {
     /* Padded: the unrolled split loop below may load a few weights ahead
      * (compute-sanitizer saw 12-byte reads past an n_splits-sized array). */
@@ -358,7 +358,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS) combine_splits_kernel(const 
     float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
     const float *src = p.part_o + row * p.head_dim;
     const long long split_stride = rows * p.head_dim;
-    for (int d = threadIdx.x; d < p.head_dim; d += FGI_ATTN_THREADS) {
+    for (int d = threadIdx.x; d < p.head_dim; d += FGI_ATTENTION_THREADS) {
         float acc = 0.0f;
 #pragma unroll 8
         for (int s = 0; s < p.n_splits; s++) acc = fmaf(weight[s], src[s * split_stride + d], acc);
@@ -487,7 +487,7 @@ int fgi_decode_blocks_per_sm(const fgi_attention_problem &p)
          * with this thread in Relaxed mode: it can never invalidate a capture. */
         cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
         if (cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess) {
-            ok = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, l.kernel, FGI_ATTN_THREADS,
+            ok = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, l.kernel, FGI_ATTENTION_THREADS,
                                                                l.smem) == cudaSuccess;
             (void)cudaThreadExchangeStreamCaptureMode(&mode);
         }
@@ -509,7 +509,7 @@ fg_status fgi_launch_decode(const char *fn, const fgi_attention_problem &p, cuda
     FGI_TRY(prepare_decode(fn, p, &l));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((long long)p.n_kv_head * l.row_chunks), (unsigned)p.n_splits, 1);
-    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.blockDim = dim3(FGI_ATTENTION_THREADS, 1, 1);
     cfg.dynamicSmemBytes = l.smem;
     cfg.stream = stream;
     FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, l.kernel, p, l.row_chunks));
@@ -522,7 +522,7 @@ fg_status fgi_launch_combine(const char *fn, const fgi_attention_problem &p, cud
     const long long rows = (long long)p.n_q_head * p.q_len;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)rows, 1, 1);
-    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.blockDim = dim3(FGI_ATTENTION_THREADS, 1, 1);
     cfg.dynamicSmemBytes = 0;
     cfg.stream = stream;
     void (*kernel)(fgi_attention_problem) = combine_splits_kernel;

@@ -14,9 +14,9 @@
 
 namespace {
 
-constexpr int kWarps = FGI_ATTN_THREADS / 32;
+constexpr int kWarps = FGI_ATTENTION_THREADS / 32;
 
-__global__ void __launch_bounds__(FGI_ATTN_THREADS) generic_attention_kernel(const fgi_attention_problem p)
+__global__ void __launch_bounds__(FGI_ATTENTION_THREADS) generic_attention_kernel(const fgi_attention_problem p)
 {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int D = p.head_dim;
@@ -94,7 +94,7 @@ fg_status fgi_launch_generic(const char *fn, const fgi_attention_problem &p, cud
                        p.head_dim, FGI_GENERIC_MAX_HEAD_DIM);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)fgi_generic_blocks(p), (unsigned)p.n_splits, 1);
-    cfg.blockDim = dim3(FGI_ATTN_THREADS, 1, 1);
+    cfg.blockDim = dim3(FGI_ATTENTION_THREADS, 1, 1);
     cfg.dynamicSmemBytes = sizeof(float) * (size_t)kWarps * (2 * p.head_dim + 32);
     cfg.stream = stream;
     void (*kernel)(fgi_attention_problem) = generic_attention_kernel;

@@ -54,7 +54,7 @@ struct fgi_attention_problem {
 /* Counters at the start of every attention workspace (decode merging). */
 #define FGI_SPLIT_COUNTERS 4096
 #define FGI_SPLIT_COUNTER_BYTES (FGI_SPLIT_COUNTERS * 4)
-#define FGI_ATTN_THREADS 128 /* every attention kernel runs 4 warps per block */
+#define FGI_ATTENTION_THREADS 128 /* every attention kernel runs 4 warps per block */
 
 /* The block's dynamic shared memory (sized at launch), 16-byte aligned. */
 __device__ __forceinline__ float *fgi_attention_smem()

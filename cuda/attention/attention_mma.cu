@@ -29,7 +29,7 @@
 
 namespace {
 
-constexpr int kWarps = FGI_ATTN_THREADS / 32;
+constexpr int kWarps = FGI_ATTENTION_THREADS / 32;
 constexpr int kWarpRows = 16; /* query rows per warp (the mma's M) */
 
 /* Key tile when the caller asks for none: 64 (H100 sweep of 2026-11-26 in
@@ -80,7 +80,7 @@ __device__ __forceinline__ void load_tile_async(float *tile, const float *head, 
                                                 int key_end)
 {
     constexpr int F = D / 4;
-    for (int idx = threadIdx.x; idx < BN * F; idx += FGI_ATTN_THREADS) {
+    for (int idx = threadIdx.x; idx < BN * F; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / F, f = idx % F;
         float *dst = tile + r * PITCH + 4 * f;
         if (key0 + r < key_end)
@@ -111,7 +111,7 @@ __device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attention_probl
 }
 
 template <int D, int BN_>
-__global__ void __launch_bounds__(FGI_ATTN_THREADS, (MmaShape<D, BN_>::MIN_BLOCKS))
+__global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_BLOCKS))
     mma_attention_kernel(const fgi_attention_problem p)
 {
     using S = MmaShape<D, BN_>;

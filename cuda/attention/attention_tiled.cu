@@ -76,7 +76,7 @@ __device__ __forceinline__ void load_kv_tile_async(float *tile, const float *hea
                                                    int key0, int key_end)
 {
     using S = TiledShape<D, BN>;
-    for (int idx = threadIdx.x; idx < BN * S::F; idx += FGI_ATTN_THREADS) {
+    for (int idx = threadIdx.x; idx < BN * S::F; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / S::F, f = idx % S::F;
         float *dst = tile + r * S::DP + 4 * f;
         if (key0 + r < key_end)
@@ -88,7 +88,7 @@ __device__ __forceinline__ void load_kv_tile_async(float *tile, const float *hea
 
 /* Min blocks 1: without it ptxas caps some shapes at 128 registers and spills. */
 template <int D, int BN>
-__global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
+__global__ void __launch_bounds__(FGI_ATTENTION_THREADS, 1)
     tiled_attention_kernel(const fgi_attention_problem p)
 {
     using S = TiledShape<D, BN>;
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(FGI_ATTN_THREADS, 1)
     const float *v_head = p.v + w.kv_head * p.kv_head_stride;
     const int n_tiles = key_end > key_begin ? (key_end - key_begin + BN - 1) / BN : 0;
 
-    for (int idx = tid; idx < BM * F; idx += FGI_ATTN_THREADS) {
+    for (int idx = tid; idx < BM * F; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / F, f = idx % F;
         float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (q0 + r < p.q_len)
