@@ -32,23 +32,6 @@ typedef struct {
     int untied;
 } decoder_case;
 
-static fg_config gpt2(int n_layer, int n_embd, int n_head, int n_kv_head, int rope,
-                      int flash_block, int vocab, int n_ctx)
-{
-    fg_config c = fg_config_gpt2(n_layer, n_embd, n_head, vocab, n_ctx);
-    c.n_kv_head = n_kv_head;
-    c.use_rope = rope;
-    c.use_flash = flash_block > 0;
-    if (flash_block > 0) c.flash_block = flash_block;
-    return c;
-}
-
-static fg_config llama(int n_layer, int n_embd, int n_head, int n_kv_head, int n_inner,
-                       int vocab, int n_ctx)
-{
-    return fg_config_llama(n_layer, n_embd, n_head, n_kv_head, n_inner, vocab, n_ctx);
-}
-
 static int make_cases(decoder_case *cases, fgi_rng *rng)
 {
     int n = 0;
@@ -58,17 +41,17 @@ static int make_cases(decoder_case *cases, fgi_rng *rng)
         cases[n].cfg = config;                                                             \
         cases[n++].untied = un;                                                            \
     } while (0)
-    ADD("gpt2 MHA, learned positions, d 32", gpt2(2, 64, 2, 2, 0, 0, 101, 40), 0);
-    ADD("gpt2 GQA 4/2 + RoPE, d 32", gpt2(2, 128, 4, 2, 1, 0, 97, 40), 0);
-    ADD("gpt2 MQA + RoPE, flash block 7, d 20", gpt2(2, 80, 4, 1, 1, 7, 89, 40), 0);
-    ADD("gpt2 MHA, d 80", gpt2(1, 160, 2, 2, 0, 0, 79, 40), 0);
-    ADD("llama GQA 4/2, tied, d 32", llama(2, 128, 4, 2, 200, 131, 64), 0);
-    ADD("llama GQA 6/2, untied, d 48", llama(2, 288, 6, 2, 344, 257, 64), 1);
-    ADD("llama MQA, untied, d 8", llama(3, 32, 4, 1, 48, 37, 64), 1);
+    ADD("gpt2 MHA, learned positions, d 32", fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 40), 0);
+    ADD("gpt2 GQA 4/2 + RoPE, d 32", fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40), 0);
+    ADD("gpt2 MQA + RoPE, flash block 7, d 20", fgi_test_gpt2_config(2, 80, 4, 1, 1, 7, 89, 40), 0);
+    ADD("gpt2 MHA, d 80", fgi_test_gpt2_config(1, 160, 2, 2, 0, 0, 79, 40), 0);
+    ADD("llama GQA 4/2, tied, d 32", fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0);
+    ADD("llama GQA 6/2, untied, d 48", fgi_test_llama_config(2, 288, 6, 2, 344, 0, 257, 64), 1);
+    ADD("llama MQA, untied, d 8", fgi_test_llama_config(3, 32, 4, 1, 48, 0, 37, 64), 1);
     /* scaled RoPE: Llama 3.1's factors with original context 32, so that
      * at d 32 pair 0 is kept, pair 1 blended and the rest divided; and
      * linear with factor 2.5 */
-    fg_config scaled = llama(2, 128, 4, 2, 200, 131, 64);
+    fg_config scaled = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
     scaled.rope_base = 500000.0;
     scaled.rope_scaling = FG_ROPE_LLAMA3;
     scaled.rope_factor = 8.0;
@@ -91,12 +74,12 @@ static int make_cases(decoder_case *cases, fgi_rng *rng)
             const int inner = fgi_rng_int(rng, 1, 3 * C + 8);
             snprintf(label, sizeof label, "random llama L%d C%d h%d/%d inner %d vocab %d",
                      layers, C, n_head, kv, inner, vocab);
-            ADD(label, llama(layers, C, n_head, kv, inner, vocab, 48), k == 3);
+            ADD(label, fgi_test_llama_config(layers, C, n_head, kv, inner, 0, vocab, 48), k == 3);
         } else {
             const int rope = fgi_rng_int(rng, 0, 1);
             snprintf(label, sizeof label, "random gpt2 L%d C%d h%d/%d rope %d vocab %d", layers,
                      C, n_head, kv, rope, vocab);
-            ADD(label, gpt2(layers, C, n_head, kv, rope, 0, vocab, 48), 0);
+            ADD(label, fgi_test_gpt2_config(layers, C, n_head, kv, rope, 0, vocab, 48), 0);
         }
     }
 #undef ADD
@@ -194,7 +177,7 @@ Test(cpu_decoder, every_tile_remainder)
     fgi_rng rng = fgi_rng_make(303);
     fgi_cpu_isa isa[3];
     const int n_isa = isas(isa);
-    decoder_case c = {"llama, partial panels", llama(1, 72, 3, 1, 40, 53, 24), 1};
+    decoder_case c = {"llama, partial panels", fgi_test_llama_config(1, 72, 3, 1, 40, 0, 53, 24), 1};
     for (int a = 0; a < n_isa; a++)
         for (int T = 1; T <= 19; T++) compare_forwards(&c, &rng, &T, 1, 20, 2, isa[a], 0);
 }
@@ -232,7 +215,7 @@ Test(cpu_decoder, prefill_equals_incremental)
 Test(cpu_decoder, thread_count_changes_between_calls)
 {
     fgi_rng rng = fgi_rng_make(305);
-    const fg_config cfg = llama(2, 128, 4, 2, 200, 131, 64);
+    const fg_config cfg = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
     const int V = cfg.vocab_size;
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
@@ -264,7 +247,7 @@ Test(cpu_decoder, thread_count_changes_between_calls)
 Test(cpu_decoder, refused_inputs_leave_the_cache_unchanged)
 {
     fgi_rng rng = fgi_rng_make(306);
-    const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 101, 12);
+    const fg_config cfg = fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 12);
     const int V = cfg.vocab_size;
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
@@ -301,7 +284,7 @@ Test(cpu_decoder, refused_inputs_leave_the_cache_unchanged)
 Test(cpu_decoder, bad_creation_arguments)
 {
     fgi_rng rng = fgi_rng_make(307);
-    const fg_config cfg = llama(1, 32, 4, 2, 48, 37, 12);
+    const fg_config cfg = fgi_test_llama_config(1, 32, 4, 2, 48, 0, 37, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
     fgi_cpu_runner *r = (fgi_cpu_runner *)&tm;

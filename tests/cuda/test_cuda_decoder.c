@@ -65,46 +65,26 @@ typedef struct {
     int untied;
 } decoder_case;
 
-static fg_config gpt2(int n_layer, int n_embd, int n_head, int n_kv_head, int rope,
-                      int flash_block, int vocab, int n_ctx)
-{
-    fg_config c = fg_config_gpt2(n_layer, n_embd, n_head, vocab, n_ctx);
-    c.n_kv_head = n_kv_head;
-    c.use_rope = rope;
-    c.use_flash = flash_block > 0;
-    if (flash_block > 0) c.flash_block = flash_block;
-    return c;
-}
-
-static fg_config llama(int n_layer, int n_embd, int n_head, int n_kv_head, int n_inner,
-                       int flash_block, int vocab, int n_ctx)
-{
-    fg_config c = fg_config_llama(n_layer, n_embd, n_head, n_kv_head, n_inner, vocab, n_ctx);
-    c.use_flash = flash_block > 0;
-    if (flash_block > 0) c.flash_block = flash_block;
-    return c;
-}
-
 static int make_cases(decoder_case *cases)
 {
     int n = 0;
     cases[n++] = (decoder_case){"gpt2 MHA, learned positions, d 32",
-                                gpt2(2, 64, 2, 2, 0, 0, 101, 40), 0};
-    cases[n++] = (decoder_case){"gpt2 GQA 4/2 + RoPE, d 32", gpt2(2, 128, 4, 2, 1, 0, 97, 40), 0};
+                                fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 40), 0};
+    cases[n++] = (decoder_case){"gpt2 GQA 4/2 + RoPE, d 32", fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40), 0};
     cases[n++] = (decoder_case){"gpt2 MHA, flash block 16, d 64",
-                                gpt2(2, 128, 2, 2, 0, 16, 113, 40), 0};
+                                fgi_test_gpt2_config(2, 128, 2, 2, 0, 16, 113, 40), 0};
     cases[n++] = (decoder_case){"gpt2 MQA + RoPE, flash block 7, d 32",
-                                gpt2(2, 128, 4, 1, 1, 7, 89, 40), 0};
+                                fgi_test_gpt2_config(2, 128, 4, 1, 1, 7, 89, 40), 0};
     cases[n++] = (decoder_case){"gpt2 GQA 2/1 + RoPE, flash block 64, d 128",
-                                gpt2(2, 256, 2, 1, 1, 64, 131, 40), 0};
-    cases[n++] = (decoder_case){"gpt2 MHA, d 80", gpt2(2, 160, 2, 2, 0, 0, 79, 40), 0};
+                                fgi_test_gpt2_config(2, 256, 2, 1, 1, 64, 131, 40), 0};
+    cases[n++] = (decoder_case){"gpt2 MHA, d 80", fgi_test_gpt2_config(2, 160, 2, 2, 0, 0, 79, 40), 0};
     cases[n++] = (decoder_case){"llama GQA 4/2, tied, d 32",
-                                llama(2, 128, 4, 2, 200, 0, 131, 64), 0};
+                                fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0};
     cases[n++] = (decoder_case){"llama GQA 8/2, untied, d 32",
-                                llama(2, 256, 8, 2, 344, 0, 257, 64), 1};
-    cases[n++] = (decoder_case){"llama MQA, untied, d 64", llama(3, 256, 4, 1, 300, 0, 97, 64), 1};
+                                fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64), 1};
+    cases[n++] = (decoder_case){"llama MQA, untied, d 64", fgi_test_llama_config(3, 256, 4, 1, 300, 0, 97, 64), 1};
     cases[n++] = (decoder_case){"llama GQA 2/1, flash block 32, d 96",
-                                llama(2, 192, 2, 1, 500, 32, 103, 64), 0};
+                                fgi_test_llama_config(2, 192, 2, 1, 500, 32, 103, 64), 0};
     if (fgi_test_quick()) {
         static const int keep[] = {0, 3, 4, 7, 9}; /* increasing: copies never clobber */
         n = (int)(sizeof keep / sizeof *keep);
@@ -442,7 +422,7 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(205);
-    const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 53, 12);
+    const fg_config cfg = fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 53, 12);
     const int V = cfg.vocab_size, max_tokens = 6;
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
@@ -518,7 +498,7 @@ Test(cuda_decoder, refused_inputs_leave_the_cache_unchanged)
     fgi_assert_same(logits, before, sizeof(float) * 8 * (size_t)V, "logits after refused position");
 
     /* capacity: a RoPE model has no position table, so only the cache limits it */
-    fg_config rope_cfg = gpt2(2, 64, 2, 1, 1, 0, 53, 12);
+    fg_config rope_cfg = fgi_test_gpt2_config(2, 64, 2, 1, 1, 0, 53, 12);
     fgi_test_model rope_tm;
     fgi_test_model_init(&rope_tm, &rope_cfg, &rng, 0);
     fg_cuda_weights *rope_weights;
@@ -750,7 +730,7 @@ Test(cuda_decoder, new_caches_never_replay_a_destroyed_cache_graph)
 Test(cuda_decoder_args, bad_arguments_are_refused)
 {
     fgi_rng rng = fgi_rng_make(206);
-    const fg_config cfg = gpt2(2, 64, 2, 2, 0, 0, 53, 12);
+    const fg_config cfg = fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 53, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 0);
     fg_cuda_weights *weights = NULL;
@@ -826,7 +806,7 @@ Test(cuda_decoder_args, no_device_is_a_clear_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: the no-device path is not reachable");
     fgi_rng rng = fgi_rng_make(207);
-    const fg_config cfg = llama(2, 64, 2, 1, 96, 0, 53, 12);
+    const fg_config cfg = fgi_test_llama_config(2, 64, 2, 1, 96, 0, 53, 12);
     fgi_test_model tm;
     fgi_test_model_init(&tm, &cfg, &rng, 1);
     fg_cuda_weights *weights = NULL;

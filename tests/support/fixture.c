@@ -65,3 +65,23 @@ void fgi_test_random_ids(int *ids, int n, int vocab, fgi_rng *rng)
 {
     for (int i = 0; i < n; i++) ids[i] = fgi_rng_int(rng, 0, vocab - 1);
 }
+
+fg_config fgi_test_gpt2_config(int n_layer, int n_embd, int n_head, int n_kv_head, int rope,
+                               int flash_block, int vocab, int n_ctx)
+{
+    fg_config c = fg_config_gpt2(n_layer, n_embd, n_head, vocab, n_ctx);
+    c.n_kv_head = n_kv_head;
+    c.use_rope = rope;
+    c.use_flash = flash_block > 0;
+    if (flash_block > 0) c.flash_block = flash_block;
+    return c;
+}
+
+fg_config fgi_test_llama_config(int n_layer, int n_embd, int n_head, int n_kv_head, int n_inner,
+                                int flash_block, int vocab, int n_ctx)
+{
+    fg_config c = fg_config_llama(n_layer, n_embd, n_head, n_kv_head, n_inner, vocab, n_ctx);
+    c.use_flash = flash_block > 0;
+    if (flash_block > 0) c.flash_block = flash_block;
+    return c;
+}

@@ -21,6 +21,15 @@ void fgi_test_model_init(fgi_test_model *m, const fg_config *cfg, fgi_rng *rng,
 void fgi_test_model_free(fgi_test_model *m);
 
 /* Random token ids in [0, vocab). */
+/* Decoder configurations of the GPU and fast-CPU decoder tests: GPT-2 with
+ * n_kv_head kv heads (GQA / MQA), RoPE instead of learned positions when
+ * rope, flash attention with that key block when flash_block > 0; Llama
+ * likewise (flash_block 0: dense attention). */
+fg_config fgi_test_gpt2_config(int n_layer, int n_embd, int n_head, int n_kv_head, int rope,
+                               int flash_block, int vocab, int n_ctx);
+fg_config fgi_test_llama_config(int n_layer, int n_embd, int n_head, int n_kv_head, int n_inner,
+                                int flash_block, int vocab, int n_ctx);
+
 void fgi_test_random_ids(int *ids, int n, int vocab, fgi_rng *rng);
 
 #endif /* FLASHGPT_TESTS_FIXTURE_H */
