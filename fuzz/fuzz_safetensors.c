@@ -54,8 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check_message();
     /* 1 layer, C 4, 2 heads, vocab 3, context 2 (GPT-2: tied, with wpe;
      * Llama: 1 KV head, MLP 6, untied) */
-    fgi_hf_config gpt2 = {fg_config_gpt2(1, 4, 2, 3, 2), 1};
-    fgi_hf_config llama = {fg_config_llama(1, 4, 2, 1, 6, 3, 2), 0};
+    fgi_hf_config gpt2 = {.cfg = fg_config_gpt2(1, 4, 2, 3, 2), .tied = 1};
+    fgi_hf_config llama = {.cfg = fg_config_llama(1, 4, 2, 1, 6, 3, 2), .tied = 0};
     load(&r, &gpt2);
     load(&r, &llama);
     fuzz_check_message();
