@@ -336,7 +336,7 @@ static int same_scaling(const rope_spec *a, const rope_spec *b)
 
 static fg_status parse_rope(const config_source *s, fg_config *c)
 {
-    double top;
+    double top = 10000.0; /* set by get_number; initialised for -O3's flow analysis */
     rope_spec v4, v5;
     FGI_TRY(get_number(s, "rope_theta", 10000.0, 0.0, 1, 1e12, &top));
     FGI_TRY(rope_object(s, "rope_scaling", &v4));
