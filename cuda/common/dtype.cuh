@@ -3,8 +3,8 @@
  * What: kernels never touch `float4` or a cache-hint intrinsic on tensor
  * data directly; they load, store and convert through these helpers, so a
  * kernel written for an element type T is instantiated for another type
- * without edits. Only T = float is instantiated today; bf16 / f16 come with
- * their kernels.
+ * without edits. T is float, __nv_bfloat16 or __half (fgi_with_dtype
+ * turns a run-time fg_dtype into the type).
  * Conventions:
  *  - fgi_elem<T>: the traits of a storage type (its fg_dtype, to_float,
  *    from_float). Arithmetic is always fp32: convert on load, round on store.
@@ -26,16 +26,20 @@
  *  - fgi_*4 / fgi_*2 move four / two elements as a float4 / float2: the
  *    unit of kernels whose math is float4-shaped (attention); for f32 they
  *    are exactly the float4 / float2 access they replace.
- * Adding a type: specialise fgi_elem<T> (include its CUDA header here, once
- * the emulator, tools/cuda_emu/fake, can compile it) and instantiate the
+ * Adding a type: specialise fgi_elem<T> (the emulator needs the type in
+ * tools/cuda_emu/fake too), add it to fgi_with_dtype and instantiate the
  * kernels' templates for T; nothing else in this file depends on T. */
 #ifndef FLASHGPT_CUDA_DTYPE_CUH
 #define FLASHGPT_CUDA_DTYPE_CUH
 
+#include "check.h"
 #include "flashgpt/dtype.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <type_traits>
@@ -51,6 +55,56 @@ struct fgi_elem<float> {
     __device__ __forceinline__ static float to_float(float v) { return v; }
     __device__ __forceinline__ static float from_float(float v) { return v; }
 };
+
+/* 16-bit types: conversions round to nearest, ties to even (cvt.rn). */
+template <>
+struct fgi_elem<__nv_bfloat16> {
+    static constexpr fg_dtype dtype = FG_DTYPE_BF16;
+    __device__ __forceinline__ static float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+    __device__ __forceinline__ static __nv_bfloat16 from_float(float v) { return __float2bfloat16(v); }
+    /* Two values as one 32-bit register, lo in the low half (the layout of
+     * an mma.sync 16-bit operand pair). */
+    __device__ __forceinline__ static uint32_t pack2(float lo, float hi)
+    {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        uint32_t bits;
+        memcpy(&bits, &h, sizeof bits);
+        return bits;
+    }
+};
+
+template <>
+struct fgi_elem<__half> {
+    static constexpr fg_dtype dtype = FG_DTYPE_F16;
+    __device__ __forceinline__ static float to_float(__half v) { return __half2float(v); }
+    __device__ __forceinline__ static __half from_float(float v) { return __float2half(v); }
+    __device__ __forceinline__ static uint32_t pack2(float lo, float hi)
+    {
+        const __half2 h = __floats2half2_rn(lo, hi);
+        uint32_t bits;
+        memcpy(&bits, &h, sizeof bits);
+        return bits;
+    }
+};
+
+/* Calls f(T{}) with T the storage type of dtype (float, __nv_bfloat16,
+ * __half) and returns its fg_status; a value outside fg_dtype is
+ * FG_ERR_INVALID_ARG naming fn. Host side of a launcher:
+ *   return fgi_with_dtype(fn, dtype, [&](auto tag) {
+ *       using T = decltype(tag);
+ *       return launch<T>(...);
+ *   }); */
+template <typename F>
+static inline fg_status fgi_with_dtype(const char *fn, fg_dtype dtype, F &&f)
+{
+    switch (dtype) {
+    case FG_DTYPE_F32: return f(float{});
+    case FG_DTYPE_BF16: return f(__nv_bfloat16{});
+    case FG_DTYPE_F16: return f(__half{});
+    }
+    return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)", fn,
+                    (int)dtype);
+}
 
 /* The unsigned type that moves BYTES bytes in one access. */
 template <int BYTES>

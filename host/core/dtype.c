@@ -5,6 +5,10 @@
  * strcasecmp/tolower, whose behaviour depends on the C locale). */
 #include "check.h"
 #include "flashgpt/dtype.h"
+#include "half.h"
+
+#include <math.h>
+#include <stdint.h>
 
 #include <string.h>
 
@@ -66,4 +70,53 @@ fg_status fg_dtype_parse(const char *text, fg_dtype *out)
                     "%s: argument 'text' is not an element type: \"%s\" (expected f32, "
                     "bf16 or f16)",
                     fn, fgi_quote_bytes(shown, sizeof shown, text, strlen(text)));
+}
+
+float fg_dtype_round(fg_dtype dtype, float x)
+{
+    switch (dtype) {
+    case FG_DTYPE_F32: return x;
+    case FG_DTYPE_BF16: return fgi_bf16_to_f32(fgi_f32_to_bf16(x));
+    case FG_DTYPE_F16: return fgi_f16_to_f32(fgi_f32_to_f16(x));
+    }
+    return NAN;
+}
+
+/* The checks shared by both directions. */
+static fg_status check_convert(const char *fn, fg_dtype dtype, const void *dst, const void *src,
+                               size_t n)
+{
+    if (find(dtype) == NULL)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)",
+                        fn, (int)dtype);
+    if (n == 0) return FG_OK;
+    FGI_TRY(fgi_check_ptr(fn, "dst", dst));
+    FGI_TRY(fgi_check_ptr(fn, "src", src));
+    return FG_OK;
+}
+
+fg_status fg_dtype_to_f32(fg_dtype dtype, float *dst, const void *src, size_t n)
+{
+    FGI_TRY(check_convert("fg_dtype_to_f32", dtype, dst, src, n));
+    if (dtype == FG_DTYPE_F32) {
+        memcpy(dst, src, n * sizeof *dst);
+        return FG_OK;
+    }
+    const uint16_t *h = (const uint16_t *)src;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dtype == FG_DTYPE_BF16 ? fgi_bf16_to_f32(h[i]) : fgi_f16_to_f32(h[i]);
+    return FG_OK;
+}
+
+fg_status fg_dtype_from_f32(fg_dtype dtype, void *dst, const float *src, size_t n)
+{
+    FGI_TRY(check_convert("fg_dtype_from_f32", dtype, dst, src, n));
+    if (dtype == FG_DTYPE_F32) {
+        memcpy(dst, src, n * sizeof *src);
+        return FG_OK;
+    }
+    uint16_t *h = (uint16_t *)dst;
+    for (size_t i = 0; i < n; i++)
+        h[i] = dtype == FG_DTYPE_BF16 ? fgi_f32_to_bf16(src[i]) : fgi_f32_to_f16(src[i]);
+    return FG_OK;
 }

@@ -1,9 +1,10 @@
 /* flashgpt element types: the storage type of a tensor's elements.
  *
- * Every kernel and reference today computes in f32 and stores f32; bf16
- * and f16 are named here so that the public API, the loader and the device
- * kernels (cuda/common/dtype.cuh) share one identifier for them. Whatever
- * the storage type, arithmetic is done in f32. */
+ * The CPU reference computes in f32/double from f32 data; the GPU ops take
+ * an fg_dtype (flashgpt/cuda.h, the *_typed functions) and store bf16 or
+ * f16 where asked. Whatever the storage type, arithmetic is done in f32.
+ * Narrowing to a 16-bit type always rounds to nearest, ties to even (the
+ * GPU's cvt.rn), with F16 subnormals, overflow to inf and NaN kept. */
 #ifndef FLASHGPT_DTYPE_H
 #define FLASHGPT_DTYPE_H
 
@@ -33,6 +34,17 @@ size_t fg_dtype_size(fg_dtype dtype);
  * in any ASCII case. FG_ERR_INVALID_ARG for NULL arguments or any other
  * text (quoted, escaped, in the message); *out is written only on success. */
 fg_status fg_dtype_parse(const char *text, fg_dtype *out);
+
+/* x rounded to dtype and widened back (x itself for f32); NaN for a value
+ * outside the enum. */
+float fg_dtype_round(fg_dtype dtype, float x);
+
+/* n elements converted between float and dtype storage (host memory, dst
+ * and src must not overlap; 2-byte alignment for 16-bit storage): to_f32
+ * is exact, from_f32 rounds as above. FG_ERR_INVALID_ARG for NULL
+ * pointers with n > 0 or a dtype outside the enum (nothing written). */
+fg_status fg_dtype_to_f32(fg_dtype dtype, float *dst, const void *src, size_t n);
+fg_status fg_dtype_from_f32(fg_dtype dtype, void *dst, const float *src, size_t n);
 
 #ifdef __cplusplus
 }

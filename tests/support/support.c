@@ -154,6 +154,34 @@ void fgi_assert_close(const float *got, const float *ref, size_t n, double atol,
     }
 }
 
+void fgi_assert_16bit_rule(fg_dtype dtype, const float *got, const float *exact,
+                           const float *naive, size_t n, const char *what)
+{
+    cr_assert(dtype == FG_DTYPE_BF16 || dtype == FG_DTYPE_F16, "%s: not a 16-bit type", what);
+    double naive_err = 0.0, max_exact = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(isfinite(exact[i]), "%s: the reference is not finite at %zu (seed %llu)", what,
+                  i, (unsigned long long)fgi_test_seed());
+        naive_err = fmax(naive_err, fabs((double)naive[i] - exact[i]));
+        max_exact = fmax(max_exact, fabs((double)exact[i]));
+    }
+    /* one ulp at max |exact|: 2^(exponent - mantissa bits) */
+    const int mantissa_bits = dtype == FG_DTYPE_BF16 ? 7 : 10;
+    const double ulp = max_exact > 0.0 ? ldexp(1.0, ilogb(max_exact) - mantissa_bits) : 0.0;
+    const double bound = fmax(2.0 * naive_err, ulp);
+    for (size_t i = 0; i < n; i++) {
+        const double diff = fabs((double)got[i] - exact[i]);
+        cr_assert(isfinite(got[i]) && diff <= bound,
+                  "%s (%s): element %zu is %.9g, expected %.9g (|diff| %.3g > %.3g = max(2 x "
+                  "naive %s error %.3g, 1 ulp %.3g)) (seed %llu)",
+                  what, fg_dtype_name(dtype), i, (double)got[i], (double)exact[i], diff, bound,
+                  fg_dtype_name(dtype), naive_err, ulp, (unsigned long long)fgi_test_seed());
+    }
+    const double e = fgi_rel_l2(got, exact, n);
+    cr_assert(e <= 2e-2, "%s (%s): relative L2 error %.3g > 2e-2 (seed %llu)", what,
+              fg_dtype_name(dtype), e, (unsigned long long)fgi_test_seed());
+}
+
 void fgi_assert_same(const void *a, const void *b, size_t bytes, const char *what)
 {
     cr_assert(memcmp(a, b, bytes) == 0, "%s: contents changed (seed %llu)", what,

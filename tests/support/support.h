@@ -39,6 +39,16 @@ double fgi_max_abs_diff(const float *got, const float *ref, size_t n);
 void fgi_assert_close(const float *got, const float *ref, size_t n, double atol,
                      double rtol, double l2, const char *what);
 
+/* The 16-bit rule (docs/contract.md §32) for a result of dtype widened to
+ * float: got against exact (the CPU reference from the same 16-bit inputs)
+ * may be off by at most twice as much as naive (the same computation
+ * rounded to dtype at every op boundary, the fg_ref_*_naive16 functions),
+ * max |got - exact| <= 2 max |naive - exact|, with the bound never below one
+ * ulp of dtype at max |exact| (the rounding of the stored result alone);
+ * relative L2 of got at most 2e-2; no NaN/inf where exact is finite. */
+void fgi_assert_16bit_rule(fg_dtype dtype, const float *got, const float *exact,
+                           const float *naive, size_t n, const char *what);
+
 /* Asserts two buffers are bitwise identical. */
 void fgi_assert_same(const void *a, const void *b, size_t bytes, const char *what);
 
