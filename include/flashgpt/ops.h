@@ -15,6 +15,7 @@
 #ifndef FLASHGPT_OPS_H
 #define FLASHGPT_OPS_H
 
+#include "flashgpt/dtype.h"
 #include "flashgpt/status.h"
 
 #include <stdint.h>
@@ -107,6 +108,24 @@ fg_status fg_ref_silu_mul(float *y, const float *gate, const float *up, int n);
 fg_status fg_ref_swiglu_ffn(float *y, const float *x, const float *w_gate,
                             const float *w_up, const float *w_down, int rows,
                             int hidden, int inner);
+
+/* Naive 16-bit references (docs/contract.md §32, the 16-bit rule) --------
+ *
+ * The baseline a 16-bit GPU result is measured against: the same
+ * computation done "naively in the 16-bit type", as a framework running the
+ * model in bf16/f16 would: every op's result rounded to dtype (bf16 or f16,
+ * round to nearest even) at its boundary, products accumulated in fp32
+ * inside an op. Inputs and outputs are float arrays holding values of dtype
+ * (inputs are expected to be rounded already; outputs are rounded). Same
+ * shapes and argument checks as the exact function of the same name;
+ * FG_ERR_INVALID_ARG for a dtype other than bf16 / f16. */
+
+/* fg_ref_gqa in 16-bit: s = round(q . k) (fp32 dot), s = round(s / sqrt(d)),
+ * p = round(softmax(s)) (softmax in fp32 over the visible keys), out =
+ * round(sum p v) (fp32 sum). */
+fg_status fg_ref_gqa_naive16(fg_dtype dtype, float *out, const float *q, const float *k,
+                             const float *v, int n_q_head, int n_kv_head, int q_len,
+                             int kv_len, int head_dim);
 
 #ifdef __cplusplus
 }

@@ -278,3 +278,41 @@ Test(attention, bad_arguments_write_nothing)
     fgi_assert_same(out, before, n * sizeof(float), "out after refused calls");
     fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(out), fgi_buf_free(before);
 }
+
+/* The naive 16-bit GQA (the yardstick of the 16-bit rule): its outputs are
+ * values of the type, it stays within the rule's 2e-2 of the exact GQA on
+ * the same rounded inputs, is not exact (it does round), and refuses f32. */
+Test(attention, naive16_gqa_rounds_every_boundary)
+{
+    fgi_rng rng = fgi_rng_make(0x16a);
+    const fg_dtype types[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int t = 0; t < 2; t++)
+        for (int iter = 0; iter < 6; iter++) {
+            const int n_kv = fgi_rng_int(&rng, 1, 2), n_q = n_kv * fgi_rng_int(&rng, 1, 3);
+            const int d = 8 * fgi_rng_int(&rng, 1, 8), q_len = fgi_rng_int(&rng, 1, 9);
+            const int kv_len = q_len + fgi_rng_int(&rng, 0, 40);
+            const size_t nq = (size_t)n_q * q_len * d, nk = (size_t)n_kv * kv_len * d;
+            float *q = fgi_buf_normal(&rng, nq, 1.0), *k = fgi_buf_normal(&rng, nk, 1.0);
+            float *v = fgi_buf_normal(&rng, nk, 1.0);
+            float *exact = fgi_buf_nan(nq), *naive = fgi_buf_nan(nq);
+            for (size_t i = 0; i < nq; i++) q[i] = fg_dtype_round(types[t], q[i]);
+            for (size_t i = 0; i < nk; i++) k[i] = fg_dtype_round(types[t], k[i]);
+            for (size_t i = 0; i < nk; i++) v[i] = fg_dtype_round(types[t], v[i]);
+            cr_assert_eq(fg_ref_gqa(exact, q, k, v, n_q, n_kv, q_len, kv_len, d), FG_OK);
+            cr_assert_eq(fg_ref_gqa_naive16(types[t], naive, q, k, v, n_q, n_kv, q_len, kv_len, d),
+                         FG_OK, "%s", fg_last_error());
+            for (size_t i = 0; i < nq; i++)
+                cr_assert_eq(naive[i], fg_dtype_round(types[t], naive[i]), "not rounded at %zu", i);
+            const double e = fgi_rel_l2(naive, exact, nq);
+            cr_assert(e <= 2e-2 && e > 0.0, "%s: relative L2 %.3g (seed %llu)",
+                      fg_dtype_name(types[t]), e, (unsigned long long)fgi_test_seed());
+            fgi_assert_guard(naive, nq, "naive16 out");
+            fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(exact),
+                fgi_buf_free(naive);
+        }
+    float x[64];
+    fgi_assert_status(fg_ref_gqa_naive16(FG_DTYPE_F32, x, x, x, x, 1, 1, 1, 1, 8),
+                      FG_ERR_INVALID_ARG, "bf16 or f16");
+    fgi_assert_status(fg_ref_gqa_naive16(FG_DTYPE_BF16, x, x, x, x, 2, 3, 1, 1, 8),
+                      FG_ERR_INVALID_ARG, NULL);
+}
