@@ -16,7 +16,8 @@
  *    decoder's fused kernels, held to the reference ops they replace
  *    (test_cuda_ops);
  *  - decoder_internal.h: graph-step and capture counters of the GPU decoder
- *    and a read-back of its device KV cache (test_cuda_decoder).
+ *    and a read-back of its device KV cache (test_cuda_decoder);
+ *  - sample_fixed.h: the samplers' integer weights, against exp (test_sampler).
  * The build gives test executables (only them) the library's private
  * include directories for this header. */
 #ifndef FLASHGPT_TESTS_INTERNAL_H
@@ -28,6 +29,7 @@
 #include "decoder_internal.h"
 #include "hash.h"
 #include "ref_softmax_state.h"
+#include "sample_fixed.h"
 #include "tokenizer_internal.h"
 #ifdef FG_HAVE_CUDA
 #include "ops_internal.h"
