@@ -42,9 +42,19 @@ typedef struct {
     uint32_t lo[256];
 } fgi_sample_tables;
 
+#include "flashgpt/sampler.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 /* The grid scale for temperature t > 0: log2(e) / t * 2^16. */
 double fgi_sample_scale(float temperature);
 void fgi_sample_tables_init(fgi_sample_tables *t);
+/* The argument checks of fg_sampler_create (fn names the caller). */
+fg_status fgi_sampler_check(const char *fn, int vocab_size, const fg_sampler_config *cfg);
+#ifdef __cplusplus
+}
+#endif
 
 /* The weight of a logit (finite or -inf) given the top logit. */
 FGI_SAMPLE_FN uint64_t fgi_sample_weight(const fgi_sample_tables *t, float logit, float top,

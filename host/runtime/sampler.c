@@ -37,12 +37,8 @@ fg_sampler_config fg_sampler_defaults(void)
     return c;
 }
 
-fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
-                            const fg_sampler_config *cfg)
+fg_status fgi_sampler_check(const char *fn, int vocab_size, const fg_sampler_config *cfg)
 {
-    static const char fn[] = "fg_sampler_create";
-    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
-    *sampler = NULL;
     FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
     FGI_TRY(fgi_check_min(fn, "vocab_size", vocab_size, 1));
     if (vocab_size > FGI_SAMPLE_MAX_VOCAB)
@@ -55,6 +51,16 @@ fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
     if (!(cfg->top_p > 0.0f && cfg->top_p <= 1.0f))
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: top_p must be in (0, 1] (got %g)", fn,
                        (double)cfg->top_p);
+    return FG_OK;
+}
+
+fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
+                            const fg_sampler_config *cfg)
+{
+    static const char fn[] = "fg_sampler_create";
+    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
+    *sampler = NULL;
+    FGI_TRY(fgi_sampler_check(fn, vocab_size, cfg));
     fg_sampler *s;
     FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
     fg_status st = fgi_alloc(fn, (void **)&s->keys, (size_t)vocab_size, sizeof *s->keys);

@@ -93,6 +93,28 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn, (float *y, const float *x, con
                                                    const float *w_up, const float *w_down, int rows,
                                                    int hidden, int inner, cudaStream_t stream))
 
+/* Sampling on the GPU -------------------------------------------------------- */
+
+/* A sampler with fg_sampler's configuration and semantics (flashgpt/
+ * sampler.h) whose draws from device logits are the CPU sampler's, id for
+ * id, for the same seed and logits. Its random state lives on the device,
+ * so draws may be captured into a CUDA graph; one stream at a time. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_create, (fg_cuda_sampler **sampler,
+                                                       int vocab_size,
+                                                       const fg_sampler_config *cfg))
+FG_CUDA_FN(VOID, void, fg_cuda_sampler_destroy, (fg_cuda_sampler *sampler)) /* NULL: no-op */
+/* Enqueues one draw from logits (vocab_size floats, device) into *token
+ * (one int, device): the id, or -1 when the logits hold NaN or +inf or are
+ * all -inf (the random state is then not advanced). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_sample, (fg_cuda_sampler *sampler,
+                                                       const float *logits, int *token,
+                                                       cudaStream_t stream))
+/* The same, waiting for the id and returning it in *token (host);
+ * FG_ERR_INVALID_ARG for refused logits, as fg_sampler_sample. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_draw, (fg_cuda_sampler *sampler,
+                                                     const float *logits, int *token,
+                                                     cudaStream_t stream))
+
 /* Decoder on the GPU -------------------------------------------------------- */
 
 /* Weights: the configuration and every weight uploaded once, from the same
