@@ -26,10 +26,9 @@ struct fg_cuda_sampler {
     fg_sampler_config cfg;
     int vocab_size;
     double scale;
-    uint64_t *state;            /* device: the splitmix64 state */
+    fgi_sample_io *io;          /* device: the stream's state, the last drawn id */
     uint64_t *keys;             /* device: (vocab) */
     fgi_sample_tables *tables;  /* device */
-    int *token;                 /* device: fg_cuda_sampler_draw's result */
 };
 
 namespace {
@@ -211,17 +210,16 @@ extern "C" fg_status fg_cuda_sampler_create(fg_cuda_sampler **sampler, int vocab
     fgi_sample_tables tables;
     fgi_sample_tables_init(&tables);
     fg_status st = FG_OK;
-    if (cudaMalloc((void **)&s->state, sizeof *s->state) != cudaSuccess ||
+    if (cudaMalloc((void **)&s->io, sizeof *s->io) != cudaSuccess ||
         cudaMalloc((void **)&s->keys, sizeof *s->keys * (size_t)vocab_size) != cudaSuccess ||
-        cudaMalloc((void **)&s->tables, sizeof tables) != cudaSuccess ||
-        cudaMalloc((void **)&s->token, sizeof *s->token) != cudaSuccess) {
+        cudaMalloc((void **)&s->tables, sizeof tables) != cudaSuccess) {
         (void)cudaGetLastError();
         st = fgi_fail(FG_ERR_OOM, "%s: out of device memory for a vocabulary of %d", fn,
                       vocab_size);
     }
     if (st == FG_OK) {
-        const uint64_t seed = cfg->seed;
-        if (cudaMemcpy(s->state, &seed, sizeof seed, cudaMemcpyHostToDevice) != cudaSuccess ||
+        const fgi_sample_io io = {cfg->seed, -1, 0};
+        if (cudaMemcpy(s->io, &io, sizeof io, cudaMemcpyHostToDevice) != cudaSuccess ||
             cudaMemcpy(s->tables, &tables, sizeof tables, cudaMemcpyHostToDevice) !=
                 cudaSuccess) {
             st = fgi_fail(FG_ERR_CUDA, "%s: upload failed: %s", fn,
@@ -239,10 +237,9 @@ extern "C" fg_status fg_cuda_sampler_create(fg_cuda_sampler **sampler, int vocab
 extern "C" void fg_cuda_sampler_destroy(fg_cuda_sampler *sampler)
 {
     if (sampler == NULL) return;
-    cudaFree(sampler->state);
+    cudaFree(sampler->io);
     cudaFree(sampler->keys);
     cudaFree(sampler->tables);
-    cudaFree(sampler->token);
     free(sampler);
 }
 
@@ -257,7 +254,7 @@ extern "C" fg_status fg_cuda_sampler_sample(fg_cuda_sampler *sampler, const floa
     a.logits = logits;
     a.vocab = sampler->vocab_size;
     a.token = token;
-    a.state = sampler->state;
+    a.state = &sampler->io->state;
     a.keys = sampler->keys;
     a.tables = sampler->tables;
     a.scale = sampler->scale;
@@ -269,19 +266,26 @@ extern "C" fg_status fg_cuda_sampler_sample(fg_cuda_sampler *sampler, const floa
     return FG_OK;
 }
 
+/* The state goes up with the launch and comes back with the id: one small
+ * copy each way, so a host sampler and this one can share one stream. */
 extern "C" fg_status fg_cuda_sampler_draw(fg_cuda_sampler *sampler, const float *logits,
-                                          int *token, cudaStream_t stream)
+                                          uint64_t *state, int *token, cudaStream_t stream)
 {
     static const char fn[] = "fg_cuda_sampler_draw";
     FGI_TRY(fgi_check_ptr(fn, "token", token));
-    FGI_TRY(fg_cuda_sampler_sample(sampler, logits, sampler ? sampler->token : NULL, stream));
-    int id = -1;
-    FGI_CUDA_TRY(fn, cudaMemcpyAsync(&id, sampler->token, sizeof id, cudaMemcpyDeviceToHost,
+    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
+    fgi_sample_io io = {state ? *state : 0, -1, 0};
+    if (state != NULL)
+        FGI_CUDA_TRY(fn, cudaMemcpyAsync(&sampler->io->state, &io.state, sizeof io.state,
+                                         cudaMemcpyHostToDevice, stream));
+    FGI_TRY(fg_cuda_sampler_sample(sampler, logits, &sampler->io->token, stream));
+    FGI_CUDA_TRY(fn, cudaMemcpyAsync(&io, sampler->io, sizeof io, cudaMemcpyDeviceToHost,
                                      stream));
     FGI_CUDA_TRY(fn, cudaStreamSynchronize(stream));
-    if (id < 0)
+    if (io.token < 0)
         return fgi_fail(FG_ERR_INVALID_ARG,
                         "%s: the logits hold NaN or +inf, or every logit is -inf", fn);
-    *token = id;
+    if (state != NULL) *state = io.state;
+    *token = io.token;
     return FG_OK;
 }

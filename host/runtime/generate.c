@@ -233,7 +233,7 @@ static fg_status decode(fg_session *session, const fg_tokenizer *tok, fg_sampler
 {
     while (r->n_generated < cfg->max_new_tokens) {
         int next;
-        const fg_status drawn = fg_sampler_sample(sampler, fg_session_logits(session), &next);
+        const fg_status drawn = fg_session_sample(session, sampler, &next);
         if (drawn != FG_OK) {
             r->failed = FG_GENERATE_SAMPLE;
             return drawn;

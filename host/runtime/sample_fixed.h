@@ -44,6 +44,14 @@ typedef struct {
 
 #include "flashgpt/sampler.h"
 
+/* The GPU sampler's device-side state and result, adjacent so that one
+ * copy brings both back. */
+typedef struct {
+    uint64_t state;
+    int token;
+    int pad;
+} fgi_sample_io;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -52,6 +60,11 @@ double fgi_sample_scale(float temperature);
 void fgi_sample_tables_init(fgi_sample_tables *t);
 /* The argument checks of fg_sampler_create (fn names the caller). */
 fg_status fgi_sampler_check(const char *fn, int vocab_size, const fg_sampler_config *cfg);
+/* A host sampler's configuration, vocabulary and stream state, so a GPU
+ * sampler can draw in its place (the session does). */
+const fg_sampler_config *fgi_sampler_config(const fg_sampler *sampler);
+int fgi_sampler_vocab(const fg_sampler *sampler);
+uint64_t *fgi_sampler_state(fg_sampler *sampler);
 #ifdef __cplusplus
 }
 #endif

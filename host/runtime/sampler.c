@@ -84,6 +84,10 @@ void fg_sampler_destroy(fg_sampler *sampler)
     free(sampler);
 }
 
+const fg_sampler_config *fgi_sampler_config(const fg_sampler *s) { return &s->cfg; }
+int fgi_sampler_vocab(const fg_sampler *s) { return s->vocab_size; }
+uint64_t *fgi_sampler_state(fg_sampler *s) { return &s->state; }
+
 /* Decreasing keys (keys are distinct). */
 static int by_key_descending(const void *a, const void *b)
 {

@@ -110,10 +110,14 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_sample, (fg_cuda_sampler *sampler,
                                                        const float *logits, int *token,
                                                        cudaStream_t stream))
 /* The same, waiting for the id and returning it in *token (host);
- * FG_ERR_INVALID_ARG for refused logits, as fg_sampler_sample. */
+ * FG_ERR_INVALID_ARG for refused logits, as fg_sampler_sample. state: NULL
+ * draws from the sampler's own stream; else *state (host) is the stream
+ * state to draw with and receives the state after the draw, so a host
+ * fg_sampler of the same configuration and this one can take turns on one
+ * stream (a CUDA session draws for the caller's fg_sampler this way). */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_draw, (fg_cuda_sampler *sampler,
-                                                     const float *logits, int *token,
-                                                     cudaStream_t stream))
+                                                     const float *logits, uint64_t *state,
+                                                     int *token, cudaStream_t stream))
 
 /* Decoder on the GPU -------------------------------------------------------- */
 
@@ -173,3 +177,11 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward, (float *logits, float *probs,
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last, (float *logits, fg_cuda_runner *runner,
                                                      fg_cuda_kv_cache *cache, const int *ids,
                                                      int T))
+
+/* fg_cuda_forward_last keeping the logits on the device: *logits_dev gets
+ * the runner's (vocab) floats, valid until its next call; nothing is copied
+ * back (sample them with fg_cuda_sampler_*). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last_on_device, (const float **logits_dev,
+                                                               fg_cuda_runner *runner,
+                                                               fg_cuda_kv_cache *cache,
+                                                               const int *ids, int T))

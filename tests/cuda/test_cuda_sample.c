@@ -64,7 +64,7 @@ Test(cuda_sample, same_ids_as_the_cpu_sampler)
         for (int draw = 0; draw < 12; draw++) {
             int want = -1, got = -2;
             ok(fg_sampler_sample(cpu, logits, &want), "fg_sampler_sample");
-            ok(fg_cuda_sampler_draw(gpu, d_logits, &got, NULL), "fg_cuda_sampler_draw");
+            ok(fg_cuda_sampler_draw(gpu, d_logits, NULL, &got, NULL), "fg_cuda_sampler_draw");
             cr_assert_eq(got, want,
                          "case %d (V %d, T %g, top_k %d, top_p %g), draw %d: GPU id %d, CPU id "
                          "%d (seed %llu)",
@@ -101,13 +101,13 @@ Test(cuda_sample, refused_logits_leave_the_stream_alone)
     for (int b = 0; b < 3; b++) {
         float *d_bad = fgi_dev_upload(bad[b], V);
         int t = 7;
-        fgi_assert_status(fg_cuda_sampler_draw(gpu, d_bad, &t, NULL), FG_ERR_INVALID_ARG,
+        fgi_assert_status(fg_cuda_sampler_draw(gpu, d_bad, NULL, &t, NULL), FG_ERR_INVALID_ARG,
                           "NaN or +inf");
         cr_assert_eq(t, 7, "no partial write");
         cr_assert_neq(fg_sampler_sample(cpu, bad[b], &t), FG_OK);
         int want = -1, got = -2;
         ok(fg_sampler_sample(cpu, good, &want), "cpu");
-        ok(fg_cuda_sampler_draw(gpu, d_good, &got, NULL), "gpu");
+        ok(fg_cuda_sampler_draw(gpu, d_good, NULL, &got, NULL), "gpu");
         cr_assert_eq(got, want, "after refused logits %d", b);
         fgi_dev_free(d_bad);
         fgi_buf_free(bad[b]);
@@ -132,9 +132,14 @@ Test(cuda_sample, argument_checks)
     int t = 0;
     float x = 0.0f;
     fgi_expect_refused(fg_cuda_sampler_sample(NULL, &x, &t, NULL), "'sampler'");
-    fgi_expect_refused(fg_cuda_sampler_draw(NULL, &x, &t, NULL), "'sampler'");
-    fgi_expect_refused(fg_cuda_sampler_draw(NULL, &x, NULL, NULL), "'token'");
+    fgi_expect_refused(fg_cuda_sampler_draw(NULL, &x, NULL, &t, NULL), "'sampler'");
+    fgi_expect_refused(fg_cuda_sampler_draw(NULL, &x, NULL, NULL, NULL), "'token'");
     fg_cuda_sampler_destroy(NULL);
+    const float *dev = NULL;
+    const int id = 1;
+    fgi_expect_refused(fg_cuda_forward_last_on_device(NULL, NULL, NULL, &id, 1), "'logits_dev'");
+    fgi_expect_refused(fg_cuda_forward_last_on_device(&dev, NULL, NULL, &id, 1), "'runner'");
+    cr_assert_null(dev);
 }
 
 Test(cuda_sample, no_device)
