@@ -10,6 +10,7 @@
  *    merge, which no public op exposes (test_attention);
  *  - cpu_internal.h: the fast CPU path's kernels per instruction set and its
  *    runner (test_cpu_decoder);
+ *  - kv_paged.h: the paged KV cache's block pool and tables (test_kv_paged);
  *  - attention_internal.h: forcing an attention kernel and its tuning, and
  *    the workspace bound (test_cuda_attention);
  *  - ops_internal.h (CUDA builds only: it needs cuBLAS's header): the
@@ -27,6 +28,7 @@
 #include "cpu_internal.h"
 #include "decoder_internal.h"
 #include "hash.h"
+#include "kv_paged.h"
 #include "ref_softmax_state.h"
 #include "tokenizer_internal.h"
 #ifdef FG_HAVE_CUDA
