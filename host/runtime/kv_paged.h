@@ -110,6 +110,16 @@ fg_status fgi_batch_check(const char *fn, const fg_config *cfg, const fgi_kv_poo
                           const fgi_batch_seq *seqs, int n_seqs, int max_tokens,
                           int *rows);
 
+/* The reference's batched forward (host/ref/ref_batch.c): every row as
+ * fg_ref_forward computes it (double accumulation, the configuration's
+ * dense or flash order), the keys gathered from the blocks, so a
+ * sequence's logits are bit for bit those of fg_ref_forward over the same
+ * tokens, whatever shares its batch and however its prompt was chunked.
+ * max_tokens: cfg->n_ctx. On error nothing is written but key / value
+ * slots past each sequence's start. cfg and w are checked. */
+fg_status fgi_ref_forward_batch(const char *fn, const fg_config *cfg, const fg_weights *w,
+                                fgi_kv_pool *pool, const fgi_batch_seq *seqs, int n_seqs);
+
 #ifdef __cplusplus
 }
 #endif
