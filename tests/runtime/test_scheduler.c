@@ -1,5 +1,8 @@
 /* The continuous-batching scheduler (flashgpt/scheduler.h) on stories260K
  * and small random models, on the reference and the fast CPU path:
+ *  - batch invariance: every request's tokens (greedy and seeded sampling),
+ *    and the bits of the logits each was drawn from, among 31 others
+ *    arriving at random steps in random orders, equal those it gets alone;
  *  - block exhaustion: with a pool too small for the load, requests wait
  *    and running ones are preempted and recomputed, and still produce the
  *    same tokens; every block is back in the pool at the end;
@@ -191,6 +194,55 @@ static void assert_same_tokens(const req_out *a, const req_out *b, const char *w
     fgi_assert_same(a->tokens, b->tokens, sizeof(int) * (size_t)a->n, msg);
     fgi_assert_same(a->logit_hash, b->logit_hash, sizeof(uint64_t) * (size_t)a->n, msg);
 }
+
+/* Alone vs among 31 others with random arrivals; then the same 32 in a
+ * shuffled order on a pool that forces waiting and preemption. */
+static void invariance(fg_device device, int max_out, uint64_t stream)
+{
+    fgi_rng rng = fgi_rng_make(stream);
+    fg_model *m = stories();
+    const fg_config *cfg = fg_model_config(m);
+    const fg_weights *w = fg_model_weights(m);
+    enum { N = 32 };
+    static req_spec specs[N], alone_spec;
+    static req_out outs[N], outs2[N], alone;
+    random_specs(specs, N, cfg->vocab_size, 60, max_out, 12, &rng);
+    fg_scheduler_config opts = fg_scheduler_defaults();
+    opts.device = device;
+    opts.n_threads = fgi_rng_int(&rng, 1, 3);
+    opts.ctx = 256;
+    opts.block_size = fgi_rng_int(&rng, 1, 4) * 4;
+    opts.step_tokens = fgi_rng_int(&rng, 32, 96); /* prompts go in chunks */
+    const fg_scheduler_stats busy = run(cfg, w, &opts, specs, N, outs);
+    cr_assert_gt(busy.steps, 1);
+
+    /* every request alone (a few on the slow reference) */
+    const int n_alone = device == FG_DEVICE_REF ? 4 : N;
+    for (int k = 0; k < n_alone; k++) {
+        const int i = device == FG_DEVICE_REF ? fgi_rng_int(&rng, 0, N - 1) : k;
+        alone_spec = specs[i];
+        alone_spec.arrive = 0;
+        run(cfg, w, &opts, &alone_spec, 1, &alone);
+        assert_same_tokens(&outs[i], &alone, "among 31 others vs alone", i);
+    }
+
+    /* shuffled arrivals, small blocks and a pool that holds about a quarter
+     * of the load: waiting, preemption, recomputation */
+    for (int i = 0; i < N; i++) specs[i].arrive = fgi_rng_int(&rng, 0, 30);
+    opts.block_size = 4;
+    opts.n_blocks = 60;
+    opts.max_seqs = fgi_rng_int(&rng, 8, 32);
+    opts.step_tokens = opts.max_seqs + fgi_rng_int(&rng, 0, 64);
+    opts.n_threads = fgi_rng_int(&rng, 1, 3);
+    const fg_scheduler_stats tight = run(cfg, w, &opts, specs, N, outs2);
+    for (int i = 0; i < N; i++) assert_same_tokens(&outs[i], &outs2[i], "tight pool", i);
+    cr_assert_gt(tight.preemptions, 0, "the tight pool preempted nothing (seed %llu)",
+                 (unsigned long long)fgi_test_seed());
+    fg_model_destroy(m);
+}
+
+Test(scheduler, batch_invariance_on_cpu) { invariance(FG_DEVICE_CPU, 100, 1); }
+Test(scheduler, batch_invariance_on_ref) { invariance(FG_DEVICE_REF, 24, 2); }
 
 /* The scheduler's greedy tokens are a plain fg_session's on the reference
  * (both compute fg_ref_forward's bits), with fg_generate's stop rules: a
