@@ -156,8 +156,9 @@ fg_status fgi_engine_create_sessions(fgi_engine **e, const fg_config *cfg,
 /* Holds back generated text until it cannot begin a stop string and does
  * not end inside a UTF-8 sequence. */
 typedef struct {
-    char *buf; /* pending bytes not yet released */
+    char *buf;           /* bytes generated and not yet dropped */
     size_t len, cap;
+    size_t pending_from; /* buf[0..pending_from) was released by the last push */
     char *stop[FGI_ENGINE_MAX_STOP];
     int n_stop;
     size_t max_stop_len;
