@@ -56,7 +56,14 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     const fg_config *cfg = fg_model_config(model);
     if (a->ctx > cfg->n_ctx)
         return cli_usage_error(VERB, "--ctx %d is over the model's context (%d)", a->ctx, cfg->n_ctx);
-    fgi_sessions_options eo = {a->device, a->ctx, a->max_batch, a->max_queue, a->threads};
+    /* FLASHGPT_SERVE_TURN_DELAY_MS: a testing aid (tests/serve) that slows
+     * the engine so a request stays running long enough to queue behind */
+    const char *delay = getenv("FLASHGPT_SERVE_TURN_DELAY_MS");
+    uint64_t delay_ms = 0;
+    if (delay != NULL && cli_parse_decimal(delay, 10000, &delay_ms) != 0)
+        return cli_usage_error(VERB, "FLASHGPT_SERVE_TURN_DELAY_MS must be 0 .. 10000");
+    fgi_sessions_options eo = {a->device, a->ctx, a->max_batch, a->max_queue, a->threads,
+                               (int)delay_ms};
     fgi_engine *engine = NULL;
     if (fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo) != FG_OK)
         return cli_runtime_error(VERB, "cannot start the engine");

@@ -142,6 +142,8 @@ typedef struct {
     int max_batch;   /* sessions, i.e. requests running at once, >= 1 */
     int max_waiting; /* queue capacity, >= 0 */
     int n_threads;   /* CPU threads per forward; 0: one per online core */
+    int turn_delay_ms; /* testing aid, 0 in use: a pause after each round of
+                          turns, so that tests can hold requests running */
 } fgi_sessions_options;
 
 /* cfg, w and tok must outlive the engine (tok is only read). Creates the

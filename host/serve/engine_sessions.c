@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { FGI_SESSIONS_BLOCK = 16 };
 
@@ -42,7 +43,7 @@ typedef struct {
     fgi_engine base;
     const fg_config *cfg;
     const fg_tokenizer *tok;
-    int max_batch, max_waiting, blocks_per_slot;
+    int max_batch, max_waiting, blocks_per_slot, turn_delay_ms;
     slot *slots;
     pthread_mutex_t mu;
     pthread_cond_t work;     /* the worker waits for requests */
@@ -294,6 +295,12 @@ static void *worker(void *arg)
                 e->n_running--;
             }
         }
+        if (e->turn_delay_ms > 0) {
+            pthread_mutex_unlock(&e->mu);
+            struct timespec pause = {e->turn_delay_ms / 1000, (long)(e->turn_delay_ms % 1000) * 1000000L};
+            nanosleep(&pause, NULL);
+            pthread_mutex_lock(&e->mu);
+        }
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
@@ -343,7 +350,8 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
     *out = NULL;
     if (cfg == NULL || w == NULL || tok == NULL || opt == NULL || opt->max_batch < 1 ||
         opt->max_batch > 4096 || opt->max_waiting < 0 || opt->max_waiting > 1000000 ||
-        opt->ctx < 0 || opt->ctx > cfg->n_ctx || opt->n_threads < 0 || cfg->n_ctx < 2)
+        opt->ctx < 0 || opt->ctx > cfg->n_ctx || opt->n_threads < 0 || cfg->n_ctx < 2 ||
+        opt->turn_delay_ms < 0 || opt->turn_delay_ms > 10000)
         return FG_ERR_INVALID_ARG;
     sessions_engine *e = calloc(1, sizeof *e);
     if (e == NULL) return FG_ERR_OOM;
@@ -362,6 +370,7 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
     e->tok = tok;
     e->max_batch = opt->max_batch;
     e->max_waiting = opt->max_waiting;
+    e->turn_delay_ms = opt->turn_delay_ms;
     e->blocks_per_slot = (e->base.context + FGI_SESSIONS_BLOCK - 1) / FGI_SESSIONS_BLOCK;
     e->accepting = 1;
     fg_status st = FG_OK;
