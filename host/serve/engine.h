@@ -26,7 +26,8 @@
  *    and the usage counts; it may first release held-back text through one
  *    on_piece with token -1. After on_finish returns the engine never
  *    touches the request's user pointer again, so the caller frees its
- *    state there (or after it).
+ *    state there (or after it). By then the request no longer counts in
+ *    fgi_engine_stats (its KV memory is free).
  *  - Cancelling (a disconnected client, shutdown) frees the request's KV
  *    memory at once; on_finish then reports FGI_FINISH_CANCELLED.
  *  - Token ids stop at the tokenizer's EOS (and BOS, as fg_generate does)

@@ -64,8 +64,12 @@ static void sreq_free(sreq *r)
     free(r);
 }
 
-/* Releases the held text, reports, frees. Worker thread, mutex not held. */
-static void finish(sessions_engine *e, sreq *r, fgi_finish_reason reason, const char *message)
+/* Releases the held text, frees the request's session (s: its slot, NULL
+ * for one that never ran), reports, frees. The counters are updated first,
+ * so that whoever on_finish wakes sees the request gone from the stats.
+ * Worker thread, mutex not held. */
+static void finish(sessions_engine *e, slot *s, sreq *r, fgi_finish_reason reason,
+                   const char *message)
 {
     if (reason != FGI_FINISH_CANCELLED && reason != FGI_FINISH_ERROR) {
         const char *rest;
@@ -76,12 +80,17 @@ static void finish(sessions_engine *e, sreq *r, fgi_finish_reason reason, const 
             (void)r->on_piece(r->user, &p); /* the end either way */
         }
     }
+    pthread_mutex_lock(&e->mu);
+    if (s != NULL) {
+        s->req = NULL;
+        s->n_tokens = 0;
+        e->n_running--;
+    }
+    e->finished++;
+    pthread_mutex_unlock(&e->mu);
     fgi_engine_final f = {reason, r->n_prompt, r->n_generated, message};
     r->on_finish(r->user, &f);
     sreq_free(r);
-    pthread_mutex_lock(&e->mu);
-    e->finished++;
-    pthread_mutex_unlock(&e->mu);
 }
 
 static fgi_submit_status submit(fgi_engine *base, const fgi_engine_request *q, uint64_t *id)
@@ -174,7 +183,7 @@ static int step(sessions_engine *e, slot *s)
         if (fg_session_reset(s->session) != FG_OK ||
             fg_session_forward(s->session, r->prompt, r->n_prompt, NULL) != FG_OK) {
             snprintf(msg, sizeof msg, "prefill failed: %s", fg_last_error());
-            finish(e, r, FGI_FINISH_ERROR, msg);
+            finish(e, s, r, FGI_FINISH_ERROR, msg);
             return 1;
         }
         pthread_mutex_lock(&e->mu);
@@ -185,11 +194,11 @@ static int step(sessions_engine *e, slot *s)
     int id = -1;
     if (fg_sampler_sample(r->sampler, fg_session_logits(s->session), &id) != FG_OK) {
         snprintf(msg, sizeof msg, "sampling failed: %s", fg_last_error());
-        finish(e, r, FGI_FINISH_ERROR, msg);
+        finish(e, s, r, FGI_FINISH_ERROR, msg);
         return 1;
     }
     if (!r->ignore_eos && (id == fg_tokenizer_eos(e->tok) || id == fg_tokenizer_bos(e->tok))) {
-        finish(e, r, FGI_FINISH_STOP, NULL);
+        finish(e, s, r, FGI_FINISH_STOP, NULL);
         return 1;
     }
     const char *bytes = NULL, *out = NULL;
@@ -197,28 +206,28 @@ static int step(sessions_engine *e, slot *s)
     if (fg_tokenizer_piece(e->tok, r->prev, id, &bytes, &len) != FG_OK) len = 0;
     const int stopped = fgi_text_release_push(&r->text, bytes, len, &out, &out_len);
     if (stopped < 0) {
-        finish(e, r, FGI_FINISH_ERROR, "out of memory");
+        finish(e, s, r, FGI_FINISH_ERROR, "out of memory");
         return 1;
     }
     fgi_engine_piece p = {id, out, out_len, r->n_generated};
     r->n_generated++;
     r->prev = id;
     if (r->on_piece(r->user, &p) != 0) {
-        finish(e, r, FGI_FINISH_CANCELLED, NULL);
+        finish(e, s, r, FGI_FINISH_CANCELLED, NULL);
         return 1;
     }
     if (stopped) {
-        finish(e, r, FGI_FINISH_STOP, NULL);
+        finish(e, s, r, FGI_FINISH_STOP, NULL);
         return 1;
     }
     if (r->n_generated >= r->max_tokens ||
         fg_session_len(s->session) >= fg_session_capacity(s->session)) {
-        finish(e, r, FGI_FINISH_LENGTH, NULL);
+        finish(e, s, r, FGI_FINISH_LENGTH, NULL);
         return 1;
     }
     if (fg_session_forward(s->session, &id, 1, NULL) != FG_OK) {
         snprintf(msg, sizeof msg, "decode step failed: %s", fg_last_error());
-        finish(e, r, FGI_FINISH_ERROR, msg);
+        finish(e, s, r, FGI_FINISH_ERROR, msg);
         return 1;
     }
     pthread_mutex_lock(&e->mu);
@@ -263,7 +272,7 @@ static void *worker(void *arg)
             pthread_mutex_unlock(&e->mu);
             while (dead != NULL) {
                 sreq *next = dead->next;
-                finish(e, dead, FGI_FINISH_CANCELLED, NULL);
+                finish(e, NULL, dead, FGI_FINISH_CANCELLED, NULL);
                 dead = next;
             }
             pthread_mutex_lock(&e->mu);
@@ -279,21 +288,12 @@ static void *worker(void *arg)
         for (int i = 0; i < e->max_batch; i++) {
             slot *s = &e->slots[i];
             if (s->req == NULL) continue;
-            const int cancelled = s->req->cancelled;
+            sreq *r = s->req;
+            const int cancelled = r->cancelled;
             pthread_mutex_unlock(&e->mu);
-            int ended;
-            if (cancelled) {
-                finish(e, s->req, FGI_FINISH_CANCELLED, NULL);
-                ended = 1;
-            } else {
-                ended = step(e, s);
-            }
+            if (cancelled) finish(e, s, r, FGI_FINISH_CANCELLED, NULL);
+            else (void)step(e, s);
             pthread_mutex_lock(&e->mu);
-            if (ended) {
-                s->req = NULL;
-                s->n_tokens = 0;
-                e->n_running--;
-            }
         }
         if (e->turn_delay_ms > 0) {
             pthread_mutex_unlock(&e->mu);
