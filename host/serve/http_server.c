@@ -252,7 +252,7 @@ static enum MHD_Result reply_error(fgi_server *srv, struct MHD_Connection *c, co
 /* --- request validation ------------------------------------------------------------ */
 
 typedef struct {
-    int chat, stream, include_usage;
+    int chat, stream, include_usage, ignore_eos;
     int *ids;
     int n_ids;
     int max_tokens;
@@ -432,6 +432,14 @@ static int parse_request(fgi_server *srv, const char *body, size_t len, int chat
             goto done;
         }
         g->include_usage = cJSON_IsTrue(u);
+    }
+    /* vLLM's extension, for benchmarks: exactly max_tokens tokens */
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "ignore_eos")) != NULL && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) {
+            set_error(e, 400, "ignore_eos", "invalid_type", "'ignore_eos' must be a boolean");
+            goto done;
+        }
+        g->ignore_eos = cJSON_IsTrue(v);
     }
     /* sampling: OpenAI's defaults (temperature 1, top_p 1); top_k as vLLM */
     g->sampling = fg_sampler_defaults();
@@ -813,7 +821,7 @@ static enum MHD_Result handle_generate(fgi_server *srv, struct MHD_Connection *c
     pthread_mutex_unlock(&srv->id_mu);
     j->t_submit = now_s();
     fgi_engine_request q = {g.ids, g.n_ids, g.max_tokens, g.sampling,
-                            (const char *const *)g.stop, g.n_stop, 0, on_piece, on_finish, j};
+                            (const char *const *)g.stop, g.n_stop, g.ignore_eos, on_piece, on_finish, j};
     /* the stream's response exists before the engine can call back */
     struct MHD_Response *resp = NULL;
     if (g.stream) {
