@@ -594,8 +594,9 @@ typedef struct {
     uint64_t engine_id;
     char id[48];
     long created;
-    sbuf out;      /* stream: bytes not yet sent; else the completion's text */
+    sbuf out;      /* stream: events not yet sent; else the completion's text */
     size_t sent;   /* stream: bytes of out already sent */
+    int role_sent; /* chat stream: the first chunk (with the role) went out */
     int n_prompt, n_completion;
     fgi_finish_reason reason;
     char message[256];
@@ -689,7 +690,8 @@ static int on_piece(void *user, const fgi_engine_piece *p)
         /* the first chunk of a chat stream carries the role */
         if (p->len > 0 || (j->chat && j->n_tokens == 1 && p->token >= 0)) {
             cJSON *o = chunk_head(j);
-            add_choice(j, o, p->text, p->len, NULL, j->chat && j->out.len == 0 && j->sent == 0);
+            add_choice(j, o, p->text, p->len, NULL, j->chat && !j->role_sent);
+            j->role_sent = 1;
             if (j->include_usage) cJSON_AddNullToObject(o, "usage");
             emit_event(j, o);
         }
@@ -719,8 +721,7 @@ static void on_finish(void *user, const fgi_engine_final *f)
     if (j->stream && !j->gone) {
         if (f->reason == FGI_FINISH_STOP || f->reason == FGI_FINISH_LENGTH) {
             cJSON *o = chunk_head(j);
-            add_choice(j, o, NULL, 0, fgi_finish_reason_str(f->reason),
-                       j->chat && j->out.len == 0 && j->sent == 0);
+            add_choice(j, o, NULL, 0, fgi_finish_reason_str(f->reason), j->chat && !j->role_sent);
             if (j->include_usage) cJSON_AddNullToObject(o, "usage");
             emit_event(j, o);
             if (j->include_usage) {
@@ -766,6 +767,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (k > max) k = max;
         memcpy(buf, j->out.p + j->sent, k);
         j->sent += k;
+        if (j->sent == j->out.len) j->sent = j->out.len = 0; /* all out: reuse the buffer */
         n = (ssize_t)k;
     } else if (j->done) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
