@@ -136,11 +136,11 @@ static void publish(fg_scheduler *s)
 }
 
 /* Ends r, which is on no queue and not in running: frees its blocks,
- * reports, forgets it. */
+ * forgets it, then reports, so that statistics read from on_finish (or
+ * after it) no longer count it. */
 static void finish(fg_scheduler *s, request *r, fg_stop_reason reason)
 {
     fgi_kv_seq_release(&r->kv, s->pool);
-    if (r->on_finish) r->on_finish(r->user, r->id, reason, r->n_prompt, r->n_generated);
     pthread_mutex_lock(&s->mu);
     if (r->live_prev) r->live_prev->live_next = r->live_next;
     else s->live = r->live_next;
@@ -148,6 +148,7 @@ static void finish(fg_scheduler *s, request *r, fg_stop_reason reason)
     s->stats.finished++;
     publish(s);
     pthread_mutex_unlock(&s->mu);
+    if (r->on_finish) r->on_finish(r->user, r->id, reason, r->n_prompt, r->n_generated);
     request_free(r);
 }
 
