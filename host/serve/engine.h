@@ -8,8 +8,8 @@
  *    max_batch public fg_session objects, advancing the running requests
  *    round-robin one token at a time, so that streams interleave; the
  *    rest wait in a bounded queue;
- *  - a continuous-batching scheduler over a paged KV cache, plugged in
- *    later through the same table.
+ *  - "batch" (engine_batch.c): the continuous-batching scheduler over a
+ *    paged KV cache (flashgpt/scheduler.h) behind the same table.
  *
  * Contract every engine keeps:
  *  - fgi_engine_submit copies everything it needs from the request (prompt
@@ -153,6 +153,29 @@ typedef struct {
 fg_status fgi_engine_create_sessions(fgi_engine **e, const fg_config *cfg,
                                      const fg_weights *w, const fg_tokenizer *tok,
                                      const fgi_sessions_options *opt);
+
+/* --- the batching engine (engine_batch.c) ------------------------------------ */
+
+/* One worker thread steps a continuous-batching scheduler
+ * (flashgpt/scheduler.h): every running request advances in each batched
+ * forward over a paged KV cache; a request's tokens are the same bits alone
+ * or among others. Devices REF and CPU (AUTO: CPU). */
+typedef struct {
+    fg_device device;
+    int ctx;           /* tokens per request, 2 .. cfg->n_ctx; 0: cfg->n_ctx */
+    int max_batch;     /* requests running at once, 1 .. 4096 */
+    int max_waiting;   /* queue capacity, >= 0 */
+    int n_threads;     /* CPU threads per forward; 0: one per online core */
+    int block_size;    /* tokens per KV block; 0: 16 */
+    int n_blocks;      /* KV blocks in the pool; 0: max_batch full contexts */
+    int step_tokens;   /* token budget per step (prompt chunks); 0: max(256, max_batch) */
+    int step_delay_ms; /* testing aid, 0 in use: a pause after each step */
+} fgi_batch_options;
+
+/* cfg, w and tok must outlive the engine (tok is only read). The pool and
+ * the packed weights are allocated here; bad options fail here. */
+fg_status fgi_engine_create_batch(fgi_engine **e, const fg_config *cfg, const fg_weights *w,
+                                  const fg_tokenizer *tok, const fgi_batch_options *opt);
 
 /* --- text release (shared by engines) ---------------------------------------- */
 
