@@ -12,7 +12,9 @@
  * sampled); kv.len of them are in the cache, the rest are what the next
  * steps forward. Preemption just releases the blocks (kv.len = 0): the
  * tokens stay, so recomputation is a longer prefill, and since the forward
- * is batch-invariant the recomputed logits are the same bits. */
+ * is batch-invariant the recomputed logits are the same bits. For the same
+ * reason a request may start from blocks that another request filled with
+ * the same token prefix (prefix sharing, by reference counts). */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "config_internal.h"
@@ -60,6 +62,13 @@ struct fg_scheduler {
     request **running;    /* (max_seqs) admission order */
     int n_running;
     queue waiting;        /* stepping thread only */
+    /* prefix sharing (stepping thread only): full blocks registered under
+     * (parent block, their tokens), chained per hash bucket */
+    int sharing;
+    int32_t *blk_parent, *blk_next, *bucket; /* (n_blocks) (n_blocks) (n_buckets) */
+    int *blk_tokens;                         /* (n_blocks, block_size) */
+    unsigned char *blk_registered;           /* (n_blocks) */
+    int n_buckets;                           /* a power of two */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -76,7 +85,7 @@ fg_scheduler_config fg_scheduler_defaults(void)
 {
     fg_scheduler_config c = {.device = FG_DEVICE_AUTO, .n_threads = 0, .ctx = 0,
                              .block_size = 16, .n_blocks = 0, .max_seqs = 32,
-                             .step_tokens = 256};
+                             .step_tokens = 256, .prefix_sharing = 1};
     return c;
 }
 
@@ -127,6 +136,91 @@ static int is_stop(const request *r, int token)
     return 0;
 }
 
+/* ---- prefix sharing ---------------------------------------------------------------- */
+/* A full block is registered under its parent (the block before it in the
+ * table that filled it; -1 for a first block) and its block_size tokens, so
+ * that a chain of matches from block 0 means the same token prefix, hence
+ * (batch invariance) the same keys and values. A holder of a block holds
+ * its parent too, so a parent id is never reused while a child is
+ * registered; a block is unregistered when its last holder lets go. */
+
+static uint32_t block_key(const fg_scheduler *s, int32_t parent, const int *tokens)
+{
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uint32_t)parent;
+    for (int i = 0; i < s->pool->block_size; i++)
+        h = (h ^ (uint64_t)(uint32_t)tokens[i]) * 1099511628211ULL;
+    return (uint32_t)(h ^ (h >> 32)) & (uint32_t)(s->n_buckets - 1);
+}
+
+static int32_t find_block(const fg_scheduler *s, int32_t parent, const int *tokens)
+{
+    const size_t bs = (size_t)s->pool->block_size;
+    for (int32_t id = s->bucket[block_key(s, parent, tokens)]; id >= 0; id = s->blk_next[id])
+        if (s->blk_parent[id] == parent &&
+            memcmp(s->blk_tokens + (size_t)id * bs, tokens, sizeof(int) * bs) == 0)
+            return id;
+    return -1;
+}
+
+static void register_block(fg_scheduler *s, int32_t id, int32_t parent, const int *tokens)
+{
+    if (s->blk_registered[id] || find_block(s, parent, tokens) >= 0) return;
+    const size_t bs = (size_t)s->pool->block_size;
+    const uint32_t k = block_key(s, parent, tokens);
+    memcpy(s->blk_tokens + (size_t)id * bs, tokens, sizeof(int) * bs);
+    s->blk_parent[id] = parent;
+    s->blk_next[id] = s->bucket[k];
+    s->bucket[k] = id;
+    s->blk_registered[id] = 1;
+}
+
+static void unregister_block(fg_scheduler *s, int32_t id)
+{
+    if (!s->blk_registered[id]) return;
+    const size_t bs = (size_t)s->pool->block_size;
+    int32_t *link = &s->bucket[block_key(s, s->blk_parent[id], s->blk_tokens + (size_t)id * bs)];
+    while (*link != id) link = &s->blk_next[*link];
+    *link = s->blk_next[id];
+    s->blk_registered[id] = 0;
+}
+
+/* fgi_kv_seq_release that unregisters the blocks it frees. */
+static void release_kv(fg_scheduler *s, fgi_kv_seq *kv)
+{
+    if (s->sharing)
+        for (int b = 0; b < kv->n_blocks; b++)
+            if (s->pool->refs[kv->blocks[b]] == 1) unregister_block(s, kv->blocks[b]);
+    fgi_kv_seq_release(kv, s->pool);
+}
+
+/* Registers the blocks of r that its last chunk filled (from token `from`). */
+static void register_filled(fg_scheduler *s, request *r, int from)
+{
+    const int bs = s->pool->block_size;
+    for (int b = from / bs; (b + 1) * bs <= r->kv.len; b++)
+        register_block(s, r->kv.blocks[b], b == 0 ? -1 : r->kv.blocks[b - 1],
+                       r->tokens + (size_t)b * bs);
+}
+
+/* Takes the registered blocks that hold a prefix of r's tokens (all but
+ * its last token, which must be computed for its logits); returns the
+ * tokens they hold. r holds no block. */
+static int match_prefix(fg_scheduler *s, request *r)
+{
+    const int bs = s->pool->block_size;
+    int32_t parent = -1;
+    int b = 0;
+    for (; s->sharing && (b + 1) * bs <= r->n_tokens - 1 && b < r->kv.max_blocks; b++) {
+        const int32_t id = find_block(s, parent, r->tokens + (size_t)b * bs);
+        if (id < 0 || fgi_kv_pool_retain("fg_scheduler_step", s->pool, id) != FG_OK) break;
+        r->kv.blocks[b] = id;
+        parent = id;
+    }
+    r->kv.n_blocks = b;
+    r->kv.len = b * bs;
+    return b * bs;
+}
+
 /* Counters of the stepping thread's lists, published under the mutex. */
 static void publish(fg_scheduler *s)
 {
@@ -140,7 +234,7 @@ static void publish(fg_scheduler *s)
  * after it) no longer count it. */
 static void finish(fg_scheduler *s, request *r, fg_stop_reason reason)
 {
-    fgi_kv_seq_release(&r->kv, s->pool);
+    release_kv(s, &r->kv);
     pthread_mutex_lock(&s->mu);
     if (r->live_prev) r->live_prev->live_next = r->live_next;
     else s->live = r->live_next;
@@ -209,6 +303,21 @@ static fg_status sched_init(const char *fn, fg_scheduler *s, const fg_scheduler_
     FGI_TRY(fgi_alloc(fn, (void **)&s->logits, n, sizeof(float)));
     FGI_TRY(fgi_alloc(fn, (void **)&s->batch, (size_t)o->max_seqs, sizeof *s->batch));
     FGI_TRY(fgi_alloc(fn, (void **)&s->running, (size_t)o->max_seqs, sizeof *s->running));
+    s->sharing = o->prefix_sharing != 0;
+    if (s->sharing) {
+        const size_t nb = (size_t)n_blocks;
+        s->n_buckets = 1;
+        while ((size_t)s->n_buckets < 2 * nb && s->n_buckets < (1 << 30)) s->n_buckets *= 2;
+        FGI_TRY(fgi_check_elems(fn, "prefix tokens (n_blocks*block_size)", &n, 2,
+                                (long long)n_blocks, (long long)bs));
+        FGI_TRY(fgi_alloc(fn, (void **)&s->blk_tokens, n, sizeof(int)));
+        FGI_TRY(fgi_alloc(fn, (void **)&s->blk_parent, nb, sizeof(int32_t)));
+        FGI_TRY(fgi_alloc(fn, (void **)&s->blk_next, nb, sizeof(int32_t)));
+        FGI_TRY(fgi_alloc(fn, (void **)&s->blk_registered, nb, 1));
+        FGI_TRY(fgi_alloc(fn, (void **)&s->bucket, (size_t)s->n_buckets, sizeof(int32_t)));
+        memset(s->blk_registered, 0, nb);
+        for (int i = 0; i < s->n_buckets; i++) s->bucket[i] = -1;
+    }
     if (s->device == FG_DEVICE_CPU)
         FGI_TRY(fgi_cpu_batch_create(fn, &s->cpu, cfg, s->w, s->ctx, o->n_threads,
                                      FGI_CPU_ISA_AUTO));
@@ -222,6 +331,8 @@ static void sched_free(fg_scheduler *s)
     free(s->logits);
     free(s->batch);
     free(s->running);
+    free(s->blk_tokens), free(s->blk_parent), free(s->blk_next);
+    free(s->blk_registered), free(s->bucket);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -420,7 +531,7 @@ static void preempt(fg_scheduler *s, int i, int *budget)
     request *r = s->running[i];
     *budget += r->chunk;
     r->chunk = 0;
-    fgi_kv_seq_release(&r->kv, s->pool);
+    release_kv(s, &r->kv);
     remove_running(s, i);
     push_front(&s->waiting, r);
     s->stats.preemptions++; /* read by stats_get under mu: written under it below */
@@ -542,6 +653,7 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
 
     intake(s);
     int budget = s->step_tokens;
+    long long shared_tokens = 0;
     for (int i = 0; i < s->n_running; i++) s->running[i]->chunk = 0;
     /* decodes first, oldest first, so that running streams keep flowing */
     for (int i = 0; i < s->n_running; i++) {
@@ -559,11 +671,16 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
     /* then new (or preempted) requests, in order, while blocks allow */
     while (s->waiting.head && s->n_running < s->max_seqs && budget > 0) {
         request *r = s->waiting.head;
+        const int shared = match_prefix(s, r);
         const int left = r->n_tokens - r->kv.len;
         int chunk = left < budget ? left : budget;
         const int room = fgi_kv_pool_free_blocks(s->pool) * s->pool->block_size;
         if (chunk > room) chunk = room;
-        if (chunk == 0) break; /* it waits for blocks; so do those behind it */
+        if (chunk == 0) { /* it waits for blocks; so do those behind it */
+            release_kv(s, &r->kv);
+            break;
+        }
+        shared_tokens += shared;
         pthread_mutex_lock(&s->mu);
         unlink_req(&s->waiting, r);
         pthread_mutex_unlock(&s->mu);
@@ -597,7 +714,9 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
          * from the end so that removals do not move the ones still to come */
         for (int i = 0; i < s->n_running; i++) {
             request *r = s->running[i];
-            if (r->chunk > 0) r->kv.len += r->chunk;
+            if (r->chunk == 0) continue;
+            r->kv.len += r->chunk;
+            if (s->sharing) register_filled(s, r, r->kv.len - r->chunk);
         }
         for (int i = s->n_running - 1; i >= 0; i--) {
             request *r = s->running[i];
@@ -611,6 +730,7 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
     if (st == FG_OK) {
         s->stats.steps++;
         s->stats.forwarded_tokens += (uint64_t)forwarded;
+        s->stats.shared_tokens += (uint64_t)shared_tokens;
     }
     publish(s);
     if (busy) *busy = s->stats.running + s->stats.waiting;

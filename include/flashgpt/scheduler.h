@@ -19,7 +19,10 @@
  *     its prompt and the tokens it has generated (which it keeps; nothing is
  *     sent twice). New requests wait while blocks are short. Nothing
  *     crashes, no sequence sees another's keys;
- *  4. runs one forward over all scheduled tokens, samples the next token
+ *  4. (prefix sharing) a request admitted starts from the full blocks that
+ *     a running request filled with the same tokens (shared by reference
+ *     counts, never written again), computing only the rest;
+ *  5. runs one forward over all scheduled tokens, samples the next token
  *     of every request that reached the end of its known tokens (each with
  *     its own sampler and seed), and reports it (on_token), or ends the
  *     request (on_finish) at a stop id, max_tokens or a full context.
@@ -66,10 +69,12 @@ typedef struct {
     int max_seqs;      /* requests running at once, 1 .. 4096 */
     int step_tokens;   /* token budget of one step, >= max_seqs (every running
                           request decodes each step) */
+    int prefix_sharing; /* nonzero: a request starts from the full blocks of a
+                           running request with the same token prefix */
 } fg_scheduler_config;
 
 /* device AUTO, every core, ctx 0, blocks of 16 tokens, n_blocks 0,
- * max_seqs 32, step_tokens 256 */
+ * max_seqs 32, step_tokens 256, prefix sharing on */
 fg_scheduler_config fg_scheduler_defaults(void);
 
 /* A generated token of request id, and the logits (vocab) it was drawn
@@ -139,6 +144,7 @@ typedef struct {
     uint64_t forwarded_tokens; /* tokens forwarded: prompts, recomputation and the
                                   generated tokens fed back */
     uint64_t generated_tokens; /* tokens passed to on_token */
+    uint64_t shared_tokens;    /* prompt tokens taken from shared blocks, not computed */
     uint64_t finished;         /* requests ended, any reason */
 } fg_scheduler_stats;
 

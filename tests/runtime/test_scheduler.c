@@ -6,6 +6,8 @@
  *  - block exhaustion: with a pool too small for the load, requests wait
  *    and running ones are preempted and recomputed, and still produce the
  *    same tokens; every block is back in the pool at the end;
+ *  - prefix sharing: requests with common prompt prefixes share blocks and
+ *    still produce the same tokens and logit bits;
  *  - cancellations (through the API, from a callback, while waiting or
  *    running) end a request at once, exactly once, without touching others;
  *  - stop ids, max_tokens and a full context end requests as documented,
@@ -243,6 +245,93 @@ static void invariance(fg_device device, int max_out, uint64_t stream)
 
 Test(scheduler, batch_invariance_on_cpu) { invariance(FG_DEVICE_CPU, 100, 1); }
 Test(scheduler, batch_invariance_on_ref) { invariance(FG_DEVICE_REF, 24, 2); }
+
+/* Requests with a common prompt prefix (a "system prompt" and a few
+ * shared openings) share the blocks that hold it: the same tokens and
+ * logit bits as without sharing, less prompt computed, every block back at
+ * the end, on a roomy pool and on one tight enough to preempt. */
+Test(scheduler, prefix_sharing_changes_nothing_but_the_work)
+{
+    fgi_rng rng = fgi_rng_make(7);
+    fg_model *m = stories();
+    const fg_config *cfg = fg_model_config(m);
+    const fg_weights *w = fg_model_weights(m);
+    enum { N = 24 };
+    static req_spec specs[N];
+    static req_out on[N], off[N];
+    random_specs(specs, N, cfg->vocab_size, 20, 40, 0, &rng);
+    int common[64], openings[3][16];
+    common[0] = 1;
+    for (int t = 1; t < 64; t++) common[t] = fgi_rng_int(&rng, 3, cfg->vocab_size - 1);
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 16; t++) openings[k][t] = fgi_rng_int(&rng, 3, cfg->vocab_size - 1);
+    for (int i = 0; i < N; i++) {
+        req_spec *sp = &specs[i];
+        const int n_common = fgi_rng_int(&rng, 1, 64), k = fgi_rng_int(&rng, 0, 2);
+        int prompt[256], n = 0;
+        for (int t = 0; t < n_common; t++) prompt[n++] = common[t];
+        for (int t = 0; t < 16 && fgi_rng_int(&rng, 0, 4) > 0; t++) prompt[n++] = openings[k][t];
+        for (int t = 0; t < sp->n_prompt && n < 200; t++) prompt[n++] = sp->prompt[t];
+        memcpy(sp->prompt, prompt, sizeof(int) * (size_t)n);
+        sp->n_prompt = n;
+        sp->arrive = fgi_rng_int(&rng, 0, 40);
+    }
+    for (int pool = 0; pool < 2; pool++) {
+        fg_scheduler_config opts = fg_scheduler_defaults();
+        opts.device = FG_DEVICE_CPU;
+        opts.n_threads = fgi_rng_int(&rng, 1, 2);
+        opts.ctx = 256;
+        opts.block_size = fgi_rng_int(&rng, 1, 8);
+        opts.n_blocks = pool == 0 ? 0 : 300 / opts.block_size;
+        opts.max_seqs = 16;
+        opts.step_tokens = fgi_rng_int(&rng, 16, 64);
+        opts.prefix_sharing = 0;
+        const fg_scheduler_stats st_off = run(cfg, w, &opts, specs, N, off);
+        cr_assert_eq(st_off.shared_tokens, 0u);
+        opts.prefix_sharing = 1;
+        const fg_scheduler_stats st_on = run(cfg, w, &opts, specs, N, on);
+        for (int i = 0; i < N; i++) assert_same_tokens(&on[i], &off[i], "sharing on vs off", i);
+        cr_assert_gt(st_on.shared_tokens, 0u, "nothing was shared (seed %llu)",
+                     (unsigned long long)fgi_test_seed());
+        if (pool == 0) /* nothing preempted: exactly the shared tokens are saved */
+            cr_assert_eq(st_on.forwarded_tokens + st_on.shared_tokens, st_off.forwarded_tokens);
+    }
+    fg_model_destroy(m);
+}
+
+/* The same long prompt arriving once per step while the first copies are
+ * still being prefilled in chunks that end inside blocks: only blocks
+ * whose keys are all computed may be shared (sharing one still being
+ * written would corrupt it, or be refused by the forward). */
+Test(scheduler, prefix_sharing_only_of_computed_blocks)
+{
+    fgi_rng rng = fgi_rng_make(8);
+    fg_model *m = stories();
+    const fg_config *cfg = fg_model_config(m);
+    enum { N = 8 };
+    static req_spec specs[N];
+    static req_out on[N], off[N];
+    random_specs(specs, N, cfg->vocab_size, 1, 20, 0, &rng);
+    for (int i = 0; i < N; i++) {
+        specs[i].n_prompt = 90;
+        for (int t = 1; t < 90; t++) specs[i].prompt[t] = (7 * t + 3) % (cfg->vocab_size - 3) + 3;
+        specs[i].arrive = i;
+    }
+    fg_scheduler_config opts = fg_scheduler_defaults();
+    opts.device = FG_DEVICE_CPU;
+    opts.n_threads = 1;
+    opts.ctx = 128;
+    opts.block_size = 4;
+    opts.max_seqs = N;
+    opts.step_tokens = 13; /* chunks end inside blocks */
+    opts.prefix_sharing = 0;
+    run(cfg, fg_model_weights(m), &opts, specs, N, off);
+    opts.prefix_sharing = 1;
+    const fg_scheduler_stats st = run(cfg, fg_model_weights(m), &opts, specs, N, on);
+    for (int i = 0; i < N; i++) assert_same_tokens(&on[i], &off[i], "sharing on vs off", i);
+    cr_assert_gt(st.shared_tokens, 0u);
+    fg_model_destroy(m);
+}
 
 /* The scheduler's greedy tokens are a plain fg_session's on the reference
  * (both compute fg_ref_forward's bits), with fg_generate's stop rules: a
