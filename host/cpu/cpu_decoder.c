@@ -16,6 +16,7 @@
 #include "check.h"
 #include "config_internal.h"
 #include "cpu_internal.h"
+#include "kv_paged.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -20,7 +20,6 @@
 #define FLASHGPT_HOST_CPU_INTERNAL_H
 
 #include "flashgpt/decoder.h"
-#include "kv_paged.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -143,6 +142,10 @@ fg_status fgi_cpu_forward(fgi_cpu_runner *runner, float *logits, int logit_rows,
  * batch, and the same as fgi_cpu_forward's wherever that also runs every
  * GEMM on the tile (prefill of T >= 2 tokens, all logit rows). */
 typedef struct fgi_cpu_batch fgi_cpu_batch;
+/* host/runtime/kv_paged.h defines them; named here so that this header
+ * needs no other folder's (bench/cpu_gemm_blas.c includes it alone) */
+typedef struct fgi_kv_pool fgi_kv_pool;
+typedef struct fgi_batch_seq fgi_batch_seq;
 
 /* ctx: the most tokens a sequence reaches (1 .. cfg->n_ctx): the RoPE
  * table and attention scratch are sized for it. */

@@ -35,7 +35,7 @@ extern "C" {
 
 #define FGI_KV_MAX_BLOCK_SIZE 4096
 
-typedef struct {
+typedef struct fgi_kv_pool {
     int n_layer, n_kv_head, head_dim, block_size, n_blocks;
     size_t head_stride;  /* block_size * head_dim */
     size_t block_stride; /* n_kv_head * head_stride */
@@ -91,7 +91,7 @@ void fgi_kv_seq_release(fgi_kv_seq *seq, fgi_kv_pool *pool);
  * start+n_tokens tokens, whose written blocks have one holder). logits:
  * NULL for none (a prompt chunk that is not the last), else (1, vocab) for
  * the last new token, or (n_tokens, vocab) with all_logits. */
-typedef struct {
+typedef struct fgi_batch_seq {
     const int *ids;
     int n_tokens;
     int start;
