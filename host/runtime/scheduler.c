@@ -525,7 +525,8 @@ fg_status fg_scheduler_wait(fg_scheduler *s, int timeout_ms, int *busy)
 
 /* ---- the step --------------------------------------------------------------------- */
 
-/* Frees r's blocks and puts it at the head of the queue, to be recomputed. */
+/* Frees the blocks of running[i] and puts it at the head of the queue, to
+ * be recomputed. The caller holds the mutex (the counter is published). */
 static void preempt(fg_scheduler *s, int i, int *budget)
 {
     request *r = s->running[i];
@@ -534,7 +535,7 @@ static void preempt(fg_scheduler *s, int i, int *budget)
     release_kv(s, &r->kv);
     remove_running(s, i);
     push_front(&s->waiting, r);
-    s->stats.preemptions++; /* read by stats_get under mu: written under it below */
+    s->stats.preemptions++;
 }
 
 /* The tokens of running[i] that fit the blocks it holds and the free ones. */
