@@ -13,5 +13,6 @@
 #include "flashgpt/loader.h"
 #include "flashgpt/tokenizer.h"
 #include "flashgpt/generate.h"
+#include "flashgpt/scheduler.h"
 
 #endif /* FLASHGPT_H */

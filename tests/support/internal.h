@@ -9,7 +9,9 @@
  *  - ref_softmax_state.h: the reference's online-softmax state and its
  *    merge, which no public op exposes (test_attention);
  *  - cpu_internal.h: the fast CPU path's kernels per instruction set and its
- *    runner (test_cpu_decoder);
+ *    runner (test_cpu_decoder), and its batched forward (test_batch_forward);
+ *  - kv_paged.h: the paged KV cache's block pool and tables, the reference's
+ *    batched forward (test_kv_paged, test_batch_forward);
  *  - attention_internal.h: forcing an attention kernel and its tuning, and
  *    the workspace bound (test_cuda_attention);
  *  - ops_internal.h (CUDA builds only: it needs cuBLAS's header): the
@@ -28,6 +30,7 @@
 #include "cpu_internal.h"
 #include "decoder_internal.h"
 #include "hash.h"
+#include "kv_paged.h"
 #include "ref_softmax_state.h"
 #include "sample_fixed.h"
 #include "tokenizer_internal.h"
