@@ -241,6 +241,66 @@ Test(cli, generate_stories260k_greedy)
     cr_assert(strstr(r->err, "exceeds the context") != NULL, "%s", r->err);
 }
 
+/* --stop ends the text before the stop string (not printed); the model's
+ * eos_token_id (config.json beside it) ends it at that token; --ignore-eos
+ * goes on past both EOS kinds. */
+Test(cli, generate_stops_at_stop_strings_and_eos_ids)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[8600];
+    snprintf(args, sizeof args,
+             "generate -m '%s' --temperature 0 -n 30 --device cpu --stop 'girl named' "
+             "--stop='little g' --stop zzz",
+             model);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, "Once upon a time, there was a \n");
+    snprintf(args, sizeof args, "generate -m '%s' -n 3 --stop ''", model);
+    cr_assert_eq(run(args)->code, 2, "an empty stop string is a usage error");
+
+    /* a folder holding the checkpoint, its tokenizer and a config.json
+     * whose eos_token_id list holds the id of " Lily" */
+    char dir[] = "/tmp/fg_cli_eos_XXXXXX", path[4200], tokp[4200];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/stories260K.bin", dir);
+    cr_assert_eq(symlink(model, path), 0);
+    snprintf(tokp, sizeof tokp, "%s", model);
+    strcpy(strrchr(tokp, '/') + 1, "tok512.bin");
+    fg_tokenizer *tok = NULL;
+    cr_assert_eq(fg_tokenizer_load_llama2c(&tok, tokp, 512), FG_OK, "%s", fg_last_error());
+    int ids[16], n = 0;
+    cr_assert_eq(fg_tokenizer_encode(tok, "named Lily", 10, 1, ids, 16, &n), FG_OK);
+    const char *piece;
+    size_t plen;
+    cr_assert_eq(fg_tokenizer_piece(tok, ids[n - 2], ids[n - 1], &piece, &plen), FG_OK);
+    cr_assert(plen == 5 && memcmp(piece, " Lily", 5) == 0, "the last token is Lily");
+    fg_tokenizer_destroy(tok);
+    char link[4200], json[128];
+    snprintf(link, sizeof link, "%s/tok512.bin", dir);
+    cr_assert_eq(symlink(tokp, link), 0);
+    snprintf(json, sizeof json, "{\"eos_token_id\": [500000, %d]}", ids[n - 1]);
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs(json, f);
+    fclose(f);
+    snprintf(args, sizeof args, "generate -m '%s' --temperature 0 -n 30 --device cpu", path);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, "Once upon a time, there was a little girl named\n",
+              "stops before the eos id: %s", r->out);
+    snprintf(args, sizeof args,
+             "generate -m '%s' --temperature 0 -n 200 --device cpu --ignore-eos", path);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "Once upon a time, there was a little girl named Lily.", 53) == 0,
+              "%s", r->out);
+    cr_assert(strstr(r->err, "decode 200 tokens") != NULL, "past BOS too: %s", r->err);
+    unlink(cfg), unlink(link), unlink(path), rmdir(dir);
+}
+
 /* Reads a (rows, cols) <f4 .npy file written by `flashgpt logits`. */
 static float *read_npy(const char *path, int *rows, int *cols)
 {
