@@ -13,5 +13,6 @@
 #include "flashgpt/loader.h"
 #include "flashgpt/tokenizer.h"
 #include "flashgpt/generate.h"
+#include "flashgpt/chat.h"
 
 #endif /* FLASHGPT_H */
