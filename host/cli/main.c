@@ -33,6 +33,7 @@ static void usage(FILE *to)
             "usage: flashgpt VERB [options]\n\n"
             "verbs:\n"
             "  generate   generate text from a prompt (streams to stdout)\n"
+            "  chat       chat through the model's chat template; --render prints a prompt\n"
             "  logits     write the logits of token ids as a .npy file\n"
             "  verify     compare CPU reference and GPU logits on one input\n"
             "  bench      benchmark a built-in model preset (no files needed)\n\n"
@@ -45,7 +46,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int, char **);
     } verbs[] = {{"generate", cmd_generate}, {"logits", cmd_logits},
-                 {"verify", cmd_verify}, {"bench", cmd_bench}};
+                 {"verify", cmd_verify}, {"bench", cmd_bench},
+                 {"chat", cmd_chat}};
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE_ERROR;
