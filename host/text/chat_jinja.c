@@ -32,6 +32,10 @@ enum {
     MAX_OUTPUT = 64 << 20,       /* bytes a render may produce */
     MAX_RANGE = 1 << 20,         /* items range() may make */
 };
+/* A render's memory and work: a hostile template (e.g. a string doubled in
+ * a long loop) stops with an error instead of exhausting the machine. */
+#define MAX_RENDER_BYTES ((size_t)256 << 20)
+#define MAX_STEPS 20000000L
 
 /* --- arena --------------------------------------------------------------------- */
 
@@ -43,6 +47,8 @@ typedef struct ablock {
 
 typedef struct {
     ablock *head;
+    size_t total, limit; /* bytes taken from malloc; limit 0: none */
+    int over;            /* the limit was reached */
 } arena;
 
 static void *arena_alloc(arena *a, size_t n)
@@ -50,8 +56,13 @@ static void *arena_alloc(arena *a, size_t n)
     n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     if (a->head == NULL || a->head->cap - a->head->used < n) {
         const size_t cap = n > 65536 ? n : 65536;
+        if (a->limit && a->total + cap > a->limit) {
+            a->over = 1;
+            return NULL;
+        }
         ablock *b = malloc(sizeof *b + cap);
         if (b == NULL) return NULL;
+        a->total += cap;
         b->next = a->head;
         b->used = 0;
         b->cap = cap;
@@ -93,13 +104,17 @@ static void fail_at(errs *e, fg_status status, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    e->st = fgi_fail(status, "%s line %d: %s", FN, line, msg);
+    if (line > 0) e->st = fgi_fail(status, "%s line %d: %s", FN, line, msg);
+    else e->st = fgi_fail(status, "%s: %s", FN, msg);
 }
 
 static void *alloc_or_fail(errs *e, size_t n)
 {
     void *p = arena_alloc(e->a, n);
-    if (p == NULL && e->st == FG_OK) e->st = fgi_fail(FG_ERR_OOM, "%s: out of memory", FN);
+    if (p == NULL && e->st == FG_OK)
+        e->st = e->a->over ? fgi_fail(FG_ERR_UNSUPPORTED, "%s: rendering needs over %zu MiB", FN,
+                                      MAX_RENDER_BYTES >> 20)
+                           : fgi_fail(FG_ERR_OOM, "%s: out of memory", FN);
     return p;
 }
 
@@ -123,6 +138,8 @@ struct val {
     vkind kind;
     int ns;  /* a namespace() object: a dict whose members `set` may change */
     int tup; /* a V_LIST that is a Python tuple (prints with parentheses) */
+    int frame; /* a V_DICT holding a scope's variables, not a value */
+    int depth; /* nesting of lists and dicts below, bounded by MAX_DEPTH */
     long long i;
     double f;
     const char *s; /* V_STR bytes (UTF-8), V_UNDEF the name for messages, V_FUNC method */
@@ -182,9 +199,27 @@ static val *mk_undef(errs *e, const char *name)
     return v;
 }
 
+/* Containers are built once and never change afterwards, except
+ * namespaces, which may not be put in a container: so values hold no
+ * cycle, and their nesting (checked here) bounds every walk over them. */
+static int may_contain(errs *e, val *c, const val *x)
+{
+    if (c->frame) return 0;
+    if (x->ns) {
+        FAILF(e, FG_ERR_UNSUPPORTED, 0, "a namespace inside a list or dict");
+        return -1;
+    }
+    if (x->depth + 1 > c->depth) c->depth = x->depth + 1;
+    if (c->depth > MAX_DEPTH) {
+        FAILF(e, FG_ERR_UNSUPPORTED, 0, "values nested over %d deep", MAX_DEPTH);
+        return -1;
+    }
+    return 0;
+}
+
 static int list_push(errs *e, val *l, val *x)
 {
-    if (x == NULL) return -1;
+    if (x == NULL || may_contain(e, l, x) != 0) return -1;
     if (l->len == l->cap) {
         const int cap = l->cap ? 2 * l->cap : 8;
         val **items = alloc_or_fail(e, sizeof *items * (size_t)cap);
@@ -207,7 +242,7 @@ static val *dict_get(const val *d, const char *k, size_t kn)
 /* Sets k (copied) to x, keeping the position of an existing key. */
 static int dict_set(errs *e, val *d, const char *k, size_t kn, val *x)
 {
-    if (x == NULL) return -1;
+    if (x == NULL || may_contain(e, d, x) != 0) return -1;
     for (int i = 0; i < d->nent; i++)
         if (d->ents[i].kn == kn && memcmp(d->ents[i].k, k, kn) == 0) {
             d->ents[i].v = x;
@@ -402,11 +437,22 @@ static int push_tok(errs *e, tokens *ts, token t)
     return 0;
 }
 
-static int line_at(const char *src, size_t pos)
+/* Line numbers for messages, counted as the lexer advances (positions
+ * only grow, except once for an error message: then it counts afresh). */
+typedef struct {
+    const char *src;
+    size_t pos;
+    int line;
+} lines;
+
+static int line_at(lines *lc, size_t pos)
 {
-    int line = 1;
-    for (size_t i = 0; i < pos; i++) line += src[i] == '\n';
-    return line;
+    if (pos < lc->pos) {
+        lc->pos = 0;
+        lc->line = 1;
+    }
+    for (; lc->pos < pos; lc->pos++) lc->line += lc->src[lc->pos] == '\n';
+    return lc->line;
 }
 
 static int is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
@@ -485,8 +531,8 @@ static const char *const OPS[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", 
 /* Expression tokens of a tag from *pos up to its end marker ("}}" or "%}",
  * maybe after '-' or '+', outside brackets); leaves *pos after the marker
  * and *strip_after set for '-'. */
-static int lex_tag(errs *e, tokens *ts, const char *src, size_t n, size_t *pos, int block,
-                   int *strip_after, int *keep_before_marker)
+static int lex_tag(errs *e, tokens *ts, lines *lc, const char *src, size_t n, size_t *pos,
+                   int block, int *strip_after, int *keep_before_marker)
 {
     size_t i = *pos;
     int depth = 0;
@@ -494,7 +540,7 @@ static int lex_tag(errs *e, tokens *ts, const char *src, size_t n, size_t *pos, 
     *keep_before_marker = 0;
     while (i < n) {
         const char c = src[i];
-        const int line = line_at(src, i);
+        const int line = line_at(lc, i);
         if (depth == 0) {
             const char *end = block ? "%}" : "}}";
             for (int sign = 0; sign < 3; sign++) {
@@ -590,13 +636,14 @@ static int lex_tag(errs *e, tokens *ts, const char *src, size_t n, size_t *pos, 
         }
         if (push_tok(e, ts, t) != 0) return -1;
     }
-    FAILF(e, FG_ERR_FORMAT, line_at(src, *pos), "unterminated %s tag", block ? "{%" : "{{");
+    FAILF(e, FG_ERR_FORMAT, line_at(lc, *pos), "unterminated %s tag", block ? "{%" : "{{");
     return -1;
 }
 
 /* Jinja's whitespace rules for the text before a tag and after it. */
 static int lex(errs *e, tokens *ts, const char *src, size_t n)
 {
+    lines lcv = {src, 0, 1}, *lc = &lcv;
     size_t pos = 0;
     int line_starting = 1; /* the previous match ended with a newline */
     while (pos < n) {
@@ -620,10 +667,10 @@ static int lex(errs *e, tokens *ts, const char *src, size_t n)
             }
         }
         if (end > pos && push_tok(e, ts, (token){.type = T_TEXT, .s = src + pos, .n = end - pos,
-                                                 .line = line_at(src, pos)}) != 0)
+                                                 .line = line_at(lc, pos)}) != 0)
             return -1;
         if (at >= n) break;
-        const int line = line_at(src, at);
+        const int line = line_at(lc, at);
         size_t p = at + 2 + (sign == '-' || sign == '+');
         int strip_after = 0, keep = 0;
         if (kind == '#') {
@@ -648,9 +695,9 @@ static int lex(errs *e, tokens *ts, const char *src, size_t n)
             if (push_tok(e, ts, (token){.type = kind == '%' ? T_BLOCK_BEGIN : T_VAR_BEGIN,
                                         .line = line}) != 0)
                 return -1;
-            if (lex_tag(e, ts, src, n, &p, kind == '%', &strip_after, &keep) != 0) return -1;
+            if (lex_tag(e, ts, lc, src, n, &p, kind == '%', &strip_after, &keep) != 0) return -1;
             if (push_tok(e, ts, (token){.type = kind == '%' ? T_BLOCK_END : T_VAR_END,
-                                        .line = line_at(src, p)}) != 0)
+                                        .line = line_at(lc, p)}) != 0)
                 return -1;
         }
         if (strip_after) p += space_prefix(src + p, n - p);
@@ -658,7 +705,7 @@ static int lex(errs *e, tokens *ts, const char *src, size_t n)
         line_starting = p > 0 && src[p - 1] == '\n';
         pos = p;
     }
-    return push_tok(e, ts, (token){.type = T_EOF, .line = line_at(src, n)});
+    return push_tok(e, ts, (token){.type = T_EOF, .line = line_at(lc, n)});
 }
 
 /* --- parser -------------------------------------------------------------------- */
@@ -1525,6 +1572,7 @@ typedef struct {
     arena a;
     frame *global, *top;
     int depth;
+    long steps; /* expressions and statements run, up to MAX_STEPS */
     int loop_ctl; /* 1: break, 2: continue pending */
 } ctx;
 
@@ -1534,6 +1582,7 @@ static frame *new_frame(ctx *c, frame *parent)
     if (f == NULL) return NULL;
     f->parent = parent;
     f->vars = new_val(&c->e, V_DICT);
+    if (f->vars) f->vars->frame = 1;
     return f->vars ? f : NULL;
 }
 
@@ -2997,9 +3046,16 @@ static val *binop(ctx *c, const node *nd)
     return arith(c, op, x, y, nd->line);
 }
 
+static int count_step(ctx *c, int line)
+{
+    if (++c->steps <= MAX_STEPS) return 0;
+    FAILF(&c->e, FG_ERR_UNSUPPORTED, line, "rendering takes over %ld steps", MAX_STEPS);
+    return -1;
+}
+
 static val *eval(ctx *c, const node *nd)
 {
-    if (c->e.st != FG_OK) return NULL;
+    if (c->e.st != FG_OK || count_step(c, nd->line) != 0) return NULL;
     if (++c->depth > MAX_DEPTH) {
         FAILF(&c->e, FG_ERR_UNSUPPORTED, nd->line, "evaluation nested over %d deep", MAX_DEPTH);
         return NULL;
@@ -3179,7 +3235,7 @@ static int exec_for(ctx *c, const node *nd, sbuf *out)
 
 static int exec_stmt(ctx *c, const node *nd, sbuf *out)
 {
-    if (c->e.st != FG_OK) return -1;
+    if (c->e.st != FG_OK || count_step(c, nd->line) != 0) return -1;
     if (out->oom) {
         FAILF(&c->e, FG_ERR_OOM, nd->line, "out of memory");
         return -1;
@@ -3294,7 +3350,7 @@ fg_status fgi_jinja_render(const fgi_jinja *t, const cJSON *vars, char **out, si
 {
     *out = NULL;
     *len = 0;
-    ctx c = {.e = {.st = FG_OK}};
+    ctx c = {.e = {.st = FG_OK}, .a = {.limit = MAX_RENDER_BYTES}};
     c.e.a = &c.a;
     sbuf b = {0};
     c.global = new_frame(&c, NULL);

@@ -240,6 +240,13 @@ Test(chat, unsupported_and_malformed_templates_are_refused)
         {"{{ 9223372036854775807 + 1 }}", FG_ERR_UNSUPPORTED, "64 bits"},
         {"{{ 1 / 0 }}", FG_ERR_INVALID_ARG, "division by zero"},
         {"{{ raise_exception('no ' ~ 'way') }}", FG_ERR_INVALID_ARG, "no way"},
+        {"{% set ns = namespace(a=1) %}{{ [ns] }}", FG_ERR_UNSUPPORTED, "namespace inside"},
+        {"{% set ns = namespace(a=1) %}{% set ns.self = ns %}", FG_ERR_UNSUPPORTED, "namespace inside"},
+        {"{% set ns = namespace(x=1) %}{% for i in range(300) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+         FG_ERR_UNSUPPORTED, "nested over"},
+        {"{% set ns = namespace(s='abcd') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+         FG_ERR_UNSUPPORTED, "MiB"},
+
     };
     for (size_t i = 0; i < sizeof render_fail / sizeof render_fail[0]; i++) {
         fg_chat_template *t = NULL;
@@ -252,7 +259,17 @@ Test(chat, unsupported_and_malformed_templates_are_refused)
         cr_assert(out[0] == 'Z', "%s: nothing written", render_fail[i].src);
         fg_chat_template_destroy(t);
     }
+    /* a long loop of cheap statements ends at the step limit */
+    static char busy[8192];
+    strcpy(busy, "{% for i in range(100000) %}");
+    for (int i = 0; i < 300; i++) strcat(busy, "{{ '' }}");
+    strcat(busy, "{% endfor %}");
     fg_chat_template *t = NULL;
+    cr_assert_eq(fg_chat_template_create(&t, busy, strlen(busy), NULL, NULL), FG_OK);
+    size_t len = 0;
+    fgi_assert_status(fg_chat_render(t, NULL, 0, 1, NULL, 0, &len), FG_ERR_UNSUPPORTED, "steps");
+    fg_chat_template_destroy(t);
+    t = NULL;
     fgi_assert_status(fg_chat_template_create(NULL, "", 0, NULL, NULL), FG_ERR_INVALID_ARG, "tmpl");
     fgi_assert_status(fg_chat_template_create(&t, NULL, 0, NULL, NULL), FG_ERR_INVALID_ARG, "source");
 }
