@@ -2299,10 +2299,8 @@ static val *split(ctx *c, const val *s, const val *sep, const val *maxv, int lin
         size_t i = space_prefix(s->s, s->n);
         while (i < s->n) {
             size_t j = i;
-            if (max >= 0 && l->len == max) {
-                j = s->n - space_suffix(s->s + i, s->n - i);
-                return list_push(&c->e, l, mk_str(&c->e, s->s + i, j - i)) == 0 ? l : NULL;
-            }
+            if (max >= 0 && l->len == max) /* the rest, trailing whitespace and all */
+                return list_push(&c->e, l, mk_str(&c->e, s->s + i, s->n - i)) == 0 ? l : NULL;
             while (j < s->n) {
                 const size_t k = u8_len((const unsigned char *)s->s + j, s->n - j);
                 if (py_space(u8_decode((const unsigned char *)s->s + j, k))) break;
@@ -2968,6 +2966,10 @@ static val *arith(ctx *c, const char *op, val *x, val *y, int line)
         free(b.p);
         if (b.oom) FAILF(&c->e, FG_ERR_OOM, line, "out of memory");
         return r;
+    }
+    if (op[0] == '%' && x->kind == V_STR) {
+        FAILF(&c->e, FG_ERR_UNSUPPORTED, line, "string formatting with '%%'");
+        return NULL;
     }
     if (!is_num(x) || !is_num(y)) {
         FAILF(&c->e, FG_ERR_INVALID_ARG, line, "'%s' of a %s and a %s", op, kind_name(x), kind_name(y));

@@ -239,6 +239,7 @@ Test(chat, unsupported_and_malformed_templates_are_refused)
         {"{{ range(100000000) | length }}", FG_ERR_UNSUPPORTED, "range"},
         {"{{ 9223372036854775807 + 1 }}", FG_ERR_UNSUPPORTED, "64 bits"},
         {"{{ 1 / 0 }}", FG_ERR_INVALID_ARG, "division by zero"},
+        {"{{ '%s!' % 1 }}", FG_ERR_UNSUPPORTED, "string formatting"},
         {"{{ raise_exception('no ' ~ 'way') }}", FG_ERR_INVALID_ARG, "no way"},
         {"{% set ns = namespace(a=1) %}{{ [ns] }}", FG_ERR_UNSUPPORTED, "namespace inside"},
         {"{% set ns = namespace(a=1) %}{% set ns.self = ns %}", FG_ERR_UNSUPPORTED, "namespace inside"},
