@@ -193,6 +193,28 @@ fg_status fg_chat_template_load(fg_chat_template **tmpl, const char *path)
         else
             st = set_special(t, i, text);
     }
+    /* transformers' legacy rule: without "added_tokens_decoder" in the
+     * config, special_tokens_map.json's tokens override the config's */
+    char map_path[PATH_CAP];
+    cJSON *map = NULL;
+    if (st == FG_OK && !(root && cJSON_HasObjectItem(root, "added_tokens_decoder")))
+        st = join_path(fn, map_path, folder, "special_tokens_map.json");
+    if (st == FG_OK && !(root && cJSON_HasObjectItem(root, "added_tokens_decoder")) && exists(map_path))
+        st = parse_json_file(fn, map_path, &map);
+    for (int i = 0; st == FG_OK && map && i < N_SPECIAL; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(map, SPECIAL[i]);
+        if (v == NULL || cJSON_IsNull(v)) continue;
+        const char *text = token_text(v);
+        if (text == NULL) {
+            st = fgi_fail(FG_ERR_FORMAT, "%s: %s: %s must be a string or an object with a \"content\" string",
+                          fn, FGI_QUOTE(map_path), SPECIAL[i]);
+            break;
+        }
+        free(t->special[i]);
+        t->special[i] = NULL;
+        st = set_special(t, i, text);
+    }
+    cJSON_Delete(map);
     free(file_source);
     cJSON_Delete(root);
     if (st != FG_OK) {

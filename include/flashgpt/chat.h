@@ -50,7 +50,8 @@ fg_status fg_chat_template_create(fg_chat_template **tmpl, const char *source, s
  * "default" is used. The special tokens (bos_token, eos_token, unk_token,
  * pad_token, sep_token, cls_token, mask_token) come from
  * tokenizer_config.json, each a string or an object with a "content"
- * string. No template in the folder is FG_ERR_IO with a message that
+ * string; when the config has no "added_tokens_decoder" (older folders),
+ * those of special_tokens_map.json win, as transformers reads them. No template in the folder is FG_ERR_IO with a message that
  * starts "no chat template in "; a malformed file is FG_ERR_FORMAT. */
 fg_status fg_chat_template_load(fg_chat_template **tmpl, const char *path);
 

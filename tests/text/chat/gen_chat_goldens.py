@@ -67,6 +67,15 @@ def make_folder(name, template, bos, eos, storage):
             if isinstance(config.get(key), str):
                 config[key] = {"__type": "AddedToken", "content": config[key], "lstrip": False,
                                "normalized": False, "rstrip": False, "single_word": False}
+        if name == "tinyllama-zephyr":
+            # the legacy special_tokens_map.json, whose tokens win over the
+            # config's when the config has no added_tokens_decoder
+            assert "added_tokens_decoder" not in config
+            config["eos_token"] = "</not-this>"
+            with open(os.path.join(folder, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+                json.dump({"eos_token": {"content": eos, "lstrip": False, "normalized": False,
+                                         "rstrip": False, "single_word": False}}, f, indent=2)
+                f.write("\n")
     else:
         assert os.path.exists(jinja_path), "transformers did not write chat_template.jinja"
         config.pop("chat_template", None)
