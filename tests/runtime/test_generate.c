@@ -388,6 +388,7 @@ enum { MAX_SEEN = 512 };
 typedef struct {
     const fg_tokenizer *tok;
     int ids[MAX_SEEN], n;
+    size_t piece_len[MAX_SEEN]; /* bytes each call passed */
     char text[4 * MAX_SEEN];
     size_t text_len;
     int cancel_at;       /* cancel when the n-th token arrives (1-based); 0: never */
@@ -402,6 +403,7 @@ static int record(void *user, int id, const char *piece, size_t len)
     cr_assert_lt(s->text_len + len, sizeof s->text);
     memcpy(s->text + s->text_len, piece, len);
     s->text_len += len;
+    s->piece_len[s->n] = len;
     s->ids[s->n++] = id;
     if (s->cancel_at > 0 && s->n == s->cancel_at) return 1;
     return s->cancel_bytes > 0 && s->text_len >= s->cancel_bytes;
@@ -932,6 +934,12 @@ Test(generate, stop_strings_cut_the_text_at_the_first_match)
         if (s.n > res.n_generated) {
             cr_assert_eq(s.n, res.n_generated + 1);
             cr_assert_eq(s.ids[s.n - 1], -1, "the release at the end has id -1");
+        }
+        /* a text ending in the start of a stop string held that start back
+         * until the end (and never before: it was not yet known) */
+        if (never && want == plain.text_len) {
+            cr_assert_eq(s.n, res.n_generated + 1, "trial %d: the tail was held back", trial);
+            cr_assert_geq(s.piece_len[s.n - 1], sl, "trial %d: at least the begun stop string", trial);
         }
     }
     cr_assert_str_eq(fg_stop_reason_str(FG_STOP_STRING), "stop string");
