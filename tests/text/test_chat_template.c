@@ -66,8 +66,9 @@ static void check_render(const fg_chat_template *t, const char *json, int gen, c
         const cJSON *err = cJSON_GetObjectItem(want, "error");
         cr_assert_eq(st, FG_ERR_INVALID_ARG, "%s: expected the error \"%s\", got status %d (%s)", what,
                      err->valuestring, st, fg_last_error());
-        cr_assert(strstr(fg_last_error(), err->valuestring) != NULL, "%s: error \"%s\" does not hold \"%s\"",
-                  what, fg_last_error(), err->valuestring);
+        if (cJSON_IsTrue(cJSON_GetObjectItem(want, "raised"))) /* the template's own words */
+            cr_assert(strstr(fg_last_error(), err->valuestring) != NULL, "%s: error \"%s\" does not hold \"%s\"",
+                      what, fg_last_error(), err->valuestring);
         return;
     }
     char *expected = with_today(want->valuestring);
@@ -178,6 +179,9 @@ Test(chat, jinja_features_render_as_jinja2)
         if (cJSON_IsObject(want)) {
             cr_assert_eq(st, FG_ERR_INVALID_ARG, "%s: expected an error (%s), got %d", cs->string,
                          cJSON_GetObjectItem(want, "error")->valuestring, st);
+            if (cJSON_IsTrue(cJSON_GetObjectItem(want, "raised")))
+                cr_assert(strstr(fg_last_error(), cJSON_GetObjectItem(want, "error")->valuestring) != NULL,
+                          "%s: %s", cs->string, fg_last_error());
         } else {
             cr_assert_eq(st, FG_OK, "%s: %s", cs->string, fg_last_error());
             out[len] = '\0';

@@ -10,8 +10,8 @@ conversations.json, with and without the generation prompt; and the small
 templates of jinja_cases.json (each Jinja feature alone, with its
 variables) rendered in transformers' own Jinja environment. Writes
 <family>/ (the folders) and expected.json: family -> conversation ->
-{"gen": text, "nogen": text} and "_jinja_cases" -> case -> text, a text being {"error": message} when the
-template raises. A Llama 3.2 rendering without date_string holds the day's
+{"gen": text, "nogen": text} and "_jinja_cases" -> case -> text, a text being {"error": message, "raised":
+bool} when rendering fails ("raised": by the template's raise_exception). A Llama 3.2 rendering without date_string holds the day's
 date from strftime_now: it is stored as @@TODAY@@ (the C test puts the
 current "%d %b %Y" there).
 
@@ -85,6 +85,14 @@ def make_folder(name, template, bos, eos, storage):
     return folder
 
 
+def error_of(e):
+    """{"error": message, "raised": whether the template's raise_exception
+    raised it (then flashgpt must repeat the message; for a Python error
+    such as a TypeError only the failure itself must match)}."""
+    raised = type(e).__name__ == "TemplateError"
+    return {"error": str(e), "raised": raised}
+
+
 def render(tok, conversation, gen):
     if isinstance(conversation, dict):
         kwargs = {k: v for k, v in conversation.items() if k != "messages"}
@@ -94,7 +102,7 @@ def render(tok, conversation, gen):
     try:
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen, **kwargs)
     except Exception as e:  # the template's raise_exception, or a bad value
-        return {"error": str(e)}
+        return error_of(e)
 
 
 def main():
@@ -130,7 +138,7 @@ def main():
         try:
             text = _compile_jinja_template(template).render(**variables)
         except Exception as e:
-            text = {"error": str(e)}
+            text = error_of(e)
         expected["_jinja_cases"][case] = text
     with open(os.path.join(HERE, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, indent=1, ensure_ascii=False)
