@@ -33,6 +33,7 @@ static void usage(FILE *to)
             "usage: flashgpt VERB [options]\n\n"
             "verbs:\n"
             "  generate   generate text from a prompt (streams to stdout)\n"
+            "  chat       chat through the model's chat template; --render prints a prompt\n"
             "  logits     write the logits of token ids as a .npy file\n"
             "  verify     compare CPU reference and GPU logits on one input\n"
             "  bench      benchmark a built-in model preset (no files needed)\n"
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
         int (*run)(int, char **);
     } verbs[] = {{"generate", cmd_generate}, {"logits", cmd_logits},
                  {"verify", cmd_verify}, {"bench", cmd_bench},
-                 {"serve", cmd_serve}};
+                 {"chat", cmd_chat}, {"serve", cmd_serve}};
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE_ERROR;

@@ -5,7 +5,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "flashgpt/generate.h"
+#include "input.h"
 
+#include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +110,76 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
                    model_path, vocab_size);
 }
 
+/* --- the ids that end a model's text ---------------------------------------------- */
+
+/* Adds eos_token_id of folder/name to ids[0 .. *n) (up to capacity; *n
+ * counts them all), skipping repeats. A missing file or key adds nothing. */
+static fg_status eos_ids_of(const char *fn, const char *folder, const char *name, int *ids,
+                            int capacity, int *n)
+{
+    char path[PATH_CAP];
+    FGI_TRY(join(fn, path, sizeof path, folder, name));
+    if (!is_file(path)) return FG_OK;
+    char *text = NULL;
+    size_t len = 0;
+    FGI_TRY(fgi_load_input(fn, path, 16u << 20, name, &text, &len));
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (root == NULL)
+        return fgi_fail(FG_ERR_FORMAT, "%s: %s: not valid JSON", fn, FGI_QUOTE(path));
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    fg_status st = FG_OK;
+    const int is_list = cJSON_IsArray(v);
+    const int count = v == NULL || cJSON_IsNull(v) ? 0 : is_list ? cJSON_GetArraySize(v) : 1;
+    for (int i = 0; i < count && st == FG_OK; i++) {
+        const cJSON *e = is_list ? cJSON_GetArrayItem(v, i) : v;
+        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble ||
+            e->valuedouble < 0 || e->valuedouble > INT_MAX) {
+            st = fgi_fail(FG_ERR_FORMAT,
+                          "%s: %s: eos_token_id must be a token id or a list of token ids", fn,
+                          FGI_QUOTE(path));
+            break;
+        }
+        const int id = (int)e->valuedouble;
+        int seen = 0;
+        for (int j = 0; j < *n && j < capacity; j++) seen |= ids[j] == id;
+        /* past capacity only counting is asked for: repeats among the
+         * uncounted ids are not found, so the count is an upper bound */
+        if (seen) continue;
+        if (*n < capacity) ids[*n] = id;
+        (*n)++;
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
+fg_status fg_eos_ids_for_model(const char *model_path, int *ids, int capacity, int *n_ids)
+{
+    static const char fn[] = "fg_eos_ids_for_model";
+    FGI_TRY(fgi_check_ptr(fn, "model_path", model_path));
+    FGI_TRY(fgi_check_ptr(fn, "n_ids", n_ids));
+    FGI_TRY(fgi_check_min(fn, "capacity", capacity, 0));
+    if (capacity > 0) FGI_TRY(fgi_check_ptr(fn, "ids", ids));
+    char folder[PATH_CAP];
+    FGI_TRY(folder_of(fn, folder, sizeof folder, model_path));
+    /* Collected in scratch space first so that ids stays untouched when it
+     * turns out too small; 64 covers every model seen (Llama 3 lists 3). */
+    enum { SCRATCH = 64 };
+    int scratch[SCRATCH], n = 0;
+    FGI_TRY(eos_ids_of(fn, folder, "generation_config.json", scratch, SCRATCH, &n));
+    FGI_TRY(eos_ids_of(fn, folder, "config.json", scratch, SCRATCH, &n));
+    if (n > SCRATCH)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %s lists %d eos ids, more than %d", fn,
+                        FGI_QUOTE(folder), n, SCRATCH);
+    *n_ids = n;
+    if (n > capacity)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                        "%s: argument 'capacity' is %d, the model has %d eos ids", fn, capacity,
+                        n);
+    if (n > 0) memcpy(ids, scratch, sizeof(int) * (size_t)n);
+    return FG_OK;
+}
+
 /* --- prompts -------------------------------------------------------------------- */
 
 int fg_prompt_wants_bos(const fg_config *cfg, size_t prompt_len)
@@ -151,6 +224,7 @@ const char *fg_stop_reason_str(fg_stop_reason reason)
     case FG_STOP_MAX_TOKENS: return "max tokens";
     case FG_STOP_CONTEXT_FULL: return "context full";
     case FG_STOP_CANCELLED: return "cancelled";
+    case FG_STOP_STRING: return "stop string";
     }
     return "unknown stop reason";
 }
@@ -218,6 +292,13 @@ static fg_status check_generate(const char *fn, const fg_session *session,
             return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: argument 'cfg->stop_ids' holds %d at index %d, not a token id",
                            fn, cfg->stop_ids[i], i);
+    FGI_TRY(fgi_check_min(fn, "cfg->n_stop_strings", cfg->n_stop_strings, 0));
+    if (cfg->n_stop_strings > 0) FGI_TRY(fgi_check_ptr(fn, "cfg->stop_strings", cfg->stop_strings));
+    for (int i = 0; i < cfg->n_stop_strings; i++)
+        if (cfg->stop_strings[i] == NULL || cfg->stop_strings[i][0] == '\0')
+            return fgi_fail(FG_ERR_INVALID_ARG,
+                            "%s: argument 'cfg->stop_strings' holds %s at index %d, not a "
+                            "stop text", fn, cfg->stop_strings[i] ? "\"\"" : "NULL", i);
     const int free_slots = fg_session_capacity(session) - fg_session_len(session);
     if (n_prompt > free_slots)
         return fgi_fail(FG_ERR_INVALID_ARG,
@@ -227,9 +308,75 @@ static fg_status check_generate(const char *fn, const fg_session *session,
     return FG_OK;
 }
 
+/* Stop strings: the generated text not yet passed on (held) because it
+ * may be the start of a stop string. buf grows only when a piece is longer
+ * than anything before, so a generation allocates once or twice. */
+typedef struct {
+    const fg_generate_config *cfg;
+    char *buf;
+    size_t held, cap;
+} stop_text;
+
+/* Appends piece to the held text; then the bytes to pass on now in
+ * [0, *release), and whether a stop string starts at *release. */
+static fg_status stop_text_add(stop_text *t, const char *piece, size_t len, size_t *release,
+                               int *matched)
+{
+    static const char fn[] = "fg_generate";
+    if (t->held + len > t->cap) {
+        const size_t cap = 2 * (t->held + len);
+        char *grown = realloc(t->buf, cap);
+        if (grown == NULL)
+            return fgi_fail(FG_ERR_OOM, "%s: cannot hold %zu bytes of generated text", fn, cap);
+        t->buf = grown;
+        t->cap = cap;
+    }
+    if (len > 0) memcpy(t->buf + t->held, piece, len);
+    const size_t n = t->held + len;
+    /* The earliest match wins: what precedes it is the whole text. */
+    size_t first = n;
+    for (int i = 0; i < t->cfg->n_stop_strings; i++) {
+        const char *stop = t->cfg->stop_strings[i];
+        const size_t sl = strlen(stop);
+        for (size_t at = 0; at + sl <= n && at < first; at++)
+            if (memcmp(t->buf + at, stop, sl) == 0) {
+                first = at;
+                break;
+            }
+    }
+    if (first < n) {
+        *release = first;
+        *matched = 1;
+        return FG_OK;
+    }
+    /* Hold back the longest tail that a stop string starts with. */
+    size_t keep = 0;
+    for (int i = 0; i < t->cfg->n_stop_strings; i++) {
+        const char *stop = t->cfg->stop_strings[i];
+        const size_t sl = strlen(stop);
+        for (size_t k = sl - 1 < n ? sl - 1 : n; k > keep; k--)
+            if (memcmp(t->buf + n - k, stop, k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    *release = n - keep;
+    *matched = 0;
+    t->held = n;
+    return FG_OK;
+}
+
+/* Drops the first n bytes (they were passed on). */
+static void stop_text_consume(stop_text *t, size_t n)
+{
+    memmove(t->buf, t->buf + n, t->held - n);
+    t->held -= n;
+}
+
 /* The loop after the prefill: sample, stop or pass on, feed back. */
 static fg_status decode(fg_session *session, const fg_tokenizer *tok, fg_sampler *sampler,
-                        int prev, const fg_generate_config *cfg, fg_generate_result *r)
+                        int prev, const fg_generate_config *cfg, stop_text *text,
+                        fg_generate_result *r)
 {
     while (r->n_generated < cfg->max_new_tokens) {
         int next;
@@ -246,10 +393,26 @@ static fg_status decode(fg_session *session, const fg_tokenizer *tok, fg_sampler
         const char *bytes;
         size_t len;
         piece_of(tok, prev, next, &bytes, &len);
+        int matched = 0;
+        if (cfg->n_stop_strings > 0) {
+            size_t release = 0;
+            const fg_status st = stop_text_add(text, bytes, len, &release, &matched);
+            if (st != FG_OK) {
+                r->failed = FG_GENERATE_DECODE;
+                return st;
+            }
+            bytes = text->buf;
+            len = release;
+        }
         if (cfg->on_token != NULL && cfg->on_token(cfg->user, next, bytes, len) != 0) {
             r->stop = FG_STOP_CANCELLED;
             return FG_OK;
         }
+        if (matched) {
+            r->stop = FG_STOP_STRING;
+            return FG_OK;
+        }
+        if (cfg->n_stop_strings > 0) stop_text_consume(text, len);
         prev = next;
         if (r->n_generated == cfg->max_new_tokens) break;
         if (fg_session_len(session) >= fg_session_capacity(session)) {
@@ -295,7 +458,15 @@ fg_status fg_generate(fg_session *session, const fg_tokenizer *tok, fg_sampler *
         return st;
     }
     t0 = now_seconds();
-    st = decode(session, tok, sampler, prompt[n_prompt - 1], cfg, &r);
+    stop_text text = {.cfg = cfg};
+    st = decode(session, tok, sampler, prompt[n_prompt - 1], cfg, &text, &r);
+    /* The end of the text: what was held back as a possible stop string
+     * is not one. */
+    if (st == FG_OK && r.stop != FG_STOP_CANCELLED && r.stop != FG_STOP_STRING &&
+        text.held > 0 && cfg->on_token != NULL &&
+        cfg->on_token(cfg->user, -1, text.buf, text.held) != 0)
+        r.stop = FG_STOP_CANCELLED;
+    free(text.buf);
     r.decode_seconds = now_seconds() - t0;
     if (st != FG_OK) r.stop = FG_STOP_NONE;
     *result = r;

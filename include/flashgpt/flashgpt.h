@@ -15,4 +15,6 @@
 #include "flashgpt/generate.h"
 #include "flashgpt/scheduler.h"
 
+#include "flashgpt/chat.h"
+
 #endif /* FLASHGPT_H */
