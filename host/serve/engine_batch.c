@@ -87,7 +87,8 @@ static void on_finish(void *user, uint64_t id, fg_stop_reason reason, int n_prom
     fgi_finish_reason why = FGI_FINISH_ERROR;
     const char *message = NULL;
     switch (reason) {
-    case FG_STOP_EOS: why = FGI_FINISH_STOP; break;
+    case FG_STOP_EOS:
+    case FG_STOP_STRING: why = FGI_FINISH_STOP; break;
     case FG_STOP_MAX_TOKENS:
     case FG_STOP_CONTEXT_FULL: why = FGI_FINISH_LENGTH; break;
     case FG_STOP_CANCELLED:
