@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Writes host/text/unicode_nfc.h: the tables Unicode Normalization Form C
+needs (tokenizer.json's "NFC" normalizer), from the Unicode database bundled
+with this Python.
+
+Usage: python3 scripts/gen_unicode_nfc.py > host/text/unicode_nfc.h
+
+Tables (Hangul syllables are left out of all three: they decompose and
+compose by arithmetic, UAX #15 section 3.12):
+  ccc:       canonical combining class of every code point whose class is
+             not 0, as ranges {first, last, class}
+  decompose: each code point's canonical decomposition, one level deep
+             {cp, first, second} (second 0 for a singleton); applying it
+             recursively gives the full canonical decomposition
+  compose:   the primary composites {first, second, composite}, sorted by
+             (first, second): pairs whose canonical composition gives the
+             composite back, which leaves out the composition exclusions,
+             singletons and non-starter decompositions
+"""
+import sys
+import unicodedata
+
+HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
+
+
+def canonical(cp):
+    d = unicodedata.decomposition(chr(cp))
+    if not d or d.startswith("<"):
+        return None
+    return [int(x, 16) for x in d.split()]
+
+
+def main():
+    ccc_ranges = []
+    for cp in range(0x110000):
+        c = unicodedata.combining(chr(cp))
+        if c == 0:
+            continue
+        if ccc_ranges and ccc_ranges[-1][1] == cp - 1 and ccc_ranges[-1][2] == c:
+            ccc_ranges[-1][1] = cp
+        else:
+            ccc_ranges.append([cp, cp, c])
+    decomp, compose = [], []
+    for cp in range(0x110000):
+        if HANGUL_FIRST <= cp <= HANGUL_LAST:
+            continue
+        d = canonical(cp)
+        if d is None:
+            continue
+        decomp.append((cp, d[0], d[1] if len(d) > 1 else 0))
+        if len(d) == 2 and unicodedata.normalize("NFC", chr(d[0]) + chr(d[1])) == chr(cp):
+            compose.append((d[0], d[1], cp))
+    compose.sort()
+    # host/text/unicode.c sizes its buffers on these bounds: canonical
+    # decomposition gives at most 1.5 code points and 3 bytes of UTF-8 per
+    # source byte, and NFC never more bytes than that.
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        n = len(c.encode("utf-8"))
+        d = unicodedata.normalize("NFD", c)
+        assert 2 * len(d) <= 3 * n and len(d.encode("utf-8")) <= 3 * n, hex(cp)
+        assert len(unicodedata.normalize("NFC", c).encode("utf-8")) <= 3 * n, hex(cp)
+    out = sys.stdout
+    out.write("/* GENERATED FILE, do not edit: python3 scripts/gen_unicode_nfc.py"
+              " > host/text/unicode_nfc.h\n")
+    out.write(" * (Unicode %s, from Python %d.%d's unicodedata).\n"
+              % (unicodedata.unidata_version, *sys.version_info[:2]))
+    out.write(" *\n * NFC tables, Hangul excluded (arithmetic): canonical combining classes\n"
+              " * {first, last, class}, one-level canonical decompositions {cp, first,\n"
+              " * second or 0}, primary composites {first, second, composite} sorted by\n"
+              " * pair. Read-only constants, included by host/text/unicode.c only. */\n")
+    out.write("#ifndef FLASHGPT_HOST_UNICODE_NFC_H\n#define FLASHGPT_HOST_UNICODE_NFC_H\n\n")
+    out.write("#include <stdint.h>\n\n")
+    for name, rows in (("fgi_nfc_ccc", ccc_ranges), ("fgi_nfc_decompose", decomp),
+                       ("fgi_nfc_compose", compose)):
+        out.write("static const uint32_t %s[][3] = {\n" % name)
+        line = []
+        for r in rows:
+            line.append("{0x%X, 0x%X, 0x%X}," % tuple(r))
+            if len(line) == 3:
+                out.write("    " + " ".join(line) + "\n")
+                line = []
+        if line:
+            out.write("    " + " ".join(line) + "\n")
+        out.write("};\n\n")
+    out.write("#endif /* FLASHGPT_HOST_UNICODE_NFC_H */\n")
+
+
+if __name__ == "__main__":
+    main()
