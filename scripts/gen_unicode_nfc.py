@@ -4,6 +4,11 @@ needs (tokenizer.json's "NFC" normalizer), from the Unicode database bundled
 with this Python.
 
 Usage: python3 scripts/gen_unicode_nfc.py > host/text/unicode_nfc.h
+       python3 scripts/gen_unicode_nfc.py --vectors > tests/text/nfc_cases.json
+The second form writes test vectors: the NFD form of every primary
+composite, of every Hangul syllable of a sample, and seeded random strings
+of starters, combining marks and conjoining jamo, each with its NFC by
+unicodedata.normalize, as "hex:hex" of their UTF-8.
 
 Tables (Hangul syllables are left out of all three: they decompose and
 compose by arithmetic, UAX #15 section 3.12):
@@ -17,6 +22,8 @@ compose by arithmetic, UAX #15 section 3.12):
              composite back, which leaves out the composition exclusions,
              singletons and non-starter decompositions
 """
+import json
+import random
 import sys
 import unicodedata
 
@@ -88,5 +95,32 @@ def main():
     out.write("#endif /* FLASHGPT_HOST_UNICODE_NFC_H */\n")
 
 
+def vectors():
+    texts = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF or HANGUL_FIRST <= cp <= HANGUL_LAST:
+            continue
+        c = chr(cp)
+        d = unicodedata.normalize("NFD", c)
+        if d != c and unicodedata.normalize("NFC", d) == c:
+            texts.append(d)
+    texts += [unicodedata.normalize("NFD", chr(cp)) for cp in range(0xAC00, 0xD7A4, 97)]
+    pool = ("a e o u A E O c n s y z \u03b1 \u03c9 \u0438 \u0915 \u0627 \u1100 \u1161 \u11a8 "
+            "\uac00 \u0300 \u0301 \u0302 \u0303 \u0308 \u030a \u0323 \u0327 \u0328 \u0345 "
+            "\u0313 \u0314 \u093c \u0654 \u05b0 \u0f71 \u0f72 \u1dce \u0344 \u0958 \u212b "
+            "\u2126 \u00c5 \u1e0b \u0d4a \u0d3e \u0d46 \U0001d15e \U0001d165 \u3099 \u304b x")
+    pool = [p.encode().decode("unicode_escape") for p in pool.split()]
+    rng = random.Random(14)
+    for _ in range(400):
+        texts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 8))))
+    cases = ["%s:%s" % (t.encode().hex(), unicodedata.normalize("NFC", t).encode().hex())
+             for t in texts]
+    sys.stdout.write('{"unicode": "%s", "cases": [\n' % unicodedata.unidata_version)
+    sys.stdout.write(",\n".join(json.dumps(c) for c in cases) + "\n]}\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--vectors"]:
+        vectors()
+    else:
+        main()

@@ -144,7 +144,7 @@ Test(cli, missing_tokenizer_names_what_was_looked_for)
     cli_result *r = run(args);
     snprintf(want, sizeof want,
              "flashgpt generate: cannot load the tokenizer: no tokenizer beside %s (looked for "
-             "vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
+             "tokenizer.json, vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
              model);
     cr_assert_eq(r->code, 1);
     cr_assert_str_eq(r->err, want);
