@@ -7,7 +7,8 @@ Usage: python3 scripts/gen_unicode_nfc.py > host/text/unicode_nfc.h
        python3 scripts/gen_unicode_nfc.py --vectors > tests/text/nfc_cases.json
 The second form writes test vectors: the NFD form of every primary
 composite, of every Hangul syllable of a sample, and seeded random strings
-of starters, combining marks and conjoining jamo, each with its NFC by
+of starters, combining marks and conjoining jamo (some with long runs of
+marks), each with its NFC by
 unicodedata.normalize, as "hex:hex" of their UTF-8.
 
 Tables (Hangul syllables are left out of all three: they decompose and
@@ -109,10 +110,15 @@ def vectors():
             "\uac00 \u0300 \u0301 \u0302 \u0303 \u0308 \u030a \u0323 \u0327 \u0328 \u0345 "
             "\u0313 \u0314 \u093c \u0654 \u05b0 \u0f71 \u0f72 \u1dce \u0344 \u0958 \u212b "
             "\u2126 \u00c5 \u1e0b \u0d4a \u0d3e \u0d46 \U0001d15e \U0001d165 \u3099 \u304b x")
-    pool = [p.encode().decode("unicode_escape") for p in pool.split()]
+    pool = pool.split()
     rng = random.Random(14)
     for _ in range(400):
         texts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 8))))
+    # long runs of marks (the C code sorts runs of 32 and more differently)
+    marks = [p for p in pool if len(p) == 1 and unicodedata.combining(p)]
+    for _ in range(20):
+        texts.append(rng.choice("aeoA\u03b1") +
+                     "".join(rng.choice(marks) for _ in range(rng.randint(30, 120))))
     cases = ["%s:%s" % (t.encode().hex(), unicodedata.normalize("NFC", t).encode().hex())
              for t in texts]
     sys.stdout.write('{"unicode": "%s", "cases": [\n' % unicodedata.unidata_version)

@@ -25,7 +25,8 @@
  *    text apart, its output as the first token) is stored, so decode and
  *    fg_tokenizer_piece are lookups. Invalid UTF-8 stays as bytes.
  *  - Limits against hostile files: token ids < vocabulary entries + 65536
- *    (gaps decode to nothing), nesting of Sequence <= 8, at most 64 steps. */
+ *    (gaps decode to nothing), nesting of Sequence <= 8, at most 64 steps,
+ *    Replace / Prepend content <= 8 bytes. */
 #include "tokenizer_internal.h"
 #include "unicode.h"
 
@@ -39,7 +40,10 @@
 static const char load_fn[] = "fg_tokenizer_load_json";
 static const char encode_fn[] = "fg_tokenizer_encode";
 
-enum { MAX_STEPS = 64, MAX_DEPTH = 8, MAX_ID_GAP = 65536 };
+/* MAX_REPLACEMENT bounds what a Replace or Prepend writes (real files
+ * write "▁" or " "), so that a file cannot make the text or the decoded
+ * vocabulary grow by more than a small factor. */
+enum { MAX_STEPS = 64, MAX_DEPTH = 8, MAX_ID_GAP = 65536, MAX_REPLACEMENT = 8 };
 
 /* The three pre-tokenizer regexes, byte for byte as tokenizer.json files
  * write them (after JSON unescaping). */
@@ -275,6 +279,8 @@ static fg_status parse_normalizer(const char *name, fgi_json_state *js, const cJ
         const char *s;
         FGI_TRY(get_string(name, n, "normalizer Prepend", "prepend", &s));
         if (s == NULL) return format_error(name, "normalizer Prepend has no \"prepend\"");
+        if (strlen(s) > MAX_REPLACEMENT)
+            return unsupported(name, "normalizer Prepend of more than %d bytes", MAX_REPLACEMENT);
         step->kind = NORM_PREPEND;
         step->to_len = strlen(s);
         FGI_TRY(dup_string(s, step->to_len, &step->to));
@@ -284,6 +290,8 @@ static fg_status parse_normalizer(const char *name, fgi_json_state *js, const cJ
         FGI_TRY(get_string(name, n, "normalizer Replace", "content", &to));
         if (to == NULL) return format_error(name, "normalizer Replace has no \"content\"");
         if (from[0] == '\0') return unsupported(name, "normalizer Replace of an empty string");
+        if (strlen(to) > MAX_REPLACEMENT)
+            return unsupported(name, "normalizer Replace by more than %d bytes", MAX_REPLACEMENT);
         step->kind = NORM_REPLACE;
         step->from_len = strlen(from);
         step->to_len = strlen(to);
@@ -426,6 +434,8 @@ static fg_status parse_decoder(const char *name, dec_chain *d, const cJSON *j, i
         FGI_TRY(get_string(name, j, "decoder Replace", "content", &s->to));
         if (s->to == NULL) return format_error(name, "decoder Replace has no \"content\"");
         if (s->from[0] == '\0') return unsupported(name, "decoder Replace of an empty string");
+        if (strlen(s->to) > MAX_REPLACEMENT)
+            return unsupported(name, "decoder Replace by more than %d bytes", MAX_REPLACEMENT);
         s->from_len = strlen(s->from);
         s->to_len = strlen(s->to);
         if (s->fused && s->from_len > 1)
@@ -711,7 +721,24 @@ static int cmp_added(const void *pa, const void *pb, const fgi_json_state *js)
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
+static fg_status read_added(const char *name, fg_tokenizer *t, const cJSON *added,
+                            fgi_string_map *seen);
+
+/* Reads the added tokens; a map of their spellings finds one given twice
+ * (a file may list very many: no pairwise comparison). */
 static fg_status parse_added(const char *name, fg_tokenizer *t, const cJSON *added)
+{
+    const int n = added ? cJSON_GetArraySize(added) : 0;
+    if (n == 0) return FG_OK;
+    fgi_string_map seen = {0};
+    FGI_TRY(fgi_string_map_init(load_fn, &seen, (size_t)n));
+    fg_status st = read_added(name, t, added, &seen);
+    free(seen.slots);
+    return st;
+}
+
+static fg_status read_added(const char *name, fg_tokenizer *t, const cJSON *added,
+                            fgi_string_map *seen)
 {
     fgi_json_state *js = t->json;
     const int n = added ? cJSON_GetArraySize(added) : 0;
@@ -728,12 +755,10 @@ static fg_status parse_added(const char *name, fg_tokenizer *t, const cJSON *add
         FGI_TRY(get_bool(name, e, "added_tokens", "normalized", !a->special, &a->normalized));
         const char *content = t->spelling + t->spelling_at[a->id];
         size_t len = fgi_spelling_len(t, a->id);
-        for (int k = 0; k < js->n_added; k++)
-            if (fgi_spelling_len(t, js->added[k].id) == len &&
-                memcmp(t->spelling + t->spelling_at[js->added[k].id], content, len) == 0)
-                return format_error(name, "added_tokens: \"%s\" is given twice (ids %d and %d)",
-                                    fgi_quote_bytes((char[160]){0}, 160, content, len),
-                                    js->added[k].id, a->id);
+        int other = fgi_string_map_insert(seen, t, a->id);
+        if (other >= 0)
+            return format_error(name, "added_tokens: \"%s\" is given twice (ids %d and %d)",
+                                fgi_quote_bytes((char[160]){0}, 160, content, len), other, a->id);
         if (a->normalized && js->n_norm > 0) {
             sbuf b = {0};
             fg_status st = normalize(load_fn, js, content, len, &b);
@@ -1170,11 +1195,11 @@ static int is_space_at(const unsigned char *s, size_t len, size_t pos, size_t *n
     return fgi_char_at(s, len, pos, n) == FGI_CHAR_SPACE;
 }
 
-/* Start of the run of whitespace that ends at s[end]. */
-static size_t space_run_before(const unsigned char *s, size_t end)
+/* Start of the run of whitespace that ends at s[end], not before floor. */
+static size_t space_run_before(const unsigned char *s, size_t end, size_t floor)
 {
     size_t pos = end;
-    while (pos > 0) {
+    while (pos > floor) {
         size_t back = 1, n;
         while (back < 4 && back < pos && (s[pos - back] & 0xC0) == 0x80) back++;
         if (!is_space_at(s, end, pos - back, &n) || pos - back + n != pos) break;
@@ -1232,8 +1257,7 @@ static fg_status split_added(const fgi_json_state *js, const unsigned char *s, s
         if (split_special && hit->special) continue;
         if (hit->single_word && (word_before(s, start) || word_after(s, len, stop))) continue;
         if (hit->lstrip) {
-            size_t from = space_run_before(s, start);
-            start = from > text_from ? from : text_from;
+            start = space_run_before(s, start, text_from);
         }
         if (hit->rstrip) {
             size_t n;

@@ -188,20 +188,45 @@ static size_t decompose(uint32_t cp, uint32_t *buf)
     return n;
 }
 
-/* NFC of the code points cps[0 .. n) in place; returns the new count. */
-static size_t nfc_codepoints(uint32_t *cps, size_t n)
+/* Stable sort of a run of non-starters by combining class: insertion sort
+ * for the usual short runs, a counting sort through tmp (room for n) for
+ * long ones, since text may hold any number of marks in a row. */
+static void sort_run(uint32_t *r, size_t n, uint32_t *tmp)
 {
-    /* canonical ordering: insertion sort of each run of non-starters */
-    for (size_t i = 1; i < n; i++) {
-        int c = ccc_of(cps[i]);
-        if (c == 0) continue;
-        size_t j = i;
-        uint32_t v = cps[i];
-        while (j > 0 && ccc_of(cps[j - 1]) > c) {
-            cps[j] = cps[j - 1];
-            j--;
+    if (n < 32) {
+        for (size_t i = 1; i < n; i++) {
+            uint32_t v = r[i];
+            int c = ccc_of(v);
+            size_t j = i;
+            while (j > 0 && ccc_of(r[j - 1]) > c) {
+                r[j] = r[j - 1];
+                j--;
+            }
+            r[j] = v;
         }
-        cps[j] = v;
+        return;
+    }
+    size_t start[257] = {0};
+    for (size_t i = 0; i < n; i++) start[ccc_of(r[i]) + 1]++;
+    for (int c = 1; c <= 256; c++) start[c] += start[c - 1];
+    for (size_t i = 0; i < n; i++) tmp[start[ccc_of(r[i])]++] = r[i];
+    memcpy(r, tmp, n * sizeof *r);
+}
+
+/* NFC of the code points cps[0 .. n) in place (tmp: room for n); returns
+ * the new count. */
+static size_t nfc_codepoints(uint32_t *cps, size_t n, uint32_t *tmp)
+{
+    /* canonical ordering: each run of non-starters stably sorted by class */
+    for (size_t i = 0; i < n;) {
+        if (ccc_of(cps[i]) == 0) {
+            i++;
+            continue;
+        }
+        size_t end = i;
+        while (end < n && ccc_of(cps[end]) != 0) end++;
+        sort_run(cps + i, end - i, tmp);
+        i = end;
     }
     if (n == 0) return 0;
     size_t starter = 0, kept = 1;
@@ -230,7 +255,8 @@ fg_status fgi_nfc(const char *fn, const char *in, size_t n, char **out, size_t *
     const unsigned char *s = (const unsigned char *)in;
     uint32_t *cps = NULL;
     char *res = NULL;
-    FGI_TRY(fgi_alloc(fn, (void **)&cps, 2 * n + 4, sizeof *cps));
+    FGI_TRY(fgi_alloc(fn, (void **)&cps, 2 * (2 * n + 4), sizeof *cps));
+    uint32_t *tmp = cps + 2 * n + 4;
     fg_status st = fgi_alloc(fn, (void **)&res, 3 * n + 4, 1);
     if (st != FG_OK) {
         free(cps);
@@ -246,7 +272,7 @@ fg_status fgi_nfc(const char *fn, const char *in, size_t n, char **out, size_t *
             count += decompose(cp, cps + count);
             pos += k;
         }
-        count = nfc_codepoints(cps, count);
+        count = nfc_codepoints(cps, count, tmp);
         for (size_t i = 0; i < count; i++) at += fgi_utf8_encode(cps[i], res + at);
         if (pos < n) res[at++] = (char)s[pos++]; /* an invalid byte */
     }

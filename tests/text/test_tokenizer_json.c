@@ -335,6 +335,11 @@ Test(tokenizer_json, other_models_and_components_are_unsupported_by_name)
     fgi_assert_status(load_variant(NULL, "{\"type\":\"Bad\\u0001\\n\"}", NULL, NULL, NULL, NULL),
                       FG_ERR_UNSUPPORTED, "Bad\\x01\\x0A");
     cr_assert_null(strchr(fg_last_error(), '\n'));
+    /* a Replace may not blow the text up */
+    fgi_assert_status(load_variant("{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},"
+                                   "\"content\":\"0123456789\"}",
+                                   NULL, NULL, NULL, NULL, NULL),
+                      FG_ERR_UNSUPPORTED, "more than 8 bytes");
     fgi_assert_status(load_variant(NULL, NULL,
                                    "{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[],"
                                    "\"dropout\":0.1}",
