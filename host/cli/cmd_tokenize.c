@@ -47,7 +47,9 @@ static fg_status load(const char *model_path, const char *tok_path, fg_tokenizer
                       : ends_with(where, "/tokenizer.json") || strcmp(where, "tokenizer.json") == 0;
     int gpt2 = !json && (folder ? exists(where, "vocab.json", 0) : ends_with(where, ".json"));
     *bos_default = !gpt2;
-    if (json || gpt2) return cli_load_tokenizer(tok, tok_path, model_path, 1);
+    /* a folder with no tokenizer at all: the library says what it looked for */
+    if (json || gpt2 || (folder && tok_path == NULL && !exists(where, "tokenizer.bin", 0)))
+        return cli_load_tokenizer(tok, tok_path, model_path, 1);
     /* llama2.c: the vocabulary size is the model's */
     fg_model *model = NULL;
     if (model_path == NULL)

@@ -783,8 +783,14 @@ Test(cli, tokenize_errors)
     r = run(args);
     cr_assert_eq(r->code, 1);
     cr_assert(strstr(r->err, "/nonexistent/text") != NULL, "%s", r->err);
-    /* an unsupported tokenizer.json names the part */
+    /* a folder with no tokenizer: what was looked for */
     cr_assert_not_null(mkdtemp(dir));
+    snprintf(args, sizeof args, "tokenize -m %s -p hi", dir);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "no tokenizer beside") && strstr(r->err, "tokenizer.json"), "%s",
+              r->err);
+    /* an unsupported tokenizer.json names the part */
     snprintf(file, sizeof file, "%s/tokenizer.json", dir);
     FILE *f = fopen(file, "w");
     cr_assert_not_null(f);
