@@ -184,6 +184,7 @@ Test(tokenizer_json, llama3_split_regex_matches_tokenizers) { check_folder("llam
 Test(tokenizer_json, qwen2_nfc_and_added_tokens_match_tokenizers) { check_folder("qwen2"); }
 Test(tokenizer_json, llama2_sentencepiece_bpe_matches_tokenizers) { check_folder("llama2"); }
 Test(tokenizer_json, mistral_metaspace_matches_tokenizers) { check_folder("mistral"); }
+Test(tokenizer_json, smollm2_digits_matches_tokenizers) { check_folder("smollm2"); }
 
 Test(tokenizer_json, bos_eos_from_the_post_processor_and_config)
 {
@@ -193,7 +194,8 @@ Test(tokenizer_json, bos_eos_from_the_post_processor_and_config)
                 {"llama3", "<|begin_of_text|>", "<|eot_id|>"},
                 {"qwen2", NULL, "<|im_end|>"},
                 {"llama2", "<s>", "</s>"},
-                {"mistral", "<s>", "</s>"}};
+                {"mistral", "<s>", "</s>"},
+                {"smollm2", "<|im_start|>", "<|im_end|>"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         fg_tokenizer *tok = NULL;
         cr_assert_eq(fg_tokenizer_load_json(&tok, hf_path(want[i].folder, "tokenizer.json")),

@@ -4,10 +4,12 @@ tokenizer.json form flashgpt reads, and records the ids and decodes that
 `tokenizers` and transformers' AutoTokenizer give for many strings.
 
 Usage (a venv with tokenizers and transformers; no download happens):
-    python3 tests/text/hf/gen_hf_tokenizers.py
+    python3 tests/text/hf/gen_hf_tokenizers.py [--retrain]
 Writes tests/text/hf/<name>/{tokenizer.json,tokenizer_config.json} and
-tests/text/hf/cases.json. The training corpus is written below, so the
-output depends only on the library versions (recorded in cases.json).
+tests/text/hf/cases.json. A folder that already holds a tokenizer.json is
+kept (training is not fully deterministic: the library's hash maps order
+equal-count merges differently from run to run) unless --retrain; the
+cases are always recomputed. The training corpus is written below.
 
 Folders (vocabularies of a few hundred tokens, so the files stay small):
   gpt2       ByteLevel pre-tokenizer with its built-in GPT-2 regex,
@@ -22,6 +24,8 @@ Folders (vocabularies of a few hundred tokens, so the files stay small):
              Replace/ByteFallback/Fuse/Strip, TemplateProcessing "<s> $A"
   mistral    the same model with the Metaspace pre-tokenizer (prepend_scheme
              "first", split false) and Metaspace decoder
+  smollm2    Digits(individual_digits) + ByteLevel with the GPT-2 regex,
+             <|endoftext|>, <|im_start|>, <|im_end|> (SmolLM2's form)
 Each case records: hex (the exact text bytes), ids (default: post-processor
 additions, special tokens matched), ids_no_special (add_special_tokens off),
 ids_split_special (special tokens read as text), decode_hex (of ids, special
@@ -182,16 +186,25 @@ def build():
 
     toks["llama2"] = (trained_sentencepiece(False), {"bos_token": "<s>", "eos_token": "</s>"})
     toks["mistral"] = (trained_sentencepiece(True), {"bos_token": "<s>", "eos_token": "</s>"})
+
+    t = trained_byte_level(None, False, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    t.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    t.post_processor = processors.ByteLevel(trim_offsets=False)
+    toks["smollm2"] = (t, {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
     return toks
 
 
 def main():
     out_cases = {"tokenizers_version": tokenizers.__version__,
                  "transformers_version": transformers.__version__, "folders": {}}
+    retrain = "--retrain" in sys.argv[1:]
     for name, (tok, special) in build().items():
         folder = os.path.join(HERE, name)
         os.makedirs(folder, exist_ok=True)
-        tok.save(os.path.join(folder, "tokenizer.json"))
+        if retrain or not os.path.exists(os.path.join(folder, "tokenizer.json")):
+            tok.save(os.path.join(folder, "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   "clean_up_tokenization_spaces": False, "model_max_length": 4096}
         config.update(special)
