@@ -53,9 +53,11 @@ static fg_status load(const char *model_path, const char *tok_path, fg_tokenizer
     /* llama2.c: the vocabulary size is the model's */
     fg_model *model = NULL;
     if (model_path == NULL)
-        return cli_fail(FG_ERR_INVALID_ARG, "a llama2.c tokenizer needs -m MODEL for its vocabulary size");
+        return cli_fail(FG_ERR_INVALID_ARG,
+                        "a llama2.c tokenizer needs -m MODEL for its vocabulary size");
     CLI_TRY(cli_load_model(&model, model_path));
-    fg_status st = cli_load_tokenizer(tok, tok_path, model_path, fg_model_config(model)->vocab_size);
+    fg_status st =
+        cli_load_tokenizer(tok, tok_path, model_path, fg_model_config(model)->vocab_size);
     fg_model_destroy(model);
     return st;
 }
@@ -139,31 +141,37 @@ int cmd_tokenize(int argc, char **argv)
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &model_path, "PATH",
          "model or tokenizer folder (tokenizer.json, vocab.json + merges.txt), or llama2.c .bin"},
-        {"tokenizer", 't', OPT_STRING, &tok_path, "PATH", "tokenizer file or folder (default: beside the model)"},
+        {"tokenizer", 't', OPT_STRING, &tok_path, "PATH",
+         "tokenizer file or folder (default: beside the model)"},
         {"prompt", 'p', OPT_STRING, &prompt, "TEXT", "text to encode"},
         {"file", 'f', OPT_STRING, &file, "FILE", "encode the bytes of FILE, exactly"},
-        {"decode", 0, OPT_STRING, &list, "IDS", "print the text of comma-separated ids instead (no newline added)"},
-        {"no-bos", 0, OPT_FLAG, &no_bos, NULL, "leave out what the tokenizer adds around the text (BOS)"},
+        {"decode", 0, OPT_STRING, &list, "IDS",
+         "print the text of comma-separated ids instead (no newline added)"},
+        {"no-bos", 0, OPT_FLAG, &no_bos, NULL,
+         "leave out what the tokenizer adds around the text (BOS)"},
         {"split-special", 0, OPT_FLAG, &split_special, NULL,
          "read special tokens in the text as plain text"},
     };
-    const cli_command cmd = {VERB, "-m PATH (-p TEXT | -f FILE | --decode IDS) [options]",
-                             "Print the token ids of a text as one JSON array on one line, as the "
-                             "Hugging Face tokenizer gives them by default (BOS and what else the "
-                             "post-processor adds; special tokens in the text matched as their ids), "
-                             "or with --decode the text of ids, special tokens included.",
-                             opts, (int)(sizeof opts / sizeof opts[0])};
+    const cli_command cmd = {
+        VERB, "-m PATH (-p TEXT | -f FILE | --decode IDS) [options]",
+        "Print the token ids of a text as one JSON array on one line, as the "
+        "Hugging Face tokenizer gives them by default (BOS and what else the "
+        "post-processor adds; special tokens in the text matched as their ids), "
+        "or with --decode the text of ids, special tokens included.",
+        opts, (int)(sizeof opts / sizeof opts[0])};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
     if (model_path == NULL && tok_path == NULL) return cli_usage_error(VERB, "-m is required");
     if ((prompt != NULL) + (file != NULL) + (list != NULL) != 1)
         return cli_usage_error(VERB, "give exactly one of -p, -f and --decode");
     if (list != NULL && (no_bos || split_special))
-        return cli_usage_error(VERB, "--no-bos and --split-special apply to encoding, not --decode");
+        return cli_usage_error(VERB,
+                               "--no-bos and --split-special apply to encoding, not --decode");
     int *ids = NULL, n_ids = 0;
     char shown[256];
     if (list != NULL && cli_parse_ids(list, &ids, &n_ids) != 0)
-        return cli_usage_error(VERB, "--decode must be comma-separated non-negative integers (got '%s')",
+        return cli_usage_error(VERB,
+                               "--decode must be comma-separated non-negative integers (got '%s')",
                                fg_escape_text(shown, sizeof shown, list));
 
     fg_tokenizer *tok = NULL;

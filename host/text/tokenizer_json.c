@@ -217,7 +217,8 @@ static fg_status get_bool(const char *name, const cJSON *obj, const char *where,
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = fallback;
     if (item == NULL || cJSON_IsNull(item)) return FG_OK;
-    if (!cJSON_IsBool(item)) return format_error(name, "%s: \"%s\" must be true or false", where, key);
+    if (!cJSON_IsBool(item))
+        return format_error(name, "%s: \"%s\" must be true or false", where, key);
     *out = cJSON_IsTrue(item);
     return FG_OK;
 }
@@ -245,7 +246,8 @@ static fg_status string_pattern(const char *name, const cJSON *obj, const char *
                                 const char **out)
 {
     const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(obj, "pattern");
-    if (!cJSON_IsObject(pattern)) return format_error(name, "%s: \"pattern\" must be an object", where);
+    if (!cJSON_IsObject(pattern))
+        return format_error(name, "%s: \"pattern\" must be an object", where);
     if (cJSON_GetObjectItemCaseSensitive(pattern, "Regex") != NULL)
         return unsupported(name, "%s with a regex pattern", where);
     FGI_TRY(get_string(name, pattern, where, "String", out));
@@ -265,7 +267,8 @@ static fg_status parse_normalizer(const char *name, fgi_json_state *js, const cJ
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
         if (!cJSON_IsArray(list))
             return format_error(name, "normalizer Sequence: \"normalizers\" must be an array");
-        if (depth >= MAX_DEPTH) return unsupported(name, "normalizer Sequences nested deeper than %d", MAX_DEPTH);
+        if (depth >= MAX_DEPTH)
+            return unsupported(name, "normalizer Sequences nested deeper than %d", MAX_DEPTH);
         for (const cJSON *c = list->child; c != NULL; c = c->next)
             FGI_TRY(parse_normalizer(name, js, c, depth + 1));
         return FG_OK;
@@ -319,7 +322,8 @@ static fg_status parse_pre_tokenizer(const char *name, fgi_json_state *js, const
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
         if (!cJSON_IsArray(list))
             return format_error(name, "pre_tokenizer Sequence: \"pretokenizers\" must be an array");
-        if (depth >= MAX_DEPTH) return unsupported(name, "pre_tokenizer Sequences nested deeper than %d", MAX_DEPTH);
+        if (depth >= MAX_DEPTH)
+            return unsupported(name, "pre_tokenizer Sequences nested deeper than %d", MAX_DEPTH);
         for (const cJSON *c = list->child; c != NULL; c = c->next)
             FGI_TRY(parse_pre_tokenizer(name, js, c, depth + 1));
         return FG_OK;
@@ -344,7 +348,8 @@ static fg_status parse_pre_tokenizer(const char *name, fgi_json_state *js, const
         if (!cJSON_IsObject(pattern))
             return format_error(name, "pre_tokenizer Split: \"pattern\" must be an object");
         FGI_TRY(get_string(name, pattern, "pre_tokenizer Split pattern", "Regex", &regex));
-        if (regex == NULL) return unsupported(name, "pre_tokenizer Split without a \"Regex\" pattern");
+        if (regex == NULL)
+            return unsupported(name, "pre_tokenizer Split without a \"Regex\" pattern");
         FGI_TRY(get_string(name, p, "pre_tokenizer Split", "behavior", &behavior));
         FGI_TRY(get_bool(name, p, "pre_tokenizer Split", "invert", 0, &invert));
         if (behavior == NULL || strcmp(behavior, "Isolated") != 0)
@@ -368,7 +373,8 @@ static fg_status parse_pre_tokenizer(const char *name, fgi_json_state *js, const
         uint32_t cp;
         size_t n = repl ? strlen(repl) : 0;
         if (n == 0 || fgi_utf8_sequence((const unsigned char *)repl, n, &cp) != n)
-            return format_error(name, "pre_tokenizer Metaspace: \"replacement\" must be one character");
+            return format_error(name,
+                                "pre_tokenizer Metaspace: \"replacement\" must be one character");
         step->kind = PRE_METASPACE;
         memcpy(step->repl, repl, n);
         step->repl_len = n;
@@ -379,7 +385,9 @@ static fg_status parse_pre_tokenizer(const char *name, fgi_json_state *js, const
         } else if (strcmp(scheme, "first") == 0) step->scheme = PREPEND_FIRST;
         else if (strcmp(scheme, "always") == 0) step->scheme = PREPEND_ALWAYS;
         else if (strcmp(scheme, "never") == 0) step->scheme = PREPEND_NEVER;
-        else return format_error(name, "pre_tokenizer Metaspace: unknown prepend_scheme \"%s\"", QUOTED(scheme));
+        else
+            return format_error(name, "pre_tokenizer Metaspace: unknown prepend_scheme \"%s\"",
+                                QUOTED(scheme));
     } else if (strcmp(type, "Digits") == 0) {
         step->kind = PRE_DIGITS;
         FGI_TRY(get_bool(name, p, "pre_tokenizer Digits", "individual_digits", 0,
@@ -392,7 +400,14 @@ static fg_status parse_pre_tokenizer(const char *name, fgi_json_state *js, const
 }
 
 /* Decoder steps are applied at load time (build_outputs). */
-typedef enum { DEC_BYTE_LEVEL, DEC_REPLACE, DEC_BYTE_FALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE } dec_kind;
+typedef enum {
+    DEC_BYTE_LEVEL,
+    DEC_REPLACE,
+    DEC_BYTE_FALLBACK,
+    DEC_FUSE,
+    DEC_STRIP,
+    DEC_METASPACE
+} dec_kind;
 typedef struct {
     dec_kind kind;
     const char *from, *to; /* Replace; Strip: from = content; Metaspace: from = replacement */
@@ -415,8 +430,10 @@ static fg_status parse_decoder(const char *name, dec_chain *d, const cJSON *j, i
     FGI_TRY(get_type(name, j, "decoder", &type));
     if (strcmp(type, "Sequence") == 0) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "decoders");
-        if (!cJSON_IsArray(list)) return format_error(name, "decoder Sequence: \"decoders\" must be an array");
-        if (depth >= MAX_DEPTH) return unsupported(name, "decoder Sequences nested deeper than %d", MAX_DEPTH);
+        if (!cJSON_IsArray(list))
+            return format_error(name, "decoder Sequence: \"decoders\" must be an array");
+        if (depth >= MAX_DEPTH)
+            return unsupported(name, "decoder Sequences nested deeper than %d", MAX_DEPTH);
         for (const cJSON *c = list->child; c != NULL; c = c->next)
             FGI_TRY(parse_decoder(name, d, c, depth + 1));
         return FG_OK;
@@ -525,7 +542,8 @@ static fg_status build_vocab(const char *name, fg_tokenizer **out, const cJSON *
         if (id > max_id) max_id = id;
     }
     for (const cJSON *e = added ? added->child : NULL; e != NULL; e = e->next) {
-        if (!cJSON_IsObject(e)) return format_error(name, "added_tokens: each entry must be an object");
+        if (!cJSON_IsObject(e))
+            return format_error(name, "added_tokens: each entry must be an object");
         FGI_TRY(read_id(name, cJSON_GetObjectItemCaseSensitive(e, "id"), "added_tokens", limit,
                         &id));
         if (id > max_id) max_id = id;
@@ -555,7 +573,8 @@ static fg_status build_vocab(const char *name, fg_tokenizer **out, const cJSON *
         if (st != FG_OK) break;
         if (content == NULL || content[0] == '\0')
             st = format_error(name, "added_tokens: token %d has no content", id);
-        else if (ids.spelling[id] != NULL && (!ids.from_model[id] || strcmp(ids.spelling[id], content) != 0))
+        else if (ids.spelling[id] != NULL &&
+                 (!ids.from_model[id] || strcmp(ids.spelling[id], content) != 0))
             st = format_error(name, "added_tokens: id %d is \"%s\" but also \"%s\"", id,
                               QUOTED(content), QUOTED(ids.spelling[id]));
         else
@@ -762,7 +781,8 @@ static fg_status read_added(const char *name, fg_tokenizer *t, const cJSON *adde
         if (a->normalized && js->n_norm > 0) {
             sbuf b = {0};
             fg_status st = normalize(load_fn, js, content, len, &b);
-            if (st == FG_OK && b.len == 0) st = format_error(name, "added_tokens: token %d normalizes to nothing", a->id);
+            if (st == FG_OK && b.len == 0)
+                st = format_error(name, "added_tokens: token %d normalizes to nothing", a->id);
             if (st != FG_OK) {
                 free(b.data);
                 return st;
@@ -833,8 +853,10 @@ static fg_status parse_post(const char *name, fg_tokenizer *t, const cJSON *p, i
     fg_status st = FG_OK;
     if (strcmp(type, "Sequence") == 0) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "processors");
-        if (!cJSON_IsArray(list)) return format_error(name, "post_processor Sequence: \"processors\" must be an array");
-        if (depth >= MAX_DEPTH) return unsupported(name, "post_processor Sequences nested deeper than %d", MAX_DEPTH);
+        if (!cJSON_IsArray(list))
+            return format_error(name, "post_processor Sequence: \"processors\" must be an array");
+        if (depth >= MAX_DEPTH)
+            return unsupported(name, "post_processor Sequences nested deeper than %d", MAX_DEPTH);
         for (const cJSON *c = list->child; c != NULL; c = c->next)
             FGI_TRY(parse_post(name, t, c, depth + 1));
         return FG_OK;
@@ -844,7 +866,8 @@ static fg_status parse_post(const char *name, fg_tokenizer *t, const cJSON *p, i
         const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single");
         const cJSON *specials = cJSON_GetObjectItemCaseSensitive(p, "special_tokens");
         if (!cJSON_IsArray(single) || !cJSON_IsObject(specials))
-            return format_error(name, "post_processor TemplateProcessing needs \"single\" and \"special_tokens\"");
+            return format_error(
+                name, "post_processor TemplateProcessing needs \"single\" and \"special_tokens\"");
         int sequences = 0;
         for (const cJSON *e = single->child; e != NULL && st == FG_OK; e = e->next) {
             const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "SpecialToken");
@@ -858,14 +881,17 @@ static fg_status parse_post(const char *name, fg_tokenizer *t, const cJSON *p, i
             } else if (seq != NULL) {
                 st = get_string(name, seq, "post_processor Sequence", "id", &id);
                 if (st == FG_OK && (id == NULL || strcmp(id, "A") != 0))
-                    st = unsupported(name, "post_processor: a single template with a sequence other than A");
+                    st = unsupported(
+                        name, "post_processor: a single template with a sequence other than A");
                 sequences++;
             } else {
-                st = format_error(name, "post_processor: a template piece is neither SpecialToken nor Sequence");
+                st = format_error(
+                    name, "post_processor: a template piece is neither SpecialToken nor Sequence");
             }
         }
         if (st == FG_OK && sequences != 1)
-            st = format_error(name, "post_processor: the single template must hold $A once (got %d)", sequences);
+            st = format_error(
+                name, "post_processor: the single template must hold $A once (got %d)", sequences);
     } else if (strcmp(type, "RobertaProcessing") == 0 || strcmp(type, "BertProcessing") == 0) {
         st = pair_id(name, t, p, "cls", &pre);
         if (st == FG_OK) st = pair_id(name, t, p, "sep", &post);
@@ -873,8 +899,10 @@ static fg_status parse_post(const char *name, fg_tokenizer *t, const cJSON *p, i
         return unsupported(name, "post_processor type \"%s\"", QUOTED(type));
     }
     /* This processor wraps what the earlier ones made. */
-    for (size_t i = 0; st == FG_OK && i < js->prefix.len; i++) st = ibuf_add(load_fn, &pre, js->prefix.data[i]);
-    for (size_t i = 0; st == FG_OK && i < post.len; i++) st = ibuf_add(load_fn, &js->suffix, post.data[i]);
+    for (size_t i = 0; st == FG_OK && i < js->prefix.len; i++)
+        st = ibuf_add(load_fn, &pre, js->prefix.data[i]);
+    for (size_t i = 0; st == FG_OK && i < post.len; i++)
+        st = ibuf_add(load_fn, &js->suffix, post.data[i]);
     if (st == FG_OK) {
         free(js->prefix.data);
         js->prefix = pre;
@@ -918,7 +946,8 @@ static fg_status decode_token(const dec_chain *d, const int alphabet[], const ch
         }
         case DEC_REPLACE:
             for (size_t i = 0; i < cur.len && st == FG_OK;) {
-                if (cur.len - i >= step->from_len && memcmp(c + i, step->from, step->from_len) == 0) {
+                if (cur.len - i >= step->from_len &&
+                    memcmp(c + i, step->from, step->from_len) == 0) {
                     st = sbuf_add(load_fn, &next, step->to, step->to_len);
                     i += step->from_len;
                 } else {
@@ -955,7 +984,8 @@ static fg_status decode_token(const dec_chain *d, const int alphabet[], const ch
         }
         case DEC_METASPACE:
             for (size_t i = 0; i < cur.len && st == FG_OK;) {
-                if (cur.len - i >= step->from_len && memcmp(c + i, step->from, step->from_len) == 0) {
+                if (cur.len - i >= step->from_len &&
+                    memcmp(c + i, step->from, step->from_len) == 0) {
                     if (!(first && step->strip_first)) st = sbuf_add(load_fn, &next, " ", 1);
                     i += step->from_len;
                 } else {
@@ -1057,7 +1087,8 @@ static fg_status parse_config(const char *name, fg_tokenizer *t, const char *jso
     /* GPT-2's files name neither (its tokenizer_config.json holds only
      * model_max_length): <|endoftext|> is both, as with vocab.json. */
     static const char eot[] = "<|endoftext|>";
-    if (t->bos < 0 && t->eos < 0 && json == NULL) t->bos = t->eos = added_id(t, eot, sizeof eot - 1);
+    if (t->bos < 0 && t->eos < 0 && json == NULL)
+        t->bos = t->eos = added_id(t, eot, sizeof eot - 1);
     if (json == NULL) return FG_OK;
     cJSON *config = cJSON_ParseWithLength(json, len);
     if (!cJSON_IsObject(config)) {
@@ -1107,7 +1138,8 @@ fg_status fgi_tokenizer_json_from_memory(fg_tokenizer **tok, const char *json, s
     const char *fields[] = {"truncation", "padding"};
     for (int i = 0; i < 2 && st == FG_OK; i++) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, fields[i]);
-        if (f != NULL && !cJSON_IsNull(f)) st = unsupported(name, "\"%s\" (it must be null)", fields[i]);
+        if (f != NULL && !cJSON_IsNull(f))
+            st = unsupported(name, "\"%s\" (it must be null)", fields[i]);
     }
     if (st == FG_OK) {
         const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
@@ -1117,11 +1149,16 @@ fg_status fgi_tokenizer_json_from_memory(fg_tokenizer **tok, const char *json, s
     fg_tokenizer *t = NULL;
     if (st == FG_OK) st = build_vocab(name, &t, vocab, cJSON_IsArray(added) ? added : NULL);
     if (st == FG_OK) st = fgi_alloc(load_fn, (void **)&t->json, 1, sizeof *t->json);
-    if (st == FG_OK) st = parse_normalizer(name, t->json, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), 0);
-    if (st == FG_OK) st = parse_pre_tokenizer(name, t->json, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0);
+    if (st == FG_OK)
+        st = parse_normalizer(name, t->json, cJSON_GetObjectItemCaseSensitive(root, "normalizer"),
+                              0);
+    if (st == FG_OK)
+        st = parse_pre_tokenizer(name, t->json,
+                                 cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0);
     if (st == FG_OK) st = parse_model(name, t, model);
     if (st == FG_OK) st = parse_added(name, t, cJSON_IsArray(added) ? added : NULL);
-    if (st == FG_OK) st = parse_post(name, t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0);
+    if (st == FG_OK)
+        st = parse_post(name, t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0);
     if (st == FG_OK) st = build_outputs(name, t, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
     if (st == FG_OK) st = parse_config(name, t, config_json, config_len);
     cJSON_Delete(root);
@@ -1442,7 +1479,8 @@ static size_t next_chunk(pattern_kind pattern, const unsigned char *s, size_t le
     }
     /* ` ?[^\s\p{L}\p{N}]+[\r\n]*` */
     size_t start = pos;
-    if (s[pos] == ' ' && pos + 1 < len && cls_at(s, len, pos + 1, &k) == FGI_CHAR_OTHER) start = pos + 1;
+    if (s[pos] == ' ' && pos + 1 < len && cls_at(s, len, pos + 1, &k) == FGI_CHAR_OTHER)
+        start = pos + 1;
     if (cls_at(s, len, start, &k) == FGI_CHAR_OTHER) {
         size_t end = run_end(s, len, start, FGI_CHAR_OTHER);
         while (end < len && is_cr_lf(s[end])) end++;
@@ -1534,7 +1572,8 @@ static fg_status pre_step_apply(const pre_step *p, const word_list *in, word_lis
                     st = word_add(out, tmp.data + from, pos - from, at_start && from == 0);
                     from = pos;
                 }
-            if (st == FG_OK) st = word_add(out, tmp.data + from, tmp.len - from, at_start && from == 0);
+            if (st == FG_OK)
+                st = word_add(out, tmp.data + from, tmp.len - from, at_start && from == 0);
             free(tmp.data);
             FGI_TRY(st);
             break;
@@ -1693,7 +1732,8 @@ fg_status fgi_json_encode(const fg_tokenizer *tok, const unsigned char *text, si
     free(e.mapped.data);
     fgi_bpe_work_free(&e.work);
     if (st == FG_OK && e.ids.len > (size_t)INT_MAX)
-        st = fgi_fail(FG_ERR_INVALID_ARG, "%s: the text needs more than %d ids", encode_fn, INT_MAX);
+        st =
+            fgi_fail(FG_ERR_INVALID_ARG, "%s: the text needs more than %d ids", encode_fn, INT_MAX);
     if (st != FG_OK) {
         free(e.ids.data);
         return st;
