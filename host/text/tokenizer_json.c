@@ -1023,9 +1023,23 @@ static fg_status build_outputs(const char *name, fg_tokenizer *t, const cJSON *d
     if (has_first)
         st = fgi_alloc(load_fn, (void **)&t->first_output_at, (size_t)t->vocab_size + 1,
                        sizeof(size_t));
+    /* A normalized added token is decoded from its normalized content, as
+     * the library's id_to_token gives it (Llama's "foo bar" is "▁foo▁bar"). */
+    const fgi_json_state *js = t->json;
+    int *normalized = NULL;
+    if (st == FG_OK && js->n_norm > 0 && js->n_added > 0) {
+        st = fgi_alloc(load_fn, (void **)&normalized, (size_t)t->vocab_size, sizeof(int));
+        for (int id = 0; st == FG_OK && id < t->vocab_size; id++) normalized[id] = -1;
+        for (int k = 0; st == FG_OK && k < js->n_added; k++)
+            if (js->added[k].normalized) normalized[js->added[k].id] = k;
+    }
     for (int id = 0; id < t->vocab_size && st == FG_OK; id++) {
         const char *s = t->spelling + t->spelling_at[id];
         size_t n = fgi_spelling_len(t, id);
+        if (normalized != NULL && normalized[id] >= 0) {
+            s = js->added[normalized[id]].pattern;
+            n = js->added[normalized[id]].pattern_len;
+        }
         t->output_at[id] = normal.len;
         if (n > 0) st = decode_token(&d, alphabet, s, n, 0, &normal);
         if (st == FG_OK && has_first) {
@@ -1040,6 +1054,7 @@ static fg_status build_outputs(const char *name, fg_tokenizer *t, const cJSON *d
         st = sbuf_reserve(load_fn, &normal, 1);
         if (st == FG_OK && has_first) st = sbuf_reserve(load_fn, &first, 1);
     }
+    free(normalized);
     t->output = normal.data;
     t->first_output = first.data;
     if (!has_first) free(first.data), t->first_output = NULL;

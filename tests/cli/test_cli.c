@@ -711,7 +711,10 @@ Test(cli, tokenize_prints_what_tokenizers_gives)
             want[strlen(want) - 2] = '\0'; /* drop "]\n" */
             for (char *p = want; *p; p++)
                 if (*p == ' ') memmove(p, p + 1, strlen(p));
-            if (want[1] != '\0') {
+            /* (U+FFFD: the library's substitution for bytes that are not
+             * UTF-8, which the command prints as they are: test_tokenizer_json) */
+            if (want[1] != '\0' &&
+                strstr(cJSON_GetObjectItem(c, "decode_hex")->valuestring, "efbfbd") == NULL) {
                 snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/%s --decode %s",
                          FG_SOURCE_DIR, folder->string, want + 1);
                 cli_result *r = run(args);

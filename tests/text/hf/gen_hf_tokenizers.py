@@ -26,6 +26,12 @@ Folders (vocabularies of a few hundred tokens, so the files stay small):
              "first", split false) and Metaspace decoder
   smollm2    Digits(individual_digits) + ByteLevel with the GPT-2 regex,
              <|endoftext|>, <|im_start|>, <|im_end|> (SmolLM2's form)
+  added_bl   GPT-2-style with NFC and added tokens using every flag:
+             lstrip, rstrip, single_word, normalized (matched after NFC),
+             overlapping contents (longest wins), one that is also a model
+             token, special and not
+  added_sp   the Llama-2 form with a normalized added token (its content
+             goes through Prepend / Replace too) and a single_word one
 Each case records: hex (the exact text bytes), ids (default: post-processor
 additions, special tokens matched), ids_no_special (add_special_tokens off),
 ids_split_special (special tokens read as text), decode_hex (of ids, special
@@ -98,6 +104,9 @@ CASES = [
     "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
     "<|im_start", "<|im_start|", "<0x41>", "<0xE4><0xB8>",
     "x <tool> y", "x<tool>y", "<tool>",
+    "a <mask> b", "a  <mask>b", "<mask>", "<sep>  x", "x<sep>\ty", "a word b", "swordfish",
+    "word", "words word.", "café cafe\u0301 CAFÉ", "<|a|>b <|a|>c <|a|", "the then other",
+    "x foo bar y", "foo bar", "foobar", "a<x>b", "a <x> b", "<x>",
     "Once upon a time, there was a little girl named Lily. " * 3,
     "The quick brown fox jumps over the lazy dog. " * 2 + "12345678 ☃ 😀 \t\n end",
 ]
@@ -193,6 +202,21 @@ def build():
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     t.post_processor = processors.ByteLevel(trim_offsets=False)
     toks["smollm2"] = (t, {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
+    t = trained_byte_level(None, True, ["<|endoftext|>"])
+    t.post_processor = processors.ByteLevel(trim_offsets=False)
+    t.add_tokens([AddedToken("<mask>", special=True, lstrip=True, normalized=False),
+                  AddedToken("<sep>", special=True, rstrip=True, normalized=False),
+                  AddedToken("word", special=False, single_word=True, normalized=False),
+                  AddedToken("cafe\u0301", special=False, normalized=True),
+                  AddedToken("<|a|>", special=True, normalized=False),
+                  AddedToken("<|a|>b", special=False, normalized=False),
+                  AddedToken("the", special=False, normalized=False)])
+    toks["added_bl"] = (t, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"})
+
+    t = trained_sentencepiece(False)
+    t.add_tokens([AddedToken("foo bar", special=False, normalized=True),
+                  AddedToken("<x>", special=False, single_word=True, normalized=False)])
+    toks["added_sp"] = (t, {"bos_token": "<s>", "eos_token": "</s>"})
     return toks
 
 
