@@ -47,9 +47,14 @@ static fg_status load(const char *model_path, const char *tok_path, fg_tokenizer
                       : ends_with(where, "/tokenizer.json") || strcmp(where, "tokenizer.json") == 0;
     int gpt2 = !json && (folder ? exists(where, "vocab.json", 0) : ends_with(where, ".json"));
     *bos_default = !gpt2;
-    /* a folder with no tokenizer at all: the library says what it looked for */
-    if (json || gpt2 || (folder && tok_path == NULL && !exists(where, "tokenizer.bin", 0)))
-        return cli_load_tokenizer(tok, tok_path, model_path, 1);
+    if (json || gpt2) return cli_load_tokenizer(tok, tok_path, model_path, 1);
+    if (folder && tok_path == NULL && !exists(where, "tokenizer.bin", 0)) {
+        char shown[512];
+        return cli_fail(FG_ERR_IO,
+                        "no tokenizer in %s (looked for tokenizer.json, vocab.json + "
+                        "merges.txt, tokenizer.bin); pass -t",
+                        fg_escape_text(shown, sizeof shown, where));
+    }
     /* llama2.c: the vocabulary size is the model's */
     fg_model *model = NULL;
     if (model_path == NULL)

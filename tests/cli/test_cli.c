@@ -791,7 +791,7 @@ Test(cli, tokenize_errors)
     snprintf(args, sizeof args, "tokenize -m %s -p hi", dir);
     r = run(args);
     cr_assert_eq(r->code, 1);
-    cr_assert(strstr(r->err, "no tokenizer beside") && strstr(r->err, "tokenizer.json"), "%s",
+    cr_assert(strstr(r->err, "no tokenizer in") && strstr(r->err, "tokenizer.json"), "%s",
               r->err);
     /* an unsupported tokenizer.json names the part */
     snprintf(file, sizeof file, "%s/tokenizer.json", dir);
