@@ -536,7 +536,7 @@ static fg_status build_vocab(const char *name, fg_tokenizer **out, const cJSON *
     const int limit = n_model + n_added + MAX_ID_GAP;
 
     /* Largest id first, so that the tables can be sized. */
-    int max_id = -1, id;
+    int max_id = -1, id = -1;
     for (const cJSON *e = vocab->child; e != NULL; e = e->next) {
         FGI_TRY(read_id(name, e, "model.vocab", limit, &id));
         if (id > max_id) max_id = id;
@@ -824,7 +824,7 @@ static fg_status template_ids(const char *name, const fg_tokenizer *t, const cJS
         return format_error(name, "post_processor: special token \"%s\" has no \"ids\" list",
                             QUOTED(key));
     for (const cJSON *i = ids->child; i != NULL; i = i->next) {
-        int id;
+        int id = -1;
         FGI_TRY(read_id(name, i, "post_processor special_tokens", t->vocab_size, &id));
         FGI_TRY(ibuf_add(load_fn, to, id));
     }
@@ -838,7 +838,7 @@ static fg_status pair_id(const char *name, const fg_tokenizer *t, const cJSON *p
     const cJSON *pair = cJSON_GetObjectItemCaseSensitive(p, key);
     if (!cJSON_IsArray(pair) || cJSON_GetArraySize(pair) != 2)
         return format_error(name, "post_processor: \"%s\" must be [token, id]", key);
-    int id;
+    int id = -1;
     FGI_TRY(read_id(name, pair->child->next, "post_processor", t->vocab_size, &id));
     return ibuf_add(load_fn, to, id);
 }
