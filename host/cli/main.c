@@ -37,6 +37,7 @@ static void usage(FILE *to)
             "  logits     write the logits of token ids as a .npy file\n"
             "  verify     compare CPU reference and GPU logits on one input\n"
             "  bench      benchmark a built-in model preset (no files needed)\n"
+            "  tokenize   print the token ids of a text (or the text of ids)\n"
             "  serve      serve the model over an OpenAI-compatible HTTP API\n\n"
             "Run 'flashgpt VERB --help' for a verb's options.\n");
 }
@@ -48,7 +49,7 @@ int main(int argc, char **argv)
         int (*run)(int, char **);
     } verbs[] = {{"generate", cmd_generate}, {"logits", cmd_logits},
                  {"verify", cmd_verify}, {"bench", cmd_bench},
-                 {"chat", cmd_chat}, {"serve", cmd_serve}};
+                 {"chat", cmd_chat}, {"tokenize", cmd_tokenize}, {"serve", cmd_serve}};
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE_ERROR;

@@ -64,17 +64,30 @@ static fg_status gpt2_in_folder(const char *fn, fg_tokenizer **tok, const char *
     return fg_tokenizer_load_gpt2(tok, vocab, merges);
 }
 
-/* An explicit tokenizer path: a GPT-2 folder, a vocab.json, or llama2.c. */
+/* True when the last component of path is `name`. */
+static int named(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    return strcmp(slash ? slash + 1 : path, name) == 0;
+}
+
+/* An explicit tokenizer path: a folder (tokenizer.json, else GPT-2's two
+ * files), a tokenizer.json, a GPT-2 vocab.json, or llama2.c. */
 static fg_status load_given(const char *fn, fg_tokenizer **tok, const char *tok_path,
                             int vocab_size)
 {
-    char folder[PATH_CAP], merges[PATH_CAP];
-    if (is_dir(tok_path)) return gpt2_in_folder(fn, tok, tok_path);
+    char folder[PATH_CAP], path[PATH_CAP];
+    if (is_dir(tok_path)) {
+        FGI_TRY(join(fn, path, sizeof path, tok_path, "tokenizer.json"));
+        if (is_file(path)) return fg_tokenizer_load_json(tok, path);
+        return gpt2_in_folder(fn, tok, tok_path);
+    }
+    if (named(tok_path, "tokenizer.json")) return fg_tokenizer_load_json(tok, tok_path);
     const size_t n = strlen(tok_path);
     if (n >= 5 && strcmp(tok_path + n - 5, ".json") == 0) {
         FGI_TRY(folder_of(fn, folder, sizeof folder, tok_path));
-        FGI_TRY(join(fn, merges, sizeof merges, folder, "merges.txt"));
-        return fg_tokenizer_load_gpt2(tok, tok_path, merges);
+        FGI_TRY(join(fn, path, sizeof path, folder, "merges.txt"));
+        return fg_tokenizer_load_gpt2(tok, tok_path, path);
     }
     return fg_tokenizer_load_llama2c(tok, tok_path, vocab_size);
 }
@@ -91,10 +104,16 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
         return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: arguments 'model_path' and 'tok_path' are both NULL", fn);
 
-    /* GPT-2 first: a Hugging Face folder may hold stray .bin files, while a
-     * vocab.json beside a model is never anything but GPT-2's. */
+    /* tokenizer.json first: it is what transformers loads, and the only file
+     * with the model's own pre-tokenizer and special tokens (a Qwen2 folder
+     * also ships vocab.json + merges.txt, which GPT-2's rules would split
+     * differently). Then GPT-2's files: a Hugging Face folder may hold stray
+     * .bin files, while a vocab.json beside a model is never anything but
+     * GPT-2's. */
     char folder[PATH_CAP], path[PATH_CAP], numbered[32];
     FGI_TRY(folder_of(fn, folder, sizeof folder, model_path));
+    FGI_TRY(join(fn, path, sizeof path, folder, "tokenizer.json"));
+    if (is_file(path)) return fg_tokenizer_load_json(tok, path);
     FGI_TRY(join(fn, path, sizeof path, folder, "vocab.json"));
     if (is_file(path)) return gpt2_in_folder(fn, tok, folder);
     FGI_TRY(join(fn, path, sizeof path, folder, "tokenizer.bin"));
@@ -105,7 +124,7 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
     if (is_file(path)) return fg_tokenizer_load_llama2c(tok, path, vocab_size);
     /* No function name in front: front ends append their own hint to it. */
     return fgi_fail(FG_ERR_IO,
-                   "no tokenizer beside %s (looked for vocab.json + merges.txt, "
+                   "no tokenizer beside %s (looked for tokenizer.json, vocab.json + merges.txt, "
                    "tokenizer.bin, tok%d.bin)",
                    model_path, vocab_size);
 }
@@ -210,6 +229,17 @@ fg_status fg_prompt_encode(const fg_tokenizer *tok, const fg_config *cfg, const 
      * every failure; the tokenizer sizes and refuses small capacities. */
     const int add_bos = fg_prompt_wants_bos(cfg, len);
     FGI_TRY(fg_tokenizer_encode(tok, len > 0 ? text : "", len, add_bos, ids, capacity, n_ids));
+    /* A tokenizer.json may add nothing for add_bos (GPT-2's adds no BOS):
+     * an empty prompt then still starts from the tokenizer's BOS. */
+    if (*n_ids == 0 && len == 0 && add_bos && fg_tokenizer_bos(tok) >= 0) {
+        *n_ids = 1;
+        if (capacity < 1)
+            return fgi_fail(FG_ERR_INVALID_ARG,
+                           "%s: argument 'capacity' is too small: the text needs 1 ids (got %d)",
+                           fn, capacity);
+        ids[0] = fg_tokenizer_bos(tok);
+        return FG_OK;
+    }
     if (*n_ids == 0) return fgi_fail(FG_ERR_INVALID_ARG, "%s: the prompt encodes to no tokens", fn);
     return FG_OK;
 }

@@ -33,18 +33,23 @@ extern "C" {
 /* --- the tokenizer of a model ----------------------------------------------- */
 
 /* Loads the tokenizer that belongs to a model.
- *  - tok_path given (an explicit choice): a folder holding vocab.json and
- *    merges.txt (GPT-2); a file ending in ".json" (GPT-2 vocab.json, with
+ *  - tok_path given (an explicit choice): a folder holding tokenizer.json
+ *    (Hugging Face), else vocab.json and merges.txt (GPT-2); a file named
+ *    tokenizer.json; another file ending in ".json" (GPT-2 vocab.json, with
  *    merges.txt from the same folder); anything else a llama2.c
  *    tokenizer.bin of vocab_size tokens. model_path may then be NULL.
  *  - else, in the model's folder (model_path itself when it is a folder,
- *    else the folder of the file): vocab.json + merges.txt (GPT-2, when
- *    vocab.json exists), else tokenizer.bin, else tok<vocab_size>.bin
- *    (llama2.c, e.g. tok512.bin beside stories260K.bin).
+ *    else the folder of the file): tokenizer.json, else vocab.json +
+ *    merges.txt (GPT-2, when vocab.json exists), else tokenizer.bin, else
+ *    tok<vocab_size>.bin (llama2.c, e.g. tok512.bin beside stories260K.bin).
+ *    tokenizer.json comes first because it is what transformers uses: a
+ *    folder that also holds vocab.json + merges.txt (GPT-2, Qwen2) gets the
+ *    file's own pre-tokenizer and special tokens.
  * Nothing found is FG_ERR_IO with the message "no tokenizer beside
- * <model_path> (looked for vocab.json + merges.txt, tokenizer.bin,
- * tok<vocab_size>.bin)"; a found file that fails to load gives its loader's
- * error. vocab_size is the model's (fg_config.vocab_size), >= 1. */
+ * <model_path> (looked for tokenizer.json, vocab.json + merges.txt,
+ * tokenizer.bin, tok<vocab_size>.bin)"; a found file that fails to load
+ * gives its loader's error. vocab_size is the model's
+ * (fg_config.vocab_size), >= 1; a tokenizer.json does not use it. */
 fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path,
                                       const char *tok_path, int vocab_size);
 
@@ -66,7 +71,10 @@ fg_status fg_eos_ids_for_model(const char *model_path, int *ids, int capacity, i
  * configuration starts with the tokenizer's BOS, else 0. Llama-family
  * models always get BOS (they were trained with it); GPT-2 gets none,
  * except that an empty prompt starts from <|endoftext|> (GPT-2's BOS), the
- * way GPT-2 samples unconditionally. -1 for a NULL or invalid cfg. */
+ * way GPT-2 samples unconditionally. -1 for a NULL or invalid cfg.
+ * With a tokenizer.json, "BOS" means what its post-processor adds (none for
+ * Qwen2 or GPT-2), except that an empty prompt to which it adds nothing
+ * starts from the tokenizer's BOS when it has one. */
 int fg_prompt_wants_bos(const fg_config *cfg, size_t prompt_len);
 
 /* Encodes the len bytes of text (NULL allowed when len is 0) for a model of

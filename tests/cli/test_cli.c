@@ -114,8 +114,8 @@ Test(cli, usage_errors_exit_2)
 
 Test(cli, help_on_every_verb)
 {
-    const char *verbs[] = {"generate", "logits", "verify", "bench", "chat", "serve"};
-    for (int i = 0; i < 5; i++) {
+    const char *verbs[] = {"generate", "logits", "verify", "bench", "chat", "tokenize", "serve"};
+    for (int i = 0; i < (int)(sizeof verbs / sizeof verbs[0]); i++) {
         char args[64];
         snprintf(args, sizeof args, "%s --help", verbs[i]);
         cli_result *r = run(args);
@@ -147,7 +147,7 @@ Test(cli, missing_tokenizer_names_what_was_looked_for)
     cli_result *r = run(args);
     snprintf(want, sizeof want,
              "flashgpt generate: cannot load the tokenizer: no tokenizer beside %s (looked for "
-             "vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
+             "tokenizer.json, vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
              model);
     cr_assert_eq(r->code, 1);
     cr_assert_str_eq(r->err, want);
@@ -828,4 +828,177 @@ Test(cli, fifo_inputs_are_refused_without_blocking, .timeout = 30)
         cr_assert(strstr(r->err, "pipe.bin: is a FIFO") && count_lines(r->err) == 1, "%s", r->err);
     }
     remove(fifo), rmdir(dir);
+}
+
+/* --- tokenize (issue 14, item 7) ------------------------------------------- */
+
+#include <cjson/cJSON.h>
+
+/* "[1, 2, 3]" of a JSON list of ids. */
+static void ids_text(const cJSON *ids, char *out, size_t cap)
+{
+    size_t at = (size_t)snprintf(out, cap, "[");
+    for (const cJSON *i = ids->child; i != NULL; i = i->next)
+        at += (size_t)snprintf(out + at, cap - at, i == ids->child ? "%d" : ", %d",
+                               (int)i->valuedouble);
+    snprintf(out + at, cap - at, "]\n");
+}
+
+static char *unhex_cli(const char *hex, size_t *len)
+{
+    size_t n = strlen(hex) / 2;
+    char *out = malloc(n + 1);
+    cr_assert_not_null(out);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        cr_assert_eq(sscanf(hex + 2 * i, "%2x", &v), 1);
+        out[i] = (char)v;
+    }
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+/* Every tenth case of tests/text/hf/cases.json through the command: -f with
+ * the exact bytes (defaults, --no-bos, --split-special) and --decode. */
+Test(cli, tokenize_prints_what_tokenizers_gives)
+{
+    char path[512], text_file[] = "/tmp/fg_cli_text_XXXXXX", args[12288], want[8192];
+    snprintf(path, sizeof path, "%s/tests/text/hf/cases.json", FG_SOURCE_DIR);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    static char json[1 << 20];
+    size_t n = fread(json, 1, sizeof json - 1, f);
+    fclose(f);
+    json[n] = '\0';
+    cJSON *root = cJSON_Parse(json);
+    cr_assert_not_null(root);
+    const int fd = mkstemp(text_file);
+    cr_assert(fd >= 0);
+    close(fd);
+    int checked = 0;
+    for (const cJSON *folder = cJSON_GetObjectItem(root, "folders")->child; folder != NULL;
+         folder = folder->next) {
+        int k = 0;
+        for (const cJSON *c = cJSON_GetObjectItem(folder, "cases")->child; c != NULL;
+             c = c->next, k++) {
+            if (k % 10 != 3) continue;
+            size_t len;
+            char *text = unhex_cli(cJSON_GetObjectItem(c, "hex")->valuestring, &len);
+            FILE *t = fopen(text_file, "wb");
+            cr_assert_not_null(t);
+            cr_assert_eq(fwrite(text, 1, len, t), len);
+            fclose(t);
+            free(text);
+            static const char *const modes[][2] = {{"", "ids"},
+                                                   {"--no-bos", "ids_no_special"},
+                                                   {"--split-special", "ids_split_special"}};
+            for (int m = 0; m < 3; m++) {
+                snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/%s -f %s %s",
+                         FG_SOURCE_DIR, folder->string, text_file, modes[m][0]);
+                cli_result *r = run(args);
+                ids_text(cJSON_GetObjectItem(c, modes[m][1]), want, sizeof want);
+                cr_assert_eq(r->code, 0, "%s: %s", args, r->err);
+                cr_assert_str_eq(r->out, want, "%s", args);
+            }
+            /* --decode of the default ids: the text tokenizers decodes, no newline */
+            ids_text(cJSON_GetObjectItem(c, "ids"), want, sizeof want);
+            want[strlen(want) - 2] = '\0'; /* drop "]\n" */
+            for (char *p = want; *p; p++)
+                if (*p == ' ') memmove(p, p + 1, strlen(p));
+            /* (U+FFFD: the library's substitution for bytes that are not
+             * UTF-8, which the command prints as they are: test_tokenizer_json) */
+            if (want[1] != '\0' &&
+                strstr(cJSON_GetObjectItem(c, "decode_hex")->valuestring, "efbfbd") == NULL) {
+                snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/%s --decode %s",
+                         FG_SOURCE_DIR, folder->string, want + 1);
+                cli_result *r = run(args);
+                size_t dlen;
+                char *decoded = unhex_cli(cJSON_GetObjectItem(c, "decode_hex")->valuestring, &dlen);
+                cr_assert_eq(r->code, 0, "%s: %s", args, r->err);
+                cr_assert_str_eq(r->out, decoded, "%s", args);
+                free(decoded);
+            }
+            checked++;
+        }
+    }
+    cJSON_Delete(root);
+    unlink(text_file);
+    cr_assert_gt(checked, 40);
+}
+
+Test(cli, tokenize_prompt_and_tokenizer_formats)
+{
+    char args[4096];
+    snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/llama3 -p 'Hello world'",
+             FG_SOURCE_DIR);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[0, ", 4) == 0, "BOS first: %s", r->out); /* <|begin_of_text|> */
+    cr_assert_eq(count_lines(r->out), 1);
+    /* -m given the tokenizer.json file itself */
+    snprintf(args, sizeof args,
+             "tokenize -m %s/tests/text/hf/llama3/tokenizer.json -p 'Hello world' --no-bos",
+             FG_SOURCE_DIR);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[0, ", 4) != 0 && r->out[0] == '[', "%s", r->out);
+
+    /* a llama2.c model: its tokenizer beside it, BOS 1 by default */
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    snprintf(args, sizeof args, "tokenize -m %s -p 'Once upon a time'", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[1, ", 4) == 0, "%s", r->out);
+    snprintf(args, sizeof args, "tokenize -m %s -p 'Once upon a time' --no-bos", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[1, ", 4) != 0, "%s", r->out);
+    snprintf(args, sizeof args, "tokenize -m %s --decode 1,403,407", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strlen(r->out) > 0 && r->out[strlen(r->out) - 1] != '\n', "%s", r->out);
+}
+
+Test(cli, tokenize_errors)
+{
+    char args[4096], dir[] = "/tmp/fg_cli_tokjson_XXXXXX", file[128];
+    const char *usage[] = {"tokenize", "tokenize -m x", "tokenize -m x -p a -f b",
+                           "tokenize -m x --decode 1,,2", "tokenize -m x --decode 1 --no-bos",
+                           "tokenize -m x -p a --bogus"};
+    for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
+        cli_result *r = run(usage[i]);
+        cr_assert_eq(r->code, 2, "'%s' exits %d: %s", usage[i], r->code, r->err);
+    }
+    snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/qwen2 --decode 99999",
+             FG_SOURCE_DIR);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert_eq(count_lines(r->err), 1, "%s", r->err);
+    snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/qwen2 -f /nonexistent/text",
+             FG_SOURCE_DIR);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "/nonexistent/text") != NULL, "%s", r->err);
+    /* a folder with no tokenizer: what was looked for */
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(args, sizeof args, "tokenize -m %s -p hi", dir);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "no tokenizer in") && strstr(r->err, "tokenizer.json"), "%s",
+              r->err);
+    /* an unsupported tokenizer.json names the part */
+    snprintf(file, sizeof file, "%s/tokenizer.json", dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fputs("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", f);
+    fclose(f);
+    snprintf(args, sizeof args, "tokenize -m %s -p hi", dir);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "WordPiece") != NULL, "%s", r->err);
+    cr_assert_eq(count_lines(r->err), 1, "%s", r->err);
+    unlink(file);
+    rmdir(dir);
 }

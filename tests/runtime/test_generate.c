@@ -226,7 +226,8 @@ Test(discovery, refusals)
     fg_tokenizer *tok = NULL;
     char want[700];
     snprintf(want, sizeof want,
-             "no tokenizer beside %s (looked for vocab.json + merges.txt, tokenizer.bin, "
+             "no tokenizer beside %s (looked for tokenizer.json, vocab.json + merges.txt, "
+             "tokenizer.bin, "
              "tok%d.bin)",
              in(&t, "m.bin"), LLAMA_VOCAB);
     cr_assert_eq(fg_tokenizer_load_for_model(&tok, in(&t, "m.bin"), NULL, LLAMA_VOCAB), FG_ERR_IO);

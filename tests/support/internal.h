@@ -5,7 +5,9 @@
  * on is listed in one place:
  *  - check.h: fgi_fail / argument checks and message quoting (test_status);
  *  - hash.h: the keyed hash of tables built from files (test_status);
- *  - tokenizer_internal.h: the spelling table's key (test_tokenizer);
+ *  - tokenizer_internal.h: the spelling table's key (test_tokenizer), the
+ *    tokenizer.json parser from memory (test_tokenizer_json);
+ *  - unicode.h: NFC (test_tokenizer_json);
  *  - ref_softmax_state.h: the reference's online-softmax state and its
  *    merge, which no public op exposes (test_attention);
  *  - cpu_internal.h: the fast CPU path's kernels per instruction set and its
@@ -34,6 +36,7 @@
 #include "ref_softmax_state.h"
 #include "sample_fixed.h"
 #include "tokenizer_internal.h"
+#include "unicode.h"
 #ifdef FG_HAVE_CUDA
 #include "ops_internal.h"
 #endif
