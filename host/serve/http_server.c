@@ -1196,7 +1196,10 @@ void fgi_server_quiesce(fgi_server *srv)
 void fgi_server_stop(fgi_server *srv)
 {
     if (srv == NULL) return;
-    if (srv->daemon != NULL) MHD_stop_daemon(srv->daemon); /* joins the connections */
+    if (srv->daemon != NULL) {
+        MHD_stop_daemon(srv->daemon); /* joins the connections */
+        srv->listen_fd = -1;          /* closed by it unless quiesced (then by us) */
+    }
     if (srv->listen_fd >= 0) close(srv->listen_fd);
     pthread_mutex_destroy(&srv->m.mu);
     pthread_mutex_destroy(&srv->id_mu);
