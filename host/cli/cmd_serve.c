@@ -20,6 +20,7 @@
 #endif
 
 static const char VERB[] = "serve";
+enum { DEFAULT_CTX_CAP = 4096 };
 
 typedef struct {
     const char *model, *tokenizer, *host, *device_name, *dtype, *api_key, *model_name;
@@ -62,7 +63,10 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     uint64_t delay_ms = 0;
     if (delay != NULL && cli_parse_decimal(delay, 10000, &delay_ms) != 0)
         return cli_usage_error(VERB, "FLASHGPT_SERVE_TURN_DELAY_MS must be 0 .. 10000");
-    fgi_sessions_options eo = {a->device, a->ctx, a->max_batch, a->max_queue, a->threads,
+    /* every session allocates its whole cache up front: models with long
+     * contexts (Llama 3.2: 131072) get 4096 tokens unless --ctx says more */
+    const int ctx = a->ctx ? a->ctx : cfg->n_ctx < DEFAULT_CTX_CAP ? cfg->n_ctx : DEFAULT_CTX_CAP;
+    fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
                                (int)delay_ms};
     fgi_engine *engine = NULL;
     if (fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo) != FG_OK)
@@ -116,7 +120,8 @@ int cmd_serve(int argc, char **argv)
         {"max-batch", 0, OPT_INT, &a.max_batch, "N",
          "requests generated at once, interleaved token by token (default 4; each has its own session)"},
         {"max-queue", 0, OPT_INT, &a.max_queue, "N", "requests waiting beyond those; more get 429 (default 256)"},
-        {"ctx", 0, OPT_INT, &a.ctx, "N", "tokens per request, prompt + completion (default: the model's)"},
+        {"ctx", 0, OPT_INT, &a.ctx, "N",
+         "tokens per request, prompt + completion (default: the model's context, at most 4096)"},
         {"dtype", 0, OPT_STRING, &a.dtype, "T", "weights and activations (default f32; the only one served yet)"},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (default auto)"},
         {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads per forward (default: one per online core)"},
