@@ -101,7 +101,9 @@ Test(cli, usage_errors_exit_2)
                          "logits --tokens 1,2", "bench --preset nope", "bench --device gpu",
                          "bench --prompt 0", "bench --bogus", "bench --threads -1",
                          "generate -m x --threads -2", "logits -m x --tokens 1 --out y.npy --threads -1", "verify --tokens 1 -p hi -m x",
-                         "generate -m x stray"};
+                         "generate -m x stray", "serve", "serve -m x --port 70000",
+                         "serve -m x --max-batch 0", "serve -m x --dtype f64",
+                         "serve -m x --device gpu", "serve -m x --api-key="};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run(bad[i]);
         cr_assert_eq(r->code, 2, "'%s' exits %d: %s", bad[i], r->code, r->err);
@@ -111,8 +113,8 @@ Test(cli, usage_errors_exit_2)
 
 Test(cli, help_on_every_verb)
 {
-    const char *verbs[] = {"generate", "logits", "verify", "bench"};
-    for (int i = 0; i < 4; i++) {
+    const char *verbs[] = {"generate", "logits", "verify", "bench", "serve"};
+    for (int i = 0; i < 5; i++) {
         char args[64];
         snprintf(args, sizeof args, "%s --help", verbs[i]);
         cli_result *r = run(args);
