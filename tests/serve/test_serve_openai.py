@@ -313,6 +313,50 @@ def main():
         assert m["flashgpt_http_requests_total{code=\"400\"}"] >= 30, m
         assert m["flashgpt_http_requests_total{code=\"413\"}"] == 1, m
 
+    def t_random_bodies():
+        # mutated request bodies (seeded; FG_TEST_SEED replays): every answer
+        # is a completion or an error object, and the server stays up
+        import random
+        seed = int(os.environ.get("FG_TEST_SEED", time.time_ns() % 2**32))
+        print(f"random bodies: seed {seed} (FG_TEST_SEED={seed} replays)")
+        rng = random.Random(seed)
+        values = [None, True, False, 0, -1, 1, 2**53, 1e308, -0.5, 0.5, "", "x", "\u0000",
+                  [], [1], ["a"], {}, {"a": 1}, "\ud800", 10**30]
+        fields = ["prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "seed",
+                  "stop", "stream", "stream_options", "n", "model", "ignore_eos", "logprobs"]
+        for i in range(150):
+            chat = rng.random() < 0.5
+            body = ({"messages": [{"role": "user", "content": "Hi"}]} if chat
+                    else {"prompt": "Once"})
+            body["max_tokens"] = 3
+            for _ in range(rng.randint(1, 3)):
+                body[rng.choice(fields)] = rng.choice(values)
+            text = json.dumps(body)
+            if rng.random() < 0.3:  # byte-level damage
+                b = bytearray(text.encode())
+                for _ in range(rng.randint(1, 4)):
+                    k = rng.randrange(len(b) + 1)
+                    op = rng.randrange(3)
+                    if op == 0 and k < len(b):
+                        del b[k]
+                    elif op == 1:
+                        b.insert(k, rng.randrange(256))
+                    elif k < len(b):
+                        b[k] = rng.randrange(256)
+                text = bytes(b)
+            path = "/v1/chat/completions" if chat else "/v1/completions"
+            status, resp = request(a.port, "POST", path, text)
+            if status == 200:
+                if isinstance(resp, dict):
+                    assert "choices" in resp, (text, resp)
+                else:  # a stream
+                    assert resp.rstrip().endswith("data: [DONE]"), (text, resp)
+            else:
+                check_error(status, resp, 400)
+        assert request(a.port, "GET", "/health")[0] == 200
+        m = metrics(a.port)
+        assert m["flashgpt_requests_running"] == 0 and m["flashgpt_requests_waiting"] == 0, m
+
     def load_round(refs, n_clients):
         """n_clients concurrent streams; each result compared with refs."""
         failures, lock = [], threading.Lock()
@@ -370,6 +414,7 @@ def main():
     run("chat completions", t_chat)
     run("stop strings, seeds, top_k", t_stop_and_seed)
     run("bad requests get OpenAI errors", t_errors)
+    run("random bodies never take the server down", t_random_bodies)
     run("64 concurrent streams", t_load)
 
     # A slowed server (a pause per round of turns) with a key, one session and
