@@ -56,7 +56,7 @@ class Server:
     def __init__(self, args, *extra, env=None):
         self.err = tempfile.TemporaryFile(mode="w+")
         cmd = [args.flashgpt, "serve", "-m", args.model, "--port", "0", "--device", "cpu",
-               "--threads", "1", "--ctx", str(CTX), *extra]
+               "--threads", "1", "--ctx", str(CTX), *args.server_arg, *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, text=True,
                                      env=dict(os.environ, **(env or {})))
         deadline = time.time() + 60
@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--flashgpt", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--no-server", action="store_true", help="the build has no HTTP server")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more argument for every `flashgpt serve` (repeat for more)")
     ap.add_argument("--report", help="Criterion-style JSON report for scripts/test-summary")
     ap.add_argument("--sanitized", action="store_true",
                     help="an ASan build: its quarantine holds freed memory, so RSS is not checked")
