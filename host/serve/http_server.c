@@ -305,9 +305,10 @@ static int get_number(const cJSON *v, const char *name, double lo, double hi, do
     return 0;
 }
 
-/* Chat text until the chat-template helper lands: "<role>: <content>\n"
- * per message, then "assistant:" for the reply. */
-static int render_chat(const cJSON *messages, sbuf *out, api_error *e)
+/* Checks the messages, then renders them: through the server's renderer
+ * (a chat template) when it has one, else plainly, "<role>: <content>\n"
+ * per message and then "assistant:" for the reply. */
+static int render_chat(fgi_server *srv, const cJSON *messages, sbuf *out, api_error *e)
 {
     if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) < 1) {
         set_error(e, 400, "messages", "invalid_type", "'messages' must be a non-empty array");
@@ -330,6 +331,7 @@ static int render_chat(const cJSON *messages, sbuf *out, api_error *e)
                       "a message's 'role' must be system, developer, user, assistant or tool");
             return -1;
         }
+        if (srv->opt.chat_render != NULL) continue; /* the renderer reads the content */
         sb_str(out, r);
         sb_str(out, ": ");
         if (cJSON_IsString(content)) {
@@ -355,7 +357,27 @@ static int render_chat(const cJSON *messages, sbuf *out, api_error *e)
         }
         sb_str(out, "\n");
     }
-    sb_str(out, "assistant:");
+    if (srv->opt.chat_render == NULL) {
+        sb_str(out, "assistant:");
+        return 0;
+    }
+    char *json = cJSON_PrintUnformatted(messages), *text = NULL;
+    size_t len = 0;
+    if (json == NULL) {
+        set_error(e, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    const fg_status st = srv->opt.chat_render(srv->opt.chat_user, json, strlen(json), &text, &len);
+    cJSON_free(json);
+    if (st != FG_OK) {
+        free(text);
+        if (st == FG_ERR_OOM) set_error(e, 500, NULL, NULL, "out of memory");
+        else set_error(e, 400, "messages", "invalid_value", "the chat template refused the messages: %s",
+                       fg_last_error());
+        return -1;
+    }
+    sb_add(out, text != NULL ? text : "", len);
+    free(text);
     return 0;
 }
 
@@ -511,7 +533,8 @@ static int parse_request(fgi_server *srv, const char *body, size_t len, int chat
     /* the prompt */
     const int ctx = fgi_engine_context(srv->opt.engine);
     if (chat) {
-        if (render_chat(cJSON_GetObjectItemCaseSensitive(root, "messages"), &text, e) != 0) goto done;
+        if (render_chat(srv, cJSON_GetObjectItemCaseSensitive(root, "messages"), &text, e) != 0)
+            goto done;
         if (text.oom) {
             set_error(e, 500, NULL, NULL, "out of memory");
             goto done;
