@@ -74,7 +74,7 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     char model_id[256], err[512];
     model_id_of(a, model_id, sizeof model_id);
     fgi_server_options so = {a->host, a->port, a->api_key, model_id,
-                             (size_t)a->max_body_kib * 1024, engine, tok, cfg, NULL, NULL};
+                             (size_t)a->max_body_kib * 1024, engine, tok, cfg, NULL, NULL, NULL};
     fgi_server *srv = NULL;
     if (fgi_server_start(&srv, &so, err, sizeof err) != FG_OK) {
         fprintf(stderr, "flashgpt %s: %s\n", VERB, err);

@@ -251,6 +251,8 @@ static enum MHD_Result reply_error(fgi_server *srv, struct MHD_Connection *c, co
 
 /* --- request validation ------------------------------------------------------------ */
 
+enum { API_MAX_STOP = 4 }; /* OpenAI's limit; the engine takes more (the chat stop) */
+
 typedef struct {
     int chat, stream, include_usage, ignore_eos;
     int *ids;
@@ -381,11 +383,20 @@ static int render_chat(fgi_server *srv, const cJSON *messages, sbuf *out, api_er
     return 0;
 }
 
-static int encode_prompt(fgi_server *srv, const char *text, size_t len, gen_request *g,
+/* text -> g->ids: with the BOS rule of fg_prompt_encode, or (raw: a chat
+ * template's text, which writes its own special tokens) without BOS. */
+static fg_status encode_text(fgi_server *srv, int raw, const char *text, size_t len, int *ids,
+                             int cap, int *n)
+{
+    return raw ? fg_tokenizer_encode(srv->opt.tok, text, len, 0, ids, cap, n)
+               : fg_prompt_encode(srv->opt.tok, srv->opt.cfg, text, len, ids, cap, n);
+}
+
+static int encode_prompt(fgi_server *srv, int raw, const char *text, size_t len, gen_request *g,
                          api_error *e)
 {
     int n = 0;
-    fg_status st = fg_prompt_encode(srv->opt.tok, srv->opt.cfg, text, len, NULL, 0, &n);
+    fg_status st = encode_text(srv, raw, text, len, NULL, 0, &n);
     if (st != FG_OK && n <= 0) {
         set_error(e, 400, "prompt", "invalid_value", "cannot encode the prompt");
         return -1;
@@ -395,7 +406,7 @@ static int encode_prompt(fgi_server *srv, const char *text, size_t len, gen_requ
         set_error(e, 500, NULL, NULL, "out of memory");
         return -1;
     }
-    if (fg_prompt_encode(srv->opt.tok, srv->opt.cfg, text, len, g->ids, n, &g->n_ids) != FG_OK) {
+    if (encode_text(srv, raw, text, len, g->ids, n, &g->n_ids) != FG_OK) {
         set_error(e, 400, "prompt", "invalid_value", "cannot encode the prompt");
         return -1;
     }
@@ -496,9 +507,9 @@ static int parse_request(fgi_server *srv, const char *body, size_t len, int chat
             set_error(e, 400, "stop", "invalid_type", "'stop' must be a string or an array of strings");
             goto done;
         }
-        if (list && cJSON_GetArraySize(v) > FGI_ENGINE_MAX_STOP) {
+        if (list && cJSON_GetArraySize(v) > API_MAX_STOP) {
             set_error(e, 400, "stop", "invalid_value", "'stop' takes at most %d strings",
-                      FGI_ENGINE_MAX_STOP);
+                      API_MAX_STOP);
             goto done;
         }
         const cJSON *s = list ? v->child : v;
@@ -539,13 +550,20 @@ static int parse_request(fgi_server *srv, const char *body, size_t len, int chat
             set_error(e, 500, NULL, NULL, "out of memory");
             goto done;
         }
-        if (encode_prompt(srv, text.p, text.len, g, e) != 0) goto done;
+        if (encode_prompt(srv, srv->opt.chat_render != NULL, text.p, text.len, g, e) != 0) goto done;
+        if (srv->opt.chat_stop != NULL && srv->opt.chat_stop[0] != '\0') {
+            if ((g->stop[g->n_stop] = strdup(srv->opt.chat_stop)) == NULL) {
+                set_error(e, 500, NULL, NULL, "out of memory");
+                goto done;
+            }
+            g->n_stop++;
+        }
     } else {
         v = cJSON_GetObjectItemCaseSensitive(root, "prompt");
         if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 && cJSON_IsString(v->child))
             v = v->child; /* ["text"]: one prompt */
         if (cJSON_IsString(v)) {
-            if (encode_prompt(srv, v->valuestring, strlen(v->valuestring), g, e) != 0) goto done;
+            if (encode_prompt(srv, 0, v->valuestring, strlen(v->valuestring), g, e) != 0) goto done;
         } else if (cJSON_IsArray(v) && cJSON_GetArraySize(v) >= 1 && cJSON_IsNumber(v->child)) {
             /* token ids */
             const int count = cJSON_GetArraySize(v);
@@ -1164,7 +1182,8 @@ fg_status fgi_server_start(fgi_server **out, const fgi_server_options *opt, char
     *out = NULL;
     if (opt == NULL || opt->host == NULL || opt->port < 0 || opt->port > 65535 ||
         opt->model_id == NULL || opt->engine == NULL || opt->tok == NULL || opt->cfg == NULL ||
-        opt->max_body < 1) {
+        opt->max_body < 1 ||
+        (opt->chat_stop != NULL && strlen(opt->chat_stop) > FGI_ENGINE_STOP_MAX_LEN)) {
         snprintf(err, err_cap, "invalid server options");
         return FG_ERR_INVALID_ARG;
     }

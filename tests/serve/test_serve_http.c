@@ -42,6 +42,7 @@ typedef struct {
     int quit;
     pthread_t worker;
     int last_prompt[256], n_last_prompt; /* the prompt of the last request */
+    char last_stops[512];                /* its stop strings, each followed by '|' */
 } script_engine;
 
 static void *script_worker(void *arg)
@@ -82,6 +83,11 @@ static fgi_submit_status script_submit(fgi_engine *base, const fgi_engine_reques
     pthread_mutex_lock(&e->mu);
     e->n_last_prompt = q->n_prompt < 256 ? q->n_prompt : 256;
     memcpy(e->last_prompt, q->prompt, (size_t)e->n_last_prompt * sizeof *prompt);
+    e->last_stops[0] = '\0';
+    for (int i = 0; i < q->n_stop; i++) {
+        strncat(e->last_stops, q->stop[i], sizeof e->last_stops - strlen(e->last_stops) - 2);
+        strcat(e->last_stops, "|");
+    }
     script_req **tail = &e->head;
     while (*tail != NULL) tail = &(*tail)->next;
     *tail = r;
@@ -153,7 +159,7 @@ static int fixture_start(fixture *f, script_engine *e, fgi_chat_renderer render,
     cr_assert_eq(fg_tokenizer_load_for_model(&f->tok, path, NULL, fg_model_config(f->model)->vocab_size),
                  FG_OK);
     fgi_server_options o = {"127.0.0.1", 0, NULL, "scripted", 65536, &e->base, f->tok,
-                            fg_model_config(f->model), render, user};
+                            fg_model_config(f->model), render, user, "</turn>"};
     char err[256];
     cr_assert_eq(fgi_server_start(&f->srv, &o, err, sizeof err), FG_OK, "%s", err);
     return 1;
@@ -281,12 +287,26 @@ Test(serve_http, chat_renderer_text_is_what_is_encoded)
     cr_assert_str_eq(log.seen, "[{\"role\":\"user\",\"content\":\"Hi \\\"there\\\"\"}]");
     cr_assert(strstr(r, "\"content\":\"fine\"") != NULL, "%s", r);
     free(r);
+    /* the template's text as it is: no BOS added */
     int want[64], n_want;
     const char *text = "<s>[INST] rendered [/INST]";
-    cr_assert_eq(fg_prompt_encode(f.tok, fg_model_config(f.model), text, strlen(text), want, 64, &n_want),
-                 FG_OK);
+    cr_assert_eq(fg_tokenizer_encode(f.tok, text, strlen(text), 0, want, 64, &n_want), FG_OK);
     cr_assert_eq(e.n_last_prompt, n_want);
     cr_assert(memcmp(e.last_prompt, want, (size_t)n_want * sizeof *want) == 0);
+    cr_assert_neq(e.last_prompt[0], fg_tokenizer_bos(f.tok));
+    /* the server's chat stop joins the request's own */
+    cr_assert_str_eq(e.last_stops, "</turn>|");
+    r = post(&f, "/v1/chat/completions",
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"stop\": [\"a\", \"b\", \"c\", \"d\"]}",
+             &status);
+    cr_assert_eq(status, 200, "%s", r);
+    cr_assert_str_eq(e.last_stops, "a|b|c|d|</turn>|");
+    free(r);
+    r = post(&f, "/v1/completions", "{\"prompt\": \"Hi\", \"stop\": \"x\"}", &status);
+    cr_assert_eq(status, 200, "%s", r);
+    cr_assert_str_eq(e.last_stops, "x|", "completions get no chat stop");
+    cr_assert_eq(e.last_prompt[0], fg_tokenizer_bos(f.tok), "completions keep the BOS rule");
+    free(r);
     /* a refusal is the client's error; messages are still checked first */
     log.refuse = 1;
     r = post(&f, "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}",
