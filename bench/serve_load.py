@@ -2,7 +2,9 @@
 """Load generator for `flashgpt serve` (or any OpenAI-compatible server).
 
 Keeps --concurrency streaming requests in flight against a running server
-until --requests have completed, then prints the aggregate throughput
+(or, with --rate R, starts requests at R per second, Poisson arrivals,
+with at most --concurrency in flight) until --requests have completed,
+then prints the aggregate throughput
 (generated tokens per second of wall time) and latency percentiles:
 time to first token (TTFT), inter-token latency (ITL, between consecutive
 streamed chunks of one request) and whole-request latency.
@@ -90,6 +92,9 @@ def main():
     ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     ap.add_argument("--requests", type=int, default=64, help="requests in all (default 64)")
+    ap.add_argument("--rate", type=float,
+                    help="requests per second, Poisson arrivals (default: as fast as --concurrency allows)")
+    ap.add_argument("--seed", type=int, default=0, help="arrival times' seed (default 0)")
     ap.add_argument("--max-tokens", type=int, default=128, help="per request (default 128)")
     ap.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
     ap.add_argument("--prompt", action="append", help="prompt(s) to cycle (default: built in)")
@@ -99,6 +104,8 @@ def main():
     args = ap.parse_args()
     if args.concurrency < 1 or args.requests < 1 or args.max_tokens < 1:
         ap.error("--concurrency, --requests and --max-tokens must be >= 1")
+    if args.rate is not None and not args.rate > 0:
+        ap.error("--rate must be > 0")
 
     headers = {"Content-Type": "application/json"}
     if args.api_key:
@@ -118,28 +125,59 @@ def main():
     results, errors, lock = [], [], threading.Lock()
     next_index = [0]
 
-    def worker():
-        while True:
+    def take():
+        """The next request's index, or None when all are taken."""
+        with lock:
+            i = next_index[0]
+            if i >= args.requests:
+                return None
+            next_index[0] += 1
+            return i
+
+    def serve(i):
+        body = {"model": args.model, "prompt": prompts[i % len(prompts)],
+                "max_tokens": args.max_tokens, "temperature": args.temperature,
+                "seed": i, "stream": True, "stream_options": {"include_usage": True}}
+        if args.ignore_eos:
+            body["ignore_eos"] = True
+        try:
+            r = one_request(args.url, headers, body)
             with lock:
-                i = next_index[0]
-                if i >= args.requests:
+                results.append(r)
+        except Exception as exc:  # counted and reported, the run goes on
+            with lock:
+                errors.append(repr(exc))
+
+    def worker():
+        while (i := take()) is not None:
+            serve(i)
+
+    # --rate: request i starts at its arrival time (exponential gaps), by
+    # whichever worker is free; one worker at a time waits for the next one
+    arrivals = None
+    if args.rate is not None:
+        import random
+        rng, t = random.Random(args.seed), 0.0
+        arrivals = []
+        for _ in range(args.requests):
+            arrivals.append(t)
+            t += rng.expovariate(args.rate)
+    start_gate = threading.Lock()
+
+    def paced_worker():
+        while True:
+            with start_gate:
+                i = take()
+                if i is None:
                     return
-                next_index[0] += 1
-            body = {"model": args.model, "prompt": prompts[i % len(prompts)],
-                    "max_tokens": args.max_tokens, "temperature": args.temperature,
-                    "seed": i, "stream": True, "stream_options": {"include_usage": True}}
-            if args.ignore_eos:
-                body["ignore_eos"] = True
-            try:
-                r = one_request(args.url, headers, body)
-                with lock:
-                    results.append(r)
-            except Exception as exc:  # counted and reported, the run goes on
-                with lock:
-                    errors.append(repr(exc))
+                delay = t0 + arrivals[i] - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            serve(i)
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=paced_worker if arrivals else worker)
+               for _ in range(args.concurrency)]
     for t in threads:
         t.start()
     for t in threads:
@@ -151,7 +189,7 @@ def main():
     itl = [x for r in results for x in r["itl"]]
     lat = [r["latency"] for r in results]
     out = {
-        "url": args.url, "model": args.model, "concurrency": args.concurrency,
+        "url": args.url, "model": args.model, "concurrency": args.concurrency, "rate": args.rate,
         "requests": args.requests, "completed": len(results), "errors": len(errors),
         "max_tokens": args.max_tokens, "wall_s": wall, "generated_tokens": tokens,
         "tokens_per_s": tokens / wall if wall > 0 else 0.0,
@@ -162,8 +200,9 @@ def main():
             out[f"{name}_p{p}"] = percentile(values, p) * 1000
         out[f"{name}_mean"] = statistics.fmean(values) * 1000 if values else float("nan")
 
+    pace = f" and {args.rate:g} requests/s" if args.rate else ""
     print(f"{args.url} model {args.model}: {len(results)}/{args.requests} requests at "
-          f"concurrency {args.concurrency}, {len(errors)} errors, {wall:.2f} s")
+          f"concurrency {args.concurrency}{pace}, {len(errors)} errors, {wall:.2f} s")
     print(f"  throughput  {out['tokens_per_s']:10.1f} tokens/s  {out['requests_per_s']:8.2f} requests/s"
           f"  ({tokens} tokens)")
     print(f"  {'':12}{'p50':>10}{'p90':>10}{'p99':>10}{'mean':>10}   (ms)")

@@ -19,7 +19,18 @@
 #include "http_server.h"
 #endif
 
+/* Chat templates (flashgpt/chat.h) come from another branch of work: once
+ * the library has them, chat prompts go through the model's template;
+ * until then (and for models without one) the plain rendering serves. */
+#if defined(__has_include)
+#if __has_include("flashgpt/chat.h")
+#include "flashgpt/chat.h"
+#define SERVE_CHAT_TEMPLATES 1
+#endif
+#endif
+
 static const char VERB[] = "serve";
+enum { DEFAULT_CTX_CAP = 4096 };
 
 typedef struct {
     const char *model, *tokenizer, *host, *device_name, *dtype, *api_key, *model_name;
@@ -51,6 +62,27 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+#ifdef SERVE_CHAT_TEMPLATES
+/* fgi_chat_renderer over the model's template, with the generation prompt. */
+static fg_status render_template(void *user, const char *json, size_t json_len, char **text,
+                                 size_t *len)
+{
+    const fg_chat_template *t = user;
+    size_t need = 0;
+    fg_status st = fg_chat_render_json(t, json, json_len, 1, NULL, 0, &need);
+    if (st != FG_OK && need == 0) return st; /* the template refused: its message stands */
+    char *out = malloc(need + 1);
+    if (out == NULL) return FG_ERR_OOM;
+    *len = 0;
+    if (need > 0 && (st = fg_chat_render_json(t, json, json_len, 1, out, need, len)) != FG_OK) {
+        free(out);
+        return st;
+    }
+    *text = out;
+    return FG_OK;
+}
+#endif
+
 static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const sigset_t *sigs)
 {
     const fg_config *cfg = fg_model_config(model);
@@ -62,7 +94,10 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     uint64_t delay_ms = 0;
     if (delay != NULL && cli_parse_decimal(delay, 10000, &delay_ms) != 0)
         return cli_usage_error(VERB, "FLASHGPT_SERVE_TURN_DELAY_MS must be 0 .. 10000");
-    fgi_sessions_options eo = {a->device, a->ctx, a->max_batch, a->max_queue, a->threads,
+    /* every session allocates its whole cache up front: models with long
+     * contexts (Llama 3.2: 131072) get 4096 tokens unless --ctx says more */
+    const int ctx = a->ctx ? a->ctx : cfg->n_ctx < DEFAULT_CTX_CAP ? cfg->n_ctx : DEFAULT_CTX_CAP;
+    fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
                                (int)delay_ms};
     fgi_engine *engine = NULL;
     if (fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo) != FG_OK)
@@ -70,16 +105,35 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     char model_id[256], err[512];
     model_id_of(a, model_id, sizeof model_id);
     fgi_server_options so = {a->host, a->port, a->api_key, model_id,
-                             (size_t)a->max_body_kib * 1024, engine, tok, cfg};
+                             (size_t)a->max_body_kib * 1024, engine, tok, cfg, NULL, NULL, NULL};
+    const char *chat = "plain 'role: content' lines";
+#ifdef SERVE_CHAT_TEMPLATES
+    fg_chat_template *tmpl = NULL;
+    if (fg_chat_template_load(&tmpl, a->model) == FG_OK) {
+        so.chat_render = render_template;
+        so.chat_user = tmpl;
+        /* the end-of-turn text stops a reply; an overlong one cannot be a stop */
+        const char *eos = fg_chat_template_eos(tmpl);
+        if (eos != NULL && eos[0] != '\0' && strlen(eos) <= FGI_ENGINE_STOP_MAX_LEN) so.chat_stop = eos;
+        chat = "the model's chat template";
+    } else if (strstr(fg_last_error(), "no chat template in ") == NULL) {
+        fprintf(stderr, "flashgpt %s: the model's chat template cannot be used (%s); "
+                        "chat prompts get the plain rendering\n", VERB, fg_last_error());
+    }
+#endif
     fgi_server *srv = NULL;
     if (fgi_server_start(&srv, &so, err, sizeof err) != FG_OK) {
         fprintf(stderr, "flashgpt %s: %s\n", VERB, err);
         fgi_engine_destroy(engine);
+#ifdef SERVE_CHAT_TEMPLATES
+        fg_chat_template_destroy(tmpl);
+#endif
         return CLI_RUNTIME_ERROR;
     }
     const int ipv6 = strchr(a->host, ':') != NULL;
     printf("flashgpt serve: model %s, context %d, up to %d running and %d waiting\n", model_id,
            fgi_engine_context(engine), a->max_batch, a->max_queue);
+    printf("flashgpt serve: chat prompts: %s\n", chat);
     printf("flashgpt serve: listening on http://%s%s%s:%d\n", ipv6 ? "[" : "", a->host,
            ipv6 ? "]" : "", fgi_server_port(srv));
     fflush(stdout);
@@ -99,6 +153,9 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     fgi_engine_shutdown(engine, 1); /* cancels what is left; their streams end */
     fgi_server_stop(srv);
     fgi_engine_destroy(engine);
+#ifdef SERVE_CHAT_TEMPLATES
+    fg_chat_template_destroy(tmpl);
+#endif
     fprintf(stderr, "flashgpt %s: stopped\n", VERB);
     return CLI_OK;
 }
@@ -116,7 +173,8 @@ int cmd_serve(int argc, char **argv)
         {"max-batch", 0, OPT_INT, &a.max_batch, "N",
          "requests generated at once, interleaved token by token (default 4; each has its own session)"},
         {"max-queue", 0, OPT_INT, &a.max_queue, "N", "requests waiting beyond those; more get 429 (default 256)"},
-        {"ctx", 0, OPT_INT, &a.ctx, "N", "tokens per request, prompt + completion (default: the model's)"},
+        {"ctx", 0, OPT_INT, &a.ctx, "N",
+         "tokens per request, prompt + completion (default: the model's context, at most 4096)"},
         {"dtype", 0, OPT_STRING, &a.dtype, "T", "weights and activations (default f32; the only one served yet)"},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (default auto)"},
         {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads per forward (default: one per online core)"},

@@ -82,7 +82,9 @@ typedef struct {
     void *user;
 } fgi_engine_request;
 
-enum { FGI_ENGINE_MAX_STOP = 4, FGI_ENGINE_STOP_MAX_LEN = 256 };
+/* 8 stop strings: the API's 4 and room for the server's own (a chat
+ * template's end-of-turn text). */
+enum { FGI_ENGINE_MAX_STOP = 8, FGI_ENGINE_STOP_MAX_LEN = 256 };
 
 /* What fgi_engine_submit returns. */
 typedef enum {

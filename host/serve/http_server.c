@@ -251,6 +251,8 @@ static enum MHD_Result reply_error(fgi_server *srv, struct MHD_Connection *c, co
 
 /* --- request validation ------------------------------------------------------------ */
 
+enum { API_MAX_STOP = 4 }; /* OpenAI's limit; the engine takes more (the chat stop) */
+
 typedef struct {
     int chat, stream, include_usage, ignore_eos;
     int *ids;
@@ -305,9 +307,10 @@ static int get_number(const cJSON *v, const char *name, double lo, double hi, do
     return 0;
 }
 
-/* Chat text until the chat-template helper lands: "<role>: <content>\n"
- * per message, then "assistant:" for the reply. */
-static int render_chat(const cJSON *messages, sbuf *out, api_error *e)
+/* Checks the messages, then renders them: through the server's renderer
+ * (a chat template) when it has one, else plainly, "<role>: <content>\n"
+ * per message and then "assistant:" for the reply. */
+static int render_chat(fgi_server *srv, const cJSON *messages, sbuf *out, api_error *e)
 {
     if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) < 1) {
         set_error(e, 400, "messages", "invalid_type", "'messages' must be a non-empty array");
@@ -330,6 +333,7 @@ static int render_chat(const cJSON *messages, sbuf *out, api_error *e)
                       "a message's 'role' must be system, developer, user, assistant or tool");
             return -1;
         }
+        if (srv->opt.chat_render != NULL) continue; /* the renderer reads the content */
         sb_str(out, r);
         sb_str(out, ": ");
         if (cJSON_IsString(content)) {
@@ -355,15 +359,44 @@ static int render_chat(const cJSON *messages, sbuf *out, api_error *e)
         }
         sb_str(out, "\n");
     }
-    sb_str(out, "assistant:");
+    if (srv->opt.chat_render == NULL) {
+        sb_str(out, "assistant:");
+        return 0;
+    }
+    char *json = cJSON_PrintUnformatted(messages), *text = NULL;
+    size_t len = 0;
+    if (json == NULL) {
+        set_error(e, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    const fg_status st = srv->opt.chat_render(srv->opt.chat_user, json, strlen(json), &text, &len);
+    cJSON_free(json);
+    if (st != FG_OK) {
+        free(text);
+        if (st == FG_ERR_OOM) set_error(e, 500, NULL, NULL, "out of memory");
+        else set_error(e, 400, "messages", "invalid_value", "the chat template refused the messages: %s",
+                       fg_last_error());
+        return -1;
+    }
+    sb_add(out, text != NULL ? text : "", len);
+    free(text);
     return 0;
 }
 
-static int encode_prompt(fgi_server *srv, const char *text, size_t len, gen_request *g,
+/* text -> g->ids: with the BOS rule of fg_prompt_encode, or (raw: a chat
+ * template's text, which writes its own special tokens) without BOS. */
+static fg_status encode_text(fgi_server *srv, int raw, const char *text, size_t len, int *ids,
+                             int cap, int *n)
+{
+    return raw ? fg_tokenizer_encode(srv->opt.tok, text, len, 0, ids, cap, n)
+               : fg_prompt_encode(srv->opt.tok, srv->opt.cfg, text, len, ids, cap, n);
+}
+
+static int encode_prompt(fgi_server *srv, int raw, const char *text, size_t len, gen_request *g,
                          api_error *e)
 {
     int n = 0;
-    fg_status st = fg_prompt_encode(srv->opt.tok, srv->opt.cfg, text, len, NULL, 0, &n);
+    fg_status st = encode_text(srv, raw, text, len, NULL, 0, &n);
     if (st != FG_OK && n <= 0) {
         set_error(e, 400, "prompt", "invalid_value", "cannot encode the prompt");
         return -1;
@@ -373,7 +406,7 @@ static int encode_prompt(fgi_server *srv, const char *text, size_t len, gen_requ
         set_error(e, 500, NULL, NULL, "out of memory");
         return -1;
     }
-    if (fg_prompt_encode(srv->opt.tok, srv->opt.cfg, text, len, g->ids, n, &g->n_ids) != FG_OK) {
+    if (encode_text(srv, raw, text, len, g->ids, n, &g->n_ids) != FG_OK) {
         set_error(e, 400, "prompt", "invalid_value", "cannot encode the prompt");
         return -1;
     }
@@ -474,9 +507,9 @@ static int parse_request(fgi_server *srv, const char *body, size_t len, int chat
             set_error(e, 400, "stop", "invalid_type", "'stop' must be a string or an array of strings");
             goto done;
         }
-        if (list && cJSON_GetArraySize(v) > FGI_ENGINE_MAX_STOP) {
+        if (list && cJSON_GetArraySize(v) > API_MAX_STOP) {
             set_error(e, 400, "stop", "invalid_value", "'stop' takes at most %d strings",
-                      FGI_ENGINE_MAX_STOP);
+                      API_MAX_STOP);
             goto done;
         }
         const cJSON *s = list ? v->child : v;
@@ -511,18 +544,26 @@ static int parse_request(fgi_server *srv, const char *body, size_t len, int chat
     /* the prompt */
     const int ctx = fgi_engine_context(srv->opt.engine);
     if (chat) {
-        if (render_chat(cJSON_GetObjectItemCaseSensitive(root, "messages"), &text, e) != 0) goto done;
+        if (render_chat(srv, cJSON_GetObjectItemCaseSensitive(root, "messages"), &text, e) != 0)
+            goto done;
         if (text.oom) {
             set_error(e, 500, NULL, NULL, "out of memory");
             goto done;
         }
-        if (encode_prompt(srv, text.p, text.len, g, e) != 0) goto done;
+        if (encode_prompt(srv, srv->opt.chat_render != NULL, text.p, text.len, g, e) != 0) goto done;
+        if (srv->opt.chat_stop != NULL && srv->opt.chat_stop[0] != '\0') {
+            if ((g->stop[g->n_stop] = strdup(srv->opt.chat_stop)) == NULL) {
+                set_error(e, 500, NULL, NULL, "out of memory");
+                goto done;
+            }
+            g->n_stop++;
+        }
     } else {
         v = cJSON_GetObjectItemCaseSensitive(root, "prompt");
         if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 && cJSON_IsString(v->child))
             v = v->child; /* ["text"]: one prompt */
         if (cJSON_IsString(v)) {
-            if (encode_prompt(srv, v->valuestring, strlen(v->valuestring), g, e) != 0) goto done;
+            if (encode_prompt(srv, 0, v->valuestring, strlen(v->valuestring), g, e) != 0) goto done;
         } else if (cJSON_IsArray(v) && cJSON_GetArraySize(v) >= 1 && cJSON_IsNumber(v->child)) {
             /* token ids */
             const int count = cJSON_GetArraySize(v);
@@ -1141,7 +1182,8 @@ fg_status fgi_server_start(fgi_server **out, const fgi_server_options *opt, char
     *out = NULL;
     if (opt == NULL || opt->host == NULL || opt->port < 0 || opt->port > 65535 ||
         opt->model_id == NULL || opt->engine == NULL || opt->tok == NULL || opt->cfg == NULL ||
-        opt->max_body < 1) {
+        opt->max_body < 1 ||
+        (opt->chat_stop != NULL && strlen(opt->chat_stop) > FGI_ENGINE_STOP_MAX_LEN)) {
         snprintf(err, err_cap, "invalid server options");
         return FG_ERR_INVALID_ARG;
     }
@@ -1196,7 +1238,10 @@ void fgi_server_quiesce(fgi_server *srv)
 void fgi_server_stop(fgi_server *srv)
 {
     if (srv == NULL) return;
-    if (srv->daemon != NULL) MHD_stop_daemon(srv->daemon); /* joins the connections */
+    if (srv->daemon != NULL) {
+        MHD_stop_daemon(srv->daemon); /* joins the connections */
+        srv->listen_fd = -1;          /* closed by it unless quiesced (then by us) */
+    }
     if (srv->listen_fd >= 0) close(srv->listen_fd);
     pthread_mutex_destroy(&srv->m.mu);
     pthread_mutex_destroy(&srv->id_mu);

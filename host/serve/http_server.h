@@ -15,6 +15,15 @@
 
 #include <stddef.h>
 
+/* A chat renderer (a chat template): the request's validated "messages"
+ * (a JSON array of {"role", "content"} objects, as text) to the prompt
+ * text, malloc'd into *text (*len bytes). The text holds its own special
+ * tokens, so it is encoded without the BOS rule (as apply_chat_template's
+ * add_special_tokens=False). A failure is the client's (HTTP 400, with
+ * fg_last_error() as the message). May run on many threads at once. */
+typedef fg_status (*fgi_chat_renderer)(void *user, const char *messages_json, size_t json_len,
+                                       char **text, size_t *len);
+
 typedef struct {
     const char *host;      /* address to bind, e.g. "127.0.0.1", "::1", "0.0.0.0" */
     int port;              /* 0 .. 65535; 0 picks a free port */
@@ -24,6 +33,11 @@ typedef struct {
     fgi_engine *engine;    /* outlives the server */
     const fg_tokenizer *tok;
     const fg_config *cfg;
+    fgi_chat_renderer chat_render; /* NULL: the plain rendering, one "role: content"
+                                      line per message, then "assistant:" */
+    void *chat_user;               /* passed to chat_render */
+    const char *chat_stop;         /* NULL, or one more stop string for every chat
+                                      request (the template's end-of-turn text) */
 } fgi_server_options;
 
 typedef struct fgi_server fgi_server;

@@ -104,7 +104,10 @@ Test(cli, usage_errors_exit_2)
                          "bench --prompt 0", "bench --bogus", "bench --threads -1",
                          "generate -m x --threads -2", "logits -m x --tokens 1 --out y.npy --threads -1", "verify --tokens 1 -p hi -m x",
                          "generate -m x stray", "chat", "chat --render x.json",
-                         "chat -m x --no-generation-prompt", "chat -m x -n 0", "chat -m x --stop ''"};
+                         "chat -m x --no-generation-prompt", "chat -m x -n 0", "chat -m x --stop ''",
+                         "serve", "serve -m x --port 70000",
+                         "serve -m x --max-batch 0", "serve -m x --dtype f64",
+                         "serve -m x --device gpu", "serve -m x --api-key="};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run(bad[i]);
         cr_assert_eq(r->code, 2, "'%s' exits %d: %s", bad[i], r->code, r->err);

@@ -56,7 +56,7 @@ class Server:
     def __init__(self, args, *extra, env=None):
         self.err = tempfile.TemporaryFile(mode="w+")
         cmd = [args.flashgpt, "serve", "-m", args.model, "--port", "0", "--device", "cpu",
-               "--threads", "1", "--ctx", str(CTX), *extra]
+               "--threads", "1", "--ctx", str(CTX), *args.server_arg, *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, text=True,
                                      env=dict(os.environ, **(env or {})))
         deadline = time.time() + 60
@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--flashgpt", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--no-server", action="store_true", help="the build has no HTTP server")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more argument for every `flashgpt serve` (repeat for more)")
     ap.add_argument("--report", help="Criterion-style JSON report for scripts/test-summary")
     ap.add_argument("--sanitized", action="store_true",
                     help="an ASan build: its quarantine holds freed memory, so RSS is not checked")
@@ -313,6 +315,50 @@ def main():
         assert m["flashgpt_http_requests_total{code=\"400\"}"] >= 30, m
         assert m["flashgpt_http_requests_total{code=\"413\"}"] == 1, m
 
+    def t_random_bodies():
+        # mutated request bodies (seeded; FG_TEST_SEED replays): every answer
+        # is a completion or an error object, and the server stays up
+        import random
+        seed = int(os.environ.get("FG_TEST_SEED", time.time_ns() % 2**32))
+        print(f"random bodies: seed {seed} (FG_TEST_SEED={seed} replays)")
+        rng = random.Random(seed)
+        values = [None, True, False, 0, -1, 1, 2**53, 1e308, -0.5, 0.5, "", "x", "\u0000",
+                  [], [1], ["a"], {}, {"a": 1}, "\ud800", 10**30]
+        fields = ["prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "seed",
+                  "stop", "stream", "stream_options", "n", "model", "ignore_eos", "logprobs"]
+        for i in range(150):
+            chat = rng.random() < 0.5
+            body = ({"messages": [{"role": "user", "content": "Hi"}]} if chat
+                    else {"prompt": "Once"})
+            body["max_tokens"] = 3
+            for _ in range(rng.randint(1, 3)):
+                body[rng.choice(fields)] = rng.choice(values)
+            text = json.dumps(body)
+            if rng.random() < 0.3:  # byte-level damage
+                b = bytearray(text.encode())
+                for _ in range(rng.randint(1, 4)):
+                    k = rng.randrange(len(b) + 1)
+                    op = rng.randrange(3)
+                    if op == 0 and k < len(b):
+                        del b[k]
+                    elif op == 1:
+                        b.insert(k, rng.randrange(256))
+                    elif k < len(b):
+                        b[k] = rng.randrange(256)
+                text = bytes(b)
+            path = "/v1/chat/completions" if chat else "/v1/completions"
+            status, resp = request(a.port, "POST", path, text)
+            if status == 200:
+                if isinstance(resp, dict):
+                    assert "choices" in resp, (text, resp)
+                else:  # a stream
+                    assert resp.rstrip().endswith("data: [DONE]"), (text, resp)
+            else:
+                check_error(status, resp, 400)
+        assert request(a.port, "GET", "/health")[0] == 200
+        m = metrics(a.port)
+        assert m["flashgpt_requests_running"] == 0 and m["flashgpt_requests_waiting"] == 0, m
+
     def load_round(refs, n_clients):
         """n_clients concurrent streams; each result compared with refs."""
         failures, lock = [], threading.Lock()
@@ -370,6 +416,7 @@ def main():
     run("chat completions", t_chat)
     run("stop strings, seeds, top_k", t_stop_and_seed)
     run("bad requests get OpenAI errors", t_errors)
+    run("random bodies never take the server down", t_random_bodies)
     run("64 concurrent streams", t_load)
 
     # A slowed server (a pause per round of turns) with a key, one session and
