@@ -1,5 +1,6 @@
 /* flashgpt serve: the OpenAI-compatible HTTP server (host/serve) over the
- * sessions engine. Prints "listening on http://HOST:PORT" on stdout once it
+ * batching engine (continuous batching, paged KV cache; CPU devices) or the
+ * sessions engine (one fg_session per running request; any device). Prints "listening on http://HOST:PORT" on stdout once it
  * accepts connections (with --port 0 the port chosen), serves until SIGINT
  * or SIGTERM, then stops accepting, lets running requests finish for up to
  * --grace seconds, cancels the rest and exits 0. The signals are blocked
@@ -33,7 +34,7 @@ static const char VERB[] = "serve";
 enum { DEFAULT_CTX_CAP = 4096 };
 
 typedef struct {
-    const char *model, *tokenizer, *host, *device_name, *dtype, *api_key, *model_name;
+    const char *model, *tokenizer, *host, *device_name, *dtype, *api_key, *model_name, *engine;
     fg_device device;
     int port, max_batch, max_queue, ctx, threads, max_body_kib, grace;
 } serve_args;
@@ -97,11 +98,30 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     /* every session allocates its whole cache up front: models with long
      * contexts (Llama 3.2: 131072) get 4096 tokens unless --ctx says more */
     const int ctx = a->ctx ? a->ctx : cfg->n_ctx < DEFAULT_CTX_CAP ? cfg->n_ctx : DEFAULT_CTX_CAP;
-    fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
-                               (int)delay_ms};
+    /* the batching engine runs on the CPU devices; a GPU keeps one session
+     * per request until the batched forward exists there */
+    const int on_gpu = a->device == FG_DEVICE_CUDA ||
+                       (a->device == FG_DEVICE_AUTO && fg_cuda_available());
+    const int batch = strcmp(a->engine, "batch") == 0 || (strcmp(a->engine, "auto") == 0 && !on_gpu);
+    if (batch && on_gpu)
+        return cli_usage_error(VERB, "--engine batch runs on the cpu and ref devices only");
     fgi_engine *engine = NULL;
-    if (fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo) != FG_OK)
-        return cli_runtime_error(VERB, "cannot start the engine");
+    fg_status st;
+    if (batch) {
+        fgi_batch_options bo = {0};
+        bo.device = a->device == FG_DEVICE_AUTO ? FG_DEVICE_CPU : a->device;
+        bo.ctx = ctx;
+        bo.max_batch = a->max_batch;
+        bo.max_waiting = a->max_queue;
+        bo.n_threads = a->threads;
+        bo.step_delay_ms = (int)delay_ms;
+        st = fgi_engine_create_batch(&engine, cfg, fg_model_weights(model), tok, &bo);
+    } else {
+        fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
+                                   (int)delay_ms};
+        st = fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo);
+    }
+    if (st != FG_OK) return cli_runtime_error(VERB, "cannot start the engine");
     char model_id[256], err[512];
     model_id_of(a, model_id, sizeof model_id);
     fgi_server_options so = {a->host, a->port, a->api_key, model_id,
@@ -131,8 +151,9 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
         return CLI_RUNTIME_ERROR;
     }
     const int ipv6 = strchr(a->host, ':') != NULL;
-    printf("flashgpt serve: model %s, context %d, up to %d running and %d waiting\n", model_id,
-           fgi_engine_context(engine), a->max_batch, a->max_queue);
+    printf("flashgpt serve: model %s, context %d, %s engine, up to %d running and %d waiting\n",
+           model_id, fgi_engine_context(engine), batch ? "batch" : "sessions", a->max_batch,
+           a->max_queue);
     printf("flashgpt serve: chat prompts: %s\n", chat);
     printf("flashgpt serve: listening on http://%s%s%s:%d\n", ipv6 ? "[" : "", a->host,
            ipv6 ? "]" : "", fgi_server_port(srv));
@@ -144,10 +165,10 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     fprintf(stderr, "flashgpt %s: %s, stopping\n", VERB, sig == SIGINT ? "SIGINT" : "SIGTERM");
     fgi_server_quiesce(srv);
     /* running requests get --grace seconds to finish */
-    fgi_engine_stats st;
+    fgi_engine_stats es;
     for (int waited = 0;; waited += 20) {
-        fgi_engine_stats_get(engine, &st);
-        if (st.running + st.waiting == 0 || waited >= a->grace * 1000) break;
+        fgi_engine_stats_get(engine, &es);
+        if (es.running + es.waiting == 0 || waited >= a->grace * 1000) break;
         sleep_ms(20);
     }
     fgi_engine_shutdown(engine, 1); /* cancels what is left; their streams end */
@@ -164,6 +185,7 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
 int cmd_serve(int argc, char **argv)
 {
     serve_args a = {.host = "127.0.0.1", .port = 8080, .device_name = "auto", .dtype = "f32",
+                    .engine = "auto",
                     .max_batch = 4, .max_queue = 256, .max_body_kib = 1024, .grace = 5};
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &a.model, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
@@ -171,7 +193,10 @@ int cmd_serve(int argc, char **argv)
         {"host", 0, OPT_STRING, &a.host, "ADDR", "address to listen on (default 127.0.0.1)"},
         {"port", 0, OPT_INT, &a.port, "N", "TCP port (default 8080; 0: a free port, printed)"},
         {"max-batch", 0, OPT_INT, &a.max_batch, "N",
-         "requests generated at once, interleaved token by token (default 4; each has its own session)"},
+         "requests generated at once (default 4; one batched forward each step, or one session each)"},
+        {"engine", 0, OPT_STRING, &a.engine, "E",
+         "batch (continuous batching over a paged KV cache; cpu and ref devices), sessions "
+         "(one session per running request, interleaved), or auto: batch unless on a GPU (default)"},
         {"max-queue", 0, OPT_INT, &a.max_queue, "N", "requests waiting beyond those; more get 429 (default 256)"},
         {"ctx", 0, OPT_INT, &a.ctx, "N",
          "tokens per request, prompt + completion (default: the model's context, at most 4096)"},
@@ -200,6 +225,9 @@ int cmd_serve(int argc, char **argv)
     if (a.grace > 3600) return cli_usage_error(VERB, "--grace must be 0 .. 3600 (got %d)", a.grace);
     if (a.api_key != NULL && a.api_key[0] == '\0') return cli_usage_error(VERB, "--api-key is empty");
     if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;
+    if (strcmp(a.engine, "auto") != 0 && strcmp(a.engine, "batch") != 0 &&
+        strcmp(a.engine, "sessions") != 0)
+        return cli_usage_error(VERB, "--engine must be auto, batch or sessions");
     fg_dtype dtype;
     if (fg_dtype_parse(a.dtype, &dtype) != FG_OK) return cli_usage_error(VERB, "%s", fg_last_error());
     if (dtype != FG_DTYPE_F32)
