@@ -153,7 +153,7 @@ int main(int argc, char **argv)
     if (!bench_check(fg_cuda_device_info(name, sizeof name, &sm_count, &total), "device")) return 1;
     printf("# bench_linear %s (%d SMs), fp32, median of %d chains of %d calls, GPU time\n", name,
            sm_count, runs, CHAIN);
-    fgi_linear_ctx gemv = {NULL, NULL, sm_count, 0}, blas;
+    fgi_linear_ctx gemv = {NULL, NULL, sm_count, 0, NULL}, blas;
     int ok = bench_check(fgi_cuda_blas_create("bench_linear", &gemv.blas, NULL), "cuBLAS") &&
              bench_check(fg_cuda_malloc(&gemv.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace") &&
              bench_check(fg_cuda_memset(gemv.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "zero counters");

@@ -13,6 +13,7 @@
 
 #include "flashgpt/cuda.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 #ifdef __cplusplus
@@ -44,6 +45,7 @@ typedef struct {
     void *gemv_ws;
     int sm_count;
     int gemv_slices; /* 0: the automatic split of `in`; > 0: forced (benchmarks) */
+    cublasLtHandle_t blaslt; /* 16-bit GEMMs; NULL: made and freed per call */
 } fgi_linear_ctx;
 
 /* y (rows, out) = act(x (rows, in) @ W + b) (b (out) or NULL). W is
@@ -55,11 +57,22 @@ fg_status fgi_cuda_linear_layer(const char *fn, const fgi_linear_ctx *ctx, float
                                 int in, int out, int w_transposed, fgi_activation act,
                                 cudaStream_t stream);
 
+/* The same for dtype tensors y, x, w, b: fp32 is the SGEMM path above;
+ * 16-bit rows beyond the GEMV go to cuBLASLt (fp32 accumulation and
+ * scale, the bias and GELU as its epilogues). */
+fg_status fgi_cuda_linear_layer_typed(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                                      void *y, const void *x, const void *w, const void *b,
+                                      int rows, int in, int out, int w_transposed,
+                                      fgi_activation act, cudaStream_t stream);
+
 /* The GEMV path itself (fgi_cuda_gemv_applies says when it may be used). */
 int fgi_cuda_gemv_applies(int rows, int w_transposed);
 fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
                         const float *x, const float *w, const float *b, int rows,
                         int in, int out, fgi_activation act, cudaStream_t stream);
+fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                              void *y, const void *x, const void *w, const void *b, int rows,
+                              int in, int out, fgi_activation act, cudaStream_t stream);
 
 /* The current device's multiprocessor count. */
 fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);

@@ -82,6 +82,11 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope_typed, (fg_dtype dtype, void *x, int 
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear, (float *y, const float *x, const float *w,
                                                const float *b, int rows, int in, int out,
                                                cudaStream_t stream))
+/* 16-bit: up to four rows on the split-K GEMV, more on cuBLASLt (fp32
+ * accumulation, the bias as its epilogue). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear_typed, (fg_dtype dtype, void *y, const void *x,
+                                                     const void *w, const void *b, int rows,
+                                                     int in, int out, cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gelu, (float *y, const float *x, int n, cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gelu_typed, (fg_dtype dtype, void *y, const void *x, int n,
                                                    cudaStream_t stream))
@@ -113,6 +118,13 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_ffn, (float *y, const float *x, const floa
                                             const float *b_fc, const float *w_proj,
                                             const float *b_proj, int rows, int hidden, int inner,
                                             cudaStream_t stream))
+/* 16-bit: h = gelu(x w_fc + b_fc) rounded once (the GEMV's or cuBLASLt's
+ * fused epilogue), then y = h w_proj + b_proj. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_ffn_typed, (fg_dtype dtype, void *y, const void *x,
+                                                  const void *w_fc, const void *b_fc,
+                                                  const void *w_proj, const void *b_proj,
+                                                  int rows, int hidden, int inner,
+                                                  cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_rms_norm, (float *y, const float *x, const float *g, int rows,
                                                  int cols, float eps, cudaStream_t stream))
 /* x stays fp32; y and g hold dtype. */
@@ -136,6 +148,13 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_silu_mul_typed, (fg_dtype dtype, void *y, 
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn, (float *y, const float *x, const float *w_gate,
                                                    const float *w_up, const float *w_down, int rows,
                                                    int hidden, int inner, cudaStream_t stream))
+/* 16-bit: gate and up stay fp32 (cuBLASLt's fp32 output), silu(gate) up is
+ * rounded to dtype before w_down. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn_typed, (fg_dtype dtype, void *y, const void *x,
+                                                         const void *w_gate, const void *w_up,
+                                                         const void *w_down, int rows,
+                                                         int hidden, int inner,
+                                                         cudaStream_t stream))
 
 /* Decoder on the GPU -------------------------------------------------------- */
 
