@@ -460,8 +460,9 @@ static void check_linear16(fg_dtype t, fgi_rng *rng, int rows, int in, int out, 
 }
 
 /* One to four rows: the split-K GEMV over 16-bit weights (16-byte loads
- * when out is a multiple of 8, the scalar tail otherwise; one slice or
- * many; tails of the 256-column tile), twice for the bits. */
+ * when out is a multiple of 8, the scalar tail otherwise, also when out is
+ * a multiple of 4 only; one slice or many; tails of the 256-column tile),
+ * twice for the bits. */
 Test(cuda16_linear, gemv_rows_follow_the_16bit_rule_and_repeat_bitwise)
 {
     fgi_require_gpu();
@@ -471,8 +472,10 @@ Test(cuda16_linear, gemv_rows_follow_the_16bit_rule_and_repeat_bitwise)
             const int rows = 1 + trial % 4;
             const int in = trial % 3 == 0 ? fgi_rng_int(&rng, 1, 70)
                                           : fgi_rng_int(&rng, 200, size_max(4096, 600));
-            int out = trial % 5 == 0 ? awkward_len(&rng, size_max(1100, 300))
-                                     : 8 * fgi_rng_int(&rng, 1, size_max(300, 40));
+            /* out = 8k + 4: 4-column packs would be whole, 8-column ones not */
+            int out = trial % 5 == 0   ? 8 * fgi_rng_int(&rng, 0, size_max(130, 30)) + 4
+                      : trial % 5 == 4 ? awkward_len(&rng, size_max(1100, 300))
+                                       : 8 * fgi_rng_int(&rng, 1, size_max(300, 40));
             if (trial % 7 == 0) out = 256 * fgi_rng_int(&rng, 1, size_max(6, 2));
             check_linear16(kTypes[ti], &rng, rows, in, out, trial % 4 != 3, 1, trial);
         }
