@@ -258,7 +258,8 @@ int main(int argc, char **argv)
     if (all || only == FG_DTYPE_F32)
         for (size_t i = 0; ok && i < sizeof cases / sizeof cases[0]; i++)
             ok = run_case(&cases[i], FG_DTYPE_F32, &gemv, &blas, runs, sweep, -1.0);
-    const double copy = ok && (all || only != FG_DTYPE_F32) ? copy_gbps((size_t)256 << 20, runs) : -1.0;
+    const double copy =
+        ok && (all || only != FG_DTYPE_F32) ? copy_gbps((size_t)256 << 20, runs) : -1.0;
     static const fg_dtype types16[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
     for (size_t t = 0; ok && t < 2; t++) {
         if (!all && only != types16[t]) continue;

@@ -615,7 +615,8 @@ Test(cuda16_fused, qkv_rope_append_into_a_16bit_cache)
                 }
             /* references laid out as the kernel's outputs: q (T, n_head*d)
              * and the caches */
-            float *ex_q = fgi_buf_nan((size_t)T * n_head * d), *nv_q = fgi_buf_nan((size_t)T * n_head * d);
+            const size_t n_q = (size_t)T * n_head * d;
+            float *ex_q = fgi_buf_nan(n_q), *nv_q = fgi_buf_nan(n_q);
             float *ex_k = fgi_buf_copy(kc, n_cache), *nv_k = fgi_buf_copy(kc, n_cache);
             float *ex_v = fgi_buf_copy(vc, n_cache), *nv_v = fgi_buf_copy(vc, n_cache);
             float *row = fgi_buf_nan((size_t)d);
@@ -624,7 +625,8 @@ Test(cuda16_fused, qkv_rope_append_into_a_16bit_cache)
             for (int s = 0; s < T; s++)
                 for (int h = 0; h < heads; h++) {
                     for (int pass = 0; pass < 2; pass++) {
-                        const float *src = (pass ? full16 : full) + (size_t)s * width + (size_t)h * d;
+                        const float *src =
+                            (pass ? full16 : full) + (size_t)s * width + (size_t)h * d;
                         memcpy(row, src, sizeof(float) * d);
                         const int is_v = h >= n_head + n_kv;
                         if (use_rope && !is_v) {
@@ -637,7 +639,8 @@ Test(cuda16_fused, qkv_rope_append_into_a_16bit_cache)
                         if (h < n_head)
                             dst = (pass ? nv_q : ex_q) + ((size_t)s * n_head + h) * d;
                         else if (!is_v)
-                            dst = (pass ? nv_k : ex_k) + ((size_t)(h - n_head) * cap + pos0 + s) * d;
+                            dst = (pass ? nv_k : ex_k) +
+                                  ((size_t)(h - n_head) * cap + pos0 + s) * d;
                         else
                             dst = (pass ? nv_v : ex_v) +
                                   ((size_t)(h - n_head - n_kv) * cap + pos0 + s) * d;
@@ -775,8 +778,8 @@ Test(cuda16_args, naive_references_check_their_arguments)
     int pos[2] = {0, 1};
     fgi_assert_status(fg_ref_softmax_naive16(FG_DTYPE_F32, y, x, 1, 8, 1), FG_ERR_INVALID_ARG,
                       "'dtype'");
-    fgi_assert_status(fg_ref_linear_naive16((fg_dtype)9, y, x, w, NULL, 1, 8, 8), FG_ERR_INVALID_ARG,
-                      "'dtype'");
+    fgi_assert_status(fg_ref_linear_naive16((fg_dtype)9, y, x, w, NULL, 1, 8, 8),
+                      FG_ERR_INVALID_ARG, "'dtype'");
     fgi_assert_status(fg_ref_rope_naive16(FG_DTYPE_BF16, x, 1, 2, 3, pos, 1e4),
                       FG_ERR_INVALID_ARG, "even");
     fgi_assert_status(fg_ref_layer_norm_naive16(FG_DTYPE_F16, y, x, NULL, NULL, 1, 8, 1e-5f),

@@ -155,9 +155,9 @@ void run(const lt_call &c)
             float s = 0.0f;
             if (use_ab)
                 for (int l = 0; l < c.k; l++) {
-                    const float a = load(c.a.type, c.A, ta ? (size_t)i * lda + l : (size_t)l * lda + i);
-                    const float b = load(c.b.type, c.B, tb ? (size_t)l * ldb + j : (size_t)j * ldb + l);
-                    s = fmaf(a, b, s);
+                    const size_t ai = ta ? (size_t)i * lda + l : (size_t)l * lda + i;
+                    const size_t bi = tb ? (size_t)l * ldb + j : (size_t)j * ldb + l;
+                    s = fmaf(load(c.a.type, c.A, ai), load(c.b.type, c.B, bi), s);
                 }
             float v = c.alpha * s;
             if (c.beta != 0.0f) v += c.beta * load(c.c.type, c.C, (size_t)j * c.c.ld + i);
@@ -276,7 +276,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
     case CUBLASLT_MATMUL_DESC_TRANSA:
     case CUBLASLT_MATMUL_DESC_TRANSB: {
         int32_t op;
-        if (!get(&op) || (op != CUBLAS_OP_N && op != CUBLAS_OP_T)) return CUBLAS_STATUS_INVALID_VALUE;
+        if (!get(&op) || (op != CUBLAS_OP_N && op != CUBLAS_OP_T))
+            return CUBLAS_STATUS_INVALID_VALUE;
         (attr == CUBLASLT_MATMUL_DESC_TRANSA ? desc->transa : desc->transb) = (cublasOperation_t)op;
         return CUBLAS_STATUS_SUCCESS;
     }
