@@ -356,9 +356,13 @@ static fg_status swiglu(const char *fn, fg_dtype dtype, void *y, const void *x,
         return fgi_cuda_linear_layer(fn, &call.ctx, (float *)y, gate, (const float *)w_down,
                                      NULL, rows, inner, hidden, 0, FGI_ACT_NONE, stream);
     }
-    FGI_TRY(call.begin(fn, stream, (2 * sizeof(float) + es) * n, rows, dtype));
-    float *gate = (float *)call.scratch, *up = gate + n; /* (rows, inner) fp32 each */
-    void *act = up + n;                                  /* (rows, inner) dtype */
+    /* each part 256-byte aligned: cuBLASLt's fast kernels want 16-byte
+     * aligned operands, and the alignment preference is the pointer's */
+    const size_t part = (sizeof(float) * n + 255) / 256 * 256;
+    FGI_TRY(call.begin(fn, stream, 2 * part + es * n, rows, dtype));
+    float *gate = (float *)call.scratch;                             /* (rows, inner) fp32 */
+    float *up = (float *)((char *)call.scratch + part);              /* (rows, inner) fp32 */
+    void *act = (char *)call.scratch + 2 * part;                     /* (rows, inner) dtype */
     const fg_status st = fgi_with_dtype(fn, dtype, [&](auto tag) {
         using T = decltype(tag);
         const fg_status g = lt_linear<T, float>(fn, call.ctx.blaslt, gate,
