@@ -658,9 +658,20 @@ Test(cuda16_fused, qkv_rope_append_into_a_16bit_cache)
                      fg_dtype_name(t), T, n_head, n_kv, d, cap, pos0, use_rope ? ", rope" : "",
                      with_bias ? ", bias" : "", dev_pos ? ", device pos0" : "", trial);
 #ifdef FG_HAVE_CUDA
-            const fgi_qkv_append_args a = {dqkv, with_bias ? dbias : NULL, dk, dv, T, n_head, n_kv,
-                                           d, cap, dev_pos ? -1 : pos0, dev_pos ? dpos0 : NULL,
-                                           use_rope, base};
+            /* designated: fields added later (scaled RoPE's table) stay zero */
+            const fgi_qkv_append_args a = {.qkv = dqkv,
+                                           .bias = with_bias ? dbias : NULL,
+                                           .k_cache = dk,
+                                           .v_cache = dv,
+                                           .T = T,
+                                           .n_head = n_head,
+                                           .n_kv_head = n_kv,
+                                           .head_dim = d,
+                                           .capacity = cap,
+                                           .pos0 = dev_pos ? -1 : pos0,
+                                           .pos0_dev = dev_pos ? dpos0 : NULL,
+                                           .use_rope = use_rope,
+                                           .rope_base = base};
             ok(fgi_cuda_qkv_rope_append_typed("test", t, &a, 0), what);
 #endif
             float *got = dev16_download(t, dqkv, n_qkv, what);
