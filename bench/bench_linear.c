@@ -1,6 +1,8 @@
 /* Linear-layer benchmark at decode shapes (one to four rows): the GEMV kernel
  * (cuda/ops/gemv.cu) against cuBLAS SGEMM, through the entry the decoder uses
- * (fgi_cuda_linear_layer).
+ * (fgi_cuda_linear_layer); then, in bf16 and f16, the GEMV against cuBLASLt
+ * at the Llama-3.2-1B and Llama-3.1-8B decode shapes (and one prefill
+ * GEMM each), through fgi_cuda_linear_layer_typed.
  *
  * Method: a chain of CHAIN back-to-back calls, each on the next of enough
  * weight copies to exceed 4x a 50 MB L2 (so every call streams its weights
@@ -10,8 +12,13 @@
  * chains (default 20), divided by CHAIN. GB/s counts the weight bytes.
  * Output, one line per (case, path), numbers to stdout only:
  *   linear rows=1 in=768 out=2304 act=none path=gemv slices=0 us=3.210 gbps=2205.3
- * (slices=0: the automatic plan). --sweep adds forced slice counts.
- * Usage: bench_linear [--runs N] [--sweep] */
+ * (slices=0: the automatic plan). --sweep adds forced slice counts. The
+ * 16-bit lines carry dtype= and, for the memory-bound decode rows, the
+ * weight stream as a percentage of a device-to-device copy measured in the
+ * same run (copy GB/s = 2 x bytes / time: each byte read and written):
+ *   copy bytes=268435456 us=... gbps=...
+ *   linear16 dtype=bf16 model=llama8b rows=1 in=4096 out=6144 path=gemv us=... gbps=... pct_copy=...
+ * Usage: bench_linear [--runs N] [--sweep] [--dtype all|f32|bf16|f16] */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/ops/ops_internal.h"
 #include "bench_common.h"
@@ -29,42 +36,60 @@
 typedef struct {
     int rows, in, out;
     fgi_activation act;
+    const char *model; /* 16-bit cases: the model the shape comes from */
 } linear_case;
 
 static const linear_case cases[] = {
     /* GPT-2 small (124M): c_attn, c_proj, c_fc + GELU, mlp c_proj */
-    {1, 768, 2304, FGI_ACT_NONE},
-    {1, 768, 768, FGI_ACT_NONE},
-    {1, 768, 3072, FGI_ACT_GELU},
-    {1, 3072, 768, FGI_ACT_NONE},
+    {1, 768, 2304, FGI_ACT_NONE, NULL},
+    {1, 768, 768, FGI_ACT_NONE, NULL},
+    {1, 768, 3072, FGI_ACT_GELU, NULL},
+    {1, 3072, 768, FGI_ACT_NONE, NULL},
     /* Llama-3.2-1B shapes: q|k|v, o, gate|up, down */
-    {1, 2048, 3072, FGI_ACT_NONE},
-    {1, 2048, 2048, FGI_ACT_NONE},
-    {1, 2048, 16384, FGI_ACT_NONE},
-    {1, 8192, 2048, FGI_ACT_NONE},
+    {1, 2048, 3072, FGI_ACT_NONE, NULL},
+    {1, 2048, 2048, FGI_ACT_NONE, NULL},
+    {1, 2048, 16384, FGI_ACT_NONE, NULL},
+    {1, 8192, 2048, FGI_ACT_NONE, NULL},
     /* four rows */
-    {4, 768, 3072, FGI_ACT_GELU},
+    {4, 768, 3072, FGI_ACT_GELU, NULL},
+};
+
+/* 16-bit decode shapes (q|k|v, o, gate|up, down) with one and four rows, and
+ * one prefill GEMM per model (cuBLASLt only). */
+static const linear_case cases16[] = {
+    {1, 2048, 3072, FGI_ACT_NONE, "llama1b"},   {1, 2048, 2048, FGI_ACT_NONE, "llama1b"},
+    {1, 2048, 16384, FGI_ACT_NONE, "llama1b"},  {1, 8192, 2048, FGI_ACT_NONE, "llama1b"},
+    {4, 2048, 16384, FGI_ACT_NONE, "llama1b"},  {1, 4096, 6144, FGI_ACT_NONE, "llama8b"},
+    {1, 4096, 4096, FGI_ACT_NONE, "llama8b"},   {1, 4096, 28672, FGI_ACT_NONE, "llama8b"},
+    {1, 14336, 4096, FGI_ACT_NONE, "llama8b"},  {4, 4096, 28672, FGI_ACT_NONE, "llama8b"},
+    {512, 2048, 16384, FGI_ACT_NONE, "llama1b"}, {512, 4096, 28672, FGI_ACT_NONE, "llama8b"},
 };
 
 typedef struct {
-    float *x, *y, *b;
-    float *w[MAX_SETS];
+    void *x, *y, *b;
+    void *w[MAX_SETS];
     int n_sets;
     cudaEvent_t start, stop;
 } case_buffers;
 
 /* Median microseconds per call of one path, or a negative value on failure. */
 static double time_path(const linear_case *c, const case_buffers *buf, const fgi_linear_ctx *ctx,
-                        int runs, float *times)
+                        fg_dtype dtype, int runs, float *times)
 {
     int ok = 1, next = 0;
     for (int r = -2; ok && r < runs; r++) { /* two warm-up chains */
         ok = bench_check_cuda(bench_gpu_hold(HOLD_US, NULL), "hold") &&
              bench_check_cuda(cudaEventRecord(buf->start, NULL), "record");
         for (int i = 0; ok && i < CHAIN; i++, next = (next + 1) % buf->n_sets)
-            ok = bench_check(fgi_cuda_linear_layer("bench_linear", ctx, buf->y, buf->x, buf->w[next],
-                                             buf->b, c->rows, c->in, c->out, 0, c->act, NULL),
-                       "linear");
+            ok = bench_check(dtype == FG_DTYPE_F32 /* the decoder's fp32 entry, as before */
+                                 ? fgi_cuda_linear_layer("bench_linear", ctx, buf->y, buf->x,
+                                                         buf->w[next], buf->b, c->rows, c->in,
+                                                         c->out, 0, c->act, NULL)
+                                 : fgi_cuda_linear_layer_typed("bench_linear", dtype, ctx, buf->y,
+                                                               buf->x, buf->w[next], buf->b,
+                                                               c->rows, c->in, c->out, 0, c->act,
+                                                               NULL),
+                             "linear");
         ok = ok && bench_check_cuda(cudaEventRecord(buf->stop, NULL), "record") &&
              bench_check_cuda(cudaEventSynchronize(buf->stop), "synchronize");
         float ms = 0.0f;
@@ -84,47 +109,105 @@ static void report(const linear_case *c, const char *path, int slices, double us
     fflush(stdout);
 }
 
-static float *device_random(size_t n, unsigned long long *state, int *ok)
+/* n random values stored as dtype in device memory. */
+static void *device_random(fg_dtype dtype, size_t n, unsigned long long *state, int *ok)
 {
-    float *host = malloc(sizeof(float) * n), *dev = NULL;
-    *ok = *ok && host != NULL;
+    const size_t es = fg_dtype_size(dtype);
+    float *host = malloc(sizeof(float) * n);
+    void *packed = malloc(es * n), *dev = NULL;
+    *ok = *ok && host != NULL && packed != NULL;
     if (*ok) bench_fill_random(host, n, 0.5, state);
-    *ok = *ok && bench_check(fg_cuda_malloc((void **)&dev, sizeof(float) * n), "malloc") &&
-          bench_check(fg_cuda_upload(dev, host, sizeof(float) * n), "upload");
-    free(host);
+    *ok = *ok && bench_check(fg_dtype_from_f32(dtype, packed, host, n), "convert") &&
+          bench_check(fg_cuda_malloc(&dev, es * n), "malloc") &&
+          bench_check(fg_cuda_upload(dev, packed, es * n), "upload");
+    free(host), free(packed);
     return dev;
 }
 
-static int run_case(const linear_case *c, const fgi_linear_ctx *gemv, const fgi_linear_ctx *blas,
-                    int runs, int sweep)
+/* GB/s of a device-to-device copy of `bytes` (each byte read and written),
+ * median of `runs` copies timed with events; negative on failure. */
+static double copy_gbps(size_t bytes, int runs)
+{
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float *times = calloc((size_t)runs, sizeof(float));
+    int ok = times != NULL && bench_check(fg_cuda_malloc(&src, bytes), "malloc copy src") &&
+             bench_check(fg_cuda_malloc(&dst, bytes), "malloc copy dst") &&
+             bench_check(fg_cuda_memset(src, 1, bytes), "memset copy src") &&
+             bench_check_cuda(cudaEventCreate(&start), "event") &&
+             bench_check_cuda(cudaEventCreate(&stop), "event");
+    for (int r = -2; ok && r < runs; r++) {
+        ok = bench_check_cuda(cudaEventRecord(start, NULL), "record") &&
+             bench_check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, NULL),
+                              "copy") &&
+             bench_check_cuda(cudaEventRecord(stop, NULL), "record") &&
+             bench_check_cuda(cudaEventSynchronize(stop), "synchronize");
+        float ms = 0.0f;
+        if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        if (ok && r >= 0) times[r] = ms;
+    }
+    double gbps = -1.0;
+    if (ok) {
+        const double ms = bench_median(times, runs);
+        gbps = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+        printf("copy bytes=%zu us=%.3f gbps=%.1f\n", bytes, ms * 1e3, gbps);
+        fflush(stdout);
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    fg_cuda_free(src), fg_cuda_free(dst);
+    free(times);
+    return gbps;
+}
+
+static void report16(const linear_case *c, fg_dtype dtype, const char *path, double us,
+                     double copy)
+{
+    const double bytes = (double)fg_dtype_size(dtype) * c->in * c->out;
+    const double gbps = us > 0 ? bytes / (us * 1e-6) / 1e9 : 0.0;
+    printf("linear16 dtype=%s model=%s rows=%d in=%d out=%d path=%s us=%.3f gbps=%.1f",
+           fg_dtype_name(dtype), c->model, c->rows, c->in, c->out, path, us, gbps);
+    if (c->rows <= FGI_GEMV_MAX_ROWS && copy > 0) printf(" pct_copy=%.1f", 100.0 * gbps / copy);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* One case in dtype: fp32 prints the historical lines (GEMV, SGEMM, the
+ * --sweep); 16-bit prints the GEMV (decode rows) and cuBLASLt lines. */
+static int run_case(const linear_case *c, fg_dtype dtype, const fgi_linear_ctx *gemv,
+                    const fgi_linear_ctx *blas, int runs, int sweep, double copy)
 {
     case_buffers buf;
     memset(&buf, 0, sizeof buf);
-    const size_t w_elems = (size_t)c->in * c->out;
-    buf.n_sets = (int)((ROTATE_BYTES + sizeof(float) * w_elems - 1) / (sizeof(float) * w_elems));
+    const size_t es = fg_dtype_size(dtype), w_elems = (size_t)c->in * c->out;
+    buf.n_sets = (int)((ROTATE_BYTES + es * w_elems - 1) / (es * w_elems));
     if (buf.n_sets > MAX_SETS) buf.n_sets = MAX_SETS;
     unsigned long long state = 0x11ea7ULL;
     int ok = 1;
-    buf.x = device_random((size_t)c->rows * c->in, &state, &ok);
-    buf.b = device_random((size_t)c->out, &state, &ok);
-    buf.w[0] = device_random(w_elems, &state, &ok);
-    ok = ok && bench_check(fg_cuda_malloc((void **)&buf.y, sizeof(float) * c->rows * c->out), "malloc y");
+    buf.x = device_random(dtype, (size_t)c->rows * c->in, &state, &ok);
+    buf.b = device_random(dtype, (size_t)c->out, &state, &ok);
+    buf.w[0] = device_random(dtype, w_elems, &state, &ok);
+    ok = ok && bench_check(fg_cuda_malloc(&buf.y, es * c->rows * c->out), "malloc y");
     for (int s = 1; ok && s < buf.n_sets; s++)
-        ok = bench_check(fg_cuda_malloc((void **)&buf.w[s], sizeof(float) * w_elems), "malloc w") &&
-             bench_check_cuda(cudaMemcpy(buf.w[s], buf.w[0], sizeof(float) * w_elems,
+        ok = bench_check(fg_cuda_malloc(&buf.w[s], es * w_elems), "malloc w") &&
+             bench_check_cuda(cudaMemcpy(buf.w[s], buf.w[0], es * w_elems,
                                    cudaMemcpyDeviceToDevice), "copy w");
     ok = ok && bench_check_cuda(cudaEventCreate(&buf.start), "event") &&
          bench_check_cuda(cudaEventCreate(&buf.stop), "event");
     float *times = calloc((size_t)runs, sizeof(float));
     ok = ok && times != NULL;
-    if (ok) {
-        report(c, "gemv", 0, time_path(c, &buf, gemv, runs, times));
-        report(c, "cublas", 0, time_path(c, &buf, blas, runs, times));
+    if (ok && dtype != FG_DTYPE_F32) {
+        if (c->rows <= FGI_GEMV_MAX_ROWS)
+            report16(c, dtype, "gemv", time_path(c, &buf, gemv, dtype, runs, times), copy);
+        report16(c, dtype, "cublaslt", time_path(c, &buf, blas, dtype, runs, times), copy);
+    } else if (ok) {
+        report(c, "gemv", 0, time_path(c, &buf, gemv, dtype, runs, times));
+        report(c, "cublas", 0, time_path(c, &buf, blas, dtype, runs, times));
         static const int slices[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
         for (size_t i = 0; sweep && i < sizeof slices / sizeof slices[0]; i++) {
             fgi_linear_ctx forced = *gemv;
             forced.gemv_slices = slices[i];
-            report(c, "gemv", slices[i], time_path(c, &buf, &forced, runs, times));
+            report(c, "gemv", slices[i], time_path(c, &buf, &forced, dtype, runs, times));
         }
     }
     free(times);
@@ -138,30 +221,53 @@ static int run_case(const linear_case *c, const fgi_linear_ctx *gemv, const fgi_
 int main(int argc, char **argv)
 {
     int runs = 20, sweep = 0;
+    const char *which = "all";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--sweep") == 0) sweep = 1;
+        else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) which = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--runs N (>= 1)] [--sweep]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--runs N (>= 1)] [--sweep] [--dtype all|f32|bf16|f16]\n",
+                    argv[0]);
             return 2;
         }
+    }
+    fg_dtype only = FG_DTYPE_F32;
+    const int all = strcmp(which, "all") == 0;
+    if (!all && fg_dtype_parse(which, &only) != FG_OK) {
+        fprintf(stderr, "bench_linear: --dtype: %s\n", fg_last_error());
+        return 2;
     }
     if (runs < 1) runs = 1;
     char name[256];
     int sm_count = 0;
     size_t total = 0;
     if (!bench_check(fg_cuda_device_info(name, sizeof name, &sm_count, &total), "device")) return 1;
-    printf("# bench_linear %s (%d SMs), fp32, median of %d chains of %d calls, GPU time\n", name,
-           sm_count, runs, CHAIN);
-    fgi_linear_ctx gemv = {NULL, NULL, sm_count, 0}, blas;
+    printf("# bench_linear %s (%d SMs), %s, median of %d chains of %d calls, GPU time\n", name,
+           sm_count, which, runs, CHAIN);
+    fgi_linear_ctx gemv = {NULL, NULL, sm_count, 0, NULL}, blas;
     int ok = bench_check(fgi_cuda_blas_create("bench_linear", &gemv.blas, NULL), "cuBLAS") &&
              bench_check(fg_cuda_malloc(&gemv.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace") &&
              bench_check(fg_cuda_memset(gemv.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "zero counters");
+    if (ok && cublasLtCreate(&gemv.blaslt) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_linear: cublasLtCreate failed\n");
+        ok = 0;
+    }
     blas = gemv;
     blas.gemv_ws = NULL;
-    for (size_t i = 0; ok && i < sizeof cases / sizeof cases[0]; i++)
-        ok = run_case(&cases[i], &gemv, &blas, runs, sweep);
+    if (all || only == FG_DTYPE_F32)
+        for (size_t i = 0; ok && i < sizeof cases / sizeof cases[0]; i++)
+            ok = run_case(&cases[i], FG_DTYPE_F32, &gemv, &blas, runs, sweep, -1.0);
+    const double copy =
+        ok && (all || only != FG_DTYPE_F32) ? copy_gbps((size_t)256 << 20, runs) : -1.0;
+    static const fg_dtype types16[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (size_t t = 0; ok && t < 2; t++) {
+        if (!all && only != types16[t]) continue;
+        for (size_t i = 0; ok && i < sizeof cases16 / sizeof cases16[0]; i++)
+            ok = run_case(&cases16[i], types16[t], &gemv, &blas, runs, 0, copy);
+    }
     fg_cuda_free(gemv.gemv_ws);
     if (gemv.blas) cublasDestroy(gemv.blas);
+    if (gemv.blaslt) cublasLtDestroy(gemv.blaslt);
     return ok ? 0 : 1;
 }

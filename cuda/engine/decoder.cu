@@ -632,8 +632,8 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.q = r->qkv; /* q heads are the first n_head*d columns of each row */
     aa.q_head_stride = d;
     aa.q_row_stride = W;
-    aa.k = qa.k_cache;
-    aa.v = qa.v_cache;
+    aa.k = static_cast<const float *>(qa.k_cache);
+    aa.v = static_cast<const float *>(qa.v_cache);
     aa.kv_head_stride = (long long)cache->kv_head_stride;
     aa.n_q_head = c->n_head;
     aa.n_kv_head = c->n_kv_head;

@@ -9,8 +9,10 @@
  * Conventions: y must not overlap x; b (out) may be NULL; act is none or the
  * tanh GELU of activation.cuh (the bias + GELU pass fused into the GEMV).
  * The result is deterministic: a fixed summation order and no float atomics.
- * Element type: w, x, b and y hold T (cuda/common/dtype.cuh; only float is
- * instantiated); sums and the workspace partials are fp32.
+ * Element type: w, x, b and y hold T (cuda/common/dtype.cuh: float, bf16,
+ * f16); a lane's 16-byte load of w is 4 floats or 8 16-bit values; the
+ * products, the sums in their fixed order and the workspace partials are
+ * fp32, and y is rounded to T once, after the bias and activation.
  * Design: a block owns 32 lanes x one 16-byte pack of columns (128 for f32)
  * and a slice of `in`;
  * its 8 warps take interleaved rows of the slice with 8 loads in flight each
@@ -300,6 +302,19 @@ extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, fl
                                    int in, int out, fgi_activation act, cudaStream_t stream)
 {
     return launch_gemv<float>(fn, ctx, y, x, w, b, rows, in, out, act, stream);
+}
+
+extern "C" fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype,
+                                         const fgi_linear_ctx *ctx, void *y, const void *x,
+                                         const void *w, const void *b, int rows, int in, int out,
+                                         fgi_activation act, cudaStream_t stream)
+{
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        return launch_gemv<T>(fn, ctx, static_cast<T *>(y), static_cast<const T *>(x),
+                              static_cast<const T *>(w), static_cast<const T *>(b), rows, in, out,
+                              act, stream);
+    });
 }
 
 extern "C" int fgi_cuda_gemv_applies(int rows, int w_transposed)

@@ -7,9 +7,10 @@
  * Design: both are the same (a, b, d) -> (b, a, d) swap of the two outer
  * axes; one thread per output element, so writes are coalesced and reads
  * come in contiguous runs of head_dim elements. A pure copy: the kernel is
- * templated on the element type T and never converts (only float is
- * instantiated). */
+ * templated on the element type T (float, bf16, f16) and never converts,
+ * so a 16-bit result is bit-exact. */
 #include "cuda_common.cuh"
+#include "dtype.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 #include "validate.h"
@@ -30,32 +31,60 @@ __global__ void swap_outer_axes_kernel(T *__restrict__ out, const T *__restrict_
     }
 }
 
-static fg_status swap_outer_axes(const char *fn, float *out, const float *x, int a,
-                                 int b, int d, cudaStream_t stream)
+static fg_status swap_outer_axes(const char *fn, fg_dtype dtype, void *out, const void *x,
+                                 int a, int b, int d, cudaStream_t stream)
 {
     const int threads = 256;
-    swap_outer_axes_kernel<float><<<fgi_grid_blocks((long long)a * b * d, threads), threads, 0,
-                             stream>>>(out, x, a, b, d);
-    FGI_CUDA_LAUNCHED(fn, "swap_outer_axes_kernel");
-    return FG_OK;
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        swap_outer_axes_kernel<T><<<fgi_grid_blocks((long long)a * b * d, threads), threads, 0,
+                                    stream>>>(static_cast<T *>(out), static_cast<const T *>(x),
+                                              a, b, d);
+        FGI_CUDA_LAUNCHED(fn, "swap_outer_axes_kernel");
+        return FG_OK;
+    });
+}
+
+/* split (a = seq, b = n_head) and merge (a = n_head, b = seq). */
+static fg_status swap_heads(const char *fn, fg_dtype dtype, void *out, const void *x, int a,
+                            int b, int head_dim, const char *a_name, const char *b_name,
+                            cudaStream_t stream)
+{
+    FGI_TRY(fgi_with_dtype(fn, dtype, [](auto) { return FG_OK; }));
+    FGI_TRY(fgi_check_swap_heads_sized(fn, fg_dtype_size(dtype), out, x, a, b, head_dim, a_name,
+                                       b_name));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    return swap_outer_axes(fn, dtype, out, x, a, b, head_dim, stream);
 }
 
 } // namespace
 
+extern "C" fg_status fg_cuda_split_heads_typed(fg_dtype dtype, void *out, const void *x,
+                                               int seq, int n_head, int head_dim,
+                                               cudaStream_t stream)
+{
+    return swap_heads("fg_cuda_split_heads_typed", dtype, out, x, seq, n_head, head_dim, "seq",
+                      "n_head", stream);
+}
+
 extern "C" fg_status fg_cuda_split_heads(float *out, const float *x, int seq, int n_head,
                                          int head_dim, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_split_heads";
-    FGI_TRY(fgi_check_swap_heads(fn, out, x, seq, n_head, head_dim, "seq", "n_head"));
-    FGI_TRY(fgi_cuda_check_device(fn));
-    return swap_outer_axes(fn, out, x, seq, n_head, head_dim, stream);
+    return swap_heads("fg_cuda_split_heads", FG_DTYPE_F32, out, x, seq, n_head, head_dim, "seq",
+                      "n_head", stream);
+}
+
+extern "C" fg_status fg_cuda_merge_heads_typed(fg_dtype dtype, void *out, const void *x,
+                                               int n_head, int seq, int head_dim,
+                                               cudaStream_t stream)
+{
+    return swap_heads("fg_cuda_merge_heads_typed", dtype, out, x, n_head, seq, head_dim,
+                      "n_head", "seq", stream);
 }
 
 extern "C" fg_status fg_cuda_merge_heads(float *out, const float *x, int n_head, int seq,
                                          int head_dim, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_merge_heads";
-    FGI_TRY(fgi_check_swap_heads(fn, out, x, n_head, seq, head_dim, "n_head", "seq"));
-    FGI_TRY(fgi_cuda_check_device(fn));
-    return swap_outer_axes(fn, out, x, n_head, seq, head_dim, stream);
+    return swap_heads("fg_cuda_merge_heads", FG_DTYPE_F32, out, x, n_head, seq, head_dim,
+                      "n_head", "seq", stream);
 }

@@ -30,7 +30,7 @@ namespace {
 template <typename T>
 struct norm_view {
     T *y;
-    T *x;
+    float *x;
     const T *delta, *delta_bias;
     const T *g, *b;
     long long rows;
@@ -47,7 +47,8 @@ __global__ void norm_kernel(norm_view<T> a)
     __shared__ float scratch[32];
     const long long r = blockIdx.x;
     const int cols = a.cols;
-    T *x = a.x + r * cols, *y = a.y + r * cols;
+    float *x = a.x + r * cols;
+    T *y = a.y + r * cols;
     const T *delta = a.delta ? a.delta + r * cols : NULL;
 
     /* The value of element j after the (optional) residual add. */
@@ -113,21 +114,37 @@ fg_status launch_norm(const char *fn, const norm_view<T> &a, cudaStream_t stream
 
 } // namespace
 
-extern "C" fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
-                                   cudaStream_t stream)
+extern "C" fg_status fgi_cuda_norm_typed(const char *fn, fg_dtype dtype, const fgi_norm_args *a,
+                                         cudaStream_t stream)
 {
     if (a->rows > 0x7fffffffLL)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: more than 2^31-1 rows (got %lld)", fn,
                        a->rows);
-    const norm_view<float> v = {a->y, a->x, a->delta, a->delta_bias, a->g, a->b,
-                                a->rows, a->cols, a->eps, a->rms};
-    return a->rms ? launch_norm<float, true>(fn, v, stream)
-                  : launch_norm<float, false>(fn, v, stream);
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const norm_view<T> v = {static_cast<T *>(a->y),
+                                a->x,
+                                static_cast<const T *>(a->delta),
+                                static_cast<const T *>(a->delta_bias),
+                                static_cast<const T *>(a->g),
+                                static_cast<const T *>(a->b),
+                                a->rows,
+                                a->cols,
+                                a->eps,
+                                a->rms};
+        return a->rms ? launch_norm<T, true>(fn, v, stream) : launch_norm<T, false>(fn, v, stream);
+    });
 }
 
-static fg_status norm(const char *fn, float *y, float *x, const float *delta,
-                      const float *g, const float *b, int rows, int cols, float eps,
-                      int rms, cudaStream_t stream)
+extern "C" fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
+                                   cudaStream_t stream)
+{
+    return fgi_cuda_norm_typed(fn, FG_DTYPE_F32, a, stream);
+}
+
+static fg_status norm(const char *fn, fg_dtype dtype, void *y, float *x, const void *delta,
+                      const void *g, const void *b, int rows, int cols, float eps, int rms,
+                      cudaStream_t stream)
 {
     FGI_TRY(fgi_cuda_check_device(fn));
     fgi_norm_args a;
@@ -141,37 +158,97 @@ static fg_status norm(const char *fn, float *y, float *x, const float *delta,
     a.cols = cols;
     a.eps = eps;
     a.rms = rms;
-    return fgi_cuda_norm(fn, &a, stream);
+    return fgi_cuda_norm_typed(fn, dtype, &a, stream);
+}
+
+/* FG_ERR_INVALID_ARG unless dtype is in the enum (before any other check,
+ * so the element size of the overlap checks is known). */
+static fg_status check_dtype(const char *fn, fg_dtype dtype)
+{
+    return fgi_with_dtype(fn, dtype, [](auto) { return FG_OK; });
+}
+
+/* The public norms: fp32 and typed share these, each naming itself. The
+ * fused residual add's delta (rows, cols) must not overlap x or y (y == x
+ * is allowed for fp32). */
+static fg_status norm_entry(const char *fn, fg_dtype dtype, void *y, float *x, int add,
+                            const void *delta, const void *g, const void *b, int rows, int cols,
+                            float eps, int rms, cudaStream_t stream)
+{
+    FGI_TRY(check_dtype(fn, dtype));
+    const size_t es = fg_dtype_size(dtype);
+    FGI_TRY(fgi_check_rowwise_sized(fn, es, y, sizeof(float), x, g, rows, cols, eps));
+    if (add) {
+        FGI_TRY(fgi_check_ptr(fn, "delta", delta));
+        const size_t n = (size_t)rows * (size_t)cols;
+        FGI_TRY(fgi_check_disjoint(fn, "delta", delta, es * n, "x", x, sizeof(float) * n));
+        FGI_TRY(fgi_check_disjoint(fn, "delta", delta, es * n, "y", y, es * n));
+    }
+    return norm(fn, dtype, y, x, delta, g, b, rows, cols, eps, rms, stream);
+}
+
+/* x is only read by the plain norms: the kernel writes x only when a delta
+ * is given. */
+extern "C" fg_status fg_cuda_layer_norm_typed(fg_dtype dtype, void *y, const float *x,
+                                              const void *g, const void *b, int rows, int cols,
+                                              float eps, cudaStream_t stream)
+{
+    return norm_entry("fg_cuda_layer_norm_typed", dtype, y, (float *)x, 0, NULL, g, b, rows, cols,
+                      eps, 0, stream);
 }
 
 extern "C" fg_status fg_cuda_layer_norm(float *y, const float *x, const float *g,
                                         const float *b, int rows, int cols, float eps,
                                         cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_layer_norm";
-    FGI_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
-    /* x is only read: the kernel writes x only when a delta is given. */
-    return norm(fn, y, (float *)x, NULL, g, b, rows, cols, eps, 0, stream);
+    return norm_entry("fg_cuda_layer_norm", FG_DTYPE_F32, y, (float *)x, 0, NULL, g, b, rows, cols,
+                      eps, 0, stream);
+}
+
+extern "C" fg_status fg_cuda_rms_norm_typed(fg_dtype dtype, void *y, const float *x,
+                                            const void *g, int rows, int cols, float eps,
+                                            cudaStream_t stream)
+{
+    return norm_entry("fg_cuda_rms_norm_typed", dtype, y, (float *)x, 0, NULL, g, NULL, rows, cols,
+                      eps, 1, stream);
 }
 
 extern "C" fg_status fg_cuda_rms_norm(float *y, const float *x, const float *g, int rows,
                                       int cols, float eps, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_rms_norm";
-    FGI_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
-    return norm(fn, y, (float *)x, NULL, g, NULL, rows, cols, eps, 1, stream);
+    return norm_entry("fg_cuda_rms_norm", FG_DTYPE_F32, y, (float *)x, 0, NULL, g, NULL, rows, cols,
+                      eps, 1, stream);
 }
 
-/* delta (rows, cols) must not overlap x or y (y == x is allowed). */
+extern "C" fg_status fg_cuda_add_layer_norm_typed(fg_dtype dtype, void *y, float *x,
+                                                  const void *delta, const void *g,
+                                                  const void *b, int rows, int cols, float eps,
+                                                  cudaStream_t stream)
+{
+    return norm_entry("fg_cuda_add_layer_norm_typed", dtype, y, x, 1, delta, g, b, rows, cols, eps,
+                      0, stream);
+}
+
 extern "C" fg_status fg_cuda_add_layer_norm(float *y, float *x, const float *delta,
                                             const float *g, const float *b, int rows,
                                             int cols, float eps, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_add_layer_norm";
-    FGI_TRY(fgi_check_rowwise(fn, y, x, g, rows, cols, eps));
-    FGI_TRY(fgi_check_ptr(fn, "delta", delta));
-    const size_t bytes = sizeof(float) * (size_t)rows * (size_t)cols;
-    FGI_TRY(fgi_check_disjoint(fn, "delta", delta, bytes, "x", x, bytes));
-    FGI_TRY(fgi_check_disjoint(fn, "delta", delta, bytes, "y", y, bytes));
-    return norm(fn, y, x, delta, g, b, rows, cols, eps, 0, stream);
+    return norm_entry("fg_cuda_add_layer_norm", FG_DTYPE_F32, y, x, 1, delta, g, b, rows, cols, eps,
+                      0, stream);
+}
+
+extern "C" fg_status fg_cuda_add_rms_norm_typed(fg_dtype dtype, void *y, float *x,
+                                                const void *delta, const void *g, int rows,
+                                                int cols, float eps, cudaStream_t stream)
+{
+    return norm_entry("fg_cuda_add_rms_norm_typed", dtype, y, x, 1, delta, g, NULL, rows, cols, eps,
+                      1, stream);
+}
+
+extern "C" fg_status fg_cuda_add_rms_norm(float *y, float *x, const float *delta,
+                                          const float *g, int rows, int cols, float eps,
+                                          cudaStream_t stream)
+{
+    return norm_entry("fg_cuda_add_rms_norm", FG_DTYPE_F32, y, x, 1, delta, g, NULL, rows, cols,
+                      eps, 1, stream);
 }

@@ -4,12 +4,16 @@
  * Callers validate arguments first: these functions only enqueue work on
  * `stream`, check each launch, and return FG_ERR_CUDA with the CUDA / cuBLAS
  * error text on failure. `fn` is the public function being served and
- * starts every message. Sizes are element counts; matrices are row-major. */
+ * starts every message. Sizes are element counts; matrices are row-major.
+ * Element types: the *_typed launchers take an fg_dtype and `void *`
+ * tensors holding it (flashgpt/cuda.h's convention; a dtype outside the
+ * enum is FG_ERR_INVALID_ARG); the fp32 ones are them with FG_DTYPE_F32. */
 #ifndef FLASHGPT_CUDA_OPS_INTERNAL_H
 #define FLASHGPT_CUDA_OPS_INTERNAL_H
 
 #include "flashgpt/cuda.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 #ifdef __cplusplus
@@ -41,6 +45,7 @@ typedef struct {
     void *gemv_ws;
     int sm_count;
     int gemv_slices; /* 0: the automatic split of `in`; > 0: forced (benchmarks) */
+    cublasLtHandle_t blaslt; /* 16-bit GEMMs; NULL: made and freed per call */
 } fgi_linear_ctx;
 
 /* y (rows, out) = act(x (rows, in) @ W + b) (b (out) or NULL). W is
@@ -52,11 +57,22 @@ fg_status fgi_cuda_linear_layer(const char *fn, const fgi_linear_ctx *ctx, float
                                 int in, int out, int w_transposed, fgi_activation act,
                                 cudaStream_t stream);
 
+/* The same for dtype tensors y, x, w, b: fp32 is the SGEMM path above;
+ * 16-bit rows beyond the GEMV go to cuBLASLt (fp32 accumulation and
+ * scale, the bias and GELU as its epilogues). */
+fg_status fgi_cuda_linear_layer_typed(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                                      void *y, const void *x, const void *w, const void *b,
+                                      int rows, int in, int out, int w_transposed,
+                                      fgi_activation act, cudaStream_t stream);
+
 /* The GEMV path itself (fgi_cuda_gemv_applies says when it may be used). */
 int fgi_cuda_gemv_applies(int rows, int w_transposed);
 fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
                         const float *x, const float *w, const float *b, int rows,
                         int in, int out, fgi_activation act, cudaStream_t stream);
+fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                              void *y, const void *x, const void *w, const void *b, int rows,
+                              int in, int out, fgi_activation act, cudaStream_t stream);
 
 /* The current device's multiprocessor count. */
 fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);
@@ -65,17 +81,22 @@ fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);
 fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,
                            long long outer, int n, long long inner,
                            cudaStream_t stream);
+fg_status fgi_cuda_softmax_typed(const char *fn, fg_dtype dtype, void *y, const void *x,
+                                 long long outer, int n, long long inner,
+                                 cudaStream_t stream);
 
 /* Row-wise LayerNorm (rms = 0) or RMSNorm (rms = 1) of x (rows, cols),
  * optionally fused with the residual add before it:
  *   if delta: x += delta + delta_bias   (delta_bias (cols) may be NULL)
  *   y = norm(x) * g + b                 (b may be NULL; ignored for RMSNorm)
- * y == x allowed; delta must not overlap x or y. */
+ * y == x allowed (fp32 only); delta must not overlap x or y. x is fp32
+ * whatever the type; y, delta, delta_bias, g and b hold the dtype of
+ * fgi_cuda_norm_typed (fp32 for fgi_cuda_norm). */
 typedef struct {
-    float *y;
+    void *y;
     float *x;
-    const float *delta, *delta_bias;
-    const float *g, *b;
+    const void *delta, *delta_bias;
+    const void *g, *b;
     long long rows;
     int cols;
     float eps;
@@ -83,16 +104,25 @@ typedef struct {
 } fgi_norm_args;
 fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
                         cudaStream_t stream);
+fg_status fgi_cuda_norm_typed(const char *fn, fg_dtype dtype, const fgi_norm_args *a,
+                              cudaStream_t stream);
 
 /* x (rows, cols) += delta (rows, cols) + b (cols); b may be NULL. */
 fg_status fgi_cuda_add_rows(const char *fn, float *x, const float *delta,
                             const float *b, long long rows, int cols,
                             cudaStream_t stream);
+/* The same with delta and b of dtype; x stays fp32. */
+fg_status fgi_cuda_add_rows_typed(const char *fn, fg_dtype dtype, float *x, const void *delta,
+                                  const void *b, long long rows, int cols,
+                                  cudaStream_t stream);
 
 /* y (rows, cols) = gelu(x + b) with b (cols) or NULL; y == x allowed. */
 fg_status fgi_cuda_bias_gelu(const char *fn, float *y, const float *x,
                              const float *b, long long rows, int cols,
                              cudaStream_t stream);
+fg_status fgi_cuda_bias_gelu_typed(const char *fn, fg_dtype dtype, void *y, const void *x,
+                                   const void *b, long long rows, int cols,
+                                   cudaStream_t stream);
 
 /* y (rows, cols, contiguous) = silu(gate) * up, where row r of gate and up
  * starts at r * in_row_stride (so both can be halves of one fused
@@ -101,16 +131,28 @@ fg_status fgi_cuda_bias_gelu(const char *fn, float *y, const float *x,
 fg_status fgi_cuda_silu_mul_rows(const char *fn, float *y, const float *gate,
                                  const float *up, long long rows, int cols,
                                  long long in_row_stride, cudaStream_t stream);
+fg_status fgi_cuda_silu_mul_rows_typed(const char *fn, fg_dtype dtype, void *y,
+                                       const void *gate, const void *up, long long rows,
+                                       int cols, long long in_row_stride,
+                                       cudaStream_t stream);
+/* The same from fp32 gate and up (a GEMM's fp32 output) into a dtype y. */
+fg_status fgi_cuda_silu_mul_rows_f32in(const char *fn, fg_dtype dtype, void *y,
+                                       const float *gate, const float *up, long long rows,
+                                       int cols, long long in_row_stride,
+                                       cudaStream_t stream);
 
 /* The decoder's "bias + RoPE + append to cache" step on the fused projection
  * qkv (T, [q | k | v]) of width (n_head + 2*n_kv_head)*head_dim: adds the
  * q|k|v bias (may be NULL), rotates q in place and k (when use_rope) for
  * positions pos0 .. pos0+T-1, and writes k and v into the cache rows
- * pos0 .. pos0+T-1 of k_cache / v_cache (n_kv_head, capacity, head_dim). */
+ * pos0 .. pos0+T-1 of k_cache / v_cache (n_kv_head, capacity, head_dim).
+ * qkv, bias and the caches hold the dtype of fgi_cuda_qkv_rope_append_typed
+ * (fp32 for fgi_cuda_qkv_rope_append); the rotation is computed in double
+ * from the widened biased values and rounded once on store. */
 typedef struct {
-    float *qkv;
-    const float *bias;
-    float *k_cache, *v_cache;
+    void *qkv;
+    const void *bias;
+    void *k_cache, *v_cache;
     int T, n_head, n_kv_head, head_dim, capacity, pos0;
     const int *pos0_dev; /* device int read at run time instead of pos0, or NULL */
     int use_rope;
@@ -118,6 +160,8 @@ typedef struct {
 } fgi_qkv_append_args;
 fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_append_args *a,
                                    cudaStream_t stream);
+fg_status fgi_cuda_qkv_rope_append_typed(const char *fn, fg_dtype dtype,
+                                         const fgi_qkv_append_args *a, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

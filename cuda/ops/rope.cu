@@ -8,8 +8,10 @@
  * Design: one thread per pair (per head, token and pair index); the fused
  * kernel walks the whole (T, [q | k | v]) projection, rotating q in place and
  * writing rotated k and plain v straight into their cache rows. Element
- * type: x, qkv, its bias and the caches hold T (cuda/common/dtype.cuh;
- * only float is instantiated). */
+ * type: x, qkv, its bias and the caches hold T (cuda/common/dtype.cuh:
+ * float, bf16, f16); angles and rotation stay in double for every T (as
+ * precise as fp32's), the biased value is fp32, and the result is rounded
+ * to fp32 and then to T on store. */
 #include "cuda_common.cuh"
 #include "dtype.cuh"
 #include "ops_internal.h"
@@ -58,11 +60,11 @@ __global__ void rope_kernel(T *x, long long n_rows, int seq, int head_dim, const
  * launch: this standalone op pays a device-to-host copy and a stream
  * synchronisation for that. The decoder computes its positions itself and
  * uses the fused kernel below instead. */
-extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
-                                  const int *pos, double base, cudaStream_t stream)
+static fg_status rope(const char *fn, fg_dtype dtype, void *x, int n_head, int seq, int head_dim,
+                      const int *pos, double base, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_rope";
-    FGI_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
+    FGI_TRY(fgi_with_dtype(fn, dtype, [](auto) { return FG_OK; }));
+    FGI_TRY(fgi_check_rope(fn, (const float *)x, n_head, seq, head_dim, pos, base));
     FGI_TRY(fgi_cuda_check_device(fn));
     int *host_pos;
     FGI_TRY(fgi_alloc(fn, (void **)&host_pos, (size_t)seq, sizeof(int)));
@@ -81,10 +83,26 @@ extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
 
     const long long rows = (long long)n_head * seq;
     const int threads = 256;
-    rope_kernel<float><<<fgi_grid_blocks(rows * (head_dim / 2), threads), threads, 0, stream>>>(
-        x, rows, seq, head_dim, pos, base);
-    FGI_CUDA_LAUNCHED(fn, "rope_kernel");
-    return FG_OK;
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        rope_kernel<T><<<fgi_grid_blocks(rows * (head_dim / 2), threads), threads, 0, stream>>>(
+            static_cast<T *>(x), rows, seq, head_dim, pos, base);
+        FGI_CUDA_LAUNCHED(fn, "rope_kernel");
+        return FG_OK;
+    });
+}
+
+extern "C" fg_status fg_cuda_rope_typed(fg_dtype dtype, void *x, int n_head, int seq,
+                                        int head_dim, const int *pos, double base,
+                                        cudaStream_t stream)
+{
+    return rope("fg_cuda_rope_typed", dtype, x, n_head, seq, head_dim, pos, base, stream);
+}
+
+extern "C" fg_status fg_cuda_rope(float *x, int n_head, int seq, int head_dim,
+                                  const int *pos, double base, cudaStream_t stream)
+{
+    return rope("fg_cuda_rope", FG_DTYPE_F32, x, n_head, seq, head_dim, pos, base, stream);
 }
 
 namespace {
@@ -143,17 +161,36 @@ __global__ void qkv_rope_append_kernel(qkv_append_view<T> a)
 
 } // namespace
 
-extern "C" fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_append_args *a,
-                                              cudaStream_t stream)
+extern "C" fg_status fgi_cuda_qkv_rope_append_typed(const char *fn, fg_dtype dtype,
+                                                    const fgi_qkv_append_args *a,
+                                                    cudaStream_t stream)
 {
     const long long heads = a->n_head + 2LL * a->n_kv_head;
     const long long total = (long long)a->T * heads * ((a->head_dim + 1) / 2);
     const int threads = 256;
-    const qkv_append_view<float> v = {a->qkv,       a->bias,     a->k_cache,  a->v_cache,
-                                      a->T,         a->n_head,   a->n_kv_head, a->head_dim,
-                                      a->capacity,  a->pos0,     a->pos0_dev, a->use_rope,
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const qkv_append_view<T> v = {static_cast<T *>(a->qkv),
+                                      static_cast<const T *>(a->bias),
+                                      static_cast<T *>(a->k_cache),
+                                      static_cast<T *>(a->v_cache),
+                                      a->T,
+                                      a->n_head,
+                                      a->n_kv_head,
+                                      a->head_dim,
+                                      a->capacity,
+                                      a->pos0,
+                                      a->pos0_dev,
+                                      a->use_rope,
                                       a->rope_base};
-    qkv_rope_append_kernel<float><<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(v);
-    FGI_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
-    return FG_OK;
+        qkv_rope_append_kernel<T><<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(v);
+        FGI_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
+        return FG_OK;
+    });
+}
+
+extern "C" fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_append_args *a,
+                                              cudaStream_t stream)
+{
+    return fgi_cuda_qkv_rope_append_typed(fn, FG_DTYPE_F32, a, stream);
 }

@@ -9,8 +9,8 @@
  * a block sum of expf(x - max), then a write pass, all in fp32 with
  * warp-shuffle reductions; strided slices (inner > 1) get one thread per
  * slice, so neighbouring threads read neighbouring addresses. Element type:
- * x and y hold T (cuda/common/dtype.cuh; only float is instantiated); the
- * arithmetic is fp32. */
+ * x and y hold T (cuda/common/dtype.cuh: float, bf16, f16); the max, the
+ * sum and every exponential are fp32, and each output is rounded once. */
 #include "cuda_common.cuh"
 #include "dtype.cuh"
 #include "ops_internal.h"
@@ -78,30 +78,54 @@ __global__ void softmax_strided_kernel(T *y, const T *x, long long outer, int n,
 
 } // namespace
 
+extern "C" fg_status fgi_cuda_softmax_typed(const char *fn, fg_dtype dtype, void *y,
+                                            const void *x, long long outer, int n,
+                                            long long inner, cudaStream_t stream)
+{
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        T *yt = static_cast<T *>(y);
+        const T *xt = static_cast<const T *>(x);
+        if (inner == 1 && outer <= 0x7fffffffLL) {
+            const int threads = fgi_row_threads(n, 8);
+            softmax_rows_kernel<T><<<(unsigned)outer, threads, 0, stream>>>(yt, xt, n);
+            FGI_CUDA_LAUNCHED(fn, "softmax_rows_kernel");
+            return FG_OK;
+        }
+        const int threads = 256;
+        softmax_strided_kernel<T><<<fgi_grid_blocks(outer * inner, threads), threads, 0,
+                                    stream>>>(yt, xt, outer, n, inner);
+        FGI_CUDA_LAUNCHED(fn, "softmax_strided_kernel");
+        return FG_OK;
+    });
+}
+
 extern "C" fg_status fgi_cuda_softmax(const char *fn, float *y, const float *x,
                                       long long outer, int n, long long inner,
                                       cudaStream_t stream)
 {
-    if (inner == 1 && outer <= 0x7fffffffLL) {
-        const int threads = fgi_row_threads(n, 8);
-        softmax_rows_kernel<float><<<(unsigned)outer, threads, 0, stream>>>(y, x, n);
-        FGI_CUDA_LAUNCHED(fn, "softmax_rows_kernel");
-        return FG_OK;
-    }
-    const int threads = 256;
-    softmax_strided_kernel<float><<<fgi_grid_blocks(outer * inner, threads), threads, 0,
-                             stream>>>(y, x, outer, n, inner);
-    FGI_CUDA_LAUNCHED(fn, "softmax_strided_kernel");
-    return FG_OK;
+    return fgi_cuda_softmax_typed(fn, FG_DTYPE_F32, y, x, outer, n, inner, stream);
+}
+
+static fg_status softmax(const char *fn, fg_dtype dtype, void *y, const void *x, int outer,
+                         int n, int inner, cudaStream_t stream)
+{
+    FGI_TRY(fgi_with_dtype(fn, dtype, [](auto) { return FG_OK; }));
+    FGI_TRY(fgi_check_softmax_sized(fn, fg_dtype_size(dtype), y, x, outer, n, inner));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    return fgi_cuda_softmax_typed(fn, dtype, y, x, outer, n, inner, stream);
+}
+
+extern "C" fg_status fg_cuda_softmax_typed(fg_dtype dtype, void *y, const void *x, int outer,
+                                           int n, int inner, cudaStream_t stream)
+{
+    return softmax("fg_cuda_softmax_typed", dtype, y, x, outer, n, inner, stream);
 }
 
 extern "C" fg_status fg_cuda_softmax(float *y, const float *x, int outer, int n,
                                      int inner, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_softmax";
-    FGI_TRY(fgi_check_softmax(fn, y, x, outer, n, inner));
-    FGI_TRY(fgi_cuda_check_device(fn));
-    return fgi_cuda_softmax(fn, y, x, outer, n, inner, stream);
+    return softmax("fg_cuda_softmax", FG_DTYPE_F32, y, x, outer, n, inner, stream);
 }
 
 namespace {

@@ -8,6 +8,12 @@
 fg_status fgi_check_softmax(const char *fn, const float *y, const float *x,
                             int outer, int n, int inner)
 {
+    return fgi_check_softmax_sized(fn, sizeof(float), y, x, outer, n, inner);
+}
+
+fg_status fgi_check_softmax_sized(const char *fn, size_t es, const void *y, const void *x,
+                                  int outer, int n, int inner)
+{
     size_t elems;
     FGI_TRY(fgi_check_ptr(fn, "y", y));
     FGI_TRY(fgi_check_ptr(fn, "x", x));
@@ -17,7 +23,7 @@ fg_status fgi_check_softmax(const char *fn, const float *y, const float *x,
     FGI_TRY(fgi_check_elems(fn, "x (outer*n*inner)", &elems, 3, (long long)outer,
                           (long long)n, (long long)inner));
     if (y == x) return FG_OK;
-    return fgi_check_disjoint(fn, "y", y, FLOATS(elems), "x", x, FLOATS(elems));
+    return fgi_check_disjoint(fn, "y", y, es * elems, "x", x, es * elems);
 }
 
 fg_status fgi_check_causal_mask(const char *fn, const uint8_t *mask, int q_len,
@@ -60,6 +66,14 @@ fg_status fgi_check_swap_heads(const char *fn, const float *out, const float *x,
                                int a, int b, int head_dim, const char *a_name,
                                const char *b_name)
 {
+    return fgi_check_swap_heads_sized(fn, sizeof(float), out, x, a, b, head_dim, a_name,
+                                      b_name);
+}
+
+fg_status fgi_check_swap_heads_sized(const char *fn, size_t es, const void *out, const void *x,
+                                     int a, int b, int head_dim, const char *a_name,
+                                     const char *b_name)
+{
     size_t elems;
     FGI_TRY(fgi_check_ptr(fn, "out", out));
     FGI_TRY(fgi_check_ptr(fn, "x", x));
@@ -68,7 +82,7 @@ fg_status fgi_check_swap_heads(const char *fn, const float *out, const float *x,
     FGI_TRY(fgi_check_min(fn, "head_dim", head_dim, 1));
     FGI_TRY(fgi_check_elems(fn, "x", &elems, 3, (long long)a, (long long)b,
                           (long long)head_dim));
-    return fgi_check_disjoint(fn, "out", out, FLOATS(elems), "x", x, FLOATS(elems));
+    return fgi_check_disjoint(fn, "out", out, es * elems, "x", x, es * elems);
 }
 
 fg_status fgi_check_rope(const char *fn, const float *x, int n_head, int seq,
@@ -101,7 +115,7 @@ fg_status fgi_check_positions(const char *fn, const int *pos, int seq)
 }
 
 /* y (rows, y_cols) computed from x (rows, x_cols); *y_elems = rows*y_cols. */
-static fg_status check_rows_io(const char *fn, const float *y, const float *x,
+static fg_status check_rows_io(const char *fn, size_t es, const void *y, const void *x,
                                int rows, int x_cols, int y_cols, size_t *y_elems)
 {
     size_t x_elems;
@@ -110,42 +124,59 @@ static fg_status check_rows_io(const char *fn, const float *y, const float *x,
     FGI_TRY(fgi_check_min(fn, "rows", rows, 1));
     FGI_TRY(fgi_check_elems(fn, "x", &x_elems, 2, (long long)rows, (long long)x_cols));
     FGI_TRY(fgi_check_elems(fn, "y", y_elems, 2, (long long)rows, (long long)y_cols));
-    return fgi_check_disjoint(fn, "y", y, FLOATS(*y_elems), "x", x, FLOATS(x_elems));
+    return fgi_check_disjoint(fn, "y", y, es * *y_elems, "x", x, es * x_elems);
 }
 
 /* A weight w (in, out) that must not overlap the output y. */
-static fg_status check_weight(const char *fn, const char *name, const float *w,
-                              int in, int out, const float *y, size_t y_elems)
+static fg_status check_weight(const char *fn, size_t es, const char *name, const void *w,
+                              int in, int out, const void *y, size_t y_elems)
 {
     size_t w_elems;
     FGI_TRY(fgi_check_ptr(fn, name, w));
     FGI_TRY(fgi_check_elems(fn, name, &w_elems, 2, (long long)in, (long long)out));
-    return fgi_check_disjoint(fn, "y", y, FLOATS(y_elems), name, w, FLOATS(w_elems));
+    return fgi_check_disjoint(fn, "y", y, es * y_elems, name, w, es * w_elems);
 }
 
 fg_status fgi_check_linear(const char *fn, const float *y, const float *x,
                            const float *w, int rows, int in, int out)
 {
+    return fgi_check_linear_sized(fn, sizeof(float), y, x, w, rows, in, out);
+}
+
+fg_status fgi_check_linear_sized(const char *fn, size_t es, const void *y, const void *x,
+                                 const void *w, int rows, int in, int out)
+{
     size_t y_elems;
     FGI_TRY(fgi_check_min(fn, "in", in, 1));
     FGI_TRY(fgi_check_min(fn, "out", out, 1));
-    FGI_TRY(check_rows_io(fn, y, x, rows, in, out, &y_elems));
-    return check_weight(fn, "w", w, in, out, y, y_elems);
+    FGI_TRY(check_rows_io(fn, es, y, x, rows, in, out, &y_elems));
+    return check_weight(fn, es, "w", w, in, out, y, y_elems);
 }
 
 fg_status fgi_check_elementwise(const char *fn, const float *y, const char *x_name,
                                 const float *x, int n)
 {
+    return fgi_check_elementwise_sized(fn, sizeof(float), y, x_name, x, n);
+}
+
+fg_status fgi_check_elementwise_sized(const char *fn, size_t es, const void *y,
+                                      const char *x_name, const void *x, int n)
+{
     FGI_TRY(fgi_check_ptr(fn, "y", y));
     FGI_TRY(fgi_check_ptr(fn, x_name, x));
     FGI_TRY(fgi_check_min(fn, "n", n, 1));
     if (y == x) return FG_OK;
-    return fgi_check_disjoint(fn, "y", y, FLOATS((size_t)n), x_name, x,
-                             FLOATS((size_t)n));
+    return fgi_check_disjoint(fn, "y", y, es * (size_t)n, x_name, x, es * (size_t)n);
 }
 
 fg_status fgi_check_rowwise(const char *fn, const float *y, const float *x,
                             const float *g, int rows, int cols, float eps)
+{
+    return fgi_check_rowwise_sized(fn, sizeof(float), y, sizeof(float), x, g, rows, cols, eps);
+}
+
+fg_status fgi_check_rowwise_sized(const char *fn, size_t y_es, const void *y, size_t x_es,
+                                  const void *x, const void *g, int rows, int cols, float eps)
 {
     size_t elems;
     FGI_TRY(fgi_check_ptr(fn, "y", y));
@@ -159,17 +190,17 @@ fg_status fgi_check_rowwise(const char *fn, const float *y, const float *x,
                        (double)eps);
     FGI_TRY(fgi_check_elems(fn, "x (rows*cols)", &elems, 2, (long long)rows,
                           (long long)cols));
-    if (y == x) return FG_OK;
-    return fgi_check_disjoint(fn, "y", y, FLOATS(elems), "x", x, FLOATS(elems));
+    if (y == x && y_es == x_es) return FG_OK;
+    return fgi_check_disjoint(fn, "y", y, y_es * elems, "x", x, x_es * elems);
 }
 
-static fg_status check_mlp_io(const char *fn, const float *y, const float *x,
+static fg_status check_mlp_io(const char *fn, size_t es, const void *y, const void *x,
                               int rows, int hidden, int inner, size_t *y_elems)
 {
     size_t h_elems;
     FGI_TRY(fgi_check_min(fn, "hidden", hidden, 1));
     FGI_TRY(fgi_check_min(fn, "inner", inner, 1));
-    FGI_TRY(check_rows_io(fn, y, x, rows, hidden, hidden, y_elems));
+    FGI_TRY(check_rows_io(fn, es, y, x, rows, hidden, hidden, y_elems));
     /* the hidden activations, twice for SwiGLU */
     return fgi_check_elems(fn, "hidden activations (2*rows*inner)", &h_elems, 3,
                           (long long)rows, (long long)inner, 2LL);
@@ -179,19 +210,34 @@ fg_status fgi_check_ffn(const char *fn, const float *y, const float *x,
                         const float *w_fc, const float *w_proj, int rows,
                         int hidden, int inner)
 {
+    return fgi_check_ffn_sized(fn, sizeof(float), y, x, w_fc, w_proj, rows, hidden, inner);
+}
+
+fg_status fgi_check_ffn_sized(const char *fn, size_t es, const void *y, const void *x,
+                              const void *w_fc, const void *w_proj, int rows, int hidden,
+                              int inner)
+{
     size_t y_elems;
-    FGI_TRY(check_mlp_io(fn, y, x, rows, hidden, inner, &y_elems));
-    FGI_TRY(check_weight(fn, "w_fc", w_fc, hidden, inner, y, y_elems));
-    return check_weight(fn, "w_proj", w_proj, inner, hidden, y, y_elems);
+    FGI_TRY(check_mlp_io(fn, es, y, x, rows, hidden, inner, &y_elems));
+    FGI_TRY(check_weight(fn, es, "w_fc", w_fc, hidden, inner, y, y_elems));
+    return check_weight(fn, es, "w_proj", w_proj, inner, hidden, y, y_elems);
 }
 
 fg_status fgi_check_swiglu(const char *fn, const float *y, const float *x,
                            const float *w_gate, const float *w_up,
                            const float *w_down, int rows, int hidden, int inner)
 {
+    return fgi_check_swiglu_sized(fn, sizeof(float), y, x, w_gate, w_up, w_down, rows, hidden,
+                                  inner);
+}
+
+fg_status fgi_check_swiglu_sized(const char *fn, size_t es, const void *y, const void *x,
+                                 const void *w_gate, const void *w_up, const void *w_down,
+                                 int rows, int hidden, int inner)
+{
     size_t y_elems;
-    FGI_TRY(check_mlp_io(fn, y, x, rows, hidden, inner, &y_elems));
-    FGI_TRY(check_weight(fn, "w_gate", w_gate, hidden, inner, y, y_elems));
-    FGI_TRY(check_weight(fn, "w_up", w_up, hidden, inner, y, y_elems));
-    return check_weight(fn, "w_down", w_down, inner, hidden, y, y_elems);
+    FGI_TRY(check_mlp_io(fn, es, y, x, rows, hidden, inner, &y_elems));
+    FGI_TRY(check_weight(fn, es, "w_gate", w_gate, hidden, inner, y, y_elems));
+    FGI_TRY(check_weight(fn, es, "w_up", w_up, hidden, inner, y, y_elems));
+    return check_weight(fn, es, "w_down", w_down, inner, hidden, y, y_elems);
 }

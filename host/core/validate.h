@@ -50,6 +50,29 @@ fg_status fgi_check_swiglu(const char *fn, const float *y, const float *x,
                            const float *w_gate, const float *w_up,
                            const float *w_down, int rows, int hidden, int inner);
 
+/* The same checks for elements of es bytes (the typed CUDA ops,
+ * flashgpt/cuda.h): overlap is judged on es * elements. The fp32 functions
+ * above are these with es = sizeof(float). rowwise: y and x may differ in
+ * size (a 16-bit y from an fp32 x), and y == x is allowed only when they
+ * do not. */
+fg_status fgi_check_softmax_sized(const char *fn, size_t es, const void *y, const void *x,
+                                  int outer, int n, int inner);
+fg_status fgi_check_swap_heads_sized(const char *fn, size_t es, const void *out, const void *x,
+                                     int a, int b, int head_dim, const char *a_name,
+                                     const char *b_name);
+fg_status fgi_check_linear_sized(const char *fn, size_t es, const void *y, const void *x,
+                                 const void *w, int rows, int in, int out);
+fg_status fgi_check_elementwise_sized(const char *fn, size_t es, const void *y,
+                                      const char *x_name, const void *x, int n);
+fg_status fgi_check_rowwise_sized(const char *fn, size_t y_es, const void *y, size_t x_es,
+                                  const void *x, const void *g, int rows, int cols, float eps);
+fg_status fgi_check_ffn_sized(const char *fn, size_t es, const void *y, const void *x,
+                              const void *w_fc, const void *w_proj, int rows, int hidden,
+                              int inner);
+fg_status fgi_check_swiglu_sized(const char *fn, size_t es, const void *y, const void *x,
+                                 const void *w_gate, const void *w_up, const void *w_down,
+                                 int rows, int hidden, int inner);
+
 #ifdef __cplusplus
 }
 #endif

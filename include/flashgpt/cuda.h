@@ -10,7 +10,26 @@
  *  - failures of CUDA or cuBLAS calls return FG_ERR_CUDA with the CUDA error
  *    text in fg_last_error(); no usable GPU (or a build without CUDA) is a
  *    clear FG_ERR_CUDA / FG_ERR_UNSUPPORTED, never a crash;
- *  - tolerance against the reference: docs/contract.md §32 (fp32).
+ *  - tolerance against the reference: docs/contract.md §32 (fp32, and the
+ *    16-bit rule for bf16 / f16).
+ *
+ * Element types (the typed-op convention): every operation fg_cuda_X on
+ * float data has a twin fg_cuda_X_typed(fg_dtype dtype, <X's arguments>)
+ * listed next to it. Every tensor that X stores in its element type becomes
+ * `void *` / `const void *` holding dtype elements (FG_DTYPE_F32, BF16 or
+ * F16); tensors that are fp32 whatever the type keep `float *`: the
+ * residual stream x that the norms read and that the fused residual add
+ * updates in place. Integer tensors (positions, the causal mask, which has
+ * no float data and so no typed twin) are unchanged. fg_cuda_X(...) is
+ * exactly fg_cuda_X_typed(FG_DTYPE_F32, ...). Whatever dtype is, the
+ * arithmetic is fp32: elements are widened on load and rounded to nearest
+ * even on store; products are accumulated in fp32; softmax statistics,
+ * norms' mean and variance are fp32 and RoPE angles are computed in double
+ * as for fp32. A dtype outside fg_dtype is FG_ERR_INVALID_ARG; the other
+ * checks are those of fp32, with overlap judged in bytes of the element
+ * type. Device pointers must be aligned to their element size (cudaMalloc
+ * gives 256 bytes); faster vector paths are taken when a tensor is 16-byte
+ * aligned, never required.
  * This header needs no CUDA header: cudaStream_t is declared here exactly as
  * the CUDA runtime declares it. The functions themselves, with their
  * comments, are listed in flashgpt/cuda_api.h, which this header expands
@@ -19,6 +38,7 @@
 #define FLASHGPT_CUDA_H
 
 #include "flashgpt/decoder.h"
+#include "flashgpt/dtype.h"
 #include "flashgpt/sampler.h"
 #include "flashgpt/status.h"
 

@@ -35,6 +35,10 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_synchronize, (cudaStream_t stream))
 
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_softmax, (float *y, const float *x, int outer, int n,
                                                 int inner, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_softmax_typed, (fg_dtype dtype, void *y, const void *x,
+                                                      int outer, int n, int inner,
+                                                      cudaStream_t stream))
+/* No typed twin: the mask holds no float data. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_causal_mask, (uint8_t *mask, int q_len, int kv_len,
                                                     cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention, (float *out, const float *q, const float *k,
@@ -49,8 +53,14 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_flash, (float *out, const float 
                                                         cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_split_heads, (float *out, const float *x, int seq, int n_head,
                                                     int head_dim, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_split_heads_typed, (fg_dtype dtype, void *out,
+                                                          const void *x, int seq, int n_head,
+                                                          int head_dim, cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_merge_heads, (float *out, const float *x, int n_head, int seq,
                                                     int head_dim, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_merge_heads_typed, (fg_dtype dtype, void *out,
+                                                          const void *x, int n_head, int seq,
+                                                          int head_dim, cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_mha, (float *out, const float *q, const float *k,
                                             const float *v, int n_head, int q_len, int kv_len,
                                             int head_dim, cudaStream_t stream))
@@ -66,32 +76,85 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse, (float *out, float *lse, const fl
 /* pos: seq positions in device memory. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope, (float *x, int n_head, int seq, int head_dim,
                                              const int *pos, double base, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope_typed, (fg_dtype dtype, void *x, int n_head, int seq,
+                                                   int head_dim, const int *pos, double base,
+                                                   cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear, (float *y, const float *x, const float *w,
                                                const float *b, int rows, int in, int out,
                                                cudaStream_t stream))
+/* 16-bit: up to four rows on the split-K GEMV, more on cuBLASLt (fp32
+ * accumulation, the bias as its epilogue). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear_typed, (fg_dtype dtype, void *y, const void *x,
+                                                     const void *w, const void *b, int rows,
+                                                     int in, int out, cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gelu, (float *y, const float *x, int n, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gelu_typed, (fg_dtype dtype, void *y, const void *x, int n,
+                                                   cudaStream_t stream))
 /* y = gelu(x + b) with b (cols) broadcast over rows; b may be NULL. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_bias_gelu, (float *y, const float *x, const float *b,
                                                   int rows, int cols, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_bias_gelu_typed, (fg_dtype dtype, void *y, const void *x,
+                                                        const void *b, int rows, int cols,
+                                                        cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_layer_norm, (float *y, const float *x, const float *g,
                                                    const float *b, int rows, int cols, float eps,
                                                    cudaStream_t stream))
+/* x stays fp32 (the residual stream); y, g and b hold dtype. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_layer_norm_typed, (fg_dtype dtype, void *y, const float *x,
+                                                         const void *g, const void *b, int rows,
+                                                         int cols, float eps,
+                                                         cudaStream_t stream))
 /* Fused residual add + LayerNorm: x += delta (in place), then
  * y = layer_norm(x). */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_add_layer_norm, (float *y, float *x, const float *delta,
                                                        const float *g, const float *b, int rows,
                                                        int cols, float eps, cudaStream_t stream))
+/* x fp32, updated in place with the dtype delta; y, g, b hold dtype. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_add_layer_norm_typed, (fg_dtype dtype, void *y, float *x,
+                                                             const void *delta, const void *g,
+                                                             const void *b, int rows, int cols,
+                                                             float eps, cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_ffn, (float *y, const float *x, const float *w_fc,
                                             const float *b_fc, const float *w_proj,
                                             const float *b_proj, int rows, int hidden, int inner,
                                             cudaStream_t stream))
+/* 16-bit: h = gelu(x w_fc + b_fc) rounded once (the GEMV's or cuBLASLt's
+ * fused epilogue), then y = h w_proj + b_proj. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_ffn_typed, (fg_dtype dtype, void *y, const void *x,
+                                                  const void *w_fc, const void *b_fc,
+                                                  const void *w_proj, const void *b_proj,
+                                                  int rows, int hidden, int inner,
+                                                  cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_rms_norm, (float *y, const float *x, const float *g, int rows,
                                                  int cols, float eps, cudaStream_t stream))
+/* x stays fp32; y and g hold dtype. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_rms_norm_typed, (fg_dtype dtype, void *y, const float *x,
+                                                       const void *g, int rows, int cols,
+                                                       float eps, cudaStream_t stream))
+/* Fused residual add + RMSNorm (the Llama block's seam): x += delta (in
+ * place), then y = rms_norm(x). delta must not overlap x or y. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_add_rms_norm, (float *y, float *x, const float *delta,
+                                                     const float *g, int rows, int cols,
+                                                     float eps, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_add_rms_norm_typed, (fg_dtype dtype, void *y, float *x,
+                                                           const void *delta, const void *g,
+                                                           int rows, int cols, float eps,
+                                                           cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_silu_mul, (float *y, const float *gate, const float *up,
                                                  int n, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_silu_mul_typed, (fg_dtype dtype, void *y, const void *gate,
+                                                       const void *up, int n,
+                                                       cudaStream_t stream))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn, (float *y, const float *x, const float *w_gate,
                                                    const float *w_up, const float *w_down, int rows,
                                                    int hidden, int inner, cudaStream_t stream))
+/* 16-bit: gate and up stay fp32 (cuBLASLt's fp32 output), silu(gate) up is
+ * rounded to dtype before w_down. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn_typed, (fg_dtype dtype, void *y, const void *x,
+                                                         const void *w_gate, const void *w_up,
+                                                         const void *w_down, int rows,
+                                                         int hidden, int inner,
+                                                         cudaStream_t stream))
 
 /* Sampling on the GPU -------------------------------------------------------- */
 

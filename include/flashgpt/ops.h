@@ -127,6 +127,46 @@ fg_status fg_ref_gqa_naive16(fg_dtype dtype, float *out, const float *q, const f
                              const float *v, int n_q_head, int n_kv_head, int q_len,
                              int kv_len, int head_dim);
 
+/* The other ops (x, y... as in the exact function of the same name):
+ *  softmax: round(softmax(x)), statistics in fp32;
+ *  split / merge heads: the copy itself (nothing to round);
+ *  rope: cos and sin of the exact angle rounded to dtype, every product and
+ *    the sum / difference rounded: round(round(a round(cos)) -
+ *    round(b round(sin)));
+ *  linear: round(x . w) (fp32 dot in index order), then round(. + b);
+ *  gelu: round(gelu(x)) (fp32 tanh form); bias_gelu: round(gelu(round(x +
+ *    b))), b (cols) or NULL, x y (rows, cols);
+ *  layer_norm / rms_norm: x fp32 (the residual stream), mean and variance
+ *    in fp32, n = round(normalised x), y = round(round(n g) + b);
+ *  silu_mul: round(round(silu(gate)) up);
+ *  ffn / swiglu_ffn: the naive linear and activation above, one after the
+ *    other (every intermediate tensor rounded). */
+fg_status fg_ref_softmax_naive16(fg_dtype dtype, float *y, const float *x, int outer, int n,
+                                 int inner);
+fg_status fg_ref_split_heads_naive16(fg_dtype dtype, float *out, const float *x, int seq,
+                                     int n_head, int head_dim);
+fg_status fg_ref_merge_heads_naive16(fg_dtype dtype, float *out, const float *x, int n_head,
+                                     int seq, int head_dim);
+fg_status fg_ref_rope_naive16(fg_dtype dtype, float *x, int n_head, int seq, int head_dim,
+                              const int *pos, double base);
+fg_status fg_ref_linear_naive16(fg_dtype dtype, float *y, const float *x, const float *w,
+                                const float *b, int rows, int in, int out);
+fg_status fg_ref_gelu_naive16(fg_dtype dtype, float *y, const float *x, int n);
+fg_status fg_ref_bias_gelu_naive16(fg_dtype dtype, float *y, const float *x, const float *b,
+                                   int rows, int cols);
+fg_status fg_ref_layer_norm_naive16(fg_dtype dtype, float *y, const float *x, const float *g,
+                                    const float *b, int rows, int cols, float eps);
+fg_status fg_ref_rms_norm_naive16(fg_dtype dtype, float *y, const float *x, const float *g,
+                                  int rows, int cols, float eps);
+fg_status fg_ref_silu_mul_naive16(fg_dtype dtype, float *y, const float *gate, const float *up,
+                                  int n);
+fg_status fg_ref_ffn_naive16(fg_dtype dtype, float *y, const float *x, const float *w_fc,
+                             const float *b_fc, const float *w_proj, const float *b_proj,
+                             int rows, int hidden, int inner);
+fg_status fg_ref_swiglu_ffn_naive16(fg_dtype dtype, float *y, const float *x,
+                                    const float *w_gate, const float *w_up, const float *w_down,
+                                    int rows, int hidden, int inner);
+
 #ifdef __cplusplus
 }
 #endif

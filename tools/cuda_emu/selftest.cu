@@ -6,7 +6,10 @@
  * (computed here from the formulas, lane by lane); the misuse cases run in a
  * forked child and must end in SIGABRT with the expected "fgi_emu:" report.
  * Exit status 0 when everything holds; every failure is printed. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
@@ -324,6 +327,278 @@ static void test_sgemm()
     CHECK(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS, "destroy");
     CHECK(cublasDestroy(h) == CUBLAS_STATUS_NOT_INITIALIZED, "destroy twice");
     cudaFree(dA), cudaFree(dB), cudaFree(dC);
+}
+
+/* cuBLASLt ------------------------------------------------------------------------------ */
+
+/* Values of type t as stored (bf16 / f16 bits or fp32), from and to float. */
+static std::vector<uint16_t> to16(cudaDataType_t t, const std::vector<float> &v)
+{
+    std::vector<uint16_t> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+        if (t == CUDA_R_16BF) {
+            const __nv_bfloat16 h = __float2bfloat16(v[i]);
+            memcpy(&r[i], &h, 2);
+        } else {
+            const __half h = __float2half(v[i]);
+            memcpy(&r[i], &h, 2);
+        }
+    }
+    return r;
+}
+
+static float from16(cudaDataType_t t, uint16_t bits)
+{
+    if (t == CUDA_R_16BF) {
+        __nv_bfloat16 h;
+        memcpy(&h, &bits, 2);
+        return __bfloat162float(h);
+    }
+    __half h;
+    memcpy(&h, &bits, 2);
+    return __half2float(h);
+}
+
+static float round_to(cudaDataType_t t, float v)
+{
+    return t == CUDA_R_32F ? v : from16(t, to16(t, std::vector<float>{v})[0]);
+}
+
+static void *upload_as(cudaDataType_t t, const std::vector<float> &v)
+{
+    const size_t es = t == CUDA_R_32F ? 4 : 2;
+    void *d = nullptr;
+    if (cudaMalloc(&d, v.size() * es) != cudaSuccess) abort();
+    if (t == CUDA_R_32F)
+        cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice);
+    else
+        cudaMemcpy(d, to16(t, v).data(), v.size() * 2, cudaMemcpyHostToDevice);
+    return d;
+}
+
+static std::vector<float> download_as(cudaDataType_t t, const void *d, size_t n)
+{
+    std::vector<float> r(n);
+    if (t == CUDA_R_32F) return download(static_cast<const float *>(d), n);
+    const std::vector<uint16_t> b = download(static_cast<const uint16_t *>(d), n);
+    for (size_t i = 0; i < n; i++) r[i] = from16(t, b[i]);
+    return r;
+}
+
+/* One matmul with descriptors made for it; the status of cublasLtMatmul
+ * (or of the first call that fails). */
+struct lt_problem {
+    cudaDataType_t ab, cd;
+    int ta, tb, m, n, k, lda, ldb, ldc;
+    cublasLtEpilogue_t epi;
+    const void *bias;
+};
+
+static cublasStatus_t lt_run(cublasLtHandle_t h, const lt_problem &p, float alpha, float beta,
+                             const void *A, const void *B, const void *C, void *D,
+                             cudaStream_t stream, bool use_heuristic = true)
+{
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    const cublasOperation_t ta = p.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = p.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    auto then = [&](cublasStatus_t next) {
+        if (st == CUBLAS_STATUS_SUCCESS) st = next;
+    };
+    then(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    then(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    then(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &p.epi, sizeof p.epi));
+    if (p.bias)
+        then(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
+                                            sizeof p.bias));
+    then(cublasLtMatrixLayoutCreate(&a, p.ab, p.ta ? p.k : p.m, p.ta ? p.m : p.k, p.lda));
+    then(cublasLtMatrixLayoutCreate(&b, p.ab, p.tb ? p.n : p.k, p.tb ? p.k : p.n, p.ldb));
+    then(cublasLtMatrixLayoutCreate(&c, p.cd, p.m, p.n, p.ldc));
+    then(cublasLtMatmulPreferenceCreate(&pref));
+    cublasLtMatmulHeuristicResult_t r;
+    int found = 0;
+    if (use_heuristic) {
+        then(cublasLtMatmulAlgoGetHeuristic(h, op, a, b, c, c, pref, 1, &r, &found));
+        if (st == CUBLAS_STATUS_SUCCESS && found != 1) st = CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    then(cublasLtMatmul(h, op, &alpha, A, a, B, b, &beta, C, c, D, c,
+                        use_heuristic ? &r.algo : nullptr, nullptr, 0, stream));
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return st;
+}
+
+static void test_cublaslt()
+{
+    cublasLtHandle_t h;
+    CHECK(cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS, "create");
+    const int m = 5, n = 3, k = 4, ld = 7; /* column-major with padding rows */
+    std::vector<float> A(ld * 7), B(ld * 7), C(ld * n), bias(m);
+    for (size_t i = 0; i < A.size(); i++) A[i] = (float)((i * 7) % 11) * 0.375f - 1.75f;
+    for (size_t i = 0; i < B.size(); i++) B[i] = (float)((i * 5) % 13) * 0.25f - 1.0f;
+    for (size_t i = 0; i < C.size(); i++) C[i] = (float)i * 0.125f;
+    for (int i = 0; i < m; i++) bias[(size_t)i] = 0.5f * (float)i - 1.0f;
+    const cudaDataType_t types[3][2] = {
+        {CUDA_R_16BF, CUDA_R_16BF}, {CUDA_R_16F, CUDA_R_16F}, {CUDA_R_16BF, CUDA_R_32F}};
+    const cublasLtEpilogue_t epis[4] = {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_BIAS,
+                                        CUBLASLT_EPILOGUE_GELU, CUBLASLT_EPILOGUE_GELU_BIAS};
+    for (const auto &tt : types) {
+        const cudaDataType_t ab = tt[0], cd = tt[1];
+        void *dA = upload_as(ab, A), *dB = upload_as(ab, B), *dbias = upload_as(cd, bias);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int e = 0; e < 4; e++)
+                    for (float beta : {0.0f, 0.5f}) {
+                        std::vector<float> c0 = C;
+                        if (beta == 0.0f)
+                            for (float &x : c0) x = NAN; /* C is not read */
+                        void *dC = upload_as(cd, c0);
+                        const bool has_bias = e % 2 == 1, gelu = e >= 2;
+                        const lt_problem p = {ab, cd, ta, tb, m, n, k, ld, ld, ld, epis[e],
+                                              has_bias ? dbias : nullptr};
+                        const float alpha = 1.5f;
+                        CHECK(lt_run(h, p, alpha, beta, dA, dB, dC, dC, 0) ==
+                                  CUBLAS_STATUS_SUCCESS,
+                              "matmul");
+                        const std::vector<float> got = download_as(cd, dC, C.size());
+                        for (int j = 0; j < n; j++)
+                            for (int i = 0; i < m; i++) {
+                                double s = 0.0;
+                                for (int l = 0; l < k; l++) {
+                                    const float a = round_to(ab, ta ? A[(size_t)i * ld + l]
+                                                                    : A[(size_t)l * ld + i]);
+                                    const float b = round_to(ab, tb ? B[(size_t)l * ld + j]
+                                                                    : B[(size_t)j * ld + l]);
+                                    s += (double)a * b;
+                                }
+                                double want = alpha * s;
+                                if (beta != 0.0f)
+                                    want += beta * (double)round_to(cd, C[(size_t)j * ld + i]);
+                                if (has_bias) want += round_to(cd, bias[(size_t)i]);
+                                if (gelu)
+                                    want = 0.5 * want *
+                                           (1.0 + tanh(0.7978845608028654 *
+                                                       (want + 0.044715 * want * want * want)));
+                                /* D's own rounding (and fp32 for fp32 D) */
+                                const double tol = cd == CUDA_R_32F     ? 1e-5
+                                                   : ab == CUDA_R_16BF ? 8e-3
+                                                                       : 1e-3;
+                                CHECK(fabs(got[(size_t)j * ld + i] - want) <=
+                                          tol * (1.0 + fabs(want)),
+                                      "types %d/%d op %d%d epilogue %d beta %g at (%d, %d): %g, "
+                                      "want %g",
+                                      (int)ab, (int)cd, ta, tb, (int)epis[e], beta, i, j,
+                                      got[(size_t)j * ld + i], want);
+                            }
+                        CHECK(got[(size_t)m] == round_to(cd, c0[(size_t)m]) ||
+                                  (isnan(got[(size_t)m]) && isnan(c0[(size_t)m])),
+                              "row padding of D written");
+                        cudaFree(dC);
+                    }
+        cudaFree(dA), cudaFree(dB), cudaFree(dbias);
+    }
+
+    /* The bias is added in fp32 before D is rounded: (1 + 2^-4)^2 = 1 + 2^-3
+     * + 2^-8 is a bf16 tie that rounds down to even; 2^-10 more rounds up. */
+    {
+        const float a = 1.0625f, tiny = 1.0f / 1024.0f;
+        void *dA = upload_as(CUDA_R_16BF, {a}), *dB = upload_as(CUDA_R_16BF, {a});
+        void *dbias = upload_as(CUDA_R_16BF, {tiny}), *dD = upload_as(CUDA_R_16BF, {NAN});
+        const lt_problem p = {CUDA_R_16BF, CUDA_R_16BF, 0, 0, 1, 1, 1, 1, 1, 1,
+                              CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+        CHECK(lt_run(h, p, 1.0f, 0.0f, dA, dB, dD, dD, 0) == CUBLAS_STATUS_SUCCESS, "1x1");
+        CHECK(download_as(CUDA_R_16BF, dD, 1)[0] == 1.125f, "tie to even: %g",
+              download_as(CUDA_R_16BF, dD, 1)[0]);
+        lt_problem q = p;
+        q.epi = CUBLASLT_EPILOGUE_BIAS;
+        q.bias = dbias;
+        CHECK(lt_run(h, q, 1.0f, 0.0f, dA, dB, dD, dD, 0) == CUBLAS_STATUS_SUCCESS, "1x1 bias");
+        CHECK(download_as(CUDA_R_16BF, dD, 1)[0] == 1.1328125f,
+              "the bias is added before rounding: %g", download_as(CUDA_R_16BF, dD, 1)[0]);
+
+        /* what cuBLASLt refuses */
+        lt_problem bad = p;
+        bad.epi = CUBLASLT_EPILOGUE_BIAS; /* no bias pointer */
+        CHECK(lt_run(h, bad, 1.0f, 0.0f, dA, dB, dD, dD, 0) == CUBLAS_STATUS_INVALID_VALUE,
+              "bias epilogue without a bias");
+        bad = p;
+        bad.cd = CUDA_R_16F; /* bf16 A/B with f16 D */
+        CHECK(lt_run(h, bad, 1.0f, 0.0f, dA, dB, dD, dD, 0) == CUBLAS_STATUS_NOT_SUPPORTED,
+              "mixed 16-bit types");
+        bad = p;
+        bad.ldc = 0;
+        CHECK(lt_run(h, bad, 1.0f, 0.0f, dA, dB, dD, dD, 0) == CUBLAS_STATUS_INVALID_VALUE,
+              "ld < rows");
+        cublasLtMatrixLayout_t l = nullptr;
+        const int32_t row_order = CUBLASLT_ORDER_ROW;
+        CHECK(cublasLtMatrixLayoutCreate(&l, CUDA_R_16BF, 2, 2, 2) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_ORDER, &row_order,
+                                                   sizeof row_order) == CUBLAS_STATUS_SUCCESS,
+              "row order is stored");
+        cublasLtMatrixLayoutDestroy(l);
+        cublasLtMatmulDesc_t op16 = nullptr;
+        cublasLtMatrixLayout_t la = nullptr;
+        cublasLtMatmulPreference_t pref = nullptr;
+        cublasLtMatmulHeuristicResult_t r;
+        int found = -1;
+        cublasLtMatmulDescCreate(&op16, CUBLAS_COMPUTE_16F, CUDA_R_16F);
+        cublasLtMatrixLayoutCreate(&la, CUDA_R_16F, 1, 1, 1);
+        cublasLtMatmulPreferenceCreate(&pref);
+        CHECK(cublasLtMatmulAlgoGetHeuristic(h, op16, la, la, la, la, pref, 1, &r, &found) ==
+                      CUBLAS_STATUS_NOT_SUPPORTED &&
+                  found == 0,
+              "16-bit accumulation is not modelled");
+        cublasLtMatmulPreferenceDestroy(pref), cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatmulDescDestroy(op16);
+        cudaFree(dA), cudaFree(dB), cudaFree(dbias), cudaFree(dD);
+    }
+
+    /* An algorithm chosen for 256-byte alignment refuses a less aligned operand. */
+    {
+        void *dA = upload_as(CUDA_R_16F, std::vector<float>(8, 1.0f));
+        void *dD = upload_as(CUDA_R_16F, std::vector<float>(8, 0.0f));
+        const lt_problem p = {CUDA_R_16F, CUDA_R_16F, 0, 0, 2, 2, 2, 2, 2, 2,
+                              CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+        CHECK(lt_run(h, p, 1.0f, 0.0f, (uint16_t *)dA + 2, dA, dD, dD, 0) ==
+                  CUBLAS_STATUS_INVALID_VALUE,
+              "A 4 bytes past a 256-byte boundary");
+        CHECK(lt_run(h, p, 1.0f, 0.0f, (uint16_t *)dA + 2, dA, dD, dD, 0, false) ==
+                  CUBLAS_STATUS_SUCCESS,
+              "without an algorithm cuBLASLt picks one for the pointers it gets");
+        cudaFree(dA), cudaFree(dD);
+    }
+
+    /* Stream capture: recorded with the call's alpha, the matrices read at replay. */
+    {
+        cudaStream_t s = nullptr;
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t ex = nullptr;
+        cudaStreamCreate(&s);
+        void *dA = upload_as(CUDA_R_16BF, {2.0f}), *dB = upload_as(CUDA_R_16BF, {3.0f});
+        void *dD = upload_as(CUDA_R_16BF, {NAN});
+        const lt_problem p = {CUDA_R_16BF, CUDA_R_16BF, 0, 0, 1, 1, 1, 1, 1, 1,
+                              CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+        CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "capture");
+        CHECK(lt_run(h, p, 0.5f, 0.0f, dA, dB, dD, dD, s) == CUBLAS_STATUS_SUCCESS,
+              "captured matmul");
+        CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess, "end capture");
+        CHECK(std::isnan(download_as(CUDA_R_16BF, dD, 1)[0]), "a captured matmul does not run");
+        CHECK(cudaGraphInstantiate(&ex, g, 0) == cudaSuccess, "instantiate");
+        cudaMemcpy(dA, to16(CUDA_R_16BF, {4.0f}).data(), 2, cudaMemcpyHostToDevice);
+        CHECK(cudaGraphLaunch(ex, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess,
+              "replay");
+        CHECK(download_as(CUDA_R_16BF, dD, 1)[0] == 6.0f, "replay: 0.5 x 4 x 3, got %g",
+              download_as(CUDA_R_16BF, dD, 1)[0]);
+        cudaGraphExecDestroy(ex), cudaGraphDestroy(g), cudaStreamDestroy(s);
+        cudaFree(dA), cudaFree(dB), cudaFree(dD);
+    }
+    CHECK(cublasLtDestroy(h) == CUBLAS_STATUS_SUCCESS, "destroy");
+    CHECK(cublasLtDestroy(h) == CUBLAS_STATUS_NOT_INITIALIZED, "destroy twice");
 }
 
 /* CUDA graphs (stream capture) ----------------------------------------------------------- */
@@ -784,6 +1059,15 @@ static void test_misuse()
         float *d = device_array<float>(1);
         big_static_kernel<<<1, 32>>>(d);
     });
+    misuse("cublasLtMatmul past an allocation", "not inside device memory", [] {
+        cublasLtHandle_t h = nullptr;
+        cublasLtCreate(&h);
+        void *d = upload_as(CUDA_R_16BF, std::vector<float>(6, 1.0f));
+        const lt_problem p = {CUDA_R_16BF, CUDA_R_16BF, 0, 0, 2, 2, 2, 2, 2, 2,
+                              CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+        lt_run(h, p, 1.0f, 0.0f, d, d, d, d, 0, false); /* D needs 4 elements at d */
+        lt_run(h, p, 1.0f, 0.0f, d, (uint16_t *)d + 4, d, d, 0, false); /* B: 2 past the end */
+    });
     /* a replayed kernel node gets the checks of a direct launch */
     misuse("graph replay with a kernel argument freed after capture", "freed device memory", [] {
         cudaStream_t s = nullptr;
@@ -820,6 +1104,7 @@ int main()
     test_atomics_and_blocks();
     test_host_api();
     test_sgemm();
+    test_cublaslt();
     test_graph_capture_and_replay();
     test_graph_capture_rules();
     test_graph_misuse_codes();
