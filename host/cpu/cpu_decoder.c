@@ -328,6 +328,7 @@ static void gemm(fgi_cpu_runner *r, float *y, size_t ldy, const float *x, size_t
 typedef struct {
     fgi_cpu_runner *r;
     int layer, T, L;
+    int window; /* the layer's sliding window; 0: none */
 } attention_job;
 
 /* chunk: one (token, head) pair */
@@ -342,10 +343,13 @@ static void attention_task(void *ctx, int chunk, int thread)
     const float scale = (float)(1.0 / sqrt((double)d));
     float *scores = r->scores + (size_t)thread * cap;
     const int row = chunk / nh, h = chunk % nh;
-    const size_t kv = layer_off + (size_t)(h / group) * cap * d;
+    /* keys [first, end): the causal prefix, or its last `window` keys */
+    const int end = j->L + row + 1;
+    const int first = j->window > 0 && end > j->window ? end - j->window : 0;
+    const size_t kv = layer_off + (size_t)(h / group) * cap * d + (size_t)first * d;
     r->k->attend_row(r->att + (size_t)row * nh * d + (size_t)h * d,
                      r->qkv + (size_t)row * qkv_w + (size_t)h * d, r->kc + kv, r->vc + kv,
-                     j->L + row + 1, d, scale, scores);
+                     end - first, d, scale, scores);
 }
 
 typedef struct {
@@ -434,7 +438,7 @@ static void block(fgi_cpu_runner *r, int l, int T, int L)
     norm(r, r->h, r->x, lw->ln_1_g, lw->ln_1_b, T);
     gemm(r, r->qkv, qkv_w, r->h, C, T, &p->qkv, lw->c_attn_b, FGI_EPI_STORE);
     append_kv(r, l, T, L);
-    attention_job aj = {r, l, T, L};
+    attention_job aj = {r, l, T, L, fg_config_layer_window(c, l)};
     fgi_cpu_pool_run(r->pool, attention_task, &aj, T * c->n_head);
     gemm(r, r->x, C, r->att, att_w, T, &p->proj, lw->c_proj_b, FGI_EPI_ADD);
 

@@ -118,6 +118,8 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
     }
     if (c->use_rope) FGI_TRY(check_rope_scaling(fn, c));
     if (c->use_flash) FGI_TRY(check_field_min(fn, "flash_block", c->flash_block, 1));
+    FGI_TRY(check_field_min(fn, "sliding_window", c->sliding_window, 0));
+    FGI_TRY(check_field_min(fn, "window_first_layer", c->window_first_layer, 0));
     /* The largest matrices must be addressable, and the q|k|v width an int. */
     FGI_TRY(fgi_check_elems(fn, "q|k|v projection width", &elems, 2,
                           (long long)c->n_head + 2LL * c->n_kv_head,
@@ -164,6 +166,12 @@ int fg_config_qkv_width(const fg_config *cfg)
 {
     if (cfg == NULL || cfg->n_head < 1) return 0;
     return (cfg->n_head + 2 * cfg->n_kv_head) * (cfg->n_embd / cfg->n_head);
+}
+
+int fg_config_layer_window(const fg_config *cfg, int layer)
+{
+    if (cfg == NULL || cfg->sliding_window <= 0 || layer < cfg->window_first_layer) return 0;
+    return cfg->sliding_window;
 }
 
 enum presence { REQUIRED, OPTIONAL, ABSENT };

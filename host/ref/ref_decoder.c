@@ -99,11 +99,12 @@ static void attention_layer(float *out, const float *x, int T, const fg_config *
         }
     }
     const int group = nh / nkv, block = c->use_flash ? c->flash_block : 0;
+    const int window = fg_config_layer_window(c, layer);
     for (int h = 0; h < nh; h++) {
         const size_t kv_head = (size_t)(h / group) * cap * d;
         fgi_attend_head(ws->att + (size_t)h * d, (size_t)nh * d,
                         ws->qkv + (size_t)h * d, (size_t)qkv_w, kl->k + kv_head,
-                        kl->v + kv_head, T, kv_len, d, block, ws->attention);
+                        kl->v + kv_head, T, kv_len, d, block, window, ws->attention);
     }
     fgi_linear(out, ws->att, lw->c_proj_w, lw->c_proj_b, T, nh * d, C, ws->acc);
     kl->len = kv_len;

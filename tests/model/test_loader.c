@@ -832,7 +832,7 @@ static const char *llama_variant(const char *name, const fgi_test_model *m, cons
 static const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static const char *fmt(const char *f, ...)
 {
-    static char buf[8][512];
+    static char buf[8][1024];
     static int next;
     char *b = buf[next++ % 8];
     va_list ap;
@@ -848,6 +848,25 @@ static void variant_loads(const char *dir, const fgi_test_model *m, fgi_rng *rng
     fg_model *loaded = load_ok(fg_model_load_hf, dir);
     assert_same_weights(loaded, m);
     assert_same_logits(loaded, m, rng);
+    fg_model_destroy(loaded);
+}
+
+/* variant_loads for a config with a window: the loaded configuration has
+ * sliding_window `window` from layer `first` on, and computes m with it. */
+static void window_loads(const char *dir, fgi_test_model *m, fgi_rng *rng, int window,
+                         int first)
+{
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    const fg_config *got = fg_model_config(loaded);
+    cr_assert_eq(got->sliding_window, window, "%s: sliding_window %d, expected %d", dir,
+                 got->sliding_window, window);
+    cr_assert_eq(got->window_first_layer, first, "%s: window_first_layer %d, expected %d", dir,
+                 got->window_first_layer, first);
+    assert_same_weights(loaded, m);
+    m->cfg.sliding_window = window;
+    m->cfg.window_first_layer = first;
+    assert_same_logits(loaded, m, rng);
+    m->cfg.sliding_window = m->cfg.window_first_layer = 0;
     fg_model_destroy(loaded);
 }
 
@@ -1033,27 +1052,39 @@ Test(hf_llama, mistral_with_and_without_a_window)
     fgi_test_model m;
     fgi_test_model_init(&m, &c, &rng, 1);
     const char *base = fmt(", \"rope_theta\": %.17g", c.rope_base);
-    variant_loads(llama_variant("m1", &m, "mistral", fmt("%s, \"sliding_window\": null", base)),
-                  &m, &rng);
-    variant_loads(llama_variant("m2", &m, "mistral", fmt("%s, \"sliding_window\": %d, "
-                                "\"layer_types\": [\"full_attention\"]", base, c.n_ctx)),
-                  &m, &rng);
-    load_fails(fg_model_load_hf, llama_variant("m3", &m, "mistral",
-               fmt("%s, \"sliding_window\": %d", base, c.n_ctx - 1)), FG_ERR_UNSUPPORTED,
-               "\"sliding_window\"");
+    window_loads(llama_variant("m1", &m, "mistral", fmt("%s, \"sliding_window\": null", base)),
+                 &m, &rng, 0, 0);
+    window_loads(llama_variant("m2", &m, "mistral", fmt("%s, \"sliding_window\": %d, "
+                               "\"layer_types\": [\"full_attention\"]", base, c.n_ctx)),
+                 &m, &rng, c.n_ctx, 0);
+    /* a window inside the context is computed, on every layer */
+    window_loads(llama_variant("m3", &m, "mistral",
+                               fmt("%s, \"sliding_window\": %d", base, c.n_ctx / 3)),
+                 &m, &rng, c.n_ctx / 3, 0);
+    /* absent: transformers' default of 4096 */
+    window_loads(llama_variant("m5", &m, "mistral", base), &m, &rng, 4096, 0);
+    /* transformers' Mistral ignores layer_types; refused rather than guessed */
     load_fails(fg_model_load_hf, llama_variant("m4", &m, "mistral",
                fmt("%s, \"layer_types\": [\"sliding_attention\"]", base)), FG_ERR_UNSUPPORTED,
                "\"layer_types\": \"sliding_attention\"");
+    load_fails(fg_model_load_hf, llama_variant("m6", &m, "mistral",
+               fmt("%s, \"sliding_window\": 0", base)), FG_ERR_FORMAT, "\"sliding_window\"");
+    /* Llama has no window: one inside the context is refused */
+    load_fails(fg_model_load_hf, llama_variant("l1", &m, "llama",
+               fmt("%s, \"sliding_window\": %d", base, c.n_ctx - 1)), FG_ERR_UNSUPPORTED,
+               "\"sliding_window\"");
     fgi_test_model_free(&m);
 }
 
 /* Qwen2: q/k/v biases always, classifier tied unless the config says not,
- * sliding window only when switched on. */
+ * sliding window only when switched on, and then from layer
+ * max_window_layers on (or where layer_types says). */
 Test(hf_llama, qwen2_biases_tied_and_untied)
 {
     fgi_rng rng = fgi_rng_make(207);
     for (int untied = 0; untied < 2; untied++) {
         fg_config c = random_llama_config(&rng);
+        c.n_layer = 3; /* a full layer, then sliding ones */
         fgi_test_model m;
         fgi_test_model_init(&m, &c, &rng, untied);
         float *biases[3] = {NULL, NULL, NULL};
@@ -1061,14 +1092,40 @@ Test(hf_llama, qwen2_biases_tied_and_untied)
             biases[i] = fgi_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
             m.layers[i].c_attn_b = biases[i];
         }
-        const char *keys = fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 1, "
-                               "\"max_window_layers\": 1", c.rope_base,
-                               untied ? ", \"tie_word_embeddings\": false" : "");
-        variant_loads(llama_variant(fmt("q%d", untied), &m, "qwen2",
-                                    fmt("%s, \"use_sliding_window\": false", keys)), &m, &rng);
-        load_fails(fg_model_load_hf, llama_variant(fmt("qs%d", untied), &m, "qwen2",
-                   fmt("%s, \"use_sliding_window\": true", keys)), FG_ERR_UNSUPPORTED,
-                   "\"use_sliding_window\": true");
+        const char *tie = untied ? ", \"tie_word_embeddings\": false" : "";
+        char keys[256]; /* fmt's buffers are reused */
+        snprintf(keys, sizeof keys, ", \"rope_theta\": %.17g%s, \"sliding_window\": 2, "
+                 "\"max_window_layers\": 1", c.rope_base, tie);
+        window_loads(llama_variant(fmt("q%d", untied), &m, "qwen2",
+                                   fmt("%s, \"use_sliding_window\": false", keys)),
+                     &m, &rng, 0, 0);
+        window_loads(llama_variant(fmt("qs%d", untied), &m, "qwen2",
+                                   fmt("%s, \"use_sliding_window\": true", keys)),
+                     &m, &rng, 2, 1);
+        window_loads(llama_variant(fmt("qt%d", untied), &m, "qwen2",
+                                   fmt("%s, \"use_sliding_window\": true, \"layer_types\": "
+                                       "[\"full_attention\", \"full_attention\", "
+                                       "\"sliding_attention\"]", keys)),
+                     &m, &rng, 2, 2);
+        /* every layer past max_window_layers: no window at all */
+        window_loads(llama_variant(fmt("qm%d", untied), &m, "qwen2",
+                                   fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 2, "
+                                       "\"max_window_layers\": 3, \"use_sliding_window\": "
+                                       "true", c.rope_base, tie)),
+                     &m, &rng, 0, 0);
+        window_loads(llama_variant(fmt("q0%d", untied), &m, "qwen2",
+                                   fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 3, "
+                                       "\"max_window_layers\": 0, \"use_sliding_window\": "
+                                       "true", c.rope_base, tie)),
+                     &m, &rng, 3, 0);
+        load_fails(fg_model_load_hf, llama_variant(fmt("qx%d", untied), &m, "qwen2",
+                   fmt("%s, \"use_sliding_window\": true, \"layer_types\": "
+                       "[\"sliding_attention\", \"full_attention\", \"full_attention\"]",
+                       keys)), FG_ERR_UNSUPPORTED, "\"layer_types\"");
+        load_fails(fg_model_load_hf, llama_variant(fmt("qy%d", untied), &m, "qwen2",
+                   fmt("%s, \"use_sliding_window\": false, \"layer_types\": "
+                       "[\"full_attention\", \"sliding_attention\", \"sliding_attention\"]",
+                       keys)), FG_ERR_UNSUPPORTED, "\"layer_types\"");
         for (int i = 0; i < 3; i++) fgi_buf_free(biases[i]);
         for (int i = 0; i < c.n_layer; i++) m.layers[i].c_attn_b = NULL;
         /* written without biases: Qwen2 needs them */

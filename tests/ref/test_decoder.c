@@ -94,6 +94,55 @@ Test(decoder, flash_prefill_equals_incremental)
     check_prefill_equals_incremental(c, 0, 44);
 }
 
+Test(decoder, window_prefill_equals_incremental)
+{
+    fg_config c = llama_cfg();
+    c.sliding_window = 4;
+    c.window_first_layer = 1;
+    check_prefill_equals_incremental(c, 1, 57);
+    c.use_flash = 1;
+    c.flash_block = 3;
+    c.window_first_layer = 0;
+    check_prefill_equals_incremental(c, 0, 58);
+}
+
+/* A window that covers every key is no window, bit for bit; a shorter one
+ * changes exactly the rows past it (rows p < W see every key either way),
+ * and only from the first windowed layer on. */
+Test(decoder, window_of_the_context_is_no_window)
+{
+    fgi_rng rng = fgi_rng_make(59);
+    fg_config c = llama_cfg();
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    const int T = 17, chunks[2] = {11, 6};
+    const size_t V = VOCAB;
+    int ids[17];
+    fgi_test_random_ids(ids, T, VOCAB, &rng);
+    float *none = run_chunked(&m, ids, chunks, 2);
+    const int wide[] = {T, T + 1, CTX, 1 << 30};
+    for (int i = 0; i < 4; i++) {
+        m.cfg.sliding_window = wide[i];
+        m.cfg.window_first_layer = i % 2;
+        float *w = run_chunked(&m, ids, chunks, 2);
+        fgi_assert_same(w, none, sizeof(float) * T * V, "window >= context vs none");
+        fgi_buf_free(w);
+    }
+    m.cfg.sliding_window = 5;
+    m.cfg.window_first_layer = 0;
+    float *w = run_chunked(&m, ids, chunks, 2);
+    fgi_assert_same(w, none, sizeof(float) * 5 * V, "rows inside the window");
+    for (int t = 5; t < T; t++)
+        cr_assert(fgi_max_abs_diff(w + t * V, none + t * V, V) > 1e-6,
+                  "row %d is past the window and must change", t);
+    fgi_buf_free(w);
+    m.cfg.window_first_layer = c.n_layer; /* no layer has it */
+    w = run_chunked(&m, ids, chunks, 2);
+    fgi_assert_same(w, none, sizeof(float) * T * V, "window from a layer past the last");
+    fgi_buf_free(w), fgi_buf_free(none);
+    fgi_test_model_free(&m);
+}
+
 Test(decoder, flash_on_and_off_agree)
 {
     const fg_config bases[] = {gpt2_cfg(), gpt2_gqa_rope_cfg(), llama_cfg()};
@@ -207,7 +256,8 @@ static void check_layer_against_ops(fg_config cfg, uint64_t stream)
         }
         float *att = fgi_buf_nan((size_t)nh * T * d), *merged = fgi_buf_nan((size_t)T * nh * d);
         float *expect = fgi_buf_nan((size_t)T * C);
-        cr_assert_eq(fg_ref_gqa(att, qh, kc, vc, nh, nkv, T, kv_len, d), FG_OK);
+        cr_assert_eq(fg_ref_gqa_window(att, qh, kc, vc, nh, nkv, T, kv_len, d,
+                                       fg_config_layer_window(&cfg, 1)), FG_OK);
         cr_assert_eq(fg_ref_merge_heads(merged, att, nh, T, d), FG_OK);
         cr_assert_eq(fg_ref_linear(expect, merged, lw->c_proj_w, lw->c_proj_b, T, nh * d, C), FG_OK);
         fgi_assert_close(out, expect, (size_t)T * C, 1e-5, 1e-5, 1e-6, "attention layer vs ops");
@@ -223,6 +273,22 @@ static void check_layer_against_ops(fg_config cfg, uint64_t stream)
 Test(attention_layer, equals_public_ops_mha) { check_layer_against_ops(gpt2_cfg(), 47); }
 Test(attention_layer, equals_public_ops_gqa_rope) { check_layer_against_ops(gpt2_gqa_rope_cfg(), 48); }
 Test(attention_layer, equals_public_ops_llama) { check_layer_against_ops(llama_cfg(), 49); }
+
+/* A sliding window on layer 1 (from window_first_layer 1), and one that
+ * starts after it (layer 1 then has none). */
+static fg_config llama_window_cfg(int window, int first)
+{
+    fg_config c = llama_cfg();
+    c.sliding_window = window;
+    c.window_first_layer = first;
+    return c;
+}
+
+Test(attention_layer, equals_public_ops_llama_window)
+{
+    check_layer_against_ops(llama_window_cfg(3, 1), 55);
+    check_layer_against_ops(llama_window_cfg(2, 2), 56);
+}
 
 /* docs/contract.md §17 rebuilt: x += attention(norm_1(x)); x += mlp(norm_2(x)). */
 static void check_block_against_ops(fg_config cfg, uint64_t stream)
@@ -384,6 +450,10 @@ Test(forward_bad_input, every_class_refused_with_cache_untouched)
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "flash_block");
     k = c, k.n_layer = 0;
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "n_layer");
+    k = c, k.sliding_window = -1;
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "sliding_window");
+    k = c, k.sliding_window = 2, k.window_first_layer = -1;
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "window_first_layer");
     k = c, k.vocab_size = -5;
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "vocab_size");
     k = c, k.arch = (fg_arch)7;
