@@ -647,6 +647,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.kv_len_dev = step != NULL ? step + 2 : NULL;
     aa.head_dim = d;
     aa.block_size = c->use_flash ? c->flash_block : 0;
+    aa.window = fg_config_layer_window(c, layer);
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
 
     return fgi_cuda_linear_layer(fn, &r->lin, out, r->att, lw->c_proj_w,

@@ -57,6 +57,12 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_mha, (float *out, const float *q, const fl
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa, (float *out, const float *q, const float *k,
                                             const float *v, int n_q_head, int n_kv_head, int q_len,
                                             int kv_len, int head_dim, cudaStream_t stream))
+/* GQA with a sliding window (fg_ref_gqa_window): row i sees its last
+ * `window` keys (0: all). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_window, (float *out, const float *q, const float *k,
+                                                   const float *v, int n_q_head, int n_kv_head,
+                                                   int q_len, int kv_len, int head_dim, int window,
+                                                   cudaStream_t stream))
 /* GQA that also writes each query row's log-sum-exp of the scaled scores,
  * lse (n_q_head, q_len) (natural log). */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse, (float *out, float *lse, const float *q,
