@@ -130,8 +130,7 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
 {
     const long long rows_per_kv = (long long)(a->n_q_head / a->n_kv_head) * a->q_len;
     const bool vec = rows_vectorisable(a);
-    /* the decode kernel does not read a window (yet) */
-    const bool decode_ok = vec && a->head_dim <= 256 && rows_per_kv <= INT_MAX && a->window == 0;
+    const bool decode_ok = vec && a->head_dim <= 256 && rows_per_kv <= INT_MAX;
     const int tile = vec && has_tiled_kernel(a->head_dim)
                          ? pick_key_tile(a->head_dim, a->block_size, lim.smem_optin)
                          : 0;

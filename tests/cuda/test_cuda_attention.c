@@ -987,7 +987,8 @@ Test(cuda_attention, window_edge_sweep_every_kernel_and_tile)
     } configs[] = {
         {FGI_ATTENTION_TILED, 16, 16}, {FGI_ATTENTION_TILED, 32, 32},
         {FGI_ATTENTION_TILED, 64, 64}, {FGI_ATTENTION_MMA, 32, 32},
-        {FGI_ATTENTION_MMA, 64, 64},   {FGI_ATTENTION_GENERIC, 32, 0},
+        {FGI_ATTENTION_MMA, 64, 64},   {FGI_ATTENTION_DECODE, 16, 0},
+        {FGI_ATTENTION_DECODE, 32, 0}, {FGI_ATTENTION_GENERIC, 32, 0},
     };
     static const int q_lens[] = {3, 66};
     for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
