@@ -356,11 +356,6 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
                        "%s: scaled RoPE (config.rope_scaling %d) is not supported on the "
                        "CUDA path; use the CPU path (--device cpu)", fn,
                        (int)cfg->rope_scaling);
-    if (cfg->sliding_window > 0 && cfg->window_first_layer < cfg->n_layer)
-        return fgi_fail(FG_ERR_UNSUPPORTED,
-                       "%s: sliding-window attention (config.sliding_window %d) is not "
-                       "supported on the CUDA path; use the CPU path (--device cpu)", fn,
-                       cfg->sliding_window);
     if (cfg->arch == FG_ARCH_LLAMA && cfg->n_inner > 0x7fffffff / 2)
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: config.n_inner %d is too large for the fused gate|up GEMM", fn,

@@ -187,11 +187,9 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
     s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
-    /* auto: the CPU path for scaled RoPE and sliding windows, which the
-     * CUDA path refuses */
-    const int cuda_ok = fg_cuda_available() &&
-                        (!cfg->use_rope || cfg->rope_scaling == FG_ROPE_DEFAULT) &&
-                        fg_config_layer_window(cfg, cfg->n_layer - 1) == 0;
+    /* auto: the CPU path for scaled RoPE, which the CUDA path refuses */
+    const int cuda_ok = fg_cuda_available() && (!cfg->use_rope ||
+                                                cfg->rope_scaling == FG_ROPE_DEFAULT);
     s->device = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
                                          : device;
     fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,

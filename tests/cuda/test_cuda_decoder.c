@@ -85,8 +85,17 @@ static int make_cases(decoder_case *cases)
     cases[n++] = (decoder_case){"llama MQA, untied, d 64", fgi_test_llama_config(3, 256, 4, 1, 300, 0, 97, 64), 1};
     cases[n++] = (decoder_case){"llama GQA 2/1, flash block 32, d 96",
                                 fgi_test_llama_config(2, 192, 2, 1, 500, 32, 103, 64), 0};
+    /* sliding windows: a short one from layer 1 on (Qwen2's layout), and
+     * one whose lower edge crosses key tiles and decode splits */
+    fg_config win = fgi_test_llama_config(3, 128, 4, 2, 200, 0, 131, 64);
+    win.sliding_window = 5;
+    win.window_first_layer = 1;
+    cases[n++] = (decoder_case){"llama GQA 4/2, window 5 from layer 1, d 32", win, 1};
+    win = fgi_test_gpt2_config(2, 128, 4, 1, 1, 16, 89, 64);
+    win.sliding_window = 40;
+    cases[n++] = (decoder_case){"gpt2 MQA + RoPE, window 40, flash block 16, d 32", win, 0};
     if (fgi_test_quick()) {
-        static const int keep[] = {0, 3, 4, 7, 9}; /* increasing: copies never clobber */
+        static const int keep[] = {0, 3, 4, 7, 9, 10, 11}; /* increasing: copies never clobber */
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
     }
