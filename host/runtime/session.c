@@ -187,9 +187,7 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
     s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
-    /* auto: the CPU path for scaled RoPE, which the CUDA path refuses */
-    const int cuda_ok = fg_cuda_available() && (!cfg->use_rope ||
-                                                cfg->rope_scaling == FG_ROPE_DEFAULT);
+    const int cuda_ok = fg_cuda_available();
     s->device = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
                                          : device;
     fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,

@@ -94,8 +94,22 @@ static int make_cases(decoder_case *cases)
     win = fgi_test_gpt2_config(2, 128, 4, 1, 1, 16, 89, 64);
     win.sliding_window = 40;
     cases[n++] = (decoder_case){"gpt2 MQA + RoPE, window 40, flash block 16, d 32", win, 0};
+    /* scaled RoPE (the inverse frequencies uploaded as a table): Llama
+     * 3.1's factors with original context 32, so that at d 32 pair 0 is
+     * kept, pair 1 blended and the rest divided; and linear, factor 2.5 */
+    fg_config scaled = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    scaled.rope_base = 500000.0;
+    scaled.rope_scaling = FG_ROPE_LLAMA3;
+    scaled.rope_factor = 8.0;
+    scaled.rope_low_freq_factor = 1.0;
+    scaled.rope_high_freq_factor = 4.0;
+    scaled.rope_original_ctx = 32;
+    cases[n++] = (decoder_case){"llama3-scaled RoPE, d 32", scaled, 1};
+    scaled.rope_scaling = FG_ROPE_LINEAR;
+    scaled.rope_factor = 2.5;
+    cases[n++] = (decoder_case){"linear-scaled RoPE, d 32", scaled, 0};
     if (fgi_test_quick()) {
-        static const int keep[] = {0, 3, 4, 7, 9, 10, 11}; /* increasing: copies never clobber */
+        static const int keep[] = {0, 3, 4, 7, 9, 10, 11, 12}; /* increasing: copies never clobber */
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
     }
@@ -786,28 +800,6 @@ Test(cuda_decoder_args, bad_arguments_are_refused)
     fg_cuda_runner_destroy(NULL);
     fg_cuda_weights_destroy(NULL);
     fg_cuda_kv_cache_destroy(NULL);
-    fgi_test_model_free(&tm);
-}
-
-/* The CUDA RoPE kernels take only the base: a scaled configuration is
- * refused before any device work, never computed unscaled. */
-Test(cuda_decoder_args, scaled_rope_is_refused)
-{
-    fgi_rng rng = fgi_rng_make(207);
-    fg_config cfg = fg_config_llama(1, 32, 2, 1, 40, 29, 16);
-    cfg.rope_scaling = FG_ROPE_LINEAR;
-    cfg.rope_factor = 2.0;
-    fgi_test_model tm;
-    fgi_test_model_init(&tm, &cfg, &rng, 0);
-    fg_cuda_weights *weights = NULL;
-#ifdef FG_HAVE_CUDA
-    fgi_assert_status(fg_cuda_weights_create(&weights, &cfg, &tm.w), FG_ERR_UNSUPPORTED,
-                      "scaled RoPE (config.rope_scaling 1) is not supported on the CUDA path");
-#else
-    fgi_assert_status(fg_cuda_weights_create(&weights, &cfg, &tm.w), FG_ERR_UNSUPPORTED,
-                      "without CUDA");
-#endif
-    cr_assert(weights == NULL);
     fgi_test_model_free(&tm);
 }
 
