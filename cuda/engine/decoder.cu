@@ -372,7 +372,7 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     fg_cuda_weights *w;
     FGI_TRY(fgi_alloc(fn, (void **)&w, 1, sizeof *w));
     w->cfg = *cfg;
-    w->head_dim = cfg->n_embd / cfg->n_head;
+    w->head_dim = fg_config_head_dim(cfg);
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
     if (st == FG_OK) st = upload_weights(fn, w, host);

@@ -88,7 +88,7 @@ static fg_status pack_layer(const char *fn, packed_layer *p, const fg_config *c,
     const int llama = c->arch == FG_ARCH_LLAMA;
     FGI_TRY(mat_alloc(fn, &p->qkv, C, qkv));
     mat_fill(&p->qkv, 0, lw->c_attn_w, qkv, 0);
-    FGI_TRY(mat_alloc(fn, &p->proj, C, C));
+    FGI_TRY(mat_alloc(fn, &p->proj, c->n_head * fg_config_head_dim(c), C)); /* (nh*d, C) */
     mat_fill(&p->proj, 0, lw->c_proj_w, C, 0);
     FGI_TRY(mat_alloc(fn, &p->mlp_in, C, llama ? 2 * I : I));
     mat_fill(&p->mlp_in, 0, lw->fc_w, I, 0);
@@ -260,7 +260,7 @@ fg_status fgi_cpu_runner_create(const char *fn, fgi_cpu_runner **runner, const f
     r->w = w;
     r->k = k;
     r->capacity = capacity;
-    r->d = cfg->n_embd / cfg->n_head;
+    r->d = fg_config_head_dim(cfg);
     fg_status st = runner_init(fn, r, n_threads);
     if (st != FG_OK) {
         fgi_cpu_runner_destroy(r);

@@ -511,13 +511,11 @@ static fg_status parse_llama(const config_source *s, const char *type, fgi_hf_co
     FGI_TRY(refuse_if_true(s, "mlp_bias", "biases on the MLP projections"));
     out->qkv_bias = qwen2;
     FGI_TRY(parse_window(s, type, c));
+    /* Mistral-style: heads narrower or wider than hidden_size / heads
+     * (q, k, v and o_proj's input are n_head * head_dim wide) */
     if (config_key(s, "head_dim") == NULL) return FG_OK;
     FGI_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
-    if ((long long)head_dim * n_head != n_embd)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"head_dim\" %d times %d heads differs from "
-                              "hidden_size %d; not supported", head_dim, n_head,
-                              n_embd);
+    c->head_dim = head_dim;
     return FG_OK;
 }
 
@@ -715,7 +713,7 @@ static fg_status llama_tensors(loading *ld, const fg_config *c,
     static const fg_layer_weights none;
     static const fg_weights none_w;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
-    const int d = c->n_embd / c->n_head;
+    const int d = fg_config_head_dim(c);
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
     const fg_weights *w = ld->model ? &ld->model->weights : &none_w;

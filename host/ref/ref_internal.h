@@ -19,7 +19,7 @@ void fgi_softmax_slice(float *y, const float *x, int n, size_t stride);
 /* RoPE of one head vector (head_dim values) at absolute position pos. */
 void fgi_rope_vector(float *x, int head_dim, int pos, double base);
 /* The same with the configuration's (possibly scaled) inverse frequencies,
- * head_dim = n_embd / n_head. */
+ * head_dim = fg_config_head_dim(c). */
 void fgi_rope_vector_cfg(float *x, int pos, const fg_config *c);
 
 void fgi_layer_norm_row(float *y, const float *x, const float *g,

@@ -125,7 +125,7 @@ FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL
 /* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
  * for capacity tokens, in device memory. It depends on no model or runner:
  * any runner whose configuration has the same n_layer, n_kv_head and
- * head_dim (n_embd / n_head) can use it. One sequence. */
+ * head_dim (fg_config_head_dim) can use it. One sequence. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create, (fg_cuda_kv_cache **cache, int n_layer,
                                                         int n_kv_head, int head_dim,
                                                         int capacity))

@@ -35,7 +35,7 @@ typedef struct {
     fg_arch arch;
     int n_layer;
     int n_embd;      /* hidden size C */
-    int n_head;      /* query heads */
+    int n_head;      /* query heads; head_dim: fg_config_head_dim */
     int n_kv_head;   /* key/value heads: n_head is MHA, 1 is MQA */
     int n_inner;     /* MLP width (GPT-2: 4 * n_embd) */
     int vocab_size;
@@ -59,6 +59,11 @@ typedef struct {
      * 0: no window; a window of at least the context changes nothing. */
     int sliding_window;
     int window_first_layer;
+    /* Width of one head; 0 (the default): n_embd / n_head, which must then
+     * divide. Set (Hugging Face "head_dim"), q and the attention output
+     * are n_head * head_dim wide whatever n_embd, and c_proj_w is
+     * (n_head * head_dim, n_embd). */
+    int head_dim;
 } fg_config;
 
 /* A GPT-2 configuration with the usual defaults (n_kv_head = n_head,
@@ -71,8 +76,8 @@ fg_config fg_config_gpt2(int n_layer, int n_embd, int n_head, int vocab_size,
 fg_config fg_config_llama(int n_layer, int n_embd, int n_head, int n_kv_head,
                           int n_inner, int vocab_size, int n_ctx);
 
-/* Checks every field and their relations (n_embd % n_head,
- * n_head % n_kv_head, even head_dim with RoPE, windows >= 0, ...). */
+/* Checks every field and their relations (n_embd % n_head unless head_dim
+ * is set, n_head % n_kv_head, even head_dim with RoPE, windows >= 0, ...). */
 fg_status fg_config_validate(const fg_config *cfg);
 
 /* RoPE inverse frequency of pair j (0 <= j < head_dim/2), in double:
@@ -83,6 +88,10 @@ double fg_config_rope_inv_freq(const fg_config *cfg, int j);
 
 /* Width of the fused q|k|v projection: (n_head + 2 * n_kv_head) * head_dim. */
 int fg_config_qkv_width(const fg_config *cfg);
+
+/* The width of one head: cfg->head_dim when set (> 0), else n_embd /
+ * n_head (0 for a NULL cfg or n_head < 1). */
+int fg_config_head_dim(const fg_config *cfg);
 
 /* The attention window of layer `layer`: cfg->sliding_window when it
  * applies to that layer, else 0 (no window; also for a NULL cfg). */

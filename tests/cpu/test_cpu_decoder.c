@@ -70,6 +70,13 @@ static int make_cases(decoder_case *cases, fgi_rng *rng)
     win = fgi_test_gpt2_config(2, 80, 4, 1, 1, 7, 89, 40);
     win.sliding_window = 3;
     ADD("gpt2 MQA + RoPE, window 3, flash block 7, d 20", win, 0);
+    /* head_dim set apart from n_embd / n_head (wider heads, narrower) */
+    fg_config hd = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    hd.head_dim = 48;
+    ADD("llama GQA 4/2, head_dim 48 (C 128), d 48", hd, 1);
+    hd = fgi_test_gpt2_config(2, 80, 4, 1, 1, 0, 89, 40);
+    hd.head_dim = 12;
+    ADD("gpt2 MQA + RoPE, head_dim 12 (C 80)", hd, 0);
     /* random shapes of both families */
     for (int k = 0; k < 4; k++) {
         const int llama_family = k % 2, n_head = fgi_rng_int(rng, 1, 6);
@@ -150,7 +157,7 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
 Test(cpu_decoder, prefill_then_decode_matches_reference)
 {
     fgi_rng rng = fgi_rng_make(301);
-    decoder_case cases[16];
+    decoder_case cases[24];
     fgi_cpu_isa isa[3];
     const int n_cases = make_cases(cases, &rng), n_isa = isas(isa);
     const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8};
@@ -165,7 +172,7 @@ Test(cpu_decoder, prefill_then_decode_matches_reference)
 Test(cpu_decoder, single_tokens_and_long_prefill_on_1_to_4_threads)
 {
     fgi_rng rng = fgi_rng_make(302);
-    decoder_case cases[16];
+    decoder_case cases[24];
     fgi_cpu_isa isa[3];
     const int n_cases = make_cases(cases, &rng), n_isa = isas(isa);
     const int singles[] = {1, 1, 1, 1, 1, 1};
@@ -194,7 +201,7 @@ Test(cpu_decoder, every_tile_remainder)
 Test(cpu_decoder, prefill_equals_incremental)
 {
     fgi_rng rng = fgi_rng_make(304);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases, &rng);
     for (int i = 0; i < n_cases; i++) {
         const fg_config *cfg = &cases[i].cfg;

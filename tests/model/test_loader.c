@@ -311,7 +311,7 @@ static int weight_list(const fg_config *c, const fg_weights *w, weight *out, int
         ADD(lw->ln_1_b, C, "layer %d ln_1_b", l);
         ADD(lw->c_attn_w, C * qkv, "layer %d c_attn_w", l);
         ADD(lw->c_attn_b, qkv, "layer %d c_attn_b", l);
-        ADD(lw->c_proj_w, C * C, "layer %d c_proj_w", l);
+        ADD(lw->c_proj_w, (size_t)c->n_head * fg_config_head_dim(c) * C, "layer %d c_proj_w", l);
         ADD(lw->c_proj_b, C, "layer %d c_proj_b", l);
         ADD(lw->ln_2_g, C, "layer %d ln_2_g", l);
         ADD(lw->ln_2_b, C, "layer %d ln_2_b", l);
@@ -361,6 +361,7 @@ static void assert_same_config(const fg_config *got, const fg_config *want)
     cr_assert(got->rope_high_freq_factor == want->rope_high_freq_factor);
     cr_assert_eq(got->rope_original_ctx, want->rope_original_ctx);
     cr_assert_eq(got->use_flash, 0);
+    cr_assert_eq(fg_config_head_dim(got), fg_config_head_dim(want));
 }
 
 /* Every weight bitwise equal, and NULL exactly where the model has none. */
@@ -649,7 +650,7 @@ typedef struct {
 /* Hugging Face (out, in) matrices from our (in, out) layout. */
 static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_weights *w)
 {
-    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, d = C / (size_t)c->n_head;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, d = (size_t)fg_config_head_dim(c);
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
     *h = (hf_llama_layer){fgi_buf_nan(nq * C), fgi_buf_nan(nkv * C), fgi_buf_nan(nkv * C),
@@ -666,7 +667,7 @@ static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_we
             h->gate[r * C + i] = w->fc_w[i * I + r];
             h->up[r * C + i] = w->up_w[i * I + r];
         }
-        for (size_t r = 0; r < C; r++) h->o[i * nq + r] = w->c_proj_w[r * C + i];
+        for (size_t r = 0; r < nq; r++) h->o[i * nq + r] = w->c_proj_w[r * C + i];
     }
     for (size_t r = 0; r < I; r++)
         for (size_t o = 0; o < C; o++) h->down[o * I + r] = w->mlp_proj_w[r * C + o];
@@ -712,7 +713,7 @@ static void llama_list(st_list *l, const fgi_test_model *m, const char *dtype,
                        hf_llama_layer *hf)
 {
     const fg_config *c = &m->cfg;
-    const long long C = c->n_embd, I = c->n_inner, d = C / c->n_head;
+    const long long C = c->n_embd, I = c->n_inner, d = fg_config_head_dim(c);
     const long long nq = c->n_head * d, nkv = c->n_kv_head * d;
     st_add(l, dtype, m->w.wte, 2, c->vocab_size, C, "model.embed_tokens.weight");
     for (int i = 0; i < c->n_layer; i++) {
@@ -1033,7 +1034,7 @@ Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
         {", \"attention_bias\": true", "\"attention_bias\": true is not supported",
          FG_ERR_UNSUPPORTED},
         {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported", FG_ERR_UNSUPPORTED},
-        {", \"head_dim\": 2", "\"head_dim\"", FG_ERR_UNSUPPORTED},
+        {", \"head_dim\": 0", "\"head_dim\" must be an integer", FG_ERR_FORMAT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         load_fails(fg_model_load_hf, llama_variant(fmt("r%zu", i), &m, "llama", cases[i].keys),
@@ -1041,6 +1042,34 @@ Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
         assert_message_is_safe();
     }
     fgi_test_model_free(&m);
+}
+
+/* "head_dim" given explicitly and different from hidden_size / heads (as
+ * Mistral-Nemo-style configs do): q, k, v are n_head * head_dim wide and
+ * o_proj reads n_head * head_dim features; narrower and wider heads, both
+ * load and compute what the in-memory model computes. */
+Test(hf_llama, explicit_head_dim)
+{
+    fgi_rng rng = fgi_rng_make(208);
+    for (int k = 0; k < 2; k++) {
+        fg_config c = random_llama_config(&rng);
+        const int natural = c.n_embd / c.n_head;
+        c.head_dim = k == 0 ? natural + 2 : natural - 2; /* natural is 4 .. 10 */
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, k == 1);
+        const char *dir = llama_variant(fmt("hd%d", k), &m, "mistral",
+                                        fmt(", \"rope_theta\": %.17g, \"head_dim\": %d, "
+                                            "\"sliding_window\": null, "
+                                            "\"tie_word_embeddings\": %s", c.rope_base,
+                                            c.head_dim, k == 1 ? "false" : "true"));
+        fg_model *loaded = load_ok(fg_model_load_hf, dir);
+        cr_assert_eq(fg_model_config(loaded)->head_dim, c.head_dim, "head_dim %d, expected %d",
+                     fg_model_config(loaded)->head_dim, c.head_dim);
+        assert_same_weights(loaded, &m);
+        assert_same_logits(loaded, &m, &rng);
+        fg_model_destroy(loaded);
+        fgi_test_model_free(&m);
+    }
 }
 
 /* Mistral is the Llama architecture; its sliding window is accepted only

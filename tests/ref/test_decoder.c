@@ -201,7 +201,7 @@ static void check_layer_against_ops(fg_config cfg, uint64_t stream)
     fgi_rng rng = fgi_rng_make(stream);
     fgi_test_model m;
     fgi_test_model_init(&m, &cfg, &rng, 0);
-    const int C = cfg.n_embd, nh = cfg.n_head, nkv = cfg.n_kv_head, d = C / nh;
+    const int C = cfg.n_embd, nh = cfg.n_head, nkv = cfg.n_kv_head, d = fg_config_head_dim(&cfg);
     const int qkv_w = fg_config_qkv_width(&cfg), steps[3] = {5, 1, 3}, total = 9;
     const fg_layer_weights *lw = &m.layers[1];
     fg_kv_cache *cache;
@@ -282,6 +282,29 @@ static fg_config llama_window_cfg(int window, int first)
     c.sliding_window = window;
     c.window_first_layer = first;
     return c;
+}
+
+/* head_dim set apart from n_embd / n_head (Hugging Face "head_dim"):
+ * wider and narrower heads than the hidden size implies. */
+static fg_config llama_head_dim_cfg(int head_dim)
+{
+    fg_config c = llama_cfg();
+    c.head_dim = head_dim;
+    return c;
+}
+
+Test(attention_layer, equals_public_ops_llama_head_dim)
+{
+    check_layer_against_ops(llama_head_dim_cfg(6), 60);
+    check_layer_against_ops(llama_head_dim_cfg(2), 61);
+}
+
+Test(decoder, head_dim_prefill_equals_incremental)
+{
+    check_prefill_equals_incremental(llama_head_dim_cfg(10), 1, 62);
+    fg_config c = gpt2_gqa_rope_cfg();
+    c.head_dim = 4; /* n_embd 48 / 6 heads would be 8 */
+    check_prefill_equals_incremental(c, 0, 63);
 }
 
 Test(attention_layer, equals_public_ops_llama_window)
@@ -396,7 +419,7 @@ static void bad_setup(bad_fixture *f, fg_config cfg, uint64_t stream)
     fgi_test_random_ids(ids, 5, cfg.vocab_size, &rng);
     float *l = run_forward(&f->m, f->cache, ids, 5); /* 5 of 8 slots used */
     fgi_buf_free(l);
-    f->cache_floats = (size_t)2 * cfg.n_layer * cfg.n_kv_head * 8 * (cfg.n_embd / cfg.n_head);
+    f->cache_floats = (size_t)2 * cfg.n_layer * cfg.n_kv_head * 8 * fg_config_head_dim(&cfg);
     f->cache_copy = fgi_buf_copy(f->cache->layers[0].k, f->cache_floats);
     for (int i = 0; i < cfg.n_layer; i++) f->lens[i] = f->cache->layers[i].len;
     f->logits = fgi_buf_normal(&rng, (size_t)8 * cfg.vocab_size, 1.0);
@@ -442,6 +465,10 @@ Test(forward_bad_input, every_class_refused_with_cache_untouched)
     fg_config k = c;
     k.n_embd = 50; /* 50 % 6 */
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "multiple of config.n_head");
+    k = c, k.head_dim = -2;
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "config.head_dim");
+    k = c, k.head_dim = 7; /* odd with RoPE */
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "even head_dim");
     k = c, k.n_kv_head = 4; /* 6 % 4 */
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "multiple of config.n_kv_head");
     k = c, k.n_embd = 42, k.n_head = 6, k.n_kv_head = 6; /* head_dim 7 with RoPE */
