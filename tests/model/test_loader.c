@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "fixture.h"
 #include "hf/hf_golden.h"
+#include "hf/hf_window_golden.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -1380,6 +1381,54 @@ Test(hf_golden, qwen2_biases_tied_linear_scaling)
     golden_logits("qwen2", hf_golden_qwen2, FG_ROPE_LINEAR);
 }
 Test(hf_golden, mistral_sharded) { golden_logits("mistral", hf_golden_mistral, FG_ROPE_DEFAULT); }
+
+/* Sliding windows and an explicit head_dim against transformers itself
+ * (tests/model/hf/gen_hf_window.py: save_pretrained, then the float64 model
+ * with eager attention): the folder loads with the window (and head_dim) it
+ * declares, the reference matches transformers' logits at the fp32 rule,
+ * and the same weights without the window are far from them (every
+ * window here cuts keys of the ten tokens). */
+static void window_golden(const char *folder, const float *want, int window, int first,
+                          int head_dim)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/model/hf/%s", FG_SOURCE_DIR, folder);
+    fg_model *m = load_ok(fg_model_load_hf, dir);
+    fg_config c = *fg_model_config(m);
+    cr_assert_eq(c.sliding_window, window, "%s: sliding_window %d", folder, c.sliding_window);
+    cr_assert_eq(c.window_first_layer, first, "%s: window_first_layer %d", folder,
+                 c.window_first_layer);
+    cr_assert_eq(fg_config_head_dim(&c), head_dim, "%s: head_dim %d", folder,
+                 fg_config_head_dim(&c));
+    const size_t n = (size_t)HF_WINDOW_T * HF_WINDOW_VOCAB;
+    float *logits = fgi_buf_nan(n);
+    for (int pass = 0; pass < 2; pass++) {
+        fg_kv_cache *cache = NULL;
+        cr_assert_eq(fg_kv_cache_create(&cache, &c, HF_WINDOW_T), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_ref_forward(logits, NULL, &c, fg_model_weights(m), cache, hf_window_ids,
+                                    HF_WINDOW_T), FG_OK, "%s", fg_last_error());
+        fg_kv_cache_destroy(cache);
+        if (pass == 0) {
+            fgi_assert_close(logits, want, n, 1e-4, 1e-4, 1e-5, folder);
+            c.sliding_window = 0; /* the window must matter */
+        } else {
+            cr_assert(fgi_max_abs_diff(logits, want, n) > 1e-2,
+                      "%s: the logits without the window are as close (%g)", folder,
+                      fgi_max_abs_diff(logits, want, n));
+        }
+    }
+    fgi_buf_free(logits);
+    fg_model_destroy(m);
+}
+
+Test(hf_golden, mistral_window_3_head_dim_12)
+{
+    window_golden("mistral_window", hf_golden_mistral_window, 3, 0, 12);
+}
+Test(hf_golden, qwen2_window_4_from_layer_1)
+{
+    window_golden("qwen2_window", hf_golden_qwen2_window, 4, 1, 8);
+}
 
 /* The permutation must turn Hugging Face's half-split rotation into our
  * interleaved one. Independently of how the test laid the file out: apply
