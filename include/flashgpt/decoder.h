@@ -45,8 +45,8 @@ typedef struct {
     double rope_base;
     int use_flash;   /* 0: dense attention; 1: keys streamed in blocks */
     int flash_block; /* key block size when use_flash (>= 1) */
-    /* RoPE scaling (0 / unused with FG_ROPE_DEFAULT); the CUDA path
-     * refuses anything but FG_ROPE_DEFAULT */
+    /* RoPE scaling (0 / unused with FG_ROPE_DEFAULT); every path computes
+     * it (fg_config_rope_inv_freq) */
     fg_rope_scaling rope_scaling;
     double rope_factor;           /* linear, llama3: >= 1 */
     double rope_low_freq_factor;  /* llama3: 0 < low < high */
