@@ -64,6 +64,9 @@ struct fg_cuda_weights {
     float *block;          /* one device block holding every tensor */
     layer_weights *layers; /* host array of n_layer */
     const float *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
+    /* scaled RoPE: the head_dim/2 inverse frequencies (double) in the
+     * block, from fg_config_rope_inv_freq; NULL: the kernels use the base */
+    const double *rope_inv_freq;
 };
 
 /* Decode-step graphs a runner keeps: enough for a few caches taking turns
@@ -204,6 +207,20 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     FGI_TRY(put(a, &m->ln_f_b, w->ln_f_b, C));
     FGI_TRY(put(a, &m->classifier, w->lm_head, V * C));
     if (w->lm_head == NULL) m->classifier = m->wte;
+    m->rope_inv_freq = NULL;
+    if (c->use_rope && c->rope_scaling != FG_ROPE_DEFAULT) {
+        /* uploaded once, as the host computes it; a double is two floats
+         * and the arena aligns each tensor to 256 bytes */
+        const int half = m->head_dim / 2;
+        double table[512];
+        const float *placed = NULL;
+        if (half > (int)(sizeof table / sizeof table[0]))
+            return fgi_fail(FG_ERR_UNSUPPORTED, "%s: scaled RoPE with head_dim %d (at most %d)",
+                           a->fn, m->head_dim, 2 * (int)(sizeof table / sizeof table[0]));
+        for (int j = 0; j < half; j++) table[j] = fg_config_rope_inv_freq(c, j);
+        FGI_TRY(put(a, &placed, reinterpret_cast<const float *>(table), 2 * (size_t)half));
+        m->rope_inv_freq = reinterpret_cast<const double *>(placed);
+    }
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *src = &w->layers[l];
         layer_weights *dst = &m->layers[l];
@@ -347,15 +364,6 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     *weights = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_weights(fn, cfg, host));
-    /* The RoPE kernels (and the fused rope + cache append) derive each
-     * frequency from rope_base alone; scaled frequencies are not passed to
-     * them yet, so a scaled model is refused here, where every CUDA
-     * computation starts, rather than computed wrong. */
-    if (cfg->use_rope && cfg->rope_scaling != FG_ROPE_DEFAULT)
-        return fgi_fail(FG_ERR_UNSUPPORTED,
-                       "%s: scaled RoPE (config.rope_scaling %d) is not supported on the "
-                       "CUDA path; use the CPU path (--device cpu)", fn,
-                       (int)cfg->rope_scaling);
     if (cfg->arch == FG_ARCH_LLAMA && cfg->n_inner > 0x7fffffff / 2)
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: config.n_inner %d is too large for the fused gate|up GEMM", fn,
@@ -364,7 +372,7 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     fg_cuda_weights *w;
     FGI_TRY(fgi_alloc(fn, (void **)&w, 1, sizeof *w));
     w->cfg = *cfg;
-    w->head_dim = cfg->n_embd / cfg->n_head;
+    w->head_dim = fg_config_head_dim(cfg);
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
     if (st == FG_OK) st = upload_weights(fn, w, host);
@@ -621,6 +629,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     qa.pos0_dev = step != NULL ? step + 1 : NULL;
     qa.use_rope = c->use_rope;
     qa.rope_base = c->rope_base;
+    qa.rope_inv_freq = r->w->rope_inv_freq;
     FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
 
     fgi_attention_args aa;
@@ -642,6 +651,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.kv_len_dev = step != NULL ? step + 2 : NULL;
     aa.head_dim = d;
     aa.block_size = c->use_flash ? c->flash_block : 0;
+    aa.window = fg_config_layer_window(c, layer);
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
 
     return fgi_cuda_linear_layer(fn, &r->lin, out, r->att, lw->c_proj_w,

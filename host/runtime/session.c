@@ -73,7 +73,7 @@ enum { FIRST_ALLOCATION = 64 };
 /* A device cache shaped for cfg (the cache itself knows nothing of models). */
 static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *cfg, int tokens)
 {
-    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, cfg->n_embd / cfg->n_head,
+    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, fg_config_head_dim(cfg),
                                    tokens);
 }
 
@@ -168,7 +168,7 @@ size_t fg_session_cache_bytes(const fg_session *s)
     if (s == NULL) return 0;
     const fg_config *c = s->cfg;
     return 2 * sizeof(float) * (size_t)c->n_layer * (size_t)c->n_kv_head *
-           (size_t)(c->n_embd / c->n_head) * (size_t)s->allocated;
+           (size_t)fg_config_head_dim(c) * (size_t)s->allocated;
 }
 
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
@@ -193,9 +193,7 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
     s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
-    /* auto: the CPU path for scaled RoPE, which the CUDA path refuses */
-    const int cuda_ok = fg_cuda_available() && (!cfg->use_rope ||
-                                                cfg->rope_scaling == FG_ROPE_DEFAULT);
+    const int cuda_ok = fg_cuda_available();
     s->device = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
                                          : device;
     fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,
