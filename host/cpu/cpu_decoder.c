@@ -545,7 +545,7 @@ fg_status fgi_cpu_batch_create(const char *fn, fgi_cpu_batch **batch, const fg_c
     memset(b, 0, sizeof *b);
     b->ctx = ctx;
     fg_status st = fgi_cpu_runner_create(fn, &b->r, cfg, w, 1, n_threads, isa);
-    const size_t half = (size_t)(cfg->n_embd / cfg->n_head) / 2;
+    const size_t half = (size_t)fg_config_head_dim(cfg) / 2;
     const size_t rope_n = (size_t)ctx * half > 0 ? (size_t)ctx * half : 1;
     if (st == FG_OK && cfg->use_rope) st = fgi_alloc(fn, (void **)&b->rope_cos, rope_n, sizeof(float));
     if (st == FG_OK && cfg->use_rope) st = fgi_alloc(fn, (void **)&b->rope_sin, rope_n, sizeof(float));
@@ -621,9 +621,12 @@ static void batch_attention_task(void *ctx, int chunk, int thread)
     const int row = chunk / nh, h = chunk % nh;
     const fgi_batch_seq *q = &j->seqs[j->b->row_seq[row]];
     const size_t base = (size_t)j->layer * p->layer_stride + (size_t)(h / group) * p->head_stride;
+    /* keys [first, end): the causal prefix, or its last `window` keys */
+    const int end = j->b->row_pos[row] + 1, window = fg_config_layer_window(c, j->layer);
+    const int first = window > 0 && end > window ? end - window : 0;
     r->k->attend_paged(r->att + (size_t)row * nh * d + (size_t)h * d,
                        r->qkv + (size_t)row * qkv_w + (size_t)h * d, p->k + base, p->v + base,
-                       q->blocks, p->block_size, p->block_stride, j->b->row_pos[row] + 1, d,
+                       q->blocks, p->block_size, p->block_stride, first, end, d,
                        (float)(1.0 / sqrt((double)d)), j->b->scores + (size_t)thread * j->b->ctx);
 }
 

@@ -288,6 +288,7 @@ Test(attention, naive16_gqa_rounds_every_boundary)
 {
     fgi_rng rng = fgi_rng_make(0x16a);
     const fg_dtype types[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
+    int rounded = 0;
     for (int t = 0; t < 2; t++)
         for (int iter = 0; iter < 6; iter++) {
             const int n_kv = fgi_rng_int(&rng, 1, 2), n_q = n_kv * fgi_rng_int(&rng, 1, 3);
@@ -306,17 +307,21 @@ Test(attention, naive16_gqa_rounds_every_boundary)
             for (size_t i = 0; i < nq; i++)
                 cr_assert_eq(naive[i], fg_dtype_round(types[t], naive[i]), "not rounded at %zu", i);
             const double e = fgi_rel_l2(naive, exact, nq);
-            cr_assert(e <= 2e-2 && e > 0.0, "%s: relative L2 %.3g (seed %llu)",
-                      fg_dtype_name(types[t]), e, (unsigned long long)fgi_test_seed());
+            cr_assert(e <= 2e-2, "%s: relative L2 %.3g (seed %llu)", fg_dtype_name(types[t]), e,
+                      (unsigned long long)fgi_test_seed());
+            rounded += e > 0.0; /* a tiny case can round exactly; not all of them */
             fgi_assert_guard(naive, nq, "naive16 out");
             fgi_buf_free(q), fgi_buf_free(k), fgi_buf_free(v), fgi_buf_free(exact),
                 fgi_buf_free(naive);
         }
+    cr_assert(rounded >= 6, "only %d of 12 cases differ from the exact result (seed %llu)",
+              rounded, (unsigned long long)fgi_test_seed());
     float x[64];
     fgi_assert_status(fg_ref_gqa_naive16(FG_DTYPE_F32, x, x, x, x, 1, 1, 1, 1, 8),
                       FG_ERR_INVALID_ARG, "bf16 or f16");
     fgi_assert_status(fg_ref_gqa_naive16(FG_DTYPE_BF16, x, x, x, x, 2, 3, 1, 1, 8),
                       FG_ERR_INVALID_ARG, NULL);
+}
 
 /* Sliding window (docs/contract.md §10): against a naive softmax over a
  * full (q_len, kv_len) score matrix with masked scores set to -inf, for
