@@ -581,11 +581,12 @@ Test(cuda_attention16, bad_arguments_are_refused)
 Test(cuda_attention16, no_device_is_a_clear_error)
 {
     if (fg_cuda_available()) cr_skip_test("a GPU is present: this checks the no-GPU path");
-    static _Alignas(16) uint16_t q[64], k[64], v[64], out[64];
+    /* head_dim 32: a shape the 16-bit kernel serves */
+    static _Alignas(16) uint16_t q[128], k[128], v[128], out[128];
     static float lse[16];
-    fgi_expect_no_device(fg_cuda_gqa_lse_typed(FG_DTYPE_BF16, out, lse, q, k, v, 2, 1, 2, 3, 8,
+    fgi_expect_no_device(fg_cuda_gqa_lse_typed(FG_DTYPE_BF16, out, lse, q, k, v, 2, 1, 2, 3, 32,
                                                NULL));
-    for (int i = 0; i < 64; i++) cr_assert(out[i] == 0, "output written without a device");
+    for (int i = 0; i < 128; i++) cr_assert(out[i] == 0, "output written without a device");
 }
 
 /* On the device: refused and unsupported calls (head_dim without a 16-bit
