@@ -434,6 +434,79 @@ Test(cuda_attention16, sliding_window)
     }
 }
 
+/* The decoder's layout through the internal entry: q read out of a fused
+ * q|k|v projection (row stride (n_q + 2 n_kv) d, head stride d), K/V in a
+ * cache with room for more keys (head stride capacity d), each head
+ * written into its columns of a merged (q_len, n_q d) output; head_dim 64
+ * (Q in registers) and 256 (Q parked in shared memory), both types. */
+Test(cuda_attention16, strided_decoder_layout)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(211);
+    const int n = fgi_test_quick() ? 2 : 8;
+    for (int c = 0; c < n; c++) {
+        shape s;
+        s.d = c % 2 ? 256 : 64;
+        s.n_kv = fgi_rng_int(&rng, 1, 2);
+        s.n_q = s.n_kv * fgi_rng_int(&rng, 1, 3);
+        s.q_len = fgi_rng_int(&rng, 1, fgi_test_quick() ? 40 : 130);
+        s.kv_len = s.q_len + fgi_rng_int(&rng, 0, 40);
+        const fg_dtype dt = dtypes[(c / 2) % 2];
+        const int capacity = s.kv_len + fgi_rng_int(&rng, 1, 20);
+        const int width = (s.n_q + 2 * s.n_kv) * s.d; /* fused projection row */
+        char what[260];
+        describe(what, sizeof what, "strided", c, s, dt);
+        inputs in;
+        inputs_make(&in, &rng, s, dt, 1.0);
+        /* host images of the strided buffers: NaN outside the used parts */
+        const size_t n_proj = (size_t)s.q_len * width, n_cache = (size_t)s.n_kv * capacity * s.d;
+        float *proj = fgi_buf_nan(n_proj), *kc = fgi_buf_nan(n_cache), *vc = fgi_buf_nan(n_cache);
+        for (int h = 0; h < s.n_q; h++)
+            for (int i = 0; i < s.q_len; i++)
+                memcpy(proj + (size_t)i * width + (size_t)h * s.d,
+                       in.q + ((size_t)h * s.q_len + i) * s.d, sizeof(float) * s.d);
+        for (int g = 0; g < s.n_kv; g++) {
+            memcpy(kc + (size_t)g * capacity * s.d, in.k + (size_t)g * s.kv_len * s.d,
+                   sizeof(float) * s.kv_len * s.d);
+            memcpy(vc + (size_t)g * capacity * s.d, in.v + (size_t)g * s.kv_len * s.d,
+                   sizeof(float) * s.kv_len * s.d);
+        }
+        void *dproj = upload16(dt, proj, n_proj), *dk = upload16(dt, kc, n_cache);
+        void *dv = upload16(dt, vc, n_cache), *out = poisoned16(in.nq);
+        float *lse = fgi_dev_poisoned((size_t)s.n_q * s.q_len);
+#ifdef FG_HAVE_CUDA
+        fgi_attention16_args a;
+        memset(&a, 0, sizeof a);
+        a.dtype = dt;
+        a.out = out, a.out_head_stride = s.d, a.out_row_stride = (long long)s.n_q * s.d;
+        a.lse = lse;
+        a.q = dproj, a.q_head_stride = s.d, a.q_row_stride = width;
+        a.k = dk, a.v = dv, a.kv_head_stride = (long long)capacity * s.d;
+        a.n_q_head = s.n_q, a.n_kv_head = s.n_kv, a.q_len = s.q_len, a.kv_len = s.kv_len;
+        a.head_dim = s.d;
+        expect_ok(fgi_cuda_attention16("test", &a, NULL), what);
+#endif
+        /* merged (q_len, n_q, d) back to (n_q, q_len, d) */
+        float *merged = download16(dt, out, in.nq, what), *got = fgi_buf_nan(in.nq);
+        for (int h = 0; h < s.n_q; h++)
+            for (int i = 0; i < s.q_len; i++)
+                memcpy(got + ((size_t)h * s.q_len + i) * s.d,
+                       merged + ((size_t)i * s.n_q + h) * s.d, sizeof(float) * s.d);
+        float *exact = fgi_buf_nan(in.nq), *naive = fgi_buf_nan(in.nq);
+        cr_assert_eq(fg_ref_gqa(exact, in.q, in.k, in.v, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d),
+                     FG_OK);
+        cr_assert_eq(fg_ref_gqa_naive16(dt, naive, in.q, in.k, in.v, s.n_q, s.n_kv, s.q_len,
+                                        s.kv_len, s.d),
+                     FG_OK);
+        fgi_assert_16bit_rule(dt, got, exact, naive, in.nq, what);
+        expect_lse(&in, s, 0, lse, what);
+        fgi_buf_free(proj), fgi_buf_free(kc), fgi_buf_free(vc), fgi_buf_free(merged);
+        fgi_buf_free(got), fgi_buf_free(exact), fgi_buf_free(naive);
+        fgi_dev_free(dproj), fgi_dev_free(dk), fgi_dev_free(dv), fgi_dev_free(out);
+        fgi_dev_free(lse), inputs_free(&in);
+    }
+}
+
 /* The window's reference itself: with window >= kv_len it is plain causal
  * attention, equal to fg_ref_gqa (so the window tests stand on the same
  * ground as the others). CPU only. */
