@@ -68,7 +68,7 @@ def main():
     out.write(" *\n * Sorted, disjoint, inclusive code point ranges of the classes the GPT-2\n"
               " * pre-tokeniser uses: letter = general category L*, number = N*,\n"
               " * whitespace = the White_Space property. Read-only constants, included\n"
-              " * by host/tokenizer_gpt2.c only. */\n")
+              " * by host/text/unicode.c only. */\n")
     out.write("#ifndef FLASHGPT_HOST_UNICODE_TABLES_H\n#define FLASHGPT_HOST_UNICODE_TABLES_H\n\n")
     out.write("#include <stdint.h>\n\n")
     out.write("#define FGI_UNICODE_VERSION \"%s\"\n\n" % unicodedata.unidata_version)

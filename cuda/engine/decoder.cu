@@ -775,8 +775,9 @@ static fg_status forward(const char *fn, float *logits, float *probs, int logit_
     FGI_CUDA_TRY(fn, cudaMemcpyAsync(r->ids, ids, sizeof(int) * (size_t)T,
                                     cudaMemcpyHostToDevice, r->stream));
     FGI_TRY(enqueue_forward(fn, r, cache, r->ids, cache->len[0], T, logit_rows, NULL));
-    FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, r->logits, logit_bytes, cudaMemcpyDeviceToHost,
-                                    r->stream));
+    if (logits != NULL) /* NULL: they stay on the device (fg_cuda_forward_last_on_device) */
+        FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, r->logits, logit_bytes,
+                                        cudaMemcpyDeviceToHost, r->stream));
     if (probs != NULL) {
         FGI_TRY(fgi_cuda_softmax(fn, r->logits, r->logits, logit_rows, r->w->cfg.vocab_size, 1,
                                 r->stream));
@@ -883,10 +884,27 @@ static fg_status graph_step(const char *fn, float *logits, fg_cuda_runner *r,
                                     r->stream));
     FGI_CUDA_TRY(fn, cudaGraphLaunch(g->exec, r->stream));
     cache->graph_steps++;
-    FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, r->logits,
-                                    sizeof(float) * (size_t)r->w->cfg.vocab_size,
-                                    cudaMemcpyDeviceToHost, r->stream));
+    if (logits != NULL)
+        FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, r->logits,
+                                        sizeof(float) * (size_t)r->w->cfg.vocab_size,
+                                        cudaMemcpyDeviceToHost, r->stream));
     FGI_CUDA_TRY(fn, cudaStreamSynchronize(r->stream));
+    return FG_OK;
+}
+
+/* The forward after its argument checks; logits NULL: they stay in the runner. */
+static fg_status run_forward(const char *fn, float *logits, float *probs, int last_only,
+                             fg_cuda_runner *runner, fg_cuda_kv_cache *cache, const int *ids,
+                             int T)
+{
+    const int logit_rows = last_only ? 1 : T;
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
+    fg_status st = FG_ERR_UNSUPPORTED;
+    if (last_only && T == 1) st = graph_step(fn, logits, runner, cache, ids[0]);
+    if (st == FG_ERR_UNSUPPORTED) st = forward(fn, logits, probs, logit_rows, runner, cache, ids, T);
+    FGI_TRY(st);
+    for (int l = 0; l < cache->n_layer; l++) cache->len[l] += T;
     return FG_OK;
 }
 
@@ -899,14 +917,7 @@ static fg_status checked_forward(const char *fn, float *logits, float *probs,
 {
     const int logit_rows = last_only ? 1 : T;
     FGI_TRY(check_forward(fn, logits, probs, logit_rows, runner, cache, ids, T));
-    FGI_TRY(fgi_cuda_check_device(fn));
-    FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
-    fg_status st = FG_ERR_UNSUPPORTED;
-    if (last_only && T == 1) st = graph_step(fn, logits, runner, cache, ids[0]);
-    if (st == FG_ERR_UNSUPPORTED) st = forward(fn, logits, probs, logit_rows, runner, cache, ids, T);
-    FGI_TRY(st);
-    for (int l = 0; l < cache->n_layer; l++) cache->len[l] += T;
-    return FG_OK;
+    return run_forward(fn, logits, probs, last_only, runner, cache, ids, T);
 }
 
 extern "C" fg_status fg_cuda_forward(float *logits, float *probs, fg_cuda_runner *runner,
@@ -921,4 +932,21 @@ extern "C" fg_status fg_cuda_forward_last(float *logits, fg_cuda_runner *runner,
                                           fg_cuda_kv_cache *cache, const int *ids, int T)
 {
     return checked_forward("fg_cuda_forward_last", logits, NULL, 1, runner, cache, ids, T);
+}
+
+/* The last token's logits left in the runner (no copy to the host): what a
+ * decode loop that samples on the GPU needs. */
+extern "C" fg_status fg_cuda_forward_last_on_device(const float **logits_dev,
+                                                    fg_cuda_runner *runner,
+                                                    fg_cuda_kv_cache *cache, const int *ids,
+                                                    int T)
+{
+    static const char fn[] = "fg_cuda_forward_last_on_device";
+    FGI_TRY(fgi_check_ptr(fn, "logits_dev", logits_dev));
+    FGI_TRY(fgi_check_ptr(fn, "runner", runner));
+    /* the runner's own buffer stands in for the host logits in the checks */
+    FGI_TRY(check_forward(fn, runner->logits, NULL, 1, runner, cache, ids, T));
+    FGI_TRY(run_forward(fn, NULL, NULL, 1, runner, cache, ids, T));
+    *logits_dev = runner->logits;
+    return FG_OK;
 }

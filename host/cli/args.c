@@ -101,6 +101,14 @@ static int parse_value(const cli_command *cmd, const cli_option *o, const char *
                                    o->name, (unsigned long long)UINT64_MAX, text);
         *(uint64_t *)o->target = v;
         return CLI_OK;
+    case OPT_STRINGS: {
+        cli_strings *list = o->target;
+        if (list->n == CLI_MAX_STRINGS)
+            return cli_usage_error(cmd->verb, "--%s may be given at most %d times", o->name,
+                                   CLI_MAX_STRINGS);
+        list->items[list->n++] = text;
+        return CLI_OK;
+    }
     case OPT_FLAG:
         break;
     }

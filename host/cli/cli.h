@@ -13,13 +13,20 @@ enum { CLI_OK = 0, CLI_RUNTIME_ERROR = 1, CLI_USAGE_ERROR = 2, CLI_HELP_SHOWN = 
 
 /* OPT_INT is a count: decimal digits in [0, INT_MAX]; OPT_U64 (seeds):
  * decimal digits in [0, UINT64_MAX]; OPT_FLOAT: a finite float. */
-typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
+typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64, OPT_STRINGS } cli_opt_kind;
+
+/* OPT_STRINGS: an option that may be given several times (--stop). */
+enum { CLI_MAX_STRINGS = 16 };
+typedef struct {
+    const char *items[CLI_MAX_STRINGS];
+    int n;
+} cli_strings;
 
 typedef struct {
     const char *name;    /* long name without "--" */
     char short_name;     /* 0: none */
     cli_opt_kind kind;
-    void *target;        /* int* (FLAG, INT), const char** , float*, uint64_t* */
+    void *target;        /* int* (FLAG, INT), const char** , float*, uint64_t*, cli_strings* */
     const char *metavar; /* e.g. "PATH" */
     const char *help;
 } cli_option;
@@ -75,6 +82,13 @@ int cli_parse_ids(const char *list, int **ids, int *n);
  * its "nothing found" message ending in a hint to -t. */
 fg_status cli_load_tokenizer(fg_tokenizer **tok, const char *tok_path,
                              const char *model_path, int vocab_size);
+
+/* The stop ids of a model (fg_eos_ids_for_model; none for --ignore-eos)
+ * and the --stop texts into a generation's configuration. ids holds
+ * CLI_MAX_EOS_IDS; a runtime error is printed and returned. */
+enum { CLI_MAX_EOS_IDS = 64 };
+int cli_apply_stops(const char *verb, fg_generate_config *gc, const char *model_path,
+                    int ignore_eos, const cli_strings *stops, int *ids);
 
 /* Prompt -> ids by fg_prompt_encode (the library's BOS rule). Returns ids
  * (malloc'd) and their count. */
@@ -135,5 +149,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif /* FLASHGPT_CLI_H */

@@ -12,9 +12,10 @@
 typedef struct {
     const char *model, *tokenizer, *prompt, *device_name;
     fg_device device;
-    int n, top_k, ctx, threads;
+    int n, top_k, ctx, threads, ignore_eos;
     float temperature, top_p;
     uint64_t seed;
+    cli_strings stops;
 } generate_args;
 
 static const char VERB[] = "generate";
@@ -73,6 +74,9 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
     }
     if (cli_apply_threads(VERB, s, a->threads) != CLI_OK) goto done;
     fg_generate_config gc = fg_generate_defaults();
+    int eos_ids[CLI_MAX_EOS_IDS];
+    if (cli_apply_stops(VERB, &gc, a->model, a->ignore_eos, &a->stops, eos_ids) != CLI_OK)
+        goto done;
     gc.max_new_tokens = a->n;
     gc.echo_prompt = 1;
     gc.on_token = emit;
@@ -113,6 +117,8 @@ int cmd_generate(int argc, char **argv)
         {"tokenizer", 't', OPT_STRING, &a.tokenizer, "PATH", "tokenizer (default: beside the model)"},
         {"prompt", 'p', OPT_STRING, &a.prompt, "TEXT", "prompt text (default: empty)"},
         {"max-tokens", 'n', OPT_INT, &a.n, "N", "at most N tokens (default 64; EOS or BOS ends the text sooner)"},
+        {"stop", 0, OPT_STRINGS, &a.stops, "TEXT", "end the text before TEXT (not printed; repeatable)"},
+        {"ignore-eos", 0, OPT_FLAG, &a.ignore_eos, NULL, "go on past EOS, BOS and the model's eos_token_id"},
         {"temperature", 0, OPT_FLOAT, &a.temperature, "T", "0 for greedy (default 1)"},
         {"top-k", 0, OPT_INT, &a.top_k, "K", "keep the K most likely tokens (default: all)"},
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
@@ -128,6 +134,8 @@ int cmd_generate(int argc, char **argv)
     if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
     if (a.model == NULL) return cli_usage_error(VERB, "-m PATH is required");
     if (a.n < 0) return cli_usage_error(VERB, "-n must be >= 0 (got %d)", a.n);
+    for (int i = 0; i < a.stops.n; i++)
+        if (a.stops.items[i][0] == '\0') return cli_usage_error(VERB, "--stop needs a non-empty text");
     if (a.ctx < 0) return cli_usage_error(VERB, "--ctx must be >= 0 (got %d)", a.ctx);
     if (a.threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", a.threads);
     if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;

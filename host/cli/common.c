@@ -79,6 +79,20 @@ int cli_parse_ids(const char *list, int **ids, int *n)
     return 0;
 }
 
+int cli_apply_stops(const char *verb, fg_generate_config *gc, const char *model_path,
+                    int ignore_eos, const cli_strings *stops, int *ids)
+{
+    int n = 0;
+    if (!ignore_eos && fg_eos_ids_for_model(model_path, ids, CLI_MAX_EOS_IDS, &n) != FG_OK)
+        return cli_runtime_error(verb, "cannot read the model's eos ids");
+    gc->ignore_eos = ignore_eos;
+    gc->stop_ids = ids;
+    gc->n_stop_ids = n;
+    gc->stop_strings = stops->items;
+    gc->n_stop_strings = stops->n;
+    return CLI_OK;
+}
+
 /* The library's "nothing found" message names what it looked for; only
  * the command knows the option that fixes it. */
 fg_status cli_load_tokenizer(fg_tokenizer **tok, const char *tok_path,

@@ -33,9 +33,12 @@ static void usage(FILE *to)
             "usage: flashgpt VERB [options]\n\n"
             "verbs:\n"
             "  generate   generate text from a prompt (streams to stdout)\n"
+            "  chat       chat through the model's chat template; --render prints a prompt\n"
             "  logits     write the logits of token ids as a .npy file\n"
             "  verify     compare CPU reference and GPU logits on one input\n"
-            "  bench      benchmark a built-in model preset (no files needed)\n\n"
+            "  bench      benchmark a built-in model preset (no files needed)\n"
+            "  tokenize   print the token ids of a text (or the text of ids)\n"
+            "  serve      serve the model over an OpenAI-compatible HTTP API\n\n"
             "Run 'flashgpt VERB --help' for a verb's options.\n");
 }
 
@@ -45,7 +48,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int, char **);
     } verbs[] = {{"generate", cmd_generate}, {"logits", cmd_logits},
-                 {"verify", cmd_verify}, {"bench", cmd_bench}};
+                 {"verify", cmd_verify}, {"bench", cmd_bench},
+                 {"chat", cmd_chat}, {"tokenize", cmd_tokenize}, {"serve", cmd_serve}};
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE_ERROR;

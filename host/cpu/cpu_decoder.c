@@ -16,6 +16,7 @@
 #include "check.h"
 #include "config_internal.h"
 #include "cpu_internal.h"
+#include "kv_paged.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -290,8 +291,12 @@ fg_status fgi_cpu_runner_set_threads(fgi_cpu_runner *r, int n_threads)
 
 /* ---- parallel pieces ---------------------------------------------------------- */
 
+typedef void (*gemm_fn)(float *y, size_t ldy, const float *x, size_t ldx, int rows,
+                        const fgi_cpu_mat *w, const float *b, int p0, int p1,
+                        fgi_cpu_epilogue epi);
+
 typedef struct {
-    const fgi_cpu_kernels *k;
+    gemm_fn fn;
     int n_chunks;
     float *y;
     size_t ldy;
@@ -309,11 +314,12 @@ static void gemm_task(void *ctx, int chunk, int thread)
     const int np = j->w->n_panels, n = j->n_chunks;
     const int p0 = (int)((long long)np * chunk / n), p1 = (int)((long long)np * (chunk + 1) / n);
     (void)thread;
-    if (p0 < p1) j->k->gemm(j->y, j->ldy, j->x, j->ldx, j->rows, j->w, j->b, p0, p1, j->epi);
+    if (p0 < p1) j->fn(j->y, j->ldy, j->x, j->ldx, j->rows, j->w, j->b, p0, p1, j->epi);
 }
 
-static void gemm(fgi_cpu_runner *r, float *y, size_t ldy, const float *x, size_t ldx, int rows,
-                 const fgi_cpu_mat *w, const float *b, fgi_cpu_epilogue epi)
+static void gemm_with(fgi_cpu_runner *r, gemm_fn fn, float *y, size_t ldy, const float *x,
+                      size_t ldx, int rows, const fgi_cpu_mat *w, const float *b,
+                      fgi_cpu_epilogue epi)
 {
     /* a few chunks per thread, so that threads the system runs late lose
      * little; none smaller than one panel, none at all for tiny products */
@@ -321,8 +327,14 @@ static void gemm(fgi_cpu_runner *r, float *y, size_t ldy, const float *x, size_t
     const double macs = (double)rows * w->in * w->out;
     int n = macs < 32768.0 ? 1 : 4 * threads;
     if (n > w->n_panels) n = w->n_panels;
-    gemm_job j = {r->k, n, y, ldy, x, ldx, rows, w, b, epi};
+    gemm_job j = {fn, n, y, ldy, x, ldx, rows, w, b, epi};
     fgi_cpu_pool_run(r->pool, gemm_task, &j, n);
+}
+
+static void gemm(fgi_cpu_runner *r, float *y, size_t ldy, const float *x, size_t ldx, int rows,
+                 const fgi_cpu_mat *w, const float *b, fgi_cpu_epilogue epi)
+{
+    gemm_with(r, r->k->gemm, y, ldy, x, ldx, rows, w, b, epi);
 }
 
 typedef struct {
@@ -487,5 +499,231 @@ fg_status fgi_cpu_forward(fgi_cpu_runner *r, float *logits, int logit_rows, cons
     norm(r, r->h, last, r->w->ln_f_g, r->w->ln_f_b, logit_rows);
     gemm(r, logits, (size_t)c->vocab_size, r->h, C, logit_rows, &r->head, NULL, FGI_EPI_STORE);
     r->len = L + T;
+    return FG_OK;
+}
+
+/* ---- batched forward over a paged cache ------------------------------------------ */
+/* A runner of capacity 1 lends its packed weights, kernels, pool and row
+ * scratch; the batch adds a RoPE table for ctx positions, attention scratch
+ * per thread, and per-row bookkeeping. Every GEMM runs on gemm_tiled, so a
+ * row's bits never depend on the other rows of the step. */
+struct fgi_cpu_batch {
+    fgi_cpu_runner *r;
+    int ctx;
+    float *rope_cos, *rope_sin; /* (ctx, d/2) */
+    float *scores;              /* (scores_threads, ctx) */
+    int scores_threads;
+    int *row_seq, *row_pos;     /* (meta_rows) sequence and position of each row */
+    float *logits;              /* (logit_rows, vocab) classifier output */
+    int meta_rows, logit_rows;
+};
+
+void fgi_cpu_batch_destroy(fgi_cpu_batch *b)
+{
+    if (b == NULL) return;
+    fgi_cpu_runner_destroy(b->r);
+    free(b->rope_cos), free(b->rope_sin), free(b->scores);
+    free(b->row_seq), free(b->row_pos), free(b->logits);
+    free(b);
+}
+
+fg_status fgi_cpu_batch_create(const char *fn, fgi_cpu_batch **batch, const fg_config *cfg,
+                               const fg_weights *w, int ctx, int n_threads, fgi_cpu_isa isa)
+{
+    FGI_TRY(fgi_check_ptr(fn, "batch", batch));
+    *batch = NULL;
+    FGI_TRY(fgi_check_config(fn, cfg));
+    if (ctx < 1 || ctx > cfg->n_ctx)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'ctx' must be in 1 .. %d (got %d)", fn,
+                        cfg->n_ctx, ctx);
+    fgi_cpu_batch *b;
+    FGI_TRY(fgi_alloc(fn, (void **)&b, 1, sizeof *b));
+    memset(b, 0, sizeof *b);
+    b->ctx = ctx;
+    fg_status st = fgi_cpu_runner_create(fn, &b->r, cfg, w, 1, n_threads, isa);
+    const size_t half = (size_t)(cfg->n_embd / cfg->n_head) / 2;
+    const size_t rope_n = (size_t)ctx * half > 0 ? (size_t)ctx * half : 1;
+    if (st == FG_OK && cfg->use_rope) st = fgi_alloc(fn, (void **)&b->rope_cos, rope_n, sizeof(float));
+    if (st == FG_OK && cfg->use_rope) st = fgi_alloc(fn, (void **)&b->rope_sin, rope_n, sizeof(float));
+    if (st != FG_OK) {
+        fgi_cpu_batch_destroy(b);
+        return st;
+    }
+    if (cfg->use_rope) fill_rope(cfg, b->r->d, ctx, b->rope_cos, b->rope_sin);
+    *batch = b;
+    return FG_OK;
+}
+
+fg_status fgi_cpu_batch_set_threads(fgi_cpu_batch *b, int n_threads)
+{
+    return fgi_cpu_runner_set_threads(b->r, n_threads);
+}
+
+int fgi_cpu_batch_threads(const fgi_cpu_batch *b) { return fgi_cpu_pool_threads(b->r->pool); }
+
+/* Per-call scratch for N rows and L logit rows, grown as needed. */
+static fg_status batch_scratch(const char *fn, fgi_cpu_batch *b, int N, int L)
+{
+    FGI_TRY(ensure_scratch(fn, b->r, N));
+    const int threads = fgi_cpu_pool_threads(b->r->pool);
+    if (b->scores_threads < threads) {
+        float *sc;
+        FGI_TRY(fgi_alloc(fn, (void **)&sc, (size_t)threads * (size_t)b->ctx, sizeof(float)));
+        free(b->scores);
+        b->scores = sc;
+        b->scores_threads = threads;
+    }
+    if (b->meta_rows < N) {
+        int *rs, *rp;
+        FGI_TRY(fgi_alloc(fn, (void **)&rs, (size_t)N, sizeof(int)));
+        fg_status st = fgi_alloc(fn, (void **)&rp, (size_t)N, sizeof(int));
+        if (st != FG_OK) {
+            free(rs);
+            return st;
+        }
+        free(b->row_seq), free(b->row_pos);
+        b->row_seq = rs;
+        b->row_pos = rp;
+        b->meta_rows = N;
+    }
+    if (b->logit_rows < L) {
+        float *lg;
+        size_t n;
+        FGI_TRY(fgi_check_elems(fn, "logits", &n, 2, (long long)L, (long long)b->r->c.vocab_size));
+        FGI_TRY(fgi_alloc(fn, (void **)&lg, n, sizeof(float)));
+        free(b->logits);
+        b->logits = lg;
+        b->logit_rows = L;
+    }
+    return FG_OK;
+}
+
+typedef struct {
+    const fgi_cpu_batch *b;
+    const fgi_kv_pool *pool;
+    const fgi_batch_seq *seqs;
+    int layer;
+} batch_attention_job;
+
+/* chunk: one (row, head) pair of the whole batch */
+static void batch_attention_task(void *ctx, int chunk, int thread)
+{
+    const batch_attention_job *j = ctx;
+    const fgi_cpu_runner *r = j->b->r;
+    const fgi_kv_pool *p = j->pool;
+    const fg_config *c = &r->c;
+    const int nh = c->n_head, d = r->d, group = nh / c->n_kv_head;
+    const size_t qkv_w = (size_t)fg_config_qkv_width(c);
+    const int row = chunk / nh, h = chunk % nh;
+    const fgi_batch_seq *q = &j->seqs[j->b->row_seq[row]];
+    const size_t base = (size_t)j->layer * p->layer_stride + (size_t)(h / group) * p->head_stride;
+    r->k->attend_paged(r->att + (size_t)row * nh * d + (size_t)h * d,
+                       r->qkv + (size_t)row * qkv_w + (size_t)h * d, p->k + base, p->v + base,
+                       q->blocks, p->block_size, p->block_stride, j->b->row_pos[row] + 1, d,
+                       (float)(1.0 / sqrt((double)d)), j->b->scores + (size_t)thread * j->b->ctx);
+}
+
+static void rope_at(const fgi_cpu_batch *b, float *v, int pos)
+{
+    const int half = b->r->d / 2;
+    const float *cs = b->rope_cos + (size_t)pos * half, *sn = b->rope_sin + (size_t)pos * half;
+    for (int j = 0; j < half; j++) {
+        const float x0 = v[2 * j], x1 = v[2 * j + 1];
+        v[2 * j] = x0 * cs[j] - x1 * sn[j];
+        v[2 * j + 1] = x1 * cs[j] + x0 * sn[j];
+    }
+}
+
+/* RoPE on every row's q and k, then k and v into the row's slot. */
+static void batch_append_kv(fgi_cpu_batch *b, fgi_kv_pool *p, const fgi_batch_seq *seqs,
+                            int layer, int N)
+{
+    const fgi_cpu_runner *r = b->r;
+    const fg_config *c = &r->c;
+    const int nh = c->n_head, nkv = c->n_kv_head, d = r->d, bs = p->block_size;
+    const size_t qkv_w = (size_t)fg_config_qkv_width(c);
+    for (int row = 0; row < N; row++) {
+        float *x = r->qkv + (size_t)row * qkv_w;
+        const int pos = b->row_pos[row];
+        const int32_t id = seqs[b->row_seq[row]].blocks[pos / bs];
+        for (int h = 0; h < nh + nkv && c->use_rope; h++) rope_at(b, x + (size_t)h * d, pos);
+        for (int g = 0; g < nkv; g++) {
+            const size_t at = (size_t)layer * p->layer_stride + (size_t)id * p->block_stride +
+                              (size_t)g * p->head_stride + (size_t)(pos % bs) * d;
+            memcpy(p->k + at, x + (size_t)(nh + g) * d, sizeof(float) * d);
+            memcpy(p->v + at, x + (size_t)(nh + nkv + g) * d, sizeof(float) * d);
+        }
+    }
+}
+
+static void batch_block(fgi_cpu_batch *b, fgi_kv_pool *pool, const fgi_batch_seq *seqs, int l,
+                        int N)
+{
+    fgi_cpu_runner *r = b->r;
+    const fg_config *c = &r->c;
+    const fg_layer_weights *lw = &r->w->layers[l];
+    const packed_layer *p = &r->layers[l];
+    const gemm_fn tiled = r->k->gemm_tiled;
+    const size_t C = (size_t)c->n_embd, qkv_w = (size_t)fg_config_qkv_width(c);
+    const size_t att_w = (size_t)c->n_head * r->d, mlp_w = (size_t)p->mlp_in.out;
+
+    norm(r, r->h, r->x, lw->ln_1_g, lw->ln_1_b, N);
+    gemm_with(r, tiled, r->qkv, qkv_w, r->h, C, N, &p->qkv, lw->c_attn_b, FGI_EPI_STORE);
+    batch_append_kv(b, pool, seqs, l, N);
+    batch_attention_job aj = {b, pool, seqs, l};
+    fgi_cpu_pool_run(r->pool, batch_attention_task, &aj, N * c->n_head);
+    gemm_with(r, tiled, r->x, C, r->att, att_w, N, &p->proj, lw->c_proj_b, FGI_EPI_ADD);
+
+    norm(r, r->h, r->x, lw->ln_2_g, lw->ln_2_b, N);
+    if (c->arch == FG_ARCH_LLAMA) {
+        gemm_with(r, tiled, r->mlp, mlp_w, r->h, C, N, &p->mlp_in, NULL, FGI_EPI_STORE);
+        rows_job j = {r, r->mlp, NULL, NULL, NULL, N, mlp_w};
+        run_rows(r, swiglu_task, &j);
+    } else {
+        gemm_with(r, tiled, r->mlp, mlp_w, r->h, C, N, &p->mlp_in, lw->fc_b, FGI_EPI_GELU);
+    }
+    gemm_with(r, tiled, r->x, C, r->mlp, mlp_w, N, &p->mlp_out, lw->mlp_proj_b, FGI_EPI_ADD);
+}
+
+fg_status fgi_cpu_batch_forward(const char *fn, fgi_cpu_batch *b, fgi_kv_pool *pool,
+                                const fgi_batch_seq *seqs, int n_seqs)
+{
+    FGI_TRY(fgi_check_ptr(fn, "batch", b));
+    fgi_cpu_runner *r = b->r;
+    const fg_config *c = &r->c;
+    int N, L = 0;
+    FGI_TRY(fgi_batch_check(fn, c, pool, seqs, n_seqs, b->ctx, &N));
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].logits) L += seqs[s].all_logits ? seqs[s].n_tokens : 1;
+    FGI_TRY(batch_scratch(fn, b, N, L));
+
+    const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size;
+    for (int s = 0, row = 0; s < n_seqs; s++)
+        for (int t = 0; t < seqs[s].n_tokens; t++, row++) {
+            const int pos = seqs[s].start + t;
+            const float *tok = r->w->wte + (size_t)seqs[s].ids[t] * C;
+            const float *pe = r->w->wpe ? r->w->wpe + (size_t)pos * C : NULL;
+            for (size_t i = 0; i < C; i++) r->x[row * C + i] = tok[i] + (pe ? pe[i] : 0.0f);
+            b->row_seq[row] = s;
+            b->row_pos[row] = pos;
+        }
+    for (int l = 0; l < c->n_layer; l++) batch_block(b, pool, seqs, l, N);
+    if (L == 0) return FG_OK;
+    /* the rows whose logits are wanted, gathered in order, then one GEMM */
+    for (int s = 0, row = 0, out = 0; s < n_seqs; row += seqs[s].n_tokens, s++) {
+        if (seqs[s].logits == NULL) continue;
+        const int rows = seqs[s].all_logits ? seqs[s].n_tokens : 1;
+        memcpy(r->qkv + (size_t)out * C, r->x + (size_t)(row + seqs[s].n_tokens - rows) * C,
+               sizeof(float) * C * (size_t)rows);
+        out += rows;
+    }
+    norm(r, r->h, r->qkv, r->w->ln_f_g, r->w->ln_f_b, L);
+    gemm_with(r, r->k->gemm_tiled, b->logits, V, r->h, C, L, &r->head, NULL, FGI_EPI_STORE);
+    for (int s = 0, out = 0; s < n_seqs; s++) {
+        if (seqs[s].logits == NULL) continue;
+        const int rows = seqs[s].all_logits ? seqs[s].n_tokens : 1;
+        memcpy(seqs[s].logits, b->logits + (size_t)out * V, sizeof(float) * V * (size_t)rows);
+        out += rows;
+    }
     return FG_OK;
 }

@@ -22,6 +22,7 @@
 #include "flashgpt/decoder.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -66,11 +67,23 @@ typedef struct {
     void (*gemm)(float *y, size_t ldy, const float *x, size_t ldx, int rows,
                  const fgi_cpu_mat *w, const float *b, int p0, int p1,
                  fgi_cpu_epilogue epi);
+    /* gemm with every row on the multi-row tile, even a lone one: each
+     * row's bits then do not depend on the rows beside it (the batched
+     * forward; gemm's single-row path sums in another order). */
+    void (*gemm_tiled)(float *y, size_t ldy, const float *x, size_t ldx, int rows,
+                       const fgi_cpu_mat *w, const float *b, int p0, int p1,
+                       fgi_cpu_epilogue epi);
     /* One query row of causal attention over keys 0 .. visible-1: out (d) =
      * softmax(q . k_j * scale) @ v; k, v (visible, d) contiguous. scratch:
      * visible floats. */
     void (*attend_row)(float *out, const float *q, const float *k, const float *v,
                        int visible, int d, float scale, float *scratch);
+    /* attend_row over a paged cache: key j at k + blocks[j / block_size] *
+     * block_stride + (j % block_size) * d, likewise v; bit for bit what
+     * attend_row gives for the same keys. */
+    void (*attend_paged)(float *out, const float *q, const float *k, const float *v,
+                         const int32_t *blocks, int block_size, size_t block_stride,
+                         int visible, int d, float scale, float *scratch);
     /* Row norms (LayerNorm when b != NULL or layer_norm, else RMSNorm). */
     void (*norm_row)(float *y, const float *x, const float *g, const float *b, int n,
                      float eps, int layer_norm);
@@ -120,6 +133,33 @@ fg_status fgi_cpu_runner_set_threads(fgi_cpu_runner *runner, int n_threads);
  * fg_ref_forward: on error nothing is written and the cache is unchanged. */
 fg_status fgi_cpu_forward(fgi_cpu_runner *runner, float *logits, int logit_rows,
                           const int *ids, int T);
+
+/* ---- batched forward over a paged cache (issue 15) ------------------------------ */
+/* Packed weights, a pool and scratch for many sequences per forward (see
+ * kv_paged.h): one GEMM over all their rows per linear layer (gemm_tiled:
+ * batch-invariant), attention per (token, head) through each sequence's
+ * block table. A sequence's logits are the same bits whatever shares its
+ * batch, and the same as fgi_cpu_forward's wherever that also runs every
+ * GEMM on the tile (prefill of T >= 2 tokens, all logit rows). */
+typedef struct fgi_cpu_batch fgi_cpu_batch;
+/* host/runtime/kv_paged.h defines them; named here so that this header
+ * needs no other folder's (bench/cpu_gemm_blas.c includes it alone) */
+typedef struct fgi_kv_pool fgi_kv_pool;
+typedef struct fgi_batch_seq fgi_batch_seq;
+
+/* ctx: the most tokens a sequence reaches (1 .. cfg->n_ctx): the RoPE
+ * table and attention scratch are sized for it. */
+fg_status fgi_cpu_batch_create(const char *fn, fgi_cpu_batch **batch, const fg_config *cfg,
+                               const fg_weights *w, int ctx, int n_threads, fgi_cpu_isa isa);
+void fgi_cpu_batch_destroy(fgi_cpu_batch *batch); /* NULL is a no-op */
+fg_status fgi_cpu_batch_set_threads(fgi_cpu_batch *batch, int n_threads);
+int fgi_cpu_batch_threads(const fgi_cpu_batch *batch);
+/* One forward of the n_seqs sequences (fgi_batch_check's rules, ctx as
+ * above); writes their new keys / values into pool and their logits. On
+ * error no logits are written and no cached token changes (slots past each
+ * sequence's `start` may have been written). */
+fg_status fgi_cpu_batch_forward(const char *fn, fgi_cpu_batch *batch, fgi_kv_pool *pool,
+                                const fgi_batch_seq *seqs, int n_seqs);
 
 #ifdef __cplusplus
 }

@@ -1,23 +1,35 @@
-/* Token sampling (see sampler.h). The candidate list is sorted by
- * probability with ids breaking ties, so the result never depends on the
- * sort algorithm; probabilities and the cumulative sums are in double. */
+/* Token sampling (see sampler.h), in the integer arithmetic of
+ * sample_fixed.h that the GPU sampler shares: candidates become 64-bit keys
+ * (weight, then lower id first), sorted once; top-k, top-p and the draw walk
+ * the sorted keys with exact integer sums. */
 #include "check.h"
 #include "flashgpt/sampler.h"
+#include "sample_fixed.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-typedef struct {
-    double prob;
-    int id;
-} candidate;
 
 struct fg_sampler {
     fg_sampler_config cfg;
     int vocab_size;
     uint64_t state;
-    candidate *cand; /* scratch: one entry per vocabulary id */
+    double scale;               /* fgi_sample_scale(temperature) */
+    fgi_sample_tables tables;
+    uint64_t *keys; /* scratch: one per vocabulary id */
 };
+
+double fgi_sample_scale(float temperature)
+{
+    return 1.4426950408889634 / (double)temperature * FGI_SAMPLE_STEPS_PER_DOUBLING;
+}
+
+void fgi_sample_tables_init(fgi_sample_tables *t)
+{
+    for (int i = 0; i < 256; i++) {
+        t->hi[i] = (uint32_t)llround(ldexp(exp2(-i / 256.0), 31));
+        t->lo[i] = (uint32_t)llround(ldexp(exp2(-i / 65536.0), 31));
+    }
+}
 
 fg_sampler_config fg_sampler_defaults(void)
 {
@@ -25,12 +37,21 @@ fg_sampler_config fg_sampler_defaults(void)
     return c;
 }
 
-static uint64_t next_u64(uint64_t *state)
-{ /* splitmix64 */
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+fg_status fgi_sampler_check(const char *fn, int vocab_size, const fg_sampler_config *cfg)
+{
+    FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
+    FGI_TRY(fgi_check_min(fn, "vocab_size", vocab_size, 1));
+    if (vocab_size > FGI_SAMPLE_MAX_VOCAB)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: vocab_size %d is above the sampler's limit %d",
+                        fn, vocab_size, FGI_SAMPLE_MAX_VOCAB);
+    if (!(cfg->temperature >= 0.0f) || !isfinite(cfg->temperature))
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                       "%s: temperature must be finite and >= 0 (got %g)", fn,
+                       (double)cfg->temperature);
+    if (!(cfg->top_p > 0.0f && cfg->top_p <= 1.0f))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: top_p must be in (0, 1] (got %g)", fn,
+                       (double)cfg->top_p);
+    return FG_OK;
 }
 
 fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
@@ -39,18 +60,10 @@ fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
     static const char fn[] = "fg_sampler_create";
     FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
     *sampler = NULL;
-    FGI_TRY(fgi_check_ptr(fn, "cfg", cfg));
-    FGI_TRY(fgi_check_min(fn, "vocab_size", vocab_size, 1));
-    if (!(cfg->temperature >= 0.0f) || !isfinite(cfg->temperature))
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: temperature must be finite and >= 0 (got %g)", fn,
-                       (double)cfg->temperature);
-    if (!(cfg->top_p > 0.0f && cfg->top_p <= 1.0f))
-        return fgi_fail(FG_ERR_INVALID_ARG, "%s: top_p must be in (0, 1] (got %g)", fn,
-                       (double)cfg->top_p);
+    FGI_TRY(fgi_sampler_check(fn, vocab_size, cfg));
     fg_sampler *s;
     FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
-    fg_status st = fgi_alloc(fn, (void **)&s->cand, (size_t)vocab_size, sizeof *s->cand);
+    fg_status st = fgi_alloc(fn, (void **)&s->keys, (size_t)vocab_size, sizeof *s->keys);
     if (st != FG_OK) {
         fg_sampler_destroy(s);
         return st;
@@ -58,6 +71,8 @@ fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
     s->cfg = *cfg;
     s->vocab_size = vocab_size;
     s->state = cfg->seed;
+    s->scale = cfg->temperature > 0.0f ? fgi_sample_scale(cfg->temperature) : 0.0;
+    fgi_sample_tables_init(&s->tables);
     *sampler = s;
     return FG_OK;
 }
@@ -65,16 +80,19 @@ fg_status fg_sampler_create(fg_sampler **sampler, int vocab_size,
 void fg_sampler_destroy(fg_sampler *sampler)
 {
     if (sampler == NULL) return;
-    free(sampler->cand);
+    free(sampler->keys);
     free(sampler);
 }
 
-/* Decreasing probability, then increasing id: a total order. */
-static int by_prob_then_id(const void *a, const void *b)
+const fg_sampler_config *fgi_sampler_config(const fg_sampler *s) { return &s->cfg; }
+int fgi_sampler_vocab(const fg_sampler *s) { return s->vocab_size; }
+uint64_t *fgi_sampler_state(fg_sampler *s) { return &s->state; }
+
+/* Decreasing keys (keys are distinct). */
+static int by_key_descending(const void *a, const void *b)
 {
-    const candidate *x = a, *y = b;
-    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x < y) - (x > y);
 }
 
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int *token)
@@ -98,42 +116,37 @@ fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int *token)
         return FG_OK;
     }
 
-    /* candidates with their tempered softmax probabilities */
-    candidate *c = s->cand;
-    const double inv_t = 1.0 / s->cfg.temperature, top = logits[best];
-    double sum = 0.0;
+    /* candidates: keys of every id with a weight */
+    uint64_t *keys = s->keys, total = 0;
     int n = 0;
     for (int i = 0; i < V; i++) {
-        if (logits[i] == -INFINITY) continue;
-        c[n].prob = exp(((double)logits[i] - top) * inv_t);
-        c[n].id = i;
-        sum += c[n++].prob;
+        const uint64_t w = fgi_sample_weight(&s->tables, logits[i], logits[best], s->scale);
+        if (w == 0) continue;
+        keys[n++] = fgi_sample_key(w, i);
+        total += w;
     }
-    for (int i = 0; i < n; i++) c[i].prob /= sum;
-    qsort(c, (size_t)n, sizeof *c, by_prob_then_id);
+    qsort(keys, (size_t)n, sizeof *keys, by_key_descending);
 
     int keep = (s->cfg.top_k > 0 && s->cfg.top_k < n) ? s->cfg.top_k : n;
-    if (s->cfg.top_p < 1.0f) {
-        double cum = 0.0;
+    if (s->cfg.top_p < 1.0f) { /* the nucleus of the whole distribution */
+        const uint64_t target = fgi_sample_top_p_target(s->cfg.top_p, total);
+        uint64_t cum = 0;
         for (int i = 0; i < keep; i++) {
-            cum += c[i].prob;
-            if (cum >= s->cfg.top_p) {
+            cum += fgi_sample_key_weight(keys[i]);
+            if (cum >= target) {
                 keep = i + 1;
                 break;
             }
         }
     }
-    double mass = 0.0;
-    for (int i = 0; i < keep; i++) mass += c[i].prob;
-    const double r = (double)(next_u64(&s->state) >> 11) * 0x1.0p-53 * mass;
-    double cum = 0.0;
-    int pick = c[keep - 1].id; /* rounding: fall back to the last kept */
-    for (int i = 0; i < keep; i++) {
-        cum += c[i].prob;
-        if (r < cum) {
-            pick = c[i].id;
-            break;
-        }
+    uint64_t mass = 0;
+    for (int i = 0; i < keep; i++) mass += fgi_sample_key_weight(keys[i]);
+    const uint64_t r = fgi_sample_below(fgi_sample_next(&s->state), mass);
+    uint64_t cum = 0;
+    int pick = -1;
+    for (int i = 0; i < keep && pick < 0; i++) {
+        cum += fgi_sample_key_weight(keys[i]);
+        if (cum > r) pick = fgi_sample_key_id(keys[i]);
     }
     *token = pick;
     return FG_OK;

@@ -17,6 +17,7 @@
 #include "flashgpt/session.h"
 #include "config_internal.h"
 #include "cpu_internal.h"
+#include "sample_fixed.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,11 @@ struct fg_session {
     int capacity, len, has_logits;
     int allocated;                 /* tokens the cache holds now, <= capacity */
     int *history;                  /* CUDA: the ids cached so far (allocated) */
-    float *last_logits;            /* (vocab) */
+    float *last_logits;            /* (vocab); CUDA: a copy made on demand */
+    const float *device_logits;    /* CUDA: the last logits, in the runner */
+    int logits_on_host;            /* last_logits is current */
+    fg_cuda_sampler *gpu_sampler;  /* CUDA: draws for the caller's fg_sampler */
+    fg_sampler_config gpu_sampler_cfg; /* ... of this configuration */
     fg_kv_cache *host_cache;       /* REF */
     fgi_cpu_runner *cpu;           /* CPU */
     fg_cuda_weights *gpu_weights;  /* CUDA */
@@ -130,6 +135,7 @@ static fg_status grow_device(const char *fn, fg_session *s, int tokens)
         return st;
     }
     if (s->len > 0) memcpy(history, s->history, sizeof(int) * (size_t)s->len);
+    fg_cuda_sampler_destroy(s->gpu_sampler);
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner);
     free(s->history);
@@ -208,6 +214,7 @@ void fg_session_destroy(fg_session *s)
     if (s == NULL) return;
     fg_kv_cache_destroy(s->host_cache);
     fgi_cpu_runner_destroy(s->cpu);
+    fg_cuda_sampler_destroy(s->gpu_sampler);
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner); /* before the weights it reads */
     fg_cuda_weights_destroy(s->gpu_weights);
@@ -222,7 +229,14 @@ int fg_session_capacity(const fg_session *s) { return s ? s->capacity : -1; }
 
 const float *fg_session_logits(const fg_session *s)
 {
-    return (s && s->has_logits) ? s->last_logits : NULL;
+    if (s == NULL || !s->has_logits) return NULL;
+    if (!s->logits_on_host) { /* CUDA: copied only when someone asks */
+        if (fg_cuda_download(s->last_logits, s->device_logits,
+                             sizeof(float) * (size_t)s->cfg->vocab_size) != FG_OK)
+            return NULL;
+        ((fg_session *)s)->logits_on_host = 1; /* a cache fill, not a change of state */
+    }
+    return s->last_logits;
 }
 
 fg_status fg_session_reset(fg_session *s)
@@ -241,6 +255,7 @@ static fg_status forward_on_device(fg_session *s, const int *ids, int T,
                                    float *all_logits)
 {
     const size_t V = (size_t)s->cfg->vocab_size;
+    s->logits_on_host = 1;
     if (s->device == FG_DEVICE_CPU) {
         if (all_logits == NULL) return fgi_cpu_forward(s->cpu, s->last_logits, 1, ids, T);
         FGI_TRY(fgi_cpu_forward(s->cpu, all_logits, T, ids, T));
@@ -249,8 +264,12 @@ static fg_status forward_on_device(fg_session *s, const int *ids, int T,
             return fg_ref_forward_last(s->last_logits, s->cfg, s->w, s->host_cache, ids, T);
         FGI_TRY(fg_ref_forward(all_logits, NULL, s->cfg, s->w, s->host_cache, ids, T));
     } else {
-        if (all_logits == NULL)
-            return fg_cuda_forward_last(s->last_logits, s->gpu_runner, s->gpu_cache, ids, T);
+        if (all_logits == NULL) { /* left on the card until fg_session_logits asks */
+            FGI_TRY(fg_cuda_forward_last_on_device(&s->device_logits, s->gpu_runner,
+                                                   s->gpu_cache, ids, T));
+            s->logits_on_host = 0;
+            return FG_OK;
+        }
         FGI_TRY(fg_cuda_forward(all_logits, NULL, s->gpu_runner, s->gpu_cache, ids, T));
     }
     memcpy(s->last_logits, all_logits + (size_t)(T - 1) * V, V * sizeof(float));
@@ -297,4 +316,40 @@ fg_status fg_session_set_threads(fg_session *s, int n_threads)
 int fg_session_threads(const fg_session *s)
 {
     return (s && s->cpu) ? fgi_cpu_runner_threads(s->cpu) : 1;
+}
+
+/* The GPU sampler was made for a sampler of this configuration (the seed
+ * does not matter: the state travels with every draw). */
+static int gpu_sampler_fits(const fg_session *s, const fg_sampler_config *cfg)
+{
+    return s->gpu_sampler_cfg.temperature == cfg->temperature &&
+           s->gpu_sampler_cfg.top_k == cfg->top_k && s->gpu_sampler_cfg.top_p == cfg->top_p;
+}
+
+/* On the GPU the draw runs on the card from the logits the forward left
+ * there, continuing the caller's sampler's stream (fg_cuda_sampler_draw
+ * with its state), so the ids are the ones fg_sampler_sample would give. */
+fg_status fg_session_sample(fg_session *s, fg_sampler *sampler, int *token)
+{
+    static const char fn[] = "fg_session_sample";
+    FGI_TRY(fgi_check_ptr(fn, "session", s));
+    FGI_TRY(fgi_check_ptr(fn, "sampler", sampler));
+    FGI_TRY(fgi_check_ptr(fn, "token", token));
+    const int V = s->cfg->vocab_size;
+    if (fgi_sampler_vocab(sampler) != V)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                        "%s: the sampler is for a vocabulary of %d, the model's is %d", fn,
+                        fgi_sampler_vocab(sampler), V);
+    if (!s->has_logits)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: no logits yet (forward a token first)", fn);
+    if (s->logits_on_host) return fg_sampler_sample(sampler, s->last_logits, token);
+    const fg_sampler_config *cfg = fgi_sampler_config(sampler);
+    if (s->gpu_sampler == NULL || !gpu_sampler_fits(s, cfg)) {
+        fg_cuda_sampler_destroy(s->gpu_sampler);
+        s->gpu_sampler = NULL;
+        FGI_TRY(fg_cuda_sampler_create(&s->gpu_sampler, V, cfg));
+        s->gpu_sampler_cfg = *cfg;
+    }
+    return fg_cuda_sampler_draw(s->gpu_sampler, s->device_logits, fgi_sampler_state(sampler),
+                                token, NULL);
 }

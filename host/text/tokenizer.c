@@ -49,6 +49,9 @@ void fg_tokenizer_destroy(fg_tokenizer *tok)
     free(tok->lookup.slots);
     free(tok->merges);
     free(tok->scores);
+    free(tok->first_output);
+    free(tok->first_output_at);
+    fgi_json_state_free(tok->json);
     free(tok);
 }
 
@@ -58,10 +61,43 @@ int fg_tokenizer_eos(const fg_tokenizer *tok) { return tok ? tok->eos : -1; }
 
 /* --- encode / decode ------------------------------------------------------ */
 
+static fg_status encode(const char *fn, const fg_tokenizer *tok, const char *text,
+                        size_t len, unsigned flags, int *ids, int capacity, int *n_ids);
+
 fg_status fg_tokenizer_encode(const fg_tokenizer *tok, const char *text, size_t len,
                               int add_bos, int *ids, int capacity, int *n_ids)
 {
-    static const char fn[] = "fg_tokenizer_encode";
+    return encode("fg_tokenizer_encode", tok, text, len, add_bos ? FG_ENCODE_ADD_SPECIAL : 0u,
+                  ids, capacity, n_ids);
+}
+
+fg_status fg_tokenizer_encode_ex(const fg_tokenizer *tok, const char *text, size_t len,
+                                 unsigned flags, int *ids, int capacity, int *n_ids)
+{
+    static const char fn[] = "fg_tokenizer_encode_ex";
+    if (flags & ~(unsigned)(FG_ENCODE_ADD_SPECIAL | FG_ENCODE_SPLIT_SPECIAL))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'flags' has unknown bits (0x%x)", fn,
+                       flags);
+    return encode(fn, tok, text, len, flags, ids, capacity, n_ids);
+}
+
+/* Copies count ids to the caller when they fit (see fg_tokenizer_encode). */
+static fg_status hand_over(const char *fn, const int *out, int count, int *ids, int capacity,
+                           int *n_ids)
+{
+    *n_ids = count;
+    if (count > capacity)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                       "%s: argument 'capacity' is too small: the text needs %d ids (got %d)",
+                       fn, count, capacity);
+    if (count > 0) memcpy(ids, out, (size_t)count * sizeof *ids);
+    return FG_OK;
+}
+
+static fg_status encode(const char *fn, const fg_tokenizer *tok, const char *text,
+                        size_t len, unsigned flags, int *ids, int capacity, int *n_ids)
+{
+    const int add_bos = (flags & FG_ENCODE_ADD_SPECIAL) != 0;
     FGI_TRY(fgi_check_ptr(fn, "tok", tok));
     FGI_TRY(fgi_check_ptr(fn, "text", text));
     FGI_TRY(fgi_check_ptr(fn, "n_ids", n_ids));
@@ -71,6 +107,13 @@ fg_status fg_tokenizer_encode(const fg_tokenizer *tok, const char *text, size_t 
         return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'len' must be <= %d bytes (got %zu)", fn,
                        INT_MAX - 2, len);
+    if (tok->kind == FGI_TOKENIZER_JSON) {
+        int *out = NULL, count = 0;
+        FGI_TRY(fgi_json_encode(tok, (const unsigned char *)text, len, flags, &out, &count));
+        fg_status st = hand_over(fn, out, count, ids, capacity, n_ids);
+        free(out);
+        return st;
+    }
     if (add_bos && tok->bos < 0)
         return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: argument 'add_bos' is set but this vocabulary has no BOS token",
@@ -89,18 +132,11 @@ fg_status fg_tokenizer_encode(const fg_tokenizer *tok, const char *text, size_t 
     int count = 0;
     const unsigned char *bytes = (const unsigned char *)text;
     if (tok->kind == FGI_TOKENIZER_GPT2)
-        fgi_gpt2_encode(tok, bytes, len, add_bos != 0, out, &count, &work);
+        fgi_gpt2_encode(tok, bytes, len, add_bos, out, &count, &work);
     else
-        fgi_llama2c_encode(tok, bytes, len, add_bos != 0, out, &count, &work);
+        fgi_llama2c_encode(tok, bytes, len, add_bos, out, &count, &work);
     fgi_bpe_work_free(&work);
-
-    *n_ids = count;
-    if (count > capacity)
-        st = fgi_fail(FG_ERR_INVALID_ARG,
-                     "%s: argument 'capacity' is too small: the text needs %d ids (got %d)",
-                     fn, count, capacity);
-    else if (count > 0)
-        memcpy(ids, out, (size_t)count * sizeof *ids);
+    st = hand_over(fn, out, count, ids, capacity, n_ids);
     free(out);
     return st;
 }
@@ -118,6 +154,10 @@ static fg_status check_id(const char *fn, const char *name, const fg_tokenizer *
 /* The bytes of id after prev; both already validated. */
 static const char *piece_of(const fg_tokenizer *tok, int prev, int id, size_t *len)
 {
+    if (prev < 0 && tok->first_output != NULL) {
+        *len = tok->first_output_at[id + 1] - tok->first_output_at[id];
+        return tok->first_output + tok->first_output_at[id];
+    }
     const char *p = tok->output + tok->output_at[id];
     size_t n = tok->output_at[id + 1] - tok->output_at[id];
     if (tok->strip_space_after_bos && prev == tok->bos && n > 0 && p[0] == ' ') {

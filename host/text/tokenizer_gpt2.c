@@ -23,7 +23,7 @@
  *    its own UTF-8 bytes. <|endoftext|> is BOS and EOS and decodes to its
  *    spelling, like OpenAI's decoder. */
 #include "tokenizer_internal.h"
-#include "unicode_tables.h"
+#include "unicode.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -31,118 +31,14 @@
 
 static const char load_fn[] = "fg_tokenizer_load_gpt2";
 
-/* --- byte-level alphabet -------------------------------------------------- */
-
-static int byte_is_printable(int b)
-{
-    return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-}
-
-/* The code point spelling byte b. */
-static uint32_t byte_to_codepoint(int b)
-{
-    if (byte_is_printable(b)) return (uint32_t)b;
-    uint32_t k = 0;
-    for (int x = 0; x < b; x++) k += !byte_is_printable(x);
-    return 256 + k;
-}
-
 /* Alphabet code points are all below 256 + 68 (the bytes not printable). */
 enum { ALPHABET_END = 256 + 68 };
 
-/* --- UTF-8 and character classes ------------------------------------------ */
-
-/* Length (1-4) of the valid UTF-8 sequence at s[0 .. n) and its code point,
- * or 0 when s[0] does not start one. */
-static size_t utf8_sequence(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned char b0 = s[0];
-    if (b0 < 0x80) {
-        *cp = b0;
-        return 1;
-    }
-    size_t need;
-    uint32_t v;
-    if (b0 >= 0xC2 && b0 <= 0xDF) need = 2, v = b0 & 0x1Fu;
-    else if (b0 >= 0xE0 && b0 <= 0xEF) need = 3, v = b0 & 0x0Fu;
-    else if (b0 >= 0xF0 && b0 <= 0xF4) need = 4, v = b0 & 0x07u;
-    else return 0;
-    if (n < need) return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3Fu);
-    }
-    if ((need == 3 && v < 0x800) || (need == 4 && v < 0x10000) || v > 0x10FFFF ||
-        (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return need;
-}
-
-static size_t utf8_encode(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-typedef enum { CLASS_LETTER, CLASS_NUMBER, CLASS_SPACE, CLASS_OTHER } char_class;
-
-static int in_ranges(const uint32_t (*ranges)[2], size_t n, uint32_t cp)
-{
-    size_t lo = 0, hi = n; /* first range with last >= cp */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ranges[mid][1] < cp) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && ranges[lo][0] <= cp;
-}
-
-#define IN_TABLE(table, cp) in_ranges(table, sizeof table / sizeof table[0], cp)
-
-static char_class classify(uint32_t cp)
-{
-    if (IN_TABLE(fgi_unicode_whitespace, cp)) return CLASS_SPACE;
-    if (IN_TABLE(fgi_unicode_letter, cp)) return CLASS_LETTER;
-    if (IN_TABLE(fgi_unicode_number, cp)) return CLASS_NUMBER;
-    return CLASS_OTHER;
-}
-
-/* Class and byte length of the character at s[pos] (pos < len). */
-static char_class char_at(const unsigned char *s, size_t len, size_t pos, size_t *n)
-{
-    uint32_t cp;
-    *n = utf8_sequence(s + pos, len - pos, &cp);
-    if (*n == 0) {
-        *n = 1;
-        return CLASS_OTHER;
-    }
-    return classify(cp);
-}
-
 /* End of the run of characters of class c starting at pos. */
-static size_t run_end(const unsigned char *s, size_t len, size_t pos, char_class c)
+static size_t run_end(const unsigned char *s, size_t len, size_t pos, fgi_char_class c)
 {
     size_t n;
-    while (pos < len && char_at(s, len, pos, &n) == c) pos += n;
+    while (pos < len && fgi_char_at(s, len, pos, &n) == c) pos += n;
     return pos;
 }
 
@@ -159,22 +55,22 @@ static size_t next_chunk(const unsigned char *s, size_t len, size_t pos)
         }
     }
     size_t n;
-    char_class c = char_at(s, len, pos, &n);
+    fgi_char_class c = fgi_char_at(s, len, pos, &n);
     size_t start = pos;
     if (s[pos] == ' ' && pos + 1 < len) { /* " ?" before a letter, number or other run */
-        char_class after = char_at(s, len, pos + 1, &n);
-        if (after != CLASS_SPACE) {
+        fgi_char_class after = fgi_char_at(s, len, pos + 1, &n);
+        if (after != FGI_CHAR_SPACE) {
             c = after;
             start = pos + 1;
         }
     }
-    if (c != CLASS_SPACE) return run_end(s, len, start, c);
+    if (c != FGI_CHAR_SPACE) return run_end(s, len, start, c);
 
     /* \s+(?!\S): the whole run at the end of the text, else the run minus
      * its last character (which then leads the next chunk, e.g. " word");
      * a single space before a non-space is \s+. */
     size_t end = pos, last = pos;
-    while (end < len && char_at(s, len, end, &n) == CLASS_SPACE) {
+    while (end < len && fgi_char_at(s, len, end, &n) == FGI_CHAR_SPACE) {
         last = end;
         end += n;
     }
@@ -262,7 +158,7 @@ static fg_status read_vocab_entries(fg_tokenizer *t, const cJSON *root, const ch
         else {
             uint32_t cp;
             for (size_t i = 0, k; i < key_len && st == FG_OK; i += k)
-                if ((k = utf8_sequence((const unsigned char *)key + i, key_len - i, &cp)) == 0)
+                if ((k = fgi_utf8_sequence((const unsigned char *)key + i, key_len - i, &cp)) == 0)
                     st = format_error(name, "invalid UTF-8 in token", key, key_len);
             keys[(int)v] = key;
             total += key_len;
@@ -289,7 +185,7 @@ static fg_status build_outputs(fg_tokenizer *t)
 {
     int codepoint_byte[ALPHABET_END];
     for (int cp = 0; cp < ALPHABET_END; cp++) codepoint_byte[cp] = -1;
-    for (int b = 0; b < 256; b++) codepoint_byte[byte_to_codepoint(b)] = b;
+    for (int b = 0; b < 256; b++) codepoint_byte[fgi_byte_to_codepoint(b)] = b;
 
     FGI_TRY(fgi_alloc(load_fn, (void **)&t->output, t->spelling_at[t->vocab_size], 1));
     size_t at = 0;
@@ -299,11 +195,11 @@ static fg_status build_outputs(fg_tokenizer *t)
         t->output_at[id] = at;
         for (size_t i = 0, k; i < n; i += k) {
             uint32_t cp = 0;
-            k = utf8_sequence(s + i, n - i, &cp); /* validated: k >= 1 */
+            k = fgi_utf8_sequence(s + i, n - i, &cp); /* validated: k >= 1 */
             if (cp < ALPHABET_END && codepoint_byte[cp] >= 0)
                 t->output[at++] = (char)codepoint_byte[cp];
             else
-                at += utf8_encode(cp, t->output + at);
+                at += fgi_utf8_encode(cp, t->output + at);
         }
     }
     t->output_at[t->vocab_size] = at;
@@ -344,11 +240,11 @@ static fg_status parse_vocab(fg_tokenizer **out, const char *json, size_t len,
     if (st == FG_OK) st = build_outputs(t);
     for (int b = 0; st == FG_OK && b < 256; b++) {
         char spelled[4];
-        size_t n = utf8_encode(byte_to_codepoint(b), spelled);
+        size_t n = fgi_utf8_encode(fgi_byte_to_codepoint(b), spelled);
         t->byte_token[b] = fgi_string_map_find(&t->lookup, t, spelled, n);
         if (t->byte_token[b] < 0)
             st = fgi_fail(FG_ERR_FORMAT, "%s: %s: no token for byte 0x%02X (spelled U+%04X)",
-                         load_fn, name, (unsigned)b, (unsigned)byte_to_codepoint(b));
+                         load_fn, name, (unsigned)b, (unsigned)fgi_byte_to_codepoint(b));
     }
     if (st != FG_OK) {
         fg_tokenizer_destroy(t);

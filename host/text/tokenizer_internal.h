@@ -16,7 +16,16 @@
 extern "C" {
 #endif
 
-typedef enum { FGI_TOKENIZER_GPT2 = 0, FGI_TOKENIZER_LLAMA2C = 1 } fgi_tokenizer_kind;
+typedef enum {
+    FGI_TOKENIZER_GPT2 = 0,
+    FGI_TOKENIZER_LLAMA2C = 1,
+    FGI_TOKENIZER_JSON = 2 /* Hugging Face tokenizer.json (tokenizer_json.c) */
+} fgi_tokenizer_kind;
+
+/* tokenizer.json's pipeline: normalizer, pre-tokenizer, model options,
+ * added tokens, post-processor (defined in tokenizer_json.c). */
+typedef struct fgi_json_state fgi_json_state;
+void fgi_json_state_free(fgi_json_state *js);
 
 /* Open addressing map from a token's spelling to its id; the keys live in
  * the tokenizer's spelling arena, so the map only stores ids. The spellings
@@ -46,6 +55,12 @@ struct fg_tokenizer {
     size_t max_spelling;             /* longest spelling, in bytes */
     fgi_string_map lookup;           /* spelling -> id of the tokens encode may use */
     int strip_space_after_bos;       /* llama2.c's dummy-prefix removal */
+    /* tokenizer.json decoders that treat the start of the text differently
+     * (Strip, Metaspace): what each token decodes to as the first token;
+     * NULL when that is its ordinary output. */
+    char *first_output;
+    size_t *first_output_at;
+    fgi_json_state *json;            /* FGI_TOKENIZER_JSON only */
 
     /* GPT-2 */
     int byte_token[256];   /* id of the single-byte token of each byte */
@@ -76,6 +91,17 @@ fg_status fgi_tokenizer_gpt2_from_memory(fg_tokenizer **tok, const char *vocab_j
 /* llama2.c from tokenizer.bin contents; vocab_size >= 259. */
 fg_status fgi_tokenizer_llama2c_from_memory(fg_tokenizer **tok, const unsigned char *data,
                                             size_t len, int vocab_size, const char *name);
+
+/* tokenizer.json from memory; config_json (tokenizer_config.json, may be
+ * NULL) only names BOS and EOS. */
+fg_status fgi_tokenizer_json_from_memory(fg_tokenizer **tok, const char *json, size_t len,
+                                         const char *config_json, size_t config_len,
+                                         const char *name);
+
+/* tokenizer.json encoding: the ids of text into *ids (allocated here, free
+ * with free()) and their number into *count. flags: FG_ENCODE_*. */
+fg_status fgi_json_encode(const fg_tokenizer *tok, const unsigned char *text, size_t len,
+                          unsigned flags, int **ids, int *count);
 
 /* Kind-specific encoders: write the ids of text into out (room for len + 2)
  * and their number into *count; add_bos is honoured (the caller checked that

@@ -4,7 +4,7 @@
  * Sorted, disjoint, inclusive code point ranges of the classes the GPT-2
  * pre-tokeniser uses: letter = general category L*, number = N*,
  * whitespace = the White_Space property. Read-only constants, included
- * by host/tokenizer_gpt2.c only. */
+ * by host/text/unicode.c only. */
 #ifndef FLASHGPT_HOST_UNICODE_TABLES_H
 #define FLASHGPT_HOST_UNICODE_TABLES_H
 

@@ -20,6 +20,7 @@
 
 #include "flashgpt/decoder.h"
 #include "flashgpt/dtype.h"
+#include "flashgpt/sampler.h"
 #include "flashgpt/status.h"
 
 #include <stddef.h>
@@ -36,6 +37,8 @@ typedef struct CUstream_st *cudaStream_t;
 typedef struct fg_cuda_weights fg_cuda_weights;
 typedef struct fg_cuda_runner fg_cuda_runner;
 typedef struct fg_cuda_kv_cache fg_cuda_kv_cache;
+/* The GPU sampler (fg_sampler's draws on device logits). */
+typedef struct fg_cuda_sampler fg_cuda_sampler;
 
 /* Every entry point, declared from the list that also makes the no-CUDA
  * stubs. */

@@ -123,6 +123,32 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_swiglu_ffn, (float *y, const float *x, con
                                                    const float *w_up, const float *w_down, int rows,
                                                    int hidden, int inner, cudaStream_t stream))
 
+/* Sampling on the GPU -------------------------------------------------------- */
+
+/* A sampler with fg_sampler's configuration and semantics (flashgpt/
+ * sampler.h) whose draws from device logits are the CPU sampler's, id for
+ * id, for the same seed and logits. Its random state lives on the device,
+ * so draws may be captured into a CUDA graph; one stream at a time. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_create, (fg_cuda_sampler **sampler,
+                                                       int vocab_size,
+                                                       const fg_sampler_config *cfg))
+FG_CUDA_FN(VOID, void, fg_cuda_sampler_destroy, (fg_cuda_sampler *sampler)) /* NULL: no-op */
+/* Enqueues one draw from logits (vocab_size floats, device) into *token
+ * (one int, device): the id, or -1 when the logits hold NaN or +inf or are
+ * all -inf (the random state is then not advanced). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_sample, (fg_cuda_sampler *sampler,
+                                                       const float *logits, int *token,
+                                                       cudaStream_t stream))
+/* The same, waiting for the id and returning it in *token (host);
+ * FG_ERR_INVALID_ARG for refused logits, as fg_sampler_sample. state: NULL
+ * draws from the sampler's own stream; else *state (host) is the stream
+ * state to draw with and receives the state after the draw, so a host
+ * fg_sampler of the same configuration and this one can take turns on one
+ * stream (a CUDA session draws for the caller's fg_sampler this way). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_draw, (fg_cuda_sampler *sampler,
+                                                     const float *logits, uint64_t *state,
+                                                     int *token, cudaStream_t stream))
+
 /* Decoder on the GPU -------------------------------------------------------- */
 
 /* Weights: the configuration and every weight uploaded once, from the same
@@ -181,3 +207,11 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward, (float *logits, float *probs,
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last, (float *logits, fg_cuda_runner *runner,
                                                      fg_cuda_kv_cache *cache, const int *ids,
                                                      int T))
+
+/* fg_cuda_forward_last keeping the logits on the device: *logits_dev gets
+ * the runner's (vocab) floats, valid until its next call; nothing is copied
+ * back (sample them with fg_cuda_sampler_*). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_forward_last_on_device, (const float **logits_dev,
+                                                               fg_cuda_runner *runner,
+                                                               fg_cuda_kv_cache *cache,
+                                                               const int *ids, int T))

@@ -13,5 +13,8 @@
 #include "flashgpt/loader.h"
 #include "flashgpt/tokenizer.h"
 #include "flashgpt/generate.h"
+#include "flashgpt/scheduler.h"
+
+#include "flashgpt/chat.h"
 
 #endif /* FLASHGPT_H */

@@ -33,20 +33,37 @@ extern "C" {
 /* --- the tokenizer of a model ----------------------------------------------- */
 
 /* Loads the tokenizer that belongs to a model.
- *  - tok_path given (an explicit choice): a folder holding vocab.json and
- *    merges.txt (GPT-2); a file ending in ".json" (GPT-2 vocab.json, with
+ *  - tok_path given (an explicit choice): a folder holding tokenizer.json
+ *    (Hugging Face), else vocab.json and merges.txt (GPT-2); a file named
+ *    tokenizer.json; another file ending in ".json" (GPT-2 vocab.json, with
  *    merges.txt from the same folder); anything else a llama2.c
  *    tokenizer.bin of vocab_size tokens. model_path may then be NULL.
  *  - else, in the model's folder (model_path itself when it is a folder,
- *    else the folder of the file): vocab.json + merges.txt (GPT-2, when
- *    vocab.json exists), else tokenizer.bin, else tok<vocab_size>.bin
- *    (llama2.c, e.g. tok512.bin beside stories260K.bin).
+ *    else the folder of the file): tokenizer.json, else vocab.json +
+ *    merges.txt (GPT-2, when vocab.json exists), else tokenizer.bin, else
+ *    tok<vocab_size>.bin (llama2.c, e.g. tok512.bin beside stories260K.bin).
+ *    tokenizer.json comes first because it is what transformers uses: a
+ *    folder that also holds vocab.json + merges.txt (GPT-2, Qwen2) gets the
+ *    file's own pre-tokenizer and special tokens.
  * Nothing found is FG_ERR_IO with the message "no tokenizer beside
- * <model_path> (looked for vocab.json + merges.txt, tokenizer.bin,
- * tok<vocab_size>.bin)"; a found file that fails to load gives its loader's
- * error. vocab_size is the model's (fg_config.vocab_size), >= 1. */
+ * <model_path> (looked for tokenizer.json, vocab.json + merges.txt,
+ * tokenizer.bin, tok<vocab_size>.bin)"; a found file that fails to load
+ * gives its loader's error. vocab_size is the model's
+ * (fg_config.vocab_size), >= 1; a tokenizer.json does not use it. */
 fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path,
                                       const char *tok_path, int vocab_size);
+
+/* The ids that end a model's text: eos_token_id of generation_config.json
+ * and of config.json in the model's folder (model_path itself when it is a
+ * folder, else the folder of the file), each an int or a list of ints
+ * (Llama 3 instruct lists several), in that order without repeats. A folder
+ * with neither file or key (a llama2.c checkpoint) has none: FG_OK with
+ * *n_ids 0. Sizing as fg_tokenizer_encode: *n_ids always gets the count,
+ * too small a capacity is FG_ERR_INVALID_ARG with ids untouched. A key that
+ * is not an id or a list of ids is FG_ERR_FORMAT naming the file. Front
+ * ends pass these as fg_generate_config.stop_ids (unless told to ignore
+ * EOS), since a session does not know where its model came from. */
+fg_status fg_eos_ids_for_model(const char *model_path, int *ids, int capacity, int *n_ids);
 
 /* --- prompts -------------------------------------------------------------------- */
 
@@ -54,7 +71,10 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
  * configuration starts with the tokenizer's BOS, else 0. Llama-family
  * models always get BOS (they were trained with it); GPT-2 gets none,
  * except that an empty prompt starts from <|endoftext|> (GPT-2's BOS), the
- * way GPT-2 samples unconditionally. -1 for a NULL or invalid cfg. */
+ * way GPT-2 samples unconditionally. -1 for a NULL or invalid cfg.
+ * With a tokenizer.json, "BOS" means what its post-processor adds (none for
+ * Qwen2 or GPT-2), except that an empty prompt to which it adds nothing
+ * starts from the tokenizer's BOS when it has one. */
 int fg_prompt_wants_bos(const fg_config *cfg, size_t prompt_len);
 
 /* Encodes the len bytes of text (NULL allowed when len is 0) for a model of
@@ -78,7 +98,9 @@ typedef enum {
     FG_STOP_MAX_TOKENS = 2,   /* max_new_tokens tokens were generated */
     FG_STOP_CONTEXT_FULL = 3, /* the session is full: the last token generated
                                  could not be fed back for another step */
-    FG_STOP_CANCELLED = 4     /* the callback returned nonzero */
+    FG_STOP_CANCELLED = 4,    /* the callback returned nonzero */
+    FG_STOP_STRING = 5        /* the text reached one of stop_strings; the text
+                                 from the match on is not passed on */
 } fg_stop_reason;
 
 /* Short fixed name, e.g. "eos", "max tokens"; never NULL. */
@@ -96,7 +118,14 @@ typedef enum {
 /* Called once per token, in order. piece is the bytes the token adds to the
  * text after the previous one (fg_tokenizer_piece; not NUL-terminated; len
  * may be 0, also for an id the tokenizer does not know). Return 0 to go
- * on, nonzero to stop (FG_STOP_CANCELLED). */
+ * on, nonzero to stop (FG_STOP_CANCELLED).
+ * With stop strings, a generated token's bytes are instead the text that
+ * is now known to come before any stop string: text that may be the start
+ * of a stop string is held back (len 0 meanwhile) and passed with a later
+ * token once the text goes another way; a match passes the text before
+ * it with the token that completed it, and stops (FG_STOP_STRING). When
+ * the generation ends otherwise (not cancelled), text still held back is
+ * passed in one last call with id -1. Prompt tokens are never held. */
 typedef int (*fg_token_callback)(void *user, int id, const char *piece, size_t len);
 
 typedef struct {
@@ -108,9 +137,13 @@ typedef struct {
     int n_stop_ids;             /* >= 0; stop_ids may be NULL when 0 */
     fg_token_callback on_token; /* may be NULL */
     void *user;                 /* passed to on_token */
+    const char *const *stop_strings; /* texts that end the generation (not
+                                        empty, NUL-terminated); the earliest
+                                        match in the generated text wins */
+    int n_stop_strings;         /* >= 0; stop_strings may be NULL when 0 */
 } fg_generate_config;
 
-/* max_new_tokens 64, no echo, stop at EOS, no stop ids, no callback */
+/* max_new_tokens 64, no echo, stop at EOS, no stop ids or strings, no callback */
 fg_generate_config fg_generate_defaults(void);
 
 typedef struct {
@@ -126,9 +159,10 @@ typedef struct {
 /* Generates after the n_prompt ids of prompt (usually from fg_prompt_encode):
  * appends them to the session in one forward pass (prefill), then until a
  * stop condition: draws a token from the session's last logits with the
- * sampler, stops if it is a stop id, passes it to on_token, stops after
- * max_new_tokens or when the session is full, else feeds it to the session.
- * The last token generated is not fed back (its logits would go unused).
+ * sampler, stops if it is a stop id, passes it to on_token, stops at a
+ * stop string, after max_new_tokens or when the session is full, else
+ * feeds it to the session. The last token generated is not fed back (its
+ * logits would go unused), nor one that completed a stop string.
  * The sampler must have been created for the vocabulary of the session's
  * model; the session may already hold tokens (they are context), but the
  * prompt must fit in what is left of it. On success *result tells why and

@@ -8,9 +8,13 @@
  *    order of decreasing probability (ties by increasing id), whose
  *    probability reaches top_p (top_p >= 1: all), renormalises, and draws
  *    one id with its own splitmix64 stream seeded by `seed`.
- * The same seed and the same logits give the same ids on any machine; the
- * draw depends only on the logits, so CPU and GPU sessions produce the same
- * text wherever their logits agree. */
+ * Probabilities are integers: exp((l - top) / T) on a grid of 2^-16 in
+ * log2 space (relative error below 1.1e-5), scaled so the top id weighs
+ * 2^40; ids more than 41 doublings below the top (probability < 2^-40 of
+ * the top's) are never drawn. Sums and cuts are exact integer arithmetic,
+ * so the same seed and the same logits give the same ids on any machine
+ * and on the GPU (fg_cuda_sampler_*, the same arithmetic), bit for bit.
+ * vocab_size is at most 2^23. */
 #ifndef FLASHGPT_SAMPLER_H
 #define FLASHGPT_SAMPLER_H
 

@@ -14,6 +14,7 @@
 #define FLASHGPT_SESSION_H
 
 #include "flashgpt/decoder.h"
+#include "flashgpt/sampler.h"
 #include "flashgpt/status.h"
 
 #include <stddef.h>
@@ -69,8 +70,18 @@ fg_status fg_session_forward(fg_session *session, const int *ids, int T,
 fg_status fg_session_set_threads(fg_session *session, int n_threads);
 int fg_session_threads(const fg_session *session); /* 1 on other devices */
 
-/* Logits (vocab) of the last token forwarded; NULL before the first. */
+/* Logits (vocab) of the last token forwarded; NULL before the first. On
+ * the CUDA device they stay on the card after a forward without
+ * all_logits and are copied here on the first call (NULL, with
+ * fg_last_error, if that copy fails). */
 const float *fg_session_logits(const fg_session *session);
+
+/* Draws the next token from the last logits with `sampler` (made for the
+ * model's vocabulary): the id fg_sampler_sample would draw from them, on
+ * every device, advancing the sampler's stream the same way. On the CUDA
+ * device the draw runs on the card, so only the id crosses to the host.
+ * FG_ERR_INVALID_ARG before the first forward. */
+fg_status fg_session_sample(fg_session *session, fg_sampler *sampler, int *token);
 
 #ifdef __cplusplus
 }

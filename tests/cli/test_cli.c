@@ -3,6 +3,7 @@
 #define _XOPEN_SOURCE 700 /* posix_openpt and friends */
 #include "support.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -101,7 +103,8 @@ Test(cli, usage_errors_exit_2)
                          "logits --tokens 1,2", "bench --preset nope", "bench --device gpu",
                          "bench --prompt 0", "bench --bogus", "bench --threads -1",
                          "generate -m x --threads -2", "logits -m x --tokens 1 --out y.npy --threads -1", "verify --tokens 1 -p hi -m x",
-                         "generate -m x stray"};
+                         "generate -m x stray", "chat", "chat --render x.json",
+                         "chat -m x --no-generation-prompt", "chat -m x -n 0", "chat -m x --stop ''"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run(bad[i]);
         cr_assert_eq(r->code, 2, "'%s' exits %d: %s", bad[i], r->code, r->err);
@@ -111,8 +114,8 @@ Test(cli, usage_errors_exit_2)
 
 Test(cli, help_on_every_verb)
 {
-    const char *verbs[] = {"generate", "logits", "verify", "bench"};
-    for (int i = 0; i < 4; i++) {
+    const char *verbs[] = {"generate", "logits", "verify", "bench", "chat", "tokenize", "serve"};
+    for (int i = 0; i < (int)(sizeof verbs / sizeof verbs[0]); i++) {
         char args[64];
         snprintf(args, sizeof args, "%s --help", verbs[i]);
         cli_result *r = run(args);
@@ -144,7 +147,7 @@ Test(cli, missing_tokenizer_names_what_was_looked_for)
     cli_result *r = run(args);
     snprintf(want, sizeof want,
              "flashgpt generate: cannot load the tokenizer: no tokenizer beside %s (looked for "
-             "vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
+             "tokenizer.json, vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
              model);
     cr_assert_eq(r->code, 1);
     cr_assert_str_eq(r->err, want);
@@ -239,6 +242,198 @@ Test(cli, generate_stories260k_greedy)
     r = run(args);
     cr_assert_eq(r->code, 1);
     cr_assert(strstr(r->err, "exceeds the context") != NULL, "%s", r->err);
+}
+
+/* --stop ends the text before the stop string (not printed); the model's
+ * eos_token_id (config.json beside it) ends it at that token; --ignore-eos
+ * goes on past both EOS kinds. */
+Test(cli, generate_stops_at_stop_strings_and_eos_ids)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[8600];
+    snprintf(args, sizeof args,
+             "generate -m '%s' --temperature 0 -n 30 --device cpu --stop 'girl named' "
+             "--stop='little g' --stop zzz",
+             model);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, "Once upon a time, there was a \n");
+    snprintf(args, sizeof args, "generate -m '%s' -n 3 --stop ''", model);
+    cr_assert_eq(run(args)->code, 2, "an empty stop string is a usage error");
+
+    /* a folder holding the checkpoint, its tokenizer and a config.json
+     * whose eos_token_id list holds the id of " Lily" */
+    char dir[] = "/tmp/fg_cli_eos_XXXXXX", path[4200], tokp[4200];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/stories260K.bin", dir);
+    cr_assert_eq(symlink(model, path), 0);
+    snprintf(tokp, sizeof tokp, "%s", model);
+    strcpy(strrchr(tokp, '/') + 1, "tok512.bin");
+    fg_tokenizer *tok = NULL;
+    cr_assert_eq(fg_tokenizer_load_llama2c(&tok, tokp, 512), FG_OK, "%s", fg_last_error());
+    int ids[16], n = 0;
+    cr_assert_eq(fg_tokenizer_encode(tok, "named Lily", 10, 1, ids, 16, &n), FG_OK);
+    const char *piece;
+    size_t plen;
+    cr_assert_eq(fg_tokenizer_piece(tok, ids[n - 2], ids[n - 1], &piece, &plen), FG_OK);
+    cr_assert(plen == 5 && memcmp(piece, " Lily", 5) == 0, "the last token is Lily");
+    fg_tokenizer_destroy(tok);
+    char link[4200], json[128];
+    snprintf(link, sizeof link, "%s/tok512.bin", dir);
+    cr_assert_eq(symlink(tokp, link), 0);
+    snprintf(json, sizeof json, "{\"eos_token_id\": [500000, %d]}", ids[n - 1]);
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs(json, f);
+    fclose(f);
+    snprintf(args, sizeof args, "generate -m '%s' --temperature 0 -n 30 --device cpu", path);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, "Once upon a time, there was a little girl named\n",
+              "stops before the eos id: %s", r->out);
+    snprintf(args, sizeof args,
+             "generate -m '%s' --temperature 0 -n 200 --device cpu --ignore-eos", path);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "Once upon a time, there was a little girl named Lily.", 53) == 0,
+              "%s", r->out);
+    cr_assert(strstr(r->err, "decode 200 tokens") != NULL, "past BOS too: %s", r->err);
+    unlink(cfg), unlink(link), unlink(path), rmdir(dir);
+}
+
+/* --- flashgpt chat ------------------------------------------------------------------ */
+
+Test(cli, chat_without_a_template_says_so)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[4200];
+    snprintf(args, sizeof args, "chat -m '%s' </dev/null", model);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 1, "%s", r->err);
+    cr_assert_eq(count_lines(r->err), 1, "%s", r->err);
+    cr_assert(strstr(r->err, "no chat template in") && strstr(r->err, "--chat-template"), "%s", r->err);
+}
+
+/* The loop on stories260K with a template of the test's: one reply line per
+ * user line, the second turn prefilling only what is new. */
+Test(cli, chat_loop_keeps_the_kv_cache_between_turns)
+{
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char dir[] = "/tmp/fg_cli_chat_XXXXXX", tmpl[64], input[64], args[4400];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(tmpl, sizeof tmpl, "%s/t.jinja", dir);
+    snprintf(input, sizeof input, "%s/in.txt", dir);
+    FILE *f = fopen(tmpl, "w");
+    fputs("{% for m in messages %}{{ m.role }}:{{ m.content }}\n{% endfor %}"
+          "{% if add_generation_prompt %}assistant:{% endif %}\n", f);
+    fclose(f);
+    f = fopen(input, "w");
+    fputs("Once upon a time\n\nthere was a dog\n", f); /* the empty line is no turn */
+    fclose(f);
+    snprintf(args, sizeof args,
+             "chat -m '%s' --chat-template %s -n 10 --temperature 0 --device cpu --system Story <%s",
+             model, tmpl, input);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_eq(count_lines(r->out), 2, "one line per reply: %s", r->out);
+    int p1, t1, p2, t2, d1, d2;
+    const char *turn2 = strstr(r->err, "turn 2:");
+    cr_assert(turn2 != NULL, "%s", r->err);
+    cr_assert_eq(sscanf(r->err, "turn 1: prefill %d of %d tokens (cache reset), decode %d", &p1, &t1, &d1), 3,
+                 "%s", r->err);
+    cr_assert_eq(sscanf(turn2, "turn 2: prefill %d of %d tokens (cache kept), decode %d", &p2, &t2, &d2), 3,
+                 "%s", r->err);
+    cr_assert_eq(p1, t1);
+    cr_assert(d1 >= 1 && d1 <= 10 && d2 >= 1 && d2 <= 10);
+    /* the session kept turn 1 (all but the last reply token when -n ended it) */
+    cr_assert(t2 - p2 >= t1 + d1 - 1 && p2 < t2, "turn 2 prefilled %d of %d after %d + %d", p2, t2, t1, d1);
+
+    /* --stop ends a reply; a line with only the stop text's start is held back */
+    snprintf(args, sizeof args,
+             "chat -m '%s' --chat-template %s -n 30 --temperature 0 --device cpu --stop ',' <%s",
+             model, tmpl, input);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strchr(r->out, ',') == NULL, "the stop text is not printed: %s", r->out);
+    cr_assert(strstr(r->err, "stop: stop string") != NULL, "%s", r->err);
+    unlink(tmpl), unlink(input), rmdir(dir);
+}
+
+static cJSON *load_chat_json(const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/text/chat/%s", FG_SOURCE_DIR, name);
+    static char text[1 << 18];
+    slurp(path, text, sizeof text);
+    cJSON *root = cJSON_Parse(text);
+    cr_assert_not_null(root, "%s", path);
+    return root;
+}
+
+/* --render prints what transformers renders, byte for byte, from a folder
+ * holding only tokenizer files. */
+Test(cli, chat_render_matches_transformers)
+{
+    cJSON *convs = load_chat_json("conversations.json"), *expected = load_chat_json("expected.json");
+    char today[64];
+    const time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(today, sizeof today, "%d %b %Y", &tm);
+    char dir[] = "/tmp/fg_cli_render_XXXXXX", file[64], args[2048];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(file, sizeof file, "%s/conv.json", dir);
+    static const char *const names[] = {"multi", "unicode", "not_alternating", "tools_simple"};
+    int checked = 0;
+    for (const cJSON *fam = expected->child; fam; fam = fam->next) {
+        if (fam->string[0] == '_') continue;
+        for (int i = 0; i < 4; i++) {
+            char *json = cJSON_PrintUnformatted(cJSON_GetObjectItem(convs, names[i]));
+            FILE *f = fopen(file, "w");
+            fputs(json, f);
+            fclose(f);
+            free(json);
+            for (int gen = 0; gen < 2; gen++) {
+                const cJSON *want = cJSON_GetObjectItem(cJSON_GetObjectItem(fam, names[i]), gen ? "gen" : "nogen");
+                snprintf(args, sizeof args, "chat -m '%s/tests/text/chat/%s' --render %s%s", FG_SOURCE_DIR,
+                         fam->string, file, gen ? "" : " --no-generation-prompt");
+                cli_result *r = run(args);
+                if (cJSON_IsObject(want)) {
+                    cr_assert_eq(r->code, 1, "%s: %s", args, r->out);
+                    if (cJSON_IsTrue(cJSON_GetObjectItem(want, "raised")))
+                        cr_assert(strstr(r->err, cJSON_GetObjectItem(want, "error")->valuestring) != NULL,
+                                  "%s: %s", args, r->err);
+                    cr_assert_eq(count_lines(r->err), 1);
+                    continue;
+                }
+                cr_assert_eq(r->code, 0, "%s: %s", args, r->err);
+                static char w[16384];
+                const char *at = strstr(want->valuestring, "@@TODAY@@");
+                if (at) snprintf(w, sizeof w, "%.*s%s%s", (int)(at - want->valuestring), want->valuestring, today, at + 9);
+                else snprintf(w, sizeof w, "%s", want->valuestring);
+                cr_assert_str_eq(r->out, w, "%s", args);
+                checked++;
+            }
+        }
+    }
+    cr_assert_gt(checked, 50);
+    /* stdin works as the file */
+    snprintf(args, sizeof args, "chat -m '%s/tests/text/chat/qwen2' --render - <%s", FG_SOURCE_DIR, file);
+    cr_assert_eq(run(args)->code, 0);
+    /* a template file without a model folder */
+    snprintf(args, sizeof args, "chat --chat-template %s/tests/text/chat/llama3.1/chat_template.jinja --render %s",
+             FG_SOURCE_DIR, file);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "<|start_header_id|>system", 25) == 0, "no bos_token without a folder: %s", r->out);
+    unlink(file), rmdir(dir);
+    cJSON_Delete(convs);
+    cJSON_Delete(expected);
 }
 
 /* Reads a (rows, cols) <f4 .npy file written by `flashgpt logits`. */
@@ -633,4 +828,177 @@ Test(cli, fifo_inputs_are_refused_without_blocking, .timeout = 30)
         cr_assert(strstr(r->err, "pipe.bin: is a FIFO") && count_lines(r->err) == 1, "%s", r->err);
     }
     remove(fifo), rmdir(dir);
+}
+
+/* --- tokenize (issue 14, item 7) ------------------------------------------- */
+
+#include <cjson/cJSON.h>
+
+/* "[1, 2, 3]" of a JSON list of ids. */
+static void ids_text(const cJSON *ids, char *out, size_t cap)
+{
+    size_t at = (size_t)snprintf(out, cap, "[");
+    for (const cJSON *i = ids->child; i != NULL; i = i->next)
+        at += (size_t)snprintf(out + at, cap - at, i == ids->child ? "%d" : ", %d",
+                               (int)i->valuedouble);
+    snprintf(out + at, cap - at, "]\n");
+}
+
+static char *unhex_cli(const char *hex, size_t *len)
+{
+    size_t n = strlen(hex) / 2;
+    char *out = malloc(n + 1);
+    cr_assert_not_null(out);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        cr_assert_eq(sscanf(hex + 2 * i, "%2x", &v), 1);
+        out[i] = (char)v;
+    }
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+/* Every tenth case of tests/text/hf/cases.json through the command: -f with
+ * the exact bytes (defaults, --no-bos, --split-special) and --decode. */
+Test(cli, tokenize_prints_what_tokenizers_gives)
+{
+    char path[512], text_file[] = "/tmp/fg_cli_text_XXXXXX", args[12288], want[8192];
+    snprintf(path, sizeof path, "%s/tests/text/hf/cases.json", FG_SOURCE_DIR);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    static char json[1 << 20];
+    size_t n = fread(json, 1, sizeof json - 1, f);
+    fclose(f);
+    json[n] = '\0';
+    cJSON *root = cJSON_Parse(json);
+    cr_assert_not_null(root);
+    const int fd = mkstemp(text_file);
+    cr_assert(fd >= 0);
+    close(fd);
+    int checked = 0;
+    for (const cJSON *folder = cJSON_GetObjectItem(root, "folders")->child; folder != NULL;
+         folder = folder->next) {
+        int k = 0;
+        for (const cJSON *c = cJSON_GetObjectItem(folder, "cases")->child; c != NULL;
+             c = c->next, k++) {
+            if (k % 10 != 3) continue;
+            size_t len;
+            char *text = unhex_cli(cJSON_GetObjectItem(c, "hex")->valuestring, &len);
+            FILE *t = fopen(text_file, "wb");
+            cr_assert_not_null(t);
+            cr_assert_eq(fwrite(text, 1, len, t), len);
+            fclose(t);
+            free(text);
+            static const char *const modes[][2] = {{"", "ids"},
+                                                   {"--no-bos", "ids_no_special"},
+                                                   {"--split-special", "ids_split_special"}};
+            for (int m = 0; m < 3; m++) {
+                snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/%s -f %s %s",
+                         FG_SOURCE_DIR, folder->string, text_file, modes[m][0]);
+                cli_result *r = run(args);
+                ids_text(cJSON_GetObjectItem(c, modes[m][1]), want, sizeof want);
+                cr_assert_eq(r->code, 0, "%s: %s", args, r->err);
+                cr_assert_str_eq(r->out, want, "%s", args);
+            }
+            /* --decode of the default ids: the text tokenizers decodes, no newline */
+            ids_text(cJSON_GetObjectItem(c, "ids"), want, sizeof want);
+            want[strlen(want) - 2] = '\0'; /* drop "]\n" */
+            for (char *p = want; *p; p++)
+                if (*p == ' ') memmove(p, p + 1, strlen(p));
+            /* (U+FFFD: the library's substitution for bytes that are not
+             * UTF-8, which the command prints as they are: test_tokenizer_json) */
+            if (want[1] != '\0' &&
+                strstr(cJSON_GetObjectItem(c, "decode_hex")->valuestring, "efbfbd") == NULL) {
+                snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/%s --decode %s",
+                         FG_SOURCE_DIR, folder->string, want + 1);
+                cli_result *r = run(args);
+                size_t dlen;
+                char *decoded = unhex_cli(cJSON_GetObjectItem(c, "decode_hex")->valuestring, &dlen);
+                cr_assert_eq(r->code, 0, "%s: %s", args, r->err);
+                cr_assert_str_eq(r->out, decoded, "%s", args);
+                free(decoded);
+            }
+            checked++;
+        }
+    }
+    cJSON_Delete(root);
+    unlink(text_file);
+    cr_assert_gt(checked, 40);
+}
+
+Test(cli, tokenize_prompt_and_tokenizer_formats)
+{
+    char args[4096];
+    snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/llama3 -p 'Hello world'",
+             FG_SOURCE_DIR);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[0, ", 4) == 0, "BOS first: %s", r->out); /* <|begin_of_text|> */
+    cr_assert_eq(count_lines(r->out), 1);
+    /* -m given the tokenizer.json file itself */
+    snprintf(args, sizeof args,
+             "tokenize -m %s/tests/text/hf/llama3/tokenizer.json -p 'Hello world' --no-bos",
+             FG_SOURCE_DIR);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[0, ", 4) != 0 && r->out[0] == '[', "%s", r->out);
+
+    /* a llama2.c model: its tokenizer beside it, BOS 1 by default */
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    snprintf(args, sizeof args, "tokenize -m %s -p 'Once upon a time'", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[1, ", 4) == 0, "%s", r->out);
+    snprintf(args, sizeof args, "tokenize -m %s -p 'Once upon a time' --no-bos", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strncmp(r->out, "[1, ", 4) != 0, "%s", r->out);
+    snprintf(args, sizeof args, "tokenize -m %s --decode 1,403,407", model);
+    r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strlen(r->out) > 0 && r->out[strlen(r->out) - 1] != '\n', "%s", r->out);
+}
+
+Test(cli, tokenize_errors)
+{
+    char args[4096], dir[] = "/tmp/fg_cli_tokjson_XXXXXX", file[128];
+    const char *usage[] = {"tokenize", "tokenize -m x", "tokenize -m x -p a -f b",
+                           "tokenize -m x --decode 1,,2", "tokenize -m x --decode 1 --no-bos",
+                           "tokenize -m x -p a --bogus"};
+    for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
+        cli_result *r = run(usage[i]);
+        cr_assert_eq(r->code, 2, "'%s' exits %d: %s", usage[i], r->code, r->err);
+    }
+    snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/qwen2 --decode 99999",
+             FG_SOURCE_DIR);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert_eq(count_lines(r->err), 1, "%s", r->err);
+    snprintf(args, sizeof args, "tokenize -m %s/tests/text/hf/qwen2 -f /nonexistent/text",
+             FG_SOURCE_DIR);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "/nonexistent/text") != NULL, "%s", r->err);
+    /* a folder with no tokenizer: what was looked for */
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(args, sizeof args, "tokenize -m %s -p hi", dir);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "no tokenizer in") && strstr(r->err, "tokenizer.json"), "%s",
+              r->err);
+    /* an unsupported tokenizer.json names the part */
+    snprintf(file, sizeof file, "%s/tokenizer.json", dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fputs("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", f);
+    fclose(f);
+    snprintf(args, sizeof args, "tokenize -m %s -p hi", dir);
+    r = run(args);
+    cr_assert_eq(r->code, 1);
+    cr_assert(strstr(r->err, "WordPiece") != NULL, "%s", r->err);
+    cr_assert_eq(count_lines(r->err), 1, "%s", r->err);
+    unlink(file);
+    rmdir(dir);
 }

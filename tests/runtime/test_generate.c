@@ -226,7 +226,8 @@ Test(discovery, refusals)
     fg_tokenizer *tok = NULL;
     char want[700];
     snprintf(want, sizeof want,
-             "no tokenizer beside %s (looked for vocab.json + merges.txt, tokenizer.bin, "
+             "no tokenizer beside %s (looked for tokenizer.json, vocab.json + merges.txt, "
+             "tokenizer.bin, "
              "tok%d.bin)",
              in(&t, "m.bin"), LLAMA_VOCAB);
     cr_assert_eq(fg_tokenizer_load_for_model(&tok, in(&t, "m.bin"), NULL, LLAMA_VOCAB), FG_ERR_IO);
@@ -388,6 +389,7 @@ enum { MAX_SEEN = 512 };
 typedef struct {
     const fg_tokenizer *tok;
     int ids[MAX_SEEN], n;
+    size_t piece_len[MAX_SEEN]; /* bytes each call passed */
     char text[4 * MAX_SEEN];
     size_t text_len;
     int cancel_at;       /* cancel when the n-th token arrives (1-based); 0: never */
@@ -402,6 +404,7 @@ static int record(void *user, int id, const char *piece, size_t len)
     cr_assert_lt(s->text_len + len, sizeof s->text);
     memcpy(s->text + s->text_len, piece, len);
     s->text_len += len;
+    s->piece_len[s->n] = len;
     s->ids[s->n++] = id;
     if (s->cancel_at > 0 && s->n == s->cancel_at) return 1;
     return s->cancel_bytes > 0 && s->text_len >= s->cancel_bytes;
@@ -864,6 +867,151 @@ Test(generate, bad_arguments_write_nothing)
     rig_free(&r);
 }
 
+/* --- stop strings and the model's eos ids --------------------------------------- */
+
+/* The text a plain run generates (ignore_eos, no stops), then runs with a
+ * stop string cut from it: the text up to its first occurrence comes out,
+ * nothing of the match, and a stop string that is only begun is held back
+ * and released at the end. */
+Test(generate, stop_strings_cut_the_text_at_the_first_match)
+{
+    fgi_rng rng = fgi_rng_make(340);
+    const uint64_t seed = fgi_rng_next(&rng);
+    rig r;
+    rig_init(&r, 341, 0, seed);
+    int prompt[4];
+    random_prompt(&rng, prompt, 4);
+    seen plain;
+    fg_generate_config c = recording(&plain, r.tok, 60);
+    fg_generate_result res;
+    cr_assert_eq(fg_generate(r.session, r.tok, r.sampler, prompt, 4, &c, &res), FG_OK, "%s",
+                 fg_last_error());
+    cr_assert_gt(plain.text_len, 8, "seed %llu: too little text", (unsigned long long)seed);
+
+    for (int trial = 0; trial < 40; trial++) {
+        /* a stop string from the text (no NUL), or one that never completes:
+         * the text's tail plus a byte that is not in the text after it */
+        char stop[8];
+        const int never = trial % 4 == 3;
+        size_t at, sl;
+        do {
+            sl = (size_t)fgi_rng_int(&rng, 1, 4);
+            at = (size_t)fgi_rng_int(&rng, 0, (int)(plain.text_len - sl));
+            if (never) at = plain.text_len - sl;
+        } while (memchr(plain.text + at, '\0', sl) != NULL);
+        memcpy(stop, plain.text + at, sl);
+        stop[sl] = '\0';
+        if (never) strcat(stop, "\x01\x01\x01");
+        size_t want = plain.text_len;
+        for (size_t i = 0; i + strlen(stop) <= plain.text_len; i++)
+            if (memcmp(plain.text + i, stop, strlen(stop)) == 0) {
+                want = i;
+                break;
+            }
+
+        rig_restart(&r, 0, seed);
+        seen s;
+        c = recording(&s, r.tok, 60);
+        const char *stops[2] = {"\x02\x03never", stop};
+        c.stop_strings = stops;
+        c.n_stop_strings = 2;
+        cr_assert_eq(fg_generate(r.session, r.tok, r.sampler, prompt, 4, &c, &res), FG_OK, "%s",
+                     fg_last_error());
+        cr_assert_eq(s.text_len, want, "seed %llu, trial %d: %zu bytes out, want %zu",
+                     (unsigned long long)fgi_test_seed(), trial, s.text_len, want);
+        cr_assert(memcmp(s.text, plain.text, want) == 0, "the text before the match");
+        if (want < plain.text_len) {
+            cr_assert_eq(res.stop, FG_STOP_STRING, "%s", fg_stop_reason_str(res.stop));
+            cr_assert_neq(s.ids[s.n - 1], -1, "no release call after a match");
+            /* the token that completed the match was passed on, not fed */
+            cr_assert_eq(fg_session_len(r.session), 4 + res.n_generated - 1);
+        } else {
+            cr_assert_eq(res.stop, FG_STOP_MAX_TOKENS);
+            cr_assert_eq(res.n_generated, 60);
+        }
+        /* each generated token got its call, in order */
+        for (int i = 0; i < res.n_generated; i++)
+            cr_assert_eq(s.ids[i], plain.ids[i], "token %d", i);
+        if (s.n > res.n_generated) {
+            cr_assert_eq(s.n, res.n_generated + 1);
+            cr_assert_eq(s.ids[s.n - 1], -1, "the release at the end has id -1");
+        }
+        /* a text ending in the start of a stop string held that start back
+         * until the end (and never before: it was not yet known) */
+        if (never && want == plain.text_len) {
+            cr_assert_eq(s.n, res.n_generated + 1, "trial %d: the tail was held back", trial);
+            cr_assert_geq(s.piece_len[s.n - 1], sl, "trial %d: at least the begun stop string", trial);
+        }
+    }
+    cr_assert_str_eq(fg_stop_reason_str(FG_STOP_STRING), "stop string");
+
+    /* bad stop strings are refused before anything runs */
+    rig_restart(&r, 0, seed);
+    seen s;
+    c = recording(&s, r.tok, 5);
+    const char *bad[2] = {"ok", ""};
+    c.stop_strings = bad;
+    c.n_stop_strings = 2;
+    fgi_assert_status(fg_generate(r.session, r.tok, r.sampler, prompt, 4, &c, &res),
+                      FG_ERR_INVALID_ARG, "stop_strings");
+    c.stop_strings = NULL;
+    fgi_assert_status(fg_generate(r.session, r.tok, r.sampler, prompt, 4, &c, &res),
+                      FG_ERR_INVALID_ARG, "stop_strings");
+    c.n_stop_strings = -1;
+    fgi_assert_status(fg_generate(r.session, r.tok, r.sampler, prompt, 4, &c, &res),
+                      FG_ERR_INVALID_ARG, "n_stop_strings");
+    cr_assert(s.n == 0 && fg_session_len(r.session) == 0);
+    rig_free(&r);
+}
+
+static void eos_ids_are(const char *folder, const int *want, int n_want)
+{
+    int ids[8] = {-7, -7, -7, -7, -7, -7, -7, -7}, n = -1;
+    cr_assert_eq(fg_eos_ids_for_model(folder, ids, 8, &n), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(n, n_want);
+    for (int i = 0; i < n_want; i++) cr_assert_eq(ids[i], want[i], "id %d", i);
+    cr_assert_eq(ids[n_want], -7, "nothing written past the ids");
+}
+
+Test(eos_ids, config_and_generation_config)
+{
+    tmp_folder t;
+    tmp_make(&t);
+    eos_ids_are(t.path, NULL, 0); /* neither file: none */
+    write_bytes(in(&t, "config.json"), "{\"eos_token_id\": 2}", 19);
+    eos_ids_are(t.path, (const int[]){2}, 1);
+    eos_ids_are(in(&t, "model.safetensors"), (const int[]){2}, 1); /* a file: its folder */
+    /* Llama 3 instruct: a list in both; generation_config.json first, no repeats */
+    static const char gen[] = "{\"bos_token_id\": 1, \"eos_token_id\": [128001, 128008, 128009]}";
+    write_bytes(in(&t, "generation_config.json"), gen, sizeof gen - 1);
+    static const char cfg[] = "{\"eos_token_id\": [128009, 2], \"vocab_size\": 5}";
+    write_bytes(in(&t, "config.json"), cfg, sizeof cfg - 1);
+    eos_ids_are(t.path, (const int[]){128001, 128008, 128009, 2}, 4);
+
+    /* sizing: the count with capacity 0; a small capacity writes nothing */
+    int ids[2] = {-7, -7}, n = -1;
+    fgi_assert_status(fg_eos_ids_for_model(t.path, NULL, 0, &n), FG_ERR_INVALID_ARG, "capacity");
+    cr_assert_eq(n, 4);
+    fgi_assert_status(fg_eos_ids_for_model(t.path, ids, 2, &n), FG_ERR_INVALID_ARG, "capacity");
+    cr_assert(n == 4 && ids[0] == -7 && ids[1] == -7);
+    fgi_assert_status(fg_eos_ids_for_model(NULL, ids, 2, &n), FG_ERR_INVALID_ARG, "model_path");
+    fgi_assert_status(fg_eos_ids_for_model(t.path, ids, 2, NULL), FG_ERR_INVALID_ARG, "n_ids");
+    fgi_assert_status(fg_eos_ids_for_model(t.path, NULL, 2, &n), FG_ERR_INVALID_ARG, "ids");
+
+    /* null means none; anything else that is not ids is refused */
+    write_bytes(in(&t, "generation_config.json"), "{\"eos_token_id\": null}", 22);
+    eos_ids_are(t.path, (const int[]){128009, 2}, 2);
+    static const char *const bad[] = {"{\"eos_token_id\": \"2\"}", "{\"eos_token_id\": 2.5}",
+                                      "{\"eos_token_id\": [1, -1]}", "{\"eos_token_id\": [[1]]}",
+                                      "{\"eos_token_id\": 1e12}", "{\"eos_token_id\": 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_bytes(in(&t, "generation_config.json"), bad[i], strlen(bad[i]));
+        fgi_assert_status(fg_eos_ids_for_model(t.path, ids, 2, &n), FG_ERR_FORMAT,
+                          "generation_config.json");
+    }
+    tmp_remove(&t);
+}
+
 /* --- stories260K: the text the flashgpt command prints ---------------------------- */
 
 static const char expected[] = "Once upon a time, there was a little girl named Lily.";
@@ -912,6 +1060,44 @@ static void stories_greedy(fg_device device, int cancel_early)
 }
 
 Test(stories260k, generate_greedy_on_cpu) { stories_greedy(FG_DEVICE_CPU, 0); }
+
+/* A stop string in the greedy story: the text before it and nothing more. */
+Test(stories260k, stop_string_ends_the_story)
+{
+    const char *found = fgi_model_path("stories260K/stories260K.bin");
+    if (found == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char model_path[4096];
+    snprintf(model_path, sizeof model_path, "%s", found);
+    fg_model *model = NULL;
+    fg_tokenizer *tok = NULL;
+    fg_session *session = NULL;
+    fg_sampler *sampler = NULL;
+    cr_assert_eq(fg_model_load(&model, model_path), FG_OK, "%s", fg_last_error());
+    const fg_config *cfg = fg_model_config(model);
+    cr_assert_eq(fg_tokenizer_load_for_model(&tok, model_path, NULL, cfg->vocab_size), FG_OK);
+    fg_sampler_config sc = fg_sampler_defaults();
+    sc.temperature = 0.0f;
+    cr_assert_eq(fg_sampler_create(&sampler, cfg->vocab_size, &sc), FG_OK);
+    cr_assert_eq(fg_session_create(&session, cfg, fg_model_weights(model), FG_DEVICE_CPU, 0), FG_OK);
+    int n_eos = -1, eos[4];
+    cr_assert_eq(fg_eos_ids_for_model(model_path, eos, 4, &n_eos), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(n_eos, 0, "a llama2.c checkpoint names no eos ids");
+    seen s;
+    fg_generate_config c = recording(&s, tok, 30);
+    const char *stops[] = {"girl named", "little g"};
+    c.stop_strings = stops;
+    c.n_stop_strings = 2;
+    fg_generate_result res;
+    cr_assert_eq(fg_generate_text(session, cfg, tok, sampler, "", 0, &c, &res), FG_OK, "%s",
+                 fg_last_error());
+    cr_assert_eq(res.stop, FG_STOP_STRING, "%s", fg_stop_reason_str(res.stop));
+    s.text[s.text_len] = '\0';
+    cr_assert_str_eq(s.text, "Once upon a time, there was a ");
+    fg_session_destroy(session);
+    fg_sampler_destroy(sampler);
+    fg_tokenizer_destroy(tok);
+    fg_model_destroy(model);
+}
 
 Test(stories260k, generate_greedy_on_gpu)
 {

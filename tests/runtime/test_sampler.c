@@ -1,4 +1,5 @@
 /* Token sampling: greedy, temperature, top-k, top-p, reproducibility. */
+#include "internal.h"
 #include "support.h"
 
 #include <math.h>
@@ -151,4 +152,45 @@ Test(sampler, bad_input)
     for (int i = 0; i < 50; i++) cr_assert_eq(draw(s, ok_row), 1, "-inf ids are never drawn");
     fg_sampler_destroy(s);
     fg_sampler_destroy(NULL);
+}
+
+/* The integer weights (sample_fixed.h) against exp: 2^40 for the top, the
+ * relative error below 1.1e-5 wherever the weight is large enough to carry
+ * it (>= 2^20), monotone in the logit, 0 beyond 41 doublings and for -inf. */
+Test(sampler, integer_weights_follow_exp)
+{
+    fgi_sample_tables t;
+    fgi_sample_tables_init(&t);
+    fgi_rng rng = fgi_rng_make(64);
+    const float temps[3] = {0.3f, 1.0f, 1.7f};
+    for (int k = 0; k < 3; k++) {
+        const double scale = fgi_sample_scale(temps[k]);
+        const float top = (float)(10.0 * fgi_rng_normal(&rng));
+        cr_assert_eq(fgi_sample_weight(&t, top, top, scale), 1ull << 40);
+        cr_assert_eq(fgi_sample_weight(&t, -INFINITY, top, scale), 0);
+        float prev_l = top;
+        uint64_t prev_w = 1ull << 40;
+        for (int i = 0; i < 20000; i++) {
+            const float l = prev_l - (float)(0.002 * fgi_rng_uniform(&rng));
+            const uint64_t w = fgi_sample_weight(&t, l, top, scale);
+            cr_assert(w <= prev_w, "weights fall with the logit");
+            const double exact = ldexp(exp(((double)l - top) / temps[k]), 40);
+            if (exact >= 0x1p20)
+                cr_assert(fabs((double)w - exact) <= 1.1e-5 * exact,
+                          "T %g, l - top %g: weight %llu, exp %.17g", (double)temps[k],
+                          (double)l - top, (unsigned long long)w, exact);
+            prev_l = l, prev_w = w;
+        }
+        const float far = top - 42.0f * 0.6931472f * temps[k];
+        cr_assert_eq(fgi_sample_weight(&t, far, top, scale), 0);
+    }
+}
+
+Test(sampler, vocabulary_limit)
+{
+    fg_sampler *s = NULL;
+    fg_sampler_config c = fg_sampler_defaults();
+    fgi_assert_status(fg_sampler_create(&s, (1 << 23) + 1, &c), FG_ERR_INVALID_ARG, "limit");
+    cr_assert_eq(fg_sampler_create(&s, 1 << 23, &c), FG_OK, "%s", fg_last_error());
+    fg_sampler_destroy(s);
 }

@@ -202,3 +202,60 @@ Test(session, cache_grows_as_tokens_arrive)
     fgi_buf_free(want);
     fgi_test_model_free(&m);
 }
+
+/* fg_session_sample draws what fg_sampler_sample draws from the session's
+ * logits, id for id over a generated continuation, for greedy and every
+ * kind of sampled setting; on the CUDA device the draw runs on the card
+ * from logits that never left it, continuing the same sampler stream. */
+static void sample_matches_host_sampler(fg_device device)
+{
+    fgi_rng rng = fgi_rng_make(72);
+    fg_config cfg = cfg_small();
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 1);
+    const fg_sampler_config settings[4] = {
+        {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 1},
+        {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = fgi_rng_next(&rng)},
+        {.temperature = 0.8f, .top_k = 5, .top_p = 1.0f, .seed = fgi_rng_next(&rng)},
+        {.temperature = 1.3f, .top_k = 0, .top_p = 0.7f, .seed = fgi_rng_next(&rng)},
+    };
+    for (int k = 0; k < 4; k++) {
+        fg_session *a, *b;
+        fg_sampler *sa, *sb;
+        cr_assert_eq(fg_session_create(&a, &cfg, &m.w, device, 12), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_create(&b, &cfg, &m.w, device, 12), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_sampler_create(&sa, cfg.vocab_size, &settings[k]), FG_OK);
+        cr_assert_eq(fg_sampler_create(&sb, cfg.vocab_size, &settings[k]), FG_OK);
+        int t = -1;
+        fgi_assert_status(fg_session_sample(a, sa, &t), FG_ERR_INVALID_ARG, "no logits yet");
+        int ids[3];
+        fgi_test_random_ids(ids, 3, cfg.vocab_size, &rng);
+        cr_assert_eq(fg_session_forward(a, ids, 3, NULL), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_forward(b, ids, 3, NULL), FG_OK, "%s", fg_last_error());
+        for (int step = 0; step < 9; step++) {
+            int ta = -1, tb = -2;
+            cr_assert_eq(fg_session_sample(a, sa, &ta), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(fg_sampler_sample(sb, fg_session_logits(b), &tb), FG_OK);
+            cr_assert_eq(ta, tb, "%s, setting %d, step %d: %d vs %d (seed %llu)",
+                         fg_device_name(device), k, step, ta, tb,
+                         (unsigned long long)fgi_test_seed());
+            cr_assert_eq(fg_session_forward(a, &ta, 1, NULL), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(fg_session_forward(b, &tb, 1, NULL), FG_OK, "%s", fg_last_error());
+        }
+        fg_sampler *wrong;
+        cr_assert_eq(fg_sampler_create(&wrong, cfg.vocab_size + 1, &settings[k]), FG_OK);
+        fgi_assert_status(fg_session_sample(a, wrong, &t), FG_ERR_INVALID_ARG, "vocabulary");
+        fgi_assert_status(fg_session_sample(a, sa, NULL), FG_ERR_INVALID_ARG, "'token'");
+        fg_sampler_destroy(wrong), fg_sampler_destroy(sa), fg_sampler_destroy(sb);
+        fg_session_destroy(a), fg_session_destroy(b);
+    }
+    fgi_test_model_free(&m);
+}
+
+Test(session, sample_matches_host_sampler_ref) { sample_matches_host_sampler(FG_DEVICE_REF); }
+Test(session, sample_matches_host_sampler_cpu) { sample_matches_host_sampler(FG_DEVICE_CPU); }
+Test(session, sample_matches_host_sampler_gpu)
+{
+    if (!fg_cuda_available()) cr_skip_test("no usable CUDA device: GPU test skipped");
+    sample_matches_host_sampler(FG_DEVICE_CUDA);
+}

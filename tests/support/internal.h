@@ -5,18 +5,23 @@
  * on is listed in one place:
  *  - check.h: fgi_fail / argument checks and message quoting (test_status);
  *  - hash.h: the keyed hash of tables built from files (test_status);
- *  - tokenizer_internal.h: the spelling table's key (test_tokenizer);
+ *  - tokenizer_internal.h: the spelling table's key (test_tokenizer), the
+ *    tokenizer.json parser from memory (test_tokenizer_json);
+ *  - unicode.h: NFC (test_tokenizer_json);
  *  - ref_softmax_state.h: the reference's online-softmax state and its
  *    merge, which no public op exposes (test_attention);
  *  - cpu_internal.h: the fast CPU path's kernels per instruction set and its
- *    runner (test_cpu_decoder);
+ *    runner (test_cpu_decoder), and its batched forward (test_batch_forward);
+ *  - kv_paged.h: the paged KV cache's block pool and tables, the reference's
+ *    batched forward (test_kv_paged, test_batch_forward);
  *  - attention_internal.h: forcing an attention kernel and its tuning, and
  *    the workspace bound (test_cuda_attention);
  *  - ops_internal.h (CUDA builds only: it needs cuBLAS's header): the
  *    decoder's fused kernels, held to the reference ops they replace
  *    (test_cuda_ops);
  *  - decoder_internal.h: graph-step and capture counters of the GPU decoder
- *    and a read-back of its device KV cache (test_cuda_decoder).
+ *    and a read-back of its device KV cache (test_cuda_decoder);
+ *  - sample_fixed.h: the samplers' integer weights, against exp (test_sampler).
  * The build gives test executables (only them) the library's private
  * include directories for this header. */
 #ifndef FLASHGPT_TESTS_INTERNAL_H
@@ -27,8 +32,11 @@
 #include "cpu_internal.h"
 #include "decoder_internal.h"
 #include "hash.h"
+#include "kv_paged.h"
 #include "ref_softmax_state.h"
+#include "sample_fixed.h"
 #include "tokenizer_internal.h"
+#include "unicode.h"
 #ifdef FG_HAVE_CUDA
 #include "ops_internal.h"
 #endif

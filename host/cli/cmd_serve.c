@@ -1,0 +1,175 @@
+/* flashgpt serve: the OpenAI-compatible HTTP server (host/serve) over the
+ * sessions engine. Prints "listening on http://HOST:PORT" on stdout once it
+ * accepts connections (with --port 0 the port chosen), serves until SIGINT
+ * or SIGTERM, then stops accepting, lets running requests finish for up to
+ * --grace seconds, cancels the rest and exits 0. The signals are blocked
+ * in every thread and taken by sigwait here, so no handler races the
+ * server's threads. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef FG_HAVE_MHD
+#include "http_server.h"
+#endif
+
+static const char VERB[] = "serve";
+
+typedef struct {
+    const char *model, *tokenizer, *host, *device_name, *dtype, *api_key, *model_name;
+    fg_device device;
+    int port, max_batch, max_queue, ctx, threads, max_body_kib, grace;
+} serve_args;
+
+#ifdef FG_HAVE_MHD
+/* The model's name in the API: --model-name, else the file or folder name
+ * without a .bin extension. */
+static void model_id_of(const serve_args *a, char *out, size_t cap)
+{
+    if (a->model_name != NULL) {
+        snprintf(out, cap, "%s", a->model_name);
+        return;
+    }
+    size_t end = strlen(a->model);
+    while (end > 1 && a->model[end - 1] == '/') end--;
+    size_t start = end;
+    while (start > 0 && a->model[start - 1] != '/') start--;
+    size_t n = end - start;
+    if (n > 4 && strncmp(a->model + end - 4, ".bin", 4) == 0) n -= 4;
+    snprintf(out, cap, "%.*s", (int)n, a->model + start);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const sigset_t *sigs)
+{
+    const fg_config *cfg = fg_model_config(model);
+    if (a->ctx > cfg->n_ctx)
+        return cli_usage_error(VERB, "--ctx %d is over the model's context (%d)", a->ctx, cfg->n_ctx);
+    /* FLASHGPT_SERVE_TURN_DELAY_MS: a testing aid (tests/serve) that slows
+     * the engine so a request stays running long enough to queue behind */
+    const char *delay = getenv("FLASHGPT_SERVE_TURN_DELAY_MS");
+    uint64_t delay_ms = 0;
+    if (delay != NULL && cli_parse_decimal(delay, 10000, &delay_ms) != 0)
+        return cli_usage_error(VERB, "FLASHGPT_SERVE_TURN_DELAY_MS must be 0 .. 10000");
+    fgi_sessions_options eo = {a->device, a->ctx, a->max_batch, a->max_queue, a->threads,
+                               (int)delay_ms};
+    fgi_engine *engine = NULL;
+    if (fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo) != FG_OK)
+        return cli_runtime_error(VERB, "cannot start the engine");
+    char model_id[256], err[512];
+    model_id_of(a, model_id, sizeof model_id);
+    fgi_server_options so = {a->host, a->port, a->api_key, model_id,
+                             (size_t)a->max_body_kib * 1024, engine, tok, cfg};
+    fgi_server *srv = NULL;
+    if (fgi_server_start(&srv, &so, err, sizeof err) != FG_OK) {
+        fprintf(stderr, "flashgpt %s: %s\n", VERB, err);
+        fgi_engine_destroy(engine);
+        return CLI_RUNTIME_ERROR;
+    }
+    const int ipv6 = strchr(a->host, ':') != NULL;
+    printf("flashgpt serve: model %s, context %d, up to %d running and %d waiting\n", model_id,
+           fgi_engine_context(engine), a->max_batch, a->max_queue);
+    printf("flashgpt serve: listening on http://%s%s%s:%d\n", ipv6 ? "[" : "", a->host,
+           ipv6 ? "]" : "", fgi_server_port(srv));
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(sigs, &sig) != 0) {
+    }
+    fprintf(stderr, "flashgpt %s: %s, stopping\n", VERB, sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fgi_server_quiesce(srv);
+    /* running requests get --grace seconds to finish */
+    fgi_engine_stats st;
+    for (int waited = 0;; waited += 20) {
+        fgi_engine_stats_get(engine, &st);
+        if (st.running + st.waiting == 0 || waited >= a->grace * 1000) break;
+        sleep_ms(20);
+    }
+    fgi_engine_shutdown(engine, 1); /* cancels what is left; their streams end */
+    fgi_server_stop(srv);
+    fgi_engine_destroy(engine);
+    fprintf(stderr, "flashgpt %s: stopped\n", VERB);
+    return CLI_OK;
+}
+#endif
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_args a = {.host = "127.0.0.1", .port = 8080, .device_name = "auto", .dtype = "f32",
+                    .max_batch = 4, .max_queue = 256, .max_body_kib = 1024, .grace = 5};
+    const cli_option opts[] = {
+        {"model", 'm', OPT_STRING, &a.model, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
+        {"tokenizer", 't', OPT_STRING, &a.tokenizer, "PATH", "tokenizer (default: beside the model)"},
+        {"host", 0, OPT_STRING, &a.host, "ADDR", "address to listen on (default 127.0.0.1)"},
+        {"port", 0, OPT_INT, &a.port, "N", "TCP port (default 8080; 0: a free port, printed)"},
+        {"max-batch", 0, OPT_INT, &a.max_batch, "N",
+         "requests generated at once, interleaved token by token (default 4; each has its own session)"},
+        {"max-queue", 0, OPT_INT, &a.max_queue, "N", "requests waiting beyond those; more get 429 (default 256)"},
+        {"ctx", 0, OPT_INT, &a.ctx, "N", "tokens per request, prompt + completion (default: the model's)"},
+        {"dtype", 0, OPT_STRING, &a.dtype, "T", "weights and activations (default f32; the only one served yet)"},
+        {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (default auto)"},
+        {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads per forward (default: one per online core)"},
+        {"api-key", 0, OPT_STRING, &a.api_key, "KEY", "require 'Authorization: Bearer KEY'"},
+        {"model-name", 0, OPT_STRING, &a.model_name, "NAME", "the model's name in the API (default: the file name)"},
+        {"max-body", 0, OPT_INT, &a.max_body_kib, "KIB", "largest request body; larger get 413 (default 1024)"},
+        {"grace", 0, OPT_INT, &a.grace, "S", "on SIGINT/SIGTERM, seconds running requests may finish (default 5)"},
+    };
+    const cli_command cmd = {VERB, "-m PATH [options]",
+                             "Serve the model over an OpenAI-compatible HTTP API "
+                             "(/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics).",
+                             opts, (int)(sizeof opts / sizeof opts[0])};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_OK) return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
+    if (a.model == NULL) return cli_usage_error(VERB, "-m PATH is required");
+    if (a.port > 65535) return cli_usage_error(VERB, "--port must be 0 .. 65535 (got %d)", a.port);
+    if (a.max_batch < 1 || a.max_batch > 4096)
+        return cli_usage_error(VERB, "--max-batch must be 1 .. 4096 (got %d)", a.max_batch);
+    if (a.max_queue > 1000000)
+        return cli_usage_error(VERB, "--max-queue must be 0 .. 1000000 (got %d)", a.max_queue);
+    if (a.max_body_kib < 1 || a.max_body_kib > 1024 * 1024)
+        return cli_usage_error(VERB, "--max-body must be 1 .. 1048576 KiB (got %d)", a.max_body_kib);
+    if (a.grace > 3600) return cli_usage_error(VERB, "--grace must be 0 .. 3600 (got %d)", a.grace);
+    if (a.api_key != NULL && a.api_key[0] == '\0') return cli_usage_error(VERB, "--api-key is empty");
+    if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;
+    fg_dtype dtype;
+    if (fg_dtype_parse(a.dtype, &dtype) != FG_OK) return cli_usage_error(VERB, "%s", fg_last_error());
+    if (dtype != FG_DTYPE_F32)
+        return cli_usage_error(VERB, "--dtype %s is not served yet (only f32)", fg_dtype_name(dtype));
+#ifndef FG_HAVE_MHD
+    fprintf(stderr, "flashgpt %s: this flashgpt was built without the server "
+                    "(libmicrohttpd was not found when it was configured; Debian: libmicrohttpd-dev)\n",
+            VERB);
+    return CLI_RUNTIME_ERROR;
+#else
+    /* before any thread exists, so that every thread inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a vanished client is an error return, not death */
+
+    fg_model *model = NULL;
+    fg_tokenizer *tok = NULL;
+    if (cli_load_model(&model, a.model) != FG_OK) return cli_runtime_error(VERB, "cannot load the model");
+    if (cli_load_tokenizer(&tok, a.tokenizer, a.model, fg_model_config(model)->vocab_size) != FG_OK) {
+        rc = cli_runtime_error(VERB, "cannot load the tokenizer");
+    } else {
+        rc = serve(&a, model, tok, &sigs);
+    }
+    fg_tokenizer_destroy(tok);
+    fg_model_destroy(model);
+    return rc;
+#endif
+}
