@@ -19,6 +19,7 @@
 #define FLASHGPT_CUDA_H
 
 #include "flashgpt/decoder.h"
+#include "flashgpt/dtype.h"
 #include "flashgpt/status.h"
 
 #include <stddef.h>
