@@ -36,3 +36,36 @@ void bench_fill_random(float *x, size_t n, double scale, unsigned long long *sta
         x[i] = (float)(scale * (2.0 * u - 1.0));
     }
 }
+
+int bench_copy_gbps(size_t bytes, int runs, double *gbps, double *ms_out)
+{
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float *times = calloc((size_t)(runs > 0 ? runs : 1), sizeof(float));
+    int ok = times != NULL && runs > 0 && bench_check_cuda(cudaMalloc(&src, bytes), "malloc src") &&
+             bench_check_cuda(cudaMalloc(&dst, bytes), "malloc dst") &&
+             bench_check_cuda(cudaMemset(src, 1, bytes), "memset src") &&
+             bench_check_cuda(cudaEventCreate(&start), "event") &&
+             bench_check_cuda(cudaEventCreate(&stop), "event");
+    for (int r = -3; ok && r < runs; r++) { /* three warm-up copies */
+        float ms = 0.0f;
+        ok = bench_check_cuda(cudaEventRecord(start, NULL), "record") &&
+             bench_check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, NULL),
+                              "copy") &&
+             bench_check_cuda(cudaEventRecord(stop, NULL), "record") &&
+             bench_check_cuda(cudaEventSynchronize(stop), "synchronize") &&
+             bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        if (ok && r >= 0) times[r] = ms;
+    }
+    if (ok) {
+        const double ms = bench_median(times, runs);
+        *gbps = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+        if (ms_out) *ms_out = ms;
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    if (src) cudaFree(src);
+    if (dst) cudaFree(dst);
+    free(times);
+    return ok;
+}

@@ -31,6 +31,12 @@ void bench_fill_random(float *x, size_t n, double scale, unsigned long long *sta
  * global timer; returns the launch's error. */
 cudaError_t bench_gpu_hold(unsigned microseconds, cudaStream_t stream);
 
+/* Device-to-device copy bandwidth: median of `runs` (>= 1) cudaMemcpyAsync
+ * of `bytes` on the legacy stream, CUDA events around each; GB/s counts the
+ * read and the write (2 * bytes / time), the convention of the issues'
+ * "percentage of a copy". Returns 0 on a failure (reported on stderr). */
+int bench_copy_gbps(size_t bytes, int runs, double *gbps, double *ms);
+
 #ifdef __cplusplus
 }
 #endif
