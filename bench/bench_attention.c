@@ -393,8 +393,8 @@ static double time_batch_case(const batch_case *c, fg_dtype dtype, int runs, uns
              fill_device(sets[s].q, dtype, q_elems, &state) &&
              fill_device(sets[s].k, dtype, kv_elems, &state) &&
              fill_device(sets[s].v, dtype, kv_elems, &state);
-    fgi_decode_args a = {dtype,  NULL,   NULL, NULL, NULL,        NULL, c->B,
-                         c->Hq, c->Hkv, c->D, c->capacity, 0,    0};
+    fgi_decode_args a = {.dtype = dtype, .batch = c->B, .n_q_head = c->Hq, .n_kv_head = c->Hkv,
+                         .head_dim = c->D, .capacity = c->capacity};
     if (ok) {
         a.out = sets[0].out, a.q = sets[0].q, a.k_cache = sets[0].k, a.v_cache = sets[0].v;
         a.kv_lens = d_lens;

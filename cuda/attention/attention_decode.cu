@@ -42,15 +42,22 @@ constexpr int decode_stages(int lpk, int c, int elem_bytes = 4)
 
 /* The first of the kStageKeys rows of keys key .. key + kStageKeys - 1 (key
  * a multiple of kStageKeys) of kv head kv_head, sequence seq, in the cache
- * base (K or V): the one place that knows the cache layout, (kv heads of
- * all sequences, capacity, head_dim) with the batch folded into the heads.
- * The rows of a stage are contiguous there. */
+ * base (K or V): the one place that knows the cache layout, either (kv
+ * heads of all sequences, capacity, head_dim) with the batch folded into
+ * the heads, or a pool of blocks through the sequence's block table
+ * (block_size a multiple of kStageKeys, so a stage lies in one block). The
+ * rows of a stage are contiguous either way. */
 template <typename T>
 __device__ __forceinline__ const T *kv_rows(const T *base, const fgi_attention_problem &p,
                                             int seq, int kv_head, int key)
 {
-    (void)seq;
-    return base + kv_head * p.kv_head_stride + (long long)key * p.head_dim;
+    if (p.block_tables == nullptr)
+        return base + kv_head * p.kv_head_stride + (long long)key * p.head_dim;
+    const int id = p.block_tables[(long long)seq * p.max_blocks + key / p.block_size];
+    const int block = min(max(id, 0), p.n_blocks - 1); /* a bad id never reads past the pool */
+    const int head = kv_head - seq * p.seq_kv_heads;
+    return base + (((long long)block * p.seq_kv_heads + head) * p.block_size + key % p.block_size) *
+                      p.head_dim;
 }
 
 /* Enqueues keys [key0, key0 + kStageKeys) of one head's K and V (k_rows,

@@ -17,7 +17,9 @@
  * split order, so the partials of one sequence are merged alike whatever
  * else runs. A batch whose columns exceed the ticket counters, or whose
  * partials exceed the workspace, runs as several launches over consecutive
- * sequences, which changes no sequence's arithmetic. */
+ * sequences, which changes no sequence's arithmetic. A paged cache (block
+ * tables into a pool) goes through the same plan with capacity max_blocks
+ * * block_size, so its results are bit for bit the contiguous cache's. */
 #include "attention_kernels.cuh"
 #include "ops_internal.h"
 
@@ -44,7 +46,9 @@ fgi_attention_problem batch_problem(const fgi_decode_args *a, int b0, int nb)
 {
     const size_t es = fg_dtype_size(a->dtype);
     const long long q_row = (long long)a->n_q_head * a->head_dim;     /* elements per sequence */
-    const long long kv_seq = (long long)a->n_kv_head * a->capacity * a->head_dim;
+    /* a paged cache is one pool for every sequence: no offset */
+    const long long kv_seq =
+        a->block_tables != nullptr ? 0 : (long long)a->n_kv_head * a->capacity * a->head_dim;
     fgi_attention_problem p = {};
     p.dtype = a->dtype;
     p.out = reinterpret_cast<float *>(static_cast<char *>(a->out) + es * b0 * q_row);
@@ -66,6 +70,12 @@ fgi_attention_problem batch_problem(const fgi_decode_args *a, int b0, int nb)
     p.seq_kv_heads = a->n_kv_head;
     p.kv_capacity = a->capacity;
     p.window = a->window;
+    if (a->block_tables != nullptr) {
+        p.block_tables = a->block_tables + (long long)b0 * a->max_blocks;
+        p.n_blocks = a->n_blocks;
+        p.block_size = a->block_size;
+        p.max_blocks = a->max_blocks;
+    }
     p.split_granule = kSplitGranule;
     p.n_splits = 1;
     return p;
@@ -113,10 +123,30 @@ int seqs_per_launch(const fgi_decode_args *a, int n_splits, size_t partial_room)
     return (int)n;
 }
 
+/* A paged call's own checks; its capacity into b->capacity. */
+fg_status check_paged(const char *fn, fgi_decode_args *b)
+{
+    FGI_TRY(fgi_check_ptr(fn, "block_tables", b->block_tables));
+    FGI_TRY(fgi_check_min(fn, "n_blocks", b->n_blocks, 1));
+    FGI_TRY(fgi_check_min(fn, "block_size", b->block_size, 16));
+    FGI_TRY(fgi_check_min(fn, "max_blocks", b->max_blocks, 1));
+    if (b->block_size % 16 != 0)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: block_size (%d) must be a multiple of 16", fn,
+                       b->block_size);
+    const long long capacity = (long long)b->max_blocks * b->block_size;
+    if (capacity > kMaxCapacity)
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: max_blocks * block_size (%lld) is above the supported %d", fn,
+                       capacity, kMaxCapacity);
+    b->capacity = (int)capacity;
+    return FG_OK;
+}
+
 /* Everything that does not need the device: pointers, sizes, alignment,
  * overlaps, and a kernel for the head_dim and type. */
 fg_status check_args(const char *fn, const fgi_decode_args *a)
 {
+    const bool paged = a->block_tables != nullptr;
     const size_t es = fg_dtype_size(a->dtype);
     if (es == 0)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)", fn,
@@ -143,9 +173,18 @@ fg_status check_args(const char *fn, const fgi_decode_args *a)
     size_t q_elems, kv_elems;
     FGI_TRY(fgi_check_elems(fn, "q (batch*n_q_head*head_dim)", &q_elems, 3, (long long)a->batch,
                            (long long)a->n_q_head, (long long)a->head_dim));
-    FGI_TRY(fgi_check_elems(fn, "k_cache (batch*n_kv_head*capacity*head_dim)", &kv_elems, 4,
-                           (long long)a->batch, (long long)a->n_kv_head, (long long)a->capacity,
-                           (long long)a->head_dim));
+    if (paged)
+        FGI_TRY(fgi_check_elems(fn, "k_pool (n_blocks*n_kv_head*block_size*head_dim)", &kv_elems,
+                               4, (long long)a->n_blocks, (long long)a->n_kv_head,
+                               (long long)a->block_size, (long long)a->head_dim));
+    else
+        FGI_TRY(fgi_check_elems(fn, "k_cache (batch*n_kv_head*capacity*head_dim)", &kv_elems, 4,
+                               (long long)a->batch, (long long)a->n_kv_head,
+                               (long long)a->capacity, (long long)a->head_dim));
+    size_t table_elems = 0;
+    if (paged)
+        FGI_TRY(fgi_check_elems(fn, "block_tables (batch*max_blocks)", &table_elems, 2,
+                               (long long)a->batch, (long long)a->max_blocks));
     const int pack = 16 / (int)es;
     if (a->head_dim % pack != 0 || a->head_dim > 256)
         return fgi_fail(FG_ERR_UNSUPPORTED,
@@ -165,6 +204,9 @@ fg_status check_args(const char *fn, const fgi_decode_args *a)
     FGI_TRY(fgi_check_disjoint(fn, "out", a->out, q_bytes, "k_cache", a->k_cache, kv_bytes));
     FGI_TRY(fgi_check_disjoint(fn, "out", a->out, q_bytes, "v_cache", a->v_cache, kv_bytes));
     FGI_TRY(fgi_check_disjoint(fn, "out", a->out, q_bytes, "kv_lens", a->kv_lens, lens_bytes));
+    if (paged)
+        FGI_TRY(fgi_check_disjoint(fn, "out", a->out, q_bytes, "block_tables", a->block_tables,
+                                   sizeof(int) * table_elems));
     fgi_attention_problem one = batch_problem(a, 0, 1);
     if (!fgi_decode_supported(one))
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: no %s decode kernel for head_dim %d", fn,
@@ -198,11 +240,14 @@ fg_status launch_batch(const char *fn, const fgi_decode_args *a, int n_splits, i
 
 } // namespace
 
-extern "C" size_t fgi_cuda_decode_workspace_bytes(const fgi_decode_args *a)
+extern "C" size_t fgi_cuda_decode_workspace_bytes(const fgi_decode_args *args)
 {
     static const char fn[] = "fgi_cuda_decode_workspace_bytes";
     int n_splits = 1;
-    if (a == nullptr || check_args(fn, a) != FG_OK || fgi_cuda_check_device(fn) != FG_OK ||
+    fgi_decode_args b = args != nullptr ? *args : fgi_decode_args{};
+    const fgi_decode_args *a = &b;
+    if (args == nullptr || (b.block_tables != nullptr && check_paged(fn, &b) != FG_OK) ||
+        check_args(fn, a) != FG_OK || fgi_cuda_check_device(fn) != FG_OK ||
         plan_splits(fn, a, &n_splits) != FG_OK) {
         fg_clear_error();
         return 0;
@@ -212,11 +257,15 @@ extern "C" size_t fgi_cuda_decode_workspace_bytes(const fgi_decode_args *a)
     return FGI_SPLIT_COUNTER_BYTES + (size_t)per * partial_bytes_per_seq(a, n_splits) + 16;
 }
 
-extern "C" fg_status fgi_cuda_decode_attention(const char *fn, const fgi_decode_args *a,
+extern "C" fg_status fgi_cuda_decode_attention(const char *fn, const fgi_decode_args *args,
                                                void *workspace, size_t workspace_bytes,
                                                int *used_splits, cudaStream_t stream)
 {
-    if (a == nullptr) return fgi_fail(FG_ERR_INVALID_ARG, "%s: no arguments (internal call)", fn);
+    if (args == nullptr)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: no arguments (internal call)", fn);
+    fgi_decode_args b = *args;
+    const fgi_decode_args *a = &b;
+    if (b.block_tables != nullptr) FGI_TRY(check_paged(fn, &b));
     FGI_TRY(check_args(fn, a));
     FGI_TRY(fgi_cuda_check_device(fn));
     int n_splits = 1;
@@ -265,10 +314,31 @@ extern "C" fg_status fg_cuda_decode_attention_typed(fg_dtype dtype, void *out, c
                                                     int n_kv_head, int head_dim, int capacity,
                                                     int window, cudaStream_t stream)
 {
-    const fgi_decode_args a = {dtype,    out,      q,         k_cache,  v_cache,  kv_lens, batch,
-                               n_q_head, n_kv_head, head_dim, capacity, window,   0};
+    fgi_decode_args a = {};
+    a.dtype = dtype, a.out = out, a.q = q, a.k_cache = k_cache, a.v_cache = v_cache;
+    a.kv_lens = kv_lens, a.batch = batch, a.n_q_head = n_q_head, a.n_kv_head = n_kv_head;
+    a.head_dim = head_dim, a.capacity = capacity, a.window = window;
     return fgi_cuda_decode_attention("fg_cuda_decode_attention_typed", &a, nullptr, 0, nullptr,
                                      stream);
+}
+
+extern "C" fg_status fg_cuda_decode_attention_paged(fg_dtype dtype, void *out, const void *q,
+                                                    const void *k_pool, const void *v_pool,
+                                                    int n_blocks, int block_size,
+                                                    const int *block_tables, int max_blocks,
+                                                    const int *kv_lens, int batch, int n_q_head,
+                                                    int n_kv_head, int head_dim, int window,
+                                                    cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_decode_attention_paged";
+    FGI_TRY(fgi_check_ptr(fn, "block_tables", block_tables)); /* NULL would mean contiguous */
+    fgi_decode_args a = {};
+    a.dtype = dtype, a.out = out, a.q = q, a.k_cache = k_pool, a.v_cache = v_pool;
+    a.kv_lens = kv_lens, a.batch = batch, a.n_q_head = n_q_head, a.n_kv_head = n_kv_head;
+    a.head_dim = head_dim, a.window = window;
+    a.block_tables = block_tables, a.n_blocks = n_blocks, a.block_size = block_size;
+    a.max_blocks = max_blocks;
+    return fgi_cuda_decode_attention(fn, &a, nullptr, 0, nullptr, stream);
 }
 
 extern "C" fg_status fg_cuda_decode_attention(float *out, const float *q, const float *k_cache,
@@ -276,7 +346,9 @@ extern "C" fg_status fg_cuda_decode_attention(float *out, const float *q, const 
                                               int n_q_head, int n_kv_head, int head_dim,
                                               int capacity, int window, cudaStream_t stream)
 {
-    const fgi_decode_args a = {FG_DTYPE_F32, out,      q,        k_cache,  v_cache, kv_lens,
-                               batch,        n_q_head, n_kv_head, head_dim, capacity, window, 0};
+    fgi_decode_args a = {};
+    a.dtype = FG_DTYPE_F32, a.out = out, a.q = q, a.k_cache = k_cache, a.v_cache = v_cache;
+    a.kv_lens = kv_lens, a.batch = batch, a.n_q_head = n_q_head, a.n_kv_head = n_kv_head;
+    a.head_dim = head_dim, a.capacity = capacity, a.window = window;
     return fgi_cuda_decode_attention("fg_cuda_decode_attention", &a, nullptr, 0, nullptr, stream);
 }

@@ -99,6 +99,13 @@ typedef struct {
     const int *kv_lens;
     int batch, n_q_head, n_kv_head, head_dim, capacity, window;
     int n_splits; /* request for tests and benchmarks; 0: automatic */
+    /* Paged cache, or NULL: k_cache / v_cache are pools (n_blocks,
+     * n_kv_head, block_size, head_dim) and block_tables (batch, max_blocks)
+     * device int32 ids, key j of sequence b in block block_tables[b *
+     * max_blocks + j / block_size] (block_size a multiple of 16); capacity
+     * is then max_blocks * block_size (the field is not read). */
+    const int *block_tables;
+    int n_blocks, block_size, max_blocks;
 } fgi_decode_args;
 
 /* Workspace bytes with which a call with these arguments runs the whole

@@ -55,6 +55,12 @@ struct fgi_attention_problem {
     int window;         /* > 0: query row i sees only the keys
                          * (i+shift-window, i+shift]; 0: all up to i+shift */
     int split_min_keys; /* derived splits keep at least this many keys */
+    /* Paged cache, or NULL: k and v are pools (n_blocks, seq_kv_heads,
+     * block_size, head_dim) and key j of sequence b is row j % block_size
+     * of block block_tables[b*max_blocks + j/block_size] (clamped to
+     * 0..n_blocks-1); block_size is a multiple of the decode stage. */
+    const int *block_tables;
+    int n_blocks, block_size, max_blocks;
     /* Split-KV partials, row index (split*n_q_head + h)*q_len + i: */
     float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
     float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */

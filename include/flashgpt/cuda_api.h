@@ -88,6 +88,24 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_decode_attention_typed, (fg_dtype dtype, v
                                                                int n_q_head, int n_kv_head,
                                                                int head_dim, int capacity,
                                                                int window, cudaStream_t stream))
+/* fg_cuda_decode_attention_typed over a paged cache: the keys and values
+ * of every sequence in fixed-size blocks of one pool, k_pool and v_pool
+ * (n_blocks, n_kv_head, block_size, head_dim) of dtype; key j of sequence b
+ * is row j % block_size of block block_tables[b * max_blocks + j /
+ * block_size] (block_tables: (batch, max_blocks) device int32). block_size
+ * a multiple of 16; the capacity of a sequence is max_blocks * block_size.
+ * Only the blocks holding a sequence's visible keys are read (an id outside
+ * 0 .. n_blocks-1 is clamped into it, never read past). The results are bit
+ * for bit those of the contiguous call with that capacity. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_decode_attention_paged, (fg_dtype dtype, void *out,
+                                                               const void *q, const void *k_pool,
+                                                               const void *v_pool, int n_blocks,
+                                                               int block_size,
+                                                               const int *block_tables,
+                                                               int max_blocks, const int *kv_lens,
+                                                               int batch, int n_q_head,
+                                                               int n_kv_head, int head_dim,
+                                                               int window, cudaStream_t stream))
 /* pos: seq positions in device memory. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope, (float *x, int n_head, int seq, int head_dim,
                                              const int *pos, double base, cudaStream_t stream))

@@ -3,7 +3,8 @@
  * batches of 1..9 sequences of different key counts, GQA / MQA / MHA, head
  * dims with and without a fast path, key counts around the 16-key stage,
  * the 32-key split granule and the 128-key split minimum, 1 and capacity,
- * sliding windows; batch invariance bit for bit; argument checking.
+ * sliding windows; batch invariance bit for bit; a paged cache (block
+ * tables into a pool) against the contiguous one; argument checking.
  *
  * Each sequence's exact reference is fg_ref_gqa with one query row against
  * its visible keys (the window's), on the 16-bit inputs widened; 16-bit
@@ -245,8 +246,11 @@ static fg_status run_public(const dcase *k, const dev_in *d)
 static fg_status run_internal(const dcase *k, const dev_in *d, int n_splits, void *ws,
                               size_t ws_bytes, int *used)
 {
-    fgi_decode_args a = {k->dt,   d->out, d->q, d->k, d->v,        d->lens,    k->batch,
-                         k->n_q, k->n_kv, k->d, k->capacity, k->window, n_splits};
+    const fgi_decode_args a = {.dtype = k->dt,       .out = d->out,      .q = d->q,
+                               .k_cache = d->k,      .v_cache = d->v,    .kv_lens = d->lens,
+                               .batch = k->batch,    .n_q_head = k->n_q, .n_kv_head = k->n_kv,
+                               .head_dim = k->d,     .capacity = k->capacity,
+                               .window = k->window,  .n_splits = n_splits};
     return fgi_cuda_decode_attention("test", &a, ws, ws_bytes, used, NULL);
 }
 #endif
@@ -312,8 +316,11 @@ Test(cuda_decode16, forced_splits_and_small_workspaces)
         const int want = splits[c % 5];
         int used = 0;
         /* enough for one sequence's partials, never the whole batch */
-        const fgi_decode_args a1 = {dt,      d.out, d.q, d.k,        d.v,      d.lens, 1,
-                                    k.n_q,   k.n_kv, k.d, k.capacity, k.window, want};
+        const fgi_decode_args a1 = {.dtype = dt,      .out = d.out,      .q = d.q,
+                                    .k_cache = d.k,   .v_cache = d.v,    .kv_lens = d.lens,
+                                    .batch = 1,       .n_q_head = k.n_q, .n_kv_head = k.n_kv,
+                                    .head_dim = k.d,  .capacity = k.capacity,
+                                    .window = k.window, .n_splits = want};
         const size_t one = fgi_cuda_decode_workspace_bytes(&a1) + 64;
         void *ws = NULL;
         check_ok(fg_cuda_malloc(&ws, one), "workspace");
@@ -422,8 +429,9 @@ Test(cuda_decode16, batch_invariance_bit_for_bit)
 #ifdef FG_HAVE_CUDA
             /* one sequence per launch: a workspace with room for one */
             const size_t ws_bytes = fgi_cuda_decode_workspace_bytes(&(fgi_decode_args){
-                big.dt, d.out, d.q, d.k, d.v, d.lens, 1, big.n_q, big.n_kv, big.d, big.capacity,
-                big.window, 0});
+                .dtype = big.dt, .out = d.out, .q = d.q, .k_cache = d.k, .v_cache = d.v,
+                .kv_lens = d.lens, .batch = 1, .n_q_head = big.n_q, .n_kv_head = big.n_kv,
+                .head_dim = big.d, .capacity = big.capacity, .window = big.window});
             if (ws_bytes > 0) {
                 void *ws = NULL;
                 check_ok(fg_cuda_malloc(&ws, ws_bytes), "workspace");
@@ -442,6 +450,79 @@ Test(cuda_decode16, batch_invariance_bit_for_bit)
         }
         fgi_buf_free(alone);
         dev_free(&d1), host_free(&in1);
+    }
+}
+
+/* Paged cache: the same sequences scattered over shuffled blocks of a pool
+ * (block sizes 16 to 64), with spare blocks all NaN and the table entries of
+ * blocks without a visible key garbage, give bit for bit the contiguous
+ * cache's result at the same capacity (max_blocks * block_size). */
+Test(cuda_decode16, paged_cache_matches_contiguous)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1608);
+    const int sizes[] = {16, 32, 48, 64};
+    for (int c = 0; c < (fgi_test_quick() ? 3 : 24); c++) {
+        const fg_dtype dt = dtypes[c % N_DTYPES];
+        dcase k = make_case(&rng, c, dt);
+        const int bs = sizes[fgi_rng_int(&rng, 0, 3)];
+        const int max_blocks = (k.capacity + bs - 1) / bs;
+        k.capacity = max_blocks * bs; /* the key counts stay below it */
+        char what[512];
+        describe(what, sizeof what, "paged", c, &k);
+        host_in in;
+        host_make(&in, &rng, &k);
+        dev_in d = dev_make(&k, &in);
+        check_ok(run_public(&k, &d), what);
+        check_ok(fg_cuda_synchronize(NULL), what);
+        float *exact = fgi_buf_nan(in.nq), *naive = dt == FG_DTYPE_F32 ? NULL : fgi_buf_nan(in.nq);
+        reference(&k, &in, exact, naive);
+        expect_matches(&k, &d, exact, naive, in.nq, what);
+        float *dense = fgi_dev_download(d.out, dev_floats(dt, in.nq));
+
+        /* the pool: every (sequence, block) a shuffled id, three spares */
+        const int n_blocks = k.batch * max_blocks + 3;
+        const size_t block_elems = (size_t)k.n_kv * bs * k.d;
+        int *ids = malloc(sizeof(int) * (size_t)n_blocks);
+        int *table = malloc(sizeof(int) * (size_t)k.batch * max_blocks);
+        cr_assert(ids != NULL && table != NULL);
+        for (int i = 0; i < n_blocks; i++) ids[i] = i;
+        for (int i = n_blocks - 1; i > 0; i--) {
+            const int j = fgi_rng_int(&rng, 0, i), t = ids[i];
+            ids[i] = ids[j], ids[j] = t;
+        }
+        float *kp = fgi_buf_nan((size_t)n_blocks * block_elems);
+        float *vp = fgi_buf_nan((size_t)n_blocks * block_elems);
+        for (int b = 0; b < k.batch; b++)
+            for (int page = 0; page < max_blocks; page++) {
+                const int id = ids[b * max_blocks + page];
+                const int seen =
+                    page * bs < k.lens[b] && (page + 1) * bs > first_key(&k, k.lens[b]);
+                table[b * max_blocks + page] = seen ? id : fgi_rng_int(&rng, -5, n_blocks + 5);
+                for (int g = 0; g < k.n_kv; g++) {
+                    const size_t src =
+                        (((size_t)b * k.n_kv + g) * k.capacity + (size_t)page * bs) * k.d;
+                    const size_t dst = ((size_t)id * k.n_kv + g) * bs * k.d;
+                    memcpy(kp + dst, in.k + src, sizeof(float) * bs * k.d);
+                    memcpy(vp + dst, in.v + src, sizeof(float) * bs * k.d);
+                }
+            }
+        void *dkp = dev_upload_as(dt, kp, (size_t)n_blocks * block_elems);
+        void *dvp = dev_upload_as(dt, vp, (size_t)n_blocks * block_elems);
+        int *dtable = fgi_dev_upload_ints(table, (size_t)k.batch * max_blocks);
+        check_ok(fg_cuda_memset(d.out, 0xff, sizeof(float) * dev_floats(dt, in.nq)), "poison");
+        check_ok(fg_cuda_decode_attention_paged(dt, d.out, d.q, dkp, dvp, n_blocks, bs, dtable,
+                                                max_blocks, d.lens, k.batch, k.n_q, k.n_kv, k.d,
+                                                k.window, NULL),
+                 what);
+        check_ok(fg_cuda_synchronize(NULL), what);
+        fgi_dev_assert_guard(d.out, dev_floats(dt, in.nq), what);
+        float *paged = fgi_dev_download(d.out, dev_floats(dt, in.nq));
+        fgi_assert_same(paged, dense, sizeof(float) * dev_floats(dt, in.nq), what);
+        fgi_buf_free(paged), fgi_buf_free(dense), fgi_buf_free(kp), fgi_buf_free(vp);
+        fgi_dev_free(dkp), fgi_dev_free(dvp), fgi_dev_free(dtable);
+        free(ids), free(table);
+        dev_free(&d), host_free(&in), fgi_buf_free(exact), fgi_buf_free(naive);
     }
 }
 
@@ -493,6 +574,25 @@ Test(cuda_decode16, bad_arguments_are_refused)
     fgi_expect_refused(fg_cuda_decode_attention_typed(bf, out, q, (char *)k + 2, v, lens, 1, 2, 1,
                                                       8, 4, 0, NULL),
                        "16-byte aligned");
+    static int table[4];
+    fgi_expect_refused(fg_cuda_decode_attention_paged(bf, out, q, k, v, 4, 16, NULL, 2, lens, 1,
+                                                      2, 1, 8, 0, NULL),
+                       "'block_tables' is NULL");
+    fgi_expect_refused(fg_cuda_decode_attention_paged(bf, out, q, k, v, 4, 24, table, 2, lens, 1,
+                                                      2, 1, 8, 0, NULL),
+                       "multiple of 16");
+    fgi_expect_refused(fg_cuda_decode_attention_paged(bf, out, q, k, v, 0, 16, table, 2, lens, 1,
+                                                      2, 1, 8, 0, NULL),
+                       "'n_blocks'");
+    fgi_expect_refused(fg_cuda_decode_attention_paged(bf, out, q, k, v, 4, 16, table, 0, lens, 1,
+                                                      2, 1, 8, 0, NULL),
+                       "'max_blocks'");
+    fgi_expect_refused(fg_cuda_decode_attention_paged(bf, out, q, k, v, 4, 16, (int *)out, 2,
+                                                      lens, 1, 2, 1, 8, 0, NULL),
+                       "overlap");
+    fgi_expect_refused(fg_cuda_decode_attention_paged(bf, out, q, k, v, 4, 16, table, 2, lens, 1,
+                                                      2, 1, 8, -4, NULL),
+                       "'window'");
     /* no kernel for these head dims: unsupported, before any device access */
 #ifdef FG_HAVE_CUDA
     fgi_assert_status(fg_cuda_decode_attention_typed(bf, out, q, k, v, lens, 1, 2, 1, 12, 4, 0,
@@ -515,6 +615,9 @@ Test(cuda_decode16, no_device_is_a_clear_error)
     fgi_expect_no_device(fg_cuda_decode_attention(out, q, k, v, lens, 2, 2, 1, 8, 4, 0, NULL));
     fgi_expect_no_device(fg_cuda_decode_attention_typed(FG_DTYPE_F16, out, q, k, v, lens, 2, 2, 1,
                                                         8, 4, 2, NULL));
+    static int table[4] = {0, 1, 2, 3};
+    fgi_expect_no_device(fg_cuda_decode_attention_paged(FG_DTYPE_BF16, out, q, k, v, 4, 16, table,
+                                                        2, lens, 2, 2, 1, 8, 0, NULL));
     for (int i = 0; i < 64; i++) cr_assert(out[i] == 0.0f, "output written without a device");
 }
 
