@@ -178,14 +178,18 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
      * from indices alone, so the K/V prologue is issued before q's loads
      * and hides their latency (every block is on the critical path of a
      * one-wave decode launch). */
-    int last_key[RB], first_key[RB]; /* row r sees keys first_key[r] .. last_key[r] */
+    /* Row r sees keys last_key[r] - window + 1 .. last_key[r] (window: all
+     * when none is set); its first key is not kept per row, which would
+     * cost registers in the fp32 instantiations. */
+    const int window = p.window > 0 ? p.window : INT_MAX;
+    int last_key[RB];
     int max_last = 0, min_first = INT_MAX;
 #pragma unroll
     for (int r = 0; r < RB; r++) {
         last_key[r] = min(m0 + r, rows - 1) % p.q_len + keys.shift;
-        first_key[r] = p.window > 0 ? max(last_key[r] + 1 - p.window, 0) : 0;
+        const int first = p.window > 0 ? max(last_key[r] + 1 - p.window, 0) : 0;
         max_last = max(max_last, last_key[r]);
-        min_first = min(min_first, first_key[r]);
+        min_first = min(min_first, first);
     }
     const int key_begin = keys.first + split * keys.keys_per_split;
     const int key_end = min(key_begin + min(keys.keys_per_split, keys.kv_len - key_begin),
@@ -271,7 +275,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
 #pragma unroll
                 for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[c], part);
                 s[r] = fgi_warp_sum<LPK>(part); /* the group's lanes hold the row */
-                if (j >= key_end || j > last_key[r] || j < first_key[r]) s[r] = -INFINITY;
+                if (j >= key_end || j > last_key[r] || last_key[r] - j >= window) s[r] = -INFINITY;
                 raise = raise || fgi_softmax_lazy_wants_raise(st[r], s[r], kRescaleSlack);
             }
             if (__any_sync(0xffffffffu, raise)) { /* rare after the first keys */
