@@ -55,8 +55,6 @@ struct fgi_attention_problem {
                          * (b+1)*seq_kv_heads), its count clamped to
                          * 1..kv_capacity, and kv_len only sizes the plan */
     int seq_kv_heads, kv_capacity;
-    int window;         /* > 0: query row i sees only the keys
-                         * (i+shift-window, i+shift]; 0: all up to i+shift */
     int split_min_keys; /* derived splits keep at least this many keys */
     /* Paged cache, or NULL: k and v are pools (n_blocks, seq_kv_heads,
      * block_size, head_dim) and key j of sequence b is row j % block_size
