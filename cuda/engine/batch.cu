@@ -27,7 +27,10 @@
  *  - norms, embedding, activations are per row.
  * So a sequence's logits are the same bits alone, among any others, in any
  * slot, and however its prompt was chunked. Prompt rows pay one decode-style
- * pass each over their keys: simple and exact, not the fastest prefill. */
+ * pass each over their keys: simple and exact, not the fastest prefill.
+ * Decode steps (every sequence one token): the device work reads only the
+ * step's ints, at fixed addresses, so it is captured once per row count as
+ * a CUDA graph and replayed (the same kernels: the same bits). */
 #include "attention_internal.h"
 #include "batch_internal.h"
 #include "config_internal.h"
@@ -47,7 +50,19 @@ namespace {
  * decode-only step of a few sequences small and tiles aligned. */
 constexpr int kRowTile = 32;
 
+/* Decode-step graphs kept: one per batch shape (the number of decode
+ * rows), as many shapes as a server's batch moves through in a while; past
+ * that the least recently used one is replaced. */
+constexpr int kGraphSlots = 16;
+
 } // namespace
+
+/* One captured decode step of `rows` sequences (0: empty slot). */
+typedef struct {
+    int rows;
+    cudaGraphExec_t exec; /* NULL when capture failed: that shape runs uncaptured */
+    unsigned long long last_used;
+} batch_graph;
 
 /* Device pointers of one layer's weights (NULL where the host had NULL). */
 typedef struct {
@@ -74,6 +89,10 @@ struct fgi_cuda_batch {
     size_t ints_count;
     void *decode_ws;
     size_t decode_ws_bytes;
+    cudaStream_t capture_stream; /* private: the legacy stream 0 cannot be captured */
+    batch_graph graphs[kGraphSlots];
+    unsigned long long clock;    /* graph uses, for least-recently-used replacement */
+    long long graph_steps;       /* steps replayed from a graph (test hook) */
 };
 
 static fg_status dev_alloc(const char *fn, fgi_cuda_batch *b, void **p, size_t bytes,
@@ -123,6 +142,9 @@ static fg_status rows_buffer(const char *fn, fgi_cuda_batch *b, float **dst, lon
 extern "C" void fgi_cuda_batch_destroy(fgi_cuda_batch *b)
 {
     if (b == NULL) return;
+    for (int i = 0; i < kGraphSlots; i++)
+        if (b->graphs[i].exec != NULL) cudaGraphExecDestroy(b->graphs[i].exec);
+    if (b->capture_stream) cudaStreamDestroy(b->capture_stream);
     if (b->lin.blas) cublasDestroy(b->lin.blas);
     for (int i = 0; i < b->n_allocs; i++) cudaFree(b->allocs[i]);
     (void)cudaGetLastError();
@@ -475,6 +497,99 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     return fgi_cuda_add_rows(fn, b->x, b->delta, lw->mlp_proj_b, P, C, b->stream);
 }
 
+/* Enqueues the device work of a step of n rows (P padded) whose ints are
+ * on the device, logits of n_logits rows into b->logits. Reads nothing
+ * from the host but the shape, so a decode step of n rows can be captured
+ * once and replayed. */
+static fg_status enqueue_step(const char *fn, fgi_cuda_batch *b, int n, int P, int n_logits)
+{
+    const fg_config *c = &b->cfg;
+    const int C = c->n_embd, V = c->vocab_size, Pmax = b->padded_rows;
+    const int threads = 256;
+    batch_embed_kernel<<<fgi_grid_blocks((long long)P * C, threads), threads, 0, b->stream>>>(
+        b->x, b->ints_dev, b->ints_dev + Pmax, b->wte, b->wpe, P, C);
+    FGI_CUDA_LAUNCHED(fn, "batch_embed_kernel");
+    FGI_TRY(batch_norm(fn, b, b->h, b->x, NULL, NULL, b->layers[0].ln_1_g, b->layers[0].ln_1_b,
+                      P));
+    for (int l = 0; l < c->n_layer; l++) {
+        const int last = l + 1 == c->n_layer;
+        FGI_TRY(batch_layer_forward(fn, b, l, n, P, last ? b->ln_f_g : b->layers[l + 1].ln_1_g,
+                                    last ? b->ln_f_b : b->layers[l + 1].ln_1_b));
+    }
+    if (n_logits > 0) {
+        /* the rows that want logits, gathered into tiles for the classifier */
+        const int LP = (n_logits + kRowTile - 1) / kRowTile * kRowTile;
+        gather_rows_kernel<<<fgi_grid_blocks((long long)LP * C, threads), threads, 0,
+                             b->stream>>>(b->logits_src, b->h, b->ints_dev + 3 * Pmax, LP, C);
+        FGI_CUDA_LAUNCHED(fn, "gather_rows_kernel");
+        FGI_TRY(tiled_linear(fn, b, b->logits, b->logits_src, b->classifier, NULL, LP, C, V, 1,
+                            FGI_ACT_NONE));
+    }
+    return FG_OK;
+}
+
+/* Captures the decode step of n rows into *exec on the private capture
+ * stream (cuBLAS follows it while capturing). A failure leaves no graph
+ * and clears the CUDA error state; the step then runs uncaptured. */
+static fg_status capture_step(const char *fn, fgi_cuda_batch *b, int n, cudaGraphExec_t *exec)
+{
+    *exec = NULL;
+    if (b->capture_stream == NULL)
+        FGI_CUDA_TRY(fn, cudaStreamCreateWithFlags(&b->capture_stream, cudaStreamNonBlocking));
+    FGI_CUBLAS_TRY(fn, cublasSetStream(b->lin.blas, b->capture_stream));
+    const cudaStream_t user_stream = b->stream;
+    b->stream = b->capture_stream; /* every enqueue reads b->stream */
+    cudaGraph_t graph = NULL;
+    cudaError_t err = cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal);
+    fg_status st = FG_OK;
+    if (err == cudaSuccess) {
+        st = enqueue_step(fn, b, n, (n + kRowTile - 1) / kRowTile * kRowTile, n);
+        err = cudaStreamEndCapture(b->stream, &graph);
+    }
+    b->stream = user_stream;
+    const cublasStatus_t restored = cublasSetStream(b->lin.blas, user_stream);
+    if (restored != CUBLAS_STATUS_SUCCESS) {
+        if (graph != NULL) cudaGraphDestroy(graph);
+        (void)cudaGetLastError();
+        return fgi_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
+                       cublasGetStatusString(restored));
+    }
+    if (st == FG_OK && err == cudaSuccess) err = cudaGraphInstantiate(exec, graph, 0);
+    if (graph != NULL) cudaGraphDestroy(graph);
+    if (st != FG_OK || err != cudaSuccess) {
+        (void)cudaGetLastError();
+        *exec = NULL;
+        return st != FG_OK ? st
+                           : fgi_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
+                                     cudaGetErrorString(err));
+    }
+    return FG_OK;
+}
+
+/* The graph of a decode step of n rows, captured on first use (NULL when
+ * capture failed: that shape runs uncaptured). */
+static cudaGraphExec_t step_graph(const char *fn, fgi_cuda_batch *b, int n)
+{
+    batch_graph *slot = NULL;
+    for (int i = 0; i < kGraphSlots && slot == NULL; i++)
+        if (b->graphs[i].rows == n) slot = &b->graphs[i];
+    if (slot == NULL) {
+        slot = &b->graphs[0];
+        for (int i = 1; i < kGraphSlots; i++)
+            if (b->graphs[i].last_used < slot->last_used) slot = &b->graphs[i];
+        if (slot->exec != NULL) cudaGraphExecDestroy(slot->exec);
+        slot->rows = n;
+        if (capture_step(fn, b, n, &slot->exec) != FG_OK) slot->exec = NULL;
+    }
+    slot->last_used = ++b->clock;
+    return slot->exec;
+}
+
+extern "C" long long fgi_cuda_batch_graph_steps(const fgi_cuda_batch *batch)
+{
+    return batch != NULL ? batch->graph_steps : 0;
+}
+
 extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, fgi_kv_pool *pool,
                                             const fgi_batch_seq *seqs, int n_seqs)
 {
@@ -488,7 +603,7 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
                        b->max_rows);
     const fg_config *c = &b->cfg;
     const int P = (n + kRowTile - 1) / kRowTile * kRowTile, Pmax = b->padded_rows;
-    const int C = c->n_embd, V = c->vocab_size, M = b->max_blocks;
+    const int V = c->vocab_size, M = b->max_blocks;
     /* the ints of the step: ids | pos | kv_lens | logit rows, each Pmax
      * long (the layout is fixed, so kernels find them at fixed offsets),
      * then one block table per row; padding rows read token 0 at position 0 */
@@ -513,25 +628,16 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
     const size_t copy = 4 * (size_t)Pmax + (size_t)n * (size_t)M;
     FGI_CUDA_TRY(fn, cudaMemcpyAsync(b->ints_dev, b->ints_host, sizeof(int) * copy,
                                     cudaMemcpyHostToDevice, b->stream));
-    const int threads = 256;
-    batch_embed_kernel<<<fgi_grid_blocks((long long)P * C, threads), threads, 0, b->stream>>>(
-        b->x, b->ints_dev, b->ints_dev + Pmax, b->wte, b->wpe, P, C);
-    FGI_CUDA_LAUNCHED(fn, "batch_embed_kernel");
-    FGI_TRY(batch_norm(fn, b, b->h, b->x, NULL, NULL, b->layers[0].ln_1_g, b->layers[0].ln_1_b,
-                      P));
-    for (int l = 0; l < c->n_layer; l++) {
-        const int last = l + 1 == c->n_layer;
-        FGI_TRY(batch_layer_forward(fn, b, l, n, P, last ? b->ln_f_g : b->layers[l + 1].ln_1_g,
-                                    last ? b->ln_f_b : b->layers[l + 1].ln_1_b));
+    /* a decode step (one row and its logits per sequence) replays the graph
+     * of its shape: the same kernels, so the same bits, for less host time */
+    cudaGraphExec_t exec = n_logits == n && n == n_seqs ? step_graph(fn, b, n) : NULL;
+    if (exec != NULL) {
+        FGI_CUDA_TRY(fn, cudaGraphLaunch(exec, b->stream));
+        b->graph_steps++;
+    } else {
+        FGI_TRY(enqueue_step(fn, b, n, P, n_logits));
     }
     if (n_logits > 0) {
-        /* the rows that want logits, gathered into tiles for the classifier */
-        const int LP = (n_logits + kRowTile - 1) / kRowTile * kRowTile;
-        gather_rows_kernel<<<fgi_grid_blocks((long long)LP * C, threads), threads, 0,
-                             b->stream>>>(b->logits_src, b->h, b->ints_dev + 3 * Pmax, LP, C);
-        FGI_CUDA_LAUNCHED(fn, "gather_rows_kernel");
-        FGI_TRY(tiled_linear(fn, b, b->logits, b->logits_src, b->classifier, NULL, LP, C, V, 1,
-                            FGI_ACT_NONE));
         int k = 0;
         for (int s = 0; s < n_seqs; s++) {
             const fgi_batch_seq *q = &seqs[s];

@@ -25,7 +25,11 @@ typedef struct fgi_cuda_batch fgi_cuda_batch;
  * fgi_cuda_batch_forward: the batched forward of fgi_ref_forward_batch on
  * the GPU: keys and values go into the device pool at the block ids of each
  * sequence's table (the host pool keeps only the ids and counts), logits
- * come back into each sequence's host logits. */
+ * come back into each sequence's host logits. A decode step (every
+ * sequence one token, with its logits) replays a CUDA graph captured once
+ * per row count (or runs uncaptured where capture fails).
+ * fgi_cuda_batch_graph_steps: steps replayed from a graph (test hook); 0
+ * for NULL. */
 #define FGI_CUDA_BATCH_API(X) \
     X(STATUS, fg_status, fgi_cuda_batch_create, \
       (const char *fn, fgi_cuda_batch **batch, const fg_config *cfg, const fg_weights *w, \
@@ -33,7 +37,8 @@ typedef struct fgi_cuda_batch fgi_cuda_batch;
     X(VOID, void, fgi_cuda_batch_destroy, (fgi_cuda_batch *batch)) \
     X(STATUS, fg_status, fgi_cuda_batch_forward, \
       (const char *fn, fgi_cuda_batch *batch, struct fgi_kv_pool *pool, \
-       const struct fgi_batch_seq *seqs, int n_seqs))
+       const struct fgi_batch_seq *seqs, int n_seqs)) \
+    X(ZERO, long long, fgi_cuda_batch_graph_steps, (const fgi_cuda_batch *batch))
 
 #define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
 FGI_CUDA_BATCH_API(FGI_CUDA_DECLARE)

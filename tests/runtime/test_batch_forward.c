@@ -14,7 +14,8 @@
  * (bad ids, short tables, free or shared blocks) change nothing.
  * The GPU (cuda/engine/batch.cu, blocks of 16 or 32 tokens): every row
  * within the fp32 tolerance of the reference, and every sequence's rows bit
- * for bit those of the same sequence run alone with another chunking. */
+ * for bit those of the same sequence run alone with another chunking
+ * (decode-only calls replay a captured graph per row count). */
 #include "fixture.h"
 #include "gpu_support.h"
 #include "internal.h" /* test-only: see tests/support/internal.h */
@@ -99,6 +100,8 @@ static fgi_kv_pool *scattered_pool(const fg_config *cfg, int n_blocks, int bs, f
 
 typedef enum { ON_REF, ON_CPU, ON_GPU } path;
 
+static long long g_graph_steps; /* GPU steps replayed from a captured graph */
+
 /* Runs the sequences through one path in random steps; seqs[i].logits gets
  * every row. */
 static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *seqs, int n,
@@ -161,6 +164,7 @@ static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *
     }
     cr_assert_eq(fgi_kv_pool_used_blocks(pool), 0, "every block returned");
     fgi_cpu_batch_destroy(batch);
+    g_graph_steps += fgi_cuda_batch_graph_steps(gpu);
     fgi_cuda_batch_destroy(gpu);
     fgi_kv_pool_destroy(pool);
 }
@@ -291,6 +295,10 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
         free_logits(seqs, n);
         fgi_test_model_free(&tm);
     }
+    /* decode-only steps (every sequence of a call one token) went through
+     * captured graphs, and their bits were held to the uncaptured runs */
+    cr_assert_gt(g_graph_steps, 0, "no step replayed a graph (seed %llu)",
+                 (unsigned long long)fgi_test_seed());
 }
 
 /* A decode row of the batched CPU path (a lone row on the tile) against the

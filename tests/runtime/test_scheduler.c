@@ -254,7 +254,7 @@ Test(scheduler, batch_invariance_on_ref) { invariance(FG_DEVICE_REF, 24, 2); }
 Test(scheduler, batch_invariance_on_cuda)
 {
     fgi_require_gpu();
-    invariance(FG_DEVICE_CUDA, fgi_test_quick() ? 24 : 100, 5);
+    invariance(FG_DEVICE_CUDA, fgi_test_quick() ? 16 : 100, 5);
 }
 
 /* Requests with a common prompt prefix (a "system prompt" and a few
