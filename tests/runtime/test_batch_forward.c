@@ -261,8 +261,14 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(5);
-    fwd_case cases[8];
-    const int n_cases = make_cases(cases, &rng);
+    fwd_case cases[9];
+    int n_cases = make_cases(cases, &rng);
+    /* a sliding window on the later layers: the decode kernel's window */
+    cases[n_cases] = cases[3];
+    snprintf(cases[n_cases].name, sizeof cases[n_cases].name, "%s", "llama GQA, window 5 from layer 1");
+    cases[n_cases].cfg.sliding_window = 5;
+    cases[n_cases].cfg.window_first_layer = 1;
+    n_cases++;
     for (int ci = 0; ci < n_cases; ci++) {
         const fwd_case *c = &cases[ci];
         const int d = fg_config_head_dim(&c->cfg);
