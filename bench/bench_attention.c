@@ -22,6 +22,14 @@
  * for a grid of forced kernels, split counts, key tiles and lane counts
  * (tuning data; the automatic choice is the plain line).
  * --case N runs only the N-th case of the table (1-based), for a profiler.
+ * --dtype f32|bf16|f16 (default f32) is the element type of q, k, v and
+ * out: bf16 / f16 prefill runs the 16-bit tensor-core kernel
+ * (fgi_cuda_attention16; --sweep adds nothing there, it has one
+ * configuration); decode cases in a 16-bit type are listed as skipped
+ * until a 16-bit decode path is timed here. Every table run first prints
+ * the card's device-to-device copy bandwidth (bench_copy_bandwidth, 1 GiB:
+ *   copy bytes=1073741824 ms=0.4321 gbps=4970.1
+ * ), the line memory-bound results are compared against.
  *
  * Sweeps for charts (issue 19; bench/plot.py draws them), run instead of the
  * table: --sweep-prefill times causal prefill at S = 512 .. 16384 (H 16, the
@@ -35,7 +43,7 @@
  * implementation, dtype, shape, ms, value, unit. --tiny shrinks every sweep
  * to a few small points, to prove the code path on the CUDA emulator.
  * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode]
- *                        [--case N] [--hold-us N] [--sweep]
+ *                        [--case N] [--hold-us N] [--sweep] [--dtype T]
  *                        [--sweep-prefill] [--sweep-decode] [--ceilings]
  *                        [--csv FILE] [--commit ID] [--tiny] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
@@ -74,8 +82,26 @@ static const bench_case cases[] = {
     {"decode", 8, 32, 8, 1, 32768, 128},
 };
 
+/* Element type of the timed tensors (--dtype): f32 through the fp32
+ * kernels' entry, bf16 / f16 through the 16-bit one. */
+static fg_dtype bench_dtype = FG_DTYPE_F32;
+
+/* The dtype as the CSV column and header write it (fp32 as before). */
+static const char *dtype_label(void)
+{
+    return bench_dtype == FG_DTYPE_F32 ? "fp32" : fg_dtype_name(bench_dtype);
+}
+
+/* Whether this case is timed in bench_dtype: every case in f32; in a 16-bit
+ * type prefill only (the 16-bit decode path is timed elsewhere). */
+static int case_runs_in_dtype(const bench_case *c)
+{
+    return bench_dtype == FG_DTYPE_F32 || strcmp(c->kind, "prefill") == 0;
+}
+
+/* Device tensors of bench_dtype elements. */
 typedef struct {
-    float *q, *k, *v, *out;
+    void *q, *k, *v, *out;
 } buffer_set;
 
 /* A forced configuration; all zero: the automatic choice. */
@@ -120,6 +146,33 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const c
     int ok = 1;
     for (int r = -WARMUP; ok && r < timer->runs; r++) {
         const buffer_set *b = &buf->sets[(r + WARMUP) % buf->n_sets];
+        if (bench_dtype != FG_DTYPE_F32) {
+            /* the 16-bit kernel: one configuration, contiguous tensors */
+            fgi_attention16_args a16;
+            memset(&a16, 0, sizeof a16);
+            a16.dtype = bench_dtype;
+            a16.out = b->out, a16.out_head_stride = (long long)c->S * c->D;
+            a16.out_row_stride = c->D;
+            a16.q = b->q, a16.q_head_stride = (long long)c->S * c->D, a16.q_row_stride = c->D;
+            a16.k = b->k, a16.v = b->v, a16.kv_head_stride = (long long)c->kv * c->D;
+            a16.n_q_head = n_q, a16.n_kv_head = n_kv, a16.q_len = c->S, a16.kv_len = c->kv;
+            a16.head_dim = c->D;
+            const double enqueue_start = host_us();
+            ok = (timer->hold_us == 0 ||
+                  bench_check_cuda(bench_gpu_hold(timer->hold_us, NULL), "hold")) &&
+                 bench_check_cuda(cudaEventRecord(timer->start, NULL), "record") &&
+                 bench_check(fgi_cuda_attention16("bench_attention", &a16, NULL), "attention") &&
+                 bench_check_cuda(cudaEventRecord(timer->stop, NULL), "record");
+            if (ok && timer->hold_us > 0 && r >= 0 && host_us() - enqueue_start >= timer->hold_us)
+                timer->exposed++;
+            ok = ok && bench_check_cuda(cudaEventSynchronize(timer->stop), "synchronize");
+            float ms = 0.0f;
+            if (ok && r >= 0)
+                ok = bench_check_cuda(cudaEventElapsedTime(&ms, timer->start, timer->stop),
+                                      "elapsed");
+            if (ok && r >= 0) timer->times[r] = ms;
+            continue;
+        }
         fgi_attention_args a;
         memset(&a, 0, sizeof a);
         a.out = b->out, a.out_head_stride = (long long)c->S * c->D, a.out_row_stride = c->D;
@@ -147,8 +200,10 @@ static double time_tuning(const bench_case *c, const bench_tuning *tune, const c
     }
     if (ok) {
         /* A finite first output row, or the timing means nothing. */
-        float first[8];
-        ok = bench_check(fg_cuda_download(first, buf->sets[0].out, sizeof first), "download");
+        float first[8], raw[8];
+        ok = bench_check(fg_cuda_download(raw, buf->sets[0].out, 8 * fg_dtype_size(bench_dtype)),
+                         "download") &&
+             bench_check(fg_dtype_to_f32(bench_dtype, first, raw, 8), "widen");
         for (int i = 0; ok && i < 8; i++)
             if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
                 fprintf(stderr, "bench_attention: non-finite output\n");
@@ -176,7 +231,8 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
 {
     const int n_q = c->B * c->Hq, n_kv = c->B * c->Hkv;
     const size_t q_elems = (size_t)n_q * c->S * c->D, kv_elems = (size_t)n_kv * c->kv * c->D;
-    const size_t set_bytes = sizeof(float) * (2 * q_elems + 2 * kv_elems);
+    const size_t elem = fg_dtype_size(bench_dtype);
+    const size_t set_bytes = elem * (2 * q_elems + 2 * kv_elems);
     int n_sets = (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
     if (n_sets < 2) n_sets = 2;
     if (n_sets > MAX_SETS) n_sets = MAX_SETS;
@@ -185,23 +241,27 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
     buffer_set sets[MAX_SETS];
     memset(sets, 0, sizeof sets);
     float *host_q = malloc(sizeof(float) * q_elems), *host_kv = malloc(sizeof(float) * kv_elems);
+    void *typed_q = malloc(elem * q_elems), *typed_kv = malloc(elem * kv_elems);
     void *workspace = NULL;
     cudaEvent_t start = NULL, stop = NULL;
     float *times = calloc((size_t)runs, sizeof(float));
-    int ok = host_q != NULL && host_kv != NULL && times != NULL;
+    int ok = host_q != NULL && host_kv != NULL && typed_q != NULL && typed_kv != NULL &&
+             times != NULL;
     unsigned long long state = 0x5eedULL;
     if (ok) {
         bench_fill_random(host_q, q_elems, 2.0, &state);
         bench_fill_random(host_kv, kv_elems, 2.0, &state);
+        ok = bench_check(fg_dtype_from_f32(bench_dtype, typed_q, host_q, q_elems), "narrow q") &&
+             bench_check(fg_dtype_from_f32(bench_dtype, typed_kv, host_kv, kv_elems), "narrow kv");
     }
     for (int s = 0; ok && s < n_sets; s++) {
-        ok = bench_check(fg_cuda_malloc((void **)&sets[s].q, sizeof(float) * q_elems), "malloc q") &&
-             bench_check(fg_cuda_malloc((void **)&sets[s].out, sizeof(float) * q_elems), "malloc out") &&
-             bench_check(fg_cuda_malloc((void **)&sets[s].k, sizeof(float) * kv_elems), "malloc k") &&
-             bench_check(fg_cuda_malloc((void **)&sets[s].v, sizeof(float) * kv_elems), "malloc v") &&
-             bench_check(fg_cuda_upload(sets[s].q, host_q, sizeof(float) * q_elems), "upload q") &&
-             bench_check(fg_cuda_upload(sets[s].k, host_kv, sizeof(float) * kv_elems), "upload k") &&
-             bench_check(fg_cuda_upload(sets[s].v, host_kv, sizeof(float) * kv_elems), "upload v");
+        ok = bench_check(fg_cuda_malloc(&sets[s].q, elem * q_elems), "malloc q") &&
+             bench_check(fg_cuda_malloc(&sets[s].out, elem * q_elems), "malloc out") &&
+             bench_check(fg_cuda_malloc(&sets[s].k, elem * kv_elems), "malloc k") &&
+             bench_check(fg_cuda_malloc(&sets[s].v, elem * kv_elems), "malloc v") &&
+             bench_check(fg_cuda_upload(sets[s].q, typed_q, elem * q_elems), "upload q") &&
+             bench_check(fg_cuda_upload(sets[s].k, typed_kv, elem * kv_elems), "upload k") &&
+             bench_check(fg_cuda_upload(sets[s].v, typed_kv, elem * kv_elems), "upload v");
     }
     const size_t ws_bytes = fgi_cuda_attention_workspace_bound(n_q, c->S, c->kv, c->D);
     if (ok && ws_bytes > 0)
@@ -222,7 +282,7 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
         fg_cuda_free(sets[s].v), fg_cuda_free(sets[s].out);
     }
     fg_cuda_free(workspace);
-    free(host_q), free(host_kv), free(times);
+    free(host_q), free(host_kv), free(typed_q), free(typed_kv), free(times);
     return ok;
 }
 
@@ -269,7 +329,7 @@ static int case_tunings(const bench_case *c, int sweep, bench_tuning *tunes)
     static const int lane_splits[] = {0, 16, 32, 48}; /* 0: the automatic count */
     int n = 0;
     tunes[n++] = (bench_tuning){FGI_ATTENTION_AUTO, 0, 0, 0};
-    if (!sweep) return n;
+    if (!sweep || bench_dtype != FG_DTYPE_F32) return n;
     if (strcmp(c->kind, "prefill") == 0) {
         for (int i = 0; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_TILED, 0, tiles[i], 0};
         for (int i = 1; i < 3; i++) tunes[n++] = (bench_tuning){FGI_ATTENTION_MMA, 0, tiles[i], 0};
@@ -342,9 +402,9 @@ static void csv_row(const csv_sink *csv, const char *sweep, const bench_case *c,
     if (!csv->file) return;
     /* card names hold no commas or quotes (nvidia-smi style), so no quoting */
     if (c)
-        fprintf(csv->file, "%s,%s,%s,-,%s,flashgpt,fp32,%d,%d,%d,%d,%d,%d,%.5f,%.6g,%s\n",
-                csv->date, csv->card, csv->commit, sweep, c->B, c->Hq, c->Hkv, c->S, c->kv, c->D,
-                ms, value, unit);
+        fprintf(csv->file, "%s,%s,%s,-,%s,flashgpt,%s,%d,%d,%d,%d,%d,%d,%.5f,%.6g,%s\n",
+                csv->date, csv->card, csv->commit, sweep, dtype_label(), c->B, c->Hq, c->Hkv,
+                c->S, c->kv, c->D, ms, value, unit);
     else
         fprintf(csv->file, "%s,%s,%s,-,%s,%s,fp32,,,,,,,%.5f,%.6g,%s\n", csv->date, csv->card,
                 csv->commit, sweep, strcmp(sweep, "ceiling_gemm") == 0 ? "cublas" : "cudaMemcpy",
@@ -442,6 +502,7 @@ static int run_sweep(char kind, int tiny, int runs, unsigned hold_us, FILE *out,
     int all_ok = 1;
     for (int i = 0; i < n; i++) {
         const bench_case *c = &points[i];
+        if (!case_runs_in_dtype(c)) continue;
         bench_tuning automatic = {FGI_ATTENTION_AUTO, 0, 0, 0};
         case_times times;
         if (!time_case(c, &automatic, 1, runs, hold_us, &times) || times.medians[0] < 0) {
@@ -487,11 +548,16 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--tiny") == 0) tiny = 1;
         else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) csv_path = argv[++i];
         else if (strcmp(argv[i], "--commit") == 0 && i + 1 < argc) commit = argv[++i];
-        else {
+        else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+            if (fg_dtype_parse(argv[++i], &bench_dtype) != FG_OK) {
+                fprintf(stderr, "bench_attention: --dtype: %s\n", fg_last_error());
+                return 2;
+            }
+        } else {
             fprintf(stderr,
                     "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] "
                     "[--case 1..%d] [--hold-us N] [--sweep] [--sweep-prefill] [--sweep-decode] "
-                    "[--ceilings] [--csv FILE] [--commit ID] [--tiny]\n",
+                    "[--ceilings] [--csv FILE] [--commit ID] [--tiny] [--dtype f32|bf16|f16]\n",
                     argv[0], n_cases);
             return 2;
         }
@@ -524,8 +590,8 @@ int main(int argc, char **argv)
     char date[32];
     const time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M", gmtime(&now));
-    print_both(file, "# bench_attention %s UTC, %s (%d SMs), fp32, median of %d runs, ", date,
-               name, sms, runs);
+    print_both(file, "# bench_attention %s UTC, %s (%d SMs), %s, median of %d runs, ", date,
+               name, sms, dtype_label(), runs);
     if (hold_us > 0)
         print_both(file, "GPU time (each call queued behind a %ld us hold); call_ms: a call on an "
                          "idle stream, host planning and launch latency included\n", hold_us);
@@ -566,9 +632,20 @@ int main(int argc, char **argv)
         return ok ? 0 : 1;
     }
     int failed = 0;
+    double copy_ms = 0.0, copy_gbps = 0.0;
+    const size_t copy_bytes = tiny ? ((size_t)1 << 20) : ((size_t)1 << 30);
+    if (bench_copy_bandwidth(copy_bytes, runs, &copy_ms, &copy_gbps))
+        print_both(file, "copy bytes=%zu ms=%.4f gbps=%.1f\n", copy_bytes, copy_ms, copy_gbps);
+    else
+        failed = 1;
     for (int i = 0; i < n_cases; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;
         if (only_case && i + 1 != only_case) continue;
+        if (!case_runs_in_dtype(&cases[i])) {
+            printf("%s B=%d skipped: no %s decode timing here\n", cases[i].kind, cases[i].B,
+                   fg_dtype_name(bench_dtype));
+            continue;
+        }
         bench_tuning tunes[MAX_TUNES];
         case_times times;
         const int n = case_tunings(&cases[i], sweep, tunes);

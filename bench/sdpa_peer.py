@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch SDPA peer for bench/bench_attention.c.
 
-Times torch.nn.functional.scaled_dot_product_attention in fp32 on the same
+Times torch.nn.functional.scaled_dot_product_attention in fp32 (or, with
+--dtype bf16|f16, in that type, as bench_attention --dtype does) on the same
 shapes with the same method (CUDA events around each call, warm-up, median of
 --runs calls, inputs rotated among enough buffer sets to exceed 4x a 50 MB
 L2; each call queued behind a GPU hold of --hold-us, default 1000, so the
@@ -18,7 +19,9 @@ needs no mask. GQA: enable_gqa=True where this PyTorch has it, else K/V are
 expanded with repeat_interleave once, outside the timed region (noted as
 "gqa=repeat"; the peer then reads 4x the K/V bytes, while GB/s is still
 counted on the un-replicated bytes so that ratios compare times).
-TF32 is disabled so the peer computes in fp32 like flashgpt.
+TF32 is disabled so the peer computes in fp32 like flashgpt. Every table run
+first times a device-to-device copy of 1 GiB (a line "peer copy bytes=...
+gbps=...", GB/s counting the read and the write), as bench_attention does.
 
 Sweeps for charts (issue 19; bench/plot.py draws them), instead of the
 table: --sweep-prefill and --sweep-decode time the same points as
@@ -28,6 +31,7 @@ peer version being "torch <version>".
 
 Usage: sdpa_peer.py [--runs N] [--ours FILE|-] [--only prefill|decode] [--hold-us N]
                     [--sweep-prefill] [--sweep-decode] [--csv FILE] [--commit ID]
+                    [--dtype f32|bf16|f16]
 """
 import datetime
 import argparse
@@ -73,10 +77,37 @@ def case_key(kind, B, Hq, Hkv, S, kv, D):
     return "decode B=%d Hq=%d Hkv=%d D=%d kv=%d" % (B, Hq, Hkv, D, kv)
 
 
-def throughput(kind, B, Hq, Hkv, S, kv, D, ms):
+# --dtype: the torch type, its bytes, and the CSV / header label
+DTYPES = {"f32": ("float32", 4, "fp32"), "bf16": ("bfloat16", 2, "bf16"),
+          "f16": ("float16", 2, "f16")}
+
+
+def throughput(kind, B, Hq, Hkv, S, kv, D, ms, elem=4):
     if kind == "prefill":
         return "tflops", 4.0 * B * Hq * S * S * D / 2.0 / (ms * 1e-3) / 1e12
-    return "gbps", 2.0 * B * Hkv * kv * D * 4 / (ms * 1e-3) / 1e9
+    return "gbps", 2.0 * B * Hkv * kv * D * elem / (ms * 1e-3) / 1e9
+
+
+def copy_bandwidth(torch, runs, nbytes=1 << 30):
+    """(median ms, GB/s counting read and write) of a device-to-device copy."""
+    src = torch.ones(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    start = torch.cuda.Event(enable_timing=True)
+    stop = torch.cuda.Event(enable_timing=True)
+    times = []
+    for r in range(-WARMUP, runs):
+        start.record()
+        dst.copy_(src)
+        stop.record()
+        stop.synchronize()
+        if r >= 0:
+            times.append(start.elapsed_time(stop))
+    del src, dst
+    torch.cuda.empty_cache()
+    times.sort()
+    mid = len(times) // 2
+    ms = times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])
+    return ms, 2.0 * nbytes / (ms * 1e-3) / 1e9
 
 
 def hold_cycles(torch, hold_us):
@@ -96,20 +127,22 @@ def hold_cycles(torch, hold_us):
     return max(1, int(probe * hold_us / (start.elapsed_time(stop) * 1000.0)))
 
 
-def time_case(torch, F, case, runs, has_gqa, hold_us, cycles):
+def time_case(torch, F, case, runs, has_gqa, hold_us, cycles, dtype="f32"):
     """(median ms with the hold, calls whose dispatch outlasted it, median ms
     of a call on an idle stream)."""
     kind, B, Hq, Hkv, S, kv, D = case
-    set_bytes = 4 * (2 * B * Hq * S * D + 2 * B * Hkv * kv * D)
+    tname, elem, _ = DTYPES[dtype]
+    tdtype = getattr(torch, tname)
+    set_bytes = elem * (2 * B * Hq * S * D + 2 * B * Hkv * kv * D)
     n_sets = max(2, min(MAX_SETS, -(-ROTATE_BYTES // set_bytes)))
     while n_sets > 1 and n_sets * set_bytes > MAX_TOTAL_BYTES:
         n_sets -= 1
     gen = torch.Generator(device="cuda").manual_seed(1234)
     sets = []
     for _ in range(n_sets):
-        q = torch.randn(B, Hq, S, D, device="cuda", dtype=torch.float32, generator=gen)
-        k = torch.randn(B, Hkv, kv, D, device="cuda", dtype=torch.float32, generator=gen)
-        v = torch.randn(B, Hkv, kv, D, device="cuda", dtype=torch.float32, generator=gen)
+        q = torch.randn(B, Hq, S, D, device="cuda", dtype=torch.float32, generator=gen).to(tdtype)
+        k = torch.randn(B, Hkv, kv, D, device="cuda", dtype=torch.float32, generator=gen).to(tdtype)
+        v = torch.randn(B, Hkv, kv, D, device="cuda", dtype=torch.float32, generator=gen).to(tdtype)
         if Hkv != Hq and not has_gqa:
             k = k.repeat_interleave(Hq // Hkv, dim=1)
             v = v.repeat_interleave(Hq // Hkv, dim=1)
@@ -177,19 +210,20 @@ def run_sweeps(torch, F, args, has_gqa, cycles):
     for case in cases:
         key = case_key(*case)
         try:
-            ms = time_case(torch, F, case, args.runs, has_gqa, args.hold_us, cycles)[0]
+            ms = time_case(torch, F, case, args.runs, has_gqa, args.hold_us, cycles,
+                           args.dtype)[0]
         except Exception as e:  # report the point, keep going
             print("peer %s failed: %s" % (key, str(e).splitlines()[0] if str(e) else type(e).__name__))
             ok = False
             continue
-        unit, value = throughput(*case, ms)
+        unit, value = throughput(*case, ms, DTYPES[args.dtype][1])
         print("peer %s ms=%.4f %s=%.2f" % (key, ms, unit, value))
         sys.stdout.flush()
         if csv:
             kind, B, Hq, Hkv, S, kv, D = case
-            csv.write("%s,%s,%s,%s,%s,sdpa,fp32,%d,%d,%d,%d,%d,%d,%.5f,%.6g,%s\n"
-                      % (date, card, args.commit, peer, kind, B, Hq, Hkv, S, kv, D, ms, value,
-                         "TFLOP/s" if unit == "tflops" else "GB/s"))
+            csv.write("%s,%s,%s,%s,%s,sdpa,%s,%d,%d,%d,%d,%d,%d,%.5f,%.6g,%s\n"
+                      % (date, card, args.commit, peer, kind, DTYPES[args.dtype][2], B, Hq, Hkv,
+                         S, kv, D, ms, value, "TFLOP/s" if unit == "tflops" else "GB/s"))
             csv.flush()
     if csv:
         csv.close()
@@ -207,6 +241,8 @@ def main():
     ap.add_argument("--sweep-decode", action="store_true", help="the decode sweep, not the table")
     ap.add_argument("--csv", help="append one row per sweep point to this file")
     ap.add_argument("--commit", default="unknown", help="the flashgpt commit, for the CSV rows")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="f32",
+                    help="element type of q, k, v (f32: TF32 off)")
     args = ap.parse_args()
     if "," in args.commit or "\n" in args.commit:
         sys.exit("sdpa_peer.py: --commit must not hold commas or newlines")
@@ -233,13 +269,17 @@ def main():
         text = sys.stdin.read() if args.ours == "-" else open(args.ours).read()
         ours = parse_ours(text)
     cycles = hold_cycles(torch, args.hold_us)
-    print("# sdpa_peer torch %s, %s, fp32 (TF32 off), gqa=%s, median of %d runs, %s"
-          % (torch.__version__, torch.cuda.get_device_name(), "enable_gqa" if has_gqa else "repeat",
+    print("# sdpa_peer torch %s, %s, %s, gqa=%s, median of %d runs, %s"
+          % (torch.__version__, torch.cuda.get_device_name(),
+             "fp32 (TF32 off)" if args.dtype == "f32" else DTYPES[args.dtype][2],
+             "enable_gqa" if has_gqa else "repeat",
              args.runs, "GPU time (each call queued behind a %d us hold); call_ms: a call on an "
              "idle stream, host dispatch included" % args.hold_us if cycles else
              "each call on an idle stream (host dispatch included)"))
     if args.sweep_prefill or args.sweep_decode:
         return run_sweeps(torch, F, args, has_gqa, cycles)
+    copy_ms, copy_gbps = copy_bandwidth(torch, args.runs)
+    print("peer copy bytes=%d ms=%.4f gbps=%.1f" % (1 << 30, copy_ms, copy_gbps))
     rows = []
     for case in CASES:
         if args.only and case[0] != args.only:
@@ -247,12 +287,12 @@ def main():
         key = case_key(*case)
         try:
             ms, exposed, call_ms = time_case(torch, F, case, args.runs, has_gqa, args.hold_us,
-                                             cycles)
+                                             cycles, args.dtype)
         except Exception as e:  # report the case, keep going
             print("peer %s failed: %s" % (key, str(e).splitlines()[0] if str(e) else type(e).__name__))
             rows.append((key, ours.get(key), None))
             continue
-        unit, value = throughput(*case, ms)
+        unit, value = throughput(*case, ms, DTYPES[args.dtype][1])
         print("peer %s ms=%.4f %s=%.2f%s" % (key, ms, unit, value,
                                              " call_ms=%.4f" % call_ms if call_ms else ""))
         if exposed:

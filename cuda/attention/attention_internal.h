@@ -15,7 +15,9 @@
 #define FLASHGPT_CUDA_ATTENTION_INTERNAL_H
 
 #include "flashgpt/cuda.h"
+#include "flashgpt/dtype.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -82,6 +84,35 @@ typedef struct {
 fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attention_args *a,
                                    fgi_attention_tuning *tuning, void *workspace,
                                    size_t workspace_bytes, cudaStream_t stream);
+
+/* 16-bit attention (cuda/attention/attention_mma16.cu, tensor cores): q, k,
+ * v and out of element type dtype (bf16 or f16), laid out as above with
+ * strides in elements (multiples of 8, pointers 16-byte aligned); lse fp32
+ * as above. window: 0 for plain causal attention; W > 0 limits query row i
+ * to keys i + shift - W < j <= i + shift (shift = kv_len - q_len), a
+ * sliding window of W keys ending at its own position. */
+typedef struct {
+    fg_dtype dtype;
+    void *out;
+    long long out_head_stride, out_row_stride;
+    float *lse;
+    const void *q;
+    long long q_head_stride, q_row_stride;
+    const void *k, *v;
+    long long kv_head_stride;
+    int n_q_head, n_kv_head, q_len, kv_len, head_dim;
+    int window;
+} fgi_attention16_args;
+
+/* Whether the 16-bit kernel has an instantiation for head_dim (32, 64, 80,
+ * 96, 128, 256). */
+bool fgi_attention16_supported(int head_dim);
+
+/* Enqueues 16-bit attention for already-validated arguments: FG_ERR_UNSUPPORTED
+ * for a head_dim without a kernel or misaligned tensors, FG_ERR_CUDA
+ * without a device; nothing is written then. */
+fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_args *a,
+                               cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -73,6 +73,36 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse, (float *out, float *lse, const fl
                                                 const float *k, const float *v, int n_q_head,
                                                 int n_kv_head, int q_len, int kv_len, int head_dim,
                                                 cudaStream_t stream))
+/* The attention functions above in element type dtype (flashgpt/dtype.h):
+ * q, k, v and out hold dtype elements, lse stays fp32; _typed(FG_DTYPE_F32,
+ * ...) is the fp32 function itself. bf16 / f16 run on the tensor cores
+ * (sm_80 and later) with fp32 accumulation and softmax: head_dim 32, 64,
+ * 80, 96, 128 or 256 and 16-byte aligned tensors, FG_ERR_UNSUPPORTED
+ * otherwise; block_size is checked but the 16-bit kernel has one key tile
+ * per head_dim. Tolerance: the 16-bit rule of docs/contract.md §32. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_typed, (fg_dtype dtype, void *out, const void *q,
+                                                        const void *k, const void *v, int q_len,
+                                                        int kv_len, int head_dim,
+                                                        cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_flash_typed, (fg_dtype dtype, void *out,
+                                                              const void *q, const void *k,
+                                                              const void *v, int q_len,
+                                                              int kv_len, int head_dim,
+                                                              int block_size,
+                                                              cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_mha_typed, (fg_dtype dtype, void *out, const void *q,
+                                                  const void *k, const void *v, int n_head,
+                                                  int q_len, int kv_len, int head_dim,
+                                                  cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_typed, (fg_dtype dtype, void *out, const void *q,
+                                                  const void *k, const void *v, int n_q_head,
+                                                  int n_kv_head, int q_len, int kv_len,
+                                                  int head_dim, cudaStream_t stream))
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse_typed, (fg_dtype dtype, void *out, float *lse,
+                                                      const void *q, const void *k,
+                                                      const void *v, int n_q_head, int n_kv_head,
+                                                      int q_len, int kv_len, int head_dim,
+                                                      cudaStream_t stream))
 /* pos: seq positions in device memory. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope, (float *x, int n_head, int seq, int head_dim,
                                              const int *pos, double base, cudaStream_t stream))

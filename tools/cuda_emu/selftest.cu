@@ -13,6 +13,8 @@
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
+#include "mma_f16.cuh" /* cuda/attention, translated next to this file */
+
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -190,6 +192,131 @@ static void test_async_copy()
         CHECK(h[(size_t)l] == (float)(4 * l) + (float)(4 * l + 2) + 0.0f, "lane %d: %g", l,
               h[(size_t)l]);
     cudaFree(in), cudaFree(out);
+}
+
+/* 16-bit tensor-core emulation (cuda/attention/mma_f16.cuh) ------------------------- */
+
+/* One warp: d (16 x 8, row-major) = c + a (16 x 16, row-major) * b (16 x 8,
+ * row-major, [k][n]), operands as 16-bit bit patterns, fragments built lane
+ * by lane from the PTX layout. */
+template <typename T>
+__global__ void mma16_kernel(float *d, const uint16_t *a, const uint16_t *b, const float *c)
+{
+    const int lane = (int)threadIdx.x, g = lane / 4, t = lane % 4;
+    const auto pair = [](uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); };
+    const uint32_t fa[4] = {pair(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]),
+                            pair(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+                            pair(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+                            pair(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+    const uint32_t fb[2] = {pair(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]),
+                            pair(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])};
+    float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t],
+                    c[(g + 8) * 8 + 2 * t + 1]};
+    fgi_mma_f16<T>(acc, fa, fb);
+    d[g * 8 + 2 * t] = acc[0], d[g * 8 + 2 * t + 1] = acc[1];
+    d[(g + 8) * 8 + 2 * t] = acc[2], d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}
+
+template <typename T> static uint16_t bits16(float x);
+template <> uint16_t bits16<__nv_bfloat16>(float x) { return __bfloat16_as_ushort(__float2bfloat16(x)); }
+template <> uint16_t bits16<__half>(float x) { return __half_as_ushort(__float2half(x)); }
+template <typename T> static float value16(uint16_t b);
+template <> float value16<__nv_bfloat16>(uint16_t b) { return __bfloat162float(__ushort_as_bfloat16(b)); }
+template <> float value16<__half>(uint16_t b) { return __half2float(__ushort_as_half(b)); }
+
+/* Against the plain product in double: exactly where every partial sum is
+ * representable (small integers), and within fp32 summation error for
+ * random values (both signs, magnitudes spread over 2^-6 .. 2^6). */
+template <typename T> static void test_mma16_type(const char *name)
+{
+    uint16_t *da = device_array<uint16_t>(256), *db = device_array<uint16_t>(128);
+    float *dc = device_array<float>(128), *dd = device_array<float>(128);
+    unsigned seed = 12345u;
+    const auto rnd = [&seed]() {
+        seed = seed * 1664525u + 1013904223u;
+        return (double)(seed >> 8) / 16777216.0;
+    };
+    for (int integers = 1; integers >= 0; integers--) {
+        std::vector<uint16_t> a(256), b(128);
+        std::vector<float> c(128);
+        for (auto &x : a)
+            x = bits16<T>(integers ? (float)(int)(rnd() * 17 - 8)
+                                   : (float)((rnd() - 0.5) * ldexp(1.0, (int)(rnd() * 12) - 6)));
+        for (auto &x : b)
+            x = bits16<T>(integers ? (float)(int)(rnd() * 17 - 8) : (float)(rnd() * 4 - 2));
+        for (auto &x : c) x = integers ? (float)(int)(rnd() * 100 - 50) : (float)(rnd() * 2 - 1);
+        cudaMemcpy(da, a.data(), 512, cudaMemcpyHostToDevice);
+        cudaMemcpy(db, b.data(), 256, cudaMemcpyHostToDevice);
+        cudaMemcpy(dc, c.data(), 512, cudaMemcpyHostToDevice);
+        mma16_kernel<T><<<1, 32>>>(dd, da, db, dc);
+        CHECK(cudaGetLastError() == cudaSuccess, "launch");
+        const std::vector<float> d = download(dd, 128);
+        for (int i = 0; i < 16; i++)
+            for (int n = 0; n < 8; n++) {
+                double want = c[(size_t)(i * 8 + n)], mag = fabs(want);
+                for (int k = 0; k < 16; k++) {
+                    const double p = (double)value16<T>(a[(size_t)(i * 16 + k)]) *
+                                     value16<T>(b[(size_t)(k * 8 + n)]);
+                    want += p, mag += fabs(p);
+                }
+                const double got = d[(size_t)(i * 8 + n)];
+                const double tol = integers ? 0.0 : 17 * mag * ldexp(1.0, -24);
+                CHECK(fabs(got - want) <= tol, "%s mma m16n8k16 (%d, %d): %.9g, want %.9g (%s)",
+                      name, i, n, got, want, integers ? "integers" : "random");
+            }
+    }
+    cudaFree(da), cudaFree(db), cudaFree(dc), cudaFree(dd);
+}
+
+/* ldmatrix.x4 (plain and .trans) on a 16 x 16 tile with a padded pitch:
+ * lane l addresses row l % 8 of matrix l / 8 (rows 8 (m & 1).., columns
+ * 8 (m >> 1)..); out (32 lanes, 4 registers) for each mode. */
+constexpr int kLdPitch = 24;
+__global__ void ldmatrix_kernel(uint32_t *out, const uint16_t *in)
+{
+    __shared__ uint16_t tile[16 * kLdPitch];
+    const int lane = (int)threadIdx.x;
+    for (int i = lane; i < 16 * kLdPitch; i += 32) tile[i] = in[i];
+    __syncwarp();
+    const int m = lane / 8, r = lane % 8;
+    const uint16_t *row = tile + (8 * (m & 1) + r) * kLdPitch + 8 * (m >> 1);
+    uint32_t plain[4], trans[4];
+    fgi_ldmatrix_x4<false>(plain, row);
+    fgi_ldmatrix_x4<true>(trans, row);
+    for (int j = 0; j < 4; j++) out[lane * 8 + j] = plain[j], out[lane * 8 + 4 + j] = trans[j];
+}
+
+static void test_ldmatrix()
+{
+    std::vector<uint16_t> in(16 * kLdPitch);
+    for (size_t i = 0; i < in.size(); i++) in[i] = (uint16_t)(1000 + 7 * i);
+    uint16_t *din = device_array<uint16_t>(in.size());
+    uint32_t *dout = device_array<uint32_t>(256);
+    cudaMemcpy(din, in.data(), 2 * in.size(), cudaMemcpyHostToDevice);
+    ldmatrix_kernel<<<1, 32>>>(dout, din);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    const std::vector<uint32_t> out = download(dout, 256);
+    const auto at = [&in](int j, int row, int col) {
+        return (uint32_t)in[(size_t)((8 * (j & 1) + row) * kLdPitch + 8 * (j >> 1) + col)];
+    };
+    for (int l = 0; l < 32; l++)
+        for (int j = 0; j < 4; j++) {
+            const uint32_t plain = at(j, l / 4, 2 * (l % 4)) | at(j, l / 4, 2 * (l % 4) + 1) << 16;
+            const uint32_t trans = at(j, 2 * (l % 4), l / 4) | at(j, 2 * (l % 4) + 1, l / 4) << 16;
+            CHECK(out[(size_t)(l * 8 + j)] == plain, "ldmatrix.x4 lane %d reg %d: %08x, want %08x",
+                  l, j, out[(size_t)(l * 8 + j)], plain);
+            CHECK(out[(size_t)(l * 8 + 4 + j)] == trans,
+                  "ldmatrix.x4.trans lane %d reg %d: %08x, want %08x", l, j,
+                  out[(size_t)(l * 8 + 4 + j)], trans);
+        }
+    cudaFree(din), cudaFree(dout);
+}
+
+static void test_mma16()
+{
+    test_mma16_type<__nv_bfloat16>("bf16");
+    test_mma16_type<__half>("f16");
+    test_ldmatrix();
 }
 
 __global__ void count_kernel(int *counter) { atomicAdd(counter, 1); }
@@ -1101,6 +1228,7 @@ int main()
     test_collectives();
     test_shared();
     test_async_copy();
+    test_mma16();
     test_atomics_and_blocks();
     test_host_api();
     test_sgemm();
