@@ -41,6 +41,7 @@
 #include "attention_internal.h"
 #include "cuda_common.cuh"
 #include "decoder_internal.h"
+#include "dtype.cuh"
 #include "config_internal.h"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -51,19 +52,22 @@
 #include <string.h>
 
 /* Device pointers of one layer's weights (NULL where the host had NULL). */
+/* Every tensor holds the weights' element type (fp32, bf16 or f16). */
 typedef struct {
-    const float *ln_1_g, *ln_1_b, *c_attn_w, *c_attn_b, *c_proj_w, *c_proj_b;
-    const float *ln_2_g, *ln_2_b;
-    const float *fc_w;  /* GPT-2 (C, n_inner); Llama [w1 | w3] (C, 2*n_inner) */
-    const float *fc_b, *mlp_proj_w, *mlp_proj_b;
+    const void *ln_1_g, *ln_1_b, *c_attn_w, *c_attn_b, *c_proj_w, *c_proj_b;
+    const void *ln_2_g, *ln_2_b;
+    const void *fc_w;  /* GPT-2 (C, n_inner); Llama [w1 | w3] (C, 2*n_inner) */
+    const void *fc_b, *mlp_proj_w, *mlp_proj_b;
 } layer_weights;
 
 struct fg_cuda_weights {
     fg_config cfg;
+    fg_dtype dtype;        /* element type of every tensor below */
+    size_t es;             /* its size in bytes */
     int head_dim, qkv_width;
-    float *block;          /* one device block holding every tensor */
+    void *block;           /* one device block holding every tensor */
     layer_weights *layers; /* host array of n_layer */
-    const float *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
+    const void *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
 };
 
 /* Decode-step graphs a runner keeps: enough for a few caches taking turns
@@ -83,15 +87,17 @@ struct fg_cuda_runner {
     int max_tokens;
     cudaStream_t stream;
     fgi_linear_ctx lin; /* cuBLAS handle bound to the stream; GEMV workspace */
-    float *activations; /* one device block holding the buffers below */
-    float *x;      /* (max_tokens, C) residual stream */
-    float *h;      /* (max_tokens, C) normalised sublayer input */
-    float *delta;  /* (max_tokens, C) sublayer output before its bias */
-    float *qkv;    /* (max_tokens, qkv_width) */
-    float *att;    /* (max_tokens, n_head*head_dim) merged head outputs */
-    float *mlp;    /* GPT-2 (max_tokens, n_inner); Llama (max_tokens, 2*n_inner) gate|up */
-    float *mlp_act; /* Llama (max_tokens, n_inner) silu(gate) * up; GPT-2 unused */
-    float *logits; /* (max_tokens, vocab) */
+    /* One device block holding the buffers below. x, Llama's gate|up and
+     * the logits are fp32 whatever the weights' type; the others hold it. */
+    void *activations;
+    float *x;      /* (max_tokens, C) residual stream, fp32 */
+    void *h;       /* (max_tokens, C) normalised sublayer input */
+    void *delta;   /* (max_tokens, C) sublayer output before its bias */
+    void *qkv;     /* (max_tokens, qkv_width) */
+    void *att;     /* (max_tokens, n_head*head_dim) merged head outputs */
+    void *mlp;     /* GPT-2 (max_tokens, n_inner); Llama fp32 (max_tokens, 2*n_inner) gate|up */
+    void *mlp_act; /* Llama (max_tokens, n_inner) silu(gate) * up; GPT-2 unused */
+    float *logits; /* (max_tokens, vocab) fp32 */
     int *ids;      /* (max_tokens) */
     int *step;     /* device (3): token id, position, key count of a graph step */
     void *attention_ws; /* attention workspace, sized for attention_ws_kv keys */
@@ -109,24 +115,26 @@ struct fg_cuda_kv_cache {
      * cache can never be replayed on a new cache at the same address. */
     unsigned long long id;
     int n_layer, n_kv_head, head_dim, capacity;
+    fg_dtype dtype;         /* element type of keys and values */
+    size_t es;              /* its size in bytes */
     int n_seq;              /* sequences: 1 (room for batching) */
     int block_tokens;       /* key rows per block: capacity (room for paging) */
-    size_t kv_head_stride;  /* floats between kv heads: capacity * head_dim */
-    size_t seq_stride;      /* floats between sequences: n_kv_head * kv_head_stride */
-    size_t layer_floats;    /* one layer's keys, all sequences: n_seq * seq_stride */
-    float *data; /* device: layer l keys at 2l*layer_floats, values at (2l+1)* */
+    size_t kv_head_stride;  /* elements between kv heads: capacity * head_dim */
+    size_t seq_stride;      /* elements between sequences: n_kv_head * kv_head_stride */
+    size_t layer_floats;    /* one layer's keys (elements), all sequences: n_seq * seq_stride */
+    void *data; /* device: layer l keys at 2l*layer_floats elements, values at (2l+1)* */
     int *len;    /* host (n_seq, n_layer): tokens cached; sequence 0 first */
     long long graph_steps; /* steps replayed through a graph (test hook) */
 };
 
 /* Keys and values of sequence 0 of a layer: (n_kv_head, capacity, head_dim). */
-static float *cache_k(const fg_cuda_kv_cache *c, int layer)
+static void *cache_k(const fg_cuda_kv_cache *c, int layer)
 {
-    return c->data + (size_t)(2 * layer) * c->layer_floats;
+    return (char *)c->data + (size_t)(2 * layer) * c->layer_floats * c->es;
 }
-static float *cache_v(const fg_cuda_kv_cache *c, int layer)
+static void *cache_v(const fg_cuda_kv_cache *c, int layer)
 {
-    return c->data + (size_t)(2 * layer + 1) * c->layer_floats;
+    return (char *)c->data + (size_t)(2 * layer + 1) * c->layer_floats * c->es;
 }
 
 static fg_status cuda_alloc(const char *fn, void **p, size_t bytes, const char *what)
@@ -144,51 +152,86 @@ static fg_status cuda_alloc(const char *fn, void **p, size_t bytes, const char *
 /* Weights upload ------------------------------------------------------------ */
 
 /* Places tensors in one device block. With base == NULL it only counts. */
+/* 16-bit weights are converted from the fp32 host tensors in slices of
+ * this many elements through one small host buffer: never a full-size
+ * converted copy on the host. */
+#define STAGE_ELEMS ((size_t)1 << 20)
+
 typedef struct {
     const char *fn;
-    float *base;
-    size_t used; /* floats, each tensor aligned to 64 floats (256 bytes) */
+    fg_dtype dtype;
+    size_t es;       /* element size in bytes */
+    char *base;      /* NULL: only count */
+    size_t used;     /* bytes, each tensor aligned to 256 bytes */
+    uint16_t *stage; /* host, STAGE_ELEMS 16-bit elements (16-bit types only) */
 } arena;
 
 static fg_status arena_take(arena *a, size_t n, size_t *offset)
 {
-    const size_t limit = (size_t)PTRDIFF_MAX / sizeof(float) / 2;
-    const size_t rounded = (n + 63) / 64 * 64;
+    const size_t limit = (size_t)PTRDIFF_MAX / 2;
+    if (n > limit / a->es)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu bytes)",
+                       a->fn, limit);
+    const size_t rounded = (n * a->es + 255) / 256 * 256;
     if (rounded > limit || a->used > limit - rounded)
-        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu floats)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu bytes)",
                        a->fn, limit);
     *offset = a->used;
     a->used += rounded;
     return FG_OK;
 }
 
-static fg_status put(arena *a, const float **dst, const float *src, size_t n)
+/* Copies n fp32 host elements to dst (device) in the arena's type: as they
+ * are for fp32, else converted slice by slice (round to nearest even). */
+static fg_status upload_converted(arena *a, void *dst, const float *src, size_t n)
+{
+    if (a->dtype == FG_DTYPE_F32) {
+        FGI_CUDA_TRY(a->fn, cudaMemcpy(dst, src, sizeof(float) * n, cudaMemcpyHostToDevice));
+        return FG_OK;
+    }
+    for (size_t done = 0; done < n; done += STAGE_ELEMS) {
+        const size_t k = n - done < STAGE_ELEMS ? n - done : STAGE_ELEMS;
+        FGI_TRY(fg_dtype_from_f32(a->dtype, a->stage, src + done, k));
+        FGI_CUDA_TRY(a->fn, cudaMemcpy((char *)dst + done * a->es, a->stage, k * a->es,
+                                      cudaMemcpyHostToDevice));
+    }
+    return FG_OK;
+}
+
+static fg_status put(arena *a, const void **dst, const float *src, size_t n)
 {
     size_t off = 0;
     *dst = NULL;
     if (src == NULL) return FG_OK;
     FGI_TRY(arena_take(a, n, &off));
     if (a->base == NULL) return FG_OK;
-    FGI_CUDA_TRY(a->fn, cudaMemcpy(a->base + off, src, sizeof(float) * n,
-                                  cudaMemcpyHostToDevice));
+    FGI_TRY(upload_converted(a, a->base + off, src, n));
     *dst = a->base + off;
     return FG_OK;
 }
 
 /* [gate | up] side by side: row i = gate row i, then up row i. */
-static fg_status put_side_by_side(arena *a, const float **dst, const float *gate,
+static fg_status put_side_by_side(arena *a, const void **dst, const float *gate,
                                   const float *up, size_t rows, size_t cols)
 {
     size_t off = 0;
     *dst = NULL;
     FGI_TRY(arena_take(a, 2 * rows * cols, &off));
     if (a->base == NULL) return FG_OK;
-    const size_t row_bytes = sizeof(float) * cols;
-    float *base = a->base + off;
-    FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
-                                    cudaMemcpyHostToDevice));
-    FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base + cols, 2 * row_bytes, up, row_bytes, row_bytes,
-                                    rows, cudaMemcpyHostToDevice));
+    char *base = a->base + off;
+    if (a->dtype == FG_DTYPE_F32) {
+        const size_t row_bytes = sizeof(float) * cols;
+        FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
+                                        cudaMemcpyHostToDevice));
+        FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base + row_bytes, 2 * row_bytes, up, row_bytes,
+                                        row_bytes, rows, cudaMemcpyHostToDevice));
+    } else {
+        for (size_t r = 0; r < rows; r++) { /* two row halves per row */
+            char *row = base + r * 2 * cols * a->es;
+            FGI_TRY(upload_converted(a, row, gate + r * cols, cols));
+            FGI_TRY(upload_converted(a, row + cols * a->es, up + r * cols, cols));
+        }
+    }
     *dst = base;
     return FG_OK;
 }
@@ -228,12 +271,18 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
 
 static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w)
 {
-    arena a = {fn, NULL, 0};
+    arena a = {fn, m->dtype, m->es, NULL, 0, NULL};
     FGI_TRY(place_weights(&a, m, w)); /* counting pass */
-    FGI_TRY(cuda_alloc(fn, (void **)&m->block, sizeof(float) * a.used, "the weights"));
-    a.base = m->block;
-    a.used = 0;
-    return place_weights(&a, m, w);
+    if (m->dtype != FG_DTYPE_F32)
+        FGI_TRY(fgi_alloc(fn, (void **)&a.stage, STAGE_ELEMS, sizeof(uint16_t)));
+    fg_status st = cuda_alloc(fn, &m->block, a.used, "the weights");
+    if (st == FG_OK) {
+        a.base = (char *)m->block;
+        a.used = 0;
+        st = place_weights(&a, m, w);
+    }
+    free(a.stage);
+    return st;
 }
 
 /* Forgets every captured graph (the attention workspace they read moved). */
@@ -247,14 +296,17 @@ static void drop_graphs(fg_cuda_runner *r)
 
 /* Activations and workspace --------------------------------------------------- */
 
-static fg_status carve(const char *fn, float **dst, float **next, size_t *total, int rows,
-                       long long cols, const char *what)
+/* Takes rows*cols elements of es bytes (rounded to 256 bytes) at *next
+ * into *dst; with next NULL it only adds the bytes to *total. */
+template <typename P>
+static fg_status carve(const char *fn, P **dst, char **next, size_t *total, int rows,
+                       long long cols, size_t es, const char *what)
 {
     size_t n;
-    FGI_TRY(fgi_check_elems(fn, what, &n, 2, (long long)rows, cols));
-    n = (n + 63) / 64 * 64;
+    FGI_TRY(fgi_check_elems(fn, what, &n, 3, (long long)rows, cols, (long long)es));
+    n = (n + 255) / 256 * 256;
     if (next != NULL) {
-        *dst = *next;
+        *dst = reinterpret_cast<P *>(*next);
         *next += n;
     }
     *total += n;
@@ -262,30 +314,33 @@ static fg_status carve(const char *fn, float **dst, float **next, size_t *total,
 }
 
 /* Lays out (or, with base == NULL, sizes) the activation buffers. */
-static fg_status layout_activations(const char *fn, fg_cuda_runner *r, float *base,
+static fg_status layout_activations(const char *fn, fg_cuda_runner *r, void *base,
                                     size_t *total)
 {
     const fg_config *c = &r->w->cfg;
     const int T = r->max_tokens;
     const int llama = c->arch == FG_ARCH_LLAMA;
-    float *next = base, **cursor = base ? &next : NULL;
+    const size_t f = sizeof(float), es = r->w->es;
+    char *next = static_cast<char *>(base), **cursor = base ? &next : NULL;
     *total = 0;
-    FGI_TRY(carve(fn, &r->x, cursor, total, T, c->n_embd, "activations x (max_tokens*n_embd)"));
-    FGI_TRY(carve(fn, &r->h, cursor, total, T, c->n_embd, "activations h"));
-    FGI_TRY(carve(fn, &r->delta, cursor, total, T, c->n_embd, "activations delta"));
-    FGI_TRY(carve(fn, &r->qkv, cursor, total, T, r->w->qkv_width, "q|k|v (max_tokens*qkv_width)"));
-    FGI_TRY(carve(fn, &r->att, cursor, total, T, (long long)c->n_head * r->w->head_dim,
+    FGI_TRY(carve(fn, &r->x, cursor, total, T, c->n_embd, f,
+                 "activations x (max_tokens*n_embd)"));
+    FGI_TRY(carve(fn, &r->h, cursor, total, T, c->n_embd, es, "activations h"));
+    FGI_TRY(carve(fn, &r->delta, cursor, total, T, c->n_embd, es, "activations delta"));
+    FGI_TRY(carve(fn, &r->qkv, cursor, total, T, r->w->qkv_width, es,
+                 "q|k|v (max_tokens*qkv_width)"));
+    FGI_TRY(carve(fn, &r->att, cursor, total, T, (long long)c->n_head * r->w->head_dim, es,
                  "attention output"));
     FGI_TRY(carve(fn, &r->mlp, cursor, total, T, (llama ? 2LL : 1LL) * c->n_inner,
-                 "MLP activations"));
-    FGI_TRY(carve(fn, &r->mlp_act, cursor, total, T, llama ? c->n_inner : 0,
+                 llama ? f : es, "MLP activations"));
+    FGI_TRY(carve(fn, &r->mlp_act, cursor, total, T, llama ? c->n_inner : 0, es,
                  "SwiGLU product"));
-    FGI_TRY(carve(fn, &r->logits, cursor, total, T, c->vocab_size,
+    FGI_TRY(carve(fn, &r->logits, cursor, total, T, c->vocab_size, f,
                  "logits (max_tokens*vocab_size)"));
-    const size_t limit = (size_t)PTRDIFF_MAX / sizeof(float) / 2;
+    const size_t limit = (size_t)PTRDIFF_MAX / 2;
     if (*total > limit)
         return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: activation buffers for max_tokens %d are too large (%zu floats)",
+                       "%s: activation buffers for max_tokens %d are too large (%zu bytes)",
                        fn, T, *total);
     return FG_OK;
 }
@@ -339,14 +394,22 @@ extern "C" void fg_cuda_weights_destroy(fg_cuda_weights *w)
     free(w);
 }
 
-extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_config *cfg,
-                                            const fg_weights *host)
+static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const fg_config *cfg,
+                                const fg_weights *host, fg_dtype dtype)
 {
-    static const char fn[] = "fg_cuda_weights_create";
     FGI_TRY(fgi_check_ptr(fn, "weights", weights));
     *weights = NULL;
+    if (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)",
+                       fn, (int)dtype);
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_weights(fn, cfg, host));
+    /* 16-bit attention runs on the tensor-core kernel, which is built for
+     * these head sizes only (cuda/attention/attention_mma16.cu). */
+    if (dtype != FG_DTYPE_F32 && !fgi_attention16_supported(cfg->n_embd / cfg->n_head))
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: head_dim %d has no %s attention kernel (32, 64, 80, 96, 128 or 256); "
+                       "use --dtype f32", fn, cfg->n_embd / cfg->n_head, fg_dtype_name(dtype));
     /* The RoPE kernels (and the fused rope + cache append) derive each
      * frequency from rope_base alone; scaled frequencies are not passed to
      * them yet, so a scaled model is refused here, where every CUDA
@@ -364,6 +427,8 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     fg_cuda_weights *w;
     FGI_TRY(fgi_alloc(fn, (void **)&w, 1, sizeof *w));
     w->cfg = *cfg;
+    w->dtype = dtype;
+    w->es = fg_dtype_size(dtype);
     w->head_dim = cfg->n_embd / cfg->n_head;
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
@@ -374,6 +439,24 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     }
     *weights = w;
     return FG_OK;
+}
+
+extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_config *cfg,
+                                            const fg_weights *host)
+{
+    return weights_create("fg_cuda_weights_create", weights, cfg, host, FG_DTYPE_F32);
+}
+
+extern "C" fg_status fg_cuda_weights_create_typed(fg_cuda_weights **weights,
+                                                  const fg_config *cfg, const fg_weights *host,
+                                                  fg_dtype dtype)
+{
+    return weights_create("fg_cuda_weights_create_typed", weights, cfg, host, dtype);
+}
+
+extern "C" fg_dtype fg_cuda_weights_dtype(const fg_cuda_weights *weights)
+{
+    return weights ? weights->dtype : FG_DTYPE_F32;
 }
 
 extern "C" const fg_config *fg_cuda_weights_config(const fg_cuda_weights *weights)
@@ -388,6 +471,7 @@ extern "C" void fg_cuda_runner_destroy(fg_cuda_runner *r)
     if (r == NULL) return;
     drop_graphs(r);
     if (r->lin.blas) cublasDestroy(r->lin.blas);
+    if (r->lin.blaslt) cublasLtDestroy(r->lin.blaslt);
     if (r->capture_stream) cudaStreamDestroy(r->capture_stream);
     if (r->activations) cudaFree(r->activations);
     if (r->ids) cudaFree(r->ids);
@@ -404,10 +488,13 @@ static fg_status runner_init(const char *fn, fg_cuda_runner *r)
     FGI_TRY(layout_activations(fn, r, NULL, &total));
     FGI_TRY(fgi_cuda_check_device(fn));
     FGI_TRY(fgi_cuda_blas_create(fn, &r->lin.blas, r->stream));
+    /* 16-bit GEMMs: one cuBLASLt handle for the runner's life (one per call
+     * would cost a creation per layer and cannot be captured) */
+    if (r->w->dtype != FG_DTYPE_F32) FGI_CUBLAS_TRY(fn, cublasLtCreate(&r->lin.blaslt));
     FGI_TRY(fgi_cuda_sm_count(fn, &r->lin.sm_count));
     FGI_TRY(cuda_alloc(fn, &r->lin.gemv_ws, FGI_GEMV_WORKSPACE_BYTES, "the GEMV workspace"));
     FGI_CUDA_TRY(fn, cudaMemset(r->lin.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES));
-    FGI_TRY(cuda_alloc(fn, (void **)&r->activations, sizeof(float) * total, "activations"));
+    FGI_TRY(cuda_alloc(fn, &r->activations, total, "activations"));
     FGI_TRY(layout_activations(fn, r, r->activations, &total));
     FGI_TRY(cuda_alloc(fn, (void **)&r->ids, sizeof(int) * (size_t)r->max_tokens, "token ids"));
     FGI_TRY(cuda_alloc(fn, (void **)&r->step, 3 * sizeof(int), "the step record"));
@@ -456,22 +543,24 @@ extern "C" void fg_cuda_kv_cache_destroy(fg_cuda_kv_cache *cache)
     free(cache);
 }
 
-extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_layer,
-                                             int n_kv_head, int head_dim, int capacity)
+static fg_status kv_cache_create(const char *fn, fg_cuda_kv_cache **cache, int n_layer,
+                                 int n_kv_head, int head_dim, int capacity, fg_dtype dtype)
 {
-    static const char fn[] = "fg_cuda_kv_cache_create";
     static std::atomic<unsigned long long> last_id(0);
     size_t per_layer, all;
     FGI_TRY(fgi_check_ptr(fn, "cache", cache));
     *cache = NULL;
+    if (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)",
+                       fn, (int)dtype);
     FGI_TRY(fgi_check_min(fn, "n_layer", n_layer, 1));
     FGI_TRY(fgi_check_min(fn, "n_kv_head", n_kv_head, 1));
     FGI_TRY(fgi_check_min(fn, "head_dim", head_dim, 1));
     FGI_TRY(fgi_check_min(fn, "capacity", capacity, 1));
     FGI_TRY(fgi_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)", &per_layer,
                           3, (long long)n_kv_head, (long long)capacity, (long long)head_dim));
-    FGI_TRY(fgi_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)", &all, 2,
-                          (long long)per_layer, 2LL * n_layer));
+    FGI_TRY(fgi_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)", &all, 3,
+                          (long long)per_layer, 2LL * n_layer, (long long)fg_dtype_size(dtype)));
     FGI_TRY(fgi_cuda_check_device(fn));
     fg_cuda_kv_cache *c;
     FGI_TRY(fgi_alloc(fn, (void **)&c, 1, sizeof *c));
@@ -479,6 +568,8 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_lay
     c->n_kv_head = n_kv_head;
     c->head_dim = head_dim;
     c->capacity = capacity;
+    c->dtype = dtype;
+    c->es = fg_dtype_size(dtype);
     c->n_seq = 1;
     c->block_tokens = capacity;
     c->kv_head_stride = (size_t)capacity * (size_t)head_dim;
@@ -486,7 +577,7 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_lay
     c->layer_floats = per_layer * (size_t)c->n_seq;
     fg_status st = fgi_alloc(fn, (void **)&c->len, (size_t)c->n_seq * (size_t)n_layer,
                              sizeof(int));
-    if (st == FG_OK) st = cuda_alloc(fn, (void **)&c->data, sizeof(float) * all, "the KV cache");
+    if (st == FG_OK) st = cuda_alloc(fn, &c->data, all, "the KV cache"); /* all: bytes */
     if (st != FG_OK) {
         fg_cuda_kv_cache_destroy(c);
         return st;
@@ -494,6 +585,26 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_lay
     c->id = ++last_id;
     *cache = c;
     return FG_OK;
+}
+
+extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_layer,
+                                             int n_kv_head, int head_dim, int capacity)
+{
+    return kv_cache_create("fg_cuda_kv_cache_create", cache, n_layer, n_kv_head, head_dim,
+                           capacity, FG_DTYPE_F32);
+}
+
+extern "C" fg_status fg_cuda_kv_cache_create_typed(fg_cuda_kv_cache **cache, int n_layer,
+                                                   int n_kv_head, int head_dim, int capacity,
+                                                   fg_dtype dtype)
+{
+    return kv_cache_create("fg_cuda_kv_cache_create_typed", cache, n_layer, n_kv_head, head_dim,
+                           capacity, dtype);
+}
+
+extern "C" fg_dtype fg_cuda_kv_cache_dtype(const fg_cuda_kv_cache *cache)
+{
+    return cache ? cache->dtype : FG_DTYPE_F32;
 }
 
 extern "C" long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache)
@@ -513,10 +624,30 @@ extern "C" fg_status fgi_cuda_kv_cache_read(const fg_cuda_kv_cache *cache, int l
                        layer, cache->n_layer);
     /* The runners' streams may still be writing the cache. */
     FGI_CUDA_TRY(fn, cudaDeviceSynchronize());
-    const size_t bytes = sizeof(float) * (size_t)cache->n_kv_head * cache->kv_head_stride;
-    FGI_CUDA_TRY(fn, cudaMemcpy(k, cache_k(cache, layer), bytes, cudaMemcpyDeviceToHost));
-    FGI_CUDA_TRY(fn, cudaMemcpy(v, cache_v(cache, layer), bytes, cudaMemcpyDeviceToHost));
-    return FG_OK;
+    const size_t n = (size_t)cache->n_kv_head * cache->kv_head_stride;
+    if (cache->dtype == FG_DTYPE_F32) {
+        FGI_CUDA_TRY(fn, cudaMemcpy(k, cache_k(cache, layer), sizeof(float) * n,
+                                   cudaMemcpyDeviceToHost));
+        FGI_CUDA_TRY(fn, cudaMemcpy(v, cache_v(cache, layer), sizeof(float) * n,
+                                   cudaMemcpyDeviceToHost));
+        return FG_OK;
+    }
+    /* 16-bit: through a host copy of the layer's elements, widened exactly */
+    uint16_t *tmp;
+    FGI_TRY(fgi_alloc(fn, (void **)&tmp, n, sizeof(uint16_t)));
+    fg_status st = FG_OK;
+    for (int part = 0; part < 2 && st == FG_OK; part++) {
+        const cudaError_t err = cudaMemcpy(tmp, part ? cache_v(cache, layer) : cache_k(cache, layer),
+                                           n * cache->es, cudaMemcpyDeviceToHost);
+        if (err != cudaSuccess) {
+            (void)cudaGetLastError();
+            st = fgi_fail(FG_ERR_CUDA, "%s: cudaMemcpy failed: %s", fn, cudaGetErrorString(err));
+        } else {
+            st = fg_dtype_to_f32(cache->dtype, part ? v : k, tmp, n);
+        }
+    }
+    free(tmp);
+    return st;
 }
 
 extern "C" fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache)
@@ -551,12 +682,22 @@ static const fgi_cache_shape *cache_shape(fgi_cache_shape *shape, const fg_cuda_
     return shape;
 }
 
+/* A cache holds the runner's element type: its kernels read it as that. */
+static fg_status check_cache_dtype(const char *fn, const fg_cuda_runner *r,
+                                  const fg_cuda_kv_cache *cache)
+{
+    if (cache == NULL || cache->dtype == r->w->dtype) return FG_OK;
+    return fgi_fail(FG_ERR_INVALID_ARG, "%s: the KV cache holds %s, the weights %s", fn,
+                   fg_dtype_name(cache->dtype), fg_dtype_name(r->w->dtype));
+}
+
 static fg_status check_layer_call(const char *fn, const float *out, const float *x, int T,
                                   const fg_cuda_runner *r, const fg_cuda_kv_cache *cache,
                                   int layer)
 {
     fgi_cache_shape shape;
     FGI_TRY(fgi_check_ptr(fn, "runner", r));
+    FGI_TRY(check_cache_dtype(fn, r, cache));
     return fgi_check_layer_call(fn, &r->w->cfg, out, x, T, r->max_tokens,
                                 cache_shape(&shape, cache), layer);
 }
@@ -568,15 +709,16 @@ static fg_status check_forward(const char *fn, const float *logits, const float 
 {
     fgi_cache_shape shape;
     FGI_TRY(fgi_check_ptr(fn, "runner", r));
+    FGI_TRY(check_cache_dtype(fn, r, cache));
     return fgi_check_forward_call(fn, &r->w->cfg, r->w->wpe != NULL, logits, probs, logit_rows,
                                   ids, T, r->max_tokens, cache_shape(&shape, cache));
 }
 
 /* The layer pipeline ------------------------------------------------------------ */
 
-static fg_status norm_rows(const char *fn, fg_cuda_runner *r, float *y, float *x,
-                           const float *delta, const float *delta_bias, const float *g,
-                           const float *b, int T)
+static fg_status norm_rows(const char *fn, fg_cuda_runner *r, void *y, float *x,
+                           const void *delta, const void *delta_bias, const void *g,
+                           const void *b, int T)
 {
     fgi_norm_args a;
     a.y = y;
@@ -589,7 +731,22 @@ static fg_status norm_rows(const char *fn, fg_cuda_runner *r, float *y, float *x
     a.cols = r->w->cfg.n_embd;
     a.eps = r->w->cfg.norm_eps;
     a.rms = r->w->cfg.arch == FG_ARCH_LLAMA;
-    return fgi_cuda_norm(fn, &a, r->stream);
+    if (r->w->dtype == FG_DTYPE_F32) return fgi_cuda_norm(fn, &a, r->stream);
+    return fgi_cuda_norm_typed(fn, r->w->dtype, &a, r->stream);
+}
+
+/* A linear layer in the weights' type (fp32: the SGEMM / GEMV path as
+ * before; 16-bit: GEMV or cuBLASLt). */
+static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *x, const void *w,
+                        const void *b, int rows, int in, int out, fgi_activation act)
+{
+    if (r->w->dtype == FG_DTYPE_F32)
+        return fgi_cuda_linear_layer(fn, &r->lin, static_cast<float *>(y),
+                                     static_cast<const float *>(x), static_cast<const float *>(w),
+                                     static_cast<const float *>(b), rows, in, out, 0, act,
+                                     r->stream);
+    return fgi_cuda_linear_layer_typed(fn, r->w->dtype, &r->lin, y, x, w, b, rows, in, out, 0,
+                                       act, r->stream);
 }
 
 /* out (T, C) = attention of the normalised input x_in (T, C) at positions
@@ -598,14 +755,14 @@ static fg_status norm_rows(const char *fn, fg_cuda_runner *r, float *y, float *x
  * With a device step record (T = 1) the position and key count are read
  * from it at run time and L is ignored. */
 static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
-                                    int layer, int L, int T, const float *x_in, float *out,
+                                    int layer, int L, int T, const void *x_in, void *out,
                                     int proj_bias, const int *step)
 {
     const fg_config *c = &r->w->cfg;
     const layer_weights *lw = &r->w->layers[layer];
+    const fg_dtype dt = r->w->dtype;
     const int C = c->n_embd, d = r->w->head_dim, W = r->w->qkv_width;
-    FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, 0,
-                                 FGI_ACT_NONE, r->stream));
+    FGI_TRY(linear(fn, r, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, FGI_ACT_NONE));
 
     fgi_qkv_append_args qa;
     qa.qkv = r->qkv;
@@ -621,17 +778,46 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     qa.pos0_dev = step != NULL ? step + 1 : NULL;
     qa.use_rope = c->use_rope;
     qa.rope_base = c->rope_base;
-    FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
+    if (dt == FG_DTYPE_F32)
+        FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
+    else
+        FGI_TRY(fgi_cuda_qkv_rope_append_typed(fn, dt, &qa, r->stream));
+
+    if (dt != FG_DTYPE_F32) {
+        /* The tensor-core kernel, causal from the bottom right: row t sees
+         * keys 0 .. L+t. It reads its key count from the host, so a 16-bit
+         * step is never captured (graph_step). */
+        fgi_attention16_args a16;
+        memset(&a16, 0, sizeof a16);
+        a16.dtype = dt;
+        a16.out = r->att;
+        a16.out_head_stride = d;
+        a16.out_row_stride = (long long)c->n_head * d;
+        a16.q = r->qkv;
+        a16.q_head_stride = d;
+        a16.q_row_stride = W;
+        a16.k = qa.k_cache;
+        a16.v = qa.v_cache;
+        a16.kv_head_stride = (long long)cache->kv_head_stride;
+        a16.n_q_head = c->n_head;
+        a16.n_kv_head = c->n_kv_head;
+        a16.q_len = T;
+        a16.kv_len = L + T;
+        a16.head_dim = d;
+        FGI_TRY(fgi_cuda_attention16(fn, &a16, r->stream));
+        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                      c->n_head * d, C, FGI_ACT_NONE);
+    }
 
     fgi_attention_args aa;
     memset(&aa, 0, sizeof aa);
-    aa.out = r->att;
     aa.out_head_stride = d;
     aa.out_row_stride = (long long)c->n_head * d;
     aa.lse = NULL;
-    aa.q = r->qkv; /* q heads are the first n_head*d columns of each row */
     aa.q_head_stride = d;
     aa.q_row_stride = W;
+    aa.out = static_cast<float *>(r->att);
+    aa.q = static_cast<const float *>(r->qkv); /* q heads: the first n_head*d columns */
     aa.k = static_cast<const float *>(qa.k_cache);
     aa.v = static_cast<const float *>(qa.v_cache);
     aa.kv_head_stride = (long long)cache->kv_head_stride;
@@ -644,9 +830,8 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.block_size = c->use_flash ? c->flash_block : 0;
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
 
-    return fgi_cuda_linear_layer(fn, &r->lin, out, r->att, lw->c_proj_w,
-                                 proj_bias ? lw->c_proj_b : NULL, T, c->n_head * d, C, 0,
-                                 FGI_ACT_NONE, r->stream);
+    return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                  c->n_head * d, C, FGI_ACT_NONE);
 }
 
 /* r->delta (T, C) = MLP of r->h without the output bias. */
@@ -655,28 +840,36 @@ static fg_status mlp_sublayer(const char *fn, fg_cuda_runner *r, int layer, int 
     const fg_config *c = &r->w->cfg;
     const layer_weights *lw = &r->w->layers[layer];
     const int C = c->n_embd, I = c->n_inner;
+    const fg_dtype dt = r->w->dtype;
     if (c->arch == FG_ARCH_LLAMA) {
-        float *gate_up = r->mlp; /* (T, 2I): [gate | up] per row */
-        float *act = r->mlp_act; /* (T, I) */
-        FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, gate_up, r->h, lw->fc_w, NULL, T, C, 2 * I,
-                                     0, FGI_ACT_NONE, r->stream));
-        FGI_TRY(fgi_cuda_silu_mul_rows(fn, act, gate_up, gate_up + I, T, I, 2LL * I,
-                                      r->stream));
-        return fgi_cuda_linear_layer(fn, &r->lin, r->delta, act, lw->mlp_proj_w, NULL, T, I, C,
-                                     0, FGI_ACT_NONE, r->stream);
+        /* gate|up stay fp32 (T, 2I) in every type: only silu(gate) up is
+         * rounded, as fg_cuda_swiglu_ffn_typed does */
+        float *gate_up = static_cast<float *>(r->mlp);
+        void *act = r->mlp_act; /* (T, I) */
+        if (dt == FG_DTYPE_F32) {
+            FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, gate_up, static_cast<const float *>(r->h),
+                                         static_cast<const float *>(lw->fc_w), NULL, T, C,
+                                         2 * I, 0, FGI_ACT_NONE, r->stream));
+            FGI_TRY(fgi_cuda_silu_mul_rows(fn, static_cast<float *>(act), gate_up, gate_up + I,
+                                          T, I, 2LL * I, r->stream));
+        } else {
+            FGI_TRY(fgi_cuda_linear_layer_f32out(fn, dt, &r->lin, gate_up, r->h, lw->fc_w, T, C,
+                                                2 * I, 0, r->stream));
+            FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, dt, act, gate_up, gate_up + I, T, I,
+                                                2LL * I, r->stream));
+        }
+        return linear(fn, r, r->delta, act, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE);
     }
-    FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, r->mlp, r->h, lw->fc_w, lw->fc_b, T, C, I, 0,
-                                 FGI_ACT_GELU, r->stream));
-    return fgi_cuda_linear_layer(fn, &r->lin, r->delta, r->mlp, lw->mlp_proj_w, NULL, T, I, C,
-                                 0, FGI_ACT_NONE, r->stream);
+    FGI_TRY(linear(fn, r, r->mlp, r->h, lw->fc_w, lw->fc_b, T, C, I, FGI_ACT_GELU));
+    return linear(fn, r, r->delta, r->mlp, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE);
 }
 
 /* One pre-norm block on x (T, C), with r->h already holding norm_1(x). With
  * next_g the final residual add is fused with the next norm into r->h
  * (the next layer's norm_1 or the final norm); without it x is just updated. */
 static fg_status layer_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
-                               int layer, int L, int T, float *x, const float *next_g,
-                               const float *next_b, const int *step)
+                               int layer, int L, int T, float *x, const void *next_g,
+                               const void *next_b, const int *step)
 {
     const layer_weights *lw = &r->w->layers[layer];
     FGI_TRY(attention_sublayer(fn, r, cache, layer, L, T, r->h, r->delta, 0, step));
@@ -684,7 +877,12 @@ static fg_status layer_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cac
     FGI_TRY(mlp_sublayer(fn, r, layer, T));
     if (next_g != NULL)
         return norm_rows(fn, r, r->h, x, r->delta, lw->mlp_proj_b, next_g, next_b, T);
-    return fgi_cuda_add_rows(fn, x, r->delta, lw->mlp_proj_b, T, r->w->cfg.n_embd, r->stream);
+    if (r->w->dtype == FG_DTYPE_F32)
+        return fgi_cuda_add_rows(fn, x, static_cast<const float *>(r->delta),
+                                 static_cast<const float *>(lw->mlp_proj_b), T,
+                                 r->w->cfg.n_embd, r->stream);
+    return fgi_cuda_add_rows_typed(fn, r->w->dtype, x, r->delta, lw->mlp_proj_b, T,
+                                   r->w->cfg.n_embd, r->stream);
 }
 
 /* Public layer, block and forward ---------------------------------------------- */
@@ -695,6 +893,10 @@ extern "C" fg_status fg_cuda_attention_layer(float *out, const float *x, int T,
 {
     static const char fn[] = "fg_cuda_attention_layer";
     FGI_TRY(check_layer_call(fn, out, x, T, runner, cache, layer));
+    /* its x and out are fp32: the 16-bit layer takes and gives dtype rows */
+    if (runner->w->dtype != FG_DTYPE_F32)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: the runner's weights hold %s; this function "
+                       "serves fp32 weights only", fn, fg_dtype_name(runner->w->dtype));
     FGI_TRY(fgi_cuda_check_device(fn));
     FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
     const int L = cache->len[layer];
@@ -722,7 +924,8 @@ namespace {
 
 /* x (T, C) = wte[ids] + wpe[pos0 + t] (wpe may be NULL); pos_dev, when set,
  * holds pos0 in device memory. */
-__global__ void embed_kernel(float *x, const int *ids, const float *wte, const float *wpe,
+template <typename E>
+__global__ void embed_kernel(float *x, const int *ids, const E *wte, const E *wpe,
                              int T, int C, int pos0, const int *pos_dev)
 {
     const long long total = (long long)T * C;
@@ -730,8 +933,8 @@ __global__ void embed_kernel(float *x, const int *ids, const float *wte, const f
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
         const long long t = e / C, i = e % C;
-        const float tok = wte[(long long)ids[t] * C + i];
-        x[e] = tok + (wpe ? wpe[(p0 + t) * C + i] : 0.0f);
+        const float tok = fgi_elem<E>::to_float(wte[(long long)ids[t] * C + i]);
+        x[e] = tok + (wpe ? fgi_elem<E>::to_float(wpe[(p0 + t) * C + i]) : 0.0f);
     }
 }
 
@@ -748,22 +951,31 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_c
     const fg_config *c = &r->w->cfg;
     const int C = c->n_embd, V = c->vocab_size;
     const int threads = 256;
-    embed_kernel<<<fgi_grid_blocks((long long)T * C, threads), threads, 0, r->stream>>>(
-        r->x, step != NULL ? step : ids_dev, r->w->wte, r->w->wpe, T, C, L,
-        step != NULL ? step + 1 : NULL);
-    FGI_CUDA_LAUNCHED(fn, "embed_kernel");
+    FGI_TRY(fgi_with_dtype(fn, r->w->dtype, [&](auto tag) {
+        using E = decltype(tag);
+        embed_kernel<E><<<fgi_grid_blocks((long long)T * C, threads), threads, 0, r->stream>>>(
+            r->x, step != NULL ? step : ids_dev, static_cast<const E *>(r->w->wte),
+            static_cast<const E *>(r->w->wpe), T, C, L, step != NULL ? step + 1 : NULL);
+        FGI_CUDA_LAUNCHED(fn, "embed_kernel");
+        return FG_OK;
+    }));
     FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
                      r->w->layers[0].ln_1_b, T));
     for (int l = 0; l < c->n_layer; l++) {
         const int last = l + 1 == c->n_layer;
-        const float *next_g = last ? r->w->ln_f_g : r->w->layers[l + 1].ln_1_g;
-        const float *next_b = last ? r->w->ln_f_b : r->w->layers[l + 1].ln_1_b;
+        const void *next_g = last ? r->w->ln_f_g : r->w->layers[l + 1].ln_1_g;
+        const void *next_b = last ? r->w->ln_f_b : r->w->layers[l + 1].ln_1_b;
         FGI_TRY(layer_forward(fn, r, cache, l, L, T, r->x, next_g, next_b, step));
     }
     /* every row of r->h is ln_f(x); only the last logit_rows go to the classifier */
-    const float *last = r->h + (size_t)(T - logit_rows) * C;
-    return fgi_cuda_linear_layer(fn, &r->lin, r->logits, last, r->w->classifier, NULL, logit_rows,
-                                 C, V, 1, FGI_ACT_NONE, r->stream);
+    const void *last = static_cast<const char *>(r->h) + (size_t)(T - logit_rows) * C * r->w->es;
+    if (r->w->dtype == FG_DTYPE_F32)
+        return fgi_cuda_linear_layer(fn, &r->lin, r->logits, static_cast<const float *>(last),
+                                     static_cast<const float *>(r->w->classifier), NULL,
+                                     logit_rows, C, V, 1, FGI_ACT_NONE, r->stream);
+    /* the logits stay fp32: cuBLASLt's fp32 output */
+    return fgi_cuda_linear_layer_f32out(fn, r->w->dtype, &r->lin, r->logits, last,
+                                        r->w->classifier, logit_rows, C, V, 1, r->stream);
 }
 
 /* Runs the whole forward for validated arguments, with logits for the last
@@ -870,6 +1082,9 @@ static fg_status capture_step(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cach
 static fg_status graph_step(const char *fn, float *logits, fg_cuda_runner *r,
                             fg_cuda_kv_cache *cache, int id)
 {
+    /* 16-bit attention takes its key count from the host (until the split-KV
+     * decode kernel with device key counts serves it): uncaptured steps */
+    if (r->w->dtype != FG_DTYPE_F32) return FG_ERR_UNSUPPORTED;
     graph_slot *g = find_graph(r, cache);
     if (g == NULL) {
         g = free_graph_slot(r);
