@@ -454,6 +454,23 @@ extern "C" fg_status fg_cuda_weights_create_typed(fg_cuda_weights **weights,
     return weights_create("fg_cuda_weights_create_typed", weights, cfg, host, dtype);
 }
 
+extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dtype)
+{
+    if (cfg == NULL || cfg->n_head < 1 || (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 &&
+                                           dtype != FG_DTYPE_F16))
+        return 0;
+    int device = 0;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (dtype == FG_DTYPE_F32) return 1;
+    /* the 16-bit kernels use sm_80's mma.sync shapes and cp.async */
+    return prop.major >= 8 && fgi_attention16_supported(cfg->n_embd / cfg->n_head);
+}
+
 extern "C" fg_dtype fg_cuda_weights_dtype(const fg_cuda_weights *weights)
 {
     return weights ? weights->dtype : FG_DTYPE_F32;

@@ -234,6 +234,10 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_typed, (fg_cuda_weights **w
                                                              const fg_weights *w,
                                                              fg_dtype dtype))
 FG_CUDA_FN(VOID, void, fg_cuda_weights_destroy, (fg_cuda_weights *weights)) /* NULL: no-op */
+/* 1 when the current device can run the decoder of cfg with weights in
+ * dtype (16-bit: a card of compute capability 8.0 or later and a head_dim
+ * of the 16-bit attention kernel), else 0 (also without a device). */
+FG_CUDA_FN(ZERO, int, fg_cuda_decoder_dtype_supported, (const fg_config *cfg, fg_dtype dtype))
 /* Element type of the weights (FG_DTYPE_F32 for NULL). */
 FG_CUDA_FN(ZERO, fg_dtype, fg_cuda_weights_dtype, (const fg_cuda_weights *weights))
 FG_CUDA_FN(NULL, const fg_config *, fg_cuda_weights_config, (const fg_cuda_weights *weights))
