@@ -256,6 +256,7 @@ fgi_attention_problem make_problem(const fgi_attention_args *a)
     p.kv_len = a->kv_len;
     p.head_dim = a->head_dim;
     p.shift = a->kv_len - a->q_len;
+    p.window = a->window;
     p.q_scale = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
     p.n_splits = 1;
     p.keys_per_split = a->kv_len;
@@ -287,7 +288,7 @@ fg_status launch_all(const char *fn, const fgi_attention_problem &p, const kerne
 fg_status run_contiguous(const char *fn, float *out, float *lse, const float *q,
                          const float *k, const float *v, int n_q_head, int n_kv_head,
                          int q_len, int kv_len, int head_dim, int block_size,
-                         cudaStream_t stream)
+                         cudaStream_t stream, int window = 0)
 {
     fgi_attention_args a = {};
     a.out = out;
@@ -306,6 +307,7 @@ fg_status run_contiguous(const char *fn, float *out, float *lse, const float *q,
     a.kv_len = kv_len;
     a.head_dim = head_dim;
     a.block_size = block_size;
+    a.window = window;
     return fgi_cuda_attention(fn, &a, nullptr, 0, stream);
 }
 
@@ -352,7 +354,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
     if (a == nullptr || a->out == nullptr || a->q == nullptr || a->k == nullptr ||
         a->v == nullptr || a->n_q_head < 1 || a->n_kv_head < 1 ||
         a->n_q_head % a->n_kv_head != 0 || a->q_len < 1 || a->kv_len < a->q_len ||
-        a->head_dim < 1)
+        a->head_dim < 1 || a->window < 0)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
     if (a->kv_len > kMaxKvLen)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: kv_len %d is above the supported %d", fn,
@@ -465,6 +467,18 @@ extern "C" fg_status fg_cuda_gqa(float *out, const float *q, const float *k, con
     FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
     return run_contiguous(fn, out, nullptr, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
                           head_dim, 0, stream);
+}
+
+extern "C" fg_status fg_cuda_gqa_window(float *out, const float *q, const float *k,
+                                        const float *v, int n_q_head, int n_kv_head, int q_len,
+                                        int kv_len, int head_dim, int window,
+                                        cudaStream_t stream)
+{
+    static const char fn[] = "fg_cuda_gqa_window";
+    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
+    FGI_TRY(fgi_check_min(fn, "window", window, 0));
+    return run_contiguous(fn, out, nullptr, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
+                          head_dim, 0, stream, window);
 }
 
 extern "C" fg_status fg_cuda_gqa_lse(float *out, float *lse, const float *q, const float *k,

@@ -11,7 +11,8 @@
  * takes 2-4 keys at once and a score costs 3-4 shuffle levels; each lane
  * group keeps its own online softmax per row (rescaled only when a score
  * passes the running max by kRescaleSlack), and the (warp, group) slots
- * merge through shared memory at the end. combine_splits merges the
+ * merge through shared memory at the end. With a sliding window a block
+ * reads only the keys its rows' windows hold. combine_splits merges the
  * per-split partials (a block per query row, a thread per dim) into the
  * output and the log-sum-exp when the decode kernel does not merge them
  * itself. */
@@ -143,14 +144,20 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
      * and hides their latency (every block is on the critical path of a
      * one-wave decode launch). */
     int last_key[RB];
-    int max_last = 0;
+    int max_last = 0, min_last = INT_MAX;
 #pragma unroll
     for (int r = 0; r < RB; r++) {
         last_key[r] = min(m0 + r, rows - 1) % p.q_len + keys.shift;
         max_last = max(max_last, last_key[r]);
+        min_last = min(min_last, last_key[r]);
     }
-    const int key_begin = split * keys.keys_per_split;
-    const int key_end = min(key_begin + min(keys.keys_per_split, keys.kv_len - key_begin),
+    /* A row sees keys j with last_key - j < window (no window: a bound no
+     * distance reaches, so the row needs no second array). The split's
+     * keys start at the first one any row's window holds. */
+    const int window = p.window > 0 ? p.window : INT_MAX;
+    const int split_begin = split * keys.keys_per_split;
+    const int key_begin = max(split_begin, min_last - window + 1);
+    const int key_end = min(split_begin + min(keys.keys_per_split, keys.kv_len - split_begin),
                             max_last + 1);
     const int n_stages = key_end > key_begin ? (key_end - key_begin + kStageKeys - 1) / kStageKeys : 0;
 
@@ -226,7 +233,8 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
 #pragma unroll
                 for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[c], part);
                 s[r] = fgi_warp_sum<LPK>(part); /* the group's lanes hold the row */
-                if (j >= key_end || j > last_key[r]) s[r] = -INFINITY;
+                if (j >= key_end || j > last_key[r] || last_key[r] - j >= window)
+                    s[r] = -INFINITY;
                 raise = raise || fgi_softmax_lazy_wants_raise(st[r], s[r], kRescaleSlack);
             }
             if (__any_sync(0xffffffffu, raise)) { /* rare after the first keys */

@@ -38,8 +38,9 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS) generic_attention_kerne
     }
     __syncwarp();
 
-    const int key_begin = split * p.keys_per_split;
-    const int key_end = min(key_begin + min(p.keys_per_split, p.kv_len - key_begin),
+    const int split_begin = split * p.keys_per_split;
+    const int key_begin = max(split_begin, fgi_window_first_key(p.window, i, p.shift));
+    const int key_end = min(split_begin + min(p.keys_per_split, p.kv_len - split_begin),
                             i + p.shift + 1);
     fgi_softmax_state st = fgi_softmax_init(); /* sum: the whole row's */
     for (int j0 = key_begin; j0 < key_end; j0 += 32) {

@@ -8,8 +8,8 @@
  * its output at out + h*out_head_stride + i*out_row_stride; key/value row j of
  * kv head g at k + g*kv_head_stride + j*head_dim (rows contiguous; the
  * decoder's cache has kv_head_stride = capacity*head_dim). Query head h reads
- * kv head h / (n_q_head / n_kv_head). Causal, bottom-right aligned, scale
- * 1/sqrt(head_dim). A batch folds into the head axis (B*H query heads,
+ * kv head h / (n_q_head / n_kv_head). Causal, bottom-right aligned (with an
+ * optional sliding window), scale 1/sqrt(head_dim). A batch folds into the head axis (B*H query heads,
  * B*H_kv kv heads) because groups are contiguous. */
 #ifndef FLASHGPT_CUDA_ATTENTION_INTERNAL_H
 #define FLASHGPT_CUDA_ATTENTION_INTERNAL_H
@@ -34,6 +34,9 @@ typedef struct {
     long long kv_head_stride;
     int n_q_head, n_kv_head, q_len, kv_len, head_dim;
     int block_size; /* key tile request; 0: the kernel's default */
+    /* Sliding window: query row i (position i + kv_len - q_len) sees only
+     * its last `window` keys; 0: no window. */
+    int window;
     /* Device int or NULL. Set, the kernels read the key count from it at
      * run time (at most kv_len, which then only sizes the split plan), so a
      * captured CUDA graph serves every step; decode kernel only. */

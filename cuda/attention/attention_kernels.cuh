@@ -6,7 +6,8 @@
  * q_scale = log2(e) / sqrt(head_dim), so exp(score) == exp2(q_scaled . k)
  * and the log-sum-exp in natural log is (m + log2(l)) * ln 2 for a running
  * max m and running sum l. A row's keys are j <= i + shift (shift = kv_len -
- * q_len, bottom-right causal alignment). Split-KV: split s covers keys
+ * q_len, bottom-right causal alignment); with a sliding window W >= 1 also
+ * j > i + shift - W (fgi_window_first_key). Split-KV: split s covers keys
  * [s*keys_per_split, (s+1)*keys_per_split) and writes its unnormalised
  * output, max and sum per row; combine_splits merges them. The running
  * max / sum arithmetic itself is softmax_state.cuh's. */
@@ -18,6 +19,7 @@
 #include "reduce.cuh"
 #include "softmax_state.cuh"
 
+#include <limits.h>
 #include <math.h>
 
 #include <type_traits>
@@ -31,6 +33,7 @@ struct fgi_attention_problem {
     const float *k, *v;
     long long kv_head_stride;
     int n_q_head, n_kv_head, group, q_len, kv_len, head_dim, shift;
+    int window; /* sliding window W >= 1, or 0: none */
     float q_scale; /* log2(e) / sqrt(head_dim) */
     int n_splits, keys_per_split;
     /* Device key count read at run time, or NULL (see fgi_attention_args);
@@ -88,11 +91,28 @@ __device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attention_proble
     return {kv_len, kv_len - p.q_len, fgi_keys_per_split(kv_len, p.n_splits, p.split_granule)};
 }
 
+/* The first key query row `row` sees: with a window W >= 1 the keys
+ * j > row + shift - W, else every key from 0. */
+__device__ __forceinline__ int fgi_window_first_key(int window, int row, int shift)
+{
+    return window > 0 ? max(0, row + shift - window + 1) : 0;
+}
+
+/* Key minus row at or below which a key is outside the window (key - row
+ * <= shift - W), or a bound no key - row reaches (no window): the query-tile
+ * kernels' lower mask edge, next to the causal edge key - row > shift. */
+__device__ __forceinline__ int fgi_window_edge(const fgi_attention_problem &p)
+{
+    return p.window > 0 ? p.shift - p.window : INT_MIN / 2;
+}
+
 /* The work of one block of a query-tile kernel (tiled, mma): query rows
  * [q0, q0 + rows_per_block) of query head `head`, keys [key_begin, key_end)
  * of its split. The last query tiles go first (causal work grows with the
  * query index); the keys stop after the last one the tile's last row sees,
- * so tiles wholly above the diagonal are never loaded. */
+ * so tiles wholly above the diagonal are never loaded; with a window they
+ * start at the first key the tile's first row sees, so tiles wholly below
+ * the window are never loaded either. */
 struct fgi_tile_work {
     int head, kv_head, split, q0, key_begin, key_end;
 };
@@ -106,9 +126,10 @@ __device__ __forceinline__ fgi_tile_work fgi_query_tile_work(const fgi_attention
     w.kv_head = w.head / p.group;
     w.split = (int)blockIdx.y;
     w.q0 = (n_q_tiles - 1 - (int)(blockIdx.x / (unsigned)p.n_q_head)) * rows_per_block;
-    w.key_begin = w.split * p.keys_per_split;
+    const int split_begin = w.split * p.keys_per_split;
     const int rows_end = min(w.q0 + rows_per_block, p.q_len);
-    w.key_end = min(w.key_begin + min(p.keys_per_split, p.kv_len - w.key_begin),
+    w.key_begin = max(split_begin, fgi_window_first_key(p.window, w.q0, p.shift));
+    w.key_end = min(split_begin + min(p.keys_per_split, p.kv_len - split_begin),
                     rows_end + p.shift);
     return w;
 }

@@ -130,6 +130,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
     const float *k_head = p.k + w.kv_head * p.kv_head_stride;
     const float *v_head = p.v + w.kv_head * p.kv_head_stride;
     const int n_tiles = key_end > key_begin ? (key_end - key_begin + BN - 1) / BN : 0;
+    const int window_edge = fgi_window_edge(p);
 
     if (n_tiles > 0) {
         load_tile_async<D, BN, KP>(k_s, k_head, key_begin, key_end);
@@ -183,16 +184,19 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
                 for (int e = 0; e < 4; e++) s[j][e] += part[j][e];
         }
 
-        /* Only a tile that crosses the diagonal or the end of the keys
-         * needs masking (the condition is the same for the whole block). */
-        if (key0 + BN > key_end || key0 + BN - 1 - q0 > p.shift) {
+        /* Only a tile that crosses the diagonal, the window's lower edge or
+         * the end of the keys needs masking (the condition is the same for
+         * the whole block). */
+        if (key0 + BN > key_end || key0 + BN - 1 - q0 > p.shift ||
+            key0 - (q0 + BM - 1) <= window_edge) {
 #pragma unroll
             for (int j = 0; j < NT; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int key = key0 + 8 * j + 2 * t + (e & 1);
                     const int row = warp_row0 + g + 8 * (e >> 1);
-                    if (key >= key_end || key - row > p.shift) s[j][e] = -INFINITY;
+                    if (key >= key_end || key - row > p.shift || key - row <= window_edge)
+                        s[j][e] = -INFINITY;
                 }
         }
 

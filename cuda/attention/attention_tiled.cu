@@ -9,8 +9,9 @@
  * t); thread (ty, tx) of a 16 x 8 grid owns query rows ty + 16i for both the
  * scores (keys tx + 8j) and the output (dims tx*VEC + 8*VEC*jv), so the
  * online softmax rescaling stays in registers and row reductions are 8-lane
- * shuffles. Key tiles past the diagonal of the block's last row are never
- * loaded; only tiles that cross it are masked. All math is FFMA (no TF32). */
+ * shuffles. Key tiles past the diagonal of the block's last row (or below
+ * the sliding window of its first row) are never loaded; only tiles that
+ * cross an edge are masked. All math is FFMA (no TF32). */
 #include "attention_kernels.cuh"
 #include "dtype.cuh"
 
@@ -107,6 +108,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, 1)
     const float *k_head = p.k + w.kv_head * p.kv_head_stride;
     const float *v_head = p.v + w.kv_head * p.kv_head_stride;
     const int n_tiles = key_end > key_begin ? (key_end - key_begin + BN - 1) / BN : 0;
+    const int window_edge = fgi_window_edge(p);
 
     for (int idx = tid; idx < BM * F; idx += FGI_ATTENTION_THREADS) {
         const int r = idx / F, f = idx % F;
@@ -156,8 +158,10 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, 1)
                 for (int j = 0; j < TN; j++) s[i][j] = fgi_dot4(qv[i], kv[j], s[i][j]);
         }
 
-        /* Only a tile that crosses the diagonal or the end of the keys
-         * needs masking (the condition is the same for the whole block). */
+        /* Only a tile that crosses the diagonal, the window's lower edge or
+         * the end of the keys needs masking (the condition is the same for
+         * the whole block). The window has its own pass: folded into the
+         * first, it cost up to 40 registers in some shapes (ptxas, sm_90). */
         if (key0 + BN > key_end || key0 + BN - 1 - q0 > p.shift) {
 #pragma unroll
             for (int i = 0; i < TM; i++)
@@ -167,6 +171,14 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, 1)
                     const int row = q0 + ty + kRowThreads * i;
                     if (key >= key_end || key - row > p.shift) s[i][j] = -INFINITY;
                 }
+        }
+        if (key0 - (q0 + BM - 1) <= window_edge) { /* never without a window */
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int j = 0; j < TN; j++)
+                    if (key0 + tx + kColThreads * j - (q0 + ty + kRowThreads * i) <= window_edge)
+                        s[i][j] = -INFINITY;
         }
 
         /* Online softmax per row (its keys over the 8 lanes of a thread

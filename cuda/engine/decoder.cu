@@ -68,6 +68,9 @@ struct fg_cuda_weights {
     void *block;           /* one device block holding every tensor */
     layer_weights *layers; /* host array of n_layer */
     const void *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
+    /* scaled RoPE: the head_dim/2 inverse frequencies (double) in the
+     * block, from fg_config_rope_inv_freq; NULL: the kernels use the base */
+    const double *rope_inv_freq;
 };
 
 /* Decode-step graphs a runner keeps: enough for a few caches taking turns
@@ -210,6 +213,18 @@ static fg_status put(arena *a, const void **dst, const float *src, size_t n)
     return FG_OK;
 }
 
+/* bytes copied as they are (not weights: the RoPE frequency table). */
+static fg_status put_bytes(arena *a, const void **dst, const void *src, size_t bytes)
+{
+    size_t off = 0;
+    *dst = NULL;
+    FGI_TRY(arena_take(a, (bytes + a->es - 1) / a->es, &off));
+    if (a->base == NULL) return FG_OK;
+    FGI_CUDA_TRY(a->fn, cudaMemcpy(a->base + off, src, bytes, cudaMemcpyHostToDevice));
+    *dst = a->base + off;
+    return FG_OK;
+}
+
 /* [gate | up] side by side: row i = gate row i, then up row i. */
 static fg_status put_side_by_side(arena *a, const void **dst, const float *gate,
                                   const float *up, size_t rows, size_t cols)
@@ -247,6 +262,21 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     FGI_TRY(put(a, &m->ln_f_b, w->ln_f_b, C));
     FGI_TRY(put(a, &m->classifier, w->lm_head, V * C));
     if (w->lm_head == NULL) m->classifier = m->wte;
+    m->rope_inv_freq = NULL;
+    if (c->use_rope && c->rope_scaling != FG_ROPE_DEFAULT) {
+        /* uploaded once, as the host computes it; a double is two floats
+         * and the arena aligns each tensor to 256 bytes */
+        const int half = m->head_dim / 2;
+        double table[512];
+        const void *placed = NULL;
+        if (half > (int)(sizeof table / sizeof table[0]))
+            return fgi_fail(FG_ERR_UNSUPPORTED, "%s: scaled RoPE with head_dim %d (at most %d)",
+                           a->fn, m->head_dim, 2 * (int)(sizeof table / sizeof table[0]));
+        for (int j = 0; j < half; j++) table[j] = fg_config_rope_inv_freq(c, j);
+        /* doubles in every weight type: copied as bytes, never converted */
+        FGI_TRY(put_bytes(a, &placed, table, sizeof(double) * (size_t)half));
+        m->rope_inv_freq = static_cast<const double *>(placed);
+    }
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *src = &w->layers[l];
         layer_weights *dst = &m->layers[l];
@@ -406,19 +436,10 @@ static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const
     FGI_TRY(fgi_check_weights(fn, cfg, host));
     /* 16-bit attention runs on the tensor-core kernel, which is built for
      * these head sizes only (cuda/attention/attention_mma16.cu). */
-    if (dtype != FG_DTYPE_F32 && !fgi_attention16_supported(cfg->n_embd / cfg->n_head))
+    if (dtype != FG_DTYPE_F32 && !fgi_attention16_supported(fg_config_head_dim(cfg)))
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: head_dim %d has no %s attention kernel (32, 64, 80, 96, 128 or 256); "
-                       "use --dtype f32", fn, cfg->n_embd / cfg->n_head, fg_dtype_name(dtype));
-    /* The RoPE kernels (and the fused rope + cache append) derive each
-     * frequency from rope_base alone; scaled frequencies are not passed to
-     * them yet, so a scaled model is refused here, where every CUDA
-     * computation starts, rather than computed wrong. */
-    if (cfg->use_rope && cfg->rope_scaling != FG_ROPE_DEFAULT)
-        return fgi_fail(FG_ERR_UNSUPPORTED,
-                       "%s: scaled RoPE (config.rope_scaling %d) is not supported on the "
-                       "CUDA path; use the CPU path (--device cpu)", fn,
-                       (int)cfg->rope_scaling);
+                       "use --dtype f32", fn, fg_config_head_dim(cfg), fg_dtype_name(dtype));
     if (cfg->arch == FG_ARCH_LLAMA && cfg->n_inner > 0x7fffffff / 2)
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: config.n_inner %d is too large for the fused gate|up GEMM", fn,
@@ -429,7 +450,7 @@ static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const
     w->cfg = *cfg;
     w->dtype = dtype;
     w->es = fg_dtype_size(dtype);
-    w->head_dim = cfg->n_embd / cfg->n_head;
+    w->head_dim = fg_config_head_dim(cfg);
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
     if (st == FG_OK) st = upload_weights(fn, w, host);
@@ -468,7 +489,7 @@ extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dt
     }
     if (dtype == FG_DTYPE_F32) return 1;
     /* the 16-bit kernels use sm_80's mma.sync shapes and cp.async */
-    return prop.major >= 8 && fgi_attention16_supported(cfg->n_embd / cfg->n_head);
+    return prop.major >= 8 && fgi_attention16_supported(fg_config_head_dim(cfg));
 }
 
 extern "C" fg_dtype fg_cuda_weights_dtype(const fg_cuda_weights *weights)
@@ -795,6 +816,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     qa.pos0_dev = step != NULL ? step + 1 : NULL;
     qa.use_rope = c->use_rope;
     qa.rope_base = c->rope_base;
+    qa.rope_inv_freq = r->w->rope_inv_freq;
     if (dt == FG_DTYPE_F32)
         FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
     else
@@ -802,8 +824,9 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
 
     if (dt != FG_DTYPE_F32) {
         /* The tensor-core kernel, causal from the bottom right: row t sees
-         * keys 0 .. L+t. It reads its key count from the host, so a 16-bit
-         * step is never captured (graph_step). */
+         * keys 0 .. L+t (the last `window` of them with a sliding window). It
+         * reads its key count from the host, so a 16-bit step is never
+         * captured (graph_step). */
         fgi_attention16_args a16;
         memset(&a16, 0, sizeof a16);
         a16.dtype = dt;
@@ -821,6 +844,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
         a16.q_len = T;
         a16.kv_len = L + T;
         a16.head_dim = d;
+        a16.window = fg_config_layer_window(c, layer);
         FGI_TRY(fgi_cuda_attention16(fn, &a16, r->stream));
         return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
                       c->n_head * d, C, FGI_ACT_NONE);
@@ -845,6 +869,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.kv_len_dev = step != NULL ? step + 2 : NULL;
     aa.head_dim = d;
     aa.block_size = c->use_flash ? c->flash_block : 0;
+    aa.window = fg_config_layer_window(c, layer);
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
 
     return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,

@@ -149,7 +149,8 @@ fg_status fgi_cuda_silu_mul_rows_f32in(const char *fn, fg_dtype dtype, void *y,
 
 /* The decoder's "bias + RoPE + append to cache" step on the fused projection
  * qkv (T, [q | k | v]) of width (n_head + 2*n_kv_head)*head_dim: adds the
- * q|k|v bias (may be NULL), rotates q in place and k (when use_rope) for
+ * q|k|v bias (may be NULL), rotates q in place and k (when use_rope, with
+ * rope_inv_freq's frequencies when given) for
  * positions pos0 .. pos0+T-1, and writes k and v into the cache rows
  * pos0 .. pos0+T-1 of k_cache / v_cache (n_kv_head, capacity, head_dim).
  * qkv, bias and the caches hold the dtype of fgi_cuda_qkv_rope_append_typed
@@ -163,6 +164,9 @@ typedef struct {
     const int *pos0_dev; /* device int read at run time instead of pos0, or NULL */
     int use_rope;
     double rope_base;
+    /* Device table of the head_dim/2 inverse frequencies (scaled RoPE,
+     * fg_config_rope_inv_freq), or NULL: base^(-2j/head_dim) from rope_base. */
+    const double *rope_inv_freq;
 } fgi_qkv_append_args;
 fg_status fgi_cuda_qkv_rope_append(const char *fn, const fgi_qkv_append_args *a,
                                    cudaStream_t stream);

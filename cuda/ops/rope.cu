@@ -2,7 +2,8 @@
  * decoder's "q|k|v bias + RoPE + append to the KV cache" step.
  *
  * Interleaved pairs: pair j = (x[2j], x[2j+1]) at absolute position p turns
- * by theta = p * base^(-2j/head_dim). The angle, its sine and cosine and the
+ * by theta = p * base^(-2j/head_dim) (the fused kernel: or p * a scaled
+ * model's inverse frequency from a table, docs/contract.md §14). The angle, its sine and cosine and the
  * rotation are computed in double, as in host/ref/ref_rope.c: in fp32, p * inv_freq
  * at p = 100000 would already be off by about 0.004 rad.
  * Design: one thread per pair (per head, token and pair index); the fused
@@ -27,9 +28,11 @@ namespace {
  * live across sincos. */
 template <typename E>
 __device__ inline void rotate_pair(E *a, E *b, long long pos, int pair, int head_dim,
-                                   double base)
+                                   double base, const double *inv_table = nullptr)
 {
-    const double inv_freq = pow(base, -2.0 * pair / (double)head_dim);
+    /* a scaled model's table (made on the host in double), else the base's */
+    const double inv_freq =
+        inv_table != nullptr ? inv_table[pair] : pow(base, -2.0 * pair / (double)head_dim);
     const double theta = (double)pos * inv_freq;
     double s, c;
     sincos(theta, &s, &c);
@@ -118,6 +121,7 @@ struct qkv_append_view {
     const int *pos0_dev;
     int use_rope;
     double rope_base;
+    const double *rope_inv_freq;
 };
 
 /* qkv (T, heads*head_dim) with heads = n_head + 2*n_kv_head. One thread per
@@ -145,7 +149,8 @@ __global__ void qkv_rope_append_kernel(qkv_append_view<T> a)
         }
         const long long pos = (long long)pos0 + t;
         const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
-        if (a.use_rope && (is_q || is_k)) rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base);
+        if (a.use_rope && (is_q || is_k))
+            rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base, a.rope_inv_freq);
         T *dst;
         if (is_q) {
             dst = row + col;
@@ -182,7 +187,8 @@ extern "C" fg_status fgi_cuda_qkv_rope_append_typed(const char *fn, fg_dtype dty
                                       a->pos0,
                                       a->pos0_dev,
                                       a->use_rope,
-                                      a->rope_base};
+                                      a->rope_base,
+                                      a->rope_inv_freq};
         qkv_rope_append_kernel<T><<<fgi_grid_blocks(total, threads), threads, 0, stream>>>(v);
         FGI_CUDA_LAUNCHED(fn, "qkv_rope_append_kernel");
         return FG_OK;

@@ -89,7 +89,7 @@ static fg_status pack_layer(const char *fn, packed_layer *p, const fg_config *c,
     const int llama = c->arch == FG_ARCH_LLAMA;
     FGI_TRY(mat_alloc(fn, &p->qkv, C, qkv));
     mat_fill(&p->qkv, 0, lw->c_attn_w, qkv, 0);
-    FGI_TRY(mat_alloc(fn, &p->proj, C, C));
+    FGI_TRY(mat_alloc(fn, &p->proj, c->n_head * fg_config_head_dim(c), C)); /* (nh*d, C) */
     mat_fill(&p->proj, 0, lw->c_proj_w, C, 0);
     FGI_TRY(mat_alloc(fn, &p->mlp_in, C, llama ? 2 * I : I));
     mat_fill(&p->mlp_in, 0, lw->fc_w, I, 0);
@@ -261,7 +261,7 @@ fg_status fgi_cpu_runner_create(const char *fn, fgi_cpu_runner **runner, const f
     r->w = w;
     r->k = k;
     r->capacity = capacity;
-    r->d = cfg->n_embd / cfg->n_head;
+    r->d = fg_config_head_dim(cfg);
     fg_status st = runner_init(fn, r, n_threads);
     if (st != FG_OK) {
         fgi_cpu_runner_destroy(r);
@@ -340,6 +340,7 @@ static void gemm(fgi_cpu_runner *r, float *y, size_t ldy, const float *x, size_t
 typedef struct {
     fgi_cpu_runner *r;
     int layer, T, L;
+    int window; /* the layer's sliding window; 0: none */
 } attention_job;
 
 /* chunk: one (token, head) pair */
@@ -354,10 +355,13 @@ static void attention_task(void *ctx, int chunk, int thread)
     const float scale = (float)(1.0 / sqrt((double)d));
     float *scores = r->scores + (size_t)thread * cap;
     const int row = chunk / nh, h = chunk % nh;
-    const size_t kv = layer_off + (size_t)(h / group) * cap * d;
+    /* keys [first, end): the causal prefix, or its last `window` keys */
+    const int end = j->L + row + 1;
+    const int first = j->window > 0 && end > j->window ? end - j->window : 0;
+    const size_t kv = layer_off + (size_t)(h / group) * cap * d + (size_t)first * d;
     r->k->attend_row(r->att + (size_t)row * nh * d + (size_t)h * d,
                      r->qkv + (size_t)row * qkv_w + (size_t)h * d, r->kc + kv, r->vc + kv,
-                     j->L + row + 1, d, scale, scores);
+                     end - first, d, scale, scores);
 }
 
 typedef struct {
@@ -446,7 +450,7 @@ static void block(fgi_cpu_runner *r, int l, int T, int L)
     norm(r, r->h, r->x, lw->ln_1_g, lw->ln_1_b, T);
     gemm(r, r->qkv, qkv_w, r->h, C, T, &p->qkv, lw->c_attn_b, FGI_EPI_STORE);
     append_kv(r, l, T, L);
-    attention_job aj = {r, l, T, L};
+    attention_job aj = {r, l, T, L, fg_config_layer_window(c, l)};
     fgi_cpu_pool_run(r->pool, attention_task, &aj, T * c->n_head);
     gemm(r, r->x, C, r->att, att_w, T, &p->proj, lw->c_proj_b, FGI_EPI_ADD);
 
@@ -541,7 +545,7 @@ fg_status fgi_cpu_batch_create(const char *fn, fgi_cpu_batch **batch, const fg_c
     memset(b, 0, sizeof *b);
     b->ctx = ctx;
     fg_status st = fgi_cpu_runner_create(fn, &b->r, cfg, w, 1, n_threads, isa);
-    const size_t half = (size_t)(cfg->n_embd / cfg->n_head) / 2;
+    const size_t half = (size_t)fg_config_head_dim(cfg) / 2;
     const size_t rope_n = (size_t)ctx * half > 0 ? (size_t)ctx * half : 1;
     if (st == FG_OK && cfg->use_rope) st = fgi_alloc(fn, (void **)&b->rope_cos, rope_n, sizeof(float));
     if (st == FG_OK && cfg->use_rope) st = fgi_alloc(fn, (void **)&b->rope_sin, rope_n, sizeof(float));
@@ -617,9 +621,12 @@ static void batch_attention_task(void *ctx, int chunk, int thread)
     const int row = chunk / nh, h = chunk % nh;
     const fgi_batch_seq *q = &j->seqs[j->b->row_seq[row]];
     const size_t base = (size_t)j->layer * p->layer_stride + (size_t)(h / group) * p->head_stride;
+    /* keys [first, end): the causal prefix, or its last `window` keys */
+    const int end = j->b->row_pos[row] + 1, window = fg_config_layer_window(c, j->layer);
+    const int first = window > 0 && end > window ? end - window : 0;
     r->k->attend_paged(r->att + (size_t)row * nh * d + (size_t)h * d,
                        r->qkv + (size_t)row * qkv_w + (size_t)h * d, p->k + base, p->v + base,
-                       q->blocks, p->block_size, p->block_stride, j->b->row_pos[row] + 1, d,
+                       q->blocks, p->block_size, p->block_stride, first, end, d,
                        (float)(1.0 / sqrt((double)d)), j->b->scores + (size_t)thread * j->b->ctx);
 }
 

@@ -78,12 +78,12 @@ typedef struct {
      * visible floats. */
     void (*attend_row)(float *out, const float *q, const float *k, const float *v,
                        int visible, int d, float scale, float *scratch);
-    /* attend_row over a paged cache: key j at k + blocks[j / block_size] *
-     * block_stride + (j % block_size) * d, likewise v; bit for bit what
-     * attend_row gives for the same keys. */
+    /* attend_row over keys [first, visible) of a paged cache: key j at k +
+     * blocks[j / block_size] * block_stride + (j % block_size) * d,
+     * likewise v; bit for bit what attend_row gives for the same keys. */
     void (*attend_paged)(float *out, const float *q, const float *k, const float *v,
                          const int32_t *blocks, int block_size, size_t block_stride,
-                         int visible, int d, float scale, float *scratch);
+                         int first, int visible, int d, float scale, float *scratch);
     /* Row norms (LayerNorm when b != NULL or layer_norm, else RMSNorm). */
     void (*norm_row)(float *y, const float *x, const float *g, const float *b, int n,
                      float eps, int layer_norm);

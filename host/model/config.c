@@ -90,9 +90,11 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
     FGI_TRY(check_field_min(fn, "n_ctx", c->n_ctx, 1));
     FGI_TRY(check_flag(fn, "use_rope", c->use_rope));
     FGI_TRY(check_flag(fn, "use_flash", c->use_flash));
-    if (c->n_embd % c->n_head != 0)
+    FGI_TRY(check_field_min(fn, "head_dim", c->head_dim, 0));
+    if (c->head_dim == 0 && c->n_embd % c->n_head != 0)
         return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: config.n_embd (%d) must be a multiple of config.n_head (%d)",
+                       "%s: config.n_embd (%d) must be a multiple of config.n_head (%d) "
+                       "unless config.head_dim is set",
                        fn, c->n_embd, c->n_head);
     if (c->n_head % c->n_kv_head != 0)
         return fgi_fail(FG_ERR_INVALID_ARG,
@@ -106,11 +108,11 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
         return fgi_fail(FG_ERR_INVALID_ARG,
                        "%s: config.use_rope must be 1 for the llama family", fn);
     if (c->use_rope) {
-        int head_dim = c->n_embd / c->n_head;
+        int head_dim = fg_config_head_dim(c);
         if (head_dim % 2 != 0)
             return fgi_fail(FG_ERR_INVALID_ARG,
-                           "%s: RoPE needs an even head_dim (n_embd / n_head = %d)",
-                           fn, head_dim);
+                           "%s: RoPE needs an even head_dim (%s = %d)", fn,
+                           c->head_dim ? "config.head_dim" : "n_embd / n_head", head_dim);
         if (!(c->rope_base > 0.0) || !isfinite(c->rope_base))
             return fgi_fail(FG_ERR_INVALID_ARG,
                            "%s: config.rope_base must be finite and > 0 (got %g)", fn,
@@ -118,15 +120,20 @@ fg_status fgi_check_config(const char *fn, const fg_config *c)
     }
     if (c->use_rope) FGI_TRY(check_rope_scaling(fn, c));
     if (c->use_flash) FGI_TRY(check_field_min(fn, "flash_block", c->flash_block, 1));
+    FGI_TRY(check_field_min(fn, "sliding_window", c->sliding_window, 0));
+    FGI_TRY(check_field_min(fn, "window_first_layer", c->window_first_layer, 0));
     /* The largest matrices must be addressable, and the q|k|v width an int. */
     FGI_TRY(fgi_check_elems(fn, "q|k|v projection width", &elems, 2,
                           (long long)c->n_head + 2LL * c->n_kv_head,
-                          (long long)(c->n_embd / c->n_head)));
+                          (long long)fg_config_head_dim(c)));
     if (elems > (size_t)0x7fffffff)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: q|k|v projection width %zu overflows an int",
                        fn, elems);
     FGI_TRY(fgi_check_elems(fn, "c_attn_w", &elems, 2, (long long)c->n_embd,
                           (long long)fg_config_qkv_width(c)));
+    FGI_TRY(fgi_check_elems(fn, "c_proj_w (n_head*head_dim*n_embd)", &elems, 3,
+                          (long long)c->n_head, (long long)fg_config_head_dim(c),
+                          (long long)c->n_embd));
     FGI_TRY(fgi_check_elems(fn, "wte (vocab_size*n_embd)", &elems, 2,
                           (long long)c->vocab_size, (long long)c->n_embd));
     FGI_TRY(fgi_check_elems(fn, "wpe (n_ctx*n_embd)", &elems, 2,
@@ -146,8 +153,8 @@ fg_status fg_config_validate(const fg_config *cfg)
  * the factor, and those between blend the two linearly in ctx/wavelen. */
 double fg_config_rope_inv_freq(const fg_config *c, int j)
 {
-    if (c == NULL || c->n_head < 1 || j < 0 || j >= c->n_embd / c->n_head / 2) return 0.0;
-    const int d = c->n_embd / c->n_head;
+    if (c == NULL || c->n_head < 1 || j < 0 || j >= fg_config_head_dim(c) / 2) return 0.0;
+    const int d = fg_config_head_dim(c);
     const double inv = pow(c->rope_base, -2.0 * j / (double)d);
     if (c->rope_scaling == FG_ROPE_LINEAR) return inv / c->rope_factor;
     if (c->rope_scaling != FG_ROPE_LLAMA3) return inv;
@@ -163,7 +170,19 @@ double fg_config_rope_inv_freq(const fg_config *c, int j)
 int fg_config_qkv_width(const fg_config *cfg)
 {
     if (cfg == NULL || cfg->n_head < 1) return 0;
-    return (cfg->n_head + 2 * cfg->n_kv_head) * (cfg->n_embd / cfg->n_head);
+    return (cfg->n_head + 2 * cfg->n_kv_head) * fg_config_head_dim(cfg);
+}
+
+int fg_config_head_dim(const fg_config *cfg)
+{
+    if (cfg == NULL || cfg->n_head < 1) return 0;
+    return cfg->head_dim > 0 ? cfg->head_dim : cfg->n_embd / cfg->n_head;
+}
+
+int fg_config_layer_window(const fg_config *cfg, int layer)
+{
+    if (cfg == NULL || cfg->sliding_window <= 0 || layer < cfg->window_first_layer) return 0;
+    return cfg->sliding_window;
 }
 
 enum presence { REQUIRED, OPTIONAL, ABSENT };
@@ -237,7 +256,7 @@ fg_status fg_kv_cache_create(fg_kv_cache **cache, const fg_config *cfg,
     *cache = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_min(fn, "capacity", capacity, 1));
-    const int head_dim = cfg->n_embd / cfg->n_head;
+    const int head_dim = fg_config_head_dim(cfg);
     FGI_TRY(fgi_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)",
                           &per_layer, 3, (long long)cfg->n_kv_head,
                           (long long)capacity, (long long)head_dim));

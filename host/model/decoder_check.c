@@ -12,7 +12,7 @@ static fg_status check_cache(const char *fn, const fg_config *c, const fgi_cache
                              int layer, int T)
 {
     FGI_TRY(fgi_check_ptr(fn, "cache", cache));
-    const int head_dim = c->n_embd / c->n_head;
+    const int head_dim = fg_config_head_dim(c);
     if (cache->n_layer != c->n_layer || cache->n_kv_head != c->n_kv_head ||
         cache->head_dim != head_dim || cache->lens == NULL)
         return fgi_fail(FG_ERR_INVALID_ARG,

@@ -71,7 +71,7 @@ static void layout_layer(arena_cursor *a, const fg_config *c,
 {
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
-    const size_t att = (size_t)c->n_head * (size_t)(c->n_embd / c->n_head);
+    const size_t att = (size_t)c->n_head * (size_t)fg_config_head_dim(c);
     const int b = parts->biases;
     lw->ln_1_g = take(a, C);
     lw->ln_1_b = b ? take(a, C) : NULL;

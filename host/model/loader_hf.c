@@ -385,36 +385,100 @@ static fg_status refuse_if_true(const config_source *s, const char *key, const c
     return FG_OK;
 }
 
-/* Sliding-window attention is not implemented: a window is only accepted
- * where it cannot apply, i.e. it spans every position the model has, and
- * transformers 5's per-layer "layer_types" must all be full attention.
- * Qwen2 (use_sliding_window false) keeps an inert "sliding_window". */
-static fg_status check_window(const config_source *s, int n_ctx, int window_inert)
+/* transformers 5's per-layer "layer_types": -1 when absent, else the index
+ * of the first "sliding_attention" layer (n_layer when there is none). Only
+ * full-attention layers followed by sliding ones can be represented
+ * (fg_config's window_first_layer), and only where the family reads the
+ * list (allow_sliding: Qwen2); anything else is refused with the key named. */
+static fg_status layer_types(const config_source *s, int n_layer, int allow_sliding,
+                             int *first_sliding)
 {
-    int window;
     const cJSON *types = config_key(s, "layer_types"), *item;
-    if (types != NULL) {
-        if (!cJSON_IsArray(types))
-            return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
-                                  "\"layer_types\" must be an array");
-        cJSON_ArrayForEach(item, types)
-        {
-            if (cJSON_IsString(item) && strcmp(item->valuestring, "full_attention") == 0)
-                continue;
-            char got[64];
-            describe(item, got, sizeof got);
-            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                                  "\"layer_types\": %s is not supported (only "
-                                  "\"full_attention\")", got);
+    int i = 0;
+    *first_sliding = -1;
+    if (types == NULL) return FG_OK;
+    if (!cJSON_IsArray(types))
+        return fgi_file_error(FG_ERR_FORMAT, s->fn, s->file,
+                              "\"layer_types\" must be an array");
+    *first_sliding = n_layer;
+    cJSON_ArrayForEach(item, types)
+    {
+        const int full = cJSON_IsString(item) && strcmp(item->valuestring, "full_attention") == 0;
+        const int sliding =
+            cJSON_IsString(item) && strcmp(item->valuestring, "sliding_attention") == 0;
+        if (full && *first_sliding == n_layer) {
+            i++;
+            continue;
         }
-    }
-    if (window_inert || config_key(s, "sliding_window") == NULL) return FG_OK;
-    FGI_TRY(get_int(s, "sliding_window", 0, 0x7fffffff, &window));
-    if (window < n_ctx)
+        if (sliding && allow_sliding && cJSON_GetArraySize(types) == n_layer) {
+            if (*first_sliding == n_layer) *first_sliding = i;
+            i++;
+            continue;
+        }
+        char got[64];
+        describe(item, got, sizeof got);
         return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"sliding_window\" %d is smaller than "
-                              "max_position_embeddings %d; sliding-window attention is "
-                              "not supported", window, n_ctx);
+                              "\"layer_types\": %s at layer %d is not supported (%s)", got, i,
+                              allow_sliding ? "full_attention layers, then sliding_attention "
+                                              "ones, one entry per layer"
+                                            : "only \"full_attention\"");
+    }
+    return FG_OK;
+}
+
+/* "sliding_window": a window W >= 1, or null (none). Absent, the family's
+ * default (transformers: 4096 for Mistral and Qwen2, none for Llama). */
+static fg_status window_size(const config_source *s, int fallback, int *window)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s->root, "sliding_window");
+    *window = 0;
+    if (v == NULL) {
+        *window = fallback;
+        return FG_OK;
+    }
+    if (cJSON_IsNull(v)) return FG_OK;
+    return get_int(s, "sliding_window", 0, 0x7fffffff, window);
+}
+
+/* The attention window of model_type llama, mistral and qwen2, as
+ * transformers reads it: Mistral applies "sliding_window" to every layer;
+ * Qwen2 only with "use_sliding_window" true, and then only to the layers
+ * from "max_window_layers" on (or the "sliding_attention" entries of
+ * "layer_types"); Llama has no window, so a "sliding_window" below the
+ * context is refused there rather than ignored. */
+static fg_status parse_window(const config_source *s, const char *type, fg_config *c)
+{
+    int window = 0, first_sliding, use = 0, max_window_layers = 28;
+    const int qwen2 = strcmp(type, "qwen2") == 0, mistral = strcmp(type, "mistral") == 0;
+    FGI_TRY(layer_types(s, c->n_layer, qwen2, &first_sliding));
+    if (mistral || qwen2) FGI_TRY(window_size(s, 4096, &window));
+    if (qwen2) {
+        FGI_TRY(get_flag(s, "use_sliding_window", 0, &use));
+        if (!use) window = 0;
+        const cJSON *mwl = config_key(s, "max_window_layers"); /* 0 allowed */
+        if (mwl != NULL && cJSON_IsNumber(mwl) && mwl->valuedouble == 0.0)
+            max_window_layers = 0;
+        else
+            FGI_TRY(get_int(s, "max_window_layers", 28, MAX_COUNT, &max_window_layers));
+        if (window == 0 && first_sliding >= 0 && first_sliding < c->n_layer)
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"layer_types\" names sliding_attention layers but there "
+                                  "is no window (\"use_sliding_window\" false or "
+                                  "\"sliding_window\" null); not supported");
+        c->window_first_layer = first_sliding >= 0 ? first_sliding : max_window_layers;
+    }
+    if (!mistral && !qwen2 && config_key(s, "sliding_window") != NULL) {
+        FGI_TRY(get_int(s, "sliding_window", 0, 0x7fffffff, &window));
+        if (window < c->n_ctx)
+            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
+                                  "\"sliding_window\" %d is smaller than "
+                                  "max_position_embeddings %d; model_type \"llama\" has no "
+                                  "sliding-window attention", window, c->n_ctx);
+        window = 0;
+    }
+    c->sliding_window = window;
+    if (window == 0 || c->window_first_layer >= c->n_layer)
+        c->sliding_window = c->window_first_layer = 0; /* no layer has a window */
     return FG_OK;
 }
 
@@ -425,7 +489,7 @@ static fg_status parse_llama(const config_source *s, const char *type, fgi_hf_co
     static const char *const silu[] = {"silu", NULL};
     const int qwen2 = strcmp(type, "qwen2") == 0;
     fg_config *c = &out->cfg;
-    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim, sliding;
+    int n_layer, n_head, n_kv, n_embd, n_inner, vocab, n_ctx, head_dim;
     double eps;
     FGI_TRY(get_int(s, "num_hidden_layers", 0, MAX_COUNT, &n_layer));
     FGI_TRY(get_int(s, "num_attention_heads", 0, MAX_COUNT, &n_head));
@@ -446,21 +510,12 @@ static fg_status parse_llama(const config_source *s, const char *type, fgi_hf_co
     FGI_TRY(refuse_if_true(s, "attention_bias", "biases on the attention projections"));
     FGI_TRY(refuse_if_true(s, "mlp_bias", "biases on the MLP projections"));
     out->qkv_bias = qwen2;
-    if (qwen2) {
-        FGI_TRY(get_flag(s, "use_sliding_window", 0, &sliding));
-        if (sliding)
-            return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                                  "\"use_sliding_window\": true is not supported "
-                                  "(sliding-window attention)");
-    }
-    FGI_TRY(check_window(s, n_ctx, qwen2));
+    FGI_TRY(parse_window(s, type, c));
+    /* Mistral-style: heads narrower or wider than hidden_size / heads
+     * (q, k, v and o_proj's input are n_head * head_dim wide) */
     if (config_key(s, "head_dim") == NULL) return FG_OK;
     FGI_TRY(get_int(s, "head_dim", 0, MAX_SIZE, &head_dim));
-    if ((long long)head_dim * n_head != n_embd)
-        return fgi_file_error(FG_ERR_UNSUPPORTED, s->fn, s->file,
-                              "\"head_dim\" %d times %d heads differs from "
-                              "hidden_size %d; not supported", head_dim, n_head,
-                              n_embd);
+    c->head_dim = head_dim;
     return FG_OK;
 }
 
@@ -658,7 +713,7 @@ static fg_status llama_tensors(loading *ld, const fg_config *c,
     static const fg_layer_weights none;
     static const fg_weights none_w;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
-    const int d = c->n_embd / c->n_head;
+    const int d = fg_config_head_dim(c);
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
     const fg_weights *w = ld->model ? &ld->model->weights : &none_w;

@@ -1,9 +1,11 @@
 /* CPU reference: causal attention, its streamed (flash) form, split/merge of
- * heads, multi-head and grouped-query attention (docs/contract.md §6, §8, §9, §7, §10).
+ * heads, multi-head and grouped-query attention, optionally with a sliding
+ * window (docs/contract.md §6, §8, §9, §7, §10).
  *
  * Conventions: bottom-right causal alignment (query i sees keys
- * j <= i + kv_len - q_len), scores scaled by 1/sqrt(head_dim), masked keys
- * skipped rather than given a large negative score. GQA: query head h reads
+ * j <= i + kv_len - q_len; with a window W >= 1 also j > i + kv_len - q_len
+ * - W), scores scaled by 1/sqrt(head_dim), masked keys skipped rather than
+ * given a large negative score. GQA: query head h reads
  * kv head h / (n_q_head / n_kv_head); K/V are indexed, never replicated.
  * Dense and streamed attention differ only in summation order, both in
  * double, so they agree to float rounding for every block size. */
@@ -75,18 +77,20 @@ size_t fgi_attend_scratch(int kv_len, int head_dim)
 void fgi_attend_head(float *out, size_t out_stride, const float *q,
                      size_t q_stride, const float *k, const float *v,
                      int q_len, int kv_len, int head_dim, int block_size,
-                     double *scratch)
+                     int window, double *scratch)
 {
     const double scale = 1.0 / sqrt((double)head_dim);
     const int shift = kv_len - q_len;
     double *scores = scratch, *acc = scratch + kv_len;
     for (int i = 0; i < q_len; i++) {
         const float *qi = q + (size_t)i * q_stride;
-        int visible = i + shift + 1;
+        const int end = i + shift + 1; /* keys [first, end) are visible */
+        const int first = window > 0 && end > window ? end - window : 0;
+        const float *ki = k + (size_t)first * head_dim, *vi = v + (size_t)first * head_dim;
         if (block_size <= 0)
-            dense_row(acc, qi, k, v, visible, head_dim, scale, scores);
+            dense_row(acc, qi, ki, vi, end - first, head_dim, scale, scores);
         else
-            flash_row(acc, qi, k, v, visible, head_dim, scale, block_size, scores);
+            flash_row(acc, qi, ki, vi, end - first, head_dim, scale, block_size, scores);
         float *oi = out + (size_t)i * out_stride;
         for (int c = 0; c < head_dim; c++) oi[c] = (float)acc[c];
     }
@@ -97,11 +101,12 @@ void fgi_attend_head(float *out, size_t out_stride, const float *q,
 static fg_status attention_checked(const char *fn, float *out, const float *q,
                                    const float *k, const float *v, int n_q_head,
                                    int n_kv_head, int q_len, int kv_len,
-                                   int head_dim, int block_size)
+                                   int head_dim, int block_size, int window)
 {
     double *scratch;
     FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
                                head_dim));
+    FGI_TRY(fgi_check_min(fn, "window", window, 0));
     FGI_TRY(fgi_alloc(fn, (void **)&scratch, fgi_attend_scratch(kv_len, head_dim),
                     sizeof(double)));
     const int group = n_q_head / n_kv_head;
@@ -110,7 +115,7 @@ static fg_status attention_checked(const char *fn, float *out, const float *q,
         size_t kvh = (size_t)(h / group);
         fgi_attend_head(out + h * q_head, (size_t)head_dim, q + h * q_head,
                         (size_t)head_dim, k + kvh * kv_head, v + kvh * kv_head,
-                        q_len, kv_len, head_dim, block_size, scratch);
+                        q_len, kv_len, head_dim, block_size, window, scratch);
     }
     free(scratch);
     return FG_OK;
@@ -120,7 +125,7 @@ fg_status fg_ref_attention(float *out, const float *q, const float *k,
                            const float *v, int q_len, int kv_len, int head_dim)
 {
     return attention_checked("fg_ref_attention", out, q, k, v, 1, 1, q_len,
-                             kv_len, head_dim, 0);
+                             kv_len, head_dim, 0, 0);
 }
 
 fg_status fg_ref_attention_flash(float *out, const float *q, const float *k,
@@ -129,14 +134,14 @@ fg_status fg_ref_attention_flash(float *out, const float *q, const float *k,
 {
     FGI_TRY(fgi_check_min("fg_ref_attention_flash", "block_size", block_size, 1));
     return attention_checked("fg_ref_attention_flash", out, q, k, v, 1, 1, q_len,
-                             kv_len, head_dim, block_size);
+                             kv_len, head_dim, block_size, 0);
 }
 
 fg_status fg_ref_mha(float *out, const float *q, const float *k, const float *v,
                      int n_head, int q_len, int kv_len, int head_dim)
 {
     return attention_checked("fg_ref_mha", out, q, k, v, n_head, n_head, q_len,
-                             kv_len, head_dim, 0);
+                             kv_len, head_dim, 0, 0);
 }
 
 fg_status fg_ref_gqa(float *out, const float *q, const float *k, const float *v,
@@ -144,7 +149,15 @@ fg_status fg_ref_gqa(float *out, const float *q, const float *k, const float *v,
                      int head_dim)
 {
     return attention_checked("fg_ref_gqa", out, q, k, v, n_q_head, n_kv_head,
-                             q_len, kv_len, head_dim, 0);
+                             q_len, kv_len, head_dim, 0, 0);
+}
+
+fg_status fg_ref_gqa_window(float *out, const float *q, const float *k, const float *v,
+                            int n_q_head, int n_kv_head, int q_len, int kv_len,
+                            int head_dim, int window)
+{
+    return attention_checked("fg_ref_gqa_window", out, q, k, v, n_q_head, n_kv_head,
+                             q_len, kv_len, head_dim, 0, window);
 }
 
 /* (a, b, d) -> (b, a, d): transpose of the two leading axes. */

@@ -23,7 +23,7 @@ typedef struct {
 
 static fg_status ws_create(const char *fn, batch_ws *ws, const fg_config *c, int N, int max_kv)
 {
-    const int d = c->n_embd / c->n_head, qkv_w = fg_config_qkv_width(c);
+    const int d = fg_config_head_dim(c), qkv_w = fg_config_qkv_width(c);
     int n_acc = qkv_w > c->n_embd ? qkv_w : c->n_embd;
     if (c->n_inner > n_acc) n_acc = c->n_inner;
     size_t row, floats, kv;
@@ -73,7 +73,7 @@ static size_t slot(const fgi_kv_pool *p, const int32_t *blocks, int l, int g, in
 static void attention(const fg_config *c, const fg_layer_weights *lw, fgi_kv_pool *p, int l,
                       const fgi_batch_seq *seqs, int n_seqs, int N, batch_ws *ws)
 {
-    const int C = c->n_embd, nh = c->n_head, nkv = c->n_kv_head, d = C / nh;
+    const int C = c->n_embd, nh = c->n_head, nkv = c->n_kv_head, d = fg_config_head_dim(c);
     const int qkv_w = fg_config_qkv_width(c), group = nh / nkv;
     const int block = c->use_flash ? c->flash_block : 0;
     fgi_linear(ws->qkv, ws->h, lw->c_attn_w, lw->c_attn_b, N, C, qkv_w, ws->acc);
@@ -104,7 +104,7 @@ static void attention(const fg_config *c, const fg_layer_weights *lw, fgi_kv_poo
                 fgi_attend_head(ws->att + (size_t)row0 * nh * d + (size_t)h * d, (size_t)nh * d,
                                 ws->qkv + (size_t)row0 * qkv_w + (size_t)h * d, (size_t)qkv_w,
                                 ws->keys, ws->vals, q->n_tokens, kv_len, d, block,
-                                ws->attention);
+                                fg_config_layer_window(c, l), ws->attention);
         }
         row0 += q->n_tokens;
     }

@@ -37,7 +37,7 @@ static int max3(int a, int b, int c)
 static fg_status workspace_create(const char *fn, workspace *ws,
                                   const fg_config *c, int T, int kv_len)
 {
-    const int d = c->n_embd / c->n_head, qkv_w = fg_config_qkv_width(c);
+    const int d = fg_config_head_dim(c), qkv_w = fg_config_qkv_width(c);
     const size_t n_acc = (size_t)max3(qkv_w, c->n_embd, c->n_inner);
     const size_t n_attention = fgi_attend_scratch(kv_len, d);
     size_t row_floats, floats;
@@ -81,7 +81,7 @@ static void attention_layer(float *out, const float *x, int T, const fg_config *
                             const fg_layer_weights *lw, fg_kv_cache *cache,
                             int layer, workspace *ws)
 {
-    const int C = c->n_embd, nh = c->n_head, nkv = c->n_kv_head, d = C / nh;
+    const int C = c->n_embd, nh = c->n_head, nkv = c->n_kv_head, d = fg_config_head_dim(c);
     const int qkv_w = fg_config_qkv_width(c), cap = cache->capacity;
     fg_kv_layer *kl = &cache->layers[layer];
     const int L = kl->len, kv_len = L + T;
@@ -99,11 +99,12 @@ static void attention_layer(float *out, const float *x, int T, const fg_config *
         }
     }
     const int group = nh / nkv, block = c->use_flash ? c->flash_block : 0;
+    const int window = fg_config_layer_window(c, layer);
     for (int h = 0; h < nh; h++) {
         const size_t kv_head = (size_t)(h / group) * cap * d;
         fgi_attend_head(ws->att + (size_t)h * d, (size_t)nh * d,
                         ws->qkv + (size_t)h * d, (size_t)qkv_w, kl->k + kv_head,
-                        kl->v + kv_head, T, kv_len, d, block, ws->attention);
+                        kl->v + kv_head, T, kv_len, d, block, window, ws->attention);
     }
     fgi_linear(out, ws->att, lw->c_proj_w, lw->c_proj_b, T, nh * d, C, ws->acc);
     kl->len = kv_len;

@@ -19,7 +19,7 @@ void fgi_softmax_slice(float *y, const float *x, int n, size_t stride);
 /* RoPE of one head vector (head_dim values) at absolute position pos. */
 void fgi_rope_vector(float *x, int head_dim, int pos, double base);
 /* The same with the configuration's (possibly scaled) inverse frequencies,
- * head_dim = n_embd / n_head. */
+ * head_dim = fg_config_head_dim(c). */
 void fgi_rope_vector_cfg(float *x, int pos, const fg_config *c);
 
 void fgi_layer_norm_row(float *y, const float *x, const float *g,
@@ -48,12 +48,13 @@ void fgi_swiglu_mlp(float *y, const float *x, const float *w_gate,
 /* One head of causal attention (bottom-right aligned). Query row i is at
  * q + i*q_stride, its output at out + i*out_stride; k and v are contiguous
  * (kv_len, head_dim). block_size 0 computes dense attention, >= 1 streams the
- * keys in blocks with an online softmax. scratch: kv_len + head_dim doubles
- * (see fgi_attend_scratch). */
+ * keys in blocks with an online softmax. window >= 1: row i sees only its
+ * last `window` keys (0: all). scratch: kv_len + head_dim doubles (see
+ * fgi_attend_scratch). */
 void fgi_attend_head(float *out, size_t out_stride, const float *q,
                      size_t q_stride, const float *k, const float *v,
                      int q_len, int kv_len, int head_dim, int block_size,
-                     double *scratch);
+                     int window, double *scratch);
 size_t fgi_attend_scratch(int kv_len, int head_dim);
 
 #endif /* FLASHGPT_HOST_REF_INTERNAL_H */

@@ -26,7 +26,7 @@ void fgi_rope_vector(float *x, int head_dim, int pos, double base)
 
 void fgi_rope_vector_cfg(float *x, int pos, const fg_config *c)
 {
-    const int head_dim = c->n_embd / c->n_head;
+    const int head_dim = fg_config_head_dim(c);
     for (int j = 0; j < head_dim / 2; j++) {
         double theta = (double)pos * fg_config_rope_inv_freq(c, j);
         double cs = cos(theta), sn = sin(theta);

@@ -22,7 +22,7 @@ fg_status fgi_kv_pool_create(const char *fn, fgi_kv_pool **pool, const fg_config
         return fgi_fail(FG_ERR_INVALID_ARG,
                         "%s: argument 'block_size' must be in 1 .. %d (got %d)", fn,
                         FGI_KV_MAX_BLOCK_SIZE, block_size);
-    const int d = cfg->n_embd / cfg->n_head;
+    const int d = fg_config_head_dim(cfg);
     size_t n;
     FGI_TRY(fgi_check_elems(fn, "KV pool (n_layer*n_blocks*n_kv_head*block_size*head_dim)", &n,
                             5, (long long)cfg->n_layer, (long long)n_blocks,
@@ -163,7 +163,7 @@ fg_status fgi_batch_check(const char *fn, const fg_config *cfg, const fgi_kv_poo
     FGI_TRY(fgi_check_ptr(fn, "pool", pool));
     FGI_TRY(fgi_check_ptr(fn, "seqs", seqs));
     FGI_TRY(fgi_check_min(fn, "n_seqs", n_seqs, 1));
-    const int d = cfg->n_embd / cfg->n_head;
+    const int d = fg_config_head_dim(cfg);
     if (pool->n_layer != cfg->n_layer || pool->n_kv_head != cfg->n_kv_head ||
         pool->head_dim != d)
         return fgi_fail(FG_ERR_INVALID_ARG,

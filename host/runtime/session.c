@@ -76,7 +76,7 @@ static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *
                                      fg_dtype dtype)
 {
     return fg_cuda_kv_cache_create_typed(cache, cfg->n_layer, cfg->n_kv_head,
-                                         cfg->n_embd / cfg->n_head, tokens, dtype);
+                                         fg_config_head_dim(cfg), tokens, dtype);
 }
 
 static fg_status open_device(const char *fn, fg_session *s)
@@ -170,7 +170,7 @@ size_t fg_session_cache_bytes(const fg_session *s)
     if (s == NULL) return 0;
     const fg_config *c = s->cfg;
     return 2 * fg_dtype_size(s->dtype) * (size_t)c->n_layer * (size_t)c->n_kv_head *
-           (size_t)(c->n_embd / c->n_head) * (size_t)s->allocated;
+           (size_t)fg_config_head_dim(c) * (size_t)s->allocated;
 }
 
 fg_status fg_session_dtype_parse(const char *text, fg_dtype *dtype)
@@ -212,7 +212,7 @@ static fg_status choose_dtype(const char *fn, const fg_config *cfg, fg_device de
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: dtype %s cannot run here: it needs a GPU of compute capability 8.0 "
                        "or later and a head_dim of 32, 64, 80, 96, 128 or 256 (this model: %d)",
-                       fn, fg_dtype_name(want), cfg->n_embd / cfg->n_head);
+                       fn, fg_dtype_name(want), fg_config_head_dim(cfg));
     *dtype = want;
     return FG_OK;
 }
@@ -232,9 +232,7 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
                        "%s: ctx must be in 0 .. %d, the model's context (got %d)", fn,
                        cfg->n_ctx, ctx);
 
-    /* auto: the CPU path for scaled RoPE, which the CUDA path refuses */
-    const int cuda_ok = fg_cuda_available() && (!cfg->use_rope ||
-                                                cfg->rope_scaling == FG_ROPE_DEFAULT);
+    const int cuda_ok = fg_cuda_available();
     const fg_device chosen = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
                                                       : device;
     fg_dtype chosen_dtype;

@@ -67,6 +67,12 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_mha, (float *out, const float *q, const fl
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa, (float *out, const float *q, const float *k,
                                             const float *v, int n_q_head, int n_kv_head, int q_len,
                                             int kv_len, int head_dim, cudaStream_t stream))
+/* GQA with a sliding window (fg_ref_gqa_window): row i sees its last
+ * `window` keys (0: all). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_window, (float *out, const float *q, const float *k,
+                                                   const float *v, int n_q_head, int n_kv_head,
+                                                   int q_len, int kv_len, int head_dim, int window,
+                                                   cudaStream_t stream))
 /* GQA that also writes each query row's log-sum-exp of the scaled scores,
  * lse (n_q_head, q_len) (natural log). */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse, (float *out, float *lse, const float *q,
@@ -256,7 +262,7 @@ FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL
 /* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
  * for capacity tokens, in device memory. It depends on no model or runner:
  * any runner whose configuration has the same n_layer, n_kv_head and
- * head_dim (n_embd / n_head) can use it. One sequence. */
+ * head_dim (fg_config_head_dim) can use it. One sequence. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create, (fg_cuda_kv_cache **cache, int n_layer,
                                                         int n_kv_head, int head_dim,
                                                         int capacity))

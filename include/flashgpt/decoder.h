@@ -35,7 +35,7 @@ typedef struct {
     fg_arch arch;
     int n_layer;
     int n_embd;      /* hidden size C */
-    int n_head;      /* query heads; head_dim = n_embd / n_head */
+    int n_head;      /* query heads; head_dim: fg_config_head_dim */
     int n_kv_head;   /* key/value heads: n_head is MHA, 1 is MQA */
     int n_inner;     /* MLP width (GPT-2: 4 * n_embd) */
     int vocab_size;
@@ -45,13 +45,25 @@ typedef struct {
     double rope_base;
     int use_flash;   /* 0: dense attention; 1: keys streamed in blocks */
     int flash_block; /* key block size when use_flash (>= 1) */
-    /* RoPE scaling (0 / unused with FG_ROPE_DEFAULT); the CUDA path
-     * refuses anything but FG_ROPE_DEFAULT */
+    /* RoPE scaling (0 / unused with FG_ROPE_DEFAULT); every path computes
+     * it (fg_config_rope_inv_freq) */
     fg_rope_scaling rope_scaling;
     double rope_factor;           /* linear, llama3: >= 1 */
     double rope_low_freq_factor;  /* llama3: 0 < low < high */
     double rope_high_freq_factor; /* llama3 */
     int rope_original_ctx;        /* llama3: original_max_position_embeddings */
+    /* Sliding-window attention (docs/contract.md §10): with W =
+     * sliding_window >= 1, the query at absolute position p sees only keys
+     * j with p - W < j <= p (the last W, itself included), in every layer
+     * l >= window_first_layer (Qwen2's max_window_layers; 0: all layers).
+     * 0: no window; a window of at least the context changes nothing. */
+    int sliding_window;
+    int window_first_layer;
+    /* Width of one head; 0 (the default): n_embd / n_head, which must then
+     * divide. Set (Hugging Face "head_dim"), q and the attention output
+     * are n_head * head_dim wide whatever n_embd, and c_proj_w is
+     * (n_head * head_dim, n_embd). */
+    int head_dim;
 } fg_config;
 
 /* A GPT-2 configuration with the usual defaults (n_kv_head = n_head,
@@ -64,8 +76,8 @@ fg_config fg_config_gpt2(int n_layer, int n_embd, int n_head, int vocab_size,
 fg_config fg_config_llama(int n_layer, int n_embd, int n_head, int n_kv_head,
                           int n_inner, int vocab_size, int n_ctx);
 
-/* Checks every field and their relations (n_embd % n_head,
- * n_head % n_kv_head, even head_dim with RoPE, ...). */
+/* Checks every field and their relations (n_embd % n_head unless head_dim
+ * is set, n_head % n_kv_head, even head_dim with RoPE, windows >= 0, ...). */
 fg_status fg_config_validate(const fg_config *cfg);
 
 /* RoPE inverse frequency of pair j (0 <= j < head_dim/2), in double:
@@ -76,6 +88,14 @@ double fg_config_rope_inv_freq(const fg_config *cfg, int j);
 
 /* Width of the fused q|k|v projection: (n_head + 2 * n_kv_head) * head_dim. */
 int fg_config_qkv_width(const fg_config *cfg);
+
+/* The width of one head: cfg->head_dim when set (> 0), else n_embd /
+ * n_head (0 for a NULL cfg or n_head < 1). */
+int fg_config_head_dim(const fg_config *cfg);
+
+/* The attention window of layer `layer`: cfg->sliding_window when it
+ * applies to that layer, else 0 (no window; also for a NULL cfg). */
+int fg_config_layer_window(const fg_config *cfg, int layer);
 
 /* One layer. Shapes with C = n_embd, d = head_dim. Biases may be NULL (zero). */
 typedef struct {

@@ -64,6 +64,14 @@ fg_status fg_ref_gqa(float *out, const float *q, const float *k, const float *v,
                      int n_q_head, int n_kv_head, int q_len, int kv_len,
                      int head_dim);
 
+/* fg_ref_gqa with a sliding window: query row i (absolute position
+ * p = i + kv_len - q_len) sees only keys j with p - window < j <= p, its
+ * last `window` keys itself included (transformers' sliding_window mask).
+ * window 0: no window (== fg_ref_gqa); window >= kv_len changes nothing. */
+fg_status fg_ref_gqa_window(float *out, const float *q, const float *k,
+                            const float *v, int n_q_head, int n_kv_head,
+                            int q_len, int kv_len, int head_dim, int window);
+
 /* RoPE in place on x (n_head, seq, head_dim), interleaved pairs: pair j
  * (dims 2j, 2j+1) at position p turns by theta = p * base^(-2j/head_dim):
  * (a, b) -> (a cos - b sin, b cos + a sin). pos: seq absolute positions

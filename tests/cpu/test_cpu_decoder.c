@@ -62,6 +62,21 @@ static int make_cases(decoder_case *cases, fgi_rng *rng)
     scaled.rope_scaling = FG_ROPE_LINEAR;
     scaled.rope_factor = 2.5;
     ADD("linear-scaled RoPE, d 32", scaled, 0);
+    /* sliding windows: on layers 1.. only, and on every layer with flash */
+    fg_config win = fgi_test_llama_config(3, 128, 4, 2, 200, 0, 131, 64);
+    win.sliding_window = 5;
+    win.window_first_layer = 1;
+    ADD("llama window 5 from layer 1, d 32", win, 1);
+    win = fgi_test_gpt2_config(2, 80, 4, 1, 1, 7, 89, 40);
+    win.sliding_window = 3;
+    ADD("gpt2 MQA + RoPE, window 3, flash block 7, d 20", win, 0);
+    /* head_dim set apart from n_embd / n_head (wider heads, narrower) */
+    fg_config hd = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    hd.head_dim = 48;
+    ADD("llama GQA 4/2, head_dim 48 (C 128), d 48", hd, 1);
+    hd = fgi_test_gpt2_config(2, 80, 4, 1, 1, 0, 89, 40);
+    hd.head_dim = 12;
+    ADD("gpt2 MQA + RoPE, head_dim 12 (C 80)", hd, 0);
     /* random shapes of both families */
     for (int k = 0; k < 4; k++) {
         const int llama_family = k % 2, n_head = fgi_rng_int(rng, 1, 6);
@@ -142,7 +157,7 @@ static void compare_forwards(const decoder_case *c, fgi_rng *rng, const int *chu
 Test(cpu_decoder, prefill_then_decode_matches_reference)
 {
     fgi_rng rng = fgi_rng_make(301);
-    decoder_case cases[16];
+    decoder_case cases[24];
     fgi_cpu_isa isa[3];
     const int n_cases = make_cases(cases, &rng), n_isa = isas(isa);
     const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8};
@@ -157,7 +172,7 @@ Test(cpu_decoder, prefill_then_decode_matches_reference)
 Test(cpu_decoder, single_tokens_and_long_prefill_on_1_to_4_threads)
 {
     fgi_rng rng = fgi_rng_make(302);
-    decoder_case cases[16];
+    decoder_case cases[24];
     fgi_cpu_isa isa[3];
     const int n_cases = make_cases(cases, &rng), n_isa = isas(isa);
     const int singles[] = {1, 1, 1, 1, 1, 1};
@@ -186,7 +201,7 @@ Test(cpu_decoder, every_tile_remainder)
 Test(cpu_decoder, prefill_equals_incremental)
 {
     fgi_rng rng = fgi_rng_make(304);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases, &rng);
     for (int i = 0; i < n_cases; i++) {
         const fg_config *cfg = &cases[i].cfg;
@@ -209,6 +224,38 @@ Test(cpu_decoder, prefill_equals_incremental)
         fgi_cpu_runner_destroy(all), fgi_cpu_runner_destroy(one);
         fgi_test_model_free(&tm);
     }
+}
+
+/* A window of at least the context is no window, bit for bit: the same
+ * keys in the same order. */
+Test(cpu_decoder, window_of_the_context_is_no_window)
+{
+    fgi_rng rng = fgi_rng_make(305);
+    fg_config cfg = fgi_test_llama_config(2, 96, 4, 2, 100, 0, 71, 32);
+    const int T = 12, V = cfg.vocab_size, chunks[3] = {7, 1, 4};
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
+    int ids[12];
+    fgi_test_random_ids(ids, T, V, &rng);
+    float *want = NULL;
+    const int windows[] = {0, T, 1000};
+    for (int w = 0; w < 3; w++) {
+        fg_config c = cfg;
+        c.sliding_window = windows[w];
+        fgi_cpu_runner *r;
+        ok(fgi_cpu_runner_create("test", &r, &c, &tm.w, T, 2, FGI_CPU_ISA_AUTO), "runner");
+        float *got = fgi_buf_nan((size_t)T * V);
+        for (int k = 0, at = 0; k < 3; at += chunks[k++])
+            ok(fgi_cpu_forward(r, got + (size_t)at * V, chunks[k], ids + at, chunks[k]), "forward");
+        if (want == NULL) want = got;
+        else {
+            fgi_assert_same(got, want, sizeof(float) * (size_t)T * V, "window >= context vs none");
+            fgi_buf_free(got);
+        }
+        fgi_cpu_runner_destroy(r);
+    }
+    fgi_buf_free(want);
+    fgi_test_model_free(&tm);
 }
 
 /* Changing the thread count between calls keeps the cache and the results. */

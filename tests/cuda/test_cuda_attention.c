@@ -3,8 +3,8 @@
  * pass for each kernel family, the tensor-core (3xTF32) kernel forced on
  * its head dims and with each key tile, the decoder's strided layout (fused
  * q|k|v projection, KV cache, merged output), a deterministic sweep of the
- * causal shift around every key tile of every forced kernel, and argument
- * checking.
+ * causal shift and of the sliding window's lower edge around every key
+ * tile of every forced kernel, and argument checking.
  *
  * Every family runs at least 50 random shapes covering q_len = 1,
  * q_len = kv_len and kv_len >> q_len, lengths that are not tile multiples
@@ -179,7 +179,7 @@ static fgi_attention_args contiguous_args(float *out, float *lse, const inputs *
 
 /* Natural-log log-sum-exp of the scaled scores of every query row, in
  * double, straight from the definition: (n_q, q_len). */
-static float *reference_lse(const inputs *in, shape s)
+static float *reference_lse_window(const inputs *in, shape s, int window)
 {
     float *lse = fgi_buf_nan((size_t)s.n_q * s.q_len);
     double *scores = malloc(sizeof(double) * (size_t)s.kv_len);
@@ -191,17 +191,30 @@ static float *reference_lse(const inputs *in, shape s)
             const float *q = in->q + ((size_t)h * s.q_len + i) * s.d;
             const float *k = in->k + (size_t)(h / group) * s.kv_len * s.d;
             double big = -INFINITY, sum = 0.0;
-            for (int j = 0; j <= i + shift; j++) {
+            /* keys [first, i + shift]: the causal prefix or its window */
+            const int first = window > 0 && i + shift + 1 > window ? i + shift + 1 - window : 0;
+            for (int j = first; j <= i + shift; j++) {
                 double dot = 0.0;
                 for (int e = 0; e < s.d; e++) dot += (double)q[e] * k[(size_t)j * s.d + e];
                 scores[j] = dot * scale;
                 if (scores[j] > big) big = scores[j];
             }
-            for (int j = 0; j <= i + shift; j++) sum += exp(scores[j] - big);
+            for (int j = first; j <= i + shift; j++) sum += exp(scores[j] - big);
             lse[(size_t)h * s.q_len + i] = (float)(big + log(sum));
         }
     free(scores);
     return lse;
+}
+
+static float *reference_lse(const inputs *in, shape s) { return reference_lse_window(in, s, 0); }
+
+static float *reference_gqa_window(const inputs *in, shape s, int window)
+{
+    float *ref = fgi_buf_nan(in->nq);
+    cr_assert_eq(fg_ref_gqa_window(ref, in->q, in->k, in->v, s.n_q, s.n_kv, s.q_len, s.kv_len,
+                                   s.d, window),
+                 FG_OK, "%s", fg_last_error());
+    return ref;
 }
 
 static float *reference_gqa(const inputs *in, shape s)
@@ -294,6 +307,30 @@ Test(cuda_attention, gqa_and_mqa_random_shapes)
         inputs_make(&in, &rng, s, 1.0);
         float *out = fgi_dev_poisoned(in.nq), *ref = reference_gqa(&in, s);
         expect_ok(fg_cuda_gqa(out, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len, s.d, NULL),
+                  what);
+        expect_close_dev(out, ref, in.nq, what);
+        fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
+    }
+}
+
+/* fg_cuda_gqa_window on random shapes: windows from 1 to past kv_len,
+ * whatever kernel the dispatcher picks. */
+Test(cuda_attention, gqa_window_random_shapes)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(118);
+    const int ratios[] = {1, 2, 4, 8, 0};
+    for (int c = 0; c < n_cases(); c++) {
+        const shape s = make_shape(&rng, c, ratios[c % 5]);
+        const int window = fgi_rng_int(&rng, 1, s.kv_len + 3);
+        char what[200];
+        describe(what, sizeof what, "fg_cuda_gqa_window", c, s);
+        snprintf(what + strlen(what), sizeof what - strlen(what), " window %d", window);
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *out = fgi_dev_poisoned(in.nq), *ref = reference_gqa_window(&in, s, window);
+        expect_ok(fg_cuda_gqa_window(out, in.dq, in.dk, in.dv, s.n_q, s.n_kv, s.q_len, s.kv_len,
+                                     s.d, window, NULL),
                   what);
         expect_close_dev(out, ref, in.nq, what);
         fgi_dev_free(out), fgi_buf_free(ref), inputs_free(&in);
@@ -775,6 +812,8 @@ Test(cuda_attention, bad_arguments_are_refused)
     fgi_expect_refused(fg_cuda_gqa_lse(out, out + 2, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
     fgi_expect_refused(fg_cuda_gqa_lse(out, q + 1, q, k, v, 2, 1, 2, 2, 4, NULL), "overlap");
     fgi_expect_refused(fg_cuda_gqa_lse(out, lse, q, k, v, 2, 1, 3, 2, 4, NULL), "'kv_len'");
+    fgi_expect_refused(fg_cuda_gqa_window(out, q, k, v, 2, 1, 2, 2, 4, -1, NULL), "'window'");
+    fgi_expect_refused(fg_cuda_gqa_window(out, q, k, v, 3, 2, 2, 2, 4, 1, NULL), "multiple");
 }
 
 /* Valid arguments on a machine without a GPU: a clear error, not a crash. */
@@ -926,5 +965,70 @@ Test(cuda_attention, causal_diagonal_sweep_every_kernel_and_tile)
                 }
                 fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
             }
+    }
+}
+
+/* The sliding window's lower edge, deterministically, like the causal
+ * diagonal above: every forced kernel and key tile runs windows tile-2,
+ * tile-1, tile, tile+1 and 2*tile-2, each at two causal shifts (tile-2 and
+ * 2*tile+1, so that the window cuts keys), with 3 query rows and with 66
+ * (whose lower edges then cross every key tile edge of the range, and the
+ * 64-row query tile edge), in one pass and in three splits (split edges
+ * are whole tiles, so the edge meets them too). Output and lse against the
+ * double-precision reference of the window. */
+Test(cuda_attention, window_edge_sweep_every_kernel_and_tile)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(119);
+    static const struct {
+        fgi_attention_kernel kernel;
+        int tile; /* key tile (block_size request) or the kernel's key granule */
+        int block_size;
+    } configs[] = {
+        {FGI_ATTENTION_TILED, 16, 16}, {FGI_ATTENTION_TILED, 32, 32},
+        {FGI_ATTENTION_TILED, 64, 64}, {FGI_ATTENTION_MMA, 32, 32},
+        {FGI_ATTENTION_MMA, 64, 64},   {FGI_ATTENTION_DECODE, 16, 0},
+        {FGI_ATTENTION_DECODE, 32, 0}, {FGI_ATTENTION_GENERIC, 32, 0},
+    };
+    static const int q_lens[] = {3, 66};
+    for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
+        const int T = configs[ci].tile;
+        const int windows[] = {T - 2, T - 1, T, T + 1, 2 * T - 2}, shifts[] = {T - 2, 2 * T + 1};
+        for (int wi = 0; wi < 5; wi++)
+            for (int si = 0; si < 2; si++)
+                for (int qi = 0; qi < 2; qi++) {
+                    shape s = {2, 1, q_lens[qi], q_lens[qi] + shifts[si], 32};
+                    const int window = windows[wi];
+                    inputs in;
+                    inputs_make(&in, &rng, s, 1.0);
+                    float *ref = reference_gqa_window(&in, s, window);
+                    float *ref_lse = reference_lse_window(&in, s, window);
+                    for (int split = 0; split < 2; split++) {
+                        const int want = split ? 3 : 1;
+                        char what[260];
+                        describe(what, sizeof what, "window edge", (int)ci, s);
+                        snprintf(what + strlen(what), sizeof what - strlen(what),
+                                 " kernel %d, tile %d, window %d, %d splits",
+                                 (int)configs[ci].kernel, T, window, want);
+                        const size_t n_rows = (size_t)s.n_q * s.q_len;
+                        float *out = fgi_dev_poisoned(in.nq), *lse = fgi_dev_poisoned(n_rows);
+                        fgi_attention_args a = contiguous_args(out, lse, &in, s);
+                        a.block_size = configs[ci].block_size;
+                        a.window = window;
+                        fgi_attention_tuning t = {configs[ci].kernel, want, FGI_ATTENTION_AUTO, 0,
+                                                  0};
+                        expect_ok(run_tuned(&a, &t, NULL, 0), what);
+                        cr_assert_eq(t.used_kernel, configs[ci].kernel, "%s: ran kernel %d",
+                                     what, (int)t.used_kernel);
+                        if (want == 1)
+                            cr_assert_eq(t.used_splits, 1, "%s: ran %d splits", what,
+                                         t.used_splits);
+                        expect_close_dev(out, ref, in.nq, what);
+                        strcat(what, " lse");
+                        expect_close_dev(lse, ref_lse, n_rows, what);
+                        fgi_dev_free(out), fgi_dev_free(lse);
+                    }
+                    fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
+                }
     }
 }

@@ -41,7 +41,7 @@ static void ok(fg_status st, const char *what)
 /* A cache shaped for cfg. */
 static fg_status cache_create(fg_cuda_kv_cache **cache, const fg_config *cfg, int capacity)
 {
-    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, cfg->n_embd / cfg->n_head,
+    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, fg_config_head_dim(cfg),
                                    capacity);
 }
 
@@ -85,8 +85,39 @@ static int make_cases(decoder_case *cases)
     cases[n++] = (decoder_case){"llama MQA, untied, d 64", fgi_test_llama_config(3, 256, 4, 1, 300, 0, 97, 64), 1};
     cases[n++] = (decoder_case){"llama GQA 2/1, flash block 32, d 96",
                                 fgi_test_llama_config(2, 192, 2, 1, 500, 32, 103, 64), 0};
+    /* sliding windows: a short one from layer 1 on (Qwen2's layout), and
+     * one whose lower edge crosses key tiles and decode splits */
+    fg_config win = fgi_test_llama_config(3, 128, 4, 2, 200, 0, 131, 64);
+    win.sliding_window = 5;
+    win.window_first_layer = 1;
+    cases[n++] = (decoder_case){"llama GQA 4/2, window 5 from layer 1, d 32", win, 1};
+    win = fgi_test_gpt2_config(2, 128, 4, 1, 1, 16, 89, 64);
+    win.sliding_window = 40;
+    cases[n++] = (decoder_case){"gpt2 MQA + RoPE, window 40, flash block 16, d 32", win, 0};
+    /* scaled RoPE (the inverse frequencies uploaded as a table): Llama
+     * 3.1's factors with original context 32, so that at d 32 pair 0 is
+     * kept, pair 1 blended and the rest divided; and linear, factor 2.5 */
+    fg_config scaled = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    scaled.rope_base = 500000.0;
+    scaled.rope_scaling = FG_ROPE_LLAMA3;
+    scaled.rope_factor = 8.0;
+    scaled.rope_low_freq_factor = 1.0;
+    scaled.rope_high_freq_factor = 4.0;
+    scaled.rope_original_ctx = 32;
+    cases[n++] = (decoder_case){"llama3-scaled RoPE, d 32", scaled, 1};
+    scaled.rope_scaling = FG_ROPE_LINEAR;
+    scaled.rope_factor = 2.5;
+    cases[n++] = (decoder_case){"linear-scaled RoPE, d 32", scaled, 0};
+    /* head_dim set apart from n_embd / n_head: 48-wide heads on C 128
+     * (decode and generic kernels), 64-wide on C 96 (the mma kernel) */
+    fg_config hd = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    hd.head_dim = 48;
+    cases[n++] = (decoder_case){"llama GQA 4/2, head_dim 48 (C 128)", hd, 1};
+    hd = fgi_test_gpt2_config(2, 96, 2, 1, 1, 0, 89, 64);
+    hd.head_dim = 64;
+    cases[n++] = (decoder_case){"gpt2 GQA 2/1 + RoPE, head_dim 64 (C 96)", hd, 0};
     if (fgi_test_quick()) {
-        static const int keep[] = {0, 3, 4, 7, 9}; /* increasing: copies never clobber */
+        static const int keep[] = {0, 3, 4, 7, 9, 10, 11, 12, 14}; /* increasing: copies never clobber */
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
     }
@@ -186,7 +217,7 @@ Test(cuda_decoder, prefill_then_decode_matches_reference)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(201);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     const int chunks[] = {7, 1, 1, 1, 1, 3, 1, 8}, quick_chunks[] = {7, 1, 3, 1};
     for (int i = 0; i < n_cases; i++) {
@@ -202,7 +233,7 @@ Test(cuda_decoder, forward_last_matches_reference)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(208);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     const int chunks[] = {6, 1, 1, 4, 1};
     const int n_chunks = fgi_test_quick() ? 3 : (int)(sizeof chunks / sizeof *chunks);
@@ -242,7 +273,7 @@ Test(cuda_decoder, decode_steps_through_the_graph_match_reference)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(209);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
         /* 80 positions at least, so that the steps cross the 32- and 64-key
@@ -300,7 +331,7 @@ Test(cuda_decoder, single_tokens_and_long_prefill_match_reference)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(202);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     const int singles[] = {1, 1, 1, 1, 1, 1};
     const int long_prefill[] = {37, 1, 2};
@@ -315,7 +346,7 @@ Test(cuda_decoder, prefill_equals_incremental)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(203);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
         const fg_config *cfg = &cases[i].cfg;
@@ -351,7 +382,7 @@ Test(cuda_decoder, attention_layer_and_block_match_reference)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(204);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     const int chunks[] = {5, 1, 3, 1};
     for (int i = 0; i < n_cases; i++) {
@@ -549,7 +580,7 @@ Test(cuda_decoder, runners_sharing_weights_match_a_lone_runner_bit_for_bit)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(210);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
         const decoder_case *c = &cases[i];
@@ -607,7 +638,7 @@ Test(cuda_decoder, alternating_caches_keep_their_graphs)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(211);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i++) {
         const decoder_case *c = &cases[i];
@@ -625,7 +656,7 @@ Test(cuda_decoder, alternating_caches_keep_their_graphs)
         ok(cache_create(&b, &c->cfg, 12), c->name); /* another capacity: another plan */
         ok(cache_create(&solo_b, &c->cfg, 12), c->name);
         ok(fg_cuda_kv_cache_create(&odd, c->cfg.n_layer + 1, c->cfg.n_kv_head,
-                                   c->cfg.n_embd / c->cfg.n_head, 12),
+                                   fg_config_head_dim(&c->cfg), 12),
            c->name);
         for (int k = 0; k <= turns; k++) {
             const int T = k == 0 ? 3 : 1;
@@ -682,7 +713,7 @@ Test(cuda_decoder, new_caches_never_replay_a_destroyed_cache_graph)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(212);
-    decoder_case cases[16];
+    decoder_case cases[24];
     const int n_cases = make_cases(cases);
     for (int i = 0; i < n_cases; i += fgi_test_quick() ? 2 : 1) {
         const decoder_case *c = &cases[i];
@@ -777,28 +808,6 @@ Test(cuda_decoder_args, bad_arguments_are_refused)
     fg_cuda_runner_destroy(NULL);
     fg_cuda_weights_destroy(NULL);
     fg_cuda_kv_cache_destroy(NULL);
-    fgi_test_model_free(&tm);
-}
-
-/* The CUDA RoPE kernels take only the base: a scaled configuration is
- * refused before any device work, never computed unscaled. */
-Test(cuda_decoder_args, scaled_rope_is_refused)
-{
-    fgi_rng rng = fgi_rng_make(207);
-    fg_config cfg = fg_config_llama(1, 32, 2, 1, 40, 29, 16);
-    cfg.rope_scaling = FG_ROPE_LINEAR;
-    cfg.rope_factor = 2.0;
-    fgi_test_model tm;
-    fgi_test_model_init(&tm, &cfg, &rng, 0);
-    fg_cuda_weights *weights = NULL;
-#ifdef FG_HAVE_CUDA
-    fgi_assert_status(fg_cuda_weights_create(&weights, &cfg, &tm.w), FG_ERR_UNSUPPORTED,
-                      "scaled RoPE (config.rope_scaling 1) is not supported on the CUDA path");
-#else
-    fgi_assert_status(fg_cuda_weights_create(&weights, &cfg, &tm.w), FG_ERR_UNSUPPORTED,
-                      "without CUDA");
-#endif
-    cr_assert(weights == NULL);
     fgi_test_model_free(&tm);
 }
 

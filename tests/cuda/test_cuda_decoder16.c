@@ -110,7 +110,7 @@ static void run_case(const decoder_case *c, fg_dtype dtype, fgi_rng *rng, const 
     cr_assert_eq(fg_cuda_weights_dtype(weights), dtype);
     ok(fg_cuda_runner_create(&runner, weights, 8, 0), c->name);
     ok(fg_cuda_kv_cache_create_typed(&cache, cfg->n_layer, cfg->n_kv_head,
-                                     cfg->n_embd / cfg->n_head, capacity, dtype),
+                                     fg_config_head_dim(cfg), capacity, dtype),
        c->name);
     cr_assert_eq(fg_cuda_kv_cache_dtype(cache), dtype);
     for (int k = 0; k < n_chunks; k++) {

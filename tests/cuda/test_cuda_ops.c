@@ -280,7 +280,7 @@ Test(cuda_fused, qkv_rope_append_matches_reference_ops)
 #ifdef FG_HAVE_CUDA
         const fgi_qkv_append_args a = {dqkv, with_bias ? dbias : NULL, dk, dv, T, n_head, n_kv, d,
                                        cap, dev_pos ? -1 : pos0, dev_pos ? dpos0 : NULL,
-                                       use_rope, base};
+                                       use_rope, base, NULL};
         ok(fgi_cuda_qkv_rope_append("test", &a, 0), what);
 #endif
         /* q columns of the projection; k and v columns are the kernel's

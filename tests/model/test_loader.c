@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "fixture.h"
 #include "hf/hf_golden.h"
+#include "hf/hf_window_golden.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -311,7 +312,7 @@ static int weight_list(const fg_config *c, const fg_weights *w, weight *out, int
         ADD(lw->ln_1_b, C, "layer %d ln_1_b", l);
         ADD(lw->c_attn_w, C * qkv, "layer %d c_attn_w", l);
         ADD(lw->c_attn_b, qkv, "layer %d c_attn_b", l);
-        ADD(lw->c_proj_w, C * C, "layer %d c_proj_w", l);
+        ADD(lw->c_proj_w, (size_t)c->n_head * fg_config_head_dim(c) * C, "layer %d c_proj_w", l);
         ADD(lw->c_proj_b, C, "layer %d c_proj_b", l);
         ADD(lw->ln_2_g, C, "layer %d ln_2_g", l);
         ADD(lw->ln_2_b, C, "layer %d ln_2_b", l);
@@ -361,6 +362,7 @@ static void assert_same_config(const fg_config *got, const fg_config *want)
     cr_assert(got->rope_high_freq_factor == want->rope_high_freq_factor);
     cr_assert_eq(got->rope_original_ctx, want->rope_original_ctx);
     cr_assert_eq(got->use_flash, 0);
+    cr_assert_eq(fg_config_head_dim(got), fg_config_head_dim(want));
 }
 
 /* Every weight bitwise equal, and NULL exactly where the model has none. */
@@ -649,7 +651,7 @@ typedef struct {
 /* Hugging Face (out, in) matrices from our (in, out) layout. */
 static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_weights *w)
 {
-    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, d = C / (size_t)c->n_head;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, d = (size_t)fg_config_head_dim(c);
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
     *h = (hf_llama_layer){fgi_buf_nan(nq * C), fgi_buf_nan(nkv * C), fgi_buf_nan(nkv * C),
@@ -666,7 +668,7 @@ static void to_hf_layer(hf_llama_layer *h, const fg_config *c, const fg_layer_we
             h->gate[r * C + i] = w->fc_w[i * I + r];
             h->up[r * C + i] = w->up_w[i * I + r];
         }
-        for (size_t r = 0; r < C; r++) h->o[i * nq + r] = w->c_proj_w[r * C + i];
+        for (size_t r = 0; r < nq; r++) h->o[i * nq + r] = w->c_proj_w[r * C + i];
     }
     for (size_t r = 0; r < I; r++)
         for (size_t o = 0; o < C; o++) h->down[o * I + r] = w->mlp_proj_w[r * C + o];
@@ -712,7 +714,7 @@ static void llama_list(st_list *l, const fgi_test_model *m, const char *dtype,
                        hf_llama_layer *hf)
 {
     const fg_config *c = &m->cfg;
-    const long long C = c->n_embd, I = c->n_inner, d = C / c->n_head;
+    const long long C = c->n_embd, I = c->n_inner, d = fg_config_head_dim(c);
     const long long nq = c->n_head * d, nkv = c->n_kv_head * d;
     st_add(l, dtype, m->w.wte, 2, c->vocab_size, C, "model.embed_tokens.weight");
     for (int i = 0; i < c->n_layer; i++) {
@@ -832,7 +834,7 @@ static const char *llama_variant(const char *name, const fgi_test_model *m, cons
 static const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static const char *fmt(const char *f, ...)
 {
-    static char buf[8][512];
+    static char buf[8][1024];
     static int next;
     char *b = buf[next++ % 8];
     va_list ap;
@@ -848,6 +850,25 @@ static void variant_loads(const char *dir, const fgi_test_model *m, fgi_rng *rng
     fg_model *loaded = load_ok(fg_model_load_hf, dir);
     assert_same_weights(loaded, m);
     assert_same_logits(loaded, m, rng);
+    fg_model_destroy(loaded);
+}
+
+/* variant_loads for a config with a window: the loaded configuration has
+ * sliding_window `window` from layer `first` on, and computes m with it. */
+static void window_loads(const char *dir, fgi_test_model *m, fgi_rng *rng, int window,
+                         int first)
+{
+    fg_model *loaded = load_ok(fg_model_load_hf, dir);
+    const fg_config *got = fg_model_config(loaded);
+    cr_assert_eq(got->sliding_window, window, "%s: sliding_window %d, expected %d", dir,
+                 got->sliding_window, window);
+    cr_assert_eq(got->window_first_layer, first, "%s: window_first_layer %d, expected %d", dir,
+                 got->window_first_layer, first);
+    assert_same_weights(loaded, m);
+    m->cfg.sliding_window = window;
+    m->cfg.window_first_layer = first;
+    assert_same_logits(loaded, m, rng);
+    m->cfg.sliding_window = m->cfg.window_first_layer = 0;
     fg_model_destroy(loaded);
 }
 
@@ -1014,7 +1035,7 @@ Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
         {", \"attention_bias\": true", "\"attention_bias\": true is not supported",
          FG_ERR_UNSUPPORTED},
         {", \"mlp_bias\": true", "\"mlp_bias\": true is not supported", FG_ERR_UNSUPPORTED},
-        {", \"head_dim\": 2", "\"head_dim\"", FG_ERR_UNSUPPORTED},
+        {", \"head_dim\": 0", "\"head_dim\" must be an integer", FG_ERR_FORMAT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         load_fails(fg_model_load_hf, llama_variant(fmt("r%zu", i), &m, "llama", cases[i].keys),
@@ -1022,6 +1043,34 @@ Test(hf_llama, unknown_rope_settings_are_refused_with_the_key_named)
         assert_message_is_safe();
     }
     fgi_test_model_free(&m);
+}
+
+/* "head_dim" given explicitly and different from hidden_size / heads (as
+ * Mistral-Nemo-style configs do): q, k, v are n_head * head_dim wide and
+ * o_proj reads n_head * head_dim features; narrower and wider heads, both
+ * load and compute what the in-memory model computes. */
+Test(hf_llama, explicit_head_dim)
+{
+    fgi_rng rng = fgi_rng_make(208);
+    for (int k = 0; k < 2; k++) {
+        fg_config c = random_llama_config(&rng);
+        const int natural = c.n_embd / c.n_head;
+        c.head_dim = k == 0 ? natural + 2 : natural - 2; /* natural is 4 .. 10 */
+        fgi_test_model m;
+        fgi_test_model_init(&m, &c, &rng, k == 1);
+        const char *dir = llama_variant(fmt("hd%d", k), &m, "mistral",
+                                        fmt(", \"rope_theta\": %.17g, \"head_dim\": %d, "
+                                            "\"sliding_window\": null, "
+                                            "\"tie_word_embeddings\": %s", c.rope_base,
+                                            c.head_dim, k == 1 ? "false" : "true"));
+        fg_model *loaded = load_ok(fg_model_load_hf, dir);
+        cr_assert_eq(fg_model_config(loaded)->head_dim, c.head_dim, "head_dim %d, expected %d",
+                     fg_model_config(loaded)->head_dim, c.head_dim);
+        assert_same_weights(loaded, &m);
+        assert_same_logits(loaded, &m, &rng);
+        fg_model_destroy(loaded);
+        fgi_test_model_free(&m);
+    }
 }
 
 /* Mistral is the Llama architecture; its sliding window is accepted only
@@ -1033,27 +1082,39 @@ Test(hf_llama, mistral_with_and_without_a_window)
     fgi_test_model m;
     fgi_test_model_init(&m, &c, &rng, 1);
     const char *base = fmt(", \"rope_theta\": %.17g", c.rope_base);
-    variant_loads(llama_variant("m1", &m, "mistral", fmt("%s, \"sliding_window\": null", base)),
-                  &m, &rng);
-    variant_loads(llama_variant("m2", &m, "mistral", fmt("%s, \"sliding_window\": %d, "
-                                "\"layer_types\": [\"full_attention\"]", base, c.n_ctx)),
-                  &m, &rng);
-    load_fails(fg_model_load_hf, llama_variant("m3", &m, "mistral",
-               fmt("%s, \"sliding_window\": %d", base, c.n_ctx - 1)), FG_ERR_UNSUPPORTED,
-               "\"sliding_window\"");
+    window_loads(llama_variant("m1", &m, "mistral", fmt("%s, \"sliding_window\": null", base)),
+                 &m, &rng, 0, 0);
+    window_loads(llama_variant("m2", &m, "mistral", fmt("%s, \"sliding_window\": %d, "
+                               "\"layer_types\": [\"full_attention\"]", base, c.n_ctx)),
+                 &m, &rng, c.n_ctx, 0);
+    /* a window inside the context is computed, on every layer */
+    window_loads(llama_variant("m3", &m, "mistral",
+                               fmt("%s, \"sliding_window\": %d", base, c.n_ctx / 3)),
+                 &m, &rng, c.n_ctx / 3, 0);
+    /* absent: transformers' default of 4096 */
+    window_loads(llama_variant("m5", &m, "mistral", base), &m, &rng, 4096, 0);
+    /* transformers' Mistral ignores layer_types; refused rather than guessed */
     load_fails(fg_model_load_hf, llama_variant("m4", &m, "mistral",
                fmt("%s, \"layer_types\": [\"sliding_attention\"]", base)), FG_ERR_UNSUPPORTED,
                "\"layer_types\": \"sliding_attention\"");
+    load_fails(fg_model_load_hf, llama_variant("m6", &m, "mistral",
+               fmt("%s, \"sliding_window\": 0", base)), FG_ERR_FORMAT, "\"sliding_window\"");
+    /* Llama has no window: one inside the context is refused */
+    load_fails(fg_model_load_hf, llama_variant("l1", &m, "llama",
+               fmt("%s, \"sliding_window\": %d", base, c.n_ctx - 1)), FG_ERR_UNSUPPORTED,
+               "\"sliding_window\"");
     fgi_test_model_free(&m);
 }
 
 /* Qwen2: q/k/v biases always, classifier tied unless the config says not,
- * sliding window only when switched on. */
+ * sliding window only when switched on, and then from layer
+ * max_window_layers on (or where layer_types says). */
 Test(hf_llama, qwen2_biases_tied_and_untied)
 {
     fgi_rng rng = fgi_rng_make(207);
     for (int untied = 0; untied < 2; untied++) {
         fg_config c = random_llama_config(&rng);
+        c.n_layer = 3; /* a full layer, then sliding ones */
         fgi_test_model m;
         fgi_test_model_init(&m, &c, &rng, untied);
         float *biases[3] = {NULL, NULL, NULL};
@@ -1061,14 +1122,40 @@ Test(hf_llama, qwen2_biases_tied_and_untied)
             biases[i] = fgi_buf_normal(&rng, (size_t)fg_config_qkv_width(&c), 0.1);
             m.layers[i].c_attn_b = biases[i];
         }
-        const char *keys = fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 1, "
-                               "\"max_window_layers\": 1", c.rope_base,
-                               untied ? ", \"tie_word_embeddings\": false" : "");
-        variant_loads(llama_variant(fmt("q%d", untied), &m, "qwen2",
-                                    fmt("%s, \"use_sliding_window\": false", keys)), &m, &rng);
-        load_fails(fg_model_load_hf, llama_variant(fmt("qs%d", untied), &m, "qwen2",
-                   fmt("%s, \"use_sliding_window\": true", keys)), FG_ERR_UNSUPPORTED,
-                   "\"use_sliding_window\": true");
+        const char *tie = untied ? ", \"tie_word_embeddings\": false" : "";
+        char keys[256]; /* fmt's buffers are reused */
+        snprintf(keys, sizeof keys, ", \"rope_theta\": %.17g%s, \"sliding_window\": 2, "
+                 "\"max_window_layers\": 1", c.rope_base, tie);
+        window_loads(llama_variant(fmt("q%d", untied), &m, "qwen2",
+                                   fmt("%s, \"use_sliding_window\": false", keys)),
+                     &m, &rng, 0, 0);
+        window_loads(llama_variant(fmt("qs%d", untied), &m, "qwen2",
+                                   fmt("%s, \"use_sliding_window\": true", keys)),
+                     &m, &rng, 2, 1);
+        window_loads(llama_variant(fmt("qt%d", untied), &m, "qwen2",
+                                   fmt("%s, \"use_sliding_window\": true, \"layer_types\": "
+                                       "[\"full_attention\", \"full_attention\", "
+                                       "\"sliding_attention\"]", keys)),
+                     &m, &rng, 2, 2);
+        /* every layer past max_window_layers: no window at all */
+        window_loads(llama_variant(fmt("qm%d", untied), &m, "qwen2",
+                                   fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 2, "
+                                       "\"max_window_layers\": 3, \"use_sliding_window\": "
+                                       "true", c.rope_base, tie)),
+                     &m, &rng, 0, 0);
+        window_loads(llama_variant(fmt("q0%d", untied), &m, "qwen2",
+                                   fmt(", \"rope_theta\": %.17g%s, \"sliding_window\": 3, "
+                                       "\"max_window_layers\": 0, \"use_sliding_window\": "
+                                       "true", c.rope_base, tie)),
+                     &m, &rng, 3, 0);
+        load_fails(fg_model_load_hf, llama_variant(fmt("qx%d", untied), &m, "qwen2",
+                   fmt("%s, \"use_sliding_window\": true, \"layer_types\": "
+                       "[\"sliding_attention\", \"full_attention\", \"full_attention\"]",
+                       keys)), FG_ERR_UNSUPPORTED, "\"layer_types\"");
+        load_fails(fg_model_load_hf, llama_variant(fmt("qy%d", untied), &m, "qwen2",
+                   fmt("%s, \"use_sliding_window\": false, \"layer_types\": "
+                       "[\"full_attention\", \"sliding_attention\", \"sliding_attention\"]",
+                       keys)), FG_ERR_UNSUPPORTED, "\"layer_types\"");
         for (int i = 0; i < 3; i++) fgi_buf_free(biases[i]);
         for (int i = 0; i < c.n_layer; i++) m.layers[i].c_attn_b = NULL;
         /* written without biases: Qwen2 needs them */
@@ -1294,6 +1381,54 @@ Test(hf_golden, qwen2_biases_tied_linear_scaling)
     golden_logits("qwen2", hf_golden_qwen2, FG_ROPE_LINEAR);
 }
 Test(hf_golden, mistral_sharded) { golden_logits("mistral", hf_golden_mistral, FG_ROPE_DEFAULT); }
+
+/* Sliding windows and an explicit head_dim against transformers itself
+ * (tests/model/hf/gen_hf_window.py: save_pretrained, then the float64 model
+ * with eager attention): the folder loads with the window (and head_dim) it
+ * declares, the reference matches transformers' logits at the fp32 rule,
+ * and the same weights without the window are far from them (every
+ * window here cuts keys of the ten tokens). */
+static void window_golden(const char *folder, const float *want, int window, int first,
+                          int head_dim)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/model/hf/%s", FG_SOURCE_DIR, folder);
+    fg_model *m = load_ok(fg_model_load_hf, dir);
+    fg_config c = *fg_model_config(m);
+    cr_assert_eq(c.sliding_window, window, "%s: sliding_window %d", folder, c.sliding_window);
+    cr_assert_eq(c.window_first_layer, first, "%s: window_first_layer %d", folder,
+                 c.window_first_layer);
+    cr_assert_eq(fg_config_head_dim(&c), head_dim, "%s: head_dim %d", folder,
+                 fg_config_head_dim(&c));
+    const size_t n = (size_t)HF_WINDOW_T * HF_WINDOW_VOCAB;
+    float *logits = fgi_buf_nan(n);
+    for (int pass = 0; pass < 2; pass++) {
+        fg_kv_cache *cache = NULL;
+        cr_assert_eq(fg_kv_cache_create(&cache, &c, HF_WINDOW_T), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_ref_forward(logits, NULL, &c, fg_model_weights(m), cache, hf_window_ids,
+                                    HF_WINDOW_T), FG_OK, "%s", fg_last_error());
+        fg_kv_cache_destroy(cache);
+        if (pass == 0) {
+            fgi_assert_close(logits, want, n, 1e-4, 1e-4, 1e-5, folder);
+            c.sliding_window = 0; /* the window must matter */
+        } else {
+            cr_assert(fgi_max_abs_diff(logits, want, n) > 1e-2,
+                      "%s: the logits without the window are as close (%g)", folder,
+                      fgi_max_abs_diff(logits, want, n));
+        }
+    }
+    fgi_buf_free(logits);
+    fg_model_destroy(m);
+}
+
+Test(hf_golden, mistral_window_3_head_dim_12)
+{
+    window_golden("mistral_window", hf_golden_mistral_window, 3, 0, 12);
+}
+Test(hf_golden, qwen2_window_4_from_layer_1)
+{
+    window_golden("qwen2_window", hf_golden_qwen2_window, 4, 1, 8);
+}
 
 /* The permutation must turn Hugging Face's half-split rotation into our
  * interleaved one. Independently of how the test laid the file out: apply

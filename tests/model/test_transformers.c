@@ -64,3 +64,10 @@ FOLDER_TESTS(mistral_bf16_sharded)
 /* GPT-2 with transformers' own names (transformer.h.N.attn.c_attn ...). */
 FOLDER_TESTS(gpt2_f32)
 FOLDER_TESTS(gpt2_f16)
+/* Mistral with a 4-key sliding window over the 12-token prompt. */
+FOLDER_TESTS(mistral_window4)
+/* Qwen2 with use_sliding_window: layer 0 full, layer 1 a 3-key window
+ * (max_window_layers 1, layer_types as transformers 5 writes them). */
+FOLDER_TESTS(qwen2_window3)
+/* head_dim 12 given explicitly (hidden 32 / 4 heads would be 8). */
+FOLDER_TESTS(llama_head_dim12)

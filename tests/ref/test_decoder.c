@@ -94,6 +94,55 @@ Test(decoder, flash_prefill_equals_incremental)
     check_prefill_equals_incremental(c, 0, 44);
 }
 
+Test(decoder, window_prefill_equals_incremental)
+{
+    fg_config c = llama_cfg();
+    c.sliding_window = 4;
+    c.window_first_layer = 1;
+    check_prefill_equals_incremental(c, 1, 57);
+    c.use_flash = 1;
+    c.flash_block = 3;
+    c.window_first_layer = 0;
+    check_prefill_equals_incremental(c, 0, 58);
+}
+
+/* A window that covers every key is no window, bit for bit; a shorter one
+ * changes exactly the rows past it (rows p < W see every key either way),
+ * and only from the first windowed layer on. */
+Test(decoder, window_of_the_context_is_no_window)
+{
+    fgi_rng rng = fgi_rng_make(59);
+    fg_config c = llama_cfg();
+    fgi_test_model m;
+    fgi_test_model_init(&m, &c, &rng, 0);
+    const int T = 17, chunks[2] = {11, 6};
+    const size_t V = VOCAB;
+    int ids[17];
+    fgi_test_random_ids(ids, T, VOCAB, &rng);
+    float *none = run_chunked(&m, ids, chunks, 2);
+    const int wide[] = {T, T + 1, CTX, 1 << 30};
+    for (int i = 0; i < 4; i++) {
+        m.cfg.sliding_window = wide[i];
+        m.cfg.window_first_layer = i % 2;
+        float *w = run_chunked(&m, ids, chunks, 2);
+        fgi_assert_same(w, none, sizeof(float) * T * V, "window >= context vs none");
+        fgi_buf_free(w);
+    }
+    m.cfg.sliding_window = 5;
+    m.cfg.window_first_layer = 0;
+    float *w = run_chunked(&m, ids, chunks, 2);
+    fgi_assert_same(w, none, sizeof(float) * 5 * V, "rows inside the window");
+    for (int t = 5; t < T; t++)
+        cr_assert(fgi_max_abs_diff(w + t * V, none + t * V, V) > 1e-6,
+                  "row %d is past the window and must change", t);
+    fgi_buf_free(w);
+    m.cfg.window_first_layer = c.n_layer; /* no layer has it */
+    w = run_chunked(&m, ids, chunks, 2);
+    fgi_assert_same(w, none, sizeof(float) * T * V, "window from a layer past the last");
+    fgi_buf_free(w), fgi_buf_free(none);
+    fgi_test_model_free(&m);
+}
+
 Test(decoder, flash_on_and_off_agree)
 {
     const fg_config bases[] = {gpt2_cfg(), gpt2_gqa_rope_cfg(), llama_cfg()};
@@ -152,7 +201,7 @@ static void check_layer_against_ops(fg_config cfg, uint64_t stream)
     fgi_rng rng = fgi_rng_make(stream);
     fgi_test_model m;
     fgi_test_model_init(&m, &cfg, &rng, 0);
-    const int C = cfg.n_embd, nh = cfg.n_head, nkv = cfg.n_kv_head, d = C / nh;
+    const int C = cfg.n_embd, nh = cfg.n_head, nkv = cfg.n_kv_head, d = fg_config_head_dim(&cfg);
     const int qkv_w = fg_config_qkv_width(&cfg), steps[3] = {5, 1, 3}, total = 9;
     const fg_layer_weights *lw = &m.layers[1];
     fg_kv_cache *cache;
@@ -207,7 +256,8 @@ static void check_layer_against_ops(fg_config cfg, uint64_t stream)
         }
         float *att = fgi_buf_nan((size_t)nh * T * d), *merged = fgi_buf_nan((size_t)T * nh * d);
         float *expect = fgi_buf_nan((size_t)T * C);
-        cr_assert_eq(fg_ref_gqa(att, qh, kc, vc, nh, nkv, T, kv_len, d), FG_OK);
+        cr_assert_eq(fg_ref_gqa_window(att, qh, kc, vc, nh, nkv, T, kv_len, d,
+                                       fg_config_layer_window(&cfg, 1)), FG_OK);
         cr_assert_eq(fg_ref_merge_heads(merged, att, nh, T, d), FG_OK);
         cr_assert_eq(fg_ref_linear(expect, merged, lw->c_proj_w, lw->c_proj_b, T, nh * d, C), FG_OK);
         fgi_assert_close(out, expect, (size_t)T * C, 1e-5, 1e-5, 1e-6, "attention layer vs ops");
@@ -223,6 +273,45 @@ static void check_layer_against_ops(fg_config cfg, uint64_t stream)
 Test(attention_layer, equals_public_ops_mha) { check_layer_against_ops(gpt2_cfg(), 47); }
 Test(attention_layer, equals_public_ops_gqa_rope) { check_layer_against_ops(gpt2_gqa_rope_cfg(), 48); }
 Test(attention_layer, equals_public_ops_llama) { check_layer_against_ops(llama_cfg(), 49); }
+
+/* A sliding window on layer 1 (from window_first_layer 1), and one that
+ * starts after it (layer 1 then has none). */
+static fg_config llama_window_cfg(int window, int first)
+{
+    fg_config c = llama_cfg();
+    c.sliding_window = window;
+    c.window_first_layer = first;
+    return c;
+}
+
+/* head_dim set apart from n_embd / n_head (Hugging Face "head_dim"):
+ * wider and narrower heads than the hidden size implies. */
+static fg_config llama_head_dim_cfg(int head_dim)
+{
+    fg_config c = llama_cfg();
+    c.head_dim = head_dim;
+    return c;
+}
+
+Test(attention_layer, equals_public_ops_llama_head_dim)
+{
+    check_layer_against_ops(llama_head_dim_cfg(6), 60);
+    check_layer_against_ops(llama_head_dim_cfg(2), 61);
+}
+
+Test(decoder, head_dim_prefill_equals_incremental)
+{
+    check_prefill_equals_incremental(llama_head_dim_cfg(10), 1, 62);
+    fg_config c = gpt2_gqa_rope_cfg();
+    c.head_dim = 4; /* n_embd 48 / 6 heads would be 8 */
+    check_prefill_equals_incremental(c, 0, 63);
+}
+
+Test(attention_layer, equals_public_ops_llama_window)
+{
+    check_layer_against_ops(llama_window_cfg(3, 1), 55);
+    check_layer_against_ops(llama_window_cfg(2, 2), 56);
+}
 
 /* docs/contract.md §17 rebuilt: x += attention(norm_1(x)); x += mlp(norm_2(x)). */
 static void check_block_against_ops(fg_config cfg, uint64_t stream)
@@ -330,7 +419,7 @@ static void bad_setup(bad_fixture *f, fg_config cfg, uint64_t stream)
     fgi_test_random_ids(ids, 5, cfg.vocab_size, &rng);
     float *l = run_forward(&f->m, f->cache, ids, 5); /* 5 of 8 slots used */
     fgi_buf_free(l);
-    f->cache_floats = (size_t)2 * cfg.n_layer * cfg.n_kv_head * 8 * (cfg.n_embd / cfg.n_head);
+    f->cache_floats = (size_t)2 * cfg.n_layer * cfg.n_kv_head * 8 * fg_config_head_dim(&cfg);
     f->cache_copy = fgi_buf_copy(f->cache->layers[0].k, f->cache_floats);
     for (int i = 0; i < cfg.n_layer; i++) f->lens[i] = f->cache->layers[i].len;
     f->logits = fgi_buf_normal(&rng, (size_t)8 * cfg.vocab_size, 1.0);
@@ -376,6 +465,10 @@ Test(forward_bad_input, every_class_refused_with_cache_untouched)
     fg_config k = c;
     k.n_embd = 50; /* 50 % 6 */
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "multiple of config.n_head");
+    k = c, k.head_dim = -2;
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "config.head_dim");
+    k = c, k.head_dim = 7; /* odd with RoPE */
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "even head_dim");
     k = c, k.n_kv_head = 4; /* 6 % 4 */
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "multiple of config.n_kv_head");
     k = c, k.n_embd = 42, k.n_head = 6, k.n_kv_head = 6; /* head_dim 7 with RoPE */
@@ -384,6 +477,10 @@ Test(forward_bad_input, every_class_refused_with_cache_untouched)
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "flash_block");
     k = c, k.n_layer = 0;
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "n_layer");
+    k = c, k.sliding_window = -1;
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "sliding_window");
+    k = c, k.sliding_window = 2, k.window_first_layer = -1;
+    fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "window_first_layer");
     k = c, k.vocab_size = -5;
     fgi_assert_status(fg_ref_forward(f.logits, NULL, &k, w, f.cache, ids, 1), E, "vocab_size");
     k = c, k.arch = (fg_arch)7;

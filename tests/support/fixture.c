@@ -19,7 +19,8 @@ void fgi_test_model_init(fgi_test_model *m, const fg_config *cfg, fgi_rng *rng,
                         int untied)
 {
     const size_t C = (size_t)cfg->n_embd, I = (size_t)cfg->n_inner;
-    const size_t qkv = (size_t)fg_config_qkv_width(cfg), att = C;
+    const size_t qkv = (size_t)fg_config_qkv_width(cfg);
+    const size_t att = (size_t)cfg->n_head * (size_t)fg_config_head_dim(cfg);
     const int gpt2 = cfg->arch == FG_ARCH_GPT2;
     const double proj = 1.0 / sqrt((double)C);
     *m = (fgi_test_model){.cfg = *cfg};
