@@ -42,10 +42,23 @@
  * file is new): date, card, --commit, peer version ("-" for ours), sweep,
  * implementation, dtype, shape, ms, value, unit. --tiny shrinks every sweep
  * to a few small points, to prove the code path on the CUDA emulator.
+ *
+ * Batched decode (fg_cuda_decode_attention's entry, after the table, in
+ * --dtype f32|bf16|f16; the table's fp32 decode rows run in f32 only): GQA
+ * 32/8 heads, D 128, batch 1 and 8 at kv 4096 and 32768, and batch 8 with
+ * key counts 4096, 8192, .. 32768 in one call. GB/s counts the K and V
+ * bytes read (2*Hkv*D*element size*the key counts); every decode line also
+ * gives copy_pct, its GB/s as a percentage of a 1 GiB device-to-device
+ * copy measured at the start of the same run (the "ceiling copy" line;
+ * not with --case). Lines:
+ *   decode dtype=bf16 B=8 Hq=32 Hkv=8 D=128 kv=4096 ms=0.1 gbps=1.0 copy_pct=1.0
+ *   decode dtype=bf16 B=8 Hq=32 Hkv=8 D=128 kv=mixed4096-32768 ms=...
+ * With --tiny the table gives way to two emulator-sized batched cases.
  * Usage: bench_attention [--runs N] [--out FILE] [--only prefill|decode]
  *                        [--case N] [--hold-us N] [--sweep] [--dtype T]
  *                        [--sweep-prefill] [--sweep-decode] [--ceilings]
- *                        [--csv FILE] [--commit ID] [--tiny] */
+ *                        [--csv FILE] [--commit ID] [--tiny]
+ *                        [--dtype f32|bf16|f16] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention/attention_internal.h"
@@ -286,6 +299,10 @@ static int time_case(const bench_case *c, const bench_tuning *tunes, int n_tunes
     return ok;
 }
 
+/* GB/s of the run's device-to-device copy (0: not measured): decode lines
+ * give their GB/s as a percentage of it. */
+static double copy_gbps;
+
 /* printf to stdout and, when open, to the --out file. */
 static void print_both(FILE *file, const char *fmt, ...)
 {
@@ -313,8 +330,11 @@ static void report(FILE *file, const char *prefix, const bench_case *c, double m
                    c->Hq, c->S, c->D, ms, flops / (ms * 1e-3) / 1e12, suffix);
     } else {
         const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
-        print_both(file, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f%s\n", prefix,
-                   c->B, c->Hq, c->Hkv, c->D, c->kv, ms, bytes / (ms * 1e-3) / 1e9, suffix);
+        const double gbps = bytes / (ms * 1e-3) / 1e9;
+        char pct[32] = "";
+        if (copy_gbps > 0) snprintf(pct, sizeof pct, " copy_pct=%.1f", 100.0 * gbps / copy_gbps);
+        print_both(file, "%sdecode B=%d Hq=%d Hkv=%d D=%d kv=%d ms=%.4f gbps=%.1f%s%s\n", prefix,
+                   c->B, c->Hq, c->Hkv, c->D, c->kv, ms, gbps, pct, suffix);
     }
 }
 
@@ -355,6 +375,170 @@ static void report_tuning(FILE *file, const bench_case *c, const bench_tuning *t
         snprintf(prefix, sizeof prefix, "sweep kernel=%s splits=%d tile=%d ", names[t->kernel],
                  t->n_splits, t->block_size);
     report(file, prefix, c, ms, suffix);
+}
+
+/* Batched decode ------------------------------------------------------------ */
+
+/* One batched decode case: key counts all at capacity, or (mixed) sequence
+ * b at capacity*(b+1)/B. bench/sdpa_peer.py holds the same list. */
+typedef struct {
+    int B, Hq, Hkv, D, capacity, mixed;
+} batch_case;
+
+static const batch_case batch_cases[] = {
+    {1, 32, 8, 128, 4096, 0},  {8, 32, 8, 128, 4096, 0},  {1, 32, 8, 128, 32768, 0},
+    {8, 32, 8, 128, 32768, 0}, {8, 32, 8, 128, 32768, 1},
+};
+static const batch_case tiny_batch_cases[] = {{1, 4, 2, 32, 64, 0}, {3, 4, 2, 32, 256, 1}};
+
+static int batch_len(const batch_case *c, int b)
+{
+    return c->mixed ? (int)((long long)c->capacity * (b + 1) / c->B) : c->capacity;
+}
+
+/* Device tensors of one rotated set. */
+typedef struct {
+    void *q, *k, *v, *out;
+} batch_set;
+
+/* Fills n elements of dtype at dev with a repeated block of random values
+ * (timing needs no more than finite, varied data). */
+static int fill_device(void *dev, fg_dtype dtype, size_t n, unsigned long long *state)
+{
+    enum { BLOCK = 1 << 20 };
+    const size_t es = fg_dtype_size(dtype);
+    float *host = malloc(sizeof(float) * BLOCK);
+    void *staged = malloc(es * BLOCK);
+    int ok = host != NULL && staged != NULL;
+    if (ok) bench_fill_random(host, BLOCK, 2.0, state);
+    ok = ok && bench_check(fg_dtype_from_f32(dtype, staged, host, BLOCK), "convert");
+    for (size_t at = 0; ok && at < n; at += BLOCK) {
+        const size_t len = n - at < BLOCK ? n - at : BLOCK;
+        ok = bench_check(fg_cuda_upload((char *)dev + es * at, staged, es * len), "upload");
+    }
+    free(host), free(staged);
+    return ok;
+}
+
+/* Median milliseconds of one batched case in dtype (negative: failed, the
+ * reason on stderr), with the method of time_tuning. */
+static double time_batch_case(const batch_case *c, fg_dtype dtype, int runs, unsigned hold_us)
+{
+    const size_t es = fg_dtype_size(dtype);
+    const size_t q_elems = (size_t)c->B * c->Hq * c->D;
+    const size_t kv_elems = (size_t)c->B * c->Hkv * c->capacity * c->D;
+    const size_t set_bytes = es * (2 * q_elems + 2 * kv_elems);
+    int n_sets = (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
+    if (n_sets < 2) n_sets = 2;
+    if (n_sets > MAX_SETS) n_sets = MAX_SETS;
+    while (n_sets > 1 && (size_t)n_sets * set_bytes > MAX_TOTAL_BYTES) n_sets--;
+    batch_set sets[MAX_SETS];
+    memset(sets, 0, sizeof sets);
+    int lens[64];
+    for (int b = 0; b < c->B && b < 64; b++) lens[b] = batch_len(c, b);
+    int *d_lens = NULL;
+    void *workspace = NULL;
+    size_t ws_bytes = 0;
+    cudaEvent_t start = NULL, stop = NULL;
+    float *times = calloc((size_t)runs, sizeof(float));
+    unsigned long long state = 0xdec0deULL;
+    int ok = times != NULL && c->B <= 64 &&
+             bench_check(fg_cuda_malloc((void **)&d_lens, sizeof(int) * c->B), "malloc lens") &&
+             bench_check(fg_cuda_upload(d_lens, lens, sizeof(int) * c->B), "upload lens");
+    for (int s = 0; ok && s < n_sets; s++)
+        ok = bench_check(fg_cuda_malloc(&sets[s].q, es * q_elems), "malloc q") &&
+             bench_check(fg_cuda_malloc(&sets[s].out, es * q_elems), "malloc out") &&
+             bench_check(fg_cuda_malloc(&sets[s].k, es * kv_elems), "malloc k") &&
+             bench_check(fg_cuda_malloc(&sets[s].v, es * kv_elems), "malloc v") &&
+             fill_device(sets[s].q, dtype, q_elems, &state) &&
+             fill_device(sets[s].k, dtype, kv_elems, &state) &&
+             fill_device(sets[s].v, dtype, kv_elems, &state);
+    fgi_decode_args a = {.dtype = dtype, .batch = c->B, .n_q_head = c->Hq, .n_kv_head = c->Hkv,
+                         .head_dim = c->D, .capacity = c->capacity};
+    if (ok) {
+        a.out = sets[0].out, a.q = sets[0].q, a.k_cache = sets[0].k, a.v_cache = sets[0].v;
+        a.kv_lens = d_lens;
+        ws_bytes = fgi_cuda_decode_workspace_bytes(&a);
+        if (ws_bytes > 0)
+            ok = bench_check(fg_cuda_malloc(&workspace, ws_bytes), "malloc workspace") &&
+                 bench_check(fg_cuda_memset(workspace, 0, ws_bytes), "zero workspace");
+        ok = ok && bench_check_cuda(cudaEventCreate(&start), "event") &&
+             bench_check_cuda(cudaEventCreate(&stop), "event");
+    }
+    int exposed = 0;
+    for (int r = -WARMUP; ok && r < runs; r++) {
+        const batch_set *b = &sets[(r + WARMUP) % n_sets];
+        a.out = b->out, a.q = b->q, a.k_cache = b->k, a.v_cache = b->v;
+        const double enqueue_start = host_us();
+        ok = (hold_us == 0 || bench_check_cuda(bench_gpu_hold(hold_us, NULL), "hold")) &&
+             bench_check_cuda(cudaEventRecord(start, NULL), "record") &&
+             bench_check(fgi_cuda_decode_attention("bench_attention", &a, workspace, ws_bytes,
+                                                   NULL, NULL),
+                         "decode attention") &&
+             bench_check_cuda(cudaEventRecord(stop, NULL), "record");
+        if (ok && hold_us > 0 && r >= 0 && host_us() - enqueue_start >= hold_us) exposed++;
+        ok = ok && bench_check_cuda(cudaEventSynchronize(stop), "synchronize");
+        float ms = 0.0f;
+        if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        if (ok && r >= 0) times[r] = ms;
+    }
+    if (ok && exposed > 0)
+        fprintf(stderr, "bench_attention: %d calls took longer to enqueue than the hold\n",
+                exposed);
+    if (ok) {
+        /* a finite first output row, or the timing means nothing */
+        unsigned char raw[8 * 4];
+        float first[8];
+        ok = bench_check(fg_cuda_download(raw, sets[0].out, es * 8), "download") &&
+             bench_check(fg_dtype_to_f32(dtype, first, raw, 8), "convert");
+        for (int i = 0; ok && i < 8; i++)
+            if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
+                fprintf(stderr, "bench_attention: non-finite decode output\n");
+                ok = 0;
+            }
+    }
+    const double ms = ok ? bench_median(times, runs) : -1.0;
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    for (int s = 0; s < n_sets; s++) {
+        fg_cuda_free(sets[s].q), fg_cuda_free(sets[s].k);
+        fg_cuda_free(sets[s].v), fg_cuda_free(sets[s].out);
+    }
+    fg_cuda_free(workspace), fg_cuda_free(d_lens);
+    free(times);
+    return ms;
+}
+
+/* Times every batched case in dtype, one line each. Returns 0 if any failed. */
+static int run_batch_decode(fg_dtype dtype, int tiny, int runs, unsigned hold_us, FILE *file)
+{
+    const batch_case *list = tiny ? tiny_batch_cases : batch_cases;
+    const int n = tiny ? (int)(sizeof tiny_batch_cases / sizeof tiny_batch_cases[0])
+                       : (int)(sizeof batch_cases / sizeof batch_cases[0]);
+    int all_ok = 1;
+    for (int i = 0; i < n; i++) {
+        const batch_case *c = &list[i];
+        char kv[48];
+        double keys = 0;
+        for (int b = 0; b < c->B; b++) keys += batch_len(c, b);
+        if (c->mixed)
+            snprintf(kv, sizeof kv, "mixed%d-%d", batch_len(c, 0), batch_len(c, c->B - 1));
+        else
+            snprintf(kv, sizeof kv, "%d", c->capacity);
+        const double ms = time_batch_case(c, dtype, runs, hold_us);
+        if (ms < 0) {
+            printf("decode dtype=%s B=%d kv=%s failed\n", fg_dtype_name(dtype), c->B, kv);
+            all_ok = 0;
+            continue;
+        }
+        const double gbps =
+            2.0 * c->Hkv * c->D * (double)fg_dtype_size(dtype) * keys / (ms * 1e-3) / 1e9;
+        char pct[32] = "";
+        if (copy_gbps > 0) snprintf(pct, sizeof pct, " copy_pct=%.1f", 100.0 * gbps / copy_gbps);
+        print_both(file, "decode dtype=%s B=%d Hq=%d Hkv=%d D=%d kv=%s ms=%.4f gbps=%.1f%s\n",
+                   fg_dtype_name(dtype), c->B, c->Hq, c->Hkv, c->D, kv, ms, gbps, pct);
+    }
+    return all_ok;
 }
 
 /* Sweep points (issue 19); bench/sdpa_peer.py holds the same lists. */
@@ -632,20 +816,20 @@ int main(int argc, char **argv)
         return ok ? 0 : 1;
     }
     int failed = 0;
-    double copy_ms = 0.0, copy_gbps = 0.0;
+    double copy_ms = 0.0;
     const size_t copy_bytes = tiny ? ((size_t)1 << 20) : ((size_t)1 << 30);
+    /* the copy that GB/s rows are a percentage of, in this run */
     if (bench_copy_bandwidth(copy_bytes, runs, &copy_ms, &copy_gbps))
         print_both(file, "copy bytes=%zu ms=%.4f gbps=%.1f\n", copy_bytes, copy_ms, copy_gbps);
     else
-        failed = 1;
+        copy_gbps = 0, failed = 1;
+    const int decode_rows = !only || strcmp(only, "decode") == 0;
     for (int i = 0; i < n_cases; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;
         if (only_case && i + 1 != only_case) continue;
-        if (!case_runs_in_dtype(&cases[i])) {
-            printf("%s B=%d skipped: no %s decode timing here\n", cases[i].kind, cases[i].B,
-                   fg_dtype_name(bench_dtype));
-            continue;
-        }
+        /* --tiny: no table; the table's decode rows are the fp32 path, 16-bit
+         * decode is timed by the batched rows below */
+        if (tiny || !case_runs_in_dtype(&cases[i])) continue;
         bench_tuning tunes[MAX_TUNES];
         case_times times;
         const int n = case_tunings(&cases[i], sweep, tunes);
@@ -666,6 +850,8 @@ int main(int argc, char **argv)
                              "%ld us hold; their host time is in the numbers above\n",
                        times.exposed, hold_us);
     }
+    if (decode_rows && !only_case)
+        failed |= !run_batch_decode(bench_dtype, tiny, runs, (unsigned)hold_us, file);
     if (file) fclose(file);
     return failed;
 }

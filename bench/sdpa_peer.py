@@ -29,6 +29,14 @@ bench_attention's options of those names (SWEEP_SEQS / SWEEP_KVS below);
 --csv FILE appends one row per point in bench_attention's CSV columns, the
 peer version being "torch <version>".
 
+Batched decode (bench_attention's batched lines, same shapes): q (B, 32, 1,
+128), K/V (B, 8, kv, 128) in --dtype f32|bf16|f16 (TF32 off for f32), one
+SDPA call for the batch; the mixed case (key counts 4096 .. 32768 in one
+batch, which SDPA cannot take in one call) is one call per sequence over
+its own keys, all timed together. GB/s counts the same bytes as ours, and
+copy_pct relates it to a 1 GiB device-to-device copy (GB/s counting read
+and write) measured at the start of the run ("peer copy" line).
+
 Usage: sdpa_peer.py [--runs N] [--ours FILE|-] [--only prefill|decode] [--hold-us N]
                     [--sweep-prefill] [--sweep-decode] [--csv FILE] [--commit ID]
                     [--dtype f32|bf16|f16]
@@ -49,6 +57,16 @@ CASES = [
     ("decode", 1, 32, 8, 1, 32768, 128),
     ("decode", 8, 32, 8, 1, 32768, 128),
 ]
+# Batched decode: bench_attention.c's batch_cases, kept identical:
+# (B, Hq, Hkv, D, capacity, mixed); mixed: sequence b has capacity*(b+1)//B keys.
+BATCH_CASES = [
+    (1, 32, 8, 128, 4096, False),
+    (8, 32, 8, 128, 4096, False),
+    (1, 32, 8, 128, 32768, False),
+    (8, 32, 8, 128, 32768, False),
+    (8, 32, 8, 128, 32768, True),
+]
+ELEM_BYTES = {"f32": 4, "bf16": 2, "f16": 2}
 # The sweep points: bench_attention.c's sweep_cases, kept identical.
 SWEEP_SEQS = [512, 1024, 2048, 4096, 8192, 16384]
 SWEEP_KVS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
@@ -191,6 +209,91 @@ def parse_ours(text):
     return ours
 
 
+def batch_lens(case):
+    B, _, _, _, cap, mixed = case
+    return [cap * (b + 1) // B for b in range(B)] if mixed else [cap] * B
+
+
+def batch_key(case, dtype):
+    B, Hq, Hkv, D, cap, mixed = case
+    lens = batch_lens(case)
+    kv = "mixed%d-%d" % (lens[0], lens[-1]) if mixed else "%d" % cap
+    return "decode dtype=%s B=%d Hq=%d Hkv=%d D=%d kv=%s" % (dtype, B, Hq, Hkv, D, kv)
+
+
+def time_batch_case(torch, F, case, dtype, runs, has_gqa, hold_us, cycles):
+    """Median ms of one batched decode case (the method of time_case)."""
+    B, Hq, Hkv, D, cap, mixed = case
+    tdt = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[dtype]
+    lens = batch_lens(case)
+    set_bytes = ELEM_BYTES[dtype] * (2 * B * Hq * D + 2 * B * Hkv * cap * D)
+    n_sets = max(2, min(MAX_SETS, -(-ROTATE_BYTES // set_bytes)))
+    while n_sets > 1 and n_sets * set_bytes > MAX_TOTAL_BYTES:
+        n_sets -= 1
+    gen = torch.Generator(device="cuda").manual_seed(1234)
+    sets = []
+    for _ in range(n_sets):
+        q = torch.randn(B, Hq, 1, D, device="cuda", dtype=tdt, generator=gen)
+        k = torch.randn(B, Hkv, cap, D, device="cuda", dtype=tdt, generator=gen)
+        v = torch.randn(B, Hkv, cap, D, device="cuda", dtype=tdt, generator=gen)
+        if Hkv != Hq and not has_gqa:
+            k = k.repeat_interleave(Hq // Hkv, dim=1)
+            v = v.repeat_interleave(Hq // Hkv, dim=1)
+        if mixed:  # each sequence's own keys, views of its cache rows
+            sets.append([(q[b:b + 1], k[b:b + 1, :, :lens[b]], v[b:b + 1, :, :lens[b]])
+                         for b in range(B)])
+        else:
+            sets.append([(q, k, v)])
+    kwargs = {"enable_gqa": True} if Hkv != Hq and has_gqa else {}
+    start = torch.cuda.Event(enable_timing=True)
+    stop = torch.cuda.Event(enable_timing=True)
+    times, exposed = [], 0
+    with torch.no_grad():
+        for r in range(-WARMUP, runs):
+            calls = sets[(r + WARMUP) % n_sets]
+            t0 = time.perf_counter()
+            if cycles:
+                torch.cuda._sleep(cycles)
+            start.record()
+            outs = [F.scaled_dot_product_attention(q, k, v, **kwargs) for q, k, v in calls]
+            stop.record()
+            if cycles and r >= 0 and (time.perf_counter() - t0) * 1e6 >= hold_us:
+                exposed += 1
+            stop.synchronize()
+            if r >= 0:
+                times.append(start.elapsed_time(stop))
+    if not all(torch.isfinite(o).all() for o in outs):
+        raise RuntimeError("non-finite SDPA output")
+    del sets
+    torch.cuda.empty_cache()
+    if exposed:
+        print("# warning: %d calls of this case took longer to dispatch than the %d us hold"
+              % (exposed, hold_us))
+    times.sort()
+    mid = len(times) // 2
+    return times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])
+
+
+def run_batch_cases(torch, F, args, has_gqa, cycles, copy):
+    """One peer line per batched decode case; returns [(key, ms or None)]."""
+    rows = []
+    for case in BATCH_CASES:
+        key = batch_key(case, args.dtype)
+        try:
+            ms = time_batch_case(torch, F, case, args.dtype, args.runs, has_gqa, args.hold_us,
+                                 cycles)
+        except Exception as e:  # report the case, keep going
+            print("peer %s failed: %s" % (key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            rows.append((key, None))
+            continue
+        B, Hq, Hkv, D, cap, mixed = case
+        gbps = 2.0 * Hkv * D * ELEM_BYTES[args.dtype] * sum(batch_lens(case)) / (ms * 1e-3) / 1e9
+        print("peer %s ms=%.4f gbps=%.2f copy_pct=%.1f" % (key, ms, gbps, 100.0 * gbps / copy))
+        sys.stdout.flush()
+        rows.append((key, ms))
+    return rows
+
+
 def run_sweeps(torch, F, args, has_gqa, cycles):
     """The chart sweeps: one peer line per point and, with --csv, one row."""
     csv = None
@@ -278,12 +381,14 @@ def main():
              "each call on an idle stream (host dispatch included)"))
     if args.sweep_prefill or args.sweep_decode:
         return run_sweeps(torch, F, args, has_gqa, cycles)
-    copy_ms, copy_gbps = copy_bandwidth(torch, args.runs)
-    print("peer copy bytes=%d ms=%.4f gbps=%.1f" % (1 << 30, copy_ms, copy_gbps))
+    copy_ms, copy = copy_bandwidth(torch, args.runs)
+    print("peer copy bytes=%d ms=%.4f gbps=%.1f" % (1 << 30, copy_ms, copy))
     rows = []
     for case in CASES:
         if args.only and case[0] != args.only:
             continue
+        if case[0] == "decode" and args.dtype != "f32":
+            continue  # the table's decode rows are bench_attention's fp32 path
         key = case_key(*case)
         try:
             ms, exposed, call_ms = time_case(torch, F, case, args.runs, has_gqa, args.hold_us,
@@ -300,17 +405,20 @@ def main():
                   "hold; their host time is in the numbers above" % (exposed, args.hold_us))
         rows.append((key, ours.get(key), ms))
         sys.stdout.flush()
+    if args.only != "prefill":
+        rows += [(key, ours.get(key), ms)
+                 for key, ms in run_batch_cases(torch, F, args, has_gqa, cycles, copy)]
     if ours:
         for key, our_ms, peer_ms in rows:
             if our_ms and peer_ms:
                 print("ratio %s ours_ms=%.4f peer_ms=%.4f ratio=%.2f"
                       % (key, our_ms, peer_ms, peer_ms / our_ms))
         print()
-        print("%-44s %10s %10s %7s" % ("case", "ours ms", "peer ms", "ratio"))
+        print("%-60s %10s %10s %7s" % ("case", "ours ms", "peer ms", "ratio"))
         for key, our_ms, peer_ms in rows:
             fmt = lambda x: "%10.4f" % x if x else "%10s" % "-"
             ratio = "%7.2f" % (peer_ms / our_ms) if our_ms and peer_ms else "%7s" % "-"
-            print("%-44s %s %s %s" % (key, fmt(our_ms), fmt(peer_ms), ratio))
+            print("%-60s %s %s %s" % (key, fmt(our_ms), fmt(peer_ms), ratio))
     return 0 if all(r[2] is not None for r in rows) else 1
 
 

@@ -1,6 +1,8 @@
-/* Decode attention ("flash-decoding") in fp32 and the split-KV combine step.
+/* Decode attention ("flash-decoding") and the split-KV combine step, over
+ * q, K/V cache and output in f32, bf16 or f16 (fp32 math, fp32 partials).
  * Conventions: cuda/attention/attention_kernels.cuh (log2-unit scores, bottom-right
- * causal alignment, split-KV partials).
+ * causal alignment, split-KV partials); a batch of sequences folds into the
+ * head axis, each with its own key count (kv_lens) and optional window.
  *
  * Design: the query rows that share a KV head (group heads x q_len) are
  * packed into chunks of RB rows; one block of 4 warps serves a (KV head, row
@@ -15,11 +17,15 @@
  * reads only the keys its rows' windows hold. combine_splits merges the
  * per-split partials (a block per query row, a thread per dim) into the
  * output and the log-sum-exp when the decode kernel does not merge them
- * itself. */
+ * itself. Every cache row is addressed through kv_rows (sequence, kv head,
+ * key), so a paged cache changes that function only; splits begin at
+ * multiples of kStageKeys and a stage never crosses one, which a block
+ * size that is a multiple of kStageKeys keeps inside one block. */
 #include "attention_kernels.cuh"
 #include "dtype.cuh"
 
 #include <cuda_pipeline.h>
+#include <limits.h>
 
 namespace {
 
@@ -28,27 +34,54 @@ constexpr int kStageKeys = 16; /* keys per ring stage: 4 per warp */
 constexpr int kKeysPerWarp = kStageKeys / kWarps;
 
 /* Ring depth for a head_dim class (lanes per key x float4 per lane = the
- * float4 per head row): about 48-64 KiB of K/V in flight per block. */
-constexpr int decode_stages(int lpk, int c) { return lpk * c <= 32 ? 4 : 3; }
-
-/* Enqueues keys [key0, key0 + kStageKeys) of one head's K and V into a ring
- * stage; rows at or past key_end are zero-filled (never NaN garbage). A
- * stage is one contiguous run of keys in memory and in the ring, so the copy
- * is flat: no row/column split (an integer division per float4 by a
- * run-time head_dim cost more issue slots than the attention math). */
-__device__ __forceinline__ void load_stage_async(float *stage, const float *k_head,
-                                                 const float *v_head, int key0, int key_end,
-                                                 int D)
+ * float4 per head row): about 48-64 KiB of K/V in flight per block; a
+ * 16-bit stage holds half the bytes, so it takes twice the stages. */
+constexpr int decode_stages(int lpk, int c, int elem_bytes = 4)
 {
-    using P = fgi_pack<float>;                                  /* one 16-byte copy */
+    return (lpk * c <= 32 ? 4 : 3) * (4 / elem_bytes);
+}
+
+/* The first of the kStageKeys rows of keys key .. key + kStageKeys - 1 (key
+ * a multiple of kStageKeys) of kv head kv_head, sequence seq, in the cache
+ * base (K or V): the one place that knows the cache layout, either (kv
+ * heads of all sequences, capacity, head_dim) with the batch folded into
+ * the heads, or a pool of blocks through the sequence's block table
+ * (block_size a multiple of kStageKeys, so a stage lies in one block). The
+ * rows of a stage are contiguous either way. */
+template <typename T>
+__device__ __forceinline__ const T *kv_rows(const T *base, const fgi_attention_problem &p,
+                                            int seq, int kv_head, int key)
+{
+    if (p.block_tables == nullptr)
+        return base + kv_head * p.kv_head_stride + (long long)key * p.head_dim;
+    const int id = p.block_tables[(long long)seq * p.max_blocks + key / p.block_size];
+    const int block = min(max(id, 0), p.n_blocks - 1); /* a bad id never reads past the pool */
+    const int head = kv_head - seq * p.seq_kv_heads;
+    return base + (((long long)block * p.seq_kv_heads + head) * p.block_size + key % p.block_size) *
+                      p.head_dim;
+}
+
+/* Enqueues keys [key0, key0 + kStageKeys) of one head's K and V (k_rows,
+ * v_rows: their first rows, kv_rows) into a ring stage; rows before key_lo
+ * or at or past key_end are zero-filled and never read (never NaN garbage,
+ * nothing outside a window). A stage is one contiguous run of keys in
+ * memory and in the ring, so the copy is flat: no row/column split (an
+ * integer division per pack by a run-time head_dim cost more issue slots
+ * than the attention math); head_dim is a multiple of the pack. */
+template <typename T>
+__device__ __forceinline__ void load_stage_async(T *stage, const T *k_rows, const T *v_rows,
+                                                 int key0, int key_lo, int key_end, int D)
+{
+    using P = fgi_pack<T>;                                      /* one 16-byte copy */
     const int n4 = kStageKeys * D / P::N;                       /* packs per stage */
+    const int lo4 = max(key_lo - key0, 0) * D / P::N;           /* before: zeros */
     const int valid4 = min(kStageKeys, key_end - key0) * D / P::N; /* the rest: zeros */
-    const P *k_src = reinterpret_cast<const P *>(k_head + (long long)key0 * D);
-    const P *v_src = reinterpret_cast<const P *>(v_head + (long long)key0 * D);
+    const P *k_src = reinterpret_cast<const P *>(k_rows);
+    const P *v_src = reinterpret_cast<const P *>(v_rows);
     P *k_dst = reinterpret_cast<P *>(stage);
     P *v_dst = k_dst + n4;
     for (int idx = threadIdx.x; idx < n4; idx += FGI_ATTENTION_THREADS) {
-        if (idx < valid4) {
+        if (idx >= lo4 && idx < valid4) {
             fgi_cp_async(k_dst + idx, k_src + idx);
             fgi_cp_async(v_dst + idx, v_src + idx);
         } else {
@@ -63,7 +96,7 @@ __device__ __forceinline__ void load_stage_async(float *stage, const float *k_he
  * blocks are read through L2 (__ldcg: L1 is not coherent); the maxima and
  * sums go to shared memory first (stats: 2 * RB * n_splits floats) so that
  * every load of a phase is in flight at once. */
-template <int RB>
+template <int RB, typename T>
 __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0, int rows,
                              float *stats)
 {
@@ -94,8 +127,8 @@ __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0
             o.z = fmaf(wt, os.z, o.z);
             o.w = fmaf(wt, os.w, o.w);
         }
-        fgi_store4(p.out + h * p.out_head_stride + i * p.out_row_stride, f,
-                   fgi_scale4(o, fgi_softmax_inv_sum(row)));
+        fgi_store4(reinterpret_cast<T *>(p.out) + h * p.out_head_stride + i * p.out_row_stride,
+                   f, fgi_scale4(o, fgi_softmax_inv_sum(row)));
         if (f == 0 && p.lse != nullptr)
             p.lse[(long long)h * p.q_len + i] = fgi_softmax_lse(row);
     }
@@ -103,15 +136,16 @@ __device__ void merge_column(const fgi_attention_problem &p, int kv_head, int m0
 
 /* The decode kernel's instantiation: LPK lanes per key (a power of two, 8
  * or 16), C float4 per lane per head row (head_dim <= 4 * LPK * C), RB
- * packed query rows; q and the accumulator take 8 * C * RB registers, kept
- * at most 128. */
-template <int LPK_, int C_, int RB_>
+ * packed query rows, T the storage type; q and the accumulator take
+ * 8 * C * RB registers, kept at most 128. */
+template <int LPK_, int C_, int RB_, typename T_>
 struct DecodeShape {
     static constexpr int LPK = LPK_, C = C_, RB = RB_;
+    using T = T_;
     static constexpr int GROUPS = 32 / LPK;                /* keys a warp takes at once */
     static constexpr int PASSES = kKeysPerWarp / GROUPS;   /* per stage */
     static constexpr int SLOTS = kWarps * GROUPS;          /* partial softmaxes per block */
-    static constexpr int STAGES = decode_stages(LPK, C);
+    static constexpr int STAGES = decode_stages(LPK, C, (int)sizeof(T));
     static_assert(LPK == 8 || LPK == 16, "lanes per key");
     static_assert(kKeysPerWarp % GROUPS == 0, "whole passes per stage");
     static_assert(C * RB <= 16, "register budget");
@@ -128,6 +162,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
     decode_attention_kernel(const fgi_attention_problem p, int n_row_chunks)
 {
     constexpr int LPK = Shape::LPK, C = Shape::C, RB = Shape::RB, GROUPS = Shape::GROUPS;
+    using T = typename Shape::T;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int sub = lane % LPK, grp = lane / LPK; /* lane within its key group; group */
     const int D = p.head_dim, F = D / 4;
@@ -135,7 +170,8 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
     const int kv_head = (int)(blockIdx.x / (unsigned)n_row_chunks);
     const int m0 = (int)(blockIdx.x % (unsigned)n_row_chunks) * RB;
     const int split = (int)blockIdx.y;
-    const fgi_key_plan keys = fgi_plan_keys(p);
+    const int seq = p.kv_lens != nullptr ? kv_head / p.seq_kv_heads : 0;
+    const fgi_key_plan keys = fgi_plan_keys(p, seq, kStageKeys);
 
     /* Packed row m is query i = m % q_len of head kv_head*group + m / q_len.
      * Padding rows past the end repeat the last real row and are never
@@ -143,35 +179,37 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
      * from indices alone, so the K/V prologue is issued before q's loads
      * and hides their latency (every block is on the critical path of a
      * one-wave decode launch). */
+    /* Row r sees keys last_key[r] - window + 1 .. last_key[r] (window: all
+     * when none is set); its first key is not kept per row, which would
+     * cost registers in the fp32 instantiations. */
+    const int window = p.window > 0 ? p.window : INT_MAX;
     int last_key[RB];
-    int max_last = 0, min_last = INT_MAX;
+    int max_last = 0, min_first = INT_MAX;
 #pragma unroll
     for (int r = 0; r < RB; r++) {
         last_key[r] = min(m0 + r, rows - 1) % p.q_len + keys.shift;
+        const int first = p.window > 0 ? max(last_key[r] + 1 - p.window, 0) : 0;
         max_last = max(max_last, last_key[r]);
-        min_last = min(min_last, last_key[r]);
+        min_first = min(min_first, first);
     }
-    /* A row sees keys j with last_key - j < window (no window: a bound no
-     * distance reaches, so the row needs no second array). The split's
-     * keys start at the first one any row's window holds. */
-    const int window = p.window > 0 ? p.window : INT_MAX;
-    const int split_begin = split * keys.keys_per_split;
-    const int key_begin = max(split_begin, min_last - window + 1);
-    const int key_end = min(split_begin + min(keys.keys_per_split, keys.kv_len - split_begin),
+    const int key_begin = keys.first + split * keys.keys_per_split;
+    const int key_end = min(key_begin + min(keys.keys_per_split, keys.kv_len - key_begin),
                             max_last + 1);
     const int n_stages = key_end > key_begin ? (key_end - key_begin + kStageKeys - 1) / kStageKeys : 0;
 
     /* K/V stream through a ring of shared stages with cp.async, STAGES - 1
      * stages ahead of the math, so each block keeps tens of KiB in flight. */
-    float *ring = fgi_attention_smem();
-    const int stage_floats = 2 * kStageKeys * D;
-    const float *k_head = p.k + kv_head * p.kv_head_stride;
-    const float *v_head = p.v + kv_head * p.kv_head_stride;
+    T *ring = reinterpret_cast<T *>(fgi_attention_smem());
+    const int stage_elems = 2 * kStageKeys * D;
+    const T *k_cache = reinterpret_cast<const T *>(p.k);
+    const T *v_cache = reinterpret_cast<const T *>(p.v);
 #pragma unroll
     for (int t = 0; t < Shape::STAGES - 1; t++) {
-        if (t < n_stages)
-            load_stage_async(ring + t * stage_floats, k_head, v_head, key_begin + t * kStageKeys,
-                             key_end, D);
+        if (t < n_stages) {
+            const int key0 = key_begin + t * kStageKeys;
+            load_stage_async(ring + t * stage_elems, kv_rows(k_cache, p, seq, kv_head, key0),
+                             kv_rows(v_cache, p, seq, kv_head, key0), key0, min_first, key_end, D);
+        }
         __pipeline_commit(); /* empty groups keep the wait count uniform */
     }
 
@@ -182,7 +220,8 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
     for (int r = 0; r < RB; r++) {
         const int m = min(m0 + r, rows - 1);
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
-        const float *q_row = p.q + h * p.q_head_stride + i * p.q_row_stride;
+        const T *q_row = reinterpret_cast<const T *>(p.q) + h * p.q_head_stride +
+                         i * p.q_row_stride;
 #pragma unroll
         for (int c = 0; c < C; c++) {
             const int f = sub + LPK * c;
@@ -204,13 +243,17 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
         __pipeline_wait_prior(Shape::STAGES - 2); /* stage t has landed (this thread's part) */
         __syncthreads(); /* ...everyone's; and the slot refilled below is free */
         const int ahead = t + Shape::STAGES - 1;
-        if (ahead < n_stages)
-            load_stage_async(ring + (ahead % Shape::STAGES) * stage_floats, k_head, v_head,
-                             key_begin + ahead * kStageKeys, key_end, D);
+        if (ahead < n_stages) {
+            const int key0 = key_begin + ahead * kStageKeys;
+            load_stage_async(ring + (ahead % Shape::STAGES) * stage_elems,
+                             kv_rows(k_cache, p, seq, kv_head, key0),
+                             kv_rows(v_cache, p, seq, kv_head, key0), key0, min_first, key_end,
+                             D);
+        }
         __pipeline_commit();
 
-        const float *k_s = ring + (t % Shape::STAGES) * stage_floats;
-        const float *v_s = k_s + kStageKeys * D;
+        const T *k_s = ring + (t % Shape::STAGES) * stage_elems;
+        const T *v_s = k_s + kStageKeys * D;
 #pragma unroll
         for (int pass = 0; pass < Shape::PASSES; pass++) {
             const int row = warp * kKeysPerWarp + pass * GROUPS + grp; /* key in the stage */
@@ -233,8 +276,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
 #pragma unroll
                 for (int c = 0; c < C; c++) part = fgi_dot4(qr[r][c], kk[c], part);
                 s[r] = fgi_warp_sum<LPK>(part); /* the group's lanes hold the row */
-                if (j >= key_end || j > last_key[r] || last_key[r] - j >= window)
-                    s[r] = -INFINITY;
+                if (j >= key_end || j > last_key[r] || last_key[r] - j >= window) s[r] = -INFINITY;
                 raise = raise || fgi_softmax_lazy_wants_raise(st[r], s[r], kRescaleSlack);
             }
             if (__any_sync(0xffffffffu, raise)) { /* rare after the first keys */
@@ -301,8 +343,9 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
         const int h = kv_head * p.group + m / p.q_len, i = m % p.q_len;
         if (p.n_splits == 1) {
             const float inv = fgi_softmax_inv_sum(row);
-            fgi_store4(p.out + h * p.out_head_stride + i * p.out_row_stride, f,
-                       fgi_scale4(o, inv));
+            fgi_store4(reinterpret_cast<T *>(p.out) + h * p.out_head_stride +
+                           i * p.out_row_stride,
+                       f, fgi_scale4(o, inv));
             if (f == 0 && p.lse != nullptr)
                 p.lse[(long long)h * p.q_len + i] = fgi_softmax_lse(row);
         } else {
@@ -330,7 +373,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
         __syncthreads();
         if (merge_here[0]) {
             __threadfence();
-            merge_column<RB>(p, kv_head, m0, rows, fgi_attention_smem()); /* ring is free */
+            merge_column<RB, T>(p, kv_head, m0, rows, fgi_attention_smem()); /* ring is free */
         }
     }
 }
@@ -338,6 +381,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS)
 /* A block per query row: the split weights exp2(m_s - max) once in shared
  * memory, then each thread sums its dims over the splits (independent loads
  * in flight) and divides by the weighted sum of the partial sums. */
+template <typename T>
 __global__ void __launch_bounds__(FGI_ATTENTION_THREADS) combine_splits_kernel(const fgi_attention_problem p)
 {
     /* Padded: the unrolled split loop below may load a few weights ahead
@@ -363,7 +407,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS) combine_splits_kernel(c
 
     const fgi_softmax_state merged = {row_stats[0], row_stats[1]};
     const float inv = fgi_softmax_inv_sum(merged);
-    float *dst = p.out + h * p.out_head_stride + i * p.out_row_stride;
+    T *dst = reinterpret_cast<T *>(p.out) + h * p.out_head_stride + i * p.out_row_stride;
     const float *src = p.part_o + row * p.head_dim;
     const long long split_stride = rows * p.head_dim;
     for (int d = threadIdx.x; d < p.head_dim; d += FGI_ATTENTION_THREADS) {
@@ -402,39 +446,54 @@ decode_plan plan_decode(const fgi_attention_problem &p)
 
 /* The ring, or the slot merge or the split merge after it, whichever is
  * largest. */
-size_t decode_smem_bytes(const decode_plan &s, int head_dim)
+size_t decode_smem_bytes(const decode_plan &s, int head_dim, int elem_bytes)
 {
-    const size_t ring = (size_t)decode_stages(s.lpk, s.c) * 2 * kStageKeys * head_dim;
-    const size_t merge = (size_t)kWarps * (32 / s.lpk) * s.rb * (head_dim + 2);
-    const size_t stats = (size_t)2 * s.rb * FGI_MAX_SPLITS; /* merge_column */
+    const size_t ring =
+        (size_t)decode_stages(s.lpk, s.c, elem_bytes) * 2 * kStageKeys * head_dim * elem_bytes;
+    const size_t merge = sizeof(float) * kWarps * (32 / s.lpk) * s.rb * (head_dim + 2);
+    const size_t stats = sizeof(float) * 2 * s.rb * FGI_MAX_SPLITS; /* merge_column */
     const size_t most = ring > merge ? ring : merge;
-    return sizeof(float) * (most > stats ? most : stats);
+    return most > stats ? most : stats;
 }
 
 using decode_kernel_fn = void (*)(fgi_attention_problem, int);
 
-template <int LPK, int C>
+template <int LPK, int C, typename T>
 decode_kernel_fn kernel_for_rows(int rb)
 {
     switch (rb) {
-    case 1: return decode_attention_kernel<DecodeShape<LPK, C, 1>>;
-    case 2: return decode_attention_kernel<DecodeShape<LPK, C, 2>>;
-    case 4: return decode_attention_kernel<DecodeShape<LPK, C, 4>>;
+    case 1: return decode_attention_kernel<DecodeShape<LPK, C, 1, T>>;
+    case 2: return decode_attention_kernel<DecodeShape<LPK, C, 2, T>>;
+    case 4: return decode_attention_kernel<DecodeShape<LPK, C, 4, T>>;
     case 8:
-        if constexpr (C * 8 <= 16) return decode_attention_kernel<DecodeShape<LPK, C, 8>>;
+        if constexpr (C * 8 <= 16) return decode_attention_kernel<DecodeShape<LPK, C, 8, T>>;
         [[fallthrough]];
     default: return nullptr;
     }
 }
 
-/* The instantiation for a plan, or NULL (a lanes request without one). */
+/* The instantiation for a plan and a storage type, or NULL (a lanes
+ * request without one). */
+template <typename T>
 decode_kernel_fn kernel_for_plan(const decode_plan &s)
 {
-    return s.lpk == 8 && s.c == 2    ? kernel_for_rows<8, 2>(s.rb)
-           : s.lpk == 8 && s.c == 4  ? kernel_for_rows<8, 4>(s.rb)
-           : s.lpk == 16 && s.c == 2 ? kernel_for_rows<16, 2>(s.rb)
-           : s.lpk == 16 && s.c == 4 ? kernel_for_rows<16, 4>(s.rb)
+    return s.lpk == 8 && s.c == 2    ? kernel_for_rows<8, 2, T>(s.rb)
+           : s.lpk == 8 && s.c == 4  ? kernel_for_rows<8, 4, T>(s.rb)
+           : s.lpk == 16 && s.c == 2 ? kernel_for_rows<16, 2, T>(s.rb)
+           : s.lpk == 16 && s.c == 4 ? kernel_for_rows<16, 4, T>(s.rb)
                                      : nullptr;
+}
+
+/* The problem's storage type as the template argument of f; f32 for a
+ * value outside fg_dtype (fgi_cuda_decode_attention refuses those). */
+template <typename F>
+auto with_problem_type(const fgi_attention_problem &p, F &&f)
+{
+    switch (p.dtype) {
+    case FG_DTYPE_BF16: return f(__nv_bfloat16{});
+    case FG_DTYPE_F16: return f(__half{});
+    default: return f(float{});
+    }
 }
 
 /* Blocks per (KV head, split): the group's query rows in chunks of rb. */
@@ -457,12 +516,13 @@ struct decode_launch {
 fg_status prepare_decode(const char *fn, const fgi_attention_problem &p, decode_launch *out)
 {
     const decode_plan s = plan_decode(p);
-    const decode_kernel_fn kernel = kernel_for_plan(s);
+    const decode_kernel_fn kernel =
+        with_problem_type(p, [&](auto tag) { return kernel_for_plan<decltype(tag)>(s); });
     if (kernel == nullptr)
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no decode kernel with %d lanes per key for head_dim %d", fn, s.lpk,
                        p.head_dim);
-    const size_t smem = decode_smem_bytes(s, p.head_dim);
+    const size_t smem = decode_smem_bytes(s, p.head_dim, (int)fg_dtype_size(p.dtype));
     if (smem + 64 > 48 * 1024)
         FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem));
@@ -474,7 +534,11 @@ fg_status prepare_decode(const char *fn, const fgi_attention_problem &p, decode_
 
 bool fgi_decode_supported(const fgi_attention_problem &p)
 {
-    return p.head_dim % 4 == 0 && p.head_dim <= 256 && kernel_for_plan(plan_decode(p)) != nullptr;
+    const int pack = 16 / (int)fg_dtype_size(p.dtype); /* head rows in whole 16-byte packs */
+    return p.head_dim % pack == 0 && p.head_dim <= 256 &&
+           with_problem_type(p, [&](auto tag) {
+               return kernel_for_plan<decltype(tag)>(plan_decode(p)) != nullptr;
+           });
 }
 
 long long fgi_decode_blocks(const fgi_attention_problem &p)
@@ -510,9 +574,10 @@ int fgi_decode_blocks_per_sm(const fgi_attention_problem &p)
 
 fg_status fgi_launch_decode(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
-    if (p.head_dim % 4 != 0 || p.head_dim > 256) /* no plan at all: say why */
-        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: no decode attention kernel for head_dim %d", fn,
-                       p.head_dim);
+    const int pack = 16 / (int)fg_dtype_size(p.dtype);
+    if (p.head_dim % pack != 0 || p.head_dim > 256) /* no plan at all: say why */
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: no %s decode attention kernel for head_dim %d",
+                       fn, fg_dtype_name(p.dtype), p.head_dim);
     decode_launch l = {};
     FGI_TRY(prepare_decode(fn, p, &l));
     cudaLaunchConfig_t cfg = {};
@@ -533,7 +598,9 @@ fg_status fgi_launch_combine(const char *fn, const fgi_attention_problem &p, cud
     cfg.blockDim = dim3(FGI_ATTENTION_THREADS, 1, 1);
     cfg.dynamicSmemBytes = 0;
     cfg.stream = stream;
-    void (*kernel)(fgi_attention_problem) = combine_splits_kernel;
+    void (*kernel)(fgi_attention_problem) = with_problem_type(p, [](auto tag) {
+        return static_cast<void (*)(fgi_attention_problem)>(combine_splits_kernel<decltype(tag)>);
+    });
     FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
     FGI_CUDA_LAUNCHED(fn, "combine_splits_kernel");
     return FG_OK;

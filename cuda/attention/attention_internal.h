@@ -117,6 +117,43 @@ bool fgi_attention16_supported(int head_dim);
 fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_args *a,
                                cudaStream_t stream);
 
+/* Batched decode (one query row per sequence, cuda/attention/attention_decode_batch.cu,
+ * public fg_cuda_decode_attention*): q and out (batch, n_q_head, head_dim),
+ * the caches (batch, n_kv_head, capacity, head_dim), all of dtype;
+ * kv_lens (batch) device key counts, each clamped to 1..capacity; window >
+ * 0 keeps the last `window` keys of each sequence. The split count depends
+ * on the shape and capacity only, a sequence's split bounds on its own key
+ * count and the window (batch invariance: a sequence's result is the same
+ * bit for bit whatever shares its batch, in whichever slot). */
+typedef struct {
+    fg_dtype dtype;
+    void *out;
+    const void *q, *k_cache, *v_cache;
+    const int *kv_lens;
+    int batch, n_q_head, n_kv_head, head_dim, capacity, window;
+    int n_splits; /* request for tests and benchmarks; 0: automatic */
+    /* Paged cache, or NULL: k_cache / v_cache are pools (n_blocks,
+     * n_kv_head, block_size, head_dim) and block_tables (batch, max_blocks)
+     * device int32 ids, key j of sequence b in block block_tables[b *
+     * max_blocks + j / block_size] (block_size a multiple of 16); capacity
+     * is then max_blocks * block_size (the field is not read). */
+    const int *block_tables;
+    int n_blocks, block_size, max_blocks;
+} fgi_decode_args;
+
+/* Workspace bytes with which a call with these arguments runs the whole
+ * batch at once (0: it needs none); a smaller one, down to one sequence's
+ * share, runs it in parts with the same results. Zero-fill a workspace
+ * once when it is allocated. 0 too for arguments the call would refuse. */
+size_t fgi_cuda_decode_workspace_bytes(const fgi_decode_args *a);
+
+/* Validates a and enqueues the batched decode. workspace: see above, or
+ * NULL to take stream-ordered scratch. *used_splits (may be NULL): the
+ * split count of the plan. */
+fg_status fgi_cuda_decode_attention(const char *fn, const fgi_decode_args *a, void *workspace,
+                                    size_t workspace_bytes, int *used_splits,
+                                    cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,7 @@
 
 #include "attention_internal.h"
 #include "cuda_common.cuh"
+#include "flashgpt/dtype.h"
 #include "reduce.cuh"
 #include "softmax_state.cuh"
 
@@ -46,6 +47,21 @@ struct fgi_attention_problem {
      * combine_splits merges. */
     int *split_counters;
     int decode_lanes; /* decode kernel: lanes per key requested (0: automatic) */
+    /* Batched decode (fgi_cuda_decode_attention), decode kernel only: */
+    fg_dtype dtype; /* storage type of q, k, v and out (F32 for every other
+                     * kernel); the pointers above then hold that type */
+    const int *kv_lens; /* device key count per sequence, or NULL; with it
+                         * sequence b owns kv heads [b*seq_kv_heads,
+                         * (b+1)*seq_kv_heads), its count clamped to
+                         * 1..kv_capacity, and kv_len only sizes the plan */
+    int seq_kv_heads, kv_capacity;
+    int split_min_keys; /* derived splits keep at least this many keys */
+    /* Paged cache, or NULL: k and v are pools (n_blocks, seq_kv_heads,
+     * block_size, head_dim) and key j of sequence b is row j % block_size
+     * of block block_tables[b*max_blocks + j/block_size] (clamped to
+     * 0..n_blocks-1); block_size is a multiple of the decode stage. */
+    const int *block_tables;
+    int n_blocks, block_size, max_blocks;
     /* Split-KV partials, row index (split*n_q_head + h)*q_len + i: */
     float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
     float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */
@@ -78,17 +94,29 @@ __host__ __device__ __forceinline__ I fgi_keys_per_split(I kv_len, I parts, I gr
 }
 
 /* The key count, causal shift and keys per split of this launch: the
- * problem's, or derived from the device key count as the host's split plan
- * would (fgi_keys_per_split over the planned n_splits). */
+ * problem's, or derived from the device key count (kv_len_dev, or kv_lens
+ * for sequence `seq`) as the host's split plan would (fgi_keys_per_split
+ * over the planned n_splits). first: the first key of split 0, the first
+ * key any row sees (window) rounded down to a multiple of `align`, so split
+ * s covers [first + s*keys_per_split, ...) and only window keys are split. */
 struct fgi_key_plan {
-    int kv_len, shift, keys_per_split;
+    int kv_len, shift, keys_per_split, first;
 };
 
-__device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attention_problem &p)
+__device__ __forceinline__ fgi_key_plan fgi_plan_keys(const fgi_attention_problem &p, int seq = 0,
+                                                      int align = 1)
 {
-    if (p.kv_len_dev == nullptr) return {p.kv_len, p.shift, p.keys_per_split};
-    const int kv_len = *p.kv_len_dev;
-    return {kv_len, kv_len - p.q_len, fgi_keys_per_split(kv_len, p.n_splits, p.split_granule)};
+    if (p.kv_len_dev == nullptr && p.kv_lens == nullptr && p.window == 0)
+        return {p.kv_len, p.shift, p.keys_per_split, 0};
+    int kv_len = p.kv_len;
+    if (p.kv_lens != nullptr)
+        kv_len = min(max(p.kv_lens[seq], 1), p.kv_capacity);
+    else if (p.kv_len_dev != nullptr)
+        kv_len = *p.kv_len_dev;
+    const int shift = kv_len - p.q_len;
+    const int first = p.window > 0 ? max(shift + 1 - p.window, 0) / align * align : 0;
+    const int per = fgi_keys_per_split(kv_len - first, p.n_splits, p.split_granule);
+    return {kv_len, shift, max(per, p.split_min_keys), first};
 }
 
 /* The first key query row `row` sees: with a window W >= 1 the keys

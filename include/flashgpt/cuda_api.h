@@ -109,6 +109,50 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_gqa_lse_typed, (fg_dtype dtype, void *out,
                                                       const void *v, int n_q_head, int n_kv_head,
                                                       int q_len, int kv_len, int head_dim,
                                                       cudaStream_t stream))
+
+/* Decode attention over a batch of sequences, one new query row each
+ * (docs/contract.md §10, "Batched decode"): q and out (batch, n_q_head,
+ * head_dim); the caches k_cache, v_cache (batch, n_kv_head, capacity,
+ * head_dim); kv_lens (batch) device ints, the keys of sequence b are rows
+ * 0 .. kv_lens[b]-1 of its cache (a count outside 1..capacity is clamped
+ * into it, never read past); window > 0: only the last `window` of them
+ * (sliding window), 0: all. Query head h reads kv head h / (n_q_head /
+ * n_kv_head), scale 1/sqrt(head_dim). head_dim a multiple of 4 (f32) or 8
+ * (bf16, f16) up to 256, every tensor 16-byte aligned. A sequence's result
+ * is the same bit for bit whatever else is in the batch, and where. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_decode_attention, (float *out, const float *q,
+                                                         const float *k_cache,
+                                                         const float *v_cache, const int *kv_lens,
+                                                         int batch, int n_q_head, int n_kv_head,
+                                                         int head_dim, int capacity, int window,
+                                                         cudaStream_t stream))
+/* The same in dtype (f32, bf16 or f16): q, the caches and out all of that
+ * type, arithmetic and the softmax statistics in fp32. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_decode_attention_typed, (fg_dtype dtype, void *out,
+                                                               const void *q, const void *k_cache,
+                                                               const void *v_cache,
+                                                               const int *kv_lens, int batch,
+                                                               int n_q_head, int n_kv_head,
+                                                               int head_dim, int capacity,
+                                                               int window, cudaStream_t stream))
+/* fg_cuda_decode_attention_typed over a paged cache: the keys and values
+ * of every sequence in fixed-size blocks of one pool, k_pool and v_pool
+ * (n_blocks, n_kv_head, block_size, head_dim) of dtype; key j of sequence b
+ * is row j % block_size of block block_tables[b * max_blocks + j /
+ * block_size] (block_tables: (batch, max_blocks) device int32). block_size
+ * a multiple of 16; the capacity of a sequence is max_blocks * block_size.
+ * Only the blocks holding a sequence's visible keys are read (an id outside
+ * 0 .. n_blocks-1 is clamped into it, never read past). The results are bit
+ * for bit those of the contiguous call with that capacity. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_decode_attention_paged, (fg_dtype dtype, void *out,
+                                                               const void *q, const void *k_pool,
+                                                               const void *v_pool, int n_blocks,
+                                                               int block_size,
+                                                               const int *block_tables,
+                                                               int max_blocks, const int *kv_lens,
+                                                               int batch, int n_q_head,
+                                                               int n_kv_head, int head_dim,
+                                                               int window, cudaStream_t stream))
 /* pos: seq positions in device memory. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope, (float *x, int n_head, int seq, int head_dim,
                                              const int *pos, double base, cudaStream_t stream))
