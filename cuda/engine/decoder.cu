@@ -375,6 +375,32 @@ static fg_status layout_activations(const char *fn, fg_cuda_runner *r, void *bas
     return FG_OK;
 }
 
+/* The split-KV decode's arguments for one 16-bit step of this runner on a
+ * cache of `capacity` keys (pointers: the caller's; sizing passes stand-ins). */
+static fgi_decode_args decode16_args(const fg_cuda_runner *r, int capacity)
+{
+    fgi_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.dtype = r->w->dtype;
+    a.batch = 1;
+    a.n_q_head = r->w->cfg.n_head;
+    a.n_kv_head = r->w->cfg.n_kv_head;
+    a.head_dim = r->w->head_dim;
+    a.capacity = capacity;
+    return a;
+}
+
+static size_t decode16_workspace_bytes(const fg_cuda_runner *r, int capacity)
+{
+    fgi_decode_args a = decode16_args(r, capacity);
+    /* only sizes are read: any 16-byte aligned non-NULL stand-ins do */
+    static const int one = 1;
+    a.out = (void *)256;
+    a.q = a.k_cache = a.v_cache = (const void *)256;
+    a.kv_lens = &one;
+    return fgi_cuda_decode_workspace_bytes(&a);
+}
+
 /* Makes the attention workspace cover caches of up to `capacity` tokens. */
 static fg_status ensure_attention_workspace(const char *fn, fg_cuda_runner *r, int capacity)
 {
@@ -382,6 +408,12 @@ static fg_status ensure_attention_workspace(const char *fn, fg_cuda_runner *r, i
     const int kv = capacity > r->attention_ws_kv ? capacity : r->attention_ws_kv;
     size_t bytes = fgi_cuda_attention_workspace_bound(r->w->cfg.n_head, r->max_tokens, kv,
                                                       r->w->head_dim);
+    if (r->w->dtype != FG_DTYPE_F32) {
+        /* a 16-bit runner's decode steps use the split-KV decode kernel,
+         * which wants its own (larger) share for caches of kv keys */
+        const size_t d16 = decode16_workspace_bytes(r, kv);
+        if (d16 > bytes) bytes = d16;
+    }
     if (bytes < 256) bytes = 256; /* never NULL: NULL asks the kernel to allocate */
     if (r->attention_ws != NULL && bytes <= r->attention_ws_bytes) {
         r->attention_ws_kv = kv;
@@ -822,11 +854,25 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     else
         FGI_TRY(fgi_cuda_qkv_rope_append_typed(fn, dt, &qa, r->stream));
 
+    if (dt != FG_DTYPE_F32 && step != NULL) {
+        /* A captured decode step: the split-KV decode kernel, which reads
+         * the key count from the step record at run time. */
+        fgi_decode_args da = decode16_args(r, cache->capacity);
+        da.out = r->att;                 /* (1, n_head*d) */
+        da.q = r->qkv;                   /* q heads: the first n_head*d columns */
+        da.k_cache = qa.k_cache;
+        da.v_cache = qa.v_cache;
+        da.kv_lens = step + 2;
+        da.window = fg_config_layer_window(c, layer);
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, r->attention_ws, r->attention_ws_bytes, NULL,
+                                          r->stream));
+        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                      c->n_head * d, C, FGI_ACT_NONE);
+    }
     if (dt != FG_DTYPE_F32) {
         /* The tensor-core kernel, causal from the bottom right: row t sees
-         * keys 0 .. L+t (the last `window` of them with a sliding window). It
-         * reads its key count from the host, so a 16-bit step is never
-         * captured (graph_step). */
+         * keys 0 .. L+t (the last `window` of them with a sliding window),
+         * its key count from the host (prefill, chunks, uncaptured steps). */
         fgi_attention16_args a16;
         memset(&a16, 0, sizeof a16);
         a16.dtype = dt;
@@ -1124,9 +1170,6 @@ static fg_status capture_step(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cach
 static fg_status graph_step(const char *fn, float *logits, fg_cuda_runner *r,
                             fg_cuda_kv_cache *cache, int id)
 {
-    /* 16-bit attention takes its key count from the host (until the split-KV
-     * decode kernel with device key counts serves it): uncaptured steps */
-    if (r->w->dtype != FG_DTYPE_F32) return FG_ERR_UNSUPPORTED;
     graph_slot *g = find_graph(r, cache);
     if (g == NULL) {
         g = free_graph_slot(r);

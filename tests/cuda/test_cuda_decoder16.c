@@ -9,7 +9,8 @@
  * decoder's (fgi_ref_forward_naive16: every op boundary rounded, as a
  * framework running the model in the type), relative L2 <= 2e-2. The
  * naive decoder runs on its own cache, so its error compounds over the
- * calls as a framework's would. Argument tests (dtype mismatch, bad dtype,
+ * calls as a framework's would. One-token steps must have replayed the
+ * captured decode graph. Argument tests (dtype mismatch, bad dtype,
  * head_dim without a 16-bit kernel) need no device.
  * FG_TEST_QUICK=1 keeps three models and shorter call sequences. */
 #include "fixture.h"
@@ -146,6 +147,12 @@ static void run_case(const decoder_case *c, fg_dtype dtype, fgi_rng *rng, const 
         expect_cache(dtype, cache, ref_cache, naive_cache, what);
         fgi_buf_free(ref), fgi_buf_free(got), fgi_buf_free(naive);
     }
+    /* every one-token forward_last is a replay of the captured step (the
+     * split-KV decode kernel reading its key count from the device) */
+    long long steps = 0;
+    for (int k = 1; k < n_chunks; k += 2) steps += chunks[k] == 1;
+    cr_assert_eq(fgi_cuda_kv_cache_graph_steps(cache), steps, "%s, %s: %lld graph steps of %lld",
+                 c->name, fg_dtype_name(dtype), fgi_cuda_kv_cache_graph_steps(cache), steps);
     fg_cuda_kv_cache_destroy(cache);
     fg_cuda_runner_destroy(runner);
     fg_cuda_weights_destroy(weights);
