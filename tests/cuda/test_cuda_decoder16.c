@@ -223,3 +223,53 @@ Test(cuda_decoder16, refuses_cache_of_other_type)
     fg_cuda_weights_destroy(w);
     fgi_test_model_free(&tm);
 }
+
+/* fg_cuda_block on a 16-bit runner (what verify --layers runs): the fp32
+ * residual stream in and out, each layer fed the reference's input, within
+ * the 16-bit ceiling of the exact block on the same rounded weights. */
+Test(cuda_decoder16, block_fed_reference_input_within_bound)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1604);
+    const fg_config cfg = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    const int T = 6, C = cfg.n_embd;
+    const size_t n = (size_t)T * C;
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
+    fgi_test_model_round(&tm, FG_DTYPE_BF16);
+    fg_cuda_weights *w;
+    fg_cuda_runner *r;
+    fg_cuda_kv_cache *cache;
+    fg_kv_cache *ref_cache;
+    ok(fg_cuda_weights_create_typed(&w, &cfg, &tm.w, FG_DTYPE_BF16), "weights");
+    ok(fg_cuda_runner_create(&r, w, T, 0), "runner");
+    ok(fg_cuda_kv_cache_create_typed(&cache, cfg.n_layer, cfg.n_kv_head, fg_config_head_dim(&cfg),
+                                     T, FG_DTYPE_BF16),
+       "cache");
+    ok(fg_kv_cache_create(&ref_cache, &cfg, T), "reference cache");
+    float *x = fgi_buf_normal(&rng, n, 1.0), *ref = fgi_buf_nan(n);
+    float *dev = fgi_dev_poisoned(n), *out = fgi_dev_poisoned(n);
+    /* the attention layer's x and out are fp32 rows: fp32 weights only */
+    fgi_assert_status(fg_cuda_attention_layer(out, dev, T, r, cache, 0), FG_ERR_UNSUPPORTED,
+                      "fp32 weights only");
+    cr_assert_eq(fg_cuda_kv_cache_len(cache, 0), 0);
+    for (int l = 0; l < cfg.n_layer; l++) {
+        memcpy(ref, x, sizeof(float) * n);
+        ok(fg_ref_block(ref, T, &cfg, &tm.w.layers[l], ref_cache, l), "reference block");
+        ok(fg_cuda_upload(dev, x, sizeof(float) * n), "upload");
+        ok(fg_cuda_block(dev, T, r, cache, l), "block");
+        float *got = fgi_dev_download(dev, n);
+        char what[80];
+        snprintf(what, sizeof what, "bf16 block, layer %d", l);
+        expect_l2(got, ref, n, what);
+        fgi_buf_free(got);
+        memcpy(x, ref, sizeof(float) * n);
+    }
+    fgi_dev_free(dev), fgi_dev_free(out);
+    fgi_buf_free(x), fgi_buf_free(ref);
+    fg_kv_cache_destroy(ref_cache);
+    fg_cuda_kv_cache_destroy(cache);
+    fg_cuda_runner_destroy(r);
+    fg_cuda_weights_destroy(w);
+    fgi_test_model_free(&tm);
+}
