@@ -167,7 +167,51 @@ typedef struct {
     char *base;      /* NULL: only count */
     size_t used;     /* bytes, each tensor aligned to 256 bytes */
     uint16_t *stage; /* host, STAGE_ELEMS 16-bit elements (16-bit types only) */
+    int random;      /* fill on the device (fg_cuda_weights_create_random), read no host data */
+    unsigned long long seed;
+    unsigned tensor; /* tensors filled so far: each gets its own stream */
+    float fill_base; /* 1 for norm gains, 0 for the rest */
 } arena;
+
+namespace {
+
+/* splitmix64: a counter-based generator, so every element is computed
+ * independently on the device */
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* p[i] = base + 0.02 u, u uniform in [-1, 1): small random weights that keep
+ * activations O(1) through the norms (a benchmark's weights, not a model). */
+template <typename E>
+__global__ void fill_random_kernel(E *p, size_t n, unsigned long long key, float base)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const unsigned long long r = mix64(key ^ mix64(i));
+        const float u = (float)(r >> 40) * (1.0f / 8388608.0f) - 1.0f; /* 24 bits */
+        p[i] = fgi_elem<E>::from_float(base + 0.02f * u);
+    }
+}
+
+} // namespace
+
+static fg_status fill_random(arena *a, void *dst, size_t n)
+{
+    const unsigned long long key = (a->seed * 0x100000001B3ull) ^ ((unsigned long long)++a->tensor << 32);
+    return fgi_with_dtype(a->fn, a->dtype, [&](auto tag) {
+        using E = decltype(tag);
+        const int threads = 256;
+        fill_random_kernel<E><<<fgi_grid_blocks((long long)n, threads), threads>>>(
+            static_cast<E *>(dst), n, key, a->fill_base);
+        FGI_CUDA_LAUNCHED(a->fn, "fill_random_kernel");
+        return FG_OK;
+    });
+}
 
 static fg_status arena_take(arena *a, size_t n, size_t *offset)
 {
@@ -188,6 +232,7 @@ static fg_status arena_take(arena *a, size_t n, size_t *offset)
  * are for fp32, else converted slice by slice (round to nearest even). */
 static fg_status upload_converted(arena *a, void *dst, const float *src, size_t n)
 {
+    if (a->random) return fill_random(a, dst, n);
     if (a->dtype == FG_DTYPE_F32) {
         FGI_CUDA_TRY(a->fn, cudaMemcpy(dst, src, sizeof(float) * n, cudaMemcpyHostToDevice));
         return FG_OK;
@@ -234,7 +279,9 @@ static fg_status put_side_by_side(arena *a, const void **dst, const float *gate,
     FGI_TRY(arena_take(a, 2 * rows * cols, &off));
     if (a->base == NULL) return FG_OK;
     char *base = a->base + off;
-    if (a->dtype == FG_DTYPE_F32) {
+    if (a->random) {
+        FGI_TRY(fill_random(a, base, 2 * rows * cols));
+    } else if (a->dtype == FG_DTYPE_F32) {
         const size_t row_bytes = sizeof(float) * cols;
         FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
                                         cudaMemcpyHostToDevice));
@@ -258,7 +305,9 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     const size_t W = (size_t)m->qkv_width, A = (size_t)c->n_head * m->head_dim;
     FGI_TRY(put(a, &m->wte, w->wte, V * C));
     FGI_TRY(put(a, &m->wpe, w->wpe, (size_t)c->n_ctx * C));
+    a->fill_base = 1.0f;
     FGI_TRY(put(a, &m->ln_f_g, w->ln_f_g, C));
+    a->fill_base = 0.0f;
     FGI_TRY(put(a, &m->ln_f_b, w->ln_f_b, C));
     FGI_TRY(put(a, &m->classifier, w->lm_head, V * C));
     if (w->lm_head == NULL) m->classifier = m->wte;
@@ -280,13 +329,17 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *src = &w->layers[l];
         layer_weights *dst = &m->layers[l];
+        a->fill_base = 1.0f;
         FGI_TRY(put(a, &dst->ln_1_g, src->ln_1_g, C));
+        a->fill_base = 0.0f;
         FGI_TRY(put(a, &dst->ln_1_b, src->ln_1_b, C));
         FGI_TRY(put(a, &dst->c_attn_w, src->c_attn_w, C * W));
         FGI_TRY(put(a, &dst->c_attn_b, src->c_attn_b, W));
         FGI_TRY(put(a, &dst->c_proj_w, src->c_proj_w, A * C));
         FGI_TRY(put(a, &dst->c_proj_b, src->c_proj_b, C));
+        a->fill_base = 1.0f;
         FGI_TRY(put(a, &dst->ln_2_g, src->ln_2_g, C));
+        a->fill_base = 0.0f;
         FGI_TRY(put(a, &dst->ln_2_b, src->ln_2_b, C));
         if (c->arch == FG_ARCH_LLAMA)
             FGI_TRY(put_side_by_side(a, &dst->fc_w, src->fc_w, src->up_w, C, I));
@@ -299,17 +352,26 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     return FG_OK;
 }
 
-static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w)
+static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w,
+                                int random, unsigned long long seed)
 {
-    arena a = {fn, m->dtype, m->es, NULL, 0, NULL};
+    arena a = {fn, m->dtype, m->es, NULL, 0, NULL, random, seed, 0, 0.0f};
     FGI_TRY(place_weights(&a, m, w)); /* counting pass */
-    if (m->dtype != FG_DTYPE_F32)
+    if (m->dtype != FG_DTYPE_F32 && !random)
         FGI_TRY(fgi_alloc(fn, (void **)&a.stage, STAGE_ELEMS, sizeof(uint16_t)));
     fg_status st = cuda_alloc(fn, &m->block, a.used, "the weights");
     if (st == FG_OK) {
         a.base = (char *)m->block;
         a.used = 0;
         st = place_weights(&a, m, w);
+    }
+    if (st == FG_OK && random) { /* the fills ran on the legacy stream */
+        const cudaError_t err = cudaDeviceSynchronize();
+        if (err != cudaSuccess) {
+            (void)cudaGetLastError();
+            st = fgi_fail(FG_ERR_CUDA, "%s: filling the weights failed: %s", fn,
+                          cudaGetErrorString(err));
+        }
     }
     free(a.stage);
     return st;
@@ -457,7 +519,8 @@ extern "C" void fg_cuda_weights_destroy(fg_cuda_weights *w)
 }
 
 static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const fg_config *cfg,
-                                const fg_weights *host, fg_dtype dtype)
+                                const fg_weights *host, fg_dtype dtype, int random = 0,
+                                unsigned long long seed = 0)
 {
     FGI_TRY(fgi_check_ptr(fn, "weights", weights));
     *weights = NULL;
@@ -465,7 +528,7 @@ static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)",
                        fn, (int)dtype);
     FGI_TRY(fgi_check_config(fn, cfg));
-    FGI_TRY(fgi_check_weights(fn, cfg, host));
+    if (!random) FGI_TRY(fgi_check_weights(fn, cfg, host));
     /* 16-bit attention runs on the tensor-core kernel, which is built for
      * these head sizes only (cuda/attention/attention_mma16.cu). */
     if (dtype != FG_DTYPE_F32 && !fgi_attention16_supported(fg_config_head_dim(cfg)))
@@ -485,7 +548,7 @@ static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const
     w->head_dim = fg_config_head_dim(cfg);
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
-    if (st == FG_OK) st = upload_weights(fn, w, host);
+    if (st == FG_OK) st = upload_weights(fn, w, host, random, seed);
     if (st != FG_OK) {
         fg_cuda_weights_destroy(w);
         return st;
@@ -498,6 +561,94 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
                                             const fg_weights *host)
 {
     return weights_create("fg_cuda_weights_create", weights, cfg, host, FG_DTYPE_F32);
+}
+
+/* Random weights straight into device memory: the layout of
+ * fg_cuda_weights_create, every tensor present for the family (GPT-2's
+ * biases and positions, Llama's separate up projection; the classifier tied
+ * to wte) and filled on the device, so a model of any size needs no host
+ * copy at all. The host fg_weights below only says which tensors exist:
+ * its pointers are never read. */
+extern "C" fg_status fg_cuda_weights_create_random(fg_cuda_weights **weights,
+                                                   const fg_config *cfg, fg_dtype dtype,
+                                                   uint64_t seed)
+{
+    static const char fn[] = "fg_cuda_weights_create_random";
+    static const float present = 0.0f; /* a non-NULL marker, never read */
+    FGI_TRY(fgi_check_ptr(fn, "weights", weights));
+    *weights = NULL;
+    FGI_TRY(fgi_check_config(fn, cfg));
+    const int gpt2 = cfg->arch == FG_ARCH_GPT2;
+    fg_layer_weights *layers;
+    FGI_TRY(fgi_alloc(fn, (void **)&layers, (size_t)cfg->n_layer, sizeof *layers));
+    for (int l = 0; l < cfg->n_layer; l++) {
+        fg_layer_weights *L = &layers[l];
+        L->ln_1_g = L->c_attn_w = L->c_proj_w = L->ln_2_g = L->fc_w = L->mlp_proj_w = &present;
+        if (gpt2)
+            L->ln_1_b = L->c_attn_b = L->c_proj_b = L->ln_2_b = L->fc_b = L->mlp_proj_b =
+                &present;
+        else
+            L->up_w = &present;
+    }
+    fg_weights w;
+    memset(&w, 0, sizeof w);
+    w.wte = w.ln_f_g = &present;
+    if (gpt2) {
+        w.ln_f_b = &present;
+        if (!cfg->use_rope) w.wpe = &present;
+    }
+    w.layers = layers;
+    const fg_status st = weights_create(fn, weights, cfg, &w, dtype, 1, seed);
+    free(layers);
+    return st;
+}
+
+/* Median device-to-device copy bandwidth (read + write bytes per second)
+ * over `runs` copies of `bytes`, after two warm-up copies: the roofline a
+ * decode step's weight reads are measured against, taken in the same run. */
+extern "C" fg_status fg_cuda_copy_bandwidth(size_t bytes, int runs, double *gbps)
+{
+    static const char fn[] = "fg_cuda_copy_bandwidth";
+    FGI_TRY(fgi_check_ptr(fn, "gbps", gbps));
+    FGI_TRY(fgi_check_min(fn, "runs", runs, 1));
+    if (runs > 1000 || bytes < 1024)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: need 1 <= runs <= 1000 and bytes >= 1024", fn);
+    FGI_TRY(fgi_cuda_check_device(fn));
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float times[1000];
+    fg_status st = cuda_alloc(fn, &src, bytes, "the copy source");
+    if (st == FG_OK) st = cuda_alloc(fn, &dst, bytes, "the copy destination");
+    cudaError_t err = cudaSuccess;
+    if (st == FG_OK) err = cudaEventCreate(&start);
+    if (st == FG_OK && err == cudaSuccess) err = cudaEventCreate(&stop);
+    for (int r = -2; st == FG_OK && err == cudaSuccess && r < runs; r++) {
+        err = cudaEventRecord(start, 0);
+        if (err == cudaSuccess) err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0);
+        if (err == cudaSuccess) err = cudaEventRecord(stop, 0);
+        if (err == cudaSuccess) err = cudaEventSynchronize(stop);
+        if (err == cudaSuccess && r >= 0) err = cudaEventElapsedTime(&times[r], start, stop);
+    }
+    if (st == FG_OK && err != cudaSuccess) {
+        (void)cudaGetLastError();
+        st = fgi_fail(FG_ERR_CUDA, "%s: %s", fn, cudaGetErrorString(err));
+    }
+    if (st == FG_OK) {
+        for (int i = 1; i < runs; i++) /* insertion sort: runs is small */
+            for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
+                const float t = times[j];
+                times[j] = times[j - 1];
+                times[j - 1] = t;
+            }
+        const double ms = times[runs / 2] > 0 ? times[runs / 2] : 1e-6;
+        *gbps = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    if (src) cudaFree(src);
+    if (dst) cudaFree(dst);
+    (void)cudaGetLastError();
+    return st;
 }
 
 extern "C" fg_status fg_cuda_weights_create_typed(fg_cuda_weights **weights,

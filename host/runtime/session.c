@@ -27,6 +27,7 @@ struct fg_session {
     const fg_weights *w;
     fg_device device;
     fg_dtype dtype;                /* f32; bf16 / f16 on CUDA only */
+    uint64_t seed;                 /* w NULL: weights generated on the card from it */
     int capacity, len, has_logits;
     int allocated;                 /* tokens the cache holds now, <= capacity */
     int *history;                  /* CUDA: the ids cached so far (allocated) */
@@ -89,7 +90,10 @@ static fg_status open_device(const char *fn, fg_session *s)
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
     FGI_TRY(fgi_alloc(fn, (void **)&s->history, (size_t)s->allocated, sizeof(int)));
-    FGI_TRY(fg_cuda_weights_create_typed(&s->gpu_weights, s->cfg, s->w, s->dtype));
+    if (s->w == NULL)
+        FGI_TRY(fg_cuda_weights_create_random(&s->gpu_weights, s->cfg, s->dtype, s->seed));
+    else
+        FGI_TRY(fg_cuda_weights_create_typed(&s->gpu_weights, s->cfg, s->w, s->dtype));
     FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights, s->allocated, NULL));
     return create_device_cache(&s->gpu_cache, s->cfg, s->allocated, s->dtype);
 }
@@ -218,12 +222,16 @@ static fg_status choose_dtype(const char *fn, const fg_config *cfg, fg_device de
 }
 
 static fg_status session_create(const char *fn, fg_session **session, const fg_config *cfg,
-                                const fg_weights *w, fg_device device, int ctx, fg_dtype dtype)
+                                const fg_weights *w, fg_device device, int ctx, fg_dtype dtype,
+                                int random, uint64_t seed)
 {
     FGI_TRY(fgi_check_ptr(fn, "session", session));
     *session = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
-    FGI_TRY(fgi_check_weights(fn, cfg, w));
+    if (!random) FGI_TRY(fgi_check_weights(fn, cfg, w));
+    if (random && device != FG_DEVICE_CUDA)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: weights generated on the card need the cuda "
+                        "device (got %s)", fn, fg_device_name(device));
     if (device != FG_DEVICE_AUTO && device != FG_DEVICE_CPU && device != FG_DEVICE_CUDA &&
         device != FG_DEVICE_REF)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)device);
@@ -241,6 +249,7 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
     fg_session *s;
     FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
     s->dtype = chosen_dtype;
+    s->seed = seed;
     s->cfg = cfg;
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
@@ -260,14 +269,21 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
                             const fg_weights *w, fg_device device, int ctx)
 {
-    return session_create("fg_session_create", session, cfg, w, device, ctx, FG_DTYPE_F32);
+    return session_create("fg_session_create", session, cfg, w, device, ctx, FG_DTYPE_F32, 0, 0);
 }
 
 fg_status fg_session_create_typed(fg_session **session, const fg_config *cfg,
                                   const fg_weights *w, fg_device device, int ctx,
                                   fg_dtype dtype)
 {
-    return session_create("fg_session_create_typed", session, cfg, w, device, ctx, dtype);
+    return session_create("fg_session_create_typed", session, cfg, w, device, ctx, dtype, 0, 0);
+}
+
+fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, int ctx,
+                                   fg_dtype dtype, uint64_t seed)
+{
+    return session_create("fg_session_create_random", session, cfg, NULL, FG_DEVICE_CUDA, ctx,
+                          dtype, 1, seed);
 }
 
 void fg_session_destroy(fg_session *s)

@@ -284,6 +284,18 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_typed, (fg_cuda_weights **w
                                                              const fg_weights *w,
                                                              fg_dtype dtype))
 FG_CUDA_FN(VOID, void, fg_cuda_weights_destroy, (fg_cuda_weights *weights)) /* NULL: no-op */
+/* Weights of cfg's shape generated on the device in dtype from seed
+ * (uniform, 0.02 wide around 0, norm gains around 1; the classifier tied to
+ * wte): no host memory for them at all, so a benchmark can hold a model
+ * whose fp32 host copy would not fit. Deterministic for (cfg, dtype, seed)
+ * on one device. Not a model: for timing only. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_random, (fg_cuda_weights **weights,
+                                                              const fg_config *cfg,
+                                                              fg_dtype dtype, uint64_t seed))
+/* The device's copy bandwidth, read + write bytes per second in GB/s (the
+ * median of runs device-to-device copies of bytes, 1 <= runs <= 1000, bytes
+ * >= 1024): the floor a decode step's weight reads are held to. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_copy_bandwidth, (size_t bytes, int runs, double *gbps))
 /* 1 when the current device can run the decoder of cfg with weights in
  * dtype (16-bit: a card of compute capability 8.0 or later and a head_dim
  * of the 16-bit attention kernel), else 0 (also without a device). */

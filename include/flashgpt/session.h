@@ -61,6 +61,12 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
 fg_status fg_session_create_typed(fg_session **session, const fg_config *cfg,
                                   const fg_weights *w, fg_device device, int ctx,
                                   fg_dtype dtype);
+/* A cuda session whose weights are generated on the card from seed
+ * (fg_cuda_weights_create_random): for benchmarks of shapes whose fp32 host
+ * weights would not fit. No host weights exist, so nothing can be checked
+ * against the reference; ctx and dtype as above. */
+fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, int ctx,
+                                   fg_dtype dtype, uint64_t seed);
 /* "auto" (FG_DTYPE_AUTO) or one of fg_dtype_parse's names. */
 fg_status fg_session_dtype_parse(const char *text, fg_dtype *dtype);
 void fg_session_destroy(fg_session *session); /* NULL is a no-op */

@@ -273,3 +273,50 @@ Test(cuda_decoder16, block_fed_reference_input_within_bound)
     fg_cuda_weights_destroy(w);
     fgi_test_model_free(&tm);
 }
+
+/* Weights generated on the card (the bench presets too large for a host
+ * copy): deterministic for a seed, different for another, finite logits
+ * in every type and family; a session made on them runs. */
+Test(cuda_decoder16, random_device_weights_are_deterministic)
+{
+    fgi_require_gpu();
+    const fg_config cfgs[] = {fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 32),
+                              fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 32)};
+    const fg_dtype types[] = {FG_DTYPE_F32, FG_DTYPE_BF16, FG_DTYPE_F16};
+    const int ids[3] = {1, 7, 30};
+    for (int c = 0; c < 2; c++)
+        for (int t = 0; t < 3; t++) {
+            const fg_config *cfg = &cfgs[c];
+            const size_t V = (size_t)cfg->vocab_size;
+            float *out[3];
+            for (int run = 0; run < 3; run++) { /* seeds 5, 5, 6 */
+                fg_cuda_weights *w;
+                fg_cuda_runner *r;
+                fg_cuda_kv_cache *cache;
+                ok(fg_cuda_weights_create_random(&w, cfg, types[t], run < 2 ? 5 : 6), "random");
+                cr_assert_eq(fg_cuda_weights_dtype(w), types[t]);
+                ok(fg_cuda_runner_create(&r, w, 4, 0), "runner");
+                ok(fg_cuda_kv_cache_create_typed(&cache, cfg->n_layer, cfg->n_kv_head,
+                                                 fg_config_head_dim(cfg), 8, types[t]),
+                   "cache");
+                out[run] = fgi_buf_nan(V);
+                ok(fg_cuda_forward_last(out[run], r, cache, ids, 3), "forward");
+                for (size_t i = 0; i < V; i++)
+                    cr_assert(isfinite(out[run][i]), "%s: logit %zu is %g",
+                              fg_dtype_name(types[t]), i, out[run][i]);
+                fg_cuda_kv_cache_destroy(cache);
+                fg_cuda_runner_destroy(r);
+                fg_cuda_weights_destroy(w);
+            }
+            fgi_assert_same(out[0], out[1], sizeof(float) * V, "the same seed");
+            cr_assert(memcmp(out[0], out[2], sizeof(float) * V) != 0, "another seed differs");
+            for (int run = 0; run < 3; run++) fgi_buf_free(out[run]);
+        }
+    fg_session *s;
+    ok(fg_session_create_random(&s, &cfgs[0], 8, FG_DTYPE_BF16, 1), "random session");
+    cr_assert_eq(fg_session_dtype(s), FG_DTYPE_BF16);
+    const int one = 3;
+    ok(fg_session_forward(s, &one, 1, NULL), "session forward");
+    cr_assert_not_null(fg_session_logits(s));
+    fg_session_destroy(s);
+}
