@@ -218,6 +218,13 @@ int cmd_bench(int argc, char **argv)
     if (cli_check_dtype(VERB, device, dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
     if (threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", threads);
     if (device == FG_DEVICE_AUTO) device = fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU;
+    if (model_path == NULL && device == FG_DEVICE_CUDA && dtype != FG_DTYPE_AUTO &&
+        !fg_cuda_decoder_dtype_supported(&p.cfg, dtype)) { /* before any weights exist */
+        fprintf(stderr, "flashgpt bench: --dtype %s cannot run preset %s on this card (16-bit "
+                "needs compute capability 8.0+ and head_dim 32, 64, 80, 96, 128 or 256; this "
+                "one: %d)\n", fg_dtype_name(dtype), p.name, fg_config_head_dim(&p.cfg));
+        return CLI_RUNTIME_ERROR;
+    }
     if (p.on_device && device != FG_DEVICE_CUDA) {
         fprintf(stderr, "flashgpt bench: preset %s runs on the cuda device only (its weights are "
                 "generated on the card; fp32 host weights would take %.1f GB)\n", p.name,
