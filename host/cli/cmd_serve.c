@@ -1,5 +1,5 @@
 /* flashgpt serve: the OpenAI-compatible HTTP server (host/serve) over the
- * batching engine (continuous batching, paged KV cache; CPU devices) or the
+ * batching engine (continuous batching, paged KV cache; every device) or the
  * sessions engine (one fg_session per running request; any device). Prints "listening on http://HOST:PORT" on stdout once it
  * accepts connections (with --port 0 the port chosen), serves until SIGINT
  * or SIGTERM, then stops accepting, lets running requests finish for up to
@@ -99,18 +99,19 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     /* every session allocates its whole cache up front: models with long
      * contexts (Llama 3.2: 131072) get 4096 tokens unless --ctx says more */
     const int ctx = a->ctx ? a->ctx : cfg->n_ctx < DEFAULT_CTX_CAP ? cfg->n_ctx : DEFAULT_CTX_CAP;
-    /* the batching engine runs on the CPU devices; a GPU keeps one session
-     * per request until the batched forward exists there */
+    /* the batching engine runs on every device (the GPU's batched forward,
+     * cuda/engine/batch.cu, when asked for: --engine batch --device cuda);
+     * auto keeps one session per request on a GPU, whose batched forward is
+     * new and simple (prompt rows one decode-style pass each) */
     const int on_gpu = a->device == FG_DEVICE_CUDA ||
                        (a->device == FG_DEVICE_AUTO && fg_cuda_available());
     const int batch = strcmp(a->engine, "batch") == 0 || (strcmp(a->engine, "auto") == 0 && !on_gpu);
-    if (batch && on_gpu)
-        return cli_usage_error(VERB, "--engine batch runs on the cpu and ref devices only");
     fgi_engine *engine = NULL;
     fg_status st;
     if (batch) {
         fgi_batch_options bo = {0};
-        bo.device = a->device == FG_DEVICE_AUTO ? FG_DEVICE_CPU : a->device;
+        bo.device = a->device == FG_DEVICE_AUTO ? (on_gpu ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
+                                                : a->device;
         bo.ctx = ctx;
         bo.max_batch = a->max_batch;
         bo.max_waiting = a->max_queue;
@@ -196,7 +197,7 @@ int cmd_serve(int argc, char **argv)
         {"max-batch", 0, OPT_INT, &a.max_batch, "N",
          "requests generated at once (default 4; one batched forward each step, or one session each)"},
         {"engine", 0, OPT_STRING, &a.engine, "E",
-         "batch (continuous batching over a paged KV cache; cpu and ref devices), sessions "
+         "batch (continuous batching over a paged KV cache; any device), sessions "
          "(one session per running request, interleaved), or auto: batch unless on a GPU (default)"},
         {"max-queue", 0, OPT_INT, &a.max_queue, "N", "requests waiting beyond those; more get 429 (default 256)"},
         {"ctx", 0, OPT_INT, &a.ctx, "N",

@@ -8,6 +8,7 @@
 #ifndef FG_HAVE_CUDA
 #include "check.h"
 #include "flashgpt/cuda.h"
+#include "../../cuda/engine/batch_internal.h"
 #include "../../cuda/engine/decoder_internal.h"
 
 #include <stddef.h>
@@ -33,6 +34,7 @@ static fg_status no_cuda(const char *fn)
     ret name params { FGI_STUB_##fallback(name) }
 #include "flashgpt/cuda_api.h"
 FGI_CUDA_INTERNAL_API(FG_CUDA_FN)
+FGI_CUDA_BATCH_API(FG_CUDA_FN)
 #undef FG_CUDA_FN
 
 #else

@@ -18,6 +18,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "config_internal.h"
+#include "../../cuda/engine/batch_internal.h"
 #include "cpu_internal.h"
 #include "flashgpt/scheduler.h"
 #include "kv_paged.h"
@@ -55,6 +56,7 @@ struct fg_scheduler {
     const fg_weights *w;
     fg_device device;
     fgi_cpu_batch *cpu;   /* CPU device */
+    fgi_cuda_batch *gpu;  /* CUDA device: weights, device pool, step buffers */
     fgi_kv_pool *pool;
     int ctx, seq_cap, max_seqs, step_tokens;
     float *logits;        /* (max_seqs, vocab) */
@@ -256,11 +258,8 @@ static void remove_running(fg_scheduler *s, int i)
 
 static fg_status check_opts(const char *fn, const fg_config *cfg, const fg_scheduler_config *o)
 {
-    if (o->device != FG_DEVICE_AUTO && o->device != FG_DEVICE_CPU && o->device != FG_DEVICE_REF) {
-        if (o->device == FG_DEVICE_CUDA)
-            return fgi_fail(FG_ERR_UNSUPPORTED,
-                            "%s: the batched forward does not run on the GPU yet (device cuda)",
-                            fn);
+    if (o->device != FG_DEVICE_AUTO && o->device != FG_DEVICE_CPU && o->device != FG_DEVICE_REF &&
+        o->device != FG_DEVICE_CUDA) {
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)o->device);
     }
     if (o->n_threads < 0 || o->n_threads > 1024)
@@ -321,12 +320,15 @@ static fg_status sched_init(const char *fn, fg_scheduler *s, const fg_scheduler_
     if (s->device == FG_DEVICE_CPU)
         FGI_TRY(fgi_cpu_batch_create(fn, &s->cpu, cfg, s->w, s->ctx, o->n_threads,
                                      FGI_CPU_ISA_AUTO));
+    if (s->device == FG_DEVICE_CUDA)
+        FGI_TRY(fgi_cuda_batch_create(fn, &s->gpu, cfg, s->w, s->pool, s->ctx, s->step_tokens));
     return FG_OK;
 }
 
 static void sched_free(fg_scheduler *s)
 {
     fgi_cpu_batch_destroy(s->cpu);
+    fgi_cuda_batch_destroy(s->gpu);
     fgi_kv_pool_destroy(s->pool);
     free(s->logits);
     free(s->batch);
@@ -362,7 +364,8 @@ fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const 
     }
     s->cfg = *cfg;
     s->w = w;
-    s->device = opts->device == FG_DEVICE_REF ? FG_DEVICE_REF : FG_DEVICE_CPU;
+    s->device = opts->device == FG_DEVICE_REF || opts->device == FG_DEVICE_CUDA ? opts->device
+                                                                               : FG_DEVICE_CPU;
     s->ctx = opts->ctx ? opts->ctx : cfg->n_ctx;
     s->max_seqs = opts->max_seqs;
     s->step_tokens = opts->step_tokens;
@@ -709,6 +712,8 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
     if (n > 0)
         st = s->device == FG_DEVICE_REF
                  ? fgi_ref_forward_batch(fn, &s->cfg, s->w, s->pool, s->batch, n)
+             : s->device == FG_DEVICE_CUDA
+                 ? fgi_cuda_batch_forward(fn, s->gpu, s->pool, s->batch, n)
                  : fgi_cpu_batch_forward(fn, s->cpu, s->pool, s->batch, n);
     if (st == FG_OK) {
         /* logits sit at the request's running index of the schedule; walk it

@@ -40,9 +40,11 @@
  * the stepping thread with no lock held: they may submit and cancel, but
  * must not step or destroy.
  *
- * Devices: the exact reference (FG_DEVICE_REF) and the fast CPU path
- * (FG_DEVICE_CPU; AUTO means CPU here). The GPU path is not there yet
- * (FG_DEVICE_CUDA is FG_ERR_UNSUPPORTED). */
+ * Devices: the exact reference (FG_DEVICE_REF), the fast CPU path
+ * (FG_DEVICE_CPU; AUTO means CPU here) and the GPU (FG_DEVICE_CUDA, fp32:
+ * the pool lives on the device, block_size a multiple of 16 and head_dim a
+ * multiple of 4 up to 256, else FG_ERR_UNSUPPORTED; a build without CUDA
+ * refuses it with FG_ERR_UNSUPPORTED). */
 #ifndef FLASHGPT_SCHEDULER_H
 #define FLASHGPT_SCHEDULER_H
 
@@ -59,7 +61,7 @@ extern "C" {
 #endif
 
 typedef struct {
-    fg_device device;  /* REF or CPU (AUTO: CPU) */
+    fg_device device;  /* REF, CPU or CUDA (AUTO: CPU) */
     int n_threads;     /* CPU: 0 = one per online core, else 1 .. 1024 */
     int ctx;           /* most tokens of one request (prompt + generated),
                           1 .. cfg->n_ctx; 0: cfg->n_ctx */

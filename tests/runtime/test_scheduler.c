@@ -13,9 +13,13 @@
  *  - stop ids, max_tokens and a full context end requests as documented,
  *    the same tokens as fg_generate on the reference;
  *  - submit / cancel from other threads while one thread steps;
- *  - bad options and requests are refused with a message. */
+ *  - bad options and requests are refused with a message.
+ * The GPU (FG_DEVICE_CUDA, cuda/engine/batch.cu) runs the invariance,
+ * exhaustion and cancellation tests too, on blocks of 16 tokens (its
+ * granule), fewer requests alone with FG_TEST_QUICK. */
 #define _POSIX_C_SOURCE 200809L
 #include "fixture.h"
+#include "gpu_support.h"
 #include "internal.h" /* test-only: see tests/support/internal.h */
 
 #include <pthread.h>
@@ -213,15 +217,17 @@ static void invariance(fg_device device, int max_out, uint64_t stream)
     opts.device = device;
     opts.n_threads = fgi_rng_int(&rng, 1, 3);
     opts.ctx = 256;
-    opts.block_size = fgi_rng_int(&rng, 1, 4) * 4;
+    const int cuda = device == FG_DEVICE_CUDA;
+    opts.block_size = cuda ? fgi_rng_int(&rng, 1, 2) * 16 : fgi_rng_int(&rng, 1, 4) * 4;
     opts.step_tokens = fgi_rng_int(&rng, 32, 96); /* prompts go in chunks */
     const fg_scheduler_stats busy = run(cfg, w, &opts, specs, N, outs);
     cr_assert_gt(busy.steps, 1);
 
     /* every request alone (a few on the slow reference) */
-    const int n_alone = device == FG_DEVICE_REF ? 4 : N;
+    const int few = device == FG_DEVICE_REF || (cuda && fgi_test_quick());
+    const int n_alone = few ? 4 : N;
     for (int k = 0; k < n_alone; k++) {
-        const int i = device == FG_DEVICE_REF ? fgi_rng_int(&rng, 0, N - 1) : k;
+        const int i = few ? fgi_rng_int(&rng, 0, N - 1) : k;
         alone_spec = specs[i];
         alone_spec.arrive = 0;
         run(cfg, w, &opts, &alone_spec, 1, &alone);
@@ -231,8 +237,8 @@ static void invariance(fg_device device, int max_out, uint64_t stream)
     /* shuffled arrivals, small blocks and a pool that holds about a quarter
      * of the load: waiting, preemption, recomputation */
     for (int i = 0; i < N; i++) specs[i].arrive = fgi_rng_int(&rng, 0, 30);
-    opts.block_size = 4;
-    opts.n_blocks = 60;
+    opts.block_size = cuda ? 16 : 4;
+    opts.n_blocks = cuda ? 15 : 60;
     opts.max_seqs = fgi_rng_int(&rng, 8, 32);
     opts.step_tokens = opts.max_seqs + fgi_rng_int(&rng, 0, 64);
     opts.n_threads = fgi_rng_int(&rng, 1, 3);
@@ -245,6 +251,11 @@ static void invariance(fg_device device, int max_out, uint64_t stream)
 
 Test(scheduler, batch_invariance_on_cpu) { invariance(FG_DEVICE_CPU, 100, 1); }
 Test(scheduler, batch_invariance_on_ref) { invariance(FG_DEVICE_REF, 24, 2); }
+Test(scheduler, batch_invariance_on_cuda)
+{
+    fgi_require_gpu();
+    invariance(FG_DEVICE_CUDA, fgi_test_quick() ? 16 : 100, 5);
+}
 
 /* Requests with a common prompt prefix (a "system prompt" and a few
  * shared openings) share the blocks that hold it: the same tokens and
@@ -398,9 +409,10 @@ Test(scheduler, ends_like_a_session_on_ref)
 
 /* Cancellations at random steps, through the API and from on_token; the
  * others are untouched. */
-Test(scheduler, cancellations)
+static void cancellations(fg_device device, uint64_t stream)
 {
-    fgi_rng rng = fgi_rng_make(3);
+    const int cuda = device == FG_DEVICE_CUDA;
+    fgi_rng rng = fgi_rng_make(stream);
     fg_model *m = stories();
     const fg_config *cfg = fg_model_config(m);
     const fg_weights *w = fg_model_weights(m);
@@ -409,11 +421,11 @@ Test(scheduler, cancellations)
     static req_out outs[N], ref[N];
     random_specs(specs, N, cfg->vocab_size, 40, 60, 10, &rng);
     fg_scheduler_config opts = fg_scheduler_defaults();
-    opts.device = FG_DEVICE_CPU;
+    opts.device = device;
     opts.n_threads = 2;
     opts.ctx = 128;
-    opts.block_size = 8;
-    opts.n_blocks = 80;
+    opts.block_size = cuda ? 16 : 8;
+    opts.n_blocks = cuda ? 40 : 80;
     opts.max_seqs = 12;
     opts.step_tokens = 48;
     run(cfg, w, &opts, specs, N, ref);
@@ -445,6 +457,13 @@ Test(scheduler, cancellations)
     cr_assert_eq(outs[0].n, 0);
     cr_assert_gt(cancelled, 1);
     fg_model_destroy(m);
+}
+
+Test(scheduler, cancellations) { cancellations(FG_DEVICE_CPU, 3); }
+Test(scheduler, cancellations_on_cuda)
+{
+    fgi_require_gpu();
+    cancellations(FG_DEVICE_CUDA, 6);
 }
 
 /* A small random model (tests/support/fixture), GPT-2 with learned
@@ -615,7 +634,10 @@ Test(scheduler, refuses_bad_arguments)
         const char *needle;
     } bad[8];
     for (int i = 0; i < 8; i++) bad[i].o = opts, bad[i].st = FG_ERR_INVALID_ARG;
-    bad[0].o.device = FG_DEVICE_CUDA, bad[0].st = FG_ERR_UNSUPPORTED, bad[0].needle = "GPU";
+    /* the GPU reads blocks of a multiple of 16 tokens; a build without CUDA
+     * refuses the device itself; both before any device access */
+    bad[0].o.device = FG_DEVICE_CUDA, bad[0].o.block_size = 4, bad[0].st = FG_ERR_UNSUPPORTED,
+    bad[0].needle = "CUDA";
     bad[1].o.ctx = cfg->n_ctx + 1, bad[1].needle = "'ctx'";
     bad[2].o.block_size = 0, bad[2].needle = "'block_size'";
     bad[3].o.max_seqs = 0, bad[3].needle = "'max_seqs'";

@@ -383,7 +383,9 @@ Test(serve_engine_batch, queue_bound_refusals_and_shutdown)
     bad.max_batch = 2, bad.ctx = cfg->n_ctx + 1;
     cr_assert_eq(fgi_engine_create_batch(&e, cfg, fg_model_weights(s.model), s.tok, &bad),
                  FG_ERR_INVALID_ARG);
-    bad.ctx = 0, bad.device = FG_DEVICE_CUDA;
+    /* the GPU reads KV blocks of a multiple of 16 tokens (a build without
+     * CUDA refuses the device itself) */
+    bad.ctx = 0, bad.device = FG_DEVICE_CUDA, bad.block_size = 4;
     cr_assert_eq(fgi_engine_create_batch(&e, cfg, fg_model_weights(s.model), s.tok, &bad),
                  FG_ERR_UNSUPPORTED);
     cr_assert_null(e);

@@ -21,6 +21,8 @@
  *    (test_cuda_ops);
  *  - decoder_internal.h: graph-step and capture counters of the GPU decoder
  *    and a read-back of its device KV cache (test_cuda_decoder);
+ *  - batch_internal.h: the batched GPU forward over the paged pool
+ *    (test_batch_forward);
  *  - sample_fixed.h: the samplers' integer weights, against exp (test_sampler);
  *  - ref_internal.h: the naive 16-bit decoder, the yardstick of the 16-bit
  *    rule for the GPU decoder (test_cuda_decoder16).
@@ -30,6 +32,7 @@
 #define FLASHGPT_TESTS_INTERNAL_H
 
 #include "attention_internal.h"
+#include "batch_internal.h"
 #include "check.h"
 #include "cpu_internal.h"
 #include "decoder_internal.h"
