@@ -37,7 +37,7 @@ git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
 
 failed=0
 for p in $PROMPTS; do
-  if ! log=$("$FG" bench --preset "$PRESET" --device "$DEVICE" --prompt "$p" --gen "$GEN" --no-check 2>/dev/null); then
+  if ! log=$("$FG" bench --preset "$PRESET" --device "$DEVICE" --dtype f32 --prompt "$p" --gen "$GEN" --no-check 2>/dev/null); then
     echo "prompt $p: flashgpt bench failed" >&2
     failed=1
     continue

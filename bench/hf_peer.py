@@ -49,7 +49,7 @@ def peer_tokens_per_second(prompt_len, gen_len, runs):
 
 def ours_tokens_per_second(binary, prompt_len, gen_len):
     out = subprocess.run([binary, "bench", "--preset", "gpt2-124m", "--device", "cuda",
-                          "--prompt", str(prompt_len), "--gen", str(gen_len)],
+                          "--dtype", "f32", "--prompt", str(prompt_len), "--gen", str(gen_len)],
                          capture_output=True, text=True, check=True).stdout
     m = re.search(r"decode:\s+\d+ tokens in [\d.]+ s = ([\d.]+) tokens/s", out)
     if not m:

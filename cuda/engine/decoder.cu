@@ -41,6 +41,7 @@
 #include "attention_internal.h"
 #include "cuda_common.cuh"
 #include "decoder_internal.h"
+#include "dtype.cuh"
 #include "config_internal.h"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -51,19 +52,22 @@
 #include <string.h>
 
 /* Device pointers of one layer's weights (NULL where the host had NULL). */
+/* Every tensor holds the weights' element type (fp32, bf16 or f16). */
 typedef struct {
-    const float *ln_1_g, *ln_1_b, *c_attn_w, *c_attn_b, *c_proj_w, *c_proj_b;
-    const float *ln_2_g, *ln_2_b;
-    const float *fc_w;  /* GPT-2 (C, n_inner); Llama [w1 | w3] (C, 2*n_inner) */
-    const float *fc_b, *mlp_proj_w, *mlp_proj_b;
+    const void *ln_1_g, *ln_1_b, *c_attn_w, *c_attn_b, *c_proj_w, *c_proj_b;
+    const void *ln_2_g, *ln_2_b;
+    const void *fc_w;  /* GPT-2 (C, n_inner); Llama [w1 | w3] (C, 2*n_inner) */
+    const void *fc_b, *mlp_proj_w, *mlp_proj_b;
 } layer_weights;
 
 struct fg_cuda_weights {
     fg_config cfg;
+    fg_dtype dtype;        /* element type of every tensor below */
+    size_t es;             /* its size in bytes */
     int head_dim, qkv_width;
-    float *block;          /* one device block holding every tensor */
+    void *block;           /* one device block holding every tensor */
     layer_weights *layers; /* host array of n_layer */
-    const float *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
+    const void *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
     /* scaled RoPE: the head_dim/2 inverse frequencies (double) in the
      * block, from fg_config_rope_inv_freq; NULL: the kernels use the base */
     const double *rope_inv_freq;
@@ -86,15 +90,17 @@ struct fg_cuda_runner {
     int max_tokens;
     cudaStream_t stream;
     fgi_linear_ctx lin; /* cuBLAS handle bound to the stream; GEMV workspace */
-    float *activations; /* one device block holding the buffers below */
-    float *x;      /* (max_tokens, C) residual stream */
-    float *h;      /* (max_tokens, C) normalised sublayer input */
-    float *delta;  /* (max_tokens, C) sublayer output before its bias */
-    float *qkv;    /* (max_tokens, qkv_width) */
-    float *att;    /* (max_tokens, n_head*head_dim) merged head outputs */
-    float *mlp;    /* GPT-2 (max_tokens, n_inner); Llama (max_tokens, 2*n_inner) gate|up */
-    float *mlp_act; /* Llama (max_tokens, n_inner) silu(gate) * up; GPT-2 unused */
-    float *logits; /* (max_tokens, vocab) */
+    /* One device block holding the buffers below. x, Llama's gate|up and
+     * the logits are fp32 whatever the weights' type; the others hold it. */
+    void *activations;
+    float *x;      /* (max_tokens, C) residual stream, fp32 */
+    void *h;       /* (max_tokens, C) normalised sublayer input */
+    void *delta;   /* (max_tokens, C) sublayer output before its bias */
+    void *qkv;     /* (max_tokens, qkv_width) */
+    void *att;     /* (max_tokens, n_head*head_dim) merged head outputs */
+    void *mlp;     /* GPT-2 (max_tokens, n_inner); Llama fp32 (max_tokens, 2*n_inner) gate|up */
+    void *mlp_act; /* Llama (max_tokens, n_inner) silu(gate) * up; GPT-2 unused */
+    float *logits; /* (max_tokens, vocab) fp32 */
     int *ids;      /* (max_tokens) */
     int *step;     /* device (3): token id, position, key count of a graph step */
     void *attention_ws; /* attention workspace, sized for attention_ws_kv keys */
@@ -112,24 +118,26 @@ struct fg_cuda_kv_cache {
      * cache can never be replayed on a new cache at the same address. */
     unsigned long long id;
     int n_layer, n_kv_head, head_dim, capacity;
+    fg_dtype dtype;         /* element type of keys and values */
+    size_t es;              /* its size in bytes */
     int n_seq;              /* sequences: 1 (room for batching) */
     int block_tokens;       /* key rows per block: capacity (room for paging) */
-    size_t kv_head_stride;  /* floats between kv heads: capacity * head_dim */
-    size_t seq_stride;      /* floats between sequences: n_kv_head * kv_head_stride */
-    size_t layer_floats;    /* one layer's keys, all sequences: n_seq * seq_stride */
-    float *data; /* device: layer l keys at 2l*layer_floats, values at (2l+1)* */
+    size_t kv_head_stride;  /* elements between kv heads: capacity * head_dim */
+    size_t seq_stride;      /* elements between sequences: n_kv_head * kv_head_stride */
+    size_t layer_floats;    /* one layer's keys (elements), all sequences: n_seq * seq_stride */
+    void *data; /* device: layer l keys at 2l*layer_floats elements, values at (2l+1)* */
     int *len;    /* host (n_seq, n_layer): tokens cached; sequence 0 first */
     long long graph_steps; /* steps replayed through a graph (test hook) */
 };
 
 /* Keys and values of sequence 0 of a layer: (n_kv_head, capacity, head_dim). */
-static float *cache_k(const fg_cuda_kv_cache *c, int layer)
+static void *cache_k(const fg_cuda_kv_cache *c, int layer)
 {
-    return c->data + (size_t)(2 * layer) * c->layer_floats;
+    return (char *)c->data + (size_t)(2 * layer) * c->layer_floats * c->es;
 }
-static float *cache_v(const fg_cuda_kv_cache *c, int layer)
+static void *cache_v(const fg_cuda_kv_cache *c, int layer)
 {
-    return c->data + (size_t)(2 * layer + 1) * c->layer_floats;
+    return (char *)c->data + (size_t)(2 * layer + 1) * c->layer_floats * c->es;
 }
 
 static fg_status cuda_alloc(const char *fn, void **p, size_t bytes, const char *what)
@@ -147,51 +155,145 @@ static fg_status cuda_alloc(const char *fn, void **p, size_t bytes, const char *
 /* Weights upload ------------------------------------------------------------ */
 
 /* Places tensors in one device block. With base == NULL it only counts. */
+/* 16-bit weights are converted from the fp32 host tensors in slices of
+ * this many elements through one small host buffer: never a full-size
+ * converted copy on the host. */
+#define STAGE_ELEMS ((size_t)1 << 20)
+
 typedef struct {
     const char *fn;
-    float *base;
-    size_t used; /* floats, each tensor aligned to 64 floats (256 bytes) */
+    fg_dtype dtype;
+    size_t es;       /* element size in bytes */
+    char *base;      /* NULL: only count */
+    size_t used;     /* bytes, each tensor aligned to 256 bytes */
+    uint16_t *stage; /* host, STAGE_ELEMS 16-bit elements (16-bit types only) */
+    int random;      /* fill on the device (fg_cuda_weights_create_random), read no host data */
+    unsigned long long seed;
+    unsigned tensor; /* tensors filled so far: each gets its own stream */
+    float fill_base; /* 1 for norm gains, 0 for the rest */
 } arena;
+
+namespace {
+
+/* splitmix64: a counter-based generator, so every element is computed
+ * independently on the device */
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* p[i] = base + 0.02 u, u uniform in [-1, 1): small random weights that keep
+ * activations O(1) through the norms (a benchmark's weights, not a model). */
+template <typename E>
+__global__ void fill_random_kernel(E *p, size_t n, unsigned long long key, float base)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const unsigned long long r = mix64(key ^ mix64(i));
+        const float u = (float)(r >> 40) * (1.0f / 8388608.0f) - 1.0f; /* 24 bits */
+        p[i] = fgi_elem<E>::from_float(base + 0.02f * u);
+    }
+}
+
+} // namespace
+
+static fg_status fill_random(arena *a, void *dst, size_t n)
+{
+    const unsigned long long key = (a->seed * 0x100000001B3ull) ^ ((unsigned long long)++a->tensor << 32);
+    return fgi_with_dtype(a->fn, a->dtype, [&](auto tag) {
+        using E = decltype(tag);
+        const int threads = 256;
+        fill_random_kernel<E><<<fgi_grid_blocks((long long)n, threads), threads>>>(
+            static_cast<E *>(dst), n, key, a->fill_base);
+        FGI_CUDA_LAUNCHED(a->fn, "fill_random_kernel");
+        return FG_OK;
+    });
+}
 
 static fg_status arena_take(arena *a, size_t n, size_t *offset)
 {
-    const size_t limit = (size_t)PTRDIFF_MAX / sizeof(float) / 2;
-    const size_t rounded = (n + 63) / 64 * 64;
+    const size_t limit = (size_t)PTRDIFF_MAX / 2;
+    if (n > limit / a->es)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu bytes)",
+                       a->fn, limit);
+    const size_t rounded = (n * a->es + 255) / 256 * 256;
     if (rounded > limit || a->used > limit - rounded)
-        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu floats)",
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the weights are too large (more than %zu bytes)",
                        a->fn, limit);
     *offset = a->used;
     a->used += rounded;
     return FG_OK;
 }
 
-static fg_status put(arena *a, const float **dst, const float *src, size_t n)
+/* Copies n fp32 host elements to dst (device) in the arena's type: as they
+ * are for fp32, else converted slice by slice (round to nearest even). */
+static fg_status upload_converted(arena *a, void *dst, const float *src, size_t n)
+{
+    if (a->random) return fill_random(a, dst, n);
+    if (a->dtype == FG_DTYPE_F32) {
+        FGI_CUDA_TRY(a->fn, cudaMemcpy(dst, src, sizeof(float) * n, cudaMemcpyHostToDevice));
+        return FG_OK;
+    }
+    for (size_t done = 0; done < n; done += STAGE_ELEMS) {
+        const size_t k = n - done < STAGE_ELEMS ? n - done : STAGE_ELEMS;
+        FGI_TRY(fg_dtype_from_f32(a->dtype, a->stage, src + done, k));
+        FGI_CUDA_TRY(a->fn, cudaMemcpy((char *)dst + done * a->es, a->stage, k * a->es,
+                                      cudaMemcpyHostToDevice));
+    }
+    return FG_OK;
+}
+
+static fg_status put(arena *a, const void **dst, const float *src, size_t n)
 {
     size_t off = 0;
     *dst = NULL;
     if (src == NULL) return FG_OK;
     FGI_TRY(arena_take(a, n, &off));
     if (a->base == NULL) return FG_OK;
-    FGI_CUDA_TRY(a->fn, cudaMemcpy(a->base + off, src, sizeof(float) * n,
-                                  cudaMemcpyHostToDevice));
+    FGI_TRY(upload_converted(a, a->base + off, src, n));
+    *dst = a->base + off;
+    return FG_OK;
+}
+
+/* bytes copied as they are (not weights: the RoPE frequency table). */
+static fg_status put_bytes(arena *a, const void **dst, const void *src, size_t bytes)
+{
+    size_t off = 0;
+    *dst = NULL;
+    FGI_TRY(arena_take(a, (bytes + a->es - 1) / a->es, &off));
+    if (a->base == NULL) return FG_OK;
+    FGI_CUDA_TRY(a->fn, cudaMemcpy(a->base + off, src, bytes, cudaMemcpyHostToDevice));
     *dst = a->base + off;
     return FG_OK;
 }
 
 /* [gate | up] side by side: row i = gate row i, then up row i. */
-static fg_status put_side_by_side(arena *a, const float **dst, const float *gate,
+static fg_status put_side_by_side(arena *a, const void **dst, const float *gate,
                                   const float *up, size_t rows, size_t cols)
 {
     size_t off = 0;
     *dst = NULL;
     FGI_TRY(arena_take(a, 2 * rows * cols, &off));
     if (a->base == NULL) return FG_OK;
-    const size_t row_bytes = sizeof(float) * cols;
-    float *base = a->base + off;
-    FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
-                                    cudaMemcpyHostToDevice));
-    FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base + cols, 2 * row_bytes, up, row_bytes, row_bytes,
-                                    rows, cudaMemcpyHostToDevice));
+    char *base = a->base + off;
+    if (a->random) {
+        FGI_TRY(fill_random(a, base, 2 * rows * cols));
+    } else if (a->dtype == FG_DTYPE_F32) {
+        const size_t row_bytes = sizeof(float) * cols;
+        FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
+                                        cudaMemcpyHostToDevice));
+        FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base + row_bytes, 2 * row_bytes, up, row_bytes,
+                                        row_bytes, rows, cudaMemcpyHostToDevice));
+    } else {
+        for (size_t r = 0; r < rows; r++) { /* two row halves per row */
+            char *row = base + r * 2 * cols * a->es;
+            FGI_TRY(upload_converted(a, row, gate + r * cols, cols));
+            FGI_TRY(upload_converted(a, row + cols * a->es, up + r * cols, cols));
+        }
+    }
     *dst = base;
     return FG_OK;
 }
@@ -203,7 +305,9 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     const size_t W = (size_t)m->qkv_width, A = (size_t)c->n_head * m->head_dim;
     FGI_TRY(put(a, &m->wte, w->wte, V * C));
     FGI_TRY(put(a, &m->wpe, w->wpe, (size_t)c->n_ctx * C));
+    a->fill_base = 1.0f;
     FGI_TRY(put(a, &m->ln_f_g, w->ln_f_g, C));
+    a->fill_base = 0.0f;
     FGI_TRY(put(a, &m->ln_f_b, w->ln_f_b, C));
     FGI_TRY(put(a, &m->classifier, w->lm_head, V * C));
     if (w->lm_head == NULL) m->classifier = m->wte;
@@ -213,24 +317,29 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
          * and the arena aligns each tensor to 256 bytes */
         const int half = m->head_dim / 2;
         double table[512];
-        const float *placed = NULL;
+        const void *placed = NULL;
         if (half > (int)(sizeof table / sizeof table[0]))
             return fgi_fail(FG_ERR_UNSUPPORTED, "%s: scaled RoPE with head_dim %d (at most %d)",
                            a->fn, m->head_dim, 2 * (int)(sizeof table / sizeof table[0]));
         for (int j = 0; j < half; j++) table[j] = fg_config_rope_inv_freq(c, j);
-        FGI_TRY(put(a, &placed, reinterpret_cast<const float *>(table), 2 * (size_t)half));
-        m->rope_inv_freq = reinterpret_cast<const double *>(placed);
+        /* doubles in every weight type: copied as bytes, never converted */
+        FGI_TRY(put_bytes(a, &placed, table, sizeof(double) * (size_t)half));
+        m->rope_inv_freq = static_cast<const double *>(placed);
     }
     for (int l = 0; l < c->n_layer; l++) {
         const fg_layer_weights *src = &w->layers[l];
         layer_weights *dst = &m->layers[l];
+        a->fill_base = 1.0f;
         FGI_TRY(put(a, &dst->ln_1_g, src->ln_1_g, C));
+        a->fill_base = 0.0f;
         FGI_TRY(put(a, &dst->ln_1_b, src->ln_1_b, C));
         FGI_TRY(put(a, &dst->c_attn_w, src->c_attn_w, C * W));
         FGI_TRY(put(a, &dst->c_attn_b, src->c_attn_b, W));
         FGI_TRY(put(a, &dst->c_proj_w, src->c_proj_w, A * C));
         FGI_TRY(put(a, &dst->c_proj_b, src->c_proj_b, C));
+        a->fill_base = 1.0f;
         FGI_TRY(put(a, &dst->ln_2_g, src->ln_2_g, C));
+        a->fill_base = 0.0f;
         FGI_TRY(put(a, &dst->ln_2_b, src->ln_2_b, C));
         if (c->arch == FG_ARCH_LLAMA)
             FGI_TRY(put_side_by_side(a, &dst->fc_w, src->fc_w, src->up_w, C, I));
@@ -243,14 +352,29 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     return FG_OK;
 }
 
-static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w)
+static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w,
+                                int random, unsigned long long seed)
 {
-    arena a = {fn, NULL, 0};
+    arena a = {fn, m->dtype, m->es, NULL, 0, NULL, random, seed, 0, 0.0f};
     FGI_TRY(place_weights(&a, m, w)); /* counting pass */
-    FGI_TRY(cuda_alloc(fn, (void **)&m->block, sizeof(float) * a.used, "the weights"));
-    a.base = m->block;
-    a.used = 0;
-    return place_weights(&a, m, w);
+    if (m->dtype != FG_DTYPE_F32 && !random)
+        FGI_TRY(fgi_alloc(fn, (void **)&a.stage, STAGE_ELEMS, sizeof(uint16_t)));
+    fg_status st = cuda_alloc(fn, &m->block, a.used, "the weights");
+    if (st == FG_OK) {
+        a.base = (char *)m->block;
+        a.used = 0;
+        st = place_weights(&a, m, w);
+    }
+    if (st == FG_OK && random) { /* the fills ran on the legacy stream */
+        const cudaError_t err = cudaDeviceSynchronize();
+        if (err != cudaSuccess) {
+            (void)cudaGetLastError();
+            st = fgi_fail(FG_ERR_CUDA, "%s: filling the weights failed: %s", fn,
+                          cudaGetErrorString(err));
+        }
+    }
+    free(a.stage);
+    return st;
 }
 
 /* Forgets every captured graph (the attention workspace they read moved). */
@@ -264,14 +388,17 @@ static void drop_graphs(fg_cuda_runner *r)
 
 /* Activations and workspace --------------------------------------------------- */
 
-static fg_status carve(const char *fn, float **dst, float **next, size_t *total, int rows,
-                       long long cols, const char *what)
+/* Takes rows*cols elements of es bytes (rounded to 256 bytes) at *next
+ * into *dst; with next NULL it only adds the bytes to *total. */
+template <typename P>
+static fg_status carve(const char *fn, P **dst, char **next, size_t *total, int rows,
+                       long long cols, size_t es, const char *what)
 {
     size_t n;
-    FGI_TRY(fgi_check_elems(fn, what, &n, 2, (long long)rows, cols));
-    n = (n + 63) / 64 * 64;
+    FGI_TRY(fgi_check_elems(fn, what, &n, 3, (long long)rows, cols, (long long)es));
+    n = (n + 255) / 256 * 256;
     if (next != NULL) {
-        *dst = *next;
+        *dst = reinterpret_cast<P *>(*next);
         *next += n;
     }
     *total += n;
@@ -279,32 +406,61 @@ static fg_status carve(const char *fn, float **dst, float **next, size_t *total,
 }
 
 /* Lays out (or, with base == NULL, sizes) the activation buffers. */
-static fg_status layout_activations(const char *fn, fg_cuda_runner *r, float *base,
+static fg_status layout_activations(const char *fn, fg_cuda_runner *r, void *base,
                                     size_t *total)
 {
     const fg_config *c = &r->w->cfg;
     const int T = r->max_tokens;
     const int llama = c->arch == FG_ARCH_LLAMA;
-    float *next = base, **cursor = base ? &next : NULL;
+    const size_t f = sizeof(float), es = r->w->es;
+    char *next = static_cast<char *>(base), **cursor = base ? &next : NULL;
     *total = 0;
-    FGI_TRY(carve(fn, &r->x, cursor, total, T, c->n_embd, "activations x (max_tokens*n_embd)"));
-    FGI_TRY(carve(fn, &r->h, cursor, total, T, c->n_embd, "activations h"));
-    FGI_TRY(carve(fn, &r->delta, cursor, total, T, c->n_embd, "activations delta"));
-    FGI_TRY(carve(fn, &r->qkv, cursor, total, T, r->w->qkv_width, "q|k|v (max_tokens*qkv_width)"));
-    FGI_TRY(carve(fn, &r->att, cursor, total, T, (long long)c->n_head * r->w->head_dim,
+    FGI_TRY(carve(fn, &r->x, cursor, total, T, c->n_embd, f,
+                 "activations x (max_tokens*n_embd)"));
+    FGI_TRY(carve(fn, &r->h, cursor, total, T, c->n_embd, es, "activations h"));
+    FGI_TRY(carve(fn, &r->delta, cursor, total, T, c->n_embd, es, "activations delta"));
+    FGI_TRY(carve(fn, &r->qkv, cursor, total, T, r->w->qkv_width, es,
+                 "q|k|v (max_tokens*qkv_width)"));
+    FGI_TRY(carve(fn, &r->att, cursor, total, T, (long long)c->n_head * r->w->head_dim, es,
                  "attention output"));
     FGI_TRY(carve(fn, &r->mlp, cursor, total, T, (llama ? 2LL : 1LL) * c->n_inner,
-                 "MLP activations"));
-    FGI_TRY(carve(fn, &r->mlp_act, cursor, total, T, llama ? c->n_inner : 0,
+                 llama ? f : es, "MLP activations"));
+    FGI_TRY(carve(fn, &r->mlp_act, cursor, total, T, llama ? c->n_inner : 0, es,
                  "SwiGLU product"));
-    FGI_TRY(carve(fn, &r->logits, cursor, total, T, c->vocab_size,
+    FGI_TRY(carve(fn, &r->logits, cursor, total, T, c->vocab_size, f,
                  "logits (max_tokens*vocab_size)"));
-    const size_t limit = (size_t)PTRDIFF_MAX / sizeof(float) / 2;
+    const size_t limit = (size_t)PTRDIFF_MAX / 2;
     if (*total > limit)
         return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: activation buffers for max_tokens %d are too large (%zu floats)",
+                       "%s: activation buffers for max_tokens %d are too large (%zu bytes)",
                        fn, T, *total);
     return FG_OK;
+}
+
+/* The split-KV decode's arguments for one 16-bit step of this runner on a
+ * cache of `capacity` keys (pointers: the caller's; sizing passes stand-ins). */
+static fgi_decode_args decode16_args(const fg_cuda_runner *r, int capacity)
+{
+    fgi_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.dtype = r->w->dtype;
+    a.batch = 1;
+    a.n_q_head = r->w->cfg.n_head;
+    a.n_kv_head = r->w->cfg.n_kv_head;
+    a.head_dim = r->w->head_dim;
+    a.capacity = capacity;
+    return a;
+}
+
+static size_t decode16_workspace_bytes(const fg_cuda_runner *r, int capacity)
+{
+    fgi_decode_args a = decode16_args(r, capacity);
+    /* only sizes are read: any 16-byte aligned non-NULL stand-ins do */
+    static const int one = 1;
+    a.out = (void *)256;
+    a.q = a.k_cache = a.v_cache = (const void *)256;
+    a.kv_lens = &one;
+    return fgi_cuda_decode_workspace_bytes(&a);
 }
 
 /* Makes the attention workspace cover caches of up to `capacity` tokens. */
@@ -314,6 +470,12 @@ static fg_status ensure_attention_workspace(const char *fn, fg_cuda_runner *r, i
     const int kv = capacity > r->attention_ws_kv ? capacity : r->attention_ws_kv;
     size_t bytes = fgi_cuda_attention_workspace_bound(r->w->cfg.n_head, r->max_tokens, kv,
                                                       r->w->head_dim);
+    if (r->w->dtype != FG_DTYPE_F32) {
+        /* a 16-bit runner's decode steps use the split-KV decode kernel,
+         * which wants its own (larger) share for caches of kv keys */
+        const size_t d16 = decode16_workspace_bytes(r, kv);
+        if (d16 > bytes) bytes = d16;
+    }
     if (bytes < 256) bytes = 256; /* never NULL: NULL asks the kernel to allocate */
     if (r->attention_ws != NULL && bytes <= r->attention_ws_bytes) {
         r->attention_ws_kv = kv;
@@ -356,14 +518,23 @@ extern "C" void fg_cuda_weights_destroy(fg_cuda_weights *w)
     free(w);
 }
 
-extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_config *cfg,
-                                            const fg_weights *host)
+static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const fg_config *cfg,
+                                const fg_weights *host, fg_dtype dtype, int random = 0,
+                                unsigned long long seed = 0)
 {
-    static const char fn[] = "fg_cuda_weights_create";
     FGI_TRY(fgi_check_ptr(fn, "weights", weights));
     *weights = NULL;
+    if (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)",
+                       fn, (int)dtype);
     FGI_TRY(fgi_check_config(fn, cfg));
-    FGI_TRY(fgi_check_weights(fn, cfg, host));
+    if (!random) FGI_TRY(fgi_check_weights(fn, cfg, host));
+    /* 16-bit attention runs on the tensor-core kernel, which is built for
+     * these head sizes only (cuda/attention/attention_mma16.cu). */
+    if (dtype != FG_DTYPE_F32 && !fgi_attention16_supported(fg_config_head_dim(cfg)))
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: head_dim %d has no %s attention kernel (32, 64, 80, 96, 128 or 256); "
+                       "use --dtype f32", fn, fg_config_head_dim(cfg), fg_dtype_name(dtype));
     if (cfg->arch == FG_ARCH_LLAMA && cfg->n_inner > 0x7fffffff / 2)
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: config.n_inner %d is too large for the fused gate|up GEMM", fn,
@@ -372,16 +543,141 @@ extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_
     fg_cuda_weights *w;
     FGI_TRY(fgi_alloc(fn, (void **)&w, 1, sizeof *w));
     w->cfg = *cfg;
+    w->dtype = dtype;
+    w->es = fg_dtype_size(dtype);
     w->head_dim = fg_config_head_dim(cfg);
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
-    if (st == FG_OK) st = upload_weights(fn, w, host);
+    if (st == FG_OK) st = upload_weights(fn, w, host, random, seed);
     if (st != FG_OK) {
         fg_cuda_weights_destroy(w);
         return st;
     }
     *weights = w;
     return FG_OK;
+}
+
+extern "C" fg_status fg_cuda_weights_create(fg_cuda_weights **weights, const fg_config *cfg,
+                                            const fg_weights *host)
+{
+    return weights_create("fg_cuda_weights_create", weights, cfg, host, FG_DTYPE_F32);
+}
+
+/* Random weights straight into device memory: the layout of
+ * fg_cuda_weights_create, every tensor present for the family (GPT-2's
+ * biases and positions, Llama's separate up projection; the classifier tied
+ * to wte) and filled on the device, so a model of any size needs no host
+ * copy at all. The host fg_weights below only says which tensors exist:
+ * its pointers are never read. */
+extern "C" fg_status fg_cuda_weights_create_random(fg_cuda_weights **weights,
+                                                   const fg_config *cfg, fg_dtype dtype,
+                                                   uint64_t seed)
+{
+    static const char fn[] = "fg_cuda_weights_create_random";
+    static const float present = 0.0f; /* a non-NULL marker, never read */
+    FGI_TRY(fgi_check_ptr(fn, "weights", weights));
+    *weights = NULL;
+    FGI_TRY(fgi_check_config(fn, cfg));
+    const int gpt2 = cfg->arch == FG_ARCH_GPT2;
+    fg_layer_weights *layers;
+    FGI_TRY(fgi_alloc(fn, (void **)&layers, (size_t)cfg->n_layer, sizeof *layers));
+    for (int l = 0; l < cfg->n_layer; l++) {
+        fg_layer_weights *L = &layers[l];
+        L->ln_1_g = L->c_attn_w = L->c_proj_w = L->ln_2_g = L->fc_w = L->mlp_proj_w = &present;
+        if (gpt2)
+            L->ln_1_b = L->c_attn_b = L->c_proj_b = L->ln_2_b = L->fc_b = L->mlp_proj_b =
+                &present;
+        else
+            L->up_w = &present;
+    }
+    fg_weights w;
+    memset(&w, 0, sizeof w);
+    w.wte = w.ln_f_g = &present;
+    if (gpt2) {
+        w.ln_f_b = &present;
+        if (!cfg->use_rope) w.wpe = &present;
+    }
+    w.layers = layers;
+    const fg_status st = weights_create(fn, weights, cfg, &w, dtype, 1, seed);
+    free(layers);
+    return st;
+}
+
+/* Median device-to-device copy bandwidth (read + write bytes per second)
+ * over `runs` copies of `bytes`, after two warm-up copies: the roofline a
+ * decode step's weight reads are measured against, taken in the same run. */
+extern "C" fg_status fg_cuda_copy_bandwidth(size_t bytes, int runs, double *gbps)
+{
+    static const char fn[] = "fg_cuda_copy_bandwidth";
+    FGI_TRY(fgi_check_ptr(fn, "gbps", gbps));
+    FGI_TRY(fgi_check_min(fn, "runs", runs, 1));
+    if (runs > 1000 || bytes < 1024)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: need 1 <= runs <= 1000 and bytes >= 1024", fn);
+    FGI_TRY(fgi_cuda_check_device(fn));
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    float times[1000];
+    fg_status st = cuda_alloc(fn, &src, bytes, "the copy source");
+    if (st == FG_OK) st = cuda_alloc(fn, &dst, bytes, "the copy destination");
+    cudaError_t err = cudaSuccess;
+    if (st == FG_OK) err = cudaEventCreate(&start);
+    if (st == FG_OK && err == cudaSuccess) err = cudaEventCreate(&stop);
+    for (int r = -2; st == FG_OK && err == cudaSuccess && r < runs; r++) {
+        err = cudaEventRecord(start, 0);
+        if (err == cudaSuccess) err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0);
+        if (err == cudaSuccess) err = cudaEventRecord(stop, 0);
+        if (err == cudaSuccess) err = cudaEventSynchronize(stop);
+        if (err == cudaSuccess && r >= 0) err = cudaEventElapsedTime(&times[r], start, stop);
+    }
+    if (st == FG_OK && err != cudaSuccess) {
+        (void)cudaGetLastError();
+        st = fgi_fail(FG_ERR_CUDA, "%s: %s", fn, cudaGetErrorString(err));
+    }
+    if (st == FG_OK) {
+        for (int i = 1; i < runs; i++) /* insertion sort: runs is small */
+            for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
+                const float t = times[j];
+                times[j] = times[j - 1];
+                times[j - 1] = t;
+            }
+        const double ms = times[runs / 2] > 0 ? times[runs / 2] : 1e-6;
+        *gbps = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    if (src) cudaFree(src);
+    if (dst) cudaFree(dst);
+    (void)cudaGetLastError();
+    return st;
+}
+
+extern "C" fg_status fg_cuda_weights_create_typed(fg_cuda_weights **weights,
+                                                  const fg_config *cfg, const fg_weights *host,
+                                                  fg_dtype dtype)
+{
+    return weights_create("fg_cuda_weights_create_typed", weights, cfg, host, dtype);
+}
+
+extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dtype)
+{
+    if (cfg == NULL || cfg->n_head < 1 || (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 &&
+                                           dtype != FG_DTYPE_F16))
+        return 0;
+    int device = 0;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (dtype == FG_DTYPE_F32) return 1;
+    /* the 16-bit kernels use sm_80's mma.sync shapes and cp.async */
+    return prop.major >= 8 && fgi_attention16_supported(fg_config_head_dim(cfg));
+}
+
+extern "C" fg_dtype fg_cuda_weights_dtype(const fg_cuda_weights *weights)
+{
+    return weights ? weights->dtype : FG_DTYPE_F32;
 }
 
 extern "C" const fg_config *fg_cuda_weights_config(const fg_cuda_weights *weights)
@@ -396,6 +692,7 @@ extern "C" void fg_cuda_runner_destroy(fg_cuda_runner *r)
     if (r == NULL) return;
     drop_graphs(r);
     if (r->lin.blas) cublasDestroy(r->lin.blas);
+    if (r->lin.blaslt) cublasLtDestroy(r->lin.blaslt);
     if (r->capture_stream) cudaStreamDestroy(r->capture_stream);
     if (r->activations) cudaFree(r->activations);
     if (r->ids) cudaFree(r->ids);
@@ -412,10 +709,13 @@ static fg_status runner_init(const char *fn, fg_cuda_runner *r)
     FGI_TRY(layout_activations(fn, r, NULL, &total));
     FGI_TRY(fgi_cuda_check_device(fn));
     FGI_TRY(fgi_cuda_blas_create(fn, &r->lin.blas, r->stream));
+    /* 16-bit GEMMs: one cuBLASLt handle for the runner's life (one per call
+     * would cost a creation per layer and cannot be captured) */
+    if (r->w->dtype != FG_DTYPE_F32) FGI_CUBLAS_TRY(fn, cublasLtCreate(&r->lin.blaslt));
     FGI_TRY(fgi_cuda_sm_count(fn, &r->lin.sm_count));
     FGI_TRY(cuda_alloc(fn, &r->lin.gemv_ws, FGI_GEMV_WORKSPACE_BYTES, "the GEMV workspace"));
     FGI_CUDA_TRY(fn, cudaMemset(r->lin.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES));
-    FGI_TRY(cuda_alloc(fn, (void **)&r->activations, sizeof(float) * total, "activations"));
+    FGI_TRY(cuda_alloc(fn, &r->activations, total, "activations"));
     FGI_TRY(layout_activations(fn, r, r->activations, &total));
     FGI_TRY(cuda_alloc(fn, (void **)&r->ids, sizeof(int) * (size_t)r->max_tokens, "token ids"));
     FGI_TRY(cuda_alloc(fn, (void **)&r->step, 3 * sizeof(int), "the step record"));
@@ -464,22 +764,24 @@ extern "C" void fg_cuda_kv_cache_destroy(fg_cuda_kv_cache *cache)
     free(cache);
 }
 
-extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_layer,
-                                             int n_kv_head, int head_dim, int capacity)
+static fg_status kv_cache_create(const char *fn, fg_cuda_kv_cache **cache, int n_layer,
+                                 int n_kv_head, int head_dim, int capacity, fg_dtype dtype)
 {
-    static const char fn[] = "fg_cuda_kv_cache_create";
     static std::atomic<unsigned long long> last_id(0);
     size_t per_layer, all;
     FGI_TRY(fgi_check_ptr(fn, "cache", cache));
     *cache = NULL;
+    if (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)",
+                       fn, (int)dtype);
     FGI_TRY(fgi_check_min(fn, "n_layer", n_layer, 1));
     FGI_TRY(fgi_check_min(fn, "n_kv_head", n_kv_head, 1));
     FGI_TRY(fgi_check_min(fn, "head_dim", head_dim, 1));
     FGI_TRY(fgi_check_min(fn, "capacity", capacity, 1));
     FGI_TRY(fgi_check_elems(fn, "one layer's keys (n_kv_head*capacity*head_dim)", &per_layer,
                           3, (long long)n_kv_head, (long long)capacity, (long long)head_dim));
-    FGI_TRY(fgi_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)", &all, 2,
-                          (long long)per_layer, 2LL * n_layer));
+    FGI_TRY(fgi_check_elems(fn, "the cache (2*n_layer*n_kv_head*capacity*head_dim)", &all, 3,
+                          (long long)per_layer, 2LL * n_layer, (long long)fg_dtype_size(dtype)));
     FGI_TRY(fgi_cuda_check_device(fn));
     fg_cuda_kv_cache *c;
     FGI_TRY(fgi_alloc(fn, (void **)&c, 1, sizeof *c));
@@ -487,6 +789,8 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_lay
     c->n_kv_head = n_kv_head;
     c->head_dim = head_dim;
     c->capacity = capacity;
+    c->dtype = dtype;
+    c->es = fg_dtype_size(dtype);
     c->n_seq = 1;
     c->block_tokens = capacity;
     c->kv_head_stride = (size_t)capacity * (size_t)head_dim;
@@ -494,7 +798,7 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_lay
     c->layer_floats = per_layer * (size_t)c->n_seq;
     fg_status st = fgi_alloc(fn, (void **)&c->len, (size_t)c->n_seq * (size_t)n_layer,
                              sizeof(int));
-    if (st == FG_OK) st = cuda_alloc(fn, (void **)&c->data, sizeof(float) * all, "the KV cache");
+    if (st == FG_OK) st = cuda_alloc(fn, &c->data, all, "the KV cache"); /* all: bytes */
     if (st != FG_OK) {
         fg_cuda_kv_cache_destroy(c);
         return st;
@@ -502,6 +806,26 @@ extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_lay
     c->id = ++last_id;
     *cache = c;
     return FG_OK;
+}
+
+extern "C" fg_status fg_cuda_kv_cache_create(fg_cuda_kv_cache **cache, int n_layer,
+                                             int n_kv_head, int head_dim, int capacity)
+{
+    return kv_cache_create("fg_cuda_kv_cache_create", cache, n_layer, n_kv_head, head_dim,
+                           capacity, FG_DTYPE_F32);
+}
+
+extern "C" fg_status fg_cuda_kv_cache_create_typed(fg_cuda_kv_cache **cache, int n_layer,
+                                                   int n_kv_head, int head_dim, int capacity,
+                                                   fg_dtype dtype)
+{
+    return kv_cache_create("fg_cuda_kv_cache_create_typed", cache, n_layer, n_kv_head, head_dim,
+                           capacity, dtype);
+}
+
+extern "C" fg_dtype fg_cuda_kv_cache_dtype(const fg_cuda_kv_cache *cache)
+{
+    return cache ? cache->dtype : FG_DTYPE_F32;
 }
 
 extern "C" long long fgi_cuda_kv_cache_graph_steps(const fg_cuda_kv_cache *cache)
@@ -521,10 +845,30 @@ extern "C" fg_status fgi_cuda_kv_cache_read(const fg_cuda_kv_cache *cache, int l
                        layer, cache->n_layer);
     /* The runners' streams may still be writing the cache. */
     FGI_CUDA_TRY(fn, cudaDeviceSynchronize());
-    const size_t bytes = sizeof(float) * (size_t)cache->n_kv_head * cache->kv_head_stride;
-    FGI_CUDA_TRY(fn, cudaMemcpy(k, cache_k(cache, layer), bytes, cudaMemcpyDeviceToHost));
-    FGI_CUDA_TRY(fn, cudaMemcpy(v, cache_v(cache, layer), bytes, cudaMemcpyDeviceToHost));
-    return FG_OK;
+    const size_t n = (size_t)cache->n_kv_head * cache->kv_head_stride;
+    if (cache->dtype == FG_DTYPE_F32) {
+        FGI_CUDA_TRY(fn, cudaMemcpy(k, cache_k(cache, layer), sizeof(float) * n,
+                                   cudaMemcpyDeviceToHost));
+        FGI_CUDA_TRY(fn, cudaMemcpy(v, cache_v(cache, layer), sizeof(float) * n,
+                                   cudaMemcpyDeviceToHost));
+        return FG_OK;
+    }
+    /* 16-bit: through a host copy of the layer's elements, widened exactly */
+    uint16_t *tmp;
+    FGI_TRY(fgi_alloc(fn, (void **)&tmp, n, sizeof(uint16_t)));
+    fg_status st = FG_OK;
+    for (int part = 0; part < 2 && st == FG_OK; part++) {
+        const cudaError_t err = cudaMemcpy(tmp, part ? cache_v(cache, layer) : cache_k(cache, layer),
+                                           n * cache->es, cudaMemcpyDeviceToHost);
+        if (err != cudaSuccess) {
+            (void)cudaGetLastError();
+            st = fgi_fail(FG_ERR_CUDA, "%s: cudaMemcpy failed: %s", fn, cudaGetErrorString(err));
+        } else {
+            st = fg_dtype_to_f32(cache->dtype, part ? v : k, tmp, n);
+        }
+    }
+    free(tmp);
+    return st;
 }
 
 extern "C" fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache)
@@ -559,12 +903,22 @@ static const fgi_cache_shape *cache_shape(fgi_cache_shape *shape, const fg_cuda_
     return shape;
 }
 
+/* A cache holds the runner's element type: its kernels read it as that. */
+static fg_status check_cache_dtype(const char *fn, const fg_cuda_runner *r,
+                                  const fg_cuda_kv_cache *cache)
+{
+    if (cache == NULL || cache->dtype == r->w->dtype) return FG_OK;
+    return fgi_fail(FG_ERR_INVALID_ARG, "%s: the KV cache holds %s, the weights %s", fn,
+                   fg_dtype_name(cache->dtype), fg_dtype_name(r->w->dtype));
+}
+
 static fg_status check_layer_call(const char *fn, const float *out, const float *x, int T,
                                   const fg_cuda_runner *r, const fg_cuda_kv_cache *cache,
                                   int layer)
 {
     fgi_cache_shape shape;
     FGI_TRY(fgi_check_ptr(fn, "runner", r));
+    FGI_TRY(check_cache_dtype(fn, r, cache));
     return fgi_check_layer_call(fn, &r->w->cfg, out, x, T, r->max_tokens,
                                 cache_shape(&shape, cache), layer);
 }
@@ -576,15 +930,16 @@ static fg_status check_forward(const char *fn, const float *logits, const float 
 {
     fgi_cache_shape shape;
     FGI_TRY(fgi_check_ptr(fn, "runner", r));
+    FGI_TRY(check_cache_dtype(fn, r, cache));
     return fgi_check_forward_call(fn, &r->w->cfg, r->w->wpe != NULL, logits, probs, logit_rows,
                                   ids, T, r->max_tokens, cache_shape(&shape, cache));
 }
 
 /* The layer pipeline ------------------------------------------------------------ */
 
-static fg_status norm_rows(const char *fn, fg_cuda_runner *r, float *y, float *x,
-                           const float *delta, const float *delta_bias, const float *g,
-                           const float *b, int T)
+static fg_status norm_rows(const char *fn, fg_cuda_runner *r, void *y, float *x,
+                           const void *delta, const void *delta_bias, const void *g,
+                           const void *b, int T)
 {
     fgi_norm_args a;
     a.y = y;
@@ -597,7 +952,22 @@ static fg_status norm_rows(const char *fn, fg_cuda_runner *r, float *y, float *x
     a.cols = r->w->cfg.n_embd;
     a.eps = r->w->cfg.norm_eps;
     a.rms = r->w->cfg.arch == FG_ARCH_LLAMA;
-    return fgi_cuda_norm(fn, &a, r->stream);
+    if (r->w->dtype == FG_DTYPE_F32) return fgi_cuda_norm(fn, &a, r->stream);
+    return fgi_cuda_norm_typed(fn, r->w->dtype, &a, r->stream);
+}
+
+/* A linear layer in the weights' type (fp32: the SGEMM / GEMV path as
+ * before; 16-bit: GEMV or cuBLASLt). */
+static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *x, const void *w,
+                        const void *b, int rows, int in, int out, fgi_activation act)
+{
+    if (r->w->dtype == FG_DTYPE_F32)
+        return fgi_cuda_linear_layer(fn, &r->lin, static_cast<float *>(y),
+                                     static_cast<const float *>(x), static_cast<const float *>(w),
+                                     static_cast<const float *>(b), rows, in, out, 0, act,
+                                     r->stream);
+    return fgi_cuda_linear_layer_typed(fn, r->w->dtype, &r->lin, y, x, w, b, rows, in, out, 0,
+                                       act, r->stream);
 }
 
 /* out (T, C) = attention of the normalised input x_in (T, C) at positions
@@ -606,14 +976,14 @@ static fg_status norm_rows(const char *fn, fg_cuda_runner *r, float *y, float *x
  * With a device step record (T = 1) the position and key count are read
  * from it at run time and L is ignored. */
 static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
-                                    int layer, int L, int T, const float *x_in, float *out,
+                                    int layer, int L, int T, const void *x_in, void *out,
                                     int proj_bias, const int *step)
 {
     const fg_config *c = &r->w->cfg;
     const layer_weights *lw = &r->w->layers[layer];
+    const fg_dtype dt = r->w->dtype;
     const int C = c->n_embd, d = r->w->head_dim, W = r->w->qkv_width;
-    FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, 0,
-                                 FGI_ACT_NONE, r->stream));
+    FGI_TRY(linear(fn, r, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, FGI_ACT_NONE));
 
     fgi_qkv_append_args qa;
     qa.qkv = r->qkv;
@@ -630,17 +1000,62 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     qa.use_rope = c->use_rope;
     qa.rope_base = c->rope_base;
     qa.rope_inv_freq = r->w->rope_inv_freq;
-    FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
+    if (dt == FG_DTYPE_F32)
+        FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
+    else
+        FGI_TRY(fgi_cuda_qkv_rope_append_typed(fn, dt, &qa, r->stream));
+
+    if (dt != FG_DTYPE_F32 && step != NULL) {
+        /* A captured decode step: the split-KV decode kernel, which reads
+         * the key count from the step record at run time. */
+        fgi_decode_args da = decode16_args(r, cache->capacity);
+        da.out = r->att;                 /* (1, n_head*d) */
+        da.q = r->qkv;                   /* q heads: the first n_head*d columns */
+        da.k_cache = qa.k_cache;
+        da.v_cache = qa.v_cache;
+        da.kv_lens = step + 2;
+        da.window = fg_config_layer_window(c, layer);
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, r->attention_ws, r->attention_ws_bytes, NULL,
+                                          r->stream));
+        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                      c->n_head * d, C, FGI_ACT_NONE);
+    }
+    if (dt != FG_DTYPE_F32) {
+        /* The tensor-core kernel, causal from the bottom right: row t sees
+         * keys 0 .. L+t (the last `window` of them with a sliding window),
+         * its key count from the host (prefill, chunks, uncaptured steps). */
+        fgi_attention16_args a16;
+        memset(&a16, 0, sizeof a16);
+        a16.dtype = dt;
+        a16.out = r->att;
+        a16.out_head_stride = d;
+        a16.out_row_stride = (long long)c->n_head * d;
+        a16.q = r->qkv;
+        a16.q_head_stride = d;
+        a16.q_row_stride = W;
+        a16.k = qa.k_cache;
+        a16.v = qa.v_cache;
+        a16.kv_head_stride = (long long)cache->kv_head_stride;
+        a16.n_q_head = c->n_head;
+        a16.n_kv_head = c->n_kv_head;
+        a16.q_len = T;
+        a16.kv_len = L + T;
+        a16.head_dim = d;
+        a16.window = fg_config_layer_window(c, layer);
+        FGI_TRY(fgi_cuda_attention16(fn, &a16, r->stream));
+        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                      c->n_head * d, C, FGI_ACT_NONE);
+    }
 
     fgi_attention_args aa;
     memset(&aa, 0, sizeof aa);
-    aa.out = r->att;
     aa.out_head_stride = d;
     aa.out_row_stride = (long long)c->n_head * d;
     aa.lse = NULL;
-    aa.q = r->qkv; /* q heads are the first n_head*d columns of each row */
     aa.q_head_stride = d;
     aa.q_row_stride = W;
+    aa.out = static_cast<float *>(r->att);
+    aa.q = static_cast<const float *>(r->qkv); /* q heads: the first n_head*d columns */
     aa.k = static_cast<const float *>(qa.k_cache);
     aa.v = static_cast<const float *>(qa.v_cache);
     aa.kv_head_stride = (long long)cache->kv_head_stride;
@@ -654,9 +1069,8 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.window = fg_config_layer_window(c, layer);
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
 
-    return fgi_cuda_linear_layer(fn, &r->lin, out, r->att, lw->c_proj_w,
-                                 proj_bias ? lw->c_proj_b : NULL, T, c->n_head * d, C, 0,
-                                 FGI_ACT_NONE, r->stream);
+    return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                  c->n_head * d, C, FGI_ACT_NONE);
 }
 
 /* r->delta (T, C) = MLP of r->h without the output bias. */
@@ -665,28 +1079,36 @@ static fg_status mlp_sublayer(const char *fn, fg_cuda_runner *r, int layer, int 
     const fg_config *c = &r->w->cfg;
     const layer_weights *lw = &r->w->layers[layer];
     const int C = c->n_embd, I = c->n_inner;
+    const fg_dtype dt = r->w->dtype;
     if (c->arch == FG_ARCH_LLAMA) {
-        float *gate_up = r->mlp; /* (T, 2I): [gate | up] per row */
-        float *act = r->mlp_act; /* (T, I) */
-        FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, gate_up, r->h, lw->fc_w, NULL, T, C, 2 * I,
-                                     0, FGI_ACT_NONE, r->stream));
-        FGI_TRY(fgi_cuda_silu_mul_rows(fn, act, gate_up, gate_up + I, T, I, 2LL * I,
-                                      r->stream));
-        return fgi_cuda_linear_layer(fn, &r->lin, r->delta, act, lw->mlp_proj_w, NULL, T, I, C,
-                                     0, FGI_ACT_NONE, r->stream);
+        /* gate|up stay fp32 (T, 2I) in every type: only silu(gate) up is
+         * rounded, as fg_cuda_swiglu_ffn_typed does */
+        float *gate_up = static_cast<float *>(r->mlp);
+        void *act = r->mlp_act; /* (T, I) */
+        if (dt == FG_DTYPE_F32) {
+            FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, gate_up, static_cast<const float *>(r->h),
+                                         static_cast<const float *>(lw->fc_w), NULL, T, C,
+                                         2 * I, 0, FGI_ACT_NONE, r->stream));
+            FGI_TRY(fgi_cuda_silu_mul_rows(fn, static_cast<float *>(act), gate_up, gate_up + I,
+                                          T, I, 2LL * I, r->stream));
+        } else {
+            FGI_TRY(fgi_cuda_linear_layer_f32out(fn, dt, &r->lin, gate_up, r->h, lw->fc_w, T, C,
+                                                2 * I, 0, r->stream));
+            FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, dt, act, gate_up, gate_up + I, T, I,
+                                                2LL * I, r->stream));
+        }
+        return linear(fn, r, r->delta, act, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE);
     }
-    FGI_TRY(fgi_cuda_linear_layer(fn, &r->lin, r->mlp, r->h, lw->fc_w, lw->fc_b, T, C, I, 0,
-                                 FGI_ACT_GELU, r->stream));
-    return fgi_cuda_linear_layer(fn, &r->lin, r->delta, r->mlp, lw->mlp_proj_w, NULL, T, I, C,
-                                 0, FGI_ACT_NONE, r->stream);
+    FGI_TRY(linear(fn, r, r->mlp, r->h, lw->fc_w, lw->fc_b, T, C, I, FGI_ACT_GELU));
+    return linear(fn, r, r->delta, r->mlp, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE);
 }
 
 /* One pre-norm block on x (T, C), with r->h already holding norm_1(x). With
  * next_g the final residual add is fused with the next norm into r->h
  * (the next layer's norm_1 or the final norm); without it x is just updated. */
 static fg_status layer_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
-                               int layer, int L, int T, float *x, const float *next_g,
-                               const float *next_b, const int *step)
+                               int layer, int L, int T, float *x, const void *next_g,
+                               const void *next_b, const int *step)
 {
     const layer_weights *lw = &r->w->layers[layer];
     FGI_TRY(attention_sublayer(fn, r, cache, layer, L, T, r->h, r->delta, 0, step));
@@ -694,7 +1116,12 @@ static fg_status layer_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cac
     FGI_TRY(mlp_sublayer(fn, r, layer, T));
     if (next_g != NULL)
         return norm_rows(fn, r, r->h, x, r->delta, lw->mlp_proj_b, next_g, next_b, T);
-    return fgi_cuda_add_rows(fn, x, r->delta, lw->mlp_proj_b, T, r->w->cfg.n_embd, r->stream);
+    if (r->w->dtype == FG_DTYPE_F32)
+        return fgi_cuda_add_rows(fn, x, static_cast<const float *>(r->delta),
+                                 static_cast<const float *>(lw->mlp_proj_b), T,
+                                 r->w->cfg.n_embd, r->stream);
+    return fgi_cuda_add_rows_typed(fn, r->w->dtype, x, r->delta, lw->mlp_proj_b, T,
+                                   r->w->cfg.n_embd, r->stream);
 }
 
 /* Public layer, block and forward ---------------------------------------------- */
@@ -705,6 +1132,10 @@ extern "C" fg_status fg_cuda_attention_layer(float *out, const float *x, int T,
 {
     static const char fn[] = "fg_cuda_attention_layer";
     FGI_TRY(check_layer_call(fn, out, x, T, runner, cache, layer));
+    /* its x and out are fp32: the 16-bit layer takes and gives dtype rows */
+    if (runner->w->dtype != FG_DTYPE_F32)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: the runner's weights hold %s; this function "
+                       "serves fp32 weights only", fn, fg_dtype_name(runner->w->dtype));
     FGI_TRY(fgi_cuda_check_device(fn));
     FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
     const int L = cache->len[layer];
@@ -732,7 +1163,8 @@ namespace {
 
 /* x (T, C) = wte[ids] + wpe[pos0 + t] (wpe may be NULL); pos_dev, when set,
  * holds pos0 in device memory. */
-__global__ void embed_kernel(float *x, const int *ids, const float *wte, const float *wpe,
+template <typename E>
+__global__ void embed_kernel(float *x, const int *ids, const E *wte, const E *wpe,
                              int T, int C, int pos0, const int *pos_dev)
 {
     const long long total = (long long)T * C;
@@ -740,8 +1172,8 @@ __global__ void embed_kernel(float *x, const int *ids, const float *wte, const f
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
         const long long t = e / C, i = e % C;
-        const float tok = wte[(long long)ids[t] * C + i];
-        x[e] = tok + (wpe ? wpe[(p0 + t) * C + i] : 0.0f);
+        const float tok = fgi_elem<E>::to_float(wte[(long long)ids[t] * C + i]);
+        x[e] = tok + (wpe ? fgi_elem<E>::to_float(wpe[(p0 + t) * C + i]) : 0.0f);
     }
 }
 
@@ -758,22 +1190,31 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_c
     const fg_config *c = &r->w->cfg;
     const int C = c->n_embd, V = c->vocab_size;
     const int threads = 256;
-    embed_kernel<<<fgi_grid_blocks((long long)T * C, threads), threads, 0, r->stream>>>(
-        r->x, step != NULL ? step : ids_dev, r->w->wte, r->w->wpe, T, C, L,
-        step != NULL ? step + 1 : NULL);
-    FGI_CUDA_LAUNCHED(fn, "embed_kernel");
+    FGI_TRY(fgi_with_dtype(fn, r->w->dtype, [&](auto tag) {
+        using E = decltype(tag);
+        embed_kernel<E><<<fgi_grid_blocks((long long)T * C, threads), threads, 0, r->stream>>>(
+            r->x, step != NULL ? step : ids_dev, static_cast<const E *>(r->w->wte),
+            static_cast<const E *>(r->w->wpe), T, C, L, step != NULL ? step + 1 : NULL);
+        FGI_CUDA_LAUNCHED(fn, "embed_kernel");
+        return FG_OK;
+    }));
     FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
                      r->w->layers[0].ln_1_b, T));
     for (int l = 0; l < c->n_layer; l++) {
         const int last = l + 1 == c->n_layer;
-        const float *next_g = last ? r->w->ln_f_g : r->w->layers[l + 1].ln_1_g;
-        const float *next_b = last ? r->w->ln_f_b : r->w->layers[l + 1].ln_1_b;
+        const void *next_g = last ? r->w->ln_f_g : r->w->layers[l + 1].ln_1_g;
+        const void *next_b = last ? r->w->ln_f_b : r->w->layers[l + 1].ln_1_b;
         FGI_TRY(layer_forward(fn, r, cache, l, L, T, r->x, next_g, next_b, step));
     }
     /* every row of r->h is ln_f(x); only the last logit_rows go to the classifier */
-    const float *last = r->h + (size_t)(T - logit_rows) * C;
-    return fgi_cuda_linear_layer(fn, &r->lin, r->logits, last, r->w->classifier, NULL, logit_rows,
-                                 C, V, 1, FGI_ACT_NONE, r->stream);
+    const void *last = static_cast<const char *>(r->h) + (size_t)(T - logit_rows) * C * r->w->es;
+    if (r->w->dtype == FG_DTYPE_F32)
+        return fgi_cuda_linear_layer(fn, &r->lin, r->logits, static_cast<const float *>(last),
+                                     static_cast<const float *>(r->w->classifier), NULL,
+                                     logit_rows, C, V, 1, FGI_ACT_NONE, r->stream);
+    /* the logits stay fp32: cuBLASLt's fp32 output */
+    return fgi_cuda_linear_layer_f32out(fn, r->w->dtype, &r->lin, r->logits, last,
+                                        r->w->classifier, logit_rows, C, V, 1, r->stream);
 }
 
 /* Runs the whole forward for validated arguments, with logits for the last

@@ -201,6 +201,28 @@ extern "C" fg_status fgi_cuda_linear_layer_typed(const char *fn, fg_dtype dtype,
     });
 }
 
+/* 16-bit x and w into an fp32 y: cuBLASLt's fp32 D (the decoder's logits
+ * and Llama's gate|up, which are never rounded to the element type); fp32
+ * is fgi_cuda_linear_layer. */
+extern "C" fg_status fgi_cuda_linear_layer_f32out(const char *fn, fg_dtype dtype,
+                                                  const fgi_linear_ctx *ctx, float *y,
+                                                  const void *x, const void *w, int rows,
+                                                  int in, int out, int w_transposed,
+                                                  cudaStream_t stream)
+{
+    return fgi_with_dtype(fn, dtype, [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same<T, float>::value)
+            return fgi_cuda_linear_layer(fn, ctx, y, static_cast<const float *>(x),
+                                         static_cast<const float *>(w), NULL, rows, in, out,
+                                         w_transposed, FGI_ACT_NONE, stream);
+        else
+            return lt_linear<T, float>(fn, ctx->blaslt, y, static_cast<const T *>(x),
+                                       static_cast<const T *>(w), NULL, rows, in, out,
+                                       w_transposed, FGI_ACT_NONE, stream);
+    });
+}
+
 extern "C" fg_status fgi_cuda_linear_layer(const char *fn, const fgi_linear_ctx *ctx, float *y,
                                            const float *x, const float *w, const float *b,
                                            int rows, int in, int out, int w_transposed,

@@ -65,6 +65,12 @@ fg_status fgi_cuda_linear_layer_typed(const char *fn, fg_dtype dtype, const fgi_
                                       int rows, int in, int out, int w_transposed,
                                       fgi_activation act, cudaStream_t stream);
 
+/* dtype x and w (no bias, no activation) into an fp32 y (rows, out):
+ * 16-bit goes to cuBLASLt with its fp32 output, fp32 is the layer above. */
+fg_status fgi_cuda_linear_layer_f32out(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                                       float *y, const void *x, const void *w, int rows, int in,
+                                       int out, int w_transposed, cudaStream_t stream);
+
 /* The GEMV path itself (fgi_cuda_gemv_applies says when it may be used). */
 int fgi_cuda_gemv_applies(int rows, int w_transposed);
 fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,

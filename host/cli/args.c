@@ -171,6 +171,25 @@ int cli_parse_device(const char *verb, const char *name, fg_device *device)
     return CLI_OK;
 }
 
+int cli_parse_dtype(const char *verb, const char *name, fg_dtype *dtype)
+{
+    if (fg_session_dtype_parse(name, dtype) != FG_OK)
+        return cli_usage_error(verb, "--dtype must be auto, f32, bf16 or f16 (got '%s')", name);
+    return CLI_OK;
+}
+
+int cli_check_dtype(const char *verb, fg_device device, fg_dtype dtype)
+{
+    if (dtype == FG_DTYPE_AUTO || dtype == FG_DTYPE_F32) return CLI_OK;
+    const int on_gpu = device == FG_DEVICE_CUDA ||
+                       (device == FG_DEVICE_AUTO && fg_cuda_available());
+    if (on_gpu) return CLI_OK; /* the session checks the card and the model */
+    fprintf(stderr, "flashgpt %s: --dtype %s runs on the cuda device only; the %s device "
+            "computes in f32 (use --dtype f32 or auto)\n", verb, fg_dtype_name(dtype),
+            device == FG_DEVICE_REF ? "ref" : "cpu");
+    return CLI_RUNTIME_ERROR;
+}
+
 int cli_apply_threads(const char *verb, fg_session *s, int n_threads)
 {
     if (fg_session_set_threads(s, n_threads) != FG_OK)

@@ -65,6 +65,15 @@ const char *cli_error_message(void);
 /* --device NAME: CLI_OK, or a usage error (printed) for an unknown name. */
 int cli_parse_device(const char *verb, const char *name, fg_device *device);
 
+/* --dtype NAME (auto, f32, bf16, f16; auto is FG_DTYPE_AUTO): CLI_OK, or a
+ * usage error (printed) for an unknown name. */
+int cli_parse_dtype(const char *verb, const char *name, fg_dtype *dtype);
+/* A 16-bit dtype with a device that resolves to the CPU (cpu, ref, or auto
+ * without a GPU): the one-line error (exit 1) before the model is loaded;
+ * else CLI_OK. */
+int cli_check_dtype(const char *verb, fg_device device, fg_dtype dtype);
+#define CLI_DTYPE_HELP "auto, f32, bf16 or f16: weights, activations and KV cache; 16-bit on cuda only (default auto: bf16 on a GPU, f32 on the CPU)"
+
 /* --threads N for the CPU device (0: one per online core; ignored by the
  * other devices): CLI_OK, or a runtime error (printed). */
 int cli_apply_threads(const char *verb, fg_session *s, int n_threads);

@@ -17,17 +17,24 @@ enum { CHECK_TOKENS = 4 };
 typedef struct {
     const char *name, *about;
     fg_config cfg;
+    int on_device; /* weights generated on the card: the fp32 host copy would not fit */
 } preset;
 
 static int find_preset(const char *name, preset *out)
 {
     fg_config llama = fg_config_llama(16, 2048, 32, 8, 8192, 128256, 2048);
     llama.rope_base = 500000.0;
+    fg_config llama3b = fg_config_llama(28, 3072, 24, 8, 8192, 128256, 4096);
+    llama3b.rope_base = 500000.0;
+    fg_config llama8b = fg_config_llama(32, 4096, 32, 8, 14336, 128256, 4096);
+    llama8b.rope_base = 500000.0;
     const preset all[] = {
-        {"tiny", "2-layer GPT-2 shape for smoke tests", fg_config_gpt2(2, 64, 4, 512, 256)},
-        {"gpt2-124m", "GPT-2 small: 12 layers, 768 wide, 12 heads", fg_config_gpt2(12, 768, 12, 50257, 1024)},
-        {"gpt2-350m", "GPT-2 medium: 24 layers, 1024 wide, 16 heads", fg_config_gpt2(24, 1024, 16, 50257, 1024)},
-        {"llama-1b", "Llama-3.2-1B shape: 16 layers, 2048 wide, GQA 32/8, vocab 128256", llama},
+        {"tiny", "2-layer GPT-2 shape for smoke tests", fg_config_gpt2(2, 64, 4, 512, 256), 0},
+        {"gpt2-124m", "GPT-2 small: 12 layers, 768 wide, 12 heads", fg_config_gpt2(12, 768, 12, 50257, 1024), 0},
+        {"gpt2-350m", "GPT-2 medium: 24 layers, 1024 wide, 16 heads", fg_config_gpt2(24, 1024, 16, 50257, 1024), 0},
+        {"llama-1b", "Llama-3.2-1B shape: 16 layers, 2048 wide, GQA 32/8, vocab 128256", llama, 0},
+        {"llama-3b", "Llama-3.2-3B shape: 28 layers, 3072 wide, GQA 24/8, SwiGLU 8192, vocab 128256, tied", llama3b, 1},
+        {"llama-8b", "Llama-3.1-8B shape: 32 layers, 4096 wide, GQA 32/8, SwiGLU 14336, vocab 128256 (classifier tied here)", llama8b, 1},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcmp(all[i].name, name) == 0) {
@@ -78,8 +85,10 @@ static int warm_up(fg_session *s, const int *ids, int n_prompt, int n_gen, int v
     return CLI_OK;
 }
 
-/* Prefill n_prompt ids, then n_gen greedy decode steps; prints tokens/s. */
-static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab)
+/* Prefill n_prompt ids, then n_gen greedy decode steps; prints tokens/s
+ * and returns both times (seconds). */
+static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, int vocab,
+                        double *prefill_s, double *decode_s)
 {
     if (fg_session_device(s) != FG_DEVICE_REF) { /* the fast CPU path: first-touch page faults */
         const int rc = warm_up(s, ids, n_prompt, n_gen, vocab);
@@ -107,6 +116,8 @@ static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, 
     }
     const double t_decode = cli_now() - t0;
     cli_progress_end(&progress);
+    *prefill_s = t_prefill;
+    *decode_s = t_decode;
     printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, t_prefill, n_prompt / t_prefill);
     if (n_gen > 0)
         printf("decode:  %d tokens in %.3f s = %.1f tokens/s (batch 1)\n", n_gen, t_decode,
@@ -114,8 +125,39 @@ static int time_session(fg_session *s, const int *ids, int n_prompt, int n_gen, 
     return CLI_OK;
 }
 
+/* The GPU's roofline lines: a decode step reads every weight once (the tied
+ * classifier once; the KV cache and activations are not counted), so its
+ * floor is those bytes over the copy bandwidth measured now; prefill's
+ * FLOPs are the linear layers' 2 per weight and token, the last row's
+ * classifier and causal attention's 4 d per query-key pair. */
+static int print_roofline(const fg_session *s, const fg_config *c, int n_prompt, int n_gen,
+                          double prefill_s, double decode_s)
+{
+    const double es = (double)fg_dtype_size(fg_session_dtype(s));
+    const double C = c->n_embd, V = c->vocab_size, d = fg_config_head_dim(c);
+    const double wpe = (c->arch == FG_ARCH_GPT2 && !c->use_rope) ? (double)c->n_ctx * C : 0;
+    const double bytes = es * (n_params(c) - wpe);
+    double gbps = 0.0;
+    if (fg_cuda_copy_bandwidth((size_t)256 << 20, 20, &gbps) != FG_OK)
+        return cli_runtime_error(VERB, "cannot measure the copy bandwidth");
+    printf("copy bandwidth: %.1f GB/s (device to device, read + write, median of 20 x 256 MiB)\n",
+           gbps);
+    if (n_gen > 0) {
+        const double floor_ms = bytes / (gbps * 1e9) * 1e3, step_ms = decode_s / n_gen * 1e3;
+        printf("decode step: %.3f ms; weights read per token %.1f MB, floor %.3f ms: "
+               "%.2fx the floor\n", step_ms, bytes / 1e6, floor_ms, step_ms / floor_ms);
+    }
+    const double T = n_prompt, layers = n_params(c) - V * C - wpe - C;
+    const double flops = 2.0 * T * layers + 2.0 * V * C +
+                         4.0 * c->n_layer * c->n_head * d * T * (T + 1) / 2;
+    printf("prefill: time to first token %.1f ms for %d tokens, %.1f TFLOP/s\n",
+           prefill_s * 1e3, n_prompt, flops / prefill_s / 1e12);
+    return CLI_OK;
+}
+
 /* Exact reference vs the benchmarked device on the first prompt tokens. */
-static int check_against_ref(const fg_model *m, fg_device device, const int *ids, int n)
+static int check_against_ref(const fg_model *m, fg_device device, fg_dtype dtype, const int *ids,
+                             int n)
 {
     const fg_config *cfg = fg_model_config(m);
     const size_t count = (size_t)n * cfg->vocab_size;
@@ -125,10 +167,11 @@ static int check_against_ref(const fg_model *m, fg_device device, const int *ids
     printf("check: exact reference vs %s on the first %d tokens ... ", fg_device_name(device), n);
     fflush(stdout);
     if (a && b && fg_session_create(&cpu, cfg, fg_model_weights(m), FG_DEVICE_REF, n) == FG_OK &&
-        fg_session_create(&gpu, cfg, fg_model_weights(m), device, n) == FG_OK &&
+        fg_session_create_typed(&gpu, cfg, fg_model_weights(m), device, n, dtype) == FG_OK &&
         fg_session_forward(cpu, ids, n, a) == FG_OK && fg_session_forward(gpu, ids, n, b) == FG_OK) {
         double max_abs, rel_l2;
         int ok = cli_compare_logits(b, a, count, &max_abs, &rel_l2);
+        if (dtype != FG_DTYPE_F32) ok = rel_l2 <= 2e-2; /* the 16-bit rule's ceiling (§32) */
         printf("max abs %.3g, relative L2 %.3g: %s\n", max_abs, rel_l2, ok ? "ok" : "FAILED");
         rc = ok ? CLI_OK : CLI_RUNTIME_ERROR;
     } else {
@@ -145,14 +188,16 @@ static int check_against_ref(const fg_model *m, fg_device device, const int *ids
 int cmd_bench(int argc, char **argv)
 {
     const char *preset_name = "gpt2-124m", *device_name = "auto", *model_path = NULL;
+    const char *dtype_name = "auto";
     int n_prompt = -1, n_gen = -1, no_check = 0, threads = 0;
     uint64_t seed = 1;
     const cli_option opts[] = {
-        {"preset", 0, OPT_STRING, &preset_name, "NAME", "tiny, gpt2-124m (default), gpt2-350m, llama-1b"},
+        {"preset", 0, OPT_STRING, &preset_name, "NAME", "tiny, gpt2-124m (default), gpt2-350m, llama-1b, llama-3b, llama-8b (the last two: cuda only, weights made on the card)"},
         {"model", 'm', OPT_STRING, &model_path, "PATH", "a model file or folder instead of a preset"},
         {"prompt", 0, OPT_INT, &n_prompt, "N", "prompt tokens (default 128; 16 on ref)"},
         {"gen", 0, OPT_INT, &n_gen, "N", "generated tokens (default 128; 16 on ref)"},
         {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
+        {"dtype", 0, OPT_STRING, &dtype_name, "T", CLI_DTYPE_HELP},
         {"threads", 0, OPT_INT, &threads, "N", "CPU threads (default: one per online core)"},
         {"seed", 0, OPT_U64, &seed, "S", "seed of the random weights (default 1)"},
         {"no-check", 0, OPT_FLAG, &no_check, NULL, "skip the check against the exact reference"},
@@ -166,9 +211,26 @@ int cmd_bench(int argc, char **argv)
     preset p;
     fg_device device;
     if (model_path == NULL && !find_preset(preset_name, &p)) return CLI_USAGE_ERROR;
+    if (model_path != NULL) p.on_device = 0;
     if (cli_parse_device(VERB, device_name, &device) != CLI_OK) return CLI_USAGE_ERROR;
+    fg_dtype dtype;
+    if (cli_parse_dtype(VERB, dtype_name, &dtype) != CLI_OK) return CLI_USAGE_ERROR;
+    if (cli_check_dtype(VERB, device, dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
     if (threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", threads);
     if (device == FG_DEVICE_AUTO) device = fg_cuda_available() ? FG_DEVICE_CUDA : FG_DEVICE_CPU;
+    if (model_path == NULL && device == FG_DEVICE_CUDA && dtype != FG_DTYPE_AUTO &&
+        !fg_cuda_decoder_dtype_supported(&p.cfg, dtype)) { /* before any weights exist */
+        fprintf(stderr, "flashgpt bench: --dtype %s cannot run preset %s on this card (16-bit "
+                "needs compute capability 8.0+ and head_dim 32, 64, 80, 96, 128 or 256; this "
+                "one: %d)\n", fg_dtype_name(dtype), p.name, fg_config_head_dim(&p.cfg));
+        return CLI_RUNTIME_ERROR;
+    }
+    if (p.on_device && device != FG_DEVICE_CUDA) {
+        fprintf(stderr, "flashgpt bench: preset %s runs on the cuda device only (its weights are "
+                "generated on the card; fp32 host weights would take %.1f GB)\n", p.name,
+                n_params(&p.cfg) * 4 / 1e9);
+        return CLI_RUNTIME_ERROR;
+    }
     if (n_prompt < 0) n_prompt = device == FG_DEVICE_REF ? 16 : 128;
     if (n_gen < 0) n_gen = device == FG_DEVICE_REF ? 16 : 128;
 
@@ -180,19 +242,19 @@ int cmd_bench(int argc, char **argv)
     if (model_path != NULL) {
         if (cli_load_model(&model, model_path) != FG_OK)
             return cli_runtime_error(VERB, "cannot load the model");
-        p = (preset){model_path, "model file", *fg_model_config(model)};
+        p = (preset){model_path, "model file", *fg_model_config(model), 0};
     }
     if (n_prompt < 1 || n_gen < 0 || (long long)n_prompt + n_gen > p.cfg.n_ctx) {
         fg_model_destroy(model);
         return cli_usage_error(VERB, "need 1 <= --prompt and --prompt + --gen <= %d (the context)",
                                p.cfg.n_ctx);
     }
-    printf("%s %s (%s): %.1fM parameters, fp32, device %s\n", model_path ? "model" : "preset",
+    printf("%s %s (%s): %.1fM parameters, device %s\n", model_path ? "model" : "preset",
            p.name, p.about, n_params(&p.cfg) / 1e6, fg_device_name(device));
     fflush(stdout);
     ids = malloc(sizeof(int) * (size_t)n_prompt);
-    int made = ids != NULL && model != NULL;
-    if (ids != NULL && model == NULL) {
+    int made = ids != NULL && (model != NULL || p.on_device);
+    if (ids != NULL && model == NULL && !p.on_device) {
         cli_progress_start(&progress, "bench: random weights");
         made = fg_model_create_random(&model, &p.cfg, seed) == FG_OK;
         cli_progress_end(&progress);
@@ -205,13 +267,19 @@ int cmd_bench(int argc, char **argv)
     cli_progress_start(&progress, device == FG_DEVICE_CUDA ? "bench: upload and KV cache"
                                                            : "bench: KV cache");
     const fg_status started =
-        fg_session_create(&s, &p.cfg, fg_model_weights(model), device, n_prompt + n_gen);
+        p.on_device
+            ? fg_session_create_random(&s, &p.cfg, n_prompt + n_gen, dtype, seed)
+            : fg_session_create_typed(&s, &p.cfg, fg_model_weights(model), device,
+                                      n_prompt + n_gen, dtype);
     cli_progress_end(&progress);
     if (started != FG_OK) {
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
     if ((rc = cli_apply_threads(VERB, s, threads)) != CLI_OK) goto done;
+    dtype = fg_session_dtype(s); /* auto resolved */
+    printf("dtype: %s (weights, activations, KV cache; fp32 residual stream and logits)\n",
+           fg_dtype_name(dtype));
     if (device == FG_DEVICE_CPU)
         printf("setup: %.1f s (weights, packing, KV cache of %d tokens: %.2f MiB), %d threads\n",
                cli_now() - t0, n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0,
@@ -219,9 +287,14 @@ int cmd_bench(int argc, char **argv)
     else
         printf("setup: %.1f s (weights, upload, KV cache of %d tokens: %.2f MiB)\n",
                cli_now() - t0, n_prompt + n_gen, fg_session_cache_bytes(s) / 1048576.0);
-    rc = time_session(s, ids, n_prompt, n_gen, p.cfg.vocab_size);
-    if (rc == CLI_OK && device != FG_DEVICE_REF && !no_check)
-        rc = check_against_ref(model, device, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);
+    double prefill_s = 0.0, decode_s = 0.0;
+    rc = time_session(s, ids, n_prompt, n_gen, p.cfg.vocab_size, &prefill_s, &decode_s);
+    if (rc == CLI_OK && device == FG_DEVICE_CUDA)
+        rc = print_roofline(s, &p.cfg, n_prompt, n_gen, prefill_s, decode_s);
+    if (rc == CLI_OK && p.on_device && !no_check)
+        printf("check: skipped (the weights were generated on the card: no host copy)\n");
+    else if (rc == CLI_OK && device != FG_DEVICE_REF && !no_check)
+        rc = check_against_ref(model, device, dtype, ids, n_prompt < CHECK_TOKENS ? n_prompt : CHECK_TOKENS);
 done:
     fg_session_destroy(s);
     fg_model_destroy(model);

@@ -19,8 +19,9 @@
 #include <unistd.h>
 
 typedef struct {
-    const char *model, *tokenizer, *system, *render, *template_file, *device_name;
+    const char *model, *tokenizer, *system, *render, *template_file, *device_name, *dtype_name;
     fg_device device;
+    fg_dtype dtype;
     int n, top_k, ctx, threads, no_gen_prompt, ignore_eos;
     float temperature, top_p;
     uint64_t seed;
@@ -352,7 +353,8 @@ static int converse(const chat_args *a, fg_model *model, fg_tokenizer *tok, fg_c
     }
     /* the cache grows with the conversation up to this many tokens */
     const int ctx = a->ctx ? a->ctx : cfg->n_ctx < 4096 ? cfg->n_ctx : 4096;
-    if (fg_session_create(&c.s, cfg, fg_model_weights(model), a->device, ctx) != FG_OK) {
+    if (fg_session_create_typed(&c.s, cfg, fg_model_weights(model), a->device, ctx, a->dtype) !=
+        FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
@@ -400,7 +402,7 @@ done:
 
 int cmd_chat(int argc, char **argv)
 {
-    chat_args a = {.device_name = "auto", .n = 256, .temperature = 0.7f, .top_p = 0.9f};
+    chat_args a = {.device_name = "auto", .dtype_name = "auto", .n = 256, .temperature = 0.7f, .top_p = 0.9f};
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &a.model, "PATH", "model folder (or, with --render, a folder with the tokenizer files) (required)"},
         {"tokenizer", 't', OPT_STRING, &a.tokenizer, "PATH", "tokenizer (default: beside the model)"},
@@ -416,6 +418,7 @@ int cmd_chat(int argc, char **argv)
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)"},
         {"seed", 0, OPT_U64, &a.seed, "S", "sampling seed (default 0)"},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
+        {"dtype", 0, OPT_STRING, &a.dtype_name, "T", CLI_DTYPE_HELP},
         {"ctx", 0, OPT_INT, &a.ctx, "N", "most tokens the conversation may hold (default: the model's context, at most 4096)"},
         {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads (default: one per online core)"},
     };
@@ -433,7 +436,9 @@ int cmd_chat(int argc, char **argv)
     for (int i = 0; i < a.stops.n; i++)
         if (a.stops.items[i][0] == '\0') return cli_usage_error(VERB, "--stop needs a non-empty text");
     if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;
+    if (cli_parse_dtype(VERB, a.dtype_name, &a.dtype) != CLI_OK) return CLI_USAGE_ERROR;
     if (a.render) return render_only(&a);
+    if (cli_check_dtype(VERB, a.device, a.dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
 
     fg_model *model = NULL;
     fg_tokenizer *tok = NULL;

@@ -10,8 +10,9 @@
 #include <string.h>
 
 typedef struct {
-    const char *model, *tokenizer, *prompt, *device_name;
+    const char *model, *tokenizer, *prompt, *device_name, *dtype_name;
     fg_device device;
+    fg_dtype dtype;
     int n, top_k, ctx, threads, ignore_eos;
     float temperature, top_p;
     uint64_t seed;
@@ -67,7 +68,8 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         goto done;
     }
     /* the cache holds what this run needs (or --ctx), not the model's context */
-    if (fg_session_create(&s, cfg, fg_model_weights(model), a->device, a->ctx) != FG_OK ||
+    if (fg_session_create_typed(&s, cfg, fg_model_weights(model), a->device, a->ctx,
+                                a->dtype) != FG_OK ||
         fg_session_reserve(s, a->ctx ? a->ctx : n_prompt + a->n) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
@@ -95,9 +97,9 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
     }
     printf("\n");
     fflush(stdout); /* the text before the speeds when both go to one file */
-    fprintf(stderr, "device %s: prefill %d tokens %.1f tokens/s, decode %d tokens %.1f tokens/s, "
-            "KV cache %.2f MiB\n",
-            fg_device_name(fg_session_device(s)), n_prompt, n_prompt / r.prefill_seconds,
+    fprintf(stderr, "device %s: dtype %s, prefill %d tokens %.1f tokens/s, decode %d tokens "
+            "%.1f tokens/s, KV cache %.2f MiB\n",
+            fg_device_name(fg_session_device(s)), fg_dtype_name(fg_session_dtype(s)), n_prompt, n_prompt / r.prefill_seconds,
             r.n_generated, r.n_generated > 0 ? r.n_generated / r.decode_seconds : 0.0,
             fg_session_cache_bytes(s) / 1048576.0);
     rc = CLI_OK;
@@ -110,7 +112,7 @@ done:
 
 int cmd_generate(int argc, char **argv)
 {
-    generate_args a = {.prompt = "", .device_name = "auto", .n = 64, .temperature = 1.0f,
+    generate_args a = {.prompt = "", .device_name = "auto", .dtype_name = "auto", .n = 64, .temperature = 1.0f,
                        .top_p = 1.0f};
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &a.model, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
@@ -124,6 +126,7 @@ int cmd_generate(int argc, char **argv)
         {"top-p", 0, OPT_FLOAT, &a.top_p, "P", "nucleus sampling mass in (0, 1] (default 1)"},
         {"seed", 0, OPT_U64, &a.seed, "S", "sampling seed (default 0)"},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
+        {"dtype", 0, OPT_STRING, &a.dtype_name, "T", CLI_DTYPE_HELP},
         {"ctx", 0, OPT_INT, &a.ctx, "N", "KV cache size in tokens (default: prompt + -n)"},
         {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads (default: one per online core)"},
     };
@@ -139,6 +142,8 @@ int cmd_generate(int argc, char **argv)
     if (a.ctx < 0) return cli_usage_error(VERB, "--ctx must be >= 0 (got %d)", a.ctx);
     if (a.threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", a.threads);
     if (cli_parse_device(VERB, a.device_name, &a.device) != CLI_OK) return CLI_USAGE_ERROR;
+    if (cli_parse_dtype(VERB, a.dtype_name, &a.dtype) != CLI_OK) return CLI_USAGE_ERROR;
+    if (cli_check_dtype(VERB, a.device, a.dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
 
     fg_model *model = NULL;
     fg_tokenizer *tok = NULL;

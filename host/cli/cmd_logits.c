@@ -7,7 +7,7 @@
 
 static const char VERB[] = "logits";
 
-static int run(fg_model *model, fg_device device, int threads, const int *ids, int T,
+static int run(fg_model *model, fg_device device, fg_dtype dtype, int threads, const int *ids, int T,
                int incremental, const char *out_path)
 {
     const fg_config *cfg = fg_model_config(model);
@@ -33,7 +33,7 @@ static int run(fg_model *model, fg_device device, int threads, const int *ids, i
         fprintf(stderr, "flashgpt logits: cannot allocate %d x %zu logits\n", T, V);
         return rc;
     }
-    if (fg_session_create(&s, cfg, fg_model_weights(model), device, T) != FG_OK) {
+    if (fg_session_create_typed(&s, cfg, fg_model_weights(model), device, T, dtype) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
@@ -48,8 +48,8 @@ static int run(fg_model *model, fg_device device, int threads, const int *ids, i
         goto done;
     }
     char shown[1024];
-    fprintf(stderr, "device %s: wrote (%d, %zu) logits to %s\n",
-            fg_device_name(fg_session_device(s)), T, V,
+    fprintf(stderr, "device %s: dtype %s, wrote (%d, %zu) logits to %s\n",
+            fg_device_name(fg_session_device(s)), fg_dtype_name(fg_session_dtype(s)), T, V,
             fg_escape_text(shown, sizeof shown, out_path));
     rc = CLI_OK;
 done:
@@ -61,12 +61,14 @@ done:
 int cmd_logits(int argc, char **argv)
 {
     const char *model_path = NULL, *tokens = NULL, *out = NULL, *device_name = "auto";
+    const char *dtype_name = "auto";
     int incremental = 0, threads = 0;
     const cli_option opts[] = {
         {"model", 'm', OPT_STRING, &model_path, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
         {"tokens", 0, OPT_STRING, &tokens, "IDS", "comma-separated token ids, e.g. 1,2,3 (required)"},
         {"out", 'o', OPT_STRING, &out, "FILE.npy", "output file (required)"},
         {"device", 0, OPT_STRING, &device_name, "D", "auto, cpu (fast), cuda or ref (exact reference) (default auto)"},
+        {"dtype", 0, OPT_STRING, &dtype_name, "T", CLI_DTYPE_HELP},
         {"threads", 0, OPT_INT, &threads, "N", "CPU threads (default: one per online core)"},
         {"incremental", 0, OPT_FLAG, &incremental, NULL, "feed one token at a time instead of one prefill"},
     };
@@ -81,13 +83,16 @@ int cmd_logits(int argc, char **argv)
     fg_device device;
     if (threads < 0) return cli_usage_error(VERB, "--threads must be >= 0 (got %d)", threads);
     if (cli_parse_device(VERB, device_name, &device) != CLI_OK) return CLI_USAGE_ERROR;
+    fg_dtype dtype;
+    if (cli_parse_dtype(VERB, dtype_name, &dtype) != CLI_OK) return CLI_USAGE_ERROR;
+    if (cli_check_dtype(VERB, device, dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
     int *ids = NULL, T = 0;
     if (cli_parse_ids(tokens, &ids, &T) != 0)
         return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers (got '%s')",
                                tokens);
     fg_model *model = NULL;
     if (cli_load_model(&model, model_path) != FG_OK) rc = cli_runtime_error(VERB, "cannot load the model");
-    else rc = run(model, device, threads, ids, T, incremental, out);
+    else rc = run(model, device, dtype, threads, ids, T, incremental, out);
     fg_model_destroy(model);
     free(ids);
     return rc;

@@ -36,6 +36,7 @@ enum { DEFAULT_CTX_CAP = 4096 };
 typedef struct {
     const char *model, *tokenizer, *host, *device_name, *dtype, *api_key, *model_name, *engine;
     fg_device device;
+    fg_dtype dtype_value;
     int port, max_batch, max_queue, ctx, threads, max_body_kib, grace;
 } serve_args;
 
@@ -119,7 +120,7 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
         st = fgi_engine_create_batch(&engine, cfg, fg_model_weights(model), tok, &bo);
     } else {
         fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
-                                   (int)delay_ms};
+                                   (int)delay_ms, a->dtype_value};
         st = fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo);
     }
     if (st != FG_OK) return cli_runtime_error(VERB, "cannot start the engine");
@@ -185,7 +186,7 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
 
 int cmd_serve(int argc, char **argv)
 {
-    serve_args a = {.host = "127.0.0.1", .port = 8080, .device_name = "auto", .dtype = "f32",
+    serve_args a = {.host = "127.0.0.1", .port = 8080, .device_name = "auto", .dtype = "auto",
                     .engine = "auto",
                     .max_batch = 4, .max_queue = 256, .max_body_kib = 1024, .grace = 5};
     const cli_option opts[] = {
@@ -201,7 +202,7 @@ int cmd_serve(int argc, char **argv)
         {"max-queue", 0, OPT_INT, &a.max_queue, "N", "requests waiting beyond those; more get 429 (default 256)"},
         {"ctx", 0, OPT_INT, &a.ctx, "N",
          "tokens per request, prompt + completion (default: the model's context, at most 4096)"},
-        {"dtype", 0, OPT_STRING, &a.dtype, "T", "weights and activations (default f32; the only one served yet)"},
+        {"dtype", 0, OPT_STRING, &a.dtype, "T", CLI_DTYPE_HELP},
         {"device", 0, OPT_STRING, &a.device_name, "D", "auto, cpu (fast), cuda or ref (default auto)"},
         {"threads", 0, OPT_INT, &a.threads, "N", "CPU threads per forward (default: one per online core)"},
         {"api-key", 0, OPT_STRING, &a.api_key, "KEY", "require 'Authorization: Bearer KEY'"},
@@ -229,10 +230,8 @@ int cmd_serve(int argc, char **argv)
     if (strcmp(a.engine, "auto") != 0 && strcmp(a.engine, "batch") != 0 &&
         strcmp(a.engine, "sessions") != 0)
         return cli_usage_error(VERB, "--engine must be auto, batch or sessions");
-    fg_dtype dtype;
-    if (fg_dtype_parse(a.dtype, &dtype) != FG_OK) return cli_usage_error(VERB, "%s", fg_last_error());
-    if (dtype != FG_DTYPE_F32)
-        return cli_usage_error(VERB, "--dtype %s is not served yet (only f32)", fg_dtype_name(dtype));
+    if (cli_parse_dtype(VERB, a.dtype, &a.dtype_value) != CLI_OK) return CLI_USAGE_ERROR;
+    if (cli_check_dtype(VERB, a.device, a.dtype_value) != CLI_OK) return CLI_RUNTIME_ERROR;
 #ifndef FG_HAVE_MHD
     fprintf(stderr, "flashgpt %s: this flashgpt was built without the server "
                     "(libmicrohttpd was not found when it was configured; Debian: libmicrohttpd-dev)\n",

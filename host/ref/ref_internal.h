@@ -6,6 +6,7 @@
 #define FLASHGPT_HOST_REF_INTERNAL_H
 
 #include "flashgpt/decoder.h"
+#include "flashgpt/dtype.h"
 
 #include <stddef.h>
 
@@ -56,5 +57,16 @@ void fgi_attend_head(float *out, size_t out_stride, const float *q,
                      int q_len, int kv_len, int head_dim, int block_size,
                      int window, double *scratch);
 size_t fgi_attend_scratch(int kv_len, int head_dim);
+
+/* The naive 16-bit decoder (host/ref/ref_decoder_naive16.c), the yardstick
+ * of the 16-bit rule for the GPU decoder: fg_ref_forward's semantics with
+ * every op boundary, the residual stream included, rounded to dtype (bf16
+ * or f16) by the naive ops of flashgpt/ops.h; logits (T, vocab) rounded
+ * too. cache: an ordinary fg_kv_cache, its keys and values rounded. The
+ * arguments are checked as fg_ref_forward's; scaled RoPE and sliding
+ * windows are FG_ERR_UNSUPPORTED (no naive op for them). A test
+ * reference: a failure part-way may leave layers of the cache written. */
+fg_status fgi_ref_forward_naive16(fg_dtype dtype, float *logits, const fg_config *cfg,
+                                  const fg_weights *w, fg_kv_cache *cache, const int *ids, int T);
 
 #endif /* FLASHGPT_HOST_REF_INTERNAL_H */

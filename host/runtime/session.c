@@ -26,6 +26,8 @@ struct fg_session {
     const fg_config *cfg;
     const fg_weights *w;
     fg_device device;
+    fg_dtype dtype;                /* f32; bf16 / f16 on CUDA only */
+    uint64_t seed;                 /* w NULL: weights generated on the card from it */
     int capacity, len, has_logits;
     int allocated;                 /* tokens the cache holds now, <= capacity */
     int *history;                  /* CUDA: the ids cached so far (allocated) */
@@ -71,10 +73,11 @@ const char *fg_device_name(fg_device device)
 enum { FIRST_ALLOCATION = 64 };
 
 /* A device cache shaped for cfg (the cache itself knows nothing of models). */
-static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *cfg, int tokens)
+static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *cfg, int tokens,
+                                     fg_dtype dtype)
 {
-    return fg_cuda_kv_cache_create(cache, cfg->n_layer, cfg->n_kv_head, fg_config_head_dim(cfg),
-                                   tokens);
+    return fg_cuda_kv_cache_create_typed(cache, cfg->n_layer, cfg->n_kv_head,
+                                         fg_config_head_dim(cfg), tokens, dtype);
 }
 
 static fg_status open_device(const char *fn, fg_session *s)
@@ -87,9 +90,12 @@ static fg_status open_device(const char *fn, fg_session *s)
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
     FGI_TRY(fgi_alloc(fn, (void **)&s->history, (size_t)s->allocated, sizeof(int)));
-    FGI_TRY(fg_cuda_weights_create(&s->gpu_weights, s->cfg, s->w));
+    if (s->w == NULL)
+        FGI_TRY(fg_cuda_weights_create_random(&s->gpu_weights, s->cfg, s->dtype, s->seed));
+    else
+        FGI_TRY(fg_cuda_weights_create_typed(&s->gpu_weights, s->cfg, s->w, s->dtype));
     FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights, s->allocated, NULL));
-    return create_device_cache(&s->gpu_cache, s->cfg, s->allocated);
+    return create_device_cache(&s->gpu_cache, s->cfg, s->allocated, s->dtype);
 }
 
 /* Host cache of `tokens` holding a copy of every cached token of old. */
@@ -124,7 +130,7 @@ static fg_status grow_device(const char *fn, fg_session *s, int tokens)
     fg_status st = fgi_alloc(fn, (void **)&history, (size_t)tokens, sizeof(int));
     if (st == FG_OK) st = fgi_alloc(fn, (void **)&scratch, (size_t)s->cfg->vocab_size, sizeof(float));
     if (st == FG_OK) st = fg_cuda_runner_create(&r, s->gpu_weights, tokens, NULL);
-    if (st == FG_OK) st = create_device_cache(&c, s->cfg, tokens);
+    if (st == FG_OK) st = create_device_cache(&c, s->cfg, tokens, s->dtype);
     if (st == FG_OK && s->len > 0)
         st = fg_cuda_forward_last(scratch, r, c, s->history, s->len);
     free(scratch);
@@ -167,18 +173,65 @@ size_t fg_session_cache_bytes(const fg_session *s)
 {
     if (s == NULL) return 0;
     const fg_config *c = s->cfg;
-    return 2 * sizeof(float) * (size_t)c->n_layer * (size_t)c->n_kv_head *
+    return 2 * fg_dtype_size(s->dtype) * (size_t)c->n_layer * (size_t)c->n_kv_head *
            (size_t)fg_config_head_dim(c) * (size_t)s->allocated;
 }
 
-fg_status fg_session_create(fg_session **session, const fg_config *cfg,
-                            const fg_weights *w, fg_device device, int ctx)
+fg_status fg_session_dtype_parse(const char *text, fg_dtype *dtype)
 {
-    static const char fn[] = "fg_session_create";
+    static const char fn[] = "fg_session_dtype_parse";
+    FGI_TRY(fgi_check_ptr(fn, "text", text));
+    FGI_TRY(fgi_check_ptr(fn, "dtype", dtype));
+    if (strcmp(text, "auto") == 0) {
+        *dtype = FG_DTYPE_AUTO;
+        return FG_OK;
+    }
+    return fg_dtype_parse(text, dtype);
+}
+
+/* The type a session on `device` (CPU, CUDA or REF) runs for the request,
+ * or FG_ERR_UNSUPPORTED naming why the device cannot run it. */
+static fg_status choose_dtype(const char *fn, const fg_config *cfg, fg_device device,
+                              fg_dtype want, fg_dtype *dtype)
+{
+    if (want != FG_DTYPE_AUTO && want != FG_DTYPE_F32 && want != FG_DTYPE_BF16 &&
+        want != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown dtype %d", fn, (int)want);
+    *dtype = FG_DTYPE_F32;
+    if (device != FG_DEVICE_CUDA) {
+        if (want == FG_DTYPE_AUTO || want == FG_DTYPE_F32) return FG_OK;
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: dtype %s runs on the cuda device only; the %s device computes in "
+                       "f32 (use --dtype f32 or auto)", fn, fg_dtype_name(want),
+                       fg_device_name(device));
+    }
+    if (want == FG_DTYPE_AUTO) {
+        if (fg_cuda_decoder_dtype_supported(cfg, FG_DTYPE_BF16))
+            *dtype = FG_DTYPE_BF16;
+        else if (fg_cuda_decoder_dtype_supported(cfg, FG_DTYPE_F16))
+            *dtype = FG_DTYPE_F16;
+        return FG_OK;
+    }
+    if (want != FG_DTYPE_F32 && !fg_cuda_decoder_dtype_supported(cfg, want))
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: dtype %s cannot run here: it needs a GPU of compute capability 8.0 "
+                       "or later and a head_dim of 32, 64, 80, 96, 128 or 256 (this model: %d)",
+                       fn, fg_dtype_name(want), fg_config_head_dim(cfg));
+    *dtype = want;
+    return FG_OK;
+}
+
+static fg_status session_create(const char *fn, fg_session **session, const fg_config *cfg,
+                                const fg_weights *w, fg_device device, int ctx, fg_dtype dtype,
+                                int random, uint64_t seed)
+{
     FGI_TRY(fgi_check_ptr(fn, "session", session));
     *session = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
-    FGI_TRY(fgi_check_weights(fn, cfg, w));
+    if (!random) FGI_TRY(fgi_check_weights(fn, cfg, w));
+    if (random && device != FG_DEVICE_CUDA)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: weights generated on the card need the cuda "
+                        "device (got %s)", fn, fg_device_name(device));
     if (device != FG_DEVICE_AUTO && device != FG_DEVICE_CPU && device != FG_DEVICE_CUDA &&
         device != FG_DEVICE_REF)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)device);
@@ -187,15 +240,21 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
                        "%s: ctx must be in 0 .. %d, the model's context (got %d)", fn,
                        cfg->n_ctx, ctx);
 
+    const int cuda_ok = fg_cuda_available();
+    const fg_device chosen = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
+                                                      : device;
+    fg_dtype chosen_dtype;
+    FGI_TRY(choose_dtype(fn, cfg, chosen, dtype, &chosen_dtype)); /* before any allocation */
+
     fg_session *s;
     FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
+    s->dtype = chosen_dtype;
+    s->seed = seed;
     s->cfg = cfg;
     s->w = w;
     s->capacity = ctx ? ctx : cfg->n_ctx;
     s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
-    const int cuda_ok = fg_cuda_available();
-    s->device = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
-                                         : device;
+    s->device = chosen;
     fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,
                             sizeof(float));
     if (st == FG_OK) st = open_device(fn, s);
@@ -205,6 +264,26 @@ fg_status fg_session_create(fg_session **session, const fg_config *cfg,
     }
     *session = s;
     return FG_OK;
+}
+
+fg_status fg_session_create(fg_session **session, const fg_config *cfg,
+                            const fg_weights *w, fg_device device, int ctx)
+{
+    return session_create("fg_session_create", session, cfg, w, device, ctx, FG_DTYPE_F32, 0, 0);
+}
+
+fg_status fg_session_create_typed(fg_session **session, const fg_config *cfg,
+                                  const fg_weights *w, fg_device device, int ctx,
+                                  fg_dtype dtype)
+{
+    return session_create("fg_session_create_typed", session, cfg, w, device, ctx, dtype, 0, 0);
+}
+
+fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, int ctx,
+                                   fg_dtype dtype, uint64_t seed)
+{
+    return session_create("fg_session_create_random", session, cfg, NULL, FG_DEVICE_CUDA, ctx,
+                          dtype, 1, seed);
 }
 
 void fg_session_destroy(fg_session *s)
@@ -222,6 +301,7 @@ void fg_session_destroy(fg_session *s)
 }
 
 fg_device fg_session_device(const fg_session *s) { return s ? s->device : FG_DEVICE_AUTO; }
+fg_dtype fg_session_dtype(const fg_session *s) { return s ? s->dtype : FG_DTYPE_F32; }
 int fg_session_len(const fg_session *s) { return s ? s->len : -1; }
 int fg_session_capacity(const fg_session *s) { return s ? s->capacity : -1; }
 

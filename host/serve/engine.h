@@ -147,6 +147,7 @@ typedef struct {
     int n_threads;   /* CPU threads per forward; 0: one per online core */
     int turn_delay_ms; /* testing aid, 0 in use: a pause after each round of
                           turns, so that tests can hold requests running */
+    fg_dtype dtype;  /* fg_session_create_typed's: FG_DTYPE_F32 (0), 16-bit or AUTO */
 } fgi_sessions_options;
 
 /* cfg, w and tok must outlive the engine (tok is only read). Creates the

@@ -376,7 +376,8 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
     fg_status st = FG_OK;
     /* a fixed cache per session: memory stays flat however requests come */
     for (int i = 0; i < opt->max_batch && st == FG_OK; i++) {
-        st = fg_session_create(&e->slots[i].session, cfg, w, opt->device, e->base.context);
+        st = fg_session_create_typed(&e->slots[i].session, cfg, w, opt->device, e->base.context,
+                                     opt->dtype);
         if (st == FG_OK) st = fg_session_set_threads(e->slots[i].session, opt->n_threads);
     }
     if (st == FG_OK) {

@@ -271,7 +271,37 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_draw, (fg_cuda_sampler *sampler,
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create, (fg_cuda_weights **weights,
                                                        const fg_config *cfg,
                                                        const fg_weights *w))
+/* The same with every weight stored in dtype (f32, bf16 or f16 from the
+ * fp32 host tensors, rounded to nearest even on the way in, a slice at a
+ * time: no converted copy of the model on the host). A runner of these
+ * weights keeps the activations between operations and its KV caches in
+ * dtype; the residual stream, norm and softmax statistics and the logits
+ * stay fp32 (docs/contract.md §32, the 16-bit rule). 16-bit needs a
+ * head_dim of the tensor-core attention (32, 64, 80, 96, 128, 256):
+ * FG_ERR_UNSUPPORTED otherwise. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_typed, (fg_cuda_weights **weights,
+                                                             const fg_config *cfg,
+                                                             const fg_weights *w,
+                                                             fg_dtype dtype))
 FG_CUDA_FN(VOID, void, fg_cuda_weights_destroy, (fg_cuda_weights *weights)) /* NULL: no-op */
+/* Weights of cfg's shape generated on the device in dtype from seed
+ * (uniform, 0.02 wide around 0, norm gains around 1; the classifier tied to
+ * wte): no host memory for them at all, so a benchmark can hold a model
+ * whose fp32 host copy would not fit. Deterministic for (cfg, dtype, seed)
+ * on one device. Not a model: for timing only. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_random, (fg_cuda_weights **weights,
+                                                              const fg_config *cfg,
+                                                              fg_dtype dtype, uint64_t seed))
+/* The device's copy bandwidth, read + write bytes per second in GB/s (the
+ * median of runs device-to-device copies of bytes, 1 <= runs <= 1000, bytes
+ * >= 1024): the floor a decode step's weight reads are held to. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_copy_bandwidth, (size_t bytes, int runs, double *gbps))
+/* 1 when the current device can run the decoder of cfg with weights in
+ * dtype (16-bit: a card of compute capability 8.0 or later and a head_dim
+ * of the 16-bit attention kernel), else 0 (also without a device). */
+FG_CUDA_FN(ZERO, int, fg_cuda_decoder_dtype_supported, (const fg_config *cfg, fg_dtype dtype))
+/* Element type of the weights (FG_DTYPE_F32 for NULL). */
+FG_CUDA_FN(ZERO, fg_dtype, fg_cuda_weights_dtype, (const fg_cuda_weights *weights))
 FG_CUDA_FN(NULL, const fg_config *, fg_cuda_weights_config, (const fg_cuda_weights *weights))
 
 /* Runner: executes the decoder for one weights object on one stream (NULL:
@@ -292,7 +322,14 @@ FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create, (fg_cuda_kv_cache **cache, int n_layer,
                                                         int n_kv_head, int head_dim,
                                                         int capacity))
+/* A cache of keys and values in dtype; runners use only a cache of their
+ * weights' type (FG_ERR_INVALID_ARG otherwise). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_create_typed, (fg_cuda_kv_cache **cache,
+                                                              int n_layer, int n_kv_head,
+                                                              int head_dim, int capacity,
+                                                              fg_dtype dtype))
 FG_CUDA_FN(VOID, void, fg_cuda_kv_cache_destroy, (fg_cuda_kv_cache *cache)) /* NULL: no-op */
+FG_CUDA_FN(ZERO, fg_dtype, fg_cuda_kv_cache_dtype, (const fg_cuda_kv_cache *cache))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_kv_cache_reset, (fg_cuda_kv_cache *cache))
 /* Tokens cached in a layer (every layer holds the same number after a
  * forward); -1 for NULL or a layer out of range. */

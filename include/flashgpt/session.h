@@ -14,6 +14,7 @@
 #define FLASHGPT_SESSION_H
 
 #include "flashgpt/decoder.h"
+#include "flashgpt/dtype.h"
 #include "flashgpt/sampler.h"
 #include "flashgpt/status.h"
 
@@ -44,7 +45,33 @@ typedef struct fg_session fg_session;
  * the CPU. The CPU device starts with one thread per online core. */
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
                             const fg_weights *w, fg_device device, int ctx);
+/* Element types: fg_session_create runs fp32 everywhere. This runs the
+ * model with weights, activations and KV cache in dtype (the residual
+ * stream, statistics and logits stay fp32; docs/contract.md §32):
+ *  - FG_DTYPE_F32 on every device;
+ *  - FG_DTYPE_BF16 / FG_DTYPE_F16 on the CUDA device only, where the card
+ *    and the model's head_dim allow it (fg_cuda_decoder_dtype_supported);
+ *  - FG_DTYPE_AUTO: on the CUDA device bf16, else f16, else f32 (whichever
+ *    the card and model run first); on the CPU and REF devices f32 (the
+ *    reference).
+ * A type the chosen device cannot run is FG_ERR_UNSUPPORTED, before
+ * anything is allocated. The weights stay fp32 on the host (w): the GPU
+ * copy is converted while uploading. */
+#define FG_DTYPE_AUTO ((fg_dtype)-1)
+fg_status fg_session_create_typed(fg_session **session, const fg_config *cfg,
+                                  const fg_weights *w, fg_device device, int ctx,
+                                  fg_dtype dtype);
+/* A cuda session whose weights are generated on the card from seed
+ * (fg_cuda_weights_create_random): for benchmarks of shapes whose fp32 host
+ * weights would not fit. No host weights exist, so nothing can be checked
+ * against the reference; ctx and dtype as above. */
+fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, int ctx,
+                                   fg_dtype dtype, uint64_t seed);
+/* "auto" (FG_DTYPE_AUTO) or one of fg_dtype_parse's names. */
+fg_status fg_session_dtype_parse(const char *text, fg_dtype *dtype);
 void fg_session_destroy(fg_session *session); /* NULL is a no-op */
+/* The element type the session runs in (FG_DTYPE_F32 for NULL). */
+fg_dtype fg_session_dtype(const fg_session *session);
 
 fg_device fg_session_device(const fg_session *session); /* CPU, CUDA or REF */
 int fg_session_len(const fg_session *session);          /* tokens so far */

@@ -107,7 +107,9 @@ Test(cli, usage_errors_exit_2)
                          "chat -m x --no-generation-prompt", "chat -m x -n 0", "chat -m x --stop ''",
                          "serve", "serve -m x --port 70000",
                          "serve -m x --max-batch 0", "serve -m x --dtype f64",
-                         "serve -m x --device gpu", "serve -m x --api-key="};
+                         "serve -m x --device gpu", "serve -m x --api-key=",
+                         "generate -m x --dtype f64", "logits -m x --tokens 1 --out y.npy --dtype 16",
+                         "verify -m x --dtype f64", "bench --dtype bf", "chat -m x --dtype F"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run(bad[i]);
         cr_assert_eq(r->code, 2, "'%s' exits %d: %s", bad[i], r->code, r->err);
@@ -126,6 +128,27 @@ Test(cli, help_on_every_verb)
         cr_assert(strstr(r->out, "usage: flashgpt") && strstr(r->out, "--help"), "%s", r->out);
     }
     cr_assert_eq(run("--help")->code, 0);
+}
+
+/* A 16-bit dtype where the CPU computes is refused before the model is
+ * even loaded (the model path does not exist: that would be the other
+ * error), one line, exit 1. */
+Test(cli, dtype_the_device_cannot_run_exits_1)
+{
+    const char *cmds[] = {"generate -m /nonexistent/m.bin --device cpu --dtype bf16",
+                          "logits -m /nonexistent/m.bin --tokens 1 --out y.npy --device ref "
+                          "--dtype f16",
+                          "bench --preset tiny --device cpu --dtype bf16",
+                          "chat -m /nonexistent/m --device cpu --dtype f16"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        cli_result *r = run(cmds[i]);
+        cr_assert_eq(r->code, 1, "'%s' exits %d: %s", cmds[i], r->code, r->err);
+        cr_assert_eq(count_lines(r->err), 1, "one line: %s", r->err);
+        cr_assert(strstr(r->err, "runs on the cuda device only") != NULL, "%s", r->err);
+    }
+    cli_result *r = run("bench --preset tiny --prompt 8 --gen 2 --device cpu --dtype auto");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "dtype: f32") != NULL, "auto on the CPU is f32: %s", r->out);
 }
 
 Test(cli, runtime_errors_exit_1_with_one_line)

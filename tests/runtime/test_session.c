@@ -3,6 +3,7 @@
  * tolerance (docs/contract.md §32); context limits; device choice; thread counts. */
 #include "fixture.h"
 
+#include <math.h>
 #include <string.h>
 
 static fg_config cfg_small(void)
@@ -121,6 +122,29 @@ Test(session, device_choice_and_bad_input)
     cr_assert_eq(fg_session_len(s), 0);
     fgi_assert_status(fg_session_forward(s, bad, 0, NULL), FG_ERR_INVALID_ARG, "'T'");
     fg_session_destroy(s);
+    /* element types: f32 everywhere, 16-bit only on the cuda device */
+    fg_dtype dt;
+    cr_assert_eq(fg_session_dtype_parse("auto", &dt), FG_OK);
+    cr_assert_eq(dt, FG_DTYPE_AUTO);
+    cr_assert_eq(fg_session_dtype_parse("bf16", &dt), FG_OK);
+    cr_assert_eq(dt, FG_DTYPE_BF16);
+    fgi_assert_status(fg_session_dtype_parse("f64", &dt), FG_ERR_INVALID_ARG, "f64");
+    fgi_assert_status(fg_session_create_typed(&s, &cfg, &m.w, FG_DEVICE_CPU, 0, FG_DTYPE_BF16),
+                     FG_ERR_UNSUPPORTED, "cuda device only");
+    cr_assert_null(s);
+    fgi_assert_status(fg_session_create_typed(&s, &cfg, &m.w, FG_DEVICE_REF, 0, FG_DTYPE_F16),
+                     FG_ERR_UNSUPPORTED, "cuda device only");
+    fgi_assert_status(fg_session_create_typed(&s, &cfg, &m.w, FG_DEVICE_CPU, 0, (fg_dtype)5),
+                     FG_ERR_INVALID_ARG, "unknown dtype");
+    cr_assert_null(s);
+    cr_assert_eq(fg_session_create_typed(&s, &cfg, &m.w, FG_DEVICE_CPU, 0, FG_DTYPE_AUTO), FG_OK,
+                 "%s", fg_last_error());
+    cr_assert_eq(fg_session_dtype(s), FG_DTYPE_F32, "auto on the CPU: the f32 path");
+    fg_session_destroy(s);
+    cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_AUTO, 0), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_dtype(s), FG_DTYPE_F32, "fg_session_create is f32 on every device");
+    fg_session_destroy(s);
+    s = NULL;
     if (!fg_cuda_available()) {
         fg_status st = fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CUDA, 0);
         cr_assert(st == FG_ERR_CUDA || st == FG_ERR_UNSUPPORTED, "cuda without a GPU: %s",
@@ -258,4 +282,62 @@ Test(session, sample_matches_host_sampler_gpu)
 {
     if (!fg_cuda_available()) cr_skip_test("no usable CUDA device: GPU test skipped");
     sample_matches_host_sampler(FG_DEVICE_CUDA);
+}
+
+/* A 16-bit session (auto on a card that runs bf16) against the exact
+ * reference on the same rounded weights: a prefill and greedy steps drawn
+ * on the GPU, the logits of every step within the 16-bit rule's ceiling
+ * (relative L2 <= 2e-2, docs/contract.md §32). */
+Test(session, auto_dtype_on_gpu_is_16bit_within_bound)
+{
+    if (!fg_cuda_available()) cr_skip_test("no usable CUDA device: GPU test skipped");
+    fgi_rng rng = fgi_rng_make(77);
+    fg_config cfg = fg_config_llama(2, 128, 4, 2, 96, 53, 24); /* head_dim 32 */
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 0);
+    fg_session *g = NULL, *ref = NULL;
+    cr_assert_eq(fg_session_create_typed(&g, &cfg, &m.w, FG_DEVICE_CUDA, 0, FG_DTYPE_AUTO), FG_OK,
+                 "%s", fg_last_error());
+    const fg_dtype dt = fg_session_dtype(g);
+    if (!fg_cuda_decoder_dtype_supported(&cfg, FG_DTYPE_BF16)) {
+        fg_session_destroy(g);
+        fgi_test_model_free(&m);
+        cr_skip_test("the card runs no bf16");
+    }
+    cr_assert_eq(dt, FG_DTYPE_BF16, "auto on a bf16 card: bf16 (got %s)", fg_dtype_name(dt));
+    /* {k, v} x 2 bytes x 2 layers x 2 kv heads x head_dim 32 x 24 tokens */
+    cr_assert_eq(fg_session_cache_bytes(g), (size_t)2 * 2 * 2 * 2 * 32 * 24,
+                 "two bytes per cached element: %zu", fg_session_cache_bytes(g));
+    fg_session_destroy(g);
+    fgi_test_model_round(&m, FG_DTYPE_BF16); /* the weights the GPU will hold */
+    cr_assert_eq(fg_session_create_typed(&g, &cfg, &m.w, FG_DEVICE_CUDA, 0, FG_DTYPE_BF16), FG_OK,
+                 "%s", fg_last_error());
+    cr_assert_eq(fg_session_create(&ref, &cfg, &m.w, FG_DEVICE_REF, 0), FG_OK);
+    int ids[5];
+    fgi_test_random_ids(ids, 5, cfg.vocab_size, &rng);
+    cr_assert_eq(fg_session_forward(g, ids, 5, NULL), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_forward(ref, ids, 5, NULL), FG_OK);
+    fg_sampler_config sc = fg_sampler_defaults();
+    sc.temperature = 0.0f;
+    fg_sampler *greedy;
+    cr_assert_eq(fg_sampler_create(&greedy, cfg.vocab_size, &sc), FG_OK);
+    for (int step = 0; step < 8; step++) {
+        const float *a = fg_session_logits(g), *b = fg_session_logits(ref);
+        cr_assert(a != NULL && b != NULL);
+        double num = 0, den = 0;
+        for (int i = 0; i < cfg.vocab_size; i++) {
+            cr_assert(isfinite(a[i]));
+            num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+            den += (double)b[i] * b[i];
+        }
+        cr_assert(sqrt(num / den) <= 2e-2, "step %d: relative L2 %.3g (seed %llu)", step,
+                  sqrt(num / den), (unsigned long long)fgi_test_seed());
+        int t = -1;
+        cr_assert_eq(fg_session_sample(g, greedy, &t), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_forward(g, &t, 1, NULL), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_forward(ref, &t, 1, NULL), FG_OK);
+    }
+    fg_sampler_destroy(greedy);
+    fg_session_destroy(g), fg_session_destroy(ref);
+    fgi_test_model_free(&m);
 }

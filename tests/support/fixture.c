@@ -62,6 +62,42 @@ void fgi_test_model_free(fgi_test_model *m)
     *m = (fgi_test_model){0};
 }
 
+static void round_tensor(fg_dtype dtype, const float *t, size_t n)
+{
+    float *p = (float *)t; /* the fixture owns these buffers, writable */
+    if (p == NULL) return;
+    for (size_t i = 0; i < n; i++) p[i] = fg_dtype_round(dtype, p[i]);
+}
+
+void fgi_test_model_round(fgi_test_model *tm, fg_dtype dtype)
+{
+    const fg_config *c = &tm->cfg;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t W = (size_t)fg_config_qkv_width(c);
+    fg_weights *w = &tm->w;
+    round_tensor(dtype, w->wte, V * C);
+    round_tensor(dtype, w->wpe, (size_t)c->n_ctx * C);
+    round_tensor(dtype, w->ln_f_g, C);
+    round_tensor(dtype, w->ln_f_b, C);
+    round_tensor(dtype, w->lm_head, V * C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const fg_layer_weights *L = &w->layers[l];
+        round_tensor(dtype, L->ln_1_g, C);
+        round_tensor(dtype, L->ln_1_b, C);
+        round_tensor(dtype, L->c_attn_w, C * W);
+        round_tensor(dtype, L->c_attn_b, W);
+        round_tensor(dtype, L->c_proj_w, C * C);
+        round_tensor(dtype, L->c_proj_b, C);
+        round_tensor(dtype, L->ln_2_g, C);
+        round_tensor(dtype, L->ln_2_b, C);
+        round_tensor(dtype, L->fc_w, C * I);
+        round_tensor(dtype, L->up_w, C * I);
+        round_tensor(dtype, L->fc_b, I);
+        round_tensor(dtype, L->mlp_proj_w, I * C);
+        round_tensor(dtype, L->mlp_proj_b, C);
+    }
+}
+
 void fgi_test_random_ids(int *ids, int n, int vocab, fgi_rng *rng)
 {
     for (int i = 0; i < n; i++) ids[i] = fgi_rng_int(rng, 0, vocab - 1);

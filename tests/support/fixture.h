@@ -19,6 +19,9 @@ typedef struct {
 void fgi_test_model_init(fgi_test_model *m, const fg_config *cfg, fgi_rng *rng,
                         int untied);
 void fgi_test_model_free(fgi_test_model *m);
+/* Every weight rounded to dtype in place (round to nearest even), so an
+ * exact fp32 reference and a 16-bit run start from the same values. */
+void fgi_test_model_round(fgi_test_model *m, fg_dtype dtype);
 
 /* Random token ids in [0, vocab). */
 /* Decoder configurations of the GPU and fast-CPU decoder tests: GPT-2 with

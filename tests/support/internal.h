@@ -23,7 +23,9 @@
  *    and a read-back of its device KV cache (test_cuda_decoder);
  *  - batch_internal.h: the batched GPU forward over the paged pool
  *    (test_batch_forward);
- *  - sample_fixed.h: the samplers' integer weights, against exp (test_sampler).
+ *  - sample_fixed.h: the samplers' integer weights, against exp (test_sampler);
+ *  - ref_internal.h: the naive 16-bit decoder, the yardstick of the 16-bit
+ *    rule for the GPU decoder (test_cuda_decoder16).
  * The build gives test executables (only them) the library's private
  * include directories for this header. */
 #ifndef FLASHGPT_TESTS_INTERNAL_H
@@ -36,6 +38,7 @@
 #include "decoder_internal.h"
 #include "hash.h"
 #include "kv_paged.h"
+#include "ref_internal.h"
 #include "ref_softmax_state.h"
 #include "sample_fixed.h"
 #include "tokenizer_internal.h"
