@@ -124,39 +124,14 @@ static void *device_random(fg_dtype dtype, size_t n, unsigned long long *state, 
     return dev;
 }
 
-/* GB/s of a device-to-device copy of `bytes` (each byte read and written),
- * median of `runs` copies timed with events; negative on failure. */
+/* GB/s of a device-to-device copy of `bytes` (each byte read and written,
+ * bench_copy_bandwidth), printed as the copy line; negative on failure. */
 static double copy_gbps(size_t bytes, int runs)
 {
-    void *src = NULL, *dst = NULL;
-    cudaEvent_t start = NULL, stop = NULL;
-    float *times = calloc((size_t)runs, sizeof(float));
-    int ok = times != NULL && bench_check(fg_cuda_malloc(&src, bytes), "malloc copy src") &&
-             bench_check(fg_cuda_malloc(&dst, bytes), "malloc copy dst") &&
-             bench_check(fg_cuda_memset(src, 1, bytes), "memset copy src") &&
-             bench_check_cuda(cudaEventCreate(&start), "event") &&
-             bench_check_cuda(cudaEventCreate(&stop), "event");
-    for (int r = -2; ok && r < runs; r++) {
-        ok = bench_check_cuda(cudaEventRecord(start, NULL), "record") &&
-             bench_check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, NULL),
-                              "copy") &&
-             bench_check_cuda(cudaEventRecord(stop, NULL), "record") &&
-             bench_check_cuda(cudaEventSynchronize(stop), "synchronize");
-        float ms = 0.0f;
-        if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-        if (ok && r >= 0) times[r] = ms;
-    }
-    double gbps = -1.0;
-    if (ok) {
-        const double ms = bench_median(times, runs);
-        gbps = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
-        printf("copy bytes=%zu us=%.3f gbps=%.1f\n", bytes, ms * 1e3, gbps);
-        fflush(stdout);
-    }
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    fg_cuda_free(src), fg_cuda_free(dst);
-    free(times);
+    double ms = 0.0, gbps = -1.0;
+    if (!bench_copy_bandwidth(bytes, runs, &ms, &gbps)) return -1.0;
+    printf("copy bytes=%zu us=%.3f gbps=%.1f\n", bytes, ms * 1e3, gbps);
+    fflush(stdout);
     return gbps;
 }
 
