@@ -154,6 +154,12 @@ void cli_progress_end(cli_progress *p);
 /* fg_model_load showing "loading FILE: bytes, rate" on a terminal. */
 fg_status cli_load_model(fg_model **model, const char *path);
 
+/* flashgpt bench --batch (bench_batch.c): batch requests of n_prompt ids
+ * and n_gen tokens through one scheduler; prints decode tokens/s and the
+ * step time, and against the copy bandwidth when weight_bytes > 0 (cuda). */
+int cli_bench_batch(const char *verb, const fg_config *cfg, const fg_weights *w, fg_device device,
+                    int threads, int batch, int n_prompt, int n_gen, double weight_bytes);
+
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

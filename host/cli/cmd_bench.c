@@ -189,7 +189,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *preset_name = "gpt2-124m", *device_name = "auto", *model_path = NULL;
     const char *dtype_name = "auto";
-    int n_prompt = -1, n_gen = -1, no_check = 0, threads = 0;
+    int n_prompt = -1, n_gen = -1, no_check = 0, threads = 0, batch = 0;
     uint64_t seed = 1;
     const cli_option opts[] = {
         {"preset", 0, OPT_STRING, &preset_name, "NAME", "tiny, gpt2-124m (default), gpt2-350m, llama-1b, llama-3b, llama-8b (the last two: cuda only, weights made on the card)"},
@@ -201,6 +201,7 @@ int cmd_bench(int argc, char **argv)
         {"threads", 0, OPT_INT, &threads, "N", "CPU threads (default: one per online core)"},
         {"seed", 0, OPT_U64, &seed, "S", "seed of the random weights (default 1)"},
         {"no-check", 0, OPT_FLAG, &no_check, NULL, "skip the check against the exact reference"},
+        {"batch", 0, OPT_INT, &batch, "N", "decode N requests at once through the serving scheduler (tokens/s and step time; default: one session)"},
     };
     const cli_command cmd = {VERB, "[--preset NAME] [options]",
                              "Benchmark prefill and decode on a built-in model shape with "
@@ -231,6 +232,13 @@ int cmd_bench(int argc, char **argv)
                 n_params(&p.cfg) * 4 / 1e9);
         return CLI_RUNTIME_ERROR;
     }
+    if (batch < 0) return cli_usage_error(VERB, "--batch must be >= 1 (got %d)", batch);
+    if (batch > 0 && p.on_device)
+        return cli_usage_error(VERB, "--batch needs host weights; preset %s has them on the card only",
+                               p.name);
+    if (batch > 0 && dtype != FG_DTYPE_AUTO && dtype != FG_DTYPE_F32)
+        return cli_usage_error(VERB, "--batch runs the batched engine, fp32 only for now (got --dtype %s)",
+                               fg_dtype_name(dtype));
     if (n_prompt < 0) n_prompt = device == FG_DEVICE_REF ? 16 : 128;
     if (n_gen < 0) n_gen = device == FG_DEVICE_REF ? 16 : 128;
 
@@ -264,6 +272,13 @@ int cmd_bench(int argc, char **argv)
         goto done;
     }
     prompt_ids(ids, n_prompt, p.cfg.vocab_size);
+    if (batch > 0) {
+        const double wpe = (p.cfg.arch == FG_ARCH_GPT2 && !p.cfg.use_rope) ? (double)p.cfg.n_ctx * p.cfg.n_embd : 0;
+        rc = cli_bench_batch(VERB, &p.cfg, fg_model_weights(model), device, threads, batch,
+                             n_prompt, n_gen,
+                             device == FG_DEVICE_CUDA ? 4.0 * (n_params(&p.cfg) - wpe) : 0.0);
+        goto done;
+    }
     cli_progress_start(&progress, device == FG_DEVICE_CUDA ? "bench: upload and KV cache"
                                                            : "bench: KV cache");
     const fg_status started =
