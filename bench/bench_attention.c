@@ -329,7 +329,7 @@ static void report(FILE *file, const char *prefix, const bench_case *c, double m
         print_both(file, "%sprefill B=%d H=%d S=%d D=%d ms=%.4f tflops=%.2f%s\n", prefix, c->B,
                    c->Hq, c->S, c->D, ms, flops / (ms * 1e-3) / 1e12, suffix);
     } else {
-        const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float);
+        const double bytes = 2.0 * c->B * c->Hkv * (double)c->kv * c->D * fg_dtype_size(bench_dtype);
         const double gbps = bytes / (ms * 1e-3) / 1e9;
         char pct[32] = "";
         if (copy_gbps > 0) snprintf(pct, sizeof pct, " copy_pct=%.1f", 100.0 * gbps / copy_gbps);
@@ -590,21 +590,27 @@ static void csv_row(const csv_sink *csv, const char *sweep, const bench_case *c,
                 csv->date, csv->card, csv->commit, sweep, dtype_label(), c->B, c->Hq, c->Hkv,
                 c->S, c->kv, c->D, ms, value, unit);
     else
-        fprintf(csv->file, "%s,%s,%s,-,%s,%s,fp32,,,,,,,%.5f,%.6g,%s\n", csv->date, csv->card,
-                csv->commit, sweep, strcmp(sweep, "ceiling_gemm") == 0 ? "cublas" : "cudaMemcpy",
-                ms, value, unit);
+        fprintf(csv->file, "%s,%s,%s,-,%s,%s,%s,,,,,,,%.5f,%.6g,%s\n", csv->date, csv->card,
+                csv->commit, sweep,
+                strcmp(sweep, "ceiling_gemm") != 0 ? "cudaMemcpy"
+                : bench_dtype == FG_DTYPE_F32     ? "cublas"
+                                                  : "cublaslt",
+                strcmp(sweep, "ceiling_gemm") == 0 ? dtype_label() : "fp32", ms, value, unit);
     fflush(csv->file);
 }
 
-/* The card's ceilings for the sweep charts: cuBLAS SGEMM (n x n, fp32
- * inputs and math; the default math mode, so no TF32) and a device-to-
- * device copy of copy_bytes (GB/s = 2 * bytes / time: each byte is read
- * and written). Median of runs (at least 20), CUDA events around each call.
- * Returns 0 on a failure (reported on stderr). */
+/* The card's ceilings for the sweep charts: the n x n x n matrix product
+ * in bench_dtype — cuBLAS SGEMM for fp32 (fp32 inputs and math; the default
+ * math mode, so no TF32), for bf16 / f16 the project's cuBLASLt GEMM
+ * (fg_cuda_linear_typed: 16-bit operands, fp32 accumulation), which is
+ * what a 16-bit prefill is measured against — and a device-to-device copy
+ * of copy_bytes (GB/s = 2 * bytes / time: each byte is read and written).
+ * Median of runs (at least 20), CUDA events around each call. Returns 0 on
+ * a failure (reported on stderr). */
 static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const csv_sink *csv)
 {
-    const size_t mat = (size_t)n * n;
-    float *a = NULL, *b = NULL, *c = NULL;
+    const size_t mat = (size_t)n * n, es = fg_dtype_size(bench_dtype);
+    void *a = NULL, *b = NULL, *c = NULL;
     void *src = NULL, *dst = NULL;
     cublasHandle_t blas = NULL;
     cudaEvent_t start = NULL, stop = NULL;
@@ -613,11 +619,13 @@ static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const
     int ok = times != NULL && host != NULL;
     unsigned long long state = 0xc0ffeeULL;
     if (ok) bench_fill_random(host, mat, 1.0, &state);
-    ok = ok && bench_check(fg_cuda_malloc((void **)&a, sizeof(float) * mat), "malloc a") &&
-         bench_check(fg_cuda_malloc((void **)&b, sizeof(float) * mat), "malloc b") &&
-         bench_check(fg_cuda_malloc((void **)&c, sizeof(float) * mat), "malloc c") &&
-         bench_check(fg_cuda_upload(a, host, sizeof(float) * mat), "upload a") &&
-         bench_check(fg_cuda_upload(b, host, sizeof(float) * mat), "upload b") &&
+    void *typed = ok ? malloc(es * mat) : NULL; /* host in bench_dtype */
+    ok = ok && typed != NULL && bench_check(fg_dtype_from_f32(bench_dtype, typed, host, mat), "narrow") &&
+         bench_check(fg_cuda_malloc(&a, es * mat), "malloc a") &&
+         bench_check(fg_cuda_malloc(&b, es * mat), "malloc b") &&
+         bench_check(fg_cuda_malloc(&c, es * mat), "malloc c") &&
+         bench_check(fg_cuda_upload(a, typed, es * mat), "upload a") &&
+         bench_check(fg_cuda_upload(b, typed, es * mat), "upload b") &&
          bench_check(fg_cuda_malloc(&src, copy_bytes), "malloc src") &&
          bench_check(fg_cuda_malloc(&dst, copy_bytes), "malloc dst") &&
          bench_check(fg_cuda_memset(src, 1, copy_bytes), "memset src") &&
@@ -631,12 +639,15 @@ static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const
     for (int which = 0; ok && which < 2; which++) {
         for (int r = -WARMUP; ok && r < runs; r++) {
             ok = bench_check_cuda(cudaEventRecord(start, NULL), "record");
-            if (ok && which == 0 &&
+            if (ok && which == 0 && bench_dtype == FG_DTYPE_F32 &&
                 cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c,
                             n) != CUBLAS_STATUS_SUCCESS) {
                 fprintf(stderr, "bench_attention: cublasSgemm failed\n");
                 ok = 0;
             }
+            if (ok && which == 0 && bench_dtype != FG_DTYPE_F32)
+                ok = bench_check(fg_cuda_linear_typed(bench_dtype, c, a, b, NULL, n, n, n, NULL),
+                                 "16-bit GEMM");
             if (ok && which == 1)
                 ok = bench_check_cuda(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice,
                                                       NULL),
@@ -651,15 +662,19 @@ static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const
         const double ms = bench_median(times, runs);
         if (which == 0) {
             /* a finite product, or the timing means nothing */
+            unsigned char raw[8 * sizeof(float)];
             float first[8];
-            ok = bench_check(fg_cuda_download(first, c, sizeof first), "download");
+            ok = bench_check(fg_cuda_download(raw, c, 8 * es), "download") &&
+                 bench_check(fg_dtype_to_f32(bench_dtype, first, raw, 8), "widen");
             for (int i = 0; ok && i < 8; i++)
                 if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
-                    fprintf(stderr, "bench_attention: non-finite SGEMM output\n");
+                    fprintf(stderr, "bench_attention: non-finite GEMM output\n");
                     ok = 0;
                 }
             const double tflops = 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
-            if (ok) print_both(out, "ceiling gemm n=%d ms=%.4f tflops=%.2f\n", n, ms, tflops);
+            if (ok)
+                print_both(out, "ceiling gemm dtype=%s n=%d ms=%.4f tflops=%.2f\n", dtype_label(), n,
+                           ms, tflops);
             if (ok) csv_row(csv, "ceiling_gemm", NULL, ms, tflops, "TFLOP/s");
         } else {
             const double gbps = 2.0 * (double)copy_bytes / (ms * 1e-3) / 1e9;
@@ -671,7 +686,7 @@ static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const
     if (start) cudaEventDestroy(start);
     if (stop) cudaEventDestroy(stop);
     fg_cuda_free(a), fg_cuda_free(b), fg_cuda_free(c), fg_cuda_free(src), fg_cuda_free(dst);
-    free(times), free(host);
+    free(times), free(host), free(typed);
     return ok;
 }
 
@@ -686,15 +701,21 @@ static int run_sweep(char kind, int tiny, int runs, unsigned hold_us, FILE *out,
     int all_ok = 1;
     for (int i = 0; i < n; i++) {
         const bench_case *c = &points[i];
-        if (!case_runs_in_dtype(c)) continue;
-        bench_tuning automatic = {FGI_ATTENTION_AUTO, 0, 0, 0};
-        case_times times;
-        if (!time_case(c, &automatic, 1, runs, hold_us, &times) || times.medians[0] < 0) {
-            printf("%s B=%d S=%d kv=%d failed\n", c->kind, c->B, c->S, c->kv);
+        double ms = -1.0;
+        case_times times = {0};
+        if (case_runs_in_dtype(c)) {
+            bench_tuning automatic = {FGI_ATTENTION_AUTO, 0, 0, 0};
+            if (time_case(c, &automatic, 1, runs, hold_us, &times)) ms = times.medians[0];
+        } else { /* 16-bit decode: the split-KV kernel over a 16-bit cache */
+            const batch_case bc = {c->B, c->Hq, c->Hkv, c->D, c->kv, 0};
+            ms = time_batch_case(&bc, bench_dtype, runs, hold_us);
+        }
+        if (ms < 0) {
+            printf("%s dtype=%s B=%d S=%d kv=%d failed\n", c->kind, dtype_label(), c->B, c->S,
+                   c->kv);
             all_ok = 0;
             continue;
         }
-        const double ms = times.medians[0];
         report(out, "", c, ms, "");
         if (kind == 'p')
             csv_row(csv, "prefill", c, ms,
@@ -702,7 +723,8 @@ static int run_sweep(char kind, int tiny, int runs, unsigned hold_us, FILE *out,
                     "TFLOP/s");
         else
             csv_row(csv, "decode", c, ms,
-                    2.0 * c->B * c->Hkv * (double)c->kv * c->D * sizeof(float) / (ms * 1e-3) / 1e9,
+                    2.0 * c->B * c->Hkv * (double)c->kv * c->D * fg_dtype_size(bench_dtype) /
+                        (ms * 1e-3) / 1e9,
                     "GB/s");
         if (times.exposed > 0)
             print_both(out, "# warning: %d calls took longer to enqueue than the hold\n",

@@ -6,14 +6,15 @@
 #
 # For each prompt length in PROMPTS (default "128 512 1024 1920"; the
 # llama-1b preset's context is 2048), runs `flashgpt bench --preset PRESET
-# (default llama-1b) --device DEVICE (default cuda) --prompt P --gen GEN
+# (default llama-1b) --device DEVICE (default cuda) --dtype DTYPE (default
+# f32) --prompt P --gen GEN
 # (default 64) --no-check` and takes its decode tokens/s: the mean over GEN
 # steps whose context runs from P to P + GEN. Prints one line per point and
 # appends a CSV row (header when the file is new; default
 # bench/results/gpu_e2e.csv): date, card (nvidia-smi, else "unknown"),
 # commit, peer version ("-": the floor, drawn by bench/plot.py from the
 # measured copy bandwidth, is the reference here), model, parameters,
-# device, batch, prompt, gen, decode tokens/s, step ms. Each point builds
+# device, batch, prompt, gen, decode tokens/s, step ms, dtype. Each point builds
 # its own random weights (some seconds for llama-1b), so a handful of
 # points is a minute on a card. PRESET=tiny proves the path on the CUDA
 # emulator.
@@ -23,21 +24,18 @@ BUILD=${1:?usage: $0 BUILD_DIR [CSV_FILE]}
 CSV=${2:-bench/results/gpu_e2e.csv}
 PRESET=${PRESET:-llama-1b}
 DEVICE=${DEVICE:-cuda}
+DTYPE=${DTYPE:-f32}
 GEN=${GEN:-64}
 PROMPTS=${PROMPTS:-128 512 1024 1920}
 FG="$BUILD/flashgpt"
 [ -x "$FG" ] || { echo "no $FG: build flashgpt first" >&2; exit 1; }
 
-DATE=$(date -u +%Y-%m-%dT%H:%MZ)
-CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -d ',' || true)
-[ -n "$CARD" ] || CARD=unknown
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
-[ -s "$CSV" ] || echo "date,card,commit,peer_version,model,params,device,batch,prompt,gen,decode_tokens_per_s,step_ms" >"$CSV"
+. bench/sweep_common.sh
+[ -s "$CSV" ] || echo "date,card,commit,peer_version,model,params,device,batch,prompt,gen,decode_tokens_per_s,step_ms,dtype" >"$CSV"
 
 failed=0
 for p in $PROMPTS; do
-  if ! log=$("$FG" bench --preset "$PRESET" --device "$DEVICE" --dtype f32 --prompt "$p" --gen "$GEN" --no-check 2>/dev/null); then
+  if ! log=$("$FG" bench --preset "$PRESET" --device "$DEVICE" --dtype "$DTYPE" --prompt "$p" --gen "$GEN" --no-check 2>/dev/null); then
     echo "prompt $p: flashgpt bench failed" >&2
     failed=1
     continue
@@ -51,8 +49,8 @@ for p in $PROMPTS; do
     continue
   fi
   row=$(awk -v d="$DATE" -v c="$CARD" -v g="$COMMIT" -v m="$PRESET" -v pm="$params" -v dev="$DEVICE" \
-    -v p="$p" -v n="$GEN" -v t="$tps" \
-    'BEGIN { printf "%s,%s,%s,-,%s,%.0f,%s,1,%d,%d,%s,%.4f", d, c, g, m, pm * 1e6, dev, p, n, t, 1000 / t }')
+    -v p="$p" -v n="$GEN" -v t="$tps" -v dt="$DTYPE" \
+    'BEGIN { printf "%s,%s,%s,-,%s,%.0f,%s,1,%d,%d,%s,%.4f,%s", d, c, g, m, pm * 1e6, dev, p, n, t, 1000 / t, dt }')
   echo "$row" >>"$CSV"
   echo "context $p..$((p + GEN)): $tps tokens/s ($(cut -d, -f12 <<<"$row") ms a step)"
 done

@@ -18,8 +18,8 @@ told apart by their header, so any file name works:
   length, the measured copy bandwidth as a line).
 - GPU end to end (bench/e2e_context_sweep.sh): columns date, card, commit,
   peer_version, model, params, device, batch, prompt, gen,
-  decode_tokens_per_s, step_ms -> gpu_e2e_context.png: decode step time
-  against context, with the weight-read floor (fp32 weight bytes over the
+  decode_tokens_per_s, step_ms, dtype -> gpu_e2e_context.png: decode step
+  time against context, with the weight-read floor (weight bytes over the
   measured copy bandwidth) when a copy ceiling of the same card exists.
 
 Aggregation: the CPU rows of every run on the newest run's machine are
@@ -41,11 +41,12 @@ import textwrap
 CPU_COLS = {"machine", "load1", "model", "params", "threads", "impl", "metric", "tokens_per_s"}
 ATTN_COLS = {"card", "sweep", "impl", "dtype", "B", "Hq", "Hkv", "S", "kv", "D", "ms", "value"}
 E2E_COLS = {"card", "model", "params", "prompt", "gen", "decode_tokens_per_s", "step_ms"}
+BATCH_COLS = {"card", "model", "device", "dtype", "batch", "tokens_per_s", "step_ms", "floor_ms"}
 
 
 def read_results(folder):
-    """(cpu rows, attention rows, e2e rows): lists of dicts, one per CSV row."""
-    cpu, attn, e2e = [], [], []
+    """(cpu rows, attention rows, e2e rows, batch rows): lists of dicts, one per CSV row."""
+    cpu, attn, e2e, batch = [], [], [], []
     for path in sorted(glob.glob(os.path.join(folder, "*.csv"))):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -58,9 +59,11 @@ def read_results(folder):
             attn += rows
         elif E2E_COLS <= cols:
             e2e += rows
+        elif BATCH_COLS <= cols:
+            batch += rows
         else:
             print("plot.py: %s: unknown columns, ignored" % path)
-    return cpu, attn, e2e
+    return cpu, attn, e2e, batch
 
 
 def newest(rows, field):
@@ -160,9 +163,10 @@ def plot_cpu(plt, rows, out):
 
 def gpu_note(rows, card):
     peers = sorted({r["peer_version"] for r in rows if r["peer_version"] not in ("", "-")})
-    return "%s; %s; commit %s; peer %s; fp32" % (
+    dtypes = sorted({r.get("dtype") for r in rows} - {None, ""})
+    return "%s; %s; commit %s; peer %s; %s" % (
         card, newest(rows, "date"), " ".join(sorted({r["commit"] for r in rows})),
-        ", ".join(peers) or "none")
+        ", ".join(peers) or "none", " / ".join(dtypes) or "fp32")
 
 
 def plot_attention(plt, rows, out):
@@ -174,11 +178,13 @@ def plot_attention(plt, rows, out):
     rows = [r for r in rows if r["card"] == card]
     best = latest_per_key(rows, lambda r: (r["sweep"], r["impl"], r["dtype"], r["B"], r["S"],
                                            r["kv"], r["D"]))
-    ceilings = {r["sweep"]: r for r in best.values() if r["sweep"].startswith("ceiling_")}
+    # (sweep, dtype) -> the newest ceiling row: the GEMM one per dtype, the copy one
+    ceilings = {(r["sweep"], r["dtype"]): r for r in best.values()
+                if r["sweep"].startswith("ceiling_")}
     for sweep, x_field, group_field, group_name, ceiling, ylabel, fname in (
             ("prefill", "S", "D", "head_dim", "ceiling_gemm", "TFLOP/s (causal: half of 4*B*H*S^2*D)",
              "gpu_prefill.png"),
-            ("decode", "kv", "B", "batch", "ceiling_copy", "GB/s of K and V read (2*B*Hkv*kv*D*4)",
+            ("decode", "kv", "B", "batch", "ceiling_copy", "GB/s of K and V read (2*B*Hkv*kv*D*bytes)",
              "gpu_decode.png")):
         pts = [r for r in best.values() if r["sweep"] == sweep]
         if not pts:
@@ -194,12 +200,15 @@ def plot_attention(plt, rows, out):
                     linestyle="-" if impl == "flashgpt" else "--",
                     marker="o" if impl == "flashgpt" else "s",
                     label="%s %s, %s %s" % (impl, dtype, group_name, group))
-        if ceiling in ceilings:
-            c = ceilings[ceiling]
-            ax.axhline(float(c["value"]), color="0.3", linestyle=":",
+        for (kind, dtype), c in sorted(ceilings.items()):
+            if kind != ceiling:
+                continue
+            ax.axhline(float(c["value"]), color="0.3",
+                       linestyle={"fp32": ":", "bf16": "-.", "f16": "--"}.get(dtype, ":"),
                        label="measured %s: %.0f %s" % (
-                           "cuBLAS SGEMM 8192^3" if ceiling == "ceiling_gemm" else "device copy",
-                           float(c["value"]), c["unit"]))
+                           ("cuBLAS SGEMM 8192^3" if dtype == "fp32" else
+                            "cuBLASLt %s GEMM 8192^3" % dtype) if kind == "ceiling_gemm"
+                           else "device copy", float(c["value"]), c["unit"]))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length (tokens)" if sweep == "prefill" else "kv length (keys)")
         ax.set_ylabel(ylabel)
@@ -216,21 +225,26 @@ def plot_e2e(plt, rows, attn, out):
         return
     card = newest(rows, "card")
     rows = [r for r in rows if r["card"] == card]
-    best = latest_per_key(rows, lambda r: (r["model"], r["batch"], r["prompt"], r["gen"]))
+    for r in rows:  # files from before the dtype column were fp32
+        r["dtype"] = r.get("dtype") or "f32"
+    best = latest_per_key(rows, lambda r: (r["model"], r["dtype"], r["batch"], r["prompt"],
+                                           r["gen"]))
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for model in sorted({r["model"] for r in best.values()}):
+    series = sorted({(r["model"], r["dtype"]) for r in best.values()})
+    for model, dtype in series:
         sel = sorted((int(r["prompt"]) + int(r["gen"]) / 2.0, float(r["step_ms"]))
-                     for r in best.values() if r["model"] == model)
+                     for r in best.values() if (r["model"], r["dtype"]) == (model, dtype))
         ax.plot([p[0] for p in sel], [p[1] for p in sel], marker="o",
-                label="flashgpt %s decode step" % model)
+                label="flashgpt %s %s decode step" % (model, dtype))
     copies = [r for r in attn if r["card"] == card and r["sweep"] == "ceiling_copy"]
     if copies:
         gbps = float(max(copies, key=lambda r: r["date"])["value"])
-        for model in sorted({r["model"] for r in best.values()}):
+        for model, dtype in series:
             params = float(next(r["params"] for r in best.values() if r["model"] == model))
-            ax.axhline(params * 4 / (gbps * 1e9) * 1e3, linestyle=":", color="0.3",
-                       label="weight-read floor %s: %.0fM fp32 params at %.0f GB/s"
-                       % (model, params / 1e6, gbps))
+            size = 4 if dtype in ("f32", "fp32") else 2
+            ax.axhline(params * size / (gbps * 1e9) * 1e3, linestyle=":", color="0.3",
+                       label="weight-read floor %s: %.0fM %s params at %.0f GB/s"
+                       % (model, params / 1e6, dtype, gbps))
     else:
         print("plot.py: no copy ceiling for %s; the weight-read floor is left out" % card)
     ax.set_ylim(bottom=0)
@@ -239,6 +253,59 @@ def plot_e2e(plt, rows, attn, out):
     ax.set_title("End-to-end decode step against context")
     finish(fig, [ax], os.path.join(out, "gpu_e2e_context.png"), gpu_note(rows, card))
     plt.close(fig)
+
+
+def plot_batch(plt, rows, out):
+    """One chart per device kind (cuda -> gpu_batch.png, cpu -> cpu_batch.png)."""
+    for device, fname in (("cuda", "gpu_batch.png"), ("cpu", "cpu_batch.png")):
+        sel = [r for r in rows if r["device"] == device]
+        if not sel:
+            print("plot.py: no %s batch rows (bench/batch_sweep.sh%s); %s skipped"
+                  % (device, "; they await a card" if device == "cuda" else " DEVICE=cpu", fname))
+            continue
+        card = newest(sel, "card")
+        sel = [r for r in sel if r["card"] == card]
+        best = latest_per_key(sel, lambda r: (r["model"], r["dtype"], r["threads"], r["batch"],
+                                              r["prompt"], r["gen"]))
+        fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(11, 4.6))
+        series = sorted({(r["model"], r["dtype"], r["threads"], r["prompt"], r["gen"])
+                         for r in best.values()})
+        for model, dtype, threads, prompt, gen in series:
+            pts = sorted((int(r["batch"]), float(r["tokens_per_s"]), float(r["step_ms"]),
+                          float(r["floor_ms"]) if r["floor_ms"] else None)
+                         for r in best.values()
+                         if (r["model"], r["dtype"], r["threads"], r["prompt"], r["gen"]) ==
+                         (model, dtype, threads, prompt, gen))
+            label = "flashgpt %s %s, prompt %s + %s%s" % (
+                model, dtype, prompt, gen, "" if device == "cuda" else
+                ", %s threads" % ("all" if threads == "0" else threads))
+            line = ax_t.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            ax_s.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=label,
+                      color=line[0].get_color())
+            floor = [(p[0], p[0] / p[3] * 1e3) for p in pts if p[3]]
+            if floor:
+                ax_t.plot([p[0] for p in floor], [p[1] for p in floor], linestyle=":",
+                          color=line[0].get_color(),
+                          label="weight-read floor %s %s (batch / floor step)" % (model, dtype))
+        for ax in (ax_t, ax_s):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("streams decoding together (batch)")
+        ax_t.set_yscale("log")
+        ax_t.set_ylabel("decode tokens/s (all streams)")
+        ax_t.set_title("Throughput against batch size")
+        ax_s.set_ylim(bottom=0)
+        ax_s.set_ylabel("step time = inter-token latency (ms)")
+        ax_s.set_title("Step time against batch size")
+        fig.suptitle("flashgpt serving scheduler (continuous batching), --device %s" % device,
+                     fontsize=10)
+        loads = sorted(float(r["load1"]) for r in best.values() if r.get("load1"))
+        note = "%s; %s; commit %s; reference: the weight-read floor%s" % (
+            card, newest(sel, "date"), " ".join(sorted({r["commit"] for r in sel})),
+            "" if device == "cuda" else
+            " (not measured on the CPU); shared machine%s" % (
+                ", 1-min load average %.1f..%.1f" % (loads[0], loads[-1]) if loads else ""))
+        finish(fig, (ax_t, ax_s), os.path.join(out, fname), note)
+        plt.close(fig)
 
 
 def main():
@@ -258,14 +325,14 @@ def main():
     except ImportError as e:
         sys.exit("plot.py: matplotlib is not available (apt-get install python3-matplotlib): %s" % e)
     os.makedirs(out, exist_ok=True)
-    cpu, attn, e2e = read_results(args.results)
+    cpu, attn, e2e, batch = read_results(args.results)
     if cpu:
         plot_cpu(plt, cpu, out)
     else:
         print("plot.py: no CPU rows (bench/cpu_peer.sh with CSV=...); cpu_decode.png skipped")
     plot_attention(plt, attn, out)
     plot_e2e(plt, e2e, attn, out)
-    print("plot.py: tokens/s against batch size awaits the serving issue; no chart yet")
+    plot_batch(plt, batch, out)
     return 0
 
 
