@@ -102,6 +102,7 @@ Test(cli, usage_errors_exit_2)
                          "generate -m x --temperature nan", "logits -m x --tokens 1,,2 --out y.npy",
                          "logits --tokens 1,2", "bench --preset nope", "bench --device gpu",
                          "bench --prompt 0", "bench --bogus", "bench --threads -1",
+                         "bench --preset tiny --batch -1", "bench --preset tiny --batch 2 --gen 1",
                          "generate -m x --threads -2", "logits -m x --tokens 1 --out y.npy --threads -1", "verify --tokens 1 -p hi -m x",
                          "generate -m x stray", "chat", "chat --render x.json",
                          "chat -m x --no-generation-prompt", "chat -m x -n 0", "chat -m x --stop ''",
@@ -193,6 +194,20 @@ Test(cli, bench_tiny_preset_runs_without_files)
     r = run("bench --preset tiny --prompt 8 --gen 4 --device ref");
     cr_assert_eq(r->code, 0, "%s", r->err);
     cr_assert(strstr(r->out, "device ref") && strstr(r->out, "decode:  4 tokens"), "%s", r->out);
+}
+
+/* --batch N: N requests through the serving scheduler; with --gen 8 each
+ * gets its first token in the prefill step, then 7 steps decode all four */
+Test(cli, bench_batch_decodes_every_stream_each_step)
+{
+    cli_result *r = run("bench --preset tiny --prompt 8 --gen 8 --device cpu --batch 4");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "prefill: 4 prompts of 8 tokens in 1 steps") &&
+                  strstr(r->out, "batch decode: 4 streams, 7 steps, 28 tokens in"),
+              "%s", r->out);
+    r = run("bench --preset tiny --prompt 8 --gen 4 --device ref --batch 3");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "batch decode: 3 streams, 3 steps, 9 tokens in"), "%s", r->out);
 }
 
 Test(cli, progress_on_a_terminal_only)
