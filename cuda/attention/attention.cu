@@ -185,26 +185,40 @@ long long blocks_per_split(const fgi_attention_problem &p, const kernel_choice &
     }
 }
 
-/* Sets p->n_splits / keys_per_split: `want` parts, rounded to whole
- * granules of keys, without empty trailing splits. */
-void set_splits(fgi_attention_problem *p, long long want, int granule)
+/* The keys a split plan shares out: all kv_len, except for the decode
+ * kernel with a sliding window, whose splits cover only the keys from the
+ * first one the window lets query row 0 see, rounded down to a stage
+ * (fgi_plan_keys), to the end: at most window + q_len - 1 plus a stage
+ * less one, however long the cache. Planning over kv_len there would
+ * spread the splits over the whole cache and leave most of them empty. */
+long long plan_keys(const fgi_attention_problem &p, const kernel_choice &c)
+{
+    if (c.kernel != FGI_ATTENTION_DECODE || p.window <= 0) return p.kv_len;
+    const long long reach = (long long)p.window + p.q_len - 1 + (FGI_DECODE_STAGE_KEYS - 1);
+    return reach < p.kv_len ? reach : p.kv_len;
+}
+
+/* Sets p->n_splits / keys_per_split: `want` parts of `keys` keys, rounded
+ * to whole granules, without empty trailing splits. */
+void set_splits(fgi_attention_problem *p, long long want, int granule, long long keys)
 {
     if (want < 1) want = 1;
-    long long per = fgi_keys_per_split<long long>(p->kv_len, want, granule);
-    if (per > p->kv_len) per = p->kv_len;
+    long long per = fgi_keys_per_split<long long>(keys, want, granule);
+    if (per > keys) per = keys;
     p->keys_per_split = (int)per;
-    p->n_splits = (int)ceil_div_ll(p->kv_len, per);
+    p->n_splits = (int)ceil_div_ll(keys, per);
     p->split_granule = granule;
 }
 
-/* Number of splits wanted for this call before workspace limits. */
+/* Number of splits wanted for this call before workspace limits, over
+ * `keys` keys (plan_keys). */
 long long wanted_splits(const fgi_attention_problem &p, const kernel_choice &c, int request,
-                        int sm_count, int granule)
+                        int sm_count, int granule, long long keys)
 {
     long long want;
     if (request > 0) {
         want = request;
-        if (want > ceil_div_ll(p.kv_len, granule)) want = ceil_div_ll(p.kv_len, granule);
+        if (want > ceil_div_ll(keys, granule)) want = ceil_div_ll(keys, granule);
     } else if (c.kernel == FGI_ATTENTION_DECODE) {
         /* Memory-bound: as many splits as fill one wave of resident blocks,
          * never more (H100 sweep in bench/RESULTS.md: 1.3 waves ran 20%
@@ -212,13 +226,13 @@ long long wanted_splits(const fgi_attention_problem &p, const kernel_choice &c, 
          * best for every case). */
         const long long resident = (long long)sm_count * fgi_decode_blocks_per_sm(p);
         want = resident / blocks_per_split(p, c);
-        const long long by_keys = p.kv_len / kDecodeMinSplitKeys;
+        const long long by_keys = keys / kDecodeMinSplitKeys;
         if (want > by_keys) want = by_keys;
     } else {
         const long long blocks = blocks_per_split(p, c);
         const long long target = (long long)sm_count * 2;
         want = blocks < sm_count ? ceil_div_ll(target, blocks) : 1;
-        const long long by_keys = p.kv_len / kMinSplitKeys;
+        const long long by_keys = keys / kMinSplitKeys;
         if (want > by_keys) want = by_keys;
     }
     if (want > kMaxSplits) want = kMaxSplits;
@@ -454,7 +468,9 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
                        fn, a->n_q_head, a->q_len);
     const int granule = choice.key_tile > 0 ? choice.key_tile : 32; /* tiled, mma: whole tiles */
-    long long want = wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule);
+    const long long keys = plan_keys(p, choice);
+    long long want =
+        wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule, keys);
 
     /* Workspace: the caller's (aligned, capped), else stream-ordered scratch. */
     const size_t per_split = (size_t)p.n_q_head * p.q_len * split_bytes_per_row(p.head_dim);
@@ -467,7 +483,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
         if ((size_t)want > usable / per_split) want = (long long)(usable / per_split);
         workspace = (void *)at;
     }
-    set_splits(&p, want, granule);
+    set_splits(&p, want, granule, keys);
     if (p.n_splits > 1 && workspace == nullptr) {
         if (cudaMallocAsync(&scratch, FGI_SPLIT_COUNTER_BYTES + per_split * p.n_splits, stream) !=
                 cudaSuccess ||
@@ -475,7 +491,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
             (void)cudaGetLastError(); /* no pool or no memory: run unsplit instead */
             if (scratch != nullptr) (void)cudaFreeAsync(scratch, stream);
             scratch = nullptr;
-            set_splits(&p, 1, granule);
+            set_splits(&p, 1, granule, keys);
         }
         workspace = scratch;
     }
