@@ -27,7 +27,7 @@
  * (fgi_cuda_attention16; --sweep adds nothing there, it has one
  * configuration); decode cases in a 16-bit type are listed as skipped
  * until a 16-bit decode path is timed here. Every table run first prints
- * the card's device-to-device copy bandwidth (bench_copy_bandwidth, 1 GiB:
+ * the card's device-to-device copy bandwidth (fg_cuda_copy_bandwidth, 1 GiB:
  *   copy bytes=1073741824 ms=0.4321 gbps=4970.1
  * ), the line memory-bound results are compared against.
  *
@@ -604,31 +604,27 @@ static void csv_row(const csv_sink *csv, const char *sweep, const bench_case *c,
  * math mode, so no TF32), for bf16 / f16 the project's cuBLASLt GEMM
  * (fg_cuda_linear_typed: 16-bit operands, fp32 accumulation), which is
  * what a 16-bit prefill is measured against — and a device-to-device copy
- * of copy_bytes (GB/s = 2 * bytes / time: each byte is read and written).
- * Median of runs (at least 20), CUDA events around each call. Returns 0 on
- * a failure (reported on stderr). */
+ * of copy_bytes (fg_cuda_copy_bandwidth: GB/s = 2 * bytes / time, each byte
+ * is read and written). Median of runs (at least 20), CUDA events around
+ * each call. Returns 0 on a failure (reported on stderr). */
 static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const csv_sink *csv)
 {
     const size_t mat = (size_t)n * n, es = fg_dtype_size(bench_dtype);
     void *a = NULL, *b = NULL, *c = NULL;
-    void *src = NULL, *dst = NULL;
     cublasHandle_t blas = NULL;
     cudaEvent_t start = NULL, stop = NULL;
     float *times = calloc((size_t)runs, sizeof(float));
     float *host = malloc(sizeof(float) * mat);
-    int ok = times != NULL && host != NULL;
+    void *typed = malloc(es * mat); /* host in bench_dtype */
+    int ok = times != NULL && host != NULL && typed != NULL;
     unsigned long long state = 0xc0ffeeULL;
     if (ok) bench_fill_random(host, mat, 1.0, &state);
-    void *typed = ok ? malloc(es * mat) : NULL; /* host in bench_dtype */
-    ok = ok && typed != NULL && bench_check(fg_dtype_from_f32(bench_dtype, typed, host, mat), "narrow") &&
+    ok = ok && bench_check(fg_dtype_from_f32(bench_dtype, typed, host, mat), "narrow") &&
          bench_check(fg_cuda_malloc(&a, es * mat), "malloc a") &&
          bench_check(fg_cuda_malloc(&b, es * mat), "malloc b") &&
          bench_check(fg_cuda_malloc(&c, es * mat), "malloc c") &&
          bench_check(fg_cuda_upload(a, typed, es * mat), "upload a") &&
          bench_check(fg_cuda_upload(b, typed, es * mat), "upload b") &&
-         bench_check(fg_cuda_malloc(&src, copy_bytes), "malloc src") &&
-         bench_check(fg_cuda_malloc(&dst, copy_bytes), "malloc dst") &&
-         bench_check(fg_cuda_memset(src, 1, copy_bytes), "memset src") &&
          bench_check_cuda(cudaEventCreate(&start), "event") &&
          bench_check_cuda(cudaEventCreate(&stop), "event");
     if (ok && cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) {
@@ -636,56 +632,53 @@ static int measure_ceilings(int n, size_t copy_bytes, int runs, FILE *out, const
         ok = 0;
     }
     const float one = 1.0f, zero = 0.0f;
-    for (int which = 0; ok && which < 2; which++) {
-        for (int r = -WARMUP; ok && r < runs; r++) {
-            ok = bench_check_cuda(cudaEventRecord(start, NULL), "record");
-            if (ok && which == 0 && bench_dtype == FG_DTYPE_F32 &&
-                cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c,
-                            n) != CUBLAS_STATUS_SUCCESS) {
-                fprintf(stderr, "bench_attention: cublasSgemm failed\n");
+    for (int r = -WARMUP; ok && r < runs; r++) {
+        ok = bench_check_cuda(cudaEventRecord(start, NULL), "record");
+        if (ok && bench_dtype == FG_DTYPE_F32 &&
+            cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c,
+                        n) != CUBLAS_STATUS_SUCCESS) {
+            fprintf(stderr, "bench_attention: cublasSgemm failed\n");
+            ok = 0;
+        }
+        if (ok && bench_dtype != FG_DTYPE_F32)
+            ok = bench_check(fg_cuda_linear_typed(bench_dtype, c, a, b, NULL, n, n, n, NULL),
+                             "16-bit GEMM");
+        ok = ok && bench_check_cuda(cudaEventRecord(stop, NULL), "record") &&
+             bench_check_cuda(cudaEventSynchronize(stop), "synchronize");
+        float ms = 0.0f;
+        if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        if (ok && r >= 0) times[r] = ms;
+    }
+    const double ms = ok ? bench_median(times, runs) : 0.0;
+    if (ok) {
+        /* a finite product, or the timing means nothing */
+        unsigned char raw[8 * sizeof(float)];
+        float first[8];
+        ok = bench_check(fg_cuda_download(raw, c, 8 * es), "download") &&
+             bench_check(fg_dtype_to_f32(bench_dtype, first, raw, 8), "widen");
+        for (int i = 0; ok && i < 8; i++)
+            if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
+                fprintf(stderr, "bench_attention: non-finite GEMM output\n");
                 ok = 0;
             }
-            if (ok && which == 0 && bench_dtype != FG_DTYPE_F32)
-                ok = bench_check(fg_cuda_linear_typed(bench_dtype, c, a, b, NULL, n, n, n, NULL),
-                                 "16-bit GEMM");
-            if (ok && which == 1)
-                ok = bench_check_cuda(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice,
-                                                      NULL),
-                                      "copy");
-            ok = ok && bench_check_cuda(cudaEventRecord(stop, NULL), "record") &&
-                 bench_check_cuda(cudaEventSynchronize(stop), "synchronize");
-            float ms = 0.0f;
-            if (ok && r >= 0) ok = bench_check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-            if (ok && r >= 0) times[r] = ms;
-        }
-        if (!ok) break;
-        const double ms = bench_median(times, runs);
-        if (which == 0) {
-            /* a finite product, or the timing means nothing */
-            unsigned char raw[8 * sizeof(float)];
-            float first[8];
-            ok = bench_check(fg_cuda_download(raw, c, 8 * es), "download") &&
-                 bench_check(fg_dtype_to_f32(bench_dtype, first, raw, 8), "widen");
-            for (int i = 0; ok && i < 8; i++)
-                if (!(first[i] == first[i]) || first[i] > 1e30f || first[i] < -1e30f) {
-                    fprintf(stderr, "bench_attention: non-finite GEMM output\n");
-                    ok = 0;
-                }
-            const double tflops = 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
-            if (ok)
-                print_both(out, "ceiling gemm dtype=%s n=%d ms=%.4f tflops=%.2f\n", dtype_label(), n,
-                           ms, tflops);
-            if (ok) csv_row(csv, "ceiling_gemm", NULL, ms, tflops, "TFLOP/s");
-        } else {
-            const double gbps = 2.0 * (double)copy_bytes / (ms * 1e-3) / 1e9;
-            print_both(out, "ceiling copy bytes=%zu ms=%.4f gbps=%.1f\n", copy_bytes, ms, gbps);
-            csv_row(csv, "ceiling_copy", NULL, ms, gbps, "GB/s");
-        }
+        const double tflops = 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
+        if (ok)
+            print_both(out, "ceiling gemm dtype=%s n=%d ms=%.4f tflops=%.2f\n", dtype_label(), n,
+                       ms, tflops);
+        if (ok) csv_row(csv, "ceiling_gemm", NULL, ms, tflops, "TFLOP/s");
+    }
+    double gbps = 0.0;
+    if (ok && bench_check(fg_cuda_copy_bandwidth(copy_bytes, runs, &gbps), "copy bandwidth")) {
+        const double copy_ms = 2.0 * (double)copy_bytes / (gbps * 1e9) * 1e3; /* the median */
+        print_both(out, "ceiling copy bytes=%zu ms=%.4f gbps=%.1f\n", copy_bytes, copy_ms, gbps);
+        csv_row(csv, "ceiling_copy", NULL, copy_ms, gbps, "GB/s");
+    } else {
+        ok = 0;
     }
     if (blas) cublasDestroy(blas);
     if (start) cudaEventDestroy(start);
     if (stop) cudaEventDestroy(stop);
-    fg_cuda_free(a), fg_cuda_free(b), fg_cuda_free(c), fg_cuda_free(src), fg_cuda_free(dst);
+    fg_cuda_free(a), fg_cuda_free(b), fg_cuda_free(c);
     free(times), free(host), free(typed);
     return ok;
 }
@@ -841,10 +834,12 @@ int main(int argc, char **argv)
     double copy_ms = 0.0;
     const size_t copy_bytes = tiny ? ((size_t)1 << 20) : ((size_t)1 << 30);
     /* the copy that GB/s rows are a percentage of, in this run */
-    if (bench_copy_bandwidth(copy_bytes, runs, &copy_ms, &copy_gbps))
+    if (bench_check(fg_cuda_copy_bandwidth(copy_bytes, runs, &copy_gbps), "copy bandwidth")) {
+        copy_ms = 2.0 * (double)copy_bytes / (copy_gbps * 1e9) * 1e3; /* the median copy */
         print_both(file, "copy bytes=%zu ms=%.4f gbps=%.1f\n", copy_bytes, copy_ms, copy_gbps);
-    else
+    } else {
         copy_gbps = 0, failed = 1;
+    }
     const int decode_rows = !only || strcmp(only, "decode") == 0;
     for (int i = 0; i < n_cases; i++) {
         if (only && strcmp(only, cases[i].kind) != 0) continue;

@@ -1,8 +1,10 @@
 /* Helpers shared by the benchmarks (bench_attention, bench_linear): status
  * checks that print what failed, the median of timings, a cheap fill, and
  * the GPU hold (bench/gpu_hold.cu) that keeps a stream busy so that the
- * work queued behind it starts back to back, and the device copy bandwidth
- * that memory-bound results are reported against. */
+ * work queued behind it starts back to back. The device copy bandwidth
+ * that memory-bound results are reported against is the library's own
+ * fg_cuda_copy_bandwidth (flashgpt/cuda_api.h), the one `flashgpt bench`
+ * prints too. */
 #ifndef FLASHGPT_BENCH_COMMON_H
 #define FLASHGPT_BENCH_COMMON_H
 
@@ -27,13 +29,6 @@ double bench_median(float *values, int n);
 /* Uniform values in [-scale, scale) from a 64-bit LCG advanced in *state:
  * enough for timing, and the same on every run. */
 void bench_fill_random(float *x, size_t n, double scale, unsigned long long *state);
-
-/* The device-to-device copy bandwidth of this card, measured now: the
- * median of `runs` cudaMemcpyAsync calls of `bytes` (warm-up first, CUDA
- * events around each) on the legacy stream. *gbps counts every byte twice
- * (read and written), the unit decode GB/s is compared against; *ms is the
- * median time. Returns 0 on a failure (reported on stderr). */
-int bench_copy_bandwidth(size_t bytes, int runs, double *ms, double *gbps);
 
 /* Enqueues a one-thread kernel that spins for `microseconds` of the GPU's
  * global timer; returns the launch's error. */

@@ -125,11 +125,13 @@ static void *device_random(fg_dtype dtype, size_t n, unsigned long long *state, 
 }
 
 /* GB/s of a device-to-device copy of `bytes` (each byte read and written,
- * bench_copy_bandwidth), printed as the copy line; negative on failure. */
+ * fg_cuda_copy_bandwidth), printed as the copy line with the median time
+ * it implies; negative on failure. */
 static double copy_gbps(size_t bytes, int runs)
 {
-    double ms = 0.0, gbps = -1.0;
-    if (!bench_copy_bandwidth(bytes, runs, &ms, &gbps)) return -1.0;
+    double gbps = -1.0;
+    if (!bench_check(fg_cuda_copy_bandwidth(bytes, runs, &gbps), "copy bandwidth")) return -1.0;
+    const double ms = 2.0 * (double)bytes / (gbps * 1e9) * 1e3;
     printf("copy bytes=%zu us=%.3f gbps=%.1f\n", bytes, ms * 1e3, gbps);
     fflush(stdout);
     return gbps;

@@ -1,11 +1,17 @@
 /* Attention on the GPU: the public fg_cuda_attention / _flash / mha / gqa /
- * gqa_lse entry points and fgi_cuda_attention, which the decoder calls with
- * strided q (its fused projection), a KV cache and merged output columns.
+ * gqa_window / gqa_lse entry points and their _typed twins,
+ * fgi_cuda_attention, which the decoder calls with strided q (its fused
+ * projection), a KV cache and merged output columns, and the 16-bit
+ * dispatch fgi_cuda_attention16.
  *
  * Conventions: docs/contract.md §6, §9, §7, §10 and cuda/attention/attention_internal.h (causal with
  * bottom-right alignment, scale 1/sqrt(head_dim), query head h reads KV head
- * h / (n_q_head / n_kv_head), fp32 throughout). Arguments are validated with
- * the reference's validators before anything is enqueued.
+ * h / (n_q_head / n_kv_head), fp32 arithmetic in every element type). Every
+ * public form, fp32 or typed, is one contiguous_call through
+ * run_contiguous: validated with the reference's validators (sizes in
+ * bytes of the type) before anything is enqueued, then fgi_cuda_attention,
+ * which sends bf16 / f16 to fgi_cuda_attention16 (the tensor-core kernel of
+ * attention_mma16.cu) and fp32 to the kernels below.
  *
  * Design: four kernel families share one online-softmax state
  * (cuda/attention/softmax_state.cuh) and one split-KV partial format
@@ -179,26 +185,40 @@ long long blocks_per_split(const fgi_attention_problem &p, const kernel_choice &
     }
 }
 
-/* Sets p->n_splits / keys_per_split: `want` parts, rounded to whole
- * granules of keys, without empty trailing splits. */
-void set_splits(fgi_attention_problem *p, long long want, int granule)
+/* The keys a split plan shares out: all kv_len, except for the decode
+ * kernel with a sliding window, whose splits cover only the keys from the
+ * first one the window lets query row 0 see, rounded down to a stage
+ * (fgi_plan_keys), to the end: at most window + q_len - 1 plus a stage
+ * less one, however long the cache. Planning over kv_len there would
+ * spread the splits over the whole cache and leave most of them empty. */
+long long plan_keys(const fgi_attention_problem &p, const kernel_choice &c)
+{
+    if (c.kernel != FGI_ATTENTION_DECODE || p.window <= 0) return p.kv_len;
+    const long long reach = (long long)p.window + p.q_len - 1 + (FGI_DECODE_STAGE_KEYS - 1);
+    return reach < p.kv_len ? reach : p.kv_len;
+}
+
+/* Sets p->n_splits / keys_per_split: `want` parts of `keys` keys, rounded
+ * to whole granules, without empty trailing splits. */
+void set_splits(fgi_attention_problem *p, long long want, int granule, long long keys)
 {
     if (want < 1) want = 1;
-    long long per = fgi_keys_per_split<long long>(p->kv_len, want, granule);
-    if (per > p->kv_len) per = p->kv_len;
+    long long per = fgi_keys_per_split<long long>(keys, want, granule);
+    if (per > keys) per = keys;
     p->keys_per_split = (int)per;
-    p->n_splits = (int)ceil_div_ll(p->kv_len, per);
+    p->n_splits = (int)ceil_div_ll(keys, per);
     p->split_granule = granule;
 }
 
-/* Number of splits wanted for this call before workspace limits. */
+/* Number of splits wanted for this call before workspace limits, over
+ * `keys` keys (plan_keys). */
 long long wanted_splits(const fgi_attention_problem &p, const kernel_choice &c, int request,
-                        int sm_count, int granule)
+                        int sm_count, int granule, long long keys)
 {
     long long want;
     if (request > 0) {
         want = request;
-        if (want > ceil_div_ll(p.kv_len, granule)) want = ceil_div_ll(p.kv_len, granule);
+        if (want > ceil_div_ll(keys, granule)) want = ceil_div_ll(keys, granule);
     } else if (c.kernel == FGI_ATTENTION_DECODE) {
         /* Memory-bound: as many splits as fill one wave of resident blocks,
          * never more (H100 sweep in bench/RESULTS.md: 1.3 waves ran 20%
@@ -206,13 +226,13 @@ long long wanted_splits(const fgi_attention_problem &p, const kernel_choice &c, 
          * best for every case). */
         const long long resident = (long long)sm_count * fgi_decode_blocks_per_sm(p);
         want = resident / blocks_per_split(p, c);
-        const long long by_keys = p.kv_len / kDecodeMinSplitKeys;
+        const long long by_keys = keys / kDecodeMinSplitKeys;
         if (want > by_keys) want = by_keys;
     } else {
         const long long blocks = blocks_per_split(p, c);
         const long long target = (long long)sm_count * 2;
         want = blocks < sm_count ? ceil_div_ll(target, blocks) : 1;
-        const long long by_keys = p.kv_len / kMinSplitKeys;
+        const long long by_keys = keys / kMinSplitKeys;
         if (want > by_keys) want = by_keys;
     }
     if (want > kMaxSplits) want = kMaxSplits;
@@ -239,15 +259,15 @@ void place_partials(fgi_attention_problem *p, void *workspace, long long blocks_
 fgi_attention_problem make_problem(const fgi_attention_args *a)
 {
     fgi_attention_problem p = {};
-    p.out = a->out;
+    p.out = static_cast<float *>(a->out);
     p.out_head_stride = a->out_head_stride;
     p.out_row_stride = a->out_row_stride;
     p.lse = a->lse;
-    p.q = a->q;
+    p.q = static_cast<const float *>(a->q);
     p.q_head_stride = a->q_head_stride;
     p.q_row_stride = a->q_row_stride;
-    p.k = a->k;
-    p.v = a->v;
+    p.k = static_cast<const float *>(a->k);
+    p.v = static_cast<const float *>(a->v);
     p.kv_head_stride = a->kv_head_stride;
     p.n_q_head = a->n_q_head;
     p.n_kv_head = a->n_kv_head;
@@ -284,31 +304,97 @@ fg_status launch_all(const char *fn, const fgi_attention_problem &p, const kerne
     return FG_OK;
 }
 
-/* Shared by the public entry points: contiguous (heads, rows, head_dim). */
-fg_status run_contiguous(const char *fn, float *out, float *lse, const float *q,
-                         const float *k, const float *v, int n_q_head, int n_kv_head,
-                         int q_len, int kv_len, int head_dim, int block_size,
-                         cudaStream_t stream, int window = 0)
+/* Callers validate; this only keeps a caller's bug from dividing by zero
+ * or launching on NULL. */
+bool sane(const fgi_attention_args *a)
 {
+    return a != nullptr && a->out != nullptr && a->q != nullptr && a->k != nullptr &&
+           a->v != nullptr && a->n_q_head >= 1 && a->n_kv_head >= 1 &&
+           a->n_q_head % a->n_kv_head == 0 && a->q_len >= 1 && a->kv_len >= a->q_len &&
+           a->head_dim >= 1 && a->window >= 0;
+}
+
+/* One call of a public entry point (fg_cuda_attention / _flash / mha / gqa
+ * / gqa_window / gqa_lse and their _typed twins) on contiguous (heads,
+ * rows, head_dim) tensors of element type dtype; the flags say which
+ * optional arguments the form has. Every entry point fills one and runs it
+ * through run_contiguous, so fp32 and 16-bit share checks and setup. */
+struct contiguous_call {
+    fg_dtype dtype;
+    void *out;
+    float *lse;
+    const void *q, *k, *v;
+    int n_q_head, n_kv_head, q_len, kv_len, head_dim;
+    int block_size, window;
+    bool flash, with_lse, windowed;
+};
+
+/* The fp32 checks (sizes in bytes of dtype), in the fp32 order, so that
+ * every form refuses the same inputs with the same messages. */
+fg_status check_contiguous(const char *fn, const contiguous_call &c)
+{
+    if (c.dtype != FG_DTYPE_F32 && c.dtype != FG_DTYPE_BF16 && c.dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'dtype' is not an element type (%d)", fn,
+                       (int)c.dtype);
+    if (c.flash) FGI_TRY(fgi_check_min(fn, "block_size", c.block_size, 1));
+    const size_t es = c.dtype == FG_DTYPE_F32 ? sizeof(float) : 2;
+    FGI_TRY(fgi_check_attention_sized(fn, es, c.out, c.q, c.k, c.v, c.n_q_head, c.n_kv_head,
+                                      c.q_len, c.kv_len, c.head_dim));
+    if (c.windowed) FGI_TRY(fgi_check_min(fn, "window", c.window, 0));
+    if (!c.with_lse) return FG_OK;
+    FGI_TRY(fgi_check_ptr(fn, "lse", c.lse));
+    /* Sizes were checked above, so these products fit. */
+    const size_t lse_bytes = sizeof(float) * (size_t)c.n_q_head * (size_t)c.q_len;
+    const size_t q_bytes = es * (size_t)c.n_q_head * (size_t)c.q_len * (size_t)c.head_dim;
+    const size_t kv_bytes = es * (size_t)c.n_kv_head * (size_t)c.kv_len * (size_t)c.head_dim;
+    FGI_TRY(fgi_check_disjoint(fn, "lse", c.lse, lse_bytes, "out", c.out, q_bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "lse", c.lse, lse_bytes, "q", c.q, q_bytes));
+    FGI_TRY(fgi_check_disjoint(fn, "lse", c.lse, lse_bytes, "k", c.k, kv_bytes));
+    return fgi_check_disjoint(fn, "lse", c.lse, lse_bytes, "v", c.v, kv_bytes);
+}
+
+fg_status run_contiguous(const char *fn, const contiguous_call &c, cudaStream_t stream)
+{
+    FGI_TRY(check_contiguous(fn, c));
     fgi_attention_args a = {};
-    a.out = out;
-    a.out_head_stride = (long long)q_len * head_dim;
-    a.out_row_stride = head_dim;
-    a.lse = lse;
-    a.q = q;
-    a.q_head_stride = (long long)q_len * head_dim;
-    a.q_row_stride = head_dim;
-    a.k = k;
-    a.v = v;
-    a.kv_head_stride = (long long)kv_len * head_dim;
-    a.n_q_head = n_q_head;
-    a.n_kv_head = n_kv_head;
-    a.q_len = q_len;
-    a.kv_len = kv_len;
-    a.head_dim = head_dim;
-    a.block_size = block_size;
-    a.window = window;
+    a.dtype = c.dtype;
+    a.out = c.out;
+    a.out_head_stride = (long long)c.q_len * c.head_dim;
+    a.out_row_stride = c.head_dim;
+    a.lse = c.with_lse ? c.lse : nullptr;
+    a.q = c.q;
+    a.q_head_stride = (long long)c.q_len * c.head_dim;
+    a.q_row_stride = c.head_dim;
+    a.k = c.k;
+    a.v = c.v;
+    a.kv_head_stride = (long long)c.kv_len * c.head_dim;
+    a.n_q_head = c.n_q_head;
+    a.n_kv_head = c.n_kv_head;
+    a.q_len = c.q_len;
+    a.kv_len = c.kv_len;
+    a.head_dim = c.head_dim;
+    a.block_size = c.flash ? c.block_size : 0;
+    a.window = c.windowed ? c.window : 0;
     return fgi_cuda_attention(fn, &a, nullptr, 0, stream);
+}
+
+/* The call of the forms without lse, window or block_size. */
+contiguous_call plain_call(fg_dtype dtype, void *out, const void *q, const void *k,
+                           const void *v, int n_q_head, int n_kv_head, int q_len, int kv_len,
+                           int head_dim)
+{
+    contiguous_call c = {};
+    c.dtype = dtype;
+    c.out = out;
+    c.q = q;
+    c.k = k;
+    c.v = v;
+    c.n_q_head = n_q_head;
+    c.n_kv_head = n_kv_head;
+    c.q_len = q_len;
+    c.kv_len = kv_len;
+    c.head_dim = head_dim;
+    return c;
 }
 
 } // namespace
@@ -349,13 +435,14 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
                                               fgi_attention_tuning *tuning, void *workspace,
                                               size_t workspace_bytes, cudaStream_t stream)
 {
-    /* Callers validate; this only keeps a caller's bug from dividing by zero
-     * or launching on NULL. */
-    if (a == nullptr || a->out == nullptr || a->q == nullptr || a->k == nullptr ||
-        a->v == nullptr || a->n_q_head < 1 || a->n_kv_head < 1 ||
-        a->n_q_head % a->n_kv_head != 0 || a->q_len < 1 || a->kv_len < a->q_len ||
-        a->head_dim < 1 || a->window < 0)
+    if (!sane(a))
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
+    if (a->dtype != FG_DTYPE_F32) {
+        if (tuning != nullptr)
+            return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %s attention takes no tuning request", fn,
+                           fg_dtype_name(a->dtype));
+        return fgi_cuda_attention16(fn, a, stream);
+    }
     if (a->kv_len > kMaxKvLen)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: kv_len %d is above the supported %d", fn,
                        a->kv_len, kMaxKvLen);
@@ -381,7 +468,9 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
                        fn, a->n_q_head, a->q_len);
     const int granule = choice.key_tile > 0 ? choice.key_tile : 32; /* tiled, mma: whole tiles */
-    long long want = wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule);
+    const long long keys = plan_keys(p, choice);
+    long long want =
+        wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule, keys);
 
     /* Workspace: the caller's (aligned, capped), else stream-ordered scratch. */
     const size_t per_split = (size_t)p.n_q_head * p.q_len * split_bytes_per_row(p.head_dim);
@@ -394,7 +483,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
         if ((size_t)want > usable / per_split) want = (long long)(usable / per_split);
         workspace = (void *)at;
     }
-    set_splits(&p, want, granule);
+    set_splits(&p, want, granule, keys);
     if (p.n_splits > 1 && workspace == nullptr) {
         if (cudaMallocAsync(&scratch, FGI_SPLIT_COUNTER_BYTES + per_split * p.n_splits, stream) !=
                 cudaSuccess ||
@@ -402,7 +491,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
             (void)cudaGetLastError(); /* no pool or no memory: run unsplit instead */
             if (scratch != nullptr) (void)cudaFreeAsync(scratch, stream);
             scratch = nullptr;
-            set_splits(&p, 1, granule);
+            set_splits(&p, 1, granule, keys);
         }
         workspace = scratch;
     }
@@ -428,34 +517,101 @@ extern "C" fg_status fgi_cuda_attention(const char *fn, const fgi_attention_args
     return fgi_cuda_attention_tuned(fn, a, nullptr, workspace, workspace_bytes, stream);
 }
 
+extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_args *a,
+                                          cudaStream_t stream)
+{
+    if (!sane(a))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
+    if (a->dtype != FG_DTYPE_BF16 && a->dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the 16-bit attention kernel takes bf16 or f16, "
+                                            "not %s", fn, fg_dtype_name(a->dtype));
+    if (a->kv_len_dev != nullptr)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %s attention takes its key count from the host",
+                       fn, fg_dtype_name(a->dtype));
+    /* The 16-bit kernel choice, for every caller (the typed entry points,
+     * the decoder, the benchmark): today the sm_80 mma.sync kernel on every
+     * card; a Hopper (sm_90a) kernel is chosen here, by the device's
+     * compute capability and what that kernel serves. */
+    return fgi_launch_attention16_mma(fn, a, stream);
+}
+
+/* Public entry points: each fp32 function and its _typed twin are the same
+ * call with dtype given or FG_DTYPE_F32. */
+
 extern "C" fg_status fg_cuda_attention(float *out, const float *q, const float *k,
                                        const float *v, int q_len, int kv_len, int head_dim,
                                        cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_attention";
-    FGI_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
-    return run_contiguous(fn, out, nullptr, q, k, v, 1, 1, q_len, kv_len, head_dim, 0, stream);
+    return run_contiguous("fg_cuda_attention",
+                          plain_call(FG_DTYPE_F32, out, q, k, v, 1, 1, q_len, kv_len, head_dim),
+                          stream);
 }
+
+extern "C" fg_status fg_cuda_attention_typed(fg_dtype dtype, void *out, const void *q,
+                                             const void *k, const void *v, int q_len, int kv_len,
+                                             int head_dim, cudaStream_t stream)
+{
+    return run_contiguous("fg_cuda_attention_typed",
+                          plain_call(dtype, out, q, k, v, 1, 1, q_len, kv_len, head_dim), stream);
+}
+
+namespace {
+fg_status flash(const char *fn, fg_dtype dtype, void *out, const void *q, const void *k,
+                const void *v, int q_len, int kv_len, int head_dim, int block_size,
+                cudaStream_t stream)
+{
+    contiguous_call c = plain_call(dtype, out, q, k, v, 1, 1, q_len, kv_len, head_dim);
+    c.flash = true;
+    c.block_size = block_size;
+    return run_contiguous(fn, c, stream);
+}
+
+fg_status gqa_lse(const char *fn, fg_dtype dtype, void *out, float *lse, const void *q,
+                  const void *k, const void *v, int n_q_head, int n_kv_head, int q_len,
+                  int kv_len, int head_dim, cudaStream_t stream)
+{
+    contiguous_call c =
+        plain_call(dtype, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim);
+    c.with_lse = true;
+    c.lse = lse;
+    return run_contiguous(fn, c, stream);
+}
+} // namespace
 
 extern "C" fg_status fg_cuda_attention_flash(float *out, const float *q, const float *k,
                                              const float *v, int q_len, int kv_len,
                                              int head_dim, int block_size,
                                              cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_attention_flash";
-    FGI_TRY(fgi_check_min(fn, "block_size", block_size, 1));
-    FGI_TRY(fgi_check_attention(fn, out, q, k, v, 1, 1, q_len, kv_len, head_dim));
-    return run_contiguous(fn, out, nullptr, q, k, v, 1, 1, q_len, kv_len, head_dim, block_size,
-                          stream);
+    return flash("fg_cuda_attention_flash", FG_DTYPE_F32, out, q, k, v, q_len, kv_len, head_dim,
+                 block_size, stream);
+}
+
+extern "C" fg_status fg_cuda_attention_flash_typed(fg_dtype dtype, void *out, const void *q,
+                                                   const void *k, const void *v, int q_len,
+                                                   int kv_len, int head_dim, int block_size,
+                                                   cudaStream_t stream)
+{
+    return flash("fg_cuda_attention_flash_typed", dtype, out, q, k, v, q_len, kv_len, head_dim,
+                 block_size, stream);
 }
 
 extern "C" fg_status fg_cuda_mha(float *out, const float *q, const float *k, const float *v,
                                  int n_head, int q_len, int kv_len, int head_dim,
                                  cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_mha";
-    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_head, n_head, q_len, kv_len, head_dim));
-    return run_contiguous(fn, out, nullptr, q, k, v, n_head, n_head, q_len, kv_len, head_dim, 0,
+    return run_contiguous("fg_cuda_mha",
+                          plain_call(FG_DTYPE_F32, out, q, k, v, n_head, n_head, q_len, kv_len,
+                                     head_dim),
+                          stream);
+}
+
+extern "C" fg_status fg_cuda_mha_typed(fg_dtype dtype, void *out, const void *q, const void *k,
+                                       const void *v, int n_head, int q_len, int kv_len,
+                                       int head_dim, cudaStream_t stream)
+{
+    return run_contiguous("fg_cuda_mha_typed",
+                          plain_call(dtype, out, q, k, v, n_head, n_head, q_len, kv_len, head_dim),
                           stream);
 }
 
@@ -463,10 +619,20 @@ extern "C" fg_status fg_cuda_gqa(float *out, const float *q, const float *k, con
                                  int n_q_head, int n_kv_head, int q_len, int kv_len,
                                  int head_dim, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_gqa";
-    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
-    return run_contiguous(fn, out, nullptr, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
-                          head_dim, 0, stream);
+    return run_contiguous("fg_cuda_gqa",
+                          plain_call(FG_DTYPE_F32, out, q, k, v, n_q_head, n_kv_head, q_len,
+                                     kv_len, head_dim),
+                          stream);
+}
+
+extern "C" fg_status fg_cuda_gqa_typed(fg_dtype dtype, void *out, const void *q, const void *k,
+                                       const void *v, int n_q_head, int n_kv_head, int q_len,
+                                       int kv_len, int head_dim, cudaStream_t stream)
+{
+    return run_contiguous("fg_cuda_gqa_typed",
+                          plain_call(dtype, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
+                                     head_dim),
+                          stream);
 }
 
 extern "C" fg_status fg_cuda_gqa_window(float *out, const float *q, const float *k,
@@ -474,28 +640,26 @@ extern "C" fg_status fg_cuda_gqa_window(float *out, const float *q, const float 
                                         int kv_len, int head_dim, int window,
                                         cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_gqa_window";
-    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
-    FGI_TRY(fgi_check_min(fn, "window", window, 0));
-    return run_contiguous(fn, out, nullptr, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
-                          head_dim, 0, stream, window);
+    contiguous_call c = plain_call(FG_DTYPE_F32, out, q, k, v, n_q_head, n_kv_head, q_len,
+                                   kv_len, head_dim);
+    c.windowed = true;
+    c.window = window;
+    return run_contiguous("fg_cuda_gqa_window", c, stream);
 }
 
 extern "C" fg_status fg_cuda_gqa_lse(float *out, float *lse, const float *q, const float *k,
                                      const float *v, int n_q_head, int n_kv_head, int q_len,
                                      int kv_len, int head_dim, cudaStream_t stream)
 {
-    static const char fn[] = "fg_cuda_gqa_lse";
-    FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim));
-    FGI_TRY(fgi_check_ptr(fn, "lse", lse));
-    /* Sizes were checked above, so these products fit. */
-    const size_t lse_bytes = sizeof(float) * (size_t)n_q_head * (size_t)q_len;
-    const size_t q_bytes = lse_bytes * (size_t)head_dim;
-    const size_t kv_bytes = sizeof(float) * (size_t)n_kv_head * (size_t)kv_len * (size_t)head_dim;
-    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "out", out, q_bytes));
-    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "q", q, q_bytes));
-    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "k", k, kv_bytes));
-    FGI_TRY(fgi_check_disjoint(fn, "lse", lse, lse_bytes, "v", v, kv_bytes));
-    return run_contiguous(fn, out, lse, q, k, v, n_q_head, n_kv_head, q_len, kv_len, head_dim, 0,
-                          stream);
+    return gqa_lse("fg_cuda_gqa_lse", FG_DTYPE_F32, out, lse, q, k, v, n_q_head, n_kv_head, q_len,
+                   kv_len, head_dim, stream);
+}
+
+extern "C" fg_status fg_cuda_gqa_lse_typed(fg_dtype dtype, void *out, float *lse, const void *q,
+                                           const void *k, const void *v, int n_q_head,
+                                           int n_kv_head, int q_len, int kv_len, int head_dim,
+                                           cudaStream_t stream)
+{
+    return gqa_lse("fg_cuda_gqa_lse_typed", dtype, out, lse, q, k, v, n_q_head, n_kv_head, q_len,
+                   kv_len, head_dim, stream);
 }

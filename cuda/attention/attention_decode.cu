@@ -30,7 +30,7 @@
 namespace {
 
 constexpr int kWarps = FGI_ATTENTION_THREADS / 32;
-constexpr int kStageKeys = 16; /* keys per ring stage: 4 per warp */
+constexpr int kStageKeys = FGI_DECODE_STAGE_KEYS; /* keys per ring stage: 4 per warp */
 constexpr int kKeysPerWarp = kStageKeys / kWarps;
 
 /* Ring depth for a head_dim class (lanes per key x float4 per lane = the

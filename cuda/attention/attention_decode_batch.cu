@@ -10,9 +10,10 @@
  * partials in fp32.
  *
  * Design: batch invariance comes from the plan. The split count is chosen
- * for one sequence at full capacity (one wave of the decode kernel's blocks
- * on this GPU) and never looks at the batch; each sequence then splits its
- * own visible keys into at most that many parts inside the kernel. Every
+ * for one sequence at full capacity, or over the keys its window can reach
+ * (one wave of the decode kernel's blocks on this GPU), and never looks at
+ * the batch; each sequence then splits its own visible keys into at most
+ * that many parts inside the kernel. Every
  * split is merged by the last block of its column (a ticket per column), in
  * split order, so the partials of one sequence are merged alike whatever
  * else runs. A batch whose columns exceed the ticket counters, or whose
@@ -81,16 +82,29 @@ fgi_attention_problem batch_problem(const fgi_decode_args *a, int b0, int nb)
     return p;
 }
 
+/* The keys one sequence's splits share out, at most: its whole cache, or
+ * with a window W the W keys that window covers, plus a stage less one
+ * for the rounding of its first key (fgi_plan_keys). A bound of every
+ * sequence's own keys, taken from the call's shape and never from kv_lens:
+ * the plan stays the same whatever else shares the batch. */
+long long plan_keys(const fgi_decode_args *a)
+{
+    if (a->window <= 0) return a->capacity;
+    const long long reach = (long long)a->window + (FGI_DECODE_STAGE_KEYS - 1);
+    return reach < a->capacity ? reach : a->capacity;
+}
+
 /* The split count: one wave of the decode kernel's blocks for one sequence
- * (a request instead, for tests), at most capacity / kMinSplitKeys and
- * FGI_MAX_SPLITS. Depends on the shape, capacity and GPU only. */
+ * (a request instead, for tests), at most plan_keys / kMinSplitKeys and
+ * FGI_MAX_SPLITS. Depends on the shape, capacity, window and GPU only. */
 fg_status plan_splits(const char *fn, const fgi_decode_args *a, int *n_splits)
 {
     const fgi_attention_problem one = batch_problem(a, 0, 1);
+    const long long keys = plan_keys(a);
     long long want;
     if (a->n_splits > 0) {
         want = a->n_splits;
-        const long long granules = (a->capacity + kSplitGranule - 1) / kSplitGranule;
+        const long long granules = (keys + kSplitGranule - 1) / kSplitGranule;
         if (want > granules) want = granules;
     } else {
         int device = 0, sm_count = 0;
@@ -98,7 +112,7 @@ fg_status plan_splits(const char *fn, const fgi_decode_args *a, int *n_splits)
         FGI_CUDA_TRY(fn, cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
         const long long resident = (long long)sm_count * fgi_decode_blocks_per_sm(one);
         want = resident / fgi_decode_blocks(one);
-        if (want > a->capacity / kMinSplitKeys) want = a->capacity / kMinSplitKeys;
+        if (want > keys / kMinSplitKeys) want = keys / kMinSplitKeys;
     }
     if (want > FGI_MAX_SPLITS) want = FGI_MAX_SPLITS;
     *n_splits = want < 1 ? 1 : (int)want;

@@ -1,10 +1,11 @@
 /* Internal interface of the attention kernels (cuda/attention/attention.cu), used by
  * the public fg_cuda_attention / _flash / mha / gqa / gqa_lse entry points
- * and by the GPU decoder, which reads q straight out of its fused q|k|v
- * projection and writes each head into its columns of the merged output.
+ * (fp32 and _typed), and by the GPU decoder, which reads q straight out of
+ * its fused q|k|v projection and writes each head into its columns of the
+ * merged output.
  *
- * Layout, in floats: query row i of head h is at
- *   q + h*q_head_stride + i*q_row_stride          (head_dim contiguous floats)
+ * Layout, in elements of dtype: query row i of head h is at
+ *   q + h*q_head_stride + i*q_row_stride          (head_dim contiguous elements)
  * its output at out + h*out_head_stride + i*out_row_stride; key/value row j of
  * kv head g at k + g*kv_head_stride + j*head_dim (rows contiguous; the
  * decoder's cache has kv_head_stride = capacity*head_dim). Query head h reads
@@ -25,12 +26,18 @@ extern "C" {
 #endif
 
 typedef struct {
-    float *out;
+    /* Element type of q, k, v and out (lse is fp32 in every type); 0 is
+     * FG_DTYPE_F32, so a zero-filled struct is an fp32 call. bf16 / f16
+     * run the 16-bit kernels (fgi_cuda_attention16), which need strides in
+     * multiples of 8 elements, 16-byte aligned tensors and no kv_len_dev,
+     * and ignore block_size. */
+    fg_dtype dtype;
+    void *out;
     long long out_head_stride, out_row_stride;
     float *lse; /* (n_q_head, q_len) natural-log log-sum-exp, or NULL */
-    const float *q;
+    const void *q;
     long long q_head_stride, q_row_stride;
-    const float *k, *v;
+    const void *k, *v;
     long long kv_head_stride;
     int n_q_head, n_kv_head, q_len, kv_len, head_dim;
     int block_size; /* key tile request; 0: the kernel's default */
@@ -39,7 +46,7 @@ typedef struct {
     int window;
     /* Device int or NULL. Set, the kernels read the key count from it at
      * run time (at most kv_len, which then only sizes the split plan), so a
-     * captured CUDA graph serves every step; decode kernel only. */
+     * captured CUDA graph serves every step; fp32 decode kernel only. */
     const int *kv_len_dev;
 } fgi_attention_args;
 
@@ -50,10 +57,11 @@ typedef struct {
 size_t fgi_cuda_attention_workspace_bound(int n_q_head, int max_q_len,
                                           int max_kv_len, int head_dim);
 
-/* Enqueues attention for already-validated arguments. workspace: at least
- * fgi_cuda_attention_workspace_bound(...) bytes for these sizes, or NULL to
- * have the call take (and release) stream-ordered scratch itself. Returns
- * FG_ERR_UNSUPPORTED for a head_dim without a kernel. */
+/* Enqueues attention for already-validated arguments, fp32 or 16-bit by
+ * a->dtype. workspace (fp32 only: the 16-bit kernels split no keys): at
+ * least fgi_cuda_attention_workspace_bound(...) bytes for these sizes, or
+ * NULL to have the call take (and release) stream-ordered scratch itself.
+ * Returns FG_ERR_UNSUPPORTED for a head_dim without a kernel. */
 fg_status fgi_cuda_attention(const char *fn, const fgi_attention_args *a,
                              void *workspace, size_t workspace_bytes,
                              cudaStream_t stream);
@@ -83,39 +91,34 @@ typedef struct {
 } fgi_attention_tuning;
 
 /* fgi_cuda_attention with an optional tuning request (NULL: automatic).
- * A kernel that cannot serve these arguments is FG_ERR_UNSUPPORTED. */
+ * A kernel that cannot serve these arguments is FG_ERR_UNSUPPORTED; so is
+ * any request on a 16-bit call (one kernel per card serves those). */
 fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attention_args *a,
                                    fgi_attention_tuning *tuning, void *workspace,
                                    size_t workspace_bytes, cudaStream_t stream);
 
-/* 16-bit attention (cuda/attention/attention_mma16.cu, tensor cores): q, k,
- * v and out of element type dtype (bf16 or f16), laid out as above with
- * strides in elements (multiples of 8, pointers 16-byte aligned); lse fp32
- * as above. window: 0 for plain causal attention; W > 0 limits query row i
- * to keys i + shift - W < j <= i + shift (shift = kv_len - q_len), a
- * sliding window of W keys ending at its own position. */
-typedef struct {
-    fg_dtype dtype;
-    void *out;
-    long long out_head_stride, out_row_stride;
-    float *lse;
-    const void *q;
-    long long q_head_stride, q_row_stride;
-    const void *k, *v;
-    long long kv_head_stride;
-    int n_q_head, n_kv_head, q_len, kv_len, head_dim;
-    int window;
-} fgi_attention16_args;
+/* 16-bit attention: the same arguments with dtype bf16 or f16 (window: 0
+ * for plain causal attention; W > 0 limits query row i to keys
+ * i + shift - W < j <= i + shift, shift = kv_len - q_len). The name is
+ * kept for the callers written before the two paths shared one struct. */
+typedef fgi_attention_args fgi_attention16_args;
 
 /* Whether the 16-bit kernel has an instantiation for head_dim (32, 64, 80,
  * 96, 128, 256). */
 bool fgi_attention16_supported(int head_dim);
 
-/* Enqueues 16-bit attention for already-validated arguments: FG_ERR_UNSUPPORTED
+/* The 16-bit dispatch (attention.cu): the one place where a 16-bit call's
+ * kernel is chosen for the card; fgi_cuda_attention sends every bf16 / f16
+ * call here. Enqueues for already-validated arguments: FG_ERR_UNSUPPORTED
  * for a head_dim without a kernel or misaligned tensors, FG_ERR_CUDA
  * without a device; nothing is written then. */
 fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_args *a,
                                cudaStream_t stream);
+
+/* The sm_80 kernel (attention_mma16.cu, mma.sync m16n8k16; also runs on
+ * sm_90): its own checks of head_dim and alignment, then the launch. */
+fg_status fgi_launch_attention16_mma(const char *fn, const fgi_attention16_args *a,
+                                     cudaStream_t stream);
 
 /* Batched decode (one query row per sequence, cuda/attention/attention_decode_batch.cu,
  * public fg_cuda_decode_attention*): q and out (batch, n_q_head, head_dim),

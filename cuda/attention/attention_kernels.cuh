@@ -74,6 +74,10 @@ struct fgi_attention_problem {
 #define FGI_SPLIT_COUNTERS 4096
 #define FGI_SPLIT_COUNTER_BYTES (FGI_SPLIT_COUNTERS * 4)
 #define FGI_ATTENTION_THREADS 128 /* every attention kernel runs 4 warps per block */
+/* Keys per stage of the decode kernel's ring: its split bounds and the
+ * first key of a window round to it, so with a window W the decode splits
+ * share out at most W + q_len - 1 + FGI_DECODE_STAGE_KEYS - 1 keys. */
+#define FGI_DECODE_STAGE_KEYS 16
 
 /* The block's dynamic shared memory (sized at launch), 16-byte aligned. */
 __device__ __forceinline__ float *fgi_attention_smem()

@@ -1,7 +1,8 @@
 /* Flash attention in bf16 / f16 on the tensor cores (mma.sync m16n8k16,
  * sm_80 and later): the kernel behind every 16-bit attention call
- * (fgi_cuda_attention16, attention_internal.h). On Hopper (sm_90) this
- * sm_80 kernel runs too: there is no wgmma/TMA kernel yet.
+ * (fgi_cuda_attention16 in attention.cu chooses it; attention_internal.h).
+ * On Hopper (sm_90) this sm_80 kernel runs too: there is no wgmma/TMA
+ * kernel yet.
  *
  * Conventions: q, k, v, out of element type T (__nv_bfloat16 or __half),
  * contiguous rows of head_dim elements (strides in elements); scores,
@@ -316,19 +317,11 @@ extern "C" bool fgi_attention16_supported(int head_dim)
            head_dim == 128 || head_dim == 256;
 }
 
-extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_args *a,
-                                          cudaStream_t stream)
+extern "C" fg_status fgi_launch_attention16_mma(const char *fn, const fgi_attention16_args *a,
+                                                cudaStream_t stream)
 {
-    /* Callers validate; this keeps a caller's bug from dividing by zero or
-     * launching on NULL. */
-    if (a == nullptr || a->out == nullptr || a->q == nullptr || a->k == nullptr ||
-        a->v == nullptr || a->n_q_head < 1 || a->n_kv_head < 1 ||
-        a->n_q_head % a->n_kv_head != 0 || a->q_len < 1 || a->kv_len < a->q_len ||
-        a->head_dim < 1 || a->window < 0)
-        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid attention arguments (internal call)", fn);
-    if (a->dtype != FG_DTYPE_BF16 && a->dtype != FG_DTYPE_F16)
-        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the 16-bit attention kernel takes bf16 or f16, "
-                                            "not %s", fn, fg_dtype_name(a->dtype));
+    /* The dispatch (fgi_cuda_attention16) has checked the arguments' sanity
+     * and dtype; here only what this kernel needs. */
     if (!fgi_attention16_supported(a->head_dim))
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no %s attention kernel for head_dim %d (32, 64, 80, 96, 128, 256)",

@@ -3,8 +3,6 @@
 
 #include <math.h>
 
-#define FLOATS(n) ((n) * sizeof(float))
-
 fg_status fgi_check_softmax(const char *fn, const float *y, const float *x,
                             int outer, int n, int inner)
 {
@@ -40,6 +38,14 @@ fg_status fgi_check_attention(const char *fn, const float *out, const float *q,
                               const float *k, const float *v, int n_q_head,
                               int n_kv_head, int q_len, int kv_len, int head_dim)
 {
+    return fgi_check_attention_sized(fn, sizeof(float), out, q, k, v, n_q_head, n_kv_head,
+                                     q_len, kv_len, head_dim);
+}
+
+fg_status fgi_check_attention_sized(const char *fn, size_t es, const void *out, const void *q,
+                                    const void *k, const void *v, int n_q_head, int n_kv_head,
+                                    int q_len, int kv_len, int head_dim)
+{
     size_t q_elems, kv_elems;
     FGI_TRY(fgi_check_ptr(fn, "out", out));
     FGI_TRY(fgi_check_ptr(fn, "q", q));
@@ -57,9 +63,9 @@ fg_status fgi_check_attention(const char *fn, const float *out, const float *q,
     FGI_TRY(fgi_check_elems(fn, "k (n_kv_head*kv_len*head_dim)", &kv_elems, 3,
                           (long long)n_kv_head, (long long)kv_len,
                           (long long)head_dim));
-    FGI_TRY(fgi_check_disjoint(fn, "out", out, FLOATS(q_elems), "q", q, FLOATS(q_elems)));
-    FGI_TRY(fgi_check_disjoint(fn, "out", out, FLOATS(q_elems), "k", k, FLOATS(kv_elems)));
-    return fgi_check_disjoint(fn, "out", out, FLOATS(q_elems), "v", v, FLOATS(kv_elems));
+    FGI_TRY(fgi_check_disjoint(fn, "out", out, es * q_elems, "q", q, es * q_elems));
+    FGI_TRY(fgi_check_disjoint(fn, "out", out, es * q_elems, "k", k, es * kv_elems));
+    return fgi_check_disjoint(fn, "out", out, es * q_elems, "v", v, es * kv_elems);
 }
 
 fg_status fgi_check_swap_heads(const char *fn, const float *out, const float *x,

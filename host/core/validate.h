@@ -57,6 +57,9 @@ fg_status fgi_check_swiglu(const char *fn, const float *y, const float *x,
  * do not. */
 fg_status fgi_check_softmax_sized(const char *fn, size_t es, const void *y, const void *x,
                                   int outer, int n, int inner);
+fg_status fgi_check_attention_sized(const char *fn, size_t es, const void *out, const void *q,
+                                    const void *k, const void *v, int n_q_head, int n_kv_head,
+                                    int q_len, int kv_len, int head_dim);
 fg_status fgi_check_swap_heads_sized(const char *fn, size_t es, const void *out, const void *x,
                                      int a, int b, int head_dim, const char *a_name,
                                      const char *b_name);

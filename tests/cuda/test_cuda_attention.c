@@ -968,6 +968,53 @@ Test(cuda_attention, causal_diagonal_sweep_every_kernel_and_tile)
     }
 }
 
+/* The decode kernel with a window much shorter than kv_len: its split plan
+ * shares out only the keys the window reaches (window + q_len - 1, plus 15
+ * for its first key rounded down to a 16-key stage), not kv_len, so the
+ * split count is bounded by the window: automatic (128-key minimum per
+ * split) and forced (32-key granule). Output and lse against the window's
+ * reference. */
+Test(cuda_attention, decode_short_window_splits_are_bounded_by_the_window)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(127);
+    static const int windows[] = {1, 20, 64, 150};
+    for (int c = 0; c < (fgi_test_quick() ? 4 : 8); c++) {
+        const int n_kv = 1 + c % 2;
+        shape s = {2 * n_kv, n_kv, 1 + c % 3, fgi_test_quick() ? 2048 : 8192, c % 2 ? 64 : 128};
+        const int window = windows[c % 4];
+        inputs in;
+        inputs_make(&in, &rng, s, 1.0);
+        float *ref = reference_gqa_window(&in, s, window);
+        float *ref_lse = reference_lse_window(&in, s, window);
+        const long long reach = (long long)window + s.q_len - 1 + 15;
+        const int keys = reach < s.kv_len ? (int)reach : s.kv_len;
+        for (int forced = 0; forced < 2; forced++) {
+            const int want = forced ? 64 : 0;
+            const int bound = forced ? (keys + 31) / 32 : keys / 128 > 1 ? keys / 128 : 1;
+            char what[260];
+            describe(what, sizeof what, "decode short window", c, s);
+            snprintf(what + strlen(what), sizeof what - strlen(what), " window %d, %s", window,
+                     forced ? "64 splits asked" : "automatic");
+            const size_t n_rows = (size_t)s.n_q * s.q_len;
+            float *out = fgi_dev_poisoned(in.nq), *lse = fgi_dev_poisoned(n_rows);
+            fgi_attention_args a = contiguous_args(out, lse, &in, s);
+            a.window = window;
+            fgi_attention_tuning t = {FGI_ATTENTION_DECODE, want, FGI_ATTENTION_AUTO, 0, 0};
+            expect_ok(run_tuned(&a, &t, NULL, 0), what);
+            cr_assert_eq(t.used_kernel, FGI_ATTENTION_DECODE, "%s: ran kernel %d", what,
+                         (int)t.used_kernel);
+            cr_assert(t.used_splits >= 1 && t.used_splits <= bound,
+                      "%s: %d splits, at most %d expected", what, t.used_splits, bound);
+            expect_close_dev(out, ref, in.nq, what);
+            strcat(what, " lse");
+            expect_close_dev(lse, ref_lse, n_rows, what);
+            fgi_dev_free(out), fgi_dev_free(lse);
+        }
+        fgi_buf_free(ref), fgi_buf_free(ref_lse), inputs_free(&in);
+    }
+}
+
 /* The sliding window's lower edge, deterministically, like the causal
  * diagonal above: every forced kernel and key tile runs windows tile-2,
  * tile-1, tile, tile+1 and 2*tile-2, each at two causal shifts (tile-2 and

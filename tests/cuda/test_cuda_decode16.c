@@ -339,6 +339,60 @@ Test(cuda_decode16, forced_splits_and_small_workspaces)
 #endif
 }
 
+/* A window much shorter than the cache: the plan shares out only the keys
+ * one sequence's window reaches (window + 15 at most: its first key rounds
+ * down to a 16-key stage), not the capacity, so the split count is bounded
+ * by the window: automatic (128-key minimum per split) and forced (32-key
+ * granule). Results against the references either way. */
+Test(cuda_decode16, short_window_splits_are_bounded_by_the_window)
+{
+    fgi_require_gpu();
+#ifndef FG_HAVE_CUDA
+    cr_skip_test("the internal entry needs a CUDA build");
+#else
+    fgi_rng rng = fgi_rng_make(1609);
+    const int windows[] = {1, 17, 40, 130, 200};
+    for (int c = 0; c < (fgi_test_quick() ? 3 : 10); c++) {
+        dcase k;
+        memset(&k, 0, sizeof k);
+        k.dt = dtypes[c % N_DTYPES];
+        k.d = (k.dt == FG_DTYPE_F32 ? dims32 : dims16)[c % 5]; /* the fast-path sizes */
+        k.batch = 2, k.n_kv = 1 + c % 2, k.n_q = 2 * k.n_kv;
+        k.window = windows[c % 5];
+        k.capacity = (int)(case_budget() / ((double)k.batch * k.n_q * k.d));
+        if (k.capacity > 4096) k.capacity = 4096;
+        cr_assert(k.capacity >= 3 * k.window, "case %d: capacity %d for window %d", c,
+                  k.capacity, k.window);
+        k.lens[0] = k.capacity;
+        k.lens[1] = fgi_rng_int(&rng, k.window, k.capacity);
+        char what[512];
+        describe(what, sizeof what, "short window", c, &k);
+        host_in in;
+        host_make(&in, &rng, &k);
+        float *exact = fgi_buf_nan(in.nq), *naive = k.dt == FG_DTYPE_F32 ? NULL : fgi_buf_nan(in.nq);
+        reference(&k, &in, exact, naive);
+        dev_in d = dev_make(&k, &in);
+        const int keys = k.window + 15 < k.capacity ? k.window + 15 : k.capacity;
+        for (int forced = 0; forced < 2; forced++) {
+            const int want = forced ? 64 : 0;
+            const int bound = forced ? (keys + 31) / 32 : keys / 128 > 1 ? keys / 128 : 1;
+            int used = 0;
+            if (forced) { /* a fresh poisoned output: the second run must write it all */
+                fgi_dev_free(d.out);
+                d.out = fgi_dev_poisoned(dev_floats(k.dt, in.nq));
+            }
+            check_ok(run_internal(&k, &d, want, NULL, 0, &used), what);
+            check_ok(fg_cuda_synchronize(NULL), what);
+            cr_assert(used >= 1 && used <= bound,
+                      "%s: %d splits (%s) for a window of %d keys, at most %d expected", what, used,
+                      forced ? "64 asked" : "automatic", k.window, bound);
+            expect_matches(&k, &d, exact, naive, in.nq, what);
+        }
+        dev_free(&d), host_free(&in), fgi_buf_free(exact), fgi_buf_free(naive);
+    }
+#endif
+}
+
 /* Key counts outside 1..capacity are clamped into it: 0 and -5 read as 1,
  * capacity + 7 as capacity, bit for bit. */
 Test(cuda_decode16, key_counts_are_clamped)
