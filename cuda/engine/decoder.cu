@@ -871,6 +871,41 @@ extern "C" fg_status fgi_cuda_kv_cache_read(const fg_cuda_kv_cache *cache, int l
     return st;
 }
 
+extern "C" fg_status fgi_cuda_kv_cache_copy(fg_cuda_kv_cache *dst, const fg_cuda_kv_cache *src)
+{
+    static const char fn[] = "fgi_cuda_kv_cache_copy";
+    FGI_TRY(fgi_check_ptr(fn, "dst", dst));
+    FGI_TRY(fgi_check_ptr(fn, "src", src));
+    if (dst == src) return FG_OK;
+    if (dst->n_layer != src->n_layer || dst->n_kv_head != src->n_kv_head ||
+        dst->head_dim != src->head_dim || dst->dtype != src->dtype || dst->n_seq != src->n_seq)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the caches differ in shape or type", fn);
+    const int n_len = src->n_seq * src->n_layer;
+    for (int i = 0; i < n_len; i++)
+        if (src->len[i] > dst->capacity)
+            return fgi_fail(FG_ERR_INVALID_ARG, "%s: %d cached tokens do not fit a cache of %d",
+                           fn, src->len[i], dst->capacity);
+    /* The runners' streams may still be writing src. */
+    FGI_CUDA_TRY(fn, cudaDeviceSynchronize());
+    for (int q = 0; q < src->n_seq; q++)
+        for (int l = 0; l < src->n_layer; l++) {
+            const size_t row = (size_t)src->len[q * src->n_layer + l] * src->head_dim * src->es;
+            if (row == 0) continue;
+            for (int part = 0; part < 2; part++) {
+                const size_t off = (size_t)q * src->seq_stride * src->es;
+                const char *from = (const char *)(part ? cache_v(src, l) : cache_k(src, l)) + off;
+                char *to = (char *)(part ? cache_v(dst, l) : cache_k(dst, l)) +
+                           (size_t)q * dst->seq_stride * dst->es;
+                /* (n_kv_head, capacity, head_dim): a row of `len` tokens per head */
+                FGI_CUDA_TRY(fn, cudaMemcpy2D(to, dst->kv_head_stride * dst->es, from,
+                                             src->kv_head_stride * src->es, row,
+                                             (size_t)src->n_kv_head, cudaMemcpyDeviceToDevice));
+            }
+        }
+    for (int i = 0; i < n_len; i++) dst->len[i] = src->len[i];
+    return FG_OK;
+}
+
 extern "C" fg_status fg_cuda_kv_cache_reset(fg_cuda_kv_cache *cache)
 {
     FGI_TRY(fgi_check_ptr("fg_cuda_kv_cache_reset", "cache", cache));

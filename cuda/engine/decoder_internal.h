@@ -1,4 +1,5 @@
-/* Internal queries of the GPU decoder (cuda/engine/decoder.cu), for tests.
+/* Internal queries of the GPU decoder (cuda/engine/decoder.cu), for tests,
+ * and the cache copy a growing session uses (host/runtime/session.c).
  * Plain C. Like the public API (flashgpt/cuda_api.h) they come from a list,
  * FGI_CUDA_INTERNAL_API, that host/core/cuda_unavailable.c also expands into
  * the stubs of a build without CUDA (each answers 0). */
@@ -23,12 +24,19 @@ extern "C" {
  * head_dim) floats, rows past the cached length as the device holds them),
  * after the device has finished all work; so tests can hold what fused
  * kernels leave in the cache to the reference, not only the logits (a key
- * rotated to the wrong position leaves every score unchanged). */
+ * rotated to the wrong position leaves every score unchanged).
+ * fgi_cuda_kv_cache_copy: copies every cached token of src (each layer's
+ * and sequence's keys and values, with their lengths) into dst, a cache of
+ * the same shape and type with at least their length of capacity, after
+ * the device has finished all work; the bits are src's, so decoding goes
+ * on in dst exactly as it would have in src. dst is unchanged on an error. */
 #define FGI_CUDA_INTERNAL_API(X) \
     X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache)) \
     X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner)) \
     X(STATUS, fg_status, fgi_cuda_kv_cache_read, \
-      (const fg_cuda_kv_cache *cache, int layer, float *k, float *v))
+      (const fg_cuda_kv_cache *cache, int layer, float *k, float *v)) \
+    X(STATUS, fg_status, fgi_cuda_kv_cache_copy, \
+      (fg_cuda_kv_cache *dst, const fg_cuda_kv_cache *src))
 
 #define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
 FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)

@@ -9,10 +9,13 @@
  * session accepts). A session created with ctx 0 starts small and grows
  * (doubling) as tokens arrive: sizing it to the model's context at once
  * reserved gigabytes for a config that claims millions of positions. Growing
- * copies the host caches; the device cache is opaque here, so a CUDA session
- * keeps the ids it has seen and replays them into the larger cache (the
- * weights stay where they are). */
+ * copies the cache into the larger one, on the host or on the card
+ * (fgi_cuda_kv_cache_copy), never recomputing it: the cached bits go on as
+ * they were, so a grown session decodes exactly as one created large enough
+ * (with the same attention split plans; they follow the capacity) and
+ * growth costs a copy, not a forward over the whole history. */
 #include "check.h"
+#include "decoder_internal.h"
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
 #include "config_internal.h"
@@ -30,7 +33,6 @@ struct fg_session {
     uint64_t seed;                 /* w NULL: weights generated on the card from it */
     int capacity, len, has_logits;
     int allocated;                 /* tokens the cache holds now, <= capacity */
-    int *history;                  /* CUDA: the ids cached so far (allocated) */
     float *last_logits;            /* (vocab); CUDA: a copy made on demand */
     const float *device_logits;    /* CUDA: the last logits, in the runner */
     int logits_on_host;            /* last_logits is current */
@@ -89,7 +91,6 @@ static fg_status open_device(const char *fn, fg_session *s)
                                      FGI_CPU_ISA_AUTO);
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
-    FGI_TRY(fgi_alloc(fn, (void **)&s->history, (size_t)s->allocated, sizeof(int)));
     if (s->w == NULL)
         FGI_TRY(fg_cuda_weights_create_random(&s->gpu_weights, s->cfg, s->dtype, s->seed));
     else
@@ -119,35 +120,32 @@ static fg_status grow_host(fg_session *s, int tokens)
     return FG_OK;
 }
 
-/* Device runner and cache for `tokens`, the cached ids replayed into them;
- * the session is unchanged unless all of it succeeds. */
-static fg_status grow_device(const char *fn, fg_session *s, int tokens)
+/* Device runner and cache for `tokens`, the cached keys and values copied
+ * into it on the card; the session is unchanged unless all of it succeeds.
+ * The last logits live in the old runner: they come to the host first. */
+static fg_status grow_device(fg_session *s, int tokens)
 {
     fg_cuda_runner *r = NULL;
     fg_cuda_kv_cache *c = NULL;
-    int *history = NULL;
-    float *scratch = NULL;
-    fg_status st = fgi_alloc(fn, (void **)&history, (size_t)tokens, sizeof(int));
-    if (st == FG_OK) st = fgi_alloc(fn, (void **)&scratch, (size_t)s->cfg->vocab_size, sizeof(float));
-    if (st == FG_OK) st = fg_cuda_runner_create(&r, s->gpu_weights, tokens, NULL);
+    fg_status st = fg_cuda_runner_create(&r, s->gpu_weights, tokens, NULL);
     if (st == FG_OK) st = create_device_cache(&c, s->cfg, tokens, s->dtype);
-    if (st == FG_OK && s->len > 0)
-        st = fg_cuda_forward_last(scratch, r, c, s->history, s->len);
-    free(scratch);
+    if (st == FG_OK) st = fgi_cuda_kv_cache_copy(c, s->gpu_cache);
+    if (st == FG_OK && s->has_logits && !s->logits_on_host)
+        st = fg_cuda_download(s->last_logits, s->device_logits,
+                              sizeof(float) * (size_t)s->cfg->vocab_size);
     if (st != FG_OK) {
         fg_cuda_kv_cache_destroy(c);
         fg_cuda_runner_destroy(r);
-        free(history);
         return st;
     }
-    if (s->len > 0) memcpy(history, s->history, sizeof(int) * (size_t)s->len);
+    s->logits_on_host = 1;
+    s->device_logits = NULL;
     fg_cuda_sampler_destroy(s->gpu_sampler);
+    s->gpu_sampler = NULL;
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner);
-    free(s->history);
     s->gpu_cache = c;
     s->gpu_runner = r;
-    s->history = history;
     return FG_OK;
 }
 
@@ -164,7 +162,7 @@ fg_status fg_session_reserve(fg_session *s, int tokens)
     else if (s->device == FG_DEVICE_CPU)
         FGI_TRY(fgi_cpu_runner_reserve(fn, s->cpu, tokens));
     else
-        FGI_TRY(grow_device(fn, s, tokens));
+        FGI_TRY(grow_device(s, tokens));
     s->allocated = tokens;
     return FG_OK;
 }
@@ -295,7 +293,6 @@ void fg_session_destroy(fg_session *s)
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner); /* before the weights it reads */
     fg_cuda_weights_destroy(s->gpu_weights);
-    free(s->history);
     free(s->last_logits);
     free(s);
 }
@@ -373,7 +370,6 @@ fg_status fg_session_forward(fg_session *s, const int *ids, int T, float *all_lo
         FGI_TRY(fg_session_reserve(s, want < s->capacity ? (int)want : s->capacity));
     }
     FGI_TRY(forward_on_device(s, ids, T, all_logits));
-    if (s->history) memcpy(s->history + s->len, ids, sizeof(int) * (size_t)T);
     s->len += T;
     s->has_logits = 1;
     return FG_OK;

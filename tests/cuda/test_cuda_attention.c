@@ -14,6 +14,7 @@
  * GPU tests skip visibly without a device; argument tests run everywhere:
  * a CUDA build refuses bad input with FG_ERR_INVALID_ARG before touching
  * a device, a CPU-only build answers FG_ERR_UNSUPPORTED. */
+#include "attention_shapes.h"
 #include "gpu_support.h"
 #include "internal.h" /* test-only: see tests/support/internal.h */
 
@@ -41,55 +42,16 @@ static int n_cases(void) { return fgi_test_quick() ? 6 : 50; }
  * the double-precision reference cheap. */
 static double case_budget(void) { return fgi_test_quick() ? 2e6 : 3e7; }
 
-typedef struct {
-    int n_q, n_kv, q_len, kv_len, d;
-} shape;
+typedef fgi_attention_shape shape;
 
-/* Case c of a family: head_dim cycles through head_dims, and for each head
- * dim the length pattern cycles through decode (q = 1), square (q = kv),
- * a few extra keys, and kv >> q. ratio: query heads per KV head (0: MQA). */
+/* Case c of a family (tests/support/attention_shapes.h): this file's head
+ * dims and lengths, ratio query heads per KV head (0: MQA, 2..8 query
+ * heads), within case_budget. */
 static shape make_shape(fgi_rng *r, int c, int ratio)
 {
-    shape s;
-    s.d = head_dims[c % N_HEAD_DIMS];
-    switch ((c / N_HEAD_DIMS + c) % 4) {
-    case 0:
-        s.q_len = 1;
-        s.kv_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)] + fgi_rng_int(r, 0, 300);
-        break;
-    case 1:
-        s.q_len = s.kv_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)];
-        break;
-    case 2:
-        s.q_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)];
-        s.kv_len = s.q_len + fgi_rng_int(r, 1, 70);
-        break;
-    default:
-        s.q_len = lengths[fgi_rng_int(r, 0, 4)];
-        s.kv_len = s.q_len + fgi_rng_int(r, 500, 3000);
-        break;
-    }
-    if (ratio == 0) {
-        s.n_kv = 1;
-        s.n_q = fgi_rng_int(r, 2, 8);
-    } else {
-        s.n_kv = fgi_rng_int(r, 1, 3);
-        s.n_q = s.n_kv * ratio;
-    }
-    const int group = s.n_q / s.n_kv;
-    while ((double)s.n_q * s.q_len * s.kv_len * s.d > case_budget()) {
-        if (s.kv_len - s.q_len > 64)
-            s.kv_len = s.q_len + (s.kv_len - s.q_len) / 2;
-        else if (s.n_kv > 1)
-            s.n_kv--, s.n_q = s.n_kv * group;
-        else if (ratio == 0 && s.n_q > 2)
-            s.n_q--;
-        else if (s.q_len > 1)
-            s.q_len = (s.q_len + 1) / 2, s.kv_len = s.q_len + (s.kv_len - s.q_len) / 2;
-        else
-            s.kv_len = (s.kv_len + 1) / 2;
-    }
-    return s;
+    const fgi_attention_space space = {head_dims, N_HEAD_DIMS, lengths, N_LENGTHS, 8,
+                                       case_budget()};
+    return fgi_attention_make_shape(r, c, ratio, &space);
 }
 
 static void describe(char *buf, size_t len, const char *family, int c, shape s)

@@ -14,6 +14,7 @@
  * windows through the internal entry; f32 through _typed is the fp32
  * function bit for bit; argument checks. Outputs are NaN-poisoned 16-bit
  * buffers followed by a guard region. */
+#include "attention_shapes.h"
 #include "gpu_support.h"
 #include "internal.h" /* test-only: see tests/support/internal.h */
 
@@ -42,53 +43,16 @@ static int n_cases(void) { return fgi_test_quick() ? 4 : 50; }
  * emulated, the mma work). */
 static double case_budget(void) { return fgi_test_quick() ? 4e5 : 3e7; }
 
-typedef struct {
-    int n_q, n_kv, q_len, kv_len, d;
-} shape;
+typedef fgi_attention_shape shape;
 
-/* Case c: head_dim cycles through head_dims; lengths cycle through decode
- * (q = 1), square, a few extra keys and kv >> q. ratio: query heads per KV
- * head (0: MQA). */
+/* Case c of a family (tests/support/attention_shapes.h): this file's head
+ * dims and lengths, ratio query heads per KV head (0: MQA, 2..6 query
+ * heads), within case_budget. */
 static shape make_shape(fgi_rng *r, int c, int ratio)
 {
-    shape s;
-    s.d = head_dims[c % N_HEAD_DIMS];
-    switch ((c / N_HEAD_DIMS + c) % 4) {
-    case 0:
-        s.q_len = 1;
-        s.kv_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)] + fgi_rng_int(r, 0, 300);
-        break;
-    case 1: s.q_len = s.kv_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)]; break;
-    case 2:
-        s.q_len = lengths[fgi_rng_int(r, 0, N_LENGTHS - 1)];
-        s.kv_len = s.q_len + fgi_rng_int(r, 1, 70);
-        break;
-    default:
-        s.q_len = lengths[fgi_rng_int(r, 0, 4)];
-        s.kv_len = s.q_len + fgi_rng_int(r, 500, 3000);
-        break;
-    }
-    if (ratio == 0) {
-        s.n_kv = 1;
-        s.n_q = fgi_rng_int(r, 2, 6);
-    } else {
-        s.n_kv = fgi_rng_int(r, 1, 3);
-        s.n_q = s.n_kv * ratio;
-    }
-    const int group = s.n_q / s.n_kv;
-    while ((double)s.n_q * s.q_len * s.kv_len * s.d > case_budget()) {
-        if (s.kv_len - s.q_len > 64)
-            s.kv_len = s.q_len + (s.kv_len - s.q_len) / 2;
-        else if (s.n_kv > 1)
-            s.n_kv--, s.n_q = s.n_kv * group;
-        else if (ratio == 0 && s.n_q > 2)
-            s.n_q--;
-        else if (s.q_len > 1)
-            s.q_len = (s.q_len + 1) / 2, s.kv_len = s.q_len + (s.kv_len - s.q_len) / 2;
-        else
-            s.kv_len = (s.kv_len + 1) / 2;
-    }
-    return s;
+    const fgi_attention_space space = {head_dims, N_HEAD_DIMS, lengths, N_LENGTHS, 6,
+                                       case_budget()};
+    return fgi_attention_make_shape(r, c, ratio, &space);
 }
 
 static void describe(char *buf, size_t len, const char *family, int c, shape s, fg_dtype dt)

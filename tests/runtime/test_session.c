@@ -4,6 +4,7 @@
 #include "fixture.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static fg_config cfg_small(void)
@@ -154,12 +155,32 @@ Test(session, device_choice_and_bad_input)
     fgi_test_model_free(&m);
 }
 
+/* The logits (total, vocab) of a GPU session of dtype created with ctx
+ * (0: it starts small and grows), fed ids as a prompt of `prefill` tokens
+ * then one by one. */
+static float *gpu_run(const fg_config *cfg, const fg_weights *w, fg_dtype dtype, int ctx,
+                      const int *ids, int prefill, int total)
+{
+    fg_session *s;
+    cr_assert_eq(fg_session_create_typed(&s, cfg, w, FG_DEVICE_CUDA, ctx, dtype), FG_OK, "%s",
+                 fg_last_error());
+    float *out = fgi_buf_nan((size_t)total * cfg->vocab_size);
+    cr_assert_eq(fg_session_forward(s, ids, prefill, out), FG_OK, "%s", fg_last_error());
+    for (int t = prefill; t < total; t++)
+        cr_assert_eq(fg_session_forward(s, ids + t, 1, out + (size_t)t * cfg->vocab_size), FG_OK,
+                     "%s", fg_last_error());
+    fg_session_destroy(s);
+    return out;
+}
+
 /* A session created with ctx 0 takes up to the model's context but holds
  * only what it has been given: a config claiming 16 million positions
  * costs a small cache, grown (keeping every cached token) as tokens come.
  * On the CPU the grown session's logits are bitwise those of a session
- * sized for the whole run; on a GPU they match it within the
- * fp32 tolerance of docs/contract.md §32 (the device cache is rebuilt by replaying the ids). */
+ * sized for the whole run; on a GPU they match the CPU's within the fp32
+ * tolerance of docs/contract.md §32 and are bitwise those of a GPU session
+ * created large enough (the device cache is copied on the card, never
+ * recomputed; gpu_cache_growth_is_bitwise covers the 16-bit types). */
 Test(session, cache_grows_as_tokens_arrive)
 {
     fgi_rng rng = fgi_rng_make(72);
@@ -197,11 +218,16 @@ Test(session, cache_grows_as_tokens_arrive)
         const size_t bytes = fg_session_cache_bytes(s);
         cr_assert(bytes >= per_token * TOTAL && bytes <= per_token * 2 * TOTAL,
                   "grew to what was needed (%zu bytes)", bytes);
-        if (devices[d] == FG_DEVICE_CPU)
+        if (devices[d] == FG_DEVICE_CPU) {
             fgi_assert_same(got, want, sizeof(float) * TOTAL * cfg.vocab_size, "grown CPU session");
-        else
+        } else {
             fgi_assert_close(got, want, (size_t)TOTAL * cfg.vocab_size, 1e-4, 1e-4, 1e-5,
                              "grown GPU session");
+            float *large = gpu_run(&cfg, &m.w, FG_DTYPE_F32, TOTAL, ids, PREFILL, TOTAL);
+            fgi_assert_same(got, large, sizeof(float) * TOTAL * cfg.vocab_size,
+                            "grown GPU session against one created large enough");
+            fgi_buf_free(large);
+        }
         /* reserve: ahead of time, never past the capacity, never shrinking */
         cr_assert_eq(fg_session_reserve(s, 300), FG_OK, "%s", fg_last_error());
         cr_assert_eq(fg_session_cache_bytes(s), per_token * 300);
@@ -224,6 +250,59 @@ Test(session, cache_grows_as_tokens_arrive)
     fg_session_destroy(fixed);
     fg_session_destroy(ref);
     fgi_buf_free(want);
+    fgi_test_model_free(&m);
+}
+
+/* A GPU session's cache grows by a copy on the card: in every element type
+ * its logits are bitwise those of a session created large enough (64 -> 128
+ * tokens, a prompt and single steps on both sides; the attention split
+ * plans follow the capacity, so both end at the same one, 128, which keeps
+ * them equal); and the last logits survive a growth asked for by
+ * fg_session_reserve alone (they lived in the runner it replaces). */
+Test(session, gpu_cache_growth_is_bitwise)
+{
+    if (!fg_cuda_available()) cr_skip_test("no GPU (or emulator) in this build");
+    fgi_rng rng = fgi_rng_make(74);
+    fg_config cfg = fg_config_llama(2, 32, 4, 2, 48, 37, 1 << 12);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 1);
+    enum { PREFILL = 50, TOTAL = 128 };
+    int ids[TOTAL];
+    fgi_test_random_ids(ids, TOTAL, cfg.vocab_size, &rng);
+    const fg_dtype dtypes[] = {FG_DTYPE_F32, FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int d = 0; d < 3; d++) {
+        if (dtypes[d] != FG_DTYPE_F32 && !fg_cuda_decoder_dtype_supported(&cfg, dtypes[d]))
+            continue;
+        char what[80];
+        snprintf(what, sizeof what, "grown %s GPU session", fg_dtype_name(dtypes[d]));
+        float *grown = gpu_run(&cfg, &m.w, dtypes[d], 0, ids, PREFILL, TOTAL);
+        float *large = gpu_run(&cfg, &m.w, dtypes[d], TOTAL, ids, PREFILL, TOTAL);
+        fgi_assert_same(grown, large, sizeof(float) * TOTAL * cfg.vocab_size, what);
+        fgi_buf_free(grown), fgi_buf_free(large);
+    }
+    /* the last logits, left on the card by a step, across a reserve that
+     * replaces the runner holding them: those of a session of the same
+     * size that did not grow */
+    float *last[2];
+    for (int k = 0; k < 2; k++) {
+        fg_session *s;
+        cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CUDA, k ? 64 : 0), FG_OK, "%s",
+                     fg_last_error());
+        cr_assert_eq(fg_session_forward(s, ids, PREFILL, NULL), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_forward(s, ids + PREFILL, 1, NULL), FG_OK, "%s", fg_last_error());
+        if (k == 0) {
+            cr_assert_eq(fg_session_reserve(s, 1000), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(fg_session_cache_bytes(s), 2 * sizeof(float) * 2 * 2 * 8 * 1000);
+        }
+        const float *logits = fg_session_logits(s);
+        cr_assert_not_null(logits, "%s", fg_last_error());
+        last[k] = fgi_buf_nan((size_t)cfg.vocab_size);
+        memcpy(last[k], logits, sizeof(float) * cfg.vocab_size);
+        fg_session_destroy(s);
+    }
+    fgi_assert_same(last[0], last[1], sizeof(float) * cfg.vocab_size,
+                    "last logits across a growth by fg_session_reserve");
+    fgi_buf_free(last[0]), fgi_buf_free(last[1]);
     fgi_test_model_free(&m);
 }
 

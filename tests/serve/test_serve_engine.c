@@ -6,8 +6,7 @@
  * bound; shutdown. Any engine plugged in behind engine.h should pass the
  * engine cases unchanged. */
 #define _POSIX_C_SOURCE 200809L
-#include "engine.h"
-#include "support.h"
+#include "serve_support.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -160,117 +159,7 @@ Test(serve_text, invalid_arguments)
 
 /* --- the sessions engine on stories260K ------------------------------------------------ */
 
-typedef struct {
-    pthread_mutex_t *mu;
-    pthread_cond_t *cv;
-    int *n_done;
-    char text[4096];
-    size_t len;
-    int n_pieces, finishes, cancel_after; /* cancel_after < 0: never */
-    fgi_engine_final final;
-    int last_index_ok;
-} result;
-
-static int on_piece(void *user, const fgi_engine_piece *p)
-{
-    result *r = user;
-    pthread_mutex_lock(r->mu);
-    cr_assert_lt(r->len + p->len, sizeof r->text);
-    memcpy(r->text + r->len, p->text, p->len);
-    r->len += p->len;
-    if (p->token >= 0) {
-        if (p->index != r->n_pieces) r->last_index_ok = 0;
-        r->n_pieces++;
-    }
-    const int stop = r->cancel_after >= 0 && r->n_pieces >= r->cancel_after;
-    pthread_mutex_unlock(r->mu);
-    return stop;
-}
-
-static void on_finish(void *user, const fgi_engine_final *f)
-{
-    result *r = user;
-    pthread_mutex_lock(r->mu);
-    r->finishes++;
-    r->final = *f;
-    r->final.message = NULL;
-    (*r->n_done)++;
-    pthread_cond_broadcast(r->cv);
-    pthread_mutex_unlock(r->mu);
-}
-
-typedef struct {
-    fg_model *model;
-    fg_tokenizer *tok;
-} stories;
-
-static int stories_load(stories *s)
-{
-    const char *path = fgi_model_path("stories260K/stories260K.bin");
-    if (path == NULL) return 0;
-    cr_assert_eq(fg_model_load(&s->model, path), FG_OK);
-    cr_assert_eq(fg_tokenizer_load_for_model(&s->tok, path, NULL,
-                                             fg_model_config(s->model)->vocab_size), FG_OK);
-    return 1;
-}
-
-static void stories_free(stories *s)
-{
-    fg_tokenizer_destroy(s->tok);
-    fg_model_destroy(s->model);
-}
-
-typedef struct {
-    const char *prompt;
-    int max_tokens;
-    fg_sampler_config sc;
-} job_spec;
-
-typedef struct {
-    char text[4096];
-    size_t len;
-} sink;
-
-static int collect(void *user, int id, const char *piece, size_t n)
-{
-    (void)id;
-    sink *k = user;
-    cr_assert_lt(k->len + n, sizeof k->text);
-    memcpy(k->text + k->len, piece, n);
-    k->len += n;
-    return 0;
-}
-
-/* fg_generate serving the request alone: its text, token count and end. */
-static void reference(const stories *s, const job_spec *j, sink *out, fg_generate_result *gr)
-{
-    const fg_config *cfg = fg_model_config(s->model);
-    fg_session *session;
-    fg_sampler *sampler;
-    cr_assert_eq(fg_session_create(&session, cfg, fg_model_weights(s->model), FG_DEVICE_CPU, 0), FG_OK);
-    cr_assert_eq(fg_session_set_threads(session, 1), FG_OK);
-    cr_assert_eq(fg_sampler_create(&sampler, cfg->vocab_size, &j->sc), FG_OK);
-    fg_generate_config gc = fg_generate_defaults();
-    gc.max_new_tokens = j->max_tokens;
-    gc.on_token = collect;
-    gc.user = out;
-    out->len = 0;
-    cr_assert_eq(fg_generate_text(session, cfg, s->tok, sampler, j->prompt, strlen(j->prompt), &gc, gr),
-                 FG_OK);
-    fg_sampler_destroy(sampler);
-    fg_session_destroy(session);
-}
-
-static int *encode(const stories *s, const char *prompt, int *n)
-{
-    const fg_config *cfg = fg_model_config(s->model);
-    cr_assert_eq(fg_prompt_encode(s->tok, cfg, prompt, strlen(prompt), NULL, 0, n), FG_ERR_INVALID_ARG);
-    int *ids = malloc((size_t)*n * sizeof *ids);
-    cr_assert_eq(fg_prompt_encode(s->tok, cfg, prompt, strlen(prompt), ids, *n, n), FG_OK);
-    return ids;
-}
-
-static fgi_engine *make_engine(const stories *s, int max_batch, int max_waiting, int delay_ms)
+static fgi_engine *make_engine(const fgi_stories *s, int max_batch, int max_waiting, int delay_ms)
 {
     fgi_sessions_options o = {FG_DEVICE_CPU, 0, max_batch, max_waiting, 1, delay_ms, FG_DTYPE_F32};
     fgi_engine *e = NULL;
@@ -279,49 +168,24 @@ static fgi_engine *make_engine(const stories *s, int max_batch, int max_waiting,
     return e;
 }
 
-static void wait_done(pthread_mutex_t *mu, pthread_cond_t *cv, const int *n_done, int want)
-{
-    pthread_mutex_lock(mu);
-    while (*n_done < want) pthread_cond_wait(cv, mu);
-    pthread_mutex_unlock(mu);
-}
-
-static void assert_idle(fgi_engine *e)
-{
-    fgi_engine_stats st;
-    fgi_engine_stats_get(e, &st);
-    cr_assert_eq(st.running, 0);
-    cr_assert_eq(st.waiting, 0);
-    cr_assert_eq(st.kv_blocks_used, 0);
-    cr_assert_gt(st.kv_blocks_total, 0);
-}
-
 enum { N_REQ = 24 };
 
 Test(serve_engine, random_arrivals_and_cancellations_match_requests_alone)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
-    static const char *const PROMPTS[] = {"Once upon a time", "The little dog", "Lily and Tom",
-                                          "The sun was", "One day"};
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     fgi_rng rng = fgi_rng_make(2);
-    job_spec specs[N_REQ];
-    sink refs[N_REQ];
+    fgi_serve_job specs[N_REQ];
+    fgi_serve_sink refs[N_REQ];
     fg_generate_result gr[N_REQ];
-    for (int i = 0; i < N_REQ; i++) {
-        specs[i].prompt = PROMPTS[fgi_rng_int(&rng, 0, 4)];
-        specs[i].max_tokens = fgi_rng_int(&rng, 1, 60);
-        specs[i].sc = fg_sampler_defaults();
-        specs[i].sc.temperature = fgi_rng_int(&rng, 0, 1) ? 0.0f : 0.9f;
-        specs[i].sc.top_k = fgi_rng_int(&rng, 0, 20);
-        specs[i].sc.seed = fgi_rng_next(&rng);
-        reference(&s, &specs[i], &refs[i], &gr[i]);
-    }
+    fgi_serve_random_jobs(specs, N_REQ, &rng);
+    for (int i = 0; i < N_REQ; i++)
+        fgi_serve_reference(&s, FG_DEVICE_CPU, 0, &specs[i], &refs[i], &gr[i]);
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
     fgi_engine *e = make_engine(&s, fgi_rng_int(&rng, 1, 4), N_REQ, 0);
-    result *res = calloc(N_REQ, sizeof *res);
+    fgi_serve_result *res = calloc(N_REQ, sizeof *res);
     uint64_t ids[N_REQ];
     int order[N_REQ], cancel_by_id[N_REQ];
     for (int i = 0; i < N_REQ; i++) order[i] = i;
@@ -335,23 +199,23 @@ Test(serve_engine, random_arrivals_and_cancellations_match_requests_alone)
         res[i].mu = &mu;
         res[i].cv = &cv;
         res[i].n_done = &n_done;
-        res[i].last_index_ok = 1;
+        res[i].index_ok = 1;
         /* a quarter cancelled by their callback, a few through the engine */
         res[i].cancel_after = fgi_rng_int(&rng, 0, 3) == 0 ? fgi_rng_int(&rng, 1, 10) : -1;
         cancel_by_id[i] = res[i].cancel_after < 0 && fgi_rng_int(&rng, 0, 7) == 0;
         int n_ids;
-        int *prompt = encode(&s, specs[i].prompt, &n_ids);
+        int *prompt = fgi_stories_encode(&s, specs[i].prompt, &n_ids);
         fgi_engine_request q = {prompt, n_ids, specs[i].max_tokens, specs[i].sc, NULL, 0, 0,
-                                on_piece, on_finish, &res[i]};
+                                fgi_serve_on_piece, fgi_serve_on_finish, &res[i]};
         cr_assert_eq(fgi_engine_submit(e, &q, &ids[i]), FGI_SUBMIT_OK);
         free(prompt); /* the engine copied it */
         if (cancel_by_id[i]) fgi_engine_cancel(e, ids[i]);
     }
-    wait_done(&mu, &cv, &n_done, N_REQ);
+    fgi_serve_wait_done(&mu, &cv, &n_done, N_REQ);
     for (int i = 0; i < N_REQ; i++) {
-        const result *r = &res[i];
+        const fgi_serve_result *r = &res[i];
         cr_assert_eq(r->finishes, 1, "request %d finished %d times", i, r->finishes);
-        cr_assert(r->last_index_ok, "request %d: piece indexes out of order", i);
+        cr_assert(r->index_ok, "request %d: piece indexes out of order", i);
         /* the callback cancels at its cancel_after-th token, if there is one */
         const int cancelled_early = r->cancel_after >= 0 && r->cancel_after <= gr[i].n_generated;
         if (cancel_by_id[i]) {
@@ -371,67 +235,67 @@ Test(serve_engine, random_arrivals_and_cancellations_match_requests_alone)
         cr_assert_eq(r->len, refs[i].len, "request %d: %zu bytes, alone %zu", i, r->len, refs[i].len);
         cr_assert(memcmp(r->text, refs[i].text, r->len) == 0, "request %d: text differs from alone", i);
     }
-    assert_idle(e);
+    fgi_serve_assert_idle(e);
     fgi_engine_cancel(e, ids[0]); /* finished: a no-op */
     fgi_engine_destroy(e);
     free(res);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }
 
 Test(serve_engine, queue_bound_and_shutdown_cancel)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
     /* slowed: 20 ms a turn keeps the first request running */
     fgi_engine *e = make_engine(&s, 1, 1, 20);
-    result res[3] = {0};
+    fgi_serve_result res[3] = {0};
     int n_ids;
-    int *prompt = encode(&s, "Once upon a time", &n_ids);
+    int *prompt = fgi_stories_encode(&s, "Once upon a time", &n_ids);
     fg_sampler_config greedy = fg_sampler_defaults();
     greedy.temperature = 0;
     uint64_t id;
     for (int i = 0; i < 3; i++) {
-        res[i] = (result){.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1};
-        fgi_engine_request q = {prompt, n_ids, 200, greedy, NULL, 0, 1, on_piece, on_finish, &res[i]};
+        res[i] = (fgi_serve_result){.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1};
+        fgi_engine_request q = {prompt, n_ids, 200, greedy, NULL, 0, 1, fgi_serve_on_piece, fgi_serve_on_finish, &res[i]};
         cr_assert_eq(fgi_engine_submit(e, &q, &id), i < 2 ? FGI_SUBMIT_OK : FGI_SUBMIT_QUEUE_FULL,
                      "request %d", i);
     }
     /* invalid requests are refused without a callback */
-    fgi_engine_request bad = {prompt, 0, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[2]};
+    fgi_engine_request bad = {prompt, 0, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[2]};
     cr_assert_eq(fgi_engine_submit(e, &bad, &id), FGI_SUBMIT_INVALID);
     bad.n_prompt = n_ids;
     bad.max_tokens = 0;
     cr_assert_eq(fgi_engine_submit(e, &bad, &id), FGI_SUBMIT_INVALID);
     const int out_of_vocab[] = {1, 100000};
-    bad = (fgi_engine_request){out_of_vocab, 2, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[2]};
+    bad = (fgi_engine_request){out_of_vocab, 2, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[2]};
     cr_assert_eq(fgi_engine_submit(e, &bad, &id), FGI_SUBMIT_INVALID);
     fgi_engine_shutdown(e, 1);
-    cr_assert_eq(n_done, 2, "shutdown returns after every on_finish");
+    cr_assert_eq(n_done, 2, "shutdown returns after every fgi_serve_on_finish");
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(res[i].finishes, 1);
         cr_assert_eq(res[i].final.reason, FGI_FINISH_CANCELLED, "request %d", i);
     }
     cr_assert_eq(res[2].finishes, 0);
-    fgi_engine_request q = {prompt, n_ids, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[2]};
+    fgi_engine_request q = {prompt, n_ids, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[2]};
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_SHUTDOWN);
-    assert_idle(e);
+    fgi_serve_assert_idle(e);
     fgi_engine_destroy(e);
     free(prompt);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }
 
 Test(serve_engine, stop_strings_end_the_text)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
-    job_spec spec = {"Once upon a time", 50, fg_sampler_defaults()};
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    fgi_serve_job spec = {"Once upon a time", 50, fg_sampler_defaults(), NULL};
     spec.sc.temperature = 0;
-    sink ref;
+    fgi_serve_sink ref;
     fg_generate_result gr;
-    reference(&s, &spec, &ref, &gr);
+    fgi_serve_reference(&s, FG_DEVICE_CPU, 0, &spec, &ref, &gr);
     cr_assert_gt(ref.len, 30);
     char stop[5];
     memcpy(stop, ref.text + 20, 4);
@@ -442,19 +306,19 @@ Test(serve_engine, stop_strings_end_the_text)
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
     fgi_engine *e = make_engine(&s, 2, 4, 0);
-    result r = {.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1, .last_index_ok = 1};
+    fgi_serve_result r = {.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1, .index_ok = 1};
     int n_ids;
-    int *prompt = encode(&s, spec.prompt, &n_ids);
-    fgi_engine_request q = {prompt, n_ids, 50, spec.sc, stops, 2, 0, on_piece, on_finish, &r};
+    int *prompt = fgi_stories_encode(&s, spec.prompt, &n_ids);
+    fgi_engine_request q = {prompt, n_ids, 50, spec.sc, stops, 2, 0, fgi_serve_on_piece, fgi_serve_on_finish, &r};
     uint64_t id;
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_OK);
-    wait_done(&mu, &cv, &n_done, 1);
+    fgi_serve_wait_done(&mu, &cv, &n_done, 1);
     cr_assert_eq(r.final.reason, FGI_FINISH_STOP);
     cr_assert_eq(r.len, want, "released %zu bytes, the stop string starts at %zu", r.len, want);
     cr_assert(memcmp(r.text, ref.text, want) == 0);
     cr_assert_lt(r.final.completion_tokens, gr.n_generated);
-    assert_idle(e);
+    fgi_serve_assert_idle(e);
     fgi_engine_destroy(e);
     free(prompt);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }

@@ -10,85 +10,14 @@
  *  - the queue bound (429), refused requests, shutdown that cancels and
  *    shutdown that lets requests finish; no KV block in use at the end. */
 #define _POSIX_C_SOURCE 200809L
-#include "engine.h"
-#include "support.h"
+#include "serve_support.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    pthread_mutex_t *mu;
-    pthread_cond_t *cv;
-    int *n_done;
-    char text[4096];
-    size_t len;
-    int n_pieces, finishes, cancel_after, index_ok;
-    fgi_engine_final final;
-} result;
-
-static int on_piece(void *user, const fgi_engine_piece *p)
-{
-    result *r = user;
-    pthread_mutex_lock(r->mu);
-    cr_assert_lt(r->len + p->len, sizeof r->text);
-    memcpy(r->text + r->len, p->text, p->len);
-    r->len += p->len;
-    if (p->token >= 0) {
-        if (p->index != r->n_pieces) r->index_ok = 0;
-        r->n_pieces++;
-    }
-    const int stop = r->cancel_after >= 0 && r->n_pieces >= r->cancel_after;
-    pthread_mutex_unlock(r->mu);
-    return stop;
-}
-
-static void on_finish(void *user, const fgi_engine_final *f)
-{
-    result *r = user;
-    pthread_mutex_lock(r->mu);
-    r->finishes++;
-    r->final = *f;
-    r->final.message = NULL;
-    (*r->n_done)++;
-    pthread_cond_broadcast(r->cv);
-    pthread_mutex_unlock(r->mu);
-}
-
-typedef struct {
-    fg_model *model;
-    fg_tokenizer *tok;
-} stories;
-
-static int stories_load(stories *s)
-{
-    const char *path = fgi_model_path("stories260K/stories260K.bin");
-    if (path == NULL) return 0;
-    cr_assert_eq(fg_model_load(&s->model, path), FG_OK);
-    cr_assert_eq(fg_tokenizer_load_for_model(&s->tok, path, NULL,
-                                             fg_model_config(s->model)->vocab_size),
-                 FG_OK);
-    return 1;
-}
-
-static void stories_free(stories *s)
-{
-    fg_tokenizer_destroy(s->tok);
-    fg_model_destroy(s->model);
-}
-
-static int *encode(const stories *s, const char *prompt, int *n)
-{
-    const fg_config *cfg = fg_model_config(s->model);
-    cr_assert_eq(fg_prompt_encode(s->tok, cfg, prompt, strlen(prompt), NULL, 0, n),
-                 FG_ERR_INVALID_ARG);
-    int *ids = malloc((size_t)*n * sizeof *ids);
-    cr_assert_eq(fg_prompt_encode(s->tok, cfg, prompt, strlen(prompt), ids, *n, n), FG_OK);
-    return ids;
-}
-
-static fgi_engine *make_engine(const stories *s, fg_device device, int max_batch,
+static fgi_engine *make_engine(const fgi_stories *s, fg_device device, int max_batch,
                                int max_waiting, int n_blocks, int delay_ms)
 {
     fgi_batch_options o = {.device = device, .ctx = 256, .max_batch = max_batch,
@@ -101,115 +30,49 @@ static fgi_engine *make_engine(const stories *s, fg_device device, int max_batch
     return e;
 }
 
-static void wait_done(pthread_mutex_t *mu, pthread_cond_t *cv, const int *n_done, int want)
-{
-    pthread_mutex_lock(mu);
-    while (*n_done < want) pthread_cond_wait(cv, mu);
-    pthread_mutex_unlock(mu);
-}
-
+/* The shared idle checks, and this engine's block size. */
 static void assert_idle(fgi_engine *e)
 {
+    fgi_serve_assert_idle(e);
     fgi_engine_stats st;
     fgi_engine_stats_get(e, &st);
-    cr_assert_eq(st.running, 0);
-    cr_assert_eq(st.waiting, 0);
-    cr_assert_eq(st.kv_blocks_used, 0, "KV blocks still in use: %d", st.kv_blocks_used);
-    cr_assert_gt(st.kv_blocks_total, 0);
     cr_assert_eq(st.kv_block_tokens, 8);
 }
 
-typedef struct {
-    const char *prompt;
-    int max_tokens;
-    fg_sampler_config sc;
-    const char *stop; /* NULL: none */
-} job;
-
-static const char *const PROMPTS[] = {"Once upon a time", "The little dog", "Lily and Tom",
-                                      "The sun was", "One day"};
-
-static void random_jobs(job *jobs, int n, fgi_rng *rng)
-{
-    for (int i = 0; i < n; i++) {
-        jobs[i].prompt = PROMPTS[fgi_rng_int(rng, 0, 4)];
-        jobs[i].max_tokens = fgi_rng_int(rng, 1, 60);
-        jobs[i].sc = fg_sampler_defaults();
-        jobs[i].sc.temperature = fgi_rng_int(rng, 0, 1) ? 0.0f : 0.9f;
-        jobs[i].sc.top_k = fgi_rng_int(rng, 0, 20);
-        jobs[i].sc.seed = fgi_rng_next(rng);
-        jobs[i].stop = NULL;
-    }
-}
-
-static fgi_engine_request request_for(const stories *s, const job *j, result *r, int **ids)
+static fgi_engine_request request_for(const fgi_stories *s, const fgi_serve_job *j,
+                                      fgi_serve_result *r, int **ids)
 {
     static const char *stop[1];
     int n;
-    *ids = encode(s, j->prompt, &n);
+    *ids = fgi_stories_encode(s, j->prompt, &n);
     stop[0] = j->stop;
     fgi_engine_request q = {*ids, n, j->max_tokens, j->sc, j->stop ? stop : NULL, j->stop ? 1 : 0,
-                            0, on_piece, on_finish, r};
+                            0, fgi_serve_on_piece, fgi_serve_on_finish, r};
     return q;
-}
-
-typedef struct {
-    char text[4096];
-    size_t len;
-} sink;
-
-static int collect(void *user, int id, const char *piece, size_t n)
-{
-    (void)id;
-    sink *k = user;
-    cr_assert_lt(k->len + n, sizeof k->text);
-    memcpy(k->text + k->len, piece, n);
-    k->len += n;
-    return 0;
-}
-
-/* fg_generate serving the request alone on the reference. */
-static void reference(const stories *s, const job *j, sink *out, fg_generate_result *gr)
-{
-    const fg_config *cfg = fg_model_config(s->model);
-    fg_session *session;
-    fg_sampler *sampler;
-    cr_assert_eq(fg_session_create(&session, cfg, fg_model_weights(s->model), FG_DEVICE_REF, 256),
-                 FG_OK);
-    cr_assert_eq(fg_sampler_create(&sampler, cfg->vocab_size, &j->sc), FG_OK);
-    fg_generate_config gc = fg_generate_defaults();
-    gc.max_new_tokens = j->max_tokens;
-    gc.on_token = collect;
-    gc.user = out;
-    out->len = 0;
-    cr_assert_eq(fg_generate_text(session, cfg, s->tok, sampler, j->prompt, strlen(j->prompt), &gc,
-                                  gr),
-                 FG_OK);
-    fg_sampler_destroy(sampler);
-    fg_session_destroy(session);
 }
 
 enum { N_REF = 16 };
 
 Test(serve_engine_batch, ref_random_arrivals_and_cancellations_match_fg_generate)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     fgi_rng rng = fgi_rng_make(1);
-    job jobs[N_REF];
-    sink refs[N_REF];
+    fgi_serve_job jobs[N_REF];
+    fgi_serve_sink refs[N_REF];
     fg_generate_result gr[N_REF];
-    random_jobs(jobs, N_REF, &rng);
-    for (int i = 0; i < N_REF; i++) reference(&s, &jobs[i], &refs[i], &gr[i]);
+    fgi_serve_random_jobs(jobs, N_REF, &rng);
+    for (int i = 0; i < N_REF; i++)
+        fgi_serve_reference(&s, FG_DEVICE_REF, 256, &jobs[i], &refs[i], &gr[i]);
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
     fgi_engine *e = make_engine(&s, FG_DEVICE_REF, fgi_rng_int(&rng, 1, 8), N_REF, 0, 0);
-    result *res = calloc(N_REF, sizeof *res);
+    fgi_serve_result *res = calloc(N_REF, sizeof *res);
     uint64_t ids[N_REF];
     int by_id[N_REF];
     for (int i = 0; i < N_REF; i++) {
-        res[i] = (result){.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1};
+        res[i] = (fgi_serve_result){.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1};
         res[i].cancel_after = fgi_rng_int(&rng, 0, 3) == 0 ? fgi_rng_int(&rng, 1, 10) : -1;
         by_id[i] = res[i].cancel_after < 0 && fgi_rng_int(&rng, 0, 5) == 0;
         int *prompt;
@@ -218,9 +81,9 @@ Test(serve_engine_batch, ref_random_arrivals_and_cancellations_match_fg_generate
         free(prompt); /* the engine copied it */
         if (by_id[i]) fgi_engine_cancel(e, ids[i]);
     }
-    wait_done(&mu, &cv, &n_done, N_REF);
+    fgi_serve_wait_done(&mu, &cv, &n_done, N_REF);
     for (int i = 0; i < N_REF; i++) {
-        const result *r = &res[i];
+        const fgi_serve_result *r = &res[i];
         cr_assert_eq(r->finishes, 1, "request %d finished %d times", i, r->finishes);
         cr_assert(r->index_ok, "request %d: piece indexes out of order", i);
         cr_assert(memcmp(r->text, refs[i].text, r->len) == 0, "request %d: text differs", i);
@@ -244,7 +107,7 @@ Test(serve_engine_batch, ref_random_arrivals_and_cancellations_match_fg_generate
     fgi_engine_cancel(e, ids[0]); /* finished: a no-op */
     fgi_engine_destroy(e);
     free(res);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }
 
 /* --- CPU: concurrent submits vs the same engine serving each alone -------------------- */
@@ -253,9 +116,9 @@ enum { N_CPU = 24, CLIENTS = 4 };
 
 typedef struct {
     fgi_engine *e;
-    const stories *s;
-    const job *jobs;
-    result *res;
+    const fgi_stories *s;
+    const fgi_serve_job *jobs;
+    fgi_serve_result *res;
     int from, to;
 } client;
 
@@ -275,26 +138,26 @@ static void *client_main(void *arg)
 
 Test(serve_engine_batch, cpu_concurrent_clients_match_requests_alone)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     fgi_rng rng = fgi_rng_make(2);
-    static job jobs[N_CPU];
-    random_jobs(jobs, N_CPU, &rng);
+    static fgi_serve_job jobs[N_CPU];
+    fgi_serve_random_jobs(jobs, N_CPU, &rng);
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
-    static result alone[N_CPU], res[N_CPU];
+    static fgi_serve_result alone[N_CPU], res[N_CPU];
     /* alone: one request at a time on an engine of its own shape */
     fgi_engine *e = make_engine(&s, FG_DEVICE_CPU, 1, N_CPU, 0, 0);
     for (int i = 0; i < N_CPU; i++) {
-        alone[i] = (result){.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1,
+        alone[i] = (fgi_serve_result){.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1,
                             .cancel_after = -1};
         int *prompt;
         uint64_t id;
         fgi_engine_request q = request_for(&s, &jobs[i], &alone[i], &prompt);
         cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_OK);
         free(prompt);
-        wait_done(&mu, &cv, &n_done, i + 1);
+        fgi_serve_wait_done(&mu, &cv, &n_done, i + 1);
     }
     assert_idle(e);
     fgi_engine_destroy(e);
@@ -302,7 +165,7 @@ Test(serve_engine_batch, cpu_concurrent_clients_match_requests_alone)
     n_done = 0;
     e = make_engine(&s, FG_DEVICE_CPU, 16, N_CPU, 20, 0);
     for (int i = 0; i < N_CPU; i++)
-        res[i] = (result){.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1,
+        res[i] = (fgi_serve_result){.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1,
                           .cancel_after = -1};
     client clients[CLIENTS];
     pthread_t th[CLIENTS];
@@ -315,7 +178,7 @@ Test(serve_engine_batch, cpu_concurrent_clients_match_requests_alone)
         pthread_join(th[t], &rv);
         cr_assert_null(rv, "a submit was refused");
     }
-    wait_done(&mu, &cv, &n_done, N_CPU);
+    fgi_serve_wait_done(&mu, &cv, &n_done, N_CPU);
     for (int i = 0; i < N_CPU; i++) {
         cr_assert_eq(res[i].finishes, 1);
         cr_assert_eq(res[i].final.reason, alone[i].final.reason, "request %d", i);
@@ -327,26 +190,26 @@ Test(serve_engine_batch, cpu_concurrent_clients_match_requests_alone)
     }
     assert_idle(e);
     fgi_engine_destroy(e);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }
 
 Test(serve_engine_batch, stop_strings)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
     fgi_engine *e = make_engine(&s, FG_DEVICE_CPU, 4, 4, 0, 0);
-    job j = {"Once upon a time", 60, fg_sampler_defaults(), NULL};
+    fgi_serve_job j = {"Once upon a time", 60, fg_sampler_defaults(), NULL};
     j.sc.temperature = 0.0f;
-    result full = {.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1, .cancel_after = -1};
+    fgi_serve_result full = {.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1, .cancel_after = -1};
     int *prompt;
     uint64_t id;
     fgi_engine_request q = request_for(&s, &j, &full, &prompt);
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_OK);
     free(prompt);
-    wait_done(&mu, &cv, &n_done, 1);
+    fgi_serve_wait_done(&mu, &cv, &n_done, 1);
     cr_assert_gt(full.len, 20);
     /* a stop string from the middle of that text */
     char stop[8];
@@ -355,23 +218,23 @@ Test(serve_engine_batch, stop_strings)
     const char *at = strstr(full.text, stop);
     cr_assert_not_null(at);
     j.stop = stop;
-    result cut = {.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1, .cancel_after = -1};
+    fgi_serve_result cut = {.mu = &mu, .cv = &cv, .n_done = &n_done, .index_ok = 1, .cancel_after = -1};
     q = request_for(&s, &j, &cut, &prompt);
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_OK);
     free(prompt);
-    wait_done(&mu, &cv, &n_done, 2);
+    fgi_serve_wait_done(&mu, &cv, &n_done, 2);
     cr_assert_eq(cut.final.reason, FGI_FINISH_STOP);
     cr_assert_eq(cut.len, (size_t)(at - full.text), "text up to the stop string");
     cr_assert(memcmp(cut.text, full.text, cut.len) == 0);
     assert_idle(e);
     fgi_engine_destroy(e);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }
 
 Test(serve_engine_batch, queue_bound_refusals_and_shutdown)
 {
-    stories s;
-    if (!stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    fgi_stories s;
+    if (!fgi_stories_load(&s)) cr_skip_test("stories260K not found under FG_MODELS_DIR");
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int n_done = 0;
@@ -392,35 +255,35 @@ Test(serve_engine_batch, queue_bound_refusals_and_shutdown)
 
     /* slowed: 20 ms a step keeps the first requests running */
     e = make_engine(&s, FG_DEVICE_CPU, 1, 1, 0, 20);
-    result res[4];
+    fgi_serve_result res[4];
     int n_ids;
-    int *prompt = encode(&s, "Once upon a time", &n_ids);
+    int *prompt = fgi_stories_encode(&s, "Once upon a time", &n_ids);
     fg_sampler_config greedy = fg_sampler_defaults();
     greedy.temperature = 0;
     uint64_t id;
     for (int i = 0; i < 3; i++) {
-        res[i] = (result){.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1};
-        fgi_engine_request q = {prompt, n_ids, 200, greedy, NULL, 0, 1, on_piece, on_finish,
+        res[i] = (fgi_serve_result){.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1};
+        fgi_engine_request q = {prompt, n_ids, 200, greedy, NULL, 0, 1, fgi_serve_on_piece, fgi_serve_on_finish,
                                 &res[i]};
         cr_assert_eq(fgi_engine_submit(e, &q, &id), i < 2 ? FGI_SUBMIT_OK : FGI_SUBMIT_QUEUE_FULL,
                      "request %d", i);
     }
-    fgi_engine_request q = {prompt, 0, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[3]};
+    fgi_engine_request q = {prompt, 0, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[3]};
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_INVALID);
     q.n_prompt = n_ids, q.max_tokens = 0;
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_INVALID);
     const int out_of_vocab[] = {1, 100000};
-    q = (fgi_engine_request){out_of_vocab, 2, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[3]};
+    q = (fgi_engine_request){out_of_vocab, 2, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[3]};
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_INVALID);
     int *too_long = calloc(256, sizeof(int));
-    q = (fgi_engine_request){too_long, 256, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[3]};
+    q = (fgi_engine_request){too_long, 256, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[3]};
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_INVALID, "no room for a token");
     free(too_long);
-    q = (fgi_engine_request){prompt, n_ids, 5, greedy, NULL, 0, 0, on_piece, on_finish, &res[3]};
+    q = (fgi_engine_request){prompt, n_ids, 5, greedy, NULL, 0, 0, fgi_serve_on_piece, fgi_serve_on_finish, &res[3]};
     q.sampling.top_p = 2.0f;
     cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_INVALID);
     fgi_engine_shutdown(e, 1);
-    cr_assert_eq(n_done, 2, "shutdown returns after every on_finish");
+    cr_assert_eq(n_done, 2, "shutdown returns after every fgi_serve_on_finish");
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(res[i].finishes, 1);
         cr_assert_eq(res[i].final.reason, FGI_FINISH_CANCELLED, "request %d", i);
@@ -435,8 +298,8 @@ Test(serve_engine_batch, queue_bound_refusals_and_shutdown)
     n_done = 0;
     e = make_engine(&s, FG_DEVICE_CPU, 2, 4, 0, 0);
     for (int i = 0; i < 4; i++) {
-        res[i] = (result){.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1};
-        q = (fgi_engine_request){prompt, n_ids, 10, greedy, NULL, 0, 1, on_piece, on_finish,
+        res[i] = (fgi_serve_result){.mu = &mu, .cv = &cv, .n_done = &n_done, .cancel_after = -1};
+        q = (fgi_engine_request){prompt, n_ids, 10, greedy, NULL, 0, 1, fgi_serve_on_piece, fgi_serve_on_finish,
                                  &res[i]};
         cr_assert_eq(fgi_engine_submit(e, &q, &id), FGI_SUBMIT_OK);
     }
@@ -449,5 +312,5 @@ Test(serve_engine_batch, queue_bound_refusals_and_shutdown)
     assert_idle(e);
     fgi_engine_destroy(e);
     free(prompt);
-    stories_free(&s);
+    fgi_stories_free(&s);
 }
