@@ -1,4 +1,5 @@
-/* Linear layers of one to four rows without cuBLAS (the decode step):
+/* Linear layers of one to eight rows without cuBLAS (the decode step, and
+ * a few sequences decoding together):
  * y (rows, out) = act(x (rows, in) @ w (in, out) + b), w row-major.
  *
  * Why: with so few rows a linear layer only streams w once, so its speed is
@@ -8,7 +9,10 @@
  * stream at 1.5-2.8 TB/s, like cuBLAS or slightly faster.
  * Conventions: y must not overlap x; b (out) may be NULL; act is none or the
  * tanh GELU of activation.cuh (the bias + GELU pass fused into the GEMV).
- * The result is deterministic: a fixed summation order and no float atomics.
+ * The result is deterministic: a fixed summation order and no float atomics,
+ * and batch invariant: that order (the split of `in`, the warps', slices'
+ * and groups' order) depends on in, out, the element type and the device,
+ * never on the row count, so a row's y has the same bits alone or among 8.
  * Element type: w, x, b and y hold T (cuda/common/dtype.cuh: float, bf16,
  * f16); a lane's 16-byte load of w is 4 floats or 8 16-bit values; the
  * products, the sums in their fixed order and the workspace partials are
@@ -16,8 +20,8 @@
  * Design: a block owns 32 lanes x one 16-byte pack of columns (128 for f32)
  * and a slice of `in`;
  * its 8 warps take interleaved rows of the slice with 8 loads in flight each
- * and are summed in shared memory. Where a column tile has several slices,
- * each block writes a partial and the tile's last block (ticket counter,
+ * and are summed in shared memory (4 rows at a time). Where a column tile
+ * has several slices, each block writes a partial and the tile's last block (ticket counter,
  * left at zero for the next call) adds them in slice order. */
 #include "activation.cuh"
 #include "cuda_common.cuh"
@@ -146,37 +150,60 @@ __device__ inline void add4(float4 &s, const float4 &v)
     s.w += v.w;
 }
 
+/* Rows are reduced in chunks of at most kRowChunk, so that the shared
+ * sums of 8 rows of 16-bit tiles (64 KB at once) stay within the 48 KB of
+ * static shared memory: 32 KB a chunk. */
+constexpr int kRowChunk = 4;
+template <int R>
+constexpr int kChunk = R < kRowChunk ? R : kRowChunk;
+
 /* The tile's last block adds the slices' partials: each thread takes four
- * columns of one row and every kGroups-th slice, so all its loads are in
- * flight at once; the groups then meet in shared memory in group order.
- * VEC (out a multiple of kVec) keeps whole quads in bounds. */
+ * columns (a quad) and every kGroups-th slice, for every row of a chunk, so
+ * its loads are in flight at once; the groups then meet in shared memory in
+ * group order. kGroups depends on T only, never on R: a row's sum is the
+ * same whether it is computed alone or among 8 (batch invariance), and with
+ * one row the order is the one this kernel always had. VEC (out a multiple
+ * of kVec) keeps whole quads in bounds. */
 template <typename T, int R, bool VEC>
 __device__ void sum_partials(const gemv_args<T> &a, float4 *scratch)
 {
     constexpr int kRowQuads = kTileCols<T> / 4;  /* 4 columns of a tile row */
-    constexpr int kQuads = R * kRowQuads;        /* (row, 4 columns) of the tile */
-    constexpr int kGroups = kThreads / kQuads;   /* f32: 8, 4, 2, 2 for 1 .. 4 rows */
-    static_assert(kGroups >= 1, "a thread per quad");
-    const int q = threadIdx.x % kQuads, group = threadIdx.x / kQuads;
-    const int r = q / kRowQuads, c = blockIdx.x * kTileCols<T> + (q % kRowQuads) * 4;
-    if (group < kGroups) {
-        float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    constexpr int kGroups = kThreads / kRowQuads; /* f32 8, 16-bit 4 */
+    constexpr int CH = kChunk<R>;
+    static_assert(kGroups >= 1 && kGroups * kRowQuads == kThreads, "a thread per quad and group");
+    static_assert(kThreads * CH <= kWarps * CH * kTileCols<T> / 4,
+                  "the groups' sums fit the warp sums they reuse");
+    const int q = threadIdx.x % kRowQuads, group = threadIdx.x / kRowQuads;
+    const int c = blockIdx.x * kTileCols<T> + q * 4;
+#pragma unroll
+    for (int r0 = 0; r0 < R; r0 += CH) {
+        float4 s[CH];
+#pragma unroll
+        for (int j = 0; j < CH; j++) s[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (c < a.out) {
 #pragma unroll 4
             for (int sl = group; sl < a.n_slices; sl += kGroups)
-                add4(s, load_part4<T, R, VEC>(a, sl, r, c));
+#pragma unroll
+                for (int j = 0; j < CH; j++)
+                    if (r0 + j < R) add4(s[j], load_part4<T, R, VEC>(a, sl, r0 + j, c));
         }
-        scratch[group * kQuads + q] = s;
+#pragma unroll
+        for (int j = 0; j < CH; j++) scratch[(group * CH + j) * kRowQuads + q] = s[j];
+        __syncthreads();
+        for (int e = threadIdx.x; e < CH * kRowQuads; e += kThreads) {
+            const int j = e / kRowQuads, r = r0 + j;
+            const int cq = blockIdx.x * kTileCols<T> + (e % kRowQuads) * 4;
+            if (r >= R || cq >= a.out) continue;
+            float4 t = scratch[e];
+            for (int g = 1; g < kGroups; g++) add4(t, scratch[g * CH * kRowQuads + e]);
+            T *y = a.y + (long long)r * a.out + cq;
+            fgi_store1(y, finish(a, t.x, cq));
+            if (cq + 1 < a.out) fgi_store1(y + 1, finish(a, t.y, cq + 1));
+            if (cq + 2 < a.out) fgi_store1(y + 2, finish(a, t.z, cq + 2));
+            if (cq + 3 < a.out) fgi_store1(y + 3, finish(a, t.w, cq + 3));
+        }
+        if (r0 + CH < R) __syncthreads(); /* the scratch is refilled */
     }
-    __syncthreads();
-    if (threadIdx.x >= kQuads || c >= a.out) return;
-    float4 s = scratch[q];
-    for (int g = 1; g < kGroups; g++) add4(s, scratch[g * kQuads + q]);
-    T *y = a.y + (long long)r * a.out + c;
-    fgi_store1(y, finish(a, s.x, c));
-    if (c + 1 < a.out) fgi_store1(y + 1, finish(a, s.y, c + 1));
-    if (c + 2 < a.out) fgi_store1(y + 2, finish(a, s.z, c + 2));
-    if (c + 3 < a.out) fgi_store1(y + 3, finish(a, s.w, c + 3));
 }
 
 /* Minimum blocks per SM 1: under the default bounds ptxas saved registers
@@ -185,9 +212,9 @@ __device__ void sum_partials(const gemv_args<T> &a, float4 *scratch)
 template <typename T, int R, bool VEC>
 __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args<T> a)
 {
-    constexpr int V = kVec<T>, TC = kTileCols<T>;
-    /* (warp, row, tile column) sums, 4 columns per float4 */
-    __shared__ float4 warp_sums[kWarps][R][TC / 4];
+    constexpr int V = kVec<T>, TC = kTileCols<T>, CH = kChunk<R>;
+    /* (warp, row of the chunk, tile column) sums, 4 columns per float4 */
+    __shared__ float4 warp_sums[kWarps][CH][TC / 4];
     __shared__ int last_block[1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int c = blockIdx.x * TC + lane * V;
@@ -198,25 +225,33 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args<T> a)
 #pragma unroll
         for (int e = 0; e < V; e++) acc[r][e] = 0.0f;
     if (c < a.out) slice_sums<T, R, VEC>(a, c, acc);
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int e = 0; e < V; e += 4)
-            warp_sums[warp][r][lane * (V / 4) + e / 4] =
-                make_float4(acc[r][e], acc[r][e + 1], acc[r][e + 2], acc[r][e + 3]);
-    __syncthreads();
 
-    /* Sum the warps for each (row, column) of the tile, warp order fixed. */
-    const float *sums = reinterpret_cast<const float *>(warp_sums);
-    for (int e = threadIdx.x; e < R * TC; e += kThreads) {
-        const int r = e / TC, col = blockIdx.x * TC + e % TC;
-        float s = 0.0f;
-        for (int w = 0; w < kWarps; w++) s += sums[(w * R + r) * TC + e % TC];
-        if (col >= a.out) continue;
-        if (a.n_slices == 1)
-            fgi_store1(a.y + (long long)r * a.out + col, finish(a, s, col));
-        else
-            a.part[((long long)blockIdx.y * R + r) * a.out + col] = s;
+    /* Sum the warps for each (row, column) of the tile, warp order fixed,
+     * a chunk of rows at a time. */
+#pragma unroll
+    for (int r0 = 0; r0 < R; r0 += CH) {
+        if (r0 > 0) __syncthreads(); /* the previous chunk's sums are read */
+#pragma unroll
+        for (int j = 0; j < CH; j++)
+#pragma unroll
+            for (int e = 0; e < V; e += 4)
+                if (r0 + j < R)
+                    warp_sums[warp][j][lane * (V / 4) + e / 4] =
+                        make_float4(acc[r0 + j][e], acc[r0 + j][e + 1], acc[r0 + j][e + 2],
+                                    acc[r0 + j][e + 3]);
+        __syncthreads();
+        const float *sums = reinterpret_cast<const float *>(warp_sums);
+        for (int e = threadIdx.x; e < CH * TC; e += kThreads) {
+            const int r = r0 + e / TC, col = blockIdx.x * TC + e % TC;
+            if (r >= R) continue;
+            float s = 0.0f;
+            for (int w = 0; w < kWarps; w++) s += sums[(w * CH + e / TC) * TC + e % TC];
+            if (col >= a.out) continue;
+            if (a.n_slices == 1)
+                fgi_store1(a.y + (long long)r * a.out + col, finish(a, s, col));
+            else
+                a.part[((long long)blockIdx.y * R + r) * a.out + col] = s;
+        }
     }
     if (a.n_slices == 1) return;
 
@@ -291,7 +326,11 @@ fg_status launch_gemv(const char *fn, const fgi_linear_ctx *ctx, T *y, const T *
     case 1: return launch_rows<T, 1>(fn, a, grid, vec, stream);
     case 2: return launch_rows<T, 2>(fn, a, grid, vec, stream);
     case 3: return launch_rows<T, 3>(fn, a, grid, vec, stream);
-    default: return launch_rows<T, 4>(fn, a, grid, vec, stream);
+    case 4: return launch_rows<T, 4>(fn, a, grid, vec, stream);
+    case 5: return launch_rows<T, 5>(fn, a, grid, vec, stream);
+    case 6: return launch_rows<T, 6>(fn, a, grid, vec, stream);
+    case 7: return launch_rows<T, 7>(fn, a, grid, vec, stream);
+    default: return launch_rows<T, 8>(fn, a, grid, vec, stream);
     }
 }
 

@@ -33,8 +33,11 @@ typedef enum { FGI_ACT_NONE = 0, FGI_ACT_GELU = 1 } fgi_activation;
 /* The small-row GEMV path (cuda/ops/gemv.cu) serves 1 .. FGI_GEMV_MAX_ROWS rows
  * with an untransposed w. Its workspace: FGI_GEMV_WORKSPACE_BYTES of device
  * memory whose first 4096 bytes (ticket counters) are zeroed once when it
- * is allocated; every call leaves them zero again. */
-#define FGI_GEMV_MAX_ROWS 4
+ * is allocated; every call leaves them zero again. Its partials hold 1024
+ * fp32 (tile, slice) blocks of the largest row count, as many as the
+ * counters. A row's result does not depend on how many rows share the call
+ * (a fixed summation order; batch invariance). */
+#define FGI_GEMV_MAX_ROWS 8
 #define FGI_GEMV_WORKSPACE_BYTES (4096 + 4 * 1024 * 128 * FGI_GEMV_MAX_ROWS)
 #define FGI_GEMV_COUNTER_BYTES 4096
 

@@ -162,7 +162,7 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope_typed, (fg_dtype dtype, void *x, int 
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear, (float *y, const float *x, const float *w,
                                                const float *b, int rows, int in, int out,
                                                cudaStream_t stream))
-/* 16-bit: up to four rows on the split-K GEMV, more on cuBLASLt (fp32
+/* 16-bit: up to eight rows on the split-K GEMV, more on cuBLASLt (fp32
  * accumulation, the bias as its epilogue). */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear_typed, (fg_dtype dtype, void *y, const void *x,
                                                      const void *w, const void *b, int rows,

@@ -29,6 +29,10 @@
 
 static const fg_dtype kTypes[2] = {FG_DTYPE_BF16, FG_DTYPE_F16};
 
+/* Rows served by the split-K GEMV (FGI_GEMV_MAX_ROWS, which CPU-only
+ * builds of this file do not see); more go to cuBLASLt. */
+enum { kGemvRows = 8 };
+
 /* Trials per type: `full` normally, 6 in quick mode. */
 static int trials(int full) { return fgi_test_quick() ? 6 : full; }
 static int size_max(int full, int quick) { return fgi_test_quick() ? quick : full; }
@@ -459,7 +463,7 @@ static void check_linear16(fg_dtype t, fgi_rng *rng, int rows, int in, int out, 
     fgi_buf_free(x), fgi_buf_free(w), fgi_buf_free(b), fgi_buf_free(exact), fgi_buf_free(naive);
 }
 
-/* One to four rows: the split-K GEMV over 16-bit weights (16-byte loads
+/* One to eight rows: the split-K GEMV over 16-bit weights (16-byte loads
  * when out is a multiple of 8, the scalar tail otherwise, also when out is
  * a multiple of 4 only; one slice or many; tails of the 256-column tile),
  * twice for the bits. */
@@ -469,7 +473,7 @@ Test(cuda16_linear, gemv_rows_follow_the_16bit_rule_and_repeat_bitwise)
     fgi_rng rng = fgi_rng_make(1610);
     for (int ti = 0; ti < 2; ti++)
         for (int trial = 0; trial < trials(50); trial++) {
-            const int rows = 1 + trial % 4;
+            const int rows = 1 + trial % 8;
             const int in = trial % 3 == 0 ? fgi_rng_int(&rng, 1, 70)
                                           : fgi_rng_int(&rng, 200, size_max(4096, 600));
             /* out = 8k + 4: 4-column packs would be whole, 8-column ones not */
@@ -481,14 +485,61 @@ Test(cuda16_linear, gemv_rows_follow_the_16bit_rule_and_repeat_bitwise)
         }
 }
 
-/* Five rows and more: cuBLASLt with the bias as its epilogue. */
+/* Batch invariance of the GEMV: each row of a call of 2 .. 8 rows has the
+ * bits that row gets alone (the summation order never depends on the row
+ * count), in every type, with one slice or many, GELU epilogue or not. */
+Test(cuda16_linear, gemv_row_is_the_same_alone_or_among_eight)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1615);
+    static const fg_dtype types[3] = {FG_DTYPE_F32, FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int ti = 0; ti < 3; ti++)
+        for (int trial = 0; trial < trials(50); trial++) {
+            const fg_dtype t = types[ti];
+            const int rows = 2 + trial % (kGemvRows - 1);
+            const int in = trial % 4 == 0 ? fgi_rng_int(&rng, 1, 70)
+                                          : fgi_rng_int(&rng, 200, size_max(4096, 900));
+            const int out = trial % 3 == 0 ? awkward_len(&rng, size_max(1100, 300))
+                                           : 8 * fgi_rng_int(&rng, 1, size_max(300, 60));
+            const int with_bias = trial % 4 != 1;
+            const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
+            float *x = normal16(&rng, t, nx, 1.0), *w = normal16(&rng, t, nw, 1.0 / sqrt((double)in));
+            float *b = normal16(&rng, t, (size_t)out, 0.5);
+            void *dx = dev16_upload(t, x, nx), *dw = dev16_upload(t, w, nw);
+            void *db = dev16_upload(t, b, (size_t)out), *dy = dev16_poisoned(t, ny);
+            char what[160];
+            snprintf(what, sizeof what, "%s gemv rows %d in %d out %d%s, trial %d",
+                     fg_dtype_name(t), rows, in, out, with_bias ? "" : " no bias", trial);
+            ok(fg_cuda_linear_typed(t, dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0),
+               what);
+            float *all = dev16_download(t, dy, ny, what);
+            const size_t es = fg_dtype_size(t);
+            for (int r = 0; r < rows; r++) {
+                void *dy1 = dev16_poisoned(t, (size_t)out);
+                ok(fg_cuda_linear_typed(t, dy1, (char *)dx + es * (size_t)r * in, dw,
+                                        with_bias ? db : NULL, 1, in, out, 0),
+                   what);
+                float *alone = dev16_download(t, dy1, (size_t)out, what);
+                char row_what[200];
+                snprintf(row_what, sizeof row_what, "%s: row %d alone", what, r);
+                fgi_assert_same(all + (size_t)r * out, alone, sizeof(float) * out, row_what);
+                fgi_buf_free(alone);
+                fgi_dev_free(dy1);
+            }
+            fgi_buf_free(all);
+            fgi_dev_free(dx), fgi_dev_free(dw), fgi_dev_free(db), fgi_dev_free(dy);
+            fgi_buf_free(x), fgi_buf_free(w), fgi_buf_free(b);
+        }
+}
+
+/* Nine rows and more: cuBLASLt with the bias as its epilogue. */
 Test(cuda16_linear, gemm_rows_follow_the_16bit_rule)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(1611);
     for (int ti = 0; ti < 2; ti++)
         for (int trial = 0; trial < trials(50); trial++) {
-            const int rows = 5 + awkward_len(&rng, size_max(70, 12));
+            const int rows = 1 + kGemvRows + awkward_len(&rng, size_max(70, 12));
             const int in = awkward_len(&rng, size_max(600, 100));
             const int out = awkward_len(&rng, size_max(600, 100));
             check_linear16(kTypes[ti], &rng, rows, in, out, trial % 3 != 0, 0, trial);
@@ -502,9 +553,9 @@ Test(cuda16_linear, gelu_ffn_follows_the_16bit_rule)
     for (int ti = 0; ti < 2; ti++) {
         const fg_dtype t = kTypes[ti];
         for (int trial = 0; trial < trials(50); trial++) {
-            /* half the trials on the GEMV (<= 4 rows), half on cuBLASLt */
-            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, 4)
-                                       : 5 + awkward_len(&rng, size_max(30, 6));
+            /* half the trials on the GEMV (<= 8 rows), half on cuBLASLt */
+            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, kGemvRows)
+                                       : 1 + kGemvRows + awkward_len(&rng, size_max(30, 6));
             const int hidden = awkward_len(&rng, size_max(300, 64));
             const int inner = trial % 4 < 2 ? 4 * hidden : awkward_len(&rng, size_max(600, 128));
             const int with_bias = trial % 3 != 0;
@@ -551,8 +602,8 @@ Test(cuda16_linear, swiglu_ffn_follows_the_16bit_rule)
              * stored 16-bit act; over a handful of outputs those maxima
              * are noise (a CPU model of this chain fails 1 in 200 draws
              * at 13 outputs, none in 2000 at 65) */
-            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, 4)
-                                       : 5 + awkward_len(&rng, size_max(30, 6));
+            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, kGemvRows)
+                                       : 1 + kGemvRows + awkward_len(&rng, size_max(30, 6));
             const int hidden = 64 / rows + awkward_len(&rng, size_max(300, 64));
             const int inner = awkward_len(&rng, size_max(700, 160));
             const size_t nx = (size_t)rows * hidden, nw = (size_t)hidden * inner;
