@@ -110,6 +110,7 @@ struct fg_cuda_runner {
     graph_slot graphs[GRAPH_SLOTS];
     unsigned long long clock; /* graph uses, for least-recently-used replacement */
     long long captures;       /* decode steps captured (test hook) */
+    long long wait_ns; /* host time spent waiting for forwards (fg_cuda_runner_wait_ns) */
 };
 
 struct fg_cuda_kv_cache {
@@ -1235,8 +1236,7 @@ static fg_status forward(const char *fn, float *logits, float *probs, int logit_
         FGI_CUDA_TRY(fn, cudaMemcpyAsync(probs, r->logits, logit_bytes,
                                         cudaMemcpyDeviceToHost, r->stream));
     }
-    FGI_CUDA_TRY(fn, cudaStreamSynchronize(r->stream));
-    return FG_OK;
+    return fgi_cuda_sync_timed(fn, r->stream, &r->wait_ns);
 }
 
 /* Decode-step graphs ---------------------------------------------------------------
@@ -1339,8 +1339,7 @@ static fg_status graph_step(const char *fn, float *logits, fg_cuda_runner *r,
         FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, r->logits,
                                         sizeof(float) * (size_t)r->w->cfg.vocab_size,
                                         cudaMemcpyDeviceToHost, r->stream));
-    FGI_CUDA_TRY(fn, cudaStreamSynchronize(r->stream));
-    return FG_OK;
+    return fgi_cuda_sync_timed(fn, r->stream, &r->wait_ns);
 }
 
 /* The forward after its argument checks; logits NULL: they stay in the runner. */
@@ -1400,4 +1399,9 @@ extern "C" fg_status fg_cuda_forward_last_on_device(const float **logits_dev,
     FGI_TRY(run_forward(fn, NULL, NULL, 1, runner, cache, ids, T));
     *logits_dev = runner->logits;
     return FG_OK;
+}
+
+extern "C" long long fg_cuda_runner_wait_ns(const fg_cuda_runner *runner)
+{
+    return runner ? runner->wait_ns : 0;
 }

@@ -83,6 +83,11 @@ fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_c
                               void *y, const void *x, const void *w, const void *b, int rows,
                               int in, int out, fgi_activation act, cudaStream_t stream);
 
+/* cudaStreamSynchronize(stream), adding the time the host waited in it to
+ * *wait_ns: what a decode step's host-time measurement leaves out (the
+ * clock reads cost tens of nanoseconds, nothing next to the wait). */
+fg_status fgi_cuda_sync_timed(const char *fn, cudaStream_t stream, long long *wait_ns);
+
 /* The current device's multiprocessor count. */
 fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);
 

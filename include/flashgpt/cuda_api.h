@@ -261,6 +261,9 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_sample, (fg_cuda_sampler *sampler,
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_draw, (fg_cuda_sampler *sampler,
                                                      const float *logits, uint64_t *state,
                                                      int *token, cudaStream_t stream))
+/* Nanoseconds the host has spent waiting for this sampler's draws (0 for
+ * NULL): host time per token = the step's time minus the waits. */
+FG_CUDA_FN(ZERO, long long, fg_cuda_sampler_wait_ns, (const fg_cuda_sampler *sampler))
 
 /* Decoder on the GPU -------------------------------------------------------- */
 
@@ -314,6 +317,9 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_runner_create, (fg_cuda_runner **runner,
                                                       const fg_cuda_weights *weights,
                                                       int max_tokens, cudaStream_t stream))
 FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL: no-op */
+/* Nanoseconds the host has spent waiting for this runner's forwards to
+ * finish (their synchronize; 0 for NULL), as fg_cuda_sampler_wait_ns. */
+FG_CUDA_FN(ZERO, long long, fg_cuda_runner_wait_ns, (const fg_cuda_runner *runner))
 
 /* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
  * for capacity tokens, in device memory. It depends on no model or runner:
