@@ -1,8 +1,11 @@
 /* The GPU decoder in bf16 and f16 (fg_cuda_weights_create_typed) against
  * the exact CPU reference run on the same weights rounded to the element
  * type: GPT-2 (MHA, GQA + RoPE, MQA + RoPE, learned positions) and Llama
- * (GQA / MQA, tied and untied), a prefill, decode steps and a chunk, the
- * logits and every layer's cached keys and values after each call.
+ * (GQA / MQA, tied and untied; Llama-3 scaled RoPE; a Qwen2-style q|k|v
+ * bias with a sliding window from layer 1; a Mistral-style window of 5
+ * keys in every layer, smaller than the 7-token prompt), a prefill, decode
+ * steps and a chunk, the logits and every layer's cached keys and values
+ * after each call.
  *
  * Bound: the 16-bit rule (docs/contract.md §32, fgi_assert_16bit_rule):
  * the error against the exact reference at most twice the naive 16-bit
@@ -34,25 +37,44 @@ typedef struct {
     const char *name;
     fg_config cfg;
     int untied;
+    int qkv_bias; /* Llama with a q|k|v bias (Qwen2) */
 } decoder_case;
+
+enum { MAX_CASES = 12 };
 
 static int make_cases(decoder_case *cases)
 {
+    /* Llama-3's rope_scaling with an original context whose wavelengths
+     * split d 32's frequencies into kept, blended and divided ones */
+    fg_config scaled = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    scaled.rope_scaling = FG_ROPE_LLAMA3;
+    scaled.rope_factor = 8.0;
+    scaled.rope_low_freq_factor = 1.0;
+    scaled.rope_high_freq_factor = 4.0;
+    scaled.rope_original_ctx = 64;
+    fg_config qwen = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    qwen.sliding_window = 6;
+    qwen.window_first_layer = 1; /* max_window_layers: layer 0 sees everything */
+    fg_config mistral = fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64);
+    mistral.sliding_window = 5; /* below the 7-token prompt */
     int n = 0;
     cases[n++] = (decoder_case){"gpt2 MHA, learned positions, d 32",
-                                fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 40), 0};
+                                fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 40), 0, 0};
     cases[n++] = (decoder_case){"gpt2 GQA 4/2 + RoPE, d 32",
-                                fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40), 0};
+                                fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40), 0, 0};
     cases[n++] = (decoder_case){"gpt2 MQA + RoPE, d 32",
-                                fgi_test_gpt2_config(2, 128, 4, 1, 1, 0, 89, 40), 0};
+                                fgi_test_gpt2_config(2, 128, 4, 1, 1, 0, 89, 40), 0, 0};
     cases[n++] = (decoder_case){"llama GQA 4/2, tied, d 32",
-                                fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0};
+                                fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0, 0};
     cases[n++] = (decoder_case){"llama GQA 8/2, untied, d 32",
-                                fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64), 1};
+                                fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64), 1, 0};
     cases[n++] = (decoder_case){"llama MQA, untied, d 64",
-                                fgi_test_llama_config(2, 256, 4, 1, 300, 0, 97, 64), 1};
+                                fgi_test_llama_config(2, 256, 4, 1, 300, 0, 97, 64), 1, 0};
+    cases[n++] = (decoder_case){"llama GQA 4/2, llama3 scaled RoPE, d 32", scaled, 0, 0};
+    cases[n++] = (decoder_case){"qwen2 q|k|v bias, window 6 from layer 1, d 32", qwen, 1, 1};
+    cases[n++] = (decoder_case){"mistral GQA 8/2, window 5, d 32", mistral, 1, 0};
     if (fgi_test_quick()) {
-        static const int keep[] = {0, 2, 4};
+        static const int keep[] = {0, 2, 4, 6, 7, 8};
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
     }
@@ -107,6 +129,12 @@ static void run_case(const decoder_case *c, fg_dtype dtype, fgi_rng *rng, const 
     const int V = cfg->vocab_size, capacity = 30;
     fgi_test_model tm;
     fgi_test_model_init(&tm, cfg, rng, c->untied);
+    float *qkv_bias[8] = {0};
+    cr_assert(cfg->n_layer <= 8);
+    for (int l = 0; c->qkv_bias && l < cfg->n_layer; l++) {
+        qkv_bias[l] = fgi_buf_normal(rng, (size_t)fg_config_qkv_width(cfg), 0.3);
+        tm.layers[l].c_attn_b = qkv_bias[l];
+    }
     fgi_test_model_round(&tm, dtype);
     fg_kv_cache *ref_cache, *naive_cache;
     fg_cuda_weights *weights;
@@ -159,13 +187,14 @@ static void run_case(const decoder_case *c, fg_dtype dtype, fgi_rng *rng, const 
     fg_kv_cache_destroy(ref_cache);
     fg_kv_cache_destroy(naive_cache);
     fgi_test_model_free(&tm);
+    for (int l = 0; l < 8; l++) fgi_buf_free(qkv_bias[l]);
 }
 
 Test(cuda_decoder16, prefill_and_steps_within_16bit_bound)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(1601);
-    decoder_case cases[8];
+    decoder_case cases[MAX_CASES];
     const int n_cases = make_cases(cases);
     const int chunks[] = {7, 1, 1, 1, 3, 1, 8, 1}, quick_chunks[] = {7, 1, 3, 1};
     const fg_dtype types[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
