@@ -32,6 +32,11 @@
  * Linear layers go through fgi_cuda_linear_layer: cuBLAS SGEMM for prefill,
  * the GEMV kernel for a decode step's single row (its epilogue also adds
  * GPT-2's c_fc bias and applies GELU, so that pass is not a launch).
+ * 16-bit calls of 1-8 rows take the fused path instead (fused_rows): each
+ * sublayer's first GEMV normalises the fp32 residual in its prologue and
+ * its last GEMV adds into the residual in its epilogue, so neither the
+ * normalised h nor the add + norm kernels exist there (Llama's gate|up and
+ * the classifier, on cuBLASLt, still read an h from the norm kernel).
  * Decode steps (fg_cuda_forward_last with T = 1): about ten launches per
  * layer cost more host time than the GPU needs for them, so the step is
  * captured once per (runner, cache) as a CUDA graph whose kernels read the
@@ -971,20 +976,68 @@ static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *
                                        act, r->stream);
 }
 
+/* The fused decode path (16-bit weights, rows the GEMV serves): each
+ * sublayer's first GEMV normalises the fp32 residual stream in its
+ * prologue and its last GEMV adds into it in its epilogue
+ * (fgi_cuda_gemv_fused), so the 16-bit h round trip and the add + norm
+ * launches go. Llama's gate|up (cuBLASLt, fp32 out) and the classifier
+ * still read a normalised h from the norm kernel. fp32 keeps its path. */
+static int fused_rows(const fg_cuda_runner *r, int T)
+{
+    return r->w->dtype != FG_DTYPE_F32 && r->lin.gemv_ws != NULL && fgi_cuda_gemv_applies(T, 0);
+}
+
+/* y (T, out) = act(norm(x) w + b) with the norm (g, b_norm) fused. */
+static fg_status linear_normed(const char *fn, fg_cuda_runner *r, void *y, const float *x,
+                               const void *g, const void *b_norm, const void *w, const void *b,
+                               int T, int in, int out, fgi_activation act)
+{
+    fgi_gemv_norm n;
+    n.x = x;
+    n.g = g;
+    n.b = r->w->cfg.arch == FG_ARCH_LLAMA ? NULL : b_norm;
+    n.eps = r->w->cfg.norm_eps;
+    n.rms = r->w->cfg.arch == FG_ARCH_LLAMA;
+    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, y, NULL, &n, NULL, w, b, T, in, out, act,
+                               r->stream);
+}
+
+/* resid (T, out) += round(x w) + b: the residual add in the epilogue. */
+static fg_status linear_residual(const char *fn, fg_cuda_runner *r, float *resid, const void *x,
+                                 const void *w, const void *b, int T, int in, int out)
+{
+    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, NULL, x, NULL, resid, w, b, T, in, out,
+                               FGI_ACT_NONE, r->stream);
+}
+
 /* out (T, C) = attention of the normalised input x_in (T, C) at positions
  * L .. L+T-1, appending k and v to the cache; the c_proj bias is added only
  * with proj_bias (the block adds it in its fused residual add instead).
  * With a device step record (T = 1) the position and key count are read
- * from it at run time and L is ignored. */
+ * from it at run time and L is ignored. With resid (the fused path) x_in
+ * and out are unused: q|k|v come from ln_1(resid) in the GEMV's prologue
+ * and the output projection (with its bias) is added into resid. */
 static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
                                     int layer, int L, int T, const void *x_in, void *out,
-                                    int proj_bias, const int *step)
+                                    int proj_bias, const int *step, float *resid = NULL)
 {
     const fg_config *c = &r->w->cfg;
     const layer_weights *lw = &r->w->layers[layer];
     const fg_dtype dt = r->w->dtype;
     const int C = c->n_embd, d = r->w->head_dim, W = r->w->qkv_width;
-    FGI_TRY(linear(fn, r, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, FGI_ACT_NONE));
+    if (resid != NULL)
+        FGI_TRY(linear_normed(fn, r, r->qkv, resid, lw->ln_1_g, lw->ln_1_b, lw->c_attn_w, NULL, T,
+                              C, W, FGI_ACT_NONE));
+    else
+        FGI_TRY(linear(fn, r, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, FGI_ACT_NONE));
+    /* the output projection (T, n_head*d) -> (T, C) */
+    auto project = [&]() {
+        if (resid != NULL)
+            return linear_residual(fn, r, resid, r->att, lw->c_proj_w, lw->c_proj_b, T,
+                                   c->n_head * d, C);
+        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                      c->n_head * d, C, FGI_ACT_NONE);
+    };
 
     fgi_qkv_append_args qa;
     qa.qkv = r->qkv;
@@ -1018,8 +1071,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
         da.window = fg_config_layer_window(c, layer);
         FGI_TRY(fgi_cuda_decode_attention(fn, &da, r->attention_ws, r->attention_ws_bytes, NULL,
                                           r->stream));
-        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
-                      c->n_head * d, C, FGI_ACT_NONE);
+        return project();
     }
     if (dt != FG_DTYPE_F32) {
         /* The tensor-core kernel, causal from the bottom right: row t sees
@@ -1044,8 +1096,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
         a16.head_dim = d;
         a16.window = fg_config_layer_window(c, layer);
         FGI_TRY(fgi_cuda_attention16(fn, &a16, r->stream));
-        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
-                      c->n_head * d, C, FGI_ACT_NONE);
+        return project();
     }
 
     fgi_attention_args aa;
@@ -1069,9 +1120,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.block_size = c->use_flash ? c->flash_block : 0;
     aa.window = fg_config_layer_window(c, layer);
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
-
-    return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
-                  c->n_head * d, C, FGI_ACT_NONE);
+    return project();
 }
 
 /* r->delta (T, C) = MLP of r->h without the output bias. */
@@ -1125,6 +1174,30 @@ static fg_status layer_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cac
                                    r->w->cfg.n_embd, r->stream);
 }
 
+/* One pre-norm block on the fp32 residual x (T, C) on the fused path
+ * (fused_rows): no h is needed before it and none is left after it. */
+static fg_status layer_forward_fused(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
+                                     int layer, int L, int T, float *x, const int *step)
+{
+    const fg_config *c = &r->w->cfg;
+    const layer_weights *lw = &r->w->layers[layer];
+    const int C = c->n_embd, I = c->n_inner;
+    FGI_TRY(attention_sublayer(fn, r, cache, layer, L, T, NULL, NULL, 0, step, x));
+    if (c->arch == FG_ARCH_LLAMA) {
+        /* gate|up is cuBLASLt's fp32-output GEMM: it reads h = ln_2(x) */
+        float *gate_up = static_cast<float *>(r->mlp);
+        FGI_TRY(norm_rows(fn, r, r->h, x, NULL, NULL, lw->ln_2_g, lw->ln_2_b, T));
+        FGI_TRY(fgi_cuda_linear_layer_f32out(fn, r->w->dtype, &r->lin, gate_up, r->h, lw->fc_w,
+                                            T, C, 2 * I, 0, r->stream));
+        FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, r->w->dtype, r->mlp_act, gate_up, gate_up + I,
+                                            T, I, 2LL * I, r->stream));
+        return linear_residual(fn, r, x, r->mlp_act, lw->mlp_proj_w, lw->mlp_proj_b, T, I, C);
+    }
+    FGI_TRY(linear_normed(fn, r, r->mlp, x, lw->ln_2_g, lw->ln_2_b, lw->fc_w, lw->fc_b, T, C, I,
+                          FGI_ACT_GELU));
+    return linear_residual(fn, r, x, r->mlp, lw->mlp_proj_w, lw->mlp_proj_b, T, I, C);
+}
+
 /* Public layer, block and forward ---------------------------------------------- */
 
 extern "C" fg_status fg_cuda_attention_layer(float *out, const float *x, int T,
@@ -1154,6 +1227,11 @@ extern "C" fg_status fg_cuda_block(float *x, int T, fg_cuda_runner *runner,
     FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
     const layer_weights *lw = &runner->w->layers[layer];
     const int L = cache->len[layer];
+    if (fused_rows(runner, T)) {
+        FGI_TRY(layer_forward_fused(fn, runner, cache, layer, L, T, x, NULL));
+        cache->len[layer] = L + T;
+        return FG_OK;
+    }
     FGI_TRY(norm_rows(fn, runner, runner->h, x, NULL, NULL, lw->ln_1_g, lw->ln_1_b, T));
     FGI_TRY(layer_forward(fn, runner, cache, layer, L, T, x, NULL, NULL, NULL));
     cache->len[layer] = L + T;
@@ -1199,9 +1277,16 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_c
         FGI_CUDA_LAUNCHED(fn, "embed_kernel");
         return FG_OK;
     }));
-    FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
-                     r->w->layers[0].ln_1_b, T));
-    for (int l = 0; l < c->n_layer; l++) {
+    if (fused_rows(r, T)) {
+        for (int l = 0; l < c->n_layer; l++)
+            FGI_TRY(layer_forward_fused(fn, r, cache, l, L, T, r->x, step));
+        /* the classifier (transposed w: cuBLASLt) reads h = ln_f(x) */
+        FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->ln_f_g, r->w->ln_f_b, T));
+    } else {
+        FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
+                         r->w->layers[0].ln_1_b, T));
+    }
+    for (int l = 0; !fused_rows(r, T) && l < c->n_layer; l++) {
         const int last = l + 1 == c->n_layer;
         const void *next_g = last ? r->w->ln_f_g : r->w->layers[l + 1].ln_1_g;
         const void *next_b = last ? r->w->ln_f_b : r->w->layers[l + 1].ln_1_b;

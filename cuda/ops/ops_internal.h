@@ -83,6 +83,27 @@ fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_c
                               void *y, const void *x, const void *w, const void *b, int rows,
                               int in, int out, fgi_activation act, cudaStream_t stream);
 
+/* The 16-bit decode step's GEMV with its neighbours fused (bf16 / f16,
+ * 1 .. FGI_GEMV_MAX_ROWS rows, untransposed w; the plain GEMV's order and
+ * batch invariance):
+ *  - norm (or NULL): the prologue. x is not read; the product's input is
+ *    round_T(norm(norm->x) * g (+ b)), norm->x the fp32 residual stream
+ *    (rows, in), LayerNorm or RMSNorm as fgi_cuda_norm computes it, so the
+ *    normalised 16-bit h and the norm's launch disappear;
+ *  - resid (or NULL): the epilogue. y is not written; resid (rows, out,
+ *    fp32) += round_T(x w) (+ b), the residual add of fgi_cuda_norm with a
+ *    stored delta (act must be none). */
+typedef struct {
+    const float *x;    /* (rows, in) fp32 */
+    const void *g, *b; /* (in) dtype; b: LayerNorm's, or NULL */
+    float eps;
+    int rms;
+} fgi_gemv_norm;
+fg_status fgi_cuda_gemv_fused(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                              void *y, const void *x, const fgi_gemv_norm *norm, float *resid,
+                              const void *w, const void *b, int rows, int in, int out,
+                              fgi_activation act, cudaStream_t stream);
+
 /* cudaStreamSynchronize(stream), adding the time the host waited in it to
  * *wait_ns: what a decode step's host-time measurement leaves out (the
  * clock reads cost tens of nanoseconds, nothing next to the wait). */
