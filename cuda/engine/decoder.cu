@@ -32,7 +32,7 @@
  * Linear layers go through fgi_cuda_linear_layer: cuBLAS SGEMM for prefill,
  * the GEMV kernel for a decode step's single row (its epilogue also adds
  * GPT-2's c_fc bias and applies GELU, so that pass is not a launch).
- * 16-bit calls of 1-8 rows take the fused path instead (fused_rows): each
+ * 16-bit one-token calls take the fused path instead (fused_rows): each
  * sublayer's first GEMV normalises the fp32 residual in its prologue and
  * its last GEMV adds into the residual in its epilogue, so neither the
  * normalised h nor the add + norm kernels exist there (Llama's gate|up and
@@ -976,7 +976,7 @@ static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *
                                        act, r->stream);
 }
 
-/* The fused decode path (16-bit weights, rows the GEMV serves): each
+/* The fused decode path (16-bit weights, one token): each
  * sublayer's first GEMV normalises the fp32 residual stream in its
  * prologue and its last GEMV adds into it in its epilogue
  * (fgi_cuda_gemv_fused), so the 16-bit h round trip and the add + norm
@@ -984,7 +984,7 @@ static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *
  * still read a normalised h from the norm kernel. fp32 keeps its path. */
 static int fused_rows(const fg_cuda_runner *r, int T)
 {
-    return r->w->dtype != FG_DTYPE_F32 && r->lin.gemv_ws != NULL && fgi_cuda_gemv_applies(T, 0);
+    return r->w->dtype != FG_DTYPE_F32 && r->lin.gemv_ws != NULL && T == 1;
 }
 
 /* y (T, out) = act(norm(x) w + b) with the norm (g, b_norm) fused. */

@@ -363,24 +363,20 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const gemv_args<T> a)
     sum_partials<T, R, VEC, RESID>(a, &warp_sums[0][0][0]); /* the warp sums are consumed */
 }
 
-/* FUSED: the 16-bit decoder's variants (norm prologue, residual epilogue)
- * are instantiated too; fp32 keeps exactly its plain kernels. */
+/* FUSED: the 16-bit decode step's variants (one row; a norm prologue or
+ * a residual epilogue) are instantiated too, only those: every kernel is
+ * a few seconds of ptxas. fp32 keeps exactly its plain kernels. */
 template <typename T, int R, bool FUSED>
 fg_status launch_rows(const char *fn, const gemv_args<T> &a, dim3 grid, bool vec,
                       cudaStream_t stream)
 {
-    const bool norm = a.nx != nullptr, resid = a.resid != nullptr;
-    if constexpr (FUSED) {
-        if (norm || resid) {
-            if (vec && norm && resid)
-                gemv_kernel<T, R, true, true, true><<<grid, kThreads, 0, stream>>>(a);
-            else if (vec && norm)
+    if constexpr (FUSED && R == 1) {
+        if (a.nx != nullptr || a.resid != nullptr) {
+            if (vec && a.nx != nullptr)
                 gemv_kernel<T, R, true, true, false><<<grid, kThreads, 0, stream>>>(a);
             else if (vec)
                 gemv_kernel<T, R, true, false, true><<<grid, kThreads, 0, stream>>>(a);
-            else if (norm && resid)
-                gemv_kernel<T, R, false, true, true><<<grid, kThreads, 0, stream>>>(a);
-            else if (norm)
+            else if (a.nx != nullptr)
                 gemv_kernel<T, R, false, true, false><<<grid, kThreads, 0, stream>>>(a);
             else
                 gemv_kernel<T, R, false, false, true><<<grid, kThreads, 0, stream>>>(a);
@@ -491,6 +487,9 @@ extern "C" fg_status fgi_cuda_gemv_fused(const char *fn, fg_dtype dtype,
                         fn, fg_dtype_name(dtype));
     if (resid != NULL && act != FGI_ACT_NONE)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: the residual epilogue takes no activation", fn);
+    if (rows != 1 || (norm != NULL) == (resid != NULL))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the fused GEMV takes one row and either a norm "
+                        "or a residual (rows %d)", fn, rows);
     return fgi_with_dtype(fn, dtype, [&](auto tag) {
         using T = decltype(tag);
         return launch_gemv<T>(fn, ctx, static_cast<T *>(y), static_cast<const T *>(x),

@@ -83,9 +83,9 @@ fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_c
                               void *y, const void *x, const void *w, const void *b, int rows,
                               int in, int out, fgi_activation act, cudaStream_t stream);
 
-/* The 16-bit decode step's GEMV with its neighbours fused (bf16 / f16,
- * 1 .. FGI_GEMV_MAX_ROWS rows, untransposed w; the plain GEMV's order and
- * batch invariance):
+/* The 16-bit decode step's GEMV with a neighbour fused (bf16 / f16, one
+ * row, untransposed w, either a norm or a residual; the plain GEMV's
+ * summation order):
  *  - norm (or NULL): the prologue. x is not read; the product's input is
  *    round_T(norm(norm->x) * g (+ b)), norm->x the fp32 residual stream
  *    (rows, in), LayerNorm or RMSNorm as fgi_cuda_norm computes it, so the

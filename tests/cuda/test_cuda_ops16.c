@@ -538,13 +538,12 @@ Test(cuda16_linear, gemv_row_is_the_same_alone_or_among_eight)
  * and product and the naive 16-bit ones (h rounded, y rounded); with the
  * residual epilogue, x += round(a w) + bias, bit for bit what the plain
  * GEMV's stored delta added on the host gives (the same summation order),
- * and within the rule of the exact sum. Both at once, too. 1 .. 8 rows,
- * RMSNorm and LayerNorm (with and without its bias), offset rows, one slice
- * or many, 16-byte or scalar w loads. */
+ * and within the rule of the exact sum. One row (the decode step), RMSNorm
+ * and LayerNorm (with and without its bias), offset rows, one slice or
+ * many, 16-byte or scalar w loads. */
 static void check_gemv_fused(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *ctx, int trial)
 {
-    const int rows = 1 + trial % 8, mode = trial % 3; /* 0 norm, 1 residual, 2 both */
-    const int norm = mode != 1, resid = mode != 0, rms = trial % 4 < 2;
+    const int rows = 1, norm = trial % 2 == 0, resid = !norm, rms = trial % 4 < 2;
     const int with_nb = !rms && trial % 5 != 0, with_b = trial % 7 != 3;
     const int in = trial % 6 == 0 ? fgi_rng_int(rng, 1, 70)
                                   : fgi_rng_int(rng, 64, size_max(4096, 700));
@@ -644,6 +643,13 @@ Test(cuda16_linear, fused_norm_and_residual_gemv_follow_the_16bit_rule)
     fgi_expect_refused(fgi_cuda_gemv_fused("test", FG_DTYPE_F32, &ctx, NULL, NULL, &n, NULL,
                                            NULL, NULL, 1, 8, 8, FGI_ACT_NONE, 0),
                        "bf16 and f16 only");
+    float resid = 0.0f; /* never touched: refused first */
+    fgi_expect_refused(fgi_cuda_gemv_fused("test", FG_DTYPE_BF16, &ctx, NULL, NULL, &n, &resid,
+                                           NULL, NULL, 1, 8, 8, FGI_ACT_NONE, 0),
+                       "either a norm or a residual");
+    fgi_expect_refused(fgi_cuda_gemv_fused("test", FG_DTYPE_BF16, &ctx, NULL, NULL, &n, NULL,
+                                           NULL, NULL, 2, 8, 8, FGI_ACT_NONE, 0),
+                       "one row");
     fg_cuda_free(ctx.gemv_ws);
 #endif
 }
