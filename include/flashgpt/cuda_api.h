@@ -350,6 +350,19 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_layer, (float *out, const float 
                                                         fg_cuda_kv_cache *cache, int layer))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_block, (float *x, int T, fg_cuda_runner *runner,
                                               fg_cuda_kv_cache *cache, int layer))
+/* fg_cuda_block run one operation at a time (the unfused kernels, whatever
+ * T), handing each operation's output to probe (flashgpt/cuda.h), in this
+ * order: "attn_norm" (T, C), "qkv" (T, qkv width, before its bias), "q_rope"
+ * (T, n_head*d), "k_cache" and "v_cache" (T, n_kv_head*d: the rows this
+ * call appended), "attention" (T, n_head*d), "attn_proj" (T, C, before its
+ * bias), "residual" (T, C, fp32), "ffn_norm" (T, C), then Llama's
+ * "gate_up" (T, 2*n_inner, fp32) and "activation" (T, n_inner) or GPT-2's
+ * "up_gelu" (T, n_inner), "down" (T, C, before its bias) and "residual_2"
+ * (T, C, fp32: the block's output in x). Waits after every operation: a
+ * diagnostic (verify --layers), not a fast path. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_block_probe, (float *x, int T, fg_cuda_runner *runner,
+                                                    fg_cuda_kv_cache *cache, int layer,
+                                                    fg_cuda_probe_fn probe, void *user))
 
 /* docs/contract.md §18: host ids (T) in, host logits (T, vocab) out (probs optional, host),
  * like fg_ref_forward; returns when the logits are written. */

@@ -349,3 +349,87 @@ Test(cuda_decoder16, random_device_weights_are_deterministic)
     cr_assert_not_null(fg_session_logits(s));
     fg_session_destroy(s);
 }
+
+/* fg_cuda_block_probe (verify --layers' per-operation errors) in 16 bits:
+ * every operation's output in order and shape, the block's output the
+ * same as fg_cuda_block's within the 16-bit ceiling of the exact block,
+ * and the cache appended once; a NULL probe is refused before any work. */
+typedef struct {
+    char ops[20][16];
+    int rows[20], cols[20], n;
+    float *last; /* residual_2 */
+} probe_log;
+
+static void log_probe(void *user, const char *op, const float *values, int rows, int cols)
+{
+    probe_log *p = user;
+    cr_assert(p->n < 20, "too many probe points");
+    snprintf(p->ops[p->n], sizeof p->ops[0], "%s", op);
+    p->rows[p->n] = rows;
+    p->cols[p->n++] = cols;
+    for (int i = 0; i < rows * cols; i++)
+        cr_assert(isfinite(values[i]), "%s: value %d is %g", op, i, values[i]);
+    if (strcmp(op, "residual_2") == 0) {
+        fgi_buf_free(p->last);
+        p->last = fgi_buf_copy(values, (size_t)rows * cols);
+    }
+}
+
+Test(cuda_decoder16, block_probe_reports_every_operation)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1605);
+    const fg_config cfgs[] = {fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64),
+                              fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40)};
+    static const char *llama_ops[] = {"attn_norm", "qkv", "q_rope", "k_cache", "v_cache",
+                                      "attention", "attn_proj", "residual", "ffn_norm",
+                                      "gate_up", "activation", "down", "residual_2"};
+    static const char *gpt2_ops[] = {"attn_norm", "qkv", "q_rope", "k_cache", "v_cache",
+                                     "attention", "attn_proj", "residual", "ffn_norm",
+                                     "up_gelu", "down", "residual_2"};
+    for (int c = 0; c < 2; c++) {
+        const fg_config *cfg = &cfgs[c];
+        const int T = 6, C = cfg->n_embd, llama = cfg->arch == FG_ARCH_LLAMA;
+        const size_t n = (size_t)T * C;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, cfg, &rng, 0);
+        fgi_test_model_round(&tm, FG_DTYPE_BF16);
+        fg_cuda_weights *w;
+        fg_cuda_runner *r;
+        fg_cuda_kv_cache *cache;
+        fg_kv_cache *ref_cache;
+        ok(fg_cuda_weights_create_typed(&w, cfg, &tm.w, FG_DTYPE_BF16), "weights");
+        ok(fg_cuda_runner_create(&r, w, T, 0), "runner");
+        ok(fg_cuda_kv_cache_create_typed(&cache, cfg->n_layer, cfg->n_kv_head,
+                                         fg_config_head_dim(cfg), T, FG_DTYPE_BF16),
+           "cache");
+        ok(fg_kv_cache_create(&ref_cache, cfg, T), "reference cache");
+        float *x = fgi_buf_normal(&rng, n, 1.0), *ref = fgi_buf_copy(x, n);
+        float *dev = fgi_dev_upload(x, n);
+        probe_log log;
+        memset(&log, 0, sizeof log);
+        fgi_expect_refused(fg_cuda_block_probe(dev, T, r, cache, 0, NULL, &log), "'probe'");
+        cr_assert_eq(fg_cuda_kv_cache_len(cache, 0), 0);
+        ok(fg_cuda_block_probe(dev, T, r, cache, 0, log_probe, &log), "probe");
+        cr_assert_eq(fg_cuda_kv_cache_len(cache, 0), T);
+        const char **want = llama ? llama_ops : gpt2_ops;
+        const int n_want = llama ? 13 : 12;
+        cr_assert_eq(log.n, n_want, "%d probe points", log.n);
+        for (int i = 0; i < n_want; i++) {
+            cr_assert_str_eq(log.ops[i], want[i]);
+            cr_assert_eq(log.rows[i], T, "%s rows", want[i]);
+        }
+        ok(fg_ref_block(ref, T, cfg, &tm.w.layers[0], ref_cache, 0), "reference block");
+        float *got = fgi_dev_download(dev, n);
+        fgi_assert_same(got, log.last, sizeof(float) * n, "residual_2 is the block's output");
+        expect_l2(got, ref, n, llama ? "probed llama block" : "probed gpt2 block");
+        fgi_buf_free(got), fgi_buf_free(log.last);
+        fgi_dev_free(dev);
+        fgi_buf_free(x), fgi_buf_free(ref);
+        fg_kv_cache_destroy(ref_cache);
+        fg_cuda_kv_cache_destroy(cache);
+        fg_cuda_runner_destroy(r);
+        fg_cuda_weights_destroy(w);
+        fgi_test_model_free(&tm);
+    }
+}
