@@ -1,8 +1,9 @@
-/* Linear-layer benchmark at decode shapes (one to four rows): the GEMV kernel
+/* Linear-layer benchmark at decode shapes (one to eight rows): the GEMV kernel
  * (cuda/ops/gemv.cu) against cuBLAS SGEMM, through the entry the decoder uses
  * (fgi_cuda_linear_layer); then, in bf16 and f16, the GEMV against cuBLASLt
- * at the Llama-3.2-1B and Llama-3.1-8B decode shapes (and one prefill
- * GEMM each), through fgi_cuda_linear_layer_typed.
+ * at the Llama-3.2-1B and Llama-3.1-8B decode shapes with 1 .. 8 rows (the
+ * rows a few sequences decoding together give; and one prefill GEMM each),
+ * through fgi_cuda_linear_layer_typed.
  *
  * Method: a chain of CHAIN back-to-back calls, each on the next of enough
  * weight copies to exceed 4x a 50 MB L2 (so every call streams its weights
@@ -50,18 +51,21 @@ static const linear_case cases[] = {
     {1, 2048, 2048, FGI_ACT_NONE, NULL},
     {1, 2048, 16384, FGI_ACT_NONE, NULL},
     {1, 8192, 2048, FGI_ACT_NONE, NULL},
-    /* four rows */
+    /* four and eight rows */
     {4, 768, 3072, FGI_ACT_GELU, NULL},
+    {8, 768, 3072, FGI_ACT_GELU, NULL},
 };
 
-/* 16-bit decode shapes (q|k|v, o, gate|up, down) with one and four rows, and
- * one prefill GEMM per model (cuBLASLt only). */
-static const linear_case cases16[] = {
-    {1, 2048, 3072, FGI_ACT_NONE, "llama1b"},   {1, 2048, 2048, FGI_ACT_NONE, "llama1b"},
-    {1, 2048, 16384, FGI_ACT_NONE, "llama1b"},  {1, 8192, 2048, FGI_ACT_NONE, "llama1b"},
-    {4, 2048, 16384, FGI_ACT_NONE, "llama1b"},  {1, 4096, 6144, FGI_ACT_NONE, "llama8b"},
-    {1, 4096, 4096, FGI_ACT_NONE, "llama8b"},   {1, 4096, 28672, FGI_ACT_NONE, "llama8b"},
-    {1, 14336, 4096, FGI_ACT_NONE, "llama8b"},  {4, 4096, 28672, FGI_ACT_NONE, "llama8b"},
+/* 16-bit decode shapes (q|k|v, o, gate|up, down), each with 1 .. 8 rows
+ * (main loops over the rows), then one prefill GEMM per model (cuBLASLt
+ * only). */
+static const linear_case decode16[] = {
+    {1, 2048, 3072, FGI_ACT_NONE, "llama1b"},  {1, 2048, 2048, FGI_ACT_NONE, "llama1b"},
+    {1, 2048, 16384, FGI_ACT_NONE, "llama1b"}, {1, 8192, 2048, FGI_ACT_NONE, "llama1b"},
+    {1, 4096, 6144, FGI_ACT_NONE, "llama8b"},  {1, 4096, 4096, FGI_ACT_NONE, "llama8b"},
+    {1, 4096, 28672, FGI_ACT_NONE, "llama8b"}, {1, 14336, 4096, FGI_ACT_NONE, "llama8b"},
+};
+static const linear_case prefill16[] = {
     {512, 2048, 16384, FGI_ACT_NONE, "llama1b"}, {512, 4096, 28672, FGI_ACT_NONE, "llama8b"},
 };
 
@@ -240,8 +244,14 @@ int main(int argc, char **argv)
     static const fg_dtype types16[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
     for (size_t t = 0; ok && t < 2; t++) {
         if (!all && only != types16[t]) continue;
-        for (size_t i = 0; ok && i < sizeof cases16 / sizeof cases16[0]; i++)
-            ok = run_case(&cases16[i], types16[t], &gemv, &blas, runs, 0, copy);
+        for (size_t i = 0; ok && i < sizeof decode16 / sizeof decode16[0]; i++)
+            for (int rows = 1; ok && rows <= FGI_GEMV_MAX_ROWS; rows++) {
+                linear_case c = decode16[i];
+                c.rows = rows;
+                ok = run_case(&c, types16[t], &gemv, &blas, runs, 0, copy);
+            }
+        for (size_t i = 0; ok && i < sizeof prefill16 / sizeof prefill16[0]; i++)
+            ok = run_case(&prefill16[i], types16[t], &gemv, &blas, runs, 0, copy);
     }
     fg_cuda_free(gemv.gemv_ws);
     if (gemv.blas) cublasDestroy(gemv.blas);

@@ -9,6 +9,7 @@
 #include "ops_internal.h"
 
 #include <stdio.h>
+#include <time.h>
 
 extern "C" fg_status fgi_cuda_check_device(const char *fn)
 {
@@ -29,6 +30,22 @@ extern "C" fg_status fgi_cuda_sm_count(const char *fn, int *sm_count)
     int device = 0;
     FGI_CUDA_TRY(fn, cudaGetDevice(&device));
     FGI_CUDA_TRY(fn, cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
+    return FG_OK;
+}
+
+static long long monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+extern "C" fg_status fgi_cuda_sync_timed(const char *fn, cudaStream_t stream, long long *wait_ns)
+{
+    const long long t0 = monotonic_ns();
+    const cudaError_t err = cudaStreamSynchronize(stream);
+    *wait_ns += monotonic_ns() - t0;
+    FGI_CUDA_TRY(fn, err);
     return FG_OK;
 }
 

@@ -32,6 +32,11 @@
  * Linear layers go through fgi_cuda_linear_layer: cuBLAS SGEMM for prefill,
  * the GEMV kernel for a decode step's single row (its epilogue also adds
  * GPT-2's c_fc bias and applies GELU, so that pass is not a launch).
+ * 16-bit one-token calls take the fused path instead (fused_rows): each
+ * sublayer's first GEMV normalises the fp32 residual in its prologue and
+ * its last GEMV adds into the residual in its epilogue, so neither the
+ * normalised h nor the add + norm kernels exist there (Llama's gate|up and
+ * the classifier, on cuBLASLt, still read an h from the norm kernel).
  * Decode steps (fg_cuda_forward_last with T = 1): about ten launches per
  * layer cost more host time than the GPU needs for them, so the step is
  * captured once per (runner, cache) as a CUDA graph whose kernels read the
@@ -110,6 +115,11 @@ struct fg_cuda_runner {
     graph_slot graphs[GRAPH_SLOTS];
     unsigned long long clock; /* graph uses, for least-recently-used replacement */
     long long captures;       /* decode steps captured (test hook) */
+    long long wait_ns; /* host time spent waiting for forwards (fg_cuda_runner_wait_ns) */
+    /* fg_cuda_block_probe's callback while it runs; NULL otherwise (then
+     * every probe point is one pointer test on the host) */
+    fg_cuda_probe_fn probe;
+    void *probe_user;
 };
 
 struct fg_cuda_kv_cache {
@@ -972,6 +982,64 @@ static fg_status check_forward(const char *fn, const float *logits, const float 
 
 /* The layer pipeline ------------------------------------------------------------ */
 
+/* A probe point (fg_cuda_block_probe): when a probe is set, waits for the
+ * work so far and hands it the (rows, cols) block of dev (row stride
+ * `stride` elements; fp32 when f32, else the weights' type) widened to
+ * fp32. Nothing happens without a probe (decode steps, captures). */
+static fg_status probe_point(const char *fn, fg_cuda_runner *r, const char *op, const void *dev,
+                             int f32, int rows, int cols, long long stride)
+{
+    if (r->probe == NULL) return FG_OK;
+    const fg_dtype dt = f32 ? FG_DTYPE_F32 : r->w->dtype;
+    const size_t es = fg_dtype_size(dt), n = (size_t)rows * (size_t)cols;
+    void *raw = NULL;
+    float *values = NULL;
+    FGI_TRY(fgi_alloc(fn, &raw, n, es));
+    fg_status st = fgi_alloc(fn, (void **)&values, n, sizeof(float));
+    cudaError_t err = cudaStreamSynchronize(r->stream);
+    if (st == FG_OK && err == cudaSuccess)
+        err = cudaMemcpy2D(raw, (size_t)cols * es, dev, (size_t)stride * es, (size_t)cols * es,
+                           (size_t)rows, cudaMemcpyDeviceToHost);
+    if (st == FG_OK && err != cudaSuccess)
+        st = fgi_fail(FG_ERR_CUDA, "%s: reading '%s' back failed: %s", fn, op,
+                      cudaGetErrorString(err));
+    if (st == FG_OK) st = fg_dtype_to_f32(dt, values, raw, n);
+    if (st == FG_OK) r->probe(r->probe_user, op, values, rows, cols);
+    free(raw);
+    free(values);
+    return st;
+}
+
+/* The rows L .. L+T-1 that a call appended to a layer's keys or values,
+ * as (T, n_kv_head * d), handed to the probe. */
+static fg_status probe_cache(const char *fn, fg_cuda_runner *r, const fg_cuda_kv_cache *c,
+                             const char *op, const void *kv, int L, int T)
+{
+    if (r->probe == NULL) return FG_OK;
+    const int G = c->n_kv_head, d = c->head_dim;
+    const size_t es = c->es;
+    void *raw = NULL;
+    FGI_TRY(fgi_alloc(fn, &raw, (size_t)T * G * d, es));
+    cudaError_t err = cudaStreamSynchronize(r->stream);
+    for (int g = 0; g < G && err == cudaSuccess; g++) /* (G, capacity, d) -> (T, G*d) */
+        err = cudaMemcpy2D((char *)raw + (size_t)g * d * es, (size_t)G * d * es,
+                           (const char *)kv + ((size_t)g * c->kv_head_stride + (size_t)L * d) * es,
+                           (size_t)d * es, (size_t)d * es, (size_t)T, cudaMemcpyDeviceToHost);
+    fg_status st = FG_OK;
+    if (err != cudaSuccess)
+        st = fgi_fail(FG_ERR_CUDA, "%s: reading '%s' back failed: %s", fn, op,
+                      cudaGetErrorString(err));
+    /* the host copy now holds rows of G*d: hand it over as a device-free block */
+    fg_cuda_probe_fn probe = r->probe;
+    float *values = NULL;
+    if (st == FG_OK) st = fgi_alloc(fn, (void **)&values, (size_t)T * G * d, sizeof(float));
+    if (st == FG_OK) st = fg_dtype_to_f32(c->dtype, values, raw, (size_t)T * G * d);
+    if (st == FG_OK) probe(r->probe_user, op, values, T, G * d);
+    free(raw);
+    free(values);
+    return st;
+}
+
 static fg_status norm_rows(const char *fn, fg_cuda_runner *r, void *y, float *x,
                            const void *delta, const void *delta_bias, const void *g,
                            const void *b, int T)
@@ -1005,20 +1073,72 @@ static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *
                                        act, r->stream);
 }
 
+/* The fused decode path (16-bit weights, one token): each
+ * sublayer's first GEMV normalises the fp32 residual stream in its
+ * prologue and its last GEMV adds into it in its epilogue
+ * (fgi_cuda_gemv_fused), so the 16-bit h round trip and the add + norm
+ * launches go. Llama's gate|up (cuBLASLt, fp32 out) and the classifier
+ * still read a normalised h from the norm kernel. fp32 keeps its path. */
+static int fused_rows(const fg_cuda_runner *r, int T)
+{
+    return r->w->dtype != FG_DTYPE_F32 && r->lin.gemv_ws != NULL && T == 1;
+}
+
+/* y (T, out) = act(norm(x) w + b) with the norm (g, b_norm) fused. */
+static fg_status linear_normed(const char *fn, fg_cuda_runner *r, void *y, const float *x,
+                               const void *g, const void *b_norm, const void *w, const void *b,
+                               int T, int in, int out, fgi_activation act)
+{
+    fgi_gemv_norm n;
+    n.x = x;
+    n.g = g;
+    n.b = r->w->cfg.arch == FG_ARCH_LLAMA ? NULL : b_norm;
+    n.eps = r->w->cfg.norm_eps;
+    n.rms = r->w->cfg.arch == FG_ARCH_LLAMA;
+    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, y, NULL, &n, NULL, w, b, T, in, out, act,
+                               r->stream);
+}
+
+/* resid (T, out) += round(x w) + b: the residual add in the epilogue. */
+static fg_status linear_residual(const char *fn, fg_cuda_runner *r, float *resid, const void *x,
+                                 const void *w, const void *b, int T, int in, int out)
+{
+    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, NULL, x, NULL, resid, w, b, T, in, out,
+                               FGI_ACT_NONE, r->stream);
+}
+
 /* out (T, C) = attention of the normalised input x_in (T, C) at positions
  * L .. L+T-1, appending k and v to the cache; the c_proj bias is added only
  * with proj_bias (the block adds it in its fused residual add instead).
  * With a device step record (T = 1) the position and key count are read
- * from it at run time and L is ignored. */
+ * from it at run time and L is ignored. With resid (the fused path) x_in
+ * and out are unused: q|k|v come from ln_1(resid) in the GEMV's prologue
+ * and the output projection (with its bias) is added into resid. */
 static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
                                     int layer, int L, int T, const void *x_in, void *out,
-                                    int proj_bias, const int *step)
+                                    int proj_bias, const int *step, float *resid = NULL)
 {
     const fg_config *c = &r->w->cfg;
     const layer_weights *lw = &r->w->layers[layer];
     const fg_dtype dt = r->w->dtype;
     const int C = c->n_embd, d = r->w->head_dim, W = r->w->qkv_width;
-    FGI_TRY(linear(fn, r, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, FGI_ACT_NONE));
+    if (resid != NULL)
+        FGI_TRY(linear_normed(fn, r, r->qkv, resid, lw->ln_1_g, lw->ln_1_b, lw->c_attn_w, NULL, T,
+                              C, W, FGI_ACT_NONE));
+    else
+        FGI_TRY(linear(fn, r, r->qkv, x_in, lw->c_attn_w, NULL, T, C, W, FGI_ACT_NONE));
+    FGI_TRY(probe_point(fn, r, "qkv", r->qkv, 0, T, W, W));
+    /* the output projection (T, n_head*d) -> (T, C) */
+    auto project = [&]() {
+        FGI_TRY(probe_point(fn, r, "attention", r->att, dt == FG_DTYPE_F32, T, c->n_head * d,
+                            (long long)c->n_head * d));
+        if (resid != NULL)
+            return linear_residual(fn, r, resid, r->att, lw->c_proj_w, lw->c_proj_b, T,
+                                   c->n_head * d, C);
+        FGI_TRY(linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
+                       c->n_head * d, C, FGI_ACT_NONE));
+        return probe_point(fn, r, "attn_proj", out, dt == FG_DTYPE_F32, T, C, C);
+    };
 
     fgi_qkv_append_args qa;
     qa.qkv = r->qkv;
@@ -1039,6 +1159,9 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
         FGI_TRY(fgi_cuda_qkv_rope_append(fn, &qa, r->stream));
     else
         FGI_TRY(fgi_cuda_qkv_rope_append_typed(fn, dt, &qa, r->stream));
+    FGI_TRY(probe_point(fn, r, "q_rope", r->qkv, 0, T, c->n_head * d, W));
+    FGI_TRY(probe_cache(fn, r, cache, "k_cache", qa.k_cache, L, T));
+    FGI_TRY(probe_cache(fn, r, cache, "v_cache", qa.v_cache, L, T));
 
     if (dt != FG_DTYPE_F32 && step != NULL) {
         /* A captured decode step: the split-KV decode kernel, which reads
@@ -1052,8 +1175,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
         da.window = fg_config_layer_window(c, layer);
         FGI_TRY(fgi_cuda_decode_attention(fn, &da, r->attention_ws, r->attention_ws_bytes, NULL,
                                           r->stream));
-        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
-                      c->n_head * d, C, FGI_ACT_NONE);
+        return project();
     }
     if (dt != FG_DTYPE_F32) {
         /* The tensor-core kernel, causal from the bottom right: row t sees
@@ -1078,8 +1200,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
         a16.head_dim = d;
         a16.window = fg_config_layer_window(c, layer);
         FGI_TRY(fgi_cuda_attention16(fn, &a16, r->stream));
-        return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
-                      c->n_head * d, C, FGI_ACT_NONE);
+        return project();
     }
 
     fgi_attention_args aa;
@@ -1103,9 +1224,7 @@ static fg_status attention_sublayer(const char *fn, fg_cuda_runner *r, fg_cuda_k
     aa.block_size = c->use_flash ? c->flash_block : 0;
     aa.window = fg_config_layer_window(c, layer);
     FGI_TRY(fgi_cuda_attention(fn, &aa, r->attention_ws, r->attention_ws_bytes, r->stream));
-
-    return linear(fn, r, out, r->att, lw->c_proj_w, proj_bias ? lw->c_proj_b : NULL, T,
-                  c->n_head * d, C, FGI_ACT_NONE);
+    return project();
 }
 
 /* r->delta (T, C) = MLP of r->h without the output bias. */
@@ -1129,13 +1248,19 @@ static fg_status mlp_sublayer(const char *fn, fg_cuda_runner *r, int layer, int 
         } else {
             FGI_TRY(fgi_cuda_linear_layer_f32out(fn, dt, &r->lin, gate_up, r->h, lw->fc_w, T, C,
                                                 2 * I, 0, r->stream));
+            FGI_TRY(probe_point(fn, r, "gate_up", gate_up, 1, T, 2 * I, 2LL * I));
             FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, dt, act, gate_up, gate_up + I, T, I,
                                                 2LL * I, r->stream));
         }
-        return linear(fn, r, r->delta, act, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE);
+        if (dt == FG_DTYPE_F32) FGI_TRY(probe_point(fn, r, "gate_up", gate_up, 1, T, 2 * I, 2LL * I));
+        FGI_TRY(probe_point(fn, r, "activation", act, 0, T, I, I));
+        FGI_TRY(linear(fn, r, r->delta, act, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE));
+        return probe_point(fn, r, "down", r->delta, 0, T, C, C);
     }
     FGI_TRY(linear(fn, r, r->mlp, r->h, lw->fc_w, lw->fc_b, T, C, I, FGI_ACT_GELU));
-    return linear(fn, r, r->delta, r->mlp, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE);
+    FGI_TRY(probe_point(fn, r, "up_gelu", r->mlp, 0, T, I, I));
+    FGI_TRY(linear(fn, r, r->delta, r->mlp, lw->mlp_proj_w, NULL, T, I, C, FGI_ACT_NONE));
+    return probe_point(fn, r, "down", r->delta, 0, T, C, C);
 }
 
 /* One pre-norm block on x (T, C), with r->h already holding norm_1(x). With
@@ -1146,17 +1271,45 @@ static fg_status layer_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cac
                                const void *next_b, const int *step)
 {
     const layer_weights *lw = &r->w->layers[layer];
+    const int C = r->w->cfg.n_embd;
     FGI_TRY(attention_sublayer(fn, r, cache, layer, L, T, r->h, r->delta, 0, step));
     FGI_TRY(norm_rows(fn, r, r->h, x, r->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, T));
+    FGI_TRY(probe_point(fn, r, "residual", x, 1, T, C, C));
+    FGI_TRY(probe_point(fn, r, "ffn_norm", r->h, 0, T, C, C));
     FGI_TRY(mlp_sublayer(fn, r, layer, T));
     if (next_g != NULL)
         return norm_rows(fn, r, r->h, x, r->delta, lw->mlp_proj_b, next_g, next_b, T);
     if (r->w->dtype == FG_DTYPE_F32)
-        return fgi_cuda_add_rows(fn, x, static_cast<const float *>(r->delta),
-                                 static_cast<const float *>(lw->mlp_proj_b), T,
-                                 r->w->cfg.n_embd, r->stream);
-    return fgi_cuda_add_rows_typed(fn, r->w->dtype, x, r->delta, lw->mlp_proj_b, T,
-                                   r->w->cfg.n_embd, r->stream);
+        FGI_TRY(fgi_cuda_add_rows(fn, x, static_cast<const float *>(r->delta),
+                                  static_cast<const float *>(lw->mlp_proj_b), T, C, r->stream));
+    else
+        FGI_TRY(fgi_cuda_add_rows_typed(fn, r->w->dtype, x, r->delta, lw->mlp_proj_b, T, C,
+                                        r->stream));
+    return probe_point(fn, r, "residual_2", x, 1, T, C, C);
+}
+
+/* One pre-norm block on the fp32 residual x (T, C) on the fused path
+ * (fused_rows): no h is needed before it and none is left after it. */
+static fg_status layer_forward_fused(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
+                                     int layer, int L, int T, float *x, const int *step)
+{
+    const fg_config *c = &r->w->cfg;
+    const layer_weights *lw = &r->w->layers[layer];
+    const int C = c->n_embd, I = c->n_inner;
+    FGI_TRY(attention_sublayer(fn, r, cache, layer, L, T, NULL, NULL, 0, step, x));
+    if (c->arch == FG_ARCH_LLAMA) {
+        /* gate|up is cuBLASLt's fp32-output GEMM: it reads h = ln_2(x) */
+        float *gate_up = static_cast<float *>(r->mlp);
+        FGI_TRY(norm_rows(fn, r, r->h, x, NULL, NULL, lw->ln_2_g, lw->ln_2_b, T));
+        FGI_TRY(fgi_cuda_linear_layer_f32out(fn, r->w->dtype, &r->lin, gate_up, r->h, lw->fc_w,
+                                            T, C, 2 * I, 0, r->stream));
+        FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, r->w->dtype, r->mlp_act, gate_up, gate_up + I,
+                                            T, I, 2LL * I, r->stream));
+        return linear_residual(fn, r, x, r->mlp_act, lw->mlp_proj_w, lw->mlp_proj_b, T, I, C);
+    }
+    FGI_TRY(linear_normed(fn, r, r->mlp, x, lw->ln_2_g, lw->ln_2_b, lw->fc_w, lw->fc_b, T, C, I,
+                          FGI_ACT_GELU));
+    return linear_residual(fn, r, x, r->mlp, lw->mlp_proj_w, lw->mlp_proj_b, T, I, C);
 }
 
 /* Public layer, block and forward ---------------------------------------------- */
@@ -1188,8 +1341,39 @@ extern "C" fg_status fg_cuda_block(float *x, int T, fg_cuda_runner *runner,
     FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
     const layer_weights *lw = &runner->w->layers[layer];
     const int L = cache->len[layer];
+    if (fused_rows(runner, T)) {
+        FGI_TRY(layer_forward_fused(fn, runner, cache, layer, L, T, x, NULL));
+        cache->len[layer] = L + T;
+        return FG_OK;
+    }
     FGI_TRY(norm_rows(fn, runner, runner->h, x, NULL, NULL, lw->ln_1_g, lw->ln_1_b, T));
     FGI_TRY(layer_forward(fn, runner, cache, layer, L, T, x, NULL, NULL, NULL));
+    cache->len[layer] = L + T;
+    return FG_OK;
+}
+
+/* fg_cuda_block op by op, each output handed to probe (cuda_api.h). */
+extern "C" fg_status fg_cuda_block_probe(float *x, int T, fg_cuda_runner *runner,
+                                         fg_cuda_kv_cache *cache, int layer,
+                                         fg_cuda_probe_fn probe, void *user)
+{
+    static const char fn[] = "fg_cuda_block_probe";
+    if (probe == NULL) return fgi_fail(FG_ERR_INVALID_ARG, "%s: argument 'probe' is NULL", fn);
+    FGI_TRY(check_layer_call(fn, x, x, T, runner, cache, layer));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_TRY(ensure_attention_workspace(fn, runner, cache->capacity));
+    const layer_weights *lw = &runner->w->layers[layer];
+    const int L = cache->len[layer];
+    runner->probe = probe;
+    runner->probe_user = user;
+    fg_status st = norm_rows(fn, runner, runner->h, x, NULL, NULL, lw->ln_1_g, lw->ln_1_b, T);
+    if (st == FG_OK)
+        st = probe_point(fn, runner, "attn_norm", runner->h, 0, T, runner->w->cfg.n_embd,
+                         runner->w->cfg.n_embd);
+    if (st == FG_OK) st = layer_forward(fn, runner, cache, layer, L, T, x, NULL, NULL, NULL);
+    runner->probe = NULL;
+    runner->probe_user = NULL;
+    FGI_TRY(st);
     cache->len[layer] = L + T;
     return FG_OK;
 }
@@ -1233,9 +1417,16 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_c
         FGI_CUDA_LAUNCHED(fn, "embed_kernel");
         return FG_OK;
     }));
-    FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
-                     r->w->layers[0].ln_1_b, T));
-    for (int l = 0; l < c->n_layer; l++) {
+    if (fused_rows(r, T)) {
+        for (int l = 0; l < c->n_layer; l++)
+            FGI_TRY(layer_forward_fused(fn, r, cache, l, L, T, r->x, step));
+        /* the classifier (transposed w: cuBLASLt) reads h = ln_f(x) */
+        FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->ln_f_g, r->w->ln_f_b, T));
+    } else {
+        FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
+                         r->w->layers[0].ln_1_b, T));
+    }
+    for (int l = 0; !fused_rows(r, T) && l < c->n_layer; l++) {
         const int last = l + 1 == c->n_layer;
         const void *next_g = last ? r->w->ln_f_g : r->w->layers[l + 1].ln_1_g;
         const void *next_b = last ? r->w->ln_f_b : r->w->layers[l + 1].ln_1_b;
@@ -1270,8 +1461,7 @@ static fg_status forward(const char *fn, float *logits, float *probs, int logit_
         FGI_CUDA_TRY(fn, cudaMemcpyAsync(probs, r->logits, logit_bytes,
                                         cudaMemcpyDeviceToHost, r->stream));
     }
-    FGI_CUDA_TRY(fn, cudaStreamSynchronize(r->stream));
-    return FG_OK;
+    return fgi_cuda_sync_timed(fn, r->stream, &r->wait_ns);
 }
 
 /* Decode-step graphs ---------------------------------------------------------------
@@ -1374,8 +1564,7 @@ static fg_status graph_step(const char *fn, float *logits, fg_cuda_runner *r,
         FGI_CUDA_TRY(fn, cudaMemcpyAsync(logits, r->logits,
                                         sizeof(float) * (size_t)r->w->cfg.vocab_size,
                                         cudaMemcpyDeviceToHost, r->stream));
-    FGI_CUDA_TRY(fn, cudaStreamSynchronize(r->stream));
-    return FG_OK;
+    return fgi_cuda_sync_timed(fn, r->stream, &r->wait_ns);
 }
 
 /* The forward after its argument checks; logits NULL: they stay in the runner. */
@@ -1435,4 +1624,9 @@ extern "C" fg_status fg_cuda_forward_last_on_device(const float **logits_dev,
     FGI_TRY(run_forward(fn, NULL, NULL, 1, runner, cache, ids, T));
     *logits_dev = runner->logits;
     return FG_OK;
+}
+
+extern "C" long long fg_cuda_runner_wait_ns(const fg_cuda_runner *runner)
+{
+    return runner ? runner->wait_ns : 0;
 }

@@ -33,8 +33,11 @@ typedef enum { FGI_ACT_NONE = 0, FGI_ACT_GELU = 1 } fgi_activation;
 /* The small-row GEMV path (cuda/ops/gemv.cu) serves 1 .. FGI_GEMV_MAX_ROWS rows
  * with an untransposed w. Its workspace: FGI_GEMV_WORKSPACE_BYTES of device
  * memory whose first 4096 bytes (ticket counters) are zeroed once when it
- * is allocated; every call leaves them zero again. */
-#define FGI_GEMV_MAX_ROWS 4
+ * is allocated; every call leaves them zero again. Its partials hold 1024
+ * fp32 (tile, slice) blocks of the largest row count, as many as the
+ * counters. A row's result does not depend on how many rows share the call
+ * (a fixed summation order; batch invariance). */
+#define FGI_GEMV_MAX_ROWS 8
 #define FGI_GEMV_WORKSPACE_BYTES (4096 + 4 * 1024 * 128 * FGI_GEMV_MAX_ROWS)
 #define FGI_GEMV_COUNTER_BYTES 4096
 
@@ -79,6 +82,32 @@ fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
 fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
                               void *y, const void *x, const void *w, const void *b, int rows,
                               int in, int out, fgi_activation act, cudaStream_t stream);
+
+/* The 16-bit decode step's GEMV with a neighbour fused (bf16 / f16, one
+ * row, untransposed w, either a norm or a residual; the plain GEMV's
+ * summation order):
+ *  - norm (or NULL): the prologue. x is not read; the product's input is
+ *    round_T(norm(norm->x) * g (+ b)), norm->x the fp32 residual stream
+ *    (rows, in), LayerNorm or RMSNorm as fgi_cuda_norm computes it, so the
+ *    normalised 16-bit h and the norm's launch disappear;
+ *  - resid (or NULL): the epilogue. y is not written; resid (rows, out,
+ *    fp32) += round_T(x w) (+ b), the residual add of fgi_cuda_norm with a
+ *    stored delta (act must be none). */
+typedef struct {
+    const float *x;    /* (rows, in) fp32 */
+    const void *g, *b; /* (in) dtype; b: LayerNorm's, or NULL */
+    float eps;
+    int rms;
+} fgi_gemv_norm;
+fg_status fgi_cuda_gemv_fused(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                              void *y, const void *x, const fgi_gemv_norm *norm, float *resid,
+                              const void *w, const void *b, int rows, int in, int out,
+                              fgi_activation act, cudaStream_t stream);
+
+/* cudaStreamSynchronize(stream), adding the time the host waited in it to
+ * *wait_ns: what a decode step's host-time measurement leaves out (the
+ * clock reads cost tens of nanoseconds, nothing next to the wait). */
+fg_status fgi_cuda_sync_timed(const char *fn, cudaStream_t stream, long long *wait_ns);
 
 /* The current device's multiprocessor count. */
 fg_status fgi_cuda_sm_count(const char *fn, int *sm_count);

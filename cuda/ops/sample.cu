@@ -29,6 +29,7 @@ struct fg_cuda_sampler {
     fgi_sample_io *io;          /* device: the stream's state, the last drawn id */
     uint64_t *keys;             /* device: (vocab) */
     fgi_sample_tables *tables;  /* device */
+    long long wait_ns;          /* host time spent waiting for draws */
 };
 
 namespace {
@@ -281,11 +282,16 @@ extern "C" fg_status fg_cuda_sampler_draw(fg_cuda_sampler *sampler, const float 
     FGI_TRY(fg_cuda_sampler_sample(sampler, logits, &sampler->io->token, stream));
     FGI_CUDA_TRY(fn, cudaMemcpyAsync(&io, sampler->io, sizeof io, cudaMemcpyDeviceToHost,
                                      stream));
-    FGI_CUDA_TRY(fn, cudaStreamSynchronize(stream));
+    FGI_TRY(fgi_cuda_sync_timed(fn, stream, &sampler->wait_ns));
     if (io.token < 0)
         return fgi_fail(FG_ERR_INVALID_ARG,
                         "%s: the logits hold NaN or +inf, or every logit is -inf", fn);
     if (state != NULL) *state = io.state;
     *token = io.token;
     return FG_OK;
+}
+
+extern "C" long long fg_cuda_sampler_wait_ns(const fg_cuda_sampler *sampler)
+{
+    return sampler ? sampler->wait_ns : 0;
 }

@@ -125,10 +125,199 @@ static void layer_errors(const float *got, const float *ref, const float *in, si
     *rel_delta = d > 0 ? sqrt(e / d) : 0.0;
 }
 
+/* --layers, inside each layer: fg_cuda_block_probe hands over the output
+ * of every operation of the GPU's block; each is compared with the exact
+ * reference op fed the GPU's own input to that op (its previous output),
+ * so an op's error is its own. */
+enum { MAX_PROBES = 20 };
+typedef struct {
+    const char *op[MAX_PROBES];
+    float *v[MAX_PROBES];
+    int rows[MAX_PROBES], cols[MAX_PROBES];
+    int n, oom;
+} probe_set;
+
+static void probe_collect(void *user, const char *op, const float *values, int rows, int cols)
+{
+    probe_set *p = user;
+    const size_t n = (size_t)rows * cols;
+    float *copy = p->n < MAX_PROBES ? malloc(sizeof(float) * (n ? n : 1)) : NULL;
+    if (copy == NULL) {
+        p->oom = 1;
+        return;
+    }
+    memcpy(copy, values, sizeof(float) * n);
+    p->op[p->n] = op; /* the library's string literals */
+    p->v[p->n] = copy;
+    p->rows[p->n] = rows;
+    p->cols[p->n++] = cols;
+}
+
+static void probe_clear(probe_set *p)
+{
+    for (int i = 0; i < p->n; i++) free(p->v[i]);
+    memset(p, 0, sizeof *p);
+}
+
+/* The output of op, which must be (rows, cols); NULL if missing. */
+static const float *probe_get(const probe_set *p, const char *op, int rows, int cols)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->op[i], op) == 0)
+            return p->rows[i] == rows && p->cols[i] == cols ? p->v[i] : NULL;
+    return NULL;
+}
+
+/* One op's line; remembers the first op over its bound. */
+typedef struct {
+    double bound;
+    int layer, failed;
+    int first_layer;
+    const char *first_op;
+} op_report;
+
+static void report_op(op_report *rep, const char *name, const float *got, const float *ref,
+                      size_t n)
+{
+    double rel, unused;
+    layer_errors(got, ref, NULL, n, &rel, &unused);
+    const int bad = !(rel <= rep->bound);
+    if (bad && rep->first_op == NULL) {
+        rep->first_op = name;
+        rep->first_layer = rep->layer;
+    }
+    printf("    %-18s relative L2 %.3g (bound %g)%s\n", name, rel, rep->bound, bad ? "  OVER" : "");
+}
+
+static void ref_norm(const fg_config *c, float *y, const float *x, const float *g, const float *b,
+                     int T)
+{
+    if (c->arch == FG_ARCH_LLAMA)
+        fg_ref_rms_norm(y, x, g, T, c->n_embd, c->norm_eps);
+    else
+        fg_ref_layer_norm(y, x, g, b, T, c->n_embd, c->norm_eps);
+}
+
+/* v (d) + bias (or NULL), rotated to position pos when the model uses RoPE:
+ * the reference's interleaved pairs at fg_config_rope_inv_freq. */
+static void ref_rope(const fg_config *c, float *out, const float *v, const float *bias, int pos,
+                     int d)
+{
+    for (int i = 0; i < d; i++) out[i] = v[i] + (bias ? bias[i] : 0.0f);
+    if (!c->use_rope) return;
+    for (int j = 0; j < d / 2; j++) {
+        const double theta = (double)pos * fg_config_rope_inv_freq(c, j);
+        const double cs = cos(theta), sn = sin(theta), a = out[2 * j], b = out[2 * j + 1];
+        out[2 * j] = (float)(a * cs - b * sn);
+        out[2 * j + 1] = (float)(b * cs + a * sn);
+    }
+}
+
+/* The per-op lines of one layer from the probes; x_in: the layer's input.
+ * Returns 0 when an op's output is missing or memory runs out. */
+static int check_ops(const fg_config *c, const fg_layer_weights *lw, int layer, const float *x_in,
+                     const probe_set *p, int T, op_report *rep)
+{
+    const int C = c->n_embd, d = fg_config_head_dim(c), H = c->n_head, G = c->n_kv_head;
+    const int W = fg_config_qkv_width(c), I = c->n_inner, llama = c->arch == FG_ARCH_LLAMA;
+    const float *h1 = probe_get(p, "attn_norm", T, C), *qkv = probe_get(p, "qkv", T, W);
+    const float *q = probe_get(p, "q_rope", T, H * d), *k = probe_get(p, "k_cache", T, G * d);
+    const float *v = probe_get(p, "v_cache", T, G * d);
+    const float *att = probe_get(p, "attention", T, H * d);
+    const float *proj = probe_get(p, "attn_proj", T, C), *x1 = probe_get(p, "residual", T, C);
+    const float *h2 = probe_get(p, "ffn_norm", T, C), *down = probe_get(p, "down", T, C);
+    const float *x2 = probe_get(p, "residual_2", T, C);
+    const float *gate_up = llama ? probe_get(p, "gate_up", T, 2 * I) : NULL;
+    const float *act = llama ? probe_get(p, "activation", T, I) : probe_get(p, "up_gelu", T, I);
+    if (!h1 || !qkv || !q || !k || !v || !att || !proj || !x1 || !h2 || !down || !x2 || !act ||
+        (llama && !gate_up))
+        return 0;
+    const size_t big = (size_t)T * (size_t)(2 * I > W ? (2 * I > H * d ? 2 * I : H * d)
+                                                      : (W > H * d ? W : H * d));
+    float *ref = malloc(sizeof(float) * (big > (size_t)T * C ? big : (size_t)T * C));
+    float *s1 = malloc(sizeof(float) * big), *s2 = malloc(sizeof(float) * big);
+    float *s3 = malloc(sizeof(float) * big);
+    int ok = ref && s1 && s2 && s3;
+    rep->layer = layer;
+    if (ok) {
+        const size_t nC = (size_t)T * C;
+        ref_norm(c, ref, x_in, lw->ln_1_g, lw->ln_1_b, T);
+        report_op(rep, "attn norm", h1, ref, nC);
+        fg_ref_linear(ref, h1, lw->c_attn_w, NULL, T, C, W);
+        report_op(rep, "qkv projection", qkv, ref, (size_t)T * W);
+        /* bias + RoPE + append, from the GPU's q|k|v rows */
+        for (int t = 0; t < T; t++) {
+            const float *row = qkv + (size_t)t * W, *b = lw->c_attn_b;
+            for (int h = 0; h < H; h++)
+                ref_rope(c, ref + ((size_t)t * H + h) * d, row + h * d, b ? b + h * d : NULL, t, d);
+            for (int g = 0; g < G; g++) {
+                ref_rope(c, s1 + ((size_t)t * G + g) * d, row + (H + g) * d,
+                         b ? b + (H + g) * d : NULL, t, d);
+                for (int i = 0; i < d; i++)
+                    s2[((size_t)t * G + g) * d + i] =
+                        row[(H + G + g) * d + i] + (b ? b[(H + G + g) * d + i] : 0.0f);
+            }
+        }
+        report_op(rep, "q bias + rope", q, ref, (size_t)T * H * d);
+        report_op(rep, "k rope + append", k, s1, (size_t)T * G * d);
+        report_op(rep, "v append", v, s2, (size_t)T * G * d);
+        /* attention from the GPU's rotated q and cached k, v: (heads, T, d) */
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < H; h++)
+                memcpy(s1 + ((size_t)h * T + t) * d, q + ((size_t)t * H + h) * d, sizeof(float) * d);
+            for (int g = 0; g < G; g++) {
+                memcpy(s2 + ((size_t)g * T + t) * d, k + ((size_t)t * G + g) * d, sizeof(float) * d);
+                memcpy(s3 + ((size_t)g * T + t) * d, v + ((size_t)t * G + g) * d, sizeof(float) * d);
+            }
+        }
+        ok = fg_ref_gqa_window(ref, s1, s2, s3, H, G, T, T, d, fg_config_layer_window(c, layer)) ==
+             FG_OK;
+        for (int h = 0; ok && h < H; h++) /* back to (T, H*d) */
+            for (int t = 0; t < T; t++)
+                memcpy(s1 + ((size_t)t * H + h) * d, ref + ((size_t)h * T + t) * d,
+                       sizeof(float) * d);
+        if (ok) report_op(rep, "attention", att, s1, (size_t)T * H * d);
+        fg_ref_linear(ref, att, lw->c_proj_w, NULL, T, H * d, C);
+        report_op(rep, "output projection", proj, ref, nC);
+        for (size_t i = 0; i < nC; i++)
+            ref[i] = x_in[i] + (lw->c_proj_b ? proj[i] + lw->c_proj_b[i % C] : proj[i]);
+        report_op(rep, "residual", x1, ref, nC);
+        ref_norm(c, ref, x1, lw->ln_2_g, lw->ln_2_b, T);
+        report_op(rep, "ffn norm", h2, ref, nC);
+        if (llama) {
+            fg_ref_linear(s1, h2, lw->fc_w, NULL, T, C, I);
+            fg_ref_linear(s2, h2, lw->up_w, NULL, T, C, I);
+            for (int t = 0; t < T; t++) {
+                memcpy(ref + (size_t)t * 2 * I, s1 + (size_t)t * I, sizeof(float) * I);
+                memcpy(ref + (size_t)t * 2 * I + I, s2 + (size_t)t * I, sizeof(float) * I);
+            }
+            report_op(rep, "ffn gate|up", gate_up, ref, (size_t)T * 2 * I);
+            for (int t = 0; t < T; t++)
+                fg_ref_silu_mul(ref + (size_t)t * I, gate_up + (size_t)t * 2 * I,
+                                gate_up + (size_t)t * 2 * I + I, I);
+            report_op(rep, "activation", act, ref, (size_t)T * I);
+        } else {
+            fg_ref_linear(ref, h2, lw->fc_w, lw->fc_b, T, C, I);
+            fg_ref_gelu(ref, ref, T * I);
+            report_op(rep, "ffn up + gelu", act, ref, (size_t)T * I);
+        }
+        fg_ref_linear(ref, act, lw->mlp_proj_w, NULL, T, I, C);
+        report_op(rep, "down projection", down, ref, nC);
+        for (size_t i = 0; i < nC; i++)
+            ref[i] = x1[i] + (lw->mlp_proj_b ? down[i] + lw->mlp_proj_b[i % C] : down[i]);
+        report_op(rep, "residual 2", x2, ref, nC);
+    }
+    free(ref), free(s1), free(s2), free(s3);
+    return ok;
+}
+
 /* --layers: every block on the GPU (fg_cuda_block in the chosen type) and
  * on the exact reference (fg_ref_block), both fed the reference's input to
  * that layer, so each layer's error is its own and not its predecessors';
- * names the first layer whose output is over the bound. */
+ * names the first layer whose output is over the bound. Then, per layer,
+ * each operation's error (fg_cuda_block_probe on a second cache: the
+ * unfused kernels one at a time) against the reference op fed the GPU's
+ * input to it, with the same bound per op, naming the first op over it. */
 static int run_layers(fg_model *model, const int *ids, int T, fg_dtype want)
 {
     const fg_config *cfg = fg_model_config(model);
@@ -137,8 +326,10 @@ static int run_layers(fg_model *model, const int *ids, int T, fg_dtype want)
     const size_t n = (size_t)T * C;
     fg_cuda_weights *gw = NULL;
     fg_cuda_runner *gr = NULL;
-    fg_cuda_kv_cache *gc = NULL;
+    fg_cuda_kv_cache *gc = NULL, *gc_probe = NULL;
     fg_kv_cache *rc_cache = NULL;
+    probe_set probes;
+    memset(&probes, 0, sizeof probes);
     float *x = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
     float *got = malloc(sizeof(float) * n), *dev = NULL;
     int rc = CLI_RUNTIME_ERROR, first_bad = -1;
@@ -159,6 +350,8 @@ static int run_layers(fg_model *model, const int *ids, int T, fg_dtype want)
     if (fg_cuda_weights_create_typed(&gw, cfg, w, dtype) != FG_OK ||
         fg_cuda_runner_create(&gr, gw, T, NULL) != FG_OK ||
         fg_cuda_kv_cache_create_typed(&gc, cfg->n_layer, cfg->n_kv_head, d, T, dtype) != FG_OK ||
+        fg_cuda_kv_cache_create_typed(&gc_probe, cfg->n_layer, cfg->n_kv_head, d, T, dtype) !=
+            FG_OK ||
         fg_cuda_malloc((void **)&dev, sizeof(float) * n) != FG_OK ||
         fg_kv_cache_create(&rc_cache, cfg, T) != FG_OK) {
         cli_runtime_error(VERB, "cannot set up the GPU decoder");
@@ -170,6 +363,7 @@ static int run_layers(fg_model *model, const int *ids, int T, fg_dtype want)
                                    (w->wpe ? w->wpe[(size_t)t * C + i] : 0.0f);
     printf("device cuda: dtype %s, %d layers on %d tokens, each fed the reference's input\n",
            fg_dtype_name(dtype), cfg->n_layer, T);
+    op_report ops = {.bound = bound, .first_layer = -1};
     for (int l = 0; l < cfg->n_layer; l++) {
         memcpy(ref, x, sizeof(float) * n);
         if (fg_ref_block(ref, T, cfg, &w->layers[l], rc_cache, l) != FG_OK ||
@@ -185,6 +379,14 @@ static int run_layers(fg_model *model, const int *ids, int T, fg_dtype want)
         if (bad && first_bad < 0) first_bad = l;
         printf("layer %3d: output relative L2 %.3g, of the layer's update %.3g%s\n", l, rel,
                rel_delta, bad ? "  OVER" : "");
+        /* the same input once more, op by op */
+        if (fg_cuda_upload(dev, x, sizeof(float) * n) != FG_OK ||
+            fg_cuda_block_probe(dev, T, gr, gc_probe, l, probe_collect, &probes) != FG_OK ||
+            probes.oom || !check_ops(cfg, &w->layers[l], l, x, &probes, T, &ops)) {
+            cli_runtime_error(VERB, "the per-operation check failed to run");
+            goto done;
+        }
+        probe_clear(&probes);
         memcpy(x, ref, sizeof(float) * n); /* the next layer's input: the reference's */
     }
     if (first_bad >= 0)
@@ -192,11 +394,18 @@ static int run_layers(fg_model *model, const int *ids, int T, fg_dtype want)
                bound);
     else
         printf("PASS: every layer within relative L2 <= %g\n", bound);
-    rc = first_bad < 0 ? CLI_OK : CLI_RUNTIME_ERROR;
+    if (ops.first_op != NULL)
+        printf("FAIL: '%s' of layer %d is the first operation over its bound (relative L2 <= "
+               "%g)\n", ops.first_op, ops.first_layer, bound);
+    else
+        printf("PASS: every operation within relative L2 <= %g\n", bound);
+    rc = first_bad < 0 && ops.first_op == NULL ? CLI_OK : CLI_RUNTIME_ERROR;
 done:
+    probe_clear(&probes);
     fg_kv_cache_destroy(rc_cache);
     fg_cuda_free(dev);
     fg_cuda_kv_cache_destroy(gc);
+    fg_cuda_kv_cache_destroy(gc_probe);
     fg_cuda_runner_destroy(gr);
     fg_cuda_weights_destroy(gw);
     free(x), free(ref), free(got);
@@ -209,7 +418,7 @@ int cmd_verify(int argc, char **argv)
     const char *dtype_name = "auto";
     int layers = 0;
     const cli_option opts[] = {
-        {"layers", 0, OPT_FLAG, &layers, NULL, "the error of every layer's output, each fed the reference's input; names the first over its bound"},
+        {"layers", 0, OPT_FLAG, &layers, NULL, "the error of every layer's output and of each operation inside it, each fed the reference's input; names the first over its bound"},
         {"dtype", 0, OPT_STRING, &dtype_name, "T", "auto, f32, bf16 or f16 on the GPU (default auto: bf16 where the card and model run it)"},
         {"model", 'm', OPT_STRING, &model_path, "PATH", "Hugging Face folder or llama2.c .bin (required)"},
         {"tokens", 0, OPT_STRING, &tokens, "IDS", "comma-separated token ids"},

@@ -61,8 +61,9 @@ static fg_status norm16(fg_dtype dtype, const fg_config *c, float *y, const floa
 }
 
 /* x (T, C) += attention of norm_1(x) at positions L .. L+T-1, rounded. */
-static fg_status attention16(fg_dtype dtype, const fg_config *c, const fg_layer_weights *lw,
-                             fg_kv_layer *cl, int capacity, int T, naive_ws *ws)
+static fg_status attention16(fg_dtype dtype, const fg_config *c, int layer,
+                             const fg_layer_weights *lw, fg_kv_layer *cl, int capacity, int T,
+                             naive_ws *ws)
 {
     const int C = c->n_embd, d = fg_config_head_dim(c), H = c->n_head, KV = c->n_kv_head;
     const int W = fg_config_qkv_width(c), L = cl->len, n = L + T;
@@ -81,8 +82,8 @@ static fg_status attention16(fg_dtype dtype, const fg_config *c, const fg_layer_
         ws->pos[t] = L + t;
     }
     if (c->use_rope) {
-        FGI_TRY(fg_ref_rope_naive16(dtype, ws->q, H, T, d, ws->pos, c->rope_base));
-        FGI_TRY(fg_ref_rope_naive16(dtype, ws->k, KV, T, d, ws->pos, c->rope_base));
+        FGI_TRY(fgi_ref_rope_cfg_naive16(dtype, ws->q, H, T, d, ws->pos, c));
+        FGI_TRY(fgi_ref_rope_cfg_naive16(dtype, ws->k, KV, T, d, ws->pos, c));
     }
     /* append to the cache, then gather the n visible keys contiguously */
     for (int h = 0; h < KV; h++)
@@ -98,7 +99,8 @@ static fg_status attention16(fg_dtype dtype, const fg_config *c, const fg_layer_
         memcpy(ws->vc + (size_t)h * n * d, cl->v + (size_t)h * capacity * d,
                sizeof(float) * (size_t)n * d);
     }
-    FGI_TRY(fg_ref_gqa_naive16(dtype, ws->att, ws->q, ws->kc, ws->vc, H, KV, T, n, d));
+    FGI_TRY(fgi_ref_gqa_window_naive16(dtype, ws->att, ws->q, ws->kc, ws->vc, H, KV, T, n, d,
+                                       fg_config_layer_window(c, layer)));
     FGI_TRY(fg_ref_merge_heads_naive16(dtype, ws->merged, ws->att, H, T, d));
     FGI_TRY(fg_ref_linear_naive16(dtype, ws->delta, ws->merged, lw->c_proj_w, lw->c_proj_b, T,
                                   H * d, C));
@@ -134,12 +136,6 @@ fg_status fgi_ref_forward_naive16(fg_dtype dtype, float *logits, const fg_config
                         (int)dtype);
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_weights(fn, cfg, w));
-    if (cfg->use_rope && cfg->rope_scaling != FG_ROPE_DEFAULT)
-        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: scaled RoPE has no naive 16-bit reference", fn);
-    for (int l = 0; l < cfg->n_layer; l++)
-        if (fg_config_layer_window(cfg, l) > 0)
-            return fgi_fail(FG_ERR_UNSUPPORTED,
-                            "%s: sliding-window attention has no naive 16-bit reference", fn);
     fgi_cache_shape shape = {0};
     if (cache != NULL) {
         shape.n_layer = cache->n_layer;
@@ -162,7 +158,8 @@ fg_status fgi_ref_forward_naive16(fg_dtype dtype, float *logits, const fg_config
             ws.x[(size_t)t * C + i] = fg_dtype_round(dtype, tok + pos);
         }
     for (int l = 0; l < cfg->n_layer && st == FG_OK; l++) {
-        st = attention16(dtype, cfg, &w->layers[l], &cache->layers[l], cache->capacity, T, &ws);
+        st = attention16(dtype, cfg, l, &w->layers[l], &cache->layers[l], cache->capacity, T,
+                         &ws);
         if (st == FG_OK) st = mlp16(dtype, cfg, &w->layers[l], T, &ws);
     }
     if (st == FG_OK) st = norm16(dtype, cfg, ws.h, ws.x, w->ln_f_g, w->ln_f_b, T);

@@ -63,10 +63,21 @@ size_t fgi_attend_scratch(int kv_len, int head_dim);
  * every op boundary, the residual stream included, rounded to dtype (bf16
  * or f16) by the naive ops of flashgpt/ops.h; logits (T, vocab) rounded
  * too. cache: an ordinary fg_kv_cache, its keys and values rounded. The
- * arguments are checked as fg_ref_forward's; scaled RoPE and sliding
- * windows are FG_ERR_UNSUPPORTED (no naive op for them). A test
+ * arguments are checked as fg_ref_forward's; scaled RoPE, sliding windows
+ * and a q|k|v bias (Qwen2) as the exact decoder has them. A test
  * reference: a failure part-way may leave layers of the cache written. */
 fg_status fgi_ref_forward_naive16(fg_dtype dtype, float *logits, const fg_config *cfg,
                                   const fg_weights *w, fg_kv_cache *cache, const int *ids, int T);
+
+/* The naive ops the decoder above needs beyond flashgpt/ops.h's
+ * (host/ref/ref_naive16.c): fg_ref_rope_naive16 with cfg's inverse
+ * frequencies (scaled RoPE, fg_config_rope_inv_freq), and
+ * fg_ref_gqa_naive16 where each query sees only its last `window` keys
+ * (window >= 1; 0: no window). */
+fg_status fgi_ref_rope_cfg_naive16(fg_dtype dtype, float *x, int n_head, int seq,
+                                   int head_dim, const int *pos, const fg_config *cfg);
+fg_status fgi_ref_gqa_window_naive16(fg_dtype dtype, float *out, const float *q, const float *k,
+                                     const float *v, int n_q_head, int n_kv_head, int q_len,
+                                     int kv_len, int head_dim, int window);
 
 #endif /* FLASHGPT_HOST_REF_INTERNAL_H */

@@ -6,6 +6,7 @@
  * yardstick of the 16-bit rule. Conventions: values of dtype travel in
  * float arrays; every op boundary rounds with fg_dtype_round; sums inside
  * an op are fp32 in index order (a fixed, simple order, not a clever one). */
+#include "flashgpt/decoder.h"
 #include "flashgpt/ops.h"
 #include "ref_internal.h"
 #include "validate.h"
@@ -21,12 +22,13 @@ static fg_status check_dtype16(const char *fn, fg_dtype dtype)
                     fn, fg_dtype_name(dtype), (int)dtype);
 }
 
-fg_status fg_ref_gqa_naive16(fg_dtype dtype, float *out, const float *q, const float *k,
-                             const float *v, int n_q_head, int n_kv_head, int q_len,
-                             int kv_len, int head_dim)
+/* Causal GQA; with window >= 1 a query sees only its last `window` keys. */
+static fg_status gqa16(const char *fn, fg_dtype dtype, float *out, const float *q,
+                       const float *k, const float *v, int n_q_head, int n_kv_head, int q_len,
+                       int kv_len, int head_dim, int window)
 {
-    static const char fn[] = "fg_ref_gqa_naive16";
     FGI_TRY(check_dtype16(fn, dtype));
+    FGI_TRY(fgi_check_min(fn, "window", window, 0));
     FGI_TRY(fgi_check_attention(fn, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
                                 head_dim));
     float *p;
@@ -39,28 +41,45 @@ fg_status fg_ref_gqa_naive16(fg_dtype dtype, float *out, const float *q, const f
         for (int i = 0; i < q_len; i++) {
             const float *qi = q + ((size_t)h * q_len + i) * d;
             const int visible = i + shift + 1; /* bottom-right causal */
+            const int first = window > 0 && visible > window ? visible - window : 0;
             float max = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < visible; j++) {
+            for (int j = first; j < visible; j++) {
                 float s = 0.0f;
                 for (int c = 0; c < d; c++) s += qi[c] * kh[(size_t)j * d + c];
                 p[j] = fg_dtype_round(dtype, fg_dtype_round(dtype, s) * scale);
                 max = fmaxf(max, p[j]);
             }
-            for (int j = 0; j < visible; j++) {
+            for (int j = first; j < visible; j++) {
                 p[j] = expf(p[j] - max);
                 sum += p[j];
             }
-            for (int j = 0; j < visible; j++) p[j] = fg_dtype_round(dtype, p[j] / sum);
+            for (int j = first; j < visible; j++) p[j] = fg_dtype_round(dtype, p[j] / sum);
             float *oi = out + ((size_t)h * q_len + i) * d;
             for (int c = 0; c < d; c++) {
                 float acc = 0.0f;
-                for (int j = 0; j < visible; j++) acc += p[j] * vh[(size_t)j * d + c];
+                for (int j = first; j < visible; j++) acc += p[j] * vh[(size_t)j * d + c];
                 oi[c] = fg_dtype_round(dtype, acc);
             }
         }
     }
     free(p);
     return FG_OK;
+}
+
+fg_status fg_ref_gqa_naive16(fg_dtype dtype, float *out, const float *q, const float *k,
+                             const float *v, int n_q_head, int n_kv_head, int q_len,
+                             int kv_len, int head_dim)
+{
+    return gqa16("fg_ref_gqa_naive16", dtype, out, q, k, v, n_q_head, n_kv_head, q_len, kv_len,
+                 head_dim, 0);
+}
+
+fg_status fgi_ref_gqa_window_naive16(fg_dtype dtype, float *out, const float *q, const float *k,
+                                     const float *v, int n_q_head, int n_kv_head, int q_len,
+                                     int kv_len, int head_dim, int window)
+{
+    return gqa16("fgi_ref_gqa_window_naive16", dtype, out, q, k, v, n_q_head, n_kv_head, q_len,
+                 kv_len, head_dim, window);
 }
 
 /* The tanh GELU and SiLU of the exact reference, in fp32 (a framework's
@@ -99,10 +118,11 @@ fg_status fg_ref_merge_heads_naive16(fg_dtype dtype, float *out, const float *x,
     return fg_ref_merge_heads(out, x, n_head, seq, head_dim);
 }
 
-fg_status fg_ref_rope_naive16(fg_dtype dtype, float *x, int n_head, int seq, int head_dim,
-                              const int *pos, double base)
+/* RoPE with the inverse frequencies of cfg (scaled RoPE) or, for a NULL
+ * cfg, base^(-2j/d), each angle as the exact reference takes it. */
+static fg_status rope16(const char *fn, fg_dtype dtype, float *x, int n_head, int seq,
+                        int head_dim, const int *pos, double base, const fg_config *cfg)
 {
-    static const char fn[] = "fg_ref_rope_naive16";
     FGI_TRY(check_dtype16(fn, dtype));
     FGI_TRY(fgi_check_rope(fn, x, n_head, seq, head_dim, pos, base));
     FGI_TRY(fgi_check_positions(fn, pos, seq));
@@ -112,7 +132,9 @@ fg_status fg_ref_rope_naive16(fg_dtype dtype, float *x, int n_head, int seq, int
             for (int j = 0; j < head_dim / 2; j++) {
                 /* the angle as the exact reference takes it; cos and sin
                  * tables stored in dtype */
-                const double theta = pos[t] * pow(base, -2.0 * j / (double)head_dim);
+                const double theta =
+                    cfg != NULL ? (double)pos[t] * fg_config_rope_inv_freq(cfg, j)
+                                : pos[t] * pow(base, -2.0 * j / (double)head_dim);
                 const float c = fg_dtype_round(dtype, (float)cos(theta));
                 const float s = fg_dtype_round(dtype, (float)sin(theta));
                 const float a = row[2 * j], b = row[2 * j + 1];
@@ -123,6 +145,19 @@ fg_status fg_ref_rope_naive16(fg_dtype dtype, float *x, int n_head, int seq, int
             }
         }
     return FG_OK;
+}
+
+fg_status fg_ref_rope_naive16(fg_dtype dtype, float *x, int n_head, int seq, int head_dim,
+                              const int *pos, double base)
+{
+    return rope16("fg_ref_rope_naive16", dtype, x, n_head, seq, head_dim, pos, base, NULL);
+}
+
+fg_status fgi_ref_rope_cfg_naive16(fg_dtype dtype, float *x, int n_head, int seq,
+                                   int head_dim, const int *pos, const fg_config *cfg)
+{
+    return rope16("fgi_ref_rope_cfg_naive16", dtype, x, n_head, seq, head_dim, pos,
+                  cfg->rope_base, cfg);
 }
 
 /* y = round(round(x w) + b): the matmul's result is stored, then the bias

@@ -42,6 +42,7 @@ struct fg_session {
     fgi_cpu_runner *cpu;           /* CPU */
     fg_cuda_weights *gpu_weights;  /* CUDA */
     fg_cuda_runner *gpu_runner;    /* CUDA */
+    long long retired_wait_ns;     /* device waits of runners and samplers replaced */
     fg_cuda_kv_cache *gpu_cache;   /* CUDA */
 };
 
@@ -140,8 +141,10 @@ static fg_status grow_device(fg_session *s, int tokens)
     }
     s->logits_on_host = 1;
     s->device_logits = NULL;
+    s->retired_wait_ns += fg_cuda_runner_wait_ns(s->gpu_runner) +
+                          fg_cuda_sampler_wait_ns(s->gpu_sampler);
     fg_cuda_sampler_destroy(s->gpu_sampler);
-    s->gpu_sampler = NULL;
+    s->gpu_sampler = NULL; /* made again, for the new runner's logits, at the next draw */
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner);
     s->gpu_cache = c;
@@ -298,6 +301,13 @@ void fg_session_destroy(fg_session *s)
 }
 
 fg_device fg_session_device(const fg_session *s) { return s ? s->device : FG_DEVICE_AUTO; }
+
+long long fg_session_device_wait_ns(const fg_session *s)
+{
+    if (s == NULL) return 0;
+    return s->retired_wait_ns + fg_cuda_runner_wait_ns(s->gpu_runner) +
+           fg_cuda_sampler_wait_ns(s->gpu_sampler);
+}
 fg_dtype fg_session_dtype(const fg_session *s) { return s ? s->dtype : FG_DTYPE_F32; }
 int fg_session_len(const fg_session *s) { return s ? s->len : -1; }
 int fg_session_capacity(const fg_session *s) { return s ? s->capacity : -1; }
@@ -419,6 +429,7 @@ fg_status fg_session_sample(fg_session *s, fg_sampler *sampler, int *token)
     if (s->logits_on_host) return fg_sampler_sample(sampler, s->last_logits, token);
     const fg_sampler_config *cfg = fgi_sampler_config(sampler);
     if (s->gpu_sampler == NULL || !gpu_sampler_fits(s, cfg)) {
+        s->retired_wait_ns += fg_cuda_sampler_wait_ns(s->gpu_sampler);
         fg_cuda_sampler_destroy(s->gpu_sampler);
         s->gpu_sampler = NULL;
         FGI_TRY(fg_cuda_sampler_create(&s->gpu_sampler, V, cfg));

@@ -58,6 +58,11 @@ typedef struct fg_cuda_runner fg_cuda_runner;
 typedef struct fg_cuda_kv_cache fg_cuda_kv_cache;
 /* The GPU sampler (fg_sampler's draws on device logits). */
 typedef struct fg_cuda_sampler fg_cuda_sampler;
+/* What fg_cuda_block_probe calls after each operation of the block: op
+ * names it, values (rows, cols, row-major, widened to fp32, host memory
+ * valid during the call) is its output. */
+typedef void (*fg_cuda_probe_fn)(void *user, const char *op, const float *values, int rows,
+                                 int cols);
 
 /* Every entry point, declared from the list that also makes the no-CUDA
  * stubs. */

@@ -162,7 +162,7 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_rope_typed, (fg_dtype dtype, void *x, int 
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear, (float *y, const float *x, const float *w,
                                                const float *b, int rows, int in, int out,
                                                cudaStream_t stream))
-/* 16-bit: up to four rows on the split-K GEMV, more on cuBLASLt (fp32
+/* 16-bit: up to eight rows on the split-K GEMV, more on cuBLASLt (fp32
  * accumulation, the bias as its epilogue). */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_linear_typed, (fg_dtype dtype, void *y, const void *x,
                                                      const void *w, const void *b, int rows,
@@ -261,6 +261,9 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_sample, (fg_cuda_sampler *sampler,
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_sampler_draw, (fg_cuda_sampler *sampler,
                                                      const float *logits, uint64_t *state,
                                                      int *token, cudaStream_t stream))
+/* Nanoseconds the host has spent waiting for this sampler's draws (0 for
+ * NULL): host time per token = the step's time minus the waits. */
+FG_CUDA_FN(ZERO, long long, fg_cuda_sampler_wait_ns, (const fg_cuda_sampler *sampler))
 
 /* Decoder on the GPU -------------------------------------------------------- */
 
@@ -314,6 +317,9 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_runner_create, (fg_cuda_runner **runner,
                                                       const fg_cuda_weights *weights,
                                                       int max_tokens, cudaStream_t stream))
 FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL: no-op */
+/* Nanoseconds the host has spent waiting for this runner's forwards to
+ * finish (their synchronize; 0 for NULL), as fg_cuda_sampler_wait_ns. */
+FG_CUDA_FN(ZERO, long long, fg_cuda_runner_wait_ns, (const fg_cuda_runner *runner))
 
 /* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
  * for capacity tokens, in device memory. It depends on no model or runner:
@@ -344,6 +350,19 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_attention_layer, (float *out, const float 
                                                         fg_cuda_kv_cache *cache, int layer))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_block, (float *x, int T, fg_cuda_runner *runner,
                                               fg_cuda_kv_cache *cache, int layer))
+/* fg_cuda_block run one operation at a time (the unfused kernels, whatever
+ * T), handing each operation's output to probe (flashgpt/cuda.h), in this
+ * order: "attn_norm" (T, C), "qkv" (T, qkv width, before its bias), "q_rope"
+ * (T, n_head*d), "k_cache" and "v_cache" (T, n_kv_head*d: the rows this
+ * call appended), "attention" (T, n_head*d), "attn_proj" (T, C, before its
+ * bias), "residual" (T, C, fp32), "ffn_norm" (T, C), then Llama's
+ * "gate_up" (T, 2*n_inner, fp32) and "activation" (T, n_inner) or GPT-2's
+ * "up_gelu" (T, n_inner), "down" (T, C, before its bias) and "residual_2"
+ * (T, C, fp32: the block's output in x). Waits after every operation: a
+ * diagnostic (verify --layers), not a fast path. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_block_probe, (float *x, int T, fg_cuda_runner *runner,
+                                                    fg_cuda_kv_cache *cache, int layer,
+                                                    fg_cuda_probe_fn probe, void *user))
 
 /* docs/contract.md §18: host ids (T) in, host logits (T, vocab) out (probs optional, host),
  * like fg_ref_forward; returns when the logits are written. */

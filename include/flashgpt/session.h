@@ -84,6 +84,11 @@ fg_status fg_session_reset(fg_session *session);        /* forget all tokens */
 fg_status fg_session_reserve(fg_session *session, int tokens);
 /* Bytes of KV cache the session holds now (keys and values, every layer). */
 size_t fg_session_cache_bytes(const fg_session *session);
+/* Nanoseconds the host has spent inside this session's calls waiting for
+ * the CUDA device (the forwards' and GPU draws' synchronizes); 0 on other
+ * devices and for NULL. A call's host time is its clock time minus the
+ * growth of this count (flashgpt bench's host time per decode step). */
+long long fg_session_device_wait_ns(const fg_session *session);
 
 /* Appends the T tokens ids to the session. all_logits, when not NULL, gets
  * the (T, vocab) logits of every new token; the last token's logits are

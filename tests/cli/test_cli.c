@@ -259,6 +259,32 @@ Test(cli, verify_without_gpu_is_a_runtime_error)
     cr_assert(strstr(r->err, "verify needs a GPU") != NULL, "%s", r->err);
 }
 
+/* verify --layers (a GPU, or the emulator): every layer's output and each
+ * operation inside it, against the reference fed the same input, all
+ * within the fp32 bound on stories260K (Llama: RMSNorm, RoPE, SwiGLU). */
+Test(cli, verify_layers_reports_every_operation)
+{
+    if (!fg_cuda_available()) cr_skip_test("no GPU");
+    const char *model = fgi_model_path("stories260K/stories260K.bin");
+    if (model == NULL) cr_skip_test("stories260K not found under FG_MODELS_DIR");
+    char args[4200];
+    snprintf(args, sizeof args, "verify -m '%s' --layers --dtype f32 --tokens 1,5,9,200,7,3", model);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s\n%s", r->out, r->err);
+    static const char *ops[] = {"attn norm", "qkv projection", "q bias + rope",
+                                "k rope + append", "v append", "attention",
+                                "output projection", "residual  ", "ffn norm", "ffn gate|up",
+                                "activation", "down projection", "residual 2"};
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        int count = 0;
+        for (const char *p = r->out; (p = strstr(p, ops[i])) != NULL; p++) count++;
+        cr_assert_eq(count, 5, "'%s' on %d of 5 layers:\n%s", ops[i], count, r->out);
+    }
+    cr_assert(strstr(r->out, "PASS: every layer") && strstr(r->out, "PASS: every operation"),
+              "%s", r->out);
+    cr_assert(strstr(r->out, "OVER") == NULL, "%s", r->out);
+}
+
 Test(cli, generate_stories260k_greedy)
 {
     const char *model = fgi_model_path("stories260K/stories260K.bin");

@@ -1,8 +1,11 @@
 /* The GPU decoder in bf16 and f16 (fg_cuda_weights_create_typed) against
  * the exact CPU reference run on the same weights rounded to the element
  * type: GPT-2 (MHA, GQA + RoPE, MQA + RoPE, learned positions) and Llama
- * (GQA / MQA, tied and untied), a prefill, decode steps and a chunk, the
- * logits and every layer's cached keys and values after each call.
+ * (GQA / MQA, tied and untied; Llama-3 scaled RoPE; a Qwen2-style q|k|v
+ * bias with a sliding window from layer 1; a Mistral-style window of 5
+ * keys in every layer, smaller than the 7-token prompt), a prefill, decode
+ * steps and a chunk, the logits and every layer's cached keys and values
+ * after each call.
  *
  * Bound: the 16-bit rule (docs/contract.md §32, fgi_assert_16bit_rule):
  * the error against the exact reference at most twice the naive 16-bit
@@ -34,25 +37,44 @@ typedef struct {
     const char *name;
     fg_config cfg;
     int untied;
+    int qkv_bias; /* Llama with a q|k|v bias (Qwen2) */
 } decoder_case;
+
+enum { MAX_CASES = 12 };
 
 static int make_cases(decoder_case *cases)
 {
+    /* Llama-3's rope_scaling with an original context whose wavelengths
+     * split d 32's frequencies into kept, blended and divided ones */
+    fg_config scaled = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    scaled.rope_scaling = FG_ROPE_LLAMA3;
+    scaled.rope_factor = 8.0;
+    scaled.rope_low_freq_factor = 1.0;
+    scaled.rope_high_freq_factor = 4.0;
+    scaled.rope_original_ctx = 64;
+    fg_config qwen = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64);
+    qwen.sliding_window = 6;
+    qwen.window_first_layer = 1; /* max_window_layers: layer 0 sees everything */
+    fg_config mistral = fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64);
+    mistral.sliding_window = 5; /* below the 7-token prompt */
     int n = 0;
     cases[n++] = (decoder_case){"gpt2 MHA, learned positions, d 32",
-                                fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 40), 0};
+                                fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 40), 0, 0};
     cases[n++] = (decoder_case){"gpt2 GQA 4/2 + RoPE, d 32",
-                                fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40), 0};
+                                fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40), 0, 0};
     cases[n++] = (decoder_case){"gpt2 MQA + RoPE, d 32",
-                                fgi_test_gpt2_config(2, 128, 4, 1, 1, 0, 89, 40), 0};
+                                fgi_test_gpt2_config(2, 128, 4, 1, 1, 0, 89, 40), 0, 0};
     cases[n++] = (decoder_case){"llama GQA 4/2, tied, d 32",
-                                fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0};
+                                fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0, 0};
     cases[n++] = (decoder_case){"llama GQA 8/2, untied, d 32",
-                                fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64), 1};
+                                fgi_test_llama_config(2, 256, 8, 2, 344, 0, 257, 64), 1, 0};
     cases[n++] = (decoder_case){"llama MQA, untied, d 64",
-                                fgi_test_llama_config(2, 256, 4, 1, 300, 0, 97, 64), 1};
+                                fgi_test_llama_config(2, 256, 4, 1, 300, 0, 97, 64), 1, 0};
+    cases[n++] = (decoder_case){"llama GQA 4/2, llama3 scaled RoPE, d 32", scaled, 0, 0};
+    cases[n++] = (decoder_case){"qwen2 q|k|v bias, window 6 from layer 1, d 32", qwen, 1, 1};
+    cases[n++] = (decoder_case){"mistral GQA 8/2, window 5, d 32", mistral, 1, 0};
     if (fgi_test_quick()) {
-        static const int keep[] = {0, 2, 4};
+        static const int keep[] = {0, 2, 4, 6, 7, 8};
         n = (int)(sizeof keep / sizeof *keep);
         for (int k = 0; k < n; k++) cases[k] = cases[keep[k]];
     }
@@ -107,6 +129,12 @@ static void run_case(const decoder_case *c, fg_dtype dtype, fgi_rng *rng, const 
     const int V = cfg->vocab_size, capacity = 30;
     fgi_test_model tm;
     fgi_test_model_init(&tm, cfg, rng, c->untied);
+    float *qkv_bias[8] = {0};
+    cr_assert(cfg->n_layer <= 8);
+    for (int l = 0; c->qkv_bias && l < cfg->n_layer; l++) {
+        qkv_bias[l] = fgi_buf_normal(rng, (size_t)fg_config_qkv_width(cfg), 0.3);
+        tm.layers[l].c_attn_b = qkv_bias[l];
+    }
     fgi_test_model_round(&tm, dtype);
     fg_kv_cache *ref_cache, *naive_cache;
     fg_cuda_weights *weights;
@@ -159,13 +187,14 @@ static void run_case(const decoder_case *c, fg_dtype dtype, fgi_rng *rng, const 
     fg_kv_cache_destroy(ref_cache);
     fg_kv_cache_destroy(naive_cache);
     fgi_test_model_free(&tm);
+    for (int l = 0; l < 8; l++) fgi_buf_free(qkv_bias[l]);
 }
 
 Test(cuda_decoder16, prefill_and_steps_within_16bit_bound)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(1601);
-    decoder_case cases[8];
+    decoder_case cases[MAX_CASES];
     const int n_cases = make_cases(cases);
     const int chunks[] = {7, 1, 1, 1, 3, 1, 8, 1}, quick_chunks[] = {7, 1, 3, 1};
     const fg_dtype types[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
@@ -319,4 +348,88 @@ Test(cuda_decoder16, random_device_weights_are_deterministic)
     ok(fg_session_forward(s, &one, 1, NULL), "session forward");
     cr_assert_not_null(fg_session_logits(s));
     fg_session_destroy(s);
+}
+
+/* fg_cuda_block_probe (verify --layers' per-operation errors) in 16 bits:
+ * every operation's output in order and shape, the block's output the
+ * same as fg_cuda_block's within the 16-bit ceiling of the exact block,
+ * and the cache appended once; a NULL probe is refused before any work. */
+typedef struct {
+    char ops[20][16];
+    int rows[20], cols[20], n;
+    float *last; /* residual_2 */
+} probe_log;
+
+static void log_probe(void *user, const char *op, const float *values, int rows, int cols)
+{
+    probe_log *p = user;
+    cr_assert(p->n < 20, "too many probe points");
+    snprintf(p->ops[p->n], sizeof p->ops[0], "%s", op);
+    p->rows[p->n] = rows;
+    p->cols[p->n++] = cols;
+    for (int i = 0; i < rows * cols; i++)
+        cr_assert(isfinite(values[i]), "%s: value %d is %g", op, i, values[i]);
+    if (strcmp(op, "residual_2") == 0) {
+        fgi_buf_free(p->last);
+        p->last = fgi_buf_copy(values, (size_t)rows * cols);
+    }
+}
+
+Test(cuda_decoder16, block_probe_reports_every_operation)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1605);
+    const fg_config cfgs[] = {fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64),
+                              fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 40)};
+    static const char *llama_ops[] = {"attn_norm", "qkv", "q_rope", "k_cache", "v_cache",
+                                      "attention", "attn_proj", "residual", "ffn_norm",
+                                      "gate_up", "activation", "down", "residual_2"};
+    static const char *gpt2_ops[] = {"attn_norm", "qkv", "q_rope", "k_cache", "v_cache",
+                                     "attention", "attn_proj", "residual", "ffn_norm",
+                                     "up_gelu", "down", "residual_2"};
+    for (int c = 0; c < 2; c++) {
+        const fg_config *cfg = &cfgs[c];
+        const int T = 6, C = cfg->n_embd, llama = cfg->arch == FG_ARCH_LLAMA;
+        const size_t n = (size_t)T * C;
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, cfg, &rng, 0);
+        fgi_test_model_round(&tm, FG_DTYPE_BF16);
+        fg_cuda_weights *w;
+        fg_cuda_runner *r;
+        fg_cuda_kv_cache *cache;
+        fg_kv_cache *ref_cache;
+        ok(fg_cuda_weights_create_typed(&w, cfg, &tm.w, FG_DTYPE_BF16), "weights");
+        ok(fg_cuda_runner_create(&r, w, T, 0), "runner");
+        ok(fg_cuda_kv_cache_create_typed(&cache, cfg->n_layer, cfg->n_kv_head,
+                                         fg_config_head_dim(cfg), T, FG_DTYPE_BF16),
+           "cache");
+        ok(fg_kv_cache_create(&ref_cache, cfg, T), "reference cache");
+        float *x = fgi_buf_normal(&rng, n, 1.0), *ref = fgi_buf_copy(x, n);
+        float *dev = fgi_dev_upload(x, n);
+        probe_log log;
+        memset(&log, 0, sizeof log);
+        fgi_expect_refused(fg_cuda_block_probe(dev, T, r, cache, 0, NULL, &log), "'probe'");
+        cr_assert_eq(fg_cuda_kv_cache_len(cache, 0), 0);
+        ok(fg_cuda_block_probe(dev, T, r, cache, 0, log_probe, &log), "probe");
+        cr_assert_eq(fg_cuda_kv_cache_len(cache, 0), T);
+        const char **want = llama ? llama_ops : gpt2_ops;
+        const int n_want = llama ? 13 : 12;
+        cr_assert_eq(log.n, n_want, "%d probe points", log.n);
+        for (int i = 0; i < n_want; i++) {
+            cr_assert_str_eq(log.ops[i], want[i]);
+            cr_assert_eq(log.rows[i], T, "%s rows", want[i]);
+        }
+        ok(fg_ref_block(ref, T, cfg, &tm.w.layers[0], ref_cache, 0), "reference block");
+        float *got = fgi_dev_download(dev, n);
+        fgi_assert_same(got, log.last, sizeof(float) * n, "residual_2 is the block's output");
+        expect_l2(got, ref, n, llama ? "probed llama block" : "probed gpt2 block");
+        fgi_buf_free(got), fgi_buf_free(log.last);
+        fgi_dev_free(dev);
+        fgi_buf_free(x), fgi_buf_free(ref);
+        fg_kv_cache_destroy(ref_cache);
+        fg_cuda_kv_cache_destroy(cache);
+        fg_cuda_runner_destroy(r);
+        fg_cuda_weights_destroy(w);
+        fgi_test_model_free(&tm);
+    }
 }

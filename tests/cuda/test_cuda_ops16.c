@@ -29,6 +29,10 @@
 
 static const fg_dtype kTypes[2] = {FG_DTYPE_BF16, FG_DTYPE_F16};
 
+/* Rows served by the split-K GEMV (FGI_GEMV_MAX_ROWS, which CPU-only
+ * builds of this file do not see); more go to cuBLASLt. */
+enum { kGemvRows = 8 };
+
 /* Trials per type: `full` normally, 6 in quick mode. */
 static int trials(int full) { return fgi_test_quick() ? 6 : full; }
 static int size_max(int full, int quick) { return fgi_test_quick() ? quick : full; }
@@ -459,7 +463,7 @@ static void check_linear16(fg_dtype t, fgi_rng *rng, int rows, int in, int out, 
     fgi_buf_free(x), fgi_buf_free(w), fgi_buf_free(b), fgi_buf_free(exact), fgi_buf_free(naive);
 }
 
-/* One to four rows: the split-K GEMV over 16-bit weights (16-byte loads
+/* One to eight rows: the split-K GEMV over 16-bit weights (16-byte loads
  * when out is a multiple of 8, the scalar tail otherwise, also when out is
  * a multiple of 4 only; one slice or many; tails of the 256-column tile),
  * twice for the bits. */
@@ -469,7 +473,7 @@ Test(cuda16_linear, gemv_rows_follow_the_16bit_rule_and_repeat_bitwise)
     fgi_rng rng = fgi_rng_make(1610);
     for (int ti = 0; ti < 2; ti++)
         for (int trial = 0; trial < trials(50); trial++) {
-            const int rows = 1 + trial % 4;
+            const int rows = 1 + trial % 8;
             const int in = trial % 3 == 0 ? fgi_rng_int(&rng, 1, 70)
                                           : fgi_rng_int(&rng, 200, size_max(4096, 600));
             /* out = 8k + 4: 4-column packs would be whole, 8-column ones not */
@@ -481,14 +485,183 @@ Test(cuda16_linear, gemv_rows_follow_the_16bit_rule_and_repeat_bitwise)
         }
 }
 
-/* Five rows and more: cuBLASLt with the bias as its epilogue. */
+/* Batch invariance of the GEMV: each row of a call of 2 .. 8 rows has the
+ * bits that row gets alone (the summation order never depends on the row
+ * count), in every type, with one slice or many, GELU epilogue or not. */
+Test(cuda16_linear, gemv_row_is_the_same_alone_or_among_eight)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1615);
+    static const fg_dtype types[3] = {FG_DTYPE_F32, FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int ti = 0; ti < 3; ti++)
+        for (int trial = 0; trial < trials(50); trial++) {
+            const fg_dtype t = types[ti];
+            const int rows = 2 + trial % (kGemvRows - 1);
+            const int in = trial % 4 == 0 ? fgi_rng_int(&rng, 1, 70)
+                                          : fgi_rng_int(&rng, 200, size_max(4096, 900));
+            const int out = trial % 3 == 0 ? awkward_len(&rng, size_max(1100, 300))
+                                           : 8 * fgi_rng_int(&rng, 1, size_max(300, 60));
+            const int with_bias = trial % 4 != 1;
+            const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
+            float *x = normal16(&rng, t, nx, 1.0), *w = normal16(&rng, t, nw, 1.0 / sqrt((double)in));
+            float *b = normal16(&rng, t, (size_t)out, 0.5);
+            void *dx = dev16_upload(t, x, nx), *dw = dev16_upload(t, w, nw);
+            void *db = dev16_upload(t, b, (size_t)out), *dy = dev16_poisoned(t, ny);
+            char what[160];
+            snprintf(what, sizeof what, "%s gemv rows %d in %d out %d%s, trial %d",
+                     fg_dtype_name(t), rows, in, out, with_bias ? "" : " no bias", trial);
+            ok(fg_cuda_linear_typed(t, dy, dx, dw, with_bias ? db : NULL, rows, in, out, 0),
+               what);
+            float *all = dev16_download(t, dy, ny, what);
+            const size_t es = fg_dtype_size(t);
+            for (int r = 0; r < rows; r++) {
+                void *dy1 = dev16_poisoned(t, (size_t)out);
+                ok(fg_cuda_linear_typed(t, dy1, (char *)dx + es * (size_t)r * in, dw,
+                                        with_bias ? db : NULL, 1, in, out, 0),
+                   what);
+                float *alone = dev16_download(t, dy1, (size_t)out, what);
+                char row_what[200];
+                snprintf(row_what, sizeof row_what, "%s: row %d alone", what, r);
+                fgi_assert_same(all + (size_t)r * out, alone, sizeof(float) * out, row_what);
+                fgi_buf_free(alone);
+                fgi_dev_free(dy1);
+            }
+            fgi_buf_free(all);
+            fgi_dev_free(dx), fgi_dev_free(dw), fgi_dev_free(db), fgi_dev_free(dy);
+            fgi_buf_free(x), fgi_buf_free(w), fgi_buf_free(b);
+        }
+}
+
+#ifdef FG_HAVE_CUDA
+/* The decode step's fused GEMV (fgi_cuda_gemv_fused): with the norm in its
+ * prologue, y = round(norm(x) * g (+ b)) w (+ bias) against the exact norm
+ * and product and the naive 16-bit ones (h rounded, y rounded); with the
+ * residual epilogue, x += round(a w) + bias, bit for bit what the plain
+ * GEMV's stored delta added on the host gives (the same summation order),
+ * and within the rule of the exact sum. One row (the decode step), RMSNorm
+ * and LayerNorm (with and without its bias), offset rows, one slice or
+ * many, 16-byte or scalar w loads. */
+static void check_gemv_fused(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *ctx, int trial)
+{
+    const int rows = 1, norm = trial % 2 == 0, resid = !norm, rms = trial % 4 < 2;
+    const int with_nb = !rms && trial % 5 != 0, with_b = trial % 7 != 3;
+    const int in = trial % 6 == 0 ? fgi_rng_int(rng, 1, 70)
+                                  : fgi_rng_int(rng, 64, size_max(4096, 700));
+    const int out = trial % 4 == 3 ? awkward_len(rng, size_max(1100, 300))
+                                   : 8 * fgi_rng_int(rng, 1, size_max(300, 60));
+    const float eps = trial % 2 ? 1e-5f : 1e-6f;
+    const size_t nx = (size_t)rows * in, ny = (size_t)rows * out, nw = (size_t)in * out;
+    float *x = norm ? norm_input(rng, rows, in) : normal16(rng, t, nx, 1.0);
+    float *g = fgi_buf_normal(rng, (size_t)in, 0.3);
+    for (int j = 0; j < in; j++) g[j] = fg_dtype_round(t, g[j] + 1.0f);
+    float *nb = normal16(rng, t, (size_t)in, 0.5);
+    float *w = normal16(rng, t, nw, 1.0 / sqrt((double)in)), *b = normal16(rng, t, (size_t)out, 0.5);
+    float *res = fgi_buf_normal(rng, ny, 3.0); /* the fp32 residual stream added into */
+    /* the product's input: exact and naive norms, or x itself */
+    float *h_exact = fgi_buf_copy(x, nx), *h_naive = fgi_buf_copy(x, nx);
+    if (norm && rms) {
+        ok(fg_ref_rms_norm(h_exact, x, g, rows, in, eps), "reference norm");
+        ok(fg_ref_rms_norm_naive16(t, h_naive, x, g, rows, in, eps), "naive norm");
+    } else if (norm) {
+        ok(fg_ref_layer_norm(h_exact, x, g, with_nb ? nb : NULL, rows, in, eps), "reference");
+        ok(fg_ref_layer_norm_naive16(t, h_naive, x, g, with_nb ? nb : NULL, rows, in, eps),
+           "naive norm");
+    }
+    float *exact = fgi_buf_nan(ny), *naive = fgi_buf_nan(ny);
+    if (resid) { /* x += delta + bias, delta the rounded product */
+        ok(fg_ref_linear(exact, h_exact, w, NULL, rows, in, out), "reference");
+        ok(fg_ref_linear_naive16(t, naive, h_naive, w, NULL, rows, in, out), "naive");
+        for (size_t i = 0; i < ny; i++) {
+            const float bias = with_b ? b[i % (size_t)out] : 0.0f;
+            exact[i] = res[i] + (exact[i] + bias);
+            naive[i] = res[i] + (naive[i] + bias);
+        }
+    } else {
+        ok(fg_ref_linear(exact, h_exact, w, with_b ? b : NULL, rows, in, out), "reference");
+        ok(fg_ref_linear_naive16(t, naive, h_naive, w, with_b ? b : NULL, rows, in, out),
+           "naive");
+    }
+    float *dnx = fgi_dev_upload(x, nx), *dres = fgi_dev_upload(res, ny);
+    void *dx = dev16_upload(t, x, nx), *dw = dev16_upload(t, w, nw);
+    void *db = dev16_upload(t, b, (size_t)out), *dg = dev16_upload(t, g, (size_t)in);
+    void *dnb = dev16_upload(t, nb, (size_t)in), *dy = dev16_poisoned(t, ny);
+    char what[200];
+    snprintf(what, sizeof what, "%s fused gemv rows %d in %d out %d: %s%s%s%s%s, trial %d",
+             fg_dtype_name(t), rows, in, out, norm ? (rms ? "rms_norm" : "layer_norm") : "",
+             norm && !rms && !with_nb ? " (no bias)" : "", norm && resid ? " + " : "",
+             resid ? "residual" : "", with_b ? "" : ", no bias", trial);
+    fgi_gemv_norm n = {dnx, dg, with_nb ? dnb : NULL, eps, rms};
+    ok(fgi_cuda_gemv_fused("test", t, ctx, resid ? NULL : dy, norm ? NULL : dx,
+                           norm ? &n : NULL, resid ? dres : NULL, dw, with_b ? db : NULL, rows,
+                           in, out, FGI_ACT_NONE, 0),
+       what);
+    if (resid) {
+        float *got = fgi_dev_download(dres, ny);
+        fgi_dev_assert_guard(dres, ny, what);
+        fgi_assert_16bit_rule(t, got, exact, naive, ny, what);
+        float *y_left = dev16_download(t, dy, ny, what); /* never written: still NaN */
+        for (size_t i = 0; i < ny; i++)
+            cr_assert(isnan(y_left[i]), "%s: y written at %zu (seed %llu)", what, i,
+                      (unsigned long long)fgi_test_seed());
+        fgi_buf_free(y_left);
+        if (!norm) { /* bit for bit: the plain GEMV's delta, added as the norm kernel adds */
+            ok(fg_cuda_linear_typed(t, dy, dx, dw, NULL, rows, in, out, 0), what);
+            float *delta = dev16_download(t, dy, ny, what);
+            for (size_t i = 0; i < ny; i++)
+                delta[i] = res[i] + (with_b ? delta[i] + b[i % (size_t)out] : delta[i]);
+            fgi_assert_same(got, delta, sizeof(float) * ny, what);
+            fgi_buf_free(delta);
+        }
+        fgi_buf_free(got);
+    } else {
+        expect16(t, dy, exact, naive, ny, what);
+    }
+    fgi_dev_free(dnx), fgi_dev_free(dres), fgi_dev_free(dx), fgi_dev_free(dw);
+    fgi_dev_free(db), fgi_dev_free(dg), fgi_dev_free(dnb), fgi_dev_free(dy);
+    fgi_buf_free(x), fgi_buf_free(g), fgi_buf_free(nb), fgi_buf_free(w), fgi_buf_free(b);
+    fgi_buf_free(res), fgi_buf_free(h_exact), fgi_buf_free(h_naive);
+    fgi_buf_free(exact), fgi_buf_free(naive);
+}
+#endif
+
+Test(cuda16_linear, fused_norm_and_residual_gemv_follow_the_16bit_rule)
+{
+    fgi_require_gpu();
+#ifdef FG_HAVE_CUDA
+    fgi_rng rng = fgi_rng_make(1616);
+    char name[128];
+    size_t total = 0;
+    fgi_linear_ctx ctx = {NULL, NULL, 0, 0, NULL};
+    ok(fg_cuda_device_info(name, sizeof name, &ctx.sm_count, &total), "device");
+    ok(fg_cuda_malloc(&ctx.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace");
+    ok(fg_cuda_memset(ctx.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "counters");
+    for (int ti = 0; ti < 2; ti++)
+        for (int trial = 0; trial < trials(60); trial++)
+            check_gemv_fused(kTypes[ti], &rng, &ctx, trial);
+    /* fp32 has no fused path (its results and kernels stay as they were) */
+    fgi_gemv_norm n = {NULL, NULL, NULL, 1e-5f, 1};
+    fgi_expect_refused(fgi_cuda_gemv_fused("test", FG_DTYPE_F32, &ctx, NULL, NULL, &n, NULL,
+                                           NULL, NULL, 1, 8, 8, FGI_ACT_NONE, 0),
+                       "bf16 and f16 only");
+    float resid = 0.0f; /* never touched: refused first */
+    fgi_expect_refused(fgi_cuda_gemv_fused("test", FG_DTYPE_BF16, &ctx, NULL, NULL, &n, &resid,
+                                           NULL, NULL, 1, 8, 8, FGI_ACT_NONE, 0),
+                       "either a norm or a residual");
+    fgi_expect_refused(fgi_cuda_gemv_fused("test", FG_DTYPE_BF16, &ctx, NULL, NULL, &n, NULL,
+                                           NULL, NULL, 2, 8, 8, FGI_ACT_NONE, 0),
+                       "one row");
+    fg_cuda_free(ctx.gemv_ws);
+#endif
+}
+
+/* Nine rows and more: cuBLASLt with the bias as its epilogue. */
 Test(cuda16_linear, gemm_rows_follow_the_16bit_rule)
 {
     fgi_require_gpu();
     fgi_rng rng = fgi_rng_make(1611);
     for (int ti = 0; ti < 2; ti++)
         for (int trial = 0; trial < trials(50); trial++) {
-            const int rows = 5 + awkward_len(&rng, size_max(70, 12));
+            const int rows = 1 + kGemvRows + awkward_len(&rng, size_max(70, 12));
             const int in = awkward_len(&rng, size_max(600, 100));
             const int out = awkward_len(&rng, size_max(600, 100));
             check_linear16(kTypes[ti], &rng, rows, in, out, trial % 3 != 0, 0, trial);
@@ -502,9 +675,9 @@ Test(cuda16_linear, gelu_ffn_follows_the_16bit_rule)
     for (int ti = 0; ti < 2; ti++) {
         const fg_dtype t = kTypes[ti];
         for (int trial = 0; trial < trials(50); trial++) {
-            /* half the trials on the GEMV (<= 4 rows), half on cuBLASLt */
-            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, 4)
-                                       : 5 + awkward_len(&rng, size_max(30, 6));
+            /* half the trials on the GEMV (<= 8 rows), half on cuBLASLt */
+            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, kGemvRows)
+                                       : 1 + kGemvRows + awkward_len(&rng, size_max(30, 6));
             const int hidden = awkward_len(&rng, size_max(300, 64));
             const int inner = trial % 4 < 2 ? 4 * hidden : awkward_len(&rng, size_max(600, 128));
             const int with_bias = trial % 3 != 0;
@@ -551,8 +724,8 @@ Test(cuda16_linear, swiglu_ffn_follows_the_16bit_rule)
              * stored 16-bit act; over a handful of outputs those maxima
              * are noise (a CPU model of this chain fails 1 in 200 draws
              * at 13 outputs, none in 2000 at 65) */
-            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, 4)
-                                       : 5 + awkward_len(&rng, size_max(30, 6));
+            const int rows = trial % 2 ? fgi_rng_int(&rng, 1, kGemvRows)
+                                       : 1 + kGemvRows + awkward_len(&rng, size_max(30, 6));
             const int hidden = 64 / rows + awkward_len(&rng, size_max(300, 64));
             const int inner = awkward_len(&rng, size_max(700, 160));
             const size_t nx = (size_t)rows * hidden, nw = (size_t)hidden * inner;
