@@ -1,7 +1,8 @@
 /* Flash attention in bf16 / f16 on the tensor cores (mma.sync m16n8k16,
  * sm_80 and later): the kernel behind every 16-bit attention call
- * (fgi_cuda_attention16, attention_internal.h). On Hopper (sm_90) this
- * sm_80 kernel runs too: there is no wgmma/TMA kernel yet.
+ * (fgi_cuda_attention16, attention_internal.h) on every card but Hopper,
+ * where head_dim 64 and 128 go to the wgmma / TMA kernel (attention_sm90.cu)
+ * unless the sm_80 kernel is forced (fgi_attention16_pick).
  *
  * Conventions: q, k, v, out of element type T (__nv_bfloat16 or __half),
  * contiguous rows of head_dim elements (strides in elements); scores,
@@ -347,6 +348,14 @@ extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
                        fn, a->n_q_head, a->q_len);
     FGI_TRY(fgi_cuda_check_device(fn));
+    const int pick = fgi_attention16_pick(a->head_dim);
+    if (pick < 0)
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: the sm_90a attention kernel was forced but cannot run here (it needs "
+                       "a compute capability 9.0 device, code built for sm_90a and head_dim 64 "
+                       "or 128)",
+                       fn);
+    if (pick == 2) return fgi_cuda_attention16_sm90(fn, a, stream);
 
     problem16 p = {};
     p.out = a->out;
