@@ -89,7 +89,8 @@ __device__ __forceinline__ uint64_t kmajor_desc(const unsigned char *p)
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 1) sm90_attention_kernel(const __grid_constant__ problem90 p)
+__global__ void __launch_bounds__(kThreads, 1)
+    sm90_attention_kernel(const __grid_constant__ problem90 p)
 {
     using S = Shape90<D>;
     constexpr int STAGES = S::STAGES;
@@ -221,10 +222,12 @@ __global__ void __launch_bounds__(kThreads, 1) sm90_attention_kernel(const __gri
         for (int h = 0; h < 2; h++) {
             float row[2 * NT];
 #pragma unroll
-            for (int j = 0; j < NT; j++) row[2 * j] = s[4 * j + 2 * h], row[2 * j + 1] = s[4 * j + 2 * h + 1];
+            for (int j = 0; j < NT; j++)
+                row[2 * j] = s[4 * j + 2 * h], row[2 * j + 1] = s[4 * j + 2 * h + 1];
             alpha[h] = fgi_softmax_update<4, 2>(st[h], row);
 #pragma unroll
-            for (int j = 0; j < NT; j++) s[4 * j + 2 * h] = row[2 * j], s[4 * j + 2 * h + 1] = row[2 * j + 1];
+            for (int j = 0; j < NT; j++)
+                s[4 * j + 2 * h] = row[2 * j], s[4 * j + 2 * h + 1] = row[2 * j + 1];
         }
     };
     /* O *= alpha, then P (rounded to T) as the A fragments of keys 16kk.. */
@@ -290,7 +293,8 @@ __global__ void __launch_bounds__(kThreads, 1) sm90_attention_kernel(const __gri
         const int row = h ? r1 : r0;
         if (row >= p.q_len) continue;
         const float inv = fgi_softmax_inv_sum(st[h]);
-        T *dst = static_cast<T *>(p.out) + head * p.out_head_stride + row * p.out_row_stride + 2 * t;
+        T *dst = static_cast<T *>(p.out) + head * p.out_head_stride + row * p.out_row_stride +
+                 2 * t;
 #pragma unroll
         for (int j = 0; j < D / 8; j++)
             *reinterpret_cast<uint32_t *>(dst + 8 * j) =

@@ -355,7 +355,8 @@ int tensor_map_encode(tensor_map *map, int elem_bytes, int rank, const void *bas
     }
     if (why == nullptr && (box[0] * (unsigned)elem_bytes) % 16 != 0)
         why = "an inner box dimension that is not a multiple of 16 bytes";
-    if (why == nullptr && swizzle_span != 0 && box[0] * (unsigned)elem_bytes != (unsigned)swizzle_span)
+    if (why == nullptr && swizzle_span != 0 &&
+        box[0] * (unsigned)elem_bytes != (unsigned)swizzle_span)
         why = "a swizzled box whose inner dimension is not exactly the swizzle span (the driver "
               "accepts less; not modelled here)";
     if (why != nullptr) {
