@@ -26,7 +26,11 @@
  * out: bf16 / f16 prefill runs the 16-bit tensor-core kernel
  * (fgi_cuda_attention16; --sweep adds nothing there, it has one
  * configuration); decode cases in a 16-bit type are listed as skipped
- * until a 16-bit decode path is timed here. Every table run first prints
+ * until a 16-bit decode path is timed here. --kernel auto|sm80|sm90
+ * (default auto) picks the 16-bit prefill kernel: the sm_80 mma.sync one or
+ * the sm_90a wgmma/TMA one (head_dim 64 and 128 on Hopper; auto takes it
+ * there), to compare the two in one build; the header line says which runs
+ * ("kernel16 d64=sm90 d128=sm90"). Every table run first prints
  * the card's device-to-device copy bandwidth (fg_cuda_copy_bandwidth, 1 GiB:
  *   copy bytes=1073741824 ms=0.4321 gbps=4970.1
  * ), the line memory-bound results are compared against.
@@ -58,7 +62,7 @@
  *                        [--case N] [--hold-us N] [--sweep] [--dtype T]
  *                        [--sweep-prefill] [--sweep-decode] [--ceilings]
  *                        [--csv FILE] [--commit ID] [--tiny]
- *                        [--dtype f32|bf16|f16] */
+ *                        [--dtype f32|bf16|f16] [--kernel auto|sm80|sm90] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/attention/attention_internal.h"
@@ -728,6 +732,7 @@ static int run_sweep(char kind, int tiny, int runs, unsigned hold_us, FILE *out,
 
 int main(int argc, char **argv)
 {
+    int kernel16 = 0; /* --kernel: 0 auto, 1 sm80, 2 sm90 */
     int runs = 30;
     const char *out_path = NULL, *only = NULL;
     int sweep = 0, only_case = 0, sweep_prefill = 0, sweep_decode = 0, ceilings = 0, tiny = 0;
@@ -747,7 +752,15 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--tiny") == 0) tiny = 1;
         else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) csv_path = argv[++i];
         else if (strcmp(argv[i], "--commit") == 0 && i + 1 < argc) commit = argv[++i];
-        else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+        else if (strcmp(argv[i], "--kernel") == 0 && i + 1 < argc) {
+            const char *k = argv[++i];
+            kernel16 = strcmp(k, "auto") == 0 ? 0 : strcmp(k, "sm80") == 0 ? 1
+                     : strcmp(k, "sm90") == 0 ? 2 : -1;
+            if (kernel16 < 0) {
+                fprintf(stderr, "bench_attention: --kernel must be auto, sm80 or sm90\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
             if (fg_dtype_parse(argv[++i], &bench_dtype) != FG_OK) {
                 fprintf(stderr, "bench_attention: --dtype: %s\n", fg_last_error());
                 return 2;
@@ -756,7 +769,8 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "usage: %s [--runs N (>= 20)] [--out FILE] [--only prefill|decode] "
                     "[--case 1..%d] [--hold-us N] [--sweep] [--sweep-prefill] [--sweep-decode] "
-                    "[--ceilings] [--csv FILE] [--commit ID] [--tiny] [--dtype f32|bf16|f16]\n",
+                    "[--ceilings] [--csv FILE] [--commit ID] [--tiny] [--dtype f32|bf16|f16] "
+                    "[--kernel auto|sm80|sm90]\n",
                     argv[0], n_cases);
             return 2;
         }
@@ -781,6 +795,12 @@ int main(int argc, char **argv)
     int sms = 0;
     size_t total = 0;
     if (!bench_check(fg_cuda_device_info(name, sizeof name, &sms, &total), "device info")) return 1;
+    fgi_attention16_set_kernel(kernel16);
+    if (kernel16 == 2 && fgi_attention16_pick(64) != 2) {
+        fprintf(stderr, "bench_attention: --kernel sm90: this device or build cannot run the "
+                        "sm_90a kernel (compute capability 9.0 and code for sm_90a needed)\n");
+        return 1;
+    }
     FILE *file = out_path ? fopen(out_path, "w") : NULL;
     if (out_path && !file) {
         fprintf(stderr, "bench_attention: cannot write %s\n", out_path);
@@ -791,6 +811,8 @@ int main(int argc, char **argv)
     strftime(date, sizeof date, "%Y-%m-%d %H:%M", gmtime(&now));
     print_both(file, "# bench_attention %s UTC, %s (%d SMs), %s, median of %d runs, ", date,
                name, sms, dtype_label(), runs);
+    print_both(file, "kernel16 d64=%s d128=%s, ", fgi_attention16_pick(64) == 2 ? "sm90" : "sm80",
+               fgi_attention16_pick(128) == 2 ? "sm90" : "sm80");
     if (hold_us > 0)
         print_both(file, "GPU time (each call queued behind a %ld us hold); call_ms: a call on an "
                          "idle stream, host planning and launch latency included\n", hold_us);

@@ -528,11 +528,11 @@ extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_
     if (a->kv_len_dev != nullptr)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %s attention takes its key count from the host",
                        fn, fg_dtype_name(a->dtype));
-    /* The 16-bit kernel choice, for every caller (the typed entry points,
-     * the decoder, the benchmark): today the sm_80 mma.sync kernel on every
-     * card; a Hopper (sm_90a) kernel is chosen here, by the device's
-     * compute capability and what that kernel serves. */
-    return fgi_launch_attention16_mma(fn, a, stream);
+    /* Every 16-bit caller (the typed entry points, the decoder, the
+     * benchmark) comes through here; fgi_launch_attention16 checks what the
+     * kernels need and picks the sm_80 or the Hopper (sm_90a) kernel by the
+     * device's compute capability and head_dim (fgi_attention16_pick). */
+    return fgi_launch_attention16(fn, a, stream);
 }
 
 /* Public entry points: each fp32 function and its _typed twin are the same

@@ -115,10 +115,28 @@ bool fgi_attention16_supported(int head_dim);
 fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_args *a,
                                cudaStream_t stream);
 
-/* The sm_80 kernel (attention_mma16.cu, mma.sync m16n8k16; also runs on
- * sm_90): its own checks of head_dim and alignment, then the launch. */
-fg_status fgi_launch_attention16_mma(const char *fn, const fgi_attention16_args *a,
-                                     cudaStream_t stream);
+/* The checks both 16-bit kernels need (head_dim, 16-byte alignment, sizes,
+ * the device), then the kernel fgi_attention16_pick names: the sm_80 one
+ * (attention_mma16.cu, mma.sync m16n8k16; also runs on sm_90) or the
+ * Hopper one. */
+fg_status fgi_launch_attention16(const char *fn, const fgi_attention16_args *a,
+                                 cudaStream_t stream);
+
+/* The Hopper kernel (cuda/attention/attention_sm90.cu, sm_90a: wgmma, TMA,
+ * warp-specialised ping-pong), head_dim 64 and 128. fgi_attention16_pick
+ * says which kernel fgi_cuda_attention16 runs for head_dim on the current
+ * device: 1 the sm_80 kernel, 2 the sm_90a one, -1 none (the sm_90a kernel
+ * was forced but cannot run here). The choice is automatic (sm_90a on
+ * compute capability 9.0 when this build has its code) unless
+ * fgi_attention16_set_kernel (0 automatic, 1 sm_80, 2 sm_90a) or the
+ * environment (FG_ATTENTION16_KERNEL=auto|sm80|sm90, read once) forces it.
+ * fgi_cuda_attention16_sm90 launches it on arguments fgi_launch_attention16
+ * has validated. */
+void fgi_attention16_set_kernel(int which);
+bool fgi_attention16_sm90_built(void);
+int fgi_attention16_pick(int head_dim);
+fg_status fgi_cuda_attention16_sm90(const char *fn, const fgi_attention16_args *a,
+                                    cudaStream_t stream);
 
 /* Batched decode (one query row per sequence, cuda/attention/attention_decode_batch.cu,
  * public fg_cuda_decode_attention*): q and out (batch, n_q_head, head_dim),

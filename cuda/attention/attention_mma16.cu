@@ -1,8 +1,9 @@
 /* Flash attention in bf16 / f16 on the tensor cores (mma.sync m16n8k16,
  * sm_80 and later): the kernel behind every 16-bit attention call
- * (fgi_cuda_attention16 in attention.cu chooses it; attention_internal.h).
- * On Hopper (sm_90) this sm_80 kernel runs too: there is no wgmma/TMA
- * kernel yet.
+ * (fgi_cuda_attention16 in attention.cu, then fgi_launch_attention16 here)
+ * on every card but Hopper, where head_dim 64 and 128 go to the wgmma / TMA
+ * kernel (attention_sm90.cu) unless the sm_80 kernel is forced
+ * (fgi_attention16_pick).
  *
  * Conventions: q, k, v, out of element type T (__nv_bfloat16 or __half),
  * contiguous rows of head_dim elements (strides in elements); scores,
@@ -317,11 +318,12 @@ extern "C" bool fgi_attention16_supported(int head_dim)
            head_dim == 128 || head_dim == 256;
 }
 
-extern "C" fg_status fgi_launch_attention16_mma(const char *fn, const fgi_attention16_args *a,
-                                                cudaStream_t stream)
+extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention16_args *a,
+                                            cudaStream_t stream)
 {
     /* The dispatch (fgi_cuda_attention16) has checked the arguments' sanity
-     * and dtype; here only what this kernel needs. */
+     * and dtype; here what both 16-bit kernels need (TMA wants the same
+     * 16-byte alignment as cp.async), then the pick. */
     if (!fgi_attention16_supported(a->head_dim))
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no %s attention kernel for head_dim %d (32, 64, 80, 96, 128, 256)",
@@ -340,6 +342,14 @@ extern "C" fg_status fgi_launch_attention16_mma(const char *fn, const fgi_attent
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: %d heads x %d query rows need too many blocks",
                        fn, a->n_q_head, a->q_len);
     FGI_TRY(fgi_cuda_check_device(fn));
+    const int pick = fgi_attention16_pick(a->head_dim);
+    if (pick < 0)
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: the sm_90a attention kernel was forced but cannot run here (it needs "
+                       "a compute capability 9.0 device, code built for sm_90a and head_dim 64 "
+                       "or 128)",
+                       fn);
+    if (pick == 2) return fgi_cuda_attention16_sm90(fn, a, stream);
 
     problem16 p = {};
     p.out = a->out;

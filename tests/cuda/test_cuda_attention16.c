@@ -45,12 +45,17 @@ static double case_budget(void) { return fgi_test_quick() ? 4e5 : 3e7; }
 
 typedef fgi_attention_shape shape;
 
+/* Nonzero: the sm_90a kernel's head dims only (64, 128 alternating). */
+static int sm90_dims_only = 0;
+
 /* Case c of a family (tests/support/attention_shapes.h): this file's head
- * dims and lengths, ratio query heads per KV head (0: MQA, 2..6 query
- * heads), within case_budget. */
+ * dims (or the sm_90a kernel's) and lengths, ratio query heads per KV head
+ * (0: MQA, 2..6 query heads), within case_budget. */
 static shape make_shape(fgi_rng *r, int c, int ratio)
 {
-    const fgi_attention_space space = {head_dims, N_HEAD_DIMS, lengths, N_LENGTHS, 6,
+    static const int sm90_dims[] = {64, 128};
+    const fgi_attention_space space = {sm90_dims_only ? sm90_dims : head_dims,
+                                       sm90_dims_only ? 2 : N_HEAD_DIMS, lengths, N_LENGTHS, 6,
                                        case_budget()};
     return fgi_attention_make_shape(r, c, ratio, &space);
 }
@@ -324,6 +329,49 @@ Test(cuda_attention16, mha_random_shapes) { run_family(FAM_MHA, 203, "mha"); }
 Test(cuda_attention16, gqa_and_mqa_random_shapes) { run_family(FAM_GQA, 204, "gqa"); }
 Test(cuda_attention16, gqa_lse_random_shapes) { run_family(FAM_LSE, 205, "gqa_lse"); }
 
+/* The kernels forced (fgi_attention16_set_kernel): the sm_80 kernel on
+ * every head_dim (on Hopper, and in the emulator, which reports 9.0, the
+ * automatic choice sends 64 and 128 to the sm_90a kernel), and the sm_90a
+ * kernel (attention_sm90.cu: 128-row query blocks, 128-key tiles) on the
+ * same families at head_dim 64 and 128, where the device runs it (it
+ * skips elsewhere: a card without sm_90a). */
+static int force_kernel(int which)
+{
+#ifdef FG_HAVE_CUDA
+    fgi_attention16_set_kernel(which);
+    return which != 2 || fgi_attention16_pick(64) == 2;
+#else
+    (void)which;
+    return 1;
+#endif
+}
+
+Test(cuda_attention16, sm80_kernel_forced)
+{
+    fgi_require_gpu();
+    force_kernel(1);
+    run_family(FAM_MHA, 221, "sm80 mha");
+    run_family(FAM_LSE, 222, "sm80 gqa_lse");
+    force_kernel(0);
+}
+
+Test(cuda_attention16, sm90_kernel_random_shapes)
+{
+    fgi_require_gpu();
+    if (!force_kernel(2)) {
+        force_kernel(0);
+        cr_skip_test("no sm_90a device or code: the sm_90a kernel cannot run here");
+    }
+    sm90_dims_only = 1;
+    run_family(FAM_SINGLE, 231, "sm90 attention");
+    run_family(FAM_MHA, 232, "sm90 mha");
+    run_family(FAM_GQA, 233, "sm90 gqa");
+    run_family(FAM_LSE, 234, "sm90 gqa_lse");
+    run_family_n(FAM_LSE, 235, "sm90 large scores", fgi_test_quick() ? 2 : 12, 5.0);
+    sm90_dims_only = 0;
+    force_kernel(0);
+}
+
 /* Scores in the tens (q, k ~ N(0, 5^2): exp would overflow without the
  * running max; a single key often takes almost all the weight), with lse. */
 Test(cuda_attention16, large_scores_with_lse)
@@ -334,8 +382,9 @@ Test(cuda_attention16, large_scores_with_lse)
 /* Causal diagonal, deterministically: a tile skip or mask one key off is
  * wrong only when the shift (kv_len - q_len) sits at a key tile edge, so
  * shifts tile-2, tile-1, tile, tile+1, 2 tile-2 for both key tiles (64 at
- * head_dim 64, 32 at 256), query rows on one side (3) and both sides (63,
- * 66) of the 64-row query tile; GQA (two query heads on one KV head), with
+ * head_dim 64, 32 at 256) and the sm_90a kernel's 128 (head_dim 64, 128;
+ * whichever kernel the device picks runs them), query rows on one side (3)
+ * and both sides (63, 66; 127, 130) of the query tile; GQA (two query heads on one KV head), with
  * lse. The same in quick and full mode. */
 Test(cuda_attention16, causal_diagonal_sweep_around_tiles)
 {
@@ -343,10 +392,11 @@ Test(cuda_attention16, causal_diagonal_sweep_around_tiles)
     fgi_rng rng = fgi_rng_make(206);
     static const struct {
         int d, tile;
-    } configs[] = {{64, 64}, {256, 32}};
-    static const int q_lens[] = {3, 63, 66};
+    } configs[] = {{64, 64}, {256, 32}, {64, 128}, {128, 128}}; /* 128: the sm_90a tiles */
     for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
         const int T = configs[ci].tile;
+        /* around the 64-row query tile (sm_80), the 128-row block (sm_90a) */
+        const int q_lens[] = {3, T == 128 ? 127 : 63, T == 128 ? 130 : 66};
         const int shifts[] = {T - 2, T - 1, T, T + 1, 2 * T - 2};
         for (int si = 0; si < 5; si++)
             for (int qi = 0; qi < 3; qi++) {

@@ -94,6 +94,23 @@ size_t device_bytes_used();
 
 /* Scheduler (scheduler.cpp) ------------------------------------------------------------- */
 bool in_kernel();
+/* For sm90.cpp: waiting for an event (an mbarrier phase, a named barrier):
+ * block_on parks the running thread until wake(key); a warpgroup
+ * collective runs fn once with the 128 threads' args when all of them have
+ * arrived. The hooks: a block starts (n threads), a thread exits, the block
+ * ends (its checks). The shared window: shared address a is
+ * shared_window() + a. */
+void block_on(const void *key, const char *what, const char *file, int line);
+void wake(const void *key);
+void warpgroup_collective(void (*fn)(void *const *args), void *arg, const char *what,
+                          const char *file, int line);
+int current_thread();
+int block_thread_count();
+unsigned char *shared_window();
+bool shared_range_ok(const void *p, size_t bytes);
+void sm90_block_begin(int n);
+void sm90_thread_exit(int linear);
+void sm90_block_end();
 
 } // namespace fgi_emu
 

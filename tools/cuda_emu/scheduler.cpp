@@ -49,7 +49,9 @@ dim3 gridDim;
 namespace fgi_emu {
 namespace {
 
-enum class run_state { unstarted, runnable, at_barrier, at_warp, done };
+/* at_event: waiting for an mbarrier phase or a named barrier (sm90.cpp),
+ * at_group: at a warpgroup collective (wgmma). */
+enum class run_state { unstarted, runnable, at_barrier, at_warp, at_event, at_group, done };
 
 struct pending_copy {
     void *dst;
@@ -73,6 +75,10 @@ struct emu_thread {
     int arg, width;
     std::vector<pending_copy> copies;
     long commits;
+    const void *key;  /* at_event: what it waits for */
+    const char *what; /* at_event / at_group: its name, for reports */
+    void (*group_fn)(void *const *args); /* at_group: run once all 128 arrived */
+    void *group_arg;
 };
 
 struct fiber {
@@ -297,6 +303,7 @@ void fiber_entry()
         emu_thread *t = running->t;
         body_call->run_thread();
         land_copies(t, 1L << 62); /* copies still in flight land, unread */
+        sm90_thread_exit(t->linear);
         t->state = run_state::done;
         switch_to(&main_fiber);
     }
@@ -432,6 +439,58 @@ bool release_barrier(int n, int done)
     return true;
 }
 
+/* Releases every warpgroup (128 consecutive threads) whose threads all wait
+ * at the same warpgroup collective: its function runs once with the 128
+ * arguments (in thread order), then the threads go on. A member that has
+ * exited or waits at another collective while the rest are there is
+ * undefined behaviour on the GPU (.sync.aligned): reported. */
+bool release_groups(int n)
+{
+    bool released = false;
+    for (int g = 0; g * 128 < n; g++) {
+        emu_thread *m = &threads[(size_t)g * 128];
+        const int count = n - g * 128 < 128 ? n - g * 128 : 128;
+        int at = 0, done = 0;
+        const emu_thread *first = nullptr;
+        for (int i = 0; i < count; i++) {
+            if (m[i].state == run_state::at_group) {
+                at++;
+                if (!first) first = &m[i];
+            }
+            if (m[i].state == run_state::done) done++;
+        }
+        if (at == 0) continue;
+        if (count < 128) {
+            cur = const_cast<emu_thread *>(first);
+            fault("%s at %s:%d: warpgroup %d has only %d threads (a warpgroup collective needs "
+                  "128: make the block a multiple of 128 threads)",
+                  first->what, first->file, first->line, g, count);
+        }
+        if (at + done < 128) continue;
+        if (done > 0) {
+            cur = const_cast<emu_thread *>(first);
+            fault("%s at %s:%d is waited for by %d threads of warpgroup %d while %d have exited "
+                  "(every thread of the warpgroup must execute it)",
+                  first->what, first->file, first->line, at, g, done);
+        }
+        for (int i = 0; i < 128; i++)
+            if (m[i].file != first->file || m[i].line != first->line ||
+                m[i].group_fn != first->group_fn) {
+                cur = &m[i];
+                fault("threads of warpgroup %d wait at different warpgroup collectives: %s at "
+                      "%s:%d (thread %d) and %s at %s:%d (thread %d)",
+                      g, first->what, first->file, first->line, first->linear, m[i].what,
+                      m[i].file, m[i].line, m[i].linear);
+            }
+        void *args[128];
+        for (int i = 0; i < 128; i++) args[i] = m[i].group_arg;
+        first->group_fn(args);
+        for (int i = 0; i < 128; i++) m[i].state = run_state::runnable;
+        released = true;
+    }
+    return released;
+}
+
 [[noreturn]] void deadlock(int n)
 {
     fprintf(stderr, "fgi_emu: deadlock in kernel %s: no thread of block (%u,%u,%u) can go on\n",
@@ -441,8 +500,9 @@ bool release_barrier(int n, int done)
         const emu_thread &t = threads[i];
         if (t.state == run_state::done) continue;
         const bool warp = t.state == run_state::at_warp;
+        const bool other = t.state == run_state::at_event || t.state == run_state::at_group;
         fprintf(stderr, "fgi_emu:   thread %d (lane %d): %s%s at %s:%d", i, i % 32,
-                warp ? op_name(t.op) : "__syncthreads", warp ? "" : "", t.file, t.line);
+                warp ? op_name(t.op) : other ? t.what : "__syncthreads", "", t.file, t.line);
         if (warp) fprintf(stderr, " mask 0x%08x", t.mask);
         fputc('\n', stderr);
         shown++;
@@ -517,8 +577,13 @@ void run_block(int n)
         t.line = 0;
         t.copies.clear();
         t.commits = 0;
+        t.key = nullptr;
+        t.what = "";
+        t.group_fn = nullptr;
+        t.group_arg = nullptr;
     }
     reset_shared();
+    sm90_block_begin(n);
     const int warps = (n + 31) / 32;
     std::vector<int> warp_buf;
     int done = 0;
@@ -527,6 +592,7 @@ void run_block(int n)
         if (lockstep_schedule()) {
             progress = run_threads(0, n, done);
             for (int w = 0; w < warps; w++) progress = release_warp(w, n) || progress;
+            progress = release_groups(n) || progress;
         } else {
             for (int w : ordered(warps, warp_buf)) {
                 const int count = n - w * 32 < 32 ? n - w * 32 : 32;
@@ -537,11 +603,13 @@ void run_block(int n)
                     if (!released) break;
                 }
             }
+            progress = release_groups(n) || progress;
         }
         if (done == n) break;
         progress = release_barrier(n, done) || progress;
         if (!progress) deadlock(n);
     }
+    sm90_block_end();
     check_shared_guards();
 }
 
@@ -624,6 +692,42 @@ unsigned active_mask()
         if (threads[(size_t)w * 32 + l].state != run_state::done) m |= 1u << l;
     return m;
 }
+
+void block_on(const void *key, const char *what, const char *file, int line)
+{
+    if (cur == nullptr) block_here(run_state::at_event, file, line); /* reports */
+    cur->key = key;
+    cur->what = what;
+    block_here(run_state::at_event, file, line);
+}
+
+void wake(const void *key)
+{
+    for (emu_thread &t : threads)
+        if (t.state == run_state::at_event && t.key == key) t.state = run_state::runnable;
+}
+
+void warpgroup_collective(void (*fn)(void *const *args), void *arg, const char *what,
+                          const char *file, int line)
+{
+    if (cur == nullptr) block_here(run_state::at_group, file, line); /* reports */
+    cur->group_fn = fn;
+    cur->group_arg = arg;
+    cur->what = what;
+    block_here(run_state::at_group, file, line);
+}
+
+int current_thread()
+{
+    if (cur == nullptr) fault("device-side Hopper operation outside a kernel");
+    return cur->linear;
+}
+
+int block_thread_count() { return (int)threads.size(); }
+
+unsigned char *shared_window() { return arena; }
+
+bool shared_range_ok(const void *p, size_t bytes) { return in_shared(p, bytes); }
 
 void *dynamic_shared_base()
 {

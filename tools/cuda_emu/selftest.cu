@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "mma_f16.cuh" /* cuda/attention, translated next to this file */
+#include "sm90_primitives.cuh"
 
 #include <math.h>
 #include <signal.h>
@@ -1120,6 +1121,266 @@ __global__ void big_static_kernel(float *out)
     out[0] = big[0];
 }
 
+
+/* Hopper: wgmma, TMA, mbarriers, named barriers ------------------------------------- */
+
+/* Byte offset of element (r, c) of a tile of 128-byte rows (64 16-bit
+ * elements) in the 128B swizzle (CU_TENSOR_MAP_SWIZZLE_128B, wgmma layout
+ * type 1) from a 1024-aligned base: 16-byte chunk c / 8 of row r lands at
+ * chunk (c / 8) ^ (r % 8). Written out here independently of the emulator. */
+static int swz128(int r, int c) { return r * 128 + (((c / 8) ^ (r % 8)) * 16) + (c % 8) * 2; }
+
+/* D (64 x 64) = A (64 x 64) B^T with A and B (64 x 64, K contiguous)
+ * stored 128B-swizzled, four k16 steps (start address + 32 bytes each);
+ * out: D per the accumulator layout, then nan_before_wait per thread. */
+template <typename T>
+__global__ void wgmma_ss_kernel(float *out, const uint16_t *a, const uint16_t *b)
+{
+    extern __shared__ uint16_t wg_smem[];
+    unsigned char *base = reinterpret_cast<unsigned char *>(wg_smem);
+    for (int i = (int)threadIdx.x; i < 64 * 64; i += 128) {
+        const int r = i / 64, c = i % 64;
+        memcpy(base + swz128(r, c), &a[i], 2);
+        memcpy(base + 8192 + swz128(r, c), &b[i], 2);
+    }
+    __syncthreads();
+    float d[32];
+    fgi_wgmma_fence();
+    for (int kk = 0; kk < 4; kk++)
+        fgi_wgmma_ss<T, 64, 0>(d, fgi_wgmma_desc(base + 32 * kk, 16, 1024, true),
+                               fgi_wgmma_desc(base + 8192 + 32 * kk, 16, 1024, true), kk > 0);
+    fgi_wgmma_commit();
+    const bool nan_before_wait = d[0] != d[0];
+    fgi_wgmma_wait<0>();
+    const int w = (int)threadIdx.x / 32, g = (int)threadIdx.x % 32 / 4, t = (int)threadIdx.x % 4;
+    for (int j = 0; j < 8; j++)
+        for (int e = 0; e < 4; e++)
+            out[(16 * w + g + 8 * (e / 2)) * 64 + 8 * j + 2 * t + (e & 1)] = d[4 * j + e];
+    out[64 * 64 + threadIdx.x] = nan_before_wait ? 1.0f : 0.0f;
+}
+
+/* D (64 x 128) = A (64 x 16, from registers: the m16n8k16 A fragment of
+ * each warp's 16 rows) B (16 x 128) with B MN-major (N contiguous):
+ * two 64-column blocks LBO = 2048 bytes apart, 8-row K groups SBO = 1024
+ * apart, 128B-swizzled, the transpose bit set. */
+template <typename T>
+__global__ void wgmma_rs_kernel(float *out, const uint16_t *a, const uint16_t *b)
+{
+    extern __shared__ uint16_t wg_smem[];
+    unsigned char *base = reinterpret_cast<unsigned char *>(wg_smem);
+    for (int i = (int)threadIdx.x; i < 16 * 128; i += 128) {
+        const int k = i / 128, n = i % 128;
+        memcpy(base + (n / 64) * 2048 + swz128(k, n % 64), &b[i], 2);
+    }
+    __syncthreads();
+    const int w = (int)threadIdx.x / 32, g = (int)threadIdx.x % 32 / 4, t = (int)threadIdx.x % 4;
+    const auto pair = [&](int r, int k) {
+        return (uint32_t)a[r * 16 + k] | (uint32_t)a[r * 16 + k + 1] << 16;
+    };
+    const uint32_t frag[4] = {pair(16 * w + g, 2 * t), pair(16 * w + g + 8, 2 * t),
+                              pair(16 * w + g, 2 * t + 8), pair(16 * w + g + 8, 2 * t + 8)};
+    float d[64];
+    for (int i = 0; i < 64; i++) d[i] = 1.0f; /* scale_d = 1: D = 1 + A B */
+    fgi_wgmma_fence();
+    fgi_wgmma_rs<T, 128, 1>(d, frag, fgi_wgmma_desc(base, 2048, 1024, true), 1);
+    fgi_wgmma_commit();
+    fgi_wgmma_wait<0>();
+    for (int j = 0; j < 16; j++)
+        for (int e = 0; e < 4; e++)
+            out[(16 * w + g + 8 * (e / 2)) * 128 + 8 * j + 2 * t + (e & 1)] = d[4 * j + e];
+}
+
+template <typename T> static void test_wgmma_type(const char *name)
+{
+    const bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+    std::vector<uint16_t> a(64 * 64), b(64 * 128);
+    std::vector<float> av(a.size()), bv(b.size());
+    unsigned x = 12345;
+    for (size_t i = 0; i < b.size(); i++) {
+        x = x * 1103515245u + 12345u;
+        const float v = (float)((int)(x >> 16 & 63) - 32) / 16.0f; /* exact in both types */
+        const uint16_t h = bf16 ? __bfloat16_as_ushort(__float2bfloat16(v))
+                                : __half_as_ushort(__float2half(v));
+        if (i < a.size()) a[i] = h, av[i] = v;
+        x = x * 1103515245u + 12345u;
+        const float u = (float)((int)(x >> 16 & 63) - 32) / 8.0f;
+        b[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16(u)) : __half_as_ushort(__float2half(u));
+        bv[i] = u;
+    }
+    uint16_t *da = device_array<uint16_t>(a.size()), *db = device_array<uint16_t>(b.size());
+    float *dout = device_array<float>(64 * 128 + 128);
+    cudaMemcpy(da, a.data(), 2 * a.size(), cudaMemcpyHostToDevice);
+    cudaMemcpy(db, b.data(), 2 * b.size(), cudaMemcpyHostToDevice);
+
+    wgmma_ss_kernel<T><<<1, 128, 16384>>>(dout, da, db);
+    CHECK(cudaGetLastError() == cudaSuccess, "wgmma ss launch");
+    std::vector<float> out = download(dout, 64 * 64 + 128);
+    for (int m = 0; m < 64; m++)
+        for (int n = 0; n < 64; n++) {
+            double want = 0; /* small integers / 128: exact in fp32 */
+            for (int k = 0; k < 64; k++) want += (double)av[(size_t)(m * 64 + k)] * bv[(size_t)(n * 64 + k)];
+            CHECK(out[(size_t)(m * 64 + n)] == (float)want, "%s wgmma ss (%d, %d): %g, want %g",
+                  name, m, n, out[(size_t)(m * 64 + n)], want);
+        }
+    for (int i = 0; i < 128; i++)
+        CHECK(out[(size_t)(64 * 64 + i)] == 1.0f, "%s wgmma: thread %d read a number before the "
+              "wait", name, i);
+
+    /* A: the first 64 x 16 of a (as 64 rows of 16); B (16 x 128): b */
+    wgmma_rs_kernel<T><<<1, 128, 4096>>>(dout, da, db);
+    CHECK(cudaGetLastError() == cudaSuccess, "wgmma rs launch");
+    out = download(dout, 64 * 128);
+    for (int m = 0; m < 64; m++)
+        for (int n = 0; n < 128; n++) {
+            double want = 1;
+            for (int k = 0; k < 16; k++) want += (double)av[(size_t)(m * 16 + k)] * bv[(size_t)(k * 128 + n)];
+            CHECK(out[(size_t)(m * 128 + n)] == (float)want, "%s wgmma rs tnsp (%d, %d): %g, want %g",
+                  name, m, n, out[(size_t)(m * 128 + n)], want);
+        }
+    cudaFree(da), cudaFree(db), cudaFree(dout);
+}
+
+/* TMA: box (64, 32, 1) of a (64, 40, 2) tensor at (0, 20, 1) with the
+ * 128B swizzle (rows 40.. outside: zeros), then, on the same barrier's
+ * next phase, box (8, 4, 1) at (8, 2, 0) without swizzle. out: the shared
+ * bytes of both. */
+__global__ void tma_kernel(uint16_t *out, const __grid_constant__ fgi_tmap sw,
+                           const __grid_constant__ fgi_tmap plain)
+{
+    extern __shared__ uint16_t tma_smem[];
+    __shared__ uint64_t bar[1];
+    if (threadIdx.x == 0) fgi_mbar_init(bar, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        fgi_mbar_arrive_tx(bar, 64 * 32 * 2);
+        fgi_tma_load_3d(tma_smem, &sw, bar, 0, 20, 1);
+    }
+    fgi_mbar_wait(bar, 0);
+    for (int i = (int)threadIdx.x; i < 64 * 32; i += (int)blockDim.x) out[i] = tma_smem[i];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        fgi_tma_load_3d(tma_smem + 64 * 32, &plain, bar, 8, 2, 0); /* before the arrive: fine */
+        fgi_mbar_arrive_tx(bar, 8 * 4 * 2);
+    }
+    fgi_mbar_wait(bar, 1);
+    for (int i = (int)threadIdx.x; i < 32; i += (int)blockDim.x) out[64 * 32 + i] = tma_smem[64 * 32 + i];
+}
+
+static void test_tma()
+{
+    std::vector<uint16_t> g(64 * 40 * 2);
+    for (size_t i = 0; i < g.size(); i++) g[i] = (uint16_t)(i + 1);
+    uint16_t *dg = device_array<uint16_t>(g.size()), *dout = device_array<uint16_t>(64 * 32 + 32);
+    cudaMemcpy(dg, g.data(), 2 * g.size(), cudaMemcpyHostToDevice);
+    fgi_tmap sw, plain;
+    const uint64_t dims[3] = {64, 40, 2}, strides[2] = {128, 64 * 40 * 2};
+    const uint32_t box_sw[3] = {64, 32, 1}, box_plain[3] = {8, 4, 1};
+    CHECK(fgi_tma_encode16(&sw, 3, dg, dims, strides, box_sw, true, true) == 0, "encode");
+    CHECK(fgi_tma_encode16(&plain, 3, dg, dims, strides, box_plain, false, true) == 0, "encode");
+    tma_kernel<<<1, 64, 64 * 32 * 2 + 64>>>(dout, sw, plain);
+    CHECK(cudaGetLastError() == cudaSuccess, "tma launch");
+    const std::vector<uint16_t> out = download(dout, 64 * 32 + 32);
+    for (int r = 0; r < 32; r++)
+        for (int c = 0; c < 64; c++) {
+            const int row = 20 + r;
+            const uint16_t want = row < 40 ? g[(size_t)((64 * 40) + row * 64 + c)] : 0;
+            const uint16_t got = out[(size_t)(swz128(r, c) / 2)];
+            CHECK(got == want, "TMA 128B swizzle (%d, %d): %u, want %u", r, c, got, want);
+        }
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 8; c++)
+            CHECK(out[(size_t)(64 * 32 + r * 8 + c)] == g[(size_t)((2 + r) * 64 + 8 + c)],
+                  "TMA plain (%d, %d)", r, c);
+    /* the driver's refusals */
+    const uint32_t box_wide[3] = {128, 8, 1};
+    CHECK(fgi_tma_encode16(&sw, 3, dg + 1, dims, strides, box_sw, true, true) != 0,
+          "misaligned base accepted");
+    CHECK(fgi_tma_encode16(&sw, 3, dg, dims, strides, box_wide, true, true) != 0,
+          "128B swizzle with a 256-byte box row accepted");
+    cudaFree(dg), cudaFree(dout);
+}
+
+/* Named barriers: warpgroup 0 writes, then arrives; warpgroup 1 waits on
+ * the same barrier (256 threads) and reads. A reverse warp order runs the
+ * readers first: without the barrier they would read NaN. */
+__global__ void named_barrier_kernel(float *out)
+{
+    __shared__ float vals[128];
+    if (threadIdx.x < 128) {
+        vals[threadIdx.x] = (float)threadIdx.x;
+        fgi_named_arrive(3, 256);
+    } else {
+        fgi_named_sync(3, 256);
+        out[threadIdx.x - 128] = vals[255 - threadIdx.x];
+    }
+}
+
+static void test_hopper()
+{
+    test_wgmma_type<__nv_bfloat16>("bf16");
+    test_wgmma_type<__half>("f16");
+    test_tma();
+    float *d = device_array<float>(128);
+    named_barrier_kernel<<<1, 256>>>(d);
+    CHECK(cudaGetLastError() == cudaSuccess, "named barrier launch");
+    const std::vector<float> out = download(d, 128);
+    for (int i = 0; i < 128; i++)
+        CHECK(out[(size_t)i] == (float)(127 - i), "named barrier: %d: %g", i, out[(size_t)i]);
+    cudaFree(d);
+}
+
+__global__ void named_count_kernel()
+{
+    fgi_named_sync(2, threadIdx.x < 32 ? 64 : 128); /* 128 needs warp 0 too */
+}
+
+__global__ void mbar_never_kernel()
+{
+    __shared__ uint64_t bar[1];
+    if (threadIdx.x == 0) fgi_mbar_init(bar, 2);
+    __syncthreads();
+    fgi_mbar_arrive(bar);
+    if (threadIdx.x == 0) fgi_mbar_wait(bar, 1); /* phase 1 never completes */
+    fgi_mbar_wait(bar, 0);
+}
+
+__global__ void tma_overflow_kernel(const __grid_constant__ fgi_tmap m)
+{
+    extern __shared__ uint16_t tma_smem[];
+    __shared__ uint64_t bar[1];
+    fgi_mbar_init(bar, 1);
+    fgi_mbar_arrive_tx(bar, 16); /* the box is 64 bytes */
+    fgi_tma_load_3d(tma_smem, &m, bar, 0, 0, 0);
+}
+
+__global__ void wgmma_partial_kernel(int exit_warp)
+{
+    extern __shared__ uint16_t wg_smem[];
+    if ((int)threadIdx.x / 32 == exit_warp) return;
+    float d[32];
+    const uint64_t desc = fgi_wgmma_desc(wg_smem, 16, 1024, true);
+    fgi_wgmma_ss<__nv_bfloat16, 64, 0>(d, desc, desc, 0);
+    fgi_wgmma_commit();
+    fgi_wgmma_wait<0>();
+}
+
+static void misuse(const char *what, const char *expected, void (*body)());
+static void test_hopper_misuse()
+{
+    misuse("named barrier with two counts", "used with count", [] { named_count_kernel<<<1, 128>>>(); });
+    misuse("mbarrier phase that never completes", "deadlock", [] { mbar_never_kernel<<<1, 32>>>(); });
+    misuse("TMA bytes past expect_tx", "more were delivered", [] {
+        uint16_t *g = device_array<uint16_t>(64);
+        fgi_tmap m;
+        const uint64_t dims[3] = {32, 1, 1}, strides[2] = {64, 64};
+        const uint32_t box[3] = {32, 1, 1};
+        fgi_tma_encode16(&m, 3, g, dims, strides, box, false, true);
+        tma_overflow_kernel<<<1, 1, 128>>>(m);
+    });
+    misuse("wgmma in a 96-thread block", "has only", [] { wgmma_partial_kernel<<<1, 96, 16384>>>(-1); });
+    misuse("wgmma after a warp exited", "have exited", [] { wgmma_partial_kernel<<<1, 128, 16384>>>(3); });
+}
+
 static void misuse(const char *what, const char *expected, void (*body)())
 {
     int fds[2];
@@ -1237,6 +1498,8 @@ int main()
     test_graph_capture_rules();
     test_graph_misuse_codes();
     test_misuse();
+    test_hopper();
+    test_hopper_misuse();
     if (failures) {
         fprintf(stderr, "selftest: %d check(s) failed\n", failures);
         return 1;

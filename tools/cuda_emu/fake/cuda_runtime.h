@@ -235,6 +235,7 @@ const char *cudaGetErrorName(cudaError_t error);
 #define __launch_bounds__(...)
 #define __constant__
 #define __align__(n) alignas(n)
+#define __grid_constant__
 /* translate.cmake turns every __shared__ declaration into the forms below;
  * one it could not parse stops the build here. */
 #define __shared__ fgi_emu_untranslated_shared_declaration
@@ -315,6 +316,55 @@ template <typename T> inline T &static_shared(const void *tag)
 void async_copy(void *dst_shared, const void *src_global, size_t bytes, size_t zfill);
 void async_commit();
 void async_wait_prior(size_t groups);
+
+/* Hopper (sm_90a) pieces for cuda/attention/sm90_primitives.cuh (sm90.cpp).
+ * Shared addresses are offsets in the block's shared window (1024-aligned,
+ * so swizzle patterns follow the same address bits as on the GPU).
+ * Named barriers 1-15: `count` threads (a multiple of 32) arrive, those
+ * that wait go on when the last arrives. mbarriers: init with an arrival
+ * count, arrive (optionally announcing expected transaction bytes), the
+ * phase completes when all arrivals and all announced bytes are in; wait
+ * blocks until the phase of the given parity has completed. */
+void named_barrier(int id, int count, bool wait, const char *file, int line);
+void mbar_init(void *bar, unsigned count, const char *file, int line);
+void mbar_arrive(void *bar, unsigned expect_tx_bytes, const char *file, int line);
+bool mbar_test(const void *bar, unsigned parity, const char *file, int line);
+void mbar_wait(const void *bar, unsigned parity, const char *file, int line);
+unsigned shared_address(const void *p, const char *file, int line);
+
+/* A tiled tensor map as cuTensorMapEncodeTiled would make it (the emulated
+ * encode keeps the parameters; 128 bytes, 64-aligned like CUtensorMap).
+ * strides[i]: bytes between consecutive indices of dimension i + 1. */
+struct alignas(64) tensor_map {
+    uint32_t magic;
+    int32_t elem_bytes, rank, swizzle; /* swizzle: 0 or the span in bytes (32, 64, 128) */
+    const void *base;
+    uint64_t dims[5];
+    uint64_t strides[5];
+    uint32_t box[5];
+    uint32_t pad;
+};
+/* 0 on success; otherwise 1 (CUDA_ERROR_INVALID_VALUE) with a note. */
+int tensor_map_encode(tensor_map *map, int elem_bytes, int rank, const void *base,
+                      const uint64_t *dims, const uint64_t *strides, const uint32_t *box,
+                      int swizzle);
+/* cp.async.bulk.tensor.Nd.shared::cluster.global.mbarrier::complete_tx::bytes */
+void tma_load(void *dst, const tensor_map *map, const int *coords, void *bar, const char *file,
+              int line);
+
+/* wgmma.mma_async m64nNk16, f32 += bf16 / f16 (a warpgroup collective). a:
+ * this thread's 4 A registers, or null for A from desc_a. d: its n/2
+ * accumulators, undefined (NaN here) until the wgmma_wait covering it. */
+struct wgmma_op {
+    int n, bf16;
+    const uint32_t *a;
+    uint64_t desc_a, desc_b;
+    int tnsp_a, tnsp_b, scale_d;
+    float *d;
+};
+void wgmma(const wgmma_op &op, const char *file, int line);
+void wgmma_commit();
+void wgmma_wait(int pending);
 
 /* Device memory checks (memory.cpp). */
 void check_global_read(const void *p, size_t bytes, size_t align, const char *what);
