@@ -148,6 +148,9 @@ typedef struct {
     int turn_delay_ms; /* testing aid, 0 in use: a pause after each round of
                           turns, so that tests can hold requests running */
     fg_dtype dtype;  /* fg_session_create_typed's: FG_DTYPE_F32 (0), 16-bit or AUTO */
+    const fg_model *model; /* set: sessions of it (fg_session_create_model; cfg is its
+                              configuration, w unused and may be NULL), so the GPU never
+                              widens it; must outlive the engine */
 } fgi_sessions_options;
 
 /* cfg, w and tok must outlive the engine (tok is only read). Creates the

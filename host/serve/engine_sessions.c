@@ -348,7 +348,8 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
 {
     if (out == NULL) return FG_ERR_INVALID_ARG;
     *out = NULL;
-    if (cfg == NULL || w == NULL || tok == NULL || opt == NULL || opt->max_batch < 1 ||
+    if (cfg == NULL || tok == NULL || opt == NULL || (w == NULL && opt->model == NULL) ||
+        opt->max_batch < 1 ||
         opt->max_batch > 4096 || opt->max_waiting < 0 || opt->max_waiting > 1000000 ||
         opt->ctx < 0 || opt->ctx > cfg->n_ctx || opt->n_threads < 0 || cfg->n_ctx < 2 ||
         opt->turn_delay_ms < 0 || opt->turn_delay_ms > 10000)
@@ -376,8 +377,11 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
     fg_status st = FG_OK;
     /* a fixed cache per session: memory stays flat however requests come */
     for (int i = 0; i < opt->max_batch && st == FG_OK; i++) {
-        st = fg_session_create_typed(&e->slots[i].session, cfg, w, opt->device, e->base.context,
-                                     opt->dtype);
+        st = opt->model != NULL
+                 ? fg_session_create_model(&e->slots[i].session, opt->model, opt->device,
+                                           e->base.context, opt->dtype)
+                 : fg_session_create_typed(&e->slots[i].session, cfg, w, opt->device,
+                                           e->base.context, opt->dtype);
         if (st == FG_OK) st = fg_session_set_threads(e->slots[i].session, opt->n_threads);
     }
     if (st == FG_OK) {
