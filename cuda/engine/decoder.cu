@@ -428,6 +428,14 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     return FG_OK;
 }
 
+/* fgi_cuda_set_upload_stage_bytes (decoder_internal.h); 0: the default */
+static std::atomic<size_t> upload_stage_bytes{0};
+
+extern "C" size_t fgi_cuda_set_upload_stage_bytes(size_t bytes)
+{
+    return upload_stage_bytes.exchange(bytes);
+}
+
 static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w,
                                 int random, unsigned long long seed, const fg_model *model,
                                 const float *markers)
@@ -440,7 +448,9 @@ static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_wei
         size_t widest = (size_t)m->qkv_width;
         if ((size_t)c->n_inner > widest) widest = (size_t)c->n_inner;
         if ((size_t)c->n_embd > widest) widest = (size_t)c->n_embd;
-        a.stage_bytes = (widest > STAGE_ELEMS ? widest : STAGE_ELEMS) * m->es;
+        const size_t stage = upload_stage_bytes.load();
+        a.stage_bytes = stage != 0 ? stage : STAGE_ELEMS * 2 * m->es;
+        if (a.stage_bytes < widest * m->es) a.stage_bytes = widest * m->es;
         FGI_TRY(fgi_alloc(fn, (void **)&a.stage, a.stage_bytes, 1));
     } else if (m->dtype != FG_DTYPE_F32 && !random) {
         FGI_TRY(fgi_alloc(fn, (void **)&a.stage, STAGE_ELEMS, sizeof(uint16_t)));

@@ -23,12 +23,18 @@ extern "C" {
  * head_dim) floats, rows past the cached length as the device holds them),
  * after the device has finished all work; so tests can hold what fused
  * kernels leave in the cache to the reference, not only the logits (a key
- * rotated to the wrong position leaves every score unchanged). */
+ * rotated to the wrong position leaves every score unchanged).
+ * fgi_cuda_set_upload_stage_bytes: the host buffer a model's upload
+ * (fg_cuda_weights_create_model) stages its bands through, in bytes (0:
+ * the default, 2^21 elements; any size holds at least one row); returns the
+ * previous setting. So tests can make a small model's slots take many
+ * bands. */
 #define FGI_CUDA_INTERNAL_API(X) \
     X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache)) \
     X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner)) \
     X(STATUS, fg_status, fgi_cuda_kv_cache_read, \
-      (const fg_cuda_kv_cache *cache, int layer, float *k, float *v))
+      (const fg_cuda_kv_cache *cache, int layer, float *k, float *v)) \
+    X(ZERO, size_t, fgi_cuda_set_upload_stage_bytes, (size_t bytes))
 
 #define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
 FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)

@@ -455,6 +455,27 @@ static void part_rows(const fgi_source_part *p, size_t cols, size_t row0, size_t
         }
 }
 
+static const char *const slot_names[FGI_SLOT_COUNT] = {
+    "wte", "wpe", "ln_f_g", "ln_f_b", "lm_head", "ln_1_g", "ln_1_b", "c_attn_w", "c_attn_b",
+    "c_proj_w", "c_proj_b", "ln_2_g", "ln_2_b", "fc_w", "fc_b", "up_w", "mlp_proj_w",
+    "mlp_proj_b"};
+
+/* Narrowed to f16, a weight beyond its range (|x| > 65504) became inf: the
+ * model would compute garbage, so the conversion is refused instead. */
+static fg_status check_f16_range(const char *fn, fgi_slot slot, int layer, const uint16_t *h,
+                                 size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((h[i] & 0x7fffu) == 0x7c00u) {
+            char where[32] = "";
+            if (slot >= FGI_SLOT_FIRST_LAYER) snprintf(where, sizeof where, " of layer %d", layer);
+            return fgi_fail(FG_ERR_UNSUPPORTED,
+                            "%s: weight %s%s has values beyond f16's range (|x| > 65504): run "
+                            "this model in bf16 or f32", fn, slot_names[slot], where);
+        }
+    return FG_OK;
+}
+
 fg_status fgi_model_rows(const char *fn, const fg_model *m, fgi_slot slot, int layer,
                          size_t row0, size_t n_rows, fg_dtype dtype, void *out)
 {
@@ -470,12 +491,17 @@ fg_status fgi_model_rows(const char *fn, const fg_model *m, fgi_slot slot, int l
             memcpy(out, src, n_rows * cols * sizeof(float));
             return FG_OK;
         }
-        return fg_dtype_from_f32(dtype, out, src, n_rows * cols);
+        FGI_TRY(fg_dtype_from_f32(dtype, out, src, n_rows * cols));
+        return dtype == FG_DTYPE_F16 ? check_f16_range(fn, slot, layer, out, n_rows * cols)
+                                     : FG_OK;
     }
+    int narrowed = 0; /* to f16 from another type */
     for (size_t i = 0; i < m->n_sources; i++)
-        if (part_of(&m->sources[i], slot, layer))
+        if (part_of(&m->sources[i], slot, layer)) {
             part_rows(&m->sources[i], cols, row0, row0 + n_rows, dtype, out);
-    return FG_OK;
+            narrowed |= dtype == FG_DTYPE_F16 && m->sources[i].dtype != FGI_F16;
+        }
+    return narrowed ? check_f16_range(fn, slot, layer, out, n_rows * cols) : FG_OK;
 }
 
 const void *fgi_model_slot_bytes(const fg_model *m, fgi_slot slot, int layer, fg_dtype dtype)

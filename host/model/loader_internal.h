@@ -81,7 +81,6 @@ struct fg_model {
     fgi_mapping *maps;
     size_t n_maps;
     void *lock;               /* pthread mutex guarding the widening */
-    int widen_failed;         /* the last widening failed (OOM): retried on the next call */
 };
 
 /* Allocates a model for cfg (which must already be valid) with zeroed

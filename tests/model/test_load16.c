@@ -404,10 +404,15 @@ Test(load16_gpu, model_upload_equals_host_upload)
         fg_model *lazy = load(dir), *wide = load(dir);
         for (size_t k = 0; k < sizeof all_types / sizeof all_types[0]; k++) {
             if (!fg_cuda_decoder_dtype_supported(fg_model_config(lazy), all_types[k])) continue;
-            char what[64];
-            snprintf(what, sizeof what, "generated %s checkpoint %zu",
-                     fg_dtype_name(shapes[i].dtype), i);
-            same_logits(what, lazy, wide, all_types[k], &rng);
+            /* the default stage (one band per slot here), then one row per band */
+            for (int rows = 0; rows < 2; rows++) {
+                char what[96];
+                snprintf(what, sizeof what, "generated %s checkpoint %zu%s",
+                         fg_dtype_name(shapes[i].dtype), i, rows ? ", one row per band" : "");
+                fgi_cuda_set_upload_stage_bytes(rows ? 1 : 0);
+                same_logits(what, lazy, wide, all_types[k], &rng);
+            }
+            fgi_cuda_set_upload_stage_bytes(0);
         }
         cr_assert(lazy->arena == NULL, "a GPU session widened the model");
         fg_model_destroy(lazy);
@@ -423,6 +428,64 @@ Test(load16_gpu, model_upload_equals_host_upload)
         fg_model_destroy(lazy);
         fg_model_destroy(wide);
     }
+}
+
+/* A bf16 checkpoint with a weight beyond f16's range: refused in f16 ---------------- */
+
+/* Sets the first element of the data region (embed_tokens[0][0]) to x. */
+static void poke_first_weight(const char *dir, fg_dtype dtype, float x)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "r+b");
+    unsigned char prefix[8], raw[4];
+    cr_assert(f != NULL && fread(prefix, 1, 8, f) == 8);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | prefix[i];
+    cr_assert_eq(fg_dtype_from_f32(dtype, raw, &x, 1), FG_OK);
+    cr_assert(fseek(f, (long)(8 + n), SEEK_SET) == 0);
+    cr_assert_eq(fwrite(raw, 1, fg_dtype_size(dtype), f), fg_dtype_size(dtype));
+    cr_assert_eq(fclose(f), 0);
+}
+
+Test(load16, f16_refuses_weights_beyond_its_range)
+{
+    char *dir = make_dir();
+    const ckpt_shape s = {1, 64, 2, 1, 64, 30, 16, 0, 0, FG_DTYPE_BF16};
+    write_checkpoint(dir, &s, 1607);
+    poke_first_weight(dir, FG_DTYPE_BF16, 1.0e5f);
+    fg_model *m = load(dir);
+    size_t rows, cols;
+    cr_assert(fgi_model_slot_shape(m, FGI_SLOT_WTE, &rows, &cols));
+    uint16_t *out = malloc(rows * cols * 2);
+    cr_assert(out != NULL);
+    fgi_assert_status(fgi_model_rows("test", m, FGI_SLOT_WTE, -1, 0, 1, FG_DTYPE_F16, out),
+                      FG_ERR_UNSUPPORTED, "wte has values beyond f16's range");
+    cr_assert_eq(fgi_model_rows("test", m, FGI_SLOT_WTE, -1, 1, rows - 1, FG_DTYPE_F16, out), FG_OK,
+                 "the other rows are in range: %s", fg_last_error());
+    cr_assert_eq(fgi_model_rows("test", m, FGI_SLOT_WTE, -1, 0, 1, FG_DTYPE_BF16, out), FG_OK);
+    free(out);
+    if (fg_cuda_available()) {
+        size_t live0 = 0, live1 = 1;
+        (void)live0;
+        (void)live1;
+#ifdef FG_CUDA_EMULATED
+        fgi_emu_device_memory(&live0, NULL, NULL);
+#endif
+        fg_session *session = NULL;
+        fgi_assert_status(fg_session_create_model(&session, m, FG_DEVICE_CUDA, 8, FG_DTYPE_F16),
+                          FG_ERR_UNSUPPORTED, "beyond f16's range");
+        cr_assert(session == NULL);
+#ifdef FG_CUDA_EMULATED
+        fgi_emu_device_memory(&live1, NULL, NULL);
+        cr_assert_eq(live1, live0, "a refused upload left %zu bytes allocated", live1 - live0);
+#endif
+        cr_assert_eq(fg_session_create_model(&session, m, FG_DEVICE_CUDA, 8, FG_DTYPE_BF16), FG_OK,
+                     "%s", fg_last_error());
+        fg_session_destroy(session);
+    }
+    fg_model_destroy(m);
+    remove_dir(dir);
 }
 
 /* A 1 GB bf16 checkpoint ----------------------------------------------------------- */
