@@ -1,12 +1,15 @@
 /* The owning model object, loader dispatch, random models, and the plumbing
- * every format shares: readers over files or memory and tensor reads that
- * convert and re-lay-out while they copy.
+ * every format shares: readers over mapped files or memory and tensor reads
+ * that convert and re-lay-out while they copy.
  *
- * A model is three allocations: the struct, its layer table and one arena of
- * floats holding every weight in the layout of decoder.h. The arena is sized
- * from the configuration and is only allocated after a loader has checked
- * that the file really holds every tensor, so a lying header can never make
- * it larger than twice the file (F16 widened to F32).
+ * A model is the struct, its layer table and one arena of floats holding
+ * every weight in the layout of decoder.h. The arena is sized from the
+ * configuration and is only allocated after a loader has checked that the
+ * file really holds every tensor, so a lying header can never make it
+ * larger than twice the file (F16 widened to F32). A mapped checkpoint's
+ * arena is made on the first fg_model_weights (widen); until then, and for
+ * the GPU, fgi_model_rows converts any rows of any slot straight from the
+ * mapping (a table of stored tensors and where each goes).
  * Random weights come from one splitmix64 stream per tensor; each value is
  * an Irwin-Hall sum of four 16-bit uniforms, close enough to normal for a
  * benchmark and far cheaper than Box-Muller. */

@@ -3,14 +3,15 @@
  * the Llama architecture ("llama", "mistral", "qwen2").
  *
  * The configuration is parsed with cJSON and every value range-checked
- * before anything is sized from it. Tensors are then visited twice by one
- * family-specific walk: a checking pass (every tensor present, dtype
- * convertible, shape exactly as the configuration implies; nothing
- * allocated) and, only if that passes, a loading pass that allocates the
- * model and reads each tensor into its place. So the model is never larger
- * than the tensors the file really holds. A sharded checkpoint is the same
- * walk over several files (every shard header parsed and checked against
- * the index first).
+ * before anything is sized from it. The files are mapped; one
+ * family-specific walk then checks every tensor (present, dtype
+ * convertible, shape exactly as the configuration implies) and records
+ * where it lies in the mapping and where it goes in the layout below. No
+ * tensor byte is read at load: the model widens the table into fp32 on
+ * first use, or converts it straight to the card (loader.c), so it is
+ * never larger than the tensors the file really holds. A sharded
+ * checkpoint is the same walk over several files (every shard header
+ * parsed and checked against the index first).
  *
  * Layout conversions (see decoder.h for the target layout):
  *  - GPT-2 Conv1D weights are already (in, out); c_attn is already [q|k|v].
