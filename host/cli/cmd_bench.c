@@ -275,7 +275,7 @@ int cmd_bench(int argc, char **argv)
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    cli_report_device(VERB, s);
+    cli_report_device(VERB, s, 1);
     if ((rc = cli_apply_threads(VERB, s, threads)) != CLI_OK) goto done;
     dtype = fg_session_dtype(s); /* auto resolved */
     printf("dtype: %s (weights, activations, KV cache; fp32 residual stream and logits)\n",

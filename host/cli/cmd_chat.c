@@ -358,7 +358,7 @@ static int converse(const chat_args *a, fg_model *model, fg_tokenizer *tok, fg_c
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    cli_report_device(VERB, c.s);
+    cli_report_device(VERB, c.s, 1);
     if (cli_apply_threads(VERB, c.s, a->threads) != CLI_OK) goto done;
     c.gc = fg_generate_defaults();
     if (cli_apply_stops(VERB, &c.gc, a->model, a->ignore_eos, &stops, eos_ids) != CLI_OK) goto done;

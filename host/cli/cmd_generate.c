@@ -73,7 +73,7 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
-    cli_report_device(VERB, s);
+    cli_report_device(VERB, s, 1);
     if (cli_apply_threads(VERB, s, a->threads) != CLI_OK) goto done;
     fg_generate_config gc = fg_generate_defaults();
     int eos_ids[CLI_MAX_EOS_IDS];

@@ -69,7 +69,7 @@ static int run(fg_model *model, const int *ids, int T, fg_dtype dtype)
         cli_runtime_error(VERB, "verify needs a GPU");
         goto done;
     }
-    cli_report_device(VERB, gpu);
+    cli_report_device(VERB, gpu, 1);
     const fg_dtype ran = fg_session_dtype(gpu);
     if (ran == FG_DTYPE_F32) steps = DECODE_STEPS; /* the fp32 check as it always was */
     printf("device cuda: dtype %s\n", fg_dtype_name(ran));

@@ -160,6 +160,11 @@ fg_status fgi_engine_create_sessions(fgi_engine **e, const fg_config *cfg,
                                      const fg_weights *w, const fg_tokenizer *tok,
                                      const fgi_sessions_options *opt);
 
+/* The first of a sessions engine's sessions and how many it has (all alike:
+ * the device, type and memory of one say those of every one); NULL for
+ * another engine. For startup reports, before requests arrive. */
+const fg_session *fgi_engine_sessions_first(const fgi_engine *e, int *n_sessions);
+
 /* --- the batching engine (engine_batch.c) ------------------------------------ */
 
 /* One worker thread steps a continuous-batching scheduler

@@ -342,6 +342,14 @@ static void destroy(fgi_engine *base)
 
 static const fgi_engine_ops SESSIONS_OPS = {submit, cancel, stats, shutdown_engine, destroy};
 
+const fg_session *fgi_engine_sessions_first(const fgi_engine *base, int *n_sessions)
+{
+    if (base == NULL || base->ops != &SESSIONS_OPS) return NULL;
+    const sessions_engine *e = (const sessions_engine *)base;
+    if (n_sessions != NULL) *n_sessions = e->max_batch;
+    return e->slots[0].session;
+}
+
 fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
                                      const fg_weights *w, const fg_tokenizer *tok,
                                      const fgi_sessions_options *opt)
