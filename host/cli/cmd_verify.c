@@ -226,6 +226,8 @@ int cmd_verify(int argc, char **argv)
     if (tokens && prompt) return cli_usage_error(VERB, "give --tokens or -p, not both");
     fg_dtype dtype;
     if (cli_parse_dtype(VERB, dtype_name, &dtype) != CLI_OK) return CLI_USAGE_ERROR;
+    /* the card before the model: a type it cannot run costs no load */
+    if (cli_check_dtype(VERB, FG_DEVICE_CUDA, dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
     int *ids = NULL, T = 0;
     if (tokens && cli_parse_ids(tokens, &ids, &T) != 0)
         return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers");
