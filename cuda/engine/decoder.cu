@@ -48,6 +48,7 @@
 #include "decoder_internal.h"
 #include "dtype.cuh"
 #include "config_internal.h"
+#include "loader_internal.h"
 #include "ops_internal.h"
 #include "reduce.cuh"
 
@@ -71,6 +72,7 @@ struct fg_cuda_weights {
     size_t es;             /* its size in bytes */
     int head_dim, qkv_width;
     void *block;           /* one device block holding every tensor */
+    size_t block_bytes;
     layer_weights *layers; /* host array of n_layer */
     const void *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
     /* scaled RoPE: the head_dim/2 inverse frequencies (double) in the
@@ -157,9 +159,18 @@ static fg_status cuda_alloc(const char *fn, void **p, size_t bytes, const char *
     if (err == cudaSuccess) return FG_OK;
     *p = NULL;
     (void)cudaGetLastError();
+    /* what the card had, so that the message says how far off the request was */
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return fgi_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
+                        "%s: allocating %zu bytes of device memory for %s failed: %s", fn,
+                        bytes, what, cudaGetErrorString(err));
+    }
     return fgi_fail(err == cudaErrorMemoryAllocation ? FG_ERR_OOM : FG_ERR_CUDA,
-                   "%s: allocating %zu bytes of device memory for %s failed: %s", fn,
-                   bytes, what, cudaGetErrorString(err));
+                    "%s: allocating %zu bytes of device memory for %s failed: %s (%zu bytes "
+                    "free of %zu on the device)", fn, bytes, what, cudaGetErrorString(err),
+                    free_bytes, total_bytes);
 }
 
 /* Weights upload ------------------------------------------------------------ */
@@ -181,6 +192,13 @@ typedef struct {
     unsigned long long seed;
     unsigned tensor; /* tensors filled so far: each gets its own stream */
     float fill_base; /* 1 for norm gains, 0 for the rest */
+    /* From a model (fg_cuda_weights_create_model): the host weights are
+     * markers, one float per (layer, slot) in `markers`, that say which
+     * slot a tensor is; its rows come from the model's checkpoint mapping
+     * (fgi_model_rows) in bands through stage, never an fp32 copy. */
+    const fg_model *model;
+    const float *markers;  /* (n_layer + 1) * FGI_SLOT_COUNT; the last row model-wide */
+    size_t stage_bytes;
 } arena;
 
 namespace {
@@ -238,11 +256,61 @@ static fg_status arena_take(arena *a, size_t n, size_t *offset)
     return FG_OK;
 }
 
+/* The (slot, layer) a marker stands for. */
+static void marker_slot(const arena *a, const float *src, fgi_slot *slot, int *layer)
+{
+    const size_t at = (size_t)(src - a->markers);
+    const int row = (int)(at / FGI_SLOT_COUNT);
+    *slot = (fgi_slot)(at % FGI_SLOT_COUNT);
+    *layer = row < a->model->cfg.n_layer ? row : -1;
+}
+
+/* Rows [row0, row0 + rows) of a slot of `cols` columns, in the arena's
+ * type, to dst (device) whose rows are `pitch` bytes apart: bands of rows
+ * that fit the stage, or straight from the mapping when the checkpoint
+ * already holds the slot as it is wanted (a bf16 checkpoint run in bf16). */
+static fg_status upload_slot_rows(arena *a, char *dst, size_t pitch, fgi_slot slot, int layer,
+                                  size_t row0, size_t rows, size_t cols)
+{
+    const size_t row_bytes = cols * a->es;
+    const char *direct =
+        static_cast<const char *>(fgi_model_slot_bytes(a->model, slot, layer, a->dtype));
+    const size_t band = a->stage_bytes / row_bytes; /* >= 1: the stage holds a widest row */
+    for (size_t done = 0; done < rows; done += band) {
+        const size_t k = rows - done < band ? rows - done : band;
+        const void *src = NULL;
+        if (direct != NULL) {
+            src = direct + (row0 + done) * row_bytes;
+        } else {
+            FGI_TRY(fgi_model_rows(a->fn, a->model, slot, layer, row0 + done, k, a->dtype,
+                                   a->stage));
+            src = a->stage;
+        }
+        FGI_CUDA_TRY(a->fn, cudaMemcpy2D(dst + done * pitch, pitch, src, row_bytes, row_bytes, k,
+                                        cudaMemcpyHostToDevice));
+    }
+    return FG_OK;
+}
+
+/* A whole slot (n elements) to dst (device), from a model. */
+static fg_status upload_slot(arena *a, void *dst, const float *marker, size_t n)
+{
+    fgi_slot slot;
+    int layer;
+    size_t rows = 0, cols = 0;
+    marker_slot(a, marker, &slot, &layer);
+    if (!fgi_model_slot_shape(a->model, slot, &rows, &cols) || rows * cols != n)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: weight slot %d of layer %d is not %zu elements",
+                        a->fn, (int)slot, layer, n);
+    return upload_slot_rows(a, static_cast<char *>(dst), cols * a->es, slot, layer, 0, rows, cols);
+}
+
 /* Copies n fp32 host elements to dst (device) in the arena's type: as they
  * are for fp32, else converted slice by slice (round to nearest even). */
 static fg_status upload_converted(arena *a, void *dst, const float *src, size_t n)
 {
     if (a->random) return fill_random(a, dst, n);
+    if (a->model != NULL) return upload_slot(a, dst, src, n);
     if (a->dtype == FG_DTYPE_F32) {
         FGI_CUDA_TRY(a->fn, cudaMemcpy(dst, src, sizeof(float) * n, cudaMemcpyHostToDevice));
         return FG_OK;
@@ -291,6 +359,14 @@ static fg_status put_side_by_side(arena *a, const void **dst, const float *gate,
     char *base = a->base + off;
     if (a->random) {
         FGI_TRY(fill_random(a, base, 2 * rows * cols));
+    } else if (a->model != NULL) { /* each into its half of every row */
+        fgi_slot slot;
+        int layer;
+        marker_slot(a, gate, &slot, &layer);
+        FGI_TRY(upload_slot_rows(a, base, 2 * cols * a->es, slot, layer, 0, rows, cols));
+        marker_slot(a, up, &slot, &layer);
+        FGI_TRY(upload_slot_rows(a, base + cols * a->es, 2 * cols * a->es, slot, layer, 0, rows,
+                                 cols));
     } else if (a->dtype == FG_DTYPE_F32) {
         const size_t row_bytes = sizeof(float) * cols;
         FGI_CUDA_TRY(a->fn, cudaMemcpy2D(base, 2 * row_bytes, gate, row_bytes, row_bytes, rows,
@@ -362,14 +438,35 @@ static fg_status place_weights(arena *a, fg_cuda_weights *m, const fg_weights *w
     return FG_OK;
 }
 
-static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w,
-                                int random, unsigned long long seed)
+/* fgi_cuda_set_upload_stage_bytes (decoder_internal.h); 0: the default */
+static std::atomic<size_t> upload_stage_bytes{0};
+
+extern "C" size_t fgi_cuda_set_upload_stage_bytes(size_t bytes)
 {
-    arena a = {fn, m->dtype, m->es, NULL, 0, NULL, random, seed, 0, 0.0f};
+    return upload_stage_bytes.exchange(bytes);
+}
+
+static fg_status upload_weights(const char *fn, fg_cuda_weights *m, const fg_weights *w,
+                                int random, unsigned long long seed, const fg_model *model,
+                                const float *markers)
+{
+    arena a = {fn, m->dtype, m->es, NULL, 0, NULL, random, seed, 0, 0.0f, model, markers, 0};
     FGI_TRY(place_weights(&a, m, w)); /* counting pass */
-    if (m->dtype != FG_DTYPE_F32 && !random)
+    if (model != NULL) {
+        /* bands of at least one row of the widest slot */
+        const fg_config *c = &m->cfg;
+        size_t widest = (size_t)m->qkv_width;
+        if ((size_t)c->n_inner > widest) widest = (size_t)c->n_inner;
+        if ((size_t)c->n_embd > widest) widest = (size_t)c->n_embd;
+        const size_t stage = upload_stage_bytes.load();
+        a.stage_bytes = stage != 0 ? stage : STAGE_ELEMS * 2 * m->es;
+        if (a.stage_bytes < widest * m->es) a.stage_bytes = widest * m->es;
+        FGI_TRY(fgi_alloc(fn, (void **)&a.stage, a.stage_bytes, 1));
+    } else if (m->dtype != FG_DTYPE_F32 && !random) {
         FGI_TRY(fgi_alloc(fn, (void **)&a.stage, STAGE_ELEMS, sizeof(uint16_t)));
+    }
     fg_status st = cuda_alloc(fn, &m->block, a.used, "the weights");
+    if (st == FG_OK) m->block_bytes = a.used;
     if (st == FG_OK) {
         a.base = (char *)m->block;
         a.used = 0;
@@ -530,7 +627,8 @@ extern "C" void fg_cuda_weights_destroy(fg_cuda_weights *w)
 
 static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const fg_config *cfg,
                                 const fg_weights *host, fg_dtype dtype, int random = 0,
-                                unsigned long long seed = 0)
+                                unsigned long long seed = 0, const fg_model *model = NULL,
+                                const float *markers = NULL)
 {
     FGI_TRY(fgi_check_ptr(fn, "weights", weights));
     *weights = NULL;
@@ -558,7 +656,7 @@ static fg_status weights_create(const char *fn, fg_cuda_weights **weights, const
     w->head_dim = fg_config_head_dim(cfg);
     w->qkv_width = fg_config_qkv_width(cfg);
     fg_status st = fgi_alloc(fn, (void **)&w->layers, (size_t)cfg->n_layer, sizeof(layer_weights));
-    if (st == FG_OK) st = upload_weights(fn, w, host, random, seed);
+    if (st == FG_OK) st = upload_weights(fn, w, host, random, seed, model, markers);
     if (st != FG_OK) {
         fg_cuda_weights_destroy(w);
         return st;
@@ -668,6 +766,66 @@ extern "C" fg_status fg_cuda_weights_create_typed(fg_cuda_weights **weights,
     return weights_create("fg_cuda_weights_create_typed", weights, cfg, host, dtype);
 }
 
+/* Weights from a loaded model without its fp32 host copy: the host
+ * fg_weights handed to weights_create holds markers (one float per layer
+ * and slot, never read as weights) so that the layout code is the one of
+ * fg_cuda_weights_create, and each tensor's bytes come from the model's
+ * mapping through fgi_model_rows. */
+extern "C" fg_status fg_cuda_weights_create_model(fg_cuda_weights **weights,
+                                                  const fg_model *model, fg_dtype dtype)
+{
+    static const char fn[] = "fg_cuda_weights_create_model";
+    FGI_TRY(fgi_check_ptr(fn, "weights", weights));
+    *weights = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
+    const fg_config *cfg = fg_model_config(model);
+    const size_t L = (size_t)cfg->n_layer;
+    float *markers = NULL;
+    fg_layer_weights *layers = NULL;
+    FGI_TRY(fgi_alloc(fn, (void **)&markers, (L + 1) * FGI_SLOT_COUNT, sizeof(float)));
+    fg_status st = fgi_alloc(fn, (void **)&layers, L, sizeof *layers);
+    if (st != FG_OK) {
+        free(markers);
+        return st;
+    }
+    size_t rows, cols;
+    /* the marker of (layer, slot) when the model has that tensor, else NULL */
+#define MARK(l, slot)                                                                       \
+    (fgi_model_slot_shape(model, slot, &rows, &cols)                                         \
+         ? markers + (size_t)(slot < FGI_SLOT_FIRST_LAYER ? L : (size_t)(l)) * FGI_SLOT_COUNT + \
+               (size_t)(slot)                                                                 \
+         : NULL)
+    for (size_t l = 0; l < L; l++) {
+        fg_layer_weights *lw = &layers[l];
+        lw->ln_1_g = MARK(l, FGI_SLOT_LN_1_G);
+        lw->ln_1_b = MARK(l, FGI_SLOT_LN_1_B);
+        lw->c_attn_w = MARK(l, FGI_SLOT_C_ATTN_W);
+        lw->c_attn_b = MARK(l, FGI_SLOT_C_ATTN_B);
+        lw->c_proj_w = MARK(l, FGI_SLOT_C_PROJ_W);
+        lw->c_proj_b = MARK(l, FGI_SLOT_C_PROJ_B);
+        lw->ln_2_g = MARK(l, FGI_SLOT_LN_2_G);
+        lw->ln_2_b = MARK(l, FGI_SLOT_LN_2_B);
+        lw->fc_w = MARK(l, FGI_SLOT_FC_W);
+        lw->fc_b = MARK(l, FGI_SLOT_FC_B);
+        lw->up_w = MARK(l, FGI_SLOT_UP_W);
+        lw->mlp_proj_w = MARK(l, FGI_SLOT_MLP_PROJ_W);
+        lw->mlp_proj_b = MARK(l, FGI_SLOT_MLP_PROJ_B);
+    }
+    fg_weights w;
+    memset(&w, 0, sizeof w);
+    w.wte = MARK(0, FGI_SLOT_WTE);
+    w.wpe = MARK(0, FGI_SLOT_WPE);
+    w.ln_f_g = MARK(0, FGI_SLOT_LN_F_G);
+    w.ln_f_b = MARK(0, FGI_SLOT_LN_F_B);
+    w.lm_head = MARK(0, FGI_SLOT_LM_HEAD);
+    w.layers = layers;
+#undef MARK
+    st = weights_create(fn, weights, cfg, &w, dtype, 0, 0, model, markers);
+    free(layers);
+    free(markers);
+    return st;
+}
+
 extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dtype)
 {
     if (cfg == NULL || cfg->n_head < 1 || (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 &&
@@ -683,6 +841,11 @@ extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dt
     if (dtype == FG_DTYPE_F32) return 1;
     /* the 16-bit kernels use sm_80's mma.sync shapes and cp.async */
     return prop.major >= 8 && fgi_attention16_supported(fg_config_head_dim(cfg));
+}
+
+extern "C" size_t fg_cuda_weights_bytes(const fg_cuda_weights *weights)
+{
+    return weights ? weights->block_bytes : 0;
 }
 
 extern "C" fg_dtype fg_cuda_weights_dtype(const fg_cuda_weights *weights)
@@ -711,6 +874,26 @@ extern "C" void fg_cuda_runner_destroy(fg_cuda_runner *r)
     if (r->lin.gemv_ws) cudaFree(r->lin.gemv_ws);
     (void)cudaGetLastError();
     free(r);
+}
+
+extern "C" size_t fg_cuda_runner_bytes(const fg_cuda_runner *r, int capacity)
+{
+    size_t total = 0;
+    if (r == NULL) return 0;
+    /* sizing only: with no base, the layout writes no pointer */
+    if (layout_activations("fg_cuda_runner_bytes", const_cast<fg_cuda_runner *>(r), NULL,
+                           &total) != FG_OK)
+        return 0;
+    const int kv = capacity > r->attention_ws_kv ? capacity : r->attention_ws_kv;
+    size_t ws = fgi_cuda_attention_workspace_bound(r->w->cfg.n_head, r->max_tokens, kv,
+                                                   r->w->head_dim);
+    if (r->w->dtype != FG_DTYPE_F32) {
+        const size_t d16 = decode16_workspace_bytes(r, kv);
+        if (d16 > ws) ws = d16;
+    }
+    if (ws < r->attention_ws_bytes) ws = r->attention_ws_bytes;
+    return total + ws + FGI_GEMV_WORKSPACE_BYTES + sizeof(int) * (size_t)r->max_tokens +
+           3 * sizeof(int);
 }
 
 static fg_status runner_init(const char *fn, fg_cuda_runner *r)

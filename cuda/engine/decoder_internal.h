@@ -29,14 +29,20 @@ extern "C" {
  * and sequence's keys and values, with their lengths) into dst, a cache of
  * the same shape and type with at least their length of capacity, after
  * the device has finished all work; the bits are src's, so decoding goes
- * on in dst exactly as it would have in src. dst is unchanged on an error. */
+ * on in dst exactly as it would have in src. dst is unchanged on an error.
+ * fgi_cuda_set_upload_stage_bytes: the host buffer a model's upload
+ * (fg_cuda_weights_create_model) stages its bands through, in bytes (0:
+ * the default, 2^21 elements; any size holds at least one row); returns the
+ * previous setting. So tests can make a small model's slots take many
+ * bands. */
 #define FGI_CUDA_INTERNAL_API(X) \
     X(ZERO, long long, fgi_cuda_kv_cache_graph_steps, (const fg_cuda_kv_cache *cache)) \
     X(ZERO, long long, fgi_cuda_runner_graph_captures, (const fg_cuda_runner *runner)) \
     X(STATUS, fg_status, fgi_cuda_kv_cache_read, \
       (const fg_cuda_kv_cache *cache, int layer, float *k, float *v)) \
     X(STATUS, fg_status, fgi_cuda_kv_cache_copy, \
-      (fg_cuda_kv_cache *dst, const fg_cuda_kv_cache *src))
+      (fg_cuda_kv_cache *dst, const fg_cuda_kv_cache *src)) \
+    X(ZERO, size_t, fgi_cuda_set_upload_stage_bytes, (size_t bytes))
 
 #define FGI_CUDA_DECLARE(fallback, ret, name, params) ret name params;
 FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)

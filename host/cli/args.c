@@ -183,7 +183,22 @@ int cli_check_dtype(const char *verb, fg_device device, fg_dtype dtype)
     if (dtype == FG_DTYPE_AUTO || dtype == FG_DTYPE_F32) return CLI_OK;
     const int on_gpu = device == FG_DEVICE_CUDA ||
                        (device == FG_DEVICE_AUTO && fg_cuda_available());
-    if (on_gpu) return CLI_OK; /* the session checks the card and the model */
+    if (on_gpu) {
+        /* the card first, before the model is even mapped: a 16-bit type
+         * needs sm_80 whatever the model (a head_dim every 16-bit kernel
+         * has stands in for it; the session checks the model's own) */
+        const fg_config probe = fg_config_llama(1, 64, 1, 1, 64, 2, 2);
+        if (!fg_cuda_available() || fg_cuda_decoder_dtype_supported(&probe, dtype)) return CLI_OK;
+        char name[128] = "the GPU";
+        int sms = 0;
+        size_t total = 0;
+        if (fg_cuda_device_info(name, sizeof name, &sms, &total) != FG_OK)
+            snprintf(name, sizeof name, "the GPU");
+        fprintf(stderr, "flashgpt %s: --dtype %s cannot run on %s: 16-bit needs compute "
+                "capability 8.0 or later (use --dtype f32 or auto)\n", verb, fg_dtype_name(dtype),
+                name);
+        return CLI_RUNTIME_ERROR;
+    }
     fprintf(stderr, "flashgpt %s: --dtype %s runs on the cuda device only; the %s device "
             "computes in f32 (use --dtype f32 or auto)\n", verb, fg_dtype_name(dtype),
             device == FG_DEVICE_REF ? "ref" : "cpu");

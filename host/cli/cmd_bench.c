@@ -201,8 +201,8 @@ static int check_against_ref(const fg_model *m, fg_device device, fg_dtype dtype
     int rc = CLI_RUNTIME_ERROR;
     printf("check: exact reference vs %s on the first %d tokens ... ", fg_device_name(device), n);
     fflush(stdout);
-    if (a && b && fg_session_create(&cpu, cfg, fg_model_weights(m), FG_DEVICE_REF, n) == FG_OK &&
-        fg_session_create_typed(&gpu, cfg, fg_model_weights(m), device, n, dtype) == FG_OK &&
+    if (a && b && fg_session_create_model(&cpu, m, FG_DEVICE_REF, n, FG_DTYPE_F32) == FG_OK &&
+        fg_session_create_model(&gpu, m, device, n, dtype) == FG_OK &&
         fg_session_forward(cpu, ids, n, a) == FG_OK && fg_session_forward(gpu, ids, n, b) == FG_OK) {
         double max_abs, rel_l2;
         int ok = cli_compare_logits(b, a, count, &max_abs, &rel_l2);
@@ -319,13 +319,13 @@ int cmd_bench(int argc, char **argv)
     const fg_status started =
         p.on_device
             ? fg_session_create_random(&s, &p.cfg, n_prompt + n_gen, dtype, seed)
-            : fg_session_create_typed(&s, &p.cfg, fg_model_weights(model), device,
-                                      n_prompt + n_gen, dtype);
+            : fg_session_create_model(&s, model, device, n_prompt + n_gen, dtype);
     cli_progress_end(&progress);
     if (started != FG_OK) {
         rc = cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
+    cli_report_device(VERB, s, 1);
     if ((rc = cli_apply_threads(VERB, s, threads)) != CLI_OK) goto done;
     dtype = fg_session_dtype(s); /* auto resolved */
     printf("dtype: %s (weights, activations, KV cache; fp32 residual stream and logits)\n",

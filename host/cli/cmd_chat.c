@@ -353,11 +353,12 @@ static int converse(const chat_args *a, fg_model *model, fg_tokenizer *tok, fg_c
     }
     /* the cache grows with the conversation up to this many tokens */
     const int ctx = a->ctx ? a->ctx : cfg->n_ctx < 4096 ? cfg->n_ctx : 4096;
-    if (fg_session_create_typed(&c.s, cfg, fg_model_weights(model), a->device, ctx, a->dtype) !=
+    if (fg_session_create_model(&c.s, model, a->device, ctx, a->dtype) !=
         FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
+    cli_report_device(VERB, c.s, 1);
     if (cli_apply_threads(VERB, c.s, a->threads) != CLI_OK) goto done;
     c.gc = fg_generate_defaults();
     if (cli_apply_stops(VERB, &c.gc, a->model, a->ignore_eos, &stops, eos_ids) != CLI_OK) goto done;

@@ -68,12 +68,12 @@ static int generate(const generate_args *a, fg_model *model, fg_tokenizer *tok)
         goto done;
     }
     /* the cache holds what this run needs (or --ctx), not the model's context */
-    if (fg_session_create_typed(&s, cfg, fg_model_weights(model), a->device, a->ctx,
-                                a->dtype) != FG_OK ||
+    if (fg_session_create_model(&s, model, a->device, a->ctx, a->dtype) != FG_OK ||
         fg_session_reserve(s, a->ctx ? a->ctx : n_prompt + a->n) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
+    cli_report_device(VERB, s, 1);
     if (cli_apply_threads(VERB, s, a->threads) != CLI_OK) goto done;
     fg_generate_config gc = fg_generate_defaults();
     int eos_ids[CLI_MAX_EOS_IDS];

@@ -33,10 +33,11 @@ static int run(fg_model *model, fg_device device, fg_dtype dtype, int threads, c
         fprintf(stderr, "flashgpt logits: cannot allocate %d x %zu logits\n", T, V);
         return rc;
     }
-    if (fg_session_create_typed(&s, cfg, fg_model_weights(model), device, T, dtype) != FG_OK) {
+    if (fg_session_create_model(&s, model, device, T, dtype) != FG_OK) {
         cli_runtime_error(VERB, "cannot start a session");
         goto done;
     }
+    cli_report_device(VERB, s, 1);
     if (cli_apply_threads(VERB, s, threads) != CLI_OK) goto done;
     for (int t = 0; t < T; t += incremental ? 1 : T)
         if (fg_session_forward(s, ids + t, incremental ? 1 : T, logits + (size_t)t * V) != FG_OK) {

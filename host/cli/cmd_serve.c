@@ -120,10 +120,13 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
         st = fgi_engine_create_batch(&engine, cfg, fg_model_weights(model), tok, &bo);
     } else {
         fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
-                                   (int)delay_ms, a->dtype_value};
-        st = fgi_engine_create_sessions(&engine, cfg, fg_model_weights(model), tok, &eo);
+                                   (int)delay_ms, a->dtype_value, model};
+        st = fgi_engine_create_sessions(&engine, cfg, NULL, tok, &eo);
     }
     if (st != FG_OK) return cli_runtime_error(VERB, "cannot start the engine");
+    int n_sessions = 0;
+    const fg_session *first = fgi_engine_sessions_first(engine, &n_sessions);
+    if (first != NULL) cli_report_device(VERB, first, n_sessions);
     char model_id[256], err[512];
     model_id_of(a, model_id, sizeof model_id);
     fgi_server_options so = {a->host, a->port, a->api_key, model_id,

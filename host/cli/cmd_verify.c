@@ -65,15 +65,15 @@ static int run(fg_model *model, const int *ids, int T, fg_dtype dtype)
         fprintf(stderr, "flashgpt verify: out of memory for %d x %zu logits\n", T, V);
         goto done;
     }
-    if (fg_session_create_typed(&gpu, cfg, fg_model_weights(model), FG_DEVICE_CUDA, ctx,
-                                dtype) != FG_OK) {
+    if (fg_session_create_model(&gpu, model, FG_DEVICE_CUDA, ctx, dtype) != FG_OK) {
         cli_runtime_error(VERB, "verify needs a GPU");
         goto done;
     }
+    cli_report_device(VERB, gpu, 1);
     const fg_dtype ran = fg_session_dtype(gpu);
     if (ran == FG_DTYPE_F32) steps = DECODE_STEPS; /* the fp32 check as it always was */
     printf("device cuda: dtype %s\n", fg_dtype_name(ran));
-    if (fg_session_create(&cpu, cfg, fg_model_weights(model), FG_DEVICE_REF, ctx) != FG_OK ||
+    if (fg_session_create_model(&cpu, model, FG_DEVICE_REF, ctx, FG_DTYPE_F32) != FG_OK ||
         fg_session_forward(cpu, ids, T, a) != FG_OK || fg_session_forward(gpu, ids, T, b) != FG_OK) {
         cli_runtime_error(VERB, "prefill failed");
         goto done;
@@ -435,6 +435,8 @@ int cmd_verify(int argc, char **argv)
     if (tokens && prompt) return cli_usage_error(VERB, "give --tokens or -p, not both");
     fg_dtype dtype;
     if (cli_parse_dtype(VERB, dtype_name, &dtype) != CLI_OK) return CLI_USAGE_ERROR;
+    /* the card before the model: a type it cannot run costs no load */
+    if (cli_check_dtype(VERB, FG_DEVICE_CUDA, dtype) != CLI_OK) return CLI_RUNTIME_ERROR;
     int *ids = NULL, T = 0;
     if (tokens && cli_parse_ids(tokens, &ids, &T) != 0)
         return cli_usage_error(VERB, "--tokens must be comma-separated non-negative integers");

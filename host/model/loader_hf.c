@@ -3,14 +3,15 @@
  * the Llama architecture ("llama", "mistral", "qwen2").
  *
  * The configuration is parsed with cJSON and every value range-checked
- * before anything is sized from it. Tensors are then visited twice by one
- * family-specific walk: a checking pass (every tensor present, dtype
- * convertible, shape exactly as the configuration implies; nothing
- * allocated) and, only if that passes, a loading pass that allocates the
- * model and reads each tensor into its place. So the model is never larger
- * than the tensors the file really holds. A sharded checkpoint is the same
- * walk over several files (every shard header parsed and checked against
- * the index first).
+ * before anything is sized from it. The files are mapped; one
+ * family-specific walk then checks every tensor (present, dtype
+ * convertible, shape exactly as the configuration implies) and records
+ * where it lies in the mapping and where it goes in the layout below. No
+ * tensor byte is read at load: the model widens the table into fp32 on
+ * first use, or converts it straight to the card (loader.c), so it is
+ * never larger than the tensors the file really holds. A sharded
+ * checkpoint is the same walk over several files (every shard header
+ * parsed and checked against the index first).
  *
  * Layout conversions (see decoder.h for the target layout):
  *  - GPT-2 Conv1D weights are already (in, out); c_attn is already [q|k|v].
@@ -573,11 +574,19 @@ typedef struct {
     size_t n_shards;
     const fgi_reader *r;    /* n_shards readers */
     const fgi_st_header *h; /* their headers */
-    fg_model *model;       /* NULL during the checking pass */
-    float *scratch;
-    size_t scratch_floats; /* largest tensor that needs re-laying-out */
+    fgi_source_part *sources; /* every tensor the model uses, where it goes */
+    size_t n_sources, cap_sources;
+    int layer;                /* of the tensors being walked; -1: model-wide */
     char name[256];
 } loading;
+
+/* Where a stored tensor goes: a slot of the layout, and the placement of
+ * fgi_source_part (col_off, stride, transpose, RoPE row order). */
+typedef struct {
+    fgi_slot slot;
+    size_t col_off, stride;
+    int transpose, rope_head_dim;
+} destination;
 
 static const char *tensor_name(loading *ld, const char *fmt, ...) FGI_PRINTF(2, 3);
 static const char *tensor_name(loading *ld, const char *fmt, ...)
@@ -633,9 +642,10 @@ static fg_status check_shape(const loading *ld, const char *file, const fgi_st_t
 }
 
 /* One tensor, read as (rows, cols). Its stored shape is [rows, cols], or
- * [rows * cols] for a vector. */
+ * [rows * cols] for a vector. Checked, marked used and recorded: nothing is
+ * read here (the model converts from the mapping when asked). */
 static fg_status tensor(loading *ld, const char *name, int vector, size_t rows,
-                        size_t cols, fgi_placement place)
+                        size_t cols, destination to)
 {
     size_t shard = 0;
     fgi_st_tensor *t = find_tensor(ld, name, &shard);
@@ -645,111 +655,117 @@ static fg_status tensor(loading *ld, const char *name, int vector, size_t rows,
         return fgi_file_error(FG_ERR_FORMAT, ld->fn, ld->file,
                               "missing tensor '%s'", name);
     FGI_TRY(fgi_safetensors_dtype(t, ld->fn, r->name, &dtype));
-    if (ld->model == NULL) {
-        const int64_t matrix[2] = {(int64_t)rows, (int64_t)cols};
-        const int64_t flat[1] = {(int64_t)(rows * cols)};
-        FGI_TRY(check_shape(ld, r->name, t, vector ? flat : matrix, vector ? 1 : 2));
-        t->used = 1;
-        if ((place.transpose || place.rope_head_dim || place.dst_stride != cols) &&
-            rows * cols > ld->scratch_floats)
-            ld->scratch_floats = rows * cols;
-        return FG_OK;
+    const int64_t matrix[2] = {(int64_t)rows, (int64_t)cols};
+    const int64_t flat[1] = {(int64_t)(rows * cols)};
+    FGI_TRY(check_shape(ld, r->name, t, vector ? flat : matrix, vector ? 1 : 2));
+    t->used = 1;
+    if (ld->n_sources == ld->cap_sources) {
+        const size_t cap = ld->cap_sources ? 2 * ld->cap_sources : 64;
+        fgi_source_part *grown = realloc(ld->sources, cap * sizeof *grown);
+        if (grown == NULL)
+            return fgi_fail(FG_ERR_OOM, "%s: cannot allocate the tensor table", ld->fn);
+        ld->sources = grown;
+        ld->cap_sources = cap;
     }
-    const fgi_tensor_read read = {.offset = ld->h[shard].data_start + t->begin,
-                                  .dtype = dtype, .rows = rows, .cols = cols,
-                                  .place = place};
-    return fgi_read_tensor(r, &read, ld->scratch);
+    ld->sources[ld->n_sources++] = (fgi_source_part){
+        .src = r->mem + ld->h[shard].data_start + t->begin, .dtype = dtype, .rows = rows,
+        .cols = cols, .slot = to.slot, .layer = to.slot >= FGI_SLOT_FIRST_LAYER ? ld->layer : -1,
+        .col_off = to.col_off, .stride = to.stride, .transpose = to.transpose,
+        .rope_head_dim = to.rope_head_dim};
+    return FG_OK;
 }
 
-static fgi_placement copy_to(const float *dst, size_t cols)
+static destination copy_to(fgi_slot slot, size_t cols)
 {
-    return (fgi_placement){fgi_writable(dst), cols, 0, 0};
+    return (destination){slot, 0, cols, 0, 0};
 }
 
-/* A stored (out, in) matrix into the columns of an (in, stride) one. */
-static fgi_placement transpose_to(const float *dst, size_t stride, int rope_head_dim)
+/* A stored (out, in) matrix into the columns from col_off of an (in, stride) one. */
+static destination transpose_to(fgi_slot slot, size_t col_off, size_t stride, int rope_head_dim)
 {
-    return (fgi_placement){fgi_writable(dst), stride, 1, rope_head_dim};
+    return (destination){slot, col_off, stride, 1, rope_head_dim};
 }
-
-static const float *offset(const float *p, size_t n) { return p ? p + n : NULL; }
 
 static fg_status gpt2_tensors(loading *ld, const fg_config *c, const char *pre,
                               const fgi_model_parts *parts)
 {
-    static const fg_layer_weights none;
-    static const fg_weights none_w;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
-    const fg_weights *w = ld->model ? &ld->model->weights : &none_w;
-    FGI_TRY(tensor(ld, tensor_name(ld, "%swte.weight", pre), 0, V, C, copy_to(w->wte, C)));
+    ld->layer = -1;
+    FGI_TRY(tensor(ld, tensor_name(ld, "%swte.weight", pre), 0, V, C, copy_to(FGI_SLOT_WTE, C)));
     if (parts->wpe)
         FGI_TRY(tensor(ld, tensor_name(ld, "%swpe.weight", pre), 0, (size_t)c->n_ctx, C,
-                      copy_to(w->wpe, C)));
+                      copy_to(FGI_SLOT_WPE, C)));
     for (int l = 0; l < c->n_layer; l++) {
-        const fg_layer_weights *lw = ld->model ? &ld->model->layers[l] : &none;
+        ld->layer = l;
 #define LAYER(suffix) tensor_name(ld, "%sh.%d." suffix, pre, l)
-        FGI_TRY(tensor(ld, LAYER("ln_1.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
-        FGI_TRY(tensor(ld, LAYER("ln_1.bias"), 1, 1, C, copy_to(lw->ln_1_b, C)));
-        FGI_TRY(tensor(ld, LAYER("attn.c_attn.weight"), 0, C, qkv, copy_to(lw->c_attn_w, qkv)));
-        FGI_TRY(tensor(ld, LAYER("attn.c_attn.bias"), 1, 1, qkv, copy_to(lw->c_attn_b, qkv)));
-        FGI_TRY(tensor(ld, LAYER("attn.c_proj.weight"), 0, C, C, copy_to(lw->c_proj_w, C)));
-        FGI_TRY(tensor(ld, LAYER("attn.c_proj.bias"), 1, 1, C, copy_to(lw->c_proj_b, C)));
-        FGI_TRY(tensor(ld, LAYER("ln_2.weight"), 1, 1, C, copy_to(lw->ln_2_g, C)));
-        FGI_TRY(tensor(ld, LAYER("ln_2.bias"), 1, 1, C, copy_to(lw->ln_2_b, C)));
-        FGI_TRY(tensor(ld, LAYER("mlp.c_fc.weight"), 0, C, I, copy_to(lw->fc_w, I)));
-        FGI_TRY(tensor(ld, LAYER("mlp.c_fc.bias"), 1, 1, I, copy_to(lw->fc_b, I)));
-        FGI_TRY(tensor(ld, LAYER("mlp.c_proj.weight"), 0, I, C, copy_to(lw->mlp_proj_w, C)));
-        FGI_TRY(tensor(ld, LAYER("mlp.c_proj.bias"), 1, 1, C, copy_to(lw->mlp_proj_b, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_1.weight"), 1, 1, C, copy_to(FGI_SLOT_LN_1_G, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_1.bias"), 1, 1, C, copy_to(FGI_SLOT_LN_1_B, C)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_attn.weight"), 0, C, qkv,
+                      copy_to(FGI_SLOT_C_ATTN_W, qkv)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_attn.bias"), 1, 1, qkv, copy_to(FGI_SLOT_C_ATTN_B, qkv)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_proj.weight"), 0, C, C, copy_to(FGI_SLOT_C_PROJ_W, C)));
+        FGI_TRY(tensor(ld, LAYER("attn.c_proj.bias"), 1, 1, C, copy_to(FGI_SLOT_C_PROJ_B, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_2.weight"), 1, 1, C, copy_to(FGI_SLOT_LN_2_G, C)));
+        FGI_TRY(tensor(ld, LAYER("ln_2.bias"), 1, 1, C, copy_to(FGI_SLOT_LN_2_B, C)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_fc.weight"), 0, C, I, copy_to(FGI_SLOT_FC_W, I)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_fc.bias"), 1, 1, I, copy_to(FGI_SLOT_FC_B, I)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_proj.weight"), 0, I, C,
+                      copy_to(FGI_SLOT_MLP_PROJ_W, C)));
+        FGI_TRY(tensor(ld, LAYER("mlp.c_proj.bias"), 1, 1, C, copy_to(FGI_SLOT_MLP_PROJ_B, C)));
 #undef LAYER
     }
-    FGI_TRY(tensor(ld, tensor_name(ld, "%sln_f.weight", pre), 1, 1, C, copy_to(w->ln_f_g, C)));
-    return tensor(ld, tensor_name(ld, "%sln_f.bias", pre), 1, 1, C, copy_to(w->ln_f_b, C));
+    ld->layer = -1;
+    FGI_TRY(tensor(ld, tensor_name(ld, "%sln_f.weight", pre), 1, 1, C,
+                  copy_to(FGI_SLOT_LN_F_G, C)));
+    return tensor(ld, tensor_name(ld, "%sln_f.bias", pre), 1, 1, C, copy_to(FGI_SLOT_LN_F_B, C));
 }
 
 static fg_status llama_tensors(loading *ld, const fg_config *c,
                                const fgi_model_parts *parts)
 {
-    static const fg_layer_weights none;
-    static const fg_weights none_w;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const int d = fg_config_head_dim(c);
     const size_t nq = (size_t)c->n_head * d, nkv = (size_t)c->n_kv_head * d;
     const size_t qkv = (size_t)fg_config_qkv_width(c);
-    const fg_weights *w = ld->model ? &ld->model->weights : &none_w;
-    FGI_TRY(tensor(ld, "model.embed_tokens.weight", 0, V, C, copy_to(w->wte, C)));
+    ld->layer = -1;
+    FGI_TRY(tensor(ld, "model.embed_tokens.weight", 0, V, C, copy_to(FGI_SLOT_WTE, C)));
     for (int l = 0; l < c->n_layer; l++) {
-        const fg_layer_weights *lw = ld->model ? &ld->model->layers[l] : &none;
+        ld->layer = l;
 #define LAYER(suffix) tensor_name(ld, "model.layers.%d." suffix, l)
-        FGI_TRY(tensor(ld, LAYER("input_layernorm.weight"), 1, 1, C, copy_to(lw->ln_1_g, C)));
+        FGI_TRY(tensor(ld, LAYER("input_layernorm.weight"), 1, 1, C,
+                      copy_to(FGI_SLOT_LN_1_G, C)));
         FGI_TRY(tensor(ld, LAYER("self_attn.q_proj.weight"), 0, nq, C,
-                      transpose_to(lw->c_attn_w, qkv, d)));
+                      transpose_to(FGI_SLOT_C_ATTN_W, 0, qkv, d)));
         FGI_TRY(tensor(ld, LAYER("self_attn.k_proj.weight"), 0, nkv, C,
-                      transpose_to(offset(lw->c_attn_w, nq), qkv, d)));
+                      transpose_to(FGI_SLOT_C_ATTN_W, nq, qkv, d)));
         FGI_TRY(tensor(ld, LAYER("self_attn.v_proj.weight"), 0, nkv, C,
-                      transpose_to(offset(lw->c_attn_w, nq + nkv), qkv, 0)));
+                      transpose_to(FGI_SLOT_C_ATTN_W, nq + nkv, qkv, 0)));
         if (parts->qkv_bias) {
             /* a bias is a column of rows: permuted like the weight's rows */
-            const fgi_placement q = {fgi_writable(lw->c_attn_b), 1, 0, d};
-            const fgi_placement k = {fgi_writable(offset(lw->c_attn_b, nq)), 1, 0, d};
-            const fgi_placement v = {fgi_writable(offset(lw->c_attn_b, nq + nkv)), 1, 0, 0};
+            const destination q = {FGI_SLOT_C_ATTN_B, 0, 1, 0, d};
+            const destination k = {FGI_SLOT_C_ATTN_B, nq, 1, 0, d};
+            const destination v = {FGI_SLOT_C_ATTN_B, nq + nkv, 1, 0, 0};
             FGI_TRY(tensor(ld, LAYER("self_attn.q_proj.bias"), 1, nq, 1, q));
             FGI_TRY(tensor(ld, LAYER("self_attn.k_proj.bias"), 1, nkv, 1, k));
             FGI_TRY(tensor(ld, LAYER("self_attn.v_proj.bias"), 1, nkv, 1, v));
         }
         FGI_TRY(tensor(ld, LAYER("self_attn.o_proj.weight"), 0, C, nq,
-                      transpose_to(lw->c_proj_w, C, 0)));
+                      transpose_to(FGI_SLOT_C_PROJ_W, 0, C, 0)));
         FGI_TRY(tensor(ld, LAYER("post_attention_layernorm.weight"), 1, 1, C,
-                      copy_to(lw->ln_2_g, C)));
-        FGI_TRY(tensor(ld, LAYER("mlp.gate_proj.weight"), 0, I, C, transpose_to(lw->fc_w, I, 0)));
-        FGI_TRY(tensor(ld, LAYER("mlp.up_proj.weight"), 0, I, C, transpose_to(lw->up_w, I, 0)));
+                      copy_to(FGI_SLOT_LN_2_G, C)));
+        FGI_TRY(tensor(ld, LAYER("mlp.gate_proj.weight"), 0, I, C,
+                      transpose_to(FGI_SLOT_FC_W, 0, I, 0)));
+        FGI_TRY(tensor(ld, LAYER("mlp.up_proj.weight"), 0, I, C,
+                      transpose_to(FGI_SLOT_UP_W, 0, I, 0)));
         FGI_TRY(tensor(ld, LAYER("mlp.down_proj.weight"), 0, C, I,
-                      transpose_to(lw->mlp_proj_w, C, 0)));
+                      transpose_to(FGI_SLOT_MLP_PROJ_W, 0, C, 0)));
 #undef LAYER
     }
-    FGI_TRY(tensor(ld, "model.norm.weight", 1, 1, C, copy_to(w->ln_f_g, C)));
+    ld->layer = -1;
+    FGI_TRY(tensor(ld, "model.norm.weight", 1, 1, C, copy_to(FGI_SLOT_LN_F_G, C)));
     if (parts->lm_head)
-        FGI_TRY(tensor(ld, "lm_head.weight", 0, V, C, copy_to(w->lm_head, C)));
+        FGI_TRY(tensor(ld, "lm_head.weight", 0, V, C, copy_to(FGI_SLOT_LM_HEAD, C)));
     return FG_OK;
 }
 
@@ -826,22 +842,17 @@ static fg_status load_tensors(fg_model **model, const fgi_hf_config *hc, loading
                     find_tensor(&ld, "model.layers.0.self_attn.q_proj.bias", NULL),
         .lm_head = !hc->tied,
     };
-    FGI_TRY(walk(&ld, hc, pre, &parts));
-    FGI_TRY(check_unused(&ld, hc, pre));
-
-    fg_model *m;
-    FGI_TRY(fgi_model_alloc(fn, &m, c, &parts));
-    fg_status st = fgi_alloc(fn, (void **)&ld.scratch, ld.scratch_floats, sizeof(float));
-    ld.model = m;
-    if (st == FG_OK) st = walk(&ld, hc, pre, &parts);
-    free(ld.scratch);
-    if (st == FG_OK) st = fgi_check_weights(fn, c, &m->weights);
+    fg_status st = walk(&ld, hc, pre, &parts);
+    if (st == FG_OK) st = check_unused(&ld, hc, pre);
     if (st != FG_OK) {
-        fg_model_destroy(m);
+        free(ld.sources);
         return st;
     }
-    *model = m;
-    return FG_OK;
+    /* a progress callback sees the file read now (the disk reads the
+     * upload or widening would do later) */
+    for (size_t s = 0; s < ld.n_shards; s++)
+        if (ld.r[s].progress != NULL && ld.r[s].progress->fn != NULL) fgi_reader_prefault(&ld.r[s]);
+    return fgi_model_alloc_lazy(fn, model, c, &parts, ld.sources, ld.n_sources, NULL, 0);
 }
 
 fg_status fgi_hf_load(fg_model **model, const char *fn, const fgi_hf_config *config,
@@ -1052,6 +1063,7 @@ static fg_status load_sharded(fg_model **model, const char *fn, const fgi_hf_con
         const loading ld = {.fn = fn, .file = index_path, .n_shards = x.n_files, .r = r,
                             .h = h};
         st = load_tensors(model, hc, ld);
+        if (st == FG_OK) st = fgi_model_adopt(fn, model, r, x.n_files);
         if (st == FG_OK) fgi_progress_finish(progress);
     }
     for (size_t s = 0; s < parsed; s++) fgi_safetensors_free(&h[s]);
@@ -1098,6 +1110,7 @@ static fg_status load_folder(fg_model **model, const char *fn, const char *dir,
     r.progress = progress;
     fgi_progress_begin(progress, r.size);
     fg_status st = fgi_hf_load(model, fn, &hc, &r);
+    if (st == FG_OK) st = fgi_model_adopt(fn, model, &r, 1);
     fgi_reader_close(&r);
     if (st == FG_OK) fgi_progress_finish(progress);
     return st;

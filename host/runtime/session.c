@@ -19,6 +19,7 @@
 #include "flashgpt/cuda.h"
 #include "flashgpt/session.h"
 #include "config_internal.h"
+#include "loader_internal.h"
 #include "cpu_internal.h"
 #include "sample_fixed.h"
 
@@ -28,6 +29,7 @@
 struct fg_session {
     const fg_config *cfg;
     const fg_weights *w;
+    const fg_model *model;         /* fg_session_create_model: CUDA uploads from it */
     fg_device device;
     fg_dtype dtype;                /* f32; bf16 / f16 on CUDA only */
     uint64_t seed;                 /* w NULL: weights generated on the card from it */
@@ -92,7 +94,9 @@ static fg_status open_device(const char *fn, fg_session *s)
                                      FGI_CPU_ISA_AUTO);
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
-    if (s->w == NULL)
+    if (s->model != NULL)
+        FGI_TRY(fg_cuda_weights_create_model(&s->gpu_weights, s->model, s->dtype));
+    else if (s->w == NULL)
         FGI_TRY(fg_cuda_weights_create_random(&s->gpu_weights, s->cfg, s->dtype, s->seed));
     else
         FGI_TRY(fg_cuda_weights_create_typed(&s->gpu_weights, s->cfg, s->w, s->dtype));
@@ -224,12 +228,12 @@ static fg_status choose_dtype(const char *fn, const fg_config *cfg, fg_device de
 
 static fg_status session_create(const char *fn, fg_session **session, const fg_config *cfg,
                                 const fg_weights *w, fg_device device, int ctx, fg_dtype dtype,
-                                int random, uint64_t seed)
+                                int random, uint64_t seed, const fg_model *model)
 {
     FGI_TRY(fgi_check_ptr(fn, "session", session));
     *session = NULL;
     FGI_TRY(fgi_check_config(fn, cfg));
-    if (!random) FGI_TRY(fgi_check_weights(fn, cfg, w));
+    if (!random && model == NULL) FGI_TRY(fgi_check_weights(fn, cfg, w));
     if (random && device != FG_DEVICE_CUDA)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: weights generated on the card need the cuda "
                         "device (got %s)", fn, fg_device_name(device));
@@ -246,6 +250,11 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
                                                       : device;
     fg_dtype chosen_dtype;
     FGI_TRY(choose_dtype(fn, cfg, chosen, dtype, &chosen_dtype)); /* before any allocation */
+    if (model != NULL && chosen != FG_DEVICE_CUDA) {
+        /* the CPU paths compute from the fp32 weights: widened here, once */
+        FGI_TRY(fgi_model_widen(fn, model, &w));
+        FGI_TRY(fgi_check_weights(fn, cfg, w));
+    }
 
     fg_session *s;
     FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
@@ -253,6 +262,7 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
     s->seed = seed;
     s->cfg = cfg;
     s->w = w;
+    s->model = chosen == FG_DEVICE_CUDA ? model : NULL;
     s->capacity = ctx ? ctx : cfg->n_ctx;
     s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
     s->device = chosen;
@@ -270,21 +280,52 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
 fg_status fg_session_create(fg_session **session, const fg_config *cfg,
                             const fg_weights *w, fg_device device, int ctx)
 {
-    return session_create("fg_session_create", session, cfg, w, device, ctx, FG_DTYPE_F32, 0, 0);
+    return session_create("fg_session_create", session, cfg, w, device, ctx, FG_DTYPE_F32, 0, 0, NULL);
 }
 
 fg_status fg_session_create_typed(fg_session **session, const fg_config *cfg,
                                   const fg_weights *w, fg_device device, int ctx,
                                   fg_dtype dtype)
 {
-    return session_create("fg_session_create_typed", session, cfg, w, device, ctx, dtype, 0, 0);
+    return session_create("fg_session_create_typed", session, cfg, w, device, ctx, dtype, 0, 0, NULL);
 }
 
 fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, int ctx,
                                    fg_dtype dtype, uint64_t seed)
 {
     return session_create("fg_session_create_random", session, cfg, NULL, FG_DEVICE_CUDA, ctx,
-                          dtype, 1, seed);
+                          dtype, 1, seed, NULL);
+}
+
+fg_status fg_session_create_model(fg_session **session, const fg_model *model, fg_device device,
+                                  int ctx, fg_dtype dtype)
+{
+    static const char fn[] = "fg_session_create_model";
+    FGI_TRY(fgi_check_ptr(fn, "session", session));
+    *session = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
+    return session_create(fn, session, fg_model_config(model), NULL, device, ctx, dtype, 0, 0,
+                          model);
+}
+
+fg_status fg_session_device_memory(const fg_session *s, size_t *weights, size_t *cache,
+                                   size_t *activations)
+{
+    static const char fn[] = "fg_session_device_memory";
+    FGI_TRY(fgi_check_ptr(fn, "session", s));
+    FGI_TRY(fgi_check_ptr(fn, "weights", weights));
+    FGI_TRY(fgi_check_ptr(fn, "cache", cache));
+    FGI_TRY(fgi_check_ptr(fn, "activations", activations));
+    *weights = *cache = *activations = 0;
+    if (s->device != FG_DEVICE_CUDA) return FG_OK;
+    const fg_config *c = s->cfg;
+    *weights = fg_cuda_weights_bytes(s->gpu_weights);
+    /* the cache and the attention workspace at the session's capacity:
+     * what it holds once the context is full, not what it holds now */
+    *cache = 2 * fg_dtype_size(s->dtype) * (size_t)c->n_layer * (size_t)c->n_kv_head *
+             (size_t)fg_config_head_dim(c) * (size_t)s->capacity;
+    *activations = fg_cuda_runner_bytes(s->gpu_runner, s->capacity);
+    return FG_OK;
 }
 
 void fg_session_destroy(fg_session *s)

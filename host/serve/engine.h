@@ -148,6 +148,9 @@ typedef struct {
     int turn_delay_ms; /* testing aid, 0 in use: a pause after each round of
                           turns, so that tests can hold requests running */
     fg_dtype dtype;  /* fg_session_create_typed's: FG_DTYPE_F32 (0), 16-bit or AUTO */
+    const fg_model *model; /* set: sessions of it (fg_session_create_model; cfg is its
+                              configuration, w unused and may be NULL), so the GPU never
+                              widens it; must outlive the engine */
 } fgi_sessions_options;
 
 /* cfg, w and tok must outlive the engine (tok is only read). Creates the
@@ -156,6 +159,11 @@ typedef struct {
 fg_status fgi_engine_create_sessions(fgi_engine **e, const fg_config *cfg,
                                      const fg_weights *w, const fg_tokenizer *tok,
                                      const fgi_sessions_options *opt);
+
+/* The first of a sessions engine's sessions and how many it has (all alike:
+ * the device, type and memory of one say those of every one); NULL for
+ * another engine. For startup reports, before requests arrive. */
+const fg_session *fgi_engine_sessions_first(const fgi_engine *e, int *n_sessions);
 
 /* --- the batching engine (engine_batch.c) ------------------------------------ */
 

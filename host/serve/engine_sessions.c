@@ -342,13 +342,22 @@ static void destroy(fgi_engine *base)
 
 static const fgi_engine_ops SESSIONS_OPS = {submit, cancel, stats, shutdown_engine, destroy};
 
+const fg_session *fgi_engine_sessions_first(const fgi_engine *base, int *n_sessions)
+{
+    if (base == NULL || base->ops != &SESSIONS_OPS) return NULL;
+    const sessions_engine *e = (const sessions_engine *)base;
+    if (n_sessions != NULL) *n_sessions = e->max_batch;
+    return e->slots[0].session;
+}
+
 fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
                                      const fg_weights *w, const fg_tokenizer *tok,
                                      const fgi_sessions_options *opt)
 {
     if (out == NULL) return FG_ERR_INVALID_ARG;
     *out = NULL;
-    if (cfg == NULL || w == NULL || tok == NULL || opt == NULL || opt->max_batch < 1 ||
+    if (cfg == NULL || tok == NULL || opt == NULL || (w == NULL && opt->model == NULL) ||
+        opt->max_batch < 1 ||
         opt->max_batch > 4096 || opt->max_waiting < 0 || opt->max_waiting > 1000000 ||
         opt->ctx < 0 || opt->ctx > cfg->n_ctx || opt->n_threads < 0 || cfg->n_ctx < 2 ||
         opt->turn_delay_ms < 0 || opt->turn_delay_ms > 10000)
@@ -376,8 +385,11 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
     fg_status st = FG_OK;
     /* a fixed cache per session: memory stays flat however requests come */
     for (int i = 0; i < opt->max_batch && st == FG_OK; i++) {
-        st = fg_session_create_typed(&e->slots[i].session, cfg, w, opt->device, e->base.context,
-                                     opt->dtype);
+        st = opt->model != NULL
+                 ? fg_session_create_model(&e->slots[i].session, opt->model, opt->device,
+                                           e->base.context, opt->dtype)
+                 : fg_session_create_typed(&e->slots[i].session, cfg, w, opt->device,
+                                           e->base.context, opt->dtype);
         if (st == FG_OK) st = fg_session_set_threads(e->slots[i].session, opt->n_threads);
     }
     if (st == FG_OK) {

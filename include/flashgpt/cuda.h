@@ -39,6 +39,7 @@
 
 #include "flashgpt/decoder.h"
 #include "flashgpt/dtype.h"
+#include "flashgpt/loader.h"
 #include "flashgpt/sampler.h"
 #include "flashgpt/status.h"
 

@@ -286,7 +286,19 @@ FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_typed, (fg_cuda_weights **w
                                                              const fg_config *cfg,
                                                              const fg_weights *w,
                                                              fg_dtype dtype))
+/* The same from a loaded model (flashgpt/loader.h) without widening it:
+ * every tensor goes from the checkpoint's mapping to the card, copied as
+ * it is when the file already stores it in dtype and in the decoder's
+ * layout (a bf16 checkpoint run in bf16), else converted (F32 -> 16-bit,
+ * f16 <-> bf16, transposes, the q|k|v fusion) in bands of a few MB of
+ * host memory. A model built in memory (random, llama2.c) uploads from
+ * its fp32 weights. The model must outlive only this call. */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_weights_create_model, (fg_cuda_weights **weights,
+                                                             const fg_model *model,
+                                                             fg_dtype dtype))
 FG_CUDA_FN(VOID, void, fg_cuda_weights_destroy, (fg_cuda_weights *weights)) /* NULL: no-op */
+/* Device bytes the weights hold (0 for NULL). */
+FG_CUDA_FN(ZERO, size_t, fg_cuda_weights_bytes, (const fg_cuda_weights *weights))
 /* Weights of cfg's shape generated on the device in dtype from seed
  * (uniform, 0.02 wide around 0, norm gains around 1; the classifier tied to
  * wte): no host memory for them at all, so a benchmark can hold a model
@@ -320,6 +332,10 @@ FG_CUDA_FN(VOID, void, fg_cuda_runner_destroy, (fg_cuda_runner *runner)) /* NULL
 /* Nanoseconds the host has spent waiting for this runner's forwards to
  * finish (their synchronize; 0 for NULL), as fg_cuda_sampler_wait_ns. */
 FG_CUDA_FN(ZERO, long long, fg_cuda_runner_wait_ns, (const fg_cuda_runner *runner))
+/* Device bytes the runner holds once it has run on caches of up to
+ * `capacity` tokens: activations, GEMV and attention workspaces (the
+ * attention workspace grows with the largest cache used); 0 for NULL. */
+FG_CUDA_FN(ZERO, size_t, fg_cuda_runner_bytes, (const fg_cuda_runner *runner, int capacity))
 
 /* KV cache: keys and values of n_layer layers, n_kv_head heads of head_dim,
  * for capacity tokens, in device memory. It depends on no model or runner:

@@ -3,10 +3,15 @@
  * weights.
  *
  * Whatever the source, the model holds one configuration and its weights in
- * host fp32 memory in the layout of decoder.h: matrices (in, out), the fused
- * [q | k | v] projection, interleaved RoPE pairs, classifier (vocab, C) or
- * NULL when tied to wte. Loaders convert into that layout while reading
- * (F16/BF16 -> F32, transposes, q/k/v fusion, RoPE row permutation).
+ * the layout of decoder.h: matrices (in, out), the fused [q | k | v]
+ * projection, interleaved RoPE pairs, classifier (vocab, C) or NULL when
+ * tied to wte (F16/BF16 -> F32, transposes, q/k/v fusion, RoPE row
+ * permutation). Hugging Face safetensors files are memory-mapped and only
+ * checked at load: the fp32 weights are made on the first
+ * fg_model_weights call, and a GPU session of the model
+ * (fg_session_create_model) copies or converts each tensor from the
+ * mapping to the card without them. llama2.c files and random models are
+ * fp32 at once.
  *
  * Every size, offset and shape in a file is checked against the file length
  * and the configuration before anything large is allocated or read:
@@ -25,16 +30,17 @@
 extern "C" {
 #endif
 
-/* Owns its configuration and all weight memory (host, fp32). */
+/* Owns its configuration, its files' mappings and its fp32 weights once made. */
 typedef struct fg_model fg_model;
 
 /* path is a folder (Hugging Face: config.json + model.safetensors) or a file
  * (llama2.c legacy checkpoint). */
 fg_status fg_model_load(fg_model **model, const char *path);
 
-/* Progress of a load: `done` of the weight file's `total` bytes are read.
- * Called on the loading thread, once with done 0 before the weights are
- * read, after every chunk read (tens of kilobytes, so keep it cheap), and
+/* Progress of a load: `done` of the weight file's `total` bytes are read
+ * (for a mapped checkpoint: its pages touched, so the disk reads happen
+ * during the load). Called on the loading thread, once with done 0 before
+ * the weights are read, after every chunk read (tens of kilobytes, so keep it cheap), and
  * with done == total when the load has succeeded; never after a failure
  * has been found. It must not call back into the loader. */
 typedef void (*fg_load_progress_fn)(uint64_t done, uint64_t total, void *user);
@@ -61,7 +67,10 @@ fg_status fg_model_create_random(fg_model **model, const fg_config *cfg,
 
 void fg_model_destroy(fg_model *model); /* NULL is a no-op */
 
-/* Views owned by the model, valid until fg_model_destroy; NULL for NULL. */
+/* Views owned by the model, valid until fg_model_destroy; NULL for NULL.
+ * fg_model_weights makes the fp32 weights on its first call (a mapped
+ * checkpoint is widened then, once, thread-safely): NULL, with
+ * fg_last_error, when they cannot be allocated (tried again next call). */
 const fg_config *fg_model_config(const fg_model *model);
 const fg_weights *fg_model_weights(const fg_model *model);
 

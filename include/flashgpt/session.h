@@ -15,6 +15,7 @@
 
 #include "flashgpt/decoder.h"
 #include "flashgpt/dtype.h"
+#include "flashgpt/loader.h"
 #include "flashgpt/sampler.h"
 #include "flashgpt/status.h"
 
@@ -67,6 +68,20 @@ fg_status fg_session_create_typed(fg_session **session, const fg_config *cfg,
  * against the reference; ctx and dtype as above. */
 fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, int ctx,
                                    fg_dtype dtype, uint64_t seed);
+/* A session of a loaded model (flashgpt/loader.h), as
+ * fg_session_create_typed with its configuration and weights, except that
+ * the CUDA device takes the weights from the model's checkpoint mapping
+ * (fg_cuda_weights_create_model): a GPU run never makes the fp32 host copy
+ * of a 16-bit checkpoint. The CPU and REF devices widen the model
+ * (fg_model_weights) after the device and type are settled, so a refused
+ * type costs nothing. The model must outlive the session. */
+fg_status fg_session_create_model(fg_session **session, const fg_model *model,
+                                  fg_device device, int ctx, fg_dtype dtype);
+/* Device memory a session uses at its peak (its cache at full capacity):
+ * the weights, the KV cache and the runner's activation buffers and
+ * workspaces, in bytes; all 0 on the CPU and REF devices. */
+fg_status fg_session_device_memory(const fg_session *session, size_t *weights, size_t *cache,
+                                   size_t *activations);
 /* "auto" (FG_DTYPE_AUTO) or one of fg_dtype_parse's names. */
 fg_status fg_session_dtype_parse(const char *text, fg_dtype *dtype);
 void fg_session_destroy(fg_session *session); /* NULL is a no-op */

@@ -152,6 +152,29 @@ Test(cli, dtype_the_device_cannot_run_exits_1)
     cr_assert(strstr(r->out, "dtype: f32") != NULL, "auto on the CPU is f32: %s", r->out);
 }
 
+#ifdef FG_CUDA_EMULATED
+/* A 16-bit type on a card below sm_80 (the emulator told to claim one) is
+ * refused before the model is loaded: the path does not exist, and the
+ * message is the card's, not the load's. */
+Test(cli, sixteen_bit_on_a_card_below_sm80_is_refused_before_loading)
+{
+    setenv("FG_EMU_CC_MAJOR", "7", 1);
+    const char *cmds[] = {"generate -m /nonexistent/m.bin --device cuda --dtype bf16",
+                          "logits -m /nonexistent/m.bin --tokens 1 --out y.npy --device cuda "
+                          "--dtype f16",
+                          "verify -m /nonexistent/m --dtype bf16",
+                          "chat -m /nonexistent/m --device cuda --dtype f16",
+                          "bench --preset tiny --device cuda --dtype bf16"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        cli_result *r = run(cmds[i]);
+        cr_assert_eq(r->code, 1, "'%s' exits %d: %s", cmds[i], r->code, r->err);
+        cr_assert_eq(count_lines(r->err), 1, "one line: %s", r->err);
+        cr_assert(strstr(r->err, "compute capability 8.0") != NULL, "%s", r->err);
+    }
+    unsetenv("FG_EMU_CC_MAJOR");
+}
+#endif
+
 Test(cli, runtime_errors_exit_1_with_one_line)
 {
     cli_result *r = run("generate -m /nonexistent/model.bin");

@@ -161,7 +161,7 @@ Test(serve_text, invalid_arguments)
 
 static fgi_engine *make_engine(const fgi_stories *s, int max_batch, int max_waiting, int delay_ms)
 {
-    fgi_sessions_options o = {FG_DEVICE_CPU, 0, max_batch, max_waiting, 1, delay_ms, FG_DTYPE_F32};
+    fgi_sessions_options o = {FG_DEVICE_CPU, 0, max_batch, max_waiting, 1, delay_ms, FG_DTYPE_F32, NULL};
     fgi_engine *e = NULL;
     cr_assert_eq(fgi_engine_create_sessions(&e, fg_model_config(s->model), fg_model_weights(s->model),
                                             s->tok, &o), FG_OK);

@@ -25,7 +25,11 @@
  *    (test_batch_forward);
  *  - sample_fixed.h: the samplers' integer weights, against exp (test_sampler);
  *  - ref_internal.h: the naive 16-bit decoder, the yardstick of the 16-bit
- *    rule for the GPU decoder (test_cuda_decoder16).
+ *    rule for the GPU decoder (test_cuda_decoder16);
+ *  - loader_internal.h: the model's table of mapped tensors and its
+ *    conversions to any element type (test_load16);
+ *  - the CUDA emulator's device-memory counters (FG_CUDA_EMULATED builds:
+ *    live, peak and host bytes held for the emulated card; test_load16).
  * The build gives test executables (only them) the library's private
  * include directories for this header. */
 #ifndef FLASHGPT_TESTS_INTERNAL_H
@@ -38,6 +42,7 @@
 #include "decoder_internal.h"
 #include "hash.h"
 #include "kv_paged.h"
+#include "loader_internal.h"
 #include "ref_internal.h"
 #include "ref_softmax_state.h"
 #include "sample_fixed.h"
@@ -45,6 +50,13 @@
 #include "unicode.h"
 #ifdef FG_HAVE_CUDA
 #include "ops_internal.h"
+#endif
+#ifdef FG_CUDA_EMULATED
+/* tools/cuda_emu/memory.cpp: device bytes allocated now and at most since
+ * the last reset, and the most host bytes the emulator held for them
+ * (guards and freed blocks in quarantine included); each may be NULL. */
+void fgi_emu_device_memory(size_t *live, size_t *peak, size_t *host_peak);
+void fgi_emu_device_reset_peak(void);
 #endif
 
 #endif /* FLASHGPT_TESTS_INTERNAL_H */

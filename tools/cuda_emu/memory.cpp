@@ -41,6 +41,9 @@ struct registry {
     size_t quarantine_bytes = 0;
     size_t live_bytes = 0;
     size_t live_count = 0;
+    size_t peak_live = 0; /* most live_bytes since the last reset */
+    size_t held = 0;      /* host bytes of live and quarantined blocks, guards included */
+    size_t peak_held = 0;
     unsigned long serial = 0;
     const block *last_hit = nullptr; /* fast path of check_global_read */
     ~registry();
@@ -133,6 +136,7 @@ void trim_quarantine(size_t limit)
         if (r.last_hit == &it->second) r.last_hit = nullptr;
         r.blocks.erase(it);
         r.quarantine_bytes -= b.raw_bytes;
+        r.held -= b.raw_bytes;
         release(b);
     }
 }
@@ -174,6 +178,9 @@ cudaError_t device_alloc(void **ptr, size_t bytes, const char *fn)
     r.blocks[(uintptr_t)b.user] = b;
     r.live_bytes += bytes;
     r.live_count++;
+    r.held += raw_bytes;
+    if (r.live_bytes > r.peak_live) r.peak_live = r.live_bytes;
+    if (r.held > r.peak_held) r.peak_held = r.held;
     (void)fn;
     *ptr = b.user;
     return cudaSuccess;
@@ -269,3 +276,21 @@ void check_global_read(const void *p, size_t bytes, size_t align, const char *wh
 }
 
 } // namespace fgi_emu
+
+/* Test hooks (tests/support/internal.h): how much device memory the
+ * program holds and held at most, so that a test can tell the host memory
+ * a load used apart from the emulated card's. */
+extern "C" void fgi_emu_device_memory(size_t *live, size_t *peak, size_t *host_peak)
+{
+    fgi_emu::registry &r = fgi_emu::reg();
+    if (live) *live = r.live_bytes;
+    if (peak) *peak = r.peak_live;
+    if (host_peak) *host_peak = r.peak_held;
+}
+
+extern "C" void fgi_emu_device_reset_peak(void)
+{
+    fgi_emu::registry &r = fgi_emu::reg();
+    r.peak_live = r.live_bytes;
+    r.peak_held = r.held;
+}

@@ -57,6 +57,10 @@ long env_long(const char *name, long fallback)
 
 bool device_present() { return env_long("FG_EMU_NO_GPU", 0) == 0; }
 
+/* The emulated card is an sm_90; FG_EMU_CC_MAJOR=7 makes it claim an older
+ * one, so that refusals of what needs sm_80 can be tested. */
+static int cc_major() { return (int)env_long("FG_EMU_CC_MAJOR", 9); }
+
 int sm_count()
 {
     static const int n = (int)env_long("FG_EMU_SMS", 132);
@@ -276,7 +280,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
     prop->maxThreadsDim[0] = 1024, prop->maxThreadsDim[1] = 1024, prop->maxThreadsDim[2] = 64;
     prop->maxGridSize[0] = 0x7fffffff, prop->maxGridSize[1] = 65535, prop->maxGridSize[2] = 65535;
     prop->totalConstMem = 65536;
-    prop->major = 9;
+    prop->major = cc_major();
     prop->minor = 0;
     prop->multiProcessorCount = sm_count();
     prop->l2CacheSize = 50 << 20;
@@ -297,7 +301,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device)
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)kSharedPerBlockDefault; break;
     case cudaDevAttrWarpSize: *value = 32; break;
     case cudaDevAttrMultiProcessorCount: *value = sm_count(); break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = cc_major(); break;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
     case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = (int)kSharedPerSM; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)kSharedPerBlockOptin; break;
