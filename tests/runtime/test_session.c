@@ -363,6 +363,47 @@ Test(session, sample_matches_host_sampler_gpu)
     sample_matches_host_sampler(FG_DEVICE_CUDA);
 }
 
+/* A CUDA session that grows its cache after a GPU draw (ctx 0: the first
+ * allocation is 64 of 100 tokens) draws again from the new runner's
+ * logits, the id the host sampler takes from them; the host's waits for
+ * the device are counted and only grow (0 on the reference device). */
+Test(session, gpu_draws_survive_growth_and_count_device_waits)
+{
+    if (!fg_cuda_available()) cr_skip_test("no usable CUDA device: GPU test skipped");
+    fgi_rng rng = fgi_rng_make(73);
+    fg_config cfg = fg_config_llama(2, 32, 4, 2, 48, 37, 100);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 1);
+    fg_session *s, *ref;
+    fg_sampler *greedy, *host;
+    const fg_sampler_config g = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 1};
+    cr_assert_eq(fg_session_create(&s, &cfg, &m.w, FG_DEVICE_CUDA, 0), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_create(&ref, &cfg, &m.w, FG_DEVICE_REF, 0), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_sampler_create(&greedy, cfg.vocab_size, &g), FG_OK);
+    cr_assert_eq(fg_sampler_create(&host, cfg.vocab_size, &g), FG_OK);
+    cr_assert_eq(fg_session_device_wait_ns(NULL), 0);
+    int ids[60];
+    fgi_test_random_ids(ids, 60, cfg.vocab_size, &rng);
+    cr_assert_eq(fg_session_forward(s, ids, 60, NULL), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_forward(ref, ids, 3, NULL), FG_OK, "%s", fg_last_error());
+    long long waited = fg_session_device_wait_ns(s);
+    cr_assert(waited > 0, "a forward waits for the device");
+    for (int step = 0; step < 8; step++) { /* the cache grows at token 65 */
+        int t = -1, want = -2;
+        cr_assert_eq(fg_session_sample(s, greedy, &t), FG_OK, "step %d: %s", step, fg_last_error());
+        cr_assert_eq(fg_sampler_sample(host, fg_session_logits(s), &want), FG_OK);
+        cr_assert_eq(t, want, "step %d: %d vs %d", step, t, want);
+        cr_assert_eq(fg_session_forward(s, &t, 1, NULL), FG_OK, "%s", fg_last_error());
+        const long long now = fg_session_device_wait_ns(s);
+        cr_assert(now > waited, "step %d: the waits only grow (%lld, %lld)", step, now, waited);
+        waited = now;
+    }
+    cr_assert_eq(fg_session_device_wait_ns(ref), 0);
+    fg_sampler_destroy(greedy), fg_sampler_destroy(host);
+    fg_session_destroy(s), fg_session_destroy(ref);
+    fgi_test_model_free(&m);
+}
+
 /* A 16-bit session (auto on a card that runs bf16) against the exact
  * reference on the same rounded weights: a prefill and greedy steps drawn
  * on the GPU, the logits of every step within the 16-bit rule's ceiling
