@@ -658,6 +658,31 @@ extern "C" fg_status fg_cuda_weights_create_typed(fg_cuda_weights **weights,
     return weights_create("fg_cuda_weights_create_typed", weights, cfg, host, dtype);
 }
 
+/* The device tensors, for the batched forward (cuda/engine/batch.cu),
+ * which serves 16-bit weights from this upload instead of its own. */
+extern "C" void fgi_cuda_weights_tensors(const fg_cuda_weights *w, fgi_cuda_model_tensors *m)
+{
+    m->dtype = w->dtype;
+    m->wte = w->wte;
+    m->wpe = w->wpe;
+    m->ln_f_g = w->ln_f_g;
+    m->ln_f_b = w->ln_f_b;
+    m->classifier = w->classifier;
+    m->rope_inv_freq = w->rope_inv_freq;
+}
+
+extern "C" void fgi_cuda_weights_layer_tensors(const fg_cuda_weights *w, int layer,
+                                               fgi_cuda_layer_tensors *t)
+{
+    const layer_weights *s = &w->layers[layer];
+    t->ln_1_g = s->ln_1_g, t->ln_1_b = s->ln_1_b;
+    t->c_attn_w = s->c_attn_w, t->c_attn_b = s->c_attn_b;
+    t->c_proj_w = s->c_proj_w, t->c_proj_b = s->c_proj_b;
+    t->ln_2_g = s->ln_2_g, t->ln_2_b = s->ln_2_b;
+    t->fc_w = s->fc_w, t->fc_b = s->fc_b;
+    t->mlp_proj_w = s->mlp_proj_w, t->mlp_proj_b = s->mlp_proj_b;
+}
+
 extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dtype)
 {
     if (cfg == NULL || cfg->n_head < 1 || (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 &&

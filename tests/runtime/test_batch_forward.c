@@ -13,7 +13,8 @@
  * in them or how its prompt was cut: batch invariance. Refused batches
  * (bad ids, short tables, free or shared blocks) change nothing.
  * The GPU (cuda/engine/batch.cu, blocks of 16 or 32 tokens): every row
- * within the fp32 tolerance of the reference, and every sequence's rows bit
+ * within the fp32 tolerance of the reference (bf16 / f16: the 16-bit rule
+ * against it and the naive 16-bit decoder), and every sequence's rows bit
  * for bit those of the same sequence run alone with another chunking
  * (decode-only calls replay a captured graph per row count). */
 #include "fixture.h"
@@ -105,7 +106,7 @@ static long long g_graph_steps; /* GPU steps replayed from a captured graph */
 /* Runs the sequences through one path in random steps; seqs[i].logits gets
  * every row. */
 static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *seqs, int n,
-                        path where, fgi_cpu_isa isa, int threads, fgi_rng *rng)
+                        path where, fgi_cpu_isa isa, int threads, fgi_rng *rng, fg_dtype dtype)
 {
     const fg_config *cfg = &c->cfg;
     const int V = cfg->vocab_size;
@@ -116,7 +117,8 @@ static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *
     if (where == ON_CPU)
         ok(fgi_cpu_batch_create("test", &batch, cfg, &tm->w, MAX_LEN, threads, isa), "batch");
     if (where == ON_GPU)
-        ok(fgi_cuda_batch_create("test", &gpu, cfg, &tm->w, pool, MAX_LEN, MAX_SEQS * MAX_LEN),
+        ok(fgi_cuda_batch_create_typed("test", &gpu, cfg, &tm->w, pool, MAX_LEN,
+                                       MAX_SEQS * MAX_LEN, dtype),
            "gpu batch");
     for (int i = 0; i < n; i++) {
         ok(fgi_kv_seq_init("test", &seqs[i].kv, pool, MAX_LEN), "seq");
@@ -194,7 +196,7 @@ Test(batch_forward, ref_rows_equal_the_single_sequence_reference)
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         seq_state seqs[MAX_SEQS];
         make_seqs(seqs, n, V, &rng);
-        run_batched(c, &tm, seqs, n, ON_REF, FGI_CPU_ISA_AUTO, 1, &rng);
+        run_batched(c, &tm, seqs, n, ON_REF, FGI_CPU_ISA_AUTO, 1, &rng, FG_DTYPE_F32);
         for (int i = 0; i < n; i++) {
             fg_kv_cache *cache;
             ok(fg_kv_cache_create(&cache, &c->cfg, MAX_LEN), "cache");
@@ -229,7 +231,7 @@ Test(batch_forward, cpu_rows_equal_the_single_sequence_prefill_and_the_reference
             fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
             seq_state seqs[MAX_SEQS];
             make_seqs(seqs, n, V, &rng);
-            run_batched(c, &tm, seqs, n, ON_CPU, all[ii], threads, &rng);
+            run_batched(c, &tm, seqs, n, ON_CPU, all[ii], threads, &rng, FG_DTYPE_F32);
             for (int i = 0; i < n; i++) {
                 const size_t nv = (size_t)seqs[i].len * V;
                 char what[300];
@@ -278,7 +280,7 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         seq_state seqs[MAX_SEQS];
         make_seqs(seqs, n, V, &rng);
-        run_batched(c, &tm, seqs, n, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng);
+        run_batched(c, &tm, seqs, n, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, FG_DTYPE_F32);
         for (int i = 0; i < n; i++) {
             const size_t nv = (size_t)seqs[i].len * V;
             char what[300];
@@ -292,7 +294,7 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
             fgi_assert_close(seqs[i].logits, ref, nv, ATOL, RTOL, L2, what);
             /* alone, chunked anew, in other blocks: the same bits */
             seq_state alone = seqs[i];
-            run_batched(c, &tm, &alone, 1, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng);
+            run_batched(c, &tm, &alone, 1, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, FG_DTYPE_F32);
             fgi_assert_same(alone.logits, seqs[i].logits, sizeof(float) * nv, what);
             fgi_buf_free(alone.logits);
             fgi_buf_free(ref);
@@ -305,6 +307,93 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
      * captured graphs, and their bits were held to the uncaptured runs */
     cr_assert_gt(g_graph_steps, 0, "no step replayed a graph (seed %llu)",
                  (unsigned long long)fgi_test_seed());
+}
+
+/* The GPU batched forward in bf16 and f16: every row held to the 16-bit
+ * rule (docs/contract.md §32) against the exact reference on the rounded
+ * weights, with the naive 16-bit decoder (every op boundary rounded) as the
+ * yardstick, and every sequence's rows the same bits alone, chunked anew
+ * and in other blocks as among the others. Models with a head_dim of the
+ * 16-bit kernels; no sliding window (the naive decoder has none). */
+Test(batch_forward, gpu16_rows_follow_the_16bit_rule_and_are_batch_invariant)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(6);
+    fwd_case cases[6];
+    int n_cases = 0;
+#define ADD(label, config, un)                                                             \
+    do {                                                                                   \
+        snprintf(cases[n_cases].name, sizeof cases[n_cases].name, "%s", label);            \
+        cases[n_cases].cfg = config;                                                       \
+        cases[n_cases++].untied = un;                                                      \
+    } while (0)
+    ADD("gpt2 MHA d32, learned positions", fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 48), 0);
+    ADD("gpt2 GQA 4/2 d32 + RoPE", fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 48), 1);
+    ADD("llama GQA 4/2 d32, tied", fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0);
+    ADD("llama MQA d64, untied", fgi_test_llama_config(1, 128, 2, 1, 96, 0, 67, 64), 1);
+#undef ADD
+    const fg_dtype types[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int ti = 0; ti < 2; ti++)
+        for (int ci = 0; ci < n_cases; ci++) {
+            const fg_dtype dt = types[ti];
+            const fwd_case *c = &cases[ci];
+            const int V = c->cfg.vocab_size, n = fgi_rng_int(&rng, 2, MAX_SEQS);
+            fgi_test_model tm;
+            fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+            fgi_test_model_round(&tm, dt);
+            seq_state seqs[MAX_SEQS];
+            make_seqs(seqs, n, V, &rng);
+            run_batched(c, &tm, seqs, n, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, dt);
+            for (int i = 0; i < n; i++) {
+                const size_t nv = (size_t)seqs[i].len * V;
+                char what[300];
+                snprintf(what, sizeof what, "%.96s, %s: GPU sequence %d of %d (%d tokens)",
+                         c->name, fg_dtype_name(dt), i, n, seqs[i].len);
+                fg_kv_cache *cache, *naive_cache;
+                ok(fg_kv_cache_create(&cache, &c->cfg, MAX_LEN), "cache");
+                ok(fg_kv_cache_create(&naive_cache, &c->cfg, MAX_LEN), "naive cache");
+                float *ref = fgi_buf_nan(nv), *naive = fgi_buf_nan(nv);
+                ok(fg_ref_forward(ref, NULL, &c->cfg, &tm.w, cache, seqs[i].ids, seqs[i].len),
+                   "reference");
+                ok(fgi_ref_forward_naive16(dt, naive, &c->cfg, &tm.w, naive_cache, seqs[i].ids,
+                                           seqs[i].len),
+                   "naive 16-bit");
+                fgi_assert_16bit_rule(dt, seqs[i].logits, ref, naive, nv, what);
+                seq_state alone = seqs[i];
+                run_batched(c, &tm, &alone, 1, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, dt);
+                fgi_assert_same(alone.logits, seqs[i].logits, sizeof(float) * nv, what);
+                fgi_buf_free(alone.logits);
+                fgi_buf_free(ref), fgi_buf_free(naive);
+                fg_kv_cache_destroy(cache);
+                fg_kv_cache_destroy(naive_cache);
+            }
+            free_logits(seqs, n);
+            fgi_test_model_free(&tm);
+        }
+}
+
+/* The 16-bit batch refuses what it cannot run: a head_dim without a
+ * 16-bit kernel, a dtype that is not one. */
+Test(batch_forward, gpu16_refusals)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(7);
+    const fg_config cfg = fgi_test_llama_config(1, 32, 4, 2, 48, 0, 37, 64); /* head_dim 8 */
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
+    fgi_kv_pool *pool;
+    ok(fgi_kv_pool_create("test", &pool, &cfg, 4, 16), "pool");
+    fgi_cuda_batch *gpu = NULL;
+    fgi_assert_status(fgi_cuda_batch_create_typed("test", &gpu, &cfg, &tm.w, pool, 32, 8,
+                                                  FG_DTYPE_BF16),
+                      FG_ERR_UNSUPPORTED, "head_dim");
+    cr_assert_null(gpu);
+    fgi_assert_status(fgi_cuda_batch_create_typed("test", &gpu, &cfg, &tm.w, pool, 32, 8,
+                                                  FG_DTYPE_AUTO),
+                      FG_ERR_INVALID_ARG, "dtype");
+    cr_assert_null(gpu);
+    fgi_kv_pool_destroy(pool);
+    fgi_test_model_free(&tm);
 }
 
 /* A decode row of the batched CPU path (a lone row on the tile) against the
