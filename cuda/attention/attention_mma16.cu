@@ -24,7 +24,14 @@
  * O accumulators alone take 128 registers a thread and Q's fragments would
  * take 64 more (ptxas: 255 registers and spills), so there Q is parked in
  * shared memory instead and its fragments re-read with ldmatrix for every
- * key tile. No key splits: a prefill grid has enough blocks. */
+ * key tile. No key splits: a prefill grid has enough blocks.
+ * Paged (a block table, the batched forward's prompt chunks): the PAGED
+ * instantiation reads key j from block table[j / block_size] of a pool,
+ * row by row in the tile loads, and starts its key tiles at a multiple of
+ * BN even under a window, so that a query row's arithmetic (its sequence
+ * of key tiles) never depends on which rows share its launch: a prompt
+ * gives the same bits however it is cut into chunks. The contiguous
+ * instantiation is the code it was. */
 #include "attention_kernels.cuh"
 #include "dtype.cuh"
 #include "mma_f16.cuh"
@@ -52,6 +59,11 @@ struct problem16 {
     long long kv_head_stride;
     int n_q_head, group, q_len, kv_len, shift, window;
     float scale_log2; /* log2(e) / sqrt(head_dim): scores in log2 units */
+    /* PAGED only: key j of kv head g at k + table[j / block_size] *
+     * block_stride + g * kv_head_stride + (j % block_size) * D */
+    const int *table;
+    int block_size;
+    long long block_stride;
 };
 
 constexpr int key_tile(int d) { return d > 128 ? 32 : 64; }
@@ -104,6 +116,25 @@ __device__ __forceinline__ void load_tile(T *tile, const T *head, int key0, int 
     }
 }
 
+/* load_tile through a block table: row key0 + r of kv head `head` (the
+ * head's offset already in it) from block table[key / block_size]. */
+template <typename T, int D>
+__device__ __forceinline__ void load_tile_paged(T *tile, const T *head, int key0, int key_end,
+                                                const problem16 &p)
+{
+    using S = Shape16<D>;
+    for (int idx = (int)threadIdx.x; idx < S::BN * S::CHUNKS; idx += kThreads) {
+        const int r = idx / S::CHUNKS, c = idx % S::CHUNKS;
+        T *dst = tile + r * S::PITCH + 8 * c;
+        const int key = key0 + r;
+        if (key < key_end)
+            fgi_cp_async_pack(dst, head + (long long)p.table[key / p.block_size] * p.block_stride +
+                                       (long long)(key % p.block_size) * D + 8 * c);
+        else
+            fgi_store(dst, fgi_pack<T>::zero()); /* as load_tile */
+    }
+}
+
 /* Two 16-bit elements (an even offset) as one register. */
 template <typename T>
 __device__ __forceinline__ uint32_t load_pair(const T *p)
@@ -111,7 +142,7 @@ __device__ __forceinline__ uint32_t load_pair(const T *p)
     return __ldg(reinterpret_cast<const unsigned *>(p));
 }
 
-template <typename T, int D>
+template <typename T, int D, bool PAGED>
 __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kernel(const problem16 p)
 {
     using S = Shape16<D>;
@@ -133,7 +164,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
     /* keys [key_lo, key_hi): from the first row's window start to the last
      * row's diagonal */
     const int key_hi = min(p.kv_len, rows_end + p.shift);
-    const int key_lo = p.window > 0 ? max(0, q0 + p.shift - p.window + 1) : 0;
+    int key_lo = p.window > 0 ? max(0, q0 + p.shift - p.window + 1) : 0;
+    if constexpr (PAGED) key_lo = key_lo / BN * BN; /* tiles on a fixed grid (see the header) */
     const int n_tiles = (key_hi - key_lo + BN - 1) / BN;
     const T *k_head = static_cast<const T *>(p.k) + kv_head * p.kv_head_stride;
     const T *v_head = static_cast<const T *>(p.v) + kv_head * p.kv_head_stride;
@@ -144,8 +176,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
         if constexpr (!S::Q_IN_REGS)
             load_tile<T, D, kRows>(q_s, q_head + (long long)q0 * p.q_row_stride, 0,
                                    p.q_len - q0, p.q_row_stride);
-        load_tile<T, D>(k_s(0), k_head, key_lo, key_hi);
-        load_tile<T, D>(v_s(0), v_head, key_lo, key_hi);
+        if constexpr (PAGED) {
+            load_tile_paged<T, D>(k_s(0), k_head, key_lo, key_hi, p);
+            load_tile_paged<T, D>(v_s(0), v_head, key_lo, key_hi, p);
+        } else {
+            load_tile<T, D>(k_s(0), k_head, key_lo, key_hi);
+            load_tile<T, D>(v_s(0), v_head, key_lo, key_hi);
+        }
         __pipeline_commit();
     }
 
@@ -188,8 +225,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
         const int buf = tile & 1;
         const int key0 = key_lo + tile * BN;
         if (tile + 1 < n_tiles) {
-            load_tile<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi);
-            load_tile<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi);
+            if constexpr (PAGED) {
+                load_tile_paged<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi, p);
+                load_tile_paged<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi, p);
+            } else {
+                load_tile<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi);
+                load_tile<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi);
+            }
             __pipeline_commit();
             __pipeline_wait_prior(1); /* tile t has landed; t + 1 in flight */
         } else {
@@ -290,7 +332,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
 template <typename T, int D>
 fg_status launch(const char *fn, const problem16 &p, cudaStream_t stream)
 {
-    const auto kernel = mma16_attention_kernel<T, D>;
+    const auto kernel = p.table != nullptr ? mma16_attention_kernel<T, D, true>
+                                           : mma16_attention_kernel<T, D, false>;
     const size_t smem = smem_bytes<D>();
     if (smem > 48 * 1024)
         FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -333,9 +376,13 @@ extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no %s attention kernel for head_dim %d (32, 64, 80, 96, 128, 256)",
                        fn, fg_dtype_name(a->dtype), a->head_dim);
+    if (a->block_table != nullptr && (a->kv_block_size < 1 || a->kv_block_stride < 0))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
+                       fn);
     if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
         a->q_head_stride % 8 != 0 || a->q_row_stride % 8 != 0 || a->kv_head_stride % 8 != 0 ||
-        a->out_head_stride % 8 != 0 || a->out_row_stride % 8 != 0)
+        a->out_head_stride % 8 != 0 || a->out_row_stride % 8 != 0 ||
+        (a->block_table != nullptr && a->kv_block_stride % 8 != 0))
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: %s attention needs 16-byte aligned q, k, v and out (rows of whole "
                        "16-byte chunks)",
@@ -366,6 +413,9 @@ extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_
     p.shift = a->kv_len - a->q_len;
     p.window = a->window;
     p.scale_log2 = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
+    p.table = a->block_table;
+    p.block_size = a->kv_block_size;
+    p.block_stride = a->kv_block_stride;
     return fgi_with_dtype(fn, a->dtype, [&](auto tag) -> fg_status {
         using T = decltype(tag);
         if constexpr (std::is_same<T, float>::value) {
