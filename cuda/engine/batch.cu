@@ -100,6 +100,13 @@ struct fgi_cuda_batch {
     int *ints_dev;          /* ids | pos | kv_lens | logit rows | tables, as ints_host */
     int *ints_host;
     size_t ints_count;
+    /* Rows of a step: the n_decode decode-kernel rows first, then the
+     * prompt chunks, one segment of seg_len rows from row seg_row at
+     * position seg_start per sequence (the paged prefill kernel; see
+     * fgi_batch_seq.n_prompt). prefill: whether the kernel serves this
+     * model (16-bit: always; fp32: the mma kernel's head dims). */
+    int prefill, n_decode, n_segs;
+    int *seg_row, *seg_len, *seg_start; /* (max_rows) each, host */
     void *decode_ws;
     size_t decode_ws_bytes;
     cudaStream_t capture_stream; /* private: the legacy stream 0 cannot be captured */
@@ -167,6 +174,7 @@ extern "C" void fgi_cuda_batch_destroy(fgi_cuda_batch *b)
     free(b->allocs);
     free(b->layers);
     free(b->ints_host);
+    free(b->seg_row), free(b->seg_len), free(b->seg_start);
     free(b);
 }
 
@@ -261,6 +269,9 @@ static fg_status batch_buffers(const char *fn, fgi_cuda_batch *b, const fgi_kv_p
     b->ints_count = 4 * (size_t)b->padded_rows + tables;
     FGI_TRY(fgi_alloc(fn, (void **)&b->ints_host, b->ints_count, sizeof(int)));
     FGI_TRY(dev_alloc(fn, b, (void **)&b->ints_dev, sizeof(int) * b->ints_count, "step ints"));
+    FGI_TRY(fgi_alloc(fn, (void **)&b->seg_row, (size_t)b->padded_rows, sizeof(int)));
+    FGI_TRY(fgi_alloc(fn, (void **)&b->seg_len, (size_t)b->padded_rows, sizeof(int)));
+    FGI_TRY(fgi_alloc(fn, (void **)&b->seg_start, (size_t)b->padded_rows, sizeof(int)));
     fgi_decode_args da;
     memset(&da, 0, sizeof da);
     da.dtype = b->dtype;
@@ -346,6 +357,8 @@ extern "C" fg_status fgi_cuda_batch_create_typed(const char *fn, fgi_cuda_batch 
     b->block_stride = pool->block_stride;
     b->layer_stride = pool->layer_stride;
     b->stream = 0;
+    /* the fp32 paged prefill is the mma kernel: head_dim 32, 64, 80, 96, 128 */
+    b->prefill = dtype != FG_DTYPE_F32 || d == 32 || d == 64 || d == 80 || d == 96 || d == 128;
     fg_status st = batch_init(fn, b, w, pool);
     if (st != FG_OK) {
         fgi_cuda_batch_destroy(b);
@@ -450,6 +463,72 @@ __global__ void paged_append_kernel(paged_append_view<E> a)
 
 } // namespace
 
+/* The attention of the step's prompt segments into b->att: one paged
+ * prefill launch per segment over its rows' q (straight from q|k|v) and
+ * the keys of its sequence's table (the first row's copy), causal from
+ * the bottom right (row i of a segment at position seg_start + i sees
+ * keys 0 .. seg_start + i). */
+static fg_status prefill_segments(const char *fn, fgi_cuda_batch *b, int layer,
+                                  const void *k_layer, const void *v_layer)
+{
+    const fg_config *c = &b->cfg;
+    const int d = b->head_dim, W = b->qkv_width, A = c->n_head * d;
+    const int *tables = b->ints_dev + 4 * b->padded_rows;
+    for (int i = 0; i < b->n_segs; i++) {
+        const int r0 = b->seg_row[i], m = b->seg_len[i];
+        const size_t q_off = b->es * (size_t)r0 * (size_t)W, o_off = b->es * (size_t)r0 * A;
+        const int *table = tables + (size_t)r0 * (size_t)b->max_blocks;
+        const int kv_len = b->seg_start[i] + m; /* the segment's last row's keys */
+        if (b->dtype == FG_DTYPE_F32) {
+            fgi_attention_args a;
+            memset(&a, 0, sizeof a);
+            a.out = reinterpret_cast<float *>(reinterpret_cast<char *>(b->att) + o_off);
+            a.out_head_stride = d;
+            a.out_row_stride = A;
+            a.q = reinterpret_cast<const float *>(reinterpret_cast<const char *>(b->qkv) + q_off);
+            a.q_head_stride = d;
+            a.q_row_stride = W;
+            a.k = static_cast<const float *>(k_layer);
+            a.v = static_cast<const float *>(v_layer);
+            a.kv_head_stride = (long long)b->head_stride;
+            a.n_q_head = c->n_head;
+            a.n_kv_head = c->n_kv_head;
+            a.q_len = m;
+            a.kv_len = kv_len;
+            a.head_dim = d;
+            a.window = fg_config_layer_window(c, layer);
+            a.block_table = table;
+            a.kv_block_size = b->block_size;
+            a.kv_block_stride = (long long)b->block_stride;
+            FGI_TRY(fgi_cuda_attention(fn, &a, NULL, 0, b->stream));
+        } else {
+            fgi_attention16_args a;
+            memset(&a, 0, sizeof a);
+            a.dtype = b->dtype;
+            a.out = reinterpret_cast<char *>(b->att) + o_off;
+            a.out_head_stride = d;
+            a.out_row_stride = A;
+            a.q = reinterpret_cast<const char *>(b->qkv) + q_off;
+            a.q_head_stride = d;
+            a.q_row_stride = W;
+            a.k = k_layer;
+            a.v = v_layer;
+            a.kv_head_stride = (long long)b->head_stride;
+            a.n_q_head = c->n_head;
+            a.n_kv_head = c->n_kv_head;
+            a.q_len = m;
+            a.kv_len = kv_len;
+            a.head_dim = d;
+            a.window = fg_config_layer_window(c, layer);
+            a.block_table = table;
+            a.kv_block_size = b->block_size;
+            a.kv_block_stride = (long long)b->block_stride;
+            FGI_TRY(fgi_cuda_attention16(fn, &a, b->stream));
+        }
+    }
+    return FG_OK;
+}
+
 /* y (rows, out) = act(x (rows, in) @ W + b), as tiles of exactly kRowTile
  * rows (rows a multiple of it): the one GEMM shape of the header. */
 static fg_status tiled_linear(const char *fn, fgi_cuda_batch *b, float *y, const float *x,
@@ -518,10 +597,12 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     paged_append_kernel<float><<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
     FGI_CUDA_LAUNCHED(fn, "paged_append_kernel");
 
+    const int nd = b->n_decode;
     /* the decode kernel reads q as (rows, n_head, d): pack it out of q|k|v */
-    FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, sizeof(float) * (size_t)A, b->qkv,
-                                      sizeof(float) * (size_t)W, sizeof(float) * (size_t)A,
-                                      (size_t)n, cudaMemcpyDeviceToDevice, b->stream));
+    if (nd > 0)
+        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, sizeof(float) * (size_t)A, b->qkv,
+                                          sizeof(float) * (size_t)W, sizeof(float) * (size_t)A,
+                                          (size_t)nd, cudaMemcpyDeviceToDevice, b->stream));
     fgi_decode_args da;
     memset(&da, 0, sizeof da);
     da.dtype = FG_DTYPE_F32;
@@ -530,7 +611,7 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     da.k_cache = v.k_layer;
     da.v_cache = v.v_layer;
     da.kv_lens = kv_lens;
-    da.batch = n;
+    da.batch = nd;
     da.n_q_head = c->n_head;
     da.n_kv_head = c->n_kv_head;
     da.head_dim = d;
@@ -540,8 +621,10 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     da.n_blocks = b->n_blocks;
     da.block_size = b->block_size;
     da.max_blocks = b->max_blocks;
-    FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
-                                     b->stream));
+    if (nd > 0)
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
+                                         b->stream));
+    FGI_TRY(prefill_segments(fn, b, layer, v.k_layer, v.v_layer));
     FGI_TRY(tiled_linear(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE));
     FGI_TRY(batch_norm(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
     if (c->arch == FG_ARCH_LLAMA) {
@@ -652,10 +735,12 @@ static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int la
         return FG_OK;
     }));
 
+    const int nd = b->n_decode;
     /* the decode kernel reads q as (rows, n_head, d): pack it out of q|k|v */
-    FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, es * (size_t)A, b->qkv, es * (size_t)W,
-                                      es * (size_t)A, (size_t)n, cudaMemcpyDeviceToDevice,
-                                      b->stream));
+    if (nd > 0)
+        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, es * (size_t)A, b->qkv, es * (size_t)W,
+                                          es * (size_t)A, (size_t)nd, cudaMemcpyDeviceToDevice,
+                                          b->stream));
     fgi_decode_args da;
     memset(&da, 0, sizeof da);
     da.dtype = dt;
@@ -664,18 +749,20 @@ static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int la
     da.k_cache = k_layer;
     da.v_cache = v_layer;
     da.kv_lens = kv_lens;
-    da.batch = n;
+    da.batch = nd;
     da.n_q_head = c->n_head;
     da.n_kv_head = c->n_kv_head;
     da.head_dim = d;
     da.capacity = b->max_blocks * b->block_size;
-    da.window = fg_config_layer_window(c, layer);
+    da.window = fg_config_layer_window(&b->cfg, layer);
     da.block_tables = tables;
     da.n_blocks = b->n_blocks;
     da.block_size = b->block_size;
     da.max_blocks = b->max_blocks;
-    FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
-                                     b->stream));
+    if (nd > 0)
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
+                                         b->stream));
+    FGI_TRY(prefill_segments(fn, b, layer, k_layer, v_layer));
     FGI_TRY(tiled_linear16(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE,
                           TILE_TYPED));
     FGI_TRY(batch_norm16(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
@@ -851,10 +938,25 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
     int *ids = b->ints_host, *pos = ids + Pmax, *lens = ids + 2 * Pmax, *lrows = ids + 3 * Pmax;
     int *tables = ids + 4 * Pmax;
     memset(b->ints_host, 0, sizeof(int) * 4 * (size_t)Pmax);
-    int row = 0, n_logits = 0;
+    /* decode-kernel rows first, then one segment of prompt rows per sequence */
+    int nd = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = 0; t < seqs[s].n_tokens; t++)
+            nd += !(b->prefill && seqs[s].start + t < seqs[s].n_prompt);
+    int drow = 0, prow = nd, n_logits = 0;
+    b->n_decode = nd;
+    b->n_segs = 0;
     for (int s = 0; s < n_seqs; s++) {
         const fgi_batch_seq *q = &seqs[s];
-        for (int t = 0; t < q->n_tokens; t++, row++) {
+        for (int t = 0; t < q->n_tokens; t++) {
+            const int prompt = b->prefill && q->start + t < q->n_prompt;
+            const int row = prompt ? prow++ : drow++;
+            if (prompt && t == 0) { /* a sequence's prompt rows lead its chunk */
+                b->seg_row[b->n_segs] = row;
+                b->seg_len[b->n_segs] = 0;
+                b->seg_start[b->n_segs++] = q->start;
+            }
+            if (prompt) b->seg_len[b->n_segs - 1]++;
             ids[row] = q->ids[t];
             pos[row] = q->start + t;
             lens[row] = q->start + t + 1;
@@ -871,7 +973,8 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
                                     cudaMemcpyHostToDevice, b->stream));
     /* a decode step (one row and its logits per sequence) replays the graph
      * of its shape: the same kernels, so the same bits, for less host time */
-    cudaGraphExec_t exec = n_logits == n && n == n_seqs ? step_graph(fn, b, n) : NULL;
+    cudaGraphExec_t exec =
+        n_logits == n && n == n_seqs && b->n_segs == 0 ? step_graph(fn, b, n) : NULL;
     if (exec != NULL) {
         FGI_CUDA_TRY(fn, cudaGraphLaunch(exec, b->stream));
         b->graph_steps++;

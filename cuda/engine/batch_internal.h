@@ -1,4 +1,4 @@
-/* The batched fp32 GPU forward over the paged KV cache (cuda/engine/batch.cu),
+/* The batched GPU forward (fp32, bf16, f16) over the paged KV cache (cuda/engine/batch.cu),
  * for the continuous-batching scheduler (host/runtime/scheduler.c). Plain C.
  * Like FGI_CUDA_INTERNAL_API the entries come from a list that
  * host/core/cuda_unavailable.c expands into the stubs of a build without

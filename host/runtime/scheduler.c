@@ -202,7 +202,13 @@ static void release_kv(fg_scheduler *s, fgi_kv_seq *kv)
 static void register_filled(fg_scheduler *s, request *r, int from)
 {
     const int bs = s->pool->block_size;
-    for (int b = from / bs; (b + 1) * bs <= r->kv.len; b++)
+    /* on the GPU a position's bits depend on its path (the prefill kernel
+     * below n_prompt, the decode kernel after it, kv_paged.h): only blocks
+     * of prompt positions are offered there, so a request that takes one
+     * gets the bits it would compute itself */
+    const int end = s->device == FG_DEVICE_CUDA && r->n_prompt < r->kv.len ? r->n_prompt
+                                                                           : r->kv.len;
+    for (int b = from / bs; (b + 1) * bs <= end; b++)
         register_block(s, r->kv.blocks[b], b == 0 ? -1 : r->kv.blocks[b - 1],
                        r->tokens + (size_t)b * bs);
 }
@@ -725,7 +731,8 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
         s->batch[n++] = (fgi_batch_seq){.ids = r->tokens + r->kv.len, .n_tokens = r->chunk,
                                         .start = r->kv.len, .blocks = r->kv.blocks,
                                         .n_blocks = r->kv.n_blocks,
-                                        .logits = last ? s->logits + (size_t)i * V : NULL};
+                                        .logits = last ? s->logits + (size_t)i * V : NULL,
+                                        .n_prompt = r->n_prompt};
         forwarded += r->chunk;
     }
     fg_status st = FG_OK;
