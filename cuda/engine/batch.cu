@@ -40,6 +40,7 @@
 #include "cuda_common.cuh"
 #include "decoder_internal.h"
 #include "dtype.cuh"
+#include "graph_capture.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 
@@ -856,42 +857,13 @@ static fg_status enqueue_step(const char *fn, fgi_cuda_batch *b, int n, int P, i
     return FG_OK;
 }
 
-/* Captures the decode step of n rows into *exec on the private capture
- * stream (cuBLAS follows it while capturing). A failure leaves no graph
- * and clears the CUDA error state; the step then runs uncaptured. */
+/* Captures the decode step of n rows into *exec (graph_capture.cuh: a
+ * failure leaves no graph; that shape then runs uncaptured). */
 static fg_status capture_step(const char *fn, fgi_cuda_batch *b, int n, cudaGraphExec_t *exec)
 {
-    *exec = NULL;
-    if (b->capture_stream == NULL)
-        FGI_CUDA_TRY(fn, cudaStreamCreateWithFlags(&b->capture_stream, cudaStreamNonBlocking));
-    FGI_CUBLAS_TRY(fn, cublasSetStream(b->lin.blas, b->capture_stream));
-    const cudaStream_t user_stream = b->stream;
-    b->stream = b->capture_stream; /* every enqueue reads b->stream */
-    cudaGraph_t graph = NULL;
-    cudaError_t err = cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal);
-    fg_status st = FG_OK;
-    if (err == cudaSuccess) {
-        st = enqueue_step(fn, b, n, (n + kRowTile - 1) / kRowTile * kRowTile, n);
-        err = cudaStreamEndCapture(b->stream, &graph);
-    }
-    b->stream = user_stream;
-    const cublasStatus_t restored = cublasSetStream(b->lin.blas, user_stream);
-    if (restored != CUBLAS_STATUS_SUCCESS) {
-        if (graph != NULL) cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        return fgi_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
-                       cublasGetStatusString(restored));
-    }
-    if (st == FG_OK && err == cudaSuccess) err = cudaGraphInstantiate(exec, graph, 0);
-    if (graph != NULL) cudaGraphDestroy(graph);
-    if (st != FG_OK || err != cudaSuccess) {
-        (void)cudaGetLastError();
-        *exec = NULL;
-        return st != FG_OK ? st
-                           : fgi_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
-                                     cudaGetErrorString(err));
-    }
-    return FG_OK;
+    return fgi_capture_graph(fn, &b->capture_stream, &b->stream, b->lin.blas, exec, [&] {
+        return enqueue_step(fn, b, n, (n + kRowTile - 1) / kRowTile * kRowTile, n);
+    });
 }
 
 /* The graph of a decode step of n rows, captured on first use (NULL when
