@@ -94,9 +94,10 @@ struct fgi_cuda_batch {
     const float *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
     const double *rope_inv_freq;
     float *k_pool, *v_pool; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) of dtype */
-    /* padded rows; in 16-bit x and logits stay fp32, h, delta, qkv, q, att
-     * and logits_src hold dtype, mlp is Llama's fp32 gate|up (2 n_inner
-     * wide) or GPT-2's dtype c_fc output, up the SwiGLU product (dtype) */
+    /* padded rows, each buffer sized for fp32 elements (so any dtype
+     * fits); in 16-bit x and logits stay fp32, h, delta, qkv, q, att and
+     * logits_src hold dtype, mlp is Llama's fp32 gate|up (2 n_inner wide)
+     * or GPT-2's dtype c_fc output, up the SwiGLU product (dtype) */
     float *x, *h, *delta, *qkv, *q, *att, *mlp, *up, *logits_src, *logits;
     int *ints_dev;          /* ids | pos | kv_lens | logit rows | tables, as ints_host */
     int *ints_host;
