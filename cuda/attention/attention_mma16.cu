@@ -59,8 +59,13 @@ struct problem16 {
     long long kv_head_stride;
     int n_q_head, group, q_len, kv_len, shift, window;
     float scale_log2; /* log2(e) / sqrt(head_dim): scores in log2 units */
-    /* PAGED only: key j of kv head g at k + table[j / block_size] *
-     * block_stride + g * kv_head_stride + (j % block_size) * D */
+};
+
+/* PAGED only, a kernel parameter of its own (growing problem16 past 128
+ * bytes changes the contiguous kernel's code): key j of kv head g at
+ * k + table[j / block_size] * block_stride + g * kv_head_stride +
+ * (j % block_size) * D. */
+struct paged16 {
     const int *table;
     int block_size;
     long long block_stride;
@@ -120,7 +125,7 @@ __device__ __forceinline__ void load_tile(T *tile, const T *head, int key0, int 
  * head's offset already in it) from block table[key / block_size]. */
 template <typename T, int D>
 __device__ __forceinline__ void load_tile_paged(T *tile, const T *head, int key0, int key_end,
-                                                const problem16 &p)
+                                                const paged16 &p)
 {
     using S = Shape16<D>;
     for (int idx = (int)threadIdx.x; idx < S::BN * S::CHUNKS; idx += kThreads) {
@@ -143,7 +148,8 @@ __device__ __forceinline__ uint32_t load_pair(const T *p)
 }
 
 template <typename T, int D, bool PAGED>
-__global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kernel(const problem16 p)
+__global__ void __launch_bounds__(kThreads, min_blocks(D))
+    mma16_attention_kernel(const problem16 p, const paged16 pg)
 {
     using S = Shape16<D>;
     constexpr int BN = S::BN, KS = S::KS, NT = S::NT, PK = S::PK, NO = S::NO, PITCH = S::PITCH;
@@ -177,8 +183,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
             load_tile<T, D, kRows>(q_s, q_head + (long long)q0 * p.q_row_stride, 0,
                                    p.q_len - q0, p.q_row_stride);
         if constexpr (PAGED) {
-            load_tile_paged<T, D>(k_s(0), k_head, key_lo, key_hi, p);
-            load_tile_paged<T, D>(v_s(0), v_head, key_lo, key_hi, p);
+            load_tile_paged<T, D>(k_s(0), k_head, key_lo, key_hi, pg);
+            load_tile_paged<T, D>(v_s(0), v_head, key_lo, key_hi, pg);
         } else {
             load_tile<T, D>(k_s(0), k_head, key_lo, key_hi);
             load_tile<T, D>(v_s(0), v_head, key_lo, key_hi);
@@ -226,8 +232,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
         const int key0 = key_lo + tile * BN;
         if (tile + 1 < n_tiles) {
             if constexpr (PAGED) {
-                load_tile_paged<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi, p);
-                load_tile_paged<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi, p);
+                load_tile_paged<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi, pg);
+                load_tile_paged<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi, pg);
             } else {
                 load_tile<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi);
                 load_tile<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi);
@@ -330,10 +336,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
 }
 
 template <typename T, int D>
-fg_status launch(const char *fn, const problem16 &p, cudaStream_t stream)
+fg_status launch(const char *fn, const problem16 &p, const paged16 &pg, cudaStream_t stream)
 {
-    const auto kernel = p.table != nullptr ? mma16_attention_kernel<T, D, true>
-                                           : mma16_attention_kernel<T, D, false>;
+    const auto kernel = pg.table != nullptr ? mma16_attention_kernel<T, D, true>
+                                            : mma16_attention_kernel<T, D, false>;
     const size_t smem = smem_bytes<D>();
     if (smem > 48 * 1024)
         FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -344,7 +350,7 @@ fg_status launch(const char *fn, const problem16 &p, cudaStream_t stream)
     cfg.blockDim = dim3(kThreads, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
-    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p, pg));
     FGI_CUDA_LAUNCHED(fn, "mma16_attention_kernel");
     return FG_OK;
 }
@@ -413,9 +419,10 @@ extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_
     p.shift = a->kv_len - a->q_len;
     p.window = a->window;
     p.scale_log2 = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
-    p.table = a->block_table;
-    p.block_size = a->kv_block_size;
-    p.block_stride = a->kv_block_stride;
+    paged16 pg = {};
+    pg.table = a->block_table;
+    pg.block_size = a->kv_block_size;
+    pg.block_stride = a->kv_block_stride;
     return fgi_with_dtype(fn, a->dtype, [&](auto tag) -> fg_status {
         using T = decltype(tag);
         if constexpr (std::is_same<T, float>::value) {
@@ -424,7 +431,7 @@ extern "C" fg_status fgi_cuda_attention16(const char *fn, const fgi_attention16_
             return fgi_for_head_dim<32, 64, 80, 96, 128, 256>(a->head_dim, FG_ERR_UNSUPPORTED,
                                                               [&](auto d) {
                                                                   return launch<T, decltype(d)::value>(
-                                                                      fn, p, stream);
+                                                                      fn, p, pg, stream);
                                                               });
         }
     });
