@@ -197,9 +197,10 @@ static fg_status run(const call_inputs *in, void *out, int paged, int r0, int r1
 #endif
 }
 
-static void run_case(fg_dtype dt, fgi_rng *r, int c)
+/* fixed: a shape and cut points instead of random ones (NULL: random) */
+static void run_case(fg_dtype dt, fgi_rng *r, int c, const pshape *fixed, const int *fixed_cuts)
 {
-    const pshape s = make_pshape(r, dt, c);
+    const pshape s = fixed ? *fixed : make_pshape(r, dt, c);
     char what[256];
     describe(what, sizeof what, c, s, dt);
     const size_t nq = (size_t)s.n_q * s.q_len * s.d, nkv = (size_t)s.n_kv * s.kv_len * s.d;
@@ -235,7 +236,10 @@ static void run_case(fg_dtype dt, fgi_rng *r, int c)
     expect_ok(run(&in, out_p, 1, 0, s.q_len), what);
     /* the same rows in chunks, each with the key count of its last row */
     int cuts[4] = {0, 0, 0, s.q_len}, n_cuts = 2;
-    if (s.q_len > 2) {
+    if (fixed_cuts) {
+        memcpy(cuts, fixed_cuts, sizeof cuts);
+        n_cuts = 4;
+    } else if (s.q_len > 2) {
         cuts[1] = fgi_rng_int(r, 1, s.q_len - 1);
         cuts[2] = fgi_rng_int(r, cuts[1], s.q_len - 1);
         n_cuts = 4;
@@ -287,7 +291,14 @@ static void run_type(fg_dtype dt, uint64_t stream)
 {
     fgi_require_gpu();
     fgi_rng r = fgi_rng_make(stream);
-    for (int c = 0; c < n_cases(); c++) run_case(dt, &r, c);
+    /* a window longer than a key tile, cut so that each chunk's first row
+     * starts its window at another offset within a tile than in one
+     * launch: key tiles anchored at the window start would group the
+     * keys differently (and so round differently) per chunk */
+    const pshape windowed = {2, 1, 100, 300, 64, 150, 16, 64};
+    const int cuts[4] = {0, 37, 71, 100};
+    run_case(dt, &r, -1, &windowed, cuts);
+    for (int c = 0; c < n_cases(); c++) run_case(dt, &r, c, NULL, NULL);
 }
 
 Test(cuda_attention_paged, f32_mma) { run_type(FG_DTYPE_F32, 1); }
