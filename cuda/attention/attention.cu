@@ -146,6 +146,14 @@ fg_status choose_kernel(const char *fn, const fgi_attention_args *a,
                              : 0;
     const bool mma_ok = mma_tile > 0;
     fgi_attention_kernel k = request;
+    if (a->block_table != nullptr) { /* paged: the mma kernel only */
+        if (k == FGI_ATTENTION_AUTO) k = FGI_ATTENTION_MMA;
+        if (k != FGI_ATTENTION_MMA || !mma_ok)
+            return fgi_fail(FG_ERR_UNSUPPORTED,
+                           "%s: a block table needs the mma attention kernel (head_dim 32, 64, "
+                           "80, 96 or 128 with 16-byte aligned rows; got head_dim %d)",
+                           fn, a->head_dim);
+    }
     if (k == FGI_ATTENTION_AUTO) {
         if (decode_ok && (rows_per_kv <= kDecodeMaxRows || (tile == 0 && !mma_ok)))
             k = FGI_ATTENTION_DECODE;
@@ -282,6 +290,9 @@ fgi_attention_problem make_problem(const fgi_attention_args *a)
     p.keys_per_split = a->kv_len;
     p.kv_len_dev = a->kv_len_dev;
     p.split_granule = 1;
+    p.block_tables = a->block_table;
+    p.block_size = a->kv_block_size;
+    p.kv_block_stride = a->kv_block_stride;
     return p;
 }
 
@@ -311,7 +322,9 @@ bool sane(const fgi_attention_args *a)
     return a != nullptr && a->out != nullptr && a->q != nullptr && a->k != nullptr &&
            a->v != nullptr && a->n_q_head >= 1 && a->n_kv_head >= 1 &&
            a->n_q_head % a->n_kv_head == 0 && a->q_len >= 1 && a->kv_len >= a->q_len &&
-           a->head_dim >= 1 && a->window >= 0;
+           a->head_dim >= 1 && a->window >= 0 &&
+           (a->block_table == nullptr ||
+            (a->kv_block_size >= 1 && a->kv_block_stride >= 0 && a->kv_len_dev == nullptr));
 }
 
 /* One call of a public entry point (fg_cuda_attention / _flash / mha / gqa
@@ -443,6 +456,9 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
                            fg_dtype_name(a->dtype));
         return fgi_cuda_attention16(fn, a, stream);
     }
+    if (a->block_table != nullptr && a->kv_block_stride % 4 != 0)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
+                       fn);
     if (a->kv_len > kMaxKvLen)
         return fgi_fail(FG_ERR_UNSUPPORTED, "%s: kv_len %d is above the supported %d", fn,
                        a->kv_len, kMaxKvLen);
@@ -471,6 +487,7 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
     const long long keys = plan_keys(p, choice);
     long long want =
         wanted_splits(p, choice, tuning ? tuning->n_splits : 0, lim.sm_count, granule, keys);
+    if (a->block_table != nullptr) want = 1; /* paged: unsplit, a row's bits its own */
 
     /* Workspace: the caller's (aligned, capped), else stream-ordered scratch. */
     const size_t per_split = (size_t)p.n_q_head * p.q_len * split_bytes_per_row(p.head_dim);

@@ -48,6 +48,20 @@ typedef struct {
      * run time (at most kv_len, which then only sizes the split plan), so a
      * captured CUDA graph serves every step; fp32 decode kernel only. */
     const int *kv_len_dev;
+    /* Paged K/V (the batched forward's prompt chunks), or NULL: block_table
+     * (device int32, ceil(kv_len / kv_block_size) entries) names the pool
+     * block of every kv_block_size keys; key j of kv head g is then at
+     * k + block_table[j / kv_block_size] * kv_block_stride + g *
+     * kv_head_stride + (j % kv_block_size) * head_dim (the paged pool of
+     * host/runtime/kv_paged.h: kv_block_stride = n_kv_head * kv_block_size
+     * * head_dim, kv_head_stride = kv_block_size * head_dim); v likewise.
+     * Prefill kernels only (fp32: the mma kernel, unsplit), their key tiles
+     * on a fixed grid from key 0, so a query row's bits depend on its own
+     * keys only, never on the rows sharing the call: a prompt gives the
+     * same bits however it is cut into chunks. */
+    const int *block_table;
+    int kv_block_size;
+    long long kv_block_stride;
 } fgi_attention_args;
 
 /* Device scratch bytes enough for any call with at most these sizes (the

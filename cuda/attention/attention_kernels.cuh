@@ -66,6 +66,10 @@ struct fgi_attention_problem {
     float *part_o; /* (n_splits, n_q_head, q_len, head_dim) unnormalised */
     float *part_m; /* (n_splits, n_q_head, q_len) running max, log2 units */
     float *part_l; /* (n_splits, n_q_head, q_len) running sum */
+    /* The mma prefill kernel's paged pool (fgi_attention_args.block_table,
+     * one table: block_tables, block_size and this stride between blocks);
+     * last, so the other kernels' parameter offsets stay as they were */
+    long long kv_block_stride;
 };
 
 /* Most key splits of one call. */

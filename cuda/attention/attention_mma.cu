@@ -17,6 +17,14 @@
  * S is summed in chunks of KC k steps and each tile's P V in a fresh
  * accumulator, both added to the running values by ordinary fp32 adds.
  *
+ * Paged (fgi_attention_args.block_table, the batched forward's prompt
+ * chunks): the PAGED instantiation reads key j from block
+ * table[j / kv_block_size] of a pool, row by row in the tile loads, runs
+ * unsplit and starts its key tiles at a multiple of BN even under a
+ * window, so a query row's sequence of key tiles, hence its bits, never
+ * depends on which rows share its launch. The contiguous instantiation is
+ * the code it was.
+ *
  * Fragment trick: an mma's k order is free as long as A and B agree, so
  * k slots t and t+4 of every 8-wide k step carry elements 2t and 2t+1.
  * Then the S accumulator of a key block is already the A fragment of P
@@ -90,6 +98,37 @@ __device__ __forceinline__ void load_tile_async(float *tile, const float *head, 
     }
 }
 
+/* load_tile_async through the block table: key r of the tile from block
+ * table[key / kv_block_size] (head: the kv head's offset in a block). */
+template <int D, int BN, int PITCH>
+__device__ __forceinline__ void load_tile_paged(float *tile, const float *head, int key0,
+                                                int key_end, const fgi_attention_problem &p)
+{
+    constexpr int F = D / 4;
+    for (int idx = threadIdx.x; idx < BN * F; idx += FGI_ATTENTION_THREADS) {
+        const int r = idx / F, f = idx % F;
+        float *dst = tile + r * PITCH + 4 * f;
+        const int key = key0 + r;
+        if (key < key_end)
+            fgi_cp_async_pack(dst, head + (long long)p.block_tables[key / p.block_size] *
+                                              p.kv_block_stride +
+                                       (long long)(key % p.block_size) * D + 4 * f);
+        else
+            fgi_store4(dst, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
+    }
+}
+
+/* One tile of keys or values, contiguous or through the block table. */
+template <int D, int BN, int PITCH, bool PAGED>
+__device__ __forceinline__ void load_kv_tile(float *tile, const float *head, int key0,
+                                             int key_end, const fgi_attention_problem &p)
+{
+    if constexpr (PAGED)
+        load_tile_paged<D, BN, PITCH>(tile, head, key0, key_end, p);
+    else
+        load_tile_async<D, BN, PITCH>(tile, head, key0, key_end);
+}
+
 /* The lane's q fragments (scaled) for its warp's rows, parked in its own
  * slots of q_frag: only this lane reads them back, so no barrier. */
 template <int KS>
@@ -110,7 +149,7 @@ __device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attention_probl
     }
 }
 
-template <int D, int BN_>
+template <int D, int BN_, bool PAGED>
 __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_BLOCKS))
     mma_attention_kernel(const fgi_attention_problem p)
 {
@@ -125,7 +164,8 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
 
     const fgi_tile_work w = fgi_query_tile_work(p, BM);
     const int head = w.head, split = w.split, q0 = w.q0;
-    const int key_begin = w.key_begin, key_end = w.key_end;
+    /* paged: tiles on the grid of key 0 (see the header; unsplit) */
+    const int key_begin = PAGED ? w.key_begin / BN * BN : w.key_begin, key_end = w.key_end;
     const int warp_row0 = q0 + warp * kWarpRows;
     const float *k_head = p.k + w.kv_head * p.kv_head_stride;
     const float *v_head = p.v + w.kv_head * p.kv_head_stride;
@@ -133,7 +173,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
     const int window_edge = fgi_window_edge(p);
 
     if (n_tiles > 0) {
-        load_tile_async<D, BN, KP>(k_s, k_head, key_begin, key_end);
+        load_kv_tile<D, BN, KP, PAGED>(k_s, k_head, key_begin, key_end, p);
         __pipeline_commit();
     }
     park_q<KS>(q_frag, p, p.q + head * p.q_head_stride, warp_row0, lane);
@@ -148,7 +188,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
 
     for (int tile = 0; tile < n_tiles; tile++) {
         const int key0 = key_begin + tile * BN;
-        load_tile_async<D, BN, VP>(v_s, v_head, key0, key_end);
+        load_kv_tile<D, BN, VP, PAGED>(v_s, v_head, key0, key_end, p);
         __pipeline_commit();
         __pipeline_wait_prior(1); /* K tile has landed; V may be in flight */
         __syncthreads();
@@ -217,7 +257,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
         __pipeline_wait_prior(0); /* V tile has landed */
         __syncthreads();          /* V visible; every warp is done with K */
         if (tile + 1 < n_tiles) {
-            load_tile_async<D, BN, KP>(k_s, k_head, key0 + BN, key_end);
+            load_kv_tile<D, BN, KP, PAGED>(k_s, k_head, key0 + BN, key_end, p);
             __pipeline_commit();
         }
 
@@ -288,8 +328,11 @@ constexpr size_t smem_bytes()
 template <int D, int BN>
 fg_status launch(const char *fn, const fgi_attention_problem &p, cudaStream_t stream)
 {
-    return fgi_launch_query_tiles(fn, mma_attention_kernel<D, BN>, "mma_attention_kernel",
-                                  smem_bytes<D, BN>(), MmaShape<D, BN>::BM, p, stream);
+    return fgi_launch_query_tiles(fn,
+                                  p.block_tables != nullptr ? mma_attention_kernel<D, BN, true>
+                                                            : mma_attention_kernel<D, BN, false>,
+                                  "mma_attention_kernel", smem_bytes<D, BN>(),
+                                  MmaShape<D, BN>::BM, p, stream);
 }
 
 template <int D>

@@ -26,7 +26,14 @@
  * O accumulators alone take 128 registers a thread and Q's fragments would
  * take 64 more (ptxas: 255 registers and spills), so there Q is parked in
  * shared memory instead and its fragments re-read with ldmatrix for every
- * key tile. No key splits: a prefill grid has enough blocks. */
+ * key tile. No key splits: a prefill grid has enough blocks.
+ * Paged (a block table, the batched forward's prompt chunks): the PAGED
+ * instantiation reads key j from block table[j / block_size] of a pool,
+ * row by row in the tile loads, and starts its key tiles at a multiple of
+ * BN even under a window, so that a query row's arithmetic (its sequence
+ * of key tiles) never depends on which rows share its launch: a prompt
+ * gives the same bits however it is cut into chunks. The contiguous
+ * instantiation is the code it was. */
 #include "attention_kernels.cuh"
 #include "dtype.cuh"
 #include "mma_f16.cuh"
@@ -54,6 +61,16 @@ struct problem16 {
     long long kv_head_stride;
     int n_q_head, group, q_len, kv_len, shift, window;
     float scale_log2; /* log2(e) / sqrt(head_dim): scores in log2 units */
+};
+
+/* PAGED only, a kernel parameter of its own (growing problem16 past 128
+ * bytes changes the contiguous kernel's code): key j of kv head g at
+ * k + table[j / block_size] * block_stride + g * kv_head_stride +
+ * (j % block_size) * D. */
+struct paged16 {
+    const int *table;
+    int block_size;
+    long long block_stride;
 };
 
 constexpr int key_tile(int d) { return d > 128 ? 32 : 64; }
@@ -106,6 +123,25 @@ __device__ __forceinline__ void load_tile(T *tile, const T *head, int key0, int 
     }
 }
 
+/* load_tile through a block table: row key0 + r of kv head `head` (the
+ * head's offset already in it) from block table[key / block_size]. */
+template <typename T, int D>
+__device__ __forceinline__ void load_tile_paged(T *tile, const T *head, int key0, int key_end,
+                                                const paged16 &p)
+{
+    using S = Shape16<D>;
+    for (int idx = (int)threadIdx.x; idx < S::BN * S::CHUNKS; idx += kThreads) {
+        const int r = idx / S::CHUNKS, c = idx % S::CHUNKS;
+        T *dst = tile + r * S::PITCH + 8 * c;
+        const int key = key0 + r;
+        if (key < key_end)
+            fgi_cp_async_pack(dst, head + (long long)p.table[key / p.block_size] * p.block_stride +
+                                       (long long)(key % p.block_size) * D + 8 * c);
+        else
+            fgi_store(dst, fgi_pack<T>::zero()); /* as load_tile */
+    }
+}
+
 /* Two 16-bit elements (an even offset) as one register. */
 template <typename T>
 __device__ __forceinline__ uint32_t load_pair(const T *p)
@@ -113,8 +149,9 @@ __device__ __forceinline__ uint32_t load_pair(const T *p)
     return __ldg(reinterpret_cast<const unsigned *>(p));
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kernel(const problem16 p)
+template <typename T, int D, bool PAGED>
+__global__ void __launch_bounds__(kThreads, min_blocks(D))
+    mma16_attention_kernel(const problem16 p, const paged16 pg)
 {
     using S = Shape16<D>;
     constexpr int BN = S::BN, KS = S::KS, NT = S::NT, PK = S::PK, NO = S::NO, PITCH = S::PITCH;
@@ -135,7 +172,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
     /* keys [key_lo, key_hi): from the first row's window start to the last
      * row's diagonal */
     const int key_hi = min(p.kv_len, rows_end + p.shift);
-    const int key_lo = p.window > 0 ? max(0, q0 + p.shift - p.window + 1) : 0;
+    int key_lo = p.window > 0 ? max(0, q0 + p.shift - p.window + 1) : 0;
+    if constexpr (PAGED) key_lo = key_lo / BN * BN; /* tiles on a fixed grid (see the header) */
     const int n_tiles = (key_hi - key_lo + BN - 1) / BN;
     const T *k_head = static_cast<const T *>(p.k) + kv_head * p.kv_head_stride;
     const T *v_head = static_cast<const T *>(p.v) + kv_head * p.kv_head_stride;
@@ -146,8 +184,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
         if constexpr (!S::Q_IN_REGS)
             load_tile<T, D, kRows>(q_s, q_head + (long long)q0 * p.q_row_stride, 0,
                                    p.q_len - q0, p.q_row_stride);
-        load_tile<T, D>(k_s(0), k_head, key_lo, key_hi);
-        load_tile<T, D>(v_s(0), v_head, key_lo, key_hi);
+        if constexpr (PAGED) {
+            load_tile_paged<T, D>(k_s(0), k_head, key_lo, key_hi, pg);
+            load_tile_paged<T, D>(v_s(0), v_head, key_lo, key_hi, pg);
+        } else {
+            load_tile<T, D>(k_s(0), k_head, key_lo, key_hi);
+            load_tile<T, D>(v_s(0), v_head, key_lo, key_hi);
+        }
         __pipeline_commit();
     }
 
@@ -190,8 +233,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
         const int buf = tile & 1;
         const int key0 = key_lo + tile * BN;
         if (tile + 1 < n_tiles) {
-            load_tile<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi);
-            load_tile<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi);
+            if constexpr (PAGED) {
+                load_tile_paged<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi, pg);
+                load_tile_paged<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi, pg);
+            } else {
+                load_tile<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi);
+                load_tile<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi);
+            }
             __pipeline_commit();
             __pipeline_wait_prior(1); /* tile t has landed; t + 1 in flight */
         } else {
@@ -290,9 +338,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D)) mma16_attention_kerne
 }
 
 template <typename T, int D>
-fg_status launch(const char *fn, const problem16 &p, cudaStream_t stream)
+fg_status launch(const char *fn, const problem16 &p, const paged16 &pg, cudaStream_t stream)
 {
-    const auto kernel = mma16_attention_kernel<T, D>;
+    const auto kernel = pg.table != nullptr ? mma16_attention_kernel<T, D, true>
+                                            : mma16_attention_kernel<T, D, false>;
     const size_t smem = smem_bytes<D>();
     if (smem > 48 * 1024)
         FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -303,7 +352,7 @@ fg_status launch(const char *fn, const problem16 &p, cudaStream_t stream)
     cfg.blockDim = dim3(kThreads, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
-    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p));
+    FGI_CUDA_TRY(fn, cudaLaunchKernelEx(&cfg, kernel, p, pg));
     FGI_CUDA_LAUNCHED(fn, "mma16_attention_kernel");
     return FG_OK;
 }
@@ -328,9 +377,13 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: no %s attention kernel for head_dim %d (32, 64, 80, 96, 128, 256)",
                        fn, fg_dtype_name(a->dtype), a->head_dim);
+    if (a->block_table != nullptr && (a->kv_block_size < 1 || a->kv_block_stride < 0))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
+                       fn);
     if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
         a->q_head_stride % 8 != 0 || a->q_row_stride % 8 != 0 || a->kv_head_stride % 8 != 0 ||
-        a->out_head_stride % 8 != 0 || a->out_row_stride % 8 != 0)
+        a->out_head_stride % 8 != 0 || a->out_row_stride % 8 != 0 ||
+        (a->block_table != nullptr && a->kv_block_stride % 8 != 0))
         return fgi_fail(FG_ERR_UNSUPPORTED,
                        "%s: %s attention needs 16-byte aligned q, k, v and out (rows of whole "
                        "16-byte chunks)",
@@ -349,7 +402,9 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
                        "a compute capability 9.0 device, code built for sm_90a and head_dim 64 "
                        "or 128)",
                        fn);
-    if (pick == 2) return fgi_cuda_attention16_sm90(fn, a, stream);
+    /* the Hopper kernel reads K/V through tensor maps of contiguous heads:
+     * paged calls (block_table) stay on the sm_80 kernel */
+    if (pick == 2 && a->block_table == nullptr) return fgi_cuda_attention16_sm90(fn, a, stream);
 
     problem16 p = {};
     p.out = a->out;
@@ -369,6 +424,10 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
     p.shift = a->kv_len - a->q_len;
     p.window = a->window;
     p.scale_log2 = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
+    paged16 pg = {};
+    pg.table = a->block_table;
+    pg.block_size = a->kv_block_size;
+    pg.block_stride = a->kv_block_stride;
     return fgi_with_dtype(fn, a->dtype, [&](auto tag) -> fg_status {
         using T = decltype(tag);
         if constexpr (std::is_same<T, float>::value) {
@@ -377,7 +436,7 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
             return fgi_for_head_dim<32, 64, 80, 96, 128, 256>(a->head_dim, FG_ERR_UNSUPPORTED,
                                                               [&](auto d) {
                                                                   return launch<T, decltype(d)::value>(
-                                                                      fn, p, stream);
+                                                                      fn, p, pg, stream);
                                                               });
         }
     });

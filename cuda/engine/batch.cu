@@ -1,12 +1,15 @@
-/* The batched fp32 forward on the GPU over the paged KV cache (issue 15,
- * docs/contract.md §21a): the new tokens of many sequences (one decode row
- * each, or a prompt chunk) advance together, for the continuous-batching
- * scheduler.
+/* The batched forward on the GPU over the paged KV cache (issue 15,
+ * docs/contract.md §21a), in fp32, bf16 or f16: the new tokens of many
+ * sequences (one decode row each, or a prompt chunk) advance together, for
+ * the continuous-batching scheduler.
  *
  * Conventions: host/runtime/kv_paged.h (the pool layout and fgi_batch_seq);
  * the device pool is (n_layer, n_blocks, n_kv_head, block_size, head_dim)
  * for k and for v, exactly the host pool's, so the scheduler's block tables
  * are used as they are (the host pool then holds only ids and counts).
+ * 16-bit: weights (fg_cuda_weights' upload), pool and activations in the
+ * type, residual stream, norm statistics, softmax and logits in fp32, as
+ * the single-sequence 16-bit decoder (see "The 16-bit path" below).
  *
  * Design: one step uploads every int it needs (ids, positions, key counts,
  * logit rows, one block table per row) in one copy. Every linear layer is
@@ -35,6 +38,9 @@
 #include "batch_internal.h"
 #include "config_internal.h"
 #include "cuda_common.cuh"
+#include "decoder_internal.h"
+#include "dtype.cuh"
+#include "graph_capture.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
 
@@ -72,6 +78,11 @@ typedef struct {
 
 struct fgi_cuda_batch {
     fg_config cfg;
+    fg_dtype dtype;         /* of weights, pool and activations but x and logits */
+    size_t es;              /* its size in bytes */
+    fg_cuda_weights *w16;   /* 16-bit: the decoder's upload (fused gate|up); NULL in fp32 */
+    fgi_cuda_model_tensors m16;
+    fgi_cuda_layer_tensors *l16; /* host array of n_layer (16-bit) */
     int head_dim, qkv_width, max_tokens, max_rows, padded_rows, max_blocks;
     int n_blocks, block_size;
     size_t head_stride, block_stride, layer_stride;
@@ -82,11 +93,22 @@ struct fgi_cuda_batch {
     batch_layer *layers;    /* host array of n_layer */
     const float *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
     const double *rope_inv_freq;
-    float *k_pool, *v_pool; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) */
-    float *x, *h, *delta, *qkv, *q, *att, *mlp, *up, *logits_src, *logits; /* padded rows */
+    float *k_pool, *v_pool; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) of dtype */
+    /* padded rows, each buffer sized for fp32 elements (so any dtype
+     * fits); in 16-bit x and logits stay fp32, h, delta, qkv, q, att and
+     * logits_src hold dtype, mlp is Llama's fp32 gate|up (2 n_inner wide)
+     * or GPT-2's dtype c_fc output, up the SwiGLU product (dtype) */
+    float *x, *h, *delta, *qkv, *q, *att, *mlp, *up, *logits_src, *logits;
     int *ints_dev;          /* ids | pos | kv_lens | logit rows | tables, as ints_host */
     int *ints_host;
     size_t ints_count;
+    /* Rows of a step: the n_decode decode-kernel rows first, then the
+     * prompt chunks, one segment of seg_len rows from row seg_row at
+     * position seg_start per sequence (the paged prefill kernel; see
+     * fgi_batch_seq.n_prompt). prefill: whether the kernel serves this
+     * model (16-bit: always; fp32: the mma kernel's head dims). */
+    int prefill, n_decode, n_segs;
+    int *seg_row, *seg_len, *seg_start; /* (max_rows) each, host */
     void *decode_ws;
     size_t decode_ws_bytes;
     cudaStream_t capture_stream; /* private: the legacy stream 0 cannot be captured */
@@ -146,13 +168,19 @@ extern "C" void fgi_cuda_batch_destroy(fgi_cuda_batch *b)
         if (b->graphs[i].exec != NULL) cudaGraphExecDestroy(b->graphs[i].exec);
     if (b->capture_stream) cudaStreamDestroy(b->capture_stream);
     if (b->lin.blas) cublasDestroy(b->lin.blas);
+    if (b->lin.blaslt) cublasLtDestroy(b->lin.blaslt);
+    fg_cuda_weights_destroy(b->w16);
+    free(b->l16);
     for (int i = 0; i < b->n_allocs; i++) cudaFree(b->allocs[i]);
     (void)cudaGetLastError();
     free(b->allocs);
     free(b->layers);
     free(b->ints_host);
+    free(b->seg_row), free(b->seg_len), free(b->seg_start);
     free(b);
 }
+
+static fg_status batch_buffers(const char *fn, fgi_cuda_batch *b, const fgi_kv_pool *pool);
 
 static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights *w,
                             const fgi_kv_pool *pool)
@@ -163,6 +191,14 @@ static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights 
     FGI_TRY(fgi_cuda_check_device(fn));
     FGI_TRY(fgi_cuda_blas_create(fn, &b->lin.blas, b->stream));
     FGI_TRY(fgi_alloc(fn, (void **)&b->layers, (size_t)c->n_layer, sizeof(batch_layer)));
+    if (b->dtype != FG_DTYPE_F32) {
+        FGI_CUBLAS_TRY(fn, cublasLtCreate(&b->lin.blaslt));
+        FGI_TRY(fg_cuda_weights_create_typed(&b->w16, c, w, b->dtype));
+        FGI_TRY(fgi_alloc(fn, (void **)&b->l16, (size_t)c->n_layer, sizeof *b->l16));
+        fgi_cuda_weights_tensors(b->w16, &b->m16);
+        for (int l = 0; l < c->n_layer; l++) fgi_cuda_weights_layer_tensors(b->w16, l, &b->l16[l]);
+        return batch_buffers(fn, b, pool);
+    }
     FGI_TRY(upload(fn, b, &b->wte, w->wte, V * C));
     FGI_TRY(upload(fn, b, &b->wpe, w->wpe, (size_t)c->n_ctx * C));
     FGI_TRY(upload(fn, b, &b->ln_f_g, w->ln_f_g, C));
@@ -203,18 +239,29 @@ static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights 
         FGI_TRY(upload(fn, b, &d->mlp_proj_w, s->mlp_proj_w, I * C));
         FGI_TRY(upload(fn, b, &d->mlp_proj_b, s->mlp_proj_b, C));
     }
+    return batch_buffers(fn, b, pool);
+}
+
+/* The device pool, the activation rows, the step ints and the attention
+ * workspace (every dtype). */
+static fg_status batch_buffers(const char *fn, fgi_cuda_batch *b, const fgi_kv_pool *pool)
+{
+    const fg_config *c = &b->cfg;
+    const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t W = (size_t)b->qkv_width, A = (size_t)c->n_head * b->head_dim;
+    const int llama16 = c->arch == FG_ARCH_LLAMA && b->dtype != FG_DTYPE_F32;
     size_t pool_floats;
     FGI_TRY(fgi_check_elems(fn, "the KV pool (n_layer*n_blocks*block floats)", &pool_floats, 2,
                            (long long)c->n_layer, (long long)pool->layer_stride));
-    FGI_TRY(dev_alloc(fn, b, (void **)&b->k_pool, sizeof(float) * pool_floats, "the key pool"));
-    FGI_TRY(dev_alloc(fn, b, (void **)&b->v_pool, sizeof(float) * pool_floats, "the value pool"));
+    FGI_TRY(dev_alloc(fn, b, (void **)&b->k_pool, b->es * pool_floats, "the key pool"));
+    FGI_TRY(dev_alloc(fn, b, (void **)&b->v_pool, b->es * pool_floats, "the value pool"));
     FGI_TRY(rows_buffer(fn, b, &b->x, (long long)C, "activations x"));
     FGI_TRY(rows_buffer(fn, b, &b->h, (long long)C, "activations h"));
     FGI_TRY(rows_buffer(fn, b, &b->delta, (long long)C, "activations delta"));
     FGI_TRY(rows_buffer(fn, b, &b->qkv, (long long)W, "q|k|v"));
     FGI_TRY(rows_buffer(fn, b, &b->q, (long long)A, "packed queries"));
     FGI_TRY(rows_buffer(fn, b, &b->att, (long long)A, "attention output"));
-    FGI_TRY(rows_buffer(fn, b, &b->mlp, (long long)I, "MLP activations"));
+    FGI_TRY(rows_buffer(fn, b, &b->mlp, (llama16 ? 2 : 1) * (long long)I, "MLP activations"));
     FGI_TRY(rows_buffer(fn, b, &b->up, c->arch == FG_ARCH_LLAMA ? (long long)I : 1, "MLP up"));
     FGI_TRY(rows_buffer(fn, b, &b->logits_src, (long long)C, "classifier input"));
     FGI_TRY(rows_buffer(fn, b, &b->logits, (long long)V, "logits"));
@@ -224,9 +271,12 @@ static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights 
     b->ints_count = 4 * (size_t)b->padded_rows + tables;
     FGI_TRY(fgi_alloc(fn, (void **)&b->ints_host, b->ints_count, sizeof(int)));
     FGI_TRY(dev_alloc(fn, b, (void **)&b->ints_dev, sizeof(int) * b->ints_count, "step ints"));
+    FGI_TRY(fgi_alloc(fn, (void **)&b->seg_row, (size_t)b->padded_rows, sizeof(int)));
+    FGI_TRY(fgi_alloc(fn, (void **)&b->seg_len, (size_t)b->padded_rows, sizeof(int)));
+    FGI_TRY(fgi_alloc(fn, (void **)&b->seg_start, (size_t)b->padded_rows, sizeof(int)));
     fgi_decode_args da;
     memset(&da, 0, sizeof da);
-    da.dtype = FG_DTYPE_F32;
+    da.dtype = b->dtype;
     da.out = b->att;
     da.q = b->q;
     da.k_cache = b->k_pool;
@@ -252,8 +302,20 @@ extern "C" fg_status fgi_cuda_batch_create(const char *fn, fgi_cuda_batch **batc
                                            const fgi_kv_pool *pool, int max_tokens,
                                            int max_rows)
 {
+    return fgi_cuda_batch_create_typed(fn, batch, cfg, w, pool, max_tokens, max_rows,
+                                       FG_DTYPE_F32);
+}
+
+extern "C" fg_status fgi_cuda_batch_create_typed(const char *fn, fgi_cuda_batch **batch,
+                                                 const fg_config *cfg, const fg_weights *w,
+                                                 const fgi_kv_pool *pool, int max_tokens,
+                                                 int max_rows, fg_dtype dtype)
+{
     FGI_TRY(fgi_check_ptr(fn, "batch", batch));
     *batch = NULL;
+    if (dtype != FG_DTYPE_F32 && dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: dtype %d is not f32, bf16 or f16", fn,
+                       (int)dtype);
     FGI_TRY(fgi_check_ptr(fn, "pool", pool));
     FGI_TRY(fgi_check_config(fn, cfg));
     FGI_TRY(fgi_check_weights(fn, cfg, w));
@@ -269,6 +331,11 @@ extern "C" fg_status fgi_cuda_batch_create(const char *fn, fgi_cuda_batch **batc
                        "%s: the CUDA batched forward needs head_dim a multiple of 4 up to 256 "
                        "(the fp32 decode kernel's; got %d)",
                        fn, d);
+    if (dtype != FG_DTYPE_F32 && !fg_cuda_decoder_dtype_supported(cfg, dtype))
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                       "%s: dtype %s cannot run here: it needs a GPU of compute capability 8.0 "
+                       "or later and a head_dim of 32, 64, 80, 96, 128 or 256 (this model: %d)",
+                       fn, fg_dtype_name(dtype), d);
     if (pool->n_layer != cfg->n_layer || pool->n_kv_head != cfg->n_kv_head ||
         pool->head_dim != fg_config_head_dim(cfg))
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: the pool's shape is not the model's", fn);
@@ -278,6 +345,8 @@ extern "C" fg_status fgi_cuda_batch_create(const char *fn, fgi_cuda_batch **batc
     fgi_cuda_batch *b;
     FGI_TRY(fgi_alloc(fn, (void **)&b, 1, sizeof *b));
     b->cfg = *cfg;
+    b->dtype = dtype;
+    b->es = fg_dtype_size(dtype);
     b->head_dim = fg_config_head_dim(cfg);
     b->qkv_width = fg_config_qkv_width(cfg);
     b->max_tokens = max_tokens;
@@ -290,6 +359,8 @@ extern "C" fg_status fgi_cuda_batch_create(const char *fn, fgi_cuda_batch **batc
     b->block_stride = pool->block_stride;
     b->layer_stride = pool->layer_stride;
     b->stream = 0;
+    /* the fp32 paged prefill is the mma kernel: head_dim 32, 64, 80, 96, 128 */
+    b->prefill = dtype != FG_DTYPE_F32 || d == 32 || d == 64 || d == 80 || d == 96 || d == 128;
     fg_status st = batch_init(fn, b, w, pool);
     if (st != FG_OK) {
         fgi_cuda_batch_destroy(b);
@@ -301,21 +372,24 @@ extern "C" fg_status fgi_cuda_batch_create(const char *fn, fgi_cuda_batch **batc
 
 namespace {
 
-/* x (rows, C) = wte[ids[r]] + wpe[pos[r]] (wpe may be NULL). */
-__global__ void batch_embed_kernel(float *x, const int *ids, const int *pos, const float *wte,
-                                   const float *wpe, int rows, int C)
+/* x (rows, C) = wte[ids[r]] + wpe[pos[r]] (wpe may be NULL), tables of E,
+ * the sum in fp32 (as the decoder's embed_kernel). */
+template <typename E>
+__global__ void batch_embed_kernel(float *x, const int *ids, const int *pos, const E *wte,
+                                   const E *wpe, int rows, int C)
 {
     const long long total = (long long)rows * C;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
         const long long r = e / C, i = e % C;
-        const float tok = wte[(long long)ids[r] * C + i];
-        x[e] = tok + (wpe ? wpe[(long long)pos[r] * C + i] : 0.0f);
+        const float tok = fgi_elem<E>::to_float(wte[(long long)ids[r] * C + i]);
+        x[e] = tok + (wpe ? fgi_elem<E>::to_float(wpe[(long long)pos[r] * C + i]) : 0.0f);
     }
 }
 
-/* y (rows, C) = src[idx[r]] (rows of C floats). */
-__global__ void gather_rows_kernel(float *y, const float *src, const int *idx, int rows, int C)
+/* y (rows, C) = src[idx[r]] (rows of C elements of E). */
+template <typename E>
+__global__ void gather_rows_kernel(E *y, const E *src, const int *idx, int rows, int C)
 {
     const long long total = (long long)rows * C;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
@@ -325,10 +399,11 @@ __global__ void gather_rows_kernel(float *y, const float *src, const int *idx, i
     }
 }
 
+template <typename E>
 struct paged_append_view {
-    float *qkv;            /* (rows, [q | k | v]) */
-    const float *bias;     /* (qkv width) or NULL */
-    float *k_layer, *v_layer; /* one layer of the pools: (n_blocks, n_kv_head, block_size, d) */
+    E *qkv;                /* (rows, [q | k | v]) */
+    const E *bias;         /* (qkv width) or NULL */
+    E *k_layer, *v_layer;  /* one layer of the pools: (n_blocks, n_kv_head, block_size, d) */
     const int *pos;        /* (rows) */
     const int *tables;     /* (rows, max_blocks) */
     int rows, n_head, n_kv_head, head_dim, block_size, max_blocks;
@@ -340,8 +415,10 @@ struct paged_append_view {
 
 /* One thread per (row, head, pair), as cuda/ops/rope.cu's fused kernel,
  * with each row's k and v going to slot pos % block_size of block
- * table[pos / block_size]. */
-__global__ void paged_append_kernel(paged_append_view a)
+ * table[pos / block_size]. 16-bit E: the biased value in fp32, rotated in
+ * double, rounded once on store (as fgi_cuda_qkv_rope_append_typed). */
+template <typename E>
+__global__ void paged_append_kernel(paged_append_view<E> a)
 {
     const int heads = a.n_head + 2 * a.n_kv_head, pairs = (a.head_dim + 1) / 2;
     const long long width = (long long)heads * a.head_dim;
@@ -353,11 +430,11 @@ __global__ void paged_append_kernel(paged_append_view a)
         const long long t = e / ((long long)pairs * heads);
         const long long col = (long long)head * a.head_dim + 2 * pair;
         const bool has_second = 2 * pair + 1 < a.head_dim;
-        float *row = a.qkv + t * width;
-        float v0 = row[col], v1 = has_second ? row[col + 1] : 0.0f;
+        E *row = a.qkv + t * width;
+        float v0 = fgi_load1(row + col), v1 = has_second ? fgi_load1(row + col + 1) : 0.0f;
         if (a.bias) {
-            v0 += a.bias[col];
-            if (has_second) v1 += a.bias[col + 1];
+            v0 += fgi_load1(a.bias + col);
+            if (has_second) v1 += fgi_load1(a.bias + col + 1);
         }
         const int pos = a.pos[t];
         const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
@@ -371,7 +448,7 @@ __global__ void paged_append_kernel(paged_append_view a)
             v0 = (float)(x0 * c - x1 * s);
             v1 = (float)(x1 * c + x0 * s);
         }
-        float *dst;
+        E *dst;
         if (is_q) {
             dst = row + col;
         } else {
@@ -381,12 +458,78 @@ __global__ void paged_append_kernel(paged_append_view a)
                   (long long)g * a.head_stride + (long long)(pos % a.block_size) * a.head_dim +
                   2 * pair;
         }
-        dst[0] = v0;
-        if (has_second) dst[1] = v1;
+        fgi_store1(dst, v0);
+        if (has_second) fgi_store1(dst + 1, v1);
     }
 }
 
 } // namespace
+
+/* The attention of the step's prompt segments into b->att: one paged
+ * prefill launch per segment over its rows' q (straight from q|k|v) and
+ * the keys of its sequence's table (the first row's copy), causal from
+ * the bottom right (row i of a segment at position seg_start + i sees
+ * keys 0 .. seg_start + i). */
+static fg_status prefill_segments(const char *fn, fgi_cuda_batch *b, int layer,
+                                  const void *k_layer, const void *v_layer)
+{
+    const fg_config *c = &b->cfg;
+    const int d = b->head_dim, W = b->qkv_width, A = c->n_head * d;
+    const int *tables = b->ints_dev + 4 * b->padded_rows;
+    for (int i = 0; i < b->n_segs; i++) {
+        const int r0 = b->seg_row[i], m = b->seg_len[i];
+        const size_t q_off = b->es * (size_t)r0 * (size_t)W, o_off = b->es * (size_t)r0 * A;
+        const int *table = tables + (size_t)r0 * (size_t)b->max_blocks;
+        const int kv_len = b->seg_start[i] + m; /* the segment's last row's keys */
+        if (b->dtype == FG_DTYPE_F32) {
+            fgi_attention_args a;
+            memset(&a, 0, sizeof a);
+            a.out = reinterpret_cast<float *>(reinterpret_cast<char *>(b->att) + o_off);
+            a.out_head_stride = d;
+            a.out_row_stride = A;
+            a.q = reinterpret_cast<const float *>(reinterpret_cast<const char *>(b->qkv) + q_off);
+            a.q_head_stride = d;
+            a.q_row_stride = W;
+            a.k = static_cast<const float *>(k_layer);
+            a.v = static_cast<const float *>(v_layer);
+            a.kv_head_stride = (long long)b->head_stride;
+            a.n_q_head = c->n_head;
+            a.n_kv_head = c->n_kv_head;
+            a.q_len = m;
+            a.kv_len = kv_len;
+            a.head_dim = d;
+            a.window = fg_config_layer_window(c, layer);
+            a.block_table = table;
+            a.kv_block_size = b->block_size;
+            a.kv_block_stride = (long long)b->block_stride;
+            FGI_TRY(fgi_cuda_attention(fn, &a, NULL, 0, b->stream));
+        } else {
+            fgi_attention16_args a;
+            memset(&a, 0, sizeof a);
+            a.dtype = b->dtype;
+            a.out = reinterpret_cast<char *>(b->att) + o_off;
+            a.out_head_stride = d;
+            a.out_row_stride = A;
+            a.q = reinterpret_cast<const char *>(b->qkv) + q_off;
+            a.q_head_stride = d;
+            a.q_row_stride = W;
+            a.k = k_layer;
+            a.v = v_layer;
+            a.kv_head_stride = (long long)b->head_stride;
+            a.n_q_head = c->n_head;
+            a.n_kv_head = c->n_kv_head;
+            a.q_len = m;
+            a.kv_len = kv_len;
+            a.head_dim = d;
+            a.window = fg_config_layer_window(c, layer);
+            a.block_table = table;
+            a.kv_block_size = b->block_size;
+            a.kv_block_stride = (long long)b->block_stride;
+            FGI_TRY(fgi_cuda_attention16(fn, &a, b->stream));
+        }
+    }
+    return FG_OK;
+}
 
 /* y (rows, out) = act(x (rows, in) @ W + b), as tiles of exactly kRowTile
  * rows (rows a multiple of it): the one GEMM shape of the header. */
@@ -433,7 +576,7 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
               *tables = b->ints_dev + 4 * Q;
     FGI_TRY(tiled_linear(fn, b, b->qkv, b->h, lw->c_attn_w, NULL, P, C, W, 0, FGI_ACT_NONE));
 
-    paged_append_view v;
+    paged_append_view<float> v;
     v.qkv = b->qkv;
     v.bias = lw->c_attn_b;
     v.k_layer = b->k_pool + (size_t)layer * b->layer_stride;
@@ -453,13 +596,15 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     v.rope_inv_freq = b->rope_inv_freq;
     const int threads = 256;
     const long long work = (long long)n * (c->n_head + 2 * c->n_kv_head) * ((d + 1) / 2);
-    paged_append_kernel<<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
+    paged_append_kernel<float><<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
     FGI_CUDA_LAUNCHED(fn, "paged_append_kernel");
 
+    const int nd = b->n_decode;
     /* the decode kernel reads q as (rows, n_head, d): pack it out of q|k|v */
-    FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, sizeof(float) * (size_t)A, b->qkv,
-                                      sizeof(float) * (size_t)W, sizeof(float) * (size_t)A,
-                                      (size_t)n, cudaMemcpyDeviceToDevice, b->stream));
+    if (nd > 0)
+        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, sizeof(float) * (size_t)A, b->qkv,
+                                          sizeof(float) * (size_t)W, sizeof(float) * (size_t)A,
+                                          (size_t)nd, cudaMemcpyDeviceToDevice, b->stream));
     fgi_decode_args da;
     memset(&da, 0, sizeof da);
     da.dtype = FG_DTYPE_F32;
@@ -468,7 +613,7 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     da.k_cache = v.k_layer;
     da.v_cache = v.v_layer;
     da.kv_lens = kv_lens;
-    da.batch = n;
+    da.batch = nd;
     da.n_q_head = c->n_head;
     da.n_kv_head = c->n_kv_head;
     da.head_dim = d;
@@ -478,8 +623,10 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     da.n_blocks = b->n_blocks;
     da.block_size = b->block_size;
     da.max_blocks = b->max_blocks;
-    FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
-                                     b->stream));
+    if (nd > 0)
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
+                                         b->stream));
+    FGI_TRY(prefill_segments(fn, b, layer, v.k_layer, v.v_layer));
     FGI_TRY(tiled_linear(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE));
     FGI_TRY(batch_norm(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
     if (c->arch == FG_ARCH_LLAMA) {
@@ -497,16 +644,199 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     return fgi_cuda_add_rows(fn, b->x, b->delta, lw->mlp_proj_b, P, C, b->stream);
 }
 
+/* The 16-bit path ---------------------------------------------------------------
+ * The same step in dtype with the single-sequence 16-bit decoder's
+ * arithmetic (cuda/engine/decoder.cu): fp32 residual x, dtype h / q|k|v /
+ * attention / MLP rows, Llama's gate|up as one fp32-output GEMM over the
+ * fused [w1 | w3], fp32 logits. Every GEMM is cuBLASLt on tiles of exactly
+ * kRowTile rows (never the GEMV kernel, whose choice depends on the row
+ * count), so the batch invariance argument of the header holds unchanged. */
+
+enum tile_out { TILE_TYPED, TILE_F32OUT };
+
+/* y (rows, out) = act(x (rows, in) @ W + b) in dtype (TILE_TYPED), or the
+ * fp32 product without bias (TILE_F32OUT), as tiles of kRowTile rows. */
+static fg_status tiled_linear16(const char *fn, fgi_cuda_batch *b, void *y, const void *x,
+                                const void *w, const void *bias, int rows, int in, int out,
+                                int w_transposed, fgi_activation act, tile_out mode)
+{
+    const size_t es = b->es, y_es = mode == TILE_F32OUT ? sizeof(float) : es;
+    for (int r0 = 0; r0 < rows; r0 += kRowTile) {
+        void *yt = static_cast<char *>(y) + (size_t)r0 * (size_t)out * y_es;
+        const void *xt = static_cast<const char *>(x) + (size_t)r0 * (size_t)in * es;
+        if (mode == TILE_F32OUT)
+            FGI_TRY(fgi_cuda_linear_layer_f32out(fn, b->dtype, &b->lin, static_cast<float *>(yt),
+                                                xt, w, kRowTile, in, out, w_transposed,
+                                                b->stream));
+        else
+            FGI_TRY(fgi_cuda_linear_layer_typed(fn, b->dtype, &b->lin, yt, xt, w, bias, kRowTile,
+                                               in, out, w_transposed, act, b->stream));
+    }
+    return FG_OK;
+}
+
+static fg_status batch_norm16(const char *fn, fgi_cuda_batch *b, void *y, float *x,
+                              const void *delta, const void *delta_bias, const void *g,
+                              const void *bb, int rows)
+{
+    fgi_norm_args a;
+    a.y = y;
+    a.x = x;
+    a.delta = delta;
+    a.delta_bias = delta_bias;
+    a.g = g;
+    a.b = bb;
+    a.rows = rows;
+    a.cols = b->cfg.n_embd;
+    a.eps = b->cfg.norm_eps;
+    a.rms = b->cfg.arch == FG_ARCH_LLAMA;
+    return fgi_cuda_norm_typed(fn, b->dtype, &a, b->stream);
+}
+
+/* batch_layer_forward in dtype. */
+static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int layer, int n,
+                                       int P, const void *next_g, const void *next_b)
+{
+    const fg_config *c = &b->cfg;
+    const fgi_cuda_layer_tensors *lw = &b->l16[layer];
+    const fg_dtype dt = b->dtype;
+    const size_t es = b->es;
+    const int C = c->n_embd, d = b->head_dim, W = b->qkv_width, A = c->n_head * d,
+              I = c->n_inner;
+    const int Q = b->padded_rows;
+    const int *pos = b->ints_dev + Q, *kv_lens = b->ints_dev + 2 * Q,
+              *tables = b->ints_dev + 4 * Q;
+    FGI_TRY(tiled_linear16(fn, b, b->qkv, b->h, lw->c_attn_w, NULL, P, C, W, 0, FGI_ACT_NONE,
+                          TILE_TYPED));
+    void *k_layer = reinterpret_cast<char *>(b->k_pool) + es * (size_t)layer * b->layer_stride;
+    void *v_layer = reinterpret_cast<char *>(b->v_pool) + es * (size_t)layer * b->layer_stride;
+    FGI_TRY(fgi_with_dtype(fn, dt, [&](auto tag) {
+        using E = decltype(tag);
+        paged_append_view<E> v;
+        v.qkv = reinterpret_cast<E *>(b->qkv);
+        v.bias = static_cast<const E *>(lw->c_attn_b);
+        v.k_layer = static_cast<E *>(k_layer);
+        v.v_layer = static_cast<E *>(v_layer);
+        v.pos = pos;
+        v.tables = tables;
+        v.rows = n;
+        v.n_head = c->n_head;
+        v.n_kv_head = c->n_kv_head;
+        v.head_dim = d;
+        v.block_size = b->block_size;
+        v.max_blocks = b->max_blocks;
+        v.head_stride = (long long)b->head_stride;
+        v.block_stride = (long long)b->block_stride;
+        v.use_rope = c->use_rope;
+        v.rope_base = c->rope_base;
+        v.rope_inv_freq = b->m16.rope_inv_freq;
+        const int threads = 256;
+        const long long work = (long long)n * (c->n_head + 2 * c->n_kv_head) * ((d + 1) / 2);
+        paged_append_kernel<E><<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
+        FGI_CUDA_LAUNCHED(fn, "paged_append_kernel");
+        return FG_OK;
+    }));
+
+    const int nd = b->n_decode;
+    /* the decode kernel reads q as (rows, n_head, d): pack it out of q|k|v */
+    if (nd > 0)
+        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, es * (size_t)A, b->qkv, es * (size_t)W,
+                                          es * (size_t)A, (size_t)nd, cudaMemcpyDeviceToDevice,
+                                          b->stream));
+    fgi_decode_args da;
+    memset(&da, 0, sizeof da);
+    da.dtype = dt;
+    da.out = b->att;
+    da.q = b->q;
+    da.k_cache = k_layer;
+    da.v_cache = v_layer;
+    da.kv_lens = kv_lens;
+    da.batch = nd;
+    da.n_q_head = c->n_head;
+    da.n_kv_head = c->n_kv_head;
+    da.head_dim = d;
+    da.capacity = b->max_blocks * b->block_size;
+    da.window = fg_config_layer_window(&b->cfg, layer);
+    da.block_tables = tables;
+    da.n_blocks = b->n_blocks;
+    da.block_size = b->block_size;
+    da.max_blocks = b->max_blocks;
+    if (nd > 0)
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
+                                         b->stream));
+    FGI_TRY(prefill_segments(fn, b, layer, k_layer, v_layer));
+    FGI_TRY(tiled_linear16(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE,
+                          TILE_TYPED));
+    FGI_TRY(batch_norm16(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
+    if (c->arch == FG_ARCH_LLAMA) {
+        /* gate|up (P, 2I) fp32, only silu(gate) up rounded (as the decoder) */
+        FGI_TRY(tiled_linear16(fn, b, b->mlp, b->h, lw->fc_w, NULL, P, C, 2 * I, 0, FGI_ACT_NONE,
+                              TILE_F32OUT));
+        FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, dt, b->up, b->mlp, b->mlp + I, P, I, 2LL * I,
+                                            b->stream));
+        FGI_TRY(tiled_linear16(fn, b, b->delta, b->up, lw->mlp_proj_w, NULL, P, I, C, 0,
+                              FGI_ACT_NONE, TILE_TYPED));
+    } else {
+        FGI_TRY(tiled_linear16(fn, b, b->mlp, b->h, lw->fc_w, lw->fc_b, P, C, I, 0, FGI_ACT_GELU,
+                              TILE_TYPED));
+        FGI_TRY(tiled_linear16(fn, b, b->delta, b->mlp, lw->mlp_proj_w, NULL, P, I, C, 0,
+                              FGI_ACT_NONE, TILE_TYPED));
+    }
+    if (next_g != NULL)
+        return batch_norm16(fn, b, b->h, b->x, b->delta, lw->mlp_proj_b, next_g, next_b, P);
+    return fgi_cuda_add_rows_typed(fn, dt, b->x, b->delta, lw->mlp_proj_b, P, C, b->stream);
+}
+
+/* enqueue_step in dtype. */
+static fg_status enqueue_step16(const char *fn, fgi_cuda_batch *b, int n, int P, int n_logits)
+{
+    const fg_config *c = &b->cfg;
+    const int C = c->n_embd, V = c->vocab_size, Pmax = b->padded_rows;
+    const int threads = 256;
+    FGI_TRY(fgi_with_dtype(fn, b->dtype, [&](auto tag) {
+        using E = decltype(tag);
+        batch_embed_kernel<E><<<fgi_grid_blocks((long long)P * C, threads), threads, 0,
+                                b->stream>>>(b->x, b->ints_dev, b->ints_dev + Pmax,
+                                             static_cast<const E *>(b->m16.wte),
+                                             static_cast<const E *>(b->m16.wpe), P, C);
+        FGI_CUDA_LAUNCHED(fn, "batch_embed_kernel");
+        return FG_OK;
+    }));
+    FGI_TRY(batch_norm16(fn, b, b->h, b->x, NULL, NULL, b->l16[0].ln_1_g, b->l16[0].ln_1_b, P));
+    for (int l = 0; l < c->n_layer; l++) {
+        const int last = l + 1 == c->n_layer;
+        FGI_TRY(batch_layer_forward16(fn, b, l, n, P, last ? b->m16.ln_f_g : b->l16[l + 1].ln_1_g,
+                                      last ? b->m16.ln_f_b : b->l16[l + 1].ln_1_b));
+    }
+    if (n_logits > 0) {
+        const int LP = (n_logits + kRowTile - 1) / kRowTile * kRowTile;
+        FGI_TRY(fgi_with_dtype(fn, b->dtype, [&](auto tag) {
+            using E = decltype(tag);
+            gather_rows_kernel<E><<<fgi_grid_blocks((long long)LP * C, threads), threads, 0,
+                                    b->stream>>>(reinterpret_cast<E *>(b->logits_src),
+                                                 reinterpret_cast<const E *>(b->h),
+                                                 b->ints_dev + 3 * Pmax, LP, C);
+            FGI_CUDA_LAUNCHED(fn, "gather_rows_kernel");
+            return FG_OK;
+        }));
+        /* the logits stay fp32: cuBLASLt's fp32 output */
+        FGI_TRY(tiled_linear16(fn, b, b->logits, b->logits_src, b->m16.classifier, NULL, LP, C, V,
+                              1, FGI_ACT_NONE, TILE_F32OUT));
+    }
+    return FG_OK;
+}
+
 /* Enqueues the device work of a step of n rows (P padded) whose ints are
  * on the device, logits of n_logits rows into b->logits. Reads nothing
  * from the host but the shape, so a decode step of n rows can be captured
  * once and replayed. */
 static fg_status enqueue_step(const char *fn, fgi_cuda_batch *b, int n, int P, int n_logits)
 {
+    if (b->dtype != FG_DTYPE_F32) return enqueue_step16(fn, b, n, P, n_logits);
     const fg_config *c = &b->cfg;
     const int C = c->n_embd, V = c->vocab_size, Pmax = b->padded_rows;
     const int threads = 256;
-    batch_embed_kernel<<<fgi_grid_blocks((long long)P * C, threads), threads, 0, b->stream>>>(
+    batch_embed_kernel<float><<<fgi_grid_blocks((long long)P * C, threads), threads, 0, b->stream>>>(
         b->x, b->ints_dev, b->ints_dev + Pmax, b->wte, b->wpe, P, C);
     FGI_CUDA_LAUNCHED(fn, "batch_embed_kernel");
     FGI_TRY(batch_norm(fn, b, b->h, b->x, NULL, NULL, b->layers[0].ln_1_g, b->layers[0].ln_1_b,
@@ -519,7 +849,7 @@ static fg_status enqueue_step(const char *fn, fgi_cuda_batch *b, int n, int P, i
     if (n_logits > 0) {
         /* the rows that want logits, gathered into tiles for the classifier */
         const int LP = (n_logits + kRowTile - 1) / kRowTile * kRowTile;
-        gather_rows_kernel<<<fgi_grid_blocks((long long)LP * C, threads), threads, 0,
+        gather_rows_kernel<float><<<fgi_grid_blocks((long long)LP * C, threads), threads, 0,
                              b->stream>>>(b->logits_src, b->h, b->ints_dev + 3 * Pmax, LP, C);
         FGI_CUDA_LAUNCHED(fn, "gather_rows_kernel");
         FGI_TRY(tiled_linear(fn, b, b->logits, b->logits_src, b->classifier, NULL, LP, C, V, 1,
@@ -528,42 +858,13 @@ static fg_status enqueue_step(const char *fn, fgi_cuda_batch *b, int n, int P, i
     return FG_OK;
 }
 
-/* Captures the decode step of n rows into *exec on the private capture
- * stream (cuBLAS follows it while capturing). A failure leaves no graph
- * and clears the CUDA error state; the step then runs uncaptured. */
+/* Captures the decode step of n rows into *exec (graph_capture.cuh: a
+ * failure leaves no graph; that shape then runs uncaptured). */
 static fg_status capture_step(const char *fn, fgi_cuda_batch *b, int n, cudaGraphExec_t *exec)
 {
-    *exec = NULL;
-    if (b->capture_stream == NULL)
-        FGI_CUDA_TRY(fn, cudaStreamCreateWithFlags(&b->capture_stream, cudaStreamNonBlocking));
-    FGI_CUBLAS_TRY(fn, cublasSetStream(b->lin.blas, b->capture_stream));
-    const cudaStream_t user_stream = b->stream;
-    b->stream = b->capture_stream; /* every enqueue reads b->stream */
-    cudaGraph_t graph = NULL;
-    cudaError_t err = cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal);
-    fg_status st = FG_OK;
-    if (err == cudaSuccess) {
-        st = enqueue_step(fn, b, n, (n + kRowTile - 1) / kRowTile * kRowTile, n);
-        err = cudaStreamEndCapture(b->stream, &graph);
-    }
-    b->stream = user_stream;
-    const cublasStatus_t restored = cublasSetStream(b->lin.blas, user_stream);
-    if (restored != CUBLAS_STATUS_SUCCESS) {
-        if (graph != NULL) cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        return fgi_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
-                       cublasGetStatusString(restored));
-    }
-    if (st == FG_OK && err == cudaSuccess) err = cudaGraphInstantiate(exec, graph, 0);
-    if (graph != NULL) cudaGraphDestroy(graph);
-    if (st != FG_OK || err != cudaSuccess) {
-        (void)cudaGetLastError();
-        *exec = NULL;
-        return st != FG_OK ? st
-                           : fgi_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
-                                     cudaGetErrorString(err));
-    }
-    return FG_OK;
+    return fgi_capture_graph(fn, &b->capture_stream, &b->stream, b->lin.blas, exec, [&] {
+        return enqueue_step(fn, b, n, (n + kRowTile - 1) / kRowTile * kRowTile, n);
+    });
 }
 
 /* The graph of a decode step of n rows, captured on first use (NULL when
@@ -610,10 +911,25 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
     int *ids = b->ints_host, *pos = ids + Pmax, *lens = ids + 2 * Pmax, *lrows = ids + 3 * Pmax;
     int *tables = ids + 4 * Pmax;
     memset(b->ints_host, 0, sizeof(int) * 4 * (size_t)Pmax);
-    int row = 0, n_logits = 0;
+    /* decode-kernel rows first, then one segment of prompt rows per sequence */
+    int nd = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = 0; t < seqs[s].n_tokens; t++)
+            nd += !(b->prefill && seqs[s].start + t < seqs[s].n_prompt);
+    int drow = 0, prow = nd, n_logits = 0;
+    b->n_decode = nd;
+    b->n_segs = 0;
     for (int s = 0; s < n_seqs; s++) {
         const fgi_batch_seq *q = &seqs[s];
-        for (int t = 0; t < q->n_tokens; t++, row++) {
+        for (int t = 0; t < q->n_tokens; t++) {
+            const int prompt = b->prefill && q->start + t < q->n_prompt;
+            const int row = prompt ? prow++ : drow++;
+            if (prompt && t == 0) { /* a sequence's prompt rows lead its chunk */
+                b->seg_row[b->n_segs] = row;
+                b->seg_len[b->n_segs] = 0;
+                b->seg_start[b->n_segs++] = q->start;
+            }
+            if (prompt) b->seg_len[b->n_segs - 1]++;
             ids[row] = q->ids[t];
             pos[row] = q->start + t;
             lens[row] = q->start + t + 1;
@@ -630,7 +946,8 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
                                     cudaMemcpyHostToDevice, b->stream));
     /* a decode step (one row and its logits per sequence) replays the graph
      * of its shape: the same kernels, so the same bits, for less host time */
-    cudaGraphExec_t exec = n_logits == n && n == n_seqs ? step_graph(fn, b, n) : NULL;
+    cudaGraphExec_t exec =
+        n_logits == n && n == n_seqs && b->n_segs == 0 ? step_graph(fn, b, n) : NULL;
     if (exec != NULL) {
         FGI_CUDA_TRY(fn, cudaGraphLaunch(exec, b->stream));
         b->graph_steps++;

@@ -1,4 +1,4 @@
-/* The batched fp32 GPU forward over the paged KV cache (cuda/engine/batch.cu),
+/* The batched GPU forward (fp32, bf16, f16) over the paged KV cache (cuda/engine/batch.cu),
  * for the continuous-batching scheduler (host/runtime/scheduler.c). Plain C.
  * Like FGI_CUDA_INTERNAL_API the entries come from a list that
  * host/core/cuda_unavailable.c expands into the stubs of a build without
@@ -7,6 +7,7 @@
 #define FLASHGPT_CUDA_BATCH_INTERNAL_H
 
 #include "flashgpt/decoder.h"
+#include "flashgpt/dtype.h"
 #include "flashgpt/status.h"
 
 #ifdef __cplusplus
@@ -28,12 +29,21 @@ typedef struct fgi_cuda_batch fgi_cuda_batch;
  * come back into each sequence's host logits. A decode step (every
  * sequence one token, with its logits) replays a CUDA graph captured once
  * per row count (or runs uncaptured where capture fails).
+ * fgi_cuda_batch_create_typed: the same in dtype (F32, BF16 or F16; not
+ * AUTO): 16-bit weights (the decoder's upload, fg_cuda_weights), device
+ * pool and activations, with the residual stream, norm statistics,
+ * softmax and logits in fp32 as the 16-bit decoder; FG_ERR_UNSUPPORTED
+ * where fg_cuda_decoder_dtype_supported says no. fgi_cuda_batch_create is
+ * it with F32.
  * fgi_cuda_batch_graph_steps: steps replayed from a graph (test hook); 0
  * for NULL. */
 #define FGI_CUDA_BATCH_API(X) \
     X(STATUS, fg_status, fgi_cuda_batch_create, \
       (const char *fn, fgi_cuda_batch **batch, const fg_config *cfg, const fg_weights *w, \
        const struct fgi_kv_pool *pool, int max_tokens, int max_rows)) \
+    X(STATUS, fg_status, fgi_cuda_batch_create_typed, \
+      (const char *fn, fgi_cuda_batch **batch, const fg_config *cfg, const fg_weights *w, \
+       const struct fgi_kv_pool *pool, int max_tokens, int max_rows, fg_dtype dtype)) \
     X(VOID, void, fgi_cuda_batch_destroy, (fgi_cuda_batch *batch)) \
     X(STATUS, fg_status, fgi_cuda_batch_forward, \
       (const char *fn, fgi_cuda_batch *batch, struct fgi_kv_pool *pool, \

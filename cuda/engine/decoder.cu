@@ -48,6 +48,7 @@
 #include "decoder_internal.h"
 #include "dtype.cuh"
 #include "config_internal.h"
+#include "graph_capture.cuh"
 #include "loader_internal.h"
 #include "ops_internal.h"
 #include "reduce.cuh"
@@ -824,6 +825,31 @@ extern "C" fg_status fg_cuda_weights_create_model(fg_cuda_weights **weights,
     free(layers);
     free(markers);
     return st;
+}
+
+/* The device tensors, for the batched forward (cuda/engine/batch.cu),
+ * which serves 16-bit weights from this upload instead of its own. */
+extern "C" void fgi_cuda_weights_tensors(const fg_cuda_weights *w, fgi_cuda_model_tensors *m)
+{
+    m->dtype = w->dtype;
+    m->wte = w->wte;
+    m->wpe = w->wpe;
+    m->ln_f_g = w->ln_f_g;
+    m->ln_f_b = w->ln_f_b;
+    m->classifier = w->classifier;
+    m->rope_inv_freq = w->rope_inv_freq;
+}
+
+extern "C" void fgi_cuda_weights_layer_tensors(const fg_cuda_weights *w, int layer,
+                                               fgi_cuda_layer_tensors *t)
+{
+    const layer_weights *s = &w->layers[layer];
+    t->ln_1_g = s->ln_1_g, t->ln_1_b = s->ln_1_b;
+    t->c_attn_w = s->c_attn_w, t->c_attn_b = s->c_attn_b;
+    t->c_proj_w = s->c_proj_w, t->c_proj_b = s->c_proj_b;
+    t->ln_2_g = s->ln_2_g, t->ln_2_b = s->ln_2_b;
+    t->fc_w = s->fc_w, t->fc_b = s->fc_b;
+    t->mlp_proj_w = s->mlp_proj_w, t->mlp_proj_b = s->mlp_proj_b;
 }
 
 extern "C" int fg_cuda_decoder_dtype_supported(const fg_config *cfg, fg_dtype dtype)
@@ -1683,43 +1709,16 @@ static graph_slot *free_graph_slot(fg_cuda_runner *r)
 }
 
 /* Captures the one-token step of (r, cache) into *exec, on the runner's
- * private capture stream (the graph is launched on r->stream). A failure (a
- * kernel that cannot read its key count from the device, a library that
- * refuses capture) leaves no graph and clears the CUDA error state; the
- * caller then runs the step uncaptured. */
+ * private capture stream (graph_capture.cuh; the graph is launched on
+ * r->stream). A failure (a kernel that cannot read its key count from the
+ * device, a library that refuses capture) leaves no graph; the caller then
+ * runs the step uncaptured. */
 static fg_status capture_step(const char *fn, fg_cuda_runner *r, fg_cuda_kv_cache *cache,
                               cudaGraphExec_t *exec)
 {
-    *exec = NULL;
-    if (r->capture_stream == NULL)
-        FGI_CUDA_TRY(fn, cudaStreamCreateWithFlags(&r->capture_stream, cudaStreamNonBlocking));
-    FGI_CUBLAS_TRY(fn, cublasSetStream(r->lin.blas, r->capture_stream));
-    const cudaStream_t user_stream = r->stream;
-    r->stream = r->capture_stream; /* every enqueue below reads r->stream */
-    cudaGraph_t graph = NULL;
-    cudaError_t err = cudaStreamBeginCapture(r->stream, cudaStreamCaptureModeThreadLocal);
-    fg_status st = FG_OK;
-    if (err == cudaSuccess) {
-        st = enqueue_forward(fn, r, cache, NULL, 0, 1, 1, r->step);
-        err = cudaStreamEndCapture(r->stream, &graph);
-    }
-    r->stream = user_stream;
-    const cublasStatus_t restored = cublasSetStream(r->lin.blas, user_stream);
-    if (restored != CUBLAS_STATUS_SUCCESS) {
-        if (graph != NULL) cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        return fgi_fail(FG_ERR_CUDA, "%s: cublasSetStream failed: %s", fn,
-                       cublasGetStatusString(restored));
-    }
-    if (st == FG_OK && err == cudaSuccess) err = cudaGraphInstantiate(exec, graph, 0);
-    if (graph != NULL) cudaGraphDestroy(graph);
-    if (st != FG_OK || err != cudaSuccess) {
-        (void)cudaGetLastError();
-        *exec = NULL;
-        return st != FG_OK ? st
-                           : fgi_fail(FG_ERR_CUDA, "%s: capturing the decode step failed: %s", fn,
-                                     cudaGetErrorString(err));
-    }
+    FGI_TRY(fgi_capture_graph(fn, &r->capture_stream, &r->stream, r->lin.blas, exec, [&] {
+        return enqueue_forward(fn, r, cache, NULL, 0, 1, 1, r->step);
+    }));
     r->captures++;
     return FG_OK;
 }

@@ -48,6 +48,23 @@ extern "C" {
 FGI_CUDA_INTERNAL_API(FGI_CUDA_DECLARE)
 #undef FGI_CUDA_DECLARE
 
+/* The device tensors of fg_cuda_weights (all of its dtype; NULL where the
+ * host had NULL), for the batched forward (cuda/engine/batch.cu), which
+ * reuses this upload for 16-bit weights. Only CUDA builds call these (no
+ * stubs): Llama's fc_w is [w1 | w3] (C, 2*n_inner), as the decoder's. */
+typedef struct {
+    fg_dtype dtype;
+    const void *wte, *wpe, *ln_f_g, *ln_f_b, *classifier;
+    const double *rope_inv_freq;
+} fgi_cuda_model_tensors;
+typedef struct {
+    const void *ln_1_g, *ln_1_b, *c_attn_w, *c_attn_b, *c_proj_w, *c_proj_b;
+    const void *ln_2_g, *ln_2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;
+} fgi_cuda_layer_tensors;
+void fgi_cuda_weights_tensors(const fg_cuda_weights *w, fgi_cuda_model_tensors *m);
+void fgi_cuda_weights_layer_tensors(const fg_cuda_weights *w, int layer,
+                                    fgi_cuda_layer_tensors *t);
+
 #ifdef __cplusplus
 }
 #endif

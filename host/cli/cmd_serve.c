@@ -101,8 +101,8 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
     const int ctx = a->ctx ? a->ctx : cfg->n_ctx < DEFAULT_CTX_CAP ? cfg->n_ctx : DEFAULT_CTX_CAP;
     /* the batching engine runs on every device (the GPU's batched forward,
      * cuda/engine/batch.cu, when asked for: --engine batch --device cuda);
-     * auto keeps one session per request on a GPU, whose batched forward is
-     * new and simple (prompt rows one decode-style pass each) */
+     * auto keeps one session per request on a GPU, whose batched forward
+     * has not run on a card yet */
     const int on_gpu = a->device == FG_DEVICE_CUDA ||
                        (a->device == FG_DEVICE_AUTO && fg_cuda_available());
     const int batch = strcmp(a->engine, "batch") == 0 || (strcmp(a->engine, "auto") == 0 && !on_gpu);
@@ -117,6 +117,7 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
         bo.max_waiting = a->max_queue;
         bo.n_threads = a->threads;
         bo.step_delay_ms = (int)delay_ms;
+        bo.dtype = a->dtype_value; /* AUTO: bf16 on a GPU that runs it */
         st = fgi_engine_create_batch(&engine, cfg, fg_model_weights(model), tok, &bo);
     } else {
         fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,

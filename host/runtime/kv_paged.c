@@ -174,13 +174,13 @@ fg_status fgi_batch_check(const char *fn, const fg_config *cfg, const fgi_kv_poo
     long long total = 0;
     for (int s = 0; s < n_seqs; s++) {
         const fgi_batch_seq *q = &seqs[s];
-        if (q->ids == NULL || q->n_tokens < 1 || q->start < 0 ||
+        if (q->ids == NULL || q->n_tokens < 1 || q->start < 0 || q->n_prompt < 0 ||
             (long long)q->start + q->n_tokens > max_tokens)
             return fgi_fail(FG_ERR_INVALID_ARG,
-                            "%s: sequence %d: %d new tokens from position %d (ids %s) do not "
-                            "fit 1 .. %d tokens",
+                            "%s: sequence %d: %d new tokens from position %d (ids %s, "
+                            "n_prompt %d) do not fit 1 .. %d tokens",
                             fn, s, q->n_tokens, q->start, q->ids ? "given" : "NULL",
-                            max_tokens);
+                            q->n_prompt, max_tokens);
         for (int t = 0; t < q->n_tokens; t++)
             if (q->ids[t] < 0 || q->ids[t] >= cfg->vocab_size)
                 return fgi_fail(FG_ERR_INVALID_ARG,

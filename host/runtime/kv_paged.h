@@ -90,7 +90,13 @@ void fgi_kv_seq_release(fgi_kv_seq *seq, fgi_kv_pool *pool);
  * values are written into the blocks of `blocks` (a table covering
  * start+n_tokens tokens, whose written blocks have one holder). logits:
  * NULL for none (a prompt chunk that is not the last), else (1, vocab) for
- * the last new token, or (n_tokens, vocab) with all_logits. */
+ * the last new token, or (n_tokens, vocab) with all_logits. n_prompt: the
+ * sequence's prompt length (>= 0): the GPU computes the attention of new
+ * tokens at positions below it with the paged prefill kernel, one launch
+ * per chunk, and of the others (decode steps, generated tokens recomputed
+ * after a preemption) with the decode kernel, so the path of a position,
+ * hence its bits, is the same however the sequence is scheduled; 0: every
+ * row a decode row. The CPU paths compute every row alike and ignore it. */
 typedef struct fgi_batch_seq {
     const int *ids;
     int n_tokens;
@@ -99,11 +105,12 @@ typedef struct fgi_batch_seq {
     int n_blocks;     /* entries of blocks, >= ceil((start + n_tokens) / block_size) */
     float *logits;
     int all_logits;
+    int n_prompt;
 } fgi_batch_seq;
 
 /* The checks every batched forward makes first: pool and seqs present,
  * n_seqs >= 1, each sequence with 1 .. n_tokens ids in the vocabulary,
- * start >= 0, start + n_tokens <= max_tokens, a table long enough whose ids
+ * start >= 0, start + n_tokens <= max_tokens, n_prompt >= 0, a table long enough whose ids
  * are allocated blocks, no shared block written, and *rows gets the total
  * of new tokens. */
 fg_status fgi_batch_check(const char *fn, const fg_config *cfg, const fgi_kv_pool *pool,

@@ -20,6 +20,7 @@
 #include "config_internal.h"
 #include "../../cuda/engine/batch_internal.h"
 #include "cpu_internal.h"
+#include "flashgpt/cuda.h"
 #include "flashgpt/scheduler.h"
 #include "kv_paged.h"
 
@@ -55,6 +56,7 @@ struct fg_scheduler {
     fg_config cfg;
     const fg_weights *w;
     fg_device device;
+    fg_dtype dtype;       /* resolved: F32 unless CUDA */
     fgi_cpu_batch *cpu;   /* CPU device */
     fgi_cuda_batch *gpu;  /* CUDA device: weights, device pool, step buffers */
     fgi_kv_pool *pool;
@@ -87,7 +89,8 @@ fg_scheduler_config fg_scheduler_defaults(void)
 {
     fg_scheduler_config c = {.device = FG_DEVICE_AUTO, .n_threads = 0, .ctx = 0,
                              .block_size = 16, .n_blocks = 0, .max_seqs = 32,
-                             .step_tokens = 256, .prefix_sharing = 1};
+                             .step_tokens = 256, .prefix_sharing = 1,
+                             .dtype = FG_DTYPE_AUTO};
     return c;
 }
 
@@ -199,7 +202,13 @@ static void release_kv(fg_scheduler *s, fgi_kv_seq *kv)
 static void register_filled(fg_scheduler *s, request *r, int from)
 {
     const int bs = s->pool->block_size;
-    for (int b = from / bs; (b + 1) * bs <= r->kv.len; b++)
+    /* on the GPU a position's bits depend on its path (the prefill kernel
+     * below n_prompt, the decode kernel after it, kv_paged.h): only blocks
+     * of prompt positions are offered there, so a request that takes one
+     * gets the bits it would compute itself */
+    const int end = s->device == FG_DEVICE_CUDA && r->n_prompt < r->kv.len ? r->n_prompt
+                                                                           : r->kv.len;
+    for (int b = from / bs; (b + 1) * bs <= end; b++)
         register_block(s, r->kv.blocks[b], b == 0 ? -1 : r->kv.blocks[b - 1],
                        r->tokens + (size_t)b * bs);
 }
@@ -278,6 +287,15 @@ static fg_status check_opts(const char *fn, const fg_config *cfg, const fg_sched
     if (o->n_blocks < 0)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: option 'n_blocks' must be >= 0 (got %d)", fn,
                         o->n_blocks);
+    if (o->dtype != FG_DTYPE_AUTO && o->dtype != FG_DTYPE_F32 && o->dtype != FG_DTYPE_BF16 &&
+        o->dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: option 'dtype' is not auto, f32, bf16 or f16 (%d)",
+                        fn, (int)o->dtype);
+    if (o->device != FG_DEVICE_CUDA && o->dtype != FG_DTYPE_AUTO && o->dtype != FG_DTYPE_F32)
+        return fgi_fail(FG_ERR_UNSUPPORTED,
+                        "%s: dtype %s runs on the cuda device only; the %s device computes in "
+                        "f32 (use --dtype f32 or auto)", fn, fg_dtype_name(o->dtype),
+                        fg_device_name(o->device == FG_DEVICE_AUTO ? FG_DEVICE_CPU : o->device));
     if (o->step_tokens < o->max_seqs || o->step_tokens > (1 << 20))
         return fgi_fail(FG_ERR_INVALID_ARG,
                         "%s: option 'step_tokens' must be in max_seqs (%d) .. %d (got %d)", fn,
@@ -321,7 +339,8 @@ static fg_status sched_init(const char *fn, fg_scheduler *s, const fg_scheduler_
         FGI_TRY(fgi_cpu_batch_create(fn, &s->cpu, cfg, s->w, s->ctx, o->n_threads,
                                      FGI_CPU_ISA_AUTO));
     if (s->device == FG_DEVICE_CUDA)
-        FGI_TRY(fgi_cuda_batch_create(fn, &s->gpu, cfg, s->w, s->pool, s->ctx, s->step_tokens));
+        FGI_TRY(fgi_cuda_batch_create_typed(fn, &s->gpu, cfg, s->w, s->pool, s->ctx,
+                                            s->step_tokens, s->dtype));
     return FG_OK;
 }
 
@@ -367,6 +386,12 @@ fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const 
     s->device = opts->device == FG_DEVICE_REF || opts->device == FG_DEVICE_CUDA ? opts->device
                                                                                : FG_DEVICE_CPU;
     s->ctx = opts->ctx ? opts->ctx : cfg->n_ctx;
+    /* AUTO on the GPU: 16-bit where the card and head_dim allow (as a session) */
+    s->dtype = opts->dtype == FG_DTYPE_AUTO ? FG_DTYPE_F32 : opts->dtype;
+    if (s->device == FG_DEVICE_CUDA && opts->dtype == FG_DTYPE_AUTO)
+        s->dtype = fg_cuda_decoder_dtype_supported(cfg, FG_DTYPE_BF16)  ? FG_DTYPE_BF16
+                   : fg_cuda_decoder_dtype_supported(cfg, FG_DTYPE_F16) ? FG_DTYPE_F16
+                                                                        : FG_DTYPE_F32;
     s->max_seqs = opts->max_seqs;
     s->step_tokens = opts->step_tokens;
     s->next_id = 1;
@@ -377,6 +402,7 @@ fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const 
     }
     s->stats.blocks_total = s->pool->n_blocks;
     s->stats.block_size = s->pool->block_size;
+    s->stats.dtype = s->dtype;
     s->stats.ctx = s->seq_cap;
     *sched = s;
     return FG_OK;
@@ -705,7 +731,8 @@ fg_status fg_scheduler_step(fg_scheduler *s, int *busy)
         s->batch[n++] = (fgi_batch_seq){.ids = r->tokens + r->kv.len, .n_tokens = r->chunk,
                                         .start = r->kv.len, .blocks = r->kv.blocks,
                                         .n_blocks = r->kv.n_blocks,
-                                        .logits = last ? s->logits + (size_t)i * V : NULL};
+                                        .logits = last ? s->logits + (size_t)i * V : NULL,
+                                        .n_prompt = r->n_prompt};
         forwarded += r->chunk;
     }
     fg_status st = FG_OK;

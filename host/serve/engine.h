@@ -170,7 +170,7 @@ const fg_session *fgi_engine_sessions_first(const fgi_engine *e, int *n_sessions
 /* One worker thread steps a continuous-batching scheduler
  * (flashgpt/scheduler.h): every running request advances in each batched
  * forward over a paged KV cache; a request's tokens are the same bits alone
- * or among others. Devices REF and CPU (AUTO: CPU). */
+ * or among others. Devices REF, CPU (AUTO: CPU) and CUDA. */
 typedef struct {
     fg_device device;
     int ctx;           /* tokens per request, 2 .. cfg->n_ctx; 0: cfg->n_ctx */
@@ -181,6 +181,7 @@ typedef struct {
     int n_blocks;      /* KV blocks in the pool; 0: max_batch full contexts */
     int step_tokens;   /* token budget per step (prompt chunks); 0: max(256, max_batch) */
     int step_delay_ms; /* testing aid, 0 in use: a pause after each step */
+    fg_dtype dtype;    /* fg_scheduler_config's: F32 (0), 16-bit (CUDA) or AUTO */
 } fgi_batch_options;
 
 /* cfg, w and tok must outlive the engine (tok is only read). The pool and

@@ -271,6 +271,7 @@ fg_status fgi_engine_create_batch(fgi_engine **out, const fg_config *cfg, const 
     if (opt->block_size > 0) sc.block_size = opt->block_size;
     sc.n_blocks = opt->n_blocks;
     sc.max_seqs = opt->max_batch;
+    sc.dtype = opt->dtype;
     sc.step_tokens = opt->step_tokens > 0 ? opt->step_tokens
                                           : (opt->max_batch > 256 ? opt->max_batch : 256);
     batch_engine *e = calloc(1, sizeof *e);

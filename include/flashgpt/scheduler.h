@@ -41,10 +41,16 @@
  * must not step or destroy.
  *
  * Devices: the exact reference (FG_DEVICE_REF), the fast CPU path
- * (FG_DEVICE_CPU; AUTO means CPU here) and the GPU (FG_DEVICE_CUDA, fp32:
- * the pool lives on the device, block_size a multiple of 16 and head_dim a
+ * (FG_DEVICE_CPU; AUTO means CPU here) and the GPU (FG_DEVICE_CUDA: the
+ * pool lives on the device, block_size a multiple of 16 and head_dim a
  * multiple of 4 up to 256, else FG_ERR_UNSUPPORTED; a build without CUDA
- * refuses it with FG_ERR_UNSUPPORTED). */
+ * refuses it with FG_ERR_UNSUPPORTED). dtype: the CPU devices compute in
+ * f32 (AUTO or F32; a 16-bit dtype there is FG_ERR_UNSUPPORTED); on the GPU
+ * F32, BF16 or F16 (weights, KV pool and activations in that type, the
+ * residual stream, statistics and logits fp32, as a 16-bit session), AUTO
+ * being bf16 where fg_cuda_decoder_dtype_supported allows it, else f16,
+ * else f32 (fg_scheduler_stats.dtype says which). Batch invariance holds
+ * in every dtype. */
 #ifndef FLASHGPT_SCHEDULER_H
 #define FLASHGPT_SCHEDULER_H
 
@@ -73,10 +79,11 @@ typedef struct {
                           request decodes each step) */
     int prefix_sharing; /* nonzero: a request starts from the full blocks of a
                            running request with the same token prefix */
+    fg_dtype dtype;    /* AUTO, F32, BF16 or F16 (see Devices above) */
 } fg_scheduler_config;
 
 /* device AUTO, every core, ctx 0, blocks of 16 tokens, n_blocks 0,
- * max_seqs 32, step_tokens 256, prefix sharing on */
+ * max_seqs 32, step_tokens 256, prefix sharing on, dtype AUTO */
 fg_scheduler_config fg_scheduler_defaults(void);
 
 /* A generated token of request id, and the logits (vocab) it was drawn
@@ -148,6 +155,7 @@ typedef struct {
     uint64_t generated_tokens; /* tokens passed to on_token */
     uint64_t shared_tokens;    /* prompt tokens taken from shared blocks, not computed */
     uint64_t finished;         /* requests ended, any reason */
+    fg_dtype dtype;            /* what the forward computes in (AUTO resolved) */
 } fg_scheduler_stats;
 
 fg_status fg_scheduler_stats_get(fg_scheduler *sched, fg_scheduler_stats *stats);

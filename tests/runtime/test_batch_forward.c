@@ -12,14 +12,18 @@
  * run, it cannot depend on which sequences shared its calls, where it sat
  * in them or how its prompt was cut: batch invariance. Refused batches
  * (bad ids, short tables, free or shared blocks) change nothing.
- * The GPU (cuda/engine/batch.cu, blocks of 16 or 32 tokens): every row
- * within the fp32 tolerance of the reference, and every sequence's rows bit
+ * The GPU (cuda/engine/batch.cu, blocks of 16 or 32 tokens; prompt rows,
+ * those below a random n_prompt, through the paged prefill kernel, the
+ * rest through the decode kernel): every row
+ * within the fp32 tolerance of the reference (bf16 / f16: the 16-bit rule
+ * against it and the naive 16-bit decoder), and every sequence's rows bit
  * for bit those of the same sequence run alone with another chunking
  * (decode-only calls replay a captured graph per row count). */
 #include "fixture.h"
 #include "gpu_support.h"
 #include "internal.h" /* test-only: see tests/support/internal.h */
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +77,7 @@ static int make_cases(fwd_case *cases, fgi_rng *rng)
 typedef struct {
     int ids[MAX_LEN];
     int len;        /* tokens in all */
+    int n_prompt;   /* fgi_batch_seq.n_prompt: positions below it take the GPU's prefill */
     int done;       /* tokens forwarded */
     fgi_kv_seq kv;
     float *logits;  /* (len, vocab) batched result, row by row */
@@ -105,7 +110,7 @@ static long long g_graph_steps; /* GPU steps replayed from a captured graph */
 /* Runs the sequences through one path in random steps; seqs[i].logits gets
  * every row. */
 static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *seqs, int n,
-                        path where, fgi_cpu_isa isa, int threads, fgi_rng *rng)
+                        path where, fgi_cpu_isa isa, int threads, fgi_rng *rng, fg_dtype dtype)
 {
     const fg_config *cfg = &c->cfg;
     const int V = cfg->vocab_size;
@@ -116,7 +121,8 @@ static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *
     if (where == ON_CPU)
         ok(fgi_cpu_batch_create("test", &batch, cfg, &tm->w, MAX_LEN, threads, isa), "batch");
     if (where == ON_GPU)
-        ok(fgi_cuda_batch_create("test", &gpu, cfg, &tm->w, pool, MAX_LEN, MAX_SEQS * MAX_LEN),
+        ok(fgi_cuda_batch_create_typed("test", &gpu, cfg, &tm->w, pool, MAX_LEN,
+                                       MAX_SEQS * MAX_LEN, dtype),
            "gpu batch");
     for (int i = 0; i < n; i++) {
         ok(fgi_kv_seq_init("test", &seqs[i].kv, pool, MAX_LEN), "seq");
@@ -148,7 +154,7 @@ static void run_batched(const fwd_case *c, const fgi_test_model *tm, seq_state *
             call[k] = (fgi_batch_seq){.ids = s->ids + s->done, .n_tokens = T, .start = s->done,
                                       .blocks = s->kv.blocks, .n_blocks = s->kv.n_blocks,
                                       .logits = s->logits + (size_t)s->done * V,
-                                      .all_logits = 1};
+                                      .all_logits = 1, .n_prompt = s->n_prompt};
         }
         if (where == ON_REF)
             ok(fgi_ref_forward_batch("test", cfg, &tm->w, pool, call, m), c->name);
@@ -173,6 +179,9 @@ static void make_seqs(seq_state *seqs, int n, int vocab, fgi_rng *rng)
 {
     for (int i = 0; i < n; i++) {
         seqs[i].len = fgi_rng_int(rng, 2, MAX_LEN);
+        /* all prompt, all decode rows, or a prompt and then generated tokens */
+        const int kind = fgi_rng_int(rng, 0, 3);
+        seqs[i].n_prompt = kind == 0 ? 0 : kind == 1 ? seqs[i].len : fgi_rng_int(rng, 1, seqs[i].len);
         fgi_test_random_ids(seqs[i].ids, seqs[i].len, vocab, rng);
     }
 }
@@ -194,7 +203,7 @@ Test(batch_forward, ref_rows_equal_the_single_sequence_reference)
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         seq_state seqs[MAX_SEQS];
         make_seqs(seqs, n, V, &rng);
-        run_batched(c, &tm, seqs, n, ON_REF, FGI_CPU_ISA_AUTO, 1, &rng);
+        run_batched(c, &tm, seqs, n, ON_REF, FGI_CPU_ISA_AUTO, 1, &rng, FG_DTYPE_F32);
         for (int i = 0; i < n; i++) {
             fg_kv_cache *cache;
             ok(fg_kv_cache_create(&cache, &c->cfg, MAX_LEN), "cache");
@@ -229,7 +238,7 @@ Test(batch_forward, cpu_rows_equal_the_single_sequence_prefill_and_the_reference
             fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
             seq_state seqs[MAX_SEQS];
             make_seqs(seqs, n, V, &rng);
-            run_batched(c, &tm, seqs, n, ON_CPU, all[ii], threads, &rng);
+            run_batched(c, &tm, seqs, n, ON_CPU, all[ii], threads, &rng, FG_DTYPE_F32);
             for (int i = 0; i < n; i++) {
                 const size_t nv = (size_t)seqs[i].len * V;
                 char what[300];
@@ -278,7 +287,7 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
         fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
         seq_state seqs[MAX_SEQS];
         make_seqs(seqs, n, V, &rng);
-        run_batched(c, &tm, seqs, n, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng);
+        run_batched(c, &tm, seqs, n, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, FG_DTYPE_F32);
         for (int i = 0; i < n; i++) {
             const size_t nv = (size_t)seqs[i].len * V;
             char what[300];
@@ -292,7 +301,7 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
             fgi_assert_close(seqs[i].logits, ref, nv, ATOL, RTOL, L2, what);
             /* alone, chunked anew, in other blocks: the same bits */
             seq_state alone = seqs[i];
-            run_batched(c, &tm, &alone, 1, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng);
+            run_batched(c, &tm, &alone, 1, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, FG_DTYPE_F32);
             fgi_assert_same(alone.logits, seqs[i].logits, sizeof(float) * nv, what);
             fgi_buf_free(alone.logits);
             fgi_buf_free(ref);
@@ -305,6 +314,120 @@ Test(batch_forward, gpu_rows_are_close_to_the_reference_and_batch_invariant)
      * captured graphs, and their bits were held to the uncaptured runs */
     cr_assert_gt(g_graph_steps, 0, "no step replayed a graph (seed %llu)",
                  (unsigned long long)fgi_test_seed());
+}
+
+/* Relative L2 of got against ref at most the 16-bit rule's 2e-2, every
+ * value finite. */
+static void expect_l2_16(const float *got, const float *ref, size_t n, const char *what)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(isfinite(got[i]), "%s: element %zu is %g (seed %llu)", what, i, got[i],
+                  (unsigned long long)fgi_test_seed());
+        const double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    cr_assert(rel <= 2e-2, "%s: relative L2 %.3g > 2e-2 (seed %llu)", what, rel,
+              (unsigned long long)fgi_test_seed());
+}
+
+/* The GPU batched forward in bf16 and f16: every row held to the 16-bit
+ * rule (docs/contract.md §32) against the exact reference on the rounded
+ * weights, with the naive 16-bit decoder (every op boundary rounded) as the
+ * yardstick, and every sequence's rows the same bits alone, chunked anew
+ * and in other blocks as among the others. Models with a head_dim of the
+ * 16-bit kernels; a sliding window too, held to the rule's relative L2
+ * only (the naive decoder has no window). */
+Test(batch_forward, gpu16_rows_follow_the_16bit_rule_and_are_batch_invariant)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(6);
+    fwd_case cases[6];
+    int n_cases = 0;
+#define ADD(label, config, un)                                                             \
+    do {                                                                                   \
+        snprintf(cases[n_cases].name, sizeof cases[n_cases].name, "%s", label);            \
+        cases[n_cases].cfg = config;                                                       \
+        cases[n_cases++].untied = un;                                                      \
+    } while (0)
+    ADD("gpt2 MHA d32, learned positions", fgi_test_gpt2_config(2, 64, 2, 2, 0, 0, 101, 48), 0);
+    ADD("gpt2 GQA 4/2 d32 + RoPE", fgi_test_gpt2_config(2, 128, 4, 2, 1, 0, 97, 48), 1);
+    ADD("llama GQA 4/2 d32, tied", fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, 64), 0);
+    ADD("llama MQA d64, untied", fgi_test_llama_config(1, 128, 2, 1, 96, 0, 67, 64), 1);
+    cases[n_cases] = cases[2];
+    snprintf(cases[n_cases].name, sizeof cases[n_cases].name, "%s",
+             "llama GQA d32, window 5 from layer 1");
+    cases[n_cases].cfg.sliding_window = 5;
+    cases[n_cases++].cfg.window_first_layer = 1;
+#undef ADD
+    const fg_dtype types[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int ti = 0; ti < 2; ti++)
+        for (int ci = 0; ci < n_cases; ci++) {
+            const fg_dtype dt = types[ti];
+            const fwd_case *c = &cases[ci];
+            const int V = c->cfg.vocab_size, n = fgi_rng_int(&rng, 2, MAX_SEQS);
+            fgi_test_model tm;
+            fgi_test_model_init(&tm, &c->cfg, &rng, c->untied);
+            fgi_test_model_round(&tm, dt);
+            seq_state seqs[MAX_SEQS];
+            make_seqs(seqs, n, V, &rng);
+            run_batched(c, &tm, seqs, n, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, dt);
+            for (int i = 0; i < n; i++) {
+                const size_t nv = (size_t)seqs[i].len * V;
+                char what[300];
+                snprintf(what, sizeof what, "%.96s, %s: GPU sequence %d of %d (%d tokens)",
+                         c->name, fg_dtype_name(dt), i, n, seqs[i].len);
+                fg_kv_cache *cache, *naive_cache;
+                ok(fg_kv_cache_create(&cache, &c->cfg, MAX_LEN), "cache");
+                ok(fg_kv_cache_create(&naive_cache, &c->cfg, MAX_LEN), "naive cache");
+                float *ref = fgi_buf_nan(nv), *naive = fgi_buf_nan(nv);
+                ok(fg_ref_forward(ref, NULL, &c->cfg, &tm.w, cache, seqs[i].ids, seqs[i].len),
+                   "reference");
+                if (c->cfg.sliding_window > 0) {
+                    expect_l2_16(seqs[i].logits, ref, nv, what);
+                } else {
+                    ok(fgi_ref_forward_naive16(dt, naive, &c->cfg, &tm.w, naive_cache,
+                                               seqs[i].ids, seqs[i].len),
+                       "naive 16-bit");
+                    fgi_assert_16bit_rule(dt, seqs[i].logits, ref, naive, nv, what);
+                }
+                seq_state alone = seqs[i];
+                run_batched(c, &tm, &alone, 1, ON_GPU, FGI_CPU_ISA_AUTO, 1, &rng, dt);
+                fgi_assert_same(alone.logits, seqs[i].logits, sizeof(float) * nv, what);
+                fgi_buf_free(alone.logits);
+                fgi_buf_free(ref), fgi_buf_free(naive);
+                fg_kv_cache_destroy(cache);
+                fg_kv_cache_destroy(naive_cache);
+            }
+            free_logits(seqs, n);
+            fgi_test_model_free(&tm);
+        }
+}
+
+/* The 16-bit batch refuses what it cannot run: a head_dim without a
+ * 16-bit kernel, a dtype that is not one. */
+Test(batch_forward, gpu16_refusals)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(7);
+    const fg_config cfg = fgi_test_llama_config(1, 32, 4, 2, 48, 0, 37, 64); /* head_dim 8 */
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 0);
+    fgi_kv_pool *pool;
+    ok(fgi_kv_pool_create("test", &pool, &cfg, 4, 16), "pool");
+    fgi_cuda_batch *gpu = NULL;
+    fgi_assert_status(fgi_cuda_batch_create_typed("test", &gpu, &cfg, &tm.w, pool, 32, 8,
+                                                  FG_DTYPE_BF16),
+                      FG_ERR_UNSUPPORTED, "head_dim");
+    cr_assert_null(gpu);
+    fgi_assert_status(fgi_cuda_batch_create_typed("test", &gpu, &cfg, &tm.w, pool, 32, 8,
+                                                  FG_DTYPE_AUTO),
+                      FG_ERR_INVALID_ARG, "dtype");
+    cr_assert_null(gpu);
+    fgi_kv_pool_destroy(pool);
+    fgi_test_model_free(&tm);
 }
 
 /* A decode row of the batched CPU path (a lone row on the tile) against the
@@ -329,7 +452,7 @@ Test(batch_forward, cpu_decode_rows_are_close_to_single_decode_steps)
     float *got = fgi_buf_nan((size_t)V), *want = fgi_buf_nan((size_t)V);
     for (int t = 0; t < len; t++) {
         ok(fgi_kv_seq_reserve("test", &kv, pool, t + 1), "reserve");
-        fgi_batch_seq one = {ids + t, 1, t, kv.blocks, kv.n_blocks, got, 0};
+        fgi_batch_seq one = {ids + t, 1, t, kv.blocks, kv.n_blocks, got, 0, 0};
         ok(fgi_cpu_batch_forward("test", batch, pool, &one, 1), "batched step");
         ok(fgi_cpu_forward(runner, want, 1, ids + t, 1), "single step");
         fgi_assert_close(got, want, (size_t)V, ATOL, RTOL, L2, "decode step");
@@ -359,17 +482,18 @@ Test(batch_forward, refuses_bad_batches)
     blocks[2] = 3; /* never allocated */
     int ids[8] = {1, 2, 3, 4, 5, 6, 7, 49};
     float *logits = fgi_buf_nan(50);
-    const fgi_batch_seq good = {ids, 8, 0, blocks, 2, logits, 0};
+    const fgi_batch_seq good = {ids, 8, 0, blocks, 2, logits, 0, 8};
     struct {
         fgi_batch_seq s;
         const char *needle;
     } bad[] = {
-        {{ids, 0, 0, blocks, 2, logits, 0}, "new tokens"},
-        {{NULL, 1, 0, blocks, 2, logits, 0}, "ids NULL"},
-        {{ids, 8, 9, blocks, 3, logits, 0}, "do not fit"},
-        {{ids, 8, 0, blocks, 1, logits, 0}, "block table has 1 of the 2"},
-        {{ids, 8, 4, blocks, 3, logits, 0}, "not an allocated block"},
-        {{ids, 1, -1, blocks, 2, logits, 0}, "position -1"},
+        {{ids, 0, 0, blocks, 2, logits, 0, 0}, "new tokens"},
+        {{NULL, 1, 0, blocks, 2, logits, 0, 0}, "ids NULL"},
+        {{ids, 8, 9, blocks, 3, logits, 0, 0}, "do not fit"},
+        {{ids, 8, 0, blocks, 1, logits, 0, 0}, "block table has 1 of the 2"},
+        {{ids, 8, 4, blocks, 3, logits, 0, 0}, "not an allocated block"},
+        {{ids, 1, -1, blocks, 2, logits, 0, 0}, "position -1"},
+        {{ids, 1, 0, blocks, 2, logits, 0, -1}, "n_prompt -1"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fgi_assert_status(fgi_cpu_batch_forward("test", batch, pool, &bad[i].s, 1),

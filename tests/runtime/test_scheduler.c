@@ -16,7 +16,8 @@
  *  - bad options and requests are refused with a message.
  * The GPU (FG_DEVICE_CUDA, cuda/engine/batch.cu) runs the invariance,
  * exhaustion and cancellation tests too, on blocks of 16 tokens (its
- * granule), fewer requests alone with FG_TEST_QUICK. */
+ * granule), fewer requests alone with FG_TEST_QUICK; the invariance test
+ * also in bf16 and f16 on a random Llama of head_dim 32. */
 #define _POSIX_C_SOURCE 200809L
 #include "fixture.h"
 #include "gpu_support.h"
@@ -203,18 +204,17 @@ static void assert_same_tokens(const req_out *a, const req_out *b, const char *w
 
 /* Alone vs among 31 others with random arrivals; then the same 32 in a
  * shuffled order on a pool that forces waiting and preemption. */
-static void invariance(fg_device device, int max_out, uint64_t stream)
+static void invariance_on(const fg_config *cfg, const fg_weights *w, fg_device device,
+                          fg_dtype dtype, int max_out, fgi_rng *rng_in)
 {
-    fgi_rng rng = fgi_rng_make(stream);
-    fg_model *m = stories();
-    const fg_config *cfg = fg_model_config(m);
-    const fg_weights *w = fg_model_weights(m);
+    fgi_rng rng = *rng_in;
     enum { N = 32 };
     static req_spec specs[N], alone_spec;
     static req_out outs[N], outs2[N], alone;
     random_specs(specs, N, cfg->vocab_size, 60, max_out, 12, &rng);
     fg_scheduler_config opts = fg_scheduler_defaults();
     opts.device = device;
+    opts.dtype = dtype;
     opts.n_threads = fgi_rng_int(&rng, 1, 3);
     opts.ctx = 256;
     const int cuda = device == FG_DEVICE_CUDA;
@@ -222,6 +222,8 @@ static void invariance(fg_device device, int max_out, uint64_t stream)
     opts.step_tokens = fgi_rng_int(&rng, 32, 96); /* prompts go in chunks */
     const fg_scheduler_stats busy = run(cfg, w, &opts, specs, N, outs);
     cr_assert_gt(busy.steps, 1);
+    cr_assert_eq(busy.dtype, dtype == FG_DTYPE_AUTO ? FG_DTYPE_F32 : dtype,
+                 "the forward ran in %s", fg_dtype_name(busy.dtype));
 
     /* every request alone (a few on the slow reference) */
     const int few = device == FG_DEVICE_REF || (cuda && fgi_test_quick());
@@ -246,7 +248,29 @@ static void invariance(fg_device device, int max_out, uint64_t stream)
     for (int i = 0; i < N; i++) assert_same_tokens(&outs[i], &outs2[i], "tight pool", i);
     cr_assert_gt(tight.preemptions, 0, "the tight pool preempted nothing (seed %llu)",
                  (unsigned long long)fgi_test_seed());
+}
+
+static void invariance(fg_device device, int max_out, uint64_t stream)
+{
+    fgi_rng rng = fgi_rng_make(stream);
+    fg_model *m = stories();
+    /* AUTO: fp32 for stories260K everywhere (head_dim 8 has no 16-bit kernel) */
+    invariance_on(fg_model_config(m), fg_model_weights(m), device, FG_DEVICE_CUDA == device
+                  ? FG_DTYPE_AUTO : FG_DTYPE_F32, max_out, &rng);
     fg_model_destroy(m);
+}
+
+/* bf16 and f16 on the GPU: a random Llama of head_dim 32 (the 16-bit
+ * kernels' smallest), alone vs among 31 others and through preemption. */
+static void invariance16(fg_dtype dtype, uint64_t stream)
+{
+    fgi_rng rng = fgi_rng_make(stream);
+    const fg_config cfg = fgi_test_llama_config(2, 64, 2, 1, 96, 0, 67, 256);
+    fgi_test_model tm;
+    fgi_test_model_init(&tm, &cfg, &rng, 1);
+    fgi_test_model_round(&tm, dtype);
+    invariance_on(&cfg, &tm.w, FG_DEVICE_CUDA, dtype, fgi_test_quick() ? 12 : 60, &rng);
+    fgi_test_model_free(&tm);
 }
 
 Test(scheduler, batch_invariance_on_cpu) { invariance(FG_DEVICE_CPU, 100, 1); }
@@ -255,6 +279,16 @@ Test(scheduler, batch_invariance_on_cuda)
 {
     fgi_require_gpu();
     invariance(FG_DEVICE_CUDA, fgi_test_quick() ? 16 : 100, 5);
+}
+Test(scheduler, batch_invariance_on_cuda_bf16)
+{
+    fgi_require_gpu();
+    invariance16(FG_DTYPE_BF16, 11);
+}
+Test(scheduler, batch_invariance_on_cuda_f16)
+{
+    fgi_require_gpu();
+    invariance16(FG_DTYPE_F16, 12);
 }
 
 /* Requests with a common prompt prefix (a "system prompt" and a few
@@ -632,8 +666,8 @@ Test(scheduler, refuses_bad_arguments)
         fg_scheduler_config o;
         fg_status st;
         const char *needle;
-    } bad[8];
-    for (int i = 0; i < 8; i++) bad[i].o = opts, bad[i].st = FG_ERR_INVALID_ARG;
+    } bad[10];
+    for (int i = 0; i < 10; i++) bad[i].o = opts, bad[i].st = FG_ERR_INVALID_ARG;
     /* the GPU reads blocks of a multiple of 16 tokens; a build without CUDA
      * refuses the device itself; both before any device access */
     bad[0].o.device = FG_DEVICE_CUDA, bad[0].o.block_size = 4, bad[0].st = FG_ERR_UNSUPPORTED,
@@ -645,7 +679,11 @@ Test(scheduler, refuses_bad_arguments)
     bad[5].o.n_blocks = -1, bad[5].needle = "'n_blocks'";
     bad[6].o.n_threads = -1, bad[6].needle = "'n_threads'";
     bad[7].o.device = (fg_device)99, bad[7].needle = "unknown device";
-    for (int i = 0; i < 8; i++) {
+    /* 16-bit runs on the GPU only */
+    bad[8].o.device = FG_DEVICE_CPU, bad[8].o.dtype = FG_DTYPE_BF16, bad[8].st = FG_ERR_UNSUPPORTED,
+    bad[8].needle = "cuda device only";
+    bad[9].o.dtype = (fg_dtype)77, bad[9].needle = "'dtype'";
+    for (int i = 0; i < 10; i++) {
         fgi_assert_status(fg_scheduler_create(&s, cfg, w, &bad[i].o), bad[i].st, bad[i].needle);
         cr_assert_null(s);
     }
