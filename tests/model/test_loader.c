@@ -175,6 +175,7 @@ static uint16_t f16_bits(float x)
     const int top = e2 - 1 < -14 ? -14 : e2 - 1; /* exponent of the leading bit */
     const double quantum = ldexp(1.0, top - 10);
     const double v = nearbyint(a / quantum) * quantum;
+    if (v == 0.0) return sign; /* below half the smallest subnormal (frexp(0) gives exponent 0) */
     frexp(v, &e2);
     if (e2 - 1 < -14) return (uint16_t)(sign | (uint16_t)(v / ldexp(1.0, -24)));
     return (uint16_t)(sign | (uint16_t)((e2 - 1 + 15) << 10) |
