@@ -45,13 +45,15 @@ static fg_status prefill_all(fg_scheduler *sched, const batch_counts *c, int *st
 }
 
 int cli_bench_batch(const char *verb, const fg_config *cfg, const fg_weights *w, fg_device device,
-                    int threads, int batch, int n_prompt, int n_gen, double weight_bytes)
+                    fg_dtype dtype, int threads, int batch, int n_prompt, int n_gen,
+                    double weights_read)
 {
     if (batch < 1 || n_gen < 2)
         return cli_usage_error(verb, "--batch needs N >= 1 and --gen >= 2 (got %d, %d)", batch,
                                n_gen);
     fg_scheduler_config opts = fg_scheduler_defaults();
     opts.device = device;
+    opts.dtype = dtype;
     opts.n_threads = threads;
     opts.ctx = n_prompt + n_gen;
     opts.max_seqs = batch;
@@ -109,6 +111,8 @@ int cli_bench_batch(const char *verb, const fg_config *cfg, const fg_weights *w,
     }
     fg_scheduler_stats before, after;
     if (fg_scheduler_stats_get(sched, &before) != FG_OK) goto done;
+    printf("dtype: %s (weights, activations, KV pool; fp32 residual stream and logits)\n",
+           fg_dtype_name(before.dtype));
     /* Timed: the steps while all `batch` requests are running. */
     int steps = 0;
     cli_progress_start(&progress, "bench: decode");
@@ -139,6 +143,7 @@ int cli_bench_batch(const char *verb, const fg_config *cfg, const fg_weights *w,
     printf("batch decode: %d streams, %d steps, %.0f tokens in %.3f s = %.1f tokens/s, "
            "step %.3f ms (inter-token latency)\n",
            batch, steps, tokens, decode_s, tokens / decode_s, step_ms);
+    const double weight_bytes = weights_read * (double)fg_dtype_size(before.dtype);
     if (weight_bytes > 0.0) {
         double gbps = 0.0;
         if (fg_cuda_copy_bandwidth((size_t)256 << 20, 20, &gbps) != FG_OK) {

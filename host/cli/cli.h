@@ -160,10 +160,13 @@ void cli_progress_end(cli_progress *p);
 fg_status cli_load_model(fg_model **model, const char *path);
 
 /* flashgpt bench --batch (bench_batch.c): batch requests of n_prompt ids
- * and n_gen tokens through one scheduler; prints decode tokens/s and the
- * step time, and against the copy bandwidth when weight_bytes > 0 (cuda). */
+ * and n_gen tokens through one scheduler in dtype (AUTO: the scheduler's
+ * choice); prints decode tokens/s and the step time, and against the copy
+ * bandwidth when weights_read (the weights a step reads, in elements) > 0
+ * (cuda). */
 int cli_bench_batch(const char *verb, const fg_config *cfg, const fg_weights *w, fg_device device,
-                    int threads, int batch, int n_prompt, int n_gen, double weight_bytes);
+                    fg_dtype dtype, int threads, int batch, int n_prompt, int n_gen,
+                    double weights_read);
 
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
