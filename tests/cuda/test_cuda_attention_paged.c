@@ -190,7 +190,13 @@ static fg_status run(const call_inputs *in, void *out, int paged, int r0, int r1
         a.kv_block_size = s.bs;
         a.kv_block_stride = (long long)s.n_kv * s.bs * s.d;
     }
-    return fgi_cuda_attention16("test", &a, NULL);
+    /* the sm_80 kernel for both, contiguous too: paged calls never take the
+     * Hopper kernel, which compute capability 9.0 (the emulator's too)
+     * would pick for a contiguous head_dim 64 / 128 call */
+    fgi_attention16_set_kernel(1);
+    const fg_status st = fgi_cuda_attention16("test", &a, NULL);
+    fgi_attention16_set_kernel(0);
+    return st;
 #else
     (void)in, (void)out, (void)paged, (void)r0, (void)r1;
     return FG_ERR_UNSUPPORTED;
