@@ -544,9 +544,10 @@ static fg_status tiled_linear(const char *fn, fgi_cuda_batch *b, float *y, const
     return FG_OK;
 }
 
-static fg_status batch_norm(const char *fn, fgi_cuda_batch *b, float *y, float *x,
-                            const float *delta, const float *delta_bias, const float *g,
-                            const float *bb, int rows)
+/* norm(x + delta + delta_bias) into y, in the batch's dtype (fp32 x). */
+static fg_status batch_norm(const char *fn, fgi_cuda_batch *b, void *y, float *x,
+                            const void *delta, const void *delta_bias, const void *g,
+                            const void *bb, int rows)
 {
     fgi_norm_args a;
     a.y = y;
@@ -559,7 +560,7 @@ static fg_status batch_norm(const char *fn, fgi_cuda_batch *b, float *y, float *
     a.cols = b->cfg.n_embd;
     a.eps = b->cfg.norm_eps;
     a.rms = b->cfg.arch == FG_ARCH_LLAMA;
-    return fgi_cuda_norm(fn, &a, b->stream);
+    return fgi_cuda_norm_typed(fn, b->dtype, &a, b->stream);
 }
 
 /* One layer over the padded rows P (n real rows), b->h holding norm_1(x);
@@ -675,24 +676,6 @@ static fg_status tiled_linear16(const char *fn, fgi_cuda_batch *b, void *y, cons
     return FG_OK;
 }
 
-static fg_status batch_norm16(const char *fn, fgi_cuda_batch *b, void *y, float *x,
-                              const void *delta, const void *delta_bias, const void *g,
-                              const void *bb, int rows)
-{
-    fgi_norm_args a;
-    a.y = y;
-    a.x = x;
-    a.delta = delta;
-    a.delta_bias = delta_bias;
-    a.g = g;
-    a.b = bb;
-    a.rows = rows;
-    a.cols = b->cfg.n_embd;
-    a.eps = b->cfg.norm_eps;
-    a.rms = b->cfg.arch == FG_ARCH_LLAMA;
-    return fgi_cuda_norm_typed(fn, b->dtype, &a, b->stream);
-}
-
 /* batch_layer_forward in dtype. */
 static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int layer, int n,
                                        int P, const void *next_g, const void *next_b)
@@ -767,7 +750,7 @@ static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int la
     FGI_TRY(prefill_segments(fn, b, layer, k_layer, v_layer));
     FGI_TRY(tiled_linear16(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE,
                           TILE_TYPED));
-    FGI_TRY(batch_norm16(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
+    FGI_TRY(batch_norm(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
     if (c->arch == FG_ARCH_LLAMA) {
         /* gate|up (P, 2I) fp32, only silu(gate) up rounded (as the decoder) */
         FGI_TRY(tiled_linear16(fn, b, b->mlp, b->h, lw->fc_w, NULL, P, C, 2 * I, 0, FGI_ACT_NONE,
@@ -783,7 +766,7 @@ static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int la
                               FGI_ACT_NONE, TILE_TYPED));
     }
     if (next_g != NULL)
-        return batch_norm16(fn, b, b->h, b->x, b->delta, lw->mlp_proj_b, next_g, next_b, P);
+        return batch_norm(fn, b, b->h, b->x, b->delta, lw->mlp_proj_b, next_g, next_b, P);
     return fgi_cuda_add_rows_typed(fn, dt, b->x, b->delta, lw->mlp_proj_b, P, C, b->stream);
 }
 
@@ -802,7 +785,7 @@ static fg_status enqueue_step16(const char *fn, fgi_cuda_batch *b, int n, int P,
         FGI_CUDA_LAUNCHED(fn, "batch_embed_kernel");
         return FG_OK;
     }));
-    FGI_TRY(batch_norm16(fn, b, b->h, b->x, NULL, NULL, b->l16[0].ln_1_g, b->l16[0].ln_1_b, P));
+    FGI_TRY(batch_norm(fn, b, b->h, b->x, NULL, NULL, b->l16[0].ln_1_g, b->l16[0].ln_1_b, P));
     for (int l = 0; l < c->n_layer; l++) {
         const int last = l + 1 == c->n_layer;
         FGI_TRY(batch_layer_forward16(fn, b, l, n, P, last ? b->m16.ln_f_g : b->l16[l + 1].ln_1_g,
