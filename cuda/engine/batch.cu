@@ -10,6 +10,9 @@
  * 16-bit: weights (fg_cuda_weights' upload), pool and activations in the
  * type, residual stream, norm statistics, softmax and logits in fp32, as
  * the single-sequence 16-bit decoder (see "The 16-bit path" below).
+ * From a model (fgi_cuda_batch_create_model) every dtype takes the
+ * decoder's upload straight from the checkpoint mapping, fp32 included
+ * (then Llama's gate|up is the fused [w1 | w3]): no fp32 host copy.
  *
  * Design: one step uploads every int it needs (ids, positions, key counts,
  * logit rows, one block table per row) in one copy. Every linear layer is
@@ -45,6 +48,7 @@
 #include "reduce.cuh"
 
 #include "../../host/runtime/kv_paged.h"
+#include "flashgpt/loader.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -80,7 +84,9 @@ struct fgi_cuda_batch {
     fg_config cfg;
     fg_dtype dtype;         /* of weights, pool and activations but x and logits */
     size_t es;              /* its size in bytes */
-    fg_cuda_weights *w16;   /* 16-bit: the decoder's upload (fused gate|up); NULL in fp32 */
+    fg_cuda_weights *w16;   /* the decoder's upload (fused gate|up): 16-bit, or fp32 from a
+                               model; NULL for fp32 host weights (own upload) */
+    int fused_up;           /* fp32 Llama from the decoder's upload: fc_w is [w1 | w3] */
     fgi_cuda_model_tensors m16;
     fgi_cuda_layer_tensors *l16; /* host array of n_layer (16-bit) */
     int head_dim, qkv_width, max_tokens, max_rows, padded_rows, max_blocks;
@@ -182,8 +188,10 @@ extern "C" void fgi_cuda_batch_destroy(fgi_cuda_batch *b)
 
 static fg_status batch_buffers(const char *fn, fgi_cuda_batch *b, const fgi_kv_pool *pool);
 
+/* Weights from w (fp32 host) or, when model is not NULL, from its
+ * checkpoint mapping through the decoder's upload. */
 static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights *w,
-                            const fgi_kv_pool *pool)
+                            const fg_model *model, const fgi_kv_pool *pool)
 {
     const fg_config *c = &b->cfg;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
@@ -191,12 +199,40 @@ static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights 
     FGI_TRY(fgi_cuda_check_device(fn));
     FGI_TRY(fgi_cuda_blas_create(fn, &b->lin.blas, b->stream));
     FGI_TRY(fgi_alloc(fn, (void **)&b->layers, (size_t)c->n_layer, sizeof(batch_layer)));
-    if (b->dtype != FG_DTYPE_F32) {
-        FGI_CUBLAS_TRY(fn, cublasLtCreate(&b->lin.blaslt));
-        FGI_TRY(fg_cuda_weights_create_typed(&b->w16, c, w, b->dtype));
+    if (b->dtype != FG_DTYPE_F32 || model != NULL) {
+        if (b->dtype != FG_DTYPE_F32) FGI_CUBLAS_TRY(fn, cublasLtCreate(&b->lin.blaslt));
+        if (model != NULL) FGI_TRY(fg_cuda_weights_create_model(&b->w16, model, b->dtype));
+        else FGI_TRY(fg_cuda_weights_create_typed(&b->w16, c, w, b->dtype));
         FGI_TRY(fgi_alloc(fn, (void **)&b->l16, (size_t)c->n_layer, sizeof *b->l16));
         fgi_cuda_weights_tensors(b->w16, &b->m16);
         for (int l = 0; l < c->n_layer; l++) fgi_cuda_weights_layer_tensors(b->w16, l, &b->l16[l]);
+        if (b->dtype == FG_DTYPE_F32) {
+            /* the fp32 forward reads the decoder's tensors (fp32 there too) */
+            b->wte = static_cast<const float *>(b->m16.wte);
+            b->wpe = static_cast<const float *>(b->m16.wpe);
+            b->ln_f_g = static_cast<const float *>(b->m16.ln_f_g);
+            b->ln_f_b = static_cast<const float *>(b->m16.ln_f_b);
+            b->classifier = static_cast<const float *>(b->m16.classifier);
+            b->rope_inv_freq = b->m16.rope_inv_freq;
+            b->fused_up = c->arch == FG_ARCH_LLAMA;
+            for (int l = 0; l < c->n_layer; l++) {
+                const fgi_cuda_layer_tensors *s = &b->l16[l];
+                batch_layer *d = &b->layers[l];
+                d->ln_1_g = static_cast<const float *>(s->ln_1_g);
+                d->ln_1_b = static_cast<const float *>(s->ln_1_b);
+                d->c_attn_w = static_cast<const float *>(s->c_attn_w);
+                d->c_attn_b = static_cast<const float *>(s->c_attn_b);
+                d->c_proj_w = static_cast<const float *>(s->c_proj_w);
+                d->c_proj_b = static_cast<const float *>(s->c_proj_b);
+                d->ln_2_g = static_cast<const float *>(s->ln_2_g);
+                d->ln_2_b = static_cast<const float *>(s->ln_2_b);
+                d->fc_w = static_cast<const float *>(s->fc_w);
+                d->up_w = NULL; /* the second half of fc_w */
+                d->fc_b = static_cast<const float *>(s->fc_b);
+                d->mlp_proj_w = static_cast<const float *>(s->mlp_proj_w);
+                d->mlp_proj_b = static_cast<const float *>(s->mlp_proj_b);
+            }
+        }
         return batch_buffers(fn, b, pool);
     }
     FGI_TRY(upload(fn, b, &b->wte, w->wte, V * C));
@@ -249,7 +285,8 @@ static fg_status batch_buffers(const char *fn, fgi_cuda_batch *b, const fgi_kv_p
     const fg_config *c = &b->cfg;
     const size_t C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t W = (size_t)b->qkv_width, A = (size_t)c->n_head * b->head_dim;
-    const int llama16 = c->arch == FG_ARCH_LLAMA && b->dtype != FG_DTYPE_F32;
+    /* gate|up in one GEMM (2 n_inner wide): 16-bit, or fp32 from the decoder's upload */
+    const int llama16 = c->arch == FG_ARCH_LLAMA && (b->dtype != FG_DTYPE_F32 || b->fused_up);
     size_t pool_floats;
     FGI_TRY(fgi_check_elems(fn, "the KV pool (n_layer*n_blocks*block floats)", &pool_floats, 2,
                            (long long)c->n_layer, (long long)pool->layer_stride));
@@ -306,10 +343,12 @@ extern "C" fg_status fgi_cuda_batch_create(const char *fn, fgi_cuda_batch **batc
                                        FG_DTYPE_F32);
 }
 
-extern "C" fg_status fgi_cuda_batch_create_typed(const char *fn, fgi_cuda_batch **batch,
-                                                 const fg_config *cfg, const fg_weights *w,
-                                                 const fgi_kv_pool *pool, int max_tokens,
-                                                 int max_rows, fg_dtype dtype)
+/* fgi_cuda_batch_create_typed, the weights from w or (model not NULL) from
+ * the model's mapping. */
+static fg_status batch_create(const char *fn, fgi_cuda_batch **batch, const fg_config *cfg,
+                              const fg_weights *w, const fg_model *model,
+                              const fgi_kv_pool *pool, int max_tokens, int max_rows,
+                              fg_dtype dtype)
 {
     FGI_TRY(fgi_check_ptr(fn, "batch", batch));
     *batch = NULL;
@@ -318,7 +357,7 @@ extern "C" fg_status fgi_cuda_batch_create_typed(const char *fn, fgi_cuda_batch 
                        (int)dtype);
     FGI_TRY(fgi_check_ptr(fn, "pool", pool));
     FGI_TRY(fgi_check_config(fn, cfg));
-    FGI_TRY(fgi_check_weights(fn, cfg, w));
+    if (model == NULL) FGI_TRY(fgi_check_weights(fn, cfg, w));
     FGI_TRY(fgi_check_min(fn, "max_rows", max_rows, 1));
     FGI_TRY(fgi_check_min(fn, "max_tokens", max_tokens, 1));
     if (pool->block_size % 16 != 0)
@@ -361,13 +400,33 @@ extern "C" fg_status fgi_cuda_batch_create_typed(const char *fn, fgi_cuda_batch 
     b->stream = 0;
     /* the fp32 paged prefill is the mma kernel: head_dim 32, 64, 80, 96, 128 */
     b->prefill = dtype != FG_DTYPE_F32 || d == 32 || d == 64 || d == 80 || d == 96 || d == 128;
-    fg_status st = batch_init(fn, b, w, pool);
+    fg_status st = batch_init(fn, b, w, model, pool);
     if (st != FG_OK) {
         fgi_cuda_batch_destroy(b);
         return st;
     }
     *batch = b;
     return FG_OK;
+}
+
+extern "C" fg_status fgi_cuda_batch_create_typed(const char *fn, fgi_cuda_batch **batch,
+                                                 const fg_config *cfg, const fg_weights *w,
+                                                 const fgi_kv_pool *pool, int max_tokens,
+                                                 int max_rows, fg_dtype dtype)
+{
+    return batch_create(fn, batch, cfg, w, NULL, pool, max_tokens, max_rows, dtype);
+}
+
+extern "C" fg_status fgi_cuda_batch_create_model(const char *fn, fgi_cuda_batch **batch,
+                                                 const fg_model *model,
+                                                 const fgi_kv_pool *pool, int max_tokens,
+                                                 int max_rows, fg_dtype dtype)
+{
+    FGI_TRY(fgi_check_ptr(fn, "batch", batch));
+    *batch = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
+    return batch_create(fn, batch, fg_model_config(model), NULL, model, pool, max_tokens,
+                        max_rows, dtype);
 }
 
 namespace {
@@ -630,7 +689,13 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
     FGI_TRY(prefill_segments(fn, b, layer, v.k_layer, v.v_layer));
     FGI_TRY(tiled_linear(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE));
     FGI_TRY(batch_norm(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
-    if (c->arch == FG_ARCH_LLAMA) {
+    const float *mlp_out = b->mlp; /* (P, I): the MLP's hidden rows */
+    if (c->arch == FG_ARCH_LLAMA && b->fused_up) {
+        /* gate|up (P, 2I) in one GEMM over the fused [w1 | w3] */
+        FGI_TRY(tiled_linear(fn, b, b->mlp, b->h, lw->fc_w, NULL, P, C, 2 * I, 0, FGI_ACT_NONE));
+        FGI_TRY(fgi_cuda_silu_mul_rows(fn, b->up, b->mlp, b->mlp + I, P, I, 2LL * I, b->stream));
+        mlp_out = b->up;
+    } else if (c->arch == FG_ARCH_LLAMA) {
         FGI_TRY(tiled_linear(fn, b, b->mlp, b->h, lw->fc_w, NULL, P, C, I, 0, FGI_ACT_NONE));
         FGI_TRY(tiled_linear(fn, b, b->up, b->h, lw->up_w, NULL, P, C, I, 0, FGI_ACT_NONE));
         FGI_TRY(fgi_cuda_silu_mul_rows(fn, b->mlp, b->mlp, b->up, P, I, I, b->stream));
@@ -638,7 +703,7 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
         FGI_TRY(tiled_linear(fn, b, b->mlp, b->h, lw->fc_w, lw->fc_b, P, C, I, 0,
                             FGI_ACT_GELU));
     }
-    FGI_TRY(tiled_linear(fn, b, b->delta, b->mlp, lw->mlp_proj_w, NULL, P, I, C, 0,
+    FGI_TRY(tiled_linear(fn, b, b->delta, mlp_out, lw->mlp_proj_w, NULL, P, I, C, 0,
                         FGI_ACT_NONE));
     if (next_g != NULL)
         return batch_norm(fn, b, b->h, b->x, b->delta, lw->mlp_proj_b, next_g, next_b, P);

@@ -15,6 +15,7 @@ extern "C" {
 #endif
 
 struct fgi_kv_pool;
+struct fg_model;
 struct fgi_batch_seq;
 typedef struct fgi_cuda_batch fgi_cuda_batch;
 
@@ -35,6 +36,11 @@ typedef struct fgi_cuda_batch fgi_cuda_batch;
  * softmax and logits in fp32 as the 16-bit decoder; FG_ERR_UNSUPPORTED
  * where fg_cuda_decoder_dtype_supported says no. fgi_cuda_batch_create is
  * it with F32.
+ * fgi_cuda_batch_create_model: the same with the weights of a loaded model
+ * (which must outlive the batch) uploaded by fg_cuda_weights_create_model
+ * straight from its checkpoint mapping, in every dtype: the model's fp32
+ * host weights are never made (fp32 then reads the decoder's layout, Llama's
+ * gate|up fused).
  * fgi_cuda_batch_graph_steps: steps replayed from a graph (test hook); 0
  * for NULL. */
 #define FGI_CUDA_BATCH_API(X) \
@@ -43,6 +49,9 @@ typedef struct fgi_cuda_batch fgi_cuda_batch;
        const struct fgi_kv_pool *pool, int max_tokens, int max_rows)) \
     X(STATUS, fg_status, fgi_cuda_batch_create_typed, \
       (const char *fn, fgi_cuda_batch **batch, const fg_config *cfg, const fg_weights *w, \
+       const struct fgi_kv_pool *pool, int max_tokens, int max_rows, fg_dtype dtype)) \
+    X(STATUS, fg_status, fgi_cuda_batch_create_model, \
+      (const char *fn, fgi_cuda_batch **batch, const struct fg_model *model, \
        const struct fgi_kv_pool *pool, int max_tokens, int max_rows, fg_dtype dtype)) \
     X(VOID, void, fgi_cuda_batch_destroy, (fgi_cuda_batch *batch)) \
     X(STATUS, fg_status, fgi_cuda_batch_forward, \

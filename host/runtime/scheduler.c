@@ -23,6 +23,7 @@
 #include "flashgpt/cuda.h"
 #include "flashgpt/scheduler.h"
 #include "kv_paged.h"
+#include "loader_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -54,7 +55,8 @@ typedef struct {
 
 struct fg_scheduler {
     fg_config cfg;
-    const fg_weights *w;
+    const fg_weights *w;  /* fp32 host weights; NULL on CUDA from a model */
+    const fg_model *model; /* fg_scheduler_create_model on CUDA: the upload reads it */
     fg_device device;
     fg_dtype dtype;       /* resolved: F32 unless CUDA */
     fgi_cpu_batch *cpu;   /* CPU device */
@@ -338,7 +340,10 @@ static fg_status sched_init(const char *fn, fg_scheduler *s, const fg_scheduler_
     if (s->device == FG_DEVICE_CPU)
         FGI_TRY(fgi_cpu_batch_create(fn, &s->cpu, cfg, s->w, s->ctx, o->n_threads,
                                      FGI_CPU_ISA_AUTO));
-    if (s->device == FG_DEVICE_CUDA)
+    if (s->device == FG_DEVICE_CUDA && s->model != NULL)
+        FGI_TRY(fgi_cuda_batch_create_model(fn, &s->gpu, s->model, s->pool, s->ctx,
+                                            s->step_tokens, s->dtype));
+    else if (s->device == FG_DEVICE_CUDA)
         FGI_TRY(fgi_cuda_batch_create_typed(fn, &s->gpu, cfg, s->w, s->pool, s->ctx,
                                             s->step_tokens, s->dtype));
     return FG_OK;
@@ -359,16 +364,12 @@ static void sched_free(fg_scheduler *s)
     free(s);
 }
 
-fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const fg_weights *w,
+/* The scheduler over w, or over model's device upload (model not NULL,
+ * CUDA only); the arguments are checked. */
+static fg_status sched_create(const char *fn, fg_scheduler **sched, const fg_config *cfg,
+                              const fg_weights *w, const fg_model *model,
                               const fg_scheduler_config *opts)
 {
-    static const char fn[] = "fg_scheduler_create";
-    FGI_TRY(fgi_check_ptr(fn, "sched", sched));
-    *sched = NULL;
-    FGI_TRY(fgi_check_ptr(fn, "opts", opts));
-    FGI_TRY(fgi_check_config(fn, cfg));
-    FGI_TRY(fgi_check_weights(fn, cfg, w));
-    FGI_TRY(check_opts(fn, cfg, opts));
     fg_scheduler *s;
     FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
     memset(s, 0, sizeof *s);
@@ -383,6 +384,7 @@ fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const 
     }
     s->cfg = *cfg;
     s->w = w;
+    s->model = model;
     s->device = opts->device == FG_DEVICE_REF || opts->device == FG_DEVICE_CUDA ? opts->device
                                                                                : FG_DEVICE_CPU;
     s->ctx = opts->ctx ? opts->ctx : cfg->n_ctx;
@@ -406,6 +408,37 @@ fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const 
     s->stats.ctx = s->seq_cap;
     *sched = s;
     return FG_OK;
+}
+
+fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg, const fg_weights *w,
+                              const fg_scheduler_config *opts)
+{
+    static const char fn[] = "fg_scheduler_create";
+    FGI_TRY(fgi_check_ptr(fn, "sched", sched));
+    *sched = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "opts", opts));
+    FGI_TRY(fgi_check_config(fn, cfg));
+    FGI_TRY(fgi_check_weights(fn, cfg, w));
+    FGI_TRY(check_opts(fn, cfg, opts));
+    return sched_create(fn, sched, cfg, w, NULL, opts);
+}
+
+fg_status fg_scheduler_create_model(fg_scheduler **sched, const fg_model *model,
+                                    const fg_scheduler_config *opts)
+{
+    static const char fn[] = "fg_scheduler_create_model";
+    FGI_TRY(fgi_check_ptr(fn, "sched", sched));
+    *sched = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "opts", opts));
+    FGI_TRY(fgi_check_ptr(fn, "model", model));
+    const fg_config *cfg = fg_model_config(model);
+    /* every refusal of the options comes before the widening below */
+    FGI_TRY(check_opts(fn, cfg, opts));
+    if (opts->device == FG_DEVICE_CUDA) return sched_create(fn, sched, cfg, NULL, model, opts);
+    /* the CPU devices compute from the fp32 weights: widened here, once */
+    const fg_weights *w;
+    FGI_TRY(fgi_model_widen(fn, model, &w));
+    return sched_create(fn, sched, cfg, w, NULL, opts);
 }
 
 void fg_scheduler_destroy(fg_scheduler *s)

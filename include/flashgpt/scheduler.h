@@ -50,12 +50,18 @@
  * residual stream, statistics and logits fp32, as a 16-bit session), AUTO
  * being bf16 where fg_cuda_decoder_dtype_supported allows it, else f16,
  * else f32 (fg_scheduler_stats.dtype says which). Batch invariance holds
- * in every dtype. */
+ * in every dtype.
+ *
+ * Weights: fg_scheduler_create takes fp32 host weights; a loaded model is
+ * better served with fg_scheduler_create_model, whose GPU path uploads
+ * the checkpoint's tensors straight from the model's mapping (no fp32 host
+ * copy of a 16-bit checkpoint; docs/contract.md §21a, §22). */
 #ifndef FLASHGPT_SCHEDULER_H
 #define FLASHGPT_SCHEDULER_H
 
 #include "flashgpt/decoder.h"
 #include "flashgpt/generate.h"
+#include "flashgpt/loader.h"
 #include "flashgpt/sampler.h"
 #include "flashgpt/session.h"
 #include "flashgpt/status.h"
@@ -119,6 +125,17 @@ typedef struct fg_scheduler fg_scheduler;
  * weights (CPU) and the per-step buffers at once. */
 fg_status fg_scheduler_create(fg_scheduler **sched, const fg_config *cfg,
                               const fg_weights *w, const fg_scheduler_config *opts);
+
+/* The same over a loaded model (fg_model_load; it must outlive the
+ * scheduler), for serving a checkpoint without an fp32 host copy: on the
+ * GPU the weights go to the card straight from the model's checkpoint
+ * mapping (fg_cuda_weights_create_model), in every dtype, so the model's
+ * fp32 weights are never made; the CPU devices compute from
+ * fg_model_weights (widened on the first use). The options are checked
+ * before anything is widened or allocated; errors as fg_scheduler_create,
+ * a NULL model FG_ERR_INVALID_ARG. */
+fg_status fg_scheduler_create_model(fg_scheduler **sched, const fg_model *model,
+                                    const fg_scheduler_config *opts);
 
 /* Ends every request still there with FG_STOP_CANCELLED (on_finish on the
  * calling thread), then frees everything. No step may be running. NULL is

@@ -591,3 +591,174 @@ static void oom_case(const char *limit_mb, int weights_fit)
 Test(load16_gpu, weights_that_do_not_fit_fail_cleanly) { oom_case("2", 0); }
 Test(load16_gpu, a_session_that_does_not_fit_fails_cleanly) { oom_case("4", 1); }
 #endif
+
+/* The scheduler from a model (fg_scheduler_create_model) ------------------------- */
+
+enum { SCHED_REQS = 3, SCHED_MAX = 8 };
+
+typedef struct {
+    int tokens[SCHED_MAX];
+    int n;
+    int vocab;
+    float *logits; /* (SCHED_MAX, vocab) */
+} sched_rec;
+
+static int sched_on_token(void *user, uint64_t id, int token, const float *logits)
+{
+    (void)id;
+    sched_rec *r = user;
+    cr_assert(r->n < SCHED_MAX);
+    memcpy(r->logits + (size_t)r->n * (size_t)r->vocab, logits, sizeof(float) * (size_t)r->vocab);
+    r->tokens[r->n++] = token;
+    return 0;
+}
+
+/* Runs the same SCHED_REQS requests (greedy, and one seeded sample) through
+ * sched to the end into rec. */
+static void sched_run(fg_scheduler *sched, const int prompts[SCHED_REQS][6], int vocab,
+                      sched_rec rec[SCHED_REQS])
+{
+    for (int i = 0; i < SCHED_REQS; i++) {
+        rec[i].n = 0;
+        rec[i].vocab = vocab;
+        rec[i].logits = fgi_buf_nan((size_t)SCHED_MAX * (size_t)vocab);
+        fg_request q;
+        memset(&q, 0, sizeof q);
+        q.prompt = prompts[i];
+        q.n_prompt = 3 + i;
+        q.sampling = fg_sampler_defaults();
+        q.sampling.temperature = i == 2 ? 0.8f : 0.0f;
+        q.sampling.seed = 77;
+        q.max_tokens = SCHED_MAX - i;
+        q.on_token = sched_on_token;
+        q.user = &rec[i];
+        uint64_t id;
+        cr_assert_eq(fg_scheduler_submit(sched, &q, &id), FG_OK, "%s", fg_last_error());
+    }
+    int busy = 1;
+    for (int steps = 0; busy; steps++) {
+        cr_assert(steps < 100, "the scheduler does not finish");
+        cr_assert_eq(fg_scheduler_step(sched, &busy), FG_OK, "%s", fg_last_error());
+    }
+}
+
+/* The requests of a scheduler over `lazy` (from the model) against one
+ * over the widened weights of `wide` (the same checkpoint): the same
+ * tokens; logits bit for bit where both read the same upload (16-bit,
+ * and the CPU devices), else (fp32 on the GPU, whose Llama gate|up is one
+ * GEMM from the model) within the fp32 rule of §32. */
+static void sched_compare(const char *what, fg_model *lazy, fg_model *wide,
+                          const fg_scheduler_config *opts, fgi_rng *rng)
+{
+    const fg_config *c = fg_model_config(lazy);
+    int prompts[SCHED_REQS][6];
+    for (int i = 0; i < SCHED_REQS; i++) fgi_test_random_ids(prompts[i], 6, c->vocab_size, rng);
+    sched_rec a[SCHED_REQS], b[SCHED_REQS];
+    fg_scheduler *sa = NULL, *sb = NULL;
+    cr_assert_eq(fg_scheduler_create_model(&sa, lazy, opts), FG_OK, "%s: %s", what,
+                 fg_last_error());
+    cr_assert_eq(fg_scheduler_create(&sb, fg_model_config(wide), fg_model_weights(wide), opts),
+                 FG_OK, "%s: %s", what, fg_last_error());
+    fg_scheduler_stats st_a, st_b;
+    cr_assert_eq(fg_scheduler_stats_get(sa, &st_a), FG_OK);
+    cr_assert_eq(fg_scheduler_stats_get(sb, &st_b), FG_OK);
+    cr_assert_eq(st_a.dtype, st_b.dtype, "%s: dtype", what);
+    sched_run(sa, prompts, c->vocab_size, a);
+    sched_run(sb, prompts, c->vocab_size, b);
+    const size_t V = (size_t)c->vocab_size;
+    const int exact = opts->device != FG_DEVICE_CUDA || st_a.dtype != FG_DTYPE_F32;
+    for (int i = 0; i < SCHED_REQS; i++) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s, request %d", what, i);
+        cr_assert(a[i].n >= 1 && a[i].n == b[i].n, "%s: %d vs %d tokens", msg, a[i].n, b[i].n);
+        cr_assert_arr_eq(a[i].tokens, b[i].tokens, sizeof(int) * (size_t)a[i].n, "%s: tokens", msg);
+        const size_t n = (size_t)a[i].n * V;
+        for (size_t k = 0; k < n; k++) cr_assert(a[i].logits[k] == a[i].logits[k], "%s: NaN", msg);
+        if (exact) fgi_assert_same(a[i].logits, b[i].logits, n * sizeof(float), msg);
+        else fgi_assert_close(a[i].logits, b[i].logits, n, 1e-4, 1e-4, 1e-5, msg);
+        fgi_buf_free(a[i].logits);
+        fgi_buf_free(b[i].logits);
+    }
+    fg_scheduler_destroy(sa);
+    fg_scheduler_destroy(sb);
+}
+
+static fg_scheduler_config sched_opts(fg_device device, fg_dtype dtype)
+{
+    fg_scheduler_config o = fg_scheduler_defaults();
+    o.device = device;
+    o.n_threads = 2;
+    o.dtype = dtype;
+    o.block_size = 16;
+    o.max_seqs = 4;
+    o.step_tokens = 8; /* prompts in chunks */
+    return o;
+}
+
+Test(load16, scheduler_from_a_model_on_the_cpu_devices)
+{
+    fgi_rng rng = fgi_rng_make(1611);
+    const ckpt_shape shape = {2, 64, 2, 1, 96, 40, 16, 0, 1, FG_DTYPE_BF16};
+    char *dir = make_dir();
+    write_checkpoint(dir, &shape, 1612);
+    fg_model *lazy = load(dir), *wide = load(dir);
+    fg_scheduler *s = (fg_scheduler *)1;
+    fg_scheduler_config o = sched_opts(FG_DEVICE_CPU, FG_DTYPE_AUTO);
+    /* the argument checks of fg_scheduler_create, before any widening */
+    fgi_assert_status(fg_scheduler_create_model(NULL, lazy, &o), FG_ERR_INVALID_ARG, "sched");
+    fgi_assert_status(fg_scheduler_create_model(&s, lazy, NULL), FG_ERR_INVALID_ARG, "opts");
+    cr_assert(s == NULL);
+    s = (fg_scheduler *)1;
+    fgi_assert_status(fg_scheduler_create_model(&s, NULL, &o), FG_ERR_INVALID_ARG, "model");
+    cr_assert(s == NULL);
+    o.dtype = FG_DTYPE_BF16;
+    fgi_assert_status(fg_scheduler_create_model(&s, lazy, &o), FG_ERR_UNSUPPORTED,
+                      "runs on the cuda device only");
+    o = sched_opts(FG_DEVICE_CPU, FG_DTYPE_AUTO);
+    o.max_seqs = 0;
+    fgi_assert_status(fg_scheduler_create_model(&s, lazy, &o), FG_ERR_INVALID_ARG, "max_seqs");
+    cr_assert(lazy->arena == NULL, "a refused scheduler widened the model");
+    if (!fg_cuda_available()) {
+        /* a build or machine without a GPU refuses the cuda device, unwidened */
+        o = sched_opts(FG_DEVICE_CUDA, FG_DTYPE_AUTO);
+        fgi_assert_status(fg_scheduler_create_model(&s, lazy, &o), FG_ERR_UNSUPPORTED, NULL);
+        cr_assert(s == NULL);
+        cr_assert(lazy->arena == NULL, "a refused cuda scheduler widened the model");
+    }
+    const fg_device devices[] = {FG_DEVICE_REF, FG_DEVICE_CPU};
+    for (size_t i = 0; i < 2; i++) {
+        o = sched_opts(devices[i], FG_DTYPE_AUTO);
+        sched_compare(fg_device_name(devices[i]), lazy, wide, &o, &rng);
+        cr_assert(lazy->arena != NULL, "the CPU devices compute from the widened weights");
+    }
+    fg_model_destroy(lazy);
+    fg_model_destroy(wide);
+    remove_dir(dir);
+}
+
+Test(load16_gpu, scheduler_from_a_model_never_widens_it)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(1613);
+    const ckpt_shape shapes[] = {
+        {2, 64, 2, 1, 96, 40, 32, 0, 1, FG_DTYPE_BF16}, /* untied, q/k/v biases */
+        {1, 64, 2, 2, 80, 36, 32, 1, 0, FG_DTYPE_F16},  /* tied */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        char *dir = make_dir();
+        write_checkpoint(dir, &shapes[i], 1614 + i);
+        fg_model *lazy = load(dir), *wide = load(dir);
+        for (size_t k = 0; k < sizeof all_types / sizeof all_types[0]; k++) {
+            if (!fg_cuda_decoder_dtype_supported(fg_model_config(lazy), all_types[k])) continue;
+            char what[96];
+            snprintf(what, sizeof what, "%s checkpoint %zu, scheduler in %s",
+                     fg_dtype_name(shapes[i].dtype), i, fg_dtype_name(all_types[k]));
+            const fg_scheduler_config o = sched_opts(FG_DEVICE_CUDA, all_types[k]);
+            sched_compare(what, lazy, wide, &o, &rng);
+        }
+        cr_assert(lazy->arena == NULL, "a GPU scheduler widened the model");
+        fg_model_destroy(lazy);
+        fg_model_destroy(wide);
+        remove_dir(dir);
+    }
+}
