@@ -118,7 +118,10 @@ static int serve(const serve_args *a, fg_model *model, fg_tokenizer *tok, const 
         bo.n_threads = a->threads;
         bo.step_delay_ms = (int)delay_ms;
         bo.dtype = a->dtype_value; /* AUTO: bf16 on a GPU that runs it */
-        st = fgi_engine_create_batch(&engine, cfg, fg_model_weights(model), tok, &bo);
+        /* from the model: a GPU gets the checkpoint's tensors with no fp32
+         * host copy (the CPU devices widen it there) */
+        bo.model = model;
+        st = fgi_engine_create_batch(&engine, cfg, NULL, tok, &bo);
     } else {
         fgi_sessions_options eo = {a->device, ctx, a->max_batch, a->max_queue, a->threads,
                                    (int)delay_ms, a->dtype_value, model};

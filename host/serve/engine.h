@@ -182,10 +182,14 @@ typedef struct {
     int step_tokens;   /* token budget per step (prompt chunks); 0: max(256, max_batch) */
     int step_delay_ms; /* testing aid, 0 in use: a pause after each step */
     fg_dtype dtype;    /* fg_scheduler_config's: F32 (0), 16-bit (CUDA) or AUTO */
+    const fg_model *model; /* NULL, or the loaded model (cfg its config, w may be NULL):
+                              the scheduler is made from it (fg_scheduler_create_model),
+                              so the GPU gets its weights with no fp32 host copy */
 } fgi_batch_options;
 
-/* cfg, w and tok must outlive the engine (tok is only read). The pool and
- * the packed weights are allocated here; bad options fail here. */
+/* cfg, w (or opt->model) and tok must outlive the engine (tok is only
+ * read). The pool and the packed weights are allocated here; bad options
+ * fail here. */
 fg_status fgi_engine_create_batch(fgi_engine **e, const fg_config *cfg, const fg_weights *w,
                                   const fg_tokenizer *tok, const fgi_batch_options *opt);
 

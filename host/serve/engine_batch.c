@@ -259,7 +259,8 @@ fg_status fgi_engine_create_batch(fgi_engine **out, const fg_config *cfg, const 
 {
     if (out == NULL) return FG_ERR_INVALID_ARG;
     *out = NULL;
-    if (cfg == NULL || w == NULL || tok == NULL || opt == NULL || opt->max_batch < 1 ||
+    if (cfg == NULL || tok == NULL || opt == NULL || (w == NULL && opt->model == NULL) ||
+        (opt->model != NULL && fg_model_config(opt->model) != cfg) || opt->max_batch < 1 ||
         opt->max_batch > 4096 || opt->max_waiting < 0 || opt->max_waiting > 1000000 ||
         opt->ctx < 0 || opt->ctx == 1 || opt->ctx > cfg->n_ctx || cfg->n_ctx < 2 ||
         opt->step_delay_ms < 0 || opt->step_delay_ms > 10000)
@@ -276,7 +277,8 @@ fg_status fgi_engine_create_batch(fgi_engine **out, const fg_config *cfg, const 
                                           : (opt->max_batch > 256 ? opt->max_batch : 256);
     batch_engine *e = calloc(1, sizeof *e);
     if (e == NULL) return FG_ERR_OOM;
-    fg_status st = fg_scheduler_create(&e->sched, cfg, w, &sc);
+    fg_status st = opt->model != NULL ? fg_scheduler_create_model(&e->sched, opt->model, &sc)
+                                      : fg_scheduler_create(&e->sched, cfg, w, &sc);
     if (st != FG_OK) {
         free(e);
         return st;

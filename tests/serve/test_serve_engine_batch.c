@@ -1,5 +1,6 @@
 /* The batching engine (host/serve/engine_batch.c, engine.h) on stories260K:
- *  - on the reference, requests arriving in random order, some cancelled by
+ *  - on the reference (the engine made from the model, as serve makes it),
+ *    requests arriving in random order, some cancelled by
  *    their callback or through the engine, each finished one's text, count
  *    and end equal to fg_generate serving it alone on the reference (the
  *    batched forward computes fg_ref_forward's bits);
@@ -24,7 +25,12 @@ static fgi_engine *make_engine(const fgi_stories *s, fg_device device, int max_b
                            .max_waiting = max_waiting, .n_threads = 1, .block_size = 8,
                            .n_blocks = n_blocks, .step_tokens = 0, .step_delay_ms = delay_ms};
     fgi_engine *e = NULL;
-    cr_assert_eq(fgi_engine_create_batch(&e, fg_model_config(s->model), fg_model_weights(s->model),
+    /* the reference engine is made from the model (serve's way), the CPU
+     * one from its weights */
+    if (device == FG_DEVICE_REF) o.model = s->model;
+    cr_assert_eq(fgi_engine_create_batch(&e, fg_model_config(s->model),
+                                         device == FG_DEVICE_REF ? NULL
+                                                                 : fg_model_weights(s->model),
                                          s->tok, &o),
                  FG_OK, "%s", fg_last_error());
     return e;
@@ -243,7 +249,15 @@ Test(serve_engine_batch, queue_bound_refusals_and_shutdown)
     const fg_config *cfg = fg_model_config(s.model);
     cr_assert_eq(fgi_engine_create_batch(&e, cfg, fg_model_weights(s.model), s.tok, &bad),
                  FG_ERR_INVALID_ARG);
-    bad.max_batch = 2, bad.ctx = cfg->n_ctx + 1;
+    bad.max_batch = 2;
+    /* neither weights nor a model, or a model of another config */
+    cr_assert_eq(fgi_engine_create_batch(&e, cfg, NULL, s.tok, &bad), FG_ERR_INVALID_ARG);
+    fg_config other = *cfg;
+    bad.model = s.model;
+    cr_assert_eq(fgi_engine_create_batch(&e, &other, NULL, s.tok, &bad), FG_ERR_INVALID_ARG);
+    bad.model = NULL;
+    cr_assert_null(e);
+    bad.ctx = cfg->n_ctx + 1;
     cr_assert_eq(fgi_engine_create_batch(&e, cfg, fg_model_weights(s.model), s.tok, &bad),
                  FG_ERR_INVALID_ARG);
     /* the GPU reads KV blocks of a multiple of 16 tokens (a build without
