@@ -719,9 +719,15 @@ Test(load16, scheduler_from_a_model_on_the_cpu_devices)
     fgi_assert_status(fg_scheduler_create_model(&s, lazy, &o), FG_ERR_INVALID_ARG, "max_seqs");
     cr_assert(lazy->arena == NULL, "a refused scheduler widened the model");
     if (!fg_cuda_available()) {
-        /* a build or machine without a GPU refuses the cuda device, unwidened */
+        /* a build without CUDA refuses the cuda device (unsupported), a CUDA
+         * build on a machine without a GPU finds no device (a CUDA error);
+         * either way before widening the model */
         o = sched_opts(FG_DEVICE_CUDA, FG_DTYPE_AUTO);
+#ifdef FG_HAVE_CUDA
+        fgi_assert_status(fg_scheduler_create_model(&s, lazy, &o), FG_ERR_CUDA, "no CUDA device");
+#else
         fgi_assert_status(fg_scheduler_create_model(&s, lazy, &o), FG_ERR_UNSUPPORTED, NULL);
+#endif
         cr_assert(s == NULL);
         cr_assert(lazy->arena == NULL, "a refused cuda scheduler widened the model");
     }
