@@ -901,7 +901,7 @@ Test(cli, generate_sizes_and_reports_the_kv_cache)
 
 /* A FIFO as the model or the tokenizer is refused at once, naming it (the
  * open used to wait for a writer forever: hence the timeout). */
-Test(cli, fifo_inputs_are_refused_without_blocking, .timeout = 30)
+Test(cli, fifo_inputs_are_refused_without_blocking, FGI_TIMEOUT(30))
 {
     char dir[] = "/tmp/fg_fifo_XXXXXX", fifo[64], args[4400];
     cr_assert_not_null(mkdtemp(dir));

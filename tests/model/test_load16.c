@@ -495,7 +495,7 @@ Test(load16, f16_refuses_weights_beyond_its_range)
 static const ckpt_shape big = {12, 2048, 16, 4, 5632, 256, 64, 1, 0, FG_DTYPE_BF16};
 
 Test(load16, big_bf16_checkpoint_maps_without_widening_and_uploads_in_bounded_memory,
-     .timeout = 600)
+     FGI_TIMEOUT(600))
 {
     char *dir = make_dir();
     const uint64_t file = write_checkpoint(dir, &big, 1605);

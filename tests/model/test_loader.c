@@ -2094,7 +2094,7 @@ Test(malformed, missing_files_are_io_errors)
 
 /* Inputs that are not regular files are refused at once, naming the kind
  * and the path: a FIFO used to block the open forever (hence the timeout). */
-Test(malformed, non_regular_inputs_are_refused_without_blocking, .timeout = 20)
+Test(malformed, non_regular_inputs_are_refused_without_blocking, FGI_TIMEOUT(20))
 {
     fgi_rng rng = fgi_rng_make(507);
     base_gpt2 b;
@@ -2125,7 +2125,7 @@ Test(malformed, non_regular_inputs_are_refused_without_blocking, .timeout = 20)
 
 /* A config.json over its limit is refused from its size, before any read:
  * a sparse 3 GiB file takes no time and no memory. */
-Test(malformed, oversized_config_is_refused_before_reading, .timeout = 20)
+Test(malformed, oversized_config_is_refused_before_reading, FGI_TIMEOUT(20))
 {
     const char *dir = make_dir("huge_config");
     char path[1024];

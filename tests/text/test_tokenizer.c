@@ -1110,7 +1110,7 @@ static double now_seconds(void)
  * loads like any vocabulary of its size (0.04 s; the bound leaves a margin
  * of more than 50 for slow and sanitized builds). */
 Test(tokenizer_files, colliding_vocabulary_loads_in_linear_time, .init = make_tmp_dir,
-     .fini = remove_tmp_dir, .timeout = 120)
+     .fini = remove_tmp_dir, FGI_TIMEOUT(120))
 {
     char *flood = fnv_flood();
     char *tail = malloc((size_t)FLOOD_TOKENS * 24);
@@ -1167,7 +1167,7 @@ Test(tokenizer_files, every_table_has_its_own_hash_key, .init = make_tmp_dir,
 /* Tokenizer inputs that are not regular files are refused at once with
  * their kind and path (a FIFO used to block forever: hence the timeout). */
 Test(tokenizer_files, non_regular_inputs_are_refused_without_blocking, .init = make_tmp_dir,
-     .fini = remove_tmp_dir, .timeout = 20)
+     .fini = remove_tmp_dir, FGI_TIMEOUT(20))
 {
     bytes_buf v = {0};
     byte_vocab(&v, "", -1);
@@ -1191,7 +1191,7 @@ Test(tokenizer_files, non_regular_inputs_are_refused_without_blocking, .init = m
  * 3 GiB file is refused at once (it used to be read into memory), and one
  * just over the limit too. */
 Test(tokenizer_files, oversized_files_are_refused_before_reading, .init = make_tmp_dir,
-     .fini = remove_tmp_dir, .timeout = 20)
+     .fini = remove_tmp_dir, FGI_TIMEOUT(20))
 {
     bytes_buf v = {0};
     byte_vocab(&v, "", -1);
