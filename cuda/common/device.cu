@@ -80,6 +80,16 @@ extern "C" fg_status fg_cuda_device_info(char *name, size_t name_len, int *sm_co
     return FG_OK;
 }
 
+extern "C" fg_status fg_cuda_memory_info(size_t *free_bytes, size_t *total_bytes)
+{
+    static const char fn[] = "fg_cuda_memory_info";
+    FGI_TRY(fgi_check_ptr(fn, "free_bytes", free_bytes));
+    FGI_TRY(fgi_check_ptr(fn, "total_bytes", total_bytes));
+    FGI_TRY(fgi_cuda_check_device(fn));
+    FGI_CUDA_TRY(fn, cudaMemGetInfo(free_bytes, total_bytes));
+    return FG_OK;
+}
+
 extern "C" fg_status fg_cuda_malloc(void **ptr, size_t bytes)
 {
     static const char fn[] = "fg_cuda_malloc";

@@ -22,6 +22,9 @@ FG_CUDA_FN(ZERO, int, fg_cuda_available, (void))
 /* Name, multiprocessor count and memory of the current device. */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_device_info, (char *name, size_t name_len, int *sm_count,
                                                     size_t *total_bytes))
+/* Device memory free now and in all, in bytes (what a server can still
+ * place: caches, more sessions). */
+FG_CUDA_FN(STATUS, fg_status, fg_cuda_memory_info, (size_t *free_bytes, size_t *total_bytes))
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_malloc, (void **ptr, size_t bytes))
 FG_CUDA_FN(FREE, fg_status, fg_cuda_free, (void *ptr)) /* NULL is a no-op */
 FG_CUDA_FN(STATUS, fg_status, fg_cuda_upload, (void *dst_device, const void *src_host,
