@@ -74,9 +74,9 @@ int cli_parse_dtype(const char *verb, const char *name, fg_dtype *dtype);
 int cli_check_dtype(const char *verb, fg_device device, fg_dtype dtype);
 /* On the CUDA device, one stderr line at startup: the card, the type and
  * the session's peak device memory (weights + KV cache at capacity +
- * activations), times `copies` sessions alike (serve); nothing on the CPU
- * devices. */
-void cli_report_device(const char *verb, const fg_session *s, int copies);
+ * activations), with `sessions` sessions sharing one copy of the weights
+ * (serve: fg_session_create_sharing); nothing on the CPU devices. */
+void cli_report_device(const char *verb, const fg_session *s, int sessions);
 #define CLI_DTYPE_HELP "auto, f32, bf16 or f16: weights, activations and KV cache; 16-bit on cuda only (default auto: bf16 on a GPU, f32 on the CPU)"
 
 /* --threads N for the CPU device (0: one per online core; ignored by the

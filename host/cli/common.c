@@ -124,7 +124,7 @@ fg_status cli_encode_prompt(const fg_tokenizer *tok, const fg_config *cfg,
     return FG_OK;
 }
 
-void cli_report_device(const char *verb, const fg_session *s, int copies)
+void cli_report_device(const char *verb, const fg_session *s, int sessions)
 {
     size_t weights = 0, cache = 0, work = 0, total = 0;
     char name[128] = "";
@@ -133,14 +133,14 @@ void cli_report_device(const char *verb, const fg_session *s, int copies)
         fg_session_device_memory(s, &weights, &cache, &work) != FG_OK)
         return;
     if (fg_cuda_device_info(name, sizeof name, &sms, &total) != FG_OK) snprintf(name, sizeof name, "?");
-    const double mib = 1048576.0, n = copies > 1 ? (double)copies : 1.0;
+    const double mib = 1048576.0, n = sessions > 1 ? (double)sessions : 1.0;
     char times[48] = "";
-    if (copies > 1) snprintf(times, sizeof times, "%d sessions x (", copies);
+    if (sessions > 1) snprintf(times, sizeof times, "%d sessions x (", sessions);
     fprintf(stderr, "flashgpt %s: device cuda (%s), dtype %s: peak device memory %.1f MiB = "
-            "%sweights %.1f + KV cache %.1f + activations %.1f%s (of %.1f MiB)\n", verb, name,
-            fg_dtype_name(fg_session_dtype(s)), n * (double)(weights + cache + work) / mib, times,
-            (double)weights / mib, (double)cache / mib, (double)work / mib,
-            copies > 1 ? ")" : "", (double)total / mib);
+            "weights %.1f + %sKV cache %.1f + activations %.1f%s (of %.1f MiB)\n", verb, name,
+            fg_dtype_name(fg_session_dtype(s)), ((double)weights + n * (double)(cache + work)) / mib,
+            (double)weights / mib, times, (double)cache / mib, (double)work / mib,
+            sessions > 1 ? ")" : "", (double)total / mib);
 }
 
 int cli_argmax(const float *x, size_t n)

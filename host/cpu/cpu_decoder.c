@@ -19,6 +19,7 @@
 #include "kv_paged.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,13 +27,23 @@ typedef struct {
     fgi_cpu_mat qkv, proj, mlp_in, mlp_out; /* mlp_in: fc, or gate | up */
 } packed_layer;
 
+/* A model's packed weights: made by the first runner, read by every runner
+ * created sharing it (fgi_cpu_runner_create_sharing), freed with the last. */
+typedef struct {
+    atomic_int refs;
+    int n_layer;
+    packed_layer *layers;
+    fgi_cpu_mat head; /* classifier, (C, vocab) packed */
+} packed_model;
+
 struct fgi_cpu_runner {
     fg_config c;
     const fg_weights *w;
     const fgi_cpu_kernels *k;
     fgi_cpu_pool *pool;
-    packed_layer *layers;
-    fgi_cpu_mat head;        /* classifier, (C, vocab) packed */
+    packed_model *packed;        /* shared, read only once made */
+    const packed_layer *layers;  /* packed->layers */
+    const fgi_cpu_mat *head;     /* &packed->head */
     float *rope_cos, *rope_sin; /* (capacity, d/2) */
     float *kc, *vc;          /* (n_layer, n_kv_head, capacity, d) */
     int capacity, len, d;
@@ -99,21 +110,51 @@ static fg_status pack_layer(const char *fn, packed_layer *p, const fg_config *c,
     return FG_OK;
 }
 
+static void packed_release(packed_model *p)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, 1) > 1) return;
+    if (p->layers)
+        for (int l = 0; l < p->n_layer; l++) {
+            mat_free(&p->layers[l].qkv);
+            mat_free(&p->layers[l].proj);
+            mat_free(&p->layers[l].mlp_in);
+            mat_free(&p->layers[l].mlp_out);
+        }
+    free(p->layers);
+    mat_free(&p->head);
+    free(p);
+}
+
+/* Every matrix of c / w packed, one reference held by the caller. */
+static fg_status packed_create(const char *fn, packed_model **out, const fg_config *c,
+                               const fg_weights *w)
+{
+    packed_model *p;
+    FGI_TRY(fgi_alloc(fn, (void **)&p, 1, sizeof *p));
+    memset(p, 0, sizeof *p);
+    atomic_init(&p->refs, 1);
+    p->n_layer = c->n_layer;
+    fg_status st = fgi_alloc(fn, (void **)&p->layers, (size_t)c->n_layer, sizeof *p->layers);
+    if (st == FG_OK) memset(p->layers, 0, sizeof *p->layers * (size_t)c->n_layer);
+    for (int l = 0; l < c->n_layer && st == FG_OK; l++)
+        st = pack_layer(fn, &p->layers[l], c, &w->layers[l]);
+    if (st == FG_OK) st = mat_alloc(fn, &p->head, c->n_embd, c->vocab_size);
+    if (st != FG_OK) {
+        packed_release(p);
+        return st;
+    }
+    mat_fill(&p->head, 0, w->lm_head ? w->lm_head : w->wte, c->vocab_size, 1);
+    *out = p;
+    return FG_OK;
+}
+
 /* ---- runner ----------------------------------------------------------------- */
 
 void fgi_cpu_runner_destroy(fgi_cpu_runner *r)
 {
     if (r == NULL) return;
     fgi_cpu_pool_destroy(r->pool);
-    if (r->layers)
-        for (int l = 0; l < r->c.n_layer; l++) {
-            mat_free(&r->layers[l].qkv);
-            mat_free(&r->layers[l].proj);
-            mat_free(&r->layers[l].mlp_in);
-            mat_free(&r->layers[l].mlp_out);
-        }
-    free(r->layers);
-    mat_free(&r->head);
+    packed_release(r->packed);
     free(r->rope_cos);
     free(r->rope_sin);
     free(r->kc);
@@ -221,16 +262,11 @@ fg_status fgi_cpu_runner_reserve(const char *fn, fgi_cpu_runner *r, int capacity
     return FG_OK;
 }
 
+/* The rest of a runner whose packed weights are set: cache, pool, scratch. */
 static fg_status runner_init(const char *fn, fgi_cpu_runner *r, int n_threads)
 {
-    const fg_config *c = &r->c;
-    const int C = c->n_embd;
-    FGI_TRY(fgi_alloc(fn, (void **)&r->layers, (size_t)c->n_layer, sizeof *r->layers));
-    memset(r->layers, 0, sizeof *r->layers * (size_t)c->n_layer);
-    for (int l = 0; l < c->n_layer; l++) FGI_TRY(pack_layer(fn, &r->layers[l], c, &r->w->layers[l]));
-    FGI_TRY(mat_alloc(fn, &r->head, C, c->vocab_size));
-    mat_fill(&r->head, 0, r->w->lm_head ? r->w->lm_head : r->w->wte, c->vocab_size, 1);
-
+    r->layers = r->packed->layers;
+    r->head = &r->packed->head;
     const int capacity = r->capacity;
     r->capacity = 0;
     FGI_TRY(fgi_cpu_runner_reserve(fn, r, capacity));
@@ -262,6 +298,37 @@ fg_status fgi_cpu_runner_create(const char *fn, fgi_cpu_runner **runner, const f
     r->k = k;
     r->capacity = capacity;
     r->d = fg_config_head_dim(cfg);
+    fg_status st = packed_create(fn, &r->packed, cfg, w);
+    if (st == FG_OK) st = runner_init(fn, r, n_threads);
+    if (st != FG_OK) {
+        fgi_cpu_runner_destroy(r);
+        return st;
+    }
+    *runner = r;
+    return FG_OK;
+}
+
+fg_status fgi_cpu_runner_create_sharing(const char *fn, fgi_cpu_runner **runner,
+                                        const fgi_cpu_runner *base, int capacity, int n_threads)
+{
+    FGI_TRY(fgi_check_ptr(fn, "runner", runner));
+    *runner = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "base", base));
+    FGI_TRY(check_threads(fn, n_threads));
+    if (capacity < 1 || capacity > base->c.n_ctx)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                        "%s: argument 'capacity' must be in 1 .. %d (got %d)", fn,
+                        base->c.n_ctx, capacity);
+    fgi_cpu_runner *r;
+    FGI_TRY(fgi_alloc(fn, (void **)&r, 1, sizeof *r));
+    memset(r, 0, sizeof *r);
+    r->c = base->c;
+    r->w = base->w;
+    r->k = base->k;
+    r->capacity = capacity;
+    r->d = base->d;
+    r->packed = base->packed;
+    atomic_fetch_add(&r->packed->refs, 1);
     fg_status st = runner_init(fn, r, n_threads);
     if (st != FG_OK) {
         fgi_cpu_runner_destroy(r);
@@ -501,7 +568,7 @@ fg_status fgi_cpu_forward(fgi_cpu_runner *r, float *logits, int logit_rows, cons
     for (int l = 0; l < c->n_layer; l++) block(r, l, T, L);
     const float *last = r->x + (size_t)(T - logit_rows) * C;
     norm(r, r->h, last, r->w->ln_f_g, r->w->ln_f_b, logit_rows);
-    gemm(r, logits, (size_t)c->vocab_size, r->h, C, logit_rows, &r->head, NULL, FGI_EPI_STORE);
+    gemm(r, logits, (size_t)c->vocab_size, r->h, C, logit_rows, r->head, NULL, FGI_EPI_STORE);
     r->len = L + T;
     return FG_OK;
 }
@@ -725,7 +792,7 @@ fg_status fgi_cpu_batch_forward(const char *fn, fgi_cpu_batch *b, fgi_kv_pool *p
         out += rows;
     }
     norm(r, r->h, r->qkv, r->w->ln_f_g, r->w->ln_f_b, L);
-    gemm_with(r, r->k->gemm_tiled, b->logits, V, r->h, C, L, &r->head, NULL, FGI_EPI_STORE);
+    gemm_with(r, r->k->gemm_tiled, b->logits, V, r->h, C, L, r->head, NULL, FGI_EPI_STORE);
     for (int s = 0, out = 0; s < n_seqs; s++) {
         if (seqs[s].logits == NULL) continue;
         const int rows = seqs[s].all_logits ? seqs[s].n_tokens : 1;

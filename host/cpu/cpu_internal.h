@@ -117,6 +117,12 @@ typedef struct fgi_cpu_runner fgi_cpu_runner;
 fg_status fgi_cpu_runner_create(const char *fn, fgi_cpu_runner **runner,
                                 const fg_config *cfg, const fg_weights *w,
                                 int capacity, int n_threads, fgi_cpu_isa isa);
+/* A runner of base's model, configuration and instruction set that reads
+ * base's packed weights instead of packing its own (they are freed with the
+ * last runner reading them, in any order); its own cache of `capacity`
+ * tokens, scratch and pool of n_threads (0: every online core). */
+fg_status fgi_cpu_runner_create_sharing(const char *fn, fgi_cpu_runner **runner,
+                                        const fgi_cpu_runner *base, int capacity, int n_threads);
 void fgi_cpu_runner_destroy(fgi_cpu_runner *runner); /* NULL is a no-op */
 /* Grows the cache to `capacity` tokens (at most cfg->n_ctx), keeping the
  * cached ones; a smaller capacity is a no-op. On error nothing changes. */

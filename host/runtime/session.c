@@ -23,8 +23,16 @@
 #include "cpu_internal.h"
 #include "sample_fixed.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Weights on the card, read by every session created sharing them
+ * (fg_session_create_sharing) and freed with the last of those. */
+typedef struct {
+    atomic_int refs;
+    fg_cuda_weights *w;
+} gpu_weights_ref;
 
 struct fg_session {
     const fg_config *cfg;
@@ -42,7 +50,7 @@ struct fg_session {
     fg_sampler_config gpu_sampler_cfg; /* ... of this configuration */
     fg_kv_cache *host_cache;       /* REF */
     fgi_cpu_runner *cpu;           /* CPU */
-    fg_cuda_weights *gpu_weights;  /* CUDA */
+    gpu_weights_ref *gpu_weights;  /* CUDA, shared */
     fg_cuda_runner *gpu_runner;    /* CUDA */
     long long retired_wait_ns;     /* device waits of runners and samplers replaced */
     fg_cuda_kv_cache *gpu_cache;   /* CUDA */
@@ -85,6 +93,13 @@ static fg_status create_device_cache(fg_cuda_kv_cache **cache, const fg_config *
                                          fg_config_head_dim(cfg), tokens, dtype);
 }
 
+/* A CUDA session's runner and cache, its weights in place. */
+static fg_status open_device_state(fg_session *s)
+{
+    FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights->w, s->allocated, NULL));
+    return create_device_cache(&s->gpu_cache, s->cfg, s->allocated, s->dtype);
+}
+
 static fg_status open_device(const char *fn, fg_session *s)
 {
     if (s->device == FG_DEVICE_REF)
@@ -94,14 +109,24 @@ static fg_status open_device(const char *fn, fg_session *s)
                                      FGI_CPU_ISA_AUTO);
     if (!fg_cuda_available())
         return fgi_fail(FG_ERR_CUDA, "%s: device cuda requested but no usable GPU", fn);
+    FGI_TRY(fgi_alloc(fn, (void **)&s->gpu_weights, 1, sizeof *s->gpu_weights));
+    atomic_init(&s->gpu_weights->refs, 1);
+    s->gpu_weights->w = NULL;
+    fg_cuda_weights **w = &s->gpu_weights->w;
     if (s->model != NULL)
-        FGI_TRY(fg_cuda_weights_create_model(&s->gpu_weights, s->model, s->dtype));
+        FGI_TRY(fg_cuda_weights_create_model(w, s->model, s->dtype));
     else if (s->w == NULL)
-        FGI_TRY(fg_cuda_weights_create_random(&s->gpu_weights, s->cfg, s->dtype, s->seed));
+        FGI_TRY(fg_cuda_weights_create_random(w, s->cfg, s->dtype, s->seed));
     else
-        FGI_TRY(fg_cuda_weights_create_typed(&s->gpu_weights, s->cfg, s->w, s->dtype));
-    FGI_TRY(fg_cuda_runner_create(&s->gpu_runner, s->gpu_weights, s->allocated, NULL));
-    return create_device_cache(&s->gpu_cache, s->cfg, s->allocated, s->dtype);
+        FGI_TRY(fg_cuda_weights_create_typed(w, s->cfg, s->w, s->dtype));
+    return open_device_state(s);
+}
+
+static void gpu_weights_release(gpu_weights_ref *g)
+{
+    if (g == NULL || atomic_fetch_sub(&g->refs, 1) > 1) return;
+    fg_cuda_weights_destroy(g->w);
+    free(g);
 }
 
 /* Host cache of `tokens` holding a copy of every cached token of old. */
@@ -132,7 +157,7 @@ static fg_status grow_device(fg_session *s, int tokens)
 {
     fg_cuda_runner *r = NULL;
     fg_cuda_kv_cache *c = NULL;
-    fg_status st = fg_cuda_runner_create(&r, s->gpu_weights, tokens, NULL);
+    fg_status st = fg_cuda_runner_create(&r, s->gpu_weights->w, tokens, NULL);
     if (st == FG_OK) st = create_device_cache(&c, s->cfg, tokens, s->dtype);
     if (st == FG_OK) st = fgi_cuda_kv_cache_copy(c, s->gpu_cache);
     if (st == FG_OK && s->has_logits && !s->logits_on_host)
@@ -226,6 +251,34 @@ static fg_status choose_dtype(const char *fn, const fg_config *cfg, fg_device de
     return FG_OK;
 }
 
+static fg_status check_ctx(const char *fn, const fg_config *cfg, int ctx)
+{
+    if (ctx < 0 || ctx > cfg->n_ctx)
+        return fgi_fail(FG_ERR_INVALID_ARG,
+                       "%s: ctx must be in 0 .. %d, the model's context (got %d)", fn,
+                       cfg->n_ctx, ctx);
+    return FG_OK;
+}
+
+/* A session of cfg for ctx (as fg_session_create) with its logits buffer,
+ * no device state yet. */
+static fg_status session_alloc(const char *fn, fg_session **out, const fg_config *cfg, int ctx)
+{
+    fg_session *s;
+    FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
+    s->cfg = cfg;
+    s->capacity = ctx ? ctx : cfg->n_ctx;
+    s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
+    fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,
+                             sizeof(float));
+    if (st != FG_OK) {
+        free(s);
+        return st;
+    }
+    *out = s;
+    return FG_OK;
+}
+
 static fg_status session_create(const char *fn, fg_session **session, const fg_config *cfg,
                                 const fg_weights *w, fg_device device, int ctx, fg_dtype dtype,
                                 int random, uint64_t seed, const fg_model *model)
@@ -240,10 +293,7 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
     if (device != FG_DEVICE_AUTO && device != FG_DEVICE_CPU && device != FG_DEVICE_CUDA &&
         device != FG_DEVICE_REF)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: unknown device %d", fn, (int)device);
-    if (ctx < 0 || ctx > cfg->n_ctx)
-        return fgi_fail(FG_ERR_INVALID_ARG,
-                       "%s: ctx must be in 0 .. %d, the model's context (got %d)", fn,
-                       cfg->n_ctx, ctx);
+    FGI_TRY(check_ctx(fn, cfg, ctx));
 
     const int cuda_ok = fg_cuda_available();
     const fg_device chosen = device == FG_DEVICE_AUTO ? (cuda_ok ? FG_DEVICE_CUDA : FG_DEVICE_CPU)
@@ -257,18 +307,13 @@ static fg_status session_create(const char *fn, fg_session **session, const fg_c
     }
 
     fg_session *s;
-    FGI_TRY(fgi_alloc(fn, (void **)&s, 1, sizeof *s));
+    FGI_TRY(session_alloc(fn, &s, cfg, ctx));
     s->dtype = chosen_dtype;
     s->seed = seed;
-    s->cfg = cfg;
     s->w = w;
     s->model = chosen == FG_DEVICE_CUDA ? model : NULL;
-    s->capacity = ctx ? ctx : cfg->n_ctx;
-    s->allocated = ctx ? ctx : (cfg->n_ctx < FIRST_ALLOCATION ? cfg->n_ctx : FIRST_ALLOCATION);
     s->device = chosen;
-    fg_status st = fgi_alloc(fn, (void **)&s->last_logits, (size_t)cfg->vocab_size,
-                            sizeof(float));
-    if (st == FG_OK) st = open_device(fn, s);
+    fg_status st = open_device(fn, s);
     if (st != FG_OK) {
         fg_session_destroy(s);
         return st;
@@ -308,6 +353,39 @@ fg_status fg_session_create_model(fg_session **session, const fg_model *model, f
                           model);
 }
 
+fg_status fg_session_create_sharing(fg_session **session, const fg_session *base, int ctx)
+{
+    static const char fn[] = "fg_session_create_sharing";
+    FGI_TRY(fgi_check_ptr(fn, "session", session));
+    *session = NULL;
+    FGI_TRY(fgi_check_ptr(fn, "base", base));
+    FGI_TRY(check_ctx(fn, base->cfg, ctx));
+    fg_session *s;
+    FGI_TRY(session_alloc(fn, &s, base->cfg, ctx));
+    s->w = base->w;
+    s->model = base->model;
+    s->device = base->device;
+    s->dtype = base->dtype;
+    s->seed = base->seed;
+    fg_status st = FG_OK;
+    if (s->device == FG_DEVICE_REF) {
+        st = open_device(fn, s); /* the caller's host weights: nothing to share */
+    } else if (s->device == FG_DEVICE_CPU) {
+        st = fgi_cpu_runner_create_sharing(fn, &s->cpu, base->cpu, s->allocated,
+                                           fgi_cpu_runner_threads(base->cpu));
+    } else {
+        s->gpu_weights = base->gpu_weights;
+        atomic_fetch_add(&s->gpu_weights->refs, 1);
+        st = open_device_state(s);
+    }
+    if (st != FG_OK) {
+        fg_session_destroy(s);
+        return st;
+    }
+    *session = s;
+    return FG_OK;
+}
+
 fg_status fg_session_device_memory(const fg_session *s, size_t *weights, size_t *cache,
                                    size_t *activations)
 {
@@ -319,7 +397,7 @@ fg_status fg_session_device_memory(const fg_session *s, size_t *weights, size_t 
     *weights = *cache = *activations = 0;
     if (s->device != FG_DEVICE_CUDA) return FG_OK;
     const fg_config *c = s->cfg;
-    *weights = fg_cuda_weights_bytes(s->gpu_weights);
+    *weights = fg_cuda_weights_bytes(s->gpu_weights->w);
     /* the cache and the attention workspace at the session's capacity:
      * what it holds once the context is full, not what it holds now */
     *cache = 2 * fg_dtype_size(s->dtype) * (size_t)c->n_layer * (size_t)c->n_kv_head *
@@ -336,7 +414,7 @@ void fg_session_destroy(fg_session *s)
     fg_cuda_sampler_destroy(s->gpu_sampler);
     fg_cuda_kv_cache_destroy(s->gpu_cache);
     fg_cuda_runner_destroy(s->gpu_runner); /* before the weights it reads */
-    fg_cuda_weights_destroy(s->gpu_weights);
+    gpu_weights_release(s->gpu_weights);
     free(s->last_logits);
     free(s);
 }

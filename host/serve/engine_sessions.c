@@ -383,14 +383,19 @@ fg_status fgi_engine_create_sessions(fgi_engine **out, const fg_config *cfg,
     e->blocks_per_slot = (e->base.context + FGI_SESSIONS_BLOCK - 1) / FGI_SESSIONS_BLOCK;
     e->accepting = 1;
     fg_status st = FG_OK;
-    /* a fixed cache per session: memory stays flat however requests come */
+    /* a fixed cache per session: memory stays flat however requests come;
+     * one copy of the weights, which the first session makes and the others
+     * read (on a GPU, max_batch copies of an 8B model would not fit) */
     for (int i = 0; i < opt->max_batch && st == FG_OK; i++) {
-        st = opt->model != NULL
-                 ? fg_session_create_model(&e->slots[i].session, opt->model, opt->device,
-                                           e->base.context, opt->dtype)
-                 : fg_session_create_typed(&e->slots[i].session, cfg, w, opt->device,
-                                           e->base.context, opt->dtype);
-        if (st == FG_OK) st = fg_session_set_threads(e->slots[i].session, opt->n_threads);
+        fg_session **made = &e->slots[i].session;
+        if (i > 0)
+            st = fg_session_create_sharing(made, e->slots[0].session, e->base.context);
+        else if (opt->model != NULL)
+            st = fg_session_create_model(made, opt->model, opt->device, e->base.context,
+                                         opt->dtype);
+        else
+            st = fg_session_create_typed(made, cfg, w, opt->device, e->base.context, opt->dtype);
+        if (st == FG_OK) st = fg_session_set_threads(*made, opt->n_threads);
     }
     if (st == FG_OK) {
         if (pthread_create(&e->worker, NULL, worker, e) != 0) st = FG_ERR_OOM;

@@ -77,9 +77,20 @@ fg_status fg_session_create_random(fg_session **session, const fg_config *cfg, i
  * type costs nothing. The model must outlive the session. */
 fg_status fg_session_create_model(fg_session **session, const fg_model *model,
                                   fg_device device, int ctx, fg_dtype dtype);
+/* A session of base's model on base's device and type that reads base's
+ * weights instead of a copy of its own: on the CUDA device the weights
+ * uploaded once, on the CPU device the packed ones (the REF device computes
+ * from the caller's host weights either way). Many sessions of one model,
+ * a server's, then cost one copy of the weights plus a cache each. ctx as
+ * fg_session_create; the CPU device starts with base's thread count. The
+ * shared weights are freed with the last session reading them, whichever
+ * order they are destroyed in; base's configuration, host weights or model
+ * must outlive them all, as they must outlive base. */
+fg_status fg_session_create_sharing(fg_session **session, const fg_session *base, int ctx);
 /* Device memory a session uses at its peak (its cache at full capacity):
- * the weights, the KV cache and the runner's activation buffers and
- * workspaces, in bytes; all 0 on the CPU and REF devices. */
+ * the weights (in full, also when shared with other sessions), the KV
+ * cache and the runner's activation buffers and workspaces, in bytes; all 0
+ * on the CPU and REF devices. */
 fg_status fg_session_device_memory(const fg_session *session, size_t *weights, size_t *cache,
                                    size_t *activations);
 /* "auto" (FG_DTYPE_AUTO) or one of fg_dtype_parse's names. */

@@ -158,19 +158,117 @@ Test(session, device_choice_and_bad_input)
 /* The logits (total, vocab) of a GPU session of dtype created with ctx
  * (0: it starts small and grows), fed ids as a prompt of `prefill` tokens
  * then one by one. */
+/* Every logit row of a prefill of `prefill` ids, then single steps up to
+ * `total`, from a fresh (or reset) session. */
+static float *session_run(fg_session *s, int vocab, const int *ids, int prefill, int total)
+{
+    float *out = fgi_buf_nan((size_t)total * vocab);
+    cr_assert_eq(fg_session_forward(s, ids, prefill, out), FG_OK, "%s", fg_last_error());
+    for (int t = prefill; t < total; t++)
+        cr_assert_eq(fg_session_forward(s, ids + t, 1, out + (size_t)t * vocab), FG_OK, "%s",
+                     fg_last_error());
+    return out;
+}
+
 static float *gpu_run(const fg_config *cfg, const fg_weights *w, fg_dtype dtype, int ctx,
                       const int *ids, int prefill, int total)
 {
     fg_session *s;
     cr_assert_eq(fg_session_create_typed(&s, cfg, w, FG_DEVICE_CUDA, ctx, dtype), FG_OK, "%s",
                  fg_last_error());
-    float *out = fgi_buf_nan((size_t)total * cfg->vocab_size);
-    cr_assert_eq(fg_session_forward(s, ids, prefill, out), FG_OK, "%s", fg_last_error());
-    for (int t = prefill; t < total; t++)
-        cr_assert_eq(fg_session_forward(s, ids + t, 1, out + (size_t)t * cfg->vocab_size), FG_OK,
-                     "%s", fg_last_error());
+    float *out = session_run(s, cfg->vocab_size, ids, prefill, total);
     fg_session_destroy(s);
     return out;
+}
+
+static size_t device_free_bytes(void)
+{
+    size_t free_bytes = 0, total = 0;
+    cr_assert_eq(fg_cuda_memory_info(&free_bytes, &total), FG_OK, "%s", fg_last_error());
+    cr_assert(free_bytes <= total);
+    return free_bytes;
+}
+
+/* One device and type: a session sharing base's weights gives bitwise the
+ * logits of a session of its own, while base runs another sequence, and
+ * goes on after base is destroyed (the weights live while one reader does);
+ * on the card it costs its cache and activations, not a second copy of the
+ * weights, and everything is given back once both are gone. */
+static void check_sharing(const fg_config *cfg, const fg_weights *w, fg_device device,
+                          fg_dtype dtype, const int *ids, const int *other, int total)
+{
+    const int V = cfg->vocab_size, gpu = device == FG_DEVICE_CUDA;
+    char what[96];
+    snprintf(what, sizeof what, "session sharing weights on %s in %s", fg_device_name(device),
+             fg_dtype_name(dtype));
+    fg_session *alone, *base, *shared;
+    cr_assert_eq(fg_session_create_typed(&alone, cfg, w, device, 0, dtype), FG_OK, "%s",
+                 fg_last_error());
+    float *want = session_run(alone, V, ids, 5, total);
+    fg_session_destroy(alone);
+
+    const size_t free_start = gpu ? device_free_bytes() : 0;
+    cr_assert_eq(fg_session_create_typed(&base, cfg, w, device, 0, dtype), FG_OK, "%s",
+                 fg_last_error());
+    const size_t free_base = gpu ? device_free_bytes() : 0;
+    cr_assert_eq(fg_session_create_sharing(&shared, base, 0), FG_OK, "%s: %s", what,
+                 fg_last_error());
+    cr_assert_eq(fg_session_device(shared), device, "%s", what);
+    cr_assert_eq(fg_session_dtype(shared), dtype, "%s", what);
+    cr_assert_eq(fg_session_capacity(shared), cfg->n_ctx, "%s", what);
+    if (gpu) {
+        size_t weights, cache, act;
+        cr_assert_eq(fg_session_device_memory(shared, &weights, &cache, &act), FG_OK);
+        const size_t used = free_base - device_free_bytes();
+        cr_assert(weights > 0 && used <= cache + act,
+                  "%s: it took %zu bytes of the card (weights %zu, cache %zu, activations %zu)",
+                  what, used, weights, cache, act);
+    }
+    /* base runs another sequence between the shared session's calls */
+    float *base_out = session_run(base, V, other, 3, 4);
+    float *got = session_run(shared, V, ids, 5, total);
+    fgi_assert_same(got, want, sizeof(float) * (size_t)total * V, what);
+    fg_session_destroy(base);
+    fgi_buf_free(got);
+    cr_assert_eq(fg_session_reset(shared), FG_OK);
+    got = session_run(shared, V, ids, 5, total);
+    fgi_assert_same(got, want, sizeof(float) * (size_t)total * V, what);
+    fg_session_destroy(shared);
+    if (gpu)
+        cr_assert_eq(device_free_bytes(), free_start, "%s: the card's memory given back", what);
+    fgi_buf_free(got), fgi_buf_free(want), fgi_buf_free(base_out);
+}
+
+/* A server's sessions share one copy of the model (fg_session_create_sharing). */
+Test(session, sessions_share_one_copy_of_the_weights)
+{
+    fgi_rng rng = fgi_rng_make(75);
+    fg_config cfg = fg_config_llama(2, 64, 4, 2, 160, 500, 24);
+    fgi_test_model m;
+    fgi_test_model_init(&m, &cfg, &rng, 1);
+    enum { TOTAL = 12 };
+    int ids[TOTAL], other[4];
+    fgi_test_random_ids(ids, TOTAL, cfg.vocab_size, &rng);
+    fgi_test_random_ids(other, 4, cfg.vocab_size, &rng);
+    check_sharing(&cfg, &m.w, FG_DEVICE_REF, FG_DTYPE_F32, ids, other, TOTAL);
+    check_sharing(&cfg, &m.w, FG_DEVICE_CPU, FG_DTYPE_F32, ids, other, TOTAL);
+    if (fg_cuda_available()) {
+        const fg_dtype dtypes[] = {FG_DTYPE_F32, FG_DTYPE_BF16, FG_DTYPE_F16};
+        for (int d = 0; d < 3; d++)
+            if (dtypes[d] == FG_DTYPE_F32 || fg_cuda_decoder_dtype_supported(&cfg, dtypes[d]))
+                check_sharing(&cfg, &m.w, FG_DEVICE_CUDA, dtypes[d], ids, other, TOTAL);
+    }
+    fg_session *s = NULL;
+    fgi_assert_status(fg_session_create_sharing(&s, NULL, 0), FG_ERR_INVALID_ARG, "'base'");
+    cr_assert_null(s);
+    fg_session *base;
+    cr_assert_eq(fg_session_create(&base, &cfg, &m.w, FG_DEVICE_CPU, 4), FG_OK);
+    fgi_assert_status(fg_session_create_sharing(&s, base, 25), FG_ERR_INVALID_ARG,
+                      "ctx must be in 0 .. 24");
+    cr_assert_null(s);
+    fgi_assert_status(fg_session_create_sharing(NULL, base, 0), FG_ERR_INVALID_ARG, "'session'");
+    fg_session_destroy(base);
+    fgi_test_model_free(&m);
 }
 
 /* A session created with ctx 0 takes up to the model's context but holds
