@@ -16,7 +16,7 @@ endif()
 file(READ "${IN}" text)
 
 set(id "[A-Za-z_][A-Za-z0-9_]*")
-set(type "[A-Za-z_][A-Za-z0-9_: ]*[A-Za-z0-9_]")
+set(type "[A-Za-z_][A-Za-z0-9_: ]*") # may end in a blank: harmless in a macro argument
 set(sp "[ \t]")
 
 # (two passes: CMake refuses a reference to an optional group that did not match)
