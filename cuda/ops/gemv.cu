@@ -22,7 +22,13 @@
  * its 8 warps take interleaved rows of the slice with 8 loads in flight each
  * and are summed in shared memory (4 rows at a time). Where a column tile
  * has several slices, each block writes a partial and the tile's last block (ticket counter,
- * left at zero for the next call) adds them in slice order. */
+ * left at zero for the next call) adds them in slice order.
+ *
+ * The classifier's GEMV (fgi_cuda_gemv_t_normed) reads a transposed w
+ * (out, in), the embedding matrix it shares with the input: one warp per
+ * output row, each lane streaming 16-byte packs of that contiguous row
+ * against the final norm's output, which each block computes once into
+ * shared memory; a fixed shuffle tree sums the lanes. No workspace. */
 #include "activation.cuh"
 #include "cuda_common.cuh"
 #include "dtype.cuh"
@@ -75,6 +81,9 @@ struct gemv_args {
     /* The residual epilogue: resid (rows, out) += round_T(x w) (+ b), as
      * the norm kernel's residual add does with a stored delta; y unused. */
     float *resid;
+    /* fp32 output (fgi_cuda_gemv_fused's y_f32): y32 = x w + b unrounded;
+     * y unused. NULL: y. */
+    float *y32;
 };
 
 /* Row statistics of the fused norm, as norm.cu's kernel takes them: the
@@ -185,6 +194,8 @@ __device__ inline void store_out(const gemv_args<T> &a, int r, int col, float su
     if constexpr (RESID) {
         const float d = fgi_elem<T>::to_float(fgi_elem<T>::from_float(sum));
         a.resid[e] += a.b ? d + fgi_load1(a.b + col) : d;
+    } else if (a.y32 != nullptr) {
+        a.y32[e] = finish(a, sum, col);
     } else {
         fgi_store1(a.y + e, finish(a, sum, col));
     }
@@ -412,19 +423,27 @@ int plan_slices(int in, int tiles, int sm_count, int forced)
 
 /* The GEMV for element type T (see fgi_cuda_gemv); norm / resid: the
  * fused prologue / epilogue (fgi_cuda_gemv_fused), NULL for none. */
+/* The norm prologue's fields of a (none for norm NULL). */
 template <typename T>
-fg_status launch_gemv(const char *fn, const fgi_linear_ctx *ctx, T *y, const T *x, const T *w,
-                      const T *b, int rows, int in, int out, fgi_activation act,
-                      cudaStream_t stream, const fgi_gemv_norm *norm = nullptr,
-                      float *resid = nullptr)
+void set_norm(gemv_args<T> &a, const fgi_gemv_norm *norm)
 {
-    gemv_args<T> a;
     a.nx = norm ? norm->x : nullptr;
     a.ng = norm ? static_cast<const T *>(norm->g) : nullptr;
     a.nb = norm ? static_cast<const T *>(norm->b) : nullptr;
     a.eps = norm ? norm->eps : 0.0f;
     a.rms = norm ? norm->rms : 0;
+}
+
+template <typename T>
+fg_status launch_gemv(const char *fn, const fgi_linear_ctx *ctx, T *y, const T *x, const T *w,
+                      const T *b, int rows, int in, int out, fgi_activation act,
+                      cudaStream_t stream, const fgi_gemv_norm *norm = nullptr,
+                      float *resid = nullptr, float *y32 = nullptr)
+{
+    gemv_args<T> a;
+    set_norm(a, norm);
     a.resid = resid;
+    a.y32 = y32;
     a.y = y;
     a.x = x;
     a.w = w;
@@ -454,7 +473,92 @@ fg_status launch_gemv(const char *fn, const fgi_linear_ctx *ctx, T *y, const T *
     }
 }
 
+/* Packs of w a lane keeps in flight in the transposed GEMV. */
+constexpr int kTUnroll = 4;
+
+/* y32 (out) = round_T(norm(nx)) w^T (+ b), w (out, in): one row, a warp
+ * per output row (rows dealt out grid-stride), the normalised row in
+ * shared memory as T (the values the unfused norm would store in h). VEC:
+ * in is a multiple of kVec and w 16-byte aligned. */
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(kThreads) gemv_t_norm_kernel(const gemv_args<T> a)
+{
+    __shared__ T h[FGI_GEMV_T_MAX_IN];
+    norm_stats<1> st;
+    compute_norm_stats<T, 1>(a, st);
+    for (int i = threadIdx.x; i < a.in; i += kThreads)
+        h[i] = fgi_elem<T>::from_float(x_value<T, 1, true>(a, st, 0, i));
+    __syncthreads();
+    constexpr int V = kVec<T>;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = blockIdx.x * kWarps + warp; o < a.out; o += gridDim.x * kWarps) {
+        const T *row = a.w + (long long)o * a.in;
+        float acc = 0.0f;
+        if constexpr (VEC) {
+            int i = lane * V;
+            for (; i + (kTUnroll - 1) * 32 * V < a.in; i += kTUnroll * 32 * V) {
+                fgi_pack<T> pk[kTUnroll];
+#pragma unroll
+                for (int u = 0; u < kTUnroll; u++) pk[u] = fgi_ldg<fgi_pack<T>>(row + i + u * 32 * V);
+#pragma unroll
+                for (int u = 0; u < kTUnroll; u++)
+#pragma unroll
+                    for (int e = 0; e < V; e++)
+                        acc = fmaf(fgi_elem<T>::to_float(h[i + u * 32 * V + e]), pk[u].get(e), acc);
+            }
+            for (; i < a.in; i += 32 * V) {
+                const fgi_pack<T> pk = fgi_ldg<fgi_pack<T>>(row + i);
+#pragma unroll
+                for (int e = 0; e < V; e++)
+                    acc = fmaf(fgi_elem<T>::to_float(h[i + e]), pk.get(e), acc);
+            }
+        } else {
+            for (int i = lane; i < a.in; i += 32)
+                acc = fmaf(fgi_elem<T>::to_float(h[i]), fgi_ldg1(row + i), acc);
+        }
+        acc = fgi_warp_sum(acc);
+        if (lane == 0) a.y32[o] = finish(a, acc, o);
+    }
+}
+
 } // namespace
+
+extern "C" fg_status fgi_cuda_gemv_t_normed(const char *fn, fg_dtype dtype,
+                                            const fgi_linear_ctx *ctx, float *y,
+                                            const fgi_gemv_norm *norm, const void *w_t,
+                                            const void *b, int in, int out, cudaStream_t stream)
+{
+    if (dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the transposed GEMV serves bf16 and f16 only "
+                        "(%s)", fn, fg_dtype_name(dtype));
+    if (norm == NULL || in < 1 || in > FGI_GEMV_T_MAX_IN || out < 1)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: the transposed GEMV takes a norm and 1 .. %d "
+                        "inputs (in %d, out %d)", fn, FGI_GEMV_T_MAX_IN, in, out);
+    return fgi_with_dtype(fn, dtype, [&](auto tag) -> fg_status {
+        using T = decltype(tag);
+        if constexpr (std::is_same<T, float>::value) return FG_ERR_INVALID_ARG; /* refused above */
+        else {
+        gemv_args<T> a;
+        memset(&a, 0, sizeof a);
+        set_norm(a, norm);
+        a.w = static_cast<const T *>(w_t);
+        a.b = static_cast<const T *>(b);
+        a.y32 = y;
+        a.in = in;
+        a.out = out;
+        /* two blocks per SM of 8 warps, each lane kTUnroll packs in flight */
+        const long long want = 2LL * (ctx->sm_count > 0 ? ctx->sm_count : 1);
+        const long long blocks = fgi_ceil_div(out, kWarps) < want ? fgi_ceil_div(out, kWarps) : want;
+        const bool vec = in % kVec<T> == 0 && reinterpret_cast<uintptr_t>(w_t) % 16 == 0;
+        if (vec)
+            gemv_t_norm_kernel<T, true><<<(unsigned)blocks, kThreads, 0, stream>>>(a);
+        else
+            gemv_t_norm_kernel<T, false><<<(unsigned)blocks, kThreads, 0, stream>>>(a);
+        FGI_CUDA_LAUNCHED(fn, "gemv_t_norm_kernel");
+        return FG_OK;
+        }
+    });
+}
 
 extern "C" fg_status fgi_cuda_gemv(const char *fn, const fgi_linear_ctx *ctx, float *y,
                                    const float *x, const float *w, const float *b, int rows,
@@ -477,9 +581,9 @@ extern "C" fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype,
 }
 
 extern "C" fg_status fgi_cuda_gemv_fused(const char *fn, fg_dtype dtype,
-                                         const fgi_linear_ctx *ctx, void *y, const void *x,
-                                         const fgi_gemv_norm *norm, float *resid, const void *w,
-                                         const void *b, int rows, int in, int out,
+                                         const fgi_linear_ctx *ctx, void *y, int y_f32,
+                                         const void *x, const fgi_gemv_norm *norm, float *resid,
+                                         const void *w, const void *b, int rows, int in, int out,
                                          fgi_activation act, cudaStream_t stream)
 {
     if (dtype != FG_DTYPE_BF16 && dtype != FG_DTYPE_F16)
@@ -490,11 +594,14 @@ extern "C" fg_status fgi_cuda_gemv_fused(const char *fn, fg_dtype dtype,
     if (rows != 1 || (norm != NULL) == (resid != NULL))
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: the fused GEMV takes one row and either a norm "
                         "or a residual (rows %d)", fn, rows);
+    if (y_f32 && norm == NULL)
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: an fp32 y goes with the norm prologue only", fn);
     return fgi_with_dtype(fn, dtype, [&](auto tag) {
         using T = decltype(tag);
-        return launch_gemv<T>(fn, ctx, static_cast<T *>(y), static_cast<const T *>(x),
-                              static_cast<const T *>(w), static_cast<const T *>(b), rows, in, out,
-                              act, stream, norm, resid);
+        return launch_gemv<T>(fn, ctx, y_f32 ? nullptr : static_cast<T *>(y),
+                              static_cast<const T *>(x), static_cast<const T *>(w),
+                              static_cast<const T *>(b), rows, in, out, act, stream, norm, resid,
+                              y_f32 ? static_cast<float *>(y) : nullptr);
     });
 }
 

@@ -92,7 +92,10 @@ fg_status fgi_cuda_gemv_typed(const char *fn, fg_dtype dtype, const fgi_linear_c
  *    normalised 16-bit h and the norm's launch disappear;
  *  - resid (or NULL): the epilogue. y is not written; resid (rows, out,
  *    fp32) += round_T(x w) (+ b), the residual add of fgi_cuda_norm with a
- *    stored delta (act must be none). */
+ *    stored delta (act must be none).
+ * y_f32 (with a norm only): y is fp32 and gets act(sum + b) unrounded, what
+ * cuBLASLt's fp32-output GEMM gives (Llama's gate|up, which silu * up then
+ * reads in fp32). */
 typedef struct {
     const float *x;    /* (rows, in) fp32 */
     const void *g, *b; /* (in) dtype; b: LayerNorm's, or NULL */
@@ -100,9 +103,20 @@ typedef struct {
     int rms;
 } fgi_gemv_norm;
 fg_status fgi_cuda_gemv_fused(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
-                              void *y, const void *x, const fgi_gemv_norm *norm, float *resid,
-                              const void *w, const void *b, int rows, int in, int out,
-                              fgi_activation act, cudaStream_t stream);
+                              void *y, int y_f32, const void *x, const fgi_gemv_norm *norm,
+                              float *resid, const void *w, const void *b, int rows, int in,
+                              int out, fgi_activation act, cudaStream_t stream);
+
+/* The 16-bit decode step's classifier (bf16 / f16, one row): y (out, fp32)
+ * = round_T(norm(norm->x) * g (+ b)) w_t^T (+ b), w_t (out, in) row-major
+ * (the embedding matrix a tied classifier reads transposed), fp32 sums
+ * unrounded: the final norm, its stored h and cuBLASLt's fp32-output GEMM
+ * in one launch. in <= FGI_GEMV_T_MAX_IN (the normalised row lives in
+ * shared memory); deterministic (a fixed order per output). */
+#define FGI_GEMV_T_MAX_IN 16384
+fg_status fgi_cuda_gemv_t_normed(const char *fn, fg_dtype dtype, const fgi_linear_ctx *ctx,
+                                 float *y, const fgi_gemv_norm *norm, const void *w_t,
+                                 const void *b, int in, int out, cudaStream_t stream);
 
 /* cudaStreamSynchronize(stream), adding the time the host waited in it to
  * *wait_ns: what a decode step's host-time measurement leaves out (the
