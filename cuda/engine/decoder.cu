@@ -35,8 +35,9 @@
  * 16-bit one-token calls take the fused path instead (fused_rows): each
  * sublayer's first GEMV normalises the fp32 residual in its prologue and
  * its last GEMV adds into the residual in its epilogue, so neither the
- * normalised h nor the add + norm kernels exist there (Llama's gate|up and
- * the classifier, on cuBLASLt, still read an h from the norm kernel).
+ * normalised h nor the add + norm kernels exist there; Llama's gate|up
+ * GEMV writes fp32 for silu * up, and the classifier's transposed GEMV
+ * normalises with ln_f in its own prologue.
  * Decode steps (fg_cuda_forward_last with T = 1): about ten launches per
  * layer cost more host time than the GPU needs for them, so the step is
  * captured once per (runner, cache) as a CUDA graph whose kernels read the
@@ -1286,17 +1287,17 @@ static fg_status linear(const char *fn, fg_cuda_runner *r, void *y, const void *
  * sublayer's first GEMV normalises the fp32 residual stream in its
  * prologue and its last GEMV adds into it in its epilogue
  * (fgi_cuda_gemv_fused), so the 16-bit h round trip and the add + norm
- * launches go. Llama's gate|up (cuBLASLt, fp32 out) and the classifier
- * still read a normalised h from the norm kernel. fp32 keeps its path. */
+ * launches go; Llama's gate|up comes out in fp32 (as cuBLASLt's gave it)
+ * and the classifier is the transposed GEMV with ln_f in its prologue
+ * (fgi_cuda_gemv_t_normed). fp32 keeps its path. */
 static int fused_rows(const fg_cuda_runner *r, int T)
 {
     return r->w->dtype != FG_DTYPE_F32 && r->lin.gemv_ws != NULL && T == 1;
 }
 
-/* y (T, out) = act(norm(x) w + b) with the norm (g, b_norm) fused. */
-static fg_status linear_normed(const char *fn, fg_cuda_runner *r, void *y, const float *x,
-                               const void *g, const void *b_norm, const void *w, const void *b,
-                               int T, int in, int out, fgi_activation act)
+/* The model's norm (g, b_norm) of the fp32 rows x, as a GEMV prologue. */
+static fgi_gemv_norm gemv_norm(const fg_cuda_runner *r, const float *x, const void *g,
+                               const void *b_norm)
 {
     fgi_gemv_norm n;
     n.x = x;
@@ -1304,16 +1305,26 @@ static fg_status linear_normed(const char *fn, fg_cuda_runner *r, void *y, const
     n.b = r->w->cfg.arch == FG_ARCH_LLAMA ? NULL : b_norm;
     n.eps = r->w->cfg.norm_eps;
     n.rms = r->w->cfg.arch == FG_ARCH_LLAMA;
-    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, y, NULL, &n, NULL, w, b, T, in, out, act,
-                               r->stream);
+    return n;
+}
+
+/* y (T, out) = act(norm(x) w + b) with the norm (g, b_norm) fused; y_f32:
+ * y is fp32, the sums unrounded. */
+static fg_status linear_normed(const char *fn, fg_cuda_runner *r, void *y, const float *x,
+                               const void *g, const void *b_norm, const void *w, const void *b,
+                               int T, int in, int out, fgi_activation act, int y_f32 = 0)
+{
+    const fgi_gemv_norm n = gemv_norm(r, x, g, b_norm);
+    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, y, y_f32, NULL, &n, NULL, w, b, T, in,
+                               out, act, r->stream);
 }
 
 /* resid (T, out) += round(x w) + b: the residual add in the epilogue. */
 static fg_status linear_residual(const char *fn, fg_cuda_runner *r, float *resid, const void *x,
                                  const void *w, const void *b, int T, int in, int out)
 {
-    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, NULL, x, NULL, resid, w, b, T, in, out,
-                               FGI_ACT_NONE, r->stream);
+    return fgi_cuda_gemv_fused(fn, r->w->dtype, &r->lin, NULL, 0, x, NULL, resid, w, b, T, in,
+                               out, FGI_ACT_NONE, r->stream);
 }
 
 /* out (T, C) = attention of the normalised input x_in (T, C) at positions
@@ -1507,11 +1518,10 @@ static fg_status layer_forward_fused(const char *fn, fg_cuda_runner *r, fg_cuda_
     const int C = c->n_embd, I = c->n_inner;
     FGI_TRY(attention_sublayer(fn, r, cache, layer, L, T, NULL, NULL, 0, step, x));
     if (c->arch == FG_ARCH_LLAMA) {
-        /* gate|up is cuBLASLt's fp32-output GEMM: it reads h = ln_2(x) */
+        /* gate|up in fp32, as the unfused path's cuBLASLt GEMM gives it */
         float *gate_up = static_cast<float *>(r->mlp);
-        FGI_TRY(norm_rows(fn, r, r->h, x, NULL, NULL, lw->ln_2_g, lw->ln_2_b, T));
-        FGI_TRY(fgi_cuda_linear_layer_f32out(fn, r->w->dtype, &r->lin, gate_up, r->h, lw->fc_w,
-                                            T, C, 2 * I, 0, r->stream));
+        FGI_TRY(linear_normed(fn, r, gate_up, x, lw->ln_2_g, lw->ln_2_b, lw->fc_w, NULL, T, C,
+                              2 * I, FGI_ACT_NONE, 1));
         FGI_TRY(fgi_cuda_silu_mul_rows_f32in(fn, r->w->dtype, r->mlp_act, gate_up, gate_up + I,
                                             T, I, 2LL * I, r->stream));
         return linear_residual(fn, r, x, r->mlp_act, lw->mlp_proj_w, lw->mlp_proj_b, T, I, C);
@@ -1629,7 +1639,12 @@ static fg_status enqueue_forward(const char *fn, fg_cuda_runner *r, fg_cuda_kv_c
     if (fused_rows(r, T)) {
         for (int l = 0; l < c->n_layer; l++)
             FGI_TRY(layer_forward_fused(fn, r, cache, l, L, T, r->x, step));
-        /* the classifier (transposed w: cuBLASLt) reads h = ln_f(x) */
+        if (C <= FGI_GEMV_T_MAX_IN) { /* the classifier with ln_f in its prologue */
+            const fgi_gemv_norm n = gemv_norm(r, r->x, r->w->ln_f_g, r->w->ln_f_b);
+            return fgi_cuda_gemv_t_normed(fn, r->w->dtype, &r->lin, r->logits, &n,
+                                          r->w->classifier, NULL, C, V, r->stream);
+        }
+        /* wider than the GEMV's shared row: cuBLASLt reads h = ln_f(x) */
         FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->ln_f_g, r->w->ln_f_b, T));
     } else {
         FGI_TRY(norm_rows(fn, r, r->h, r->x, NULL, NULL, r->w->layers[0].ln_1_g,
