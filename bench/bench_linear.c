@@ -19,6 +19,12 @@
  * same run (copy GB/s = 2 x bytes / time: each byte read and written):
  *   copy bytes=268435456 us=... gbps=...
  *   linear16 dtype=bf16 model=llama8b rows=1 in=4096 out=6144 path=gemv us=... gbps=... pct_copy=...
+ * Last, per 16-bit type, the decode step's classifier at the Llama-3
+ * vocabulary (128256 x C, transposed, fp32 logits): the transposed GEMV
+ * with the final RMSNorm in its prologue (fgi_cuda_gemv_t_normed, what the
+ * fused step runs) against the norm kernel + cuBLASLt's fp32-output GEMM
+ * (what it ran before), both from the fp32 residual row:
+ *   linear16 dtype=bf16 model=llama1b rows=1 in=2048 out=128256 path=classifier_gemv_t ...
  * Usage: bench_linear [--runs N] [--sweep] [--dtype all|f32|bf16|f16] */
 #include "flashgpt/flashgpt.h"
 #include "../cuda/ops/ops_internal.h"
@@ -68,32 +74,70 @@ static const linear_case decode16[] = {
 static const linear_case prefill16[] = {
     {512, 2048, 16384, FGI_ACT_NONE, "llama1b"}, {512, 4096, 28672, FGI_ACT_NONE, "llama8b"},
 };
+/* classifiers: in = C, out = the vocabulary, w stored (out, in) */
+static const linear_case classifier16[] = {
+    {1, 2048, 128256, FGI_ACT_NONE, "llama1b"}, {1, 4096, 128256, FGI_ACT_NONE, "llama8b"},
+};
+
+typedef enum {
+    PATH_LINEAR,          /* fgi_cuda_linear_layer(_typed) */
+    PATH_CLASSIFIER_GEMV, /* fgi_cuda_gemv_t_normed */
+    PATH_CLASSIFIER_BLAS, /* fgi_cuda_norm_typed + fgi_cuda_linear_layer_f32out */
+} bench_path;
 
 typedef struct {
     void *x, *y, *b;
     void *w[MAX_SETS];
     int n_sets;
+    float *resid, *logits; /* classifier paths: the fp32 row and logits */
+    void *g;               /* classifier paths: the norm's gain */
     cudaEvent_t start, stop;
 } case_buffers;
 
+/* One call of path on weight copy w. */
+static int call_path(bench_path path, const linear_case *c, const case_buffers *buf,
+                     const fgi_linear_ctx *ctx, fg_dtype dtype, const void *w)
+{
+    static const char fn[] = "bench_linear";
+    if (path == PATH_CLASSIFIER_GEMV) {
+        const fgi_gemv_norm n = {buf->resid, buf->g, NULL, 1e-5f, 1};
+        return bench_check(fgi_cuda_gemv_t_normed(fn, dtype, ctx, buf->logits, &n, w, NULL, c->in,
+                                                  c->out, NULL),
+                           "classifier gemv");
+    }
+    if (path == PATH_CLASSIFIER_BLAS) {
+        fgi_norm_args a;
+        memset(&a, 0, sizeof a);
+        a.y = buf->x; /* h = norm(resid) in dtype */
+        a.x = buf->resid;
+        a.g = buf->g;
+        a.rows = c->rows;
+        a.cols = c->in;
+        a.eps = 1e-5f;
+        a.rms = 1;
+        return bench_check(fgi_cuda_norm_typed(fn, dtype, &a, NULL), "norm") &&
+               bench_check(fgi_cuda_linear_layer_f32out(fn, dtype, ctx, buf->logits, buf->x, w,
+                                                        c->rows, c->in, c->out, 1, NULL),
+                           "classifier gemm");
+    }
+    return bench_check(dtype == FG_DTYPE_F32 /* the decoder's fp32 entry, as before */
+                           ? fgi_cuda_linear_layer(fn, ctx, buf->y, buf->x, w, buf->b, c->rows,
+                                                   c->in, c->out, 0, c->act, NULL)
+                           : fgi_cuda_linear_layer_typed(fn, dtype, ctx, buf->y, buf->x, w, buf->b,
+                                                         c->rows, c->in, c->out, 0, c->act, NULL),
+                       "linear");
+}
+
 /* Median microseconds per call of one path, or a negative value on failure. */
 static double time_path(const linear_case *c, const case_buffers *buf, const fgi_linear_ctx *ctx,
-                        fg_dtype dtype, int runs, float *times)
+                        fg_dtype dtype, int runs, float *times, bench_path path)
 {
     int ok = 1, next = 0;
     for (int r = -2; ok && r < runs; r++) { /* two warm-up chains */
         ok = bench_check_cuda(bench_gpu_hold(HOLD_US, NULL), "hold") &&
              bench_check_cuda(cudaEventRecord(buf->start, NULL), "record");
         for (int i = 0; ok && i < CHAIN; i++, next = (next + 1) % buf->n_sets)
-            ok = bench_check(dtype == FG_DTYPE_F32 /* the decoder's fp32 entry, as before */
-                                 ? fgi_cuda_linear_layer("bench_linear", ctx, buf->y, buf->x,
-                                                         buf->w[next], buf->b, c->rows, c->in,
-                                                         c->out, 0, c->act, NULL)
-                                 : fgi_cuda_linear_layer_typed("bench_linear", dtype, ctx, buf->y,
-                                                               buf->x, buf->w[next], buf->b,
-                                                               c->rows, c->in, c->out, 0, c->act,
-                                                               NULL),
-                             "linear");
+            ok = call_path(path, c, buf, ctx, dtype, buf->w[next]);
         ok = ok && bench_check_cuda(cudaEventRecord(buf->stop, NULL), "record") &&
              bench_check_cuda(cudaEventSynchronize(buf->stop), "synchronize");
         float ms = 0.0f;
@@ -154,9 +198,10 @@ static void report16(const linear_case *c, fg_dtype dtype, const char *path, dou
 }
 
 /* One case in dtype: fp32 prints the historical lines (GEMV, SGEMM, the
- * --sweep); 16-bit prints the GEMV (decode rows) and cuBLASLt lines. */
+ * --sweep); 16-bit prints the GEMV (decode rows) and cuBLASLt lines, or
+ * with classifier the two classifier paths. */
 static int run_case(const linear_case *c, fg_dtype dtype, const fgi_linear_ctx *gemv,
-                    const fgi_linear_ctx *blas, int runs, int sweep, double copy)
+                    const fgi_linear_ctx *blas, int runs, int sweep, double copy, int classifier)
 {
     case_buffers buf;
     memset(&buf, 0, sizeof buf);
@@ -173,25 +218,45 @@ static int run_case(const linear_case *c, fg_dtype dtype, const fgi_linear_ctx *
         ok = bench_check(fg_cuda_malloc(&buf.w[s], es * w_elems), "malloc w") &&
              bench_check_cuda(cudaMemcpy(buf.w[s], buf.w[0], es * w_elems,
                                    cudaMemcpyDeviceToDevice), "copy w");
+    if (ok && classifier) {
+        unsigned long long s2 = 0x5eedULL;
+        float *host = malloc(sizeof(float) * (size_t)c->in);
+        ok = host != NULL;
+        if (ok) bench_fill_random(host, (size_t)c->in, 1.0, &s2);
+        ok = ok && bench_check(fg_cuda_malloc((void **)&buf.resid, sizeof(float) * c->in), "malloc") &&
+             bench_check(fg_cuda_upload(buf.resid, host, sizeof(float) * c->in), "upload") &&
+             bench_check(fg_cuda_malloc((void **)&buf.logits, sizeof(float) * c->out), "malloc");
+        free(host);
+        buf.g = device_random(dtype, (size_t)c->in, &state, &ok);
+    }
     ok = ok && bench_check_cuda(cudaEventCreate(&buf.start), "event") &&
          bench_check_cuda(cudaEventCreate(&buf.stop), "event");
     float *times = calloc((size_t)runs, sizeof(float));
     ok = ok && times != NULL;
-    if (ok && dtype != FG_DTYPE_F32) {
+    if (ok && classifier) {
+        report16(c, dtype, "classifier_gemv_t",
+                 time_path(c, &buf, gemv, dtype, runs, times, PATH_CLASSIFIER_GEMV), copy);
+        report16(c, dtype, "classifier_norm_cublaslt",
+                 time_path(c, &buf, blas, dtype, runs, times, PATH_CLASSIFIER_BLAS), copy);
+    } else if (ok && dtype != FG_DTYPE_F32) {
         if (c->rows <= FGI_GEMV_MAX_ROWS)
-            report16(c, dtype, "gemv", time_path(c, &buf, gemv, dtype, runs, times), copy);
-        report16(c, dtype, "cublaslt", time_path(c, &buf, blas, dtype, runs, times), copy);
+            report16(c, dtype, "gemv",
+                     time_path(c, &buf, gemv, dtype, runs, times, PATH_LINEAR), copy);
+        report16(c, dtype, "cublaslt", time_path(c, &buf, blas, dtype, runs, times, PATH_LINEAR),
+                 copy);
     } else if (ok) {
-        report(c, "gemv", 0, time_path(c, &buf, gemv, dtype, runs, times));
-        report(c, "cublas", 0, time_path(c, &buf, blas, dtype, runs, times));
+        report(c, "gemv", 0, time_path(c, &buf, gemv, dtype, runs, times, PATH_LINEAR));
+        report(c, "cublas", 0, time_path(c, &buf, blas, dtype, runs, times, PATH_LINEAR));
         static const int slices[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
         for (size_t i = 0; sweep && i < sizeof slices / sizeof slices[0]; i++) {
             fgi_linear_ctx forced = *gemv;
             forced.gemv_slices = slices[i];
-            report(c, "gemv", slices[i], time_path(c, &buf, &forced, dtype, runs, times));
+            report(c, "gemv", slices[i],
+                   time_path(c, &buf, &forced, dtype, runs, times, PATH_LINEAR));
         }
     }
     free(times);
+    fg_cuda_free(buf.resid), fg_cuda_free(buf.logits), fg_cuda_free(buf.g);
     if (buf.start) cudaEventDestroy(buf.start);
     if (buf.stop) cudaEventDestroy(buf.stop);
     fg_cuda_free(buf.x), fg_cuda_free(buf.y), fg_cuda_free(buf.b);
@@ -238,7 +303,7 @@ int main(int argc, char **argv)
     blas.gemv_ws = NULL;
     if (all || only == FG_DTYPE_F32)
         for (size_t i = 0; ok && i < sizeof cases / sizeof cases[0]; i++)
-            ok = run_case(&cases[i], FG_DTYPE_F32, &gemv, &blas, runs, sweep, -1.0);
+            ok = run_case(&cases[i], FG_DTYPE_F32, &gemv, &blas, runs, sweep, -1.0, 0);
     const double copy =
         ok && (all || only != FG_DTYPE_F32) ? copy_gbps((size_t)256 << 20, runs) : -1.0;
     static const fg_dtype types16[] = {FG_DTYPE_BF16, FG_DTYPE_F16};
@@ -248,10 +313,12 @@ int main(int argc, char **argv)
             for (int rows = 1; ok && rows <= FGI_GEMV_MAX_ROWS; rows++) {
                 linear_case c = decode16[i];
                 c.rows = rows;
-                ok = run_case(&c, types16[t], &gemv, &blas, runs, 0, copy);
+                ok = run_case(&c, types16[t], &gemv, &blas, runs, 0, copy, 0);
             }
         for (size_t i = 0; ok && i < sizeof prefill16 / sizeof prefill16[0]; i++)
-            ok = run_case(&prefill16[i], types16[t], &gemv, &blas, runs, 0, copy);
+            ok = run_case(&prefill16[i], types16[t], &gemv, &blas, runs, 0, copy, 0);
+        for (size_t i = 0; ok && i < sizeof classifier16 / sizeof classifier16[0]; i++)
+            ok = run_case(&classifier16[i], types16[t], &gemv, &blas, runs, 0, copy, 1);
     }
     fg_cuda_free(gemv.gemv_ws);
     if (gemv.blas) cublasDestroy(gemv.blas);
