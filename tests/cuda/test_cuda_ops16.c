@@ -543,6 +543,31 @@ Test(cuda16_linear, gemv_row_is_the_same_alone_or_among_eight)
 enum { kRuleOutputs = 65 };
 
 #ifdef FG_HAVE_CUDA
+/* The GEMV's context on this device, without a workspace. */
+static fgi_linear_ctx gemv_ctx(void)
+{
+    char name[128];
+    size_t total = 0;
+    fgi_linear_ctx ctx = {NULL, NULL, 0, 0, NULL};
+    ok(fg_cuda_device_info(name, sizeof name, &ctx.sm_count, &total), "device");
+    return ctx;
+}
+
+/* The exact and the naive 16-bit norm (RMSNorm, or LayerNorm with nb or
+ * none) of x (rows, in): a norm prologue's two references. */
+static void norm_exact_and_naive(fg_dtype t, float *h_exact, float *h_naive, const float *x,
+                                 const float *g, const float *nb, int rows, int in, float eps,
+                                 int rms)
+{
+    if (rms) {
+        ok(fg_ref_rms_norm(h_exact, x, g, rows, in, eps), "reference norm");
+        ok(fg_ref_rms_norm_naive16(t, h_naive, x, g, rows, in, eps), "naive norm");
+    } else {
+        ok(fg_ref_layer_norm(h_exact, x, g, nb, rows, in, eps), "reference norm");
+        ok(fg_ref_layer_norm_naive16(t, h_naive, x, g, nb, rows, in, eps), "naive norm");
+    }
+}
+
 /* The decode step's fused GEMV (fgi_cuda_gemv_fused): with the norm in its
  * prologue, y = round(norm(x) * g (+ b)) w (+ bias) against the exact norm
  * and product and the naive 16-bit ones (h rounded, y rounded); with the
@@ -572,14 +597,8 @@ static void check_gemv_fused(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *ctx
     float *res = fgi_buf_normal(rng, ny, 3.0); /* the fp32 residual stream added into */
     /* the product's input: exact and naive norms, or x itself */
     float *h_exact = fgi_buf_copy(x, nx), *h_naive = fgi_buf_copy(x, nx);
-    if (norm && rms) {
-        ok(fg_ref_rms_norm(h_exact, x, g, rows, in, eps), "reference norm");
-        ok(fg_ref_rms_norm_naive16(t, h_naive, x, g, rows, in, eps), "naive norm");
-    } else if (norm) {
-        ok(fg_ref_layer_norm(h_exact, x, g, with_nb ? nb : NULL, rows, in, eps), "reference");
-        ok(fg_ref_layer_norm_naive16(t, h_naive, x, g, with_nb ? nb : NULL, rows, in, eps),
-           "naive norm");
-    }
+    if (norm)
+        norm_exact_and_naive(t, h_exact, h_naive, x, g, with_nb ? nb : NULL, rows, in, eps, rms);
     float *exact = fgi_buf_nan(ny), *naive = fgi_buf_nan(ny);
     if (resid) { /* x += delta + bias, delta the rounded product */
         ok(fg_ref_linear(exact, h_exact, w, NULL, rows, in, out), "reference");
@@ -649,10 +668,7 @@ Test(cuda16_linear, fused_norm_and_residual_gemv_follow_the_16bit_rule)
     fgi_require_gpu();
 #ifdef FG_HAVE_CUDA
     fgi_rng rng = fgi_rng_make(1616);
-    char name[128];
-    size_t total = 0;
-    fgi_linear_ctx ctx = {NULL, NULL, 0, 0, NULL};
-    ok(fg_cuda_device_info(name, sizeof name, &ctx.sm_count, &total), "device");
+    fgi_linear_ctx ctx = gemv_ctx();
     ok(fg_cuda_malloc(&ctx.gemv_ws, FGI_GEMV_WORKSPACE_BYTES), "workspace");
     ok(fg_cuda_memset(ctx.gemv_ws, 0, FGI_GEMV_COUNTER_BYTES), "counters");
     for (int ti = 0; ti < 2; ti++)
@@ -703,14 +719,7 @@ static void check_gemv_t_normed(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) w[(size_t)i * out + o] = w_t[offset + (size_t)o * in + i];
     float *h_exact = fgi_buf_nan((size_t)in), *h_naive = fgi_buf_nan((size_t)in);
-    if (rms) {
-        ok(fg_ref_rms_norm(h_exact, x, g, 1, in, eps), "reference norm");
-        ok(fg_ref_rms_norm_naive16(t, h_naive, x, g, 1, in, eps), "naive norm");
-    } else {
-        ok(fg_ref_layer_norm(h_exact, x, g, with_nb ? nb : NULL, 1, in, eps), "reference norm");
-        ok(fg_ref_layer_norm_naive16(t, h_naive, x, g, with_nb ? nb : NULL, 1, in, eps),
-           "naive norm");
-    }
+    norm_exact_and_naive(t, h_exact, h_naive, x, g, with_nb ? nb : NULL, 1, in, eps, rms);
     float *exact = fgi_buf_nan((size_t)out), *naive = fgi_buf_nan((size_t)out);
     ok(fg_ref_linear(exact, h_exact, w, NULL, 1, in, out), "reference");
     ok(fg_ref_linear_naive16(t, naive, h_naive, w, NULL, 1, in, out), "naive");
@@ -739,10 +748,7 @@ Test(cuda16_linear, transposed_normed_gemv_follows_the_16bit_rule)
     fgi_require_gpu();
 #ifdef FG_HAVE_CUDA
     fgi_rng rng = fgi_rng_make(1617);
-    char name[128];
-    size_t total = 0;
-    fgi_linear_ctx ctx = {NULL, NULL, 0, 0, NULL};
-    ok(fg_cuda_device_info(name, sizeof name, &ctx.sm_count, &total), "device");
+    fgi_linear_ctx ctx = gemv_ctx();
     for (int ti = 0; ti < 2; ti++)
         for (int trial = 0; trial < trials(40); trial++)
             check_gemv_t_normed(kTypes[ti], &rng, &ctx, trial);
