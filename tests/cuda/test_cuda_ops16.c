@@ -568,6 +568,17 @@ static void norm_exact_and_naive(fg_dtype t, float *h_exact, float *h_naive, con
     }
 }
 
+/* An fp32 result of 16-bit inputs that is not rounded to the type: among
+ * kRuleOutputs sums or more, some value is not a 16-bit one (the rule
+ * alone would let a rounded output pass: its bound is at least an ulp). */
+static void assert_unrounded(fg_dtype t, const float *y, size_t n, const char *what)
+{
+    size_t exact16 = 0;
+    for (size_t i = 0; i < n; i++) exact16 += fg_dtype_round(t, y[i]) == y[i];
+    cr_assert(exact16 < n, "%s: all %zu fp32 outputs are %s values (seed %llu)", what, n,
+              fg_dtype_name(t), (unsigned long long)fgi_test_seed());
+}
+
 /* The decode step's fused GEMV (fgi_cuda_gemv_fused): with the norm in its
  * prologue, y = round(norm(x) * g (+ b)) w (+ bias) against the exact norm
  * and product and the naive 16-bit ones (h rounded, y rounded); with the
@@ -650,7 +661,15 @@ static void check_gemv_fused(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *ctx
         float *got = fgi_dev_download(dy32, ny);
         fgi_dev_assert_guard(dy32, ny, what);
         fgi_assert_16bit_rule(t, got, exact, naive, ny, what);
-        fgi_buf_free(got);
+        assert_unrounded(t, got, ny, what);
+        /* the same sums as the 16-bit y's: rounded, they are its bits */
+        ok(fgi_cuda_gemv_fused("test", t, ctx, dy, 0, NULL, &n, NULL, dw, with_b ? db : NULL,
+                               rows, in, out, FGI_ACT_NONE, 0),
+           what);
+        float *y16 = dev16_download(t, dy, ny, what);
+        for (size_t i = 0; i < ny; i++) got[i] = fg_dtype_round(t, got[i]);
+        fgi_assert_same(got, y16, sizeof(float) * ny, what);
+        fgi_buf_free(got), fgi_buf_free(y16);
     } else {
         expect16(t, dy, exact, naive, ny, what);
     }
@@ -702,8 +721,9 @@ Test(cuda16_linear, fused_norm_and_residual_gemv_follow_the_16bit_rule)
 static void check_gemv_t_normed(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *ctx, int trial)
 {
     const int rms = trial % 2 == 0, with_nb = !rms && trial % 3 != 0;
+    /* past two rounds of the 16-byte loop's unrolled packs (2048 for bf16) */
     const int in = trial % 5 == 0 ? fgi_rng_int(rng, 1, 40)
-                                  : 8 * fgi_rng_int(rng, 1, size_max(600, 130)) +
+                                  : 8 * fgi_rng_int(rng, 1, size_max(600, 300)) +
                                         (trial % 5 == 1 ? fgi_rng_int(rng, 1, 7) : 0);
     const int out = kRuleOutputs + (trial % 4 == 0 ? fgi_rng_int(rng, 0, 20)
                                                    : awkward_len(rng, size_max(3000, 400)));
@@ -736,6 +756,7 @@ static void check_gemv_t_normed(fg_dtype t, fgi_rng *rng, const fgi_linear_ctx *
     float *got = fgi_dev_download(dy, (size_t)out);
     fgi_dev_assert_guard(dy, (size_t)out, what);
     fgi_assert_16bit_rule(t, got, exact, naive, (size_t)out, what);
+    assert_unrounded(t, got, (size_t)out, what);
     fgi_dev_free(dx), fgi_dev_free(dy), fgi_dev_free(dg), fgi_dev_free(dnb), fgi_dev_free(dw);
     fgi_buf_free(x), fgi_buf_free(g), fgi_buf_free(nb), fgi_buf_free(w_t), fgi_buf_free(w);
     fgi_buf_free(h_exact), fgi_buf_free(h_naive), fgi_buf_free(exact), fgi_buf_free(naive);
