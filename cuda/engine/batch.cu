@@ -206,6 +206,7 @@ static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights 
         FGI_TRY(fgi_alloc(fn, (void **)&b->l16, (size_t)c->n_layer, sizeof *b->l16));
         fgi_cuda_weights_tensors(b->w16, &b->m16);
         for (int l = 0; l < c->n_layer; l++) fgi_cuda_weights_layer_tensors(b->w16, l, &b->l16[l]);
+        b->rope_inv_freq = b->m16.rope_inv_freq;
         if (b->dtype == FG_DTYPE_F32) {
             /* the fp32 forward reads the decoder's tensors (fp32 there too) */
             b->wte = static_cast<const float *>(b->m16.wte);
@@ -213,7 +214,6 @@ static fg_status batch_init(const char *fn, fgi_cuda_batch *b, const fg_weights 
             b->ln_f_g = static_cast<const float *>(b->m16.ln_f_g);
             b->ln_f_b = static_cast<const float *>(b->m16.ln_f_b);
             b->classifier = static_cast<const float *>(b->m16.classifier);
-            b->rope_inv_freq = b->m16.rope_inv_freq;
             b->fused_up = c->arch == FG_ARCH_LLAMA;
             for (int l = 0; l < c->n_layer; l++) {
                 const fgi_cuda_layer_tensors *s = &b->l16[l];
@@ -590,6 +590,78 @@ static fg_status prefill_segments(const char *fn, fgi_cuda_batch *b, int layer,
     return FG_OK;
 }
 
+/* The attention sublayer between the q|k|v and output projections, in the
+ * batch's dtype: the n real rows' k and v (q|k|v bias added, RoPE applied
+ * to q and k in place) appended to the layer's pool slices through their
+ * tables, then the decode rows' attention (their q packed out of q|k|v as
+ * the decode kernel reads it) and the prompt segments', into b->att. */
+static fg_status layer_attention(const char *fn, fgi_cuda_batch *b, int layer, int n,
+                                 const void *qkv_bias)
+{
+    const fg_config *c = &b->cfg;
+    const size_t es = b->es;
+    const int d = b->head_dim, W = b->qkv_width, A = c->n_head * d;
+    const int Q = b->padded_rows; /* the step's ints are laid out for the most rows */
+    const int *pos = b->ints_dev + Q, *kv_lens = b->ints_dev + 2 * Q,
+              *tables = b->ints_dev + 4 * Q;
+    void *k_layer = reinterpret_cast<char *>(b->k_pool) + es * (size_t)layer * b->layer_stride;
+    void *v_layer = reinterpret_cast<char *>(b->v_pool) + es * (size_t)layer * b->layer_stride;
+    FGI_TRY(fgi_with_dtype(fn, b->dtype, [&](auto tag) {
+        using E = decltype(tag);
+        paged_append_view<E> v;
+        v.qkv = reinterpret_cast<E *>(b->qkv);
+        v.bias = static_cast<const E *>(qkv_bias);
+        v.k_layer = static_cast<E *>(k_layer);
+        v.v_layer = static_cast<E *>(v_layer);
+        v.pos = pos;
+        v.tables = tables;
+        v.rows = n;
+        v.n_head = c->n_head;
+        v.n_kv_head = c->n_kv_head;
+        v.head_dim = d;
+        v.block_size = b->block_size;
+        v.max_blocks = b->max_blocks;
+        v.head_stride = (long long)b->head_stride;
+        v.block_stride = (long long)b->block_stride;
+        v.use_rope = c->use_rope;
+        v.rope_base = c->rope_base;
+        v.rope_inv_freq = b->rope_inv_freq;
+        const int threads = 256;
+        const long long work = (long long)n * (c->n_head + 2 * c->n_kv_head) * ((d + 1) / 2);
+        paged_append_kernel<E><<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
+        FGI_CUDA_LAUNCHED(fn, "paged_append_kernel");
+        return FG_OK;
+    }));
+
+    const int nd = b->n_decode;
+    if (nd > 0) {
+        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, es * (size_t)A, b->qkv, es * (size_t)W,
+                                          es * (size_t)A, (size_t)nd, cudaMemcpyDeviceToDevice,
+                                          b->stream));
+        fgi_decode_args da;
+        memset(&da, 0, sizeof da);
+        da.dtype = b->dtype;
+        da.out = b->att;
+        da.q = b->q;
+        da.k_cache = k_layer;
+        da.v_cache = v_layer;
+        da.kv_lens = kv_lens;
+        da.batch = nd;
+        da.n_q_head = c->n_head;
+        da.n_kv_head = c->n_kv_head;
+        da.head_dim = d;
+        da.capacity = b->max_blocks * b->block_size;
+        da.window = fg_config_layer_window(c, layer);
+        da.block_tables = tables;
+        da.n_blocks = b->n_blocks;
+        da.block_size = b->block_size;
+        da.max_blocks = b->max_blocks;
+        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
+                                         b->stream));
+    }
+    return prefill_segments(fn, b, layer, k_layer, v_layer);
+}
+
 /* y (rows, out) = act(x (rows, in) @ W + b), as tiles of exactly kRowTile
  * rows (rows a multiple of it): the one GEMM shape of the header. */
 static fg_status tiled_linear(const char *fn, fgi_cuda_batch *b, float *y, const float *x,
@@ -629,64 +701,9 @@ static fg_status batch_layer_forward(const char *fn, fgi_cuda_batch *b, int laye
 {
     const fg_config *c = &b->cfg;
     const batch_layer *lw = &b->layers[layer];
-    const int C = c->n_embd, d = b->head_dim, W = b->qkv_width, A = c->n_head * d,
-              I = c->n_inner;
-    const int Q = b->padded_rows; /* the step's ints are laid out for the most rows */
-    const int *pos = b->ints_dev + Q, *kv_lens = b->ints_dev + 2 * Q,
-              *tables = b->ints_dev + 4 * Q;
+    const int C = c->n_embd, W = b->qkv_width, A = c->n_head * b->head_dim, I = c->n_inner;
     FGI_TRY(tiled_linear(fn, b, b->qkv, b->h, lw->c_attn_w, NULL, P, C, W, 0, FGI_ACT_NONE));
-
-    paged_append_view<float> v;
-    v.qkv = b->qkv;
-    v.bias = lw->c_attn_b;
-    v.k_layer = b->k_pool + (size_t)layer * b->layer_stride;
-    v.v_layer = b->v_pool + (size_t)layer * b->layer_stride;
-    v.pos = pos;
-    v.tables = tables;
-    v.rows = n;
-    v.n_head = c->n_head;
-    v.n_kv_head = c->n_kv_head;
-    v.head_dim = d;
-    v.block_size = b->block_size;
-    v.max_blocks = b->max_blocks;
-    v.head_stride = (long long)b->head_stride;
-    v.block_stride = (long long)b->block_stride;
-    v.use_rope = c->use_rope;
-    v.rope_base = c->rope_base;
-    v.rope_inv_freq = b->rope_inv_freq;
-    const int threads = 256;
-    const long long work = (long long)n * (c->n_head + 2 * c->n_kv_head) * ((d + 1) / 2);
-    paged_append_kernel<float><<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
-    FGI_CUDA_LAUNCHED(fn, "paged_append_kernel");
-
-    const int nd = b->n_decode;
-    /* the decode kernel reads q as (rows, n_head, d): pack it out of q|k|v */
-    if (nd > 0)
-        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, sizeof(float) * (size_t)A, b->qkv,
-                                          sizeof(float) * (size_t)W, sizeof(float) * (size_t)A,
-                                          (size_t)nd, cudaMemcpyDeviceToDevice, b->stream));
-    fgi_decode_args da;
-    memset(&da, 0, sizeof da);
-    da.dtype = FG_DTYPE_F32;
-    da.out = b->att;
-    da.q = b->q;
-    da.k_cache = v.k_layer;
-    da.v_cache = v.v_layer;
-    da.kv_lens = kv_lens;
-    da.batch = nd;
-    da.n_q_head = c->n_head;
-    da.n_kv_head = c->n_kv_head;
-    da.head_dim = d;
-    da.capacity = b->max_blocks * b->block_size;
-    da.window = fg_config_layer_window(c, layer);
-    da.block_tables = tables;
-    da.n_blocks = b->n_blocks;
-    da.block_size = b->block_size;
-    da.max_blocks = b->max_blocks;
-    if (nd > 0)
-        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
-                                         b->stream));
-    FGI_TRY(prefill_segments(fn, b, layer, v.k_layer, v.v_layer));
+    FGI_TRY(layer_attention(fn, b, layer, n, lw->c_attn_b));
     FGI_TRY(tiled_linear(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE));
     FGI_TRY(batch_norm(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
     const float *mlp_out = b->mlp; /* (P, I): the MLP's hidden rows */
@@ -748,71 +765,10 @@ static fg_status batch_layer_forward16(const char *fn, fgi_cuda_batch *b, int la
     const fg_config *c = &b->cfg;
     const fgi_cuda_layer_tensors *lw = &b->l16[layer];
     const fg_dtype dt = b->dtype;
-    const size_t es = b->es;
-    const int C = c->n_embd, d = b->head_dim, W = b->qkv_width, A = c->n_head * d,
-              I = c->n_inner;
-    const int Q = b->padded_rows;
-    const int *pos = b->ints_dev + Q, *kv_lens = b->ints_dev + 2 * Q,
-              *tables = b->ints_dev + 4 * Q;
+    const int C = c->n_embd, W = b->qkv_width, A = c->n_head * b->head_dim, I = c->n_inner;
     FGI_TRY(tiled_linear16(fn, b, b->qkv, b->h, lw->c_attn_w, NULL, P, C, W, 0, FGI_ACT_NONE,
                           TILE_TYPED));
-    void *k_layer = reinterpret_cast<char *>(b->k_pool) + es * (size_t)layer * b->layer_stride;
-    void *v_layer = reinterpret_cast<char *>(b->v_pool) + es * (size_t)layer * b->layer_stride;
-    FGI_TRY(fgi_with_dtype(fn, dt, [&](auto tag) {
-        using E = decltype(tag);
-        paged_append_view<E> v;
-        v.qkv = reinterpret_cast<E *>(b->qkv);
-        v.bias = static_cast<const E *>(lw->c_attn_b);
-        v.k_layer = static_cast<E *>(k_layer);
-        v.v_layer = static_cast<E *>(v_layer);
-        v.pos = pos;
-        v.tables = tables;
-        v.rows = n;
-        v.n_head = c->n_head;
-        v.n_kv_head = c->n_kv_head;
-        v.head_dim = d;
-        v.block_size = b->block_size;
-        v.max_blocks = b->max_blocks;
-        v.head_stride = (long long)b->head_stride;
-        v.block_stride = (long long)b->block_stride;
-        v.use_rope = c->use_rope;
-        v.rope_base = c->rope_base;
-        v.rope_inv_freq = b->m16.rope_inv_freq;
-        const int threads = 256;
-        const long long work = (long long)n * (c->n_head + 2 * c->n_kv_head) * ((d + 1) / 2);
-        paged_append_kernel<E><<<fgi_grid_blocks(work, threads), threads, 0, b->stream>>>(v);
-        FGI_CUDA_LAUNCHED(fn, "paged_append_kernel");
-        return FG_OK;
-    }));
-
-    const int nd = b->n_decode;
-    /* the decode kernel reads q as (rows, n_head, d): pack it out of q|k|v */
-    if (nd > 0)
-        FGI_CUDA_TRY(fn, cudaMemcpy2DAsync(b->q, es * (size_t)A, b->qkv, es * (size_t)W,
-                                          es * (size_t)A, (size_t)nd, cudaMemcpyDeviceToDevice,
-                                          b->stream));
-    fgi_decode_args da;
-    memset(&da, 0, sizeof da);
-    da.dtype = dt;
-    da.out = b->att;
-    da.q = b->q;
-    da.k_cache = k_layer;
-    da.v_cache = v_layer;
-    da.kv_lens = kv_lens;
-    da.batch = nd;
-    da.n_q_head = c->n_head;
-    da.n_kv_head = c->n_kv_head;
-    da.head_dim = d;
-    da.capacity = b->max_blocks * b->block_size;
-    da.window = fg_config_layer_window(&b->cfg, layer);
-    da.block_tables = tables;
-    da.n_blocks = b->n_blocks;
-    da.block_size = b->block_size;
-    da.max_blocks = b->max_blocks;
-    if (nd > 0)
-        FGI_TRY(fgi_cuda_decode_attention(fn, &da, b->decode_ws, b->decode_ws_bytes, NULL,
-                                         b->stream));
-    FGI_TRY(prefill_segments(fn, b, layer, k_layer, v_layer));
+    FGI_TRY(layer_attention(fn, b, layer, n, lw->c_attn_b));
     FGI_TRY(tiled_linear16(fn, b, b->delta, b->att, lw->c_proj_w, NULL, P, A, C, 0, FGI_ACT_NONE,
                           TILE_TYPED));
     FGI_TRY(batch_norm(fn, b, b->h, b->x, b->delta, lw->c_proj_b, lw->ln_2_g, lw->ln_2_b, P));
