@@ -680,18 +680,8 @@ static fg_status batch_norm(const char *fn, fgi_cuda_batch *b, void *y, float *x
                             const void *delta, const void *delta_bias, const void *g,
                             const void *bb, int rows)
 {
-    fgi_norm_args a;
-    a.y = y;
-    a.x = x;
-    a.delta = delta;
-    a.delta_bias = delta_bias;
-    a.g = g;
-    a.b = bb;
-    a.rows = rows;
-    a.cols = b->cfg.n_embd;
-    a.eps = b->cfg.norm_eps;
-    a.rms = b->cfg.arch == FG_ARCH_LLAMA;
-    return fgi_cuda_norm_typed(fn, b->dtype, &a, b->stream);
+    return fgi_cuda_model_norm(fn, b->dtype, &b->cfg, y, x, delta, delta_bias, g, bb, rows,
+                               b->stream);
 }
 
 /* One layer over the padded rows P (n real rows), b->h holding norm_1(x);

@@ -1254,19 +1254,8 @@ static fg_status norm_rows(const char *fn, fg_cuda_runner *r, void *y, float *x,
                            const void *delta, const void *delta_bias, const void *g,
                            const void *b, int T)
 {
-    fgi_norm_args a;
-    a.y = y;
-    a.x = x;
-    a.delta = delta;
-    a.delta_bias = delta_bias;
-    a.g = g;
-    a.b = b;
-    a.rows = T;
-    a.cols = r->w->cfg.n_embd;
-    a.eps = r->w->cfg.norm_eps;
-    a.rms = r->w->cfg.arch == FG_ARCH_LLAMA;
-    if (r->w->dtype == FG_DTYPE_F32) return fgi_cuda_norm(fn, &a, r->stream);
-    return fgi_cuda_norm_typed(fn, r->w->dtype, &a, r->stream);
+    return fgi_cuda_model_norm(fn, r->w->dtype, &r->w->cfg, y, x, delta, delta_bias, g, b, T,
+                               r->stream);
 }
 
 /* A linear layer in the weights' type (fp32: the SGEMM / GEMV path as

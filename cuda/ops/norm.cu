@@ -142,22 +142,41 @@ extern "C" fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
     return fgi_cuda_norm_typed(fn, FG_DTYPE_F32, a, stream);
 }
 
-static fg_status norm(const char *fn, fg_dtype dtype, void *y, float *x, const void *delta,
-                      const void *g, const void *b, int rows, int cols, float eps, int rms,
-                      cudaStream_t stream)
+static fgi_norm_args norm_args(void *y, float *x, const void *delta, const void *delta_bias,
+                               const void *g, const void *b, long long rows, int cols, float eps,
+                               int rms)
 {
-    FGI_TRY(fgi_cuda_check_device(fn));
     fgi_norm_args a;
     a.y = y;
     a.x = x;
     a.delta = delta;
-    a.delta_bias = NULL;
+    a.delta_bias = delta_bias;
     a.g = g;
     a.b = b;
     a.rows = rows;
     a.cols = cols;
     a.eps = eps;
     a.rms = rms;
+    return a;
+}
+
+extern "C" fg_status fgi_cuda_model_norm(const char *fn, fg_dtype dtype, const fg_config *cfg,
+                                         void *y, float *x, const void *delta,
+                                         const void *delta_bias, const void *g, const void *b,
+                                         long long rows, cudaStream_t stream)
+{
+    const int rms = cfg->arch == FG_ARCH_LLAMA;
+    const fgi_norm_args a = norm_args(y, x, delta, delta_bias, g, rms ? NULL : b, rows,
+                                      cfg->n_embd, cfg->norm_eps, rms);
+    return fgi_cuda_norm_typed(fn, dtype, &a, stream);
+}
+
+static fg_status norm(const char *fn, fg_dtype dtype, void *y, float *x, const void *delta,
+                      const void *g, const void *b, int rows, int cols, float eps, int rms,
+                      cudaStream_t stream)
+{
+    FGI_TRY(fgi_cuda_check_device(fn));
+    const fgi_norm_args a = norm_args(y, x, delta, NULL, g, b, rows, cols, eps, rms);
     return fgi_cuda_norm_typed(fn, dtype, &a, stream);
 }
 

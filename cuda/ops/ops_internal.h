@@ -155,6 +155,12 @@ fg_status fgi_cuda_norm(const char *fn, const fgi_norm_args *a,
                         cudaStream_t stream);
 fg_status fgi_cuda_norm_typed(const char *fn, fg_dtype dtype, const fgi_norm_args *a,
                               cudaStream_t stream);
+/* A decoder's norm between sublayers: that of cfg's family (LayerNorm with
+ * b for GPT-2, RMSNorm for Llama, b ignored) over rows of n_embd with the
+ * model's eps, after the optional residual add, in dtype (fp32 included). */
+fg_status fgi_cuda_model_norm(const char *fn, fg_dtype dtype, const fg_config *cfg, void *y,
+                              float *x, const void *delta, const void *delta_bias, const void *g,
+                              const void *b, long long rows, cudaStream_t stream);
 
 /* x (rows, cols) += delta (rows, cols) + b (cols); b may be NULL. */
 fg_status fgi_cuda_add_rows(const char *fn, float *x, const float *delta,
