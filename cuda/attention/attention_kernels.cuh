@@ -254,4 +254,24 @@ long long fgi_generic_blocks(const fgi_attention_problem &p);
 fg_status fgi_launch_combine(const char *fn, const fgi_attention_problem &p,
                              cudaStream_t stream);
 
+/* The fields every 16-bit prefill problem (the sm_80 kernel's and the
+ * Hopper kernel's) takes from the call as they are: output, its strides
+ * and lse, heads, GQA group, lengths, causal shift, window, and the score
+ * scale in log2 units. */
+template <typename Problem>
+inline void fgi_attention16_common(Problem &p, const fgi_attention16_args *a)
+{
+    p.out = a->out;
+    p.out_head_stride = a->out_head_stride;
+    p.out_row_stride = a->out_row_stride;
+    p.lse = a->lse;
+    p.n_q_head = a->n_q_head;
+    p.group = a->n_q_head / a->n_kv_head;
+    p.q_len = a->q_len;
+    p.kv_len = a->kv_len;
+    p.shift = a->kv_len - a->q_len;
+    p.window = a->window;
+    p.scale_log2 = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
+}
+
 #endif /* FLASHGPT_CUDA_ATTENTION_KERNELS_CUH */

@@ -240,19 +240,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
                 }
         }
 
-        /* Online softmax per row half h (row g + 8h: elements 2h, 2h+1 of
-         * every s[j], a fragment pair; the quad holds the row). */
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float row[2 * NT];
-#pragma unroll
-            for (int j = 0; j < NT; j++) row[2 * j] = s[j][2 * h], row[2 * j + 1] = s[j][2 * h + 1];
-            const float alpha = fgi_softmax_update<4, 2>(st[h], row);
-#pragma unroll
-            for (int j = 0; j < NT; j++) s[j][2 * h] = row[2 * j], s[j][2 * h + 1] = row[2 * j + 1];
-#pragma unroll
-            for (int n = 0; n < KS; n++) o[n][2 * h] *= alpha, o[n][2 * h + 1] *= alpha;
-        }
+        fgi_softmax_update_fragments(st, s, o); /* rows g and g + 8 */
 
         __pipeline_wait_prior(0); /* V tile has landed */
         __syncthreads();          /* V visible; every warp is done with K */

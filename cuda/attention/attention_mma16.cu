@@ -286,19 +286,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D))
                 }
         }
 
-        /* Online softmax per row half h (row g + 8h: entries 2h, 2h+1 of
-         * every s[j]; the quad holds the row). */
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float row[2 * NT];
-#pragma unroll
-            for (int j = 0; j < NT; j++) row[2 * j] = s[j][2 * h], row[2 * j + 1] = s[j][2 * h + 1];
-            const float alpha = fgi_softmax_update<4, 2>(st[h], row);
-#pragma unroll
-            for (int j = 0; j < NT; j++) s[j][2 * h] = row[2 * j], s[j][2 * h + 1] = row[2 * j + 1];
-#pragma unroll
-            for (int n = 0; n < NO; n++) o[n][2 * h] *= alpha, o[n][2 * h + 1] *= alpha;
-        }
+        fgi_softmax_update_fragments(st, s, o); /* rows g and g + 8 */
 
         /* O += P V, P rounded to T in registers: P's A fragment for keys
          * 16kk.. is (s[2kk] rows g, g+8; s[2kk+1] rows g, g+8). */
@@ -407,23 +395,13 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
     if (pick == 2 && a->block_table == nullptr) return fgi_cuda_attention16_sm90(fn, a, stream);
 
     problem16 p = {};
-    p.out = a->out;
-    p.out_head_stride = a->out_head_stride;
-    p.out_row_stride = a->out_row_stride;
-    p.lse = a->lse;
+    fgi_attention16_common(p, a);
     p.q = a->q;
     p.q_head_stride = a->q_head_stride;
     p.q_row_stride = a->q_row_stride;
     p.k = a->k;
     p.v = a->v;
     p.kv_head_stride = a->kv_head_stride;
-    p.n_q_head = a->n_q_head;
-    p.group = a->n_q_head / a->n_kv_head;
-    p.q_len = a->q_len;
-    p.kv_len = a->kv_len;
-    p.shift = a->kv_len - a->q_len;
-    p.window = a->window;
-    p.scale_log2 = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
     paged16 pg = {};
     pg.table = a->block_table;
     pg.block_size = a->kv_block_size;

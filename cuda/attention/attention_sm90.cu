@@ -410,17 +410,7 @@ extern "C" fg_status fgi_cuda_attention16_sm90(const char *fn, const fgi_attenti
                      a->kv_head_stride, kBN, bf16));
     FGI_TRY(make_map(fn, &p.v_map, a->v, a->head_dim, a->kv_len, a->n_kv_head, a->head_dim,
                      a->kv_head_stride, kBN, bf16));
-    p.out = a->out;
-    p.out_head_stride = a->out_head_stride;
-    p.out_row_stride = a->out_row_stride;
-    p.lse = a->lse;
-    p.n_q_head = a->n_q_head;
-    p.group = a->n_q_head / a->n_kv_head;
-    p.q_len = a->q_len;
-    p.kv_len = a->kv_len;
-    p.shift = a->kv_len - a->q_len;
-    p.window = a->window;
-    p.scale_log2 = (float)(1.4426950408889634 / sqrt((double)a->head_dim));
+    fgi_attention16_common(p, a);
     if (bf16)
         return a->head_dim == 64 ? launch<__nv_bfloat16, 64>(fn, p, stream)
                                  : launch<__nv_bfloat16, 128>(fn, p, stream);

@@ -106,6 +106,30 @@ __device__ __forceinline__ float fgi_softmax_update(fgi_softmax_state &st, float
     return alpha;
 }
 
+/* fgi_softmax_update for a tile of scores held as m16n8 mma accumulator
+ * fragments: s[j] holds rows g (entries 0, 1) and g + 8 (entries 2, 3) of
+ * keys 8j + 2t, +1, the quad of 4 lanes a row; st[h] is row g + 8h's
+ * state. The scores become probabilities in place, and the NO fragments
+ * of the output accumulator o (same layout) are rescaled by each row's
+ * alpha. */
+template <int NT, int NO>
+__device__ __forceinline__ void fgi_softmax_update_fragments(fgi_softmax_state (&st)[2],
+                                                             float (&s)[NT][4],
+                                                             float (&o)[NO][4])
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float row[2 * NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) row[2 * j] = s[j][2 * h], row[2 * j + 1] = s[j][2 * h + 1];
+        const float alpha = fgi_softmax_update<4, 2>(st[h], row);
+#pragma unroll
+        for (int j = 0; j < NT; j++) s[j][2 * h] = row[2 * j], s[j][2 * h + 1] = row[2 * j + 1];
+#pragma unroll
+        for (int n = 0; n < NO; n++) o[n][2 * h] *= alpha, o[n][2 * h + 1] *= alpha;
+    }
+}
+
 /* Adds up the lanes' shares of the row sum (fgi_softmax_update without
  * whole_row) over the row's `width` lanes. */
 template <int width>
