@@ -46,6 +46,7 @@
 #include "graph_capture.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
+#include "rope.cuh"
 
 #include "../../host/runtime/kv_paged.h"
 #include "flashgpt/loader.h"
@@ -497,16 +498,8 @@ __global__ void paged_append_kernel(paged_append_view<E> a)
         }
         const int pos = a.pos[t];
         const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
-        if (a.use_rope && (is_q || is_k)) {
-            const double inv = a.rope_inv_freq != nullptr
-                                   ? a.rope_inv_freq[pair]
-                                   : pow(a.rope_base, -2.0 * pair / (double)a.head_dim);
-            double s, c;
-            sincos((double)pos * inv, &s, &c);
-            const double x0 = v0, x1 = v1;
-            v0 = (float)(x0 * c - x1 * s);
-            v1 = (float)(x1 * c + x0 * s);
-        }
+        if (a.use_rope && (is_q || is_k))
+            fgi_rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base, a.rope_inv_freq);
         E *dst;
         if (is_q) {
             dst = row + col;

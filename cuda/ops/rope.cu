@@ -17,29 +17,12 @@
 #include "dtype.cuh"
 #include "ops_internal.h"
 #include "reduce.cuh"
+#include "rope.cuh"
 #include "validate.h"
 
 #include <stdlib.h>
 
 namespace {
-
-/* Rotates the pair (*a, *b) in place: elements of type E (T in memory, or
- * float locals), read only after the angle is known, as few registers stay
- * live across sincos. */
-template <typename E>
-__device__ inline void rotate_pair(E *a, E *b, long long pos, int pair, int head_dim,
-                                   double base, const double *inv_table = nullptr)
-{
-    /* a scaled model's table (made on the host in double), else the base's */
-    const double inv_freq =
-        inv_table != nullptr ? inv_table[pair] : pow(base, -2.0 * pair / (double)head_dim);
-    const double theta = (double)pos * inv_freq;
-    double s, c;
-    sincos(theta, &s, &c);
-    const double x0 = fgi_load1(a), x1 = fgi_load1(b);
-    fgi_store1(a, (float)(x0 * c - x1 * s));
-    fgi_store1(b, (float)(x1 * c + x0 * s));
-}
 
 /* x (n_head, seq, head_dim) in place; pos (seq) on the device. */
 template <typename T>
@@ -53,7 +36,7 @@ __global__ void rope_kernel(T *x, long long n_rows, int seq, int head_dim, const
         const long long row = e / half;
         const int pair = (int)(e % half);
         T *v = x + row * head_dim + 2 * pair;
-        rotate_pair(v, v + 1, pos[row % seq], pair, head_dim, base);
+        fgi_rotate_pair(v, v + 1, pos[row % seq], pair, head_dim, base);
     }
 }
 
@@ -150,7 +133,7 @@ __global__ void qkv_rope_append_kernel(qkv_append_view<T> a)
         const long long pos = (long long)pos0 + t;
         const bool is_q = head < a.n_head, is_k = !is_q && head < a.n_head + a.n_kv_head;
         if (a.use_rope && (is_q || is_k))
-            rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base, a.rope_inv_freq);
+            fgi_rotate_pair(&v0, &v1, pos, pair, a.head_dim, a.rope_base, a.rope_inv_freq);
         T *dst;
         if (is_q) {
             dst = row + col;
