@@ -18,22 +18,25 @@
  * logit rows, one block table per row) in one copy. Every linear layer is
  * one pass of cuBLAS SGEMMs over all rows; a small kernel adds the q|k|v
  * bias, rotates q and k (angles in double, as cuda/ops/rope.cu) and writes
- * each row's k and v into its sequence's block; attention treats EVERY row,
- * decode or prompt, as one query of the batched paged decode kernel
- * (fgi_cuda_decode_attention) with key count position + 1, which is the
- * causal mask. Batch invariance by construction:
+ * each row's k and v into its sequence's block; decode rows are queries of
+ * the batched paged decode kernel (fgi_cuda_decode_attention) with key
+ * count position + 1, which is the causal mask, and each sequence's prompt
+ * chunk is one launch of the paged prefill kernel (prefill_segments; where
+ * no prefill kernel serves the model, its rows go to the decode kernel
+ * too). Batch invariance by construction:
  *  - GEMMs always run as tiles of exactly kRowTile rows (the last one padded),
  *    so cuBLAS sees one shape (kRowTile, out, in) per layer whatever the batch:
  *    its kernel choice and each row's sum order are fixed; a row's result
  *    depends on its own input only. (cuBLAS may choose kernels by m: a GEMM
  *    over all rows at once would make a row's bits depend on the batch.)
- *  - attention's split plan depends on the shape and the table capacity
- *    (max_blocks * block_size, fixed at creation) only, and each row's
- *    splits on its own key count (attention_decode_batch.cu);
+ *  - the decode kernel's split plan depends on the shape and the table
+ *    capacity (max_blocks * block_size, fixed at creation) only, and each
+ *    row's splits on its own key count (attention_decode_batch.cu); the
+ *    paged prefill walks a row's key tiles from a multiple of the tile
+ *    whatever the chunk (attention_mma16.cu's header);
  *  - norms, embedding, activations are per row.
  * So a sequence's logits are the same bits alone, among any others, in any
- * slot, and however its prompt was chunked. Prompt rows pay one decode-style
- * pass each over their keys: simple and exact, not the fastest prefill.
+ * slot, and however its prompt was chunked.
  * Decode steps (every sequence one token): the device work reads only the
  * step's ints, at fixed addresses, so it is captured once per row count as
  * a CUDA graph and replayed (the same kernels: the same bits). */
