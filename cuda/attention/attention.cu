@@ -456,6 +456,9 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
                            fg_dtype_name(a->dtype));
         return fgi_cuda_attention16(fn, a, stream);
     }
+    if (a->segments != nullptr)
+        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: prompt segments in one launch are 16-bit only "
+                        "(internal call)", fn);
     if (a->block_table != nullptr && a->kv_block_stride % 4 != 0)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
                        fn);

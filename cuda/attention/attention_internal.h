@@ -62,6 +62,15 @@ typedef struct {
     const int *block_table;
     int kv_block_size;
     long long kv_block_stride;
+    /* Several sequences' prompt chunks in one paged 16-bit launch, or NULL:
+     * segments (n_segments, 3) device ints, per chunk its first row r in q
+     * and out, its row count m and its first position p0. Chunk s is then
+     * the call above with q and out moved down r rows, q_len = m, kv_len =
+     * p0 + m, and its block table at block_table + r * table_stride (the
+     * batched forward keeps one table per row). q_len is the largest m (it
+     * sizes the grid); lse must be NULL. */
+    const int *segments;
+    int n_segments, table_stride;
 } fgi_attention_args;
 
 /* Device scratch bytes enough for any call with at most these sizes (the

@@ -32,8 +32,12 @@
  * row by row in the tile loads, and starts its key tiles at a multiple of
  * BN even under a window, so that a query row's arithmetic (its sequence
  * of key tiles) never depends on which rows share its launch: a prompt
- * gives the same bits however it is cut into chunks. The contiguous
- * instantiation is the code it was. */
+ * gives the same bits however it is cut into chunks. Several sequences'
+ * chunks go in one launch (fgi_attention_args.segments): grid row y is
+ * chunk y, its rows, lengths and table read from the step's ints, and the
+ * blocks past its own query tiles leave at once; a block's arithmetic is
+ * that of a launch of its chunk alone. The contiguous instantiation is the
+ * code it was. */
 #include "attention_kernels.cuh"
 #include "dtype.cuh"
 #include "mma_f16.cuh"
@@ -66,11 +70,15 @@ struct problem16 {
 /* PAGED only, a kernel parameter of its own (growing problem16 past 128
  * bytes changes the contiguous kernel's code): key j of kv head g at
  * k + table[j / block_size] * block_stride + g * kv_head_stride +
- * (j % block_size) * D. */
+ * (j % block_size) * D. segments (or NULL): grid row y is chunk y of
+ * fgi_attention_args.segments, with its table table_stride ints per row
+ * further down. */
 struct paged16 {
     const int *table;
     int block_size;
     long long block_stride;
+    const int *segments;
+    int table_stride;
 };
 
 constexpr int key_tile(int d) { return d > 128 ? 32 : 64; }
@@ -127,7 +135,7 @@ __device__ __forceinline__ void load_tile(T *tile, const T *head, int key0, int 
  * head's offset already in it) from block table[key / block_size]. */
 template <typename T, int D>
 __device__ __forceinline__ void load_tile_paged(T *tile, const T *head, int key0, int key_end,
-                                                const paged16 &p)
+                                                const paged16 &p, const int *table)
 {
     using S = Shape16<D>;
     for (int idx = (int)threadIdx.x; idx < S::BN * S::CHUNKS; idx += kThreads) {
@@ -135,7 +143,7 @@ __device__ __forceinline__ void load_tile_paged(T *tile, const T *head, int key0
         T *dst = tile + r * S::PITCH + 8 * c;
         const int key = key0 + r;
         if (key < key_end)
-            fgi_cp_async_pack(dst, head + (long long)p.table[key / p.block_size] * p.block_stride +
+            fgi_cp_async_pack(dst, head + (long long)table[key / p.block_size] * p.block_stride +
                                        (long long)(key % p.block_size) * D + 8 * c);
         else
             fgi_store(dst, fgi_pack<T>::zero()); /* as load_tile */
@@ -163,30 +171,50 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D))
     const int warp = (int)(threadIdx.x / 32u), lane = (int)(threadIdx.x % 32u);
     const int g = lane / 4, t = lane % 4;
 
+    /* The call's rows, or those of this block's prompt chunk (segments). */
+    int q_len = p.q_len, kv_len = p.kv_len, shift = p.shift;
+    const T *q_rows = static_cast<const T *>(p.q);
+    T *out_rows = static_cast<T *>(p.out);
+    const int *table = pg.table;
+    if constexpr (PAGED) {
+        if (pg.segments != nullptr) {
+            const int *seg = pg.segments + 3 * blockIdx.y;
+            const int row0 = seg[0];
+            q_len = seg[1];
+            shift = seg[2];
+            kv_len = shift + q_len;
+            q_rows += (long long)row0 * p.q_row_stride;
+            out_rows += (long long)row0 * p.out_row_stride;
+            table += (long long)row0 * pg.table_stride;
+            /* the grid is sized for the longest chunk */
+            if (blockIdx.x >= (unsigned)(p.n_q_head * ((q_len + kRows - 1) / kRows))) return;
+        }
+    }
+
     /* Last query tiles first: causal work grows with the row index. */
-    const int n_q_tiles = (p.q_len + kRows - 1) / kRows;
+    const int n_q_tiles = (q_len + kRows - 1) / kRows;
     const int head = (int)(blockIdx.x % (unsigned)p.n_q_head);
     const int q0 = (n_q_tiles - 1 - (int)(blockIdx.x / (unsigned)p.n_q_head)) * kRows;
     const int kv_head = head / p.group;
-    const int rows_end = min(q0 + kRows, p.q_len);
+    const int rows_end = min(q0 + kRows, q_len);
     /* keys [key_lo, key_hi): from the first row's window start to the last
      * row's diagonal */
-    const int key_hi = min(p.kv_len, rows_end + p.shift);
-    int key_lo = p.window > 0 ? max(0, q0 + p.shift - p.window + 1) : 0;
+    const int key_hi = min(kv_len, rows_end + shift);
+    int key_lo = p.window > 0 ? max(0, q0 + shift - p.window + 1) : 0;
     if constexpr (PAGED) key_lo = key_lo / BN * BN; /* tiles on a fixed grid (see the header) */
     const int n_tiles = (key_hi - key_lo + BN - 1) / BN;
     const T *k_head = static_cast<const T *>(p.k) + kv_head * p.kv_head_stride;
     const T *v_head = static_cast<const T *>(p.v) + kv_head * p.kv_head_stride;
 
-    const T *q_head = static_cast<const T *>(p.q) + head * p.q_head_stride;
+    const T *q_head = q_rows + head * p.q_head_stride;
     T *q_s = smem + 4 * S::TILE; /* (kRows, PITCH) when Q is parked */
     if (n_tiles > 0) {
         if constexpr (!S::Q_IN_REGS)
             load_tile<T, D, kRows>(q_s, q_head + (long long)q0 * p.q_row_stride, 0,
-                                   p.q_len - q0, p.q_row_stride);
+                                   q_len - q0, p.q_row_stride);
         if constexpr (PAGED) {
-            load_tile_paged<T, D>(k_s(0), k_head, key_lo, key_hi, pg);
-            load_tile_paged<T, D>(v_s(0), v_head, key_lo, key_hi, pg);
+            load_tile_paged<T, D>(k_s(0), k_head, key_lo, key_hi, pg, table);
+            load_tile_paged<T, D>(v_s(0), v_head, key_lo, key_hi, pg, table);
         } else {
             load_tile<T, D>(k_s(0), k_head, key_lo, key_hi);
             load_tile<T, D>(v_s(0), v_head, key_lo, key_hi);
@@ -207,10 +235,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D))
         const T *q1p = q_head + (long long)r1 * p.q_row_stride + 2 * t;
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
-            qf[kk][0] = r0 < p.q_len ? load_pair(q0p + 16 * kk) : 0u;
-            qf[kk][1] = r1 < p.q_len ? load_pair(q1p + 16 * kk) : 0u;
-            qf[kk][2] = r0 < p.q_len ? load_pair(q0p + 16 * kk + 8) : 0u;
-            qf[kk][3] = r1 < p.q_len ? load_pair(q1p + 16 * kk + 8) : 0u;
+            qf[kk][0] = r0 < q_len ? load_pair(q0p + 16 * kk) : 0u;
+            qf[kk][1] = r1 < q_len ? load_pair(q1p + 16 * kk) : 0u;
+            qf[kk][2] = r0 < q_len ? load_pair(q0p + 16 * kk + 8) : 0u;
+            qf[kk][3] = r1 < q_len ? load_pair(q1p + 16 * kk + 8) : 0u;
         }
     }
 
@@ -234,8 +262,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D))
         const int key0 = key_lo + tile * BN;
         if (tile + 1 < n_tiles) {
             if constexpr (PAGED) {
-                load_tile_paged<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi, pg);
-                load_tile_paged<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi, pg);
+                load_tile_paged<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi, pg, table);
+                load_tile_paged<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi, pg, table);
             } else {
                 load_tile<T, D>(k_s(buf ^ 1), k_head, key0 + BN, key_hi);
                 load_tile<T, D>(v_s(buf ^ 1), v_head, key0 + BN, key_hi);
@@ -273,14 +301,14 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D))
         /* Masking only where the tile crosses the end of the keys, the
          * diagonal of the block's first row, or the window start of its
          * last row (the same for the whole block). */
-        if (key0 + BN > key_hi || key0 + BN - 1 > q0 + p.shift ||
-            (p.window > 0 && key0 < q0 + kRows + p.shift - p.window)) {
+        if (key0 + BN > key_hi || key0 + BN - 1 > q0 + shift ||
+            (p.window > 0 && key0 < q0 + kRows + shift - p.window)) {
 #pragma unroll
             for (int j = 0; j < NT; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int key = key0 + 8 * j + 2 * t + (e & 1);
-                    const int diag = (e < 2 ? r0 : r1) + p.shift;
+                    const int diag = (e < 2 ? r0 : r1) + shift;
                     if (key >= key_hi || key > diag || (p.window > 0 && key <= diag - p.window))
                         s[j][e] = -INFINITY;
                 }
@@ -313,20 +341,21 @@ __global__ void __launch_bounds__(kThreads, min_blocks(D))
     for (int h = 0; h < 2; h++) {
         fgi_softmax_reduce_sum<4>(st[h]);
         const int row = h ? r1 : r0;
-        if (row >= p.q_len) continue;
+        if (row >= q_len) continue;
         const float inv = fgi_softmax_inv_sum(st[h]);
-        T *dst = static_cast<T *>(p.out) + head * p.out_head_stride + row * p.out_row_stride + 2 * t;
+        T *dst = out_rows + head * p.out_head_stride + row * p.out_row_stride + 2 * t;
 #pragma unroll
         for (int n = 0; n < NO; n++)
             *reinterpret_cast<uint32_t *>(dst + 8 * n) =
                 fgi_elem<T>::pack2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
         if (p.lse != nullptr && t == 0)
-            p.lse[(long long)head * p.q_len + row] = fgi_softmax_lse(st[h]);
+            p.lse[(long long)head * q_len + row] = fgi_softmax_lse(st[h]);
     }
 }
 
 template <typename T, int D>
-fg_status launch(const char *fn, const problem16 &p, const paged16 &pg, cudaStream_t stream)
+fg_status launch(const char *fn, const problem16 &p, const paged16 &pg, int n_segments,
+                 cudaStream_t stream)
 {
     const auto kernel = pg.table != nullptr ? mma16_attention_kernel<T, D, true>
                                             : mma16_attention_kernel<T, D, false>;
@@ -335,8 +364,9 @@ fg_status launch(const char *fn, const problem16 &p, const paged16 &pg, cudaStre
         FGI_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem));
     const long long blocks = (long long)p.n_q_head * ((p.q_len + kRows - 1) / kRows);
+    const unsigned chunks = pg.segments != nullptr ? (unsigned)n_segments : 1u;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)blocks, 1, 1);
+    cfg.gridDim = dim3((unsigned)blocks, chunks, 1);
     cfg.blockDim = dim3(kThreads, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
@@ -368,6 +398,10 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
     if (a->block_table != nullptr && (a->kv_block_size < 1 || a->kv_block_stride < 0))
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
                        fn);
+    if (a->segments != nullptr && (a->block_table == nullptr || a->lse != nullptr ||
+                                   a->n_segments < 1 || a->n_segments > 65535 ||
+                                   a->table_stride < 0))
+        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid prompt segments (internal call)", fn);
     if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
         a->q_head_stride % 8 != 0 || a->q_row_stride % 8 != 0 || a->kv_head_stride % 8 != 0 ||
         a->out_head_stride % 8 != 0 || a->out_row_stride % 8 != 0 ||
@@ -406,6 +440,8 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
     pg.table = a->block_table;
     pg.block_size = a->kv_block_size;
     pg.block_stride = a->kv_block_stride;
+    pg.segments = a->segments;
+    pg.table_stride = a->table_stride;
     return fgi_with_dtype(fn, a->dtype, [&](auto tag) -> fg_status {
         using T = decltype(tag);
         if constexpr (std::is_same<T, float>::value) {
@@ -414,7 +450,8 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
             return fgi_for_head_dim<32, 64, 80, 96, 128, 256>(a->head_dim, FG_ERR_UNSUPPORTED,
                                                               [&](auto d) {
                                                                   return launch<T, decltype(d)::value>(
-                                                                      fn, p, pg, stream);
+                                                                      fn, p, pg, a->n_segments,
+                                                                      stream);
                                                               });
         }
     });

@@ -63,6 +63,10 @@ namespace {
 /* Rows of every GEMM launch (see the header). 32 keeps the padding of a
  * decode-only step of a few sequences small and tiles aligned. */
 constexpr int kRowTile = 32;
+/* The step's ints before its block tables, in units of padded_rows: ids,
+ * pos, kv_lens, logit rows, then the prompt segments (3 ints each). */
+constexpr int kIntsBeforeTables = 7;
+constexpr int kSegmentsAt = 4;
 
 /* Decode-step graphs kept: one per batch shape (the number of decode
  * rows), as many shapes as a server's batch moves through in a while; past
@@ -109,7 +113,7 @@ struct fgi_cuda_batch {
      * logits_src hold dtype, mlp is Llama's fp32 gate|up (2 n_inner wide)
      * or GPT-2's dtype c_fc output, up the SwiGLU product (dtype) */
     float *x, *h, *delta, *qkv, *q, *att, *mlp, *up, *logits_src, *logits;
-    int *ints_dev;          /* ids | pos | kv_lens | logit rows | tables, as ints_host */
+    int *ints_dev;          /* ids | pos | kv_lens | logit rows | segments | tables, as ints_host */
     int *ints_host;
     size_t ints_count;
     /* Rows of a step: the n_decode decode-kernel rows first, then the
@@ -309,7 +313,7 @@ static fg_status batch_buffers(const char *fn, fgi_cuda_batch *b, const fgi_kv_p
     size_t tables;
     FGI_TRY(fgi_check_elems(fn, "block tables (rows*max_blocks)", &tables, 2,
                            (long long)b->padded_rows, (long long)b->max_blocks));
-    b->ints_count = 4 * (size_t)b->padded_rows + tables;
+    b->ints_count = kIntsBeforeTables * (size_t)b->padded_rows + tables;
     FGI_TRY(fgi_alloc(fn, (void **)&b->ints_host, b->ints_count, sizeof(int)));
     FGI_TRY(dev_alloc(fn, b, (void **)&b->ints_dev, sizeof(int) * b->ints_count, "step ints"));
     FGI_TRY(fgi_alloc(fn, (void **)&b->seg_row, (size_t)b->padded_rows, sizeof(int)));
@@ -520,68 +524,57 @@ __global__ void paged_append_kernel(paged_append_view<E> a)
 
 } // namespace
 
-/* The attention of the step's prompt segments into b->att: one paged
- * prefill launch per segment over its rows' q (straight from q|k|v) and
- * the keys of its sequence's table (the first row's copy), causal from
- * the bottom right (row i of a segment at position seg_start + i sees
- * keys 0 .. seg_start + i). */
+/* The attention of the step's prompt segments into b->att, causal from
+ * the bottom right (row i of a segment at position seg_start + i sees keys
+ * 0 .. seg_start + i) through each sequence's table (its first row's
+ * copy), q read straight from q|k|v. 16-bit: one paged prefill launch for
+ * all segments (fgi_attention_args.segments, read from the step's ints);
+ * fp32 (the mma kernel): one launch per segment. */
 static fg_status prefill_segments(const char *fn, fgi_cuda_batch *b, int layer,
                                   const void *k_layer, const void *v_layer)
 {
+    if (b->n_segs == 0) return FG_OK;
     const fg_config *c = &b->cfg;
     const int d = b->head_dim, W = b->qkv_width, A = c->n_head * d;
-    const int *tables = b->ints_dev + 4 * b->padded_rows;
-    for (int i = 0; i < b->n_segs; i++) {
-        const int r0 = b->seg_row[i], m = b->seg_len[i];
-        const size_t q_off = b->es * (size_t)r0 * (size_t)W, o_off = b->es * (size_t)r0 * A;
-        const int *table = tables + (size_t)r0 * (size_t)b->max_blocks;
-        const int kv_len = b->seg_start[i] + m; /* the segment's last row's keys */
-        if (b->dtype == FG_DTYPE_F32) {
-            fgi_attention_args a;
-            memset(&a, 0, sizeof a);
-            a.out = reinterpret_cast<float *>(reinterpret_cast<char *>(b->att) + o_off);
-            a.out_head_stride = d;
-            a.out_row_stride = A;
-            a.q = reinterpret_cast<const float *>(reinterpret_cast<const char *>(b->qkv) + q_off);
-            a.q_head_stride = d;
-            a.q_row_stride = W;
-            a.k = static_cast<const float *>(k_layer);
-            a.v = static_cast<const float *>(v_layer);
-            a.kv_head_stride = (long long)b->head_stride;
-            a.n_q_head = c->n_head;
-            a.n_kv_head = c->n_kv_head;
-            a.q_len = m;
-            a.kv_len = kv_len;
-            a.head_dim = d;
-            a.window = fg_config_layer_window(c, layer);
-            a.block_table = table;
-            a.kv_block_size = b->block_size;
-            a.kv_block_stride = (long long)b->block_stride;
-            FGI_TRY(fgi_cuda_attention(fn, &a, NULL, 0, b->stream));
-        } else {
-            fgi_attention16_args a;
-            memset(&a, 0, sizeof a);
-            a.dtype = b->dtype;
-            a.out = reinterpret_cast<char *>(b->att) + o_off;
-            a.out_head_stride = d;
-            a.out_row_stride = A;
-            a.q = reinterpret_cast<const char *>(b->qkv) + q_off;
-            a.q_head_stride = d;
-            a.q_row_stride = W;
-            a.k = k_layer;
-            a.v = v_layer;
-            a.kv_head_stride = (long long)b->head_stride;
-            a.n_q_head = c->n_head;
-            a.n_kv_head = c->n_kv_head;
-            a.q_len = m;
-            a.kv_len = kv_len;
-            a.head_dim = d;
-            a.window = fg_config_layer_window(c, layer);
-            a.block_table = table;
-            a.kv_block_size = b->block_size;
-            a.kv_block_stride = (long long)b->block_stride;
-            FGI_TRY(fgi_cuda_attention16(fn, &a, b->stream));
+    const int *tables = b->ints_dev + kIntsBeforeTables * b->padded_rows;
+    fgi_attention_args a;
+    memset(&a, 0, sizeof a);
+    a.dtype = b->dtype;
+    a.out_head_stride = d;
+    a.out_row_stride = A;
+    a.q_head_stride = d;
+    a.q_row_stride = W;
+    a.k = k_layer;
+    a.v = v_layer;
+    a.kv_head_stride = (long long)b->head_stride;
+    a.n_q_head = c->n_head;
+    a.n_kv_head = c->n_kv_head;
+    a.head_dim = d;
+    a.window = fg_config_layer_window(c, layer);
+    a.kv_block_size = b->block_size;
+    a.kv_block_stride = (long long)b->block_stride;
+    if (b->dtype != FG_DTYPE_F32) {
+        a.out = b->att;
+        a.q = b->qkv;
+        a.block_table = tables;
+        a.segments = b->ints_dev + kSegmentsAt * b->padded_rows;
+        a.n_segments = b->n_segs;
+        a.table_stride = b->max_blocks;
+        for (int i = 0; i < b->n_segs; i++) { /* the grid's sizes: the largest chunk */
+            a.q_len = b->seg_len[i] > a.q_len ? b->seg_len[i] : a.q_len;
+            const int kv = b->seg_start[i] + b->seg_len[i];
+            a.kv_len = kv > a.kv_len ? kv : a.kv_len;
         }
+        return fgi_cuda_attention16(fn, &a, b->stream);
+    }
+    for (int i = 0; i < b->n_segs; i++) {
+        const int r0 = b->seg_row[i];
+        a.out = reinterpret_cast<char *>(b->att) + b->es * (size_t)r0 * A;
+        a.q = reinterpret_cast<const char *>(b->qkv) + b->es * (size_t)r0 * W;
+        a.block_table = tables + (size_t)r0 * (size_t)b->max_blocks;
+        a.q_len = b->seg_len[i];
+        a.kv_len = b->seg_start[i] + b->seg_len[i]; /* the segment's last row's keys */
+        FGI_TRY(fgi_cuda_attention(fn, &a, NULL, 0, b->stream));
     }
     return FG_OK;
 }
@@ -599,7 +592,7 @@ static fg_status layer_attention(const char *fn, fgi_cuda_batch *b, int layer, i
     const int d = b->head_dim, W = b->qkv_width, A = c->n_head * d;
     const int Q = b->padded_rows; /* the step's ints are laid out for the most rows */
     const int *pos = b->ints_dev + Q, *kv_lens = b->ints_dev + 2 * Q,
-              *tables = b->ints_dev + 4 * Q;
+              *tables = b->ints_dev + kIntsBeforeTables * Q;
     void *k_layer = reinterpret_cast<char *>(b->k_pool) + es * (size_t)layer * b->layer_stride;
     void *v_layer = reinterpret_cast<char *>(b->v_pool) + es * (size_t)layer * b->layer_stride;
     FGI_TRY(fgi_with_dtype(fn, b->dtype, [&](auto tag) {
@@ -897,10 +890,11 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
     const int V = c->vocab_size, M = b->max_blocks;
     /* the ints of the step: ids | pos | kv_lens | logit rows, each Pmax
      * long (the layout is fixed, so kernels find them at fixed offsets),
-     * then one block table per row; padding rows read token 0 at position 0 */
+     * the prompt segments (3 Pmax), then one block table per row; padding
+     * rows read token 0 at position 0 */
     int *ids = b->ints_host, *pos = ids + Pmax, *lens = ids + 2 * Pmax, *lrows = ids + 3 * Pmax;
-    int *tables = ids + 4 * Pmax;
-    memset(b->ints_host, 0, sizeof(int) * 4 * (size_t)Pmax);
+    int *segments = ids + kSegmentsAt * Pmax, *tables = ids + kIntsBeforeTables * Pmax;
+    memset(b->ints_host, 0, sizeof(int) * kIntsBeforeTables * (size_t)Pmax);
     /* decode-kernel rows first, then one segment of prompt rows per sequence */
     int nd = 0;
     for (int s = 0; s < n_seqs; s++)
@@ -931,7 +925,12 @@ extern "C" fg_status fgi_cuda_batch_forward(const char *fn, fgi_cuda_batch *b, f
                 lrows[n_logits++] = row;
         }
     }
-    const size_t copy = 4 * (size_t)Pmax + (size_t)n * (size_t)M;
+    for (int i = 0; i < b->n_segs; i++) {
+        segments[3 * i] = b->seg_row[i];
+        segments[3 * i + 1] = b->seg_len[i];
+        segments[3 * i + 2] = b->seg_start[i];
+    }
+    const size_t copy = kIntsBeforeTables * (size_t)Pmax + (size_t)n * (size_t)M;
     FGI_CUDA_TRY(fn, cudaMemcpyAsync(b->ints_dev, b->ints_host, sizeof(int) * copy,
                                     cudaMemcpyHostToDevice, b->stream));
     /* a decode step (one row and its logits per sequence) replays the graph
