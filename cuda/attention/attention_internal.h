@@ -160,6 +160,26 @@ bool fgi_attention16_sm90_built(void);
 int fgi_attention16_pick(int head_dim);
 fg_status fgi_cuda_attention16_sm90(const char *fn, const fgi_attention16_args *a,
                                     cudaStream_t stream);
+/* The sm_80 kernel on arguments fgi_launch_attention16 has validated. */
+fg_status fgi_cuda_attention16_sm80(const char *fn, const fgi_attention16_args *a,
+                                    cudaStream_t stream);
+
+/* The Hopper kernel has never run on a card in this project's tests, so
+ * the automatic pick trusts it per (device, dtype, head_dim) only after a
+ * self-check: on first use both kernels run one small random problem
+ * (GQA, causal, partial tiles) and must agree within relative L2 2e-2 (two
+ * correct kernels differ by ~1e-3; a wrong descriptor, barrier or tile
+ * gives order 1). Until then, while a stream is being captured, and after
+ * a disagreement (reported once on stderr) the sm_80 kernel runs. A forced
+ * sm_90a kernel (set_kernel 2, FG_ATTENTION16_KERNEL=sm90) is always
+ * trusted. Test hooks: _selfcheck_state says 0 not run, 1 agreed, -1
+ * disagreed (rel_l2, when not NULL, gets the measured difference);
+ * _selfcheck_reset forgets every verdict and sets `perturb`, added to the
+ * Hopper output before the comparison (0 for none). */
+bool fgi_attention16_sm90_trusted(const char *fn, fg_dtype dtype, int head_dim,
+                                  cudaStream_t stream);
+int fgi_attention16_selfcheck_state(fg_dtype dtype, int head_dim, double *rel_l2);
+void fgi_attention16_selfcheck_reset(double perturb);
 
 /* Batched decode (one query row per sequence, cuda/attention/attention_decode_batch.cu,
  * public fg_cuda_decode_attention*): q and out (batch, n_q_head, head_dim),

@@ -425,9 +425,17 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
                        "or 128)",
                        fn);
     /* the Hopper kernel reads K/V through tensor maps of contiguous heads:
-     * paged calls (block_table) stay on the sm_80 kernel */
-    if (pick == 2 && a->block_table == nullptr) return fgi_cuda_attention16_sm90(fn, a, stream);
+     * paged calls (block_table) stay on the sm_80 kernel; an automatic pick
+     * holds only once the kernel has agreed with the sm_80 one here */
+    if (pick == 2 && a->block_table == nullptr &&
+        fgi_attention16_sm90_trusted(fn, a->dtype, a->head_dim, stream))
+        return fgi_cuda_attention16_sm90(fn, a, stream);
+    return fgi_cuda_attention16_sm80(fn, a, stream);
+}
 
+extern "C" fg_status fgi_cuda_attention16_sm80(const char *fn, const fgi_attention16_args *a,
+                                               cudaStream_t stream)
+{
     problem16 p = {};
     fgi_attention16_common(p, a);
     p.q = a->q;

@@ -372,6 +372,70 @@ Test(cuda_attention16, sm90_kernel_random_shapes)
     force_kernel(0);
 }
 
+/* The automatic pick's self-check (fgi_attention16_sm90_trusted): on a
+ * device that runs the sm_90a kernel (the emulator reports 9.0), the first
+ * automatic call at a (dtype, head_dim) compares the two kernels; they
+ * agree here, and the call then ran the sm_90a kernel (its output is not
+ * the sm_80 kernel's, bit for bit, on this shape). With the Hopper output
+ * perturbed in the comparison the verdict is a disagreement, and automatic
+ * calls give the sm_80 kernel's bits. */
+Test(cuda_attention16, sm90_self_check_guards_the_automatic_pick)
+{
+    fgi_require_gpu();
+#ifdef FG_HAVE_CUDA
+    if (!force_kernel(2)) {
+        force_kernel(0);
+        cr_skip_test("no sm_90a device or code: the automatic pick never takes it here");
+    }
+    fgi_rng rng = fgi_rng_make(240);
+    const shape s = {2, 1, 150, 230, 64};
+    for (int di = 0; di < 2; di++) {
+        const fg_dtype dt = dtypes[di];
+        char what[96];
+        snprintf(what, sizeof what, "%s self-check", fg_dtype_name(dt));
+        inputs in;
+        inputs_make(&in, &rng, s, dt, 1.0);
+        const size_t bytes = in.nq;
+        void *o80 = poisoned16(bytes), *o90 = poisoned16(bytes), *oauto = poisoned16(bytes);
+        force_kernel(1);
+        expect_ok(run_internal(&in, s, o80, NULL, 0), what);
+        force_kernel(2);
+        expect_ok(run_internal(&in, s, o90, NULL, 0), what);
+        float *r80 = download16(dt, o80, bytes, what), *r90 = download16(dt, o90, bytes, what);
+        /* the two kernels sum in different orders: their bits tell which ran */
+        cr_assert(memcmp(r80, r90, sizeof(float) * bytes) != 0,
+                  "%s: the kernels gave the same bits; the test cannot tell them apart", what);
+
+        force_kernel(0);
+        fgi_attention16_selfcheck_reset(0.0);
+        double rel = -1.0;
+        cr_assert_eq(fgi_attention16_selfcheck_state(dt, 64, &rel), 0, "%s: not run yet", what);
+        expect_ok(run_internal(&in, s, oauto, NULL, 0), what);
+        cr_assert_eq(fgi_attention16_selfcheck_state(dt, 64, &rel), 1,
+                     "%s: the kernels disagreed (relative L2 %g)", what, rel);
+        cr_assert(rel >= 0.0 && rel <= 2e-2, "%s: relative L2 %g", what, rel);
+        float *ra = download16(dt, oauto, bytes, what);
+        fgi_assert_same(ra, r90, sizeof(float) * bytes, "trusted: the sm_90a kernel ran");
+        fgi_buf_free(ra);
+
+        fgi_attention16_selfcheck_reset(1.0); /* the Hopper output off by 1 in the check */
+        expect_ok(run_internal(&in, s, oauto, NULL, 0), what);
+        cr_assert_eq(fgi_attention16_selfcheck_state(dt, 64, &rel), -1,
+                     "%s: a perturbed Hopper output passed (relative L2 %g)", what, rel);
+        cr_assert(rel > 2e-2, "%s: relative L2 %g", what, rel);
+        ra = download16(dt, oauto, bytes, what);
+        fgi_assert_same(ra, r80, sizeof(float) * bytes, "distrusted: the sm_80 kernel ran");
+        cr_assert_eq(fgi_attention16_selfcheck_state(dt, 128, NULL), 0,
+                     "%s: head_dim 128 has its own verdict", what);
+        fgi_buf_free(ra);
+        fgi_attention16_selfcheck_reset(0.0);
+        fgi_buf_free(r80), fgi_buf_free(r90);
+        fgi_dev_free(o80), fgi_dev_free(o90), fgi_dev_free(oauto);
+        inputs_free(&in);
+    }
+#endif
+}
+
 /* Scores in the tens (q, k ~ N(0, 5^2): exp would overflow without the
  * running max; a single key often takes almost all the weight), with lse. */
 Test(cuda_attention16, large_scores_with_lse)
