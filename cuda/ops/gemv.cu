@@ -421,8 +421,6 @@ int plan_slices(int in, int tiles, int sm_count, int forced)
     return n < 1 ? 1 : (int)n;
 }
 
-/* The GEMV for element type T (see fgi_cuda_gemv); norm / resid: the
- * fused prologue / epilogue (fgi_cuda_gemv_fused), NULL for none. */
 /* The norm prologue's fields of a (none for norm NULL). */
 template <typename T>
 void set_norm(gemv_args<T> &a, const fgi_gemv_norm *norm)
@@ -434,6 +432,8 @@ void set_norm(gemv_args<T> &a, const fgi_gemv_norm *norm)
     a.rms = norm ? norm->rms : 0;
 }
 
+/* The GEMV for element type T (see fgi_cuda_gemv); norm / resid: the
+ * fused prologue / epilogue (fgi_cuda_gemv_fused), NULL for none. */
 template <typename T>
 fg_status launch_gemv(const char *fn, const fgi_linear_ctx *ctx, T *y, const T *x, const T *w,
                       const T *b, int rows, int in, int out, fgi_activation act,
@@ -478,12 +478,17 @@ constexpr int kTUnroll = 4;
 
 /* y32 (out) = round_T(norm(nx)) w^T (+ b), w (out, in): one row, a warp
  * per output row (rows dealt out grid-stride), the normalised row in
- * shared memory as T (the values the unfused norm would store in h). VEC:
- * in is a multiple of kVec and w 16-byte aligned. */
+ * shared memory as T (the values the unfused norm would store in h), in
+ * 16-byte packs: a lane reads the 8 values that meet its pack of w with
+ * one shared load, which a warp serves without bank conflicts (element
+ * loads would be 4-way conflicted, lanes 8 packs apart sharing banks).
+ * VEC: in is a multiple of kVec and w 16-byte aligned. */
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(kThreads) gemv_t_norm_kernel(const gemv_args<T> a)
 {
-    __shared__ T h[FGI_GEMV_T_MAX_IN];
+    using pack_t = fgi_pack<T>;
+    __shared__ pack_t h_packs[FGI_GEMV_T_MAX_IN / kVec<T>];
+    T *h = reinterpret_cast<T *>(h_packs);
     norm_stats<1> st;
     compute_norm_stats<T, 1>(a, st);
     for (int i = threadIdx.x; i < a.in; i += kThreads)
@@ -497,20 +502,20 @@ __global__ void __launch_bounds__(kThreads) gemv_t_norm_kernel(const gemv_args<T
         if constexpr (VEC) {
             int i = lane * V;
             for (; i + (kTUnroll - 1) * 32 * V < a.in; i += kTUnroll * 32 * V) {
-                fgi_pack<T> pk[kTUnroll];
+                pack_t pk[kTUnroll];
 #pragma unroll
-                for (int u = 0; u < kTUnroll; u++) pk[u] = fgi_ldg<fgi_pack<T>>(row + i + u * 32 * V);
+                for (int u = 0; u < kTUnroll; u++) pk[u] = fgi_ldg<pack_t>(row + i + u * 32 * V);
 #pragma unroll
-                for (int u = 0; u < kTUnroll; u++)
+                for (int u = 0; u < kTUnroll; u++) {
+                    const pack_t hp = h_packs[(i + u * 32 * V) / V];
 #pragma unroll
-                    for (int e = 0; e < V; e++)
-                        acc = fmaf(fgi_elem<T>::to_float(h[i + u * 32 * V + e]), pk[u].get(e), acc);
+                    for (int e = 0; e < V; e++) acc = fmaf(hp.get(e), pk[u].get(e), acc);
+                }
             }
             for (; i < a.in; i += 32 * V) {
-                const fgi_pack<T> pk = fgi_ldg<fgi_pack<T>>(row + i);
+                const pack_t pk = fgi_ldg<pack_t>(row + i), hp = h_packs[i / V];
 #pragma unroll
-                for (int e = 0; e < V; e++)
-                    acc = fmaf(fgi_elem<T>::to_float(h[i + e]), pk.get(e), acc);
+                for (int e = 0; e < V; e++) acc = fmaf(hp.get(e), pk.get(e), acc);
             }
         } else {
             for (int i = lane; i < a.in; i += 32)
@@ -519,6 +524,31 @@ __global__ void __launch_bounds__(kThreads) gemv_t_norm_kernel(const gemv_args<T
         acc = fgi_warp_sum(acc);
         if (lane == 0) a.y32[o] = finish(a, acc, o);
     }
+}
+
+template <typename T>
+fg_status launch_gemv_t(const char *fn, const fgi_linear_ctx *ctx, float *y,
+                        const fgi_gemv_norm *norm, const T *w_t, const T *b, int in, int out,
+                        cudaStream_t stream)
+{
+    gemv_args<T> a;
+    memset(&a, 0, sizeof a);
+    set_norm(a, norm);
+    a.w = w_t;
+    a.b = b;
+    a.y32 = y;
+    a.in = in;
+    a.out = out;
+    /* two blocks per SM of 8 warps, each lane kTUnroll packs in flight */
+    const long long want = 2LL * (ctx->sm_count > 0 ? ctx->sm_count : 1);
+    const long long blocks = fgi_ceil_div(out, kWarps) < want ? fgi_ceil_div(out, kWarps) : want;
+    const bool vec = in % kVec<T> == 0 && reinterpret_cast<uintptr_t>(w_t) % 16 == 0;
+    if (vec)
+        gemv_t_norm_kernel<T, true><<<(unsigned)blocks, kThreads, 0, stream>>>(a);
+    else
+        gemv_t_norm_kernel<T, false><<<(unsigned)blocks, kThreads, 0, stream>>>(a);
+    FGI_CUDA_LAUNCHED(fn, "gemv_t_norm_kernel");
+    return FG_OK;
 }
 
 } // namespace
@@ -536,27 +566,11 @@ extern "C" fg_status fgi_cuda_gemv_t_normed(const char *fn, fg_dtype dtype,
                         "inputs (in %d, out %d)", fn, FGI_GEMV_T_MAX_IN, in, out);
     return fgi_with_dtype(fn, dtype, [&](auto tag) -> fg_status {
         using T = decltype(tag);
-        if constexpr (std::is_same<T, float>::value) return FG_ERR_INVALID_ARG; /* refused above */
-        else {
-        gemv_args<T> a;
-        memset(&a, 0, sizeof a);
-        set_norm(a, norm);
-        a.w = static_cast<const T *>(w_t);
-        a.b = static_cast<const T *>(b);
-        a.y32 = y;
-        a.in = in;
-        a.out = out;
-        /* two blocks per SM of 8 warps, each lane kTUnroll packs in flight */
-        const long long want = 2LL * (ctx->sm_count > 0 ? ctx->sm_count : 1);
-        const long long blocks = fgi_ceil_div(out, kWarps) < want ? fgi_ceil_div(out, kWarps) : want;
-        const bool vec = in % kVec<T> == 0 && reinterpret_cast<uintptr_t>(w_t) % 16 == 0;
-        if (vec)
-            gemv_t_norm_kernel<T, true><<<(unsigned)blocks, kThreads, 0, stream>>>(a);
+        if constexpr (std::is_same<T, float>::value)
+            return FG_ERR_INVALID_ARG; /* refused above */
         else
-            gemv_t_norm_kernel<T, false><<<(unsigned)blocks, kThreads, 0, stream>>>(a);
-        FGI_CUDA_LAUNCHED(fn, "gemv_t_norm_kernel");
-        return FG_OK;
-        }
+            return launch_gemv_t<T>(fn, ctx, y, norm, static_cast<const T *>(w_t),
+                                    static_cast<const T *>(b), in, out, stream);
     });
 }
 
