@@ -339,6 +339,50 @@ Test(cuda_decode16, forced_splits_and_small_workspaces)
 #endif
 }
 
+/* A batch split into launches of one sequence each (forced splits and a
+ * workspace with room for one): every launch reads its own sequences' key
+ * counts, shifted with its first sequence (lengths all different, so a
+ * launch reading another's count gives a wrong row). The random cases
+ * above rarely reach this path in quick mode (a mutant survived there). */
+Test(cuda_decode16, one_launch_per_sequence_reads_its_own_counts)
+{
+    fgi_require_gpu();
+#ifndef FG_HAVE_CUDA
+    cr_skip_test("the internal entry needs a CUDA build");
+#else
+    fgi_rng rng = fgi_rng_make(1608);
+    for (int t = 0; t < N_DTYPES; t++) {
+        dcase k;
+        memset(&k, 0, sizeof k);
+        k.dt = dtypes[t];
+        k.batch = 3, k.n_q = 2, k.n_kv = 1, k.d = 64, k.capacity = 200;
+        k.lens[0] = 200, k.lens[1] = 37, k.lens[2] = 121;
+        char what[512];
+        describe(what, sizeof what, "one sequence per launch", t, &k);
+        host_in in;
+        host_make(&in, &rng, &k);
+        float *exact = fgi_buf_nan(in.nq), *naive = k.dt == FG_DTYPE_F32 ? NULL : fgi_buf_nan(in.nq);
+        reference(&k, &in, exact, naive);
+        dev_in d = dev_make(&k, &in);
+        const fgi_decode_args a1 = {.dtype = k.dt,    .out = d.out,      .q = d.q,
+                                    .k_cache = d.k,   .v_cache = d.v,    .kv_lens = d.lens,
+                                    .batch = 1,       .n_q_head = k.n_q, .n_kv_head = k.n_kv,
+                                    .head_dim = k.d,  .capacity = k.capacity, .n_splits = 4};
+        const size_t one = fgi_cuda_decode_workspace_bytes(&a1) + 64;
+        void *ws = NULL;
+        check_ok(fg_cuda_malloc(&ws, one), "workspace");
+        check_ok(fg_cuda_memset(ws, 0, one), "workspace zero-fill");
+        int used = 0;
+        check_ok(run_internal(&k, &d, 4, ws, one, &used), what);
+        check_ok(fg_cuda_synchronize(NULL), what);
+        cr_assert(used > 1, "%s: %d split ran: the batch went in one launch", what, used);
+        expect_matches(&k, &d, exact, naive, in.nq, what);
+        fgi_dev_free(ws);
+        dev_free(&d), host_free(&in), fgi_buf_free(exact), fgi_buf_free(naive);
+    }
+#endif
+}
+
 /* A window much shorter than the cache: the plan shares out only the keys
  * one sequence's window reaches (window + 15 at most: its first key rounds
  * down to a 16-key stage), not the capacity, so the split count is bounded
