@@ -293,6 +293,33 @@ Test(cuda_decode16, f32_random_batches) { random_cases(FG_DTYPE_F32, 1601); }
 Test(cuda_decode16, bf16_random_batches) { random_cases(FG_DTYPE_BF16, 1602); }
 Test(cuda_decode16, f16_random_batches) { random_cases(FG_DTYPE_F16, 1603); }
 
+#ifdef FG_HAVE_CUDA
+/* Runs k with `want` forced splits and a workspace with room for one
+ * sequence's partials, never the whole batch (so a split batch goes in
+ * launches of one sequence each), and waits; a workspace too small even
+ * for one is refused first, nothing written. Returns the splits that ran. */
+static int run_one_sequence_room(const dcase *k, const dev_in *d, int want, const char *what)
+{
+    const fgi_decode_args a1 = {.dtype = k->dt,    .out = d->out,      .q = d->q,
+                                .k_cache = d->k,   .v_cache = d->v,    .kv_lens = d->lens,
+                                .batch = 1,        .n_q_head = k->n_q, .n_kv_head = k->n_kv,
+                                .head_dim = k->d,  .capacity = k->capacity,
+                                .window = k->window, .n_splits = want};
+    const size_t one = fgi_cuda_decode_workspace_bytes(&a1) + 64;
+    void *ws = NULL;
+    check_ok(fg_cuda_malloc(&ws, one), "workspace");
+    check_ok(fg_cuda_memset(ws, 0, one), "workspace zero-fill");
+    if (one > 100 + 64)
+        fgi_assert_status(run_internal(k, d, want, ws, 100, NULL), FG_ERR_INVALID_ARG,
+                          "workspace");
+    int used = 0;
+    check_ok(run_internal(k, d, want, ws, one, &used), what);
+    check_ok(fg_cuda_synchronize(NULL), what);
+    fgi_dev_free(ws);
+    return used;
+}
+#endif
+
 /* Forced split counts (1, a few, more than the keys allow) and a workspace
  * that holds one sequence at a time: the same references. */
 Test(cuda_decode16, forced_splits_and_small_workspaces)
@@ -314,26 +341,9 @@ Test(cuda_decode16, forced_splits_and_small_workspaces)
         reference(&k, &in, exact, naive);
         dev_in d = dev_make(&k, &in);
         const int want = splits[c % 5];
-        int used = 0;
-        /* enough for one sequence's partials, never the whole batch */
-        const fgi_decode_args a1 = {.dtype = dt,      .out = d.out,      .q = d.q,
-                                    .k_cache = d.k,   .v_cache = d.v,    .kv_lens = d.lens,
-                                    .batch = 1,       .n_q_head = k.n_q, .n_kv_head = k.n_kv,
-                                    .head_dim = k.d,  .capacity = k.capacity,
-                                    .window = k.window, .n_splits = want};
-        const size_t one = fgi_cuda_decode_workspace_bytes(&a1) + 64;
-        void *ws = NULL;
-        check_ok(fg_cuda_malloc(&ws, one), "workspace");
-        check_ok(fg_cuda_memset(ws, 0, one), "workspace zero-fill");
-        check_ok(run_internal(&k, &d, want, ws, one, &used), what);
-        check_ok(fg_cuda_synchronize(NULL), what);
+        const int used = run_one_sequence_room(&k, &d, want, what);
         cr_assert(used >= 1 && used <= want, "%s: %d splits ran for %d asked", what, used, want);
         expect_matches(&k, &d, exact, naive, in.nq, what);
-        /* too small for one sequence: refused, nothing written */
-        if (used > 1)
-            fgi_assert_status(run_internal(&k, &d, want, ws, 100, NULL), FG_ERR_INVALID_ARG,
-                              "workspace");
-        fgi_dev_free(ws);
         dev_free(&d), host_free(&in), fgi_buf_free(exact), fgi_buf_free(naive);
     }
 #endif
@@ -364,20 +374,9 @@ Test(cuda_decode16, one_launch_per_sequence_reads_its_own_counts)
         float *exact = fgi_buf_nan(in.nq), *naive = k.dt == FG_DTYPE_F32 ? NULL : fgi_buf_nan(in.nq);
         reference(&k, &in, exact, naive);
         dev_in d = dev_make(&k, &in);
-        const fgi_decode_args a1 = {.dtype = k.dt,    .out = d.out,      .q = d.q,
-                                    .k_cache = d.k,   .v_cache = d.v,    .kv_lens = d.lens,
-                                    .batch = 1,       .n_q_head = k.n_q, .n_kv_head = k.n_kv,
-                                    .head_dim = k.d,  .capacity = k.capacity, .n_splits = 4};
-        const size_t one = fgi_cuda_decode_workspace_bytes(&a1) + 64;
-        void *ws = NULL;
-        check_ok(fg_cuda_malloc(&ws, one), "workspace");
-        check_ok(fg_cuda_memset(ws, 0, one), "workspace zero-fill");
-        int used = 0;
-        check_ok(run_internal(&k, &d, 4, ws, one, &used), what);
-        check_ok(fg_cuda_synchronize(NULL), what);
+        const int used = run_one_sequence_room(&k, &d, 4, what);
         cr_assert(used > 1, "%s: %d split ran: the batch went in one launch", what, used);
         expect_matches(&k, &d, exact, naive, in.nq, what);
-        fgi_dev_free(ws);
         dev_free(&d), host_free(&in), fgi_buf_free(exact), fgi_buf_free(naive);
     }
 #endif
