@@ -293,6 +293,9 @@ fgi_attention_problem make_problem(const fgi_attention_args *a)
     p.block_tables = a->block_table;
     p.block_size = a->kv_block_size;
     p.kv_block_stride = a->kv_block_stride;
+    p.segments = a->segments;
+    p.n_segments = a->n_segments;
+    p.table_stride = a->table_stride;
     return p;
 }
 
@@ -324,7 +327,10 @@ bool sane(const fgi_attention_args *a)
            a->n_q_head % a->n_kv_head == 0 && a->q_len >= 1 && a->kv_len >= a->q_len &&
            a->head_dim >= 1 && a->window >= 0 &&
            (a->block_table == nullptr ||
-            (a->kv_block_size >= 1 && a->kv_block_stride >= 0 && a->kv_len_dev == nullptr));
+            (a->kv_block_size >= 1 && a->kv_block_stride >= 0 && a->kv_len_dev == nullptr)) &&
+           (a->segments == nullptr ||
+            (a->block_table != nullptr && a->lse == nullptr && a->n_segments >= 1 &&
+             a->n_segments <= 65535 && a->table_stride >= 0));
 }
 
 /* One call of a public entry point (fg_cuda_attention / _flash / mha / gqa
@@ -421,7 +427,8 @@ fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attention_pr
                                              (int)smem));
     const long long blocks = (long long)p.n_q_head * ceil_div_ll(p.q_len, rows_per_block);
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)blocks, (unsigned)p.n_splits, 1);
+    const int rows = p.segments != nullptr ? p.n_segments : p.n_splits;
+    cfg.gridDim = dim3((unsigned)blocks, (unsigned)rows, 1);
     cfg.blockDim = dim3(FGI_ATTENTION_THREADS, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
@@ -456,9 +463,6 @@ extern "C" fg_status fgi_cuda_attention_tuned(const char *fn, const fgi_attentio
                            fg_dtype_name(a->dtype));
         return fgi_cuda_attention16(fn, a, stream);
     }
-    if (a->segments != nullptr)
-        return fgi_fail(FG_ERR_UNSUPPORTED, "%s: prompt segments in one launch are 16-bit only "
-                        "(internal call)", fn);
     if (a->block_table != nullptr && a->kv_block_stride % 4 != 0)
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
                        fn);

@@ -62,7 +62,7 @@ typedef struct {
     const int *block_table;
     int kv_block_size;
     long long kv_block_stride;
-    /* Several sequences' prompt chunks in one paged 16-bit launch, or NULL:
+    /* Several sequences' prompt chunks in one paged launch, or NULL:
      * segments (n_segments, 3) device ints, per chunk its first row r in q
      * and out, its row count m and its first position p0. Chunk s is then
      * the call above with q and out moved down r rows, q_len = m, kv_len =

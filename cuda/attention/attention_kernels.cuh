@@ -70,6 +70,12 @@ struct fgi_attention_problem {
      * one table: block_tables, block_size and this stride between blocks);
      * last, so the other kernels' parameter offsets stay as they were */
     long long kv_block_stride;
+    /* Several prompt chunks in one paged mma launch, or NULL: grid row y is
+     * chunk y of segments (first row, rows, first position; see
+     * fgi_attention_args), its block table table_stride ints per row
+     * further down; q_len and kv_len are the largest chunk's. */
+    const int *segments;
+    int n_segments, table_stride;
 };
 
 /* Most key splits of one call. */
@@ -148,19 +154,20 @@ __device__ __forceinline__ int fgi_window_edge(const fgi_attention_problem &p)
  * query index); the keys stop after the last one the tile's last row sees,
  * so tiles wholly above the diagonal are never loaded; with a window they
  * start at the first key the tile's first row sees, so tiles wholly below
- * the window are never loaded either. */
+ * the window are never loaded either. split: the block's split (grid row
+ * y, or 0 where grid rows are prompt chunks). */
 struct fgi_tile_work {
     int head, kv_head, split, q0, key_begin, key_end;
 };
 
 __device__ __forceinline__ fgi_tile_work fgi_query_tile_work(const fgi_attention_problem &p,
-                                                            int rows_per_block)
+                                                            int rows_per_block, int split)
 {
     fgi_tile_work w;
     const int n_q_tiles = (p.q_len + rows_per_block - 1) / rows_per_block;
     w.head = (int)(blockIdx.x % (unsigned)p.n_q_head);
     w.kv_head = w.head / p.group;
-    w.split = (int)blockIdx.y;
+    w.split = split;
     w.q0 = (n_q_tiles - 1 - (int)(blockIdx.x / (unsigned)p.n_q_head)) * rows_per_block;
     const int split_begin = w.split * p.keys_per_split;
     const int rows_end = min(w.q0 + rows_per_block, p.q_len);
@@ -206,8 +213,9 @@ R fgi_for_head_dim(int head_dim, R none, Body body)
  * failure; the problem is already validated and its splits chosen. */
 
 /* The launch of the query-tile kernels (tiled, mma): a block per
- * rows_per_block query rows of each head (grid x), the key splits in grid y,
- * `smem` dynamic shared bytes (the opt-in limit raised above 48 KiB). */
+ * rows_per_block query rows of each head (grid x), the key splits (or, with
+ * segments, the prompt chunks) in grid y, `smem` dynamic shared bytes (the
+ * opt-in limit raised above 48 KiB). */
 fg_status fgi_launch_query_tiles(const char *fn, void (*kernel)(fgi_attention_problem),
                                  const char *kernel_name, size_t smem, int rows_per_block,
                                  const fgi_attention_problem &p, cudaStream_t stream);

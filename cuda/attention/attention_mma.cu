@@ -22,8 +22,10 @@
  * table[j / kv_block_size] of a pool, row by row in the tile loads, runs
  * unsplit and starts its key tiles at a multiple of BN even under a
  * window, so a query row's sequence of key tiles, hence its bits, never
- * depends on which rows share its launch. The contiguous instantiation is
- * the code it was.
+ * depends on which rows share its launch. With segments every sequence's
+ * prompt chunk of a batched step runs in one launch (grid row y: chunk y),
+ * each block doing exactly what a launch of its chunk alone would. The
+ * contiguous instantiation is the code it was.
  *
  * Fragment trick: an mma's k order is free as long as A and B agree, so
  * k slots t and t+4 of every 8-wide k step carry elements 2t and 2t+1.
@@ -149,9 +151,25 @@ __device__ __forceinline__ void park_q(float4 *q_frag, const fgi_attention_probl
     }
 }
 
+/* The problem of this block's prompt chunk (grid row y of p.segments): q
+ * and out moved down to its first row, its block table, its rows and keys
+ * (causal from its first position). */
+__device__ __forceinline__ fgi_attention_problem segment_problem(fgi_attention_problem p)
+{
+    const int *seg = p.segments + 3 * blockIdx.y;
+    const int row0 = seg[0];
+    p.q_len = seg[1];
+    p.shift = seg[2];
+    p.kv_len = p.shift + p.q_len;
+    p.q += (long long)row0 * p.q_row_stride;
+    p.out += (long long)row0 * p.out_row_stride;
+    p.block_tables += (long long)row0 * p.table_stride;
+    return p;
+}
+
 template <int D, int BN_, bool PAGED>
 __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_BLOCKS))
-    mma_attention_kernel(const fgi_attention_problem p)
+    mma_attention_kernel(const fgi_attention_problem call)
 {
     using S = MmaShape<D, BN_>;
     constexpr int BM = S::BM, BN = S::BN, KS = S::KS, NT = S::NT, KP = S::KP, VP = S::VP;
@@ -162,7 +180,16 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, (MmaShape<D, BN_>::MIN_
     float *k_s = smem + S::Q_FLOATS; /* (BN, KP) */
     float *v_s = k_s + BN * KP;     /* (BN, VP) */
 
-    const fgi_tile_work w = fgi_query_tile_work(p, BM);
+    /* paged: unsplit, and grid row y may be a prompt chunk (segments); the
+     * grid is sized for the longest chunk */
+    fgi_attention_problem p = call;
+    if constexpr (PAGED) {
+        if (call.segments != nullptr) {
+            p = segment_problem(call);
+            if (blockIdx.x >= (unsigned)(p.n_q_head * ((p.q_len + BM - 1) / BM))) return;
+        }
+    }
+    const fgi_tile_work w = fgi_query_tile_work(p, BM, PAGED ? 0 : (int)blockIdx.y);
     const int head = w.head, split = w.split, q0 = w.q0;
     /* paged: tiles on the grid of key 0 (see the header; unsplit) */
     const int key_begin = PAGED ? w.key_begin / BN * BN : w.key_begin, key_end = w.key_end;

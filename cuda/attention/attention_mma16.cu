@@ -398,10 +398,6 @@ extern "C" fg_status fgi_launch_attention16(const char *fn, const fgi_attention1
     if (a->block_table != nullptr && (a->kv_block_size < 1 || a->kv_block_stride < 0))
         return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid block table arguments (internal call)",
                        fn);
-    if (a->segments != nullptr && (a->block_table == nullptr || a->lse != nullptr ||
-                                   a->n_segments < 1 || a->n_segments > 65535 ||
-                                   a->table_stride < 0))
-        return fgi_fail(FG_ERR_INVALID_ARG, "%s: invalid prompt segments (internal call)", fn);
     if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
         a->q_head_stride % 8 != 0 || a->q_row_stride % 8 != 0 || a->kv_head_stride % 8 != 0 ||
         a->out_head_stride % 8 != 0 || a->out_row_stride % 8 != 0 ||

@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(FGI_ATTENTION_THREADS, 1)
     float *p_s = v_s + BN * DP;                             /* (BM, BNP) */
 
     const int tid = threadIdx.x, ty = tid / kColThreads, tx = tid % kColThreads;
-    const fgi_tile_work w = fgi_query_tile_work(p, BM);
+    const fgi_tile_work w = fgi_query_tile_work(p, BM, (int)blockIdx.y);
     const int head = w.head, split = w.split, q0 = w.q0;
     const int key_begin = w.key_begin, key_end = w.key_end;
     const float *q_head = p.q + head * p.q_head_stride;

@@ -21,9 +21,9 @@
  * each row's k and v into its sequence's block; decode rows are queries of
  * the batched paged decode kernel (fgi_cuda_decode_attention) with key
  * count position + 1, which is the causal mask, and each sequence's prompt
- * chunk is one launch of the paged prefill kernel (prefill_segments; where
- * no prefill kernel serves the model, its rows go to the decode kernel
- * too). Batch invariance by construction:
+ * chunks all go to one launch of the paged prefill kernel (prefill_segments;
+ * where no prefill kernel serves the model, its rows go to the decode
+ * kernel too). Batch invariance by construction:
  *  - GEMMs always run as tiles of exactly kRowTile rows (the last one padded),
  *    so cuBLAS sees one shape (kRowTile, out, in) per layer whatever the batch:
  *    its kernel choice and each row's sum order are fixed; a row's result
@@ -527,23 +527,24 @@ __global__ void paged_append_kernel(paged_append_view<E> a)
 /* The attention of the step's prompt segments into b->att, causal from
  * the bottom right (row i of a segment at position seg_start + i sees keys
  * 0 .. seg_start + i) through each sequence's table (its first row's
- * copy), q read straight from q|k|v. 16-bit: one paged prefill launch for
- * all segments (fgi_attention_args.segments, read from the step's ints);
- * fp32 (the mma kernel): one launch per segment. */
+ * copy), q read straight from q|k|v: one paged prefill launch for all
+ * segments (fgi_attention_args.segments, read from the step's ints; the
+ * mma16 kernel, or fp32's mma kernel). */
 static fg_status prefill_segments(const char *fn, fgi_cuda_batch *b, int layer,
                                   const void *k_layer, const void *v_layer)
 {
     if (b->n_segs == 0) return FG_OK;
     const fg_config *c = &b->cfg;
-    const int d = b->head_dim, W = b->qkv_width, A = c->n_head * d;
-    const int *tables = b->ints_dev + kIntsBeforeTables * b->padded_rows;
+    const int d = b->head_dim;
     fgi_attention_args a;
     memset(&a, 0, sizeof a);
     a.dtype = b->dtype;
+    a.out = b->att;
     a.out_head_stride = d;
-    a.out_row_stride = A;
+    a.out_row_stride = c->n_head * d;
+    a.q = b->qkv;
     a.q_head_stride = d;
-    a.q_row_stride = W;
+    a.q_row_stride = b->qkv_width;
     a.k = k_layer;
     a.v = v_layer;
     a.kv_head_stride = (long long)b->head_stride;
@@ -551,32 +552,18 @@ static fg_status prefill_segments(const char *fn, fgi_cuda_batch *b, int layer,
     a.n_kv_head = c->n_kv_head;
     a.head_dim = d;
     a.window = fg_config_layer_window(c, layer);
+    a.block_table = b->ints_dev + kIntsBeforeTables * b->padded_rows;
     a.kv_block_size = b->block_size;
     a.kv_block_stride = (long long)b->block_stride;
-    if (b->dtype != FG_DTYPE_F32) {
-        a.out = b->att;
-        a.q = b->qkv;
-        a.block_table = tables;
-        a.segments = b->ints_dev + kSegmentsAt * b->padded_rows;
-        a.n_segments = b->n_segs;
-        a.table_stride = b->max_blocks;
-        for (int i = 0; i < b->n_segs; i++) { /* the grid's sizes: the largest chunk */
-            a.q_len = b->seg_len[i] > a.q_len ? b->seg_len[i] : a.q_len;
-            const int kv = b->seg_start[i] + b->seg_len[i];
-            a.kv_len = kv > a.kv_len ? kv : a.kv_len;
-        }
-        return fgi_cuda_attention16(fn, &a, b->stream);
+    a.segments = b->ints_dev + kSegmentsAt * b->padded_rows;
+    a.n_segments = b->n_segs;
+    a.table_stride = b->max_blocks;
+    for (int i = 0; i < b->n_segs; i++) { /* the grid's sizes: the largest chunk */
+        a.q_len = b->seg_len[i] > a.q_len ? b->seg_len[i] : a.q_len;
+        const int kv = b->seg_start[i] + b->seg_len[i];
+        a.kv_len = kv > a.kv_len ? kv : a.kv_len;
     }
-    for (int i = 0; i < b->n_segs; i++) {
-        const int r0 = b->seg_row[i];
-        a.out = reinterpret_cast<char *>(b->att) + b->es * (size_t)r0 * A;
-        a.q = reinterpret_cast<const char *>(b->qkv) + b->es * (size_t)r0 * W;
-        a.block_table = tables + (size_t)r0 * (size_t)b->max_blocks;
-        a.q_len = b->seg_len[i];
-        a.kv_len = b->seg_start[i] + b->seg_len[i]; /* the segment's last row's keys */
-        FGI_TRY(fgi_cuda_attention(fn, &a, NULL, 0, b->stream));
-    }
-    return FG_OK;
+    return fgi_cuda_attention(fn, &a, NULL, 0, b->stream);
 }
 
 /* The attention sublayer between the q|k|v and output projections, in the

@@ -406,6 +406,85 @@ Test(batch_forward, gpu16_rows_follow_the_16bit_rule_and_are_batch_invariant)
         }
 }
 
+/* One step of three whole prompts of 70, 150 and 5 tokens: the one paged
+ * prefill launch sizes its grid for the longest chunk (three query tiles of
+ * 64 rows), so the shorter chunks' surplus blocks must do nothing (they
+ * would sit on the rows before their chunk's). In fp32, bf16 and f16, every
+ * sequence's rows must be the bits of the same prompt forwarded alone, and
+ * in fp32 close to the reference. (The random tests' prompts stay below
+ * one query tile.) */
+#define LONG_LEN 150
+Test(batch_forward, gpu_chunks_shorter_than_the_longest_leave_other_rows_alone)
+{
+    fgi_require_gpu();
+    fgi_rng rng = fgi_rng_make(8);
+    const fg_config cfg = fgi_test_llama_config(2, 128, 4, 2, 200, 0, 131, LONG_LEN);
+    const int V = cfg.vocab_size, bs = 16, n = 3;
+    const int lens[3] = {70, LONG_LEN, 5};
+    const int max_blocks = (LONG_LEN + bs - 1) / bs;
+    const fg_dtype types[] = {FG_DTYPE_F32, FG_DTYPE_BF16, FG_DTYPE_F16};
+    for (int ti = 0; ti < 3; ti++) {
+        const fg_dtype dt = types[ti];
+        fgi_test_model tm;
+        fgi_test_model_init(&tm, &cfg, &rng, 0);
+        if (dt != FG_DTYPE_F32) fgi_test_model_round(&tm, dt);
+        int ids[3][LONG_LEN];
+        float *together[3], *alone[3];
+        for (int run = 0; run <= n; run++) { /* run 0: all three; run 1 + i: sequence i */
+            fgi_kv_pool *pool = scattered_pool(&cfg, n * max_blocks + 3, bs, &rng);
+            fgi_cuda_batch *gpu = NULL;
+            ok(fgi_cuda_batch_create_typed("test", &gpu, &cfg, &tm.w, pool, LONG_LEN,
+                                           2 * LONG_LEN, dt),
+               "gpu batch");
+            fgi_kv_seq kv[3];
+            fgi_batch_seq call[3];
+            int m = 0;
+            for (int i = 0; i < n; i++) {
+                if (run != 0 && run != 1 + i) continue;
+                if (run == 0) {
+                    fgi_test_random_ids(ids[i], lens[i], V, &rng);
+                    together[i] = fgi_buf_nan((size_t)lens[i] * V);
+                } else {
+                    alone[i] = fgi_buf_nan((size_t)lens[i] * V);
+                }
+                ok(fgi_kv_seq_init("test", &kv[m], pool, LONG_LEN), "seq");
+                ok(fgi_kv_seq_reserve("test", &kv[m], pool, lens[i]), "reserve");
+                call[m] = (fgi_batch_seq){.ids = ids[i], .n_tokens = lens[i], .start = 0,
+                                          .blocks = kv[m].blocks, .n_blocks = kv[m].n_blocks,
+                                          .logits = run == 0 ? together[i] : alone[i],
+                                          .all_logits = 1, .n_prompt = lens[i]};
+                m++;
+            }
+            ok(fgi_cuda_batch_forward("test", gpu, pool, call, m), "forward");
+            for (int k = 0; k < m; k++) {
+                fgi_kv_seq_release(&kv[k], pool);
+                fgi_kv_seq_free(&kv[k]);
+            }
+            fgi_cuda_batch_destroy(gpu);
+            fgi_kv_pool_destroy(pool);
+        }
+        for (int i = 0; i < n; i++) {
+            const size_t nv = (size_t)lens[i] * V;
+            char what[160];
+            snprintf(what, sizeof what, "%s: prompt %d of %d tokens beside %d and %d",
+                     fg_dtype_name(dt), i, lens[i], lens[(i + 1) % n], lens[(i + 2) % n]);
+            fgi_assert_same(alone[i], together[i], sizeof(float) * nv, what);
+            if (dt == FG_DTYPE_F32) {
+                fg_kv_cache *cache;
+                ok(fg_kv_cache_create(&cache, &cfg, LONG_LEN), "cache");
+                float *ref = fgi_buf_nan(nv);
+                ok(fg_ref_forward(ref, NULL, &cfg, &tm.w, cache, ids[i], lens[i]), "reference");
+                fgi_assert_close(together[i], ref, nv, ATOL, RTOL, L2, what);
+                fgi_buf_free(ref);
+                fg_kv_cache_destroy(cache);
+            }
+            fgi_buf_free(alone[i]);
+            fgi_buf_free(together[i]);
+        }
+        fgi_test_model_free(&tm);
+    }
+}
+
 /* The 16-bit batch refuses what it cannot run: a head_dim without a
  * 16-bit kernel, a dtype that is not one. */
 Test(batch_forward, gpu16_refusals)
