@@ -27,7 +27,8 @@
  * (fgi_cuda_attention16; --sweep adds nothing there, it has one
  * configuration); decode cases in a 16-bit type are listed as skipped
  * until a 16-bit decode path is timed here. --kernel auto|sm80|sm90
- * (default auto) picks the 16-bit prefill kernel: the sm_80 mma.sync one or
+ * (default: as FG_ATTENTION16_KERNEL says, else auto) picks the 16-bit
+ * prefill kernel: the sm_80 mma.sync one or
  * the sm_90a wgmma/TMA one (head_dim 64 and 128 on Hopper; auto takes it
  * there), to compare the two in one build; the header line says which runs
  * ("kernel16 d64=sm90 d128=sm90"). Every table run first prints
@@ -748,7 +749,7 @@ static int run_sweep(char kind, int tiny, int runs, unsigned hold_us, FILE *out,
 
 int main(int argc, char **argv)
 {
-    int kernel16 = 0; /* --kernel: 0 auto, 1 sm80, 2 sm90 */
+    int kernel16 = -1; /* --kernel: 0 auto, 1 sm80, 2 sm90; -1 as the environment says */
     int runs = 30;
     const char *out_path = NULL, *only = NULL;
     int sweep = 0, only_case = 0, sweep_prefill = 0, sweep_decode = 0, ceilings = 0, tiny = 0;
@@ -811,7 +812,7 @@ int main(int argc, char **argv)
     int sms = 0;
     size_t total = 0;
     if (!bench_check(fg_cuda_device_info(name, sizeof name, &sms, &total), "device info")) return 1;
-    fgi_attention16_set_kernel(kernel16);
+    if (kernel16 >= 0) fgi_attention16_set_kernel(kernel16);
     if (kernel16 == 2 && fgi_attention16_pick(64) != 2) {
         fprintf(stderr, "bench_attention: --kernel sm90: this device or build cannot run the "
                         "sm_90a kernel (compute capability 9.0 and code for sm_90a needed)\n");
