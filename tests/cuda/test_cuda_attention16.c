@@ -334,11 +334,11 @@ Test(cuda_attention16, gqa_lse_random_shapes) { run_family(FAM_LSE, 205, "gqa_ls
  * automatic choice sends 64 and 128 to the sm_90a kernel), and the sm_90a
  * kernel (attention_sm90.cu: 128-row query blocks, 128-key tiles) on the
  * same families at head_dim 64 and 128, where the device runs it (it
- * skips elsewhere: a card without sm_90a). */
-/* Forces the 16-bit kernel (0 automatic, 1 sm_80, 2 sm_90a); 0 where the
- * sm_90a kernel was asked for and cannot run here, or the run pins the
- * sm_80 kernel (FG_ATTENTION16_KERNEL=sm80: scripts/gpu-check sets it when
- * its first probe of the sm_90a kernel on a card fails or hangs). */
+ * skips elsewhere: a card without sm_90a).
+ * force_kernel: 0 automatic, 1 sm_80, 2 sm_90a; returns 0 where the sm_90a
+ * kernel was asked for and cannot run here, or the run pins the sm_80
+ * kernel (FG_ATTENTION16_KERNEL=sm80: scripts/gpu-check sets it when its
+ * first probe of the sm_90a kernel on a card fails or hangs). */
 static int force_kernel(int which)
 {
 #ifdef FG_HAVE_CUDA
