@@ -45,14 +45,15 @@ static fg_status load(const char *model_path, const char *tok_path, fg_tokenizer
     int folder = exists(where, NULL, 1);
     int json = folder ? exists(where, "tokenizer.json", 0)
                       : ends_with(where, "/tokenizer.json") || strcmp(where, "tokenizer.json") == 0;
-    int gpt2 = !json && (folder ? exists(where, "vocab.json", 0) : ends_with(where, ".json"));
+    int gpt2 = !json && (folder ? exists(where, "vocab.json", 0) || exists(where, "encoder.json", 0)
+                                : ends_with(where, ".json"));
     *bos_default = !gpt2;
     if (json || gpt2) return cli_load_tokenizer(tok, tok_path, model_path, 1);
     if (folder && tok_path == NULL && !exists(where, "tokenizer.bin", 0)) {
         char shown[512];
         return cli_fail(FG_ERR_IO,
                         "no tokenizer in %s (looked for tokenizer.json, vocab.json + "
-                        "merges.txt, tokenizer.bin); pass -t",
+                        "merges.txt, encoder.json + vocab.bpe, tokenizer.bin); pass -t",
                         fg_escape_text(shown, sizeof shown, where));
     }
     /* llama2.c: the vocabulary size is the model's */

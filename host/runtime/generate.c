@@ -56,12 +56,17 @@ static fg_status join(const char *fn, char *buf, size_t cap, const char *folder,
     return FG_OK;
 }
 
+/* GPT-2's two files in a folder: Hugging Face's vocab.json + merges.txt,
+ * else the same files under OpenAI's own names, encoder.json + vocab.bpe
+ * (as in models/gpt2-tokenizer); with neither, the error names vocab.json. */
 static fg_status gpt2_in_folder(const char *fn, fg_tokenizer **tok, const char *folder)
 {
-    char vocab[PATH_CAP], merges[PATH_CAP];
+    char vocab[PATH_CAP], merges[PATH_CAP], encoder[PATH_CAP];
     FGI_TRY(join(fn, vocab, sizeof vocab, folder, "vocab.json"));
-    FGI_TRY(join(fn, merges, sizeof merges, folder, "merges.txt"));
-    return fg_tokenizer_load_gpt2(tok, vocab, merges);
+    FGI_TRY(join(fn, encoder, sizeof encoder, folder, "encoder.json"));
+    const int openai = !is_file(vocab) && is_file(encoder);
+    FGI_TRY(join(fn, merges, sizeof merges, folder, openai ? "vocab.bpe" : "merges.txt"));
+    return fg_tokenizer_load_gpt2(tok, openai ? encoder : vocab, merges);
 }
 
 /* True when the last component of path is `name`. */
@@ -72,7 +77,8 @@ static int named(const char *path, const char *name)
 }
 
 /* An explicit tokenizer path: a folder (tokenizer.json, else GPT-2's two
- * files), a tokenizer.json, a GPT-2 vocab.json, or llama2.c. */
+ * files), a tokenizer.json, a GPT-2 vocab.json (or encoder.json), or
+ * llama2.c. */
 static fg_status load_given(const char *fn, fg_tokenizer **tok, const char *tok_path,
                             int vocab_size)
 {
@@ -86,7 +92,8 @@ static fg_status load_given(const char *fn, fg_tokenizer **tok, const char *tok_
     const size_t n = strlen(tok_path);
     if (n >= 5 && strcmp(tok_path + n - 5, ".json") == 0) {
         FGI_TRY(folder_of(fn, folder, sizeof folder, tok_path));
-        FGI_TRY(join(fn, path, sizeof path, folder, "merges.txt"));
+        FGI_TRY(join(fn, path, sizeof path, folder,
+                     named(tok_path, "encoder.json") ? "vocab.bpe" : "merges.txt"));
         return fg_tokenizer_load_gpt2(tok, tok_path, path);
     }
     return fg_tokenizer_load_llama2c(tok, tok_path, vocab_size);
@@ -116,6 +123,8 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
     if (is_file(path)) return fg_tokenizer_load_json(tok, path);
     FGI_TRY(join(fn, path, sizeof path, folder, "vocab.json"));
     if (is_file(path)) return gpt2_in_folder(fn, tok, folder);
+    FGI_TRY(join(fn, path, sizeof path, folder, "encoder.json"));
+    if (is_file(path)) return gpt2_in_folder(fn, tok, folder);
     FGI_TRY(join(fn, path, sizeof path, folder, "tokenizer.bin"));
     if (!is_file(path)) {
         snprintf(numbered, sizeof numbered, "tok%d.bin", vocab_size);
@@ -125,7 +134,7 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
     /* No function name in front: front ends append their own hint to it. */
     return fgi_fail(FG_ERR_IO,
                    "no tokenizer beside %s (looked for tokenizer.json, vocab.json + merges.txt, "
-                   "tokenizer.bin, tok%d.bin)",
+                   "encoder.json + vocab.bpe, tokenizer.bin, tok%d.bin)",
                    model_path, vocab_size);
 }
 

@@ -199,13 +199,29 @@ Test(cli, missing_tokenizer_names_what_was_looked_for)
     cli_result *r = run(args);
     snprintf(want, sizeof want,
              "flashgpt generate: cannot load the tokenizer: no tokenizer beside %s (looked for "
-             "tokenizer.json, vocab.json + merges.txt, tokenizer.bin, tok512.bin); pass -t\n",
+             "tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, tokenizer.bin, "
+             "tok512.bin); pass -t\n",
              model);
     cr_assert_eq(r->code, 1);
     cr_assert_str_eq(r->err, want);
     cr_assert_str_eq(r->out, "");
     unlink(model);
     rmdir(dir);
+}
+
+/* The repository's GPT-2 vocabulary keeps OpenAI's file names (encoder.json,
+ * vocab.bpe): -t takes its folder. Ids as GPT-2's tokenizer gives them. */
+Test(cli, tokenize_with_the_repository_gpt2_folder)
+{
+    const char *encoder = fgi_model_path("gpt2-tokenizer/encoder.json");
+    if (encoder == NULL) cr_skip_test("gpt2-tokenizer not found under FG_MODELS_DIR");
+    char folder[512], args[700];
+    snprintf(folder, sizeof folder, "%s", encoder);
+    *strrchr(folder, '/') = '\0';
+    snprintf(args, sizeof args, "tokenize -t %s -p 'Hello world'", folder);
+    cli_result *r = run(args);
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert_str_eq(r->out, "[15496, 995]\n");
 }
 
 Test(cli, bench_tiny_preset_runs_without_files)

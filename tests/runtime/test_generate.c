@@ -110,8 +110,9 @@ static unsigned gpt2_char(int b)
 }
 
 /* vocab.json with the 256 byte tokens (byte b has id b) and, when with_eot,
- * <|endoftext|> as id 256; merges.txt with no merges. */
-static void write_gpt2_tokenizer(const tmp_folder *t, int with_eot)
+ * <|endoftext|> as id 256; merges.txt with no merges. Under OpenAI's names
+ * (encoder.json, vocab.bpe) when openai_names. */
+static void write_gpt2_files(const tmp_folder *t, int with_eot, int openai_names)
 {
     static char json[8192];
     size_t n = (size_t)snprintf(json, sizeof json, "{");
@@ -121,8 +122,13 @@ static void write_gpt2_tokenizer(const tmp_folder *t, int with_eot)
     if (with_eot) n += (size_t)snprintf(json + n, sizeof json - n, ", \"<|endoftext|>\": 256");
     n += (size_t)snprintf(json + n, sizeof json - n, "}\n");
     cr_assert_lt(n, sizeof json);
-    write_bytes(in(t, "vocab.json"), json, n);
-    write_bytes(in(t, "merges.txt"), "#version: 0.2\n", 14);
+    write_bytes(in(t, openai_names ? "encoder.json" : "vocab.json"), json, n);
+    write_bytes(in(t, openai_names ? "vocab.bpe" : "merges.txt"), "#version: 0.2\n", 14);
+}
+
+static void write_gpt2_tokenizer(const tmp_folder *t, int with_eot)
+{
+    write_gpt2_files(t, with_eot, 0);
 }
 
 /* --- tokenizer discovery ---------------------------------------------------------- */
@@ -191,6 +197,31 @@ Test(discovery, gpt2_folder_and_its_precedence)
     tmp_remove(&t);
 }
 
+/* models/gpt2-tokenizer keeps OpenAI's names for the same two files */
+Test(discovery, gpt2_files_under_openai_names)
+{
+    tmp_folder t;
+    tmp_make(&t);
+    write_gpt2_files(&t, 1, 1);
+    cr_assert_eq(found_kind(in(&t, "model.safetensors"), NULL, 257), 'G', "beside the model");
+    cr_assert_eq(found_kind(NULL, t.path, 257), 'G', "-t FOLDER");
+    cr_assert_eq(found_kind(NULL, in(&t, "encoder.json"), 257), 'G', "-t encoder.json");
+
+    /* Hugging Face's names win where a vocab.json is present (no mixing) */
+    write_bytes(in(&t, "vocab.json"), "not json", 8);
+    fg_tokenizer *tok = NULL;
+    fgi_assert_status(fg_tokenizer_load_for_model(&tok, NULL, t.path, 257), FG_ERR_IO,
+                      "merges.txt");
+    cr_assert_null(tok);
+    unlink(in(&t, "vocab.json"));
+
+    /* encoder.json without vocab.bpe: its loader says which file is missing */
+    unlink(in(&t, "vocab.bpe"));
+    fgi_assert_status(fg_tokenizer_load_for_model(&tok, NULL, t.path, 257), FG_ERR_IO, "vocab.bpe");
+    cr_assert_null(tok);
+    tmp_remove(&t);
+}
+
 Test(discovery, explicit_path_overrides)
 {
     tmp_folder t, other;
@@ -227,8 +258,7 @@ Test(discovery, refusals)
     char want[700];
     snprintf(want, sizeof want,
              "no tokenizer beside %s (looked for tokenizer.json, vocab.json + merges.txt, "
-             "tokenizer.bin, "
-             "tok%d.bin)",
+             "encoder.json + vocab.bpe, tokenizer.bin, tok%d.bin)",
              in(&t, "m.bin"), LLAMA_VOCAB);
     cr_assert_eq(fg_tokenizer_load_for_model(&tok, in(&t, "m.bin"), NULL, LLAMA_VOCAB), FG_ERR_IO);
     cr_assert_str_eq(fg_last_error(), want);
