@@ -19,12 +19,16 @@ token totals used for tokens/s).
     bench/serve_load.py --url http://127.0.0.1:8080 --concurrency 32 \
         --requests 256 --max-tokens 128
 
-Compare --concurrency 1 with --concurrency N for the batching speed-up.
+Compare --concurrency 1 with --concurrency N for the batching speed-up
+(bench/serve_bench.sh does both on a server it starts). The requests are
+spread over client processes (--processes), so that one interpreter's
+parsing does not pace many fast streams.
 --json FILE writes the numbers for bench/RESULTS.md. A benchmark, not a test.
 """
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
@@ -85,54 +89,17 @@ def one_request(url, headers, body):
             "latency": end - t0, "tokens": tokens}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL")
-    ap.add_argument("--model", help="model name (default: the server's first in /v1/models)")
-    ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
-    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    ap.add_argument("--requests", type=int, default=64, help="requests in all (default 64)")
-    ap.add_argument("--rate", type=float,
-                    help="requests per second, Poisson arrivals (default: as fast as --concurrency allows)")
-    ap.add_argument("--seed", type=int, default=0, help="arrival times' seed (default 0)")
-    ap.add_argument("--max-tokens", type=int, default=128, help="per request (default 128)")
-    ap.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
-    ap.add_argument("--prompt", action="append", help="prompt(s) to cycle (default: built in)")
-    ap.add_argument("--ignore-eos", action="store_true",
-                    help="ask for exactly --max-tokens tokens (a vLLM extension; ignored by servers without it)")
-    ap.add_argument("--json", help="also write the results to this file")
-    args = ap.parse_args()
-    if args.concurrency < 1 or args.requests < 1 or args.max_tokens < 1:
-        ap.error("--concurrency, --requests and --max-tokens must be >= 1")
-    if args.rate is not None and not args.rate > 0:
-        ap.error("--rate must be > 0")
-
-    headers = {"Content-Type": "application/json"}
-    if args.api_key:
-        headers["Authorization"] = f"Bearer {args.api_key}"
-    if args.model is None:
-        u = urllib.parse.urlsplit(args.url)
-        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=30)
-        conn.request("GET", "/v1/models", headers=headers)
-        resp = conn.getresponse()
-        models = json.loads(resp.read())
-        conn.close()
-        if resp.status != 200:
-            sys.exit(f"serve_load: GET /v1/models: HTTP {resp.status}: {models}")
-        args.model = models["data"][0]["id"]
-    prompts = args.prompt or PROMPTS
-
+def run_share(job, indices, concurrency):
+    """Serves requests `indices` with `concurrency` threads (one client
+    process's share); returns (results, errors)."""
+    args, headers, prompts, arrivals, t0 = job
     results, errors, lock = [], [], threading.Lock()
-    next_index = [0]
+    queue = list(reversed(indices))
 
     def take():
         """The next request's index, or None when all are taken."""
         with lock:
-            i = next_index[0]
-            if i >= args.requests:
-                return None
-            next_index[0] += 1
-            return i
+            return queue.pop() if queue else None
 
     def serve(i):
         body = {"model": args.model, "prompt": prompts[i % len(prompts)],
@@ -152,16 +119,7 @@ def main():
         while (i := take()) is not None:
             serve(i)
 
-    # --rate: request i starts at its arrival time (exponential gaps), by
-    # whichever worker is free; one worker at a time waits for the next one
-    arrivals = None
-    if args.rate is not None:
-        import random
-        rng, t = random.Random(args.seed), 0.0
-        arrivals = []
-        for _ in range(args.requests):
-            arrivals.append(t)
-            t += rng.expovariate(args.rate)
+    # one worker at a time waits for the next arrival, then serves it
     start_gate = threading.Lock()
 
     def paced_worker():
@@ -175,14 +133,85 @@ def main():
                     time.sleep(delay)
             serve(i)
 
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=paced_worker if arrivals else worker)
-               for _ in range(args.concurrency)]
+               for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results, errors
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL")
+    ap.add_argument("--model", help="model name (default: the server's first in /v1/models)")
+    ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    ap.add_argument("--requests", type=int, default=64, help="requests in all (default 64)")
+    ap.add_argument("--rate", type=float,
+                    help="requests per second, Poisson arrivals (default: as fast as --concurrency allows)")
+    ap.add_argument("--seed", type=int, default=0, help="arrival times' seed (default 0)")
+    ap.add_argument("--max-tokens", type=int, default=128, help="per request (default 128)")
+    ap.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
+    ap.add_argument("--prompt", action="append", help="prompt(s) to cycle (default: built in)")
+    ap.add_argument("--ignore-eos", action="store_true",
+                    help="ask for exactly --max-tokens tokens (a vLLM extension; ignored by servers without it)")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="client processes sharing the requests (default: one per 4 concurrent "
+                         "requests, at most half the cores)")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if args.concurrency < 1 or args.requests < 1 or args.max_tokens < 1 or args.processes < 0:
+        ap.error("--concurrency, --requests and --max-tokens must be >= 1, --processes >= 0")
+    if args.rate is not None and not args.rate > 0:
+        ap.error("--rate must be > 0")
+
+    headers = {"Content-Type": "application/json"}
+    if args.api_key:
+        headers["Authorization"] = f"Bearer {args.api_key}"
+    if args.model is None:
+        u = urllib.parse.urlsplit(args.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=30)
+        conn.request("GET", "/v1/models", headers=headers)
+        resp = conn.getresponse()
+        models = json.loads(resp.read())
+        conn.close()
+        if resp.status != 200:
+            sys.exit(f"serve_load: GET /v1/models: HTTP {resp.status}: {models}")
+        args.model = models["data"][0]["id"]
+    prompts = args.prompt or PROMPTS
+
+    # --rate: request i starts at its arrival time (exponential gaps)
+    arrivals = None
+    if args.rate is not None:
+        import random
+        rng, t = random.Random(args.seed), 0.0
+        arrivals = []
+        for _ in range(args.requests):
+            arrivals.append(t)
+            t += rng.expovariate(args.rate)
+
+    # Client processes: 32 streams at a 1 ms step send 32,000 chunks a
+    # second, and every one is read, parsed (4 us of json.loads here) and
+    # stamped under one interpreter lock per process: a single process would
+    # add its own queueing to the inter-token times it measures. Each
+    # process takes every P-th request and its share of the concurrency.
+    procs = min(args.processes or max(1, min(args.concurrency // 4, (os.cpu_count() or 2) // 2)),
+                args.concurrency, args.requests)
+    shares = [(list(range(k, args.requests, procs)), args.concurrency // procs +
+               (k < args.concurrency % procs)) for k in range(procs)]
+    t0 = time.perf_counter()  # CLOCK_MONOTONIC: one clock for every process
+    job = (args, headers, prompts, arrivals, t0)
+    if procs == 1:
+        parts = [run_share(job, *shares[0])]
+    else:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(procs) as pool:
+            parts = pool.starmap(run_share, [(job, idx, conc) for idx, conc in shares])
     wall = time.perf_counter() - t0
+    results = [r for part in parts for r in part[0]]
+    errors = [e for part in parts for e in part[1]]
 
     tokens = sum(r["tokens"] for r in results)
     ttft = [r["ttft"] for r in results if r["ttft"] is not None]
