@@ -12,7 +12,8 @@
 #include <string.h>
 
 static const char VERB[] = "bench";
-enum { CHECK_TOKENS = 4 };
+/* --batch: at most MAX_BATCHES counts, each at most MAX_BATCH requests */
+enum { CHECK_TOKENS = 4, MAX_BATCHES = 16, MAX_BATCH = 4096 };
 
 typedef struct {
     const char *name, *about;
@@ -224,7 +225,8 @@ int cmd_bench(int argc, char **argv)
 {
     const char *preset_name = "gpt2-124m", *device_name = "auto", *model_path = NULL;
     const char *dtype_name = "auto";
-    int n_prompt = -1, n_gen = -1, no_check = 0, threads = 0, batch = 0;
+    int n_prompt = -1, n_gen = -1, no_check = 0, threads = 0;
+    const char *batch_list = NULL;
     uint64_t seed = 1;
     const cli_option opts[] = {
         {"preset", 0, OPT_STRING, &preset_name, "NAME", "tiny, gpt2-124m (default), gpt2-350m, llama-1b, llama-3b, llama-8b (the last two: cuda only, weights made on the card)"},
@@ -236,7 +238,7 @@ int cmd_bench(int argc, char **argv)
         {"threads", 0, OPT_INT, &threads, "N", "CPU threads (default: one per online core)"},
         {"seed", 0, OPT_U64, &seed, "S", "seed of the random weights (default 1)"},
         {"no-check", 0, OPT_FLAG, &no_check, NULL, "skip the check against the exact reference (on cuda the weights are then made on the card)"},
-        {"batch", 0, OPT_INT, &batch, "N", "decode N requests at once through the serving scheduler (tokens/s and step time; default: one session)"},
+        {"batch", 0, OPT_STRING, &batch_list, "N[,N...]", "decode N requests at once through the serving scheduler (tokens/s and step time; default: one session); a list runs each N on the same weights"},
     };
     const cli_command cmd = {VERB, "[--preset NAME] [options]",
                              "Benchmark prefill and decode on a built-in model shape with "
@@ -267,14 +269,30 @@ int cmd_bench(int argc, char **argv)
                 n_params(&p.cfg) * 4 / 1e9);
         return CLI_RUNTIME_ERROR;
     }
-    if (batch < 0) return cli_usage_error(VERB, "--batch must be >= 1 (got %d)", batch);
-    if (batch > 0 && p.on_device)
+    int batches[MAX_BATCHES], n_batches = 0;
+    if (batch_list != NULL) {
+        int *parsed = NULL;
+        if (cli_parse_ids(batch_list, &parsed, &n_batches) != 0 || n_batches > MAX_BATCHES) {
+            free(parsed);
+            char shown[64];
+            return cli_usage_error(VERB, "--batch takes up to %d counts N,N,... (got '%s')",
+                                   MAX_BATCHES, fg_quote_text(shown, sizeof shown, batch_list));
+        }
+        memcpy(batches, parsed, sizeof(int) * (size_t)n_batches);
+        free(parsed);
+        for (int i = 0; i < n_batches; i++)
+            if (batches[i] < 1 || batches[i] > MAX_BATCH)
+                return cli_usage_error(VERB, "--batch must be 1 .. %d (got %d)", MAX_BATCH,
+                                       batches[i]);
+    }
+    const int batch = n_batches > 0;
+    if (batch && p.on_device)
         return cli_usage_error(VERB, "--batch needs host weights; preset %s has them on the card only",
                                p.name);
     /* On the GPU without the check and without --batch nothing reads a host
      * copy of the weights: every preset makes them on the card (llama-1b:
      * no 5 GB of fp32 host weights to fill and convert; 6.8 s to fill here). */
-    if (model_path == NULL && device == FG_DEVICE_CUDA && no_check && batch == 0) p.on_device = 1;
+    if (model_path == NULL && device == FG_DEVICE_CUDA && no_check && !batch) p.on_device = 1;
     if (n_prompt < 0) n_prompt = device == FG_DEVICE_REF ? 16 : 128;
     if (n_gen < 0) n_gen = device == FG_DEVICE_REF ? 16 : 128;
 
@@ -308,13 +326,19 @@ int cmd_bench(int argc, char **argv)
         goto done;
     }
     prompt_ids(ids, n_prompt, p.cfg.vocab_size);
-    if (batch > 0) {
+    if (batch) {
         const double wpe = (p.cfg.arch == FG_ARCH_GPT2 && !p.cfg.use_rope)
                                ? (double)p.cfg.n_ctx * p.cfg.n_embd
                                : 0; /* a step reads one position's row, not the table */
-        rc = cli_bench_batch(VERB, &p.cfg, fg_model_weights(model), device, dtype, threads,
-                             batch, n_prompt, n_gen,
-                             device == FG_DEVICE_CUDA ? n_params(&p.cfg) - wpe : 0.0);
+        /* each count on the same host weights (a sweep makes them once); a
+         * count that fails does not keep the others from running */
+        for (int i = 0; i < n_batches && rc != CLI_USAGE_ERROR; i++) {
+            const int one = cli_bench_batch(VERB, &p.cfg, fg_model_weights(model), device, dtype,
+                                            threads, batches[i], n_prompt, n_gen,
+                                            device == FG_DEVICE_CUDA ? n_params(&p.cfg) - wpe : 0.0);
+            if (one != CLI_OK && (rc == CLI_OK || one == CLI_USAGE_ERROR)) rc = one;
+            fflush(stdout);
+        }
         goto done;
     }
     cli_progress_start(&progress, device == FG_DEVICE_CUDA ? "bench: upload and KV cache"

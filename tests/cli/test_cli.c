@@ -249,6 +249,12 @@ Test(cli, bench_batch_decodes_every_stream_each_step)
     r = run("bench --preset tiny --prompt 8 --gen 4 --device ref --batch 3");
     cr_assert_eq(r->code, 0, "%s", r->err);
     cr_assert(strstr(r->out, "batch decode: 3 streams, 3 steps, 9 tokens in"), "%s", r->out);
+    /* a list: each count in turn on the same weights (bench/batch_sweep.sh) */
+    r = run("bench --preset tiny --prompt 8 --gen 4 --device cpu --batch 2,1");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    const char *two = strstr(r->out, "batch decode: 2 streams, 3 steps, 6 tokens in");
+    cr_assert(two && strstr(two, "batch decode: 1 streams, 3 steps, 3 tokens in"), "%s", r->out);
+    cr_assert_eq(run("bench --preset tiny --batch 2,0")->code, 2);
 }
 
 Test(cli, progress_on_a_terminal_only)
