@@ -306,6 +306,20 @@ Test(cli, verify_without_gpu_is_a_runtime_error)
     cr_assert(strstr(r->err, "verify needs a GPU") != NULL, "%s", r->err);
 }
 
+/* On a GPU (or the emulator), --no-check has no use for a host copy of the
+ * weights: the preset makes them on the card; the check needs the copy. */
+Test(cli, bench_without_the_check_makes_the_weights_on_the_card)
+{
+    if (!fg_cuda_available()) cr_skip_test("no GPU");
+    cli_result *r = run("bench --preset tiny --device cuda --dtype f32 --prompt 4 --gen 2 --no-check");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "weights made on the card") && !strstr(r->out, "check:"), "%s", r->out);
+    r = run("bench --preset tiny --device cuda --dtype f32 --prompt 4 --gen 2");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "weights, upload") && strstr(r->out, "exact reference vs cuda"),
+              "%s", r->out);
+}
+
 /* verify --layers (a GPU, or the emulator): every layer's output and each
  * operation inside it, against the reference fed the same input, all
  * within the fp32 bound on stories260K (Llama: RMSNorm, RoPE, SwiGLU). */
