@@ -122,9 +122,9 @@ fg_status fg_tokenizer_load_for_model(fg_tokenizer **tok, const char *model_path
     FGI_TRY(join(fn, path, sizeof path, folder, "tokenizer.json"));
     if (is_file(path)) return fg_tokenizer_load_json(tok, path);
     FGI_TRY(join(fn, path, sizeof path, folder, "vocab.json"));
-    if (is_file(path)) return gpt2_in_folder(fn, tok, folder);
+    const int hf_names = is_file(path);
     FGI_TRY(join(fn, path, sizeof path, folder, "encoder.json"));
-    if (is_file(path)) return gpt2_in_folder(fn, tok, folder);
+    if (hf_names || is_file(path)) return gpt2_in_folder(fn, tok, folder);
     FGI_TRY(join(fn, path, sizeof path, folder, "tokenizer.bin"));
     if (!is_file(path)) {
         snprintf(numbered, sizeof numbered, "tok%d.bin", vocab_size);
