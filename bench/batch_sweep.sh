@@ -54,11 +54,11 @@ points=$(awk '
   /^weight-read floor: / { f = $0; sub(/.* = /, "", f); sub(/ ms a step.*/, "", f) }
   END { if (n != "") print n, t, s, f }' <<<"$log")
 for n in $BATCHES; do
+  # (read empties the fields when the count has no line)
   read -r _ tps step floor < <(awk -v n="$n" '$1 == n' <<<"$points") || true
-  if [ -z "$params" ] || [ -z "${tps:-}" ] || [ -z "${step:-}" ]; then
+  if [ -z "$params" ] || [ -z "$tps" ] || [ -z "$step" ]; then
     echo "batch $n: no batch decode line in flashgpt bench's output" >&2
     failed=1
-    tps="" step="" floor=""
     continue
   fi
   row=$(awk -v d="$DATE" -v c="$CARD" -v g="$COMMIT" -v m="$PRESET" -v pm="$params" -v dev="$DEVICE" \
@@ -67,6 +67,5 @@ for n in $BATCHES; do
     'BEGIN { printf "%s,%s,%s,-,%s,%.0f,%s,%s,%s,%d,%d,%d,%s,%s,%s,%s", d, c, g, m, pm * 1e6, dev, dt, th, b, p, k, t, s, f, l }')
   echo "$row" >>"$CSV"
   echo "batch $n: $tps tokens/s, step $step ms${floor:+ (floor $floor ms)}"
-  tps="" step="" floor=""
 done
 exit $failed

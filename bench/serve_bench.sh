@@ -124,8 +124,8 @@ EOF
 fi
 
 # nothing may stay allocated once every request has ended
-metrics=$(curl -s "$url/metrics" 2>/dev/null || "$PYTHON" -c \
-  "import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" "$url/metrics")
+metrics=$("$PYTHON" -c "import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" \
+  "$url/metrics")
 used=$(sed -n 's/^flashgpt_kv_blocks_used \([0-9]*\)$/\1/p' <<<"$metrics")
 if [ "$used" != 0 ]; then
   echo "serve_bench: the server holds ${used:-an unknown number of} KV blocks after the last request" >&2

@@ -201,13 +201,16 @@ def main():
                 args.concurrency, args.requests)
     shares = [(list(range(k, args.requests, procs)), args.concurrency // procs +
                (k < args.concurrency % procs)) for k in range(procs)]
-    t0 = time.perf_counter()  # CLOCK_MONOTONIC: one clock for every process
-    job = (args, headers, prompts, arrivals, t0)
+    # the clock starts once the client processes exist (CLOCK_MONOTONIC:
+    # one clock for every process)
     if procs == 1:
-        parts = [run_share(job, *shares[0])]
+        t0 = time.perf_counter()
+        parts = [run_share((args, headers, prompts, arrivals, t0), *shares[0])]
     else:
         import multiprocessing
         with multiprocessing.get_context("fork").Pool(procs) as pool:
+            t0 = time.perf_counter()
+            job = (args, headers, prompts, arrivals, t0)
             parts = pool.starmap(run_share, [(job, idx, conc) for idx, conc in shares])
     wall = time.perf_counter() - t0
     results = [r for part in parts for r in part[0]]
